@@ -1,0 +1,9 @@
+#pragma once
+// Every `vktune` subcommand registers itself on the CLI11 app from its own cmd_*.cpp file.
+#include <CLI/CLI.hpp>
+
+namespace vkt::app {
+
+void add_devices_command(CLI::App& app);
+
+}  // namespace vkt::app

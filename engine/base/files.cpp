@@ -1,0 +1,103 @@
+#include "engine/base/files.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "engine/base/error.hpp"
+
+namespace vkt {
+namespace fs = std::filesystem;
+
+std::string read_text_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UserError("cannot read " + path.string() + ": " + std::strerror(errno), "check that the path exists");
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+static fs::path temporary_sibling(const fs::path& path) {
+  return path.parent_path() / (path.filename().string() + ".tmp-" + std::to_string(getpid()));
+}
+
+void write_file_atomically(const fs::path& path, const std::function<void(std::FILE*)>& write_contents) {
+  fs::path temporary = temporary_sibling(path);
+  std::FILE* file = std::fopen(temporary.c_str(), "wb");
+  if (!file) throw UserError("cannot write " + temporary.string() + ": " + std::strerror(errno),
+                             "check that the output directory exists and is writable");
+  try {
+    write_contents(file);
+  } catch (...) {
+    std::fclose(file);
+    fs::remove(temporary);
+    throw;
+  }
+  bool ok = std::fflush(file) == 0 && fsync(fileno(file)) == 0;
+  ok = (std::fclose(file) == 0) && ok;
+  if (!ok) {
+    fs::remove(temporary);
+    throw UserError("failed writing " + path.string() + ": " + std::strerror(errno), "is the disk full?");
+  }
+  fs::rename(temporary, path);
+}
+
+void write_file_atomically(const fs::path& path, std::string_view contents) {
+  write_file_atomically(path, [&](std::FILE* file) {
+    if (std::fwrite(contents.data(), 1, contents.size(), file) != contents.size())
+      throw UserError("failed writing " + path.string() + ": " + std::strerror(errno), "is the disk full?");
+  });
+}
+
+AtomicDirectory::AtomicDirectory(fs::path final_path)
+    : final_path_(std::move(final_path)), temporary_path_(temporary_sibling(final_path_)) {
+  fs::remove_all(temporary_path_);
+  fs::create_directories(temporary_path_);
+}
+
+AtomicDirectory::~AtomicDirectory() {
+  if (!committed_) {
+    std::error_code ignored;
+    fs::remove_all(temporary_path_, ignored);
+  }
+}
+
+void AtomicDirectory::commit() {
+  // A directory cannot be renamed over a non-empty one: move the old one aside first.
+  fs::path old_aside;
+  if (fs::exists(final_path_)) {
+    old_aside = final_path_.parent_path() / (final_path_.filename().string() + ".old-" + std::to_string(getpid()));
+    fs::remove_all(old_aside);
+    fs::rename(final_path_, old_aside);
+  }
+  fs::rename(temporary_path_, final_path_);
+  committed_ = true;
+  if (!old_aside.empty()) fs::remove_all(old_aside);
+}
+
+std::string format_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int unit = 0;
+  double magnitude = std::fabs(bytes);
+  while (magnitude >= 1024.0 && unit < 4) { magnitude /= 1024.0; bytes /= 1024.0; unit++; }
+  char text[32];
+  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.2f %s", bytes, units[unit]);
+  return text;
+}
+
+std::string format_duration(double seconds) {
+  char text[32];
+  if (!std::isfinite(seconds) || seconds < 0) return "--";
+  long total = static_cast<long>(seconds + 0.5);
+  if (seconds < 60) std::snprintf(text, sizeof text, "%.1fs", seconds);
+  else if (total < 3600) std::snprintf(text, sizeof text, "%ldm%02lds", total / 60, total % 60);
+  else std::snprintf(text, sizeof text, "%ldh%02ldm", total / 3600, (total % 3600) / 60);
+  return text;
+}
+
+}  // namespace vkt

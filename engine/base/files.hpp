@@ -1,0 +1,41 @@
+#pragma once
+// File helpers. Everything vktune writes for the user goes through write_file_atomically or
+// AtomicDirectory so that a crash never leaves a half-written checkpoint or export behind.
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vkt {
+
+// Reads a whole file; UserError naming the path when it cannot be read.
+std::string read_text_file(const std::filesystem::path& path);
+
+// Writes to "<path>.tmp-<pid>", flushes, then renames over <path>.
+void write_file_atomically(const std::filesystem::path& path, std::string_view contents);
+// The same, with a writer callback that streams into the temporary file.
+void write_file_atomically(const std::filesystem::path& path,
+                           const std::function<void(std::FILE*)>& write_contents);
+
+// A directory built under a temporary name and renamed into place by commit(); removed if
+// never committed (an exception on the way leaves nothing behind).
+class AtomicDirectory {
+ public:
+  explicit AtomicDirectory(std::filesystem::path final_path);
+  ~AtomicDirectory();
+  AtomicDirectory(const AtomicDirectory&) = delete;
+  AtomicDirectory& operator=(const AtomicDirectory&) = delete;
+  const std::filesystem::path& path() const { return temporary_path_; }
+  void commit();
+
+ private:
+  std::filesystem::path final_path_;
+  std::filesystem::path temporary_path_;
+  bool committed_ = false;
+};
+
+std::string format_bytes(double bytes);     // "1.50 GiB"
+std::string format_duration(double seconds);  // "1h02m", "3m05s", "12.3s"
+
+}  // namespace vkt
