@@ -1,5 +1,5 @@
 // The test runner: doctest plus vktune's own switches.
-//   --op NAME   run only the kernel cases of that op (the kernel suite's filter)
+//   --op NAME   run only the kernel test cases of that op: they are named "NAME: ..."
 // After all tests, any Vulkan validation error seen by the shared context fails the run.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
@@ -20,17 +20,19 @@ void destroy_context();
 
 int main(int argc, char** argv) {
   std::vector<char*> arguments;
+  std::string op_case_filter;
   for (int i = 0; i < argc; i++) {
-    if (std::strcmp(argv[i], "--op") == 0 && i + 1 < argc) {
-      vkt::test::op_filter_value = argv[++i];
-      continue;
-    }
-    if (std::strncmp(argv[i], "--op=", 5) == 0) {
-      vkt::test::op_filter_value = argv[i] + 5;
+    const char* op = nullptr;
+    if (std::strcmp(argv[i], "--op") == 0 && i + 1 < argc) op = argv[++i];
+    else if (std::strncmp(argv[i], "--op=", 5) == 0) op = argv[i] + 5;
+    if (op) {
+      vkt::test::op_filter_value = op;
+      op_case_filter = std::string("--test-case=") + op + ":*";
       continue;
     }
     arguments.push_back(argv[i]);
   }
+  if (!op_case_filter.empty()) arguments.push_back(op_case_filter.data());
   doctest::Context runner;
   runner.applyCommandLine(static_cast<int>(arguments.size()), arguments.data());
   int result = runner.run();

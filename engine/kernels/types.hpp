@@ -1,0 +1,53 @@
+#pragma once
+// Types shared by kernel wrappers: storage types of activations and the formats a frozen base
+// weight can be stored in. The byte layouts below are the contract between engine/quant (CPU
+// quantize/dequantize, file loading), shaders/quant.glsl and the matmul's load stage.
+#include <cstdint>
+#include <string>
+
+#include "engine/vk/memory.hpp"
+
+namespace vkt::kernels {
+
+using vk::BufferRange;
+
+// Storage type of an activation or dense weight; arithmetic is always fp32.
+enum class DType : uint8_t { f32, f16, bf16 };
+uint32_t dtype_bytes(DType type);
+const char* dtype_name(DType type);
+
+// How a base weight W (rows = out_features, cols = in_features, row-major, flattened into
+// n = rows*cols elements) is stored. Quantization blocks are runs of `block_size` consecutive
+// elements of the flattened weight (as bitsandbytes does); n is padded up to a whole block.
+enum class WeightFormat : uint8_t {
+  f32,        // data: float[n]
+  f16,        // data: fp16[n]
+  bf16,       // data: bf16 bit patterns as uint16[n]
+  nf4,        // data: uint8[n/2], element 2j in the HIGH nibble of byte j, 2j+1 in the low nibble;
+              //   value = NF4_TABLE[code] * absmax(block)
+              //   absmax without double quant: scales = float[blocks]
+              //   with double quant (bitsandbytes' compress_statistics): absmax_codes = uint8[blocks]
+              //   (indices into bitsandbytes' signed dynamic map), absmax_scales = float[ceil(blocks/256)],
+              //   absmax(b) = DYNAMIC_MAP[absmax_codes[b]] * absmax_scales[b/256] + absmax_offset
+  int8,       // data: int8[n]; value = code * scales[block], scales = absmax/127
+  int4,       // data: uint8[n/2] (nibble order as nf4); value = (code - 8) * scales[block], scales = absmax/7
+  int4_asym,  // data: uint8[n/2]; value = (code - zeros[block]) * scales[block];
+              //   scales = (max-min)/15, zeros = uint8[blocks] (0..15)
+};
+const char* weight_format_name(WeightFormat format);
+bool is_quantized(WeightFormat format);
+
+// A base weight as the matmul's B operand: its storage and, when quantized, its statistics.
+struct WeightRef {
+  WeightFormat format = WeightFormat::f32;
+  BufferRange data;           // see WeightFormat
+  BufferRange scales;         // fp32 per block: int8/int4/int4_asym scales, nf4 absmax without double quant
+  BufferRange zeros;          // int4_asym: uint8 per block
+  BufferRange absmax_codes;   // nf4 with double quant: uint8 per block
+  BufferRange absmax_scales;  // nf4 with double quant: fp32 per 256 blocks
+  float absmax_offset = 0;    // nf4 with double quant: mean of the absmax values, added back
+  uint32_t block_size = 64;   // elements per quantization block
+  bool double_quant = false;  // nf4 only
+};
+
+}  // namespace vkt::kernels
