@@ -1,0 +1,423 @@
+#include "engine/plan/plan.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+
+namespace vkt::plan {
+
+using vk::Category;
+using vk::MemoryKind;
+
+const char* module_name(Module module) {
+  static const char* names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return names[static_cast<size_t>(module)];
+}
+
+std::optional<Module> module_from_name(const std::string& name) {
+  for (size_t i = 0; i < module_count; i++)
+    if (name == module_name(static_cast<Module>(i))) return static_cast<Module>(i);
+  return std::nullopt;
+}
+
+std::string module_path(Module module) {
+  bool attention = module <= Module::o_proj;
+  return std::string(attention ? "self_attn." : "mlp.") + module_name(module);
+}
+
+uint64_t module_in_features(const ModelShape& s, Module module) {
+  switch (module) {
+    case Module::o_proj: return s.heads * s.head_dim;
+    case Module::down_proj: return s.intermediate;
+    default: return s.hidden;
+  }
+}
+
+uint64_t module_out_features(const ModelShape& s, Module module) {
+  switch (module) {
+    case Module::q_proj: return s.heads * s.head_dim;
+    case Module::k_proj:
+    case Module::v_proj: return s.kv_heads * s.head_dim;
+    case Module::o_proj:
+    case Module::down_proj: return s.hidden;
+    default: return s.intermediate;
+  }
+}
+
+const char* method_name(Method method) {
+  switch (method) {
+    case Method::lora: return "lora";
+    case Method::qlora: return "qlora";
+    case Method::full: return "full";
+  }
+  return "?";
+}
+
+const char* optimizer_name(Optimizer optimizer) {
+  switch (optimizer) {
+    case Optimizer::adamw: return "adamw";
+    case Optimizer::sgd: return "sgd";
+    case Optimizer::momentum: return "momentum";
+  }
+  return "?";
+}
+
+uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
+  switch (optimizer) {
+    case Optimizer::adamw: return 2;
+    case Optimizer::momentum: return 1;
+    case Optimizer::sgd: return 0;
+  }
+  return 0;
+}
+
+uint64_t weight_bytes(uint64_t elements, WeightFormat format, uint32_t block, bool double_quant) {
+  uint64_t blocks = (elements + block - 1) / block;
+  uint64_t packed_nibbles = (blocks * block + 1) / 2;  // tail block padded
+  switch (format) {
+    case WeightFormat::f32: return elements * 4;
+    case WeightFormat::f16:
+    case WeightFormat::bf16: return elements * 2;
+    case WeightFormat::int8: return blocks * block + blocks * 4;
+    case WeightFormat::int4: return packed_nibbles + blocks * 4;
+    case WeightFormat::int4_asym: return packed_nibbles + blocks * 4 + blocks;
+    case WeightFormat::nf4:
+      return packed_nibbles + (double_quant ? blocks + ((blocks + 255) / 256) * 4 : blocks * 4);
+  }
+  return 0;
+}
+
+uint64_t MemoryPlan::bytes(Category category) const {
+  uint64_t sum = 0;
+  for (const auto& buffer : buffers)
+    if (buffer.category == category) sum += buffer.bytes;
+  return sum;
+}
+
+uint64_t MemoryPlan::bytes(Category category, MemoryKind kind) const {
+  uint64_t sum = 0;
+  for (const auto& buffer : buffers)
+    if (buffer.category == category && buffer.kind == kind) sum += buffer.bytes;
+  return sum;
+}
+
+uint64_t MemoryPlan::total_bytes() const {
+  uint64_t sum = 0;
+  for (const auto& buffer : buffers) sum += buffer.bytes;
+  return sum;
+}
+
+uint64_t MemoryPlan::device_bytes() const {
+  uint64_t sum = 0;
+  for (const auto& buffer : buffers)
+    if (buffer.kind == MemoryKind::device) sum += buffer.bytes;
+  return sum;
+}
+
+bool MemoryPlan::contains(const std::string& name) const {
+  return std::any_of(buffers.begin(), buffers.end(), [&](const BufferSpec& b) { return b.name == name; });
+}
+
+const BufferSpec& MemoryPlan::find(const std::string& name) const {
+  for (const auto& buffer : buffers)
+    if (buffer.name == name) return buffer;
+  VKT_ASSERT(false, "the memory plan has no buffer named " + name);
+  return buffers.front();
+}
+
+namespace {
+
+class Builder {
+ public:
+  explicit Builder(MemoryPlan& plan) : plan_(plan) {}
+  void add(const std::string& name, Category category, uint64_t bytes, MemoryKind kind = MemoryKind::device) {
+    if (bytes == 0) return;
+    plan_.buffers.push_back({name, category, kind, bytes});
+  }
+  // A trainable tensor: the parameter (if `with_parameter`), its gradient and optimizer states.
+  void trainable(const std::string& name, Category parameter_category, uint64_t elements, bool with_parameter) {
+    const RunSettings& s = plan_.settings;
+    if (with_parameter) add(name, parameter_category, elements * 4);
+    add("grad." + name, Category::gradients, elements * 4);
+    MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
+    if (s.optimizer == Optimizer::adamw) {
+      add("adam_m." + name, Category::optimizer_state, elements * 4, state_kind);
+      add("adam_v." + name, Category::optimizer_state, elements * 4, state_kind);
+    } else if (s.optimizer == Optimizer::momentum) {
+      add("momentum." + name, Category::optimizer_state, elements * 4, state_kind);
+    }
+  }
+  // A stored linear weight in the run's base format (codes and statistics as separate buffers).
+  void linear_weight(const std::string& name, uint64_t elements) {
+    const RunSettings& s = plan_.settings;
+    WeightFormat format = s.base_format;
+    uint64_t blocks = (elements + s.quant_block - 1) / s.quant_block;
+    uint64_t nibbles = (blocks * s.quant_block + 1) / 2;
+    switch (format) {
+      case WeightFormat::f32:
+      case WeightFormat::f16:
+      case WeightFormat::bf16: add(name, Category::base_weights, weight_bytes(elements, format, s.quant_block, false)); break;
+      case WeightFormat::int8:
+        add(name, Category::quantized_weights, blocks * s.quant_block);
+        add(name + ".scales", Category::quantized_weights, blocks * 4);
+        break;
+      case WeightFormat::int4:
+        add(name, Category::quantized_weights, nibbles);
+        add(name + ".scales", Category::quantized_weights, blocks * 4);
+        break;
+      case WeightFormat::int4_asym:
+        add(name, Category::quantized_weights, nibbles);
+        add(name + ".scales", Category::quantized_weights, blocks * 4);
+        add(name + ".zeros", Category::quantized_weights, blocks);
+        break;
+      case WeightFormat::nf4:
+        add(name, Category::quantized_weights, nibbles);
+        if (s.double_quant) {
+          add(name + ".absmax_codes", Category::quantized_weights, blocks);
+          add(name + ".absmax_scales", Category::quantized_weights, ((blocks + 255) / 256) * 4);
+        } else {
+          add(name + ".scales", Category::quantized_weights, blocks * 4);
+        }
+        break;
+    }
+  }
+
+ private:
+  MemoryPlan& plan_;
+};
+
+bool is_target(const RunSettings& s, Module module) {
+  return std::find(s.target_modules.begin(), s.target_modules.end(), module) != s.target_modules.end();
+}
+
+// The activations one layer's forward produces and its backward reads, with `prefix` naming
+// the set ("act.layers.3." or "act.recompute."). `include_input` adds the layer input.
+void layer_activations(Builder& b, const std::string& prefix, const ModelShape& m, const RunSettings& s,
+                       uint64_t rows, bool include_input) {
+  const uint64_t f = 4;
+  if (include_input) b.add(prefix + "input", Category::activations, rows * m.hidden * f);
+  b.add(prefix + "rstd_attn", Category::activations, rows * f);
+  b.add(prefix + "norm_attn", Category::activations, rows * m.hidden * f);
+  b.add(prefix + "q", Category::activations, rows * m.heads * m.head_dim * f);
+  b.add(prefix + "k", Category::activations, rows * m.kv_heads * m.head_dim * f);
+  b.add(prefix + "v", Category::activations, rows * m.kv_heads * m.head_dim * f);
+  b.add(prefix + "attn", Category::activations, rows * m.heads * m.head_dim * f);
+  b.add(prefix + "lse", Category::activations, rows * m.heads * f);
+  b.add(prefix + "mid", Category::activations, rows * m.hidden * f);
+  b.add(prefix + "rstd_mlp", Category::activations, rows * f);
+  b.add(prefix + "norm_mlp", Category::activations, rows * m.hidden * f);
+  b.add(prefix + "gate", Category::activations, rows * m.intermediate * f);
+  b.add(prefix + "up", Category::activations, rows * m.intermediate * f);
+  b.add(prefix + "act", Category::activations, rows * m.intermediate * f);
+  if (s.method != Method::full)
+    for (Module module : s.target_modules)
+      b.add(prefix + std::string(module_name(module)) + ".lora_t", Category::activations, rows * s.lora_r * f);
+}
+
+}  // namespace
+
+uint64_t saved_activation_bytes_per_layer(const ModelShape& shape, const RunSettings& settings) {
+  MemoryPlan scratch;
+  scratch.settings = settings;
+  Builder b(scratch);
+  layer_activations(b, "", shape, settings, settings.batch * settings.seq_len, true);
+  return scratch.total_bytes();
+}
+
+MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
+  MemoryPlan plan;
+  plan.shape = m;
+  plan.settings = settings;
+  RunSettings& s = plan.settings;
+  if (s.method == Method::qlora && s.base_format == WeightFormat::f32) s.base_format = WeightFormat::nf4;
+  if (s.method == Method::full) {
+    s.base_format = WeightFormat::f32;  // full finetuning trains fp32 master weights
+    s.dtype = DType::f32;
+  }
+  const bool full = s.method == Method::full;
+  const bool training = s.training;
+  Builder b(plan);
+  ParameterCounts& counts = plan.parameters;
+
+  // Weights.
+  const uint64_t embedding_elements = m.vocab * m.hidden;
+  counts.embedding = embedding_elements;
+  const uint32_t dense_bytes = kernels::dtype_bytes(s.dtype);
+  if (full && training) b.trainable("model.embed_tokens.weight", Category::base_weights, embedding_elements, true);
+  else b.add("model.embed_tokens.weight", Category::base_weights, embedding_elements * dense_bytes);
+  for (uint64_t layer = 0; layer < m.layers; layer++) {
+    std::string prefix = "model.layers." + std::to_string(layer) + ".";
+    for (size_t i = 0; i < module_count; i++) {
+      Module module = static_cast<Module>(i);
+      uint64_t in = module_in_features(m, module), out = module_out_features(m, module);
+      std::string name = prefix + module_path(module) + ".weight";
+      if (module <= Module::o_proj) counts.attention += in * out;
+      else counts.mlp += in * out;
+      if (full && training) b.trainable(name, Category::base_weights, in * out, true);
+      else b.linear_weight(name, in * out);
+      if (m.qkv_bias && module <= Module::v_proj) {
+        counts.biases += out;
+        std::string bias = prefix + module_path(module) + ".bias";
+        if (full && training) b.trainable(bias, Category::base_weights, out, true);
+        else b.add(bias, Category::base_weights, out * 4);
+      }
+      if (!full && training && is_target(s, module)) {
+        b.trainable(prefix + module_path(module) + ".lora_A", Category::adapter_params, s.lora_r * in, true);
+        b.trainable(prefix + module_path(module) + ".lora_B", Category::adapter_params, out * s.lora_r, true);
+        counts.trainable += s.lora_r * (in + out);
+      }
+    }
+    for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) {
+      counts.norms += m.hidden;
+      std::string name = prefix + norm + ".weight";
+      if (full && training) b.trainable(name, Category::base_weights, m.hidden, true);
+      else b.add(name, Category::base_weights, m.hidden * 4);
+    }
+  }
+  counts.norms += m.hidden;
+  if (full && training) b.trainable("model.norm.weight", Category::base_weights, m.hidden, true);
+  else b.add("model.norm.weight", Category::base_weights, m.hidden * 4);
+  if (!m.tied_embeddings) {
+    counts.lm_head = m.vocab * m.hidden;
+    if (full && training) b.trainable("lm_head.weight", Category::base_weights, counts.lm_head, true);
+    else b.add("lm_head.weight", Category::base_weights, counts.lm_head * dense_bytes);
+  }
+  counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head + counts.biases;
+  if (full) counts.trainable = counts.total;
+
+  // Activations and workspace.
+  const uint64_t rows = s.batch * s.seq_len;
+  const uint64_t f = 4;
+  b.add("input.ids", Category::workspace, rows * 4);
+  b.add("input.positions", Category::workspace, rows * 4);
+  b.add("input.segments", Category::workspace, rows * 4);
+  if (training) {
+    b.add("input.targets", Category::workspace, rows * 4);
+    b.add("input.weights", Category::workspace, rows * 4);
+    if (s.gradient_checkpointing) {
+      for (uint64_t layer = 0; layer < m.layers; layer++)
+        b.add("act.layers." + std::to_string(layer) + ".input", Category::activations, rows * m.hidden * f);
+      layer_activations(b, "act.recompute.", m, s, rows, false);
+    } else {
+      for (uint64_t layer = 0; layer < m.layers; layer++)
+        layer_activations(b, "act.layers." + std::to_string(layer) + ".", m, s, rows, true);
+    }
+    b.add("act.final.input", Category::activations, rows * m.hidden * f);
+    b.add("act.final.rstd", Category::activations, rows * f);
+    b.add("act.final.norm", Category::activations, rows * m.hidden * f);
+    // Backward scratch: one layer's worth, reused by every layer.
+    b.add("grad_act.residual", Category::workspace, rows * m.hidden * f);
+    b.add("grad_act.norm", Category::workspace, rows * m.hidden * f);
+    b.add("grad_act.q", Category::workspace, rows * m.heads * m.head_dim * f);
+    b.add("grad_act.k", Category::workspace, rows * m.kv_heads * m.head_dim * f);
+    b.add("grad_act.v", Category::workspace, rows * m.kv_heads * m.head_dim * f);
+    b.add("grad_act.attn", Category::workspace, rows * m.heads * m.head_dim * f);
+    b.add("grad_act.attn_delta", Category::workspace, rows * m.heads * f);
+    b.add("grad_act.gate", Category::workspace, rows * m.intermediate * f);
+    b.add("grad_act.up", Category::workspace, rows * m.intermediate * f);
+    b.add("grad_act.act", Category::workspace, rows * m.intermediate * f);
+    if (!full) b.add("grad_act.lora_t", Category::workspace, rows * s.lora_r * f);
+    if (!full && s.lora_dropout > 0)
+      b.add("act.dropout", Category::workspace, rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * f);
+    b.add("loss.rows", Category::workspace, rows * f);
+  } else {
+    // Inference: one layer's activations at a time.
+    layer_activations(b, "act.recompute.", m, s, rows, false);
+    b.add("act.final.input", Category::activations, rows * m.hidden * f);
+    b.add("act.final.rstd", Category::activations, rows * f);
+    b.add("act.final.norm", Category::activations, rows * m.hidden * f);
+  }
+  // Logits are computed for a chunk of rows at a time (fused cross-entropy).
+  uint64_t chunk_rows = std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * f));
+  plan.logits_chunk_rows = std::min(rows, chunk_rows);
+  b.add("logits.chunk", Category::workspace, plan.logits_chunk_rows * m.vocab * f);
+  if (s.kv_cache_tokens > 0) {
+    for (uint64_t layer = 0; layer < m.layers; layer++) {
+      uint64_t bytes = s.batch * s.kv_cache_tokens * m.kv_heads * m.head_dim * f;
+      b.add("kv.layers." + std::to_string(layer) + ".k", Category::kv_cache, bytes);
+      b.add("kv.layers." + std::to_string(layer) + ".v", Category::kv_cache, bytes);
+    }
+  }
+  b.add("step_state", Category::workspace, 256);
+  return plan;
+}
+
+RulesOfThumb rules_of_thumb(double parameters, double bytes_per_value, double trainable_parameters,
+                            uint32_t optimizer_states) {
+  RulesOfThumb rules;
+  rules.weights_bytes = parameters * bytes_per_value;
+  rules.inference_bytes = rules.weights_bytes * 1.2;
+  rules.gradients_and_states = trainable_parameters * (1 + optimizer_states) * bytes_per_value;
+  return rules;
+}
+
+Verdict judge(const MemoryPlan& plan, uint64_t device_bytes) {
+  Verdict verdict;
+  verdict.required = plan.device_bytes();
+  verdict.available = device_bytes;
+  verdict.headroom = static_cast<int64_t>(device_bytes) - static_cast<int64_t>(verdict.required);
+  verdict.fits = verdict.headroom >= 0;
+  if (verdict.fits) return verdict;
+  // Apply the changes cumulatively in order of cost and report what each saves.
+  RunSettings current = plan.settings;
+  uint64_t current_bytes = verdict.required;
+  auto try_change = [&](const std::string& description, RunSettings changed) {
+    if (current_bytes <= device_bytes) return;
+    MemoryPlan next = make_plan(plan.shape, changed);
+    uint64_t next_bytes = next.device_bytes();
+    if (next_bytes >= current_bytes) return;
+    std::string line = description + ": saves " + format_bytes(double(current_bytes - next_bytes)) + " -> " +
+                       format_bytes(double(next_bytes)) + (next_bytes <= device_bytes ? " (fits)" : "");
+    verdict.advice.push_back(line);
+    current = changed;
+    current_bytes = next_bytes;
+  };
+  if (current.method != Method::full && current.base_format != WeightFormat::nf4) {
+    RunSettings changed = current;
+    changed.method = Method::qlora;
+    changed.base_format = WeightFormat::nf4;
+    changed.double_quant = true;
+    try_change("--method qlora (NF4 base with double quantization)", changed);
+  }
+  if (!current.gradient_checkpointing && current.training) {
+    RunSettings changed = current;
+    changed.gradient_checkpointing = true;
+    try_change("--gradient-checkpointing", changed);
+  }
+  while (current.batch > 1 && current_bytes > device_bytes) {
+    RunSettings changed = current;
+    changed.batch = current.batch / 2;
+    uint64_t before = current.batch;
+    try_change("--per-device-train-batch-size " + std::to_string(changed.batch) +
+                   " with twice the --gradient-accumulation-steps",
+               changed);
+    if (current.batch == before) break;
+  }
+  if (!current.offload_optimizer && optimizer_states_per_parameter(current.optimizer) > 0 && current.training) {
+    RunSettings changed = current;
+    changed.offload_optimizer = true;
+    try_change("--offload-optimizer (optimizer states in host memory)", changed);
+  }
+  while (current.seq_len > 128 && current_bytes > device_bytes) {
+    RunSettings changed = current;
+    changed.seq_len = current.seq_len / 2;
+    uint64_t before = current.seq_len;
+    try_change("--max-length " + std::to_string(changed.seq_len), changed);
+    if (current.seq_len == before) break;
+  }
+  while (current.method != Method::full && current.lora_r > 4 && current_bytes > device_bytes) {
+    RunSettings changed = current;
+    changed.lora_r = current.lora_r / 2;
+    uint32_t before = current.lora_r;
+    try_change("--lora-r " + std::to_string(changed.lora_r), changed);
+    if (current.lora_r == before) break;
+  }
+  if (current_bytes > device_bytes)
+    verdict.advice.push_back("even with all of the above it needs " + format_bytes(double(current_bytes)) +
+                             ": use a device with more memory or a smaller model");
+  return verdict;
+}
+
+}  // namespace vkt::plan

@@ -1,0 +1,109 @@
+// The memory planner: the seeds' worked checks, parameter counts of published shapes, and
+// the format arithmetic. (Plan vs measured ledger is checked where the model trains.)
+#include <doctest/doctest.h>
+
+#include "engine/plan/plan.hpp"
+
+using namespace vkt;
+using namespace vkt::plan;
+
+namespace {
+// Llama-3-8B and Llama-2-13B as their config.json files give them (examples/configs/).
+ModelShape llama3_8b() { return {4096, 14336, 32, 32, 8, 128, 128256, false, false}; }
+ModelShape llama2_13b() { return {5120, 13824, 40, 40, 40, 128, 32000, false, false}; }
+}  // namespace
+
+TEST_SUITE("plan") {
+
+TEST_CASE("rules of thumb: the seeds' worked checks") {
+  // A 13B model at 2 bytes per value: 26 GB of weights, about 31.2 GB to serve.
+  RulesOfThumb serve = rules_of_thumb(13e9, 2, 13e9, 2);
+  CHECK(serve.weights_bytes == doctest::Approx(26e9));
+  CHECK(serve.inference_bytes == doctest::Approx(31.2e9));
+  // Full finetuning with Adam at 2 bytes: a gradient and 2 states per parameter, 13B x 3 x 2 B.
+  CHECK(serve.gradients_and_states == doctest::Approx(78e9));
+  // With 1B trainable parameters (PEFT) the same arithmetic gives 6 GB.
+  CHECK(rules_of_thumb(13e9, 2, 1e9, 2).gradients_and_states == doctest::Approx(6e9));
+  CHECK(rules_of_thumb(13e9, 2, 1e9, optimizer_states_per_parameter(Optimizer::sgd)).gradients_and_states ==
+        doctest::Approx(2e9));
+}
+
+TEST_CASE("parameter counts match the published models") {
+  RunSettings settings;
+  MemoryPlan plan8b = make_plan(llama3_8b(), settings);
+  CHECK(plan8b.parameters.total == 8030261248ull);
+  // PEFT's print_trainable_parameters for r=8 on q_proj,v_proj of Llama-3-8B.
+  CHECK(plan8b.parameters.trainable == 3407872ull);
+  MemoryPlan plan13b = make_plan(llama2_13b(), settings);
+  CHECK(plan13b.parameters.total == 13015864320ull);
+}
+
+TEST_CASE("weight bytes per format") {
+  const uint64_t n = 4096ull * 4096;
+  CHECK(weight_bytes(n, WeightFormat::f32, 64, false) == n * 4);
+  CHECK(weight_bytes(n, WeightFormat::bf16, 64, false) == n * 2);
+  CHECK(weight_bytes(n, WeightFormat::int8, 64, false) == n + n / 64 * 4);
+  // NF4: half a byte per value plus an fp32 absmax per 64 values ...
+  CHECK(weight_bytes(n, WeightFormat::nf4, 64, false) == n / 2 + n / 64 * 4);
+  // ... or with double quantization an 8-bit absmax per 64 values and an fp32 scale per 256 blocks.
+  CHECK(weight_bytes(n, WeightFormat::nf4, 64, true) == n / 2 + n / 64 + n / 64 / 256 * 4);
+  // That is 4.127 bits per parameter, the QLoRA paper's figure.
+  CHECK(double(weight_bytes(n, WeightFormat::nf4, 64, true)) * 8 / double(n) == doctest::Approx(4.127).epsilon(0.001));
+  CHECK(weight_bytes(100, WeightFormat::int4_asym, 64, false) == 64 + 2 * 4 + 2);  // tail block padded
+}
+
+TEST_CASE("categories add up and follow the settings") {
+  RunSettings lora;
+  lora.batch = 2;
+  lora.seq_len = 256;
+  MemoryPlan plan = make_plan(llama3_8b(), lora);
+  uint64_t trainable = plan.parameters.trainable;
+  CHECK(plan.bytes(vk::Category::adapter_params) == trainable * 4);
+  CHECK(plan.bytes(vk::Category::gradients) == trainable * 4);
+  CHECK(plan.bytes(vk::Category::optimizer_state) == trainable * 8);
+  uint64_t sum = 0;
+  for (size_t c = 0; c < vk::category_count; c++) sum += plan.bytes(vk::Category(c));
+  CHECK(sum == plan.total_bytes());
+
+  RunSettings qlora = lora;
+  qlora.method = Method::qlora;
+  MemoryPlan quantized = make_plan(llama3_8b(), qlora);
+  CHECK(quantized.settings.base_format == WeightFormat::nf4);
+  CHECK(quantized.bytes(vk::Category::quantized_weights) < plan.bytes(vk::Category::base_weights) / 7);
+
+  RunSettings checkpointed = lora;
+  checkpointed.gradient_checkpointing = true;
+  MemoryPlan recompute = make_plan(llama3_8b(), checkpointed);
+  CHECK(recompute.bytes(vk::Category::activations) < plan.bytes(vk::Category::activations) / 4);
+
+  RunSettings offloaded = lora;
+  offloaded.offload_optimizer = true;
+  MemoryPlan offload = make_plan(llama3_8b(), offloaded);
+  CHECK(offload.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload) == trainable * 8);
+  CHECK(offload.device_bytes() == plan.device_bytes() - trainable * 8);
+
+  RunSettings full = lora;
+  full.method = Method::full;
+  MemoryPlan full_plan = make_plan(llama2_13b(), full);
+  CHECK(full_plan.parameters.trainable == full_plan.parameters.total);
+  CHECK(full_plan.bytes(vk::Category::optimizer_state) == full_plan.parameters.total * 8);
+}
+
+TEST_CASE("verdict and advice in order of cost") {
+  RunSettings lora;
+  lora.batch = 4;
+  lora.seq_len = 2048;
+  MemoryPlan plan = make_plan(llama3_8b(), lora);
+  Verdict roomy = judge(plan, 200ull << 30);
+  CHECK(roomy.fits);
+  CHECK(roomy.advice.empty());
+  Verdict tight = judge(plan, 12ull << 30);
+  CHECK_FALSE(tight.fits);
+  REQUIRE(!tight.advice.empty());
+  CHECK(tight.advice[0].find("qlora") != std::string::npos);
+  CHECK(tight.advice.back().find("(fits)") != std::string::npos);
+  Verdict hopeless = judge(plan, 1ull << 30);
+  CHECK(hopeless.advice.back().find("more memory") != std::string::npos);
+}
+
+}  // TEST_SUITE
