@@ -1,0 +1,217 @@
+#include "engine/train/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "engine/base/error.hpp"
+#include "engine/train/schedule.hpp"
+
+namespace vkt::train {
+
+const std::vector<OptionSpec>& option_table() {
+  using C = TrainConfig;
+  static const std::vector<OptionSpec> table = {
+      {"model", "HF model folder: config.json, model.safetensors (or shards), tokenizer.json", &C::model, true},
+      {"data", "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}", &C::data, true},
+      {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},
+      {"eval_data", "evaluation JSONL (same formats)", &C::eval_data},
+      {"adapter", "start from this PEFT adapter folder instead of a fresh one", &C::adapter},
+      {"method", "lora | qlora | full", &C::method},
+      {"quant", "frozen base format: none | nf4 | int8 | int4 | int4-asym (qlora implies nf4)", &C::quant},
+      {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
+      {"dtype", "fp32 | fp16 | bf16 for base weights and embeddings (accumulation is fp32)", &C::dtype},
+      {"lora_r", "LoRA rank", &C::lora_r},
+      {"lora_alpha", "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with --use-rslora)", &C::lora_alpha},
+      {"lora_dropout", "dropout on the LoRA input", &C::lora_dropout},
+      {"target_modules", "comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, or all-linear",
+       &C::target_modules},
+      {"use_rslora", "rank-stabilized LoRA: scale alpha/sqrt(r)", &C::use_rslora},
+      {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},
+      {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
+      {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
+      {"prompt_loss_weight", "loss weight of prompt tokens; completion tokens weigh 1", &C::prompt_loss_weight},
+      {"learning_rate", "peak learning rate", &C::learning_rate},
+      {"lr_scheduler_type", "linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup | "
+                            "inverse_sqrt | warmup_stable_decay",
+       &C::lr_scheduler_type},
+      {"lr_scheduler_kwargs", "JSON object of schedule parameters, e.g. {\"num_cycles\": 2}", &C::lr_scheduler_kwargs},
+      {"warmup_steps", "warmup steps; a value below 1 is a ratio of the total steps", &C::warmup_steps},
+      {"max_steps", "total optimizer steps (overrides --num-train-epochs when > 0)", &C::max_steps},
+      {"num_train_epochs", "epochs over the training data", &C::num_train_epochs},
+      {"per_device_train_batch_size", "sequences per micro-batch", &C::per_device_train_batch_size},
+      {"gradient_accumulation_steps", "micro-batches per optimizer step", &C::gradient_accumulation_steps},
+      {"gradient_checkpointing", "save only layer inputs and recompute the rest in backward", &C::gradient_checkpointing},
+      {"max_grad_norm", "clip the global gradient norm to this (0 disables)", &C::max_grad_norm},
+      {"weight_decay", "decoupled weight decay (AdamW) or L2 (SGD)", &C::weight_decay},
+      {"adam_beta1", "AdamW beta1", &C::adam_beta1},
+      {"adam_beta2", "AdamW beta2", &C::adam_beta2},
+      {"adam_epsilon", "AdamW epsilon", &C::adam_epsilon},
+      {"momentum", "momentum for --optim momentum", &C::momentum},
+      {"optim", "adamw | sgd | momentum", &C::optim},
+      {"offload_optimizer", "keep optimizer states in host memory the GPU reads over the bus", &C::offload_optimizer},
+      {"seed", "seed for initialisation, shuffling and dropout", &C::seed},
+      {"logging_steps", "write a metrics line every N optimizer steps", &C::logging_steps},
+      {"eval_steps", "evaluate every N steps (0: only at the end)", &C::eval_steps},
+      {"save_steps", "write checkpoint-N every N steps", &C::save_steps},
+      {"save_total_limit", "keep at most this many checkpoints (0: all)", &C::save_total_limit},
+      {"resume_from_checkpoint", "a checkpoint-N folder, or 'latest' in --output-dir", &C::resume_from_checkpoint},
+      {"headless", "no window: progress bar in the terminal", &C::headless},
+      {"dashboard", "open the live dashboard window", &C::dashboard},
+      {"plot", "render the dashboard to this PNG at the end", &C::plot},
+      {"device", "Vulkan device index (vktune devices lists them; -1: the best one)", &C::device},
+  };
+  return table;
+}
+
+namespace {
+
+bool parse_bool(const std::string& value, bool& out) {
+  std::string lower = value;
+  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  if (lower == "true" || lower == "1" || lower == "yes" || lower == "on") { out = true; return true; }
+  if (lower == "false" || lower == "0" || lower == "no" || lower == "off") { out = false; return true; }
+  return false;
+}
+
+std::string flag_name(const std::string& name) {
+  std::string flag = "--" + name;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+
+}  // namespace
+
+void set_option(TrainConfig& config, const OptionSpec& option, const std::string& value) {
+  auto bad = [&](const char* expected) {
+    throw UserError(flag_name(option.name) + " expects " + expected + ", got '" + value + "'",
+                    "see `vktune train --help`");
+  };
+  std::visit(
+      [&](auto field) {
+        using T = std::remove_reference_t<decltype(config.*field)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          config.*field = value;
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (!parse_bool(value, config.*field)) bad("true or false");
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          size_t used = 0;
+          try { config.*field = std::stoll(value, &used); } catch (...) { bad("an integer"); }
+          if (used != value.size()) bad("an integer");
+        } else {
+          size_t used = 0;
+          try { config.*field = std::stod(value, &used); } catch (...) { bad("a number"); }
+          if (used != value.size()) bad("a number");
+        }
+      },
+      option.field);
+}
+
+void apply_yaml_file(TrainConfig& config, const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw UserError("cannot read the config file " + path, "check the --config path");
+  } catch (const YAML::Exception& error) {
+    throw UserError(path + ":" + std::to_string(error.mark.line + 1) + ": invalid YAML: " + error.msg,
+                    "fix the YAML syntax at that line");
+  }
+  if (root.IsNull()) return;
+  if (!root.IsMap())
+    throw UserError(path + ": the config file must be a mapping of option names to values",
+                    "write one `name: value` per line, e.g. `lora_r: 16`");
+  for (const auto& entry : root) {
+    std::string key = entry.first.as<std::string>();
+    std::string where = path + ":" + std::to_string(entry.first.Mark().line + 1);
+    const auto& table = option_table();
+    auto it = std::find_if(table.begin(), table.end(), [&](const OptionSpec& o) { return o.name == key; });
+    if (it == table.end())
+      throw UserError(where + ": unknown option '" + key + "'",
+                      "option names are the flags of `vktune train --help` with underscores, e.g. lora_r");
+    const YAML::Node& node = entry.second;
+    std::string value;
+    if (node.IsSequence()) {  // e.g. target_modules: [q_proj, v_proj]
+      for (const auto& item : node) value += (value.empty() ? "" : ",") + item.as<std::string>();
+    } else if (node.IsMap()) {  // e.g. lr_scheduler_kwargs: {num_cycles: 2}
+      nlohmann::json object = nlohmann::json::object();
+      for (const auto& item : node) {
+        std::string text = item.second.as<std::string>();
+        try { object[item.first.as<std::string>()] = nlohmann::json::parse(text); }
+        catch (...) { object[item.first.as<std::string>()] = text; }
+      }
+      value = object.dump();
+    } else if (node.IsScalar()) {
+      value = node.as<std::string>();
+    } else {
+      throw UserError(where + ": option '" + key + "' has no value", "give it a value or remove the line");
+    }
+    try {
+      set_option(config, *it, value);
+    } catch (const UserError& error) {
+      throw UserError(where + ": " + error.what(), error.hint());
+    }
+  }
+}
+
+void validate(const TrainConfig& c) {
+  auto one_of = [](const std::string& flag, const std::string& value, std::initializer_list<const char*> allowed) {
+    for (const char* a : allowed)
+      if (value == a) return;
+    std::string list;
+    for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
+    throw UserError(flag + " '" + value + "' is not supported", "use one of: " + list);
+  };
+  for (const auto& option : option_table()) {
+    if (!option.required_somewhere) continue;
+    const std::string& value = c.*std::get<std::string TrainConfig::*>(option.field);
+    if (value.empty())
+      throw UserError(flag_name(option.name) + " is required", "give it on the command line or in --config");
+  }
+  one_of("--method", c.method, {"lora", "qlora", "full"});
+  one_of("--quant", c.quant, {"none", "nf4", "int8", "int4", "int4-asym"});
+  one_of("--dtype", c.dtype, {"fp32", "fp16", "bf16"});
+  one_of("--optim", c.optim, {"adamw", "sgd", "momentum"});
+  schedule_from_name(c.lr_scheduler_type);
+  if (c.method == "full" && c.quant != "none")
+    throw UserError("--method full trains every weight, which cannot stay quantized (--quant " + c.quant + ")",
+                    "use --method lora or qlora with a quantized base, or --quant none");
+  if (c.method == "full" && c.dtype != "fp32")
+    throw UserError("--method full keeps fp32 master weights; --dtype " + c.dtype + " is not supported with it yet",
+                    "use --dtype fp32 for full finetuning, or --method lora");
+  if (c.method == "qlora" && c.quant != "none" && c.quant != "nf4")
+    throw UserError("--method qlora means an NF4 base; --quant " + c.quant + " contradicts it",
+                    "use --method lora --quant " + c.quant + " for another quantized base");
+  if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
+  if (c.lora_dropout < 0 || c.lora_dropout >= 1) throw UserError("--lora-dropout must be in [0, 1)", "e.g. 0.05");
+  if (c.max_length <= 1) throw UserError("--max-length must be at least 2", "e.g. 512");
+  if (c.per_device_train_batch_size <= 0) throw UserError("--per-device-train-batch-size must be positive", "e.g. 4");
+  if (c.gradient_accumulation_steps <= 0) throw UserError("--gradient-accumulation-steps must be positive", "e.g. 4");
+  if (c.max_steps == 0 || (c.max_steps < 0 && c.num_train_epochs <= 0))
+    throw UserError("nothing to train: --max-steps is 0 or --num-train-epochs is not positive",
+                    "set --max-steps N or --num-train-epochs E");
+  if (c.learning_rate < 0) throw UserError("--learning-rate must not be negative", "e.g. 2e-4");
+  if (c.max_grad_norm < 0) throw UserError("--max-grad-norm must not be negative", "0 disables clipping");
+  if (c.prompt_loss_weight < 0 || c.prompt_loss_weight > 1)
+    throw UserError("--prompt-loss-weight must be in [0, 1]", "0 trains on completions only, 1 weighs prompts fully");
+  if (c.logging_steps <= 0) throw UserError("--logging-steps must be positive", "e.g. 10");
+  if (c.headless && c.dashboard) throw UserError("--headless and --dashboard contradict each other", "pick one");
+  try {
+    auto kwargs = nlohmann::json::parse(c.lr_scheduler_kwargs);
+    if (!kwargs.is_object()) throw std::runtime_error("not an object");
+  } catch (const std::exception&) {
+    throw UserError("--lr-scheduler-kwargs is not a JSON object: " + c.lr_scheduler_kwargs,
+                    "e.g. --lr-scheduler-kwargs '{\"num_cycles\": 2}'");
+  }
+}
+
+std::string to_json(const TrainConfig& config) {
+  nlohmann::json json = nlohmann::json::object();
+  for (const auto& option : option_table())
+    std::visit([&](auto field) { json[option.name] = config.*field; }, option.field);
+  return json.dump(2);
+}
+
+}  // namespace vkt::train

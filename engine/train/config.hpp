@@ -1,0 +1,86 @@
+#pragma once
+// The trainer's configuration: HF TrainingArguments/PEFT names. Every option is listed once
+// in option_table(): the command line (dashes), the YAML file given by --config (the same
+// names with underscores), run.json and --help all come from that table. Flags override the file.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace vkt::train {
+
+struct TrainConfig {
+  // Files.
+  std::string model;          // HF model folder (config.json, *.safetensors, tokenizer.json)
+  std::string data;           // training JSONL
+  std::string output_dir;
+  std::string eval_data;      // optional evaluation JSONL
+  std::string adapter;        // optional PEFT adapter to start from
+  // Method.
+  std::string method = "lora";      // lora | qlora | full
+  std::string quant = "none";       // none | nf4 | int8 | int4 | int4-asym (frozen base)
+  bool double_quant = true;         // nf4: quantize the absmax values too (QLoRA)
+  std::string dtype = "fp32";       // fp32 | fp16 | bf16: base weights and embeddings
+  // LoRA (PEFT names and defaults).
+  int64_t lora_r = 8;
+  double lora_alpha = 16;
+  double lora_dropout = 0;
+  std::string target_modules = "q_proj,v_proj";
+  bool use_rslora = false;
+  // Data.
+  int64_t max_length = 1024;        // TRL SFTConfig default
+  bool packing = false;
+  bool shuffle = true;
+  double prompt_loss_weight = 0.1;  // weight of prompt tokens in the loss (completion tokens: 1)
+  // Optimisation (HF TrainingArguments defaults).
+  double learning_rate = 5e-5;
+  std::string lr_scheduler_type = "linear";
+  std::string lr_scheduler_kwargs = "{}";  // JSON object, e.g. {"num_cycles": 2}
+  double warmup_steps = 0;                 // a value < 1 is a ratio of max steps
+  int64_t max_steps = -1;
+  double num_train_epochs = 3;
+  int64_t per_device_train_batch_size = 8;
+  int64_t gradient_accumulation_steps = 1;
+  bool gradient_checkpointing = false;
+  double max_grad_norm = 1.0;
+  double weight_decay = 0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  double momentum = 0.9;                   // --optim momentum
+  std::string optim = "adamw";             // adamw | sgd | momentum
+  bool offload_optimizer = false;
+  int64_t seed = 42;
+  // Run control.
+  int64_t logging_steps = 10;
+  int64_t eval_steps = 0;                  // 0: evaluate only at the end (when --eval-data is given)
+  int64_t save_steps = 500;
+  int64_t save_total_limit = 0;            // 0: keep all checkpoints
+  std::string resume_from_checkpoint;      // a checkpoint-N folder or "latest"
+  bool headless = false;
+  bool dashboard = false;
+  std::string plot;                        // write the dashboard as a PNG here at the end
+  int64_t device = -1;                     // Vulkan device index (-1: best)
+};
+
+// One option: its name (underscores; the flag uses dashes), help text, and where it lives.
+struct OptionSpec {
+  std::string name;
+  std::string help;
+  std::variant<std::string TrainConfig::*, bool TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*> field;
+  bool required_somewhere = false;  // must be set by a flag or the YAML file
+};
+const std::vector<OptionSpec>& option_table();
+
+// Applies a YAML file's keys; UserError naming the file, the line and the key on unknown keys or
+// values of the wrong type.
+void apply_yaml_file(TrainConfig& config, const std::string& path);
+// Sets one option from its text value (as the command line gives it); UserError on bad values.
+void set_option(TrainConfig& config, const OptionSpec& option, const std::string& value);
+// Checks values and their combinations; UserError with a hint on the first problem.
+void validate(const TrainConfig& config);
+// The resolved configuration as a JSON object (for run.json).
+std::string to_json(const TrainConfig& config);
+
+}  // namespace vkt::train
