@@ -9,6 +9,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "engine/base/half.hpp"
 #include "engine/kernels/optimizer.hpp"
@@ -251,10 +252,11 @@ void check_golden_case(const Golden& golden, const nlohmann::json& test_case) {
       auto part = json_floats(values);
       expected.insert(expected.end(), part.begin(), part.end());
     }
-    // Params are O(1) and move by <= lr per step. torch rounds each fp32 op on the CPU (with its
-    // own fused multiply-adds), we round each op on the GPU: the per-step difference is a few
-    // fp32 ulps of the params (ulp(2) = 2.4e-7), and it does not compound much over 5 steps.
-    test::check_close(concatenated(device.params), expected, 1e-12, 1e-6, name + " params after step " + std::to_string(s + 1));
+    // Params are O(1) (|p| < 4) and move by <= 2 * lr per step. torch rounds each fp32 op on the
+    // CPU (with its own fused multiply-adds), we round each op on the GPU: the per-step
+    // difference is an ulp or two of the params (measured on lavapipe: max 1.5e-8 over all cases
+    // and steps; ulp(2) = 2.4e-7). 3e-7 leaves room for devices with 2.5-ulp division and sqrt.
+    test::check_close(concatenated(device.params), expected, 1e-14, 3e-7, name + " params after step " + std::to_string(s + 1));
   }
   CHECK(device.guards_intact());
 }
@@ -408,21 +410,60 @@ TEST_CASE("grad_norm: odd sizes and chunkings match the fp64 reference, bit-iden
   }
 }
 
-TEST_CASE("grad_norm: hundreds of tensors in one dispatch") {
+TEST_CASE("multi_tensor: 300 tensors, one dispatch per operation") {
   std::vector<size_t> sizes;
   std::mt19937 generator(5);
   for (int t = 0; t < 300; t++) sizes.push_back(1 + generator() % 3000);
   auto tensors = random_tensors(sizes, 40, 0.01f);
-  DeviceList device(tensors, 0, 512);
+  DeviceList device(tensors, 2, 512);
   vk::Buffer step_state = kernels::allocate_step_state(context());
+  AdamWConfig config;
   vk::Sequence sequence(context());
-  sequence.record([&](vk::Recorder& r) { kernels::grad_norm(r, *device.list, step_state.range(), 0.5f); });
-  CHECK(sequence.dispatch_count() == 2);
+  sequence.record([&](vk::Recorder& r) {
+    kernels::grad_norm(r, *device.list, step_state.range(), 0.5f);
+    kernels::adamw(r, *device.list, step_state.range(), config);
+  });
+  CHECK(sequence.dispatch_count() == 3);  // norm partials, norm finish, adamw
+  StepState state;
+  kernels::set_optimizer_step(state, 1, 1e-3, config);
+  kernels::write_step_state(context(), step_state, state);
   context().submit({&sequence});
   double expected = reference_norm(tensors, 1.0);
-  StepState state = kernels::read_step_state(context(), step_state);
-  CHECK(std::fabs(state.grad_norm - expected) <= 1e-6 * expected);
-  CHECK(state.clip_coefficient == doctest::Approx(ref::clip_coefficient(expected, 0.5f)).epsilon(1e-6));
+  StepState after = kernels::read_step_state(context(), step_state);
+  CHECK(std::fabs(after.grad_norm - expected) <= 1e-6 * expected);
+  float clip = ref::clip_coefficient(expected, 0.5f);
+  CHECK(std::fabs(after.clip_coefficient - clip) <= 1e-6 * clip);
+  for (HostTensor& tensor : tensors)
+    ref::adamw(tensor.param.data(), tensor.grad.data(), tensor.state0.data(), tensor.state1.data(),
+               tensor.param.size(), 1, 1e-3, config, clip);
+  // As in the odd-size AdamW test: a few fp32 ulps of O(1) params.
+  test::check_close(concatenated(device.params), concatenated(tensors, &HostTensor::param), 1e-12, 1e-6, "params");
+  CHECK(device.guards_intact());
+}
+
+TEST_CASE("multi_tensor: more than 65535 chunks use the 2-D grid") {
+  // 65540 one-element tensors (slices of one buffer): 65540 workgroups, a (65535, 2) grid, and a
+  // binary search 17 levels deep. Every element must be scaled exactly once. (scale_gradients
+  // rather than grad_norm: all multi-tensor kernels share chunk_index() and find_tensor(), and
+  // it is the cheapest per workgroup on lavapipe, which spends ~15-40 us on each.)
+  const uint32_t count = 65540u;
+  std::vector<float> grad = test::random_floats(count, 77);
+  test::Guarded buffer = test::Guarded::of(grad, "many_grads");
+  std::vector<kernels::OptimizerTensor> tensors(count);
+  for (uint32_t t = 0; t < count; t++) {
+    const auto whole = buffer.range();
+    tensors[t].param = tensors[t].grad = {whole.buffer, whole.offset + 4ull * t, 4, whole.address + 4ull * t};
+    tensors[t].count = 1;
+  }
+  TensorList list(context(), tensors, 256, "many_list");
+  CHECK(list.chunk_count() == count);
+  CHECK(list.grad_spans().size() == 1);  // 65540 ranges, one hazard span
+  context().run([&](vk::Recorder& r) { kernels::scale_gradients(r, list, -2.0f); });
+  auto scaled = buffer.floats();
+  size_t wrong = 0;
+  for (uint32_t i = 0; i < count; i++) wrong += scaled[i] != -2.0f * grad[i];
+  CHECK(wrong == 0);
+  CHECK(buffer.guard_intact());
 }
 
 TEST_CASE("grad_norm: clip coefficient on and off, as clip_grad_norm_") {
@@ -495,8 +536,8 @@ TEST_CASE("adamw: odd sizes over replayed steps match the CPU reference") {
     }
     // Params are O(1); each step changes them by <= ~lr_scale * lr. The kernel rounds every
     // fp32 operation where the reference rounds once from double: a few ulps of the params per
-    // step (ulp(1) = 1.2e-7), plus ~1e-7 relative in the clip coefficient, which Adam's
-    // m / sqrt(v) almost cancels.
+    // step (ulp(1) = 1.2e-7; measured on lavapipe: max-abs 1.2e-7, NMSE 2e-15 after 6 steps),
+    // plus ~1e-7 relative in the clip coefficient, which Adam's m / sqrt(v) almost cancels.
     test::check_close(concatenated(device.params), concatenated(tensors, &HostTensor::param), 1e-12, 1e-6, "params");
     // Moments: fp32 recurrences, relative error a few ulps (they are not normalized).
     test::check_close(concatenated(device.state0), concatenated(tensors, &HostTensor::state0), 1e-12, 1e-7, "exp_avg");
@@ -570,7 +611,8 @@ TEST_CASE("sgd: plain, momentum, dampening and nesterov match the CPU reference"
         ref::sgd(tensor.param.data(), tensor.grad.data(), tensor.state0.data(), tensor.param.size(), step,
                  lr * tensor.lr_scale, scaled, clip);
       }
-      // Updates are <= ~0.3 * lr; a couple of fp32 roundings per step on O(1) params.
+      // Updates are <= ~0.3 * lr; a couple of fp32 roundings per step on O(1) params (measured on
+      // lavapipe: max-abs 3.6e-7 = 3 ulps at |p| ~ 1.04, NMSE 1e-14).
       test::check_close(concatenated(device.params), concatenated(tensors, &HostTensor::param), 1e-12, 1e-6, "params");
       if (momentum)
         test::check_close(concatenated(device.state0), concatenated(tensors, &HostTensor::state0), 1e-12, 1e-6, "momentum");
@@ -668,12 +710,13 @@ TEST_CASE("random_uniform: GPU bits equal CPU bits, uniform statistics") {
     CHECK(out.guard_intact());
     if (low == 0.0f) {
       double sum = 0, square_sum = 0;
+      size_t outside = 0;
       for (float u : actual) {
-        REQUIRE(u >= 0.0f);
-        REQUIRE(u < 1.0f);
+        outside += !(u >= 0.0f && u < 1.0f);
         sum += u;
         square_sum += double(u) * u;
       }
+      CHECK(outside == 0);
       double mean = sum / n, variance = square_sum / n - mean * mean;
       // Standard error of the mean: sqrt(1/12 / n) = 2.8e-4; allow 5 of them.
       CHECK(std::fabs(mean - 0.5) < 1.5e-3);

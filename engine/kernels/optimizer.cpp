@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -73,9 +74,22 @@ std::vector<BufferRange> covering_spans(const std::vector<BufferRange>& ranges) 
 uint64_t TensorList::table_bytes(uint32_t tensor_count) { return sizeof(Entry) * std::max<uint32_t>(tensor_count, 1); }
 uint64_t TensorList::partials_bytes(uint32_t chunk_count) { return 4ull * std::max<uint32_t>(chunk_count, 1); }
 
+uint32_t TensorList::default_chunk_elements(const vk::Capabilities& caps) {
+  if (const char* value = std::getenv("VKT_CHUNK_ELEMENTS")) {
+    long chunk = std::strtol(value, nullptr, 10);
+    if (chunk < threads || chunk % threads != 0 || chunk > (1l << 24))
+      throw UserError("VKT_CHUNK_ELEMENTS=" + std::string(value) + " is not a multiple of 256 between 256 and 2^24",
+                      "unset it or use e.g. VKT_CHUNK_ELEMENTS=4096");
+    return static_cast<uint32_t>(chunk);
+  }
+  return caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 16384u : 4096u;
+}
+
 TensorList::TensorList(vk::Context& context, std::vector<OptimizerTensor> tensors, uint32_t chunk_elements,
                        const std::string& name)
-    : tensors_(std::move(tensors)), chunk_elements_(chunk_elements) {
+    : tensors_(std::move(tensors)),
+      chunk_elements_(chunk_elements ? chunk_elements : default_chunk_elements(context.caps())) {
+  chunk_elements = chunk_elements_;
   VKT_ASSERT(!tensors_.empty(), name + ": empty tensor list");
   VKT_ASSERT(chunk_elements >= threads && chunk_elements % threads == 0,
              name + ": chunk_elements must be a positive multiple of 256");
