@@ -23,7 +23,8 @@ float load_value(Values values, uint i) { return uintBitsToFloat(uint(values.dat
 void store_value(Values values, uint i, float value) {
   uint bits = floatBitsToUint(value);
   // Round to nearest even, NaN stays a quiet NaN (engine/base/half.hpp float_to_bf16).
-  uint rounded = (bits & 0x7fffffffu) > 0x7f800000u ? ((bits >> 16) | 0x40u) : ((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+  uint rounded = nan ? ((bits >> 16) | 0x40u) : ((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
   values.data[i] = uint16_t(rounded);
 }
 #else

@@ -77,8 +77,9 @@ struct DeviceList {
              vk::MemoryKind state_kind = vk::MemoryKind::device) {
     std::vector<kernels::OptimizerTensor> entries;
     for (const HostTensor& tensor : tensors) {
-      params.push_back(std::make_unique<GuardedTensor>(tensor.param, vk::MemoryKind::device, vk::Category::adapter_params, "param"));
-      grads.push_back(std::make_unique<GuardedTensor>(tensor.grad, vk::MemoryKind::device, vk::Category::gradients, "grad"));
+      auto device = vk::MemoryKind::device;
+      params.push_back(std::make_unique<GuardedTensor>(tensor.param, device, vk::Category::adapter_params, "param"));
+      grads.push_back(std::make_unique<GuardedTensor>(tensor.grad, device, vk::Category::gradients, "grad"));
       kernels::OptimizerTensor entry;
       entry.param = params.back()->range();
       entry.grad = grads.back()->range();
@@ -86,11 +87,13 @@ struct DeviceList {
       entry.lr_scale = tensor.lr_scale;
       entry.decay_scale = tensor.decay_scale;
       if (states >= 1) {
-        state0.push_back(std::make_unique<GuardedTensor>(tensor.state0, state_kind, vk::Category::optimizer_state, "state0"));
+        state0.push_back(
+            std::make_unique<GuardedTensor>(tensor.state0, state_kind, vk::Category::optimizer_state, "state0"));
         entry.state0 = state0.back()->range();
       }
       if (states >= 2) {
-        state1.push_back(std::make_unique<GuardedTensor>(tensor.state1, state_kind, vk::Category::optimizer_state, "state1"));
+        state1.push_back(
+            std::make_unique<GuardedTensor>(tensor.state1, state_kind, vk::Category::optimizer_state, "state1"));
         entry.state1 = state1.back()->range();
       }
       entries.push_back(entry);
@@ -177,7 +180,8 @@ std::vector<float> json_floats(const nlohmann::json& values) {
 Golden load_golden() {
   auto path = test::source_dir() / "tests/data/optim_reference.json";
   std::ifstream file(path);
-  REQUIRE_MESSAGE(file.good(), "missing " << path.string() << " (run /usr/bin/python3 tests/reference/optim_reference.py)");
+  REQUIRE_MESSAGE(file.good(),
+                  "missing " << path.string() << " (run /usr/bin/python3 tests/reference/optim_reference.py)");
   Golden golden;
   golden.json = nlohmann::json::parse(file);
   REQUIRE(golden.json.at("format") == "vktune-optim-reference");
@@ -256,7 +260,8 @@ void check_golden_case(const Golden& golden, const nlohmann::json& test_case) {
     // CPU (with its own fused multiply-adds), we round each op on the GPU: the per-step
     // difference is an ulp or two of the params (measured on lavapipe: max 1.5e-8 over all cases
     // and steps; ulp(2) = 2.4e-7). 3e-7 leaves room for devices with 2.5-ulp division and sqrt.
-    test::check_close(concatenated(device.params), expected, 1e-14, 3e-7, name + " params after step " + std::to_string(s + 1));
+    test::check_close(concatenated(device.params), expected, 1e-14, 3e-7,
+                      name + " params after step " + std::to_string(s + 1));
   }
   CHECK(device.guards_intact());
 }
@@ -541,7 +546,8 @@ TEST_CASE("adamw: odd sizes over replayed steps match the CPU reference") {
     test::check_close(concatenated(device.params), concatenated(tensors, &HostTensor::param), 1e-12, 1e-6, "params");
     // Moments: fp32 recurrences, relative error a few ulps (they are not normalized).
     test::check_close(concatenated(device.state0), concatenated(tensors, &HostTensor::state0), 1e-12, 1e-7, "exp_avg");
-    test::check_close(concatenated(device.state1), concatenated(tensors, &HostTensor::state1), 1e-12, 1e-8, "exp_avg_sq");
+    test::check_close(concatenated(device.state1), concatenated(tensors, &HostTensor::state1), 1e-12, 1e-8,
+                      "exp_avg_sq");
   }
   CHECK(device.guards_intact());
 }
@@ -615,7 +621,8 @@ TEST_CASE("sgd: plain, momentum, dampening and nesterov match the CPU reference"
       // lavapipe: max-abs 3.6e-7 = 3 ulps at |p| ~ 1.04, NMSE 1e-14).
       test::check_close(concatenated(device.params), concatenated(tensors, &HostTensor::param), 1e-12, 1e-6, "params");
       if (momentum)
-        test::check_close(concatenated(device.state0), concatenated(tensors, &HostTensor::state0), 1e-12, 1e-6, "momentum");
+        test::check_close(concatenated(device.state0), concatenated(tensors, &HostTensor::state0), 1e-12, 1e-6,
+                          "momentum");
     }
     CHECK(device.guards_intact());
   }
@@ -655,7 +662,8 @@ TEST_CASE("zero_gradients: clears every gradient and nothing else") {
     params.push_back(std::make_unique<GuardedTensor>(std::vector<float>(size, 1.0f)));
     kernels::OptimizerTensor entry;
     entry.param = params.back()->range();
-    entry.grad = {grads.range().buffer, grads.range().offset + offset * 4, size * 4, grads.range().address + offset * 4};
+    const auto arena_range = grads.range();
+    entry.grad = {arena_range.buffer, arena_range.offset + offset * 4, size * 4, arena_range.address + offset * 4};
     entry.count = static_cast<uint32_t>(size);
     entries.push_back(entry);
     offset += size;
@@ -819,13 +827,18 @@ TEST_CASE("dropout: p = 0 copies, p = 1 zeroes, in place works") {
   std::vector<float> x = test::random_floats(n, 14);
   vk::Buffer step_state = kernels::allocate_step_state(context());
   test::Guarded data = test::Guarded::of(x, "x");
-  context().run([&](vk::Recorder& r) { kernels::dropout(r, data.range(), data.range(), kernels::DType::f32, n, 0.0f, 0, step_state.range()); });
+  auto in_place = [&](float p) {
+    context().run([&](vk::Recorder& r) {
+      kernels::dropout(r, data.range(), data.range(), kernels::DType::f32, n, p, 1, step_state.range());
+    });
+  };
+  in_place(0.0f);
   CHECK(same_bits(data.floats(), x));
-  context().run([&](vk::Recorder& r) { kernels::dropout(r, data.range(), data.range(), kernels::DType::f32, n, 0.25f, 1, step_state.range()); });
+  in_place(0.25f);
   std::vector<float> expected(n);
   ref::dropout(x.data(), expected.data(), n, 0.25f, 1, 0, 0);
   CHECK(same_bits(data.floats(), expected));
-  context().run([&](vk::Recorder& r) { kernels::dropout(r, data.range(), data.range(), kernels::DType::f32, n, 1.0f, 1, step_state.range()); });
+  in_place(1.0f);
   for (float value : data.floats()) REQUIRE(value == 0.0f);
   CHECK(data.guard_intact());
 }
@@ -849,14 +862,17 @@ TEST_CASE("dropout: f16 and bf16 storage keep the fp32 mask") {
       rounded[i] = half ? half_to_float(bits[i]) : bf16_to_float(bits[i]);
     }
     test::Guarded input = test::Guarded::of_raw(bits, "x16"), output(n * 2, "y16");
-    context().run([&](vk::Recorder& r) { kernels::dropout(r, input.range(), output.range(), type, n, p, 6, step_state.range()); });
+    context().run([&](vk::Recorder& r) {
+      kernels::dropout(r, input.range(), output.range(), type, n, p, 6, step_state.range());
+    });
     ref::dropout(rounded.data(), expected.data(), n, p, 6, 8, 3);
     std::vector<float> actual;
-    for (uint16_t value : output.read<uint16_t>()) actual.push_back(half ? half_to_float(value) : bf16_to_float(value));
+    for (uint16_t value : output.read<uint16_t>())
+      actual.push_back(half ? half_to_float(value) : bf16_to_float(value));
     for (size_t i = 0; i < n; i++) REQUIRE((actual[i] == 0.0f) == (expected[i] == 0.0f));
     // The fp32 product is rounded once more to the storage type: half an ulp of it (fp16 2^-11,
     // bf16 2^-8 relative; the max-abs bounds are for values below 2 / (1 - p) = 2.5).
-    test::check_close(actual, expected, half ? 1e-7 : 1e-5, half ? 2.5 * 0x1p-11 : 2.5 * 0x1p-8, "dropout 16-bit");
+    test::check_close(actual, expected, half ? 1e-7 : 1e-5, half ? 2.5 * 0x1p-11 : 2.5 * 0x1p-8, "16-bit dropout");
     CHECK(output.guard_intact());
   }
 }

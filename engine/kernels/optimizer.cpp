@@ -69,6 +69,11 @@ std::vector<BufferRange> covering_spans(const std::vector<BufferRange>& ranges) 
   for (auto& [buffer, span] : spans) result.push_back(span);
   return result;
 }
+
+// The first `bytes` of a range: what a kernel touches of it.
+BufferRange prefix(const BufferRange& range, uint64_t bytes) {
+  return {range.buffer, range.offset, bytes, range.address};
+}
 }  // namespace
 
 uint64_t TensorList::table_bytes(uint32_t tensor_count) { return sizeof(Entry) * std::max<uint32_t>(tensor_count, 1); }
@@ -119,10 +124,10 @@ TensorList::TensorList(vk::Context& context, std::vector<OptimizerTensor> tensor
     entries_.push_back(entry);
     chunks += ceil_div(tensor.count, chunk_elements);
     element_count_ += tensor.count;
-    params.push_back(tensor.param.bytes > bytes ? BufferRange{tensor.param.buffer, tensor.param.offset, bytes, tensor.param.address} : tensor.param);
-    grads.push_back(tensor.grad.bytes > bytes ? BufferRange{tensor.grad.buffer, tensor.grad.offset, bytes, tensor.grad.address} : tensor.grad);
-    if (has0) states.push_back({tensor.state0.buffer, tensor.state0.offset, bytes, tensor.state0.address});
-    if (has1) states.push_back({tensor.state1.buffer, tensor.state1.offset, bytes, tensor.state1.address});
+    params.push_back(prefix(tensor.param, bytes));
+    grads.push_back(prefix(tensor.grad, bytes));
+    if (has0) states.push_back(prefix(tensor.state0, bytes));
+    if (has1) states.push_back(prefix(tensor.state1, bytes));
   }
   VKT_ASSERT(chunks <= std::numeric_limits<uint32_t>::max(), name + ": too many chunks");
   chunk_count_ = static_cast<uint32_t>(chunks);
@@ -147,7 +152,8 @@ std::vector<BufferRange> joined(std::initializer_list<const std::vector<BufferRa
 }
 
 void check_step_state(const BufferRange& step_state) {
-  VKT_ASSERT(step_state.bytes >= sizeof(StepState) && step_state.address % 16 == 0, "step_state: not a StepState buffer");
+  VKT_ASSERT(step_state.bytes >= sizeof(StepState) && step_state.address % 16 == 0,
+             "step_state: not a StepState buffer (64 bytes, 16-byte aligned)");
 }
 }  // namespace
 
@@ -173,7 +179,8 @@ void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& st
 
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config) {
   check_step_state(step_state);
-  VKT_ASSERT(list.has_state0() && list.has_state1(), "adamw: every tensor needs exp_avg (state0) and exp_avg_sq (state1)");
+  VKT_ASSERT(list.has_state0() && list.has_state1(),
+             "adamw: every tensor needs exp_avg (state0) and exp_avg_sq (state1)");
   // Flat, in the shader's std430 order (a nested struct would be padded to 8 bytes).
   struct {
     uint64_t table, step_state;
@@ -197,7 +204,8 @@ void sgd(Recorder& recorder, const TensorList& list, const BufferRange& step_sta
   check_step_state(step_state);
   bool momentum = config.momentum != 0.0f;
   VKT_ASSERT(!momentum || list.has_state0(), "sgd: momentum needs a momentum buffer (state0) for every tensor");
-  VKT_ASSERT(!config.nesterov || (momentum && config.dampening == 0.0f), "sgd: nesterov needs momentum and zero dampening");
+  VKT_ASSERT(!config.nesterov || (momentum && config.dampening == 0.0f),
+             "sgd: nesterov needs momentum and zero dampening");
   struct {
     uint64_t table, step_state;
     uint32_t tensor_count, chunk_count, chunk_elements;
@@ -229,13 +237,14 @@ void zero_gradients(Recorder& recorder, const TensorList& list) {
   // Sorted by address, ranges that touch in the same VkBuffer become one fill.
   std::vector<BufferRange> ranges;
   for (const OptimizerTensor& tensor : list.tensors())
-    if (tensor.count) ranges.push_back({tensor.grad.buffer, tensor.grad.offset, 4ull * tensor.count, tensor.grad.address});
-  std::sort(ranges.begin(), ranges.end(), [](const BufferRange& a, const BufferRange& b) { return a.address < b.address; });
+    if (tensor.count) ranges.push_back(prefix(tensor.grad, 4ull * tensor.count));
+  std::sort(ranges.begin(), ranges.end(),
+            [](const BufferRange& a, const BufferRange& b) { return a.address < b.address; });
   std::vector<BufferRange> fills;
   for (const BufferRange& range : ranges) {
-    if (!fills.empty() && fills.back().buffer == range.buffer && fills.back().address + fills.back().bytes >= range.address) {
-      BufferRange& last = fills.back();
-      last.bytes = std::max(last.address + last.bytes, range.address + range.bytes) - last.address;
+    BufferRange* last = fills.empty() ? nullptr : &fills.back();
+    if (last && last->buffer == range.buffer && last->address + last->bytes >= range.address) {
+      last->bytes = std::max(last->address + last->bytes, range.address + range.bytes) - last->address;
     } else {
       fills.push_back(range);
     }

@@ -12,12 +12,21 @@
 // (tensor, chunk of chunk_elements elements); a workgroup finds its tensor by binary search over
 // the tensors' first chunk numbers, so hundreds of LoRA tensors cost one launch per operation.
 //
-// Order of one optimizer step (after the micro-batches' backward passes accumulated gradients):
-//   host:   set_optimizer_step(state, step, lr[, adamw]); write_step_state(...)   (before submit)
-//   device: grad_norm -> writes StepState.grad_norm and .clip_coefficient
-//           adamw / sgd -> read lr, step, bias corrections, grad_scale * clip_coefficient
-//           zero_gradients -> ready for the next accumulation window
-//   host:   at logging steps only, read_step_state(...).grad_norm after the fence.
+// How a trainer drives it (one StepState buffer shared by every recorded sequence):
+//   setup:  TensorList list(context, tensors);  vk::Buffer state = allocate_step_state(context);
+//           record the micro-step sequence (forward with dropout, backward accumulating into the
+//           gradients) and the optimizer sequence once:
+//             grad_norm(list, state, max_norm)  -> StepState.grad_norm, .clip_coefficient
+//             adamw(list, state, config)  or  sgd(...)  -> reads lr, step, bias corrections,
+//                                                          grad_scale * clip_coefficient
+//             zero_gradients(list)               -> ready for the next accumulation window
+//   step t: for each micro-batch k: StepState.rng_step = a counter that never repeats (e.g.
+//           (t-1) * accumulation + k); write_step_state; submit the micro-step sequence.
+//           Then set_optimizer_step(state, t, lr_t[, adamw]) with grad_scale (e.g. 1 / the
+//           window's loss weight); write_step_state; submit the optimizer sequence.
+//   logging steps only: read_step_state(...).grad_norm once the submission has completed.
+// write_step_state must not overwrite the buffer while a submission reading it is in flight
+// (Context::submit waits; a pipelined trainer keeps one StepState buffer per frame in flight).
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -24,7 +24,8 @@ void check_count(uint64_t n, const char* op) {
 void record_dropout(Recorder& recorder, const BufferRange& x, const BufferRange& y, DType type, uint64_t n, float p,
                     uint32_t layer, const BufferRange& step_state, const char* label) {
   check_count(n, label);
-  VKT_ASSERT(x.bytes >= n * dtype_bytes(type) && y.bytes >= n * dtype_bytes(type), std::string(label) + ": range too small");
+  VKT_ASSERT(x.bytes >= n * dtype_bytes(type) && y.bytes >= n * dtype_bytes(type),
+             std::string(label) + ": range too small");
   VKT_ASSERT(type == DType::f32 || recorder.context().caps().storage_16bit,
              std::string(label) + ": 16-bit storage types need storageBuffer16BitAccess");
   struct {
