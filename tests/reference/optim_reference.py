@@ -79,7 +79,7 @@ def main():
     torch.manual_seed(1234)
     initial = [torch.randn(n, dtype=torch.float32) for n in SIZES]
     grads = [[torch.randn(n, dtype=torch.float32) * GRAD_SCALES[s] for n in SIZES] for s in range(STEPS)]
-    grads[1][2][5] = 0.0  # a zero gradient element: Adam's update must be exactly zero there
+    grads[1][2][5] = 0.0  # an exact zero gradient element at step 2: only the decayed moments move it
     result = dict(
         format=FORMAT,
         version=VERSION,
