@@ -437,9 +437,17 @@ TEST_CASE("absmax_mean: GPU equals CPU bit for bit") {
       CHECK(mean.guard_intact());
     }
   }
-  Guarded zeros = Guarded::of(std::vector<float>(300, 0.0f), "absmax"), mean(4, "mean");
-  context().run([&](vk::Recorder& r) { kernels::absmax_mean(r, zeros.range(), 300, mean.range()); });
-  CHECK(mean.floats()[0] == 0.0f);
+  // Exact ties of the mean round to even on the GPU too (1 + ulp/2 -> 1; 1 + 1.5 ulp -> 1 + 2 ulp).
+  float ulp = std::ldexp(1.0f, -23);
+  std::vector<std::pair<std::vector<float>, float>> ties = {{{1.0f, 1.0f + ulp}, 1.0f},
+                                                            {{1.0f + ulp, 1.0f + 2 * ulp}, 1.0f + 2 * ulp},
+                                                            {std::vector<float>(300, 0.0f), 0.0f}};
+  for (const auto& [values, expected] : ties) {
+    Guarded input = Guarded::of(values, "absmax"), mean(4, "mean");
+    uint32_t count = static_cast<uint32_t>(values.size());
+    context().run([&](vk::Recorder& r) { kernels::absmax_mean(r, input.range(), count, mean.range()); });
+    CHECK(mean.floats()[0] == expected);
+  }
 }
 
 // ============================== NF4 against bitsandbytes' algorithm ==============================
@@ -573,6 +581,14 @@ TEST_CASE("quantize_int: hand-derived codes") {
   CHECK(qa.zeros[0] == 5);
   std::vector<int> expected_asym = {0, 15, 8, 5, 2, 15, 0, 6};
   for (size_t i = 0; i < 8; i++) CHECK(nibble(qa.data, i) == expected_asym[i]);
+  // The GPU rounds the same halves away from zero.
+  auto gpu8 = quantize_on_gpu(x, 1, 8, WeightFormat::int8, {8, false}).weight;
+  for (size_t i = 0; i < 8; i++) CHECK(static_cast<int8_t>(gpu8.data[i]) == expected8[i]);
+  auto gpu4 = quantize_on_gpu(y, 1, 8, WeightFormat::int4, {8, false}).weight;
+  for (size_t i = 0; i < 8; i++) CHECK(nibble(gpu4.data, i) == expected4[i]);
+  auto gpu_asym = quantize_on_gpu(z, 1, 8, WeightFormat::int4_asym, {8, false}).weight;
+  CHECK(gpu_asym.zeros[0] == 5);
+  for (size_t i = 0; i < 8; i++) CHECK(nibble(gpu_asym.data, i) == expected_asym[i]);
   // A zero block: scale 0, the code of 0 everywhere, dequantized to 0.
   std::vector<float> zeros(8, 0.0f);
   for (WeightFormat format : {WeightFormat::int8, WeightFormat::int4, WeightFormat::int4_asym}) {
