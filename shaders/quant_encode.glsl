@@ -12,8 +12,8 @@
 
 // bitsandbytes' dQuantizeNF4 thresholds, ascending: its fp32 literals in csrc/kernels.cu, each
 // decimal rounded directly to fp32 as a C/CUDA `f` literal is (four of them are exact fp32 ties
-// as doubles, so rounding through a double would move them by an ulp).
-const uint NF4_THRESHOLD_BITS[15] = uint[15](
+// as doubles, so rounding through a double would move them by an ulp). Not `const`: see quant.glsl.
+uint NF4_THRESHOLD_BITS[15] = uint[15](
     0xbf591cd9u, 0xbf1c5270u, 0xbeeb8480u, 0xbeadea76u,
     0xbe703cecu, 0xbe0d38bcu, 0xbd3a7871u, 0x3d22faffu,
     0x3df64863u, 0x3e5067e0u, 0x3e9582d4u, 0x3ec753f9u,
