@@ -22,6 +22,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/half.hpp"
 #include "engine/kernels/quantize.hpp"
+#include "engine/quant/bitsandbytes.hpp"
 #include "engine/quant/device.hpp"
 #include "engine/quant/formats.hpp"
 #include "engine/quant/quantize.hpp"
@@ -480,6 +481,44 @@ TEST_CASE("quantize_nf4: matches the bitsandbytes reference fixture") {
     check_same_weight(gpu.weight, q);
     CHECK(gpu.guards_intact);
   }
+}
+
+TEST_CASE("from_bitsandbytes_nf4: checkpoint tensors load into the same QuantizedWeight") {
+  ReferenceFile reference = read_reference();
+  const ReferenceTensor& tensor = reference.tensors[2];  // the (33, 65) matrix
+  quant::BitsandbytesNf4 source;
+  source.rows = 33;
+  source.cols = 65;
+  source.packed = tensor.codes.data();
+  source.packed_bytes = tensor.codes.size();
+  source.quant_map = reference.nf4_table.data();
+  source.absmax_codes = tensor.absmax_codes.data();
+  source.nested_absmax = tensor.absmax2.data();
+  source.nested_quant_map = reference.dynamic_map.data();
+  source.nested_offset = tensor.offset;
+  auto loaded = quant::from_bitsandbytes_nf4(source, "model.layers.0.mlp.up_proj");
+  auto ours = quant::quantize(tensor.input.data(), 33, 65, WeightFormat::nf4, {64, true});
+  check_same_weight(loaded, ours);
+  CHECK(loaded.double_quant);
+  CHECK_SAME(quant::dequantize(loaded), tensor.dequantized);
+  // A nested map from another torch build (one entry an ulp off): decoded on load with that map.
+  std::vector<float> other_map = reference.dynamic_map;
+  other_map[200] = next_up(other_map[200]);
+  source.nested_quant_map = other_map.data();
+  auto decoded = quant::from_bitsandbytes_nf4(source, "w");
+  CHECK_FALSE(decoded.double_quant);
+  REQUIRE(decoded.scales.size() == tensor.blocks);
+  for (size_t b = 0; b < tensor.blocks; b++) {
+    float expected = quant::rounded(other_map[tensor.absmax_codes[b]] * tensor.absmax2[b / 256]) + tensor.offset;
+    CHECK(bits_of(decoded.scales[b]) == bits_of(expected));
+  }
+  // Not NF4, or the wrong size: user errors.
+  std::vector<float> fp4_map(16, 0.5f);
+  source.quant_map = fp4_map.data();
+  CHECK_THROWS_AS(quant::from_bitsandbytes_nf4(source, "w"), UserError);
+  source.quant_map = nullptr;
+  source.packed_bytes -= 1;
+  CHECK_THROWS_AS(quant::from_bitsandbytes_nf4(source, "w"), UserError);
 }
 
 // ============================== GPU quantizers against the CPU ==============================

@@ -29,6 +29,9 @@ Choices that bitsandbytes leaves to its environment (documented in engine/quant/
     torch builds differ in the last ulp of a few entries (the local torch is reported below).
   * absmax.mean(): the offset is the fp32 value nearest to the exact mean; torch's own reduction
     can land one ulp away (reported below).
+  * dQuantizeNF4's thresholds are fp32 `f` literals: each decimal is rounded once to fp32
+    (f32_literal); four of them are exact fp32 ties as doubles, so float32(float(text)) would be
+    one ulp off.
   * 1/absmax: correctly rounded; bitsandbytes' CUDA build uses --use_fast_math (approximate
     reciprocal), which can differ for values within an ulp of a threshold.
 
