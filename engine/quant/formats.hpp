@@ -20,7 +20,9 @@ namespace vkt::quant {
 // The 16 code values, code 0 = -1.0, code 7 = 0.0, code 15 = 1.0.
 const std::array<float, 16>& nf4_table();
 // bitsandbytes' dQuantizeNF4 decision thresholds in ascending order: the fp32 values of the
-// literals of its comparison tree (midpoints between neighbouring codes). Every comparison
+// literals of its comparison tree (midpoints between neighbouring codes), each decimal rounded
+// once to fp32 as a C/CUDA `f` literal is (four are exact fp32 ties as doubles, so a parse
+// through double would move them by an ulp). Every comparison
 // there is `x > threshold`, so a value exactly on a threshold takes the LOWER code.
 const std::array<float, 15>& nf4_thresholds();
 // The NF4 code of a normalized value x = w * (1 / absmax): the number of thresholds below x.

@@ -31,6 +31,10 @@
 //   code = clamp(round_half_away(x * (1 / scale)) + zero, 0, 15); value = (code - zero) * scale.
 // - int formats: a scale below FLT_MIN (all-zero block; max == min) stores scale 0, zero 0 and
 //   the code of 0 for every element.
+// The int formats multiply by the block's reciprocal rather than dividing each x by the scale:
+// one division per block instead of one per element on the GPU, where a division is an integer
+// long division; the codes differ from round(x / scale) only where x / scale lies within an ulp of
+// k + 1/2, and the error bound (scale / 2) is the same.
 // All reciprocals are correctly rounded fp32 (1.0f / scale) and multiplied in, so a GPU (which
 // computes the reciprocal with integer long division) reproduces every code; bitsandbytes' CUDA
 // build uses --use_fast_math, whose approximate reciprocal can move a value that lies within one
