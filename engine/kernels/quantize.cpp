@@ -1,0 +1,175 @@
+#include "engine/kernels/quantize.hpp"
+
+#include <bit>
+
+#include "engine/base/error.hpp"
+
+namespace vkt::kernels {
+
+namespace {
+
+uint32_t log2_block(uint32_t block_size) {
+  VKT_ASSERT(block_size >= 8 && block_size <= 4096 && std::has_single_bit(block_size),
+             "block size is a power of two in [8, 4096]");
+  return static_cast<uint32_t>(std::countr_zero(block_size));
+}
+
+void check_word_aligned(const BufferRange& range, const char* what) {
+  VKT_ASSERT(range.bytes == 0 || range.address % 4 == 0, std::string(what) + " must be 4-byte aligned");
+}
+
+uint64_t block_count(uint64_t n, uint32_t block_size) { return (n + block_size - 1) / block_size; }
+
+}  // namespace
+
+BufferRange word_span(const BufferRange& range) {
+  BufferRange widened = range;
+  widened.bytes = (range.bytes + 3) / 4 * 4;
+  return widened;
+}
+
+QuantWeightPush quant_weight_push(const WeightRef& weight) {
+  QuantWeightPush push;
+  push.data = weight.data.address;
+  push.encoding = static_cast<uint32_t>(weight.format);
+  if (!is_quantized(weight.format)) return push;
+  push.encoding |= log2_block(weight.block_size) << 8;
+  switch (weight.format) {
+    case WeightFormat::nf4:
+      if (weight.double_quant) {
+        push.stats0 = weight.absmax_codes.address;
+        push.stats1 = weight.absmax_scales.address;
+        push.absmax_offset = weight.absmax_offset;
+        push.encoding |= 1u << 16;
+      } else {
+        push.stats0 = weight.scales.address;
+      }
+      break;
+    case WeightFormat::int4_asym:
+      push.stats0 = weight.scales.address;
+      push.stats1 = weight.zeros.address;
+      break;
+    default:
+      push.stats0 = weight.scales.address;
+      break;
+  }
+  return push;
+}
+
+std::vector<BufferRange> quant_weight_reads(const WeightRef& weight) {
+  std::vector<BufferRange> reads{word_span(weight.data)};
+  if (!is_quantized(weight.format)) return reads;
+  if (weight.format == WeightFormat::nf4 && weight.double_quant) {
+    reads.push_back(word_span(weight.absmax_codes));
+    reads.push_back(weight.absmax_scales);
+  } else {
+    reads.push_back(weight.scales);
+  }
+  if (weight.format == WeightFormat::int4_asym) reads.push_back(word_span(weight.zeros));
+  return reads;
+}
+
+void quantize_nf4(Recorder& recorder, const BufferRange& x, uint64_t n, uint32_t block_size, const BufferRange& codes,
+                  const BufferRange& absmax) {
+  uint64_t blocks = block_count(n, block_size);
+  log2_block(block_size);
+  check_word_aligned(codes, "nf4 codes");
+  VKT_ASSERT(codes.bytes >= blocks * block_size / 2 && absmax.bytes >= blocks * 4 && x.bytes >= n * 4,
+             "quantize_nf4 buffers too small");
+  struct {
+    uint64_t x, codes, absmax, n;
+    uint32_t block_size, blocks;
+  } push{x.address, codes.address, absmax.address, n, block_size, static_cast<uint32_t>(blocks)};
+  Grid grid = grid_1d(blocks, 64);
+  recorder.dispatch(recorder.context().pipelines().get("quantize_nf4"), &push, sizeof push, grid.x, grid.y, 1, {x},
+                    {codes, absmax}, "quantize_nf4");
+}
+
+void quantize_int(Recorder& recorder, const BufferRange& x, uint64_t n, WeightFormat format, uint32_t block_size,
+                  const BufferRange& codes, const BufferRange& scales, const BufferRange& zeros) {
+  VKT_ASSERT(format == WeightFormat::int8 || format == WeightFormat::int4 || format == WeightFormat::int4_asym,
+             "quantize_int formats are int8, int4, int4_asym");
+  uint64_t blocks = block_count(n, block_size);
+  log2_block(block_size);
+  check_word_aligned(codes, "int codes");
+  check_word_aligned(zeros, "int4_asym zeros");
+  uint64_t code_bytes = format == WeightFormat::int8 ? blocks * block_size : blocks * block_size / 2;
+  VKT_ASSERT(codes.bytes >= code_bytes && scales.bytes >= blocks * 4 && x.bytes >= n * 4 &&
+                 (format != WeightFormat::int4_asym || zeros.bytes >= blocks),
+             "quantize_int buffers too small");
+  struct {
+    uint64_t x, codes, scales, zeros, n;
+    uint32_t block_size, blocks, format;
+  } push{x.address, codes.address, scales.address, zeros.address, n, block_size, static_cast<uint32_t>(blocks),
+         static_cast<uint32_t>(format)};
+  Grid grid = grid_1d(blocks, 64);
+  std::vector<BufferRange> writes{codes, scales};
+  if (format == WeightFormat::int4_asym) writes.push_back(word_span(zeros));
+  recorder.dispatch(recorder.context().pipelines().get("quantize_int"), &push, sizeof push, grid.x, grid.y, 1,
+                    std::vector<BufferRange>{x}, writes, "quantize_int");
+}
+
+void absmax_mean(Recorder& recorder, const BufferRange& absmax, uint32_t blocks, const BufferRange& mean) {
+  VKT_ASSERT(absmax.bytes >= uint64_t{blocks} * 4 && mean.bytes >= 4, "absmax_mean buffers too small");
+  struct {
+    uint64_t absmax, mean;
+    uint32_t blocks;
+  } push{absmax.address, mean.address, blocks};
+  recorder.dispatch(recorder.context().pipelines().get("absmax_mean"), &push, sizeof push, 1, 1, 1, {absmax}, {mean},
+                    "absmax_mean");
+}
+
+void double_quantize(Recorder& recorder, const BufferRange& absmax, uint32_t blocks, const BufferRange& offset,
+                     const BufferRange& absmax_codes, const BufferRange& absmax_scales) {
+  uint64_t groups = block_count(blocks, 256);
+  check_word_aligned(absmax_codes, "absmax codes");
+  VKT_ASSERT(absmax.bytes >= uint64_t{blocks} * 4 && absmax_codes.bytes >= blocks && absmax_scales.bytes >= groups * 4,
+             "double_quantize buffers too small");
+  struct {
+    uint64_t absmax, offset, absmax_codes, absmax_scales;
+    uint32_t blocks;
+  } push{absmax.address, offset.address, absmax_codes.address, absmax_scales.address, blocks};
+  Grid grid = grid_1d(groups, 1);  // one workgroup per 256 blocks
+  recorder.dispatch(recorder.context().pipelines().get("double_quantize"), &push, sizeof push, grid.x, grid.y, 1,
+                    {absmax, offset}, {word_span(absmax_codes), absmax_scales}, "double_quantize");
+}
+
+uint64_t quantize_workspace_bytes(const WeightRef& out, uint64_t n) {
+  if (out.format != WeightFormat::nf4 || !out.double_quant) return 0;
+  return block_count(n, out.block_size) * 4;
+}
+
+void quantize_weight(Recorder& recorder, const BufferRange& x, uint64_t n, const WeightRef& out,
+                     const BufferRange& workspace, const BufferRange& offset) {
+  VKT_ASSERT(is_quantized(out.format), "quantize_weight needs a quantized format");
+  if (out.format != WeightFormat::nf4) {
+    quantize_int(recorder, x, n, out.format, out.block_size, out.data, out.scales, out.zeros);
+    return;
+  }
+  if (!out.double_quant) {
+    quantize_nf4(recorder, x, n, out.block_size, out.data, out.scales);
+    return;
+  }
+  uint64_t blocks = block_count(n, out.block_size);
+  VKT_ASSERT(workspace.bytes >= blocks * 4 && offset.bytes >= 4, "nf4 double quant needs workspace and offset");
+  BufferRange raw_absmax = workspace;
+  raw_absmax.bytes = blocks * 4;
+  quantize_nf4(recorder, x, n, out.block_size, out.data, raw_absmax);
+  absmax_mean(recorder, raw_absmax, static_cast<uint32_t>(blocks), offset);
+  double_quantize(recorder, raw_absmax, static_cast<uint32_t>(blocks), offset, out.absmax_codes, out.absmax_scales);
+}
+
+void dequantize(Recorder& recorder, const WeightRef& weight, uint64_t n, const BufferRange& out, bool per_element) {
+  for (const BufferRange& range : quant_weight_reads(weight)) check_word_aligned(range, "weight arrays");
+  VKT_ASSERT(out.bytes >= n * 4, "dequantize output too small");
+  struct {
+    QuantWeightPush weight;
+    uint64_t out, n;
+    uint32_t per_element;
+  } push{quant_weight_push(weight), out.address, n, per_element ? 1u : 0u};
+  Grid grid = grid_1d((n + 7) / 8, 64);
+  recorder.dispatch(recorder.context().pipelines().get("dequantize"), &push, sizeof push, grid.x, grid.y, 1,
+                    quant_weight_reads(weight), std::vector<BufferRange>{out}, "dequantize");
+}
+
+}  // namespace vkt::kernels
