@@ -23,11 +23,6 @@ bool env_set(const char* name) {
   return value && *value && std::string(value) != "0";
 }
 
-uint32_t next_pow2(uint64_t n) {
-  uint32_t value = 1;
-  while (value < n && value < (1u << 30)) value *= 2;
-  return value;
-}
 
 uint32_t group_of(const AttentionShape& shape) { return shape.q_heads / shape.kv_heads; }
 uint64_t q_elements(const AttentionShape& s) { return uint64_t(s.batch) * s.seq_q * s.q_heads * s.head_dim; }
@@ -88,8 +83,8 @@ bool tiles_valid(AttentionPass pass, uint32_t head_dim, uint32_t shared_limit, T
 }
 
 // Larger tiles do more work per barrier and per global load; the tile along the dimension that
-// spreads over workgroups (rows for forward and dQ, keys for dK/dV) is capped near the shape's
-// extent so that a decode step (a few rows) does not pad its tile to 64 rows.
+// spreads over workgroups (rows for forward and dQ, keys for dK/dV) is capped for tiny extents so
+// that a decode step (a few rows) does not pad its tile to 64 rows.
 TileConfig choose_tiles(const vk::Capabilities& caps, AttentionPass pass, const AttentionShape& shape) {
   uint32_t shared_limit = caps.max_shared_memory;
   if (forced) {
@@ -98,8 +93,11 @@ TileConfig choose_tiles(const vk::Capabilities& caps, AttentionPass pass, const 
                "attention: forced tiles do not fit this head_dim / device");
     return tiles;
   }
-  uint32_t row_cap = std::clamp(next_pow2(uint64_t(group_of(shape)) * shape.seq_q), 8u, 64u);
-  uint32_t key_cap = std::clamp(next_pow2(shape.seq_kv), 8u, 64u);
+  // Only a shape with a handful of rows (decode) or keys gets smaller tiles; others share one
+  // pipeline per head_dim whatever their length.
+  uint64_t rows = uint64_t(group_of(shape)) * shape.seq_q;
+  uint32_t row_cap = rows <= 8 ? 8 : 64;
+  uint32_t key_cap = shape.seq_kv <= 8 ? 8 : 64;
   bool rows_spread = pass != AttentionPass::backward_dkdv;
   TileConfig best;
   for (uint32_t threads : {128u, 64u}) {
