@@ -23,7 +23,6 @@ bool env_set(const char* name) {
   return value && *value && std::string(value) != "0";
 }
 
-
 uint32_t group_of(const AttentionShape& shape) { return shape.q_heads / shape.kv_heads; }
 uint64_t q_elements(const AttentionShape& s) { return uint64_t(s.batch) * s.seq_q * s.q_heads * s.head_dim; }
 uint64_t kv_elements(const AttentionShape& s) { return uint64_t(s.batch) * s.seq_kv * s.kv_heads * s.head_dim; }
@@ -86,7 +85,8 @@ bool tiles_valid(AttentionPass pass, uint32_t head_dim, uint32_t shared_limit, T
 // spreads over workgroups (rows for forward and dQ, keys for dK/dV) is capped for tiny extents so
 // that a decode step (a few rows) does not pad its tile to 64 rows.
 TileConfig choose_tiles(const vk::Capabilities& caps, AttentionPass pass, const AttentionShape& shape) {
-  uint32_t shared_limit = caps.max_shared_memory;
+  // A little below the limit: some drivers place a few bytes of their own in shared memory.
+  uint32_t shared_limit = caps.max_shared_memory > 1024 ? caps.max_shared_memory - 1024 : 0;
   if (forced) {
     TileConfig tiles{forced->tiles.threads, forced->tiles.rows, forced->tiles.keys, 0};
     VKT_ASSERT(tiles_valid(pass, shape.head_dim, shared_limit, tiles),
@@ -95,8 +95,8 @@ TileConfig choose_tiles(const vk::Capabilities& caps, AttentionPass pass, const 
   }
   // Only a shape with a handful of rows (decode) or keys gets smaller tiles; others share one
   // pipeline per head_dim whatever their length.
-  uint64_t rows = uint64_t(group_of(shape)) * shape.seq_q;
-  uint32_t row_cap = rows <= 8 ? 8 : 64;
+  uint64_t row_count = uint64_t(group_of(shape)) * shape.seq_q;
+  uint32_t row_cap = row_count <= 8 ? 8 : 64;
   uint32_t key_cap = shape.seq_kv <= 8 ? 8 : 64;
   bool rows_spread = pass != AttentionPass::backward_dkdv;
   TileConfig best;
@@ -168,6 +168,7 @@ void check_shape(const AttentionShape& s) {
   VKT_ASSERT(s.head_dim > 0 && s.head_dim % 4 == 0 && s.head_dim <= max_head_dim,
              "attention: head_dim must be a multiple of 4, at most 256");
   VKT_ASSERT(s.batch <= 65535 && s.kv_heads <= 65535, "attention: too many sequences or heads for one dispatch");
+  VKT_ASSERT(s.scale > 0 && std::isfinite(s.scale), "attention: set shape.scale (usually 1/sqrt(head_dim))");
 }
 
 // The segment buffers the shaders read: (q, kv) addresses, or (0, 0) without segments.
@@ -193,6 +194,7 @@ uint32_t row_tile_count(const AttentionShape& s, uint32_t rows) {
 }  // namespace
 
 uint64_t attention_forward_workspace_bytes(const AttentionShape& shape) {
+  check_shape(shape);
   SplitPlan plan = forward_split(shape);
   if (plan.splits <= 1) return 0;
   return uint64_t(plan.splits) * (q_elements(shape) + stat_elements(shape)) * 4;
@@ -296,8 +298,10 @@ void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRa
               shape.q_offset, shape.scale,   scale_log2};
   static_assert(sizeof(dkdv_push) == 112);
   TileConfig dkdv_tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dkdv, shape);
+  uint32_t key_tiles = ceil_div(shape.seq_kv, dkdv_tiles.keys);
+  VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
   recorder.dispatch(pipelines.get("attention_backward_dkdv", specialization(dkdv_tiles, shape.head_dim)), &dkdv_push,
-                    sizeof dkdv_push, ceil_div(shape.seq_kv, dkdv_tiles.keys), shape.kv_heads, shape.batch, reads,
+                    sizeof dkdv_push, key_tiles, shape.kv_heads, shape.batch, reads,
                     {dk, dv}, "attention_backward_dkdv");
 
   struct {
