@@ -11,8 +11,7 @@
 // grad_scale is read from device memory: the step is recorded once and replayed, so per-step
 // values live in buffers.
 #include "common.glsl"
-#define THREADS 256
-layout(local_size_x = THREADS) in;
+#include "row_reduce.glsl"
 
 layout(push_constant) uniform Push {
   uint64_t logits;      // (rows, vocab) fp32, overwritten by dlogits when write_gradient
@@ -24,8 +23,8 @@ layout(push_constant) uniform Push {
   uint write_gradient;  // 0: loss only (evaluation), logits left untouched
 } p;
 
-shared float max_scratch[THREADS];
-shared float sum_scratch[THREADS];
+shared float max_scratch[ROW_THREADS];
+shared float sum_scratch[ROW_THREADS];
 shared uint non_finite_seen;
 
 #define negative_infinity uintBitsToFloat(0xff800000u)
@@ -44,7 +43,7 @@ void combine(inout float m, inout float s, float other_m, float other_s) {
 }
 
 void main() {
-  uint row = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+  uint row = workgroup_index_1d();
   if (row >= p.rows) return;
   uint lane = gl_LocalInvocationID.x;
   FloatBuffer logits = FloatBuffer(p.logits);
@@ -55,14 +54,14 @@ void main() {
   if (ignored) {  // uniform over the workgroup
     if (lane == 0) FloatBuffer(p.loss).data[row] = 0.0;
     if (p.write_gradient != 0u)
-      for (uint v = lane; v < p.vocab; v += THREADS) logits.data[base + v] = 0.0;
+      for (uint v = lane; v < p.vocab; v += ROW_THREADS) logits.data[base + v] = 0.0;
     return;
   }
   if (lane == 0) non_finite_seen = 0u;
   barrier();
   float m = negative_infinity, s = 0.0;
   bool finite = true;
-  for (uint v = lane; v < p.vocab; v += THREADS) {
+  for (uint v = lane; v < p.vocab; v += ROW_THREADS) {
     float z = logits.data[base + v];
     finite = finite && is_finite(z);
     if (z > m) {
@@ -76,7 +75,7 @@ void main() {
   max_scratch[lane] = m;
   sum_scratch[lane] = s;
   barrier();
-  for (uint stride = THREADS / 2; stride > 0; stride >>= 1) {
+  for (uint stride = ROW_THREADS / 2; stride > 0; stride >>= 1) {
     if (lane < stride) {
       float mine_m = max_scratch[lane], mine_s = sum_scratch[lane];
       combine(mine_m, mine_s, max_scratch[lane + stride], sum_scratch[lane + stride]);
@@ -94,7 +93,7 @@ void main() {
   if (lane == 0) FloatBuffer(p.loss).data[row] = poisoned ? quiet_nan : weight * ((row_max - target_logit) + log_sum);
   if (p.write_gradient == 0u) return;
   float scale = weight * FloatBuffer(p.grad_scale).data[0];
-  for (uint v = lane; v < p.vocab; v += THREADS) {
+  for (uint v = lane; v < p.vocab; v += ROW_THREADS) {
     float probability = exp((logits.data[base + v] - row_max) - log_sum);
     logits.data[base + v] = poisoned ? quiet_nan : (v == target ? probability - 1.0 : probability) * scale;
   }

@@ -3,9 +3,6 @@
 // RMSNorm as HF LlamaRMSNorm computes it in fp32: y = weight * (x * rstd),
 // rstd = 1 / sqrt(mean(x^2) + eps), one workgroup per row. rstd is saved for the backward pass.
 #include "common.glsl"
-#define THREADS 256
-layout(local_size_x = THREADS) in;
-#define REDUCE_THREADS THREADS
 #include "row_reduce.glsl"
 
 layout(push_constant) uniform Push {
@@ -24,12 +21,12 @@ void main() {
   uint lane = gl_LocalInvocationID.x;
   uint base = row * p.cols;
   float squares = 0.0;
-  for (uint c = lane; c < p.cols; c += THREADS) {
+  for (uint c = lane; c < p.cols; c += ROW_THREADS) {
     float v = x.data[base + c];
     squares += v * v;
   }
   float mean_square = workgroup_sum(squares) / float(p.cols);
   float rstd = inversesqrt(mean_square + p.eps);
   if (lane == 0) FloatBuffer(p.rstd).data[row] = rstd;
-  for (uint c = lane; c < p.cols; c += THREADS) y.data[base + c] = weight.data[c] * (x.data[base + c] * rstd);
+  for (uint c = lane; c < p.cols; c += ROW_THREADS) y.data[base + c] = weight.data[c] * (x.data[base + c] * rstd);
 }

@@ -4,9 +4,6 @@
 //   n = x * rstd, dn = dy * weight, dx = rstd * (dn - n * mean(dn * n))   [(+ dx) when accumulating]
 // The weight gradient is a column sum over rows: rmsnorm_backward_weight + sum_rows_finish.
 #include "common.glsl"
-#define THREADS 256
-layout(local_size_x = THREADS) in;
-#define REDUCE_THREADS THREADS
 #include "row_reduce.glsl"
 
 layout(push_constant) uniform Push {
@@ -27,10 +24,10 @@ void main() {
   uint base = row * p.cols;
   float rstd = FloatBuffer(p.rstd).data[row];
   float partial = 0.0;
-  for (uint c = lane; c < p.cols; c += THREADS) partial += dy.data[base + c] * weight.data[c] * x.data[base + c];
+  for (uint c = lane; c < p.cols; c += ROW_THREADS) partial += dy.data[base + c] * weight.data[c] * x.data[base + c];
   // mean(dn * n) = rstd * sum(dn * x) / cols
   float mean_dn_n = workgroup_sum(partial) * rstd / float(p.cols);
-  for (uint c = lane; c < p.cols; c += THREADS) {
+  for (uint c = lane; c < p.cols; c += ROW_THREADS) {
     float n = x.data[base + c] * rstd;
     float dn = dy.data[base + c] * weight.data[c];
     float result = rstd * (dn - n * mean_dn_n);

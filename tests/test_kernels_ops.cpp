@@ -4,6 +4,7 @@
 // checks gradients against finite differences, and checks the guard region after each output.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -15,6 +16,7 @@
 #include "engine/kernels/norm.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "tests/kernel_harness.hpp"
+#include "tests/ops_test_util.hpp"
 
 using namespace vkt;
 using test::context;
@@ -153,9 +155,11 @@ TEST_CASE("embedding_backward: matches a token-ordered fp32 sum bit for bit, ref
 
 TEST_CASE("rmsnorm: matches the reference for odd and long rows, in place too") {
   struct Shape { uint32_t rows, cols; };
+  for (const std::string& threads : test::row_thread_settings())
   for (Shape shape : {Shape{1, 7}, Shape{3, 33}, Shape{17, 130}, Shape{2, 257}, Shape{3, 8192}}) {
     for (float eps : {1e-5f, 1e-6f}) {
-      CAPTURE(shape.rows); CAPTURE(shape.cols); CAPTURE(eps);
+      CAPTURE(threads); CAPTURE(shape.rows); CAPTURE(shape.cols); CAPTURE(eps);
+      test::ScopedEnv row_threads("VKT_ROW_THREADS", threads);
       auto x = test::random_floats(size_t(shape.rows) * shape.cols, 41, -3, 3);
       auto weight = test::random_floats(shape.cols, 42, 0.5f, 1.5f);
       Guarded x_buffer = Guarded::of(x, "x"), weight_buffer = Guarded::of(weight, "weight");
@@ -203,8 +207,10 @@ TEST_CASE("rmsnorm: a NaN stays in its own row") {
 TEST_CASE("rmsnorm_backward: dx and d_weight vs reference and finite differences; accumulation; in place") {
   struct Shape { uint32_t rows, cols; };
   // rows 600: the weight gradient's column sum spans several 256-row blocks.
+  for (const std::string& threads : test::row_thread_settings())
   for (Shape shape : {Shape{1, 7}, Shape{3, 33}, Shape{17, 130}, Shape{600, 7}, Shape{2, 8192}}) {
-    CAPTURE(shape.rows); CAPTURE(shape.cols);
+    CAPTURE(threads); CAPTURE(shape.rows); CAPTURE(shape.cols);
+    test::ScopedEnv row_threads("VKT_ROW_THREADS", threads);
     float eps = 1e-5f;
     size_t n = size_t(shape.rows) * shape.cols;
     auto x = test::random_floats(n, 51, -2, 2);
@@ -396,6 +402,74 @@ TEST_CASE("add: out = a + b, also in place") {
     context().run([&](vk::Recorder& r) { kernels::add(r, a_buffer.range(), b_buffer.range(), a_buffer.range(), n); });
     CHECK(same_bits(a_buffer.floats(), out.floats()));
   }
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("kernels_ops") {
+
+// One-workgroup-per-row kernels fold more than 65535 rows into a 2-D grid; so does the
+// embedding backward's one-workgroup-per-slot pass. Narrow rows keep this fast.
+TEST_CASE("rmsnorm: more than 65535 rows (2-D grid), forward and backward") {
+  uint32_t rows = 70001, cols = 3;
+  size_t n = size_t(rows) * cols;
+  auto x = test::random_floats(n, 191, -2, 2), weight = test::random_floats(cols, 192, 0.5f, 1.5f);
+  auto dy = test::random_floats(n, 193);
+  Guarded x_buffer = Guarded::of(x, "x"), weight_buffer = Guarded::of(weight, "weight"), dy_buffer = Guarded::of(dy, "dy");
+  Guarded y(n * 4, "y"), rstd(rows * 4, "rstd"), dx(n * 4, "dx");
+  Guarded d_weight = Guarded::of(std::vector<float>(cols, 0.0f), "d_weight");
+  Guarded workspace(kernels::rmsnorm_backward_workspace_bytes(rows, cols), "workspace");
+  const vk::BufferRange d_weight_range = d_weight.range();
+  context().run([&](vk::Recorder& r) {
+    kernels::rmsnorm(r, x_buffer.range(), weight_buffer.range(), y.range(), rstd.range(), rows, cols, 1e-6f);
+    kernels::rmsnorm_backward(r, dy_buffer.range(), x_buffer.range(), weight_buffer.range(), rstd.range(), dx.range(),
+                              &d_weight_range, workspace.range(), rows, cols);
+  });
+  std::vector<float> expected(n), expected_dx(n), expected_d_weight(cols, 0.0f);
+  ref::rmsnorm(x.data(), weight.data(), expected.data(), nullptr, rows, cols, 1e-6f);
+  ref::rmsnorm_backward(dy.data(), x.data(), weight.data(), expected_dx.data(), expected_d_weight.data(), rows, cols,
+                        1e-6f);
+  // Tolerances as for the small shapes; with 3 columns a row can have a tiny norm, where
+  // 1/rms amplifies fp32 rounding: max-abs is looser than for long rows.
+  test::check_close(y.floats(), expected, 1e-12, 1e-5, "y");
+  test::check_close(dx.floats(), expected_dx, 1e-10, 1e-3, "dx");
+  // d_weight sums 70001 products of order 1 in fp32 blocks: ~1e-7 relative of sums ~300.
+  test::check_close(d_weight.floats(), expected_d_weight, 1e-12, 1e-3, "d_weight");
+  for (const Guarded* buffer : {&y, &rstd, &dx, &d_weight, &workspace}) CHECK(buffer->guard_intact());
+}
+
+TEST_CASE("embedding_backward: more than 65535 tokens: several passes, 2-D grid, deterministic") {
+  uint32_t tokens = 70001, vocab = 1000, hidden = 3;
+  auto ids = random_ids(tokens, vocab, 201);
+  auto d_out = test::random_floats(size_t(tokens) * hidden, 202);
+  Guarded id_buffer = Guarded::of_raw(ids, "ids"), d_out_buffer = Guarded::of(d_out, "d_out");
+  Guarded d_table = Guarded::of(std::vector<float>(size_t(vocab) * hidden, 0.0f), "d_table");
+  Guarded workspace(kernels::embedding_backward_workspace_bytes(tokens, vocab), "workspace");
+  context().run([&](vk::Recorder& r) {
+    kernels::embedding_backward(r, id_buffer.range(), d_out_buffer.range(), d_table.range(), workspace.range(), tokens,
+                                vocab, hidden);
+  });
+  // fp32 sums in token order within each pass of embedding_backward_tokens_per_pass tokens,
+  // added to the table pass after pass: what the kernel does.
+  std::vector<float> ordered(size_t(vocab) * hidden, 0.0f);
+  for (uint32_t first = 0; first < tokens; first += kernels::embedding_backward_tokens_per_pass) {
+    uint32_t end = std::min(tokens, first + kernels::embedding_backward_tokens_per_pass);
+    std::vector<float> sums(size_t(vocab) * hidden, 0.0f);
+    std::vector<bool> seen(vocab, false);
+    for (uint32_t t = first; t < end; t++) {
+      seen[ids[t]] = true;
+      for (uint32_t c = 0; c < hidden; c++) sums[size_t(ids[t]) * hidden + c] += d_out[size_t(t) * hidden + c];
+    }
+    for (uint32_t v = 0; v < vocab; v++)
+      if (seen[v])
+        for (uint32_t c = 0; c < hidden; c++) ordered[size_t(v) * hidden + c] += sums[size_t(v) * hidden + c];
+  }
+  CHECK(same_bits(d_table.floats(), ordered));
+  std::vector<float> expected(size_t(vocab) * hidden, 0.0f);
+  ref::embedding_backward(ids.data(), d_out.data(), expected.data(), tokens, vocab, hidden);
+  test::check_close(d_table.floats(), expected, 1e-12, 1e-4, "d_table vs reference");
+  CHECK(d_table.guard_intact());
+  CHECK(workspace.guard_intact());
 }
 
 }  // TEST_SUITE

@@ -12,6 +12,7 @@
 #include "engine/kernels/loss.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "tests/kernel_harness.hpp"
+#include "tests/ops_test_util.hpp"
 
 using namespace vkt;
 using test::context;
@@ -81,8 +82,10 @@ TEST_SUITE("kernels_ops") {
 
 TEST_CASE("cross_entropy: loss and in-place dlogits match the reference; ignored rows are zero") {
   struct Shape { uint32_t rows, vocab; };
+  for (const std::string& threads : test::row_thread_settings())
   for (Shape shape : {Shape{1, 5}, Shape{3, 1000}, Shape{17, 5}, Shape{17, 32003}, Shape{4, 257}}) {
-    CAPTURE(shape.rows); CAPTURE(shape.vocab);
+    CAPTURE(threads); CAPTURE(shape.rows); CAPTURE(shape.vocab);
+    test::ScopedEnv row_threads("VKT_ROW_THREADS", threads);
     auto c = make_case(shape.rows, shape.vocab, 141);
     float grad_scale = 1.0f / 7.0f;  // e.g. 1 / (total weight of the batch)
     Guarded logits = Guarded::of(c.logits, "logits"), targets = Guarded::of_raw(c.targets, "targets");
@@ -298,6 +301,28 @@ TEST_CASE("convert_f32_to_f16 and convert_f32_to_bf16: bit-exact on special, hal
   CHECK(odd.guard_intact());
   auto odd_bits = odd.read<uint16_t>();
   for (uint32_t i = 0; i < 7; i++) CHECK(odd_bits[i] == expected_half[i]);
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("kernels_ops") {
+
+TEST_CASE("cross_entropy: more than 65535 rows (2-D grid)") {
+  uint32_t rows = 70001, vocab = 5;
+  auto c = make_case(rows, vocab, 211);
+  Guarded logits = Guarded::of(c.logits, "logits"), targets = Guarded::of_raw(c.targets, "targets");
+  Guarded weights = Guarded::of(c.weights, "weights"), scale = Guarded::of({0.5f}, "grad_scale");
+  Guarded loss(size_t(rows) * 4, "loss");
+  context().run([&](vk::Recorder& r) {
+    kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(), rows, vocab);
+  });
+  std::vector<float> expected_loss(rows), expected_dlogits(c.logits.size());
+  ref::cross_entropy(c.logits.data(), c.targets.data(), c.weights.data(), 0.5f, expected_loss.data(),
+                     expected_dlogits.data(), rows, vocab);
+  test::check_close(loss.floats(), expected_loss, 1e-12, 2e-5, "loss");
+  test::check_close(logits.floats(), expected_dlogits, 1e-11, 1e-6, "dlogits");
+  CHECK(logits.guard_intact());
+  CHECK(loss.guard_intact());
 }
 
 }  // TEST_SUITE

@@ -1,5 +1,6 @@
 #include "engine/kernels/embedding.hpp"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,7 @@ VkDeviceSize sorted_offset(uint32_t vocab) { return align_up((uint64_t(vocab) + 
 }  // namespace
 
 uint64_t embedding_backward_workspace_bytes(uint32_t tokens, uint32_t vocab) {
-  return sorted_offset(vocab) + uint64_t(tokens) * 4;
+  return sorted_offset(vocab) + uint64_t(std::min(tokens, embedding_backward_tokens_per_pass)) * 4;
 }
 
 void embedding_backward(Recorder& recorder, const BufferRange& ids, const BufferRange& d_out,
@@ -50,38 +51,45 @@ void embedding_backward(Recorder& recorder, const BufferRange& ids, const Buffer
   require_bytes(workspace, embedding_backward_workspace_bytes(tokens, vocab), "embedding_backward", "workspace");
   auto& pipelines = recorder.context().pipelines();
   BufferRange counts = slice(workspace, 0, (uint64_t(vocab) + 1) * 4);
-  BufferRange sorted = slice(workspace, sorted_offset(vocab), uint64_t(tokens) * 4);
+  for (uint32_t first = 0; first < tokens; first += embedding_backward_tokens_per_pass) {
+    uint32_t count = std::min(tokens - first, embedding_backward_tokens_per_pass);
+    BufferRange pass_ids = slice(ids, uint64_t(first) * 4, uint64_t(count) * 4);
+    BufferRange pass_d_out = slice(d_out, uint64_t(first) * hidden * 4, uint64_t(count) * hidden * 4);
+    BufferRange sorted = slice(workspace, sorted_offset(vocab), uint64_t(count) * 4);
 
-  recorder.fill(counts, 0);
-  struct {
-    uint64_t ids, counts;
-    uint32_t tokens, vocab;
-  } count_push{ids.address, counts.address, tokens, vocab};
-  Grid token_grid = grid_1d(tokens, 256);
-  recorder.dispatch(pipelines.get("embedding_backward_count"), &count_push, sizeof count_push, token_grid.x,
-                    token_grid.y, 1, {ids, counts}, {counts}, "embedding_backward_count");
+    recorder.fill(counts, 0);
+    struct {
+      uint64_t ids, counts;
+      uint32_t tokens, vocab;
+    } count_push{pass_ids.address, counts.address, count, vocab};
+    Grid token_grid = grid_1d(count, 256);
+    recorder.dispatch(pipelines.get("embedding_backward_count"), &count_push, sizeof count_push, token_grid.x,
+                      token_grid.y, 1, {pass_ids, counts}, {counts}, "embedding_backward_count");
 
-  struct {
-    uint64_t counts;
-    uint32_t vocab;
-  } scan_push{counts.address, vocab};
-  recorder.dispatch(pipelines.get("embedding_backward_scan"), &scan_push, sizeof scan_push, 1, 1, 1, {counts},
-                    {counts}, "embedding_backward_scan");
+    struct {
+      uint64_t counts;
+      uint32_t vocab;
+    } scan_push{counts.address, vocab};
+    recorder.dispatch(pipelines.get("embedding_backward_scan"), &scan_push, sizeof scan_push, 1, 1, 1, {counts},
+                      {counts}, "embedding_backward_scan");
 
-  struct {
-    uint64_t ids, counts, sorted;
-    uint32_t tokens, vocab;
-  } sort_push{ids.address, counts.address, sorted.address, tokens, vocab};
-  recorder.dispatch(pipelines.get("embedding_backward_sort"), &sort_push, sizeof sort_push, 1, 1, 1, {ids, counts},
-                    {counts, sorted}, "embedding_backward_sort");
+    struct {
+      uint64_t ids, counts, sorted;
+      uint32_t tokens, vocab;
+    } sort_push{pass_ids.address, counts.address, sorted.address, count, vocab};
+    recorder.dispatch(pipelines.get("embedding_backward_sort"), &sort_push, sizeof sort_push, 1, 1, 1,
+                      {pass_ids, counts}, {counts, sorted}, "embedding_backward_sort");
 
-  struct {
-    uint64_t ids, sorted, counts, d_out, d_table;
-    uint32_t tokens, vocab, hidden;
-  } add_push{ids.address, sorted.address, counts.address, d_out.address, d_table.address, tokens, vocab, hidden};
-  Grid slot_grid = grid_1d(tokens, 1);  // one workgroup per sorted slot (most exit at once)
-  recorder.dispatch(pipelines.get("embedding_backward"), &add_push, sizeof add_push, slot_grid.x, slot_grid.y,
-                    ceil_div(hidden, 256), {ids, sorted, counts, d_out, d_table}, {d_table}, "embedding_backward");
+    struct {
+      uint64_t ids, sorted, counts, d_out, d_table;
+      uint32_t tokens, vocab, hidden;
+    } add_push{pass_ids.address, sorted.address, counts.address, pass_d_out.address, d_table.address, count, vocab,
+               hidden};
+    Grid slot_grid = grid_1d(count, 1);  // one workgroup per sorted slot (most exit at once)
+    recorder.dispatch(pipelines.get("embedding_backward"), &add_push, sizeof add_push, slot_grid.x, slot_grid.y,
+                      ceil_div(hidden, 256), {pass_ids, sorted, counts, pass_d_out, d_table}, {d_table},
+                      "embedding_backward");
+  }
 }
 
 }  // namespace vkt::kernels

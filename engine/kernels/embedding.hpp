@@ -12,18 +12,24 @@ namespace vkt::kernels {
 void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& table, DType table_type,
                const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden);
 
+// Tokens handled by one pass of embedding_backward: each pass's loops stay below 65535
+// iterations per invocation, which lavapipe (Mesa 22.3) silently enforces (its loop limiter
+// counts every loop iteration of an invocation and exits the loops after 65535).
+constexpr uint32_t embedding_backward_tokens_per_pass = 32768;
+
 // Workspace bytes embedding_backward needs: counts (vocab + 1) uint32 and sorted token
-// positions (tokens) uint32.
+// positions (min(tokens, tokens_per_pass)) uint32.
 uint64_t embedding_backward_workspace_bytes(uint32_t tokens, uint32_t vocab);
 
 // d_table[v, :] += sum of d_out[t, :] over the tokens t with ids[t] == v, ADDED to d_table
 // (gradients accumulate over micro-batches; clear it before the first).
 // Deterministic: token positions are counting-sorted by id (stable) on the device and each id's
-// rows are added in token order by one workgroup per (id, 256 columns); no float atomics.
+// rows are added in token order by one workgroup per (id, 256 columns); no float atomics. More
+// than embedding_backward_tokens_per_pass tokens go in passes, each adding its own sums in turn.
 // Tokens with id >= vocab contribute nothing.
 // ids: (tokens) uint32; d_out: (tokens, hidden) fp32; d_table: (vocab, hidden) fp32;
 // workspace: embedding_backward_workspace_bytes(tokens, vocab) bytes.
-// Four dispatches: count, scan, sort (a single workgroup, O(tokens * 256) comparisons), add.
+// Per pass: count, scan, sort (a single workgroup, O(tokens * 256) comparisons), add.
 void embedding_backward(Recorder& recorder, const BufferRange& ids, const BufferRange& d_out,
                         const BufferRange& d_table, const BufferRange& workspace, uint32_t tokens, uint32_t vocab,
                         uint32_t hidden);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/kernels/reduce.hpp"
 #include "engine/kernels/workspace.hpp"
 
 namespace vkt::kernels {
@@ -25,7 +26,9 @@ void cross_entropy(Recorder& recorder, const BufferRange& logits, const BufferRa
   Grid grid = grid_1d(rows, 1);  // one workgroup per row
   std::vector<BufferRange> writes{loss};
   if (write_gradient) writes.push_back(logits);
-  recorder.dispatch(recorder.context().pipelines().get("cross_entropy"), &push, sizeof push, grid.x, grid.y, 1,
+  const uint32_t specialization[] = {row_threads(recorder.context())};
+  recorder.dispatch(recorder.context().pipelines().get("cross_entropy", specialization), &push, sizeof push, grid.x,
+                    grid.y, 1,
                     {logits, targets, weights, grad_scale}, writes, "cross_entropy");
 }
 

@@ -22,8 +22,9 @@ void rmsnorm(Recorder& recorder, const BufferRange& x, const BufferRange& weight
     float eps;
   } push{x.address, weight.address, y.address, rstd.address, rows, cols, eps};
   Grid grid = grid_1d(rows, 1);  // one workgroup per row
-  recorder.dispatch(recorder.context().pipelines().get("rmsnorm"), &push, sizeof push, grid.x, grid.y, 1, {x, weight},
-                    {y, rstd}, "rmsnorm");
+  const uint32_t specialization[] = {row_threads(recorder.context())};
+  recorder.dispatch(recorder.context().pipelines().get("rmsnorm", specialization), &push, sizeof push, grid.x, grid.y,
+                    1, {x, weight}, {y, rstd}, "rmsnorm");
 }
 
 uint64_t rmsnorm_backward_workspace_bytes(uint32_t rows, uint32_t cols) { return sum_rows_workspace_bytes(rows, cols); }
@@ -58,8 +59,9 @@ void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRan
     uint32_t rows, cols, accumulate;
   } push{dy.address, x.address, weight.address, rstd.address, dx.address, rows, cols, accumulate_dx ? 1u : 0u};
   Grid grid = grid_1d(rows, 1);
-  recorder.dispatch(recorder.context().pipelines().get("rmsnorm_backward"), &push, sizeof push, grid.x, grid.y, 1,
-                    {dy, x, weight, rstd, dx}, {dx}, "rmsnorm_backward");
+  const uint32_t specialization[] = {row_threads(recorder.context())};
+  recorder.dispatch(recorder.context().pipelines().get("rmsnorm_backward", specialization), &push, sizeof push, grid.x,
+                    grid.y, 1, {dy, x, weight, rstd, dx}, {dx}, "rmsnorm_backward");
 }
 
 }  // namespace vkt::kernels

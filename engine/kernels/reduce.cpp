@@ -1,10 +1,27 @@
 #include "engine/kernels/reduce.hpp"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "engine/kernels/workspace.hpp"
 
 namespace vkt::kernels {
+
+uint32_t row_threads(const vk::Context& context) {
+  if (const char* value = std::getenv("VKT_ROW_THREADS")) {
+    unsigned long threads = std::strtoul(value, nullptr, 10);
+    // At least 8: with fewer invocations a 150k-vocabulary row would need more than 65535 loop
+    // iterations per invocation, which lavapipe silently cuts short (see embedding.hpp).
+    if (threads < 8 || threads > 1024 || (threads & (threads - 1)) != 0 ||
+        threads > context.caps().max_workgroup_invocations)
+      throw UserError("VKT_ROW_THREADS=" + std::string(value) + " is not a usable workgroup size",
+                      "use a power of two from 8 to " + std::to_string(context.caps().max_workgroup_invocations) +
+                          ", or unset it");
+    return static_cast<uint32_t>(threads);
+  }
+  return context.caps().device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 32 : 256;
+}
 
 ColumnSumPlan column_sum_plan(uint32_t rows, uint32_t cols) {
   ColumnSumPlan plan;

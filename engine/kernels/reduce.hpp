@@ -8,6 +8,12 @@
 
 namespace vkt::kernels {
 
+// Workgroup size of the one-workgroup-per-row kernels (rmsnorm, rmsnorm_backward, cross_entropy):
+// specialization constant 0 of shaders/row_reduce.glsl. 256 on GPUs; 32 on CPU drivers
+// (lavapipe), where a barrier switches between all SIMD batches of the workgroup and 256
+// invocations made rmsnorm 3-4x slower. VKT_ROW_THREADS=N (a power of two, 8..1024) overrides it.
+uint32_t row_threads(const vk::Context& context);
+
 // How a column sum is split; shared by sum_rows and rmsnorm_backward's weight gradient.
 struct ColumnSumPlan {
   uint32_t col_lanes = 1;       // columns per workgroup (a power of two <= 64); the rest of the
