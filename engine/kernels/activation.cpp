@@ -21,7 +21,12 @@ void swiglu(Recorder& recorder, const BufferRange& gate, const BufferRange& up, 
 
 void swiglu_backward(Recorder& recorder, const BufferRange& dh, const BufferRange& gate, const BufferRange& up,
                      const BufferRange& d_gate, const BufferRange& d_up, uint32_t n) {
-  for (const BufferRange* range : {&dh, &gate, &up, &d_gate, &d_up}) require_bytes(*range, uint64_t(n) * 4, "swiglu_backward", "a tensor");
+  uint64_t bytes = uint64_t(n) * 4;
+  require_bytes(dh, bytes, "swiglu_backward", "dh");
+  require_bytes(gate, bytes, "swiglu_backward", "gate");
+  require_bytes(up, bytes, "swiglu_backward", "up");
+  require_bytes(d_gate, bytes, "swiglu_backward", "d_gate");
+  require_bytes(d_up, bytes, "swiglu_backward", "d_up");
   struct {
     uint64_t dh, gate, up, d_gate, d_up;
     uint32_t n;
