@@ -7,8 +7,18 @@ namespace vkt::kernels {
 // y = alpha * x + beta * y. x, y: (n) fp32.
 void axpby(Recorder& recorder, const BufferRange& x, const BufferRange& y, uint32_t n, float alpha, float beta);
 
+// x *= s, or x *= s * factor[0] when `factor` is given: a (1) fp32 value in device memory, for
+// per-step values of a replayed recording (e.g. the gradient-clipping coefficient).
+// x: (n) fp32, in place.
+void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const BufferRange* factor = nullptr);
+
+// out = a + b. a, b, out: (n) fp32; out may be a or b.
+void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n);
+
 }  // namespace vkt::kernels
 
 namespace vkt::ref {
 void axpby(const float* x, float* y, size_t n, float alpha, float beta);
+void scale(float* x, size_t n, float s, const float* factor = nullptr);
+void add(const float* a, const float* b, float* out, size_t n);
 }

@@ -1,0 +1,120 @@
+#include "engine/kernels/embedding.hpp"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "engine/kernels/workspace.hpp"
+
+namespace vkt::kernels {
+
+void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& table, DType table_type,
+               const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden) {
+  require_index_range(uint64_t(tokens) * hidden, "embedding");
+  require_index_range(uint64_t(vocab) * hidden, "embedding");
+  require_bytes(ids, uint64_t(tokens) * 4, "embedding", "ids");
+  require_bytes(table, uint64_t(vocab) * hidden * dtype_bytes(table_type), "embedding", "table");
+  require_bytes(out, uint64_t(tokens) * hidden * 4, "embedding", "out");
+  std::string shader = "embedding";
+  if (table_type != DType::f32) {
+    if (!recorder.context().caps().storage_16bit)
+      throw UserError("device " + recorder.context().caps().name + " cannot read 16-bit buffers",
+                      "store the embedding table as fp32 (it is converted when the model loads)");
+    shader += table_type == DType::f16 ? "_f16" : "_bf16";
+  }
+  struct {
+    uint64_t ids, table, out;
+    uint32_t tokens, vocab, hidden;
+  } push{ids.address, table.address, out.address, tokens, vocab, hidden};
+  Grid grid = grid_1d(uint64_t(tokens) * hidden, 256);
+  recorder.dispatch(recorder.context().pipelines().get(shader), &push, sizeof push, grid.x, grid.y, 1, {ids, table},
+                    {out}, "embedding");
+}
+
+namespace {
+VkDeviceSize sorted_offset(uint32_t vocab) { return align_up((uint64_t(vocab) + 1) * 4, 256); }
+}  // namespace
+
+uint64_t embedding_backward_workspace_bytes(uint32_t tokens, uint32_t vocab) {
+  return sorted_offset(vocab) + uint64_t(std::min(tokens, embedding_backward_tokens_per_pass)) * 4;
+}
+
+void embedding_backward(Recorder& recorder, const BufferRange& ids, const BufferRange& d_out,
+                        const BufferRange& d_table, const BufferRange& workspace, uint32_t tokens, uint32_t vocab,
+                        uint32_t hidden) {
+  if (tokens == 0 || hidden == 0) return;
+  require_index_range(uint64_t(tokens) * hidden, "embedding_backward");
+  require_index_range(uint64_t(vocab) * hidden, "embedding_backward");
+  require_bytes(ids, uint64_t(tokens) * 4, "embedding_backward", "ids");
+  require_bytes(d_out, uint64_t(tokens) * hidden * 4, "embedding_backward", "d_out");
+  require_bytes(d_table, uint64_t(vocab) * hidden * 4, "embedding_backward", "d_table");
+  require_bytes(workspace, embedding_backward_workspace_bytes(tokens, vocab), "embedding_backward", "workspace");
+  auto& pipelines = recorder.context().pipelines();
+  BufferRange counts = slice(workspace, 0, (uint64_t(vocab) + 1) * 4);
+  for (uint32_t first = 0; first < tokens; first += embedding_backward_tokens_per_pass) {
+    uint32_t count = std::min(tokens - first, embedding_backward_tokens_per_pass);
+    BufferRange pass_ids = slice(ids, uint64_t(first) * 4, uint64_t(count) * 4);
+    BufferRange pass_d_out = slice(d_out, uint64_t(first) * hidden * 4, uint64_t(count) * hidden * 4);
+    BufferRange sorted = slice(workspace, sorted_offset(vocab), uint64_t(count) * 4);
+
+    recorder.fill(counts, 0);
+    struct {
+      uint64_t ids, counts;
+      uint32_t tokens, vocab;
+    } count_push{pass_ids.address, counts.address, count, vocab};
+    Grid token_grid = grid_1d(count, 256);
+    recorder.dispatch(pipelines.get("embedding_backward_count"), &count_push, sizeof count_push, token_grid.x,
+                      token_grid.y, 1, {pass_ids, counts}, {counts}, "embedding_backward_count");
+
+    struct {
+      uint64_t counts;
+      uint32_t vocab;
+    } scan_push{counts.address, vocab};
+    recorder.dispatch(pipelines.get("embedding_backward_scan"), &scan_push, sizeof scan_push, 1, 1, 1, {counts},
+                      {counts}, "embedding_backward_scan");
+
+    struct {
+      uint64_t ids, counts, sorted;
+      uint32_t tokens, vocab;
+    } sort_push{pass_ids.address, counts.address, sorted.address, count, vocab};
+    recorder.dispatch(pipelines.get("embedding_backward_sort"), &sort_push, sizeof sort_push, 1, 1, 1,
+                      {pass_ids, counts}, {counts, sorted}, "embedding_backward_sort");
+
+    struct {
+      uint64_t ids, sorted, counts, d_out, d_table;
+      uint32_t tokens, vocab, hidden;
+    } add_push{pass_ids.address, sorted.address, counts.address, pass_d_out.address, d_table.address, count, vocab,
+               hidden};
+    Grid slot_grid = grid_1d(count, 1);  // one workgroup per sorted slot (most exit at once)
+    recorder.dispatch(pipelines.get("embedding_backward"), &add_push, sizeof add_push, slot_grid.x, slot_grid.y,
+                      ceil_div(hidden, 256), {pass_ids, sorted, counts, pass_d_out, d_table}, {d_table},
+                      "embedding_backward");
+  }
+}
+
+}  // namespace vkt::kernels
+
+namespace vkt::ref {
+
+void embedding(const uint32_t* ids, const float* table, float* out, uint32_t tokens, uint32_t vocab, uint32_t hidden) {
+  for (uint32_t t = 0; t < tokens; t++)
+    for (uint32_t c = 0; c < hidden; c++)
+      out[size_t(t) * hidden + c] = ids[t] < vocab ? table[size_t(ids[t]) * hidden + c] : 0.0f;
+}
+
+void embedding_backward(const uint32_t* ids, const float* d_out, float* d_table, uint32_t tokens, uint32_t vocab,
+                        uint32_t hidden) {
+  std::vector<double> sums(size_t(vocab) * hidden, 0.0);
+  std::vector<bool> touched(vocab, false);
+  for (uint32_t t = 0; t < tokens; t++) {
+    if (ids[t] >= vocab) continue;
+    touched[ids[t]] = true;
+    for (uint32_t c = 0; c < hidden; c++) sums[size_t(ids[t]) * hidden + c] += d_out[size_t(t) * hidden + c];
+  }
+  for (uint32_t v = 0; v < vocab; v++)
+    if (touched[v])
+      for (uint32_t c = 0; c < hidden; c++)
+        d_table[size_t(v) * hidden + c] = static_cast<float>(d_table[size_t(v) * hidden + c] + sums[size_t(v) * hidden + c]);
+}
+
+}  // namespace vkt::ref

@@ -1,0 +1,45 @@
+#pragma once
+// Token embedding lookup and its backward pass.
+#include "engine/kernels/launch.hpp"
+#include "engine/kernels/types.hpp"
+
+namespace vkt::kernels {
+
+// out[t, :] = table[ids[t], :].
+// ids: (tokens) uint32; table: (vocab, hidden) stored as table_type (fp32, fp16, bf16 bits);
+// out: (tokens, hidden) fp32. An id >= vocab yields a row of zeros (never an out-of-bounds read);
+// the data pipeline is expected to reject such ids before they get here.
+void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& table, DType table_type,
+               const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden);
+
+// Tokens handled by one pass of embedding_backward: each pass's loops stay below 65535
+// iterations per invocation, which lavapipe (Mesa 22.3) silently enforces (its loop limiter
+// counts every loop iteration of an invocation and exits the loops after 65535).
+constexpr uint32_t embedding_backward_tokens_per_pass = 32768;
+
+// Workspace bytes embedding_backward needs: counts (vocab + 1) uint32 and sorted token
+// positions (min(tokens, tokens_per_pass)) uint32.
+uint64_t embedding_backward_workspace_bytes(uint32_t tokens, uint32_t vocab);
+
+// d_table[v, :] += sum of d_out[t, :] over the tokens t with ids[t] == v, ADDED to d_table
+// (gradients accumulate over micro-batches; clear it before the first).
+// Deterministic: token positions are counting-sorted by id (stable) on the device and each id's
+// rows are added in token order by one workgroup per (id, 256 columns); no float atomics. More
+// than embedding_backward_tokens_per_pass tokens go in passes, each adding its own sums in turn.
+// Tokens with id >= vocab contribute nothing.
+// ids: (tokens) uint32; d_out: (tokens, hidden) fp32; d_table: (vocab, hidden) fp32;
+// workspace: embedding_backward_workspace_bytes(tokens, vocab) bytes.
+// Per pass: count, scan, sort (a single workgroup, O(tokens * 256) comparisons), add.
+void embedding_backward(Recorder& recorder, const BufferRange& ids, const BufferRange& d_out,
+                        const BufferRange& d_table, const BufferRange& workspace, uint32_t tokens, uint32_t vocab,
+                        uint32_t hidden);
+
+}  // namespace vkt::kernels
+
+namespace vkt::ref {
+// table: (vocab, hidden) fp32 (tests dequantize fp16/bf16 tables first).
+void embedding(const uint32_t* ids, const float* table, float* out, uint32_t tokens, uint32_t vocab, uint32_t hidden);
+// Adds into d_table; sums in double.
+void embedding_backward(const uint32_t* ids, const float* d_out, float* d_table, uint32_t tokens, uint32_t vocab,
+                        uint32_t hidden);
+}  // namespace vkt::ref

@@ -1,0 +1,21 @@
+#version 460
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_shader_16bit_storage : require
+// fp16 bits -> fp32, bit-identical to engine/base/half.hpp half_to_float (convert.glsl).
+#include "common.glsl"
+#include "convert.glsl"
+layout(buffer_reference, std430, buffer_reference_align = 2) buffer Uint16Buffer { uint16_t data[]; };
+layout(local_size_x = 256) in;
+
+layout(push_constant) uniform Push {
+  uint64_t source;       // (n) fp16 bits
+  uint64_t destination;  // (n) fp32
+  uint n;
+} p;
+
+void main() {
+  uint i = global_index_1d(256);
+  if (i >= p.n) return;
+  // Written as bits, so NaN payloads and signs survive whatever the device does with floats.
+  UintBuffer(p.destination).data[i] = floatBitsToUint(half_bits_to_float(uint(Uint16Buffer(p.source).data[i])));
+}

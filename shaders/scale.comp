@@ -1,0 +1,21 @@
+#version 460
+#extension GL_GOOGLE_include_directive : require
+// x *= s, or x *= s * factor[0] with a factor in device memory (e.g. the gradient-clipping
+// coefficient computed on the device during a replayed step).
+#include "common.glsl"
+layout(local_size_x = 256) in;
+
+layout(push_constant) uniform Push {
+  uint64_t x;       // (n) fp32, in place
+  uint64_t factor;  // (1) fp32, or 0 for none
+  uint n;
+  float s;
+} p;
+
+void main() {
+  uint i = global_index_1d(256);
+  if (i >= p.n) return;
+  float s = p.factor != 0ul ? p.s * FloatBuffer(p.factor).data[0] : p.s;
+  FloatBuffer x = FloatBuffer(p.x);
+  x.data[i] = x.data[i] * s;
+}
