@@ -210,7 +210,10 @@ class Xvfb {
         dup2(fileno(log), 2);
       }
       std::string fd = std::to_string(fds[1]);
-      execlp("Xvfb", "Xvfb", "-displayfd", fd.c_str(), "-screen", "0", "1280x800x24", "-nolisten", "tcp", nullptr);
+      // -noreset: without it the server resets when the last client leaves, and a window opened
+      // right then (the next one in this test) fails to connect.
+      execlp("Xvfb", "Xvfb", "-displayfd", fd.c_str(), "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset",
+             nullptr);
       _exit(127);
     }
     close(fds[1]);
@@ -658,6 +661,28 @@ TEST_CASE("offscreen: the PNG shows the loss curve where the data says") {
   CHECK(ui::validation_errors() == errors_before);
 }
 
+
+TEST_CASE("offscreen: a kept renderer draws each new snapshot") {
+  uint32_t errors_before = ui::validation_errors();
+  ImGuiContext* before = ImGui::GetCurrentContext();
+  ui::OffscreenRenderer renderer(800, 600);
+  CHECK(ImGui::GetCurrentContext() == before);  // the renderer's context is current only inside it
+  ui::DashboardState state;
+  for (int64_t steps : {100, 400}) {
+    CAPTURE(steps);
+    ui::RgbaImage image = renderer.render(synthetic_snapshot(steps), &state);
+    CHECK(image.width == 800);
+    CHECK(image.height == 600);
+    REQUIRE(state.loss.x.size() == static_cast<size_t>(steps));
+    CHECK(state.loss.plot.x_max >= steps);
+    CHECK(state.loss.plot.x_max < steps * 1.05);
+    ImVec2 last = state.loss.plot.to_pixel(state.loss.x.back(), state.loss.smoothed.back());
+    CHECK(has_color_near(image, last, ui::colors::loss));
+  }
+  CHECK(ImGui::GetCurrentContext() == before);
+  CHECK_THROWS_AS(ui::OffscreenRenderer(100, 100), UserError);
+  CHECK(ui::validation_errors() == errors_before);
+}
 
 TEST_CASE("offscreen: the dashboard's validation counter counts errors") {
   // Proves that ui::validation_errors() can fail the checks above: an invalid fence flag is

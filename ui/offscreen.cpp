@@ -15,13 +15,25 @@ namespace vkt::ui {
 
 namespace {
 
-// Every Vulkan and ImGui object of one offscreen render; the destructor releases what was made,
-// so an exception half way leaves nothing behind.
-class OffscreenTarget {
+// Makes an ImGui context current for a scope (ImGui's current context is process-global).
+class CurrentContext {
+ public:
+  explicit CurrentContext(ImGuiContext* context) : previous_(ImGui::GetCurrentContext()) { ImGui::SetCurrentContext(context); }
+  ~CurrentContext() { ImGui::SetCurrentContext(previous_); }
+
+ private:
+  ImGuiContext* previous_;
+};
+
+}  // namespace
+
+// Every Vulkan and ImGui object of the renderer; release() frees what was made, so an exception
+// half way through the constructor leaves nothing behind.
+class OffscreenRenderer::Impl {
  public:
   static constexpr VkFormat format = VK_FORMAT_R8G8B8A8_UNORM;
 
-  OffscreenTarget(uint32_t width, uint32_t height) : width_(width), height_(height) {
+  Impl(uint32_t width, uint32_t height) : width_(width), height_(height) {
     try {
       create();
     } catch (...) {
@@ -30,7 +42,7 @@ class OffscreenTarget {
     }
   }
 
-  ~OffscreenTarget() { release(); }
+  ~Impl() { release(); }
 
   void create() {
     const uint32_t width = width_, height = height_;
@@ -107,9 +119,10 @@ class OffscreenTarget {
     VK_CHECK(vkCreateFramebuffer(device, &framebuffer_info, nullptr, &framebuffer_));
     readback_.create(graphics_, VkDeviceSize(width) * height * 4);
 
-    previous_context_ = ImGui::GetCurrentContext();
-    context_ = ImGui::CreateContext();
-    ImGui::SetCurrentContext(context_);
+    ImGuiContext* previous = ImGui::GetCurrentContext();
+    context_ = ImGui::CreateContext();  // also makes it current when there was none
+    ImGui::SetCurrentContext(previous);
+    CurrentContext current(context_);
     setup_imgui_context();
     ImGuiIO& io = ImGui::GetIO();
     io.DisplaySize = ImVec2(static_cast<float>(width), static_cast<float>(height));
@@ -120,10 +133,12 @@ class OffscreenTarget {
 
   void release() {
     if (graphics_.device()) vkDeviceWaitIdle(graphics_.device());
-    if (backend_ready_) ImGui_ImplVulkan_Shutdown();
+    if (backend_ready_) {
+      CurrentContext current(context_);
+      ImGui_ImplVulkan_Shutdown();
+    }
     backend_ready_ = false;
     if (context_) ImGui::DestroyContext(context_);
-    if (context_) ImGui::SetCurrentContext(previous_context_);
     context_ = nullptr;
     VkDevice device = graphics_.device();
     if (!device) return;
@@ -141,6 +156,7 @@ class OffscreenTarget {
   }
 
   RgbaImage render(const train::RunSnapshot& snapshot, DashboardState& state) {
+    CurrentContext current(context_);
     // Tables and child windows settle their sizes over the first frames (ImGui measures, then
     // lays out), so draw a few and keep the last.
     for (int frame = 0; frame < 3; frame++) {
@@ -177,20 +193,26 @@ class OffscreenTarget {
   VkRenderPass render_pass_ = VK_NULL_HANDLE;
   VkFramebuffer framebuffer_ = VK_NULL_HANDLE;
   ReadbackBuffer readback_;
-  ImGuiContext* previous_context_ = nullptr;
   ImGuiContext* context_ = nullptr;
   bool backend_ready_ = false;
 };
 
-}  // namespace
-
-RgbaImage render_dashboard_image(const train::RunSnapshot& snapshot, int width, int height, DashboardState* state) {
+OffscreenRenderer::OffscreenRenderer(int width, int height) {
   if (width < 320 || height < 240 || width > 8192 || height > 8192)
     throw UserError("dashboard image size " + std::to_string(width) + "x" + std::to_string(height) + " is out of range",
                     "use --width and --height between 320x240 and 8192x8192");
+  impl_ = std::make_unique<Impl>(static_cast<uint32_t>(width), static_cast<uint32_t>(height));
+}
+
+OffscreenRenderer::~OffscreenRenderer() = default;
+
+RgbaImage OffscreenRenderer::render(const train::RunSnapshot& snapshot, DashboardState* state) {
   DashboardState local;
-  OffscreenTarget target(static_cast<uint32_t>(width), static_cast<uint32_t>(height));
-  return target.render(snapshot, state ? *state : local);
+  return impl_->render(snapshot, state ? *state : local);
+}
+
+RgbaImage render_dashboard_image(const train::RunSnapshot& snapshot, int width, int height, DashboardState* state) {
+  return OffscreenRenderer(width, height).render(snapshot, state);
 }
 
 void write_png(const std::filesystem::path& png, const RgbaImage& image) {
