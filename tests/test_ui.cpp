@@ -596,6 +596,84 @@ TEST_CASE("dashboard: the hover readout and the toggles") {
   CHECK(state.loss.smoothed == state.loss.raw);
 }
 
+TEST_CASE("dashboard: the learning-rate panel draws every schedule type ahead of the run") {
+  HeadlessImGui imgui;
+  for (const std::string& type : train::schedule_names()) {
+    CAPTURE(type);
+    train::RunMonitor monitor;
+    fill_monitor(monitor, 0);
+    train::RunInfo info = synthetic_info(300);
+    info.schedule_type = type;
+    info.warmup_steps = 30;
+    if (type == "polynomial") info.schedule_kwargs = R"({"lr_end": 1e-6, "power": 2})";
+    if (type == "warmup_stable_decay") info.schedule_kwargs = R"({"num_decay_steps": 60})";
+    monitor.set_info(info);
+    monitor.set_progress(120, 240);
+    train::RunSnapshot snapshot = monitor.snapshot();
+    ui::LearningRatePanelState state;
+    ImDrawData* data = imgui.frame([&] {
+      ImGui::SetNextWindowPos(ImVec2(0, 0));
+      ImGui::SetNextWindowSize(ImVec2(700, 300));
+      ImGui::Begin("lr");
+      ui::draw_learning_rate_panel(snapshot, state);
+      ImGui::End();
+    });
+    CHECK(state.error.empty());
+    REQUIRE(state.planned_x.size() == 300);
+    REQUIRE(state.plot.drawn);
+    // The curve is train::Schedule's, step by step, drawn before any step was logged.
+    train::Schedule schedule(ui::schedule_settings(info));
+    for (size_t i : {size_t{0}, size_t{29}, size_t{30}, size_t{150}, size_t{299}})
+      CHECK(state.planned_y[i] == doctest::Approx(schedule.learning_rate(static_cast<long long>(i) + 1)));
+    CHECK(vertices_inside(data, state.plot, ui::colors::learning_rate) > 20);
+    CHECK(vertices_inside(data, state.plot, ui::colors::current_step) >= 2);
+    CHECK(vertices_inside(data, state.plot, ui::colors::warmup_shade) >= 4);
+  }
+}
+
+TEST_CASE("dashboard: the run panel's buttons set the monitor's requests") {
+  train::RunMonitor monitor;
+  fill_monitor(monitor, 50);
+  train::RunSnapshot snapshot = monitor.snapshot();
+  HeadlessImGui imgui;
+  ui::DashboardState state;
+  auto frame = [&] { imgui.frame([&] { ui::draw_dashboard(snapshot, state, &monitor); }); };
+  // A click: press over the button in one frame, release in the next (ImGui acts on release).
+  auto click = [&](const ImVec2& at) {
+    ImGuiIO& io = ImGui::GetIO();
+    io.MousePos = at;
+    io.MouseDown[0] = true;
+    frame();
+    io.MouseDown[0] = false;
+    frame();
+    io.MousePos = ImVec2(-FLT_MAX, -FLT_MAX);
+    frame();
+  };
+  frame();
+  click(state.run.pause_button);
+  CHECK(monitor.pause_requested.load());
+  click(state.run.pause_button);  // now "Resume"
+  CHECK(!monitor.pause_requested.load());
+  click(state.run.save_button);
+  CHECK(monitor.save_requested.load());
+  click(state.run.stop_button);  // asks first
+  CHECK(!monitor.stop_requested.load());
+  CHECK(state.run.stop_confirm_open);
+  click(state.run.stop_confirm_button);
+  CHECK(monitor.stop_requested.load());
+  // Read-only (following files): the buttons are disabled, a click on Stop opens nothing.
+  ui::DashboardState read_only;
+  imgui.frame([&] { ui::draw_dashboard(snapshot, read_only, nullptr); });
+  ImGuiIO& io = ImGui::GetIO();
+  io.MousePos = read_only.run.stop_button;
+  io.MouseDown[0] = true;
+  imgui.frame([&] { ui::draw_dashboard(snapshot, read_only, nullptr); });
+  io.MouseDown[0] = false;
+  imgui.frame([&] { ui::draw_dashboard(snapshot, read_only, nullptr); });
+  CHECK(!read_only.run.stop_confirm_open);
+  CHECK(!ImGui::IsPopupOpen("", ImGuiPopupFlags_AnyPopupId));
+}
+
 TEST_CASE("dashboard: 100k logged steps draw a bounded number of vertices") {
   train::RunInfo info = synthetic_info(100000);
   train::RunSnapshot snapshot;

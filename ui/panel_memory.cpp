@@ -250,8 +250,8 @@ void draw_memory_panel(const train::RunSnapshot& snapshot, MemoryPanelState& sta
                  {"measured", last ? &last->memory_bytes : nullptr, last ? last->offloaded_optimizer_bytes : 0}};
   panel_title("Memory");
   ImGui::SameLine();
-  ImGui::TextDisabled(last ? "plan vs. ledger at step %lld" : "plan (nothing measured yet)",
-                      static_cast<long long>(last ? last->step : 0));
+  if (last) ImGui::TextDisabled("plan vs. ledger at step %lld", static_cast<long long>(last->step));
+  else ImGui::TextDisabled("plan (nothing measured yet)");
   ImVec2 available = ImGui::GetContentRegionAvail();
   // The table needs ~300 px to be readable; the bars take the rest (at least 200 px).
   float bars_width = std::max(200.0f, std::max(available.x * 0.5f, available.x - 320.0f));

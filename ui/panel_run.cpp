@@ -104,21 +104,30 @@ void draw_configuration(const train::RunInfo& info) {
   ImGui::EndTable();
 }
 
+ImVec2 item_center() {
+  ImVec2 min = ImGui::GetItemRectMin(), max = ImGui::GetItemRectMax();
+  return ImVec2((min.x + max.x) * 0.5f, (min.y + max.y) * 0.5f);
+}
+
 void draw_controls(const train::RunSnapshot& snapshot, RunPanelState& state, train::RunMonitor* controls) {
   bool active = run_is_active(snapshot.state);
   ImGui::BeginDisabled(controls == nullptr || !active);
   bool pause_wanted = controls && controls->pause_requested.load();
-  if (ImGui::Button(pause_wanted ? "Resume" : "Pause") && controls)
-    controls->pause_requested.store(!pause_wanted);
+  bool pause_clicked = ImGui::Button(pause_wanted ? "Resume" : "Pause");
+  state.pause_button = item_center();
+  if (pause_clicked && controls) controls->pause_requested.store(!pause_wanted);
   ImGui::SameLine();
   bool save_wanted = controls && controls->save_requested.load();
-  if (ImGui::Button(save_wanted ? "Saving..." : "Save checkpoint") && controls && !save_wanted)
-    controls->save_requested.store(true);
+  bool save_clicked = ImGui::Button(save_wanted ? "Saving..." : "Save checkpoint");
+  state.save_button = item_center();
+  if (save_clicked && controls && !save_wanted) controls->save_requested.store(true);
   ImGui::SameLine();
   bool stop_wanted = controls && controls->stop_requested.load();
   ImGui::PushStyleColor(ImGuiCol_Button, ImVec4(0.55f, 0.18f, 0.18f, 1));
   ImGui::PushStyleColor(ImGuiCol_ButtonHovered, ImVec4(0.75f, 0.25f, 0.25f, 1));
-  if (ImGui::Button(stop_wanted ? "Stopping..." : "Stop") && controls && !stop_wanted) {
+  bool stop_clicked = ImGui::Button(stop_wanted ? "Stopping..." : "Stop");
+  state.stop_button = item_center();
+  if (stop_clicked && controls && !stop_wanted) {
     state.stop_confirm_open = true;
     ImGui::OpenPopup("Stop training?");
   }
@@ -135,7 +144,9 @@ void draw_controls(const train::RunSnapshot& snapshot, RunPanelState& state, tra
   }
   if (ImGui::BeginPopupModal("Stop training?", nullptr, ImGuiWindowFlags_AlwaysAutoResize)) {
     ImGui::TextUnformatted("Stop after the current step? A checkpoint is saved first.");
-    if (ImGui::Button("Stop training", ImVec2(140, 0))) {
+    bool confirmed = ImGui::Button("Stop training", ImVec2(140, 0));
+    state.stop_confirm_button = item_center();
+    if (confirmed) {
       if (controls) controls->stop_requested.store(true);
       state.stop_confirm_open = false;
       ImGui::CloseCurrentPopup();

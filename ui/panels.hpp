@@ -85,6 +85,8 @@ void draw_throughput_panel(const train::RunSnapshot& snapshot, ThroughputPanelSt
 
 struct RunPanelState {
   bool stop_confirm_open = false;
+  // Where the buttons were in the last frame (screen pixels; tests click them).
+  ImVec2 pause_button{}, save_button{}, stop_button{}, stop_confirm_button{};
 };
 // controls: the monitor whose pause/save/stop atomics the buttons set; nullptr when only following
 // files (the buttons are then disabled).
