@@ -1,0 +1,424 @@
+#include "engine/model/config.hpp"
+
+#include <cmath>
+#include <numbers>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+
+namespace vkt::model {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct ArchitectureInfo {
+  Architecture architecture;
+  const char* class_name;
+  const char* model_type;
+};
+constexpr ArchitectureInfo kArchitectures[] = {
+    {Architecture::llama, "LlamaForCausalLM", "llama"},
+    {Architecture::qwen2, "Qwen2ForCausalLM", "qwen2"},
+    {Architecture::mistral, "MistralForCausalLM", "mistral"},
+};
+
+const ArchitectureInfo& info(Architecture architecture) {
+  for (const auto& entry : kArchitectures)
+    if (entry.architecture == architecture) return entry;
+  VKT_ASSERT(false, "unknown Architecture");
+  return kArchitectures[0];
+}
+
+const char* kConfigHint = "fix config.json, or download the model's config.json again";
+
+// Field readers: each names the file and the key in its error.
+class Reader {
+ public:
+  Reader(const json& document, std::string where) : document_(document), where_(std::move(where)) {}
+
+  bool has(const char* key) const { return document_.contains(key) && !document_[key].is_null(); }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& problem, const std::string& hint = kConfigHint) const {
+    throw UserError(where_ + ": \"" + key + "\" " + problem, hint);
+  }
+
+  int64_t integer(const json& value, const std::string& key) const {
+    if (value.is_number_integer()) return value.get<int64_t>();
+    // Some writers store integers as 4096.0; accept those that are whole numbers.
+    if (value.is_number_float() && std::floor(value.get<double>()) == value.get<double>())
+      return static_cast<int64_t>(value.get<double>());
+    fail(key, "must be an integer, got " + value.dump());
+  }
+
+  int64_t positive(const char* key) const {
+    if (!has(key)) fail(key, "is missing", "every " + std::string("config.json of a supported model sets it"));
+    int64_t value = integer(document_[key], key);
+    if (value <= 0) fail(key, "must be positive, got " + std::to_string(value));
+    return value;
+  }
+  int64_t positive_or(const char* key, int64_t fallback) const { return has(key) ? positive(key) : fallback; }
+
+  double number(const json& value, const std::string& key) const {
+    if (!value.is_number()) fail(key, "must be a number, got " + value.dump());
+    return value.get<double>();
+  }
+  double number_or(const char* key, double fallback) const {
+    return has(key) ? number(document_[key], key) : fallback;
+  }
+
+  bool boolean_or(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    if (!document_[key].is_boolean()) fail(key, "must be true or false, got " + document_[key].dump());
+    return document_[key].get<bool>();
+  }
+
+  std::string string_or(const char* key, const std::string& fallback) const {
+    if (!has(key)) return fallback;
+    if (!document_[key].is_string()) fail(key, "must be a string, got " + document_[key].dump());
+    return document_[key].get<std::string>();
+  }
+
+  std::optional<int64_t> optional_integer(const char* key) const {
+    if (!has(key)) return std::nullopt;
+    return integer(document_[key], key);
+  }
+
+  const json& operator[](const char* key) const { return document_[key]; }
+  const std::string& where() const { return where_; }
+
+ private:
+  const json& document_;
+  std::string where_;
+};
+
+Architecture parse_architecture(const json& document, const Reader& reader) {
+  if (reader.has("architectures")) {
+    const json& list = document["architectures"];
+    if (!list.is_array() || list.empty() || !list[0].is_string())
+      reader.fail("architectures", "must be a list of class names, got " + list.dump());
+    std::string name = list[0].get<std::string>();
+    for (const auto& entry : kArchitectures)
+      if (name == entry.class_name) return entry.architecture;
+    throw UserError(reader.where() + ": architecture " + name + " is not supported",
+                    "vktune supports " + supported_architectures());
+  }
+  if (reader.has("model_type")) {
+    std::string type = reader.string_or("model_type", "");
+    for (const auto& entry : kArchitectures)
+      if (type == entry.model_type) return entry.architecture;
+    throw UserError(reader.where() + ": model_type " + type + " is not supported",
+                    "vktune supports " + supported_architectures());
+  }
+  throw UserError(reader.where() + ": neither \"architectures\" nor \"model_type\" is set",
+                  "is this a Hugging Face config.json? vktune supports " + supported_architectures());
+}
+
+// rope_scaling (4.x) or rope_parameters (5.x): {"rope_type" | "type": ..., "factor": ..., ...}.
+RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, const Reader& reader,
+                               int64_t max_position_embeddings) {
+  RopeScaling result;
+  if (scaling.is_null()) return result;
+  if (!scaling.is_object()) reader.fail(key, "must be an object or null, got " + scaling.dump());
+  if (scaling.contains("rope_type") && scaling["rope_type"].is_string()) result.type = scaling["rope_type"].get<std::string>();
+  else if (scaling.contains("type") && scaling["type"].is_string()) result.type = scaling["type"].get<std::string>();
+  auto field = [&](const char* name) -> const json& {
+    if (!scaling.contains(name) || scaling[name].is_null())
+      reader.fail(key + "." + name, "is missing (rope type \"" + result.type + "\" needs it)");
+    return scaling[name];
+  };
+  if (result.type == "default") return result;
+  if (result.type == "linear") {
+    result.factor = reader.number(field("factor"), key + ".factor");
+  } else if (result.type == "llama3") {
+    result.factor = reader.number(field("factor"), key + ".factor");
+    result.low_freq_factor = reader.number(field("low_freq_factor"), key + ".low_freq_factor");
+    result.high_freq_factor = reader.number(field("high_freq_factor"), key + ".high_freq_factor");
+    // transformers 5 fills it from max_position_embeddings when absent (standardize_rope_params).
+    result.original_max_position_embeddings =
+        scaling.contains("original_max_position_embeddings") && !scaling["original_max_position_embeddings"].is_null()
+            ? reader.integer(scaling["original_max_position_embeddings"], key + ".original_max_position_embeddings")
+            : max_position_embeddings;
+    if (result.high_freq_factor <= result.low_freq_factor)
+      reader.fail(key + ".high_freq_factor", "must be larger than low_freq_factor");
+    if (result.original_max_position_embeddings <= 0)
+      reader.fail(key + ".original_max_position_embeddings", "must be positive");
+  } else {
+    reader.fail(key, "has rope type \"" + result.type + "\", which vktune does not support",
+                "supported rope types: default, linear, llama3");
+  }
+  if (!(result.factor > 0)) reader.fail(key + ".factor", "must be positive");
+  return result;
+}
+
+std::vector<int64_t> parse_eos(const json& value, const Reader& reader) {
+  std::vector<int64_t> ids;
+  if (value.is_null()) return ids;
+  if (value.is_array()) {
+    for (const auto& item : value) ids.push_back(reader.integer(item, "eos_token_id"));
+  } else {
+    ids.push_back(reader.integer(value, "eos_token_id"));
+  }
+  return ids;
+}
+
+}  // namespace
+
+const char* architecture_name(Architecture architecture) { return info(architecture).class_name; }
+const char* model_type_name(Architecture architecture) { return info(architecture).model_type; }
+
+std::string supported_architectures() {
+  std::string text;
+  for (const auto& entry : kArchitectures) text += (text.empty() ? "" : ", ") + std::string(entry.class_name);
+  return text + " (and models built on them: TinyLlama, SmolLM, Llama 2/3, Qwen2/2.5, Mistral)";
+}
+
+ModelConfig parse_model_config(const json& document, const std::string& where) {
+  if (!document.is_object()) throw UserError(where + ": not a JSON object", kConfigHint);
+  Reader reader(document, where);
+  ModelConfig config;
+  config.original = document;
+  config.architecture = parse_architecture(document, reader);
+
+  config.hidden_size = reader.positive("hidden_size");
+  config.intermediate_size = reader.positive("intermediate_size");
+  config.num_hidden_layers = reader.positive("num_hidden_layers");
+  config.num_attention_heads = reader.positive("num_attention_heads");
+  config.num_key_value_heads = reader.positive_or("num_key_value_heads", config.num_attention_heads);
+  config.vocab_size = reader.positive("vocab_size");
+  if (!reader.has("head_dim") && config.hidden_size % config.num_attention_heads != 0)
+    reader.fail("hidden_size", "(" + std::to_string(config.hidden_size) + ") is not a multiple of num_attention_heads (" +
+                                   std::to_string(config.num_attention_heads) + ") and head_dim is not set");
+  config.head_dim = reader.positive_or("head_dim", config.hidden_size / config.num_attention_heads);
+  if (config.head_dim % 2 != 0) reader.fail("head_dim", "must be even for rotary embeddings");
+  if (config.num_attention_heads % config.num_key_value_heads != 0)
+    reader.fail("num_attention_heads", "(" + std::to_string(config.num_attention_heads) +
+                                           ") is not a multiple of num_key_value_heads (" +
+                                           std::to_string(config.num_key_value_heads) + ")");
+  // transformers' defaults for the three classes when a key is absent.
+  int64_t default_positions = config.architecture == Architecture::llama   ? 2048
+                              : config.architecture == Architecture::qwen2 ? 32768
+                                                                           : 4096 * 32;
+  config.max_position_embeddings = reader.positive_or("max_position_embeddings", default_positions);
+  config.rms_norm_eps = reader.number_or("rms_norm_eps", 1e-6);
+  if (!(config.rms_norm_eps > 0)) reader.fail("rms_norm_eps", "must be positive");
+  config.tie_word_embeddings = reader.boolean_or("tie_word_embeddings", false);
+
+  std::string activation = reader.string_or("hidden_act", "silu");
+  if (activation != "silu")
+    reader.fail("hidden_act", "is \"" + activation + "\"; vktune implements the SwiGLU MLP with silu only");
+  if (reader.boolean_or("mlp_bias", false))
+    reader.fail("mlp_bias", "is true: MLP projections with a bias are not supported",
+                "vktune supports Llama-family MLPs without biases (gate/up/down_proj)");
+  if (reader.has("partial_rotary_factor") && reader.number_or("partial_rotary_factor", 1.0) != 1.0)
+    reader.fail("partial_rotary_factor", "is not 1: partial rotary embeddings are not supported");
+  // pretraining_tp > 1 only splits the same matmuls into slices in transformers (same math): ignored.
+
+  if (config.architecture == Architecture::qwen2) {
+    config.qkv_bias = true;  // Qwen2Attention: q/k/v_proj with bias, o_proj without, whatever the config says
+    config.o_bias = false;
+  } else {
+    bool attention_bias = reader.boolean_or("attention_bias", false);
+    config.qkv_bias = config.o_bias = attention_bias;
+  }
+
+  // RoPE: rope_parameters (5.x) takes precedence, as transformers' standardisation does.
+  if (reader.has("rope_parameters")) {
+    const json& parameters = document["rope_parameters"];
+    if (!parameters.is_object()) reader.fail("rope_parameters", "must be an object, got " + parameters.dump());
+    if (parameters.contains("full_attention") || parameters.contains("sliding_attention"))
+      reader.fail("rope_parameters", "holds per-layer-type RoPE settings, which these architectures do not use");
+    config.rope_theta = parameters.contains("rope_theta") && !parameters["rope_theta"].is_null()
+                            ? reader.number(parameters["rope_theta"], "rope_parameters.rope_theta")
+                            : reader.number_or("rope_theta", 10000.0);
+    config.rope_scaling = parse_rope_scaling(parameters, "rope_parameters", reader, config.max_position_embeddings);
+  } else {
+    config.rope_theta = reader.number_or("rope_theta", 10000.0);
+    if (reader.has("rope_scaling"))
+      config.rope_scaling = parse_rope_scaling(document["rope_scaling"], "rope_scaling", reader, config.max_position_embeddings);
+  }
+  if (!(config.rope_theta > 0)) reader.fail("rope_theta", "must be positive");
+
+  config.bos_token_id = reader.optional_integer("bos_token_id");
+  if (reader.has("eos_token_id")) config.eos_token_ids = parse_eos(document["eos_token_id"], reader);
+  config.pad_token_id = reader.optional_integer("pad_token_id");
+  config.torch_dtype = reader.string_or("torch_dtype", reader.string_or("dtype", ""));
+
+  // Sliding windows.
+  config.sliding_window_layers.assign(static_cast<size_t>(config.num_hidden_layers), false);
+  std::optional<int64_t> window = reader.optional_integer("sliding_window");
+  if (window && *window <= 0) reader.fail("sliding_window", "must be positive or null");
+  if (config.architecture == Architecture::mistral) {
+    if (window) {
+      config.sliding_window = window;
+      config.sliding_window_layers.assign(config.sliding_window_layers.size(), true);
+    }
+  } else if (config.architecture == Architecture::qwen2) {
+    if (reader.boolean_or("use_sliding_window", false) && window) {
+      config.sliding_window = window;
+      int64_t first = reader.has("max_window_layers") ? reader.integer(document["max_window_layers"], "max_window_layers")
+                                                      : 28;  // Qwen2Config's default
+      for (int64_t layer = std::max<int64_t>(first, 0); layer < config.num_hidden_layers; layer++)
+        config.sliding_window_layers[static_cast<size_t>(layer)] = true;
+    }
+  }
+  // transformers >= 4.53 may spell the per-layer choice out; it wins when present.
+  if (reader.has("layer_types") && config.sliding_window) {
+    const json& types = document["layer_types"];
+    if (!types.is_array() || static_cast<int64_t>(types.size()) != config.num_hidden_layers)
+      reader.fail("layer_types", "must list one attention type per layer");
+    for (size_t layer = 0; layer < types.size(); layer++)
+      config.sliding_window_layers[layer] = types[layer] == "sliding_attention";
+  }
+  if (config.sliding_window) {
+    bool any = false;
+    for (bool uses : config.sliding_window_layers) any = any || uses;
+    if (!any) config.sliding_window.reset();
+  }
+  return config;
+}
+
+ModelConfig load_model_config(const fs::path& path) {
+  fs::path file = fs::is_directory(path) ? path / "config.json" : path;
+  if (!fs::exists(file))
+    throw UserError("no config.json at " + file.string(), "pass a Hugging Face model folder (it holds config.json)");
+  json document;
+  try {
+    document = json::parse(read_text_file(file));
+  } catch (const json::exception& error) {
+    throw UserError(file.string() + ": not valid JSON: " + error.what(), kConfigHint);
+  }
+  return parse_model_config(document, file.string());
+}
+
+json to_json(const ModelConfig& config) {
+  json document = config.original.is_object() ? config.original : json::object();
+  const bool fresh = !config.original.is_object();
+  document["architectures"] = json::array({architecture_name(config.architecture)});
+  document["model_type"] = model_type_name(config.architecture);
+  document["hidden_size"] = config.hidden_size;
+  document["intermediate_size"] = config.intermediate_size;
+  document["num_hidden_layers"] = config.num_hidden_layers;
+  document["num_attention_heads"] = config.num_attention_heads;
+  document["num_key_value_heads"] = config.num_key_value_heads;
+  document["head_dim"] = config.head_dim;
+  document["vocab_size"] = config.vocab_size;
+  document["max_position_embeddings"] = config.max_position_embeddings;
+  document["rms_norm_eps"] = config.rms_norm_eps;
+  document["tie_word_embeddings"] = config.tie_word_embeddings;
+  document["hidden_act"] = "silu";
+  if (config.architecture != Architecture::qwen2) document["attention_bias"] = config.qkv_bias;
+  if (config.architecture == Architecture::llama) document["mlp_bias"] = false;
+
+  json scaling = nullptr;
+  if (config.rope_scaling.type == "linear") {
+    scaling = {{"rope_type", "linear"}, {"factor", config.rope_scaling.factor}};
+  } else if (config.rope_scaling.type == "llama3") {
+    scaling = {{"rope_type", "llama3"},
+               {"factor", config.rope_scaling.factor},
+               {"low_freq_factor", config.rope_scaling.low_freq_factor},
+               {"high_freq_factor", config.rope_scaling.high_freq_factor},
+               {"original_max_position_embeddings", config.rope_scaling.original_max_position_embeddings}};
+  }
+  if (document.contains("rope_parameters")) {
+    json parameters = scaling.is_null() ? json{{"rope_type", "default"}} : scaling;
+    parameters["rope_theta"] = config.rope_theta;
+    document["rope_parameters"] = parameters;
+    document.erase("rope_scaling");
+    document.erase("rope_theta");
+  } else {
+    document["rope_theta"] = config.rope_theta;
+    document["rope_scaling"] = scaling;
+  }
+
+  document["bos_token_id"] = config.bos_token_id ? json(*config.bos_token_id) : json(nullptr);
+  if (config.eos_token_ids.empty()) document["eos_token_id"] = nullptr;
+  else if (config.eos_token_ids.size() == 1) document["eos_token_id"] = config.eos_token_ids[0];
+  else document["eos_token_id"] = config.eos_token_ids;
+  if (config.pad_token_id) document["pad_token_id"] = *config.pad_token_id;
+  if (!config.torch_dtype.empty()) {
+    // Keep the spelling the source used; transformers 4.x reads only torch_dtype, 5.x reads both.
+    if (document.contains("dtype") && !document.contains("torch_dtype")) document["dtype"] = config.torch_dtype;
+    else document["torch_dtype"] = config.torch_dtype;
+  }
+
+  if (config.architecture == Architecture::mistral) {
+    document["sliding_window"] = config.sliding_window ? json(*config.sliding_window) : json(nullptr);
+  } else if (config.architecture == Architecture::qwen2) {
+    document["use_sliding_window"] = config.sliding_window.has_value();
+    if (config.sliding_window) {
+      document["sliding_window"] = *config.sliding_window;
+      int64_t first = config.num_hidden_layers;
+      for (int64_t layer = config.num_hidden_layers - 1; layer >= 0 && config.sliding_window_layers[layer]; layer--)
+        first = layer;
+      document["max_window_layers"] = first;
+    } else if (fresh) {
+      document["sliding_window"] = nullptr;
+      document["max_window_layers"] = config.num_hidden_layers;
+    }
+  }
+  if (document.contains("layer_types")) {
+    json types = json::array();
+    for (int64_t layer = 0; layer < config.num_hidden_layers; layer++)
+      types.push_back(config.sliding_window && config.sliding_window_layers[layer] ? "sliding_attention" : "full_attention");
+    document["layer_types"] = types;
+  }
+  if (fresh) {
+    document["initializer_range"] = 0.02;
+    document["attention_dropout"] = 0.0;
+    document["use_cache"] = true;
+  }
+  return document;
+}
+
+void save_model_config(const ModelConfig& config, const fs::path& path) {
+  write_file_atomically(path, to_json(config).dump(2) + "\n");
+}
+
+std::vector<float> apply_rope_scaling(std::span<const float> inv_freq, const RopeScaling& scaling) {
+  std::vector<float> result(inv_freq.begin(), inv_freq.end());
+  if (scaling.type == "default") return result;
+  const float factor = static_cast<float>(scaling.factor);
+  if (scaling.type == "linear") {
+    for (float& value : result) value = value / factor;  // inv_freq /= factor
+    return result;
+  }
+  VKT_ASSERT(scaling.type == "llama3", "unsupported rope type " + scaling.type);
+  // transformers' _compute_llama3_parameters, element by element, with torch's semantics: tensors
+  // are fp32 and a Python scalar operand is first converted to fp32; `scalar / tensor` is
+  // evaluated by torch as reciprocal(tensor) * scalar.
+  const double old_context = static_cast<double>(scaling.original_max_position_embeddings);
+  const float low_freq_wavelen = static_cast<float>(old_context / scaling.low_freq_factor);
+  const float high_freq_wavelen = static_cast<float>(old_context / scaling.high_freq_factor);
+  const float two_pi = static_cast<float>(2 * std::numbers::pi);
+  const float old_context_f = static_cast<float>(old_context);
+  const float low_f = static_cast<float>(scaling.low_freq_factor);
+  const float band = static_cast<float>(scaling.high_freq_factor - scaling.low_freq_factor);
+  for (size_t i = 0; i < result.size(); i++) {
+    const float freq = inv_freq[i];
+    const float wavelen = (1.0f / freq) * two_pi;                          // 2 * math.pi / inv_freq
+    const float llama = wavelen > low_freq_wavelen ? freq / factor : freq;  // where(wavelen > low, inv_freq / factor, inv_freq)
+    const float smooth = ((1.0f / wavelen) * old_context_f - low_f) / band;  // (old / wavelen - low) / (high - low)
+    const float smoothed = (1.0f - smooth) * llama / factor + smooth * llama;
+    const bool medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+    result[i] = medium ? smoothed : llama;
+  }
+  return result;
+}
+
+std::vector<float> rope_inv_freq(const ModelConfig& config) {
+  const int64_t dim = config.head_dim;
+  VKT_ASSERT(dim > 0 && dim % 2 == 0, "head_dim must be positive and even");
+  const float theta = static_cast<float>(config.rope_theta);  // torch converts the Python float base to fp32
+  std::vector<float> inv_freq(static_cast<size_t>(dim / 2));
+  for (int64_t i = 0; i < dim / 2; i++) {
+    // torch.arange(0, dim, 2, dtype=int64).float() / dim: an fp32 division.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(dim);
+    // base ** exponent in fp32: computed in double and rounded once, i.e. correctly rounded.
+    const float power = static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
+    inv_freq[static_cast<size_t>(i)] = 1.0f / power;
+  }
+  return apply_rope_scaling(inv_freq, config.rope_scaling);
+}
+
+}  // namespace vkt::model

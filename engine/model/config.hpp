@@ -1,0 +1,90 @@
+#pragma once
+// Hugging Face config.json for the decoder-only models vktune trains: LlamaForCausalLM (Llama 1-3,
+// TinyLlama, SmolLM), Qwen2ForCausalLM and MistralForCausalLM. Reads both the transformers 4.x
+// spelling (rope_theta + rope_scaling, torch_dtype) and the 5.x one (rope_parameters, dtype), and
+// writes a config.json that transformers loads back.
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace vkt::model {
+
+enum class Architecture { llama, qwen2, mistral };
+const char* architecture_name(Architecture architecture);  // "LlamaForCausalLM"
+const char* model_type_name(Architecture architecture);    // "llama"
+std::string supported_architectures();                     // for messages
+
+// RoPE frequency scaling. "default" (none), "linear" (inv_freq / factor) and "llama3" (Llama 3.1's
+// smooth low/high frequency blend); other types (dynamic, yarn, longrope, ...) are rejected on load.
+struct RopeScaling {
+  std::string type = "default";
+  double factor = 1.0;                              // linear, llama3
+  double low_freq_factor = 1.0;                     // llama3
+  double high_freq_factor = 4.0;                    // llama3
+  int64_t original_max_position_embeddings = 0;     // llama3: the pretraining context length
+};
+
+struct ModelConfig {
+  Architecture architecture = Architecture::llama;
+  int64_t hidden_size = 0;               // d_model
+  int64_t intermediate_size = 0;         // MLP width (gate/up out-features)
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;       // default: num_attention_heads (no GQA)
+  int64_t head_dim = 0;                  // default: hidden_size / num_attention_heads
+  int64_t vocab_size = 0;                // rows of embed_tokens / lm_head
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;      // lm_head shares embed_tokens' weight
+  bool qkv_bias = false;                 // q/k/v projections have a bias (Qwen2 always; Llama attention_bias)
+  bool o_bias = false;                   // o_proj has a bias (Llama attention_bias only)
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;    // eos_token_id may be one id or a list (Llama 3 instruct)
+  std::optional<int64_t> pad_token_id;
+  std::string torch_dtype;               // "bfloat16", "float16", "float32"; empty when absent
+  // Sliding-window attention (Mistral v0.1's sliding_window; Qwen2's use_sliding_window with
+  // max_window_layers). nullopt: every layer attends to the whole context. A layer that uses the
+  // window attends only to the last `sliding_window` positions -- for sequences no longer than the
+  // window this is the same as full attention, so it may be ignored there.
+  std::optional<int64_t> sliding_window;
+  std::vector<bool> sliding_window_layers;  // per layer (num_hidden_layers): uses sliding_window
+  // The parsed config.json (empty for a config built in code): to_json starts from it so keys this
+  // struct does not model (initializer_range, quantization settings, ...) survive a round trip.
+  nlohmann::json original;
+
+  bool sliding_window_matters(int64_t sequence_length) const {
+    return sliding_window.has_value() && sequence_length > *sliding_window;
+  }
+  int64_t q_size() const { return num_attention_heads * head_dim; }    // q_proj out-features
+  int64_t kv_size() const { return num_key_value_heads * head_dim; }   // k_proj/v_proj out-features
+};
+
+// Parses a config.json document; `where` names it in errors (e.g. the file path). UserError for
+// an unsupported architecture (listing the supported ones), a missing or invalid field (naming
+// it), mlp_bias, a non-silu activation, partial rotary embeddings or an unsupported rope type.
+ModelConfig parse_model_config(const nlohmann::json& document, const std::string& where);
+// Reads <path>/config.json when given a directory, else the file itself.
+ModelConfig load_model_config(const std::filesystem::path& path);
+// An HF-compatible config.json document (transformers 4.x spelling, which 5.x also reads; a
+// config read with rope_parameters is written back with rope_parameters).
+nlohmann::json to_json(const ModelConfig& config);
+void save_model_config(const ModelConfig& config, const std::filesystem::path& path);  // atomically
+
+// RoPE inverse frequencies, (head_dim / 2) fp32, as transformers initialises them:
+//   inv_freq[i] = 1 / theta^(float(2i) / head_dim)   in fp32 arithmetic (torch's default rope init),
+// then rope_scaling applied with torch's fp32 operation order (apply_rope_scaling). theta^x is
+// correctly rounded here; torch's CPU pow (SLEEF, 1-ulp) rounds the other way for a few elements,
+// so results match torch to 1 ulp (most elements exactly).
+std::vector<float> rope_inv_freq(const ModelConfig& config);
+// The scaling step alone (exposed so tests can feed it torch's own unscaled inv_freq and
+// compare bit for bit).
+std::vector<float> apply_rope_scaling(std::span<const float> inv_freq, const RopeScaling& scaling);
+
+}  // namespace vkt::model
