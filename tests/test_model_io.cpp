@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <numeric>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -339,6 +340,55 @@ TEST_CASE("safetensors: malformed files give errors naming the file, the tensor 
     CHECK(error_for("metadata.safetensors", raw_safetensors(R"({"__metadata__":{"step":3}})", 0))
               .find("\"__metadata__\".step is not a string") != std::string::npos);
   }
+}
+
+TEST_CASE("safetensors: every truncation and random header damage gives a UserError, never a crash") {
+  fs::path dir = test::temp_dir("safetensors_fuzz");
+  std::vector<float> a(6, 1.5f);
+  std::vector<uint16_t> b(5, float_to_bf16(2.0f));
+  write_safetensors(dir / "good.safetensors", {TensorToWrite::from_bytes("a", FileDtype::F32, {2, 3}, as_bytes(a)),
+                                               TensorToWrite::from_bytes("b", FileDtype::BF16, {5}, as_bytes(b))},
+                    {{"format", "pt"}});
+  const std::string good = read_bytes(dir / "good.safetensors");
+  // Any truncation leaves the buffer not fully indexed (or the header cut): always an error.
+  size_t truncation_errors = 0;
+  for (size_t length = 0; length < good.size(); length++) {
+    write_bytes(dir / "cut.safetensors", good.substr(0, length));
+    try {
+      SafetensorsFile file(dir / "cut.safetensors");
+    } catch (const UserError&) {
+      truncation_errors++;
+    }
+  }
+  CHECK(truncation_errors == good.size());
+  // Random byte changes in the length field and header: either still a valid file whose tensors
+  // lie inside it, or a UserError -- no other exception, no crash.
+  std::mt19937 random(7);
+  size_t opened = 0, rejected = 0;
+  for (int trial = 0; trial < 300; trial++) {
+    std::string damaged = good;
+    int changes = 1 + static_cast<int>(random() % 3);
+    for (int c = 0; c < changes; c++) {
+      size_t at = random() % (8 + SafetensorsFile(dir / "good.safetensors").header_size());
+      damaged[at] = static_cast<char>(random() % 256);
+    }
+    write_bytes(dir / "damaged.safetensors", damaged);
+    try {
+      SafetensorsFile file(dir / "damaged.safetensors");
+      uint64_t covered = 0;
+      for (const auto& view : file.tensors()) {
+        CHECK(view.bytes.size() == view.element_count() * file_dtype_size(view.dtype));
+        covered += view.bytes.size();
+      }
+      CHECK(8 + file.header_size() + covered == file.file_size());  // the tensors tile the rest exactly
+      opened++;
+    } catch (const UserError&) {
+      rejected++;
+    }
+  }
+  MESSAGE("damaged headers: " << opened << " still valid, " << rejected << " rejected with a UserError");
+  CHECK(opened + rejected == 300);
+  CHECK(rejected > 200);
 }
 
 TEST_CASE("safetensors: folder errors name the index, the shard and the tensor") {
