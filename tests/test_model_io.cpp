@@ -922,6 +922,22 @@ TEST_CASE("tokenizer: tokenizer_config.json names bos/eos") {
   CHECK(tokenizer.bos_id() == 271u);
   CHECK(tokenizer.eos_id() == 271u);
   CHECK(!tokenizer.adds_bos());  // the post-processor (ByteLevel) adds nothing
+  CHECK(!tokenizer.adds_eos());
+
+  // LlamaTokenizerFast takes add_bos_token/add_eos_token from tokenizer_config.json over the
+  // tokenizer.json template (transformers' update_post_processor).
+  fs::path llama_dir = test::temp_dir("tokenizer_config_llama");
+  fs::copy_file(tokenizer_fixture("sentencepiece_llama2.json"), llama_dir / "tokenizer.json");
+  json config = {{"tokenizer_class", "LlamaTokenizerFast"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
+                 {"add_bos_token", false}, {"add_eos_token", true}};
+  write_file_atomically(llama_dir / "tokenizer_config.json", config.dump());
+  Tokenizer eos_only = Tokenizer::load(llama_dir);
+  CHECK(eos_only.encode("hello world") == ids({276, 281, 2}));
+  CHECK(!eos_only.adds_bos());
+  CHECK(eos_only.adds_eos());
+  config.erase("add_bos_token");  // default true
+  write_file_atomically(llama_dir / "tokenizer_config.json", config.dump());
+  CHECK(Tokenizer::load(llama_dir).encode("hello world") == ids({1, 276, 281, 2}));
 }
 
 TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and the JSON path") {

@@ -1215,7 +1215,8 @@ struct Tokenizer::Impl {
   TokenMatcher raw_matcher;         // added tokens with normalized = false: matched in the raw text
   TokenMatcher normalized_matcher;  // normalized = true: matched in the normalized text
   std::optional<uint32_t> bos, eos;
-  std::vector<uint32_t> leading_ids;  // what the post-processor puts before the text
+  std::vector<uint32_t> leading_ids;   // what the post-processor puts before the text
+  std::vector<uint32_t> trailing_ids;  // and after it
   size_t id_count = 0;
 
   // HF's AddedVocabulary::find_matches + split: cuts the added tokens out of one piece.
@@ -1407,19 +1408,51 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
 
   Tokenizer tokenizer(std::move(impl));
   Impl& self = *tokenizer.impl_;
-  // What the post-processor puts before the text: run it on a marker sequence.
+  auto lookup = [&](const std::string& name) { return tokenizer.token_to_id(name); };
+  std::optional<uint32_t> configured_bos, configured_eos;
+  if (auto name = config_token(tokenizer_config, "bos_token")) configured_bos = lookup(*name);
+  if (auto name = config_token(tokenizer_config, "eos_token")) configured_eos = lookup(*name);
+
+  // transformers' LlamaTokenizerFast (and CodeLlama's, Gemma's) rebuild the post-processor from
+  // tokenizer_config.json's add_bos_token (default true) / add_eos_token (default false) when they
+  // load, whatever tokenizer.json says: single = [bos] $A [eos].
+  std::string tokenizer_class;
+  if (tokenizer_config.is_object() && tokenizer_config.contains("tokenizer_class") && tokenizer_config["tokenizer_class"].is_string())
+    tokenizer_class = tokenizer_config["tokenizer_class"].get<std::string>();
+  for (const char* llama_like : {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
+                                 "GemmaTokenizer", "GemmaTokenizerFast"}) {
+    if (tokenizer_class != llama_like) continue;
+    auto flag = [&](const char* key, bool fallback) {
+      return tokenizer_config.contains(key) && tokenizer_config[key].is_boolean() ? tokenizer_config[key].get<bool>() : fallback;
+    };
+    bool add_bos = flag("add_bos_token", true), add_eos = flag("add_eos_token", false);
+    if ((add_bos && !configured_bos) || (add_eos && !configured_eos))
+      throw UserError(where + ": tokenizer_config.json asks for add_bos_token/add_eos_token but its bos_token/eos_token "
+                      "is missing or not in the vocabulary",
+                      "set bos_token and eos_token in tokenizer_config.json");
+    std::vector<uint32_t> before, after;
+    if (add_bos) before.push_back(*configured_bos);
+    if (add_eos) after.push_back(*configured_eos);
+    self.post_processor = [before, after](std::vector<uint32_t> ids) {
+      ids.insert(ids.begin(), before.begin(), before.end());
+      ids.insert(ids.end(), after.begin(), after.end());
+      return ids;
+    };
+  }
+
+  // What the post-processor puts before and after the text: run it on a marker sequence.
   if (self.post_processor) {
     const uint32_t marker = 0xffffffffu;
     std::vector<uint32_t> wrapped = self.post_processor({marker});
     auto at = std::find(wrapped.begin(), wrapped.end(), marker);
     self.leading_ids.assign(wrapped.begin(), at);
+    if (at != wrapped.end()) self.trailing_ids.assign(at + 1, wrapped.end());
   }
-  auto lookup = [&](const std::string& name) { return tokenizer.token_to_id(name); };
-  if (auto name = config_token(tokenizer_config, "bos_token")) self.bos = lookup(*name);
+  self.bos = configured_bos;
   if (!self.bos && !self.leading_ids.empty()) self.bos = self.leading_ids.front();
   for (const char* name : {"<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"})
     if (!self.bos) self.bos = lookup(name);
-  if (auto name = config_token(tokenizer_config, "eos_token")) self.eos = lookup(*name);
+  self.eos = configured_eos;
   for (const char* name : {"</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>"})
     if (!self.eos) self.eos = lookup(name);
   return tokenizer;
@@ -1497,6 +1530,9 @@ std::optional<uint32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<uint32_t> Tokenizer::eos_id() const { return impl_->eos; }
 bool Tokenizer::adds_bos() const {
   return impl_->bos && !impl_->leading_ids.empty() && impl_->leading_ids.front() == *impl_->bos;
+}
+bool Tokenizer::adds_eos() const {
+  return impl_->eos && !impl_->trailing_ids.empty() && impl_->trailing_ids.back() == *impl_->eos;
 }
 size_t Tokenizer::vocab_size() const { return impl_->id_count; }
 
