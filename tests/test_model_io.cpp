@@ -409,6 +409,11 @@ TEST_CASE("safetensors: folder errors name the index, the shard and the tensor")
   CHECK(user_error_of([&] { SafetensorsFolder folder(dir); })
             .find("weight_map puts tensor \"b\" in model-00001-of-00002.safetensors, which does not hold it") !=
         std::string::npos);
+  // transformers prefers a single model.safetensors to an index when both are there: so do we.
+  write_safetensors(dir / "model.safetensors", {TensorToWrite::from_bytes("single", FileDtype::F32, {4}, as_bytes(values))});
+  CHECK(SafetensorsFolder(dir).contains("single"));
+  CHECK(!SafetensorsFolder(dir).sharded());
+  fs::remove(dir / "model.safetensors");
   index["weight_map"]["b"] = "../elsewhere.safetensors";
   write_file_atomically(dir / "model.safetensors.index.json", index.dump());
   CHECK(user_error_of([&] { SafetensorsFolder folder(dir); }).find("not a file in the model folder") != std::string::npos);
@@ -819,6 +824,21 @@ TEST_CASE("tokenizer: byte-level variants: GPT-2 regex, prefix space, merges as 
   CHECK(lowered.encode("\xef\xbc\xa8\xef\xbc\xa5\xef\xbc\xac\xef\xbc\xac\xef\xbc\xaf") == ids({272}));
   CHECK(lowered.encode("Hello World") == ids({272, 264}));  // "hello world" after Lowercase
   CHECK(lowered.decode(ids({272})) == "hello");                // decoded as its normalized form, as HF does
+}
+
+TEST_CASE("tokenizer: Qwen2 style: NFC normalizer, one digit per piece, no BOS") {
+  // Same byte-level vocabulary and merges; normalizer NFC; Split with Qwen2's regex (\p{N} alone);
+  // added <|endoftext|>=271, <|im_start|>=272, <|im_end|>=273; ByteLevel post-processor.
+  Tokenizer tokenizer = Tokenizer::load(tokenizer_fixture("bytelevel_qwen2.json"));
+  // "e" + U+0301 (combining acute) is composed by NFC into é = C3 A9 -> Ã© = 267.
+  CHECK(tokenizer.encode("e\u0301") == ids({267}));
+  CHECK(tokenizer.decode(tokenizer.encode("e\u0301")) == "é");  // the normalized text comes back
+  // One digit per piece: "12345" -> 1 2 3 4 5; the 3+4 merge never applies.
+  CHECK(tokenizer.encode("12345") == ids({49, 50, 51, 52, 53}));
+  CHECK(tokenizer.encode("<|im_start|>hello<|im_end|>") == ids({272, 259, 273}));
+  CHECK(!tokenizer.adds_bos());
+  CHECK(!tokenizer.bos_id());
+  CHECK(tokenizer.eos_id() == 271u);  // <|endoftext|> (Qwen2's tokenizer_config names <|im_end|> for chat models)
 }
 
 // Sentencepiece fixtures: <unk>=0 <s>=1 </s>=2, <0x00>..<0xFF> = 3..258 (byte b -> 3 + b),
