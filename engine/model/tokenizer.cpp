@@ -1070,7 +1070,7 @@ struct AddedToken {
 // walking a byte trie from each position.
 class TokenMatcher {
  public:
-  TokenMatcher() : nodes_(1) {}
+  TokenMatcher() : nodes_(1) { root_children_.fill(0); }
   bool empty() const { return nodes_.size() == 1; }
   void add(const std::string& text, size_t token) {
     size_t node = 0;
@@ -1079,6 +1079,7 @@ class TokenMatcher {
       if (child == 0) {
         child = nodes_.size();
         nodes_[node].children.emplace_back(byte, child);
+        if (node == 0) root_children_[byte] = child;
         nodes_.emplace_back();
       }
       node = child;
@@ -1103,11 +1104,13 @@ class TokenMatcher {
     int64_t token = -1;
   };
   size_t find_child(size_t node, unsigned char byte) const {
+    if (node == 0) return root_children_[byte];  // every position of the text starts here: one lookup
     for (const auto& [key, child] : nodes_[node].children)
       if (key == byte) return child;
     return 0;
   }
   std::vector<TrieNode> nodes_;
+  std::array<size_t, 256> root_children_;
 };
 
 // ======================= post-processors =======================
