@@ -49,8 +49,9 @@ class Tokenizer {
   ~Tokenizer();
 
   // UTF-8 text -> ids. add_special_tokens runs the post-processor's template (e.g. BOS first).
-  // UserError when the text is not valid UTF-8 or holds a character the model cannot encode
-  // (no byte fallback and no unk token).
+  // UserError when the text is not valid UTF-8. A character the model cannot encode (no byte
+  // fallback, no unk token; never the case for byte-level BPE) is dropped with a warning, as HF
+  // does. Thread-safe (a mutex guards the word cache).
   std::vector<uint32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   // ids -> text. Ids the tokenizer does not know are skipped (as HF does); bytes that do not form
   // valid UTF-8 become U+FFFD.
