@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <numeric>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -341,6 +342,55 @@ TEST_CASE("safetensors: malformed files give errors naming the file, the tensor 
   }
 }
 
+TEST_CASE("safetensors: every truncation and random header damage gives a UserError, never a crash") {
+  fs::path dir = test::temp_dir("safetensors_fuzz");
+  std::vector<float> a(6, 1.5f);
+  std::vector<uint16_t> b(5, float_to_bf16(2.0f));
+  write_safetensors(dir / "good.safetensors", {TensorToWrite::from_bytes("a", FileDtype::F32, {2, 3}, as_bytes(a)),
+                                               TensorToWrite::from_bytes("b", FileDtype::BF16, {5}, as_bytes(b))},
+                    {{"format", "pt"}});
+  const std::string good = read_bytes(dir / "good.safetensors");
+  // Any truncation leaves the buffer not fully indexed (or the header cut): always an error.
+  size_t truncation_errors = 0;
+  for (size_t length = 0; length < good.size(); length++) {
+    write_bytes(dir / "cut.safetensors", good.substr(0, length));
+    try {
+      SafetensorsFile file(dir / "cut.safetensors");
+    } catch (const UserError&) {
+      truncation_errors++;
+    }
+  }
+  CHECK(truncation_errors == good.size());
+  // Random byte changes in the length field and header: either still a valid file whose tensors
+  // lie inside it, or a UserError -- no other exception, no crash.
+  std::mt19937 random(7);
+  size_t opened = 0, rejected = 0;
+  for (int trial = 0; trial < 300; trial++) {
+    std::string damaged = good;
+    int changes = 1 + static_cast<int>(random() % 3);
+    for (int c = 0; c < changes; c++) {
+      size_t at = random() % (8 + SafetensorsFile(dir / "good.safetensors").header_size());
+      damaged[at] = static_cast<char>(random() % 256);
+    }
+    write_bytes(dir / "damaged.safetensors", damaged);
+    try {
+      SafetensorsFile file(dir / "damaged.safetensors");
+      uint64_t covered = 0;
+      for (const auto& view : file.tensors()) {
+        CHECK(view.bytes.size() == view.element_count() * file_dtype_size(view.dtype));
+        covered += view.bytes.size();
+      }
+      CHECK(8 + file.header_size() + covered == file.file_size());  // the tensors tile the rest exactly
+      opened++;
+    } catch (const UserError&) {
+      rejected++;
+    }
+  }
+  MESSAGE("damaged headers: " << opened << " still valid, " << rejected << " rejected with a UserError");
+  CHECK(opened + rejected == 300);
+  CHECK(rejected > 200);
+}
+
 TEST_CASE("safetensors: folder errors name the index, the shard and the tensor") {
   fs::path dir = test::temp_dir("safetensors_folder_errors");
   CHECK(user_error_of([&] { SafetensorsFolder folder(dir); }).find("neither model.safetensors nor model.safetensors.index.json") !=
@@ -359,6 +409,11 @@ TEST_CASE("safetensors: folder errors name the index, the shard and the tensor")
   CHECK(user_error_of([&] { SafetensorsFolder folder(dir); })
             .find("weight_map puts tensor \"b\" in model-00001-of-00002.safetensors, which does not hold it") !=
         std::string::npos);
+  // transformers prefers a single model.safetensors to an index when both are there: so do we.
+  write_safetensors(dir / "model.safetensors", {TensorToWrite::from_bytes("single", FileDtype::F32, {4}, as_bytes(values))});
+  CHECK(SafetensorsFolder(dir).contains("single"));
+  CHECK(!SafetensorsFolder(dir).sharded());
+  fs::remove(dir / "model.safetensors");
   index["weight_map"]["b"] = "../elsewhere.safetensors";
   write_file_atomically(dir / "model.safetensors.index.json", index.dump());
   CHECK(user_error_of([&] { SafetensorsFolder folder(dir); }).find("not a file in the model folder") != std::string::npos);
@@ -771,6 +826,21 @@ TEST_CASE("tokenizer: byte-level variants: GPT-2 regex, prefix space, merges as 
   CHECK(lowered.decode(ids({272})) == "hello");                // decoded as its normalized form, as HF does
 }
 
+TEST_CASE("tokenizer: Qwen2 style: NFC normalizer, one digit per piece, no BOS") {
+  // Same byte-level vocabulary and merges; normalizer NFC; Split with Qwen2's regex (\p{N} alone);
+  // added <|endoftext|>=271, <|im_start|>=272, <|im_end|>=273; ByteLevel post-processor.
+  Tokenizer tokenizer = Tokenizer::load(tokenizer_fixture("bytelevel_qwen2.json"));
+  // "e" + U+0301 (combining acute) is composed by NFC into é = C3 A9 -> Ã© = 267.
+  CHECK(tokenizer.encode("e\u0301") == ids({267}));
+  CHECK(tokenizer.decode(tokenizer.encode("e\u0301")) == "é");  // the normalized text comes back
+  // One digit per piece: "12345" -> 1 2 3 4 5; the 3+4 merge never applies.
+  CHECK(tokenizer.encode("12345") == ids({49, 50, 51, 52, 53}));
+  CHECK(tokenizer.encode("<|im_start|>hello<|im_end|>") == ids({272, 259, 273}));
+  CHECK(!tokenizer.adds_bos());
+  CHECK(!tokenizer.bos_id());
+  CHECK(tokenizer.eos_id() == 271u);  // <|endoftext|> (Qwen2's tokenizer_config names <|im_end|> for chat models)
+}
+
 // Sentencepiece fixtures: <unk>=0 <s>=1 </s>=2, <0x00>..<0xFF> = 3..258 (byte b -> 3 + b),
 // pieces ▁=259 a=260 b=261 c=262 h=263 e=264 l=265 o=266 w=267 r=268 d=269 é=270 t=271;
 // merges by rank: 0 ▁+h=272, 1 l+l=273, 2 ▁h+e=274, 3 ll+o=275, 4 ▁he+llo=276, 5 ▁+w=277,
@@ -872,6 +942,22 @@ TEST_CASE("tokenizer: tokenizer_config.json names bos/eos") {
   CHECK(tokenizer.bos_id() == 271u);
   CHECK(tokenizer.eos_id() == 271u);
   CHECK(!tokenizer.adds_bos());  // the post-processor (ByteLevel) adds nothing
+  CHECK(!tokenizer.adds_eos());
+
+  // LlamaTokenizerFast takes add_bos_token/add_eos_token from tokenizer_config.json over the
+  // tokenizer.json template (transformers' update_post_processor).
+  fs::path llama_dir = test::temp_dir("tokenizer_config_llama");
+  fs::copy_file(tokenizer_fixture("sentencepiece_llama2.json"), llama_dir / "tokenizer.json");
+  json config = {{"tokenizer_class", "LlamaTokenizerFast"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
+                 {"add_bos_token", false}, {"add_eos_token", true}};
+  write_file_atomically(llama_dir / "tokenizer_config.json", config.dump());
+  Tokenizer eos_only = Tokenizer::load(llama_dir);
+  CHECK(eos_only.encode("hello world") == ids({276, 281, 2}));
+  CHECK(!eos_only.adds_bos());
+  CHECK(eos_only.adds_eos());
+  config.erase("add_bos_token");  // default true
+  write_file_atomically(llama_dir / "tokenizer_config.json", config.dump());
+  CHECK(Tokenizer::load(llama_dir).encode("hello world") == ids({1, 276, 281, 2}));
 }
 
 TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and the JSON path") {

@@ -345,7 +345,10 @@ SafetensorsFolder::SafetensorsFolder(const fs::path& path) : path_(path) {
   } else if (fs::is_directory(path, ignored)) {
     fs::path index_path = path / "model.safetensors.index.json";
     fs::path single_path = path / "model.safetensors";
-    if (fs::exists(index_path)) {
+    // As transformers' from_pretrained: a single model.safetensors wins over an index.
+    if (fs::exists(single_path)) {
+      files_.push_back(std::make_unique<SafetensorsFile>(single_path));
+    } else if (fs::exists(index_path)) {
       sharded_ = true;
       const std::string where = index_path.string();
       json index;
@@ -383,8 +386,6 @@ SafetensorsFolder::SafetensorsFolder(const fs::path& path) : path_(path) {
                           "the index and the shards come from different saves: download or export the model again");
         index_[name] = {position, view};
       }
-    } else if (fs::exists(single_path)) {
-      files_.push_back(std::make_unique<SafetensorsFile>(single_path));
     } else {
       throw UserError(path.string() + " holds neither model.safetensors nor model.safetensors.index.json",
                       "vktune reads Hugging Face checkpoints in safetensors format; a pytorch_model.bin checkpoint must "

@@ -87,7 +87,8 @@ class SafetensorsFile {
 
 // The weights of a model directory: either model.safetensors.index.json (its "weight_map" names
 // the shard file of every tensor) or a single model.safetensors. A path to a .safetensors file
-// is accepted as well. Every shard is mapped; tensors are looked up by name across shards.
+// is accepted as well. When both exist, model.safetensors wins (as transformers decides). Every
+// shard is mapped; tensors are looked up by name across shards.
 class SafetensorsFolder {
  public:
   explicit SafetensorsFolder(const std::filesystem::path& path);

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <queue>
 #include <unordered_map>
 
@@ -197,9 +198,14 @@ const ByteLevelMap& byte_level_map() {
 
 std::string bytes_to_byte_level(std::string_view text) {
   const auto& map = byte_level_map();
-  std::string out;
-  out.reserve(text.size() * 2);
-  for (unsigned char byte : text) out += map.byte_to_char[byte];
+  std::string out(text.size() * 2, '\0');  // every stand-in character is 1 or 2 bytes of UTF-8
+  size_t length = 0;
+  for (unsigned char byte : text) {
+    const std::string& stand_in = map.byte_to_char[byte];
+    out[length++] = stand_in[0];
+    if (stand_in.size() == 2) out[length++] = stand_in[1];
+  }
+  out.resize(length);
   return out;
 }
 
@@ -342,6 +348,8 @@ class Pattern {
       node.fail("must be {\"String\": ...} or {\"Regex\": ...}");
     }
   }
+  bool is_literal() const { return !regex_; }
+  const std::string& literal() const { return literal_; }
   std::vector<std::pair<size_t, size_t>> find_all(std::string_view text) const {
     if (regex_) return regex_->find_all(text);
     std::vector<std::pair<size_t, size_t>> matches;
@@ -379,20 +387,6 @@ struct Span {
   bool is_match;
 };
 
-// The whole text as alternating non-match / match spans (HF's Pattern::find_matches).
-std::vector<Span> cover(size_t length, const std::vector<std::pair<size_t, size_t>>& matches) {
-  std::vector<Span> spans;
-  if (length == 0) return {{0, 0, false}};
-  size_t previous = 0;
-  for (const auto& [begin, end] : matches) {
-    if (previous != begin) spans.push_back({previous, begin, false});
-    spans.push_back({begin, end, true});
-    previous = end;
-  }
-  if (previous != length) spans.push_back({previous, length, false});
-  return spans;
-}
-
 // Matches of a character predicate: each matching character is its own match.
 template <class Predicate>
 std::vector<std::pair<size_t, size_t>> char_matches(std::string_view text, Predicate&& predicate) {
@@ -403,47 +397,63 @@ std::vector<std::pair<size_t, size_t>> char_matches(std::string_view text, Predi
   return matches;
 }
 
-// HF's NormalizedString::split: which byte ranges survive, per behaviour.
-std::vector<std::pair<size_t, size_t>> apply_behavior(const std::vector<Span>& spans, SplitBehavior behavior) {
-  std::vector<std::pair<size_t, size_t>> kept;
+// HF's NormalizedString::split: calls keep(begin, end) for each byte range that survives, in
+// order. The text is seen as alternating non-match / match spans (HF's Pattern::find_matches;
+// `invert` swaps the two); `matches` are sorted and do not overlap.
+template <class Keep>
+void split_ranges(size_t length, const std::vector<std::pair<size_t, size_t>>& matches, SplitBehavior behavior,
+                  bool invert, Keep&& keep) {
+  auto for_each_span = [&](auto&& visit) {
+    size_t previous = 0;
+    for (const auto& [begin, end] : matches) {
+      if (previous != begin) visit(previous, begin, invert);
+      visit(begin, end, !invert);
+      previous = end;
+    }
+    if (previous != length) visit(previous, length, invert);
+  };
   switch (behavior) {
     case SplitBehavior::isolated:
-      for (const auto& span : spans) kept.emplace_back(span.begin, span.end);
-      break;
+      for_each_span([&](size_t begin, size_t end, bool) { keep(begin, end); });
+      return;
     case SplitBehavior::removed:
-      for (const auto& span : spans)
-        if (!span.is_match) kept.emplace_back(span.begin, span.end);
-      break;
-    case SplitBehavior::contiguous: {
-      bool previous_match = false;
-      for (const auto& span : spans) {
-        if (span.is_match == previous_match && !kept.empty()) kept.back().second = span.end;
-        else kept.emplace_back(span.begin, span.end);
-        previous_match = span.is_match;
-      }
-      break;
-    }
+      for_each_span([&](size_t begin, size_t end, bool is_match) {
+        if (!is_match) keep(begin, end);
+      });
+      return;
+    case SplitBehavior::contiguous:
     case SplitBehavior::merged_with_previous: {
-      bool previous_match = false;
-      for (const auto& span : spans) {
-        if (span.is_match && !previous_match && !kept.empty()) kept.back().second = span.end;
-        else kept.emplace_back(span.begin, span.end);
-        previous_match = span.is_match;
-      }
-      break;
+      // contiguous: runs of equal flags merge; merged_with_previous: a match joins the span before it.
+      bool have = false, previous_match = false;
+      size_t current_begin = 0, current_end = 0;
+      for_each_span([&](size_t begin, size_t end, bool is_match) {
+        bool extend = have && (behavior == SplitBehavior::contiguous ? is_match == previous_match
+                                                                     : (is_match && !previous_match));
+        if (extend) {
+          current_end = end;
+        } else {
+          if (have) keep(current_begin, current_end);
+          current_begin = begin, current_end = end, have = true;
+        }
+        previous_match = is_match;
+      });
+      if (have) keep(current_begin, current_end);
+      return;
     }
-    case SplitBehavior::merged_with_next: {
+    case SplitBehavior::merged_with_next: {  // a match joins the span after it: walk backwards
+      std::vector<Span> spans;
+      for_each_span([&](size_t begin, size_t end, bool is_match) { spans.push_back({begin, end, is_match}); });
+      std::vector<std::pair<size_t, size_t>> kept;
       bool previous_match = false;
       for (auto span = spans.rbegin(); span != spans.rend(); ++span) {
         if (span->is_match && !previous_match && !kept.empty()) kept.back().first = span->begin;
         else kept.emplace_back(span->begin, span->end);
         previous_match = span->is_match;
       }
-      std::reverse(kept.begin(), kept.end());
-      break;
+      for (auto range = kept.rbegin(); range != kept.rend(); ++range) keep(range->first, range->second);
+      return;
     }
   }
-  return kept;
 }
 
 // ======================= pieces of text on their way to ids =======================
@@ -454,28 +464,19 @@ struct Piece {
   std::optional<uint32_t> id;      // an added token, already resolved
 };
 
-// Replaces every piece that has no id by the pieces `split` makes of it (empty ones dropped).
-template <class SplitFunction>
-void split_pieces(std::vector<Piece>& pieces, SplitFunction&& split) {
-  std::vector<Piece> result;
-  result.reserve(pieces.size());
-  for (auto& piece : pieces) {
-    if (piece.id) {
-      result.push_back(std::move(piece));
-      continue;
-    }
-    for (auto& part : split(piece))
-      if (!part.text.empty() || part.id) result.push_back(std::move(part));
-  }
-  pieces = std::move(result);
-}
+// Receives the pieces a pre-tokenizer step makes; pieces stream through the steps one at a time
+// so that a long text never exists as a list of all its pieces.
+class PieceSink {
+ public:
+  virtual void take(Piece&& piece) = 0;
 
-std::vector<Piece> cut(const Piece& piece, const std::vector<std::pair<size_t, size_t>>& ranges) {
-  std::vector<Piece> parts;
-  parts.reserve(ranges.size());
-  for (const auto& [begin, end] : ranges)
-    parts.push_back({piece.text.substr(begin, end - begin), piece.at_start && begin == 0, std::nullopt});
-  return parts;
+ protected:
+  ~PieceSink() = default;
+};
+
+// Passes text[begin, end) of `piece` on (nothing when empty).
+void emit_range(const Piece& piece, size_t begin, size_t end, PieceSink& sink) {
+  if (begin < end) sink.take({piece.text.substr(begin, end - begin), piece.at_start && begin == 0, std::nullopt});
 }
 
 // ======================= normalizers =======================
@@ -494,9 +495,29 @@ std::string utf8proc_transform(const std::string& text, int options) {
 }
 
 std::string replace_matches(const std::string& text, const Pattern& pattern, const std::string& content) {
+  if (pattern.is_literal()) {  // the common case (" " <-> "▁"): no match list
+    const std::string& literal = pattern.literal();
+    if (literal.empty() || text.find(literal) == std::string::npos) return text;
+    std::string out;
+    out.reserve(text.size() + 8);
+    size_t previous = 0;
+    for (size_t at = text.find(literal); at != std::string::npos; at = text.find(literal, previous)) {
+      out.append(text, previous, at - previous);
+      out += content;
+      previous = at + literal.size();
+    }
+    out.append(text, previous, std::string::npos);
+    return out;
+  }
   std::string out;
-  for (const auto& span : cover(text.size(), pattern.find_all(text)))
-    out += span.is_match ? content : text.substr(span.begin, span.end - span.begin);
+  out.reserve(text.size());
+  size_t previous = 0;
+  for (const auto& [begin, end] : pattern.find_all(text)) {
+    out.append(text, previous, begin - previous);
+    out += content;
+    previous = end;
+  }
+  out.append(text, previous, std::string::npos);
   return out;
 }
 
@@ -579,51 +600,45 @@ Normalizer parse_normalizer(const Node& node) {
 
 // ======================= pre-tokenizers =======================
 
-using PreTokenizer = std::function<void(std::vector<Piece>&)>;
+// One step of pre-tokenization (a Sequence is flattened into its steps): a piece in, its parts out.
+using PreTokenizerStep = std::function<void(Piece&& piece, PieceSink& sink)>;
 
 // GPT-2's pattern, built into HF's ByteLevel pre-tokenizer.
 const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-PreTokenizer parse_pre_tokenizer(const Node& node) {
+void parse_pre_tokenizer(const Node& node, std::vector<PreTokenizerStep>& steps) {
   std::string type = node.type();
   if (type == "Sequence") {
     Node list = node.at("pretokenizers");
-    std::vector<PreTokenizer> steps;
-    for (size_t i = 0; i < list.size(); i++) steps.push_back(parse_pre_tokenizer(list[i]));
-    return [steps](std::vector<Piece>& pieces) {
-      for (const auto& step : steps) step(pieces);
-    };
+    for (size_t i = 0; i < list.size(); i++) parse_pre_tokenizer(list[i], steps);
+    return;
   }
   if (type == "ByteLevel") {
     bool add_prefix_space = node.boolean_or("add_prefix_space", true);
     bool use_regex = node.boolean_or("use_regex", true);
     auto regex = std::make_shared<Regex>(kGpt2Pattern, node);
-    return [add_prefix_space, use_regex, regex](std::vector<Piece>& pieces) {
-      split_pieces(pieces, [&](Piece& piece) {
-        if (add_prefix_space && piece.text[0] != ' ') piece.text.insert(piece.text.begin(), ' ');
-        std::vector<Piece> parts;
-        if (use_regex) {
-          parts = cut(piece, apply_behavior(cover(piece.text.size(), regex->find_all(piece.text)), SplitBehavior::isolated));
-        } else {
-          parts.push_back(std::move(piece));
-        }
-        for (auto& part : parts) part.text = bytes_to_byte_level(part.text);
-        return parts;
-      });
-    };
+    steps.push_back([add_prefix_space, use_regex, regex](Piece&& piece, PieceSink& sink) {
+      if (add_prefix_space && piece.text[0] != ' ') piece.text.insert(piece.text.begin(), ' ');
+      // Split (optionally), then spell every byte of each part with its stand-in character.
+      auto emit_mapped = [&](size_t begin, size_t end) {
+        if (begin < end)
+          sink.take({bytes_to_byte_level(std::string_view(piece.text).substr(begin, end - begin)),
+                     piece.at_start && begin == 0, std::nullopt});
+      };
+      if (use_regex) split_ranges(piece.text.size(), regex->find_all(piece.text), SplitBehavior::isolated, false, emit_mapped);
+      else emit_mapped(0, piece.text.size());
+    });
+    return;
   }
   if (type == "Split") {
     auto pattern = std::make_shared<Pattern>(node.at("pattern"));
     SplitBehavior behavior = parse_behavior(node.at("behavior"));
     bool invert = node.boolean_or("invert", false);
-    return [pattern, behavior, invert](std::vector<Piece>& pieces) {
-      split_pieces(pieces, [&](Piece& piece) {
-        auto spans = cover(piece.text.size(), pattern->find_all(piece.text));
-        if (invert)
-          for (auto& span : spans) span.is_match = !span.is_match;
-        return cut(piece, apply_behavior(spans, behavior));
-      });
-    };
+    steps.push_back([pattern, behavior, invert](Piece&& piece, PieceSink& sink) {
+      split_ranges(piece.text.size(), pattern->find_all(piece.text), behavior, invert,
+                   [&](size_t begin, size_t end) { emit_range(piece, begin, end, sink); });
+    });
+    return;
   }
   if (type == "Metaspace") {
     uint32_t replacement = node.at("replacement").character();
@@ -634,59 +649,55 @@ PreTokenizer parse_pre_tokenizer(const Node& node) {
     if (scheme != "always" && scheme != "first" && scheme != "never")
       node.at("prepend_scheme").fail("must be \"first\", \"always\" or \"never\", got \"" + scheme + "\"");
     bool split = node.boolean_or("split", true);
-    return [replacement, replacement_text, scheme, split](std::vector<Piece>& pieces) {
-      split_pieces(pieces, [&](Piece& piece) {
-        std::string replaced;
-        for (char c : piece.text) {
-          if (c == ' ') replaced += replacement_text;
-          else replaced += c;
-        }
-        piece.text = std::move(replaced);
-        bool starts_with_replacement = piece.text.compare(0, replacement_text.size(), replacement_text) == 0;
-        if (!starts_with_replacement && (scheme == "always" || (scheme == "first" && piece.at_start)))
-          piece.text = replacement_text + piece.text;
-        if (!split) return std::vector<Piece>{std::move(piece)};
-        auto matches = char_matches(piece.text, [&](uint32_t cp) { return cp == replacement; });
-        return cut(piece, apply_behavior(cover(piece.text.size(), matches), SplitBehavior::merged_with_next));
-      });
-    };
+    steps.push_back([replacement, replacement_text, scheme, split](Piece&& piece, PieceSink& sink) {
+      std::string replaced;
+      replaced.reserve(piece.text.size() + 8);
+      for (char c : piece.text) {
+        if (c == ' ') replaced += replacement_text;
+        else replaced += c;
+      }
+      piece.text = std::move(replaced);
+      bool starts_with_replacement = piece.text.compare(0, replacement_text.size(), replacement_text) == 0;
+      if (!starts_with_replacement && (scheme == "always" || (scheme == "first" && piece.at_start)))
+        piece.text.insert(0, replacement_text);
+      if (!split) {
+        sink.take(std::move(piece));
+        return;
+      }
+      auto matches = char_matches(piece.text, [&](uint32_t cp) { return cp == replacement; });
+      split_ranges(piece.text.size(), matches, SplitBehavior::merged_with_next, false,
+                   [&](size_t begin, size_t end) { emit_range(piece, begin, end, sink); });
+    });
+    return;
   }
+  // Character-class splitters.
+  auto add_char_split = [&](bool (*predicate)(uint32_t), SplitBehavior behavior) {
+    steps.push_back([predicate, behavior](Piece&& piece, PieceSink& sink) {
+      split_ranges(piece.text.size(), char_matches(piece.text, predicate), behavior, false,
+                   [&](size_t begin, size_t end) { emit_range(piece, begin, end, sink); });
+    });
+  };
   if (type == "Digits") {
-    bool individual = node.boolean_or("individual_digits", false);
-    return [individual](std::vector<Piece>& pieces) {
-      split_pieces(pieces, [&](Piece& piece) {
-        auto spans = cover(piece.text.size(), char_matches(piece.text, is_numeric));
-        return cut(piece, apply_behavior(spans, individual ? SplitBehavior::isolated : SplitBehavior::contiguous));
-      });
-    };
+    add_char_split(is_numeric, node.boolean_or("individual_digits", false) ? SplitBehavior::isolated : SplitBehavior::contiguous);
+    return;
   }
   if (type == "WhitespaceSplit") {
-    return [](std::vector<Piece>& pieces) {
-      split_pieces(pieces, [&](Piece& piece) {
-        auto spans = cover(piece.text.size(), char_matches(piece.text, is_whitespace));
-        return cut(piece, apply_behavior(spans, SplitBehavior::removed));
-      });
-    };
+    add_char_split(is_whitespace, SplitBehavior::removed);
+    return;
+  }
+  if (type == "Punctuation") {
+    add_char_split(is_punctuation, node.has("behavior") ? parse_behavior(node.at("behavior")) : SplitBehavior::isolated);
+    return;
   }
   if (type == "Whitespace") {
     // \w+|[^\w\s]+ with the regex crate's Unicode \w; the matches are kept, the rest removed.
     auto regex = std::make_shared<Regex>(
         R"([\p{L}\p{M}\p{Nd}\p{Nl}\p{Pc}\x{200C}\x{200D}]+|[^\p{L}\p{M}\p{Nd}\p{Nl}\p{Pc}\x{200C}\x{200D}\s]+)", node);
-    return [regex](std::vector<Piece>& pieces) {
-      split_pieces(pieces, [&](Piece& piece) {
-        auto spans = cover(piece.text.size(), regex->find_all(piece.text));
-        for (auto& span : spans) span.is_match = !span.is_match;
-        return cut(piece, apply_behavior(spans, SplitBehavior::removed));
-      });
-    };
-  }
-  if (type == "Punctuation") {
-    SplitBehavior behavior = node.has("behavior") ? parse_behavior(node.at("behavior")) : SplitBehavior::isolated;
-    return [behavior](std::vector<Piece>& pieces) {
-      split_pieces(pieces, [&](Piece& piece) {
-        return cut(piece, apply_behavior(cover(piece.text.size(), char_matches(piece.text, is_punctuation)), behavior));
-      });
-    };
+    steps.push_back([regex](Piece&& piece, PieceSink& sink) {
+      split_ranges(piece.text.size(), regex->find_all(piece.text), SplitBehavior::removed, true,
+                   [&](size_t begin, size_t end) { emit_range(piece, begin, end, sink); });
+    });
+    return;
   }
   node.fail("pre-tokenizer type \"" + type + "\" is not supported",
             "supported pre-tokenizers: ByteLevel, Split, Metaspace, Digits, Whitespace, WhitespaceSplit, Punctuation, "
@@ -785,19 +796,21 @@ Decoder parse_decoder(const Node& node) {
     size_t start = node.at("start").unsigned_integer(), stop = node.at("stop").unsigned_integer();
     return [content, start, stop](std::vector<std::string>& tokens) {
       for (auto& token : tokens) {
-        std::vector<std::pair<size_t, uint32_t>> chars;  // (offset, code point)
-        for_each_char(token, [&](size_t offset, size_t, uint32_t cp) { chars.emplace_back(offset, cp); });
-        size_t start_cut = 0;
-        for (size_t i = 0; i < std::min(start, chars.size()) && chars[i].second == content; i++) start_cut = i + 1;
-        size_t stop_cut = chars.size();
-        for (size_t i = 0; i < std::min(stop, chars.size()) && chars[chars.size() - 1 - i].second == content; i++)
-          stop_cut = chars.size() - 1 - i;
-        if (stop_cut <= start_cut) {
-          token.clear();
-          continue;
+        // Up to `start` leading and `stop` trailing `content` characters go (HF's Strip decoder);
+        // the two cuts never cross.
+        size_t begin = 0, end = token.size();
+        for (size_t i = 0; i < start && begin < end; i++) {
+          size_t length;
+          if (decode_utf8_at(token, begin, &length) != content) break;
+          begin += length;
         }
-        size_t begin = start_cut < chars.size() ? chars[start_cut].first : token.size();
-        size_t end = stop_cut < chars.size() ? chars[stop_cut].first : token.size();
+        for (size_t i = 0; i < stop && end > begin; i++) {
+          size_t last = end - 1;
+          while (last > begin && (static_cast<unsigned char>(token[last]) & 0xc0) == 0x80) last--;
+          size_t length;
+          if (decode_utf8_at(token, last, &length) != content) break;
+          end = last;
+        }
         token = token.substr(begin, end - begin);
       }
     };
@@ -839,9 +852,33 @@ struct BpeModel {
   std::string end_of_word_suffix;
   std::array<std::optional<uint32_t>, 256> byte_ids;  // <0xNN> tokens
   mutable std::atomic<bool> warned_dropped{false};
+  // Words seen before, as HF's BPE cache: natural text repeats its words, so most pre-tokens are
+  // found here. Filled until it holds kCacheCapacity words, then only read.
+  static constexpr size_t kCacheCapacity = 10000, kCacheMaxWordBytes = 256;
+  mutable std::mutex cache_mutex;
+  mutable std::unordered_map<std::string, std::vector<uint32_t>> cache;
 
   void tokenize(const std::string& text, std::vector<uint32_t>& out) const {
     if (text.empty()) return;
+    if (text.size() <= kCacheMaxWordBytes) {
+      {
+        std::lock_guard<std::mutex> lock(cache_mutex);
+        auto found = cache.find(text);
+        if (found != cache.end()) {
+          out.insert(out.end(), found->second.begin(), found->second.end());
+          return;
+        }
+      }
+      size_t before = out.size();
+      tokenize_uncached(text, out);
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      if (cache.size() < kCacheCapacity) cache.emplace(text, std::vector<uint32_t>(out.begin() + static_cast<long>(before), out.end()));
+      return;
+    }
+    tokenize_uncached(text, out);
+  }
+
+  void tokenize_uncached(const std::string& text, std::vector<uint32_t>& out) const {
     if (ignore_merges) {  // Llama 3: a pre-token that is itself in the vocabulary is one token
       auto found = vocab.find(text);
       if (found != vocab.end()) {
@@ -1033,7 +1070,7 @@ struct AddedToken {
 // walking a byte trie from each position.
 class TokenMatcher {
  public:
-  TokenMatcher() : nodes_(1) {}
+  TokenMatcher() : nodes_(1) { root_children_.fill(0); }
   bool empty() const { return nodes_.size() == 1; }
   void add(const std::string& text, size_t token) {
     size_t node = 0;
@@ -1042,6 +1079,7 @@ class TokenMatcher {
       if (child == 0) {
         child = nodes_.size();
         nodes_[node].children.emplace_back(byte, child);
+        if (node == 0) root_children_[byte] = child;
         nodes_.emplace_back();
       }
       node = child;
@@ -1066,11 +1104,13 @@ class TokenMatcher {
     int64_t token = -1;
   };
   size_t find_child(size_t node, unsigned char byte) const {
+    if (node == 0) return root_children_[byte];  // every position of the text starts here: one lookup
     for (const auto& [key, child] : nodes_[node].children)
       if (key == byte) return child;
     return 0;
   }
   std::vector<TrieNode> nodes_;
+  std::array<size_t, 256> root_children_;
 };
 
 // ======================= post-processors =======================
@@ -1169,7 +1209,7 @@ struct Tokenizer::Impl {
   std::string where;
   std::unique_ptr<BpeModel> model;
   Normalizer normalizer;          // empty when none
-  PreTokenizer pre_tokenizer;     // empty when none
+  std::vector<PreTokenizerStep> pre_tokenizer;  // none: the model sees each normalized piece whole
   PostProcessor post_processor;   // empty when none
   Decoder decoder;                // empty when none: tokens are joined with spaces
   std::vector<AddedToken> added;  // in file order
@@ -1178,7 +1218,8 @@ struct Tokenizer::Impl {
   TokenMatcher raw_matcher;         // added tokens with normalized = false: matched in the raw text
   TokenMatcher normalized_matcher;  // normalized = true: matched in the normalized text
   std::optional<uint32_t> bos, eos;
-  std::vector<uint32_t> leading_ids;  // what the post-processor puts before the text
+  std::vector<uint32_t> leading_ids;   // what the post-processor puts before the text
+  std::vector<uint32_t> trailing_ids;  // and after it
   size_t id_count = 0;
 
   // HF's AddedVocabulary::find_matches + split: cuts the added tokens out of one piece.
@@ -1240,24 +1281,45 @@ struct Tokenizer::Impl {
     return parts;
   }
 
+  // Step k of the pre-tokenizer; the sink after the last step runs the model.
+  struct StepSink final : PieceSink {
+    const Impl* impl = nullptr;
+    size_t step = 0;
+    StepSink* next = nullptr;
+    std::vector<uint32_t>* ids = nullptr;
+    void take(Piece&& piece) override {
+      if (piece.id) {
+        ids->push_back(*piece.id);
+      } else if (!piece.text.empty()) {
+        if (step == impl->pre_tokenizer.size()) impl->model->tokenize(piece.text, *ids);
+        else impl->pre_tokenizer[step](std::move(piece), *next);
+      }
+    }
+  };
+
   std::vector<uint32_t> encode(std::string_view text, bool add_special_tokens) const {
     size_t invalid = first_invalid_utf8(text);
     if (invalid != std::string_view::npos)
       throw UserError("text to tokenize is not valid UTF-8 (at byte " + std::to_string(invalid) + ")",
                       "re-encode the data set as UTF-8");
-    // 1. Added tokens that are not normalized are cut out of the raw text; 2. the rest is
-    // normalized and the normalized added tokens are cut out of it.
-    std::vector<Piece> pieces = split_added(Piece{std::string(text), true, std::nullopt}, raw_matcher);
-    split_pieces(pieces, [&](Piece& piece) {
-      if (normalizer) normalizer(piece.text);
-      return split_added(std::move(piece), normalized_matcher);
-    });
-    if (pre_tokenizer) pre_tokenizer(pieces);
     std::vector<uint32_t> ids;
     ids.reserve(text.size() / 3 + 4);
-    for (const auto& piece : pieces) {
-      if (piece.id) ids.push_back(*piece.id);
-      else model->tokenize(piece.text, ids);
+    std::vector<StepSink> sinks(pre_tokenizer.size() + 1);
+    for (size_t step = 0; step < sinks.size(); step++) {
+      sinks[step].impl = this;
+      sinks[step].step = step;
+      sinks[step].next = step + 1 < sinks.size() ? &sinks[step + 1] : nullptr;
+      sinks[step].ids = &ids;
+    }
+    // 1. Added tokens that are not normalized are cut out of the raw text; 2. each other piece is
+    // normalized and the normalized added tokens are cut out of it; 3. pre-tokenizer and model.
+    for (auto& piece : split_added(Piece{std::string(text), true, std::nullopt}, raw_matcher)) {
+      if (piece.id) {
+        ids.push_back(*piece.id);
+        continue;
+      }
+      if (normalizer) normalizer(piece.text);
+      for (auto& part : split_added(std::move(piece), normalized_matcher)) sinks[0].take(std::move(part));
     }
     if (add_special_tokens && post_processor) ids = post_processor(std::move(ids));
     return ids;
@@ -1293,7 +1355,7 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
 
   impl->model = parse_model(root.at("model"));
   if (auto node = root.get("normalizer")) impl->normalizer = parse_normalizer(*node);
-  if (auto node = root.get("pre_tokenizer")) impl->pre_tokenizer = parse_pre_tokenizer(*node);
+  if (auto node = root.get("pre_tokenizer")) parse_pre_tokenizer(*node, impl->pre_tokenizer);
   if (auto node = root.get("post_processor")) impl->post_processor = parse_post_processor(*node);
   if (auto node = root.get("decoder")) impl->decoder = parse_decoder(*node);
 
@@ -1349,19 +1411,51 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
 
   Tokenizer tokenizer(std::move(impl));
   Impl& self = *tokenizer.impl_;
-  // What the post-processor puts before the text: run it on a marker sequence.
+  auto lookup = [&](const std::string& name) { return tokenizer.token_to_id(name); };
+  std::optional<uint32_t> configured_bos, configured_eos;
+  if (auto name = config_token(tokenizer_config, "bos_token")) configured_bos = lookup(*name);
+  if (auto name = config_token(tokenizer_config, "eos_token")) configured_eos = lookup(*name);
+
+  // transformers' LlamaTokenizerFast (and CodeLlama's, Gemma's) rebuild the post-processor from
+  // tokenizer_config.json's add_bos_token (default true) / add_eos_token (default false) when they
+  // load, whatever tokenizer.json says: single = [bos] $A [eos].
+  std::string tokenizer_class;
+  if (tokenizer_config.is_object() && tokenizer_config.contains("tokenizer_class") && tokenizer_config["tokenizer_class"].is_string())
+    tokenizer_class = tokenizer_config["tokenizer_class"].get<std::string>();
+  for (const char* llama_like : {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
+                                 "GemmaTokenizer", "GemmaTokenizerFast"}) {
+    if (tokenizer_class != llama_like) continue;
+    auto flag = [&](const char* key, bool fallback) {
+      return tokenizer_config.contains(key) && tokenizer_config[key].is_boolean() ? tokenizer_config[key].get<bool>() : fallback;
+    };
+    bool add_bos = flag("add_bos_token", true), add_eos = flag("add_eos_token", false);
+    if ((add_bos && !configured_bos) || (add_eos && !configured_eos))
+      throw UserError(where + ": tokenizer_config.json asks for add_bos_token/add_eos_token but its bos_token/eos_token "
+                      "is missing or not in the vocabulary",
+                      "set bos_token and eos_token in tokenizer_config.json");
+    std::vector<uint32_t> before, after;
+    if (add_bos) before.push_back(*configured_bos);
+    if (add_eos) after.push_back(*configured_eos);
+    self.post_processor = [before, after](std::vector<uint32_t> ids) {
+      ids.insert(ids.begin(), before.begin(), before.end());
+      ids.insert(ids.end(), after.begin(), after.end());
+      return ids;
+    };
+  }
+
+  // What the post-processor puts before and after the text: run it on a marker sequence.
   if (self.post_processor) {
     const uint32_t marker = 0xffffffffu;
     std::vector<uint32_t> wrapped = self.post_processor({marker});
     auto at = std::find(wrapped.begin(), wrapped.end(), marker);
     self.leading_ids.assign(wrapped.begin(), at);
+    if (at != wrapped.end()) self.trailing_ids.assign(at + 1, wrapped.end());
   }
-  auto lookup = [&](const std::string& name) { return tokenizer.token_to_id(name); };
-  if (auto name = config_token(tokenizer_config, "bos_token")) self.bos = lookup(*name);
+  self.bos = configured_bos;
   if (!self.bos && !self.leading_ids.empty()) self.bos = self.leading_ids.front();
   for (const char* name : {"<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"})
     if (!self.bos) self.bos = lookup(name);
-  if (auto name = config_token(tokenizer_config, "eos_token")) self.eos = lookup(*name);
+  self.eos = configured_eos;
   for (const char* name : {"</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>"})
     if (!self.eos) self.eos = lookup(name);
   return tokenizer;
@@ -1439,6 +1533,9 @@ std::optional<uint32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<uint32_t> Tokenizer::eos_id() const { return impl_->eos; }
 bool Tokenizer::adds_bos() const {
   return impl_->bos && !impl_->leading_ids.empty() && impl_->leading_ids.front() == *impl_->bos;
+}
+bool Tokenizer::adds_eos() const {
+  return impl_->eos && !impl_->trailing_ids.empty() && impl_->trailing_ids.back() == *impl_->eos;
 }
 size_t Tokenizer::vocab_size() const { return impl_->id_count; }
 

@@ -36,7 +36,9 @@ namespace vkt::model {
 class Tokenizer {
  public:
   // Reads <path>/tokenizer.json when given a directory, else the file; a tokenizer_config.json
-  // next to it, when present, names the bos/eos tokens ("bos_token", "eos_token").
+  // next to it, when present, names the bos/eos tokens ("bos_token", "eos_token"), and for
+  // tokenizer_class LlamaTokenizer(Fast)/CodeLlama/Gemma its add_bos_token (default true) and
+  // add_eos_token (default false) replace the post-processor, as transformers does on load.
   static Tokenizer load(const std::filesystem::path& path);
   // From parsed documents; `where` names tokenizer.json in errors. `tokenizer_config` may be null.
   static Tokenizer from_json(const nlohmann::json& tokenizer, const std::string& where,
@@ -47,8 +49,9 @@ class Tokenizer {
   ~Tokenizer();
 
   // UTF-8 text -> ids. add_special_tokens runs the post-processor's template (e.g. BOS first).
-  // UserError when the text is not valid UTF-8 or holds a character the model cannot encode
-  // (no byte fallback and no unk token).
+  // UserError when the text is not valid UTF-8. A character the model cannot encode (no byte
+  // fallback, no unk token; never the case for byte-level BPE) is dropped with a warning, as HF
+  // does. Thread-safe (a mutex guards the word cache).
   std::vector<uint32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   // ids -> text. Ids the tokenizer does not know are skipped (as HF does); bytes that do not form
   // valid UTF-8 become U+FFFD.
@@ -65,6 +68,8 @@ class Tokenizer {
   std::optional<uint32_t> eos_id() const;
   // Whether encode(text, true) starts with bos_id(): the post-processor's template puts BOS first.
   bool adds_bos() const;
+  // Whether encode(text, true) ends with eos_id() (rare: add_eos_token in a Llama tokenizer_config).
+  bool adds_eos() const;
   // Number of ids: largest id of the model vocabulary and the added tokens, plus one (the rows an
   // embedding table needs at least; config.json's vocab_size may be larger, padded).
   size_t vocab_size() const;

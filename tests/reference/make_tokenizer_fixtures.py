@@ -128,6 +128,33 @@ def gpt2_style():
     }
 
 
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+                 r"|\s+(?!\S)|\s+")
+
+
+def qwen2_style():
+    """As Qwen2's tokenizer.json: NFC normalizer, Split (one digit per piece) + ByteLevel, no BOS."""
+    vocab = byte_level_vocab()
+    n = len(vocab)
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [added(n, "<|endoftext|>", True), added(n + 1, "<|im_start|>", True),
+                         added(n + 2, "<|im_end|>", True)],
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_PATTERN}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        ]},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": [left + " " + right for left, right in BYTE_LEVEL_MERGES]},
+    }
+
+
 SP_PIECES = ["▁", "a", "b", "c", "h", "e", "l", "o", "w", "r", "d", "é", "t"]  # 259..271
 SP_MERGES = [
     ("▁", "h"),        # 0 -> "▁h" 272
@@ -218,7 +245,8 @@ def mistral_style():
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, document in [("bytelevel_llama3.json", llama3_style()), ("bytelevel_gpt2.json", gpt2_style()),
-                           ("sentencepiece_llama2.json", llama2_style()), ("metaspace_mistral.json", mistral_style())]:
+                           ("sentencepiece_llama2.json", llama2_style()), ("metaspace_mistral.json", mistral_style()),
+                           ("bytelevel_qwen2.json", qwen2_style())]:
         with open(os.path.join(OUT, name), "w", encoding="utf-8") as f:
             json.dump(document, f, ensure_ascii=False, indent=1)
             f.write("\n")

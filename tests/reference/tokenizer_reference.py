@@ -296,14 +296,28 @@ TEXTS = [
 ]
 
 
+def random_texts(count, seed=1234):
+    """Random strings over an alphabet that exercises the regexes, the merges, byte fallback and
+    the added tokens (no exotic whitespace where Python's \\s and Oniguruma's differ)."""
+    import random
+    rng = random.Random(seed)
+    atoms = list("abcdehlorwxyzST'") + ["hello", "world", "ell", "hi", "12345", "34", "é", "É", "ñ", "ß", "ĳ",
+             "你", "好", "世界", "👍", "😀", "\u0301", " ", "  ", "\u00a0", "\u3000", "\n", "\n\n", "\t", "\r\n",
+             "!", "?", ".", ",", "<", ">", "|", "<s>", "</s>", "<|eot_id|>", "<|begin_of_text|>", "<mask>", "<r>",
+             "<|im_start|>", "<|im_end|>", "e\u0301", "\u212b", "\ufb01",
+             "xyz", " xyz", "IT'S", "'ll", "\x7f", "ÿ"]
+    return ["".join(rng.choice(atoms) for _ in range(rng.randint(1, 12))) for _ in range(count)]
+
+
 def main():
     results = {}
+    texts = TEXTS + random_texts(120)
     for name in ["bytelevel_llama3.json", "bytelevel_gpt2.json", "sentencepiece_llama2.json",
-                 "metaspace_mistral.json"]:
+                 "metaspace_mistral.json", "bytelevel_qwen2.json"]:
         with open(os.path.join(DATA, name), encoding="utf-8") as f:
             reference = Reference(json.load(f))
         rows = []
-        for text in TEXTS:
+        for text in texts:
             for add in (False, True):
                 rows.append([text, add, reference.encode(text, add)])
         results[name] = rows
