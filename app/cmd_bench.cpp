@@ -1,0 +1,35 @@
+// `vktune bench kernels [--op NAME] [--shape TEXT] [--repeat N]`: GPU time, GFLOP/s, GB/s and the fraction of
+// this device's measured roofline for each kernel on a few realistic shapes (bench/).
+#include <cstdio>
+#include <string>
+
+#include "app/commands.hpp"
+#include "bench/kernel_bench.hpp"
+#include "engine/vk/context.hpp"
+
+namespace vkt::app {
+
+void add_bench_command(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto* kernels = bench->add_subcommand("kernels", "Time each kernel on realistic shapes (timestamp queries)");
+  static bench::KernelBenchOptions options;
+  static bool list = false;
+  kernels->add_option("--op", options.op, "Only the rows of this op (e.g. matmul_nt)");
+  kernels->add_option("--shape", options.shape, "Only the rows whose shape contains this text (e.g. 'K=1024 fp32')");
+  kernels->add_option("--repeat", options.repeat, "Timed runs per row; the median is reported")
+      ->check(CLI::PositiveNumber);
+  kernels->add_flag("--list", list, "List the rows without running them");
+  kernels->callback([] {
+    if (list) {
+      for (const auto& row : bench::kernel_benchmarks())
+        std::printf("%-12s %s\n", row.op.c_str(), row.shape.c_str());
+      return;
+    }
+    vk::Context context;
+    auto report = bench::run_kernel_benchmarks(context, options);
+    std::printf("%s", bench::format_kernel_bench_report(report).c_str());
+  });
+}
+
+}  // namespace vkt::app

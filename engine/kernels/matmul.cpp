@@ -1,0 +1,306 @@
+#include "engine/kernels/matmul.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "engine/base/error.hpp"
+#include "engine/vk/pipeline.hpp"
+
+namespace vkt::kernels {
+namespace {
+
+bool env_set(const char* name) {
+  const char* value = std::getenv(name);
+  return value && *value && std::strcmp(value, "0") != 0;
+}
+
+// Push constants of shaders/matmul.comp (std430 offsets).
+struct MatmulPush {
+  uint64_t l, r, c, bias;
+  uint64_t stride_l, stride_r, stride_c;
+  uint32_t rows, cols, inner;
+  uint32_t ld_l, ld_r, ld_c;
+  float alpha, beta;
+  uint32_t group_rows;
+};
+static_assert(sizeof(MatmulPush) == 96);
+
+// One operand of the canonical product C[i,j] = sum_p L[i,p] R[p,j] (see shaders/matmul.comp).
+struct Operand {
+  const BufferRange* range;
+  DType type;
+  bool p_contiguous;    // element (x, p) at x*ld + p; otherwise at p*ld + x
+  uint32_t ld;          // leading dimension in elements
+  uint32_t extent;      // rows of L / columns of R
+  uint64_t batch_stride;
+  const char* name;
+  bool quantized = false;  // a quantized weight: must stay the R operand
+};
+
+// Elements an operand spans: the last batch entry's last element + 1.
+uint64_t span(const Operand& operand, uint32_t inner, uint32_t batches) {
+  uint64_t last = operand.p_contiguous ? uint64_t(operand.extent - 1) * operand.ld + (inner - 1)
+                                       : uint64_t(inner - 1) * operand.ld + (operand.extent - 1);
+  return uint64_t(batches - 1) * operand.batch_stride + last + 1;
+}
+
+// vec4 global loads need every group of 4 along the contiguous dimension to be whole and
+// aligned to 4 elements: the contiguous extent, the leading dimension and the batch stride are
+// multiples of 4 and the base address is aligned. Otherwise the shader loads scalars.
+bool vec4_loads(const Operand& operand, uint32_t inner) {
+  if (env_set("VKT_DISABLE_MATMUL_VEC4")) return false;
+  uint32_t contiguous_extent = operand.p_contiguous ? inner : operand.extent;
+  return contiguous_extent % 4 == 0 && operand.ld % 4 == 0 && operand.batch_stride % 4 == 0 &&
+         operand.range->address % (4 * dtype_bytes(operand.type)) == 0;
+}
+
+uint32_t type_code(DType type) { return static_cast<uint32_t>(type); }  // shader: 0 fp32, 1 fp16, 2 bf16
+
+void record(Recorder& recorder, const char* label, const Operand& left, const Operand& right, const BufferRange& c,
+            DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
+            const BufferRange* bias, const MatmulBatch& batch) {
+  auto& context = recorder.context();
+  const auto& caps = context.caps();
+  std::string where = std::string(label) + " (" + std::to_string(rows) + "x" + std::to_string(cols) + "x" +
+                      std::to_string(inner) + ", batch " + std::to_string(batch.count) + ")";
+  if (rows == 0 || cols == 0 || batch.count == 0) return;
+  VKT_ASSERT(batch.count <= caps.max_workgroup_count[2], where + ": batch count above the device's workgroup limit");
+
+  bool needs_16bit = left.type != DType::f32 || right.type != DType::f32 || c_type != DType::f32;
+  if (needs_16bit && !caps.storage_16bit)
+    throw UserError(where + ": fp16/bf16 tensors need 16-bit storage buffers, which " + caps.name + " lacks",
+                    "use fp32 activations and weights on this device (VKT_DISABLE_FP16=1 where offered)");
+
+  // Bounds: every range must hold what the shader will touch.
+  for (const Operand* operand : {&left, &right}) {
+    if (inner == 0) break;
+    uint64_t bytes = span(*operand, inner, batch.count) * dtype_bytes(operand->type);
+    VKT_ASSERT(operand->range->bytes >= bytes, where + ": " + operand->name + " holds " +
+                                                   std::to_string(operand->range->bytes) + " bytes, needs " +
+                                                   std::to_string(bytes));
+  }
+  uint64_t c_bytes = (uint64_t(batch.count - 1) * batch.stride_c + uint64_t(rows) * cols) * dtype_bytes(c_type);
+  VKT_ASSERT(c.bytes >= c_bytes, where + ": C holds " + std::to_string(c.bytes) + " bytes, needs " +
+                                     std::to_string(c_bytes));
+  if (bias) VKT_ASSERT(bias->bytes >= uint64_t(cols) * 4, where + ": bias shorter than the output columns");
+  for (const Operand* operand : {&left, &right})
+    VKT_ASSERT(!operand->range->overlaps(c), where + ": " + operand->name + " overlaps the output");
+
+  // Bias and the quantized-weight load stage index by the un-swapped operands, so a transposed
+  // launch swaps L and R, rows and cols, and writes C (and reads the bias) transposed.
+  MatmulTiling tiling = matmul_tiling(context, rows, cols, !right.quantized);
+  const Operand* l = &left;
+  const Operand* r = &right;
+  if (tiling.transposed) {
+    std::swap(l, r);
+    std::swap(rows, cols);
+  }
+  bool l_vec4 = inner > 0 && vec4_loads(*l, inner);
+  bool r_vec4 = inner > 0 && vec4_loads(*r, inner);
+  const uint32_t specialization[] = {tiling.workgroup_size(),
+                                     tiling.tile_rows,
+                                     tiling.tile_cols,
+                                     tiling.tile_inner,
+                                     tiling.thread_rows,
+                                     tiling.thread_cols,
+                                     l->p_contiguous,
+                                     r->p_contiguous,
+                                     type_code(l->type),
+                                     type_code(r->type),
+                                     type_code(c_type),
+                                     l_vec4,
+                                     r_vec4,
+                                     tiling.transposed,
+                                     tiling.subgroup_size,
+                                     beta != 0.0f,
+                                     bias != nullptr};
+  std::string shader = tiling.direct ? "matmul_direct" : "matmul";
+  if (needs_16bit) shader += "_s16";
+  const vk::Pipeline& pipeline = context.pipelines().get(shader, specialization);
+
+  MatmulPush push{};
+  push.l = l->range->address;
+  push.r = r->range->address;
+  push.c = c.address;
+  push.bias = bias ? bias->address : 0;
+  push.stride_l = l->batch_stride;
+  push.stride_r = r->batch_stride;
+  push.stride_c = batch.stride_c;
+  push.rows = rows;
+  push.cols = cols;
+  push.inner = inner;
+  push.ld_l = l->ld;
+  push.ld_r = r->ld;
+  push.ld_c = tiling.transposed ? rows : cols;  // C's row length: its original column count
+  push.alpha = alpha;
+  push.beta = beta;
+
+  Grid grid{ceil_div(cols, tiling.tile_cols), ceil_div(rows, tiling.tile_rows), batch.count};
+  if (tiling.direct) {
+    // One line of tiles, visited in groups of row tiles whose L rows fit a typical CPU L2
+    // (512 KiB), see shaders/matmul_direct.glsl.
+    uint64_t strip_bytes = uint64_t(tiling.tile_rows) * std::max(inner, 1u) * dtype_bytes(l->type);
+    push.group_rows = static_cast<uint32_t>(std::clamp<uint64_t>((512u << 10) / strip_bytes, 1, 16));
+    Grid line = grid_1d(uint64_t(grid.x) * grid.y, 1);
+    grid.x = line.x;
+    grid.y = line.y;
+  }
+
+  std::vector<BufferRange> reads = {*left.range, *right.range};
+  if (beta != 0.0f) reads.push_back(c);
+  if (bias) reads.push_back(*bias);
+  recorder.dispatch(pipeline, &push, sizeof push, grid.x, grid.y, grid.z, reads, {c}, label);
+}
+
+void check_dense(const WeightRef& w, const char* op) {
+  VKT_ASSERT(!is_quantized(w.format), std::string(op) + ": weight format " + weight_format_name(w.format) +
+                                          " is not implemented yet (dense fp32/fp16/bf16 only; quantized "
+                                          "weights come with shaders/quant.glsl)");
+}
+
+DType dense_type(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::f16: return DType::f16;
+    case WeightFormat::bf16: return DType::bf16;
+    default: return DType::f32;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Whether subgroupShuffle works in compute shaders, read once per physical device.
+bool supports_shuffle(vk::Context& context) {
+  static std::mutex mutex;
+  static std::map<VkPhysicalDevice, bool> known;
+  std::lock_guard lock(mutex);
+  auto [it, inserted] = known.try_emplace(context.physical_device(), false);
+  if (inserted) {
+    VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+    VkPhysicalDeviceProperties2 properties{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+    properties.pNext = &subgroup;
+    vkGetPhysicalDeviceProperties2(context.physical_device(), &properties);
+    it->second = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                 (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
+  }
+  return it->second;
+}
+
+}  // namespace
+
+MatmulTiling matmul_tiling(vk::Context& context, uint32_t rows, uint32_t cols, bool allow_transpose) {
+  const auto& caps = context.caps();
+  bool small_tiles = env_set("VKT_DISABLE_MATMUL_LARGE_TILES");
+  MatmulTiling tiling;
+  // The direct body wants a CPU driver (loads are per-lane scalar accesses there, see
+  // shaders/matmul_direct.glsl) and a subgroup size the shader can count on.
+  tiling.direct = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU && caps.subgroup_size >= 4 &&
+                  caps.min_subgroup_size == caps.max_subgroup_size && supports_shuffle(context) &&
+                  !env_set("VKT_DISABLE_MATMUL_DIRECT");
+  if (tiling.direct) {
+    // Each lane keeps 32 rows x 4 columns of accumulators: per step over P it loads 4 + 32/8
+    // values (as 64-bit words) for 128 FMAs, and the 128 accumulators stay in registers and L1.
+    // Measured on lavapipe (1024^3 fp32 nt, quiet machine): 32x4 ~45 GFLOP/s with a 0.6 s
+    // compile; 32x32 16 and 8.5 s (accumulators spill); 16x8 40; 8x8 28.
+    uint32_t lanes = caps.subgroup_size;
+    tiling.subgroup_size = lanes;
+    tiling.thread_cols = 4;
+    // A thin output (a LoRA rank) goes down the rows, so the lanes' 4-column groups are full.
+    tiling.transposed = allow_transpose && cols < lanes * tiling.thread_cols && rows > cols;
+    uint32_t down = tiling.transposed ? cols : rows;
+    tiling.thread_rows = lanes;  // a multiple of the subgroup size: each lane loads whole rows
+    while (tiling.thread_rows < 32 && down > tiling.thread_rows && !small_tiles) tiling.thread_rows *= 2;
+    tiling.tile_rows = tiling.thread_rows;
+    tiling.tile_cols = lanes * tiling.thread_cols;
+    tiling.tile_inner = 4;
+    return tiling;
+  }
+  // Tiled: 8x8 outputs per thread, 16 shared-memory values read per 64 FMAs. The workgroup tile
+  // shrinks to 64 or 32 along a dimension that small, so thin products (decode, LoRA ranks) do
+  // not compute mostly padding.
+  auto tile_for = [&](uint32_t extent) -> uint32_t { return small_tiles || extent <= 32 ? 32 : extent <= 64 ? 64 : 128; };
+  tiling.tile_rows = tile_for(rows);
+  tiling.tile_cols = tile_for(cols);
+  // Workgroups above the device limit (at least 128 in Vulkan) lose the tall tile.
+  while (tiling.workgroup_size() > caps.max_workgroup_invocations && tiling.tile_rows > 32) tiling.tile_rows /= 2;
+  tiling.tile_inner = 16;
+  VKT_ASSERT(tiling.shared_bytes() <= caps.max_shared_memory, "matmul tile does not fit shared memory");
+  return tiling;
+}
+
+void matmul_nt(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
+               DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta, const BufferRange* bias,
+               MatmulBatch batch) {
+  check_dense(w, "matmul_nt");
+  Operand left{&a, a_type, true, k, m, batch.stride_a, "A"};
+  Operand right{&w.data, dense_type(w.format), true, k, n, batch.stride_b, "W", is_quantized(w.format)};
+  record(recorder, "matmul_nt", left, right, c, c_type, m, n, k, alpha, beta, bias, batch);
+}
+
+void matmul_nn(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
+               DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta, MatmulBatch batch) {
+  check_dense(w, "matmul_nn");
+  Operand left{&a, a_type, true, n, m, batch.stride_a, "A"};
+  Operand right{&w.data, dense_type(w.format), false, k, k, batch.stride_b, "W", is_quantized(w.format)};
+  record(recorder, "matmul_nn", left, right, c, c_type, m, k, n, alpha, beta, nullptr, batch);
+}
+
+void matmul_tn(Recorder& recorder, const BufferRange& a, DType a_type, const BufferRange& b, DType b_type,
+               const BufferRange& c, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta, MatmulBatch batch) {
+  Operand left{&a, a_type, false, n, n, batch.stride_a, "A"};
+  Operand right{&b, b_type, false, k, k, batch.stride_b, "B"};
+  record(recorder, "matmul_tn", left, right, c, DType::f32, n, k, m, alpha, beta, nullptr, batch);
+}
+
+}  // namespace vkt::kernels
+
+namespace vkt::ref {
+
+void matmul_nt(const float* a, const float* w, float* c, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta,
+               const float* bias) {
+  for (uint32_t i = 0; i < m; i++)
+    for (uint32_t j = 0; j < n; j++) {
+      double sum = 0;
+      for (uint32_t p = 0; p < k; p++) sum += double(a[size_t(i) * k + p]) * w[size_t(j) * k + p];
+      double value = double(alpha) * sum + (beta == 0 ? 0.0 : double(beta) * c[size_t(i) * n + j]);
+      if (bias) value += bias[j];
+      c[size_t(i) * n + j] = static_cast<float>(value);
+    }
+}
+
+void matmul_nn(const float* a, const float* w, float* c, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta) {
+  std::vector<double> row(k);
+  for (uint32_t i = 0; i < m; i++) {
+    std::fill(row.begin(), row.end(), 0.0);
+    for (uint32_t p = 0; p < n; p++) {
+      double a_ip = a[size_t(i) * n + p];
+      const float* w_row = w + size_t(p) * k;
+      for (uint32_t j = 0; j < k; j++) row[j] += a_ip * w_row[j];
+    }
+    for (uint32_t j = 0; j < k; j++) {
+      float& out = c[size_t(i) * k + j];
+      out = static_cast<float>(double(alpha) * row[j] + (beta == 0 ? 0.0 : double(beta) * out));
+    }
+  }
+}
+
+void matmul_tn(const float* a, const float* b, float* c, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta) {
+  std::vector<double> sums(size_t(n) * k, 0.0);
+  for (uint32_t p = 0; p < m; p++)
+    for (uint32_t i = 0; i < n; i++) {
+      double a_pi = a[size_t(p) * n + i];
+      const float* b_row = b + size_t(p) * k;
+      double* out = sums.data() + size_t(i) * k;
+      for (uint32_t j = 0; j < k; j++) out[j] += a_pi * b_row[j];
+    }
+  for (size_t e = 0; e < sums.size(); e++)
+    c[e] = static_cast<float>(double(alpha) * sums[e] + (beta == 0 ? 0.0 : double(beta) * c[e]));
+}
+
+}  // namespace vkt::ref

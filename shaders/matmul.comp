@@ -1,0 +1,155 @@
+#version 460
+//! variant s16: -DSTORAGE_16BIT
+//! variant direct: -DMATMUL_DIRECT
+//! variant direct_s16: -DMATMUL_DIRECT -DSTORAGE_16BIT
+// Matrix products for matmul_nt / matmul_nn / matmul_tn (engine/kernels/matmul.hpp).
+//
+// All three are one canonical product over an inner dimension P:
+//   C[i, j] = alpha * sum_p L[i, p] * R[p, j] + beta * C[i, j] (+ bias[j])   i < rows, j < cols
+// where L and R are read either with p contiguous in memory or with i (resp. j) contiguous:
+//   matmul_nt: L = A[M,K] (p contiguous), R = W[N,K]ᵀ (p contiguous)
+//   matmul_nn: L = A[M,N] (p contiguous), R = W[N,K]  (j contiguous)
+//   matmul_tn: L = A[M,N]ᵀ (i contiguous), R = B[M,K] (j contiguous)
+// and C may be stored transposed (the host swaps L and R to put the longer output dimension
+// across the lanes of the direct path). Layouts, storage types, tile sizes and 4-element loads
+// are specialization constants, so the driver compiles only the path it runs.
+//
+// Variants: the plain ones are fp32 only and run on devices without 16-bit storage buffers;
+// "s16" adds fp16/bf16 operands. Two bodies:
+// - matmul_tiled.glsl (default, GPUs): workgroup tiles staged through shared memory, vec4
+//   loads, a register tile per thread;
+// - matmul_direct.glsl (MATMUL_DIRECT, CPU drivers such as lavapipe): no shared memory, big
+//   per-lane register tiles fed by 64-bit loads, rows shared across a subgroup by shuffles.
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
+#ifdef STORAGE_16BIT
+#extension GL_EXT_shader_16bit_storage : require
+#endif
+#ifdef MATMUL_DIRECT
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#endif
+#include "common.glsl"
+
+layout(constant_id = 0) const uint WORKGROUP_SIZE = 256;
+layout(constant_id = 1) const uint TILE_ROWS = 128;        // outputs per workgroup
+layout(constant_id = 2) const uint TILE_COLS = 128;
+layout(constant_id = 3) const uint TILE_INNER = 16;        // tiled: P per shared-memory slice (multiple of 4)
+layout(constant_id = 4) const uint THREAD_ROWS = 8;        // tiled: rows per thread; direct: rows per subgroup
+layout(constant_id = 5) const uint THREAD_COLS = 8;        // columns per thread (lane); multiple of 4
+layout(constant_id = 6) const bool L_P_CONTIGUOUS = true;  // L[i,p] at i*ld_l + p (else p*ld_l + i)
+layout(constant_id = 7) const bool R_P_CONTIGUOUS = true;  // R[p,j] at j*ld_r + p (else p*ld_r + j)
+layout(constant_id = 8) const uint L_TYPE = 0;             // 0 fp32, 1 fp16, 2 bf16 (engine DType)
+layout(constant_id = 9) const uint R_TYPE = 0;             // dense weight storage: 0 fp32, 1 fp16, 2 bf16
+layout(constant_id = 10) const uint C_TYPE = 0;
+layout(constant_id = 11) const bool L_VEC4 = false;        // host checked: 4-element groups whole and aligned
+layout(constant_id = 12) const bool R_VEC4 = false;
+layout(constant_id = 13) const bool C_TRANSPOSED = false;  // C[i,j] at j*ld_c + i; bias indexed by i
+layout(constant_id = 14) const uint SUBGROUP_SIZE = 8;     // direct: the device's fixed subgroup size
+// Known when recording, so the epilogue carries no branch it does not need (llvmpipe executes
+// both sides of a branch under a mask, even a uniform one).
+layout(constant_id = 15) const bool ACCUMULATE = false;    // beta != 0: read C
+layout(constant_id = 16) const bool HAS_BIAS = false;
+
+layout(local_size_x_id = 0) in;
+
+layout(push_constant) uniform Push {
+  uint64_t l;         // L operand (see above), L_TYPE
+  uint64_t r;         // R operand, R_TYPE
+  uint64_t c;         // (rows, cols) with leading dimension ld_c, C_TYPE; read when beta != 0
+  uint64_t bias;      // (cols) fp32 ((rows) when C_TRANSPOSED); read when HAS_BIAS
+  uint64_t stride_l;  // elements between batch entries
+  uint64_t stride_r;
+  uint64_t stride_c;
+  uint rows, cols, inner;
+  uint ld_l, ld_r, ld_c;  // leading dimensions in elements
+  float alpha, beta;
+  uint group_rows;  // direct: row tiles per group in the tile order (see matmul_direct.glsl)
+} p;
+
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32 { float v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer F32x4 { vec4 v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer U64 { uint64_t v[]; };
+#ifdef STORAGE_16BIT
+layout(buffer_reference, std430, buffer_reference_align = 2) buffer F16 { float16_t v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer F16x4 { f16vec4 v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 2) buffer U16 { uint16_t v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer U16x4 { u16vec4 v[]; };
+#endif
+
+const uint TYPE_F32 = 0, TYPE_F16 = 1, TYPE_BF16 = 2;
+
+uint type_bytes(uint type) { return type == TYPE_F32 ? 4 : 2; }
+float bf16_to_float(uint bits) { return uintBitsToFloat(bits << 16); }
+vec4 bf16_to_float(uvec4 bits) { return uintBitsToFloat(bits << 16); }
+// Round to nearest even, as engine/base/half.hpp; NaN stays NaN.
+uint float_to_bf16(float value) {
+  uint bits = floatBitsToUint(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return (bits >> 16) | 0x40u;
+  return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+}
+
+// One element of a dense tensor.
+float load_dense(uint64_t base, uint type, uint index) {
+#ifdef STORAGE_16BIT
+  if (type == TYPE_F16) return float(F16(base).v[index]);
+  if (type == TYPE_BF16) return bf16_to_float(uint(U16(base).v[index]));
+#endif
+  return F32(base).v[index];
+}
+
+// Four consecutive elements starting at `index` (a multiple of 4; the base is aligned to 4
+// elements). The direct path reads them as 64-bit words: llvmpipe turns every load into one
+// scalar access per lane and per component, so one uint64 carrying two fp32 (or four 16-bit)
+// values costs what a single float does; a vec4 costs four.
+vec4 load_dense4(uint64_t base, uint type, uint index) {
+#ifdef MATMUL_DIRECT
+  if (type == TYPE_F32) {
+    U64 words = U64(base);
+    return vec4(uintBitsToFloat(unpackUint2x32(words.v[index / 2])),
+                uintBitsToFloat(unpackUint2x32(words.v[index / 2 + 1])));
+  }
+  uvec2 halves = unpackUint2x32(U64(base).v[index / 4]);
+  if (type == TYPE_F16) return vec4(unpackHalf2x16(halves.x), unpackHalf2x16(halves.y));
+  return bf16_to_float(uvec4(halves.x & 0xffffu, halves.x >> 16, halves.y & 0xffffu, halves.y >> 16));
+#else
+#ifdef STORAGE_16BIT
+  if (type == TYPE_F16) return vec4(F16x4(base).v[index / 4]);
+  if (type == TYPE_BF16) return bf16_to_float(uvec4(U16x4(base).v[index / 4]));
+#endif
+  return F32x4(base).v[index / 4];
+#endif
+}
+
+// The weight (R operand) load stage: `index` is the element's position in the flattened weight
+// (row-major W[N,K] for nt/nn, B[M,K] for tn), which is also how quantization blocks are laid
+// out (engine/kernels/types.hpp). Quantized formats will replace these two functions under a
+// define (e.g. WEIGHT_NF4 including quant.glsl); dense formats are chosen by R_TYPE.
+// load_weight4 reads elements index .. index+3 (index % 4 == 0).
+float load_weight(uint64_t base, uint index) { return load_dense(base, R_TYPE, index); }
+vec4 load_weight4(uint64_t base, uint index) { return load_dense4(base, R_TYPE, index); }
+
+float load_left(uint64_t base, uint index) { return load_dense(base, L_TYPE, index); }
+vec4 load_left4(uint64_t base, uint index) { return load_dense4(base, L_TYPE, index); }
+
+// Writes alpha * sum (+ beta * C) (+ bias) to C[i, j] of one batch entry; i < rows, j < cols.
+void store_output(uint64_t c_base, uint i, uint j, float sum) {
+  uint index = C_TRANSPOSED ? j * p.ld_c + i : i * p.ld_c + j;
+  float value = p.alpha * sum;
+  if (ACCUMULATE) value += p.beta * load_dense(c_base, C_TYPE, index);  // beta 0: C may hold NaN, unread
+  if (HAS_BIAS) value += F32(p.bias).v[C_TRANSPOSED ? i : j];
+#ifdef STORAGE_16BIT
+  if (C_TYPE == TYPE_F16) { F16(c_base).v[index] = float16_t(value); return; }
+  if (C_TYPE == TYPE_BF16) { U16(c_base).v[index] = uint16_t(float_to_bf16(value)); return; }
+#endif
+  F32(c_base).v[index] = value;
+}
+
+// This workgroup's batch entry: the operands' base addresses.
+uint64_t batch_base(uint64_t base, uint64_t stride, uint type) { return base + gl_WorkGroupID.z * stride * type_bytes(type); }
+
+#ifdef MATMUL_DIRECT
+#include "matmul_direct.glsl"
+#else
+#include "matmul_tiled.glsl"
+#endif

@@ -1,0 +1,270 @@
+// matmul_nt / matmul_nn / matmul_tn against the fp64 CPU references: shapes that are not
+// multiples of any tile (1, 7, 33, 65, 127, 130) and a realistic one, alpha/beta/bias, batches,
+// every storage combination, unaligned operands (scalar loads), and the three forms checked as
+// each other's backward with finite differences.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+#include "engine/base/error.hpp"
+#include "engine/base/half.hpp"
+#include "engine/kernels/matmul.hpp"
+#include "tests/kernel_harness.hpp"
+
+using namespace vkt;
+using kernels::DType;
+using vkt::test::context;
+using vkt::test::Guarded;
+
+namespace {
+
+enum class Form { nt, nn, tn };
+
+const char* form_name(Form form) { return form == Form::nt ? "matmul_nt" : form == Form::nn ? "matmul_nn" : "matmul_tn"; }
+
+float round_to(float value, DType type) {
+  if (type == DType::f16) return half_to_float(float_to_half(value));
+  if (type == DType::bf16) return bf16_to_float(float_to_bf16(value));
+  return value;
+}
+
+// Host values already rounded to their storage type, as the kernel will see them.
+std::vector<float> random_stored(size_t count, uint32_t seed, DType type) {
+  std::vector<float> values = test::random_floats(count, seed);
+  for (float& value : values) value = round_to(value, type);
+  return values;
+}
+
+// A device copy of `values` in `type`, preceded by `offset` unused elements (to make the
+// operand's address unaligned) and followed by the guard region.
+struct DeviceTensor {
+  Guarded buffer;
+  size_t offset_bytes;
+  kernels::BufferRange range() const {
+    kernels::BufferRange full = buffer.range();
+    return {full.buffer, full.offset + offset_bytes, full.bytes - offset_bytes, full.address + offset_bytes};
+  }
+};
+
+DeviceTensor upload_as(const std::vector<float>& values, DType type, size_t offset = 0, const std::string& name = "t") {
+  if (type == DType::f32) {
+    std::vector<float> padded(offset, 0.0f);
+    padded.insert(padded.end(), values.begin(), values.end());
+    return {Guarded::of(padded, name), offset * 4};
+  }
+  std::vector<uint16_t> raw(offset + values.size(), 0);
+  for (size_t i = 0; i < values.size(); i++)
+    raw[offset + i] = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
+  return {Guarded::of_raw(raw, name), offset * 2};
+}
+
+std::vector<float> read_as(const DeviceTensor& tensor, DType type, size_t count) {
+  std::vector<float> values(count);
+  if (type == DType::f32) {
+    auto all = tensor.buffer.read<float>();
+    std::copy(all.begin() + tensor.offset_bytes / 4, all.begin() + tensor.offset_bytes / 4 + count, values.begin());
+  } else {
+    auto all = tensor.buffer.read<uint16_t>();
+    for (size_t i = 0; i < count; i++) {
+      uint16_t bits = all[tensor.offset_bytes / 2 + i];
+      values[i] = type == DType::f16 ? half_to_float(bits) : bf16_to_float(bits);
+    }
+  }
+  return values;
+}
+
+kernels::WeightFormat weight_format(DType type) {
+  return type == DType::f16 ? kernels::WeightFormat::f16
+         : type == DType::bf16 ? kernels::WeightFormat::bf16
+                               : kernels::WeightFormat::f32;
+}
+
+struct Case {
+  Form form = Form::nt;
+  uint32_t m = 1, n = 1, k = 1;  // as in matmul.hpp for this form
+  DType a = DType::f32, w = DType::f32, c = DType::f32;  // w: the weight (nt/nn) or B (tn)
+  float alpha = 1, beta = 0;
+  bool bias = false;
+  uint32_t batch = 1;
+  size_t offset_a = 0, offset_w = 0;  // leading unused elements: unaligned operands
+  std::string what() const {
+    return std::string(form_name(form)) + " M=" + std::to_string(m) + " N=" + std::to_string(n) +
+           " K=" + std::to_string(k) + " a=" + kernels::dtype_name(a) + " w=" + kernels::dtype_name(w) +
+           " c=" + kernels::dtype_name(c) + " alpha=" + std::to_string(alpha) + " beta=" + std::to_string(beta) +
+           (bias ? " bias" : "") + " batch=" + std::to_string(batch) + " offsets=" + std::to_string(offset_a) + "," +
+           std::to_string(offset_w);
+  }
+};
+
+// Element counts of one batch entry's A, W (or B) and C, and the inner (summed) length.
+void sizes(const Case& t, size_t& a, size_t& w, size_t& c, uint32_t& inner) {
+  if (t.form == Form::nt) a = size_t(t.m) * t.k, w = size_t(t.n) * t.k, c = size_t(t.m) * t.n, inner = t.k;
+  else if (t.form == Form::nn) a = size_t(t.m) * t.n, w = size_t(t.n) * t.k, c = size_t(t.m) * t.k, inner = t.n;
+  else a = size_t(t.m) * t.n, w = size_t(t.m) * t.k, c = size_t(t.n) * t.k, inner = t.m;
+}
+
+void record_case(vk::Recorder& r, const Case& t, const kernels::BufferRange& a, const kernels::BufferRange& w,
+                 const kernels::BufferRange& c, const kernels::BufferRange* bias, size_t a_count, size_t w_count,
+                 size_t c_count) {
+  kernels::MatmulBatch batch{t.batch, a_count, w_count, c_count};
+  kernels::WeightRef weight;
+  weight.format = weight_format(t.w);
+  weight.data = w;
+  if (t.form == Form::nt) kernels::matmul_nt(r, a, t.a, weight, c, t.c, t.m, t.n, t.k, t.alpha, t.beta, bias, batch);
+  else if (t.form == Form::nn) kernels::matmul_nn(r, a, t.a, weight, c, t.c, t.m, t.n, t.k, t.alpha, t.beta, batch);
+  else kernels::matmul_tn(r, a, t.a, w, t.w, c, t.m, t.n, t.k, t.alpha, t.beta, batch);
+}
+
+void run_case(Case t, uint32_t seed = 1) {
+  if (t.form == Form::tn) t.c = DType::f32;  // matmul_tn writes fp32 weight gradients
+  INFO(t.what());
+  size_t a_count, w_count, c_count;
+  uint32_t inner;
+  sizes(t, a_count, w_count, c_count, inner);
+  auto a = random_stored(a_count * t.batch, seed, t.a);
+  auto w = random_stored(w_count * t.batch, seed + 1, t.w);
+  auto c_before = random_stored(c_count * t.batch, seed + 2, t.c);
+  uint32_t cols = t.form == Form::nt ? t.n : t.k;
+  auto bias = test::random_floats(cols, seed + 3);
+
+  DeviceTensor a_device = upload_as(a, t.a, t.offset_a, "A");
+  DeviceTensor w_device = upload_as(w, t.w, t.offset_w, "W");
+  DeviceTensor c_device = upload_as(c_before, t.c, 0, "C");
+  Guarded bias_device = Guarded::of(bias, "bias");
+  kernels::BufferRange bias_range = bias_device.range();
+  context().run([&](vk::Recorder& r) {
+    record_case(r, t, a_device.range(), w_device.range(), c_device.range(), t.bias ? &bias_range : nullptr, a_count,
+                w_count, c_count);
+  });
+
+  std::vector<float> expected = c_before;
+  for (uint32_t b = 0; b < t.batch; b++) {
+    const float* a_b = a.data() + b * a_count;
+    const float* w_b = w.data() + b * w_count;
+    float* c_b = expected.data() + b * c_count;
+    if (t.form == Form::nt) ref::matmul_nt(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta, t.bias ? bias.data() : nullptr);
+    else if (t.form == Form::nn) ref::matmul_nn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
+    else ref::matmul_tn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
+  }
+  auto actual = read_as(c_device, t.c, expected.size());
+
+  // Tolerances. The reference sees the same rounded inputs, so only two errors remain:
+  // - fp32 accumulation of `inner` products of values in [-1, 1): rounding errors add up like
+  //   a random walk, about eps*sqrt(inner) relative to the result scale; 8x that is the bound
+  //   (eps = 2^-24 per operation, tile-order sums differ from the reference's order);
+  // - rounding the result to C's storage type: half an ulp, 2^-11 (fp16) or 2^-8 (bf16) relative.
+  double scale = 1e-3;
+  for (float value : expected) scale = std::max(scale, double(std::fabs(value)));
+  double accumulation = 8.0 * std::ldexp(1.0, -24) * std::sqrt(double(inner) + 1.0);
+  double storage = t.c == DType::f16 ? std::ldexp(1.0, -11) : t.c == DType::bf16 ? std::ldexp(1.0, -8) : 0.0;
+  double relative = accumulation + storage;
+  test::check_close(actual, expected, relative * relative, relative * scale, t.what());
+  CHECK(c_device.buffer.guard_intact());
+  CHECK(a_device.buffer.guard_intact());
+  CHECK(w_device.buffer.guard_intact());
+}
+
+// Shapes not multiple of any tile or vec4 group, and at tile boundaries.
+const uint32_t odd_shapes[][3] = {{1, 1, 1},    {7, 33, 65},   {33, 7, 127}, {65, 130, 33},
+                                  {127, 65, 7}, {130, 127, 130}, {1, 130, 64}, {129, 1, 12}};
+
+void odd_shape_cases(Form form) {
+  for (const auto& shape : odd_shapes) {
+    Case t;
+    t.form = form;
+    t.m = shape[0], t.n = shape[1], t.k = shape[2];
+    run_case(t);
+  }
+}
+
+void scaling_cases(Form form) {
+  for (auto [alpha, beta, bias] : {std::tuple{0.5f, 0.0f, false}, {1.0f, 1.0f, false}, {-2.0f, 0.25f, true}}) {
+    if (bias && form != Form::nt) continue;
+    Case t;
+    t.form = form;
+    t.m = 33, t.n = 70, t.k = 65;
+    t.alpha = alpha, t.beta = beta, t.bias = bias;
+    run_case(t, 7);
+  }
+}
+
+void realistic_case(Form form) {
+  Case t;
+  t.form = form;
+  t.m = 256, t.n = 384, t.k = 320;
+  run_case(t, 11);
+}
+
+void batched_cases(Form form) {
+  Case t;
+  t.form = form;
+  t.m = 33, t.n = 20, t.k = 24;
+  t.batch = 3;
+  t.beta = 0.5f;
+  run_case(t, 13);
+  t.m = 7, t.n = 9, t.k = 5;  // odd batch strides: scalar loads
+  t.batch = 4;
+  run_case(t, 17);
+}
+
+void storage_cases(Form form) {
+  if (!context().caps().storage_16bit) return;
+  const DType types[] = {DType::f32, DType::f16, DType::bf16};
+  for (DType a : types)
+    for (DType w : types)
+      for (DType c : types) {
+        if (form == Form::tn && c != DType::f32) continue;
+        Case t;
+        t.form = form;
+        t.a = a, t.w = w, t.c = c;
+        t.m = 36, t.n = 40, t.k = 44;
+        t.beta = c == DType::f32 ? 0.0f : 0.5f;
+        run_case(t, 19);
+      }
+  // Odd sizes with 16-bit storage: scalar 16-bit loads and stores at every edge.
+  Case t;
+  t.form = form;
+  t.a = DType::f16, t.w = DType::bf16, t.c = DType::f16;
+  t.m = 65, t.n = 33, t.k = 7;
+  run_case(t, 23);
+}
+
+void unaligned_cases(Form form) {
+  for (DType type : {DType::f32, DType::f16}) {
+    if (type != DType::f32 && !context().caps().storage_16bit) continue;
+    Case t;
+    t.form = form;
+    t.a = t.w = type;
+    t.m = 40, t.n = 36, t.k = 64;  // vec4-friendly sizes, but the operands start one element late
+    t.offset_a = 1, t.offset_w = 3;
+    run_case(t, 29);
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("kernels_matmul") {
+
+TEST_CASE("matmul_nt: odd shapes against the fp64 reference") { odd_shape_cases(Form::nt); }
+TEST_CASE("matmul_nt: alpha, beta and bias") { scaling_cases(Form::nt); }
+TEST_CASE("matmul_nt: realistic shape 256x384x320") { realistic_case(Form::nt); }
+TEST_CASE("matmul_nt: batched") { batched_cases(Form::nt); }
+TEST_CASE("matmul_nt: every fp32/fp16/bf16 storage combination") { storage_cases(Form::nt); }
+TEST_CASE("matmul_nt: unaligned operands fall back to scalar loads") { unaligned_cases(Form::nt); }
+
+TEST_CASE("matmul_nn: odd shapes against the fp64 reference") { odd_shape_cases(Form::nn); }
+TEST_CASE("matmul_nn: alpha and beta") { scaling_cases(Form::nn); }
+TEST_CASE("matmul_nn: realistic shape 256x384x320") { realistic_case(Form::nn); }
+TEST_CASE("matmul_nn: batched") { batched_cases(Form::nn); }
+TEST_CASE("matmul_nn: every fp32/fp16/bf16 storage combination") { storage_cases(Form::nn); }
+TEST_CASE("matmul_nn: unaligned operands fall back to scalar loads") { unaligned_cases(Form::nn); }
+
+TEST_CASE("matmul_tn: odd shapes against the fp64 reference") { odd_shape_cases(Form::tn); }
+TEST_CASE("matmul_tn: alpha and beta") { scaling_cases(Form::tn); }
+TEST_CASE("matmul_tn: realistic shape 256x384x320") { realistic_case(Form::tn); }
+TEST_CASE("matmul_tn: batched") { batched_cases(Form::tn); }
+TEST_CASE("matmul_tn: every fp32/fp16/bf16 storage combination") { storage_cases(Form::tn); }
+TEST_CASE("matmul_tn: unaligned operands fall back to scalar loads") { unaligned_cases(Form::tn); }
+
+}  // TEST_SUITE
