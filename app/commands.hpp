@@ -7,5 +7,7 @@ namespace vkt::app {
 void add_devices_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_dashboard_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 
 }  // namespace vkt::app

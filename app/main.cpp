@@ -11,6 +11,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "vktune 0.1.0");
   vkt::app::add_devices_command(app);
+  vkt::app::add_train_command(app);
+  vkt::app::add_plan_command(app);
   vkt::app::add_bench_command(app);
   vkt::app::add_dashboard_command(app);
   try {

@@ -13,35 +13,13 @@
 namespace vkt::ui {
 
 train::ScheduleSettings schedule_settings(const train::RunInfo& info) {
+  using train::apply_schedule_kwargs;
   train::ScheduleSettings settings;
   settings.type = train::schedule_from_name(info.schedule_type.empty() ? "constant" : info.schedule_type);
   settings.peak_lr = info.peak_learning_rate;
   settings.warmup_steps = info.warmup_steps;
   settings.max_steps = std::max<long long>(1, info.max_steps);
-  nlohmann::json kwargs;
-  try {
-    kwargs = nlohmann::json::parse(info.schedule_kwargs.empty() ? "{}" : info.schedule_kwargs);
-  } catch (const nlohmann::json::exception& error) {
-    throw UserError("run.json: schedule kwargs are not JSON: " + std::string(error.what()),
-                    "it should be an object such as {\"num_cycles\": 2}");
-  }
-  if (!kwargs.is_object())
-    throw UserError("run.json: schedule kwargs are not a JSON object: " + info.schedule_kwargs,
-                    "it should be an object such as {\"num_cycles\": 2}");
-  try {
-    settings.num_cycles = kwargs.value("num_cycles", settings.num_cycles);
-    settings.lr_end = kwargs.value("lr_end", settings.lr_end);
-    settings.power = kwargs.value("power", settings.power);
-    settings.timescale = kwargs.value("timescale", settings.timescale);
-    settings.num_decay_steps = kwargs.value("num_decay_steps", settings.num_decay_steps);
-    settings.num_stable_steps = kwargs.value("num_stable_steps", settings.num_stable_steps);
-    settings.decay_type = kwargs.value("decay_type", settings.decay_type);
-    settings.warmup_type = kwargs.value("warmup_type", settings.warmup_type);
-    settings.min_lr_ratio = kwargs.value("min_lr_ratio", settings.min_lr_ratio);
-  } catch (const nlohmann::json::exception& error) {
-    throw UserError("run.json: a schedule kwarg has the wrong type: " + std::string(error.what()),
-                    "numbers for num_cycles, lr_end, power, timescale, num_*_steps, min_lr_ratio; strings for *_type");
-  }
+  apply_schedule_kwargs(settings, info.schedule_kwargs, "run.json");
   return settings;
 }
 

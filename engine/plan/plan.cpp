@@ -5,6 +5,9 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/kernels/embedding.hpp"
+#include "engine/kernels/norm.hpp"
+#include "engine/kernels/reduce.hpp"
 
 namespace vkt::plan {
 
@@ -323,9 +326,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       b.add("act.dropout", Category::workspace, rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * f);
     b.add("loss.rows", Category::workspace, rows * f);
   } else {
-    // Inference: one layer's activations at a time.
+    // Inference: one layer's activations at a time; the residual stream is updated in place.
+    b.add("act.stream", Category::activations, rows * m.hidden * f);
     layer_activations(b, "act.recompute.", m, s, rows, false);
-    b.add("act.final.input", Category::activations, rows * m.hidden * f);
     b.add("act.final.rstd", Category::activations, rows * f);
     b.add("act.final.norm", Category::activations, rows * m.hidden * f);
   }
@@ -341,6 +344,23 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     }
   }
   b.add("step_state", Category::workspace, 256);
+  b.add("rope.inv_freq", Category::workspace, m.head_dim / 2 * 4);
+  if (training) {
+    b.add("loss.step", Category::workspace, 16);
+    b.add("loss.window", Category::workspace, 16);
+  }
+  // One scratch shared by the reductions (the recorder orders its users): bias gradients,
+  // rmsnorm weight gradients, loss sums and the embedding gradient's sort.
+  uint64_t reduce = kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), 1);
+  if (training && full) {
+    uint64_t widest = std::max(m.hidden, std::max(m.heads, m.kv_heads) * m.head_dim);
+    reduce = std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(widest)));
+    reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.hidden)));
+    reduce = std::max(reduce, kernels::embedding_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.vocab)));
+  } else if (training) {
+    reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.hidden)));
+  }
+  b.add("workspace.reduce", Category::workspace, reduce);
   return plan;
 }
 

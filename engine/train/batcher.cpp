@@ -81,6 +81,10 @@ MicroBatch Batcher::next() {
   out.positions.assign(cells, 0);
   out.segments.assign(cells, 0xffffffffu);  // padding: a segment of its own
   for (uint32_t b = 0; b < batch; b++) {
+    if (position_.next_row >= rows_per_epoch() && !settings_.wrap_epochs) {
+      for (size_t t = 0; t < seq; t++) out.positions[static_cast<size_t>(b) * seq + t] = static_cast<uint32_t>(t);
+      continue;
+    }
     if (position_.next_row >= rows_per_epoch()) {
       // The epoch ends inside a micro-batch: the rest of it starts the next epoch, as a
       // dataloader over repeated epochs would.

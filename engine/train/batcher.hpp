@@ -33,6 +33,9 @@ struct BatcherSettings {
   bool shuffle = true;
   uint64_t seed = 42;
   uint32_t pad_id = 0;
+  // When an epoch ends inside a micro-batch: true starts the next epoch (training), false leaves
+  // the remaining rows as padding with zero weight (evaluation: every example exactly once).
+  bool wrap_epochs = true;
 };
 
 // Where the batcher is; saved in checkpoints so a resumed run sees the same data.

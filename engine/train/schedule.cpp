@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/base/error.hpp"
 
 namespace vkt::train {
@@ -23,6 +25,40 @@ ScheduleType schedule_from_name(const std::string& name) {
   std::string valid;
   for (const char* n : names) valid += std::string(valid.empty() ? "" : ", ") + n;
   throw UserError("unknown --lr-scheduler-type '" + name + "'", "use one of: " + valid);
+}
+
+void apply_schedule_kwargs(ScheduleSettings& settings, const std::string& json, const std::string& where) {
+  nlohmann::json kwargs;
+  try {
+    kwargs = nlohmann::json::parse(json.empty() ? "{}" : json);
+  } catch (const nlohmann::json::exception& error) {
+    throw UserError(where + ": schedule kwargs are not JSON: " + std::string(error.what()),
+                    "it should be an object such as {\"num_cycles\": 2}");
+  }
+  if (!kwargs.is_object())
+    throw UserError(where + ": schedule kwargs are not a JSON object: " + json,
+                    "it should be an object such as {\"num_cycles\": 2}");
+  static const char* known[] = {"num_cycles", "lr_end", "power", "timescale", "num_decay_steps", "num_stable_steps",
+                                "decay_type", "warmup_type", "min_lr_ratio"};
+  for (const auto& item : kwargs.items())
+    if (std::find(std::begin(known), std::end(known), item.key()) == std::end(known))
+      throw UserError(where + ": unknown schedule kwarg '" + item.key() + "'",
+                      "known: num_cycles, lr_end, power, timescale, num_decay_steps, num_stable_steps, decay_type, "
+                      "warmup_type, min_lr_ratio");
+  try {
+    settings.num_cycles = kwargs.value("num_cycles", settings.num_cycles);
+    settings.lr_end = kwargs.value("lr_end", settings.lr_end);
+    settings.power = kwargs.value("power", settings.power);
+    settings.timescale = kwargs.value("timescale", settings.timescale);
+    settings.num_decay_steps = kwargs.value("num_decay_steps", settings.num_decay_steps);
+    settings.num_stable_steps = kwargs.value("num_stable_steps", settings.num_stable_steps);
+    settings.decay_type = kwargs.value("decay_type", settings.decay_type);
+    settings.warmup_type = kwargs.value("warmup_type", settings.warmup_type);
+    settings.min_lr_ratio = kwargs.value("min_lr_ratio", settings.min_lr_ratio);
+  } catch (const nlohmann::json::exception& error) {
+    throw UserError(where + ": a schedule kwarg has the wrong type: " + std::string(error.what()),
+                    "numbers for num_cycles, lr_end, power, timescale, num_*_steps, min_lr_ratio; strings for *_type");
+  }
 }
 
 long long resolve_warmup_steps(double warmup, long long max_steps) {

@@ -34,6 +34,11 @@ struct ScheduleSettings {
   double min_lr_ratio = 0;         // wsd
 };
 
+// Applies --lr-scheduler-kwargs (a JSON object; keys as in HF's schedule functions: num_cycles,
+// lr_end, power, timescale, num_decay_steps, num_stable_steps, decay_type, warmup_type,
+// min_lr_ratio). UserError naming `where` for bad JSON or wrong types.
+void apply_schedule_kwargs(ScheduleSettings& settings, const std::string& json, const std::string& where);
+
 // HF's warmup resolution: a value in (0, 1) is a ratio: ceil(ratio * max_steps).
 long long resolve_warmup_steps(double warmup, long long max_steps);
 

@@ -1,0 +1,113 @@
+// `vktune train`: LoRA / QLoRA / full finetuning. With a display (or --dashboard) the training runs
+// on its own thread and the dashboard window on the main thread; headless it prints a progress
+// bar. At the end the dashboard is rendered to a PNG (--plot FILE, else OUTPUT_DIR/dashboard.png
+// for headless runs).
+#include <cstdio>
+#include <exception>
+#include <thread>
+
+#include "app/commands.hpp"
+#include "app/train_flags.hpp"
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+#include "engine/base/log.hpp"
+#include "engine/plan/report.hpp"
+#include "engine/model/session.hpp"
+#include "engine/train/trainer.hpp"
+#include "ui/offscreen.hpp"
+#include "ui/window.hpp"
+
+namespace vkt::app {
+
+namespace {
+
+void print_summary(const train::TrainSummary& summary) {
+  std::printf("\ntrained %lld steps: loss %.4f -> %.4f, %.1f tokens/s\n", static_cast<long long>(summary.steps),
+              summary.first_loss, summary.last_loss, summary.tokens_per_second);
+  if (summary.eval_loss >= 0) std::printf("eval loss %.4f\n", summary.eval_loss);
+  std::printf("memory, planned vs measured (vktune plan predicts the planned column):\n%s",
+              plan::format_plan_vs_measured(summary.plan, summary.measured).c_str());
+  std::printf("output: %s\n", summary.output.c_str());
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto* command = app.add_subcommand("train", "Finetune a model: LoRA, QLoRA or full (HF TrainingArguments flag names)");
+  static TrainFlags flags;
+  flags.add_to(*command);
+  command->footer("Example:\n  vktune train --model examples/base --data data.jsonl --output-dir out --method qlora "
+                  "--lora-r 16 --learning-rate 2e-4 --max-steps 200");
+  command->callback([] {
+    train::TrainConfig config = flags.resolve();
+    train::validate(config);
+    bool window = config.dashboard || (!config.headless && ui::display_available());
+    if (config.dashboard && !ui::display_available())
+      throw UserError("--dashboard needs a display (DISPLAY or WAYLAND_DISPLAY)",
+                      "run with --headless; `vktune dashboard OUTPUT_DIR` can watch it from another machine");
+    train::RunMonitor monitor;
+    train::TrainSummary summary;
+    if (!window) {
+      summary = train::train(config, &monitor);
+      if (config.plot.empty()) config.plot = (std::filesystem::path(config.output_dir) / "dashboard.png").string();
+    } else {
+      std::exception_ptr failure;
+      std::thread worker([&] {
+        try {
+          summary = train::train(config, &monitor);
+        } catch (...) {
+          failure = std::current_exception();
+          monitor.set_state(train::RunState::failed);
+        }
+      });
+      ui::WindowOptions options;
+      options.title = "vktune: " + config.output_dir;
+      ui::run_dashboard_window(monitor, options);
+      worker.join();
+      if (failure) std::rethrow_exception(failure);
+    }
+    if (!config.plot.empty()) {
+      ui::render_dashboard_png(monitor.snapshot(), config.plot, 1280, 800);
+      log::info("dashboard written to " + config.plot);
+    }
+    print_summary(summary);
+  });
+}
+
+void add_plan_command(CLI::App& app) {
+  auto* command = app.add_subcommand("plan", "Tell before a run whether it fits, category by category (needs only config.json)");
+  static TrainFlags flags;
+  flags.add_to(*command);
+  static bool as_json = false;
+  static std::string device_memory;
+  static int64_t seq_len = 0;
+  command->add_flag("--json", as_json, "print JSON instead of the table");
+  command->add_option("--device-memory", device_memory, "judge against this much memory, e.g. 24GiB");
+  command->add_option("--seq-len", seq_len, "tokens per sequence (default: --max-length)");
+  command->callback([] {
+    train::TrainConfig config = flags.resolve();
+    if (config.model.empty()) throw UserError("--model is required", "give a model folder or its config.json");
+    model::ModelConfig model_config = model::load_model_config(config.model);
+    uint64_t tokens = seq_len > 0 ? static_cast<uint64_t>(seq_len) : static_cast<uint64_t>(config.max_length);
+    plan::RunSettings settings = train::run_settings(config, tokens);
+    std::optional<uint64_t> budget;
+    std::string device_name;
+    if (!device_memory.empty()) {
+      budget = plan::parse_byte_size(device_memory);
+    } else if (config.device >= 0) {
+      auto devices = vk::list_devices();
+      if (config.device >= static_cast<int64_t>(devices.size()))
+        throw UserError("--device " + std::to_string(config.device) + " does not exist", "`vktune devices` lists them");
+      const auto& caps = devices[static_cast<size_t>(config.device)];
+      uint64_t best = 0;
+      for (const auto& heap : caps.heaps)
+        if (heap.device_local) best = std::max(best, heap.budget ? heap.budget : heap.size);
+      budget = best;
+      device_name = caps.name;
+    }
+    plan::PlanReport report = plan::make_report(model::model_shape(model_config), settings, budget, device_name);
+    std::printf("%s\n", as_json ? plan::report_json(report).c_str() : plan::format_report(report).c_str());
+  });
+}
+
+}  // namespace vkt::app

@@ -1,0 +1,40 @@
+#pragma once
+// PEFT LoRA adapters: adapter_config.json + adapter_model.safetensors with PEFT's tensor names
+// (base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight (r, in), ...lora_B.weight
+// (out, r)), PEFT's initialisation (A ~ U(±1/√in) as kaiming_uniform(a=√5) gives, B = 0).
+#include <filesystem>
+#include <string>
+
+#include "engine/model/buffers.hpp"
+#include "engine/model/transformer.hpp"
+
+namespace vkt::model {
+
+// PEFT's name of a LoRA tensor: "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight".
+std::string peft_tensor_name(uint32_t layer, plan::Module module, bool a);
+// Our buffer name of the same tensor: "model.layers.3.self_attn.q_proj.lora_A".
+std::string lora_buffer_name(uint32_t layer, plan::Module module, bool a);
+
+// "all-linear" or a comma list of module names; UserError naming the unknown module.
+std::vector<plan::Module> parse_target_modules(const std::string& list);
+
+struct AdapterFile {
+  LoraSettings settings;
+  std::string base_model;  // base_model_name_or_path
+};
+// Reads DIR/adapter_config.json; UserError (naming the file) unless it is a LoRA adapter we can use.
+AdapterFile load_adapter_config(const std::filesystem::path& directory);
+
+// Fresh adapter: A uniform in ±1/√in from (seed, layer, module), B zero.
+void init_adapter(vk::Context& context, BufferSet& buffers, const plan::ModelShape& shape, const LoraSettings& lora,
+                  uint64_t seed);
+// Loads DIR/adapter_model.safetensors into the adapter buffers (shapes checked against r).
+void load_adapter_weights(vk::Context& context, BufferSet& buffers, const plan::ModelShape& shape,
+                          const LoraSettings& lora, const std::filesystem::path& directory);
+// Writes adapter_config.json and adapter_model.safetensors into `directory` (created; each file
+// written atomically).
+void save_adapter(vk::Context& context, const BufferSet& buffers, const plan::ModelShape& shape, const LoraSettings& lora,
+                  const std::string& base_model, const std::filesystem::path& directory,
+                  const std::string& prefix = "");
+
+}  // namespace vkt::model

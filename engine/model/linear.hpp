@@ -1,0 +1,66 @@
+#pragma once
+// A linear layer of the model: a frozen (or fully trained) base weight in any format, an
+// optional bias, and an optional LoRA adapter, with PEFT's semantics:
+//   y = x·Wᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ        s = alpha/r (or alpha/√r with rsLoRA)
+// Forward and backward are compositions of the matmul, dropout and reduction kernels.
+#include <cstdint>
+
+#include "engine/kernels/matmul.hpp"
+
+namespace vkt::model {
+
+using kernels::BufferRange;
+using kernels::Recorder;
+
+struct LoraParams {
+  BufferRange a;       // (r, in) fp32   lora_A.weight
+  BufferRange b;       // (out, r) fp32  lora_B.weight
+  BufferRange grad_a;  // (r, in) fp32, accumulated over micro-batches
+  BufferRange grad_b;  // (out, r) fp32, accumulated
+  uint32_t rank = 0;
+  float scale = 0;        // alpha / r, or alpha / sqrt(r) with rsLoRA
+  float dropout = 0;      // probability on the LoRA input
+  uint32_t rng_layer = 0; // dropout mask key: unique per (layer, module)
+};
+
+struct Linear {
+  kernels::WeightRef weight;  // (out, in), any format
+  BufferRange bias;           // (out) fp32; empty when the layer has none
+  uint32_t in = 0, out = 0;
+  BufferRange grad_weight;    // (out, in) fp32, full finetuning only (weight must be fp32)
+  BufferRange grad_bias;      // (out) fp32, full finetuning only
+  const LoraParams* lora = nullptr;
+};
+
+// Buffers a linear layer's forward/backward uses besides its input and output.
+struct LinearScratch {
+  BufferRange lora_t;       // (rows, r) fp32: dropout(x)·Aᵀ saved by the forward for the backward
+  BufferRange grad_lora_t;  // (rows, r) fp32 scratch
+  BufferRange dropout_x;    // (rows, in) fp32 scratch, when dropout > 0
+  BufferRange step_state;   // kernels::StepState (dropout's RNG step)
+  BufferRange reduce_workspace;  // kernels::sum_rows_workspace_bytes(rows, out) for bias gradients
+};
+
+// y: (rows, out) fp32, overwritten. x: (rows, in) fp32.
+void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
+                    const LinearScratch& scratch);
+
+// Gradients for dy: (rows, out) fp32. dx: (rows, in) fp32, overwritten (or added to when
+// accumulate_dx); an empty dx range skips the input gradient. LoRA gradients and full-finetuning gradients are added to (accumulation).
+// x must be the input the forward saw; scratch.lora_t the t the forward saved.
+void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& dy,
+                     const BufferRange& dx, bool accumulate_dx, uint32_t rows, const LinearScratch& scratch);
+
+}  // namespace vkt::model
+
+namespace vkt::ref {
+// CPU reference of the same layer (dense fp32 weight, dropout mask given as 0/1 keep values
+// already scaled by 1/(1-p), or nullptr for no dropout). fp64 accumulation.
+void lora_linear_forward(const float* x, const float* w, const float* bias, const float* a, const float* b,
+                         const float* keep, float* y, uint32_t rows, uint32_t in, uint32_t out, uint32_t rank,
+                         float scale);
+// Overwrites dx, grad_a, grad_b, grad_w (if non-null), grad_bias (if non-null).
+void lora_linear_backward(const float* x, const float* w, const float* a, const float* b, const float* keep,
+                          const float* dy, float* dx, float* grad_a, float* grad_b, float* grad_w, float* grad_bias,
+                          uint32_t rows, uint32_t in, uint32_t out, uint32_t rank, float scale);
+}  // namespace vkt::ref

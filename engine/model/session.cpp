@@ -1,0 +1,40 @@
+#include "engine/model/session.hpp"
+
+namespace vkt::model {
+
+plan::ModelShape model_shape(const ModelConfig& c) {
+  plan::ModelShape shape;
+  shape.hidden = static_cast<uint64_t>(c.hidden_size);
+  shape.intermediate = static_cast<uint64_t>(c.intermediate_size);
+  shape.layers = static_cast<uint64_t>(c.num_hidden_layers);
+  shape.heads = static_cast<uint64_t>(c.num_attention_heads);
+  shape.kv_heads = static_cast<uint64_t>(c.num_key_value_heads);
+  shape.head_dim = static_cast<uint64_t>(c.head_dim);
+  shape.vocab = static_cast<uint64_t>(c.vocab_size);
+  shape.tied_embeddings = c.tie_word_embeddings;
+  shape.qkv_bias = c.qkv_bias;
+  return shape;
+}
+
+std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesystem::path& model_dir,
+                                         const plan::RunSettings& settings, const LoraSettings* lora,
+                                         ProgressBar* progress) {
+  auto session = std::make_unique<ModelSession>();
+  session->config = load_model_config(model_dir);
+  plan::RunSettings adjusted = settings;
+  if (lora) {
+    adjusted.lora_r = lora->rank;
+    adjusted.target_modules = lora->targets;
+    adjusted.lora_dropout = lora->dropout;
+  }
+  session->plan = plan::make_plan(model_shape(session->config), adjusted);
+  session->buffers = std::make_unique<BufferSet>(context, session->plan);
+  SafetensorsFolder folder(model_dir);
+  session->loaded = load_weights(context, folder, session->config, session->plan, *session->buffers, progress);
+  session->transformer =
+      std::make_unique<Transformer>(context, session->config, session->plan, *session->buffers, lora);
+  session->transformer->set_absmax_offsets(session->loaded.absmax_offsets);
+  return session;
+}
+
+}  // namespace vkt::model

@@ -1,0 +1,307 @@
+#include "engine/model/transformer.hpp"
+
+#include <cmath>
+
+#include "engine/base/error.hpp"
+#include "engine/kernels/activation.hpp"
+#include "engine/kernels/attention.hpp"
+#include "engine/kernels/elementwise.hpp"
+#include "engine/kernels/embedding.hpp"
+#include "engine/kernels/loss.hpp"
+#include "engine/kernels/norm.hpp"
+#include "engine/kernels/reduce.hpp"
+#include "engine/kernels/rope.hpp"
+
+namespace vkt::model {
+
+using kernels::DType;
+using kernels::WeightFormat;
+using plan::Module;
+
+float LoraSettings::scale() const {
+  return rslora ? alpha / std::sqrt(static_cast<float>(rank)) : alpha / static_cast<float>(rank);
+}
+
+std::string layer_tensor_name(uint32_t layer, Module module, const char* suffix) {
+  return "model.layers." + std::to_string(layer) + "." + plan::module_path(module) + "." + suffix;
+}
+
+Transformer::Transformer(vk::Context& context, const ModelConfig& config, const plan::MemoryPlan& plan,
+                         BufferSet& buffers, const LoraSettings* lora)
+    : context_(context), config_(config), plan_(plan), buffers_(buffers) {
+  const auto& s = plan.settings;
+  batch_ = static_cast<uint32_t>(s.batch);
+  seq_len_ = static_cast<uint32_t>(s.seq_len);
+  rows_ = batch_ * seq_len_;
+  hidden_ = static_cast<uint32_t>(config.hidden_size);
+  intermediate_ = static_cast<uint32_t>(config.intermediate_size);
+  heads_ = static_cast<uint32_t>(config.num_attention_heads);
+  kv_heads_ = static_cast<uint32_t>(config.num_key_value_heads);
+  head_dim_ = static_cast<uint32_t>(config.head_dim);
+  vocab_ = static_cast<uint32_t>(config.vocab_size);
+  layers_ = static_cast<uint32_t>(config.num_hidden_layers);
+  full_ = s.method == plan::Method::full && s.training;
+  checkpointing_ = s.gradient_checkpointing && s.training;
+  compute_input_gradient_ = full_;
+  dense_type_ = s.dtype;
+  if (config.o_bias)
+    throw UserError("this model has an o_proj bias (attention_bias with Llama), which vktune does not support yet",
+                    "use a model without attention_bias, or Qwen2 (q/k/v biases only)");
+
+  lora_.resize(layers_);
+  has_lora_.assign(layers_, {});
+  if (lora && s.training && !full_) {
+    for (uint32_t layer = 0; layer < layers_; layer++) {
+      for (Module module : lora->targets) {
+        auto m = static_cast<size_t>(module);
+        LoraParams& p = lora_[layer][m];
+        std::string base = "model.layers." + std::to_string(layer) + "." + plan::module_path(module);
+        p.a = range(base + ".lora_A");
+        p.b = range(base + ".lora_B");
+        p.grad_a = range("grad." + base + ".lora_A");
+        p.grad_b = range("grad." + base + ".lora_B");
+        p.rank = lora->rank;
+        p.scale = lora->scale();
+        p.dropout = lora->dropout;
+        p.rng_layer = layer * static_cast<uint32_t>(plan::module_count) + static_cast<uint32_t>(m);
+        has_lora_[layer][m] = true;
+      }
+    }
+  }
+  std::vector<float> inv_freq = rope_inv_freq(config);
+  context.upload(buffers.buffer("rope.inv_freq"), inv_freq.data());
+}
+
+const LoraParams* Transformer::lora(uint32_t layer, Module module) const {
+  auto m = static_cast<size_t>(module);
+  return has_lora_[layer][m] ? &lora_[layer][m] : nullptr;
+}
+
+BufferRange Transformer::rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const {
+  BufferRange part = range;
+  part.offset += static_cast<uint64_t>(first_row) * row_bytes;
+  part.address += static_cast<uint64_t>(first_row) * row_bytes;
+  part.bytes = static_cast<uint64_t>(rows) * row_bytes;
+  VKT_ASSERT((first_row + rows) * static_cast<uint64_t>(row_bytes) <= range.bytes, "row slice out of range");
+  return part;
+}
+
+kernels::WeightRef Transformer::weight_ref(const std::string& name) const {
+  const auto& s = plan_.settings;
+  kernels::WeightRef w;
+  w.format = full_ ? WeightFormat::f32 : s.base_format;
+  w.block_size = s.quant_block;
+  w.data = range(name);
+  switch (w.format) {
+    case WeightFormat::nf4:
+      w.double_quant = s.double_quant;
+      if (s.double_quant) {
+        w.absmax_codes = range(name + ".absmax_codes");
+        w.absmax_scales = range(name + ".absmax_scales");
+        auto offset = absmax_offsets_.find(name);
+        VKT_ASSERT(offset != absmax_offsets_.end(), "no double-quant offset loaded for " + name);
+        w.absmax_offset = offset->second;
+      } else {
+        w.scales = range(name + ".scales");
+      }
+      break;
+    case WeightFormat::int4_asym: w.zeros = range(name + ".zeros"); [[fallthrough]];
+    case WeightFormat::int8:
+    case WeightFormat::int4: w.scales = range(name + ".scales"); break;
+    default: break;
+  }
+  return w;
+}
+
+Linear Transformer::linear(uint32_t layer, Module module) const {
+  Linear l;
+  std::string name = layer_tensor_name(layer, module);
+  l.weight = weight_ref(name);
+  l.in = static_cast<uint32_t>(plan::module_in_features(plan_.shape, module));
+  l.out = static_cast<uint32_t>(plan::module_out_features(plan_.shape, module));
+  std::string bias = layer_tensor_name(layer, module, "bias");
+  l.bias = buffers_.optional_range(bias);
+  if (full_) {
+    l.grad_weight = range("grad." + name);
+    if (l.bias.bytes) l.grad_bias = range("grad." + bias);
+  }
+  l.lora = lora(layer, module);
+  return l;
+}
+
+Transformer::LayerActivations Transformer::activations(uint32_t layer, bool recompute) const {
+  std::string prefix = recompute ? "act.recompute." : "act.layers." + std::to_string(layer) + ".";
+  LayerActivations a;
+  a.input = layer_input(layer);
+  for (auto [field, name] : std::initializer_list<std::pair<BufferRange LayerActivations::*, const char*>>{
+           {&LayerActivations::rstd_attn, "rstd_attn"}, {&LayerActivations::norm_attn, "norm_attn"},
+           {&LayerActivations::q, "q"}, {&LayerActivations::k, "k"}, {&LayerActivations::v, "v"},
+           {&LayerActivations::attn, "attn"}, {&LayerActivations::lse, "lse"}, {&LayerActivations::mid, "mid"},
+           {&LayerActivations::rstd_mlp, "rstd_mlp"}, {&LayerActivations::norm_mlp, "norm_mlp"},
+           {&LayerActivations::gate, "gate"}, {&LayerActivations::up, "up"}, {&LayerActivations::act, "act"}})
+    a.*field = range(prefix + name);
+  for (size_t m = 0; m < plan::module_count; m++)
+    if (has_lora_[layer][m]) a.lora_t[m] = range(prefix + plan::module_name(Module(m)) + ".lora_t");
+  return a;
+}
+
+LinearScratch Transformer::scratch(const LayerActivations& acts, Module module) const {
+  LinearScratch s;
+  s.lora_t = acts.lora_t[static_cast<size_t>(module)];
+  s.grad_lora_t = buffers_.optional_range("grad_act.lora_t");
+  s.dropout_x = buffers_.optional_range("act.dropout");
+  s.step_state = range("step_state");
+  s.reduce_workspace = range("workspace.reduce");
+  return s;
+}
+
+kernels::AttentionShape Transformer::attention_shape() const {
+  kernels::AttentionShape shape;
+  shape.batch = batch_;
+  shape.seq_q = shape.seq_kv = seq_len_;
+  shape.q_heads = heads_;
+  shape.kv_heads = kv_heads_;
+  shape.head_dim = head_dim_;
+  shape.scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  return shape;
+}
+
+void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivations& a, const BufferRange* out) {
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  const std::string prefix = "model.layers." + std::to_string(layer) + ".";
+  const BufferRange positions = range("input.positions"), segments = range("input.segments");
+  const BufferRange inv_freq = range("rope.inv_freq");
+  kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows_, hidden_, eps);
+  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, a.q, rows_, scratch(a, Module::q_proj));
+  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, a.k, rows_, scratch(a, Module::k_proj));
+  linear_forward(r, linear(layer, Module::v_proj), a.norm_attn, a.v, rows_, scratch(a, Module::v_proj));
+  kernels::rope(r, a.q, a.q, positions, inv_freq, rows_, heads_, head_dim_);
+  kernels::rope(r, a.k, a.k, positions, inv_freq, rows_, kv_heads_, head_dim_);
+  kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention_shape(), &segments);
+  // mid = input + o_proj(attn)
+  linear_forward(r, linear(layer, Module::o_proj), a.attn, a.mid, rows_, scratch(a, Module::o_proj));
+  kernels::axpby(r, a.input, a.mid, rows_ * hidden_, 1.0f, 1.0f);
+  kernels::rmsnorm(r, a.mid, range(prefix + "post_attention_layernorm.weight"), a.norm_mlp, a.rstd_mlp, rows_, hidden_, eps);
+  linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows_, scratch(a, Module::gate_proj));
+  linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows_, scratch(a, Module::up_proj));
+  kernels::swiglu(r, a.gate, a.up, a.act, rows_ * intermediate_);
+  if (!out) return;  // recomputation for the backward needs no output
+  // out = mid + down_proj(act)
+  linear_forward(r, linear(layer, Module::down_proj), a.act, *out, rows_, scratch(a, Module::down_proj));
+  kernels::axpby(r, a.mid, *out, rows_ * hidden_, 1.0f, 1.0f);
+}
+
+void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivations& a) {
+  const std::string prefix = "model.layers." + std::to_string(layer) + ".";
+  const BufferRange residual = range("grad_act.residual"), d_norm = range("grad_act.norm");
+  const BufferRange d_act = range("grad_act.act"), d_gate = range("grad_act.gate"), d_up = range("grad_act.up");
+  const BufferRange d_attn = range("grad_act.attn");
+  const BufferRange dq = range("grad_act.q"), dk = range("grad_act.k"), dv = range("grad_act.v");
+  const BufferRange positions = range("input.positions"), segments = range("input.segments");
+  const BufferRange inv_freq = range("rope.inv_freq"), workspace = range("workspace.reduce");
+  // MLP: out = mid + down(swiglu(gate(n), up(n))), n = rmsnorm(mid).
+  linear_backward(r, linear(layer, Module::down_proj), a.act, residual, d_act, false, rows_, scratch(a, Module::down_proj));
+  kernels::swiglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
+  linear_backward(r, linear(layer, Module::gate_proj), a.norm_mlp, d_gate, d_norm, false, rows_, scratch(a, Module::gate_proj));
+  linear_backward(r, linear(layer, Module::up_proj), a.norm_mlp, d_up, d_norm, true, rows_, scratch(a, Module::up_proj));
+  BufferRange d_post = full_ ? range("grad." + prefix + "post_attention_layernorm.weight") : BufferRange{};
+  kernels::rmsnorm_backward(r, d_norm, a.mid, range(prefix + "post_attention_layernorm.weight"), a.rstd_mlp, residual,
+                            full_ ? &d_post : nullptr, workspace, rows_, hidden_, true);
+  // Attention: mid = input + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(input).
+  linear_backward(r, linear(layer, Module::o_proj), a.attn, residual, d_attn, false, rows_, scratch(a, Module::o_proj));
+  kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
+                              attention_shape(), &segments);
+  kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_);
+  kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_);
+  // Below layer 0 only the embedding is left: LoRA runs skip the input gradient there.
+  bool need_input_gradient = layer > 0 || compute_input_gradient_;
+  BufferRange d_in = need_input_gradient ? d_norm : BufferRange{};
+  linear_backward(r, linear(layer, Module::q_proj), a.norm_attn, dq, d_in, false, rows_, scratch(a, Module::q_proj));
+  linear_backward(r, linear(layer, Module::k_proj), a.norm_attn, dk, d_in, true, rows_, scratch(a, Module::k_proj));
+  linear_backward(r, linear(layer, Module::v_proj), a.norm_attn, dv, d_in, true, rows_, scratch(a, Module::v_proj));
+  if (need_input_gradient) {
+    BufferRange d_in_norm = full_ ? range("grad." + prefix + "input_layernorm.weight") : BufferRange{};
+    kernels::rmsnorm_backward(r, d_norm, a.input, range(prefix + "input_layernorm.weight"), a.rstd_attn, residual,
+                              full_ ? &d_in_norm : nullptr, workspace, rows_, hidden_, true);
+  }
+}
+
+void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const BufferRange* logits_out) {
+  const bool tied = config_.tie_word_embeddings;
+  const std::string head_name = tied ? "model.embed_tokens.weight" : "lm_head.weight";
+  kernels::WeightRef head;
+  head.format = full_ ? WeightFormat::f32
+                      : (dense_type_ == DType::f32 ? WeightFormat::f32
+                                                   : dense_type_ == DType::f16 ? WeightFormat::f16 : WeightFormat::bf16);
+  head.data = range(head_name);
+  const BufferRange norm = range("act.final.norm");
+  const uint32_t chunk = static_cast<uint32_t>(plan_.logits_chunk_rows);
+  const uint32_t row_bytes = hidden_ * 4, logit_bytes = vocab_ * 4;
+  for (uint32_t first = 0; first < rows_; first += chunk) {
+    uint32_t count = std::min(chunk, rows_ - first);
+    BufferRange x = rows_of(norm, first, count, row_bytes);
+    BufferRange logits = logits_out ? rows_of(*logits_out, first, count, logit_bytes)
+                                    : rows_of(range("logits.chunk"), 0, count, logit_bytes);
+    kernels::matmul_nt(r, x, DType::f32, head, logits, DType::f32, count, vocab_, hidden_);
+    if (!loss) continue;
+    BufferRange loss_scale = buffers_.buffer("step_state").range(step_state_loss_scale_offset, 4);
+    kernels::cross_entropy(r, logits, rows_of(range("input.targets"), first, count, 4),
+                           rows_of(range("input.weights"), first, count, 4), loss_scale,
+                           rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target, gradients);
+    if (!gradients) continue;
+    // d(final norm) = dlogits · W_head ; full finetuning: dW_head += dlogitsᵀ · norm.
+    kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes), DType::f32,
+                       count, vocab_, hidden_);
+    if (full_)
+      kernels::matmul_tn(r, logits, DType::f32, x, DType::f32, range("grad." + head_name), count, vocab_, hidden_, 1.0f, 1.0f);
+  }
+  if (loss)
+    kernels::sum_rows(r, range("loss.rows"), buffers_.buffer("loss.step").range(0, 4), range("workspace.reduce"), rows_, 1, true);
+}
+
+BufferRange Transformer::layer_input(uint32_t layer) const {
+  // Inference keeps the residual stream in one buffer, updated in place by every layer.
+  if (!plan_.settings.training) return range("act.stream");
+  return range(layer < layers_ ? "act.layers." + std::to_string(layer) + ".input" : std::string("act.final.input"));
+}
+
+void Transformer::record_body(Recorder& r) {
+  DType table_type = full_ ? DType::f32 : dense_type_;
+  kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, layer_input(0), rows_,
+                     vocab_, hidden_);
+  const bool recompute_set = checkpointing_ || !plan_.settings.training;
+  for (uint32_t layer = 0; layer < layers_; layer++) {
+    BufferRange out = layer_input(layer + 1);
+    layer_forward(r, layer, activations(layer, recompute_set), &out);
+  }
+  kernels::rmsnorm(r, layer_input(layers_), range("model.norm.weight"), range("act.final.norm"), range("act.final.rstd"),
+                   rows_, hidden_, static_cast<float>(config_.rms_norm_eps));
+}
+
+void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
+  record_body(r);
+  lm_head_chunks(r, loss, gradients, nullptr);
+}
+
+void Transformer::record_backward(Recorder& r) {
+  BufferRange d_final = full_ ? range("grad.model.norm.weight") : BufferRange{};
+  kernels::rmsnorm_backward(r, range("grad_act.norm"), layer_input(layers_), range("model.norm.weight"),
+                            range("act.final.rstd"), range("grad_act.residual"), full_ ? &d_final : nullptr,
+                            range("workspace.reduce"), rows_, hidden_, false);
+  for (uint32_t layer = layers_; layer-- > 0;) {
+    LayerActivations acts = activations(layer, checkpointing_);
+    if (checkpointing_) layer_forward(r, layer, acts, nullptr);  // recompute this layer's activations
+    layer_backward(r, layer, acts);
+  }
+  if (full_)
+    kernels::embedding_backward(r, range("input.ids"), range("grad_act.residual"), range("grad.model.embed_tokens.weight"),
+                                range("workspace.reduce"), rows_, vocab_, hidden_);
+}
+
+void Transformer::record_logits(Recorder& r, const BufferRange& logits) {
+  VKT_ASSERT(logits.bytes >= static_cast<uint64_t>(rows_) * vocab_ * 4, "logits buffer too small");
+  record_body(r);
+  lm_head_chunks(r, false, false, &logits);
+}
+
+}  // namespace vkt::model

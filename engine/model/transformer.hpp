@@ -1,0 +1,100 @@
+#pragma once
+// The Llama-family decoder as recorded compute work: one micro-batch's forward (embedding ->
+// L x [rmsnorm -> q,k,v (+LoRA) -> rope -> attention -> o (+LoRA) -> residual -> rmsnorm ->
+// gate,up (+LoRA) -> swiglu -> down (+LoRA) -> residual] -> norm -> lm_head + weighted
+// cross-entropy in row chunks) and the explicit per-layer backward, recomputing each layer
+// first under gradient checkpointing. Every buffer comes from the memory plan by name.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/model/buffers.hpp"
+#include "engine/model/config.hpp"
+#include "engine/kernels/attention.hpp"
+#include "engine/model/linear.hpp"
+#include "engine/plan/plan.hpp"
+
+namespace vkt::model {
+
+// LoRA settings of a run (PEFT's LoraConfig subset that changes the math).
+struct LoraSettings {
+  uint32_t rank = 8;
+  float alpha = 16;
+  float dropout = 0;
+  bool rslora = false;
+  std::vector<plan::Module> targets;
+  float scale() const;  // alpha/r, or alpha/sqrt(r) with rsLoRA
+};
+
+// Offsets of the trainer's per-step values inside kernels::StepState.spare (see optimizer.hpp).
+constexpr uint32_t step_state_loss_scale_offset = 40;  // spare[0]: 1 / Σ loss weights of the step
+
+class Transformer {
+ public:
+  // `lora` is required for lora/qlora runs and ignored for full finetuning and inference.
+  Transformer(vk::Context& context, const ModelConfig& config, const plan::MemoryPlan& plan, BufferSet& buffers,
+              const LoraSettings* lora = nullptr);
+
+  // Forward of the micro-batch in input.*; with `loss`, the weighted cross-entropy of every
+  // row is added into loss.step (Σ w·CE) and, with `gradients`, dlogits are pushed through the
+  // lm_head into grad_act.norm as the chunks go (fused: full logits never exist).
+  void record_forward(Recorder& recorder, bool loss, bool gradients);
+  // Backward after record_forward(recorder, true, true): accumulates every trainable gradient.
+  void record_backward(Recorder& recorder);
+  // Forward writing the logits of every row into `logits` (rows, vocab) fp32 (tests, scoring).
+  void record_logits(Recorder& recorder, const BufferRange& logits);
+
+  // NF4 double quantization keeps one host-side float per weight (the mean of its absmax
+  // values); the loader provides them by tensor name.
+  void set_absmax_offsets(std::unordered_map<std::string, float> offsets) { absmax_offsets_ = std::move(offsets); }
+
+  // Also compute d loss / d (embedding output) in grad_act.residual (LoRA runs skip it: nothing
+  // below layer 0 is trained). Full finetuning always computes it.
+  void set_compute_input_gradient(bool enabled) { compute_input_gradient_ = enabled; }
+
+  uint32_t rows() const { return rows_; }
+  uint32_t batch() const { return batch_; }
+  uint32_t seq_len() const { return seq_len_; }
+  const ModelConfig& config() const { return config_; }
+  const plan::MemoryPlan& plan() const { return plan_; }
+  BufferSet& buffers() { return buffers_; }
+  // The LoRA parameters of (layer, module), or nullptr when that module has no adapter.
+  const LoraParams* lora(uint32_t layer, plan::Module module) const;
+
+ private:
+  struct LayerActivations {
+    BufferRange input, rstd_attn, norm_attn, q, k, v, attn, lse, mid, rstd_mlp, norm_mlp, gate, up, act;
+    std::array<BufferRange, plan::module_count> lora_t;
+  };
+  LayerActivations activations(uint32_t layer, bool recompute) const;
+  Linear linear(uint32_t layer, plan::Module module) const;
+  LinearScratch scratch(const LayerActivations& acts, plan::Module module) const;
+  void layer_forward(Recorder& recorder, uint32_t layer, const LayerActivations& acts, const BufferRange* out);
+  void layer_backward(Recorder& recorder, uint32_t layer, const LayerActivations& acts);
+  BufferRange layer_input(uint32_t layer) const;  // layer == layers: the final norm's input
+  void record_body(Recorder& recorder);           // embedding, layers, final norm
+  void lm_head_chunks(Recorder& recorder, bool loss, bool gradients, const BufferRange* logits_out);
+  kernels::WeightRef weight_ref(const std::string& name) const;
+  kernels::AttentionShape attention_shape() const;
+  BufferRange range(const std::string& name) const { return buffers_.range(name); }
+  BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;
+
+  vk::Context& context_;
+  ModelConfig config_;
+  const plan::MemoryPlan& plan_;
+  BufferSet& buffers_;
+  uint32_t batch_ = 0, seq_len_ = 0, rows_ = 0;
+  uint32_t hidden_ = 0, intermediate_ = 0, heads_ = 0, kv_heads_ = 0, head_dim_ = 0, vocab_ = 0, layers_ = 0;
+  bool full_ = false, checkpointing_ = false, compute_input_gradient_ = false;
+  kernels::DType dense_type_ = kernels::DType::f32;
+  std::vector<std::array<LoraParams, plan::module_count>> lora_;
+  std::vector<std::array<bool, plan::module_count>> has_lora_;
+  std::unordered_map<std::string, float> absmax_offsets_;
+};
+
+// HF names of a layer's tensors: "model.layers.3.self_attn.q_proj.weight".
+std::string layer_tensor_name(uint32_t layer, plan::Module module, const char* suffix = "weight");
+
+}  // namespace vkt::model

@@ -1,0 +1,191 @@
+#include "engine/model/weights.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "engine/base/error.hpp"
+#include "engine/base/half.hpp"
+#include "engine/model/transformer.hpp"
+#include "engine/quant/bitsandbytes.hpp"
+#include "engine/quant/quantize.hpp"
+
+namespace vkt::model {
+
+using kernels::DType;
+using kernels::WeightFormat;
+
+namespace {
+
+std::string folder_name(const SafetensorsFolder& folder) { return folder.path().string(); }
+
+// Checks the tensor's element count against what config.json implies.
+std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::string& name, uint64_t expected) {
+  const TensorView& tensor = folder.tensor(name);
+  if (tensor.element_count() != expected)
+    throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
+                        " elements, config.json implies " + std::to_string(expected),
+                    "the weights do not belong to this config.json");
+  return to_fp32(tensor);
+}
+
+void upload_dense(vk::Context& context, BufferSet& buffers, const std::string& name, const std::vector<float>& values,
+                  DType type) {
+  vk::Buffer& buffer = buffers.buffer(name);
+  if (type == DType::f32) {
+    context.upload(buffer, values.data(), 0, values.size() * 4);
+    return;
+  }
+  std::vector<uint16_t> packed(values.size());
+  for (size_t i = 0; i < values.size(); i++)
+    packed[i] = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
+  context.upload(buffer, packed.data(), 0, packed.size() * 2);
+}
+
+template <class T>
+void upload_vector(vk::Context& context, BufferSet& buffers, const std::string& name, const std::vector<T>& values) {
+  vk::Buffer& buffer = buffers.buffer(name);
+  VKT_ASSERT(values.size() * sizeof(T) <= buffer.size(), "planned buffer too small for " + name);
+  context.upload(buffer, values.data(), 0, values.size() * sizeof(T));
+}
+
+// Puts a quantized weight into the plan's buffers for `name` (codes, scales, ...).
+void upload_quantized(vk::Context& context, BufferSet& buffers, const std::string& name,
+                      const quant::QuantizedWeight& weight, LoadedWeights& loaded) {
+  upload_vector(context, buffers, name, weight.data);
+  if (weight.format == WeightFormat::nf4 && weight.double_quant) {
+    upload_vector(context, buffers, name + ".absmax_codes", weight.absmax_codes);
+    upload_vector(context, buffers, name + ".absmax_scales", weight.absmax_scales);
+    loaded.absmax_offsets[name] = weight.absmax_offset;
+    return;
+  }
+  upload_vector(context, buffers, name + ".scales", weight.scales);
+  if (weight.format == WeightFormat::int4_asym) upload_vector(context, buffers, name + ".zeros", weight.zeros);
+}
+
+quant::QuantizedWeight read_bitsandbytes(const SafetensorsFolder& folder, const std::string& name, uint32_t rows,
+                                         uint32_t cols) {
+  const TensorView& state_view = folder.tensor(name + ".quant_state.bitsandbytes__nf4");
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(std::string(state_view.bytes.begin(), state_view.bytes.end()));
+  } catch (const nlohmann::json::exception&) {
+    throw UserError(folder_name(folder) + ": " + name + ".quant_state.bitsandbytes__nf4 is not valid JSON",
+                    "the checkpoint is damaged; re-save it with transformers");
+  }
+  const TensorView& packed = folder.tensor(name);
+  quant::BitsandbytesNf4 source;
+  source.rows = rows;
+  source.cols = cols;
+  source.blocksize = state.value("blocksize", 64u);
+  source.packed = packed.bytes.data();
+  source.packed_bytes = packed.bytes.size();
+  std::vector<float> quant_map, absmax_f32, nested_absmax, nested_map;
+  if (const TensorView* map = folder.find(name + ".quant_map")) {
+    quant_map = to_fp32(*map);
+    source.quant_map = quant_map.data();
+  }
+  const TensorView& absmax = folder.tensor(name + ".absmax");
+  if (const TensorView* nested = folder.find(name + ".nested_absmax")) {
+    source.absmax_codes = absmax.bytes.data();
+    nested_absmax = to_fp32(*nested);
+    source.nested_absmax = nested_absmax.data();
+    if (const TensorView* nested_map_view = folder.find(name + ".nested_quant_map")) {
+      nested_map = to_fp32(*nested_map_view);
+      source.nested_quant_map = nested_map.data();
+    }
+    source.nested_offset = state.value("nested_offset", 0.0f);
+    source.nested_blocksize = state.value("nested_blocksize", 256u);
+  } else {
+    absmax_f32 = to_fp32(absmax);
+    source.absmax = absmax_f32.data();
+  }
+  return quant::from_bitsandbytes_nf4(source, name);
+}
+
+}  // namespace
+
+bool is_bitsandbytes_nf4(const SafetensorsFolder& folder, const ModelConfig& config) {
+  if (config.num_hidden_layers <= 0) return false;
+  return folder.contains(layer_tensor_name(0, plan::Module::q_proj, "weight.quant_state.bitsandbytes__nf4"));
+}
+
+LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder, const ModelConfig& config,
+                           const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress) {
+  const auto& s = plan.settings;
+  const bool full = s.method == plan::Method::full && s.training;
+  const DType dense = full ? DType::f32 : s.dtype;
+  LoadedWeights loaded;
+  loaded.bitsandbytes_nf4 = is_bitsandbytes_nf4(folder, config);
+  if (loaded.bitsandbytes_nf4 && s.base_format != WeightFormat::nf4)
+    throw UserError(folder_name(folder) + " is a bitsandbytes 4-bit (NF4) checkpoint",
+                    "train it with --method qlora (or --quant nf4); full finetuning needs an unquantized model");
+  const uint64_t hidden = static_cast<uint64_t>(config.hidden_size), vocab = static_cast<uint64_t>(config.vocab_size);
+  int64_t done = 0;
+  auto step = [&](const std::string& what) {
+    if (progress) progress->update(++done, what);
+  };
+
+  upload_dense(context, buffers, "model.embed_tokens.weight",
+               dense_tensor(folder, "model.embed_tokens.weight", vocab * hidden), dense);
+  step("embeddings");
+  for (uint32_t layer = 0; layer < static_cast<uint32_t>(config.num_hidden_layers); layer++) {
+    std::string prefix = "model.layers." + std::to_string(layer) + ".";
+    for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
+      upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
+    for (size_t m = 0; m < plan::module_count; m++) {
+      auto module = static_cast<plan::Module>(m);
+      auto rows = static_cast<uint32_t>(plan::module_out_features(plan.shape, module));
+      auto cols = static_cast<uint32_t>(plan::module_in_features(plan.shape, module));
+      std::string name = layer_tensor_name(layer, module);
+      std::string bias = layer_tensor_name(layer, module, "bias");
+      if (buffers.has(bias))
+        upload_dense(context, buffers, bias, dense_tensor(folder, bias, rows), DType::f32);
+      if (loaded.bitsandbytes_nf4) {
+        quant::QuantizedWeight weight = read_bitsandbytes(folder, name, rows, cols);
+        if (weight.double_quant != s.double_quant) {
+          // The checkpoint's double quantization does not match the run's (or its nested map is
+          // not ours): requantize only the absmax statistics, the 4-bit codes stay as they are.
+          std::vector<float> absmax = weight.block_absmax();
+          weight.double_quant = s.double_quant;
+          if (s.double_quant) {
+            quant::DoubleQuantized dq = quant::double_quantize(absmax.data(), absmax.size());
+            weight.absmax_codes = std::move(dq.codes);
+            weight.absmax_scales = std::move(dq.scales);
+            weight.absmax_offset = dq.offset;
+            weight.scales.clear();
+          } else {
+            weight.scales = std::move(absmax);
+            weight.absmax_codes.clear();
+            weight.absmax_scales.clear();
+          }
+        }
+        upload_quantized(context, buffers, name, weight, loaded);
+      } else {
+        std::vector<float> values = dense_tensor(folder, name, uint64_t{rows} * cols);
+        if (full || !kernels::is_quantized(s.base_format)) {
+          DType type = full ? DType::f32
+                            : s.base_format == WeightFormat::f16 ? DType::f16
+                            : s.base_format == WeightFormat::bf16 ? DType::bf16 : DType::f32;
+          upload_dense(context, buffers, name, values, type);
+        } else {
+          quant::QuantOptions options;
+          options.block_size = s.quant_block;
+          options.double_quant = s.double_quant;
+          upload_quantized(context, buffers, name, quant::quantize(values.data(), rows, cols, s.base_format, options, name),
+                           loaded);
+        }
+      }
+      step(prefix + plan::module_name(module));
+    }
+  }
+  upload_dense(context, buffers, "model.norm.weight", dense_tensor(folder, "model.norm.weight", hidden), DType::f32);
+  if (!config.tie_word_embeddings) {
+    if (!folder.contains("lm_head.weight"))
+      throw UserError(folder_name(folder) + " has no lm_head.weight and config.json says tie_word_embeddings is false",
+                      "set tie_word_embeddings: true if the model shares its embeddings");
+    upload_dense(context, buffers, "lm_head.weight", dense_tensor(folder, "lm_head.weight", vocab * hidden), dense);
+  }
+  step("lm_head");
+  return loaded;
+}
+
+}  // namespace vkt::model

@@ -1,0 +1,211 @@
+#include "engine/plan/report.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+
+namespace vkt::plan {
+
+using vk::Category;
+using vk::MemoryKind;
+
+uint64_t parse_byte_size(const std::string& text) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (...) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  unit.erase(0, unit.find_first_not_of(' '));
+  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  double scale = -1;
+  if (unit.empty() || unit == "b") scale = 1;
+  else if (unit == "k" || unit == "kb") scale = 1e3;
+  else if (unit == "m" || unit == "mb") scale = 1e6;
+  else if (unit == "g" || unit == "gb") scale = 1e9;
+  else if (unit == "t" || unit == "tb") scale = 1e12;
+  else if (unit == "kib") scale = 1024.0;
+  else if (unit == "mib") scale = 1024.0 * 1024;
+  else if (unit == "gib") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  if (used == 0 || scale < 0 || value <= 0)
+    throw UserError("cannot read the memory size '" + text + "'", "write it like 24GiB, 16GB or 8000MiB");
+  return static_cast<uint64_t>(value * scale);
+}
+
+PlanReport make_report(const ModelShape& shape, const RunSettings& settings, std::optional<uint64_t> device_bytes,
+                       const std::string& device_name) {
+  PlanReport report;
+  report.training = make_plan(shape, settings);
+  RunSettings on = settings, off = settings;
+  on.gradient_checkpointing = true;
+  off.gradient_checkpointing = false;
+  report.with_checkpointing = make_plan(shape, on);
+  report.without_checkpointing = make_plan(shape, off);
+  RunSettings serve = settings;
+  serve.training = false;
+  serve.method = settings.method == Method::full ? Method::lora : settings.method;
+  serve.kv_cache_tokens = settings.seq_len;
+  serve.seq_len = 1;  // decoding one token at a time
+  report.kv_tokens = settings.seq_len;
+  report.inference = make_plan(shape, serve);
+  report.device_bytes = device_bytes;
+  report.device_name = device_name;
+  return report;
+}
+
+namespace {
+std::string gb(double bytes) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%s (%.2f GB)", format_bytes(bytes).c_str(), bytes / 1e9);
+  return text;
+}
+
+std::string line(const std::string& label, double bytes) {
+  char text[160];
+  std::snprintf(text, sizeof text, "  %-36s %s\n", label.c_str(), gb(bytes).c_str());
+  return text;
+}
+
+uint64_t activation_bytes(const MemoryPlan& plan) { return plan.bytes(Category::activations); }
+}  // namespace
+
+std::string format_report(const PlanReport& report) {
+  const MemoryPlan& plan = report.training;
+  const RunSettings& s = plan.settings;
+  const ParameterCounts& p = plan.parameters;
+  std::ostringstream out;
+  char text[256];
+  out << "parameters\n";
+  std::snprintf(text, sizeof text,
+                "  embedding %.3fB  attention %.3fB  mlp %.3fB  norms %.6fB  lm_head %.3fB  biases %.6fB\n"
+                "  total %.3fB (%llu), trainable %.4fB (%llu, %.3f%%)\n",
+                p.embedding / 1e9, p.attention / 1e9, p.mlp / 1e9, p.norms / 1e9, p.lm_head / 1e9, p.biases / 1e9,
+                p.total / 1e9, static_cast<unsigned long long>(p.total), p.trainable / 1e9,
+                static_cast<unsigned long long>(p.trainable), 100.0 * double(p.trainable) / double(std::max<uint64_t>(1, p.total)));
+  out << text;
+  std::snprintf(text, sizeof text, "run: %s, base %s%s, dtype %s, r=%u on %zu module kinds, batch %llu x %llu tokens, %s%s, %s\n",
+                method_name(s.method), kernels::weight_format_name(s.base_format),
+                s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype), s.lora_r,
+                s.target_modules.size(), static_cast<unsigned long long>(s.batch),
+                static_cast<unsigned long long>(s.seq_len), optimizer_name(s.optimizer),
+                s.offload_optimizer ? " (offloaded)" : "",
+                s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
+  out << text;
+  out << "training memory (the detailed plan)\n";
+  out << line("base weights (" + std::string(kernels::weight_format_name(s.base_format == WeightFormat::nf4 ? WeightFormat::f32 : s.base_format)) + " dense)",
+              double(plan.bytes(Category::base_weights)));
+  out << line(std::string("quantized weights (") + kernels::weight_format_name(s.base_format) + ")",
+              double(plan.bytes(Category::quantized_weights)));
+  out << line("adapter parameters", double(plan.bytes(Category::adapter_params)));
+  out << line("gradients", double(plan.bytes(Category::gradients)));
+  out << line("optimizer states on device", double(plan.bytes(Category::optimizer_state, MemoryKind::device)));
+  out << line("optimizer states offloaded to host", double(plan.bytes(Category::optimizer_state, MemoryKind::offload)));
+  out << line("activations", double(plan.bytes(Category::activations)));
+  out << line("workspace (logits chunk, scratch)", double(plan.bytes(Category::workspace)));
+  out << line("total on the device", double(plan.device_bytes()));
+  std::snprintf(text, sizeof text, "  logits: %llu rows per chunk of %s (full fp32 logits would be %s)\n",
+                static_cast<unsigned long long>(plan.logits_chunk_rows),
+                format_bytes(double(plan.logits_chunk_rows * plan.shape.vocab * 4)).c_str(),
+                format_bytes(double(s.batch * s.seq_len * plan.shape.vocab * 4)).c_str());
+  out << text;
+  out << "activations\n";
+  out << line("per layer, saved for backward", double(saved_activation_bytes_per_layer(plan.shape, s)));
+  out << line("all layers without checkpointing", double(activation_bytes(report.without_checkpointing)));
+  out << line("all layers with checkpointing", double(activation_bytes(report.with_checkpointing)));
+  out << "serving (inference)\n";
+  out << line("weights", double(report.inference.bytes(Category::base_weights) + report.inference.bytes(Category::quantized_weights)));
+  out << line("KV cache for " + std::to_string(report.kv_tokens) + " tokens x " + std::to_string(s.batch),
+              double(report.inference.bytes(Category::kv_cache)));
+  // The seeds' rules of thumb, at the base's bytes per value.
+  double bytes_per_value = double(plan.bytes(Category::base_weights) + plan.bytes(Category::quantized_weights)) /
+                           double(std::max<uint64_t>(1, p.total));
+  if (s.method == Method::full) bytes_per_value = 4;
+  RulesOfThumb rules = rules_of_thumb(double(p.total), bytes_per_value, double(p.trainable),
+                                      optimizer_states_per_parameter(s.optimizer));
+  RulesOfThumb trainable_fp32 = rules_of_thumb(double(p.total), 4, double(p.trainable), optimizer_states_per_parameter(s.optimizer));
+  out << "rules of thumb (AI Engineering, ch. 7)\n";
+  std::snprintf(text, sizeof text, "  weights N x M = %.3fB x %.2f B = %s\n", p.total / 1e9, bytes_per_value,
+                gb(rules.weights_bytes).c_str());
+  out << text;
+  out << line("inference ~ N x M x 1.2", rules.inference_bytes);
+  out << line("gradients + optimizer states (fp32)", trainable_fp32.gradients_and_states);
+  out << line("training = weights + activations + grads + states",
+              rules.weights_bytes + double(activation_bytes(plan)) + trainable_fp32.gradients_and_states);
+  if (report.device_bytes) {
+    Verdict verdict = judge(plan, *report.device_bytes);
+    std::string name = report.device_name.empty() ? "" : " (" + report.device_name + ")";
+    out << "verdict against " << format_bytes(double(*report.device_bytes)) << name << ": ";
+    if (verdict.fits) {
+      out << "FITS with " << format_bytes(double(verdict.headroom)) << " headroom\n";
+    } else {
+      out << "DOES NOT FIT: " << format_bytes(double(-verdict.headroom)) << " missing\n"
+          << "  what to change, cheapest first (each applied on top of the ones before):\n";
+      for (const auto& advice : verdict.advice) out << "  - " << advice << "\n";
+    }
+  }
+  return out.str();
+}
+
+std::string report_json(const PlanReport& report) {
+  const MemoryPlan& plan = report.training;
+  nlohmann::json categories = nlohmann::json::object();
+  for (size_t c = 0; c < vk::category_count; c++) {
+    categories[vk::category_name(Category(c))] = {
+        {"device", plan.bytes(Category(c), MemoryKind::device)}, {"offload", plan.bytes(Category(c), MemoryKind::offload)}};
+  }
+  const ParameterCounts& p = plan.parameters;
+  nlohmann::json json = {
+      {"parameters", {{"embedding", p.embedding}, {"attention", p.attention}, {"mlp", p.mlp}, {"norms", p.norms},
+                      {"lm_head", p.lm_head}, {"biases", p.biases}, {"total", p.total}, {"trainable", p.trainable}}},
+      {"settings", {{"method", method_name(plan.settings.method)}, {"base_format", kernels::weight_format_name(plan.settings.base_format)},
+                    {"double_quant", plan.settings.double_quant}, {"dtype", kernels::dtype_name(plan.settings.dtype)},
+                    {"lora_r", plan.settings.lora_r}, {"batch", plan.settings.batch}, {"seq_len", plan.settings.seq_len},
+                    {"gradient_checkpointing", plan.settings.gradient_checkpointing},
+                    {"optimizer", optimizer_name(plan.settings.optimizer)}, {"offload_optimizer", plan.settings.offload_optimizer}}},
+      {"bytes", categories},
+      {"device_total", plan.device_bytes()},
+      {"total", plan.total_bytes()},
+      {"logits_chunk_rows", plan.logits_chunk_rows},
+      {"activations_per_layer", saved_activation_bytes_per_layer(plan.shape, plan.settings)},
+      {"activations_without_checkpointing", report.without_checkpointing.bytes(Category::activations)},
+      {"activations_with_checkpointing", report.with_checkpointing.bytes(Category::activations)},
+      {"inference", {{"weights", report.inference.bytes(Category::base_weights) + report.inference.bytes(Category::quantized_weights)},
+                     {"kv_cache", report.inference.bytes(Category::kv_cache)}, {"kv_tokens", report.kv_tokens},
+                     {"total", report.inference.device_bytes()}}},
+  };
+  if (report.device_bytes) {
+    Verdict verdict = judge(plan, *report.device_bytes);
+    json["verdict"] = {{"device_bytes", *report.device_bytes}, {"fits", verdict.fits}, {"headroom", verdict.headroom},
+                       {"advice", verdict.advice}};
+  }
+  return json.dump(2);
+}
+
+std::string format_plan_vs_measured(const MemoryPlan& plan, const vk::LedgerSnapshot& measured) {
+  std::ostringstream out;
+  char text[200];
+  std::snprintf(text, sizeof text, "  %-18s %14s %14s %8s\n", "memory", "planned", "measured peak", "ratio");
+  out << text;
+  for (size_t c = 0; c < vk::category_count; c++) {
+    uint64_t planned = plan.bytes(Category(c)), peak = measured.category_peak(Category(c));
+    if (planned == 0 && peak == 0) continue;
+    std::snprintf(text, sizeof text, "  %-18s %14s %14s %7.3fx\n", vk::category_name(Category(c)),
+                  format_bytes(double(planned)).c_str(), format_bytes(double(peak)).c_str(),
+                  planned ? double(peak) / double(planned) : 0.0);
+    out << text;
+  }
+  std::snprintf(text, sizeof text, "  %-18s %14s %14s %7.3fx\n", "total", format_bytes(double(plan.total_bytes())).c_str(),
+                format_bytes(double(measured.total_peak)).c_str(),
+                double(measured.total_peak) / double(std::max<uint64_t>(1, plan.total_bytes())));
+  out << text;
+  return out.str();
+}
+
+}  // namespace vkt::plan

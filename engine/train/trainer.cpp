@@ -1,0 +1,718 @@
+#include "engine/train/trainer.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+#include "engine/base/log.hpp"
+#include "engine/base/progress.hpp"
+#include "engine/kernels/elementwise.hpp"
+#include "engine/kernels/optimizer.hpp"
+#include "engine/model/adapter.hpp"
+#include "engine/model/config.hpp"
+#include "engine/model/safetensors.hpp"
+#include "engine/model/session.hpp"
+#include "engine/model/tokenizer.hpp"
+#include "engine/model/transformer.hpp"
+#include "engine/model/weights.hpp"
+#include "engine/train/batcher.hpp"
+#include "engine/train/dataset.hpp"
+#include "engine/train/schedule.hpp"
+
+namespace vkt::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using kernels::DType;
+using kernels::WeightFormat;
+
+namespace {
+std::function<void(int64_t)> step_hook;
+std::atomic<bool> interrupted{false};
+extern "C" void on_interrupt(int) { interrupted = true; }
+}  // namespace
+
+void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(hook); }
+
+
+plan::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
+  plan::RunSettings s;
+  s.method = c.method == "full" ? plan::Method::full : c.method == "qlora" ? plan::Method::qlora : plan::Method::lora;
+  static const std::map<std::string, WeightFormat> formats = {{"none", WeightFormat::f32}, {"nf4", WeightFormat::nf4},
+                                                              {"int8", WeightFormat::int8}, {"int4", WeightFormat::int4},
+                                                              {"int4-asym", WeightFormat::int4_asym}};
+  s.dtype = c.dtype == "fp16" ? DType::f16 : c.dtype == "bf16" ? DType::bf16 : DType::f32;
+  s.base_format = formats.at(c.quant);
+  if (s.base_format == WeightFormat::f32)  // unquantized base: stored in --dtype
+    s.base_format = s.dtype == DType::f16 ? WeightFormat::f16 : s.dtype == DType::bf16 ? WeightFormat::bf16 : WeightFormat::f32;
+  if (s.method == plan::Method::qlora) s.base_format = WeightFormat::nf4;
+  s.double_quant = c.double_quant;
+  s.lora_r = static_cast<uint32_t>(c.lora_r);
+  s.target_modules = model::parse_target_modules(c.target_modules);
+  s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
+  s.seq_len = seq_len;
+  s.gradient_checkpointing = c.gradient_checkpointing;
+  s.optimizer = c.optim == "sgd" ? plan::Optimizer::sgd : c.optim == "momentum" ? plan::Optimizer::momentum : plan::Optimizer::adamw;
+  s.offload_optimizer = c.offload_optimizer;
+  s.lora_dropout = static_cast<float>(c.lora_dropout);
+  return s;
+}
+
+namespace {
+
+std::string now_iso8601() {
+  std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+std::string chat_template_of(const fs::path& model_dir) {
+  fs::path path = model_dir / "tokenizer_config.json";
+  if (!fs::exists(path)) return "";
+  try {
+    json config = json::parse(read_text_file(path));
+    if (config.contains("chat_template") && config["chat_template"].is_string()) return config["chat_template"];
+  } catch (const json::exception& error) {
+    throw UserError(path.string() + ": not valid JSON (" + error.what() + ")", "fix or remove tokenizer_config.json");
+  }
+  return "";
+}
+
+// A trainable tensor: its parameter buffer name and the optimizer's view of it.
+struct Trainable {
+  std::string name;
+  bool decay = true;  // HF excludes biases and norm weights from weight decay
+};
+
+class TrainingRun {
+ public:
+  TrainingRun(const TrainConfig& config, RunMonitor* monitor) : config_(config), monitor_(monitor) {}
+  TrainSummary run();
+
+ private:
+  void prepare_data();
+  void prepare_device();
+  void record_sequences();
+  int64_t resume();
+  void train_step(int64_t step, bool profile);
+  void log_step(int64_t step, double elapsed);
+  double evaluate();
+  void save_checkpoint(int64_t step);
+  void save_final();
+  void write_run_json(RunState state);
+  void append_metrics(const std::string& line);
+  void upload_micro_batch(const MicroBatch& batch);
+  void write_state();
+  fs::path output_dir() const { return fs::path(config_.output_dir); }
+
+  TrainConfig config_;
+  RunMonitor* monitor_;
+  RunMonitor own_monitor_;
+  model::ModelConfig model_config_;
+  std::unique_ptr<model::Tokenizer> tokenizer_;
+  std::vector<TokenizedExample> train_examples_, eval_examples_;
+  std::unique_ptr<Batcher> batcher_;
+  uint32_t seq_len_ = 0;
+  int64_t max_steps_ = 0, accumulation_ = 1;
+  plan::MemoryPlan plan_;
+  std::unique_ptr<Schedule> schedule_;
+  RunInfo info_;
+
+  std::unique_ptr<vk::Context> context_;
+  std::unique_ptr<model::ModelSession> session_;
+  model::BufferSet* buffers_ = nullptr;
+  model::Transformer* transformer_ = nullptr;
+  model::LoraSettings lora_;
+  std::vector<Trainable> trainables_;
+  std::unique_ptr<kernels::TensorList> tensor_list_;
+  std::unique_ptr<vk::Sequence> micro_, micro_profiled_, optimizer_, eval_;
+  kernels::StepState state_;
+
+  // Progress.
+  int64_t tokens_ = 0, window_tokens_ = 0, window_steps_ = 0;
+  double window_seconds_ = 0, elapsed_before_ = 0;
+  std::chrono::steady_clock::time_point started_;
+  double first_loss_ = NAN, last_loss_ = NAN, last_eval_ = -1;
+  std::vector<KernelTime> kernel_times_;
+};
+
+void TrainingRun::prepare_data() {
+  fs::path model_dir(config_.model);
+  if (!fs::is_directory(model_dir))
+    throw UserError("--model " + config_.model + " is not a folder", "give an HF model folder with config.json, "
+                                                                    "*.safetensors and tokenizer.json");
+  model_config_ = model::load_model_config(model_dir);
+  tokenizer_ = std::make_unique<model::Tokenizer>(model::Tokenizer::load(model_dir));
+  ChatFormat chat = detect_chat_format(chat_template_of(model_dir), (model_dir / "tokenizer_config.json").string());
+  TokenizerHooks hooks;
+  hooks.encode = [this](const std::string& text) { return tokenizer_->encode(text, false); };
+  hooks.add_bos = tokenizer_->adds_bos();
+  hooks.bos_id = tokenizer_->bos_id().value_or(0);
+  for (int64_t id : model_config_.eos_token_ids) hooks.eos_ids.push_back(static_cast<uint32_t>(id));
+  if (hooks.eos_ids.empty() && tokenizer_->eos_id()) hooks.eos_ids.push_back(*tokenizer_->eos_id());
+
+  TokenizeReport report;
+  auto parsed = read_jsonl(config_.data, chat);
+  train_examples_ = tokenize_examples(parsed, hooks, config_.prompt_loss_weight, static_cast<uint32_t>(config_.max_length),
+                                      config_.data, report);
+  log::info("data: " + std::to_string(report.examples) + " examples, " + std::to_string(report.tokens) + " tokens" +
+            (report.truncated ? ", " + std::to_string(report.truncated) + " truncated to --max-length " +
+                                    std::to_string(config_.max_length)
+                              : ""));
+  seq_len_ = choose_seq_len(train_examples_, static_cast<uint32_t>(config_.max_length), config_.packing);
+  if (!config_.eval_data.empty()) {
+    TokenizeReport eval_report;
+    auto eval_parsed = read_jsonl(config_.eval_data, chat);
+    eval_examples_ = tokenize_examples(eval_parsed, hooks, config_.prompt_loss_weight, seq_len_, config_.eval_data,
+                                       eval_report, false);
+  }
+  BatcherSettings settings;
+  settings.batch = static_cast<uint32_t>(config_.per_device_train_batch_size);
+  settings.seq_len = seq_len_;
+  settings.packing = config_.packing;
+  settings.shuffle = config_.shuffle;
+  settings.seed = static_cast<uint64_t>(config_.seed);
+  settings.pad_id = static_cast<uint32_t>(model_config_.pad_token_id.value_or(hooks.eos_ids.empty() ? 0 : hooks.eos_ids[0]));
+  batcher_ = std::make_unique<Batcher>(train_examples_, settings);
+  accumulation_ = config_.gradient_accumulation_steps;
+  // HF: update steps per epoch = micro-batches // accumulation (at least 1).
+  int64_t steps_per_epoch = std::max<int64_t>(1, batcher_->micro_batches_per_epoch() / accumulation_);
+  max_steps_ = config_.max_steps > 0 ? config_.max_steps
+                                     : static_cast<int64_t>(std::ceil(config_.num_train_epochs * double(steps_per_epoch)));
+
+  ScheduleSettings schedule;
+  schedule.type = schedule_from_name(config_.lr_scheduler_type);
+  schedule.peak_lr = config_.learning_rate;
+  schedule.max_steps = max_steps_;
+  schedule.warmup_steps = resolve_warmup_steps(config_.warmup_steps, max_steps_);
+  apply_schedule_kwargs(schedule, config_.lr_scheduler_kwargs, "--lr-scheduler-kwargs");
+  schedule_ = std::make_unique<Schedule>(schedule);
+
+  plan_ = plan::make_plan(model::model_shape(model_config_), run_settings(config_, seq_len_));
+  if (config_.method != "full") {
+    lora_.rank = static_cast<uint32_t>(config_.lora_r);
+    lora_.alpha = static_cast<float>(config_.lora_alpha);
+    lora_.dropout = static_cast<float>(config_.lora_dropout);
+    lora_.rslora = config_.use_rslora;
+    lora_.targets = plan_.settings.target_modules;
+    if (!config_.adapter.empty()) {
+      // Start from an existing adapter: its shape settings win over the flags.
+      model::AdapterFile file = model::load_adapter_config(config_.adapter);
+      if (file.settings.rank != lora_.rank || file.settings.targets != lora_.targets)
+        log::warn("--adapter " + config_.adapter + " has r=" + std::to_string(file.settings.rank) +
+                  " and its own target_modules: using those");
+      lora_.rank = file.settings.rank;
+      lora_.alpha = file.settings.alpha;
+      lora_.rslora = file.settings.rslora;
+      lora_.targets = file.settings.targets;
+      plan::RunSettings settings = plan_.settings;
+      settings.lora_r = lora_.rank;
+      settings.target_modules = lora_.targets;
+      plan_ = plan::make_plan(model::model_shape(model_config_), settings);
+    }
+  }
+}
+
+void TrainingRun::prepare_device() {
+  vk::ContextOptions options;
+  options.device_index = static_cast<int>(config_.device);
+  context_ = std::make_unique<vk::Context>(options);
+  context_->ledger().reset_peaks();
+  int64_t tensors = 2 + model_config_.num_hidden_layers * static_cast<int64_t>(plan::module_count);
+  ProgressBar loading("load", tensors);
+  const bool full = plan_.settings.method == plan::Method::full;
+  session_ = model::open_model(*context_, config_.model, plan_.settings, full ? nullptr : &lora_, &loading);
+  loading.finish();
+  plan_ = session_->plan;
+  buffers_ = session_->buffers.get();
+  transformer_ = session_->transformer.get();
+  if (!full) {
+    if (!config_.adapter.empty()) model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, config_.adapter);
+    else model::init_adapter(*context_, *buffers_, plan_.shape, lora_, static_cast<uint64_t>(config_.seed));
+  }
+  // Trainable tensors: every plan buffer with a gradient.
+  for (const auto& spec : plan_.buffers) {
+    if (spec.name.rfind("grad.", 0) != 0) continue;
+    std::string name = spec.name.substr(5);
+    bool is_norm_or_bias = name.find("layernorm") != std::string::npos || name == "model.norm.weight" ||
+                           (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+    trainables_.push_back({name, !is_norm_or_bias});
+  }
+  std::vector<kernels::OptimizerTensor> tensors_for_list;
+  for (const Trainable& t : trainables_) {
+    kernels::OptimizerTensor tensor;
+    tensor.param = buffers_->range(t.name);
+    tensor.grad = buffers_->range("grad." + t.name);
+    if (plan_.settings.optimizer == plan::Optimizer::adamw) {
+      tensor.state0 = buffers_->range("adam_m." + t.name);
+      tensor.state1 = buffers_->range("adam_v." + t.name);
+    } else if (plan_.settings.optimizer == plan::Optimizer::momentum) {
+      tensor.state0 = buffers_->range("momentum." + t.name);
+    }
+    tensor.count = static_cast<uint32_t>(tensor.param.bytes / 4);
+    tensor.decay_scale = t.decay ? 1.0f : 0.0f;
+    tensors_for_list.push_back(tensor);
+  }
+  tensor_list_ = std::make_unique<kernels::TensorList>(*context_, tensors_for_list);
+  // Optimizer states and gradients start at zero.
+  context_->run([&](vk::Recorder& r) {
+    kernels::zero_gradients(r, *tensor_list_);
+    for (const auto& spec : plan_.buffers)
+      if (spec.category == vk::Category::optimizer_state || spec.name.rfind("loss.", 0) == 0)
+        r.fill(buffers_->range(spec.name));
+  });
+  state_.rng_seed = static_cast<uint32_t>(config_.seed);
+}
+
+void TrainingRun::record_sequences() {
+  auto body = [&](vk::Recorder& r) {
+    transformer_->record_forward(r, true, true);
+    transformer_->record_backward(r);
+  };
+  micro_ = std::make_unique<vk::Sequence>(*context_);
+  micro_->record(body);
+  micro_profiled_ = std::make_unique<vk::Sequence>(*context_, true);
+  micro_profiled_->record(body);
+  const vk::BufferRange step_state = buffers_->range("step_state");
+  const vk::BufferRange loss_step = buffers_->buffer("loss.step").range(0, 4);
+  const vk::BufferRange loss_window = buffers_->buffer("loss.window").range(0, 4);
+  const vk::BufferRange loss_scale = buffers_->buffer("step_state").range(model::step_state_loss_scale_offset, 4);
+  optimizer_ = std::make_unique<vk::Sequence>(*context_);
+  optimizer_->record([&](vk::Recorder& r) {
+    kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(config_.max_grad_norm));
+    if (plan_.settings.optimizer == plan::Optimizer::adamw) {
+      kernels::AdamWConfig adamw;
+      adamw.beta1 = config_.adam_beta1;
+      adamw.beta2 = config_.adam_beta2;
+      adamw.eps = static_cast<float>(config_.adam_epsilon);
+      adamw.weight_decay = static_cast<float>(config_.weight_decay);
+      kernels::adamw(r, *tensor_list_, step_state, adamw);
+    } else {
+      kernels::SgdConfig sgd;
+      sgd.momentum = plan_.settings.optimizer == plan::Optimizer::momentum ? static_cast<float>(config_.momentum) : 0.0f;
+      sgd.weight_decay = static_cast<float>(config_.weight_decay);
+      kernels::sgd(r, *tensor_list_, step_state, sgd);
+    }
+    kernels::zero_gradients(r, *tensor_list_);
+    // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.
+    kernels::scale(r, loss_step, 1, 1.0f, &loss_scale);
+    kernels::axpby(r, loss_step, loss_window, 1, 1.0f, 1.0f);
+    r.fill(loss_step);
+  });
+  eval_ = std::make_unique<vk::Sequence>(*context_);
+  eval_->record([&](vk::Recorder& r) { transformer_->record_forward(r, true, false); });
+}
+
+void TrainingRun::upload_micro_batch(const MicroBatch& batch) {
+  auto& ctx = *context_;
+  ctx.upload(buffers_->buffer("input.ids"), batch.ids.data(), 0, batch.ids.size() * 4);
+  ctx.upload(buffers_->buffer("input.targets"), batch.targets.data(), 0, batch.targets.size() * 4);
+  ctx.upload(buffers_->buffer("input.weights"), batch.weights.data(), 0, batch.weights.size() * 4);
+  ctx.upload(buffers_->buffer("input.positions"), batch.positions.data(), 0, batch.positions.size() * 4);
+  ctx.upload(buffers_->buffer("input.segments"), batch.segments.data(), 0, batch.segments.size() * 4);
+}
+
+void TrainingRun::write_state() { kernels::write_step_state(*context_, buffers_->buffer("step_state"), state_); }
+
+void TrainingRun::train_step(int64_t step, bool profile) {
+  // All micro-batches of the step first: the loss is normalised by Σw over all of them.
+  std::vector<MicroBatch> micro_batches;
+  double weight_sum = 0;
+  for (int64_t i = 0; i < accumulation_; i++) {
+    micro_batches.push_back(batcher_->next());
+    weight_sum += micro_batches.back().weight_sum;
+  }
+  state_.spare[0] = weight_sum > 0 ? static_cast<float>(1.0 / weight_sum) : 0.0f;
+  for (int64_t i = 0; i < accumulation_; i++) {
+    upload_micro_batch(micro_batches[i]);
+    state_.rng_step = static_cast<uint32_t>((step - 1) * accumulation_ + i);
+    write_state();
+    bool profiled = profile && i == 0;
+    context_->submit({profiled ? micro_profiled_.get() : micro_.get()});
+    if (profiled) {
+      std::map<std::string, double> by_kernel;
+      for (const auto& timing : micro_profiled_->timings()) by_kernel[timing.label] += timing.milliseconds;
+      kernel_times_.clear();
+      for (const auto& [name, ms] : by_kernel) kernel_times_.push_back({name, ms * double(accumulation_)});
+      std::sort(kernel_times_.begin(), kernel_times_.end(),
+                [](const KernelTime& a, const KernelTime& b) { return a.milliseconds > b.milliseconds; });
+      if (kernel_times_.size() > 12) kernel_times_.resize(12);
+    }
+    tokens_ += micro_batches[i].tokens;
+    window_tokens_ += micro_batches[i].tokens;
+  }
+  double lr = schedule_->learning_rate(step);
+  if (plan_.settings.optimizer == plan::Optimizer::adamw) {
+    kernels::AdamWConfig adamw;
+    adamw.beta1 = config_.adam_beta1;
+    adamw.beta2 = config_.adam_beta2;
+    kernels::set_optimizer_step(state_, static_cast<uint32_t>(step), lr, adamw);
+  } else {
+    kernels::set_optimizer_step(state_, static_cast<uint32_t>(step), lr);
+  }
+  write_state();
+  context_->submit({optimizer_.get()});
+  window_steps_++;
+}
+
+void TrainingRun::append_metrics(const std::string& line) {
+  std::ofstream out(output_dir() / "metrics.jsonl", std::ios::app);
+  out << line << "\n";
+}
+
+void TrainingRun::log_step(int64_t step, double elapsed) {
+  float window_loss = 0;
+  context_->download(buffers_->buffer("loss.window"), &window_loss, 0, 4);
+  float zero = 0;
+  context_->upload(buffers_->buffer("loss.window"), &zero, 0, 4);
+  kernels::StepState device_state = kernels::read_step_state(*context_, buffers_->buffer("step_state"));
+  StepMetrics m;
+  m.step = step;
+  m.epoch = batcher_->epoch_progress();
+  m.loss = window_steps_ ? window_loss / double(window_steps_) : 0;
+  m.learning_rate = schedule_->learning_rate(step);
+  m.grad_norm = device_state.grad_norm;
+  m.step_seconds = window_steps_ ? window_seconds_ / double(window_steps_) : 0;
+  m.tokens_per_second = window_seconds_ > 0 ? double(window_tokens_) / window_seconds_ : 0;
+  m.elapsed_seconds = elapsed;
+  m.tokens = tokens_;
+  vk::LedgerSnapshot ledger = context_->ledger().snapshot();
+  for (size_t c = 0; c < vk::category_count; c++) m.memory_bytes[c] = ledger.category_current(vk::Category(c));
+  m.offloaded_optimizer_bytes = ledger.current[size_t(vk::Category::optimizer_state)][size_t(vk::MemoryKind::offload)];
+  append_metrics(step_to_json_line(m));
+  if (!kernel_times_.empty()) {
+    json kernels = json::object();
+    for (const auto& k : kernel_times_) kernels[k.name] = k.milliseconds;
+    append_metrics(json{{"step", step}, {"kernels", kernels}}.dump());
+  }
+  monitor_->push_step(m);
+  monitor_->set_kernels(kernel_times_);
+  if (std::isnan(first_loss_)) first_loss_ = m.loss;
+  last_loss_ = m.loss;
+  window_steps_ = 0;
+  window_tokens_ = 0;
+  window_seconds_ = 0;
+  if (!std::isfinite(m.loss))
+    throw UserError("the loss became " + std::to_string(m.loss) + " at step " + std::to_string(step),
+                    "lower --learning-rate, keep --max-grad-norm at 1.0, or check the data");
+}
+
+double TrainingRun::evaluate() {
+  if (eval_examples_.empty()) return -1;
+  BatcherSettings settings = batcher_->settings();
+  settings.shuffle = false;
+  settings.packing = false;
+  settings.wrap_epochs = false;
+  Batcher eval_batcher(eval_examples_, settings);
+  double weight_sum = 0;
+  context_->run([&](vk::Recorder& r) { r.fill(buffers_->buffer("loss.step").range(0, 4)); });
+  for (int64_t i = 0; i < eval_batcher.micro_batches_per_epoch(); i++) {
+    MicroBatch batch = eval_batcher.next();
+    weight_sum += batch.weight_sum;
+    upload_micro_batch(batch);
+    context_->submit({eval_.get()});
+  }
+  float loss_sum = 0;
+  context_->download(buffers_->buffer("loss.step"), &loss_sum, 0, 4);
+  context_->run([&](vk::Recorder& r) { r.fill(buffers_->buffer("loss.step").range(0, 4)); });
+  return weight_sum > 0 ? loss_sum / weight_sum : 0;
+}
+
+void TrainingRun::write_run_json(RunState state) {
+  write_file_atomically(output_dir() / "run.json", run_info_to_json(info_, state) + "\n");
+}
+
+// checkpoint-N: trainable weights (a PEFT adapter, or HF-named fp32 weights for full
+// finetuning), optimizer states, and trainer_state.json (step, data position, loss window).
+void TrainingRun::save_checkpoint(int64_t step) {
+  AtomicDirectory directory(output_dir() / ("checkpoint-" + std::to_string(step)));
+  const bool full = plan_.settings.method == plan::Method::full;
+  std::vector<model::TensorToWrite> weights, states;
+  auto tensor_of = [&](const std::string& buffer_name, const std::string& file_name) {
+    const vk::Buffer* buffer = &buffers_->buffer(buffer_name);
+    return model::TensorToWrite{file_name, model::FileDtype::F32, {buffer->size() / 4}, [this, buffer](model::TensorSink& sink) {
+                                  std::vector<float> values(buffer->size() / 4);
+                                  context_->download(*buffer, values.data());
+                                  sink.write(values.data(), values.size() * 4);
+                                }};
+  };
+  if (full) {
+    for (const Trainable& t : trainables_) weights.push_back(tensor_of(t.name, t.name));
+    model::write_safetensors(directory.path() / "model.safetensors", std::move(weights));
+    model::save_model_config(model_config_, directory.path() / "config.json");
+  } else {
+    model::save_adapter(*context_, *buffers_, plan_.shape, lora_, config_.model, directory.path());
+  }
+  for (const auto& spec : plan_.buffers)
+    if (spec.category == vk::Category::optimizer_state) states.push_back(tensor_of(spec.name, spec.name));
+  if (!states.empty()) model::write_safetensors(directory.path() / "optimizer.safetensors", std::move(states));
+  float window_loss = 0;
+  context_->download(buffers_->buffer("loss.window"), &window_loss, 0, 4);
+  BatcherPosition position = batcher_->position();
+  json trainer_state = {{"version", 1}, {"step", step}, {"max_steps", max_steps_},
+                        {"epoch", position.epoch}, {"next_row", position.next_row},
+                        {"tokens", tokens_}, {"elapsed_s", elapsed_before_ + std::chrono::duration<double>(
+                                                                              std::chrono::steady_clock::now() - started_).count()},
+                        {"window_loss", window_loss}, {"window_steps", window_steps_},
+                        {"window_tokens", window_tokens_}, {"window_seconds", window_seconds_},
+                        {"seed", config_.seed}, {"data", config_.data}, {"method", config_.method}};
+  write_file_atomically(directory.path() / "trainer_state.json", trainer_state.dump(2) + "\n");
+  directory.commit();
+  // --save-total-limit: drop the oldest checkpoints.
+  if (config_.save_total_limit > 0) {
+    std::vector<int64_t> steps;
+    for (const auto& entry : fs::directory_iterator(output_dir())) {
+      std::string name = entry.path().filename().string();
+      if (entry.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp-") == std::string::npos)
+        steps.push_back(std::stoll(name.substr(11)));
+    }
+    std::sort(steps.begin(), steps.end());
+    while (static_cast<int64_t>(steps.size()) > config_.save_total_limit) {
+      fs::remove_all(output_dir() / ("checkpoint-" + std::to_string(steps.front())));
+      steps.erase(steps.begin());
+    }
+  }
+  log::info("saved checkpoint-" + std::to_string(step));
+}
+
+int64_t TrainingRun::resume() {
+  if (config_.resume_from_checkpoint.empty()) return 0;
+  fs::path path = config_.resume_from_checkpoint;
+  if (config_.resume_from_checkpoint == "latest") {
+    int64_t best = -1;
+    if (fs::is_directory(output_dir()))
+      for (const auto& entry : fs::directory_iterator(output_dir())) {
+        std::string name = entry.path().filename().string();
+        if (entry.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp-") == std::string::npos &&
+            name.find(".old-") == std::string::npos)
+          best = std::max<int64_t>(best, std::stoll(name.substr(11)));
+      }
+    if (best < 0) {
+      log::info("--resume-from-checkpoint latest: no checkpoint in " + config_.output_dir + ", starting fresh");
+      return 0;
+    }
+    path = output_dir() / ("checkpoint-" + std::to_string(best));
+  }
+  if (!fs::exists(path / "trainer_state.json"))
+    throw UserError(path.string() + " is not a vktune checkpoint (no trainer_state.json)",
+                    "give a checkpoint-N folder of an earlier run, or 'latest'");
+  json state = json::parse(read_text_file(path / "trainer_state.json"));
+  if (state.value("method", config_.method) != config_.method)
+    throw UserError(path.string() + " was written by a --method " + state.value("method", std::string()) + " run",
+                    "resume with the same flags as the interrupted run");
+  const bool full = plan_.settings.method == plan::Method::full;
+  if (full) {
+    model::SafetensorsFile weights(path / "model.safetensors");
+    for (const Trainable& t : trainables_) {
+      std::vector<float> values = model::to_fp32(weights.tensor(t.name));
+      context_->upload(buffers_->buffer(t.name), values.data());
+    }
+  } else {
+    model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, path);
+  }
+  if (fs::exists(path / "optimizer.safetensors")) {
+    model::SafetensorsFile states(path / "optimizer.safetensors");
+    for (const auto& spec : plan_.buffers)
+      if (spec.category == vk::Category::optimizer_state) {
+        std::vector<float> values = model::to_fp32(states.tensor(spec.name));
+        context_->upload(buffers_->buffer(spec.name), values.data());
+      }
+  }
+  int64_t step = state.at("step");
+  batcher_->restore({state.at("epoch").get<int64_t>(), state.at("next_row").get<int64_t>()});
+  tokens_ = state.value("tokens", int64_t{0});
+  elapsed_before_ = state.value("elapsed_s", 0.0);
+  float window_loss = state.value("window_loss", 0.0f);
+  context_->upload(buffers_->buffer("loss.window"), &window_loss, 0, 4);
+  window_steps_ = state.value("window_steps", int64_t{0});
+  window_tokens_ = state.value("window_tokens", int64_t{0});
+  window_seconds_ = state.value("window_seconds", 0.0);
+  // metrics.jsonl keeps what was logged up to the checkpoint.
+  fs::path metrics = output_dir() / "metrics.jsonl";
+  if (fs::exists(metrics)) {
+    std::ifstream in(metrics);
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      try {
+        if (json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
+      } catch (const json::exception&) {
+      }
+    }
+    write_file_atomically(metrics, kept);
+  }
+  log::info("resumed from " + path.string() + " at step " + std::to_string(step));
+  return step;
+}
+
+void TrainingRun::save_final() {
+  const bool full = plan_.settings.method == plan::Method::full;
+  if (!full) {
+    model::save_adapter(*context_, *buffers_, plan_.shape, lora_, config_.model, output_dir());
+    return;
+  }
+  std::vector<model::TensorToWrite> tensors;
+  for (const Trainable& t : trainables_) {
+    const vk::Buffer* buffer = &buffers_->buffer(t.name);
+    model::FileDtype dtype = model_config_.torch_dtype == "bfloat16" ? model::FileDtype::BF16
+                             : model_config_.torch_dtype == "float16" ? model::FileDtype::F16 : model::FileDtype::F32;
+    tensors.push_back({t.name, dtype, {buffer->size() / 4}, [this, buffer, dtype](model::TensorSink& sink) {
+                         std::vector<float> values(buffer->size() / 4);
+                         context_->download(*buffer, values.data());
+                         std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
+                         model::convert_from_fp32(values, dtype, bytes);
+                         sink.write(bytes.data(), bytes.size());
+                       }});
+  }
+  // HF shapes: linear weights are (out, in), the rest vectors or (vocab, hidden).
+  for (auto& tensor : tensors) {
+    uint64_t elements = tensor.shape[0];
+    for (size_t m = 0; m < plan::module_count; m++)
+      if (tensor.name.find(plan::module_path(plan::Module(m)) + ".weight") != std::string::npos)
+        tensor.shape = {plan::module_out_features(plan_.shape, plan::Module(m)), plan::module_in_features(plan_.shape, plan::Module(m))};
+    if (tensor.name == "model.embed_tokens.weight" || tensor.name == "lm_head.weight")
+      tensor.shape = {plan_.shape.vocab, plan_.shape.hidden};
+    (void)elements;
+  }
+  model::write_safetensors_sharded(output_dir(), std::move(tensors), 5000000000ull);
+  model::save_model_config(model_config_, output_dir() / "config.json");
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
+    fs::path source = fs::path(config_.model) / file;
+    if (fs::exists(source)) write_file_atomically(output_dir() / file, read_text_file(source));
+  }
+}
+
+TrainSummary TrainingRun::run() {
+  if (!monitor_) monitor_ = &own_monitor_;
+  monitor_->set_state(RunState::starting);
+  validate(config_);
+  prepare_data();  // everything that can fail on bad input happens before output is written
+  prepare_device();
+  record_sequences();
+
+  fs::create_directories(output_dir());
+  info_.config_json = to_json(config_);
+  info_.device = context_->caps().summary_line();
+  info_.max_steps = max_steps_;
+  info_.schedule_type = config_.lr_scheduler_type;
+  info_.peak_learning_rate = config_.learning_rate;
+  info_.warmup_steps = schedule_->settings().warmup_steps;
+  info_.schedule_kwargs = config_.lr_scheduler_kwargs;
+  for (size_t c = 0; c < vk::category_count; c++) info_.planned_bytes[c] = plan_.bytes(vk::Category(c));
+  info_.planned_offload_bytes = plan_.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload);
+  for (const auto& heap : context_->memory_heaps())
+    if (heap.device_local) info_.device_budget_bytes = std::max(info_.device_budget_bytes, heap.budget ? heap.budget : heap.size);
+  info_.started_at = now_iso8601();
+  monitor_->set_info(info_);
+
+  int64_t start = resume();
+  if (start == 0) write_file_atomically(output_dir() / "metrics.jsonl", "");
+  write_run_json(RunState::running);
+  monitor_->set_state(RunState::running);
+  log::info("training: " + std::to_string(max_steps_) + " steps of " + std::to_string(accumulation_) + " x " +
+            std::to_string(config_.per_device_train_batch_size) + " x " + std::to_string(seq_len_) + " tokens, " +
+            std::to_string(tensor_list_->element_count()) + " trainable parameters");
+
+  auto previous = std::signal(SIGINT, on_interrupt);
+  interrupted = false;
+  started_ = std::chrono::steady_clock::now();
+  ProgressBar bar("train", max_steps_);
+  RunState final_state = RunState::finished;
+  int64_t step = start;
+  try {
+    for (step = start + 1; step <= max_steps_; step++) {
+      while (monitor_->pause_requested && !monitor_->stop_requested && !interrupted) {
+        monitor_->set_state(RunState::paused);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      monitor_->set_state(RunState::running);
+      bool logging = step % config_.logging_steps == 0 || step == max_steps_ || step == start + 1;
+      auto before = std::chrono::steady_clock::now();
+      train_step(step, logging);
+      window_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count();
+      double elapsed = elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+      monitor_->set_progress(step, elapsed);
+      if (logging) {
+        log_step(step, elapsed);
+        char extra[160];
+        std::snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", last_loss_, schedule_->learning_rate(step),
+                      monitor_->snapshot().steps.back().tokens_per_second);
+        bar.report(step, extra);
+      } else {
+        bar.update(step);
+      }
+      if (config_.eval_steps > 0 && step % config_.eval_steps == 0 && step < max_steps_) {
+        monitor_->set_state(RunState::evaluating);
+        last_eval_ = evaluate();
+        if (last_eval_ >= 0) {
+          EvalMetrics e{step, batcher_->epoch_progress(), last_eval_, elapsed};
+          append_metrics(eval_to_json_line(e));
+          monitor_->push_eval(e);
+        }
+      }
+      bool stop = monitor_->stop_requested || interrupted;
+      if (monitor_->save_requested || stop || (config_.save_steps > 0 && step % config_.save_steps == 0 && step < max_steps_)) {
+        monitor_->set_state(RunState::saving);
+        save_checkpoint(step);
+        monitor_->save_requested = false;
+      }
+      if (step_hook) step_hook(step);
+      if (stop) {
+        final_state = RunState::stopped;
+        log::info(std::string("stopped at step ") + std::to_string(step) + " (" +
+                  (interrupted ? "interrupted" : "stop requested") + "); resume with --resume-from-checkpoint latest");
+        break;
+      }
+    }
+  } catch (const std::exception& error) {
+    std::signal(SIGINT, previous);
+    monitor_->set_state(RunState::failed, error.what());
+    write_run_json(RunState::failed);
+    throw;
+  }
+  std::signal(SIGINT, previous);
+  bar.finish();
+  TrainSummary summary;
+  summary.steps = std::min(step, max_steps_);
+  if (final_state == RunState::finished) {
+    double elapsed = elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    if (!eval_examples_.empty()) {
+      monitor_->set_state(RunState::evaluating);
+      last_eval_ = evaluate();
+      EvalMetrics e{max_steps_, batcher_->epoch_progress(), last_eval_, elapsed};
+      append_metrics(eval_to_json_line(e));
+      monitor_->push_eval(e);
+    }
+    save_final();
+  }
+  write_run_json(final_state);
+  monitor_->set_state(final_state);
+  summary.first_loss = first_loss_;
+  summary.last_loss = last_loss_;
+  summary.eval_loss = last_eval_;
+  summary.output = output_dir();
+  summary.plan = plan_;
+  summary.measured = context_->ledger().snapshot();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  summary.tokens_per_second = seconds > 0 ? double(tokens_) / seconds : 0;
+  return summary;
+}
+
+}  // namespace
+
+TrainSummary train(const TrainConfig& config, RunMonitor* monitor) {
+  TrainingRun run(config, monitor);
+  return run.run();
+}
+
+}  // namespace vkt::train

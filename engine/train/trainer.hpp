@@ -1,0 +1,42 @@
+#pragma once
+// `vktune train`: LoRA, QLoRA or full finetuning of a Llama-family model with the flags HF users
+// know. One optimizer step = k micro-batches (forward + backward, recorded once and replayed)
+// then one optimizer submission (global norm, clipping, AdamW/SGD, zeroing), also recorded once.
+// Per-step values (learning rate, step, RNG step, 1/Σw) live in the StepState buffer.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "engine/plan/plan.hpp"
+#include "engine/train/config.hpp"
+#include "engine/train/monitor.hpp"
+
+namespace vkt::model {
+struct ModelConfig;
+}
+
+namespace vkt::train {
+
+// The memory-relevant settings of a training configuration (shared with `vktune plan`).
+plan::RunSettings run_settings(const TrainConfig& config, uint64_t seq_len);
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double first_loss = 0, last_loss = 0;
+  double tokens_per_second = 0;
+  double eval_loss = -1;               // -1 without --eval-data
+  std::filesystem::path output;        // the adapter (or model) folder
+  plan::MemoryPlan plan;
+  vk::LedgerSnapshot measured;         // the ledger at the end of the run (peaks of the run)
+};
+
+// Runs a whole training run. `monitor` (optional) receives live snapshots and carries pause /
+// save / stop requests from a dashboard; the trainer also writes metrics.jsonl and run.json.
+TrainSummary train(const TrainConfig& config, RunMonitor* monitor = nullptr);
+
+// Test hook: called after every optimizer step with the step number (e.g. to simulate a crash by
+// throwing). Not used by the command line.
+void set_step_hook(std::function<void(int64_t step)> hook);
+
+}  // namespace vkt::train
