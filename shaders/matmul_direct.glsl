@@ -157,7 +157,7 @@ void main() {
   // Software pipelining: the next chunk's loads are issued before this chunk's FMAs, so cache
   // misses overlap with arithmetic (about +8% on lavapipe). The last iteration reloads the
   // final chunk, harmlessly.
-  load_chunk(l_base, r_base, 0);
+  if (p.inner > 0) load_chunk(l_base, r_base, 0);  // an empty product reads nothing
   for (uint k = 0; k < p.inner; k += 4) {
     vec4 l_now[L_SLOTS], r_now[COLS];
     [[unroll]] for (uint s = 0; s < L_SLOTS; s++) l_now[s] = l_mine[s];
