@@ -1,10 +1,15 @@
 // matmul_nt / matmul_nn / matmul_tn against the fp64 CPU references: shapes that are not
 // multiples of any tile (1, 7, 33, 65, 127, 130) and a realistic one, alpha/beta/bias, batches,
-// every storage combination, unaligned operands (scalar loads), and the three forms checked as
-// each other's backward with finite differences.
+// each storage type in each operand, unaligned operands (scalar loads), both shader bodies
+// (direct on CPU drivers, tiled elsewhere: the tiled one is forced with its kill switch), and the
+// three forms checked as each other's backward with finite differences.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <optional>
 #include <string>
 
 #include "engine/base/error.hpp"
@@ -22,6 +27,25 @@ namespace {
 enum class Form { nt, nn, tn };
 
 const char* form_name(Form form) { return form == Form::nt ? "matmul_nt" : form == Form::nn ? "matmul_nn" : "matmul_tn"; }
+
+// Sets an environment variable for one scope (the kernels read their kill switches per call).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_) setenv(name_, old_->c_str(), 1);
+    else unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 float round_to(float value, DType type) {
   if (type == DType::f16) return half_to_float(float_to_half(value));
@@ -48,6 +72,7 @@ struct DeviceTensor {
 };
 
 DeviceTensor upload_as(const std::vector<float>& values, DType type, size_t offset = 0, const std::string& name = "t") {
+  if (values.empty() && offset == 0) offset = 1;  // an empty operand still gets a (never read) buffer
   if (type == DType::f32) {
     std::vector<float> padded(offset, 0.0f);
     padded.insert(padded.end(), values.begin(), values.end());
@@ -124,7 +149,9 @@ void run_case(Case t, uint32_t seed = 1) {
   sizes(t, a_count, w_count, c_count, inner);
   auto a = random_stored(a_count * t.batch, seed, t.a);
   auto w = random_stored(w_count * t.batch, seed + 1, t.w);
-  auto c_before = random_stored(c_count * t.batch, seed + 2, t.c);
+  // beta = 0 must ignore C entirely: give it NaNs the kernel must not read.
+  auto c_before = t.beta == 0.0f ? std::vector<float>(c_count * t.batch, std::numeric_limits<float>::quiet_NaN())
+                                 : random_stored(c_count * t.batch, seed + 2, t.c);
   uint32_t cols = t.form == Form::nt ? t.n : t.k;
   auto bias = test::random_floats(cols, seed + 3);
 
@@ -187,6 +214,20 @@ void scaling_cases(Form form) {
     t.alpha = alpha, t.beta = beta, t.bias = bias;
     run_case(t, 7);
   }
+  // A thin output (16 columns, as a LoRA rank): the direct body computes its transpose, and the
+  // bias then runs along the other dimension.
+  Case t;
+  t.form = form;
+  t.m = 70, t.n = 16, t.k = 16;
+  t.alpha = 1.5f, t.beta = 0.5f, t.bias = form == Form::nt;
+  run_case(t, 9);
+  // An empty inner dimension: C = beta * C (+ bias), no operand read.
+  t = Case{};
+  t.form = form;
+  t.m = 5, t.n = 6, t.k = 7;
+  (form == Form::nt ? t.k : form == Form::nn ? t.n : t.m) = 0;
+  t.beta = 0.5f, t.bias = form == Form::nt;
+  run_case(t, 10);
 }
 
 void realistic_case(Form form) {
@@ -208,20 +249,25 @@ void batched_cases(Form form) {
   run_case(t, 17);
 }
 
+// Each storage type in each operand position, plus the all-16-bit combinations a model runs
+// with. The type handling does not depend on the tile size, so these run with the smallest
+// tiles (faster pipeline compiles; the kill switch is tested along the way).
 void storage_cases(Form form) {
   if (!context().caps().storage_16bit) return;
-  const DType types[] = {DType::f32, DType::f16, DType::bf16};
-  for (DType a : types)
-    for (DType w : types)
-      for (DType c : types) {
-        if (form == Form::tn && c != DType::f32) continue;
-        Case t;
-        t.form = form;
-        t.a = a, t.w = w, t.c = c;
-        t.m = 36, t.n = 40, t.k = 44;
-        t.beta = c == DType::f32 ? 0.0f : 0.5f;
-        run_case(t, 19);
-      }
+  ScopedEnv small_tiles("VKT_DISABLE_MATMUL_LARGE_TILES", "1");
+  const DType f32 = DType::f32, f16 = DType::f16, bf16 = DType::bf16;
+  const DType combinations[][3] = {{f16, f32, f32},  {bf16, f32, f32},  {f32, f16, f32}, {f32, bf16, f32},
+                                   {f32, f32, f16},  {f32, f32, bf16},  {f16, f16, f16}, {bf16, bf16, bf16},
+                                   {bf16, f16, f32}};
+  for (const auto& types : combinations) {
+    if (form == Form::tn && types[2] != f32) continue;  // matmul_tn writes fp32
+    Case t;
+    t.form = form;
+    t.a = types[0], t.w = types[1], t.c = types[2];
+    t.m = 36, t.n = 40, t.k = 44;
+    t.beta = t.c == f32 ? 0.0f : 0.5f;  // 16-bit C is also read back
+    run_case(t, 19);
+  }
   // Odd sizes with 16-bit storage: scalar 16-bit loads and stores at every edge.
   Case t;
   t.form = form;
@@ -242,6 +288,96 @@ void unaligned_cases(Form form) {
   }
 }
 
+// The tiled shader body (the GPU path) on the cases that exercise its edges.
+void tiled_body_cases(Form form) {
+  ScopedEnv tiled("VKT_DISABLE_MATMUL_DIRECT", "1");
+  REQUIRE_FALSE(kernels::matmul_tiling(context(), 256, 256).direct);
+  for (const auto& shape : {std::array<uint32_t, 3>{7, 33, 65}, {65, 130, 33}, {130, 127, 132}}) {
+    Case t;
+    t.form = form;
+    t.m = shape[0], t.n = shape[1], t.k = shape[2];
+    run_case(t, 31);
+  }
+  Case t;
+  t.form = form;
+  t.m = 33, t.n = 70, t.k = 65;
+  t.alpha = -2.0f, t.beta = 0.25f, t.bias = form == Form::nt;
+  run_case(t, 37);
+  t = Case{};
+  t.form = form;
+  t.m = 33, t.n = 20, t.k = 24, t.batch = 3;
+  run_case(t, 41);
+  t.offset_a = 1, t.offset_w = 3;  // scalar loads
+  run_case(t, 43);
+  if (context().caps().storage_16bit) {
+    for (DType type : {DType::f16, DType::bf16}) {
+      t = Case{};
+      t.form = form;
+      t.a = t.w = t.c = type;
+      t.m = 36, t.n = 40, t.k = 44, t.beta = 0.5f;
+      run_case(t, 47);
+    }
+  }
+}
+
+// loss = <C, G> for the product of `form` on the device, fp32, as finite differences see it.
+double device_loss(Form form, const std::vector<float>& a, const std::vector<float>& w, const std::vector<float>& g,
+                   uint32_t m, uint32_t n, uint32_t k) {
+  Case t;
+  t.form = form;
+  t.m = m, t.n = n, t.k = k;
+  size_t a_count, w_count, c_count;
+  uint32_t inner;
+  sizes(t, a_count, w_count, c_count, inner);
+  Guarded a_device = Guarded::of(a, "A"), w_device = Guarded::of(w, "W"), c_device(c_count * 4, "C");
+  context().run([&](vk::Recorder& r) {
+    record_case(r, t, a_device.range(), w_device.range(), c_device.range(), nullptr, a_count, w_count, c_count);
+  });
+  return test::dot(c_device.floats(), g);
+}
+
+// The three forms are each other's backward: for loss = <C, G>,
+//   nt  C = A·Wᵀ:  dA = G·W  (nn),    dW = Gᵀ·A (tn)
+//   nn  C = A·W:   dA = G·Wᵀ (nt),    dW = Aᵀ·G (tn)
+//   tn  C = Aᵀ·B:  dA = B·Gᵀ (nt),    dB = A·G  (nn)
+// The analytic gradients come from the other two kernels on the device; the numeric ones from
+// 4-point differences of the forward kernel. The loss is bilinear, so the differences are exact
+// up to fp32 rounding of C (~1e-7 relative over a few dozen terms, divided by 12*step = 3):
+// NMSE 1e-8 leaves a wide margin and still fails on any wrong index or transpose.
+void gradient_case(Form form) {
+  const uint32_t m = 5, n = 6, k = 7;
+  Case t;
+  t.form = form;
+  t.m = m, t.n = n, t.k = k;
+  size_t a_count, w_count, c_count;
+  uint32_t inner;
+  sizes(t, a_count, w_count, c_count, inner);
+  auto a = test::random_floats(a_count, 51), w = test::random_floats(w_count, 52), g = test::random_floats(c_count, 53);
+  Guarded a_device = Guarded::of(a, "A"), w_device = Guarded::of(w, "W"), g_device = Guarded::of(g, "G");
+  Guarded da_device(a_count * 4, "dA"), dw_device(w_count * 4, "dW");
+  kernels::BufferRange a_range = a_device.range(), w_range = w_device.range(), g_range = g_device.range();
+  context().run([&](vk::Recorder& r) {
+    auto dense = [](const kernels::BufferRange& range) { return kernels::dense_f32(range); };
+    if (form == Form::nt) {
+      kernels::matmul_nn(r, g_range, DType::f32, dense(w_range), da_device.range(), DType::f32, m, n, k);
+      kernels::matmul_tn(r, g_range, DType::f32, a_range, DType::f32, dw_device.range(), m, n, k);
+    } else if (form == Form::nn) {
+      kernels::matmul_nt(r, g_range, DType::f32, dense(w_range), da_device.range(), DType::f32, m, n, k);
+      kernels::matmul_tn(r, a_range, DType::f32, g_range, DType::f32, dw_device.range(), m, n, k);
+    } else {
+      kernels::matmul_nt(r, w_range, DType::f32, dense(g_range), da_device.range(), DType::f32, m, n, k);
+      kernels::matmul_nn(r, a_range, DType::f32, dense(g_range), dw_device.range(), DType::f32, m, n, k);
+    }
+  });
+  auto da = da_device.floats(), dw = dw_device.floats();
+  CHECK(da_device.guard_intact());
+  CHECK(dw_device.guard_intact());
+  test::check_gradient([&](const std::vector<float>& x) { return device_loss(form, x, w, g, m, n, k); }, a, da, 0.25f,
+                       1e-8, 12, std::string(form_name(form)) + " dA");
+  test::check_gradient([&](const std::vector<float>& x) { return device_loss(form, a, x, g, m, n, k); }, w, dw, 0.25f,
+                       1e-8, 12, std::string(form_name(form)) + (form == Form::tn ? " dB" : " dW"));
+}
+
 }  // namespace
 
 TEST_SUITE("kernels_matmul") {
@@ -252,6 +388,16 @@ TEST_CASE("matmul_nt: realistic shape 256x384x320") { realistic_case(Form::nt); 
 TEST_CASE("matmul_nt: batched") { batched_cases(Form::nt); }
 TEST_CASE("matmul_nt: every fp32/fp16/bf16 storage combination") { storage_cases(Form::nt); }
 TEST_CASE("matmul_nt: unaligned operands fall back to scalar loads") { unaligned_cases(Form::nt); }
+TEST_CASE("matmul_nt: tiled body (GPU path) on odd shapes, scaling, batches, 16-bit") { tiled_body_cases(Form::nt); }
+TEST_CASE("matmul_nt: gradients are matmul_nn and matmul_tn") { gradient_case(Form::nt); }
+TEST_CASE("matmul_nt: quantized weights are refused until quant.glsl lands") {
+  Guarded a = Guarded::of(test::random_floats(64, 1)), c(64 * 4);
+  kernels::WeightRef w;
+  w.format = kernels::WeightFormat::nf4;
+  w.data = a.range();
+  auto record = [&](vk::Recorder& r) { kernels::matmul_nt(r, a.range(), DType::f32, w, c.range(), DType::f32, 8, 8, 8); };
+  CHECK_THROWS_WITH(context().run(record), doctest::Contains("not implemented yet"));
+}
 
 TEST_CASE("matmul_nn: odd shapes against the fp64 reference") { odd_shape_cases(Form::nn); }
 TEST_CASE("matmul_nn: alpha and beta") { scaling_cases(Form::nn); }
@@ -259,6 +405,8 @@ TEST_CASE("matmul_nn: realistic shape 256x384x320") { realistic_case(Form::nn); 
 TEST_CASE("matmul_nn: batched") { batched_cases(Form::nn); }
 TEST_CASE("matmul_nn: every fp32/fp16/bf16 storage combination") { storage_cases(Form::nn); }
 TEST_CASE("matmul_nn: unaligned operands fall back to scalar loads") { unaligned_cases(Form::nn); }
+TEST_CASE("matmul_nn: tiled body (GPU path) on odd shapes, scaling, batches, 16-bit") { tiled_body_cases(Form::nn); }
+TEST_CASE("matmul_nn: gradients are matmul_nt and matmul_tn") { gradient_case(Form::nn); }
 
 TEST_CASE("matmul_tn: odd shapes against the fp64 reference") { odd_shape_cases(Form::tn); }
 TEST_CASE("matmul_tn: alpha and beta") { scaling_cases(Form::tn); }
@@ -266,5 +414,7 @@ TEST_CASE("matmul_tn: realistic shape 256x384x320") { realistic_case(Form::tn); 
 TEST_CASE("matmul_tn: batched") { batched_cases(Form::tn); }
 TEST_CASE("matmul_tn: every fp32/fp16/bf16 storage combination") { storage_cases(Form::tn); }
 TEST_CASE("matmul_tn: unaligned operands fall back to scalar loads") { unaligned_cases(Form::tn); }
+TEST_CASE("matmul_tn: tiled body (GPU path) on odd shapes, scaling, batches, 16-bit") { tiled_body_cases(Form::tn); }
+TEST_CASE("matmul_tn: gradients are matmul_nt and matmul_nn") { gradient_case(Form::tn); }
 
 }  // TEST_SUITE

@@ -74,7 +74,7 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
   bool needs_16bit = left.type != DType::f32 || right.type != DType::f32 || c_type != DType::f32;
   if (needs_16bit && !caps.storage_16bit)
     throw UserError(where + ": fp16/bf16 tensors need 16-bit storage buffers, which " + caps.name + " lacks",
-                    "use fp32 activations and weights on this device (VKT_DISABLE_FP16=1 where offered)");
+                    "use fp32 activations and weights on this device");
 
   // Bounds: every range must hold what the shader will touch.
   for (const Operand* operand : {&left, &right}) {
@@ -170,10 +170,6 @@ DType dense_type(WeightFormat format) {
     default: return DType::f32;
   }
 }
-
-}  // namespace
-
-namespace {
 
 // Whether subgroupShuffle works in compute shaders, read once per physical device.
 bool supports_shuffle(vk::Context& context) {
