@@ -1,0 +1,157 @@
+#include "engine/model/tokenizer_train.hpp"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "engine/base/error.hpp"
+#include "engine/model/tokenizer.hpp"
+
+namespace vkt::model {
+
+using nlohmann::ordered_json;
+
+namespace {
+
+const char* gpt2_pattern = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+// Splits text into GPT-2 pre-tokens and counts them.
+void count_words(const std::string& text, pcre2_code* regex, pcre2_match_data* data,
+                 std::unordered_map<std::string, uint64_t>& counts) {
+  size_t at = 0;
+  while (at < text.size()) {
+    int result = pcre2_match(regex, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at, 0, data, nullptr);
+    if (result < 0) break;
+    PCRE2_SIZE* vector = pcre2_get_ovector_pointer(data);
+    if (vector[1] == vector[0]) { at++; continue; }
+    counts[text.substr(vector[0], vector[1] - vector[0])]++;
+    at = vector[1];
+  }
+}
+
+// The vocabulary string of a token made of `bytes`: GPT-2's byte-to-unicode characters.
+std::string token_string(const std::string& bytes) {
+  std::string out;
+  for (unsigned char b : bytes) out += byte_level_char(b);
+  return out;
+}
+
+TrainedTokenizer build_json(const std::vector<std::string>& tokens, const std::vector<std::pair<int, int>>& merges,
+                            const TokenizerTrainOptions& options) {
+  TrainedTokenizer result;
+  ordered_json vocab = ordered_json::object();
+  for (size_t id = 0; id < tokens.size(); id++) vocab[token_string(tokens[id])] = id;
+  ordered_json merge_list = ordered_json::array();
+  for (const auto& [left, right] : merges) merge_list.push_back(token_string(tokens[left]) + " " + token_string(tokens[right]));
+  uint32_t next = static_cast<uint32_t>(tokens.size());
+  result.bos_id = next++;
+  result.eos_id = next++;
+  result.pad_id = next++;
+  result.vocab_size = next;
+  auto added = [](uint32_t id, const std::string& content) {
+    return ordered_json{{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
+                        {"rstrip", false}, {"normalized", false}, {"special", true}};
+  };
+  ordered_json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  ordered_json tokenizer = {
+      {"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr},
+      {"added_tokens", {added(result.bos_id, options.bos_token), added(result.eos_id, options.eos_token),
+                        added(result.pad_id, options.pad_token)}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", byte_level},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", {{{"SpecialToken", {{"id", options.bos_token}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"pair", {{{"SpecialToken", {{"id", options.bos_token}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                  {{"SpecialToken", {{"id", options.bos_token}, {"type_id", 1}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+        {"special_tokens", {{options.bos_token, {{"id", options.bos_token}, {"ids", {result.bos_id}}, {"tokens", {options.bos_token}}}}}}}},
+      {"decoder", byte_level},
+      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+                 {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
+                 {"vocab", vocab}, {"merges", merge_list}}}};
+  result.tokenizer_json = tokenizer.dump(1);
+  ordered_json config = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"bos_token", options.bos_token},
+                         {"eos_token", options.eos_token}, {"pad_token", options.pad_token},
+                         {"model_max_length", 2048}, {"clean_up_tokenization_spaces", false}};
+  result.tokenizer_config_json = config.dump(2);
+  return result;
+}
+
+}  // namespace
+
+TrainedTokenizer byte_level_tokenizer(const TokenizerTrainOptions& options) {
+  std::vector<std::string> tokens;
+  for (int b = 0; b < 256; b++) tokens.push_back(std::string(1, static_cast<char>(b)));
+  return build_json(tokens, {}, options);
+}
+
+TrainedTokenizer train_bpe_tokenizer(const std::vector<std::string>& texts, const TokenizerTrainOptions& options) {
+  if (options.vocab_size < 256 + 3)
+    throw UserError("--vocab-size must be at least 259 (256 bytes and 3 special tokens)", "e.g. 4096");
+  int error_code = 0;
+  PCRE2_SIZE error_offset = 0;
+  pcre2_code* regex = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(gpt2_pattern), PCRE2_ZERO_TERMINATED,
+                                    PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
+  VKT_ASSERT(regex != nullptr, "GPT-2 pattern compiles");
+  pcre2_jit_compile(regex, PCRE2_JIT_COMPLETE);
+  pcre2_match_data* data = pcre2_match_data_create_from_pattern(regex, nullptr);
+  std::unordered_map<std::string, uint64_t> counts;
+  for (const std::string& text : texts) count_words(text, regex, data, counts);
+  pcre2_match_data_free(data);
+  pcre2_code_free(regex);
+
+  // Words as symbol sequences (symbols are token ids), with their counts.
+  std::vector<std::string> tokens;
+  for (int b = 0; b < 256; b++) tokens.push_back(std::string(1, static_cast<char>(b)));
+  std::vector<std::pair<std::vector<int>, uint64_t>> words;
+  words.reserve(counts.size());
+  for (const auto& [word, count] : counts) {
+    std::vector<int> symbols;
+    for (unsigned char c : word) symbols.push_back(c);
+    words.push_back({std::move(symbols), count});
+  }
+  std::sort(words.begin(), words.end());  // deterministic order regardless of hashing
+  std::vector<std::pair<int, int>> merges;
+  const uint32_t merge_budget = options.vocab_size - 256 - 3;
+  while (merges.size() < merge_budget) {
+    std::map<std::pair<int, int>, uint64_t> pairs;
+    for (const auto& [symbols, count] : words)
+      for (size_t i = 0; i + 1 < symbols.size(); i++) pairs[{symbols[i], symbols[i + 1]}] += count;
+    std::pair<int, int> best{-1, -1};
+    uint64_t best_count = 0;
+    std::string best_bytes;
+    for (const auto& [pair, count] : pairs) {
+      if (count < best_count || count < options.min_frequency) continue;
+      std::string merged = tokens[pair.first] + tokens[pair.second];
+      if (count > best_count || merged < best_bytes) {
+        best = pair;
+        best_count = count;
+        best_bytes = merged;
+      }
+    }
+    if (best.first < 0) break;
+    int id = static_cast<int>(tokens.size());
+    tokens.push_back(best_bytes);
+    merges.push_back(best);
+    for (auto& [symbols, count] : words) {
+      std::vector<int> merged;
+      merged.reserve(symbols.size());
+      for (size_t i = 0; i < symbols.size(); i++) {
+        if (i + 1 < symbols.size() && symbols[i] == best.first && symbols[i + 1] == best.second) {
+          merged.push_back(id);
+          i++;
+        } else {
+          merged.push_back(symbols[i]);
+        }
+      }
+      symbols.swap(merged);
+    }
+  }
+  return build_json(tokens, merges, options);
+}
+
+}  // namespace vkt::model

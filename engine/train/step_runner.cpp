@@ -1,0 +1,162 @@
+#include "engine/train/step_runner.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include "engine/base/error.hpp"
+#include "engine/kernels/elementwise.hpp"
+
+namespace vkt::train {
+
+StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const OptimizerSettings& settings)
+    : context_(context), session_(session), settings_(settings) {
+  auto& buffers = *session.buffers;
+  const auto& plan = session.plan;
+  std::vector<kernels::OptimizerTensor> tensors;
+  for (const auto& spec : plan.buffers) {
+    if (spec.name.rfind("grad.", 0) != 0) continue;
+    std::string name = spec.name.substr(5);
+    // HF's Trainer excludes biases and norm weights from weight decay.
+    bool norm_or_bias = name.find("layernorm") != std::string::npos || name == "model.norm.weight" ||
+                        (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+    kernels::OptimizerTensor tensor;
+    tensor.param = buffers.range(name);
+    tensor.grad = buffers.range(spec.name);
+    if (settings.optimizer == plan::Optimizer::adamw) {
+      tensor.state0 = buffers.range("adam_m." + name);
+      tensor.state1 = buffers.range("adam_v." + name);
+    } else if (settings.optimizer == plan::Optimizer::momentum) {
+      tensor.state0 = buffers.range("momentum." + name);
+    }
+    tensor.count = static_cast<uint32_t>(tensor.param.bytes / 4);
+    tensor.decay_scale = norm_or_bias ? 0.0f : 1.0f;
+    tensors.push_back(tensor);
+    trainable_names_.push_back(name);
+  }
+  VKT_ASSERT(!tensors.empty(), "nothing to train");
+  tensor_list_ = std::make_unique<kernels::TensorList>(context, tensors);
+
+  auto& transformer = *session.transformer;
+  auto body = [&transformer](vk::Recorder& r) {
+    transformer.record_forward(r, true, true);
+    transformer.record_backward(r);
+  };
+  micro_ = std::make_unique<vk::Sequence>(context);
+  micro_->record(body);
+  micro_profiled_ = std::make_unique<vk::Sequence>(context, true);
+  micro_profiled_->record(body);
+  const vk::BufferRange step_state = buffers.range("step_state");
+  const vk::BufferRange loss_step = buffers.buffer("loss.step").range(0, 4);
+  const vk::BufferRange loss_window = buffers.buffer("loss.window").range(0, 4);
+  const vk::BufferRange loss_scale = buffers.buffer("step_state").range(model::step_state_loss_scale_offset, 4);
+  optimizer_ = std::make_unique<vk::Sequence>(context);
+  optimizer_->record([&](vk::Recorder& r) {
+    kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(settings_.max_grad_norm));
+    if (settings_.optimizer == plan::Optimizer::adamw) {
+      kernels::AdamWConfig adamw;
+      adamw.beta1 = settings_.beta1;
+      adamw.beta2 = settings_.beta2;
+      adamw.eps = static_cast<float>(settings_.epsilon);
+      adamw.weight_decay = static_cast<float>(settings_.weight_decay);
+      kernels::adamw(r, *tensor_list_, step_state, adamw);
+    } else {
+      kernels::SgdConfig sgd;
+      sgd.momentum = settings_.optimizer == plan::Optimizer::momentum ? static_cast<float>(settings_.momentum) : 0.0f;
+      sgd.weight_decay = static_cast<float>(settings_.weight_decay);
+      kernels::sgd(r, *tensor_list_, step_state, sgd);
+    }
+    kernels::zero_gradients(r, *tensor_list_);
+    // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.
+    kernels::scale(r, loss_step, 1, 1.0f, &loss_scale);
+    kernels::axpby(r, loss_step, loss_window, 1, 1.0f, 1.0f);
+    r.fill(loss_step);
+  });
+  eval_ = std::make_unique<vk::Sequence>(context);
+  eval_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false); });
+  state_.rng_seed = settings.seed;
+}
+
+void StepRunner::reset() {
+  auto& buffers = *session_.buffers;
+  context_.run([&](vk::Recorder& r) {
+    kernels::zero_gradients(r, *tensor_list_);
+    for (const auto& spec : session_.plan.buffers)
+      if (spec.category == vk::Category::optimizer_state || spec.name.rfind("loss.", 0) == 0)
+        r.fill(buffers.range(spec.name));
+  });
+}
+
+void StepRunner::write_state() {
+  kernels::write_step_state(context_, session_.buffers->buffer("step_state"), state_);
+}
+
+void StepRunner::upload(const MicroBatch& batch) {
+  auto& buffers = *session_.buffers;
+  context_.upload(buffers.buffer("input.ids"), batch.ids.data(), 0, batch.ids.size() * 4);
+  context_.upload(buffers.buffer("input.targets"), batch.targets.data(), 0, batch.targets.size() * 4);
+  context_.upload(buffers.buffer("input.weights"), batch.weights.data(), 0, batch.weights.size() * 4);
+  context_.upload(buffers.buffer("input.positions"), batch.positions.data(), 0, batch.positions.size() * 4);
+  context_.upload(buffers.buffer("input.segments"), batch.segments.data(), 0, batch.segments.size() * 4);
+}
+
+void StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile) {
+  double weight_sum = 0;
+  for (const MicroBatch& batch : micro_batches) weight_sum += batch.weight_sum;
+  state_.spare[0] = weight_sum > 0 ? static_cast<float>(1.0 / weight_sum) : 0.0f;
+  const int64_t accumulation = static_cast<int64_t>(micro_batches.size());
+  for (int64_t i = 0; i < accumulation; i++) {
+    upload(micro_batches[static_cast<size_t>(i)]);
+    state_.rng_step = static_cast<uint32_t>((step - 1) * accumulation + i);  // a fresh dropout mask per micro-batch
+    write_state();
+    bool profiled = profile && i == 0;
+    context_.submit({profiled ? micro_profiled_.get() : micro_.get()});
+    if (profiled) {
+      std::map<std::string, double> by_kernel;
+      for (const auto& timing : micro_profiled_->timings()) by_kernel[timing.label] += timing.milliseconds;
+      kernel_times_.clear();
+      for (const auto& [name, ms] : by_kernel) kernel_times_.push_back({name, ms * double(accumulation)});
+      std::sort(kernel_times_.begin(), kernel_times_.end(),
+                [](const KernelTime& a, const KernelTime& b) { return a.milliseconds > b.milliseconds; });
+      if (kernel_times_.size() > 12) kernel_times_.resize(12);
+    }
+  }
+  if (settings_.optimizer == plan::Optimizer::adamw) {
+    kernels::AdamWConfig adamw;
+    adamw.beta1 = settings_.beta1;
+    adamw.beta2 = settings_.beta2;
+    kernels::set_optimizer_step(state_, static_cast<uint32_t>(step), lr, adamw);
+  } else {
+    kernels::set_optimizer_step(state_, static_cast<uint32_t>(step), lr);
+  }
+  write_state();
+  context_.submit({optimizer_.get()});
+}
+
+double StepRunner::take_loss_sum() {
+  auto& buffer = session_.buffers->buffer("loss.window");
+  float sum = 0, zero = 0;
+  context_.download(buffer, &sum, 0, 4);
+  context_.upload(buffer, &zero, 0, 4);
+  return sum;
+}
+
+kernels::StepState StepRunner::device_state() {
+  return kernels::read_step_state(context_, session_.buffers->buffer("step_state"));
+}
+
+double StepRunner::evaluate(const std::vector<MicroBatch>& micro_batches) {
+  auto& loss_step = session_.buffers->buffer("loss.step");
+  double weight_sum = 0;
+  context_.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
+  for (const MicroBatch& batch : micro_batches) {
+    weight_sum += batch.weight_sum;
+    upload(batch);
+    context_.submit({eval_.get()});
+  }
+  float sum = 0;
+  context_.download(loss_step, &sum, 0, 4);
+  context_.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
+  return weight_sum > 0 ? sum / weight_sum : 0;
+}
+
+}  // namespace vkt::train

@@ -1,0 +1,59 @@
+#pragma once
+// One optimizer step on the device: k micro-batches (forward + backward, recorded once and
+// replayed), then the optimizer submission (global norm, clipping, AdamW/SGD, zeroing, loss
+// bookkeeping), also recorded once. Per-step values go through the StepState buffer:
+// learning rate, step, RNG step and 1/Σw (the loss normaliser over the step's micro-batches).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/kernels/optimizer.hpp"
+#include "engine/model/session.hpp"
+#include "engine/train/batcher.hpp"
+#include "engine/train/monitor.hpp"
+
+namespace vkt::train {
+
+struct OptimizerSettings {
+  plan::Optimizer optimizer = plan::Optimizer::adamw;
+  double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weight_decay = 0, momentum = 0.9;
+  double max_grad_norm = 1.0;
+  uint32_t seed = 42;  // dropout RNG
+};
+
+class StepRunner {
+ public:
+  StepRunner(vk::Context& context, model::ModelSession& session, const OptimizerSettings& settings);
+
+  // Zeroes gradients, optimizer states and loss accumulators (a fresh run).
+  void reset();
+  // Runs optimizer step `step` (1-based) over `micro_batches` at learning rate `lr`. With
+  // `profile`, the first micro-batch records GPU time per kernel (kernel_times()).
+  void step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile = false);
+  // Σ over steps since the last call of each step's loss (Σ w·CE / Σ w); resets the sum.
+  double take_loss_sum();
+  // The global gradient norm of the last step (before clipping) and its clip coefficient.
+  kernels::StepState device_state();
+  // Weighted loss over `micro_batches` without training (Σ w·CE / Σ w).
+  double evaluate(const std::vector<MicroBatch>& micro_batches);
+  const std::vector<KernelTime>& kernel_times() const { return kernel_times_; }
+
+  // Trainable tensors (parameter buffer names) in optimizer order.
+  const std::vector<std::string>& trainable_names() const { return trainable_names_; }
+  uint64_t trainable_elements() const { return tensor_list_->element_count(); }
+  // Adds the micro-batch's tokens to the inputs (ids, targets, weights, positions, segments).
+  void upload(const MicroBatch& batch);
+
+ private:
+  void write_state();
+  vk::Context& context_;
+  model::ModelSession& session_;
+  OptimizerSettings settings_;
+  std::vector<std::string> trainable_names_;
+  std::unique_ptr<kernels::TensorList> tensor_list_;
+  std::unique_ptr<vk::Sequence> micro_, micro_profiled_, optimizer_, eval_;
+  kernels::StepState state_;
+  std::vector<KernelTime> kernel_times_;
+};
+
+}  // namespace vkt::train

@@ -1,0 +1,25 @@
+#pragma once
+// Tiny models and datasets for end-to-end tests: a Llama in HF layout with a byte-level tokenizer,
+// written by the same code as `vktune new-model`.
+#include <filesystem>
+#include <string>
+
+namespace vkt::test {
+
+struct TinyModelOptions {
+  uint32_t hidden = 32, layers = 2, heads = 4, kv_heads = 2, intermediate = 64;
+  uint64_t seed = 1;
+  bool qkv_bias = false;
+  bool tied = true;
+};
+// Writes the model into `directory` (once per process per directory) and returns it.
+std::filesystem::path tiny_model(const std::filesystem::path& directory, const TinyModelOptions& options = {});
+
+// A tiny model after a short full finetuning on plain text (so that LoRA has a base whose
+// output layer is not random): the same pipeline as the demo's base model. Cached per process.
+std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directory);
+
+// A prompt/completion JSONL of `count` lines with a learnable pattern; returns its path.
+std::filesystem::path tiny_dataset(const std::filesystem::path& path, int count, uint32_t seed = 3);
+
+}  // namespace vkt::test
