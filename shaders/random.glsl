@@ -4,6 +4,7 @@
 
 const uint STREAM_DROPOUT = 1u;
 const uint STREAM_INIT = 2u;
+const uint STREAM_DARE = 3u;  // merge: DARE drop masks (engine/kernels/merge.hpp)
 
 uvec4 philox4x32_10(uvec4 counter, uvec2 key) {
   for (int round = 0; round < 10; round++) {

@@ -27,6 +27,7 @@ namespace vkt::random {
 enum Stream : uint32_t {
   stream_dropout = 1,
   stream_init = 2,  // adapter initialization (random_uniform)
+  stream_dare = 3,  // merge: DARE drop masks (engine/kernels/merge.hpp)
 };
 
 using Philox4 = std::array<uint32_t, 4>;
