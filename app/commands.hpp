@@ -9,5 +9,8 @@ void add_bench_command(CLI::App& app);
 void add_dashboard_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
+void add_merge_command(CLI::App& app);
+void add_export_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 
 }  // namespace vkt::app

@@ -1,5 +1,7 @@
 #include "engine/model/session.hpp"
 
+#include "engine/base/log.hpp"
+
 namespace vkt::model {
 
 plan::ModelShape model_shape(const ModelConfig& c) {
@@ -22,6 +24,19 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
   auto session = std::make_unique<ModelSession>();
   session->config = load_model_config(model_dir);
   plan::RunSettings adjusted = settings;
+  // A checkpoint written by `vktune quantize` (int8/int4/int4-asym) is used as stored unless the
+  // run asked for a quantized format of its own (then it is converted) or trains every weight
+  // (then it is dequantized to fp32).
+  if (auto stored = vktune_quantization(session->config, (model_dir / "config.json").string())) {
+    const bool full = adjusted.method == plan::Method::full && adjusted.training;
+    if (full) {
+      log::warn(model_dir.string() + " is quantized (" + quantized_format_name(stored->format) +
+                "): full finetuning starts from its dequantized values");
+    } else if (!kernels::is_quantized(adjusted.base_format)) {
+      adjusted.base_format = stored->format;
+      adjusted.quant_block = stored->block_size;
+    }
+  }
   if (lora) {
     adjusted.lora_r = lora->rank;
     adjusted.target_modules = lora->targets;

@@ -1,5 +1,6 @@
 #include "engine/model/weights.hpp"
 
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
@@ -61,8 +62,10 @@ void upload_quantized(vk::Context& context, BufferSet& buffers, const std::strin
   if (weight.format == WeightFormat::int4_asym) upload_vector(context, buffers, name + ".zeros", weight.zeros);
 }
 
-quant::QuantizedWeight read_bitsandbytes(const SafetensorsFolder& folder, const std::string& name, uint32_t rows,
-                                         uint32_t cols) {
+}  // namespace
+
+quant::QuantizedWeight read_bitsandbytes_nf4(const SafetensorsFolder& folder, const std::string& name, uint32_t rows,
+                                            uint32_t cols) {
   const TensorView& state_view = folder.tensor(name + ".quant_state.bitsandbytes__nf4");
   nlohmann::json state;
   try {
@@ -101,7 +104,84 @@ quant::QuantizedWeight read_bitsandbytes(const SafetensorsFolder& folder, const 
   return quant::from_bitsandbytes_nf4(source, name);
 }
 
-}  // namespace
+std::optional<kernels::WeightFormat> quantized_format_from_name(const std::string& name) {
+  if (name == "int8") return WeightFormat::int8;
+  if (name == "int4") return WeightFormat::int4;
+  if (name == "int4-asym" || name == "int4_asym") return WeightFormat::int4_asym;
+  return std::nullopt;
+}
+
+std::string quantized_format_name(kernels::WeightFormat format) { return kernels::weight_format_name(format); }
+
+std::optional<VktuneQuantization> vktune_quantization(const ModelConfig& config, const std::string& where) {
+  const nlohmann::json& document = config.original;
+  if (!document.is_object() || !document.contains("quantization_config")) return std::nullopt;
+  const nlohmann::json& q = document["quantization_config"];
+  if (!q.is_object() || q.value("quant_method", std::string()) != "vktune") return std::nullopt;
+  VktuneQuantization result;
+  std::string format = q.value("format", std::string());
+  auto parsed = quantized_format_from_name(format);
+  if (!parsed)
+    throw UserError(where + ": quantization_config.format is \"" + format + "\", not one vktune writes",
+                    "expected int8, int4 or int4-asym; re-run `vktune quantize` on the original model");
+  result.format = *parsed;
+  if (!q.contains("block_size") || !q["block_size"].is_number_unsigned())
+    throw UserError(where + ": quantization_config.block_size is missing or not a positive integer",
+                    "re-run `vktune quantize` on the original model");
+  result.block_size = q["block_size"].get<uint32_t>();
+  quant::check_block_size(result.format, result.block_size, where + " quantization_config");
+  result.original_dtype = q.value("original_dtype", std::string());
+  return result;
+}
+
+nlohmann::json vktune_quantization_json(const VktuneQuantization& quantization) {
+  nlohmann::json json = {{"quant_method", "vktune"},
+                         {"format", quantized_format_name(quantization.format)},
+                         {"block_size", quantization.block_size}};
+  if (!quantization.original_dtype.empty()) json["original_dtype"] = quantization.original_dtype;
+  return json;
+}
+
+quant::QuantizedWeight read_vktune_quantized(const SafetensorsFolder& folder, const std::string& name, uint32_t rows,
+                                             uint32_t cols, const VktuneQuantization& quantization) {
+  quant::QuantizedWeight q;
+  q.format = quantization.format;
+  q.rows = rows;
+  q.cols = cols;
+  q.block_size = quantization.block_size;
+  const uint64_t n = q.elements(), blocks = q.blocks();
+  const bool int8 = q.format == WeightFormat::int8;
+  auto expect = [&](const TensorView& tensor, FileDtype dtype, uint64_t elements) {
+    if (tensor.dtype != dtype || tensor.element_count() != elements)
+      throw UserError(folder_name(folder) + ": tensor " + tensor.name + " should be " + file_dtype_name(dtype) + " [" +
+                          std::to_string(elements) + "] for a " + quantized_format_name(q.format) + " weight of shape [" +
+                          std::to_string(rows) + ", " + std::to_string(cols) + "] in blocks of " +
+                          std::to_string(q.block_size),
+                      "the weights do not match config.json's quantization_config; re-run `vktune quantize`");
+  };
+  const TensorView& codes = folder.tensor(name);
+  expect(codes, int8 ? FileDtype::I8 : FileDtype::U8, int8 ? n : (n + 1) / 2);
+  const TensorView& scales = folder.tensor(name + ".scales");
+  expect(scales, FileDtype::F32, blocks);
+  q.scales = to_fp32(scales);
+  if (q.format == WeightFormat::int4_asym) {
+    const TensorView& zeros = folder.tensor(name + ".zeros");
+    expect(zeros, FileDtype::U8, blocks);
+    q.zeros.assign(zeros.bytes.begin(), zeros.bytes.end());
+  }
+  // The padding of the last block holds the code of 0.0, as quant::quantize_int writes it.
+  const uint64_t padded = q.padded_elements();
+  if (int8) {
+    q.data.assign(padded, 0);
+    std::memcpy(q.data.data(), codes.bytes.data(), n);
+    return q;
+  }
+  uint8_t pad = q.format == WeightFormat::int4 ? 8 : q.zeros.back();
+  q.data.assign(padded / 2, static_cast<uint8_t>(pad << 4 | pad));
+  std::memcpy(q.data.data(), codes.bytes.data(), codes.bytes.size());
+  if (n % 2) q.data[n / 2] = static_cast<uint8_t>((q.data[n / 2] & 0xf0) | pad);  // the low nibble past the end
+  return q;
+}
 
 bool is_bitsandbytes_nf4(const SafetensorsFolder& folder, const ModelConfig& config) {
   if (config.num_hidden_layers <= 0) return false;
@@ -118,6 +198,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
   if (loaded.bitsandbytes_nf4 && s.base_format != WeightFormat::nf4)
     throw UserError(folder_name(folder) + " is a bitsandbytes 4-bit (NF4) checkpoint",
                     "train it with --method qlora (or --quant nf4); full finetuning needs an unquantized model");
+  const std::optional<VktuneQuantization> prequantized = vktune_quantization(config, folder_name(folder) + "/config.json");
   const uint64_t hidden = static_cast<uint64_t>(config.hidden_size), vocab = static_cast<uint64_t>(config.vocab_size);
   int64_t done = 0;
   auto step = [&](const std::string& what) {
@@ -140,7 +221,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       if (buffers.has(bias))
         upload_dense(context, buffers, bias, dense_tensor(folder, bias, rows), DType::f32);
       if (loaded.bitsandbytes_nf4) {
-        quant::QuantizedWeight weight = read_bitsandbytes(folder, name, rows, cols);
+        quant::QuantizedWeight weight = read_bitsandbytes_nf4(folder, name, rows, cols);
         if (weight.double_quant != s.double_quant) {
           // The checkpoint's double quantization does not match the run's (or its nested map is
           // not ours): requantize only the absmax statistics, the 4-bit codes stay as they are.
@@ -160,7 +241,18 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
         }
         upload_quantized(context, buffers, name, weight, loaded);
       } else {
-        std::vector<float> values = dense_tensor(folder, name, uint64_t{rows} * cols);
+        std::vector<float> values;
+        if (prequantized) {
+          quant::QuantizedWeight weight = read_vktune_quantized(folder, name, rows, cols, *prequantized);
+          if (!full && s.base_format == weight.format && s.quant_block == weight.block_size) {
+            upload_quantized(context, buffers, name, weight, loaded);  // as stored: no requantization
+            step(prefix + plan::module_name(module));
+            continue;
+          }
+          values = quant::dequantize(weight);  // another format was asked for: convert from the stored values
+        } else {
+          values = dense_tensor(folder, name, uint64_t{rows} * cols);
+        }
         if (full || !kernels::is_quantized(s.base_format)) {
           DType type = full ? DType::f32
                             : s.base_format == WeightFormat::f16 ? DType::f16

@@ -1,0 +1,66 @@
+#include "engine/merge/export.hpp"
+
+#include <chrono>
+
+#include "engine/base/error.hpp"
+#include "engine/base/progress.hpp"
+#include "engine/merge/source.hpp"
+
+namespace vkt::merge {
+
+namespace fs = std::filesystem;
+
+std::string torch_dtype_from_flag(const std::string& value, const std::string& flag) {
+  if (value == "fp32" || value == "float32") return "float32";
+  if (value == "fp16" || value == "float16") return "float16";
+  if (value == "bf16" || value == "bfloat16") return "bfloat16";
+  throw UserError(flag + " '" + value + "' is not supported", "use fp32, fp16 or bf16");
+}
+
+ExportSummary export_merged(vk::Context& context, const ExportOptions& options) {
+  auto started = std::chrono::steady_clock::now();
+  ModelSource source(&context, options.model, options.adapter);
+  ExportSummary summary;
+  summary.base_quantization = source.quantization();
+  summary.out_dtype = options.dtype.empty()
+                          ? (source.config().torch_dtype.empty() ? "float32" : torch_dtype_name(file_dtype_from_torch(source.config().torch_dtype)))
+                          : torch_dtype_from_flag(options.dtype, "--dtype");
+  const model::FileDtype out_dtype = file_dtype_from_torch(summary.out_dtype);
+  fs::create_directories(options.output);
+
+  ProgressBar progress("export", static_cast<int64_t>(source.tensor_names().size()));
+  int64_t done = 0;
+  std::vector<model::TensorToWrite> writes;
+  for (const std::string& name : source.tensor_names()) {
+    const TensorInfo& info = source.info(name);
+    const bool floating = info.dtype == model::FileDtype::F32 || info.dtype == model::FileDtype::F16 ||
+                          info.dtype == model::FileDtype::BF16;
+    // Non-float tensors (none in Llama-family checkpoints, but kept if present) are copied as they are.
+    const model::FileDtype dtype = floating ? out_dtype : info.dtype;
+    writes.push_back({name, dtype, info.shape, [&, name, dtype](model::TensorSink& sink) {
+                        if (source.is_plain(name) && source.info(name).dtype == dtype) {
+                          const model::TensorView& view = source.view(name);
+                          sink.write(view.bytes.data(), view.bytes.size());
+                        } else {
+                          std::vector<float> values = source.read(name);
+                          write_as(sink, values.data(), values.size(), dtype);
+                        }
+                        source.release(name);
+                        if (options.show_progress) progress.update(++done, name);
+                      }});
+    summary.bytes_written += info.elements() * model::file_dtype_size(dtype);
+  }
+  summary.tensors = static_cast<int64_t>(writes.size());
+  auto result = model::write_safetensors_sharded(options.output, std::move(writes), options.max_shard_bytes);
+  if (options.show_progress) progress.finish();
+  summary.files = result.files;
+  if (result.index) summary.files.push_back(*result.index);
+  write_config(options.output, output_config(source.config(), source.config().num_hidden_layers, summary.out_dtype));
+  copy_tokenizer_files(options.model, options.output);
+  summary.adapted = source.adapted_tensors();
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  summary.peak_rss = peak_rss_bytes();
+  return summary;
+}
+
+}  // namespace vkt::merge

@@ -1,0 +1,700 @@
+#include "engine/merge/merge.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+#include "engine/base/log.hpp"
+#include "engine/base/progress.hpp"
+#include "engine/kernels/matmul.hpp"
+#include "engine/merge/device.hpp"
+#include "engine/merge/lowrank.hpp"
+#include "engine/model/adapter.hpp"
+#include "engine/vk/recorder.hpp"
+#include "engine/merge/source.hpp"
+#include "engine/model/session.hpp"
+
+namespace vkt::merge {
+
+namespace fs = std::filesystem;
+using model::FileDtype;
+
+uint64_t current_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // "VmRSS:   1234 kB"
+  return 0;
+}
+
+namespace {
+
+bool is_task_arithmetic_family(const std::string& method) {
+  return method == "task_arithmetic" || method == "ties" || method == "dare_linear" || method == "dare_ties";
+}
+
+// One output tensor: which input tensors of which sources it merges, and the lookup context of
+// its parameters.
+struct TensorPlan {
+  std::string name;                        // output tensor name
+  std::vector<size_t> sources;             // index into the source table, in slice source order
+  std::vector<std::string> input_names;    // the tensor's name in each source
+  std::optional<size_t> base;              // position in `sources` of the base model
+  const OutputSlice* slice = nullptr;
+  double t = 0;
+};
+
+class Merger {
+ public:
+  Merger(vk::Context& context, const MergeConfig& config, const MergeOptions& options)
+      : context_(context), config_(config), options_(options), device_(context, options.chunk_elements) {}
+  MergeSummary run();
+  AdapterMergeSummary run_adapter_space(const AdapterMergeOptions& options);
+
+ private:
+  size_t source_index(const ModelRef& ref);
+  void normalize();
+  void plan();
+  void plan_tensor(const std::string& output_name, const OutputSlice& slice, const std::vector<std::string>& input_names,
+                   double t);
+  std::optional<ParameterValue> parameter(const std::string& name, const TensorPlan& tensor,
+                                          std::optional<size_t> position) const;
+  double number(const std::string& name, const TensorPlan& tensor, std::optional<size_t> position, double fallback,
+                bool required) const;
+  bool flag(const std::string& name, const TensorPlan& tensor, bool fallback) const;
+  std::string where(const TensorPlan& tensor, std::optional<size_t> position) const;
+  void produce(const TensorPlan& tensor, model::TensorSink& sink);
+  void task_arithmetic(const TensorPlan& tensor, const std::vector<std::vector<float>>& values, uint64_t n,
+                       const ChunkSink& sink);
+  std::optional<ModelRef> base_of(const OutputSlice& slice) const {
+    return slice.base_model ? slice.base_model : config_.base_model;
+  }
+
+  vk::Context& context_;
+  const MergeConfig& config_;
+  MergeOptions options_;
+  MergeDevice device_;
+  std::vector<std::unique_ptr<ModelSource>> sources_;
+  std::vector<OutputSlice> slices_;  // normalized
+  std::vector<TensorPlan> tensors_;
+  int64_t output_layers_ = 0;
+  size_t output_config_source_ = 0;
+  FileDtype out_dtype_ = FileDtype::F32;
+  uint64_t largest_ = 0;
+};
+
+size_t Merger::source_index(const ModelRef& ref) {
+  for (size_t i = 0; i < sources_.size(); i++)
+    if (sources_[i]->ref().same_as(ref)) return i;
+  sources_.push_back(std::make_unique<ModelSource>(&context_, ref));
+  return sources_.size() - 1;
+}
+
+// mergekit's normalize_config: `models:` -> one slice over all layers of each model, with the
+// base model added when it is not listed.
+void Merger::normalize() {
+  if (config_.uses_slices()) {
+    slices_ = config_.slices;
+    for (const auto& slice : slices_)
+      for (const auto& source : slice.sources) source_index(source.model);
+    return;
+  }
+  OutputSlice slice;
+  bool base_included = false;
+  for (const auto& model : config_.models) {
+    InputSlice input;
+    input.model = model.model;
+    input.parameters = model.parameters;
+    input.line = model.line;
+    input.layer_begin = 0;
+    input.layer_end = sources_[source_index(model.model)]->config().num_hidden_layers;
+    base_included = base_included || (config_.base_model && model.model.same_as(*config_.base_model));
+    slice.sources.push_back(std::move(input));
+  }
+  if (config_.base_model && !base_included) {
+    InputSlice input;
+    input.model = *config_.base_model;
+    input.layer_begin = 0;
+    input.layer_end = sources_[source_index(*config_.base_model)]->config().num_hidden_layers;
+    slice.sources.push_back(std::move(input));
+  }
+  // mergekit: "All inputs to a slice must contain the same number of layers".
+  for (const auto& input : slice.sources)
+    if (input.layer_end != slice.sources.front().layer_end)
+      throw UserError(config_.path + ":" + std::to_string(input.line) + ": key 'model': " + input.model.text + " has " +
+                          std::to_string(input.layer_end) + " layers, " + slice.sources.front().model.text + " has " +
+                          std::to_string(slice.sources.front().layer_end),
+                      "models merged layer by layer need the same depth; use `slices:` to pick layer ranges");
+  slices_.push_back(std::move(slice));
+}
+
+void Merger::plan_tensor(const std::string& output_name, const OutputSlice& slice,
+                         const std::vector<std::string>& input_names, double t) {
+  TensorPlan tensor;
+  tensor.name = output_name;
+  tensor.slice = &slice;
+  tensor.t = t;
+  tensor.input_names = input_names;
+  const auto base = base_of(slice);
+  for (size_t i = 0; i < slice.sources.size(); i++) {
+    size_t index = source_index(slice.sources[i].model);
+    tensor.sources.push_back(index);
+    if (base && slice.sources[i].model.same_as(*base)) tensor.base = i;
+  }
+  tensors_.push_back(std::move(tensor));
+}
+
+void Merger::plan() {
+  normalize();
+  const std::string& method = config_.merge_method;
+  // The output config comes from the base model, else the first model (mergekit).
+  output_config_source_ = config_.base_model ? source_index(*config_.base_model)
+                                             : source_index(slices_.front().sources.front().model);
+  const model::ModelConfig& out_config = sources_[output_config_source_]->config();
+  for (const auto& source : sources_) {
+    if (source->config().tie_word_embeddings != out_config.tie_word_embeddings)
+      throw UserError(config_.path + ": " + source->ref().text + " and " + sources_[output_config_source_]->ref().text +
+                          " differ in tie_word_embeddings",
+                      "merge models that share the embedding layout");
+  }
+  for (const auto& slice : slices_) {
+    const auto base = base_of(slice);
+    if (is_task_arithmetic_family(method) || method == "slerp") {
+      if (!base)
+        throw UserError(config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': " + method +
+                            " needs a base_model",
+                        "add `base_model: PATH` (for slerp one of the two models; t = 0 gives the base)");
+      bool found = std::any_of(slice.sources.begin(), slice.sources.end(),
+                               [&](const InputSlice& s) { return s.model.same_as(*base); });
+      if (!found)
+        throw UserError(config_.path + ":" + std::to_string(slice.line) + ": key 'sources': the base model " + base->text +
+                            " is not among this slice's sources",
+                        "list the base model in the slice with the same layer_range as the others");
+    }
+    if (method == "passthrough" && slice.sources.size() != 1)
+      throw UserError(config_.path + ":" + std::to_string(slice.line) + ": key 'sources': passthrough takes exactly one "
+                          "source per slice, this one has " + std::to_string(slice.sources.size()),
+                      "stack layers with one slice per source (each slice's layers are appended)");
+    if (method == "slerp" && slice.sources.size() > 2)
+      throw UserError(config_.path + ":" + std::to_string(slice.line) + ": slerp merges exactly two models, not " +
+                          std::to_string(slice.sources.size()),
+                      "use linear or task_arithmetic for more models");
+    for (const auto& source : slice.sources) {
+      const int64_t layers = sources_[source_index(source.model)]->config().num_hidden_layers;
+      if (source.layer_end > layers)
+        throw UserError(config_.path + ":" + std::to_string(source.line) + ": key 'layer_range': [" +
+                            std::to_string(source.layer_begin) + ", " + std::to_string(source.layer_end) + ") goes past " +
+                            source.model.text + "'s " + std::to_string(layers) + " layers",
+                        "layer ranges are [begin, end) with end <= num_hidden_layers");
+    }
+  }
+  // Embeddings from the first slice's sources, layers slice by slice, then norm and lm_head from
+  // the last slice's sources (t = 0 outside the layers).
+  auto same_name = [&](const OutputSlice& slice, const std::string& name) {
+    return std::vector<std::string>(slice.sources.size(), name);
+  };
+  for (const auto& name : pre_layer_tensors(out_config)) plan_tensor(name, slices_.front(), same_name(slices_.front(), name), 0);
+  const std::vector<std::string> suffixes = layer_tensor_suffixes(out_config);
+  for (const auto& slice : slices_) {
+    const int64_t length = slice.sources.front().layer_end - slice.sources.front().layer_begin;
+    for (int64_t i = 0; i < length; i++) {
+      double t = length > 1 ? static_cast<double>(i) / static_cast<double>(length - 1) : 1.0;
+      for (const auto& suffix : suffixes) {
+        std::vector<std::string> inputs;
+        for (const auto& source : slice.sources)
+          inputs.push_back("model.layers." + std::to_string(source.layer_begin + i) + "." + suffix);
+        plan_tensor("model.layers." + std::to_string(output_layers_) + "." + suffix, slice, inputs, t);
+      }
+      output_layers_++;
+    }
+  }
+  for (const auto& name : post_layer_tensors(out_config)) plan_tensor(name, slices_.back(), same_name(slices_.back(), name), 0);
+
+  // Every input exists with one shape per output tensor.
+  for (auto& tensor : tensors_) {
+    const TensorInfo& first = sources_[tensor.sources[0]]->info(tensor.input_names[0]);
+    for (size_t i = 1; i < tensor.sources.size(); i++) {
+      const TensorInfo& other = sources_[tensor.sources[i]]->info(tensor.input_names[i]);
+      if (other.shape != first.shape)
+        throw UserError(sources_[tensor.sources[i]]->ref().text + ": tensor " + tensor.input_names[i] +
+                            " has another shape than in " + sources_[tensor.sources[0]]->ref().text,
+                        "merged models must have the same architecture and vocabulary size");
+    }
+    largest_ = std::max(largest_, first.elements() * 4);
+  }
+  std::string dtype = !config_.out_dtype.empty() ? config_.out_dtype
+                      : !config_.dtype.empty()   ? config_.dtype
+                                                 : out_config.torch_dtype;
+  out_dtype_ = file_dtype_from_torch(dtype);
+}
+
+// mergekit's ConfigReader.parameter: the source's parameters (when `position` names a model),
+// then the slice's, then the top-level ones; a level whose conditionals all miss passes on.
+std::optional<ParameterValue> Merger::parameter(const std::string& name, const TensorPlan& tensor,
+                                                std::optional<size_t> position) const {
+  const std::string& tensor_name = position ? tensor.input_names[*position] : tensor.name;
+  if (position) {
+    const ModelRef& model = tensor.slice->sources[*position].model;
+    for (const auto& source : tensor.slice->sources) {
+      if (!source.model.same_as(model)) continue;
+      auto it = source.parameters.find(name);
+      if (it == source.parameters.end()) continue;
+      if (auto value = evaluate_setting(it->second, tensor_name, tensor.t)) return value;
+    }
+  }
+  for (const ParameterSet* set : {&tensor.slice->parameters, &config_.parameters}) {
+    auto it = set->find(name);
+    if (it == set->end()) continue;
+    if (auto value = evaluate_setting(it->second, tensor_name, tensor.t)) return value;
+  }
+  return std::nullopt;
+}
+
+std::string Merger::where(const TensorPlan& tensor, std::optional<size_t> position) const {
+  std::string text = config_.path;
+  if (position) text += ": model " + tensor.slice->sources[*position].model.text;
+  return text + ", tensor " + (position ? tensor.input_names[*position] : tensor.name);
+}
+
+double Merger::number(const std::string& name, const TensorPlan& tensor, std::optional<size_t> position,
+                      double fallback, bool required) const {
+  auto value = parameter(name, tensor, position);
+  if (!value) {
+    if (required)
+      throw UserError(where(tensor, position) + ": missing required parameter '" + name + "' for " +
+                          config_.merge_method,
+                      "set it for this model (parameters: {" + name + ": ...}) or globally under `parameters:`");
+    return fallback;
+  }
+  return value->as_number(name, where(tensor, position));
+}
+
+bool Merger::flag(const std::string& name, const TensorPlan& tensor, bool fallback) const {
+  auto value = parameter(name, tensor, std::nullopt);
+  return value ? value->as_bool(name, where(tensor, std::nullopt)) : fallback;
+}
+
+void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
+  const std::string& method = config_.merge_method;
+  const size_t count = tensor.sources.size();
+  auto source = [&](size_t i) -> ModelSource& { return *sources_[tensor.sources[i]]; };
+  auto write_chunk = [&](const float* values, uint64_t, uint64_t n) { write_as(sink, values, n, out_dtype_); };
+  auto release_all = [&] {
+    for (size_t i = 0; i < count; i++) source(i).release(tensor.input_names[i]);
+  };
+
+  if (method == "passthrough") {
+    ModelSource& only = source(0);
+    const std::string& input = tensor.input_names[0];
+    auto scale = parameter("scale", tensor, size_t{0});
+    if (!scale && only.is_plain(input) && only.info(input).dtype == out_dtype_) {
+      const model::TensorView& view = only.view(input);  // same bytes: copy without converting
+      sink.write(view.bytes.data(), view.bytes.size());
+    } else {
+      std::vector<float> values = only.read(input);
+      if (scale) {
+        device_.linear({values.data()}, {static_cast<float>(scale->as_number("scale", where(tensor, 0)))}, 1.0f,
+                       values.size(), write_chunk);
+      } else {
+        write_as(sink, values.data(), values.size(), out_dtype_);
+      }
+    }
+    release_all();
+    return;
+  }
+
+  std::vector<std::vector<float>> values(count);
+  for (size_t i = 0; i < count; i++) values[i] = source(i).read(tensor.input_names[i]);
+  const uint64_t n = values[0].size();
+
+  if (method == "linear") {
+    std::vector<const float*> inputs;
+    std::vector<float> weights;
+    double sum = 0;
+    for (size_t i = 0; i < count; i++) {
+      double weight = number("weight", tensor, i, 0, true);
+      inputs.push_back(values[i].data());
+      weights.push_back(static_cast<float>(weight));
+      sum += weights.back();
+    }
+    bool normalize = flag("normalize", tensor, true);
+    if (normalize && sum == 0)
+      throw UserError(where(tensor, std::nullopt) + ": the weights sum to 0, normalizing would divide by zero",
+                      "give weights with a nonzero sum, or set normalize: false");
+    device_.linear(inputs, weights, normalize ? static_cast<float>(sum) : 1.0f, n, write_chunk);
+  } else if (method == "slerp") {
+    double t = number("t", tensor, std::nullopt, 0, true);
+    if (count == 1) {
+      write_as(sink, values[0].data(), n, out_dtype_);
+    } else {
+      const size_t base = *tensor.base, other = 1 - base;
+      double sums[3];
+      device_.dot_sums(values[base].data(), values[other].data(), n, sums);
+      // mergekit slerp(): normalize copies by their norms when above eps, dot of the directions;
+      // |dot| > DOT_THRESHOLD -> lerp of the originals, else the slerp weights on the originals.
+      constexpr double dot_threshold = 0.9995, eps = 1e-8;
+      double norm0 = std::sqrt(sums[0]), norm1 = std::sqrt(sums[1]);
+      double dot = sums[2] / (norm0 > eps ? norm0 : 1.0) / (norm1 > eps ? norm1 : 1.0);
+      double s0, s1;
+      if (std::fabs(dot) > dot_threshold) {
+        s0 = 1 - t;
+        s1 = t;
+      } else {
+        double theta0 = std::acos(dot), sin_theta0 = std::sin(theta0);
+        double theta_t = theta0 * t;
+        s0 = std::sin(theta0 - theta_t) / sin_theta0;
+        s1 = std::sin(theta_t) / sin_theta0;
+      }
+      device_.linear({values[base].data(), values[other].data()}, {static_cast<float>(s0), static_cast<float>(s1)},
+                     1.0f, n, write_chunk);
+    }
+  } else {
+    task_arithmetic(tensor, values, n, write_chunk);
+  }
+  release_all();
+}
+
+// The task-arithmetic family on the inputs' values (the base's among them): parameters as mergekit
+// evaluates them, magnitude cuts on the host, the element-wise work on the device.
+void Merger::task_arithmetic(const TensorPlan& tensor, const std::vector<std::vector<float>>& values, uint64_t n,
+                             const ChunkSink& sink) {
+  const std::string& method = config_.merge_method;
+  VKT_ASSERT(is_task_arithmetic_family(method), "unknown merge method " + method);
+  const size_t base = *tensor.base, count = values.size();
+  const bool dare = method == "dare_linear" || method == "dare_ties";
+  kernels::TaskArithmeticSettings settings;
+  settings.consensus = method == "ties" || method == "dare_ties";
+  settings.sparsify = method == "ties" ? kernels::Sparsify::magnitude
+                      : dare           ? kernels::Sparsify::random
+                                       : kernels::Sparsify::none;
+  settings.normalize = flag("normalize", tensor, method == "ties");
+  const bool rescale = flag("rescale", tensor, dare);
+  if (rescale && method == "ties")
+    throw UserError(where(tensor, std::nullopt) + ": rescale with ties (mergekit's L1-norm rescaling) is not supported",
+                    "remove `rescale`, or use dare_ties whose rescale is 1/density");
+  settings.lambda = static_cast<float>(number("lambda", tensor, std::nullopt, 1.0, false));
+  settings.seed = options_.random_seed;
+  settings.tensor_key = kernels::tensor_key(tensor.name);
+  std::vector<const float*> models;
+  std::vector<kernels::MergeModelParams> params;
+  double weight_sum = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (i == base) continue;
+    kernels::MergeModelParams p;
+    p.weight = static_cast<float>(number("weight", tensor, i, 0, true));
+    double density = number("density", tensor, i, 1.0, false);
+    p.model_key = static_cast<uint32_t>(i);
+    if (settings.sparsify == kernels::Sparsify::magnitude) {
+      p.threshold = -1.0f;  // keeps every |delta| >= 0
+      if (density < 1) {
+        uint64_t k = kernels::magnitude_keep_count(density, n);
+        if (k == 0)
+          throw UserError(where(tensor, i) + ": density " + std::to_string(density) + " keeps no element of " +
+                              std::to_string(n),
+                          "raise density (mergekit refuses this too)");
+        std::vector<float> magnitudes(n);
+        for (uint64_t e = 0; e < n; e++) magnitudes[e] = std::fabs(values[i][e] - values[base][e]);
+        kernels::MagnitudeCut cut = kernels::magnitude_cut(std::move(magnitudes), k);
+        p.threshold = cut.threshold;
+        p.tie_cutoff = cut.tie_cutoff;
+      }
+    } else if (settings.sparsify == kernels::Sparsify::random) {
+      p.density = density < 1 ? static_cast<float>(density) : 2.0f;  // >= 1: every uniform in [0,1) is kept
+      p.keep_scale = density < 1 && rescale ? 1.0f / static_cast<float>(density) : 1.0f;
+    }
+    models.push_back(values[i].data());
+    params.push_back(p);
+    weight_sum += p.weight;
+  }
+  if (models.empty()) {
+    sink(values[base].data(), 0, n);  // mergekit: no task vectors -> the base
+    return;
+  }
+  settings.divisor = std::fabs(weight_sum) < 1e-8 ? 1.0f : static_cast<float>(weight_sum);
+  device_.task_arithmetic(values[base].data(), models, params, settings, n, sink);
+}
+
+namespace {
+
+// s · B · A (out × in) computed on the device: the dense update of one adapted module.
+std::vector<float> dense_update(vk::Context& context, const ModelSource::LoraFactors& f, uint32_t out, uint32_t in) {
+  std::vector<float> delta(uint64_t(out) * in);
+  vk::Buffer a = context.allocate(f.a.size() * 4, vk::Category::workspace, "merge.lora.a");
+  vk::Buffer b = context.allocate(f.b.size() * 4, vk::Category::workspace, "merge.lora.b");
+  vk::Buffer d = context.allocate(delta.size() * 4, vk::Category::workspace, "merge.lora.delta");
+  context.upload(a, f.a.data(), 0, f.a.size() * 4);
+  context.upload(b, f.b.data(), 0, f.b.size() * 4);
+  context.run([&](vk::Recorder& r) {
+    kernels::matmul_nn(r, b.range(), kernels::DType::f32, kernels::dense_f32(a.range()), d.range(0, delta.size() * 4),
+                       kernels::DType::f32, out, f.rank, in, f.scale, 0.0f);
+  });
+  context.download(d, delta.data(), 0, delta.size() * 4);
+  return delta;
+}
+
+}  // namespace
+
+AdapterMergeSummary Merger::run_adapter_space(const AdapterMergeOptions& adapter_options) {
+  auto started = std::chrono::steady_clock::now();
+  const std::string& method = config_.merge_method;
+  const std::string at_method = config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': ";
+  if (config_.uses_slices())
+    throw UserError(config_.path + ": an adapter-space merge takes a `models:` list, not slices",
+                    "layer slices change the architecture, which an adapter cannot; merge in weight space");
+  if (method == "slerp" || method == "passthrough")
+    throw UserError(at_method + method + " has no adapter-space form",
+                    "use linear, task_arithmetic, ties, dare_linear or dare_ties (or merge in weight space)");
+  const bool factored = method == "linear" || method == "task_arithmetic";
+  if (adapter_options.concatenate && !factored)
+    throw UserError(at_method + "concatenation is exact only for linear and task_arithmetic",
+                    "use --adapter-space svd with " + method + " (its element-wise steps give a full-rank update)");
+  if (config_.base_model && config_.base_model->lora)
+    throw UserError(config_.path + ": key 'base_model': an adapter-space merge needs the plain base as base_model",
+                    "write base_model: BASE (without +ADAPTER)");
+  plan();
+  const fs::path base_dir = sources_.front()->model_dir();
+  std::error_code ignored;
+  std::vector<plan::Module> targets;
+  uint32_t rank_sum = 0;
+  for (const auto& source : sources_) {
+    if (fs::weakly_canonical(source->model_dir(), ignored) != fs::weakly_canonical(base_dir, ignored))
+      throw UserError(config_.path + ": " + source->ref().text + " is not an adapter of " + base_dir.string(),
+                      "an adapter-space merge needs every model to be the same BASE (+ADAPTER)");
+    if (!source->has_adapter()) continue;
+    rank_sum += source->adapter()->settings.rank;
+    for (plan::Module module : source->adapter()->settings.targets)
+      if (std::find(targets.begin(), targets.end(), module) == targets.end()) targets.push_back(module);
+  }
+  if (targets.empty())
+    throw UserError(config_.path + ": no model has an adapter", "write the models as BASE+ADAPTER_FOLDER");
+  std::sort(targets.begin(), targets.end());
+  const uint32_t out_rank = adapter_options.concatenate ? rank_sum : adapter_options.rank ? adapter_options.rank : rank_sum;
+  const model::ModelConfig& config = sources_.front()->config();
+  const plan::ModelShape shape = model::model_shape(config);
+
+  // The modules to write: every adapted linear weight, with its plan (parameters, base position).
+  std::vector<const TensorPlan*> modules;
+  for (const auto& tensor : tensors_) {
+    auto linear = parse_linear_name(tensor.name);
+    if (linear && std::find(targets.begin(), targets.end(), linear->module) != targets.end()) modules.push_back(&tensor);
+  }
+  AdapterMergeSummary summary;
+  summary.method = method;
+  summary.rank = out_rank;
+  summary.base = base_dir;
+  for (plan::Module module : targets) summary.targets.push_back(plan::module_name(module));
+  summary.modules = static_cast<int64_t>(modules.size());
+
+  // One module's merged update as LoRA factors (B: out × out_rank, A: out_rank × in).
+  auto compute = [&](const TensorPlan& tensor) -> LowRank {
+    const LinearName linear = *parse_linear_name(tensor.name);
+    const auto out = static_cast<uint32_t>(plan::module_out_features(shape, linear.module));
+    const auto in = static_cast<uint32_t>(plan::module_in_features(shape, linear.module));
+    const size_t count = tensor.sources.size();
+    std::vector<std::optional<ModelSource::LoraFactors>> factors(count);
+    for (size_t i = 0; i < count; i++) factors[i] = sources_[tensor.sources[i]]->lora_factors(linear.layer, linear.module);
+    if (factored) {
+      // Coefficients c_i of ΔW = Σ c_i s_i B_i A_i, as the weight-space merge would weigh them.
+      std::vector<double> c(count, 0.0);
+      if (method == "linear") {
+        double sum = 0;
+        for (size_t i = 0; i < count; i++) sum += (c[i] = number("weight", tensor, i, 0, true));
+        if (flag("normalize", tensor, true)) {
+          if (sum == 0)
+            throw UserError(where(tensor, std::nullopt) + ": the weights sum to 0", "give weights with a nonzero sum");
+          for (double& ci : c) ci /= sum;
+        } else if (std::fabs(sum - 1) > 1e-6) {
+          throw UserError(where(tensor, std::nullopt) + ": linear without normalize scales the base by Σ weight = " +
+                              std::to_string(sum) + ", which an adapter cannot express",
+                          "use weights that sum to 1, or normalize: true");
+        }
+      } else {
+        const size_t base = *tensor.base;
+        double sum = 0;
+        for (size_t i = 0; i < count; i++)
+          if (i != base) sum += (c[i] = number("weight", tensor, i, 0, true));
+        double divisor = flag("normalize", tensor, false) ? (std::fabs(sum) < 1e-8 ? 1.0 : sum) : 1.0;
+        double lambda = number("lambda", tensor, std::nullopt, 1.0, false);
+        for (size_t i = 0; i < count; i++) c[i] = i == base ? 0.0 : c[i] * lambda / divisor;
+      }
+      uint32_t inner = 0;
+      for (const auto& f : factors) inner += f ? f->rank : 0;
+      std::vector<double> b_cat(uint64_t(out) * inner, 0.0), a_cat(uint64_t(inner) * in, 0.0);
+      uint32_t column = 0;
+      for (size_t i = 0; i < count; i++) {
+        if (!factors[i]) continue;
+        const auto& f = *factors[i];
+        double scale = c[i] * f.scale;
+        for (uint32_t row = 0; row < out; row++)
+          for (uint32_t k = 0; k < f.rank; k++) b_cat[uint64_t(row) * inner + column + k] = scale * f.b[uint64_t(row) * f.rank + k];
+        for (uint32_t k = 0; k < f.rank; k++)
+          for (uint32_t col = 0; col < in; col++) a_cat[uint64_t(column + k) * in + col] = f.a[uint64_t(k) * in + col];
+        column += f.rank;
+      }
+      if (adapter_options.concatenate) {
+        LowRank exact;  // the factors themselves, zero-padded to the common rank
+        exact.rows = out;
+        exact.cols = in;
+        exact.rank = out_rank;
+        exact.b.assign(uint64_t(out) * out_rank, 0.0f);
+        exact.a.assign(uint64_t(out_rank) * in, 0.0f);
+        for (uint32_t row = 0; row < out; row++)
+          for (uint32_t k = 0; k < inner; k++) exact.b[uint64_t(row) * out_rank + k] = static_cast<float>(b_cat[uint64_t(row) * inner + k]);
+        for (uint32_t k = 0; k < inner; k++)
+          for (uint32_t col = 0; col < in; col++) exact.a[uint64_t(k) * in + col] = static_cast<float>(a_cat[uint64_t(k) * in + col]);
+        return exact;
+      }
+      if (inner == 0) {
+        LowRank zero;
+        zero.rows = out;
+        zero.cols = in;
+        zero.rank = out_rank;
+        zero.b.assign(uint64_t(out) * out_rank, 0.0f);
+        zero.a.assign(uint64_t(out_rank) * in, 0.0f);
+        return zero;
+      }
+      return truncate_factored(b_cat, a_cat, out, in, inner, out_rank);
+    }
+    // ties / dare: the element-wise method on the dense updates with a zero base.
+    const uint64_t n = uint64_t(out) * in;
+    std::vector<std::vector<float>> values(count);
+    for (size_t i = 0; i < count; i++)
+      values[i] = factors[i] ? dense_update(context_, *factors[i], out, in) : std::vector<float>(n, 0.0f);
+    std::vector<float> merged(n);
+    task_arithmetic(tensor, values, n, [&](const float* chunk, uint64_t first, uint64_t elements) {
+      std::copy(chunk, chunk + elements, merged.begin() + static_cast<std::ptrdiff_t>(first));
+    });
+    values.clear();
+    double frobenius_squared = 0;
+    for (float v : merged) frobenius_squared += double(v) * v;
+    vk::Buffer buffer = context_.allocate(n * 4, vk::Category::workspace, "merge.adapter.delta");
+    context_.upload(buffer, merged.data(), 0, n * 4);
+    return truncate_dense(context_, buffer.range(0, n * 4), out, in, out_rank, frobenius_squared,
+                          adapter_options.random_seed ^ kernels::tensor_key(tensor.name));
+  };
+
+  // Written module by module in the file's order (lora_A and lora_B of a module are neighbours).
+  fs::create_directories(adapter_options.output);
+  ProgressBar progress("merge adapters", static_cast<int64_t>(modules.size()));
+  int64_t done = 0;
+  struct Current {
+    const TensorPlan* tensor = nullptr;
+    LowRank factors;
+  };
+  auto current = std::make_shared<Current>();
+  std::vector<double> residuals;
+  std::vector<model::TensorToWrite> writes;
+  for (const TensorPlan* tensor : modules) {
+    const LinearName linear = *parse_linear_name(tensor->name);
+    const uint64_t out = plan::module_out_features(shape, linear.module), in = plan::module_in_features(shape, linear.module);
+    auto ensure = [&, tensor] {
+      if (current->tensor == tensor) return;
+      current->factors = compute(*tensor);
+      current->tensor = tensor;
+      residuals.push_back(current->factors.relative_residual());
+      if (adapter_options.show_progress) progress.update(++done, tensor->name);
+    };
+    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, true), model::FileDtype::F32, {out_rank, in},
+                      [ensure, current](model::TensorSink& sink) {
+                        ensure();
+                        sink.write(current->factors.a.data(), current->factors.a.size() * 4);
+                      }});
+    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, false), model::FileDtype::F32, {out, out_rank},
+                      [ensure, current](model::TensorSink& sink) {
+                        ensure();
+                        sink.write(current->factors.b.data(), current->factors.b.size() * 4);
+                      }});
+  }
+  model::write_safetensors(adapter_options.output / "adapter_model.safetensors", std::move(writes), {{"format", "pt"}});
+  if (adapter_options.show_progress) progress.finish();
+  nlohmann::json adapter = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", out_rank},
+                            {"lora_alpha", out_rank}, {"lora_dropout", 0.0}, {"target_modules", summary.targets},
+                            {"use_rslora", false}, {"bias", "none"}, {"base_model_name_or_path", base_dir.string()},
+                            {"fan_in_fan_out", false}, {"inference_mode", true}, {"init_lora_weights", true},
+                            {"modules_to_save", nullptr}, {"use_dora", false}, {"revision", nullptr},
+                            {"layers_to_transform", nullptr}};
+  write_file_atomically(adapter_options.output / "adapter_config.json", adapter.dump(2) + "\n");
+  for (double r : residuals) {
+    summary.max_relative_residual = std::max(summary.max_relative_residual, r);
+    summary.mean_relative_residual += r / static_cast<double>(residuals.size());
+  }
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return summary;
+}
+
+MergeSummary Merger::run() {
+  MergeSummary summary;
+  summary.rss_before = current_rss_bytes();
+  auto started = std::chrono::steady_clock::now();
+  plan();
+  summary.method = config_.merge_method;
+  summary.layers = output_layers_;
+  summary.out_dtype = torch_dtype_name(out_dtype_);
+  summary.largest_tensor_bytes = largest_;
+  summary.tensors = static_cast<int64_t>(tensors_.size());
+  for (const auto& source : sources_)
+    for (const auto& name : source->tensor_names()) summary.input_bytes += source->info(name).elements() * model::file_dtype_size(source->info(name).dtype);
+  for (const auto& source : sources_) {
+    std::string quant = source->quantization();
+    log::info("merge input " + source->ref().text + ": " + std::to_string(source->config().num_hidden_layers) +
+              " layers" + (quant.empty() ? "" : ", " + quant + " (dequantized)") +
+              (source->has_adapter() ? ", LoRA r=" + std::to_string(source->adapter()->settings.rank) + " merged in" : ""));
+  }
+  fs::create_directories(options_.output);
+  ProgressBar progress("merge", static_cast<int64_t>(tensors_.size()));
+  int64_t done = 0;
+  std::vector<model::TensorToWrite> writes;
+  for (const TensorPlan& tensor : tensors_) {
+    const TensorInfo& info = sources_[tensor.sources[0]]->info(tensor.input_names[0]);
+    const TensorPlan* plan = &tensor;
+    writes.push_back({tensor.name, out_dtype_, info.shape, [this, plan, &progress, &done](model::TensorSink& sink) {
+                        produce(*plan, sink);
+                        if (options_.show_progress) progress.update(++done, plan->name);
+                      }});
+    summary.bytes_written += info.elements() * model::file_dtype_size(out_dtype_);
+  }
+  auto result = model::write_safetensors_sharded(options_.output, std::move(writes), options_.max_shard_bytes);
+  if (options_.show_progress) progress.finish();
+  summary.files = result.files;
+  if (result.index) summary.files.push_back(*result.index);
+
+  const ModelSource& config_source = *sources_[output_config_source_];
+  write_config(options_.output, output_config(config_source.config(), output_layers_, summary.out_dtype));
+  if (options_.copy_tokenizer) {
+    fs::path tokenizer_dir = config_source.model_dir();
+    if (config_.tokenizer_source && *config_.tokenizer_source != "base") {
+      tokenizer_dir = parse_model_ref(*config_.tokenizer_source, fs::path(config_.path).parent_path(),
+                                      config_.path + ": key 'tokenizer_source'").model;
+    }
+    summary.tokenizer_files = copy_tokenizer_files(tokenizer_dir, options_.output);
+  }
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  summary.peak_rss = peak_rss_bytes();
+  return summary;
+}
+
+}  // namespace
+
+MergeSummary run_merge(vk::Context& context, const MergeConfig& config, const MergeOptions& options) {
+  Merger merger(context, config, options);
+  return merger.run();
+}
+
+AdapterMergeSummary run_adapter_merge(vk::Context& context, const MergeConfig& config,
+                                      const AdapterMergeOptions& options) {
+  MergeOptions merge_options;
+  merge_options.output = options.output;
+  merge_options.random_seed = options.random_seed;
+  merge_options.chunk_elements = options.chunk_elements;
+  merge_options.show_progress = options.show_progress;
+  Merger merger(context, config, merge_options);
+  return merger.run_adapter_space(options);
+}
+
+}  // namespace vkt::merge

@@ -1,0 +1,120 @@
+#include "engine/train/evaluate.hpp"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+#include "engine/kernels/optimizer.hpp"
+#include "engine/model/adapter.hpp"
+#include "engine/model/tokenizer.hpp"
+#include "engine/vk/recorder.hpp"
+
+namespace vkt::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The chat template string of tokenizer_config.json ("" when there is none).
+std::string chat_template_of(const fs::path& model_dir) {
+  fs::path path = model_dir / "tokenizer_config.json";
+  if (!fs::exists(path)) return "";
+  try {
+    nlohmann::json config = nlohmann::json::parse(read_text_file(path));
+    if (config.contains("chat_template") && config["chat_template"].is_string()) return config["chat_template"];
+  } catch (const nlohmann::json::exception& error) {
+    throw UserError(path.string() + ": not valid JSON (" + error.what() + ")", "fix or remove tokenizer_config.json");
+  }
+  return "";
+}
+
+}  // namespace
+
+EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uint32_t max_length,
+                            double prompt_loss_weight) {
+  model::ModelConfig config = model::load_model_config(model_dir);
+  model::Tokenizer tokenizer = model::Tokenizer::load(model_dir);
+  ChatFormat chat = detect_chat_format(chat_template_of(model_dir), (model_dir / "tokenizer_config.json").string());
+  TokenizerHooks hooks;
+  hooks.encode = [&tokenizer](const std::string& text) { return tokenizer.encode(text, false); };
+  hooks.add_bos = tokenizer.adds_bos();
+  hooks.bos_id = tokenizer.bos_id().value_or(0);
+  for (int64_t id : config.eos_token_ids) hooks.eos_ids.push_back(static_cast<uint32_t>(id));
+  if (hooks.eos_ids.empty() && tokenizer.eos_id()) hooks.eos_ids.push_back(*tokenizer.eos_id());
+  EvalData result;
+  auto parsed = read_jsonl(data.string(), chat);
+  result.examples = tokenize_examples(parsed, hooks, prompt_loss_weight, max_length, data.string(), result.report, false);
+  if (result.examples.empty())
+    throw UserError(data.string() + " has no example with a scored token", "give a JSONL file in the trainer's formats");
+  result.seq_len = choose_seq_len(result.examples, max_length, false);
+  result.pad_id = static_cast<uint32_t>(config.pad_token_id.value_or(hooks.eos_ids.empty() ? 0 : hooks.eos_ids[0]));
+  return result;
+}
+
+EvalResult evaluate_examples(vk::Context& context, model::ModelSession& session, const EvalData& data) {
+  auto& buffers = *session.buffers;
+  VKT_ASSERT(buffers.has("loss.step"), "evaluate_examples needs a training-shaped session");
+  VKT_ASSERT(session.plan.settings.seq_len >= data.seq_len, "the session is planned for shorter rows than the data");
+  BatcherSettings settings;
+  settings.batch = static_cast<uint32_t>(session.plan.settings.batch);
+  settings.seq_len = static_cast<uint32_t>(session.plan.settings.seq_len);
+  settings.shuffle = false;
+  settings.packing = false;
+  settings.wrap_epochs = false;  // every example exactly once, the last batch padded with zero weights
+  settings.pad_id = data.pad_id;
+  Batcher batcher(data.examples, settings);
+  vk::Sequence forward(context);
+  forward.record([&](vk::Recorder& r) { session.transformer->record_forward(r, true, false); });
+  kernels::StepState state;  // defined contents (the loss kernels read the loss scale; 1 = unscaled)
+  state.spare[0] = 1.0f;
+  kernels::write_step_state(context, buffers.buffer("step_state"), state);
+  vk::Buffer& loss_step = buffers.buffer("loss.step");
+  context.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
+  EvalResult result;
+  for (int64_t i = 0; i < batcher.micro_batches_per_epoch(); i++) {
+    MicroBatch batch = batcher.next();
+    result.weight_sum += batch.weight_sum;
+    result.tokens += batch.tokens;
+    context.upload(buffers.buffer("input.ids"), batch.ids.data(), 0, batch.ids.size() * 4);
+    context.upload(buffers.buffer("input.targets"), batch.targets.data(), 0, batch.targets.size() * 4);
+    context.upload(buffers.buffer("input.weights"), batch.weights.data(), 0, batch.weights.size() * 4);
+    context.upload(buffers.buffer("input.positions"), batch.positions.data(), 0, batch.positions.size() * 4);
+    context.upload(buffers.buffer("input.segments"), batch.segments.data(), 0, batch.segments.size() * 4);
+    context.submit({&forward});
+  }
+  float loss_sum = 0;
+  context.download(loss_step, &loss_sum, 0, 4);
+  context.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
+  result.examples = static_cast<int64_t>(data.examples.size());
+  result.loss = result.weight_sum > 0 ? loss_sum / result.weight_sum : 0;
+  result.perplexity = std::exp(result.loss);
+  return result;
+}
+
+EvalResult evaluate_model(vk::Context& context, const fs::path& model_dir, const fs::path& data,
+                          const EvalOptions& options) {
+  EvalData tokens = tokenize_eval_file(model_dir, data, options.max_length, options.prompt_loss_weight);
+  model::ModelConfig config = model::load_model_config(model_dir);
+  plan::RunSettings settings;
+  settings.method = plan::Method::lora;
+  settings.training = true;  // loss buffers; no gradient buffers without LoRA targets
+  settings.target_modules = {};
+  settings.batch = options.batch;
+  settings.seq_len = tokens.seq_len;
+  settings.lora_dropout = 0;
+  {
+    model::SafetensorsFolder folder(model_dir);
+    if (model::is_bitsandbytes_nf4(folder, config)) settings.base_format = kernels::WeightFormat::nf4;
+  }
+  std::optional<model::LoraSettings> lora;
+  if (options.adapter) {
+    lora = model::load_adapter_config(*options.adapter).settings;
+    lora->dropout = 0;  // evaluation: no dropout
+  }
+  auto session = model::open_model(context, model_dir, settings, lora ? &*lora : nullptr);
+  if (lora) model::load_adapter_weights(context, *session->buffers, session->plan.shape, *lora, *options.adapter);
+  return evaluate_examples(context, *session, tokens);
+}
+
+}  // namespace vkt::train
