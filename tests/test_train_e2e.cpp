@@ -190,3 +190,34 @@ TEST_CASE("train: bad input gives a clear error and leaves no output") {
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("plan_accuracy") {
+
+// The planner's promise: for the runs that train in CI, each category's planned bytes are within
+// 10% of the memory ledger's measured peak, and so is the total.
+TEST_CASE("plan: every category within 10% of the measured peak (LoRA, full; with and without checkpointing)") {
+  struct Case { const char* name; const char* method; bool checkpointing; };
+  for (Case c : {Case{"lora", "lora", false}, Case{"lora-ckpt", "lora", true}, Case{"full", "full", false},
+                 Case{"full-ckpt", "full", true}}) {
+    train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
+    config.method = c.method;
+    config.gradient_checkpointing = c.checkpointing;
+    config.max_steps = 2;
+    train::TrainSummary summary = train::train(config);
+    for (size_t i = 0; i < vk::category_count; i++) {
+      auto category = vk::Category(i);
+      if (category == vk::Category::staging) continue;  // transfers, not part of the run's footprint
+      double planned = double(summary.plan.bytes(category)), measured = double(summary.measured.category_peak(category));
+      INFO(c.name << " " << vk::category_name(category) << ": planned " << planned << ", measured peak " << measured);
+      if (planned == 0) CHECK(measured == 0);
+      else CHECK(std::fabs(measured - planned) / planned <= 0.10);
+    }
+    double planned_total = double(summary.plan.total_bytes());
+    double measured_total = double(summary.measured.total_peak -
+                                   summary.measured.category_peak(vk::Category::staging));
+    INFO(c.name << " total: planned " << planned_total << ", measured " << measured_total);
+    CHECK(std::fabs(measured_total - planned_total) / planned_total <= 0.10);
+  }
+}
+
+}  // TEST_SUITE

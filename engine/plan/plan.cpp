@@ -7,6 +7,7 @@
 #include "engine/base/files.hpp"
 #include "engine/kernels/embedding.hpp"
 #include "engine/kernels/norm.hpp"
+#include "engine/kernels/optimizer.hpp"
 #include "engine/kernels/reduce.hpp"
 
 namespace vkt::plan {
@@ -361,6 +362,20 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.hidden)));
   }
   b.add("workspace.reduce", Category::workspace, reduce);
+  if (training) {
+    // The optimizer's multi-tensor table and norm partial sums (kernels::TensorList allocates them).
+    uint32_t tensors = 0;
+    uint64_t chunks = 0;
+    for (const auto& spec : plan.buffers)
+      if (spec.name.rfind("grad.", 0) == 0) {
+        tensors++;
+        chunks += (spec.bytes / 4 + 4095) / 4096;
+      }
+    plan.buffers.push_back({"optimizer.table", Category::workspace, MemoryKind::device,
+                            kernels::TensorList::table_bytes(tensors), true});
+    plan.buffers.push_back({"optimizer.partials", Category::workspace, MemoryKind::device,
+                            kernels::TensorList::partials_bytes(static_cast<uint32_t>(chunks)), true});
+  }
   return plan;
 }
 

@@ -70,6 +70,10 @@ struct BufferSpec {
   vk::Category category;
   vk::MemoryKind kind = vk::MemoryKind::device;
   uint64_t bytes = 0;
+  // Sized here but allocated by the code that owns it (the optimizer's tensor table): the
+  // model's BufferSet skips it. (The partial sums depend on the device's chunk size; the plan
+  // uses the GPU default, an upper bound.)
+  bool external = false;
 };
 
 // Parameter counts by module family, as the seeds count them.
