@@ -9,5 +9,6 @@ void add_bench_command(CLI::App& app);
 void add_dashboard_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 
 }  // namespace vkt::app

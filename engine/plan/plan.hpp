@@ -62,6 +62,7 @@ struct RunSettings {
   float lora_dropout = 0;
   bool training = true;                          // false: inference/generation only
   uint64_t kv_cache_tokens = 0;                  // generation: cache length per sequence (0: none)
+  bool with_adapter = false;                     // inference with LoRA weights (no gradients)
   uint64_t logits_chunk_bytes = 64ull << 20;     // cross-entropy works on row chunks of at most this
 };
 
