@@ -10,5 +10,6 @@ void add_dashboard_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
+void add_model_tool_commands(CLI::App& app);
 
 }  // namespace vkt::app
