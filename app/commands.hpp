@@ -11,5 +11,6 @@ void add_train_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_model_tool_commands(CLI::App& app);
+void add_evaluate_command(CLI::App& app);
 
 }  // namespace vkt::app
