@@ -21,6 +21,11 @@ struct LoadedWeights {
 // quant_state.bitsandbytes__nf4 entries).
 bool is_bitsandbytes_nf4(const SafetensorsFolder& folder, const ModelConfig& config);
 
+// For a bitsandbytes checkpoint: whether its double-quantized absmax loads exactly in our layout
+// (its nested map is ours); if not, the absmax values are decoded to fp32 on load and the run must
+// be planned without double quantization.
+bool bitsandbytes_keeps_double_quant(const SafetensorsFolder& folder, const ModelConfig& config);
+
 LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder, const ModelConfig& config,
                            const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress = nullptr);
 
