@@ -87,6 +87,21 @@ TEST_CASE("train: LoRA on a tiny model, the loss falls and PEFT files are writte
   CHECK(run["max_steps"] == 50);
 }
 
+TEST_CASE("train: QLoRA (NF4 + double quant base) on a tiny model, the loss falls") {
+  train::TrainConfig config = tiny_config("qlora");
+  config.method = "qlora";
+  train::TrainSummary summary = train::train(config);
+  CHECK(summary.plan.settings.base_format == kernels::WeightFormat::nf4);
+  CHECK(summary.plan.settings.double_quant);
+  CHECK(summary.measured.category_peak(vk::Category::quantized_weights) > 0);
+  auto losses = logged_losses(config.output_dir);
+  REQUIRE(losses.size() == 50);
+  double first = mean(losses, 0, 5), last = mean(losses, 40, 50);
+  MESSAGE("QLoRA loss (mean of first 5 / last 10 steps) " << first << " -> " << last << ", "
+                                                          << summary.tokens_per_second << " tokens/s");
+  CHECK(last < 0.8 * first);
+}
+
 TEST_CASE("train: k accumulated micro-batches equal one batch k times larger") {
   train::TrainConfig big = tiny_config("accumulate-big");
   big.max_steps = 6;
@@ -195,9 +210,10 @@ TEST_SUITE("plan_accuracy") {
 
 // The planner's promise: for the runs that train in CI, each category's planned bytes are within
 // 10% of the memory ledger's measured peak, and so is the total.
-TEST_CASE("plan: every category within 10% of the measured peak (LoRA, full; with and without checkpointing)") {
+TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, full; with and without checkpointing)") {
   struct Case { const char* name; const char* method; bool checkpointing; };
-  for (Case c : {Case{"lora", "lora", false}, Case{"lora-ckpt", "lora", true}, Case{"full", "full", false},
+  for (Case c : {Case{"lora", "lora", false}, Case{"lora-ckpt", "lora", true}, Case{"qlora", "qlora", false},
+                 Case{"qlora-ckpt", "qlora", true}, Case{"full", "full", false},
                  Case{"full-ckpt", "full", true}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
