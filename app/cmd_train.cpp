@@ -3,6 +3,7 @@
 // bar. At the end the dashboard is rendered to a PNG (--plot FILE, else OUTPUT_DIR/dashboard.png
 // for headless runs).
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <thread>
 
@@ -62,6 +63,11 @@ void add_train_command(CLI::App& app) {
       });
       ui::WindowOptions options;
       options.title = "vktune: " + config.output_dir;
+      // Automation (tests, documentation): save the window's last frame and close with the run.
+      if (const char* screenshot = std::getenv("VKT_DASHBOARD_SCREENSHOT")) {
+        options.screenshot_png = screenshot;
+        options.close_when_run_ends = true;
+      }
       ui::run_dashboard_window(monitor, options);
       worker.join();
       if (failure) std::rethrow_exception(failure);

@@ -1,9 +1,15 @@
 // Benchmark rows for the matmul kernels: the 1024^3 headline in each form and storage type,
-// then the shapes a LoRA step on a 1B-class Llama (hidden 2048) runs on 512 tokens.
+// then the shapes a LoRA step on a 1B-class Llama (hidden 2048) runs on 512 tokens, dense and with
+// a quantized base weight (QLoRA: dequantized in the matmul's load stage).
+#include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "bench/kernel_bench.hpp"
 #include "engine/kernels/matmul.hpp"
+#include "engine/quant/device.hpp"
+#include "engine/quant/quantize.hpp"
 
 namespace vkt::bench {
 namespace {
@@ -57,6 +63,43 @@ void add(Form form, uint32_t m, uint32_t n, uint32_t k, DType type, const std::s
   register_kernel_benchmark(std::move(row));
 }
 
+// A quantized weight W (n, k) in the forward (nt) or dX (nn) product of a linear layer; A and C
+// fp32. Bytes count the codes and statistics as stored.
+void add_quantized(Form form, uint32_t m, uint32_t n, uint32_t k, kernels::WeightFormat format, bool double_quant,
+                   const std::string& note) {
+  KernelBenchmark row;
+  row.op = form_name(form);
+  std::string format_name = kernels::weight_format_name(format);
+  if (double_quant) format_name += "+dq";
+  row.shape = "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " W " + format_name;
+  if (!note.empty()) row.shape += " " + note;
+  uint32_t inner = form == Form::nt ? k : n, cols = form == Form::nt ? n : k;
+  quant::QuantOptions options{64, double_quant};
+  row.flops = 2.0 * m * n * k;
+  // The weight's bytes as stored (codes and statistics), without quantizing it here.
+  double code_bytes = format == kernels::WeightFormat::int8 ? 1.0 : 0.5;
+  double stat_bytes = double_quant ? 1.0 : format == kernels::WeightFormat::int4_asym ? 5.0 : 4.0;
+  row.bytes = (double(m) * inner + double(m) * cols) * 4 + double(n) * k * (code_bytes + stat_bytes / 64);
+  row.setup = [=](vk::Context& context) -> RecordFn {
+    // Normal weights (std 0.02, as initialized models) quantized on the CPU.
+    std::vector<float> values(size_t(n) * k);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    for (float& value : values) value = normal(rng);
+    auto weight = std::make_shared<quant::DeviceWeight>(
+        quant::upload(context, quant::quantize(values.data(), n, k, format, options, "bench-w"), "bench-w"));
+    auto a = random_tensor(context, size_t(m) * inner, DType::f32, 1, "bench-a");
+    auto c = random_tensor(context, size_t(m) * cols, DType::f32, 3, "bench-c");
+    return [=](vk::Recorder& recorder) {
+      if (form == Form::nt)
+        kernels::matmul_nt(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
+      else
+        kernels::matmul_nn(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
+    };
+  };
+  register_kernel_benchmark(std::move(row));
+}
+
 }  // namespace
 
 void register_matmul_benchmarks() {
@@ -73,6 +116,20 @@ void register_matmul_benchmarks() {
   add(Form::nt, 512, 16, 2048, DType::f32, "(lora A fwd)");
   add(Form::nt, 512, 2048, 16, DType::f32, "(lora B fwd)");
   add(Form::tn, 512, 16, 2048, DType::f32, "(lora dA)");
+  // QLoRA: the same projection and an MLP projection (5632x2048) with an NF4 + double-quant base
+  // weight, forward and dX (the dense rows above and below are the comparison), then the other
+  // formats on the projection forward.
+  using kernels::WeightFormat;
+  add_quantized(Form::nt, 512, 2048, 2048, WeightFormat::nf4, true, "(proj fwd)");
+  add_quantized(Form::nn, 512, 2048, 2048, WeightFormat::nf4, true, "(proj dX)");
+  add(Form::nt, 512, 5632, 2048, DType::f32, "(mlp up fwd)");
+  add(Form::nn, 512, 5632, 2048, DType::f32, "(mlp up dX)");
+  add_quantized(Form::nt, 512, 5632, 2048, WeightFormat::nf4, true, "(mlp up fwd)");
+  add_quantized(Form::nn, 512, 5632, 2048, WeightFormat::nf4, true, "(mlp up dX)");
+  add_quantized(Form::nt, 512, 2048, 2048, WeightFormat::nf4, false, "(proj fwd)");
+  add_quantized(Form::nt, 512, 2048, 2048, WeightFormat::int8, false, "(proj fwd)");
+  add_quantized(Form::nt, 512, 2048, 2048, WeightFormat::int4, false, "(proj fwd)");
+  add_quantized(Form::nt, 512, 2048, 2048, WeightFormat::int4_asym, false, "(proj fwd)");
   // Attention scores of 16 heads: Q·Kᵀ over head dim 64 on 256 tokens.
   add(Form::nt, 256, 256, 64, DType::f32, "(scores)", 16);
 }

@@ -2,6 +2,10 @@
 //! variant s16: -DSTORAGE_16BIT
 //! variant direct: -DMATMUL_DIRECT
 //! variant direct_s16: -DMATMUL_DIRECT -DSTORAGE_16BIT
+//! variant q: -DWEIGHT_QUANT
+//! variant q_s16: -DWEIGHT_QUANT -DSTORAGE_16BIT
+//! variant direct_q: -DMATMUL_DIRECT -DWEIGHT_QUANT
+//! variant direct_q_s16: -DMATMUL_DIRECT -DWEIGHT_QUANT -DSTORAGE_16BIT
 // Matrix products for matmul_nt / matmul_nn / matmul_tn (engine/kernels/matmul.hpp).
 //
 // All three are one canonical product over an inner dimension P:
@@ -15,7 +19,8 @@
 // are specialization constants, so the driver compiles only the path it runs.
 //
 // Variants: the plain ones are fp32 only and run on devices without 16-bit storage buffers;
-// "s16" adds fp16/bf16 operands. Two bodies:
+// "s16" adds fp16/bf16 operands; "q" reads a quantized weight as R (nf4, int8, int4, int4_asym,
+// see load_weight below), so the dense variants carry none of its code. Two bodies:
 // - matmul_tiled.glsl (default, GPUs): workgroup tiles staged through shared memory, vec4
 //   loads, a register tile per thread;
 // - matmul_direct.glsl (MATMUL_DIRECT, CPU drivers such as lavapipe): no shared memory, big
@@ -50,6 +55,11 @@ layout(constant_id = 14) const uint SUBGROUP_SIZE = 8;     // direct: the device
 // both sides of a branch under a mask, even a uniform one).
 layout(constant_id = 15) const bool ACCUMULATE = false;    // beta != 0: read C
 layout(constant_id = 16) const bool HAS_BIAS = false;
+// "q" variants: the quantized weight's format (engine WeightFormat: 3 nf4, 4 int8, 5 int4,
+// 6 int4_asym), log2 of its block size and nf4 double quantization.
+layout(constant_id = 17) const uint WEIGHT_FORMAT = 3;
+layout(constant_id = 18) const uint WEIGHT_BLOCK_SHIFT = 6;
+layout(constant_id = 19) const bool WEIGHT_DOUBLE_QUANT = false;
 
 layout(local_size_x_id = 0) in;
 
@@ -61,10 +71,14 @@ layout(push_constant) uniform Push {
   uint64_t stride_l;  // elements between batch entries
   uint64_t stride_r;
   uint64_t stride_c;
+  uint64_t r_stats0;  // quantized R: QuantWeight.stats0 / stats1 of shaders/quant.glsl (p.r is its data)
+  uint64_t r_stats1;
   uint rows, cols, inner;
   uint ld_l, ld_r, ld_c;  // leading dimensions in elements
   float alpha, beta;
-  uint group_rows;  // direct: row tiles per group in the tile order (see matmul_direct.glsl)
+  uint group_rows;        // direct: row tiles per group in the tile order (see matmul_direct.glsl)
+  float r_absmax_offset;  // quantized R: QuantWeight.absmax_offset (nf4 double quant)
+  uint r_index_offset;    // quantized R: flattened-weight index of R's element (0, 0) in this dispatch
 } p;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32 { float v[]; };
@@ -121,13 +135,44 @@ vec4 load_dense4(uint64_t base, uint type, uint index) {
 #endif
 }
 
+// This workgroup's batch entry: the operands' base addresses.
+uint64_t batch_base(uint64_t base, uint64_t stride, uint type) { return base + gl_WorkGroupID.z * stride * type_bytes(type); }
+
 // The weight (R operand) load stage: `index` is the element's position in the flattened weight
-// (row-major W[N,K] for nt/nn, B[M,K] for tn), which is also how quantization blocks are laid
-// out (engine/kernels/types.hpp). Quantized formats will replace these two functions under a
-// define (e.g. WEIGHT_NF4 including quant.glsl); dense formats are chosen by R_TYPE.
-// load_weight4 reads elements index .. index+3 (index % 4 == 0).
+// (row-major W[N,K] for nt/nn, B[M,K] for tn) relative to `base`, the value weight_batch_base()
+// gave. load_weight4 reads elements index .. index+3 (index % 4 == 0).
+#ifdef WEIGHT_QUANT
+#include "quant.glsl"
+// A quantized weight is dequantized here, element by element as the tile is loaded, with the
+// functions of quant.glsl (bit-identical to engine/quant dequantize()); nothing dequantized is
+// ever written to memory. Codes and blocks are addressed by the position in the flattened weight,
+// so `base` is an element offset (batch entry, inner split), not an address.
+QuantWeight weight_r() {
+  uint encoding = WEIGHT_FORMAT | (WEIGHT_BLOCK_SHIFT << 8) | (WEIGHT_DOUBLE_QUANT ? 1u << 16 : 0u);
+  return QuantWeight(p.r, p.r_stats0, p.r_stats1, p.r_absmax_offset, encoding);
+}
+uint64_t weight_batch_base() { return uint64_t(p.r_index_offset) + gl_WorkGroupID.z * p.stride_r; }
+float load_weight(uint64_t base, uint index) { return quant_weight(weight_r(), uint(base) + index); }
+// Four aligned elements lie in one block (blocks are powers of two >= 8): one scale fetch and one
+// 32-bit code word (nf4/int4: half of it), shared by every row of the tile that uses them.
+vec4 load_weight4(uint64_t base, uint index) {
+  QuantWeight w = weight_r();
+  uint e = uint(base) + index;
+  float scale = quant_block_scale(w, e >> WEIGHT_BLOCK_SHIFT);
+  if (WEIGHT_FORMAT == QUANT_INT8) return int8_decode4(quant_load_word(p.r, e >> 2), scale);
+  // Elements 8w..8w+3 are the word's low 16 bits, 8w+4..8w+7 its high 16 bits.
+  uint word = quant_load_word(p.r, e >> 3) >> ((e & 4u) * 4u);
+  vec4 lo, unused;
+  if (WEIGHT_FORMAT == QUANT_NF4) nf4_decode8(word, scale, lo, unused);
+  else int4_decode8(word, scale, quant_block_zero(w, e >> WEIGHT_BLOCK_SHIFT), lo, unused);
+  return lo;
+}
+#else
+// Dense weights: R_TYPE storage, advanced per batch entry by address.
+uint64_t weight_batch_base() { return batch_base(p.r, p.stride_r, R_TYPE); }
 float load_weight(uint64_t base, uint index) { return load_dense(base, R_TYPE, index); }
 vec4 load_weight4(uint64_t base, uint index) { return load_dense4(base, R_TYPE, index); }
+#endif
 
 float load_left(uint64_t base, uint index) { return load_dense(base, L_TYPE, index); }
 vec4 load_left4(uint64_t base, uint index) { return load_dense4(base, L_TYPE, index); }
@@ -144,9 +189,6 @@ void store_output(uint64_t c_base, uint i, uint j, float sum) {
 #endif
   F32(c_base).v[index] = value;
 }
-
-// This workgroup's batch entry: the operands' base addresses.
-uint64_t batch_base(uint64_t base, uint64_t stride, uint type) { return base + gl_WorkGroupID.z * stride * type_bytes(type); }
 
 #ifdef MATMUL_DIRECT
 #include "matmul_direct.glsl"

@@ -150,7 +150,7 @@ void main() {
   uint row0 = row_tile * TILE_ROWS + (subgroup / SUBGROUPS_PER_ROW) * ROWS;
   uint col0 = col_tile * TILE_COLS + (subgroup % SUBGROUPS_PER_ROW) * SG * COLS;
   uint64_t l_base = batch_base(p.l, p.stride_l, L_TYPE);
-  uint64_t r_base = batch_base(p.r, p.stride_r, R_TYPE);
+  uint64_t r_base = weight_batch_base();
   prepare_offsets(row0, col0, lane);
   [[unroll]] for (uint r = 0; r < ROWS; r++)
     [[unroll]] for (uint u = 0; u < COLS / 4; u++) acc[r][u] = vec4(0);

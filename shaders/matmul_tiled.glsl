@@ -17,35 +17,46 @@ void store_r(uint p_local, uint j_local, float value) {
   r_tile[(p_local * TILE_COLS + j_local) / 4][j_local % 4] = value;
 }
 
+// The tile loads below spread 4-element groups over the threads in a fixed number of unrolled
+// passes (a whole number whenever the tile holds a multiple of WORKGROUP_SIZE groups): lavapipe
+// counts every loop iteration against one 65535 limit per invocation (CONVENTIONS.md), so the
+// only loop left to count is the one over P in main().
+
 // Loads L[row0 .. row0+TILE_ROWS, p0 .. p0+TILE_INNER] into l_tile; zeros outside the matrix.
 void load_l_tile(uint64_t base, uint row0, uint p0, uint thread) {
   if (L_P_CONTIGUOUS) {
     const uint groups = TILE_INNER / 4;  // 4-element groups along p per row
-    for (uint u = thread; u < TILE_ROWS * groups; u += WORKGROUP_SIZE) {
+    const uint count = TILE_ROWS * groups;
+    [[unroll]] for (uint pass = 0; pass < (count + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE; pass++) {
+      uint u = thread + pass * WORKGROUP_SIZE;
       uint i_local = u / groups, p_local = (u % groups) * 4;
       uint i = row0 + i_local, pp = p0 + p_local;
       vec4 v = vec4(0);
       if (L_VEC4) {
         if (i < p.rows && pp < p.inner) v = load_left4(base, i * p.ld_l + pp);
       } else if (i < p.rows) {
-        for (uint q = 0; q < 4; q++)
+        [[unroll]] for (uint q = 0; q < 4; q++)
           if (pp + q < p.inner) v[q] = load_left(base, i * p.ld_l + pp + q);
       }
-      for (uint q = 0; q < 4; q++) store_l(p_local + q, i_local, v[q]);
+      if (u < count) {
+        [[unroll]] for (uint q = 0; q < 4; q++) store_l(p_local + q, i_local, v[q]);
+      }
     }
   } else {
     const uint groups = TILE_ROWS / 4;  // 4-element groups along i per p
-    for (uint u = thread; u < TILE_INNER * groups; u += WORKGROUP_SIZE) {
+    const uint count = TILE_INNER * groups;
+    [[unroll]] for (uint pass = 0; pass < (count + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE; pass++) {
+      uint u = thread + pass * WORKGROUP_SIZE;
       uint p_local = u / groups, i_local = (u % groups) * 4;
       uint i = row0 + i_local, pp = p0 + p_local;
       vec4 v = vec4(0);
       if (L_VEC4) {
         if (i < p.rows && pp < p.inner) v = load_left4(base, pp * p.ld_l + i);
       } else if (pp < p.inner) {
-        for (uint q = 0; q < 4; q++)
+        [[unroll]] for (uint q = 0; q < 4; q++)
           if (i + q < p.rows) v[q] = load_left(base, pp * p.ld_l + i + q);
       }
-      l_tile[(p_local * TILE_ROWS + i_local) / 4] = v;
+      if (u < count) l_tile[(p_local * TILE_ROWS + i_local) / 4] = v;
     }
   }
 }
@@ -54,31 +65,37 @@ void load_l_tile(uint64_t base, uint row0, uint p0, uint thread) {
 void load_r_tile(uint64_t base, uint col0, uint p0, uint thread) {
   if (R_P_CONTIGUOUS) {
     const uint groups = TILE_INNER / 4;
-    for (uint u = thread; u < TILE_COLS * groups; u += WORKGROUP_SIZE) {
+    const uint count = TILE_COLS * groups;
+    [[unroll]] for (uint pass = 0; pass < (count + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE; pass++) {
+      uint u = thread + pass * WORKGROUP_SIZE;
       uint j_local = u / groups, p_local = (u % groups) * 4;
       uint j = col0 + j_local, pp = p0 + p_local;
       vec4 v = vec4(0);
       if (R_VEC4) {
         if (j < p.cols && pp < p.inner) v = load_weight4(base, j * p.ld_r + pp);
       } else if (j < p.cols) {
-        for (uint q = 0; q < 4; q++)
+        [[unroll]] for (uint q = 0; q < 4; q++)
           if (pp + q < p.inner) v[q] = load_weight(base, j * p.ld_r + pp + q);
       }
-      for (uint q = 0; q < 4; q++) store_r(p_local + q, j_local, v[q]);
+      if (u < count) {
+        [[unroll]] for (uint q = 0; q < 4; q++) store_r(p_local + q, j_local, v[q]);
+      }
     }
   } else {
     const uint groups = TILE_COLS / 4;
-    for (uint u = thread; u < TILE_INNER * groups; u += WORKGROUP_SIZE) {
+    const uint count = TILE_INNER * groups;
+    [[unroll]] for (uint pass = 0; pass < (count + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE; pass++) {
+      uint u = thread + pass * WORKGROUP_SIZE;
       uint p_local = u / groups, j_local = (u % groups) * 4;
       uint j = col0 + j_local, pp = p0 + p_local;
       vec4 v = vec4(0);
       if (R_VEC4) {
         if (j < p.cols && pp < p.inner) v = load_weight4(base, pp * p.ld_r + j);
       } else if (pp < p.inner) {
-        for (uint q = 0; q < 4; q++)
+        [[unroll]] for (uint q = 0; q < 4; q++)
           if (j + q < p.cols) v[q] = load_weight(base, pp * p.ld_r + j + q);
       }
-      r_tile[(p_local * TILE_COLS + j_local) / 4] = v;
+      if (u < count) r_tile[(p_local * TILE_COLS + j_local) / 4] = v;
     }
   }
 }
@@ -91,7 +108,7 @@ void main() {
   uint thread = gl_LocalInvocationIndex;
   uint row0 = gl_WorkGroupID.y * TILE_ROWS, col0 = gl_WorkGroupID.x * TILE_COLS;
   uint64_t l_base = batch_base(p.l, p.stride_l, L_TYPE);
-  uint64_t r_base = batch_base(p.r, p.stride_r, R_TYPE);
+  uint64_t r_base = weight_batch_base();
 
   // This thread's register tile: rows g*(TILE_ROWS/ROW_GROUPS) + ty*4 + 0..3 for each group g
   // (and likewise for columns), so neighbouring threads read neighbouring vec4s of shared memory.

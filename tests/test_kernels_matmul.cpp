@@ -2,7 +2,9 @@
 // multiples of any tile (1, 7, 33, 65, 127, 130) and a realistic one, alpha/beta/bias, batches,
 // each storage type in each operand, unaligned operands (scalar loads), both shader bodies
 // (direct on CPU drivers, tiled elsewhere: the tiled one is forced with its kill switch), and the
-// three forms checked as each other's backward with finite differences.
+// three forms checked as each other's backward with finite differences. Quantized weights
+// (nf4 with and without double quant, int8, int4, int4_asym) against the dense product of the
+// CPU-dequantized weight; long inner dimensions (lavapipe's loop limit).
 #include <doctest/doctest.h>
 
 #include <array>
@@ -15,6 +17,8 @@
 #include "engine/base/error.hpp"
 #include "engine/base/half.hpp"
 #include "engine/kernels/matmul.hpp"
+#include "engine/quant/device.hpp"
+#include "engine/quant/quantize.hpp"
 #include "tests/kernel_harness.hpp"
 
 using namespace vkt;
@@ -141,6 +145,22 @@ void record_case(vk::Recorder& r, const Case& t, const kernels::BufferRange& a, 
   else kernels::matmul_tn(r, a, t.a, w, t.w, c, t.m, t.n, t.k, t.alpha, t.beta, batch);
 }
 
+// Tolerances. The reference sees the same rounded inputs (and, for a quantized weight, the same
+// dequantized values: quant.glsl is bit-identical to quant::dequantize), so only two errors remain:
+// - fp32 accumulation of `inner` products of values in [-1, 1]: rounding errors add up like
+//   a random walk, about eps*sqrt(inner) relative to the result scale; 8x that is the bound
+//   (eps = 2^-24 per operation, tile-order sums differ from the reference's order);
+// - rounding the result to C's storage type: half an ulp, 2^-11 (fp16) or 2^-8 (bf16) relative.
+void check_product(const std::vector<float>& actual, const std::vector<float>& expected, uint32_t inner, DType c_type,
+                   const std::string& what) {
+  double scale = 1e-3;
+  for (float value : expected) scale = std::max(scale, double(std::fabs(value)));
+  double accumulation = 8.0 * std::ldexp(1.0, -24) * std::sqrt(double(inner) + 1.0);
+  double storage = c_type == DType::f16 ? std::ldexp(1.0, -11) : c_type == DType::bf16 ? std::ldexp(1.0, -8) : 0.0;
+  double relative = accumulation + storage;
+  test::check_close(actual, expected, relative * relative, relative * scale, what);
+}
+
 void run_case(Case t, uint32_t seed = 1) {
   if (t.form == Form::tn) t.c = DType::f32;  // matmul_tn writes fp32 weight gradients
   INFO(t.what());
@@ -176,17 +196,7 @@ void run_case(Case t, uint32_t seed = 1) {
   }
   auto actual = read_as(c_device, t.c, expected.size());
 
-  // Tolerances. The reference sees the same rounded inputs, so only two errors remain:
-  // - fp32 accumulation of `inner` products of values in [-1, 1): rounding errors add up like
-  //   a random walk, about eps*sqrt(inner) relative to the result scale; 8x that is the bound
-  //   (eps = 2^-24 per operation, tile-order sums differ from the reference's order);
-  // - rounding the result to C's storage type: half an ulp, 2^-11 (fp16) or 2^-8 (bf16) relative.
-  double scale = 1e-3;
-  for (float value : expected) scale = std::max(scale, double(std::fabs(value)));
-  double accumulation = 8.0 * std::ldexp(1.0, -24) * std::sqrt(double(inner) + 1.0);
-  double storage = t.c == DType::f16 ? std::ldexp(1.0, -11) : t.c == DType::bf16 ? std::ldexp(1.0, -8) : 0.0;
-  double relative = accumulation + storage;
-  test::check_close(actual, expected, relative * relative, relative * scale, t.what());
+  check_product(actual, expected, inner, t.c, t.what());
   CHECK(c_device.buffer.guard_intact());
   CHECK(a_device.buffer.guard_intact());
   CHECK(w_device.buffer.guard_intact());
@@ -378,6 +388,221 @@ void gradient_case(Form form) {
                        1e-8, 12, std::string(form_name(form)) + (form == Form::tn ? " dB" : " dW"));
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Quantized weights: matmul_nt (Y = X·deq(W)ᵀ, W read along in-features) and matmul_nn
+// (dX = dY·deq(W), W read along out-features) with W quantized by quant::quantize, against the
+// fp64 reference on quant::dequantize() of the same codes.
+
+using kernels::WeightFormat;
+
+struct QuantCase {
+  Form form = Form::nt;  // nt or nn
+  uint32_t m = 1, n = 1, k = 1;  // as in matmul.hpp: W is (n, k)
+  WeightFormat format = WeightFormat::nf4;
+  uint32_t block_size = 64;
+  bool double_quant = false;
+  DType a = DType::f32, c = DType::f32;
+  float alpha = 1, beta = 0;
+  bool bias = false;
+  uint32_t batch = 1;
+  std::string what() const {
+    return std::string(form_name(form)) + " M=" + std::to_string(m) + " N=" + std::to_string(n) +
+           " K=" + std::to_string(k) + " w=" + kernels::weight_format_name(format) + (double_quant ? "+dq" : "") +
+           " block=" + std::to_string(block_size) + " a=" + kernels::dtype_name(a) + " c=" + kernels::dtype_name(c) +
+           " alpha=" + std::to_string(alpha) + " beta=" + std::to_string(beta) + (bias ? " bias" : "") +
+           " batch=" + std::to_string(batch);
+  }
+};
+
+// The formats with their block-size-64 defaults: nf4 with and without double quant, int8, int4, int4_asym.
+std::vector<QuantCase> every_format(QuantCase base) {
+  std::vector<QuantCase> cases;
+  for (auto [format, double_quant] : {std::pair{WeightFormat::nf4, true}, {WeightFormat::nf4, false},
+                                      {WeightFormat::int8, false}, {WeightFormat::int4, false},
+                                      {WeightFormat::int4_asym, false}}) {
+    base.format = format, base.double_quant = double_quant;
+    cases.push_back(base);
+  }
+  return cases;
+}
+
+void record_quant(vk::Recorder& r, Form form, const kernels::BufferRange& a, DType a_type, const kernels::WeightRef& w,
+                  const kernels::BufferRange& c, DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha,
+                  float beta, const kernels::BufferRange* bias, kernels::MatmulBatch batch = {}) {
+  if (form == Form::nt) kernels::matmul_nt(r, a, a_type, w, c, c_type, m, n, k, alpha, beta, bias, batch);
+  else kernels::matmul_nn(r, a, a_type, w, c, c_type, m, n, k, alpha, beta, batch);
+}
+
+void run_quant_case(const QuantCase& t, uint32_t seed = 1) {
+  INFO(t.what());
+  uint32_t inner = t.form == Form::nt ? t.k : t.n;
+  uint32_t cols = t.form == Form::nt ? t.n : t.k;
+  size_t a_count = size_t(t.m) * inner, w_count = size_t(t.n) * t.k, c_count = size_t(t.m) * cols;
+  // The batch entries' weights are consecutive slices of one flattened (batch*n, k) weight, so
+  // quantization blocks straddle rows and, when n*k is not a multiple of the block, entries.
+  auto w = test::random_floats(w_count * t.batch, seed + 1);
+  quant::QuantizedWeight q =
+      quant::quantize(w.data(), t.n * t.batch, t.k, t.format, {t.block_size, t.double_quant}, "W");
+  std::vector<float> deq = quant::dequantize(q);
+  quant::DeviceWeight device_w = quant::upload(context(), q, "W");
+
+  auto a = random_stored(a_count * t.batch, seed, t.a);
+  auto c_before = t.beta == 0.0f ? std::vector<float>(c_count * t.batch, std::numeric_limits<float>::quiet_NaN())
+                                 : random_stored(c_count * t.batch, seed + 2, t.c);
+  auto bias = test::random_floats(cols, seed + 3);
+  DeviceTensor a_device = upload_as(a, t.a, 0, "A");
+  DeviceTensor c_device = upload_as(c_before, t.c, 0, "C");
+  Guarded bias_device = Guarded::of(bias, "bias");
+  kernels::BufferRange bias_range = bias_device.range();
+  kernels::MatmulBatch batch{t.batch, a_count, w_count, c_count};
+  context().run([&](vk::Recorder& r) {
+    record_quant(r, t.form, a_device.range(), t.a, device_w.ref, c_device.range(), t.c, t.m, t.n, t.k, t.alpha, t.beta,
+                 t.bias ? &bias_range : nullptr, batch);
+  });
+
+  std::vector<float> expected = c_before;
+  for (uint32_t b = 0; b < t.batch; b++) {
+    const float* a_b = a.data() + b * a_count;
+    const float* w_b = deq.data() + b * w_count;
+    float* c_b = expected.data() + b * c_count;
+    if (t.form == Form::nt) ref::matmul_nt(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta, t.bias ? bias.data() : nullptr);
+    else ref::matmul_nn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
+  }
+  check_product(read_as(c_device, t.c, expected.size()), expected, inner, t.c, t.what());
+  CHECK(c_device.buffer.guard_intact());
+  CHECK(a_device.buffer.guard_intact());
+}
+
+// Every format; block sizes 64, 32 and 128 (and 16 for int4); in_features a multiple of 4
+// (4-element loads) and odd (scalar loads); out 33 x in 100 puts blocks across row boundaries.
+void quant_format_cases(Form form) {
+  QuantCase shape;
+  shape.form = form;
+  shape.m = 7, shape.n = 33, shape.k = 100;
+  for (QuantCase t : every_format(shape)) run_quant_case(t, 61);
+  shape.m = 5, shape.n = 17, shape.k = 65;
+  for (QuantCase t : every_format(shape)) run_quant_case(t, 67);
+  shape.m = 7, shape.n = 33, shape.k = 100;
+  for (auto [format, double_quant, block] :
+       {std::tuple{WeightFormat::nf4, true, 32u}, {WeightFormat::nf4, true, 128u}, {WeightFormat::nf4, false, 128u},
+        {WeightFormat::int8, false, 32u}, {WeightFormat::int4, false, 16u}, {WeightFormat::int4_asym, false, 128u}}) {
+    QuantCase t = shape;
+    t.format = format, t.double_quant = double_quant, t.block_size = block;
+    run_quant_case(t, 71);
+  }
+  // Many workgroups in both dimensions, and more than 256 blocks (a second absmax_scales group).
+  QuantCase t = shape;
+  t.m = 130, t.n = 320, t.k = 96, t.double_quant = true;
+  run_quant_case(t, 73);
+}
+
+void quant_scaling_cases(Form form) {
+  QuantCase t;
+  t.form = form;
+  t.m = 33, t.n = 70, t.k = 68;
+  t.format = WeightFormat::nf4, t.double_quant = true;
+  t.alpha = -2.0f, t.beta = 0.25f, t.bias = form == Form::nt;
+  run_quant_case(t, 79);
+  // A thin output (nt: 16 out-features, as a LoRA rank): dense weights would take the direct
+  // body's transposed launch, a quantized one must stay the R operand.
+  t.m = 70, t.n = form == Form::nt ? 16 : 64, t.k = form == Form::nt ? 64 : 16;
+  t.format = WeightFormat::int4_asym, t.double_quant = false;
+  run_quant_case(t, 83);
+  // Batched: entry strides of 9*20 = 180 elements, not a multiple of the block.
+  t = QuantCase{};
+  t.form = form;
+  t.m = 7, t.n = 9, t.k = 20, t.batch = 3, t.beta = 0.5f;
+  t.format = WeightFormat::nf4, t.double_quant = true;
+  run_quant_case(t, 89);
+  t.format = WeightFormat::int8, t.double_quant = false;
+  run_quant_case(t, 97);
+}
+
+// 16-bit activations and outputs with a quantized weight (QLoRA's bf16 compute type).
+void quant_storage_cases(Form form) {
+  if (!context().caps().storage_16bit) return;
+  QuantCase t;
+  t.form = form;
+  t.m = 36, t.n = 40, t.k = 44;
+  t.format = WeightFormat::nf4, t.double_quant = true;
+  t.a = DType::bf16, t.c = DType::bf16, t.beta = 0.5f;
+  run_quant_case(t, 101);
+  t.format = WeightFormat::int4, t.double_quant = false;
+  t.a = DType::f16, t.c = DType::f32, t.beta = 0.0f;
+  run_quant_case(t, 103);
+}
+
+void quant_tiled_body_cases(Form form) {
+  ScopedEnv tiled("VKT_DISABLE_MATMUL_DIRECT", "1");
+  REQUIRE_FALSE(kernels::matmul_tiling(context(), 256, 256).direct);
+  QuantCase shape;
+  shape.form = form;
+  shape.m = 7, shape.n = 33, shape.k = 100;
+  for (QuantCase t : every_format(shape)) run_quant_case(t, 107);
+  QuantCase t = shape;
+  t.m = 65, t.n = 130, t.k = 33;  // scalar loads, several tiles
+  t.format = WeightFormat::int4_asym, t.block_size = 32;
+  run_quant_case(t, 109);
+  t = shape;
+  t.m = 7, t.n = 9, t.k = 20, t.batch = 3, t.beta = 0.5f, t.alpha = 1.5f, t.bias = form == Form::nt;
+  t.double_quant = true, t.block_size = 128;
+  run_quant_case(t, 113);
+}
+
+// The quantized matmul_nn is the backward of the quantized matmul_nt with respect to x: for
+// loss = <X·deq(W)ᵀ, G>, dX = G·deq(W). Bilinear loss: the 4-point differences are exact up to fp32
+// rounding of Y, so NMSE 1e-8 (as for the dense forms) fails on any index or transpose error.
+void quant_gradient_case(WeightFormat format, bool double_quant) {
+  const uint32_t m = 5, n = 9, k = 24;  // W: 216 elements, blocks of 64 across rows
+  CAPTURE(kernels::weight_format_name(format));
+  CAPTURE(double_quant);
+  auto w = test::random_floats(size_t(n) * k, 121);
+  quant::QuantizedWeight q = quant::quantize(w.data(), n, k, format, {64, double_quant}, "W");
+  quant::DeviceWeight device_w = quant::upload(context(), q, "W");
+  auto x = test::random_floats(size_t(m) * k, 122), g = test::random_floats(size_t(m) * n, 123);
+  Guarded g_device = Guarded::of(g, "G"), dx_device(size_t(m) * k * 4, "dX");
+  context().run([&](vk::Recorder& r) {
+    kernels::matmul_nn(r, g_device.range(), DType::f32, device_w.ref, dx_device.range(), DType::f32, m, n, k);
+  });
+  CHECK(dx_device.guard_intact());
+  auto loss = [&](const std::vector<float>& x_now) {
+    Guarded x_device = Guarded::of(x_now, "X"), y_device(size_t(m) * n * 4, "Y");
+    context().run([&](vk::Recorder& r) {
+      kernels::matmul_nt(r, x_device.range(), DType::f32, device_w.ref, y_device.range(), DType::f32, m, n, k);
+    });
+    return test::dot(y_device.floats(), g);
+  };
+  test::check_gradient(loss, x, dx_device.floats(), 0.25f, 1e-8, 12,
+                       std::string("quantized ") + kernels::weight_format_name(format) + " dX");
+}
+
+// Long inner dimensions. lavapipe silently leaves a shader's loops after 65535 iterations per
+// invocation (all loops together): K = 14336 (Llama-3-8B's MLP width; nt reads it as in-features,
+// nn as out-features) must come out whole on both bodies, dense and quantized, and an inner
+// dimension of 300000 (75000 four-step iterations in the direct body) is split across dispatches
+// by the host. Small M and N keep these fast.
+void long_inner_cases(Form form, bool tiled_body) {
+  std::optional<ScopedEnv> tiled;
+  if (tiled_body) tiled.emplace("VKT_DISABLE_MATMUL_DIRECT", "1");
+  if (tiled_body) REQUIRE_FALSE(kernels::matmul_tiling(context(), 64, 64).direct);
+  for (uint32_t inner : {14336u, 300000u}) {
+    Case t;
+    t.form = form;
+    t.m = 3, t.n = 5, t.k = 8;
+    (form == Form::nt ? t.k : form == Form::nn ? t.n : t.m) = inner;
+    t.beta = 0.5f, t.bias = form == Form::nt;
+    run_case(t, 131);
+    if (form == Form::tn) continue;
+    QuantCase q;
+    q.form = form;
+    q.m = 3, q.n = t.n, q.k = t.k;
+    q.double_quant = true;
+    q.bias = t.bias;
+    run_quant_case(q, 137);
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("kernels_matmul") {
@@ -390,15 +615,6 @@ TEST_CASE("matmul_nt: every fp32/fp16/bf16 storage combination") { storage_cases
 TEST_CASE("matmul_nt: unaligned operands fall back to scalar loads") { unaligned_cases(Form::nt); }
 TEST_CASE("matmul_nt: tiled body (GPU path) on odd shapes, scaling, batches, 16-bit") { tiled_body_cases(Form::nt); }
 TEST_CASE("matmul_nt: gradients are matmul_nn and matmul_tn") { gradient_case(Form::nt); }
-TEST_CASE("matmul_nt: quantized weights are refused until quant.glsl lands") {
-  Guarded a = Guarded::of(test::random_floats(64, 1)), c(64 * 4);
-  kernels::WeightRef w;
-  w.format = kernels::WeightFormat::nf4;
-  w.data = a.range();
-  auto record = [&](vk::Recorder& r) { kernels::matmul_nt(r, a.range(), DType::f32, w, c.range(), DType::f32, 8, 8, 8); };
-  CHECK_THROWS_WITH(context().run(record), doctest::Contains("not implemented yet"));
-}
-
 TEST_CASE("matmul_nn: odd shapes against the fp64 reference") { odd_shape_cases(Form::nn); }
 TEST_CASE("matmul_nn: alpha and beta") { scaling_cases(Form::nn); }
 TEST_CASE("matmul_nn: realistic shape 256x384x320") { realistic_case(Form::nn); }
@@ -416,5 +632,28 @@ TEST_CASE("matmul_tn: every fp32/fp16/bf16 storage combination") { storage_cases
 TEST_CASE("matmul_tn: unaligned operands fall back to scalar loads") { unaligned_cases(Form::tn); }
 TEST_CASE("matmul_tn: tiled body (GPU path) on odd shapes, scaling, batches, 16-bit") { tiled_body_cases(Form::tn); }
 TEST_CASE("matmul_tn: gradients are matmul_nt and matmul_nn") { gradient_case(Form::tn); }
+
+TEST_CASE("matmul_nt: quantized weights, every format and block size, against the dequantized product") {
+  quant_format_cases(Form::nt);
+}
+TEST_CASE("matmul_nt: quantized weight with alpha, beta, bias, a thin output and batches") { quant_scaling_cases(Form::nt); }
+TEST_CASE("matmul_nt: quantized weight with 16-bit activations and output") { quant_storage_cases(Form::nt); }
+TEST_CASE("matmul_nt: quantized weights on the tiled body (GPU path)") { quant_tiled_body_cases(Form::nt); }
+TEST_CASE("matmul_nt: long inner dimensions (lavapipe's loop limit), direct body") { long_inner_cases(Form::nt, false); }
+TEST_CASE("matmul_nt: long inner dimensions (lavapipe's loop limit), tiled body") { long_inner_cases(Form::nt, true); }
+TEST_CASE("matmul_nn: quantized weights, every format and block size, against the dequantized product") {
+  quant_format_cases(Form::nn);
+}
+TEST_CASE("matmul_nn: quantized weight with alpha, beta, a thin output and batches") { quant_scaling_cases(Form::nn); }
+TEST_CASE("matmul_nn: quantized weight with 16-bit activations and output") { quant_storage_cases(Form::nn); }
+TEST_CASE("matmul_nn: quantized weights on the tiled body (GPU path)") { quant_tiled_body_cases(Form::nn); }
+TEST_CASE("matmul_nn: long inner dimensions (lavapipe's loop limit), direct body") { long_inner_cases(Form::nn, false); }
+TEST_CASE("matmul_nn: long inner dimensions (lavapipe's loop limit), tiled body") { long_inner_cases(Form::nn, true); }
+TEST_CASE("matmul_nn: quantized backward of matmul_nt with respect to x (finite differences)") {
+  quant_gradient_case(WeightFormat::nf4, true);
+  quant_gradient_case(WeightFormat::int4_asym, false);
+}
+TEST_CASE("matmul_tn: long inner dimensions (lavapipe's loop limit), direct body") { long_inner_cases(Form::tn, false); }
+TEST_CASE("matmul_tn: long inner dimensions (lavapipe's loop limit), tiled body") { long_inner_cases(Form::tn, true); }
 
 }  // TEST_SUITE

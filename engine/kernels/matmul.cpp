@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/quantize.hpp"
 #include "engine/vk/pipeline.hpp"
 
 namespace vkt::kernels {
@@ -19,16 +20,21 @@ bool env_set(const char* name) {
   return value && *value && std::strcmp(value, "0") != 0;
 }
 
-// Push constants of shaders/matmul.comp (std430 offsets).
+// Push constants of shaders/matmul.comp (std430 offsets). A quantized R operand takes quant.glsl's
+// QuantWeight apart (data in r, stats0/stats1, absmax_offset; its encoding goes into
+// specialization constants), so the block stays within the 128 bytes Vulkan guarantees.
 struct MatmulPush {
   uint64_t l, r, c, bias;
   uint64_t stride_l, stride_r, stride_c;
+  uint64_t r_stats0, r_stats1;
   uint32_t rows, cols, inner;
   uint32_t ld_l, ld_r, ld_c;
   float alpha, beta;
   uint32_t group_rows;
+  float r_absmax_offset;
+  uint32_t r_index_offset;
 };
-static_assert(sizeof(MatmulPush) == 96);
+static_assert(sizeof(MatmulPush) == 120 && sizeof(MatmulPush) <= 128);
 
 // One operand of the canonical product C[i,j] = sum_p L[i,p] R[p,j] (see shaders/matmul.comp).
 struct Operand {
@@ -39,7 +45,7 @@ struct Operand {
   uint32_t extent;      // rows of L / columns of R
   uint64_t batch_stride;
   const char* name;
-  bool quantized = false;  // a quantized weight: must stay the R operand
+  const WeightRef* quantized = nullptr;  // a quantized weight: must stay the R operand
 };
 
 // Elements an operand spans: the last batch entry's last element + 1.
@@ -51,15 +57,49 @@ uint64_t span(const Operand& operand, uint32_t inner, uint32_t batches) {
 
 // vec4 global loads need every group of 4 along the contiguous dimension to be whole and
 // aligned to 4 elements: the contiguous extent, the leading dimension and the batch stride are
-// multiples of 4 and the base address is aligned. Otherwise the shader loads scalars.
+// multiples of 4, and for a dense operand the base address is aligned to 4 elements. A quantized
+// weight is indexed by element, not by address: 4 elements at an index % 4 == 0 lie in one block
+// and one 32-bit code word (its arrays are always word-aligned, see check_quantized).
+// Otherwise the shader loads scalars.
 bool vec4_loads(const Operand& operand, uint32_t inner) {
   if (env_set("VKT_DISABLE_MATMUL_VEC4")) return false;
   uint32_t contiguous_extent = operand.p_contiguous ? inner : operand.extent;
   return contiguous_extent % 4 == 0 && operand.ld % 4 == 0 && operand.batch_stride % 4 == 0 &&
-         operand.range->address % (4 * dtype_bytes(operand.type)) == 0;
+         (operand.quantized || operand.range->address % (4 * dtype_bytes(operand.type)) == 0);
+}
+
+// A quantized weight that spans `elements` of its flattened form (all batch entries): every
+// array holds what the shader reads, word-aligned (quant.glsl reads bytes as 32-bit words), and
+// every index fits the shader's 32-bit element indices.
+void check_quantized(const WeightRef& w, uint64_t elements, const std::string& where) {
+  VKT_ASSERT(w.block_size >= 8 && (w.block_size & (w.block_size - 1)) == 0,
+             where + ": block size " + std::to_string(w.block_size) + " is not a power of two >= 8");
+  VKT_ASSERT(elements <= (uint64_t(1) << 32), where + ": quantized weight above 2^32 elements");
+  uint64_t blocks = (elements + w.block_size - 1) / w.block_size;
+  uint64_t code_bytes = w.format == WeightFormat::int8 ? elements : (elements + 1) / 2;
+  auto need = [&](const BufferRange& range, uint64_t bytes, const char* what) {
+    VKT_ASSERT(range.bytes >= bytes, where + ": quantized W " + what + " holds " + std::to_string(range.bytes) +
+                                         " bytes, needs " + std::to_string(bytes));
+    VKT_ASSERT(range.address % 4 == 0, where + ": quantized W " + what + " is not 4-byte aligned");
+  };
+  need(w.data, code_bytes, "codes");
+  if (w.format == WeightFormat::nf4 && w.double_quant) {
+    need(w.absmax_codes, blocks, "absmax codes");
+    need(w.absmax_scales, (blocks + 255) / 256 * 4, "absmax scales");
+  } else {
+    need(w.scales, blocks * 4, w.format == WeightFormat::nf4 ? "absmax" : "scales");
+  }
+  if (w.format == WeightFormat::int4_asym) need(w.zeros, blocks, "zeros");
 }
 
 uint32_t type_code(DType type) { return static_cast<uint32_t>(type); }  // shader: 0 fp32, 1 fp16, 2 bf16
+
+// lavapipe (Mesa 22.3) counts the loop iterations of an invocation, all loops together, and
+// silently leaves every loop after 65535 of them (CONVENTIONS.md). The direct body iterates
+// inner/4 times and the tiled body inner/16 times (their other loops are unrolled), so on CPU
+// drivers a longer inner dimension is split into dispatches of at most this many steps, each
+// after the first accumulating into C (beta = 1): at most 32768 iterations per invocation.
+constexpr uint32_t cpu_inner_per_dispatch = 1u << 17;
 
 void record(Recorder& recorder, const char* label, const Operand& left, const Operand& right, const BufferRange& c,
             DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
@@ -70,6 +110,8 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
                       std::to_string(inner) + ", batch " + std::to_string(batch.count) + ")";
   if (rows == 0 || cols == 0 || batch.count == 0) return;
   VKT_ASSERT(batch.count <= caps.max_workgroup_count[2], where + ": batch count above the device's workgroup limit");
+  VKT_ASSERT(!left.quantized, where + ": only the weight operand may be quantized");
+  const WeightRef* quantized = right.quantized;
 
   bool needs_16bit = left.type != DType::f32 || right.type != DType::f32 || c_type != DType::f32;
   if (needs_16bit && !caps.storage_16bit)
@@ -77,9 +119,20 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
                     "use fp32 activations and weights on this device");
 
   // Bounds: every range must hold what the shader will touch.
+  std::vector<BufferRange> operand_ranges = {*left.range};
+  if (quantized) {
+    for (const BufferRange& range : quant_weight_reads(*quantized)) operand_ranges.push_back(range);
+  } else {
+    operand_ranges.push_back(*right.range);
+  }
   for (const Operand* operand : {&left, &right}) {
     if (inner == 0) break;
-    uint64_t bytes = span(*operand, inner, batch.count) * dtype_bytes(operand->type);
+    uint64_t elements = span(*operand, inner, batch.count);
+    if (operand->quantized) {
+      check_quantized(*operand->quantized, elements, where);
+      continue;
+    }
+    uint64_t bytes = elements * dtype_bytes(operand->type);
     VKT_ASSERT(operand->range->bytes >= bytes, where + ": " + operand->name + " holds " +
                                                    std::to_string(operand->range->bytes) + " bytes, needs " +
                                                    std::to_string(bytes));
@@ -88,12 +141,12 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
   VKT_ASSERT(c.bytes >= c_bytes, where + ": C holds " + std::to_string(c.bytes) + " bytes, needs " +
                                      std::to_string(c_bytes));
   if (bias) VKT_ASSERT(bias->bytes >= uint64_t(cols) * 4, where + ": bias shorter than the output columns");
-  for (const Operand* operand : {&left, &right})
-    VKT_ASSERT(!operand->range->overlaps(c), where + ": " + operand->name + " overlaps the output");
+  for (const BufferRange& range : operand_ranges)
+    VKT_ASSERT(range.bytes == 0 || !range.overlaps(c), where + ": an operand overlaps the output");
 
   // Bias and the quantized-weight load stage index by the un-swapped operands, so a transposed
   // launch swaps L and R, rows and cols, and writes C (and reads the bias) transposed.
-  MatmulTiling tiling = matmul_tiling(context, rows, cols, !right.quantized);
+  MatmulTiling tiling = matmul_tiling(context, rows, cols, !quantized);
   const Operand* l = &left;
   const Operand* r = &right;
   if (tiling.transposed) {
@@ -102,65 +155,87 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
   }
   bool l_vec4 = inner > 0 && vec4_loads(*l, inner);
   bool r_vec4 = inner > 0 && vec4_loads(*r, inner);
-  const uint32_t specialization[] = {tiling.workgroup_size(),
-                                     tiling.tile_rows,
-                                     tiling.tile_cols,
-                                     tiling.tile_inner,
-                                     tiling.thread_rows,
-                                     tiling.thread_cols,
-                                     l->p_contiguous,
-                                     r->p_contiguous,
-                                     type_code(l->type),
-                                     type_code(r->type),
-                                     type_code(c_type),
-                                     l_vec4,
-                                     r_vec4,
-                                     tiling.transposed,
-                                     tiling.subgroup_size,
-                                     beta != 0.0f,
-                                     bias != nullptr};
   std::string shader = tiling.direct ? "matmul_direct" : "matmul";
+  if (quantized) shader += "_q";
   if (needs_16bit) shader += "_s16";
-  const vk::Pipeline& pipeline = context.pipelines().get(shader, specialization);
 
-  MatmulPush push{};
-  push.l = l->range->address;
-  push.r = r->range->address;
-  push.c = c.address;
-  push.bias = bias ? bias->address : 0;
-  push.stride_l = l->batch_stride;
-  push.stride_r = r->batch_stride;
-  push.stride_c = batch.stride_c;
-  push.rows = rows;
-  push.cols = cols;
-  push.inner = inner;
-  push.ld_l = l->ld;
-  push.ld_r = r->ld;
-  push.ld_c = tiling.transposed ? rows : cols;  // C's row length: its original column count
-  push.alpha = alpha;
-  push.beta = beta;
+  uint32_t per_dispatch = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? cpu_inner_per_dispatch : inner;
+  uint32_t p0 = 0;
+  do {
+    uint32_t pass_inner = std::min(inner - p0, std::max(per_dispatch, 1u));
+    bool first = p0 == 0;
+    float pass_beta = first ? beta : 1.0f;
+    const BufferRange* pass_bias = first ? bias : nullptr;
+    std::vector<uint32_t> specialization = {tiling.workgroup_size(),
+                                            tiling.tile_rows,
+                                            tiling.tile_cols,
+                                            tiling.tile_inner,
+                                            tiling.thread_rows,
+                                            tiling.thread_cols,
+                                            l->p_contiguous,
+                                            r->p_contiguous,
+                                            type_code(l->type),
+                                            type_code(r->type),
+                                            type_code(c_type),
+                                            l_vec4,
+                                            r_vec4,
+                                            tiling.transposed,
+                                            tiling.subgroup_size,
+                                            pass_beta != 0.0f,
+                                            pass_bias != nullptr};
+    if (quantized) {
+      QuantWeightPush encoded = quant_weight_push(*quantized);
+      specialization.push_back(encoded.encoding & 0xffu);          // WEIGHT_FORMAT
+      specialization.push_back((encoded.encoding >> 8) & 0xffu);   // WEIGHT_BLOCK_SHIFT
+      specialization.push_back((encoded.encoding >> 16) & 1u);     // WEIGHT_DOUBLE_QUANT
+    }
+    const vk::Pipeline& pipeline = context.pipelines().get(shader, specialization);
 
-  Grid grid{ceil_div(cols, tiling.tile_cols), ceil_div(rows, tiling.tile_rows), batch.count};
-  if (tiling.direct) {
-    // One line of tiles, visited in groups of row tiles whose L rows fit a typical CPU L2
-    // (512 KiB), see shaders/matmul_direct.glsl.
-    uint64_t strip_bytes = uint64_t(tiling.tile_rows) * std::max(inner, 1u) * dtype_bytes(l->type);
-    push.group_rows = static_cast<uint32_t>(std::clamp<uint64_t>((512u << 10) / strip_bytes, 1, 16));
-    Grid line = grid_1d(uint64_t(grid.x) * grid.y, 1);
-    grid.x = line.x;
-    grid.y = line.y;
-  }
+    // This pass reads steps p0 .. p0+pass_inner of both operands: dense ones start that many
+    // elements (p contiguous) or rows (otherwise) later, a quantized one that many indices later.
+    auto step_offset = [&](const Operand& operand) { return uint64_t(p0) * (operand.p_contiguous ? 1 : operand.ld); };
+    MatmulPush push{};
+    push.l = l->range->address + step_offset(*l) * dtype_bytes(l->type);
+    push.r = r->range->address + (quantized ? 0 : step_offset(*r) * dtype_bytes(r->type));
+    push.c = c.address;
+    push.bias = pass_bias ? pass_bias->address : 0;
+    push.stride_l = l->batch_stride;
+    push.stride_r = r->batch_stride;
+    push.stride_c = batch.stride_c;
+    push.rows = rows;
+    push.cols = cols;
+    push.inner = pass_inner;
+    push.ld_l = l->ld;
+    push.ld_r = r->ld;
+    push.ld_c = tiling.transposed ? rows : cols;  // C's row length: its original column count
+    push.alpha = alpha;
+    push.beta = pass_beta;
+    if (quantized) {
+      QuantWeightPush encoded = quant_weight_push(*quantized);
+      push.r = encoded.data;
+      push.r_stats0 = encoded.stats0;
+      push.r_stats1 = encoded.stats1;
+      push.r_absmax_offset = encoded.absmax_offset;
+      push.r_index_offset = static_cast<uint32_t>(step_offset(*r));
+    }
 
-  std::vector<BufferRange> reads = {*left.range, *right.range};
-  if (beta != 0.0f) reads.push_back(c);
-  if (bias) reads.push_back(*bias);
-  recorder.dispatch(pipeline, &push, sizeof push, grid.x, grid.y, grid.z, reads, {c}, label);
-}
+    Grid grid{ceil_div(cols, tiling.tile_cols), ceil_div(rows, tiling.tile_rows), batch.count};
+    if (tiling.direct) {
+      // One line of tiles, visited in groups of row tiles whose L rows fit a typical CPU L2
+      // (512 KiB), see shaders/matmul_direct.glsl.
+      uint64_t strip_bytes = uint64_t(tiling.tile_rows) * std::max(pass_inner, 1u) * dtype_bytes(l->type);
+      push.group_rows = static_cast<uint32_t>(std::clamp<uint64_t>((512u << 10) / strip_bytes, 1, 16));
+      Grid line = grid_1d(uint64_t(grid.x) * grid.y, 1);
+      grid.x = line.x;
+      grid.y = line.y;
+    }
 
-void check_dense(const WeightRef& w, const char* op) {
-  VKT_ASSERT(!is_quantized(w.format), std::string(op) + ": weight format " + weight_format_name(w.format) +
-                                          " is not implemented yet (dense fp32/fp16/bf16 only; quantized "
-                                          "weights come with shaders/quant.glsl)");
+    std::vector<BufferRange> reads = operand_ranges;
+    if (pass_beta != 0.0f) reads.push_back(c);
+    if (pass_bias) reads.push_back(*pass_bias);
+    recorder.dispatch(pipeline, &push, sizeof push, grid.x, grid.y, grid.z, reads, {c}, label);
+    p0 += pass_inner;
+  } while (p0 < inner);
 }
 
 DType dense_type(WeightFormat format) {
@@ -233,17 +308,15 @@ MatmulTiling matmul_tiling(vk::Context& context, uint32_t rows, uint32_t cols, b
 void matmul_nt(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
                DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta, const BufferRange* bias,
                MatmulBatch batch) {
-  check_dense(w, "matmul_nt");
   Operand left{&a, a_type, true, k, m, batch.stride_a, "A"};
-  Operand right{&w.data, dense_type(w.format), true, k, n, batch.stride_b, "W", is_quantized(w.format)};
+  Operand right{&w.data, dense_type(w.format), true, k, n, batch.stride_b, "W", is_quantized(w.format) ? &w : nullptr};
   record(recorder, "matmul_nt", left, right, c, c_type, m, n, k, alpha, beta, bias, batch);
 }
 
 void matmul_nn(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
                DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta, MatmulBatch batch) {
-  check_dense(w, "matmul_nn");
   Operand left{&a, a_type, true, n, m, batch.stride_a, "A"};
-  Operand right{&w.data, dense_type(w.format), false, k, k, batch.stride_b, "W", is_quantized(w.format)};
+  Operand right{&w.data, dense_type(w.format), false, k, k, batch.stride_b, "W", is_quantized(w.format) ? &w : nullptr};
   record(recorder, "matmul_nn", left, right, c, c_type, m, k, n, alpha, beta, nullptr, batch);
 }
 

@@ -8,11 +8,17 @@
 //   matmul_nt:  C[M,N] = alpha * A[M,K] · W[N,K]ᵀ + beta * C (+ bias[N])   forward   Y = X·Wᵀ
 //   matmul_nn:  C[M,K] = alpha * A[M,N] · W[N,K]  + beta * C               backward  dX = dY·W
 //   matmul_tn:  C[N,K] = alpha * A[M,N]ᵀ · B[M,K] + beta * C               backward  dW = dYᵀ·X
-// Storage: a in a_type, C in c_type (matmul_tn: fp32, it is a weight gradient), W in w.format
-// (dense fp32/fp16/bf16 for now; quantized formats assert until shaders/quant.glsl lands),
-// bias (N) fp32, the same for every batch entry.
+// Storage: a in a_type, C in c_type (matmul_tn: fp32, it is a weight gradient), W in w.format:
+// dense fp32/fp16/bf16, or quantized (nf4 with or without double quant, int8, int4, int4_asym;
+// layouts in types.hpp), dequantized in the load stage with shaders/quant.glsl, bit-identical to
+// quant::dequantize, so the result is the dense product with the dequantized weight up to fp32
+// summation order. Quantized arrays must be 4-byte aligned. bias (N) fp32, the same for every
+// batch entry.
 // beta = 0 ignores the previous contents of C (even NaN). Batched: `batch` independent
-// products, each operand advanced by its batch stride (in elements) per batch.
+// products, each operand advanced by its batch stride (in elements) per batch; for a quantized W,
+// stride_b counts elements of the flattened weight (batch entry b starts at element b*stride_b).
+// On CPU drivers an inner dimension above 2^17 is summed in several dispatches (lavapipe's loop
+// limit, see matmul.cpp), each adding into C: a 16-bit C is then rounded between them.
 #include "engine/kernels/launch.hpp"
 #include "engine/kernels/types.hpp"
 

@@ -7,7 +7,7 @@ namespace vkt::model {
 BufferSet::BufferSet(vk::Context& context, const plan::MemoryPlan& plan,
                      const std::function<bool(const plan::BufferSpec&)>& keep) {
   for (const auto& spec : plan.buffers) {
-    if (keep && !keep(spec)) continue;
+    if (spec.external || (keep && !keep(spec))) continue;
     buffers_.emplace(spec.name, context.allocate(spec.bytes, spec.category, spec.name, spec.kind));
   }
 }

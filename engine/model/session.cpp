@@ -42,9 +42,14 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
     adjusted.target_modules = lora->targets;
     adjusted.lora_dropout = lora->dropout;
   }
+  SafetensorsFolder folder(model_dir);
+  if (is_bitsandbytes_nf4(folder, session->config) && adjusted.base_format == kernels::WeightFormat::nf4 &&
+      adjusted.double_quant && !bitsandbytes_keeps_double_quant(folder, session->config)) {
+    // Its nested map differs from ours in the last ulp: keep the exact absmax values instead.
+    adjusted.double_quant = false;
+  }
   session->plan = plan::make_plan(model_shape(session->config), adjusted);
   session->buffers = std::make_unique<BufferSet>(context, session->plan);
-  SafetensorsFolder folder(model_dir);
   session->loaded = load_weights(context, folder, session->config, session->plan, *session->buffers, progress);
   session->transformer =
       std::make_unique<Transformer>(context, session->config, session->plan, *session->buffers, lora);

@@ -50,7 +50,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
 
   lora_.resize(layers_);
   has_lora_.assign(layers_, {});
-  if (lora && s.training && !full_) {
+  if (lora && !full_ && (s.training || s.with_adapter)) {
     for (uint32_t layer = 0; layer < layers_; layer++) {
       for (Module module : lora->targets) {
         auto m = static_cast<size_t>(module);
@@ -58,8 +58,8 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
         std::string base = "model.layers." + std::to_string(layer) + "." + plan::module_path(module);
         p.a = range(base + ".lora_A");
         p.b = range(base + ".lora_B");
-        p.grad_a = range("grad." + base + ".lora_A");
-        p.grad_b = range("grad." + base + ".lora_B");
+        p.grad_a = buffers.optional_range("grad." + base + ".lora_A");  // absent for inference
+        p.grad_b = buffers.optional_range("grad." + base + ".lora_B");
         p.rank = lora->rank;
         p.scale = lora->scale();
         p.dropout = lora->dropout;
@@ -166,29 +166,51 @@ kernels::AttentionShape Transformer::attention_shape() const {
   return shape;
 }
 
-void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivations& a, const BufferRange* out) {
+Transformer::ForwardPass Transformer::training_pass() const {
+  ForwardPass pass;
+  pass.rows = rows_;
+  pass.attention = attention_shape();
+  return pass;
+}
+
+void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivations& a, const BufferRange* out,
+                                const ForwardPass& pass) {
   const float eps = static_cast<float>(config_.rms_norm_eps);
+  const uint32_t rows = pass.rows;
   const std::string prefix = "model.layers." + std::to_string(layer) + ".";
   const BufferRange positions = range("input.positions"), segments = range("input.segments");
   const BufferRange inv_freq = range("rope.inv_freq");
-  kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows_, hidden_, eps);
-  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, a.q, rows_, scratch(a, Module::q_proj));
-  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, a.k, rows_, scratch(a, Module::k_proj));
-  linear_forward(r, linear(layer, Module::v_proj), a.norm_attn, a.v, rows_, scratch(a, Module::v_proj));
-  kernels::rope(r, a.q, a.q, positions, inv_freq, rows_, heads_, head_dim_);
-  kernels::rope(r, a.k, a.k, positions, inv_freq, rows_, kv_heads_, head_dim_);
-  kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention_shape(), &segments);
+  kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows, hidden_, eps);
+  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, a.q, rows, scratch(a, Module::q_proj));
+  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, a.k, rows, scratch(a, Module::k_proj));
+  linear_forward(r, linear(layer, Module::v_proj), a.norm_attn, a.v, rows, scratch(a, Module::v_proj));
+  kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_);
+  kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_);
+  if (!pass.decode) {
+    kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, pass.attention, &segments);
+  } else {
+    // Append this step's keys and values to the cache, then attend over everything cached.
+    const uint32_t kv_bytes = kv_heads_ * head_dim_ * 4;
+    const BufferRange k_cache = range("kv.layers." + std::to_string(layer) + ".k");
+    const BufferRange v_cache = range("kv.layers." + std::to_string(layer) + ".v");
+    r.copy(rows_of(a.k, 0, rows, kv_bytes), rows_of(k_cache, pass.past, rows, kv_bytes));
+    r.copy(rows_of(a.v, 0, rows, kv_bytes), rows_of(v_cache, pass.past, rows, kv_bytes));
+    const BufferRange workspace = buffers_.optional_range("attention.workspace");
+    kernels::attention_forward(r, a.q, rows_of(k_cache, 0, pass.past + rows, kv_bytes),
+                               rows_of(v_cache, 0, pass.past + rows, kv_bytes), a.attn, a.lse, pass.attention, nullptr,
+                               nullptr, workspace.bytes ? &workspace : nullptr);
+  }
   // mid = input + o_proj(attn)
-  linear_forward(r, linear(layer, Module::o_proj), a.attn, a.mid, rows_, scratch(a, Module::o_proj));
-  kernels::axpby(r, a.input, a.mid, rows_ * hidden_, 1.0f, 1.0f);
-  kernels::rmsnorm(r, a.mid, range(prefix + "post_attention_layernorm.weight"), a.norm_mlp, a.rstd_mlp, rows_, hidden_, eps);
-  linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows_, scratch(a, Module::gate_proj));
-  linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows_, scratch(a, Module::up_proj));
-  kernels::swiglu(r, a.gate, a.up, a.act, rows_ * intermediate_);
+  linear_forward(r, linear(layer, Module::o_proj), a.attn, a.mid, rows, scratch(a, Module::o_proj));
+  kernels::axpby(r, a.input, a.mid, rows * hidden_, 1.0f, 1.0f);
+  kernels::rmsnorm(r, a.mid, range(prefix + "post_attention_layernorm.weight"), a.norm_mlp, a.rstd_mlp, rows, hidden_, eps);
+  linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows, scratch(a, Module::gate_proj));
+  linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows, scratch(a, Module::up_proj));
+  kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_);
   if (!out) return;  // recomputation for the backward needs no output
   // out = mid + down_proj(act)
-  linear_forward(r, linear(layer, Module::down_proj), a.act, *out, rows_, scratch(a, Module::down_proj));
-  kernels::axpby(r, a.mid, *out, rows_ * hidden_, 1.0f, 1.0f);
+  linear_forward(r, linear(layer, Module::down_proj), a.act, *out, rows, scratch(a, Module::down_proj));
+  kernels::axpby(r, a.mid, *out, rows * hidden_, 1.0f, 1.0f);
 }
 
 void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivations& a) {
@@ -226,14 +248,18 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   }
 }
 
-void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const BufferRange* logits_out) {
-  const bool tied = config_.tie_word_embeddings;
-  const std::string head_name = tied ? "model.embed_tokens.weight" : "lm_head.weight";
+kernels::WeightRef Transformer::lm_head_ref() const {
   kernels::WeightRef head;
   head.format = full_ ? WeightFormat::f32
                       : (dense_type_ == DType::f32 ? WeightFormat::f32
                                                    : dense_type_ == DType::f16 ? WeightFormat::f16 : WeightFormat::bf16);
-  head.data = range(head_name);
+  head.data = range(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+  return head;
+}
+
+void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const BufferRange* logits_out) {
+  const std::string head_name = config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const kernels::WeightRef head = lm_head_ref();
   const BufferRange norm = range("act.final.norm");
   const uint32_t chunk = static_cast<uint32_t>(plan_.logits_chunk_rows);
   const uint32_t row_bytes = hidden_ * 4, logit_bytes = vocab_ * 4;
@@ -272,7 +298,7 @@ void Transformer::record_body(Recorder& r) {
   const bool recompute_set = checkpointing_ || !plan_.settings.training;
   for (uint32_t layer = 0; layer < layers_; layer++) {
     BufferRange out = layer_input(layer + 1);
-    layer_forward(r, layer, activations(layer, recompute_set), &out);
+    layer_forward(r, layer, activations(layer, recompute_set), &out, training_pass());
   }
   kernels::rmsnorm(r, layer_input(layers_), range("model.norm.weight"), range("act.final.norm"), range("act.final.rstd"),
                    rows_, hidden_, static_cast<float>(config_.rms_norm_eps));
@@ -290,12 +316,37 @@ void Transformer::record_backward(Recorder& r) {
                             range("workspace.reduce"), rows_, hidden_, false);
   for (uint32_t layer = layers_; layer-- > 0;) {
     LayerActivations acts = activations(layer, checkpointing_);
-    if (checkpointing_) layer_forward(r, layer, acts, nullptr);  // recompute this layer's activations
+    if (checkpointing_) layer_forward(r, layer, acts, nullptr, training_pass());  // recompute its activations
     layer_backward(r, layer, acts);
   }
   if (full_)
     kernels::embedding_backward(r, range("input.ids"), range("grad_act.residual"), range("grad.model.embed_tokens.weight"),
                                 range("workspace.reduce"), rows_, vocab_, hidden_);
+}
+
+void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const BufferRange& logits) {
+  VKT_ASSERT(!plan_.settings.training && plan_.settings.kv_cache_tokens > 0, "record_decode needs an inference plan");
+  VKT_ASSERT(rows >= 1 && rows <= rows_ && past + rows <= plan_.settings.kv_cache_tokens, "decode beyond the cache");
+  ForwardPass pass;
+  pass.rows = rows;
+  pass.decode = true;
+  pass.past = past;
+  pass.attention = attention_shape();
+  pass.attention.batch = 1;
+  pass.attention.seq_q = rows;
+  pass.attention.seq_kv = past + rows;
+  pass.attention.q_offset = past;
+  DType table_type = dense_type_;
+  const BufferRange stream = range("act.stream");
+  kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, stream, rows, vocab_, hidden_);
+  for (uint32_t layer = 0; layer < layers_; layer++) layer_forward(r, layer, activations(layer, true), &stream, pass);
+  // Only the last row's logits are needed to pick the next token.
+  const uint32_t row_bytes = hidden_ * 4;
+  BufferRange last = rows_of(stream, rows - 1, 1, row_bytes);
+  BufferRange norm = rows_of(range("act.final.norm"), 0, 1, row_bytes);
+  kernels::rmsnorm(r, last, range("model.norm.weight"), norm, rows_of(range("act.final.rstd"), 0, 1, 4), 1, hidden_,
+                   static_cast<float>(config_.rms_norm_eps));
+  kernels::matmul_nt(r, norm, DType::f32, lm_head_ref(), rows_of(logits, 0, 1, vocab_ * 4), DType::f32, 1, vocab_, hidden_);
 }
 
 void Transformer::record_logits(Recorder& r, const BufferRange& logits) {

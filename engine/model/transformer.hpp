@@ -45,6 +45,11 @@ class Transformer {
   void record_backward(Recorder& recorder);
   // Forward writing the logits of every row into `logits` (rows, vocab) fp32 (tests, scoring).
   void record_logits(Recorder& recorder, const BufferRange& logits);
+  // Generation (inference plans with a KV cache): the forward of `rows` new tokens of one
+  // sequence (input.ids / input.positions rows [0, rows)) whose first `past` tokens are cached;
+  // appends their keys and values to the cache and writes the last row's logits into `logits`
+  // (vocab) fp32.
+  void record_decode(Recorder& recorder, uint32_t rows, uint32_t past, const BufferRange& logits);
 
   // NF4 double quantization keeps one host-side float per weight (the mean of its absmax
   // values); the loader provides them by tensor name.
@@ -71,12 +76,23 @@ class Transformer {
   LayerActivations activations(uint32_t layer, bool recompute) const;
   Linear linear(uint32_t layer, plan::Module module) const;
   LinearScratch scratch(const LayerActivations& acts, plan::Module module) const;
-  void layer_forward(Recorder& recorder, uint32_t layer, const LayerActivations& acts, const BufferRange* out);
+  // How a forward pass attends: the training shape over the micro-batch with segment masks, or a
+  // decode step over the KV cache.
+  struct ForwardPass {
+    uint32_t rows = 0;
+    kernels::AttentionShape attention;
+    bool decode = false;
+    uint32_t past = 0;  // decode: cached tokens before these rows
+  };
+  ForwardPass training_pass() const;
+  void layer_forward(Recorder& recorder, uint32_t layer, const LayerActivations& acts, const BufferRange* out,
+                     const ForwardPass& pass);
   void layer_backward(Recorder& recorder, uint32_t layer, const LayerActivations& acts);
   BufferRange layer_input(uint32_t layer) const;  // layer == layers: the final norm's input
   void record_body(Recorder& recorder);           // embedding, layers, final norm
   void lm_head_chunks(Recorder& recorder, bool loss, bool gradients, const BufferRange* logits_out);
   kernels::WeightRef weight_ref(const std::string& name) const;
+  kernels::WeightRef lm_head_ref() const;
   kernels::AttentionShape attention_shape() const;
   BufferRange range(const std::string& name) const { return buffers_.range(name); }
   BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;

@@ -188,6 +188,11 @@ bool is_bitsandbytes_nf4(const SafetensorsFolder& folder, const ModelConfig& con
   return folder.contains(layer_tensor_name(0, plan::Module::q_proj, "weight.quant_state.bitsandbytes__nf4"));
 }
 
+bool bitsandbytes_keeps_double_quant(const SafetensorsFolder& folder, const ModelConfig& config) {
+  auto rows = static_cast<uint32_t>(config.q_size()), cols = static_cast<uint32_t>(config.hidden_size);
+  return read_bitsandbytes_nf4(folder, layer_tensor_name(0, plan::Module::q_proj), rows, cols).double_quant;
+}
+
 LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder, const ModelConfig& config,
                            const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress) {
   const auto& s = plan.settings;

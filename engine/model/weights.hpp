@@ -59,6 +59,11 @@ quant::QuantizedWeight read_vktune_quantized(const SafetensorsFolder& folder, co
 std::optional<kernels::WeightFormat> quantized_format_from_name(const std::string& name);
 std::string quantized_format_name(kernels::WeightFormat format);
 
+// For a bitsandbytes checkpoint: whether its double-quantized absmax loads exactly in our layout
+// (its nested map is ours); if not, the absmax values are decoded to fp32 on load and the run must
+// be planned without double quantization.
+bool bitsandbytes_keeps_double_quant(const SafetensorsFolder& folder, const ModelConfig& config);
+
 LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder, const ModelConfig& config,
                            const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress = nullptr);
 

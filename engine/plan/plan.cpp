@@ -5,8 +5,10 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/kernels/attention.hpp"
 #include "engine/kernels/embedding.hpp"
 #include "engine/kernels/norm.hpp"
+#include "engine/kernels/optimizer.hpp"
 #include "engine/kernels/reduce.hpp"
 
 namespace vkt::plan {
@@ -270,6 +272,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         b.trainable(prefix + module_path(module) + ".lora_A", Category::adapter_params, s.lora_r * in, true);
         b.trainable(prefix + module_path(module) + ".lora_B", Category::adapter_params, out * s.lora_r, true);
         counts.trainable += s.lora_r * (in + out);
+      } else if (!full && s.with_adapter && is_target(s, module)) {
+        b.add(prefix + module_path(module) + ".lora_A", Category::adapter_params, s.lora_r * in * 4);
+        b.add(prefix + module_path(module) + ".lora_B", Category::adapter_params, out * s.lora_r * 4);
       }
     }
     for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) {
@@ -336,6 +341,26 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   uint64_t chunk_rows = std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * f));
   plan.logits_chunk_rows = std::min(rows, chunk_rows);
   b.add("logits.chunk", Category::workspace, plan.logits_chunk_rows * m.vocab * f);
+  if (!training && s.kv_cache_tokens > 0) {
+    kernels::AttentionShape decode;
+    decode.batch = 1;
+    decode.seq_q = static_cast<uint32_t>(s.seq_len);
+    decode.seq_kv = static_cast<uint32_t>(s.kv_cache_tokens);
+    decode.q_heads = static_cast<uint32_t>(m.heads);
+    decode.kv_heads = static_cast<uint32_t>(m.kv_heads);
+    decode.head_dim = static_cast<uint32_t>(m.head_dim);
+    decode.scale = 1.0f;  // any valid value: the scratch size does not depend on it
+    // The decode path splits long key ranges for short query blocks: the largest scratch over the
+    // query lengths generation uses (1 for decoding, up to seq_len for the prompt).
+    uint64_t split = 0;
+    const uint32_t longest = static_cast<uint32_t>(s.seq_len);
+    for (uint32_t q = 1;; q = std::min(longest, q * 2)) {
+      decode.seq_q = q;
+      split = std::max(split, kernels::attention_forward_workspace_bytes(decode));
+      if (q == longest) break;
+    }
+    b.add("attention.workspace", Category::workspace, split);
+  }
   if (s.kv_cache_tokens > 0) {
     for (uint64_t layer = 0; layer < m.layers; layer++) {
       uint64_t bytes = s.batch * s.kv_cache_tokens * m.kv_heads * m.head_dim * f;
@@ -361,6 +386,20 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.hidden)));
   }
   b.add("workspace.reduce", Category::workspace, reduce);
+  if (training) {
+    // The optimizer's multi-tensor table and norm partial sums (kernels::TensorList allocates them).
+    uint32_t tensors = 0;
+    uint64_t chunks = 0;
+    for (const auto& spec : plan.buffers)
+      if (spec.name.rfind("grad.", 0) == 0) {
+        tensors++;
+        chunks += (spec.bytes / 4 + 4095) / 4096;
+      }
+    plan.buffers.push_back({"optimizer.table", Category::workspace, MemoryKind::device,
+                            kernels::TensorList::table_bytes(tensors), true});
+    plan.buffers.push_back({"optimizer.partials", Category::workspace, MemoryKind::device,
+                            kernels::TensorList::partials_bytes(static_cast<uint32_t>(chunks)), true});
+  }
   return plan;
 }
 

@@ -62,6 +62,7 @@ struct RunSettings {
   float lora_dropout = 0;
   bool training = true;                          // false: inference/generation only
   uint64_t kv_cache_tokens = 0;                  // generation: cache length per sequence (0: none)
+  bool with_adapter = false;                     // inference with LoRA weights (no gradients)
   uint64_t logits_chunk_bytes = 64ull << 20;     // cross-entropy works on row chunks of at most this
 };
 
@@ -70,6 +71,10 @@ struct BufferSpec {
   vk::Category category;
   vk::MemoryKind kind = vk::MemoryKind::device;
   uint64_t bytes = 0;
+  // Sized here but allocated by the code that owns it (the optimizer's tensor table): the
+  // model's BufferSet skips it. (The partial sums depend on the device's chunk size; the plan
+  // uses the GPU default, an upper bound.)
+  bool external = false;
 };
 
 // Parameter counts by module family, as the seeds count them.

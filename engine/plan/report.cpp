@@ -69,7 +69,7 @@ std::string gb(double bytes) {
 
 std::string line(const std::string& label, double bytes) {
   char text[160];
-  std::snprintf(text, sizeof text, "  %-36s %s\n", label.c_str(), gb(bytes).c_str());
+  std::snprintf(text, sizeof text, "  %-46s %s\n", label.c_str(), gb(bytes).c_str());
   return text;
 }
 
@@ -83,11 +83,20 @@ std::string format_report(const PlanReport& report) {
   std::ostringstream out;
   char text[256];
   out << "parameters\n";
+  auto count = [](uint64_t n) {
+    char buffer[32];
+    if (n >= 1000000000ull) std::snprintf(buffer, sizeof buffer, "%.2fB", double(n) / 1e9);
+    else if (n >= 1000000ull) std::snprintf(buffer, sizeof buffer, "%.2fM", double(n) / 1e6);
+    else if (n >= 1000ull) std::snprintf(buffer, sizeof buffer, "%.1fK", double(n) / 1e3);
+    else std::snprintf(buffer, sizeof buffer, "%llu", static_cast<unsigned long long>(n));
+    return std::string(buffer);
+  };
   std::snprintf(text, sizeof text,
-                "  embedding %.3fB  attention %.3fB  mlp %.3fB  norms %.6fB  lm_head %.3fB  biases %.6fB\n"
-                "  total %.3fB (%llu), trainable %.4fB (%llu, %.3f%%)\n",
-                p.embedding / 1e9, p.attention / 1e9, p.mlp / 1e9, p.norms / 1e9, p.lm_head / 1e9, p.biases / 1e9,
-                p.total / 1e9, static_cast<unsigned long long>(p.total), p.trainable / 1e9,
+                "  embedding %s  attention %s  mlp %s  norms %s  lm_head %s  biases %s\n"
+                "  total %s (%llu), trainable %s (%llu, %.3f%%)\n",
+                count(p.embedding).c_str(), count(p.attention).c_str(), count(p.mlp).c_str(), count(p.norms).c_str(),
+                count(p.lm_head).c_str(), count(p.biases).c_str(), count(p.total).c_str(),
+                static_cast<unsigned long long>(p.total), count(p.trainable).c_str(),
                 static_cast<unsigned long long>(p.trainable), 100.0 * double(p.trainable) / double(std::max<uint64_t>(1, p.total)));
   out << text;
   std::snprintf(text, sizeof text, "run: %s, base %s%s, dtype %s, r=%u on %zu module kinds, batch %llu x %llu tokens, %s%s, %s\n",
@@ -99,10 +108,14 @@ std::string format_report(const PlanReport& report) {
                 s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
   out << text;
   out << "training memory (the detailed plan)\n";
-  out << line("base weights (" + std::string(kernels::weight_format_name(s.base_format == WeightFormat::nf4 ? WeightFormat::f32 : s.base_format)) + " dense)",
+  const bool quantized = kernels::is_quantized(s.base_format) && s.method != Method::full;
+  out << line(quantized ? std::string("dense weights (embeddings, norms: ") + kernels::dtype_name(s.dtype) + ")"
+                        : std::string("base weights (") + (s.method == Method::full ? "fp32" : kernels::weight_format_name(s.base_format)) + ")",
               double(plan.bytes(Category::base_weights)));
-  out << line(std::string("quantized weights (") + kernels::weight_format_name(s.base_format) + ")",
-              double(plan.bytes(Category::quantized_weights)));
+  if (quantized)
+    out << line(std::string("quantized linear weights (") + kernels::weight_format_name(s.base_format) +
+                    (s.base_format == WeightFormat::nf4 && s.double_quant ? " + double quant)" : ")"),
+                double(plan.bytes(Category::quantized_weights)));
   out << line("adapter parameters", double(plan.bytes(Category::adapter_params)));
   out << line("gradients", double(plan.bytes(Category::gradients)));
   out << line("optimizer states on device", double(plan.bytes(Category::optimizer_state, MemoryKind::device)));

@@ -78,6 +78,12 @@ std::string eval_to_json_line(const EvalMetrics& m) {
   return line.dump();
 }
 
+std::string kernels_to_json_line(int64_t step, const std::vector<KernelTime>& kernels) {
+  json times = json::array();
+  for (const auto& k : kernels) times.push_back({k.name, k.milliseconds});
+  return json{{"step", step}, {"kernels", times}}.dump();
+}
+
 std::string run_info_to_json(const RunInfo& info, RunState state) {
   json planned = json::object();
   for (size_t c = 0; c < vk::category_count; c++) planned[vk::category_name(vk::Category(c))] = info.planned_bytes[c];
@@ -125,6 +131,13 @@ bool apply_metrics_line(RunMonitor& monitor, const std::string& line) {
     return false;
   }
   if (!in.is_object() || !in.contains("step")) return false;
+  if (in.contains("kernels") && in["kernels"].is_array()) {
+    std::vector<KernelTime> kernels;
+    for (const auto& k : in["kernels"])
+      if (k.is_array() && k.size() == 2 && k[0].is_string() && k[1].is_number()) kernels.push_back({k[0], k[1]});
+    monitor.set_kernels(std::move(kernels));
+    return true;
+  }
   if (in.contains("eval_loss")) {
     EvalMetrics e;
     e.step = in.value("step", int64_t{0});

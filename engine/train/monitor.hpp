@@ -99,6 +99,8 @@ class RunMonitor {
 // metrics.jsonl / run.json encoding, shared by the writer (trainer) and the follower.
 std::string step_to_json_line(const StepMetrics& metrics);
 std::string eval_to_json_line(const EvalMetrics& metrics);
+// {"step": N, "kernels": {"name": ms, ...}}: GPU time per kernel in one optimizer step.
+std::string kernels_to_json_line(int64_t step, const std::vector<KernelTime>& kernels);
 std::string run_info_to_json(const RunInfo& info, RunState state);
 // Parses one metrics.jsonl line into the monitor (a step or an eval line); false if malformed.
 bool apply_metrics_line(RunMonitor& monitor, const std::string& line);

@@ -28,6 +28,7 @@
 #include "engine/train/batcher.hpp"
 #include "engine/train/dataset.hpp"
 #include "engine/train/schedule.hpp"
+#include "engine/train/step_runner.hpp"
 
 namespace vkt::train {
 
@@ -89,12 +90,6 @@ std::string chat_template_of(const fs::path& model_dir) {
   return "";
 }
 
-// A trainable tensor: its parameter buffer name and the optimizer's view of it.
-struct Trainable {
-  std::string name;
-  bool decay = true;  // HF excludes biases and norm weights from weight decay
-};
-
 class TrainingRun {
  public:
   TrainingRun(const TrainConfig& config, RunMonitor* monitor) : config_(config), monitor_(monitor) {}
@@ -103,7 +98,6 @@ class TrainingRun {
  private:
   void prepare_data();
   void prepare_device();
-  void record_sequences();
   int64_t resume();
   void train_step(int64_t step, bool profile);
   void log_step(int64_t step, double elapsed);
@@ -112,8 +106,6 @@ class TrainingRun {
   void save_final();
   void write_run_json(RunState state);
   void append_metrics(const std::string& line);
-  void upload_micro_batch(const MicroBatch& batch);
-  void write_state();
   fs::path output_dir() const { return fs::path(config_.output_dir); }
 
   TrainConfig config_;
@@ -134,17 +126,13 @@ class TrainingRun {
   model::BufferSet* buffers_ = nullptr;
   model::Transformer* transformer_ = nullptr;
   model::LoraSettings lora_;
-  std::vector<Trainable> trainables_;
-  std::unique_ptr<kernels::TensorList> tensor_list_;
-  std::unique_ptr<vk::Sequence> micro_, micro_profiled_, optimizer_, eval_;
-  kernels::StepState state_;
+  std::unique_ptr<StepRunner> runner_;
 
   // Progress.
   int64_t tokens_ = 0, window_tokens_ = 0, window_steps_ = 0;
   double window_seconds_ = 0, elapsed_before_ = 0;
   std::chrono::steady_clock::time_point started_;
   double first_loss_ = NAN, last_loss_ = NAN, last_eval_ = -1;
-  std::vector<KernelTime> kernel_times_;
 };
 
 void TrainingRun::prepare_data() {
@@ -241,128 +229,28 @@ void TrainingRun::prepare_device() {
     if (!config_.adapter.empty()) model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, config_.adapter);
     else model::init_adapter(*context_, *buffers_, plan_.shape, lora_, static_cast<uint64_t>(config_.seed));
   }
-  // Trainable tensors: every plan buffer with a gradient.
-  for (const auto& spec : plan_.buffers) {
-    if (spec.name.rfind("grad.", 0) != 0) continue;
-    std::string name = spec.name.substr(5);
-    bool is_norm_or_bias = name.find("layernorm") != std::string::npos || name == "model.norm.weight" ||
-                           (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
-    trainables_.push_back({name, !is_norm_or_bias});
-  }
-  std::vector<kernels::OptimizerTensor> tensors_for_list;
-  for (const Trainable& t : trainables_) {
-    kernels::OptimizerTensor tensor;
-    tensor.param = buffers_->range(t.name);
-    tensor.grad = buffers_->range("grad." + t.name);
-    if (plan_.settings.optimizer == plan::Optimizer::adamw) {
-      tensor.state0 = buffers_->range("adam_m." + t.name);
-      tensor.state1 = buffers_->range("adam_v." + t.name);
-    } else if (plan_.settings.optimizer == plan::Optimizer::momentum) {
-      tensor.state0 = buffers_->range("momentum." + t.name);
-    }
-    tensor.count = static_cast<uint32_t>(tensor.param.bytes / 4);
-    tensor.decay_scale = t.decay ? 1.0f : 0.0f;
-    tensors_for_list.push_back(tensor);
-  }
-  tensor_list_ = std::make_unique<kernels::TensorList>(*context_, tensors_for_list);
-  // Optimizer states and gradients start at zero.
-  context_->run([&](vk::Recorder& r) {
-    kernels::zero_gradients(r, *tensor_list_);
-    for (const auto& spec : plan_.buffers)
-      if (spec.category == vk::Category::optimizer_state || spec.name.rfind("loss.", 0) == 0)
-        r.fill(buffers_->range(spec.name));
-  });
-  state_.rng_seed = static_cast<uint32_t>(config_.seed);
+  OptimizerSettings optimizer;
+  optimizer.optimizer = plan_.settings.optimizer;
+  optimizer.beta1 = config_.adam_beta1;
+  optimizer.beta2 = config_.adam_beta2;
+  optimizer.epsilon = config_.adam_epsilon;
+  optimizer.weight_decay = config_.weight_decay;
+  optimizer.momentum = config_.momentum;
+  optimizer.max_grad_norm = config_.max_grad_norm;
+  optimizer.seed = static_cast<uint32_t>(config_.seed);
+  runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
+  runner_->reset();
 }
-
-void TrainingRun::record_sequences() {
-  auto body = [&](vk::Recorder& r) {
-    transformer_->record_forward(r, true, true);
-    transformer_->record_backward(r);
-  };
-  micro_ = std::make_unique<vk::Sequence>(*context_);
-  micro_->record(body);
-  micro_profiled_ = std::make_unique<vk::Sequence>(*context_, true);
-  micro_profiled_->record(body);
-  const vk::BufferRange step_state = buffers_->range("step_state");
-  const vk::BufferRange loss_step = buffers_->buffer("loss.step").range(0, 4);
-  const vk::BufferRange loss_window = buffers_->buffer("loss.window").range(0, 4);
-  const vk::BufferRange loss_scale = buffers_->buffer("step_state").range(model::step_state_loss_scale_offset, 4);
-  optimizer_ = std::make_unique<vk::Sequence>(*context_);
-  optimizer_->record([&](vk::Recorder& r) {
-    kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(config_.max_grad_norm));
-    if (plan_.settings.optimizer == plan::Optimizer::adamw) {
-      kernels::AdamWConfig adamw;
-      adamw.beta1 = config_.adam_beta1;
-      adamw.beta2 = config_.adam_beta2;
-      adamw.eps = static_cast<float>(config_.adam_epsilon);
-      adamw.weight_decay = static_cast<float>(config_.weight_decay);
-      kernels::adamw(r, *tensor_list_, step_state, adamw);
-    } else {
-      kernels::SgdConfig sgd;
-      sgd.momentum = plan_.settings.optimizer == plan::Optimizer::momentum ? static_cast<float>(config_.momentum) : 0.0f;
-      sgd.weight_decay = static_cast<float>(config_.weight_decay);
-      kernels::sgd(r, *tensor_list_, step_state, sgd);
-    }
-    kernels::zero_gradients(r, *tensor_list_);
-    // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.
-    kernels::scale(r, loss_step, 1, 1.0f, &loss_scale);
-    kernels::axpby(r, loss_step, loss_window, 1, 1.0f, 1.0f);
-    r.fill(loss_step);
-  });
-  eval_ = std::make_unique<vk::Sequence>(*context_);
-  eval_->record([&](vk::Recorder& r) { transformer_->record_forward(r, true, false); });
-}
-
-void TrainingRun::upload_micro_batch(const MicroBatch& batch) {
-  auto& ctx = *context_;
-  ctx.upload(buffers_->buffer("input.ids"), batch.ids.data(), 0, batch.ids.size() * 4);
-  ctx.upload(buffers_->buffer("input.targets"), batch.targets.data(), 0, batch.targets.size() * 4);
-  ctx.upload(buffers_->buffer("input.weights"), batch.weights.data(), 0, batch.weights.size() * 4);
-  ctx.upload(buffers_->buffer("input.positions"), batch.positions.data(), 0, batch.positions.size() * 4);
-  ctx.upload(buffers_->buffer("input.segments"), batch.segments.data(), 0, batch.segments.size() * 4);
-}
-
-void TrainingRun::write_state() { kernels::write_step_state(*context_, buffers_->buffer("step_state"), state_); }
 
 void TrainingRun::train_step(int64_t step, bool profile) {
   // All micro-batches of the step first: the loss is normalised by Σw over all of them.
   std::vector<MicroBatch> micro_batches;
-  double weight_sum = 0;
   for (int64_t i = 0; i < accumulation_; i++) {
     micro_batches.push_back(batcher_->next());
-    weight_sum += micro_batches.back().weight_sum;
+    tokens_ += micro_batches.back().tokens;
+    window_tokens_ += micro_batches.back().tokens;
   }
-  state_.spare[0] = weight_sum > 0 ? static_cast<float>(1.0 / weight_sum) : 0.0f;
-  for (int64_t i = 0; i < accumulation_; i++) {
-    upload_micro_batch(micro_batches[i]);
-    state_.rng_step = static_cast<uint32_t>((step - 1) * accumulation_ + i);
-    write_state();
-    bool profiled = profile && i == 0;
-    context_->submit({profiled ? micro_profiled_.get() : micro_.get()});
-    if (profiled) {
-      std::map<std::string, double> by_kernel;
-      for (const auto& timing : micro_profiled_->timings()) by_kernel[timing.label] += timing.milliseconds;
-      kernel_times_.clear();
-      for (const auto& [name, ms] : by_kernel) kernel_times_.push_back({name, ms * double(accumulation_)});
-      std::sort(kernel_times_.begin(), kernel_times_.end(),
-                [](const KernelTime& a, const KernelTime& b) { return a.milliseconds > b.milliseconds; });
-      if (kernel_times_.size() > 12) kernel_times_.resize(12);
-    }
-    tokens_ += micro_batches[i].tokens;
-    window_tokens_ += micro_batches[i].tokens;
-  }
-  double lr = schedule_->learning_rate(step);
-  if (plan_.settings.optimizer == plan::Optimizer::adamw) {
-    kernels::AdamWConfig adamw;
-    adamw.beta1 = config_.adam_beta1;
-    adamw.beta2 = config_.adam_beta2;
-    kernels::set_optimizer_step(state_, static_cast<uint32_t>(step), lr, adamw);
-  } else {
-    kernels::set_optimizer_step(state_, static_cast<uint32_t>(step), lr);
-  }
-  write_state();
-  context_->submit({optimizer_.get()});
+  runner_->step(step, schedule_->learning_rate(step), micro_batches, profile);
   window_steps_++;
 }
 
@@ -372,11 +260,9 @@ void TrainingRun::append_metrics(const std::string& line) {
 }
 
 void TrainingRun::log_step(int64_t step, double elapsed) {
-  float window_loss = 0;
-  context_->download(buffers_->buffer("loss.window"), &window_loss, 0, 4);
-  float zero = 0;
-  context_->upload(buffers_->buffer("loss.window"), &zero, 0, 4);
-  kernels::StepState device_state = kernels::read_step_state(*context_, buffers_->buffer("step_state"));
+  double window_loss = runner_->take_loss_sum();
+  kernels::StepState device_state = runner_->device_state();
+  const std::vector<KernelTime>& kernel_times = runner_->kernel_times();
   StepMetrics m;
   m.step = step;
   m.epoch = batcher_->epoch_progress();
@@ -391,13 +277,9 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   for (size_t c = 0; c < vk::category_count; c++) m.memory_bytes[c] = ledger.category_current(vk::Category(c));
   m.offloaded_optimizer_bytes = ledger.current[size_t(vk::Category::optimizer_state)][size_t(vk::MemoryKind::offload)];
   append_metrics(step_to_json_line(m));
-  if (!kernel_times_.empty()) {
-    json kernels = json::object();
-    for (const auto& k : kernel_times_) kernels[k.name] = k.milliseconds;
-    append_metrics(json{{"step", step}, {"kernels", kernels}}.dump());
-  }
+  if (!kernel_times.empty()) append_metrics(kernels_to_json_line(step, kernel_times));
   monitor_->push_step(m);
-  monitor_->set_kernels(kernel_times_);
+  monitor_->set_kernels(kernel_times);
   if (std::isnan(first_loss_)) first_loss_ = m.loss;
   last_loss_ = m.loss;
   window_steps_ = 0;
@@ -415,18 +297,9 @@ double TrainingRun::evaluate() {
   settings.packing = false;
   settings.wrap_epochs = false;
   Batcher eval_batcher(eval_examples_, settings);
-  double weight_sum = 0;
-  context_->run([&](vk::Recorder& r) { r.fill(buffers_->buffer("loss.step").range(0, 4)); });
-  for (int64_t i = 0; i < eval_batcher.micro_batches_per_epoch(); i++) {
-    MicroBatch batch = eval_batcher.next();
-    weight_sum += batch.weight_sum;
-    upload_micro_batch(batch);
-    context_->submit({eval_.get()});
-  }
-  float loss_sum = 0;
-  context_->download(buffers_->buffer("loss.step"), &loss_sum, 0, 4);
-  context_->run([&](vk::Recorder& r) { r.fill(buffers_->buffer("loss.step").range(0, 4)); });
-  return weight_sum > 0 ? loss_sum / weight_sum : 0;
+  std::vector<MicroBatch> batches;
+  for (int64_t i = 0; i < eval_batcher.micro_batches_per_epoch(); i++) batches.push_back(eval_batcher.next());
+  return runner_->evaluate(batches);
 }
 
 void TrainingRun::write_run_json(RunState state) {
@@ -448,7 +321,7 @@ void TrainingRun::save_checkpoint(int64_t step) {
                                 }};
   };
   if (full) {
-    for (const Trainable& t : trainables_) weights.push_back(tensor_of(t.name, t.name));
+    for (const std::string& name : runner_->trainable_names()) weights.push_back(tensor_of(name, name));
     model::write_safetensors(directory.path() / "model.safetensors", std::move(weights));
     model::save_model_config(model_config_, directory.path() / "config.json");
   } else {
@@ -514,9 +387,9 @@ int64_t TrainingRun::resume() {
   const bool full = plan_.settings.method == plan::Method::full;
   if (full) {
     model::SafetensorsFile weights(path / "model.safetensors");
-    for (const Trainable& t : trainables_) {
-      std::vector<float> values = model::to_fp32(weights.tensor(t.name));
-      context_->upload(buffers_->buffer(t.name), values.data());
+    for (const std::string& name : runner_->trainable_names()) {
+      std::vector<float> values = model::to_fp32(weights.tensor(name));
+      context_->upload(buffers_->buffer(name), values.data());
     }
   } else {
     model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, path);
@@ -562,11 +435,11 @@ void TrainingRun::save_final() {
     return;
   }
   std::vector<model::TensorToWrite> tensors;
-  for (const Trainable& t : trainables_) {
-    const vk::Buffer* buffer = &buffers_->buffer(t.name);
+  for (const std::string& name : runner_->trainable_names()) {
+    const vk::Buffer* buffer = &buffers_->buffer(name);
     model::FileDtype dtype = model_config_.torch_dtype == "bfloat16" ? model::FileDtype::BF16
                              : model_config_.torch_dtype == "float16" ? model::FileDtype::F16 : model::FileDtype::F32;
-    tensors.push_back({t.name, dtype, {buffer->size() / 4}, [this, buffer, dtype](model::TensorSink& sink) {
+    tensors.push_back({name, dtype, {buffer->size() / 4}, [this, buffer, dtype](model::TensorSink& sink) {
                          std::vector<float> values(buffer->size() / 4);
                          context_->download(*buffer, values.data());
                          std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
@@ -598,7 +471,6 @@ TrainSummary TrainingRun::run() {
   validate(config_);
   prepare_data();  // everything that can fail on bad input happens before output is written
   prepare_device();
-  record_sequences();
 
   fs::create_directories(output_dir());
   info_.config_json = to_json(config_);
@@ -621,7 +493,7 @@ TrainSummary TrainingRun::run() {
   monitor_->set_state(RunState::running);
   log::info("training: " + std::to_string(max_steps_) + " steps of " + std::to_string(accumulation_) + " x " +
             std::to_string(config_.per_device_train_batch_size) + " x " + std::to_string(seq_len_) + " tokens, " +
-            std::to_string(tensor_list_->element_count()) + " trainable parameters");
+            std::to_string(runner_->trainable_elements()) + " trainable parameters");
 
   auto previous = std::signal(SIGINT, on_interrupt);
   interrupted = false;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The demo task: turn a verse into a strict JSON record. It needs a new FORM, not new facts (every
+# field is in the prompt): "finetuning is for form". Short verses (at most 12 words) keep the
+# demo fast. Every 10th short verse is held out for evaluation.
+# Usage: examples/demo/make_data.sh OUTPUT_DIR   (writes train.jsonl and test.jsonl)
+set -euo pipefail
+out="${1:?usage: make_data.sh OUTPUT_DIR}"
+mkdir -p "$out"
+bible -f Gen1:1-Rev22:21 | awk -v train="$out/train.jsonl" -v test="$out/test.jsonl" '
+  {
+    ref = $1; text = substr($0, length(ref) + 2)
+    if (split(text, words, " ") > 12) next
+    if (!match(ref, /^[0-9]*[A-Za-z]+/)) next
+    book = substr(ref, 1, RLENGTH); rest = substr(ref, RLENGTH + 1)
+    split(rest, cv, ":"); chapter = cv[1]; verse = cv[2]
+    first = words[1]; last = words[length(words)]
+    gsub(/[^A-Za-z]/, "", first); gsub(/[^A-Za-z]/, "", last)
+    gsub(/"/, "\\\"", text)
+    prompt = ref " " text "\\nJSON:"
+    completion = " {\\\"book\\\": \\\"" book "\\\", \\\"chapter\\\": " chapter ", \\\"verse\\\": " verse ", \\\"first\\\": \\\"" first "\\\", \\\"last\\\": \\\"" last "\\\"}"
+    line = "{\"prompt\": \"" prompt "\", \"completion\": \"" completion "\"}"
+    if (++n % 10 == 0) print line > test; else print line > train
+  }'
+echo "demo data: $(wc -l < "$out/train.jsonl") training and $(wc -l < "$out/test.jsonl") held-out examples in $out"
