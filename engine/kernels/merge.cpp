@@ -71,26 +71,33 @@ uint64_t magnitude_keep_count(double density, uint64_t n) {
   return static_cast<uint64_t>(density * static_cast<double>(n));  // Python int(): truncation
 }
 
-MagnitudeCut magnitude_cut(std::vector<float> magnitudes, uint64_t k) {
-  const uint64_t n = magnitudes.size();
+MagnitudeCut magnitude_cut(const std::function<float(uint64_t)>& magnitude_of, uint64_t n, uint64_t k) {
   VKT_ASSERT(k >= 1 && k <= n, "magnitude_cut: 1 <= k <= n");
   VKT_ASSERT(n <= 0xfffffff0ull, "magnitude_cut: tensor indices need 32 bits");
-  std::vector<float> order = magnitudes;
-  // The k-th largest value: nth_element is O(n) on average, a full sort is not needed.
-  std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k - 1), order.end(), std::greater<float>());
   MagnitudeCut cut;
-  cut.threshold = order[k - 1];
+  {
+    std::vector<float> order(n);
+    for (uint64_t i = 0; i < n; i++) order[i] = magnitude_of(i);
+    // The k-th largest value: nth_element is O(n) on average, a full sort is not needed.
+    std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k - 1), order.end(),
+                     std::greater<float>());
+    cut.threshold = order[k - 1];
+  }
   uint64_t greater = 0;
-  for (float m : magnitudes) greater += m > cut.threshold ? 1 : 0;
-  uint64_t ties_to_keep = k - greater;  // >= 1: the threshold itself is among the k largest
+  for (uint64_t i = 0; i < n; i++) greater += magnitude_of(i) > cut.threshold ? 1 : 0;
+  const uint64_t ties_to_keep = k - greater;  // >= 1: the threshold itself is among the k largest
   uint64_t seen = 0;
   for (uint64_t i = 0; i < n; i++) {
-    if (magnitudes[i] == cut.threshold && ++seen == ties_to_keep) {
+    if (magnitude_of(i) == cut.threshold && ++seen == ties_to_keep) {
       cut.tie_cutoff = static_cast<uint32_t>(i + 1);
       break;
     }
   }
   return cut;
+}
+
+MagnitudeCut magnitude_cut(const std::vector<float>& magnitudes, uint64_t k) {
+  return magnitude_cut([&](uint64_t i) { return magnitudes[i]; }, magnitudes.size(), k);
 }
 
 uint32_t tensor_key(const std::string& name) {

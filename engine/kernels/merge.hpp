@@ -26,6 +26,8 @@
 //   no consensus: mixed = Σ_j w_j δ_j; divisor = Σ_j w_j (|Σ| < 1e-8 -> 1), given by the host
 //   θ = θ_base + λ · (normalize ? mixed / divisor : mixed)
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "engine/kernels/launch.hpp"
@@ -74,13 +76,15 @@ void merge_task_arithmetic(Recorder& recorder, const BufferRange& stack, const B
 void merge_dot(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& partials, uint32_t n);
 uint32_t merge_dot_groups(uint32_t n);
 
-// The magnitude cut of mergekit's `magnitude` sparsification for magnitudes: (n) fp32 (|δ|):
-// keep the k largest. Returns the k-th largest value and the tie cutoff (see above). k >= 1.
+// The magnitude cut of mergekit's `magnitude` sparsification: keep the k largest of n magnitudes
+// (|δ_i| = magnitude_of(i), fp32). Returns the k-th largest value and the tie cutoff (see above).
+// 1 <= k <= n. Holds one scratch copy of the n magnitudes (the selection reorders it).
 struct MagnitudeCut {
   float threshold = 0;
   uint32_t tie_cutoff = 0;
 };
-MagnitudeCut magnitude_cut(std::vector<float> magnitudes, uint64_t k);
+MagnitudeCut magnitude_cut(const std::function<float(uint64_t)>& magnitude_of, uint64_t n, uint64_t k);
+MagnitudeCut magnitude_cut(const std::vector<float>& magnitudes, uint64_t k);
 
 // mergekit's k for a density: int(density · n); density >= 1 keeps everything.
 uint64_t magnitude_keep_count(double density, uint64_t n);

@@ -21,7 +21,6 @@ void MergeDevice::reserve(uint32_t inputs, uint64_t elements) {
   out_ = {};
   partials_ = {};
   stack_ = context_.allocate(uint64_t(stack_inputs_) * stack_elements_ * 4, vk::Category::workspace, "merge.stack");
-  base_ = context_.allocate(stack_elements_ * 4, vk::Category::workspace, "merge.base");
   out_ = context_.allocate(stack_elements_ * 4, vk::Category::workspace, "merge.out");
   partials_ = context_.allocate(uint64_t(kernels::merge_dot_groups(static_cast<uint32_t>(stack_elements_))) * 12,
                                 vk::Category::workspace, "merge.partials");
@@ -76,6 +75,8 @@ void MergeDevice::task_arithmetic(const float* base, const std::vector<const flo
   VKT_ASSERT(n <= 0xfffffff0ull, "merge task arithmetic: tensors up to 2^32 - 16 elements");
   const auto count = static_cast<uint32_t>(models.size());
   reserve(count, n);
+  if (!base_.valid() || base_.size() < stack_elements_ * 4)  // only this method reads a base
+    base_ = context_.allocate(stack_elements_ * 4, vk::Category::workspace, "merge.base");
   context_.upload(params_.range(0, count * sizeof(kernels::MergeModelParams)), params.data());
   std::vector<float> result(std::min(n, stack_elements_));
   for (uint64_t first = 0; first < n; first += stack_elements_) {

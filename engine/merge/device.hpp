@@ -23,7 +23,7 @@ using ChunkSink = std::function<void(const float* values, uint64_t first, uint64
 
 class MergeDevice {
  public:
-  MergeDevice(vk::Context& context, uint64_t chunk_elements = uint64_t{1} << 24);
+  MergeDevice(vk::Context& context, uint64_t chunk_elements = uint64_t{1} << 22);
 
   vk::Context& context() { return context_; }
   uint64_t chunk_elements() const { return chunk_; }

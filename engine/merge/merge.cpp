@@ -310,7 +310,10 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
   }
 
   std::vector<std::vector<float>> values(count);
-  for (size_t i = 0; i < count; i++) values[i] = source(i).read(tensor.input_names[i]);
+  for (size_t i = 0; i < count; i++) {
+    values[i] = source(i).read(tensor.input_names[i]);
+    source(i).release(tensor.input_names[i]);  // the fp32 copy is all that is needed now
+  }
   const uint64_t n = values[0].size();
 
   if (method == "linear") {
@@ -398,9 +401,11 @@ void Merger::task_arithmetic(const TensorPlan& tensor, const std::vector<std::ve
           throw UserError(where(tensor, i) + ": density " + std::to_string(density) + " keeps no element of " +
                               std::to_string(n),
                           "raise density (mergekit refuses this too)");
-        std::vector<float> magnitudes(n);
-        for (uint64_t e = 0; e < n; e++) magnitudes[e] = std::fabs(values[i][e] - values[base][e]);
-        kernels::MagnitudeCut cut = kernels::magnitude_cut(std::move(magnitudes), k);
+        // |θ_i − θ_base| in fp32, the same rounding as the shader's.
+        const float* model = values[i].data();
+        const float* base_values = values[base].data();
+        kernels::MagnitudeCut cut =
+            kernels::magnitude_cut([&](uint64_t e) { return std::fabs(model[e] - base_values[e]); }, n, k);
         p.threshold = cut.threshold;
         p.tie_cutoff = cut.tie_cutoff;
       }

@@ -40,7 +40,7 @@ struct MergeOptions {
   std::filesystem::path output;
   uint64_t max_shard_bytes = default_max_shard_bytes;
   uint32_t random_seed = 42;                    // DARE masks
-  uint64_t chunk_elements = uint64_t{1} << 24;  // device chunk per input (64 MiB of fp32)
+  uint64_t chunk_elements = uint64_t{1} << 22;  // device chunk per input (16 MiB of fp32)
   bool copy_tokenizer = true;
   bool show_progress = true;
 };
@@ -83,7 +83,7 @@ struct AdapterMergeOptions {
   bool concatenate = false;
   uint32_t rank = 0;             // svd: the new rank (0: Σ r_i)
   uint32_t random_seed = 42;     // DARE masks and the randomized SVD's test matrix
-  uint64_t chunk_elements = uint64_t{1} << 24;
+  uint64_t chunk_elements = uint64_t{1} << 22;
   bool show_progress = true;
 };
 
