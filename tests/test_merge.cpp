@@ -98,9 +98,11 @@ fs::path write_yaml(const std::string& name, const std::string& text) {
   return path;
 }
 
-merge::MergeSummary run_yaml(const std::string& name, const std::string& text, uint32_t seed = 42) {
+merge::MergeSummary run_yaml(const std::string& name, const std::string& text, uint32_t seed = 42,
+                             uint64_t max_shard_bytes = merge::default_max_shard_bytes) {
   merge::MergeConfig config = merge::load_merge_config(write_yaml(name, text));
   merge::MergeOptions options;
+  options.max_shard_bytes = max_shard_bytes;
   options.output = test::temp_dir("merge-out-" + name);
   options.chunk_elements = 1000;  // several chunks per tensor: chunk offsets are exercised
   options.random_seed = seed;
@@ -406,11 +408,15 @@ TEST_CASE("merge task_arithmetic, ties, dare_linear, dare_ties: against mergekit
 
 TEST_CASE("merge passthrough: depth up-scaling 4 -> 6 layers loads and runs") {
   fs::path base = base_model();
+  // Written in shards of at most 100 kB (as save_pretrained with max_shard_size): an index names them.
   merge::MergeSummary summary = run_yaml(
       "upscale", "merge_method: passthrough\nslices:\n  - sources:\n      - model: " + base.string() +
                      "\n        layer_range: [0, 3]\n  - sources:\n      - model: " + base.string() +
-                     "\n        layer_range: [1, 4]\n");
+                     "\n        layer_range: [1, 4]\n", 42, 100000);
   CHECK(summary.layers == 6);
+  CHECK(summary.files.size() > 2);
+  CHECK(fs::exists(output_of("upscale") / "model.safetensors.index.json"));
+  CHECK_FALSE(fs::exists(output_of("upscale") / "model.safetensors"));
   model::ModelConfig config = model::load_model_config(output_of("upscale"));
   CHECK(config.num_hidden_layers == 6);
   Tensors in = read_all(base), out = read_all(output_of("upscale"));

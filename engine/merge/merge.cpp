@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
@@ -61,6 +62,7 @@ class Merger {
   size_t source_index(const ModelRef& ref);
   void normalize();
   void plan();
+  void check_parameters();
   void plan_tensor(const std::string& output_name, const OutputSlice& slice, const std::vector<std::string>& input_names,
                    double t);
   std::optional<ParameterValue> parameter(const std::string& name, const TensorPlan& tensor,
@@ -232,6 +234,54 @@ void Merger::plan() {
                       : !config_.dtype.empty()   ? config_.dtype
                                                  : out_config.torch_dtype;
   out_dtype_ = file_dtype_from_torch(dtype);
+  check_parameters();
+}
+
+// Evaluates every parameter the method reads for every tensor before any data is touched, so a
+// missing or mistyped value fails the merge up front (naming the model and tensor); warns about
+// parameters the method does not use.
+void Merger::check_parameters() {
+  const std::string& method = config_.merge_method;
+  std::vector<std::string> used;
+  if (method == "linear") used = {"weight", "normalize"};
+  else if (method == "slerp") used = {"t"};
+  else if (method == "passthrough") used = {"scale"};
+  else used = {"weight", "density", "normalize", "lambda", "int8_mask", "rescale"};
+  std::set<std::string> present;
+  auto collect = [&](const ParameterSet& set) {
+    for (const auto& [name, setting] : set) present.insert(name);
+  };
+  collect(config_.parameters);
+  for (const auto& slice : slices_) {
+    collect(slice.parameters);
+    for (const auto& source : slice.sources) collect(source.parameters);
+  }
+  for (const auto& name : present)
+    if (std::find(used.begin(), used.end(), name) == used.end())
+      log::warn(config_.path + ": parameter '" + name + "' is not used by " + method + " (ignored)");
+  for (const auto& tensor : tensors_) {
+    const size_t count = tensor.sources.size();
+    if (method == "linear") {
+      for (size_t i = 0; i < count; i++) number("weight", tensor, i, 0, true);
+      flag("normalize", tensor, true);
+    } else if (method == "slerp") {
+      if (count == 2) number("t", tensor, std::nullopt, 0, true);
+    } else if (method == "passthrough") {
+      if (auto scale = parameter("scale", tensor, size_t{0})) scale->as_number("scale", where(tensor, 0));
+    } else {
+      flag("normalize", tensor, false);
+      flag("rescale", tensor, false);
+      number("lambda", tensor, std::nullopt, 1.0, false);
+      for (size_t i = 0; i < count; i++) {
+        if (tensor.base && i == *tensor.base) continue;
+        number("weight", tensor, i, 0, true);
+        double density = number("density", tensor, i, 1.0, false);
+        if (density <= 0)
+          throw UserError(where(tensor, i) + ": density " + std::to_string(density) + " keeps nothing",
+                          "density is the fraction kept, in (0, 1]");
+      }
+    }
+  }
 }
 
 // mergekit's ConfigReader.parameter: the source's parameters (when `position` names a model),
@@ -258,7 +308,11 @@ std::optional<ParameterValue> Merger::parameter(const std::string& name, const T
 
 std::string Merger::where(const TensorPlan& tensor, std::optional<size_t> position) const {
   std::string text = config_.path;
-  if (position) text += ": model " + tensor.slice->sources[*position].model.text;
+  if (position) {
+    const InputSlice& source = tensor.slice->sources[*position];
+    if (source.line > 0) text += ":" + std::to_string(source.line);
+    text += ": model " + source.model.text;
+  }
   return text + ", tensor " + (position ? tensor.input_names[*position] : tensor.name);
 }
 
