@@ -44,22 +44,14 @@ double quantization_error_bound(WeightFormat format, double absmax, double lo, d
 
 namespace {
 
-// A non-negative float as a JSON number of constant length ("3.18774372339248657e-01", 23
-// characters) that parses back to the same value: the quant state's size must be known before the
-// weight is quantized (the file header comes first).
-std::string fixed_width_number(float value) {
-  char text[40];
-  std::snprintf(text, sizeof text, "%.17e", static_cast<double>(value));
-  return text;
-}
-
 // The bitsandbytes quant_state JSON, spelled as Python's json.dumps writes QuantState.as_dict.
 std::string bitsandbytes_state(const quant::QuantizedWeight& q, const std::string& torch_dtype) {
   std::string text = "{\"quant_type\": \"nf4\", \"blocksize\": " + std::to_string(q.block_size) + ", \"dtype\": \"" +
                      torch_dtype + "\", \"shape\": [" + std::to_string(q.rows) + ", " + std::to_string(q.cols) + "]";
   if (q.double_quant) {
     text += ", \"nested_blocksize\": " + std::to_string(quant::double_quant_group) +
-            ", \"nested_dtype\": \"float32\", \"nested_offset\": " + fixed_width_number(q.absmax_offset);
+            ", \"nested_dtype\": \"float32\", \"nested_offset\": " +
+            nlohmann::json(static_cast<double>(q.absmax_offset)).dump();  // shortest round trip, as Python's repr
   }
   return text + "}";
 }
@@ -210,17 +202,25 @@ QuantizeSummary quantize_model(vk::Context& context, const QuantizeOptions& opti
         add(name + ".absmax", FileDtype::F32, {blocks}, [blocks](const auto& q) { return bytes_of(q.scales, blocks); });
       }
       add(name + ".quant_map", FileDtype::F32, {16}, [table_bytes](const auto&) { return table_bytes(quant::nf4_table().data(), 16); });
-      quant::QuantizedWeight shape_only;
-      shape_only.rows = rows;
-      shape_only.cols = cols;
-      shape_only.block_size = options.block_size;
-      shape_only.double_quant = options.double_quant;
-      const uint64_t state_bytes = bitsandbytes_state(shape_only, torch_dtype).size();
-      auto state_text = std::make_shared<std::string>();
-      add(name + ".quant_state.bitsandbytes__nf4", FileDtype::U8, {state_bytes},
-          [state_text, state_bytes, torch_dtype](const quant::QuantizedWeight& q) {
-            *state_text = bitsandbytes_state(q, torch_dtype);
-            VKT_ASSERT(state_text->size() == state_bytes, "the quant state's length changed");
+      // The quant state spells the double-quantization offset (the mean of the block absmax
+      // values), so its length is known only from the weight: a first pass computes the offsets
+      // (the same exact mean the quantizer takes) before the file header is written.
+      quant::QuantizedWeight state_source;
+      state_source.rows = rows;
+      state_source.cols = cols;
+      state_source.block_size = options.block_size;
+      state_source.double_quant = options.double_quant;
+      if (options.double_quant) {
+        std::vector<float> w = source.read(name);
+        source.release(name);
+        std::vector<float> absmax(blocks, 0.0f);
+        for (uint64_t i = 0; i < n; i++) absmax[i / options.block_size] = std::max(absmax[i / options.block_size], std::fabs(w[i]));
+        state_source.absmax_offset = quant::absmax_mean(absmax.data(), absmax.size());
+      }
+      auto state_text = std::make_shared<std::string>(bitsandbytes_state(state_source, torch_dtype));
+      add(name + ".quant_state.bitsandbytes__nf4", FileDtype::U8, {state_text->size()},
+          [state_text, torch_dtype](const quant::QuantizedWeight& q) {
+            VKT_ASSERT(*state_text == bitsandbytes_state(q, torch_dtype), "the quant state differs from the planned one");
             return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(state_text->data()), state_text->size());
           });
     } else {

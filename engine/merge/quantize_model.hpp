@@ -7,7 +7,13 @@
 //                       quantization, else F32), .quant_map, [.nested_absmax, .nested_quant_map],
 //                       .quant_state.bitsandbytes__nf4 (JSON), and config.json quantization_config
 //                       {"quant_method": "bitsandbytes", "load_in_4bit": true, ...}: vktune
-//                       (--method qlora) and transformers + bitsandbytes load it.
+//                       (--method qlora) and transformers + bitsandbytes load it. Checked against
+//                       tests/data/golden/llama-nf4 (written by transformers): every tensor equal
+//                       except the nested_quant_map, which is the map our codes were chosen with
+//                       (bitsandbytes' formula, exact) where torch's AVX2 linspace differs by 1-2
+//                       ulp in 44 of 256 entries; loaders use the stored map. With double
+//                       quantization a first pass over the weights computes each quant state's
+//                       offset (its JSON spelling sets the tensor's length in the file header).
 //   int8 int4 int4-asym vktune's layout (engine/model/weights.hpp read_vktune_quantized), with
 //                       quantization_config {"quant_method": "vktune", "format", "block_size",
 //                       "original_dtype"}; vktune loads it for inference and as a LoRA base.
