@@ -52,6 +52,30 @@ EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uin
   return result;
 }
 
+void upload_micro_batch(vk::Context& context, model::BufferSet& buffers, const MicroBatch& batch) {
+  context.upload(buffers.buffer("input.ids"), batch.ids.data(), 0, batch.ids.size() * 4);
+  context.upload(buffers.buffer("input.targets"), batch.targets.data(), 0, batch.targets.size() * 4);
+  context.upload(buffers.buffer("input.weights"), batch.weights.data(), 0, batch.weights.size() * 4);
+  context.upload(buffers.buffer("input.positions"), batch.positions.data(), 0, batch.positions.size() * 4);
+  context.upload(buffers.buffer("input.segments"), batch.segments.data(), 0, batch.segments.size() * 4);
+}
+
+double weighted_loss(vk::Context& context, model::ModelSession& session, vk::Sequence& forward,
+                     const std::vector<MicroBatch>& batches) {
+  vk::Buffer& loss_step = session.buffers->buffer("loss.step");
+  double weight_sum = 0;
+  context.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
+  for (const MicroBatch& batch : batches) {
+    weight_sum += batch.weight_sum;
+    upload_micro_batch(context, *session.buffers, batch);
+    context.submit({&forward});
+  }
+  float sum = 0;
+  context.download(loss_step, &sum, 0, 4);
+  context.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
+  return weight_sum > 0 ? sum / weight_sum : 0;
+}
+
 EvalResult evaluate_examples(vk::Context& context, model::ModelSession& session, const EvalData& data) {
   auto& buffers = *session.buffers;
   VKT_ASSERT(buffers.has("loss.step"), "evaluate_examples needs a training-shaped session");
@@ -64,30 +88,20 @@ EvalResult evaluate_examples(vk::Context& context, model::ModelSession& session,
   settings.wrap_epochs = false;  // every example exactly once, the last batch padded with zero weights
   settings.pad_id = data.pad_id;
   Batcher batcher(data.examples, settings);
-  vk::Sequence forward(context);
-  forward.record([&](vk::Recorder& r) { session.transformer->record_forward(r, true, false); });
+  EvalResult result;
+  std::vector<MicroBatch> batches;
+  for (int64_t i = 0; i < batcher.micro_batches_per_epoch(); i++) {
+    batches.push_back(batcher.next());
+    result.weight_sum += batches.back().weight_sum;
+    result.tokens += batches.back().tokens;
+  }
   kernels::StepState state;  // defined contents (the loss kernels read the loss scale; 1 = unscaled)
   state.spare[0] = 1.0f;
   kernels::write_step_state(context, buffers.buffer("step_state"), state);
-  vk::Buffer& loss_step = buffers.buffer("loss.step");
-  context.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
-  EvalResult result;
-  for (int64_t i = 0; i < batcher.micro_batches_per_epoch(); i++) {
-    MicroBatch batch = batcher.next();
-    result.weight_sum += batch.weight_sum;
-    result.tokens += batch.tokens;
-    context.upload(buffers.buffer("input.ids"), batch.ids.data(), 0, batch.ids.size() * 4);
-    context.upload(buffers.buffer("input.targets"), batch.targets.data(), 0, batch.targets.size() * 4);
-    context.upload(buffers.buffer("input.weights"), batch.weights.data(), 0, batch.weights.size() * 4);
-    context.upload(buffers.buffer("input.positions"), batch.positions.data(), 0, batch.positions.size() * 4);
-    context.upload(buffers.buffer("input.segments"), batch.segments.data(), 0, batch.segments.size() * 4);
-    context.submit({&forward});
-  }
-  float loss_sum = 0;
-  context.download(loss_step, &loss_sum, 0, 4);
-  context.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
+  vk::Sequence forward(context);
+  forward.record([&](vk::Recorder& r) { session.transformer->record_forward(r, true, false); });
+  result.loss = weighted_loss(context, session, forward, batches);
   result.examples = static_cast<int64_t>(data.examples.size());
-  result.loss = result.weight_sum > 0 ? loss_sum / result.weight_sum : 0;
   result.perplexity = std::exp(result.loss);
   return result;
 }

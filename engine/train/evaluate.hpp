@@ -15,6 +15,16 @@
 
 namespace vkt::train {
 
+// Uploads a micro-batch's tokens to the session's inputs (ids, targets, weights, positions,
+// segments).
+void upload_micro_batch(vk::Context& context, model::BufferSet& buffers, const MicroBatch& batch);
+
+// Σ w·CE / Σ w over `batches`, each run through `forward` (a recorded
+// transformer.record_forward(r, true, false)); loss.step is cleared before and after. Shared by
+// StepRunner::evaluate (the trainer's eval) and evaluate_examples.
+double weighted_loss(vk::Context& context, model::ModelSession& session, vk::Sequence& forward,
+                     const std::vector<MicroBatch>& batches);
+
 struct EvalData {
   std::vector<TokenizedExample> examples;
   uint32_t seq_len = 0;  // the longest example (capped at max_length)

@@ -5,6 +5,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/elementwise.hpp"
+#include "engine/train/evaluate.hpp"
 
 namespace vkt::train {
 
@@ -90,14 +91,7 @@ void StepRunner::write_state() {
   kernels::write_step_state(context_, session_.buffers->buffer("step_state"), state_);
 }
 
-void StepRunner::upload(const MicroBatch& batch) {
-  auto& buffers = *session_.buffers;
-  context_.upload(buffers.buffer("input.ids"), batch.ids.data(), 0, batch.ids.size() * 4);
-  context_.upload(buffers.buffer("input.targets"), batch.targets.data(), 0, batch.targets.size() * 4);
-  context_.upload(buffers.buffer("input.weights"), batch.weights.data(), 0, batch.weights.size() * 4);
-  context_.upload(buffers.buffer("input.positions"), batch.positions.data(), 0, batch.positions.size() * 4);
-  context_.upload(buffers.buffer("input.segments"), batch.segments.data(), 0, batch.segments.size() * 4);
-}
+void StepRunner::upload(const MicroBatch& batch) { upload_micro_batch(context_, *session_.buffers, batch); }
 
 void StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile) {
   double weight_sum = 0;
@@ -145,18 +139,7 @@ kernels::StepState StepRunner::device_state() {
 }
 
 double StepRunner::evaluate(const std::vector<MicroBatch>& micro_batches) {
-  auto& loss_step = session_.buffers->buffer("loss.step");
-  double weight_sum = 0;
-  context_.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
-  for (const MicroBatch& batch : micro_batches) {
-    weight_sum += batch.weight_sum;
-    upload(batch);
-    context_.submit({eval_.get()});
-  }
-  float sum = 0;
-  context_.download(loss_step, &sum, 0, 4);
-  context_.run([&](vk::Recorder& r) { r.fill(loss_step.range(0, 4)); });
-  return weight_sum > 0 ? sum / weight_sum : 0;
+  return weighted_loss(context_, session_, *eval_, micro_batches);
 }
 
 }  // namespace vkt::train
