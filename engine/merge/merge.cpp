@@ -725,6 +725,9 @@ MergeSummary Merger::run() {
 
   const ModelSource& config_source = *sources_[output_config_source_];
   write_config(options_.output, output_config(config_source.config(), output_layers_, summary.out_dtype));
+  // The recipe next to the result, under the name mergekit gives it.
+  if (fs::is_regular_file(config_.path))
+    write_file_atomically(options_.output / "mergekit_config.yml", read_text_file(config_.path));
   if (options_.copy_tokenizer) {
     fs::path tokenizer_dir = config_source.model_dir();
     if (config_.tokenizer_source && *config_.tokenizer_source != "base") {

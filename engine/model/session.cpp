@@ -43,6 +43,16 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
     adjusted.lora_dropout = lora->dropout;
   }
   SafetensorsFolder folder(model_dir);
+  // A bitsandbytes 4-bit checkpoint likewise loads as stored (NF4, its block size) when the run did
+  // not ask for a quantized format; full finetuning still refuses it (load_weights says why).
+  if (is_bitsandbytes_nf4(folder, session->config) && !kernels::is_quantized(adjusted.base_format) &&
+      !(adjusted.method == plan::Method::full && adjusted.training)) {
+    adjusted.base_format = kernels::WeightFormat::nf4;
+    adjusted.quant_block = read_bitsandbytes_nf4(folder, layer_tensor_name(0, plan::Module::q_proj),
+                                                 static_cast<uint32_t>(session->config.num_attention_heads * session->config.head_dim),
+                                                 static_cast<uint32_t>(session->config.hidden_size))
+                               .block_size;
+  }
   if (is_bitsandbytes_nf4(folder, session->config) && adjusted.base_format == kernels::WeightFormat::nf4 &&
       adjusted.double_quant && !bitsandbytes_keeps_double_quant(folder, session->config)) {
     // Its nested map differs from ours in the last ulp: keep the exact absmax values instead.

@@ -109,18 +109,14 @@ EvalResult evaluate_examples(vk::Context& context, model::ModelSession& session,
 EvalResult evaluate_model(vk::Context& context, const fs::path& model_dir, const fs::path& data,
                           const EvalOptions& options) {
   EvalData tokens = tokenize_eval_file(model_dir, data, options.max_length, options.prompt_loss_weight);
-  model::ModelConfig config = model::load_model_config(model_dir);
   plan::RunSettings settings;
   settings.method = plan::Method::lora;
   settings.training = true;  // loss buffers; no gradient buffers without LoRA targets
+  // Quantized folders (bitsandbytes NF4, vktune int formats) load as stored: open_model decides.
   settings.target_modules = {};
   settings.batch = options.batch;
   settings.seq_len = tokens.seq_len;
   settings.lora_dropout = 0;
-  {
-    model::SafetensorsFolder folder(model_dir);
-    if (model::is_bitsandbytes_nf4(folder, config)) settings.base_format = kernels::WeightFormat::nf4;
-  }
   std::optional<model::LoraSettings> lora;
   if (options.adapter) {
     lora = model::load_adapter_config(*options.adapter).settings;
