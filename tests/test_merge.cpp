@@ -189,11 +189,9 @@ bool all_finite(const std::vector<float>& values) {
 }
 
 std::string layer_of(const std::string& name) {  // "model.layers.3.mlp..." -> "3", else ""
-  auto linear = merge::parse_linear_name(name);
-  if (name.rfind("model.layers.", 0) != 0) return "";
-  size_t dot = name.find('.', 13);
-  (void)linear;
-  return name.substr(13, dot - 13);
+  const std::string prefix = "model.layers.";
+  if (name.rfind(prefix, 0) != 0) return "";
+  return name.substr(prefix.size(), name.find('.', prefix.size()) - prefix.size());
 }
 
 }  // namespace
@@ -294,9 +292,22 @@ TEST_CASE("merge linear: weighted average with depth gradients, against mergekit
     for (size_t i = 0; i < expected.size(); i++) expected[i] = static_cast<float>((wa * ta[name][i] + wb * tb[name][i]) / (wa + wb));
     return expected;
   });
-  // The merged folder is a model: config, tokenizer, and it runs.
+  // The merged folder is a model: config, tokenizer, the recipe, and it runs.
   CHECK(fs::exists(output_of("linear") / "tokenizer.json"));
+  CHECK(fs::exists(output_of("linear") / "mergekit_config.yml"));
   CHECK(all_finite(logits_of(output_of("linear"))));
+  // out_dtype: the same merge written as float16 (torch_dtype follows); values are the fp32 result
+  // rounded to nearest (fp16 has 11 significant bits: relative error <= 2^-11, subnormals aside).
+  run_yaml("linear-f16", "merge_method: linear\nout_dtype: float16\nmodels:\n  - model: " + a.string() +
+                             "\n    parameters: {weight: [1, 0]}\n  - model: " + b.string() + "\n    parameters: {weight: 0.5}\n");
+  model::SafetensorsFolder half(output_of("linear-f16"));
+  CHECK(half.tensor("model.layers.2.mlp.up_proj.weight").dtype == model::FileDtype::F16);
+  CHECK(model::load_model_config(output_of("linear-f16")).torch_dtype == "float16");
+  for (const auto& [name, values] : out) {
+    auto rounded = model::to_fp32(half.tensor(name));
+    for (size_t i = 0; i < values.size(); i++)
+      REQUIRE(std::fabs(rounded[i] - values[i]) <= std::fabs(values[i]) * 0.00049 + 6e-8);
+  }
 }
 
 TEST_CASE("merge slerp: spherical interpolation with mergekit's threshold, filtered t") {
