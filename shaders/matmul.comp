@@ -143,6 +143,7 @@ uint64_t batch_base(uint64_t base, uint64_t stride, uint type) { return base + g
 // gave. load_weight4 reads elements index .. index+3 (index % 4 == 0).
 #ifdef WEIGHT_QUANT
 #include "quant.glsl"
+#include "nf4_pairs.glsl"
 // A quantized weight is dequantized here, element by element as the tile is loaded, with the
 // functions of quant.glsl (bit-identical to engine/quant dequantize()); nothing dequantized is
 // ever written to memory. Codes and blocks are addressed by the position in the flattened weight,
@@ -162,9 +163,9 @@ vec4 load_weight4(uint64_t base, uint index) {
   if (WEIGHT_FORMAT == QUANT_INT8) return int8_decode4(quant_load_word(p.r, e >> 2), scale);
   // Elements 8w..8w+3 are the word's low 16 bits, 8w+4..8w+7 its high 16 bits.
   uint word = quant_load_word(p.r, e >> 3) >> ((e & 4u) * 4u);
+  if (WEIGHT_FORMAT == QUANT_NF4) return vec4(nf4_pair(word & 0xffu), nf4_pair((word >> 8) & 0xffu)) * scale;
   vec4 lo, unused;
-  if (WEIGHT_FORMAT == QUANT_NF4) nf4_decode8(word, scale, lo, unused);
-  else int4_decode8(word, scale, quant_block_zero(w, e >> WEIGHT_BLOCK_SHIFT), lo, unused);
+  int4_decode8(word, scale, quant_block_zero(w, e >> WEIGHT_BLOCK_SHIFT), lo, unused);
   return lo;
 }
 #else
