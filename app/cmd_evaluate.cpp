@@ -80,13 +80,15 @@ void add_evaluate_command(CLI::App& app) {
       bar.finish();
     }
     const auto& any = tuned ? *tuned : *base;
+    const bool keyed = !options.json_keys.empty();
+    auto verdict = [keyed](const train::GeneratedExample& e) {
+      return e.content_ok ? "right" : !keyed ? "wrong" : e.form_ok ? "form ok, content wrong" : "wrong form";
+    };
     for (size_t i = 0; i < std::min(o.show, any.examples.size()); i++) {
       std::printf("\nprompt:    %s\n", one_line(any.examples[i].prompt, 110).c_str());
       std::printf("expected: %s\n", one_line(any.examples[i].reference, 110).c_str());
-      if (base) std::printf("base:     %s  [%s]\n", one_line(base->examples[i].output, 100).c_str(),
-                            base->examples[i].content_ok ? "right" : base->examples[i].form_ok ? "form ok" : "wrong form");
-      if (tuned) std::printf("tuned:    %s  [%s]\n", one_line(tuned->examples[i].output, 100).c_str(),
-                             tuned->examples[i].content_ok ? "right" : tuned->examples[i].form_ok ? "form ok" : "wrong form");
+      if (base) std::printf("base:     %s  [%s]\n", one_line(base->examples[i].output, 100).c_str(), verdict(base->examples[i]));
+      if (tuned) std::printf("tuned:    %s  [%s]\n", one_line(tuned->examples[i].output, 100).c_str(), verdict(tuned->examples[i]));
     }
     std::printf("\n%-34s %10s %10s\n", "metric (held-out examples)", base ? "base" : "", tuned ? "finetuned" : "");
     if (!options.json_keys.empty())

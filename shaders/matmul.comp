@@ -143,6 +143,9 @@ uint64_t batch_base(uint64_t base, uint64_t stride, uint type) { return base + g
 // gave. load_weight4 reads elements index .. index+3 (index % 4 == 0).
 #ifdef WEIGHT_QUANT
 #include "quant.glsl"
+#ifdef MATMUL_DIRECT
+#include "nf4_pairs.glsl"
+#endif
 // A quantized weight is dequantized here, element by element as the tile is loaded, with the
 // functions of quant.glsl (bit-identical to engine/quant dequantize()); nothing dequantized is
 // ever written to memory. Codes and blocks are addressed by the position in the flattened weight,
@@ -150,6 +153,12 @@ uint64_t batch_base(uint64_t base, uint64_t stride, uint type) { return base + g
 QuantWeight weight_r() {
   uint encoding = WEIGHT_FORMAT | (WEIGHT_BLOCK_SHIFT << 8) | (WEIGHT_DOUBLE_QUANT ? 1u << 16 : 0u);
   return QuantWeight(p.r, p.r_stats0, p.r_stats1, p.r_absmax_offset, encoding);
+}
+// Called once at the start of main().
+void weight_stage_init() {
+#ifdef MATMUL_DIRECT
+  if (WEIGHT_FORMAT == QUANT_NF4) nf4_pairs_init();
+#endif
 }
 uint64_t weight_batch_base() { return uint64_t(p.r_index_offset) + gl_WorkGroupID.z * p.stride_r; }
 float load_weight(uint64_t base, uint index) { return quant_weight(weight_r(), uint(base) + index); }
@@ -163,12 +172,17 @@ vec4 load_weight4(uint64_t base, uint index) {
   // Elements 8w..8w+3 are the word's low 16 bits, 8w+4..8w+7 its high 16 bits.
   uint word = quant_load_word(p.r, e >> 3) >> ((e & 4u) * 4u);
   vec4 lo, unused;
+#ifdef MATMUL_DIRECT
+  if (WEIGHT_FORMAT == QUANT_NF4) return vec4(nf4_pair(word & 0xffu), nf4_pair((word >> 8) & 0xffu)) * scale;
+#else
   if (WEIGHT_FORMAT == QUANT_NF4) nf4_decode8(word, scale, lo, unused);
-  else int4_decode8(word, scale, quant_block_zero(w, e >> WEIGHT_BLOCK_SHIFT), lo, unused);
+#endif
+  if (WEIGHT_FORMAT != QUANT_NF4) int4_decode8(word, scale, quant_block_zero(w, e >> WEIGHT_BLOCK_SHIFT), lo, unused);
   return lo;
 }
 #else
 // Dense weights: R_TYPE storage, advanced per batch entry by address.
+void weight_stage_init() {}
 uint64_t weight_batch_base() { return batch_base(p.r, p.stride_r, R_TYPE); }
 float load_weight(uint64_t base, uint index) { return load_dense(base, R_TYPE, index); }
 vec4 load_weight4(uint64_t base, uint index) { return load_dense4(base, R_TYPE, index); }

@@ -145,6 +145,7 @@ void main() {
   uint row_tile = first_row_tile + (tile % group_tiles) % rows_in_group;
   uint col_tile = (tile % group_tiles) / rows_in_group;
 
+  weight_stage_init();
   uint lane = gl_SubgroupInvocationID;
   uint subgroup = gl_SubgroupID;
   uint row0 = row_tile * TILE_ROWS + (subgroup / SUBGROUPS_PER_ROW) * ROWS;

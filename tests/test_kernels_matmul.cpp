@@ -555,8 +555,7 @@ void quant_tiled_body_cases(Form form) {
 // rounding of Y, so NMSE 1e-8 (as for the dense forms) fails on any index or transpose error.
 void quant_gradient_case(WeightFormat format, bool double_quant) {
   const uint32_t m = 5, n = 9, k = 24;  // W: 216 elements, blocks of 64 across rows
-  CAPTURE(kernels::weight_format_name(format));
-  CAPTURE(double_quant);
+  INFO(kernels::weight_format_name(format) << (double_quant ? "+dq" : ""));
   auto w = test::random_floats(size_t(n) * k, 121);
   quant::QuantizedWeight q = quant::quantize(w.data(), n, k, format, {64, double_quant}, "W");
   quant::DeviceWeight device_w = quant::upload(context(), q, "W");
@@ -575,6 +574,60 @@ void quant_gradient_case(WeightFormat format, bool double_quant) {
   };
   test::check_gradient(loss, x, dx_device.floats(), 0.25f, 1e-8, 12,
                        std::string("quantized ") + kernels::weight_format_name(format) + " dX");
+}
+
+// Every code byte value 0..255 in every format, with hand-picked statistics, through both
+// products with identity activations: nt with A = I (K x K) gives C = deq(W)ᵀ and nn with A = I
+// (N x N) gives C = deq(W), each output one exact product (the other terms are exact zeros), so
+// the load stage must reproduce quant::dequantize bit for bit (including the NF4 pair table).
+void every_code_case(WeightFormat format, bool double_quant, bool tiled_body) {
+  std::optional<ScopedEnv> tiled;
+  if (tiled_body) tiled.emplace("VKT_DISABLE_MATMUL_DIRECT", "1");
+  std::string what = std::string(kernels::weight_format_name(format)) + (double_quant ? "+dq" : "") +
+                     (tiled_body ? " tiled body" : " default body");
+  INFO(what);
+  quant::QuantizedWeight q;
+  q.format = format;
+  q.rows = 4, q.cols = 128;  // 512 elements, 8 blocks of 64
+  q.block_size = 64;
+  q.double_quant = double_quant;
+  size_t code_bytes = format == WeightFormat::int8 ? 512 : 256;
+  q.data.resize(code_bytes);
+  for (size_t i = 0; i < code_bytes; i++) q.data[i] = static_cast<uint8_t>(i);
+  if (double_quant) {
+    q.absmax_codes = {0, 37, 100, 127, 128, 200, 254, 255};
+    q.absmax_scales = {0.75f};
+    q.absmax_offset = 0.3125f;
+  } else {
+    q.scales = {0.5f, 1.0f, 2.0f, 0.25f, 3.0f, 0.125f, 1.5f, 0.7f};
+  }
+  if (format == WeightFormat::int4_asym) q.zeros = {0, 3, 8, 15, 1, 7, 9, 12};
+  std::vector<float> deq = quant::dequantize(q);
+  quant::DeviceWeight device_w = quant::upload(context(), q, "W");
+  for (Form form : {Form::nt, Form::nn}) {
+    INFO(form_name(form));
+    uint32_t size = form == Form::nt ? q.cols : q.rows;  // A = I (size x size)
+    std::vector<float> identity(size_t(size) * size, 0.0f);
+    for (uint32_t i = 0; i < size; i++) identity[size_t(i) * size + i] = 1.0f;
+    Guarded a_device = Guarded::of(identity, "I"), c_device(deq.size() * 4, "C");
+    context().run([&](vk::Recorder& r) {
+      record_quant(r, form, a_device.range(), DType::f32, device_w.ref, c_device.range(), DType::f32, size, q.rows,
+                   q.cols, 1.0f, 0.0f, nullptr);
+    });
+    std::vector<float> c = c_device.floats();
+    size_t mismatches = 0, first = 0;
+    for (uint32_t j = 0; j < q.rows; j++)
+      for (uint32_t p = 0; p < q.cols; p++) {
+        float expected = deq[size_t(j) * q.cols + p];
+        float actual = form == Form::nt ? c[size_t(p) * q.rows + j] : c[size_t(j) * q.cols + p];
+        // == rather than bits: a sum starting from +0 turns an exact -0.0 (code 0.0 times a
+        // negative decoded absmax) into +0.0.
+        if (!(actual == expected) && mismatches++ == 0) first = size_t(j) * q.cols + p;
+      }
+    INFO("first mismatch at element " << first);
+    CHECK(mismatches == 0);
+    CHECK(c_device.guard_intact());
+  }
 }
 
 // Long inner dimensions. lavapipe silently leaves a shader's loops after 65535 iterations per
@@ -649,6 +702,14 @@ TEST_CASE("matmul_nn: quantized weight with 16-bit activations and output") { qu
 TEST_CASE("matmul_nn: quantized weights on the tiled body (GPU path)") { quant_tiled_body_cases(Form::nn); }
 TEST_CASE("matmul_nn: long inner dimensions (lavapipe's loop limit), direct body") { long_inner_cases(Form::nn, false); }
 TEST_CASE("matmul_nn: long inner dimensions (lavapipe's loop limit), tiled body") { long_inner_cases(Form::nn, true); }
+TEST_CASE("matmul_nt: every code byte of every format decodes as quant::dequantize, in nt and nn, both bodies") {
+  for (bool tiled_body : {false, true}) {
+    for (auto [format, double_quant] : {std::pair{WeightFormat::nf4, true}, {WeightFormat::nf4, false},
+                                        {WeightFormat::int8, false}, {WeightFormat::int4, false},
+                                        {WeightFormat::int4_asym, false}})
+      every_code_case(format, double_quant, tiled_body);
+  }
+}
 TEST_CASE("matmul_nn: quantized backward of matmul_nt with respect to x (finite differences)") {
   quant_gradient_case(WeightFormat::nf4, true);
   quant_gradient_case(WeightFormat::int4_asym, false);

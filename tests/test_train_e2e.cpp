@@ -11,6 +11,7 @@
 #include "engine/base/files.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/safetensors.hpp"
+#include "engine/train/generation_eval.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
@@ -234,6 +235,33 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     INFO(c.name << " total: planned " << planned_total << ", measured " << measured_total);
     CHECK(std::fabs(measured_total - planned_total) / planned_total <= 0.10);
   }
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("train") {
+
+TEST_CASE("evaluate: form is JSON with every key, content every field right") {
+  std::vector<std::string> keys = {"book", "chapter"};
+  bool form = false, content = false;
+  const std::string reference = R"( {"book": "Ge", "chapter": 1})";
+  train::score_output(R"( {"book": "Ge", "chapter": 1})", reference, keys, form, content);
+  CHECK(form);
+  CHECK(content);
+  train::score_output(R"({"chapter": 1, "book": "Ge"}
+and more text)", reference, keys, form, content);
+  CHECK(form);  // key order and a continuation after the first line do not matter
+  CHECK(content);
+  train::score_output(R"( {"book": "Ex", "chapter": 1})", reference, keys, form, content);
+  CHECK(form);
+  CHECK_FALSE(content);
+  train::score_output(R"( {"book": "Ge"})", reference, keys, form, content);
+  CHECK_FALSE(form);
+  train::score_output("In the beginning God created", reference, keys, form, content);
+  CHECK_FALSE(form);
+  CHECK_FALSE(content);
+  train::score_output("  yes ", "yes", {}, form, content);
+  CHECK(content);
 }
 
 }  // TEST_SUITE

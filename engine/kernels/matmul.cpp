@@ -98,7 +98,8 @@ uint32_t type_code(DType type) { return static_cast<uint32_t>(type); }  // shade
 // silently leaves every loop after 65535 of them (CONVENTIONS.md). The direct body iterates
 // inner/4 times and the tiled body inner/16 times (their other loops are unrolled), so on CPU
 // drivers a longer inner dimension is split into dispatches of at most this many steps, each
-// after the first accumulating into C (beta = 1): at most 32768 iterations per invocation.
+// after the first accumulating into C (beta = 1): at most 32768 iterations per invocation (plus
+// 256 where the direct body builds its NF4 pair table, shaders/nf4_pairs.glsl).
 constexpr uint32_t cpu_inner_per_dispatch = 1u << 17;
 
 void record(Recorder& recorder, const char* label, const Operand& left, const Operand& right, const BufferRange& c,

@@ -30,16 +30,24 @@ BufferRange lora_input(Recorder& recorder, const Linear& layer, const BufferRang
 }
 }  // namespace
 
-void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
-                    const LinearScratch& scratch) {
-  const BufferRange* bias = layer.bias.bytes ? &layer.bias : nullptr;
-  kernels::matmul_nt(recorder, x, DType::f32, layer.weight, y, DType::f32, rows, layer.out, layer.in, 1.0f, 0.0f, bias);
+void linear_lora_intermediate(Recorder& recorder, const Linear& layer, const BufferRange& x, uint32_t rows,
+                              const LinearScratch& scratch) {
   if (!layer.lora) return;
   const LoraParams& lora = *layer.lora;
   BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank);
   BufferRange input = lora_input(recorder, layer, x, rows, scratch);
   // t = dropout(x)·Aᵀ : (rows, r)
   kernels::matmul_nt(recorder, input, DType::f32, kernels::dense_f32(lora.a), t, DType::f32, rows, lora.rank, layer.in);
+}
+
+void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
+                    const LinearScratch& scratch) {
+  const BufferRange* bias = layer.bias.bytes ? &layer.bias : nullptr;
+  kernels::matmul_nt(recorder, x, DType::f32, layer.weight, y, DType::f32, rows, layer.out, layer.in, 1.0f, 0.0f, bias);
+  if (!layer.lora) return;
+  const LoraParams& lora = *layer.lora;
+  linear_lora_intermediate(recorder, layer, x, rows, scratch);
+  BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank);
   // y += s·t·Bᵀ
   kernels::matmul_nt(recorder, t, DType::f32, kernels::dense_f32(lora.b), y, DType::f32, rows, layer.out, lora.rank,
                      lora.scale, 1.0f);

@@ -45,6 +45,11 @@ struct LinearScratch {
 void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
                     const LinearScratch& scratch);
 
+// Only the LoRA intermediate t = dropout(x)·Aᵀ into scratch.lora_t (rows, r): what the backward
+// needs when a layer is recomputed without its output (gradient checkpointing).
+void linear_lora_intermediate(Recorder& recorder, const Linear& layer, const BufferRange& x, uint32_t rows,
+                              const LinearScratch& scratch);
+
 // Gradients for dy: (rows, out) fp32. dx: (rows, in) fp32, overwritten (or added to when
 // accumulate_dx); an empty dx range skips the input gradient. LoRA gradients and full-finetuning gradients are added to (accumulation).
 // x must be the input the forward saw; scratch.lora_t the t the forward saved.

@@ -207,7 +207,11 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows, scratch(a, Module::gate_proj));
   linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows, scratch(a, Module::up_proj));
   kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_);
-  if (!out) return;  // recomputation for the backward needs no output
+  if (!out) {
+    // Recomputation for the backward needs no output, only down_proj's LoRA intermediate.
+    linear_lora_intermediate(r, linear(layer, Module::down_proj), a.act, rows, scratch(a, Module::down_proj));
+    return;
+  }
   // out = mid + down_proj(act)
   linear_forward(r, linear(layer, Module::down_proj), a.act, *out, rows, scratch(a, Module::down_proj));
   kernels::axpby(r, a.mid, *out, rows * hidden_, 1.0f, 1.0f);

@@ -53,6 +53,16 @@ void RunMonitor::set_progress(int64_t step, double elapsed_seconds) {
   state_.version++;
 }
 
+void RunMonitor::clear_metrics() {
+  std::lock_guard lock(mutex_);
+  state_.steps.clear();
+  state_.evals.clear();
+  state_.kernels.clear();
+  state_.current_step = 0;
+  state_.current_elapsed = 0;
+  state_.version++;
+}
+
 RunSnapshot RunMonitor::snapshot() const {
   std::lock_guard lock(mutex_);
   return state_;
@@ -188,9 +198,10 @@ size_t MetricsFollower::poll() {
   if (!in) return 0;
   in.seekg(0, std::ios::end);
   uint64_t size = static_cast<uint64_t>(in.tellg());
-  if (size < offset_) {  // the file was replaced (a new run): start over
+  if (size < offset_) {  // the file was replaced (a new run or a resume that cut it): start over
     offset_ = 0;
     partial_line_.clear();
+    monitor_.clear_metrics();
   }
   if (size == offset_) return 0;
   in.seekg(static_cast<std::streamoff>(offset_));

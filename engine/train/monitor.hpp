@@ -84,6 +84,8 @@ class RunMonitor {
   void push_eval(const EvalMetrics& metrics);
   void set_kernels(std::vector<KernelTime> kernels);
   void set_progress(int64_t step, double elapsed_seconds);
+  // Forgets logged steps, evaluations and kernel times (a new run replaced the files followed).
+  void clear_metrics();
   RunSnapshot snapshot() const;
   uint64_t version() const;
 
