@@ -531,6 +531,10 @@ TEST_CASE("attention: odd direct-body blocks (rows, keys per step, dK/dV keys)")
     check_forward(in, what);
     check_backward(in, what);
   }
+  // head_dim 4: two 64-bit words per head vector, so six of the eight lanes hold only padding.
+  Inputs tiny = make_inputs(make_shape(2, 9, 9, 4, 2, 4), 1410);
+  check_forward(tiny, "head_dim 4");
+  check_backward(tiny, "head_dim 4");
 }
 
 TEST_CASE("attention: tensors aligned to 16 bytes only (narrower loads in the direct body)") {
