@@ -23,6 +23,7 @@ void register_builtin_kernel_benchmarks() {
   if (done) return;
   done = true;
   register_matmul_benchmarks();
+  register_attention_benchmarks();
   // Other kernel groups add their register_*_benchmarks() call here.
 }
 

@@ -78,5 +78,6 @@ double measure_copy_gbps(vk::Context& context, size_t bytes, int repeat);
 
 // Built-in rows, one function per kernel group.
 void register_matmul_benchmarks();
+void register_attention_benchmarks();
 
 }  // namespace vkt::bench

@@ -1,5 +1,8 @@
 // Attention kernels: causal grouped-query attention forward (online softmax) and backward
-// (dq, dk, dv), against the fp64 CPU reference, finite differences, and each other.
+// (dq, dk, dv), against the fp64 CPU reference, finite differences, and each other. Two shader
+// bodies: the device's own (direct on CPU drivers such as lavapipe, tiled on GPUs) runs every
+// case; the tiled one is also forced with its kill switch (as the GPU path), and the direct one
+// gets its production block sizes, forced odd ones, narrower loads and long sequences.
 //
 // Tolerances. Inputs are uniform in [-1.5, 1.5] and head_dim <= 256, so a score is a sum of at
 // most 256 fp32 products (relative rounding ~ sqrt(256) * 6e-8 ~ 1e-6) fed to fp32 exp2 (a few
@@ -10,11 +13,14 @@
 // drivers' exp2 and FMA contraction, while an indexing or masking bug errs by 1e-2 and more.
 #include <doctest/doctest.h>
 
-#include <cmath>
 #include <array>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <string>
 
+#include "engine/base/error.hpp"
 #include "engine/kernels/attention.hpp"
 #include "tests/kernel_harness.hpp"
 
@@ -86,11 +92,36 @@ struct ForwardResult {
   std::vector<float> o, lse;
 };
 
+// Bytes every head tensor (q, k, v, o, d_o, dq, dk, dv) starts into its buffer. 16 keeps the
+// kernels' 16-byte alignment but not 32, so the direct body has to use narrower loads.
+uint32_t tensor_shift = 0;
+
+// A device tensor of `values` placed tensor_shift bytes into its guarded buffer.
+struct HeadTensor {
+  Guarded buffer;
+  explicit HeadTensor(const std::vector<float>& values, const std::string& name)
+      : buffer(Guarded::of(with_prefix(values), name)) {}
+  explicit HeadTensor(size_t count, const std::string& name) : buffer(count * 4 + tensor_shift, name) {}
+  kernels::BufferRange range() const {
+    kernels::BufferRange full = buffer.range();
+    return {full.buffer, full.offset + tensor_shift, full.bytes - tensor_shift, full.address + tensor_shift};
+  }
+  std::vector<float> floats() const {
+    std::vector<float> all = buffer.floats();
+    return {all.begin() + tensor_shift / 4, all.end()};
+  }
+  static std::vector<float> with_prefix(const std::vector<float>& values) {
+    std::vector<float> padded(tensor_shift / 4, 0.0f);
+    padded.insert(padded.end(), values.begin(), values.end());
+    return padded;
+  }
+};
+
 // Runs kernels::attention_forward; split: pass a workspace when the shape splits over keys.
 ForwardResult gpu_forward(const Inputs& in, bool split = true) {
   const AttentionShape& s = in.shape;
-  Guarded q = Guarded::of(in.q, "q"), k = Guarded::of(in.k, "k"), v = Guarded::of(in.v, "v");
-  Guarded o(q_count(s) * 4, "o"), lse(stat_count(s) * 4, "lse");
+  HeadTensor q(in.q, "q"), k(in.k, "k"), v(in.v, "v"), o(q_count(s), "o");
+  Guarded lse(stat_count(s) * 4, "lse");
   SegmentBuffers segments(in);
   uint64_t workspace_bytes = kernels::attention_forward_workspace_bytes(s);
   Guarded workspace(std::max<uint64_t>(workspace_bytes, 16), "workspace");
@@ -99,7 +130,7 @@ ForwardResult gpu_forward(const Inputs& in, bool split = true) {
     kernels::attention_forward(r, q.range(), k.range(), v.range(), o.range(), lse.range(), s, segments.q_pointer(),
                                segments.kv_pointer(), split && workspace_bytes ? &workspace_range : nullptr);
   });
-  CHECK(o.guard_intact());
+  CHECK(o.buffer.guard_intact());
   CHECK(lse.guard_intact());
   CHECK(workspace.guard_intact());
   return {o.floats(), lse.floats()};
@@ -145,11 +176,10 @@ struct BackwardResult {
 BackwardResult gpu_backward(const Inputs& in, const std::vector<float>& d_o_values) {
   const AttentionShape& s = in.shape;
   ForwardResult forward = gpu_forward(in);
-  Guarded q = Guarded::of(in.q, "q"), k = Guarded::of(in.k, "k"), v = Guarded::of(in.v, "v");
-  Guarded o = Guarded::of(forward.o, "o"), lse = Guarded::of(forward.lse, "lse");
-  Guarded d_o = Guarded::of(d_o_values, "d_o");
+  HeadTensor q(in.q, "q"), k(in.k, "k"), v(in.v, "v"), o(forward.o, "o"), d_o(d_o_values, "d_o");
+  Guarded lse = Guarded::of(forward.lse, "lse");
   Guarded delta(stat_count(s) * 4, "delta");
-  Guarded dq(q_count(s) * 4, "dq"), dk(kv_count(s) * 4, "dk"), dv(kv_count(s) * 4, "dv");
+  HeadTensor dq(q_count(s), "dq"), dk(kv_count(s), "dk"), dv(kv_count(s), "dv");
   SegmentBuffers segments(in);
   context().run([&](vk::Recorder& r) {
     kernels::attention_backward(r, q.range(), k.range(), v.range(), o.range(), d_o.range(), lse.range(),
@@ -157,9 +187,9 @@ BackwardResult gpu_backward(const Inputs& in, const std::vector<float>& d_o_valu
                                 segments.kv_pointer());
   });
   CHECK(delta.guard_intact());
-  CHECK(dq.guard_intact());
-  CHECK(dk.guard_intact());
-  CHECK(dv.guard_intact());
+  CHECK(dq.buffer.guard_intact());
+  CHECK(dk.buffer.guard_intact());
+  CHECK(dv.buffer.guard_intact());
   return {dq.floats(), dk.floats(), dv.floats()};
 }
 
@@ -181,15 +211,50 @@ void check_backward(const Inputs& in, const std::string& what, uint32_t seed = 9
 }
 
 // Forces small tiles for the scope, so that small shapes cross many tile boundaries.
+// The direct body takes rows as its forward/dQ rows per workgroup, keys as its dK/dV keys per
+// workgroup, and direct_keys as its forward/dQ keys per loop iteration.
 struct ForcedTiles {
-  ForcedTiles(uint32_t rows, uint32_t keys, uint32_t threads, uint32_t keys_per_split = 0) {
+  ForcedTiles(uint32_t rows, uint32_t keys, uint32_t threads, uint32_t keys_per_split = 0, uint32_t direct_keys = 0) {
     kernels::AttentionOverride value;
     value.tiles = {rows, keys, threads};
     value.keys_per_split = keys_per_split;
+    value.direct_keys = direct_keys;
     kernels::attention_override_for_tests(value);
   }
   ~ForcedTiles() { kernels::attention_override_for_tests(std::nullopt); }
 };
+
+// Sets an environment variable for one scope (the kernels read their kill switches per call).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_) setenv(name_, old_->c_str(), 1);
+    else unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+struct ScopedShift {
+  explicit ScopedShift(uint32_t bytes) { tensor_shift = bytes; }
+  ~ScopedShift() { tensor_shift = 0; }
+};
+
+// Packed documents of `length` tokens (the last one shorter) in every sequence.
+std::vector<uint32_t> documents(uint32_t batch, uint32_t seq, uint32_t length) {
+  std::vector<uint32_t> ids;
+  for (uint32_t b = 0; b < batch; b++)
+    for (uint32_t i = 0; i < seq; i++) ids.push_back(b * 1000 + i / length);
+  return ids;
+}
 
 // Odd shapes: seq 1, 3, 17, 70; head_dim 8, 16, 20 (5 vec4: no power of two), 64, 128, 256;
 // q_heads 4 over kv_heads 4, 2, 1; batch 2.
@@ -400,6 +465,109 @@ TEST_CASE("attention_backward: deterministic (bitwise equal reruns)") {
   CHECK(std::memcmp(first.dq.data(), second.dq.data(), first.dq.size() * 4) == 0);
   CHECK(std::memcmp(first.dk.data(), second.dk.data(), first.dk.size() * 4) == 0);
   CHECK(std::memcmp(first.dv.data(), second.dv.data(), first.dv.size() * 4) == 0);
+}
+
+TEST_CASE("attention: the direct body runs on CPU drivers, and its kill switch restores the tiled one") {
+  const vk::Capabilities& caps = context().caps();
+  bool cpu_driver = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU && caps.min_subgroup_size == caps.max_subgroup_size;
+  {
+    ScopedEnv direct("VKT_DISABLE_ATTENTION_DIRECT", "0");
+    if (cpu_driver) CHECK(kernels::attention_uses_direct_body(context()));
+    if (caps.device_type != VK_PHYSICAL_DEVICE_TYPE_CPU) CHECK_FALSE(kernels::attention_uses_direct_body(context()));
+  }
+  ScopedEnv tiled("VKT_DISABLE_ATTENTION_DIRECT", "1");
+  CHECK_FALSE(kernels::attention_uses_direct_body(context()));
+}
+
+TEST_CASE("attention (tiled body, the GPU path): forward and backward") {
+  // The device's own body runs every other case; here the shared-memory tiled body is forced
+  // (a no-op on GPUs), with small tiles so that these shapes cross many tile boundaries: packed
+  // segments, a KV cache offset, fully masked rows, and split decode. One pipeline per pass
+  // (head_dim 16, 8x8 tiles) keeps this cheap on lavapipe; the whole suite also runs with
+  // VKT_DISABLE_ATTENTION_DIRECT=1, the automatic tiles included.
+  ScopedEnv tiled("VKT_DISABLE_ATTENTION_DIRECT", "1");
+  ForcedTiles forced(8, 8, 64);
+  Inputs packed = make_inputs(make_shape(2, 37, 37, 4, 2, 16), 1201);
+  packed.q_segments = packed_segments(37);
+  check_forward(packed, "tiled, packed");
+  check_backward(packed, "tiled, packed");
+  Inputs cached = make_inputs(make_shape(2, 5, 23, 8, 2, 16, 18), 1202);
+  check_forward(cached, "tiled, last 5 of 23");
+  check_backward(cached, "tiled, last 5 of 23");
+  Inputs masked = fully_masked_inputs();
+  check_forward(masked, "tiled, fully masked rows");
+  check_backward(masked, "tiled, fully masked rows");
+  ForcedTiles split(8, 8, 64, 64);
+  check_forward(make_inputs(make_shape(2, 1, 300, 8, 2, 16, 299), 1203), "tiled, split decode");
+}
+
+TEST_CASE("attention: production block sizes of a training step (packed sequences)") {
+  // The shape class the trainer runs (T=128 packed, GQA 4/2, head_dim 64): on lavapipe the
+  // direct body's automatic choice (forward 32 rows x 8 keys per step, dQ 32 x 4, dK/dV 16 keys),
+  // which the small shapes elsewhere do not reach.
+  Inputs in = make_inputs(make_shape(2, 128, 128, 4, 2, 64), 1300);
+  in.q_segments = documents(2, 128, 50);
+  check_forward(in, "training step, packed");
+  check_backward(in, "training step, packed");
+}
+
+TEST_CASE("attention: odd direct-body blocks (rows, keys per step, dK/dV keys)") {
+  // Forced (rows, dK/dV keys, forward/dQ keys per step): 32 rows = 4 rows per lane, 1 and 2
+  // keys per step, dK/dV blocks of 3 and 24 keys (not multiples of the subgroup size). On a GPU
+  // the same override picks tiled tiles instead, also valid.
+  struct Case {
+    AttentionShape shape;
+    uint32_t rows, keys, direct_keys;
+  };
+  uint32_t seed = 1400;
+  for (Case c : {Case{make_shape(2, 37, 37, 4, 2, 16), 32, 24, 2}, Case{make_shape(1, 19, 26, 6, 3, 20, 7), 16, 3, 1}}) {
+    Inputs in = make_inputs(c.shape, seed++);
+    if (c.shape.seq_q == c.shape.seq_kv) in.q_segments = packed_segments(37);
+    std::string what = describe(c.shape) + " rows " + std::to_string(c.rows) + " keys " + std::to_string(c.keys) +
+                       " step " + std::to_string(c.direct_keys);
+    bool tiled_valid = c.keys % 8 == 0 && c.keys <= 64;  // the tiled body takes 8..64 keys
+    if (!kernels::attention_uses_direct_body(context()) && !tiled_valid) continue;
+    ForcedTiles forced(c.rows, c.keys, 64, 0, c.direct_keys);
+    check_forward(in, what);
+    check_backward(in, what);
+  }
+  // head_dim 4: two 64-bit words per head vector, so six of the eight lanes hold only padding.
+  Inputs tiny = make_inputs(make_shape(2, 9, 9, 4, 2, 4), 1410);
+  check_forward(tiny, "head_dim 4");
+  check_backward(tiny, "head_dim 4");
+}
+
+TEST_CASE("attention: tensors aligned to 16 bytes only (narrower loads in the direct body)") {
+  ScopedShift shift(16);
+  Inputs in = make_inputs(make_shape(2, 17, 17, 4, 2, 64), 1500);
+  in.q_segments = packed_segments(17);
+  check_forward(in, "16-byte aligned");
+  check_backward(in, "16-byte aligned");
+}
+
+TEST_CASE("attention: long sequences (1024 tokens, decode over 3000 cached keys)") {
+  // Many iterations of every loop: lavapipe silently stops a shader's loops after ~65535
+  // iterations, and the online softmax rescales over hundreds of key blocks.
+  Inputs long_in = make_inputs(make_shape(1, 1024, 1024, 2, 1, 16), 1600);
+  check_forward(long_in, "1024 tokens");
+  check_backward(long_in, "1024 tokens");
+  // Decode: one new token over 3000 cached keys, split over workgroups and not.
+  Inputs decode = make_inputs(make_shape(2, 1, 3000, 8, 2, 16, 2999), 1601);
+  check_forward(decode, "decode over 3000 keys");
+  ForwardResult split = gpu_forward(decode, true), whole = gpu_forward(decode, false);
+  test::check_close(split.o, whole.o, forward_nmse, forward_max_abs, "decode split vs unsplit o");
+}
+
+TEST_CASE("attention: a key walk too long for the direct body is refused, not cut short") {
+  if (!kernels::attention_uses_direct_body(context())) return;  // the guard belongs to the direct body
+  // 600000 keys at 8 per loop iteration: more than llvmpipe's ~65535 iterations per shader.
+  AttentionShape shape = make_shape(1, 1, 600000, 1, 1, 4, 599999);
+  Guarded q(16, "q"), o(16, "o"), lse(16, "lse");
+  Guarded k(kv_count(shape) * 4, "k"), v(kv_count(shape) * 4, "v");
+  CHECK_THROWS_AS(context().run([&](vk::Recorder& r) {
+    kernels::attention_forward(r, q.range(), k.range(), v.range(), o.range(), lse.range(), shape);
+  }),
+                  UserError);
 }
 
 }  // TEST_SUITE

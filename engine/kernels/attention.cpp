@@ -4,6 +4,9 @@
 #include <array>
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
+#include <map>
+#include <mutex>
 #include <numbers>
 #include <string>
 #include <vector>
@@ -171,6 +174,94 @@ void check_shape(const AttentionShape& s) {
   VKT_ASSERT(s.scale > 0 && std::isfinite(s.scale), "attention: set shape.scale (usually 1/sqrt(head_dim))");
 }
 
+// Whether subgroupShuffle works in compute shaders, read once per physical device.
+bool supports_shuffle(vk::Context& context) {
+  static std::mutex mutex;
+  static std::map<VkPhysicalDevice, bool> known;
+  std::lock_guard lock(mutex);
+  auto [it, inserted] = known.try_emplace(context.physical_device(), false);
+  if (inserted) {
+    VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+    VkPhysicalDeviceProperties2 properties{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+    properties.pNext = &subgroup;
+    vkGetPhysicalDeviceProperties2(context.physical_device(), &properties);
+    it->second = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                 (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
+  }
+  return it->second;
+}
+
+// The direct bodies (shaders/attention_direct.glsl) want a CPU driver, where every load is one
+// scalar access per lane, and a fixed subgroup size: a workgroup is exactly one subgroup.
+uint32_t direct_subgroup_size(vk::Context& context) {
+  const vk::Capabilities& caps = context.caps();
+  bool direct = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU && caps.subgroup_size >= 4 &&
+                caps.subgroup_size <= 64 && caps.min_subgroup_size == caps.max_subgroup_size &&
+                supports_shuffle(context) && !env_set("VKT_DISABLE_ATTENTION_DIRECT");
+  return direct ? caps.subgroup_size : 0;
+}
+
+// Work of one workgroup of the direct bodies. The shaders keep everything in registers and
+// unroll their inner loops, so their size, and llvmpipe's compile time (which grows faster than
+// it), scale with block * keys * head_dim (forward, dQ) or block * head_dim (dK/dV).
+struct DirectConfig {
+  uint32_t block = 0;  // forward, dQ: query rows (a multiple of the subgroup size); dK/dV: keys
+  uint32_t keys = 0;   // forward, dQ: keys per loop iteration (at most the subgroup size)
+};
+
+// More rows (keys) per workgroup share each load of a key (row). Measured on lavapipe, head_dim
+// 64 and 128: forward and dQ gain up to 32 rows (16 -> 32: -20..30% time; 64: no gain), dK/dV up
+// to 16 keys (8 -> 16: -25..40%; 32: within noise). Keys per iteration matter less (forward
+// 8 -> 4: +10%), so they give way first to keep the shaders' size, and compile time, bounded.
+DirectConfig direct_config(uint32_t subgroup, AttentionPass pass, const AttentionShape& shape) {
+  uint64_t rows = uint64_t(group_of(shape)) * shape.seq_q;
+  uint32_t slots = (shape.head_dim / 2 + subgroup - 1) / subgroup;  // 64-bit words per lane and head vector
+  // lavapipe runs one workgroup per thread: a small problem takes smaller blocks, so that a
+  // many-core CPU gets work on every core (and the shader compiles faster).
+  constexpr uint64_t min_workgroups = 16;
+  uint64_t sequences_heads = uint64_t(shape.batch) * shape.kv_heads;
+  DirectConfig config{subgroup, subgroup};
+  if (forced) {
+    config.block = pass == AttentionPass::backward_dkdv ? forced->tiles.keys
+                                                         : std::max(subgroup, forced->tiles.rows / subgroup * subgroup);
+    if (forced->direct_keys) config.keys = std::min(forced->direct_keys, subgroup);
+  } else if (pass == AttentionPass::backward_dkdv) {
+    config.block = slots <= 8 ? 2 * subgroup : subgroup;
+    while (config.block > 4 && ceil_div(shape.seq_kv, config.block) * sequences_heads < min_workgroups) config.block /= 2;
+    while (config.block > 1 && config.block / 2 >= shape.seq_kv) config.block /= 2;
+  } else {
+    config.block = slots <= 8 ? 4 * subgroup : 2 * subgroup;
+    while (config.block > subgroup && ceil_div(rows, config.block) * sequences_heads < min_workgroups) config.block /= 2;
+    // Unrolled multiply-adds per lane and iteration (times two head vectors in the forward, three
+    // in dQ): 1024 for the forward, 512 for dQ.
+    uint32_t budget = (pass == AttentionPass::forward ? 128 : 64) * subgroup;
+    config.keys = std::clamp(budget / (config.block * slots), 1u, subgroup);
+  }
+  // llvmpipe silently leaves a shader's loops after ~65535 iterations in all: the direct bodies
+  // walk keys (forward, dQ: `keys` per iteration) or rows (dK/dV: a subgroup's worth).
+  uint64_t walk = pass == AttentionPass::backward_dkdv ? (rows + subgroup - 1) / subgroup
+                                                       : (shape.seq_kv + config.keys - 1) / config.keys;
+  if (walk > 60000)
+    throw UserError("attention: sequence too long for the CPU-driver attention shaders (" + std::to_string(walk) +
+                        " loop iterations; llvmpipe stops a shader after 65535)",
+                    "use shorter sequences, or set VKT_DISABLE_ATTENTION_DIRECT=1");
+  return config;
+}
+
+// 64-bit words per load in the direct shaders: 4 or 2 when they split the head vector
+// (head_dim / 2 words) and each lane's share of it evenly and every head tensor is aligned to
+// them, else 1. llvmpipe emits a loop over the lanes for every load; fewer, wider loads make
+// the shaders compile ~20% faster (and run a few % faster).
+uint32_t direct_words(uint32_t subgroup, uint32_t head_dim, std::initializer_list<BufferRange> tensors) {
+  uint32_t pairs = head_dim / 2, slots = (pairs + subgroup - 1) / subgroup;
+  for (uint32_t words : {4u, 2u}) {
+    bool aligned = true;
+    for (const BufferRange& tensor : tensors) aligned = aligned && tensor.address % (8 * words) == 0;
+    if (slots % words == 0 && pairs % words == 0 && aligned) return words;
+  }
+  return 1;
+}
+
 // The segment buffers the shaders read: (q, kv) addresses, or (0, 0) without segments.
 std::pair<uint64_t, uint64_t> segment_addresses(const AttentionShape& s, const BufferRange* q_segments,
                                                 const BufferRange* kv_segments, std::vector<BufferRange>& reads) {
@@ -183,6 +274,19 @@ std::pair<uint64_t, uint64_t> segment_addresses(const AttentionShape& s, const B
   reads.push_back(*q_segments);
   if (kv_segments) reads.push_back(*kv_segments);
   return {q_segments->address, kv.address};
+}
+
+float log2_scale(const AttentionShape& s) { return static_cast<float>(s.scale * std::numbers::log2e); }
+
+void check_backward_inputs(const BufferRange& q, const BufferRange& k, const BufferRange& v, const BufferRange& d_o,
+                           const BufferRange& lse, const BufferRange& delta, const AttentionShape& shape) {
+  check_shape(shape);
+  check_range(q, q_elements(shape) * 4, "q");
+  check_range(k, kv_elements(shape) * 4, "k");
+  check_range(v, kv_elements(shape) * 4, "v");
+  check_range(d_o, q_elements(shape) * 4, "d_o");
+  check_range(lse, stat_elements(shape) * 4, "lse");
+  check_range(delta, stat_elements(shape) * 4, "delta");
 }
 
 uint32_t row_tile_count(const AttentionShape& s, uint32_t rows) {
@@ -207,6 +311,8 @@ AttentionTiles attention_tiles(const vk::Capabilities& caps, AttentionPass pass,
 
 void attention_override_for_tests(std::optional<AttentionOverride> override_value) { forced = override_value; }
 
+bool attention_uses_direct_body(vk::Context& context) { return direct_subgroup_size(context) != 0; }
+
 void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                        const BufferRange& o, const BufferRange& lse, const AttentionShape& shape,
                        const BufferRange* q_segments, const BufferRange* kv_segments, const BufferRange* workspace) {
@@ -219,7 +325,6 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
   std::vector<BufferRange> reads{q, k, v};
   auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
 
-  TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::forward, shape);
   SplitPlan plan = forward_split(shape);
   if (!workspace) plan = unsplit(shape);
   BufferRange partial_o = o, partial_lse = lse;
@@ -239,13 +344,23 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
   } push{q.address,         k.address,           v.address,         partial_o.address,
          partial_lse.address, q_segment_address, kv_segment_address, shape.batch,
          shape.seq_q,        shape.seq_kv,        shape.q_heads,     shape.kv_heads,
-         shape.q_offset,     static_cast<float>(shape.scale * std::numbers::log2e), plan.keys_per_split};
+         shape.q_offset,     log2_scale(shape), plan.keys_per_split};
   static_assert(sizeof(push) == 88);
-  auto constants = specialization(tiles, shape.head_dim);
   VKT_ASSERT(uint64_t(shape.batch) * plan.splits <= 65535, "attention: too many splits");
-  recorder.dispatch(recorder.context().pipelines().get("attention_forward", constants), &push, sizeof push,
-                    row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch * plan.splits, reads,
-                    {partial_o, partial_lse}, "attention_forward");
+  auto& pipelines = recorder.context().pipelines();
+  if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
+    DirectConfig config = direct_config(subgroup, AttentionPass::forward, shape);
+    uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, partial_o});
+    const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
+    recorder.dispatch(pipelines.get("attention_forward_direct", constants), &push, sizeof push,
+                      row_tile_count(shape, config.block), shape.kv_heads, shape.batch * plan.splits, reads,
+                      {partial_o, partial_lse}, "attention_forward");
+  } else {
+    TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::forward, shape);
+    recorder.dispatch(pipelines.get("attention_forward", specialization(tiles, shape.head_dim)), &push, sizeof push,
+                      row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch * plan.splits, reads,
+                      {partial_o, partial_lse}, "attention_forward");
+  }
   if (plan.splits <= 1) return;
 
   struct {
@@ -254,8 +369,94 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
   } combine{partial_o.address, partial_lse.address, o.address,       lse.address, shape.batch,
             shape.seq_q,       shape.q_heads,       shape.head_dim / 4, plan.splits};
   Grid grid = grid_1d(q_elements(shape) / 4, 64);
-  recorder.dispatch(recorder.context().pipelines().get("attention_forward_combine"), &combine, sizeof combine,
+  recorder.dispatch(pipelines.get("attention_forward_combine"), &combine, sizeof combine,
                     grid.x, grid.y, 1, {partial_o, partial_lse}, {o, lse}, "attention_forward_combine");
+}
+
+void attention_backward_delta(Recorder& recorder, const BufferRange& o, const BufferRange& d_o,
+                              const BufferRange& delta, const AttentionShape& shape) {
+  check_shape(shape);
+  check_range(o, q_elements(shape) * 4, "o");
+  check_range(d_o, q_elements(shape) * 4, "d_o");
+  check_range(delta, stat_elements(shape) * 4, "delta");
+  struct {
+    uint64_t o, d_o, delta;
+    uint32_t batch, seq_q, q_heads, head_vec4s;
+  } push{o.address, d_o.address, delta.address, shape.batch, shape.seq_q, shape.q_heads, shape.head_dim / 4};
+  Grid grid = grid_1d(stat_elements(shape), 64);
+  const char* shader = direct_subgroup_size(recorder.context()) ? "attention_backward_delta_direct"
+                                                                 : "attention_backward_delta";
+  recorder.dispatch(recorder.context().pipelines().get(shader), &push, sizeof push, grid.x, grid.y, 1, {o, d_o},
+                    {delta}, "attention_backward_delta");
+}
+
+void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
+                             const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
+                             const BufferRange& dk, const BufferRange& dv, const AttentionShape& shape,
+                             const BufferRange* q_segments, const BufferRange* kv_segments) {
+  check_backward_inputs(q, k, v, d_o, lse, delta, shape);
+  check_range(dk, kv_elements(shape) * 4, "dk");
+  check_range(dv, kv_elements(shape) * 4, "dv");
+  std::vector<BufferRange> reads{q, k, v, d_o, lse, delta};
+  auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
+  struct {
+    uint64_t q, k, v, d_o, lse, delta, dk, dv, q_segments, kv_segments;
+    uint32_t batch, seq_q, seq_kv, q_heads, kv_heads, q_offset;
+    float scale, scale_log2;
+  } push{q.address,      k.address,     v.address,     d_o.address,        lse.address,
+         delta.address,  dk.address,    dv.address,    q_segment_address,  kv_segment_address,
+         shape.batch,    shape.seq_q,   shape.seq_kv,  shape.q_heads,      shape.kv_heads,
+         shape.q_offset, shape.scale,   log2_scale(shape)};
+  static_assert(sizeof(push) == 112);
+  auto& pipelines = recorder.context().pipelines();
+  if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
+    DirectConfig config = direct_config(subgroup, AttentionPass::backward_dkdv, shape);
+    uint32_t key_tiles = ceil_div(shape.seq_kv, config.block);
+    VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
+    uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dk, dv});
+    const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words};
+    recorder.dispatch(pipelines.get("attention_backward_dkdv_direct", constants), &push, sizeof push, key_tiles,
+                      shape.kv_heads, shape.batch, reads, {dk, dv}, "attention_backward_dkdv");
+    return;
+  }
+  TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dkdv, shape);
+  uint32_t key_tiles = ceil_div(shape.seq_kv, tiles.keys);
+  VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
+  recorder.dispatch(pipelines.get("attention_backward_dkdv", specialization(tiles, shape.head_dim)), &push,
+                    sizeof push, key_tiles, shape.kv_heads, shape.batch, reads, {dk, dv},
+                    "attention_backward_dkdv");
+}
+
+void attention_backward_dq(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
+                           const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
+                           const BufferRange& dq, const AttentionShape& shape, const BufferRange* q_segments,
+                           const BufferRange* kv_segments) {
+  check_backward_inputs(q, k, v, d_o, lse, delta, shape);
+  check_range(dq, q_elements(shape) * 4, "dq");
+  std::vector<BufferRange> reads{q, k, v, d_o, lse, delta};
+  auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
+  struct {
+    uint64_t q, k, v, d_o, lse, delta, dq, q_segments, kv_segments;
+    uint32_t batch, seq_q, seq_kv, q_heads, kv_heads, q_offset;
+    float scale, scale_log2;
+  } push{q.address,     k.address,          v.address,          d_o.address,  lse.address,
+         delta.address, dq.address,         q_segment_address,  kv_segment_address,
+         shape.batch,   shape.seq_q,        shape.seq_kv,       shape.q_heads, shape.kv_heads,
+         shape.q_offset, shape.scale,       log2_scale(shape)};
+  static_assert(sizeof(push) == 104);
+  auto& pipelines = recorder.context().pipelines();
+  if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
+    DirectConfig config = direct_config(subgroup, AttentionPass::backward_dq, shape);
+    uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dq});
+    const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
+    recorder.dispatch(pipelines.get("attention_backward_dq_direct", constants), &push, sizeof push,
+                      row_tile_count(shape, config.block), shape.kv_heads, shape.batch, reads, {dq}, "attention_backward_dq");
+    return;
+  }
+  TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dq, shape);
+  recorder.dispatch(pipelines.get("attention_backward_dq", specialization(tiles, shape.head_dim)), &push,
+                    sizeof push, row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch, reads, {dq},
+                    "attention_backward_dq");
 }
 
 void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
@@ -263,60 +464,9 @@ void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRa
                         const BufferRange& delta, const BufferRange& dq, const BufferRange& dk,
                         const BufferRange& dv, const AttentionShape& shape, const BufferRange* q_segments,
                         const BufferRange* kv_segments) {
-  check_shape(shape);
-  check_range(q, q_elements(shape) * 4, "q");
-  check_range(k, kv_elements(shape) * 4, "k");
-  check_range(v, kv_elements(shape) * 4, "v");
-  check_range(o, q_elements(shape) * 4, "o");
-  check_range(d_o, q_elements(shape) * 4, "d_o");
-  check_range(lse, stat_elements(shape) * 4, "lse");
-  check_range(delta, stat_elements(shape) * 4, "delta");
-  check_range(dq, q_elements(shape) * 4, "dq");
-  check_range(dk, kv_elements(shape) * 4, "dk");
-  check_range(dv, kv_elements(shape) * 4, "dv");
-  auto& pipelines = recorder.context().pipelines();
-
-  struct {
-    uint64_t o, d_o, delta;
-    uint32_t batch, seq_q, q_heads, head_vec4s;
-  } delta_push{o.address, d_o.address, delta.address, shape.batch, shape.seq_q, shape.q_heads, shape.head_dim / 4};
-  Grid grid = grid_1d(stat_elements(shape), 64);
-  recorder.dispatch(pipelines.get("attention_backward_delta"), &delta_push, sizeof delta_push, grid.x, grid.y, 1,
-                    {o, d_o}, {delta}, "attention_backward_delta");
-
-  std::vector<BufferRange> reads{q, k, v, d_o, lse, delta};
-  auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
-  float scale_log2 = static_cast<float>(shape.scale * std::numbers::log2e);
-
-  struct {
-    uint64_t q, k, v, d_o, lse, delta, dk, dv, q_segments, kv_segments;
-    uint32_t batch, seq_q, seq_kv, q_heads, kv_heads, q_offset;
-    float scale, scale_log2;
-  } dkdv_push{q.address,      k.address,     v.address,     d_o.address,        lse.address,
-              delta.address,  dk.address,    dv.address,    q_segment_address,  kv_segment_address,
-              shape.batch,    shape.seq_q,   shape.seq_kv,  shape.q_heads,      shape.kv_heads,
-              shape.q_offset, shape.scale,   scale_log2};
-  static_assert(sizeof(dkdv_push) == 112);
-  TileConfig dkdv_tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dkdv, shape);
-  uint32_t key_tiles = ceil_div(shape.seq_kv, dkdv_tiles.keys);
-  VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
-  recorder.dispatch(pipelines.get("attention_backward_dkdv", specialization(dkdv_tiles, shape.head_dim)), &dkdv_push,
-                    sizeof dkdv_push, key_tiles, shape.kv_heads, shape.batch, reads,
-                    {dk, dv}, "attention_backward_dkdv");
-
-  struct {
-    uint64_t q, k, v, d_o, lse, delta, dq, q_segments, kv_segments;
-    uint32_t batch, seq_q, seq_kv, q_heads, kv_heads, q_offset;
-    float scale, scale_log2;
-  } dq_push{q.address,     k.address,          v.address,          d_o.address,  lse.address,
-            delta.address, dq.address,         q_segment_address,  kv_segment_address,
-            shape.batch,   shape.seq_q,        shape.seq_kv,       shape.q_heads, shape.kv_heads,
-            shape.q_offset, shape.scale,       scale_log2};
-  static_assert(sizeof(dq_push) == 104);
-  TileConfig dq_tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dq, shape);
-  recorder.dispatch(pipelines.get("attention_backward_dq", specialization(dq_tiles, shape.head_dim)), &dq_push,
-                    sizeof dq_push, row_tile_count(shape, dq_tiles.rows), shape.kv_heads, shape.batch, reads, {dq},
-                    "attention_backward_dq");
+  attention_backward_delta(recorder, o, d_o, delta, shape);
+  attention_backward_dkdv(recorder, q, k, v, d_o, lse, delta, dk, dv, shape, q_segments, kv_segments);
+  attention_backward_dq(recorder, q, k, v, d_o, lse, delta, dq, shape, q_segments, kv_segments);
 }
 
 }  // namespace vkt::kernels

@@ -59,7 +59,31 @@ void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRa
                         const BufferRange& dv, const AttentionShape& shape, const BufferRange* q_segments = nullptr,
                         const BufferRange* kv_segments = nullptr);
 
-// Tile sizes as chosen from the device's shared memory (for benchmarks and tests).
+// The three passes attention_backward records, in this order (for benchmarks, which time each
+// alone; they take attention_backward's arguments).
+//   delta = rowsum(d_o ∘ o)                  (written; read by the two others)
+//   dk, dv from q, k, v, d_o, lse, delta     (dk, dv written)
+//   dq from q, k, v, d_o, lse, delta         (dq written)
+void attention_backward_delta(Recorder& recorder, const BufferRange& o, const BufferRange& d_o,
+                              const BufferRange& delta, const AttentionShape& shape);
+void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
+                             const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
+                             const BufferRange& dk, const BufferRange& dv, const AttentionShape& shape,
+                             const BufferRange* q_segments = nullptr, const BufferRange* kv_segments = nullptr);
+void attention_backward_dq(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
+                           const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
+                           const BufferRange& dq, const AttentionShape& shape, const BufferRange* q_segments = nullptr,
+                           const BufferRange* kv_segments = nullptr);
+
+// Two bodies, picked per device at the first call (like the matmul's):
+// - tiled (GPUs): workgroups of 64-128 threads stage Q/K/V tiles through shared memory;
+// - direct (CPU drivers such as lavapipe, with a fixed subgroup size and subgroup shuffles): one
+//   subgroup per workgroup, no shared memory, head vectors split over the lanes in registers
+//   (shaders/attention_direct.glsl). VKT_DISABLE_ATTENTION_DIRECT=1 forces the tiled body.
+// Both keep every semantic above and are deterministic; their results differ in rounding only.
+bool attention_uses_direct_body(vk::Context& context);
+
+// Tile sizes of the tiled body as chosen from the device's shared memory (for benchmarks and tests).
 struct AttentionTiles {
   uint32_t rows = 0;     // query rows per workgroup (rows of all q heads of a kv group, query-major)
   uint32_t keys = 0;     // keys per tile
@@ -70,10 +94,14 @@ AttentionTiles attention_tiles(const vk::Capabilities& caps, AttentionPass pass,
 
 // Tests only: forces tiles (rows, keys: 8, 16, 32 or 64; threads 64 or 128) so that small shapes
 // cross many tile boundaries, and the forward's keys per split (a multiple of 64; 0: the usual
-// choice). nullopt restores the automatic choice.
+// choice). The direct body takes tiles.rows as its forward/dQ rows per workgroup (rounded down
+// to a multiple of the subgroup size), tiles.keys as its dK/dV keys per workgroup, and
+// direct_keys as the forward/dQ keys per loop iteration (at most the subgroup size; 0: the
+// subgroup size). nullopt restores the automatic choice.
 struct AttentionOverride {
   AttentionTiles tiles;
   uint32_t keys_per_split = 0;
+  uint32_t direct_keys = 0;
 };
 void attention_override_for_tests(std::optional<AttentionOverride> override_value);
 
