@@ -2,14 +2,15 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "engine/base/files.hpp"
 
 namespace vkt {
 
-ProgressBar::ProgressBar(std::string label, int64_t total)
-    : label_(std::move(label)), total_(total > 0 ? total : 1), is_terminal_(isatty(fileno(stderr))),
+ProgressBar::ProgressBar(std::string label, int64_t total, int64_t first_done)
+    : label_(std::move(label)), total_(total > 0 ? total : 1), first_done_(first_done), is_terminal_(isatty(fileno(stderr))),
       start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
 
 ProgressBar::~ProgressBar() {
@@ -41,7 +42,8 @@ void ProgressBar::draw(int64_t done, const std::string& extra, bool force_line) 
   double fraction = static_cast<double>(done) / static_cast<double>(total_);
   if (fraction > 1) fraction = 1;
   double elapsed = elapsed_seconds();
-  double eta = done > 0 ? elapsed * (1.0 - fraction) / fraction : -1;
+  int64_t done_here = done - first_done_;
+  double eta = done_here > 0 ? elapsed * static_cast<double>(total_ - std::min(done, total_)) / static_cast<double>(done_here) : -1;
   constexpr int width = 24;
   int filled = static_cast<int>(fraction * width);
   std::string bar(static_cast<size_t>(filled), '#');

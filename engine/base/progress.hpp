@@ -9,7 +9,9 @@ namespace vkt {
 
 class ProgressBar {
  public:
-  ProgressBar(std::string label, int64_t total);
+  // first_done: where this run starts (a resumed run starts past 0); the ETA uses only the rate of
+  // the work done since.
+  ProgressBar(std::string label, int64_t total, int64_t first_done = 0);
   ~ProgressBar();
   // Sets the position and an extra text shown after the bar (e.g. "loss 2.31 lr 1e-4").
   void update(int64_t done, const std::string& extra = {});
@@ -22,6 +24,7 @@ class ProgressBar {
   void draw(int64_t done, const std::string& extra, bool force_line);
   std::string label_;
   int64_t total_;
+  int64_t first_done_;
   bool is_terminal_;
   bool finished_ = false;
   std::chrono::steady_clock::time_point start_;

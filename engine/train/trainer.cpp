@@ -498,7 +498,7 @@ TrainSummary TrainingRun::run() {
   auto previous = std::signal(SIGINT, on_interrupt);
   interrupted = false;
   started_ = std::chrono::steady_clock::now();
-  ProgressBar bar("train", max_steps_);
+  ProgressBar bar("train", max_steps_, start);
   RunState final_state = RunState::finished;
   int64_t step = start;
   try {
