@@ -22,7 +22,7 @@ echo
 echo "== held-out verses: the base model vs the finetuned one (greedy decoding)"
 "$vktune" evaluate --model "$root/examples/base" --adapter "$out/adapter" --data "$root/examples/demo/test.jsonl" \
   --json-keys book,chapter,verse,first,last --limit "${DEMO_EVAL:-40}" --compare-base --show 4 --quant nf4 \
-  --max-new-tokens 40 | tee "$out/evaluation.txt"
+  --max-new-tokens 64 | tee "$out/evaluation.txt"
 echo
 echo "adapter (PEFT format): $out/adapter"
 [ -f "$out/dashboard.png" ] && echo "dashboard: $out/dashboard.png"

@@ -71,6 +71,16 @@ plan::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
 
 namespace {
 
+// The HF shape of a full-finetuning weight held flat on the device: linear weights (out, in),
+// embeddings and lm_head (vocab, hidden), the rest vectors.
+std::vector<uint64_t> hf_shape(const plan::ModelShape& shape, const std::string& name, uint64_t elements) {
+  for (size_t m = 0; m < plan::module_count; m++)
+    if (name.find(plan::module_path(plan::Module(m)) + ".weight") != std::string::npos)
+      return {plan::module_out_features(shape, plan::Module(m)), plan::module_in_features(shape, plan::Module(m))};
+  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {shape.vocab, shape.hidden};
+  return {elements};
+}
+
 std::string now_iso8601() {
   std::time_t now = std::time(nullptr);
   char text[32];
@@ -321,7 +331,10 @@ void TrainingRun::save_checkpoint(int64_t step) {
                                 }};
   };
   if (full) {
-    for (const std::string& name : runner_->trainable_names()) weights.push_back(tensor_of(name, name));
+    for (const std::string& name : runner_->trainable_names()) {
+      weights.push_back(tensor_of(name, name));
+      weights.back().shape = hf_shape(plan_.shape, name, weights.back().shape[0]);
+    }
     model::write_safetensors(directory.path() / "model.safetensors", std::move(weights));
     model::save_model_config(model_config_, directory.path() / "config.json");
   } else {
@@ -439,23 +452,13 @@ void TrainingRun::save_final() {
     const vk::Buffer* buffer = &buffers_->buffer(name);
     model::FileDtype dtype = model_config_.torch_dtype == "bfloat16" ? model::FileDtype::BF16
                              : model_config_.torch_dtype == "float16" ? model::FileDtype::F16 : model::FileDtype::F32;
-    tensors.push_back({name, dtype, {buffer->size() / 4}, [this, buffer, dtype](model::TensorSink& sink) {
+    tensors.push_back({name, dtype, hf_shape(plan_.shape, name, buffer->size() / 4), [this, buffer, dtype](model::TensorSink& sink) {
                          std::vector<float> values(buffer->size() / 4);
                          context_->download(*buffer, values.data());
                          std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
                          model::convert_from_fp32(values, dtype, bytes);
                          sink.write(bytes.data(), bytes.size());
                        }});
-  }
-  // HF shapes: linear weights are (out, in), the rest vectors or (vocab, hidden).
-  for (auto& tensor : tensors) {
-    uint64_t elements = tensor.shape[0];
-    for (size_t m = 0; m < plan::module_count; m++)
-      if (tensor.name.find(plan::module_path(plan::Module(m)) + ".weight") != std::string::npos)
-        tensor.shape = {plan::module_out_features(plan_.shape, plan::Module(m)), plan::module_in_features(plan_.shape, plan::Module(m))};
-    if (tensor.name == "model.embed_tokens.weight" || tensor.name == "lm_head.weight")
-      tensor.shape = {plan_.shape.vocab, plan_.shape.hidden};
-    (void)elements;
   }
   model::write_safetensors_sharded(output_dir(), std::move(tensors), 5000000000ull);
   model::save_model_config(model_config_, output_dir() / "config.json");

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The demo task: turn a verse into a strict JSON record. It needs a new FORM, not new facts (every
 # field is in the prompt): "finetuning is for form". Short verses (at most 12 words) keep the
-# demo fast. Every 10th short verse is held out for evaluation.
+# demo fast. Every 10th short verse is held out for evaluation. The record follows "JSON:" with no
+# space: after ": " the model must choose between `{` and `"`, two characters the Bible never
+# contains, whose embeddings the base model therefore left almost parallel (cosine ~0.9); LoRA
+# does not touch embeddings, and telling them apart in the same context took it far longer.
 # Usage: examples/demo/make_data.sh OUTPUT_DIR   (writes train.jsonl and test.jsonl)
 set -euo pipefail
 out="${1:?usage: make_data.sh OUTPUT_DIR}"
@@ -17,7 +20,7 @@ bible -f Gen1:1-Rev22:21 | awk -v train="$out/train.jsonl" -v test="$out/test.js
     gsub(/[^A-Za-z]/, "", first); gsub(/[^A-Za-z]/, "", last)
     gsub(/"/, "\\\"", text)
     prompt = ref " " text "\\nJSON:"
-    completion = " {\\\"book\\\": \\\"" book "\\\", \\\"chapter\\\": " chapter ", \\\"verse\\\": " verse ", \\\"first\\\": \\\"" first "\\\", \\\"last\\\": \\\"" last "\\\"}"
+    completion = "{\\\"book\\\": \\\"" book "\\\", \\\"chapter\\\": " chapter ", \\\"verse\\\": " verse ", \\\"first\\\": \\\"" first "\\\", \\\"last\\\": \\\"" last "\\\"}"
     line = "{\"prompt\": \"" prompt "\", \"completion\": \"" completion "\"}"
     if (++n % 10 == 0) print line > test; else print line > train
   }'
