@@ -96,6 +96,9 @@ void add_evaluate_command(CLI::App& app) {
                   tuned ? percent(tuned->form_rate).c_str() : "");
     std::printf("%-34s %10s %10s\n", options.json_keys.empty() ? "content: exact match" : "content: every field right",
                 base ? percent(base->content_rate).c_str() : "", tuned ? percent(tuned->content_rate).c_str() : "");
+    if (!options.json_keys.empty())
+      std::printf("%-34s %10s %10s\n", "fields right (of all keys)", base ? percent(base->field_rate).c_str() : "",
+                  tuned ? percent(tuned->field_rate).c_str() : "");
     std::printf("(%zu examples)\n", any.examples.size());
   });
 }

@@ -252,14 +252,20 @@ TEST_CASE("evaluate: form is JSON with every key, content every field right") {
 and more text)", reference, keys, form, content);
   CHECK(form);  // key order and a continuation after the first line do not matter
   CHECK(content);
-  train::score_output(R"( {"book": "Ex", "chapter": 1})", reference, keys, form, content);
+  size_t fields = 9;
+  train::score_output(R"( {"book": "Ex", "chapter": 1})", reference, keys, form, content, &fields);
   CHECK(form);
   CHECK_FALSE(content);
-  train::score_output(R"( {"book": "Ge"})", reference, keys, form, content);
+  CHECK(fields == 1);
+  train::score_output(R"( {"book": "Ge"})", reference, keys, form, content, &fields);
   CHECK_FALSE(form);
-  train::score_output("In the beginning God created", reference, keys, form, content);
+  CHECK(fields == 1);  // a field right counts even when the record lacks a key
+  train::score_output(R"( {"book": "Ge", "chapter": "1"})", reference, keys, form, content, &fields);
+  CHECK(fields == 1);  // "1" is not 1
+  train::score_output("In the beginning God created", reference, keys, form, content, &fields);
   CHECK_FALSE(form);
   CHECK_FALSE(content);
+  CHECK(fields == 0);
   train::score_output("  yes ", "yes", {}, form, content);
   CHECK(content);
 }

@@ -20,8 +20,9 @@ std::string trim(const std::string& text) {
 }  // namespace
 
 void score_output(const std::string& output, const std::string& reference, const std::vector<std::string>& keys,
-                  bool& form_ok, bool& content_ok) {
+                  bool& form_ok, bool& content_ok, size_t* fields_right) {
   form_ok = content_ok = false;
+  if (fields_right) *fields_right = 0;
   if (keys.empty()) {
     form_ok = true;
     content_ok = trim(output) == trim(reference);
@@ -37,6 +38,9 @@ void score_output(const std::string& output, const std::string& reference, const
     return;
   }
   if (!produced.is_object()) return;
+  if (fields_right)
+    for (const std::string& key : keys)
+      *fields_right += produced.contains(key) && expected.contains(key) && produced[key] == expected[key];
   for (const std::string& key : keys)
     if (!produced.contains(key)) return;
   form_ok = true;
@@ -64,7 +68,7 @@ GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationE
   for (int64_t id : config.eos_token_ids) sampling.stop_ids.push_back(static_cast<uint32_t>(id));
   if (auto eos = tokenizer.eos_id()) sampling.stop_ids.push_back(*eos);
   GenerationEvalResult result;
-  size_t form = 0, content = 0, done = 0;
+  size_t form = 0, content = 0, fields = 0, done = 0;
   for (const ParsedExample& example : examples) {
     if (example.format != ExampleFormat::prompt_completion)
       throw UserError(options.data.string() + ":" + std::to_string(example.line) + ": evaluation needs prompt/completion lines",
@@ -75,7 +79,8 @@ GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationE
     std::vector<uint32_t> prompt = tokenizer.encode(out.prompt, true);
     std::vector<uint32_t> ids = generator.generate(prompt, sampling);
     out.output = tokenizer.decode(ids, true);
-    score_output(out.output, out.reference, options.json_keys, out.form_ok, out.content_ok);
+    score_output(out.output, out.reference, options.json_keys, out.form_ok, out.content_ok, &out.fields_right);
+    fields += out.fields_right;
     form += out.form_ok;
     content += out.content_ok;
     result.examples.push_back(std::move(out));
@@ -84,6 +89,7 @@ GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationE
   double count = static_cast<double>(std::max<size_t>(1, result.examples.size()));
   result.form_rate = options.json_keys.empty() ? -1 : double(form) / count;
   result.content_rate = double(content) / count;
+  result.field_rate = options.json_keys.empty() ? -1 : double(fields) / (count * double(options.json_keys.size()));
   return result;
 }
 
