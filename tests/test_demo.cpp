@@ -24,7 +24,7 @@ TEST_CASE("demo: a short QLoRA run on examples/base raises the form metric on he
   config.data = (demo / "train.jsonl").string();
   config.output_dir = test::temp_dir("demo-adapter").string();
   config.headless = true;
-  config.max_steps = 60;  // the demo runs the YAML's steps; this is enough for the form to appear
+  config.max_steps = 120;  // the demo runs the YAML's 200 steps
   config.logging_steps = config.max_steps;
   train::train(config);
 
