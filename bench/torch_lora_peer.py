@@ -26,7 +26,7 @@ torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 
 cfg = reference.Config(json.load(open(os.path.join(args.model, "config.json"))))
-weights = {k: torch.tensor(v) for k, v in golden_io.read_safetensors(os.path.join(args.model, "model.safetensors")).items()}
+weights = {k: torch.tensor(v) for k, v in golden_io.read_safetensors(os.path.join(args.model, "model.safetensors"))[0].items()}
 lora = {}
 for i in range(cfg.layers):
     for module, (out, inp) in cfg.linear_shapes().items():

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Training throughput of vktune (LoRA and QLoRA, r=16 on all linear layers) on a ~10M-parameter
 # Llama (bench/configs/llama-10m.json), against PyTorch CPU running the same LoRA step on the same
-# model in the same run (bench/torch_lora_peer.py; needs Debian's python3-torch). Prints tokens/s
+# model in the same run (bench/torch_lora_peer.py; needs Debian's python3-torch, and libopenblas0-pthread:
+# with Debian's default reference BLAS PyTorch multiplies at ~6 GFLOP/s instead of ~100). Prints tokens/s
 # and the ratio vktune / PyTorch. Usage: bench/train_throughput.sh [WORK_DIR]
 set -euo pipefail
+update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep -q "^Value: .*openblas" ||
+  echo "note: libblas.so.3 is not OpenBLAS; the PyTorch peer will be ~15x slower than it should (apt-get install libopenblas0-pthread)" >&2
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-$root/build/bench-train}"
 vktune="${VKTUNE:-$root/build/vktune}"
@@ -26,7 +29,8 @@ lora=$(run lora)
 qlora=$(run qlora)
 torch=$(/usr/bin/python3 "$root/bench/torch_lora_peer.py" "$work/model" --rank 16 --batch 8 --seq 128 --steps "$steps" \
   | sed 's/.*"tokens_per_sec": \([0-9.]*\).*/\1/')
-params=$("$vktune" plan --model "$work/model" --max-length 128 --json 2>/dev/null | grep '"total"' | head -1 | tr -dc '0-9')
+params=$("$vktune" plan --model "$work/model" --max-length 128 --json 2>/dev/null |
+  /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["parameters"]["total"])')
 printf "model: %s parameters (bench/configs/llama-10m.json), batch 8 x 128 tokens, LoRA r=16 on all linear layers\n" "$params"
 printf "%-26s %12s %10s\n" "trainer" "tokens/s" "vs torch"
 printf "%-26s %12.0f %10.2f\n" "vktune LoRA (fp32 base)" "$lora" "$(awk "BEGIN { print $lora / $torch }")"
