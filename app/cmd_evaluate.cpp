@@ -2,7 +2,6 @@
 // with the required keys) and content (fields equal to the reference); with --compare-base the
 // base model alone is scored too and a few answers are shown side by side.
 #include <cstdio>
-#include <map>
 
 #include "app/commands.hpp"
 #include "engine/base/error.hpp"
@@ -47,16 +46,14 @@ void add_evaluate_command(CLI::App& app) {
   command->add_option("--quant", o.quant, "base format on load: none | nf4 | int8 | int4 | int4-asym");
   command->add_option("--device", o.device, "Vulkan device index");
   command->callback([] {
-    static const std::map<std::string, kernels::WeightFormat> formats = {
-        {"none", kernels::WeightFormat::f32}, {"nf4", kernels::WeightFormat::nf4}, {"int8", kernels::WeightFormat::int8},
-        {"int4", kernels::WeightFormat::int4}, {"int4-asym", kernels::WeightFormat::int4_asym}};
-    if (!formats.count(o.quant)) throw UserError("--quant '" + o.quant + "' is not supported", "none, nf4, int8, int4, int4-asym");
+    std::optional<kernels::WeightFormat> quant = kernels::weight_format_from_quant_name(o.quant);
+    if (!quant) throw UserError("--quant '" + o.quant + "' is not supported", "none, nf4, int8, int4, int4-asym");
     train::GenerationEvalOptions options;
     options.model = o.model;
     options.data = o.data;
     options.limit = o.limit;
     options.max_new_tokens = o.max_new_tokens;
-    options.base_format = formats.at(o.quant);
+    options.base_format = *quant;
     for (size_t start = 0; start < o.keys.size();) {
       size_t end = o.keys.find(',', start);
       if (end == std::string::npos) end = o.keys.size();

@@ -1,7 +1,6 @@
 // `vktune generate`: text from a model (and optionally a PEFT adapter) with a KV cache; greedy
 // when --temperature is 0, else temperature / top-k / top-p sampling with --seed.
 #include <cstdio>
-#include <map>
 
 #include "app/commands.hpp"
 #include "engine/base/error.hpp"
@@ -33,10 +32,8 @@ void add_generate_command(CLI::App& app) {
   command->add_option("--max-tokens", o.max_tokens, "KV cache length (prompt + new tokens)");
   command->add_option("--device", o.device, "Vulkan device index");
   command->callback([] {
-    static const std::map<std::string, kernels::WeightFormat> formats = {
-        {"none", kernels::WeightFormat::f32}, {"nf4", kernels::WeightFormat::nf4}, {"int8", kernels::WeightFormat::int8},
-        {"int4", kernels::WeightFormat::int4}, {"int4-asym", kernels::WeightFormat::int4_asym}};
-    if (!formats.count(o.quant)) throw UserError("--quant '" + o.quant + "' is not supported", "none, nf4, int8, int4, int4-asym");
+    std::optional<kernels::WeightFormat> quant = kernels::weight_format_from_quant_name(o.quant);
+    if (!quant) throw UserError("--quant '" + o.quant + "' is not supported", "none, nf4, int8, int4, int4-asym");
     if (o.dtype != "fp32" && o.dtype != "fp16" && o.dtype != "bf16")
       throw UserError("--dtype '" + o.dtype + "' is not supported", "fp32, fp16 or bf16");
     model::Tokenizer tokenizer = model::Tokenizer::load(o.model);
@@ -48,7 +45,7 @@ void add_generate_command(CLI::App& app) {
     options.model = o.model;
     if (!o.adapter.empty()) options.adapter = std::filesystem::path(o.adapter);
     options.dtype = o.dtype == "fp16" ? kernels::DType::f16 : o.dtype == "bf16" ? kernels::DType::bf16 : kernels::DType::f32;
-    options.base_format = formats.at(o.quant);
+    options.base_format = *quant;
     if (options.base_format == kernels::WeightFormat::f32)
       options.base_format = options.dtype == kernels::DType::f16 ? kernels::WeightFormat::f16
                             : options.dtype == kernels::DType::bf16 ? kernels::WeightFormat::bf16 : kernels::WeightFormat::f32;

@@ -1,9 +1,21 @@
 #include "tests/support.hpp"
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 
 namespace vkt::test {
+
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+  if (const char* old = std::getenv(name)) old_ = old;
+  if (value) setenv(name, value, 1);
+  else unsetenv(name);
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (old_) setenv(name_.c_str(), old_->c_str(), 1);
+  else unsetenv(name_.c_str());
+}
 
 namespace {
 std::unique_ptr<vk::Context> shared_context;

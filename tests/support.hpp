@@ -3,6 +3,7 @@
 // is set, as ctest sets it), random data, and comparison helpers that report NMSE and max-abs.
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -13,6 +14,21 @@
 namespace vkt::test {
 
 vk::Context& context();
+
+// Sets an environment variable for one scope and restores what was there (kernels read their
+// kill switches and VKT_ROW_THREADS when they record). A null or empty value unsets it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ScopedEnv(const char* name, const std::string& value) : ScopedEnv(name, value.empty() ? nullptr : value.c_str()) {}
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
 // The `--op NAME` filter of the kernel suite (empty: all ops).
 const std::string& op_filter();
 bool op_selected(const std::string& op);

@@ -28,6 +28,7 @@ using namespace vkt;
 using kernels::AttentionShape;
 using test::context;
 using test::Guarded;
+using test::ScopedEnv;
 
 namespace {
 
@@ -222,25 +223,6 @@ struct ForcedTiles {
     kernels::attention_override_for_tests(value);
   }
   ~ForcedTiles() { kernels::attention_override_for_tests(std::nullopt); }
-};
-
-// Sets an environment variable for one scope (the kernels read their kill switches per call).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (old_) setenv(name_, old_->c_str(), 1);
-    else unsetenv(name_);
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
 };
 
 struct ScopedShift {

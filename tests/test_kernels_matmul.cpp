@@ -22,6 +22,7 @@
 #include "tests/kernel_harness.hpp"
 
 using namespace vkt;
+using test::ScopedEnv;
 using kernels::DType;
 using vkt::test::context;
 using vkt::test::Guarded;
@@ -31,25 +32,6 @@ namespace {
 enum class Form { nt, nn, tn };
 
 const char* form_name(Form form) { return form == Form::nt ? "matmul_nt" : form == Form::nn ? "matmul_nn" : "matmul_tn"; }
-
-// Sets an environment variable for one scope (the kernels read their kill switches per call).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (old_) setenv(name_, old_->c_str(), 1);
-    else unsetenv(name_);
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 float round_to(float value, DType type) {
   if (type == DType::f16) return half_to_float(float_to_half(value));

@@ -30,6 +30,7 @@
 #include "ui/window.hpp"
 
 using namespace vkt;
+using test::ScopedEnv;
 
 namespace {
 
@@ -237,25 +238,6 @@ class Xvfb {
 
  private:
   pid_t pid_ = -1;
-};
-
-// Sets an environment variable for a scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = std::getenv(name);
-    if (old) old_ = old;
-    if (value) setenv(name, value, 1);
-    else unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (old_) setenv(name_.c_str(), old_->c_str(), 1);
-    else unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_;
-  std::optional<std::string> old_;
 };
 
 // Runs a command through the shell; returns its exit status and output.

@@ -5,8 +5,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <initializer_list>
-#include <map>
-#include <mutex>
 #include <numbers>
 #include <string>
 #include <vector>
@@ -174,30 +172,13 @@ void check_shape(const AttentionShape& s) {
   VKT_ASSERT(s.scale > 0 && std::isfinite(s.scale), "attention: set shape.scale (usually 1/sqrt(head_dim))");
 }
 
-// Whether subgroupShuffle works in compute shaders, read once per physical device.
-bool supports_shuffle(vk::Context& context) {
-  static std::mutex mutex;
-  static std::map<VkPhysicalDevice, bool> known;
-  std::lock_guard lock(mutex);
-  auto [it, inserted] = known.try_emplace(context.physical_device(), false);
-  if (inserted) {
-    VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
-    VkPhysicalDeviceProperties2 properties{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
-    properties.pNext = &subgroup;
-    vkGetPhysicalDeviceProperties2(context.physical_device(), &properties);
-    it->second = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
-                 (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
-  }
-  return it->second;
-}
-
 // The direct bodies (shaders/attention_direct.glsl) want a CPU driver, where every load is one
 // scalar access per lane, and a fixed subgroup size: a workgroup is exactly one subgroup.
 uint32_t direct_subgroup_size(vk::Context& context) {
   const vk::Capabilities& caps = context.caps();
   bool direct = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU && caps.subgroup_size >= 4 &&
                 caps.subgroup_size <= 64 && caps.min_subgroup_size == caps.max_subgroup_size &&
-                supports_shuffle(context) && !env_set("VKT_DISABLE_ATTENTION_DIRECT");
+                caps.subgroup_shuffle && !env_set("VKT_DISABLE_ATTENTION_DIRECT");
   return direct ? caps.subgroup_size : 0;
 }
 

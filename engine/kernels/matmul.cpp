@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <string>
 #include <utility>
 
@@ -247,23 +245,6 @@ DType dense_type(WeightFormat format) {
   }
 }
 
-// Whether subgroupShuffle works in compute shaders, read once per physical device.
-bool supports_shuffle(vk::Context& context) {
-  static std::mutex mutex;
-  static std::map<VkPhysicalDevice, bool> known;
-  std::lock_guard lock(mutex);
-  auto [it, inserted] = known.try_emplace(context.physical_device(), false);
-  if (inserted) {
-    VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
-    VkPhysicalDeviceProperties2 properties{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
-    properties.pNext = &subgroup;
-    vkGetPhysicalDeviceProperties2(context.physical_device(), &properties);
-    it->second = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
-                 (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
-  }
-  return it->second;
-}
-
 }  // namespace
 
 MatmulTiling matmul_tiling(vk::Context& context, uint32_t rows, uint32_t cols, bool allow_transpose) {
@@ -273,7 +254,7 @@ MatmulTiling matmul_tiling(vk::Context& context, uint32_t rows, uint32_t cols, b
   // The direct body wants a CPU driver (loads are per-lane scalar accesses there, see
   // shaders/matmul_direct.glsl) and a subgroup size the shader can count on.
   tiling.direct = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU && caps.subgroup_size >= 4 &&
-                  caps.min_subgroup_size == caps.max_subgroup_size && supports_shuffle(context) &&
+                  caps.min_subgroup_size == caps.max_subgroup_size && caps.subgroup_shuffle &&
                   !env_set("VKT_DISABLE_MATMUL_DIRECT");
   if (tiling.direct) {
     // Each lane keeps 32 rows x 4 columns of accumulators: per step over P it loads 4 + 32/8

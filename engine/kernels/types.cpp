@@ -13,6 +13,15 @@ const char* dtype_name(DType type) {
   return "?";
 }
 
+std::optional<WeightFormat> weight_format_from_quant_name(std::string_view name) {
+  if (name == "none") return WeightFormat::f32;
+  if (name == "nf4") return WeightFormat::nf4;
+  if (name == "int8") return WeightFormat::int8;
+  if (name == "int4") return WeightFormat::int4;
+  if (name == "int4-asym" || name == "int4_asym") return WeightFormat::int4_asym;
+  return std::nullopt;
+}
+
 const char* weight_format_name(WeightFormat format) {
   switch (format) {
     case WeightFormat::f32: return "fp32";

@@ -3,7 +3,9 @@
 // weight can be stored in. The byte layouts below are the contract between engine/quant (CPU
 // quantize/dequantize, file loading), shaders/quant.glsl and the matmul's load stage.
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "engine/vk/memory.hpp"
 
@@ -35,6 +37,8 @@ enum class WeightFormat : uint8_t {
               //   scales = (max-min)/15, zeros = uint8[blocks] (0..15)
 };
 const char* weight_format_name(WeightFormat format);
+// The --quant names: "none" (f32), "nf4", "int8", "int4", "int4-asym"; nullopt for any other.
+std::optional<WeightFormat> weight_format_from_quant_name(std::string_view name);
 bool is_quantized(WeightFormat format);
 
 // A base weight as the matmul's B operand: its storage and, when quantized, its statistics.

@@ -105,10 +105,9 @@ quant::QuantizedWeight read_bitsandbytes_nf4(const SafetensorsFolder& folder, co
 }
 
 std::optional<kernels::WeightFormat> quantized_format_from_name(const std::string& name) {
-  if (name == "int8") return WeightFormat::int8;
-  if (name == "int4") return WeightFormat::int4;
-  if (name == "int4-asym" || name == "int4_asym") return WeightFormat::int4_asym;
-  return std::nullopt;
+  std::optional<WeightFormat> format = kernels::weight_format_from_quant_name(name);
+  if (format == WeightFormat::f32 || format == WeightFormat::nf4) return std::nullopt;
+  return format;
 }
 
 std::string quantized_format_name(kernels::WeightFormat format) { return kernels::weight_format_name(format); }

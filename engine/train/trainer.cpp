@@ -7,7 +7,6 @@
 #include <csignal>
 #include <ctime>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -49,11 +48,10 @@ void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(ho
 plan::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
   plan::RunSettings s;
   s.method = c.method == "full" ? plan::Method::full : c.method == "qlora" ? plan::Method::qlora : plan::Method::lora;
-  static const std::map<std::string, WeightFormat> formats = {{"none", WeightFormat::f32}, {"nf4", WeightFormat::nf4},
-                                                              {"int8", WeightFormat::int8}, {"int4", WeightFormat::int4},
-                                                              {"int4-asym", WeightFormat::int4_asym}};
   s.dtype = c.dtype == "fp16" ? DType::f16 : c.dtype == "bf16" ? DType::bf16 : DType::f32;
-  s.base_format = formats.at(c.quant);
+  std::optional<WeightFormat> quant = kernels::weight_format_from_quant_name(c.quant);
+  VKT_ASSERT(quant.has_value(), "--quant was validated with the configuration");
+  s.base_format = *quant;
   if (s.base_format == WeightFormat::f32)  // unquantized base: stored in --dtype
     s.base_format = s.dtype == DType::f16 ? WeightFormat::f16 : s.dtype == DType::bf16 ? WeightFormat::bf16 : WeightFormat::f32;
   if (s.method == plan::Method::qlora) s.base_format = WeightFormat::nf4;

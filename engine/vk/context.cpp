@@ -111,6 +111,8 @@ Capabilities query_capabilities(VkPhysicalDevice device, uint32_t index) {
   caps.max_subgroup_size = subgroup_control.maxSubgroupSize ? subgroup_control.maxSubgroupSize : subgroup.subgroupSize;
   caps.subgroup_arithmetic = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                              (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+  caps.subgroup_shuffle = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                          (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
   caps.max_shared_memory = limits.maxComputeSharedMemorySize;
   caps.max_storage_buffer_range = limits.maxStorageBufferRange;
   caps.max_push_constants = limits.maxPushConstantsSize;
@@ -202,7 +204,7 @@ std::string Capabilities::to_json() const {
       {"int16", int16_arithmetic}, {"int64", int64}, {"storage_8bit", storage_8bit}, {"storage_16bit", storage_16bit},
       {"buffer_device_address", buffer_device_address}, {"subgroup_size", subgroup_size},
       {"min_subgroup_size", min_subgroup_size}, {"max_subgroup_size", max_subgroup_size},
-      {"subgroup_arithmetic", subgroup_arithmetic}, {"max_shared_memory", max_shared_memory},
+      {"subgroup_arithmetic", subgroup_arithmetic}, {"subgroup_shuffle", subgroup_shuffle}, {"max_shared_memory", max_shared_memory},
       {"max_storage_buffer_range", max_storage_buffer_range},
       {"max_memory_allocation_size", max_memory_allocation_size}, {"max_push_constants", max_push_constants},
       {"cooperative_matrix", cooperative_matrix}, {"memory_budget", memory_budget}, {"timestamps", timestamps},

@@ -36,6 +36,7 @@ struct Capabilities {
   bool buffer_device_address = false;
   uint32_t subgroup_size = 0, min_subgroup_size = 0, max_subgroup_size = 0;
   bool subgroup_arithmetic = false;  // subgroupAdd & co. in compute shaders
+  bool subgroup_shuffle = false;     // subgroupShuffle in compute shaders (the direct kernel bodies)
   uint32_t max_shared_memory = 0;
   uint64_t max_storage_buffer_range = 0, max_memory_allocation_size = 0;
   uint32_t max_push_constants = 0, max_workgroup_invocations = 0;
