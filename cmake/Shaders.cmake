@@ -13,6 +13,9 @@ function(vktune_compile_shaders target shader_dir)
   set(shader_names "")
   foreach(source ${shader_sources})
     get_filename_component(stem ${source} NAME_WE)
+    # The variant lines are read here, at configure time: an edit to a shader re-runs the
+    # configure step so that a new or changed variant is built without a manual re-configure.
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${source})
     file(STRINGS ${source} variant_lines REGEX "^//! variant [a-z0-9_]+:")
     set(variants "${stem}|")
     foreach(line ${variant_lines})
