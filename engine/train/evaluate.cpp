@@ -7,7 +7,7 @@
 #include "engine/base/files.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/adapter.hpp"
-#include "engine/model/tokenizer.hpp"
+#include "engine/text/tokenizer.hpp"
 #include "engine/vk/recorder.hpp"
 
 namespace vkt::train {
@@ -34,7 +34,7 @@ std::string chat_template_of(const fs::path& model_dir) {
 EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uint32_t max_length,
                             double prompt_loss_weight) {
   model::ModelConfig config = model::load_model_config(model_dir);
-  model::Tokenizer tokenizer = model::Tokenizer::load(model_dir);
+  text::Tokenizer tokenizer = text::Tokenizer::load(model_dir);
   ChatFormat chat = detect_chat_format(chat_template_of(model_dir), (model_dir / "tokenizer_config.json").string());
   TokenizerHooks hooks;
   hooks.encode = [&tokenizer](const std::string& text) { return tokenizer.encode(text, false); };

@@ -21,7 +21,7 @@
 #include "engine/model/config.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
-#include "engine/model/tokenizer.hpp"
+#include "engine/text/tokenizer.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/model/weights.hpp"
 #include "engine/train/batcher.hpp"
@@ -120,7 +120,7 @@ class TrainingRun {
   RunMonitor* monitor_;
   RunMonitor own_monitor_;
   model::ModelConfig model_config_;
-  std::unique_ptr<model::Tokenizer> tokenizer_;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
   std::vector<TokenizedExample> train_examples_, eval_examples_;
   std::unique_ptr<Batcher> batcher_;
   uint32_t seq_len_ = 0;
@@ -149,7 +149,7 @@ void TrainingRun::prepare_data() {
     throw UserError("--model " + config_.model + " is not a folder", "give an HF model folder with config.json, "
                                                                     "*.safetensors and tokenizer.json");
   model_config_ = model::load_model_config(model_dir);
-  tokenizer_ = std::make_unique<model::Tokenizer>(model::Tokenizer::load(model_dir));
+  tokenizer_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(model_dir));
   ChatFormat chat = detect_chat_format(chat_template_of(model_dir), (model_dir / "tokenizer_config.json").string());
   TokenizerHooks hooks;
   hooks.encode = [this](const std::string& text) { return tokenizer_->encode(text, false); };
