@@ -17,9 +17,7 @@
 
 using namespace vkt;
 using namespace vkt::model;
-using vkt::test::load_json;
-using vkt::test::user_error_of;
-using vkt::test::write_bytes;
+using namespace vkt::test;  // user_error_of, write_bytes, load_json
 using nlohmann::json;
 namespace fs = std::filesystem;
 

@@ -9,6 +9,7 @@
 #include "tests/support.hpp"
 
 using namespace vkt;
+using namespace vkt::text;  // chat templates
 using namespace vkt::train;
 
 namespace {

@@ -51,7 +51,7 @@ void score_output(const std::string& output, const std::string& reference, const
 
 GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationEvalOptions& options,
                                          ProgressBar* progress) {
-  auto examples = read_jsonl(options.data.string(), ChatFormat{});
+  auto examples = read_jsonl(options.data.string(), text::ChatFormat{});
   if (options.limit > 0 && examples.size() > options.limit) examples.resize(options.limit);
   text::Tokenizer tokenizer = text::Tokenizer::load(options.model);
   model::ModelConfig config = model::load_model_config(options.model);

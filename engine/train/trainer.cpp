@@ -21,9 +21,9 @@
 #include "engine/model/config.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
-#include "engine/text/tokenizer.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/model/weights.hpp"
+#include "engine/text/tokenizer.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/dataset.hpp"
 #include "engine/train/schedule.hpp"
@@ -86,18 +86,6 @@ std::string now_iso8601() {
   return text;
 }
 
-std::string chat_template_of(const fs::path& model_dir) {
-  fs::path path = model_dir / "tokenizer_config.json";
-  if (!fs::exists(path)) return "";
-  try {
-    json config = json::parse(read_text_file(path));
-    if (config.contains("chat_template") && config["chat_template"].is_string()) return config["chat_template"];
-  } catch (const json::exception& error) {
-    throw UserError(path.string() + ": not valid JSON (" + error.what() + ")", "fix or remove tokenizer_config.json");
-  }
-  return "";
-}
-
 class TrainingRun {
  public:
   TrainingRun(const TrainConfig& config, RunMonitor* monitor) : config_(config), monitor_(monitor) {}
@@ -150,7 +138,7 @@ void TrainingRun::prepare_data() {
                                                                     "*.safetensors and tokenizer.json");
   model_config_ = model::load_model_config(model_dir);
   tokenizer_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(model_dir));
-  ChatFormat chat = detect_chat_format(chat_template_of(model_dir), (model_dir / "tokenizer_config.json").string());
+  text::ChatFormat chat = text::load_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [this](const std::string& text) { return tokenizer_->encode(text, false); };
   hooks.add_bos = tokenizer_->adds_bos();
