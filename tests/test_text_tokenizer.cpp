@@ -10,6 +10,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/text/tokenizer.hpp"
+#include "engine/text/trainer.hpp"
 #include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
 
@@ -350,6 +351,24 @@ TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and 
   Tokenizer tokenizer = Tokenizer::from_json(base, "ok.json");
   CHECK(user_error_of([&] { tokenizer.encode(std::string("ab\xff", 3)); }).find("not valid UTF-8 (at byte 2)") !=
         std::string::npos);
+}
+
+// Words of "hello hello hello" / "hello world" by the GPT-2 pattern: "hello" x2, " hello" x2,
+// " world" x1. h+e, e+l, l+l, l+o are each seen 4 times; the tie goes to the merged bytes that sort
+// first: "el" (256); then h+el, el+l, l+o are 4 each: "ell" (257). Bytes keep id == byte value.
+TEST_CASE("tokenizer trainer: merges by count then bytes, loads back, invalid UTF-8 is a UserError") {
+  TokenizerTrainOptions options;
+  options.vocab_size = 256 + 2 + 3;
+  TrainedTokenizer trained = train_bpe_tokenizer({"hello hello hello", "hello world"}, options);
+  CHECK(trained.vocab_size == 261u);
+  CHECK(trained.bos_id == 258u);
+  Tokenizer tokenizer = Tokenizer::from_json(json::parse(trained.tokenizer_json), "trained/tokenizer.json",
+                                             json::parse(trained.tokenizer_config_json));
+  CHECK(tokenizer.encode("hello", false) == ids({104, 257, 111}));
+  CHECK(tokenizer.encode("hello", true) == ids({258, 104, 257, 111}));
+  CHECK(tokenizer.decode(tokenizer.encode("hello world", false)) == "hello world");
+  std::string message = user_error_of([] { train_bpe_tokenizer({"fine", "bad \xff byte"}, {}); });
+  CHECK(message.find("training text 2 is not valid UTF-8 (at byte 4)") != std::string::npos);
 }
 
 }  // TEST_SUITE
