@@ -5,7 +5,7 @@
 #include "app/commands.hpp"
 #include "engine/base/error.hpp"
 #include "engine/model/generate.hpp"
-#include "engine/model/tokenizer.hpp"
+#include "engine/text/tokenizer.hpp"
 
 namespace vkt::app {
 
@@ -36,7 +36,7 @@ void add_generate_command(CLI::App& app) {
     if (!quant) throw UserError("--quant '" + o.quant + "' is not supported", "none, nf4, int8, int4, int4-asym");
     if (o.dtype != "fp32" && o.dtype != "fp16" && o.dtype != "bf16")
       throw UserError("--dtype '" + o.dtype + "' is not supported", "fp32, fp16 or bf16");
-    model::Tokenizer tokenizer = model::Tokenizer::load(o.model);
+    text::Tokenizer tokenizer = text::Tokenizer::load(o.model);
     model::ModelConfig config = model::load_model_config(o.model);
     vk::ContextOptions context_options;
     context_options.device_index = o.device;

@@ -9,8 +9,8 @@
 #include "engine/base/files.hpp"
 #include "engine/base/log.hpp"
 #include "engine/model/init.hpp"
-#include "engine/model/tokenizer.hpp"
-#include "engine/model/tokenizer_train.hpp"
+#include "engine/text/tokenizer.hpp"
+#include "engine/text/trainer.hpp"
 
 namespace vkt::app {
 
@@ -52,15 +52,15 @@ void add_model_tool_commands(CLI::App& app) {
   tokenizer->add_option("--output", output, "folder for tokenizer.json and tokenizer_config.json")->required();
   tokenizer->callback([] {
     auto documents = read_documents(data);
-    model::TokenizerTrainOptions options;
+    text::TokenizerTrainOptions options;
     options.vocab_size = vocab_size;
     log::info("training a " + std::to_string(vocab_size) + "-token BPE on " + std::to_string(documents.size()) + " documents");
-    model::TrainedTokenizer trained = model::train_bpe_tokenizer(documents, options);
+    text::TrainedTokenizer trained = text::train_bpe_tokenizer(documents, options);
     std::filesystem::create_directories(output);
     write_file_atomically(std::filesystem::path(output) / "tokenizer.json", trained.tokenizer_json + "\n");
     write_file_atomically(std::filesystem::path(output) / "tokenizer_config.json", trained.tokenizer_config_json + "\n");
     // Compression on the corpus, as a sanity figure.
-    model::Tokenizer loaded = model::Tokenizer::load(output);
+    text::Tokenizer loaded = text::Tokenizer::load(output);
     uint64_t bytes = 0, tokens = 0;
     for (size_t i = 0; i < documents.size(); i += std::max<size_t>(1, documents.size() / 2000)) {
       bytes += documents[i].size();
@@ -79,10 +79,10 @@ void add_model_tool_commands(CLI::App& app) {
   create->add_option("--seed", seed, "initialisation seed");
   create->callback([] {
     model::ModelConfig config = model::load_model_config(config_path);
-    model::TrainedTokenizer tokenizer;
+    text::TrainedTokenizer tokenizer;
     tokenizer.tokenizer_json = read_text_file(std::filesystem::path(tokenizer_dir) / "tokenizer.json");
     tokenizer.tokenizer_config_json = read_text_file(std::filesystem::path(tokenizer_dir) / "tokenizer_config.json");
-    model::Tokenizer loaded = model::Tokenizer::load(tokenizer_dir);
+    text::Tokenizer loaded = text::Tokenizer::load(tokenizer_dir);
     tokenizer.vocab_size = static_cast<uint32_t>(loaded.vocab_size());
     tokenizer.bos_id = loaded.bos_id().value_or(0);
     tokenizer.eos_id = loaded.eos_id().value_or(0);

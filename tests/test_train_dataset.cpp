@@ -9,6 +9,7 @@
 #include "tests/support.hpp"
 
 using namespace vkt;
+using namespace vkt::text;  // chat templates
 using namespace vkt::train;
 
 namespace {
@@ -88,8 +89,8 @@ TEST_CASE("dataset: chat templates of tokenizer_config.json") {
                          "<|start_header_id|>assistant<|end_header_id|>\n\n");
   CHECK(llama[1].text == "yo<|eot_id|>");
 
-  std::string message = error_of([] { detect_chat_format("{{ bos_token }}[INST] {{ message }} [/INST]", "model/tokenizer_config.json"); });
-  CHECK(message.find("model/tokenizer_config.json") != std::string::npos);
+  std::string message = error_of([] { detect_chat_format("{{ bos_token }}[INST] {{ message }} [/INST]", "checkpoint/tokenizer_config.json"); });
+  CHECK(message.find("checkpoint/tokenizer_config.json") != std::string::npos);
   CHECK(message.find("ChatML") != std::string::npos);
 }
 

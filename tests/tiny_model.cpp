@@ -11,7 +11,7 @@ namespace vkt::test {
 
 std::filesystem::path tiny_model(const std::filesystem::path& directory, const TinyModelOptions& o) {
   if (std::filesystem::exists(directory / "model.safetensors")) return directory;
-  auto tokenizer = model::byte_level_tokenizer();
+  auto tokenizer = text::byte_level_tokenizer();
   model::ModelConfig config = model::small_llama_config(tokenizer.vocab_size, o.hidden, o.layers, o.heads, o.kv_heads,
                                                         o.intermediate, 256);
   config.tie_word_embeddings = o.tied;

@@ -28,7 +28,7 @@ ModelConfig small_llama_config(uint32_t vocab_size, uint32_t hidden, uint32_t la
   return c;
 }
 
-void write_new_model(const std::filesystem::path& directory, ModelConfig config, const TrainedTokenizer& tokenizer,
+void write_new_model(const std::filesystem::path& directory, ModelConfig config, const text::TrainedTokenizer& tokenizer,
                      const NewModelOptions& options) {
   if (config.vocab_size < tokenizer.vocab_size) config.vocab_size = tokenizer.vocab_size;
   config.bos_token_id = tokenizer.bos_id;

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "engine/model/config.hpp"
-#include "engine/model/tokenizer_train.hpp"
+#include "engine/text/trainer.hpp"
 
 namespace vkt::model {
 
@@ -19,7 +19,7 @@ struct NewModelOptions {
 // Writes config.json, model.safetensors (fp32), tokenizer.json, tokenizer_config.json and
 // generation_config.json into `directory` (each atomically). config.vocab_size must cover the
 // tokenizer; bos/eos/pad ids are taken from it.
-void write_new_model(const std::filesystem::path& directory, ModelConfig config, const TrainedTokenizer& tokenizer,
+void write_new_model(const std::filesystem::path& directory, ModelConfig config, const text::TrainedTokenizer& tokenizer,
                      const NewModelOptions& options = {});
 
 // A small Llama config for tests and the demo (hidden, layers, heads given; the rest derived).

@@ -9,67 +9,6 @@ namespace vkt::train {
 
 using nlohmann::json;
 
-ChatFormat detect_chat_format(const std::string& chat_template, const std::string& source) {
-  ChatFormat format;
-  if (chat_template.empty()) return format;  // ChatML built in
-  if (chat_template.find("<|start_header_id|>") != std::string::npos) {
-    format.kind = ChatTemplate::llama3;
-    return format;
-  }
-  if (chat_template.find("<|im_start|>") != std::string::npos) {
-    format.kind = ChatTemplate::chatml;
-    // Qwen templates add a default system message when the conversation has none: the literal
-    // text between "<|im_start|>system\n" and "<|im_end|>" that contains no template code.
-    const std::string opener = "<|im_start|>system\\n";
-    for (size_t at = chat_template.find(opener); at != std::string::npos; at = chat_template.find(opener, at + 1)) {
-      size_t start = at + opener.size();
-      size_t end = chat_template.find("<|im_end|>", start);
-      if (end == std::string::npos) break;
-      std::string text = chat_template.substr(start, end - start);
-      if (text.find('{') == std::string::npos && text.find('\'') == std::string::npos) {
-        format.default_system = text;
-        break;
-      }
-    }
-    return format;
-  }
-  throw UserError(source + ": its chat_template is not one vktune can render",
-                  "supported: ChatML (<|im_start|>, also Qwen) and Llama-3 (<|start_header_id|>); "
-                  "or convert the data to {\"prompt\",\"completion\"}");
-}
-
-std::vector<TextSegment> render_chat(const ChatFormat& format,
-                                     const std::vector<std::pair<std::string, std::string>>& messages) {
-  std::vector<TextSegment> segments;
-  auto prompt = [&](const std::string& text) {
-    if (!segments.empty() && !segments.back().completion) segments.back().text += text;
-    else segments.push_back({text, false});
-  };
-  if (format.kind == ChatTemplate::chatml) {
-    if (!format.default_system.empty() && (messages.empty() || messages[0].first != "system"))
-      prompt("<|im_start|>system\n" + format.default_system + "<|im_end|>\n");
-    for (const auto& [role, content] : messages) {
-      if (role == "assistant") {
-        prompt("<|im_start|>assistant\n");
-        segments.push_back({content + "<|im_end|>", true});
-        prompt("\n");
-      } else {
-        prompt("<|im_start|>" + role + "\n" + content + "<|im_end|>\n");
-      }
-    }
-  } else {
-    prompt("<|begin_of_text|>");
-    for (const auto& [role, content] : messages) {
-      prompt("<|start_header_id|>" + role + "<|end_header_id|>\n\n");
-      if (role == "assistant") segments.push_back({content + "<|eot_id|>", true});
-      else prompt(content + "<|eot_id|>");
-    }
-  }
-  // A trailing newline after the last assistant turn is not part of the conversation.
-  if (!segments.empty() && !segments.back().completion && segments.back().text == "\n") segments.pop_back();
-  return segments;
-}
-
 namespace {
 [[noreturn]] void bad_line(const std::string& path, int64_t line, const std::string& what, const std::string& hint) {
   throw UserError(path + ":" + std::to_string(line) + ": " + what, hint);
@@ -84,7 +23,7 @@ std::string string_field(const json& object, const char* key, const std::string&
 }
 }  // namespace
 
-std::vector<ParsedExample> read_jsonl(const std::string& path, const ChatFormat& chat) {
+std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatFormat& chat) {
   std::ifstream in(path);
   if (!in) throw UserError("cannot read data file " + path, "check the --data / --eval-data path");
   const char* formats = "each line must be a JSON object with \"text\", or \"prompt\" and \"completion\", or \"messages\"";
@@ -125,7 +64,7 @@ std::vector<ParsedExample> read_jsonl(const std::string& path, const ChatFormat&
       if (!has_assistant)
         bad_line(path, line, "the conversation has no assistant turn, so nothing would be trained",
                  "add an assistant message");
-      example.segments = render_chat(chat, turns);
+      example.segments = text::render_chat(chat, turns);
     } else if (object.contains("prompt") || object.contains("completion")) {
       example.format = ExampleFormat::prompt_completion;
       if (!object.contains("prompt")) bad_line(path, line, "missing \"prompt\" (it has \"completion\")", formats);
@@ -167,7 +106,7 @@ std::vector<TokenizedExample> tokenize_examples(const std::vector<ParsedExample>
     // placed where the prefix's tokens end.
     std::string prefix;
     std::vector<uint32_t> previous;
-    for (const TextSegment& segment : example.segments) {
+    for (const text::TextSegment& segment : example.segments) {
       prefix += segment.text;
       std::vector<uint32_t> current = tokenizer.encode(prefix);
       size_t common = 0;

@@ -10,37 +10,21 @@
 #include <string>
 #include <vector>
 
+#include "engine/text/chat_template.hpp"
 #include "engine/train/batcher.hpp"
 
 namespace vkt::train {
-
-struct TextSegment {
-  std::string text;
-  bool completion = false;  // trained with weight 1 (else prompt_loss_weight)
-};
 
 enum class ExampleFormat { text, prompt_completion, messages };
 
 struct ParsedExample {
   ExampleFormat format = ExampleFormat::text;
-  std::vector<TextSegment> segments;  // in order; concatenated they are the whole sequence text
-  int64_t line = 0;                   // 1-based line in the file
+  std::vector<text::TextSegment> segments;  // in order; concatenated they are the whole sequence text
+  int64_t line = 0;                         // 1-based line in the file
 };
-
-// Chat templates we render natively; anything else in tokenizer_config.json is an error.
-enum class ChatTemplate { chatml, llama3 };
-struct ChatFormat {
-  ChatTemplate kind = ChatTemplate::chatml;
-  std::string default_system;  // ChatML/Qwen: system message added when the conversation has none
-};
-// Recognizes the chat_template string of tokenizer_config.json ("" means none: ChatML built in).
-// UserError naming `source` when it is not a shape we support.
-ChatFormat detect_chat_format(const std::string& chat_template, const std::string& source);
-// Renders a conversation into prompt/completion segments.
-std::vector<TextSegment> render_chat(const ChatFormat& format, const std::vector<std::pair<std::string, std::string>>& messages);
 
 // Reads a JSONL file. Errors name file:line and what is wrong.
-std::vector<ParsedExample> read_jsonl(const std::string& path, const ChatFormat& chat);
+std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatFormat& chat);
 
 // Tokenization hooks (the model's tokenizer provides them).
 struct TokenizerHooks {

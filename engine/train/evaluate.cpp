@@ -1,41 +1,22 @@
 #include "engine/train/evaluate.hpp"
 
 #include <cmath>
-#include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
-#include "engine/base/files.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/adapter.hpp"
-#include "engine/model/tokenizer.hpp"
+#include "engine/text/tokenizer.hpp"
 #include "engine/vk/recorder.hpp"
 
 namespace vkt::train {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// The chat template string of tokenizer_config.json ("" when there is none).
-std::string chat_template_of(const fs::path& model_dir) {
-  fs::path path = model_dir / "tokenizer_config.json";
-  if (!fs::exists(path)) return "";
-  try {
-    nlohmann::json config = nlohmann::json::parse(read_text_file(path));
-    if (config.contains("chat_template") && config["chat_template"].is_string()) return config["chat_template"];
-  } catch (const nlohmann::json::exception& error) {
-    throw UserError(path.string() + ": not valid JSON (" + error.what() + ")", "fix or remove tokenizer_config.json");
-  }
-  return "";
-}
-
-}  // namespace
-
 EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uint32_t max_length,
                             double prompt_loss_weight) {
   model::ModelConfig config = model::load_model_config(model_dir);
-  model::Tokenizer tokenizer = model::Tokenizer::load(model_dir);
-  ChatFormat chat = detect_chat_format(chat_template_of(model_dir), (model_dir / "tokenizer_config.json").string());
+  text::Tokenizer tokenizer = text::Tokenizer::load(model_dir);
+  text::ChatFormat chat = text::load_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [&tokenizer](const std::string& text) { return tokenizer.encode(text, false); };
   hooks.add_bos = tokenizer.adds_bos();

@@ -5,7 +5,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/model/generate.hpp"
-#include "engine/model/tokenizer.hpp"
+#include "engine/text/tokenizer.hpp"
 #include "engine/train/dataset.hpp"
 
 namespace vkt::train {
@@ -51,9 +51,9 @@ void score_output(const std::string& output, const std::string& reference, const
 
 GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationEvalOptions& options,
                                          ProgressBar* progress) {
-  auto examples = read_jsonl(options.data.string(), ChatFormat{});
+  auto examples = read_jsonl(options.data.string(), text::ChatFormat{});
   if (options.limit > 0 && examples.size() > options.limit) examples.resize(options.limit);
-  model::Tokenizer tokenizer = model::Tokenizer::load(options.model);
+  text::Tokenizer tokenizer = text::Tokenizer::load(options.model);
   model::ModelConfig config = model::load_model_config(options.model);
   model::GeneratorOptions generator_options;
   generator_options.model = options.model;

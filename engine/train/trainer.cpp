@@ -21,9 +21,9 @@
 #include "engine/model/config.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
-#include "engine/model/tokenizer.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/model/weights.hpp"
+#include "engine/text/tokenizer.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/dataset.hpp"
 #include "engine/train/schedule.hpp"
@@ -86,18 +86,6 @@ std::string now_iso8601() {
   return text;
 }
 
-std::string chat_template_of(const fs::path& model_dir) {
-  fs::path path = model_dir / "tokenizer_config.json";
-  if (!fs::exists(path)) return "";
-  try {
-    json config = json::parse(read_text_file(path));
-    if (config.contains("chat_template") && config["chat_template"].is_string()) return config["chat_template"];
-  } catch (const json::exception& error) {
-    throw UserError(path.string() + ": not valid JSON (" + error.what() + ")", "fix or remove tokenizer_config.json");
-  }
-  return "";
-}
-
 class TrainingRun {
  public:
   TrainingRun(const TrainConfig& config, RunMonitor* monitor) : config_(config), monitor_(monitor) {}
@@ -120,7 +108,7 @@ class TrainingRun {
   RunMonitor* monitor_;
   RunMonitor own_monitor_;
   model::ModelConfig model_config_;
-  std::unique_ptr<model::Tokenizer> tokenizer_;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
   std::vector<TokenizedExample> train_examples_, eval_examples_;
   std::unique_ptr<Batcher> batcher_;
   uint32_t seq_len_ = 0;
@@ -149,8 +137,8 @@ void TrainingRun::prepare_data() {
     throw UserError("--model " + config_.model + " is not a folder", "give an HF model folder with config.json, "
                                                                     "*.safetensors and tokenizer.json");
   model_config_ = model::load_model_config(model_dir);
-  tokenizer_ = std::make_unique<model::Tokenizer>(model::Tokenizer::load(model_dir));
-  ChatFormat chat = detect_chat_format(chat_template_of(model_dir), (model_dir / "tokenizer_config.json").string());
+  tokenizer_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(model_dir));
+  text::ChatFormat chat = text::load_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [this](const std::string& text) { return tokenizer_->encode(text, false); };
   hooks.add_bos = tokenizer_->adds_bos();

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """An independent Python re-implementation of Hugging Face tokenizers' BPE pipeline, used to
-cross-check vkt::model::Tokenizer on the fixtures in tests/data/tokenizers/.
+cross-check vkt::text::Tokenizer on the fixtures in tests/data/tokenizers/.
 
 It covers what the fixtures use: added tokens (leftmost-longest, lstrip/rstrip/single_word,
 normalized), normalizers (Prepend, Replace, NFC/NFKC, Lowercase, Sequence), pre-tokenizers (Split,

@@ -1,7 +1,4 @@
-#include "engine/model/tokenizer_train.hpp"
-
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
+#include "engine/text/trainer.hpp"
 
 #include <algorithm>
 #include <map>
@@ -9,28 +6,26 @@
 #include <unordered_map>
 
 #include "engine/base/error.hpp"
-#include "engine/model/tokenizer.hpp"
+#include "engine/text/byte_level.hpp"
+#include "engine/text/regex.hpp"
+#include "engine/text/unicode.hpp"
 
-namespace vkt::model {
+namespace vkt::text {
 
 using nlohmann::ordered_json;
 
 namespace {
 
-const char* gpt2_pattern = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-
-// Splits text into GPT-2 pre-tokens and counts them.
-void count_words(const std::string& text, pcre2_code* regex, pcre2_match_data* data,
+// Splits text (document `index` of the training texts) into GPT-2 pre-tokens and counts them.
+void count_words(const std::string& text, size_t index, const Regex& gpt2,
                  std::unordered_map<std::string, uint64_t>& counts) {
-  size_t at = 0;
-  while (at < text.size()) {
-    int result = pcre2_match(regex, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at, 0, data, nullptr);
-    if (result < 0) break;
-    PCRE2_SIZE* vector = pcre2_get_ovector_pointer(data);
-    if (vector[1] == vector[0]) { at++; continue; }
-    counts[text.substr(vector[0], vector[1] - vector[0])]++;
-    at = vector[1];
-  }
+  size_t invalid = first_invalid_utf8(text);
+  if (invalid != std::string_view::npos)
+    throw UserError("training text " + std::to_string(index + 1) + " is not valid UTF-8 (at byte " +
+                        std::to_string(invalid) + ")",
+                    "re-encode the data set as UTF-8");
+  for (const auto& [begin, end] : gpt2.find_all(text))
+    if (begin < end) counts[text.substr(begin, end - begin)]++;
 }
 
 // The vocabulary string of a token made of `bytes`: GPT-2's byte-to-unicode characters.
@@ -92,17 +87,9 @@ TrainedTokenizer byte_level_tokenizer(const TokenizerTrainOptions& options) {
 TrainedTokenizer train_bpe_tokenizer(const std::vector<std::string>& texts, const TokenizerTrainOptions& options) {
   if (options.vocab_size < 256 + 3)
     throw UserError("--vocab-size must be at least 259 (256 bytes and 3 special tokens)", "e.g. 4096");
-  int error_code = 0;
-  PCRE2_SIZE error_offset = 0;
-  pcre2_code* regex = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(gpt2_pattern), PCRE2_ZERO_TERMINATED,
-                                    PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
-  VKT_ASSERT(regex != nullptr, "GPT-2 pattern compiles");
-  pcre2_jit_compile(regex, PCRE2_JIT_COMPLETE);
-  pcre2_match_data* data = pcre2_match_data_create_from_pattern(regex, nullptr);
+  const Regex gpt2(kGpt2Pattern);
   std::unordered_map<std::string, uint64_t> counts;
-  for (const std::string& text : texts) count_words(text, regex, data, counts);
-  pcre2_match_data_free(data);
-  pcre2_code_free(regex);
+  for (size_t i = 0; i < texts.size(); i++) count_words(texts[i], i, gpt2, counts);
 
   // Words as symbol sequences (symbols are token ids), with their counts.
   std::vector<std::string> tokens;
@@ -154,4 +141,4 @@ TrainedTokenizer train_bpe_tokenizer(const std::vector<std::string>& texts, cons
   return build_json(tokens, merges, options);
 }
 
-}  // namespace vkt::model
+}  // namespace vkt::text

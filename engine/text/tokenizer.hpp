@@ -20,6 +20,8 @@
 //   decoder         ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, BPEDecoder, Sequence
 // Regexes run on PCRE2 (Unicode properties on) instead of HF's Oniguruma; the two agree on the
 // patterns these tokenizers use, except that PCRE2's \s also matches U+180E.
+// The components live in their own files: normalizer, pre_tokenizer, bpe, added_tokens,
+// post_processor, decoder (on unicode, byte_level, regex, pattern and json_node).
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -31,7 +33,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace vkt::model {
+namespace vkt::text {
 
 class Tokenizer {
  public:
@@ -80,8 +82,4 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
-// The GPT-2 byte-to-unicode map (bytes that are printable stay themselves; the others are shifted
-// to U+0100...), used by the ByteLevel pre-tokenizer and decoder: byte -> UTF-8 of its character.
-const std::string& byte_level_char(uint8_t byte);
-
-}  // namespace vkt::model
+}  // namespace vkt::text

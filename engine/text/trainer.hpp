@@ -1,12 +1,12 @@
 #pragma once
 // Training a byte-level BPE tokenizer (GPT-2 style: the GPT-2 regex splits text into words, bytes
 // are the base alphabet, the most frequent adjacent pair is merged until the vocabulary is full)
-// and writing it as an HF tokenizer.json that model::Tokenizer (and HF tokenizers) load.
+// and writing it as an HF tokenizer.json that text::Tokenizer (and HF tokenizers) load.
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace vkt::model {
+namespace vkt::text {
 
 struct TokenizerTrainOptions {
   uint32_t vocab_size = 4096;  // bytes (256) + merges + special tokens
@@ -24,10 +24,11 @@ struct TrainedTokenizer {
 };
 
 // Trains on `texts` (each a document). Deterministic: ties between equally frequent pairs go to
-// the pair whose merged bytes sort first.
+// the pair whose merged bytes sort first. UserError when a text is not valid UTF-8 or the GPT-2
+// pattern fails to match it.
 TrainedTokenizer train_bpe_tokenizer(const std::vector<std::string>& texts, const TokenizerTrainOptions& options);
 
 // A tokenizer with no merges: one token per byte plus the special tokens (tests, tiny models).
 TrainedTokenizer byte_level_tokenizer(const TokenizerTrainOptions& options = {});
 
-}  // namespace vkt::model
+}  // namespace vkt::text
