@@ -36,10 +36,6 @@ uint64_t current_rss_bytes() {
 
 namespace {
 
-bool is_task_arithmetic_family(const std::string& method) {
-  return method == "task_arithmetic" || method == "ties" || method == "dare_linear" || method == "dare_ties";
-}
-
 // One output tensor: which input tensors of which sources it merges, and the lookup context of
 // its parameters.
 struct TensorPlan {
@@ -154,7 +150,7 @@ void Merger::plan_tensor(const std::string& output_name, const OutputSlice& slic
 
 void Merger::plan() {
   normalize();
-  const std::string& method = config_.merge_method;
+  const MergeMethod method = config_.method;
   // The output config comes from the base model, else the first model (mergekit).
   output_config_source_ = config_.base_model ? source_index(*config_.base_model)
                                              : source_index(slices_.front().sources.front().model);
@@ -167,10 +163,10 @@ void Merger::plan() {
   }
   for (const auto& slice : slices_) {
     const auto base = base_of(slice);
-    if (is_task_arithmetic_family(method) || method == "slerp") {
+    if (is_task_arithmetic_family(method) || method == MergeMethod::slerp) {
       if (!base)
-        throw UserError(config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': " + method +
-                            " needs a base_model",
+        throw UserError(config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': " +
+                            merge_method_name(method) + " needs a base_model",
                         "add `base_model: PATH` (for slerp one of the two models; t = 0 gives the base)");
       bool found = std::any_of(slice.sources.begin(), slice.sources.end(),
                                [&](const InputSlice& s) { return s.model.same_as(*base); });
@@ -179,11 +175,11 @@ void Merger::plan() {
                             " is not among this slice's sources",
                         "list the base model in the slice with the same layer_range as the others");
     }
-    if (method == "passthrough" && slice.sources.size() != 1)
+    if (method == MergeMethod::passthrough && slice.sources.size() != 1)
       throw UserError(config_.path + ":" + std::to_string(slice.line) + ": key 'sources': passthrough takes exactly one "
                           "source per slice, this one has " + std::to_string(slice.sources.size()),
                       "stack layers with one slice per source (each slice's layers are appended)");
-    if (method == "slerp" && slice.sources.size() > 2)
+    if (method == MergeMethod::slerp && slice.sources.size() > 2)
       throw UserError(config_.path + ":" + std::to_string(slice.line) + ": slerp merges exactly two models, not " +
                           std::to_string(slice.sources.size()),
                       "use linear or task_arithmetic for more models");
@@ -230,10 +226,10 @@ void Merger::plan() {
     }
     largest_ = std::max(largest_, first.elements() * 4);
   }
-  std::string dtype = !config_.out_dtype.empty() ? config_.out_dtype
-                      : !config_.dtype.empty()   ? config_.dtype
-                                                 : out_config.torch_dtype;
-  out_dtype_ = file_dtype_from_torch(dtype);
+  if (auto dtype = config_.out_dtype ? config_.out_dtype : config_.dtype)
+    out_dtype_ = model::file_dtype(*dtype);
+  else
+    out_dtype_ = model::file_dtype_from_torch(out_config.torch_dtype);
   check_parameters();
 }
 
@@ -241,11 +237,11 @@ void Merger::plan() {
 // missing or mistyped value fails the merge up front (naming the model and tensor); warns about
 // parameters the method does not use.
 void Merger::check_parameters() {
-  const std::string& method = config_.merge_method;
+  const MergeMethod method = config_.method;
   std::vector<std::string> used;
-  if (method == "linear") used = {"weight", "normalize"};
-  else if (method == "slerp") used = {"t"};
-  else if (method == "passthrough") used = {"scale"};
+  if (method == MergeMethod::linear) used = {"weight", "normalize"};
+  else if (method == MergeMethod::slerp) used = {"t"};
+  else if (method == MergeMethod::passthrough) used = {"scale"};
   else used = {"weight", "density", "normalize", "lambda", "int8_mask", "rescale"};
   std::set<std::string> present;
   auto collect = [&](const ParameterSet& set) {
@@ -258,15 +254,15 @@ void Merger::check_parameters() {
   }
   for (const auto& name : present)
     if (std::find(used.begin(), used.end(), name) == used.end())
-      log::warn(config_.path + ": parameter '" + name + "' is not used by " + method + " (ignored)");
+      log::warn(config_.path + ": parameter '" + name + "' is not used by " + merge_method_name(method) + " (ignored)");
   for (const auto& tensor : tensors_) {
     const size_t count = tensor.sources.size();
-    if (method == "linear") {
+    if (method == MergeMethod::linear) {
       for (size_t i = 0; i < count; i++) number("weight", tensor, i, 0, true);
       flag("normalize", tensor, true);
-    } else if (method == "slerp") {
+    } else if (method == MergeMethod::slerp) {
       if (count == 2) number("t", tensor, std::nullopt, 0, true);
-    } else if (method == "passthrough") {
+    } else if (method == MergeMethod::passthrough) {
       if (auto scale = parameter("scale", tensor, size_t{0})) scale->as_number("scale", where(tensor, 0));
     } else {
       flag("normalize", tensor, false);
@@ -322,7 +318,7 @@ double Merger::number(const std::string& name, const TensorPlan& tensor, std::op
   if (!value) {
     if (required)
       throw UserError(where(tensor, position) + ": missing required parameter '" + name + "' for " +
-                          config_.merge_method,
+                          merge_method_name(config_.method),
                       "set it for this model (parameters: {" + name + ": ...}) or globally under `parameters:`");
     return fallback;
   }
@@ -335,7 +331,7 @@ bool Merger::flag(const std::string& name, const TensorPlan& tensor, bool fallba
 }
 
 void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
-  const std::string& method = config_.merge_method;
+  const MergeMethod method = config_.method;
   const size_t count = tensor.sources.size();
   auto source = [&](size_t i) -> ModelSource& { return *sources_[tensor.sources[i]]; };
   auto write_chunk = [&](const float* values, uint64_t, uint64_t n) { write_as(sink, values, n, out_dtype_); };
@@ -343,7 +339,7 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
     for (size_t i = 0; i < count; i++) source(i).release(tensor.input_names[i]);
   };
 
-  if (method == "passthrough") {
+  if (method == MergeMethod::passthrough) {
     ModelSource& only = source(0);
     const std::string& input = tensor.input_names[0];
     auto scale = parameter("scale", tensor, size_t{0});
@@ -370,7 +366,7 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
   }
   const uint64_t n = values[0].size();
 
-  if (method == "linear") {
+  if (method == MergeMethod::linear) {
     std::vector<const float*> inputs;
     std::vector<float> weights;
     double sum = 0;
@@ -385,7 +381,7 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
       throw UserError(where(tensor, std::nullopt) + ": the weights sum to 0, normalizing would divide by zero",
                       "give weights with a nonzero sum, or set normalize: false");
     device_.linear(inputs, weights, normalize ? static_cast<float>(sum) : 1.0f, n, write_chunk);
-  } else if (method == "slerp") {
+  } else if (method == MergeMethod::slerp) {
     double t = number("t", tensor, std::nullopt, 0, true);
     if (count == 1) {
       write_as(sink, values[0].data(), n, out_dtype_);
@@ -421,18 +417,18 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
 // evaluates them, magnitude cuts on the host, the element-wise work on the device.
 void Merger::task_arithmetic(const TensorPlan& tensor, const std::vector<std::vector<float>>& values, uint64_t n,
                              const ChunkSink& sink) {
-  const std::string& method = config_.merge_method;
-  VKT_ASSERT(is_task_arithmetic_family(method), "unknown merge method " + method);
+  const MergeMethod method = config_.method;
+  VKT_ASSERT(is_task_arithmetic_family(method), std::string("not a task-arithmetic method: ") + merge_method_name(method));
   const size_t base = *tensor.base, count = values.size();
-  const bool dare = method == "dare_linear" || method == "dare_ties";
+  const bool dare = method == MergeMethod::dare_linear || method == MergeMethod::dare_ties;
   kernels::TaskArithmeticSettings settings;
-  settings.consensus = method == "ties" || method == "dare_ties";
-  settings.sparsify = method == "ties" ? kernels::Sparsify::magnitude
+  settings.consensus = method == MergeMethod::ties || method == MergeMethod::dare_ties;
+  settings.sparsify = method == MergeMethod::ties ? kernels::Sparsify::magnitude
                       : dare           ? kernels::Sparsify::random
                                        : kernels::Sparsify::none;
-  settings.normalize = flag("normalize", tensor, method == "ties");
+  settings.normalize = flag("normalize", tensor, method == MergeMethod::ties);
   const bool rescale = flag("rescale", tensor, dare);
-  if (rescale && method == "ties")
+  if (rescale && method == MergeMethod::ties)
     throw UserError(where(tensor, std::nullopt) + ": rescale with ties (mergekit's L1-norm rescaling) is not supported",
                     "remove `rescale`, or use dare_ties whose rescale is 1/density");
   settings.lambda = static_cast<float>(number("lambda", tensor, std::nullopt, 1.0, false));
@@ -501,18 +497,18 @@ std::vector<float> dense_update(vk::Context& context, const ModelSource::LoraFac
 
 AdapterMergeSummary Merger::run_adapter_space(const AdapterMergeOptions& adapter_options) {
   auto started = std::chrono::steady_clock::now();
-  const std::string& method = config_.merge_method;
+  const MergeMethod method = config_.method;
   const std::string at_method = config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': ";
   if (config_.uses_slices())
     throw UserError(config_.path + ": an adapter-space merge takes a `models:` list, not slices",
                     "layer slices change the architecture, which an adapter cannot; merge in weight space");
-  if (method == "slerp" || method == "passthrough")
-    throw UserError(at_method + method + " has no adapter-space form",
+  if (method == MergeMethod::slerp || method == MergeMethod::passthrough)
+    throw UserError(at_method + merge_method_name(method) + " has no adapter-space form",
                     "use linear, task_arithmetic, ties, dare_linear or dare_ties (or merge in weight space)");
-  const bool factored = method == "linear" || method == "task_arithmetic";
+  const bool factored = method == MergeMethod::linear || method == MergeMethod::task_arithmetic;
   if (adapter_options.concatenate && !factored)
     throw UserError(at_method + "concatenation is exact only for linear and task_arithmetic",
-                    "use --adapter-space svd with " + method + " (its element-wise steps give a full-rank update)");
+                    "use --adapter-space svd with " + std::string(merge_method_name(method)) + " (its element-wise steps give a full-rank update)");
   if (config_.base_model && config_.base_model->lora)
     throw UserError(config_.path + ": key 'base_model': an adapter-space merge needs the plain base as base_model",
                     "write base_model: BASE (without +ADAPTER)");
@@ -561,7 +557,7 @@ AdapterMergeSummary Merger::run_adapter_space(const AdapterMergeOptions& adapter
     if (factored) {
       // Coefficients c_i of ΔW = Σ c_i s_i B_i A_i, as the weight-space merge would weigh them.
       std::vector<double> c(count, 0.0);
-      if (method == "linear") {
+      if (method == MergeMethod::linear) {
         double sum = 0;
         for (size_t i = 0; i < count; i++) sum += (c[i] = number("weight", tensor, i, 0, true));
         if (flag("normalize", tensor, true)) {
@@ -692,7 +688,7 @@ MergeSummary Merger::run() {
   summary.rss_before = current_rss_bytes();
   auto started = std::chrono::steady_clock::now();
   plan();
-  summary.method = config_.merge_method;
+  summary.method = config_.method;
   summary.layers = output_layers_;
   summary.out_dtype = torch_dtype_name(out_dtype_);
   summary.largest_tensor_bytes = largest_;

@@ -46,7 +46,7 @@ struct MergeOptions {
 };
 
 struct MergeSummary {
-  std::string method;
+  MergeMethod method = MergeMethod::linear;
   int64_t tensors = 0;
   int64_t layers = 0;                    // num_hidden_layers of the output
   std::string out_dtype;                 // torch name
@@ -88,7 +88,7 @@ struct AdapterMergeOptions {
 };
 
 struct AdapterMergeSummary {
-  std::string method;
+  MergeMethod method = MergeMethod::linear;
   uint32_t rank = 0;
   std::vector<std::string> targets;
   int64_t modules = 0;                  // (layer, module) pairs written

@@ -19,6 +19,7 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/config.hpp"
+#include "engine/model/dtype.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
 #include "engine/model/tokenizer.hpp"
@@ -47,11 +48,9 @@ void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(ho
 
 plan::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
   plan::RunSettings s;
-  s.method = c.method == "full" ? plan::Method::full : c.method == "qlora" ? plan::Method::qlora : plan::Method::lora;
-  s.dtype = c.dtype == "fp16" ? DType::f16 : c.dtype == "bf16" ? DType::bf16 : DType::f32;
-  std::optional<WeightFormat> quant = kernels::weight_format_from_quant_name(c.quant);
-  VKT_ASSERT(quant.has_value(), "--quant was validated with the configuration");
-  s.base_format = *quant;
+  s.method = c.method;
+  s.dtype = c.dtype;
+  s.base_format = c.quant;
   if (s.base_format == WeightFormat::f32)  // unquantized base: stored in --dtype
     s.base_format = s.dtype == DType::f16 ? WeightFormat::f16 : s.dtype == DType::bf16 ? WeightFormat::bf16 : WeightFormat::f32;
   if (s.method == plan::Method::qlora) s.base_format = WeightFormat::nf4;
@@ -61,7 +60,7 @@ plan::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
-  s.optimizer = c.optim == "sgd" ? plan::Optimizer::sgd : c.optim == "momentum" ? plan::Optimizer::momentum : plan::Optimizer::adamw;
+  s.optimizer = c.optim;
   s.offload_optimizer = c.offload_optimizer;
   s.lora_dropout = static_cast<float>(c.lora_dropout);
   return s;
@@ -188,7 +187,7 @@ void TrainingRun::prepare_data() {
                                      : static_cast<int64_t>(std::ceil(config_.num_train_epochs * double(steps_per_epoch)));
 
   ScheduleSettings schedule;
-  schedule.type = schedule_from_name(config_.lr_scheduler_type);
+  schedule.type = config_.lr_scheduler_type;
   schedule.peak_lr = config_.learning_rate;
   schedule.max_steps = max_steps_;
   schedule.warmup_steps = resolve_warmup_steps(config_.warmup_steps, max_steps_);
@@ -196,7 +195,7 @@ void TrainingRun::prepare_data() {
   schedule_ = std::make_unique<Schedule>(schedule);
 
   plan_ = plan::make_plan(model::model_shape(model_config_), run_settings(config_, seq_len_));
-  if (config_.method != "full") {
+  if (config_.method != plan::Method::full) {
     lora_.rank = static_cast<uint32_t>(config_.lora_r);
     lora_.alpha = static_cast<float>(config_.lora_alpha);
     lora_.dropout = static_cast<float>(config_.lora_dropout);
@@ -350,7 +349,7 @@ void TrainingRun::save_checkpoint(int64_t step) {
                                                                               std::chrono::steady_clock::now() - started_).count()},
                         {"window_loss", window_loss}, {"window_steps", window_steps_},
                         {"window_tokens", window_tokens_}, {"window_seconds", window_seconds_},
-                        {"seed", config_.seed}, {"data", config_.data}, {"method", config_.method}};
+                        {"seed", config_.seed}, {"data", config_.data}, {"method", plan::method_name(config_.method)}};
   write_file_atomically(directory.path() / "trainer_state.json", trainer_state.dump(2) + "\n");
   directory.commit();
   // --save-total-limit: drop the oldest checkpoints.
@@ -392,7 +391,8 @@ int64_t TrainingRun::resume() {
     throw UserError(path.string() + " is not a vktune checkpoint (no trainer_state.json)",
                     "give a checkpoint-N folder of an earlier run, or 'latest'");
   json state = json::parse(read_text_file(path / "trainer_state.json"));
-  if (state.value("method", config_.method) != config_.method)
+  const std::string method = plan::method_name(config_.method);
+  if (state.value("method", method) != method)
     throw UserError(path.string() + " was written by a --method " + state.value("method", std::string()) + " run",
                     "resume with the same flags as the interrupted run");
   const bool full = plan_.settings.method == plan::Method::full;
@@ -448,8 +448,7 @@ void TrainingRun::save_final() {
   std::vector<model::TensorToWrite> tensors;
   for (const std::string& name : runner_->trainable_names()) {
     const vk::Buffer* buffer = &buffers_->buffer(name);
-    model::FileDtype dtype = model_config_.torch_dtype == "bfloat16" ? model::FileDtype::BF16
-                             : model_config_.torch_dtype == "float16" ? model::FileDtype::F16 : model::FileDtype::F32;
+    const model::FileDtype dtype = model::file_dtype_from_torch(model_config_.torch_dtype);
     tensors.push_back({name, dtype, hf_shape(plan_.shape, name, buffer->size() / 4), [this, buffer, dtype](model::TensorSink& sink) {
                          std::vector<float> values(buffer->size() / 4);
                          context_->download(*buffer, values.data());
@@ -477,7 +476,7 @@ TrainSummary TrainingRun::run() {
   info_.config_json = to_json(config_);
   info_.device = context_->caps().summary_line();
   info_.max_steps = max_steps_;
-  info_.schedule_type = config_.lr_scheduler_type;
+  info_.schedule_type = schedule_name(config_.lr_scheduler_type);
   info_.peak_learning_rate = config_.learning_rate;
   info_.warmup_steps = schedule_->settings().warmup_steps;
   info_.schedule_kwargs = config_.lr_scheduler_kwargs;
