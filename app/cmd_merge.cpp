@@ -6,6 +6,7 @@
 #include "app/commands.hpp"
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/merge/adapter_merge.hpp"
 #include "engine/merge/config.hpp"
 #include "engine/merge/merge.hpp"
 #include "engine/plan/report.hpp"

@@ -23,6 +23,7 @@
 #include "engine/kernels/merge.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/kernels/random.hpp"
+#include "engine/merge/adapter_merge.hpp"
 #include "engine/merge/config.hpp"
 #include "engine/merge/export.hpp"
 #include "engine/merge/lowrank.hpp"
