@@ -51,15 +51,19 @@ uint64_t module_out_features(const ModelShape& s, Module module) {
   }
 }
 
-namespace {
-constexpr NameEntry<Method> method_table[] = {{Method::lora, "lora"}, {Method::qlora, "qlora"}, {Method::full, "full"}};
-constexpr NameEntry<Optimizer> optimizer_table[] = {
-    {Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}, {Optimizer::momentum, "momentum"}};
-}  // namespace
+std::span<const NameEntry<Method>> method_names() {
+  static constexpr NameEntry<Method> names[] = {{Method::lora, "lora"}, {Method::qlora, "qlora"}, {Method::full, "full"}};
+  return names;
+}
 
-std::span<const NameEntry<Method>> method_names() { return method_table; }
-std::span<const NameEntry<Optimizer>> optimizer_names() { return optimizer_table; }
 const char* method_name(Method method) { return enum_name(method_names(), method); }
+
+std::span<const NameEntry<Optimizer>> optimizer_names() {
+  static constexpr NameEntry<Optimizer> names[] = {
+      {Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}, {Optimizer::momentum, "momentum"}};
+  return names;
+}
+
 const char* optimizer_name(Optimizer optimizer) { return enum_name(optimizer_names(), optimizer); }
 
 uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
