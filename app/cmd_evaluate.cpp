@@ -43,17 +43,16 @@ void add_evaluate_command(CLI::App& app) {
   command->add_option("--max-new-tokens", o.max_new_tokens, "tokens to generate per prompt at most");
   command->add_flag("--compare-base", o.compare_base, "also score the base model without the adapter, side by side");
   command->add_option("--show", o.show, "examples to print");
-  command->add_option("--quant", o.quant, "base format on load: none | nf4 | int8 | int4 | int4-asym");
+  command->add_option("--quant", o.quant, "base format on load: " + enum_name_list(kernels::quant_names(), " | "));
   command->add_option("--device", o.device, "Vulkan device index");
   command->callback([] {
-    std::optional<kernels::WeightFormat> quant = kernels::weight_format_from_quant_name(o.quant);
-    if (!quant) throw UserError("--quant '" + o.quant + "' is not supported", "none, nf4, int8, int4, int4-asym");
+    const kernels::WeightFormat quant = enum_from_flag(kernels::quant_names(), o.quant, "--quant");
     train::GenerationEvalOptions options;
     options.model = o.model;
     options.data = o.data;
     options.limit = o.limit;
     options.max_new_tokens = o.max_new_tokens;
-    options.base_format = *quant;
+    options.base_format = quant;
     for (size_t start = 0; start < o.keys.size();) {
       size_t end = o.keys.find(',', start);
       if (end == std::string::npos) end = o.keys.size();

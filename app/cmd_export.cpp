@@ -19,22 +19,19 @@ void add_export_command(CLI::App& app) {
   command->add_option("--model", model, "base model folder (dense, or a bitsandbytes NF4 / vktune-quantized one)")->required();
   command->add_option("--adapter", adapter, "PEFT LoRA adapter folder (without it, only dequantize / convert the dtype)");
   command->add_option("--output,-o", output, "output folder")->required();
-  command->add_option("--dtype", dtype, "fp32 | fp16 | bf16 (default: the base's torch_dtype)");
+  command->add_option("--dtype", dtype, enum_name_list(kernels::dtype_names(), " | ") + " (default: the base's torch_dtype)");
   command->add_option("--max-shard-size", max_shard_size, "split model.safetensors above this size (default 5GB)");
   command->add_option("--device", device, "Vulkan device index (vktune devices lists them)");
   command->footer("W' = W + (lora_alpha/r)·B·A for every adapted module (alpha/sqrt(r) with use_rslora).\n"
                   "Example:\n  vktune export --model base --adapter out/adapter --output merged --dtype bf16");
   command->callback([] {
-    std::error_code ignored;
-    if (std::filesystem::weakly_canonical(model, ignored) == std::filesystem::weakly_canonical(output, ignored))
-      throw UserError("--output is the --model folder", "write the merged model to a new folder");
+    require_new_output_folder(model, output, "merged");
     merge::ExportOptions options;
     options.model = model;
     if (!adapter.empty()) options.adapter = adapter;
     options.output = output;
-    options.dtype = dtype;
+    if (!dtype.empty()) options.dtype = merge::dtype_from_flag(dtype, "--dtype");  // before opening a device
     options.max_shard_bytes = plan::parse_byte_size(max_shard_size);
-    if (!dtype.empty()) merge::torch_dtype_from_flag(dtype, "--dtype");  // reject a bad value before opening a device
     vk::ContextOptions context_options;
     context_options.device_index = static_cast<int>(device);
     vk::Context context(context_options);

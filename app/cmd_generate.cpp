@@ -27,15 +27,13 @@ void add_generate_command(CLI::App& app) {
   command->add_option("--top-k", o.top_k, "sample among the k most likely tokens (0: all)");
   command->add_option("--top-p", o.top_p, "nucleus sampling: the smallest set with this much probability");
   command->add_option("--seed", o.seed, "sampling seed");
-  command->add_option("--quant", o.quant, "quantize the base on load: none | nf4 | int8 | int4 | int4-asym");
-  command->add_option("--dtype", o.dtype, "fp32 | fp16 | bf16 for dense weights");
+  command->add_option("--quant", o.quant, "quantize the base on load: " + enum_name_list(kernels::quant_names(), " | "));
+  command->add_option("--dtype", o.dtype, enum_name_list(kernels::dtype_names(), " | ") + " for dense weights");
   command->add_option("--max-tokens", o.max_tokens, "KV cache length (prompt + new tokens)");
   command->add_option("--device", o.device, "Vulkan device index");
   command->callback([] {
-    std::optional<kernels::WeightFormat> quant = kernels::weight_format_from_quant_name(o.quant);
-    if (!quant) throw UserError("--quant '" + o.quant + "' is not supported", "none, nf4, int8, int4, int4-asym");
-    if (o.dtype != "fp32" && o.dtype != "fp16" && o.dtype != "bf16")
-      throw UserError("--dtype '" + o.dtype + "' is not supported", "fp32, fp16 or bf16");
+    const kernels::WeightFormat quant = enum_from_flag(kernels::quant_names(), o.quant, "--quant");
+    const kernels::DType dtype = enum_from_flag(kernels::dtype_names(), o.dtype, "--dtype");
     text::Tokenizer tokenizer = text::Tokenizer::load(o.model);
     model::ModelConfig config = model::load_model_config(o.model);
     vk::ContextOptions context_options;
@@ -44,8 +42,8 @@ void add_generate_command(CLI::App& app) {
     model::GeneratorOptions options;
     options.model = o.model;
     if (!o.adapter.empty()) options.adapter = std::filesystem::path(o.adapter);
-    options.dtype = o.dtype == "fp16" ? kernels::DType::f16 : o.dtype == "bf16" ? kernels::DType::bf16 : kernels::DType::f32;
-    options.base_format = *quant;
+    options.dtype = dtype;
+    options.base_format = quant;
     if (options.base_format == kernels::WeightFormat::f32)
       options.base_format = options.dtype == kernels::DType::f16 ? kernels::WeightFormat::f16
                             : options.dtype == kernels::DType::bf16 ? kernels::WeightFormat::bf16 : kernels::WeightFormat::f32;

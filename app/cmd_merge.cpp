@@ -6,6 +6,7 @@
 #include "app/commands.hpp"
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/merge/adapter_merge.hpp"
 #include "engine/merge/config.hpp"
 #include "engine/merge/merge.hpp"
 #include "engine/plan/report.hpp"
@@ -48,7 +49,7 @@ void add_merge_command(CLI::App& app) {
       options.rank = static_cast<uint32_t>(rank);
       options.random_seed = static_cast<uint32_t>(random_seed);
       merge::AdapterMergeSummary summary = merge::run_adapter_merge(context, config, options);
-      std::printf("merged adapters (%s, %s) into %s: r=%u, %lld modules, targets", summary.method.c_str(),
+      std::printf("merged adapters (%s, %s) into %s: r=%u, %lld modules, targets", merge::merge_method_name(summary.method),
                   adapter_space.c_str(), output.c_str(), summary.rank, static_cast<long long>(summary.modules));
       for (const auto& target : summary.targets) std::printf(" %s", target.c_str());
       std::printf("\nrelative Frobenius error of the low-rank form: max %.3g, mean %.3g; %s\n", summary.max_relative_residual,
@@ -60,7 +61,7 @@ void add_merge_command(CLI::App& app) {
     options.max_shard_bytes = plan::parse_byte_size(max_shard_size);
     options.random_seed = static_cast<uint32_t>(random_seed);
     merge::MergeSummary summary = merge::run_merge(context, config, options);
-    std::printf("merged (%s) %lld tensors, %lld layers, %s, %s in %s -> %s\n", summary.method.c_str(),
+    std::printf("merged (%s) %lld tensors, %lld layers, %s, %s in %s -> %s\n", merge::merge_method_name(summary.method),
                 static_cast<long long>(summary.tensors), static_cast<long long>(summary.layers),
                 summary.out_dtype.c_str(), format_bytes(double(summary.bytes_written)).c_str(),
                 format_duration(summary.seconds).c_str(), output.c_str());

@@ -36,9 +36,7 @@ void add_quantize_command(CLI::App& app) {
                   "(inference and as a LoRA base).\n"
                   "Example:\n  vktune quantize --model base --format nf4 --double-quant --output base-nf4 --eval-data eval.jsonl");
   command->callback([] {
-    std::error_code ignored;
-    if (std::filesystem::weakly_canonical(model, ignored) == std::filesystem::weakly_canonical(output, ignored))
-      throw UserError("--output is the --model folder", "write the quantized model to a new folder");
+    require_new_output_folder(model, output, "quantized");
     merge::QuantizeOptions options;
     options.model = model;
     options.output = output;

@@ -2,6 +2,8 @@
 // Every `vktune` subcommand registers itself on the CLI11 app from its own cmd_*.cpp file.
 #include <CLI/CLI.hpp>
 
+#include <string>
+
 namespace vkt::app {
 
 void add_devices_command(CLI::App& app);
@@ -15,5 +17,9 @@ void add_quantize_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_model_tool_commands(CLI::App& app);
 void add_evaluate_command(CLI::App& app);
+
+// Commands that write a new model folder from --model refuse an --output that is the same folder
+// (it would be overwritten while being read); `result` names what is written ("merged").
+void require_new_output_folder(const std::string& model, const std::string& output, const std::string& result);
 
 }  // namespace vkt::app

@@ -33,7 +33,7 @@ train::TrainConfig tiny_config(const std::string& name) {
   config.max_steps = 50;
   config.per_device_train_batch_size = 4;
   config.learning_rate = 1e-2;
-  config.lr_scheduler_type = "constant";
+  config.lr_scheduler_type = train::ScheduleType::constant;
   config.logging_steps = 1;
   config.save_steps = 0;
   config.target_modules = "all-linear";
@@ -90,7 +90,7 @@ TEST_CASE("train: LoRA on a tiny model, the loss falls and PEFT files are writte
 
 TEST_CASE("train: QLoRA (NF4 + double quant base) on a tiny model, the loss falls") {
   train::TrainConfig config = tiny_config("qlora");
-  config.method = "qlora";
+  config.method = plan::Method::qlora;
   train::TrainSummary summary = train::train(config);
   CHECK(summary.plan.settings.base_format == kernels::WeightFormat::nf4);
   CHECK(summary.plan.settings.double_quant);
@@ -212,10 +212,11 @@ TEST_SUITE("plan_accuracy") {
 // The planner's promise: for the runs that train in CI, each category's planned bytes are within
 // 10% of the memory ledger's measured peak, and so is the total.
 TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, full; with and without checkpointing)") {
-  struct Case { const char* name; const char* method; bool checkpointing; };
-  for (Case c : {Case{"lora", "lora", false}, Case{"lora-ckpt", "lora", true}, Case{"qlora", "qlora", false},
-                 Case{"qlora-ckpt", "qlora", true}, Case{"full", "full", false},
-                 Case{"full-ckpt", "full", true}}) {
+  struct Case { const char* name; plan::Method method; bool checkpointing; };
+  using plan::Method;
+  for (Case c : {Case{"lora", Method::lora, false}, Case{"lora-ckpt", Method::lora, true}, Case{"qlora", Method::qlora, false},
+                 Case{"qlora-ckpt", Method::qlora, true}, Case{"full", Method::full, false},
+                 Case{"full-ckpt", Method::full, true}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;

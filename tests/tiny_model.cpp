@@ -41,12 +41,12 @@ std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directo
   config.model = tiny_model(work / "random").string();
   config.data = text.string();
   config.output_dir = directory.string();
-  config.method = "full";
+  config.method = plan::Method::full;
   config.headless = true;
   config.max_steps = 40;
   config.per_device_train_batch_size = 8;
   config.learning_rate = 1e-2;
-  config.lr_scheduler_type = "constant";
+  config.lr_scheduler_type = train::ScheduleType::constant;
   config.logging_steps = 40;
   config.save_steps = 0;
   train::train(config);

@@ -4,9 +4,11 @@
 // quantize/dequantize, file loading), shaders/quant.glsl and the matmul's load stage.
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
+#include "engine/base/names.hpp"
 #include "engine/vk/memory.hpp"
 
 namespace vkt::kernels {
@@ -16,7 +18,15 @@ using vk::BufferRange;
 // Storage type of an activation or dense weight; arithmetic is always fp32.
 enum class DType : uint8_t { f32, f16, bf16 };
 uint32_t dtype_bytes(DType type);
-const char* dtype_name(DType type);
+// A DType has two spellings, one table each: ours ("fp32", "fp16", "bf16": --dtype flags,
+// run.json) and torch's ("float32", "float16", "bfloat16": config.json's torch_dtype, mergekit's
+// dtype/out_dtype; "torch.float32" parses too).
+std::span<const NameEntry<DType>> dtype_names();
+std::span<const NameEntry<DType>> torch_dtype_names();
+const char* dtype_name(DType type);        // "fp32"
+const char* torch_dtype_name(DType type);  // "float32"
+std::optional<DType> dtype_from_name(std::string_view name);
+std::optional<DType> dtype_from_torch_name(std::string_view name);
 
 // How a base weight W (rows = out_features, cols = in_features, row-major, flattened into
 // n = rows*cols elements) is stored. Quantization blocks are runs of `block_size` consecutive
@@ -37,7 +47,10 @@ enum class WeightFormat : uint8_t {
               //   scales = (max-min)/15, zeros = uint8[blocks] (0..15)
 };
 const char* weight_format_name(WeightFormat format);
-// The --quant names: "none" (f32), "nf4", "int8", "int4", "int4-asym"; nullopt for any other.
+// The --quant names: "none" (f32), "nf4", "int8", "int4", "int4-asym" ("int4_asym" parses too).
+std::span<const NameEntry<WeightFormat>> quant_names();
+const char* quant_name(WeightFormat format);  // "none" for f32
+// nullopt for a name not in quant_names().
 std::optional<WeightFormat> weight_format_from_quant_name(std::string_view name);
 bool is_quantized(WeightFormat format);
 

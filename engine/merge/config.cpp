@@ -255,10 +255,20 @@ std::optional<ParameterValue> evaluate_setting(const ParameterSetting& setting, 
   return std::nullopt;
 }
 
-const std::vector<std::string>& supported_methods() {
-  static const std::vector<std::string> methods = {"linear",      "slerp",     "task_arithmetic", "ties",
-                                                   "dare_linear", "dare_ties", "passthrough"};
-  return methods;
+namespace {
+constexpr NameEntry<MergeMethod> merge_method_table[] = {
+    {MergeMethod::linear, "linear"},           {MergeMethod::slerp, "slerp"},
+    {MergeMethod::task_arithmetic, "task_arithmetic"}, {MergeMethod::ties, "ties"},
+    {MergeMethod::dare_linear, "dare_linear"}, {MergeMethod::dare_ties, "dare_ties"},
+    {MergeMethod::passthrough, "passthrough"}};
+}  // namespace
+
+std::span<const NameEntry<MergeMethod>> merge_method_names() { return merge_method_table; }
+const char* merge_method_name(MergeMethod method) { return enum_name(merge_method_names(), method); }
+
+bool is_task_arithmetic_family(MergeMethod method) {
+  return method == MergeMethod::task_arithmetic || method == MergeMethod::ties || method == MergeMethod::dare_linear ||
+         method == MergeMethod::dare_ties;
 }
 
 MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& file, const fs::path& base_dir) {
@@ -293,22 +303,24 @@ MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& 
   const YAML::Node method = root["merge_method"];
   if (!method || !method.IsScalar())
     throw UserError(file + ": key 'merge_method' is missing", "add e.g. `merge_method: linear`; supported: " +
-                                                                  join(supported_methods()));
-  config.merge_method = method.Scalar();
+                                                                  enum_name_list(merge_method_names()));
   config.line_of_method = where.line(method);
-  const auto& methods = supported_methods();
-  if (std::find(methods.begin(), methods.end(), config.merge_method) == methods.end())
-    fail(where, method, "merge_method", "'" + config.merge_method + "' is not supported",
-         "vktune implements " + join(methods));
+  if (auto parsed = enum_from_name(merge_method_names(), method.Scalar()))
+    config.method = *parsed;
+  else
+    fail(where, method, "merge_method", "'" + method.Scalar() + "' is not supported",
+         "vktune implements " + enum_name_list(merge_method_names()));
   if (root["base_model"] && !root["base_model"].IsNull())
     config.base_model = model_ref(where, root["base_model"], "base_model", base_dir);
   for (const char* key : {"dtype", "out_dtype"}) {
     if (!root[key] || root[key].IsNull()) continue;
     std::string value = root[key].Scalar();
+    std::optional<kernels::DType> dtype = kernels::dtype_from_torch_name(value);
     if (value.rfind("torch.", 0) == 0) value = value.substr(6);
-    if (value != "float32" && value != "float16" && value != "bfloat16")
-      fail(where, root[key], key, "'" + value + "' is not a dtype vktune writes", "use float32, float16 or bfloat16");
-    (std::string(key) == "dtype" ? config.dtype : config.out_dtype) = value;
+    if (!dtype)
+      fail(where, root[key], key, "'" + value + "' is not a dtype vktune writes",
+           "use one of: " + enum_name_list(kernels::torch_dtype_names()));
+    (std::string(key) == "dtype" ? config.dtype : config.out_dtype) = dtype;
   }
   if (root["tokenizer_source"] && !root["tokenizer_source"].IsNull()) {
     std::string source = root["tokenizer_source"].Scalar();

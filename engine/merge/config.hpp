@@ -34,9 +34,20 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <span>
 #include <vector>
 
+#include "engine/base/names.hpp"
+#include "engine/kernels/types.hpp"
+
 namespace vkt::merge {
+
+// The merge methods vktune implements, with their mergekit names in merge_method_names().
+enum class MergeMethod : uint8_t { linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough };
+std::span<const NameEntry<MergeMethod>> merge_method_names();
+const char* merge_method_name(MergeMethod method);  // "dare_ties"
+// task_arithmetic, ties, dare_linear, dare_ties: θ_base + λ Σ w_i (θ_i − θ_base) with sparsification.
+bool is_task_arithmetic_family(MergeMethod method);
 
 // mergekit's ModelReference: "model" or "model+lora".
 struct ModelRef {
@@ -99,20 +110,17 @@ struct InputModel {
 
 struct MergeConfig {
   std::string path;  // the YAML file (for messages)
-  std::string merge_method;
+  MergeMethod method = MergeMethod::linear;  // merge_method
   std::optional<ModelRef> base_model;
   std::vector<InputModel> models;    // `models:` form
   std::vector<OutputSlice> slices;   // `slices:` form
   ParameterSet parameters;
-  std::string dtype, out_dtype;      // torch names ("bfloat16", "float16", "float32"); empty when absent
+  std::optional<kernels::DType> dtype, out_dtype;  // written as torch names ("bfloat16"); nullopt when absent
   std::optional<std::string> tokenizer_source;  // "base" or a model reference
   int line_of_method = 0;
 
   bool uses_slices() const { return !slices.empty(); }
 };
-
-// The merge methods vktune implements (mergekit names).
-const std::vector<std::string>& supported_methods();
 
 // Reads and validates a mergekit YAML file. Every problem is a UserError "FILE:LINE: key 'K': ..."
 // with a hint: unknown keys (with the known ones), wrong types, unsupported methods, a slice

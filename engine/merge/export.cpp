@@ -10,11 +10,10 @@ namespace vkt::merge {
 
 namespace fs = std::filesystem;
 
-std::string torch_dtype_from_flag(const std::string& value, const std::string& flag) {
-  if (value == "fp32" || value == "float32") return "float32";
-  if (value == "fp16" || value == "float16") return "float16";
-  if (value == "bf16" || value == "bfloat16") return "bfloat16";
-  throw UserError(flag + " '" + value + "' is not supported", "use fp32, fp16 or bf16");
+kernels::DType dtype_from_flag(const std::string& value, const std::string& flag) {
+  if (auto dtype = kernels::dtype_from_name(value)) return *dtype;
+  if (auto dtype = enum_from_name(kernels::torch_dtype_names(), value)) return *dtype;
+  return enum_from_flag(kernels::dtype_names(), value, flag);  // the error listing our names
 }
 
 ExportSummary export_merged(vk::Context& context, const ExportOptions& options) {
@@ -22,10 +21,9 @@ ExportSummary export_merged(vk::Context& context, const ExportOptions& options) 
   ModelSource source(&context, options.model, options.adapter);
   ExportSummary summary;
   summary.base_quantization = source.quantization();
-  summary.out_dtype = options.dtype.empty()
-                          ? (source.config().torch_dtype.empty() ? "float32" : torch_dtype_name(file_dtype_from_torch(source.config().torch_dtype)))
-                          : torch_dtype_from_flag(options.dtype, "--dtype");
-  const model::FileDtype out_dtype = file_dtype_from_torch(summary.out_dtype);
+  const model::FileDtype out_dtype = options.dtype ? model::file_dtype(*options.dtype)
+                                                   : model::file_dtype_from_torch(source.config().torch_dtype);
+  summary.out_dtype = model::torch_dtype_name(out_dtype);
   fs::create_directories(options.output);
 
   ProgressBar progress("export", static_cast<int64_t>(source.tensor_names().size()));

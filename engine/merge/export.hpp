@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/kernels/types.hpp"
 #include "engine/merge/output.hpp"
 #include "engine/vk/context.hpp"
 
@@ -20,7 +21,7 @@ struct ExportOptions {
   std::filesystem::path model;
   std::optional<std::filesystem::path> adapter;  // none: only dequantize / convert the dtype
   std::filesystem::path output;
-  std::string dtype;  // fp32 | fp16 | bf16 (or float32 | float16 | bfloat16); empty: the base's torch_dtype
+  std::optional<kernels::DType> dtype;  // nullopt: the base's torch_dtype
   uint64_t max_shard_bytes = default_max_shard_bytes;
   bool show_progress = true;
 };
@@ -38,8 +39,8 @@ struct ExportSummary {
 
 ExportSummary export_merged(vk::Context& context, const ExportOptions& options);
 
-// "fp32"/"float32" -> "float32", "fp16"/"float16" -> "float16", "bf16"/"bfloat16" -> "bfloat16";
-// UserError naming `flag` otherwise.
-std::string torch_dtype_from_flag(const std::string& value, const std::string& flag);
+// The dtype of a --dtype flag, by our name or torch's ("fp16" or "float16"); UserError naming
+// `flag` and the valid names otherwise.
+kernels::DType dtype_from_flag(const std::string& value, const std::string& flag);
 
 }  // namespace vkt::merge

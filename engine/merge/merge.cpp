@@ -4,27 +4,20 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
-#include <map>
 #include <memory>
 #include <set>
-#include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/base/log.hpp"
 #include "engine/base/progress.hpp"
-#include "engine/kernels/matmul.hpp"
-#include "engine/merge/device.hpp"
-#include "engine/merge/lowrank.hpp"
+#include "engine/merge/merger.hpp"
 #include "engine/model/adapter.hpp"
-#include "engine/vk/recorder.hpp"
-#include "engine/merge/source.hpp"
 #include "engine/model/session.hpp"
 
 namespace vkt::merge {
 
 namespace fs = std::filesystem;
-using model::FileDtype;
 
 uint64_t current_rss_bytes() {
   std::ifstream status("/proc/self/status");
@@ -33,63 +26,6 @@ uint64_t current_rss_bytes() {
     if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // "VmRSS:   1234 kB"
   return 0;
 }
-
-namespace {
-
-bool is_task_arithmetic_family(const std::string& method) {
-  return method == "task_arithmetic" || method == "ties" || method == "dare_linear" || method == "dare_ties";
-}
-
-// One output tensor: which input tensors of which sources it merges, and the lookup context of
-// its parameters.
-struct TensorPlan {
-  std::string name;                        // output tensor name
-  std::vector<size_t> sources;             // index into the source table, in slice source order
-  std::vector<std::string> input_names;    // the tensor's name in each source
-  std::optional<size_t> base;              // position in `sources` of the base model
-  const OutputSlice* slice = nullptr;
-  double t = 0;
-};
-
-class Merger {
- public:
-  Merger(vk::Context& context, const MergeConfig& config, const MergeOptions& options)
-      : context_(context), config_(config), options_(options), device_(context, options.chunk_elements) {}
-  MergeSummary run();
-  AdapterMergeSummary run_adapter_space(const AdapterMergeOptions& options);
-
- private:
-  size_t source_index(const ModelRef& ref);
-  void normalize();
-  void plan();
-  void check_parameters();
-  void plan_tensor(const std::string& output_name, const OutputSlice& slice, const std::vector<std::string>& input_names,
-                   double t);
-  std::optional<ParameterValue> parameter(const std::string& name, const TensorPlan& tensor,
-                                          std::optional<size_t> position) const;
-  double number(const std::string& name, const TensorPlan& tensor, std::optional<size_t> position, double fallback,
-                bool required) const;
-  bool flag(const std::string& name, const TensorPlan& tensor, bool fallback) const;
-  std::string where(const TensorPlan& tensor, std::optional<size_t> position) const;
-  void produce(const TensorPlan& tensor, model::TensorSink& sink);
-  void task_arithmetic(const TensorPlan& tensor, const std::vector<std::vector<float>>& values, uint64_t n,
-                       const ChunkSink& sink);
-  std::optional<ModelRef> base_of(const OutputSlice& slice) const {
-    return slice.base_model ? slice.base_model : config_.base_model;
-  }
-
-  vk::Context& context_;
-  const MergeConfig& config_;
-  MergeOptions options_;
-  MergeDevice device_;
-  std::vector<std::unique_ptr<ModelSource>> sources_;
-  std::vector<OutputSlice> slices_;  // normalized
-  std::vector<TensorPlan> tensors_;
-  int64_t output_layers_ = 0;
-  size_t output_config_source_ = 0;
-  FileDtype out_dtype_ = FileDtype::F32;
-  uint64_t largest_ = 0;
-};
 
 size_t Merger::source_index(const ModelRef& ref) {
   for (size_t i = 0; i < sources_.size(); i++)
@@ -154,7 +90,7 @@ void Merger::plan_tensor(const std::string& output_name, const OutputSlice& slic
 
 void Merger::plan() {
   normalize();
-  const std::string& method = config_.merge_method;
+  const MergeMethod method = config_.method;
   // The output config comes from the base model, else the first model (mergekit).
   output_config_source_ = config_.base_model ? source_index(*config_.base_model)
                                              : source_index(slices_.front().sources.front().model);
@@ -167,10 +103,10 @@ void Merger::plan() {
   }
   for (const auto& slice : slices_) {
     const auto base = base_of(slice);
-    if (is_task_arithmetic_family(method) || method == "slerp") {
+    if (is_task_arithmetic_family(method) || method == MergeMethod::slerp) {
       if (!base)
-        throw UserError(config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': " + method +
-                            " needs a base_model",
+        throw UserError(config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': " +
+                            merge_method_name(method) + " needs a base_model",
                         "add `base_model: PATH` (for slerp one of the two models; t = 0 gives the base)");
       bool found = std::any_of(slice.sources.begin(), slice.sources.end(),
                                [&](const InputSlice& s) { return s.model.same_as(*base); });
@@ -179,11 +115,11 @@ void Merger::plan() {
                             " is not among this slice's sources",
                         "list the base model in the slice with the same layer_range as the others");
     }
-    if (method == "passthrough" && slice.sources.size() != 1)
+    if (method == MergeMethod::passthrough && slice.sources.size() != 1)
       throw UserError(config_.path + ":" + std::to_string(slice.line) + ": key 'sources': passthrough takes exactly one "
                           "source per slice, this one has " + std::to_string(slice.sources.size()),
                       "stack layers with one slice per source (each slice's layers are appended)");
-    if (method == "slerp" && slice.sources.size() > 2)
+    if (method == MergeMethod::slerp && slice.sources.size() > 2)
       throw UserError(config_.path + ":" + std::to_string(slice.line) + ": slerp merges exactly two models, not " +
                           std::to_string(slice.sources.size()),
                       "use linear or task_arithmetic for more models");
@@ -230,10 +166,10 @@ void Merger::plan() {
     }
     largest_ = std::max(largest_, first.elements() * 4);
   }
-  std::string dtype = !config_.out_dtype.empty() ? config_.out_dtype
-                      : !config_.dtype.empty()   ? config_.dtype
-                                                 : out_config.torch_dtype;
-  out_dtype_ = file_dtype_from_torch(dtype);
+  if (auto dtype = config_.out_dtype ? config_.out_dtype : config_.dtype)
+    out_dtype_ = model::file_dtype(*dtype);
+  else
+    out_dtype_ = model::file_dtype_from_torch(out_config.torch_dtype);
   check_parameters();
 }
 
@@ -241,11 +177,11 @@ void Merger::plan() {
 // missing or mistyped value fails the merge up front (naming the model and tensor); warns about
 // parameters the method does not use.
 void Merger::check_parameters() {
-  const std::string& method = config_.merge_method;
+  const MergeMethod method = config_.method;
   std::vector<std::string> used;
-  if (method == "linear") used = {"weight", "normalize"};
-  else if (method == "slerp") used = {"t"};
-  else if (method == "passthrough") used = {"scale"};
+  if (method == MergeMethod::linear) used = {"weight", "normalize"};
+  else if (method == MergeMethod::slerp) used = {"t"};
+  else if (method == MergeMethod::passthrough) used = {"scale"};
   else used = {"weight", "density", "normalize", "lambda", "int8_mask", "rescale"};
   std::set<std::string> present;
   auto collect = [&](const ParameterSet& set) {
@@ -258,15 +194,15 @@ void Merger::check_parameters() {
   }
   for (const auto& name : present)
     if (std::find(used.begin(), used.end(), name) == used.end())
-      log::warn(config_.path + ": parameter '" + name + "' is not used by " + method + " (ignored)");
+      log::warn(config_.path + ": parameter '" + name + "' is not used by " + merge_method_name(method) + " (ignored)");
   for (const auto& tensor : tensors_) {
     const size_t count = tensor.sources.size();
-    if (method == "linear") {
+    if (method == MergeMethod::linear) {
       for (size_t i = 0; i < count; i++) number("weight", tensor, i, 0, true);
       flag("normalize", tensor, true);
-    } else if (method == "slerp") {
+    } else if (method == MergeMethod::slerp) {
       if (count == 2) number("t", tensor, std::nullopt, 0, true);
-    } else if (method == "passthrough") {
+    } else if (method == MergeMethod::passthrough) {
       if (auto scale = parameter("scale", tensor, size_t{0})) scale->as_number("scale", where(tensor, 0));
     } else {
       flag("normalize", tensor, false);
@@ -322,7 +258,7 @@ double Merger::number(const std::string& name, const TensorPlan& tensor, std::op
   if (!value) {
     if (required)
       throw UserError(where(tensor, position) + ": missing required parameter '" + name + "' for " +
-                          config_.merge_method,
+                          merge_method_name(config_.method),
                       "set it for this model (parameters: {" + name + ": ...}) or globally under `parameters:`");
     return fallback;
   }
@@ -335,7 +271,7 @@ bool Merger::flag(const std::string& name, const TensorPlan& tensor, bool fallba
 }
 
 void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
-  const std::string& method = config_.merge_method;
+  const MergeMethod method = config_.method;
   const size_t count = tensor.sources.size();
   auto source = [&](size_t i) -> ModelSource& { return *sources_[tensor.sources[i]]; };
   auto write_chunk = [&](const float* values, uint64_t, uint64_t n) { write_as(sink, values, n, out_dtype_); };
@@ -343,7 +279,7 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
     for (size_t i = 0; i < count; i++) source(i).release(tensor.input_names[i]);
   };
 
-  if (method == "passthrough") {
+  if (method == MergeMethod::passthrough) {
     ModelSource& only = source(0);
     const std::string& input = tensor.input_names[0];
     auto scale = parameter("scale", tensor, size_t{0});
@@ -370,7 +306,7 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
   }
   const uint64_t n = values[0].size();
 
-  if (method == "linear") {
+  if (method == MergeMethod::linear) {
     std::vector<const float*> inputs;
     std::vector<float> weights;
     double sum = 0;
@@ -385,7 +321,7 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
       throw UserError(where(tensor, std::nullopt) + ": the weights sum to 0, normalizing would divide by zero",
                       "give weights with a nonzero sum, or set normalize: false");
     device_.linear(inputs, weights, normalize ? static_cast<float>(sum) : 1.0f, n, write_chunk);
-  } else if (method == "slerp") {
+  } else if (method == MergeMethod::slerp) {
     double t = number("t", tensor, std::nullopt, 0, true);
     if (count == 1) {
       write_as(sink, values[0].data(), n, out_dtype_);
@@ -421,18 +357,18 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
 // evaluates them, magnitude cuts on the host, the element-wise work on the device.
 void Merger::task_arithmetic(const TensorPlan& tensor, const std::vector<std::vector<float>>& values, uint64_t n,
                              const ChunkSink& sink) {
-  const std::string& method = config_.merge_method;
-  VKT_ASSERT(is_task_arithmetic_family(method), "unknown merge method " + method);
+  const MergeMethod method = config_.method;
+  VKT_ASSERT(is_task_arithmetic_family(method), std::string("not a task-arithmetic method: ") + merge_method_name(method));
   const size_t base = *tensor.base, count = values.size();
-  const bool dare = method == "dare_linear" || method == "dare_ties";
+  const bool dare = method == MergeMethod::dare_linear || method == MergeMethod::dare_ties;
   kernels::TaskArithmeticSettings settings;
-  settings.consensus = method == "ties" || method == "dare_ties";
-  settings.sparsify = method == "ties" ? kernels::Sparsify::magnitude
+  settings.consensus = method == MergeMethod::ties || method == MergeMethod::dare_ties;
+  settings.sparsify = method == MergeMethod::ties ? kernels::Sparsify::magnitude
                       : dare           ? kernels::Sparsify::random
                                        : kernels::Sparsify::none;
-  settings.normalize = flag("normalize", tensor, method == "ties");
+  settings.normalize = flag("normalize", tensor, method == MergeMethod::ties);
   const bool rescale = flag("rescale", tensor, dare);
-  if (rescale && method == "ties")
+  if (rescale && method == MergeMethod::ties)
     throw UserError(where(tensor, std::nullopt) + ": rescale with ties (mergekit's L1-norm rescaling) is not supported",
                     "remove `rescale`, or use dare_ties whose rescale is 1/density");
   settings.lambda = static_cast<float>(number("lambda", tensor, std::nullopt, 1.0, false));
@@ -479,220 +415,12 @@ void Merger::task_arithmetic(const TensorPlan& tensor, const std::vector<std::ve
   device_.task_arithmetic(values[base].data(), models, params, settings, n, sink);
 }
 
-namespace {
-
-// s · B · A (out × in) computed on the device: the dense update of one adapted module.
-std::vector<float> dense_update(vk::Context& context, const ModelSource::LoraFactors& f, uint32_t out, uint32_t in) {
-  std::vector<float> delta(uint64_t(out) * in);
-  vk::Buffer a = context.allocate(f.a.size() * 4, vk::Category::workspace, "merge.lora.a");
-  vk::Buffer b = context.allocate(f.b.size() * 4, vk::Category::workspace, "merge.lora.b");
-  vk::Buffer d = context.allocate(delta.size() * 4, vk::Category::workspace, "merge.lora.delta");
-  context.upload(a, f.a.data(), 0, f.a.size() * 4);
-  context.upload(b, f.b.data(), 0, f.b.size() * 4);
-  context.run([&](vk::Recorder& r) {
-    kernels::matmul_nn(r, b.range(), kernels::DType::f32, kernels::dense_f32(a.range()), d.range(0, delta.size() * 4),
-                       kernels::DType::f32, out, f.rank, in, f.scale, 0.0f);
-  });
-  context.download(d, delta.data(), 0, delta.size() * 4);
-  return delta;
-}
-
-}  // namespace
-
-AdapterMergeSummary Merger::run_adapter_space(const AdapterMergeOptions& adapter_options) {
-  auto started = std::chrono::steady_clock::now();
-  const std::string& method = config_.merge_method;
-  const std::string at_method = config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': ";
-  if (config_.uses_slices())
-    throw UserError(config_.path + ": an adapter-space merge takes a `models:` list, not slices",
-                    "layer slices change the architecture, which an adapter cannot; merge in weight space");
-  if (method == "slerp" || method == "passthrough")
-    throw UserError(at_method + method + " has no adapter-space form",
-                    "use linear, task_arithmetic, ties, dare_linear or dare_ties (or merge in weight space)");
-  const bool factored = method == "linear" || method == "task_arithmetic";
-  if (adapter_options.concatenate && !factored)
-    throw UserError(at_method + "concatenation is exact only for linear and task_arithmetic",
-                    "use --adapter-space svd with " + method + " (its element-wise steps give a full-rank update)");
-  if (config_.base_model && config_.base_model->lora)
-    throw UserError(config_.path + ": key 'base_model': an adapter-space merge needs the plain base as base_model",
-                    "write base_model: BASE (without +ADAPTER)");
-  plan();
-  const fs::path base_dir = sources_.front()->model_dir();
-  std::error_code ignored;
-  std::vector<plan::Module> targets;
-  uint32_t rank_sum = 0;
-  for (const auto& source : sources_) {
-    if (fs::weakly_canonical(source->model_dir(), ignored) != fs::weakly_canonical(base_dir, ignored))
-      throw UserError(config_.path + ": " + source->ref().text + " is not an adapter of " + base_dir.string(),
-                      "an adapter-space merge needs every model to be the same BASE (+ADAPTER)");
-    if (!source->has_adapter()) continue;
-    rank_sum += source->adapter()->settings.rank;
-    for (plan::Module module : source->adapter()->settings.targets)
-      if (std::find(targets.begin(), targets.end(), module) == targets.end()) targets.push_back(module);
-  }
-  if (targets.empty())
-    throw UserError(config_.path + ": no model has an adapter", "write the models as BASE+ADAPTER_FOLDER");
-  std::sort(targets.begin(), targets.end());
-  const uint32_t out_rank = adapter_options.concatenate ? rank_sum : adapter_options.rank ? adapter_options.rank : rank_sum;
-  const model::ModelConfig& config = sources_.front()->config();
-  const plan::ModelShape shape = model::model_shape(config);
-
-  // The modules to write: every adapted linear weight, with its plan (parameters, base position).
-  std::vector<const TensorPlan*> modules;
-  for (const auto& tensor : tensors_) {
-    auto linear = parse_linear_name(tensor.name);
-    if (linear && std::find(targets.begin(), targets.end(), linear->module) != targets.end()) modules.push_back(&tensor);
-  }
-  AdapterMergeSummary summary;
-  summary.method = method;
-  summary.rank = out_rank;
-  summary.base = base_dir;
-  for (plan::Module module : targets) summary.targets.push_back(plan::module_name(module));
-  summary.modules = static_cast<int64_t>(modules.size());
-
-  // One module's merged update as LoRA factors (B: out × out_rank, A: out_rank × in).
-  auto compute = [&](const TensorPlan& tensor) -> LowRank {
-    const LinearName linear = *parse_linear_name(tensor.name);
-    const auto out = static_cast<uint32_t>(plan::module_out_features(shape, linear.module));
-    const auto in = static_cast<uint32_t>(plan::module_in_features(shape, linear.module));
-    const size_t count = tensor.sources.size();
-    std::vector<std::optional<ModelSource::LoraFactors>> factors(count);
-    for (size_t i = 0; i < count; i++) factors[i] = sources_[tensor.sources[i]]->lora_factors(linear.layer, linear.module);
-    if (factored) {
-      // Coefficients c_i of ΔW = Σ c_i s_i B_i A_i, as the weight-space merge would weigh them.
-      std::vector<double> c(count, 0.0);
-      if (method == "linear") {
-        double sum = 0;
-        for (size_t i = 0; i < count; i++) sum += (c[i] = number("weight", tensor, i, 0, true));
-        if (flag("normalize", tensor, true)) {
-          if (sum == 0)
-            throw UserError(where(tensor, std::nullopt) + ": the weights sum to 0", "give weights with a nonzero sum");
-          for (double& ci : c) ci /= sum;
-        } else if (std::fabs(sum - 1) > 1e-6) {
-          throw UserError(where(tensor, std::nullopt) + ": linear without normalize scales the base by Σ weight = " +
-                              std::to_string(sum) + ", which an adapter cannot express",
-                          "use weights that sum to 1, or normalize: true");
-        }
-      } else {
-        const size_t base = *tensor.base;
-        double sum = 0;
-        for (size_t i = 0; i < count; i++)
-          if (i != base) sum += (c[i] = number("weight", tensor, i, 0, true));
-        double divisor = flag("normalize", tensor, false) ? (std::fabs(sum) < 1e-8 ? 1.0 : sum) : 1.0;
-        double lambda = number("lambda", tensor, std::nullopt, 1.0, false);
-        for (size_t i = 0; i < count; i++) c[i] = i == base ? 0.0 : c[i] * lambda / divisor;
-      }
-      uint32_t inner = 0;
-      for (const auto& f : factors) inner += f ? f->rank : 0;
-      std::vector<double> b_cat(uint64_t(out) * inner, 0.0), a_cat(uint64_t(inner) * in, 0.0);
-      uint32_t column = 0;
-      for (size_t i = 0; i < count; i++) {
-        if (!factors[i]) continue;
-        const auto& f = *factors[i];
-        double scale = c[i] * f.scale;
-        for (uint32_t row = 0; row < out; row++)
-          for (uint32_t k = 0; k < f.rank; k++) b_cat[uint64_t(row) * inner + column + k] = scale * f.b[uint64_t(row) * f.rank + k];
-        for (uint32_t k = 0; k < f.rank; k++)
-          for (uint32_t col = 0; col < in; col++) a_cat[uint64_t(column + k) * in + col] = f.a[uint64_t(k) * in + col];
-        column += f.rank;
-      }
-      if (adapter_options.concatenate) {
-        LowRank exact;  // the factors themselves, zero-padded to the common rank
-        exact.rows = out;
-        exact.cols = in;
-        exact.rank = out_rank;
-        exact.b.assign(uint64_t(out) * out_rank, 0.0f);
-        exact.a.assign(uint64_t(out_rank) * in, 0.0f);
-        for (uint32_t row = 0; row < out; row++)
-          for (uint32_t k = 0; k < inner; k++) exact.b[uint64_t(row) * out_rank + k] = static_cast<float>(b_cat[uint64_t(row) * inner + k]);
-        for (uint32_t k = 0; k < inner; k++)
-          for (uint32_t col = 0; col < in; col++) exact.a[uint64_t(k) * in + col] = static_cast<float>(a_cat[uint64_t(k) * in + col]);
-        return exact;
-      }
-      if (inner == 0) {
-        LowRank zero;
-        zero.rows = out;
-        zero.cols = in;
-        zero.rank = out_rank;
-        zero.b.assign(uint64_t(out) * out_rank, 0.0f);
-        zero.a.assign(uint64_t(out_rank) * in, 0.0f);
-        return zero;
-      }
-      return truncate_factored(b_cat, a_cat, out, in, inner, out_rank);
-    }
-    // ties / dare: the element-wise method on the dense updates with a zero base.
-    const uint64_t n = uint64_t(out) * in;
-    std::vector<std::vector<float>> values(count);
-    for (size_t i = 0; i < count; i++)
-      values[i] = factors[i] ? dense_update(context_, *factors[i], out, in) : std::vector<float>(n, 0.0f);
-    std::vector<float> merged(n);
-    task_arithmetic(tensor, values, n, [&](const float* chunk, uint64_t first, uint64_t elements) {
-      std::copy(chunk, chunk + elements, merged.begin() + static_cast<std::ptrdiff_t>(first));
-    });
-    values.clear();
-    double frobenius_squared = 0;
-    for (float v : merged) frobenius_squared += double(v) * v;
-    vk::Buffer buffer = context_.allocate(n * 4, vk::Category::workspace, "merge.adapter.delta");
-    context_.upload(buffer, merged.data(), 0, n * 4);
-    return truncate_dense(context_, buffer.range(0, n * 4), out, in, out_rank, frobenius_squared,
-                          adapter_options.random_seed ^ kernels::tensor_key(tensor.name));
-  };
-
-  // Written module by module in the file's order (lora_A and lora_B of a module are neighbours).
-  fs::create_directories(adapter_options.output);
-  ProgressBar progress("merge adapters", static_cast<int64_t>(modules.size()));
-  int64_t done = 0;
-  struct Current {
-    const TensorPlan* tensor = nullptr;
-    LowRank factors;
-  };
-  auto current = std::make_shared<Current>();
-  std::vector<double> residuals;
-  std::vector<model::TensorToWrite> writes;
-  for (const TensorPlan* tensor : modules) {
-    const LinearName linear = *parse_linear_name(tensor->name);
-    const uint64_t out = plan::module_out_features(shape, linear.module), in = plan::module_in_features(shape, linear.module);
-    auto ensure = [&, tensor] {
-      if (current->tensor == tensor) return;
-      current->factors = compute(*tensor);
-      current->tensor = tensor;
-      residuals.push_back(current->factors.relative_residual());
-      if (adapter_options.show_progress) progress.update(++done, tensor->name);
-    };
-    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, true), model::FileDtype::F32, {out_rank, in},
-                      [ensure, current](model::TensorSink& sink) {
-                        ensure();
-                        sink.write(current->factors.a.data(), current->factors.a.size() * 4);
-                      }});
-    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, false), model::FileDtype::F32, {out, out_rank},
-                      [ensure, current](model::TensorSink& sink) {
-                        ensure();
-                        sink.write(current->factors.b.data(), current->factors.b.size() * 4);
-                      }});
-  }
-  model::write_safetensors(adapter_options.output / "adapter_model.safetensors", std::move(writes), {{"format", "pt"}});
-  if (adapter_options.show_progress) progress.finish();
-  nlohmann::json adapter = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", out_rank},
-                            {"lora_alpha", out_rank}, {"lora_dropout", 0.0}, {"target_modules", summary.targets},
-                            {"use_rslora", false}, {"bias", "none"}, {"base_model_name_or_path", base_dir.string()},
-                            {"fan_in_fan_out", false}, {"inference_mode", true}, {"init_lora_weights", true},
-                            {"modules_to_save", nullptr}, {"use_dora", false}, {"revision", nullptr},
-                            {"layers_to_transform", nullptr}};
-  write_file_atomically(adapter_options.output / "adapter_config.json", adapter.dump(2) + "\n");
-  for (double r : residuals) {
-    summary.max_relative_residual = std::max(summary.max_relative_residual, r);
-    summary.mean_relative_residual += r / static_cast<double>(residuals.size());
-  }
-  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  return summary;
-}
-
 MergeSummary Merger::run() {
   MergeSummary summary;
   summary.rss_before = current_rss_bytes();
   auto started = std::chrono::steady_clock::now();
   plan();
-  summary.method = config_.merge_method;
+  summary.method = config_.method;
   summary.layers = output_layers_;
   summary.out_dtype = torch_dtype_name(out_dtype_);
   summary.largest_tensor_bytes = largest_;
@@ -741,22 +469,9 @@ MergeSummary Merger::run() {
   return summary;
 }
 
-}  // namespace
-
 MergeSummary run_merge(vk::Context& context, const MergeConfig& config, const MergeOptions& options) {
   Merger merger(context, config, options);
   return merger.run();
-}
-
-AdapterMergeSummary run_adapter_merge(vk::Context& context, const MergeConfig& config,
-                                      const AdapterMergeOptions& options) {
-  MergeOptions merge_options;
-  merge_options.output = options.output;
-  merge_options.random_seed = options.random_seed;
-  merge_options.chunk_elements = options.chunk_elements;
-  merge_options.show_progress = options.show_progress;
-  Merger merger(context, config, merge_options);
-  return merger.run_adapter_space(options);
 }
 
 }  // namespace vkt::merge

@@ -22,8 +22,9 @@ using kernels::WeightFormat;
 using model::FileDtype;
 
 kernels::WeightFormat parse_quantize_format(const std::string& text) {
-  if (text == "nf4") return WeightFormat::nf4;
-  if (auto format = model::quantized_format_from_name(text)) return *format;
+  // The --quant names less "none": quantize always changes the format.
+  std::optional<WeightFormat> format = kernels::weight_format_from_quant_name(text);
+  if (format && *format != WeightFormat::f32) return *format;
   throw UserError("--format '" + text + "' is not supported", "use nf4, int8, int4 or int4-asym");
 }
 
@@ -100,7 +101,7 @@ QuantizeSummary quantize_model(vk::Context& context, const QuantizeOptions& opti
     throw UserError(options.model.string() + " is already quantized (" + source.quantization() + ")",
                     "quantize the original model; `vktune export` writes a dense copy of this one if needed");
   const model::ModelConfig& config = source.config();
-  const std::string torch_dtype = config.torch_dtype.empty() ? "float32" : torch_dtype_name(file_dtype_from_torch(config.torch_dtype));
+  const std::string torch_dtype = model::torch_dtype_name(model::file_dtype_from_torch(config.torch_dtype));
   QuantizeSummary summary;
   for (const auto& name : source.tensor_names())
     summary.bytes_before += source.info(name).elements() * model::file_dtype_size(source.info(name).dtype);

@@ -9,6 +9,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/matmul.hpp"
+#include "engine/model/session.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/quant/quantize.hpp"
 #include "engine/vk/recorder.hpp"
@@ -70,20 +71,6 @@ uint64_t TensorInfo::elements() const {
   return count;
 }
 
-std::string torch_dtype_name(FileDtype dtype) {
-  switch (dtype) {
-    case FileDtype::BF16: return "bfloat16";
-    case FileDtype::F16: return "float16";
-    default: return "float32";
-  }
-}
-
-FileDtype file_dtype_from_torch(const std::string& name) {
-  if (name == "bfloat16" || name == "torch.bfloat16") return FileDtype::BF16;
-  if (name == "float16" || name == "torch.float16") return FileDtype::F16;
-  return FileDtype::F32;
-}
-
 void release_pages(const model::TensorView& view) {
   if (view.bytes.empty()) return;
   static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
@@ -117,8 +104,8 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
   bitsandbytes_ = model::is_bitsandbytes_nf4(*folder_, config_);
   vktune_ = model::vktune_quantization(config_, (ref.model / "config.json").string());
   const FileDtype weight_dtype =
-      vktune_ && !vktune_->original_dtype.empty() ? file_dtype_from_torch(vktune_->original_dtype)
-                                                  : file_dtype_from_torch(config_.torch_dtype);
+      vktune_ && !vktune_->original_dtype.empty() ? model::file_dtype_from_torch(vktune_->original_dtype)
+                                                  : model::file_dtype_from_torch(config_.torch_dtype);
   // Logical tensors in file order (shard by shard), quantized parts folded into their weight.
   for (const auto& file : folder_->files()) {
     for (const auto& view : file->tensors()) {
@@ -135,15 +122,7 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
       info.dtype = view.dtype;
       bool quantized = false;
       if (auto linear = parse_linear_name(name)) {
-        const plan::ModelShape shape = [&] {
-          plan::ModelShape s;
-          s.hidden = config_.hidden_size;
-          s.intermediate = config_.intermediate_size;
-          s.heads = config_.num_attention_heads;
-          s.kv_heads = config_.num_key_value_heads;
-          s.head_dim = config_.head_dim;
-          return s;
-        }();
+        const plan::ModelShape shape = model::model_shape(config_);
         bool bnb_weight = bitsandbytes_ && folder_->contains(name + ".quant_state.bitsandbytes__nf4");
         if (bnb_weight || vktune_) {
           quantized = true;
@@ -205,22 +184,12 @@ const model::TensorView& ModelSource::view(const std::string& name) const {
 
 const model::TensorView& ModelSource::lora_tensor(uint32_t layer, Module module, bool a) const {
   const model::SafetensorsFile& file = *adapter_->weights;
-  std::string name = model::peft_tensor_name(layer, module, a);
-  const model::TensorView* tensor = file.find(name);
-  if (!tensor) {
-    std::string with_default = name;
-    with_default.replace(with_default.rfind(".weight"), 7, ".default.weight");
-    tensor = file.find(with_default);
-  }
+  const std::string name = model::peft_tensor_name(layer, module, a);
+  const model::TensorView* tensor = model::find_peft_tensor(file, layer, module, a);
   if (!tensor)
     throw UserError(file.path().string() + ": no tensor " + name,
                     "the adapter's target_modules or layer count do not match " + ref_.model.string());
-  plan::ModelShape shape;
-  shape.hidden = config_.hidden_size;
-  shape.intermediate = config_.intermediate_size;
-  shape.heads = config_.num_attention_heads;
-  shape.kv_heads = config_.num_key_value_heads;
-  shape.head_dim = config_.head_dim;
+  const plan::ModelShape shape = model::model_shape(config_);
   const uint64_t rank = adapter_->file.settings.rank;
   std::vector<uint64_t> expected = a ? std::vector<uint64_t>{rank, plan::module_in_features(shape, module)}
                                      : std::vector<uint64_t>{plan::module_out_features(shape, module), rank};

@@ -18,6 +18,7 @@
 #include "engine/merge/config.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/config.hpp"
+#include "engine/model/dtype.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/weights.hpp"
 #include "engine/vk/context.hpp"
@@ -102,10 +103,6 @@ class ModelSource {
   std::unique_ptr<Adapter> adapter_;
   uint64_t adapted_ = 0;
 };
-
-// The torch dtype name of a file dtype ("bfloat16") and back; F32 for an empty or unknown name.
-std::string torch_dtype_name(model::FileDtype dtype);
-model::FileDtype file_dtype_from_torch(const std::string& name);
 
 // The page-aligned span of `view` dropped from this process's memory (madvise MADV_DONTNEED on
 // the read-only mapping: the pages are read again from the file if touched later).

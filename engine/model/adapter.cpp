@@ -17,6 +17,13 @@ std::string peft_tensor_name(uint32_t layer, Module module, bool a) {
          (a ? ".lora_A.weight" : ".lora_B.weight");
 }
 
+const TensorView* find_peft_tensor(const SafetensorsFile& file, uint32_t layer, Module module, bool a) {
+  std::string name = peft_tensor_name(layer, module, a);
+  if (const TensorView* tensor = file.find(name)) return tensor;
+  name.replace(name.rfind(".weight"), 7, ".default.weight");
+  return file.find(name);
+}
+
 std::string lora_buffer_name(uint32_t layer, Module module, bool a) {
   return "model.layers." + std::to_string(layer) + "." + plan::module_path(module) + (a ? ".lora_A" : ".lora_B");
 }
@@ -110,14 +117,8 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const plan::
     for (Module module : lora.targets) {
       const uint64_t in = plan::module_in_features(shape, module), out = plan::module_out_features(shape, module);
       for (bool a : {true, false}) {
-        std::string name = peft_tensor_name(layer, module, a);
-        const TensorView* tensor = file.find(name);
-        if (!tensor) {
-          // PEFT also writes names with the adapter name ("lora_A.default.weight") in some versions.
-          std::string with_default = name;
-          with_default.replace(with_default.rfind(".weight"), 7, ".default.weight");
-          tensor = file.find(with_default);
-        }
+        const std::string name = peft_tensor_name(layer, module, a);
+        const TensorView* tensor = find_peft_tensor(file, layer, module, a);
         if (!tensor)
           throw UserError(file.path().string() + ": no tensor " + name,
                           "the adapter's target_modules or layer count do not match this model");

@@ -6,12 +6,16 @@
 #include <string>
 
 #include "engine/model/buffers.hpp"
+#include "engine/model/safetensors.hpp"
 #include "engine/model/transformer.hpp"
 
 namespace vkt::model {
 
 // PEFT's name of a LoRA tensor: "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight".
 std::string peft_tensor_name(uint32_t layer, plan::Module module, bool a);
+// That tensor in an adapter file, also under the name with PEFT's adapter name
+// ("lora_A.default.weight") that some PEFT versions write; nullptr when absent.
+const TensorView* find_peft_tensor(const SafetensorsFile& file, uint32_t layer, plan::Module module, bool a);
 // Our buffer name of the same tensor: "model.layers.3.self_attn.q_proj.lora_A".
 std::string lora_buffer_name(uint32_t layer, plan::Module module, bool a);
 

@@ -160,9 +160,29 @@ void convert_from_fp32(std::span<const float> values, FileDtype dtype, std::span
 
 // ---- reading ----
 
+struct SafetensorsFile::HeaderEntry {
+  TensorView view;  // bytes are set by index_tensors()
+  uint64_t begin = 0, end = 0;  // data_offsets, relative to the byte buffer
+};
+
+// The file's stages: map it, read the header length, parse the JSON header (each tensor entry
+// checked on its own), check that the entries tile the byte buffer, then index the views.
 SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
-  const std::string where = path.string();
-  int descriptor = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  map_file();
+  try {
+    std::vector<HeaderEntry> entries = parse_header(read_header());
+    check_tiling(entries);
+    index_tensors(std::move(entries));
+  } catch (...) {
+    ::munmap(const_cast<uint8_t*>(mapping_), size_);
+    mapping_ = nullptr;
+    throw;
+  }
+}
+
+void SafetensorsFile::map_file() {
+  const std::string where = path_.string();
+  int descriptor = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (descriptor < 0)
     throw UserError("cannot open " + where + ": " + std::strerror(errno), "check that the path exists and is readable");
   struct stat status {};
@@ -183,141 +203,154 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
   if (mapped == MAP_FAILED)
     throw UserError("cannot memory-map " + where + ": " + std::strerror(map_errno), "is the file on a filesystem that supports mmap?");
   mapping_ = static_cast<const uint8_t*>(mapped);
+}
 
+std::string_view SafetensorsFile::read_header() {
+  const std::string where = path_.string();
+  std::memcpy(&header_size_, mapping_, 8);  // little-endian, as is every platform we build for
+  if (header_size_ > kMaxHeaderBytes)
+    throw UserError(where + ": header length " + std::to_string(header_size_) + " is larger than the format's limit of " +
+                        std::to_string(kMaxHeaderBytes) + " bytes",
+                    kCorruptHint);
+  if (8 + header_size_ > size_)
+    throw UserError(where + ": header length " + std::to_string(header_size_) + " reaches beyond the end of the file (" +
+                        std::to_string(size_) + " bytes): the file is truncated",
+                    kCorruptHint);
+  std::string_view header(reinterpret_cast<const char*>(mapping_ + 8), header_size_);
+  if (header.empty() || header[0] != '{')
+    throw UserError(where + ": the JSON header does not start with '{'", kCorruptHint);
+  return header;
+}
+
+namespace {
+
+// One tensor's header entry {"dtype", "shape", "data_offsets"}, checked: a known dtype, a shape of
+// non-negative integers, two ordered offsets that hold exactly shape × dtype size bytes.
+void parse_tensor_entry(const std::string& tensor_where, const json& value, TensorView& view, uint64_t& begin,
+                        uint64_t& end) {
+  if (!value.is_object()) throw UserError(tensor_where + ": its header entry is not an object", kCorruptHint);
+  auto dtype_field = value.find("dtype");
+  auto shape_field = value.find("shape");
+  auto offsets_field = value.find("data_offsets");
+  if (dtype_field == value.end() || shape_field == value.end() || offsets_field == value.end())
+    throw UserError(tensor_where + ": its header entry needs \"dtype\", \"shape\" and \"data_offsets\"", kCorruptHint);
+  if (!dtype_field->is_string()) throw UserError(tensor_where + ": \"dtype\" is not a string", kCorruptHint);
+  std::string dtype_text = dtype_field->get<std::string>();
+  auto dtype = file_dtype_from_name(dtype_text);
+  if (!dtype)
+    throw UserError(tensor_where + ": unknown or unsupported dtype \"" + dtype_text + "\"",
+                    "supported dtypes: " + supported_file_dtypes() + "; convert the checkpoint (e.g. to BF16) first");
+  view.dtype = *dtype;
+  if (!shape_field->is_array()) throw UserError(tensor_where + ": \"shape\" is not an array", kCorruptHint);
+  for (const auto& extent : *shape_field) {
+    if (!extent.is_number_unsigned())
+      throw UserError(tensor_where + ": \"shape\" holds " + extent.dump() + ", not a non-negative integer", kCorruptHint);
+    view.shape.push_back(extent.get<uint64_t>());
+  }
+  if (!offsets_field->is_array() || offsets_field->size() != 2 || !(*offsets_field)[0].is_number_unsigned() ||
+      !(*offsets_field)[1].is_number_unsigned())
+    throw UserError(tensor_where + ": \"data_offsets\" is " + offsets_field->dump() + ", not two non-negative integers",
+                    kCorruptHint);
+  begin = (*offsets_field)[0].get<uint64_t>();
+  end = (*offsets_field)[1].get<uint64_t>();
+  if (end < begin)
+    throw UserError(tensor_where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                        "] end before they begin",
+                    kCorruptHint);
+  auto expected = checked_byte_size(view.shape, file_dtype_size(*dtype));
+  if (!expected)
+    throw UserError(tensor_where + ": shape " + shape_text(view.shape) + " is too large to address", kCorruptHint);
+  if (*expected != end - begin)
+    throw UserError(tensor_where + ": shape " + shape_text(view.shape) + " of " + dtype_text + " needs " +
+                        std::to_string(*expected) + " bytes but data_offsets [" + std::to_string(begin) + ", " +
+                        std::to_string(end) + "] hold " + std::to_string(end - begin),
+                    kCorruptHint);
+}
+
+}  // namespace
+
+std::vector<SafetensorsFile::HeaderEntry> SafetensorsFile::parse_header(std::string_view header) {
+  const std::string where = path_.string();
+  // Parse, refusing duplicate tensor names (the spec disallows them; a JSON parser would keep
+  // only one of the two silently).
+  std::set<std::string> top_keys;
+  std::string duplicate;
+  json parsed;
   try {
-    std::memcpy(&header_size_, mapping_, 8);  // little-endian, as is every platform we build for
-    if (header_size_ > kMaxHeaderBytes)
-      throw UserError(where + ": header length " + std::to_string(header_size_) + " is larger than the format's limit of " +
-                          std::to_string(kMaxHeaderBytes) + " bytes",
-                      kCorruptHint);
-    if (8 + header_size_ > size_)
-      throw UserError(where + ": header length " + std::to_string(header_size_) + " reaches beyond the end of the file (" +
-                          std::to_string(size_) + " bytes): the file is truncated",
-                      kCorruptHint);
-    std::string_view header(reinterpret_cast<const char*>(mapping_ + 8), header_size_);
-    if (header.empty() || header[0] != '{')
-      throw UserError(where + ": the JSON header does not start with '{'", kCorruptHint);
-
-    // Parse, refusing duplicate tensor names (the spec disallows them; a JSON parser would keep
-    // only one of the two silently).
-    std::set<std::string> top_keys;
-    std::string duplicate;
-    json parsed;
-    try {
-      parsed = json::parse(header, [&](int depth, json::parse_event_t event, json& value) {
-        if (depth == 1 && event == json::parse_event_t::key && value.is_string() &&
-            !top_keys.insert(value.get<std::string>()).second && duplicate.empty())
-          duplicate = value.get<std::string>();
-        return true;
-      });
-    } catch (const json::exception& error) {
-      throw UserError(where + ": the header is not valid JSON: " + error.what(), kCorruptHint);
-    }
-    if (!parsed.is_object()) throw UserError(where + ": the JSON header is not an object", kCorruptHint);
-    if (!duplicate.empty())
-      throw UserError(where + ": tensor " + in_quotes(duplicate) + " appears twice in the header", kCorruptHint);
-
-    struct Entry {
-      TensorView view;
-      uint64_t begin = 0, end = 0;
-    };
-    std::vector<Entry> entries;
-    for (auto& [name, value] : parsed.items()) {
-      if (name == "__metadata__") {
-        if (!value.is_object())
-          throw UserError(where + ": \"__metadata__\" is not an object of strings", kCorruptHint);
-        for (auto& [key, text] : value.items()) {
-          if (!text.is_string())
-            throw UserError(where + ": \"__metadata__\"." + key + " is not a string (the format allows only strings there)",
-                            kCorruptHint);
-          metadata_[key] = text.get<std::string>();
-        }
-        continue;
-      }
-      const std::string tensor_where = where + ": tensor " + in_quotes(name);
-      if (!value.is_object()) throw UserError(tensor_where + ": its header entry is not an object", kCorruptHint);
-      auto dtype_field = value.find("dtype");
-      auto shape_field = value.find("shape");
-      auto offsets_field = value.find("data_offsets");
-      if (dtype_field == value.end() || shape_field == value.end() || offsets_field == value.end())
-        throw UserError(tensor_where + ": its header entry needs \"dtype\", \"shape\" and \"data_offsets\"", kCorruptHint);
-      if (!dtype_field->is_string()) throw UserError(tensor_where + ": \"dtype\" is not a string", kCorruptHint);
-      std::string dtype_text = dtype_field->get<std::string>();
-      auto dtype = file_dtype_from_name(dtype_text);
-      if (!dtype)
-        throw UserError(tensor_where + ": unknown or unsupported dtype \"" + dtype_text + "\"",
-                        "supported dtypes: " + supported_file_dtypes() + "; convert the checkpoint (e.g. to BF16) first");
-      Entry entry;
-      entry.view.name = name;
-      entry.view.dtype = *dtype;
-      if (!shape_field->is_array()) throw UserError(tensor_where + ": \"shape\" is not an array", kCorruptHint);
-      for (const auto& extent : *shape_field) {
-        if (!extent.is_number_unsigned())
-          throw UserError(tensor_where + ": \"shape\" holds " + extent.dump() + ", not a non-negative integer", kCorruptHint);
-        entry.view.shape.push_back(extent.get<uint64_t>());
-      }
-      if (!offsets_field->is_array() || offsets_field->size() != 2 || !(*offsets_field)[0].is_number_unsigned() ||
-          !(*offsets_field)[1].is_number_unsigned())
-        throw UserError(tensor_where + ": \"data_offsets\" is " + offsets_field->dump() + ", not two non-negative integers",
-                        kCorruptHint);
-      entry.begin = (*offsets_field)[0].get<uint64_t>();
-      entry.end = (*offsets_field)[1].get<uint64_t>();
-      if (entry.end < entry.begin)
-        throw UserError(tensor_where + ": data_offsets [" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) +
-                            "] end before they begin",
-                        kCorruptHint);
-      auto expected = checked_byte_size(entry.view.shape, file_dtype_size(*dtype));
-      if (!expected)
-        throw UserError(tensor_where + ": shape " + shape_text(entry.view.shape) + " is too large to address", kCorruptHint);
-      if (*expected != entry.end - entry.begin)
-        throw UserError(tensor_where + ": shape " + shape_text(entry.view.shape) + " of " + dtype_text + " needs " +
-                            std::to_string(*expected) + " bytes but data_offsets [" + std::to_string(entry.begin) + ", " +
-                            std::to_string(entry.end) + "] hold " + std::to_string(entry.end - entry.begin),
-                        kCorruptHint);
-      entries.push_back(std::move(entry));
-    }
-
-    // The tensors must tile the byte buffer exactly.
-    std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+    parsed = json::parse(header, [&](int depth, json::parse_event_t event, json& value) {
+      if (depth == 1 && event == json::parse_event_t::key && value.is_string() &&
+          !top_keys.insert(value.get<std::string>()).second && duplicate.empty())
+        duplicate = value.get<std::string>();
+      return true;
     });
-    const uint64_t buffer_size = size_ - 8 - header_size_;
-    uint64_t covered = 0;
-    for (size_t i = 0; i < entries.size(); i++) {
-      const Entry& entry = entries[i];
-      const std::string tensor_where = where + ": tensor " + in_quotes(entry.view.name);
-      const std::string range = "[" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) + "]";
-      if (entry.begin < covered)
-        throw UserError(tensor_where + ": data_offsets " + range + " overlap tensor " + in_quotes(entries[i - 1].view.name) +
-                            " [" + std::to_string(entries[i - 1].begin) + ", " + std::to_string(entries[i - 1].end) + "]",
-                        kCorruptHint);
-      if (entry.begin > covered)
-        throw UserError(tensor_where + ": data_offsets " + range + " leave a hole of " + std::to_string(entry.begin - covered) +
-                            " bytes before it (the format requires the byte buffer to be fully indexed)",
-                        kCorruptHint);
-      if (entry.end > buffer_size)
-        throw UserError(tensor_where + ": data_offsets " + range + " reach beyond the byte buffer (" +
-                            std::to_string(buffer_size) + " bytes): the file is truncated",
-                        kCorruptHint);
-      covered = entry.end;
-    }
-    if (covered != buffer_size)
-      throw UserError(where + ": " + std::to_string(buffer_size - covered) +
-                          " bytes after the last tensor belong to no tensor (the format requires the byte buffer to be "
-                          "fully indexed)",
-                      kCorruptHint);
+  } catch (const json::exception& error) {
+    throw UserError(where + ": the header is not valid JSON: " + error.what(), kCorruptHint);
+  }
+  if (!parsed.is_object()) throw UserError(where + ": the JSON header is not an object", kCorruptHint);
+  if (!duplicate.empty())
+    throw UserError(where + ": tensor " + in_quotes(duplicate) + " appears twice in the header", kCorruptHint);
 
-    const uint8_t* buffer = mapping_ + 8 + header_size_;
-    tensors_.reserve(entries.size());
-    for (auto& entry : entries) {
-      entry.view.bytes = std::span<const uint8_t>(buffer + entry.begin, entry.end - entry.begin);
-      index_.emplace(entry.view.name, tensors_.size());
-      tensors_.push_back(std::move(entry.view));
+  std::vector<HeaderEntry> entries;
+  for (auto& [name, value] : parsed.items()) {
+    if (name == "__metadata__") {
+      if (!value.is_object())
+        throw UserError(where + ": \"__metadata__\" is not an object of strings", kCorruptHint);
+      for (auto& [key, text] : value.items()) {
+        if (!text.is_string())
+          throw UserError(where + ": \"__metadata__\"." + key + " is not a string (the format allows only strings there)",
+                          kCorruptHint);
+        metadata_[key] = text.get<std::string>();
+      }
+      continue;
     }
-  } catch (...) {
-    ::munmap(const_cast<uint8_t*>(mapping_), size_);
-    mapping_ = nullptr;
-    throw;
+    HeaderEntry entry;
+    entry.view.name = name;
+    parse_tensor_entry(where + ": tensor " + in_quotes(name), value, entry.view, entry.begin, entry.end);
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+// The tensors must tile the byte buffer exactly; sorts `entries` by offset.
+void SafetensorsFile::check_tiling(std::vector<HeaderEntry>& entries) const {
+  const std::string where = path_.string();
+  std::stable_sort(entries.begin(), entries.end(), [](const HeaderEntry& a, const HeaderEntry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  const uint64_t buffer_size = size_ - 8 - header_size_;
+  uint64_t covered = 0;
+  for (size_t i = 0; i < entries.size(); i++) {
+    const HeaderEntry& entry = entries[i];
+    const std::string tensor_where = where + ": tensor " + in_quotes(entry.view.name);
+    const std::string range = "[" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) + "]";
+    if (entry.begin < covered)
+      throw UserError(tensor_where + ": data_offsets " + range + " overlap tensor " + in_quotes(entries[i - 1].view.name) +
+                          " [" + std::to_string(entries[i - 1].begin) + ", " + std::to_string(entries[i - 1].end) + "]",
+                      kCorruptHint);
+    if (entry.begin > covered)
+      throw UserError(tensor_where + ": data_offsets " + range + " leave a hole of " + std::to_string(entry.begin - covered) +
+                          " bytes before it (the format requires the byte buffer to be fully indexed)",
+                      kCorruptHint);
+    if (entry.end > buffer_size)
+      throw UserError(tensor_where + ": data_offsets " + range + " reach beyond the byte buffer (" +
+                          std::to_string(buffer_size) + " bytes): the file is truncated",
+                      kCorruptHint);
+    covered = entry.end;
+  }
+  if (covered != buffer_size)
+    throw UserError(where + ": " + std::to_string(buffer_size - covered) +
+                        " bytes after the last tensor belong to no tensor (the format requires the byte buffer to be "
+                        "fully indexed)",
+                    kCorruptHint);
+}
+
+void SafetensorsFile::index_tensors(std::vector<HeaderEntry> entries) {
+  const uint8_t* buffer = mapping_ + 8 + header_size_;
+  tensors_.reserve(entries.size());
+  for (auto& entry : entries) {
+    entry.view.bytes = std::span<const uint8_t>(buffer + entry.begin, entry.end - entry.begin);
+    index_.emplace(entry.view.name, tensors_.size());
+    tensors_.push_back(std::move(entry.view));
   }
 }
 

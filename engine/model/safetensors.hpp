@@ -76,6 +76,13 @@ class SafetensorsFile {
   uint64_t header_size() const { return header_size_; }  // N, the JSON header's length in bytes
 
  private:
+  struct HeaderEntry;  // one tensor's parsed header entry
+  void map_file();                 // sets mapping_, size_
+  std::string_view read_header();  // sets header_size_; the JSON text
+  std::vector<HeaderEntry> parse_header(std::string_view header);  // fills metadata_
+  void check_tiling(std::vector<HeaderEntry>& entries) const;
+  void index_tensors(std::vector<HeaderEntry> entries);  // fills tensors_, index_
+
   std::filesystem::path path_;
   const uint8_t* mapping_ = nullptr;
   uint64_t size_ = 0;

@@ -51,23 +51,20 @@ uint64_t module_out_features(const ModelShape& s, Module module) {
   }
 }
 
-const char* method_name(Method method) {
-  switch (method) {
-    case Method::lora: return "lora";
-    case Method::qlora: return "qlora";
-    case Method::full: return "full";
-  }
-  return "?";
+std::span<const NameEntry<Method>> method_names() {
+  static constexpr NameEntry<Method> names[] = {{Method::lora, "lora"}, {Method::qlora, "qlora"}, {Method::full, "full"}};
+  return names;
 }
 
-const char* optimizer_name(Optimizer optimizer) {
-  switch (optimizer) {
-    case Optimizer::adamw: return "adamw";
-    case Optimizer::sgd: return "sgd";
-    case Optimizer::momentum: return "momentum";
-  }
-  return "?";
+const char* method_name(Method method) { return enum_name(method_names(), method); }
+
+std::span<const NameEntry<Optimizer>> optimizer_names() {
+  static constexpr NameEntry<Optimizer> names[] = {
+      {Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}, {Optimizer::momentum, "momentum"}};
+  return names;
 }
+
+const char* optimizer_name(Optimizer optimizer) { return enum_name(optimizer_names(), optimizer); }
 
 uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
   switch (optimizer) {

@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "engine/base/names.hpp"
 #include "engine/kernels/types.hpp"
 #include "engine/vk/memory.hpp"
 
@@ -41,6 +43,8 @@ uint64_t module_out_features(const ModelShape& shape, Module module);
 
 enum class Method : uint8_t { lora, qlora, full };
 enum class Optimizer : uint8_t { adamw, sgd, momentum };
+std::span<const NameEntry<Method>> method_names();        // the --method names: lora, qlora, full
+std::span<const NameEntry<Optimizer>> optimizer_names();  // the --optim names: adamw, sgd, momentum
 const char* method_name(Method method);
 const char* optimizer_name(Optimizer optimizer);
 uint32_t optimizer_states_per_parameter(Optimizer optimizer);  // adamw 2, momentum 1, sgd 0

@@ -11,6 +11,22 @@
 
 namespace vkt::train {
 
+namespace {
+
+// The name table of each enum-valued option's type.
+std::span<const NameEntry<plan::Method>> names_of(plan::Method) { return plan::method_names(); }
+std::span<const NameEntry<kernels::WeightFormat>> names_of(kernels::WeightFormat) { return kernels::quant_names(); }
+std::span<const NameEntry<kernels::DType>> names_of(kernels::DType) { return kernels::dtype_names(); }
+std::span<const NameEntry<plan::Optimizer>> names_of(plan::Optimizer) { return plan::optimizer_names(); }
+std::span<const NameEntry<ScheduleType>> names_of(ScheduleType) { return schedule_type_names(); }
+
+template <typename Enum>
+std::string choices() {
+  return enum_name_list(names_of(Enum{}), " | ");
+}
+
+}  // namespace
+
 const std::vector<OptionSpec>& option_table() {
   using C = TrainConfig;
   static const std::vector<OptionSpec> table = {
@@ -19,10 +35,10 @@ const std::vector<OptionSpec>& option_table() {
       {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},
       {"eval_data", "evaluation JSONL (same formats)", &C::eval_data},
       {"adapter", "start from this PEFT adapter folder instead of a fresh one", &C::adapter},
-      {"method", "lora | qlora | full", &C::method},
-      {"quant", "frozen base format: none | nf4 | int8 | int4 | int4-asym (qlora implies nf4)", &C::quant},
+      {"method", choices<plan::Method>(), &C::method},
+      {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
-      {"dtype", "fp32 | fp16 | bf16 for base weights and embeddings (accumulation is fp32)", &C::dtype},
+      {"dtype", choices<kernels::DType>() + " for base weights and embeddings (accumulation is fp32)", &C::dtype},
       {"lora_r", "LoRA rank", &C::lora_r},
       {"lora_alpha", "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with --use-rslora)", &C::lora_alpha},
       {"lora_dropout", "dropout on the LoRA input", &C::lora_dropout},
@@ -34,9 +50,7 @@ const std::vector<OptionSpec>& option_table() {
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
       {"prompt_loss_weight", "loss weight of prompt tokens; completion tokens weigh 1", &C::prompt_loss_weight},
       {"learning_rate", "peak learning rate", &C::learning_rate},
-      {"lr_scheduler_type", "linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup | "
-                            "inverse_sqrt | warmup_stable_decay",
-       &C::lr_scheduler_type},
+      {"lr_scheduler_type", choices<ScheduleType>(), &C::lr_scheduler_type},
       {"lr_scheduler_kwargs", "JSON object of schedule parameters, e.g. {\"num_cycles\": 2}", &C::lr_scheduler_kwargs},
       {"warmup_steps", "warmup steps; a value below 1 is a ratio of the total steps", &C::warmup_steps},
       {"max_steps", "total optimizer steps (overrides --num-train-epochs when > 0)", &C::max_steps},
@@ -50,7 +64,7 @@ const std::vector<OptionSpec>& option_table() {
       {"adam_beta2", "AdamW beta2", &C::adam_beta2},
       {"adam_epsilon", "AdamW epsilon", &C::adam_epsilon},
       {"momentum", "momentum for --optim momentum", &C::momentum},
-      {"optim", "adamw | sgd | momentum", &C::optim},
+      {"optim", choices<plan::Optimizer>(), &C::optim},
       {"offload_optimizer", "keep optimizer states in host memory the GPU reads over the bus", &C::offload_optimizer},
       {"seed", "seed for initialisation, shuffling and dropout", &C::seed},
       {"logging_steps", "write a metrics line every N optimizer steps", &C::logging_steps},
@@ -94,6 +108,8 @@ void set_option(TrainConfig& config, const OptionSpec& option, const std::string
         using T = std::remove_reference_t<decltype(config.*field)>;
         if constexpr (std::is_same_v<T, std::string>) {
           config.*field = value;
+        } else if constexpr (std::is_enum_v<T>) {
+          config.*field = enum_from_flag(names_of(T{}), value, flag_name(option.name));
         } else if constexpr (std::is_same_v<T, bool>) {
           if (!parse_bool(value, config.*field)) bad("true or false");
         } else if constexpr (std::is_same_v<T, int64_t>) {
@@ -157,33 +173,24 @@ void apply_yaml_file(TrainConfig& config, const std::string& path) {
 }
 
 void validate(const TrainConfig& c) {
-  auto one_of = [](const std::string& flag, const std::string& value, std::initializer_list<const char*> allowed) {
-    for (const char* a : allowed)
-      if (value == a) return;
-    std::string list;
-    for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
-    throw UserError(flag + " '" + value + "' is not supported", "use one of: " + list);
-  };
   for (const auto& option : option_table()) {
     if (!option.required_somewhere) continue;
     const std::string& value = c.*std::get<std::string TrainConfig::*>(option.field);
     if (value.empty())
       throw UserError(flag_name(option.name) + " is required", "give it on the command line or in --config");
   }
-  one_of("--method", c.method, {"lora", "qlora", "full"});
-  one_of("--quant", c.quant, {"none", "nf4", "int8", "int4", "int4-asym"});
-  one_of("--dtype", c.dtype, {"fp32", "fp16", "bf16"});
-  one_of("--optim", c.optim, {"adamw", "sgd", "momentum"});
-  schedule_from_name(c.lr_scheduler_type);
-  if (c.method == "full" && c.quant != "none")
-    throw UserError("--method full trains every weight, which cannot stay quantized (--quant " + c.quant + ")",
+  using kernels::WeightFormat;
+  const std::string quant = kernels::quant_name(c.quant);
+  if (c.method == plan::Method::full && c.quant != WeightFormat::f32)
+    throw UserError("--method full trains every weight, which cannot stay quantized (--quant " + quant + ")",
                     "use --method lora or qlora with a quantized base, or --quant none");
-  if (c.method == "full" && c.dtype != "fp32")
-    throw UserError("--method full keeps fp32 master weights; --dtype " + c.dtype + " is not supported with it yet",
+  if (c.method == plan::Method::full && c.dtype != kernels::DType::f32)
+    throw UserError("--method full keeps fp32 master weights; --dtype " + std::string(kernels::dtype_name(c.dtype)) +
+                        " is not supported with it yet",
                     "use --dtype fp32 for full finetuning, or --method lora");
-  if (c.method == "qlora" && c.quant != "none" && c.quant != "nf4")
-    throw UserError("--method qlora means an NF4 base; --quant " + c.quant + " contradicts it",
-                    "use --method lora --quant " + c.quant + " for another quantized base");
+  if (c.method == plan::Method::qlora && c.quant != WeightFormat::f32 && c.quant != WeightFormat::nf4)
+    throw UserError("--method qlora means an NF4 base; --quant " + quant + " contradicts it",
+                    "use --method lora --quant " + quant + " for another quantized base");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
   if (c.lora_dropout < 0 || c.lora_dropout >= 1) throw UserError("--lora-dropout must be in [0, 1)", "e.g. 0.05");
   if (c.max_length <= 1) throw UserError("--max-length must be at least 2", "e.g. 512");
@@ -210,7 +217,15 @@ void validate(const TrainConfig& c) {
 std::string to_json(const TrainConfig& config) {
   nlohmann::json json = nlohmann::json::object();
   for (const auto& option : option_table())
-    std::visit([&](auto field) { json[option.name] = config.*field; }, option.field);
+    std::visit(
+        [&](auto field) {
+          using T = std::remove_reference_t<decltype(config.*field)>;
+          if constexpr (std::is_enum_v<T>)
+            json[option.name] = enum_name(names_of(T{}), config.*field);
+          else
+            json[option.name] = config.*field;
+        },
+        option.field);
   return json.dump(2);
 }
 

@@ -8,6 +8,10 @@
 #include <variant>
 #include <vector>
 
+#include "engine/kernels/types.hpp"
+#include "engine/plan/plan.hpp"
+#include "engine/train/schedule.hpp"
+
 namespace vkt::train {
 
 struct TrainConfig {
@@ -18,10 +22,10 @@ struct TrainConfig {
   std::string eval_data;      // optional evaluation JSONL
   std::string adapter;        // optional PEFT adapter to start from
   // Method.
-  std::string method = "lora";      // lora | qlora | full
-  std::string quant = "none";       // none | nf4 | int8 | int4 | int4-asym (frozen base)
+  plan::Method method = plan::Method::lora;
+  kernels::WeightFormat quant = kernels::WeightFormat::f32;  // frozen base; f32 is --quant none
   bool double_quant = true;         // nf4: quantize the absmax values too (QLoRA)
-  std::string dtype = "fp32";       // fp32 | fp16 | bf16: base weights and embeddings
+  kernels::DType dtype = kernels::DType::f32;  // base weights and embeddings
   // LoRA (PEFT names and defaults).
   int64_t lora_r = 8;
   double lora_alpha = 16;
@@ -35,7 +39,7 @@ struct TrainConfig {
   double prompt_loss_weight = 0.1;  // weight of prompt tokens in the loss (completion tokens: 1)
   // Optimisation (HF TrainingArguments defaults).
   double learning_rate = 5e-5;
-  std::string lr_scheduler_type = "linear";
+  ScheduleType lr_scheduler_type = ScheduleType::linear;
   std::string lr_scheduler_kwargs = "{}";  // JSON object, e.g. {"num_cycles": 2}
   double warmup_steps = 0;                 // a value < 1 is a ratio of max steps
   int64_t max_steps = -1;
@@ -49,7 +53,7 @@ struct TrainConfig {
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
   double momentum = 0.9;                   // --optim momentum
-  std::string optim = "adamw";             // adamw | sgd | momentum
+  plan::Optimizer optim = plan::Optimizer::adamw;
   bool offload_optimizer = false;
   int64_t seed = 42;
   // Run control.
@@ -64,11 +68,16 @@ struct TrainConfig {
   int64_t device = -1;                     // Vulkan device index (-1: best)
 };
 
-// One option: its name (underscores; the flag uses dashes), help text, and where it lives.
+// One option: its name (underscores; the flag uses dashes), help text, and where it lives. Named
+// values (method, quant, dtype, optim, lr_scheduler_type) are parsed into their enums here, at the
+// edge, with the enum's name table; --help lists those names.
 struct OptionSpec {
   std::string name;
   std::string help;
-  std::variant<std::string TrainConfig::*, bool TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*> field;
+  std::variant<std::string TrainConfig::*, bool TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*,
+               plan::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, kernels::DType TrainConfig::*,
+               plan::Optimizer TrainConfig::*, ScheduleType TrainConfig::*>
+      field;
   bool required_somewhere = false;  // must be set by a flag or the YAML file
 };
 const std::vector<OptionSpec>& option_table();

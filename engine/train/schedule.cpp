@@ -10,21 +10,29 @@
 namespace vkt::train {
 
 namespace {
-const char* names[] = {"linear",   "cosine",       "cosine_with_restarts", "polynomial", "constant",
-                       "constant_with_warmup", "inverse_sqrt", "warmup_stable_decay"};
+constexpr NameEntry<ScheduleType> schedule_type_table[] = {
+    {ScheduleType::linear, "linear"},
+    {ScheduleType::cosine, "cosine"},
+    {ScheduleType::cosine_with_restarts, "cosine_with_restarts"},
+    {ScheduleType::polynomial, "polynomial"},
+    {ScheduleType::constant, "constant"},
+    {ScheduleType::constant_with_warmup, "constant_with_warmup"},
+    {ScheduleType::inverse_sqrt, "inverse_sqrt"},
+    {ScheduleType::warmup_stable_decay, "warmup_stable_decay"}};
 constexpr double pi = 3.14159265358979323846;
 }  // namespace
 
-const char* schedule_name(ScheduleType type) { return names[static_cast<int>(type)]; }
+std::span<const NameEntry<ScheduleType>> schedule_type_names() { return schedule_type_table; }
+const char* schedule_name(ScheduleType type) { return enum_name(schedule_type_names(), type); }
 
-std::vector<std::string> schedule_names() { return std::vector<std::string>(std::begin(names), std::end(names)); }
+std::vector<std::string> schedule_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : schedule_type_names()) names.push_back(entry.name);
+  return names;
+}
 
 ScheduleType schedule_from_name(const std::string& name) {
-  for (size_t i = 0; i < std::size(names); i++)
-    if (name == names[i]) return static_cast<ScheduleType>(i);
-  std::string valid;
-  for (const char* n : names) valid += std::string(valid.empty() ? "" : ", ") + n;
-  throw UserError("unknown --lr-scheduler-type '" + name + "'", "use one of: " + valid);
+  return enum_from_flag(schedule_type_names(), name, "--lr-scheduler-type");
 }
 
 void apply_schedule_kwargs(ScheduleSettings& settings, const std::string& json, const std::string& where) {

@@ -3,17 +3,20 @@
 // multipliers of the peak learning rate. HF evaluates the multiplier at the scheduler's step
 // counter, which is 0 for the first optimizer step: optimizer step s (1-based) uses
 // multiplier(s - 1). So with warmup the very first step has learning rate 0, as in HF.
+#include <span>
 #include <string>
 #include <vector>
 
+#include "engine/base/names.hpp"
 namespace vkt::train {
 
 enum class ScheduleType {
   linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup, inverse_sqrt,
   warmup_stable_decay
 };
+std::span<const NameEntry<ScheduleType>> schedule_type_names();  // the --lr-scheduler-type names (HF's)
 const char* schedule_name(ScheduleType type);
-// UserError listing the valid names when unknown.
+// UserError "--lr-scheduler-type 'NAME' is not supported" listing the valid names when unknown.
 ScheduleType schedule_from_name(const std::string& name);
 std::vector<std::string> schedule_names();
 

@@ -25,6 +25,7 @@
 #include "engine/model/weights.hpp"
 #include "engine/text/tokenizer.hpp"
 #include "engine/train/batcher.hpp"
+#include "engine/train/checkpoint.hpp"
 #include "engine/train/dataset.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
@@ -47,11 +48,9 @@ void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(ho
 
 plan::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
   plan::RunSettings s;
-  s.method = c.method == "full" ? plan::Method::full : c.method == "qlora" ? plan::Method::qlora : plan::Method::lora;
-  s.dtype = c.dtype == "fp16" ? DType::f16 : c.dtype == "bf16" ? DType::bf16 : DType::f32;
-  std::optional<WeightFormat> quant = kernels::weight_format_from_quant_name(c.quant);
-  VKT_ASSERT(quant.has_value(), "--quant was validated with the configuration");
-  s.base_format = *quant;
+  s.method = c.method;
+  s.dtype = c.dtype;
+  s.base_format = c.quant;
   if (s.base_format == WeightFormat::f32)  // unquantized base: stored in --dtype
     s.base_format = s.dtype == DType::f16 ? WeightFormat::f16 : s.dtype == DType::bf16 ? WeightFormat::bf16 : WeightFormat::f32;
   if (s.method == plan::Method::qlora) s.base_format = WeightFormat::nf4;
@@ -61,23 +60,13 @@ plan::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
-  s.optimizer = c.optim == "sgd" ? plan::Optimizer::sgd : c.optim == "momentum" ? plan::Optimizer::momentum : plan::Optimizer::adamw;
+  s.optimizer = c.optim;
   s.offload_optimizer = c.offload_optimizer;
   s.lora_dropout = static_cast<float>(c.lora_dropout);
   return s;
 }
 
 namespace {
-
-// The HF shape of a full-finetuning weight held flat on the device: linear weights (out, in),
-// embeddings and lm_head (vocab, hidden), the rest vectors.
-std::vector<uint64_t> hf_shape(const plan::ModelShape& shape, const std::string& name, uint64_t elements) {
-  for (size_t m = 0; m < plan::module_count; m++)
-    if (name.find(plan::module_path(plan::Module(m)) + ".weight") != std::string::npos)
-      return {plan::module_out_features(shape, plan::Module(m)), plan::module_in_features(shape, plan::Module(m))};
-  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {shape.vocab, shape.hidden};
-  return {elements};
-}
 
 std::string now_iso8601() {
   std::time_t now = std::time(nullptr);
@@ -98,8 +87,8 @@ class TrainingRun {
   void train_step(int64_t step, bool profile);
   void log_step(int64_t step, double elapsed);
   double evaluate();
+  TrainableState trainable() const;  // what checkpoints save and restore
   void save_checkpoint(int64_t step);
-  void save_final();
   void write_run_json(RunState state);
   void append_metrics(const std::string& line);
   fs::path output_dir() const { return fs::path(config_.output_dir); }
@@ -176,7 +165,7 @@ void TrainingRun::prepare_data() {
                                      : static_cast<int64_t>(std::ceil(config_.num_train_epochs * double(steps_per_epoch)));
 
   ScheduleSettings schedule;
-  schedule.type = schedule_from_name(config_.lr_scheduler_type);
+  schedule.type = config_.lr_scheduler_type;
   schedule.peak_lr = config_.learning_rate;
   schedule.max_steps = max_steps_;
   schedule.warmup_steps = resolve_warmup_steps(config_.warmup_steps, max_steps_);
@@ -184,7 +173,7 @@ void TrainingRun::prepare_data() {
   schedule_ = std::make_unique<Schedule>(schedule);
 
   plan_ = plan::make_plan(model::model_shape(model_config_), run_settings(config_, seq_len_));
-  if (config_.method != "full") {
+  if (config_.method != plan::Method::full) {
     lora_.rank = static_cast<uint32_t>(config_.lora_r);
     lora_.alpha = static_cast<float>(config_.lora_alpha);
     lora_.dropout = static_cast<float>(config_.lora_dropout);
@@ -304,154 +293,55 @@ void TrainingRun::write_run_json(RunState state) {
 
 // checkpoint-N: trainable weights (a PEFT adapter, or HF-named fp32 weights for full
 // finetuning), optimizer states, and trainer_state.json (step, data position, loss window).
+TrainableState TrainingRun::trainable() const {
+  TrainableState state;
+  state.context = context_.get();
+  state.buffers = buffers_;
+  state.plan = &plan_;
+  state.lora = &lora_;
+  state.trainable_names = runner_->trainable_names();
+  state.model_config = &model_config_;
+  state.base_model = config_.model;
+  return state;
+}
+
 void TrainingRun::save_checkpoint(int64_t step) {
-  AtomicDirectory directory(output_dir() / ("checkpoint-" + std::to_string(step)));
-  const bool full = plan_.settings.method == plan::Method::full;
-  std::vector<model::TensorToWrite> weights, states;
-  auto tensor_of = [&](const std::string& buffer_name, const std::string& file_name) {
-    const vk::Buffer* buffer = &buffers_->buffer(buffer_name);
-    return model::TensorToWrite{file_name, model::FileDtype::F32, {buffer->size() / 4}, [this, buffer](model::TensorSink& sink) {
-                                  std::vector<float> values(buffer->size() / 4);
-                                  context_->download(*buffer, values.data());
-                                  sink.write(values.data(), values.size() * 4);
-                                }};
-  };
-  if (full) {
-    for (const std::string& name : runner_->trainable_names()) {
-      weights.push_back(tensor_of(name, name));
-      weights.back().shape = hf_shape(plan_.shape, name, weights.back().shape[0]);
-    }
-    model::write_safetensors(directory.path() / "model.safetensors", std::move(weights));
-    model::save_model_config(model_config_, directory.path() / "config.json");
-  } else {
-    model::save_adapter(*context_, *buffers_, plan_.shape, lora_, config_.model, directory.path());
-  }
-  for (const auto& spec : plan_.buffers)
-    if (spec.category == vk::Category::optimizer_state) states.push_back(tensor_of(spec.name, spec.name));
-  if (!states.empty()) model::write_safetensors(directory.path() / "optimizer.safetensors", std::move(states));
-  float window_loss = 0;
-  context_->download(buffers_->buffer("loss.window"), &window_loss, 0, 4);
-  BatcherPosition position = batcher_->position();
-  json trainer_state = {{"version", 1}, {"step", step}, {"max_steps", max_steps_},
-                        {"epoch", position.epoch}, {"next_row", position.next_row},
-                        {"tokens", tokens_}, {"elapsed_s", elapsed_before_ + std::chrono::duration<double>(
-                                                                              std::chrono::steady_clock::now() - started_).count()},
-                        {"window_loss", window_loss}, {"window_steps", window_steps_},
-                        {"window_tokens", window_tokens_}, {"window_seconds", window_seconds_},
-                        {"seed", config_.seed}, {"data", config_.data}, {"method", config_.method}};
-  write_file_atomically(directory.path() / "trainer_state.json", trainer_state.dump(2) + "\n");
-  directory.commit();
-  // --save-total-limit: drop the oldest checkpoints.
-  if (config_.save_total_limit > 0) {
-    std::vector<int64_t> steps;
-    for (const auto& entry : fs::directory_iterator(output_dir())) {
-      std::string name = entry.path().filename().string();
-      if (entry.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp-") == std::string::npos)
-        steps.push_back(std::stoll(name.substr(11)));
-    }
-    std::sort(steps.begin(), steps.end());
-    while (static_cast<int64_t>(steps.size()) > config_.save_total_limit) {
-      fs::remove_all(output_dir() / ("checkpoint-" + std::to_string(steps.front())));
-      steps.erase(steps.begin());
-    }
-  }
+  TrainerState state;
+  state.step = step;
+  state.max_steps = max_steps_;
+  state.position = batcher_->position();
+  state.tokens = tokens_;
+  state.elapsed_s = elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  context_->download(buffers_->buffer("loss.window"), &state.window_loss, 0, 4);
+  state.window_steps = window_steps_;
+  state.window_tokens = window_tokens_;
+  state.window_seconds = window_seconds_;
+  state.seed = config_.seed;
+  state.data = config_.data;
+  state.method = plan::method_name(config_.method);
+  train::save_checkpoint(trainable(), state, output_dir());
+  if (config_.save_total_limit > 0) prune_checkpoints(output_dir(), config_.save_total_limit);
   log::info("saved checkpoint-" + std::to_string(step));
 }
 
 int64_t TrainingRun::resume() {
   if (config_.resume_from_checkpoint.empty()) return 0;
-  fs::path path = config_.resume_from_checkpoint;
-  if (config_.resume_from_checkpoint == "latest") {
-    int64_t best = -1;
-    if (fs::is_directory(output_dir()))
-      for (const auto& entry : fs::directory_iterator(output_dir())) {
-        std::string name = entry.path().filename().string();
-        if (entry.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp-") == std::string::npos &&
-            name.find(".old-") == std::string::npos)
-          best = std::max<int64_t>(best, std::stoll(name.substr(11)));
-      }
-    if (best < 0) {
-      log::info("--resume-from-checkpoint latest: no checkpoint in " + config_.output_dir + ", starting fresh");
-      return 0;
-    }
-    path = output_dir() / ("checkpoint-" + std::to_string(best));
+  std::optional<fs::path> path = checkpoint_to_resume(config_.resume_from_checkpoint, output_dir());
+  if (!path) {
+    log::info("--resume-from-checkpoint latest: no checkpoint in " + config_.output_dir + ", starting fresh");
+    return 0;
   }
-  if (!fs::exists(path / "trainer_state.json"))
-    throw UserError(path.string() + " is not a vktune checkpoint (no trainer_state.json)",
-                    "give a checkpoint-N folder of an earlier run, or 'latest'");
-  json state = json::parse(read_text_file(path / "trainer_state.json"));
-  if (state.value("method", config_.method) != config_.method)
-    throw UserError(path.string() + " was written by a --method " + state.value("method", std::string()) + " run",
-                    "resume with the same flags as the interrupted run");
-  const bool full = plan_.settings.method == plan::Method::full;
-  if (full) {
-    model::SafetensorsFile weights(path / "model.safetensors");
-    for (const std::string& name : runner_->trainable_names()) {
-      std::vector<float> values = model::to_fp32(weights.tensor(name));
-      context_->upload(buffers_->buffer(name), values.data());
-    }
-  } else {
-    model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, path);
-  }
-  if (fs::exists(path / "optimizer.safetensors")) {
-    model::SafetensorsFile states(path / "optimizer.safetensors");
-    for (const auto& spec : plan_.buffers)
-      if (spec.category == vk::Category::optimizer_state) {
-        std::vector<float> values = model::to_fp32(states.tensor(spec.name));
-        context_->upload(buffers_->buffer(spec.name), values.data());
-      }
-  }
-  int64_t step = state.at("step");
-  batcher_->restore({state.at("epoch").get<int64_t>(), state.at("next_row").get<int64_t>()});
-  tokens_ = state.value("tokens", int64_t{0});
-  elapsed_before_ = state.value("elapsed_s", 0.0);
-  float window_loss = state.value("window_loss", 0.0f);
-  context_->upload(buffers_->buffer("loss.window"), &window_loss, 0, 4);
-  window_steps_ = state.value("window_steps", int64_t{0});
-  window_tokens_ = state.value("window_tokens", int64_t{0});
-  window_seconds_ = state.value("window_seconds", 0.0);
-  // metrics.jsonl keeps what was logged up to the checkpoint.
-  fs::path metrics = output_dir() / "metrics.jsonl";
-  if (fs::exists(metrics)) {
-    std::ifstream in(metrics);
-    std::string line, kept;
-    while (std::getline(in, line)) {
-      try {
-        if (json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
-      } catch (const json::exception&) {
-      }
-    }
-    write_file_atomically(metrics, kept);
-  }
-  log::info("resumed from " + path.string() + " at step " + std::to_string(step));
-  return step;
-}
-
-void TrainingRun::save_final() {
-  const bool full = plan_.settings.method == plan::Method::full;
-  if (!full) {
-    model::save_adapter(*context_, *buffers_, plan_.shape, lora_, config_.model, output_dir());
-    return;
-  }
-  std::vector<model::TensorToWrite> tensors;
-  for (const std::string& name : runner_->trainable_names()) {
-    const vk::Buffer* buffer = &buffers_->buffer(name);
-    model::FileDtype dtype = model_config_.torch_dtype == "bfloat16" ? model::FileDtype::BF16
-                             : model_config_.torch_dtype == "float16" ? model::FileDtype::F16 : model::FileDtype::F32;
-    tensors.push_back({name, dtype, hf_shape(plan_.shape, name, buffer->size() / 4), [this, buffer, dtype](model::TensorSink& sink) {
-                         std::vector<float> values(buffer->size() / 4);
-                         context_->download(*buffer, values.data());
-                         std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
-                         model::convert_from_fp32(values, dtype, bytes);
-                         sink.write(bytes.data(), bytes.size());
-                       }});
-  }
-  model::write_safetensors_sharded(output_dir(), std::move(tensors), 5000000000ull);
-  model::save_model_config(model_config_, output_dir() / "config.json");
-  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
-    fs::path source = fs::path(config_.model) / file;
-    if (fs::exists(source)) write_file_atomically(output_dir() / file, read_text_file(source));
-  }
+  TrainerState state = load_checkpoint(trainable(), *path, plan::method_name(config_.method));
+  batcher_->restore(state.position);
+  tokens_ = state.tokens;
+  elapsed_before_ = state.elapsed_s;
+  context_->upload(buffers_->buffer("loss.window"), &state.window_loss, 0, 4);
+  window_steps_ = state.window_steps;
+  window_tokens_ = state.window_tokens;
+  window_seconds_ = state.window_seconds;
+  truncate_metrics(output_dir() / "metrics.jsonl", state.step);  // keeps what was logged up to the checkpoint
+  log::info("resumed from " + path->string() + " at step " + std::to_string(state.step));
+  return state.step;
 }
 
 TrainSummary TrainingRun::run() {
@@ -465,7 +355,7 @@ TrainSummary TrainingRun::run() {
   info_.config_json = to_json(config_);
   info_.device = context_->caps().summary_line();
   info_.max_steps = max_steps_;
-  info_.schedule_type = config_.lr_scheduler_type;
+  info_.schedule_type = schedule_name(config_.lr_scheduler_type);
   info_.peak_learning_rate = config_.learning_rate;
   info_.warmup_steps = schedule_->settings().warmup_steps;
   info_.schedule_kwargs = config_.lr_scheduler_kwargs;
@@ -554,7 +444,7 @@ TrainSummary TrainingRun::run() {
       append_metrics(eval_to_json_line(e));
       monitor_->push_eval(e);
     }
-    save_final();
+    save_final_weights(trainable(), output_dir());
   }
   write_run_json(final_state);
   monitor_->set_state(final_state);

@@ -1,0 +1,185 @@
+#include "engine/train/checkpoint.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+#include "engine/base/log.hpp"
+#include "engine/model/adapter.hpp"
+#include "engine/model/dtype.hpp"
+#include "engine/model/safetensors.hpp"
+
+namespace vkt::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// The HF shape of a full-finetuning weight held flat on the device: linear weights (out, in),
+// embeddings and lm_head (vocab, hidden), the rest vectors.
+std::vector<uint64_t> hf_shape(const plan::ModelShape& shape, const std::string& name, uint64_t elements) {
+  for (size_t m = 0; m < plan::module_count; m++)
+    if (name.find(plan::module_path(plan::Module(m)) + ".weight") != std::string::npos)
+      return {plan::module_out_features(shape, plan::Module(m)), plan::module_in_features(shape, plan::Module(m))};
+  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {shape.vocab, shape.hidden};
+  return {elements};
+}
+
+// The steps of the checkpoint-N folders in `output_dir`, unsorted; folders still being written
+// (".tmp-") are skipped, and with `skip_set_aside` those an overwrite moved aside (".old-") too.
+std::vector<int64_t> checkpoint_steps(const fs::path& output_dir, bool skip_set_aside) {
+  std::vector<int64_t> steps;
+  if (!fs::is_directory(output_dir)) return steps;
+  for (const auto& entry : fs::directory_iterator(output_dir)) {
+    std::string name = entry.path().filename().string();
+    if (entry.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp-") == std::string::npos &&
+        (!skip_set_aside || name.find(".old-") == std::string::npos))
+      steps.push_back(std::stoll(name.substr(11)));
+  }
+  return steps;
+}
+
+// A device buffer of fp32 values as a tensor to write, read back when the writer gets to it.
+model::TensorToWrite fp32_tensor(vk::Context& context, const vk::Buffer& buffer, const std::string& file_name) {
+  const vk::Buffer* source = &buffer;
+  return model::TensorToWrite{file_name, model::FileDtype::F32, {buffer.size() / 4},
+                              [&context, source](model::TensorSink& sink) {
+                                std::vector<float> values(source->size() / 4);
+                                context.download(*source, values.data());
+                                sink.write(values.data(), values.size() * 4);
+                              }};
+}
+
+}  // namespace
+
+void save_checkpoint(const TrainableState& trainable, const TrainerState& state, const fs::path& output_dir) {
+  AtomicDirectory directory(output_dir / ("checkpoint-" + std::to_string(state.step)));
+  vk::Context& context = *trainable.context;
+  const plan::MemoryPlan& plan = *trainable.plan;
+  if (plan.settings.method == plan::Method::full) {
+    std::vector<model::TensorToWrite> weights;
+    for (const std::string& name : trainable.trainable_names) {
+      weights.push_back(fp32_tensor(context, trainable.buffers->buffer(name), name));
+      weights.back().shape = hf_shape(plan.shape, name, weights.back().shape[0]);
+    }
+    model::write_safetensors(directory.path() / "model.safetensors", std::move(weights));
+    model::save_model_config(*trainable.model_config, directory.path() / "config.json");
+  } else {
+    model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model, directory.path());
+  }
+  std::vector<model::TensorToWrite> states;
+  for (const auto& spec : plan.buffers)
+    if (spec.category == vk::Category::optimizer_state)
+      states.push_back(fp32_tensor(context, trainable.buffers->buffer(spec.name), spec.name));
+  if (!states.empty()) model::write_safetensors(directory.path() / "optimizer.safetensors", std::move(states));
+  json trainer_state = {{"version", 1}, {"step", state.step}, {"max_steps", state.max_steps},
+                        {"epoch", state.position.epoch}, {"next_row", state.position.next_row},
+                        {"tokens", state.tokens}, {"elapsed_s", state.elapsed_s},
+                        {"window_loss", state.window_loss}, {"window_steps", state.window_steps},
+                        {"window_tokens", state.window_tokens}, {"window_seconds", state.window_seconds},
+                        {"seed", state.seed}, {"data", state.data}, {"method", state.method}};
+  write_file_atomically(directory.path() / "trainer_state.json", trainer_state.dump(2) + "\n");
+  directory.commit();
+}
+
+void prune_checkpoints(const fs::path& output_dir, int64_t keep) {
+  std::vector<int64_t> steps = checkpoint_steps(output_dir, false);
+  std::sort(steps.begin(), steps.end());
+  while (static_cast<int64_t>(steps.size()) > keep) {
+    fs::remove_all(output_dir / ("checkpoint-" + std::to_string(steps.front())));
+    steps.erase(steps.begin());
+  }
+}
+
+std::optional<fs::path> checkpoint_to_resume(const std::string& resume_from, const fs::path& output_dir) {
+  if (resume_from != "latest") return fs::path(resume_from);
+  std::vector<int64_t> steps = checkpoint_steps(output_dir, true);
+  if (steps.empty()) return std::nullopt;
+  return output_dir / ("checkpoint-" + std::to_string(*std::max_element(steps.begin(), steps.end())));
+}
+
+TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& path, const std::string& method) {
+  if (!fs::exists(path / "trainer_state.json"))
+    throw UserError(path.string() + " is not a vktune checkpoint (no trainer_state.json)",
+                    "give a checkpoint-N folder of an earlier run, or 'latest'");
+  json saved = json::parse(read_text_file(path / "trainer_state.json"));
+  if (saved.value("method", method) != method)
+    throw UserError(path.string() + " was written by a --method " + saved.value("method", std::string()) + " run",
+                    "resume with the same flags as the interrupted run");
+  vk::Context& context = *trainable.context;
+  const plan::MemoryPlan& plan = *trainable.plan;
+  if (plan.settings.method == plan::Method::full) {
+    model::SafetensorsFile weights(path / "model.safetensors");
+    for (const std::string& name : trainable.trainable_names) {
+      std::vector<float> values = model::to_fp32(weights.tensor(name));
+      context.upload(trainable.buffers->buffer(name), values.data());
+    }
+  } else {
+    model::load_adapter_weights(context, *trainable.buffers, plan.shape, *trainable.lora, path);
+  }
+  if (fs::exists(path / "optimizer.safetensors")) {
+    model::SafetensorsFile states(path / "optimizer.safetensors");
+    for (const auto& spec : plan.buffers)
+      if (spec.category == vk::Category::optimizer_state) {
+        std::vector<float> values = model::to_fp32(states.tensor(spec.name));
+        context.upload(trainable.buffers->buffer(spec.name), values.data());
+      }
+  }
+  TrainerState state;
+  state.step = saved.at("step");
+  state.position = {saved.at("epoch").get<int64_t>(), saved.at("next_row").get<int64_t>()};
+  state.tokens = saved.value("tokens", int64_t{0});
+  state.elapsed_s = saved.value("elapsed_s", 0.0);
+  state.window_loss = saved.value("window_loss", 0.0f);
+  state.window_steps = saved.value("window_steps", int64_t{0});
+  state.window_tokens = saved.value("window_tokens", int64_t{0});
+  state.window_seconds = saved.value("window_seconds", 0.0);
+  state.method = method;
+  return state;
+}
+
+void truncate_metrics(const fs::path& metrics, int64_t step) {
+  if (!fs::exists(metrics)) return;
+  std::ifstream in(metrics);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
+    } catch (const json::exception&) {
+    }
+  }
+  write_file_atomically(metrics, kept);
+}
+
+void save_final_weights(const TrainableState& trainable, const fs::path& output_dir) {
+  vk::Context& context = *trainable.context;
+  const plan::MemoryPlan& plan = *trainable.plan;
+  if (plan.settings.method != plan::Method::full) {
+    model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model, output_dir);
+    return;
+  }
+  std::vector<model::TensorToWrite> tensors;
+  const model::FileDtype dtype = model::file_dtype_from_torch(trainable.model_config->torch_dtype);
+  for (const std::string& name : trainable.trainable_names) {
+    const vk::Buffer* buffer = &trainable.buffers->buffer(name);
+    tensors.push_back({name, dtype, hf_shape(plan.shape, name, buffer->size() / 4),
+                       [&context, buffer, dtype](model::TensorSink& sink) {
+                         std::vector<float> values(buffer->size() / 4);
+                         context.download(*buffer, values.data());
+                         std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
+                         model::convert_from_fp32(values, dtype, bytes);
+                         sink.write(bytes.data(), bytes.size());
+                       }});
+  }
+  model::write_safetensors_sharded(output_dir, std::move(tensors), 5000000000ull);
+  model::save_model_config(*trainable.model_config, output_dir / "config.json");
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
+    fs::path source = fs::path(trainable.base_model) / file;
+    if (fs::exists(source)) write_file_atomically(output_dir / file, read_text_file(source));
+  }
+}
+
+}  // namespace vkt::train
