@@ -58,11 +58,12 @@ void GraphicsContext::create_device(VkSurfaceKHR surface) {
   auto devices = vk::physical_devices(instance_.handle());
   int wanted = vk::env_int("VKT_DASHBOARD_DEVICE", -1);
   int best = vk::best_device(devices, [&](uint32_t index, VkPhysicalDevice device) {
-    return (wanted < 0 || static_cast<int>(index) == wanted) && graphics_queue_family(device, surface) >= 0;
+    bool allowed = wanted < 0 || static_cast<int>(index) == wanted;
+    return allowed && graphics_queue_family(device, surface) >= 0;
   });
   if (best < 0)
-    throw UserError(std::string("no Vulkan device with a graphics queue") + (surface ? " that can show a window" : "") +
-                        " was found for the dashboard",
+    throw UserError(std::string("no Vulkan device with a graphics queue") +
+                        (surface ? " that can show a window" : "") + " was found for the dashboard",
                     wanted >= 0 ? "VKT_DASHBOARD_DEVICE names a device that cannot draw; unset it"
                                 : "install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or a GPU driver");
   physical_device_ = devices[best];
@@ -95,8 +96,8 @@ GraphicsContext::~GraphicsContext() {
   }
 }
 
-VkDeviceMemory GraphicsContext::allocate_memory(const VkMemoryRequirements& requirements,
-                                                std::initializer_list<VkMemoryPropertyFlags> choices) const {
+VkDeviceMemory GraphicsContext::allocate_memory(
+    const VkMemoryRequirements& requirements, std::initializer_list<VkMemoryPropertyFlags> choices) const {
   VkPhysicalDeviceMemoryProperties memory;
   vkGetPhysicalDeviceMemoryProperties(physical_device_, &memory);
   for (VkMemoryPropertyFlags properties : choices)
@@ -110,7 +111,8 @@ VkDeviceMemory GraphicsContext::allocate_memory(const VkMemoryRequirements& requ
       VK_CHECK(vkAllocateMemory(device_, &allocate, nullptr, &allocated));
       return allocated;
     }
-  throw vk::VulkanError(VK_ERROR_FEATURE_NOT_PRESENT, "the dashboard's device has no memory type with the needed properties");
+  throw vk::VulkanError(VK_ERROR_FEATURE_NOT_PRESENT,
+                        "the dashboard's device has no memory type with the needed properties");
 }
 
 void GraphicsContext::submit_once(const std::function<void(VkCommandBuffer)>& record) {
@@ -170,8 +172,10 @@ void ReadbackBuffer::create(GraphicsContext& graphics, VkDeviceSize size) {
   VkMemoryRequirements requirements;
   vkGetBufferMemoryRequirements(device, buffer, &requirements);
   // Coherent, so no invalidate is needed; cached when available, for reading.
-  const VkMemoryPropertyFlags coherent = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-  memory = graphics.allocate_memory(requirements, {coherent | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, coherent});
+  const VkMemoryPropertyFlags coherent =
+      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+  memory =
+      graphics.allocate_memory(requirements, {coherent | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, coherent});
   VK_CHECK(vkBindBufferMemory(device, buffer, memory, 0));
   VK_CHECK(vkMapMemory(device, memory, 0, VK_WHOLE_SIZE, 0, &mapped));
 }

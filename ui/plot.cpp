@@ -254,8 +254,8 @@ struct AxisTicks {
   Ticks x;
 };
 
-// Places the data area inside the widget (origin, size): tick labels below and left of it, the x
-// label under them, the y label above. Returns the ticks, whose labels' width decided the left margin.
+// Places the data area inside the widget (origin, size): tick labels below and left of it, the
+// x label under them, the y label above. Returns the ticks (their labels set the left margin).
 AxisTicks layout_area(const PlotSpec& spec, ImVec2 origin, ImVec2 size, PlotFrame& frame) {
   const float line_height = ImGui::GetTextLineHeight();
   float bottom = line_height + 6 + (spec.x_label.empty() ? 0 : line_height + 2);
@@ -280,14 +280,15 @@ AxisTicks layout_area(const PlotSpec& spec, ImVec2 origin, ImVec2 size, PlotFram
   float right = 14;
   frame.area_min = ImVec2(origin.x + left, origin.y + top);
   frame.area_max = ImVec2(origin.x + size.x - right, origin.y + top + area_height);
-  int x_tick_target = std::clamp(static_cast<int>((frame.area_max.x - frame.area_min.x) / 90), 2, 12);
+  const float area_width = frame.area_max.x - frame.area_min.x;
+  int x_tick_target = std::clamp(static_cast<int>(area_width / 90), 2, 12);
   ticks.x = nice_ticks(frame.x_min, frame.x_max, x_tick_target);
   return ticks;
 }
 
 // Background, grid, tick labels, axis labels and the border.
-void draw_axes(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame, const AxisTicks& ticks, ImVec2 origin,
-               ImVec2 size) {
+void draw_axes(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame,
+               const AxisTicks& ticks, ImVec2 origin, ImVec2 size) {
   const float line_height = ImGui::GetTextLineHeight();
   draw->AddRectFilled(frame.area_min, frame.area_max, colors::plot_background);
   for (size_t i = 0; i < ticks.y_values.size(); i++) {
@@ -423,7 +424,8 @@ void draw_legend(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame)
 }
 
 // Hover readout: the x nearest to the mouse among all series, and every series' value there.
-void draw_hover_readout(ImDrawList* draw, const PlotSpec& spec, PlotFrame& frame, bool item_hovered) {
+void draw_hover_readout(ImDrawList* draw, const PlotSpec& spec, PlotFrame& frame,
+                        bool item_hovered) {
   ImVec2 mouse = ImGui::GetIO().MousePos;
   if (!item_hovered || !frame.contains(mouse)) return;
   frame.hovered = true;

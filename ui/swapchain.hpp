@@ -36,7 +36,8 @@ class Swapchain {
 
   // Draws `draw_data` into the next swapchain image and presents it. With `capture`, the image is
   // also copied back before presenting and returned in `captured`.
-  FrameResult render(ImDrawData* draw_data, bool capture, std::optional<RgbaImage>& captured, bool& rebuild_needed);
+  FrameResult render(ImDrawData* draw_data, bool capture, std::optional<RgbaImage>& captured,
+                     bool& rebuild_needed);
 
  private:
   void destroy_images();

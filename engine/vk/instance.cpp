@@ -27,15 +27,16 @@ bool validation_layer_installed() {
   vkEnumerateInstanceLayerProperties(&count, nullptr);
   std::vector<VkLayerProperties> layers(count);
   vkEnumerateInstanceLayerProperties(&count, layers.data());
-  return std::any_of(layers.begin(), layers.end(),
-                     [](const VkLayerProperties& l) { return std::strcmp(l.layerName, validation_layer) == 0; });
+  return std::any_of(layers.begin(), layers.end(), [](const VkLayerProperties& l) {
+    return std::strcmp(l.layerName, validation_layer) == 0;
+  });
 }
 
 }  // namespace
 
 const char* const no_device_hint =
-    "install a Vulkan driver: on Debian `apt-get install mesa-vulkan-drivers` gives the CPU driver (lavapipe); "
-    "for a GPU install its vendor's Vulkan driver";
+    "install a Vulkan driver: on Debian `apt-get install mesa-vulkan-drivers` gives the CPU driver "
+    "(lavapipe); for a GPU install its vendor's Vulkan driver";
 
 int env_int(const char* name, int fallback) {
   const char* value = std::getenv(name);
@@ -50,12 +51,15 @@ Instance::Instance(const InstanceOptions& options) : tally_(options.tally) {
   VkInstanceCreateInfo info{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
   info.pApplicationInfo = &app;
   std::vector<const char*> extensions = options.extensions, layers;
-  if (has_extension(instance_extensions(), VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {  // MoltenVK
+  // MoltenVK lists its devices only to instances that ask for portability enumeration.
+  if (has_extension(instance_extensions(), VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {
     extensions.push_back(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME);
     info.flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
   }
-  VkDebugUtilsMessengerCreateInfoEXT messenger_info{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
-  VkValidationFeatureEnableEXT sync_validation = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+  VkDebugUtilsMessengerCreateInfoEXT messenger_info{
+      VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+  VkValidationFeatureEnableEXT sync_validation =
+      VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
   VkValidationFeaturesEXT validation_features{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
   if (validation > 0) {
     if (!validation_layer_installed())
@@ -64,14 +68,15 @@ Instance::Instance(const InstanceOptions& options) : tally_(options.tally) {
     if (!tally_) throw std::logic_error("vk::Instance: validation needs a ValidationTally");
     layers.push_back(validation_layer);
     extensions.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
-    messenger_info.messageSeverity =
-        VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+    messenger_info.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                                     VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
     messenger_info.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
                                  VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
                                  VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT;
     messenger_info.pfnUserCallback = on_message;
     messenger_info.pUserData = this;
-    info.pNext = &messenger_info;  // also catches messages from vkCreateInstance / vkDestroyInstance
+    // Chained here too, it also reports on vkCreateInstance / vkDestroyInstance themselves.
+    info.pNext = &messenger_info;
     if (validation >= 2) {
       validation_features.enabledValidationFeatureCount = 1;
       validation_features.pEnabledValidationFeatures = &sync_validation;
@@ -84,7 +89,8 @@ Instance::Instance(const InstanceOptions& options) : tally_(options.tally) {
   info.ppEnabledLayerNames = layers.data();
   VkResult result = vkCreateInstance(&info, nullptr, &instance_);
   if (result == VK_ERROR_INCOMPATIBLE_DRIVER || result == VK_ERROR_INITIALIZATION_FAILED)
-    throw UserError(std::string("no Vulkan driver could be loaded") + options.for_whom, no_device_hint);
+    throw UserError(std::string("no Vulkan driver could be loaded") + options.for_whom,
+                    no_device_hint);
   VK_CHECK(result);
   if (validation > 0) {
     auto create = reinterpret_cast<PFN_vkCreateDebugUtilsMessengerEXT>(
@@ -92,7 +98,8 @@ Instance::Instance(const InstanceOptions& options) : tally_(options.tally) {
     messenger_info.pNext = nullptr;
     VkResult messenger_result = create(instance_, &messenger_info, nullptr, &messenger_);
     if (messenger_result != VK_SUCCESS) {
-      vkDestroyInstance(instance_, nullptr);  // a destructor does not run for a constructor that throws
+      // A destructor does not run for a constructor that throws.
+      vkDestroyInstance(instance_, nullptr);
       VK_CHECK(messenger_result);
     }
   }
@@ -107,7 +114,8 @@ Instance::~Instance() {
   if (instance_) vkDestroyInstance(instance_, nullptr);
 }
 
-VkBool32 Instance::on_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity, VkDebugUtilsMessageTypeFlagsEXT,
+VkBool32 Instance::on_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                              VkDebugUtilsMessageTypeFlagsEXT,
                               const VkDebugUtilsMessengerCallbackDataEXT* data, void* user) {
   auto* instance = static_cast<Instance*>(user);
   ValidationTally& tally = *instance->tally_;
@@ -117,7 +125,8 @@ VkBool32 Instance::on_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity, V
     log::error(std::string(tally.log_label) + ": " + data->pMessage);
   } else if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) {
     instance->warnings_++;
-    if (tally.warnings++ < tally.max_logged_warnings) log::warn(std::string(tally.log_label) + ": " + data->pMessage);
+    if (tally.warnings++ < tally.max_logged_warnings)
+      log::warn(std::string(tally.log_label) + ": " + data->pMessage);
   }
   return VK_FALSE;
 }
@@ -139,8 +148,9 @@ std::vector<VkExtensionProperties> device_extensions(VkPhysicalDevice device) {
 }
 
 bool has_extension(const std::vector<VkExtensionProperties>& extensions, const char* name) {
-  return std::any_of(extensions.begin(), extensions.end(),
-                     [&](const VkExtensionProperties& e) { return std::strcmp(e.extensionName, name) == 0; });
+  return std::any_of(extensions.begin(), extensions.end(), [&](const VkExtensionProperties& e) {
+    return std::strcmp(e.extensionName, name) == 0;
+  });
 }
 
 int device_type_rank(VkPhysicalDeviceType type) {

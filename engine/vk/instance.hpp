@@ -32,7 +32,8 @@ struct InstanceOptions {
   // Beyond what is added here (portability enumeration where present, debug utils with
   // validation): e.g. what GLFW needs for a window surface.
   std::vector<const char*> extensions;
-  int validation = -1;  // -1: VKT_VALIDATION (1 = validation layers, 2 = also synchronization checks)
+  // -1: VKT_VALIDATION; 1 = validation layers, 2 = also synchronization checks.
+  int validation = -1;
   ValidationTally* tally = nullptr;  // required when validation is on
   // Names the user in "no Vulkan driver could be loaded<for_whom>", e.g. " for the dashboard".
   const char* for_whom = "";
@@ -56,7 +57,8 @@ class Instance {
  private:
   static VKAPI_ATTR VkBool32 VKAPI_CALL on_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
                                                    VkDebugUtilsMessageTypeFlagsEXT,
-                                                   const VkDebugUtilsMessengerCallbackDataEXT* data, void* user);
+                                                   const VkDebugUtilsMessengerCallbackDataEXT* data,
+                                                   void* user);
 
   VkInstance instance_ = VK_NULL_HANDLE;
   VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
