@@ -4,187 +4,79 @@
 #include <imgui_impl_vulkan.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
 
 #include "engine/base/error.hpp"
 #include "engine/base/log.hpp"
 #include "engine/vk/check.hpp"
+#include "engine/vk/instance.hpp"
 
 namespace vkt::ui {
 
 namespace {
 
-std::atomic<uint32_t> errors_seen{0};
-std::atomic<uint32_t> warnings_logged{0};
+// The dashboard's instances count apart from the engine's (ui::validation_errors()).
+vk::ValidationTally dashboard_validation{"vulkan validation (dashboard)", 20};
 
-VKAPI_ATTR VkBool32 VKAPI_CALL debug_callback(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
-                                              VkDebugUtilsMessageTypeFlagsEXT,
-                                              const VkDebugUtilsMessengerCallbackDataEXT* data, void*) {
-  if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) {
-    errors_seen++;
-    log::error(std::string("vulkan validation (dashboard): ") + data->pMessage);
-  } else if ((severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) && warnings_logged++ < 20) {
-    // A warning in a frame loop repeats every frame: the first few are enough.
-    log::warn(std::string("vulkan validation (dashboard): ") + data->pMessage);
-  }
-  return VK_FALSE;
-}
-
-int env_int(const char* name, int fallback) {
-  const char* value = std::getenv(name);
-  return value && *value ? std::atoi(value) : fallback;
-}
-
-int type_rank(VkPhysicalDeviceType type) {
-  switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 4;
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 3;
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 1;
-    default: return 0;
-  }
+vk::InstanceOptions dashboard_instance_options(const std::vector<const char*>& extensions) {
+  vk::InstanceOptions options;
+  options.application_name = "vktune dashboard";
+  options.api_version = VK_API_VERSION_1_1;  // nothing newer is needed to draw ImGui
+  options.extensions = extensions;
+  options.tally = &dashboard_validation;
+  options.for_whom = " for the dashboard";
+  return options;
 }
 
 void check_imgui_result(VkResult result) {
   if (result != VK_SUCCESS) vk::throw_vulkan_error(result, "ImGui Vulkan backend", __FILE__, __LINE__);
 }
 
-constexpr const char* validation_layer = "VK_LAYER_KHRONOS_validation";
+// A graphics queue family of `device` that can present to `surface` (when given), or -1.
+int graphics_queue_family(VkPhysicalDevice device, VkSurfaceKHR surface) {
+  uint32_t family_count = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(device, &family_count, nullptr);
+  std::vector<VkQueueFamilyProperties> families(family_count);
+  vkGetPhysicalDeviceQueueFamilyProperties(device, &family_count, families.data());
+  for (uint32_t i = 0; i < family_count; i++) {
+    if (!(families[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) continue;
+    VkBool32 present = VK_TRUE;
+    if (surface) vkGetPhysicalDeviceSurfaceSupportKHR(device, i, surface, &present);
+    if (present) return static_cast<int>(i);
+  }
+  return -1;
+}
 
 }  // namespace
 
-uint32_t validation_errors() { return errors_seen.load(); }
+uint32_t validation_errors() { return dashboard_validation.errors.load(); }
 
-GraphicsContext::GraphicsContext(const std::vector<const char*>& instance_extensions) {
-  int validation = env_int("VKT_VALIDATION", 0);
-  std::vector<const char*> extensions = instance_extensions, layers;
-  VkDebugUtilsMessengerCreateInfoEXT messenger_info{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
-  messenger_info.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
-  messenger_info.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
-                               VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT;
-  messenger_info.pfnUserCallback = debug_callback;
-  VkValidationFeatureEnableEXT sync_validation = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
-  VkValidationFeaturesEXT validation_features{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
-  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
-  app.pApplicationName = "vktune dashboard";
-  app.apiVersion = VK_API_VERSION_1_1;  // nothing newer is needed to draw ImGui
-  VkInstanceCreateInfo info{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
-  info.pApplicationInfo = &app;
-
-  uint32_t count = 0;
-  vkEnumerateInstanceExtensionProperties(nullptr, &count, nullptr);
-  std::vector<VkExtensionProperties> available(count);
-  vkEnumerateInstanceExtensionProperties(nullptr, &count, available.data());
-  auto has = [&](const char* name) {
-    return std::any_of(available.begin(), available.end(), [&](auto& e) { return std::strcmp(e.extensionName, name) == 0; });
-  };
-  if (has(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {  // MoltenVK
-    extensions.push_back(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME);
-    info.flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
-  }
-  if (validation > 0) {
-    vkEnumerateInstanceLayerProperties(&count, nullptr);
-    std::vector<VkLayerProperties> available_layers(count);
-    vkEnumerateInstanceLayerProperties(&count, available_layers.data());
-    bool found = std::any_of(available_layers.begin(), available_layers.end(),
-                             [](auto& l) { return std::strcmp(l.layerName, validation_layer) == 0; });
-    if (!found)
-      throw UserError("VKT_VALIDATION is set but the Khronos validation layer is not installed",
-                      "apt-get install vulkan-validationlayers, or unset VKT_VALIDATION");
-    layers.push_back(validation_layer);
-    extensions.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
-    info.pNext = &messenger_info;  // also reports problems in vkCreateInstance / vkDestroyInstance
-    if (validation >= 2) {  // as the engine does: =2 adds synchronization validation
-      validation_features.enabledValidationFeatureCount = 1;
-      validation_features.pEnabledValidationFeatures = &sync_validation;
-      messenger_info.pNext = &validation_features;
-    }
-  }
-  info.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
-  info.ppEnabledExtensionNames = extensions.data();
-  info.enabledLayerCount = static_cast<uint32_t>(layers.size());
-  info.ppEnabledLayerNames = layers.data();
-  VkResult result = vkCreateInstance(&info, nullptr, &instance_);
-  if (result == VK_ERROR_INCOMPATIBLE_DRIVER || result == VK_ERROR_INITIALIZATION_FAILED)
-    throw UserError("no Vulkan driver could be loaded for the dashboard",
-                    "install a Vulkan driver: `apt-get install mesa-vulkan-drivers` gives the CPU driver (lavapipe)");
-  VK_CHECK(result);
-  if (validation > 0) {
-    auto create = reinterpret_cast<PFN_vkCreateDebugUtilsMessengerEXT>(
-        vkGetInstanceProcAddr(instance_, "vkCreateDebugUtilsMessengerEXT"));
-    messenger_info.pNext = nullptr;
-    VK_CHECK(create(instance_, &messenger_info, nullptr, &messenger_));
-  }
-}
+GraphicsContext::GraphicsContext(const std::vector<const char*>& instance_extensions)
+    : instance_(dashboard_instance_options(instance_extensions)) {}
 
 void GraphicsContext::create_device(VkSurfaceKHR surface) {
-  uint32_t count = 0;
-  VK_CHECK(vkEnumeratePhysicalDevices(instance_, &count, nullptr));
-  std::vector<VkPhysicalDevice> devices(count);
-  VK_CHECK(vkEnumeratePhysicalDevices(instance_, &count, devices.data()));
-  // A graphics queue family of `device` that can present to the surface, or -1.
-  auto graphics_family = [&](VkPhysicalDevice device) {
-    uint32_t family_count = 0;
-    vkGetPhysicalDeviceQueueFamilyProperties(device, &family_count, nullptr);
-    std::vector<VkQueueFamilyProperties> families(family_count);
-    vkGetPhysicalDeviceQueueFamilyProperties(device, &family_count, families.data());
-    for (uint32_t i = 0; i < family_count; i++) {
-      if (!(families[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) continue;
-      VkBool32 present = VK_TRUE;
-      if (surface) vkGetPhysicalDeviceSurfaceSupportKHR(device, i, surface, &present);
-      if (present) return static_cast<int>(i);
-    }
-    return -1;
-  };
-  int wanted = env_int("VKT_DASHBOARD_DEVICE", -1), best_rank = -1, family = -1;
-  for (uint32_t i = 0; i < count; i++) {
-    if (wanted >= 0 && static_cast<int>(i) != wanted) continue;
-    int f = graphics_family(devices[i]);
-    if (f < 0) continue;
-    VkPhysicalDeviceProperties properties;
-    vkGetPhysicalDeviceProperties(devices[i], &properties);
-    int rank = type_rank(properties.deviceType);
-    if (rank > best_rank) {
-      best_rank = rank;
-      physical_device_ = devices[i];
-      family = f;
-      device_name_ = properties.deviceName;
-    }
-  }
-  if (family < 0)
-    throw UserError(std::string("no Vulkan device with a graphics queue") + (surface ? " that can show a window" : "") +
-                        " was found for the dashboard",
+  auto devices = vk::physical_devices(instance_.handle());
+  int wanted = vk::env_int("VKT_DASHBOARD_DEVICE", -1);
+  int best = vk::best_device(devices, [&](uint32_t index, VkPhysicalDevice device) {
+    bool allowed = wanted < 0 || static_cast<int>(index) == wanted;
+    return allowed && graphics_queue_family(device, surface) >= 0;
+  });
+  if (best < 0)
+    throw UserError(std::string("no Vulkan device with a graphics queue") +
+                        (surface ? " that can show a window" : "") + " was found for the dashboard",
                     wanted >= 0 ? "VKT_DASHBOARD_DEVICE names a device that cannot draw; unset it"
                                 : "install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or a GPU driver");
-  queue_family_ = static_cast<uint32_t>(family);
+  physical_device_ = devices[best];
+  queue_family_ = static_cast<uint32_t>(graphics_queue_family(physical_device_, surface));
+  VkPhysicalDeviceProperties properties;
+  vkGetPhysicalDeviceProperties(physical_device_, &properties);
+  device_name_ = properties.deviceName;
 
-  float priority = 1.0f;
-  VkDeviceQueueCreateInfo queue_info{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
-  queue_info.queueFamilyIndex = queue_family_;
-  queue_info.queueCount = 1;
-  queue_info.pQueuePriorities = &priority;
   std::vector<const char*> extensions;
   if (surface) extensions.push_back(VK_KHR_SWAPCHAIN_EXTENSION_NAME);
-  uint32_t extension_count = 0;
-  vkEnumerateDeviceExtensionProperties(physical_device_, nullptr, &extension_count, nullptr);
-  std::vector<VkExtensionProperties> available(extension_count);
-  vkEnumerateDeviceExtensionProperties(physical_device_, nullptr, &extension_count, available.data());
-  for (auto& e : available)
-    if (std::strcmp(e.extensionName, "VK_KHR_portability_subset") == 0) extensions.push_back("VK_KHR_portability_subset");
-  VkDeviceCreateInfo info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-  info.queueCreateInfoCount = 1;
-  info.pQueueCreateInfos = &queue_info;
-  info.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
-  info.ppEnabledExtensionNames = extensions.data();
-  VK_CHECK(vkCreateDevice(physical_device_, &info, nullptr, &device_));
+  device_ = vk::create_device_with_one_queue(physical_device_, queue_family_, extensions, nullptr);
   vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
-
-  VkCommandPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
-  pool_info.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
-  pool_info.queueFamilyIndex = queue_family_;
-  VK_CHECK(vkCreateCommandPool(device_, &pool_info, nullptr, &command_pool_));
+  command_pool_ = vk::create_command_pool(device_, queue_family_);
   // ImGui needs one combined image sampler (the font atlas); a few spare.
   VkDescriptorPoolSize sizes[] = {{VK_DESCRIPTOR_TYPE_COMBINED_IMAGE_SAMPLER, 8}};
   VkDescriptorPoolCreateInfo descriptor_info{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
@@ -202,20 +94,25 @@ GraphicsContext::~GraphicsContext() {
     if (command_pool_) vkDestroyCommandPool(device_, command_pool_, nullptr);
     vkDestroyDevice(device_, nullptr);
   }
-  if (messenger_) {
-    auto destroy = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
-        vkGetInstanceProcAddr(instance_, "vkDestroyDebugUtilsMessengerEXT"));
-    destroy(instance_, messenger_, nullptr);
-  }
-  if (instance_) vkDestroyInstance(instance_, nullptr);
 }
 
-uint32_t GraphicsContext::memory_type(uint32_t type_bits, VkMemoryPropertyFlags properties) const {
+VkDeviceMemory GraphicsContext::allocate_memory(
+    const VkMemoryRequirements& requirements, std::initializer_list<VkMemoryPropertyFlags> choices) const {
   VkPhysicalDeviceMemoryProperties memory;
   vkGetPhysicalDeviceMemoryProperties(physical_device_, &memory);
-  for (uint32_t i = 0; i < memory.memoryTypeCount; i++)
-    if ((type_bits & (1u << i)) && (memory.memoryTypes[i].propertyFlags & properties) == properties) return i;
-  throw vk::VulkanError(VK_ERROR_FEATURE_NOT_PRESENT, "the dashboard's device has no memory type with the needed properties");
+  for (VkMemoryPropertyFlags properties : choices)
+    for (uint32_t i = 0; i < memory.memoryTypeCount; i++) {
+      bool allowed = requirements.memoryTypeBits & (1u << i);
+      if (!allowed || (memory.memoryTypes[i].propertyFlags & properties) != properties) continue;
+      VkMemoryAllocateInfo allocate{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+      allocate.allocationSize = requirements.size;
+      allocate.memoryTypeIndex = i;
+      VkDeviceMemory allocated = VK_NULL_HANDLE;
+      VK_CHECK(vkAllocateMemory(device_, &allocate, nullptr, &allocated));
+      return allocated;
+    }
+  throw vk::VulkanError(VK_ERROR_FEATURE_NOT_PRESENT,
+                        "the dashboard's device has no memory type with the needed properties");
 }
 
 void GraphicsContext::submit_once(const std::function<void(VkCommandBuffer)>& record) {
@@ -274,18 +171,11 @@ void ReadbackBuffer::create(GraphicsContext& graphics, VkDeviceSize size) {
   VK_CHECK(vkCreateBuffer(device, &info, nullptr, &buffer));
   VkMemoryRequirements requirements;
   vkGetBufferMemoryRequirements(device, buffer, &requirements);
-  VkMemoryAllocateInfo allocate{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
-  allocate.allocationSize = requirements.size;
   // Coherent, so no invalidate is needed; cached when available, for reading.
-  try {
-    allocate.memoryTypeIndex = graphics.memory_type(requirements.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                                                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT |
-                                                                                     VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
-  } catch (const vk::VulkanError&) {
-    allocate.memoryTypeIndex = graphics.memory_type(requirements.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                                                                     VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
-  }
-  VK_CHECK(vkAllocateMemory(device, &allocate, nullptr, &memory));
+  const VkMemoryPropertyFlags coherent =
+      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+  memory =
+      graphics.allocate_memory(requirements, {coherent | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, coherent});
   VK_CHECK(vkBindBufferMemory(device, buffer, memory, 0));
   VK_CHECK(vkMapMemory(device, memory, 0, VK_WHOLE_SIZE, 0, &mapped));
 }

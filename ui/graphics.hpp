@@ -1,7 +1,8 @@
 #pragma once
 // The dashboard's own Vulkan setup: an instance, a device with a GRAPHICS queue (the compute
 // engine's vk::Context prefers a compute-only queue and draws nothing), and ImGui's Vulkan
-// backend on a render pass. Used by the live window and by the offscreen PNG renderer; it may
+// backend on a render pass. Instance, validation and device ranking are engine/vk/instance.hpp's,
+// shared with vk::Context. Used by the live window and by the offscreen PNG renderer; it may
 // pick the same physical device as the trainer or any other.
 //
 // VKT_VALIDATION=1 turns the validation layers on here too. Errors are counted in
@@ -10,8 +11,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
+
+#include "engine/vk/instance.hpp"
 
 namespace vkt::ui {
 
@@ -31,7 +35,7 @@ class GraphicsContext {
   // VKT_DASHBOARD_DEVICE=N picks device N; otherwise discrete > integrated > virtual > cpu.
   void create_device(VkSurfaceKHR surface = VK_NULL_HANDLE);
 
-  VkInstance instance() const { return instance_; }
+  VkInstance instance() const { return instance_.handle(); }
   VkPhysicalDevice physical_device() const { return physical_device_; }
   VkDevice device() const { return device_; }
   VkQueue queue() const { return queue_; }
@@ -39,16 +43,17 @@ class GraphicsContext {
   VkCommandPool command_pool() const { return command_pool_; }
   VkDescriptorPool descriptor_pool() const { return descriptor_pool_; }
   const std::string& device_name() const { return device_name_; }
-  bool validation_enabled() const { return messenger_ != VK_NULL_HANDLE; }
+  bool validation_enabled() const { return instance_.validation_enabled(); }
 
-  // A memory type index with `properties` among `type_bits`; throws when there is none.
-  uint32_t memory_type(uint32_t type_bits, VkMemoryPropertyFlags properties) const;
+  // Memory for `requirements` in the first memory type that has all the properties of one of
+  // `choices`, tried in order (the preferred first); throws when none has.
+  VkDeviceMemory allocate_memory(const VkMemoryRequirements& requirements,
+                                 std::initializer_list<VkMemoryPropertyFlags> choices) const;
   // Records with `record` into a fresh command buffer, submits it and waits.
   void submit_once(const std::function<void(VkCommandBuffer)>& record);
 
  private:
-  VkInstance instance_ = VK_NULL_HANDLE;
-  VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
+  vk::Instance instance_;  // first: destroyed last, after the device
   VkPhysicalDevice physical_device_ = VK_NULL_HANDLE;
   VkDevice device_ = VK_NULL_HANDLE;
   VkQueue queue_ = VK_NULL_HANDLE;

@@ -62,10 +62,7 @@ class OffscreenRenderer::Impl {
     VK_CHECK(vkCreateImage(device, &image_info, nullptr, &image_));
     VkMemoryRequirements requirements;
     vkGetImageMemoryRequirements(device, image_, &requirements);
-    VkMemoryAllocateInfo allocate{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
-    allocate.allocationSize = requirements.size;
-    allocate.memoryTypeIndex = graphics_.memory_type(requirements.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
-    VK_CHECK(vkAllocateMemory(device, &allocate, nullptr, &image_memory_));
+    image_memory_ = graphics_.allocate_memory(requirements, {VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT});
     VK_CHECK(vkBindImageMemory(device, image_, image_memory_, 0));
     VkImageViewCreateInfo view_info{VK_STRUCTURE_TYPE_IMAGE_VIEW_CREATE_INFO};
     view_info.image = image_;

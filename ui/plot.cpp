@@ -218,24 +218,8 @@ Fit fit_data(const PlotSpec& spec) {
   return fit;
 }
 
-}  // namespace
-
-PlotFrame draw_plot(const PlotSpec& spec, ImVec2 size) {
-  PlotFrame frame;
-  frame.log_y = spec.log_y;
-  ImVec2 available = ImGui::GetContentRegionAvail();
-  if (size.x <= 0) size.x = available.x;
-  if (size.y <= 0) size.y = available.y;
-  size.x = std::max(size.x, 60.0f);
-  size.y = std::max(size.y, 50.0f);
-  ImVec2 origin = ImGui::GetCursorScreenPos();
-  ImGui::InvisibleButton(spec.id, size);
-  bool item_hovered = ImGui::IsItemHovered();
-  ImDrawList* draw = ImGui::GetWindowDrawList();
-  const float line_height = ImGui::GetTextLineHeight();
-
-  // Data ranges: fitted with padding, then the fixed limits.
-  Fit fit = fit_data(spec);
+// Sets the frame's data ranges: the data fitted with padding, then the spec's fixed limits.
+void fit_ranges(const PlotSpec& spec, const Fit& fit, PlotFrame& frame) {
   double x_min = fit.x_min, x_max = fit.x_max;
   double y_low = fit.y_min, y_high = fit.y_max;  // axis space
   if (fit.any) {
@@ -262,26 +246,35 @@ PlotFrame draw_plot(const PlotSpec& spec, ImVec2 size) {
   frame.x_max = x_max;
   frame.y_min = spec.log_y ? std::pow(10.0, y_low) : y_low;
   frame.y_max = spec.log_y ? std::pow(10.0, y_high) : y_high;
+}
 
-  // Layout: tick labels below and left of the data area, the x label under them.
+struct AxisTicks {
+  std::vector<double> y_values;
+  std::vector<std::string> y_labels;  // one per y value
+  Ticks x;
+};
+
+// Places the data area inside the widget (origin, size): tick labels below and left of it, the
+// x label under them, the y label above. Returns the ticks (their labels set the left margin).
+AxisTicks layout_area(const PlotSpec& spec, ImVec2 origin, ImVec2 size, PlotFrame& frame) {
+  const float line_height = ImGui::GetTextLineHeight();
   float bottom = line_height + 6 + (spec.x_label.empty() ? 0 : line_height + 2);
   float top = spec.y_label.empty() ? 4 : line_height + 4;
   float area_height = std::max(10.0f, size.y - top - bottom);
   int y_tick_target = std::clamp(static_cast<int>(area_height / 38), 2, 10);
-  std::vector<double> y_ticks;
+  AxisTicks ticks;
   double y_step = 0;
   if (spec.log_y) {
-    y_ticks = log_ticks(frame.y_min, frame.y_max, y_tick_target);
+    ticks.y_values = log_ticks(frame.y_min, frame.y_max, y_tick_target);
   } else {
     Ticks t = nice_ticks(frame.y_min, frame.y_max, y_tick_target);
-    y_ticks = t.values;
+    ticks.y_values = t.values;
     y_step = t.step;
   }
-  std::vector<std::string> y_labels;
   float left = 0;
-  for (double value : y_ticks) {
-    y_labels.push_back(format_tick(value, spec.log_y ? value : y_step));
-    left = std::max(left, ImGui::CalcTextSize(y_labels.back().c_str()).x);
+  for (double value : ticks.y_values) {
+    ticks.y_labels.push_back(format_tick(value, spec.log_y ? value : y_step));
+    left = std::max(left, ImGui::CalcTextSize(ticks.y_labels.back().c_str()).x);
   }
   left += 8;
   float right = 14;
@@ -289,23 +282,28 @@ PlotFrame draw_plot(const PlotSpec& spec, ImVec2 size) {
   frame.area_max = ImVec2(origin.x + size.x - right, origin.y + top + area_height);
   const float area_width = frame.area_max.x - frame.area_min.x;
   int x_tick_target = std::clamp(static_cast<int>(area_width / 90), 2, 12);
-  Ticks x_ticks = nice_ticks(x_min, x_max, x_tick_target);
+  ticks.x = nice_ticks(frame.x_min, frame.x_max, x_tick_target);
+  return ticks;
+}
 
-  // Background, grid, tick labels, axis labels.
+// Background, grid, tick labels, axis labels and the border.
+void draw_axes(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame,
+               const AxisTicks& ticks, ImVec2 origin, ImVec2 size) {
+  const float line_height = ImGui::GetTextLineHeight();
   draw->AddRectFilled(frame.area_min, frame.area_max, colors::plot_background);
-  for (size_t i = 0; i < y_ticks.size(); i++) {
-    float py = frame.to_pixel_y(y_ticks[i]);
+  for (size_t i = 0; i < ticks.y_values.size(); i++) {
+    float py = frame.to_pixel_y(ticks.y_values[i]);
     if (py < frame.area_min.y - 0.5f || py > frame.area_max.y + 0.5f) continue;
     draw->AddLine(ImVec2(frame.area_min.x, py), ImVec2(frame.area_max.x, py), colors::grid);
-    ImVec2 text_size = ImGui::CalcTextSize(y_labels[i].c_str());
+    ImVec2 text_size = ImGui::CalcTextSize(ticks.y_labels[i].c_str());
     draw->AddText(ImVec2(frame.area_min.x - 4 - text_size.x, py - text_size.y * 0.5f), colors::axis_text,
-                  y_labels[i].c_str());
+                  ticks.y_labels[i].c_str());
   }
-  for (double value : x_ticks.values) {
+  for (double value : ticks.x.values) {
     float px = frame.to_pixel_x(value);
     if (px < frame.area_min.x - 0.5f || px > frame.area_max.x + 0.5f) continue;
     draw->AddLine(ImVec2(px, frame.area_min.y), ImVec2(px, frame.area_max.y), colors::grid);
-    std::string label = format_tick(value, x_ticks.step);
+    std::string label = format_tick(value, ticks.x.step);
     ImVec2 text_size = ImGui::CalcTextSize(label.c_str());
     float text_x = std::clamp(px - text_size.x * 0.5f, origin.x, origin.x + size.x - text_size.x);
     draw->AddText(ImVec2(text_x, frame.area_max.y + 3), colors::axis_text, label.c_str());
@@ -318,18 +316,17 @@ PlotFrame draw_plot(const PlotSpec& spec, ImVec2 size) {
   if (!spec.y_label.empty())
     draw->AddText(ImVec2(origin.x + 2, origin.y + 1), colors::axis_text, spec.y_label.c_str());
   draw->AddRect(frame.area_min, frame.area_max, IM_COL32(255, 255, 255, 45));
+}
 
-  if (!fit.any) {
-    const char* text = "no data yet";
-    ImVec2 text_size = ImGui::CalcTextSize(text);
-    draw->AddText(ImVec2((frame.area_min.x + frame.area_max.x - text_size.x) * 0.5f,
-                         (frame.area_min.y + frame.area_max.y - text_size.y) * 0.5f),
-                  colors::axis_text, text);
-    return frame;
-  }
-  frame.drawn = true;
+void draw_no_data(ImDrawList* draw, const PlotFrame& frame) {
+  const char* text = "no data yet";
+  ImVec2 text_size = ImGui::CalcTextSize(text);
+  draw->AddText(ImVec2((frame.area_min.x + frame.area_max.x - text_size.x) * 0.5f,
+                       (frame.area_min.y + frame.area_max.y - text_size.y) * 0.5f),
+                colors::axis_text, text);
+}
 
-  draw->PushClipRect(frame.area_min, frame.area_max, true);
+void draw_shades(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame) {
   for (const auto& shade : spec.shades) {
     float begin = frame.to_pixel_x(shade.x_begin), end = frame.to_pixel_x(shade.x_end);
     if (end <= begin) continue;
@@ -338,10 +335,14 @@ PlotFrame draw_plot(const PlotSpec& spec, ImVec2 size) {
     if (!shade.label.empty() && ImGui::CalcTextSize(shade.label.c_str()).x + 6 < end - begin)
       draw->AddText(ImVec2(begin + 3, frame.area_min.y + 2), colors::axis_text, shade.label.c_str());
   }
-  const int columns = std::max(1, static_cast<int>(area_width));
+}
+
+// Every series, reduced to at most four points per pixel column of the data area.
+void draw_series(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame) {
+  const int columns = std::max(1, static_cast<int>(frame.area_max.x - frame.area_min.x));
   std::vector<ImVec2> points;
   for (const auto& series : spec.series) {
-    std::vector<size_t> kept = decimate_min_max(series.x, series.y, x_min, x_max, columns);
+    std::vector<size_t> kept = decimate_min_max(series.x, series.y, frame.x_min, frame.x_max, columns);
     if (series.style == SeriesStyle::points) {
       float last_x = -1e30f, last_y = -1e30f;
       for (size_t i : kept) {
@@ -370,6 +371,9 @@ PlotFrame draw_plot(const PlotSpec& spec, ImVec2 size) {
     }
     flush();
   }
+}
+
+void draw_markers(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame) {
   for (const auto& marker : spec.markers) {
     float px = frame.to_pixel_x(marker.x);
     draw->AddLine(ImVec2(px, frame.area_min.y), ImVec2(px, frame.area_max.y), marker.color, 1.5f);
@@ -379,81 +383,115 @@ PlotFrame draw_plot(const PlotSpec& spec, ImVec2 size) {
       draw->AddText(ImVec2(text_x, frame.area_max.y - text_size.y - 2), marker.color, marker.label.c_str());
     }
   }
-  draw->PopClipRect();
+}
 
-  // Legend in the top right corner of the data area.
-  if (spec.legend) {
-    float y = frame.area_min.y + 4, swatch = 14;
-    float widest = 0;
-    int rows = 0;
-    for (const auto& series : spec.series)
-      if (series.in_readout && !series.label.empty()) {
-        widest = std::max(widest, ImGui::CalcTextSize(series.label.c_str()).x);
-        rows++;
-      }
-    for (const auto& shade : spec.shades)
-      if (!shade.label.empty()) {
-        widest = std::max(widest, ImGui::CalcTextSize(shade.label.c_str()).x);
-        rows++;
-      }
-    if (rows > 0) {
-      float box_width = widest + swatch + 14;
-      ImVec2 box_min(frame.area_max.x - box_width - 4, y - 2);
-      draw->AddRectFilled(box_min, ImVec2(frame.area_max.x - 4, y + rows * line_height + 2), IM_COL32(16, 17, 20, 200), 3);
-      for (const auto& series : spec.series) {
-        if (!series.in_readout || series.label.empty()) continue;
-        float mid = y + line_height * 0.5f;
-        ImU32 color = series.color | IM_COL32(0, 0, 0, 255);
-        if (series.style == SeriesStyle::points) draw->AddCircleFilled(ImVec2(box_min.x + 4 + swatch * 0.5f, mid), 3.5f, color);
-        else draw->AddLine(ImVec2(box_min.x + 4, mid), ImVec2(box_min.x + 4 + swatch, mid), color, 2);
-        draw->AddText(ImVec2(box_min.x + 8 + swatch, y), colors::axis_text, series.label.c_str());
-        y += line_height;
-      }
-      for (const auto& shade : spec.shades) {
-        if (shade.label.empty()) continue;
-        ImU32 opaque = (shade.color & 0x00FFFFFF) | IM_COL32(0, 0, 0, 140);
-        draw->AddRectFilled(ImVec2(box_min.x + 4, y + 3), ImVec2(box_min.x + 4 + swatch, y + line_height - 3), opaque);
-        draw->AddText(ImVec2(box_min.x + 8 + swatch, y), colors::axis_text, shade.label.c_str());
-        y += line_height;
-      }
+// The legend in the top right corner of the data area: labelled series, then labelled shades.
+void draw_legend(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame) {
+  const float line_height = ImGui::GetTextLineHeight();
+  float y = frame.area_min.y + 4, swatch = 14;
+  float widest = 0;
+  int rows = 0;
+  for (const auto& series : spec.series)
+    if (series.in_readout && !series.label.empty()) {
+      widest = std::max(widest, ImGui::CalcTextSize(series.label.c_str()).x);
+      rows++;
     }
+  for (const auto& shade : spec.shades)
+    if (!shade.label.empty()) {
+      widest = std::max(widest, ImGui::CalcTextSize(shade.label.c_str()).x);
+      rows++;
+    }
+  if (rows == 0) return;
+  float box_width = widest + swatch + 14;
+  ImVec2 box_min(frame.area_max.x - box_width - 4, y - 2);
+  draw->AddRectFilled(box_min, ImVec2(frame.area_max.x - 4, y + rows * line_height + 2), IM_COL32(16, 17, 20, 200), 3);
+  for (const auto& series : spec.series) {
+    if (!series.in_readout || series.label.empty()) continue;
+    float mid = y + line_height * 0.5f;
+    ImU32 color = series.color | IM_COL32(0, 0, 0, 255);
+    if (series.style == SeriesStyle::points) draw->AddCircleFilled(ImVec2(box_min.x + 4 + swatch * 0.5f, mid), 3.5f, color);
+    else draw->AddLine(ImVec2(box_min.x + 4, mid), ImVec2(box_min.x + 4 + swatch, mid), color, 2);
+    draw->AddText(ImVec2(box_min.x + 8 + swatch, y), colors::axis_text, series.label.c_str());
+    y += line_height;
   }
+  for (const auto& shade : spec.shades) {
+    if (shade.label.empty()) continue;
+    ImU32 opaque = (shade.color & 0x00FFFFFF) | IM_COL32(0, 0, 0, 140);
+    draw->AddRectFilled(ImVec2(box_min.x + 4, y + 3), ImVec2(box_min.x + 4 + swatch, y + line_height - 3), opaque);
+    draw->AddText(ImVec2(box_min.x + 8 + swatch, y), colors::axis_text, shade.label.c_str());
+    y += line_height;
+  }
+}
 
-  // Hover readout: the x nearest to the mouse among all series, and every series' value there.
+// Hover readout: the x nearest to the mouse among all series, and every series' value there.
+void draw_hover_readout(ImDrawList* draw, const PlotSpec& spec, PlotFrame& frame,
+                        bool item_hovered) {
   ImVec2 mouse = ImGui::GetIO().MousePos;
-  if (item_hovered && frame.contains(mouse)) {
-    frame.hovered = true;
-    frame.hover_x = frame.from_pixel_x(mouse.x);
-    double best_x = 0, best_distance = INFINITY;
-    for (const auto& series : spec.series) {
-      if (!series.in_readout || series.x.empty()) continue;
-      double x = series.x[nearest_index(series.x, frame.hover_x)];
-      if (std::fabs(x - frame.hover_x) < best_distance) { best_distance = std::fabs(x - frame.hover_x); best_x = x; }
-    }
-    if (std::isfinite(best_distance)) {
-      float px = frame.to_pixel_x(best_x);
-      draw->AddLine(ImVec2(px, frame.area_min.y), ImVec2(px, frame.area_max.y), IM_COL32(255, 255, 255, 90));
-      ImGui::BeginTooltip();
-      std::string x_text = spec.format_x ? spec.format_x(best_x) : format_value(best_x);
-      ImGui::Text("%s %s", spec.x_label.empty() ? "x" : spec.x_label.c_str(), x_text.c_str());
-      for (const auto& series : spec.series) {
-        if (!series.in_readout || series.x.empty()) continue;
-        size_t i = nearest_index(series.x, best_x);
-        if (i >= series.y.size()) continue;
-        std::string value = spec.format_y ? spec.format_y(series.y[i]) : format_value(series.y[i]);
-        ImU32 color = series.color | IM_COL32(0, 0, 0, 255);
-        if (drawable(series.y[i], spec.log_y) && frame.contains(frame.to_pixel(series.x[i], series.y[i])))
-          draw->AddCircle(frame.to_pixel(series.x[i], series.y[i]), 5, color, 12, 2);
-        ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(color), "%s: %s", series.label.c_str(), value.c_str());
-        if (series.x[i] != best_x) {
-          std::string at = spec.format_x ? spec.format_x(series.x[i]) : format_value(series.x[i]);
-          ImGui::SameLine();
-          ImGui::TextDisabled("(at %s)", at.c_str());
-        }
-      }
-      ImGui::EndTooltip();
+  if (!item_hovered || !frame.contains(mouse)) return;
+  frame.hovered = true;
+  frame.hover_x = frame.from_pixel_x(mouse.x);
+  double best_x = 0, best_distance = INFINITY;
+  for (const auto& series : spec.series) {
+    if (!series.in_readout || series.x.empty()) continue;
+    double x = series.x[nearest_index(series.x, frame.hover_x)];
+    if (std::fabs(x - frame.hover_x) < best_distance) { best_distance = std::fabs(x - frame.hover_x); best_x = x; }
+  }
+  if (!std::isfinite(best_distance)) return;
+  float px = frame.to_pixel_x(best_x);
+  draw->AddLine(ImVec2(px, frame.area_min.y), ImVec2(px, frame.area_max.y), IM_COL32(255, 255, 255, 90));
+  ImGui::BeginTooltip();
+  std::string x_text = spec.format_x ? spec.format_x(best_x) : format_value(best_x);
+  ImGui::Text("%s %s", spec.x_label.empty() ? "x" : spec.x_label.c_str(), x_text.c_str());
+  for (const auto& series : spec.series) {
+    if (!series.in_readout || series.x.empty()) continue;
+    size_t i = nearest_index(series.x, best_x);
+    if (i >= series.y.size()) continue;
+    std::string value = spec.format_y ? spec.format_y(series.y[i]) : format_value(series.y[i]);
+    ImU32 color = series.color | IM_COL32(0, 0, 0, 255);
+    if (drawable(series.y[i], spec.log_y) && frame.contains(frame.to_pixel(series.x[i], series.y[i])))
+      draw->AddCircle(frame.to_pixel(series.x[i], series.y[i]), 5, color, 12, 2);
+    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(color), "%s: %s", series.label.c_str(), value.c_str());
+    if (series.x[i] != best_x) {
+      std::string at = spec.format_x ? spec.format_x(series.x[i]) : format_value(series.x[i]);
+      ImGui::SameLine();
+      ImGui::TextDisabled("(at %s)", at.c_str());
     }
   }
+  ImGui::EndTooltip();
+}
+
+}  // namespace
+
+PlotFrame draw_plot(const PlotSpec& spec, ImVec2 size) {
+  PlotFrame frame;
+  frame.log_y = spec.log_y;
+  ImVec2 available = ImGui::GetContentRegionAvail();
+  if (size.x <= 0) size.x = available.x;
+  if (size.y <= 0) size.y = available.y;
+  size.x = std::max(size.x, 60.0f);
+  size.y = std::max(size.y, 50.0f);
+  ImVec2 origin = ImGui::GetCursorScreenPos();
+  ImGui::InvisibleButton(spec.id, size);
+  bool item_hovered = ImGui::IsItemHovered();
+  ImDrawList* draw = ImGui::GetWindowDrawList();
+
+  Fit fit = fit_data(spec);
+  fit_ranges(spec, fit, frame);
+  AxisTicks ticks = layout_area(spec, origin, size, frame);
+  draw_axes(draw, spec, frame, ticks, origin, size);
+  if (!fit.any) {
+    draw_no_data(draw, frame);
+    return frame;
+  }
+  frame.drawn = true;
+
+  draw->PushClipRect(frame.area_min, frame.area_max, true);
+  draw_shades(draw, spec, frame);
+  draw_series(draw, spec, frame);
+  draw_markers(draw, spec, frame);
+  draw->PopClipRect();
+  if (spec.legend) draw_legend(draw, spec, frame);
+  draw_hover_readout(draw, spec, frame, item_hovered);
   return frame;
 }
 
