@@ -32,19 +32,21 @@ struct PushConstants {
   uint32_t bytes = 0;
 
   PushConstants() = default;
+  // Implicit on purpose: `.push = push` in a Dispatch initializer.
   template <class Block>
     requires(std::is_trivially_copyable_v<Block> && !std::is_same_v<Block, PushConstants>)
-  PushConstants(const Block& block) : data(&block), bytes(sizeof(Block)) {  // NOLINT: implicit on purpose
+  PushConstants(const Block& block) : data(&block), bytes(sizeof(Block)) {
     static_assert(sizeof(Block) <= 128, "push constants: Vulkan guarantees only 128 bytes");
   }
 };
 
 struct Dispatch {
-  std::string shader;                            // pipeline: shaders/<shader>.comp, or a variant of it
-  std::span<const uint32_t> specialization = {};  // constant_id 0, 1, ... (tile and workgroup sizes)
-  PushConstants push;                            // the wrapper's push-constant struct
-  Grid grid;                                     // workgroups in x, y, z
-  // Every range the shader reads and every range it writes: the recorder derives barriers from them.
+  std::string shader;                             // pipeline: shaders/<shader>.comp or a variant
+  std::span<const uint32_t> specialization = {};  // constant_id 0, 1, ...: tile, workgroup sizes
+  PushConstants push;                             // the wrapper's push-constant struct
+  Grid grid;                                      // workgroups in x, y, z
+  // Every range the shader reads and every range it writes: the recorder derives barriers
+  // from them.
   std::vector<BufferRange> reads;
   std::vector<BufferRange> writes;
   const char* label = nullptr;  // name in profiles and timings; the shader's name when null
