@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 #include "tests/support.hpp"
 
 namespace vkt::test {

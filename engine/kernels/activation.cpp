@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "engine/kernels/workspace.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -14,9 +14,8 @@ void swiglu(Recorder& recorder, const BufferRange& gate, const BufferRange& up, 
     uint64_t gate, up, h;
     uint32_t n;
   } push{gate.address, up.address, h.address, n};
-  Grid grid = grid_1d(n, 256);
-  recorder.dispatch(recorder.context().pipelines().get("swiglu"), &push, sizeof push, grid.x, grid.y, 1, {gate, up},
-                    {h}, "swiglu");
+  record_dispatch(recorder,
+                  {.shader = "swiglu", .push = push, .grid = grid_1d(n, 256), .reads = {gate, up}, .writes = {h}});
 }
 
 void swiglu_backward(Recorder& recorder, const BufferRange& dh, const BufferRange& gate, const BufferRange& up,
@@ -31,9 +30,8 @@ void swiglu_backward(Recorder& recorder, const BufferRange& dh, const BufferRang
     uint64_t dh, gate, up, d_gate, d_up;
     uint32_t n;
   } push{dh.address, gate.address, up.address, d_gate.address, d_up.address, n};
-  Grid grid = grid_1d(n, 256);
-  recorder.dispatch(recorder.context().pipelines().get("swiglu_backward"), &push, sizeof push, grid.x, grid.y, 1,
-                    {dh, gate, up}, {d_gate, d_up}, "swiglu_backward");
+  record_dispatch(recorder, {.shader = "swiglu_backward", .push = push, .grid = grid_1d(n, 256),
+                             .reads = {dh, gate, up}, .writes = {d_gate, d_up}});
 }
 
 }  // namespace vkt::kernels

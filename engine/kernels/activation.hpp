@@ -1,6 +1,6 @@
 #pragma once
 // The Llama MLP's gated activation: h = silu(gate) * up, with silu(g) = g / (1 + exp(-g)).
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 
 namespace vkt::kernels {
 

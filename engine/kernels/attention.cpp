@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 namespace {
@@ -158,9 +159,9 @@ SplitPlan forward_split(const AttentionShape& shape) {
   return plan;
 }
 
-void check_range(const BufferRange& range, uint64_t bytes, const char* what) {
-  VKT_ASSERT(range.bytes >= bytes, std::string("attention: ") + what + " is smaller than the shape needs");
-  VKT_ASSERT(range.address % 16 == 0, std::string("attention: ") + what + " is not 16-byte aligned");
+void check_range(const BufferRange& range, uint64_t bytes, const char* op, const char* tensor) {
+  require_bytes(range, bytes, op, tensor);
+  VKT_ASSERT(range.address % 16 == 0, std::string(op) + ": " + tensor + " is not 16-byte aligned");
 }
 
 void check_shape(const AttentionShape& s) {
@@ -250,8 +251,8 @@ std::pair<uint64_t, uint64_t> segment_addresses(const AttentionShape& s, const B
   if (!q_segments) return {0, 0};
   VKT_ASSERT(kv_segments || s.seq_kv == s.seq_q, "attention: kv_segments are needed when seq_kv != seq_q");
   const BufferRange& kv = kv_segments ? *kv_segments : *q_segments;
-  VKT_ASSERT(q_segments->bytes >= uint64_t(s.batch) * s.seq_q * 4, "attention: q_segments too small");
-  VKT_ASSERT(kv.bytes >= uint64_t(s.batch) * s.seq_kv * 4, "attention: kv_segments too small");
+  require_bytes(*q_segments, uint64_t(s.batch) * s.seq_q * 4, "attention", "q_segments");
+  require_bytes(kv, uint64_t(s.batch) * s.seq_kv * 4, "attention", "kv_segments");
   reads.push_back(*q_segments);
   if (kv_segments) reads.push_back(*kv_segments);
   return {q_segments->address, kv.address};
@@ -259,15 +260,22 @@ std::pair<uint64_t, uint64_t> segment_addresses(const AttentionShape& s, const B
 
 float log2_scale(const AttentionShape& s) { return static_cast<float>(s.scale * std::numbers::log2e); }
 
-void check_backward_inputs(const BufferRange& q, const BufferRange& k, const BufferRange& v, const BufferRange& d_o,
-                           const BufferRange& lse, const BufferRange& delta, const AttentionShape& shape) {
+// The shape and the q, k, v every attention pass reads.
+void check_inputs(const BufferRange& q, const BufferRange& k, const BufferRange& v, const AttentionShape& shape,
+                  const char* op) {
   check_shape(shape);
-  check_range(q, q_elements(shape) * 4, "q");
-  check_range(k, kv_elements(shape) * 4, "k");
-  check_range(v, kv_elements(shape) * 4, "v");
-  check_range(d_o, q_elements(shape) * 4, "d_o");
-  check_range(lse, stat_elements(shape) * 4, "lse");
-  check_range(delta, stat_elements(shape) * 4, "delta");
+  check_range(q, q_elements(shape) * 4, op, "q");
+  check_range(k, kv_elements(shape) * 4, op, "k");
+  check_range(v, kv_elements(shape) * 4, op, "v");
+}
+
+void check_backward_inputs(const BufferRange& q, const BufferRange& k, const BufferRange& v, const BufferRange& d_o,
+                           const BufferRange& lse, const BufferRange& delta, const AttentionShape& shape,
+                           const char* op) {
+  check_inputs(q, k, v, shape, op);
+  check_range(d_o, q_elements(shape) * 4, op, "d_o");
+  check_range(lse, stat_elements(shape) * 4, op, "lse");
+  check_range(delta, stat_elements(shape) * 4, op, "delta");
 }
 
 uint32_t row_tile_count(const AttentionShape& s, uint32_t rows) {
@@ -297,12 +305,9 @@ bool attention_uses_direct_body(vk::Context& context) { return direct_subgroup_s
 void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                        const BufferRange& o, const BufferRange& lse, const AttentionShape& shape,
                        const BufferRange* q_segments, const BufferRange* kv_segments, const BufferRange* workspace) {
-  check_shape(shape);
-  check_range(q, q_elements(shape) * 4, "q");
-  check_range(k, kv_elements(shape) * 4, "k");
-  check_range(v, kv_elements(shape) * 4, "v");
-  check_range(o, q_elements(shape) * 4, "o");
-  check_range(lse, stat_elements(shape) * 4, "lse");
+  check_inputs(q, k, v, shape, "attention_forward");
+  check_range(o, q_elements(shape) * 4, "attention_forward", "o");
+  check_range(lse, stat_elements(shape) * 4, "attention_forward", "lse");
   std::vector<BufferRange> reads{q, k, v};
   auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
 
@@ -310,7 +315,7 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
   if (!workspace) plan = unsplit(shape);
   BufferRange partial_o = o, partial_lse = lse;
   if (plan.splits > 1) {
-    check_range(*workspace, attention_forward_workspace_bytes(shape), "attention workspace");
+    check_range(*workspace, attention_forward_workspace_bytes(shape), "attention_forward", "workspace");
     uint64_t o_bytes = plan.splits * q_elements(shape) * 4;
     partial_o = {workspace->buffer, workspace->offset, o_bytes, workspace->address};
     partial_lse = {workspace->buffer, workspace->offset + o_bytes, plan.splits * stat_elements(shape) * 4,
@@ -328,19 +333,19 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
          shape.q_offset,     log2_scale(shape), plan.keys_per_split};
   static_assert(sizeof(push) == 88);
   VKT_ASSERT(uint64_t(shape.batch) * plan.splits <= 65535, "attention: too many splits");
-  auto& pipelines = recorder.context().pipelines();
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::forward, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, partial_o});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
-    recorder.dispatch(pipelines.get("attention_forward_direct", constants), &push, sizeof push,
-                      row_tile_count(shape, config.block), shape.kv_heads, shape.batch * plan.splits, reads,
-                      {partial_o, partial_lse}, "attention_forward");
+    record_dispatch(recorder, {.shader = "attention_forward_direct", .specialization = constants, .push = push,
+                               .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch * plan.splits},
+                               .reads = reads, .writes = {partial_o, partial_lse}, .label = "attention_forward"});
   } else {
     TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::forward, shape);
-    recorder.dispatch(pipelines.get("attention_forward", specialization(tiles, shape.head_dim)), &push, sizeof push,
-                      row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch * plan.splits, reads,
-                      {partial_o, partial_lse}, "attention_forward");
+    record_dispatch(recorder, {.shader = "attention_forward", .specialization = specialization(tiles, shape.head_dim),
+                               .push = push,
+                               .grid = {row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch * plan.splits},
+                               .reads = reads, .writes = {partial_o, partial_lse}});
   }
   if (plan.splits <= 1) return;
 
@@ -349,35 +354,34 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
     uint32_t batch, seq_q, q_heads, head_vec4s, splits;
   } combine{partial_o.address, partial_lse.address, o.address,       lse.address, shape.batch,
             shape.seq_q,       shape.q_heads,       shape.head_dim / 4, plan.splits};
-  Grid grid = grid_1d(q_elements(shape) / 4, 64);
-  recorder.dispatch(pipelines.get("attention_forward_combine"), &combine, sizeof combine,
-                    grid.x, grid.y, 1, {partial_o, partial_lse}, {o, lse}, "attention_forward_combine");
+  record_dispatch(recorder, {.shader = "attention_forward_combine", .push = combine,
+                             .grid = grid_1d(q_elements(shape) / 4, 64), .reads = {partial_o, partial_lse},
+                             .writes = {o, lse}});
 }
 
 void attention_backward_delta(Recorder& recorder, const BufferRange& o, const BufferRange& d_o,
                               const BufferRange& delta, const AttentionShape& shape) {
   check_shape(shape);
-  check_range(o, q_elements(shape) * 4, "o");
-  check_range(d_o, q_elements(shape) * 4, "d_o");
-  check_range(delta, stat_elements(shape) * 4, "delta");
+  check_range(o, q_elements(shape) * 4, "attention_backward_delta", "o");
+  check_range(d_o, q_elements(shape) * 4, "attention_backward_delta", "d_o");
+  check_range(delta, stat_elements(shape) * 4, "attention_backward_delta", "delta");
   struct {
     uint64_t o, d_o, delta;
     uint32_t batch, seq_q, q_heads, head_vec4s;
   } push{o.address, d_o.address, delta.address, shape.batch, shape.seq_q, shape.q_heads, shape.head_dim / 4};
-  Grid grid = grid_1d(stat_elements(shape), 64);
   const char* shader = direct_subgroup_size(recorder.context()) ? "attention_backward_delta_direct"
                                                                  : "attention_backward_delta";
-  recorder.dispatch(recorder.context().pipelines().get(shader), &push, sizeof push, grid.x, grid.y, 1, {o, d_o},
-                    {delta}, "attention_backward_delta");
+  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(stat_elements(shape), 64),
+                             .reads = {o, d_o}, .writes = {delta}, .label = "attention_backward_delta"});
 }
 
 void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                              const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
                              const BufferRange& dk, const BufferRange& dv, const AttentionShape& shape,
                              const BufferRange* q_segments, const BufferRange* kv_segments) {
-  check_backward_inputs(q, k, v, d_o, lse, delta, shape);
-  check_range(dk, kv_elements(shape) * 4, "dk");
-  check_range(dv, kv_elements(shape) * 4, "dv");
+  check_backward_inputs(q, k, v, d_o, lse, delta, shape, "attention_backward_dkdv");
+  check_range(dk, kv_elements(shape) * 4, "attention_backward_dkdv", "dk");
+  check_range(dv, kv_elements(shape) * 4, "attention_backward_dkdv", "dv");
   std::vector<BufferRange> reads{q, k, v, d_o, lse, delta};
   auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
   struct {
@@ -389,31 +393,31 @@ void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const Buf
          shape.batch,    shape.seq_q,   shape.seq_kv,  shape.q_heads,      shape.kv_heads,
          shape.q_offset, shape.scale,   log2_scale(shape)};
   static_assert(sizeof(push) == 112);
-  auto& pipelines = recorder.context().pipelines();
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::backward_dkdv, shape);
     uint32_t key_tiles = ceil_div(shape.seq_kv, config.block);
     VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dk, dv});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words};
-    recorder.dispatch(pipelines.get("attention_backward_dkdv_direct", constants), &push, sizeof push, key_tiles,
-                      shape.kv_heads, shape.batch, reads, {dk, dv}, "attention_backward_dkdv");
+    record_dispatch(recorder, {.shader = "attention_backward_dkdv_direct", .specialization = constants, .push = push,
+                               .grid = {key_tiles, shape.kv_heads, shape.batch}, .reads = reads, .writes = {dk, dv},
+                               .label = "attention_backward_dkdv"});
     return;
   }
   TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dkdv, shape);
   uint32_t key_tiles = ceil_div(shape.seq_kv, tiles.keys);
   VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
-  recorder.dispatch(pipelines.get("attention_backward_dkdv", specialization(tiles, shape.head_dim)), &push,
-                    sizeof push, key_tiles, shape.kv_heads, shape.batch, reads, {dk, dv},
-                    "attention_backward_dkdv");
+  record_dispatch(recorder, {.shader = "attention_backward_dkdv",
+                             .specialization = specialization(tiles, shape.head_dim), .push = push,
+                             .grid = {key_tiles, shape.kv_heads, shape.batch}, .reads = reads, .writes = {dk, dv}});
 }
 
 void attention_backward_dq(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                            const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
                            const BufferRange& dq, const AttentionShape& shape, const BufferRange* q_segments,
                            const BufferRange* kv_segments) {
-  check_backward_inputs(q, k, v, d_o, lse, delta, shape);
-  check_range(dq, q_elements(shape) * 4, "dq");
+  check_backward_inputs(q, k, v, d_o, lse, delta, shape, "attention_backward_dq");
+  check_range(dq, q_elements(shape) * 4, "attention_backward_dq", "dq");
   std::vector<BufferRange> reads{q, k, v, d_o, lse, delta};
   auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
   struct {
@@ -425,19 +429,19 @@ void attention_backward_dq(Recorder& recorder, const BufferRange& q, const Buffe
          shape.batch,   shape.seq_q,        shape.seq_kv,       shape.q_heads, shape.kv_heads,
          shape.q_offset, shape.scale,       log2_scale(shape)};
   static_assert(sizeof(push) == 104);
-  auto& pipelines = recorder.context().pipelines();
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::backward_dq, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dq});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
-    recorder.dispatch(pipelines.get("attention_backward_dq_direct", constants), &push, sizeof push,
-                      row_tile_count(shape, config.block), shape.kv_heads, shape.batch, reads, {dq}, "attention_backward_dq");
+    record_dispatch(recorder, {.shader = "attention_backward_dq_direct", .specialization = constants, .push = push,
+                               .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch},
+                               .reads = reads, .writes = {dq}, .label = "attention_backward_dq"});
     return;
   }
   TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dq, shape);
-  recorder.dispatch(pipelines.get("attention_backward_dq", specialization(tiles, shape.head_dim)), &push,
-                    sizeof push, row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch, reads, {dq},
-                    "attention_backward_dq");
+  record_dispatch(recorder, {.shader = "attention_backward_dq", .specialization = specialization(tiles, shape.head_dim),
+                             .push = push, .grid = {row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch},
+                             .reads = reads, .writes = {dq}});
 }
 
 void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 
 namespace vkt::kernels {
 

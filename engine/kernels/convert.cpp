@@ -3,7 +3,7 @@
 #include <string>
 
 #include "engine/base/half.hpp"
-#include "engine/kernels/workspace.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -20,9 +20,8 @@ void convert(Recorder& recorder, const char* shader, const BufferRange& source, 
     uint64_t source, destination;
     uint32_t n;
   } push{source.address, destination.address, n};
-  Grid grid = grid_1d(n, 256);
-  recorder.dispatch(recorder.context().pipelines().get(shader), &push, sizeof push, grid.x, grid.y, 1, {source},
-                    {destination}, shader);
+  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(n, 256), .reads = {source},
+                             .writes = {destination}});
 }
 }  // namespace
 

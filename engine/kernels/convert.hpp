@@ -4,7 +4,7 @@
 // overflow to infinity, fp16 subnormals kept. The shaders convert with integer arithmetic
 // (shaders/convert.glsl), not with the device's float16 casts, whose rounding and denormal
 // handling Vulkan leaves to the implementation. Needs 16-bit storage (UserError otherwise).
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 
 namespace vkt::kernels {
 

@@ -2,45 +2,45 @@
 
 #include <vector>
 
-#include "engine/base/error.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
 void axpby(Recorder& recorder, const BufferRange& x, const BufferRange& y, uint32_t n, float alpha, float beta) {
+  uint64_t bytes = uint64_t(n) * 4;
+  require_bytes(x, bytes, "axpby", "x");
+  require_bytes(y, bytes, "axpby", "y");
   struct {
     uint64_t x, y;
     uint32_t n;
     float alpha, beta;
   } push{x.address, y.address, n, alpha, beta};
-  Grid grid = grid_1d(n, 256);
-  recorder.dispatch(recorder.context().pipelines().get("axpby"), &push, sizeof push, grid.x, grid.y, 1, {x, y}, {y},
-                    "axpby");
+  record_dispatch(recorder, {.shader = "axpby", .push = push, .grid = grid_1d(n, 256), .reads = {x, y}, .writes = {y}});
 }
 
 void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const BufferRange* factor) {
-  VKT_ASSERT(x.bytes >= uint64_t(n) * 4, "scale: x is smaller than n");
+  require_bytes(x, uint64_t(n) * 4, "scale", "x");
+  if (factor) require_bytes(*factor, 4, "scale", "factor");
   struct {
     uint64_t x, factor;
     uint32_t n;
     float s;
   } push{x.address, factor ? factor->address : 0, n, s};
-  Grid grid = grid_1d(n, 256);
   std::vector<BufferRange> reads{x};
   if (factor) reads.push_back(*factor);
-  recorder.dispatch(recorder.context().pipelines().get("scale"), &push, sizeof push, grid.x, grid.y, 1, reads, {x},
-                    "scale");
+  record_dispatch(recorder, {.shader = "scale", .push = push, .grid = grid_1d(n, 256), .reads = reads, .writes = {x}});
 }
 
 void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n) {
-  VKT_ASSERT(a.bytes >= uint64_t(n) * 4 && b.bytes >= uint64_t(n) * 4 && out.bytes >= uint64_t(n) * 4,
-             "add: a tensor is smaller than n");
+  uint64_t bytes = uint64_t(n) * 4;
+  require_bytes(a, bytes, "add", "a");
+  require_bytes(b, bytes, "add", "b");
+  require_bytes(out, bytes, "add", "out");
   struct {
     uint64_t a, b, out;
     uint32_t n;
   } push{a.address, b.address, out.address, n};
-  Grid grid = grid_1d(n, 256);
-  recorder.dispatch(recorder.context().pipelines().get("add"), &push, sizeof push, grid.x, grid.y, 1, {a, b}, {out},
-                    "add");
+  record_dispatch(recorder, {.shader = "add", .push = push, .grid = grid_1d(n, 256), .reads = {a, b}, .writes = {out}});
 }
 
 }  // namespace vkt::kernels

@@ -1,6 +1,6 @@
 #pragma once
 // Element-wise kernels over fp32 vectors.
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 
 namespace vkt::kernels {
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/kernels/workspace.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -26,9 +26,8 @@ void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& ta
     uint64_t ids, table, out;
     uint32_t tokens, vocab, hidden;
   } push{ids.address, table.address, out.address, tokens, vocab, hidden};
-  Grid grid = grid_1d(uint64_t(tokens) * hidden, 256);
-  recorder.dispatch(recorder.context().pipelines().get(shader), &push, sizeof push, grid.x, grid.y, 1, {ids, table},
-                    {out}, "embedding");
+  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(uint64_t(tokens) * hidden, 256),
+                             .reads = {ids, table}, .writes = {out}, .label = "embedding"});
 }
 
 namespace {
@@ -49,7 +48,6 @@ void embedding_backward(Recorder& recorder, const BufferRange& ids, const Buffer
   require_bytes(d_out, uint64_t(tokens) * hidden * 4, "embedding_backward", "d_out");
   require_bytes(d_table, uint64_t(vocab) * hidden * 4, "embedding_backward", "d_table");
   require_bytes(workspace, embedding_backward_workspace_bytes(tokens, vocab), "embedding_backward", "workspace");
-  auto& pipelines = recorder.context().pipelines();
   BufferRange counts = slice(workspace, 0, (uint64_t(vocab) + 1) * 4);
   for (uint32_t first = 0; first < tokens; first += embedding_backward_tokens_per_pass) {
     uint32_t count = std::min(tokens - first, embedding_backward_tokens_per_pass);
@@ -62,23 +60,22 @@ void embedding_backward(Recorder& recorder, const BufferRange& ids, const Buffer
       uint64_t ids, counts;
       uint32_t tokens, vocab;
     } count_push{pass_ids.address, counts.address, count, vocab};
-    Grid token_grid = grid_1d(count, 256);
-    recorder.dispatch(pipelines.get("embedding_backward_count"), &count_push, sizeof count_push, token_grid.x,
-                      token_grid.y, 1, {pass_ids, counts}, {counts}, "embedding_backward_count");
+    record_dispatch(recorder, {.shader = "embedding_backward_count", .push = count_push, .grid = grid_1d(count, 256),
+                               .reads = {pass_ids, counts}, .writes = {counts}});
 
     struct {
       uint64_t counts;
       uint32_t vocab;
     } scan_push{counts.address, vocab};
-    recorder.dispatch(pipelines.get("embedding_backward_scan"), &scan_push, sizeof scan_push, 1, 1, 1, {counts},
-                      {counts}, "embedding_backward_scan");
+    record_dispatch(recorder, {.shader = "embedding_backward_scan", .push = scan_push, .grid = {1, 1, 1},
+                               .reads = {counts}, .writes = {counts}});
 
     struct {
       uint64_t ids, counts, sorted;
       uint32_t tokens, vocab;
     } sort_push{pass_ids.address, counts.address, sorted.address, count, vocab};
-    recorder.dispatch(pipelines.get("embedding_backward_sort"), &sort_push, sizeof sort_push, 1, 1, 1,
-                      {pass_ids, counts}, {counts, sorted}, "embedding_backward_sort");
+    record_dispatch(recorder, {.shader = "embedding_backward_sort", .push = sort_push, .grid = {1, 1, 1},
+                               .reads = {pass_ids, counts}, .writes = {counts, sorted}});
 
     struct {
       uint64_t ids, sorted, counts, d_out, d_table;
@@ -86,9 +83,9 @@ void embedding_backward(Recorder& recorder, const BufferRange& ids, const Buffer
     } add_push{pass_ids.address, sorted.address, counts.address, pass_d_out.address, d_table.address, count, vocab,
                hidden};
     Grid slot_grid = grid_1d(count, 1);  // one workgroup per sorted slot (most exit at once)
-    recorder.dispatch(pipelines.get("embedding_backward"), &add_push, sizeof add_push, slot_grid.x, slot_grid.y,
-                      ceil_div(hidden, 256), {pass_ids, sorted, counts, pass_d_out, d_table}, {d_table},
-                      "embedding_backward");
+    slot_grid.z = ceil_div(hidden, 256);
+    record_dispatch(recorder, {.shader = "embedding_backward", .push = add_push, .grid = slot_grid,
+                               .reads = {pass_ids, sorted, counts, pass_d_out, d_table}, .writes = {d_table}});
   }
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 // Token embedding lookup and its backward pass.
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 #include "engine/kernels/types.hpp"
 
 namespace vkt::kernels {

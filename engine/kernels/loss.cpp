@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "engine/kernels/reduce.hpp"
-#include "engine/kernels/workspace.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -23,13 +23,12 @@ void cross_entropy(Recorder& recorder, const BufferRange& logits, const BufferRa
     uint32_t rows, vocab, ignore_index, write_gradient;
   } push{logits.address, targets.address, weights.address, grad_scale.address, loss.address,
          rows, vocab, ignore_index, write_gradient ? 1u : 0u};
-  Grid grid = grid_1d(rows, 1);  // one workgroup per row
   std::vector<BufferRange> writes{loss};
   if (write_gradient) writes.push_back(logits);
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  recorder.dispatch(recorder.context().pipelines().get("cross_entropy", specialization), &push, sizeof push, grid.x,
-                    grid.y, 1,
-                    {logits, targets, weights, grad_scale}, writes, "cross_entropy");
+  record_dispatch(recorder, {.shader = "cross_entropy", .specialization = specialization, .push = push,
+                             .grid = grid_1d(rows, 1),  // one workgroup per row
+                             .reads = {logits, targets, weights, grad_scale}, .writes = writes});
 }
 
 }  // namespace vkt::kernels

@@ -3,7 +3,7 @@
 // fp32 logits of all tokens never exist at once.
 #include <cstdint>
 
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 
 namespace vkt::kernels {
 

@@ -8,6 +8,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/quantize.hpp"
+#include "engine/kernels/ranges.hpp"
 #include "engine/vk/pipeline.hpp"
 
 namespace vkt::kernels {
@@ -57,37 +58,13 @@ uint64_t span(const Operand& operand, uint32_t inner, uint32_t batches) {
 // aligned to 4 elements: the contiguous extent, the leading dimension and the batch stride are
 // multiples of 4, and for a dense operand the base address is aligned to 4 elements. A quantized
 // weight is indexed by element, not by address: 4 elements at an index % 4 == 0 lie in one block
-// and one 32-bit code word (its arrays are always word-aligned, see check_quantized).
+// and one 32-bit code word (its arrays are always word-aligned, see require_weight_bytes).
 // Otherwise the shader loads scalars.
 bool vec4_loads(const Operand& operand, uint32_t inner) {
   if (env_set("VKT_DISABLE_MATMUL_VEC4")) return false;
   uint32_t contiguous_extent = operand.p_contiguous ? inner : operand.extent;
   return contiguous_extent % 4 == 0 && operand.ld % 4 == 0 && operand.batch_stride % 4 == 0 &&
          (operand.quantized || operand.range->address % (4 * dtype_bytes(operand.type)) == 0);
-}
-
-// A quantized weight that spans `elements` of its flattened form (all batch entries): every
-// array holds what the shader reads, word-aligned (quant.glsl reads bytes as 32-bit words), and
-// every index fits the shader's 32-bit element indices.
-void check_quantized(const WeightRef& w, uint64_t elements, const std::string& where) {
-  VKT_ASSERT(w.block_size >= 8 && (w.block_size & (w.block_size - 1)) == 0,
-             where + ": block size " + std::to_string(w.block_size) + " is not a power of two >= 8");
-  VKT_ASSERT(elements <= (uint64_t(1) << 32), where + ": quantized weight above 2^32 elements");
-  uint64_t blocks = (elements + w.block_size - 1) / w.block_size;
-  uint64_t code_bytes = w.format == WeightFormat::int8 ? elements : (elements + 1) / 2;
-  auto need = [&](const BufferRange& range, uint64_t bytes, const char* what) {
-    VKT_ASSERT(range.bytes >= bytes, where + ": quantized W " + what + " holds " + std::to_string(range.bytes) +
-                                         " bytes, needs " + std::to_string(bytes));
-    VKT_ASSERT(range.address % 4 == 0, where + ": quantized W " + what + " is not 4-byte aligned");
-  };
-  need(w.data, code_bytes, "codes");
-  if (w.format == WeightFormat::nf4 && w.double_quant) {
-    need(w.absmax_codes, blocks, "absmax codes");
-    need(w.absmax_scales, (blocks + 255) / 256 * 4, "absmax scales");
-  } else {
-    need(w.scales, blocks * 4, w.format == WeightFormat::nf4 ? "absmax" : "scales");
-  }
-  if (w.format == WeightFormat::int4_asym) need(w.zeros, blocks, "zeros");
 }
 
 uint32_t type_code(DType type) { return static_cast<uint32_t>(type); }  // shader: 0 fp32, 1 fp16, 2 bf16
@@ -128,18 +105,14 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     if (inner == 0) break;
     uint64_t elements = span(*operand, inner, batch.count);
     if (operand->quantized) {
-      check_quantized(*operand->quantized, elements, where);
+      require_weight_bytes(*operand->quantized, elements, where);
       continue;
     }
-    uint64_t bytes = elements * dtype_bytes(operand->type);
-    VKT_ASSERT(operand->range->bytes >= bytes, where + ": " + operand->name + " holds " +
-                                                   std::to_string(operand->range->bytes) + " bytes, needs " +
-                                                   std::to_string(bytes));
+    require_bytes(*operand->range, elements * dtype_bytes(operand->type), where, operand->name);
   }
   uint64_t c_bytes = (uint64_t(batch.count - 1) * batch.stride_c + uint64_t(rows) * cols) * dtype_bytes(c_type);
-  VKT_ASSERT(c.bytes >= c_bytes, where + ": C holds " + std::to_string(c.bytes) + " bytes, needs " +
-                                     std::to_string(c_bytes));
-  if (bias) VKT_ASSERT(bias->bytes >= uint64_t(cols) * 4, where + ": bias shorter than the output columns");
+  require_bytes(c, c_bytes, where, "C");
+  if (bias) require_bytes(*bias, uint64_t(cols) * 4, where, "bias");
   for (const BufferRange& range : operand_ranges)
     VKT_ASSERT(range.bytes == 0 || !range.overlaps(c), where + ": an operand overlaps the output");
 
@@ -188,8 +161,6 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
       specialization.push_back((encoded.encoding >> 8) & 0xffu);   // WEIGHT_BLOCK_SHIFT
       specialization.push_back((encoded.encoding >> 16) & 1u);     // WEIGHT_DOUBLE_QUANT
     }
-    const vk::Pipeline& pipeline = context.pipelines().get(shader, specialization);
-
     // This pass reads steps p0 .. p0+pass_inner of both operands: dense ones start that many
     // elements (p contiguous) or rows (otherwise) later, a quantized one that many indices later.
     auto step_offset = [&](const Operand& operand) { return uint64_t(p0) * (operand.p_contiguous ? 1 : operand.ld); };
@@ -232,7 +203,8 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     std::vector<BufferRange> reads = operand_ranges;
     if (pass_beta != 0.0f) reads.push_back(c);
     if (pass_bias) reads.push_back(*pass_bias);
-    recorder.dispatch(pipeline, &push, sizeof push, grid.x, grid.y, grid.z, reads, {c}, label);
+    record_dispatch(recorder, {.shader = shader, .specialization = specialization, .push = push, .grid = grid,
+                               .reads = reads, .writes = {c}, .label = label});
     p0 += pass_inner;
   } while (p0 < inner);
 }

@@ -19,7 +19,7 @@
 // stride_b counts elements of the flattened weight (batch entry b starts at element b*stride_b).
 // On CPU drivers an inner dimension above 2^17 is summed in several dispatches (lavapipe's loop
 // limit, see matmul.cpp), each adding into C: a 16-bit C is then rounded between them.
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 #include "engine/kernels/types.hpp"
 
 namespace vkt::kernels {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/ranges.hpp"
 #include "engine/kernels/random.hpp"
 
 namespace vkt::kernels {
@@ -16,17 +17,16 @@ constexpr uint32_t dot_elements_per_group = 256 * 16;  // shaders/merge_dot.comp
 void merge_linear(Recorder& recorder, const BufferRange& stack, const BufferRange& coefficients,
                   const BufferRange& out, uint32_t n, uint32_t count, uint32_t stride, float divisor) {
   VKT_ASSERT(count >= 1 && stride >= n, "merge_linear: count >= 1 and stride >= n");
-  VKT_ASSERT(stack.bytes >= (uint64_t(count - 1) * stride + n) * 4 && coefficients.bytes >= count * 4ull &&
-                 out.bytes >= uint64_t(n) * 4,
-             "merge_linear: a range is too small");
+  require_bytes(stack, (uint64_t(count - 1) * stride + n) * 4, "merge_linear", "stack");
+  require_bytes(coefficients, count * 4ull, "merge_linear", "coefficients");
+  require_bytes(out, uint64_t(n) * 4, "merge_linear", "out");
   struct {
     uint64_t stack, coefficients, out;
     uint32_t n, count, stride;
     float divisor;
   } push{stack.address, coefficients.address, out.address, n, count, stride, divisor};
-  Grid grid = grid_1d(n, 256);
-  recorder.dispatch(recorder.context().pipelines().get("merge_linear"), &push, sizeof push, grid.x, grid.y, 1,
-                    {stack, coefficients}, {out}, "merge_linear");
+  record_dispatch(recorder, {.shader = "merge_linear", .push = push, .grid = grid_1d(n, 256),
+                             .reads = {stack, coefficients}, .writes = {out}});
 }
 
 void merge_task_arithmetic(Recorder& recorder, const BufferRange& stack, const BufferRange& base,
@@ -34,9 +34,10 @@ void merge_task_arithmetic(Recorder& recorder, const BufferRange& stack, const B
                            uint32_t stride, uint32_t first_index, const TaskArithmeticSettings& s) {
   VKT_ASSERT(count >= 1 && stride >= n, "merge_task_arithmetic: count >= 1 and stride >= n");
   VKT_ASSERT(first_index % 4 == 0, "merge_task_arithmetic: chunks start at multiples of 4 elements");
-  VKT_ASSERT(stack.bytes >= (uint64_t(count - 1) * stride + n) * 4 && base.bytes >= uint64_t(n) * 4 &&
-                 params.bytes >= count * sizeof(MergeModelParams) && out.bytes >= uint64_t(n) * 4,
-             "merge_task_arithmetic: a range is too small");
+  require_bytes(stack, (uint64_t(count - 1) * stride + n) * 4, "merge_task_arithmetic", "stack");
+  require_bytes(base, uint64_t(n) * 4, "merge_task_arithmetic", "base");
+  require_bytes(params, count * sizeof(MergeModelParams), "merge_task_arithmetic", "params");
+  require_bytes(out, uint64_t(n) * 4, "merge_task_arithmetic", "out");
   VKT_ASSERT(uint64_t(first_index) + n <= 0xfffffff0ull, "merge_task_arithmetic: tensor indices need 32 bits");
   uint32_t flags = static_cast<uint32_t>(s.sparsify) | (s.consensus ? 4u : 0u) | (s.normalize ? 8u : 0u);
   struct {
@@ -46,24 +47,22 @@ void merge_task_arithmetic(Recorder& recorder, const BufferRange& stack, const B
     uint32_t seed, tensor_key;
   } push{stack.address, base.address, params.address, out.address, n, count, stride, first_index, flags,
          s.lambda, s.divisor, s.seed, s.tensor_key};
-  Grid grid = grid_1d(ceil_div(n, 4), 256);
-  recorder.dispatch(recorder.context().pipelines().get("merge_task_arithmetic"), &push, sizeof push, grid.x, grid.y, 1,
-                    {stack, base, params}, {out}, "merge_task_arithmetic");
+  record_dispatch(recorder, {.shader = "merge_task_arithmetic", .push = push, .grid = grid_1d(ceil_div(n, 4), 256),
+                             .reads = {stack, base, params}, .writes = {out}});
 }
 
 uint32_t merge_dot_groups(uint32_t n) { return ceil_div(n, dot_elements_per_group); }
 
 void merge_dot(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& partials, uint32_t n) {
-  VKT_ASSERT(a.bytes >= uint64_t(n) * 4 && b.bytes >= uint64_t(n) * 4 &&
-                 partials.bytes >= uint64_t(merge_dot_groups(n)) * 12,
-             "merge_dot: a range is too small");
+  require_bytes(a, uint64_t(n) * 4, "merge_dot", "a");
+  require_bytes(b, uint64_t(n) * 4, "merge_dot", "b");
+  require_bytes(partials, uint64_t(merge_dot_groups(n)) * 12, "merge_dot", "partials");
   struct {
     uint64_t a, b, partials;
     uint32_t n;
   } push{a.address, b.address, partials.address, n};
-  Grid grid = grid_1d(n, dot_elements_per_group);
-  recorder.dispatch(recorder.context().pipelines().get("merge_dot"), &push, sizeof push, grid.x, grid.y, 1, {a, b},
-                    {partials}, "merge_dot");
+  record_dispatch(recorder, {.shader = "merge_dot", .push = push, .grid = grid_1d(n, dot_elements_per_group),
+                             .reads = {a, b}, .writes = {partials}});
 }
 
 uint64_t magnitude_keep_count(double density, uint64_t n) {

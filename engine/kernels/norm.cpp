@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "engine/kernels/reduce.hpp"
-#include "engine/kernels/workspace.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -21,10 +21,10 @@ void rmsnorm(Recorder& recorder, const BufferRange& x, const BufferRange& weight
     uint32_t rows, cols;
     float eps;
   } push{x.address, weight.address, y.address, rstd.address, rows, cols, eps};
-  Grid grid = grid_1d(rows, 1);  // one workgroup per row
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  recorder.dispatch(recorder.context().pipelines().get("rmsnorm", specialization), &push, sizeof push, grid.x, grid.y,
-                    1, {x, weight}, {y, rstd}, "rmsnorm");
+  record_dispatch(recorder, {.shader = "rmsnorm", .specialization = specialization, .push = push,
+                             .grid = grid_1d(rows, 1),  // one workgroup per row
+                             .reads = {x, weight}, .writes = {y, rstd}});
 }
 
 uint64_t rmsnorm_backward_workspace_bytes(uint32_t rows, uint32_t cols) { return sum_rows_workspace_bytes(rows, cols); }
@@ -43,25 +43,25 @@ void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRan
   // The weight gradient first: it reads dy, which dx may overwrite.
   if (d_weight) {
     require_bytes(*d_weight, uint64_t(cols) * 4, "rmsnorm_backward", "d_weight");
+    require_bytes(workspace, rmsnorm_backward_workspace_bytes(rows, cols), "rmsnorm_backward", "workspace");
     ColumnSumPlan plan = column_sum_plan(rows, cols);
     BufferRange partials = slice(workspace, 0, uint64_t(plan.row_blocks) * cols * 4);
     struct {
       uint64_t dy, x, rstd, partials;
       uint32_t rows, cols, col_lanes, rows_per_block;
     } push{dy.address, x.address, rstd.address, partials.address, rows, cols, plan.col_lanes, plan.rows_per_block};
-    recorder.dispatch(recorder.context().pipelines().get("rmsnorm_backward_weight"), &push, sizeof push,
-                      ceil_div(cols, plan.col_lanes), plan.row_blocks, 1, {dy, x, rstd}, {partials},
-                      "rmsnorm_backward_weight");
+    record_dispatch(recorder, {.shader = "rmsnorm_backward_weight", .push = push,
+                               .grid = {ceil_div(cols, plan.col_lanes), plan.row_blocks, 1}, .reads = {dy, x, rstd},
+                               .writes = {partials}});
     sum_rows_finish(recorder, partials, *d_weight, cols, plan.row_blocks, true);
   }
   struct {
     uint64_t dy, x, weight, rstd, dx;
     uint32_t rows, cols, accumulate;
   } push{dy.address, x.address, weight.address, rstd.address, dx.address, rows, cols, accumulate_dx ? 1u : 0u};
-  Grid grid = grid_1d(rows, 1);
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  recorder.dispatch(recorder.context().pipelines().get("rmsnorm_backward", specialization), &push, sizeof push, grid.x,
-                    grid.y, 1, {dy, x, weight, rstd, dx}, {dx}, "rmsnorm_backward");
+  record_dispatch(recorder, {.shader = "rmsnorm_backward", .specialization = specialization, .push = push,
+                             .grid = grid_1d(rows, 1), .reads = {dy, x, weight, rstd, dx}, .writes = {dx}});
 }
 
 }  // namespace vkt::kernels

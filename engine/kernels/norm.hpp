@@ -1,7 +1,7 @@
 #pragma once
 // RMSNorm (HF LlamaRMSNorm, computed in fp32): y = weight * (x * rstd),
 // rstd = 1 / sqrt(mean(x^2) + eps) per row. Tokens are rows, features are columns.
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 
 namespace vkt::kernels {
 

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -151,34 +152,32 @@ std::vector<BufferRange> joined(std::initializer_list<const std::vector<BufferRa
   return result;
 }
 
-void check_step_state(const BufferRange& step_state) {
-  VKT_ASSERT(step_state.bytes >= sizeof(StepState) && step_state.address % 16 == 0,
-             "step_state: not a StepState buffer (64 bytes, 16-byte aligned)");
+void check_step_state(const BufferRange& step_state, const char* op) {
+  require_bytes(step_state, sizeof(StepState), op, "step_state");
+  VKT_ASSERT(step_state.address % 16 == 0, std::string(op) + ": step_state is not 16-byte aligned");
 }
 }  // namespace
 
 void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& step_state, float max_norm) {
-  check_step_state(step_state);
-  auto& pipelines = recorder.context().pipelines();
+  check_step_state(step_state, "grad_norm");
   struct {
     uint64_t table, partials;
     uint32_t tensor_count, chunk_count, chunk_elements;
   } partial_push{list.table().address, list.partials().address, list.tensor_count(), list.chunk_count(),
                  list.chunk_elements()};
-  Grid grid = grid_1d(list.chunk_count(), 1);
-  recorder.dispatch(pipelines.get("grad_norm"), &partial_push, sizeof partial_push, grid.x, grid.y, 1,
-                    joined({&list.grad_spans()}, {list.table()}), {list.partials()}, "grad_norm");
+  record_dispatch(recorder, {.shader = "grad_norm", .push = partial_push, .grid = grid_1d(list.chunk_count(), 1),
+                             .reads = joined({&list.grad_spans()}, {list.table()}), .writes = {list.partials()}});
   struct {
     uint64_t partials, step_state;
     uint32_t chunk_count;
     float max_norm;
   } finish_push{list.partials().address, step_state.address, list.chunk_count(), max_norm};
-  recorder.dispatch(pipelines.get("grad_norm_finish"), &finish_push, sizeof finish_push, 1, 1, 1,
-                    {list.partials(), step_state}, {step_state}, "grad_norm_finish");
+  record_dispatch(recorder, {.shader = "grad_norm_finish", .push = finish_push, .grid = {1, 1, 1},
+                             .reads = {list.partials(), step_state}, .writes = {step_state}});
 }
 
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config) {
-  check_step_state(step_state);
+  check_step_state(step_state, "adamw");
   VKT_ASSERT(list.has_state0() && list.has_state1(),
              "adamw: every tensor needs exp_avg (state0) and exp_avg_sq (state1)");
   // Flat, in the shader's std430 order (a nested struct would be padded to 8 bytes).
@@ -194,14 +193,14 @@ void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_s
          config.eps,
          config.weight_decay};
   static_assert(offsetof(decltype(push), weight_decay) == 48, "push constants must match shaders/adamw.comp");
-  Grid grid = grid_1d(list.chunk_count(), 1);
-  recorder.dispatch(recorder.context().pipelines().get("adamw"), &push, sizeof push, grid.x, grid.y, 1,
-                    joined({&list.param_spans(), &list.grad_spans(), &list.state_spans()}, {list.table(), step_state}),
-                    joined({&list.param_spans(), &list.state_spans()}), "adamw");
+  record_dispatch(recorder, {.shader = "adamw", .push = push, .grid = grid_1d(list.chunk_count(), 1),
+                             .reads = joined({&list.param_spans(), &list.grad_spans(), &list.state_spans()},
+                                             {list.table(), step_state}),
+                             .writes = joined({&list.param_spans(), &list.state_spans()})});
 }
 
 void sgd(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const SgdConfig& config) {
-  check_step_state(step_state);
+  check_step_state(step_state, "sgd");
   bool momentum = config.momentum != 0.0f;
   VKT_ASSERT(!momentum || list.has_state0(), "sgd: momentum needs a momentum buffer (state0) for every tensor");
   VKT_ASSERT(!config.nesterov || (momentum && config.dampening == 0.0f),
@@ -216,10 +215,10 @@ void sgd(Recorder& recorder, const TensorList& list, const BufferRange& step_sta
          config.weight_decay, config.nesterov ? 1u : 0u};
   static_assert(offsetof(decltype(push), nesterov) == 40, "push constants must match shaders/sgd.comp");
   std::vector<BufferRange> states = momentum ? list.state_spans() : std::vector<BufferRange>{};
-  Grid grid = grid_1d(list.chunk_count(), 1);
-  recorder.dispatch(recorder.context().pipelines().get("sgd"), &push, sizeof push, grid.x, grid.y, 1,
-                    joined({&list.param_spans(), &list.grad_spans(), &states}, {list.table(), step_state}),
-                    joined({&list.param_spans(), &states}), "sgd");
+  record_dispatch(recorder, {.shader = "sgd", .push = push, .grid = grid_1d(list.chunk_count(), 1),
+                             .reads = joined({&list.param_spans(), &list.grad_spans(), &states},
+                                             {list.table(), step_state}),
+                             .writes = joined({&list.param_spans(), &states})});
 }
 
 void scale_gradients(Recorder& recorder, const TensorList& list, float factor) {
@@ -228,9 +227,8 @@ void scale_gradients(Recorder& recorder, const TensorList& list, float factor) {
     uint32_t tensor_count, chunk_count, chunk_elements;
     float factor;
   } push{list.table().address, list.tensor_count(), list.chunk_count(), list.chunk_elements(), factor};
-  Grid grid = grid_1d(list.chunk_count(), 1);
-  recorder.dispatch(recorder.context().pipelines().get("scale_gradients"), &push, sizeof push, grid.x, grid.y, 1,
-                    joined({&list.grad_spans()}, {list.table()}), list.grad_spans(), "scale_gradients");
+  record_dispatch(recorder, {.shader = "scale_gradients", .push = push, .grid = grid_1d(list.chunk_count(), 1),
+                             .reads = joined({&list.grad_spans()}, {list.table()}), .writes = list.grad_spans()});
 }
 
 void zero_gradients(Recorder& recorder, const TensorList& list) {

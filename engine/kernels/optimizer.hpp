@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 
 namespace vkt::kernels {
 

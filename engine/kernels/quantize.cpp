@@ -3,6 +3,7 @@
 #include <bit>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -56,6 +57,31 @@ QuantWeightPush quant_weight_push(const WeightRef& weight) {
   return push;
 }
 
+void require_weight_bytes(const WeightRef& w, uint64_t elements, const std::string& op) {
+  if (!is_quantized(w.format)) {
+    uint64_t element_bytes = w.format == WeightFormat::f32 ? 4 : 2;
+    require_bytes(w.data, elements * element_bytes, op, "W");
+    return;
+  }
+  VKT_ASSERT(w.block_size >= 8 && (w.block_size & (w.block_size - 1)) == 0,
+             op + ": block size " + std::to_string(w.block_size) + " is not a power of two >= 8");
+  VKT_ASSERT(elements <= (uint64_t(1) << 32), op + ": quantized weight above 2^32 elements");
+  uint64_t blocks = (elements + w.block_size - 1) / w.block_size;
+  uint64_t code_bytes = w.format == WeightFormat::int8 ? elements : (elements + 1) / 2;
+  auto need = [&](const BufferRange& range, uint64_t bytes, const char* what) {
+    require_bytes(range, bytes, op, std::string("quantized W ") + what);
+    VKT_ASSERT(range.address % 4 == 0, op + ": quantized W " + what + " is not 4-byte aligned");
+  };
+  need(w.data, code_bytes, "codes");
+  if (w.format == WeightFormat::nf4 && w.double_quant) {
+    need(w.absmax_codes, blocks, "absmax codes");
+    need(w.absmax_scales, (blocks + 255) / 256 * 4, "absmax scales");
+  } else {
+    need(w.scales, blocks * 4, w.format == WeightFormat::nf4 ? "absmax" : "scales");
+  }
+  if (w.format == WeightFormat::int4_asym) need(w.zeros, blocks, "zeros");
+}
+
 std::vector<BufferRange> quant_weight_reads(const WeightRef& weight) {
   std::vector<BufferRange> reads{word_span(weight.data)};
   if (!is_quantized(weight.format)) return reads;
@@ -74,15 +100,15 @@ void quantize_nf4(Recorder& recorder, const BufferRange& x, uint64_t n, uint32_t
   uint64_t blocks = block_count(n, block_size);
   log2_block(block_size);
   check_word_aligned(codes, "nf4 codes");
-  VKT_ASSERT(codes.bytes >= blocks * block_size / 2 && absmax.bytes >= blocks * 4 && x.bytes >= n * 4,
-             "quantize_nf4 buffers too small");
+  require_bytes(x, n * 4, "quantize_nf4", "x");
+  require_bytes(codes, blocks * block_size / 2, "quantize_nf4", "codes");
+  require_bytes(absmax, blocks * 4, "quantize_nf4", "absmax");
   struct {
     uint64_t x, codes, absmax, n;
     uint32_t block_size, blocks;
   } push{x.address, codes.address, absmax.address, n, block_size, static_cast<uint32_t>(blocks)};
-  Grid grid = grid_1d(blocks, 64);
-  recorder.dispatch(recorder.context().pipelines().get("quantize_nf4"), &push, sizeof push, grid.x, grid.y, 1, {x},
-                    {codes, absmax}, "quantize_nf4");
+  record_dispatch(recorder, {.shader = "quantize_nf4", .push = push, .grid = grid_1d(blocks, 64), .reads = {x},
+                             .writes = {codes, absmax}});
 }
 
 void quantize_int(Recorder& recorder, const BufferRange& x, uint64_t n, WeightFormat format, uint32_t block_size,
@@ -94,44 +120,47 @@ void quantize_int(Recorder& recorder, const BufferRange& x, uint64_t n, WeightFo
   check_word_aligned(codes, "int codes");
   check_word_aligned(zeros, "int4_asym zeros");
   uint64_t code_bytes = format == WeightFormat::int8 ? blocks * block_size : blocks * block_size / 2;
-  VKT_ASSERT(codes.bytes >= code_bytes && scales.bytes >= blocks * 4 && x.bytes >= n * 4 &&
-                 (format != WeightFormat::int4_asym || zeros.bytes >= blocks),
-             "quantize_int buffers too small");
+  require_bytes(x, n * 4, "quantize_int", "x");
+  require_bytes(codes, code_bytes, "quantize_int", "codes");
+  require_bytes(scales, blocks * 4, "quantize_int", "scales");
+  if (format == WeightFormat::int4_asym) require_bytes(zeros, blocks, "quantize_int", "zeros");
   struct {
     uint64_t x, codes, scales, zeros, n;
     uint32_t block_size, blocks, format;
   } push{x.address, codes.address, scales.address, zeros.address, n, block_size, static_cast<uint32_t>(blocks),
          static_cast<uint32_t>(format)};
-  Grid grid = grid_1d(blocks, 64);
   std::vector<BufferRange> writes{codes, scales};
   if (format == WeightFormat::int4_asym) writes.push_back(word_span(zeros));
-  recorder.dispatch(recorder.context().pipelines().get("quantize_int"), &push, sizeof push, grid.x, grid.y, 1,
-                    std::vector<BufferRange>{x}, writes, "quantize_int");
+  record_dispatch(recorder, {.shader = "quantize_int", .push = push, .grid = grid_1d(blocks, 64), .reads = {x},
+                             .writes = writes});
 }
 
 void absmax_mean(Recorder& recorder, const BufferRange& absmax, uint32_t blocks, const BufferRange& mean) {
-  VKT_ASSERT(absmax.bytes >= uint64_t{blocks} * 4 && mean.bytes >= 4, "absmax_mean buffers too small");
+  require_bytes(absmax, uint64_t{blocks} * 4, "absmax_mean", "absmax");
+  require_bytes(mean, 4, "absmax_mean", "mean");
   struct {
     uint64_t absmax, mean;
     uint32_t blocks;
   } push{absmax.address, mean.address, blocks};
-  recorder.dispatch(recorder.context().pipelines().get("absmax_mean"), &push, sizeof push, 1, 1, 1, {absmax}, {mean},
-                    "absmax_mean");
+  record_dispatch(recorder,
+                  {.shader = "absmax_mean", .push = push, .grid = {1, 1, 1}, .reads = {absmax}, .writes = {mean}});
 }
 
 void double_quantize(Recorder& recorder, const BufferRange& absmax, uint32_t blocks, const BufferRange& offset,
                      const BufferRange& absmax_codes, const BufferRange& absmax_scales) {
   uint64_t groups = block_count(blocks, 256);
   check_word_aligned(absmax_codes, "absmax codes");
-  VKT_ASSERT(absmax.bytes >= uint64_t{blocks} * 4 && absmax_codes.bytes >= blocks && absmax_scales.bytes >= groups * 4,
-             "double_quantize buffers too small");
+  require_bytes(absmax, uint64_t{blocks} * 4, "double_quantize", "absmax");
+  require_bytes(offset, 4, "double_quantize", "offset");
+  require_bytes(absmax_codes, blocks, "double_quantize", "absmax_codes");
+  require_bytes(absmax_scales, groups * 4, "double_quantize", "absmax_scales");
   struct {
     uint64_t absmax, offset, absmax_codes, absmax_scales;
     uint32_t blocks;
   } push{absmax.address, offset.address, absmax_codes.address, absmax_scales.address, blocks};
-  Grid grid = grid_1d(groups, 1);  // one workgroup per 256 blocks
-  recorder.dispatch(recorder.context().pipelines().get("double_quantize"), &push, sizeof push, grid.x, grid.y, 1,
-                    {absmax, offset}, {word_span(absmax_codes), absmax_scales}, "double_quantize");
+  record_dispatch(recorder, {.shader = "double_quantize", .push = push,
+                             .grid = grid_1d(groups, 1),  // one workgroup per 256 blocks
+                             .reads = {absmax, offset}, .writes = {word_span(absmax_codes), absmax_scales}});
 }
 
 uint64_t quantize_workspace_bytes(const WeightRef& out, uint64_t n) {
@@ -151,7 +180,8 @@ void quantize_weight(Recorder& recorder, const BufferRange& x, uint64_t n, const
     return;
   }
   uint64_t blocks = block_count(n, out.block_size);
-  VKT_ASSERT(workspace.bytes >= blocks * 4 && offset.bytes >= 4, "nf4 double quant needs workspace and offset");
+  require_bytes(workspace, blocks * 4, "quantize_weight", "workspace");
+  require_bytes(offset, 4, "quantize_weight", "offset");
   BufferRange raw_absmax = workspace;
   raw_absmax.bytes = blocks * 4;
   quantize_nf4(recorder, x, n, out.block_size, out.data, raw_absmax);
@@ -161,15 +191,15 @@ void quantize_weight(Recorder& recorder, const BufferRange& x, uint64_t n, const
 
 void dequantize(Recorder& recorder, const WeightRef& weight, uint64_t n, const BufferRange& out, bool per_element) {
   for (const BufferRange& range : quant_weight_reads(weight)) check_word_aligned(range, "weight arrays");
-  VKT_ASSERT(out.bytes >= n * 4, "dequantize output too small");
+  require_weight_bytes(weight, n, "dequantize");
+  require_bytes(out, n * 4, "dequantize", "out");
   struct {
     QuantWeightPush weight;
     uint64_t out, n;
     uint32_t per_element;
   } push{quant_weight_push(weight), out.address, n, per_element ? 1u : 0u};
-  Grid grid = grid_1d((n + 7) / 8, 64);
-  recorder.dispatch(recorder.context().pipelines().get("dequantize"), &push, sizeof push, grid.x, grid.y, 1,
-                    quant_weight_reads(weight), std::vector<BufferRange>{out}, "dequantize");
+  record_dispatch(recorder, {.shader = "dequantize", .push = push, .grid = grid_1d((n + 7) / 8, 64),
+                             .reads = quant_weight_reads(weight), .writes = {out}});
 }
 
 }  // namespace vkt::kernels

@@ -13,7 +13,7 @@
 // (vk::Allocator rounds every buffer up to 256 bytes, so a whole buffer always covers it).
 #include <vector>
 
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 #include "engine/kernels/types.hpp"
 
 namespace vkt::kernels {
@@ -36,6 +36,10 @@ QuantWeightPush quant_weight_push(const WeightRef& weight);
 std::vector<BufferRange> quant_weight_reads(const WeightRef& weight);
 // `range` extended to a multiple of 4 bytes (how shaders access uint8 arrays).
 BufferRange word_span(const BufferRange& range);
+// The check a wrapper reading `weight` makes: every array holds what a shader reads for
+// `elements` elements of the flattened weight; a quantized weight's arrays are word-aligned
+// (quant.glsl reads bytes as 32-bit words) and its indices fit 32 bits. Errors name `op`.
+void require_weight_bytes(const WeightRef& weight, uint64_t elements, const std::string& op);
 
 // NF4 codes and absmax of x (bitsandbytes quantize_4bit). x: (n) fp32; codes: (blocks*block_size/2)
 // uint8; absmax: (blocks) fp32, blocks = ceil(n / block_size); block_size a power of two >= 8.

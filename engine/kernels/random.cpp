@@ -3,6 +3,8 @@
 #include <limits>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/optimizer.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -24,8 +26,7 @@ void check_count(uint64_t n, const char* op) {
 void record_dropout(Recorder& recorder, const BufferRange& x, const BufferRange& y, DType type, uint64_t n, float p,
                     uint32_t layer, const BufferRange& step_state, const char* label) {
   check_count(n, label);
-  VKT_ASSERT(x.bytes >= n * dtype_bytes(type) && y.bytes >= n * dtype_bytes(type),
-             std::string(label) + ": range too small");
+  require_bytes(step_state, sizeof(StepState), label, "step_state");
   VKT_ASSERT(type == DType::f32 || recorder.context().caps().storage_16bit,
              std::string(label) + ": 16-bit storage types need storageBuffer16BitAccess");
   struct {
@@ -33,9 +34,8 @@ void record_dropout(Recorder& recorder, const BufferRange& x, const BufferRange&
     uint32_t n, layer;
     float p, scale;
   } push{x.address, y.address, step_state.address, static_cast<uint32_t>(n), layer, p, dropout_scale(p)};
-  Grid grid = grid_1d(ceil_div(n, 4), 256);
-  recorder.dispatch(recorder.context().pipelines().get(dropout_shader(type)), &push, sizeof push, grid.x, grid.y, 1,
-                    {x, step_state}, {y}, label);
+  record_dispatch(recorder, {.shader = dropout_shader(type), .push = push, .grid = grid_1d(ceil_div(n, 4), 256),
+                             .reads = {x, step_state}, .writes = {y}, .label = label});
 }
 }  // namespace
 
@@ -44,24 +44,27 @@ float dropout_scale(float p) { return p >= 1.0f ? 0.0f : static_cast<float>(1.0 
 void random_uniform(Recorder& recorder, const BufferRange& out, uint64_t n, uint32_t seed, uint32_t stream,
                     uint32_t step, uint32_t layer, float low, float high) {
   check_count(n, "random_uniform");
-  VKT_ASSERT(out.bytes >= n * 4, "random_uniform: range too small");
+  require_bytes(out, n * 4, "random_uniform", "out");
   struct {
     uint64_t out;
     uint32_t n, seed, stream, step, layer;
     float low, high;
   } push{out.address, static_cast<uint32_t>(n), seed, stream, step, layer, low, high};
-  Grid grid = grid_1d(ceil_div(n, 4), 256);
-  recorder.dispatch(recorder.context().pipelines().get("random_uniform"), &push, sizeof push, grid.x, grid.y, 1, {},
-                    {out}, "random_uniform");
+  record_dispatch(recorder, {.shader = "random_uniform", .push = push, .grid = grid_1d(ceil_div(n, 4), 256),
+                             .writes = {out}});
 }
 
 void dropout(Recorder& recorder, const BufferRange& x, const BufferRange& y, DType type, uint64_t n, float p,
              uint32_t layer, const BufferRange& step_state) {
+  require_bytes(x, n * dtype_bytes(type), "dropout", "x");
+  require_bytes(y, n * dtype_bytes(type), "dropout", "y");
   record_dropout(recorder, x, y, type, n, p, layer, step_state, "dropout");
 }
 
 void dropout_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& dx, DType type, uint64_t n,
                       float p, uint32_t layer, const BufferRange& step_state) {
+  require_bytes(dy, n * dtype_bytes(type), "dropout_backward", "dy");
+  require_bytes(dx, n * dtype_bytes(type), "dropout_backward", "dx");
   record_dropout(recorder, dy, dx, type, n, p, layer, step_state, "dropout_backward");
 }
 

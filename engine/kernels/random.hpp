@@ -18,7 +18,7 @@
 #include <array>
 #include <cstdint>
 
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 #include "engine/kernels/types.hpp"
 
 namespace vkt::random {

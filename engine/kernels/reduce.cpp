@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "engine/kernels/workspace.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -40,13 +40,14 @@ uint64_t sum_rows_workspace_bytes(uint32_t rows, uint32_t cols) {
 
 void sum_rows_finish(Recorder& recorder, const BufferRange& partials, const BufferRange& out, uint32_t cols,
                      uint32_t row_blocks, bool accumulate) {
+  require_bytes(partials, uint64_t(row_blocks) * cols * 4, "sum_rows_finish", "partials");
+  require_bytes(out, uint64_t(cols) * 4, "sum_rows_finish", "out");
   struct {
     uint64_t partials, out;
     uint32_t cols, row_blocks, accumulate;
   } push{partials.address, out.address, cols, row_blocks, accumulate ? 1u : 0u};
-  Grid grid = grid_1d(cols, 256);
-  recorder.dispatch(recorder.context().pipelines().get("sum_rows_finish"), &push, sizeof push, grid.x, grid.y, 1,
-                    {partials, out}, {out}, "sum_rows_finish");
+  record_dispatch(recorder, {.shader = "sum_rows_finish", .push = push, .grid = grid_1d(cols, 256),
+                             .reads = {partials, out}, .writes = {out}});
 }
 
 void sum_rows(Recorder& recorder, const BufferRange& x, const BufferRange& out, const BufferRange& workspace,
@@ -55,14 +56,16 @@ void sum_rows(Recorder& recorder, const BufferRange& x, const BufferRange& out, 
   require_index_range(uint64_t(rows) * cols, "sum_rows");
   require_bytes(x, uint64_t(rows) * cols * 4, "sum_rows", "x");
   require_bytes(out, uint64_t(cols) * 4, "sum_rows", "out");
+  require_bytes(workspace, sum_rows_workspace_bytes(rows, cols), "sum_rows", "workspace");
   ColumnSumPlan plan = column_sum_plan(rows, cols);
   BufferRange partials = slice(workspace, 0, uint64_t(plan.row_blocks) * cols * 4);
   struct {
     uint64_t x, partials;
     uint32_t rows, cols, col_lanes, rows_per_block;
   } push{x.address, partials.address, rows, cols, plan.col_lanes, plan.rows_per_block};
-  recorder.dispatch(recorder.context().pipelines().get("sum_rows"), &push, sizeof push, ceil_div(cols, plan.col_lanes),
-                    plan.row_blocks, 1, {x}, {partials}, "sum_rows");
+  record_dispatch(recorder, {.shader = "sum_rows", .push = push,
+                             .grid = {ceil_div(cols, plan.col_lanes), plan.row_blocks, 1}, .reads = {x},
+                             .writes = {partials}});
   sum_rows_finish(recorder, partials, out, cols, plan.row_blocks, accumulate);
 }
 

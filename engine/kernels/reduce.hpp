@@ -4,7 +4,7 @@
 // timing, so a replayed step gives bit-identical sums (loss totals, bias and norm-weight
 // gradients). Two passes: partial sums per row block into a workspace, then one pass adding the
 // partials of each column in block order.
-#include "engine/kernels/launch.hpp"
+#include "engine/kernels/dispatch.hpp"
 
 namespace vkt::kernels {
 

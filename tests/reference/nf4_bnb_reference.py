@@ -19,7 +19,7 @@ published algorithm (bitsandbytes functional.py and the CUDA kernels in csrc/ker
 Written independently of engine/quant (C++): the comparison tree and the binary search follow the
 CUDA kernels' structure (nested ifs, lower/upper pivots), the map is built from numpy fp32 as
 create_dynamic_map describes, the mean is exact (fractions). The C++ test
-(tests/test_kernels_quant.cpp, "quantize_nf4: matches the bitsandbytes reference fixture")
+(tests/test_kernels_quantize.cpp, "quantize_nf4: matches the bitsandbytes reference fixture")
 compares engine/quant against the fixture bit for bit, so two implementations must agree.
 
 Choices that bitsandbytes leaves to its environment (documented in engine/quant/quantize.hpp):

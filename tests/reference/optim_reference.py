@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Golden optimizer trajectories from PyTorch for tests/test_kernels_optim.cpp.
+"""Golden optimizer trajectories from PyTorch for tests/test_kernels_optimizer.cpp.
 
 Runs torch.optim.AdamW and torch.optim.SGD (plain, momentum, nesterov) on a few fp32 tensors for
 several steps with given gradients, a per-step learning rate (set on the param groups, as a

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden RoPE inverse frequencies for tests/test_kernels_ops_rope.cpp.
+"""Golden RoPE inverse frequencies for tests/test_kernels_rope.cpp.
 
 Evaluates transformers' _compute_default_rope_parameters, _compute_linear_scaling_rope_parameters
 and _compute_llama3_parameters (modeling_rope_utils.py) with the same torch fp32 operations in the
