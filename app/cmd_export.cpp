@@ -31,7 +31,7 @@ void add_export_command(CLI::App& app) {
     if (!adapter.empty()) options.adapter = adapter;
     options.output = output;
     if (!dtype.empty()) options.dtype = merge::dtype_from_flag(dtype, "--dtype");  // before opening a device
-    options.max_shard_bytes = plan::parse_byte_size(max_shard_size);
+    options.max_shard_bytes = parse_byte_size(max_shard_size);
     vk::ContextOptions context_options;
     context_options.device_index = static_cast<int>(device);
     vk::Context context(context_options);

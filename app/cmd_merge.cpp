@@ -58,7 +58,7 @@ void add_merge_command(CLI::App& app) {
     }
     merge::MergeOptions options;
     options.output = output;
-    options.max_shard_bytes = plan::parse_byte_size(max_shard_size);
+    options.max_shard_bytes = parse_byte_size(max_shard_size);
     options.random_seed = static_cast<uint32_t>(random_seed);
     merge::MergeSummary summary = merge::run_merge(context, config, options);
     std::printf("merged (%s) %lld tensors, %lld layers, %s, %s in %s -> %s\n", merge::merge_method_name(summary.method),

@@ -45,7 +45,7 @@ void add_quantize_command(CLI::App& app) {
     options.double_quant = double_quant;
     if (double_quant && options.format != kernels::WeightFormat::nf4)
       throw UserError("--double-quant applies to nf4 only", "drop it, or use --format nf4");
-    options.max_shard_bytes = plan::parse_byte_size(max_shard_size);
+    options.max_shard_bytes = parse_byte_size(max_shard_size);
     vk::ContextOptions context_options;
     context_options.device_index = static_cast<int>(device);
     vk::Context context(context_options);

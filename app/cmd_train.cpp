@@ -95,11 +95,11 @@ void add_plan_command(CLI::App& app) {
     if (config.model.empty()) throw UserError("--model is required", "give a model folder or its config.json");
     model::ModelConfig model_config = model::load_model_config(config.model);
     uint64_t tokens = seq_len > 0 ? static_cast<uint64_t>(seq_len) : static_cast<uint64_t>(config.max_length);
-    plan::RunSettings settings = train::run_settings(config, tokens);
+    spec::RunSettings settings = train::run_settings(config, tokens);
     std::optional<uint64_t> budget;
     std::string device_name;
     if (!device_memory.empty()) {
-      budget = plan::parse_byte_size(device_memory);
+      budget = parse_byte_size(device_memory);
     } else if (config.device >= 0) {
       auto devices = vk::list_devices();
       if (config.device >= static_cast<int64_t>(devices.size()))

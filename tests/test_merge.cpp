@@ -130,16 +130,16 @@ void check_tensors(const Tensors& actual, const std::function<std::vector<float>
 
 // A PEFT adapter for `base` with random A and B (B nonzero, unlike a fresh adapter).
 fs::path random_adapter(const fs::path& base, const std::string& name, uint32_t rank, float alpha, bool rslora,
-                        const std::vector<plan::Module>& targets, uint32_t seed) {
+                        const std::vector<spec::Module>& targets, uint32_t seed) {
   fs::path directory = test::temp_dir("adapter-" + name);
   model::ModelConfig config = model::load_model_config(base);
-  plan::ModelShape shape = model::model_shape(config);
+  spec::ModelShape shape = model::model_shape(config);
   std::vector<model::TensorToWrite> writes;
   uint32_t stream = 0;
   for (uint32_t layer = 0; layer < shape.layers; layer++)
-    for (plan::Module module : targets)
+    for (spec::Module module : targets)
       for (bool a : {true, false}) {
-        uint64_t in = plan::module_in_features(shape, module), out = plan::module_out_features(shape, module);
+        uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
         std::vector<uint64_t> dims = a ? std::vector<uint64_t>{rank, in} : std::vector<uint64_t>{out, rank};
         auto values = std::make_shared<std::vector<float>>(test::random_floats(dims[0] * dims[1], seed * 100 + stream++, -0.2f, 0.2f));
         writes.push_back({model::peft_tensor_name(layer, module, a), model::FileDtype::F32, dims,
@@ -147,7 +147,7 @@ fs::path random_adapter(const fs::path& base, const std::string& name, uint32_t 
       }
   model::write_safetensors(directory / "adapter_model.safetensors", std::move(writes), {{"format", "pt"}});
   std::vector<std::string> names;
-  for (plan::Module m : targets) names.push_back(plan::module_name(m));
+  for (spec::Module m : targets) names.push_back(spec::module_name(m));
   json adapter = {{"peft_type", "LORA"}, {"r", rank}, {"lora_alpha", alpha}, {"target_modules", names},
                   {"use_rslora", rslora}, {"bias", "none"}, {"base_model_name_or_path", base.string()}};
   write_file_atomically(directory / "adapter_config.json", adapter.dump(2));
@@ -157,7 +157,7 @@ fs::path random_adapter(const fs::path& base, const std::string& name, uint32_t 
 // Logits (8 tokens, one row) of a model folder, optionally with a PEFT adapter (LoRA runs only in
 // training-shaped sessions, so every session here is one).
 std::vector<float> logits_of(const fs::path& model_dir, const std::optional<fs::path>& adapter = std::nullopt,
-                             plan::RunSettings settings = {}) {
+                             spec::RunSettings settings = {}) {
   auto& ctx = test::context();
   settings.batch = 1;
   settings.seq_len = 8;
@@ -449,7 +449,7 @@ TEST_CASE("merge passthrough: depth up-scaling 4 -> 6 layers loads and runs") {
 
 TEST_CASE("export: merged weights give the logits of base + adapter (dense and NF4 bases)") {
   fs::path base = base_model();
-  const std::vector<plan::Module> targets = {plan::Module::q_proj, plan::Module::v_proj, plan::Module::down_proj};
+  const std::vector<spec::Module> targets = {spec::Module::q_proj, spec::Module::v_proj, spec::Module::down_proj};
   fs::path adapter = random_adapter(base, "export", 4, 8.0f, false, targets, 5);
   merge::ExportOptions options;
   options.model = base;
@@ -469,15 +469,15 @@ TEST_CASE("export: merged weights give the logits of base + adapter (dense and N
   CHECK(max_abs_difference(with_adapter, logits_of(base)) > 1e-2);  // the adapter matters
 
   // rsLoRA scale alpha/sqrt(r), and bf16 output.
-  fs::path rslora = random_adapter(base, "export-rslora", 4, 2.0f, true, {plan::Module::o_proj}, 6);
+  fs::path rslora = random_adapter(base, "export-rslora", 4, 2.0f, true, {spec::Module::o_proj}, 6);
   options.adapter = rslora;
   options.output = test::temp_dir("export-bf16");
   options.dtype = kernels::DType::bf16;
   merge::export_merged(test::context(), options);
   Tensors exported_bf16 = read_all(options.output), original = read_all(base);
   model::SafetensorsFile adapter_file(rslora / "adapter_model.safetensors");
-  auto a = model::to_fp32(adapter_file.tensor(model::peft_tensor_name(2, plan::Module::o_proj, true)));
-  auto b = model::to_fp32(adapter_file.tensor(model::peft_tensor_name(2, plan::Module::o_proj, false)));
+  auto a = model::to_fp32(adapter_file.tensor(model::peft_tensor_name(2, spec::Module::o_proj, true)));
+  auto b = model::to_fp32(adapter_file.tensor(model::peft_tensor_name(2, spec::Module::o_proj, false)));
   const std::string name = "model.layers.2.self_attn.o_proj.weight";
   const size_t rows = 32, cols = 32;
   double worst = 0;
@@ -504,9 +504,9 @@ TEST_CASE("export: merged weights give the logits of base + adapter (dense and N
   options.dtype = std::nullopt;
   summary = merge::export_merged(test::context(), options);
   CHECK(summary.base_quantization == "bitsandbytes nf4");
-  plan::RunSettings qlora;
+  spec::RunSettings qlora;
   qlora.base_format = kernels::WeightFormat::nf4;
-  qlora.method = plan::Method::qlora;
+  qlora.method = spec::Method::qlora;
   std::vector<float> nf4_with_adapter = logits_of(quantize.output, adapter, qlora), nf4_exported = logits_of(options.output);
   CHECK(max_abs_difference(nf4_with_adapter, nf4_exported) < 1e-4);
 }
@@ -549,8 +549,8 @@ TEST_CASE("quantize: codes equal the CPU quantizer, errors within each format's 
       // The stored codes are what quant::quantize computes on the CPU from the original weight.
       auto linear = merge::parse_linear_name(report.name);
       REQUIRE(linear.has_value());
-      const auto rows = static_cast<uint32_t>(plan::module_out_features(model::model_shape(config), linear->module));
-      const auto cols = static_cast<uint32_t>(plan::module_in_features(model::model_shape(config), linear->module));
+      const auto rows = static_cast<uint32_t>(spec::module_out_features(model::model_shape(config), linear->module));
+      const auto cols = static_cast<uint32_t>(spec::module_in_features(model::model_shape(config), linear->module));
       quant::QuantOptions q;
       q.block_size = f.block;
       q.double_quant = f.double_quant;
@@ -582,9 +582,9 @@ TEST_CASE("quantize: codes equal the CPU quantizer, errors within each format's 
       CHECK(saved["quantization_config"]["block_size"] == f.block);
     }
     // A forward pass on the quantized folder (the int formats are adopted as stored; NF4 as QLoRA).
-    plan::RunSettings settings;
+    spec::RunSettings settings;
     if (f.format == kernels::WeightFormat::nf4) {
-      settings.method = plan::Method::qlora;
+      settings.method = spec::Method::qlora;
       settings.base_format = kernels::WeightFormat::nf4;
       settings.double_quant = f.double_quant;
     }
@@ -598,10 +598,10 @@ TEST_CASE("quantize: codes equal the CPU quantizer, errors within each format's 
   }
   // An int8 folder as a LoRA base: the session keeps it int8 and a LoRA forward + backward runs.
   fs::path int8 = test::binary_dir() / "test-output" / "quantized-int8";
-  plan::RunSettings settings;
+  spec::RunSettings settings;
   settings.batch = 1;
   settings.seq_len = 8;
-  settings.target_modules = {plan::Module::q_proj};
+  settings.target_modules = {spec::Module::q_proj};
   model::LoraSettings lora;
   lora.rank = 2;
   lora.targets = settings.target_modules;
@@ -668,19 +668,19 @@ TEST_CASE("quantize nf4: the golden llama quantized by vktune matches the bitsan
   json config_theirs = json::parse(read_text_file(test::source_dir() / "tests/data/golden/llama-nf4/config.json"));
   CHECK(config_ours["quantization_config"] == config_theirs["quantization_config"]);
   // And our loader reads it back as a QLoRA base (forward pass).
-  plan::RunSettings qlora;
-  qlora.method = plan::Method::qlora;
+  spec::RunSettings qlora;
+  qlora.method = spec::Method::qlora;
   qlora.base_format = kernels::WeightFormat::nf4;
   CHECK(all_finite(logits_of(options.output, std::nullopt, qlora)));
 }
 
 TEST_CASE("merge: LoRA adapters in adapter space equal the weight-space merge (concat exact, SVD truncation optimal)") {
   fs::path base = base_model();
-  const std::vector<plan::Module> all = {plan::Module::q_proj, plan::Module::k_proj, plan::Module::v_proj,
-                                         plan::Module::o_proj, plan::Module::gate_proj, plan::Module::up_proj,
-                                         plan::Module::down_proj};
+  const std::vector<spec::Module> all = {spec::Module::q_proj, spec::Module::k_proj, spec::Module::v_proj,
+                                         spec::Module::o_proj, spec::Module::gate_proj, spec::Module::up_proj,
+                                         spec::Module::down_proj};
   fs::path a = random_adapter(base, "space-a", 4, 8.0f, false, all, 21);
-  fs::path b = random_adapter(base, "space-b", 2, 2.0f, false, {plan::Module::q_proj, plan::Module::down_proj}, 22);
+  fs::path b = random_adapter(base, "space-b", 2, 2.0f, false, {spec::Module::q_proj, spec::Module::down_proj}, 22);
   const std::string models = "models:\n  - model: " + base.string() + "+" + a.string() +
                              "\n    parameters: {weight: 0.7}\n  - model: " + base.string() + "+" + b.string() +
                              "\n    parameters: {weight: 0.3}\n";

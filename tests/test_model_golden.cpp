@@ -92,14 +92,14 @@ void upload_batch(vk::Context& ctx, model::BufferSet& buffers, const GoldenBatch
 // Opens `folder` with `settings` (+ the adapter of `adapter_dir` unless full finetuning), runs the
 // golden batch forward for logits, then forward + backward for loss and gradients.
 GoldenRun run_golden(const test::GoldenFile& golden, const fs::path& folder, const fs::path& adapter_dir,
-                     plan::RunSettings settings) {
+                     spec::RunSettings settings) {
   auto& ctx = test::context();
   GoldenBatch batch = golden_batch(golden);
   settings.batch = batch.batch;
   settings.seq_len = batch.seq;
   settings.training = true;
   model::LoraSettings lora;
-  const bool full = settings.method == plan::Method::full;
+  const bool full = settings.method == spec::Method::full;
   if (!full) lora = model::load_adapter_config(adapter_dir).settings;
   auto session = model::open_model(ctx, folder, settings, full ? nullptr : &lora);
   auto& buffers = *session->buffers;
@@ -161,7 +161,7 @@ struct Bounds {
 };
 
 void check_variant(const std::string& model, const std::string& variant, const fs::path& folder,
-                   const plan::RunSettings& settings, Bounds bounds) {
+                   const spec::RunSettings& settings, Bounds bounds) {
   test::GoldenFile golden(golden_dir() / (model + ".golden.bin"));
   GoldenBatch batch = golden_batch(golden);
   GoldenRun run = run_golden(golden, folder, golden_dir() / model / "adapter", settings);
@@ -189,9 +189,9 @@ void check_variant(const std::string& model, const std::string& variant, const f
   CHECK(worst <= bounds.gradient);
 }
 
-plan::RunSettings lora_settings(kernels::WeightFormat format) {
-  plan::RunSettings settings;
-  settings.method = plan::Method::lora;
+spec::RunSettings lora_settings(kernels::WeightFormat format) {
+  spec::RunSettings settings;
+  settings.method = spec::Method::lora;
   settings.base_format = format;
   return settings;
 }
@@ -209,21 +209,21 @@ TEST_CASE("golden: qwen2 fp32 LoRA (bias, GQA, tied) forward and backward match 
 }
 
 TEST_CASE("golden: NF4 + double quant quantized by vktune matches the bitsandbytes-dequantized reference") {
-  plan::RunSettings settings = lora_settings(kernels::WeightFormat::nf4);
+  spec::RunSettings settings = lora_settings(kernels::WeightFormat::nf4);
   settings.double_quant = true;
   check_variant("llama", "nf4", golden_dir() / "llama", settings, Bounds{});
   check_variant("qwen2", "nf4", golden_dir() / "qwen2", settings, Bounds{});
 }
 
 TEST_CASE("golden: a bitsandbytes 4-bit checkpoint loads without requantizing and matches") {
-  plan::RunSettings settings = lora_settings(kernels::WeightFormat::nf4);
+  spec::RunSettings settings = lora_settings(kernels::WeightFormat::nf4);
   settings.double_quant = true;
   check_variant("llama", "nf4", golden_dir() / "llama-nf4", settings, Bounds{});
   check_variant("qwen2", "nf4", golden_dir() / "qwen2-nf4", settings, Bounds{});
 }
 
 TEST_CASE("golden: qwen2 fp16 base") {
-  plan::RunSettings settings = lora_settings(kernels::WeightFormat::f16);
+  spec::RunSettings settings = lora_settings(kernels::WeightFormat::f16);
   settings.dtype = kernels::DType::f16;
   Bounds loose;
   loose.logits = 1e-3;
@@ -234,18 +234,18 @@ TEST_CASE("golden: qwen2 fp16 base") {
 }
 
 TEST_CASE("golden: qwen2 full finetuning gradients of every weight") {
-  plan::RunSettings settings;
-  settings.method = plan::Method::full;
+  spec::RunSettings settings;
+  settings.method = spec::Method::full;
   check_variant("qwen2", "full", golden_dir() / "qwen2", settings, Bounds{});
 }
 
 TEST_CASE("golden: gradient checkpointing (per-layer recompute) gives the same gradients") {
-  plan::RunSettings settings = lora_settings(kernels::WeightFormat::f32);
+  spec::RunSettings settings = lora_settings(kernels::WeightFormat::f32);
   settings.gradient_checkpointing = true;
   check_variant("llama", "fp32", golden_dir() / "llama", settings, Bounds{});
   check_variant("qwen2", "fp32", golden_dir() / "qwen2", settings, Bounds{});
-  plan::RunSettings full;
-  full.method = plan::Method::full;
+  spec::RunSettings full;
+  full.method = spec::Method::full;
   full.gradient_checkpointing = true;
   check_variant("qwen2", "full", golden_dir() / "qwen2", full, Bounds{});
 }
@@ -272,7 +272,7 @@ fs::path transformed_llama(const std::string& name,
   return target;
 }
 
-std::vector<float> logits_of(const fs::path& folder, plan::RunSettings settings) {
+std::vector<float> logits_of(const fs::path& folder, spec::RunSettings settings) {
   test::GoldenFile golden(golden_dir() / "llama.golden.bin");
   return run_golden(golden, folder, golden_dir() / "llama" / "adapter", settings).logits;
 }
@@ -295,7 +295,7 @@ TEST_CASE("model: bf16, INT8, INT4 and INT4-asym bases compute what fp32 compute
     for (size_t i = 0; i < w.size(); i++) out[i] = bf16_to_float(float_to_bf16(w[i]));
     return out;
   });
-  plan::RunSettings bf16 = lora_settings(kernels::WeightFormat::bf16);
+  spec::RunSettings bf16 = lora_settings(kernels::WeightFormat::bf16);
   bf16.dtype = kernels::DType::bf16;
   test::check_close(logits_of(golden_dir() / "llama", bf16), logits_of(rounded, lora_settings(kernels::WeightFormat::f32)),
                     1e-10, 2e-5, "bf16 logits");

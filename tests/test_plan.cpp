@@ -6,6 +6,7 @@
 
 using namespace vkt;
 using namespace vkt::plan;
+using namespace vkt::spec;
 
 namespace {
 // Llama-3-8B and Llama-2-13B as their config.json files give them (examples/configs/).

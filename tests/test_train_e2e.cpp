@@ -90,7 +90,7 @@ TEST_CASE("train: LoRA on a tiny model, the loss falls and PEFT files are writte
 
 TEST_CASE("train: QLoRA (NF4 + double quant base) on a tiny model, the loss falls") {
   train::TrainConfig config = tiny_config("qlora");
-  config.method = plan::Method::qlora;
+  config.method = spec::Method::qlora;
   train::TrainSummary summary = train::train(config);
   CHECK(summary.plan.settings.base_format == kernels::WeightFormat::nf4);
   CHECK(summary.plan.settings.double_quant);
@@ -212,8 +212,8 @@ TEST_SUITE("plan_accuracy") {
 // The planner's promise: for the runs that train in CI, each category's planned bytes are within
 // 10% of the memory ledger's measured peak, and so is the total.
 TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, full; with and without checkpointing)") {
-  struct Case { const char* name; plan::Method method; bool checkpointing; };
-  using plan::Method;
+  struct Case { const char* name; spec::Method method; bool checkpointing; };
+  using spec::Method;
   for (Case c : {Case{"lora", Method::lora, false}, Case{"lora-ckpt", Method::lora, true}, Case{"qlora", Method::qlora, false},
                  Case{"qlora-ckpt", Method::qlora, true}, Case{"full", Method::full, false},
                  Case{"full-ckpt", Method::full, true}}) {

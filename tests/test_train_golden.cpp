@@ -65,7 +65,7 @@ void check_training(const std::string& model_name) {
   auto norms = golden["train.grad_norm"].floats();
 
   model::LoraSettings lora = model::load_adapter_config(dir / model_name / "adapter").settings;
-  plan::RunSettings settings;
+  spec::RunSettings settings;
   settings.batch = batch;
   settings.seq_len = seq;
   auto session = model::open_model(ctx, dir / model_name, settings, &lora);
@@ -94,7 +94,7 @@ void check_training(const std::string& model_name) {
   double worst_weight = 0;
   std::string worst_name;
   for (uint32_t layer = 0; layer < session->plan.shape.layers; layer++)
-    for (plan::Module module : lora.targets)
+    for (spec::Module module : lora.targets)
       for (bool a : {true, false}) {
         auto actual = test::download(session->buffers->buffer(model::lora_buffer_name(layer, module, a)));
         auto expected = golden["train.final." + model::peft_tensor_name(layer, module, a)].floats();

@@ -41,7 +41,7 @@ std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directo
   config.model = tiny_model(work / "random").string();
   config.data = text.string();
   config.output_dir = directory.string();
-  config.method = plan::Method::full;
+  config.method = spec::Method::full;
   config.headless = true;
   config.max_steps = 40;
   config.per_device_train_batch_size = 8;

@@ -1,6 +1,7 @@
 #pragma once
 // File helpers. Everything vktune writes for the user goes through write_file_atomically or
 // AtomicDirectory so that a crash never leaves a half-written checkpoint or export behind.
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -36,6 +37,8 @@ class AtomicDirectory {
 };
 
 std::string format_bytes(double bytes);     // "1.50 GiB"
+// "24GiB", "24 GB", "8000MiB", "1.5T" -> bytes; UserError otherwise (the inverse of format_bytes).
+uint64_t parse_byte_size(const std::string& text);
 std::string format_duration(double seconds);  // "1h02m", "3m05s", "12.3s"
 
 }  // namespace vkt

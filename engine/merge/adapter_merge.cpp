@@ -121,7 +121,7 @@ Merger::AdapterInputs Merger::adapter_inputs() const {
                       "an adapter-space merge needs every model to be the same BASE (+ADAPTER)");
     if (!source->has_adapter()) continue;
     inputs.rank_sum += source->adapter()->settings.rank;
-    for (plan::Module module : source->adapter()->settings.targets)
+    for (spec::Module module : source->adapter()->settings.targets)
       if (std::find(inputs.targets.begin(), inputs.targets.end(), module) == inputs.targets.end())
         inputs.targets.push_back(module);
   }
@@ -182,11 +182,11 @@ LowRank Merger::elementwise_update(const TensorPlan& tensor,
 }
 
 // One module's merged update as LoRA factors (B: out × out_rank, A: out_rank × in).
-LowRank Merger::adapter_update(const TensorPlan& tensor, const plan::ModelShape& shape, uint32_t out_rank,
+LowRank Merger::adapter_update(const TensorPlan& tensor, const spec::ModelShape& shape, uint32_t out_rank,
                                const AdapterMergeOptions& adapter_options) {
   const LinearName linear = *parse_linear_name(tensor.name);
-  const auto out = static_cast<uint32_t>(plan::module_out_features(shape, linear.module));
-  const auto in = static_cast<uint32_t>(plan::module_in_features(shape, linear.module));
+  const auto out = static_cast<uint32_t>(spec::module_out_features(shape, linear.module));
+  const auto in = static_cast<uint32_t>(spec::module_in_features(shape, linear.module));
   std::vector<std::optional<ModelSource::LoraFactors>> factors(tensor.sources.size());
   for (size_t i = 0; i < factors.size(); i++)
     factors[i] = sources_[tensor.sources[i]]->lora_factors(linear.layer, linear.module);
@@ -202,7 +202,7 @@ LowRank Merger::adapter_update(const TensorPlan& tensor, const plan::ModelShape&
 // each module's update is computed once, when its lora_A is written). Returns each module's
 // relative residual.
 std::vector<double> Merger::write_adapter_weights(const std::vector<const TensorPlan*>& modules,
-                                                  const plan::ModelShape& shape, uint32_t out_rank,
+                                                  const spec::ModelShape& shape, uint32_t out_rank,
                                                   const AdapterMergeOptions& adapter_options) {
   ProgressBar progress("merge adapters", static_cast<int64_t>(modules.size()));
   int64_t done = 0;
@@ -215,7 +215,7 @@ std::vector<double> Merger::write_adapter_weights(const std::vector<const Tensor
   std::vector<model::TensorToWrite> writes;
   for (const TensorPlan* tensor : modules) {
     const LinearName linear = *parse_linear_name(tensor->name);
-    const uint64_t out = plan::module_out_features(shape, linear.module), in = plan::module_in_features(shape, linear.module);
+    const uint64_t out = spec::module_out_features(shape, linear.module), in = spec::module_in_features(shape, linear.module);
     auto ensure = [&, tensor] {
       if (current->tensor == tensor) return;
       current->factors = adapter_update(*tensor, shape, out_rank, adapter_options);
@@ -247,7 +247,7 @@ AdapterMergeSummary Merger::run_adapter_space(const AdapterMergeOptions& adapter
   const uint32_t out_rank = adapter_options.concatenate ? inputs.rank_sum
                             : adapter_options.rank      ? adapter_options.rank
                                                         : inputs.rank_sum;
-  const plan::ModelShape shape = model::model_shape(sources_.front()->config());
+  const spec::ModelShape shape = model::model_shape(sources_.front()->config());
 
   // The modules to write: every adapted linear weight, with its plan (parameters, base position).
   std::vector<const TensorPlan*> modules;
@@ -260,7 +260,7 @@ AdapterMergeSummary Merger::run_adapter_space(const AdapterMergeOptions& adapter
   summary.method = config_.method;
   summary.rank = out_rank;
   summary.base = inputs.base_dir;
-  for (plan::Module module : inputs.targets) summary.targets.push_back(plan::module_name(module));
+  for (spec::Module module : inputs.targets) summary.targets.push_back(spec::module_name(module));
   summary.modules = static_cast<int64_t>(modules.size());
 
   fs::create_directories(adapter_options.output);

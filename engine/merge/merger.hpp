@@ -60,17 +60,17 @@ class Merger {
   // The adapter-space merge's stages (adapter_merge.cpp).
   struct AdapterInputs {
     std::filesystem::path base_dir;      // the one base every model adapts
-    std::vector<plan::Module> targets;   // union of the adapters' target modules, sorted
+    std::vector<spec::Module> targets;   // union of the adapters' target modules, sorted
     uint32_t rank_sum = 0;               // Σ r_i over the models with an adapter
   };
   void check_adapter_space(const AdapterMergeOptions& options) const;
   AdapterInputs adapter_inputs() const;
   std::vector<double> adapter_coefficients(const TensorPlan& tensor) const;
-  LowRank adapter_update(const TensorPlan& tensor, const plan::ModelShape& shape, uint32_t out_rank,
+  LowRank adapter_update(const TensorPlan& tensor, const spec::ModelShape& shape, uint32_t out_rank,
                          const AdapterMergeOptions& options);
   LowRank elementwise_update(const TensorPlan& tensor, const std::vector<std::optional<ModelSource::LoraFactors>>& factors,
                              uint32_t out, uint32_t in, uint32_t out_rank, uint32_t seed);
-  std::vector<double> write_adapter_weights(const std::vector<const TensorPlan*>& modules, const plan::ModelShape& shape,
+  std::vector<double> write_adapter_weights(const std::vector<const TensorPlan*>& modules, const spec::ModelShape& shape,
                                             uint32_t out_rank, const AdapterMergeOptions& options);
 
   vk::Context& context_;

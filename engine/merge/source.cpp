@@ -18,7 +18,7 @@ namespace vkt::merge {
 
 namespace fs = std::filesystem;
 using model::FileDtype;
-using plan::Module;
+using spec::Module;
 
 namespace {
 
@@ -41,18 +41,18 @@ std::optional<LinearName> parse_linear_name(const std::string& name) {
   std::string digits = name.substr(prefix.size(), dot - prefix.size());
   if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
   std::string path = name.substr(dot + 1, name.size() - 7 - dot - 1);  // "self_attn.q_proj"
-  for (size_t m = 0; m < plan::module_count; m++) {
-    if (plan::module_path(Module(m)) == path) return LinearName{static_cast<uint32_t>(std::stoul(digits)), Module(m)};
+  for (size_t m = 0; m < spec::module_count; m++) {
+    if (spec::module_path(Module(m)) == path) return LinearName{static_cast<uint32_t>(std::stoul(digits)), Module(m)};
   }
   return std::nullopt;
 }
 
 std::vector<std::string> layer_tensor_suffixes(const model::ModelConfig& config) {
   std::vector<std::string> suffixes = {"input_layernorm.weight"};
-  for (size_t m = 0; m < plan::module_count; m++) {
+  for (size_t m = 0; m < spec::module_count; m++) {
     if (m == static_cast<size_t>(Module::gate_proj)) suffixes.push_back("post_attention_layernorm.weight");
-    suffixes.push_back(plan::module_path(Module(m)) + ".weight");
-    if (config.qkv_bias && Module(m) <= Module::v_proj) suffixes.push_back(plan::module_path(Module(m)) + ".bias");
+    suffixes.push_back(spec::module_path(Module(m)) + ".weight");
+    if (config.qkv_bias && Module(m) <= Module::v_proj) suffixes.push_back(spec::module_path(Module(m)) + ".bias");
   }
   return suffixes;
 }
@@ -122,11 +122,11 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
       info.dtype = view.dtype;
       bool quantized = false;
       if (auto linear = parse_linear_name(name)) {
-        const plan::ModelShape shape = model::model_shape(config_);
+        const spec::ModelShape shape = model::model_shape(config_);
         bool bnb_weight = bitsandbytes_ && folder_->contains(name + ".quant_state.bitsandbytes__nf4");
         if (bnb_weight || vktune_) {
           quantized = true;
-          info.shape = {plan::module_out_features(shape, linear->module), plan::module_in_features(shape, linear->module)};
+          info.shape = {spec::module_out_features(shape, linear->module), spec::module_in_features(shape, linear->module)};
           info.dtype = weight_dtype;
         }
       }
@@ -189,10 +189,10 @@ const model::TensorView& ModelSource::lora_tensor(uint32_t layer, Module module,
   if (!tensor)
     throw UserError(file.path().string() + ": no tensor " + name,
                     "the adapter's target_modules or layer count do not match " + ref_.model.string());
-  const plan::ModelShape shape = model::model_shape(config_);
+  const spec::ModelShape shape = model::model_shape(config_);
   const uint64_t rank = adapter_->file.settings.rank;
-  std::vector<uint64_t> expected = a ? std::vector<uint64_t>{rank, plan::module_in_features(shape, module)}
-                                     : std::vector<uint64_t>{plan::module_out_features(shape, module), rank};
+  std::vector<uint64_t> expected = a ? std::vector<uint64_t>{rank, spec::module_in_features(shape, module)}
+                                     : std::vector<uint64_t>{spec::module_out_features(shape, module), rank};
   if (tensor->shape != expected)
     throw UserError(file.path().string() + ": tensor " + tensor->name + " has the wrong shape for r=" +
                         std::to_string(rank) + " on " + ref_.model.string(),

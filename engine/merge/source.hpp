@@ -28,7 +28,7 @@ namespace vkt::merge {
 // A linear weight's place: "model.layers.3.mlp.up_proj.weight" -> (3, up_proj).
 struct LinearName {
   uint32_t layer = 0;
-  plan::Module module = plan::Module::q_proj;
+  spec::Module module = spec::Module::q_proj;
 };
 std::optional<LinearName> parse_linear_name(const std::string& name);
 
@@ -77,7 +77,7 @@ class ModelSource {
     uint32_t rank = 0;
     float scale = 0;       // alpha / r (or alpha / sqrt(r))
   };
-  std::optional<LoraFactors> lora_factors(uint32_t layer, plan::Module module) const;
+  std::optional<LoraFactors> lora_factors(uint32_t layer, spec::Module module) const;
   // Drops the file pages of `name` from this process (they stay in the page cache).
   void release(const std::string& name);
   // The device's share of the work (adapter products), for reports.
@@ -88,7 +88,7 @@ class ModelSource {
     model::AdapterFile file;
     std::unique_ptr<model::SafetensorsFile> weights;
   };
-  const model::TensorView& lora_tensor(uint32_t layer, plan::Module module, bool a) const;
+  const model::TensorView& lora_tensor(uint32_t layer, spec::Module module, bool a) const;
   void add_adapter_product(const LinearName& linear, std::vector<float>& weight);
 
   vk::Context* context_;

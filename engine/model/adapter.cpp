@@ -10,10 +10,10 @@
 
 namespace vkt::model {
 
-using plan::Module;
+using spec::Module;
 
 std::string peft_tensor_name(uint32_t layer, Module module, bool a) {
-  return "base_model.model.model.layers." + std::to_string(layer) + "." + plan::module_path(module) +
+  return "base_model.model.model.layers." + std::to_string(layer) + "." + spec::module_path(module) +
          (a ? ".lora_A.weight" : ".lora_B.weight");
 }
 
@@ -25,13 +25,13 @@ const TensorView* find_peft_tensor(const SafetensorsFile& file, uint32_t layer, 
 }
 
 std::string lora_buffer_name(uint32_t layer, Module module, bool a) {
-  return "model.layers." + std::to_string(layer) + "." + plan::module_path(module) + (a ? ".lora_A" : ".lora_B");
+  return "model.layers." + std::to_string(layer) + "." + spec::module_path(module) + (a ? ".lora_A" : ".lora_B");
 }
 
 std::vector<Module> parse_target_modules(const std::string& list) {
   std::vector<Module> modules;
   if (list == "all-linear" || list == "all_linear") {
-    for (size_t m = 0; m < plan::module_count; m++) modules.push_back(Module(m));
+    for (size_t m = 0; m < spec::module_count; m++) modules.push_back(Module(m));
     return modules;
   }
   size_t start = 0;
@@ -42,7 +42,7 @@ std::vector<Module> parse_target_modules(const std::string& list) {
     name.erase(0, name.find_first_not_of(" \t"));
     name.erase(name.find_last_not_of(" \t") + 1);
     if (!name.empty()) {
-      auto module = plan::module_from_name(name);
+      auto module = spec::module_from_name(name);
       if (!module)
         throw UserError("unknown target module '" + name + "'",
                         "use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear");
@@ -92,15 +92,15 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   return file;
 }
 
-void init_adapter(vk::Context& context, BufferSet& buffers, const plan::ModelShape& shape, const LoraSettings& lora,
+void init_adapter(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
                   uint64_t seed) {
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
     for (Module module : lora.targets) {
-      const uint64_t in = plan::module_in_features(shape, module), out = plan::module_out_features(shape, module);
+      const uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
       // kaiming_uniform_(a=sqrt(5)) on (r, in): bound = sqrt(6 / ((1 + 5) * in)) = 1/sqrt(in).
       const float bound = 1.0f / std::sqrt(static_cast<float>(in));
       std::vector<float> a(lora.rank * in);
-      uint32_t key = layer * static_cast<uint32_t>(plan::module_count) + static_cast<uint32_t>(module);
+      uint32_t key = layer * static_cast<uint32_t>(spec::module_count) + static_cast<uint32_t>(module);
       ref::random_uniform(a.data(), a.size(), static_cast<uint32_t>(seed), random::stream_init, 0, key,
                                    -bound, bound);
       context.upload(buffers.buffer(lora_buffer_name(layer, module, true)), a.data());
@@ -110,12 +110,12 @@ void init_adapter(vk::Context& context, BufferSet& buffers, const plan::ModelSha
   }
 }
 
-void load_adapter_weights(vk::Context& context, BufferSet& buffers, const plan::ModelShape& shape,
+void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape,
                           const LoraSettings& lora, const std::filesystem::path& directory) {
   SafetensorsFile file(directory / "adapter_model.safetensors");
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
     for (Module module : lora.targets) {
-      const uint64_t in = plan::module_in_features(shape, module), out = plan::module_out_features(shape, module);
+      const uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
       for (bool a : {true, false}) {
         const std::string name = peft_tensor_name(layer, module, a);
         const TensorView* tensor = find_peft_tensor(file, layer, module, a);
@@ -134,11 +134,11 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const plan::
   }
 }
 
-void save_adapter(vk::Context& context, const BufferSet& buffers, const plan::ModelShape& shape, const LoraSettings& lora,
+void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
                   const std::string& base_model, const std::filesystem::path& directory, const std::string&) {
   std::filesystem::create_directories(directory);
   std::vector<std::string> target_names;
-  for (Module module : lora.targets) target_names.push_back(plan::module_name(module));
+  for (Module module : lora.targets) target_names.push_back(spec::module_name(module));
   nlohmann::json config = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", lora.rank},
                            {"lora_alpha", lora.alpha}, {"lora_dropout", lora.dropout},
                            {"target_modules", target_names}, {"use_rslora", lora.rslora}, {"bias", "none"},
@@ -148,7 +148,7 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const plan::Mo
   std::vector<TensorToWrite> tensors;
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
     for (Module module : lora.targets) {
-      const uint64_t in = plan::module_in_features(shape, module), out = plan::module_out_features(shape, module);
+      const uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
       for (bool a : {true, false}) {
         std::vector<uint64_t> dims = a ? std::vector<uint64_t>{lora.rank, in} : std::vector<uint64_t>{out, lora.rank};
         const vk::Buffer* buffer = &buffers.buffer(lora_buffer_name(layer, module, a));

@@ -12,15 +12,15 @@
 namespace vkt::model {
 
 // PEFT's name of a LoRA tensor: "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight".
-std::string peft_tensor_name(uint32_t layer, plan::Module module, bool a);
+std::string peft_tensor_name(uint32_t layer, spec::Module module, bool a);
 // That tensor in an adapter file, also under the name with PEFT's adapter name
 // ("lora_A.default.weight") that some PEFT versions write; nullptr when absent.
-const TensorView* find_peft_tensor(const SafetensorsFile& file, uint32_t layer, plan::Module module, bool a);
+const TensorView* find_peft_tensor(const SafetensorsFile& file, uint32_t layer, spec::Module module, bool a);
 // Our buffer name of the same tensor: "model.layers.3.self_attn.q_proj.lora_A".
-std::string lora_buffer_name(uint32_t layer, plan::Module module, bool a);
+std::string lora_buffer_name(uint32_t layer, spec::Module module, bool a);
 
 // "all-linear" or a comma list of module names; UserError naming the unknown module.
-std::vector<plan::Module> parse_target_modules(const std::string& list);
+std::vector<spec::Module> parse_target_modules(const std::string& list);
 
 struct AdapterFile {
   LoraSettings settings;
@@ -30,14 +30,14 @@ struct AdapterFile {
 AdapterFile load_adapter_config(const std::filesystem::path& directory);
 
 // Fresh adapter: A uniform in ±1/√in from (seed, layer, module), B zero.
-void init_adapter(vk::Context& context, BufferSet& buffers, const plan::ModelShape& shape, const LoraSettings& lora,
+void init_adapter(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
                   uint64_t seed);
 // Loads DIR/adapter_model.safetensors into the adapter buffers (shapes checked against r).
-void load_adapter_weights(vk::Context& context, BufferSet& buffers, const plan::ModelShape& shape,
+void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape,
                           const LoraSettings& lora, const std::filesystem::path& directory);
 // Writes adapter_config.json and adapter_model.safetensors into `directory` (created; each file
 // written atomically).
-void save_adapter(vk::Context& context, const BufferSet& buffers, const plan::ModelShape& shape, const LoraSettings& lora,
+void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
                   const std::string& base_model, const std::filesystem::path& directory,
                   const std::string& prefix = "");
 

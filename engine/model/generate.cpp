@@ -11,8 +11,8 @@
 namespace vkt::model {
 
 Generator::Generator(vk::Context& context, const GeneratorOptions& options) : context_(context), options_(options) {
-  plan::RunSettings settings;
-  settings.method = plan::Method::lora;
+  spec::RunSettings settings;
+  settings.method = spec::Method::lora;
   settings.training = false;
   settings.base_format = options.base_format;
   settings.double_quant = options.double_quant;

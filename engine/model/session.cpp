@@ -4,8 +4,8 @@
 
 namespace vkt::model {
 
-plan::ModelShape model_shape(const ModelConfig& c) {
-  plan::ModelShape shape;
+spec::ModelShape model_shape(const ModelConfig& c) {
+  spec::ModelShape shape;
   shape.hidden = static_cast<uint64_t>(c.hidden_size);
   shape.intermediate = static_cast<uint64_t>(c.intermediate_size);
   shape.layers = static_cast<uint64_t>(c.num_hidden_layers);
@@ -19,16 +19,16 @@ plan::ModelShape model_shape(const ModelConfig& c) {
 }
 
 std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesystem::path& model_dir,
-                                         const plan::RunSettings& settings, const LoraSettings* lora,
+                                         const spec::RunSettings& settings, const LoraSettings* lora,
                                          ProgressBar* progress) {
   auto session = std::make_unique<ModelSession>();
   session->config = load_model_config(model_dir);
-  plan::RunSettings adjusted = settings;
+  spec::RunSettings adjusted = settings;
   // A checkpoint written by `vktune quantize` (int8/int4/int4-asym) is used as stored unless the
   // run asked for a quantized format of its own (then it is converted) or trains every weight
   // (then it is dequantized to fp32).
   if (auto stored = vktune_quantization(session->config, (model_dir / "config.json").string())) {
-    const bool full = adjusted.method == plan::Method::full && adjusted.training;
+    const bool full = adjusted.method == spec::Method::full && adjusted.training;
     if (full) {
       log::warn(model_dir.string() + " is quantized (" + quantized_format_name(stored->format) +
                 "): full finetuning starts from its dequantized values");
@@ -46,9 +46,9 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
   // A bitsandbytes 4-bit checkpoint likewise loads as stored (NF4, its block size) when the run did
   // not ask for a quantized format; full finetuning still refuses it (load_weights says why).
   if (is_bitsandbytes_nf4(folder, session->config) && !kernels::is_quantized(adjusted.base_format) &&
-      !(adjusted.method == plan::Method::full && adjusted.training)) {
+      !(adjusted.method == spec::Method::full && adjusted.training)) {
     adjusted.base_format = kernels::WeightFormat::nf4;
-    adjusted.quant_block = read_bitsandbytes_nf4(folder, layer_tensor_name(0, plan::Module::q_proj),
+    adjusted.quant_block = read_bitsandbytes_nf4(folder, layer_tensor_name(0, spec::Module::q_proj),
                                                  static_cast<uint32_t>(session->config.num_attention_heads * session->config.head_dim),
                                                  static_cast<uint32_t>(session->config.hidden_size))
                                .block_size;

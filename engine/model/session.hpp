@@ -12,7 +12,7 @@
 
 namespace vkt::model {
 
-plan::ModelShape model_shape(const ModelConfig& config);
+spec::ModelShape model_shape(const ModelConfig& config);
 
 struct ModelSession {
   ModelConfig config;
@@ -27,7 +27,7 @@ struct ModelSession {
 // transformer. LoRA buffers are allocated but not initialised (init_adapter or
 // load_adapter_weights next).
 std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesystem::path& model_dir,
-                                         const plan::RunSettings& settings, const LoraSettings* lora = nullptr,
+                                         const spec::RunSettings& settings, const LoraSettings* lora = nullptr,
                                          ProgressBar* progress = nullptr);
 
 }  // namespace vkt::model

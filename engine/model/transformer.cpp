@@ -16,14 +16,14 @@ namespace vkt::model {
 
 using kernels::DType;
 using kernels::WeightFormat;
-using plan::Module;
+using spec::Module;
 
 float LoraSettings::scale() const {
   return rslora ? alpha / std::sqrt(static_cast<float>(rank)) : alpha / static_cast<float>(rank);
 }
 
 std::string layer_tensor_name(uint32_t layer, Module module, const char* suffix) {
-  return "model.layers." + std::to_string(layer) + "." + plan::module_path(module) + "." + suffix;
+  return "model.layers." + std::to_string(layer) + "." + spec::module_path(module) + "." + suffix;
 }
 
 Transformer::Transformer(vk::Context& context, const ModelConfig& config, const plan::MemoryPlan& plan,
@@ -40,7 +40,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
   head_dim_ = static_cast<uint32_t>(config.head_dim);
   vocab_ = static_cast<uint32_t>(config.vocab_size);
   layers_ = static_cast<uint32_t>(config.num_hidden_layers);
-  full_ = s.method == plan::Method::full && s.training;
+  full_ = s.method == spec::Method::full && s.training;
   checkpointing_ = s.gradient_checkpointing && s.training;
   compute_input_gradient_ = full_;
   dense_type_ = s.dtype;
@@ -55,7 +55,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
       for (Module module : lora->targets) {
         auto m = static_cast<size_t>(module);
         LoraParams& p = lora_[layer][m];
-        std::string base = "model.layers." + std::to_string(layer) + "." + plan::module_path(module);
+        std::string base = "model.layers." + std::to_string(layer) + "." + spec::module_path(module);
         p.a = range(base + ".lora_A");
         p.b = range(base + ".lora_B");
         p.grad_a = buffers.optional_range("grad." + base + ".lora_A");  // absent for inference
@@ -63,7 +63,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
         p.rank = lora->rank;
         p.scale = lora->scale();
         p.dropout = lora->dropout;
-        p.rng_layer = layer * static_cast<uint32_t>(plan::module_count) + static_cast<uint32_t>(m);
+        p.rng_layer = layer * static_cast<uint32_t>(spec::module_count) + static_cast<uint32_t>(m);
         has_lora_[layer][m] = true;
       }
     }
@@ -117,8 +117,8 @@ Linear Transformer::linear(uint32_t layer, Module module) const {
   Linear l;
   std::string name = layer_tensor_name(layer, module);
   l.weight = weight_ref(name);
-  l.in = static_cast<uint32_t>(plan::module_in_features(plan_.shape, module));
-  l.out = static_cast<uint32_t>(plan::module_out_features(plan_.shape, module));
+  l.in = static_cast<uint32_t>(spec::module_in_features(plan_.shape, module));
+  l.out = static_cast<uint32_t>(spec::module_out_features(plan_.shape, module));
   std::string bias = layer_tensor_name(layer, module, "bias");
   l.bias = buffers_.optional_range(bias);
   if (full_) {
@@ -140,8 +140,8 @@ Transformer::LayerActivations Transformer::activations(uint32_t layer, bool reco
            {&LayerActivations::rstd_mlp, "rstd_mlp"}, {&LayerActivations::norm_mlp, "norm_mlp"},
            {&LayerActivations::gate, "gate"}, {&LayerActivations::up, "up"}, {&LayerActivations::act, "act"}})
     a.*field = range(prefix + name);
-  for (size_t m = 0; m < plan::module_count; m++)
-    if (has_lora_[layer][m]) a.lora_t[m] = range(prefix + plan::module_name(Module(m)) + ".lora_t");
+  for (size_t m = 0; m < spec::module_count; m++)
+    if (has_lora_[layer][m]) a.lora_t[m] = range(prefix + spec::module_name(Module(m)) + ".lora_t");
   return a;
 }
 

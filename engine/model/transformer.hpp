@@ -24,7 +24,7 @@ struct LoraSettings {
   float alpha = 16;
   float dropout = 0;
   bool rslora = false;
-  std::vector<plan::Module> targets;
+  std::vector<spec::Module> targets;
   float scale() const;  // alpha/r, or alpha/sqrt(r) with rsLoRA
 };
 
@@ -66,16 +66,16 @@ class Transformer {
   const plan::MemoryPlan& plan() const { return plan_; }
   BufferSet& buffers() { return buffers_; }
   // The LoRA parameters of (layer, module), or nullptr when that module has no adapter.
-  const LoraParams* lora(uint32_t layer, plan::Module module) const;
+  const LoraParams* lora(uint32_t layer, spec::Module module) const;
 
  private:
   struct LayerActivations {
     BufferRange input, rstd_attn, norm_attn, q, k, v, attn, lse, mid, rstd_mlp, norm_mlp, gate, up, act;
-    std::array<BufferRange, plan::module_count> lora_t;
+    std::array<BufferRange, spec::module_count> lora_t;
   };
   LayerActivations activations(uint32_t layer, bool recompute) const;
-  Linear linear(uint32_t layer, plan::Module module) const;
-  LinearScratch scratch(const LayerActivations& acts, plan::Module module) const;
+  Linear linear(uint32_t layer, spec::Module module) const;
+  LinearScratch scratch(const LayerActivations& acts, spec::Module module) const;
   // How a forward pass attends: the training shape over the micro-batch with segment masks, or a
   // decode step over the KV cache.
   struct ForwardPass {
@@ -105,12 +105,12 @@ class Transformer {
   uint32_t hidden_ = 0, intermediate_ = 0, heads_ = 0, kv_heads_ = 0, head_dim_ = 0, vocab_ = 0, layers_ = 0;
   bool full_ = false, checkpointing_ = false, compute_input_gradient_ = false;
   kernels::DType dense_type_ = kernels::DType::f32;
-  std::vector<std::array<LoraParams, plan::module_count>> lora_;
-  std::vector<std::array<bool, plan::module_count>> has_lora_;
+  std::vector<std::array<LoraParams, spec::module_count>> lora_;
+  std::vector<std::array<bool, spec::module_count>> has_lora_;
   std::unordered_map<std::string, float> absmax_offsets_;
 };
 
 // HF names of a layer's tensors: "model.layers.3.self_attn.q_proj.weight".
-std::string layer_tensor_name(uint32_t layer, plan::Module module, const char* suffix = "weight");
+std::string layer_tensor_name(uint32_t layer, spec::Module module, const char* suffix = "weight");
 
 }  // namespace vkt::model

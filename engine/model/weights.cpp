@@ -184,18 +184,18 @@ quant::QuantizedWeight read_vktune_quantized(const SafetensorsFolder& folder, co
 
 bool is_bitsandbytes_nf4(const SafetensorsFolder& folder, const ModelConfig& config) {
   if (config.num_hidden_layers <= 0) return false;
-  return folder.contains(layer_tensor_name(0, plan::Module::q_proj, "weight.quant_state.bitsandbytes__nf4"));
+  return folder.contains(layer_tensor_name(0, spec::Module::q_proj, "weight.quant_state.bitsandbytes__nf4"));
 }
 
 bool bitsandbytes_keeps_double_quant(const SafetensorsFolder& folder, const ModelConfig& config) {
   auto rows = static_cast<uint32_t>(config.q_size()), cols = static_cast<uint32_t>(config.hidden_size);
-  return read_bitsandbytes_nf4(folder, layer_tensor_name(0, plan::Module::q_proj), rows, cols).double_quant;
+  return read_bitsandbytes_nf4(folder, layer_tensor_name(0, spec::Module::q_proj), rows, cols).double_quant;
 }
 
 LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder, const ModelConfig& config,
                            const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress) {
   const auto& s = plan.settings;
-  const bool full = s.method == plan::Method::full && s.training;
+  const bool full = s.method == spec::Method::full && s.training;
   const DType dense = full ? DType::f32 : s.dtype;
   LoadedWeights loaded;
   loaded.bitsandbytes_nf4 = is_bitsandbytes_nf4(folder, config);
@@ -216,10 +216,10 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
     for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
       upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
-    for (size_t m = 0; m < plan::module_count; m++) {
-      auto module = static_cast<plan::Module>(m);
-      auto rows = static_cast<uint32_t>(plan::module_out_features(plan.shape, module));
-      auto cols = static_cast<uint32_t>(plan::module_in_features(plan.shape, module));
+    for (size_t m = 0; m < spec::module_count; m++) {
+      auto module = static_cast<spec::Module>(m);
+      auto rows = static_cast<uint32_t>(spec::module_out_features(plan.shape, module));
+      auto cols = static_cast<uint32_t>(spec::module_in_features(plan.shape, module));
       std::string name = layer_tensor_name(layer, module);
       std::string bias = layer_tensor_name(layer, module, "bias");
       if (buffers.has(bias))
@@ -250,7 +250,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
           quant::QuantizedWeight weight = read_vktune_quantized(folder, name, rows, cols, *prequantized);
           if (!full && s.base_format == weight.format && s.quant_block == weight.block_size) {
             upload_quantized(context, buffers, name, weight, loaded);  // as stored: no requantization
-            step(prefix + plan::module_name(module));
+            step(prefix + spec::module_name(module));
             continue;
           }
           values = quant::dequantize(weight);  // another format was asked for: convert from the stored values
@@ -270,7 +270,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
                            loaded);
         }
       }
-      step(prefix + plan::module_name(module));
+      step(prefix + spec::module_name(module));
     }
   }
   upload_dense(context, buffers, "model.norm.weight", dense_tensor(folder, "model.norm.weight", hidden), DType::f32);

@@ -15,65 +15,17 @@ namespace vkt::plan {
 
 using vk::Category;
 using vk::MemoryKind;
-
-const char* module_name(Module module) {
-  static const char* names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return names[static_cast<size_t>(module)];
-}
-
-std::optional<Module> module_from_name(const std::string& name) {
-  for (size_t i = 0; i < module_count; i++)
-    if (name == module_name(static_cast<Module>(i))) return static_cast<Module>(i);
-  return std::nullopt;
-}
-
-std::string module_path(Module module) {
-  bool attention = module <= Module::o_proj;
-  return std::string(attention ? "self_attn." : "mlp.") + module_name(module);
-}
-
-uint64_t module_in_features(const ModelShape& s, Module module) {
-  switch (module) {
-    case Module::o_proj: return s.heads * s.head_dim;
-    case Module::down_proj: return s.intermediate;
-    default: return s.hidden;
-  }
-}
-
-uint64_t module_out_features(const ModelShape& s, Module module) {
-  switch (module) {
-    case Module::q_proj: return s.heads * s.head_dim;
-    case Module::k_proj:
-    case Module::v_proj: return s.kv_heads * s.head_dim;
-    case Module::o_proj:
-    case Module::down_proj: return s.hidden;
-    default: return s.intermediate;
-  }
-}
-
-std::span<const NameEntry<Method>> method_names() {
-  static constexpr NameEntry<Method> names[] = {{Method::lora, "lora"}, {Method::qlora, "qlora"}, {Method::full, "full"}};
-  return names;
-}
-
-const char* method_name(Method method) { return enum_name(method_names(), method); }
-
-std::span<const NameEntry<Optimizer>> optimizer_names() {
-  static constexpr NameEntry<Optimizer> names[] = {
-      {Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}, {Optimizer::momentum, "momentum"}};
-  return names;
-}
-
-const char* optimizer_name(Optimizer optimizer) { return enum_name(optimizer_names(), optimizer); }
-
-uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
-  switch (optimizer) {
-    case Optimizer::adamw: return 2;
-    case Optimizer::momentum: return 1;
-    case Optimizer::sgd: return 0;
-  }
-  return 0;
-}
+using spec::Method;
+using spec::ModelShape;
+using spec::RunSettings;
+using spec::Module;
+using spec::Optimizer;
+using spec::module_count;
+using spec::module_in_features;
+using spec::module_out_features;
+using spec::module_path;
+using spec::module_name;
+using spec::optimizer_states_per_parameter;
 
 uint64_t weight_bytes(uint64_t elements, WeightFormat format, uint32_t block, bool double_quant) {
   uint64_t blocks = (elements + block - 1) / block;

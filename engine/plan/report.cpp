@@ -1,6 +1,5 @@
 #include "engine/plan/report.hpp"
 
-#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -12,32 +11,9 @@ namespace vkt::plan {
 
 using vk::Category;
 using vk::MemoryKind;
-
-uint64_t parse_byte_size(const std::string& text) {
-  size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (...) {
-    used = 0;
-  }
-  std::string unit = text.substr(used);
-  unit.erase(0, unit.find_first_not_of(' '));
-  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  double scale = -1;
-  if (unit.empty() || unit == "b") scale = 1;
-  else if (unit == "k" || unit == "kb") scale = 1e3;
-  else if (unit == "m" || unit == "mb") scale = 1e6;
-  else if (unit == "g" || unit == "gb") scale = 1e9;
-  else if (unit == "t" || unit == "tb") scale = 1e12;
-  else if (unit == "kib") scale = 1024.0;
-  else if (unit == "mib") scale = 1024.0 * 1024;
-  else if (unit == "gib") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
-  if (used == 0 || scale < 0 || value <= 0)
-    throw UserError("cannot read the memory size '" + text + "'", "write it like 24GiB, 16GB or 8000MiB");
-  return static_cast<uint64_t>(value * scale);
-}
+using spec::ModelShape;
+using spec::RunSettings;
+using spec::Method;
 
 PlanReport make_report(const ModelShape& shape, const RunSettings& settings, std::optional<uint64_t> device_bytes,
                        const std::string& device_name) {

@@ -18,15 +18,12 @@ struct PlanReport {
   std::string device_name;
 };
 
-PlanReport make_report(const ModelShape& shape, const RunSettings& settings, std::optional<uint64_t> device_bytes,
+PlanReport make_report(const spec::ModelShape& shape, const spec::RunSettings& settings, std::optional<uint64_t> device_bytes,
                        const std::string& device_name = {});
 std::string format_report(const PlanReport& report);
 std::string report_json(const PlanReport& report);
 
 // Per category: planned bytes beside measured peak bytes and their ratio.
 std::string format_plan_vs_measured(const MemoryPlan& plan, const vk::LedgerSnapshot& measured);
-
-// "24GiB", "24 GB", "8000MiB", "1.5T" -> bytes; UserError otherwise.
-uint64_t parse_byte_size(const std::string& text);
 
 }  // namespace vkt::plan

@@ -20,10 +20,10 @@ namespace {
 
 // The HF shape of a full-finetuning weight held flat on the device: linear weights (out, in),
 // embeddings and lm_head (vocab, hidden), the rest vectors.
-std::vector<uint64_t> hf_shape(const plan::ModelShape& shape, const std::string& name, uint64_t elements) {
-  for (size_t m = 0; m < plan::module_count; m++)
-    if (name.find(plan::module_path(plan::Module(m)) + ".weight") != std::string::npos)
-      return {plan::module_out_features(shape, plan::Module(m)), plan::module_in_features(shape, plan::Module(m))};
+std::vector<uint64_t> hf_shape(const spec::ModelShape& shape, const std::string& name, uint64_t elements) {
+  for (size_t m = 0; m < spec::module_count; m++)
+    if (name.find(spec::module_path(spec::Module(m)) + ".weight") != std::string::npos)
+      return {spec::module_out_features(shape, spec::Module(m)), spec::module_in_features(shape, spec::Module(m))};
   if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {shape.vocab, shape.hidden};
   return {elements};
 }
@@ -59,7 +59,7 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
   AtomicDirectory directory(output_dir / ("checkpoint-" + std::to_string(state.step)));
   vk::Context& context = *trainable.context;
   const plan::MemoryPlan& plan = *trainable.plan;
-  if (plan.settings.method == plan::Method::full) {
+  if (plan.settings.method == spec::Method::full) {
     std::vector<model::TensorToWrite> weights;
     for (const std::string& name : trainable.trainable_names) {
       weights.push_back(fp32_tensor(context, trainable.buffers->buffer(name), name));
@@ -111,7 +111,7 @@ TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& pa
                     "resume with the same flags as the interrupted run");
   vk::Context& context = *trainable.context;
   const plan::MemoryPlan& plan = *trainable.plan;
-  if (plan.settings.method == plan::Method::full) {
+  if (plan.settings.method == spec::Method::full) {
     model::SafetensorsFile weights(path / "model.safetensors");
     for (const std::string& name : trainable.trainable_names) {
       std::vector<float> values = model::to_fp32(weights.tensor(name));
@@ -157,7 +157,7 @@ void truncate_metrics(const fs::path& metrics, int64_t step) {
 void save_final_weights(const TrainableState& trainable, const fs::path& output_dir) {
   vk::Context& context = *trainable.context;
   const plan::MemoryPlan& plan = *trainable.plan;
-  if (plan.settings.method != plan::Method::full) {
+  if (plan.settings.method != spec::Method::full) {
     model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model, output_dir);
     return;
   }

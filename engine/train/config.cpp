@@ -14,10 +14,10 @@ namespace vkt::train {
 namespace {
 
 // The name table of each enum-valued option's type.
-std::span<const NameEntry<plan::Method>> names_of(plan::Method) { return plan::method_names(); }
+std::span<const NameEntry<spec::Method>> names_of(spec::Method) { return spec::method_names(); }
 std::span<const NameEntry<kernels::WeightFormat>> names_of(kernels::WeightFormat) { return kernels::quant_names(); }
 std::span<const NameEntry<kernels::DType>> names_of(kernels::DType) { return kernels::dtype_names(); }
-std::span<const NameEntry<plan::Optimizer>> names_of(plan::Optimizer) { return plan::optimizer_names(); }
+std::span<const NameEntry<spec::Optimizer>> names_of(spec::Optimizer) { return spec::optimizer_names(); }
 std::span<const NameEntry<ScheduleType>> names_of(ScheduleType) { return schedule_type_names(); }
 
 template <typename Enum>
@@ -35,7 +35,7 @@ const std::vector<OptionSpec>& option_table() {
       {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},
       {"eval_data", "evaluation JSONL (same formats)", &C::eval_data},
       {"adapter", "start from this PEFT adapter folder instead of a fresh one", &C::adapter},
-      {"method", choices<plan::Method>(), &C::method},
+      {"method", choices<spec::Method>(), &C::method},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
       {"dtype", choices<kernels::DType>() + " for base weights and embeddings (accumulation is fp32)", &C::dtype},
@@ -64,7 +64,7 @@ const std::vector<OptionSpec>& option_table() {
       {"adam_beta2", "AdamW beta2", &C::adam_beta2},
       {"adam_epsilon", "AdamW epsilon", &C::adam_epsilon},
       {"momentum", "momentum for --optim momentum", &C::momentum},
-      {"optim", choices<plan::Optimizer>(), &C::optim},
+      {"optim", choices<spec::Optimizer>(), &C::optim},
       {"offload_optimizer", "keep optimizer states in host memory the GPU reads over the bus", &C::offload_optimizer},
       {"seed", "seed for initialisation, shuffling and dropout", &C::seed},
       {"logging_steps", "write a metrics line every N optimizer steps", &C::logging_steps},
@@ -181,14 +181,14 @@ void validate(const TrainConfig& c) {
   }
   using kernels::WeightFormat;
   const std::string quant = kernels::quant_name(c.quant);
-  if (c.method == plan::Method::full && c.quant != WeightFormat::f32)
+  if (c.method == spec::Method::full && c.quant != WeightFormat::f32)
     throw UserError("--method full trains every weight, which cannot stay quantized (--quant " + quant + ")",
                     "use --method lora or qlora with a quantized base, or --quant none");
-  if (c.method == plan::Method::full && c.dtype != kernels::DType::f32)
+  if (c.method == spec::Method::full && c.dtype != kernels::DType::f32)
     throw UserError("--method full keeps fp32 master weights; --dtype " + std::string(kernels::dtype_name(c.dtype)) +
                         " is not supported with it yet",
                     "use --dtype fp32 for full finetuning, or --method lora");
-  if (c.method == plan::Method::qlora && c.quant != WeightFormat::f32 && c.quant != WeightFormat::nf4)
+  if (c.method == spec::Method::qlora && c.quant != WeightFormat::f32 && c.quant != WeightFormat::nf4)
     throw UserError("--method qlora means an NF4 base; --quant " + quant + " contradicts it",
                     "use --method lora --quant " + quant + " for another quantized base");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");

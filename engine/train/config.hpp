@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "engine/kernels/types.hpp"
-#include "engine/plan/plan.hpp"
+#include "engine/spec/run_settings.hpp"
 #include "engine/train/schedule.hpp"
 
 namespace vkt::train {
@@ -22,7 +22,7 @@ struct TrainConfig {
   std::string eval_data;      // optional evaluation JSONL
   std::string adapter;        // optional PEFT adapter to start from
   // Method.
-  plan::Method method = plan::Method::lora;
+  spec::Method method = spec::Method::lora;
   kernels::WeightFormat quant = kernels::WeightFormat::f32;  // frozen base; f32 is --quant none
   bool double_quant = true;         // nf4: quantize the absmax values too (QLoRA)
   kernels::DType dtype = kernels::DType::f32;  // base weights and embeddings
@@ -53,7 +53,7 @@ struct TrainConfig {
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
   double momentum = 0.9;                   // --optim momentum
-  plan::Optimizer optim = plan::Optimizer::adamw;
+  spec::Optimizer optim = spec::Optimizer::adamw;
   bool offload_optimizer = false;
   int64_t seed = 42;
   // Run control.
@@ -75,8 +75,8 @@ struct OptionSpec {
   std::string name;
   std::string help;
   std::variant<std::string TrainConfig::*, bool TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*,
-               plan::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, kernels::DType TrainConfig::*,
-               plan::Optimizer TrainConfig::*, ScheduleType TrainConfig::*>
+               spec::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, kernels::DType TrainConfig::*,
+               spec::Optimizer TrainConfig::*, ScheduleType TrainConfig::*>
       field;
   bool required_somewhere = false;  // must be set by a flag or the YAML file
 };

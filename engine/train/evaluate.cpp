@@ -90,8 +90,8 @@ EvalResult evaluate_examples(vk::Context& context, model::ModelSession& session,
 EvalResult evaluate_model(vk::Context& context, const fs::path& model_dir, const fs::path& data,
                           const EvalOptions& options) {
   EvalData tokens = tokenize_eval_file(model_dir, data, options.max_length, options.prompt_loss_weight);
-  plan::RunSettings settings;
-  settings.method = plan::Method::lora;
+  spec::RunSettings settings;
+  settings.method = spec::Method::lora;
   settings.training = true;  // loss buffers; no gradient buffers without LoRA targets
   // Quantized folders (bitsandbytes NF4, vktune int formats) load as stored: open_model decides.
   settings.target_modules = {};

@@ -23,10 +23,10 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     kernels::OptimizerTensor tensor;
     tensor.param = buffers.range(name);
     tensor.grad = buffers.range(spec.name);
-    if (settings.optimizer == plan::Optimizer::adamw) {
+    if (settings.optimizer == spec::Optimizer::adamw) {
       tensor.state0 = buffers.range("adam_m." + name);
       tensor.state1 = buffers.range("adam_v." + name);
-    } else if (settings.optimizer == plan::Optimizer::momentum) {
+    } else if (settings.optimizer == spec::Optimizer::momentum) {
       tensor.state0 = buffers.range("momentum." + name);
     }
     tensor.count = static_cast<uint32_t>(tensor.param.bytes / 4);
@@ -53,7 +53,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   optimizer_ = std::make_unique<vk::Sequence>(context);
   optimizer_->record([&](vk::Recorder& r) {
     kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(settings_.max_grad_norm));
-    if (settings_.optimizer == plan::Optimizer::adamw) {
+    if (settings_.optimizer == spec::Optimizer::adamw) {
       kernels::AdamWConfig adamw;
       adamw.beta1 = settings_.beta1;
       adamw.beta2 = settings_.beta2;
@@ -62,7 +62,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       kernels::adamw(r, *tensor_list_, step_state, adamw);
     } else {
       kernels::SgdConfig sgd;
-      sgd.momentum = settings_.optimizer == plan::Optimizer::momentum ? static_cast<float>(settings_.momentum) : 0.0f;
+      sgd.momentum = settings_.optimizer == spec::Optimizer::momentum ? static_cast<float>(settings_.momentum) : 0.0f;
       sgd.weight_decay = static_cast<float>(settings_.weight_decay);
       kernels::sgd(r, *tensor_list_, step_state, sgd);
     }
@@ -114,7 +114,7 @@ void StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& mi
       if (kernel_times_.size() > 12) kernel_times_.resize(12);
     }
   }
-  if (settings_.optimizer == plan::Optimizer::adamw) {
+  if (settings_.optimizer == spec::Optimizer::adamw) {
     kernels::AdamWConfig adamw;
     adamw.beta1 = settings_.beta1;
     adamw.beta2 = settings_.beta2;

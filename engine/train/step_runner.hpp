@@ -15,7 +15,7 @@
 namespace vkt::train {
 
 struct OptimizerSettings {
-  plan::Optimizer optimizer = plan::Optimizer::adamw;
+  spec::Optimizer optimizer = spec::Optimizer::adamw;
   double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weight_decay = 0, momentum = 0.9;
   double max_grad_norm = 1.0;
   uint32_t seed = 42;  // dropout RNG

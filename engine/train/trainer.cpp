@@ -46,14 +46,14 @@ extern "C" void on_interrupt(int) { interrupted = true; }
 void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(hook); }
 
 
-plan::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
-  plan::RunSettings s;
+spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
+  spec::RunSettings s;
   s.method = c.method;
   s.dtype = c.dtype;
   s.base_format = c.quant;
   if (s.base_format == WeightFormat::f32)  // unquantized base: stored in --dtype
     s.base_format = s.dtype == DType::f16 ? WeightFormat::f16 : s.dtype == DType::bf16 ? WeightFormat::bf16 : WeightFormat::f32;
-  if (s.method == plan::Method::qlora) s.base_format = WeightFormat::nf4;
+  if (s.method == spec::Method::qlora) s.base_format = WeightFormat::nf4;
   s.double_quant = c.double_quant;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
   s.target_modules = model::parse_target_modules(c.target_modules);
@@ -173,7 +173,7 @@ void TrainingRun::prepare_data() {
   schedule_ = std::make_unique<Schedule>(schedule);
 
   plan_ = plan::make_plan(model::model_shape(model_config_), run_settings(config_, seq_len_));
-  if (config_.method != plan::Method::full) {
+  if (config_.method != spec::Method::full) {
     lora_.rank = static_cast<uint32_t>(config_.lora_r);
     lora_.alpha = static_cast<float>(config_.lora_alpha);
     lora_.dropout = static_cast<float>(config_.lora_dropout);
@@ -189,7 +189,7 @@ void TrainingRun::prepare_data() {
       lora_.alpha = file.settings.alpha;
       lora_.rslora = file.settings.rslora;
       lora_.targets = file.settings.targets;
-      plan::RunSettings settings = plan_.settings;
+      spec::RunSettings settings = plan_.settings;
       settings.lora_r = lora_.rank;
       settings.target_modules = lora_.targets;
       plan_ = plan::make_plan(model::model_shape(model_config_), settings);
@@ -202,9 +202,9 @@ void TrainingRun::prepare_device() {
   options.device_index = static_cast<int>(config_.device);
   context_ = std::make_unique<vk::Context>(options);
   context_->ledger().reset_peaks();
-  int64_t tensors = 2 + model_config_.num_hidden_layers * static_cast<int64_t>(plan::module_count);
+  int64_t tensors = 2 + model_config_.num_hidden_layers * static_cast<int64_t>(spec::module_count);
   ProgressBar loading("load", tensors);
-  const bool full = plan_.settings.method == plan::Method::full;
+  const bool full = plan_.settings.method == spec::Method::full;
   session_ = model::open_model(*context_, config_.model, plan_.settings, full ? nullptr : &lora_, &loading);
   loading.finish();
   plan_ = session_->plan;
@@ -318,7 +318,7 @@ void TrainingRun::save_checkpoint(int64_t step) {
   state.window_seconds = window_seconds_;
   state.seed = config_.seed;
   state.data = config_.data;
-  state.method = plan::method_name(config_.method);
+  state.method = spec::method_name(config_.method);
   train::save_checkpoint(trainable(), state, output_dir());
   if (config_.save_total_limit > 0) prune_checkpoints(output_dir(), config_.save_total_limit);
   log::info("saved checkpoint-" + std::to_string(step));
@@ -331,7 +331,7 @@ int64_t TrainingRun::resume() {
     log::info("--resume-from-checkpoint latest: no checkpoint in " + config_.output_dir + ", starting fresh");
     return 0;
   }
-  TrainerState state = load_checkpoint(trainable(), *path, plan::method_name(config_.method));
+  TrainerState state = load_checkpoint(trainable(), *path, spec::method_name(config_.method));
   batcher_->restore(state.position);
   tokens_ = state.tokens;
   elapsed_before_ = state.elapsed_s;

@@ -19,7 +19,7 @@ struct ModelConfig;
 namespace vkt::train {
 
 // The memory-relevant settings of a training configuration (shared with `vktune plan`).
-plan::RunSettings run_settings(const TrainConfig& config, uint64_t seq_len);
+spec::RunSettings run_settings(const TrainConfig& config, uint64_t seq_len);
 
 struct TrainSummary {
   int64_t steps = 0;

@@ -1,0 +1,46 @@
+#pragma once
+// What a run does, as far as sizes are concerned: the method, the optimizer and the settings the
+// planner and the model both read. The name tables are the CLI's and YAML's spellings.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/base/names.hpp"
+#include "engine/kernels/types.hpp"
+#include "engine/spec/model_shape.hpp"
+
+namespace vkt::spec {
+
+using kernels::DType;
+using kernels::WeightFormat;
+
+enum class Method : uint8_t { lora, qlora, full };
+enum class Optimizer : uint8_t { adamw, sgd, momentum };
+std::span<const NameEntry<Method>> method_names();        // the --method names: lora, qlora, full
+std::span<const NameEntry<Optimizer>> optimizer_names();  // the --optim names: adamw, sgd, momentum
+const char* method_name(Method method);
+const char* optimizer_name(Optimizer optimizer);
+uint32_t optimizer_states_per_parameter(Optimizer optimizer);  // adamw 2, momentum 1, sgd 0
+
+// What a run does, as far as memory is concerned (a subset of the trainer's flags).
+struct RunSettings {
+  Method method = Method::lora;
+  WeightFormat base_format = WeightFormat::f32;  // format of the frozen linear weights
+  bool double_quant = true;                      // nf4 only
+  uint32_t quant_block = 64;
+  DType dtype = DType::f32;                      // embeddings, lm_head, dense base weights
+  uint32_t lora_r = 8;
+  std::vector<Module> target_modules = {Module::q_proj, Module::v_proj};
+  uint64_t batch = 1;                            // per-device micro-batch
+  uint64_t seq_len = 512;                        // max length
+  bool gradient_checkpointing = false;
+  Optimizer optimizer = Optimizer::adamw;
+  bool offload_optimizer = false;
+  float lora_dropout = 0;
+  bool training = true;                          // false: inference/generation only
+  uint64_t kv_cache_tokens = 0;                  // generation: cache length per sequence (0: none)
+  bool with_adapter = false;                     // inference with LoRA weights (no gradients)
+  uint64_t logits_chunk_bytes = 64ull << 20;     // cross-entropy works on row chunks of at most this
+};
+
+}  // namespace vkt::spec
