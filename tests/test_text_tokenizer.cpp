@@ -282,6 +282,14 @@ TEST_CASE("tokenizer: tokenizer_config.json names bos/eos") {
   config.erase("add_bos_token");  // default true
   write_file_atomically(llama_dir / "tokenizer_config.json", config.dump());
   CHECK(Tokenizer::load(llama_dir).encode("hello world") == ids({1, 276, 281, 2}));
+
+  // A byte-level tokenizer.json that calls itself LlamaTokenizerFast (DeepSeek-V3) is loaded as it
+  // is: transformers 5 then uses TokenizersBackend and adds no BOS (golden: text_real deepseek_v3).
+  write_file_atomically(dir / "tokenizer_config.json",
+                        R"({"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<|endoftext|>", "add_eos_token": true})");
+  Tokenizer byte_level = Tokenizer::load(dir);
+  CHECK(byte_level.encode("hello", true) == byte_level.encode("hello", false));
+  CHECK(!byte_level.adds_bos());
 }
 
 TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and the JSON path") {

@@ -98,6 +98,20 @@ std::optional<std::string> config_token(const json& config, const char* key) {
   return std::nullopt;
 }
 
+// Whether some component of tokenizer.json is ByteLevel (as transformers' _tokenizer_json_has_byte_level
+// asks; it searches the whole file for "ByteLevel", we search the components where it can appear).
+bool uses_byte_level(const json& node) {
+  if (node.is_object()) {
+    if (auto type = node.find("type"); type != node.end() && *type == "ByteLevel") return true;
+    for (const auto& [key, child] : node.items())
+      if (uses_byte_level(child)) return true;
+  } else if (node.is_array()) {
+    for (const auto& child : node)
+      if (uses_byte_level(child)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::from_json(const json& document, const std::string& where, const json& tokenizer_config) {
@@ -173,10 +187,13 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
 
   // transformers' LlamaTokenizerFast (and CodeLlama's, Gemma's) rebuild the post-processor from
   // tokenizer_config.json's add_bos_token (default true) / add_eos_token (default false) when they
-  // load, whatever tokenizer.json says: single = [bos] $A [eos].
+  // load, whatever tokenizer.json says: single = [bos] $A [eos]. Not when tokenizer.json is
+  // byte-level (DeepSeek-V3 says LlamaTokenizerFast): transformers then loads it as it is.
   std::string tokenizer_class;
   if (tokenizer_config.is_object() && tokenizer_config.contains("tokenizer_class") && tokenizer_config["tokenizer_class"].is_string())
     tokenizer_class = tokenizer_config["tokenizer_class"].get<std::string>();
+  for (const char* component : {"normalizer", "pre_tokenizer", "post_processor", "decoder"})
+    if (document.contains(component) && uses_byte_level(document[component])) tokenizer_class.clear();
   for (const char* llama_like : {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
                                  "GemmaTokenizer", "GemmaTokenizerFast"}) {
     if (tokenizer_class != llama_like) continue;

@@ -1,0 +1,114 @@
+// Real tokenizers (Llama 2 style sentencepiece BPE, Llama 3/3.1, Qwen3, Gemma 3, DeepSeek-V3,
+// gpt-oss) against Hugging Face `tokenizers`' ids on every line of tests/data/tokenizers/corpus.jsonl
+// (golden files from tests/reference/tokenizer_corpus_golden.py). Token-for-token equality: a
+// mismatch is a bug in engine/text, not a tolerance. The tokenizer.json files are not in git:
+// scripts/fetch-test-data.sh puts them in tests/data/real/<family>/ (scripts/test.sh runs it).
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+#include "engine/text/tokenizer.hpp"
+#include "tests/model_io_support.hpp"
+#include "tests/support.hpp"
+
+using namespace vkt;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* const kFamilies[] = {"llama2", "llama3", "llama3_1", "qwen3", "gemma3", "deepseek_v3", "gptoss"};
+
+std::vector<std::string> corpus_lines() {
+  std::vector<std::string> lines;
+  std::string text = read_text_file(test::source_dir() / "tests/data/tokenizers/corpus.jsonl");
+  size_t begin = 0;
+  while (begin < text.size()) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    if (end > begin) lines.push_back(json::parse(text.substr(begin, end - begin)).at("text").get<std::string>());
+    begin = end + 1;
+  }
+  return lines;
+}
+
+fs::path real_tokenizer_dir(const std::string& family) {
+  fs::path dir = test::source_dir() / "tests/data/real" / family;
+  if (!fs::exists(dir / "tokenizer.json"))
+    FAIL(dir.string() << "/tokenizer.json is missing\n---> HINT: run scripts/fetch-test-data.sh (scripts/test.sh does)");
+  return dir;
+}
+
+std::string ids_text(const std::vector<uint32_t>& ids) {
+  std::string out = "[";
+  for (size_t i = 0; i < ids.size(); i++) out += (i ? "," : "") + std::to_string(ids[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+TEST_SUITE("text_real") {
+
+TEST_CASE("real tokenizers: encode and decode equal Hugging Face tokenizers on every corpus line") {
+  const std::vector<std::string> corpus = corpus_lines();
+  REQUIRE(corpus.size() >= 300);
+  size_t checked = 0;
+  for (const std::string family : kFamilies) {
+    CAPTURE(family);
+    fs::path dir = real_tokenizer_dir(family);
+    json golden = test::load_json(test::source_dir() / "tests/data/tokenizers/golden" / (family + ".json"));
+    REQUIRE(golden.at("lines").size() == corpus.size());
+    // The golden ids belong to one file: a different download would make every mismatch misleading.
+    REQUIRE(golden.at("tokenizer_json_bytes").get<uintmax_t>() == fs::file_size(dir / "tokenizer.json"));
+
+    auto start = std::chrono::steady_clock::now();
+    text::Tokenizer tokenizer = text::Tokenizer::load(dir);
+    double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("text_real: %-12s loaded in %.3f s (%zu ids)\n", family.c_str(), load_seconds, tokenizer.vocab_size());
+
+    size_t mismatches = 0;
+    for (size_t i = 0; i < corpus.size(); i++) {
+      const json& line = golden["lines"][i];
+      const std::string& text = corpus[i];
+      auto plain = tokenizer.encode(text, false);
+      auto special = tokenizer.encode(text, true);
+      auto expected_plain = line.at("plain").get<std::vector<uint32_t>>();
+      auto expected_special = line.at("special").get<std::vector<uint32_t>>();
+      std::string decoded = tokenizer.decode(expected_special, false);
+      std::string skipped = tokenizer.decode(expected_special, true);
+      bool same = plain == expected_plain && special == expected_special &&
+                  decoded == line.at("decoded").get<std::string>() && skipped == line.at("skipped").get<std::string>();
+      checked++;
+      if (same) continue;
+      // Every difference is reported (up to a few per family), each with the line to reproduce it.
+      if (++mismatches <= 5) {
+        CHECK_MESSAGE(plain == expected_plain, family << " line " << i + 1 << " " << json(text).dump() << "\n  encode(add_special_tokens=False)\n  vktune " << ids_text(plain) << "\n  HF     " << ids_text(expected_plain));
+        CHECK_MESSAGE(special == expected_special, family << " line " << i + 1 << " " << json(text).dump() << "\n  encode(add_special_tokens=True)\n  vktune " << ids_text(special) << "\n  HF     " << ids_text(expected_special));
+        CHECK_MESSAGE(decoded == line["decoded"].get<std::string>(), family << " line " << i + 1 << " decode\n  vktune " << json(decoded).dump() << "\n  HF     " << line["decoded"].dump());
+        CHECK_MESSAGE(skipped == line["skipped"].get<std::string>(), family << " line " << i + 1 << " decode(skip_special_tokens)\n  vktune " << json(skipped).dump() << "\n  HF     " << line["skipped"].dump());
+      }
+    }
+    CHECK_MESSAGE(mismatches == 0, family << ": " << mismatches << " of " << corpus.size() << " lines differ from Hugging Face");
+  }
+  std::printf("text_real: %zu lines x tokenizers checked\n", checked);
+}
+
+TEST_CASE("real tokenizers: invalid UTF-8 is a UserError naming the byte offset") {
+  // HF's Python API cannot take invalid UTF-8 (str is Unicode); vktune refuses it instead of guessing.
+  text::Tokenizer tokenizer = text::Tokenizer::load(real_tokenizer_dir("qwen3"));
+  std::string message = test::user_error_of([&] { tokenizer.encode(std::string("ok \xff\xfe bad"), false); });
+  CHECK(message.find("not valid UTF-8 (at byte 3)") != std::string::npos);
+  message = test::user_error_of([&] { tokenizer.encode(std::string("caf\xc3"), false); });  // truncated sequence
+  CHECK(message.find("at byte 3") != std::string::npos);
+  message = test::user_error_of([&] { tokenizer.encode(std::string("\xed\xa0\x80 surrogate"), false); });
+  CHECK(message.find("at byte 0") != std::string::npos);
+}
+
+}  // TEST_SUITE
