@@ -15,5 +15,6 @@ void add_quantize_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_model_tool_commands(CLI::App& app);
 void add_evaluate_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 
 }  // namespace vkt::app

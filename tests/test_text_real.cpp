@@ -5,7 +5,10 @@
 // scripts/fetch-test-data.sh puts them in tests/data/real/<family>/ (scripts/test.sh runs it).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <iterator>
+#include <tuple>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -109,6 +112,63 @@ TEST_CASE("real tokenizers: invalid UTF-8 is a UserError naming the byte offset"
   CHECK(message.find("at byte 3") != std::string::npos);
   message = test::user_error_of([&] { tokenizer.encode(std::string("\xed\xa0\x80 surrogate"), false); });
   CHECK(message.find("at byte 0") != std::string::npos);
+}
+
+TEST_CASE("vktune tokenize: ids equal Hugging Face's for corpus lines, with and without special tokens") {
+  const std::vector<std::string> corpus = corpus_lines();
+  const std::string vktune = (test::binary_dir() / "vktune").string();
+  fs::path work = test::temp_dir("tokenize_command");
+  // Corpus lines: English, Cyrillic, Korean, Chinese, ZWJ emoji, <s>/</s> and ChatML tokens written
+  // in the text, leading spaces, tabs.
+  const size_t picks[] = {0, 8, 11, 13, 88, 101, 107, 151, 180};
+  // Every pick on the small sentencepiece and byte-level tokenizers; one line on the large ones
+  // (each run loads the tokenizer again).
+  const std::pair<std::string, std::vector<size_t>> runs[] = {
+      {"llama2", std::vector<size_t>(std::begin(picks), std::end(picks))},
+      {"qwen3", std::vector<size_t>(std::begin(picks), std::end(picks))},
+      {"llama3_1", {101}},
+      {"gemma3", {88}}};
+  for (const auto& [family, lines] : runs) {
+    CAPTURE(family);
+    fs::path dir = real_tokenizer_dir(family);
+    json golden = test::load_json(test::source_dir() / "tests/data/tokenizers/golden" / (family + ".json"));
+    for (size_t pick : lines) {
+      CAPTURE(pick);
+      fs::path text_file = work / ("line" + std::to_string(pick) + ".txt");
+      write_file_atomically(text_file, corpus[pick]);  // a file: the text reaches vktune byte for byte
+      for (bool add_special : {false, true}) {
+        auto [status, output] = test::run_command(vktune + " tokenize --model " + dir.string() + " --file " + text_file.string() +
+                                                  " --json" + (add_special ? " --add-special-tokens" : ""));
+        REQUIRE_MESSAGE(status == 0, output);
+        json printed = json::parse(output);
+        CHECK(printed.at("ids") == golden["lines"][pick].at(add_special ? "special" : "plain"));
+        CHECK(printed.at("tokens").size() == printed.at("ids").size());
+      }
+    }
+  }
+  // The human-readable form ends with the count; --tokenizer takes the file itself.
+  auto [status, output] = test::run_command(vktune + " tokenize --tokenizer " + (real_tokenizer_dir("llama3") / "tokenizer.json").string() +
+                                            " --text 'Hello world'");
+  CHECK(status == 0);
+  CHECK(output.find("    9906  \"Hello\"") != std::string::npos);
+  CHECK(output.find("2 tokens\n") != std::string::npos);
+  // --chat renders a messages array through the model's chat template first (Llama 3.1: header tokens).
+  write_file_atomically(work / "messages.json", R"([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])");
+  std::tie(status, output) = test::run_command(vktune + " tokenize --model " + real_tokenizer_dir("llama3_1").string() + " --file " +
+                                               (work / "messages.json").string() + " --chat --json");
+  REQUIRE_MESSAGE(status == 0, output);
+  auto chat_tokens = json::parse(output).at("tokens");
+  CHECK(chat_tokens.front() == "<|begin_of_text|>");
+  CHECK(std::count(chat_tokens.begin(), chat_tokens.end(), "<|start_header_id|>") == 2);
+  CHECK(chat_tokens.back() == "<|eot_id|>");
+  // Errors: invalid UTF-8 names the file and byte; both or neither of --text/--file is refused.
+  test::write_bytes(work / "bad.txt", "ok\xc3(");
+  std::tie(status, output) = test::run_command(vktune + " tokenize --model " + real_tokenizer_dir("qwen3").string() + " --file " + (work / "bad.txt").string());
+  CHECK(status == 1);
+  CHECK(output.find("bad.txt: not valid UTF-8 at byte 2") != std::string::npos);
+  std::tie(status, output) = test::run_command(vktune + " tokenize --model " + real_tokenizer_dir("qwen3").string());
+  CHECK(status == 1);
+  CHECK(output.find("give --text T or --file F") != std::string::npos);
 }
 
 }  // TEST_SUITE

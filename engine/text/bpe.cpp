@@ -150,10 +150,16 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node) {
   auto model = std::make_unique<BpeModel>();
   JsonNode vocab = node.at("vocab");
   if (!vocab.value().is_object()) vocab.fail("must be an object mapping tokens to ids");
+  // The vocabulary and merges of a 262k-token model are ~800k JSON values: read them straight from
+  // the document; a JsonNode (with its path string) is made only to report an error.
   model->vocab.reserve(vocab.value().size());
-  for (auto& [token, id_value] : vocab.value().items()) {
-    uint32_t id = JsonNode(id_value, vocab.child_path(token), vocab.where()).id();
-    model->vocab[token] = id;
+  model->vocab_by_id.reserve(vocab.value().size());
+  for (const auto& [token, id_value] : vocab.value().items()) {
+    if (!id_value.is_number_unsigned() || id_value.get<uint64_t>() > 0xfffffffeull)
+      JsonNode(id_value, vocab.child_path(token), vocab.where()).id();  // throws, naming the entry
+    uint32_t id = id_value.get<uint32_t>();
+    auto [entry, inserted] = model->vocab.emplace(token, id);
+    if (!inserted) entry->second = id;
     model->vocab_by_id.emplace(id, token);
   }
   if (auto unk = node.get("unk_token")) {
@@ -177,35 +183,36 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node) {
   }
 
   JsonNode merges = node.at("merges");
+  const nlohmann::json& merge_list = merges.value();
   size_t count = merges.size();
   model->merges.reserve(count);
   const size_t prefix_length = model->continuing_subword_prefix.size();
   uint32_t rank = 0;
+  std::string left, right, merged;
   for (size_t i = 0; i < count; i++) {
-    JsonNode merge = merges[i];
-    std::string left, right;
-    if (merge.value().is_string()) {  // legacy "a b"
-      std::string line = merge.string();
+    const nlohmann::json& merge = merge_list[i];
+    if (merge.is_string()) {  // legacy "a b"
+      const std::string& line = merge.get_ref<const std::string&>();
       if (line.rfind("#version", 0) == 0) continue;  // a merges.txt header line, not a merge
       size_t space = line.find(' ');
       if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos)
-        merge.fail("\"" + line + "\" must be two tokens separated by one space");
-      left = line.substr(0, space);
-      right = line.substr(space + 1);
-    } else if (merge.value().is_array() && merge.value().size() == 2) {  // ["a", "b"]
-      left = merge[0].string();
-      right = merge[1].string();
+        merges[i].fail("\"" + line + "\" must be two tokens separated by one space");
+      left.assign(line, 0, space);
+      right.assign(line, space + 1);
+    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {  // ["a", "b"]
+      left = merge[0].get_ref<const std::string&>();
+      right = merge[1].get_ref<const std::string&>();
     } else {
-      merge.fail("must be \"a b\" or [\"a\", \"b\"], got " + merge.value().dump().substr(0, 80));
+      merges[i].fail("must be \"a b\" or [\"a\", \"b\"], got " + merge.dump().substr(0, 80));
     }
     auto left_id = model->vocab.find(left);
     auto right_id = model->vocab.find(right);
-    if (left_id == model->vocab.end()) merge.fail("token \"" + left + "\" is not in model.vocab");
-    if (right_id == model->vocab.end()) merge.fail("token \"" + right + "\" is not in model.vocab");
-    if (right.size() < prefix_length) merge.fail("token \"" + right + "\" is shorter than continuing_subword_prefix");
-    std::string merged = left + right.substr(prefix_length);
+    if (left_id == model->vocab.end()) merges[i].fail("token \"" + left + "\" is not in model.vocab");
+    if (right_id == model->vocab.end()) merges[i].fail("token \"" + right + "\" is not in model.vocab");
+    if (right.size() < prefix_length) merges[i].fail("token \"" + right + "\" is shorter than continuing_subword_prefix");
+    merged.assign(left).append(right, prefix_length);
     auto merged_id = model->vocab.find(merged);
-    if (merged_id == model->vocab.end()) merge.fail("the merged token \"" + merged + "\" is not in model.vocab");
+    if (merged_id == model->vocab.end()) merges[i].fail("the merged token \"" + merged + "\" is not in model.vocab");
     model->merges[pair_key(left_id->second, right_id->second)] = {rank++, merged_id->second};  // a repeat wins, as in HF
   }
   return model;
