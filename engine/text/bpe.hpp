@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/text/json_node.hpp"
+#include "engine/text/vocabulary.hpp"
 
 namespace vkt::text {
 
@@ -20,9 +21,8 @@ struct MergeResult {
 };
 
 struct BpeModel {
-  std::unordered_map<std::string, uint32_t> vocab;
-  std::unordered_map<uint32_t, std::string> vocab_by_id;
-  std::unordered_map<uint64_t, MergeResult> merges;  // (left id, right id) -> (rank, merged id)
+  Vocabulary vocab;
+  FlatU64Map<MergeResult> merges;  // (left id << 32 | right id) -> (rank, merged id)
   std::optional<uint32_t> unk_id;
   bool fuse_unk = false;
   bool byte_fallback = false;

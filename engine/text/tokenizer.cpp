@@ -131,8 +131,6 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
   // Added tokens, with ids assigned as HF's AddedVocabulary::add_tokens does: a token already in
   // the vocabulary keeps that id; a new one gets the next id after the model's vocabulary.
   BpeModel& model = *impl->model;
-  uint32_t max_model_id = 0;
-  for (const auto& entry : model.vocab_by_id) max_model_id = std::max(max_model_id, entry.first);
   std::optional<uint32_t> max_added_id;
   if (auto list = root.get("added_tokens")) {
     for (size_t i = 0; i < list->size(); i++) {
@@ -148,8 +146,8 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
       std::optional<uint32_t> existing;
       if (auto found = impl->added_by_content.find(token.content); found != impl->added_by_content.end())
         existing = impl->added[found->second].id;
-      else if (auto in_vocab = model.vocab.find(token.content); in_vocab != model.vocab.end())
-        existing = in_vocab->second;
+      else
+        existing = model.vocab.find(token.content);
       if (existing) {
         token.id = *existing;
       } else {
@@ -175,7 +173,7 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
     if (token.normalized) impl->normalized_matcher.add(token.decoded, index);
     else impl->raw_matcher.add(token.content, index);
   }
-  impl->id_count = model.vocab_by_id.empty() ? 0 : max_model_id + 1;
+  impl->id_count = model.vocab.empty() ? 0 : size_t{model.vocab.max_id()} + 1;
   if (max_added_id) impl->id_count = std::max<size_t>(impl->id_count, *max_added_id + 1);
 
   Tokenizer tokenizer(std::move(impl));
@@ -269,8 +267,7 @@ std::string Tokenizer::decode(std::span<const uint32_t> ids, bool skip_special_t
       if (!(skip_special_tokens && token.special)) tokens.push_back(token.decoded);
       continue;
     }
-    auto found = impl_->model->vocab_by_id.find(id);
-    if (found != impl_->model->vocab_by_id.end()) tokens.push_back(found->second);
+    if (const std::string* token = impl_->model->vocab.token_of(id)) tokens.push_back(*token);
   }
   if (!impl_->decoder) {
     std::string joined;
@@ -286,13 +283,12 @@ std::string Tokenizer::decode(std::span<const uint32_t> ids, bool skip_special_t
 std::optional<uint32_t> Tokenizer::token_to_id(std::string_view token) const {
   if (auto added = impl_->added_by_content.find(std::string(token)); added != impl_->added_by_content.end())
     return impl_->added[added->second].id;
-  if (auto found = impl_->model->vocab.find(std::string(token)); found != impl_->model->vocab.end()) return found->second;
-  return std::nullopt;
+  return impl_->model->vocab.find(token);
 }
 
 std::optional<std::string> Tokenizer::id_to_token(uint32_t id) const {
   if (auto added = impl_->added_by_id.find(id); added != impl_->added_by_id.end()) return impl_->added[added->second].content;
-  if (auto found = impl_->model->vocab_by_id.find(id); found != impl_->model->vocab_by_id.end()) return found->second;
+  if (const std::string* found = impl_->model->vocab.token_of(id)) return *found;
   return std::nullopt;
 }
 
