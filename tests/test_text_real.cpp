@@ -75,6 +75,9 @@ TEST_CASE("real tokenizers: encode and decode equal Hugging Face tokenizers on e
     text::Tokenizer tokenizer = text::Tokenizer::load(dir);
     double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("text_real: %-12s loaded in %.3f s (%zu ids)\n", family.c_str(), load_seconds, tokenizer.vocab_size());
+    // Wall time on a shared CI machine is noisy: a warning, not a failure (Gemma 3 took 3.3 s before
+    // the flat tables and the streamed vocabulary, ~0.6-0.8 s after).
+    WARN_MESSAGE(load_seconds < 1.5, family << " took " << load_seconds << " s to load");
 
     size_t mismatches = 0;
     for (size_t i = 0; i < corpus.size(); i++) {

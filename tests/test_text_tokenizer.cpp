@@ -355,6 +355,19 @@ TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and 
   message = user_error_of([&] { Tokenizer::load(dir); });
   CHECK(message.find((dir / "tokenizer.json").string() + ": not valid JSON") != std::string::npos);
   CHECK(user_error_of([&] { Tokenizer::load(dir / "nowhere"); }).find("no tokenizer.json") != std::string::npos);
+  // load() streams model.vocab/merges past the JSON document (fast path); a problem there is
+  // reported by the ordinary path, with the same place named.
+  write_file_atomically(dir / "tokenizer.json", bad_merge.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("tokenizer.json: model.merges[12]: must be \"a b\" or") != std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", bad_vocab.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("model.vocab.hello: must be a non-negative integer, got -3") != std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", unknown_token.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("model.merges[5]: token \"zz\" is not in model.vocab") != std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", legacy_bad.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("model.merges[3]: \"a b c\" must be two tokens") != std::string::npos);
+  // Streamed or not, a well-formed file gives the same tokenizer.
+  write_file_atomically(dir / "tokenizer.json", base.dump());
+  CHECK(Tokenizer::load(dir).encode("hello world", false) == Tokenizer::from_json(base, "x").encode("hello world", false));
 
   Tokenizer tokenizer = Tokenizer::from_json(base, "ok.json");
   CHECK(user_error_of([&] { tokenizer.encode(std::string("ab\xff", 3)); }).find("not valid UTF-8 (at byte 2)") !=

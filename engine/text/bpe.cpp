@@ -135,7 +135,7 @@ void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>&
     if (symbol.length != 0) out.push_back(symbol.id);
 }
 
-std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node) {
+std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node, const StreamedBpeTables* streamed) {
   std::string type = node.type();
   if (type.empty() && !node.has("merges"))
     node.fail("has no \"type\" and no \"merges\": not a BPE model",
@@ -148,12 +148,17 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node) {
   JsonNode vocab = node.at("vocab");
   if (!vocab.value().is_object()) vocab.fail("must be an object mapping tokens to ids");
   // The vocabulary and merges of a 262k-token model are ~800k JSON values: read them straight from
-  // the document; a JsonNode (with its path string) is made only to report an error.
-  model->vocab.reserve(vocab.value().size());
-  for (const auto& [token, id_value] : vocab.value().items()) {
-    if (!id_value.is_number_unsigned() || id_value.get<uint64_t>() > 0xfffffffeull)
-      JsonNode(id_value, vocab.child_path(token), vocab.where()).id();  // throws, naming the entry
-    model->vocab.assign(token, id_value.get<uint32_t>());
+  // the document (or the streamed lists); a JsonNode (with its path string) is made only for an error.
+  if (streamed) {
+    model->vocab.reserve(streamed->vocab.size());
+    for (const auto& [token, id] : streamed->vocab) model->vocab.assign(token, id);
+  } else {
+    model->vocab.reserve(vocab.value().size());
+    for (const auto& [token, id_value] : vocab.value().items()) {
+      if (!id_value.is_number_unsigned() || id_value.get<uint64_t>() > 0xfffffffeull)
+        JsonNode(id_value, vocab.child_path(token), vocab.where()).id();  // throws, naming the entry
+      model->vocab.assign(token, id_value.get<uint32_t>());
+    }
   }
   if (auto unk = node.get("unk_token")) {
     std::string unk_token = unk->string();
@@ -175,37 +180,43 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node) {
 
   JsonNode merges = node.at("merges");
   const nlohmann::json& merge_list = merges.value();
-  size_t count = merges.size();
+  size_t count = streamed ? streamed->merges.size() : merges.size();
   model->merges.reserve(count);
   const size_t prefix_length = model->continuing_subword_prefix.size();
   uint32_t rank = 0;
-  std::string_view left, right;
   std::string merged;
+  auto fail_at = [&](size_t i, const std::string& problem) {
+    JsonNode(streamed ? nlohmann::json() : merge_list[i], merges.path() + "[" + std::to_string(i) + "]", merges.where()).fail(problem);
+  };
+  auto add_merge = [&](std::string_view left, std::string_view right, size_t i) {
+    auto left_id = model->vocab.find(left);
+    auto right_id = model->vocab.find(right);
+    if (!left_id) fail_at(i, "token \"" + std::string(left) + "\" is not in model.vocab");
+    if (!right_id) fail_at(i, "token \"" + std::string(right) + "\" is not in model.vocab");
+    if (right.size() < prefix_length) fail_at(i, "token \"" + std::string(right) + "\" is shorter than continuing_subword_prefix");
+    merged.assign(left).append(right.substr(prefix_length));
+    auto merged_id = model->vocab.find(merged);
+    if (!merged_id) fail_at(i, "the merged token \"" + merged + "\" is not in model.vocab");
+    model->merges.assign(pair_key(*left_id, *right_id), {rank++, *merged_id});  // a repeat wins, as in HF
+  };
   for (size_t i = 0; i < count; i++) {
+    if (streamed) {  // its index differs from the file's only after a "#version" line
+      add_merge(streamed->merges[i].first, streamed->merges[i].second, i);
+      continue;
+    }
     const nlohmann::json& merge = merge_list[i];
     if (merge.is_string()) {  // legacy "a b"
       const std::string& line = merge.get_ref<const std::string&>();
       if (line.rfind("#version", 0) == 0) continue;  // a merges.txt header line, not a merge
       size_t space = line.find(' ');
       if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos)
-        merges[i].fail("\"" + line + "\" must be two tokens separated by one space");
-      left = std::string_view(line).substr(0, space);
-      right = std::string_view(line).substr(space + 1);
+        fail_at(i, "\"" + line + "\" must be two tokens separated by one space");
+      add_merge(std::string_view(line).substr(0, space), std::string_view(line).substr(space + 1), i);
     } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {  // ["a", "b"]
-      left = merge[0].get_ref<const std::string&>();
-      right = merge[1].get_ref<const std::string&>();
+      add_merge(merge[0].get_ref<const std::string&>(), merge[1].get_ref<const std::string&>(), i);
     } else {
-      merges[i].fail("must be \"a b\" or [\"a\", \"b\"], got " + merge.dump().substr(0, 80));
+      fail_at(i, "must be \"a b\" or [\"a\", \"b\"], got " + merge.dump().substr(0, 80));
     }
-    auto left_id = model->vocab.find(left);
-    auto right_id = model->vocab.find(right);
-    if (!left_id) merges[i].fail("token \"" + std::string(left) + "\" is not in model.vocab");
-    if (!right_id) merges[i].fail("token \"" + std::string(right) + "\" is not in model.vocab");
-    if (right.size() < prefix_length) merges[i].fail("token \"" + std::string(right) + "\" is shorter than continuing_subword_prefix");
-    merged.assign(left).append(right.substr(prefix_length));
-    auto merged_id = model->vocab.find(merged);
-    if (!merged_id) merges[i].fail("the merged token \"" + merged + "\" is not in model.vocab");
-    model->merges.assign(pair_key(*left_id, *right_id), {rank++, *merged_id});  // a repeat wins, as in HF
   }
   return model;
 }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/text/bpe_stream.hpp"
 #include "engine/text/json_node.hpp"
 #include "engine/text/vocabulary.hpp"
 
@@ -45,6 +46,7 @@ struct BpeModel {
 };
 
 // tokenizer.json's "model" (type BPE); UserError naming the JSON path when it is something else.
-std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node);
+// With `streamed`, the vocabulary and merges come from there (engine/text/bpe_stream.hpp), not `node`.
+std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node, const StreamedBpeTables* streamed = nullptr);
 
 }  // namespace vkt::text

@@ -115,6 +115,11 @@ bool uses_byte_level(const json& node) {
 }  // namespace
 
 Tokenizer Tokenizer::from_json(const json& document, const std::string& where, const json& tokenizer_config) {
+  return build(document, where, tokenizer_config, nullptr);
+}
+
+Tokenizer Tokenizer::build(const json& document, const std::string& where, const json& tokenizer_config,
+                           const StreamedBpeTables* streamed) {
   auto impl = std::make_unique<Impl>();
   impl->where = where;
   JsonNode root(document, "", impl->where);
@@ -122,7 +127,7 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
   if (root.has("version") && root.at("version").string() != "1.0")
     root.at("version").fail("unknown tokenizer.json version \"" + root.at("version").string() + "\" (expected \"1.0\")");
 
-  impl->model = parse_bpe_model(root.at("model"));
+  impl->model = parse_bpe_model(root.at("model"), streamed);
   if (auto node = root.get("normalizer")) impl->normalizer = parse_normalizer(*node);
   if (auto node = root.get("pre_tokenizer")) parse_pre_tokenizer(*node, impl->pre_tokenizer);
   if (auto node = root.get("post_processor")) impl->post_processor = parse_post_processor(*node);
@@ -237,12 +242,7 @@ Tokenizer Tokenizer::load(const fs::path& path) {
     throw UserError("no tokenizer.json at " + file.string(),
                     "pass a Hugging Face model folder; models that ship only tokenizer.model (sentencepiece) need a "
                     "tokenizer.json, e.g. from AutoTokenizer.from_pretrained(...).save_pretrained(...)");
-  json document, config = nullptr;
-  try {
-    document = json::parse(read_text_file(file));
-  } catch (const json::exception& error) {
-    throw UserError(file.string() + ": not valid JSON: " + error.what(), kTokenizerHint);
-  }
+  json config = nullptr;
   fs::path config_file = file.parent_path() / "tokenizer_config.json";
   if (fs::exists(config_file)) {
     try {
@@ -250,6 +250,24 @@ Tokenizer Tokenizer::load(const fs::path& path) {
     } catch (const json::exception& error) {
       throw UserError(config_file.string() + ": not valid JSON: " + error.what(), "download tokenizer_config.json again");
     }
+  }
+  const std::string text = read_text_file(file);
+  // Fast path: the vocabulary and merges streamed into flat lists (engine/text/bpe_stream.hpp). Any
+  // problem there, or in the tokenizer built from them, is reported by the ordinary path, whose
+  // errors name the exact place in the file.
+  try {
+    StreamedBpeTables tables;
+    json document = parse_streaming_bpe(text, tables);
+    return build(document, file.string(), config, &tables);
+  } catch (const json::exception&) {
+  } catch (const NotStreamable&) {
+  } catch (const UserError&) {
+  }
+  json document;
+  try {
+    document = json::parse(text);
+  } catch (const json::exception& error) {
+    throw UserError(file.string() + ": not valid JSON: " + error.what(), kTokenizerHint);
   }
   return from_json(document, file.string(), config);
 }

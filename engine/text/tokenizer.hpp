@@ -35,6 +35,8 @@
 
 namespace vkt::text {
 
+struct StreamedBpeTables;
+
 class Tokenizer {
  public:
   // Reads <path>/tokenizer.json when given a directory, else the file; a tokenizer_config.json
@@ -79,6 +81,9 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  // from_json, with model.vocab/merges from `streamed` when not null (load()'s fast path).
+  static Tokenizer build(const nlohmann::json& tokenizer, const std::string& where, const nlohmann::json& tokenizer_config,
+                         const StreamedBpeTables* streamed);
   std::unique_ptr<Impl> impl_;
 };
 
