@@ -9,6 +9,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/text/regex.hpp"
 #include "engine/text/tokenizer.hpp"
 #include "engine/text/trainer.hpp"
 #include "tests/model_io_support.hpp"
@@ -372,6 +373,17 @@ TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and 
   Tokenizer tokenizer = Tokenizer::from_json(base, "ok.json");
   CHECK(user_error_of([&] { tokenizer.encode(std::string("ab\xff", 3)); }).find("not valid UTF-8 (at byte 2)") !=
         std::string::npos);
+}
+
+TEST_CASE("regex: \\s means Oniguruma's White_Space (not U+180E), in and outside classes") {
+  const std::string text = "a\u180e b\u3000c\u0085d";  // U+180E is a format character, not a space
+  using Matches = std::vector<std::pair<size_t, size_t>>;
+  CHECK(Regex(R"(\s+)").find_all(text) == Matches{{4, 5}, {6, 9}, {10, 12}});
+  CHECK(Regex(R"([^\s]+)").find_all(text) == Regex(R"(\S+)").find_all(text));
+  CHECK(Regex(R"(\S+)").find_all(text) == Matches{{0, 4}, {5, 6}, {9, 10}, {12, 13}});
+  CHECK(Regex(R"([\s\d]+)").find_all("1 2\u180e") == Matches{{0, 3}});
+  CHECK(Regex(R"(\\s)").find_all("\\s s") == Matches{{0, 2}});  // an escaped backslash, then a literal s
+  CHECK(Regex(R"([[:alpha:]\s]+)").find_all("ab c1") == Matches{{0, 4}});
 }
 
 // Words of "hello hello hello" / "hello world" by the GPT-2 pattern: "hello" x2, " hello" x2,

@@ -141,6 +141,34 @@ COMBINING = [
     "ह\u093f\u0902 devanagari with vowel signs, ক্ষ conjunct",
 ]
 
+# Places where regex engines, Unicode tables or added-token matching are known to disagree.
+STRESS = [
+    "Mongolian\u180evowel separator and \u180e alone",  # PCRE2's \s matches U+180E, Oniguruma's not
+    "NEL\u0085next line, VT\u000bvertical tab, FF\u000cform feed, CR\ronly",
+    "Spaces: en\u2002em\u2003thin\u2009hair\u200amath\u205fogham\u1680narrow\u202fend",
+    "IT'S, it\u2019s, it's, 'tis, rock'n'roll, o'clock, y'all'd've",
+    "'ll 're 've 'm 'd 's 't at the start",
+    " 's", "''", "'''", "'\n's", "a'\u0301s",
+    "Private use \ue000\uf8ff, noncharacters \ufdd0 \ufffe, specials \ufffc \ufffd",
+    "Plane 15/16: \U000f0000 \U0010fffd, tags \U000e0041\U000e0042",
+    "Unassigned \u0378 \u05ff and around the surrogates \ud7ff \ue000",
+    "ǅungla ǈ ǋ titlecase digraphs, ß ẞ, İi Iı, ﬀ",
+    "Ⅷ ⅷ ↂ roman numerals (Nl), ² ³ ¹ (No), ½ (No), ① ⑳ (No), 𝟘𝟙𝟚 (Nd)",
+    "١٢٣.٤٥ Arabic decimal, ۱۲۳ Persian, ๑๒๓ Thai, ０１２３ fullwidth",
+    "12,345,678.90 and 0.000001 and 1_000_000 and 0x7fffffff",
+    "\t\t\tdef f():\r\n\t\t\t\treturn 1\r\n",
+    "trailing spaces before newline   \nnext   \n\n   last",
+    "<|im_end|><|im_end|>x<|im_end|> <|im_end|>  <|im_end|>\n",
+    "<|eot_id|>\n\n<|start_header_id|>", "<s>\n</s>\t<s> </s>",
+    "<｜User｜>normalized added token<｜Assistant｜>", "<|EOT|> and <｜tool▁sep｜>",
+    "<mask> [multimodal] <unused5>", "▁▁▁▁ four metaspaces then \n\n\n\n four newlines",
+    "\u3000\u3000全角スペース\u3000", "ｈｅｌｌｏ　ｗｏｒｌｄ (fullwidth Latin)",
+    "ﾊﾟﾋﾟﾌﾟ half-width katakana with voiced marks",
+    "가각간갇갈갉갊 각 한글 자모",
+    "Ελληνικά: ά έ ή ί ό ύ ώ ΐ ΰ", "Tiếng Việt: ắ ằ ẳ ẵ ặ ầ ấ ẩ ẫ ậ",
+    "x" * 40 + " " + "y" * 40, "ab" * 5 + "\n" * 5 + "cd" * 5,
+]
+
 WHITESPACE_BODIES = ["word", "two words", "line one\nline two", "a\tb"]
 WHITESPACE_RUNS = [" ", "  ", "   ", "    ", "\t", "\t\t", "\n", "\n\n", "\n\n\n", "\r\n", " \n", "\n ", " \t\n ",
                    "\u00a0", "\u3000", "        "]
@@ -161,7 +189,7 @@ def whitespace_lines():
 
 def main():
     lines = []
-    for text in PROSE + CODE + NUMBERS + EMOJI + SPECIAL + COMBINING:
+    for text in PROSE + CODE + NUMBERS + EMOJI + SPECIAL + COMBINING + STRESS:
         lines.append(text)
     for form, text in NFC_NFD:
         lines.append(unicodedata.normalize(form, text))

