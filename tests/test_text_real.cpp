@@ -48,11 +48,7 @@ fs::path real_tokenizer_dir(const std::string& family) {
   return dir;
 }
 
-std::string ids_text(const std::vector<uint32_t>& ids) {
-  std::string out = "[";
-  for (size_t i = 0; i < ids.size(); i++) out += (i ? "," : "") + std::to_string(ids[i]);
-  return out + "]";
-}
+std::string ids_text(const std::vector<uint32_t>& ids) { return json(ids).dump(); }
 
 }  // namespace
 
@@ -78,40 +74,34 @@ TEST_CASE("real tokenizers: encode and decode equal Hugging Face tokenizers on e
     // the flat tables and the streamed vocabulary, ~0.6-0.8 s after).
     WARN_MESSAGE(load_seconds < 1.5, family << " took " << load_seconds << " s to load");
 
+    // Every difference is reported (up to 5 per family), each with what reproduces it.
     size_t mismatches = 0;
+    auto compare = [&](const std::string& what, const json& vktune, const json& expected) {
+      if (vktune == expected) return true;
+      if (++mismatches <= 5) {
+        auto quoted = [](const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); };
+        FAIL_CHECK(family << " " << what << "\n  vktune " << quoted(vktune) << "\n  HF     " << quoted(expected));
+      }
+      return false;
+    };
     for (size_t i = 0; i < corpus.size(); i++) {
       const json& line = golden["lines"][i];
-      const std::string& text = corpus[i];
-      auto plain = tokenizer.encode(text, false);
-      auto special = tokenizer.encode(text, true);
-      auto expected_plain = line.at("plain").get<std::vector<uint32_t>>();
+      const std::string where = "line " + std::to_string(i + 1) + " " + json(corpus[i]).dump();
       auto expected_special = line.at("special").get<std::vector<uint32_t>>();
-      std::string decoded = tokenizer.decode(expected_special, false);
-      std::string skipped = tokenizer.decode(expected_special, true);
-      bool same = plain == expected_plain && special == expected_special &&
-                  decoded == line.at("decoded").get<std::string>() && skipped == line.at("skipped").get<std::string>();
+      compare(where + " encode(add_special_tokens=False)", tokenizer.encode(corpus[i], false), line.at("plain")) &&
+          compare(where + " encode(add_special_tokens=True)", tokenizer.encode(corpus[i], true), expected_special) &&
+          compare(where + " decode", tokenizer.decode(expected_special, false), line.at("decoded")) &&
+          compare(where + " decode(skip_special_tokens)", tokenizer.decode(expected_special, true), line.at("skipped"));
       checked++;
-      if (same) continue;
-      // Every difference is reported (up to a few per family), each with the line to reproduce it.
-      if (++mismatches <= 5) {
-        CHECK_MESSAGE(plain == expected_plain, family << " line " << i + 1 << " " << json(text).dump() << "\n  encode(add_special_tokens=False)\n  vktune " << ids_text(plain) << "\n  HF     " << ids_text(expected_plain));
-        CHECK_MESSAGE(special == expected_special, family << " line " << i + 1 << " " << json(text).dump() << "\n  encode(add_special_tokens=True)\n  vktune " << ids_text(special) << "\n  HF     " << ids_text(expected_special));
-        CHECK_MESSAGE(decoded == line["decoded"].get<std::string>(), family << " line " << i + 1 << " decode\n  vktune " << json(decoded).dump() << "\n  HF     " << line["decoded"].dump());
-        CHECK_MESSAGE(skipped == line["skipped"].get<std::string>(), family << " line " << i + 1 << " decode(skip_special_tokens)\n  vktune " << json(skipped).dump() << "\n  HF     " << line["skipped"].dump());
-      }
     }
     // Decoding id sequences no encoder makes: byte tokens alone, pieces of characters, specials anywhere.
     for (const json& entry : golden.at("random_decode")) {
       auto ids = entry.at("ids").get<std::vector<uint32_t>>();
-      std::string decoded = tokenizer.decode(ids, false), skipped = tokenizer.decode(ids, true);
-      bool same = decoded == entry.at("decoded").get<std::string>() && skipped == entry.at("skipped").get<std::string>();
-      if (!same && ++mismatches <= 5) {
-        CHECK_MESSAGE(decoded == entry["decoded"].get<std::string>(), family << " decode " << ids_text(ids) << "\n  vktune " << json(decoded).dump(-1, ' ', false, json::error_handler_t::replace) << "\n  HF     " << entry["decoded"].dump());
-        CHECK_MESSAGE(skipped == entry["skipped"].get<std::string>(), family << " decode(skip_special_tokens) " << ids_text(ids) << "\n  vktune " << json(skipped).dump(-1, ' ', false, json::error_handler_t::replace) << "\n  HF     " << entry["skipped"].dump());
-      }
+      compare("decode " + ids_text(ids), tokenizer.decode(ids, false), entry.at("decoded")) &&
+          compare("decode(skip_special_tokens) " + ids_text(ids), tokenizer.decode(ids, true), entry.at("skipped"));
     }
-    CHECK_MESSAGE(mismatches == 0, family << ": " << mismatches << " of " << corpus.size() << " lines and " << golden["random_decode"].size()
-                                                 << " random decodes differ from Hugging Face");
+    CHECK_MESSAGE(mismatches == 0, family << ": " << mismatches << " differences from Hugging Face in " << corpus.size()
+                                          << " lines and " << golden["random_decode"].size() << " random decodes");
   }
   std::printf("text_real: %zu lines x tokenizers checked\n", checked);
 }
