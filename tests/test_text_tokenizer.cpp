@@ -9,6 +9,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/text/regex.hpp"
 #include "engine/text/tokenizer.hpp"
 #include "engine/text/trainer.hpp"
 #include "tests/model_io_support.hpp"
@@ -282,6 +283,14 @@ TEST_CASE("tokenizer: tokenizer_config.json names bos/eos") {
   config.erase("add_bos_token");  // default true
   write_file_atomically(llama_dir / "tokenizer_config.json", config.dump());
   CHECK(Tokenizer::load(llama_dir).encode("hello world") == ids({1, 276, 281, 2}));
+
+  // A byte-level tokenizer.json that calls itself LlamaTokenizerFast (DeepSeek-V3) is loaded as it
+  // is: transformers 5 then uses TokenizersBackend and adds no BOS (golden: text_real deepseek_v3).
+  write_file_atomically(dir / "tokenizer_config.json",
+                        R"({"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<|endoftext|>", "add_eos_token": true})");
+  Tokenizer byte_level = Tokenizer::load(dir);
+  CHECK(byte_level.encode("hello", true) == byte_level.encode("hello", false));
+  CHECK(!byte_level.adds_bos());
 }
 
 TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and the JSON path") {
@@ -347,10 +356,34 @@ TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and 
   message = user_error_of([&] { Tokenizer::load(dir); });
   CHECK(message.find((dir / "tokenizer.json").string() + ": not valid JSON") != std::string::npos);
   CHECK(user_error_of([&] { Tokenizer::load(dir / "nowhere"); }).find("no tokenizer.json") != std::string::npos);
+  // load() streams model.vocab/merges past the JSON document (fast path); a problem there is
+  // reported by the ordinary path, with the same place named.
+  write_file_atomically(dir / "tokenizer.json", bad_merge.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("tokenizer.json: model.merges[12]: must be \"a b\" or") != std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", bad_vocab.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("model.vocab.hello: must be a non-negative integer, got -3") != std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", unknown_token.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("model.merges[5]: token \"zz\" is not in model.vocab") != std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", legacy_bad.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("model.merges[3]: \"a b c\" must be two tokens") != std::string::npos);
+  // Streamed or not, a well-formed file gives the same tokenizer.
+  write_file_atomically(dir / "tokenizer.json", base.dump());
+  CHECK(Tokenizer::load(dir).encode("hello world", false) == Tokenizer::from_json(base, "x").encode("hello world", false));
 
   Tokenizer tokenizer = Tokenizer::from_json(base, "ok.json");
   CHECK(user_error_of([&] { tokenizer.encode(std::string("ab\xff", 3)); }).find("not valid UTF-8 (at byte 2)") !=
         std::string::npos);
+}
+
+TEST_CASE("regex: \\s means Oniguruma's White_Space (not U+180E), in and outside classes") {
+  const std::string text = "a\u180e b\u3000c\u0085d";  // U+180E is a format character, not a space
+  using Matches = std::vector<std::pair<size_t, size_t>>;
+  CHECK(Regex(R"(\s+)").find_all(text) == Matches{{4, 5}, {6, 9}, {10, 12}});
+  CHECK(Regex(R"([^\s]+)").find_all(text) == Regex(R"(\S+)").find_all(text));
+  CHECK(Regex(R"(\S+)").find_all(text) == Matches{{0, 4}, {5, 6}, {9, 10}, {12, 13}});
+  CHECK(Regex(R"([\s\d]+)").find_all("1 2\u180e") == Matches{{0, 3}});
+  CHECK(Regex(R"(\\s)").find_all("\\s s") == Matches{{0, 2}});  // an escaped backslash, then a literal s
+  CHECK(Regex(R"([[:alpha:]\s]+)").find_all("ab c1") == Matches{{0, 4}});
 }
 
 // Words of "hello hello hello" / "hello world" by the GPT-2 pattern: "hello" x2, " hello" x2,

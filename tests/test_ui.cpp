@@ -251,17 +251,6 @@ class Xvfb {
   pid_t pid_ = -1;
 };
 
-// Runs a command through the shell; returns its exit status and output.
-std::pair<int, std::string> run_command(const std::string& command) {
-  std::string output;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return {-1, output};
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
-
 // Writes run.json and metrics.jsonl as the trainer does.
 void write_run_dir(const std::filesystem::path& dir, int64_t steps) {
   train::RunInfo info = synthetic_info(1000);
@@ -917,8 +906,8 @@ TEST_CASE("vktune dashboard: --png renders a run directory, a wrong directory is
   std::string vktune = (test::binary_dir() / "vktune").string();
   auto png = dir / "dashboard.png";
   ScopedEnv no_display("DISPLAY", nullptr);  // --png needs no display
-  auto [status, output] =
-      run_command(vktune + " dashboard " + run_dir.string() + " --png " + png.string() + " --width 1000 --height 700");
+  auto [status, output] = test::run_command(vktune + " dashboard " + run_dir.string() + " --png " + png.string() +
+                                            " --width 1000 --height 700");
   INFO(output);
   CHECK(status == 0);
   ui::RgbaImage image = read_png(png);
@@ -927,11 +916,11 @@ TEST_CASE("vktune dashboard: --png renders a run directory, a wrong directory is
   CHECK(output.find("vulkan validation") == std::string::npos);  // the child inherits VKT_VALIDATION
 
   auto [missing_status, missing_output] =
-      run_command(vktune + " dashboard " + (dir / "nothing-here").string() + " --png " + png.string());
+      test::run_command(vktune + " dashboard " + (dir / "nothing-here").string() + " --png " + png.string());
   CHECK(missing_status == 1);
   CHECK(missing_output.find("run.json") != std::string::npos);
   CHECK(missing_output.find("HINT") != std::string::npos);
-  auto [window_status, window_output] = run_command(vktune + " dashboard " + run_dir.string());
+  auto [window_status, window_output] = test::run_command(vktune + " dashboard " + run_dir.string());
   CHECK(window_status == 1);  // no display and no --png: says so
   CHECK(window_output.find("--png") != std::string::npos);
 }
