@@ -10,13 +10,15 @@ namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
 
 const char* const kChatMLTemplate =
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
+    "'\\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 namespace {
 
 const std::shared_ptr<const jinja::Template>& chatml_program() {
-  static const std::shared_ptr<const jinja::Template> program = jinja::parse_template(kChatMLTemplate, "built-in ChatML template");
+  static const std::shared_ptr<const jinja::Template> program =
+      jinja::parse_template(kChatMLTemplate, "built-in ChatML template");
   return program;
 }
 
@@ -26,8 +28,10 @@ Json special_tokens_of(const Json& config) {
   for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
     if (!config.contains(key)) continue;
     const Json& token = config[key];
-    if (token.is_string()) tokens[key] = token;
-    else if (token.is_object() && token.contains("content") && token["content"].is_string()) tokens[key] = token["content"];
+    if (token.is_string())
+      tokens[key] = token;
+    else if (token.is_object() && token.contains("content") && token["content"].is_string())
+      tokens[key] = token["content"];
   }
   return tokens;
 }
@@ -37,7 +41,8 @@ std::string template_text(const Json& value, const std::string& source) {
   if (value.is_string()) return value.get<std::string>();
   if (value.is_array())
     for (const Json& entry : value)
-      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") && entry["template"].is_string())
+      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+          entry["template"].is_string())
         return entry["template"].get<std::string>();
   throw UserError(source + ": chat_template must be a string or a list with a \"default\" template",
                   "fix tokenizer_config.json's chat_template");
@@ -99,7 +104,8 @@ ChatFormat load_chat_format(const fs::path& model_dir) {
     try {
       config = Json::parse(read_text_file(config_path));
     } catch (const Json::exception& error) {
-      throw UserError(config_path.string() + ": not valid JSON (" + error.what() + ")", "fix or remove tokenizer_config.json");
+      throw UserError(config_path.string() + ": not valid JSON (" + error.what() + ")",
+                      "fix or remove tokenizer_config.json");
     }
   }
   Json special_tokens = special_tokens_of(config);
@@ -115,12 +121,14 @@ ChatFormat load_chat_format(const fs::path& model_dir) {
   return format;
 }
 
-std::string render_chat_text(const ChatFormat& format, const Json& messages, bool add_generation_prompt, const Json& extra) {
+std::string render_chat_text(const ChatFormat& format, const Json& messages, bool add_generation_prompt,
+                             const Json& extra) {
   const auto& program = format.program ? format.program : chatml_program();
   return jinja::render(*program, variables_of(format, messages, add_generation_prompt, extra));
 }
 
-std::string apply_chat_template(const fs::path& model_dir, const Json& messages, bool add_generation_prompt, const Json& extra) {
+std::string apply_chat_template(const fs::path& model_dir, const Json& messages, bool add_generation_prompt,
+                                const Json& extra) {
   return render_chat_text(load_chat_format(model_dir), messages, add_generation_prompt, extra);
 }
 
@@ -160,7 +168,8 @@ std::vector<TextSegment> render_chat_segments(const ChatFormat& format, const Js
   return segments;
 }
 
-std::vector<TextSegment> render_chat(const ChatFormat& format, const std::vector<std::pair<std::string, std::string>>& messages) {
+std::vector<TextSegment> render_chat(const ChatFormat& format,
+                                     const std::vector<std::pair<std::string, std::string>>& messages) {
   Json chat = Json::array();
   for (const auto& [role, content] : messages) chat.push_back({{"role", role}, {"content", content}});
   return render_chat_segments(format, chat);

@@ -43,7 +43,8 @@ ChatFormat load_chat_format(const std::filesystem::path& model_dir);
 // apply_chat_template(messages, tokenize=False, add_generation_prompt, **extra): `messages` is a JSON
 // array of {"role", "content", ...}; `extra` (a JSON object) adds template variables (tools,
 // enable_thinking, ...). UserError when the template rejects the conversation.
-std::string render_chat_text(const ChatFormat& format, const nlohmann::ordered_json& messages, bool add_generation_prompt,
+std::string render_chat_text(const ChatFormat& format, const nlohmann::ordered_json& messages,
+                             bool add_generation_prompt,
                              const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
 // The same through a model folder's template: the one call `vktune tokenize --chat` needs.
 std::string apply_chat_template(const std::filesystem::path& model_dir, const nlohmann::ordered_json& messages,
@@ -57,6 +58,7 @@ std::string apply_chat_template(const std::filesystem::path& model_dir, const nl
 // iteration of the template's loop over the messages that rendered it; its content starts where
 // the rendering first differs from one with that content replaced. See chat_template.cpp.
 std::vector<TextSegment> render_chat_segments(const ChatFormat& format, const nlohmann::ordered_json& messages);
-std::vector<TextSegment> render_chat(const ChatFormat& format, const std::vector<std::pair<std::string, std::string>>& messages);
+std::vector<TextSegment> render_chat(const ChatFormat& format,
+                                     const std::vector<std::pair<std::string, std::string>>& messages);
 
 }  // namespace vkt::text

@@ -36,7 +36,9 @@ std::string strip(const std::string& text, const Value& chars, bool left, bool r
   std::vector<uint32_t> set;
   bool whitespace = chars.kind != Value::Kind::data || chars.data.is_null();
   if (!whitespace) set = code_points(string_arg(chars, "strip()'s argument", where));
-  auto strippable = [&](uint32_t cp) { return whitespace ? is_python_space(cp) : std::count(set.begin(), set.end(), cp) > 0; };
+  auto strippable = [&](uint32_t cp) {
+    return whitespace ? is_python_space(cp) : std::count(set.begin(), set.end(), cp) > 0;
+  };
   size_t begin = 0, end = points.size();
   while (left && begin < end && strippable(points[begin])) begin++;
   while (right && end > begin && strippable(points[end - 1])) end--;
@@ -44,7 +46,9 @@ std::string strip(const std::string& text, const Value& chars, bool left, bool r
 }
 
 std::string ascii_case(std::string text, bool upper) {
-  for (char& c : text) c = static_cast<char>(upper ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : text)
+    c = static_cast<char>(upper ? std::toupper(static_cast<unsigned char>(c))
+                                : std::tolower(static_cast<unsigned char>(c)));
   return text;
 }
 std::string to_upper(const std::string& text) { return ascii_case(text, true); }  // non-ASCII letters stay as they are
@@ -128,22 +132,24 @@ bool affix_matches(const std::string& text, const Value& affix, bool prefix, con
 }
 
 const std::set<std::string>& string_methods() {
-  static const std::set<std::string> names = {"strip", "lstrip", "rstrip", "split", "startswith", "endswith", "replace",
-                                              "upper", "lower", "title", "capitalize", "find", "count", "join", "isdigit"};
+  static const std::set<std::string> names = {"strip",      "lstrip",  "rstrip", "split", "startswith",
+                                              "endswith",   "replace", "upper",  "lower", "title",
+                                              "capitalize", "find",    "count",  "join",  "isdigit"};
   return names;
 }
 
 }  // namespace
 
 bool is_global_function(const std::string& name) {
-  return name == "range" || name == "namespace" || name == "dict" || name == "raise_exception" || name == "strftime_now";
+  return name == "range" || name == "namespace" || name == "dict" || name == "raise_exception" ||
+         name == "strftime_now";
 }
 
 Value call_global(const std::string& name, const Arguments& args, const KeywordArguments& kwargs, const Where& where) {
   if (name == "raise_exception") {
     std::string message = args.empty() ? "" : to_str(args[0]);
-    throw UserError(*where.template_name + ":" + std::to_string(where.pos.line) + ":" + std::to_string(where.pos.column) +
-                        ": the chat template rejects this conversation: " + message,
+    throw UserError(*where.template_name + ":" + std::to_string(where.pos.line) + ":" +
+                        std::to_string(where.pos.column) + ": the chat template rejects this conversation: " + message,
                     "the conversation does not fit this model's chat template; change the messages (e.g. their roles)");
   }
   if (name == "namespace" || name == "dict") {
@@ -153,7 +159,8 @@ Value call_global(const std::string& name, const Arguments& args, const KeywordA
         fail_at(where, name + "() takes a dict or keyword arguments");
       for (auto it = positional.data.begin(); it != positional.data.end(); ++it) attributes[it.key()] = it.value();
     }
-    for (const auto& [key, value] : kwargs) attributes[key] = value.kind == Value::Kind::data ? value.data : Json(nullptr);
+    for (const auto& [key, value] : kwargs)
+      attributes[key] = value.kind == Value::Kind::data ? value.data : Json(nullptr);
     if (name == "dict") return Value::of(std::move(attributes));
     Value ns;
     ns.kind = Value::Kind::ns;
@@ -175,7 +182,9 @@ Value call_global(const std::string& name, const Arguments& args, const KeywordA
     std::tm local{};
     localtime_r(&now, &local);
     char buffer[256];
-    size_t length = std::strftime(buffer, sizeof buffer, string_arg(argument(args, kwargs, 0, "format"), "strftime_now()'s format", where).c_str(), &local);
+    size_t length = std::strftime(
+        buffer, sizeof buffer,
+        string_arg(argument(args, kwargs, 0, "format"), "strftime_now()'s format", where).c_str(), &local);
     return Value::of(std::string(buffer, length));
   }
   fail_at(where, "the function '" + name + "' is not supported");
@@ -196,8 +205,10 @@ Value call_method(const Json& receiver, const std::string& name, const Arguments
     }
     Json list = Json::array();
     for (auto it = receiver.begin(); it != receiver.end(); ++it) {
-      if (name == "items") list.push_back(Json::array({it.key(), it.value()}));
-      else list.push_back(name == "keys" ? Json(it.key()) : it.value());
+      if (name == "items")
+        list.push_back(Json::array({it.key(), it.value()}));
+      else
+        list.push_back(name == "keys" ? Json(it.key()) : it.value());
     }
     return Value::of(std::move(list));
   }
@@ -206,14 +217,16 @@ Value call_method(const Json& receiver, const std::string& name, const Arguments
     return Value::of(strip(text, argument(args, kwargs, 0, "chars"), name != "rstrip", name != "lstrip", where));
   if (name == "split") {
     Value max_splits = argument(args, kwargs, 1, "maxsplit", Value::of(-1));
-    return Value::of(split(text, argument(args, kwargs, 0, "sep"), int_arg(max_splits, "split()'s maxsplit", where), where));
+    return Value::of(
+        split(text, argument(args, kwargs, 0, "sep"), int_arg(max_splits, "split()'s maxsplit", where), where));
   }
   if (name == "startswith" || name == "endswith")
     return Value::of(affix_matches(text, argument(args, kwargs, 0, "prefix"), name == "startswith", where));
   if (name == "replace") {
     Value count = argument(args, kwargs, 2, "count", Value::of(-1));
     return Value::of(replace(text, string_arg(argument(args, kwargs, 0, "old"), "replace()'s old", where),
-                             string_arg(argument(args, kwargs, 1, "new"), "replace()'s new", where), int_arg(count, "replace()'s count", where)));
+                             string_arg(argument(args, kwargs, 1, "new"), "replace()'s new", where),
+                             int_arg(count, "replace()'s count", where)));
   }
   if (name == "upper") return Value::of(to_upper(text));
   if (name == "lower") return Value::of(to_lower(text));
@@ -224,7 +237,8 @@ Value call_method(const Json& receiver, const std::string& name, const Arguments
     const std::string& needle = string_arg(argument(args, kwargs, 0, "sub"), (name + "()'s argument").c_str(), where);
     if (name == "find") {
       size_t at = text.find(needle);
-      return Value::of(at == std::string::npos ? int64_t(-1) : static_cast<int64_t>(code_points(text.substr(0, at)).size()));
+      return Value::of(at == std::string::npos ? int64_t(-1)
+                                               : static_cast<int64_t>(code_points(text.substr(0, at)).size()));
     }
     if (needle.empty()) return Value::of(static_cast<int64_t>(code_points(text).size() + 1));
     int64_t count = 0;
@@ -246,7 +260,8 @@ Value call_method(const Json& receiver, const std::string& name, const Arguments
 
 Value item_of(const Value& container, const Value& key, const Where& where) {
   if (container.kind == Value::Kind::undefined) fail_at(where, "cannot index: " + container.name);
-  if (container.kind != Value::Kind::data) fail_at(where, std::string("a ") + type_name(container) + " cannot be indexed");
+  if (container.kind != Value::Kind::data)
+    fail_at(where, std::string("a ") + type_name(container) + " cannot be indexed");
   const Json& data = container.data;
   if (key.kind == Value::Kind::data && key.data.is_number_integer() && (data.is_array() || data.is_string())) {
     int64_t index = key.data.get<int64_t>();
@@ -254,7 +269,8 @@ Value item_of(const Value& container, const Value& key, const Where& where) {
     if (data.is_string()) points = code_points(data.get<std::string>());
     int64_t size = data.is_array() ? static_cast<int64_t>(data.size()) : static_cast<int64_t>(points.size());
     if (index < 0) index += size;
-    if (index < 0 || index >= size) return Value::undefined("index " + std::to_string(key.data.get<int64_t>()) + " is out of range");
+    if (index < 0 || index >= size)
+      return Value::undefined("index " + std::to_string(key.data.get<int64_t>()) + " is out of range");
     if (data.is_array()) return Value::of(data[static_cast<size_t>(index)]);
     return Value::of(from_code_points(points, static_cast<size_t>(index), static_cast<size_t>(index) + 1));
   }
@@ -277,16 +293,20 @@ Value slice_of(const Value& value, const Value& start, const Value& stop, const 
   auto bound = [&](const Value& v, int64_t omitted) {
     if (v.is_none()) return omitted;
     int64_t i = int_arg(v, "a slice bound", where);
-    if (i < 0) i = std::max(i + size, stride < 0 ? int64_t(-1) : int64_t(0));
-    else i = std::min(i, stride < 0 ? size - 1 : size);
+    if (i < 0)
+      i = std::max(i + size, stride < 0 ? int64_t(-1) : int64_t(0));
+    else
+      i = std::min(i, stride < 0 ? size - 1 : size);
     return i;
   };
   int64_t begin = bound(start, stride < 0 ? size - 1 : 0), end = bound(stop, stride < 0 ? -1 : size);
   Json list = Json::array();
   std::string text;
   for (int64_t i = begin; stride > 0 ? i < end : i > end; i += stride) {
-    if (value.data.is_array()) list.push_back(value.data[static_cast<size_t>(i)]);
-    else append_utf8(text, points[static_cast<size_t>(i)]);
+    if (value.data.is_array())
+      list.push_back(value.data[static_cast<size_t>(i)]);
+    else
+      append_utf8(text, points[static_cast<size_t>(i)]);
   }
   return value.data.is_array() ? Value::of(std::move(list)) : Value::of(text);
 }

@@ -98,7 +98,8 @@ class Renderer {
       return;
     }
     if (!item.is_array() || item.size() != node.targets.size())
-      fail_at(where(node.pos), "cannot unpack " + repr(item) + " into " + std::to_string(node.targets.size()) + " names");
+      fail_at(where(node.pos),
+              "cannot unpack " + repr(item) + " into " + std::to_string(node.targets.size()) + " names");
     for (size_t i = 0; i < node.targets.size(); i++) scope[node.targets[i]] = Value::of(item[i]);
   }
 
@@ -124,9 +125,10 @@ class Renderer {
     const size_t loop_begin = out.size();
     for (int64_t i = 0; i < length; i++) {
       if (!spans.empty()) spans[i].begin = out.size();
-      Json loop = {{"index0", i},          {"index", i + 1},         {"revindex", length - i},
-                   {"revindex0", length - i - 1}, {"first", i == 0}, {"last", i == length - 1},
-                   {"length", length},     {"depth", 1},             {"depth0", 0}};
+      Json loop = {
+          {"index0", i},     {"index", i + 1},          {"revindex", length - i}, {"revindex0", length - i - 1},
+          {"first", i == 0}, {"last", i == length - 1}, {"length", length},       {"depth", 1},
+          {"depth0", 0}};
       if (i > 0) loop["previtem"] = items[i - 1];
       if (i + 1 < length) loop["nextitem"] = items[i + 1];
       scopes_.emplace_back();
@@ -165,9 +167,12 @@ class Renderer {
                       std::to_string(args.size()));
     Scope parameters;
     for (size_t i = 0; i < macro.params.size(); i++) {
-      if (i < args.size()) parameters[macro.params[i]] = args[i];
-      else if (macro.defaults[i]) parameters[macro.params[i]] = eval(*macro.defaults[i]);
-      else parameters[macro.params[i]] = Value::undefined("parameter '" + macro.params[i] + "' was not given");
+      if (i < args.size())
+        parameters[macro.params[i]] = args[i];
+      else if (macro.defaults[i])
+        parameters[macro.params[i]] = eval(*macro.defaults[i]);
+      else
+        parameters[macro.params[i]] = Value::undefined("parameter '" + macro.params[i] + "' was not given");
     }
     for (const auto& [key, value] : kwargs) {
       if (std::find(macro.params.begin(), macro.params.end(), key) == macro.params.end())
@@ -228,7 +233,8 @@ class Renderer {
       case Expr::Kind::subscript: {  // jinja2: x[key] tries the item, then the attribute
         Value container = eval(*expr.items[0]);
         Value key = eval(*expr.items[1]);
-        if (container.kind == Value::Kind::ns && key.is_string()) return attribute_of(container, key.data.get<std::string>(), at);
+        if (container.kind == Value::Kind::ns && key.is_string())
+          return attribute_of(container, key.data.get<std::string>(), at);
         Value item = item_of(container, key, at);
         if (!item.defined() && key.is_string() && container.kind == Value::Kind::data)
           return attribute_of(container, key.data.get<std::string>(), at);
@@ -245,8 +251,9 @@ class Renderer {
         KeywordArguments kwargs;
         evaluate_arguments(expr, args, kwargs);
         if (callee.kind != Value::Kind::callable)
-          fail_at(at, callee.kind == Value::Kind::undefined ? "cannot call " + callee.name
-                                                            : std::string("a ") + type_name(callee) + " is not callable");
+          fail_at(at, callee.kind == Value::Kind::undefined
+                          ? "cannot call " + callee.name
+                          : std::string("a ") + type_name(callee) + " is not callable");
         if (callee.macro) return call_macro(*callee.macro, args, kwargs, at);
         if (callee.is_method) return call_method(callee.self, callee.name, args, kwargs, at);
         return call_global(callee.name, args, kwargs, at);
@@ -319,8 +326,10 @@ class Renderer {
     if (op == "*" && ((a.is_string() || a.is_array()) && b.is_number_integer())) {
       Json repeated = a.is_string() ? Json("") : Json::array();
       for (int64_t i = 0; i < b.get<int64_t>(); i++) {
-        if (a.is_string()) repeated = repeated.get<std::string>() + a.get<std::string>();
-        else for (const Json& item : a) repeated.push_back(item);
+        if (a.is_string())
+          repeated = repeated.get<std::string>() + a.get<std::string>();
+        else
+          for (const Json& item : a) repeated.push_back(item);
       }
       return Value::of(std::move(repeated));
     }

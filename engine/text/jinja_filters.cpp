@@ -60,7 +60,8 @@ std::string html_escape(const std::string& text) {
 Value select(const Value& value, const Arguments& args, bool by_attribute, bool keep, const Where& where) {
   Json kept = Json::array();
   size_t test_at = by_attribute ? 1 : 0;
-  if (by_attribute && (args.empty() || !args[0].is_string())) fail_at(where, "selectattr/rejectattr need an attribute name");
+  if (by_attribute && (args.empty() || !args[0].is_string()))
+    fail_at(where, "selectattr/rejectattr need an attribute name");
   std::string test = args.size() > test_at ? to_str(args[test_at]) : "";
   Arguments test_args(args.begin() + std::min(args.size(), test_at + 1), args.end());
   for (const Json& item : iterate(value, where)) {
@@ -103,17 +104,20 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
   if (name == "e" || name == "escape") return Value::of(html_escape(text()));
   if (name == "replace") return call_method(Json(text()), "replace", args, kwargs, where);
   if (name == "default" || name == "d") {
-    bool use_default = truthy(argument(args, kwargs, 1, "boolean", Value::of(false))) ? !truthy(value) : !value.defined();
+    bool use_default =
+        truthy(argument(args, kwargs, 1, "boolean", Value::of(false))) ? !truthy(value) : !value.defined();
     return use_default ? argument(args, kwargs, 0, "default_value", Value::of("")) : value;
   }
-  if (name == "tojson") {  // transformers: json.dumps(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
+  if (name ==
+      "tojson") {  // transformers: json.dumps(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
     bool ensure_ascii = truthy(argument(args, kwargs, 0, "ensure_ascii", Value::of(false)));
     Value indent_by = argument(args, kwargs, 1, "indent");
     int indent_width = indent_by.is_none() ? -1 : indent_by.data.get<int>();
     std::string item_sep = indent_width < 0 ? ", " : ",", key_sep = ": ";
     Value separators = argument(args, kwargs, 2, "separators");
     if (!separators.is_none() && separators.defined()) {
-      if (!separators.data.is_array() || separators.data.size() != 2) fail_at(where, "tojson separators must be a pair");
+      if (!separators.data.is_array() || separators.data.size() != 2)
+        fail_at(where, "tojson separators must be a pair");
       item_sep = separators.data[0].get<std::string>();
       key_sep = separators.data[1].get<std::string>();
     }
@@ -137,7 +141,9 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
     Value attribute = argument(args, kwargs, 1, "attribute");
     bool first = true;
     for (const Json& item : iterate(value, where)) {
-      out += (first ? "" : separator) + to_str(attribute.is_string() ? attribute_path(item, attribute.data.get<std::string>(), where) : Value::of(item));
+      out += (first ? "" : separator) + to_str(attribute.is_string()
+                                                   ? attribute_path(item, attribute.data.get<std::string>(), where)
+                                                   : Value::of(item));
       first = false;
     }
     return Value::of(out);
@@ -155,7 +161,8 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
   if (name == "unique") {
     Json unique = Json::array();
     for (const Json& item : iterate(value, where)) {
-      bool seen = std::any_of(unique.begin(), unique.end(), [&](const Json& u) { return equal(Value::of(u), Value::of(item)); });
+      bool seen = std::any_of(unique.begin(), unique.end(),
+                              [&](const Json& u) { return equal(Value::of(u), Value::of(item)); });
       if (!seen) unique.push_back(item);
     }
     return Value::of(std::move(unique));
@@ -164,7 +171,9 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
     std::vector<Json> items = iterate(value, where);
     bool reverse = truthy(argument(args, kwargs, 0, "reverse", Value::of(false)));
     Value attribute = argument(args, kwargs, 2, "attribute");
-    auto key = [&](const Json& item) { return attribute.is_string() ? attribute_path(item, attribute.data.get<std::string>(), where) : Value::of(item); };
+    auto key = [&](const Json& item) {
+      return attribute.is_string() ? attribute_path(item, attribute.data.get<std::string>(), where) : Value::of(item);
+    };
     std::stable_sort(items.begin(), items.end(), [&](const Json& a, const Json& b) {
       return reverse ? less(key(b), key(a), where) : less(key(a), key(b), where);
     });
@@ -180,7 +189,8 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
         mapped.push_back(found.kind == Value::Kind::data ? found.data : Json(nullptr));
       } else {
         if (args.empty() || !args[0].is_string()) fail_at(where, "map needs a filter name or attribute=");
-        Value result = apply_filter(args[0].data.get<std::string>(), Value::of(item), Arguments(args.begin() + 1, args.end()), {}, where);
+        Value result = apply_filter(args[0].data.get<std::string>(), Value::of(item),
+                                    Arguments(args.begin() + 1, args.end()), {}, where);
         mapped.push_back(result.kind == Value::Kind::data ? result.data : Json(nullptr));
       }
     }
@@ -193,7 +203,9 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
     if (value.kind != Value::Kind::data) return fallback;
     const Json& d = value.data;
     try {
-      if (d.is_string()) return name == "int" ? Value::of(static_cast<int64_t>(std::stod(d.get<std::string>()))) : Value::of(std::stod(d.get<std::string>()));
+      if (d.is_string())
+        return name == "int" ? Value::of(static_cast<int64_t>(std::stod(d.get<std::string>())))
+                             : Value::of(std::stod(d.get<std::string>()));
     } catch (const std::exception&) {
       return fallback;
     }
@@ -203,7 +215,8 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
   }
   if (name == "abs") {
     if (value.kind != Value::Kind::data || !value.data.is_number()) fail_at(where, "abs needs a number");
-    return value.data.is_number_float() ? Value::of(std::fabs(value.data.get<double>())) : Value::of(std::llabs(value.data.get<int64_t>()));
+    return value.data.is_number_float() ? Value::of(std::fabs(value.data.get<double>()))
+                                        : Value::of(std::llabs(value.data.get<int64_t>()));
   }
   if (name == "indent") {
     Value width = argument(args, kwargs, 0, "width", Value::of(4));
@@ -231,7 +244,8 @@ bool apply_test(const std::string& name, const Value& value, const Arguments& ar
   if (name == "number") return data && (d.is_number() || d.is_boolean());
   if (name == "string") return data && d.is_string();
   if (name == "mapping") return (data && d.is_object()) || value.kind == Value::Kind::ns;
-  if (name == "iterable") return value.kind == Value::Kind::undefined || (data && (d.is_array() || d.is_object() || d.is_string()));
+  if (name == "iterable")
+    return value.kind == Value::Kind::undefined || (data && (d.is_array() || d.is_object() || d.is_string()));
   if (name == "sequence") return data && (d.is_array() || d.is_object() || d.is_string());
   if (name == "callable") return value.kind == Value::Kind::callable;
   if (name == "lower" || name == "upper") {
@@ -244,7 +258,8 @@ bool apply_test(const std::string& name, const Value& value, const Arguments& ar
     int64_t n = d.get<int64_t>();
     if (name == "divisibleby") {
       const Value& divisor = other();
-      if (!divisor.data.is_number_integer() || divisor.data.get<int64_t>() == 0) fail_at(where, "divisibleby needs a non-zero integer");
+      if (!divisor.data.is_number_integer() || divisor.data.get<int64_t>() == 0)
+        fail_at(where, "divisibleby needs a non-zero integer");
       return n % divisor.data.get<int64_t>() == 0;
     }
     return (n % 2 == 0) == (name == "even");
@@ -259,7 +274,8 @@ bool apply_test(const std::string& name, const Value& value, const Arguments& ar
   if (name == "in") {
     const Value& container = other();
     if (container.is_string()) {
-      if (!value.is_string()) fail_at(where, std::string("'in <string>' needs a string on the left, got a ") + type_name(value));
+      if (!value.is_string())
+        fail_at(where, std::string("'in <string>' needs a string on the left, got a ") + type_name(value));
       return container.data.get<std::string>().find(d.get<std::string>()) != std::string::npos;
     }
     if (container.kind == Value::Kind::data && container.data.is_object())

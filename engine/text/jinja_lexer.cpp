@@ -54,8 +54,10 @@ class Lexer {
       }
       emit_text(text, pos);
       size_t body = tag + 2 + (marker == '-' || marker == '+' ? 1 : 0);
-      if (kind == '#') pos = end_comment(tag, body);
-      else pos = lex_tag(tag, body, kind == '%');
+      if (kind == '#')
+        pos = end_comment(tag, body);
+      else
+        pos = lex_tag(tag, body, kind == '%');
     }
     tokens_.push_back({TokenKind::end, "", pos_of(src_.size())});
     return std::move(tokens_);
@@ -126,7 +128,8 @@ class Lexer {
       if (i >= src_.size()) fail(tag, std::string("the tag ") + (block ? "{%" : "{{") + " is never closed");
       char c = src_[i];
       if (depth == 0) {
-        size_t end_at = c == closer ? i : ((c == '-' || c == '+') && i + 1 < src_.size() && src_[i + 1] == closer ? i + 1 : 0);
+        size_t end_at =
+            c == closer ? i : ((c == '-' || c == '+') && i + 1 < src_.size() && src_[i + 1] == closer ? i + 1 : 0);
         if (end_at && end_at + 1 < src_.size() && src_[end_at + 1] == '}') {
           tokens_.push_back({block ? TokenKind::block_end : TokenKind::output_end, "", pos_of(i)});
           after_tag_end(end_at == i ? '\0' : c, block);
@@ -142,8 +145,8 @@ class Lexer {
       } else if (c == '\'' || c == '"') {
         i = lex_string(i);
       } else {
-        static const char* const ops[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "*", "/", "%", "~", "<", ">",
-                                          "=", ".", ",", ":", "|", "(", ")", "[", "]", "{", "}"};
+        static const char* const ops[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "*", "/", "%", "~", "<",
+                                          ">",  "=",  ".",  ",",  ":",  "|",  "(", ")", "[", "]", "{", "}"};
         const char* match = nullptr;
         for (const char* op : ops)
           if (src_.compare(i, std::strlen(op), op) == 0) {
@@ -162,7 +165,9 @@ class Lexer {
   size_t lex_number(size_t i) {
     size_t start = i;
     bool floating = false;
-    auto digits = [&] { while (i < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[i])) || src_[i] == '_')) i++; };
+    auto digits = [&] {
+      while (i < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[i])) || src_[i] == '_')) i++;
+    };
     digits();
     if (i + 1 < src_.size() && src_[i] == '.' && std::isdigit(static_cast<unsigned char>(src_[i + 1]))) {
       floating = true;
@@ -207,9 +212,13 @@ class Lexer {
         case 'b': value += '\b'; break;
         case 'f': value += '\f'; break;
         case 'v': value += '\v'; break;
-        case '\\': case '\'': case '"': value += e; break;
+        case '\\':
+        case '\'':
+        case '"': value += e; break;
         case '\n': break;  // a line continuation
-        case 'x': case 'u': case 'U': {
+        case 'x':
+        case 'u':
+        case 'U': {
           size_t width = e == 'x' ? 2 : e == 'u' ? 4 : 8;
           if (i + width > src_.size()) fail(i - 2, "a truncated \\" + std::string(1, e) + " escape");
           append_utf8(value, static_cast<uint32_t>(std::stoul(src_.substr(i, width), nullptr, 16)));

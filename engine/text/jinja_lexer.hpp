@@ -11,7 +11,19 @@ struct SourcePos {
   int line = 1, column = 1;
 };
 
-enum class TokenKind { text, block_begin, block_end, output_begin, output_end, name, string, integer, floating, op, end };
+enum class TokenKind {
+  text,
+  block_begin,
+  block_end,
+  output_begin,
+  output_end,
+  name,
+  string,
+  integer,
+  floating,
+  op,
+  end
+};
 
 struct Token {
   TokenKind kind;

@@ -21,7 +21,9 @@ class Parser {
  private:
   const Token& peek(size_t ahead = 0) const { return tokens_[std::min(at_ + ahead, tokens_.size() - 1)]; }
   const Token& next() { return tokens_[std::min(at_++, tokens_.size() - 1)]; }
-  bool is_op(const char* op, size_t ahead = 0) const { return peek(ahead).kind == TokenKind::op && peek(ahead).text == op; }
+  bool is_op(const char* op, size_t ahead = 0) const {
+    return peek(ahead).kind == TokenKind::op && peek(ahead).text == op;
+  }
   bool is_name(const char* name, size_t ahead = 0) const {
     return peek(ahead).kind == TokenKind::name && peek(ahead).text == name;
   }
@@ -296,10 +298,14 @@ class Parser {
       case TokenKind::name: {
         const std::string& n = token.text;
         ExprPtr literal = make(Expr::Kind::literal, token.pos);
-        if (n == "true" || n == "True") literal->value = true;
-        else if (n == "false" || n == "False") literal->value = false;
-        else if (n == "none" || n == "None") literal->value = nullptr;
-        else return make(Expr::Kind::name, token.pos, n);
+        if (n == "true" || n == "True")
+          literal->value = true;
+        else if (n == "false" || n == "False")
+          literal->value = false;
+        else if (n == "none" || n == "None")
+          literal->value = nullptr;
+        else
+          return make(Expr::Kind::name, token.pos, n);
         return literal;
       }
       case TokenKind::string: {
@@ -354,8 +360,7 @@ class Parser {
           return dict;
         }
         break;
-      default:
-        break;
+      default: break;
     }
     fail(token.pos, "expected a value, found " + describe(token));
   }

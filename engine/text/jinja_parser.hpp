@@ -48,15 +48,15 @@ struct Node {
   enum class Kind { text, output, if_chain, for_loop, set, set_block, macro, loop_break, loop_continue, generation };
   Kind kind;
   SourcePos pos;
-  std::string text;                     // text: the literal output
-  ExprPtr expr;                         // output, set's value, for's iterable
-  std::vector<ExprPtr> conditions;      // if_chain: one per branch (else has none); for: the optional `if` filter
-  std::vector<Body> bodies;             // if_chain: one per branch, + else; for: body, else; others: body
-  std::vector<std::string> targets;     // for/set: names (`a, b`); set `ns.attr`: {"ns", "attr"} with attribute set
-  bool attribute = false;               // set ns.attr = ...
-  std::string name;                     // macro name
-  std::vector<std::string> params;      // macro parameters
-  std::vector<ExprPtr> defaults;        // macro defaults, aligned with params (null: none)
+  std::string text;                  // text: the literal output
+  ExprPtr expr;                      // output, set's value, for's iterable
+  std::vector<ExprPtr> conditions;   // if_chain: one per branch (else has none); for: the optional `if` filter
+  std::vector<Body> bodies;          // if_chain: one per branch, + else; for: body, else; others: body
+  std::vector<std::string> targets;  // for/set: names (`a, b`); set `ns.attr`: {"ns", "attr"} with attribute set
+  bool attribute = false;            // set ns.attr = ...
+  std::string name;                  // macro name
+  std::vector<std::string> params;   // macro parameters
+  std::vector<ExprPtr> defaults;     // macro defaults, aligned with params (null: none)
 };
 
 struct Template {

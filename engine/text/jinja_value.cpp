@@ -156,13 +156,20 @@ std::string repr(const Json& value) {
     char quote = s.find('\'') != std::string::npos && s.find('"') == std::string::npos ? '"' : '\'';
     std::string out(1, quote);
     for_each_char(s, [&](size_t offset, size_t length, uint32_t cp) {
-      if (cp == '\\' || cp == static_cast<uint32_t>(quote)) out += '\\', out += static_cast<char>(cp);
-      else if (cp == '\n') out += "\\n";
-      else if (cp == '\r') out += "\\r";
-      else if (cp == '\t') out += "\\t";
-      else if (cp < 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0xad) hex_escape(out, "\\x%02x", cp);
-      else if (cp == 0x2028 || cp == 0x2029) hex_escape(out, "\\u%04x", cp);
-      else out.append(s, offset, length);
+      if (cp == '\\' || cp == static_cast<uint32_t>(quote))
+        out += '\\', out += static_cast<char>(cp);
+      else if (cp == '\n')
+        out += "\\n";
+      else if (cp == '\r')
+        out += "\\r";
+      else if (cp == '\t')
+        out += "\\t";
+      else if (cp < 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0xad)
+        hex_escape(out, "\\x%02x", cp);
+      else if (cp == 0x2028 || cp == 0x2029)
+        hex_escape(out, "\\u%04x", cp);
+      else
+        out.append(s, offset, length);
     });
     return out + quote;
   }

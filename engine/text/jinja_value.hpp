@@ -24,12 +24,12 @@ struct Namespace {
 struct Value {
   enum class Kind { undefined, data, ns, callable };
   Kind kind = Kind::undefined;
-  Json data;                        // data
-  std::shared_ptr<Namespace> ns;    // ns
-  std::string name;                 // callable: builtin or method name; undefined: what was missing
-  Json self;                        // callable: a method's receiver (string, dict or list)
-  bool is_method = false;           // callable: `self.name(...)`
-  const Node* macro = nullptr;      // callable: a {% macro %}
+  Json data;                      // data
+  std::shared_ptr<Namespace> ns;  // ns
+  std::string name;               // callable: builtin or method name; undefined: what was missing
+  Json self;                      // callable: a method's receiver (string, dict or list)
+  bool is_method = false;         // callable: `self.name(...)`
+  const Node* macro = nullptr;    // callable: a {% macro %}
 
   static Value of(Json json) {
     Value value;
@@ -71,9 +71,9 @@ bool truthy(const Value& value);
 bool equal(const Value& a, const Value& b);
 // Python's ordering of numbers, strings and lists; TypeError-like UserError otherwise.
 bool less(const Value& a, const Value& b, const Where& where);
-std::string to_str(const Value& value);   // str(): what {{ }} prints
-std::string repr(const Json& value);      // repr(): how lists and dicts print their items
-std::string python_float(double value);   // float.__repr__
+std::string to_str(const Value& value);  // str(): what {{ }} prints
+std::string repr(const Json& value);     // repr(): how lists and dicts print their items
+std::string python_float(double value);  // float.__repr__
 // json.dumps(value, ensure_ascii, indent (< 0: none), separators, sort_keys) with Python's defaults.
 std::string to_json(const Json& value, bool ensure_ascii, int indent, const std::string& item_separator,
                     const std::string& key_separator, bool sort_keys);
