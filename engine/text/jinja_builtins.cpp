@@ -21,15 +21,6 @@ int64_t int_arg(const Value& value, const char* what, const Where& where) {
   return value.data.get<int64_t>();
 }
 
-// Positional-or-keyword argument `index`/`name` of a Python signature, or `fallback`.
-Value argument(const Arguments& args, const KeywordArguments& kwargs, size_t index, const char* name,
-               Value fallback = Value::of(nullptr)) {
-  if (index < args.size()) return args[index];
-  for (const auto& [key, value] : kwargs)
-    if (key == name) return value;
-  return fallback;
-}
-
 // str.strip/lstrip/rstrip: whitespace, or any character of `chars`.
 std::string strip(const std::string& text, const Value& chars, bool left, bool right, const Where& where) {
   std::vector<uint32_t> points = code_points(text);
@@ -139,6 +130,13 @@ const std::set<std::string>& string_methods() {
 }
 
 }  // namespace
+
+Value argument(const Arguments& args, const KeywordArguments& kwargs, size_t index, const char* name, Value fallback) {
+  if (index < args.size()) return args[index];
+  for (const auto& [key, value] : kwargs)
+    if (key == name) return value;
+  return fallback;
+}
 
 bool is_global_function(const std::string& name) {
   return name == "range" || name == "namespace" || name == "dict" || name == "raise_exception" ||

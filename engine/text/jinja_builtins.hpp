@@ -13,6 +13,10 @@ namespace vkt::text::jinja {
 using Arguments = std::vector<Value>;
 using KeywordArguments = std::vector<std::pair<std::string, Value>>;
 
+// Argument `index` or keyword `name` of a Python-style signature, or `fallback` when not given.
+Value argument(const Arguments& args, const KeywordArguments& kwargs, size_t index, const char* name,
+               Value fallback = Value::of(nullptr));
+
 // Globals other than macros: range, namespace, dict, raise_exception, strftime_now. False if unknown.
 bool is_global_function(const std::string& name);
 Value call_global(const std::string& name, const Arguments& args, const KeywordArguments& kwargs, const Where& where);

@@ -9,14 +9,6 @@ namespace vkt::text::jinja {
 
 namespace {
 
-Value argument(const Arguments& args, const KeywordArguments& kwargs, size_t index, const char* name,
-               Value fallback = Value::of(nullptr)) {
-  if (index < args.size()) return args[index];
-  for (const auto& [key, value] : kwargs)
-    if (key == name) return value;
-  return fallback;
-}
-
 int64_t length_of(const Value& value, const Where& where) {
   if (value.kind == Value::Kind::undefined) return 0;
   if (value.kind == Value::Kind::data && value.data.is_string())

@@ -205,22 +205,20 @@ class Parser {
     }
     return expr;
   }
-  ExprPtr parse_or() {
-    ExprPtr left = parse_and();
-    while (is_name("or")) {
+  // One left-associative level: operand (op operand)*; ops are operator tokens or keywords.
+  ExprPtr parse_level(std::initializer_list<const char*> ops, ExprPtr (Parser::*operand)()) {
+    ExprPtr left = (this->*operand)();
+    while (true) {
+      const char* matched = nullptr;
+      for (const char* op : ops)
+        if (is_op(op) || is_name(op)) matched = op;
+      if (!matched) return left;
       SourcePos pos = next().pos;
-      left = binary(pos, "or", std::move(left), parse_and());
+      left = binary(pos, matched, std::move(left), (this->*operand)());
     }
-    return left;
   }
-  ExprPtr parse_and() {
-    ExprPtr left = parse_not();
-    while (is_name("and")) {
-      SourcePos pos = next().pos;
-      left = binary(pos, "and", std::move(left), parse_not());
-    }
-    return left;
-  }
+  ExprPtr parse_or() { return parse_level({"or"}, &Parser::parse_and); }
+  ExprPtr parse_and() { return parse_level({"and"}, &Parser::parse_not); }
   ExprPtr parse_not() {
     if (is_name("not")) {
       ExprPtr expr = make(Expr::Kind::unary, next().pos, "not");
@@ -248,38 +246,11 @@ class Parser {
       left = binary(pos, op, std::move(left), parse_math1());
     }
   }
-  ExprPtr parse_math1() {
-    ExprPtr left = parse_concat();
-    while (is_op("+") || is_op("-")) {
-      const Token& op = next();
-      left = binary(op.pos, op.text, std::move(left), parse_concat());
-    }
-    return left;
-  }
-  ExprPtr parse_concat() {
-    ExprPtr left = parse_math2();
-    while (is_op("~")) {
-      SourcePos pos = next().pos;
-      left = binary(pos, "~", std::move(left), parse_math2());
-    }
-    return left;
-  }
-  ExprPtr parse_math2() {
-    ExprPtr left = parse_pow();
-    while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
-      const Token& op = next();
-      left = binary(op.pos, op.text, std::move(left), parse_pow());
-    }
-    return left;
-  }
-  ExprPtr parse_pow() {
-    ExprPtr left = parse_unary();
-    while (is_op("**")) {
-      SourcePos pos = next().pos;
-      left = binary(pos, "**", std::move(left), parse_unary());
-    }
-    return left;
-  }
+  ExprPtr parse_math1() { return parse_level({"+", "-"}, &Parser::parse_concat); }
+  ExprPtr parse_concat() { return parse_level({"~"}, &Parser::parse_math2); }
+  ExprPtr parse_math2() { return parse_level({"*", "/", "//", "%"}, &Parser::parse_pow); }
+  ExprPtr parse_pow() { return parse_level({"**"}, &Parser::parse_filtered_unary); }
+  ExprPtr parse_filtered_unary() { return parse_unary(true); }
   ExprPtr parse_unary(bool with_filter = true) {
     ExprPtr expr;
     if (is_op("-") || is_op("+")) {
@@ -414,15 +385,19 @@ class Parser {
         for (int part = 0; part < (slice ? 3 : 1); part++) access->items.push_back(std::move(parts[part]));
         expr = std::move(access);
       } else if (is_op("(")) {
-        next();
-        ExprPtr call = make(Expr::Kind::call, expr->pos);  // errors point at the callee
-        call->items.push_back(std::move(expr));
-        parse_call_arguments(*call);
-        expr = std::move(call);
+        expr = parse_call(std::move(expr));
       } else {
         return expr;
       }
     }
+  }
+
+  ExprPtr parse_call(ExprPtr callee) {
+    next();  // (
+    ExprPtr call = make(Expr::Kind::call, callee->pos);  // errors point at the callee
+    call->items.push_back(std::move(callee));
+    parse_call_arguments(*call);
+    return call;
   }
 
   ExprPtr parse_filters_and_tests(ExprPtr expr) {
@@ -451,11 +426,7 @@ class Parser {
         }
         expr = std::move(test);
       } else if (is_op("(")) {
-        next();
-        ExprPtr call = make(Expr::Kind::call, expr->pos);  // errors point at the callee
-        call->items.push_back(std::move(expr));
-        parse_call_arguments(*call);
-        expr = std::move(call);
+        expr = parse_call(std::move(expr));
       } else {
         return expr;
       }
