@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
 #include "engine/train/dataset.hpp"
 #include "tests/support.hpp"
 
@@ -97,6 +98,34 @@ TEST_CASE("dataset: chat templates of tokenizer_config.json") {
   std::string message = error_of([] { parse_chat_format("{{ bos_token }}\n{% include 'x' %}", "checkpoint/tokenizer_config.json"); });
   CHECK(message.find("checkpoint/tokenizer_config.json:2:4") != std::string::npos);
   CHECK(message.find("include") != std::string::npos);
+}
+
+TEST_CASE("dataset: messages through a model folder's real template (Gemma 3): assistant turns are the completion") {
+  auto folder = test::temp_dir("dataset_gemma");
+  nlohmann::ordered_json config = {{"bos_token", "<bos>"}, {"eos_token", "<end_of_turn>"}};
+  config["chat_template"] = read_text_file(test::source_dir() / "tests/data/chat_templates/gemma3.jinja");
+  std::ofstream(folder / "tokenizer_config.json") << config.dump();
+  ChatFormat gemma = load_chat_format(folder);
+  std::string path = write_jsonl("gemma.jsonl",
+                                 "{\"messages\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, "
+                                 "{\"role\": \"assistant\", \"content\": \"yo \"}, {\"role\": \"user\", \"content\": \"again\"}, "
+                                 "{\"role\": \"assistant\", \"content\": \"ok\"}]}\n"
+                                 "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}, "
+                                 "{\"role\": \"assistant\", \"content\": \"c\"}]}\n");
+  std::string message = error_of([&] { read_jsonl(path, gemma); });
+  CHECK(message.find(path + ":2: ") != std::string::npos);  // Gemma's template rejects two user turns in a row
+  CHECK(message.find("Conversation roles must alternate") != std::string::npos);
+  std::ofstream(path) << "{\"messages\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, "
+                         "{\"role\": \"assistant\", \"content\": \"yo \"}, {\"role\": \"user\", \"content\": \"again\"}, "
+                         "{\"role\": \"assistant\", \"content\": \"ok\"}]}\n";
+  auto examples = read_jsonl(path, gemma);
+  REQUIRE(examples[0].segments.size() == 4);
+  CHECK(examples[0].segments[0].text == "<bos><start_of_turn>user\nsys\n\nhi<end_of_turn>\n<start_of_turn>model\n");
+  CHECK(examples[0].segments[1].text == "yo<end_of_turn>");  // the template trims the content
+  CHECK(examples[0].segments[1].completion);
+  CHECK(examples[0].segments[2].text == "\n<start_of_turn>user\nagain<end_of_turn>\n<start_of_turn>model\n");
+  CHECK_FALSE(examples[0].segments[2].completion);
+  CHECK(examples[0].segments[3].text == "ok<end_of_turn>");
 }
 
 TEST_CASE("dataset: bad lines give file:line and what is wrong") {
