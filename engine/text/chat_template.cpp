@@ -82,7 +82,7 @@ Json variables_of(const ChatFormat& format, const Json& messages, bool add_gener
   return variables;
 }
 
-std::string render_traced(const ChatFormat& format, const Json& messages, std::vector<jinja::MessageSpan>* trace) {
+std::string render_traced(const ChatFormat& format, const Json& messages, jinja::RenderTrace* trace) {
   const auto& program = format.program ? format.program : chatml_program();
   return jinja::render(*program, variables_of(format, messages, false, Json::object()), trace);
 }
@@ -132,15 +132,25 @@ std::string apply_chat_template(const fs::path& model_dir, const Json& messages,
   return render_chat_text(load_chat_format(model_dir), messages, add_generation_prompt, extra);
 }
 
-// Each assistant message's completion span: it starts where its content starts, found as the first
+// A template with {% generation %} blocks marks the completion itself (transformers'
+// return_assistant_tokens_mask). Otherwise each assistant message's completion span starts where its content starts, found as the first
 // byte where the rendering differs from one with the content replaced by a sentinel (templates trim,
 // strip or split contents, so searching for the text would not do). It ends where the template's
 // loop iteration for that message ends (after the end-of-turn token), less trailing whitespace;
 // without such a loop, where the content ends (the last byte that differs).
 std::vector<TextSegment> render_chat_segments(const ChatFormat& format, const Json& messages) {
-  std::vector<jinja::MessageSpan> turns;
-  const std::string full = render_traced(format, messages, &turns);
+  jinja::RenderTrace trace;
+  const std::string full = render_traced(format, messages, &trace);
   std::vector<TextSegment> segments;
+  if (!trace.generation.empty()) {  // the template marks the trained text itself, as transformers' masks use
+    size_t cursor = 0;
+    for (const auto& [begin, end] : trace.generation) {
+      if (begin > cursor) segments.push_back({full.substr(cursor, begin - cursor), false});
+      if (end > begin) segments.push_back({full.substr(begin, end - begin), true});
+      cursor = end;
+    }
+    return segments;
+  }
   size_t cursor = 0;
   for (size_t i = 0; i < messages.size(); i++) {
     if (messages[i].value("role", "") != "assistant") continue;
@@ -153,7 +163,7 @@ std::vector<TextSegment> render_chat_segments(const ChatFormat& format, const Js
            full[full.size() - 1 - suffix] == other[other.size() - 1 - suffix])
       suffix++;
     size_t end = full.size() - suffix;
-    for (const jinja::MessageSpan& turn : turns)
+    for (const jinja::MessageSpan& turn : trace.turns)
       if (turn.message == i && turn.end >= start && turn.begin <= start) end = turn.end;
     while (end > start && std::isspace(static_cast<unsigned char>(full[end - 1]))) end--;
     if (start < cursor)

@@ -51,12 +51,13 @@ std::string apply_chat_template(const std::filesystem::path& model_dir, const nl
                                 bool add_generation_prompt,
                                 const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
 
-// A conversation's rendering (add_generation_prompt=False) cut into segments: each assistant turn,
-// from its content to the end of its turn (its end-of-turn token; trailing whitespace excluded), is
-// a completion; everything else is prompt; text after the last assistant turn is dropped (it is
-// whitespace or a generation prompt the template always appends). The turn's extent is the
-// iteration of the template's loop over the messages that rendered it; its content starts where
-// the rendering first differs from one with that content replaced. See chat_template.cpp.
+// A conversation's rendering (add_generation_prompt=False) cut into segments. The output of
+// {% generation %} blocks is the completion when the template has them (as transformers' assistant
+// masks). Otherwise each assistant turn, from its content to the end of its turn (its end-of-turn
+// token; trailing whitespace excluded), is a completion, everything else prompt, and text after the
+// last assistant turn is dropped (whitespace, or a generation prompt the template always appends).
+// The turn's extent is the iteration of the template's loop over the messages that rendered it; its
+// content starts where the rendering first differs from one with that content replaced.
 std::vector<TextSegment> render_chat_segments(const ChatFormat& format, const nlohmann::ordered_json& messages);
 std::vector<TextSegment> render_chat(const ChatFormat& format,
                                      const std::vector<std::pair<std::string, std::string>>& messages);

@@ -17,7 +17,7 @@ int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 
 
 class Renderer {
  public:
-  Renderer(const Template& tmpl, const Json& variables, std::vector<MessageSpan>* trace) : tmpl_(tmpl), trace_(trace) {
+  Renderer(const Template& tmpl, const Json& variables, RenderTrace* trace) : tmpl_(tmpl), trace_(trace) {
     if (variables.contains("messages") && variables["messages"].is_array()) messages_ = &variables["messages"];
     scopes_.emplace_back();
     for (auto it = variables.begin(); it != variables.end(); ++it) scopes_[0][it.key()] = Value::of(it.value());
@@ -73,7 +73,12 @@ class Renderer {
         scopes_.back()[node.name] = macro;
         break;
       }
-      case Node::Kind::generation: return exec(node.bodies[0], out);
+      case Node::Kind::generation: {  // transformers' assistant-mask block: its body renders as is
+        size_t begin = out.size();
+        Flow flow = exec(node.bodies[0], out);
+        if (trace_ && &out == top_out_) trace_->generation.emplace_back(begin, out.size());
+        return flow;
+      }
       case Node::Kind::loop_break: return Flow::loop_break;
       case Node::Kind::loop_continue: return Flow::loop_continue;
     }
@@ -144,7 +149,7 @@ class Renderer {
     }
     if (!spans.empty() && out.size() - loop_begin > traced_bytes_) {
       traced_bytes_ = out.size() - loop_begin;
-      *trace_ = std::move(spans);
+      trace_->turns = std::move(spans);
     }
   }
 
@@ -363,7 +368,7 @@ class Renderer {
 
   const Template& tmpl_;
   std::vector<Scope> scopes_;
-  std::vector<MessageSpan>* trace_;
+  RenderTrace* trace_;
   const Json* messages_ = nullptr;
   std::string* top_out_ = nullptr;
   size_t traced_bytes_ = 0;
@@ -371,8 +376,8 @@ class Renderer {
 
 }  // namespace
 
-std::string render(const Template& tmpl, const Json& variables, std::vector<MessageSpan>* trace) {
-  if (trace) trace->clear();
+std::string render(const Template& tmpl, const Json& variables, RenderTrace* trace) {
+  if (trace) *trace = {};
   return Renderer(tmpl, variables, trace).run();
 }
 

@@ -2,6 +2,7 @@
 // Rendering a parsed Jinja template: statements run in jinja2's scopes (a for loop's body gets a
 // fresh scope each iteration; if blocks share their parent's), expressions evaluate to Values.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/text/jinja_parser.hpp"
@@ -15,11 +16,15 @@ struct MessageSpan {
   size_t message;     // index in `messages`
   size_t begin, end;  // byte offsets of that iteration's output
 };
+struct RenderTrace {
+  std::vector<MessageSpan> turns;                     // empty when no loop iterates the messages
+  std::vector<std::pair<size_t, size_t>> generation;  // output of each {% generation %} block: [begin, end)
+};
 
 // Renders `tmpl` with the top-level `variables` (a JSON object: messages, add_generation_prompt,
 // bos_token, ...). UserError naming the template and line:column on an error, or the template's
 // own message for raise_exception().
-// When `trace` is given, it receives the message spans (empty when no loop iterates the messages).
-std::string render(const Template& tmpl, const Json& variables, std::vector<MessageSpan>* trace = nullptr);
+// When `trace` is given, it receives where messages and generation blocks went in the output.
+std::string render(const Template& tmpl, const Json& variables, RenderTrace* trace = nullptr);
 
 }  // namespace vkt::text::jinja

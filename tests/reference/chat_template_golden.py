@@ -62,6 +62,9 @@ CASES = [
                         "name": "get_weather", "arguments": {"city": "Paris"}}}]},
                     {"role": "tool", "content": "{\"temp\": 21}"}, assistant("21 °C.")], False, {}),
     ("system_only", [SYSTEM], True, {}),
+    ("jinja_like_content", [user("{{ not a tag }} {% if %} {# x #}"), assistant("}} %} \u0001 \u007f \\n")], False, {}),
+    ("system_in_the_middle", [user("a"), SYSTEM, assistant("b")], False, {}),
+    ("long_conversation", [SYSTEM] + [m for i in range(6) for m in (user(f"q{i}"), assistant(f"a{i}"))], True, {}),
 ]
 
 
