@@ -191,6 +191,17 @@ TEST_CASE("chat templates: assistant turns are the completion segments, on every
   }
 }
 
+TEST_CASE("chat templates: without a loop over the messages, the completion is the assistant content") {
+  ChatFormat format = parse_chat_format("{{ '<u>' + messages[0].content + '</u><a>' + messages[1].content | trim + '</a>' }}",
+                                        "no_loop.jinja");
+  Json conversation = {{{"role", "user"}, {"content", "hi"}}, {{"role", "assistant"}, {"content", " yo "}}};
+  std::vector<TextSegment> segments = render_chat_segments(format, conversation);
+  REQUIRE(segments.size() == 2);
+  CHECK(segments[0].text == "<u>hi</u><a>");
+  CHECK(segments[1].text == "yo");
+  CHECK(segments[1].completion);
+}
+
 TEST_CASE("chat templates: {% generation %} blocks mark the completion when a template has them") {
   ChatFormat format = parse_chat_format(
       "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}{% if m.role == 'assistant' %}{% generation %}"

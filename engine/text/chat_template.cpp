@@ -132,17 +132,56 @@ std::string apply_chat_template(const fs::path& model_dir, const Json& messages,
   return render_chat_text(load_chat_format(model_dir), messages, add_generation_prompt, extra);
 }
 
-// A template with {% generation %} blocks marks the completion itself (transformers'
-// return_assistant_tokens_mask). Otherwise each assistant message's completion span starts where its content starts, found as the first
-// byte where the rendering differs from one with the content replaced by a sentinel (templates trim,
-// strip or split contents, so searching for the text would not do). It ends where the template's
-// loop iteration for that message ends (after the end-of-turn token), less trailing whitespace;
-// without such a loop, where the content ends (the last byte that differs).
+namespace {
+
+const jinja::MessageSpan* turn_of(const std::vector<jinja::MessageSpan>& turns, size_t message) {
+  for (const jinja::MessageSpan& turn : turns)
+    if (turn.message == message) return &turn;
+  return nullptr;
+}
+
+bool is_assistant(const Json& message) { return message.is_object() && message.value("role", "") == "assistant"; }
+
+// [start, end) of assistant message i's completion in `full`. Its content starts at the first byte
+// where the rendering differs from one with the assistant contents replaced by a sentinel (templates
+// trim, strip or split contents, so searching for the text would not do). When the template's loop
+// over the messages rendered the turn, the comparison stays inside that iteration's output (one
+// sentinel rendering serves every turn) and the span ends where the iteration ends (after the
+// end-of-turn token), less trailing whitespace; otherwise a rendering with only this content
+// replaced is compared and the span ends where the content ends (the last byte that differs).
+std::pair<size_t, size_t> completion_span(const ChatFormat& format, const Json& messages, size_t i,
+                                          const std::string& full, const jinja::RenderTrace& trace,
+                                          const std::string& all_replaced, const jinja::RenderTrace& replaced_trace) {
+  const jinja::MessageSpan* turn = turn_of(trace.turns, i);
+  const jinja::MessageSpan* replaced_turn = turn_of(replaced_trace.turns, i);
+  size_t start, end;
+  if (turn && replaced_turn) {
+    start = turn->begin +
+            common_prefix(full.substr(turn->begin, turn->end - turn->begin),
+                          all_replaced.substr(replaced_turn->begin, replaced_turn->end - replaced_turn->begin));
+    end = turn->end;
+  } else {
+    Json changed = messages;
+    changed[i]["content"] = "\x01";
+    const std::string other = render_traced(format, changed, nullptr);
+    start = common_prefix(full, other);
+    size_t suffix = 0;
+    while (suffix < full.size() - start && suffix < other.size() - start &&
+           full[full.size() - 1 - suffix] == other[other.size() - 1 - suffix])
+      suffix++;
+    end = full.size() - suffix;
+  }
+  while (end > start && std::isspace(static_cast<unsigned char>(full[end - 1]))) end--;
+  return {start, end};
+}
+
+}  // namespace
+
 std::vector<TextSegment> render_chat_segments(const ChatFormat& format, const Json& messages) {
   jinja::RenderTrace trace;
   const std::string full = render_traced(format, messages, &trace);
   std::vector<TextSegment> segments;
-  if (!trace.generation.empty()) {  // the template marks the trained text itself, as transformers' masks use
+  if (!trace.generation.empty()) {  // the template marks the trained text itself (transformers' assistant masks)
     size_t cursor = 0;
     for (const auto& [begin, end] : trace.generation) {
       if (begin > cursor) segments.push_back({full.substr(cursor, begin - cursor), false});
@@ -151,21 +190,15 @@ std::vector<TextSegment> render_chat_segments(const ChatFormat& format, const Js
     }
     return segments;
   }
+  Json replaced = messages;
+  for (Json& message : replaced)
+    if (is_assistant(message)) message["content"] = "\x01";
+  jinja::RenderTrace replaced_trace;
+  const std::string all_replaced = trace.turns.empty() ? "" : render_traced(format, replaced, &replaced_trace);
   size_t cursor = 0;
   for (size_t i = 0; i < messages.size(); i++) {
-    if (messages[i].value("role", "") != "assistant") continue;
-    Json changed = messages;
-    changed[i]["content"] = "\x01";
-    const std::string other = render_traced(format, changed, nullptr);
-    size_t start = common_prefix(full, other);
-    size_t suffix = 0;
-    while (suffix < full.size() - start && suffix < other.size() - start &&
-           full[full.size() - 1 - suffix] == other[other.size() - 1 - suffix])
-      suffix++;
-    size_t end = full.size() - suffix;
-    for (const jinja::MessageSpan& turn : trace.turns)
-      if (turn.message == i && turn.end >= start && turn.begin <= start) end = turn.end;
-    while (end > start && std::isspace(static_cast<unsigned char>(full[end - 1]))) end--;
+    if (!is_assistant(messages[i])) continue;
+    auto [start, end] = completion_span(format, messages, i, full, trace, all_replaced, replaced_trace);
     if (start < cursor)
       throw UserError(format.source + ": cannot tell where assistant message " + std::to_string(i) +
                           " starts in the rendered conversation",

@@ -13,19 +13,19 @@ namespace {
 
 std::string string_arg(const Value& value, const char* what, const Where& where) {
   if (!value.is_string()) fail_at(where, std::string(what) + " must be a string, got a " + type_name(value));
-  return value.data.get_ref<const std::string&>();
+  return value.data().get_ref<const std::string&>();
 }
 int64_t int_arg(const Value& value, const char* what, const Where& where) {
-  if (value.kind != Value::Kind::data || !value.data.is_number_integer())
+  if (value.kind != Value::Kind::data || !value.data().is_number_integer())
     fail_at(where, std::string(what) + " must be an integer, got a " + type_name(value));
-  return value.data.get<int64_t>();
+  return value.data().get<int64_t>();
 }
 
 // str.strip/lstrip/rstrip: whitespace, or any character of `chars`.
 std::string strip(const std::string& text, const Value& chars, bool left, bool right, const Where& where) {
   std::vector<uint32_t> points = code_points(text);
   std::vector<uint32_t> set;
-  bool whitespace = chars.kind != Value::Kind::data || chars.data.is_null();
+  bool whitespace = chars.kind != Value::Kind::data || chars.data().is_null();
   if (!whitespace) set = code_points(string_arg(chars, "strip()'s argument", where));
   auto strippable = [&](uint32_t cp) {
     return whitespace ? is_python_space(cp) : std::count(set.begin(), set.end(), cp) > 0;
@@ -62,7 +62,7 @@ std::string title(const std::string& text) {
 
 Json split(const std::string& text, const Value& separator, int64_t max_splits, const Where& where) {
   Json parts = Json::array();
-  if (separator.kind != Value::Kind::data || separator.data.is_null()) {  // runs of whitespace, no empty parts
+  if (separator.kind != Value::Kind::data || separator.data().is_null()) {  // runs of whitespace, no empty parts
     std::vector<uint32_t> points = code_points(text);
     size_t i = 0;
     while (true) {
@@ -112,8 +112,8 @@ std::string replace(const std::string& text, const std::string& old, const std::
 }
 
 bool affix_matches(const std::string& text, const Value& affix, bool prefix, const Where& where) {
-  if (affix.kind == Value::Kind::data && affix.data.is_array()) {
-    for (const Json& each : affix.data)
+  if (affix.kind == Value::Kind::data && affix.data().is_array()) {
+    for (const Json& each : affix.data())
       if (affix_matches(text, Value::of(each), prefix, where)) return true;
     return false;
   }
@@ -153,12 +153,12 @@ Value call_global(const std::string& name, const Arguments& args, const KeywordA
   if (name == "namespace" || name == "dict") {
     Json attributes = Json::object();
     for (const Value& positional : args) {
-      if (positional.kind != Value::Kind::data || !positional.data.is_object())
+      if (positional.kind != Value::Kind::data || !positional.data().is_object())
         fail_at(where, name + "() takes a dict or keyword arguments");
-      for (auto it = positional.data.begin(); it != positional.data.end(); ++it) attributes[it.key()] = it.value();
+      for (auto it = positional.data().begin(); it != positional.data().end(); ++it) attributes[it.key()] = it.value();
     }
     for (const auto& [key, value] : kwargs)
-      attributes[key] = value.kind == Value::Kind::data ? value.data : Json(nullptr);
+      attributes[key] = value.kind == Value::Kind::data ? value.data() : Json(nullptr);
     if (name == "dict") return Value::of(std::move(attributes));
     Value ns;
     ns.kind = Value::Kind::ns;
@@ -260,31 +260,32 @@ Value item_of(const Value& container, const Value& key, const Where& where) {
   if (container.kind == Value::Kind::undefined) fail_at(where, "cannot index: " + container.name);
   if (container.kind != Value::Kind::data)
     fail_at(where, std::string("a ") + type_name(container) + " cannot be indexed");
-  const Json& data = container.data;
-  if (key.kind == Value::Kind::data && key.data.is_number_integer() && (data.is_array() || data.is_string())) {
-    int64_t index = key.data.get<int64_t>();
+  const Json& data = container.data();
+  if (key.kind == Value::Kind::data && key.data().is_number_integer() && (data.is_array() || data.is_string())) {
+    int64_t index = key.data().get<int64_t>();
     std::vector<uint32_t> points;
     if (data.is_string()) points = code_points(data.get<std::string>());
     int64_t size = data.is_array() ? static_cast<int64_t>(data.size()) : static_cast<int64_t>(points.size());
     if (index < 0) index += size;
     if (index < 0 || index >= size)
-      return Value::undefined("index " + std::to_string(key.data.get<int64_t>()) + " is out of range");
+      return Value::undefined("index " + std::to_string(key.data().get<int64_t>()) + " is out of range");
     if (data.is_array()) return Value::of(data[static_cast<size_t>(index)]);
     return Value::of(from_code_points(points, static_cast<size_t>(index), static_cast<size_t>(index) + 1));
   }
   if (key.is_string() && data.is_object()) {
-    auto found = data.find(key.data.get<std::string>());
+    auto found = data.find(key.data().get<std::string>());
     if (found != data.end()) return Value::of(*found);
   }
-  return Value::undefined(std::string("'") + type_name(container) + " object' has no item " + repr(key.data));
+  return Value::undefined(std::string("'") + type_name(container) + " object' has no item " + repr(key.data()));
 }
 
 Value slice_of(const Value& value, const Value& start, const Value& stop, const Value& step, const Where& where) {
-  if (value.kind != Value::Kind::data || !(value.data.is_array() || value.data.is_string()))
+  if (value.kind != Value::Kind::data || !(value.data().is_array() || value.data().is_string()))
     fail_at(where, std::string("cannot slice a ") + type_name(value));
   std::vector<uint32_t> points;
-  if (value.data.is_string()) points = code_points(value.data.get<std::string>());
-  int64_t size = value.data.is_array() ? static_cast<int64_t>(value.data.size()) : static_cast<int64_t>(points.size());
+  if (value.data().is_string()) points = code_points(value.data().get<std::string>());
+  int64_t size =
+      value.data().is_array() ? static_cast<int64_t>(value.data().size()) : static_cast<int64_t>(points.size());
   int64_t stride = step.is_none() ? 1 : int_arg(step, "the slice step", where);
   if (stride == 0) fail_at(where, "slice step cannot be zero");
   // CPython's PySlice_AdjustIndices.
@@ -301,19 +302,19 @@ Value slice_of(const Value& value, const Value& start, const Value& stop, const 
   Json list = Json::array();
   std::string text;
   for (int64_t i = begin; stride > 0 ? i < end : i > end; i += stride) {
-    if (value.data.is_array())
-      list.push_back(value.data[static_cast<size_t>(i)]);
+    if (value.data().is_array())
+      list.push_back(value.data()[static_cast<size_t>(i)]);
     else
       append_utf8(text, points[static_cast<size_t>(i)]);
   }
-  return value.data.is_array() ? Value::of(std::move(list)) : Value::of(text);
+  return value.data().is_array() ? Value::of(std::move(list)) : Value::of(text);
 }
 
 std::vector<Json> iterate(const Value& value, const Where& where) {
   std::vector<Json> items;
   if (value.kind == Value::Kind::undefined) return items;  // jinja2's Undefined iterates as empty
   if (value.kind != Value::Kind::data) fail_at(where, std::string("a ") + type_name(value) + " is not iterable");
-  const Json& data = value.data;
+  const Json& data = value.data();
   if (data.is_array()) {
     items.assign(data.begin(), data.end());
   } else if (data.is_object()) {

@@ -94,7 +94,7 @@ class Renderer {
     if (target.kind != Value::Kind::ns)
       fail_at(where(node.pos), "{% set " + node.targets[0] + "." + node.targets[1] + " %}: '" + node.targets[0] +
                                    "' is a " + type_name(target) + ", and only namespace() objects take attributes");
-    target.ns->attributes[node.targets[1]] = value.kind == Value::Kind::data ? value.data : Json(nullptr);
+    target.ns->attributes[node.targets[1]] = value.kind == Value::Kind::data ? value.data() : Json(nullptr);
   }
 
   void bind_targets(Scope& scope, const Node& node, const Json& item) {
@@ -195,7 +195,7 @@ class Renderer {
   }
 
   Json as_data(const Value& value, const Where& at) {
-    if (value.kind == Value::Kind::data) return value.data;
+    if (value.kind == Value::Kind::data) return value.data();
     if (value.kind == Value::Kind::undefined) return nullptr;
     fail_at(at, std::string("a ") + type_name(value) + " cannot be stored in a list or dict");
   }
@@ -208,8 +208,8 @@ class Renderer {
                                                  : Value::of(*found);
     }
     if (value.kind == Value::Kind::data) {
-      if (is_method(value.data, name)) return Value::method(value.data, name);
-      if (value.data.is_object() && value.data.contains(name)) return Value::of(value.data[name]);
+      if (is_method(value.data(), name)) return Value::method(value.data(), name);
+      if (value.data().is_object() && value.data().contains(name)) return Value::of(value.data()[name]);
     }
     return Value::undefined(std::string("'") + type_name(value) + " object' has no attribute '" + name + "'");
   }
@@ -230,7 +230,7 @@ class Renderer {
         for (size_t i = 0; i < expr.items.size(); i += 2) {
           Value key = eval(*expr.items[i]);
           if (!key.is_string()) fail_at(where(expr.items[i]->pos), "dict keys must be strings here");
-          dict[key.data.get<std::string>()] = as_data(eval(*expr.items[i + 1]), at);
+          dict[key.data().get<std::string>()] = as_data(eval(*expr.items[i + 1]), at);
         }
         return Value::of(std::move(dict));
       }
@@ -239,10 +239,10 @@ class Renderer {
         Value container = eval(*expr.items[0]);
         Value key = eval(*expr.items[1]);
         if (container.kind == Value::Kind::ns && key.is_string())
-          return attribute_of(container, key.data.get<std::string>(), at);
+          return attribute_of(container, key.data().get<std::string>(), at);
         Value item = item_of(container, key, at);
         if (!item.defined() && key.is_string() && container.kind == Value::Kind::data)
-          return attribute_of(container, key.data.get<std::string>(), at);
+          return attribute_of(container, key.data().get<std::string>(), at);
         return item;
       }
       case Expr::Kind::slice: {
@@ -278,11 +278,11 @@ class Renderer {
       case Expr::Kind::unary: {
         Value operand = eval(*expr.items[0]);
         if (expr.name == "not") return Value::of(!truthy(operand));
-        if (operand.kind != Value::Kind::data || !operand.data.is_number())
+        if (operand.kind != Value::Kind::data || !operand.data().is_number())
           fail_at(at, "unary " + expr.name + " needs a number, got a " + type_name(operand));
         if (expr.name == "+") return operand;
-        if (operand.data.is_number_float()) return Value::of(-operand.data.get<double>());
-        return Value::of(-operand.data.get<int64_t>());
+        if (operand.data().is_number_float()) return Value::of(-operand.data().get<double>());
+        return Value::of(-operand.data().get<int64_t>());
       }
       case Expr::Kind::binary: return eval_binary(expr, at);
       case Expr::Kind::conditional:
@@ -317,7 +317,7 @@ class Renderer {
   }
 
   Value arithmetic(const std::string& op, const Value& left, const Value& right, const Where& at) {
-    const Json &a = left.data, &b = right.data;
+    const Json &a = left.data(), &b = right.data();
     auto mismatch = [&]() -> Value {
       fail_at(at, "unsupported operand types for " + op + ": '" + type_name(left) + "' and '" + type_name(right) + "'");
     };

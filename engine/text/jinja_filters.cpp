@@ -11,10 +11,10 @@ namespace {
 
 int64_t length_of(const Value& value, const Where& where) {
   if (value.kind == Value::Kind::undefined) return 0;
-  if (value.kind == Value::Kind::data && value.data.is_string())
-    return static_cast<int64_t>(code_points(value.data.get<std::string>()).size());
-  if (value.kind == Value::Kind::data && (value.data.is_array() || value.data.is_object()))
-    return static_cast<int64_t>(value.data.size());
+  if (value.kind == Value::Kind::data && value.data().is_string())
+    return static_cast<int64_t>(code_points(value.data().get<std::string>()).size());
+  if (value.kind == Value::Kind::data && (value.data().is_array() || value.data().is_object()))
+    return static_cast<int64_t>(value.data().size());
   fail_at(where, std::string("a ") + type_name(value) + " has no length");
 }
 
@@ -25,7 +25,7 @@ Value attribute_path(const Json& item, const std::string& path, const Where& whe
     size_t dot = path.find('.', start);
     std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    if (current.kind != Value::Kind::data || !(current.data.is_object() || current.data.is_array()))
+    if (current.kind != Value::Kind::data || !(current.data().is_object() || current.data().is_array()))
       return Value::undefined("no attribute '" + part + "'");
     current = item_of(current, numeric ? Value::of(std::stoll(part)) : Value::of(part), where);
     if (!current.defined() || dot == std::string::npos) return current;
@@ -57,7 +57,7 @@ Value select(const Value& value, const Arguments& args, bool by_attribute, bool 
   std::string test = args.size() > test_at ? to_str(args[test_at]) : "";
   Arguments test_args(args.begin() + std::min(args.size(), test_at + 1), args.end());
   for (const Json& item : iterate(value, where)) {
-    Value subject = by_attribute ? attribute_path(item, args[0].data.get<std::string>(), where) : Value::of(item);
+    Value subject = by_attribute ? attribute_path(item, args[0].data().get<std::string>(), where) : Value::of(item);
     bool passed = test.empty() ? truthy(subject) : apply_test(test, subject, test_args, where);
     if (passed == keep) kept.push_back(item);
   }
@@ -65,7 +65,8 @@ Value select(const Value& value, const Arguments& args, bool by_attribute, bool 
 }
 
 std::string indent(const std::string& text, const Value& width, bool first, bool blank) {
-  std::string prefix = width.is_string() ? width.data.get<std::string>() : std::string(width.data.get<size_t>(), ' ');
+  std::string prefix =
+      width.is_string() ? width.data().get<std::string>() : std::string(width.data().get<size_t>(), ' ');
   std::string out;
   size_t start = 0;
   bool first_line = true;
@@ -104,18 +105,18 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
       "tojson") {  // transformers: json.dumps(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
     bool ensure_ascii = truthy(argument(args, kwargs, 0, "ensure_ascii", Value::of(false)));
     Value indent_by = argument(args, kwargs, 1, "indent");
-    int indent_width = indent_by.is_none() ? -1 : indent_by.data.get<int>();
+    int indent_width = indent_by.is_none() ? -1 : indent_by.data().get<int>();
     std::string item_sep = indent_width < 0 ? ", " : ",", key_sep = ": ";
     Value separators = argument(args, kwargs, 2, "separators");
     if (!separators.is_none() && separators.defined()) {
-      if (!separators.data.is_array() || separators.data.size() != 2)
+      if (!separators.data().is_array() || separators.data().size() != 2)
         fail_at(where, "tojson separators must be a pair");
-      item_sep = separators.data[0].get<std::string>();
-      key_sep = separators.data[1].get<std::string>();
+      item_sep = separators.data()[0].get<std::string>();
+      key_sep = separators.data()[1].get<std::string>();
     }
     bool sort_keys = truthy(argument(args, kwargs, 3, "sort_keys", Value::of(false)));
     if (value.kind != Value::Kind::data) fail_at(where, std::string("tojson cannot write a ") + type_name(value));
-    return Value::of(to_json(value.data, ensure_ascii, indent_width, item_sep, key_sep, sort_keys));
+    return Value::of(to_json(value.data(), ensure_ascii, indent_width, item_sep, key_sep, sort_keys));
   }
   if (name == "first" || name == "last") {
     std::vector<Json> items = iterate(value, where);
@@ -125,8 +126,8 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
   if (name == "list") return Value::of(Json(iterate(value, where)));
   if (name == "items") {
     if (!value.defined()) return Value::of(Json::array());
-    if (value.kind != Value::Kind::data || !value.data.is_object()) fail_at(where, "items needs a dict");
-    return call_method(value.data, "items", {}, {}, where);
+    if (value.kind != Value::Kind::data || !value.data().is_object()) fail_at(where, "items needs a dict");
+    return call_method(value.data(), "items", {}, {}, where);
   }
   if (name == "join") {
     std::string separator = to_str(argument(args, kwargs, 0, "d", Value::of(""))), out;
@@ -134,7 +135,7 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
     bool first = true;
     for (const Json& item : iterate(value, where)) {
       out += (first ? "" : separator) + to_str(attribute.is_string()
-                                                   ? attribute_path(item, attribute.data.get<std::string>(), where)
+                                                   ? attribute_path(item, attribute.data().get<std::string>(), where)
                                                    : Value::of(item));
       first = false;
     }
@@ -142,7 +143,7 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
   }
   if (name == "reverse") {
     if (value.is_string()) {
-      std::vector<uint32_t> points = code_points(value.data.get<std::string>());
+      std::vector<uint32_t> points = code_points(value.data().get<std::string>());
       std::reverse(points.begin(), points.end());
       return Value::of(from_code_points(points, 0, points.size()));
     }
@@ -164,7 +165,7 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
     bool reverse = truthy(argument(args, kwargs, 0, "reverse", Value::of(false)));
     Value attribute = argument(args, kwargs, 2, "attribute");
     auto key = [&](const Json& item) {
-      return attribute.is_string() ? attribute_path(item, attribute.data.get<std::string>(), where) : Value::of(item);
+      return attribute.is_string() ? attribute_path(item, attribute.data().get<std::string>(), where) : Value::of(item);
     };
     std::stable_sort(items.begin(), items.end(), [&](const Json& a, const Json& b) {
       return reverse ? less(key(b), key(a), where) : less(key(a), key(b), where);
@@ -176,14 +177,14 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
     Value attribute = argument({}, kwargs, 0, "attribute");
     for (const Json& item : iterate(value, where)) {
       if (attribute.is_string()) {
-        Value found = attribute_path(item, attribute.data.get<std::string>(), where);
+        Value found = attribute_path(item, attribute.data().get<std::string>(), where);
         if (!found.defined()) found = argument({}, kwargs, 0, "default");
-        mapped.push_back(found.kind == Value::Kind::data ? found.data : Json(nullptr));
+        mapped.push_back(found.kind == Value::Kind::data ? found.data() : Json(nullptr));
       } else {
         if (args.empty() || !args[0].is_string()) fail_at(where, "map needs a filter name or attribute=");
-        Value result = apply_filter(args[0].data.get<std::string>(), Value::of(item),
+        Value result = apply_filter(args[0].data().get<std::string>(), Value::of(item),
                                     Arguments(args.begin() + 1, args.end()), {}, where);
-        mapped.push_back(result.kind == Value::Kind::data ? result.data : Json(nullptr));
+        mapped.push_back(result.kind == Value::Kind::data ? result.data() : Json(nullptr));
       }
     }
     return Value::of(std::move(mapped));
@@ -193,7 +194,7 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
   if (name == "int" || name == "float") {
     Value fallback = argument(args, kwargs, 0, "default", name == "int" ? Value::of(0) : Value::of(0.0));
     if (value.kind != Value::Kind::data) return fallback;
-    const Json& d = value.data;
+    const Json& d = value.data();
     try {
       if (d.is_string())
         return name == "int" ? Value::of(static_cast<int64_t>(std::stod(d.get<std::string>())))
@@ -206,9 +207,9 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
     return name == "int" ? Value::of(static_cast<int64_t>(number)) : Value::of(number);
   }
   if (name == "abs") {
-    if (value.kind != Value::Kind::data || !value.data.is_number()) fail_at(where, "abs needs a number");
-    return value.data.is_number_float() ? Value::of(std::fabs(value.data.get<double>()))
-                                        : Value::of(std::llabs(value.data.get<int64_t>()));
+    if (value.kind != Value::Kind::data || !value.data().is_number()) fail_at(where, "abs needs a number");
+    return value.data().is_number_float() ? Value::of(std::fabs(value.data().get<double>()))
+                                          : Value::of(std::llabs(value.data().get<int64_t>()));
   }
   if (name == "indent") {
     Value width = argument(args, kwargs, 0, "width", Value::of(4));
@@ -219,7 +220,7 @@ Value apply_filter(const std::string& name, const Value& value, const Arguments&
 }
 
 bool apply_test(const std::string& name, const Value& value, const Arguments& args, const Where& where) {
-  const Json& d = value.data;
+  const Json& d = value.data();
   bool data = value.kind == Value::Kind::data;
   auto other = [&]() -> const Value& {
     if (args.empty()) fail_at(where, "the test '" + name + "' needs an argument");
@@ -250,13 +251,13 @@ bool apply_test(const std::string& name, const Value& value, const Arguments& ar
     int64_t n = d.get<int64_t>();
     if (name == "divisibleby") {
       const Value& divisor = other();
-      if (!divisor.data.is_number_integer() || divisor.data.get<int64_t>() == 0)
+      if (!divisor.data().is_number_integer() || divisor.data().get<int64_t>() == 0)
         fail_at(where, "divisibleby needs a non-zero integer");
-      return n % divisor.data.get<int64_t>() == 0;
+      return n % divisor.data().get<int64_t>() == 0;
     }
     return (n % 2 == 0) == (name == "even");
   }
-  if (name == "sameas") return equal(value, other()) && (!data || d.type() == other().data.type());
+  if (name == "sameas") return equal(value, other()) && (!data || d.type() == other().data().type());
   if (name == "eq" || name == "equalto" || name == "==") return equal(value, other());
   if (name == "ne" || name == "!=") return !equal(value, other());
   if (name == "lt" || name == "<" || name == "lessthan") return less(value, other(), where);
@@ -268,10 +269,10 @@ bool apply_test(const std::string& name, const Value& value, const Arguments& ar
     if (container.is_string()) {
       if (!value.is_string())
         fail_at(where, std::string("'in <string>' needs a string on the left, got a ") + type_name(value));
-      return container.data.get<std::string>().find(d.get<std::string>()) != std::string::npos;
+      return container.data().get<std::string>().find(d.get<std::string>()) != std::string::npos;
     }
-    if (container.kind == Value::Kind::data && container.data.is_object())
-      return value.is_string() && container.data.contains(d.get<std::string>());
+    if (container.kind == Value::Kind::data && container.data().is_object())
+      return value.is_string() && container.data().contains(d.get<std::string>());
     for (const Json& item : iterate(container, where))
       if (equal(Value::of(item), value)) return true;
     return false;

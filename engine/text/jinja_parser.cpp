@@ -393,7 +393,7 @@ class Parser {
   }
 
   ExprPtr parse_call(ExprPtr callee) {
-    next();  // (
+    next();                                              // (
     ExprPtr call = make(Expr::Kind::call, callee->pos);  // errors point at the callee
     call->items.push_back(std::move(callee));
     parse_call_arguments(*call);

@@ -23,7 +23,7 @@ const char* type_name(const Value& value) {
     case Value::Kind::callable: return "function";
     case Value::Kind::data: break;
   }
-  switch (value.data.type()) {
+  switch (value.data().type()) {
     case Json::value_t::null: return "NoneType";
     case Json::value_t::boolean: return "bool";
     case Json::value_t::number_integer:
@@ -39,7 +39,7 @@ const char* type_name(const Value& value) {
 bool truthy(const Value& value) {
   if (value.kind == Value::Kind::undefined) return false;
   if (value.kind != Value::Kind::data) return true;
-  const Json& d = value.data;
+  const Json& d = value.data();
   if (d.is_null()) return false;
   if (d.is_boolean()) return d.get<bool>();
   if (d.is_number_float()) return d.get<double>() != 0.0;
@@ -85,14 +85,14 @@ bool equal(const Value& a, const Value& b) {
     case Value::Kind::undefined: return true;  // jinja2's Undefined equals any Undefined
     case Value::Kind::ns: return a.ns == b.ns;
     case Value::Kind::callable: return a.name == b.name && a.macro == b.macro && a.self == b.self;
-    case Value::Kind::data: return json_equal(a.data, b.data);
+    case Value::Kind::data: return json_equal(a.data(), b.data());
   }
   return false;
 }
 
 bool less(const Value& a, const Value& b, const Where& where) {
   if (a.kind == Value::Kind::data && b.kind == Value::Kind::data) {
-    const Json &x = a.data, &y = b.data;
+    const Json &x = a.data(), &y = b.data();
     if (is_numeric(x) && is_numeric(y)) {
       if (!x.is_number_float() && !y.is_number_float() && !x.is_boolean() && !y.is_boolean())
         return x.get<int64_t>() < y.get<int64_t>();
@@ -195,9 +195,9 @@ std::string to_str(const Value& value) {
     case Value::Kind::callable: return "<function " + value.name + ">";
     case Value::Kind::data: break;
   }
-  if (value.data.is_string()) return value.data.get<std::string>();
-  if (value.data.is_array() || value.data.is_object()) return repr(value.data);
-  return scalar_str(value.data);
+  if (value.data().is_string()) return value.data().get<std::string>();
+  if (value.data().is_array() || value.data().is_object()) return repr(value.data());
+  return scalar_str(value.data());
 }
 
 namespace {

@@ -24,17 +24,17 @@ struct Namespace {
 struct Value {
   enum class Kind { undefined, data, ns, callable };
   Kind kind = Kind::undefined;
-  Json data;                      // data
-  std::shared_ptr<Namespace> ns;  // ns
-  std::string name;               // callable: builtin or method name; undefined: what was missing
-  Json self;                      // callable: a method's receiver (string, dict or list)
-  bool is_method = false;         // callable: `self.name(...)`
-  const Node* macro = nullptr;    // callable: a {% macro %}
+  std::shared_ptr<const Json> json;  // data; shared, as templates never change data (copies are cheap)
+  std::shared_ptr<Namespace> ns;     // ns
+  std::string name;                  // callable: builtin or method name; undefined: what was missing
+  Json self;                         // callable: a method's receiver (string, dict or list)
+  bool is_method = false;            // callable: `self.name(...)`
+  const Node* macro = nullptr;       // callable: a {% macro %}
 
   static Value of(Json json) {
     Value value;
     value.kind = Kind::data;
-    value.data = std::move(json);
+    value.json = std::make_shared<const Json>(std::move(json));
     return value;
   }
   static Value undefined(std::string what) {
@@ -54,9 +54,13 @@ struct Value {
     value.is_method = true;
     return value;
   }
+  const Json& data() const {
+    static const Json none;
+    return json ? *json : none;
+  }
   bool defined() const { return kind != Kind::undefined; }
-  bool is_string() const { return kind == Kind::data && data.is_string(); }
-  bool is_none() const { return kind == Kind::data && data.is_null(); }
+  bool is_string() const { return kind == Kind::data && data().is_string(); }
+  bool is_none() const { return kind == Kind::data && data().is_null(); }
 };
 
 // Where an expression is, to name it in errors: "<template>:<line>:<column>: <what>".
