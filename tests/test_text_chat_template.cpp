@@ -58,6 +58,15 @@ TEST_CASE("jinja: whitespace control as transformers sets it (trim_blocks, lstri
   CHECK(render("{# c #}\nx") == "x");
 }
 
+TEST_CASE("jinja: whitespace control on 300 random templates, as transformers' jinja2 renders them") {
+  Json golden = Json::parse(read_text_file(templates_dir() / "golden.json"));
+  REQUIRE(golden["whitespace"].size() == 300);
+  for (const Json& entry : golden["whitespace"]) {
+    INFO(entry[0].dump());
+    CHECK(render(entry[0].get<std::string>()) == entry[1].get<std::string>());
+  }
+}
+
 TEST_CASE("jinja: if/elif/else, boolean and comparison operators, in, tests") {
   std::string t = "{% for n in [1, 2, 3, 4] %}{% if n == 1 %}one{% elif n is even and not n > 2 %}two"
                   "{% else %}{{ n }}{% endif %},{% endfor %}";

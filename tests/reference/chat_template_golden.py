@@ -6,16 +6,20 @@ conversation below, renders transformers.utils.chat_template_utils.render_jinja_
 apply_chat_template(tokenize=False) calls) with the family's special tokens, or records that the
 template raised. Writes tests/data/chat_templates/golden.json:
   {"versions": {...}, "cases": [{"family", "name", "messages", "add_generation_prompt", "extra",
-                                 "expected" | "error"}]}
+                                 "expected" | "error"}],
+   "whitespace": [[template, expected], ...]}
+"whitespace" holds random (seeded) nestings of text, {{ }}, {% if/else/for %} and comments with every
+`-`/`+` marker, rendered by transformers' jinja2 environment (trim_blocks, lstrip_blocks).
 Run: /work/venv/bin/python tests/reference/chat_template_golden.py
 """
 import json
 import os
+import random
 import sys
 
 import jinja2
 import transformers
-from transformers.utils.chat_template_utils import render_jinja_template
+from transformers.utils.chat_template_utils import _compile_jinja_template, render_jinja_template
 
 PINNED = {"transformers": "5.23.0", "jinja2": jinja2.__version__}
 if transformers.__version__ != PINNED["transformers"]:
@@ -68,6 +72,46 @@ CASES = [
 ]
 
 
+WHITESPACE_TEXTS = ["", " ", "  ", "\n", " \n", "\n  ", "\t", "a", " b ", "c\n", "\n\nd  ", "  \t\n e"]
+
+
+def random_tag(rng, body):
+    if body == "output":
+        return "{{" + rng.choice(["", "-"]) + " 'x' " + rng.choice(["", "-"]) + "}}"
+    if body == "comment":
+        return "{#" + rng.choice(["", "-"]) + " c " + rng.choice(["", "-"]) + "#}"
+    return "{%" + rng.choice(["", "-", "+"]) + " " + body + " " + rng.choice(["", "-", "+"]) + "%}"
+
+
+def random_template(rng, depth=0):
+    out = ""
+    for _ in range(rng.randint(1, 4)):
+        out += rng.choice(WHITESPACE_TEXTS)
+        k = rng.random()
+        if k < 0.3:
+            out += random_tag(rng, "output")
+        elif k < 0.45:
+            out += random_tag(rng, "comment")
+        elif k < 0.7 and depth < 2:
+            out += random_tag(rng, "if true") + random_template(rng, depth + 1)
+            if rng.random() < 0.3:
+                out += random_tag(rng, "else") + random_template(rng, depth + 1)
+            out += random_tag(rng, "endif")
+        elif k < 0.85 and depth < 2:
+            out += random_tag(rng, "for i in [1, 2]") + random_template(rng, depth + 1) + random_tag(rng, "endfor")
+        out += rng.choice(WHITESPACE_TEXTS)
+    return out
+
+
+def whitespace_cases(count=300):
+    rng = random.Random(7)
+    cases = []
+    for _ in range(count):
+        template = random_template(rng) + rng.choice(["", "\n", "\n\n"])
+        cases.append([template, _compile_jinja_template(template).render()])
+    return cases
+
+
 def main():
     special = json.load(open(os.path.join(DATA, "special_tokens.json"), encoding="utf-8"))
     cases = []
@@ -87,7 +131,8 @@ def main():
             except Exception as error:  # the template rejects the conversation: vktune must too
                 case["error"] = f"{type(error).__name__}: {error}"
             cases.append(case)
-    out = {"versions": {"transformers": transformers.__version__, "jinja2": jinja2.__version__}, "cases": cases}
+    out = {"versions": {"transformers": transformers.__version__, "jinja2": jinja2.__version__}, "cases": cases,
+           "whitespace": whitespace_cases()}
     with open(os.path.join(DATA, "golden.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
         f.write("\n")
