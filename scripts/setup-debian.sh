@@ -7,7 +7,7 @@ packages=(
   libvulkan-dev glslang-tools mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libglfw3-dev libimgui-dev libstb-dev libpng-dev
   doctest-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libpcre2-dev libutf8proc-dev liblapacke-dev
-  xvfb xauth bible-kjv-text curl ca-certificates
+  xvfb xauth bible-kjv-text
 )
 missing=()
 for package in "${packages[@]}"; do

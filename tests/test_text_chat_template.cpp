@@ -51,10 +51,10 @@ TEST_CASE("jinja: whitespace control as transformers sets it (trim_blocks, lstri
   CHECK(render("{% if true %}\n  yes\n{% endif %}\nend") == "  yes\nend");
   CHECK(render("  {% if true %}x{% endif %}") == "x");
   CHECK(render("a  {% if true %}x{% endif %}") == "a  x");  // not at the start of a line: kept
-  CHECK(render("a\n  {{ 'x' }}\n") == "a\n  x");             // {{ }} is not a block; one final newline goes
+  CHECK(render("a\n  {{ 'x' }}\n") == "a\n  x");            // {{ }} is not a block; one final newline goes
   CHECK(render("a  {%- if true -%}  x  {%- endif %}  b") == "ax  b");
   CHECK(render("{{- ' a ' -}}  \n  {{ 'b' }}") == " a b");
-  CHECK(render("{% if true +%}\nx{%+ endif %}") == "\nx");   // + disables both
+  CHECK(render("{% if true +%}\nx{%+ endif %}") == "\nx");  // + disables both
   CHECK(render("{# c #}\nx") == "x");
 }
 
@@ -68,8 +68,9 @@ TEST_CASE("jinja: whitespace control on 300 random templates, as transformers' j
 }
 
 TEST_CASE("jinja: if/elif/else, boolean and comparison operators, in, tests") {
-  std::string t = "{% for n in [1, 2, 3, 4] %}{% if n == 1 %}one{% elif n is even and not n > 2 %}two"
-                  "{% else %}{{ n }}{% endif %},{% endfor %}";
+  std::string t =
+      "{% for n in [1, 2, 3, 4] %}{% if n == 1 %}one{% elif n is even and not n > 2 %}two"
+      "{% else %}{{ n }}{% endif %},{% endfor %}";
   CHECK(render(t) == "one,two,3,4,");
   CHECK(render("{{ 'b' in 'abc' }} {{ 2 not in [1, 2] }} {{ 'k' in {'k': 1} }} {{ 1 < 2 <= 2 }}") ==
         "True False True True");
@@ -81,49 +82,56 @@ TEST_CASE("jinja: if/elif/else, boolean and comparison operators, in, tests") {
 }
 
 TEST_CASE("jinja: for loops, loop variables, reversed slices, else, break, continue and scopes") {
-  CHECK(render("{% for x in xs %}{{ loop.index0 }}{{ loop.index }}{{ loop.first }}{{ loop.last }}{{ loop.length }} {% endfor %}",
+  CHECK(render("{% for x in xs %}{{ loop.index0 }}{{ loop.index }}{{ loop.first }}{{ loop.last }}{{ loop.length }} {% "
+               "endfor %}",
                {{"xs", {"a", "b"}}}) == "01TrueFalse2 12FalseTrue2 ");
   CHECK(render("{% for x in xs[::-1] %}{{ x }}{% endfor %}|{{ xs[1:] }}|{{ xs[-1] }}|{{ 'héllo'[1:3] }}",
                {{"xs", {1, 2, 3}}}) == "321|[2, 3]|3|él");
   CHECK(render("{% for x in [] %}x{% else %}empty{% endfor %}") == "empty");
-  CHECK(render("{% for x in [1, 2, 3, 4] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}{{ x }}{% endfor %}") == "13");
+  CHECK(render("{% for x in [1, 2, 3, 4] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif "
+               "%}{{ x }}{% endfor %}") == "13");
   CHECK(render("{% for x in [1, 2, 3] if x != 2 %}{{ loop.index }}{{ x }}{% endfor %}") == "1123");
   CHECK(render("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}") == "a=1;b=2;");
   // A set inside a loop lives for one iteration; namespace() carries values out of it.
   CHECK(render("{% set y = 1 %}{% for x in [1, 2] %}{{ y }}{% set y = y + 1 %}{% endfor %}|{{ y }}") == "11|1");
-  CHECK(render("{% set ns = namespace(count=0) %}{% for x in [1, 2] %}{% set ns.count = ns.count + x %}{% endfor %}{{ ns.count }}") ==
-        "3");
+  CHECK(render("{% set ns = namespace(count=0) %}{% for x in [1, 2] %}{% set ns.count = ns.count + x %}{% endfor %}{{ "
+               "ns.count }}") == "3");
   CHECK(render("{% set a %}block {{ 1 }}{% endset %}{{ a }}") == "block 1");
 }
 
 TEST_CASE("jinja: filters") {
   Json vars = {{"msgs", {{{"role", "user"}, {"content", "a"}}, {{"role", "assistant"}, {"content", "b"}}}}};
-  CHECK(render("{{ '  x \\n' | trim }}|{{ 'aXb' | upper }}|{{ 'AxB' | lower }}|{{ [1, 2] | length }}|{{ 'héllo' | length }}") ==
-        "x|AXB|axb|2|5");
-  CHECK(render("{{ msgs | selectattr('role', 'equalto', 'user') | map(attribute='content') | join(',') }}", vars) == "a");
-  CHECK(render("{{ msgs | rejectattr('role', 'eq', 'user') | list | length }} {{ msgs | first }} {{ (msgs | last).content }}", vars) ==
-        "1 {'role': 'user', 'content': 'a'} b");
+  CHECK(render("{{ '  x \\n' | trim }}|{{ 'aXb' | upper }}|{{ 'AxB' | lower }}|{{ [1, 2] | length }}|{{ 'héllo' | "
+               "length }}") == "x|AXB|axb|2|5");
+  CHECK(render("{{ msgs | selectattr('role', 'equalto', 'user') | map(attribute='content') | join(',') }}", vars) ==
+        "a");
+  CHECK(render("{{ msgs | rejectattr('role', 'eq', 'user') | list | length }} {{ msgs | first }} {{ (msgs | "
+               "last).content }}",
+               vars) == "1 {'role': 'user', 'content': 'a'} b");
   CHECK(render("{{ x | default('d') }} {{ '' | default('d', true) }} {{ none | default('d') }}") == "d d None");
   CHECK(render("{{ {'b': 1, 'a': [1, 2.5, 'ü\"']} | tojson }}") == "{\"b\": 1, \"a\": [1, 2.5, \"ü\\\"\"]}");
   CHECK(render("{{ {'a': [1]} | tojson(indent=2) }}") == "{\n  \"a\": [\n    1\n  ]\n}");
-  CHECK(render("{% for k, v in {'x': 1} | items %}{{ k }}{{ v }}{% endfor %} {{ [3, 1, 2] | sort | join }} {{ 'ab' | reverse }}") ==
-        "x1 123 ba");
-  CHECK(render("{{ 'a\\nb' | indent(2) }}|{{ '3' | int + 1 }}|{{ -2 | abs }}|{{ 'x' | replace('x', 'y') }}") == "a\n  b|4|2|y");
+  CHECK(render("{% for k, v in {'x': 1} | items %}{{ k }}{{ v }}{% endfor %} {{ [3, 1, 2] | sort | join }} {{ 'ab' | "
+               "reverse }}") == "x1 123 ba");
+  CHECK(render("{{ 'a\\nb' | indent(2) }}|{{ '3' | int + 1 }}|{{ -2 | abs }}|{{ 'x' | replace('x', 'y') }}") ==
+        "a\n  b|4|2|y");
 }
 
 TEST_CASE("jinja: string and dict methods") {
-  CHECK(render("{{ ' a b '.strip() }}|{{ 'xxaxx'.strip('x') }}|{{ '\\n\\na'.lstrip('\\n') }}|{{ 'a\\n'.rstrip() }}") == "a b|a|a|a");
-  CHECK(render("{{ 'a</think>b</think>c'.split('</think>')[-1] }}|{{ ' a  b '.split() }}|{{ 'a,b,c'.split(',', 1) }}") ==
-        "c|['a', 'b']|['a', 'b,c']");
-  CHECK(render("{{ 'abc'.startswith('ab') }} {{ 'abc'.endswith(('x', 'c')) }} {{ 'aaa'.replace('a', 'b', 2) }} {{ 'ab'.upper() }}") ==
-        "True True bba AB");
-  CHECK(render("{{ d.get('a') }} {{ d.get('z', 'no') }} {{ d.keys() | list }} {{ d['a'] }} {{ d.a }}", {{"d", {{"a", 1}}}}) ==
-        "1 no ['a'] 1 1");
+  CHECK(render("{{ ' a b '.strip() }}|{{ 'xxaxx'.strip('x') }}|{{ '\\n\\na'.lstrip('\\n') }}|{{ 'a\\n'.rstrip() }}") ==
+        "a b|a|a|a");
+  CHECK(
+      render("{{ 'a</think>b</think>c'.split('</think>')[-1] }}|{{ ' a  b '.split() }}|{{ 'a,b,c'.split(',', 1) }}") ==
+      "c|['a', 'b']|['a', 'b,c']");
+  CHECK(render("{{ 'abc'.startswith('ab') }} {{ 'abc'.endswith(('x', 'c')) }} {{ 'aaa'.replace('a', 'b', 2) }} {{ "
+               "'ab'.upper() }}") == "True True bba AB");
+  CHECK(render("{{ d.get('a') }} {{ d.get('z', 'no') }} {{ d.keys() | list }} {{ d['a'] }} {{ d.a }}",
+               {{"d", {{"a", 1}}}}) == "1 no ['a'] 1 1");
 }
 
 TEST_CASE("jinja: macros and globals") {
-  CHECK(render("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('A') }} {{ greet('B', punct='?') }}") ==
-        "Hi A! Hi B?");
+  CHECK(render("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('A') }} {{ greet('B', "
+               "punct='?') }}") == "Hi A! Hi B?");
   CHECK(render("{% for i in range(3) %}{{ i }}{% endfor %}{{ range(1, 7, 2) | list }}") == "012[1, 3, 5]");
   CHECK(render("{{ dict(a=1) }}") == "{'a': 1}");
   CHECK(render("{{ strftime_now('%Y') | length }}") == "4");
@@ -133,15 +141,18 @@ TEST_CASE("jinja: errors name the template, line:column and the construct") {
   auto error = [](const std::string& source, const Json& vars = Json::object()) {
     return test::user_error_of([&] { render(source, vars); });
   };
-  CHECK(error("ab\n  {% include 'x' %}").find("test.jinja:2:6: the tag {% include %} is not supported") != std::string::npos);
-  CHECK(error("{{ x | wordwrap }}").find("test.jinja:1:8: the filter 'wordwrap' is not supported") != std::string::npos);
+  CHECK(error("ab\n  {% include 'x' %}").find("test.jinja:2:6: the tag {% include %} is not supported") !=
+        std::string::npos);
+  CHECK(error("{{ x | wordwrap }}").find("test.jinja:1:8: the filter 'wordwrap' is not supported") !=
+        std::string::npos);
   CHECK(error("{{ x is sameas }}").find("test.jinja:1:9") != std::string::npos);
   CHECK(error("{% if x %}").find("ends inside a block") != std::string::npos);
   CHECK(error("{{ 'abc }}").find("test.jinja:1:4: the string literal is never closed") != std::string::npos);
   CHECK(error("{{ x.y.z }}", {{"x", Json::object()}}).find("test.jinja:1:7: cannot read .z") != std::string::npos);
   CHECK(error("{{ 'a' + 1 }}").find("unsupported operand types for +: 'str' and 'int'") != std::string::npos);
   std::string raised = error("\n{{ raise_exception('Roles must alternate') }}");
-  CHECK(raised.find("test.jinja:2:4: the chat template rejects this conversation: Roles must alternate") != std::string::npos);
+  CHECK(raised.find("test.jinja:2:4: the chat template rejects this conversation: Roles must alternate") !=
+        std::string::npos);
 }
 
 TEST_CASE("chat templates: real templates render byte-identically to transformers (golden.json)") {
@@ -153,7 +164,8 @@ TEST_CASE("chat templates: real templates render byte-identically to transformer
     if (!formats.count(family)) formats.emplace(family, family_format(family));
     INFO(family << " / " << c["name"].get<std::string>());
     if (c.contains("error")) {
-      std::string message = test::user_error_of([&] { render_chat_text(formats.at(family), c["messages"], c["add_generation_prompt"], c["extra"]); });
+      std::string message = test::user_error_of(
+          [&] { render_chat_text(formats.at(family), c["messages"], c["add_generation_prompt"], c["extra"]); });
       CHECK(message.find(family + ".jinja") != std::string::npos);
       CHECK(message.find("Conversation roles must alternate") != std::string::npos);
       raised++;
@@ -169,12 +181,21 @@ TEST_CASE("chat templates: real templates render byte-identically to transformer
 }
 
 TEST_CASE("chat templates: assistant turns are the completion segments, on every real template") {
-  struct Family { const char* name; const char* end_of_turn; };
-  const Family families[] = {{"chatml", "<|im_end|>"}, {"llama2", " </s>"}, {"llama3", "<|eot_id|>"},
-                             {"llama3_1", "<|eot_id|>"}, {"qwen3", "<|im_end|>"}, {"gemma3", "<end_of_turn>"},
+  struct Family {
+    const char* name;
+    const char* end_of_turn;
+  };
+  const Family families[] = {{"chatml", "<|im_end|>"},
+                             {"llama2", " </s>"},
+                             {"llama3", "<|eot_id|>"},
+                             {"llama3_1", "<|eot_id|>"},
+                             {"qwen3", "<|im_end|>"},
+                             {"gemma3", "<end_of_turn>"},
                              {"deepseek_v3", "<｜end▁of▁sentence｜>"}};
-  Json conversation = {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "What is 2+2?"}},
-                       {{"role", "assistant"}, {"content", " 4, of course "}}, {{"role", "user"}, {"content", "And 3+3?"}},
+  Json conversation = {{{"role", "system"}, {"content", "Be brief."}},
+                       {{"role", "user"}, {"content", "What is 2+2?"}},
+                       {{"role", "assistant"}, {"content", " 4, of course "}},
+                       {{"role", "user"}, {"content", "And 3+3?"}},
                        {{"role", "assistant"}, {"content", "6"}}};
   for (const Family& family : families) {
     INFO(family.name);
@@ -192,7 +213,8 @@ TEST_CASE("chat templates: assistant turns are the completion segments, on every
     CHECK(full.substr(joined.size()).find("6") == std::string::npos);
     REQUIRE(completions.size() == 2);
     // Each completion is the (possibly trimmed) content and the end-of-turn marker, nothing of the next turn.
-    bool trims = std::string(family.name) != "chatml" && std::string(family.name) != "qwen3" && std::string(family.name) != "deepseek_v3";
+    bool trims = std::string(family.name) != "chatml" && std::string(family.name) != "qwen3" &&
+                 std::string(family.name) != "deepseek_v3";
     CHECK(completions[0] == (trims ? std::string("4, of course") : std::string(" 4, of course ")) + family.end_of_turn);
     CHECK(completions[1] == std::string("6") + family.end_of_turn);
     for (const TextSegment& segment : segments)
@@ -201,8 +223,8 @@ TEST_CASE("chat templates: assistant turns are the completion segments, on every
 }
 
 TEST_CASE("chat templates: without a loop over the messages, the completion is the assistant content") {
-  ChatFormat format = parse_chat_format("{{ '<u>' + messages[0].content + '</u><a>' + messages[1].content | trim + '</a>' }}",
-                                        "no_loop.jinja");
+  ChatFormat format = parse_chat_format(
+      "{{ '<u>' + messages[0].content + '</u><a>' + messages[1].content | trim + '</a>' }}", "no_loop.jinja");
   Json conversation = {{{"role", "user"}, {"content", "hi"}}, {{"role", "assistant"}, {"content", " yo "}}};
   std::vector<TextSegment> segments = render_chat_segments(format, conversation);
   REQUIRE(segments.size() == 2);
@@ -218,7 +240,8 @@ TEST_CASE("chat templates: {% generation %} blocks mark the completion when a te
       "{% endfor %}",
       "generation.jinja");
   Json conversation = {{{"role", "user"}, {"content", "hi"}}, {{"role", "assistant"}, {"content", "yo"}}};
-  CHECK(render_chat_text(format, conversation, false) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n");
+  CHECK(render_chat_text(format, conversation, false) ==
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n");
   std::vector<TextSegment> segments = render_chat_segments(format, conversation);
   REQUIRE(segments.size() == 2);
   CHECK(segments[0].text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
@@ -231,7 +254,8 @@ TEST_CASE("chat templates: a model folder's template (chat_template.jinja, token
   fs::path dir = test::temp_dir("chat_template_folder");
   fs::remove(dir / "chat_template.jinja");
   test::write_bytes(dir / "tokenizer_config.json",
-                    "{\"bos_token\": {\"__type\": \"AddedToken\", \"content\": \"<s>\"}, \"chat_template\": \"{{ bos_token }}{{ messages[0].content }}\"}");
+                    "{\"bos_token\": {\"__type\": \"AddedToken\", \"content\": \"<s>\"}, \"chat_template\": \"{{ "
+                    "bos_token }}{{ messages[0].content }}\"}");
   Json messages = {{{"role", "user"}, {"content", "hi"}}};
   CHECK(apply_chat_template(dir, messages, false) == "<s>hi");
   test::write_bytes(dir / "chat_template.jinja", "[{{ messages | length }}]\n");

@@ -27,7 +27,8 @@ void BpeModel::tokenize(const std::string& text, std::vector<uint32_t>& out) con
     size_t before = out.size();
     tokenize_uncached(text, out);
     std::lock_guard<std::mutex> lock(cache_mutex);
-    if (cache.size() < kCacheCapacity) cache.emplace(text, std::vector<uint32_t>(out.begin() + static_cast<long>(before), out.end()));
+    if (cache.size() < kCacheCapacity)
+      cache.emplace(text, std::vector<uint32_t>(out.begin() + static_cast<long>(before), out.end()));
     return;
   }
   tokenize_uncached(text, out);
@@ -89,8 +90,9 @@ void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>&
         pending_unk_length = static_cast<uint32_t>(length);
       }
     } else if (!warned_dropped.exchange(true)) {
-      log::warn("tokenizer: a character the vocabulary cannot encode (no byte fallback, no unk token) was dropped, as "
-                "Hugging Face tokenizers does");
+      log::warn(
+          "tokenizer: a character the vocabulary cannot encode (no byte fallback, no unk token) was dropped, as "
+          "Hugging Face tokenizers does");
     }
   }
   if (has_pending_unk) add(*unk_id, pending_unk_length);
@@ -186,14 +188,16 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node, const StreamedBp
   uint32_t rank = 0;
   std::string merged;
   auto fail_at = [&](size_t i, const std::string& problem) {
-    JsonNode(streamed ? nlohmann::json() : merge_list[i], merges.path() + "[" + std::to_string(i) + "]", merges.where()).fail(problem);
+    JsonNode(streamed ? nlohmann::json() : merge_list[i], merges.path() + "[" + std::to_string(i) + "]", merges.where())
+        .fail(problem);
   };
   auto add_merge = [&](std::string_view left, std::string_view right, size_t i) {
     auto left_id = model->vocab.find(left);
     auto right_id = model->vocab.find(right);
     if (!left_id) fail_at(i, "token \"" + std::string(left) + "\" is not in model.vocab");
     if (!right_id) fail_at(i, "token \"" + std::string(right) + "\" is not in model.vocab");
-    if (right.size() < prefix_length) fail_at(i, "token \"" + std::string(right) + "\" is shorter than continuing_subword_prefix");
+    if (right.size() < prefix_length)
+      fail_at(i, "token \"" + std::string(right) + "\" is shorter than continuing_subword_prefix");
     merged.assign(left).append(right.substr(prefix_length));
     auto merged_id = model->vocab.find(merged);
     if (!merged_id) fail_at(i, "the merged token \"" + merged + "\" is not in model.vocab");

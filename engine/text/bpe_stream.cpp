@@ -11,9 +11,15 @@ class StreamingHandler {
  public:
   StreamingHandler(json& document, StreamedBpeTables& tables) : dom_(document), tables_(tables) {}
 
-  bool null() { return scalar([&] { return dom_.null(); }); }
-  bool boolean(bool value) { return scalar([&] { return dom_.boolean(value); }); }
-  bool number_integer(json::number_integer_t value) { return scalar([&] { return dom_.number_integer(value); }); }
+  bool null() {
+    return scalar([&] { return dom_.null(); });
+  }
+  bool boolean(bool value) {
+    return scalar([&] { return dom_.boolean(value); });
+  }
+  bool number_integer(json::number_integer_t value) {
+    return scalar([&] { return dom_.number_integer(value); });
+  }
   bool number_unsigned(json::number_unsigned_t value) {
     if (mode_ == Mode::vocab) {
       if (value > 0xfffffffeull) throw NotStreamable("vocabulary id out of range");
@@ -25,7 +31,9 @@ class StreamingHandler {
   bool number_float(json::number_float_t value, const std::string& text) {
     return scalar([&] { return dom_.number_float(value, text); });
   }
-  bool binary(json::binary_t& value) { return scalar([&] { return dom_.binary(value); }); }
+  bool binary(json::binary_t& value) {
+    return scalar([&] { return dom_.binary(value); });
+  }
   bool string(std::string& value) {
     if (mode_ == Mode::merges) {  // legacy "a b"
       if (value.rfind("#version", 0) == 0) return true;

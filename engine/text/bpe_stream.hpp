@@ -14,8 +14,8 @@
 namespace vkt::text {
 
 struct StreamedBpeTables {
-  std::vector<std::pair<std::string, uint32_t>> vocab;           // in file order
-  std::vector<std::pair<std::string, std::string>> merges;       // in rank order ("#version" lines dropped)
+  std::vector<std::pair<std::string, uint32_t>> vocab;      // in file order
+  std::vector<std::pair<std::string, std::string>> merges;  // in rank order ("#version" lines dropped)
 };
 
 // Something the fast path does not take (a vocabulary id that is not a 32-bit unsigned integer, a

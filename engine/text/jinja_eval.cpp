@@ -52,15 +52,23 @@ class Renderer {
 
   Flow exec(const Node& node, std::string& out) {
     switch (node.kind) {
-      case Node::Kind::text: out += node.text; break;
-      case Node::Kind::output: out += to_str(eval(*node.expr)); break;
+      case Node::Kind::text:
+        out += node.text;
+        break;
+      case Node::Kind::output:
+        out += to_str(eval(*node.expr));
+        break;
       case Node::Kind::if_chain:
         for (size_t branch = 0; branch < node.bodies.size(); branch++)
           if (branch >= node.conditions.size() || truthy(eval(*node.conditions[branch])))
             return exec(node.bodies[branch], out);
         break;
-      case Node::Kind::for_loop: exec_for(node, out); break;
-      case Node::Kind::set: assign(node, eval(*node.expr)); break;
+      case Node::Kind::for_loop:
+        exec_for(node, out);
+        break;
+      case Node::Kind::set:
+        assign(node, eval(*node.expr));
+        break;
       case Node::Kind::set_block: {
         std::string captured;
         exec(node.bodies[0], captured);
@@ -79,8 +87,10 @@ class Renderer {
         if (trace_ && &out == top_out_) trace_->generation.emplace_back(begin, out.size());
         return flow;
       }
-      case Node::Kind::loop_break: return Flow::loop_break;
-      case Node::Kind::loop_continue: return Flow::loop_continue;
+      case Node::Kind::loop_break:
+        return Flow::loop_break;
+      case Node::Kind::loop_continue:
+        return Flow::loop_continue;
     }
     return Flow::normal;
   }
@@ -217,8 +227,10 @@ class Renderer {
   Value eval(const Expr& expr) {
     const Where at = where(expr.pos);
     switch (expr.kind) {
-      case Expr::Kind::literal: return Value::of(expr.value);
-      case Expr::Kind::name: return lookup(expr.name);
+      case Expr::Kind::literal:
+        return Value::of(expr.value);
+      case Expr::Kind::name:
+        return lookup(expr.name);
       case Expr::Kind::list:
       case Expr::Kind::tuple: {
         Json list = Json::array();
@@ -234,7 +246,8 @@ class Renderer {
         }
         return Value::of(std::move(dict));
       }
-      case Expr::Kind::attribute: return attribute_of(eval(*expr.items[0]), expr.name, at);
+      case Expr::Kind::attribute:
+        return attribute_of(eval(*expr.items[0]), expr.name, at);
       case Expr::Kind::subscript: {  // jinja2: x[key] tries the item, then the attribute
         Value container = eval(*expr.items[0]);
         Value key = eval(*expr.items[1]);
@@ -284,7 +297,8 @@ class Renderer {
         if (operand.data().is_number_float()) return Value::of(-operand.data().get<double>());
         return Value::of(-operand.data().get<int64_t>());
       }
-      case Expr::Kind::binary: return eval_binary(expr, at);
+      case Expr::Kind::binary:
+        return eval_binary(expr, at);
       case Expr::Kind::conditional:
         if (truthy(eval(*expr.items[1]))) return eval(*expr.items[0]);
         return expr.items[2] ? eval(*expr.items[2]) : Value::undefined("the if expression has no else");

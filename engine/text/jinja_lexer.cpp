@@ -204,18 +204,37 @@ class Lexer {
       }
       char e = src_[i++];
       switch (e) {
-        case 'n': value += '\n'; break;
-        case 't': value += '\t'; break;
-        case 'r': value += '\r'; break;
-        case '0': value += '\0'; break;
-        case 'a': value += '\a'; break;
-        case 'b': value += '\b'; break;
-        case 'f': value += '\f'; break;
-        case 'v': value += '\v'; break;
+        case 'n':
+          value += '\n';
+          break;
+        case 't':
+          value += '\t';
+          break;
+        case 'r':
+          value += '\r';
+          break;
+        case '0':
+          value += '\0';
+          break;
+        case 'a':
+          value += '\a';
+          break;
+        case 'b':
+          value += '\b';
+          break;
+        case 'f':
+          value += '\f';
+          break;
+        case 'v':
+          value += '\v';
+          break;
         case '\\':
         case '\'':
-        case '"': value += e; break;
-        case '\n': break;  // a line continuation
+        case '"':
+          value += e;
+          break;
+        case '\n':
+          break;  // a line continuation
         case 'x':
         case 'u':
         case 'U': {
@@ -225,7 +244,9 @@ class Lexer {
           i += width;
           break;
         }
-        default: value += '\\'; value += e;  // Python keeps unknown escapes as written
+        default:
+          value += '\\';
+          value += e;  // Python keeps unknown escapes as written
       }
     }
     tokens_.push_back({TokenKind::string, value, pos_of(start)});

@@ -37,11 +37,16 @@ class Parser {
   }
   static std::string describe(const Token& token) {
     switch (token.kind) {
-      case TokenKind::end: return "the end of the template";
-      case TokenKind::block_end: return "'%}'";
-      case TokenKind::output_end: return "'}}'";
-      case TokenKind::string: return "a string";
-      default: return "'" + token.text + "'";
+      case TokenKind::end:
+        return "the end of the template";
+      case TokenKind::block_end:
+        return "'%}'";
+      case TokenKind::output_end:
+        return "'}}'";
+      case TokenKind::string:
+        return "a string";
+      default:
+        return "'" + token.text + "'";
     }
   }
   void expect_op(const char* op) {
@@ -331,7 +336,8 @@ class Parser {
           return dict;
         }
         break;
-      default: break;
+      default:
+        break;
     }
     fail(token.pos, "expected a value, found " + describe(token));
   }

@@ -18,21 +18,33 @@ void fail_at(const Where& where, const std::string& what) {
 
 const char* type_name(const Value& value) {
   switch (value.kind) {
-    case Value::Kind::undefined: return "Undefined";
-    case Value::Kind::ns: return "Namespace";
-    case Value::Kind::callable: return "function";
-    case Value::Kind::data: break;
+    case Value::Kind::undefined:
+      return "Undefined";
+    case Value::Kind::ns:
+      return "Namespace";
+    case Value::Kind::callable:
+      return "function";
+    case Value::Kind::data:
+      break;
   }
   switch (value.data().type()) {
-    case Json::value_t::null: return "NoneType";
-    case Json::value_t::boolean: return "bool";
+    case Json::value_t::null:
+      return "NoneType";
+    case Json::value_t::boolean:
+      return "bool";
     case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned: return "int";
-    case Json::value_t::number_float: return "float";
-    case Json::value_t::string: return "str";
-    case Json::value_t::array: return "list";
-    case Json::value_t::object: return "dict";
-    default: return "object";
+    case Json::value_t::number_unsigned:
+      return "int";
+    case Json::value_t::number_float:
+      return "float";
+    case Json::value_t::string:
+      return "str";
+    case Json::value_t::array:
+      return "list";
+    case Json::value_t::object:
+      return "dict";
+    default:
+      return "object";
   }
 }
 
@@ -82,10 +94,14 @@ bool json_equal(const Json& a, const Json& b) {
 bool equal(const Value& a, const Value& b) {
   if (a.kind != b.kind) return false;
   switch (a.kind) {
-    case Value::Kind::undefined: return true;  // jinja2's Undefined equals any Undefined
-    case Value::Kind::ns: return a.ns == b.ns;
-    case Value::Kind::callable: return a.name == b.name && a.macro == b.macro && a.self == b.self;
-    case Value::Kind::data: return json_equal(a.data(), b.data());
+    case Value::Kind::undefined:
+      return true;  // jinja2's Undefined equals any Undefined
+    case Value::Kind::ns:
+      return a.ns == b.ns;
+    case Value::Kind::callable:
+      return a.name == b.name && a.macro == b.macro && a.self == b.self;
+    case Value::Kind::data:
+      return json_equal(a.data(), b.data());
   }
   return false;
 }
@@ -190,10 +206,14 @@ std::string repr(const Json& value) {
 
 std::string to_str(const Value& value) {
   switch (value.kind) {
-    case Value::Kind::undefined: return "";
-    case Value::Kind::ns: return "<Namespace " + repr(value.ns->attributes) + ">";
-    case Value::Kind::callable: return "<function " + value.name + ">";
-    case Value::Kind::data: break;
+    case Value::Kind::undefined:
+      return "";
+    case Value::Kind::ns:
+      return "<Namespace " + repr(value.ns->attributes) + ">";
+    case Value::Kind::callable:
+      return "<function " + value.name + ">";
+    case Value::Kind::data:
+      break;
   }
   if (value.data().is_string()) return value.data().get<std::string>();
   if (value.data().is_array() || value.data().is_object()) return repr(value.data());
@@ -205,14 +225,29 @@ void json_string(std::string& out, const std::string& s, bool ensure_ascii) {
   out += '"';
   for_each_char(s, [&](size_t offset, size_t length, uint32_t cp) {
     switch (cp) {
-      case '"': out += "\\\""; return;
-      case '\\': out += "\\\\"; return;
-      case '\n': out += "\\n"; return;
-      case '\r': out += "\\r"; return;
-      case '\t': out += "\\t"; return;
-      case '\b': out += "\\b"; return;
-      case '\f': out += "\\f"; return;
-      default: break;
+      case '"':
+        out += "\\\"";
+        return;
+      case '\\':
+        out += "\\\\";
+        return;
+      case '\n':
+        out += "\\n";
+        return;
+      case '\r':
+        out += "\\r";
+        return;
+      case '\t':
+        out += "\\t";
+        return;
+      case '\b':
+        out += "\\b";
+        return;
+      case '\f':
+        out += "\\f";
+        return;
+      default:
+        break;
     }
     if (cp < 0x20 || (ensure_ascii && cp >= 0x7f)) {
       if (cp >= 0x10000) {

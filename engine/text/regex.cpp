@@ -25,7 +25,8 @@ namespace {
 // Oniguruma's \s (what HF tokenizers' regexes mean): the Unicode White_Space characters. PCRE2's \s
 // also matches U+180E MONGOLIAN VOWEL SEPARATOR (a space before Unicode 6.3, a format character
 // since), which split DeepSeek-V3's pre-tokens differently.
-constexpr const char* kWhiteSpace = R"(\t\n\x0b\f\r\x20\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000})";
+constexpr const char* kWhiteSpace =
+    R"(\t\n\x0b\f\r\x20\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000})";
 
 // `pattern` with \s and \S spelled out as Oniguruma's classes: [set] outside a class, the bare set
 // inside one. (\S inside a class has no bare spelling; PCRE2's is kept there: no tokenizer uses it.)
@@ -37,9 +38,12 @@ std::string with_oniguruma_whitespace(const std::string& pattern) {
     char c = pattern[i];
     if (c == '\\' && i + 1 < pattern.size()) {
       char next = pattern[++i];
-      if (next == 's') out += in_class ? std::string(kWhiteSpace) : "[" + std::string(kWhiteSpace) + "]";
-      else if (next == 'S' && !in_class) out += "[^" + std::string(kWhiteSpace) + "]";
-      else out += c, out += next;
+      if (next == 's')
+        out += in_class ? std::string(kWhiteSpace) : "[" + std::string(kWhiteSpace) + "]";
+      else if (next == 'S' && !in_class)
+        out += "[^" + std::string(kWhiteSpace) + "]";
+      else
+        out += c, out += next;
       continue;
     }
     if (c == '[' && !in_class) {
@@ -70,8 +74,8 @@ Regex::Regex(const std::string& written) {
   const std::string pattern = with_oniguruma_whitespace(written);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                   PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
+                                   &error_code, &error_offset, nullptr);
   if (!code) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof message);

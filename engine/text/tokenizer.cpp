@@ -22,11 +22,11 @@ using nlohmann::json;
 struct Tokenizer::Impl {
   std::string where;
   std::unique_ptr<BpeModel> model;
-  Normalizer normalizer;          // empty when none
+  Normalizer normalizer;                        // empty when none
   std::vector<PreTokenizerStep> pre_tokenizer;  // none: the model sees each normalized piece whole
-  PostProcessor post_processor;   // empty when none
-  Decoder decoder;                // empty when none: tokens are joined with spaces
-  std::vector<AddedToken> added;  // in file order
+  PostProcessor post_processor;                 // empty when none
+  Decoder decoder;                              // empty when none: tokens are joined with spaces
+  std::vector<AddedToken> added;                // in file order
   std::unordered_map<std::string, size_t> added_by_content;
   std::unordered_map<uint32_t, size_t> added_by_id;
   TokenMatcher raw_matcher;         // added tokens with normalized = false: matched in the raw text
@@ -46,8 +46,10 @@ struct Tokenizer::Impl {
       if (piece.id) {
         ids->push_back(*piece.id);
       } else if (!piece.text.empty()) {
-        if (step == impl->pre_tokenizer.size()) impl->model->tokenize(piece.text, *ids);
-        else impl->pre_tokenizer[step](std::move(piece), *next);
+        if (step == impl->pre_tokenizer.size())
+          impl->model->tokenize(piece.text, *ids);
+        else
+          impl->pre_tokenizer[step](std::move(piece), *next);
       }
     }
   };
@@ -125,7 +127,8 @@ Tokenizer Tokenizer::build(const json& document, const std::string& where, const
   JsonNode root(document, "", impl->where);
   if (!document.is_object()) root.fail("tokenizer.json must be a JSON object");
   if (root.has("version") && root.at("version").string() != "1.0")
-    root.at("version").fail("unknown tokenizer.json version \"" + root.at("version").string() + "\" (expected \"1.0\")");
+    root.at("version").fail("unknown tokenizer.json version \"" + root.at("version").string() +
+                            "\" (expected \"1.0\")");
 
   impl->model = parse_bpe_model(root.at("model"), streamed);
   if (auto node = root.get("normalizer")) impl->normalizer = parse_normalizer(*node);
@@ -157,7 +160,8 @@ Tokenizer Tokenizer::build(const json& document, const std::string& where, const
         token.id = *existing;
       } else {
         const uint32_t model_size = static_cast<uint32_t>(model.vocab.size());
-        token.id = !max_added_id ? model_size : (*max_added_id >= model_size || model_size == 0 ? *max_added_id + 1 : model_size);
+        token.id = !max_added_id ? model_size
+                                 : (*max_added_id >= model_size || model_size == 0 ? *max_added_id + 1 : model_size);
       }
       if (entry.has("id") && entry.at("id").id() != token.id)
         log::warn(where + ": added_tokens[" + std::to_string(i) + "] \"" + token.content + "\" is listed with id " +
@@ -175,8 +179,10 @@ Tokenizer Tokenizer::build(const json& document, const std::string& where, const
   for (size_t index = 0; index < impl->added.size(); index++) {
     const AddedToken& token = impl->added[index];
     if (impl->added_by_id[token.id] != index) continue;  // superseded by a later entry with the same id
-    if (token.normalized) impl->normalized_matcher.add(token.decoded, index);
-    else impl->raw_matcher.add(token.content, index);
+    if (token.normalized)
+      impl->normalized_matcher.add(token.decoded, index);
+    else
+      impl->raw_matcher.add(token.content, index);
   }
   impl->id_count = model.vocab.empty() ? 0 : size_t{model.vocab.max_id()} + 1;
   if (max_added_id) impl->id_count = std::max<size_t>(impl->id_count, *max_added_id + 1);
@@ -193,7 +199,8 @@ Tokenizer Tokenizer::build(const json& document, const std::string& where, const
   // load, whatever tokenizer.json says: single = [bos] $A [eos]. Not when tokenizer.json is
   // byte-level (DeepSeek-V3 says LlamaTokenizerFast): transformers then loads it as it is.
   std::string tokenizer_class;
-  if (tokenizer_config.is_object() && tokenizer_config.contains("tokenizer_class") && tokenizer_config["tokenizer_class"].is_string())
+  if (tokenizer_config.is_object() && tokenizer_config.contains("tokenizer_class") &&
+      tokenizer_config["tokenizer_class"].is_string())
     tokenizer_class = tokenizer_config["tokenizer_class"].get<std::string>();
   for (const char* component : {"normalizer", "pre_tokenizer", "post_processor", "decoder"})
     if (document.contains(component) && uses_byte_level(document[component])) tokenizer_class.clear();
@@ -201,12 +208,14 @@ Tokenizer Tokenizer::build(const json& document, const std::string& where, const
                                  "GemmaTokenizer", "GemmaTokenizerFast"}) {
     if (tokenizer_class != llama_like) continue;
     auto flag = [&](const char* key, bool fallback) {
-      return tokenizer_config.contains(key) && tokenizer_config[key].is_boolean() ? tokenizer_config[key].get<bool>() : fallback;
+      return tokenizer_config.contains(key) && tokenizer_config[key].is_boolean() ? tokenizer_config[key].get<bool>()
+                                                                                  : fallback;
     };
     bool add_bos = flag("add_bos_token", true), add_eos = flag("add_eos_token", false);
     if ((add_bos && !configured_bos) || (add_eos && !configured_eos))
-      throw UserError(where + ": tokenizer_config.json asks for add_bos_token/add_eos_token but its bos_token/eos_token "
-                      "is missing or not in the vocabulary",
+      throw UserError(where +
+                          ": tokenizer_config.json asks for add_bos_token/add_eos_token but its bos_token/eos_token "
+                          "is missing or not in the vocabulary",
                       "set bos_token and eos_token in tokenizer_config.json");
     std::vector<uint32_t> before, after;
     if (add_bos) before.push_back(*configured_bos);
@@ -248,7 +257,8 @@ Tokenizer Tokenizer::load(const fs::path& path) {
     try {
       config = json::parse(read_text_file(config_file));
     } catch (const json::exception& error) {
-      throw UserError(config_file.string() + ": not valid JSON: " + error.what(), "download tokenizer_config.json again");
+      throw UserError(config_file.string() + ": not valid JSON: " + error.what(),
+                      "download tokenizer_config.json again");
     }
   }
   const std::string text = read_text_file(file);
@@ -261,8 +271,7 @@ Tokenizer Tokenizer::load(const fs::path& path) {
     return build(document, file.string(), config, &tables);
   } catch (const json::exception&) {
   } catch (const NotStreamable&) {
-  } catch (const UserError&) {
-  }
+  } catch (const UserError&) {}
   json document;
   try {
     document = json::parse(text);
@@ -305,7 +314,8 @@ std::optional<uint32_t> Tokenizer::token_to_id(std::string_view token) const {
 }
 
 std::optional<std::string> Tokenizer::id_to_token(uint32_t id) const {
-  if (auto added = impl_->added_by_id.find(id); added != impl_->added_by_id.end()) return impl_->added[added->second].content;
+  if (auto added = impl_->added_by_id.find(id); added != impl_->added_by_id.end())
+    return impl_->added[added->second].content;
   if (const std::string* found = impl_->model->vocab.token_of(id)) return *found;
   return std::nullopt;
 }

@@ -82,8 +82,8 @@ class Tokenizer {
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   // from_json, with model.vocab/merges from `streamed` when not null (load()'s fast path).
-  static Tokenizer build(const nlohmann::json& tokenizer, const std::string& where, const nlohmann::json& tokenizer_config,
-                         const StreamedBpeTables* streamed);
+  static Tokenizer build(const nlohmann::json& tokenizer, const std::string& where,
+                         const nlohmann::json& tokenizer_config, const StreamedBpeTables* streamed);
   std::unique_ptr<Impl> impl_;
 };
 

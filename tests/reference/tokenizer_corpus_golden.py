@@ -29,7 +29,7 @@ import tokenizers
 import transformers
 
 PINNED = {"tokenizers": "0.23.3", "transformers": "5.23.0"}
-FAMILIES = ["llama2", "llama3", "llama3_1", "qwen3", "gemma3", "deepseek_v3", "gptoss"]
+FAMILIES = ["llama2", "llama3", "llama3_1", "qwen3", "gemma3", "deepseek_v3"]
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
