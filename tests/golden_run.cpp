@@ -8,6 +8,7 @@
 #include "engine/model/adapter.hpp"
 #include "engine/model/generate.hpp"
 #include "engine/model/session.hpp"
+#include "engine/train/evaluate.hpp"
 #include "tests/support.hpp"
 
 namespace vkt::test {
@@ -27,12 +28,12 @@ GoldenBatch golden_batch(const GoldenFile& golden) {
   GoldenBatch b;
   const auto& ids = golden["batch.ids"];
   b.batch = static_cast<uint32_t>(ids.shape[0]);
-  b.seq = static_cast<uint32_t>(ids.shape[1]);
+  b.seq_len = static_cast<uint32_t>(ids.shape[1]);
   auto id_values = ids.ints();
   auto weight_values = golden["batch.weights"].floats();
   auto position_values = golden["batch.positions"].ints();
   b.lengths = golden["batch.lengths"].ints();
-  size_t n = size_t(b.batch) * b.seq;
+  size_t n = size_t(b.batch) * b.seq_len;
   b.ids.resize(n);
   b.targets.assign(n, 0);
   b.weights.assign(n, 0.0f);
@@ -41,7 +42,7 @@ GoldenBatch golden_batch(const GoldenFile& golden) {
   for (size_t i = 0; i < n; i++) {
     b.ids[i] = static_cast<uint32_t>(id_values[i]);
     b.positions[i] = static_cast<uint32_t>(position_values[i]);
-    if ((i + 1) % b.seq != 0) {
+    if ((i + 1) % b.seq_len != 0) {
       b.targets[i] = static_cast<uint32_t>(id_values[i + 1]);
       b.weights[i] = weight_values[i + 1];
       b.weight_sum += weight_values[i + 1];
@@ -52,14 +53,6 @@ GoldenBatch golden_batch(const GoldenFile& golden) {
 
 namespace {
 
-void upload_batch(vk::Context& ctx, model::BufferSet& buffers, const GoldenBatch& b) {
-  ctx.upload(buffers.buffer("input.ids"), b.ids.data(), 0, b.ids.size() * 4);
-  ctx.upload(buffers.buffer("input.targets"), b.targets.data(), 0, b.targets.size() * 4);
-  ctx.upload(buffers.buffer("input.weights"), b.weights.data(), 0, b.weights.size() * 4);
-  ctx.upload(buffers.buffer("input.positions"), b.positions.data(), 0, b.positions.size() * 4);
-  ctx.upload(buffers.buffer("input.segments"), b.segments.data(), 0, b.segments.size() * 4);
-}
-
 // Max-abs error over the real (non-padding) rows of (batch, seq, width) tensors.
 double worst_real_row_error(const std::vector<float>& actual, const std::vector<float>& expected, const GoldenBatch& b,
                             uint32_t width) {
@@ -67,7 +60,7 @@ double worst_real_row_error(const std::vector<float>& actual, const std::vector<
   for (uint32_t row = 0; row < b.batch; row++)
     for (int64_t t = 0; t < b.lengths[row]; t++)
       for (uint32_t j = 0; j < width; j++) {
-        size_t i = (size_t(row) * b.seq + size_t(t)) * width + j;
+        size_t i = (size_t(row) * b.seq_len + size_t(t)) * width + j;
         worst = std::max(worst, std::fabs(double(actual[i]) - expected[i]));
       }
   return worst;
@@ -80,7 +73,7 @@ GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs:
   auto& ctx = context();
   GoldenBatch batch = golden_batch(golden);
   settings.batch = batch.batch;
-  settings.seq_len = batch.seq;
+  settings.seq_len = batch.seq_len;
   settings.training = true;
   model::LoraSettings lora;
   const bool full = settings.method == spec::Method::full;
@@ -88,12 +81,12 @@ GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs:
   auto session = model::open_model(ctx, folder, settings, full ? nullptr : &lora);
   auto& buffers = *session->buffers;
   if (!full) model::load_adapter_weights(ctx, buffers, session->plan.shape, lora, adapter_dir);
-  upload_batch(ctx, buffers, batch);
+  train::upload_micro_batch(ctx, buffers, batch);
   kernels::StepState state;
   state.spare[0] = static_cast<float>(1.0 / batch.weight_sum);
   kernels::write_step_state(ctx, buffers.buffer("step_state"), state);
 
-  const uint32_t rows = batch.batch * batch.seq;
+  const uint32_t rows = batch.batch * batch.seq_len;
   const uint32_t vocab = static_cast<uint32_t>(session->config.vocab_size);
   GoldenRun run;
   vk::Buffer logits = ctx.allocate(uint64_t(rows) * vocab * 4, vk::Category::workspace, "golden.logits");

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/spec/run_settings.hpp"
+#include "engine/train/batcher.hpp"
 #include "tests/golden_file.hpp"
 
 namespace vkt::test {
@@ -15,13 +16,9 @@ namespace vkt::test {
 // ||actual - expected|| / ||expected||
 double relative_error(const std::vector<float>& actual, const std::vector<float>& expected);
 
-// The golden batch in our input layout: row t predicts ids[t+1] with weight w[t+1].
-struct GoldenBatch {
-  uint32_t batch = 0, seq = 0;
-  std::vector<uint32_t> ids, targets, positions, segments;  // (batch * seq) each
-  std::vector<float> weights;                               // (batch * seq)
-  std::vector<int64_t> lengths;                             // (batch): real tokens per row
-  double weight_sum = 0;
+// The golden batch in the trainer's input layout: row t predicts ids[t+1] with weight w[t+1].
+struct GoldenBatch : train::MicroBatch {
+  std::vector<int64_t> lengths;  // (batch): real tokens per row
 };
 GoldenBatch golden_batch(const GoldenFile& golden);
 

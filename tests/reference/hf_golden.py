@@ -173,9 +173,27 @@ def nf4_round_trip(model):
     return state
 
 
+def check_family_features(family, config):
+    """The features each family is here to exercise really are exercised."""
+    if family == "llama3":  # all three llama3 RoPE bands hold at least one frequency
+        rope = config.rope_parameters
+        inv_freq = 1.0 / rope["rope_theta"] ** (torch.arange(0, config.head_dim, 2).double() / config.head_dim)
+        wavelen = 2 * torch.pi / inv_freq
+        old = rope["original_max_position_embeddings"]
+        high, low = old / rope["high_freq_factor"], old / rope["low_freq_factor"]
+        bands = [int((wavelen < high).sum()), int(((wavelen >= high) & (wavelen <= low)).sum()), int((wavelen > low).sum())]
+        assert min(bands) >= 1, "llama3 RoPE bands %s" % bands
+    if family == "mistral":  # the window is on, and longer than anything attended here
+        assert config.sliding_window > SEQ and config.sliding_window > 5 + GEN_NEW_TOKENS
+    if family == "qwen3":
+        assert config.head_dim * config.num_attention_heads != config.hidden_size
+    assert config.num_key_value_heads < config.num_attention_heads and config.num_hidden_layers >= 2  # GQA
+
+
 def make_family(family, seed, out_dir):
     base = build_model(family, seed)
     config = base.config
+    check_family_features(family, config)
     full = full_forward_backward(build_model(family, seed), *golden_batch(config.vocab_size, seed)) \
         if family == "qwen3" else None
     folder = os.path.join(out_dir, family)
