@@ -51,9 +51,6 @@ GoldenBatch golden_batch(const GoldenFile& golden) {
   return b;
 }
 
-namespace {
-
-// Max-abs error over the real (non-padding) rows of (batch, seq, width) tensors.
 double worst_real_row_error(const std::vector<float>& actual, const std::vector<float>& expected, const GoldenBatch& b,
                             uint32_t width) {
   double worst = 0;
@@ -65,8 +62,6 @@ double worst_real_row_error(const std::vector<float>& actual, const std::vector<
       }
   return worst;
 }
-
-}  // namespace
 
 GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs::path& adapter_dir,
                      spec::RunSettings settings) {

@@ -21,6 +21,9 @@ struct GoldenBatch : train::MicroBatch {
   std::vector<int64_t> lengths;  // (batch): real tokens per row
 };
 GoldenBatch golden_batch(const GoldenFile& golden);
+// Max-abs error over the real (non-padding) rows of (batch, seq_len, width) tensors.
+double worst_real_row_error(const std::vector<float>& actual, const std::vector<float>& expected, const GoldenBatch& b,
+                            uint32_t width);
 
 struct GoldenRun {
   std::vector<float> logits;                            // (rows, vocab)

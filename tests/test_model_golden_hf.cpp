@@ -14,6 +14,7 @@
 // bounds.
 #include <doctest/doctest.h>
 
+#include "engine/merge/export.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/support.hpp"
 
@@ -72,6 +73,25 @@ TEST_CASE("hf: qwen3 q_norm/k_norm backward, also under gradient checkpointing")
   check_family("qwen3", "full", full);
   full.gradient_checkpointing = true;
   check_family("qwen3", "full", full);
+}
+
+TEST_CASE("hf: qwen3 exported with its adapter merged (q_norm/k_norm kept) gives transformers' LoRA logits") {
+  merge::ExportOptions options;
+  options.model = hf_dir() / "qwen3";
+  options.adapter = hf_dir() / "qwen3" / "adapter";
+  options.output = test::temp_dir("hf-qwen3-export");
+  options.show_progress = false;
+  merge::export_merged(test::context(), options);
+  test::GoldenFile golden(golden_path("qwen3"));
+  spec::RunSettings plain = test::lora_run_settings(kernels::WeightFormat::f32);
+  plain.method = spec::Method::full;  // no adapter: the merged weights alone
+  test::GoldenRun run = test::run_golden(golden, options.output, {}, plain);
+  // Merging rounds W + s·B·A once in fp32: the same bound as the unmerged forward.
+  test::GoldenBatch batch = test::golden_batch(golden);
+  const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
+  double worst = test::worst_real_row_error(run.logits, golden["fp32.logits"].floats(), batch, vocab);
+  MESSAGE("qwen3 merged export: logits max-abs " << worst);
+  CHECK(worst <= 1e-4);
 }
 
 }  // TEST_SUITE
