@@ -196,7 +196,7 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
     reader.fail("num_attention_heads", "(" + std::to_string(config.num_attention_heads) +
                                            ") is not a multiple of num_key_value_heads (" +
                                            std::to_string(config.num_key_value_heads) + ")");
-  // transformers' defaults for the three classes when a key is absent.
+  // transformers' defaults for the four classes when a key is absent.
   int64_t default_positions = config.architecture == Architecture::llama   ? 2048
                               : config.architecture == Architecture::qwen2 ? 32768
                               : config.architecture == Architecture::qwen3 ? 40960

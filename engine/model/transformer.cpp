@@ -189,13 +189,15 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   const BufferRange inv_freq = range("rope.inv_freq");
   kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows, hidden_, eps);
   const bool qk_norm = config_.qk_norm;
-  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, qk_norm ? a.q_pre_norm : a.q, rows, scratch(a, Module::q_proj));
-  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, qk_norm ? a.k_pre_norm : a.k, rows, scratch(a, Module::k_proj));
+  const BufferRange q_out = qk_norm ? a.q_pre_norm : a.q, k_out = qk_norm ? a.k_pre_norm : a.k;
+  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, q_out, rows, scratch(a, Module::q_proj));
+  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, k_out, rows, scratch(a, Module::k_proj));
   linear_forward(r, linear(layer, Module::v_proj), a.norm_attn, a.v, rows, scratch(a, Module::v_proj));
   if (qk_norm) {  // Qwen3: each head of q and k is a row of head_dim to normalise, before RoPE
-    kernels::rmsnorm(r, a.q_pre_norm, range(prefix + "self_attn.q_norm.weight"), a.q, a.rstd_q, rows * heads_, head_dim_, eps);
-    kernels::rmsnorm(r, a.k_pre_norm, range(prefix + "self_attn.k_norm.weight"), a.k, a.rstd_k, rows * kv_heads_, head_dim_,
-                     eps);
+    kernels::rmsnorm(r, a.q_pre_norm, range(prefix + "self_attn.q_norm.weight"), a.q, a.rstd_q, rows * heads_,
+                     head_dim_, eps);
+    kernels::rmsnorm(r, a.k_pre_norm, range(prefix + "self_attn.k_norm.weight"), a.k, a.rstd_k, rows * kv_heads_,
+                     head_dim_, eps);
   }
   kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_);
   kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_);
