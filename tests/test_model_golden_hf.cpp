@@ -29,9 +29,10 @@ fs::path hf_dir() { return test::source_dir() / "tests/data/hf"; }
 fs::path golden_path(const std::string& family) { return hf_dir() / (family + ".golden.bin"); }
 
 void check_family(const std::string& family, const std::string& variant, const spec::RunSettings& settings) {
+  const std::string run = settings.gradient_checkpointing ? " (gradient checkpointing)" : "";
   test::GoldenErrors errors = test::check_golden_variant(golden_path(family), variant, hf_dir() / family,
                                                          hf_dir() / family / "adapter", settings, test::GoldenBounds{});
-  MESSAGE(family << " " << variant << ": logits max-abs " << errors.logits << ", loss relative " << errors.loss
+  MESSAGE(family << " " << variant << run << ": logits max-abs " << errors.logits << ", loss relative " << errors.loss
                  << ", worst gradient relative " << errors.gradient << ", dembed relative " << errors.dembed);
 }
 
