@@ -54,6 +54,7 @@ std::vector<std::string> layer_tensor_suffixes(const model::ModelConfig& config)
     suffixes.push_back(spec::module_path(Module(m)) + ".weight");
     if (config.qkv_bias && Module(m) <= Module::v_proj) suffixes.push_back(spec::module_path(Module(m)) + ".bias");
   }
+  if (config.qk_norm) suffixes.insert(suffixes.end(), {"self_attn.q_norm.weight", "self_attn.k_norm.weight"});
   return suffixes;
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 // Hugging Face config.json for the decoder-only models vktune trains: LlamaForCausalLM (Llama 1-3,
-// TinyLlama, SmolLM), Qwen2ForCausalLM and MistralForCausalLM. Reads both the transformers 4.x
+// TinyLlama, SmolLM), Qwen2ForCausalLM, MistralForCausalLM and Qwen3ForCausalLM. Reads both the transformers 4.x
 // spelling (rope_theta + rope_scaling, torch_dtype) and the 5.x one (rope_parameters, dtype), and
 // writes a config.json that transformers loads back.
 #include <cstdint>
@@ -14,7 +14,7 @@
 
 namespace vkt::model {
 
-enum class Architecture { llama, qwen2, mistral };
+enum class Architecture { llama, qwen2, mistral, qwen3 };
 const char* architecture_name(Architecture architecture);  // "LlamaForCausalLM"
 const char* model_type_name(Architecture architecture);    // "llama"
 std::string supported_architectures();                     // for messages
@@ -45,6 +45,7 @@ struct ModelConfig {
   bool tie_word_embeddings = false;      // lm_head shares embed_tokens' weight
   bool qkv_bias = false;                 // q/k/v projections have a bias (Qwen2 always; Llama attention_bias)
   bool o_bias = false;                   // o_proj has a bias (Llama attention_bias only)
+  bool qk_norm = false;                  // Qwen3: RMSNorm over head_dim of each q and k head, before RoPE
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;    // eos_token_id may be one id or a list (Llama 3 instruct)
   std::optional<int64_t> pad_token_id;

@@ -71,6 +71,9 @@ class Transformer {
  private:
   struct LayerActivations {
     BufferRange input, rstd_attn, norm_attn, q, k, v, attn, lse, mid, rstd_mlp, norm_mlp, gate, up, act;
+    // Qwen3's q_norm/k_norm (empty otherwise): q/k as projected, (rows, heads * head_dim), and the
+    // rstd of each (row, head), saved for the backward.
+    BufferRange q_pre_norm, k_pre_norm, rstd_q, rstd_k;
     std::array<BufferRange, spec::module_count> lora_t;
   };
   LayerActivations activations(uint32_t layer, bool recompute) const;

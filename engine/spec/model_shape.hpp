@@ -19,6 +19,7 @@ struct ModelShape {
   uint64_t vocab = 0;         // vocab_size
   bool tied_embeddings = false;
   bool qkv_bias = false;      // Qwen2
+  bool qk_norm = false;       // Qwen3: q_norm/k_norm weights (head_dim each) per layer
 };
 
 // The seven linear modules of a layer, in PEFT's names.
