@@ -66,17 +66,15 @@ void GraphicsContext::create_device(VkSurfaceKHR surface) {
                         " was found for the dashboard",
                     wanted >= 0 ? "VKT_DASHBOARD_DEVICE names a device that cannot draw; unset it"
                                 : "install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or a GPU driver");
-  physical_device_ = devices[best];
-  queue_family_ = static_cast<uint32_t>(graphics_queue_family(physical_device_, surface));
+  device_.physical = devices[best];
+  const uint32_t queue_family = static_cast<uint32_t>(graphics_queue_family(device_.physical, surface));
   VkPhysicalDeviceProperties properties;
-  vkGetPhysicalDeviceProperties(physical_device_, &properties);
+  vkGetPhysicalDeviceProperties(device_.physical, &properties);
   device_name_ = properties.deviceName;
 
   std::vector<const char*> extensions;
   if (surface) extensions.push_back(VK_KHR_SWAPCHAIN_EXTENSION_NAME);
-  device_ = vk::create_device_with_one_queue(physical_device_, queue_family_, extensions, nullptr);
-  vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
-  command_pool_ = vk::create_command_pool(device_, queue_family_);
+  device_.create(queue_family, extensions, nullptr);
   // ImGui needs one combined image sampler (the font atlas); a few spare.
   VkDescriptorPoolSize sizes[] = {{VK_DESCRIPTOR_TYPE_COMBINED_IMAGE_SAMPLER, 8}};
   VkDescriptorPoolCreateInfo descriptor_info{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
@@ -84,22 +82,20 @@ void GraphicsContext::create_device(VkSurfaceKHR surface) {
   descriptor_info.maxSets = 8;
   descriptor_info.poolSizeCount = 1;
   descriptor_info.pPoolSizes = sizes;
-  VK_CHECK(vkCreateDescriptorPool(device_, &descriptor_info, nullptr, &descriptor_pool_));
+  VK_CHECK(vkCreateDescriptorPool(device_.handle, &descriptor_info, nullptr, &descriptor_pool_));
 }
 
 GraphicsContext::~GraphicsContext() {
-  if (device_) {
-    vkDeviceWaitIdle(device_);
-    if (descriptor_pool_) vkDestroyDescriptorPool(device_, descriptor_pool_, nullptr);
-    if (command_pool_) vkDestroyCommandPool(device_, command_pool_, nullptr);
-    vkDestroyDevice(device_, nullptr);
+  if (device_.handle) {
+    vkDeviceWaitIdle(device_.handle);
+    if (descriptor_pool_) vkDestroyDescriptorPool(device_.handle, descriptor_pool_, nullptr);
   }
 }
 
 VkDeviceMemory GraphicsContext::allocate_memory(const VkMemoryRequirements& requirements,
                                                 std::initializer_list<VkMemoryPropertyFlags> choices) const {
   VkPhysicalDeviceMemoryProperties memory;
-  vkGetPhysicalDeviceMemoryProperties(physical_device_, &memory);
+  vkGetPhysicalDeviceMemoryProperties(device_.physical, &memory);
   for (VkMemoryPropertyFlags properties : choices)
     for (uint32_t i = 0; i < memory.memoryTypeCount; i++) {
       bool allowed = requirements.memoryTypeBits & (1u << i);
@@ -108,7 +104,7 @@ VkDeviceMemory GraphicsContext::allocate_memory(const VkMemoryRequirements& requ
       allocate.allocationSize = requirements.size;
       allocate.memoryTypeIndex = i;
       VkDeviceMemory allocated = VK_NULL_HANDLE;
-      VK_CHECK(vkAllocateMemory(device_, &allocate, nullptr, &allocated));
+      VK_CHECK(vkAllocateMemory(device_.handle, &allocate, nullptr, &allocated));
       return allocated;
     }
   throw vk::VulkanError(VK_ERROR_FEATURE_NOT_PRESENT,
@@ -117,11 +113,11 @@ VkDeviceMemory GraphicsContext::allocate_memory(const VkMemoryRequirements& requ
 
 void GraphicsContext::submit_once(const std::function<void(VkCommandBuffer)>& record) {
   VkCommandBufferAllocateInfo allocate{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  allocate.commandPool = command_pool_;
+  allocate.commandPool = device_.command_pool;
   allocate.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
   allocate.commandBufferCount = 1;
   VkCommandBuffer command_buffer = VK_NULL_HANDLE;
-  VK_CHECK(vkAllocateCommandBuffers(device_, &allocate, &command_buffer));
+  VK_CHECK(vkAllocateCommandBuffers(device_.handle, &allocate, &command_buffer));
   VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   VK_CHECK(vkBeginCommandBuffer(command_buffer, &begin));
@@ -129,14 +125,14 @@ void GraphicsContext::submit_once(const std::function<void(VkCommandBuffer)>& re
   VK_CHECK(vkEndCommandBuffer(command_buffer));
   VkFenceCreateInfo fence_info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   VkFence fence = VK_NULL_HANDLE;
-  VK_CHECK(vkCreateFence(device_, &fence_info, nullptr, &fence));
+  VK_CHECK(vkCreateFence(device_.handle, &fence_info, nullptr, &fence));
   VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   submit.commandBufferCount = 1;
   submit.pCommandBuffers = &command_buffer;
-  VkResult result = vkQueueSubmit(queue_, 1, &submit, fence);
-  if (result == VK_SUCCESS) result = vkWaitForFences(device_, 1, &fence, VK_TRUE, UINT64_MAX);
-  vkDestroyFence(device_, fence, nullptr);
-  vkFreeCommandBuffers(device_, command_pool_, 1, &command_buffer);
+  VkResult result = vkQueueSubmit(device_.queue, 1, &submit, fence);
+  if (result == VK_SUCCESS) result = vkWaitForFences(device_.handle, 1, &fence, VK_TRUE, UINT64_MAX);
+  vkDestroyFence(device_.handle, fence, nullptr);
+  vkFreeCommandBuffers(device_.handle, device_.command_pool, 1, &command_buffer);
   VK_CHECK(result);
 }
 

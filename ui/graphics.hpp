@@ -36,11 +36,11 @@ class GraphicsContext {
   void create_device(VkSurfaceKHR surface = VK_NULL_HANDLE);
 
   VkInstance instance() const { return instance_.handle(); }
-  VkPhysicalDevice physical_device() const { return physical_device_; }
-  VkDevice device() const { return device_; }
-  VkQueue queue() const { return queue_; }
-  uint32_t queue_family() const { return queue_family_; }
-  VkCommandPool command_pool() const { return command_pool_; }
+  VkPhysicalDevice physical_device() const { return device_.physical; }
+  VkDevice device() const { return device_.handle; }
+  VkQueue queue() const { return device_.queue; }
+  uint32_t queue_family() const { return device_.queue_family; }
+  VkCommandPool command_pool() const { return device_.command_pool; }
   VkDescriptorPool descriptor_pool() const { return descriptor_pool_; }
   const std::string& device_name() const { return device_name_; }
   bool validation_enabled() const { return instance_.validation_enabled(); }
@@ -53,12 +53,8 @@ class GraphicsContext {
   void submit_once(const std::function<void(VkCommandBuffer)>& record);
 
  private:
-  vk::Instance instance_;  // first: destroyed last, after the device
-  VkPhysicalDevice physical_device_ = VK_NULL_HANDLE;
-  VkDevice device_ = VK_NULL_HANDLE;
-  VkQueue queue_ = VK_NULL_HANDLE;
-  uint32_t queue_family_ = 0;
-  VkCommandPool command_pool_ = VK_NULL_HANDLE;
+  vk::Instance instance_;   // first: destroyed last, after the device
+  vk::QueueDevice device_;  // after the instance: destroyed before it
   VkDescriptorPool descriptor_pool_ = VK_NULL_HANDLE;
   std::string device_name_;
 };

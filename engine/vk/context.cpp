@@ -41,8 +41,8 @@ void Context::choose_device(int device_index) {
       throw UserError("--device " + std::to_string(device_index) + " does not exist: there are " +
                           std::to_string(devices.size()) + " Vulkan devices",
                       "`vktune devices` lists them");
-    physical_device_ = devices[device_index];
-    caps_ = query_capabilities(physical_device_, static_cast<uint32_t>(device_index));
+    device_.physical = devices[device_index];
+    caps_ = query_capabilities(device_.physical, static_cast<uint32_t>(device_index));
     if (!caps_.usable())
       throw UserError("device " + std::to_string(device_index) + " (" + caps_.name +
                           ") lacks Vulkan 1.2 buffer device addresses or 64-bit integers, which vktune needs",
@@ -57,15 +57,15 @@ void Context::choose_device(int device_index) {
   if (best < 0)
     throw UserError("no Vulkan device supports Vulkan 1.2 with buffer device addresses and 64-bit integers",
                     no_device_hint);
-  physical_device_ = devices[best];
+  device_.physical = devices[best];
   caps_ = caps[best];
 }
 
 void Context::create_device() {
   uint32_t family_count = 0;
-  vkGetPhysicalDeviceQueueFamilyProperties(physical_device_, &family_count, nullptr);
+  vkGetPhysicalDeviceQueueFamilyProperties(device_.physical, &family_count, nullptr);
   std::vector<VkQueueFamilyProperties> families(family_count);
-  vkGetPhysicalDeviceQueueFamilyProperties(physical_device_, &family_count, families.data());
+  vkGetPhysicalDeviceQueueFamilyProperties(device_.physical, &family_count, families.data());
   // Prefer a compute queue family without graphics (an async compute queue), else any compute one.
   int chosen = -1;
   for (uint32_t i = 0; i < family_count; i++) {
@@ -75,8 +75,8 @@ void Context::create_device() {
     if (compute && !graphics) break;
   }
   if (chosen < 0) throw UserError("device " + caps_.name + " has no compute queue", "choose another with --device N");
-  queue_family_ = static_cast<uint32_t>(chosen);
-  if (families[queue_family_].timestampValidBits == 0) caps_.timestamps = false;
+  const uint32_t queue_family = static_cast<uint32_t>(chosen);
+  if (families[queue_family].timestampValidBits == 0) caps_.timestamps = false;
 
   VkPhysicalDeviceVulkan12Features features12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
   features12.bufferDeviceAddress = VK_TRUE;
@@ -93,37 +93,33 @@ void Context::create_device() {
 
   std::vector<const char*> extensions;
   if (caps_.memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
-  device_ = create_device_with_one_queue(physical_device_, queue_family_, extensions, &features);
-  vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
-  command_pool_ = create_command_pool(device_, queue_family_);
+  device_.create(queue_family, extensions, &features);
   VkFenceCreateInfo fence_info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-  VK_CHECK(vkCreateFence(device_, &fence_info, nullptr, &fence_));
+  VK_CHECK(vkCreateFence(device_.handle, &fence_info, nullptr, &fence_));
 
   VkPushConstantRange push_range{VK_SHADER_STAGE_COMPUTE_BIT, 0, push_constant_bytes_};
   VkPipelineLayoutCreateInfo layout_info{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
   layout_info.pushConstantRangeCount = 1;
   layout_info.pPushConstantRanges = &push_range;
-  VK_CHECK(vkCreatePipelineLayout(device_, &layout_info, nullptr, &pipeline_layout_));
+  VK_CHECK(vkCreatePipelineLayout(device_.handle, &layout_info, nullptr, &pipeline_layout_));
 
-  allocator_ = std::make_unique<Allocator>(physical_device_, device_, ledger_, caps_.max_memory_allocation_size);
-  pipelines_ = std::make_unique<PipelineCache>(device_, pipeline_layout_);
+  allocator_ = std::make_unique<Allocator>(device_.physical, device_.handle, ledger_, caps_.max_memory_allocation_size);
+  pipelines_ = std::make_unique<PipelineCache>(device_.handle, pipeline_layout_);
   one_shot_ = std::make_unique<Sequence>(*this);
 }
 
 Context::~Context() {
-  if (device_) vkDeviceWaitIdle(device_);
+  if (device_.handle) vkDeviceWaitIdle(device_.handle);
   staging_ = Buffer();
   one_shot_.reset();
   pipelines_.reset();
   allocator_.reset();
-  if (pipeline_layout_) vkDestroyPipelineLayout(device_, pipeline_layout_, nullptr);
-  if (fence_) vkDestroyFence(device_, fence_, nullptr);
-  if (command_pool_) vkDestroyCommandPool(device_, command_pool_, nullptr);
-  if (device_) vkDestroyDevice(device_, nullptr);
+  if (pipeline_layout_) vkDestroyPipelineLayout(device_.handle, pipeline_layout_, nullptr);
+  if (fence_) vkDestroyFence(device_.handle, fence_, nullptr);
 }
 
 std::vector<MemoryHeapReport> Context::memory_heaps() const {
-  return query_capabilities(physical_device_, caps_.index).heaps;
+  return query_capabilities(device_.physical, caps_.index).heaps;
 }
 
 void Context::submit(std::initializer_list<Sequence*> sequences) {
@@ -132,9 +128,9 @@ void Context::submit(std::initializer_list<Sequence*> sequences) {
   VkSubmitInfo submit_info{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   submit_info.commandBufferCount = static_cast<uint32_t>(buffers.size());
   submit_info.pCommandBuffers = buffers.data();
-  VK_CHECK(vkQueueSubmit(queue_, 1, &submit_info, fence_));
-  VK_CHECK(vkWaitForFences(device_, 1, &fence_, VK_TRUE, UINT64_MAX));
-  VK_CHECK(vkResetFences(device_, 1, &fence_));
+  VK_CHECK(vkQueueSubmit(device_.queue, 1, &submit_info, fence_));
+  VK_CHECK(vkWaitForFences(device_.handle, 1, &fence_, VK_TRUE, UINT64_MAX));
+  VK_CHECK(vkResetFences(device_.handle, 1, &fence_));
 }
 
 void Context::run(const std::function<void(Recorder&)>& record) {

@@ -36,9 +36,9 @@ class Context {
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  VkDevice device() const { return device_; }
-  VkPhysicalDevice physical_device() const { return physical_device_; }
-  VkQueue queue() const { return queue_; }
+  VkDevice device() const { return device_.handle; }
+  VkPhysicalDevice physical_device() const { return device_.physical; }
+  VkQueue queue() const { return device_.queue; }
   const Capabilities& caps() const { return caps_; }
   Allocator& allocator() { return *allocator_; }
   MemoryLedger& ledger() { return ledger_; }
@@ -67,7 +67,7 @@ class Context {
   // Submits prerecorded sequences in order in one vkQueueSubmit and waits.
   void submit(std::initializer_list<Sequence*> sequences);
 
-  VkCommandPool command_pool() const { return command_pool_; }
+  VkCommandPool command_pool() const { return device_.command_pool; }
   VkPipelineLayout pipeline_layout() const { return pipeline_layout_; }
   uint32_t push_constant_bytes() const { return push_constant_bytes_; }
 
@@ -76,12 +76,8 @@ class Context {
   void create_device();
   Buffer& staging_buffer(VkDeviceSize bytes);
 
-  Instance instance_;  // first: destroyed last, after the device
-  VkPhysicalDevice physical_device_ = VK_NULL_HANDLE;
-  VkDevice device_ = VK_NULL_HANDLE;
-  VkQueue queue_ = VK_NULL_HANDLE;
-  uint32_t queue_family_ = 0;
-  VkCommandPool command_pool_ = VK_NULL_HANDLE;
+  Instance instance_;   // first: destroyed last, after the device
+  QueueDevice device_;  // after the instance: destroyed before it
   VkFence fence_ = VK_NULL_HANDLE;
   VkPipelineLayout pipeline_layout_ = VK_NULL_HANDLE;
   uint32_t push_constant_bytes_ = 128;

@@ -206,4 +206,19 @@ VkCommandPool create_command_pool(VkDevice device, uint32_t queue_family) {
   return pool;
 }
 
+void QueueDevice::create(uint32_t family, std::vector<const char*> extensions, const void* features) {
+  VKT_ASSERT(physical != VK_NULL_HANDLE && handle == VK_NULL_HANDLE, "choose the physical device first, once");
+  queue_family = family;
+  handle = create_device_with_one_queue(physical, queue_family, std::move(extensions), features);
+  vkGetDeviceQueue(handle, queue_family, 0, &queue);
+  command_pool = create_command_pool(handle, queue_family);
+}
+
+QueueDevice::~QueueDevice() {
+  if (!handle) return;
+  vkDeviceWaitIdle(handle);
+  if (command_pool) vkDestroyCommandPool(handle, command_pool, nullptr);
+  vkDestroyDevice(handle, nullptr);
+}
+
 }  // namespace vkt::vk

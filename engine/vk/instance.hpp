@@ -90,4 +90,23 @@ VkDevice create_device_with_one_queue(VkPhysicalDevice physical_device, uint32_t
 // A command pool on `queue_family` whose command buffers can be reset one by one.
 VkCommandPool create_command_pool(VkDevice device, uint32_t queue_family);
 
+// A logical device with one queue and a resettable command pool on it: what the compute context
+// and the dashboard each own. Choose `physical` first, then create(); the destructor waits for the
+// device to go idle and destroys the pool, then the device (the owner destroys what it made on the
+// device before that, in its own destructor's body).
+struct QueueDevice {
+  QueueDevice() = default;
+  QueueDevice(const QueueDevice&) = delete;
+  QueueDevice& operator=(const QueueDevice&) = delete;
+  ~QueueDevice();
+  // create_device_with_one_queue + vkGetDeviceQueue + create_command_pool on `physical`.
+  void create(uint32_t family, std::vector<const char*> extensions, const void* features);
+
+  VkPhysicalDevice physical = VK_NULL_HANDLE;
+  VkDevice handle = VK_NULL_HANDLE;
+  VkQueue queue = VK_NULL_HANDLE;
+  uint32_t queue_family = 0;
+  VkCommandPool command_pool = VK_NULL_HANDLE;
+};
+
 }  // namespace vkt::vk
