@@ -94,9 +94,10 @@ void add_evaluate_command(CLI::App& app) {
   static Options o;
   command->add_option("--model", o.model, "HF model folder (the base)")->required();
   command->add_option("--adapter", o.adapter, "PEFT adapter folder to evaluate on top of the base");
-  command->add_option("--data", o.data, "JSONL: prompt/completion pairs (generation); any trainer format (--loss)")->required();
+  command->add_option("--data", o.data, "JSONL: prompt/completion pairs; with --loss any trainer format")->required();
   command->add_option("--quant", o.quant, "base format on load: " + enum_name_list(kernels::quant_names(), " | "));
-  command->add_option("--dtype", o.dtype, enum_name_list(kernels::dtype_names(), " | ") + " for embeddings, lm_head and dense weights");
+  command->add_option("--dtype", o.dtype,
+                      enum_name_list(kernels::dtype_names(), " | ") + " for embeddings, lm_head and dense weights");
   command->add_option("--device", o.device, "Vulkan device index");
   // Generation mode.
   const std::vector<CLI::Option*> generation_flags = {
@@ -109,9 +110,9 @@ void add_evaluate_command(CLI::App& app) {
   command->add_flag("--loss", o.loss, "report mean weighted loss and perplexity instead of scoring generations");
   const std::vector<CLI::Option*> loss_flags = {
       command->add_option("--per-device-eval-batch-size", o.batch, "--loss: sequences per micro-batch (default 4)"),
-      command->add_option("--max-length", o.max_length, "--loss: truncate sequences to this many tokens (default 1024)"),
-      command->add_option("--prompt-loss-weight", o.prompt_loss_weight, "--loss: weight of prompt tokens (default 0.1, as train)"),
-      command->add_option("--double-quant", o.double_quant, "--loss with --quant nf4: quantize the absmax values too (default true)"),
+      command->add_option("--max-length", o.max_length, "--loss: truncate sequences to this many tokens (1024)"),
+      command->add_option("--prompt-loss-weight", o.prompt_loss_weight, "--loss: prompt tokens' weight (0.1, as train)"),
+      command->add_option("--double-quant", o.double_quant, "--loss, --quant nf4: quantize the absmax too (true)"),
       command->add_flag("--json", o.json, "--loss: print one JSON object")};
   command->footer("Examples:\n  vktune evaluate --model base --adapter out --data test.jsonl --json-keys book,chapter\n"
                   "  vktune evaluate --loss --model base --adapter out --data test.jsonl --json");

@@ -47,7 +47,8 @@ void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const Safet
   std::vector<uint16_t> packed;
   for (uint64_t row = 0; row < rows; row += chunk_rows) {
     const uint64_t count = std::min(chunk_rows, rows - row) * cols;
-    TensorView part{name, tensor.dtype, {count}, tensor.bytes.subspan(row * cols * element_bytes, count * element_bytes)};
+    const std::span<const uint8_t> bytes = tensor.bytes.subspan(row * cols * element_bytes, count * element_bytes);
+    TensorView part{name, tensor.dtype, {count}, bytes};
     values.resize(count);
     convert_to_fp32(part, values);
     release_mapped_pages(part);
@@ -56,7 +57,8 @@ void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const Safet
       continue;
     }
     packed.resize(count);
-    for (size_t i = 0; i < count; i++) packed[i] = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
+    for (size_t i = 0; i < count; i++)
+      packed[i] = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
     context.upload(buffer, packed.data(), row * cols * out_bytes, count * out_bytes);
   }
 }
