@@ -135,6 +135,14 @@ std::vector<float> to_fp32(const TensorView& tensor) {
   return values;
 }
 
+void release_mapped_pages(const TensorView& tensor) {
+  // Whole pages inside the tensor only: a page shared with a neighbour stays mapped.
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(tensor.bytes.data());
+  const uintptr_t first = (begin + page - 1) / page * page, last = (begin + tensor.bytes.size()) / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 void convert_from_fp32(std::span<const float> values, FileDtype dtype, std::span<uint8_t> out) {
   VKT_ASSERT(out.size() == values.size() * file_dtype_size(dtype), "convert_from_fp32: output size mismatch");
   switch (dtype) {

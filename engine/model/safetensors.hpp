@@ -54,6 +54,9 @@ struct TensorView {
 // naming the tensor. Conversions are exact (fp16 and bf16 are subsets of fp32).
 void convert_to_fp32(const TensorView& tensor, std::span<float> out);
 std::vector<float> to_fp32(const TensorView& tensor);
+// Tells the kernel this process is done with the tensor's mapped pages: they leave its resident set
+// (the page cache keeps them), so a loader walking a large file holds about one tensor at a time.
+void release_mapped_pages(const TensorView& tensor);
 // fp32 to F32/F16/BF16 bytes (round to nearest even, as torch's .to() does); `out` holds
 // values.size() * file_dtype_size(dtype) bytes.
 void convert_from_fp32(std::span<const float> values, FileDtype dtype, std::span<uint8_t> out);

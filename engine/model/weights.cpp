@@ -1,5 +1,6 @@
 #include "engine/model/weights.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -25,7 +26,41 @@ std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::stri
     throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
                         " elements, config.json implies " + std::to_string(expected),
                     "the weights do not belong to this config.json");
-  return to_fp32(tensor);
+  std::vector<float> values = to_fp32(tensor);
+  release_mapped_pages(tensor);
+  return values;
+}
+
+// Embeddings and lm_head (1 GB and more at real sizes) go to the device in row chunks converted
+// straight from the mapping, so no whole fp32 or packed copy of the tensor is ever held.
+void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const SafetensorsFolder& folder,
+                           const std::string& name, uint64_t rows, uint64_t cols, DType type) {
+  const TensorView& tensor = folder.tensor(name);
+  if (tensor.element_count() != rows * cols)
+    throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
+                        " elements, config.json implies " + std::to_string(rows * cols),
+                    "the weights do not belong to this config.json");
+  vk::Buffer& buffer = buffers.buffer(name);
+  const uint64_t element_bytes = file_dtype_size(tensor.dtype), out_bytes = type == DType::f32 ? 4 : 2;
+  const uint64_t chunk_rows = std::max<uint64_t>(1, (16ull << 20) / (cols * 4));  // 16 MiB of fp32 per chunk
+  std::vector<float> values;
+  std::vector<uint16_t> packed;
+  for (uint64_t row = 0; row < rows; row += chunk_rows) {
+    const uint64_t count = std::min(chunk_rows, rows - row) * cols;
+    const std::span<const uint8_t> bytes = tensor.bytes.subspan(row * cols * element_bytes, count * element_bytes);
+    TensorView part{name, tensor.dtype, {count}, bytes};
+    values.resize(count);
+    convert_to_fp32(part, values);
+    release_mapped_pages(part);
+    if (type == DType::f32) {
+      context.upload(buffer, values.data(), row * cols * out_bytes, count * out_bytes);
+      continue;
+    }
+    packed.resize(count);
+    for (size_t i = 0; i < count; i++)
+      packed[i] = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
+    context.upload(buffer, packed.data(), row * cols * out_bytes, count * out_bytes);
+  }
 }
 
 void upload_dense(vk::Context& context, BufferSet& buffers, const std::string& name, const std::vector<float>& values,
@@ -209,8 +244,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
     if (progress) progress->update(++done, what);
   };
 
-  upload_dense(context, buffers, "model.embed_tokens.weight",
-               dense_tensor(folder, "model.embed_tokens.weight", vocab * hidden), dense);
+  upload_dense_streamed(context, buffers, folder, "model.embed_tokens.weight", vocab, hidden, dense);
   step("embeddings");
   for (uint32_t layer = 0; layer < static_cast<uint32_t>(config.num_hidden_layers); layer++) {
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
@@ -282,7 +316,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
     if (!folder.contains("lm_head.weight"))
       throw UserError(folder_name(folder) + " has no lm_head.weight and config.json says tie_word_embeddings is false",
                       "set tie_word_embeddings: true if the model shares its embeddings");
-    upload_dense(context, buffers, "lm_head.weight", dense_tensor(folder, "lm_head.weight", vocab * hidden), dense);
+    upload_dense_streamed(context, buffers, folder, "lm_head.weight", vocab, hidden, dense);
   }
   step("lm_head");
   return loaded;

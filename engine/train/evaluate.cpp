@@ -98,6 +98,9 @@ EvalResult evaluate_model(vk::Context& context, const fs::path& model_dir, const
   settings.batch = options.batch;
   settings.seq_len = tokens.seq_len;
   settings.lora_dropout = 0;
+  settings.base_format = options.base_format;
+  settings.double_quant = options.double_quant;
+  settings.dtype = options.dtype;
   std::optional<model::LoraSettings> lora;
   if (options.adapter) {
     lora = model::load_adapter_config(*options.adapter).settings;

@@ -54,6 +54,9 @@ struct EvalOptions {
   uint32_t max_length = 1024;
   double prompt_loss_weight = 0.1;                  // the trainer's default
   std::optional<std::filesystem::path> adapter;     // evaluate base + this PEFT adapter
+  kernels::WeightFormat base_format = kernels::WeightFormat::f32;  // quantize the linear weights on load
+  bool double_quant = true;                         // nf4 only
+  kernels::DType dtype = kernels::DType::f32;       // embeddings, lm_head, dense base weights
 };
 
 // Opens the model for evaluation (a training-shaped plan without gradients, or with the adapter's
