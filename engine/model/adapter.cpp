@@ -88,7 +88,9 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   }
   if (json.contains("rank_pattern") && !json["rank_pattern"].empty())
     throw UserError(where("rank_pattern") + " is set: per-module ranks are not supported", "use one rank");
-  file.base_model = json.value("base_model_name_or_path", std::string());
+  // PEFT writes null when the base model had no name (built from a config, as in tests).
+  if (json.contains("base_model_name_or_path") && json["base_model_name_or_path"].is_string())
+    file.base_model = json["base_model_name_or_path"].get<std::string>();
   return file;
 }
 

@@ -165,6 +165,16 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   b.add(prefix + "gate", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "up", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "act", Category::activations, rows * m.intermediate * f);
+  if (m.gemma) {  // inputs of q_norm, k_norm and the post-attention / post-MLP norms, and their rstd
+    b.add(prefix + "q_pre", Category::activations, rows * m.heads * m.head_dim * f);
+    b.add(prefix + "k_pre", Category::activations, rows * m.kv_heads * m.head_dim * f);
+    b.add(prefix + "rstd_q", Category::activations, rows * m.heads * f);
+    b.add(prefix + "rstd_k", Category::activations, rows * m.kv_heads * f);
+    b.add(prefix + "o_pre", Category::activations, rows * m.hidden * f);
+    b.add(prefix + "rstd_post_attn", Category::activations, rows * f);
+    b.add(prefix + "down_pre", Category::activations, rows * m.hidden * f);
+    b.add(prefix + "rstd_post_mlp", Category::activations, rows * f);
+  }
   if (s.method != Method::full)
     for (Module module : s.target_modules)
       b.add(prefix + std::string(module_name(module)) + ".lora_t", Category::activations, rows * s.lora_r * f);
@@ -231,6 +241,19 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       std::string name = prefix + norm + ".weight";
       if (full && training) b.trainable(name, Category::base_weights, m.hidden, true);
       else b.add(name, Category::base_weights, m.hidden * 4);
+    }
+    if (m.gemma) {
+      if (full)
+        throw UserError("full finetuning of Gemma 3 is not supported yet (its extra norms have no gradients)",
+                        "use --method lora or --method qlora");
+      for (const char* norm : {"pre_feedforward_layernorm", "post_feedforward_layernorm"}) {
+        counts.norms += m.hidden;
+        b.add(prefix + norm + ".weight", Category::base_weights, m.hidden * 4);
+      }
+      for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) {
+        counts.norms += m.head_dim;
+        b.add(prefix + norm + ".weight", Category::base_weights, m.head_dim * 4);
+      }
     }
   }
   counts.norms += m.hidden;
@@ -319,6 +342,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   }
   b.add("step_state", Category::workspace, 256);
   b.add("rope.inv_freq", Category::workspace, m.head_dim / 2 * 4);
+  if (m.gemma) b.add("rope.inv_freq_local", Category::workspace, m.head_dim / 2 * 4);  // sliding layers' base
   if (training) {
     b.add("loss.step", Category::workspace, 16);
     b.add("loss.window", Category::workspace, 16);

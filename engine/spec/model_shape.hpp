@@ -19,6 +19,7 @@ struct ModelShape {
   uint64_t vocab = 0;         // vocab_size
   bool tied_embeddings = false;
   bool qkv_bias = false;      // Qwen2
+  bool gemma = false;         // Gemma 3 layer: q_norm/k_norm, norms after attention and after the MLP
 };
 
 // The seven linear modules of a layer, in PEFT's names.

@@ -12,8 +12,9 @@ Writes (small, committed):
     tests/test_model_golden_gemma.cpp runs our kernels on the same inputs.
   tests/data/hf/gemma3/, tests/data/hf/gemma2/: tiny random Gemma3ForCausalLM / Gemma2ForCausalLM
     (config.json + model.safetensors, fp32; 2 layers: one sliding, one global; GQA; a sliding
-    window shorter than the sequence; every feature on) and tests/data/golden/hf_<model>.golden.bin
-    with their logits, loss, PEFT LoRA gradients (r=4, all linear layers, nonzero B) and 20
+    window shorter than the sequence; every feature on), their PEFT adapters (tests/data/hf/<model>_adapter/)
+    and tests/data/golden/hf_<model>.golden.bin
+    with their logits (adapter applied), loss, PEFT LoRA gradients (r=4 on the seven linear modules, as all-linear, nonzero B) and 20
     greedy tokens, for the model-level test once the architectures are wired.
 """
 import os
@@ -146,17 +147,18 @@ def model_golden(kind):
     labels = input_ids.clone()
     labels[1, :3] = -100
     model.eval()
-    with torch.no_grad():
-        logits = model(input_ids=input_ids).logits
-    out = [("input_ids", input_ids.to(torch.int32).numpy()), ("labels", labels.to(torch.int32).numpy()),
-           ("logits", f32(logits))]
+    out = [("input_ids", input_ids.to(torch.int32).numpy()), ("labels", labels.to(torch.int32).numpy())]
 
-    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=True)
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # = all-linear
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=modules, lora_dropout=0.0, init_lora_weights=True)
     peft_model = peft.get_peft_model(model, lora)
     with torch.no_grad():  # nonzero B, so that gradients reach A too
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
                 parameter.copy_(torch.randn_like(parameter) * 0.05)
+    peft_model.save_pretrained(os.path.join(HF, kind + "_adapter"))
+    with torch.no_grad():  # logits and greedy tokens of the base model with the adapter
+        out.append(("logits", f32(peft_model(input_ids=input_ids).logits)))
     loss = peft_model(input_ids=input_ids, labels=labels).loss
     loss.backward()
     out.append(("loss", np.array([loss.item()], "<f8")))
