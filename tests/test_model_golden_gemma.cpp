@@ -10,7 +10,8 @@
 // window 5 < 12 tokens, GQA, tied embeddings) with its PEFT adapter (r=4 on all seven linears,
 // nonzero B): logits max-abs <= 1e-4, loss relative <= 1e-5, every LoRA gradient relative error
 // <= 1e-3 (fp32), with and without gradient checkpointing; 20 greedy tokens with the KV cache
-// (24 positions over a window of 5) equal transformers' generate().
+// (24 positions over a window of 5) equal transformers' generate(). The same for a tiny
+// Gemma2ForCausalLM (no q/k norms; attention soft-capping 50, final logit soft-capping 30).
 #include <doctest/doctest.h>
 
 #include <optional>
@@ -141,6 +142,12 @@ TEST_CASE("gemma golden: tiny Gemma3ForCausalLM + PEFT LoRA: logits, loss, LoRA 
   check_model("gemma3", true);
 }
 
+// Gemma 2: no q/k norms; attention soft-capping 50 and final logit soft-capping 30.
+TEST_CASE("gemma golden: tiny Gemma2ForCausalLM + PEFT LoRA: logits, loss, LoRA gradients (checkpointing too)") {
+  check_model("gemma2", false);
+  check_model("gemma2", true);
+}
+
 TEST_CASE("gemma golden: Gemma3RMSNorm forward, dx and d_weight") {
   const auto& shape = ops_golden()["rmsnorm.x"].shape;
   uint32_t rows = static_cast<uint32_t>(shape.at(0)), cols = static_cast<uint32_t>(shape.at(1));
@@ -227,11 +234,13 @@ TEST_CASE("gemma golden: final logit soft-capping in the fused cross-entropy (lo
 }
 
 TEST_CASE("gemma golden: greedy generation of 20 tokens with the KV cache matches transformers") {
+  for (std::string kind : {"gemma3", "gemma2"}) {
+  CAPTURE(kind);
   const std::filesystem::path data = test::source_dir() / "tests/data";
-  test::GoldenFile golden(data / "golden/hf_gemma3.golden.bin");
+  test::GoldenFile golden(data / "golden" / ("hf_" + kind + ".golden.bin"));
   model::GeneratorOptions options;
-  options.model = data / "hf/gemma3";
-  options.adapter = data / "hf/gemma3_adapter";
+  options.model = data / "hf" / kind;
+  options.adapter = data / "hf" / (kind + "_adapter");
   options.max_tokens = 64;
   options.prefill_rows = 3;  // the 4-token prompt runs as a 3-token and a 1-token block
   model::Generator generator(context(), options);
@@ -241,13 +250,14 @@ TEST_CASE("gemma golden: greedy generation of 20 tokens with the KV cache matche
   model::SamplingOptions sampling;
   sampling.max_new_tokens = 20;
   CHECK(generator.generate(prompt, sampling) == expected);
+  }
 }
 
 }  // TEST_SUITE
 
 TEST_SUITE("model_io") {
 
-TEST_CASE("gemma config: Gemma 3's fields are read; unsupported ones are a UserError naming the field") {
+TEST_CASE("gemma config: Gemma 2 and 3 fields are read; unsupported or invalid ones are a UserError naming the field") {
   const std::filesystem::path file = test::source_dir() / "tests/data/hf/gemma3/config.json";
   model::ModelConfig config = model::load_model_config(file);
   CHECK(config.architecture == model::Architecture::gemma3);
@@ -269,10 +279,17 @@ TEST_CASE("gemma config: Gemma 3's fields are read; unsupported ones are a UserE
     }
     return std::string();
   };
-  CHECK(error_of("final_logit_softcapping", 30.0).find("final_logit_softcapping") != std::string::npos);
+  CHECK(error_of("final_logit_softcapping", -1.0).find("final_logit_softcapping") != std::string::npos);
+  CHECK(error_of("attn_logit_softcapping", -1.0).find("attn_logit_softcapping") != std::string::npos);
   CHECK(error_of("hidden_activation", "gelu").find("hidden_activation") != std::string::npos);
   CHECK(error_of("use_bidirectional_attention", true).find("use_bidirectional_attention") != std::string::npos);
   CHECK(error_of("sliding_window", nullptr).find("sliding_window") != std::string::npos);
+  model::ModelConfig gemma2 = model::load_model_config(test::source_dir() / "tests/data/hf/gemma2/config.json");
+  CHECK(gemma2.architecture == model::Architecture::gemma2);
+  CHECK_FALSE(gemma2.qk_norm);
+  CHECK(gemma2.attn_logit_softcapping == 50.0);
+  CHECK(gemma2.final_logit_softcapping == 30.0);
+  CHECK(gemma2.sliding_window_layers == std::vector<bool>{true, false});
 }
 
 }  // TEST_SUITE

@@ -21,6 +21,7 @@ constexpr ArchitectureInfo kArchitectures[] = {
     {Architecture::llama, "LlamaForCausalLM", "llama"},
     {Architecture::qwen2, "Qwen2ForCausalLM", "qwen2"},
     {Architecture::mistral, "MistralForCausalLM", "mistral"},
+    {Architecture::gemma2, "Gemma2ForCausalLM", "gemma2"},
     {Architecture::gemma3, "Gemma3ForCausalLM", "gemma3_text"},
 };
 
@@ -174,17 +175,33 @@ std::string supported_architectures() {
   return text + " (and models built on them: TinyLlama, SmolLM, Llama 2/3, Qwen2/2.5, Mistral)";
 }
 
-// Gemma 3's RoPE (a global base, optionally scaled, and a local one for sliding layers, as
-// rope_parameters per layer type or rope_theta + rope_local_base_freq), attention scale and caps.
+// Gemma's RoPE (Gemma 3: a global base, optionally scaled, and a local one for sliding layers, as
+// rope_parameters per layer type or rope_theta + rope_local_base_freq; Gemma 2: one base),
+// attention scale and soft caps (Gemma2Config's defaults 50 and 30 when absent).
 void parse_gemma(const json& document, const Reader& reader, ModelConfig& config) {
   if (reader.boolean_or("use_bidirectional_attention", false))
     reader.fail("use_bidirectional_attention", "is true: vktune trains causal decoders only");
   config.query_pre_attn_scalar = reader.number_or("query_pre_attn_scalar", 256.0);
   if (!(config.query_pre_attn_scalar > 0)) reader.fail("query_pre_attn_scalar", "must be positive");
-  config.attn_logit_softcapping = reader.has("attn_logit_softcapping") ? reader.number_or("attn_logit_softcapping", 0) : 0;
-  if (config.attn_logit_softcapping < 0) reader.fail("attn_logit_softcapping", "must be positive or null");
-  if (reader.has("final_logit_softcapping"))
-    reader.fail("final_logit_softcapping", "is set: final logit soft-capping is not wired into vktune's Gemma 3 yet");
+  const bool gemma2 = config.architecture == Architecture::gemma2;
+  auto cap = [&](const char* key, double gemma2_default) {
+    if (!document.contains(key)) return gemma2 ? gemma2_default : 0.0;
+    double value = reader.has(key) ? reader.number_or(key, 0) : 0;  // null: none
+    if (value < 0) reader.fail(key, "must be positive or null");
+    return value;
+  };
+  config.attn_logit_softcapping = cap("attn_logit_softcapping", 50.0);
+  config.final_logit_softcapping = cap("final_logit_softcapping", 30.0);
+  if (gemma2) {
+    if (reader.has("rope_parameters") && document["rope_parameters"].contains("rope_theta"))
+      config.rope_theta = reader.number(document["rope_parameters"]["rope_theta"], "rope_parameters.rope_theta");
+    else
+      config.rope_theta = reader.number_or("rope_theta", 10000.0);
+    if (reader.has("rope_parameters") && document["rope_parameters"].value("rope_type", std::string("default")) != "default")
+      reader.fail("rope_parameters", "rope_type is not \"default\", which vktune does not support for Gemma 2");
+    config.rope_local_theta = config.rope_theta;
+    return;
+  }
   const json* parameters = reader.has("rope_parameters") ? &document["rope_parameters"] : nullptr;
   if (parameters && parameters->contains("full_attention")) {
     const json& global = (*parameters)["full_attention"];
@@ -234,7 +251,8 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   if (!(config.rms_norm_eps > 0)) reader.fail("rms_norm_eps", "must be positive");
   config.tie_word_embeddings = reader.boolean_or("tie_word_embeddings", false);
 
-  config.gemma = config.architecture == Architecture::gemma3;
+  config.gemma = config.architecture == Architecture::gemma2 || config.architecture == Architecture::gemma3;
+  config.qk_norm = config.architecture == Architecture::gemma3;
   std::string activation = config.gemma ? reader.string_or("hidden_activation", "gelu_pytorch_tanh")
                                         : reader.string_or("hidden_act", "silu");
   if (config.gemma && activation != "gelu_pytorch_tanh")
@@ -285,10 +303,12 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   std::optional<int64_t> window = reader.optional_integer("sliding_window");
   if (window && *window <= 0) reader.fail("sliding_window", "must be positive or null");
   if (config.gemma) {
-    if (!window) reader.fail("sliding_window", "is not set; Gemma 3 needs its local layers' window");
+    if (!window) reader.fail("sliding_window", "is not set; Gemma needs its local layers' window");
     config.sliding_window = window;
-    // Gemma3TextConfig's default pattern: every sliding_window_pattern-th layer is global.
-    int64_t pattern = reader.has("sliding_window_pattern") ? reader.positive("sliding_window_pattern") : 6;
+    // The configs' default patterns: every sliding_window_pattern-th layer is global (Gemma 3: 6,
+    // Gemma 2: every second).
+    int64_t fallback = config.architecture == Architecture::gemma2 ? 2 : 6;
+    int64_t pattern = reader.has("sliding_window_pattern") ? reader.positive("sliding_window_pattern") : fallback;
     for (int64_t layer = 0; layer < config.num_hidden_layers; layer++)
       config.sliding_window_layers[static_cast<size_t>(layer)] = (layer + 1) % pattern != 0;
   } else if (config.architecture == Architecture::mistral) {

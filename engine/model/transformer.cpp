@@ -150,10 +150,13 @@ Transformer::LayerActivations Transformer::activations(uint32_t layer, bool reco
     a.*field = range(prefix + name);
   if (config_.gemma)
     for (auto [field, name] : std::initializer_list<std::pair<BufferRange LayerActivations::*, const char*>>{
-             {&LayerActivations::q_pre, "q_pre"}, {&LayerActivations::k_pre, "k_pre"},
-             {&LayerActivations::rstd_q, "rstd_q"}, {&LayerActivations::rstd_k, "rstd_k"},
              {&LayerActivations::o_pre, "o_pre"}, {&LayerActivations::rstd_post_attn, "rstd_post_attn"},
              {&LayerActivations::down_pre, "down_pre"}, {&LayerActivations::rstd_post_mlp, "rstd_post_mlp"}})
+      a.*field = range(prefix + name);
+  if (config_.qk_norm)
+    for (auto [field, name] : std::initializer_list<std::pair<BufferRange LayerActivations::*, const char*>>{
+             {&LayerActivations::q_pre, "q_pre"}, {&LayerActivations::k_pre, "k_pre"},
+             {&LayerActivations::rstd_q, "rstd_q"}, {&LayerActivations::rstd_k, "rstd_k"}})
       a.*field = range(prefix + name);
   for (size_t m = 0; m < spec::module_count; m++)
     if (has_lora_[layer][m]) a.lora_t[m] = range(prefix + spec::module_name(Module(m)) + ".lora_t");
@@ -219,16 +222,16 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   const std::string prefix = "model.layers." + std::to_string(layer) + ".";
   const BufferRange positions = range("input.positions"), segments = range("input.segments");
   const BufferRange inv_freq = layer_inv_freq(layer);
-  const bool gemma = config_.gemma;
+  const bool gemma = config_.gemma, qk_norm = config_.qk_norm;
   const float offset = norm_offset();
   const kernels::AttentionShape attention = layer_attention(pass.attention, layer);
   kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows, hidden_, eps,
                    offset);
-  // Gemma: q and k pass q_norm/k_norm (per head) before RoPE.
-  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, gemma ? a.q_pre : a.q, rows, scratch(a, Module::q_proj));
-  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, gemma ? a.k_pre : a.k, rows, scratch(a, Module::k_proj));
+  // Gemma 3: q and k pass q_norm/k_norm (per head) before RoPE.
+  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, qk_norm ? a.q_pre : a.q, rows, scratch(a, Module::q_proj));
+  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, qk_norm ? a.k_pre : a.k, rows, scratch(a, Module::k_proj));
   linear_forward(r, linear(layer, Module::v_proj), a.norm_attn, a.v, rows, scratch(a, Module::v_proj));
-  if (gemma) {
+  if (qk_norm) {
     kernels::rmsnorm(r, a.q_pre, range(prefix + "self_attn.q_norm.weight"), a.q, a.rstd_q, rows * heads_, head_dim_, eps,
                      offset);
     kernels::rmsnorm(r, a.k_pre, range(prefix + "self_attn.k_norm.weight"), a.k, a.rstd_k, rows * kv_heads_, head_dim_,
@@ -313,7 +316,7 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
                               layer_attention(attention_shape(), layer), &segments);
   kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_);
   kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_);
-  if (gemma) {
+  if (config_.qk_norm) {
     kernels::rmsnorm_backward(r, dq, a.q_pre, range(prefix + "self_attn.q_norm.weight"), a.rstd_q, dq, nullptr,
                               workspace, rows_ * heads_, head_dim_, false, offset);
     kernels::rmsnorm_backward(r, dk, a.k_pre, range(prefix + "self_attn.k_norm.weight"), a.rstd_k, dk, nullptr,
@@ -353,11 +356,16 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
     BufferRange logits = logits_out ? rows_of(*logits_out, first, count, logit_bytes)
                                     : rows_of(range("logits.chunk"), 0, count, logit_bytes);
     kernels::matmul_nt(r, x, DType::f32, head, logits, DType::f32, count, vocab_, hidden_);
-    if (!loss) continue;
+    if (!loss) {  // output logits: Gemma 2 caps them (training caps inside the cross-entropy)
+      if (config_.final_logit_softcapping > 0)
+        kernels::softcap(r, logits, count * vocab_, static_cast<float>(config_.final_logit_softcapping));
+      continue;
+    }
     BufferRange loss_scale = buffers_.buffer("step_state").range(step_state_loss_scale_offset, 4);
     kernels::cross_entropy(r, logits, rows_of(range("input.targets"), first, count, 4),
                            rows_of(range("input.weights"), first, count, 4), loss_scale,
-                           rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target, gradients);
+                           rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target, gradients,
+                           static_cast<float>(config_.final_logit_softcapping));
     if (!gradients) continue;
     // d(final norm) = dlogits · W_head ; full finetuning: dW_head += dlogitsᵀ · norm.
     kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes), DType::f32,
@@ -433,6 +441,8 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   kernels::rmsnorm(r, last, range("model.norm.weight"), norm, rows_of(range("act.final.rstd"), 0, 1, 4), 1, hidden_,
                    static_cast<float>(config_.rms_norm_eps), norm_offset());
   kernels::matmul_nt(r, norm, DType::f32, lm_head_ref(), rows_of(logits, 0, 1, vocab_ * 4), DType::f32, 1, vocab_, hidden_);
+  if (config_.final_logit_softcapping > 0)
+    kernels::softcap(r, rows_of(logits, 0, 1, vocab_ * 4), vocab_, static_cast<float>(config_.final_logit_softcapping));
 }
 
 void Transformer::record_logits(Recorder& r, const BufferRange& logits) {

@@ -221,7 +221,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       for (const char* norm : {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"})
         upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
       for (const char* norm : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
-        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, head_dim), DType::f32);
+        if (config.qk_norm) upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, head_dim), DType::f32);
     }
     for (size_t m = 0; m < spec::module_count; m++) {
       auto module = static_cast<spec::Module>(m);

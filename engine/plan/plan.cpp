@@ -165,11 +165,13 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   b.add(prefix + "gate", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "up", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "act", Category::activations, rows * m.intermediate * f);
-  if (m.gemma) {  // inputs of q_norm, k_norm and the post-attention / post-MLP norms, and their rstd
+  if (m.qk_norm) {  // inputs of q_norm and k_norm, and their rstd
     b.add(prefix + "q_pre", Category::activations, rows * m.heads * m.head_dim * f);
     b.add(prefix + "k_pre", Category::activations, rows * m.kv_heads * m.head_dim * f);
     b.add(prefix + "rstd_q", Category::activations, rows * m.heads * f);
     b.add(prefix + "rstd_k", Category::activations, rows * m.kv_heads * f);
+  }
+  if (m.gemma) {  // inputs of the post-attention / post-MLP norms, and their rstd
     b.add(prefix + "o_pre", Category::activations, rows * m.hidden * f);
     b.add(prefix + "rstd_post_attn", Category::activations, rows * f);
     b.add(prefix + "down_pre", Category::activations, rows * m.hidden * f);
@@ -244,13 +246,14 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     }
     if (m.gemma) {
       if (full)
-        throw UserError("full finetuning of Gemma 3 is not supported yet (its extra norms have no gradients)",
+        throw UserError("full finetuning of Gemma is not supported yet (its extra norms have no gradients)",
                         "use --method lora or --method qlora");
       for (const char* norm : {"pre_feedforward_layernorm", "post_feedforward_layernorm"}) {
         counts.norms += m.hidden;
         b.add(prefix + norm + ".weight", Category::base_weights, m.hidden * 4);
       }
       for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) {
+        if (!m.qk_norm) break;
         counts.norms += m.head_dim;
         b.add(prefix + norm + ".weight", Category::base_weights, m.head_dim * 4);
       }
