@@ -14,6 +14,7 @@
 // Gemma2ForCausalLM (no q/k norms; attention soft-capping 50, final logit soft-capping 30).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <optional>
 
 #include "engine/kernels/activation.hpp"
@@ -49,13 +50,10 @@ void check_golden(const std::vector<float>& actual, const std::string& name) {
   test::check_close(actual, golden_floats(name), 1e-10, golden_max_abs, name + " vs transformers");
 }
 
+// ||actual - expected|| / ||expected||.
 double relative_error(const std::vector<float>& actual, const std::vector<float>& expected) {
-  double error = 0, reference = 0;
-  for (size_t i = 0; i < expected.size(); i++) {
-    error += (double(actual[i]) - expected[i]) * (double(actual[i]) - expected[i]);
-    reference += double(expected[i]) * expected[i];
-  }
-  return std::sqrt(error / std::max(reference, 1e-30));
+  test::Comparison comparison = test::compare(actual, expected);
+  return comparison.has_non_finite ? INFINITY : std::sqrt(comparison.nmse);
 }
 
 // The golden batch (input_ids, labels with -100) in our layout: row t predicts ids[t + 1] with
