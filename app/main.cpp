@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   vkt::app::add_generate_command(app);
   vkt::app::add_model_tool_commands(app);
   vkt::app::add_evaluate_command(app);
+  vkt::app::add_tokenize_command(app);
   vkt::app::add_bench_command(app);
   vkt::app::add_dashboard_command(app);
   try {

@@ -19,10 +19,14 @@ enum class Pass { forward, delta, dkdv, dq };
 
 const char* pass_op(Pass pass) {
   switch (pass) {
-    case Pass::forward: return "attention_forward";
-    case Pass::delta: return "attention_backward_delta";
-    case Pass::dkdv: return "attention_backward_dkdv";
-    case Pass::dq: return "attention_backward_dq";
+    case Pass::forward:
+      return "attention_forward";
+    case Pass::delta:
+      return "attention_backward_delta";
+    case Pass::dkdv:
+      return "attention_backward_dkdv";
+    case Pass::dq:
+      return "attention_backward_dq";
   }
   return "";
 }
@@ -98,8 +102,8 @@ void add(Pass pass, uint32_t batch, uint32_t seq_q, uint32_t seq_kv, uint32_t q_
       switch (pass) {
         case Pass::forward: {
           vk::BufferRange ws = workspace->range();
-          kernels::attention_forward(recorder, q->range(), k->range(), v->range(), o->range(), lse->range(), s,
-                                     nullptr, nullptr, workspace_bytes ? &ws : nullptr);
+          kernels::attention_forward(recorder, q->range(), k->range(), v->range(), o->range(), lse->range(), s, nullptr,
+                                     nullptr, workspace_bytes ? &ws : nullptr);
           break;
         }
         case Pass::delta:

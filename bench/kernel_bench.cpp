@@ -61,8 +61,8 @@ std::shared_ptr<vk::Buffer> random_tensor(vk::Context& context, size_t count, ke
                                           const std::string& name) {
   std::mt19937 generator(seed);
   std::uniform_real_distribution<float> distribution(-1.0f, 1.0f);
-  auto buffer = std::make_shared<vk::Buffer>(
-      context.allocate(count * kernels::dtype_bytes(type), vk::Category::workspace, name));
+  auto buffer =
+      std::make_shared<vk::Buffer>(context.allocate(count * kernels::dtype_bytes(type), vk::Category::workspace, name));
   if (type == kernels::DType::f32) {
     std::vector<float> values(count);
     for (float& value : values) value = distribution(generator);
@@ -114,7 +114,7 @@ KernelBenchReport run_kernel_benchmarks(vk::Context& context, const KernelBenchO
     }
     RecordFn record = benchmark.setup(context);
     vk::Sequence sequence(context, /*profiling=*/true);
-    sequence.record(record);  // creates the pipelines, outside the timed runs
+    sequence.record(record);      // creates the pipelines, outside the timed runs
     context.submit({&sequence});  // warm-up: first touch of memory, driver-side compilation
     std::vector<double> samples, cpu_samples;
     bool timestamps = context.caps().timestamps;
@@ -174,8 +174,8 @@ std::string format_kernel_bench_report(const KernelBenchReport& report) {
   out += line;
   for (const KernelBenchResult& row : report.rows) {
     std::snprintf(line, sizeof line, "%-12s %-40s %10.3f %10.3f %10.3f %9.2f %9.2f %8.0f%%%s\n", row.op.c_str(),
-                  row.shape.c_str(), row.median_ms, row.min_ms, row.cpu_ms, row.gflops, row.gbps, 100.0 * row.roofline_fraction,
-                  row.timestamps ? "" : " (host time)");
+                  row.shape.c_str(), row.median_ms, row.min_ms, row.cpu_ms, row.gflops, row.gbps,
+                  100.0 * row.roofline_fraction, row.timestamps ? "" : " (host time)");
     out += line;
   }
   std::snprintf(line, sizeof line,

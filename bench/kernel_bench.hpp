@@ -43,10 +43,10 @@ std::shared_ptr<vk::Buffer> random_tensor(vk::Context& context, size_t count, ke
                                           const std::string& name);
 
 struct KernelBenchOptions {
-  std::string op;       // only rows of this op (empty: all)
-  std::string shape;    // only rows whose shape contains this text (empty: all)
-  int repeat = 5;       // timed runs per row; the median is reported
-  bool roofline = true; // measure copy bandwidth for the roofline column
+  std::string op;        // only rows of this op (empty: all)
+  std::string shape;     // only rows whose shape contains this text (empty: all)
+  int repeat = 5;        // timed runs per row; the median is reported
+  bool roofline = true;  // measure copy bandwidth for the roofline column
 };
 
 struct KernelBenchResult {
@@ -56,16 +56,16 @@ struct KernelBenchResult {
   // Median CPU time this process spent per run. On a CPU driver (lavapipe) that is the work
   // itself, and unlike wall time it barely changes when other processes share the cores.
   double cpu_ms = 0;
-  double gflops = 0;  // flops / median time
-  double gbps = 0;    // bytes / median time
+  double gflops = 0;             // flops / median time
+  double gbps = 0;               // bytes / median time
   double roofline_fraction = 0;  // max(flops/peak, bytes/bandwidth) / median time
   bool timestamps = true;        // false: host wall-clock time (device without timestamps)
 };
 
 struct KernelBenchReport {
   std::vector<KernelBenchResult> rows;
-  double peak_gflops = 0;    // the best GFLOP/s of any row in this run
-  double copy_gbps = 0;      // vkCmdCopyBuffer bandwidth (bytes read + written)
+  double peak_gflops = 0;  // the best GFLOP/s of any row in this run
+  double copy_gbps = 0;    // vkCmdCopyBuffer bandwidth (bytes read + written)
   std::string device;
 };
 

@@ -18,10 +18,12 @@ using kernels::DType;
 
 enum class Form { nt, nn, tn };
 
-const char* form_name(Form form) { return form == Form::nt ? "matmul_nt" : form == Form::nn ? "matmul_nn" : "matmul_tn"; }
+const char* form_name(Form form) {
+  return form == Form::nt ? "matmul_nt" : form == Form::nn ? "matmul_nn" : "matmul_tn";
+}
 
 kernels::WeightFormat weight_format(DType type) {
-  return type == DType::f16 ? kernels::WeightFormat::f16
+  return type == DType::f16    ? kernels::WeightFormat::f16
          : type == DType::bf16 ? kernels::WeightFormat::bf16
                                : kernels::WeightFormat::f32;
 }
@@ -36,12 +38,16 @@ void add(Form form, uint32_t m, uint32_t n, uint32_t k, DType type, const std::s
   if (batch > 1) row.shape += " x" + std::to_string(batch);
   if (!note.empty()) row.shape += " " + note;
   size_t a_count, b_count, c_count;
-  if (form == Form::nt) a_count = size_t(m) * k, b_count = size_t(n) * k, c_count = size_t(m) * n;
-  else if (form == Form::nn) a_count = size_t(m) * n, b_count = size_t(n) * k, c_count = size_t(m) * k;
-  else a_count = size_t(m) * n, b_count = size_t(m) * k, c_count = size_t(n) * k;
+  if (form == Form::nt)
+    a_count = size_t(m) * k, b_count = size_t(n) * k, c_count = size_t(m) * n;
+  else if (form == Form::nn)
+    a_count = size_t(m) * n, b_count = size_t(n) * k, c_count = size_t(m) * k;
+  else
+    a_count = size_t(m) * n, b_count = size_t(m) * k, c_count = size_t(n) * k;
   DType c_type = form == Form::tn ? DType::f32 : type;
   row.flops = 2.0 * m * n * k * batch;
-  row.bytes = double(batch) * ((a_count + b_count) * kernels::dtype_bytes(type) + c_count * kernels::dtype_bytes(c_type));
+  row.bytes =
+      double(batch) * ((a_count + b_count) * kernels::dtype_bytes(type) + c_count * kernels::dtype_bytes(c_type));
   row.supported = [type](const vk::Capabilities& caps) { return type == DType::f32 || caps.storage_16bit; };
   row.setup = [=](vk::Context& context) -> RecordFn {
     auto a = random_tensor(context, a_count * batch, type, 1, "bench-a");

@@ -6,6 +6,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/vk/context.hpp"
@@ -63,5 +64,7 @@ std::vector<T> download_raw(const vk::Buffer& buffer, size_t count) {
 std::filesystem::path source_dir();   // the repository root
 std::filesystem::path binary_dir();   // the build directory
 std::filesystem::path temp_dir(const std::string& name);  // a fresh empty directory
+// Runs a command through the shell; returns its exit status and output (stdout and stderr).
+std::pair<int, std::string> run_command(const std::string& command);
 
 }  // namespace vkt::test

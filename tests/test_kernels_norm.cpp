@@ -21,7 +21,8 @@ TEST_SUITE("kernels_ops") {
 TEST_CASE("rmsnorm: matches the reference for odd and long rows, in place too") {
   struct Shape { uint32_t rows, cols; };
   for (const std::string& threads : test::row_thread_settings())
-  for (Shape shape : {Shape{1, 7}, Shape{3, 33}, Shape{17, 130}, Shape{2, 257}, Shape{3, 8192}}) {
+  // {416, 128}: Qwen3's q_norm, rows of head_dim, one per (token, head).
+  for (Shape shape : {Shape{1, 7}, Shape{3, 33}, Shape{17, 130}, Shape{2, 257}, Shape{3, 8192}, Shape{416, 128}}) {
     for (float eps : {1e-5f, 1e-6f}) {
       CAPTURE(threads); CAPTURE(shape.rows); CAPTURE(shape.cols); CAPTURE(eps);
       test::ScopedEnv row_threads("VKT_ROW_THREADS", threads);
@@ -71,9 +72,10 @@ TEST_CASE("rmsnorm: a NaN stays in its own row") {
 
 TEST_CASE("rmsnorm_backward: dx and d_weight vs reference and finite differences; accumulation; in place") {
   struct Shape { uint32_t rows, cols; };
-  // rows 600: the weight gradient's column sum spans several 256-row blocks.
+  // rows 600: the weight gradient's column sum spans several 256-row blocks. {520, 16}: Qwen3's
+  // q_norm/k_norm, rows of head_dim (one per token and head), as the model_hf test's head_dim.
   for (const std::string& threads : test::row_thread_settings())
-  for (Shape shape : {Shape{1, 7}, Shape{3, 33}, Shape{17, 130}, Shape{600, 7}, Shape{2, 8192}}) {
+  for (Shape shape : {Shape{1, 7}, Shape{3, 33}, Shape{17, 130}, Shape{600, 7}, Shape{2, 8192}, Shape{520, 16}}) {
     CAPTURE(threads); CAPTURE(shape.rows); CAPTURE(shape.cols);
     test::ScopedEnv row_threads("VKT_ROW_THREADS", threads);
     float eps = 1e-5f;

@@ -141,15 +141,21 @@ fs::path random_adapter(const fs::path& base, const std::string& name, uint32_t 
       for (bool a : {true, false}) {
         uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
         std::vector<uint64_t> dims = a ? std::vector<uint64_t>{rank, in} : std::vector<uint64_t>{out, rank};
-        auto values = std::make_shared<std::vector<float>>(test::random_floats(dims[0] * dims[1], seed * 100 + stream++, -0.2f, 0.2f));
+        auto values = std::make_shared<std::vector<float>>(
+            test::random_floats(dims[0] * dims[1], seed * 100 + stream++, -0.2f, 0.2f));
         writes.push_back({model::peft_tensor_name(layer, module, a), model::FileDtype::F32, dims,
                           [values](model::TensorSink& sink) { sink.write(values->data(), values->size() * 4); }});
       }
   model::write_safetensors(directory / "adapter_model.safetensors", std::move(writes), {{"format", "pt"}});
   std::vector<std::string> names;
   for (spec::Module m : targets) names.push_back(spec::module_name(m));
-  json adapter = {{"peft_type", "LORA"}, {"r", rank}, {"lora_alpha", alpha}, {"target_modules", names},
-                  {"use_rslora", rslora}, {"bias", "none"}, {"base_model_name_or_path", base.string()}};
+  json adapter = {{"peft_type", "LORA"},
+                  {"r", rank},
+                  {"lora_alpha", alpha},
+                  {"target_modules", names},
+                  {"use_rslora", rslora},
+                  {"bias", "none"},
+                  {"base_model_name_or_path", base.string()}};
   write_file_atomically(directory / "adapter_config.json", adapter.dump(2));
   return directory;
 }
@@ -271,7 +277,7 @@ TEST_CASE("merge config: gradients and conditionals evaluate as mergekit's evalu
   CHECK(at("model.layers.2.mlp.up_proj.weight", 0.25) == doctest::Approx(0.75));
   CHECK(at("model.norm.weight", 0.9) == doctest::Approx(0.25));  // no filter matches before the catch-all
   const auto& normalize = config.parameters.at("normalize");
-  CHECK(merge::evaluate_setting(normalize, "x", 0.4)->boolean == true);   // int(0.4 * 1) = 0
+  CHECK(merge::evaluate_setting(normalize, "x", 0.4)->boolean == true);  // int(0.4 * 1) = 0
   CHECK(merge::evaluate_setting(normalize, "x", 1.0)->boolean == false);
 }
 
@@ -290,7 +296,8 @@ TEST_CASE("merge linear: weighted average with depth gradients, against mergekit
     double t = layer.empty() ? 0.0 : std::stod(layer) / 3.0;
     double wa = 1 - t, wb = 0.5;
     std::vector<float> expected(ta[name].size());
-    for (size_t i = 0; i < expected.size(); i++) expected[i] = static_cast<float>((wa * ta[name][i] + wb * tb[name][i]) / (wa + wb));
+    for (size_t i = 0; i < expected.size(); i++)
+      expected[i] = static_cast<float>((wa * ta[name][i] + wb * tb[name][i]) / (wa + wb));
     return expected;
   });
   // The merged folder is a model: config, tokenizer, the recipe, and it runs.
@@ -300,7 +307,8 @@ TEST_CASE("merge linear: weighted average with depth gradients, against mergekit
   // out_dtype: the same merge written as float16 (torch_dtype follows); values are the fp32 result
   // rounded to nearest (fp16 has 11 significant bits: relative error <= 2^-11, subnormals aside).
   run_yaml("linear-f16", "merge_method: linear\nout_dtype: float16\nmodels:\n  - model: " + a.string() +
-                             "\n    parameters: {weight: [1, 0]}\n  - model: " + b.string() + "\n    parameters: {weight: 0.5}\n");
+                             "\n    parameters: {weight: [1, 0]}\n  - model: " + b.string() +
+                             "\n    parameters: {weight: 0.5}\n");
   model::SafetensorsFolder half(output_of("linear-f16"));
   CHECK(half.tensor("model.layers.2.mlp.up_proj.weight").dtype == model::FileDtype::F16);
   CHECK(model::load_model_config(output_of("linear-f16")).torch_dtype == "float16");
@@ -327,7 +335,8 @@ TEST_CASE("merge slerp: spherical interpolation with mergekit's threshold, filte
     double t = name.find("self_attn") != std::string::npos ? 0.1 + 0.8 * depth : 0.3;
     const auto &v0 = t0[name], &v1 = t1[name];
     double n0 = 0, n1 = 0, d = 0;
-    for (size_t i = 0; i < v0.size(); i++) n0 += double(v0[i]) * v0[i], n1 += double(v1[i]) * v1[i], d += double(v0[i]) * v1[i];
+    for (size_t i = 0; i < v0.size(); i++)
+      n0 += double(v0[i]) * v0[i], n1 += double(v1[i]) * v1[i], d += double(v0[i]) * v1[i];
     double dot = d / std::sqrt(n0) / std::sqrt(n1), s0 = 1 - t, s1 = t;
     if (std::fabs(dot) > 0.9995) {
       lerped++;
@@ -347,7 +356,8 @@ TEST_CASE("merge slerp: spherical interpolation with mergekit's threshold, filte
 
 TEST_CASE("merge task_arithmetic, ties, dare_linear, dare_ties: against mergekit's generalized task arithmetic") {
   fs::path base = base_model();
-  fs::path a = finetune_of(base, "ft-a", 1, 0.05f), b = finetune_of(base, "ft-b", 2, 0.05f), c = finetune_of(base, "ft-c", 3, 0.05f);
+  fs::path a = finetune_of(base, "ft-a", 1, 0.05f), b = finetune_of(base, "ft-b", 2, 0.05f),
+           c = finetune_of(base, "ft-c", 3, 0.05f);
   Tensors tbase = read_all(base);
   std::vector<Tensors> models = {read_all(a), read_all(b), read_all(c)};
   const std::vector<double> weights = {0.6, -0.3, 0.5}, densities = {0.5, 0.7, 0.3};
@@ -362,8 +372,8 @@ TEST_CASE("merge task_arithmetic, ties, dare_linear, dare_ties: against mergekit
                             {"dare_ties", false, true, true, false, 1.0}};
   for (const Method& method : methods) {
     CAPTURE(method.name);
-    std::string text = "merge_method: " + method.name + "\nbase_model: " + base.string() + "\nmodels:\n  - model: " +
-                       base.string() + "\n";
+    std::string text = "merge_method: " + method.name + "\nbase_model: " + base.string() +
+                       "\nmodels:\n  - model: " + base.string() + "\n";
     const fs::path paths[] = {a, b, c};
     for (int m = 0; m < 3; m++)
       text += "  - model: " + paths[m].string() + "\n    parameters: {weight: " + std::to_string(weights[m]) +
@@ -372,60 +382,66 @@ TEST_CASE("merge task_arithmetic, ties, dare_linear, dare_ties: against mergekit
     run_yaml(method.name, text, 1234);
     Tensors out = read_all(output_of(method.name));
     // Reference: mergekit GTATask.execute + sparsify.magnitude/bernoulli + get_mask("sum"), in double.
-    check_tensors(out, [&](const std::string& name) {
-      const std::vector<float>& theta = tbase[name];
-      const size_t n = theta.size();
-      std::vector<std::vector<double>> deltas(3, std::vector<double>(n));
-      for (int m = 0; m < 3; m++) {
-        for (size_t i = 0; i < n; i++) deltas[m][i] = double(models[m][name][i]) - theta[i];
-        if (method.magnitude) {  // keep the int(density * n) largest |δ| (argsort descending)
-          std::vector<size_t> order(n);
-          std::iota(order.begin(), order.end(), 0);
-          std::vector<float> magnitude(n);
-          for (size_t i = 0; i < n; i++) magnitude[i] = std::fabs(models[m][name][i] - theta[i]);
-          std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return magnitude[x] > magnitude[y]; });
-          std::vector<bool> keep(n, false);
-          for (size_t i = 0; i < static_cast<size_t>(densities[m] * double(n)); i++) keep[order[i]] = true;
-          for (size_t i = 0; i < n; i++) deltas[m][i] = keep[i] ? deltas[m][i] : 0.0;
-        }
-        if (method.random) {  // bernoulli(density), rescaled by 1/density; the documented stream
-          float density = static_cast<float>(densities[m]);
+    check_tensors(
+        out,
+        [&](const std::string& name) {
+          const std::vector<float>& theta = tbase[name];
+          const size_t n = theta.size();
+          std::vector<std::vector<double>> deltas(3, std::vector<double>(n));
+          for (int m = 0; m < 3; m++) {
+            for (size_t i = 0; i < n; i++) deltas[m][i] = double(models[m][name][i]) - theta[i];
+            if (method.magnitude) {  // keep the int(density * n) largest |δ| (argsort descending)
+              std::vector<size_t> order(n);
+              std::iota(order.begin(), order.end(), 0);
+              std::vector<float> magnitude(n);
+              for (size_t i = 0; i < n; i++) magnitude[i] = std::fabs(models[m][name][i] - theta[i]);
+              std::stable_sort(order.begin(), order.end(),
+                               [&](size_t x, size_t y) { return magnitude[x] > magnitude[y]; });
+              std::vector<bool> keep(n, false);
+              for (size_t i = 0; i < static_cast<size_t>(densities[m] * double(n)); i++) keep[order[i]] = true;
+              for (size_t i = 0; i < n; i++) deltas[m][i] = keep[i] ? deltas[m][i] : 0.0;
+            }
+            if (method.random) {  // bernoulli(density), rescaled by 1/density; the documented stream
+              float density = static_cast<float>(densities[m]);
+              for (size_t i = 0; i < n; i++) {
+                float u = random::random_uniform(1234, random::stream_dare, static_cast<uint32_t>(m + 1),
+                                                 kernels::tensor_key(name), i);
+                deltas[m][i] = u < density ? deltas[m][i] / density : 0.0;
+              }
+            }
+          }
+          std::vector<float> expected(n);
           for (size_t i = 0; i < n; i++) {
-            float u = random::random_uniform(1234, random::stream_dare, static_cast<uint32_t>(m + 1),
-                                             kernels::tensor_key(name), i);
-            deltas[m][i] = u < density ? deltas[m][i] / density : 0.0;
+            double mixed = 0, divisor = 0, sign_sum = 0;
+            for (int m = 0; m < 3; m++) sign_sum += weights[m] * deltas[m][i];
+            double majority = sign_sum >= 0 ? 1 : -1;
+            for (int m = 0; m < 3; m++) {
+              double weighted = weights[m] * deltas[m][i];
+              double sign = weighted > 0 ? 1 : weighted < 0 ? -1 : 0;
+              if (!method.consensus || sign == majority) {
+                mixed += weighted;
+                divisor += weights[m];
+              }
+            }
+            if (method.consensus && divisor == 0) divisor = 1;
+            if (method.normalize) mixed /= divisor;
+            expected[i] = static_cast<float>(theta[i] + method.lambda * mixed);
           }
-        }
-      }
-      std::vector<float> expected(n);
-      for (size_t i = 0; i < n; i++) {
-        double mixed = 0, divisor = 0, sign_sum = 0;
-        for (int m = 0; m < 3; m++) sign_sum += weights[m] * deltas[m][i];
-        double majority = sign_sum >= 0 ? 1 : -1;
-        for (int m = 0; m < 3; m++) {
-          double weighted = weights[m] * deltas[m][i];
-          double sign = weighted > 0 ? 1 : weighted < 0 ? -1 : 0;
-          if (!method.consensus || sign == majority) {
-            mixed += weighted;
-            divisor += weights[m];
-          }
-        }
-        if (method.consensus && divisor == 0) divisor = 1;
-        if (method.normalize) mixed /= divisor;
-        expected[i] = static_cast<float>(theta[i] + method.lambda * mixed);
-      }
-      return expected;
-    }, 4e-6);  // 1/density as an fp32 factor vs a double division: a few more ulps
+          return expected;
+        },
+        4e-6);  // 1/density as an fp32 factor vs a double division: a few more ulps
   }
 }
 
 TEST_CASE("merge passthrough: depth up-scaling 4 -> 6 layers loads and runs") {
   fs::path base = base_model();
   // Written in shards of at most 100 kB (as save_pretrained with max_shard_size): an index names them.
-  merge::MergeSummary summary = run_yaml(
-      "upscale", "merge_method: passthrough\nslices:\n  - sources:\n      - model: " + base.string() +
-                     "\n        layer_range: [0, 3]\n  - sources:\n      - model: " + base.string() +
-                     "\n        layer_range: [1, 4]\n", 42, 100000);
+  merge::MergeSummary summary =
+      run_yaml("upscale",
+               "merge_method: passthrough\nslices:\n  - sources:\n      - model: " + base.string() +
+                   "\n        layer_range: [0, 3]\n  - sources:\n      - model: " + base.string() +
+                   "\n        layer_range: [1, 4]\n",
+               42, 100000);
   CHECK(summary.layers == 6);
   CHECK(summary.files.size() > 2);
   CHECK(fs::exists(output_of("upscale") / "model.safetensors.index.json"));
@@ -433,7 +449,7 @@ TEST_CASE("merge passthrough: depth up-scaling 4 -> 6 layers loads and runs") {
   model::ModelConfig config = model::load_model_config(output_of("upscale"));
   CHECK(config.num_hidden_layers == 6);
   Tensors in = read_all(base), out = read_all(output_of("upscale"));
-  CHECK(out.size() == in.size() + 2 * 9);  // two more layers of 9 tensors
+  CHECK(out.size() == in.size() + 2 * 9);         // two more layers of 9 tensors
   const int source_layer[] = {0, 1, 2, 1, 2, 3};  // [0, 3) then [1, 4)
   for (int layer = 0; layer < 6; layer++)
     for (const char* suffix : {"self_attn.q_proj.weight", "mlp.down_proj.weight", "input_layernorm.weight"}) {
@@ -486,7 +502,8 @@ TEST_CASE("export: merged weights give the logits of base + adapter (dense and N
       double delta = 0;
       for (size_t k = 0; k < 4; k++) delta += double(b[i * 4 + k]) * a[k * cols + j];
       double expected = original[name][i * cols + j] + 2.0 / std::sqrt(4.0) * delta;
-      worst = std::max(worst, std::fabs(exported_bf16[name][i * cols + j] - expected) / std::max(1e-3, std::fabs(expected)));
+      worst = std::max(worst,
+                       std::fabs(exported_bf16[name][i * cols + j] - expected) / std::max(1e-3, std::fabs(expected)));
     }
   CHECK(worst <= 1.0 / 256);  // bf16 keeps 8 significant bits: relative rounding error <= 2^-9, with margin
 
@@ -507,7 +524,8 @@ TEST_CASE("export: merged weights give the logits of base + adapter (dense and N
   spec::RunSettings qlora;
   qlora.base_format = kernels::WeightFormat::nf4;
   qlora.method = spec::Method::qlora;
-  std::vector<float> nf4_with_adapter = logits_of(quantize.output, adapter, qlora), nf4_exported = logits_of(options.output);
+  std::vector<float> nf4_with_adapter = logits_of(quantize.output, adapter, qlora),
+                     nf4_exported = logits_of(options.output);
   CHECK(max_abs_difference(nf4_with_adapter, nf4_exported) < 1e-4);
 }
 
@@ -528,7 +546,8 @@ TEST_CASE("quantize: codes equal the CPU quantizer, errors within each format's 
                             {kernels::WeightFormat::int4_asym, false, 128, 0.5}};
   for (const Format& f : formats) {
     const std::string format_name = kernels::weight_format_name(f.format);
-    CAPTURE(format_name); CAPTURE(f.double_quant);
+    CAPTURE(format_name);
+    CAPTURE(f.double_quant);
     merge::QuantizeOptions options;
     options.model = base;
     options.output = test::temp_dir(std::string("quantized-") + kernels::weight_format_name(f.format) +
@@ -555,10 +574,10 @@ TEST_CASE("quantize: codes equal the CPU quantizer, errors within each format's 
       q.block_size = f.block;
       q.double_quant = f.double_quant;
       quant::QuantizedWeight expected = quant::quantize(original[report.name].data(), rows, cols, f.format, q);
-      quant::QuantizedWeight stored = f.format == kernels::WeightFormat::nf4
-                                          ? model::read_bitsandbytes_nf4(folder, report.name, rows, cols)
-                                          : model::read_vktune_quantized(folder, report.name, rows, cols,
-                                                                         *model::vktune_quantization(config));
+      quant::QuantizedWeight stored =
+          f.format == kernels::WeightFormat::nf4
+              ? model::read_bitsandbytes_nf4(folder, report.name, rows, cols)
+              : model::read_vktune_quantized(folder, report.name, rows, cols, *model::vktune_quantization(config));
       CHECK(stored.data == expected.data);
       CHECK(stored.scales == expected.scales);
       CHECK(stored.zeros == expected.zeros);
@@ -568,7 +587,8 @@ TEST_CASE("quantize: codes equal the CPU quantizer, errors within each format's 
     }
     // Everything else is copied bit for bit.
     CHECK(model::to_fp32(folder.tensor("model.embed_tokens.weight")) == original["model.embed_tokens.weight"]);
-    CHECK(model::to_fp32(folder.tensor("model.layers.1.input_layernorm.weight")) == original["model.layers.1.input_layernorm.weight"]);
+    CHECK(model::to_fp32(folder.tensor("model.layers.1.input_layernorm.weight")) ==
+          original["model.layers.1.input_layernorm.weight"]);
     json saved = json::parse(read_text_file(options.output / "config.json"));
     if (f.format == kernels::WeightFormat::nf4) {
       CHECK(saved["quantization_config"]["quant_method"] == "bitsandbytes");
@@ -591,9 +611,9 @@ TEST_CASE("quantize: codes equal the CPU quantizer, errors within each format's 
     std::vector<float> logits = logits_of(options.output, std::nullopt, settings);
     CHECK(all_finite(logits));
     double difference = max_abs_difference(logits, reference_logits);
-    MESSAGE(std::string(kernels::weight_format_name(f.format)) << std::string(f.double_quant ? "+dq" : "") << " block " << f.block
-                                                  << ": max |logit - fp32 logit| " << difference << ", size "
-                                                  << summary.bytes_before << " -> " << summary.bytes_after << " bytes");
+    MESSAGE(std::string(kernels::weight_format_name(f.format))
+            << std::string(f.double_quant ? "+dq" : "") << " block " << f.block << ": max |logit - fp32 logit| "
+            << difference << ", size " << summary.bytes_before << " -> " << summary.bytes_after << " bytes");
     CHECK(difference < f.logit_tolerance);
   }
   // An int8 folder as a LoRA base: the session keeps it int8 and a LoRA forward + backward runs.
@@ -651,7 +671,8 @@ TEST_CASE("quantize nf4: the golden llama quantized by vktune matches the bitsan
         CHECK(std::abs(bits_x - bits_y) <= 2);
       }
     } else if (ends_with(".quant_state.bitsandbytes__nf4")) {
-      json x = json::parse(std::string(a.bytes.begin(), a.bytes.end())), y = json::parse(std::string(b.bytes.begin(), b.bytes.end()));
+      json x = json::parse(std::string(a.bytes.begin(), a.bytes.end())),
+           y = json::parse(std::string(b.bytes.begin(), b.bytes.end()));
       float offset_x = x["nested_offset"].get<float>(), offset_y = y["nested_offset"].get<float>();
       CHECK(std::fabs(offset_x - offset_y) <= std::nextafter(offset_y, 1.0f) - offset_y);
       x.erase("nested_offset");
@@ -676,8 +697,8 @@ TEST_CASE("quantize nf4: the golden llama quantized by vktune matches the bitsan
 
 TEST_CASE("merge: LoRA adapters in adapter space equal the weight-space merge (concat exact, SVD truncation optimal)") {
   fs::path base = base_model();
-  const std::vector<spec::Module> all = {spec::Module::q_proj, spec::Module::k_proj, spec::Module::v_proj,
-                                         spec::Module::o_proj, spec::Module::gate_proj, spec::Module::up_proj,
+  const std::vector<spec::Module> all = {spec::Module::q_proj,   spec::Module::k_proj,    spec::Module::v_proj,
+                                         spec::Module::o_proj,   spec::Module::gate_proj, spec::Module::up_proj,
                                          spec::Module::down_proj};
   fs::path a = random_adapter(base, "space-a", 4, 8.0f, false, all, 21);
   fs::path b = random_adapter(base, "space-b", 2, 2.0f, false, {spec::Module::q_proj, spec::Module::down_proj}, 22);
@@ -756,7 +777,8 @@ TEST_CASE("merge: two LoRA skills merged keep both better than either adapter al
     return path;
   };
   fs::path base = test::tiny_pretrained_model(work / "base");
-  fs::path train_a = write_task(work / "a.jsonl", false, 64, 1), eval_a = write_task(work / "a-eval.jsonl", false, 16, 3);
+  fs::path train_a = write_task(work / "a.jsonl", false, 64, 1),
+           eval_a = write_task(work / "a-eval.jsonl", false, 16, 3);
   fs::path train_b = write_task(work / "b.jsonl", true, 64, 2), eval_b = write_task(work / "b-eval.jsonl", true, 16, 5);
   auto finetune = [&](const std::string& name, const fs::path& data) {
     train::TrainConfig config;
@@ -788,11 +810,13 @@ TEST_CASE("merge: two LoRA skills merged keep both better than either adapter al
   auto score = [&](const fs::path& model, const std::optional<fs::path>& adapter = std::nullopt) {
     train::EvalOptions options;
     options.adapter = adapter;
-    return Scores{train::evaluate_model(ctx, model, eval_a, options).loss, train::evaluate_model(ctx, model, eval_b, options).loss};
+    return Scores{train::evaluate_model(ctx, model, eval_a, options).loss,
+                  train::evaluate_model(ctx, model, eval_b, options).loss};
   };
   Scores base_scores = score(base), a_scores = score(base, adapter_a), b_scores = score(base, adapter_b);
-  const std::string refs = "  - model: " + base.string() + "+" + adapter_a.string() + "\n    parameters: {weight: 1.0, density: 0.5}\n" +
-                           "  - model: " + base.string() + "+" + adapter_b.string() + "\n    parameters: {weight: 1.0, density: 0.5}\n";
+  const std::string refs = "  - model: " + base.string() + "+" + adapter_a.string() +
+                           "\n    parameters: {weight: 1.0, density: 0.5}\n" + "  - model: " + base.string() + "+" +
+                           adapter_b.string() + "\n    parameters: {weight: 1.0, density: 0.5}\n";
   run_yaml("skills-linear", "merge_method: linear\nmodels:\n" + refs);
   run_yaml("skills-ta", "merge_method: task_arithmetic\nbase_model: " + base.string() + "\nmodels:\n" + refs);
   run_yaml("skills-ties", "merge_method: ties\nbase_model: " + base.string() + "\nmodels:\n" + refs);
@@ -801,7 +825,9 @@ TEST_CASE("merge: two LoRA skills merged keep both better than either adapter al
   adapter_options.rank = 8;
   adapter_options.show_progress = false;
   merge::AdapterMergeSummary ties_adapter = merge::run_adapter_merge(
-      ctx, merge::parse_merge_config("merge_method: ties\nbase_model: " + base.string() + "\nmodels:\n" + refs, "inline.yaml", "."),
+      ctx,
+      merge::parse_merge_config("merge_method: ties\nbase_model: " + base.string() + "\nmodels:\n" + refs,
+                                "inline.yaml", "."),
       adapter_options);
   Scores linear = score(output_of("skills-linear")), arithmetic = score(output_of("skills-ta")),
          ties = score(output_of("skills-ties")), ties_svd = score(base, adapter_options.output);
@@ -812,8 +838,8 @@ TEST_CASE("merge: two LoRA skills merged keep both better than either adapter al
           << "  linear 0.5/0.5 (weights)    " << linear.a << ", " << linear.b << "\n"
           << "  task arithmetic (weights)   " << arithmetic.a << ", " << arithmetic.b << "\n"
           << "  ties d=0.5 (weights)        " << ties.a << ", " << ties.b << "\n"
-          << "  ties d=0.5 (adapter, r=8)   " << ties_svd.a << ", " << ties_svd.b
-          << " (SVD relative error max " << ties_adapter.max_relative_residual << ")");
+          << "  ties d=0.5 (adapter, r=8)   " << ties_svd.a << ", " << ties_svd.b << " (SVD relative error max "
+          << ties_adapter.max_relative_residual << ")");
   // Each finetune learned its own task and not the other's.
   CHECK(a_scores.a < 0.8 * base_scores.a);
   CHECK(b_scores.b < 0.8 * base_scores.b);

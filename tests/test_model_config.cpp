@@ -14,6 +14,7 @@
 #include "engine/model/config.hpp"
 #include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
+#include "tests/support.hpp"
 
 using namespace vkt;
 using namespace vkt::model;
@@ -153,6 +154,25 @@ TEST_CASE("config: transformers 5 spelling (rope_parameters, dtype) and defaults
   CHECK(!small.tie_word_embeddings);
   CHECK(!small.bos_token_id);
   CHECK(small.eos_token_ids.empty());
+}
+
+TEST_CASE("config: Qwen3 (saved by transformers) has q_norm/k_norm, head_dim apart from hidden / heads") {
+  ModelConfig qwen3 = load_model_config(test::source_dir() / "tests/data/hf/qwen3");
+  CHECK(qwen3.architecture == Architecture::qwen3);
+  CHECK(qwen3.qk_norm);
+  CHECK(qwen3.head_dim == 16);
+  CHECK(qwen3.q_size() == 64);  // != hidden_size 32
+  CHECK(!qwen3.qkv_bias);       // attention_bias false
+  CHECK(!qwen3.sliding_window);
+  ModelConfig again = parse_model_config(to_json(qwen3), "round trip");
+  CHECK(again.architecture == Architecture::qwen3);
+  CHECK(again.qk_norm);
+  json biased = to_json(qwen3);
+  biased["attention_bias"] = true;  // Qwen3Attention then has q/k/v and o_proj biases
+  ModelConfig with_bias = parse_model_config(biased, "qwen3/config.json");
+  CHECK(with_bias.qkv_bias);
+  CHECK(with_bias.o_bias);
+  CHECK(!load_model_config(test::source_dir() / "tests/data/hf/qwen2").qk_norm);
 }
 
 TEST_CASE("config: to_json round trips and keeps keys it does not model; save and load") {

@@ -9,6 +9,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/text/regex.hpp"
 #include "engine/text/tokenizer.hpp"
 #include "engine/text/trainer.hpp"
 #include "tests/model_io_support.hpp"
@@ -99,7 +100,7 @@ TEST_CASE("tokenizer: byte-level BPE (Llama 3 style) by hand") {
   CHECK(tokenizer.decode(ids({271, 259, 264})) == "<|begin_of_text|>hello world");
   CHECK(tokenizer.decode(ids({271, 259, 264}), true) == "hello world");
   CHECK(tokenizer.decode(ids({228, 189})) == "\xef\xbf\xbd");  // half of 你: one U+FFFD, as from_utf8_lossy
-  CHECK(tokenizer.decode(ids({99, 5000, 97})) == "ca");         // unknown ids are skipped, as HF does
+  CHECK(tokenizer.decode(ids({99, 5000, 97})) == "ca");        // unknown ids are skipped, as HF does
   for (const char* text : {"hello world", "café 你好 👍!", "a  b\n\n\tc   ", "IT'S 12345 <|eot_id|> x<r>y",
                            "naïve e\u0301 Привет", "hi this"}) {
     CAPTURE(text);
@@ -142,12 +143,17 @@ TEST_CASE("tokenizer: byte-level variants: GPT-2 regex, prefix space, merges as 
   json normalized = load_json(tokenizer_fixture("bytelevel_gpt2.json"));
   normalized["normalizer"] = {{"type", "Sequence"},
                               {"normalizers", json::array({{{"type", "NFKC"}}, {{"type", "Lowercase"}}})}};
-  normalized["added_tokens"].push_back({{"id", 272}, {"content", "HELLO"}, {"single_word", false}, {"lstrip", false},
-                                        {"rstrip", false}, {"normalized", true}, {"special", false}});
+  normalized["added_tokens"].push_back({{"id", 272},
+                                        {"content", "HELLO"},
+                                        {"single_word", false},
+                                        {"lstrip", false},
+                                        {"rstrip", false},
+                                        {"normalized", true},
+                                        {"special", false}});
   Tokenizer lowered = Tokenizer::from_json(normalized, "normalized.json");
   CHECK(lowered.encode("\xef\xbc\xa8\xef\xbc\xa5\xef\xbc\xac\xef\xbc\xac\xef\xbc\xaf") == ids({272}));
   CHECK(lowered.encode("Hello World") == ids({272, 264}));  // "hello world" after Lowercase
-  CHECK(lowered.decode(ids({272})) == "hello");                // decoded as its normalized form, as HF does
+  CHECK(lowered.decode(ids({272})) == "hello");             // decoded as its normalized form, as HF does
 }
 
 TEST_CASE("tokenizer: Qwen2 style: NFC normalizer, one digit per piece, no BOS") {
@@ -260,8 +266,9 @@ TEST_CASE("tokenizer: agrees with the independent Python implementation on every
 TEST_CASE("tokenizer: tokenizer_config.json names bos/eos") {
   fs::path dir = test::temp_dir("tokenizer_config");
   fs::copy_file(tokenizer_fixture("bytelevel_gpt2.json"), dir / "tokenizer.json");
-  write_file_atomically(dir / "tokenizer_config.json",
-                        R"({"bos_token": {"content": "<|endoftext|>", "__type": "AddedToken"}, "eos_token": "<|endoftext|>"})");
+  write_file_atomically(
+      dir / "tokenizer_config.json",
+      R"({"bos_token": {"content": "<|endoftext|>", "__type": "AddedToken"}, "eos_token": "<|endoftext|>"})");
   Tokenizer tokenizer = Tokenizer::load(dir);
   CHECK(tokenizer.bos_id() == 271u);
   CHECK(tokenizer.eos_id() == 271u);
@@ -272,8 +279,11 @@ TEST_CASE("tokenizer: tokenizer_config.json names bos/eos") {
   // tokenizer.json template (transformers' update_post_processor).
   fs::path llama_dir = test::temp_dir("tokenizer_config_llama");
   fs::copy_file(tokenizer_fixture("sentencepiece_llama2.json"), llama_dir / "tokenizer.json");
-  json config = {{"tokenizer_class", "LlamaTokenizerFast"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
-                 {"add_bos_token", false}, {"add_eos_token", true}};
+  json config = {{"tokenizer_class", "LlamaTokenizerFast"},
+                 {"bos_token", "<s>"},
+                 {"eos_token", "</s>"},
+                 {"add_bos_token", false},
+                 {"add_eos_token", true}};
   write_file_atomically(llama_dir / "tokenizer_config.json", config.dump());
   Tokenizer eos_only = Tokenizer::load(llama_dir);
   CHECK(eos_only.encode("hello world") == ids({276, 281, 2}));
@@ -282,6 +292,15 @@ TEST_CASE("tokenizer: tokenizer_config.json names bos/eos") {
   config.erase("add_bos_token");  // default true
   write_file_atomically(llama_dir / "tokenizer_config.json", config.dump());
   CHECK(Tokenizer::load(llama_dir).encode("hello world") == ids({1, 276, 281, 2}));
+
+  // A byte-level tokenizer.json that calls itself LlamaTokenizerFast (DeepSeek-V3) is loaded as it
+  // is: transformers 5 then uses TokenizersBackend and adds no BOS (golden: text_real deepseek_v3).
+  write_file_atomically(
+      dir / "tokenizer_config.json",
+      R"({"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<|endoftext|>", "add_eos_token": true})");
+  Tokenizer byte_level = Tokenizer::load(dir);
+  CHECK(byte_level.encode("hello", true) == byte_level.encode("hello", false));
+  CHECK(!byte_level.adds_bos());
 }
 
 TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and the JSON path") {
@@ -307,7 +326,8 @@ TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and 
 
   json unmerged = base;
   unmerged["model"]["merges"].push_back({"a", "b"});  // "ab" is not in the vocabulary
-  CHECK(error_for(unmerged).find("model.merges[14]: the merged token \"ab\" is not in model.vocab") != std::string::npos);
+  CHECK(error_for(unmerged).find("model.merges[14]: the merged token \"ab\" is not in model.vocab") !=
+        std::string::npos);
 
   json bad_regex = base;
   bad_regex["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";
@@ -335,8 +355,9 @@ TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and 
 
   json bad_template = base;
   bad_template["post_processor"]["processors"][1]["single"][0]["SpecialToken"]["id"] = "<nope>";
-  CHECK(error_for(bad_template).find("post_processor.processors[1].single[0]: special token \"<nope>\" is not defined") !=
-        std::string::npos);
+  CHECK(
+      error_for(bad_template).find("post_processor.processors[1].single[0]: special token \"<nope>\" is not defined") !=
+      std::string::npos);
 
   json bad_unk = load_json(tokenizer_fixture("sentencepiece_llama2.json"));
   bad_unk["model"]["unk_token"] = "<missing>";
@@ -347,10 +368,40 @@ TEST_CASE("tokenizer: malformed tokenizer.json gives errors naming the file and 
   message = user_error_of([&] { Tokenizer::load(dir); });
   CHECK(message.find((dir / "tokenizer.json").string() + ": not valid JSON") != std::string::npos);
   CHECK(user_error_of([&] { Tokenizer::load(dir / "nowhere"); }).find("no tokenizer.json") != std::string::npos);
+  // load() streams model.vocab/merges past the JSON document (fast path); a problem there is
+  // reported by the ordinary path, with the same place named.
+  write_file_atomically(dir / "tokenizer.json", bad_merge.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("tokenizer.json: model.merges[12]: must be \"a b\" or") !=
+        std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", bad_vocab.dump());
+  CHECK(user_error_of([&] {
+          Tokenizer::load(dir);
+        }).find("model.vocab.hello: must be a non-negative integer, got -3") != std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", unknown_token.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("model.merges[5]: token \"zz\" is not in model.vocab") !=
+        std::string::npos);
+  write_file_atomically(dir / "tokenizer.json", legacy_bad.dump());
+  CHECK(user_error_of([&] { Tokenizer::load(dir); }).find("model.merges[3]: \"a b c\" must be two tokens") !=
+        std::string::npos);
+  // Streamed or not, a well-formed file gives the same tokenizer.
+  write_file_atomically(dir / "tokenizer.json", base.dump());
+  CHECK(Tokenizer::load(dir).encode("hello world", false) ==
+        Tokenizer::from_json(base, "x").encode("hello world", false));
 
   Tokenizer tokenizer = Tokenizer::from_json(base, "ok.json");
   CHECK(user_error_of([&] { tokenizer.encode(std::string("ab\xff", 3)); }).find("not valid UTF-8 (at byte 2)") !=
         std::string::npos);
+}
+
+TEST_CASE("regex: \\s means Oniguruma's White_Space (not U+180E), in and outside classes") {
+  const std::string text = "a\u180e b\u3000c\u0085d";  // U+180E is a format character, not a space
+  using Matches = std::vector<std::pair<size_t, size_t>>;
+  CHECK(Regex(R"(\s+)").find_all(text) == Matches{{4, 5}, {6, 9}, {10, 12}});
+  CHECK(Regex(R"([^\s]+)").find_all(text) == Regex(R"(\S+)").find_all(text));
+  CHECK(Regex(R"(\S+)").find_all(text) == Matches{{0, 4}, {5, 6}, {9, 10}, {12, 13}});
+  CHECK(Regex(R"([\s\d]+)").find_all("1 2\u180e") == Matches{{0, 3}});
+  CHECK(Regex(R"(\\s)").find_all("\\s s") == Matches{{0, 2}});  // an escaped backslash, then a literal s
+  CHECK(Regex(R"([[:alpha:]\s]+)").find_all("ab c1") == Matches{{0, 4}});
 }
 
 // Words of "hello hello hello" / "hello world" by the GPT-2 pattern: "hello" x2, " hello" x2,

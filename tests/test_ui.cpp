@@ -5,16 +5,16 @@
 #include <imgui.h>
 #include <stb_image.h>
 
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <optional>
-#include <poll.h>
 #include <random>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
@@ -52,8 +52,9 @@ train::RunInfo synthetic_info(int64_t max_steps = 1000) {
   config.target_modules = "q_proj,k_proj,v_proj,o_proj";
   train::RunInfo info;
   info.config_json = train::to_json(config);
-  info.device = "device 0: llvmpipe (LLVM 15.0.6, 256 bits) | Mesa cpu | Mesa 22.3.6 | Vulkan 1.3.230 | fp16 yes | "
-                "int8 yes | storage8/16 yes/yes | subgroup 8 | shared 32 KiB";
+  info.device =
+      "device 0: llvmpipe (LLVM 15.0.6, 256 bits) | Mesa cpu | Mesa 22.3.6 | Vulkan 1.3.230 | fp16 yes | "
+      "int8 yes | storage8/16 yes/yes | subgroup 8 | shared 32 KiB";
   info.max_steps = max_steps;
   info.schedule_type = "cosine";
   info.peak_learning_rate = 2e-4;
@@ -92,7 +93,8 @@ train::StepMetrics synthetic_step(const train::RunInfo& info, int64_t step) {
   m.step_seconds = 4096.0 / m.tokens_per_second;
   m.tokens = step * 4096;
   m.elapsed_seconds = static_cast<double>(step) * 2.0;
-  for (size_t c = 0; c < vk::category_count; c++) m.memory_bytes[c] = info.planned_bytes[c] + info.planned_bytes[c] / 25;
+  for (size_t c = 0; c < vk::category_count; c++)
+    m.memory_bytes[c] = info.planned_bytes[c] + info.planned_bytes[c] / 25;
   return m;
 }
 
@@ -106,9 +108,16 @@ void fill_monitor(train::RunMonitor& monitor, int64_t steps, int64_t logging_ste
     monitor.push_step(synthetic_step(info, step));
     if (step % 100 == 0) monitor.push_eval({step, step / 400.0, synthetic_loss(step) + 0.15, step * 2.0});
   }
-  monitor.set_kernels({{"matmul_nf4_f16", 41.2}, {"attention_forward", 17.5}, {"attention_backward", 22.9},
-                       {"matmul_backward_nf4", 38.4}, {"rmsnorm_forward", 2.1}, {"cross_entropy_fused", 9.8},
-                       {"rope_forward", 1.4}, {"swiglu_forward", 3.3}, {"adamw_step", 0.9}, {"lora_backward", 6.2},
+  monitor.set_kernels({{"matmul_nf4_f16", 41.2},
+                       {"attention_forward", 17.5},
+                       {"attention_backward", 22.9},
+                       {"matmul_backward_nf4", 38.4},
+                       {"rmsnorm_forward", 2.1},
+                       {"cross_entropy_fused", 9.8},
+                       {"rope_forward", 1.4},
+                       {"swiglu_forward", 3.3},
+                       {"adamw_step", 0.9},
+                       {"lora_backward", 6.2},
                        {"embedding_backward", 0.5}});
   monitor.set_progress(steps, static_cast<double>(steps) * 2.0);
 }
@@ -219,7 +228,9 @@ class Xvfb {
     }
     close(fds[1]);
     std::string number;
-    struct pollfd wait_for{fds[0], POLLIN, 0};
+    struct pollfd wait_for {
+      fds[0], POLLIN, 0
+    };
     while (poll(&wait_for, 1, 10000) > 0) {
       char c;
       if (read(fds[0], &c, 1) != 1 || c == '\n') break;
@@ -240,17 +251,6 @@ class Xvfb {
   pid_t pid_ = -1;
 };
 
-// Runs a command through the shell; returns its exit status and output.
-std::pair<int, std::string> run_command(const std::string& command) {
-  std::string output;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return {-1, output};
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
-
 // Writes run.json and metrics.jsonl as the trainer does.
 void write_run_dir(const std::filesystem::path& dir, int64_t steps) {
   train::RunInfo info = synthetic_info(1000);
@@ -258,7 +258,8 @@ void write_run_dir(const std::filesystem::path& dir, int64_t steps) {
   std::string lines;
   for (int64_t step = 1; step <= steps; step++) {
     lines += train::step_to_json_line(synthetic_step(info, step)) + "\n";
-    if (step % 100 == 0) lines += train::eval_to_json_line({step, step / 400.0, synthetic_loss(step) + 0.15, step * 2.0}) + "\n";
+    if (step % 100 == 0)
+      lines += train::eval_to_json_line({step, step / 400.0, synthetic_loss(step) + 0.15, step * 2.0}) + "\n";
   }
   write_file_atomically(dir / "metrics.jsonl", lines);
 }
@@ -274,7 +275,11 @@ TEST_CASE("plot: ticks are 1-2-5 multiples that cover the range") {
     double mantissa = step / std::pow(10.0, std::floor(std::log10(step) + 1e-9));
     return std::fabs(mantissa - 1) < 1e-9 || std::fabs(mantissa - 2) < 1e-9 || std::fabs(mantissa - 5) < 1e-9;
   };
-  struct Case { double low, high; int target; double step; };
+  struct Case {
+    double low, high;
+    int target;
+    double step;
+  };
   // Steps worked out by hand: range / target, rounded to the nearest 1-2-5 value.
   for (Case c : {Case{0, 1, 5, 0.2}, Case{0.13, 0.97, 4, 0.2}, Case{0, 1000, 5, 200}, Case{1, 1000, 10, 100},
                  Case{-3, 7, 5, 2}, Case{0.0001, 0.00021, 5, 2e-5}, Case{1.7, 3.1, 6, 0.2}, Case{0, 73000, 6, 10000}}) {
@@ -292,7 +297,7 @@ TEST_CASE("plot: ticks are 1-2-5 multiples that cover the range") {
   }
   ui::Ticks zero = ui::nice_ticks(-1, 1, 4);
   CHECK(std::count(zero.values.begin(), zero.values.end(), 0.0) == 1);  // exactly 0, not 1e-17
-  CHECK(!ui::nice_ticks(5, 5, 4).values.empty());                        // a constant still gets ticks
+  CHECK(!ui::nice_ticks(5, 5, 4).values.empty());                       // a constant still gets ticks
   CHECK(ui::nice_ticks(NAN, 1, 4).values.empty());
 
   // Log axis: decades, with 2 and 5 between when there is room.
@@ -359,7 +364,8 @@ TEST_CASE("plot: min/max decimation keeps every column's extremes and the end po
   CHECK(std::find(kept.begin(), kept.end(), 77777) != kept.end());
   // Per column: the kept points include that column's true min and max.
   double width = x.back() - x.front();
-  std::vector<double> column_min(columns, INFINITY), column_max(columns, -INFINITY), kept_min = column_min, kept_max = column_max;
+  std::vector<double> column_min(columns, INFINITY), column_max(columns, -INFINITY), kept_min = column_min,
+                                                                                     kept_max = column_max;
   auto column = [&](size_t i) { return std::min(columns - 1, int((x[i] - x.front()) / width * columns)); };
   for (size_t i = 0; i < n; i++) {
     column_min[column(i)] = std::min(column_min[column(i)], y[i]);
@@ -560,7 +566,8 @@ TEST_CASE("dashboard: the hover readout and the toggles") {
   bool tooltip = false;
   ImDrawData* data = ImGui::GetDrawData();
   for (int l = 0; l < data->CmdListsCount; l++)
-    if (std::string(data->CmdLists[l]->_OwnerName ? data->CmdLists[l]->_OwnerName : "").find("Tooltip") != std::string::npos)
+    if (std::string(data->CmdLists[l]->_OwnerName ? data->CmdLists[l]->_OwnerName : "").find("Tooltip") !=
+        std::string::npos)
       tooltip = true;
   CHECK(tooltip);
 
@@ -809,8 +816,9 @@ TEST_CASE("window: live frames under Xvfb follow new steps, and closing asks") {
   }
   CHECK(!has_color_near(image, plot.to_pixel(300, 2.6), ui::colors::loss, 4));
   // The current-step marker of the learning-rate panel moved to step 320.
-  CHECK(has_color_near(image, ImVec2(state.learning_rate.plot.to_pixel_x(320),
-                                     (state.learning_rate.plot.area_min.y + state.learning_rate.plot.area_max.y) / 2),
+  CHECK(has_color_near(image,
+                       ImVec2(state.learning_rate.plot.to_pixel_x(320),
+                              (state.learning_rate.plot.area_min.y + state.learning_rate.plot.area_max.y) / 2),
                        ui::colors::current_step, 2));
 
   // Closing while the run is active asks instead of closing; a read-only window just closes.
@@ -855,7 +863,8 @@ TEST_CASE("follower: sees lines appended while it runs, including a line complet
   CHECK(follower.poll() == 0);  // nothing there yet
   write_file_atomically(dir / "run.json", train::run_info_to_json(info, train::RunState::running));
   std::ofstream out(dir / "metrics.jsonl", std::ios::binary);
-  out << train::step_to_json_line(synthetic_step(info, 1)) << "\n" << train::step_to_json_line(synthetic_step(info, 2)) << "\n";
+  out << train::step_to_json_line(synthetic_step(info, 1)) << "\n"
+      << train::step_to_json_line(synthetic_step(info, 2)) << "\n";
   out.flush();
   CHECK(follower.poll() == 2);
   CHECK(monitor.snapshot().info.max_steps == 1000);
@@ -881,7 +890,8 @@ TEST_CASE("follower: sees lines appended while it runs, including a line complet
   CHECK(snapshot.evals[0].eval_loss == 2.5);
   // run.json rewritten when the run finishes: the state follows.
   write_file_atomically(dir / "run.json", train::run_info_to_json(info, train::RunState::finished));
-  std::filesystem::last_write_time(dir / "run.json", std::filesystem::file_time_type::clock::now() + std::chrono::seconds(2));
+  std::filesystem::last_write_time(dir / "run.json",
+                                   std::filesystem::file_time_type::clock::now() + std::chrono::seconds(2));
   follower.poll();
   CHECK(monitor.snapshot().state == train::RunState::finished);
 }
@@ -896,8 +906,8 @@ TEST_CASE("vktune dashboard: --png renders a run directory, a wrong directory is
   std::string vktune = (test::binary_dir() / "vktune").string();
   auto png = dir / "dashboard.png";
   ScopedEnv no_display("DISPLAY", nullptr);  // --png needs no display
-  auto [status, output] = run_command(vktune + " dashboard " + run_dir.string() + " --png " + png.string() +
-                                      " --width 1000 --height 700");
+  auto [status, output] = test::run_command(vktune + " dashboard " + run_dir.string() + " --png " + png.string() +
+                                            " --width 1000 --height 700");
   INFO(output);
   CHECK(status == 0);
   ui::RgbaImage image = read_png(png);
@@ -905,11 +915,12 @@ TEST_CASE("vktune dashboard: --png renders a run directory, a wrong directory is
   CHECK(image.height == 700);
   CHECK(output.find("vulkan validation") == std::string::npos);  // the child inherits VKT_VALIDATION
 
-  auto [missing_status, missing_output] = run_command(vktune + " dashboard " + (dir / "nothing-here").string() + " --png " + png.string());
+  auto [missing_status, missing_output] =
+      test::run_command(vktune + " dashboard " + (dir / "nothing-here").string() + " --png " + png.string());
   CHECK(missing_status == 1);
   CHECK(missing_output.find("run.json") != std::string::npos);
   CHECK(missing_output.find("HINT") != std::string::npos);
-  auto [window_status, window_output] = run_command(vktune + " dashboard " + run_dir.string());
+  auto [window_status, window_output] = test::run_command(vktune + " dashboard " + run_dir.string());
   CHECK(window_status == 1);  // no display and no --png: says so
   CHECK(window_output.find("--png") != std::string::npos);
 }

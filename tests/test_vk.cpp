@@ -74,7 +74,9 @@ TEST_CASE("buffer round trips from 1 byte to more than maxStorageBufferRange") {
   vk::Buffer other = ctx.allocate(count * 4, vk::Category::activations, "big-other");
   ctx.upload(big.range(), data.data());
   ctx.upload(other.range(), data.data());
-  ctx.run([&](vk::Recorder& r) { kernels::axpby(r, other.range(), big.range(), static_cast<uint32_t>(count), 2.0f, 1.0f); });
+  ctx.run([&](vk::Recorder& r) {
+    kernels::axpby(r, other.range(), big.range(), static_cast<uint32_t>(count), 2.0f, 1.0f);
+  });
   std::vector<float> back(count);
   ctx.download(big.range(), back.data());
   size_t mismatches = 0;
@@ -152,7 +154,8 @@ TEST_CASE("memory ledger: totals equal live allocations, return to zero, peaks a
   auto after = ctx.ledger().snapshot();
   CHECK(after.total_current == before.total_current);
   CHECK(after.allocation_count == before.allocation_count);
-  for (size_t c = 0; c < vk::category_count; c++) CHECK(after.category_current(vk::Category(c)) == before.category_current(vk::Category(c)));
+  for (size_t c = 0; c < vk::category_count; c++)
+    CHECK(after.category_current(vk::Category(c)) == before.category_current(vk::Category(c)));
 }
 
 TEST_CASE("allocator sub-allocates many tensors from few blocks and frees blocks") {

@@ -1,7 +1,7 @@
 #include "ui/dashboard.hpp"
 
-#include <algorithm>
 #include <imgui.h>
+#include <algorithm>
 
 namespace vkt::ui {
 

@@ -62,8 +62,8 @@ void GraphicsContext::create_device(VkSurfaceKHR surface) {
     return allowed && graphics_queue_family(device, surface) >= 0;
   });
   if (best < 0)
-    throw UserError(std::string("no Vulkan device with a graphics queue") +
-                        (surface ? " that can show a window" : "") + " was found for the dashboard",
+    throw UserError(std::string("no Vulkan device with a graphics queue") + (surface ? " that can show a window" : "") +
+                        " was found for the dashboard",
                     wanted >= 0 ? "VKT_DASHBOARD_DEVICE names a device that cannot draw; unset it"
                                 : "install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or a GPU driver");
   physical_device_ = devices[best];
@@ -96,8 +96,8 @@ GraphicsContext::~GraphicsContext() {
   }
 }
 
-VkDeviceMemory GraphicsContext::allocate_memory(
-    const VkMemoryRequirements& requirements, std::initializer_list<VkMemoryPropertyFlags> choices) const {
+VkDeviceMemory GraphicsContext::allocate_memory(const VkMemoryRequirements& requirements,
+                                                std::initializer_list<VkMemoryPropertyFlags> choices) const {
   VkPhysicalDeviceMemoryProperties memory;
   vkGetPhysicalDeviceMemoryProperties(physical_device_, &memory);
   for (VkMemoryPropertyFlags properties : choices)
@@ -172,10 +172,8 @@ void ReadbackBuffer::create(GraphicsContext& graphics, VkDeviceSize size) {
   VkMemoryRequirements requirements;
   vkGetBufferMemoryRequirements(device, buffer, &requirements);
   // Coherent, so no invalidate is needed; cached when available, for reading.
-  const VkMemoryPropertyFlags coherent =
-      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-  memory =
-      graphics.allocate_memory(requirements, {coherent | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, coherent});
+  const VkMemoryPropertyFlags coherent = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+  memory = graphics.allocate_memory(requirements, {coherent | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, coherent});
   VK_CHECK(vkBindBufferMemory(device, buffer, memory, 0));
   VK_CHECK(vkMapMemory(device, memory, 0, VK_WHOLE_SIZE, 0, &mapped));
 }
@@ -199,8 +197,8 @@ void record_image_readback(VkCommandBuffer command_buffer, VkImage image, VkImag
   to_transfer.srcQueueFamilyIndex = to_transfer.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
   to_transfer.image = image;
   to_transfer.subresourceRange = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
-  vkCmdPipelineBarrier(command_buffer, VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0,
-                       nullptr, 0, nullptr, 1, &to_transfer);
+  vkCmdPipelineBarrier(command_buffer, VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0,
+                       0, nullptr, 0, nullptr, 1, &to_transfer);
   VkBufferImageCopy region{};
   region.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
   region.imageExtent = {width, height, 1};
@@ -240,7 +238,8 @@ RgbaImage image_from_readback(const void* data, uint32_t width, uint32_t height,
   return image;
 }
 
-VkRenderPass create_color_render_pass(VkDevice device, VkFormat format, VkImageLayout final_layout, bool read_by_transfer) {
+VkRenderPass create_color_render_pass(VkDevice device, VkFormat format, VkImageLayout final_layout,
+                                      bool read_by_transfer) {
   VkAttachmentDescription attachment{};
   attachment.format = format;
   attachment.samples = VK_SAMPLE_COUNT_1_BIT;

@@ -65,7 +65,8 @@ class GraphicsContext {
 
 // A render pass for ImGui: one colour attachment of `format`, cleared, then left in `final_layout`.
 // With `read_by_transfer` its colour writes are made visible to a copy that follows (readback).
-VkRenderPass create_color_render_pass(VkDevice device, VkFormat format, VkImageLayout final_layout, bool read_by_transfer);
+VkRenderPass create_color_render_pass(VkDevice device, VkFormat format, VkImageLayout final_layout,
+                                      bool read_by_transfer);
 
 // Initialises ImGui's Vulkan backend for the CURRENT ImGui context on `render_pass` (subpass 0,
 // one sample) and uploads the font atlas. Pair with ImGui_ImplVulkan_Shutdown().

@@ -18,7 +18,9 @@ namespace {
 // Makes an ImGui context current for a scope (ImGui's current context is process-global).
 class CurrentContext {
  public:
-  explicit CurrentContext(ImGuiContext* context) : previous_(ImGui::GetCurrentContext()) { ImGui::SetCurrentContext(context); }
+  explicit CurrentContext(ImGuiContext* context) : previous_(ImGui::GetCurrentContext()) {
+    ImGui::SetCurrentContext(context);
+  }
   ~CurrentContext() { ImGui::SetCurrentContext(previous_); }
 
  private:
@@ -143,7 +145,8 @@ class OffscreenRenderer::Impl {
       vkCmdBeginRenderPass(command_buffer, &begin, VK_SUBPASS_CONTENTS_INLINE);
       ImGui_ImplVulkan_RenderDrawData(draw_data, command_buffer);
       vkCmdEndRenderPass(command_buffer);
-      record_image_readback(command_buffer, image_, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, width_, height_, readback_.buffer);
+      record_image_readback(command_buffer, image_, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, width_, height_,
+                            readback_.buffer);
     });
     return image_from_readback(readback_.mapped, width_, height_, format);
   }

@@ -1,9 +1,9 @@
 // The learning-rate panel: the whole planned schedule (train::Schedule from run.json's
 // schedule fields) from step 1 to max_steps, drawn before the run gets there, with the warmup
 // shaded, the rates the trainer logged on top, and a marker at the current step.
+#include <imgui.h>
 #include <algorithm>
 #include <cstdio>
-#include <imgui.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
@@ -27,7 +27,8 @@ std::vector<long long> schedule_sample_steps(long long max_steps, long long warm
   std::vector<long long> steps;
   if (max_steps < 1) return steps;
   max_points = std::max<size_t>(max_points, 2);
-  long long stride = std::max<long long>(1, (max_steps + static_cast<long long>(max_points) - 1) / static_cast<long long>(max_points));
+  long long stride =
+      std::max<long long>(1, (max_steps + static_cast<long long>(max_points) - 1) / static_cast<long long>(max_points));
   for (long long step = 1; step <= max_steps; step += stride) steps.push_back(step);
   // Corners of the curve that an even stride could step over.
   for (long long corner : {warmup_steps, warmup_steps + 1, max_steps})
@@ -95,7 +96,8 @@ void draw_learning_rate_panel(const train::RunSnapshot& snapshot, LearningRatePa
     ImGui::TextDisabled("%s, peak %s, warmup %lld, %lld steps", info.schedule_type.c_str(),
                         format_rate(info.peak_learning_rate).c_str(), static_cast<long long>(info.warmup_steps),
                         static_cast<long long>(info.max_steps));
-  if (!state.error.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.4f, 1), "no planned schedule: %s", state.error.c_str());
+  if (!state.error.empty())
+    ImGui::TextColored(ImVec4(1, 0.5f, 0.4f, 1), "no planned schedule: %s", state.error.c_str());
 
   PlotSpec spec;
   spec.id = "learning_rate_plot";

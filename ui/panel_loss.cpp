@@ -1,8 +1,8 @@
 // The loss panel: raw training loss (faint) behind its smoothed curve (TensorBoard's debiased
 // EMA), evaluation losses as points, x in steps or tokens, optional log-scale y.
+#include <imgui.h>
 #include <algorithm>
 #include <cstdio>
-#include <imgui.h>
 
 #include "ui/panels.hpp"
 #include "ui/style.hpp"
@@ -53,7 +53,10 @@ void rebuild(const train::RunSnapshot& snapshot, LossPanelState& state) {
   for (size_t i = 0; i < order.size(); i++) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return state.eval_x[a] < state.eval_x[b]; });
   std::vector<double> x, y;
-  for (size_t i : order) { x.push_back(state.eval_x[i]); y.push_back(state.eval_y[i]); }
+  for (size_t i : order) {
+    x.push_back(state.eval_x[i]);
+    y.push_back(state.eval_y[i]);
+  }
   state.eval_x = std::move(x);
   state.eval_y = std::move(y);
   state.key = snapshot_key(snapshot);
@@ -94,9 +97,10 @@ void draw_loss_panel(const train::RunSnapshot& snapshot, LossPanelState& state) 
       auto best = std::min_element(snapshot.evals.begin(), snapshot.evals.end(),
                                    [](const auto& a, const auto& b) { return a.eval_loss < b.eval_loss; });
       ImGui::SameLine();
-      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(colors::eval_loss), "   eval %.4f (step %lld, best %.4f at %lld)",
-                         snapshot.evals.back().eval_loss, static_cast<long long>(snapshot.evals.back().step),
-                         best->eval_loss, static_cast<long long>(best->step));
+      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(colors::eval_loss),
+                         "   eval %.4f (step %lld, best %.4f at %lld)", snapshot.evals.back().eval_loss,
+                         static_cast<long long>(snapshot.evals.back().step), best->eval_loss,
+                         static_cast<long long>(best->step));
     }
   } else {
     ImGui::TextDisabled("waiting for the first logged step");

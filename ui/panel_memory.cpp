@@ -2,11 +2,11 @@
 // logged step) as two stacked bars, one segment per ledger category, against the device budget;
 // optimizer states offloaded to host memory are a hatched segment after the device ones (they
 // do not count against the device budget). A table beside the bars lists the numbers.
+#include <imgui.h>
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <imgui.h>
 
 #include "engine/base/files.hpp"
 #include "ui/panels.hpp"
@@ -19,26 +19,41 @@ namespace {
 // Short names for the narrow table; the bars' tooltips use the long ones.
 const char* short_name(vk::Category category) {
   switch (category) {
-    case vk::Category::base_weights: return "base weights";
-    case vk::Category::quantized_weights: return "quantized";
-    case vk::Category::adapter_params: return "adapter";
-    case vk::Category::optimizer_state: return "optimizer";
-    default: return nullptr;
+    case vk::Category::base_weights:
+      return "base weights";
+    case vk::Category::quantized_weights:
+      return "quantized";
+    case vk::Category::adapter_params:
+      return "adapter";
+    case vk::Category::optimizer_state:
+      return "optimizer";
+    default:
+      return nullptr;
   }
 }
 
 const char* pretty_name(vk::Category category) {
   switch (category) {
-    case vk::Category::base_weights: return "base weights";
-    case vk::Category::quantized_weights: return "quantized weights";
-    case vk::Category::adapter_params: return "adapter params";
-    case vk::Category::gradients: return "gradients";
-    case vk::Category::optimizer_state: return "optimizer states";
-    case vk::Category::activations: return "activations";
-    case vk::Category::workspace: return "workspace";
-    case vk::Category::kv_cache: return "KV cache";
-    case vk::Category::staging: return "staging";
-    default: return "?";
+    case vk::Category::base_weights:
+      return "base weights";
+    case vk::Category::quantized_weights:
+      return "quantized weights";
+    case vk::Category::adapter_params:
+      return "adapter params";
+    case vk::Category::gradients:
+      return "gradients";
+    case vk::Category::optimizer_state:
+      return "optimizer states";
+    case vk::Category::activations:
+      return "activations";
+    case vk::Category::workspace:
+      return "workspace";
+    case vk::Category::kv_cache:
+      return "KV cache";
+    case vk::Category::staging:
+      return "staging";
+    default:
+      return "?";
   }
 }
 
@@ -46,9 +61,16 @@ const char* pretty_name(vk::Category category) {
 std::string short_bytes(double bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int unit = 0;
-  while (bytes >= 1000.0 && unit < 4) { bytes /= 1024.0; unit++; }
+  while (bytes >= 1000.0 && unit < 4) {
+    bytes /= 1024.0;
+    unit++;
+  }
   char text[32];
-  std::snprintf(text, sizeof text, bytes >= 100 || unit == 0 ? "%.0f %s" : bytes >= 10 ? "%.1f %s" : "%.2f %s", bytes, units[unit]);
+  std::snprintf(text, sizeof text,
+                bytes >= 100 || unit == 0 ? "%.0f %s"
+                : bytes >= 10             ? "%.1f %s"
+                                          : "%.2f %s",
+                bytes, units[unit]);
   return text;
 }
 
@@ -68,7 +90,8 @@ void draw_hatched(ImDrawList* draw, ImVec2 min, ImVec2 max, ImU32 color) {
   draw->AddRectFilled(min, max, (color & 0x00FFFFFF) | IM_COL32(0, 0, 0, 60));
   draw->PushClipRect(min, max, true);
   float height = max.y - min.y;
-  for (float x = min.x - height; x < max.x; x += 6) draw->AddLine(ImVec2(x, max.y), ImVec2(x + height, min.y), color, 1.5f);
+  for (float x = min.x - height; x < max.x; x += 6)
+    draw->AddLine(ImVec2(x, max.y), ImVec2(x + height, min.y), color, 1.5f);
   draw->PopClipRect();
   draw->AddRect(min, max, color);
 }
@@ -139,14 +162,17 @@ void draw_bars(const train::RunSnapshot& snapshot, MemoryPanelState& state, cons
     float text_x = to_x(total) + 6, text_width = ImGui::CalcTextSize(text.c_str()).x;
     if (text_x + text_width > x1) {  // no room after the bar: over its end, on a dark backdrop
       text_x = x1 - text_width - 4;
-      draw->AddRectFilled(ImVec2(text_x - 3, y0 + 2), ImVec2(text_x + text_width + 3, y1 - 2), IM_COL32(16, 17, 20, 210), 3);
+      draw->AddRectFilled(ImVec2(text_x - 3, y0 + 2), ImVec2(text_x + text_width + 3, y1 - 2),
+                          IM_COL32(16, 17, 20, 210), 3);
     }
     draw->AddText(ImVec2(text_x, (y0 + y1 - line_height) * 0.5f), IM_COL32(235, 235, 235, 255), text.c_str());
   }
   float bars_bottom = top + 2 * bar_height + gap;
 
   // Axis in binary units below the bars.
-  double unit = scale_max >= 2.0 * (1ull << 30) ? double(1ull << 30) : scale_max >= 2.0 * (1 << 20) ? double(1 << 20) : 1024.0;
+  double unit = scale_max >= 2.0 * (1ull << 30) ? double(1ull << 30)
+                : scale_max >= 2.0 * (1 << 20)  ? double(1 << 20)
+                                                : 1024.0;
   const char* unit_name = unit == double(1ull << 30) ? "GiB" : unit == double(1 << 20) ? "MiB" : "KiB";
   Ticks ticks = nice_ticks(0, scale_max / unit, std::clamp(static_cast<int>((x1 - x0) / 80), 2, 10));
   for (double value : ticks.values) {
@@ -192,9 +218,12 @@ void draw_table(const train::RunSnapshot& snapshot, const Bar (&bars)[2]) {
   ImGui::TableSetupColumn("measured", ImGuiTableColumnFlags_WidthStretch, 1.1f);
   ImGui::TableHeadersRow();
   auto cell_bytes = [](uint64_t bytes, bool known, bool over) {
-    if (!known) ImGui::TextDisabled("-");
-    else if (over) ImGui::TextColored(ImVec4(1, 0.6f, 0.3f, 1), "%s", short_bytes(static_cast<double>(bytes)).c_str());
-    else ImGui::TextUnformatted(short_bytes(static_cast<double>(bytes)).c_str());
+    if (!known)
+      ImGui::TextDisabled("-");
+    else if (over)
+      ImGui::TextColored(ImVec4(1, 0.6f, 0.3f, 1), "%s", short_bytes(static_cast<double>(bytes)).c_str());
+    else
+      ImGui::TextUnformatted(short_bytes(static_cast<double>(bytes)).c_str());
   };
   // A measurement more than 10% above the plan is worth a look: the driver adds overhead, but
   // not that much.
@@ -250,8 +279,10 @@ void draw_memory_panel(const train::RunSnapshot& snapshot, MemoryPanelState& sta
                  {"measured", last ? &last->memory_bytes : nullptr, last ? last->offloaded_optimizer_bytes : 0}};
   panel_title("Memory");
   ImGui::SameLine();
-  if (last) ImGui::TextDisabled("plan vs. ledger at step %lld", static_cast<long long>(last->step));
-  else ImGui::TextDisabled("plan (nothing measured yet)");
+  if (last)
+    ImGui::TextDisabled("plan vs. ledger at step %lld", static_cast<long long>(last->step));
+  else
+    ImGui::TextDisabled("plan (nothing measured yet)");
   ImVec2 available = ImGui::GetContentRegionAvail();
   // The table needs ~300 px to be readable; the bars take the rest (at least 200 px).
   float bars_width = std::max(200.0f, std::max(available.x * 0.5f, available.x - 320.0f));

@@ -1,9 +1,9 @@
 // The run panel: state, progress with ETA, the latest numbers, the controls (pause/resume, save
 // a checkpoint now, stop) and the configuration and device the run uses.
+#include <imgui.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <imgui.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/files.hpp"
@@ -44,14 +44,20 @@ namespace {
 ImVec4 state_color(train::RunState state) {
   using S = train::RunState;
   switch (state) {
-    case S::running: return ImVec4(0.4f, 0.9f, 0.45f, 1);
-    case S::paused: return ImVec4(0.95f, 0.8f, 0.3f, 1);
+    case S::running:
+      return ImVec4(0.4f, 0.9f, 0.45f, 1);
+    case S::paused:
+      return ImVec4(0.95f, 0.8f, 0.3f, 1);
     case S::saving:
     case S::evaluating:
-    case S::starting: return ImVec4(0.45f, 0.75f, 1, 1);
-    case S::finished: return ImVec4(0.75f, 0.75f, 0.8f, 1);
-    case S::stopped: return ImVec4(0.95f, 0.6f, 0.3f, 1);
-    case S::failed: return ImVec4(1, 0.35f, 0.35f, 1);
+    case S::starting:
+      return ImVec4(0.45f, 0.75f, 1, 1);
+    case S::finished:
+      return ImVec4(0.75f, 0.75f, 0.8f, 1);
+    case S::stopped:
+      return ImVec4(0.95f, 0.6f, 0.3f, 1);
+    case S::failed:
+      return ImVec4(1, 0.35f, 0.35f, 1);
   }
   return ImVec4(1, 1, 1, 1);
 }
@@ -92,12 +98,16 @@ void draw_configuration(const train::RunInfo& info) {
       if (is_default == changed_pass) continue;
       ImGui::TableNextRow();
       ImGui::TableNextColumn();
-      if (is_default) ImGui::TextDisabled("%s", key.c_str());
-      else ImGui::TextUnformatted(key.c_str());
+      if (is_default)
+        ImGui::TextDisabled("%s", key.c_str());
+      else
+        ImGui::TextUnformatted(key.c_str());
       ImGui::TableNextColumn();
       std::string text = json_value_text(value);
-      if (is_default) ImGui::TextDisabled("%s", text.c_str());
-      else ImGui::TextUnformatted(text.c_str());
+      if (is_default)
+        ImGui::TextDisabled("%s", text.c_str());
+      else
+        ImGui::TextUnformatted(text.c_str());
       if (ImGui::IsItemHovered() && text.size() > 24) ImGui::SetTooltip("%s", text.c_str());
     }
   }
@@ -177,7 +187,8 @@ void draw_run_panel(const train::RunSnapshot& snapshot, RunPanelState& state, tr
   if (!snapshot.status_message.empty()) ImGui::TextWrapped("%s", snapshot.status_message.c_str());
 
   // Progress with ETA.
-  double fraction = info.max_steps > 0 ? std::clamp(double(snapshot.current_step) / double(info.max_steps), 0.0, 1.0) : 0.0;
+  double fraction =
+      info.max_steps > 0 ? std::clamp(double(snapshot.current_step) / double(info.max_steps), 0.0, 1.0) : 0.0;
   char overlay[96];
   if (info.max_steps > 0)
     std::snprintf(overlay, sizeof overlay, "step %lld / %lld (%.0f%%)", static_cast<long long>(snapshot.current_step),
@@ -207,7 +218,8 @@ void draw_run_panel(const train::RunSnapshot& snapshot, RunPanelState& state, tr
     size_t start = 0;
     for (int field = 0; field < 4 && start < info.device.size(); field++) {
       size_t end = info.device.find(" | ", start);
-      shown += (field ? " | " : "") + info.device.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      shown +=
+          (field ? " | " : "") + info.device.substr(start, end == std::string::npos ? std::string::npos : end - start);
       start = end == std::string::npos ? info.device.size() : end + 3;
     }
     ImGui::TextWrapped("%s%s", shown.c_str(), start < info.device.size() ? " | ..." : "");

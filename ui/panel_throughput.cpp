@@ -1,8 +1,8 @@
 // The throughput panel: tokens per second and seconds per optimizer step over the steps, and
 // the kernels that take the most GPU time per step (from the trainer's timestamp queries).
+#include <imgui.h>
 #include <algorithm>
 #include <cstdio>
-#include <imgui.h>
 
 #include "engine/base/files.hpp"
 #include "ui/panels.hpp"
@@ -43,7 +43,8 @@ void draw_kernel_table(const train::RunSnapshot& snapshot, size_t rows) {
     double share = total > 0 ? kernel.milliseconds / total : 0;
     ImVec2 p = ImGui::GetCursorScreenPos();
     float width = ImGui::GetContentRegionAvail().x, height = ImGui::GetTextLineHeight();
-    ImGui::GetWindowDrawList()->AddRectFilled(ImVec2(p.x, p.y + 2), ImVec2(p.x + width * static_cast<float>(share), p.y + height - 1),
+    ImGui::GetWindowDrawList()->AddRectFilled(ImVec2(p.x, p.y + 2),
+                                              ImVec2(p.x + width * static_cast<float>(share), p.y + height - 1),
                                               IM_COL32(190, 120, 255, 110));
     ImGui::Text("%.1f%%", 100 * share);
   }
@@ -81,7 +82,8 @@ void draw_throughput_panel(const train::RunSnapshot& snapshot, ThroughputPanelSt
   tokens.format_x = format_step;
   tokens.legend = false;
   tokens.y_min = 0;  // throughput reads honestly from zero
-  tokens.series.push_back({"tokens/s", state.steps, state.tokens_per_second, colors::tokens_per_second, SeriesStyle::line, true});
+  tokens.series.push_back(
+      {"tokens/s", state.steps, state.tokens_per_second, colors::tokens_per_second, SeriesStyle::line, true});
   state.tokens_plot = draw_plot(tokens, ImVec2(available.x * 0.34f, available.y));
   ImGui::SameLine();
 

@@ -29,7 +29,7 @@ struct LossPanelState {
   float smoothing = 0.6f;    // TensorBoard's default weight of the debiased EMA
   bool x_is_tokens = false;  // x axis: optimizer steps, or trained tokens
   bool log_y = false;
-  PlotFrame plot;            // where the plot went in the last frame
+  PlotFrame plot;  // where the plot went in the last frame
   // Cache: x (steps or tokens), raw and smoothed loss, eval points.
   SnapshotKey key;
   float cached_smoothing = -1;
@@ -49,7 +49,7 @@ struct LearningRatePanelState {
   std::string error;                         // why the schedule cannot be drawn (bad kwargs)
   std::vector<double> planned_x, planned_y;  // optimizer step (1-based), learning rate
   SnapshotKey key;
-  std::vector<double> logged_x, logged_y;    // the learning rates the trainer reported
+  std::vector<double> logged_x, logged_y;  // the learning rates the trainer reported
 };
 void draw_learning_rate_panel(const train::RunSnapshot& snapshot, LearningRatePanelState& state);
 // The schedule recorded in run.json: type, peak, warmup, max steps and the kwargs

@@ -78,8 +78,8 @@ std::vector<double> smooth_debiased_ema(std::span<const double> values, double w
   return smoothed;
 }
 
-std::vector<size_t> decimate_min_max(std::span<const double> x, std::span<const double> y, double x_begin,
-                                     double x_end, int columns) {
+std::vector<size_t> decimate_min_max(std::span<const double> x, std::span<const double> y, double x_begin, double x_end,
+                                     int columns) {
   std::vector<size_t> kept;
   size_t n = std::min(x.size(), y.size());
   if (n == 0) return kept;
@@ -99,8 +99,14 @@ std::vector<size_t> decimate_min_max(std::span<const double> x, std::span<const 
     if (!open) return;
     size_t picks[4] = {first, lowest, highest, last};
     size_t count = 4;
-    if (current == -1) { picks[0] = last; count = 1; }
-    if (current == columns) { picks[0] = first; count = 1; }
+    if (current == -1) {
+      picks[0] = last;
+      count = 1;
+    }
+    if (current == columns) {
+      picks[0] = first;
+      count = 1;
+    }
     std::sort(picks, picks + count);
     for (size_t k = 0; k < count; k++)
       if (kept.empty() || kept.back() != picks[k]) kept.push_back(picks[k]);
@@ -144,7 +150,11 @@ std::string format_tick(double value, double step) {
     const char* suffixes[] = {"", "k", "M", "G", "T"};
     int unit = 0;
     double scaled = value, scaled_step = step;
-    while (std::fabs(scaled) >= 1000 && unit < 4) { scaled /= 1000; scaled_step /= 1000; unit++; }
+    while (std::fabs(scaled) >= 1000 && unit < 4) {
+      scaled /= 1000;
+      scaled_step /= 1000;
+      unit++;
+    }
     std::snprintf(text, sizeof text, "%.*f%s", std::min(decimals_for(scaled_step), 3), scaled, suffixes[unit]);
     return text;
   }
@@ -223,7 +233,10 @@ void fit_ranges(const PlotSpec& spec, const Fit& fit, PlotFrame& frame) {
   double x_min = fit.x_min, x_max = fit.x_max;
   double y_low = fit.y_min, y_high = fit.y_max;  // axis space
   if (fit.any) {
-    if (x_max == x_min) { x_min -= 0.5; x_max += 0.5; }
+    if (x_max == x_min) {
+      x_min -= 0.5;
+      x_max += 0.5;
+    }
     double x_pad = (x_max - x_min) * 0.01;  // keeps end points (eval dots) off the border
     x_min -= x_pad;
     x_max += x_pad;
@@ -287,8 +300,8 @@ AxisTicks layout_area(const PlotSpec& spec, ImVec2 origin, ImVec2 size, PlotFram
 }
 
 // Background, grid, tick labels, axis labels and the border.
-void draw_axes(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame,
-               const AxisTicks& ticks, ImVec2 origin, ImVec2 size) {
+void draw_axes(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame, const AxisTicks& ticks, ImVec2 origin,
+               ImVec2 size) {
   const float line_height = ImGui::GetTextLineHeight();
   draw->AddRectFilled(frame.area_min, frame.area_max, colors::plot_background);
   for (size_t i = 0; i < ticks.y_values.size(); i++) {
@@ -313,8 +326,7 @@ void draw_axes(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame,
     draw->AddText(ImVec2(frame.area_max.x - text_size.x, frame.area_max.y + line_height + 5), colors::axis_text,
                   spec.x_label.c_str());
   }
-  if (!spec.y_label.empty())
-    draw->AddText(ImVec2(origin.x + 2, origin.y + 1), colors::axis_text, spec.y_label.c_str());
+  if (!spec.y_label.empty()) draw->AddText(ImVec2(origin.x + 2, origin.y + 1), colors::axis_text, spec.y_label.c_str());
   draw->AddRect(frame.area_min, frame.area_max, IM_COL32(255, 255, 255, 45));
 }
 
@@ -358,8 +370,10 @@ void draw_series(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame)
     float thickness = series.style == SeriesStyle::faint_line ? 1.0f : 2.0f;
     points.clear();
     auto flush = [&] {
-      if (points.size() >= 2) draw->AddPolyline(points.data(), static_cast<int>(points.size()), series.color, 0, thickness);
-      else if (points.size() == 1) draw->AddCircleFilled(points[0], thickness + 0.5f, series.color, 8);
+      if (points.size() >= 2)
+        draw->AddPolyline(points.data(), static_cast<int>(points.size()), series.color, 0, thickness);
+      else if (points.size() == 1)
+        draw->AddCircleFilled(points[0], thickness + 0.5f, series.color, 8);
       points.clear();
     };
     for (size_t i : kept) {
@@ -409,8 +423,10 @@ void draw_legend(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame)
     if (!series.in_readout || series.label.empty()) continue;
     float mid = y + line_height * 0.5f;
     ImU32 color = series.color | IM_COL32(0, 0, 0, 255);
-    if (series.style == SeriesStyle::points) draw->AddCircleFilled(ImVec2(box_min.x + 4 + swatch * 0.5f, mid), 3.5f, color);
-    else draw->AddLine(ImVec2(box_min.x + 4, mid), ImVec2(box_min.x + 4 + swatch, mid), color, 2);
+    if (series.style == SeriesStyle::points)
+      draw->AddCircleFilled(ImVec2(box_min.x + 4 + swatch * 0.5f, mid), 3.5f, color);
+    else
+      draw->AddLine(ImVec2(box_min.x + 4, mid), ImVec2(box_min.x + 4 + swatch, mid), color, 2);
     draw->AddText(ImVec2(box_min.x + 8 + swatch, y), colors::axis_text, series.label.c_str());
     y += line_height;
   }
@@ -424,8 +440,7 @@ void draw_legend(ImDrawList* draw, const PlotSpec& spec, const PlotFrame& frame)
 }
 
 // Hover readout: the x nearest to the mouse among all series, and every series' value there.
-void draw_hover_readout(ImDrawList* draw, const PlotSpec& spec, PlotFrame& frame,
-                        bool item_hovered) {
+void draw_hover_readout(ImDrawList* draw, const PlotSpec& spec, PlotFrame& frame, bool item_hovered) {
   ImVec2 mouse = ImGui::GetIO().MousePos;
   if (!item_hovered || !frame.contains(mouse)) return;
   frame.hovered = true;
@@ -434,7 +449,10 @@ void draw_hover_readout(ImDrawList* draw, const PlotSpec& spec, PlotFrame& frame
   for (const auto& series : spec.series) {
     if (!series.in_readout || series.x.empty()) continue;
     double x = series.x[nearest_index(series.x, frame.hover_x)];
-    if (std::fabs(x - frame.hover_x) < best_distance) { best_distance = std::fabs(x - frame.hover_x); best_x = x; }
+    if (std::fabs(x - frame.hover_x) < best_distance) {
+      best_distance = std::fabs(x - frame.hover_x);
+      best_x = x;
+    }
   }
   if (!std::isfinite(best_distance)) return;
   float px = frame.to_pixel_x(best_x);

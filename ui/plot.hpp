@@ -41,8 +41,8 @@ std::vector<double> smooth_debiased_ema(std::span<const double> values, double w
 // [x_begin, x_end] spans `columns` pixel columns: per column the first, the lowest, the highest
 // and the last point (ascending, no duplicates). Points outside the range keep one column on
 // each side, so lines still run to the edge. Non-finite y values are skipped.
-std::vector<size_t> decimate_min_max(std::span<const double> x, std::span<const double> y, double x_begin,
-                                     double x_end, int columns);
+std::vector<size_t> decimate_min_max(std::span<const double> x, std::span<const double> y, double x_begin, double x_end,
+                                     int columns);
 
 // Index of the element of ascending `x` nearest to `target` (x must not be empty).
 size_t nearest_index(std::span<const double> x, double target);
@@ -64,7 +64,7 @@ struct PlotSeries {
   std::span<const double> y;  // (n)
   ImU32 color = IM_COL32(255, 255, 255, 255);
   SeriesStyle style = SeriesStyle::line;
-  bool in_readout = true;     // listed in the hover readout and the legend
+  bool in_readout = true;  // listed in the hover readout and the legend
 };
 
 struct PlotShade {  // a shaded x-range, e.g. the warmup steps
@@ -85,8 +85,8 @@ struct PlotSpec {
   std::vector<PlotShade> shades;
   std::vector<PlotMarker> markers;
   std::string x_label, y_label;
-  bool log_y = false;      // y on a log10 scale; values <= 0 are not drawn
-  double padding = 0.05;   // auto-fit adds this fraction of the data range on each side of y
+  bool log_y = false;     // y on a log10 scale; values <= 0 are not drawn
+  double padding = 0.05;  // auto-fit adds this fraction of the data range on each side of y
   // Fixed limits instead of the fitted ones (each one separately).
   std::optional<double> x_min, x_max, y_min, y_max;
   // Text of values in the hover readout (default: 4 significant digits) and of x there.
@@ -96,12 +96,12 @@ struct PlotSpec {
 
 // Where a plot was drawn: the data area on screen and its data ranges, to map data to pixels.
 struct PlotFrame {
-  bool drawn = false;     // false until a plot with data was drawn
-  ImVec2 area_min{}, area_max{};  // the data area, screen pixels
+  bool drawn = false;                                 // false until a plot with data was drawn
+  ImVec2 area_min{}, area_max{};                      // the data area, screen pixels
   double x_min = 0, x_max = 1, y_min = 0, y_max = 1;  // data ranges (y in data units even when log)
   bool log_y = false;
   bool hovered = false;
-  double hover_x = 0;     // data x under the mouse when hovered
+  double hover_x = 0;  // data x under the mouse when hovered
   float to_pixel_x(double x) const;
   float to_pixel_y(double y) const;
   ImVec2 to_pixel(double x, double y) const { return {to_pixel_x(x), to_pixel_y(y)}; }

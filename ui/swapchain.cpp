@@ -10,8 +10,7 @@
 
 namespace vkt::ui {
 
-Swapchain::Swapchain(GraphicsContext& graphics, VkSurfaceKHR surface)
-    : graphics_(graphics), surface_(surface) {
+Swapchain::Swapchain(GraphicsContext& graphics, VkSurfaceKHR surface) : graphics_(graphics), surface_(surface) {
   VkPhysicalDevice physical = graphics.physical_device();
   uint32_t count = 0;
   vkGetPhysicalDeviceSurfaceFormatsKHR(physical, surface, &count, nullptr);
@@ -54,8 +53,10 @@ bool Swapchain::rebuild(int width, int height) {
   VK_CHECK(vkGetPhysicalDeviceSurfaceCapabilitiesKHR(graphics_.physical_device(), surface_, &caps));
   VkExtent2D extent = caps.currentExtent;
   if (extent.width == 0xFFFFFFFFu) {  // the surface takes the swapchain's size
-    extent.width = std::clamp(static_cast<uint32_t>(std::max(width, 0)), caps.minImageExtent.width, caps.maxImageExtent.width);
-    extent.height = std::clamp(static_cast<uint32_t>(std::max(height, 0)), caps.minImageExtent.height, caps.maxImageExtent.height);
+    extent.width =
+        std::clamp(static_cast<uint32_t>(std::max(width, 0)), caps.minImageExtent.width, caps.maxImageExtent.width);
+    extent.height =
+        std::clamp(static_cast<uint32_t>(std::max(height, 0)), caps.minImageExtent.height, caps.maxImageExtent.height);
   }
   if (extent.width == 0 || extent.height == 0) return false;
   min_image_count_ = std::max(2u, caps.minImageCount + 1);
@@ -74,8 +75,9 @@ bool Swapchain::rebuild(int width, int height) {
                           ? VK_SURFACE_TRANSFORM_IDENTITY_BIT_KHR
                           : caps.currentTransform;
   info.compositeAlpha = VK_COMPOSITE_ALPHA_OPAQUE_BIT_KHR;
-  for (VkCompositeAlphaFlagBitsKHR alpha : {VK_COMPOSITE_ALPHA_OPAQUE_BIT_KHR, VK_COMPOSITE_ALPHA_INHERIT_BIT_KHR,
-                                            VK_COMPOSITE_ALPHA_PRE_MULTIPLIED_BIT_KHR, VK_COMPOSITE_ALPHA_POST_MULTIPLIED_BIT_KHR})
+  for (VkCompositeAlphaFlagBitsKHR alpha :
+       {VK_COMPOSITE_ALPHA_OPAQUE_BIT_KHR, VK_COMPOSITE_ALPHA_INHERIT_BIT_KHR,
+        VK_COMPOSITE_ALPHA_PRE_MULTIPLIED_BIT_KHR, VK_COMPOSITE_ALPHA_POST_MULTIPLIED_BIT_KHR})
     if (caps.supportedCompositeAlpha & alpha) {
       info.compositeAlpha = alpha;
       break;
@@ -128,7 +130,7 @@ bool Swapchain::rebuild(int width, int height) {
 }
 
 Swapchain::FrameResult Swapchain::render(ImDrawData* draw_data, bool capture, std::optional<RgbaImage>& captured,
-                                        bool& rebuild_needed) {
+                                         bool& rebuild_needed) {
   VkDevice device = graphics_.device();
   VK_CHECK(vkWaitForFences(device, 1, &in_flight_, VK_TRUE, UINT64_MAX));
   uint32_t index = 0;
@@ -139,8 +141,10 @@ Swapchain::FrameResult Swapchain::render(ImDrawData* draw_data, bool capture, st
   }
   // VK_SUBOPTIMAL_KHR: the image is ours and the semaphore will signal, so draw and present it,
   // then rebuild (returning without using it would leave the semaphore pending).
-  if (result == VK_SUBOPTIMAL_KHR) rebuild_needed = true;
-  else VK_CHECK(result);
+  if (result == VK_SUBOPTIMAL_KHR)
+    rebuild_needed = true;
+  else
+    VK_CHECK(result);
   capture = capture && can_capture_;
   if (capture && readback_.bytes != VkDeviceSize(extent_.width) * extent_.height * 4) {
     readback_.destroy(device);
@@ -188,8 +192,10 @@ Swapchain::FrameResult Swapchain::render(ImDrawData* draw_data, bool capture, st
   present.pSwapchains = &swapchain_;
   present.pImageIndices = &index;
   result = vkQueuePresentKHR(graphics_.queue(), &present);
-  if (result == VK_ERROR_OUT_OF_DATE_KHR || result == VK_SUBOPTIMAL_KHR) rebuild_needed = true;
-  else VK_CHECK(result);
+  if (result == VK_ERROR_OUT_OF_DATE_KHR || result == VK_SUBOPTIMAL_KHR)
+    rebuild_needed = true;
+  else
+    VK_CHECK(result);
   if (capture) {
     VK_CHECK(vkWaitForFences(device, 1, &in_flight_, VK_TRUE, UINT64_MAX));
     captured = image_from_readback(readback_.mapped, extent_.width, extent_.height, format_.format);

@@ -36,8 +36,7 @@ class Swapchain {
 
   // Draws `draw_data` into the next swapchain image and presents it. With `capture`, the image is
   // also copied back before presenting and returned in `captured`.
-  FrameResult render(ImDrawData* draw_data, bool capture, std::optional<RgbaImage>& captured,
-                     bool& rebuild_needed);
+  FrameResult render(ImDrawData* draw_data, bool capture, std::optional<RgbaImage>& captured, bool& rebuild_needed);
 
  private:
   void destroy_images();
@@ -50,9 +49,9 @@ class Swapchain {
   VkExtent2D extent_{};
   uint32_t min_image_count_ = 2;
   bool can_capture_ = false;
-  std::vector<VkImage> images_;              // (image count) owned by the swapchain
-  std::vector<VkImageView> views_;           // (image count)
-  std::vector<VkFramebuffer> framebuffers_;  // (image count)
+  std::vector<VkImage> images_;                   // (image count) owned by the swapchain
+  std::vector<VkImageView> views_;                // (image count)
+  std::vector<VkFramebuffer> framebuffers_;       // (image count)
   std::vector<VkCommandBuffer> command_buffers_;  // (image count)
   std::vector<VkSemaphore> render_complete_;      // (image count)
   VkSemaphore image_acquired_ = VK_NULL_HANDLE;

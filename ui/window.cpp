@@ -86,10 +86,14 @@ struct WindowSession {
 
 const char* window_result_name(WindowResult result) {
   switch (result) {
-    case WindowResult::closed: return "closed";
-    case WindowResult::stop_requested: return "stop_requested";
-    case WindowResult::run_ended: return "run_ended";
-    case WindowResult::frame_limit: return "frame_limit";
+    case WindowResult::closed:
+      return "closed";
+    case WindowResult::stop_requested:
+      return "stop_requested";
+    case WindowResult::run_ended:
+      return "run_ended";
+    case WindowResult::frame_limit:
+      return "frame_limit";
   }
   return "?";
 }
@@ -129,7 +133,8 @@ WindowResult run_dashboard_window(train::RunMonitor& monitor, const WindowOption
 
   uint32_t extension_count = 0;
   const char** glfw_extensions = glfwGetRequiredInstanceExtensions(&extension_count);
-  session.graphics = std::make_unique<GraphicsContext>(std::vector<const char*>(glfw_extensions, glfw_extensions + extension_count));
+  session.graphics =
+      std::make_unique<GraphicsContext>(std::vector<const char*>(glfw_extensions, glfw_extensions + extension_count));
   VK_CHECK(glfwCreateWindowSurface(session.graphics->instance(), session.window, nullptr, &session.surface));
   session.graphics->create_device(session.surface);
   log::debug("dashboard window on " + session.graphics->device_name());
@@ -168,8 +173,10 @@ WindowResult run_dashboard_window(train::RunMonitor& monitor, const WindowOption
     double now = glfwGetTime();
     if (need_frame(now)) {
       double wait = next_frame_time - now;
-      if (wait > 0.001) glfwWaitEventsTimeout(wait);
-      else glfwPollEvents();
+      if (wait > 0.001)
+        glfwWaitEventsTimeout(wait);
+      else
+        glfwPollEvents();
     } else {
       glfwWaitEventsTimeout(0.25);
     }
@@ -199,7 +206,8 @@ WindowResult run_dashboard_window(train::RunMonitor& monitor, const WindowOption
 
     glfwGetFramebufferSize(session.window, &framebuffer_width, &framebuffer_height);
     VkExtent2D extent = session.swapchain->extent();
-    if (static_cast<uint32_t>(framebuffer_width) != extent.width || static_cast<uint32_t>(framebuffer_height) != extent.height)
+    if (static_cast<uint32_t>(framebuffer_width) != extent.width ||
+        static_cast<uint32_t>(framebuffer_height) != extent.height)
       rebuild_needed = true;
     if (rebuild_needed) {
       if (framebuffer_width <= 0 || framebuffer_height <= 0 ||
@@ -226,10 +234,12 @@ WindowResult run_dashboard_window(train::RunMonitor& monitor, const WindowOption
     const char* close_title = "Close the dashboard?";
     if (close_prompt && !ImGui::IsPopupOpen(close_title)) ImGui::OpenPopup(close_title);
     ImGui::SetNextWindowPos(ImGui::GetMainViewport()->GetCenter(), ImGuiCond_Appearing, ImVec2(0.5f, 0.5f));
-    if (ImGui::BeginPopupModal(close_title, nullptr, ImGuiWindowFlags_AlwaysAutoResize | ImGuiWindowFlags_NoSavedSettings)) {
+    if (ImGui::BeginPopupModal(close_title, nullptr,
+                               ImGuiWindowFlags_AlwaysAutoResize | ImGuiWindowFlags_NoSavedSettings)) {
       ImGui::TextUnformatted("Training is still running.");
-      ImGui::TextDisabled("Stop: the trainer saves a checkpoint, then stops.\n"
-                          "Keep training: the window closes, training goes on in the terminal.");
+      ImGui::TextDisabled(
+          "Stop: the trainer saves a checkpoint, then stops.\n"
+          "Keep training: the window closes, training goes on in the terminal.");
       if (ImGui::Button("Stop training")) {
         monitor.stop_requested.store(true);
         result = WindowResult::stop_requested;
@@ -256,8 +266,10 @@ WindowResult run_dashboard_window(train::RunMonitor& monitor, const WindowOption
   }
 
   if (!options.screenshot_png.empty()) {
-    if (captured) write_png(options.screenshot_png, *captured);
-    else log::warn("no dashboard frame could be read back from the window for " + options.screenshot_png.string());
+    if (captured)
+      write_png(options.screenshot_png, *captured);
+    else
+      log::warn("no dashboard frame could be read back from the window for " + options.screenshot_png.string());
   }
   return *result;
 }

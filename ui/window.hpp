@@ -35,10 +35,10 @@ struct WindowOptions {
   // Close by itself when the run reaches finished / stopped / failed.
   bool close_when_run_ends = false;
   // For tests and automation:
-  int max_frames = 0;                    // return after this many drawn frames (0: until closed)
+  int max_frames = 0;                           // return after this many drawn frames (0: until closed)
   std::function<void(int frame)> before_frame;  // called before each drawn frame (0-based)
-  std::filesystem::path screenshot_png;  // the last drawn frame, read back from the swapchain image
-  DashboardState* state = nullptr;       // panel settings and layout, kept by the caller
+  std::filesystem::path screenshot_png;         // the last drawn frame, read back from the swapchain image
+  DashboardState* state = nullptr;              // panel settings and layout, kept by the caller
 };
 
 enum class WindowResult {

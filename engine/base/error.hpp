@@ -10,8 +10,7 @@ namespace vkt {
 //   ---> HINT: <hint>
 class UserError : public std::runtime_error {
  public:
-  UserError(std::string what, std::string hint = {})
-      : std::runtime_error(std::move(what)), hint_(std::move(hint)) {}
+  UserError(std::string what, std::string hint = {}) : std::runtime_error(std::move(what)), hint_(std::move(hint)) {}
   const std::string& hint() const { return hint_; }
 
  private:
@@ -23,5 +22,7 @@ class UserError : public std::runtime_error {
 
 }  // namespace vkt
 
-#define VKT_ASSERT(expr, detail) \
-  do { if (!(expr)) ::vkt::fail_invariant(#expr, __FILE__, __LINE__, (detail)); } while (0)
+#define VKT_ASSERT(expr, detail)                                             \
+  do {                                                                       \
+    if (!(expr)) ::vkt::fail_invariant(#expr, __FILE__, __LINE__, (detail)); \
+  } while (0)

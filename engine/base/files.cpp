@@ -30,8 +30,9 @@ static fs::path temporary_sibling(const fs::path& path) {
 void write_file_atomically(const fs::path& path, const std::function<void(std::FILE*)>& write_contents) {
   fs::path temporary = temporary_sibling(path);
   std::FILE* file = std::fopen(temporary.c_str(), "wb");
-  if (!file) throw UserError("cannot write " + temporary.string() + ": " + std::strerror(errno),
-                             "check that the output directory exists and is writable");
+  if (!file)
+    throw UserError("cannot write " + temporary.string() + ": " + std::strerror(errno),
+                    "check that the output directory exists and is writable");
   try {
     write_contents(file);
   } catch (...) {
@@ -93,15 +94,24 @@ uint64_t parse_byte_size(const std::string& text) {
   unit.erase(0, unit.find_first_not_of(' '));
   for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   double scale = -1;
-  if (unit.empty() || unit == "b") scale = 1;
-  else if (unit == "k" || unit == "kb") scale = 1e3;
-  else if (unit == "m" || unit == "mb") scale = 1e6;
-  else if (unit == "g" || unit == "gb") scale = 1e9;
-  else if (unit == "t" || unit == "tb") scale = 1e12;
-  else if (unit == "kib") scale = 1024.0;
-  else if (unit == "mib") scale = 1024.0 * 1024;
-  else if (unit == "gib") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  if (unit.empty() || unit == "b")
+    scale = 1;
+  else if (unit == "k" || unit == "kb")
+    scale = 1e3;
+  else if (unit == "m" || unit == "mb")
+    scale = 1e6;
+  else if (unit == "g" || unit == "gb")
+    scale = 1e9;
+  else if (unit == "t" || unit == "tb")
+    scale = 1e12;
+  else if (unit == "kib")
+    scale = 1024.0;
+  else if (unit == "mib")
+    scale = 1024.0 * 1024;
+  else if (unit == "gib")
+    scale = 1024.0 * 1024 * 1024;
+  else if (unit == "tib")
+    scale = 1024.0 * 1024 * 1024 * 1024;
   if (used == 0 || scale < 0 || value <= 0)
     throw UserError("cannot read the memory size '" + text + "'", "write it like 24GiB, 16GB or 8000MiB");
   return static_cast<uint64_t>(value * scale);
@@ -111,7 +121,11 @@ std::string format_bytes(double bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int unit = 0;
   double magnitude = std::fabs(bytes);
-  while (magnitude >= 1024.0 && unit < 4) { magnitude /= 1024.0; bytes /= 1024.0; unit++; }
+  while (magnitude >= 1024.0 && unit < 4) {
+    magnitude /= 1024.0;
+    bytes /= 1024.0;
+    unit++;
+  }
   char text[32];
   std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.2f %s", bytes, units[unit]);
   return text;
@@ -121,9 +135,12 @@ std::string format_duration(double seconds) {
   char text[32];
   if (!std::isfinite(seconds) || seconds < 0) return "--";
   long total = static_cast<long>(seconds + 0.5);
-  if (seconds < 60) std::snprintf(text, sizeof text, "%.1fs", seconds);
-  else if (total < 3600) std::snprintf(text, sizeof text, "%ldm%02lds", total / 60, total % 60);
-  else std::snprintf(text, sizeof text, "%ldh%02ldm", total / 3600, (total % 3600) / 60);
+  if (seconds < 60)
+    std::snprintf(text, sizeof text, "%.1fs", seconds);
+  else if (total < 3600)
+    std::snprintf(text, sizeof text, "%ldm%02lds", total / 60, total % 60);
+  else
+    std::snprintf(text, sizeof text, "%ldh%02ldm", total / 3600, (total % 3600) / 60);
   return text;
 }
 

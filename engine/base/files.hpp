@@ -16,8 +16,7 @@ std::string read_text_file(const std::filesystem::path& path);
 // Writes to "<path>.tmp-<pid>", flushes, then renames over <path>.
 void write_file_atomically(const std::filesystem::path& path, std::string_view contents);
 // The same, with a writer callback that streams into the temporary file.
-void write_file_atomically(const std::filesystem::path& path,
-                           const std::function<void(std::FILE*)>& write_contents);
+void write_file_atomically(const std::filesystem::path& path, const std::function<void(std::FILE*)>& write_contents);
 
 // A directory built under a temporary name and renamed into place by commit(); removed if
 // never committed (an exception on the way leaves nothing behind).
@@ -36,7 +35,7 @@ class AtomicDirectory {
   bool committed_ = false;
 };
 
-std::string format_bytes(double bytes);     // "1.50 GiB"
+std::string format_bytes(double bytes);  // "1.50 GiB"
 // "24GiB", "24 GB", "8000MiB", "1.5T" -> bytes; UserError otherwise (the inverse of format_bytes).
 uint64_t parse_byte_size(const std::string& text);
 std::string format_duration(double seconds);  // "1h02m", "3m05s", "12.3s"

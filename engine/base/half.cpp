@@ -6,7 +6,7 @@ uint16_t float_to_half(float value) {
   uint32_t bits = float_bits(value);
   uint32_t sign = (bits >> 16) & 0x8000u;
   uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (magnitude >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
   if (magnitude < 0x38800000u) {
     // Subnormal half (or zero): shift the mantissa with its implicit bit, round to nearest even.

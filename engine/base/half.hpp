@@ -6,8 +6,16 @@
 
 namespace vkt {
 
-inline uint32_t float_bits(float value) { uint32_t bits; std::memcpy(&bits, &value, 4); return bits; }
-inline float bits_float(uint32_t bits) { float value; std::memcpy(&value, &bits, 4); return value; }
+inline uint32_t float_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  return bits;
+}
+inline float bits_float(uint32_t bits) {
+  float value;
+  std::memcpy(&value, &bits, 4);
+  return value;
+}
 
 inline uint16_t float_to_bf16(float value) {
   uint32_t bits = float_bits(value);

@@ -10,8 +10,12 @@
 namespace vkt {
 
 ProgressBar::ProgressBar(std::string label, int64_t total, int64_t first_done)
-    : label_(std::move(label)), total_(total > 0 ? total : 1), first_done_(first_done), is_terminal_(isatty(fileno(stderr))),
-      start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+    : label_(std::move(label)),
+      total_(total > 0 ? total : 1),
+      first_done_(first_done),
+      is_terminal_(isatty(fileno(stderr))),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
 
 ProgressBar::~ProgressBar() {
   if (!finished_ && is_terminal_) std::fputc('\n', stderr);
@@ -43,7 +47,9 @@ void ProgressBar::draw(int64_t done, const std::string& extra, bool force_line) 
   if (fraction > 1) fraction = 1;
   double elapsed = elapsed_seconds();
   int64_t done_here = done - first_done_;
-  double eta = done_here > 0 ? elapsed * static_cast<double>(total_ - std::min(done, total_)) / static_cast<double>(done_here) : -1;
+  double eta = done_here > 0
+                   ? elapsed * static_cast<double>(total_ - std::min(done, total_)) / static_cast<double>(done_here)
+                   : -1;
   constexpr int width = 24;
   int filled = static_cast<int>(fraction * width);
   std::string bar(static_cast<size_t>(filled), '#');
@@ -52,8 +58,10 @@ void ProgressBar::draw(int64_t done, const std::string& extra, bool force_line) 
   std::snprintf(line, sizeof line, "%s [%s] %lld/%lld %3.0f%% %s<%s %s", label_.c_str(), bar.c_str(),
                 static_cast<long long>(done), static_cast<long long>(total_), fraction * 100,
                 format_duration(elapsed).c_str(), format_duration(eta).c_str(), extra.c_str());
-  if (is_terminal_) std::fprintf(stderr, "\r\033[K%s", line);
-  else if (force_line) std::fprintf(stderr, "%s\n", line);
+  if (is_terminal_)
+    std::fprintf(stderr, "\r\033[K%s", line);
+  else if (force_line)
+    std::fprintf(stderr, "%s\n", line);
   std::fflush(stderr);
 }
 

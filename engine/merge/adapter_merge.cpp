@@ -52,7 +52,8 @@ uint32_t concatenate_factors(const std::vector<std::optional<ModelSource::LoraFa
     const auto& f = *factors[i];
     double scale = c[i] * f.scale;
     for (uint32_t row = 0; row < out; row++)
-      for (uint32_t k = 0; k < f.rank; k++) b_cat[uint64_t(row) * inner + column + k] = scale * f.b[uint64_t(row) * f.rank + k];
+      for (uint32_t k = 0; k < f.rank; k++)
+        b_cat[uint64_t(row) * inner + column + k] = scale * f.b[uint64_t(row) * f.rank + k];
     for (uint32_t k = 0; k < f.rank; k++)
       for (uint32_t col = 0; col < in; col++) a_cat[uint64_t(column + k) * in + col] = f.a[uint64_t(k) * in + col];
     column += f.rank;
@@ -70,20 +71,32 @@ LowRank zero_padded(const std::vector<double>& b_cat, const std::vector<double>&
   exact.b.assign(uint64_t(out) * rank, 0.0f);
   exact.a.assign(uint64_t(rank) * in, 0.0f);
   for (uint32_t row = 0; row < out; row++)
-    for (uint32_t k = 0; k < inner; k++) exact.b[uint64_t(row) * rank + k] = static_cast<float>(b_cat[uint64_t(row) * inner + k]);
+    for (uint32_t k = 0; k < inner; k++)
+      exact.b[uint64_t(row) * rank + k] = static_cast<float>(b_cat[uint64_t(row) * inner + k]);
   for (uint32_t k = 0; k < inner; k++)
-    for (uint32_t col = 0; col < in; col++) exact.a[uint64_t(k) * in + col] = static_cast<float>(a_cat[uint64_t(k) * in + col]);
+    for (uint32_t col = 0; col < in; col++)
+      exact.a[uint64_t(k) * in + col] = static_cast<float>(a_cat[uint64_t(k) * in + col]);
   return exact;
 }
 
 // PEFT's adapter_config.json for the merged adapter: lora_alpha = r, so the scale is 1.
 void write_adapter_config(const fs::path& output, uint32_t rank, const std::vector<std::string>& targets,
                           const fs::path& base_dir) {
-  nlohmann::json adapter = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", rank},
-                            {"lora_alpha", rank}, {"lora_dropout", 0.0}, {"target_modules", targets},
-                            {"use_rslora", false}, {"bias", "none"}, {"base_model_name_or_path", base_dir.string()},
-                            {"fan_in_fan_out", false}, {"inference_mode", true}, {"init_lora_weights", true},
-                            {"modules_to_save", nullptr}, {"use_dora", false}, {"revision", nullptr},
+  nlohmann::json adapter = {{"peft_type", "LORA"},
+                            {"task_type", "CAUSAL_LM"},
+                            {"r", rank},
+                            {"lora_alpha", rank},
+                            {"lora_dropout", 0.0},
+                            {"target_modules", targets},
+                            {"use_rslora", false},
+                            {"bias", "none"},
+                            {"base_model_name_or_path", base_dir.string()},
+                            {"fan_in_fan_out", false},
+                            {"inference_mode", true},
+                            {"init_lora_weights", true},
+                            {"modules_to_save", nullptr},
+                            {"use_dora", false},
+                            {"revision", nullptr},
                             {"layers_to_transform", nullptr}};
   write_file_atomically(output / "adapter_config.json", adapter.dump(2) + "\n");
 }
@@ -215,7 +228,8 @@ std::vector<double> Merger::write_adapter_weights(const std::vector<const Tensor
   std::vector<model::TensorToWrite> writes;
   for (const TensorPlan* tensor : modules) {
     const LinearName linear = *parse_linear_name(tensor->name);
-    const uint64_t out = spec::module_out_features(shape, linear.module), in = spec::module_in_features(shape, linear.module);
+    const uint64_t out = spec::module_out_features(shape, linear.module),
+                   in = spec::module_in_features(shape, linear.module);
     auto ensure = [&, tensor] {
       if (current->tensor == tensor) return;
       current->factors = adapter_update(*tensor, shape, out_rank, adapter_options);
@@ -223,12 +237,16 @@ std::vector<double> Merger::write_adapter_weights(const std::vector<const Tensor
       residuals.push_back(current->factors.relative_residual());
       if (adapter_options.show_progress) progress.update(++done, tensor->name);
     };
-    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, true), model::FileDtype::F32, {out_rank, in},
+    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, true),
+                      model::FileDtype::F32,
+                      {out_rank, in},
                       [ensure, current](model::TensorSink& sink) {
                         ensure();
                         sink.write(current->factors.a.data(), current->factors.a.size() * 4);
                       }});
-    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, false), model::FileDtype::F32, {out, out_rank},
+    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, false),
+                      model::FileDtype::F32,
+                      {out, out_rank},
                       [ensure, current](model::TensorSink& sink) {
                         ensure();
                         sink.write(current->factors.b.data(), current->factors.b.size() * 4);

@@ -27,8 +27,8 @@ namespace vkt::merge {
 struct AdapterMergeOptions {
   std::filesystem::path output;
   bool concatenate = false;
-  uint32_t rank = 0;             // svd: the new rank (0: Σ r_i)
-  uint32_t random_seed = 42;     // DARE masks and the randomized SVD's test matrix
+  uint32_t rank = 0;          // svd: the new rank (0: Σ r_i)
+  uint32_t random_seed = 42;  // DARE masks and the randomized SVD's test matrix
   uint64_t chunk_elements = uint64_t{1} << 22;
   bool show_progress = true;
 };
@@ -37,8 +37,8 @@ struct AdapterMergeSummary {
   MergeMethod method = MergeMethod::linear;
   uint32_t rank = 0;
   std::vector<std::string> targets;
-  int64_t modules = 0;                  // (layer, module) pairs written
-  double max_relative_residual = 0;     // max over modules of ‖ΔW − BA‖ / ‖ΔW‖ (0 for concat)
+  int64_t modules = 0;               // (layer, module) pairs written
+  double max_relative_residual = 0;  // max over modules of ‖ΔW − BA‖ / ‖ΔW‖ (0 for concat)
   double mean_relative_residual = 0;
   std::filesystem::path base;
   double seconds = 0;

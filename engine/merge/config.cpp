@@ -35,8 +35,8 @@ std::string join(const std::vector<std::string>& items) {
 
 const std::vector<std::string>& known_parameters() {
   // mergekit's parameter names; vktune uses those of its methods and warns about the rest.
-  static const std::vector<std::string> names = {"weight", "density", "t", "normalize", "lambda", "int8_mask",
-                                                 "rescale", "scale", "epsilon", "gamma"};
+  static const std::vector<std::string> names = {"weight",    "density", "t",     "normalize", "lambda",
+                                                 "int8_mask", "rescale", "scale", "epsilon",   "gamma"};
   return names;
 }
 
@@ -72,8 +72,7 @@ ParameterValue scalar_value(const Where& where, const YAML::Node& node, const st
         value.number = number;
         return value;
       }
-    } catch (...) {
-    }
+    } catch (...) {}
   }
   value.type = ParameterValue::Type::string;
   value.text = text;
@@ -93,7 +92,8 @@ ParameterSetting parse_setting(const Where& where, const YAML::Node& node, const
          "write `" + key + ": [{filter: self_attn, value: 0.5}, {value: 1}]`");
   }
   if (!node.IsSequence() || node.size() == 0)
-    fail(where, node, key, "expected a value or a non-empty list", "e.g. `" + key + ": 0.5` or `" + key + ": [0, 0.5, 1]`");
+    fail(where, node, key, "expected a value or a non-empty list",
+         "e.g. `" + key + ": 0.5` or `" + key + ": [0, 0.5, 1]`");
   bool all_maps = true, no_maps = true;
   for (const auto& item : node) {
     all_maps = all_maps && item.IsMap();
@@ -123,7 +123,8 @@ ParameterSetting parse_setting(const Where& where, const YAML::Node& node, const
     ParameterSetting::Conditional conditional;
     if (item["filter"] && !item["filter"].IsNull()) {
       if (!item["filter"].IsScalar())
-        fail(where, item["filter"], key, "filter must be a string (a substring of tensor names)", "e.g. filter: self_attn");
+        fail(where, item["filter"], key, "filter must be a string (a substring of tensor names)",
+             "e.g. filter: self_attn");
       conditional.filter = item["filter"].Scalar();
     }
     conditional.value = std::make_shared<ParameterSetting>(parse_setting(where, item["value"], key));
@@ -136,7 +137,8 @@ ParameterSet parse_parameters(const Where& where, const YAML::Node& node) {
   ParameterSet set;
   if (!node || node.IsNull()) return set;
   if (!node.IsMap())
-    fail(where, node, "parameters", "expected a mapping of parameter names to values", "e.g. parameters: {weight: 0.5}");
+    fail(where, node, "parameters", "expected a mapping of parameter names to values",
+         "e.g. parameters: {weight: 0.5}");
   for (const auto& entry : node) {
     std::string name = entry.first.as<std::string>();
     const auto& known = known_parameters();
@@ -151,7 +153,8 @@ ParameterSet parse_parameters(const Where& where, const YAML::Node& node) {
 ModelRef model_ref(const Where& where, const YAML::Node& node, const std::string& key, const fs::path& base_dir) {
   if (node.IsScalar()) return parse_model_ref(node.Scalar(), base_dir, where.at(node) + ": key '" + key + "'");
   if (node.IsMap()) {  // mergekit's expanded form {model: PATH, lora: PATH}
-    check_keys(where, node, {"model", "lora"}, "a model reference", "write `model: PATH` or {model: PATH, lora: ADAPTER}");
+    check_keys(where, node, {"model", "lora"}, "a model reference",
+               "write `model: PATH` or {model: PATH, lora: ADAPTER}");
     if (!node["model"] || !node["model"].IsScalar())
       fail(where, node, key, "a model reference needs `model: PATH`", "e.g. {model: ./base, lora: ./adapter}");
     std::string text = node["model"].Scalar();
@@ -162,7 +165,8 @@ ModelRef model_ref(const Where& where, const YAML::Node& node, const std::string
 }
 
 InputSlice parse_input_slice(const Where& where, const YAML::Node& node, const fs::path& base_dir) {
-  if (!node.IsMap()) fail(where, node, "sources", "each source must be a mapping", "- model: PATH\n  layer_range: [0, 16]");
+  if (!node.IsMap())
+    fail(where, node, "sources", "each source must be a mapping", "- model: PATH\n  layer_range: [0, 16]");
   check_keys(where, node, {"model", "layer_range", "parameters"}, "a slice source", "");
   InputSlice slice;
   slice.line = where.line(node);
@@ -170,7 +174,8 @@ InputSlice parse_input_slice(const Where& where, const YAML::Node& node, const f
   slice.model = model_ref(where, node["model"], "model", base_dir);
   const YAML::Node range = node["layer_range"];
   if (!range || !range.IsSequence() || range.size() != 2)
-    fail(where, range ? range : node, "layer_range", "expected [begin, end]", "e.g. layer_range: [0, 16] (end excluded)");
+    fail(where, range ? range : node, "layer_range", "expected [begin, end]",
+         "e.g. layer_range: [0, 16] (end excluded)");
   try {
     slice.layer_begin = range[0].as<int64_t>();
     slice.layer_end = range[1].as<int64_t>();
@@ -225,7 +230,8 @@ bool ParameterValue::as_bool(const std::string& name, const std::string& where) 
   throw UserError(where + ": parameter '" + name + "' should be true or false", "e.g. normalize: true");
 }
 
-std::optional<ParameterValue> evaluate_setting(const ParameterSetting& setting, const std::string& tensor_name, double t) {
+std::optional<ParameterValue> evaluate_setting(const ParameterSetting& setting, const std::string& tensor_name,
+                                               double t) {
   switch (setting.kind) {
     case ParameterSetting::Kind::scalar:
       return setting.scalar;
@@ -256,11 +262,13 @@ std::optional<ParameterValue> evaluate_setting(const ParameterSetting& setting, 
 }
 
 namespace {
-constexpr NameEntry<MergeMethod> merge_method_table[] = {
-    {MergeMethod::linear, "linear"},           {MergeMethod::slerp, "slerp"},
-    {MergeMethod::task_arithmetic, "task_arithmetic"}, {MergeMethod::ties, "ties"},
-    {MergeMethod::dare_linear, "dare_linear"}, {MergeMethod::dare_ties, "dare_ties"},
-    {MergeMethod::passthrough, "passthrough"}};
+constexpr NameEntry<MergeMethod> merge_method_table[] = {{MergeMethod::linear, "linear"},
+                                                         {MergeMethod::slerp, "slerp"},
+                                                         {MergeMethod::task_arithmetic, "task_arithmetic"},
+                                                         {MergeMethod::ties, "ties"},
+                                                         {MergeMethod::dare_linear, "dare_linear"},
+                                                         {MergeMethod::dare_ties, "dare_ties"},
+                                                         {MergeMethod::passthrough, "passthrough"}};
 }  // namespace
 
 std::span<const NameEntry<MergeMethod>> merge_method_names() { return merge_method_table; }
@@ -283,9 +291,9 @@ MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& 
   if (!root.IsMap())
     throw UserError(file + ": a merge configuration must be a mapping (merge_method:, models: or slices:, ...)",
                     "see examples/merge/ for complete files");
-  static const std::vector<std::string> top_keys = {"merge_method", "base_model",       "models",   "slices",
-                                                    "parameters",   "dtype",            "out_dtype", "tokenizer_source",
-                                                    "name",         "chat_template",    "tokenizer", "modules"};
+  static const std::vector<std::string> top_keys = {"merge_method", "base_model",    "models",    "slices",
+                                                    "parameters",   "dtype",         "out_dtype", "tokenizer_source",
+                                                    "name",         "chat_template", "tokenizer", "modules"};
   check_keys(where, root, top_keys, "a merge configuration",
              "mergekit's keys are merge_method, base_model, models, slices, parameters, dtype, out_dtype, "
              "tokenizer_source");
@@ -302,8 +310,8 @@ MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& 
          "remove it; the tokenizer_config.json of the tokenizer source (with its chat template) is copied");
   const YAML::Node method = root["merge_method"];
   if (!method || !method.IsScalar())
-    throw UserError(file + ": key 'merge_method' is missing", "add e.g. `merge_method: linear`; supported: " +
-                                                                  enum_name_list(merge_method_names()));
+    throw UserError(file + ": key 'merge_method' is missing",
+                    "add e.g. `merge_method: linear`; supported: " + enum_name_list(merge_method_names()));
   config.line_of_method = where.line(method);
   if (auto parsed = enum_from_name(merge_method_names(), method.Scalar()))
     config.method = *parsed;
@@ -325,7 +333,8 @@ MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& 
   if (root["tokenizer_source"] && !root["tokenizer_source"].IsNull()) {
     std::string source = root["tokenizer_source"].Scalar();
     if (source == "union")
-      fail(where, root["tokenizer_source"], "tokenizer_source", "'union' (building a merged vocabulary) is not supported",
+      fail(where, root["tokenizer_source"], "tokenizer_source",
+           "'union' (building a merged vocabulary) is not supported",
            "use `base` or one model; the models must share a vocabulary");
     config.tokenizer_source = source;
   }
@@ -355,7 +364,8 @@ MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& 
     }
   } else {
     if (!slices.IsSequence() || slices.size() == 0)
-      fail(where, slices, "slices", "expected a non-empty list", "- sources:\n    - model: PATH\n      layer_range: [0, 8]");
+      fail(where, slices, "slices", "expected a non-empty list",
+           "- sources:\n    - model: PATH\n      layer_range: [0, 8]");
     for (const auto& item : slices) {
       if (!item.IsMap()) fail(where, item, "slices", "each slice is a mapping with `sources:`", "- sources: [...]");
       check_keys(where, item, {"sources", "base_model", "parameters", "residual_weight"}, "a slice", "");
@@ -371,8 +381,10 @@ MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& 
       const int64_t length = slice.sources.front().layer_end - slice.sources.front().layer_begin;
       for (const auto& source : slice.sources)
         if (source.layer_end - source.layer_begin != length)
-          throw UserError(file + ":" + std::to_string(source.line) + ": key 'layer_range': the sources of a slice must "
-                              "have the same number of layers (" + std::to_string(length) + " in the first)",
+          throw UserError(file + ":" + std::to_string(source.line) +
+                              ": key 'layer_range': the sources of a slice must "
+                              "have the same number of layers (" +
+                              std::to_string(length) + " in the first)",
                           "a slice merges layer i of every source into one output layer");
       if (item["base_model"] && !item["base_model"].IsNull())
         slice.base_model = model_ref(where, item["base_model"], "base_model", base_dir);

@@ -33,8 +33,8 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <string>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/base/names.hpp"
@@ -84,7 +84,8 @@ struct ParameterSetting {
 };
 // mergekit's evaluate_setting: the value for tensor `tensor_name` at depth t in [0, 1], or
 // nullopt when no conditional matches.
-std::optional<ParameterValue> evaluate_setting(const ParameterSetting& setting, const std::string& tensor_name, double t);
+std::optional<ParameterValue> evaluate_setting(const ParameterSetting& setting, const std::string& tensor_name,
+                                               double t);
 
 using ParameterSet = std::map<std::string, ParameterSetting>;
 
@@ -109,14 +110,14 @@ struct InputModel {
 };
 
 struct MergeConfig {
-  std::string path;  // the YAML file (for messages)
+  std::string path;                          // the YAML file (for messages)
   MergeMethod method = MergeMethod::linear;  // merge_method
   std::optional<ModelRef> base_model;
-  std::vector<InputModel> models;    // `models:` form
-  std::vector<OutputSlice> slices;   // `slices:` form
+  std::vector<InputModel> models;   // `models:` form
+  std::vector<OutputSlice> slices;  // `slices:` form
   ParameterSet parameters;
   std::optional<kernels::DType> dtype, out_dtype;  // written as torch names ("bfloat16"); nullopt when absent
-  std::optional<std::string> tokenizer_source;  // "base" or a model reference
+  std::optional<std::string> tokenizer_source;     // "base" or a model reference
   int line_of_method = 0;
 
   bool uses_slices() const { return !slices.empty(); }

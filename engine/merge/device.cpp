@@ -28,8 +28,8 @@ void MergeDevice::reserve(uint32_t inputs, uint64_t elements) {
                               vk::Category::workspace, "merge.params");
 }
 
-void MergeDevice::linear(const std::vector<const float*>& inputs, const std::vector<float>& coefficients,
-                         float divisor, uint64_t n, const ChunkSink& sink) {
+void MergeDevice::linear(const std::vector<const float*>& inputs, const std::vector<float>& coefficients, float divisor,
+                         uint64_t n, const ChunkSink& sink) {
   VKT_ASSERT(!inputs.empty() && inputs.size() == coefficients.size(), "merge linear: one coefficient per input");
   const auto count = static_cast<uint32_t>(inputs.size());
   reserve(count, n);

@@ -38,8 +38,8 @@ class MergeDevice {
   // Generalized task arithmetic: base: (n) fp32; models: the non-base inputs, (n) fp32 each, with
   // their parameters (magnitude cuts already computed). See engine/kernels/merge.hpp.
   void task_arithmetic(const float* base, const std::vector<const float*>& models,
-                       const std::vector<kernels::MergeModelParams>& params, const kernels::TaskArithmeticSettings& settings,
-                       uint64_t n, const ChunkSink& sink);
+                       const std::vector<kernels::MergeModelParams>& params,
+                       const kernels::TaskArithmeticSettings& settings, uint64_t n, const ChunkSink& sink);
 
  private:
   void reserve(uint32_t inputs, uint64_t elements);

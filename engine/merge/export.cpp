@@ -21,8 +21,8 @@ ExportSummary export_merged(vk::Context& context, const ExportOptions& options) 
   ModelSource source(&context, options.model, options.adapter);
   ExportSummary summary;
   summary.base_quantization = source.quantization();
-  const model::FileDtype out_dtype = options.dtype ? model::file_dtype(*options.dtype)
-                                                   : model::file_dtype_from_torch(source.config().torch_dtype);
+  const model::FileDtype out_dtype =
+      options.dtype ? model::file_dtype(*options.dtype) : model::file_dtype_from_torch(source.config().torch_dtype);
   summary.out_dtype = model::torch_dtype_name(out_dtype);
   fs::create_directories(options.output);
 

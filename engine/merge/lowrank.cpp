@@ -65,7 +65,8 @@ double squares(const std::vector<double>& values, size_t from) {
 
 LowRank truncate_factored(const std::vector<double>& b_cat, const std::vector<double>& a_cat, uint32_t rows,
                           uint32_t cols, uint32_t inner, uint32_t rank) {
-  VKT_ASSERT(b_cat.size() == uint64_t(rows) * inner && a_cat.size() == uint64_t(inner) * cols, "truncate_factored: sizes");
+  VKT_ASSERT(b_cat.size() == uint64_t(rows) * inner && a_cat.size() == uint64_t(inner) * cols,
+             "truncate_factored: sizes");
   LowRank result;
   result.rows = rows;
   result.cols = cols;
@@ -170,7 +171,7 @@ LowRank truncate_dense(vk::Context& context, const vk::BufferRange& delta, uint3
     q = times(z);
     orthonormalize_columns(q, rows, k);
   }
-  std::vector<double> z = times_transposed(q);  // (cols × k) = (Qᵀ ΔW)ᵀ
+  std::vector<double> z = times_transposed(q);        // (cols × k) = (Qᵀ ΔW)ᵀ
   std::vector<double> projected(uint64_t(k) * cols);  // Qᵀ ΔW (k × cols)
   for (uint32_t c = 0; c < cols; c++)
     for (uint32_t j = 0; j < k; j++) projected[uint64_t(j) * cols + c] = z[uint64_t(c) * k + j];

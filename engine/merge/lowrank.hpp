@@ -24,11 +24,11 @@ namespace vkt::merge {
 
 struct LowRank {
   uint32_t rows = 0, cols = 0, rank = 0;
-  std::vector<float> b;              // (rows, rank) fp32
-  std::vector<float> a;              // (rank, cols) fp32
-  std::vector<double> singular;      // the singular values found, descending (at least `rank`)
-  double frobenius = 0;              // ‖ΔW‖_F
-  double residual = 0;               // ‖ΔW − B·A‖_F (exact)
+  std::vector<float> b;          // (rows, rank) fp32
+  std::vector<float> a;          // (rank, cols) fp32
+  std::vector<double> singular;  // the singular values found, descending (at least `rank`)
+  double frobenius = 0;          // ‖ΔW‖_F
+  double residual = 0;           // ‖ΔW − B·A‖_F (exact)
   double relative_residual() const { return frobenius > 0 ? residual / frobenius : 0; }
 };
 
@@ -36,10 +36,10 @@ struct LowRank {
 void orthonormalize_columns(std::vector<double>& m, uint32_t rows, uint32_t cols);
 
 struct ThinSvd {
-  uint32_t k = 0;             // min(rows, cols)
-  std::vector<double> u;      // (rows, k)
-  std::vector<double> s;      // (k) descending
-  std::vector<double> vt;     // (k, cols)
+  uint32_t k = 0;          // min(rows, cols)
+  std::vector<double> u;   // (rows, k)
+  std::vector<double> s;   // (k) descending
+  std::vector<double> vt;  // (k, cols)
 };
 ThinSvd thin_svd(std::vector<double> m, uint32_t rows, uint32_t cols);
 

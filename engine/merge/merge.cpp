@@ -92,8 +92,8 @@ void Merger::plan() {
   normalize();
   const MergeMethod method = config_.method;
   // The output config comes from the base model, else the first model (mergekit).
-  output_config_source_ = config_.base_model ? source_index(*config_.base_model)
-                                             : source_index(slices_.front().sources.front().model);
+  output_config_source_ =
+      config_.base_model ? source_index(*config_.base_model) : source_index(slices_.front().sources.front().model);
   const model::ModelConfig& out_config = sources_[output_config_source_]->config();
   for (const auto& source : sources_) {
     if (source->config().tie_word_embeddings != out_config.tie_word_embeddings)
@@ -105,19 +105,21 @@ void Merger::plan() {
     const auto base = base_of(slice);
     if (is_task_arithmetic_family(method) || method == MergeMethod::slerp) {
       if (!base)
-        throw UserError(config_.path + ":" + std::to_string(config_.line_of_method) + ": key 'merge_method': " +
-                            merge_method_name(method) + " needs a base_model",
+        throw UserError(config_.path + ":" + std::to_string(config_.line_of_method) +
+                            ": key 'merge_method': " + merge_method_name(method) + " needs a base_model",
                         "add `base_model: PATH` (for slerp one of the two models; t = 0 gives the base)");
       bool found = std::any_of(slice.sources.begin(), slice.sources.end(),
                                [&](const InputSlice& s) { return s.model.same_as(*base); });
       if (!found)
-        throw UserError(config_.path + ":" + std::to_string(slice.line) + ": key 'sources': the base model " + base->text +
-                            " is not among this slice's sources",
+        throw UserError(config_.path + ":" + std::to_string(slice.line) + ": key 'sources': the base model " +
+                            base->text + " is not among this slice's sources",
                         "list the base model in the slice with the same layer_range as the others");
     }
     if (method == MergeMethod::passthrough && slice.sources.size() != 1)
-      throw UserError(config_.path + ":" + std::to_string(slice.line) + ": key 'sources': passthrough takes exactly one "
-                          "source per slice, this one has " + std::to_string(slice.sources.size()),
+      throw UserError(config_.path + ":" + std::to_string(slice.line) +
+                          ": key 'sources': passthrough takes exactly one "
+                          "source per slice, this one has " +
+                          std::to_string(slice.sources.size()),
                       "stack layers with one slice per source (each slice's layers are appended)");
     if (method == MergeMethod::slerp && slice.sources.size() > 2)
       throw UserError(config_.path + ":" + std::to_string(slice.line) + ": slerp merges exactly two models, not " +
@@ -127,8 +129,8 @@ void Merger::plan() {
       const int64_t layers = sources_[source_index(source.model)]->config().num_hidden_layers;
       if (source.layer_end > layers)
         throw UserError(config_.path + ":" + std::to_string(source.line) + ": key 'layer_range': [" +
-                            std::to_string(source.layer_begin) + ", " + std::to_string(source.layer_end) + ") goes past " +
-                            source.model.text + "'s " + std::to_string(layers) + " layers",
+                            std::to_string(source.layer_begin) + ", " + std::to_string(source.layer_end) +
+                            ") goes past " + source.model.text + "'s " + std::to_string(layers) + " layers",
                         "layer ranges are [begin, end) with end <= num_hidden_layers");
     }
   }
@@ -137,7 +139,8 @@ void Merger::plan() {
   auto same_name = [&](const OutputSlice& slice, const std::string& name) {
     return std::vector<std::string>(slice.sources.size(), name);
   };
-  for (const auto& name : pre_layer_tensors(out_config)) plan_tensor(name, slices_.front(), same_name(slices_.front(), name), 0);
+  for (const auto& name : pre_layer_tensors(out_config))
+    plan_tensor(name, slices_.front(), same_name(slices_.front(), name), 0);
   const std::vector<std::string> suffixes = layer_tensor_suffixes(out_config);
   for (const auto& slice : slices_) {
     const int64_t length = slice.sources.front().layer_end - slice.sources.front().layer_begin;
@@ -152,7 +155,8 @@ void Merger::plan() {
       output_layers_++;
     }
   }
-  for (const auto& name : post_layer_tensors(out_config)) plan_tensor(name, slices_.back(), same_name(slices_.back(), name), 0);
+  for (const auto& name : post_layer_tensors(out_config))
+    plan_tensor(name, slices_.back(), same_name(slices_.back(), name), 0);
 
   // Every input exists with one shape per output tensor.
   for (auto& tensor : tensors_) {
@@ -179,10 +183,14 @@ void Merger::plan() {
 void Merger::check_parameters() {
   const MergeMethod method = config_.method;
   std::vector<std::string> used;
-  if (method == MergeMethod::linear) used = {"weight", "normalize"};
-  else if (method == MergeMethod::slerp) used = {"t"};
-  else if (method == MergeMethod::passthrough) used = {"scale"};
-  else used = {"weight", "density", "normalize", "lambda", "int8_mask", "rescale"};
+  if (method == MergeMethod::linear)
+    used = {"weight", "normalize"};
+  else if (method == MergeMethod::slerp)
+    used = {"t"};
+  else if (method == MergeMethod::passthrough)
+    used = {"scale"};
+  else
+    used = {"weight", "density", "normalize", "lambda", "int8_mask", "rescale"};
   std::set<std::string> present;
   auto collect = [&](const ParameterSet& set) {
     for (const auto& [name, setting] : set) present.insert(name);
@@ -358,14 +366,15 @@ void Merger::produce(const TensorPlan& tensor, model::TensorSink& sink) {
 void Merger::task_arithmetic(const TensorPlan& tensor, const std::vector<std::vector<float>>& values, uint64_t n,
                              const ChunkSink& sink) {
   const MergeMethod method = config_.method;
-  VKT_ASSERT(is_task_arithmetic_family(method), std::string("not a task-arithmetic method: ") + merge_method_name(method));
+  VKT_ASSERT(is_task_arithmetic_family(method),
+             std::string("not a task-arithmetic method: ") + merge_method_name(method));
   const size_t base = *tensor.base, count = values.size();
   const bool dare = method == MergeMethod::dare_linear || method == MergeMethod::dare_ties;
   kernels::TaskArithmeticSettings settings;
   settings.consensus = method == MergeMethod::ties || method == MergeMethod::dare_ties;
   settings.sparsify = method == MergeMethod::ties ? kernels::Sparsify::magnitude
-                      : dare           ? kernels::Sparsify::random
-                                       : kernels::Sparsify::none;
+                      : dare                      ? kernels::Sparsify::random
+                                                  : kernels::Sparsify::none;
   settings.normalize = flag("normalize", tensor, method == MergeMethod::ties);
   const bool rescale = flag("rescale", tensor, dare);
   if (rescale && method == MergeMethod::ties)
@@ -388,9 +397,9 @@ void Merger::task_arithmetic(const TensorPlan& tensor, const std::vector<std::ve
       if (density < 1) {
         uint64_t k = kernels::magnitude_keep_count(density, n);
         if (k == 0)
-          throw UserError(where(tensor, i) + ": density " + std::to_string(density) + " keeps no element of " +
-                              std::to_string(n),
-                          "raise density (mergekit refuses this too)");
+          throw UserError(
+              where(tensor, i) + ": density " + std::to_string(density) + " keeps no element of " + std::to_string(n),
+              "raise density (mergekit refuses this too)");
         // |θ_i − θ_base| in fp32, the same rounding as the shader's.
         const float* model = values[i].data();
         const float* base_values = values[base].data();
@@ -426,12 +435,14 @@ MergeSummary Merger::run() {
   summary.largest_tensor_bytes = largest_;
   summary.tensors = static_cast<int64_t>(tensors_.size());
   for (const auto& source : sources_)
-    for (const auto& name : source->tensor_names()) summary.input_bytes += source->info(name).elements() * model::file_dtype_size(source->info(name).dtype);
+    for (const auto& name : source->tensor_names())
+      summary.input_bytes += source->info(name).elements() * model::file_dtype_size(source->info(name).dtype);
   for (const auto& source : sources_) {
     std::string quant = source->quantization();
-    log::info("merge input " + source->ref().text + ": " + std::to_string(source->config().num_hidden_layers) +
-              " layers" + (quant.empty() ? "" : ", " + quant + " (dequantized)") +
-              (source->has_adapter() ? ", LoRA r=" + std::to_string(source->adapter()->settings.rank) + " merged in" : ""));
+    log::info(
+        "merge input " + source->ref().text + ": " + std::to_string(source->config().num_hidden_layers) + " layers" +
+        (quant.empty() ? "" : ", " + quant + " (dequantized)") +
+        (source->has_adapter() ? ", LoRA r=" + std::to_string(source->adapter()->settings.rank) + " merged in" : ""));
   }
   fs::create_directories(options_.output);
   ProgressBar progress("merge", static_cast<int64_t>(tensors_.size()));
@@ -460,7 +471,8 @@ MergeSummary Merger::run() {
     fs::path tokenizer_dir = config_source.model_dir();
     if (config_.tokenizer_source && *config_.tokenizer_source != "base") {
       tokenizer_dir = parse_model_ref(*config_.tokenizer_source, fs::path(config_.path).parent_path(),
-                                      config_.path + ": key 'tokenizer_source'").model;
+                                      config_.path + ": key 'tokenizer_source'")
+                          .model;
     }
     summary.tokenizer_files = copy_tokenizer_files(tokenizer_dir, options_.output);
   }

@@ -48,15 +48,15 @@ struct MergeOptions {
 struct MergeSummary {
   MergeMethod method = MergeMethod::linear;
   int64_t tensors = 0;
-  int64_t layers = 0;                    // num_hidden_layers of the output
-  std::string out_dtype;                 // torch name
+  int64_t layers = 0;     // num_hidden_layers of the output
+  std::string out_dtype;  // torch name
   std::vector<std::filesystem::path> files;
-  uint64_t bytes_written = 0;            // tensor bytes
-  uint64_t largest_tensor_bytes = 0;     // fp32 bytes of the largest merged tensor
-  uint64_t input_bytes = 0;              // bytes of all input checkpoints
+  uint64_t bytes_written = 0;         // tensor bytes
+  uint64_t largest_tensor_bytes = 0;  // fp32 bytes of the largest merged tensor
+  uint64_t input_bytes = 0;           // bytes of all input checkpoints
   double seconds = 0;
-  uint64_t rss_before = 0;               // resident memory when the merge started
-  uint64_t peak_rss = 0;                 // peak resident memory of the process at the end
+  uint64_t rss_before = 0;  // resident memory when the merge started
+  uint64_t peak_rss = 0;    // peak resident memory of the process at the end
   std::vector<std::string> tokenizer_files;
 };
 

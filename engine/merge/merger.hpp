@@ -22,10 +22,10 @@ using model::FileDtype;
 // One output tensor: which input tensors of which sources it merges, and the lookup context of
 // its parameters.
 struct TensorPlan {
-  std::string name;                        // output tensor name
-  std::vector<size_t> sources;             // index into the source table, in slice source order
-  std::vector<std::string> input_names;    // the tensor's name in each source
-  std::optional<size_t> base;              // position in `sources` of the base model
+  std::string name;                      // output tensor name
+  std::vector<size_t> sources;           // index into the source table, in slice source order
+  std::vector<std::string> input_names;  // the tensor's name in each source
+  std::optional<size_t> base;            // position in `sources` of the base model
   const OutputSlice* slice = nullptr;
   double t = 0;
 };
@@ -42,8 +42,8 @@ class Merger {
   void normalize();
   void plan();
   void check_parameters();
-  void plan_tensor(const std::string& output_name, const OutputSlice& slice, const std::vector<std::string>& input_names,
-                   double t);
+  void plan_tensor(const std::string& output_name, const OutputSlice& slice,
+                   const std::vector<std::string>& input_names, double t);
   std::optional<ParameterValue> parameter(const std::string& name, const TensorPlan& tensor,
                                           std::optional<size_t> position) const;
   double number(const std::string& name, const TensorPlan& tensor, std::optional<size_t> position, double fallback,
@@ -59,19 +59,21 @@ class Merger {
 
   // The adapter-space merge's stages (adapter_merge.cpp).
   struct AdapterInputs {
-    std::filesystem::path base_dir;      // the one base every model adapts
-    std::vector<spec::Module> targets;   // union of the adapters' target modules, sorted
-    uint32_t rank_sum = 0;               // Σ r_i over the models with an adapter
+    std::filesystem::path base_dir;     // the one base every model adapts
+    std::vector<spec::Module> targets;  // union of the adapters' target modules, sorted
+    uint32_t rank_sum = 0;              // Σ r_i over the models with an adapter
   };
   void check_adapter_space(const AdapterMergeOptions& options) const;
   AdapterInputs adapter_inputs() const;
   std::vector<double> adapter_coefficients(const TensorPlan& tensor) const;
   LowRank adapter_update(const TensorPlan& tensor, const spec::ModelShape& shape, uint32_t out_rank,
                          const AdapterMergeOptions& options);
-  LowRank elementwise_update(const TensorPlan& tensor, const std::vector<std::optional<ModelSource::LoraFactors>>& factors,
-                             uint32_t out, uint32_t in, uint32_t out_rank, uint32_t seed);
-  std::vector<double> write_adapter_weights(const std::vector<const TensorPlan*>& modules, const spec::ModelShape& shape,
-                                            uint32_t out_rank, const AdapterMergeOptions& options);
+  LowRank elementwise_update(const TensorPlan& tensor,
+                             const std::vector<std::optional<ModelSource::LoraFactors>>& factors, uint32_t out,
+                             uint32_t in, uint32_t out_rank, uint32_t seed);
+  std::vector<double> write_adapter_weights(const std::vector<const TensorPlan*>& modules,
+                                            const spec::ModelShape& shape, uint32_t out_rank,
+                                            const AdapterMergeOptions& options);
 
   vk::Context& context_;
   const MergeConfig& config_;

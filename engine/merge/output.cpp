@@ -19,7 +19,8 @@ void write_as(model::TensorSink& sink, const float* values, uint64_t count, mode
   std::vector<uint8_t> bytes(std::min(count, piece) * size);
   for (uint64_t first = 0; first < count; first += piece) {
     uint64_t n = std::min(piece, count - first);
-    model::convert_from_fp32(std::span<const float>(values + first, n), dtype, std::span<uint8_t>(bytes.data(), n * size));
+    model::convert_from_fp32(std::span<const float>(values + first, n), dtype,
+                             std::span<uint8_t>(bytes.data(), n * size));
     sink.write(bytes.data(), n * size);
   }
 }
@@ -38,7 +39,8 @@ nlohmann::json output_config(const model::ModelConfig& source, int64_t layers, c
   // architectures vktune reads unless sliding windows are configured, which it rejects below).
   if (document.contains("layer_types") && document["layer_types"].is_array() && layers != source_layers) {
     nlohmann::json types = nlohmann::json::array();
-    for (int64_t i = 0; i < layers; i++) types.push_back(document["layer_types"].empty() ? "full_attention" : document["layer_types"][0]);
+    for (int64_t i = 0; i < layers; i++)
+      types.push_back(document["layer_types"].empty() ? "full_attention" : document["layer_types"][0]);
     if (std::any_of(document["layer_types"].begin(), document["layer_types"].end(),
                     [&](const nlohmann::json& t) { return t != document["layer_types"][0]; }))
       throw UserError("the base config's layer_types differ between layers; a depth-changing merge cannot keep them",
@@ -58,9 +60,9 @@ void write_config(const fs::path& directory, const nlohmann::json& config) {
 }
 
 std::vector<std::string> copy_tokenizer_files(const fs::path& from, const fs::path& to) {
-  static const char* const names[] = {"tokenizer.json",      "tokenizer_config.json", "special_tokens_map.json",
-                                      "tokenizer.model",     "vocab.json",            "merges.txt",
-                                      "added_tokens.json",   "generation_config.json", "chat_template.jinja"};
+  static const char* const names[] = {
+      "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",    "vocab.json",
+      "merges.txt",     "added_tokens.json",     "generation_config.json",  "chat_template.jinja"};
   std::vector<std::string> copied;
   fs::create_directories(to);
   for (const char* name : names) {

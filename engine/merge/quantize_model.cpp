@@ -30,16 +30,20 @@ kernels::WeightFormat parse_quantize_format(const std::string& text) {
 
 double quantization_error_bound(WeightFormat format, double absmax, double lo, double hi) {
   switch (format) {
-    case WeightFormat::int8: return absmax / 127.0 / 2.0;
-    case WeightFormat::int4: return absmax / 7.0 / 2.0;
-    case WeightFormat::int4_asym: return (std::max(hi, 0.0) - std::min(lo, 0.0)) / 15.0 / 2.0;
+    case WeightFormat::int8:
+      return absmax / 127.0 / 2.0;
+    case WeightFormat::int4:
+      return absmax / 7.0 / 2.0;
+    case WeightFormat::int4_asym:
+      return (std::max(hi, 0.0) - std::min(lo, 0.0)) / 15.0 / 2.0;
     case WeightFormat::nf4: {
       const auto& table = quant::nf4_table();
       double widest = 0;
       for (size_t i = 1; i < table.size(); i++) widest = std::max(widest, double(table[i]) - table[i - 1]);
       return widest / 2.0 * absmax;
     }
-    default: return 0;
+    default:
+      return 0;
   }
 }
 
@@ -146,8 +150,8 @@ QuantizeSummary quantize_model(vk::Context& context, const QuantizeOptions& opti
       source.release(name);
       vk::Buffer buffer = context.allocate(n * 4, vk::Category::workspace, "quantize.weight");
       context.upload(buffer, w.data(), 0, n * 4);
-      quant::DeviceWeight device = quant::quantize_on_device(context, buffer.range(0, n * 4), rows, cols, options.format,
-                                                             quant_options, name);
+      quant::DeviceWeight device =
+          quant::quantize_on_device(context, buffer.range(0, n * 4), rows, cols, options.format, quant_options, name);
       current->weight = quant::download(context, device);
       current->name = name;
       if (measured[report_index]) return;
@@ -181,12 +185,12 @@ QuantizeSummary quantize_model(vk::Context& context, const QuantizeOptions& opti
       uint64_t size = 1;
       for (uint64_t d : shape) size *= d;
       summary.tensors[report_index].bytes_after += size * model::file_dtype_size(dtype);
-      writes.push_back({std::move(tensor_name), dtype, std::move(shape),
-                        [ensure, bytes, current](model::TensorSink& sink) {
-                          ensure();
-                          std::span<const uint8_t> data = bytes(current->weight);
-                          sink.write(data.data(), data.size());
-                        }});
+      writes.push_back(
+          {std::move(tensor_name), dtype, std::move(shape), [ensure, bytes, current](model::TensorSink& sink) {
+             ensure();
+             std::span<const uint8_t> data = bytes(current->weight);
+             sink.write(data.data(), data.size());
+           }});
     };
     auto table_bytes = [](const float* values, size_t count) {
       return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values), count * 4);
@@ -195,14 +199,17 @@ QuantizeSummary quantize_model(vk::Context& context, const QuantizeOptions& opti
     if (nf4) {
       add(name, FileDtype::U8, {(n + 1) / 2, 1}, [n](const auto& q) { return bytes_of(q.data, (n + 1) / 2); });
       if (options.double_quant) {
-        add(name + ".absmax", FileDtype::U8, {blocks}, [blocks](const auto& q) { return bytes_of(q.absmax_codes, blocks); });
-        add(name + ".nested_absmax", FileDtype::F32, {groups}, [groups](const auto& q) { return bytes_of(q.absmax_scales, groups); });
+        add(name + ".absmax", FileDtype::U8, {blocks},
+            [blocks](const auto& q) { return bytes_of(q.absmax_codes, blocks); });
+        add(name + ".nested_absmax", FileDtype::F32, {groups},
+            [groups](const auto& q) { return bytes_of(q.absmax_scales, groups); });
         add(name + ".nested_quant_map", FileDtype::F32, {256},
             [table_bytes](const auto&) { return table_bytes(quant::dynamic_map().data(), 256); });
       } else {
         add(name + ".absmax", FileDtype::F32, {blocks}, [blocks](const auto& q) { return bytes_of(q.scales, blocks); });
       }
-      add(name + ".quant_map", FileDtype::F32, {16}, [table_bytes](const auto&) { return table_bytes(quant::nf4_table().data(), 16); });
+      add(name + ".quant_map", FileDtype::F32, {16},
+          [table_bytes](const auto&) { return table_bytes(quant::nf4_table().data(), 16); });
       // The quant state spells the double-quantization offset (the mean of the block absmax
       // values), so its length is known only from the weight: a first pass computes the offsets
       // (the same exact mean the quantizer takes) before the file header is written.
@@ -215,13 +222,15 @@ QuantizeSummary quantize_model(vk::Context& context, const QuantizeOptions& opti
         std::vector<float> w = source.read(name);
         source.release(name);
         std::vector<float> absmax(blocks, 0.0f);
-        for (uint64_t i = 0; i < n; i++) absmax[i / options.block_size] = std::max(absmax[i / options.block_size], std::fabs(w[i]));
+        for (uint64_t i = 0; i < n; i++)
+          absmax[i / options.block_size] = std::max(absmax[i / options.block_size], std::fabs(w[i]));
         state_source.absmax_offset = quant::absmax_mean(absmax.data(), absmax.size());
       }
       auto state_text = std::make_shared<std::string>(bitsandbytes_state(state_source, torch_dtype));
       add(name + ".quant_state.bitsandbytes__nf4", FileDtype::U8, {state_text->size()},
           [state_text, torch_dtype](const quant::QuantizedWeight& q) {
-            VKT_ASSERT(*state_text == bitsandbytes_state(q, torch_dtype), "the quant state differs from the planned one");
+            VKT_ASSERT(*state_text == bitsandbytes_state(q, torch_dtype),
+                       "the quant state differs from the planned one");
             return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(state_text->data()), state_text->size());
           });
     } else {

@@ -43,17 +43,17 @@ struct QuantizeOptions {
 struct QuantizedTensorReport {
   std::string name;
   uint64_t elements = 0;
-  double rmse = 0;             // sqrt(mean (w - dequant)^2)
-  double max_error = 0;        // max |w - dequant|
-  double max_abs_weight = 0;   // max |w|, for the relative error
-  double bound = 0;            // the format's worst-case error for this weight (see quantize.cpp)
+  double rmse = 0;            // sqrt(mean (w - dequant)^2)
+  double max_error = 0;       // max |w - dequant|
+  double max_abs_weight = 0;  // max |w|, for the relative error
+  double bound = 0;           // the format's worst-case error for this weight (see quantize.cpp)
   uint64_t bytes_before = 0, bytes_after = 0;
 };
 
 struct QuantizeSummary {
   std::vector<QuantizedTensorReport> tensors;  // the quantized weights, in file order
-  uint64_t bytes_before = 0;  // all tensors of the input checkpoint (as stored)
-  uint64_t bytes_after = 0;   // all tensors written
+  uint64_t bytes_before = 0;                   // all tensors of the input checkpoint (as stored)
+  uint64_t bytes_after = 0;                    // all tensors written
   std::vector<std::filesystem::path> files;
   double seconds = 0;
 };

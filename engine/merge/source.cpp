@@ -54,6 +54,7 @@ std::vector<std::string> layer_tensor_suffixes(const model::ModelConfig& config)
     suffixes.push_back(spec::module_path(Module(m)) + ".weight");
     if (config.qkv_bias && Module(m) <= Module::v_proj) suffixes.push_back(spec::module_path(Module(m)) + ".bias");
   }
+  if (config.qk_norm) suffixes.insert(suffixes.end(), {"self_attn.q_norm.weight", "self_attn.k_norm.weight"});
   return suffixes;
 }
 
@@ -103,9 +104,9 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
   folder_ = std::make_unique<model::SafetensorsFolder>(ref.model);
   bitsandbytes_ = model::is_bitsandbytes_nf4(*folder_, config_);
   vktune_ = model::vktune_quantization(config_, (ref.model / "config.json").string());
-  const FileDtype weight_dtype =
-      vktune_ && !vktune_->original_dtype.empty() ? model::file_dtype_from_torch(vktune_->original_dtype)
-                                                  : model::file_dtype_from_torch(config_.torch_dtype);
+  const FileDtype weight_dtype = vktune_ && !vktune_->original_dtype.empty()
+                                     ? model::file_dtype_from_torch(vktune_->original_dtype)
+                                     : model::file_dtype_from_torch(config_.torch_dtype);
   // Logical tensors in file order (shard by shard), quantized parts folded into their weight.
   for (const auto& file : folder_->files()) {
     for (const auto& view : file->tensors()) {
@@ -115,7 +116,9 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
       if (bitsandbytes_)
         for (const char* suffix : bitsandbytes_parts) part = part || ends_with(name, suffix);
       if (vktune_)
-        for (const char* suffix : vktune_parts) part = part || (ends_with(name, suffix) && parse_linear_name(name.substr(0, name.size() - std::string(suffix).size())));
+        for (const char* suffix : vktune_parts)
+          part = part || (ends_with(name, suffix) &&
+                          parse_linear_name(name.substr(0, name.size() - std::string(suffix).size())));
       if (part) continue;
       TensorInfo info;
       info.shape = view.shape;
@@ -126,7 +129,8 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
         bool bnb_weight = bitsandbytes_ && folder_->contains(name + ".quant_state.bitsandbytes__nf4");
         if (bnb_weight || vktune_) {
           quantized = true;
-          info.shape = {spec::module_out_features(shape, linear->module), spec::module_in_features(shape, linear->module)};
+          info.shape = {spec::module_out_features(shape, linear->module),
+                        spec::module_in_features(shape, linear->module)};
           info.dtype = weight_dtype;
         }
       }
@@ -194,8 +198,8 @@ const model::TensorView& ModelSource::lora_tensor(uint32_t layer, Module module,
   std::vector<uint64_t> expected = a ? std::vector<uint64_t>{rank, spec::module_in_features(shape, module)}
                                      : std::vector<uint64_t>{spec::module_out_features(shape, module), rank};
   if (tensor->shape != expected)
-    throw UserError(file.path().string() + ": tensor " + tensor->name + " has the wrong shape for r=" +
-                        std::to_string(rank) + " on " + ref_.model.string(),
+    throw UserError(file.path().string() + ": tensor " + tensor->name +
+                        " has the wrong shape for r=" + std::to_string(rank) + " on " + ref_.model.string(),
                     "the adapter was trained for another base model");
   return *tensor;
 }

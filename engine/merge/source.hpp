@@ -36,8 +36,9 @@ std::optional<LinearName> parse_linear_name(const std::string& name);
 // layer the two norms, the seven linear weights (+ q/k/v biases when the config has them), then
 // the final norm and lm_head (absent when tied).
 std::vector<std::string> layer_tensor_suffixes(const model::ModelConfig& config);  // "input_layernorm.weight", ...
-std::vector<std::string> pre_layer_tensors(const model::ModelConfig& config);   // {"model.embed_tokens.weight"}
-std::vector<std::string> post_layer_tensors(const model::ModelConfig& config);  // {"model.norm.weight", ["lm_head.weight"]}
+std::vector<std::string> pre_layer_tensors(const model::ModelConfig& config);      // {"model.embed_tokens.weight"}
+std::vector<std::string> post_layer_tensors(
+    const model::ModelConfig& config);  // {"model.norm.weight", ["lm_head.weight"]}
 
 struct TensorInfo {
   std::vector<uint64_t> shape;
@@ -75,7 +76,7 @@ class ModelSource {
     std::vector<float> a;  // (r, in) fp32
     std::vector<float> b;  // (out, r) fp32
     uint32_t rank = 0;
-    float scale = 0;       // alpha / r (or alpha / sqrt(r))
+    float scale = 0;  // alpha / r (or alpha / sqrt(r))
   };
   std::optional<LoraFactors> lora_factors(uint32_t layer, spec::Module module) const;
   // Drops the file pages of `name` from this process (they stay in the page cache).

@@ -41,6 +41,10 @@ std::vector<Module> parse_target_modules(const std::string& list) {
     std::string name = list.substr(start, end - start);
     name.erase(0, name.find_first_not_of(" \t"));
     name.erase(name.find_last_not_of(" \t") + 1);
+    // PEFT saves a resolved "all-linear" as full module paths (model.layers.0.self_attn.q_proj);
+    // it matches names by their last component, so do we (a layer it leaves out has no tensors,
+    // and loading the weights says so).
+    if (name.find('.') != std::string::npos) name = name.substr(name.rfind('.') + 1);
     if (!name.empty()) {
       auto module = spec::module_from_name(name);
       if (!module)
@@ -88,7 +92,7 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   }
   if (json.contains("rank_pattern") && !json["rank_pattern"].empty())
     throw UserError(where("rank_pattern") + " is set: per-module ranks are not supported", "use one rank");
-  // PEFT writes null when the base model had no name (built from a config, as in tests).
+  // PEFT writes null when the base model was built in code (from_config), not loaded by name.
   if (json.contains("base_model_name_or_path") && json["base_model_name_or_path"].is_string())
     file.base_model = json["base_model_name_or_path"].get<std::string>();
   return file;

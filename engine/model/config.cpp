@@ -21,6 +21,7 @@ constexpr ArchitectureInfo kArchitectures[] = {
     {Architecture::llama, "LlamaForCausalLM", "llama"},
     {Architecture::qwen2, "Qwen2ForCausalLM", "qwen2"},
     {Architecture::mistral, "MistralForCausalLM", "mistral"},
+    {Architecture::qwen3, "Qwen3ForCausalLM", "qwen3"},
     {Architecture::gemma2, "Gemma2ForCausalLM", "gemma2"},
     {Architecture::gemma3, "Gemma3ForCausalLM", "gemma3_text"},
 };
@@ -172,7 +173,7 @@ const char* model_type_name(Architecture architecture) { return info(architectur
 std::string supported_architectures() {
   std::string text;
   for (const auto& entry : kArchitectures) text += (text.empty() ? "" : ", ") + std::string(entry.class_name);
-  return text + " (and models built on them: TinyLlama, SmolLM, Llama 2/3, Qwen2/2.5, Mistral)";
+  return text + " (and models built on them: TinyLlama, SmolLM, Llama 2/3, Qwen2/2.5, Qwen3, Mistral)";
 }
 
 // Gemma's RoPE (Gemma 3: a global base, optionally scaled, and a local one for sliding layers, as
@@ -242,9 +243,10 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
     reader.fail("num_attention_heads", "(" + std::to_string(config.num_attention_heads) +
                                            ") is not a multiple of num_key_value_heads (" +
                                            std::to_string(config.num_key_value_heads) + ")");
-  // transformers' defaults for the three classes when a key is absent.
+  // transformers' defaults for the four classes when a key is absent.
   int64_t default_positions = config.architecture == Architecture::llama   ? 2048
                               : config.architecture == Architecture::qwen2 ? 32768
+                              : config.architecture == Architecture::qwen3 ? 40960
                                                                            : 4096 * 32;
   config.max_position_embeddings = reader.positive_or("max_position_embeddings", default_positions);
   config.rms_norm_eps = reader.number_or("rms_norm_eps", 1e-6);
@@ -252,7 +254,6 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   config.tie_word_embeddings = reader.boolean_or("tie_word_embeddings", false);
 
   config.gemma = config.architecture == Architecture::gemma2 || config.architecture == Architecture::gemma3;
-  config.qk_norm = config.architecture == Architecture::gemma3;
   std::string activation = config.gemma ? reader.string_or("hidden_activation", "gelu_pytorch_tanh")
                                         : reader.string_or("hidden_act", "silu");
   if (config.gemma && activation != "gelu_pytorch_tanh")
@@ -273,6 +274,8 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
     bool attention_bias = reader.boolean_or("attention_bias", false);
     config.qkv_bias = config.o_bias = attention_bias;
   }
+  // Qwen3Attention and Gemma3Attention always have q_norm/k_norm.
+  config.qk_norm = config.architecture == Architecture::qwen3 || config.architecture == Architecture::gemma3;
 
   // RoPE: rope_parameters (5.x) takes precedence, as transformers' standardisation does.
   if (config.gemma) {
@@ -316,11 +319,11 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
       config.sliding_window = window;
       config.sliding_window_layers.assign(config.sliding_window_layers.size(), true);
     }
-  } else if (config.architecture == Architecture::qwen2) {
+  } else if (config.architecture == Architecture::qwen2 || config.architecture == Architecture::qwen3) {
     if (reader.boolean_or("use_sliding_window", false) && window) {
       config.sliding_window = window;
       int64_t first = reader.has("max_window_layers") ? reader.integer(document["max_window_layers"], "max_window_layers")
-                                                      : 28;  // Qwen2Config's default
+                                                      : 28;  // Qwen2Config's and Qwen3Config's default
       for (int64_t layer = std::max<int64_t>(first, 0); layer < config.num_hidden_layers; layer++)
         config.sliding_window_layers[static_cast<size_t>(layer)] = true;
     }
@@ -409,7 +412,7 @@ json to_json(const ModelConfig& config) {
 
   if (config.architecture == Architecture::mistral) {
     document["sliding_window"] = config.sliding_window ? json(*config.sliding_window) : json(nullptr);
-  } else if (config.architecture == Architecture::qwen2) {
+  } else if (config.architecture == Architecture::qwen2 || config.architecture == Architecture::qwen3) {
     document["use_sliding_window"] = config.sliding_window.has_value();
     if (config.sliding_window) {
       document["sliding_window"] = *config.sliding_window;

@@ -1,6 +1,6 @@
 #pragma once
 // Hugging Face config.json for the decoder-only models vktune trains: LlamaForCausalLM (Llama 1-3,
-// TinyLlama, SmolLM), Qwen2ForCausalLM and MistralForCausalLM. Reads both the transformers 4.x
+// TinyLlama, SmolLM), Qwen2ForCausalLM, MistralForCausalLM and Qwen3ForCausalLM. Reads both the transformers 4.x
 // spelling (rope_theta + rope_scaling, torch_dtype) and the 5.x one (rope_parameters, dtype), and
 // writes a config.json that transformers loads back.
 #include <cstdint>
@@ -14,7 +14,7 @@
 
 namespace vkt::model {
 
-enum class Architecture { llama, qwen2, mistral, gemma2, gemma3 };
+enum class Architecture { llama, qwen2, mistral, qwen3, gemma2, gemma3 };
 const char* architecture_name(Architecture architecture);  // "LlamaForCausalLM"
 const char* model_type_name(Architecture architecture);    // "llama"
 std::string supported_architectures();                     // for messages
@@ -45,6 +45,7 @@ struct ModelConfig {
   bool tie_word_embeddings = false;      // lm_head shares embed_tokens' weight
   bool qkv_bias = false;                 // q/k/v projections have a bias (Qwen2 always; Llama attention_bias)
   bool o_bias = false;                   // o_proj has a bias (Llama attention_bias only)
+  bool qk_norm = false;                  // Qwen3, Gemma 3: RMSNorm over head_dim of each q and k head, before RoPE
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;    // eos_token_id may be one id or a list (Llama 3 instruct)
   std::optional<int64_t> pad_token_id;
@@ -60,7 +61,6 @@ struct ModelConfig {
   // scale query_pre_attn_scalar^-0.5; Gemma 3: q_norm/k_norm, local (sliding) layers with their own
   // RoPE base; Gemma 2: attention and final logit soft-capping.
   bool gemma = false;
-  bool qk_norm = false;                  // Gemma 3
   double query_pre_attn_scalar = 0;      // 0: head_dim
   double rope_local_theta = 0;           // RoPE base of sliding-window layers; 0: rope_theta
   double attn_logit_softcapping = 0;     // 0: none

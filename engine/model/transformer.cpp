@@ -1,6 +1,7 @@
 #include "engine/model/transformer.hpp"
 
 #include <cmath>
+#include <tuple>
 
 #include "engine/base/error.hpp"
 #include "engine/base/half.hpp"
@@ -153,11 +154,12 @@ Transformer::LayerActivations Transformer::activations(uint32_t layer, bool reco
              {&LayerActivations::o_pre, "o_pre"}, {&LayerActivations::rstd_post_attn, "rstd_post_attn"},
              {&LayerActivations::down_pre, "down_pre"}, {&LayerActivations::rstd_post_mlp, "rstd_post_mlp"}})
       a.*field = range(prefix + name);
-  if (config_.qk_norm)
-    for (auto [field, name] : std::initializer_list<std::pair<BufferRange LayerActivations::*, const char*>>{
-             {&LayerActivations::q_pre, "q_pre"}, {&LayerActivations::k_pre, "k_pre"},
-             {&LayerActivations::rstd_q, "rstd_q"}, {&LayerActivations::rstd_k, "rstd_k"}})
-      a.*field = range(prefix + name);
+  if (config_.qk_norm) {
+    a.q_pre_norm = range(prefix + "q_pre_norm");
+    a.k_pre_norm = range(prefix + "k_pre_norm");
+    a.rstd_q = range(prefix + "rstd_q");
+    a.rstd_k = range(prefix + "rstd_k");
+  }
   for (size_t m = 0; m < spec::module_count; m++)
     if (has_lora_[layer][m]) a.lora_t[m] = range(prefix + spec::module_name(Module(m)) + ".lora_t");
   return a;
@@ -222,20 +224,21 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   const std::string prefix = "model.layers." + std::to_string(layer) + ".";
   const BufferRange positions = range("input.positions"), segments = range("input.segments");
   const BufferRange inv_freq = layer_inv_freq(layer);
-  const bool gemma = config_.gemma, qk_norm = config_.qk_norm;
+  const bool gemma = config_.gemma;
   const float offset = norm_offset();
   const kernels::AttentionShape attention = layer_attention(pass.attention, layer);
   kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows, hidden_, eps,
                    offset);
-  // Gemma 3: q and k pass q_norm/k_norm (per head) before RoPE.
-  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, qk_norm ? a.q_pre : a.q, rows, scratch(a, Module::q_proj));
-  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, qk_norm ? a.k_pre : a.k, rows, scratch(a, Module::k_proj));
+  const bool qk_norm = config_.qk_norm;
+  const BufferRange q_out = qk_norm ? a.q_pre_norm : a.q, k_out = qk_norm ? a.k_pre_norm : a.k;
+  linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, q_out, rows, scratch(a, Module::q_proj));
+  linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, k_out, rows, scratch(a, Module::k_proj));
   linear_forward(r, linear(layer, Module::v_proj), a.norm_attn, a.v, rows, scratch(a, Module::v_proj));
-  if (qk_norm) {
-    kernels::rmsnorm(r, a.q_pre, range(prefix + "self_attn.q_norm.weight"), a.q, a.rstd_q, rows * heads_, head_dim_, eps,
-                     offset);
-    kernels::rmsnorm(r, a.k_pre, range(prefix + "self_attn.k_norm.weight"), a.k, a.rstd_k, rows * kv_heads_, head_dim_,
-                     eps, offset);
+  if (qk_norm) {  // Qwen3, Gemma 3: each head of q and k is a row of head_dim to normalise, before RoPE
+    kernels::rmsnorm(r, a.q_pre_norm, range(prefix + "self_attn.q_norm.weight"), a.q, a.rstd_q, rows * heads_,
+                     head_dim_, eps, offset);
+    kernels::rmsnorm(r, a.k_pre_norm, range(prefix + "self_attn.k_norm.weight"), a.k, a.rstd_k, rows * kv_heads_,
+                     head_dim_, eps, offset);
   }
   kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_);
   kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_);
@@ -316,11 +319,14 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
                               layer_attention(attention_shape(), layer), &segments);
   kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_);
   kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_);
-  if (config_.qk_norm) {
-    kernels::rmsnorm_backward(r, dq, a.q_pre, range(prefix + "self_attn.q_norm.weight"), a.rstd_q, dq, nullptr,
-                              workspace, rows_ * heads_, head_dim_, false, offset);
-    kernels::rmsnorm_backward(r, dk, a.k_pre, range(prefix + "self_attn.k_norm.weight"), a.rstd_k, dk, nullptr,
-                              workspace, rows_ * kv_heads_, head_dim_, false, offset);
+  if (config_.qk_norm) {  // back through q_norm/k_norm, in place (dq, dk now hold d(pre-norm q, k))
+    for (auto [d, pre_norm, rstd, heads, norm] :
+         {std::tuple{dq, a.q_pre_norm, a.rstd_q, heads_, "self_attn.q_norm.weight"},
+          std::tuple{dk, a.k_pre_norm, a.rstd_k, kv_heads_, "self_attn.k_norm.weight"}}) {
+      BufferRange d_weight = full_ ? range("grad." + prefix + norm) : BufferRange{};
+      kernels::rmsnorm_backward(r, d, pre_norm, range(prefix + norm), rstd, d, full_ ? &d_weight : nullptr, workspace,
+                                rows_ * heads, head_dim_, false, offset);
+    }
   }
   // Below layer 0 only the embedding is left: LoRA runs skip the input gradient there.
   bool need_input_gradient = layer > 0 || compute_input_gradient_;

@@ -71,8 +71,11 @@ class Transformer {
  private:
   struct LayerActivations {
     BufferRange input, rstd_attn, norm_attn, q, k, v, attn, lse, mid, rstd_mlp, norm_mlp, gate, up, act;
-    // Gemma only: inputs of q_norm/k_norm and of the norms after attention and after the MLP.
-    BufferRange q_pre, k_pre, rstd_q, rstd_k, o_pre, rstd_post_attn, down_pre, rstd_post_mlp;
+    // Qwen3's and Gemma 3's q_norm/k_norm (empty otherwise): q/k as projected, (rows, heads * head_dim),
+    // and the rstd of each (row, head), saved for the backward.
+    BufferRange q_pre_norm, k_pre_norm, rstd_q, rstd_k;
+    // Gemma only: inputs of the norms after attention and after the MLP, and their rstd.
+    BufferRange o_pre, rstd_post_attn, down_pre, rstd_post_mlp;
     std::array<BufferRange, spec::module_count> lora_t;
   };
   LayerActivations activations(uint32_t layer, bool recompute) const;

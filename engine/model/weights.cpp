@@ -216,13 +216,13 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
     for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
       upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
-    if (config.gemma) {
-      const uint64_t head_dim = static_cast<uint64_t>(config.head_dim);
+    if (config.gemma)
       for (const char* norm : {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"})
         upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
+    if (config.qk_norm)
       for (const char* norm : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
-        if (config.qk_norm) upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, head_dim), DType::f32);
-    }
+        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, plan.shape.head_dim),
+                     DType::f32);
     for (size_t m = 0; m < spec::module_count; m++) {
       auto module = static_cast<spec::Module>(m);
       auto rows = static_cast<uint32_t>(spec::module_out_features(plan.shape, module));

@@ -157,6 +157,12 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   b.add(prefix + "q", Category::activations, rows * m.heads * m.head_dim * f);
   b.add(prefix + "k", Category::activations, rows * m.kv_heads * m.head_dim * f);
   b.add(prefix + "v", Category::activations, rows * m.kv_heads * m.head_dim * f);
+  if (m.qk_norm) {  // Qwen3: q/k before their per-head norm, and its rstd per (token, head)
+    b.add(prefix + "q_pre_norm", Category::activations, rows * m.heads * m.head_dim * f);
+    b.add(prefix + "k_pre_norm", Category::activations, rows * m.kv_heads * m.head_dim * f);
+    b.add(prefix + "rstd_q", Category::activations, rows * m.heads * f);
+    b.add(prefix + "rstd_k", Category::activations, rows * m.kv_heads * f);
+  }
   b.add(prefix + "attn", Category::activations, rows * m.heads * m.head_dim * f);
   b.add(prefix + "lse", Category::activations, rows * m.heads * f);
   b.add(prefix + "mid", Category::activations, rows * m.hidden * f);
@@ -165,12 +171,6 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   b.add(prefix + "gate", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "up", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "act", Category::activations, rows * m.intermediate * f);
-  if (m.qk_norm) {  // inputs of q_norm and k_norm, and their rstd
-    b.add(prefix + "q_pre", Category::activations, rows * m.heads * m.head_dim * f);
-    b.add(prefix + "k_pre", Category::activations, rows * m.kv_heads * m.head_dim * f);
-    b.add(prefix + "rstd_q", Category::activations, rows * m.heads * f);
-    b.add(prefix + "rstd_k", Category::activations, rows * m.kv_heads * f);
-  }
   if (m.gemma) {  // inputs of the post-attention / post-MLP norms, and their rstd
     b.add(prefix + "o_pre", Category::activations, rows * m.hidden * f);
     b.add(prefix + "rstd_post_attn", Category::activations, rows * f);
@@ -252,11 +252,13 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         counts.norms += m.hidden;
         b.add(prefix + norm + ".weight", Category::base_weights, m.hidden * 4);
       }
-      for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) {
-        if (!m.qk_norm) break;
-        counts.norms += m.head_dim;
-        b.add(prefix + norm + ".weight", Category::base_weights, m.head_dim * 4);
-      }
+    }
+    for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) {
+      if (!m.qk_norm) break;
+      counts.norms += m.head_dim;
+      std::string name = prefix + norm + ".weight";
+      if (full && training) b.trainable(name, Category::base_weights, m.head_dim, true);
+      else b.add(name, Category::base_weights, m.head_dim * 4);
     }
   }
   counts.norms += m.hidden;
@@ -357,6 +359,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     uint64_t widest = std::max(m.hidden, std::max(m.heads, m.kv_heads) * m.head_dim);
     reduce = std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(widest)));
     reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.hidden)));
+    if (m.qk_norm)  // q_norm's weight gradient sums over (tokens * heads) rows of head_dim
+      reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows * m.heads),
+                                                                          static_cast<uint32_t>(m.head_dim)));
     reduce = std::max(reduce, kernels::embedding_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.vocab)));
   } else if (training) {
     reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.hidden)));

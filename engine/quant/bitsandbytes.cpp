@@ -37,8 +37,8 @@ QuantizedWeight from_bitsandbytes_nf4(const BitsandbytesNf4& source, const std::
   if (!source.nested_absmax || source.nested_blocksize == 0) {
     throw UserError(name + ": nested (double-quantized) absmax without nested_absmax", "the checkpoint is incomplete");
   }
-  bool our_map = !source.nested_quant_map ||
-                 std::memcmp(source.nested_quant_map, dynamic_map().data(), 256 * sizeof(float)) == 0;
+  bool our_map =
+      !source.nested_quant_map || std::memcmp(source.nested_quant_map, dynamic_map().data(), 256 * sizeof(float)) == 0;
   if (our_map && source.nested_blocksize == double_quant_group) {
     q.double_quant = true;
     q.absmax_codes.assign(source.absmax_codes, source.absmax_codes + blocks);
@@ -50,8 +50,8 @@ QuantizedWeight from_bitsandbytes_nf4(const BitsandbytesNf4& source, const std::
   const float* map = source.nested_quant_map ? source.nested_quant_map : dynamic_map().data();
   q.scales.resize(blocks);
   for (uint64_t b = 0; b < blocks; b++)
-    q.scales[b] = rounded(map[source.absmax_codes[b]] * source.nested_absmax[b / source.nested_blocksize]) +
-                  source.nested_offset;
+    q.scales[b] =
+        rounded(map[source.absmax_codes[b]] * source.nested_absmax[b / source.nested_blocksize]) + source.nested_offset;
   return q;
 }
 

@@ -17,16 +17,16 @@
 namespace vkt::quant {
 
 struct BitsandbytesNf4 {
-  uint32_t rows = 0, cols = 0;            // the weight's shape (quant_state "shape"), (out, in)
-  uint32_t blocksize = 64;                // quant_state "blocksize"
-  const uint8_t* packed = nullptr;        // the weight tensor's bytes: (ceil(rows*cols/2)) uint8, any quant_storage
+  uint32_t rows = 0, cols = 0;      // the weight's shape (quant_state "shape"), (out, in)
+  uint32_t blocksize = 64;          // quant_state "blocksize"
+  const uint8_t* packed = nullptr;  // the weight tensor's bytes: (ceil(rows*cols/2)) uint8, any quant_storage
   uint64_t packed_bytes = 0;
-  const float* quant_map = nullptr;       // (16) fp32 "quant_map"; optional
+  const float* quant_map = nullptr;  // (16) fp32 "quant_map"; optional
   // Without double quantization:
-  const float* absmax = nullptr;          // (blocks) fp32 "absmax"
+  const float* absmax = nullptr;  // (blocks) fp32 "absmax"
   // With double quantization ("nested_*" present):
-  const uint8_t* absmax_codes = nullptr;  // (blocks) uint8 "absmax"
-  const float* nested_absmax = nullptr;   // (ceil(blocks/nested_blocksize)) fp32
+  const uint8_t* absmax_codes = nullptr;    // (blocks) uint8 "absmax"
+  const float* nested_absmax = nullptr;     // (ceil(blocks/nested_blocksize)) fp32
   const float* nested_quant_map = nullptr;  // (256) fp32; optional (then dynamic_map() is assumed)
   float nested_offset = 0;
   uint32_t nested_blocksize = 256;

@@ -28,11 +28,19 @@ struct ArrayBytes {
 ArrayBytes array_bytes(const QuantizedWeight& w) {
   ArrayBytes bytes;
   switch (w.format) {
-    case WeightFormat::f32: bytes.data = w.elements() * 4; break;
+    case WeightFormat::f32:
+      bytes.data = w.elements() * 4;
+      break;
     case WeightFormat::f16:
-    case WeightFormat::bf16: bytes.data = w.elements() * 2; break;
-    case WeightFormat::int8: bytes.data = w.padded_elements(); break;
-    default: bytes.data = w.padded_elements() / 2; break;
+    case WeightFormat::bf16:
+      bytes.data = w.elements() * 2;
+      break;
+    case WeightFormat::int8:
+      bytes.data = w.padded_elements();
+      break;
+    default:
+      bytes.data = w.padded_elements() / 2;
+      break;
   }
   if (!kernels::is_quantized(w.format)) return bytes;
   if (w.format == WeightFormat::nf4 && w.double_quant) {

@@ -39,10 +39,9 @@ const std::array<float, 15>& nf4_thresholds() {
   // The literals of bitsandbytes' dQuantizeNF4 (csrc/kernels.cu), sorted: threshold k separates
   // code k from code k+1. They are fp32 literals there too.
   static const std::array<float, 15> thresholds = {
-      -0.8480964004993439f,  -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
-      -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
-      0.1202552504837513f,   0.2035212516784668f,  0.2920137718319893f,  0.3893125355243683f,
-      0.5016634166240692f,   0.6427869200706482f,  0.8614784181118011f,
+      -0.8480964004993439f,  -0.6106329262256622f,   -0.4599952697753906f, -0.33967943489551544f, -0.23460740596055984f,
+      -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,   0.2035212516784668f,
+      0.2920137718319893f,   0.3893125355243683f,    0.5016634166240692f,  0.6427869200706482f,   0.8614784181118011f,
   };
   return thresholds;
 }
@@ -172,9 +171,9 @@ float round_ratio(uint64_t numerator, uint64_t denominator, int exponent) {
     field++;
   }
   if (field >= 255) return INFINITY;
-  uint32_t bits = mantissa < (uint64_t{1} << 23) ? static_cast<uint32_t>(mantissa)
-                                                  : (static_cast<uint32_t>(field) << 23) |
-                                                        static_cast<uint32_t>(mantissa - (uint64_t{1} << 23));
+  uint32_t bits = mantissa < (uint64_t{1} << 23)
+                      ? static_cast<uint32_t>(mantissa)
+                      : (static_cast<uint32_t>(field) << 23) | static_cast<uint32_t>(mantissa - (uint64_t{1} << 23));
   return bits_float(bits);
 }
 

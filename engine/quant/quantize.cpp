@@ -48,7 +48,8 @@ void quantize_nf4(const float* x, uint64_t n, uint32_t block_size, uint8_t* code
   for (uint64_t b = 0; b < blocks; b++) {
     uint64_t start = b * block_size;
     float block_max = 0.0f;
-    for (uint64_t i = start; i < std::min<uint64_t>(start + block_size, n); i++) block_max = std::max(block_max, std::fabs(x[i]));
+    for (uint64_t i = start; i < std::min<uint64_t>(start + block_size, n); i++)
+      block_max = std::max(block_max, std::fabs(x[i]));
     absmax[b] = block_max;
     // bitsandbytes multiplies by the fp32 reciprocal; a zero block gives 0 * inf = NaN -> code 0.
     bool zero_block = block_max < FLT_MIN;
@@ -87,8 +88,8 @@ std::vector<float> double_dequantize(const uint8_t* codes, const float* scales, 
   return absmax;
 }
 
-void quantize_int(const float* x, uint64_t n, WeightFormat format, uint32_t block_size, uint8_t* codes,
-                  float* scales, uint8_t* zeros) {
+void quantize_int(const float* x, uint64_t n, WeightFormat format, uint32_t block_size, uint8_t* codes, float* scales,
+                  uint8_t* zeros) {
   VKT_ASSERT(format == WeightFormat::int8 || format == WeightFormat::int4 || format == WeightFormat::int4_asym,
              "quantize_int formats are int8, int4, int4_asym");
   uint64_t blocks = ceil_div(n, block_size);
@@ -100,7 +101,7 @@ void quantize_int(const float* x, uint64_t n, WeightFormat format, uint32_t bloc
       high = std::max(high, x[i]);
       block_max = std::max(block_max, std::fabs(x[i]));
     }
-    float scale = format == WeightFormat::int8 ? block_max / 127.0f
+    float scale = format == WeightFormat::int8   ? block_max / 127.0f
                   : format == WeightFormat::int4 ? block_max / 7.0f
                                                  : (high - low) / 15.0f;
     bool zero_block = scale < FLT_MIN;
@@ -115,9 +116,12 @@ void quantize_int(const float* x, uint64_t n, WeightFormat format, uint32_t bloc
     auto code_of = [&](float value) -> int {
       int q = zero_block ? 0 : round_half_away(value * reciprocal);
       switch (format) {
-        case WeightFormat::int8: return std::clamp(q, -127, 127);
-        case WeightFormat::int4: return std::clamp(q, -8, 7) + 8;
-        default: return std::clamp(q + zero, 0, 15);
+        case WeightFormat::int8:
+          return std::clamp(q, -127, 127);
+        case WeightFormat::int4:
+          return std::clamp(q, -8, 7) + 8;
+        default:
+          return std::clamp(q + zero, 0, 15);
       }
     };
     if (format == WeightFormat::int8) {
@@ -209,7 +213,8 @@ void dequantize(const QuantizedWeight& q, float* out) {
       return;
     }
     case WeightFormat::int8:
-      for (uint64_t i = 0; i < n; i++) out[i] = static_cast<float>(static_cast<int8_t>(q.data[i])) * q.scales[i / q.block_size];
+      for (uint64_t i = 0; i < n; i++)
+        out[i] = static_cast<float>(static_cast<int8_t>(q.data[i])) * q.scales[i / q.block_size];
       return;
     case WeightFormat::int4:
       for (uint64_t i = 0; i < n; i++) out[i] = static_cast<float>(nibble(i) - 8) * q.scales[i / q.block_size];

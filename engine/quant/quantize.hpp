@@ -63,14 +63,14 @@ struct QuantizedWeight {
   WeightFormat format = WeightFormat::nf4;
   uint32_t rows = 0, cols = 0;  // logical shape (out_features, in_features); a vector has rows = 1
   uint32_t block_size = 64;
-  bool double_quant = false;           // nf4 only
-  std::vector<uint8_t> data;           // nf4/int4/int4_asym: (padded_elements/2) uint8, two codes per byte
-                                       //   (element 2j high nibble); int8: (padded_elements) int8 codes
-  std::vector<float> scales;           // (blocks) fp32: int scales, or nf4 absmax without double quant
-  std::vector<uint8_t> zeros;          // (blocks) uint8 zero points, int4_asym only
-  std::vector<uint8_t> absmax_codes;   // (blocks) uint8 dynamic-map codes, nf4 with double quant
-  std::vector<float> absmax_scales;    // (ceil(blocks/256)) fp32 absmax2, nf4 with double quant
-  float absmax_offset = 0;             // nf4 with double quant: mean of the absmax values
+  bool double_quant = false;          // nf4 only
+  std::vector<uint8_t> data;          // nf4/int4/int4_asym: (padded_elements/2) uint8, two codes per byte
+                                      //   (element 2j high nibble); int8: (padded_elements) int8 codes
+  std::vector<float> scales;          // (blocks) fp32: int scales, or nf4 absmax without double quant
+  std::vector<uint8_t> zeros;         // (blocks) uint8 zero points, int4_asym only
+  std::vector<uint8_t> absmax_codes;  // (blocks) uint8 dynamic-map codes, nf4 with double quant
+  std::vector<float> absmax_scales;   // (ceil(blocks/256)) fp32 absmax2, nf4 with double quant
+  float absmax_offset = 0;            // nf4 with double quant: mean of the absmax values
 
   uint64_t elements() const { return uint64_t{rows} * cols; }
   uint64_t blocks() const { return (elements() + block_size - 1) / block_size; }
@@ -109,8 +109,8 @@ std::vector<float> double_dequantize(const uint8_t* codes, const float* scales, 
 
 // Symmetric/asymmetric integer codes of x: (n) fp32 for int8, int4, int4_asym; zeros only for
 // int4_asym (else may be null). codes: as QuantizedWeight::data; scales, zeros: (blocks).
-void quantize_int(const float* x, uint64_t n, WeightFormat format, uint32_t block_size, uint8_t* codes,
-                  float* scales, uint8_t* zeros);
+void quantize_int(const float* x, uint64_t n, WeightFormat format, uint32_t block_size, uint8_t* codes, float* scales,
+                  uint8_t* zeros);
 
 // Validates a block size for a format (UserError naming `name` otherwise).
 void check_block_size(WeightFormat format, uint32_t block_size, const std::string& name);

@@ -12,7 +12,8 @@ std::vector<Piece> split_added_tokens(Piece piece, const TokenMatcher& matcher, 
   std::vector<Piece> parts;
   size_t start_offset = 0, position = 0;
   auto add_text = [&](size_t begin, size_t end) {
-    if (begin < end) parts.push_back({std::string(text.substr(begin, end - begin)), piece.at_start && begin == 0, std::nullopt});
+    if (begin < end)
+      parts.push_back({std::string(text.substr(begin, end - begin)), piece.at_start && begin == 0, std::nullopt});
   };
   while (position < text.size()) {
     auto [index, length] = matcher.longest_at(text, position);

@@ -13,7 +13,7 @@ namespace vkt::text {
 
 struct AddedToken {
   std::string content;
-  std::string decoded;     // what decode() shows: the normalized content for normalized tokens
+  std::string decoded;  // what decode() shows: the normalized content for normalized tokens
   uint32_t id = 0;
   bool special = false, lstrip = false, rstrip = false, single_word = false, normalized = true;
 };

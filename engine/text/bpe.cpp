@@ -27,7 +27,8 @@ void BpeModel::tokenize(const std::string& text, std::vector<uint32_t>& out) con
     size_t before = out.size();
     tokenize_uncached(text, out);
     std::lock_guard<std::mutex> lock(cache_mutex);
-    if (cache.size() < kCacheCapacity) cache.emplace(text, std::vector<uint32_t>(out.begin() + static_cast<long>(before), out.end()));
+    if (cache.size() < kCacheCapacity)
+      cache.emplace(text, std::vector<uint32_t>(out.begin() + static_cast<long>(before), out.end()));
     return;
   }
   tokenize_uncached(text, out);
@@ -35,9 +36,8 @@ void BpeModel::tokenize(const std::string& text, std::vector<uint32_t>& out) con
 
 void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>& out) const {
   if (ignore_merges) {  // Llama 3: a pre-token that is itself in the vocabulary is one token
-    auto found = vocab.find(text);
-    if (found != vocab.end()) {
-      out.push_back(found->second);
+    if (auto found = vocab.find(text)) {
+      out.push_back(*found);
       return;
     }
   }
@@ -67,11 +67,10 @@ void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>&
     if (!first && !continuing_subword_prefix.empty()) lookup = continuing_subword_prefix + lookup;
     if (last && !end_of_word_suffix.empty()) lookup += end_of_word_suffix;
     offset += length;
-    auto found = vocab.find(lookup);
-    if (found != vocab.end()) {
+    if (auto found = vocab.find(lookup)) {
       if (has_pending_unk) add(*unk_id, pending_unk_length);
       has_pending_unk = false;
-      add(found->second, static_cast<uint32_t>(length));
+      add(*found, static_cast<uint32_t>(length));
       continue;
     }
     if (byte_fallback) {
@@ -91,8 +90,9 @@ void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>&
         pending_unk_length = static_cast<uint32_t>(length);
       }
     } else if (!warned_dropped.exchange(true)) {
-      log::warn("tokenizer: a character the vocabulary cannot encode (no byte fallback, no unk token) was dropped, as "
-                "Hugging Face tokenizers does");
+      log::warn(
+          "tokenizer: a character the vocabulary cannot encode (no byte fallback, no unk token) was dropped, as "
+          "Hugging Face tokenizers does");
     }
   }
   if (has_pending_unk) add(*unk_id, pending_unk_length);
@@ -107,8 +107,8 @@ void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>&
   };
   std::priority_queue<Candidate, std::vector<Candidate>, decltype(worse)> queue(worse);
   for (size_t i = 0; i + 1 < symbols.size(); i++) {
-    auto merge = merges.find(pair_key(symbols[i].id, symbols[i + 1].id));
-    if (merge != merges.end()) queue.push({merge->second.rank, static_cast<uint32_t>(i), merge->second.new_id});
+    if (auto merge = merges.find(pair_key(symbols[i].id, symbols[i + 1].id)))
+      queue.push({merge->rank, static_cast<uint32_t>(i), merge->new_id});
   }
   while (!queue.empty()) {
     Candidate top = queue.top();
@@ -117,7 +117,7 @@ void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>&
     if (left.length == 0 || left.next == -1) continue;
     Symbol right = symbols[left.next];
     auto merge = merges.find(pair_key(left.id, right.id));
-    if (merge == merges.end() || merge->second.new_id != top.new_id) continue;  // stale entry
+    if (!merge || merge->new_id != top.new_id) continue;  // stale entry
     int32_t right_index = left.next;
     left.id = top.new_id;
     left.length += right.length;
@@ -125,20 +125,19 @@ void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>&
     symbols[right_index].length = 0;
     if (right.next >= 0) symbols[right.next].previous = static_cast<int32_t>(top.position);
     if (left.previous >= 0) {
-      auto with_previous = merges.find(pair_key(symbols[left.previous].id, left.id));
-      if (with_previous != merges.end())
-        queue.push({with_previous->second.rank, static_cast<uint32_t>(left.previous), with_previous->second.new_id});
+      if (auto with_previous = merges.find(pair_key(symbols[left.previous].id, left.id)))
+        queue.push({with_previous->rank, static_cast<uint32_t>(left.previous), with_previous->new_id});
     }
     if (left.next >= 0) {
-      auto with_next = merges.find(pair_key(left.id, symbols[left.next].id));
-      if (with_next != merges.end()) queue.push({with_next->second.rank, top.position, with_next->second.new_id});
+      if (auto with_next = merges.find(pair_key(left.id, symbols[left.next].id)))
+        queue.push({with_next->rank, top.position, with_next->new_id});
     }
   }
   for (const Symbol& symbol : symbols)
     if (symbol.length != 0) out.push_back(symbol.id);
 }
 
-std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node) {
+std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node, const StreamedBpeTables* streamed) {
   std::string type = node.type();
   if (type.empty() && !node.has("merges"))
     node.fail("has no \"type\" and no \"merges\": not a BPE model",
@@ -150,17 +149,23 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node) {
   auto model = std::make_unique<BpeModel>();
   JsonNode vocab = node.at("vocab");
   if (!vocab.value().is_object()) vocab.fail("must be an object mapping tokens to ids");
-  model->vocab.reserve(vocab.value().size());
-  for (auto& [token, id_value] : vocab.value().items()) {
-    uint32_t id = JsonNode(id_value, vocab.child_path(token), vocab.where()).id();
-    model->vocab[token] = id;
-    model->vocab_by_id.emplace(id, token);
+  // The vocabulary and merges of a 262k-token model are ~800k JSON values: read them straight from
+  // the document (or the streamed lists); a JsonNode (with its path string) is made only for an error.
+  if (streamed) {
+    model->vocab.reserve(streamed->vocab.size());
+    for (const auto& [token, id] : streamed->vocab) model->vocab.assign(token, id);
+  } else {
+    model->vocab.reserve(vocab.value().size());
+    for (const auto& [token, id_value] : vocab.value().items()) {
+      if (!id_value.is_number_unsigned() || id_value.get<uint64_t>() > 0xfffffffeull)
+        JsonNode(id_value, vocab.child_path(token), vocab.where()).id();  // throws, naming the entry
+      model->vocab.assign(token, id_value.get<uint32_t>());
+    }
   }
   if (auto unk = node.get("unk_token")) {
     std::string unk_token = unk->string();
-    auto found = model->vocab.find(unk_token);
-    if (found == model->vocab.end()) unk->fail("\"" + unk_token + "\" is not in model.vocab");
-    model->unk_id = found->second;
+    model->unk_id = model->vocab.find(unk_token);
+    if (!model->unk_id) unk->fail("\"" + unk_token + "\" is not in model.vocab");
   }
   model->fuse_unk = node.boolean_or("fuse_unk", false);
   model->byte_fallback = node.boolean_or("byte_fallback", false);
@@ -172,41 +177,50 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node) {
   static const char* kHex = "0123456789ABCDEF";
   for (int byte = 0; byte < 256; byte++) {
     std::string name = std::string("<0x") + kHex[byte >> 4] + kHex[byte & 15] + ">";
-    auto found = model->vocab.find(name);
-    if (found != model->vocab.end()) model->byte_ids[byte] = found->second;
+    model->byte_ids[byte] = model->vocab.find(name);
   }
 
   JsonNode merges = node.at("merges");
-  size_t count = merges.size();
+  const nlohmann::json& merge_list = merges.value();
+  size_t count = streamed ? streamed->merges.size() : merges.size();
   model->merges.reserve(count);
   const size_t prefix_length = model->continuing_subword_prefix.size();
   uint32_t rank = 0;
+  std::string merged;
+  auto fail_at = [&](size_t i, const std::string& problem) {
+    JsonNode(streamed ? nlohmann::json() : merge_list[i], merges.path() + "[" + std::to_string(i) + "]", merges.where())
+        .fail(problem);
+  };
+  auto add_merge = [&](std::string_view left, std::string_view right, size_t i) {
+    auto left_id = model->vocab.find(left);
+    auto right_id = model->vocab.find(right);
+    if (!left_id) fail_at(i, "token \"" + std::string(left) + "\" is not in model.vocab");
+    if (!right_id) fail_at(i, "token \"" + std::string(right) + "\" is not in model.vocab");
+    if (right.size() < prefix_length)
+      fail_at(i, "token \"" + std::string(right) + "\" is shorter than continuing_subword_prefix");
+    merged.assign(left).append(right.substr(prefix_length));
+    auto merged_id = model->vocab.find(merged);
+    if (!merged_id) fail_at(i, "the merged token \"" + merged + "\" is not in model.vocab");
+    model->merges.assign(pair_key(*left_id, *right_id), {rank++, *merged_id});  // a repeat wins, as in HF
+  };
   for (size_t i = 0; i < count; i++) {
-    JsonNode merge = merges[i];
-    std::string left, right;
-    if (merge.value().is_string()) {  // legacy "a b"
-      std::string line = merge.string();
+    if (streamed) {  // its index differs from the file's only after a "#version" line
+      add_merge(streamed->merges[i].first, streamed->merges[i].second, i);
+      continue;
+    }
+    const nlohmann::json& merge = merge_list[i];
+    if (merge.is_string()) {  // legacy "a b"
+      const std::string& line = merge.get_ref<const std::string&>();
       if (line.rfind("#version", 0) == 0) continue;  // a merges.txt header line, not a merge
       size_t space = line.find(' ');
       if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos)
-        merge.fail("\"" + line + "\" must be two tokens separated by one space");
-      left = line.substr(0, space);
-      right = line.substr(space + 1);
-    } else if (merge.value().is_array() && merge.value().size() == 2) {  // ["a", "b"]
-      left = merge[0].string();
-      right = merge[1].string();
+        fail_at(i, "\"" + line + "\" must be two tokens separated by one space");
+      add_merge(std::string_view(line).substr(0, space), std::string_view(line).substr(space + 1), i);
+    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {  // ["a", "b"]
+      add_merge(merge[0].get_ref<const std::string&>(), merge[1].get_ref<const std::string&>(), i);
     } else {
-      merge.fail("must be \"a b\" or [\"a\", \"b\"], got " + merge.value().dump().substr(0, 80));
+      fail_at(i, "must be \"a b\" or [\"a\", \"b\"], got " + merge.dump().substr(0, 80));
     }
-    auto left_id = model->vocab.find(left);
-    auto right_id = model->vocab.find(right);
-    if (left_id == model->vocab.end()) merge.fail("token \"" + left + "\" is not in model.vocab");
-    if (right_id == model->vocab.end()) merge.fail("token \"" + right + "\" is not in model.vocab");
-    if (right.size() < prefix_length) merge.fail("token \"" + right + "\" is shorter than continuing_subword_prefix");
-    std::string merged = left + right.substr(prefix_length);
-    auto merged_id = model->vocab.find(merged);
-    if (merged_id == model->vocab.end()) merge.fail("the merged token \"" + merged + "\" is not in model.vocab");
-    model->merges[pair_key(left_id->second, right_id->second)] = {rank++, merged_id->second};  // a repeat wins, as in HF
   }
   return model;
 }

@@ -10,7 +10,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/text/bpe_stream.hpp"
 #include "engine/text/json_node.hpp"
+#include "engine/text/vocabulary.hpp"
 
 namespace vkt::text {
 
@@ -20,9 +22,8 @@ struct MergeResult {
 };
 
 struct BpeModel {
-  std::unordered_map<std::string, uint32_t> vocab;
-  std::unordered_map<uint32_t, std::string> vocab_by_id;
-  std::unordered_map<uint64_t, MergeResult> merges;  // (left id, right id) -> (rank, merged id)
+  Vocabulary vocab;
+  FlatU64Map<MergeResult> merges;  // (left id << 32 | right id) -> (rank, merged id)
   std::optional<uint32_t> unk_id;
   bool fuse_unk = false;
   bool byte_fallback = false;
@@ -45,6 +46,7 @@ struct BpeModel {
 };
 
 // tokenizer.json's "model" (type BPE); UserError naming the JSON path when it is something else.
-std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node);
+// With `streamed`, the vocabulary and merges come from there (engine/text/bpe_stream.hpp), not `node`.
+std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node, const StreamedBpeTables* streamed = nullptr);
 
 }  // namespace vkt::text

@@ -9,8 +9,8 @@
 namespace vkt::text {
 
 struct ByteLevelMap {
-  std::array<std::string, 256> byte_to_char;   // byte -> UTF-8 of its stand-in character
-  std::array<int16_t, 0x180> char_to_byte{};   // stand-in code point -> byte, -1 when not a stand-in
+  std::array<std::string, 256> byte_to_char;  // byte -> UTF-8 of its stand-in character
+  std::array<int16_t, 0x180> char_to_byte{};  // stand-in code point -> byte, -1 when not a stand-in
 
   ByteLevelMap();
 };

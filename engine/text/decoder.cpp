@@ -28,8 +28,10 @@ Decoder parse_decoder(const JsonNode& node) {
         std::string decoded;
         bool all_mapped = true;
         for_each_char(token, [&](size_t, size_t, uint32_t cp) {
-          if (cp < map.char_to_byte.size() && map.char_to_byte[cp] >= 0) decoded += static_cast<char>(map.char_to_byte[cp]);
-          else all_mapped = false;
+          if (cp < map.char_to_byte.size() && map.char_to_byte[cp] >= 0)
+            decoded += static_cast<char>(map.char_to_byte[cp]);
+          else
+            all_mapped = false;
         });
         bytes += all_mapped ? decoded : token;
       }
@@ -45,8 +47,10 @@ Decoder parse_decoder(const JsonNode& node) {
       for (size_t i = 0; i < tokens.size(); i++) {
         std::string out;
         for_each_char(tokens[i], [&](size_t offset, size_t length, uint32_t cp) {
-          if (cp != replacement) out.append(tokens[i], offset, length);
-          else if (!(i == 0 && scheme != "never")) out += ' ';  // HF drops every replacement of the first token
+          if (cp != replacement)
+            out.append(tokens[i], offset, length);
+          else if (!(i == 0 && scheme != "never"))
+            out += ' ';  // HF drops every replacement of the first token
         });
         tokens[i] = std::move(out);
       }
@@ -65,14 +69,16 @@ Decoder parse_decoder(const JsonNode& node) {
       std::string pending;  // bytes of consecutive <0xNN> tokens
       auto flush = [&]() {
         if (pending.empty()) return;
-        if (first_invalid_utf8(pending) == std::string_view::npos) out.push_back(pending);
+        if (first_invalid_utf8(pending) == std::string_view::npos)
+          out.push_back(pending);
         else
           for (size_t i = 0; i < pending.size(); i++) out.push_back("\xef\xbf\xbd");  // one U+FFFD per byte, as HF
         pending.clear();
       };
       for (auto& token : tokens) {
         bool is_byte = token.size() == 6 && token.compare(0, 3, "<0x") == 0 && token[5] == '>' &&
-                       std::isxdigit(static_cast<unsigned char>(token[3])) && std::isxdigit(static_cast<unsigned char>(token[4]));
+                       std::isxdigit(static_cast<unsigned char>(token[3])) &&
+                       std::isxdigit(static_cast<unsigned char>(token[4]));
         if (is_byte) {
           pending += static_cast<char>(std::strtoul(token.substr(3, 2).c_str(), nullptr, 16));
         } else {

@@ -18,7 +18,8 @@ inline const char* const kTokenizerHint =
 
 class JsonNode {
  public:
-  JsonNode(const nlohmann::json& value, std::string path, const std::string& where) : value_(&value), path_(std::move(path)), where_(&where) {}
+  JsonNode(const nlohmann::json& value, std::string path, const std::string& where)
+      : value_(&value), path_(std::move(path)), where_(&where) {}
 
   const nlohmann::json& value() const { return *value_; }
   const std::string& path() const { return path_; }
@@ -56,7 +57,8 @@ class JsonNode {
     return value_->get<bool>();
   }
   uint64_t unsigned_integer() const {
-    if (!value_->is_number_integer() || (!value_->is_number_unsigned() && value_->get<int64_t>() < 0)) fail("must be a non-negative integer, got " + value_->dump().substr(0, 80));
+    if (!value_->is_number_integer() || (!value_->is_number_unsigned() && value_->get<int64_t>() < 0))
+      fail("must be a non-negative integer, got " + value_->dump().substr(0, 80));
     return value_->get<uint64_t>();
   }
   uint32_t id() const {

@@ -38,7 +38,8 @@ PostProcessor parse_post_processor(const JsonNode& node) {
         name = piece.string();
         size_t colon = name.rfind(':');
         if (colon != std::string::npos && colon > 0 && colon + 1 < name.size() &&
-            std::all_of(name.begin() + static_cast<long>(colon) + 1, name.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+            std::all_of(name.begin() + static_cast<long>(colon) + 1, name.end(),
+                        [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
           name.resize(colon);
         if (!name.empty() && name[0] == '$') {
           is_sequence = true;
@@ -65,8 +66,10 @@ PostProcessor parse_post_processor(const JsonNode& node) {
       std::vector<uint32_t> out;
       out.reserve(ids.size() + items.size());
       for (const auto& item : items) {
-        if (item.is_sequence) out.insert(out.end(), ids.begin(), ids.end());
-        else out.insert(out.end(), item.ids.begin(), item.ids.end());
+        if (item.is_sequence)
+          out.insert(out.end(), ids.begin(), ids.end());
+        else
+          out.insert(out.end(), item.ids.begin(), item.ids.end());
       }
       return out;
     };

@@ -90,8 +90,10 @@ void split_ranges(size_t length, const std::vector<std::pair<size_t, size_t>>& m
       std::vector<std::pair<size_t, size_t>> kept;
       bool previous_match = false;
       for (auto span = spans.rbegin(); span != spans.rend(); ++span) {
-        if (span->is_match && !previous_match && !kept.empty()) kept.back().first = span->begin;
-        else kept.emplace_back(span->begin, span->end);
+        if (span->is_match && !previous_match && !kept.empty())
+          kept.back().first = span->begin;
+        else
+          kept.emplace_back(span->begin, span->end);
         previous_match = span->is_match;
       }
       for (auto range = kept.rbegin(); range != kept.rend(); ++range) keep(range->first, range->second);
@@ -126,8 +128,10 @@ void parse_pre_tokenizer(const JsonNode& node, std::vector<PreTokenizerStep>& st
           sink.take({bytes_to_byte_level(std::string_view(piece.text).substr(begin, end - begin)),
                      piece.at_start && begin == 0, std::nullopt});
       };
-      if (use_regex) split_ranges(piece.text.size(), regex->find_all(piece.text), SplitBehavior::isolated, false, emit_mapped);
-      else emit_mapped(0, piece.text.size());
+      if (use_regex)
+        split_ranges(piece.text.size(), regex->find_all(piece.text), SplitBehavior::isolated, false, emit_mapped);
+      else
+        emit_mapped(0, piece.text.size());
     });
     return;
   }
@@ -154,8 +158,10 @@ void parse_pre_tokenizer(const JsonNode& node, std::vector<PreTokenizerStep>& st
       std::string replaced;
       replaced.reserve(piece.text.size() + 8);
       for (char c : piece.text) {
-        if (c == ' ') replaced += replacement_text;
-        else replaced += c;
+        if (c == ' ')
+          replaced += replacement_text;
+        else
+          replaced += c;
       }
       piece.text = std::move(replaced);
       bool starts_with_replacement = piece.text.compare(0, replacement_text.size(), replacement_text) == 0;
@@ -179,7 +185,8 @@ void parse_pre_tokenizer(const JsonNode& node, std::vector<PreTokenizerStep>& st
     });
   };
   if (type == "Digits") {
-    add_char_split(is_numeric, node.boolean_or("individual_digits", false) ? SplitBehavior::isolated : SplitBehavior::contiguous);
+    add_char_split(is_numeric,
+                   node.boolean_or("individual_digits", false) ? SplitBehavior::isolated : SplitBehavior::contiguous);
     return;
   }
   if (type == "WhitespaceSplit") {
@@ -187,7 +194,8 @@ void parse_pre_tokenizer(const JsonNode& node, std::vector<PreTokenizerStep>& st
     return;
   }
   if (type == "Punctuation") {
-    add_char_split(is_punctuation, node.has("behavior") ? parse_behavior(node.at("behavior")) : SplitBehavior::isolated);
+    add_char_split(is_punctuation,
+                   node.has("behavior") ? parse_behavior(node.at("behavior")) : SplitBehavior::isolated);
     return;
   }
   if (type == "Whitespace") {

@@ -14,8 +14,8 @@ namespace vkt::text {
 // A piece of text on its way to ids.
 struct Piece {
   std::string text;
-  bool at_start = false;           // begins at offset 0 of the original text (Metaspace "first")
-  std::optional<uint32_t> id;      // an added token, already resolved
+  bool at_start = false;       // begins at offset 0 of the original text (Metaspace "first")
+  std::optional<uint32_t> id;  // an added token, already resolved
 };
 
 // Receives the pieces a pre-tokenizer step makes; pieces stream through the steps one at a time

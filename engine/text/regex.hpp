@@ -1,7 +1,7 @@
 #pragma once
 // Regular expressions on PCRE2 with Unicode properties on (\p{L}, \p{N}), in place of HF
-// tokenizers' Oniguruma; the two agree on the patterns tokenizers use, except that PCRE2's \s also
-// matches U+180E.
+// tokenizers' Oniguruma; \s and \S are rewritten to Oniguruma's White_Space set (PCRE2's own also
+// matches U+180E), after which the two agree on the patterns tokenizers use.
 #include <memory>
 #include <stdexcept>
 #include <string>

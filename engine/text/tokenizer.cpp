@@ -22,11 +22,11 @@ using nlohmann::json;
 struct Tokenizer::Impl {
   std::string where;
   std::unique_ptr<BpeModel> model;
-  Normalizer normalizer;          // empty when none
+  Normalizer normalizer;                        // empty when none
   std::vector<PreTokenizerStep> pre_tokenizer;  // none: the model sees each normalized piece whole
-  PostProcessor post_processor;   // empty when none
-  Decoder decoder;                // empty when none: tokens are joined with spaces
-  std::vector<AddedToken> added;  // in file order
+  PostProcessor post_processor;                 // empty when none
+  Decoder decoder;                              // empty when none: tokens are joined with spaces
+  std::vector<AddedToken> added;                // in file order
   std::unordered_map<std::string, size_t> added_by_content;
   std::unordered_map<uint32_t, size_t> added_by_id;
   TokenMatcher raw_matcher;         // added tokens with normalized = false: matched in the raw text
@@ -46,8 +46,10 @@ struct Tokenizer::Impl {
       if (piece.id) {
         ids->push_back(*piece.id);
       } else if (!piece.text.empty()) {
-        if (step == impl->pre_tokenizer.size()) impl->model->tokenize(piece.text, *ids);
-        else impl->pre_tokenizer[step](std::move(piece), *next);
+        if (step == impl->pre_tokenizer.size())
+          impl->model->tokenize(piece.text, *ids);
+        else
+          impl->pre_tokenizer[step](std::move(piece), *next);
       }
     }
   };
@@ -98,17 +100,37 @@ std::optional<std::string> config_token(const json& config, const char* key) {
   return std::nullopt;
 }
 
+// Whether some component of tokenizer.json is ByteLevel (as transformers' _tokenizer_json_has_byte_level
+// asks; it searches the whole file for "ByteLevel", we search the components where it can appear).
+bool uses_byte_level(const json& node) {
+  if (node.is_object()) {
+    if (auto type = node.find("type"); type != node.end() && *type == "ByteLevel") return true;
+    for (const auto& [key, child] : node.items())
+      if (uses_byte_level(child)) return true;
+  } else if (node.is_array()) {
+    for (const auto& child : node)
+      if (uses_byte_level(child)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::from_json(const json& document, const std::string& where, const json& tokenizer_config) {
+  return build(document, where, tokenizer_config, nullptr);
+}
+
+Tokenizer Tokenizer::build(const json& document, const std::string& where, const json& tokenizer_config,
+                           const StreamedBpeTables* streamed) {
   auto impl = std::make_unique<Impl>();
   impl->where = where;
   JsonNode root(document, "", impl->where);
   if (!document.is_object()) root.fail("tokenizer.json must be a JSON object");
   if (root.has("version") && root.at("version").string() != "1.0")
-    root.at("version").fail("unknown tokenizer.json version \"" + root.at("version").string() + "\" (expected \"1.0\")");
+    root.at("version").fail("unknown tokenizer.json version \"" + root.at("version").string() +
+                            "\" (expected \"1.0\")");
 
-  impl->model = parse_bpe_model(root.at("model"));
+  impl->model = parse_bpe_model(root.at("model"), streamed);
   if (auto node = root.get("normalizer")) impl->normalizer = parse_normalizer(*node);
   if (auto node = root.get("pre_tokenizer")) parse_pre_tokenizer(*node, impl->pre_tokenizer);
   if (auto node = root.get("post_processor")) impl->post_processor = parse_post_processor(*node);
@@ -117,8 +139,6 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
   // Added tokens, with ids assigned as HF's AddedVocabulary::add_tokens does: a token already in
   // the vocabulary keeps that id; a new one gets the next id after the model's vocabulary.
   BpeModel& model = *impl->model;
-  uint32_t max_model_id = 0;
-  for (const auto& entry : model.vocab_by_id) max_model_id = std::max(max_model_id, entry.first);
   std::optional<uint32_t> max_added_id;
   if (auto list = root.get("added_tokens")) {
     for (size_t i = 0; i < list->size(); i++) {
@@ -134,13 +154,14 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
       std::optional<uint32_t> existing;
       if (auto found = impl->added_by_content.find(token.content); found != impl->added_by_content.end())
         existing = impl->added[found->second].id;
-      else if (auto in_vocab = model.vocab.find(token.content); in_vocab != model.vocab.end())
-        existing = in_vocab->second;
+      else
+        existing = model.vocab.find(token.content);
       if (existing) {
         token.id = *existing;
       } else {
         const uint32_t model_size = static_cast<uint32_t>(model.vocab.size());
-        token.id = !max_added_id ? model_size : (*max_added_id >= model_size || model_size == 0 ? *max_added_id + 1 : model_size);
+        token.id = !max_added_id ? model_size
+                                 : (*max_added_id >= model_size || model_size == 0 ? *max_added_id + 1 : model_size);
       }
       if (entry.has("id") && entry.at("id").id() != token.id)
         log::warn(where + ": added_tokens[" + std::to_string(i) + "] \"" + token.content + "\" is listed with id " +
@@ -158,10 +179,12 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
   for (size_t index = 0; index < impl->added.size(); index++) {
     const AddedToken& token = impl->added[index];
     if (impl->added_by_id[token.id] != index) continue;  // superseded by a later entry with the same id
-    if (token.normalized) impl->normalized_matcher.add(token.decoded, index);
-    else impl->raw_matcher.add(token.content, index);
+    if (token.normalized)
+      impl->normalized_matcher.add(token.decoded, index);
+    else
+      impl->raw_matcher.add(token.content, index);
   }
-  impl->id_count = model.vocab_by_id.empty() ? 0 : max_model_id + 1;
+  impl->id_count = model.vocab.empty() ? 0 : size_t{model.vocab.max_id()} + 1;
   if (max_added_id) impl->id_count = std::max<size_t>(impl->id_count, *max_added_id + 1);
 
   Tokenizer tokenizer(std::move(impl));
@@ -173,20 +196,26 @@ Tokenizer Tokenizer::from_json(const json& document, const std::string& where, c
 
   // transformers' LlamaTokenizerFast (and CodeLlama's, Gemma's) rebuild the post-processor from
   // tokenizer_config.json's add_bos_token (default true) / add_eos_token (default false) when they
-  // load, whatever tokenizer.json says: single = [bos] $A [eos].
+  // load, whatever tokenizer.json says: single = [bos] $A [eos]. Not when tokenizer.json is
+  // byte-level (DeepSeek-V3 says LlamaTokenizerFast): transformers then loads it as it is.
   std::string tokenizer_class;
-  if (tokenizer_config.is_object() && tokenizer_config.contains("tokenizer_class") && tokenizer_config["tokenizer_class"].is_string())
+  if (tokenizer_config.is_object() && tokenizer_config.contains("tokenizer_class") &&
+      tokenizer_config["tokenizer_class"].is_string())
     tokenizer_class = tokenizer_config["tokenizer_class"].get<std::string>();
+  for (const char* component : {"normalizer", "pre_tokenizer", "post_processor", "decoder"})
+    if (document.contains(component) && uses_byte_level(document[component])) tokenizer_class.clear();
   for (const char* llama_like : {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
                                  "GemmaTokenizer", "GemmaTokenizerFast"}) {
     if (tokenizer_class != llama_like) continue;
     auto flag = [&](const char* key, bool fallback) {
-      return tokenizer_config.contains(key) && tokenizer_config[key].is_boolean() ? tokenizer_config[key].get<bool>() : fallback;
+      return tokenizer_config.contains(key) && tokenizer_config[key].is_boolean() ? tokenizer_config[key].get<bool>()
+                                                                                  : fallback;
     };
     bool add_bos = flag("add_bos_token", true), add_eos = flag("add_eos_token", false);
     if ((add_bos && !configured_bos) || (add_eos && !configured_eos))
-      throw UserError(where + ": tokenizer_config.json asks for add_bos_token/add_eos_token but its bos_token/eos_token "
-                      "is missing or not in the vocabulary",
+      throw UserError(where +
+                          ": tokenizer_config.json asks for add_bos_token/add_eos_token but its bos_token/eos_token "
+                          "is missing or not in the vocabulary",
                       "set bos_token and eos_token in tokenizer_config.json");
     std::vector<uint32_t> before, after;
     if (add_bos) before.push_back(*configured_bos);
@@ -222,19 +251,32 @@ Tokenizer Tokenizer::load(const fs::path& path) {
     throw UserError("no tokenizer.json at " + file.string(),
                     "pass a Hugging Face model folder; models that ship only tokenizer.model (sentencepiece) need a "
                     "tokenizer.json, e.g. from AutoTokenizer.from_pretrained(...).save_pretrained(...)");
-  json document, config = nullptr;
-  try {
-    document = json::parse(read_text_file(file));
-  } catch (const json::exception& error) {
-    throw UserError(file.string() + ": not valid JSON: " + error.what(), kTokenizerHint);
-  }
+  json config = nullptr;
   fs::path config_file = file.parent_path() / "tokenizer_config.json";
   if (fs::exists(config_file)) {
     try {
       config = json::parse(read_text_file(config_file));
     } catch (const json::exception& error) {
-      throw UserError(config_file.string() + ": not valid JSON: " + error.what(), "download tokenizer_config.json again");
+      throw UserError(config_file.string() + ": not valid JSON: " + error.what(),
+                      "download tokenizer_config.json again");
     }
+  }
+  const std::string text = read_text_file(file);
+  // Fast path: the vocabulary and merges streamed into flat lists (engine/text/bpe_stream.hpp). Any
+  // problem there, or in the tokenizer built from them, is reported by the ordinary path, whose
+  // errors name the exact place in the file.
+  try {
+    StreamedBpeTables tables;
+    json document = parse_streaming_bpe(text, tables);
+    return build(document, file.string(), config, &tables);
+  } catch (const json::exception&) {
+  } catch (const NotStreamable&) {
+  } catch (const UserError&) {}
+  json document;
+  try {
+    document = json::parse(text);
+  } catch (const json::exception& error) {
+    throw UserError(file.string() + ": not valid JSON: " + error.what(), kTokenizerHint);
   }
   return from_json(document, file.string(), config);
 }
@@ -252,8 +294,7 @@ std::string Tokenizer::decode(std::span<const uint32_t> ids, bool skip_special_t
       if (!(skip_special_tokens && token.special)) tokens.push_back(token.decoded);
       continue;
     }
-    auto found = impl_->model->vocab_by_id.find(id);
-    if (found != impl_->model->vocab_by_id.end()) tokens.push_back(found->second);
+    if (const std::string* token = impl_->model->vocab.token_of(id)) tokens.push_back(*token);
   }
   if (!impl_->decoder) {
     std::string joined;
@@ -269,13 +310,13 @@ std::string Tokenizer::decode(std::span<const uint32_t> ids, bool skip_special_t
 std::optional<uint32_t> Tokenizer::token_to_id(std::string_view token) const {
   if (auto added = impl_->added_by_content.find(std::string(token)); added != impl_->added_by_content.end())
     return impl_->added[added->second].id;
-  if (auto found = impl_->model->vocab.find(std::string(token)); found != impl_->model->vocab.end()) return found->second;
-  return std::nullopt;
+  return impl_->model->vocab.find(token);
 }
 
 std::optional<std::string> Tokenizer::id_to_token(uint32_t id) const {
-  if (auto added = impl_->added_by_id.find(id); added != impl_->added_by_id.end()) return impl_->added[added->second].content;
-  if (auto found = impl_->model->vocab_by_id.find(id); found != impl_->model->vocab_by_id.end()) return found->second;
+  if (auto added = impl_->added_by_id.find(id); added != impl_->added_by_id.end())
+    return impl_->added[added->second].content;
+  if (const std::string* found = impl_->model->vocab.token_of(id)) return *found;
   return std::nullopt;
 }
 

@@ -19,7 +19,7 @@
 //   post_processor  TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing, Sequence
 //   decoder         ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, BPEDecoder, Sequence
 // Regexes run on PCRE2 (Unicode properties on) instead of HF's Oniguruma; the two agree on the
-// patterns these tokenizers use, except that PCRE2's \s also matches U+180E.
+// patterns these tokenizers use once \s is given Oniguruma's meaning (engine/text/regex.hpp).
 // The components live in their own files: normalizer, pre_tokenizer, bpe, added_tokens,
 // post_processor, decoder (on unicode, byte_level, regex, pattern and json_node).
 #include <cstdint>
@@ -34,6 +34,8 @@
 #include <nlohmann/json.hpp>
 
 namespace vkt::text {
+
+struct StreamedBpeTables;
 
 class Tokenizer {
  public:
@@ -79,6 +81,9 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  // from_json, with model.vocab/merges from `streamed` when not null (load()'s fast path).
+  static Tokenizer build(const nlohmann::json& tokenizer, const std::string& where,
+                         const nlohmann::json& tokenizer_config, const StreamedBpeTables* streamed);
   std::unique_ptr<Impl> impl_;
 };
 

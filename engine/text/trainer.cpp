@@ -21,9 +21,9 @@ void count_words(const std::string& text, size_t index, const Regex& gpt2,
                  std::unordered_map<std::string, uint64_t>& counts) {
   size_t invalid = first_invalid_utf8(text);
   if (invalid != std::string_view::npos)
-    throw UserError("training text " + std::to_string(index + 1) + " is not valid UTF-8 (at byte " +
-                        std::to_string(invalid) + ")",
-                    "re-encode the data set as UTF-8");
+    throw UserError(
+        "training text " + std::to_string(index + 1) + " is not valid UTF-8 (at byte " + std::to_string(invalid) + ")",
+        "re-encode the data set as UTF-8");
   for (const auto& [begin, end] : gpt2.find_all(text))
     if (begin < end) counts[text.substr(begin, end - begin)]++;
 }
@@ -41,37 +41,60 @@ TrainedTokenizer build_json(const std::vector<std::string>& tokens, const std::v
   ordered_json vocab = ordered_json::object();
   for (size_t id = 0; id < tokens.size(); id++) vocab[token_string(tokens[id])] = id;
   ordered_json merge_list = ordered_json::array();
-  for (const auto& [left, right] : merges) merge_list.push_back(token_string(tokens[left]) + " " + token_string(tokens[right]));
+  for (const auto& [left, right] : merges)
+    merge_list.push_back(token_string(tokens[left]) + " " + token_string(tokens[right]));
   uint32_t next = static_cast<uint32_t>(tokens.size());
   result.bos_id = next++;
   result.eos_id = next++;
   result.pad_id = next++;
   result.vocab_size = next;
   auto added = [](uint32_t id, const std::string& content) {
-    return ordered_json{{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
+    return ordered_json{{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
                         {"rstrip", false}, {"normalized", false}, {"special", true}};
   };
-  ordered_json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  ordered_json byte_level = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
   ordered_json tokenizer = {
-      {"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr},
-      {"added_tokens", {added(result.bos_id, options.bos_token), added(result.eos_id, options.eos_token),
-                        added(result.pad_id, options.pad_token)}},
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens",
+       {added(result.bos_id, options.bos_token), added(result.eos_id, options.eos_token),
+        added(result.pad_id, options.pad_token)}},
       {"normalizer", nullptr},
       {"pre_tokenizer", byte_level},
       {"post_processor",
        {{"type", "TemplateProcessing"},
-        {"single", {{{"SpecialToken", {{"id", options.bos_token}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-        {"pair", {{{"SpecialToken", {{"id", options.bos_token}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                  {{"SpecialToken", {{"id", options.bos_token}, {"type_id", 1}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-        {"special_tokens", {{options.bos_token, {{"id", options.bos_token}, {"ids", {result.bos_id}}, {"tokens", {options.bos_token}}}}}}}},
+        {"single",
+         {{{"SpecialToken", {{"id", options.bos_token}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"pair",
+         {{{"SpecialToken", {{"id", options.bos_token}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+          {{"SpecialToken", {{"id", options.bos_token}, {"type_id", 1}}}},
+          {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+        {"special_tokens",
+         {{options.bos_token,
+           {{"id", options.bos_token}, {"ids", {result.bos_id}}, {"tokens", {options.bos_token}}}}}}}},
       {"decoder", byte_level},
-      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-                 {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
-                 {"vocab", vocab}, {"merges", merge_list}}}};
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"ignore_merges", false},
+        {"vocab", vocab},
+        {"merges", merge_list}}}};
   result.tokenizer_json = tokenizer.dump(1);
-  ordered_json config = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"bos_token", options.bos_token},
-                         {"eos_token", options.eos_token}, {"pad_token", options.pad_token},
-                         {"model_max_length", 2048}, {"clean_up_tokenization_spaces", false}};
+  ordered_json config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                         {"bos_token", options.bos_token},
+                         {"eos_token", options.eos_token},
+                         {"pad_token", options.pad_token},
+                         {"model_max_length", 2048},
+                         {"clean_up_tokenization_spaces", false}};
   result.tokenizer_config_json = config.dump(2);
   return result;
 }

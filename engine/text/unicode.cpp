@@ -94,14 +94,22 @@ std::string utf8_lossy(std::string_view bytes_text) {
     }
     size_t need = 0;
     unsigned char low = 0x80, high = 0xbf;  // allowed range of the second byte
-    if (lead >= 0xc2 && lead <= 0xdf) need = 1;
-    else if (lead == 0xe0) need = 2, low = 0xa0;
-    else if (lead >= 0xe1 && lead <= 0xec) need = 2;
-    else if (lead == 0xed) need = 2, high = 0x9f;
-    else if (lead >= 0xee && lead <= 0xef) need = 2;
-    else if (lead == 0xf0) need = 3, low = 0x90;
-    else if (lead >= 0xf1 && lead <= 0xf3) need = 3;
-    else if (lead == 0xf4) need = 3, high = 0x8f;
+    if (lead >= 0xc2 && lead <= 0xdf)
+      need = 1;
+    else if (lead == 0xe0)
+      need = 2, low = 0xa0;
+    else if (lead >= 0xe1 && lead <= 0xec)
+      need = 2;
+    else if (lead == 0xed)
+      need = 2, high = 0x9f;
+    else if (lead >= 0xee && lead <= 0xef)
+      need = 2;
+    else if (lead == 0xf0)
+      need = 3, low = 0x90;
+    else if (lead >= 0xf1 && lead <= 0xf3)
+      need = 3;
+    else if (lead == 0xf4)
+      need = 3, high = 0x8f;
     if (need == 0) {
       out += "\xef\xbf\xbd";
       i++;
@@ -153,9 +161,9 @@ std::string normalize(const std::string& text, NormalForm form) {
                 : form == NormalForm::nfkc ? UTF8PROC_COMPOSE | UTF8PROC_COMPAT
                                            : UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
   utf8proc_uint8_t* result = nullptr;
-  utf8proc_ssize_t length = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-                                         static_cast<utf8proc_ssize_t>(text.size()), &result,
-                                         static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
+  utf8proc_ssize_t length =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()),
+                   &result, static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
   if (length < 0) throw UserError(std::string("unicode normalization failed: ") + utf8proc_errmsg(length));
   std::string out(reinterpret_cast<char*>(result), static_cast<size_t>(length));
   std::free(result);
@@ -167,8 +175,10 @@ std::string to_lowercase(std::string_view text) {
   out.reserve(text.size());
   for_each_char(text, [&](size_t, size_t, uint32_t cp) {
     // Rust's char::to_lowercase: U+0130 is the one character whose lowercase is two characters.
-    if (cp == 0x130) out += "i\xcc\x87";
-    else append_utf8(out, static_cast<uint32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp))));
+    if (cp == 0x130)
+      out += "i\xcc\x87";
+    else
+      append_utf8(out, static_cast<uint32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp))));
   });
   return out;
 }

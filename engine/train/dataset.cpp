@@ -64,7 +64,11 @@ std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatF
       if (!has_assistant)
         bad_line(path, line, "the conversation has no assistant turn, so nothing would be trained",
                  "add an assistant message");
-      example.segments = text::render_chat(chat, turns);
+      try {
+        example.segments = text::render_chat(chat, turns);
+      } catch (const UserError& error) {  // the chat template rejects the conversation
+        bad_line(path, line, error.what(), error.hint());
+      }
     } else if (object.contains("prompt") || object.contains("completion")) {
       example.format = ExampleFormat::prompt_completion;
       if (!object.contains("prompt")) bad_line(path, line, "missing \"prompt\" (it has \"completion\")", formats);

@@ -11,24 +11,37 @@ namespace {
 
 const char* vendor_name(uint32_t vendor_id) {
   switch (vendor_id) {
-    case 0x10de: return "NVIDIA";
-    case 0x1002: return "AMD";
-    case 0x8086: return "Intel";
-    case 0x106b: return "Apple";
-    case 0x13b5: return "ARM";
-    case 0x5143: return "Qualcomm";
-    case 0x10005: return "Mesa";
-    default: return "unknown";
+    case 0x10de:
+      return "NVIDIA";
+    case 0x1002:
+      return "AMD";
+    case 0x8086:
+      return "Intel";
+    case 0x106b:
+      return "Apple";
+    case 0x13b5:
+      return "ARM";
+    case 0x5143:
+      return "Qualcomm";
+    case 0x10005:
+      return "Mesa";
+    default:
+      return "unknown";
   }
 }
 
 const char* type_name(VkPhysicalDeviceType type) {
   switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return "cpu";
+    default:
+      return "other";
   }
 }
 
@@ -98,8 +111,8 @@ Capabilities query_capabilities(VkPhysicalDevice device, uint32_t index) {
   caps.buffer_device_address = features12.bufferDeviceAddress;
   caps.int64 = features.features.shaderInt64;
   caps.int16_arithmetic = features.features.shaderInt16;
-  caps.cooperative_matrix = has_extension(extensions, "VK_KHR_cooperative_matrix") ||
-                            has_extension(extensions, "VK_NV_cooperative_matrix");
+  caps.cooperative_matrix =
+      has_extension(extensions, "VK_KHR_cooperative_matrix") || has_extension(extensions, "VK_NV_cooperative_matrix");
   caps.memory_budget = has_extension(extensions, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
 
   VkPhysicalDeviceMemoryBudgetPropertiesEXT budget{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
@@ -119,9 +132,7 @@ Capabilities query_capabilities(VkPhysicalDevice device, uint32_t index) {
   return caps;
 }
 
-bool Capabilities::usable() const {
-  return api_version >= VK_API_VERSION_1_2 && buffer_device_address && int64;
-}
+bool Capabilities::usable() const { return api_version >= VK_API_VERSION_1_2 && buffer_device_address && int64; }
 
 std::string Capabilities::api_version_string() const {
   return std::to_string(VK_API_VERSION_MAJOR(api_version)) + "." + std::to_string(VK_API_VERSION_MINOR(api_version)) +
@@ -130,9 +141,10 @@ std::string Capabilities::api_version_string() const {
 
 std::string Capabilities::summary_line() const {
   std::ostringstream line;
-  line << "device " << index << ": " << name << " | " << vendor << " " << type << " | " << driver_info << " | Vulkan " << api_version_string() << " | fp16 " << yes_no(fp16_arithmetic) << " | int8 "
-       << yes_no(int8_arithmetic) << " | storage8/16 " << yes_no(storage_8bit) << "/" << yes_no(storage_16bit)
-       << " | subgroup " << subgroup_size << " | shared " << max_shared_memory / 1024 << " KiB | max SSBO range "
+  line << "device " << index << ": " << name << " | " << vendor << " " << type << " | " << driver_info << " | Vulkan "
+       << api_version_string() << " | fp16 " << yes_no(fp16_arithmetic) << " | int8 " << yes_no(int8_arithmetic)
+       << " | storage8/16 " << yes_no(storage_8bit) << "/" << yes_no(storage_16bit) << " | subgroup " << subgroup_size
+       << " | shared " << max_shared_memory / 1024 << " KiB | max SSBO range "
        << format_bytes(static_cast<double>(max_storage_buffer_range)) << " | max alloc "
        << format_bytes(static_cast<double>(max_memory_allocation_size)) << " | coopmat " << yes_no(cooperative_matrix);
   for (size_t i = 0; i < heaps.size(); i++) {
@@ -147,20 +159,38 @@ std::string Capabilities::summary_line() const {
 std::string Capabilities::to_json() const {
   nlohmann::json heaps_json = nlohmann::json::array();
   for (const auto& heap : heaps)
-    heaps_json.push_back({{"size", heap.size}, {"budget", heap.budget}, {"usage", heap.usage},
-                          {"device_local", heap.device_local}});
-  nlohmann::json json = {
-      {"index", index}, {"name", name}, {"vendor", vendor}, {"vendor_id", vendor_id}, {"device_id", device_id},
-      {"type", type}, {"driver_name", driver_name}, {"driver_info", driver_info},
-      {"api_version", api_version_string()}, {"fp16", fp16_arithmetic}, {"int8", int8_arithmetic},
-      {"int16", int16_arithmetic}, {"int64", int64}, {"storage_8bit", storage_8bit}, {"storage_16bit", storage_16bit},
-      {"buffer_device_address", buffer_device_address}, {"subgroup_size", subgroup_size},
-      {"min_subgroup_size", min_subgroup_size}, {"max_subgroup_size", max_subgroup_size},
-      {"subgroup_arithmetic", subgroup_arithmetic}, {"subgroup_shuffle", subgroup_shuffle}, {"max_shared_memory", max_shared_memory},
-      {"max_storage_buffer_range", max_storage_buffer_range},
-      {"max_memory_allocation_size", max_memory_allocation_size}, {"max_push_constants", max_push_constants},
-      {"cooperative_matrix", cooperative_matrix}, {"memory_budget", memory_budget}, {"timestamps", timestamps},
-      {"usable", usable()}, {"heaps", heaps_json}};
+    heaps_json.push_back(
+        {{"size", heap.size}, {"budget", heap.budget}, {"usage", heap.usage}, {"device_local", heap.device_local}});
+  nlohmann::json json = {{"index", index},
+                         {"name", name},
+                         {"vendor", vendor},
+                         {"vendor_id", vendor_id},
+                         {"device_id", device_id},
+                         {"type", type},
+                         {"driver_name", driver_name},
+                         {"driver_info", driver_info},
+                         {"api_version", api_version_string()},
+                         {"fp16", fp16_arithmetic},
+                         {"int8", int8_arithmetic},
+                         {"int16", int16_arithmetic},
+                         {"int64", int64},
+                         {"storage_8bit", storage_8bit},
+                         {"storage_16bit", storage_16bit},
+                         {"buffer_device_address", buffer_device_address},
+                         {"subgroup_size", subgroup_size},
+                         {"min_subgroup_size", min_subgroup_size},
+                         {"max_subgroup_size", max_subgroup_size},
+                         {"subgroup_arithmetic", subgroup_arithmetic},
+                         {"subgroup_shuffle", subgroup_shuffle},
+                         {"max_shared_memory", max_shared_memory},
+                         {"max_storage_buffer_range", max_storage_buffer_range},
+                         {"max_memory_allocation_size", max_memory_allocation_size},
+                         {"max_push_constants", max_push_constants},
+                         {"cooperative_matrix", cooperative_matrix},
+                         {"memory_budget", memory_budget},
+                         {"timestamps", timestamps},
+                         {"usable", usable()},
+                         {"heaps", heaps_json}};
   return json.dump();
 }
 

@@ -22,9 +22,8 @@ class VulkanError : public std::runtime_error {
 
 }  // namespace vkt::vk
 
-#define VK_CHECK(expr)                                                                        \
-  do {                                                                                        \
-    VkResult vk_check_result_ = (expr);                                                       \
-    if (vk_check_result_ != VK_SUCCESS)                                                       \
-      ::vkt::vk::throw_vulkan_error(vk_check_result_, #expr, __FILE__, __LINE__);             \
+#define VK_CHECK(expr)                                                                                              \
+  do {                                                                                                              \
+    VkResult vk_check_result_ = (expr);                                                                             \
+    if (vk_check_result_ != VK_SUCCESS) ::vkt::vk::throw_vulkan_error(vk_check_result_, #expr, __FILE__, __LINE__); \
   } while (0)

@@ -27,9 +27,8 @@ bool validation_layer_installed() {
   vkEnumerateInstanceLayerProperties(&count, nullptr);
   std::vector<VkLayerProperties> layers(count);
   vkEnumerateInstanceLayerProperties(&count, layers.data());
-  return std::any_of(layers.begin(), layers.end(), [](const VkLayerProperties& l) {
-    return std::strcmp(l.layerName, validation_layer) == 0;
-  });
+  return std::any_of(layers.begin(), layers.end(),
+                     [](const VkLayerProperties& l) { return std::strcmp(l.layerName, validation_layer) == 0; });
 }
 
 }  // namespace
@@ -56,10 +55,8 @@ Instance::Instance(const InstanceOptions& options) : tally_(options.tally) {
     extensions.push_back(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME);
     info.flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
   }
-  VkDebugUtilsMessengerCreateInfoEXT messenger_info{
-      VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
-  VkValidationFeatureEnableEXT sync_validation =
-      VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+  VkDebugUtilsMessengerCreateInfoEXT messenger_info{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+  VkValidationFeatureEnableEXT sync_validation = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
   VkValidationFeaturesEXT validation_features{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
   if (validation > 0) {
     if (!validation_layer_installed())
@@ -68,8 +65,8 @@ Instance::Instance(const InstanceOptions& options) : tally_(options.tally) {
     if (!tally_) throw std::logic_error("vk::Instance: validation needs a ValidationTally");
     layers.push_back(validation_layer);
     extensions.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
-    messenger_info.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
-                                     VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+    messenger_info.messageSeverity =
+        VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
     messenger_info.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
                                  VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
                                  VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT;
@@ -89,8 +86,7 @@ Instance::Instance(const InstanceOptions& options) : tally_(options.tally) {
   info.ppEnabledLayerNames = layers.data();
   VkResult result = vkCreateInstance(&info, nullptr, &instance_);
   if (result == VK_ERROR_INCOMPATIBLE_DRIVER || result == VK_ERROR_INITIALIZATION_FAILED)
-    throw UserError(std::string("no Vulkan driver could be loaded") + options.for_whom,
-                    no_device_hint);
+    throw UserError(std::string("no Vulkan driver could be loaded") + options.for_whom, no_device_hint);
   VK_CHECK(result);
   if (validation > 0) {
     auto create = reinterpret_cast<PFN_vkCreateDebugUtilsMessengerEXT>(
@@ -114,8 +110,7 @@ Instance::~Instance() {
   if (instance_) vkDestroyInstance(instance_, nullptr);
 }
 
-VkBool32 Instance::on_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
-                              VkDebugUtilsMessageTypeFlagsEXT,
+VkBool32 Instance::on_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity, VkDebugUtilsMessageTypeFlagsEXT,
                               const VkDebugUtilsMessengerCallbackDataEXT* data, void* user) {
   auto* instance = static_cast<Instance*>(user);
   ValidationTally& tally = *instance->tally_;
@@ -125,8 +120,7 @@ VkBool32 Instance::on_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
     log::error(std::string(tally.log_label) + ": " + data->pMessage);
   } else if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) {
     instance->warnings_++;
-    if (tally.warnings++ < tally.max_logged_warnings)
-      log::warn(std::string(tally.log_label) + ": " + data->pMessage);
+    if (tally.warnings++ < tally.max_logged_warnings) log::warn(std::string(tally.log_label) + ": " + data->pMessage);
   }
   return VK_FALSE;
 }
@@ -148,18 +142,22 @@ std::vector<VkExtensionProperties> device_extensions(VkPhysicalDevice device) {
 }
 
 bool has_extension(const std::vector<VkExtensionProperties>& extensions, const char* name) {
-  return std::any_of(extensions.begin(), extensions.end(), [&](const VkExtensionProperties& e) {
-    return std::strcmp(e.extensionName, name) == 0;
-  });
+  return std::any_of(extensions.begin(), extensions.end(),
+                     [&](const VkExtensionProperties& e) { return std::strcmp(e.extensionName, name) == 0; });
 }
 
 int device_type_rank(VkPhysicalDeviceType type) {
   switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 4;
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 3;
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 1;
-    default: return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return 4;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return 3;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return 1;
+    default:
+      return 0;
   }
 }
 

@@ -9,8 +9,8 @@
 namespace vkt::vk {
 
 const char* category_name(Category category) {
-  static const char* names[] = {"base_weights", "quantized_weights", "adapter_params", "gradients",
-                                "optimizer_state", "activations", "workspace", "kv_cache", "staging"};
+  static const char* names[] = {"base_weights", "quantized_weights", "adapter_params", "gradients", "optimizer_state",
+                                "activations",  "workspace",         "kv_cache",       "staging"};
   return names[static_cast<size_t>(category)];
 }
 
@@ -112,9 +112,8 @@ BufferRange Buffer::range(VkDeviceSize offset, VkDeviceSize bytes) const {
 namespace {
 // Picks the first memory type that has all `required` flags, preferring those with `preferred`
 // and without `avoided`, on the largest heap.
-MemoryTypeChoice choose_memory_type(const VkPhysicalDeviceMemoryProperties& properties,
-                                    VkMemoryPropertyFlags required, VkMemoryPropertyFlags preferred,
-                                    VkMemoryPropertyFlags avoided) {
+MemoryTypeChoice choose_memory_type(const VkPhysicalDeviceMemoryProperties& properties, VkMemoryPropertyFlags required,
+                                    VkMemoryPropertyFlags preferred, VkMemoryPropertyFlags avoided) {
   int best = -1;
   int64_t best_score = -1;
   for (uint32_t i = 0; i < properties.memoryTypeCount; i++) {
@@ -124,8 +123,12 @@ MemoryTypeChoice choose_memory_type(const VkPhysicalDeviceMemoryProperties& prop
     if ((flags & preferred) == preferred) score += 4;
     if ((flags & avoided) == 0) score += 2;
     // Larger heap breaks ties (the 256 MiB BAR window vs the whole VRAM).
-    score = score * (1ll << 40) + static_cast<int64_t>(properties.memoryHeaps[properties.memoryTypes[i].heapIndex].size >> 20);
-    if (score > best_score) { best_score = score; best = static_cast<int>(i); }
+    score = score * (1ll << 40) +
+            static_cast<int64_t>(properties.memoryHeaps[properties.memoryTypes[i].heapIndex].size >> 20);
+    if (score > best_score) {
+      best_score = score;
+      best = static_cast<int>(i);
+    }
   }
   if (best < 0) throw UserError("the Vulkan device has no suitable memory type", "update the Vulkan driver");
   return {static_cast<uint32_t>(best), properties.memoryTypes[best].propertyFlags};
@@ -201,7 +204,10 @@ uint32_t Allocator::create_block(MemoryKind kind, VkDeviceSize size, bool dedica
   block.size = size;
 
   for (uint32_t i = 0; i < blocks_.size(); i++)
-    if (!blocks_[i].alive()) { blocks_[i] = std::move(block); return i; }
+    if (!blocks_[i].alive()) {
+      blocks_[i] = std::move(block);
+      return i;
+    }
   blocks_.push_back(std::move(block));
   return static_cast<uint32_t>(blocks_.size() - 1);
 }

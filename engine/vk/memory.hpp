@@ -103,7 +103,10 @@ class Buffer {
   // Host pointer when the memory is host-visible (staging, offload, or device memory on
   // unified-memory devices such as lavapipe); nullptr otherwise.
   void* mapped() const { return mapped_; }
-  template <class T> T* mapped_as() const { return static_cast<T*>(mapped_); }
+  template <class T>
+  T* mapped_as() const {
+    return static_cast<T*>(mapped_);
+  }
   Category category() const { return category_; }
   MemoryKind kind() const { return kind_; }
   const std::string& name() const { return name_; }
@@ -118,9 +121,9 @@ class Buffer {
   Allocator* allocator_ = nullptr;
   uint32_t block_index_ = 0;
   VkBuffer vk_buffer_ = VK_NULL_HANDLE;
-  VkDeviceSize offset_ = 0;      // offset in the block's VkBuffer
-  VkDeviceSize reserved_ = 0;    // bytes taken from the block (size rounded up to alignment)
-  VkDeviceSize size_ = 0;        // bytes requested
+  VkDeviceSize offset_ = 0;    // offset in the block's VkBuffer
+  VkDeviceSize reserved_ = 0;  // bytes taken from the block (size rounded up to alignment)
+  VkDeviceSize size_ = 0;      // bytes requested
   VkDeviceAddress address_ = 0;
   void* mapped_ = nullptr;
   Category category_ = Category::workspace;
@@ -138,8 +141,7 @@ struct MemoryTypeChoice {
 // model with thousands of tensors stays far below maxMemoryAllocationCount.
 class Allocator {
  public:
-  Allocator(VkPhysicalDevice physical_device, VkDevice device, MemoryLedger& ledger,
-            VkDeviceSize max_allocation_size);
+  Allocator(VkPhysicalDevice physical_device, VkDevice device, MemoryLedger& ledger, VkDeviceSize max_allocation_size);
   ~Allocator();
   Allocator(const Allocator&) = delete;
   Allocator& operator=(const Allocator&) = delete;
@@ -161,8 +163,8 @@ class Allocator {
     VkDeviceAddress address = 0;
     void* mapped = nullptr;
     MemoryKind kind = MemoryKind::device;
-    bool dedicated = false;                      // holds exactly one buffer; freed with it
-    std::map<VkDeviceSize, VkDeviceSize> free;   // offset -> size of each free range
+    bool dedicated = false;                     // holds exactly one buffer; freed with it
+    std::map<VkDeviceSize, VkDeviceSize> free;  // offset -> size of each free range
     bool alive() const { return memory != VK_NULL_HANDLE; }
   };
   void free(Buffer& buffer);

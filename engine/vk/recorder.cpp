@@ -80,12 +80,21 @@ void Recorder::before(const BufferRange* reads, size_t read_count, const BufferR
   bool hazard = false;
   for (size_t i = 0; i < read_count && !hazard; i++)
     for (const BufferRange& written : pending_writes_)
-      if (written.overlaps(reads[i])) { hazard = true; break; }  // read after write
+      if (written.overlaps(reads[i])) {
+        hazard = true;
+        break;
+      }  // read after write
   for (size_t i = 0; i < write_count && !hazard; i++) {
     for (const BufferRange& written : pending_writes_)
-      if (written.overlaps(writes[i])) { hazard = true; break; }  // write after write
+      if (written.overlaps(writes[i])) {
+        hazard = true;
+        break;
+      }  // write after write
     for (const BufferRange& read : pending_reads_)
-      if (!hazard && read.overlaps(writes[i])) { hazard = true; break; }  // write after read
+      if (!hazard && read.overlaps(writes[i])) {
+        hazard = true;
+        break;
+      }  // write after read
   }
   if (hazard) barrier();
   pending_reads_.insert(pending_reads_.end(), reads, reads + read_count);

@@ -55,12 +55,12 @@ class Recorder {
 
   // `push` is copied at record time. reads/writes name every range the shader touches: they
   // decide the barriers.
-  void dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t groups_x,
-                uint32_t groups_y, uint32_t groups_z, std::initializer_list<BufferRange> reads,
-                std::initializer_list<BufferRange> writes, const char* label = nullptr);
-  void dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t groups_x,
-                uint32_t groups_y, uint32_t groups_z, const std::vector<BufferRange>& reads,
-                const std::vector<BufferRange>& writes, const char* label = nullptr);
+  void dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t groups_x, uint32_t groups_y,
+                uint32_t groups_z, std::initializer_list<BufferRange> reads, std::initializer_list<BufferRange> writes,
+                const char* label = nullptr);
+  void dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t groups_x, uint32_t groups_y,
+                uint32_t groups_z, const std::vector<BufferRange>& reads, const std::vector<BufferRange>& writes,
+                const char* label = nullptr);
   void copy(const BufferRange& source, const BufferRange& destination);
   // Writes a repeated 32-bit value (0 clears). Offset and size must be multiples of 4.
   void fill(const BufferRange& destination, uint32_t value = 0);

@@ -1,0 +1,177 @@
+#include "tests/golden_run.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "engine/kernels/optimizer.hpp"
+#include "engine/model/adapter.hpp"
+#include "engine/model/generate.hpp"
+#include "engine/model/session.hpp"
+#include "engine/train/evaluate.hpp"
+#include "tests/support.hpp"
+
+namespace vkt::test {
+namespace fs = std::filesystem;
+
+double relative_error(const std::vector<float>& actual, const std::vector<float>& expected) {
+  double error = 0, reference = 0;
+  for (size_t i = 0; i < expected.size(); i++) {
+    double d = double(actual[i]) - expected[i];
+    error += d * d;
+    reference += double(expected[i]) * expected[i];
+  }
+  return std::sqrt(error / std::max(reference, 1e-30));
+}
+
+GoldenBatch golden_batch(const GoldenFile& golden) {
+  GoldenBatch b;
+  const auto& ids = golden["batch.ids"];
+  b.batch = static_cast<uint32_t>(ids.shape[0]);
+  b.seq_len = static_cast<uint32_t>(ids.shape[1]);
+  auto id_values = ids.ints();
+  auto weight_values = golden["batch.weights"].floats();
+  auto position_values = golden["batch.positions"].ints();
+  b.lengths = golden["batch.lengths"].ints();
+  size_t n = size_t(b.batch) * b.seq_len;
+  b.ids.resize(n);
+  b.targets.assign(n, 0);
+  b.weights.assign(n, 0.0f);
+  b.positions.resize(n);
+  b.segments.assign(n, 0);  // one sequence per row; right padding is causal-invisible
+  for (size_t i = 0; i < n; i++) {
+    b.ids[i] = static_cast<uint32_t>(id_values[i]);
+    b.positions[i] = static_cast<uint32_t>(position_values[i]);
+    if ((i + 1) % b.seq_len != 0) {
+      b.targets[i] = static_cast<uint32_t>(id_values[i + 1]);
+      b.weights[i] = weight_values[i + 1];
+      b.weight_sum += weight_values[i + 1];
+    }
+  }
+  return b;
+}
+
+double worst_real_row_error(const std::vector<float>& actual, const std::vector<float>& expected, const GoldenBatch& b,
+                            uint32_t width) {
+  double worst = 0;
+  for (uint32_t row = 0; row < b.batch; row++)
+    for (int64_t t = 0; t < b.lengths[row]; t++)
+      for (uint32_t j = 0; j < width; j++) {
+        size_t i = (size_t(row) * b.seq_len + size_t(t)) * width + j;
+        worst = std::max(worst, std::fabs(double(actual[i]) - expected[i]));
+      }
+  return worst;
+}
+
+GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs::path& adapter_dir,
+                     spec::RunSettings settings) {
+  auto& ctx = context();
+  GoldenBatch batch = golden_batch(golden);
+  settings.batch = batch.batch;
+  settings.seq_len = batch.seq_len;
+  settings.training = true;
+  model::LoraSettings lora;
+  const bool full = settings.method == spec::Method::full;
+  if (!full) lora = model::load_adapter_config(adapter_dir).settings;
+  auto session = model::open_model(ctx, folder, settings, full ? nullptr : &lora);
+  auto& buffers = *session->buffers;
+  if (!full) model::load_adapter_weights(ctx, buffers, session->plan.shape, lora, adapter_dir);
+  train::upload_micro_batch(ctx, buffers, batch);
+  kernels::StepState state;
+  state.spare[0] = static_cast<float>(1.0 / batch.weight_sum);
+  kernels::write_step_state(ctx, buffers.buffer("step_state"), state);
+
+  const uint32_t rows = batch.batch * batch.seq_len;
+  const uint32_t vocab = static_cast<uint32_t>(session->config.vocab_size);
+  GoldenRun run;
+  vk::Buffer logits = ctx.allocate(uint64_t(rows) * vocab * 4, vk::Category::workspace, "golden.logits");
+  ctx.run([&](vk::Recorder& r) { session->transformer->record_logits(r, logits.range()); });
+  run.logits = download(logits);
+
+  auto& transformer = *session->transformer;
+  transformer.set_compute_input_gradient(true);
+  ctx.run([&](vk::Recorder& r) {
+    for (const auto& spec : session->plan.buffers)
+      if (spec.category == vk::Category::gradients || spec.name == "loss.step") r.fill(buffers.range(spec.name));
+  });
+  ctx.run([&](vk::Recorder& r) {
+    transformer.record_forward(r, true, true);
+    transformer.record_backward(r);
+  });
+  float loss_sum = 0;
+  ctx.download(buffers.buffer("loss.step"), &loss_sum, 0, 4);
+  run.loss = loss_sum / batch.weight_sum;
+  run.dembed = download(buffers.buffer("grad_act.residual"));
+  for (const auto& spec : session->plan.buffers) {
+    if (spec.category != vk::Category::gradients) continue;
+    std::string name = spec.name.substr(5);  // after "grad."
+    // model.layers.0.self_attn.q_proj.lora_A -> PEFT's name
+    std::string golden_name = full ? name : "base_model.model." + name + ".weight";
+    run.gradients[golden_name] = download(buffers.buffer(spec.name));
+  }
+  return run;
+}
+
+GoldenErrors check_golden_variant(const fs::path& golden_path, const std::string& variant, const fs::path& folder,
+                                  const fs::path& adapter_dir, const spec::RunSettings& settings, GoldenBounds bounds) {
+  GoldenFile golden(golden_path);
+  GoldenBatch batch = golden_batch(golden);
+  GoldenRun run = run_golden(golden, folder, adapter_dir, settings);
+  const std::string what = golden_path.stem().string() + " " + variant;
+  GoldenErrors errors;
+  const uint32_t vocab = static_cast<uint32_t>(golden[variant + ".logits"].shape[2]);
+  errors.logits = worst_real_row_error(run.logits, golden[variant + ".logits"].floats(), batch, vocab);
+  INFO(what << " logits: max-abs error " << errors.logits << " (bound " << bounds.logits << ")");
+  CHECK(errors.logits <= bounds.logits);
+  double expected_loss = golden[variant + ".loss"].scalar();
+  errors.loss = std::fabs(run.loss - expected_loss) / expected_loss;
+  INFO(what << " loss " << run.loss << " vs " << expected_loss);
+  CHECK(errors.loss <= bounds.loss);
+  errors.dembed = relative_error(run.dembed, golden[variant + ".dembed"].floats());
+  INFO("dembed relative error " << errors.dembed);
+  CHECK(errors.dembed <= bounds.dembed);
+  size_t compared = 0;
+  std::string worst_name;
+  for (const auto& [name, gradient] : run.gradients) {
+    std::string key = variant + ".grad." + name;
+    REQUIRE_MESSAGE(golden.has(key), "golden has no " << key);
+    double error = relative_error(gradient, golden[key].floats());
+    if (error > errors.gradient) { errors.gradient = error; worst_name = name; }
+    compared++;
+  }
+  size_t expected_gradients = 0;  // every gradient the reference computed was compared
+  for (const auto& [name, tensor] : golden.tensors()) expected_gradients += name.rfind(variant + ".grad.", 0) == 0;
+  INFO(what << ": " << compared << " gradients, worst relative error " << errors.gradient << " (" << worst_name << ")");
+  CHECK(compared > 0);
+  CHECK(compared == expected_gradients);
+  CHECK(errors.gradient <= bounds.gradient);
+  return errors;
+}
+
+void check_golden_generation(const fs::path& golden_path, const fs::path& folder, const fs::path& adapter_dir) {
+  GoldenFile golden(golden_path);
+  model::GeneratorOptions options;
+  options.model = folder;
+  options.adapter = adapter_dir;
+  options.max_tokens = 64;
+  options.prefill_rows = 3;  // the 5-token prompt runs as a 3-token and a 2-token block
+  model::Generator generator(context(), options);
+  std::vector<uint32_t> prompt;
+  for (int64_t id : golden["gen.prompt"].ints()) prompt.push_back(static_cast<uint32_t>(id));
+  model::SamplingOptions sampling;
+  sampling.max_new_tokens = 20;
+  std::vector<uint32_t> ids = generator.generate(prompt, sampling);
+  std::vector<uint32_t> expected;
+  for (int64_t id : golden["gen.ids"].ints()) expected.push_back(static_cast<uint32_t>(id));
+  INFO(golden_path.stem().string() << " greedy generation");
+  CHECK(ids == expected);
+}
+
+spec::RunSettings lora_run_settings(kernels::WeightFormat format) {
+  spec::RunSettings settings;
+  settings.method = spec::Method::lora;
+  settings.base_format = format;
+  return settings;
+}
+
+}  // namespace vkt::test

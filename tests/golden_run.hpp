@@ -1,0 +1,62 @@
+#pragma once
+// Runs a model folder + PEFT adapter on a golden batch (tests/reference/make_golden.py or
+// hf_golden.py wrote both) and compares logits, loss, d loss/d embedding, LoRA gradients and
+// greedy generation with the golden file: shared by the model_golden and model_hf suites.
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/spec/run_settings.hpp"
+#include "engine/train/batcher.hpp"
+#include "tests/golden_file.hpp"
+
+namespace vkt::test {
+
+// ||actual - expected|| / ||expected||
+double relative_error(const std::vector<float>& actual, const std::vector<float>& expected);
+
+// The golden batch in the trainer's input layout: row t predicts ids[t+1] with weight w[t+1].
+struct GoldenBatch : train::MicroBatch {
+  std::vector<int64_t> lengths;  // (batch): real tokens per row
+};
+GoldenBatch golden_batch(const GoldenFile& golden);
+// Max-abs error over the real (non-padding) rows of (batch, seq_len, width) tensors.
+double worst_real_row_error(const std::vector<float>& actual, const std::vector<float>& expected, const GoldenBatch& b,
+                            uint32_t width);
+
+struct GoldenRun {
+  std::vector<float> logits;                            // (rows, vocab)
+  double loss = 0;
+  std::vector<float> dembed;                            // (rows, hidden)
+  std::map<std::string, std::vector<float>> gradients;  // by golden name suffix (PEFT names for LoRA)
+};
+// Opens `folder` with `settings` (+ the adapter of `adapter_dir` unless full finetuning), runs the
+// golden batch forward for logits, then forward + backward for loss and gradients.
+GoldenRun run_golden(const GoldenFile& golden, const std::filesystem::path& folder,
+                     const std::filesystem::path& adapter_dir, spec::RunSettings settings);
+
+// What a variant is checked against (defaults: the fp32 bounds).
+struct GoldenBounds {
+  double logits = 1e-4;    // max-abs over the real (non-padding) rows
+  double loss = 1e-5;      // relative
+  double gradient = 1e-3;  // relative, worst LoRA (or full) gradient
+  double dembed = 1e-3;    // relative
+};
+// Measured errors of one variant (for the report the tests print).
+struct GoldenErrors {
+  double logits = 0, loss = 0, gradient = 0, dembed = 0;
+};
+// Compares `variant` ("fp32", "nf4", ...) of `golden_path` with a run of `folder` + `adapter_dir`.
+GoldenErrors check_golden_variant(const std::filesystem::path& golden_path, const std::string& variant,
+                                  const std::filesystem::path& folder, const std::filesystem::path& adapter_dir,
+                                  const spec::RunSettings& settings, GoldenBounds bounds);
+
+// Greedy generation with the KV cache (the prompt prefilled in blocks of 3 rows) of gen.prompt
+// must give gen.ids exactly.
+void check_golden_generation(const std::filesystem::path& golden_path, const std::filesystem::path& folder,
+                             const std::filesystem::path& adapter_dir);
+
+spec::RunSettings lora_run_settings(kernels::WeightFormat format);
+
+}  // namespace vkt::test
