@@ -79,7 +79,8 @@ void rmsnorm(const float* x, const float* weight, float* y, float* rstd, uint32_
     for (uint32_t c = 0; c < cols; c++) squares += double(row[c]) * row[c];
     double inverse = 1.0 / std::sqrt(squares / cols + eps);
     if (rstd) rstd[r] = static_cast<float>(inverse);
-    for (uint32_t c = 0; c < cols; c++) y[size_t(r) * cols + c] = static_cast<float>((double(weight[c]) + weight_offset) * (row[c] * inverse));
+    for (uint32_t c = 0; c < cols; c++)
+      y[size_t(r) * cols + c] = static_cast<float>((double(weight[c]) + weight_offset) * (row[c] * inverse));
   }
 }
 
@@ -93,7 +94,8 @@ void rmsnorm_backward(const float* dy, const float* x, const float* weight, floa
     for (uint32_t c = 0; c < cols; c++) squares += double(xr[c]) * xr[c];
     double inverse = 1.0 / std::sqrt(squares / cols + eps);
     double dn_n = 0;
-    for (uint32_t c = 0; c < cols; c++) dn_n += double(dyr[c]) * (double(weight[c]) + weight_offset) * (xr[c] * inverse);
+    for (uint32_t c = 0; c < cols; c++)
+      dn_n += double(dyr[c]) * (double(weight[c]) + weight_offset) * (xr[c] * inverse);
     double mean_dn_n = dn_n / cols;
     for (uint32_t c = 0; c < cols; c++) {
       double n = xr[c] * inverse;

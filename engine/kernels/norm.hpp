@@ -17,7 +17,8 @@ uint64_t rmsnorm_backward_workspace_bytes(uint32_t rows, uint32_t cols);
 // dy: (rows, cols) fp32; x, weight, rstd: as given to / saved by rmsnorm.
 // dx: (rows, cols) fp32: overwritten, or added to when `accumulate_dx` (the residual stream's
 //   gradient); may be dy when not accumulating.
-// d_weight: (cols) fp32 or nullptr (frozen norm): the gradient of weight (the offset does not change it), ADDED to (gradients accumulate over
+// d_weight: (cols) fp32 or nullptr (frozen norm): the gradient of weight (the offset does not change it),
+//   ADDED to (gradients accumulate over
 //   micro-batches; clear it before the first), summed over rows deterministically.
 // workspace: rmsnorm_backward_workspace_bytes(rows, cols) bytes (unused without d_weight).
 void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& x, const BufferRange& weight,

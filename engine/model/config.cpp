@@ -198,7 +198,9 @@ void parse_gemma(const json& document, const Reader& reader, ModelConfig& config
       config.rope_theta = reader.number(document["rope_parameters"]["rope_theta"], "rope_parameters.rope_theta");
     else
       config.rope_theta = reader.number_or("rope_theta", 10000.0);
-    if (reader.has("rope_parameters") && document["rope_parameters"].value("rope_type", std::string("default")) != "default")
+    const json no_parameters = json::object();
+    const json& rope = reader.has("rope_parameters") ? document["rope_parameters"] : no_parameters;
+    if (rope.value("rope_type", std::string("default")) != "default")
       reader.fail("rope_parameters", "rope_type is not \"default\", which vktune does not support for Gemma 2");
     config.rope_local_theta = config.rope_theta;
     return;
@@ -206,16 +208,20 @@ void parse_gemma(const json& document, const Reader& reader, ModelConfig& config
   const json* parameters = reader.has("rope_parameters") ? &document["rope_parameters"] : nullptr;
   if (parameters && parameters->contains("full_attention")) {
     const json& global = (*parameters)["full_attention"];
-    config.rope_theta = reader.number(global.value("rope_theta", json(10000.0)), "rope_parameters.full_attention.rope_theta");
-    config.rope_scaling = parse_rope_scaling(global, "rope_parameters.full_attention", reader, config.max_position_embeddings);
+    config.rope_theta =
+        reader.number(global.value("rope_theta", json(10000.0)), "rope_parameters.full_attention.rope_theta");
+    config.rope_scaling =
+        parse_rope_scaling(global, "rope_parameters.full_attention", reader, config.max_position_embeddings);
     const json local = parameters->value("sliding_attention", json::object());
-    config.rope_local_theta = reader.number(local.value("rope_theta", json(10000.0)), "rope_parameters.sliding_attention.rope_theta");
+    config.rope_local_theta =
+        reader.number(local.value("rope_theta", json(10000.0)), "rope_parameters.sliding_attention.rope_theta");
     if (local.value("rope_type", std::string("default")) != "default")
       reader.fail("rope_parameters", "sliding_attention.rope_type is not \"default\", which vktune does not support");
   } else {
     config.rope_theta = reader.number_or("rope_theta", 1000000.0);
     if (reader.has("rope_scaling"))
-      config.rope_scaling = parse_rope_scaling(document["rope_scaling"], "rope_scaling", reader, config.max_position_embeddings);
+      config.rope_scaling =
+          parse_rope_scaling(document["rope_scaling"], "rope_scaling", reader, config.max_position_embeddings);
     config.rope_local_theta = reader.number_or("rope_local_base_freq", 10000.0);
   }
   if (!(config.rope_local_theta > 0)) reader.fail("rope_local_base_freq", "must be positive");
@@ -257,7 +263,8 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   std::string activation = config.gemma ? reader.string_or("hidden_activation", "gelu_pytorch_tanh")
                                         : reader.string_or("hidden_act", "silu");
   if (config.gemma && activation != "gelu_pytorch_tanh")
-    reader.fail("hidden_activation", "is \"" + activation + "\"; vktune implements Gemma's GeGLU with gelu_pytorch_tanh");
+    reader.fail("hidden_activation",
+                "is \"" + activation + "\"; vktune implements Gemma's GeGLU with gelu_pytorch_tanh");
   if (!config.gemma && activation != "silu")
     reader.fail("hidden_act", "is \"" + activation + "\"; vktune implements the SwiGLU MLP with silu only");
   if (reader.boolean_or("mlp_bias", false))
