@@ -8,9 +8,12 @@
 // (seq_q = 1) still fills `group` rows of a tile.
 //
 // Before including this file a shader declares its push block `p` with at least
-//   uint64_t q_segments, kv_segments; uint seq_q, seq_kv, q_heads, kv_heads, q_offset;
+//   uint64_t q_segments, kv_segments; uint seq_q, seq_kv, q_heads, kv_heads, q_offset, window;
+//   float softcap_log2; (attention_mask.glsl)
 // and defines ATTENTION_TILE_ROWS (rows of head vectors in `tiles`) and ATTENTION_SCORE_TILES
 // (BR x BC float tiles in `scores`).
+
+#include "attention_mask.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128;       // threads per workgroup
@@ -42,6 +45,7 @@ const float LN2 = 0.6931471805599453;
 shared vec4 tiles[ATTENTION_TILE_ROWS * STRIDE];
 shared float scores[ATTENTION_SCORE_TILES * BR * P_STRIDE];
 shared uint row_limit[BR];    // row r sees keys j < row_limit[r]; 0 for rows past the end
+shared uint row_start[BR];    // ... and j >= row_start[r] (sliding window; 0 without)
 shared uint row_segment[BR];  // segment id of row r's query (0 without segments)
 shared uint key_segment[BC];  // segment id of key c of the current key tile
 
@@ -99,6 +103,7 @@ void load_row_masks(uint first_row, uint key_cap) {
   uint R = first_row + r;
   uint i = R / g_group;
   row_limit[r] = R < g_rows ? min(key_cap, p.q_offset + i + 1) : 0;
+  row_start[r] = window_start(i);
   row_segment[r] = (p.q_segments != 0 && R < g_rows) ? UintBuffer(p.q_segments).data[g_batch * p.seq_q + i] : 0;
 }
 
@@ -111,7 +116,7 @@ void load_key_segments(uint first_key, uint key_end) {
 
 // Whether tile row r sees key first_key + c (the key tile starting at first_key is loaded).
 bool visible(uint r, uint c, uint first_key) {
-  return first_key + c < row_limit[r] && row_segment[r] == key_segment[c];
+  return first_key + c < row_limit[r] && first_key + c >= row_start[r] && row_segment[r] == key_segment[c];
 }
 
 uint score_row(uint a) { return thread_id() / S_TX + a * S_TY; }

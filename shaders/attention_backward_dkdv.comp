@@ -28,6 +28,8 @@ layout(push_constant) uniform Push {
   uint q_offset;
   float scale;
   float scale_log2;      // scale * log2(e)
+  uint window;           // sliding window (0: none), see attention_mask.glsl
+  float softcap_log2;    // score soft-capping in base 2 (0: none)
 } p;
 
 // K tile in rows [0, BC), V tile in [BC, 2 BC), the Q or dO tile in [2 BC, 2 BC + BR).
@@ -89,8 +91,9 @@ void main() {
         uint c = score_key(b);
         float probability = 0.0;
         // A visible entry's row saw at least that key in the forward, so its lse is finite.
-        if (visible(r, c, key0) && row_lse2[r] < INF) probability = exp2(dots[a * SC + b] * p.scale_log2 - row_lse2[r]);
-        probabilities[a * SC + b] = probability;
+        float score = cap_score(dots[a * SC + b] * p.scale_log2);
+        if (visible(r, c, key0) && row_lse2[r] < INF) probability = exp2(score - row_lse2[r]);
+        probabilities[a * SC + b] = probability * cap_slope(score);  // for dS, through the capping
         scores[r * P_STRIDE + c] = probability;
       }
     }

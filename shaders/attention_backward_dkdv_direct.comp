@@ -30,6 +30,8 @@ layout(push_constant) uniform Push {
   uint q_offset;
   float scale;
   float scale_log2;      // scale * log2(e)
+  uint window;           // sliding window (0: none), see attention_mask.glsl
+  float softcap_log2;    // score soft-capping in base 2 (0: none)
 } p;
 
 #include "attention_direct.glsl"
@@ -77,6 +79,7 @@ void main() {
     uint clamped = min(R, g_rows - 1);
     uint i = clamped / g_group;
     uint row_limit = R < g_rows ? min(p.seq_kv, p.q_offset + i + 1) : 0;
+    uint row_start = window_start(i);
     uint row_segment = query_segment(i);
     float row_lse2 = FloatBuffer(p.lse).data[row_stat_index(clamped)] * LOG2E;
     float row_delta = FloatBuffer(p.delta).data[row_stat_index(clamped)];
@@ -93,17 +96,17 @@ void main() {
         [[unroll]] for (uint s = 0; s < SLOTS; s++) sum += q_slots[j * SLOTS + s] * k_slots[c * SLOTS + s];
         parts[j] = sum.x + sum.y;
       }
-      float score = sum_across_lanes();
+      float score = cap_score(sum_across_lanes());
       [[unroll]] for (uint j = 0; j < SG; j++) {
         vec2 sum = vec2(0.0);
         [[unroll]] for (uint s = 0; s < SLOTS; s++) sum += do_slots[j * SLOTS + s] * v_slots[c * SLOTS + s];
         parts[j] = sum.x + sum.y;
       }
       float gradient = sum_across_lanes();  // dP
-      bool visible = key0 + c < row_limit && segments[c] == row_segment;
+      bool visible = key0 + c < row_limit && key0 + c >= row_start && segments[c] == row_segment;
       // A visible entry's row saw at least that key in the forward, so its lse is finite.
       float probability = mix(0.0, exp2(score - row_lse2), visible);
-      float score_gradient = probability * (gradient - row_delta);  // dS
+      float score_gradient = probability * cap_slope(score) * (gradient - row_delta);  // dS
 
       vec2 dk_sum[SLOTS], dv_sum[SLOTS];
       [[unroll]] for (uint s = 0; s < SLOTS; s++) {

@@ -25,6 +25,8 @@ layout(push_constant) uniform Push {
   uint q_offset;
   float scale;
   float scale_log2;      // scale * log2(e)
+  uint window;           // sliding window (0: none), see attention_mask.glsl
+  float softcap_log2;    // score soft-capping in base 2 (0: none)
 } p;
 
 // Q tile in rows [0, BR), dO tile in [BR, 2 BR), the current V or K tile in [2 BR, 2 BR + BC).
@@ -89,8 +91,9 @@ void main() {
         uint c = score_key(b);
         float probability = 0.0;
         // A visible entry's row saw at least that key in the forward, so its lse is finite.
-        if (visible(r, c, key0) && row_lse2[r] < INF) probability = exp2(dots[a * SC + b] * p.scale_log2 - row_lse2[r]);
-        scores[r * P_STRIDE + c] = probability * (gradients[a * SC + b] - row_delta[r]);
+        float score = cap_score(dots[a * SC + b] * p.scale_log2);
+        if (visible(r, c, key0) && row_lse2[r] < INF) probability = exp2(score - row_lse2[r]);
+        scores[r * P_STRIDE + c] = probability * cap_slope(score) * (gradients[a * SC + b] - row_delta[r]);
       }
     }
     barrier();

@@ -27,6 +27,8 @@ layout(push_constant) uniform Push {
   uint q_offset;
   float scale;
   float scale_log2;      // scale * log2(e)
+  uint window;           // sliding window (0: none), see attention_mask.glsl
+  float softcap_log2;    // score soft-capping in base 2 (0: none)
 } p;
 
 #include "attention_direct.glsl"
@@ -53,6 +55,7 @@ void main() {
 
   // The lane's rows a * SG + lane.
   uint row_limit[ROW_GROUPS];  // keys below it are causally visible (0 past the end)
+  uint row_start[ROW_GROUPS];  // ... and keys from it on (sliding window; 0 without)
   uint row_segment[ROW_GROUPS];
   float row_lse2[ROW_GROUPS];  // the row's logsumexp in base 2
   float row_delta[ROW_GROUPS];
@@ -61,6 +64,7 @@ void main() {
     uint clamped = min(R, g_rows - 1);
     uint i = clamped / g_group;
     row_limit[a] = R < g_rows ? min(key_end, p.q_offset + i + 1) : 0;
+    row_start[a] = window_start(i);
     row_segment[a] = query_segment(i);
     row_lse2[a] = FloatBuffer(p.lse).data[row_stat_index(clamped)] * LOG2E;
     row_delta[a] = FloatBuffer(p.delta).data[row_stat_index(clamped)];
@@ -92,17 +96,17 @@ void main() {
           [[unroll]] for (uint s = 0; s < SLOTS; s++) sum += q_slots[(a * SG + j) * SLOTS + s] * key_slots[c * SLOTS + s];
           parts[j] = sum.x + sum.y;
         }
-        float score = sum_across_lanes();
+        float score = cap_score(sum_across_lanes());
         [[unroll]] for (uint j = 0; j < SG; j++) {
           vec2 sum = vec2(0.0);
           [[unroll]] for (uint s = 0; s < SLOTS; s++) sum += do_slots[(a * SG + j) * SLOTS + s] * value_slots[c * SLOTS + s];
           parts[j] = sum.x + sum.y;
         }
         float gradient = sum_across_lanes();  // dP
-        bool visible = key0 + c < row_limit[a] && segment == row_segment[a];
+        bool visible = key0 + c < row_limit[a] && key0 + c >= row_start[a] && segment == row_segment[a];
         // A visible entry's row saw at least that key in the forward, so its lse is finite.
         float probability = mix(0.0, exp2(score - row_lse2[a]), visible);
-        ds[a * KEYS + c] = probability * (gradient - row_delta[a]);
+        ds[a * KEYS + c] = probability * cap_slope(score) * (gradient - row_delta[a]);
       }
     }
 

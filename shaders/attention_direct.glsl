@@ -26,10 +26,12 @@
 // grows with BLOCK * KEYS * head_dim, and so does llvmpipe's compile time (seconds per shader).
 //
 // Before including this file a shader declares its push block `p` with at least
-//   uint64_t q_segments, kv_segments; uint seq_q, seq_kv, q_heads, kv_heads, q_offset;
+//   uint64_t q_segments, kv_segments; uint seq_q, seq_kv, q_heads, kv_heads, q_offset, window;
+//   float softcap_log2; (attention_mask.glsl)
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#include "attention_mask.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint SG = 8;            // subgroup size = workgroup size (fixed on the device)

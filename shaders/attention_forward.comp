@@ -25,6 +25,8 @@ layout(push_constant) uniform Push {
   uint q_offset;
   float scale_log2;      // softmax scale * log2(e): scores in base 2
   uint keys_per_split;   // a multiple of BC
+  uint window;           // sliding window (0: none), see attention_mask.glsl
+  float softcap_log2;    // score soft-capping in base 2 (0: none)
 } p;
 
 // Q tile in rows [0, BR), the current K or V tile in rows [BR, BR + BC).
@@ -78,7 +80,7 @@ void main() {
       uint r = score_row(a);
       for (uint b = 0; b < SC; b++) {
         uint c = score_key(b);
-        scores[r * P_STRIDE + c] = visible(r, c, key0) ? dots[a * SC + b] * p.scale_log2 : -INF;
+        scores[r * P_STRIDE + c] = visible(r, c, key0) ? cap_score(dots[a * SC + b] * p.scale_log2) : -INF;
       }
     }
     barrier();

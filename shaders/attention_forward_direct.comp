@@ -27,6 +27,8 @@ layout(push_constant) uniform Push {
   uint q_offset;
   float scale_log2;      // softmax scale * log2(e): scores in base 2
   uint keys_per_split;   // a multiple of KEYS
+  uint window;           // sliding window (0: none), see attention_mask.glsl
+  float softcap_log2;    // score soft-capping in base 2 (0: none)
 } p;
 
 #include "attention_direct.glsl"
@@ -55,6 +57,7 @@ void main() {
 
   // The lane's rows a * SG + lane: keys below row_limit are causally visible (0 past the end).
   uint row_limit[ROW_GROUPS];
+  uint row_start[ROW_GROUPS];  // ... and keys from row_start on (sliding window; 0 without)
   uint row_segment[ROW_GROUPS];
   float row_max[ROW_GROUPS];  // running max of the row's scores (base 2)
   float row_sum[ROW_GROUPS];  // running sum of exp2(score - row_max)
@@ -62,6 +65,7 @@ void main() {
     uint R = first_row + a * SG + g_lane;
     uint i = min(R, g_rows - 1) / g_group;
     row_limit[a] = R < g_rows ? min(key_end, p.q_offset + i + 1) : 0;
+    row_start[a] = window_start(i);
     row_segment[a] = query_segment(i);
     row_max[a] = -INF;
     row_sum[a] = 0.0;
@@ -88,8 +92,8 @@ void main() {
           [[unroll]] for (uint s = 0; s < SLOTS; s++) sum += q_slots[(a * SG + j) * SLOTS + s] * key_slots[c * SLOTS + s];
           parts[j] = sum.x + sum.y;
         }
-        float score = sum_across_lanes();
-        bool visible = key0 + c < row_limit[a] && segment == row_segment[a];
+        float score = cap_score(sum_across_lanes());
+        bool visible = key0 + c < row_limit[a] && key0 + c >= row_start[a] && segment == row_segment[a];
         scores[a * KEYS + c] = mix(-INF, score, visible);
       }
     }

@@ -8,6 +8,8 @@
 // target is >= vocab. A row that is not ignored and holds a NaN or infinite logit gets a NaN
 // loss and NaN dlogits, so the trainer's finiteness checks see it: Vulkan does not promise that
 // exp()/log() propagate NaN (lavapipe's exp clamps its argument), so it is tested explicitly.
+// logit_softcap > 0 (Gemma 2): every logit z is read as c * tanh(z / c) and its gradient gets
+// the factor 1 - tanh^2, the derivative of the capping; the NaN check sees the raw logits.
 // grad_scale is read from device memory: the step is recorded once and replayed, so per-step
 // values live in buffers.
 #include "common.glsl"
@@ -21,6 +23,7 @@ layout(push_constant) uniform Push {
   uint64_t loss;        // (rows) fp32
   uint rows, vocab, ignore_index;
   uint write_gradient;  // 0: loss only (evaluation), logits left untouched
+  float logit_softcap;  // 0: none
 } p;
 
 shared float max_scratch[ROW_THREADS];
@@ -42,6 +45,9 @@ void combine(inout float m, inout float s, float other_m, float other_s) {
   m = new_m;
 }
 
+// tanh(z / c) for |z / c| > 15 is +-1 in fp32; the clamp keeps an exp-based tanh finite.
+float capped(float z) { return p.logit_softcap > 0.0 ? p.logit_softcap * tanh(clamp(z / p.logit_softcap, -15.0, 15.0)) : z; }
+
 void main() {
   uint row = workgroup_index_1d();
   if (row >= p.rows) return;
@@ -62,8 +68,9 @@ void main() {
   float m = negative_infinity, s = 0.0;
   bool finite = true;
   for (uint v = lane; v < p.vocab; v += ROW_THREADS) {
-    float z = logits.data[base + v];
-    finite = finite && is_finite(z);
+    float raw = logits.data[base + v];
+    finite = finite && is_finite(raw);
+    float z = capped(raw);
     if (z > m) {
       s = s * exp(m - z) + 1.0;  // exp(-inf) = 0 on the first element
       m = z;
@@ -88,13 +95,15 @@ void main() {
   // round, and exp(x - lse) would inherit that as a relative error; x - m is exact near the max.
   float row_max = max_scratch[0], log_sum = log(sum_scratch[0]);
   bool poisoned = non_finite_seen != 0u;
-  float target_logit = logits.data[base + target];
+  float target_logit = capped(logits.data[base + target]);
   barrier();  // every invocation has read the target logit before pass 2 overwrites it
   if (lane == 0) FloatBuffer(p.loss).data[row] = poisoned ? quiet_nan : weight * ((row_max - target_logit) + log_sum);
   if (p.write_gradient == 0u) return;
   float scale = weight * FloatBuffer(p.grad_scale).data[0];
   for (uint v = lane; v < p.vocab; v += ROW_THREADS) {
-    float probability = exp((logits.data[base + v] - row_max) - log_sum);
-    logits.data[base + v] = poisoned ? quiet_nan : (v == target ? probability - 1.0 : probability) * scale;
+    float z = capped(logits.data[base + v]);
+    float probability = exp((z - row_max) - log_sum);
+    float capping = p.logit_softcap > 0.0 ? 1.0 - (z / p.logit_softcap) * (z / p.logit_softcap) : 1.0;
+    logits.data[base + v] = poisoned ? quiet_nan : (v == target ? probability - 1.0 : probability) * scale * capping;
   }
 }

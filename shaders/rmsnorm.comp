@@ -1,6 +1,7 @@
 #version 460
 #extension GL_GOOGLE_include_directive : require
-// RMSNorm as HF LlamaRMSNorm computes it in fp32: y = weight * (x * rstd),
+// RMSNorm as HF LlamaRMSNorm computes it in fp32: y = (weight + weight_offset) * (x * rstd)
+// (weight_offset 1: Gemma's x * rstd * (1 + w)),
 // rstd = 1 / sqrt(mean(x^2) + eps), one workgroup per row. rstd is saved for the backward pass.
 #include "common.glsl"
 #include "row_reduce.glsl"
@@ -12,6 +13,7 @@ layout(push_constant) uniform Push {
   uint64_t rstd;    // (rows) fp32
   uint rows, cols;
   float eps;
+  float weight_offset;  // 0: Llama, 1: Gemma
 } p;
 
 void main() {
@@ -28,5 +30,6 @@ void main() {
   float mean_square = workgroup_sum(squares) / float(p.cols);
   float rstd = inversesqrt(mean_square + p.eps);
   if (lane == 0) FloatBuffer(p.rstd).data[row] = rstd;
-  for (uint c = lane; c < p.cols; c += ROW_THREADS) y.data[base + c] = weight.data[c] * (x.data[base + c] * rstd);
+  for (uint c = lane; c < p.cols; c += ROW_THREADS)
+    y.data[base + c] = (weight.data[c] + p.weight_offset) * (x.data[base + c] * rstd);
 }

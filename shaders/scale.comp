@@ -1,7 +1,10 @@
 #version 460
+//! variant softcap: -DSOFTCAP
 #extension GL_GOOGLE_include_directive : require
 // x *= s, or x *= s * factor[0] with a factor in device memory (e.g. the gradient-clipping
 // coefficient computed on the device during a replayed step).
+// Variant softcap: x = s * tanh(x / s) (Gemma 2's final logit soft-capping of output logits;
+// |x / s| > 15 is +-1 in fp32, the clamp keeps an exp-based tanh finite).
 #include "common.glsl"
 layout(local_size_x = 256) in;
 
@@ -17,5 +20,9 @@ void main() {
   if (i >= p.n) return;
   float s = p.factor != 0ul ? p.s * FloatBuffer(p.factor).data[0] : p.s;
   FloatBuffer x = FloatBuffer(p.x);
+#ifdef SOFTCAP
+  x.data[i] = s * tanh(clamp(x.data[i] / s, -15.0, 15.0));
+#else
   x.data[i] = x.data[i] * s;
+#endif
 }

@@ -1,7 +1,11 @@
 #version 460
+//! variant gelu: -DGELU_TANH
 #extension GL_GOOGLE_include_directive : require
-// SwiGLU: h = silu(gate) * up, silu(g) = g / (1 + exp(-g)) (as torch computes it).
+// Gated activation h = act(gate) * up:
+//   SwiGLU (Llama): act(g) = silu(g) = g / (1 + exp(-g)) (as torch computes it);
+//   GeGLU (variant gelu, Gemma's gelu_pytorch_tanh): act(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
 #include "common.glsl"
+#include "gated_activation.glsl"
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform Push {
@@ -16,5 +20,5 @@ void main() {
   if (i >= p.n) return;
   float g = FloatBuffer(p.gate).data[i];
   float u = FloatBuffer(p.up).data[i];
-  FloatBuffer(p.h).data[i] = g / (1.0 + exp(-g)) * u;
+  FloatBuffer(p.h).data[i] = gate_activation(g) * u;
 }

@@ -1,10 +1,11 @@
 #version 460
+//! variant gelu: -DGELU_TANH
 #extension GL_GOOGLE_include_directive : require
-// SwiGLU backward: with s = sigmoid(gate),
-//   d_gate = dh * up * s * (1 + gate * (1 - s)),   d_up = dh * gate * s.
+// Gated activation backward (swiglu.comp): d_gate = dh * up * act'(gate), d_up = dh * act(gate).
 // Each invocation reads its element of every input before writing, so d_gate may be gate and
 // d_up may be up (in place).
 #include "common.glsl"
+#include "gated_activation.glsl"
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform Push {
@@ -22,7 +23,6 @@ void main() {
   float dh = FloatBuffer(p.dh).data[i];
   float g = FloatBuffer(p.gate).data[i];
   float u = FloatBuffer(p.up).data[i];
-  float s = 1.0 / (1.0 + exp(-g));
-  FloatBuffer(p.d_gate).data[i] = dh * u * (s * (1.0 + g * (1.0 - s)));
-  FloatBuffer(p.d_up).data[i] = dh * (g * s);
+  FloatBuffer(p.d_gate).data[i] = dh * u * gate_activation_derivative(g);
+  FloatBuffer(p.d_up).data[i] = dh * gate_activation(g);
 }

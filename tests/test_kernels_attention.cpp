@@ -483,6 +483,65 @@ TEST_CASE("attention (tiled body, the GPU path): forward and backward") {
   check_forward(make_inputs(make_shape(2, 1, 300, 8, 2, 16, 299), 1203), "tiled, split decode");
 }
 
+// Gemma: an explicit scale (query_pre_attn_scalar^-0.5), a sliding window shorter than the
+// sequence, and Gemma 2's score soft-capping (softcap 2 bends scores of up to ~9 hard). Both
+// bodies: the device's own and the tiled one (its kill switch), forward and backward.
+Inputs gemma_inputs(const AttentionShape& base, uint32_t window, float softcap, uint32_t seed) {
+  Inputs in = make_inputs(base, seed);
+  in.shape.scale = 0.3f;
+  in.shape.window = window;
+  in.shape.softcap = softcap;
+  return in;
+}
+
+TEST_CASE("attention: sliding window and soft-capping (Gemma), both bodies, forward and backward") {
+  for (const char* disable_direct : {"0", "1"}) {
+    CAPTURE(disable_direct);
+    ScopedEnv body("VKT_DISABLE_ATTENTION_DIRECT", disable_direct);
+    std::optional<ForcedTiles> forced;
+    if (std::string(disable_direct) == "1") forced.emplace(8, 8, 64);
+    for (float softcap : {0.0f, 2.0f}) {
+      CAPTURE(softcap);
+      Inputs packed = gemma_inputs(make_shape(2, 37, 37, 4, 2, 16), 5, softcap, 1401);
+      packed.q_segments = packed_segments(37);
+      check_forward(packed, "window 5, packed");
+      check_backward(packed, "window 5, packed");
+      Inputs cached = gemma_inputs(make_shape(2, 5, 23, 8, 2, 16, 18), 7, softcap, 1402);
+      check_forward(cached, "window 7, last 5 of 23");
+      check_backward(cached, "window 7, last 5 of 23");
+      Inputs wide = gemma_inputs(make_shape(1, 33, 33, 2, 1, 64), 40, softcap, 1403);  // window past the sequence
+      check_forward(wide, "window 40 of 33");
+      check_backward(wide, "window 40 of 33");
+    }
+  }
+  // The window changes the result (else this test could not fail): window 5 vs none.
+  Inputs windowed = gemma_inputs(make_shape(1, 17, 17, 2, 1, 16), 5, 0.0f, 1404), full = windowed;
+  full.shape.window = 0;
+  CHECK(gpu_forward(windowed).o != gpu_forward(full).o);
+}
+
+TEST_CASE("attention_backward: window and soft-capping match finite differences (GPU forward and reference)") {
+  // As the plain finite-difference cases: NMSE ~1e-8 from fp32 forward noise; a missing
+  // 1 - tanh^2 factor gives NMSE ~1e-1.
+  Inputs in = gemma_inputs(make_shape(1, 6, 6, 2, 1, 8), 3, 1.5f, 1500);
+  std::vector<float> g = test::random_floats(q_count(in.shape), 1501);
+  for (bool reference : {false, true}) {
+    CAPTURE(reference);
+    BackwardResult analytic = reference ? cpu_backward(in, g) : gpu_backward(in, g);
+    auto loss_of = [&](std::vector<float> Inputs::*tensor) {
+      return [&, tensor](const std::vector<float>& values) {
+        Inputs probe = in;
+        probe.*tensor = values;
+        return test::dot(reference ? cpu_forward(probe).o : gpu_forward(probe).o, g);
+      };
+    };
+    double nmse = reference ? 1e-8 : 1e-6;
+    test::check_gradient(loss_of(&Inputs::q), in.q, analytic.dq, 1e-2f, nmse, 48, "dq");
+    test::check_gradient(loss_of(&Inputs::k), in.k, analytic.dk, 1e-2f, nmse, 48, "dk");
+    test::check_gradient(loss_of(&Inputs::v), in.v, analytic.dv, 1e-2f, nmse, 48, "dv");
+  }
+}
+
 TEST_CASE("attention: production block sizes of a training step (packed sequences)") {
   // The shape class the trainer runs (T=128 packed, GQA 4/2, head_dim 64): on lavapipe the
   // direct body's automatic choice (forward 32 rows x 8 keys per step, dQ 32 x 4, dK/dV 16 keys),

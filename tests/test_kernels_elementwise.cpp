@@ -40,6 +40,21 @@ TEST_CASE("scale: by a constant and by a factor in device memory") {
   }
 }
 
+TEST_CASE("softcap: x = cap * tanh(x / cap), saturating without NaN") {
+  for (uint32_t n : {1u, 7u, 1000u}) {
+    CAPTURE(n);
+    auto x = test::random_floats(n, 92, -100, 100);
+    if (n >= 7) { x[0] = 1e30f; x[1] = -1e30f; x[2] = 0; }
+    Guarded buffer = Guarded::of(x, "x");
+    context().run([&](vk::Recorder& r) { kernels::softcap(r, buffer.range(), n, 30.0f); });
+    std::vector<float> expected = x;
+    ref::softcap(expected.data(), n, 30.0f);
+    // fp32 tanh to a few ulp, times 30: ~1e-5 on values up to 30.
+    test::check_close(buffer.floats(), expected, 1e-12, 2e-5, "softcap");
+    CHECK(buffer.guard_intact());
+  }
+}
+
 TEST_CASE("add: out = a + b, also in place") {
   for (uint32_t n : {1u, 33u, 1000u}) {
     CAPTURE(n);

@@ -121,6 +121,46 @@ TEST_CASE("cross_entropy: dlogits is the gradient of the weighted loss (finite d
   }
 }
 
+// Gemma 2's final_logit_softcapping: the loss sees c * tanh(z / c). Logits up to |z| = 8 + 1000
+// cover both the near-linear region and saturation (the row with +1000 is ignored by target;
+// row 7 with +500 is not: saturated logits give p from capped values, gradient ~0).
+TEST_CASE("cross_entropy: logit_softcap vs reference and finite differences") {
+  for (uint32_t vocab : {5u, 33u, 1000u}) {
+    CAPTURE(vocab);
+    float softcap = 5.0f, grad_scale = 0.25f;
+    auto c = make_case(17, vocab, 161);
+    Guarded logits = Guarded::of(c.logits, "logits"), targets = Guarded::of_raw(c.targets, "targets");
+    Guarded weights = Guarded::of(c.weights, "weights"), scale = Guarded::of({grad_scale}, "grad_scale");
+    Guarded loss(c.rows * 4, "loss");
+    context().run([&](vk::Recorder& r) {
+      kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(), c.rows,
+                             vocab, kernels::ignore_target, true, softcap);
+    });
+    std::vector<float> expected_loss(c.rows), expected_dlogits(c.logits.size());
+    ref::cross_entropy(c.logits.data(), c.targets.data(), c.weights.data(), grad_scale, expected_loss.data(),
+                       expected_dlogits.data(), c.rows, vocab, kernels::ignore_target, softcap);
+    // fp32 tanh and exp to a few ulp on capped logits of |.| <= 5: as without capping.
+    test::check_close(loss.floats(), expected_loss, 1e-12, 1e-5, "loss");
+    test::check_close(logits.floats(), expected_dlogits, 1e-11, 1e-6, "dlogits");
+    CHECK(logits.guard_intact());
+    if (vocab > 33) continue;
+    auto function = [&](const std::vector<float>& probe) {  // in double, as weighted_loss
+      double total = 0;
+      std::vector<double> row(vocab);
+      for (uint32_t r = 0; r < c.rows; r++) {
+        if (c.weights[r] == 0 || c.targets[r] >= vocab) continue;
+        double max = -INFINITY, sum = 0;
+        for (uint32_t v = 0; v < vocab; v++) row[v] = softcap * std::tanh(probe[size_t(r) * vocab + v] / softcap);
+        for (double value : row) max = std::fmax(max, value);
+        for (double value : row) sum += std::exp(value - max);
+        total += c.weights[r] * (max + std::log(sum) - row[c.targets[r]]);
+      }
+      return total * grad_scale;
+    };
+    test::check_gradient(function, c.logits, logits.floats(), 1e-2f, 1e-8, 1000, "dlogits vs finite differences");
+  }
+}
+
 TEST_CASE("cross_entropy: chunks of rows give the same bits as one call; evaluation leaves logits alone") {
   uint32_t rows = 17, vocab = 1000, split = 6;
   auto c = make_case(rows, vocab, 161);

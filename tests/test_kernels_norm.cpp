@@ -136,6 +136,48 @@ TEST_CASE("rmsnorm_backward: dx and d_weight vs reference and finite differences
   }
 }
 
+// Gemma's norm: x * rstd * (1 + w), weights near 0 as Gemma checkpoints store them.
+TEST_CASE("rmsnorm: weight_offset 1 (Gemma), forward and backward vs reference and finite differences") {
+  struct Shape { uint32_t rows, cols; };
+  for (Shape shape : {Shape{1, 7}, Shape{5, 33}, Shape{300, 130}}) {
+    CAPTURE(shape.rows); CAPTURE(shape.cols);
+    float eps = 1e-6f, offset = 1.0f;
+    size_t n = size_t(shape.rows) * shape.cols;
+    auto x = test::random_floats(n, 61, -2, 2), weight = test::random_floats(shape.cols, 62, -0.5f, 0.5f);
+    auto dy = test::random_floats(n, 63);
+    Guarded x_buffer = Guarded::of(x, "x"), weight_buffer = Guarded::of(weight, "weight");
+    Guarded dy_buffer = Guarded::of(dy, "dy"), y(n * 4, "y"), rstd(shape.rows * 4, "rstd"), dx(n * 4, "dx");
+    Guarded d_weight = Guarded::of(std::vector<float>(shape.cols, 0.0f), "d_weight");
+    Guarded workspace(kernels::rmsnorm_backward_workspace_bytes(shape.rows, shape.cols), "workspace");
+    const vk::BufferRange d_weight_range = d_weight.range();
+    context().run([&](vk::Recorder& r) {
+      kernels::rmsnorm(r, x_buffer.range(), weight_buffer.range(), y.range(), rstd.range(), shape.rows, shape.cols, eps,
+                       offset);
+      kernels::rmsnorm_backward(r, dy_buffer.range(), x_buffer.range(), weight_buffer.range(), rstd.range(), dx.range(),
+                                &d_weight_range, workspace.range(), shape.rows, shape.cols, false, offset);
+    });
+    std::vector<float> expected(n), expected_dx(n), expected_d_weight(shape.cols, 0.0f);
+    ref::rmsnorm(x.data(), weight.data(), expected.data(), nullptr, shape.rows, shape.cols, eps, offset);
+    ref::rmsnorm_backward(dy.data(), x.data(), weight.data(), expected_dx.data(), expected_d_weight.data(), shape.rows,
+                          shape.cols, eps, false, offset);
+    // As for offset 0: fp32 row sums vs double, |1 + w| <= 1.5.
+    test::check_close(y.floats(), expected, 1e-12, 4e-6, "y");
+    test::check_close(dx.floats(), expected_dx, 1e-11, 1e-5, "dx");
+    test::check_close(d_weight.floats(), expected_d_weight, 1e-11, 1e-4, "d_weight");
+    for (const Guarded* buffer : {&y, &rstd, &dx, &d_weight, &workspace}) CHECK(buffer->guard_intact());
+    if (n > 2500) continue;
+    auto loss = [&](const std::vector<float>& probe_x, const std::vector<float>& probe_w) {
+      std::vector<float> out(n);
+      ref::rmsnorm(probe_x.data(), probe_w.data(), out.data(), nullptr, shape.rows, shape.cols, eps, offset);
+      return test::dot(out, dy);
+    };
+    test::check_gradient([&](const std::vector<float>& p) { return loss(p, weight); }, x, dx.floats(), 1e-2f, 1e-6, 200,
+                         "dx vs finite differences");
+    test::check_gradient([&](const std::vector<float>& p) { return loss(x, p); }, weight, d_weight.floats(), 1e-2f, 1e-6,
+                         200, "d_weight vs finite differences");
+  }
+}
+
 }  // TEST_SUITE
 
 TEST_SUITE("kernels_ops") {

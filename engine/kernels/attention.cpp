@@ -39,7 +39,7 @@ struct TileConfig {
 uint64_t shared_bytes(AttentionPass pass, uint32_t head_dim, uint32_t rows, uint32_t keys) {
   uint64_t row_bytes = (head_dim / 4 + 1) * 16ull;  // one padded head vector
   uint64_t score_tile = uint64_t(rows) * (keys + 1) * 4;
-  uint64_t masks = rows * 8ull + keys * 4ull;  // row_limit, row_segment, key_segment
+  uint64_t masks = rows * 12ull + keys * 4ull;  // row_limit, row_start, row_segment, key_segment
   switch (pass) {
     case AttentionPass::forward: return (rows + keys) * row_bytes + score_tile + masks + rows * 12ull;
     case AttentionPass::backward_dkdv: return (2ull * keys + rows) * row_bytes + 2 * score_tile + masks + rows * 8ull;
@@ -171,6 +171,7 @@ void check_shape(const AttentionShape& s) {
              "attention: head_dim must be a multiple of 4, at most 256");
   VKT_ASSERT(s.batch <= 65535 && s.kv_heads <= 65535, "attention: too many sequences or heads for one dispatch");
   VKT_ASSERT(s.scale > 0 && std::isfinite(s.scale), "attention: set shape.scale (usually 1/sqrt(head_dim))");
+  VKT_ASSERT(s.softcap >= 0 && std::isfinite(s.softcap), "attention: softcap must be >= 0 (0: none)");
 }
 
 // The direct bodies (shaders/attention_direct.glsl) want a CPU driver, where every load is one
@@ -259,6 +260,8 @@ std::pair<uint64_t, uint64_t> segment_addresses(const AttentionShape& s, const B
 }
 
 float log2_scale(const AttentionShape& s) { return static_cast<float>(s.scale * std::numbers::log2e); }
+// The soft cap in base-2 score units (the shaders' scores are scale * log2(e) * q·k).
+float log2_softcap(const AttentionShape& s) { return static_cast<float>(s.softcap * std::numbers::log2e); }
 
 // The shape and the q, k, v every attention pass reads.
 void check_inputs(const BufferRange& q, const BufferRange& k, const BufferRange& v, const AttentionShape& shape,
@@ -326,12 +329,14 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
     uint64_t q, k, v, o, lse, q_segments, kv_segments;
     uint32_t batch, seq_q, seq_kv, q_heads, kv_heads, q_offset;
     float scale_log2;
-    uint32_t keys_per_split;
+    uint32_t keys_per_split, window;
+    float softcap_log2;
   } push{q.address,         k.address,           v.address,         partial_o.address,
          partial_lse.address, q_segment_address, kv_segment_address, shape.batch,
          shape.seq_q,        shape.seq_kv,        shape.q_heads,     shape.kv_heads,
-         shape.q_offset,     log2_scale(shape), plan.keys_per_split};
-  static_assert(sizeof(push) == 88);
+         shape.q_offset,     log2_scale(shape), plan.keys_per_split, shape.window,
+         log2_softcap(shape)};
+  static_assert(sizeof(push) == 96);
   VKT_ASSERT(uint64_t(shape.batch) * plan.splits <= 65535, "attention: too many splits");
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::forward, shape);
@@ -388,11 +393,13 @@ void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const Buf
     uint64_t q, k, v, d_o, lse, delta, dk, dv, q_segments, kv_segments;
     uint32_t batch, seq_q, seq_kv, q_heads, kv_heads, q_offset;
     float scale, scale_log2;
+    uint32_t window;
+    float softcap_log2;
   } push{q.address,      k.address,     v.address,     d_o.address,        lse.address,
          delta.address,  dk.address,    dv.address,    q_segment_address,  kv_segment_address,
          shape.batch,    shape.seq_q,   shape.seq_kv,  shape.q_heads,      shape.kv_heads,
-         shape.q_offset, shape.scale,   log2_scale(shape)};
-  static_assert(sizeof(push) == 112);
+         shape.q_offset, shape.scale,   log2_scale(shape), shape.window,   log2_softcap(shape)};
+  static_assert(sizeof(push) == 120);
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::backward_dkdv, shape);
     uint32_t key_tiles = ceil_div(shape.seq_kv, config.block);
@@ -424,11 +431,13 @@ void attention_backward_dq(Recorder& recorder, const BufferRange& q, const Buffe
     uint64_t q, k, v, d_o, lse, delta, dq, q_segments, kv_segments;
     uint32_t batch, seq_q, seq_kv, q_heads, kv_heads, q_offset;
     float scale, scale_log2;
+    uint32_t window;
+    float softcap_log2;
   } push{q.address,     k.address,          v.address,          d_o.address,  lse.address,
          delta.address, dq.address,         q_segment_address,  kv_segment_address,
          shape.batch,   shape.seq_q,        shape.seq_kv,       shape.q_heads, shape.kv_heads,
-         shape.q_offset, shape.scale,       log2_scale(shape)};
-  static_assert(sizeof(push) == 104);
+         shape.q_offset, shape.scale,       log2_scale(shape),  shape.window,  log2_softcap(shape)};
+  static_assert(sizeof(push) == 112);
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::backward_dq, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dq});
@@ -464,7 +473,9 @@ struct Masks {
   const uint32_t* q_segments;
   const uint32_t* kv_segments;
   bool visible(uint32_t b, uint32_t i, uint32_t j) const {
-    if (j >= shape.seq_kv || uint64_t(j) > uint64_t(shape.q_offset) + i) return false;
+    uint64_t position = uint64_t(shape.q_offset) + i;
+    if (j >= shape.seq_kv || uint64_t(j) > position) return false;
+    if (shape.window != 0 && uint64_t(j) + shape.window <= position) return false;  // outside the sliding window
     if (!q_segments) return true;
     const uint32_t* keys = kv_segments ? kv_segments : q_segments;
     return q_segments[size_t(b) * shape.seq_q + i] == keys[size_t(b) * shape.seq_kv + j];
@@ -485,6 +496,7 @@ bool row_probabilities(const float* q, const float* k, const kernels::AttentionS
     double score = 0;
     for (uint32_t d = 0; d < s.head_dim; d++) score += double(q_row[d]) * k_row[d];
     probabilities[j] = score * s.scale;
+    if (s.softcap > 0) probabilities[j] = s.softcap * std::tanh(probabilities[j] / s.softcap);
     largest = std::max(largest, probabilities[j]);
   }
   if (largest == -INFINITY) {
@@ -559,6 +571,13 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
           for (uint32_t j = 0; j < s.seq_kv; j++) {
             if (probabilities[j] == 0) continue;
             double ds = probabilities[j] * (score_gradients[j] - delta) * s.scale;
+            if (s.softcap > 0) {  // through the capping: d(c tanh(x / c)) / dx = 1 - tanh^2
+              const float* k_row = k + ((size_t(b) * s.seq_kv + j) * s.kv_heads + kv_head) * s.head_dim;
+              double score = 0;
+              for (uint32_t d = 0; d < s.head_dim; d++) score += double(q_row[d]) * k_row[d];
+              double t = std::tanh(score * s.scale / s.softcap);
+              ds *= 1 - t * t;
+            }
             size_t kv_index = ((size_t(b) * s.seq_kv + j) * s.kv_heads + kv_head) * s.head_dim;
             for (uint32_t d = 0; d < s.head_dim; d++) {
               dq_row[d] += ds * k[kv_index + d];

@@ -9,7 +9,9 @@
 //   lse, delta: (batch, q_heads, seq_q) fp32
 // Grouped-query attention: q head h reads kv head h / (q_heads / kv_heads).
 // Masks: query i sits at absolute position q_offset + i and sees keys j <= q_offset + i (and
-// j < seq_kv); with segment ids it sees only keys of its own segment (packed sequences). A row
+// j < seq_kv), and with a sliding window only keys j > q_offset + i - window (as transformers'
+// sliding_window masks: kv_idx > q_idx - sliding_window); with segment ids it sees only keys of
+// its own segment (packed sequences). Soft-capping (Gemma 2) caps the scaled score. A row
 // that sees no key at all gets o = 0 and lse = +inf (the flash-attention convention:
 // exp(s - lse) = 0 in the backward, so its gradients are 0 and nothing is NaN).
 #include <cstdint>
@@ -27,7 +29,9 @@ struct AttentionShape {
   uint32_t kv_heads = 0;
   uint32_t head_dim = 0;  // a multiple of 4, at most 256
   uint32_t q_offset = 0;  // absolute position of query 0 (generation: tokens already cached)
-  float scale = 0;        // scores are scale * q·k; usually 1/sqrt(head_dim)
+  float scale = 0;        // scores are scale * q·k; usually 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-0.5)
+  uint32_t window = 0;    // sliding window: query at position P sees keys j > P - window; 0: none
+  float softcap = 0;      // scores become softcap * tanh(score / softcap) before the mask; 0: none
 };
 
 // Bytes of scratch the forward uses to split long key ranges over several workgroups (decode:

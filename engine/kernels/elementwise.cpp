@@ -1,6 +1,9 @@
 #include "engine/kernels/elementwise.hpp"
 
+#include <cmath>
 #include <vector>
+
+#include "engine/base/error.hpp"
 
 #include "engine/kernels/ranges.hpp"
 
@@ -31,6 +34,18 @@ void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const 
   record_dispatch(recorder, {.shader = "scale", .push = push, .grid = grid_1d(n, 256), .reads = reads, .writes = {x}});
 }
 
+void softcap(Recorder& recorder, const BufferRange& x, uint32_t n, float cap) {
+  require_bytes(x, uint64_t(n) * 4, "softcap", "x");
+  VKT_ASSERT(cap > 0 && std::isfinite(cap), "softcap: cap must be positive");
+  struct {
+    uint64_t x, factor;
+    uint32_t n;
+    float s;
+  } push{x.address, 0, n, cap};
+  record_dispatch(recorder, {.shader = "scale_softcap", .push = push, .grid = grid_1d(n, 256), .reads = {x},
+                             .writes = {x}, .label = "softcap"});
+}
+
 void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n) {
   uint64_t bytes = uint64_t(n) * 4;
   require_bytes(a, bytes, "add", "a");
@@ -52,6 +67,9 @@ void axpby(const float* x, float* y, size_t n, float alpha, float beta) {
 void scale(float* x, size_t n, float s, const float* factor) {
   double multiplier = factor ? double(s) * factor[0] : double(s);
   for (size_t i = 0; i < n; i++) x[i] = static_cast<float>(x[i] * multiplier);
+}
+void softcap(float* x, size_t n, float cap) {
+  for (size_t i = 0; i < n; i++) x[i] = static_cast<float>(cap * std::tanh(double(x[i]) / cap));
 }
 void add(const float* a, const float* b, float* out, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = static_cast<float>(double(a[i]) + b[i]);

@@ -12,6 +12,10 @@ void axpby(Recorder& recorder, const BufferRange& x, const BufferRange& y, uint3
 // x: (n) fp32, in place.
 void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const BufferRange* factor = nullptr);
 
+// x = cap * tanh(x / cap) in place (Gemma 2's final_logit_softcapping on output logits; training
+// caps inside cross_entropy, with the gradient). x: (n) fp32; cap > 0.
+void softcap(Recorder& recorder, const BufferRange& x, uint32_t n, float cap);
+
 // out = a + b. a, b, out: (n) fp32; out may be a or b.
 void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n);
 
@@ -20,5 +24,6 @@ void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const B
 namespace vkt::ref {
 void axpby(const float* x, float* y, size_t n, float alpha, float beta);
 void scale(float* x, size_t n, float s, const float* factor = nullptr);
+void softcap(float* x, size_t n, float cap);
 void add(const float* a, const float* b, float* out, size_t n);
 }

@@ -20,14 +20,18 @@ constexpr uint32_t ignore_target = 0xffffffffu;  // a target that contributes no
 // grad_scale: (1) fp32 in device memory (per-step value of a replayed recording, e.g.
 //   loss_scale / total weight of the batch); loss: (rows) fp32 (sum with sum_rows: deterministic).
 // With write_gradient false the logits are left untouched (evaluation).
+// logit_softcap > 0 (Gemma 2's final_logit_softcapping): the loss sees c * tanh(logits / c) and
+// dlogits is the gradient with respect to the raw logits (times 1 - tanh^2); 0: no capping.
 void cross_entropy(Recorder& recorder, const BufferRange& logits, const BufferRange& targets,
                    const BufferRange& weights, const BufferRange& grad_scale, const BufferRange& loss, uint32_t rows,
-                   uint32_t vocab, uint32_t ignore_index = ignore_target, bool write_gradient = true);
+                   uint32_t vocab, uint32_t ignore_index = ignore_target, bool write_gradient = true,
+                   float logit_softcap = 0.0f);
 
 }  // namespace vkt::kernels
 
 namespace vkt::ref {
 // dlogits: (rows, vocab) or nullptr; may be logits (in place). Double precision.
 void cross_entropy(const float* logits, const uint32_t* targets, const float* weights, float grad_scale, float* loss,
-                   float* dlogits, uint32_t rows, uint32_t vocab, uint32_t ignore_index = 0xffffffffu);
+                   float* dlogits, uint32_t rows, uint32_t vocab, uint32_t ignore_index = 0xffffffffu,
+                   float logit_softcap = 0.0f);
 }  // namespace vkt::ref

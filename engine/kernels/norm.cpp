@@ -9,7 +9,7 @@
 namespace vkt::kernels {
 
 void rmsnorm(Recorder& recorder, const BufferRange& x, const BufferRange& weight, const BufferRange& y,
-             const BufferRange& rstd, uint32_t rows, uint32_t cols, float eps) {
+             const BufferRange& rstd, uint32_t rows, uint32_t cols, float eps, float weight_offset) {
   uint64_t elements = uint64_t(rows) * cols;
   require_index_range(elements, "rmsnorm");
   require_bytes(x, elements * 4, "rmsnorm", "x");
@@ -19,8 +19,8 @@ void rmsnorm(Recorder& recorder, const BufferRange& x, const BufferRange& weight
   struct {
     uint64_t x, weight, y, rstd;
     uint32_t rows, cols;
-    float eps;
-  } push{x.address, weight.address, y.address, rstd.address, rows, cols, eps};
+    float eps, weight_offset;
+  } push{x.address, weight.address, y.address, rstd.address, rows, cols, eps, weight_offset};
   const uint32_t specialization[] = {row_threads(recorder.context())};
   record_dispatch(recorder, {.shader = "rmsnorm", .specialization = specialization, .push = push,
                              .grid = grid_1d(rows, 1),  // one workgroup per row
@@ -31,7 +31,8 @@ uint64_t rmsnorm_backward_workspace_bytes(uint32_t rows, uint32_t cols) { return
 
 void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& x, const BufferRange& weight,
                       const BufferRange& rstd, const BufferRange& dx, const BufferRange* d_weight,
-                      const BufferRange& workspace, uint32_t rows, uint32_t cols, bool accumulate_dx) {
+                      const BufferRange& workspace, uint32_t rows, uint32_t cols, bool accumulate_dx,
+                      float weight_offset) {
   uint64_t elements = uint64_t(rows) * cols;
   require_index_range(elements, "rmsnorm_backward");
   require_bytes(dy, elements * 4, "rmsnorm_backward", "dy");
@@ -58,7 +59,9 @@ void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRan
   struct {
     uint64_t dy, x, weight, rstd, dx;
     uint32_t rows, cols, accumulate;
-  } push{dy.address, x.address, weight.address, rstd.address, dx.address, rows, cols, accumulate_dx ? 1u : 0u};
+    float weight_offset;
+  } push{dy.address, x.address, weight.address, rstd.address, dx.address, rows, cols, accumulate_dx ? 1u : 0u,
+         weight_offset};
   const uint32_t specialization[] = {row_threads(recorder.context())};
   record_dispatch(recorder, {.shader = "rmsnorm_backward", .specialization = specialization, .push = push,
                              .grid = grid_1d(rows, 1), .reads = {dy, x, weight, rstd, dx}, .writes = {dx}});
@@ -68,19 +71,21 @@ void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRan
 
 namespace vkt::ref {
 
-void rmsnorm(const float* x, const float* weight, float* y, float* rstd, uint32_t rows, uint32_t cols, float eps) {
+void rmsnorm(const float* x, const float* weight, float* y, float* rstd, uint32_t rows, uint32_t cols, float eps,
+             float weight_offset) {
   for (uint32_t r = 0; r < rows; r++) {
     const float* row = x + size_t(r) * cols;
     double squares = 0;
     for (uint32_t c = 0; c < cols; c++) squares += double(row[c]) * row[c];
     double inverse = 1.0 / std::sqrt(squares / cols + eps);
     if (rstd) rstd[r] = static_cast<float>(inverse);
-    for (uint32_t c = 0; c < cols; c++) y[size_t(r) * cols + c] = static_cast<float>(weight[c] * (row[c] * inverse));
+    for (uint32_t c = 0; c < cols; c++)
+      y[size_t(r) * cols + c] = static_cast<float>((double(weight[c]) + weight_offset) * (row[c] * inverse));
   }
 }
 
 void rmsnorm_backward(const float* dy, const float* x, const float* weight, float* dx, float* d_weight, uint32_t rows,
-                      uint32_t cols, float eps, bool accumulate_dx) {
+                      uint32_t cols, float eps, bool accumulate_dx, float weight_offset) {
   std::vector<double> weight_sum(cols, 0.0);
   for (uint32_t r = 0; r < rows; r++) {
     const float* xr = x + size_t(r) * cols;
@@ -89,11 +94,12 @@ void rmsnorm_backward(const float* dy, const float* x, const float* weight, floa
     for (uint32_t c = 0; c < cols; c++) squares += double(xr[c]) * xr[c];
     double inverse = 1.0 / std::sqrt(squares / cols + eps);
     double dn_n = 0;
-    for (uint32_t c = 0; c < cols; c++) dn_n += double(dyr[c]) * weight[c] * (xr[c] * inverse);
+    for (uint32_t c = 0; c < cols; c++)
+      dn_n += double(dyr[c]) * (double(weight[c]) + weight_offset) * (xr[c] * inverse);
     double mean_dn_n = dn_n / cols;
     for (uint32_t c = 0; c < cols; c++) {
       double n = xr[c] * inverse;
-      double result = inverse * (double(dyr[c]) * weight[c] - n * mean_dn_n);
+      double result = inverse * (double(dyr[c]) * (double(weight[c]) + weight_offset) - n * mean_dn_n);
       float& out = dx[size_t(r) * cols + c];
       out = static_cast<float>(accumulate_dx ? out + result : result);
       weight_sum[c] += double(dyr[c]) * n;

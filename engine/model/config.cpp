@@ -22,6 +22,8 @@ constexpr ArchitectureInfo kArchitectures[] = {
     {Architecture::qwen2, "Qwen2ForCausalLM", "qwen2"},
     {Architecture::mistral, "MistralForCausalLM", "mistral"},
     {Architecture::qwen3, "Qwen3ForCausalLM", "qwen3"},
+    {Architecture::gemma2, "Gemma2ForCausalLM", "gemma2"},
+    {Architecture::gemma3, "Gemma3ForCausalLM", "gemma3_text"},
 };
 
 const ArchitectureInfo& info(Architecture architecture) {
@@ -174,6 +176,57 @@ std::string supported_architectures() {
   return text + " (and models built on them: TinyLlama, SmolLM, Llama 2/3, Qwen2/2.5, Qwen3, Mistral)";
 }
 
+// Gemma's RoPE (Gemma 3: a global base, optionally scaled, and a local one for sliding layers, as
+// rope_parameters per layer type or rope_theta + rope_local_base_freq; Gemma 2: one base),
+// attention scale and soft caps (Gemma2Config's defaults 50 and 30 when absent).
+void parse_gemma(const json& document, const Reader& reader, ModelConfig& config) {
+  if (reader.boolean_or("use_bidirectional_attention", false))
+    reader.fail("use_bidirectional_attention", "is true: vktune trains causal decoders only");
+  config.query_pre_attn_scalar = reader.number_or("query_pre_attn_scalar", 256.0);
+  if (!(config.query_pre_attn_scalar > 0)) reader.fail("query_pre_attn_scalar", "must be positive");
+  const bool gemma2 = config.architecture == Architecture::gemma2;
+  auto cap = [&](const char* key, double gemma2_default) {
+    if (!document.contains(key)) return gemma2 ? gemma2_default : 0.0;
+    double value = reader.has(key) ? reader.number_or(key, 0) : 0;  // null: none
+    if (value < 0) reader.fail(key, "must be positive or null");
+    return value;
+  };
+  config.attn_logit_softcapping = cap("attn_logit_softcapping", 50.0);
+  config.final_logit_softcapping = cap("final_logit_softcapping", 30.0);
+  if (gemma2) {
+    if (reader.has("rope_parameters") && document["rope_parameters"].contains("rope_theta"))
+      config.rope_theta = reader.number(document["rope_parameters"]["rope_theta"], "rope_parameters.rope_theta");
+    else
+      config.rope_theta = reader.number_or("rope_theta", 10000.0);
+    const json no_parameters = json::object();
+    const json& rope = reader.has("rope_parameters") ? document["rope_parameters"] : no_parameters;
+    if (rope.value("rope_type", std::string("default")) != "default")
+      reader.fail("rope_parameters", "rope_type is not \"default\", which vktune does not support for Gemma 2");
+    config.rope_local_theta = config.rope_theta;
+    return;
+  }
+  const json* parameters = reader.has("rope_parameters") ? &document["rope_parameters"] : nullptr;
+  if (parameters && parameters->contains("full_attention")) {
+    const json& global = (*parameters)["full_attention"];
+    config.rope_theta =
+        reader.number(global.value("rope_theta", json(10000.0)), "rope_parameters.full_attention.rope_theta");
+    config.rope_scaling =
+        parse_rope_scaling(global, "rope_parameters.full_attention", reader, config.max_position_embeddings);
+    const json local = parameters->value("sliding_attention", json::object());
+    config.rope_local_theta =
+        reader.number(local.value("rope_theta", json(10000.0)), "rope_parameters.sliding_attention.rope_theta");
+    if (local.value("rope_type", std::string("default")) != "default")
+      reader.fail("rope_parameters", "sliding_attention.rope_type is not \"default\", which vktune does not support");
+  } else {
+    config.rope_theta = reader.number_or("rope_theta", 1000000.0);
+    if (reader.has("rope_scaling"))
+      config.rope_scaling =
+          parse_rope_scaling(document["rope_scaling"], "rope_scaling", reader, config.max_position_embeddings);
+    config.rope_local_theta = reader.number_or("rope_local_base_freq", 10000.0);
+  }
+  if (!(config.rope_local_theta > 0)) reader.fail("rope_local_base_freq", "must be positive");
+}
+
 ModelConfig parse_model_config(const json& document, const std::string& where) {
   if (!document.is_object()) throw UserError(where + ": not a JSON object", kConfigHint);
   Reader reader(document, where);
@@ -206,8 +259,13 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   if (!(config.rms_norm_eps > 0)) reader.fail("rms_norm_eps", "must be positive");
   config.tie_word_embeddings = reader.boolean_or("tie_word_embeddings", false);
 
-  std::string activation = reader.string_or("hidden_act", "silu");
-  if (activation != "silu")
+  config.gemma = config.architecture == Architecture::gemma2 || config.architecture == Architecture::gemma3;
+  std::string activation = config.gemma ? reader.string_or("hidden_activation", "gelu_pytorch_tanh")
+                                        : reader.string_or("hidden_act", "silu");
+  if (config.gemma && activation != "gelu_pytorch_tanh")
+    reader.fail("hidden_activation",
+                "is \"" + activation + "\"; vktune implements Gemma's GeGLU with gelu_pytorch_tanh");
+  if (!config.gemma && activation != "silu")
     reader.fail("hidden_act", "is \"" + activation + "\"; vktune implements the SwiGLU MLP with silu only");
   if (reader.boolean_or("mlp_bias", false))
     reader.fail("mlp_bias", "is true: MLP projections with a bias are not supported",
@@ -223,10 +281,13 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
     bool attention_bias = reader.boolean_or("attention_bias", false);
     config.qkv_bias = config.o_bias = attention_bias;
   }
-  config.qk_norm = config.architecture == Architecture::qwen3;  // Qwen3Attention always has q_norm/k_norm
+  // Qwen3Attention and Gemma3Attention always have q_norm/k_norm.
+  config.qk_norm = config.architecture == Architecture::qwen3 || config.architecture == Architecture::gemma3;
 
   // RoPE: rope_parameters (5.x) takes precedence, as transformers' standardisation does.
-  if (reader.has("rope_parameters")) {
+  if (config.gemma) {
+    parse_gemma(document, reader, config);
+  } else if (reader.has("rope_parameters")) {
     const json& parameters = document["rope_parameters"];
     if (!parameters.is_object()) reader.fail("rope_parameters", "must be an object, got " + parameters.dump());
     if (parameters.contains("full_attention") || parameters.contains("sliding_attention"))
@@ -251,7 +312,16 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   config.sliding_window_layers.assign(static_cast<size_t>(config.num_hidden_layers), false);
   std::optional<int64_t> window = reader.optional_integer("sliding_window");
   if (window && *window <= 0) reader.fail("sliding_window", "must be positive or null");
-  if (config.architecture == Architecture::mistral) {
+  if (config.gemma) {
+    if (!window) reader.fail("sliding_window", "is not set; Gemma needs its local layers' window");
+    config.sliding_window = window;
+    // The configs' default patterns: every sliding_window_pattern-th layer is global (Gemma 3: 6,
+    // Gemma 2: every second).
+    int64_t fallback = config.architecture == Architecture::gemma2 ? 2 : 6;
+    int64_t pattern = reader.has("sliding_window_pattern") ? reader.positive("sliding_window_pattern") : fallback;
+    for (int64_t layer = 0; layer < config.num_hidden_layers; layer++)
+      config.sliding_window_layers[static_cast<size_t>(layer)] = (layer + 1) % pattern != 0;
+  } else if (config.architecture == Architecture::mistral) {
     if (window) {
       config.sliding_window = window;
       config.sliding_window_layers.assign(config.sliding_window_layers.size(), true);
@@ -309,7 +379,7 @@ json to_json(const ModelConfig& config) {
   document["max_position_embeddings"] = config.max_position_embeddings;
   document["rms_norm_eps"] = config.rms_norm_eps;
   document["tie_word_embeddings"] = config.tie_word_embeddings;
-  document["hidden_act"] = "silu";
+  if (!config.gemma) document["hidden_act"] = "silu";  // Gemma's hidden_activation stays as read
   if (config.architecture != Architecture::qwen2) document["attention_bias"] = config.qkv_bias;
   if (config.architecture == Architecture::llama) document["mlp_bias"] = false;
 
@@ -323,7 +393,9 @@ json to_json(const ModelConfig& config) {
                {"high_freq_factor", config.rope_scaling.high_freq_factor},
                {"original_max_position_embeddings", config.rope_scaling.original_max_position_embeddings}};
   }
-  if (document.contains("rope_parameters")) {
+  if (config.gemma) {
+    // Gemma's RoPE settings (per layer type) stay as read: only models read from a file are Gemma.
+  } else if (document.contains("rope_parameters")) {
     json parameters = scaling.is_null() ? json{{"rope_type", "default"}} : scaling;
     parameters["rope_theta"] = config.rope_theta;
     document["rope_parameters"] = parameters;

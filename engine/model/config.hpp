@@ -14,7 +14,7 @@
 
 namespace vkt::model {
 
-enum class Architecture { llama, qwen2, mistral, qwen3 };
+enum class Architecture { llama, qwen2, mistral, qwen3, gemma2, gemma3 };
 const char* architecture_name(Architecture architecture);  // "LlamaForCausalLM"
 const char* model_type_name(Architecture architecture);    // "llama"
 std::string supported_architectures();                     // for messages
@@ -45,7 +45,7 @@ struct ModelConfig {
   bool tie_word_embeddings = false;      // lm_head shares embed_tokens' weight
   bool qkv_bias = false;                 // q/k/v projections have a bias (Qwen2 always; Llama attention_bias)
   bool o_bias = false;                   // o_proj has a bias (Llama attention_bias only)
-  bool qk_norm = false;                  // Qwen3: RMSNorm over head_dim of each q and k head, before RoPE
+  bool qk_norm = false;                  // Qwen3, Gemma 3: RMSNorm over head_dim of each q and k head, before RoPE
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;    // eos_token_id may be one id or a list (Llama 3 instruct)
   std::optional<int64_t> pad_token_id;
@@ -56,6 +56,15 @@ struct ModelConfig {
   // window this is the same as full attention, so it may be ignored there.
   std::optional<int64_t> sliding_window;
   std::vector<bool> sliding_window_layers;  // per layer (num_hidden_layers): uses sliding_window
+  // Gemma 2/3 (Gemma2ForCausalLM, Gemma3ForCausalLM): (1 + w) RMSNorms, norms before and after
+  // attention and MLP, GeGLU (gelu_pytorch_tanh), embeddings scaled by sqrt(hidden_size), attention
+  // scale query_pre_attn_scalar^-0.5; Gemma 3: q_norm/k_norm, local (sliding) layers with their own
+  // RoPE base; Gemma 2: attention and final logit soft-capping.
+  bool gemma = false;
+  double query_pre_attn_scalar = 0;      // 0: head_dim
+  double rope_local_theta = 0;           // RoPE base of sliding-window layers; 0: rope_theta
+  double attn_logit_softcapping = 0;     // 0: none
+  double final_logit_softcapping = 0;    // 0: none
   // The parsed config.json (empty for a config built in code): to_json starts from it so keys this
   // struct does not model (initializer_range, quantization settings, ...) survive a round trip.
   nlohmann::json original;

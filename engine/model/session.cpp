@@ -15,6 +15,7 @@ spec::ModelShape model_shape(const ModelConfig& c) {
   shape.vocab = static_cast<uint64_t>(c.vocab_size);
   shape.tied_embeddings = c.tie_word_embeddings;
   shape.qkv_bias = c.qkv_bias;
+  shape.gemma = c.gemma;
   shape.qk_norm = c.qk_norm;
   return shape;
 }

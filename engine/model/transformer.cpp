@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "engine/base/error.hpp"
+#include "engine/base/half.hpp"
 #include "engine/kernels/activation.hpp"
 #include "engine/kernels/attention.hpp"
 #include "engine/kernels/elementwise.hpp"
@@ -71,6 +72,13 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
   }
   std::vector<float> inv_freq = rope_inv_freq(config);
   context.upload(buffers.buffer("rope.inv_freq"), inv_freq.data());
+  if (config.gemma) {
+    ModelConfig local = config;
+    local.rope_theta = config.rope_local_theta;
+    local.rope_scaling = RopeScaling{};
+    std::vector<float> local_inv_freq = rope_inv_freq(local);
+    context.upload(buffers.buffer("rope.inv_freq_local"), local_inv_freq.data());
+  }
 }
 
 const LoraParams* Transformer::lora(uint32_t layer, Module module) const {
@@ -141,6 +149,11 @@ Transformer::LayerActivations Transformer::activations(uint32_t layer, bool reco
            {&LayerActivations::rstd_mlp, "rstd_mlp"}, {&LayerActivations::norm_mlp, "norm_mlp"},
            {&LayerActivations::gate, "gate"}, {&LayerActivations::up, "up"}, {&LayerActivations::act, "act"}})
     a.*field = range(prefix + name);
+  if (config_.gemma)
+    for (auto [field, name] : std::initializer_list<std::pair<BufferRange LayerActivations::*, const char*>>{
+             {&LayerActivations::o_pre, "o_pre"}, {&LayerActivations::rstd_post_attn, "rstd_post_attn"},
+             {&LayerActivations::down_pre, "down_pre"}, {&LayerActivations::rstd_post_mlp, "rstd_post_mlp"}})
+      a.*field = range(prefix + name);
   if (config_.qk_norm) {
     a.q_pre_norm = range(prefix + "q_pre_norm");
     a.k_pre_norm = range(prefix + "k_pre_norm");
@@ -170,7 +183,31 @@ kernels::AttentionShape Transformer::attention_shape() const {
   shape.kv_heads = kv_heads_;
   shape.head_dim = head_dim_;
   shape.scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  if (config_.gemma) {
+    shape.scale = static_cast<float>(std::pow(config_.query_pre_attn_scalar, -0.5));
+    shape.softcap = static_cast<float>(config_.attn_logit_softcapping);
+  }
   return shape;
+}
+
+kernels::AttentionShape Transformer::layer_attention(kernels::AttentionShape base, uint32_t layer) const {
+  if (config_.sliding_window && config_.sliding_window_layers[layer])
+    base.window = static_cast<uint32_t>(*config_.sliding_window);
+  return base;
+}
+
+float Transformer::embedding_scale() const {
+  // transformers: torch.tensor(hidden_size**0.5) (fp32), then .to(the embedding weight's dtype).
+  float scale = static_cast<float>(std::sqrt(static_cast<double>(hidden_)));
+  DType table_type = full_ ? DType::f32 : dense_type_;
+  if (table_type == DType::bf16) return bf16_to_float(float_to_bf16(scale));
+  if (table_type == DType::f16) return half_to_float(float_to_half(scale));
+  return scale;
+}
+
+BufferRange Transformer::layer_inv_freq(uint32_t layer) const {
+  bool local = config_.gemma && config_.sliding_window && config_.sliding_window_layers[layer];
+  return range(local ? "rope.inv_freq_local" : "rope.inv_freq");
 }
 
 Transformer::ForwardPass Transformer::training_pass() const {
@@ -186,23 +223,27 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   const uint32_t rows = pass.rows;
   const std::string prefix = "model.layers." + std::to_string(layer) + ".";
   const BufferRange positions = range("input.positions"), segments = range("input.segments");
-  const BufferRange inv_freq = range("rope.inv_freq");
-  kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows, hidden_, eps);
+  const BufferRange inv_freq = layer_inv_freq(layer);
+  const bool gemma = config_.gemma;
+  const float offset = norm_offset();
+  const kernels::AttentionShape attention = layer_attention(pass.attention, layer);
+  kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows, hidden_, eps,
+                   offset);
   const bool qk_norm = config_.qk_norm;
   const BufferRange q_out = qk_norm ? a.q_pre_norm : a.q, k_out = qk_norm ? a.k_pre_norm : a.k;
   linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, q_out, rows, scratch(a, Module::q_proj));
   linear_forward(r, linear(layer, Module::k_proj), a.norm_attn, k_out, rows, scratch(a, Module::k_proj));
   linear_forward(r, linear(layer, Module::v_proj), a.norm_attn, a.v, rows, scratch(a, Module::v_proj));
-  if (qk_norm) {  // Qwen3: each head of q and k is a row of head_dim to normalise, before RoPE
+  if (qk_norm) {  // Qwen3, Gemma 3: each head of q and k is a row of head_dim to normalise, before RoPE
     kernels::rmsnorm(r, a.q_pre_norm, range(prefix + "self_attn.q_norm.weight"), a.q, a.rstd_q, rows * heads_,
-                     head_dim_, eps);
+                     head_dim_, eps, offset);
     kernels::rmsnorm(r, a.k_pre_norm, range(prefix + "self_attn.k_norm.weight"), a.k, a.rstd_k, rows * kv_heads_,
-                     head_dim_, eps);
+                     head_dim_, eps, offset);
   }
   kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_);
   kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_);
   if (!pass.decode) {
-    kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, pass.attention, &segments);
+    kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, &segments);
   } else {
     // Append this step's keys and values to the cache, then attend over everything cached.
     const uint32_t kv_bytes = kv_heads_ * head_dim_ * 4;
@@ -212,23 +253,34 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
     r.copy(rows_of(a.v, 0, rows, kv_bytes), rows_of(v_cache, pass.past, rows, kv_bytes));
     const BufferRange workspace = buffers_.optional_range("attention.workspace");
     kernels::attention_forward(r, a.q, rows_of(k_cache, 0, pass.past + rows, kv_bytes),
-                               rows_of(v_cache, 0, pass.past + rows, kv_bytes), a.attn, a.lse, pass.attention, nullptr,
+                               rows_of(v_cache, 0, pass.past + rows, kv_bytes), a.attn, a.lse, attention, nullptr,
                                nullptr, workspace.bytes ? &workspace : nullptr);
   }
-  // mid = input + o_proj(attn)
-  linear_forward(r, linear(layer, Module::o_proj), a.attn, a.mid, rows, scratch(a, Module::o_proj));
+  // mid = input + o_proj(attn)   (Gemma: input + post_attention_layernorm(o_proj(attn)))
+  linear_forward(r, linear(layer, Module::o_proj), a.attn, gemma ? a.o_pre : a.mid, rows, scratch(a, Module::o_proj));
+  if (gemma)
+    kernels::rmsnorm(r, a.o_pre, range(prefix + "post_attention_layernorm.weight"), a.mid, a.rstd_post_attn, rows,
+                     hidden_, eps, offset);
   kernels::axpby(r, a.input, a.mid, rows * hidden_, 1.0f, 1.0f);
-  kernels::rmsnorm(r, a.mid, range(prefix + "post_attention_layernorm.weight"), a.norm_mlp, a.rstd_mlp, rows, hidden_, eps);
+  kernels::rmsnorm(r, a.mid, range(prefix + mlp_norm_name()), a.norm_mlp, a.rstd_mlp, rows, hidden_, eps, offset);
   linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows, scratch(a, Module::gate_proj));
   linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows, scratch(a, Module::up_proj));
-  kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_);
-  if (!out) {
+  if (gemma) kernels::geglu(r, a.gate, a.up, a.act, rows * intermediate_);
+  else kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_);
+  if (!out && !gemma) {
     // Recomputation for the backward needs no output, only down_proj's LoRA intermediate.
     linear_lora_intermediate(r, linear(layer, Module::down_proj), a.act, rows, scratch(a, Module::down_proj));
     return;
   }
-  // out = mid + down_proj(act)
-  linear_forward(r, linear(layer, Module::down_proj), a.act, *out, rows, scratch(a, Module::down_proj));
+  // out = mid + down_proj(act)   (Gemma: mid + post_feedforward_layernorm(down_proj(act)))
+  linear_forward(r, linear(layer, Module::down_proj), a.act, gemma ? a.down_pre : *out, rows,
+                 scratch(a, Module::down_proj));
+  if (gemma) {
+    // Recomputation keeps down_pre and the norm's rstd; its output goes to grad_act.norm, free then.
+    kernels::rmsnorm(r, a.down_pre, range(prefix + "post_feedforward_layernorm.weight"),
+                     out ? *out : range("grad_act.norm"), a.rstd_post_mlp, rows, hidden_, eps, offset);
+    if (!out) return;
+  }
   kernels::axpby(r, a.mid, *out, rows * hidden_, 1.0f, 1.0f);
 }
 
@@ -239,19 +291,32 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   const BufferRange d_attn = range("grad_act.attn");
   const BufferRange dq = range("grad_act.q"), dk = range("grad_act.k"), dv = range("grad_act.v");
   const BufferRange positions = range("input.positions"), segments = range("input.segments");
-  const BufferRange inv_freq = range("rope.inv_freq"), workspace = range("workspace.reduce");
+  const BufferRange inv_freq = layer_inv_freq(layer), workspace = range("workspace.reduce");
+  const bool gemma = config_.gemma;
+  const float offset = norm_offset();
   // MLP: out = mid + down(swiglu(gate(n), up(n))), n = rmsnorm(mid).
-  linear_backward(r, linear(layer, Module::down_proj), a.act, residual, d_act, false, rows_, scratch(a, Module::down_proj));
-  kernels::swiglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
+  // Gemma: out = mid + post_ff_norm(down(geglu(...))), n = pre_ff_norm(mid); d(down) lands in d_norm.
+  if (gemma)
+    kernels::rmsnorm_backward(r, residual, a.down_pre, range(prefix + "post_feedforward_layernorm.weight"),
+                              a.rstd_post_mlp, d_norm, nullptr, workspace, rows_, hidden_, false, offset);
+  linear_backward(r, linear(layer, Module::down_proj), a.act, gemma ? d_norm : residual, d_act, false, rows_,
+                  scratch(a, Module::down_proj));
+  if (gemma) kernels::geglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
+  else kernels::swiglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
   linear_backward(r, linear(layer, Module::gate_proj), a.norm_mlp, d_gate, d_norm, false, rows_, scratch(a, Module::gate_proj));
   linear_backward(r, linear(layer, Module::up_proj), a.norm_mlp, d_up, d_norm, true, rows_, scratch(a, Module::up_proj));
   BufferRange d_post = full_ ? range("grad." + prefix + "post_attention_layernorm.weight") : BufferRange{};
-  kernels::rmsnorm_backward(r, d_norm, a.mid, range(prefix + "post_attention_layernorm.weight"), a.rstd_mlp, residual,
-                            full_ ? &d_post : nullptr, workspace, rows_, hidden_, true);
+  kernels::rmsnorm_backward(r, d_norm, a.mid, range(prefix + mlp_norm_name()), a.rstd_mlp, residual,
+                            full_ ? &d_post : nullptr, workspace, rows_, hidden_, true, offset);
   // Attention: mid = input + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(input).
-  linear_backward(r, linear(layer, Module::o_proj), a.attn, residual, d_attn, false, rows_, scratch(a, Module::o_proj));
+  // Gemma: mid = input + post_attention_layernorm(o(...)), q and k through q_norm/k_norm before RoPE.
+  if (gemma)
+    kernels::rmsnorm_backward(r, residual, a.o_pre, range(prefix + "post_attention_layernorm.weight"),
+                              a.rstd_post_attn, d_norm, nullptr, workspace, rows_, hidden_, false, offset);
+  linear_backward(r, linear(layer, Module::o_proj), a.attn, gemma ? d_norm : residual, d_attn, false, rows_,
+                  scratch(a, Module::o_proj));
   kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
-                              attention_shape(), &segments);
+                              layer_attention(attention_shape(), layer), &segments);
   kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_);
   kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_);
   if (config_.qk_norm) {  // back through q_norm/k_norm, in place (dq, dk now hold d(pre-norm q, k))
@@ -260,7 +325,7 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
           std::tuple{dk, a.k_pre_norm, a.rstd_k, kv_heads_, "self_attn.k_norm.weight"}}) {
       BufferRange d_weight = full_ ? range("grad." + prefix + norm) : BufferRange{};
       kernels::rmsnorm_backward(r, d, pre_norm, range(prefix + norm), rstd, d, full_ ? &d_weight : nullptr, workspace,
-                                rows_ * heads, head_dim_, false);
+                                rows_ * heads, head_dim_, false, offset);
     }
   }
   // Below layer 0 only the embedding is left: LoRA runs skip the input gradient there.
@@ -272,7 +337,7 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   if (need_input_gradient) {
     BufferRange d_in_norm = full_ ? range("grad." + prefix + "input_layernorm.weight") : BufferRange{};
     kernels::rmsnorm_backward(r, d_norm, a.input, range(prefix + "input_layernorm.weight"), a.rstd_attn, residual,
-                              full_ ? &d_in_norm : nullptr, workspace, rows_, hidden_, true);
+                              full_ ? &d_in_norm : nullptr, workspace, rows_, hidden_, true, offset);
   }
 }
 
@@ -297,11 +362,16 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
     BufferRange logits = logits_out ? rows_of(*logits_out, first, count, logit_bytes)
                                     : rows_of(range("logits.chunk"), 0, count, logit_bytes);
     kernels::matmul_nt(r, x, DType::f32, head, logits, DType::f32, count, vocab_, hidden_);
-    if (!loss) continue;
+    if (!loss) {  // output logits: Gemma 2 caps them (training caps inside the cross-entropy)
+      if (config_.final_logit_softcapping > 0)
+        kernels::softcap(r, logits, count * vocab_, static_cast<float>(config_.final_logit_softcapping));
+      continue;
+    }
     BufferRange loss_scale = buffers_.buffer("step_state").range(step_state_loss_scale_offset, 4);
     kernels::cross_entropy(r, logits, rows_of(range("input.targets"), first, count, 4),
                            rows_of(range("input.weights"), first, count, 4), loss_scale,
-                           rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target, gradients);
+                           rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target, gradients,
+                           static_cast<float>(config_.final_logit_softcapping));
     if (!gradients) continue;
     // d(final norm) = dlogits · W_head ; full finetuning: dW_head += dlogitsᵀ · norm.
     kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes), DType::f32,
@@ -323,13 +393,14 @@ void Transformer::record_body(Recorder& r) {
   DType table_type = full_ ? DType::f32 : dense_type_;
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, layer_input(0), rows_,
                      vocab_, hidden_);
+  if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale());
   const bool recompute_set = checkpointing_ || !plan_.settings.training;
   for (uint32_t layer = 0; layer < layers_; layer++) {
     BufferRange out = layer_input(layer + 1);
     layer_forward(r, layer, activations(layer, recompute_set), &out, training_pass());
   }
   kernels::rmsnorm(r, layer_input(layers_), range("model.norm.weight"), range("act.final.norm"), range("act.final.rstd"),
-                   rows_, hidden_, static_cast<float>(config_.rms_norm_eps));
+                   rows_, hidden_, static_cast<float>(config_.rms_norm_eps), norm_offset());
 }
 
 void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
@@ -341,7 +412,7 @@ void Transformer::record_backward(Recorder& r) {
   BufferRange d_final = full_ ? range("grad.model.norm.weight") : BufferRange{};
   kernels::rmsnorm_backward(r, range("grad_act.norm"), layer_input(layers_), range("model.norm.weight"),
                             range("act.final.rstd"), range("grad_act.residual"), full_ ? &d_final : nullptr,
-                            range("workspace.reduce"), rows_, hidden_, false);
+                            range("workspace.reduce"), rows_, hidden_, false, norm_offset());
   for (uint32_t layer = layers_; layer-- > 0;) {
     LayerActivations acts = activations(layer, checkpointing_);
     if (checkpointing_) layer_forward(r, layer, acts, nullptr, training_pass());  // recompute its activations
@@ -367,14 +438,17 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   DType table_type = dense_type_;
   const BufferRange stream = range("act.stream");
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, stream, rows, vocab_, hidden_);
+  if (config_.gemma) kernels::scale(r, rows_of(stream, 0, rows, hidden_ * 4), rows * hidden_, embedding_scale());
   for (uint32_t layer = 0; layer < layers_; layer++) layer_forward(r, layer, activations(layer, true), &stream, pass);
   // Only the last row's logits are needed to pick the next token.
   const uint32_t row_bytes = hidden_ * 4;
   BufferRange last = rows_of(stream, rows - 1, 1, row_bytes);
   BufferRange norm = rows_of(range("act.final.norm"), 0, 1, row_bytes);
   kernels::rmsnorm(r, last, range("model.norm.weight"), norm, rows_of(range("act.final.rstd"), 0, 1, 4), 1, hidden_,
-                   static_cast<float>(config_.rms_norm_eps));
+                   static_cast<float>(config_.rms_norm_eps), norm_offset());
   kernels::matmul_nt(r, norm, DType::f32, lm_head_ref(), rows_of(logits, 0, 1, vocab_ * 4), DType::f32, 1, vocab_, hidden_);
+  if (config_.final_logit_softcapping > 0)
+    kernels::softcap(r, rows_of(logits, 0, 1, vocab_ * 4), vocab_, static_cast<float>(config_.final_logit_softcapping));
 }
 
 void Transformer::record_logits(Recorder& r, const BufferRange& logits) {

@@ -71,9 +71,11 @@ class Transformer {
  private:
   struct LayerActivations {
     BufferRange input, rstd_attn, norm_attn, q, k, v, attn, lse, mid, rstd_mlp, norm_mlp, gate, up, act;
-    // Qwen3's q_norm/k_norm (empty otherwise): q/k as projected, (rows, heads * head_dim), and the
-    // rstd of each (row, head), saved for the backward.
+    // Qwen3's and Gemma 3's q_norm/k_norm (empty otherwise): q/k as projected, (rows, heads * head_dim),
+    // and the rstd of each (row, head), saved for the backward.
     BufferRange q_pre_norm, k_pre_norm, rstd_q, rstd_k;
+    // Gemma only: inputs of the norms after attention and after the MLP, and their rstd.
+    BufferRange o_pre, rstd_post_attn, down_pre, rstd_post_mlp;
     std::array<BufferRange, spec::module_count> lora_t;
   };
   LayerActivations activations(uint32_t layer, bool recompute) const;
@@ -97,6 +99,16 @@ class Transformer {
   kernels::WeightRef weight_ref(const std::string& name) const;
   kernels::WeightRef lm_head_ref() const;
   kernels::AttentionShape attention_shape() const;
+  // `base` with this layer's sliding window (0 for a global layer).
+  kernels::AttentionShape layer_attention(kernels::AttentionShape base, uint32_t layer) const;
+  BufferRange layer_inv_freq(uint32_t layer) const;  // RoPE frequencies: Gemma's local layers have their own
+  float norm_offset() const { return config_.gemma ? 1.0f : 0.0f; }  // Gemma's (1 + w) norms
+  // The norm before the MLP: Gemma's pre_feedforward_layernorm (its post_attention_layernorm
+  // follows attention), Llama's post_attention_layernorm.
+  const char* mlp_norm_name() const {
+    return config_.gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight";
+  }
+  float embedding_scale() const;  // Gemma: sqrt(hidden_size) rounded to the embedding's dtype
   BufferRange range(const std::string& name) const { return buffers_.range(name); }
   BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;
 

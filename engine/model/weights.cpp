@@ -250,6 +250,9 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
     for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
       upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
+    if (config.gemma)
+      for (const char* norm : {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"})
+        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
     if (config.qk_norm)
       for (const char* norm : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
         upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, plan.shape.head_dim),

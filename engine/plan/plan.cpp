@@ -171,6 +171,12 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   b.add(prefix + "gate", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "up", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "act", Category::activations, rows * m.intermediate * f);
+  if (m.gemma) {  // inputs of the post-attention / post-MLP norms, and their rstd
+    b.add(prefix + "o_pre", Category::activations, rows * m.hidden * f);
+    b.add(prefix + "rstd_post_attn", Category::activations, rows * f);
+    b.add(prefix + "down_pre", Category::activations, rows * m.hidden * f);
+    b.add(prefix + "rstd_post_mlp", Category::activations, rows * f);
+  }
   if (s.method != Method::full)
     for (Module module : s.target_modules)
       b.add(prefix + std::string(module_name(module)) + ".lora_t", Category::activations, rows * s.lora_r * f);
@@ -237,6 +243,15 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       std::string name = prefix + norm + ".weight";
       if (full && training) b.trainable(name, Category::base_weights, m.hidden, true);
       else b.add(name, Category::base_weights, m.hidden * 4);
+    }
+    if (m.gemma) {
+      if (full)
+        throw UserError("full finetuning of Gemma is not supported yet (its extra norms have no gradients)",
+                        "use --method lora or --method qlora");
+      for (const char* norm : {"pre_feedforward_layernorm", "post_feedforward_layernorm"}) {
+        counts.norms += m.hidden;
+        b.add(prefix + norm + ".weight", Category::base_weights, m.hidden * 4);
+      }
     }
     for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) {
       if (!m.qk_norm) break;
@@ -332,6 +347,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   }
   b.add("step_state", Category::workspace, 256);
   b.add("rope.inv_freq", Category::workspace, m.head_dim / 2 * 4);
+  if (m.gemma) b.add("rope.inv_freq_local", Category::workspace, m.head_dim / 2 * 4);  // sliding layers' base
   if (training) {
     b.add("loss.step", Category::workspace, 16);
     b.add("loss.window", Category::workspace, 16);

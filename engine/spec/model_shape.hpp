@@ -19,7 +19,8 @@ struct ModelShape {
   uint64_t vocab = 0;         // vocab_size
   bool tied_embeddings = false;
   bool qkv_bias = false;      // Qwen2
-  bool qk_norm = false;       // Qwen3: q_norm/k_norm weights (head_dim each) per layer
+  bool qk_norm = false;       // Qwen3, Gemma 3: q_norm/k_norm weights (head_dim each) per layer
+  bool gemma = false;         // Gemma layer: norms after attention and after the MLP
 };
 
 // The seven linear modules of a layer, in PEFT's names.
