@@ -22,8 +22,7 @@ void add_bench_command(CLI::App& app) {
   kernels->add_flag("--list", list, "List the rows without running them");
   kernels->callback([] {
     if (list) {
-      for (const auto& row : bench::kernel_benchmarks())
-        std::printf("%-12s %s\n", row.op.c_str(), row.shape.c_str());
+      for (const auto& row : bench::kernel_benchmarks()) std::printf("%-12s %s\n", row.op.c_str(), row.shape.c_str());
       return;
     }
     vk::Context context;

@@ -12,7 +12,8 @@ void add_devices_command(CLI::App& app) {
   command->add_flag("--json", as_json, "One JSON object per line instead of text");
   command->callback([] {
     auto devices = vk::list_devices();
-    for (const auto& device : devices) std::printf("%s\n", as_json ? device.to_json().c_str() : device.summary_line().c_str());
+    for (const auto& device : devices)
+      std::printf("%s\n", as_json ? device.to_json().c_str() : device.summary_line().c_str());
     if (devices.empty()) std::fprintf(stderr, "no Vulkan device found\n");
   });
 }

@@ -62,9 +62,14 @@ void evaluate_loss(const LossOptions& o) {
   train::EvalResult result = train::evaluate_model(context, o.model, o.data, options);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.json) {
-    nlohmann::json out = {{"model", o.model}, {"data", o.data}, {"examples", result.examples},
-                          {"tokens", result.tokens}, {"weighted_tokens", result.weight_sum}, {"loss", result.loss},
-                          {"perplexity", result.perplexity}, {"seconds", seconds}};
+    nlohmann::json out = {{"model", o.model},
+                          {"data", o.data},
+                          {"examples", result.examples},
+                          {"tokens", result.tokens},
+                          {"weighted_tokens", result.weight_sum},
+                          {"loss", result.loss},
+                          {"perplexity", result.perplexity},
+                          {"seconds", seconds}};
     out["adapter"] = o.adapter.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.adapter);
     std::printf("%s\n", out.dump().c_str());
     return;
@@ -81,8 +86,9 @@ void evaluate_loss(const LossOptions& o) {
 }  // namespace
 
 void add_evaluate_command(CLI::App& app) {
-  auto* command = app.add_subcommand("evaluate", "Score greedy generations on held-out prompt/completion pairs, "
-                                                 "or (--loss) the mean loss and perplexity on a JSONL file");
+  auto* command = app.add_subcommand("evaluate",
+                                     "Score greedy generations on held-out prompt/completion pairs, "
+                                     "or (--loss) the mean loss and perplexity on a JSONL file");
   struct Options {
     std::string model, adapter, data, keys, quant = "none", dtype = "fp32", double_quant = "true";
     size_t limit = 0, show = 4;
@@ -101,21 +107,25 @@ void add_evaluate_command(CLI::App& app) {
   command->add_option("--device", o.device, "Vulkan device index");
   // Generation mode.
   const std::vector<CLI::Option*> generation_flags = {
-      command->add_option("--json-keys", o.keys, "comma list: the form is a JSON object with these keys, the content their values"),
+      command->add_option("--json-keys", o.keys,
+                          "comma list: the form is a JSON object with these keys, the content their values"),
       command->add_option("--limit", o.limit, "first N examples only"),
       command->add_option("--max-new-tokens", o.max_new_tokens, "tokens to generate per prompt at most"),
-      command->add_flag("--compare-base", o.compare_base, "also score the base model without the adapter, side by side"),
+      command->add_flag("--compare-base", o.compare_base,
+                        "also score the base model without the adapter, side by side"),
       command->add_option("--show", o.show, "examples to print")};
   // Loss mode.
   command->add_flag("--loss", o.loss, "report mean weighted loss and perplexity instead of scoring generations");
   const std::vector<CLI::Option*> loss_flags = {
       command->add_option("--per-device-eval-batch-size", o.batch, "--loss: sequences per micro-batch (default 4)"),
       command->add_option("--max-length", o.max_length, "--loss: truncate sequences to this many tokens (1024)"),
-      command->add_option("--prompt-loss-weight", o.prompt_loss_weight, "--loss: prompt tokens' weight (0.1, as train)"),
+      command->add_option("--prompt-loss-weight", o.prompt_loss_weight,
+                          "--loss: prompt tokens' weight (0.1, as train)"),
       command->add_option("--double-quant", o.double_quant, "--loss, --quant nf4: quantize the absmax too (true)"),
       command->add_flag("--json", o.json, "--loss: print one JSON object")};
-  command->footer("Examples:\n  vktune evaluate --model base --adapter out --data test.jsonl --json-keys book,chapter\n"
-                  "  vktune evaluate --loss --model base --adapter out --data test.jsonl --json");
+  command->footer(
+      "Examples:\n  vktune evaluate --model base --adapter out --data test.jsonl --json-keys book,chapter\n"
+      "  vktune evaluate --loss --model base --adapter out --data test.jsonl --json");
   command->callback([generation_flags, loss_flags] {
     const kernels::WeightFormat quant = enum_from_flag(kernels::quant_names(), o.quant, "--quant");
     const kernels::DType dtype = enum_from_flag(kernels::dtype_names(), o.dtype, "--dtype");
@@ -178,8 +188,12 @@ void add_evaluate_command(CLI::App& app) {
     for (size_t i = 0; i < std::min(o.show, any.examples.size()); i++) {
       std::printf("\nprompt:    %s\n", one_line(any.examples[i].prompt, 110).c_str());
       std::printf("expected: %s\n", one_line(any.examples[i].reference, 110).c_str());
-      if (base) std::printf("base:     %s  [%s]\n", one_line(base->examples[i].output, 100).c_str(), verdict(base->examples[i]));
-      if (tuned) std::printf("tuned:    %s  [%s]\n", one_line(tuned->examples[i].output, 100).c_str(), verdict(tuned->examples[i]));
+      if (base)
+        std::printf("base:     %s  [%s]\n", one_line(base->examples[i].output, 100).c_str(),
+                    verdict(base->examples[i]));
+      if (tuned)
+        std::printf("tuned:    %s  [%s]\n", one_line(tuned->examples[i].output, 100).c_str(),
+                    verdict(tuned->examples[i]));
     }
     std::printf("\n%-34s %10s %10s\n", "metric (held-out examples)", base ? "base" : "", tuned ? "finetuned" : "");
     if (!options.json_keys.empty())

@@ -27,7 +27,8 @@ void add_generate_command(CLI::App& app) {
   command->add_option("--top-k", o.top_k, "sample among the k most likely tokens (0: all)");
   command->add_option("--top-p", o.top_p, "nucleus sampling: the smallest set with this much probability");
   command->add_option("--seed", o.seed, "sampling seed");
-  command->add_option("--quant", o.quant, "quantize the base on load: " + enum_name_list(kernels::quant_names(), " | "));
+  command->add_option("--quant", o.quant,
+                      "quantize the base on load: " + enum_name_list(kernels::quant_names(), " | "));
   command->add_option("--dtype", o.dtype, enum_name_list(kernels::dtype_names(), " | ") + " for dense weights");
   command->add_option("--max-tokens", o.max_tokens, "KV cache length (prompt + new tokens)");
   command->add_option("--device", o.device, "Vulkan device index");
@@ -45,8 +46,9 @@ void add_generate_command(CLI::App& app) {
     options.dtype = dtype;
     options.base_format = quant;
     if (options.base_format == kernels::WeightFormat::f32)
-      options.base_format = options.dtype == kernels::DType::f16 ? kernels::WeightFormat::f16
-                            : options.dtype == kernels::DType::bf16 ? kernels::WeightFormat::bf16 : kernels::WeightFormat::f32;
+      options.base_format = options.dtype == kernels::DType::f16    ? kernels::WeightFormat::f16
+                            : options.dtype == kernels::DType::bf16 ? kernels::WeightFormat::bf16
+                                                                    : kernels::WeightFormat::f32;
     options.max_tokens = o.max_tokens;
     model::Generator generator(context, options);
     std::vector<uint32_t> prompt = tokenizer.encode(o.prompt, true);

@@ -44,7 +44,8 @@ std::vector<std::string> read_documents(const std::string& path) {
 }  // namespace
 
 void add_model_tool_commands(CLI::App& app) {
-  auto* tokenizer = app.add_subcommand("tokenizer-train", "Train a byte-level BPE tokenizer (HF tokenizer.json) on text");
+  auto* tokenizer =
+      app.add_subcommand("tokenizer-train", "Train a byte-level BPE tokenizer (HF tokenizer.json) on text");
   static std::string data, output;
   static uint32_t vocab_size = 4096;
   tokenizer->add_option("--data", data, "corpus: .txt (a document per line) or .jsonl ({\"text\"})")->required();
@@ -54,11 +55,13 @@ void add_model_tool_commands(CLI::App& app) {
     auto documents = read_documents(data);
     text::TokenizerTrainOptions options;
     options.vocab_size = vocab_size;
-    log::info("training a " + std::to_string(vocab_size) + "-token BPE on " + std::to_string(documents.size()) + " documents");
+    log::info("training a " + std::to_string(vocab_size) + "-token BPE on " + std::to_string(documents.size()) +
+              " documents");
     text::TrainedTokenizer trained = text::train_bpe_tokenizer(documents, options);
     std::filesystem::create_directories(output);
     write_file_atomically(std::filesystem::path(output) / "tokenizer.json", trained.tokenizer_json + "\n");
-    write_file_atomically(std::filesystem::path(output) / "tokenizer_config.json", trained.tokenizer_config_json + "\n");
+    write_file_atomically(std::filesystem::path(output) / "tokenizer_config.json",
+                          trained.tokenizer_config_json + "\n");
     // Compression on the corpus, as a sanity figure.
     text::Tokenizer loaded = text::Tokenizer::load(output);
     uint64_t bytes = 0, tokens = 0;
@@ -70,10 +73,12 @@ void add_model_tool_commands(CLI::App& app) {
                 double(bytes) / double(std::max<uint64_t>(1, tokens)), output.c_str());
   });
 
-  auto* create = app.add_subcommand("new-model", "Write a freshly initialised Llama model folder (HF layout) to pretrain");
+  auto* create =
+      app.add_subcommand("new-model", "Write a freshly initialised Llama model folder (HF layout) to pretrain");
   static std::string config_path, tokenizer_dir, model_output;
   static uint64_t seed = 0;
-  create->add_option("--config", config_path, "config.json with the shape (hidden_size, num_hidden_layers, ...)")->required();
+  create->add_option("--config", config_path, "config.json with the shape (hidden_size, num_hidden_layers, ...)")
+      ->required();
   create->add_option("--tokenizer", tokenizer_dir, "folder with tokenizer.json (vktune tokenizer-train)")->required();
   create->add_option("--output", model_output, "the new model folder")->required();
   create->add_option("--seed", seed, "initialisation seed");

@@ -12,8 +12,8 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/base/log.hpp"
-#include "engine/plan/report.hpp"
 #include "engine/model/session.hpp"
+#include "engine/plan/report.hpp"
 #include "engine/train/trainer.hpp"
 #include "ui/offscreen.hpp"
 #include "ui/window.hpp"
@@ -34,11 +34,13 @@ void print_summary(const train::TrainSummary& summary) {
 }  // namespace
 
 void add_train_command(CLI::App& app) {
-  auto* command = app.add_subcommand("train", "Finetune a model: LoRA, QLoRA or full (HF TrainingArguments flag names)");
+  auto* command =
+      app.add_subcommand("train", "Finetune a model: LoRA, QLoRA or full (HF TrainingArguments flag names)");
   static TrainFlags flags;
   flags.add_to(*command);
-  command->footer("Example:\n  vktune train --model examples/base --data data.jsonl --output-dir out --method qlora "
-                  "--lora-r 16 --learning-rate 2e-4 --max-steps 200");
+  command->footer(
+      "Example:\n  vktune train --model examples/base --data data.jsonl --output-dir out --method qlora "
+      "--lora-r 16 --learning-rate 2e-4 --max-steps 200");
   command->callback([] {
     train::TrainConfig config = flags.resolve();
     train::validate(config);
@@ -81,7 +83,8 @@ void add_train_command(CLI::App& app) {
 }
 
 void add_plan_command(CLI::App& app) {
-  auto* command = app.add_subcommand("plan", "Tell before a run whether it fits, category by category (needs only config.json)");
+  auto* command =
+      app.add_subcommand("plan", "Tell before a run whether it fits, category by category (needs only config.json)");
   static TrainFlags flags;
   flags.add_to(*command);
   static bool as_json = false;

@@ -5,7 +5,8 @@
 namespace vkt::app {
 
 void TrainFlags::add_to(CLI::App& command) {
-  command.add_option("--config", config_file_, "YAML file with these options (names with underscores); flags override it");
+  command.add_option("--config", config_file_,
+                     "YAML file with these options (names with underscores); flags override it");
   for (const auto& option : train::option_table()) {
     std::string flag = "--" + option.name;
     std::replace(flag.begin(), flag.end(), '_', '-');

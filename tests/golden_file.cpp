@@ -17,10 +17,18 @@ uint64_t GoldenTensor::elements() const {
 std::vector<double> GoldenTensor::doubles() const {
   std::vector<double> out(elements());
   for (size_t i = 0; i < out.size(); i++) {
-    if (dtype == 0) { float v; std::memcpy(&v, data.data() + 4 * i, 4); out[i] = v; }
-    else if (dtype == 4) { std::memcpy(&out[i], data.data() + 8 * i, 8); }
-    else if (dtype == 3) { uint16_t h; std::memcpy(&h, data.data() + 2 * i, 2); out[i] = half_to_float(h); }
-    else throw std::runtime_error("golden tensor " + name + " is not floating point");
+    if (dtype == 0) {
+      float v;
+      std::memcpy(&v, data.data() + 4 * i, 4);
+      out[i] = v;
+    } else if (dtype == 4) {
+      std::memcpy(&out[i], data.data() + 8 * i, 8);
+    } else if (dtype == 3) {
+      uint16_t h;
+      std::memcpy(&h, data.data() + 2 * i, 2);
+      out[i] = half_to_float(h);
+    } else
+      throw std::runtime_error("golden tensor " + name + " is not floating point");
   }
   return out;
 }
@@ -33,10 +41,16 @@ std::vector<float> GoldenTensor::floats() const {
 std::vector<int64_t> GoldenTensor::ints() const {
   std::vector<int64_t> out(elements());
   for (size_t i = 0; i < out.size(); i++) {
-    if (dtype == 1) { int32_t v; std::memcpy(&v, data.data() + 4 * i, 4); out[i] = v; }
-    else if (dtype == 5) { std::memcpy(&out[i], data.data() + 8 * i, 8); }
-    else if (dtype == 2) { out[i] = data[i]; }
-    else throw std::runtime_error("golden tensor " + name + " is not an integer tensor");
+    if (dtype == 1) {
+      int32_t v;
+      std::memcpy(&v, data.data() + 4 * i, 4);
+      out[i] = v;
+    } else if (dtype == 5) {
+      std::memcpy(&out[i], data.data() + 8 * i, 8);
+    } else if (dtype == 2) {
+      out[i] = data[i];
+    } else
+      throw std::runtime_error("golden tensor " + name + " is not an integer tensor");
   }
   return out;
 }

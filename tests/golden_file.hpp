@@ -15,9 +15,9 @@ struct GoldenTensor {
   std::vector<uint64_t> shape;
   std::vector<uint8_t> data;
   uint64_t elements() const;
-  std::vector<float> floats() const;     // f32 / f64 / f16 as fp32
-  std::vector<double> doubles() const;   // f32 / f64
-  std::vector<int64_t> ints() const;     // i32 / i64 / u8
+  std::vector<float> floats() const;    // f32 / f64 / f16 as fp32
+  std::vector<double> doubles() const;  // f32 / f64
+  std::vector<int64_t> ints() const;    // i32 / i64 / u8
   double scalar() const { return doubles().at(0); }
 };
 

@@ -136,7 +136,10 @@ GoldenErrors check_golden_variant(const fs::path& golden_path, const std::string
     std::string key = variant + ".grad." + name;
     REQUIRE_MESSAGE(golden.has(key), "golden has no " << key);
     double error = relative_error(gradient, golden[key].floats());
-    if (error > errors.gradient) { errors.gradient = error; worst_name = name; }
+    if (error > errors.gradient) {
+      errors.gradient = error;
+      worst_name = name;
+    }
     compared++;
   }
   size_t expected_gradients = 0;  // every gradient the reference computed was compared

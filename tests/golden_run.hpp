@@ -26,7 +26,7 @@ double worst_real_row_error(const std::vector<float>& actual, const std::vector<
                             uint32_t width);
 
 struct GoldenRun {
-  std::vector<float> logits;                            // (rows, vocab)
+  std::vector<float> logits;  // (rows, vocab)
   double loss = 0;
   std::vector<float> dembed;                            // (rows, hidden)
   std::map<std::string, std::vector<float>> gradients;  // by golden name suffix (PEFT names for LoRA)

@@ -36,8 +36,8 @@ bool Guarded::guard_intact() const {
   return true;
 }
 
-void check_close(const std::vector<float>& actual, const std::vector<float>& expected, double max_nmse,
-                 double max_abs, const std::string& what) {
+void check_close(const std::vector<float>& actual, const std::vector<float>& expected, double max_nmse, double max_abs,
+                 const std::string& what) {
   INFO(what);
   REQUIRE(actual.size() == expected.size());
   Comparison result = compare(actual, expected);

@@ -47,8 +47,8 @@ class Guarded {
 
 // CHECKs that `actual` is finite, has the expected size, and is within both tolerances of
 // `expected`; on failure prints the worst element.
-void check_close(const std::vector<float>& actual, const std::vector<float>& expected, double max_nmse,
-                 double max_abs, const std::string& what);
+void check_close(const std::vector<float>& actual, const std::vector<float>& expected, double max_nmse, double max_abs,
+                 const std::string& what);
 
 // Checks an analytic gradient against finite differences of a scalar loss at `samples`
 // positions (all if samples >= size). `loss(x)` must evaluate the forward pass at x. Passes when

@@ -23,8 +23,10 @@ int main(int argc, char** argv) {
   std::string op_case_filter;
   for (int i = 0; i < argc; i++) {
     const char* op = nullptr;
-    if (std::strcmp(argv[i], "--op") == 0 && i + 1 < argc) op = argv[++i];
-    else if (std::strncmp(argv[i], "--op=", 5) == 0) op = argv[i] + 5;
+    if (std::strcmp(argv[i], "--op") == 0 && i + 1 < argc)
+      op = argv[++i];
+    else if (std::strncmp(argv[i], "--op=", 5) == 0)
+      op = argv[i] + 5;
     if (op) {
       vkt::test::op_filter_value = op;
       op_case_filter = std::string("--test-case=") + op + ":*";

@@ -31,6 +31,8 @@ inline void write_bytes(const std::filesystem::path& path, const std::string& by
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-inline nlohmann::json load_json(const std::filesystem::path& path) { return nlohmann::json::parse(read_text_file(path)); }
+inline nlohmann::json load_json(const std::filesystem::path& path) {
+  return nlohmann::json::parse(read_text_file(path));
+}
 
 }  // namespace vkt::test

@@ -61,8 +61,8 @@ std::vector<T> download_raw(const vk::Buffer& buffer, size_t count) {
   return data;
 }
 
-std::filesystem::path source_dir();   // the repository root
-std::filesystem::path binary_dir();   // the build directory
+std::filesystem::path source_dir();                       // the repository root
+std::filesystem::path binary_dir();                       // the build directory
 std::filesystem::path temp_dir(const std::string& name);  // a fresh empty directory
 // Runs a command through the shell; returns its exit status and output (stdout and stderr).
 std::pair<int, std::string> run_command(const std::string& command);

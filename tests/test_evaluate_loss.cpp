@@ -3,11 +3,11 @@
 // by tests/reference/eval_loss_reference.py); flags of the other mode are refused.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 #include "engine/train/evaluate.hpp"
 #include "engine/train/trainer.hpp"
@@ -99,7 +99,8 @@ TEST_CASE("evaluate --loss: the binary reports what evaluate_model computes, wit
   train::EvalResult library_base = train::evaluate_model(test::context(), base, data, options);
   options.adapter = adapter;
   train::EvalResult library_tuned = train::evaluate_model(test::context(), base, data, options);
-  const std::string common = "--model " + base.string() + " --data " + data.string() + " --per-device-eval-batch-size 3";
+  const std::string common =
+      "--model " + base.string() + " --data " + data.string() + " --per-device-eval-batch-size 3";
   json binary_base = evaluate_json(common);
   json binary_tuned = evaluate_json(common + " --adapter " + adapter.string());
   CHECK(binary_base["loss"].get<double>() == doctest::Approx(library_base.loss).epsilon(1e-6));
@@ -121,7 +122,8 @@ TEST_CASE("evaluate --loss: the binary reports what evaluate_model computes, wit
   CommandResult generation_flag = run_vktune("evaluate --loss " + common + " --max-new-tokens 8", true);
   CHECK(generation_flag.status == 1);
   CHECK(generation_flag.out.find("--max-new-tokens does not apply with --loss") != std::string::npos);
-  CommandResult loss_flag = run_vktune("evaluate --model " + base.string() + " --data " + data.string() + " --json", true);
+  CommandResult loss_flag =
+      run_vktune("evaluate --model " + base.string() + " --data " + data.string() + " --json", true);
   CHECK(loss_flag.status == 1);
   CHECK(loss_flag.out.find("--json does not apply without --loss") != std::string::npos);
 }

@@ -23,7 +23,15 @@ TEST_CASE("swiglu: matches the reference, saturates without NaN at large |gate|"
     CAPTURE(n);
     auto gate = test::random_floats(n, 61, -6, 6);
     auto up = test::random_floats(n, 62, -2, 2);
-    if (n >= 7) { gate[0] = -100; gate[1] = 100; gate[2] = -30; gate[3] = 30; gate[4] = 0; gate[5] = -88; gate[6] = 89; }
+    if (n >= 7) {
+      gate[0] = -100;
+      gate[1] = 100;
+      gate[2] = -30;
+      gate[3] = 30;
+      gate[4] = 0;
+      gate[5] = -88;
+      gate[6] = 89;
+    }
     Guarded gate_buffer = Guarded::of(gate, "gate"), up_buffer = Guarded::of(up, "up"), h(n * 4, "h");
     context().run([&](vk::Recorder& r) { kernels::swiglu(r, gate_buffer.range(), up_buffer.range(), h.range(), n); });
     std::vector<float> expected(n);
@@ -33,7 +41,8 @@ TEST_CASE("swiglu: matches the reference, saturates without NaN at large |gate|"
     test::check_close(h.floats(), expected, 1e-11, 2e-5, "h");
     CHECK(h.guard_intact());
     // In place over up.
-    context().run([&](vk::Recorder& r) { kernels::swiglu(r, gate_buffer.range(), up_buffer.range(), up_buffer.range(), n); });
+    context().run(
+        [&](vk::Recorder& r) { kernels::swiglu(r, gate_buffer.range(), up_buffer.range(), up_buffer.range(), n); });
     CHECK(same_bits(up_buffer.floats(), h.floats()));
   }
 }
@@ -44,8 +53,15 @@ TEST_CASE("swiglu_backward: vs reference and finite differences, in place") {
     auto gate = test::random_floats(n, 71, -6, 6);
     auto up = test::random_floats(n, 72, -2, 2);
     auto dh = test::random_floats(n, 73);
-    if (n >= 7) { gate[0] = -100; gate[1] = 100; gate[2] = -30; gate[3] = 30; gate[4] = 0; }
-    Guarded gate_buffer = Guarded::of(gate, "gate"), up_buffer = Guarded::of(up, "up"), dh_buffer = Guarded::of(dh, "dh");
+    if (n >= 7) {
+      gate[0] = -100;
+      gate[1] = 100;
+      gate[2] = -30;
+      gate[3] = 30;
+      gate[4] = 0;
+    }
+    Guarded gate_buffer = Guarded::of(gate, "gate"), up_buffer = Guarded::of(up, "up"),
+            dh_buffer = Guarded::of(dh, "dh");
     Guarded d_gate(n * 4, "d_gate"), d_up(n * 4, "d_up");
     context().run([&](vk::Recorder& r) {
       kernels::swiglu_backward(r, dh_buffer.range(), gate_buffer.range(), up_buffer.range(), d_gate.range(),
@@ -89,8 +105,17 @@ TEST_CASE("geglu: forward and backward vs reference and finite differences, in p
     CAPTURE(n);
     auto gate = test::random_floats(n, 81, -6, 6), up = test::random_floats(n, 82, -2, 2);
     auto dh = test::random_floats(n, 83);
-    if (n >= 7) { gate[0] = -100; gate[1] = 100; gate[2] = -30; gate[3] = 30; gate[4] = 0; gate[5] = -60; gate[6] = 60; }
-    Guarded gate_buffer = Guarded::of(gate, "gate"), up_buffer = Guarded::of(up, "up"), dh_buffer = Guarded::of(dh, "dh");
+    if (n >= 7) {
+      gate[0] = -100;
+      gate[1] = 100;
+      gate[2] = -30;
+      gate[3] = 30;
+      gate[4] = 0;
+      gate[5] = -60;
+      gate[6] = 60;
+    }
+    Guarded gate_buffer = Guarded::of(gate, "gate"), up_buffer = Guarded::of(up, "up"),
+            dh_buffer = Guarded::of(dh, "dh");
     Guarded h(n * 4, "h"), d_gate(n * 4, "d_gate"), d_up(n * 4, "d_up");
     context().run([&](vk::Recorder& r) {
       kernels::geglu(r, gate_buffer.range(), up_buffer.range(), h.range(), n);
@@ -112,8 +137,8 @@ TEST_CASE("geglu: forward and backward vs reference and finite differences, in p
         ref::geglu(probe_gate.data(), probe_up.data(), out.data(), n);
         return test::dot(out, dh);
       };
-      test::check_gradient([&](const std::vector<float>& p) { return loss(p, up); }, gate, d_gate.floats(), 1e-2f,
-                           1e-6, 200, "d_gate vs finite differences");
+      test::check_gradient([&](const std::vector<float>& p) { return loss(p, up); }, gate, d_gate.floats(), 1e-2f, 1e-6,
+                           200, "d_gate vs finite differences");
       test::check_gradient([&](const std::vector<float>& p) { return loss(gate, p); }, up, d_up.floats(), 1e-2f, 1e-6,
                            200, "d_up vs finite differences");
     }

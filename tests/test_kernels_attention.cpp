@@ -183,9 +183,8 @@ BackwardResult gpu_backward(const Inputs& in, const std::vector<float>& d_o_valu
   HeadTensor dq(q_count(s), "dq"), dk(kv_count(s), "dk"), dv(kv_count(s), "dv");
   SegmentBuffers segments(in);
   context().run([&](vk::Recorder& r) {
-    kernels::attention_backward(r, q.range(), k.range(), v.range(), o.range(), d_o.range(), lse.range(),
-                                delta.range(), dq.range(), dk.range(), dv.range(), s, segments.q_pointer(),
-                                segments.kv_pointer());
+    kernels::attention_backward(r, q.range(), k.range(), v.range(), o.range(), d_o.range(), lse.range(), delta.range(),
+                                dq.range(), dk.range(), dv.range(), s, segments.q_pointer(), segments.kv_pointer());
   });
   CHECK(delta.guard_intact());
   CHECK(dq.buffer.guard_intact());
@@ -241,7 +240,7 @@ std::vector<uint32_t> documents(uint32_t batch, uint32_t seq, uint32_t length) {
 // Odd shapes: seq 1, 3, 17, 70; head_dim 8, 16, 20 (5 vec4: no power of two), 64, 128, 256;
 // q_heads 4 over kv_heads 4, 2, 1; batch 2.
 std::vector<AttentionShape> odd_shapes() {
-  return {make_shape(1, 1, 1, 4, 4, 8),    make_shape(2, 3, 3, 4, 1, 16),  make_shape(2, 17, 17, 4, 1, 64),
+  return {make_shape(1, 1, 1, 4, 4, 8),    make_shape(2, 3, 3, 4, 1, 16),   make_shape(2, 17, 17, 4, 1, 64),
           make_shape(1, 70, 70, 4, 2, 64), make_shape(2, 17, 17, 4, 4, 20), make_shape(1, 33, 33, 2, 1, 128),
           make_shape(1, 9, 9, 2, 2, 256)};
 }
@@ -561,7 +560,8 @@ TEST_CASE("attention: odd direct-body blocks (rows, keys per step, dK/dV keys)")
     uint32_t rows, keys, direct_keys;
   };
   uint32_t seed = 1400;
-  for (Case c : {Case{make_shape(2, 37, 37, 4, 2, 16), 32, 24, 2}, Case{make_shape(1, 19, 26, 6, 3, 20, 7), 16, 3, 1}}) {
+  for (Case c :
+       {Case{make_shape(2, 37, 37, 4, 2, 16), 32, 24, 2}, Case{make_shape(1, 19, 26, 6, 3, 20, 7), 16, 3, 1}}) {
     Inputs in = make_inputs(c.shape, seed++);
     if (c.shape.seq_q == c.shape.seq_kv) in.q_segments = packed_segments(37);
     std::string what = describe(c.shape) + " rows " + std::to_string(c.rows) + " keys " + std::to_string(c.keys) +

@@ -58,8 +58,9 @@ TEST_CASE("convert_f16_to_f32 and convert_bf16_to_f32: all 65536 bit patterns, b
 
 TEST_CASE("convert_f32_to_f16 and convert_f32_to_bf16: bit-exact on special, halfway and random values") {
   std::vector<uint32_t> inputs = {
-      0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0xffc00001, 0x7f800001, 0x7fbfffff,  // zeros, inf, NaN
-      0x00000001, 0x807fffff, 0x00400000,                                    // fp32 subnormals
+      0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0xffc00001, 0x7f800001,
+      0x7fbfffff,                                                              // zeros, inf, NaN
+      0x00000001, 0x807fffff, 0x00400000,                                      // fp32 subnormals
       0x477fe000, 0x477fefff, 0x477ff000, 0x477fffff, 0x47800000, 0xc77ff000,  // fp16 max, overflow boundary (65520)
       0x38800000, 0x387fffff, 0x33000000, 0x33000001, 0x32ffffff, 0x33800000, 0x337fffff,  // fp16 subnormal edges
       0x3f808000, 0x3f818000, 0x3f808001, 0x3f807fff, 0x7f7f8000, 0x7f7fffff, 0xff7fffff,  // bf16 halfway, overflow

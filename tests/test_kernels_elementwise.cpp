@@ -44,7 +44,11 @@ TEST_CASE("softcap: x = cap * tanh(x / cap), saturating without NaN") {
   for (uint32_t n : {1u, 7u, 1000u}) {
     CAPTURE(n);
     auto x = test::random_floats(n, 92, -100, 100);
-    if (n >= 7) { x[0] = 1e30f; x[1] = -1e30f; x[2] = 0; }
+    if (n >= 7) {
+      x[0] = 1e30f;
+      x[1] = -1e30f;
+      x[2] = 0;
+    }
     Guarded buffer = Guarded::of(x, "x");
     context().run([&](vk::Recorder& r) { kernels::softcap(r, buffer.range(), n, 30.0f); });
     std::vector<float> expected = x;

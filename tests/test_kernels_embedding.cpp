@@ -33,10 +33,15 @@ std::vector<uint32_t> random_ids(size_t n, uint32_t vocab, uint32_t seed) {
 TEST_SUITE("kernels_ops") {
 
 TEST_CASE("embedding: gathers rows of fp32, fp16 and bf16 tables exactly; bad ids give zeros") {
-  struct Shape { uint32_t tokens, vocab, hidden; };
+  struct Shape {
+    uint32_t tokens, vocab, hidden;
+  };
   for (Shape shape : {Shape{1, 5, 7}, Shape{3, 1000, 33}, Shape{17, 1000, 130}, Shape{300, 5, 8}}) {
     for (kernels::DType type : {kernels::DType::f32, kernels::DType::f16, kernels::DType::bf16}) {
-      CAPTURE(shape.tokens); CAPTURE(shape.vocab); CAPTURE(shape.hidden); CAPTURE(kernels::dtype_name(type));
+      CAPTURE(shape.tokens);
+      CAPTURE(shape.vocab);
+      CAPTURE(shape.hidden);
+      CAPTURE(kernels::dtype_name(type));
       auto table = test::random_floats(size_t(shape.vocab) * shape.hidden, 11, -2, 2);
       auto ids = random_ids(shape.tokens, shape.vocab, 12);
       ids[shape.tokens - 1] = shape.vocab;  // out of range: a zero row, no out-of-bounds read
@@ -69,13 +74,20 @@ TEST_CASE("embedding: gathers rows of fp32, fp16 and bf16 tables exactly; bad id
 }
 
 TEST_CASE("embedding_backward: matches a token-ordered fp32 sum bit for bit, reference, finite differences") {
-  struct Shape { uint32_t tokens, vocab, hidden; };
+  struct Shape {
+    uint32_t tokens, vocab, hidden;
+  };
   // vocab 5 with 300/600 tokens: long runs of one id across the sort's 256-token chunks.
   for (Shape shape : {Shape{1, 5, 7}, Shape{3, 1000, 33}, Shape{17, 5, 130}, Shape{300, 5, 8}, Shape{600, 1000, 257},
                       Shape{40, 32003, 7}}) {
-    CAPTURE(shape.tokens); CAPTURE(shape.vocab); CAPTURE(shape.hidden);
+    CAPTURE(shape.tokens);
+    CAPTURE(shape.vocab);
+    CAPTURE(shape.hidden);
     auto ids = random_ids(shape.tokens, shape.vocab, 21);
-    if (shape.tokens > 2) { ids[0] = shape.vocab + 3; ids[2] = 0xffffffffu; }  // skipped
+    if (shape.tokens > 2) {
+      ids[0] = shape.vocab + 3;
+      ids[2] = 0xffffffffu;
+    }  // skipped
     auto d_out = test::random_floats(size_t(shape.tokens) * shape.hidden, 22);
     auto initial = test::random_floats(size_t(shape.vocab) * shape.hidden, 23);  // accumulated onto
     Guarded id_buffer = Guarded::of_raw(ids, "ids");

@@ -33,8 +33,8 @@ CrossEntropyCase make_case(uint32_t rows, uint32_t vocab, uint32_t seed) {
     c.weights.push_back(weight_choices[r % 5]);
   }
   if (rows >= 3) {
-    c.weights[1] = 0.0f;                             // ignored by weight
-    c.targets[2] = kernels::ignore_target;           // ignored by target
+    c.weights[1] = 0.0f;                                                              // ignored by weight
+    c.targets[2] = kernels::ignore_target;                                            // ignored by target
     for (uint32_t v = 0; v < vocab; v++) c.logits[size_t(2) * vocab + v] += 1000.0f;  // and huge logits
   }
   if (rows >= 17) {
@@ -65,40 +65,45 @@ double weighted_loss(const CrossEntropyCase& c, const std::vector<float>& logits
 TEST_SUITE("kernels_ops") {
 
 TEST_CASE("cross_entropy: loss and in-place dlogits match the reference; ignored rows are zero") {
-  struct Shape { uint32_t rows, vocab; };
+  struct Shape {
+    uint32_t rows, vocab;
+  };
   for (const std::string& threads : test::row_thread_settings())
-  for (Shape shape : {Shape{1, 5}, Shape{3, 1000}, Shape{17, 5}, Shape{17, 32003}, Shape{4, 257}}) {
-    CAPTURE(threads); CAPTURE(shape.rows); CAPTURE(shape.vocab);
-    test::ScopedEnv row_threads("VKT_ROW_THREADS", threads);
-    auto c = make_case(shape.rows, shape.vocab, 141);
-    float grad_scale = 1.0f / 7.0f;  // e.g. 1 / (total weight of the batch)
-    Guarded logits = Guarded::of(c.logits, "logits"), targets = Guarded::of_raw(c.targets, "targets");
-    Guarded weights = Guarded::of(c.weights, "weights"), scale = Guarded::of({grad_scale}, "grad_scale");
-    Guarded loss(shape.rows * 4, "loss");
-    context().run([&](vk::Recorder& r) {
-      kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(),
-                             shape.rows, shape.vocab);
-    });
-    std::vector<float> expected_loss(shape.rows), expected_dlogits(c.logits.size());
-    ref::cross_entropy(c.logits.data(), c.targets.data(), c.weights.data(), grad_scale, expected_loss.data(),
-                       expected_dlogits.data(), shape.rows, shape.vocab);
-    // Losses of order 10 (weights up to 2): the fp32 running sum of exp() over 32003 terms and
-    // exp()/log() to a few ulp keep them within ~1e-5.
-    test::check_close(loss.floats(), expected_loss, 1e-12, 2e-5, "loss");
-    // dlogits = (p - onehot) * w * scale with |.| < 0.3: exp()'s few-ulp error on p.
-    test::check_close(logits.floats(), expected_dlogits, 1e-11, 1e-6, "dlogits");
-    CHECK(logits.guard_intact());
-    CHECK(loss.guard_intact());
-    if (shape.rows >= 3) {
-      auto gradient = logits.floats();
-      for (uint32_t row : {1u, 2u}) {
-        CHECK(loss.floats()[row] == 0.0f);
-        bool all_zero = true;
-        for (uint32_t v = 0; v < shape.vocab; v++) all_zero = all_zero && gradient[size_t(row) * shape.vocab + v] == 0.0f;
-        CHECK(all_zero);
+    for (Shape shape : {Shape{1, 5}, Shape{3, 1000}, Shape{17, 5}, Shape{17, 32003}, Shape{4, 257}}) {
+      CAPTURE(threads);
+      CAPTURE(shape.rows);
+      CAPTURE(shape.vocab);
+      test::ScopedEnv row_threads("VKT_ROW_THREADS", threads);
+      auto c = make_case(shape.rows, shape.vocab, 141);
+      float grad_scale = 1.0f / 7.0f;  // e.g. 1 / (total weight of the batch)
+      Guarded logits = Guarded::of(c.logits, "logits"), targets = Guarded::of_raw(c.targets, "targets");
+      Guarded weights = Guarded::of(c.weights, "weights"), scale = Guarded::of({grad_scale}, "grad_scale");
+      Guarded loss(shape.rows * 4, "loss");
+      context().run([&](vk::Recorder& r) {
+        kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(),
+                               shape.rows, shape.vocab);
+      });
+      std::vector<float> expected_loss(shape.rows), expected_dlogits(c.logits.size());
+      ref::cross_entropy(c.logits.data(), c.targets.data(), c.weights.data(), grad_scale, expected_loss.data(),
+                         expected_dlogits.data(), shape.rows, shape.vocab);
+      // Losses of order 10 (weights up to 2): the fp32 running sum of exp() over 32003 terms and
+      // exp()/log() to a few ulp keep them within ~1e-5.
+      test::check_close(loss.floats(), expected_loss, 1e-12, 2e-5, "loss");
+      // dlogits = (p - onehot) * w * scale with |.| < 0.3: exp()'s few-ulp error on p.
+      test::check_close(logits.floats(), expected_dlogits, 1e-11, 1e-6, "dlogits");
+      CHECK(logits.guard_intact());
+      CHECK(loss.guard_intact());
+      if (shape.rows >= 3) {
+        auto gradient = logits.floats();
+        for (uint32_t row : {1u, 2u}) {
+          CHECK(loss.floats()[row] == 0.0f);
+          bool all_zero = true;
+          for (uint32_t v = 0; v < shape.vocab; v++)
+            all_zero = all_zero && gradient[size_t(row) * shape.vocab + v] == 0.0f;
+          CHECK(all_zero);
+        }
       }
     }
-  }
 }
 
 TEST_CASE("cross_entropy: dlogits is the gradient of the weighted loss (finite differences)") {
@@ -113,7 +118,8 @@ TEST_CASE("cross_entropy: dlogits is the gradient of the weighted loss (finite d
     Guarded weights = Guarded::of(c.weights, "weights"), scale = Guarded::of({grad_scale}, "grad_scale");
     Guarded loss(3 * 4, "loss");
     context().run([&](vk::Recorder& r) {
-      kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(), 3, vocab);
+      kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(), 3,
+                             vocab);
     });
     auto function = [&](const std::vector<float>& probe) { return weighted_loss(c, probe, grad_scale); };
     // Evaluated in double: only the 4-point stencil's O(h^4) and fp32 dlogits limit agreement.
@@ -182,8 +188,8 @@ TEST_CASE("cross_entropy: chunks of rows give the same bits as one call; evaluat
     for (uint32_t first : {0u, split}) {
       uint32_t count = first == 0 ? split : rows - split;
       kernels::cross_entropy(r, row_slice(chunked, first, count, vocab), row_slice(targets, first, count, 1),
-                             row_slice(weights, first, count, 1), scale.range(), row_slice(loss_chunked, first, count, 1),
-                             count, vocab);
+                             row_slice(weights, first, count, 1), scale.range(),
+                             row_slice(loss_chunked, first, count, 1), count, vocab);
     }
     kernels::cross_entropy(r, evaluated.range(), targets.range(), weights.range(), scale.range(), loss_eval.range(),
                            rows, vocab, kernels::ignore_target, false);
@@ -223,7 +229,8 @@ TEST_CASE("cross_entropy: a NaN or inf logit makes its row NaN (loss and dlogits
   Guarded weights = Guarded::of(c.weights, "weights"), scale = Guarded::of({1.0f}, "grad_scale");
   Guarded loss(rows * 4, "loss");
   context().run([&](vk::Recorder& r) {
-    kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(), rows, vocab);
+    kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(), rows,
+                           vocab);
   });
   auto values = loss.floats();
   auto gradient = logits.floats();
@@ -257,7 +264,8 @@ TEST_CASE("cross_entropy: more than 65535 rows (2-D grid)") {
   Guarded weights = Guarded::of(c.weights, "weights"), scale = Guarded::of({0.5f}, "grad_scale");
   Guarded loss(size_t(rows) * 4, "loss");
   context().run([&](vk::Recorder& r) {
-    kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(), rows, vocab);
+    kernels::cross_entropy(r, logits.range(), targets.range(), weights.range(), scale.range(), loss.range(), rows,
+                           vocab);
   });
   std::vector<float> expected_loss(rows), expected_dlogits(c.logits.size());
   ref::cross_entropy(c.logits.data(), c.targets.data(), c.weights.data(), 0.5f, expected_loss.data(),

@@ -22,8 +22,8 @@
 #include "tests/kernel_harness.hpp"
 
 using namespace vkt;
-using test::ScopedEnv;
 using kernels::DType;
+using test::ScopedEnv;
 using vkt::test::context;
 using vkt::test::Guarded;
 
@@ -31,7 +31,9 @@ namespace {
 
 enum class Form { nt, nn, tn };
 
-const char* form_name(Form form) { return form == Form::nt ? "matmul_nt" : form == Form::nn ? "matmul_nn" : "matmul_tn"; }
+const char* form_name(Form form) {
+  return form == Form::nt ? "matmul_nt" : form == Form::nn ? "matmul_nn" : "matmul_tn";
+}
 
 float round_to(float value, DType type) {
   if (type == DType::f16) return half_to_float(float_to_half(value));
@@ -86,14 +88,14 @@ std::vector<float> read_as(const DeviceTensor& tensor, DType type, size_t count)
 }
 
 kernels::WeightFormat weight_format(DType type) {
-  return type == DType::f16 ? kernels::WeightFormat::f16
+  return type == DType::f16    ? kernels::WeightFormat::f16
          : type == DType::bf16 ? kernels::WeightFormat::bf16
                                : kernels::WeightFormat::f32;
 }
 
 struct Case {
   Form form = Form::nt;
-  uint32_t m = 1, n = 1, k = 1;  // as in matmul.hpp for this form
+  uint32_t m = 1, n = 1, k = 1;                          // as in matmul.hpp for this form
   DType a = DType::f32, w = DType::f32, c = DType::f32;  // w: the weight (nt/nn) or B (tn)
   float alpha = 1, beta = 0;
   bool bias = false;
@@ -110,9 +112,12 @@ struct Case {
 
 // Element counts of one batch entry's A, W (or B) and C, and the inner (summed) length.
 void sizes(const Case& t, size_t& a, size_t& w, size_t& c, uint32_t& inner) {
-  if (t.form == Form::nt) a = size_t(t.m) * t.k, w = size_t(t.n) * t.k, c = size_t(t.m) * t.n, inner = t.k;
-  else if (t.form == Form::nn) a = size_t(t.m) * t.n, w = size_t(t.n) * t.k, c = size_t(t.m) * t.k, inner = t.n;
-  else a = size_t(t.m) * t.n, w = size_t(t.m) * t.k, c = size_t(t.n) * t.k, inner = t.m;
+  if (t.form == Form::nt)
+    a = size_t(t.m) * t.k, w = size_t(t.n) * t.k, c = size_t(t.m) * t.n, inner = t.k;
+  else if (t.form == Form::nn)
+    a = size_t(t.m) * t.n, w = size_t(t.n) * t.k, c = size_t(t.m) * t.k, inner = t.n;
+  else
+    a = size_t(t.m) * t.n, w = size_t(t.m) * t.k, c = size_t(t.n) * t.k, inner = t.m;
 }
 
 void record_case(vk::Recorder& r, const Case& t, const kernels::BufferRange& a, const kernels::BufferRange& w,
@@ -122,9 +127,12 @@ void record_case(vk::Recorder& r, const Case& t, const kernels::BufferRange& a, 
   kernels::WeightRef weight;
   weight.format = weight_format(t.w);
   weight.data = w;
-  if (t.form == Form::nt) kernels::matmul_nt(r, a, t.a, weight, c, t.c, t.m, t.n, t.k, t.alpha, t.beta, bias, batch);
-  else if (t.form == Form::nn) kernels::matmul_nn(r, a, t.a, weight, c, t.c, t.m, t.n, t.k, t.alpha, t.beta, batch);
-  else kernels::matmul_tn(r, a, t.a, w, t.w, c, t.m, t.n, t.k, t.alpha, t.beta, batch);
+  if (t.form == Form::nt)
+    kernels::matmul_nt(r, a, t.a, weight, c, t.c, t.m, t.n, t.k, t.alpha, t.beta, bias, batch);
+  else if (t.form == Form::nn)
+    kernels::matmul_nn(r, a, t.a, weight, c, t.c, t.m, t.n, t.k, t.alpha, t.beta, batch);
+  else
+    kernels::matmul_tn(r, a, t.a, w, t.w, c, t.m, t.n, t.k, t.alpha, t.beta, batch);
 }
 
 // Tolerances. The reference sees the same rounded inputs (and, for a quantized weight, the same
@@ -172,9 +180,12 @@ void run_case(Case t, uint32_t seed = 1) {
     const float* a_b = a.data() + b * a_count;
     const float* w_b = w.data() + b * w_count;
     float* c_b = expected.data() + b * c_count;
-    if (t.form == Form::nt) ref::matmul_nt(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta, t.bias ? bias.data() : nullptr);
-    else if (t.form == Form::nn) ref::matmul_nn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
-    else ref::matmul_tn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
+    if (t.form == Form::nt)
+      ref::matmul_nt(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta, t.bias ? bias.data() : nullptr);
+    else if (t.form == Form::nn)
+      ref::matmul_nn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
+    else
+      ref::matmul_tn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
   }
   auto actual = read_as(c_device, t.c, expected.size());
 
@@ -185,7 +196,7 @@ void run_case(Case t, uint32_t seed = 1) {
 }
 
 // Shapes not multiple of any tile or vec4 group, and at tile boundaries.
-const uint32_t odd_shapes[][3] = {{1, 1, 1},    {7, 33, 65},   {33, 7, 127}, {65, 130, 33},
+const uint32_t odd_shapes[][3] = {{1, 1, 1},    {7, 33, 65},     {33, 7, 127}, {65, 130, 33},
                                   {127, 65, 7}, {130, 127, 130}, {1, 130, 64}, {129, 1, 12}};
 
 void odd_shape_cases(Form form) {
@@ -248,9 +259,9 @@ void storage_cases(Form form) {
   if (!context().caps().storage_16bit) return;
   ScopedEnv small_tiles("VKT_DISABLE_MATMUL_LARGE_TILES", "1");
   const DType f32 = DType::f32, f16 = DType::f16, bf16 = DType::bf16;
-  const DType combinations[][3] = {{f16, f32, f32},  {bf16, f32, f32},  {f32, f16, f32}, {f32, bf16, f32},
-                                   {f32, f32, f16},  {f32, f32, bf16},  {f16, f16, f16}, {bf16, bf16, bf16},
-                                   {bf16, f16, f32}};
+  const DType combinations[][3] = {{f16, f32, f32},  {bf16, f32, f32},   {f32, f16, f32},
+                                   {f32, bf16, f32}, {f32, f32, f16},    {f32, f32, bf16},
+                                   {f16, f16, f16},  {bf16, bf16, bf16}, {bf16, f16, f32}};
   for (const auto& types : combinations) {
     if (form == Form::tn && types[2] != f32) continue;  // matmul_tn writes fp32
     Case t;
@@ -379,7 +390,7 @@ void gradient_case(Form form) {
 using kernels::WeightFormat;
 
 struct QuantCase {
-  Form form = Form::nt;  // nt or nn
+  Form form = Form::nt;          // nt or nn
   uint32_t m = 1, n = 1, k = 1;  // as in matmul.hpp: W is (n, k)
   WeightFormat format = WeightFormat::nf4;
   uint32_t block_size = 64;
@@ -400,8 +411,10 @@ struct QuantCase {
 // The formats with their block-size-64 defaults: nf4 with and without double quant, int8, int4, int4_asym.
 std::vector<QuantCase> every_format(QuantCase base) {
   std::vector<QuantCase> cases;
-  for (auto [format, double_quant] : {std::pair{WeightFormat::nf4, true}, {WeightFormat::nf4, false},
-                                      {WeightFormat::int8, false}, {WeightFormat::int4, false},
+  for (auto [format, double_quant] : {std::pair{WeightFormat::nf4, true},
+                                      {WeightFormat::nf4, false},
+                                      {WeightFormat::int8, false},
+                                      {WeightFormat::int4, false},
                                       {WeightFormat::int4_asym, false}}) {
     base.format = format, base.double_quant = double_quant;
     cases.push_back(base);
@@ -412,8 +425,10 @@ std::vector<QuantCase> every_format(QuantCase base) {
 void record_quant(vk::Recorder& r, Form form, const kernels::BufferRange& a, DType a_type, const kernels::WeightRef& w,
                   const kernels::BufferRange& c, DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha,
                   float beta, const kernels::BufferRange* bias, kernels::MatmulBatch batch = {}) {
-  if (form == Form::nt) kernels::matmul_nt(r, a, a_type, w, c, c_type, m, n, k, alpha, beta, bias, batch);
-  else kernels::matmul_nn(r, a, a_type, w, c, c_type, m, n, k, alpha, beta, batch);
+  if (form == Form::nt)
+    kernels::matmul_nt(r, a, a_type, w, c, c_type, m, n, k, alpha, beta, bias, batch);
+  else
+    kernels::matmul_nn(r, a, a_type, w, c, c_type, m, n, k, alpha, beta, batch);
 }
 
 void run_quant_case(const QuantCase& t, uint32_t seed = 1) {
@@ -448,8 +463,10 @@ void run_quant_case(const QuantCase& t, uint32_t seed = 1) {
     const float* a_b = a.data() + b * a_count;
     const float* w_b = deq.data() + b * w_count;
     float* c_b = expected.data() + b * c_count;
-    if (t.form == Form::nt) ref::matmul_nt(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta, t.bias ? bias.data() : nullptr);
-    else ref::matmul_nn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
+    if (t.form == Form::nt)
+      ref::matmul_nt(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta, t.bias ? bias.data() : nullptr);
+    else
+      ref::matmul_nn(a_b, w_b, c_b, t.m, t.n, t.k, t.alpha, t.beta);
   }
   check_product(read_as(c_device, t.c, expected.size()), expected, inner, t.c, t.what());
   CHECK(c_device.buffer.guard_intact());
@@ -466,9 +483,12 @@ void quant_format_cases(Form form) {
   shape.m = 5, shape.n = 17, shape.k = 65;
   for (QuantCase t : every_format(shape)) run_quant_case(t, 67);
   shape.m = 7, shape.n = 33, shape.k = 100;
-  for (auto [format, double_quant, block] :
-       {std::tuple{WeightFormat::nf4, true, 32u}, {WeightFormat::nf4, true, 128u}, {WeightFormat::nf4, false, 128u},
-        {WeightFormat::int8, false, 32u}, {WeightFormat::int4, false, 16u}, {WeightFormat::int4_asym, false, 128u}}) {
+  for (auto [format, double_quant, block] : {std::tuple{WeightFormat::nf4, true, 32u},
+                                             {WeightFormat::nf4, true, 128u},
+                                             {WeightFormat::nf4, false, 128u},
+                                             {WeightFormat::int8, false, 32u},
+                                             {WeightFormat::int4, false, 16u},
+                                             {WeightFormat::int4_asym, false, 128u}}) {
     QuantCase t = shape;
     t.format = format, t.double_quant = double_quant, t.block_size = block;
     run_quant_case(t, 71);
@@ -671,10 +691,14 @@ TEST_CASE("matmul_tn: gradients are matmul_nt and matmul_nn") { gradient_case(Fo
 TEST_CASE("matmul_nt: quantized weights, every format and block size, against the dequantized product") {
   quant_format_cases(Form::nt);
 }
-TEST_CASE("matmul_nt: quantized weight with alpha, beta, bias, a thin output and batches") { quant_scaling_cases(Form::nt); }
+TEST_CASE("matmul_nt: quantized weight with alpha, beta, bias, a thin output and batches") {
+  quant_scaling_cases(Form::nt);
+}
 TEST_CASE("matmul_nt: quantized weight with 16-bit activations and output") { quant_storage_cases(Form::nt); }
 TEST_CASE("matmul_nt: quantized weights on the tiled body (GPU path)") { quant_tiled_body_cases(Form::nt); }
-TEST_CASE("matmul_nt: long inner dimensions (lavapipe's loop limit), direct body") { long_inner_cases(Form::nt, false); }
+TEST_CASE("matmul_nt: long inner dimensions (lavapipe's loop limit), direct body") {
+  long_inner_cases(Form::nt, false);
+}
 TEST_CASE("matmul_nt: long inner dimensions (lavapipe's loop limit), tiled body") { long_inner_cases(Form::nt, true); }
 TEST_CASE("matmul_nn: quantized weights, every format and block size, against the dequantized product") {
   quant_format_cases(Form::nn);
@@ -682,12 +706,16 @@ TEST_CASE("matmul_nn: quantized weights, every format and block size, against th
 TEST_CASE("matmul_nn: quantized weight with alpha, beta, a thin output and batches") { quant_scaling_cases(Form::nn); }
 TEST_CASE("matmul_nn: quantized weight with 16-bit activations and output") { quant_storage_cases(Form::nn); }
 TEST_CASE("matmul_nn: quantized weights on the tiled body (GPU path)") { quant_tiled_body_cases(Form::nn); }
-TEST_CASE("matmul_nn: long inner dimensions (lavapipe's loop limit), direct body") { long_inner_cases(Form::nn, false); }
+TEST_CASE("matmul_nn: long inner dimensions (lavapipe's loop limit), direct body") {
+  long_inner_cases(Form::nn, false);
+}
 TEST_CASE("matmul_nn: long inner dimensions (lavapipe's loop limit), tiled body") { long_inner_cases(Form::nn, true); }
 TEST_CASE("matmul_nt: every code byte of every format decodes as quant::dequantize, in nt and nn, both bodies") {
   for (bool tiled_body : {false, true}) {
-    for (auto [format, double_quant] : {std::pair{WeightFormat::nf4, true}, {WeightFormat::nf4, false},
-                                        {WeightFormat::int8, false}, {WeightFormat::int4, false},
+    for (auto [format, double_quant] : {std::pair{WeightFormat::nf4, true},
+                                        {WeightFormat::nf4, false},
+                                        {WeightFormat::int8, false},
+                                        {WeightFormat::int4, false},
                                         {WeightFormat::int4_asym, false}})
       every_code_case(format, double_quant, tiled_body);
   }
@@ -696,7 +724,9 @@ TEST_CASE("matmul_nn: quantized backward of matmul_nt with respect to x (finite 
   quant_gradient_case(WeightFormat::nf4, true);
   quant_gradient_case(WeightFormat::int4_asym, false);
 }
-TEST_CASE("matmul_tn: long inner dimensions (lavapipe's loop limit), direct body") { long_inner_cases(Form::tn, false); }
+TEST_CASE("matmul_tn: long inner dimensions (lavapipe's loop limit), direct body") {
+  long_inner_cases(Form::tn, false);
+}
 TEST_CASE("matmul_tn: long inner dimensions (lavapipe's loop limit), tiled body") { long_inner_cases(Form::tn, true); }
 
 }  // TEST_SUITE

@@ -47,9 +47,12 @@ TEST_SUITE("kernels_merge") {
 
 TEST_CASE("merge_linear: weighted sums with a divisor, odd sizes and strides") {
   if (!test::op_selected("merge_linear")) return;
-  struct Shape { uint32_t n, count, stride; };
+  struct Shape {
+    uint32_t n, count, stride;
+  };
   for (Shape shape : {Shape{1, 1, 1}, Shape{7, 2, 9}, Shape{257, 3, 300}, Shape{4099, 5, 4099}}) {
-    CAPTURE(shape.n); CAPTURE(shape.count);
+    CAPTURE(shape.n);
+    CAPTURE(shape.count);
     auto stack = test::random_floats(uint64_t(shape.count) * shape.stride, 3, -2, 2);
     auto coefficients = test::random_floats(shape.count, 4, -1, 1);
     float divisor = std::accumulate(coefficients.begin(), coefficients.end(), 0.0f) + 3.0f;
@@ -83,11 +86,16 @@ TEST_CASE("merge_task_arithmetic: every mode against the reference, masks exact"
                         {"ties without normalize", Sparsify::magnitude, true, false, 1.0f},
                         {"dare_linear", Sparsify::random, false, false, 1.0f},
                         {"dare_ties", Sparsify::random, true, false, 1.3f}};
-  struct Shape { uint32_t n, count, stride, first; };
+  struct Shape {
+    uint32_t n, count, stride, first;
+  };
   for (Shape shape : {Shape{1, 1, 4, 0}, Shape{13, 2, 13, 4}, Shape{1001, 3, 1004, 8000}, Shape{4097, 4, 4100, 0}}) {
     Stack s = make_stack(shape.n, shape.count, shape.stride, 17 + shape.n);
     for (const Mode& mode : modes) {
-      CAPTURE(mode.name); CAPTURE(shape.n); CAPTURE(shape.count); CAPTURE(shape.first);
+      CAPTURE(mode.name);
+      CAPTURE(shape.n);
+      CAPTURE(shape.count);
+      CAPTURE(shape.first);
       std::vector<kernels::MergeModelParams> params(shape.count);
       kernels::TaskArithmeticSettings settings;
       settings.sparsify = mode.sparsify;
@@ -102,7 +110,8 @@ TEST_CASE("merge_task_arithmetic: every mode against the reference, masks exact"
         params[j].model_key = j;
         if (mode.sparsify == Sparsify::magnitude) {
           std::vector<float> magnitudes(shape.n);
-          for (uint32_t i = 0; i < shape.n; i++) magnitudes[i] = std::fabs(s.stack[uint64_t(j) * shape.stride + i] - s.base[i]);
+          for (uint32_t i = 0; i < shape.n; i++)
+            magnitudes[i] = std::fabs(s.stack[uint64_t(j) * shape.stride + i] - s.base[i]);
           uint64_t k = std::max<uint64_t>(1, kernels::magnitude_keep_count(0.3 + 0.2 * j, shape.n));
           kernels::MagnitudeCut cut = kernels::magnitude_cut(magnitudes, k);
           params[j].threshold = cut.threshold;
@@ -146,14 +155,16 @@ TEST_CASE("merge_task_arithmetic: DARE keeps about `density` of the elements and
   settings.sparsify = kernels::Sparsify::random;
   settings.seed = 42;
   settings.tensor_key = 7;
-  Guarded stack = Guarded::of(model), base_buffer = Guarded::of(base), param_buffer = Guarded::of_raw(std::vector{params});
+  Guarded stack = Guarded::of(model), base_buffer = Guarded::of(base),
+          param_buffer = Guarded::of_raw(std::vector{params});
   Guarded out(n * 4, "out");
   context().run([&](vk::Recorder& r) {
     kernels::merge_task_arithmetic(r, stack.range(), base_buffer.range(), param_buffer.range(), out.range(), n, 1, n, 0,
                                    settings);
   });
   auto values = out.floats();
-  size_t kept = std::count(values.begin(), values.end(), 4.0f), dropped = std::count(values.begin(), values.end(), 0.0f);
+  size_t kept = std::count(values.begin(), values.end(), 4.0f),
+         dropped = std::count(values.begin(), values.end(), 0.0f);
   CHECK(kept + dropped == n);  // every element is either dropped or rescaled by 1/density exactly
   // Binomial(20000, 0.25): mean 5000, sd 61; 5 sd is far beyond chance.
   CHECK(std::fabs(double(kept) - 5000.0) < 5 * 61.2);
@@ -170,7 +181,8 @@ TEST_CASE("merge_dot: partial sums of a², b², ab") {
     Guarded a_buffer = Guarded::of(a), b_buffer = Guarded::of(b);
     const uint32_t groups = kernels::merge_dot_groups(n);
     Guarded partials(uint64_t(groups) * 12, "partials");
-    context().run([&](vk::Recorder& r) { kernels::merge_dot(r, a_buffer.range(), b_buffer.range(), partials.range(), n); });
+    context().run(
+        [&](vk::Recorder& r) { kernels::merge_dot(r, a_buffer.range(), b_buffer.range(), partials.range(), n); });
     auto values = partials.floats();
     double sums[3] = {0, 0, 0}, expected[3];
     for (uint32_t g = 0; g < groups; g++)

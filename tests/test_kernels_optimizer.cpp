@@ -163,7 +163,7 @@ const std::vector<size_t> odd_sizes = {1, 7, 1000, 4099};
 
 struct Golden {
   nlohmann::json json;
-  std::vector<HostTensor> initial;  // params and lr/decay scales
+  std::vector<HostTensor> initial;                     // params and lr/decay scales
   std::vector<std::vector<std::vector<float>>> grads;  // [step][tensor]
 };
 
@@ -227,8 +227,10 @@ void check_golden_case(const Golden& golden, const nlohmann::json& test_case) {
   vk::Sequence sequence(context());
   sequence.record([&](vk::Recorder& r) {
     kernels::grad_norm(r, *device.list, step_state.range(), max_norm);
-    if (adam) kernels::adamw(r, *device.list, step_state.range(), adamw);
-    else kernels::sgd(r, *device.list, step_state.range(), sgd);
+    if (adam)
+      kernels::adamw(r, *device.list, step_state.range(), adamw);
+    else
+      kernels::sgd(r, *device.list, step_state.range(), sgd);
   });
   CHECK(sequence.dispatch_count() == 3);
   size_t steps = golden.grads.size();
@@ -238,8 +240,10 @@ void check_golden_case(const Golden& golden, const nlohmann::json& test_case) {
     device.upload_grads(tensors);
     StepState state;
     double lr = golden.json["learning_rates"][s].get<double>();
-    if (adam) kernels::set_optimizer_step(state, static_cast<uint32_t>(s + 1), lr, adamw);
-    else kernels::set_optimizer_step(state, static_cast<uint32_t>(s + 1), lr);
+    if (adam)
+      kernels::set_optimizer_step(state, static_cast<uint32_t>(s + 1), lr, adamw);
+    else
+      kernels::set_optimizer_step(state, static_cast<uint32_t>(s + 1), lr);
     kernels::write_step_state(context(), step_state, state);
     context().submit({&sequence});
     // torch's norm is a norm of per-tensor norms in fp32; ours sums squares in fp32 partials:
@@ -435,8 +439,8 @@ TEST_CASE("multi_tensor: 300 tensors, one dispatch per operation") {
   float clip = ref::clip_coefficient(expected, 0.5f);
   CHECK(std::fabs(after.clip_coefficient - clip) <= 1e-6 * clip);
   for (HostTensor& tensor : tensors)
-    ref::adamw(tensor.param.data(), tensor.grad.data(), tensor.state0.data(), tensor.state1.data(),
-               tensor.param.size(), 1, 1e-3, config, clip);
+    ref::adamw(tensor.param.data(), tensor.grad.data(), tensor.state0.data(), tensor.state1.data(), tensor.param.size(),
+               1, 1e-3, config, clip);
   // As in the odd-size AdamW test: a few fp32 ulps of O(1) params.
   test::check_close(concatenated(device.params), concatenated(tensors, &HostTensor::param), 1e-12, 1e-6, "params");
   CHECK(device.guards_intact());
@@ -479,8 +483,10 @@ TEST_CASE("grad_norm: clip coefficient on and off, as clip_grad_norm_") {
     context().run([&](vk::Recorder& r) { kernels::grad_norm(r, *device.list, step_state.range(), max_norm); });
     StepState state = kernels::read_step_state(context(), step_state);
     float expected = ref::clip_coefficient(norm, max_norm);
-    if (max_norm <= 0 || max_norm > norm) CHECK(state.clip_coefficient == 1.0f);
-    else CHECK(state.clip_coefficient < 1.0f);
+    if (max_norm <= 0 || max_norm > norm)
+      CHECK(state.clip_coefficient == 1.0f);
+    else
+      CHECK(state.clip_coefficient < 1.0f);
     // fp32 reciprocal and product against the double quotient.
     CHECK(std::fabs(state.clip_coefficient - expected) <= 1e-6 * expected);
   }
@@ -578,10 +584,8 @@ TEST_CASE("sgd: plain, momentum, dampening and nesterov match the CPU reference"
     SgdConfig config;
   };
   std::vector<Variant> variants = {
-      {"plain", {0.0f, 0.0f, false, 0.0f}},
-      {"weight decay", {0.0f, 0.0f, false, 0.1f}},
-      {"momentum", {0.9f, 0.0f, false, 0.01f}},
-      {"dampening", {0.9f, 0.3f, false, 0.0f}},
+      {"plain", {0.0f, 0.0f, false, 0.0f}},     {"weight decay", {0.0f, 0.0f, false, 0.1f}},
+      {"momentum", {0.9f, 0.0f, false, 0.01f}}, {"dampening", {0.9f, 0.3f, false, 0.0f}},
       {"nesterov", {0.8f, 0.0f, true, 0.02f}},
   };
   for (const Variant& variant : variants) {
@@ -668,8 +672,10 @@ TEST_CASE("zero_gradients: clears every gradient and nothing else") {
   context().run([&](vk::Recorder& r) { kernels::zero_gradients(r, arena_list); });
   auto after = grads.floats();
   for (size_t i = 0; i < arena.size(); i++) {
-    if (i < offset) REQUIRE(after[i] == 0.0f);
-    else REQUIRE(after[i] == arena[i]);  // the tail belongs to no tensor
+    if (i < offset)
+      REQUIRE(after[i] == 0.0f);
+    else
+      REQUIRE(after[i] == arena[i]);  // the tail belongs to no tensor
   }
   CHECK(grads.guard_intact());
 }

@@ -67,10 +67,10 @@ long first_difference(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() ? -1 : static_cast<long>(std::min(a.size(), b.size()));
 }
 
-#define CHECK_SAME(actual, expected)                                                       \
-  do {                                                                                     \
+#define CHECK_SAME(actual, expected)                                                                       \
+  do {                                                                                                     \
     INFO("first difference at " << first_difference((actual), (expected)) << " of " << (expected).size()); \
-    CHECK(same_bytes((actual), (expected)));                                               \
+    CHECK(same_bytes((actual), (expected)));                                                               \
   } while (0)
 
 // The 4-bit code of element i (first element of a byte in the high nibble).
@@ -111,7 +111,8 @@ GpuQuantized quantize_on_gpu(const std::vector<float>& x, uint32_t rows, uint32_
   ref.zeros = zeros.range();
   ref.absmax_codes = absmax_codes.range();
   ref.absmax_scales = absmax_scales.range();
-  context().run([&](vk::Recorder& r) { kernels::quantize_weight(r, input.range(), n, ref, workspace.range(), offset.range()); });
+  context().run(
+      [&](vk::Recorder& r) { kernels::quantize_weight(r, input.range(), n, ref, workspace.range(), offset.range()); });
   GpuQuantized result;
   result.weight = shape;
   result.weight.data = data.read<uint8_t>();
@@ -158,9 +159,21 @@ ReferenceFile read_reference() {
     file.read(static_cast<char*>(out), static_cast<std::streamsize>(bytes));
     REQUIRE(file.good());
   };
-  auto u32 = [&] { uint32_t v; read_bytes(&v, 4); return v; };
-  auto floats = [&](size_t count) { std::vector<float> v(count); read_bytes(v.data(), count * 4); return v; };
-  auto bytes = [&](size_t count) { std::vector<uint8_t> v(count); read_bytes(v.data(), count); return v; };
+  auto u32 = [&] {
+    uint32_t v;
+    read_bytes(&v, 4);
+    return v;
+  };
+  auto floats = [&](size_t count) {
+    std::vector<float> v(count);
+    read_bytes(v.data(), count * 4);
+    return v;
+  };
+  auto bytes = [&](size_t count) {
+    std::vector<uint8_t> v(count);
+    read_bytes(v.data(), count);
+    return v;
+  };
   char magic[8];
   read_bytes(magic, 8);
   REQUIRE(std::memcmp(magic, "VKTNF4RF", 8) == 0);
@@ -234,11 +247,11 @@ TEST_CASE("quantize_nf4: the code table and thresholds are bitsandbytes'") {
   // They are the CUDA `f` literals: each decimal rounded once to fp32. The long-double parse
   // keeps enough digits to round once; four literals are exact fp32 ties as doubles, so a parse
   // through double (what Python's float32(float) does) lands one ulp away from CUDA's value.
-  const char* literals[15] = {"-0.8480964004993439", "-0.6106329262256622", "-0.4599952697753906",
-                              "-0.33967943489551544", "-0.23460740596055984", "-0.13791173323988914",
-                              "-0.045525018125772476", "0.03979014977812767", "0.1202552504837513",
-                              "0.2035212516784668", "0.2920137718319893", "0.3893125355243683",
-                              "0.5016634166240692", "0.6427869200706482", "0.8614784181118011"};
+  const char* literals[15] = {"-0.8480964004993439",   "-0.6106329262256622",  "-0.4599952697753906",
+                              "-0.33967943489551544",  "-0.23460740596055984", "-0.13791173323988914",
+                              "-0.045525018125772476", "0.03979014977812767",  "0.1202552504837513",
+                              "0.2035212516784668",    "0.2920137718319893",   "0.3893125355243683",
+                              "0.5016634166240692",    "0.6427869200706482",   "0.8614784181118011"};
   int double_rounding_traps = 0;
   for (size_t k = 0; k < 15; k++) {
     CAPTURE(literals[k]);
@@ -254,7 +267,8 @@ TEST_CASE("quantize_nf4: values on codes, on thresholds and just past them") {
     CAPTURE(absmax);
     std::vector<float> block(64, 0.0f);
     for (int k = 0; k < 16; k++) block[static_cast<size_t>(k)] = quant::nf4_table()[static_cast<size_t>(k)] * absmax;
-    for (int k = 0; k < 16; k++) block[static_cast<size_t>(16 + k)] = quant::nf4_table()[static_cast<size_t>(15 - k)] * absmax;
+    for (int k = 0; k < 16; k++)
+      block[static_cast<size_t>(16 + k)] = quant::nf4_table()[static_cast<size_t>(15 - k)] * absmax;
     std::vector<uint8_t> codes(32);
     float stored_absmax = 0;
     quant::quantize_nf4(block.data(), 64, 64, codes.data(), &stored_absmax);
@@ -399,12 +413,12 @@ TEST_CASE("absmax_mean: integer division and the fixed-point mean are exact") {
   auto mean = [](std::vector<float> v) { return quant::absmax_mean(v.data(), v.size()); };
   float ulp = std::ldexp(1.0f, -23);
   CHECK(mean({1.0f, 2.0f}) == 1.5f);
-  CHECK(mean({1.0f, 1.0f + ulp}) == 1.0f);                   // 1 + ulp/2: a tie, to the even 1.0
+  CHECK(mean({1.0f, 1.0f + ulp}) == 1.0f);                      // 1 + ulp/2: a tie, to the even 1.0
   CHECK(mean({1.0f + ulp, 1.0f + 2 * ulp}) == 1.0f + 2 * ulp);  // 1 + 1.5 ulp: a tie, to the even
-  CHECK(mean({1.0f, 1.0f, 1.0f + ulp}) == 1.0f);             // 1 + ulp/3
+  CHECK(mean({1.0f, 1.0f, 1.0f + ulp}) == 1.0f);                // 1 + ulp/3
   CHECK(mean({0.0f, 0.0f}) == 0.0f);
   CHECK(mean({3.0f}) == 3.0f);
-  CHECK(mean(std::vector<float>(1000, 0.1f)) == 0.1f);       // a running fp32 sum would drift
+  CHECK(mean(std::vector<float>(1000, 0.1f)) == 0.1f);  // a running fp32 sum would drift
   // Random sets (values within a few decades, as block absmax values are): the fixed-point sum
   // is exact there, so it must equal the long-double mean rounded to fp32 (the long-double sum of
   // <= 2^11 fp32 values within 2^20 of each other is exact).
@@ -431,7 +445,8 @@ TEST_CASE("absmax_mean: GPU equals CPU bit for bit") {
       for (float& v : values) v = std::pow(10.0f, exponent(g));
       if (count > 3) values[count / 2] = 0.0f;  // zero blocks happen
       Guarded input = Guarded::of(values, "absmax"), mean(4, "mean");
-      context().run([&](vk::Recorder& r) { kernels::absmax_mean(r, input.range(), static_cast<uint32_t>(count), mean.range()); });
+      context().run(
+          [&](vk::Recorder& r) { kernels::absmax_mean(r, input.range(), static_cast<uint32_t>(count), mean.range()); });
       CAPTURE(count);
       CAPTURE(seed);
       CHECK(bits_of(mean.floats()[0]) == bits_of(quant::absmax_mean(values.data(), count)));
@@ -528,9 +543,9 @@ TEST_CASE("quantize_nf4: GPU equals CPU bit for bit") {
     uint32_t rows, cols, block_size;
     bool double_quant;
   };
-  for (Shape shape : {Shape{1, 64 * 3 + 10, 64, true}, Shape{1, 1, 64, true}, Shape{1, 7, 64, false},
-                      Shape{3, 33, 32, true}, Shape{37, 519, 64, true}, Shape{5, 301, 128, false},
-                      Shape{1, 64 * 300 + 37, 64, true}}) {
+  for (Shape shape :
+       {Shape{1, 64 * 3 + 10, 64, true}, Shape{1, 1, 64, true}, Shape{1, 7, 64, false}, Shape{3, 33, 32, true},
+        Shape{37, 519, 64, true}, Shape{5, 301, 128, false}, Shape{1, 64 * 300 + 37, 64, true}}) {
     CAPTURE(shape.rows);
     CAPTURE(shape.cols);
     CAPTURE(shape.block_size);
@@ -557,7 +572,8 @@ TEST_CASE("double_quantize: GPU equals CPU on equal, zero and spread absmax valu
   for (const auto& absmax : cases) {
     uint32_t blocks = static_cast<uint32_t>(absmax.size());
     uint32_t groups = (blocks + 255) / 256;
-    Guarded input = Guarded::of(absmax, "absmax"), offset(4, "offset"), codes(blocks, "codes"), scales(groups * 4, "scales");
+    Guarded input = Guarded::of(absmax, "absmax"), offset(4, "offset"), codes(blocks, "codes"),
+            scales(groups * 4, "scales");
     context().run([&](vk::Recorder& r) {
       kernels::absmax_mean(r, input.range(), blocks, offset.range());
       kernels::double_quantize(r, input.range(), blocks, offset.range(), codes.range(), scales.range());
@@ -634,7 +650,8 @@ TEST_CASE("quantize_int: hand-derived codes") {
     auto q = quant::quantize(zeros.data(), 1, 8, format, {8, false});
     CHECK(q.scales[0] == 0.0f);
     int zero_code = format == WeightFormat::int4 ? 8 : 0;
-    for (size_t i = 0; i < 8; i++) CHECK((format == WeightFormat::int8 ? int(q.data[i]) : nibble(q.data, i)) == zero_code);
+    for (size_t i = 0; i < 8; i++)
+      CHECK((format == WeightFormat::int8 ? int(q.data[i]) : nibble(q.data, i)) == zero_code);
     for (float v : quant::dequantize(q)) CHECK(v == 0.0f);
   }
 }
@@ -724,7 +741,8 @@ TEST_CASE("dequantize: GPU equals CPU for every format") {
     for (bool per_element : {false, true}) {
       CAPTURE(per_element);
       Guarded out(q.elements() * 4, "out");
-      context().run([&](vk::Recorder& r) { kernels::dequantize(r, device.ref, q.elements(), out.range(), per_element); });
+      context().run(
+          [&](vk::Recorder& r) { kernels::dequantize(r, device.ref, q.elements(), out.range(), per_element); });
       CHECK_SAME(out.floats(), quant::dequantize(q));
       CHECK(out.guard_intact());
     }

@@ -192,8 +192,7 @@ TEST_CASE("dropout: f16 and bf16 storage keep the fp32 mask") {
     });
     ref::dropout(rounded.data(), expected.data(), n, p, 6, 8, 3);
     std::vector<float> actual;
-    for (uint16_t value : output.read<uint16_t>())
-      actual.push_back(half ? half_to_float(value) : bf16_to_float(value));
+    for (uint16_t value : output.read<uint16_t>()) actual.push_back(half ? half_to_float(value) : bf16_to_float(value));
     for (size_t i = 0; i < n; i++) REQUIRE((actual[i] == 0.0f) == (expected[i] == 0.0f));
     // The fp32 product is rounded once more to the storage type: half an ulp of it (fp16 2^-11,
     // bf16 2^-8 relative; the max-abs bounds are for values below 2 / (1 - p) = 2.5).

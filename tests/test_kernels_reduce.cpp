@@ -19,10 +19,13 @@ using test::same_bits;
 TEST_SUITE("kernels_ops") {
 
 TEST_CASE("sum_rows: matches the reference, accumulates, and repeats bit for bit") {
-  struct Shape { uint32_t rows, cols; };
-  for (Shape shape : {Shape{1, 1}, Shape{17, 1}, Shape{3000, 1}, Shape{600, 7}, Shape{3, 130}, Shape{257, 65},
-                      Shape{1, 1000}}) {
-    CAPTURE(shape.rows); CAPTURE(shape.cols);
+  struct Shape {
+    uint32_t rows, cols;
+  };
+  for (Shape shape :
+       {Shape{1, 1}, Shape{17, 1}, Shape{3000, 1}, Shape{600, 7}, Shape{3, 130}, Shape{257, 65}, Shape{1, 1000}}) {
+    CAPTURE(shape.rows);
+    CAPTURE(shape.cols);
     auto x = test::random_floats(size_t(shape.rows) * shape.cols, 81);
     auto initial = test::random_floats(shape.cols, 82);
     Guarded x_buffer = Guarded::of(x, "x"), out(shape.cols * 4, "out"), accumulated = Guarded::of(initial, "acc");

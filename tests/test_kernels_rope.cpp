@@ -98,7 +98,8 @@ TEST_CASE("rope: cos and sin stay accurate at angles up to 4e5 radians") {
   Guarded x_buffer = Guarded::of(x, "x"), out(x.size() * 4, "out");
   Guarded position_buffer = Guarded::of_raw(positions, "positions"), freq_buffer = Guarded::of(inv_freq, "inv_freq");
   context().run([&](vk::Recorder& r) {
-    kernels::rope(r, x_buffer.range(), out.range(), position_buffer.range(), freq_buffer.range(), rows, heads, head_dim);
+    kernels::rope(r, x_buffer.range(), out.range(), position_buffer.range(), freq_buffer.range(), rows, heads,
+                  head_dim);
   });
   std::vector<float> expected(x.size());
   ref::rope(x.data(), expected.data(), positions.data(), inv_freq.data(), rows, heads, head_dim);
@@ -109,10 +110,14 @@ TEST_CASE("rope: cos and sin stay accurate at angles up to 4e5 radians") {
 }
 
 TEST_CASE("rope: forward matches the reference (llama3 frequencies, packed positions), in place") {
-  struct Shape { uint32_t rows, heads, head_dim; };
+  struct Shape {
+    uint32_t rows, heads, head_dim;
+  };
   auto scaling = llama31_scaling();
   for (Shape shape : {Shape{1, 1, 8}, Shape{3, 2, 64}, Shape{17, 3, 64}, Shape{17, 2, 128}, Shape{5, 1, 8}}) {
-    CAPTURE(shape.rows); CAPTURE(shape.heads); CAPTURE(shape.head_dim);
+    CAPTURE(shape.rows);
+    CAPTURE(shape.heads);
+    CAPTURE(shape.head_dim);
     size_t n = size_t(shape.rows) * shape.heads * shape.head_dim;
     auto x = test::random_floats(n, 111, -2, 2);
     auto positions = packed_positions(shape.rows, 112, shape.rows == 5 ? 131000 : 0);
@@ -157,10 +162,14 @@ TEST_CASE("rope: attention_scaling multiplies cos and sin") {
 }
 
 TEST_CASE("rope_backward: the inverse rotation; vs reference and finite differences; in place") {
-  struct Shape { uint32_t rows, heads, head_dim; };
+  struct Shape {
+    uint32_t rows, heads, head_dim;
+  };
   auto scaling = llama31_scaling();
   for (Shape shape : {Shape{1, 1, 8}, Shape{3, 2, 64}, Shape{17, 3, 64}}) {
-    CAPTURE(shape.rows); CAPTURE(shape.heads); CAPTURE(shape.head_dim);
+    CAPTURE(shape.rows);
+    CAPTURE(shape.heads);
+    CAPTURE(shape.head_dim);
     size_t n = size_t(shape.rows) * shape.heads * shape.head_dim;
     auto x = test::random_floats(n, 131, -2, 2);
     auto dy = test::random_floats(n, 132);

@@ -14,7 +14,6 @@
 #include "engine/model/config.hpp"
 #include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
-#include "tests/support.hpp"
 
 using namespace vkt;
 using namespace vkt::model;
@@ -97,7 +96,7 @@ TEST_CASE("config: TinyLlama, Llama 3.2, Qwen2.5, Mistral configs parse to the e
 
   ModelConfig qwen = parse_model_config(json::parse(kQwen2Config), "qwen/config.json");
   CHECK(qwen.architecture == Architecture::qwen2);
-  CHECK(qwen.qkv_bias);   // Qwen2 always has q/k/v biases
+  CHECK(qwen.qkv_bias);  // Qwen2 always has q/k/v biases
   CHECK(!qwen.o_bias);
   CHECK(qwen.head_dim == 64);
   CHECK(qwen.rope_theta == 1000000.0);
@@ -127,9 +126,9 @@ TEST_CASE("config: transformers 5 spelling (rope_parameters, dtype) and defaults
   document.erase("rope_theta");
   document.erase("torch_dtype");
   document["dtype"] = "bfloat16";
-  document["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 32.0},
-                                 {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
-                                 {"original_max_position_embeddings", 8192}};
+  document["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                                 {"factor", 32.0},          {"low_freq_factor", 1.0},
+                                 {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
   ModelConfig config = parse_model_config(document, "v5/config.json");
   CHECK(config.rope_theta == 500000.0);
   CHECK(config.rope_scaling.type == "llama3");
@@ -143,8 +142,12 @@ TEST_CASE("config: transformers 5 spelling (rope_parameters, dtype) and defaults
   CHECK(written["dtype"] == "bfloat16");
 
   // Missing optional keys take transformers' defaults.
-  json minimal = {{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 64}, {"intermediate_size", 128},
-                  {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"vocab_size", 100}};
+  json minimal = {{"architectures", {"LlamaForCausalLM"}},
+                  {"hidden_size", 64},
+                  {"intermediate_size", 128},
+                  {"num_hidden_layers", 2},
+                  {"num_attention_heads", 4},
+                  {"vocab_size", 100}};
   ModelConfig small = parse_model_config(minimal, "minimal/config.json");
   CHECK(small.num_key_value_heads == 4);
   CHECK(small.head_dim == 16);
@@ -235,7 +238,8 @@ TEST_CASE("config: unsupported or malformed configs are rejected naming the file
 
   json mlp_bias = base;
   mlp_bias["mlp_bias"] = true;
-  CHECK(error_for(mlp_bias).find("\"mlp_bias\" is true: MLP projections with a bias are not supported") != std::string::npos);
+  CHECK(error_for(mlp_bias).find("\"mlp_bias\" is true: MLP projections with a bias are not supported") !=
+        std::string::npos);
 
   json yarn = base;
   yarn["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};

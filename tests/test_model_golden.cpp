@@ -14,9 +14,9 @@
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
 #include "engine/quant/quantize.hpp"
-#include "tests/kernel_harness.hpp"
 #include "tests/golden_file.hpp"
 #include "tests/golden_run.hpp"
+#include "tests/kernel_harness.hpp"
 #include "tests/support.hpp"
 
 using namespace vkt;
@@ -94,15 +94,17 @@ TEST_CASE("golden: gradient checkpointing (per-layer recompute) gives the same g
 // A copy of the golden llama whose linear weights are replaced by `transform(weight)` (stored
 // as F32): loading it in fp32 computes exactly what loading the original in a compressed format
 // computes, if the compressed path is right.
-fs::path transformed_llama(const std::string& name,
-                           const std::function<std::vector<float>(const std::vector<float>&, uint32_t, uint32_t)>& transform) {
+fs::path transformed_llama(
+    const std::string& name,
+    const std::function<std::vector<float>(const std::vector<float>&, uint32_t, uint32_t)>& transform) {
   fs::path source = golden_dir() / "llama", target = test::temp_dir("golden-" + name);
   model::SafetensorsFile file(source / "model.safetensors");
   std::vector<model::TensorToWrite> tensors;
   for (const auto& tensor : file.tensors()) {
     auto values = std::make_shared<std::vector<float>>(model::to_fp32(tensor));
     bool linear = tensor.name.find("_proj.weight") != std::string::npos;
-    if (linear) *values = transform(*values, static_cast<uint32_t>(tensor.shape[0]), static_cast<uint32_t>(tensor.shape[1]));
+    if (linear)
+      *values = transform(*values, static_cast<uint32_t>(tensor.shape[0]), static_cast<uint32_t>(tensor.shape[1]));
     if (tensor.name == "model.embed_tokens.weight" || tensor.name == "lm_head.weight")
       *values = transform(*values, 0, 0);  // rows = 0: dense tensors (only dtype rounding applies)
     tensors.push_back({tensor.name, model::FileDtype::F32, tensor.shape,
@@ -119,7 +121,10 @@ std::vector<float> logits_of(const fs::path& folder, spec::RunSettings settings)
 }
 
 TEST_CASE("model: bf16, INT8, INT4 and INT4-asym bases compute what fp32 computes on their dequantized weights") {
-  struct Case { const char* name; kernels::WeightFormat format; };
+  struct Case {
+    const char* name;
+    kernels::WeightFormat format;
+  };
   for (Case c : {Case{"int8", kernels::WeightFormat::int8}, Case{"int4", kernels::WeightFormat::int4},
                  Case{"int4_asym", kernels::WeightFormat::int4_asym}}) {
     fs::path reference = transformed_llama(c.name, [&](const std::vector<float>& w, uint32_t rows, uint32_t cols) {
@@ -138,8 +143,8 @@ TEST_CASE("model: bf16, INT8, INT4 and INT4-asym bases compute what fp32 compute
   });
   spec::RunSettings bf16 = lora_settings(kernels::WeightFormat::bf16);
   bf16.dtype = kernels::DType::bf16;
-  test::check_close(logits_of(golden_dir() / "llama", bf16), logits_of(rounded, lora_settings(kernels::WeightFormat::f32)),
-                    1e-10, 2e-5, "bf16 logits");
+  test::check_close(logits_of(golden_dir() / "llama", bf16),
+                    logits_of(rounded, lora_settings(kernels::WeightFormat::f32)), 1e-10, 2e-5, "bf16 logits");
 }
 
 TEST_CASE("golden: greedy generation of 20 tokens with the KV cache matches PyTorch") {

@@ -17,12 +17,12 @@
 #include <cmath>
 #include <optional>
 
+#include "engine/base/error.hpp"
 #include "engine/kernels/activation.hpp"
 #include "engine/kernels/attention.hpp"
 #include "engine/kernels/loss.hpp"
 #include "engine/kernels/norm.hpp"
 #include "engine/kernels/optimizer.hpp"
-#include "engine/base/error.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/config.hpp"
 #include "engine/model/generate.hpp"
@@ -181,7 +181,8 @@ TEST_CASE("gemma golden: GeGLU (gelu_pytorch_tanh) forward and backward") {
 TEST_CASE("gemma golden: attention with sliding window, scaling and soft-capping, both bodies") {
   for (const char* disable_direct : {"0", "1"}) {
     for (std::string name : {"attention", "attention_nocap"}) {
-      CAPTURE(disable_direct); CAPTURE(name);
+      CAPTURE(disable_direct);
+      CAPTURE(name);
       test::ScopedEnv body("VKT_DISABLE_ATTENTION_DIRECT", disable_direct);
       std::vector<int64_t> dims = ops_golden()[name + ".shape"].ints();
       std::vector<double> scalars = ops_golden()[name + ".scale_softcap"].doubles();
@@ -233,21 +234,21 @@ TEST_CASE("gemma golden: final logit soft-capping in the fused cross-entropy (lo
 
 TEST_CASE("gemma golden: greedy generation of 20 tokens with the KV cache matches transformers") {
   for (std::string kind : {"gemma3", "gemma2"}) {
-  CAPTURE(kind);
-  const std::filesystem::path data = test::source_dir() / "tests/data";
-  test::GoldenFile golden(data / "golden" / ("hf_" + kind + ".golden.bin"));
-  model::GeneratorOptions options;
-  options.model = data / "hf" / kind;
-  options.adapter = data / "hf" / (kind + "_adapter");
-  options.max_tokens = 64;
-  options.prefill_rows = 3;  // the 4-token prompt runs as a 3-token and a 1-token block
-  model::Generator generator(context(), options);
-  std::vector<uint32_t> prompt, expected;
-  for (int64_t id : golden["greedy_prompt"].ints()) prompt.push_back(static_cast<uint32_t>(id));
-  for (int64_t id : golden["greedy_tokens"].ints()) expected.push_back(static_cast<uint32_t>(id));
-  model::SamplingOptions sampling;
-  sampling.max_new_tokens = 20;
-  CHECK(generator.generate(prompt, sampling) == expected);
+    CAPTURE(kind);
+    const std::filesystem::path data = test::source_dir() / "tests/data";
+    test::GoldenFile golden(data / "golden" / ("hf_" + kind + ".golden.bin"));
+    model::GeneratorOptions options;
+    options.model = data / "hf" / kind;
+    options.adapter = data / "hf" / (kind + "_adapter");
+    options.max_tokens = 64;
+    options.prefill_rows = 3;  // the 4-token prompt runs as a 3-token and a 1-token block
+    model::Generator generator(context(), options);
+    std::vector<uint32_t> prompt, expected;
+    for (int64_t id : golden["greedy_prompt"].ints()) prompt.push_back(static_cast<uint32_t>(id));
+    for (int64_t id : golden["greedy_tokens"].ints()) expected.push_back(static_cast<uint32_t>(id));
+    model::SamplingOptions sampling;
+    sampling.max_new_tokens = 20;
+    CHECK(generator.generate(prompt, sampling) == expected);
   }
 }
 

@@ -182,7 +182,8 @@ TEST_CASE("safetensors: sharded save as save_pretrained, index, folder reading, 
   CHECK(folder.tensor_count() == 5);
   CHECK(folder.total_bytes() == 2000);
   CHECK(folder.file_of("layers.3.weight").path().filename() == "model-00002-of-00003.safetensors");
-  for (size_t t = 0; t < data.size(); t++) CHECK(to_fp32(folder.tensor("layers." + std::to_string(t) + ".weight")) == data[t]);
+  for (size_t t = 0; t < data.size(); t++)
+    CHECK(to_fp32(folder.tensor("layers." + std::to_string(t) + ".weight")) == data[t]);
   CHECK(user_error_of([&] { folder.tensor("nope"); }).find("\"nope\"") != std::string::npos);
 
   // A tensor larger than the limit gets a shard of its own.
@@ -274,8 +275,8 @@ TEST_CASE("safetensors: malformed files give errors naming the file, the tensor 
     CHECK(message.find("BF16") != std::string::npos);  // the hint lists the supported ones
   }
   SUBCASE("shape does not match the byte length") {
-    std::string message = error_for("shape.safetensors",
-                                    raw_safetensors(R"({"w":{"dtype":"BF16","shape":[3,3],"data_offsets":[0,16]}})", 16));
+    std::string message = error_for(
+        "shape.safetensors", raw_safetensors(R"({"w":{"dtype":"BF16","shape":[3,3],"data_offsets":[0,16]}})", 16));
     CHECK(message.find("tensor \"w\"") != std::string::npos);
     CHECK(message.find("shape [3, 3] of BF16 needs 18 bytes but data_offsets [0, 16] hold 16") != std::string::npos);
   }
@@ -310,8 +311,9 @@ TEST_CASE("safetensors: malformed files give errors naming the file, the tensor 
     CHECK(error_for("negative.safetensors",
                     raw_safetensors(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", 0))
               .find("\"shape\" holds -1") != std::string::npos);
-    CHECK(error_for("offsets.safetensors", raw_safetensors(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4]}})", 4))
-              .find("\"data_offsets\" is [4], not two non-negative integers") != std::string::npos);
+    CHECK(
+        error_for("offsets.safetensors", raw_safetensors(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4]}})", 4))
+            .find("\"data_offsets\" is [4], not two non-negative integers") != std::string::npos);
     CHECK(error_for("metadata.safetensors", raw_safetensors(R"({"__metadata__":{"step":3}})", 0))
               .find("\"__metadata__\".step is not a string") != std::string::npos);
   }
@@ -321,8 +323,9 @@ TEST_CASE("safetensors: every truncation and random header damage gives a UserEr
   fs::path dir = test::temp_dir("safetensors_fuzz");
   std::vector<float> a(6, 1.5f);
   std::vector<uint16_t> b(5, float_to_bf16(2.0f));
-  write_safetensors(dir / "good.safetensors", {TensorToWrite::from_bytes("a", FileDtype::F32, {2, 3}, as_bytes(a)),
-                                               TensorToWrite::from_bytes("b", FileDtype::BF16, {5}, as_bytes(b))},
+  write_safetensors(dir / "good.safetensors",
+                    {TensorToWrite::from_bytes("a", FileDtype::F32, {2, 3}, as_bytes(a)),
+                     TensorToWrite::from_bytes("b", FileDtype::BF16, {5}, as_bytes(b))},
                     {{"format", "pt"}});
   const std::string good = read_bytes(dir / "good.safetensors");
   // Any truncation leaves the buffer not fully indexed (or the header cut): always an error.
@@ -368,8 +371,9 @@ TEST_CASE("safetensors: every truncation and random header damage gives a UserEr
 
 TEST_CASE("safetensors: folder errors name the index, the shard and the tensor") {
   fs::path dir = test::temp_dir("safetensors_folder_errors");
-  CHECK(user_error_of([&] { SafetensorsFolder folder(dir); }).find("neither model.safetensors nor model.safetensors.index.json") !=
-        std::string::npos);
+  CHECK(user_error_of([&] {
+          SafetensorsFolder folder(dir);
+        }).find("neither model.safetensors nor model.safetensors.index.json") != std::string::npos);
   std::vector<float> values(4, 1.0f);
   write_safetensors(dir / "model-00001-of-00002.safetensors",
                     {TensorToWrite::from_bytes("a", FileDtype::F32, {4}, as_bytes(values))});
@@ -381,17 +385,20 @@ TEST_CASE("safetensors: folder errors name the index, the shard and the tensor")
   CHECK(missing.find("shard model-00002-of-00002.safetensors (holding tensor \"b\") is missing") != std::string::npos);
   index["weight_map"]["b"] = "model-00001-of-00002.safetensors";
   write_file_atomically(dir / "model.safetensors.index.json", index.dump());
-  CHECK(user_error_of([&] { SafetensorsFolder folder(dir); })
-            .find("weight_map puts tensor \"b\" in model-00001-of-00002.safetensors, which does not hold it") !=
+  CHECK(user_error_of([&] {
+          SafetensorsFolder folder(dir);
+        }).find("weight_map puts tensor \"b\" in model-00001-of-00002.safetensors, which does not hold it") !=
         std::string::npos);
   // transformers prefers a single model.safetensors to an index when both are there: so do we.
-  write_safetensors(dir / "model.safetensors", {TensorToWrite::from_bytes("single", FileDtype::F32, {4}, as_bytes(values))});
+  write_safetensors(dir / "model.safetensors",
+                    {TensorToWrite::from_bytes("single", FileDtype::F32, {4}, as_bytes(values))});
   CHECK(SafetensorsFolder(dir).contains("single"));
   CHECK(!SafetensorsFolder(dir).sharded());
   fs::remove(dir / "model.safetensors");
   index["weight_map"]["b"] = "../elsewhere.safetensors";
   write_file_atomically(dir / "model.safetensors.index.json", index.dump());
-  CHECK(user_error_of([&] { SafetensorsFolder folder(dir); }).find("not a file in the model folder") != std::string::npos);
+  CHECK(user_error_of([&] { SafetensorsFolder folder(dir); }).find("not a file in the model folder") !=
+        std::string::npos);
 }
 
 }  // TEST_SUITE

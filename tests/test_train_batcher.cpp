@@ -44,7 +44,8 @@ TEST_CASE("batcher: right padding, shifted targets and weights") {
 }
 
 TEST_CASE("batcher: packing keeps examples apart") {
-  std::vector<TokenizedExample> examples = {example({1, 5, 6, 2}, 1, 0), example({1, 7, 2}, 1, 0), example({1, 8, 9, 2}, 1, 0)};
+  std::vector<TokenizedExample> examples = {example({1, 5, 6, 2}, 1, 0), example({1, 7, 2}, 1, 0),
+                                            example({1, 8, 9, 2}, 1, 0)};
   BatcherSettings settings;
   settings.batch = 1;
   settings.seq_len = 8;

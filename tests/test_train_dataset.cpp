@@ -36,8 +36,11 @@ TokenizerHooks toy_tokenizer() {
   hooks.encode = [](const std::string& text) {
     std::vector<uint32_t> ids;
     for (size_t i = 0; i < text.size(); i++) {
-      if (text[i] == 'a' && i + 1 < text.size() && text[i + 1] == 'b') { ids.push_back(256); i++; }
-      else ids.push_back(static_cast<unsigned char>(text[i]));
+      if (text[i] == 'a' && i + 1 < text.size() && text[i + 1] == 'b') {
+        ids.push_back(256);
+        i++;
+      } else
+        ids.push_back(static_cast<unsigned char>(text[i]));
     }
     return ids;
   };
@@ -51,11 +54,12 @@ TokenizerHooks toy_tokenizer() {
 TEST_SUITE("train") {
 
 TEST_CASE("dataset: the three TRL formats") {
-  std::string path = write_jsonl("formats.jsonl",
-                                 "{\"text\": \"hello\"}\n"
-                                 "\n"
-                                 "{\"prompt\": \"Q: 1+1?\", \"completion\": \" 2\"}\n"
-                                 "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n");
+  std::string path = write_jsonl(
+      "formats.jsonl",
+      "{\"text\": \"hello\"}\n"
+      "\n"
+      "{\"prompt\": \"Q: 1+1?\", \"completion\": \" 2\"}\n"
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n");
   auto examples = read_jsonl(path, ChatFormat{});
   REQUIRE(examples.size() == 3);
   CHECK(examples[0].format == ExampleFormat::text);
@@ -71,9 +75,10 @@ TEST_CASE("dataset: the three TRL formats") {
 
 TEST_CASE("dataset: chat templates of tokenizer_config.json") {
   // A Qwen2.5-style template: its default system message comes from the template itself.
-  std::string qwen = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-                     "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
-                     "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}";
+  std::string qwen =
+      "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+      "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+      "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}";
   ChatFormat format = parse_chat_format(qwen, "tokenizer_config.json");
   auto segments = render_chat(format, {{"user", "hi"}, {"assistant", "yo"}, {"user", "again"}, {"assistant", "ok"}});
   REQUIRE(segments.size() == 4);
@@ -82,20 +87,24 @@ TEST_CASE("dataset: chat templates of tokenizer_config.json") {
   CHECK(segments[3].text == "ok<|im_end|>");
 
   // Llama 3.1's template (tests/data/chat_templates/llama3_1.jinja): the header is prompt, the content and <|eot_id|> completion.
-  std::string llama3_template = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
-                                "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
-                                "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
-                                "{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+  std::string llama3_template =
+      "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+      "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
+      "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+      "{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' "
+      "}}{% endif %}";
   ChatFormat llama3 = parse_chat_format(llama3_template, "t", {{"bos_token", "<|begin_of_text|>"}});
   auto llama = render_chat(llama3, {{"system", "be brief"}, {"user", "hi"}, {"assistant", "yo"}});
   REQUIRE(llama.size() == 2);
-  CHECK(llama[0].text == "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nbe brief<|eot_id|>"
-                         "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
-                         "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  CHECK(llama[0].text ==
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nbe brief<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n");
   CHECK(llama[1].text == "yo<|eot_id|>");
 
   // Templates are Jinja now: an unsupported construct is an error naming the file, line and column.
-  std::string message = error_of([] { parse_chat_format("{{ bos_token }}\n{% include 'x' %}", "checkpoint/tokenizer_config.json"); });
+  std::string message =
+      error_of([] { parse_chat_format("{{ bos_token }}\n{% include 'x' %}", "checkpoint/tokenizer_config.json"); });
   CHECK(message.find("checkpoint/tokenizer_config.json:2:4") != std::string::npos);
   CHECK(message.find("include") != std::string::npos);
 }
@@ -106,18 +115,20 @@ TEST_CASE("dataset: messages through a model folder's real template (Gemma 3): a
   config["chat_template"] = read_text_file(test::source_dir() / "tests/data/chat_templates/gemma3.jinja");
   std::ofstream(folder / "tokenizer_config.json") << config.dump();
   ChatFormat gemma = load_chat_format(folder);
-  std::string path = write_jsonl("gemma.jsonl",
-                                 "{\"messages\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, "
-                                 "{\"role\": \"assistant\", \"content\": \"yo \"}, {\"role\": \"user\", \"content\": \"again\"}, "
-                                 "{\"role\": \"assistant\", \"content\": \"ok\"}]}\n"
-                                 "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}, "
-                                 "{\"role\": \"assistant\", \"content\": \"c\"}]}\n");
+  std::string path = write_jsonl(
+      "gemma.jsonl",
+      "{\"messages\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, "
+      "{\"role\": \"assistant\", \"content\": \"yo \"}, {\"role\": \"user\", \"content\": \"again\"}, "
+      "{\"role\": \"assistant\", \"content\": \"ok\"}]}\n"
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}, "
+      "{\"role\": \"assistant\", \"content\": \"c\"}]}\n");
   std::string message = error_of([&] { read_jsonl(path, gemma); });
   CHECK(message.find(path + ":2: ") != std::string::npos);  // Gemma's template rejects two user turns in a row
   CHECK(message.find("Conversation roles must alternate") != std::string::npos);
-  std::ofstream(path) << "{\"messages\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, "
-                         "{\"role\": \"assistant\", \"content\": \"yo \"}, {\"role\": \"user\", \"content\": \"again\"}, "
-                         "{\"role\": \"assistant\", \"content\": \"ok\"}]}\n";
+  std::ofstream(path)
+      << "{\"messages\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, "
+         "{\"role\": \"assistant\", \"content\": \"yo \"}, {\"role\": \"user\", \"content\": \"again\"}, "
+         "{\"role\": \"assistant\", \"content\": \"ok\"}]}\n";
   auto examples = read_jsonl(path, gemma);
   REQUIRE(examples[0].segments.size() == 4);
   CHECK(examples[0].segments[0].text == "<bos><start_of_turn>user\nsys\n\nhi<end_of_turn>\n<start_of_turn>model\n");
@@ -129,7 +140,10 @@ TEST_CASE("dataset: messages through a model folder's real template (Gemma 3): a
 }
 
 TEST_CASE("dataset: bad lines give file:line and what is wrong") {
-  struct Case { const char* contents; const char* expected; };
+  struct Case {
+    const char* contents;
+    const char* expected;
+  };
   Case cases[] = {
       {"{\"text\": \"ok\"}\n{\"text\": \"broken\"\n", ":2: not valid JSON"},
       {"{\"prompt\": \"p\"}\n", ":1: missing \"completion\""},

@@ -10,7 +10,6 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/model/safetensors.hpp"
-#include "engine/model/safetensors.hpp"
 #include "engine/train/generation_eval.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
@@ -185,7 +184,8 @@ TEST_CASE("train: bad input gives a clear error and leaves no output") {
   };
   train::TrainConfig config = tiny_config("bad");
   train::TrainConfig c = config;
-  c.data = write("malformed.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\" \"completion\": 1}\n");
+  c.data =
+      write("malformed.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\" \"completion\": 1}\n");
   expect_error(c, "malformed.jsonl:2", "malformed");
   c = config;
   c.data = write("missing.jsonl", "{\"prompt\": \"a\"}\n");
@@ -212,11 +212,15 @@ TEST_SUITE("plan_accuracy") {
 // The planner's promise: for the runs that train in CI, each category's planned bytes are within
 // 10% of the memory ledger's measured peak, and so is the total.
 TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, full; with and without checkpointing)") {
-  struct Case { const char* name; spec::Method method; bool checkpointing; };
+  struct Case {
+    const char* name;
+    spec::Method method;
+    bool checkpointing;
+  };
   using spec::Method;
-  for (Case c : {Case{"lora", Method::lora, false}, Case{"lora-ckpt", Method::lora, true}, Case{"qlora", Method::qlora, false},
-                 Case{"qlora-ckpt", Method::qlora, true}, Case{"full", Method::full, false},
-                 Case{"full-ckpt", Method::full, true}}) {
+  for (Case c : {Case{"lora", Method::lora, false}, Case{"lora-ckpt", Method::lora, true},
+                 Case{"qlora", Method::qlora, false}, Case{"qlora-ckpt", Method::qlora, true},
+                 Case{"full", Method::full, false}, Case{"full-ckpt", Method::full, true}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;
@@ -225,14 +229,16 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     for (size_t i = 0; i < vk::category_count; i++) {
       auto category = vk::Category(i);
       if (category == vk::Category::staging) continue;  // transfers, not part of the run's footprint
-      double planned = double(summary.plan.bytes(category)), measured = double(summary.measured.category_peak(category));
+      double planned = double(summary.plan.bytes(category)),
+             measured = double(summary.measured.category_peak(category));
       INFO(c.name << " " << vk::category_name(category) << ": planned " << planned << ", measured peak " << measured);
-      if (planned == 0) CHECK(measured == 0);
-      else CHECK(std::fabs(measured - planned) / planned <= 0.10);
+      if (planned == 0)
+        CHECK(measured == 0);
+      else
+        CHECK(std::fabs(measured - planned) / planned <= 0.10);
     }
     double planned_total = double(summary.plan.total_bytes());
-    double measured_total = double(summary.measured.total_peak -
-                                   summary.measured.category_peak(vk::Category::staging));
+    double measured_total = double(summary.measured.total_peak - summary.measured.category_peak(vk::Category::staging));
     INFO(c.name << " total: planned " << planned_total << ", measured " << measured_total);
     CHECK(std::fabs(measured_total - planned_total) / planned_total <= 0.10);
   }
@@ -250,7 +256,8 @@ TEST_CASE("evaluate: form is JSON with every key, content every field right") {
   CHECK(form);
   CHECK(content);
   train::score_output(R"({"chapter": 1, "book": "Ge"}
-and more text)", reference, keys, form, content);
+and more text)",
+                      reference, keys, form, content);
   CHECK(form);  // key order and a continuation after the first line do not matter
   CHECK(content);
   size_t fields = 9;

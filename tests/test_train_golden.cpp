@@ -86,8 +86,8 @@ void check_training(const std::string& model_name) {
     double norm = runner.device_state().grad_norm;
     worst_loss = std::max(worst_loss, std::fabs(loss - losses[step]) / losses[step]);
     worst_norm = std::max(worst_norm, std::fabs(norm - norms[step]) / norms[step]);
-    INFO(model_name << " step " << step << ": loss " << loss << " vs " << losses[step] << ", grad norm " << norm << " vs "
-                    << norms[step]);
+    INFO(model_name << " step " << step << ": loss " << loss << " vs " << losses[step] << ", grad norm " << norm
+                    << " vs " << norms[step]);
     CHECK(std::fabs(loss - losses[step]) / losses[step] <= 1e-4);
     CHECK(std::fabs(norm - norms[step]) / norms[step] <= 1e-4);
   }
@@ -99,7 +99,10 @@ void check_training(const std::string& model_name) {
         auto actual = test::download(session->buffers->buffer(model::lora_buffer_name(layer, module, a)));
         auto expected = golden["train.final." + model::peft_tensor_name(layer, module, a)].floats();
         double error = relative_error(actual, expected);
-        if (error > worst_weight) { worst_weight = error; worst_name = model::peft_tensor_name(layer, module, a); }
+        if (error > worst_weight) {
+          worst_weight = error;
+          worst_name = model::peft_tensor_name(layer, module, a);
+        }
       }
   MESSAGE(model_name << ": worst relative error over 20 steps: loss " << worst_loss << ", grad norm " << worst_norm
                      << ", final adapter " << worst_weight << " (" << worst_name << ")");

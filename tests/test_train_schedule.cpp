@@ -32,7 +32,8 @@ TEST_CASE("schedules: every HF schedule at every step") {
     const auto& expected = entry["multipliers"];
     for (size_t step = 0; step < expected.size(); step++) {
       INFO(entry["type"].get<std::string>() << " warmup " << settings.warmup_steps << " step " << step);
-      CHECK(schedule.multiplier(static_cast<long long>(step)) == doctest::Approx(expected[step].get<double>()).epsilon(1e-12));
+      CHECK(schedule.multiplier(static_cast<long long>(step)) ==
+            doctest::Approx(expected[step].get<double>()).epsilon(1e-12));
     }
   }
 }

@@ -12,8 +12,8 @@ namespace vkt::test {
 std::filesystem::path tiny_model(const std::filesystem::path& directory, const TinyModelOptions& o) {
   if (std::filesystem::exists(directory / "model.safetensors")) return directory;
   auto tokenizer = text::byte_level_tokenizer();
-  model::ModelConfig config = model::small_llama_config(tokenizer.vocab_size, o.hidden, o.layers, o.heads, o.kv_heads,
-                                                        o.intermediate, 256);
+  model::ModelConfig config =
+      model::small_llama_config(tokenizer.vocab_size, o.hidden, o.layers, o.heads, o.kv_heads, o.intermediate, 256);
   config.tie_word_embeddings = o.tied;
   if (o.qkv_bias) {
     config.architecture = model::Architecture::qwen2;
@@ -33,8 +33,8 @@ std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directo
   {
     std::ofstream out(text);
     const char* sentences[] = {"the sky is grey and the sea is grey.", "a leaf is green, the sun is gold.",
-                               "Q: what is this? A: a question.", "red, blue, green and gold are colors.",
-                               "the sun and the sea and the sky.", "A: yes. Q: no? A: maybe."};
+                               "Q: what is this? A: a question.",      "red, blue, green and gold are colors.",
+                               "the sun and the sea and the sky.",     "A: yes. Q: no? A: maybe."};
     for (int i = 0; i < 48; i++) out << nlohmann::json{{"text", sentences[i % 6]}}.dump() << "\n";
   }
   train::TrainConfig config;

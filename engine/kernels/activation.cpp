@@ -17,8 +17,9 @@ void record_gated(Recorder& recorder, const char* shader, const char* op, const 
     uint64_t gate, up, h;
     uint32_t n;
   } push{gate.address, up.address, h.address, n};
-  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(n, 256), .reads = {gate, up},
-                             .writes = {h}, .label = op});
+  record_dispatch(
+      recorder,
+      {.shader = shader, .push = push, .grid = grid_1d(n, 256), .reads = {gate, up}, .writes = {h}, .label = op});
 }
 
 void record_gated_backward(Recorder& recorder, const char* shader, const char* op, const BufferRange& dh,
@@ -34,8 +35,12 @@ void record_gated_backward(Recorder& recorder, const char* shader, const char* o
     uint64_t dh, gate, up, d_gate, d_up;
     uint32_t n;
   } push{dh.address, gate.address, up.address, d_gate.address, d_up.address, n};
-  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(n, 256), .reads = {dh, gate, up},
-                             .writes = {d_gate, d_up}, .label = op});
+  record_dispatch(recorder, {.shader = shader,
+                             .push = push,
+                             .grid = grid_1d(n, 256),
+                             .reads = {dh, gate, up},
+                             .writes = {d_gate, d_up},
+                             .label = op});
 }
 
 }  // namespace

@@ -41,9 +41,12 @@ uint64_t shared_bytes(AttentionPass pass, uint32_t head_dim, uint32_t rows, uint
   uint64_t score_tile = uint64_t(rows) * (keys + 1) * 4;
   uint64_t masks = rows * 12ull + keys * 4ull;  // row_limit, row_start, row_segment, key_segment
   switch (pass) {
-    case AttentionPass::forward: return (rows + keys) * row_bytes + score_tile + masks + rows * 12ull;
-    case AttentionPass::backward_dkdv: return (2ull * keys + rows) * row_bytes + 2 * score_tile + masks + rows * 8ull;
-    case AttentionPass::backward_dq: return (2ull * rows + keys) * row_bytes + score_tile + masks + rows * 8ull;
+    case AttentionPass::forward:
+      return (rows + keys) * row_bytes + score_tile + masks + rows * 12ull;
+    case AttentionPass::backward_dkdv:
+      return (2ull * keys + rows) * row_bytes + 2 * score_tile + masks + rows * 8ull;
+    case AttentionPass::backward_dq:
+      return (2ull * rows + keys) * row_bytes + score_tile + masks + rows * 8ull;
   }
   return ~0ull;
 }
@@ -69,9 +72,12 @@ bool registers_fit(AttentionPass pass, uint32_t head_dim, uint32_t threads, uint
   uint32_t row_passes = (rows + lines - 1) / lines, key_passes = (keys + lines - 1) / lines;
   uint32_t micro_tile = rows * keys / threads;
   switch (pass) {
-    case AttentionPass::forward: return row_passes <= 16 && micro_tile <= 32;
-    case AttentionPass::backward_dkdv: return 2 * key_passes <= 16 && 2 * micro_tile <= 32;
-    case AttentionPass::backward_dq: return row_passes <= 16 && 2 * micro_tile <= 32;
+    case AttentionPass::forward:
+      return row_passes <= 16 && micro_tile <= 32;
+    case AttentionPass::backward_dkdv:
+      return 2 * key_passes <= 16 && 2 * micro_tile <= 32;
+    case AttentionPass::backward_dq:
+      return row_passes <= 16 && 2 * micro_tile <= 32;
   }
   return false;
 }
@@ -179,8 +185,8 @@ void check_shape(const AttentionShape& s) {
 uint32_t direct_subgroup_size(vk::Context& context) {
   const vk::Capabilities& caps = context.caps();
   bool direct = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU && caps.subgroup_size >= 4 &&
-                caps.subgroup_size <= 64 && caps.min_subgroup_size == caps.max_subgroup_size &&
-                caps.subgroup_shuffle && !env_set("VKT_DISABLE_ATTENTION_DIRECT");
+                caps.subgroup_size <= 64 && caps.min_subgroup_size == caps.max_subgroup_size && caps.subgroup_shuffle &&
+                !env_set("VKT_DISABLE_ATTENTION_DIRECT");
   return direct ? caps.subgroup_size : 0;
 }
 
@@ -206,15 +212,17 @@ DirectConfig direct_config(uint32_t subgroup, AttentionPass pass, const Attentio
   DirectConfig config{subgroup, subgroup};
   if (forced) {
     config.block = pass == AttentionPass::backward_dkdv ? forced->tiles.keys
-                                                         : std::max(subgroup, forced->tiles.rows / subgroup * subgroup);
+                                                        : std::max(subgroup, forced->tiles.rows / subgroup * subgroup);
     if (forced->direct_keys) config.keys = std::min(forced->direct_keys, subgroup);
   } else if (pass == AttentionPass::backward_dkdv) {
     config.block = slots <= 8 ? 2 * subgroup : subgroup;
-    while (config.block > 4 && ceil_div(shape.seq_kv, config.block) * sequences_heads < min_workgroups) config.block /= 2;
+    while (config.block > 4 && ceil_div(shape.seq_kv, config.block) * sequences_heads < min_workgroups)
+      config.block /= 2;
     while (config.block > 1 && config.block / 2 >= shape.seq_kv) config.block /= 2;
   } else {
     config.block = slots <= 8 ? 4 * subgroup : 2 * subgroup;
-    while (config.block > subgroup && ceil_div(rows, config.block) * sequences_heads < min_workgroups) config.block /= 2;
+    while (config.block > subgroup && ceil_div(rows, config.block) * sequences_heads < min_workgroups)
+      config.block /= 2;
     // Unrolled multiply-adds per lane and iteration (times two head vectors in the forward, three
     // in dQ): 1024 for the forward, 512 for dQ.
     uint32_t budget = (pass == AttentionPass::forward ? 128 : 64) * subgroup;
@@ -331,36 +339,43 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
     float scale_log2;
     uint32_t keys_per_split, window;
     float softcap_log2;
-  } push{q.address,         k.address,           v.address,         partial_o.address,
-         partial_lse.address, q_segment_address, kv_segment_address, shape.batch,
-         shape.seq_q,        shape.seq_kv,        shape.q_heads,     shape.kv_heads,
-         shape.q_offset,     log2_scale(shape), plan.keys_per_split, shape.window,
-         log2_softcap(shape)};
+  } push{q.address,         k.address,          v.address,      partial_o.address, partial_lse.address,
+         q_segment_address, kv_segment_address, shape.batch,    shape.seq_q,       shape.seq_kv,
+         shape.q_heads,     shape.kv_heads,     shape.q_offset, log2_scale(shape), plan.keys_per_split,
+         shape.window,      log2_softcap(shape)};
   static_assert(sizeof(push) == 96);
   VKT_ASSERT(uint64_t(shape.batch) * plan.splits <= 65535, "attention: too many splits");
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::forward, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, partial_o});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
-    record_dispatch(recorder, {.shader = "attention_forward_direct", .specialization = constants, .push = push,
+    record_dispatch(recorder, {.shader = "attention_forward_direct",
+                               .specialization = constants,
+                               .push = push,
                                .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch * plan.splits},
-                               .reads = reads, .writes = {partial_o, partial_lse}, .label = "attention_forward"});
+                               .reads = reads,
+                               .writes = {partial_o, partial_lse},
+                               .label = "attention_forward"});
   } else {
     TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::forward, shape);
-    record_dispatch(recorder, {.shader = "attention_forward", .specialization = specialization(tiles, shape.head_dim),
+    record_dispatch(recorder, {.shader = "attention_forward",
+                               .specialization = specialization(tiles, shape.head_dim),
                                .push = push,
                                .grid = {row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch * plan.splits},
-                               .reads = reads, .writes = {partial_o, partial_lse}});
+                               .reads = reads,
+                               .writes = {partial_o, partial_lse}});
   }
   if (plan.splits <= 1) return;
 
   struct {
     uint64_t partial_o, partial_lse, o, lse;
     uint32_t batch, seq_q, q_heads, head_vec4s, splits;
-  } combine{partial_o.address, partial_lse.address, o.address,       lse.address, shape.batch,
+  } combine{partial_o.address, partial_lse.address, o.address,          lse.address, shape.batch,
             shape.seq_q,       shape.q_heads,       shape.head_dim / 4, plan.splits};
-  record_dispatch(recorder, {.shader = "attention_forward_combine", .push = combine,
-                             .grid = grid_1d(q_elements(shape) / 4, 64), .reads = {partial_o, partial_lse},
+  record_dispatch(recorder, {.shader = "attention_forward_combine",
+                             .push = combine,
+                             .grid = grid_1d(q_elements(shape) / 4, 64),
+                             .reads = {partial_o, partial_lse},
                              .writes = {o, lse}});
 }
 
@@ -374,10 +389,14 @@ void attention_backward_delta(Recorder& recorder, const BufferRange& o, const Bu
     uint64_t o, d_o, delta;
     uint32_t batch, seq_q, q_heads, head_vec4s;
   } push{o.address, d_o.address, delta.address, shape.batch, shape.seq_q, shape.q_heads, shape.head_dim / 4};
-  const char* shader = direct_subgroup_size(recorder.context()) ? "attention_backward_delta_direct"
-                                                                 : "attention_backward_delta";
-  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(stat_elements(shape), 64),
-                             .reads = {o, d_o}, .writes = {delta}, .label = "attention_backward_delta"});
+  const char* shader =
+      direct_subgroup_size(recorder.context()) ? "attention_backward_delta_direct" : "attention_backward_delta";
+  record_dispatch(recorder, {.shader = shader,
+                             .push = push,
+                             .grid = grid_1d(stat_elements(shape), 64),
+                             .reads = {o, d_o},
+                             .writes = {delta},
+                             .label = "attention_backward_delta"});
 }
 
 void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
@@ -395,10 +414,10 @@ void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const Buf
     float scale, scale_log2;
     uint32_t window;
     float softcap_log2;
-  } push{q.address,      k.address,     v.address,     d_o.address,        lse.address,
-         delta.address,  dk.address,    dv.address,    q_segment_address,  kv_segment_address,
-         shape.batch,    shape.seq_q,   shape.seq_kv,  shape.q_heads,      shape.kv_heads,
-         shape.q_offset, shape.scale,   log2_scale(shape), shape.window,   log2_softcap(shape)};
+  } push{q.address,      k.address,   v.address,         d_o.address,       lse.address,
+         delta.address,  dk.address,  dv.address,        q_segment_address, kv_segment_address,
+         shape.batch,    shape.seq_q, shape.seq_kv,      shape.q_heads,     shape.kv_heads,
+         shape.q_offset, shape.scale, log2_scale(shape), shape.window,      log2_softcap(shape)};
   static_assert(sizeof(push) == 120);
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::backward_dkdv, shape);
@@ -406,8 +425,12 @@ void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const Buf
     VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dk, dv});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words};
-    record_dispatch(recorder, {.shader = "attention_backward_dkdv_direct", .specialization = constants, .push = push,
-                               .grid = {key_tiles, shape.kv_heads, shape.batch}, .reads = reads, .writes = {dk, dv},
+    record_dispatch(recorder, {.shader = "attention_backward_dkdv_direct",
+                               .specialization = constants,
+                               .push = push,
+                               .grid = {key_tiles, shape.kv_heads, shape.batch},
+                               .reads = reads,
+                               .writes = {dk, dv},
                                .label = "attention_backward_dkdv"});
     return;
   }
@@ -415,8 +438,11 @@ void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const Buf
   uint32_t key_tiles = ceil_div(shape.seq_kv, tiles.keys);
   VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
   record_dispatch(recorder, {.shader = "attention_backward_dkdv",
-                             .specialization = specialization(tiles, shape.head_dim), .push = push,
-                             .grid = {key_tiles, shape.kv_heads, shape.batch}, .reads = reads, .writes = {dk, dv}});
+                             .specialization = specialization(tiles, shape.head_dim),
+                             .push = push,
+                             .grid = {key_tiles, shape.kv_heads, shape.batch},
+                             .reads = reads,
+                             .writes = {dk, dv}});
 }
 
 void attention_backward_dq(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
@@ -433,31 +459,37 @@ void attention_backward_dq(Recorder& recorder, const BufferRange& q, const Buffe
     float scale, scale_log2;
     uint32_t window;
     float softcap_log2;
-  } push{q.address,     k.address,          v.address,          d_o.address,  lse.address,
-         delta.address, dq.address,         q_segment_address,  kv_segment_address,
-         shape.batch,   shape.seq_q,        shape.seq_kv,       shape.q_heads, shape.kv_heads,
-         shape.q_offset, shape.scale,       log2_scale(shape),  shape.window,  log2_softcap(shape)};
+  } push{q.address,     k.address,         v.address,         d_o.address,        lse.address,
+         delta.address, dq.address,        q_segment_address, kv_segment_address, shape.batch,
+         shape.seq_q,   shape.seq_kv,      shape.q_heads,     shape.kv_heads,     shape.q_offset,
+         shape.scale,   log2_scale(shape), shape.window,      log2_softcap(shape)};
   static_assert(sizeof(push) == 112);
   if (uint32_t subgroup = direct_subgroup_size(recorder.context())) {
     DirectConfig config = direct_config(subgroup, AttentionPass::backward_dq, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dq});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
-    record_dispatch(recorder, {.shader = "attention_backward_dq_direct", .specialization = constants, .push = push,
+    record_dispatch(recorder, {.shader = "attention_backward_dq_direct",
+                               .specialization = constants,
+                               .push = push,
                                .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch},
-                               .reads = reads, .writes = {dq}, .label = "attention_backward_dq"});
+                               .reads = reads,
+                               .writes = {dq},
+                               .label = "attention_backward_dq"});
     return;
   }
   TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dq, shape);
-  record_dispatch(recorder, {.shader = "attention_backward_dq", .specialization = specialization(tiles, shape.head_dim),
-                             .push = push, .grid = {row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch},
-                             .reads = reads, .writes = {dq}});
+  record_dispatch(recorder, {.shader = "attention_backward_dq",
+                             .specialization = specialization(tiles, shape.head_dim),
+                             .push = push,
+                             .grid = {row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch},
+                             .reads = reads,
+                             .writes = {dq}});
 }
 
 void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
-                        const BufferRange& o, const BufferRange& d_o, const BufferRange& lse,
-                        const BufferRange& delta, const BufferRange& dq, const BufferRange& dk,
-                        const BufferRange& dv, const AttentionShape& shape, const BufferRange* q_segments,
-                        const BufferRange* kv_segments) {
+                        const BufferRange& o, const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
+                        const BufferRange& dq, const BufferRange& dk, const BufferRange& dv,
+                        const AttentionShape& shape, const BufferRange* q_segments, const BufferRange* kv_segments) {
   attention_backward_delta(recorder, o, d_o, delta, shape);
   attention_backward_dkdv(recorder, q, k, v, d_o, lse, delta, dk, dv, shape, q_segments, kv_segments);
   attention_backward_dq(recorder, q, k, v, d_o, lse, delta, dq, shape, q_segments, kv_segments);
@@ -484,8 +516,8 @@ struct Masks {
 
 // Softmax probabilities of query (b, i) of q head h over all keys (0 where masked), in double;
 // returns false when the row sees no key. `lse` gets the row's logsumexp.
-bool row_probabilities(const float* q, const float* k, const kernels::AttentionShape& s, const Masks& masks,
-                       uint32_t b, uint32_t h, uint32_t i, std::vector<double>& probabilities, double& lse) {
+bool row_probabilities(const float* q, const float* k, const kernels::AttentionShape& s, const Masks& masks, uint32_t b,
+                       uint32_t h, uint32_t i, std::vector<double>& probabilities, double& lse) {
   uint32_t kv_head = h / (s.q_heads / s.kv_heads);
   const float* q_row = q + ((size_t(b) * s.seq_q + i) * s.q_heads + h) * s.head_dim;
   probabilities.assign(s.seq_kv, 0.0);

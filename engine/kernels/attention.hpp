@@ -22,10 +22,10 @@
 namespace vkt::kernels {
 
 struct AttentionShape {
-  uint32_t batch = 1;     // sequences
-  uint32_t seq_q = 0;     // query tokens per sequence
-  uint32_t seq_kv = 0;    // key/value tokens per sequence (KV cache: cached + new)
-  uint32_t q_heads = 0;   // a multiple of kv_heads
+  uint32_t batch = 1;    // sequences
+  uint32_t seq_q = 0;    // query tokens per sequence
+  uint32_t seq_kv = 0;   // key/value tokens per sequence (KV cache: cached + new)
+  uint32_t q_heads = 0;  // a multiple of kv_heads
   uint32_t kv_heads = 0;
   uint32_t head_dim = 0;  // a multiple of 4, at most 256
   uint32_t q_offset = 0;  // absolute position of query 0 (generation: tokens already cached)
@@ -58,9 +58,9 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
 //   delta: (batch, q_heads, seq_q) fp32 scratch, written: rowsum(d_o ∘ o)
 //   dq: like q; dk, dv: like k; segments as attention_forward
 void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
-                        const BufferRange& o, const BufferRange& d_o, const BufferRange& lse,
-                        const BufferRange& delta, const BufferRange& dq, const BufferRange& dk,
-                        const BufferRange& dv, const AttentionShape& shape, const BufferRange* q_segments = nullptr,
+                        const BufferRange& o, const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
+                        const BufferRange& dq, const BufferRange& dk, const BufferRange& dv,
+                        const AttentionShape& shape, const BufferRange* q_segments = nullptr,
                         const BufferRange* kv_segments = nullptr);
 
 // The three passes attention_backward records, in this order (for benchmarks, which time each

@@ -11,17 +11,17 @@ namespace {
 void convert(Recorder& recorder, const char* shader, const BufferRange& source, uint32_t source_bytes,
              const BufferRange& destination, uint32_t destination_bytes, uint32_t n) {
   if (!recorder.context().caps().storage_16bit)
-    throw UserError(std::string(shader) + ": device " + recorder.context().caps().name +
-                        " cannot read or write 16-bit buffers",
-                    "keep tensors in fp32 on this device");
+    throw UserError(
+        std::string(shader) + ": device " + recorder.context().caps().name + " cannot read or write 16-bit buffers",
+        "keep tensors in fp32 on this device");
   require_bytes(source, uint64_t(n) * source_bytes, shader, "source");
   require_bytes(destination, uint64_t(n) * destination_bytes, shader, "destination");
   struct {
     uint64_t source, destination;
     uint32_t n;
   } push{source.address, destination.address, n};
-  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(n, 256), .reads = {source},
-                             .writes = {destination}});
+  record_dispatch(
+      recorder, {.shader = shader, .push = push, .grid = grid_1d(n, 256), .reads = {source}, .writes = {destination}});
 }
 }  // namespace
 

@@ -34,8 +34,9 @@ struct PushConstants {
   PushConstants() = default;
   // Implicit on purpose: `.push = push` in a Dispatch initializer.
   template <class Block>
-    requires(std::is_trivially_copyable_v<Block> && !std::is_same_v<Block, PushConstants>)
-  PushConstants(const Block& block) : data(&block), bytes(sizeof(Block)) {
+  requires(std::is_trivially_copyable_v<Block> && !std::is_same_v<Block, PushConstants>)
+      PushConstants(const Block& block)
+      : data(&block), bytes(sizeof(Block)) {
     static_assert(sizeof(Block) <= 128, "push constants: Vulkan guarantees only 128 bytes");
   }
 };

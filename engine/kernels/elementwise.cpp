@@ -42,8 +42,12 @@ void softcap(Recorder& recorder, const BufferRange& x, uint32_t n, float cap) {
     uint32_t n;
     float s;
   } push{x.address, 0, n, cap};
-  record_dispatch(recorder, {.shader = "scale_softcap", .push = push, .grid = grid_1d(n, 256), .reads = {x},
-                             .writes = {x}, .label = "softcap"});
+  record_dispatch(recorder, {.shader = "scale_softcap",
+                             .push = push,
+                             .grid = grid_1d(n, 256),
+                             .reads = {x},
+                             .writes = {x},
+                             .label = "softcap"});
 }
 
 void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n) {
@@ -62,7 +66,8 @@ void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const B
 
 namespace vkt::ref {
 void axpby(const float* x, float* y, size_t n, float alpha, float beta) {
-  for (size_t i = 0; i < n; i++) y[i] = static_cast<float>(double(alpha) * x[i] + (beta == 0 ? 0.0 : double(beta) * y[i]));
+  for (size_t i = 0; i < n; i++)
+    y[i] = static_cast<float>(double(alpha) * x[i] + (beta == 0 ? 0.0 : double(beta) * y[i]));
 }
 void scale(float* x, size_t n, float s, const float* factor) {
   double multiplier = factor ? double(s) * factor[0] : double(s);

@@ -26,8 +26,12 @@ void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& ta
     uint64_t ids, table, out;
     uint32_t tokens, vocab, hidden;
   } push{ids.address, table.address, out.address, tokens, vocab, hidden};
-  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(uint64_t(tokens) * hidden, 256),
-                             .reads = {ids, table}, .writes = {out}, .label = "embedding"});
+  record_dispatch(recorder, {.shader = shader,
+                             .push = push,
+                             .grid = grid_1d(uint64_t(tokens) * hidden, 256),
+                             .reads = {ids, table},
+                             .writes = {out},
+                             .label = "embedding"});
 }
 
 namespace {
@@ -60,32 +64,44 @@ void embedding_backward(Recorder& recorder, const BufferRange& ids, const Buffer
       uint64_t ids, counts;
       uint32_t tokens, vocab;
     } count_push{pass_ids.address, counts.address, count, vocab};
-    record_dispatch(recorder, {.shader = "embedding_backward_count", .push = count_push, .grid = grid_1d(count, 256),
-                               .reads = {pass_ids, counts}, .writes = {counts}});
+    record_dispatch(recorder, {.shader = "embedding_backward_count",
+                               .push = count_push,
+                               .grid = grid_1d(count, 256),
+                               .reads = {pass_ids, counts},
+                               .writes = {counts}});
 
     struct {
       uint64_t counts;
       uint32_t vocab;
     } scan_push{counts.address, vocab};
-    record_dispatch(recorder, {.shader = "embedding_backward_scan", .push = scan_push, .grid = {1, 1, 1},
-                               .reads = {counts}, .writes = {counts}});
+    record_dispatch(recorder, {.shader = "embedding_backward_scan",
+                               .push = scan_push,
+                               .grid = {1, 1, 1},
+                               .reads = {counts},
+                               .writes = {counts}});
 
     struct {
       uint64_t ids, counts, sorted;
       uint32_t tokens, vocab;
     } sort_push{pass_ids.address, counts.address, sorted.address, count, vocab};
-    record_dispatch(recorder, {.shader = "embedding_backward_sort", .push = sort_push, .grid = {1, 1, 1},
-                               .reads = {pass_ids, counts}, .writes = {counts, sorted}});
+    record_dispatch(recorder, {.shader = "embedding_backward_sort",
+                               .push = sort_push,
+                               .grid = {1, 1, 1},
+                               .reads = {pass_ids, counts},
+                               .writes = {counts, sorted}});
 
     struct {
       uint64_t ids, sorted, counts, d_out, d_table;
       uint32_t tokens, vocab, hidden;
-    } add_push{pass_ids.address, sorted.address, counts.address, pass_d_out.address, d_table.address, count, vocab,
-               hidden};
+    } add_push{pass_ids.address, sorted.address, counts.address, pass_d_out.address,
+               d_table.address,  count,          vocab,          hidden};
     Grid slot_grid = grid_1d(count, 1);  // one workgroup per sorted slot (most exit at once)
     slot_grid.z = ceil_div(hidden, 256);
-    record_dispatch(recorder, {.shader = "embedding_backward", .push = add_push, .grid = slot_grid,
-                               .reads = {pass_ids, sorted, counts, pass_d_out, d_table}, .writes = {d_table}});
+    record_dispatch(recorder, {.shader = "embedding_backward",
+                               .push = add_push,
+                               .grid = slot_grid,
+                               .reads = {pass_ids, sorted, counts, pass_d_out, d_table},
+                               .writes = {d_table}});
   }
 }
 
@@ -111,7 +127,8 @@ void embedding_backward(const uint32_t* ids, const float* d_out, float* d_table,
   for (uint32_t v = 0; v < vocab; v++)
     if (touched[v])
       for (uint32_t c = 0; c < hidden; c++)
-        d_table[size_t(v) * hidden + c] = static_cast<float>(d_table[size_t(v) * hidden + c] + sums[size_t(v) * hidden + c]);
+        d_table[size_t(v) * hidden + c] =
+            static_cast<float>(d_table[size_t(v) * hidden + c] + sums[size_t(v) * hidden + c]);
 }
 
 }  // namespace vkt::ref

@@ -5,8 +5,8 @@
 
 #include "engine/base/error.hpp"
 
-#include "engine/kernels/reduce.hpp"
 #include "engine/kernels/ranges.hpp"
+#include "engine/kernels/reduce.hpp"
 
 namespace vkt::kernels {
 
@@ -25,14 +25,17 @@ void cross_entropy(Recorder& recorder, const BufferRange& logits, const BufferRa
     uint64_t logits, targets, weights, grad_scale, loss;
     uint32_t rows, vocab, ignore_index, write_gradient;
     float logit_softcap;
-  } push{logits.address, targets.address, weights.address, grad_scale.address, loss.address,
-         rows, vocab, ignore_index, write_gradient ? 1u : 0u, logit_softcap};
+  } push{logits.address, targets.address, weights.address, grad_scale.address,       loss.address,
+         rows,           vocab,           ignore_index,    write_gradient ? 1u : 0u, logit_softcap};
   std::vector<BufferRange> writes{loss};
   if (write_gradient) writes.push_back(logits);
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  record_dispatch(recorder, {.shader = "cross_entropy", .specialization = specialization, .push = push,
+  record_dispatch(recorder, {.shader = "cross_entropy",
+                             .specialization = specialization,
+                             .push = push,
                              .grid = grid_1d(rows, 1),  // one workgroup per row
-                             .reads = {logits, targets, weights, grad_scale}, .writes = writes});
+                             .reads = {logits, targets, weights, grad_scale},
+                             .writes = writes});
 }
 
 }  // namespace vkt::kernels

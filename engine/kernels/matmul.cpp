@@ -39,9 +39,9 @@ static_assert(sizeof(MatmulPush) == 120 && sizeof(MatmulPush) <= 128);
 struct Operand {
   const BufferRange* range;
   DType type;
-  bool p_contiguous;    // element (x, p) at x*ld + p; otherwise at p*ld + x
-  uint32_t ld;          // leading dimension in elements
-  uint32_t extent;      // rows of L / columns of R
+  bool p_contiguous;  // element (x, p) at x*ld + p; otherwise at p*ld + x
+  uint32_t ld;        // leading dimension in elements
+  uint32_t extent;    // rows of L / columns of R
   uint64_t batch_stride;
   const char* name;
   const WeightRef* quantized = nullptr;  // a quantized weight: must stay the R operand
@@ -157,9 +157,9 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
                                             pass_bias != nullptr};
     if (quantized) {
       QuantWeightPush encoded = quant_weight_push(*quantized);
-      specialization.push_back(encoded.encoding & 0xffu);          // WEIGHT_FORMAT
-      specialization.push_back((encoded.encoding >> 8) & 0xffu);   // WEIGHT_BLOCK_SHIFT
-      specialization.push_back((encoded.encoding >> 16) & 1u);     // WEIGHT_DOUBLE_QUANT
+      specialization.push_back(encoded.encoding & 0xffu);         // WEIGHT_FORMAT
+      specialization.push_back((encoded.encoding >> 8) & 0xffu);  // WEIGHT_BLOCK_SHIFT
+      specialization.push_back((encoded.encoding >> 16) & 1u);    // WEIGHT_DOUBLE_QUANT
     }
     // This pass reads steps p0 .. p0+pass_inner of both operands: dense ones start that many
     // elements (p contiguous) or rows (otherwise) later, a quantized one that many indices later.
@@ -203,17 +203,25 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     std::vector<BufferRange> reads = operand_ranges;
     if (pass_beta != 0.0f) reads.push_back(c);
     if (pass_bias) reads.push_back(*pass_bias);
-    record_dispatch(recorder, {.shader = shader, .specialization = specialization, .push = push, .grid = grid,
-                               .reads = reads, .writes = {c}, .label = label});
+    record_dispatch(recorder, {.shader = shader,
+                               .specialization = specialization,
+                               .push = push,
+                               .grid = grid,
+                               .reads = reads,
+                               .writes = {c},
+                               .label = label});
     p0 += pass_inner;
   } while (p0 < inner);
 }
 
 DType dense_type(WeightFormat format) {
   switch (format) {
-    case WeightFormat::f16: return DType::f16;
-    case WeightFormat::bf16: return DType::bf16;
-    default: return DType::f32;
+    case WeightFormat::f16:
+      return DType::f16;
+    case WeightFormat::bf16:
+      return DType::bf16;
+    default:
+      return DType::f32;
   }
 }
 
@@ -249,7 +257,9 @@ MatmulTiling matmul_tiling(vk::Context& context, uint32_t rows, uint32_t cols, b
   // Tiled: 8x8 outputs per thread, 16 shared-memory values read per 64 FMAs. The workgroup tile
   // shrinks to 64 or 32 along a dimension that small, so thin products (decode, LoRA ranks) do
   // not compute mostly padding.
-  auto tile_for = [&](uint32_t extent) -> uint32_t { return small_tiles || extent <= 32 ? 32 : extent <= 64 ? 64 : 128; };
+  auto tile_for = [&](uint32_t extent) -> uint32_t {
+    return small_tiles || extent <= 32 ? 32 : extent <= 64 ? 64 : 128;
+  };
   tiling.tile_rows = tile_for(rows);
   tiling.tile_cols = tile_for(cols);
   // Workgroups above the device limit (at least 128 in Vulkan) lose the tall tile.

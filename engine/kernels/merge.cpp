@@ -5,8 +5,8 @@
 #include <string>
 
 #include "engine/base/error.hpp"
-#include "engine/kernels/ranges.hpp"
 #include "engine/kernels/random.hpp"
+#include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
@@ -14,8 +14,8 @@ namespace {
 constexpr uint32_t dot_elements_per_group = 256 * 16;  // shaders/merge_dot.comp THREADS * PER_THREAD
 }
 
-void merge_linear(Recorder& recorder, const BufferRange& stack, const BufferRange& coefficients,
-                  const BufferRange& out, uint32_t n, uint32_t count, uint32_t stride, float divisor) {
+void merge_linear(Recorder& recorder, const BufferRange& stack, const BufferRange& coefficients, const BufferRange& out,
+                  uint32_t n, uint32_t count, uint32_t stride, float divisor) {
   VKT_ASSERT(count >= 1 && stride >= n, "merge_linear: count >= 1 and stride >= n");
   require_bytes(stack, (uint64_t(count - 1) * stride + n) * 4, "merge_linear", "stack");
   require_bytes(coefficients, count * 4ull, "merge_linear", "coefficients");
@@ -25,8 +25,11 @@ void merge_linear(Recorder& recorder, const BufferRange& stack, const BufferRang
     uint32_t n, count, stride;
     float divisor;
   } push{stack.address, coefficients.address, out.address, n, count, stride, divisor};
-  record_dispatch(recorder, {.shader = "merge_linear", .push = push, .grid = grid_1d(n, 256),
-                             .reads = {stack, coefficients}, .writes = {out}});
+  record_dispatch(recorder, {.shader = "merge_linear",
+                             .push = push,
+                             .grid = grid_1d(n, 256),
+                             .reads = {stack, coefficients},
+                             .writes = {out}});
 }
 
 void merge_task_arithmetic(Recorder& recorder, const BufferRange& stack, const BufferRange& base,
@@ -45,15 +48,19 @@ void merge_task_arithmetic(Recorder& recorder, const BufferRange& stack, const B
     uint32_t n, count, stride, first_index, flags;
     float lambda, divisor;
     uint32_t seed, tensor_key;
-  } push{stack.address, base.address, params.address, out.address, n, count, stride, first_index, flags,
-         s.lambda, s.divisor, s.seed, s.tensor_key};
-  record_dispatch(recorder, {.shader = "merge_task_arithmetic", .push = push, .grid = grid_1d(ceil_div(n, 4), 256),
-                             .reads = {stack, base, params}, .writes = {out}});
+  } push{stack.address, base.address, params.address, out.address, n,      count,       stride,
+         first_index,   flags,        s.lambda,       s.divisor,   s.seed, s.tensor_key};
+  record_dispatch(recorder, {.shader = "merge_task_arithmetic",
+                             .push = push,
+                             .grid = grid_1d(ceil_div(n, 4), 256),
+                             .reads = {stack, base, params},
+                             .writes = {out}});
 }
 
 uint32_t merge_dot_groups(uint32_t n) { return ceil_div(n, dot_elements_per_group); }
 
-void merge_dot(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& partials, uint32_t n) {
+void merge_dot(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& partials,
+               uint32_t n) {
   require_bytes(a, uint64_t(n) * 4, "merge_dot", "a");
   require_bytes(b, uint64_t(n) * 4, "merge_dot", "b");
   require_bytes(partials, uint64_t(merge_dot_groups(n)) * 12, "merge_dot", "partials");
@@ -61,8 +68,11 @@ void merge_dot(Recorder& recorder, const BufferRange& a, const BufferRange& b, c
     uint64_t a, b, partials;
     uint32_t n;
   } push{a.address, b.address, partials.address, n};
-  record_dispatch(recorder, {.shader = "merge_dot", .push = push, .grid = grid_1d(n, dot_elements_per_group),
-                             .reads = {a, b}, .writes = {partials}});
+  record_dispatch(recorder, {.shader = "merge_dot",
+                             .push = push,
+                             .grid = grid_1d(n, dot_elements_per_group),
+                             .reads = {a, b},
+                             .writes = {partials}});
 }
 
 uint64_t magnitude_keep_count(double density, uint64_t n) {

@@ -38,12 +38,12 @@ enum class Sparsify : uint32_t { none = 0, magnitude = 1, random = 2 };
 
 // One model's parameters for merge_task_arithmetic, as the shader reads them (8 words).
 struct MergeModelParams {
-  float weight = 1;          // w_j
-  float density = 1;         // random: keep probability
-  float threshold = 0;       // magnitude: the k-th largest |δ_j|
-  uint32_t tie_cutoff = 0;   // magnitude: elements equal to the threshold with index < this are kept
-  float keep_scale = 1;      // random: multiplier of kept values (1/density with rescale)
-  uint32_t model_key = 0;    // random: the stream's step word (the model's position)
+  float weight = 1;         // w_j
+  float density = 1;        // random: keep probability
+  float threshold = 0;      // magnitude: the k-th largest |δ_j|
+  uint32_t tie_cutoff = 0;  // magnitude: elements equal to the threshold with index < this are kept
+  float keep_scale = 1;     // random: multiplier of kept values (1/density with rescale)
+  uint32_t model_key = 0;   // random: the stream's step word (the model's position)
   uint32_t padding[2] = {0, 0};
 };
 static_assert(sizeof(MergeModelParams) == 32, "8 words, as shaders/merge_task_arithmetic.comp reads them");
@@ -53,15 +53,15 @@ struct TaskArithmeticSettings {
   bool consensus = false;  // TIES sign election
   bool normalize = false;
   float lambda = 1;
-  float divisor = 1;       // without consensus: Σ w_j (1 when |Σ| < 1e-8); ignored with consensus
-  uint32_t seed = 0;       // random: seed word
-  uint32_t tensor_key = 0; // random: identifies the tensor (a hash of its name)
+  float divisor = 1;        // without consensus: Σ w_j (1 when |Σ| < 1e-8); ignored with consensus
+  uint32_t seed = 0;        // random: seed word
+  uint32_t tensor_key = 0;  // random: identifies the tensor (a hash of its name)
 };
 
 // out = (Σ_j coefficients[j] · stack[j, :n]) / divisor.
 // stack: (count, stride) fp32; coefficients: (count) fp32 (device memory); out: (n) fp32.
-void merge_linear(Recorder& recorder, const BufferRange& stack, const BufferRange& coefficients,
-                  const BufferRange& out, uint32_t n, uint32_t count, uint32_t stride, float divisor = 1.0f);
+void merge_linear(Recorder& recorder, const BufferRange& stack, const BufferRange& coefficients, const BufferRange& out,
+                  uint32_t n, uint32_t count, uint32_t stride, float divisor = 1.0f);
 
 // Generalized task arithmetic of one chunk (the formulas above).
 // stack: (count, stride) fp32, the non-base models; base: (n) fp32; params: (count)

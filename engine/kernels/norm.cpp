@@ -3,8 +3,8 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/kernels/reduce.hpp"
 #include "engine/kernels/ranges.hpp"
+#include "engine/kernels/reduce.hpp"
 
 namespace vkt::kernels {
 
@@ -22,9 +22,12 @@ void rmsnorm(Recorder& recorder, const BufferRange& x, const BufferRange& weight
     float eps, weight_offset;
   } push{x.address, weight.address, y.address, rstd.address, rows, cols, eps, weight_offset};
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  record_dispatch(recorder, {.shader = "rmsnorm", .specialization = specialization, .push = push,
+  record_dispatch(recorder, {.shader = "rmsnorm",
+                             .specialization = specialization,
+                             .push = push,
                              .grid = grid_1d(rows, 1),  // one workgroup per row
-                             .reads = {x, weight}, .writes = {y, rstd}});
+                             .reads = {x, weight},
+                             .writes = {y, rstd}});
 }
 
 uint64_t rmsnorm_backward_workspace_bytes(uint32_t rows, uint32_t cols) { return sum_rows_workspace_bytes(rows, cols); }
@@ -51,8 +54,10 @@ void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRan
       uint64_t dy, x, rstd, partials;
       uint32_t rows, cols, col_lanes, rows_per_block;
     } push{dy.address, x.address, rstd.address, partials.address, rows, cols, plan.col_lanes, plan.rows_per_block};
-    record_dispatch(recorder, {.shader = "rmsnorm_backward_weight", .push = push,
-                               .grid = {ceil_div(cols, plan.col_lanes), plan.row_blocks, 1}, .reads = {dy, x, rstd},
+    record_dispatch(recorder, {.shader = "rmsnorm_backward_weight",
+                               .push = push,
+                               .grid = {ceil_div(cols, plan.col_lanes), plan.row_blocks, 1},
+                               .reads = {dy, x, rstd},
                                .writes = {partials}});
     sum_rows_finish(recorder, partials, *d_weight, cols, plan.row_blocks, true);
   }
@@ -60,11 +65,15 @@ void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRan
     uint64_t dy, x, weight, rstd, dx;
     uint32_t rows, cols, accumulate;
     float weight_offset;
-  } push{dy.address, x.address, weight.address, rstd.address, dx.address, rows, cols, accumulate_dx ? 1u : 0u,
-         weight_offset};
+  } push{dy.address, x.address, weight.address,          rstd.address, dx.address,
+         rows,       cols,      accumulate_dx ? 1u : 0u, weight_offset};
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  record_dispatch(recorder, {.shader = "rmsnorm_backward", .specialization = specialization, .push = push,
-                             .grid = grid_1d(rows, 1), .reads = {dy, x, weight, rstd, dx}, .writes = {dx}});
+  record_dispatch(recorder, {.shader = "rmsnorm_backward",
+                             .specialization = specialization,
+                             .push = push,
+                             .grid = grid_1d(rows, 1),
+                             .reads = {dy, x, weight, rstd, dx},
+                             .writes = {dx}});
 }
 
 }  // namespace vkt::kernels

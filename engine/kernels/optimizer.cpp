@@ -1,9 +1,9 @@
 #include "engine/kernels/optimizer.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdlib>
-#include <cmath>
 #include <limits>
 #include <map>
 
@@ -165,15 +165,21 @@ void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& st
     uint32_t tensor_count, chunk_count, chunk_elements;
   } partial_push{list.table().address, list.partials().address, list.tensor_count(), list.chunk_count(),
                  list.chunk_elements()};
-  record_dispatch(recorder, {.shader = "grad_norm", .push = partial_push, .grid = grid_1d(list.chunk_count(), 1),
-                             .reads = joined({&list.grad_spans()}, {list.table()}), .writes = {list.partials()}});
+  record_dispatch(recorder, {.shader = "grad_norm",
+                             .push = partial_push,
+                             .grid = grid_1d(list.chunk_count(), 1),
+                             .reads = joined({&list.grad_spans()}, {list.table()}),
+                             .writes = {list.partials()}});
   struct {
     uint64_t partials, step_state;
     uint32_t chunk_count;
     float max_norm;
   } finish_push{list.partials().address, step_state.address, list.chunk_count(), max_norm};
-  record_dispatch(recorder, {.shader = "grad_norm_finish", .push = finish_push, .grid = {1, 1, 1},
-                             .reads = {list.partials(), step_state}, .writes = {step_state}});
+  record_dispatch(recorder, {.shader = "grad_norm_finish",
+                             .push = finish_push,
+                             .grid = {1, 1, 1},
+                             .reads = {list.partials(), step_state},
+                             .writes = {step_state}});
 }
 
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config) {
@@ -185,7 +191,11 @@ void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_s
     uint64_t table, step_state;
     uint32_t tensor_count, chunk_count, chunk_elements;
     float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
-  } push{list.table().address, step_state.address, list.tensor_count(), list.chunk_count(), list.chunk_elements(),
+  } push{list.table().address,
+         step_state.address,
+         list.tensor_count(),
+         list.chunk_count(),
+         list.chunk_elements(),
          static_cast<float>(config.beta1),
          static_cast<float>(config.beta2),
          static_cast<float>(1.0 - config.beta1),
@@ -193,7 +203,9 @@ void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_s
          config.eps,
          config.weight_decay};
   static_assert(offsetof(decltype(push), weight_decay) == 48, "push constants must match shaders/adamw.comp");
-  record_dispatch(recorder, {.shader = "adamw", .push = push, .grid = grid_1d(list.chunk_count(), 1),
+  record_dispatch(recorder, {.shader = "adamw",
+                             .push = push,
+                             .grid = grid_1d(list.chunk_count(), 1),
                              .reads = joined({&list.param_spans(), &list.grad_spans(), &list.state_spans()},
                                              {list.table(), step_state}),
                              .writes = joined({&list.param_spans(), &list.state_spans()})});
@@ -210,15 +222,23 @@ void sgd(Recorder& recorder, const TensorList& list, const BufferRange& step_sta
     uint32_t tensor_count, chunk_count, chunk_elements;
     float momentum, one_minus_dampening, weight_decay;
     uint32_t nesterov;
-  } push{list.table().address, step_state.address, list.tensor_count(), list.chunk_count(), list.chunk_elements(),
-         config.momentum, static_cast<float>(1.0 - double(config.dampening)),
-         config.weight_decay, config.nesterov ? 1u : 0u};
+  } push{list.table().address,
+         step_state.address,
+         list.tensor_count(),
+         list.chunk_count(),
+         list.chunk_elements(),
+         config.momentum,
+         static_cast<float>(1.0 - double(config.dampening)),
+         config.weight_decay,
+         config.nesterov ? 1u : 0u};
   static_assert(offsetof(decltype(push), nesterov) == 40, "push constants must match shaders/sgd.comp");
   std::vector<BufferRange> states = momentum ? list.state_spans() : std::vector<BufferRange>{};
-  record_dispatch(recorder, {.shader = "sgd", .push = push, .grid = grid_1d(list.chunk_count(), 1),
-                             .reads = joined({&list.param_spans(), &list.grad_spans(), &states},
-                                             {list.table(), step_state}),
-                             .writes = joined({&list.param_spans(), &states})});
+  record_dispatch(recorder,
+                  {.shader = "sgd",
+                   .push = push,
+                   .grid = grid_1d(list.chunk_count(), 1),
+                   .reads = joined({&list.param_spans(), &list.grad_spans(), &states}, {list.table(), step_state}),
+                   .writes = joined({&list.param_spans(), &states})});
 }
 
 void scale_gradients(Recorder& recorder, const TensorList& list, float factor) {
@@ -227,8 +247,11 @@ void scale_gradients(Recorder& recorder, const TensorList& list, float factor) {
     uint32_t tensor_count, chunk_count, chunk_elements;
     float factor;
   } push{list.table().address, list.tensor_count(), list.chunk_count(), list.chunk_elements(), factor};
-  record_dispatch(recorder, {.shader = "scale_gradients", .push = push, .grid = grid_1d(list.chunk_count(), 1),
-                             .reads = joined({&list.grad_spans()}, {list.table()}), .writes = list.grad_spans()});
+  record_dispatch(recorder, {.shader = "scale_gradients",
+                             .push = push,
+                             .grid = grid_1d(list.chunk_count(), 1),
+                             .reads = joined({&list.grad_spans()}, {list.table()}),
+                             .writes = list.grad_spans()});
 }
 
 void zero_gradients(Recorder& recorder, const TensorList& list) {

@@ -39,19 +39,19 @@ namespace vkt::kernels {
 // Per-step values, std430 layout; shaders/step_state.glsl declares the same block. 64 bytes.
 // "host" fields are written by the host before each submission, "device" fields by kernels.
 struct StepState {
-  uint32_t step = 1;          //  0 host: optimizer step, 1-based (AdamW bias correction; SGD
-                              //          momentum and AdamW moments start from zero at step 1)
-  uint32_t rng_seed = 0;      //  4 host: run seed (Philox key word 0)
-  uint32_t rng_step = 0;      //  8 host: RNG counter word; change it every micro-step (dropout masks)
-  uint32_t flags = 0;         // 12 reserved, 0
-  float learning_rate = 0;    // 16 host: lr of this step (the schedule is applied on the host)
-  float grad_scale = 1;       // 20 host: multiplies the raw gradients wherever the norm and the
-                              //          optimizers read them (e.g. 1 / accumulated loss weight)
-  float grad_norm = 0;        // 24 device: L2 norm of grad_scale * g over the whole list
-  float clip_coefficient = 1; // 28 device: min(1, max_norm / (grad_norm + 1e-6)); 1 without clipping
-  float adam_step_size = 0;   // 32 host: lr / (1 - beta1^step), in double as torch does
+  uint32_t step = 1;                     //  0 host: optimizer step, 1-based (AdamW bias correction; SGD
+                                         //          momentum and AdamW moments start from zero at step 1)
+  uint32_t rng_seed = 0;                 //  4 host: run seed (Philox key word 0)
+  uint32_t rng_step = 0;                 //  8 host: RNG counter word; change it every micro-step (dropout masks)
+  uint32_t flags = 0;                    // 12 reserved, 0
+  float learning_rate = 0;               // 16 host: lr of this step (the schedule is applied on the host)
+  float grad_scale = 1;                  // 20 host: multiplies the raw gradients wherever the norm and the
+                                         //          optimizers read them (e.g. 1 / accumulated loss weight)
+  float grad_norm = 0;                   // 24 device: L2 norm of grad_scale * g over the whole list
+  float clip_coefficient = 1;            // 28 device: min(1, max_norm / (grad_norm + 1e-6)); 1 without clipping
+  float adam_step_size = 0;              // 32 host: lr / (1 - beta1^step), in double as torch does
   float adam_bias_correction2_sqrt = 1;  // 36 host: sqrt(1 - beta2^step)
-  float spare[6] = {};        // 40..63: free for the trainer (loss scale, ...)
+  float spare[6] = {};                   // 40..63: free for the trainer (loss scale, ...)
 };
 static_assert(sizeof(StepState) == 64, "StepState must match shaders/step_state.glsl");
 static_assert(offsetof(StepState, learning_rate) == 16 && offsetof(StepState, grad_norm) == 24 &&
@@ -188,8 +188,8 @@ double grad_norm(const std::vector<const float*>& grads, const std::vector<size_
 float clip_coefficient(double norm, float max_norm);
 // One step of one tensor. lr: already multiplied by the tensor's lr_scale; config.weight_decay:
 // already multiplied by its decay_scale; grad_multiplier = grad_scale * clip_coefficient.
-void adamw(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, size_t n, uint32_t step,
-           double lr, const kernels::AdamWConfig& config, float grad_multiplier = 1.0f);
+void adamw(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, size_t n, uint32_t step, double lr,
+           const kernels::AdamWConfig& config, float grad_multiplier = 1.0f);
 void sgd(float* param, const float* grad, float* momentum_buffer, size_t n, uint32_t step, double lr,
          const kernels::SgdConfig& config, float grad_multiplier = 1.0f);
 }  // namespace vkt::ref

@@ -107,8 +107,9 @@ void quantize_nf4(Recorder& recorder, const BufferRange& x, uint64_t n, uint32_t
     uint64_t x, codes, absmax, n;
     uint32_t block_size, blocks;
   } push{x.address, codes.address, absmax.address, n, block_size, static_cast<uint32_t>(blocks)};
-  record_dispatch(recorder, {.shader = "quantize_nf4", .push = push, .grid = grid_1d(blocks, 64), .reads = {x},
-                             .writes = {codes, absmax}});
+  record_dispatch(
+      recorder,
+      {.shader = "quantize_nf4", .push = push, .grid = grid_1d(blocks, 64), .reads = {x}, .writes = {codes, absmax}});
 }
 
 void quantize_int(Recorder& recorder, const BufferRange& x, uint64_t n, WeightFormat format, uint32_t block_size,
@@ -127,12 +128,18 @@ void quantize_int(Recorder& recorder, const BufferRange& x, uint64_t n, WeightFo
   struct {
     uint64_t x, codes, scales, zeros, n;
     uint32_t block_size, blocks, format;
-  } push{x.address, codes.address, scales.address, zeros.address, n, block_size, static_cast<uint32_t>(blocks),
+  } push{x.address,
+         codes.address,
+         scales.address,
+         zeros.address,
+         n,
+         block_size,
+         static_cast<uint32_t>(blocks),
          static_cast<uint32_t>(format)};
   std::vector<BufferRange> writes{codes, scales};
   if (format == WeightFormat::int4_asym) writes.push_back(word_span(zeros));
-  record_dispatch(recorder, {.shader = "quantize_int", .push = push, .grid = grid_1d(blocks, 64), .reads = {x},
-                             .writes = writes});
+  record_dispatch(
+      recorder, {.shader = "quantize_int", .push = push, .grid = grid_1d(blocks, 64), .reads = {x}, .writes = writes});
 }
 
 void absmax_mean(Recorder& recorder, const BufferRange& absmax, uint32_t blocks, const BufferRange& mean) {
@@ -158,9 +165,11 @@ void double_quantize(Recorder& recorder, const BufferRange& absmax, uint32_t blo
     uint64_t absmax, offset, absmax_codes, absmax_scales;
     uint32_t blocks;
   } push{absmax.address, offset.address, absmax_codes.address, absmax_scales.address, blocks};
-  record_dispatch(recorder, {.shader = "double_quantize", .push = push,
+  record_dispatch(recorder, {.shader = "double_quantize",
+                             .push = push,
                              .grid = grid_1d(groups, 1),  // one workgroup per 256 blocks
-                             .reads = {absmax, offset}, .writes = {word_span(absmax_codes), absmax_scales}});
+                             .reads = {absmax, offset},
+                             .writes = {word_span(absmax_codes), absmax_scales}});
 }
 
 uint64_t quantize_workspace_bytes(const WeightRef& out, uint64_t n) {
@@ -198,8 +207,11 @@ void dequantize(Recorder& recorder, const WeightRef& weight, uint64_t n, const B
     uint64_t out, n;
     uint32_t per_element;
   } push{quant_weight_push(weight), out.address, n, per_element ? 1u : 0u};
-  record_dispatch(recorder, {.shader = "dequantize", .push = push, .grid = grid_1d((n + 7) / 8, 64),
-                             .reads = quant_weight_reads(weight), .writes = {out}});
+  record_dispatch(recorder, {.shader = "dequantize",
+                             .push = push,
+                             .grid = grid_1d((n + 7) / 8, 64),
+                             .reads = quant_weight_reads(weight),
+                             .writes = {out}});
 }
 
 }  // namespace vkt::kernels

@@ -11,9 +11,12 @@ namespace vkt::kernels {
 namespace {
 const char* dropout_shader(DType type) {
   switch (type) {
-    case DType::f32: return "dropout";
-    case DType::f16: return "dropout_f16";
-    case DType::bf16: return "dropout_bf16";
+    case DType::f32:
+      return "dropout";
+    case DType::f16:
+      return "dropout_f16";
+    case DType::bf16:
+      return "dropout_bf16";
   }
   return "dropout";
 }
@@ -34,8 +37,12 @@ void record_dropout(Recorder& recorder, const BufferRange& x, const BufferRange&
     uint32_t n, layer;
     float p, scale;
   } push{x.address, y.address, step_state.address, static_cast<uint32_t>(n), layer, p, dropout_scale(p)};
-  record_dispatch(recorder, {.shader = dropout_shader(type), .push = push, .grid = grid_1d(ceil_div(n, 4), 256),
-                             .reads = {x, step_state}, .writes = {y}, .label = label});
+  record_dispatch(recorder, {.shader = dropout_shader(type),
+                             .push = push,
+                             .grid = grid_1d(ceil_div(n, 4), 256),
+                             .reads = {x, step_state},
+                             .writes = {y},
+                             .label = label});
 }
 }  // namespace
 
@@ -50,8 +57,8 @@ void random_uniform(Recorder& recorder, const BufferRange& out, uint64_t n, uint
     uint32_t n, seed, stream, step, layer;
     float low, high;
   } push{out.address, static_cast<uint32_t>(n), seed, stream, step, layer, low, high};
-  record_dispatch(recorder, {.shader = "random_uniform", .push = push, .grid = grid_1d(ceil_div(n, 4), 256),
-                             .writes = {out}});
+  record_dispatch(recorder,
+                  {.shader = "random_uniform", .push = push, .grid = grid_1d(ceil_div(n, 4), 256), .writes = {out}});
 }
 
 void dropout(Recorder& recorder, const BufferRange& x, const BufferRange& y, DType type, uint64_t n, float p,
@@ -61,8 +68,8 @@ void dropout(Recorder& recorder, const BufferRange& x, const BufferRange& y, DTy
   record_dropout(recorder, x, y, type, n, p, layer, step_state, "dropout");
 }
 
-void dropout_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& dx, DType type, uint64_t n,
-                      float p, uint32_t layer, const BufferRange& step_state) {
+void dropout_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& dx, DType type, uint64_t n, float p,
+                      uint32_t layer, const BufferRange& step_state) {
   require_bytes(dy, n * dtype_bytes(type), "dropout_backward", "dy");
   require_bytes(dx, n * dtype_bytes(type), "dropout_backward", "dx");
   record_dropout(recorder, dy, dx, type, n, p, layer, step_state, "dropout_backward");

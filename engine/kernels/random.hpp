@@ -84,8 +84,8 @@ void dropout(Recorder& recorder, const BufferRange& x, const BufferRange& y, DTy
 // Backward: dx = dy masked and scaled exactly as the forward did (the mask is recomputed from
 // the same key, so nothing is saved). dy, dx: (n) of `type`; dx may be dy. Must run while
 // StepState holds the forward's rng_seed and rng_step.
-void dropout_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& dx, DType type, uint64_t n,
-                      float p, uint32_t layer, const BufferRange& step_state);
+void dropout_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& dx, DType type, uint64_t n, float p,
+                      uint32_t layer, const BufferRange& step_state);
 
 // The factor kept elements are multiplied by: 1/(1-p) rounded to fp32 once on the host (what
 // both the shader and ref::dropout use), 0 when p >= 1.

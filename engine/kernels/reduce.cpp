@@ -15,9 +15,9 @@ uint32_t row_threads(const vk::Context& context) {
     // iterations per invocation, which lavapipe silently cuts short (see embedding.hpp).
     if (threads < 8 || threads > 1024 || (threads & (threads - 1)) != 0 ||
         threads > context.caps().max_workgroup_invocations)
-      throw UserError("VKT_ROW_THREADS=" + std::string(value) + " is not a usable workgroup size",
-                      "use a power of two from 8 to " + std::to_string(context.caps().max_workgroup_invocations) +
-                          ", or unset it");
+      throw UserError(
+          "VKT_ROW_THREADS=" + std::string(value) + " is not a usable workgroup size",
+          "use a power of two from 8 to " + std::to_string(context.caps().max_workgroup_invocations) + ", or unset it");
     return static_cast<uint32_t>(threads);
   }
   return context.caps().device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 32 : 256;
@@ -46,8 +46,11 @@ void sum_rows_finish(Recorder& recorder, const BufferRange& partials, const Buff
     uint64_t partials, out;
     uint32_t cols, row_blocks, accumulate;
   } push{partials.address, out.address, cols, row_blocks, accumulate ? 1u : 0u};
-  record_dispatch(recorder, {.shader = "sum_rows_finish", .push = push, .grid = grid_1d(cols, 256),
-                             .reads = {partials, out}, .writes = {out}});
+  record_dispatch(recorder, {.shader = "sum_rows_finish",
+                             .push = push,
+                             .grid = grid_1d(cols, 256),
+                             .reads = {partials, out},
+                             .writes = {out}});
 }
 
 void sum_rows(Recorder& recorder, const BufferRange& x, const BufferRange& out, const BufferRange& workspace,
@@ -63,8 +66,10 @@ void sum_rows(Recorder& recorder, const BufferRange& x, const BufferRange& out, 
     uint64_t x, partials;
     uint32_t rows, cols, col_lanes, rows_per_block;
   } push{x.address, partials.address, rows, cols, plan.col_lanes, plan.rows_per_block};
-  record_dispatch(recorder, {.shader = "sum_rows", .push = push,
-                             .grid = {ceil_div(cols, plan.col_lanes), plan.row_blocks, 1}, .reads = {x},
+  record_dispatch(recorder, {.shader = "sum_rows",
+                             .push = push,
+                             .grid = {ceil_div(cols, plan.col_lanes), plan.row_blocks, 1},
+                             .reads = {x},
                              .writes = {partials}});
   sum_rows_finish(recorder, partials, out, cols, plan.row_blocks, accumulate);
 }

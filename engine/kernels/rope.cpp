@@ -80,8 +80,11 @@ void rope_dispatch(Recorder& recorder, const char* shader, const BufferRange& x,
     uint32_t rows, heads, head_dim;
     float attention_scaling;
   } push{x.address, out.address, positions.address, inv_freq.address, rows, heads, head_dim, attention_scaling};
-  record_dispatch(recorder, {.shader = shader, .push = push, .grid = grid_1d(elements / 2, 256),
-                             .reads = {x, positions, inv_freq}, .writes = {out}});
+  record_dispatch(recorder, {.shader = shader,
+                             .push = push,
+                             .grid = grid_1d(elements / 2, 256),
+                             .reads = {x, positions, inv_freq},
+                             .writes = {out}});
 }
 
 void rope_reference(const float* x, float* out, const uint32_t* positions, const float* inv_freq, uint32_t rows,

@@ -16,9 +16,9 @@ namespace vkt::kernels {
 struct RopeScaling {
   enum class Type { none, linear, llama3 };  // "default" (or no rope_scaling), "linear", "llama3"
   Type type = Type::none;
-  double factor = 1.0;                        // linear, llama3
-  double low_freq_factor = 1.0;               // llama3
-  double high_freq_factor = 4.0;              // llama3
+  double factor = 1.0;                             // linear, llama3
+  double low_freq_factor = 1.0;                    // llama3
+  double high_freq_factor = 4.0;                   // llama3
   double original_max_position_embeddings = 8192;  // llama3
 };
 

@@ -8,9 +8,12 @@ namespace {
 constexpr NameEntry<DType> dtype_table[] = {{DType::f32, "fp32"}, {DType::f16, "fp16"}, {DType::bf16, "bf16"}};
 constexpr NameEntry<DType> torch_dtype_table[] = {
     {DType::f32, "float32"}, {DType::f16, "float16"}, {DType::bf16, "bfloat16"}};
-constexpr NameEntry<WeightFormat> quant_table[] = {
-    {WeightFormat::f32, "none"}, {WeightFormat::nf4, "nf4"},  {WeightFormat::int8, "int8"},
-    {WeightFormat::int4, "int4"}, {WeightFormat::int4_asym, "int4-asym"}, {WeightFormat::int4_asym, "int4_asym"}};
+constexpr NameEntry<WeightFormat> quant_table[] = {{WeightFormat::f32, "none"},
+                                                   {WeightFormat::nf4, "nf4"},
+                                                   {WeightFormat::int8, "int8"},
+                                                   {WeightFormat::int4, "int4"},
+                                                   {WeightFormat::int4_asym, "int4-asym"},
+                                                   {WeightFormat::int4_asym, "int4_asym"}};
 }  // namespace
 
 std::span<const NameEntry<DType>> dtype_names() { return dtype_table; }
@@ -33,13 +36,20 @@ std::optional<WeightFormat> weight_format_from_quant_name(std::string_view name)
 
 const char* weight_format_name(WeightFormat format) {
   switch (format) {
-    case WeightFormat::f32: return "fp32";
-    case WeightFormat::f16: return "fp16";
-    case WeightFormat::bf16: return "bf16";
-    case WeightFormat::nf4: return "nf4";
-    case WeightFormat::int8: return "int8";
-    case WeightFormat::int4: return "int4";
-    case WeightFormat::int4_asym: return "int4-asym";
+    case WeightFormat::f32:
+      return "fp32";
+    case WeightFormat::f16:
+      return "fp16";
+    case WeightFormat::bf16:
+      return "bf16";
+    case WeightFormat::nf4:
+      return "nf4";
+    case WeightFormat::int8:
+      return "int8";
+    case WeightFormat::int4:
+      return "int4";
+    case WeightFormat::int4_asym:
+      return "int4-asym";
   }
   return "?";
 }

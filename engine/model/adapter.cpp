@@ -68,9 +68,11 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   }
   auto where = [&](const std::string& key) { return path.string() + ": \"" + key + "\""; };
   if (json.value("peft_type", std::string("LORA")) != "LORA")
-    throw UserError(where("peft_type") + " is " + json.value("peft_type", std::string()) + ", vktune reads LORA adapters",
-                    "use a LoRA adapter");
-  if (json.value("use_dora", false)) throw UserError(where("use_dora") + " is true: DoRA is not supported", "use plain LoRA");
+    throw UserError(
+        where("peft_type") + " is " + json.value("peft_type", std::string()) + ", vktune reads LORA adapters",
+        "use a LoRA adapter");
+  if (json.value("use_dora", false))
+    throw UserError(where("use_dora") + " is true: DoRA is not supported", "use plain LoRA");
   if (json.value("fan_in_fan_out", false))
     throw UserError(where("fan_in_fan_out") + " is true (GPT-2 Conv1D layout)", "Llama-family adapters have it false");
   if (json.contains("bias") && json["bias"] != "none")
@@ -83,8 +85,10 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
     file.settings.rslora = json.value("use_rslora", false);
     const auto& targets = json.at("target_modules");
     std::string list;
-    if (targets.is_string()) list = targets.get<std::string>();
-    else for (const auto& t : targets) list += (list.empty() ? "" : ",") + t.get<std::string>();
+    if (targets.is_string())
+      list = targets.get<std::string>();
+    else
+      for (const auto& t : targets) list += (list.empty() ? "" : ",") + t.get<std::string>();
     file.settings.targets = parse_target_modules(list);
   } catch (const nlohmann::json::exception& error) {
     throw UserError(path.string() + ": missing or invalid field (" + error.what() + ")",
@@ -107,8 +111,7 @@ void init_adapter(vk::Context& context, BufferSet& buffers, const spec::ModelSha
       const float bound = 1.0f / std::sqrt(static_cast<float>(in));
       std::vector<float> a(lora.rank * in);
       uint32_t key = layer * static_cast<uint32_t>(spec::module_count) + static_cast<uint32_t>(module);
-      ref::random_uniform(a.data(), a.size(), static_cast<uint32_t>(seed), random::stream_init, 0, key,
-                                   -bound, bound);
+      ref::random_uniform(a.data(), a.size(), static_cast<uint32_t>(seed), random::stream_init, 0, key, -bound, bound);
       context.upload(buffers.buffer(lora_buffer_name(layer, module, true)), a.data());
       std::vector<float> b(out * lora.rank, 0.0f);
       context.upload(buffers.buffer(lora_buffer_name(layer, module, false)), b.data());
@@ -128,10 +131,11 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
         if (!tensor)
           throw UserError(file.path().string() + ": no tensor " + name,
                           "the adapter's target_modules or layer count do not match this model");
-        std::vector<uint64_t> expected = a ? std::vector<uint64_t>{lora.rank, in} : std::vector<uint64_t>{out, lora.rank};
+        std::vector<uint64_t> expected =
+            a ? std::vector<uint64_t>{lora.rank, in} : std::vector<uint64_t>{out, lora.rank};
         if (tensor->shape != expected)
-          throw UserError(file.path().string() + ": tensor " + name + " has the wrong shape for r=" +
-                              std::to_string(lora.rank) + " on this model",
+          throw UserError(file.path().string() + ": tensor " + name +
+                              " has the wrong shape for r=" + std::to_string(lora.rank) + " on this model",
                           "the adapter was trained for another base model");
         std::vector<float> values = to_fp32(*tensor);
         context.upload(buffers.buffer(lora_buffer_name(layer, module, a)), values.data());
@@ -140,17 +144,28 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
   }
 }
 
-void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
-                  const std::string& base_model, const std::filesystem::path& directory, const std::string&) {
+void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape,
+                  const LoraSettings& lora, const std::string& base_model, const std::filesystem::path& directory,
+                  const std::string&) {
   std::filesystem::create_directories(directory);
   std::vector<std::string> target_names;
   for (Module module : lora.targets) target_names.push_back(spec::module_name(module));
-  nlohmann::json config = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", lora.rank},
-                           {"lora_alpha", lora.alpha}, {"lora_dropout", lora.dropout},
-                           {"target_modules", target_names}, {"use_rslora", lora.rslora}, {"bias", "none"},
-                           {"base_model_name_or_path", base_model}, {"fan_in_fan_out", false},
-                           {"inference_mode", true}, {"init_lora_weights", true}, {"modules_to_save", nullptr},
-                           {"use_dora", false}, {"revision", nullptr}, {"layers_to_transform", nullptr}};
+  nlohmann::json config = {{"peft_type", "LORA"},
+                           {"task_type", "CAUSAL_LM"},
+                           {"r", lora.rank},
+                           {"lora_alpha", lora.alpha},
+                           {"lora_dropout", lora.dropout},
+                           {"target_modules", target_names},
+                           {"use_rslora", lora.rslora},
+                           {"bias", "none"},
+                           {"base_model_name_or_path", base_model},
+                           {"fan_in_fan_out", false},
+                           {"inference_mode", true},
+                           {"init_lora_weights", true},
+                           {"modules_to_save", nullptr},
+                           {"use_dora", false},
+                           {"revision", nullptr},
+                           {"layers_to_transform", nullptr}};
   std::vector<TensorToWrite> tensors;
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
     for (Module module : lora.targets) {
@@ -158,11 +173,12 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
       for (bool a : {true, false}) {
         std::vector<uint64_t> dims = a ? std::vector<uint64_t>{lora.rank, in} : std::vector<uint64_t>{out, lora.rank};
         const vk::Buffer* buffer = &buffers.buffer(lora_buffer_name(layer, module, a));
-        tensors.push_back({peft_tensor_name(layer, module, a), FileDtype::F32, dims, [&context, buffer](TensorSink& sink) {
-                             std::vector<float> values(buffer->size() / 4);
-                             context.download(*buffer, values.data());
-                             sink.write(values.data(), values.size() * 4);
-                           }});
+        tensors.push_back(
+            {peft_tensor_name(layer, module, a), FileDtype::F32, dims, [&context, buffer](TensorSink& sink) {
+               std::vector<float> values(buffer->size() / 4);
+               context.download(*buffer, values.data());
+               sink.write(values.data(), values.size() * 4);
+             }});
       }
     }
   }

@@ -37,8 +37,8 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
                           const LoraSettings& lora, const std::filesystem::path& directory);
 // Writes adapter_config.json and adapter_model.safetensors into `directory` (created; each file
 // written atomically).
-void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
-                  const std::string& base_model, const std::filesystem::path& directory,
+void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape,
+                  const LoraSettings& lora, const std::string& base_model, const std::filesystem::path& directory,
                   const std::string& prefix = "");
 
 }  // namespace vkt::model

@@ -18,7 +18,7 @@ class BufferSet {
   BufferSet& operator=(const BufferSet&) = delete;
 
   bool has(const std::string& name) const { return buffers_.count(name) != 0; }
-  vk::Buffer& buffer(const std::string& name);              // VKT_ASSERT when absent
+  vk::Buffer& buffer(const std::string& name);  // VKT_ASSERT when absent
   const vk::Buffer& buffer(const std::string& name) const;
   vk::BufferRange range(const std::string& name) const { return buffer(name).range(); }
   // Empty range when absent (optional tensors such as biases).

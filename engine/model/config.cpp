@@ -42,7 +42,8 @@ class Reader {
 
   bool has(const char* key) const { return document_.contains(key) && !document_[key].is_null(); }
 
-  [[noreturn]] void fail(const std::string& key, const std::string& problem, const std::string& hint = kConfigHint) const {
+  [[noreturn]] void fail(const std::string& key, const std::string& problem,
+                         const std::string& hint = kConfigHint) const {
     throw UserError(where_ + ": \"" + key + "\" " + problem, hint);
   }
 
@@ -66,9 +67,7 @@ class Reader {
     if (!value.is_number()) fail(key, "must be a number, got " + value.dump());
     return value.get<double>();
   }
-  double number_or(const char* key, double fallback) const {
-    return has(key) ? number(document_[key], key) : fallback;
-  }
+  double number_or(const char* key, double fallback) const { return has(key) ? number(document_[key], key) : fallback; }
 
   bool boolean_or(const char* key, bool fallback) const {
     if (!has(key)) return fallback;
@@ -123,8 +122,10 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
   RopeScaling result;
   if (scaling.is_null()) return result;
   if (!scaling.is_object()) reader.fail(key, "must be an object or null, got " + scaling.dump());
-  if (scaling.contains("rope_type") && scaling["rope_type"].is_string()) result.type = scaling["rope_type"].get<std::string>();
-  else if (scaling.contains("type") && scaling["type"].is_string()) result.type = scaling["type"].get<std::string>();
+  if (scaling.contains("rope_type") && scaling["rope_type"].is_string())
+    result.type = scaling["rope_type"].get<std::string>();
+  else if (scaling.contains("type") && scaling["type"].is_string())
+    result.type = scaling["type"].get<std::string>();
   auto field = [&](const char* name) -> const json& {
     if (!scaling.contains(name) || scaling[name].is_null())
       reader.fail(key + "." + name, "is missing (rope type \"" + result.type + "\" needs it)");
@@ -241,7 +242,8 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   config.num_key_value_heads = reader.positive_or("num_key_value_heads", config.num_attention_heads);
   config.vocab_size = reader.positive("vocab_size");
   if (!reader.has("head_dim") && config.hidden_size % config.num_attention_heads != 0)
-    reader.fail("hidden_size", "(" + std::to_string(config.hidden_size) + ") is not a multiple of num_attention_heads (" +
+    reader.fail("hidden_size", "(" + std::to_string(config.hidden_size) +
+                                   ") is not a multiple of num_attention_heads (" +
                                    std::to_string(config.num_attention_heads) + ") and head_dim is not set");
   config.head_dim = reader.positive_or("head_dim", config.hidden_size / config.num_attention_heads);
   if (config.head_dim % 2 != 0) reader.fail("head_dim", "must be even for rotary embeddings");
@@ -299,7 +301,8 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   } else {
     config.rope_theta = reader.number_or("rope_theta", 10000.0);
     if (reader.has("rope_scaling"))
-      config.rope_scaling = parse_rope_scaling(document["rope_scaling"], "rope_scaling", reader, config.max_position_embeddings);
+      config.rope_scaling =
+          parse_rope_scaling(document["rope_scaling"], "rope_scaling", reader, config.max_position_embeddings);
   }
   if (!(config.rope_theta > 0)) reader.fail("rope_theta", "must be positive");
 
@@ -329,8 +332,9 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   } else if (config.architecture == Architecture::qwen2 || config.architecture == Architecture::qwen3) {
     if (reader.boolean_or("use_sliding_window", false) && window) {
       config.sliding_window = window;
-      int64_t first = reader.has("max_window_layers") ? reader.integer(document["max_window_layers"], "max_window_layers")
-                                                      : 28;  // Qwen2Config's and Qwen3Config's default
+      int64_t first = reader.has("max_window_layers")
+                          ? reader.integer(document["max_window_layers"], "max_window_layers")
+                          : 28;  // Qwen2Config's and Qwen3Config's default
       for (int64_t layer = std::max<int64_t>(first, 0); layer < config.num_hidden_layers; layer++)
         config.sliding_window_layers[static_cast<size_t>(layer)] = true;
     }
@@ -407,14 +411,19 @@ json to_json(const ModelConfig& config) {
   }
 
   document["bos_token_id"] = config.bos_token_id ? json(*config.bos_token_id) : json(nullptr);
-  if (config.eos_token_ids.empty()) document["eos_token_id"] = nullptr;
-  else if (config.eos_token_ids.size() == 1) document["eos_token_id"] = config.eos_token_ids[0];
-  else document["eos_token_id"] = config.eos_token_ids;
+  if (config.eos_token_ids.empty())
+    document["eos_token_id"] = nullptr;
+  else if (config.eos_token_ids.size() == 1)
+    document["eos_token_id"] = config.eos_token_ids[0];
+  else
+    document["eos_token_id"] = config.eos_token_ids;
   if (config.pad_token_id) document["pad_token_id"] = *config.pad_token_id;
   if (!config.torch_dtype.empty()) {
     // Keep the spelling the source used; transformers 4.x reads only torch_dtype, 5.x reads both.
-    if (document.contains("dtype") && !document.contains("torch_dtype")) document["dtype"] = config.torch_dtype;
-    else document["torch_dtype"] = config.torch_dtype;
+    if (document.contains("dtype") && !document.contains("torch_dtype"))
+      document["dtype"] = config.torch_dtype;
+    else
+      document["torch_dtype"] = config.torch_dtype;
   }
 
   if (config.architecture == Architecture::mistral) {
@@ -435,7 +444,8 @@ json to_json(const ModelConfig& config) {
   if (document.contains("layer_types")) {
     json types = json::array();
     for (int64_t layer = 0; layer < config.num_hidden_layers; layer++)
-      types.push_back(config.sliding_window && config.sliding_window_layers[layer] ? "sliding_attention" : "full_attention");
+      types.push_back(config.sliding_window && config.sliding_window_layers[layer] ? "sliding_attention"
+                                                                                   : "full_attention");
     document["layer_types"] = types;
   }
   if (fresh) {
@@ -471,8 +481,9 @@ std::vector<float> apply_rope_scaling(std::span<const float> inv_freq, const Rop
   const float band = static_cast<float>(scaling.high_freq_factor - scaling.low_freq_factor);
   for (size_t i = 0; i < result.size(); i++) {
     const float freq = inv_freq[i];
-    const float wavelen = (1.0f / freq) * two_pi;                          // 2 * math.pi / inv_freq
-    const float llama = wavelen > low_freq_wavelen ? freq / factor : freq;  // where(wavelen > low, inv_freq / factor, inv_freq)
+    const float wavelen = (1.0f / freq) * two_pi;  // 2 * math.pi / inv_freq
+    const float llama =
+        wavelen > low_freq_wavelen ? freq / factor : freq;  // where(wavelen > low, inv_freq / factor, inv_freq)
     const float smooth = ((1.0f / wavelen) * old_context_f - low_f) / band;  // (old / wavelen - low) / (high - low)
     const float smoothed = (1.0f - smooth) * llama / factor + smooth * llama;
     const bool medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);

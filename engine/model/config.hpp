@@ -23,33 +23,33 @@ std::string supported_architectures();                     // for messages
 // smooth low/high frequency blend); other types (dynamic, yarn, longrope, ...) are rejected on load.
 struct RopeScaling {
   std::string type = "default";
-  double factor = 1.0;                              // linear, llama3
-  double low_freq_factor = 1.0;                     // llama3
-  double high_freq_factor = 4.0;                    // llama3
-  int64_t original_max_position_embeddings = 0;     // llama3: the pretraining context length
+  double factor = 1.0;                           // linear, llama3
+  double low_freq_factor = 1.0;                  // llama3
+  double high_freq_factor = 4.0;                 // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3: the pretraining context length
 };
 
 struct ModelConfig {
   Architecture architecture = Architecture::llama;
-  int64_t hidden_size = 0;               // d_model
-  int64_t intermediate_size = 0;         // MLP width (gate/up out-features)
+  int64_t hidden_size = 0;        // d_model
+  int64_t intermediate_size = 0;  // MLP width (gate/up out-features)
   int64_t num_hidden_layers = 0;
   int64_t num_attention_heads = 0;
-  int64_t num_key_value_heads = 0;       // default: num_attention_heads (no GQA)
-  int64_t head_dim = 0;                  // default: hidden_size / num_attention_heads
-  int64_t vocab_size = 0;                // rows of embed_tokens / lm_head
+  int64_t num_key_value_heads = 0;  // default: num_attention_heads (no GQA)
+  int64_t head_dim = 0;             // default: hidden_size / num_attention_heads
+  int64_t vocab_size = 0;           // rows of embed_tokens / lm_head
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
-  bool tie_word_embeddings = false;      // lm_head shares embed_tokens' weight
-  bool qkv_bias = false;                 // q/k/v projections have a bias (Qwen2 always; Llama attention_bias)
-  bool o_bias = false;                   // o_proj has a bias (Llama attention_bias only)
-  bool qk_norm = false;                  // Qwen3, Gemma 3: RMSNorm over head_dim of each q and k head, before RoPE
+  bool tie_word_embeddings = false;  // lm_head shares embed_tokens' weight
+  bool qkv_bias = false;             // q/k/v projections have a bias (Qwen2 always; Llama attention_bias)
+  bool o_bias = false;               // o_proj has a bias (Llama attention_bias only)
+  bool qk_norm = false;              // Qwen3, Gemma 3: RMSNorm over head_dim of each q and k head, before RoPE
   std::optional<int64_t> bos_token_id;
-  std::vector<int64_t> eos_token_ids;    // eos_token_id may be one id or a list (Llama 3 instruct)
+  std::vector<int64_t> eos_token_ids;  // eos_token_id may be one id or a list (Llama 3 instruct)
   std::optional<int64_t> pad_token_id;
-  std::string torch_dtype;               // "bfloat16", "float16", "float32"; empty when absent
+  std::string torch_dtype;  // "bfloat16", "float16", "float32"; empty when absent
   // Sliding-window attention (Mistral v0.1's sliding_window; Qwen2's use_sliding_window with
   // max_window_layers). nullopt: every layer attends to the whole context. A layer that uses the
   // window attends only to the last `sliding_window` positions -- for sequences no longer than the
@@ -61,10 +61,10 @@ struct ModelConfig {
   // scale query_pre_attn_scalar^-0.5; Gemma 3: q_norm/k_norm, local (sliding) layers with their own
   // RoPE base; Gemma 2: attention and final logit soft-capping.
   bool gemma = false;
-  double query_pre_attn_scalar = 0;      // 0: head_dim
-  double rope_local_theta = 0;           // RoPE base of sliding-window layers; 0: rope_theta
-  double attn_logit_softcapping = 0;     // 0: none
-  double final_logit_softcapping = 0;    // 0: none
+  double query_pre_attn_scalar = 0;    // 0: head_dim
+  double rope_local_theta = 0;         // RoPE base of sliding-window layers; 0: rope_theta
+  double attn_logit_softcapping = 0;   // 0: none
+  double final_logit_softcapping = 0;  // 0: none
   // The parsed config.json (empty for a config built in code): to_json starts from it so keys this
   // struct does not model (initializer_range, quantization settings, ...) survive a round trip.
   nlohmann::json original;
@@ -72,8 +72,8 @@ struct ModelConfig {
   bool sliding_window_matters(int64_t sequence_length) const {
     return sliding_window.has_value() && sequence_length > *sliding_window;
   }
-  int64_t q_size() const { return num_attention_heads * head_dim; }    // q_proj out-features
-  int64_t kv_size() const { return num_key_value_heads * head_dim; }   // k_proj/v_proj out-features
+  int64_t q_size() const { return num_attention_heads * head_dim; }   // q_proj out-features
+  int64_t kv_size() const { return num_key_value_heads * head_dim; }  // k_proj/v_proj out-features
 };
 
 // Parses a config.json document; `where` names it in errors (e.g. the file path). UserError for

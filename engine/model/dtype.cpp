@@ -4,9 +4,12 @@ namespace vkt::model {
 
 FileDtype file_dtype(kernels::DType dtype) {
   switch (dtype) {
-    case kernels::DType::f16: return FileDtype::F16;
-    case kernels::DType::bf16: return FileDtype::BF16;
-    case kernels::DType::f32: break;
+    case kernels::DType::f16:
+      return FileDtype::F16;
+    case kernels::DType::bf16:
+      return FileDtype::BF16;
+    case kernels::DType::f32:
+      break;
   }
   return FileDtype::F32;
 }

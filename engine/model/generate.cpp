@@ -42,7 +42,8 @@ uint32_t sample_token(const std::vector<float>& logits, const SamplingOptions& o
     return static_cast<uint32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   std::vector<uint32_t> order(logits.size());
   std::iota(order.begin(), order.end(), 0u);
-  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  std::sort(order.begin(), order.end(),
+            [&](uint32_t a, uint32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
   size_t keep = order.size();
   if (options.top_k > 0) keep = std::min<size_t>(keep, options.top_k);
   std::vector<double> probabilities(keep);
@@ -54,7 +55,10 @@ uint32_t sample_token(const std::vector<float>& logits, const SamplingOptions& o
     size_t cut = keep;
     for (size_t i = 0; i < keep; i++) {
       cumulative += probabilities[i] / total;
-      if (cumulative >= options.top_p) { cut = i + 1; break; }
+      if (cumulative >= options.top_p) {
+        cut = i + 1;
+        break;
+      }
     }
     keep = cut;
     total = std::accumulate(probabilities.begin(), probabilities.begin() + static_cast<long>(keep), 0.0);
@@ -74,9 +78,9 @@ std::vector<uint32_t> Generator::generate(const std::vector<uint32_t>& prompt, c
   auto& transformer = *session_->transformer;
   const uint32_t capacity = options_.max_tokens;
   if (prompt.size() >= capacity)
-    throw UserError("the prompt has " + std::to_string(prompt.size()) + " tokens, the KV cache holds " +
-                        std::to_string(capacity),
-                    "shorten the prompt or raise --max-tokens");
+    throw UserError(
+        "the prompt has " + std::to_string(prompt.size()) + " tokens, the KV cache holds " + std::to_string(capacity),
+        "shorten the prompt or raise --max-tokens");
   std::mt19937_64 generator(sampling.seed);
   std::vector<uint32_t> output;
   uint32_t past = 0;

@@ -29,8 +29,8 @@ ModelConfig small_llama_config(uint32_t vocab_size, uint32_t hidden, uint32_t la
   return c;
 }
 
-void write_new_model(const std::filesystem::path& directory, ModelConfig config, const text::TrainedTokenizer& tokenizer,
-                     const NewModelOptions& options) {
+void write_new_model(const std::filesystem::path& directory, ModelConfig config,
+                     const text::TrainedTokenizer& tokenizer, const NewModelOptions& options) {
   if (config.vocab_size < tokenizer.vocab_size) config.vocab_size = tokenizer.vocab_size;
   config.bos_token_id = tokenizer.bos_id;
   config.eos_token_ids = {tokenizer.eos_id};
@@ -46,8 +46,8 @@ void write_new_model(const std::filesystem::path& directory, ModelConfig config,
   const double range = options.initializer_range;
   auto normal_values = [seed, range](uint64_t count, uint32_t stream) {
     std::vector<float> uniform(count + (count & 1));
-    ref::random_uniform(uniform.data(), uniform.size(), static_cast<uint32_t>(seed), random::stream_init + 1,
-                        stream, 0);
+    ref::random_uniform(uniform.data(), uniform.size(), static_cast<uint32_t>(seed), random::stream_init + 1, stream,
+                        0);
     for (uint64_t i = 0; i < count; i += 2) {  // in place: each pair becomes two normals
       double u1 = std::max(1e-12, double(uniform[i])), u2 = uniform[i + 1];
       double radius = std::sqrt(-2.0 * std::log(u1)) * range;
@@ -68,7 +68,9 @@ void write_new_model(const std::filesystem::path& directory, ModelConfig config,
                          sink.write(data.data(), data.size() * 4);
                        }});
   };
-  auto constant = [](uint64_t count, float value) -> Values { return [count, value] { return std::vector<float>(count, value); }; };
+  auto constant = [](uint64_t count, float value) -> Values {
+    return [count, value] { return std::vector<float>(count, value); };
+  };
   add("model.embed_tokens.weight", {vocab, hidden}, normal(vocab * hidden));
   for (int64_t layer = 0; layer < config.num_hidden_layers; layer++) {
     std::string p = "model.layers." + std::to_string(layer) + ".";
@@ -93,8 +95,10 @@ void write_new_model(const std::filesystem::path& directory, ModelConfig config,
   save_model_config(config, directory / "config.json");
   write_file_atomically(directory / "tokenizer.json", tokenizer.tokenizer_json + "\n");
   write_file_atomically(directory / "tokenizer_config.json", tokenizer.tokenizer_config_json + "\n");
-  nlohmann::json generation = {{"bos_token_id", tokenizer.bos_id}, {"eos_token_id", tokenizer.eos_id},
-                               {"pad_token_id", tokenizer.pad_id}, {"do_sample", false}};
+  nlohmann::json generation = {{"bos_token_id", tokenizer.bos_id},
+                               {"eos_token_id", tokenizer.eos_id},
+                               {"pad_token_id", tokenizer.pad_id},
+                               {"do_sample", false}};
   write_file_atomically(directory / "generation_config.json", generation.dump(2) + "\n");
 }
 

@@ -19,8 +19,8 @@ struct NewModelOptions {
 // Writes config.json, model.safetensors (fp32), tokenizer.json, tokenizer_config.json and
 // generation_config.json into `directory` (each atomically). config.vocab_size must cover the
 // tokenizer; bos/eos/pad ids are taken from it.
-void write_new_model(const std::filesystem::path& directory, ModelConfig config, const text::TrainedTokenizer& tokenizer,
-                     const NewModelOptions& options = {});
+void write_new_model(const std::filesystem::path& directory, ModelConfig config,
+                     const text::TrainedTokenizer& tokenizer, const NewModelOptions& options = {});
 
 // A small Llama config for tests and the demo (hidden, layers, heads given; the rest derived).
 ModelConfig small_llama_config(uint32_t vocab_size, uint32_t hidden, uint32_t layers, uint32_t heads, uint32_t kv_heads,

@@ -62,7 +62,8 @@ void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange&
                        accumulate_dx ? 1.0f : 0.0f);
   if (layer.grad_weight.bytes) {
     // dW += dyᵀ·x
-    kernels::matmul_tn(recorder, dy, DType::f32, x, DType::f32, layer.grad_weight, rows, layer.out, layer.in, 1.0f, 1.0f);
+    kernels::matmul_tn(recorder, dy, DType::f32, x, DType::f32, layer.grad_weight, rows, layer.out, layer.in, 1.0f,
+                       1.0f);
   }
   if (layer.grad_bias.bytes)
     kernels::sum_rows(recorder, dy, layer.grad_bias, scratch.reduce_workspace, rows, layer.out, true);
@@ -71,7 +72,8 @@ void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange&
   BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank);
   BufferRange dt = slice_rows(scratch.grad_lora_t, rows, lora.rank);
   // dB += s·dyᵀ·t : (out, r)
-  kernels::matmul_tn(recorder, dy, DType::f32, t, DType::f32, lora.grad_b, rows, layer.out, lora.rank, lora.scale, 1.0f);
+  kernels::matmul_tn(recorder, dy, DType::f32, t, DType::f32, lora.grad_b, rows, layer.out, lora.rank, lora.scale,
+                     1.0f);
   // dt = s·dy·B : (rows, r)
   kernels::matmul_nn(recorder, dy, DType::f32, kernels::dense_f32(lora.b), dt, DType::f32, rows, layer.out, lora.rank,
                      lora.scale, 0.0f);
@@ -105,7 +107,8 @@ void lora_linear_forward(const float* x, const float* w, const float* bias, cons
     const float* xr = x + static_cast<size_t>(r) * in;
     for (uint32_t k = 0; k < rank; k++) {
       double sum = 0;
-      for (uint32_t i = 0; i < in; i++) sum += double(xr[i]) * (keep ? keep[size_t(r) * in + i] : 1.0) * a[size_t(k) * in + i];
+      for (uint32_t i = 0; i < in; i++)
+        sum += double(xr[i]) * (keep ? keep[size_t(r) * in + i] : 1.0) * a[size_t(k) * in + i];
       t[k] = static_cast<float>(sum);  // the kernel stores t in fp32
     }
     for (uint32_t o = 0; o < out; o++) {
@@ -120,7 +123,9 @@ void lora_linear_forward(const float* x, const float* w, const float* bias, cons
 void lora_linear_backward(const float* x, const float* w, const float* a, const float* b, const float* keep,
                           const float* dy, float* dx, float* grad_a, float* grad_b, float* grad_w, float* grad_bias,
                           uint32_t rows, uint32_t in, uint32_t out, uint32_t rank, float scale) {
-  auto xk = [&](uint32_t r, uint32_t i) { return double(x[size_t(r) * in + i]) * (keep ? keep[size_t(r) * in + i] : 1.0); };
+  auto xk = [&](uint32_t r, uint32_t i) {
+    return double(x[size_t(r) * in + i]) * (keep ? keep[size_t(r) * in + i] : 1.0);
+  };
   std::vector<double> t(size_t(rows) * rank, 0.0), dt(size_t(rows) * rank, 0.0);
   for (uint32_t r = 0; r < rows; r++)
     for (uint32_t k = 0; k < rank; k++) {

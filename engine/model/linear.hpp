@@ -18,26 +18,26 @@ struct LoraParams {
   BufferRange grad_a;  // (r, in) fp32, accumulated over micro-batches
   BufferRange grad_b;  // (out, r) fp32, accumulated
   uint32_t rank = 0;
-  float scale = 0;        // alpha / r, or alpha / sqrt(r) with rsLoRA
-  float dropout = 0;      // probability on the LoRA input
-  uint32_t rng_layer = 0; // dropout mask key: unique per (layer, module)
+  float scale = 0;         // alpha / r, or alpha / sqrt(r) with rsLoRA
+  float dropout = 0;       // probability on the LoRA input
+  uint32_t rng_layer = 0;  // dropout mask key: unique per (layer, module)
 };
 
 struct Linear {
   kernels::WeightRef weight;  // (out, in), any format
   BufferRange bias;           // (out) fp32; empty when the layer has none
   uint32_t in = 0, out = 0;
-  BufferRange grad_weight;    // (out, in) fp32, full finetuning only (weight must be fp32)
-  BufferRange grad_bias;      // (out) fp32, full finetuning only
+  BufferRange grad_weight;  // (out, in) fp32, full finetuning only (weight must be fp32)
+  BufferRange grad_bias;    // (out) fp32, full finetuning only
   const LoraParams* lora = nullptr;
 };
 
 // Buffers a linear layer's forward/backward uses besides its input and output.
 struct LinearScratch {
-  BufferRange lora_t;       // (rows, r) fp32: dropout(x)·Aᵀ saved by the forward for the backward
-  BufferRange grad_lora_t;  // (rows, r) fp32 scratch
-  BufferRange dropout_x;    // (rows, in) fp32 scratch, when dropout > 0
-  BufferRange step_state;   // kernels::StepState (dropout's RNG step)
+  BufferRange lora_t;            // (rows, r) fp32: dropout(x)·Aᵀ saved by the forward for the backward
+  BufferRange grad_lora_t;       // (rows, r) fp32 scratch
+  BufferRange dropout_x;         // (rows, in) fp32 scratch, when dropout > 0
+  BufferRange step_state;        // kernels::StepState (dropout's RNG step)
   BufferRange reduce_workspace;  // kernels::sum_rows_workspace_bytes(rows, out) for bias gradients
 };
 

@@ -6,9 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <cctype>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -35,12 +35,11 @@ struct DtypeInfo {
 // In the reference implementation's enum order, which is also increasing alignment: the writer
 // sorts by it (largest first) as the reference does.
 constexpr DtypeInfo kDtypes[] = {
-    {FileDtype::BOOL, "BOOL", 1}, {FileDtype::U8, "U8", 1},   {FileDtype::I8, "I8", 1},
-    {FileDtype::F8_E5M2, "F8_E5M2", 1}, {FileDtype::F8_E4M3, "F8_E4M3", 1},
-    {FileDtype::I16, "I16", 2},   {FileDtype::U16, "U16", 2}, {FileDtype::F16, "F16", 2},
-    {FileDtype::BF16, "BF16", 2}, {FileDtype::I32, "I32", 4}, {FileDtype::U32, "U32", 4},
-    {FileDtype::F32, "F32", 4},   {FileDtype::F64, "F64", 8}, {FileDtype::I64, "I64", 8},
-    {FileDtype::U64, "U64", 8},
+    {FileDtype::BOOL, "BOOL", 1},       {FileDtype::U8, "U8", 1},           {FileDtype::I8, "I8", 1},
+    {FileDtype::F8_E5M2, "F8_E5M2", 1}, {FileDtype::F8_E4M3, "F8_E4M3", 1}, {FileDtype::I16, "I16", 2},
+    {FileDtype::U16, "U16", 2},         {FileDtype::F16, "F16", 2},         {FileDtype::BF16, "BF16", 2},
+    {FileDtype::I32, "I32", 4},         {FileDtype::U32, "U32", 4},         {FileDtype::F32, "F32", 4},
+    {FileDtype::F64, "F64", 8},         {FileDtype::I64, "I64", 8},         {FileDtype::U64, "U64", 8},
 };
 
 const DtypeInfo& info(FileDtype dtype) {
@@ -169,7 +168,7 @@ void convert_from_fp32(std::span<const float> values, FileDtype dtype, std::span
 // ---- reading ----
 
 struct SafetensorsFile::HeaderEntry {
-  TensorView view;  // bytes are set by index_tensors()
+  TensorView view;              // bytes are set by index_tensors()
   uint64_t begin = 0, end = 0;  // data_offsets, relative to the byte buffer
 };
 
@@ -201,15 +200,16 @@ void SafetensorsFile::map_file() {
   size_ = static_cast<uint64_t>(status.st_size);
   if (size_ < 8) {
     ::close(descriptor);
-    throw UserError(where + ": truncated safetensors file: " + std::to_string(size_) +
-                        " bytes, less than the 8-byte header length",
-                    kCorruptHint);
+    throw UserError(
+        where + ": truncated safetensors file: " + std::to_string(size_) + " bytes, less than the 8-byte header length",
+        kCorruptHint);
   }
   void* mapped = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, descriptor, 0);
   int map_errno = errno;
   ::close(descriptor);  // the mapping keeps the file alive
   if (mapped == MAP_FAILED)
-    throw UserError("cannot memory-map " + where + ": " + std::strerror(map_errno), "is the file on a filesystem that supports mmap?");
+    throw UserError("cannot memory-map " + where + ": " + std::strerror(map_errno),
+                    "is the file on a filesystem that supports mmap?");
   mapping_ = static_cast<const uint8_t*>(mapped);
 }
 
@@ -217,12 +217,13 @@ std::string_view SafetensorsFile::read_header() {
   const std::string where = path_.string();
   std::memcpy(&header_size_, mapping_, 8);  // little-endian, as is every platform we build for
   if (header_size_ > kMaxHeaderBytes)
-    throw UserError(where + ": header length " + std::to_string(header_size_) + " is larger than the format's limit of " +
-                        std::to_string(kMaxHeaderBytes) + " bytes",
+    throw UserError(where + ": header length " + std::to_string(header_size_) +
+                        " is larger than the format's limit of " + std::to_string(kMaxHeaderBytes) + " bytes",
                     kCorruptHint);
   if (8 + header_size_ > size_)
-    throw UserError(where + ": header length " + std::to_string(header_size_) + " reaches beyond the end of the file (" +
-                        std::to_string(size_) + " bytes): the file is truncated",
+    throw UserError(where + ": header length " + std::to_string(header_size_) +
+                        " reaches beyond the end of the file (" + std::to_string(size_) +
+                        " bytes): the file is truncated",
                     kCorruptHint);
   std::string_view header(reinterpret_cast<const char*>(mapping_ + 8), header_size_);
   if (header.empty() || header[0] != '{')
@@ -252,7 +253,8 @@ void parse_tensor_entry(const std::string& tensor_where, const json& value, Tens
   if (!shape_field->is_array()) throw UserError(tensor_where + ": \"shape\" is not an array", kCorruptHint);
   for (const auto& extent : *shape_field) {
     if (!extent.is_number_unsigned())
-      throw UserError(tensor_where + ": \"shape\" holds " + extent.dump() + ", not a non-negative integer", kCorruptHint);
+      throw UserError(tensor_where + ": \"shape\" holds " + extent.dump() + ", not a non-negative integer",
+                      kCorruptHint);
     view.shape.push_back(extent.get<uint64_t>());
   }
   if (!offsets_field->is_array() || offsets_field->size() != 2 || !(*offsets_field)[0].is_number_unsigned() ||
@@ -301,12 +303,12 @@ std::vector<SafetensorsFile::HeaderEntry> SafetensorsFile::parse_header(std::str
   std::vector<HeaderEntry> entries;
   for (auto& [name, value] : parsed.items()) {
     if (name == "__metadata__") {
-      if (!value.is_object())
-        throw UserError(where + ": \"__metadata__\" is not an object of strings", kCorruptHint);
+      if (!value.is_object()) throw UserError(where + ": \"__metadata__\" is not an object of strings", kCorruptHint);
       for (auto& [key, text] : value.items()) {
         if (!text.is_string())
-          throw UserError(where + ": \"__metadata__\"." + key + " is not a string (the format allows only strings there)",
-                          kCorruptHint);
+          throw UserError(
+              where + ": \"__metadata__\"." + key + " is not a string (the format allows only strings there)",
+              kCorruptHint);
         metadata_[key] = text.get<std::string>();
       }
       continue;
@@ -332,11 +334,13 @@ void SafetensorsFile::check_tiling(std::vector<HeaderEntry>& entries) const {
     const std::string tensor_where = where + ": tensor " + in_quotes(entry.view.name);
     const std::string range = "[" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) + "]";
     if (entry.begin < covered)
-      throw UserError(tensor_where + ": data_offsets " + range + " overlap tensor " + in_quotes(entries[i - 1].view.name) +
-                          " [" + std::to_string(entries[i - 1].begin) + ", " + std::to_string(entries[i - 1].end) + "]",
+      throw UserError(tensor_where + ": data_offsets " + range + " overlap tensor " +
+                          in_quotes(entries[i - 1].view.name) + " [" + std::to_string(entries[i - 1].begin) + ", " +
+                          std::to_string(entries[i - 1].end) + "]",
                       kCorruptHint);
     if (entry.begin > covered)
-      throw UserError(tensor_where + ": data_offsets " + range + " leave a hole of " + std::to_string(entry.begin - covered) +
+      throw UserError(tensor_where + ": data_offsets " + range + " leave a hole of " +
+                          std::to_string(entry.begin - covered) +
                           " bytes before it (the format requires the byte buffer to be fully indexed)",
                       kCorruptHint);
     if (entry.end > buffer_size)
@@ -373,8 +377,9 @@ const TensorView* SafetensorsFile::find(std::string_view name) const {
 
 const TensorView& SafetensorsFile::tensor(std::string_view name) const {
   if (const TensorView* view = find(name)) return *view;
-  throw UserError(path_.string() + ": no tensor " + in_quotes(name),
-                  "the file has " + std::to_string(tensors_.size()) + " tensors; is it a checkpoint of the expected model?");
+  throw UserError(
+      path_.string() + ": no tensor " + in_quotes(name),
+      "the file has " + std::to_string(tensors_.size()) + " tensors; is it a checkpoint of the expected model?");
 }
 
 // ---- folders ----
@@ -399,7 +404,8 @@ SafetensorsFolder::SafetensorsFolder(const fs::path& path) : path_(path) {
         throw UserError(where + ": not valid JSON: " + error.what(), "download or export the model again");
       }
       if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-        throw UserError(where + ": no \"weight_map\" object", "a sharded checkpoint's index maps every tensor name to its shard file");
+        throw UserError(where + ": no \"weight_map\" object",
+                        "a sharded checkpoint's index maps every tensor name to its shard file");
       std::map<std::string, size_t> shard_positions;
       std::vector<std::pair<std::string, std::string>> wanted;  // (tensor, shard)
       for (auto& [name, shard] : index["weight_map"].items()) {
@@ -407,8 +413,9 @@ SafetensorsFolder::SafetensorsFolder(const fs::path& path) : path_(path) {
           throw UserError(where + ": weight_map." + name + " is not a file name", "download or export the model again");
         std::string shard_name = shard.get<std::string>();
         if (shard_name.empty() || shard_name.find('/') != std::string::npos || shard_name == "." || shard_name == "..")
-          throw UserError(where + ": weight_map." + name + " names \"" + shard_name + "\", not a file in the model folder",
-                          "shards must sit next to the index file");
+          throw UserError(
+              where + ": weight_map." + name + " names \"" + shard_name + "\", not a file in the model folder",
+              "shards must sit next to the index file");
         if (!shard_positions.count(shard_name)) {
           fs::path shard_path = path / shard_name;
           if (!fs::exists(shard_path))
@@ -423,14 +430,16 @@ SafetensorsFolder::SafetensorsFolder(const fs::path& path) : path_(path) {
         size_t position = shard_positions[shard_name];
         const TensorView* view = files_[position]->find(name);
         if (!view)
-          throw UserError(where + ": weight_map puts tensor " + in_quotes(name) + " in " + shard_name + ", which does not hold it",
-                          "the index and the shards come from different saves: download or export the model again");
+          throw UserError(
+              where + ": weight_map puts tensor " + in_quotes(name) + " in " + shard_name + ", which does not hold it",
+              "the index and the shards come from different saves: download or export the model again");
         index_[name] = {position, view};
       }
     } else {
-      throw UserError(path.string() + " holds neither model.safetensors nor model.safetensors.index.json",
-                      "vktune reads Hugging Face checkpoints in safetensors format; a pytorch_model.bin checkpoint must "
-                      "be converted first (e.g. save_pretrained(..., safe_serialization=True))");
+      throw UserError(
+          path.string() + " holds neither model.safetensors nor model.safetensors.index.json",
+          "vktune reads Hugging Face checkpoints in safetensors format; a pytorch_model.bin checkpoint must "
+          "be converted first (e.g. save_pretrained(..., safe_serialization=True))");
     }
   } else {
     throw UserError("model weights not found: " + path.string(), "pass a model folder or a .safetensors file");
@@ -562,7 +571,8 @@ void write_safetensors(const fs::path& path, std::vector<TensorToWrite> tensors,
 }
 
 ShardedWriteResult write_safetensors_sharded(const fs::path& directory, std::vector<TensorToWrite> tensors,
-                                             uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata,
+                                             uint64_t max_shard_bytes,
+                                             const std::map<std::string, std::string>& metadata,
                                              const std::string& base_name) {
   VKT_ASSERT(max_shard_bytes > 0, "max_shard_bytes must be positive");
   fs::create_directories(directory);

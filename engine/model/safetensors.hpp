@@ -35,10 +35,10 @@ namespace vkt::model {
 // Element type of a tensor stored in a safetensors file (its "dtype" string). The sub-byte and
 // complex types of the format (F4, F6_*, C64, ...) are not supported and rejected by name.
 enum class FileDtype : uint8_t { BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64 };
-const char* file_dtype_name(FileDtype dtype);                        // "BF16"
+const char* file_dtype_name(FileDtype dtype);                          // "BF16"
 std::optional<FileDtype> file_dtype_from_name(std::string_view name);  // nullopt when unknown
-uint32_t file_dtype_size(FileDtype dtype);                           // bytes per element
-std::string supported_file_dtypes();                                 // "BOOL, U8, ..." for messages
+uint32_t file_dtype_size(FileDtype dtype);                             // bytes per element
+std::string supported_file_dtypes();                                   // "BOOL, U8, ..." for messages
 
 // One tensor of a mapped file. `bytes` points into the mapping and lives as long as the
 // SafetensorsFile that handed it out.
@@ -71,17 +71,17 @@ class SafetensorsFile {
 
   const std::filesystem::path& path() const { return path_; }
   const std::vector<TensorView>& tensors() const { return tensors_; }  // in file (offset) order
-  const TensorView* find(std::string_view name) const;                  // nullptr when absent
-  const TensorView& tensor(std::string_view name) const;                // UserError when absent
+  const TensorView* find(std::string_view name) const;                 // nullptr when absent
+  const TensorView& tensor(std::string_view name) const;               // UserError when absent
   bool contains(std::string_view name) const { return find(name) != nullptr; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   uint64_t file_size() const { return size_; }
   uint64_t header_size() const { return header_size_; }  // N, the JSON header's length in bytes
 
  private:
-  struct HeaderEntry;  // one tensor's parsed header entry
-  void map_file();                 // sets mapping_, size_
-  std::string_view read_header();  // sets header_size_; the JSON text
+  struct HeaderEntry;                                              // one tensor's parsed header entry
+  void map_file();                                                 // sets mapping_, size_
+  std::string_view read_header();                                  // sets header_size_; the JSON text
   std::vector<HeaderEntry> parse_header(std::string_view header);  // fills metadata_
   void check_tiling(std::vector<HeaderEntry>& entries) const;
   void index_tensors(std::vector<HeaderEntry> entries);  // fills tensors_, index_
@@ -103,12 +103,12 @@ class SafetensorsFolder {
  public:
   explicit SafetensorsFolder(const std::filesystem::path& path);
 
-  const TensorView* find(std::string_view name) const;  // nullptr when absent
+  const TensorView* find(std::string_view name) const;    // nullptr when absent
   const TensorView& tensor(std::string_view name) const;  // UserError naming the folder when absent
   bool contains(std::string_view name) const { return find(name) != nullptr; }
   std::vector<std::string> names() const;  // sorted
   size_t tensor_count() const { return index_.size(); }
-  uint64_t total_bytes() const;            // sum of all tensors' byte sizes
+  uint64_t total_bytes() const;  // sum of all tensors' byte sizes
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
   const SafetensorsFile& file_of(std::string_view name) const;  // the shard holding a tensor
   bool sharded() const { return sharded_; }
@@ -152,7 +152,7 @@ void write_safetensors(const std::filesystem::path& path, std::vector<TensorToWr
                        const std::map<std::string, std::string>& metadata = {});
 
 struct ShardedWriteResult {
-  std::vector<std::filesystem::path> files;   // the .safetensors files written
+  std::vector<std::filesystem::path> files;    // the .safetensors files written
   std::optional<std::filesystem::path> index;  // model.safetensors.index.json when sharded
 };
 

@@ -50,10 +50,11 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
   if (is_bitsandbytes_nf4(folder, session->config) && !kernels::is_quantized(adjusted.base_format) &&
       !(adjusted.method == spec::Method::full && adjusted.training)) {
     adjusted.base_format = kernels::WeightFormat::nf4;
-    adjusted.quant_block = read_bitsandbytes_nf4(folder, layer_tensor_name(0, spec::Module::q_proj),
-                                                 static_cast<uint32_t>(session->config.num_attention_heads * session->config.head_dim),
-                                                 static_cast<uint32_t>(session->config.hidden_size))
-                               .block_size;
+    adjusted.quant_block =
+        read_bitsandbytes_nf4(folder, layer_tensor_name(0, spec::Module::q_proj),
+                              static_cast<uint32_t>(session->config.num_attention_heads * session->config.head_dim),
+                              static_cast<uint32_t>(session->config.hidden_size))
+            .block_size;
   }
   if (is_bitsandbytes_nf4(folder, session->config) && adjusted.base_format == kernels::WeightFormat::nf4 &&
       adjusted.double_quant && !bitsandbytes_keeps_double_quant(folder, session->config)) {

@@ -86,7 +86,8 @@ const LoraParams* Transformer::lora(uint32_t layer, Module module) const {
   return has_lora_[layer][m] ? &lora_[layer][m] : nullptr;
 }
 
-BufferRange Transformer::rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const {
+BufferRange Transformer::rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows,
+                                 uint32_t row_bytes) const {
   BufferRange part = range;
   part.offset += static_cast<uint64_t>(first_row) * row_bytes;
   part.address += static_cast<uint64_t>(first_row) * row_bytes;
@@ -114,10 +115,15 @@ kernels::WeightRef Transformer::weight_ref(const std::string& name) const {
         w.scales = range(name + ".scales");
       }
       break;
-    case WeightFormat::int4_asym: w.zeros = range(name + ".zeros"); [[fallthrough]];
+    case WeightFormat::int4_asym:
+      w.zeros = range(name + ".zeros");
+      [[fallthrough]];
     case WeightFormat::int8:
-    case WeightFormat::int4: w.scales = range(name + ".scales"); break;
-    default: break;
+    case WeightFormat::int4:
+      w.scales = range(name + ".scales");
+      break;
+    default:
+      break;
   }
   return w;
 }
@@ -143,16 +149,26 @@ Transformer::LayerActivations Transformer::activations(uint32_t layer, bool reco
   LayerActivations a;
   a.input = layer_input(layer);
   for (auto [field, name] : std::initializer_list<std::pair<BufferRange LayerActivations::*, const char*>>{
-           {&LayerActivations::rstd_attn, "rstd_attn"}, {&LayerActivations::norm_attn, "norm_attn"},
-           {&LayerActivations::q, "q"}, {&LayerActivations::k, "k"}, {&LayerActivations::v, "v"},
-           {&LayerActivations::attn, "attn"}, {&LayerActivations::lse, "lse"}, {&LayerActivations::mid, "mid"},
-           {&LayerActivations::rstd_mlp, "rstd_mlp"}, {&LayerActivations::norm_mlp, "norm_mlp"},
-           {&LayerActivations::gate, "gate"}, {&LayerActivations::up, "up"}, {&LayerActivations::act, "act"}})
+           {&LayerActivations::rstd_attn, "rstd_attn"},
+           {&LayerActivations::norm_attn, "norm_attn"},
+           {&LayerActivations::q, "q"},
+           {&LayerActivations::k, "k"},
+           {&LayerActivations::v, "v"},
+           {&LayerActivations::attn, "attn"},
+           {&LayerActivations::lse, "lse"},
+           {&LayerActivations::mid, "mid"},
+           {&LayerActivations::rstd_mlp, "rstd_mlp"},
+           {&LayerActivations::norm_mlp, "norm_mlp"},
+           {&LayerActivations::gate, "gate"},
+           {&LayerActivations::up, "up"},
+           {&LayerActivations::act, "act"}})
     a.*field = range(prefix + name);
   if (config_.gemma)
     for (auto [field, name] : std::initializer_list<std::pair<BufferRange LayerActivations::*, const char*>>{
-             {&LayerActivations::o_pre, "o_pre"}, {&LayerActivations::rstd_post_attn, "rstd_post_attn"},
-             {&LayerActivations::down_pre, "down_pre"}, {&LayerActivations::rstd_post_mlp, "rstd_post_mlp"}})
+             {&LayerActivations::o_pre, "o_pre"},
+             {&LayerActivations::rstd_post_attn, "rstd_post_attn"},
+             {&LayerActivations::down_pre, "down_pre"},
+             {&LayerActivations::rstd_post_mlp, "rstd_post_mlp"}})
       a.*field = range(prefix + name);
   if (config_.qk_norm) {
     a.q_pre_norm = range(prefix + "q_pre_norm");
@@ -265,8 +281,10 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   kernels::rmsnorm(r, a.mid, range(prefix + mlp_norm_name()), a.norm_mlp, a.rstd_mlp, rows, hidden_, eps, offset);
   linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows, scratch(a, Module::gate_proj));
   linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows, scratch(a, Module::up_proj));
-  if (gemma) kernels::geglu(r, a.gate, a.up, a.act, rows * intermediate_);
-  else kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_);
+  if (gemma)
+    kernels::geglu(r, a.gate, a.up, a.act, rows * intermediate_);
+  else
+    kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_);
   if (!out && !gemma) {
     // Recomputation for the backward needs no output, only down_proj's LoRA intermediate.
     linear_lora_intermediate(r, linear(layer, Module::down_proj), a.act, rows, scratch(a, Module::down_proj));
@@ -301,18 +319,22 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
                               a.rstd_post_mlp, d_norm, nullptr, workspace, rows_, hidden_, false, offset);
   linear_backward(r, linear(layer, Module::down_proj), a.act, gemma ? d_norm : residual, d_act, false, rows_,
                   scratch(a, Module::down_proj));
-  if (gemma) kernels::geglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
-  else kernels::swiglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
-  linear_backward(r, linear(layer, Module::gate_proj), a.norm_mlp, d_gate, d_norm, false, rows_, scratch(a, Module::gate_proj));
-  linear_backward(r, linear(layer, Module::up_proj), a.norm_mlp, d_up, d_norm, true, rows_, scratch(a, Module::up_proj));
+  if (gemma)
+    kernels::geglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
+  else
+    kernels::swiglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
+  linear_backward(r, linear(layer, Module::gate_proj), a.norm_mlp, d_gate, d_norm, false, rows_,
+                  scratch(a, Module::gate_proj));
+  linear_backward(r, linear(layer, Module::up_proj), a.norm_mlp, d_up, d_norm, true, rows_,
+                  scratch(a, Module::up_proj));
   BufferRange d_post = full_ ? range("grad." + prefix + "post_attention_layernorm.weight") : BufferRange{};
   kernels::rmsnorm_backward(r, d_norm, a.mid, range(prefix + mlp_norm_name()), a.rstd_mlp, residual,
                             full_ ? &d_post : nullptr, workspace, rows_, hidden_, true, offset);
   // Attention: mid = input + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(input).
   // Gemma: mid = input + post_attention_layernorm(o(...)), q and k through q_norm/k_norm before RoPE.
   if (gemma)
-    kernels::rmsnorm_backward(r, residual, a.o_pre, range(prefix + "post_attention_layernorm.weight"),
-                              a.rstd_post_attn, d_norm, nullptr, workspace, rows_, hidden_, false, offset);
+    kernels::rmsnorm_backward(r, residual, a.o_pre, range(prefix + "post_attention_layernorm.weight"), a.rstd_post_attn,
+                              d_norm, nullptr, workspace, rows_, hidden_, false, offset);
   linear_backward(r, linear(layer, Module::o_proj), a.attn, gemma ? d_norm : residual, d_attn, false, rows_,
                   scratch(a, Module::o_proj));
   kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
@@ -344,8 +366,9 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
 kernels::WeightRef Transformer::lm_head_ref() const {
   kernels::WeightRef head;
   head.format = full_ ? WeightFormat::f32
-                      : (dense_type_ == DType::f32 ? WeightFormat::f32
-                                                   : dense_type_ == DType::f16 ? WeightFormat::f16 : WeightFormat::bf16);
+                      : (dense_type_ == DType::f32   ? WeightFormat::f32
+                         : dense_type_ == DType::f16 ? WeightFormat::f16
+                                                     : WeightFormat::bf16);
   head.data = range(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   return head;
 }
@@ -370,17 +393,19 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
     BufferRange loss_scale = buffers_.buffer("step_state").range(step_state_loss_scale_offset, 4);
     kernels::cross_entropy(r, logits, rows_of(range("input.targets"), first, count, 4),
                            rows_of(range("input.weights"), first, count, 4), loss_scale,
-                           rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target, gradients,
-                           static_cast<float>(config_.final_logit_softcapping));
+                           rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target,
+                           gradients, static_cast<float>(config_.final_logit_softcapping));
     if (!gradients) continue;
     // d(final norm) = dlogits · W_head ; full finetuning: dW_head += dlogitsᵀ · norm.
-    kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes), DType::f32,
-                       count, vocab_, hidden_);
+    kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes),
+                       DType::f32, count, vocab_, hidden_);
     if (full_)
-      kernels::matmul_tn(r, logits, DType::f32, x, DType::f32, range("grad." + head_name), count, vocab_, hidden_, 1.0f, 1.0f);
+      kernels::matmul_tn(r, logits, DType::f32, x, DType::f32, range("grad." + head_name), count, vocab_, hidden_, 1.0f,
+                         1.0f);
   }
   if (loss)
-    kernels::sum_rows(r, range("loss.rows"), buffers_.buffer("loss.step").range(0, 4), range("workspace.reduce"), rows_, 1, true);
+    kernels::sum_rows(r, range("loss.rows"), buffers_.buffer("loss.step").range(0, 4), range("workspace.reduce"), rows_,
+                      1, true);
 }
 
 BufferRange Transformer::layer_input(uint32_t layer) const {
@@ -399,8 +424,8 @@ void Transformer::record_body(Recorder& r) {
     BufferRange out = layer_input(layer + 1);
     layer_forward(r, layer, activations(layer, recompute_set), &out, training_pass());
   }
-  kernels::rmsnorm(r, layer_input(layers_), range("model.norm.weight"), range("act.final.norm"), range("act.final.rstd"),
-                   rows_, hidden_, static_cast<float>(config_.rms_norm_eps), norm_offset());
+  kernels::rmsnorm(r, layer_input(layers_), range("model.norm.weight"), range("act.final.norm"),
+                   range("act.final.rstd"), rows_, hidden_, static_cast<float>(config_.rms_norm_eps), norm_offset());
 }
 
 void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
@@ -419,8 +444,9 @@ void Transformer::record_backward(Recorder& r) {
     layer_backward(r, layer, acts);
   }
   if (full_)
-    kernels::embedding_backward(r, range("input.ids"), range("grad_act.residual"), range("grad.model.embed_tokens.weight"),
-                                range("workspace.reduce"), rows_, vocab_, hidden_);
+    kernels::embedding_backward(r, range("input.ids"), range("grad_act.residual"),
+                                range("grad.model.embed_tokens.weight"), range("workspace.reduce"), rows_, vocab_,
+                                hidden_);
 }
 
 void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const BufferRange& logits) {
@@ -437,7 +463,8 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   pass.attention.q_offset = past;
   DType table_type = dense_type_;
   const BufferRange stream = range("act.stream");
-  kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, stream, rows, vocab_, hidden_);
+  kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, stream, rows, vocab_,
+                     hidden_);
   if (config_.gemma) kernels::scale(r, rows_of(stream, 0, rows, hidden_ * 4), rows * hidden_, embedding_scale());
   for (uint32_t layer = 0; layer < layers_; layer++) layer_forward(r, layer, activations(layer, true), &stream, pass);
   // Only the last row's logits are needed to pick the next token.
@@ -446,7 +473,8 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   BufferRange norm = rows_of(range("act.final.norm"), 0, 1, row_bytes);
   kernels::rmsnorm(r, last, range("model.norm.weight"), norm, rows_of(range("act.final.rstd"), 0, 1, 4), 1, hidden_,
                    static_cast<float>(config_.rms_norm_eps), norm_offset());
-  kernels::matmul_nt(r, norm, DType::f32, lm_head_ref(), rows_of(logits, 0, 1, vocab_ * 4), DType::f32, 1, vocab_, hidden_);
+  kernels::matmul_nt(r, norm, DType::f32, lm_head_ref(), rows_of(logits, 0, 1, vocab_ * 4), DType::f32, 1, vocab_,
+                     hidden_);
   if (config_.final_logit_softcapping > 0)
     kernels::softcap(r, rows_of(logits, 0, 1, vocab_ * 4), vocab_, static_cast<float>(config_.final_logit_softcapping));
 }

@@ -10,9 +10,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/kernels/attention.hpp"
 #include "engine/model/buffers.hpp"
 #include "engine/model/config.hpp"
-#include "engine/kernels/attention.hpp"
 #include "engine/model/linear.hpp"
 #include "engine/plan/plan.hpp"
 

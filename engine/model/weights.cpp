@@ -100,7 +100,7 @@ void upload_quantized(vk::Context& context, BufferSet& buffers, const std::strin
 }  // namespace
 
 quant::QuantizedWeight read_bitsandbytes_nf4(const SafetensorsFolder& folder, const std::string& name, uint32_t rows,
-                                            uint32_t cols) {
+                                             uint32_t cols) {
   const TensorView& state_view = folder.tensor(name + ".quant_state.bitsandbytes__nf4");
   nlohmann::json state;
   try {
@@ -188,9 +188,9 @@ quant::QuantizedWeight read_vktune_quantized(const SafetensorsFolder& folder, co
   auto expect = [&](const TensorView& tensor, FileDtype dtype, uint64_t elements) {
     if (tensor.dtype != dtype || tensor.element_count() != elements)
       throw UserError(folder_name(folder) + ": tensor " + tensor.name + " should be " + file_dtype_name(dtype) + " [" +
-                          std::to_string(elements) + "] for a " + quantized_format_name(q.format) + " weight of shape [" +
-                          std::to_string(rows) + ", " + std::to_string(cols) + "] in blocks of " +
-                          std::to_string(q.block_size),
+                          std::to_string(elements) + "] for a " + quantized_format_name(q.format) +
+                          " weight of shape [" + std::to_string(rows) + ", " + std::to_string(cols) +
+                          "] in blocks of " + std::to_string(q.block_size),
                       "the weights do not match config.json's quantization_config; re-run `vktune quantize`");
   };
   const TensorView& codes = folder.tensor(name);
@@ -237,7 +237,8 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
   if (loaded.bitsandbytes_nf4 && s.base_format != WeightFormat::nf4)
     throw UserError(folder_name(folder) + " is a bitsandbytes 4-bit (NF4) checkpoint",
                     "train it with --method qlora (or --quant nf4); full finetuning needs an unquantized model");
-  const std::optional<VktuneQuantization> prequantized = vktune_quantization(config, folder_name(folder) + "/config.json");
+  const std::optional<VktuneQuantization> prequantized =
+      vktune_quantization(config, folder_name(folder) + "/config.json");
   const uint64_t hidden = static_cast<uint64_t>(config.hidden_size), vocab = static_cast<uint64_t>(config.vocab_size);
   int64_t done = 0;
   auto step = [&](const std::string& what) {
@@ -263,8 +264,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       auto cols = static_cast<uint32_t>(spec::module_in_features(plan.shape, module));
       std::string name = layer_tensor_name(layer, module);
       std::string bias = layer_tensor_name(layer, module, "bias");
-      if (buffers.has(bias))
-        upload_dense(context, buffers, bias, dense_tensor(folder, bias, rows), DType::f32);
+      if (buffers.has(bias)) upload_dense(context, buffers, bias, dense_tensor(folder, bias, rows), DType::f32);
       if (loaded.bitsandbytes_nf4) {
         quant::QuantizedWeight weight = read_bitsandbytes_nf4(folder, name, rows, cols);
         if (weight.double_quant != s.double_quant) {
@@ -299,16 +299,17 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
           values = dense_tensor(folder, name, uint64_t{rows} * cols);
         }
         if (full || !kernels::is_quantized(s.base_format)) {
-          DType type = full ? DType::f32
-                            : s.base_format == WeightFormat::f16 ? DType::f16
-                            : s.base_format == WeightFormat::bf16 ? DType::bf16 : DType::f32;
+          DType type = full                                  ? DType::f32
+                       : s.base_format == WeightFormat::f16  ? DType::f16
+                       : s.base_format == WeightFormat::bf16 ? DType::bf16
+                                                             : DType::f32;
           upload_dense(context, buffers, name, values, type);
         } else {
           quant::QuantOptions options;
           options.block_size = s.quant_block;
           options.double_quant = s.double_quant;
-          upload_quantized(context, buffers, name, quant::quantize(values.data(), rows, cols, s.base_format, options, name),
-                           loaded);
+          upload_quantized(context, buffers, name,
+                           quant::quantize(values.data(), rows, cols, s.base_format, options, name), loaded);
         }
       }
       step(prefix + spec::module_name(module));

@@ -28,7 +28,7 @@ bool is_bitsandbytes_nf4(const SafetensorsFolder& folder, const ModelConfig& con
 // A bitsandbytes NF4 weight of the folder (the tensors transformers saves for a load_in_4bit
 // model, tests/data/golden/README.md) as a QuantizedWeight of shape (rows, cols).
 quant::QuantizedWeight read_bitsandbytes_nf4(const SafetensorsFolder& folder, const std::string& name, uint32_t rows,
-                                            uint32_t cols);
+                                             uint32_t cols);
 
 // vktune's own quantized checkpoints (`vktune quantize --format int8|int4|int4-asym`). config.json
 // carries "quantization_config": {"quant_method": "vktune", "format": "int8" | "int4" |
@@ -48,7 +48,8 @@ struct VktuneQuantization {
 };
 // The folder's quantization_config when it is vktune's; UserError naming config.json when it is
 // malformed. nullopt for any other checkpoint.
-std::optional<VktuneQuantization> vktune_quantization(const ModelConfig& config, const std::string& where = "config.json");
+std::optional<VktuneQuantization> vktune_quantization(const ModelConfig& config,
+                                                      const std::string& where = "config.json");
 // The quantization_config object written for `quantization`.
 nlohmann::json vktune_quantization_json(const VktuneQuantization& quantization);
 // Reads <name> (+ .scales, .zeros) into a QuantizedWeight of shape (rows, cols), restoring the

@@ -13,30 +13,35 @@
 
 namespace vkt::plan {
 
-using vk::Category;
-using vk::MemoryKind;
 using spec::Method;
 using spec::ModelShape;
-using spec::RunSettings;
 using spec::Module;
-using spec::Optimizer;
 using spec::module_count;
 using spec::module_in_features;
+using spec::module_name;
 using spec::module_out_features;
 using spec::module_path;
-using spec::module_name;
+using spec::Optimizer;
 using spec::optimizer_states_per_parameter;
+using spec::RunSettings;
+using vk::Category;
+using vk::MemoryKind;
 
 uint64_t weight_bytes(uint64_t elements, WeightFormat format, uint32_t block, bool double_quant) {
   uint64_t blocks = (elements + block - 1) / block;
   uint64_t packed_nibbles = (blocks * block + 1) / 2;  // tail block padded
   switch (format) {
-    case WeightFormat::f32: return elements * 4;
+    case WeightFormat::f32:
+      return elements * 4;
     case WeightFormat::f16:
-    case WeightFormat::bf16: return elements * 2;
-    case WeightFormat::int8: return blocks * block + blocks * 4;
-    case WeightFormat::int4: return packed_nibbles + blocks * 4;
-    case WeightFormat::int4_asym: return packed_nibbles + blocks * 4 + blocks;
+    case WeightFormat::bf16:
+      return elements * 2;
+    case WeightFormat::int8:
+      return blocks * block + blocks * 4;
+    case WeightFormat::int4:
+      return packed_nibbles + blocks * 4;
+    case WeightFormat::int4_asym:
+      return packed_nibbles + blocks * 4 + blocks;
     case WeightFormat::nf4:
       return packed_nibbles + (double_quant ? blocks + ((blocks + 255) / 256) * 4 : blocks * 4);
   }
@@ -112,7 +117,9 @@ class Builder {
     switch (format) {
       case WeightFormat::f32:
       case WeightFormat::f16:
-      case WeightFormat::bf16: add(name, Category::base_weights, weight_bytes(elements, format, s.quant_block, false)); break;
+      case WeightFormat::bf16:
+        add(name, Category::base_weights, weight_bytes(elements, format, s.quant_block, false));
+        break;
       case WeightFormat::int8:
         add(name, Category::quantized_weights, blocks * s.quant_block);
         add(name + ".scales", Category::quantized_weights, blocks * 4);
@@ -148,8 +155,8 @@ bool is_target(const RunSettings& s, Module module) {
 
 // The activations one layer's forward produces and its backward reads, with `prefix` naming
 // the set ("act.layers.3." or "act.recompute."). `include_input` adds the layer input.
-void layer_activations(Builder& b, const std::string& prefix, const ModelShape& m, const RunSettings& s,
-                       uint64_t rows, bool include_input) {
+void layer_activations(Builder& b, const std::string& prefix, const ModelShape& m, const RunSettings& s, uint64_t rows,
+                       bool include_input) {
   const uint64_t f = 4;
   if (include_input) b.add(prefix + "input", Category::activations, rows * m.hidden * f);
   b.add(prefix + "rstd_attn", Category::activations, rows * f);
@@ -211,23 +218,31 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   const uint64_t embedding_elements = m.vocab * m.hidden;
   counts.embedding = embedding_elements;
   const uint32_t dense_bytes = kernels::dtype_bytes(s.dtype);
-  if (full && training) b.trainable("model.embed_tokens.weight", Category::base_weights, embedding_elements, true);
-  else b.add("model.embed_tokens.weight", Category::base_weights, embedding_elements * dense_bytes);
+  if (full && training)
+    b.trainable("model.embed_tokens.weight", Category::base_weights, embedding_elements, true);
+  else
+    b.add("model.embed_tokens.weight", Category::base_weights, embedding_elements * dense_bytes);
   for (uint64_t layer = 0; layer < m.layers; layer++) {
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
     for (size_t i = 0; i < module_count; i++) {
       Module module = static_cast<Module>(i);
       uint64_t in = module_in_features(m, module), out = module_out_features(m, module);
       std::string name = prefix + module_path(module) + ".weight";
-      if (module <= Module::o_proj) counts.attention += in * out;
-      else counts.mlp += in * out;
-      if (full && training) b.trainable(name, Category::base_weights, in * out, true);
-      else b.linear_weight(name, in * out);
+      if (module <= Module::o_proj)
+        counts.attention += in * out;
+      else
+        counts.mlp += in * out;
+      if (full && training)
+        b.trainable(name, Category::base_weights, in * out, true);
+      else
+        b.linear_weight(name, in * out);
       if (m.qkv_bias && module <= Module::v_proj) {
         counts.biases += out;
         std::string bias = prefix + module_path(module) + ".bias";
-        if (full && training) b.trainable(bias, Category::base_weights, out, true);
-        else b.add(bias, Category::base_weights, out * 4);
+        if (full && training)
+          b.trainable(bias, Category::base_weights, out, true);
+        else
+          b.add(bias, Category::base_weights, out * 4);
       }
       if (!full && training && is_target(s, module)) {
         b.trainable(prefix + module_path(module) + ".lora_A", Category::adapter_params, s.lora_r * in, true);
@@ -241,8 +256,10 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) {
       counts.norms += m.hidden;
       std::string name = prefix + norm + ".weight";
-      if (full && training) b.trainable(name, Category::base_weights, m.hidden, true);
-      else b.add(name, Category::base_weights, m.hidden * 4);
+      if (full && training)
+        b.trainable(name, Category::base_weights, m.hidden, true);
+      else
+        b.add(name, Category::base_weights, m.hidden * 4);
     }
     if (m.gemma) {
       if (full)
@@ -257,17 +274,23 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       if (!m.qk_norm) break;
       counts.norms += m.head_dim;
       std::string name = prefix + norm + ".weight";
-      if (full && training) b.trainable(name, Category::base_weights, m.head_dim, true);
-      else b.add(name, Category::base_weights, m.head_dim * 4);
+      if (full && training)
+        b.trainable(name, Category::base_weights, m.head_dim, true);
+      else
+        b.add(name, Category::base_weights, m.head_dim * 4);
     }
   }
   counts.norms += m.hidden;
-  if (full && training) b.trainable("model.norm.weight", Category::base_weights, m.hidden, true);
-  else b.add("model.norm.weight", Category::base_weights, m.hidden * 4);
+  if (full && training)
+    b.trainable("model.norm.weight", Category::base_weights, m.hidden, true);
+  else
+    b.add("model.norm.weight", Category::base_weights, m.hidden * 4);
   if (!m.tied_embeddings) {
     counts.lm_head = m.vocab * m.hidden;
-    if (full && training) b.trainable("lm_head.weight", Category::base_weights, counts.lm_head, true);
-    else b.add("lm_head.weight", Category::base_weights, counts.lm_head * dense_bytes);
+    if (full && training)
+      b.trainable("lm_head.weight", Category::base_weights, counts.lm_head, true);
+    else
+      b.add("lm_head.weight", Category::base_weights, counts.lm_head * dense_bytes);
   }
   counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head + counts.biases;
   if (full) counts.trainable = counts.total;
@@ -305,7 +328,8 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.add("grad_act.act", Category::workspace, rows * m.intermediate * f);
     if (!full) b.add("grad_act.lora_t", Category::workspace, rows * s.lora_r * f);
     if (!full && s.lora_dropout > 0)
-      b.add("act.dropout", Category::workspace, rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * f);
+      b.add("act.dropout", Category::workspace,
+            rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * f);
     b.add("loss.rows", Category::workspace, rows * f);
   } else {
     // Inference: one layer's activations at a time; the residual stream is updated in place.
@@ -357,14 +381,18 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   uint64_t reduce = kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), 1);
   if (training && full) {
     uint64_t widest = std::max(m.hidden, std::max(m.heads, m.kv_heads) * m.head_dim);
-    reduce = std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(widest)));
-    reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.hidden)));
+    reduce =
+        std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(widest)));
+    reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows),
+                                                                        static_cast<uint32_t>(m.hidden)));
     if (m.qk_norm)  // q_norm's weight gradient sums over (tokens * heads) rows of head_dim
       reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows * m.heads),
                                                                           static_cast<uint32_t>(m.head_dim)));
-    reduce = std::max(reduce, kernels::embedding_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.vocab)));
+    reduce = std::max(reduce, kernels::embedding_backward_workspace_bytes(static_cast<uint32_t>(rows),
+                                                                          static_cast<uint32_t>(m.vocab)));
   } else if (training) {
-    reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(m.hidden)));
+    reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows),
+                                                                        static_cast<uint32_t>(m.hidden)));
   }
   b.add("workspace.reduce", Category::workspace, reduce);
   if (training) {
@@ -376,8 +404,8 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         tensors++;
         chunks += (spec.bytes / 4 + 4095) / 4096;
       }
-    plan.buffers.push_back({"optimizer.table", Category::workspace, MemoryKind::device,
-                            kernels::TensorList::table_bytes(tensors), true});
+    plan.buffers.push_back(
+        {"optimizer.table", Category::workspace, MemoryKind::device, kernels::TensorList::table_bytes(tensors), true});
     plan.buffers.push_back({"optimizer.partials", Category::workspace, MemoryKind::device,
                             kernels::TensorList::partials_bytes(static_cast<uint32_t>(chunks)), true});
   }

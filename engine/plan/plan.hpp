@@ -49,7 +49,7 @@ struct MemoryPlan {
   uint64_t bytes(vk::Category category) const;
   uint64_t bytes(vk::Category category, vk::MemoryKind kind) const;
   uint64_t total_bytes() const;
-  uint64_t device_bytes() const;  // everything but offloaded memory
+  uint64_t device_bytes() const;                          // everything but offloaded memory
   const BufferSpec& find(const std::string& name) const;  // VKT_ASSERT when absent
   bool contains(const std::string& name) const;
 };
@@ -68,9 +68,9 @@ uint64_t weight_bytes(uint64_t elements, WeightFormat format, uint32_t block, bo
 //   training memory = weights + activations + gradients + optimizer states; with Adam, each
 //   trainable parameter has a gradient and 2 states, at M bytes each.
 struct RulesOfThumb {
-  double weights_bytes = 0;          // N × M
-  double inference_bytes = 0;        // N × M × 1.2
-  double gradients_and_states = 0;   // trainable × (1 + states) × M
+  double weights_bytes = 0;         // N × M
+  double inference_bytes = 0;       // N × M × 1.2
+  double gradients_and_states = 0;  // trainable × (1 + states) × M
 };
 RulesOfThumb rules_of_thumb(double parameters, double bytes_per_value, double trainable_parameters,
                             uint32_t optimizer_states);
@@ -79,7 +79,7 @@ RulesOfThumb rules_of_thumb(double parameters, double bytes_per_value, double tr
 struct Verdict {
   bool fits = false;
   uint64_t required = 0, available = 0;
-  int64_t headroom = 0;  // available - required (negative: missing)
+  int64_t headroom = 0;             // available - required (negative: missing)
   std::vector<std::string> advice;  // what to change, cheapest first, each with the bytes it saves
 };
 Verdict judge(const MemoryPlan& plan, uint64_t device_bytes);

@@ -9,11 +9,11 @@
 
 namespace vkt::plan {
 
-using vk::Category;
-using vk::MemoryKind;
+using spec::Method;
 using spec::ModelShape;
 using spec::RunSettings;
-using spec::Method;
+using vk::Category;
+using vk::MemoryKind;
 
 PlanReport make_report(const ModelShape& shape, const RunSettings& settings, std::optional<uint64_t> device_bytes,
                        const std::string& device_name) {
@@ -61,10 +61,14 @@ std::string format_report(const PlanReport& report) {
   out << "parameters\n";
   auto count = [](uint64_t n) {
     char buffer[32];
-    if (n >= 1000000000ull) std::snprintf(buffer, sizeof buffer, "%.2fB", double(n) / 1e9);
-    else if (n >= 1000000ull) std::snprintf(buffer, sizeof buffer, "%.2fM", double(n) / 1e6);
-    else if (n >= 1000ull) std::snprintf(buffer, sizeof buffer, "%.1fK", double(n) / 1e3);
-    else std::snprintf(buffer, sizeof buffer, "%llu", static_cast<unsigned long long>(n));
+    if (n >= 1000000000ull)
+      std::snprintf(buffer, sizeof buffer, "%.2fB", double(n) / 1e9);
+    else if (n >= 1000000ull)
+      std::snprintf(buffer, sizeof buffer, "%.2fM", double(n) / 1e6);
+    else if (n >= 1000ull)
+      std::snprintf(buffer, sizeof buffer, "%.1fK", double(n) / 1e3);
+    else
+      std::snprintf(buffer, sizeof buffer, "%llu", static_cast<unsigned long long>(n));
     return std::string(buffer);
   };
   std::snprintf(text, sizeof text,
@@ -73,20 +77,22 @@ std::string format_report(const PlanReport& report) {
                 count(p.embedding).c_str(), count(p.attention).c_str(), count(p.mlp).c_str(), count(p.norms).c_str(),
                 count(p.lm_head).c_str(), count(p.biases).c_str(), count(p.total).c_str(),
                 static_cast<unsigned long long>(p.total), count(p.trainable).c_str(),
-                static_cast<unsigned long long>(p.trainable), 100.0 * double(p.trainable) / double(std::max<uint64_t>(1, p.total)));
+                static_cast<unsigned long long>(p.trainable),
+                100.0 * double(p.trainable) / double(std::max<uint64_t>(1, p.total)));
   out << text;
-  std::snprintf(text, sizeof text, "run: %s, base %s%s, dtype %s, r=%u on %zu module kinds, batch %llu x %llu tokens, %s%s, %s\n",
-                method_name(s.method), kernels::weight_format_name(s.base_format),
-                s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype), s.lora_r,
-                s.target_modules.size(), static_cast<unsigned long long>(s.batch),
-                static_cast<unsigned long long>(s.seq_len), optimizer_name(s.optimizer),
-                s.offload_optimizer ? " (offloaded)" : "",
-                s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
+  std::snprintf(
+      text, sizeof text, "run: %s, base %s%s, dtype %s, r=%u on %zu module kinds, batch %llu x %llu tokens, %s%s, %s\n",
+      method_name(s.method), kernels::weight_format_name(s.base_format),
+      s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype), s.lora_r,
+      s.target_modules.size(), static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len),
+      optimizer_name(s.optimizer), s.offload_optimizer ? " (offloaded)" : "",
+      s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
   out << text;
   out << "training memory (the detailed plan)\n";
   const bool quantized = kernels::is_quantized(s.base_format) && s.method != Method::full;
   out << line(quantized ? std::string("dense weights (embeddings, norms: ") + kernels::dtype_name(s.dtype) + ")"
-                        : std::string("base weights (") + (s.method == Method::full ? "fp32" : kernels::weight_format_name(s.base_format)) + ")",
+                        : std::string("base weights (") +
+                              (s.method == Method::full ? "fp32" : kernels::weight_format_name(s.base_format)) + ")",
               double(plan.bytes(Category::base_weights)));
   if (quantized)
     out << line(std::string("quantized linear weights (") + kernels::weight_format_name(s.base_format) +
@@ -109,7 +115,8 @@ std::string format_report(const PlanReport& report) {
   out << line("all layers without checkpointing", double(activation_bytes(report.without_checkpointing)));
   out << line("all layers with checkpointing", double(activation_bytes(report.with_checkpointing)));
   out << "serving (inference)\n";
-  out << line("weights", double(report.inference.bytes(Category::base_weights) + report.inference.bytes(Category::quantized_weights)));
+  out << line("weights", double(report.inference.bytes(Category::base_weights) +
+                                report.inference.bytes(Category::quantized_weights)));
   out << line("KV cache for " + std::to_string(report.kv_tokens) + " tokens x " + std::to_string(s.batch),
               double(report.inference.bytes(Category::kv_cache)));
   // The seeds' rules of thumb, at the base's bytes per value.
@@ -118,7 +125,8 @@ std::string format_report(const PlanReport& report) {
   if (s.method == Method::full) bytes_per_value = 4;
   RulesOfThumb rules = rules_of_thumb(double(p.total), bytes_per_value, double(p.trainable),
                                       optimizer_states_per_parameter(s.optimizer));
-  RulesOfThumb trainable_fp32 = rules_of_thumb(double(p.total), 4, double(p.trainable), optimizer_states_per_parameter(s.optimizer));
+  RulesOfThumb trainable_fp32 =
+      rules_of_thumb(double(p.total), 4, double(p.trainable), optimizer_states_per_parameter(s.optimizer));
   out << "rules of thumb (AI Engineering, ch. 7)\n";
   std::snprintf(text, sizeof text, "  weights N x M = %.3fB x %.2f B = %s\n", p.total / 1e9, bytes_per_value,
                 gb(rules.weights_bytes).c_str());
@@ -146,18 +154,31 @@ std::string report_json(const PlanReport& report) {
   const MemoryPlan& plan = report.training;
   nlohmann::json categories = nlohmann::json::object();
   for (size_t c = 0; c < vk::category_count; c++) {
-    categories[vk::category_name(Category(c))] = {
-        {"device", plan.bytes(Category(c), MemoryKind::device)}, {"offload", plan.bytes(Category(c), MemoryKind::offload)}};
+    categories[vk::category_name(Category(c))] = {{"device", plan.bytes(Category(c), MemoryKind::device)},
+                                                  {"offload", plan.bytes(Category(c), MemoryKind::offload)}};
   }
   const ParameterCounts& p = plan.parameters;
   nlohmann::json json = {
-      {"parameters", {{"embedding", p.embedding}, {"attention", p.attention}, {"mlp", p.mlp}, {"norms", p.norms},
-                      {"lm_head", p.lm_head}, {"biases", p.biases}, {"total", p.total}, {"trainable", p.trainable}}},
-      {"settings", {{"method", method_name(plan.settings.method)}, {"base_format", kernels::weight_format_name(plan.settings.base_format)},
-                    {"double_quant", plan.settings.double_quant}, {"dtype", kernels::dtype_name(plan.settings.dtype)},
-                    {"lora_r", plan.settings.lora_r}, {"batch", plan.settings.batch}, {"seq_len", plan.settings.seq_len},
-                    {"gradient_checkpointing", plan.settings.gradient_checkpointing},
-                    {"optimizer", optimizer_name(plan.settings.optimizer)}, {"offload_optimizer", plan.settings.offload_optimizer}}},
+      {"parameters",
+       {{"embedding", p.embedding},
+        {"attention", p.attention},
+        {"mlp", p.mlp},
+        {"norms", p.norms},
+        {"lm_head", p.lm_head},
+        {"biases", p.biases},
+        {"total", p.total},
+        {"trainable", p.trainable}}},
+      {"settings",
+       {{"method", method_name(plan.settings.method)},
+        {"base_format", kernels::weight_format_name(plan.settings.base_format)},
+        {"double_quant", plan.settings.double_quant},
+        {"dtype", kernels::dtype_name(plan.settings.dtype)},
+        {"lora_r", plan.settings.lora_r},
+        {"batch", plan.settings.batch},
+        {"seq_len", plan.settings.seq_len},
+        {"gradient_checkpointing", plan.settings.gradient_checkpointing},
+        {"optimizer", optimizer_name(plan.settings.optimizer)},
+        {"offload_optimizer", plan.settings.offload_optimizer}}},
       {"bytes", categories},
       {"device_total", plan.device_bytes()},
       {"total", plan.total_bytes()},
@@ -165,13 +186,18 @@ std::string report_json(const PlanReport& report) {
       {"activations_per_layer", saved_activation_bytes_per_layer(plan.shape, plan.settings)},
       {"activations_without_checkpointing", report.without_checkpointing.bytes(Category::activations)},
       {"activations_with_checkpointing", report.with_checkpointing.bytes(Category::activations)},
-      {"inference", {{"weights", report.inference.bytes(Category::base_weights) + report.inference.bytes(Category::quantized_weights)},
-                     {"kv_cache", report.inference.bytes(Category::kv_cache)}, {"kv_tokens", report.kv_tokens},
-                     {"total", report.inference.device_bytes()}}},
+      {"inference",
+       {{"weights",
+         report.inference.bytes(Category::base_weights) + report.inference.bytes(Category::quantized_weights)},
+        {"kv_cache", report.inference.bytes(Category::kv_cache)},
+        {"kv_tokens", report.kv_tokens},
+        {"total", report.inference.device_bytes()}}},
   };
   if (report.device_bytes) {
     Verdict verdict = judge(plan, *report.device_bytes);
-    json["verdict"] = {{"device_bytes", *report.device_bytes}, {"fits", verdict.fits}, {"headroom", verdict.headroom},
+    json["verdict"] = {{"device_bytes", *report.device_bytes},
+                       {"fits", verdict.fits},
+                       {"headroom", verdict.headroom},
                        {"advice", verdict.advice}};
   }
   return json.dump(2);
@@ -190,8 +216,8 @@ std::string format_plan_vs_measured(const MemoryPlan& plan, const vk::LedgerSnap
                   planned ? double(peak) / double(planned) : 0.0);
     out << text;
   }
-  std::snprintf(text, sizeof text, "  %-18s %14s %14s %7.3fx\n", "total", format_bytes(double(plan.total_bytes())).c_str(),
-                format_bytes(double(measured.total_peak)).c_str(),
+  std::snprintf(text, sizeof text, "  %-18s %14s %14s %7.3fx\n", "total",
+                format_bytes(double(plan.total_bytes())).c_str(), format_bytes(double(measured.total_peak)).c_str(),
                 double(measured.total_peak) / double(std::max<uint64_t>(1, plan.total_bytes())));
   out << text;
   return out.str();

@@ -20,20 +20,27 @@ std::string module_path(Module module) {
 
 uint64_t module_in_features(const ModelShape& s, Module module) {
   switch (module) {
-    case Module::o_proj: return s.heads * s.head_dim;
-    case Module::down_proj: return s.intermediate;
-    default: return s.hidden;
+    case Module::o_proj:
+      return s.heads * s.head_dim;
+    case Module::down_proj:
+      return s.intermediate;
+    default:
+      return s.hidden;
   }
 }
 
 uint64_t module_out_features(const ModelShape& s, Module module) {
   switch (module) {
-    case Module::q_proj: return s.heads * s.head_dim;
+    case Module::q_proj:
+      return s.heads * s.head_dim;
     case Module::k_proj:
-    case Module::v_proj: return s.kv_heads * s.head_dim;
+    case Module::v_proj:
+      return s.kv_heads * s.head_dim;
     case Module::o_proj:
-    case Module::down_proj: return s.hidden;
-    default: return s.intermediate;
+    case Module::down_proj:
+      return s.hidden;
+    default:
+      return s.intermediate;
   }
 }
 

@@ -18,17 +18,17 @@ struct ModelShape {
   uint64_t head_dim = 0;      // head_dim
   uint64_t vocab = 0;         // vocab_size
   bool tied_embeddings = false;
-  bool qkv_bias = false;      // Qwen2
-  bool qk_norm = false;       // Qwen3, Gemma 3: q_norm/k_norm weights (head_dim each) per layer
-  bool gemma = false;         // Gemma layer: norms after attention and after the MLP
+  bool qkv_bias = false;  // Qwen2
+  bool qk_norm = false;   // Qwen3, Gemma 3: q_norm/k_norm weights (head_dim each) per layer
+  bool gemma = false;     // Gemma layer: norms after attention and after the MLP
 };
 
 // The seven linear modules of a layer, in PEFT's names.
 enum class Module : uint8_t { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, count };
 constexpr size_t module_count = static_cast<size_t>(Module::count);
-const char* module_name(Module module);                 // "q_proj"
+const char* module_name(Module module);  // "q_proj"
 std::optional<Module> module_from_name(const std::string& name);
-std::string module_path(Module module);                 // "self_attn.q_proj" / "mlp.gate_proj"
+std::string module_path(Module module);  // "self_attn.q_proj" / "mlp.gate_proj"
 uint64_t module_in_features(const ModelShape& shape, Module module);
 uint64_t module_out_features(const ModelShape& shape, Module module);
 

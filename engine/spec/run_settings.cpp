@@ -3,7 +3,8 @@
 namespace vkt::spec {
 
 std::span<const NameEntry<Method>> method_names() {
-  static constexpr NameEntry<Method> names[] = {{Method::lora, "lora"}, {Method::qlora, "qlora"}, {Method::full, "full"}};
+  static constexpr NameEntry<Method> names[] = {
+      {Method::lora, "lora"}, {Method::qlora, "qlora"}, {Method::full, "full"}};
   return names;
 }
 
@@ -19,9 +20,12 @@ const char* optimizer_name(Optimizer optimizer) { return enum_name(optimizer_nam
 
 uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
   switch (optimizer) {
-    case Optimizer::adamw: return 2;
-    case Optimizer::momentum: return 1;
-    case Optimizer::sgd: return 0;
+    case Optimizer::adamw:
+      return 2;
+    case Optimizer::momentum:
+      return 1;
+    case Optimizer::sgd:
+      return 0;
   }
   return 0;
 }

@@ -28,19 +28,19 @@ struct RunSettings {
   WeightFormat base_format = WeightFormat::f32;  // format of the frozen linear weights
   bool double_quant = true;                      // nf4 only
   uint32_t quant_block = 64;
-  DType dtype = DType::f32;                      // embeddings, lm_head, dense base weights
+  DType dtype = DType::f32;  // embeddings, lm_head, dense base weights
   uint32_t lora_r = 8;
   std::vector<Module> target_modules = {Module::q_proj, Module::v_proj};
-  uint64_t batch = 1;                            // per-device micro-batch
-  uint64_t seq_len = 512;                        // max length
+  uint64_t batch = 1;      // per-device micro-batch
+  uint64_t seq_len = 512;  // max length
   bool gradient_checkpointing = false;
   Optimizer optimizer = Optimizer::adamw;
   bool offload_optimizer = false;
   float lora_dropout = 0;
-  bool training = true;                          // false: inference/generation only
-  uint64_t kv_cache_tokens = 0;                  // generation: cache length per sequence (0: none)
-  bool with_adapter = false;                     // inference with LoRA weights (no gradients)
-  uint64_t logits_chunk_bytes = 64ull << 20;     // cross-entropy works on row chunks of at most this
+  bool training = true;                       // false: inference/generation only
+  uint64_t kv_cache_tokens = 0;               // generation: cache length per sequence (0: none)
+  bool with_adapter = false;                  // inference with LoRA weights (no gradients)
+  uint64_t logits_chunk_bytes = 64ull << 20;  // cross-entropy works on row chunks of at most this
 };
 
 }  // namespace vkt::spec

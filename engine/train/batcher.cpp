@@ -54,9 +54,7 @@ void Batcher::build_epoch() {
   if (!row.empty()) rows_.push_back(std::move(row));
 }
 
-int64_t Batcher::micro_batches_per_epoch() const {
-  return (rows_per_epoch() + settings_.batch - 1) / settings_.batch;
-}
+int64_t Batcher::micro_batches_per_epoch() const { return (rows_per_epoch() + settings_.batch - 1) / settings_.batch; }
 
 double Batcher::epoch_progress() const {
   return static_cast<double>(position_.epoch) +

@@ -11,8 +11,8 @@
 namespace vkt::train {
 
 struct TokenizedExample {
-  std::vector<uint32_t> ids;    // (length) token ids, BOS/EOS included
-  std::vector<float> weights;   // (length) loss weight of predicting ids[i] (weights[0] is unused)
+  std::vector<uint32_t> ids;   // (length) token ids, BOS/EOS included
+  std::vector<float> weights;  // (length) loss weight of predicting ids[i] (weights[0] is unused)
 };
 
 struct MicroBatch {
@@ -28,7 +28,7 @@ struct MicroBatch {
 
 struct BatcherSettings {
   uint32_t batch = 1;
-  uint32_t seq_len = 0;     // row length
+  uint32_t seq_len = 0;  // row length
   bool packing = false;
   bool shuffle = true;
   uint64_t seed = 42;
@@ -40,8 +40,8 @@ struct BatcherSettings {
 
 // Where the batcher is; saved in checkpoints so a resumed run sees the same data.
 struct BatcherPosition {
-  int64_t epoch = 0;       // completed epochs
-  int64_t next_row = 0;    // next row of the current epoch's order
+  int64_t epoch = 0;     // completed epochs
+  int64_t next_row = 0;  // next row of the current epoch's order
 };
 
 class Batcher {

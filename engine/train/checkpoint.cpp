@@ -45,12 +45,12 @@ std::vector<int64_t> checkpoint_steps(const fs::path& output_dir, bool skip_set_
 // A device buffer of fp32 values as a tensor to write, read back when the writer gets to it.
 model::TensorToWrite fp32_tensor(vk::Context& context, const vk::Buffer& buffer, const std::string& file_name) {
   const vk::Buffer* source = &buffer;
-  return model::TensorToWrite{file_name, model::FileDtype::F32, {buffer.size() / 4},
-                              [&context, source](model::TensorSink& sink) {
-                                std::vector<float> values(source->size() / 4);
-                                context.download(*source, values.data());
-                                sink.write(values.data(), values.size() * 4);
-                              }};
+  return model::TensorToWrite{
+      file_name, model::FileDtype::F32, {buffer.size() / 4}, [&context, source](model::TensorSink& sink) {
+        std::vector<float> values(source->size() / 4);
+        context.download(*source, values.data());
+        sink.write(values.data(), values.size() * 4);
+      }};
 }
 
 }  // namespace
@@ -68,19 +68,28 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
     model::write_safetensors(directory.path() / "model.safetensors", std::move(weights));
     model::save_model_config(*trainable.model_config, directory.path() / "config.json");
   } else {
-    model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model, directory.path());
+    model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model,
+                        directory.path());
   }
   std::vector<model::TensorToWrite> states;
   for (const auto& spec : plan.buffers)
     if (spec.category == vk::Category::optimizer_state)
       states.push_back(fp32_tensor(context, trainable.buffers->buffer(spec.name), spec.name));
   if (!states.empty()) model::write_safetensors(directory.path() / "optimizer.safetensors", std::move(states));
-  json trainer_state = {{"version", 1}, {"step", state.step}, {"max_steps", state.max_steps},
-                        {"epoch", state.position.epoch}, {"next_row", state.position.next_row},
-                        {"tokens", state.tokens}, {"elapsed_s", state.elapsed_s},
-                        {"window_loss", state.window_loss}, {"window_steps", state.window_steps},
-                        {"window_tokens", state.window_tokens}, {"window_seconds", state.window_seconds},
-                        {"seed", state.seed}, {"data", state.data}, {"method", state.method}};
+  json trainer_state = {{"version", 1},
+                        {"step", state.step},
+                        {"max_steps", state.max_steps},
+                        {"epoch", state.position.epoch},
+                        {"next_row", state.position.next_row},
+                        {"tokens", state.tokens},
+                        {"elapsed_s", state.elapsed_s},
+                        {"window_loss", state.window_loss},
+                        {"window_steps", state.window_steps},
+                        {"window_tokens", state.window_tokens},
+                        {"window_seconds", state.window_seconds},
+                        {"seed", state.seed},
+                        {"data", state.data},
+                        {"method", state.method}};
   write_file_atomically(directory.path() / "trainer_state.json", trainer_state.dump(2) + "\n");
   directory.commit();
 }
@@ -148,8 +157,7 @@ void truncate_metrics(const fs::path& metrics, int64_t step) {
   while (std::getline(in, line)) {
     try {
       if (json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
-    } catch (const json::exception&) {
-    }
+    } catch (const json::exception&) {}
   }
   write_file_atomically(metrics, kept);
 }
@@ -176,7 +184,8 @@ void save_final_weights(const TrainableState& trainable, const fs::path& output_
   }
   model::write_safetensors_sharded(output_dir, std::move(tensors), 5000000000ull);
   model::save_model_config(*trainable.model_config, output_dir / "config.json");
-  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
+  for (const char* file :
+       {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
     fs::path source = fs::path(trainable.base_model) / file;
     if (fs::exists(source)) write_file_atomically(output_dir / file, read_text_file(source));
   }

@@ -22,11 +22,11 @@ namespace vkt::train {
 struct TrainableState {
   vk::Context* context = nullptr;
   model::BufferSet* buffers = nullptr;
-  const plan::MemoryPlan* plan = nullptr;       // method, shape and the optimizer_state buffers
-  const model::LoraSettings* lora = nullptr;    // LoRA runs
-  std::vector<std::string> trainable_names;     // full finetuning: the weight buffers trained
+  const plan::MemoryPlan* plan = nullptr;     // method, shape and the optimizer_state buffers
+  const model::LoraSettings* lora = nullptr;  // LoRA runs
+  std::vector<std::string> trainable_names;   // full finetuning: the weight buffers trained
   const model::ModelConfig* model_config = nullptr;
-  std::string base_model;                       // --model folder (adapter_config.json, tokenizer files)
+  std::string base_model;  // --model folder (adapter_config.json, tokenizer files)
 };
 
 // trainer_state.json (version 1).
@@ -34,17 +34,18 @@ struct TrainerState {
   int64_t step = 0, max_steps = 0;
   BatcherPosition position;
   int64_t tokens = 0;
-  double elapsed_s = 0;       // training time before this point, over all resumed runs
-  float window_loss = 0;      // the device's loss sum since the last logged step ("loss.window")
+  double elapsed_s = 0;   // training time before this point, over all resumed runs
+  float window_loss = 0;  // the device's loss sum since the last logged step ("loss.window")
   int64_t window_steps = 0, window_tokens = 0;
   double window_seconds = 0;
   int64_t seed = 0;
-  std::string data;           // --data
-  std::string method;         // --method name: a resume with another method is refused
+  std::string data;    // --data
+  std::string method;  // --method name: a resume with another method is refused
 };
 
 // Writes OUTPUT/checkpoint-STEP.
-void save_checkpoint(const TrainableState& trainable, const TrainerState& state, const std::filesystem::path& output_dir);
+void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
+                     const std::filesystem::path& output_dir);
 // --save-total-limit: removes the oldest checkpoint-N folders until `keep` remain.
 void prune_checkpoints(const std::filesystem::path& output_dir, int64_t keep);
 // The folder --resume-from-checkpoint names: itself, or for "latest" the newest checkpoint-N in

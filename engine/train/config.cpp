@@ -57,7 +57,8 @@ const std::vector<OptionSpec>& option_table() {
       {"num_train_epochs", "epochs over the training data", &C::num_train_epochs},
       {"per_device_train_batch_size", "sequences per micro-batch", &C::per_device_train_batch_size},
       {"gradient_accumulation_steps", "micro-batches per optimizer step", &C::gradient_accumulation_steps},
-      {"gradient_checkpointing", "save only layer inputs and recompute the rest in backward", &C::gradient_checkpointing},
+      {"gradient_checkpointing", "save only layer inputs and recompute the rest in backward",
+       &C::gradient_checkpointing},
       {"max_grad_norm", "clip the global gradient norm to this (0 disables)", &C::max_grad_norm},
       {"weight_decay", "decoupled weight decay (AdamW) or L2 (SGD)", &C::weight_decay},
       {"adam_beta1", "AdamW beta1", &C::adam_beta1},
@@ -85,8 +86,14 @@ namespace {
 bool parse_bool(const std::string& value, bool& out) {
   std::string lower = value;
   std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-  if (lower == "true" || lower == "1" || lower == "yes" || lower == "on") { out = true; return true; }
-  if (lower == "false" || lower == "0" || lower == "no" || lower == "off") { out = false; return true; }
+  if (lower == "true" || lower == "1" || lower == "yes" || lower == "on") {
+    out = true;
+    return true;
+  }
+  if (lower == "false" || lower == "0" || lower == "no" || lower == "off") {
+    out = false;
+    return true;
+  }
   return false;
 }
 
@@ -114,11 +121,19 @@ void set_option(TrainConfig& config, const OptionSpec& option, const std::string
           if (!parse_bool(value, config.*field)) bad("true or false");
         } else if constexpr (std::is_same_v<T, int64_t>) {
           size_t used = 0;
-          try { config.*field = std::stoll(value, &used); } catch (...) { bad("an integer"); }
+          try {
+            config.*field = std::stoll(value, &used);
+          } catch (...) {
+            bad("an integer");
+          }
           if (used != value.size()) bad("an integer");
         } else {
           size_t used = 0;
-          try { config.*field = std::stod(value, &used); } catch (...) { bad("a number"); }
+          try {
+            config.*field = std::stod(value, &used);
+          } catch (...) {
+            bad("a number");
+          }
           if (used != value.size()) bad("a number");
         }
       },
@@ -155,8 +170,11 @@ void apply_yaml_file(TrainConfig& config, const std::string& path) {
       nlohmann::json object = nlohmann::json::object();
       for (const auto& item : node) {
         std::string text = item.second.as<std::string>();
-        try { object[item.first.as<std::string>()] = nlohmann::json::parse(text); }
-        catch (...) { object[item.first.as<std::string>()] = text; }
+        try {
+          object[item.first.as<std::string>()] = nlohmann::json::parse(text);
+        } catch (...) {
+          object[item.first.as<std::string>()] = text;
+        }
       }
       value = object.dump();
     } else if (node.IsScalar()) {

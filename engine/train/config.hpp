@@ -16,16 +16,16 @@ namespace vkt::train {
 
 struct TrainConfig {
   // Files.
-  std::string model;          // HF model folder (config.json, *.safetensors, tokenizer.json)
-  std::string data;           // training JSONL
+  std::string model;  // HF model folder (config.json, *.safetensors, tokenizer.json)
+  std::string data;   // training JSONL
   std::string output_dir;
-  std::string eval_data;      // optional evaluation JSONL
-  std::string adapter;        // optional PEFT adapter to start from
+  std::string eval_data;  // optional evaluation JSONL
+  std::string adapter;    // optional PEFT adapter to start from
   // Method.
   spec::Method method = spec::Method::lora;
   kernels::WeightFormat quant = kernels::WeightFormat::f32;  // frozen base; f32 is --quant none
-  bool double_quant = true;         // nf4: quantize the absmax values too (QLoRA)
-  kernels::DType dtype = kernels::DType::f32;  // base weights and embeddings
+  bool double_quant = true;                                  // nf4: quantize the absmax values too (QLoRA)
+  kernels::DType dtype = kernels::DType::f32;                // base weights and embeddings
   // LoRA (PEFT names and defaults).
   int64_t lora_r = 8;
   double lora_alpha = 16;
@@ -33,7 +33,7 @@ struct TrainConfig {
   std::string target_modules = "q_proj,v_proj";
   bool use_rslora = false;
   // Data.
-  int64_t max_length = 1024;        // TRL SFTConfig default
+  int64_t max_length = 1024;  // TRL SFTConfig default
   bool packing = false;
   bool shuffle = true;
   double prompt_loss_weight = 0.1;  // weight of prompt tokens in the loss (completion tokens: 1)
@@ -52,20 +52,20 @@ struct TrainConfig {
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
-  double momentum = 0.9;                   // --optim momentum
+  double momentum = 0.9;  // --optim momentum
   spec::Optimizer optim = spec::Optimizer::adamw;
   bool offload_optimizer = false;
   int64_t seed = 42;
   // Run control.
   int64_t logging_steps = 10;
-  int64_t eval_steps = 0;                  // 0: evaluate only at the end (when --eval-data is given)
+  int64_t eval_steps = 0;  // 0: evaluate only at the end (when --eval-data is given)
   int64_t save_steps = 500;
-  int64_t save_total_limit = 0;            // 0: keep all checkpoints
-  std::string resume_from_checkpoint;      // a checkpoint-N folder or "latest"
+  int64_t save_total_limit = 0;        // 0: keep all checkpoints
+  std::string resume_from_checkpoint;  // a checkpoint-N folder or "latest"
   bool headless = false;
   bool dashboard = false;
-  std::string plot;                        // write the dashboard as a PNG here at the end
-  int64_t device = -1;                     // Vulkan device index (-1: best)
+  std::string plot;     // write the dashboard as a PNG here at the end
+  int64_t device = -1;  // Vulkan device index (-1: best)
 };
 
 // One option: its name (underscores; the flag uses dashes), help text, and where it lives. Named

@@ -17,8 +17,7 @@ namespace {
 std::string string_field(const json& object, const char* key, const std::string& path, int64_t line) {
   const json& value = object.at(key);
   if (!value.is_string())
-    bad_line(path, line, std::string("\"") + key + "\" must be a string, got " + value.type_name(),
-             "quote the value");
+    bad_line(path, line, std::string("\"") + key + "\" must be a string, got " + value.type_name(), "quote the value");
   return value.get<std::string>();
 }
 }  // namespace
@@ -26,7 +25,8 @@ std::string string_field(const json& object, const char* key, const std::string&
 std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatFormat& chat) {
   std::ifstream in(path);
   if (!in) throw UserError("cannot read data file " + path, "check the --data / --eval-data path");
-  const char* formats = "each line must be a JSON object with \"text\", or \"prompt\" and \"completion\", or \"messages\"";
+  const char* formats =
+      "each line must be a JSON object with \"text\", or \"prompt\" and \"completion\", or \"messages\"";
   std::vector<ParsedExample> examples;
   std::string text;
   int64_t line = 0;
@@ -46,7 +46,8 @@ std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatF
       example.format = ExampleFormat::messages;
       const json& messages = object["messages"];
       if (!messages.is_array() || messages.empty())
-        bad_line(path, line, "\"messages\" must be a non-empty array", "e.g. [{\"role\":\"user\",\"content\":\"hi\"}, ...]");
+        bad_line(path, line, "\"messages\" must be a non-empty array",
+                 "e.g. [{\"role\":\"user\",\"content\":\"hi\"}, ...]");
       std::vector<std::pair<std::string, std::string>> turns;
       bool has_assistant = false;
       for (size_t i = 0; i < messages.size(); i++) {
@@ -93,8 +94,8 @@ std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatF
 
 std::vector<TokenizedExample> tokenize_examples(const std::vector<ParsedExample>& examples,
                                                 const TokenizerHooks& tokenizer, double prompt_loss_weight,
-                                                uint32_t max_length, const std::string& source,
-                                                TokenizeReport& report, bool strict_prompt_length) {
+                                                uint32_t max_length, const std::string& source, TokenizeReport& report,
+                                                bool strict_prompt_length) {
   std::vector<TokenizedExample> out;
   out.reserve(examples.size());
   for (const ParsedExample& example : examples) {

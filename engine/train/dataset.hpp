@@ -29,15 +29,15 @@ std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatF
 // Tokenization hooks (the model's tokenizer provides them).
 struct TokenizerHooks {
   std::function<std::vector<uint32_t>(const std::string& text)> encode;  // no special tokens
-  bool add_bos = false;  // does the tokenizer's post-processor add BOS
+  bool add_bos = false;                                                  // does the tokenizer's post-processor add BOS
   uint32_t bos_id = 0;
   std::vector<uint32_t> eos_ids;  // the first one is appended; any of them ends a sequence
 };
 
 struct TokenizeReport {
   int64_t examples = 0;
-  int64_t truncated = 0;        // examples cut to max_length
-  int64_t dropped = 0;          // examples left with no trained token after truncation
+  int64_t truncated = 0;            // examples cut to max_length
+  int64_t dropped = 0;              // examples left with no trained token after truncation
   int64_t boundary_mismatches = 0;  // prompt/completion boundary that tokenized differently (merged across)
   int64_t tokens = 0;
 };
@@ -46,9 +46,9 @@ struct TokenizeReport {
 // tokenizing the text up to it (as TRL does) so BPE merges across a boundary are handled.
 // `max_length` truncates; an example whose prompt alone reaches max_length is an error
 // (UserError naming file:line) when `strict_prompt_length`, else dropped and counted.
-std::vector<TokenizedExample> tokenize_examples(const std::vector<ParsedExample>& examples, const TokenizerHooks& tokenizer,
-                                                double prompt_loss_weight, uint32_t max_length,
-                                                const std::string& source, TokenizeReport& report,
+std::vector<TokenizedExample> tokenize_examples(const std::vector<ParsedExample>& examples,
+                                                const TokenizerHooks& tokenizer, double prompt_loss_weight,
+                                                uint32_t max_length, const std::string& source, TokenizeReport& report,
                                                 bool strict_prompt_length = true);
 
 }  // namespace vkt::train

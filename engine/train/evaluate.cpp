@@ -25,9 +25,11 @@ EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uin
   if (hooks.eos_ids.empty() && tokenizer.eos_id()) hooks.eos_ids.push_back(*tokenizer.eos_id());
   EvalData result;
   auto parsed = read_jsonl(data.string(), chat);
-  result.examples = tokenize_examples(parsed, hooks, prompt_loss_weight, max_length, data.string(), result.report, false);
+  result.examples =
+      tokenize_examples(parsed, hooks, prompt_loss_weight, max_length, data.string(), result.report, false);
   if (result.examples.empty())
-    throw UserError(data.string() + " has no example with a scored token", "give a JSONL file in the trainer's formats");
+    throw UserError(data.string() + " has no example with a scored token",
+                    "give a JSONL file in the trainer's formats");
   result.seq_len = choose_seq_len(result.examples, max_length, false);
   result.pad_id = static_cast<uint32_t>(config.pad_token_id.value_or(hooks.eos_ids.empty() ? 0 : hooks.eos_ids[0]));
   return result;

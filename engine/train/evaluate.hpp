@@ -52,11 +52,11 @@ EvalResult evaluate_examples(vk::Context& context, model::ModelSession& session,
 struct EvalOptions {
   uint32_t batch = 4;
   uint32_t max_length = 1024;
-  double prompt_loss_weight = 0.1;                  // the trainer's default
-  std::optional<std::filesystem::path> adapter;     // evaluate base + this PEFT adapter
+  double prompt_loss_weight = 0.1;                                 // the trainer's default
+  std::optional<std::filesystem::path> adapter;                    // evaluate base + this PEFT adapter
   kernels::WeightFormat base_format = kernels::WeightFormat::f32;  // quantize the linear weights on load
-  bool double_quant = true;                         // nf4 only
-  kernels::DType dtype = kernels::DType::f32;       // embeddings, lm_head, dense base weights
+  bool double_quant = true;                                        // nf4 only
+  kernels::DType dtype = kernels::DType::f32;                      // embeddings, lm_head, dense base weights
 };
 
 // Opens the model for evaluation (a training-shaped plan without gradients, or with the adapter's

@@ -71,8 +71,9 @@ GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationE
   size_t form = 0, content = 0, fields = 0, done = 0;
   for (const ParsedExample& example : examples) {
     if (example.format != ExampleFormat::prompt_completion)
-      throw UserError(options.data.string() + ":" + std::to_string(example.line) + ": evaluation needs prompt/completion lines",
-                      "write {\"prompt\": ..., \"completion\": ...}");
+      throw UserError(
+          options.data.string() + ":" + std::to_string(example.line) + ": evaluation needs prompt/completion lines",
+          "write {\"prompt\": ..., \"completion\": ...}");
     GeneratedExample out;
     out.prompt = example.segments[0].text;
     out.reference = example.segments[1].text;

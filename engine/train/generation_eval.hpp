@@ -18,7 +18,7 @@ struct GenerationEvalOptions {
   std::optional<std::filesystem::path> adapter;
   std::filesystem::path data;  // prompt/completion JSONL
   std::vector<std::string> json_keys;
-  size_t limit = 0;            // first N examples (0: all)
+  size_t limit = 0;  // first N examples (0: all)
   uint32_t max_new_tokens = 64;
   kernels::WeightFormat base_format = kernels::WeightFormat::f32;
   kernels::DType dtype = kernels::DType::f32;

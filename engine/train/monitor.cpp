@@ -9,7 +9,8 @@ namespace vkt::train {
 using nlohmann::json;
 
 const char* run_state_name(RunState state) {
-  static const char* names[] = {"starting", "running", "paused", "saving", "evaluating", "finished", "stopped", "failed"};
+  static const char* names[] = {"starting",   "running",  "paused",  "saving",
+                                "evaluating", "finished", "stopped", "failed"};
   return names[static_cast<int>(state)];
 }
 
@@ -77,9 +78,16 @@ std::string step_to_json_line(const StepMetrics& m) {
   json memory = json::object();
   for (size_t c = 0; c < vk::category_count; c++) memory[vk::category_name(vk::Category(c))] = m.memory_bytes[c];
   memory["optimizer_state_offload"] = m.offloaded_optimizer_bytes;
-  json line = {{"step", m.step}, {"epoch", m.epoch}, {"loss", m.loss}, {"lr", m.learning_rate},
-               {"grad_norm", m.grad_norm}, {"tokens_per_sec", m.tokens_per_second}, {"step_time_s", m.step_seconds},
-               {"elapsed_s", m.elapsed_seconds}, {"tokens", m.tokens}, {"memory", memory}};
+  json line = {{"step", m.step},
+               {"epoch", m.epoch},
+               {"loss", m.loss},
+               {"lr", m.learning_rate},
+               {"grad_norm", m.grad_norm},
+               {"tokens_per_sec", m.tokens_per_second},
+               {"step_time_s", m.step_seconds},
+               {"elapsed_s", m.elapsed_seconds},
+               {"tokens", m.tokens},
+               {"memory", memory}};
   return line.dump();
 }
 
@@ -100,11 +108,19 @@ std::string run_info_to_json(const RunInfo& info, RunState state) {
   planned["optimizer_state_offload"] = info.planned_offload_bytes;
   json config = info.config_json.empty() ? json::object() : json::parse(info.config_json);
   json kwargs = info.schedule_kwargs.empty() ? json::object() : json::parse(info.schedule_kwargs);
-  json out = {{"config", config}, {"device", info.device}, {"max_steps", info.max_steps},
-              {"schedule", {{"type", info.schedule_type}, {"peak_lr", info.peak_learning_rate},
-                            {"warmup_steps", info.warmup_steps}, {"kwargs", kwargs}}},
-              {"planned_bytes", planned}, {"device_budget_bytes", info.device_budget_bytes},
-              {"started_at", info.started_at}, {"state", run_state_name(state)}, {"version", 1}};
+  json out = {{"config", config},
+              {"device", info.device},
+              {"max_steps", info.max_steps},
+              {"schedule",
+               {{"type", info.schedule_type},
+                {"peak_lr", info.peak_learning_rate},
+                {"warmup_steps", info.warmup_steps},
+                {"kwargs", kwargs}}},
+              {"planned_bytes", planned},
+              {"device_budget_bytes", info.device_budget_bytes},
+              {"started_at", info.started_at},
+              {"state", run_state_name(state)},
+              {"version", 1}};
   return out.dump(2);
 }
 
@@ -169,7 +185,8 @@ bool apply_metrics_line(RunMonitor& monitor, const std::string& line) {
   m.elapsed_seconds = in.value("elapsed_s", 0.0);
   m.tokens = in.value("tokens", int64_t{0});
   json memory = in.value("memory", json::object());
-  for (size_t c = 0; c < vk::category_count; c++) m.memory_bytes[c] = memory.value(vk::category_name(vk::Category(c)), uint64_t{0});
+  for (size_t c = 0; c < vk::category_count; c++)
+    m.memory_bytes[c] = memory.value(vk::category_name(vk::Category(c)), uint64_t{0});
   m.offloaded_optimizer_bytes = memory.value("optimizer_state_offload", uint64_t{0});
   monitor.push_step(m);
   return true;

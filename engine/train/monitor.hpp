@@ -17,15 +17,15 @@ namespace vkt::train {
 
 // One logged optimizer step. metrics.jsonl keys in parentheses.
 struct StepMetrics {
-  int64_t step = 0;                // (step) optimizer steps done
-  double epoch = 0;                // (epoch) fractional epochs done
-  double loss = 0;                 // (loss) weighted mean loss of this step
-  double learning_rate = 0;        // (lr) learning rate used by this step
-  double grad_norm = 0;            // (grad_norm) global norm before clipping
-  double tokens_per_second = 0;    // (tokens_per_sec) trained tokens per second over the logging window
-  double step_seconds = 0;         // (step_time_s) wall time of one optimizer step
-  double elapsed_seconds = 0;      // (elapsed_s) since the run started
-  int64_t tokens = 0;              // (tokens) trained tokens so far (non-padding)
+  int64_t step = 0;              // (step) optimizer steps done
+  double epoch = 0;              // (epoch) fractional epochs done
+  double loss = 0;               // (loss) weighted mean loss of this step
+  double learning_rate = 0;      // (lr) learning rate used by this step
+  double grad_norm = 0;          // (grad_norm) global norm before clipping
+  double tokens_per_second = 0;  // (tokens_per_sec) trained tokens per second over the logging window
+  double step_seconds = 0;       // (step_time_s) wall time of one optimizer step
+  double elapsed_seconds = 0;    // (elapsed_s) since the run started
+  int64_t tokens = 0;            // (tokens) trained tokens so far (non-padding)
   // (memory) {"<category>": bytes, ...} current bytes per ledger category, and offloaded bytes
   // of optimizer state separately as "optimizer_state_offload".
   std::array<uint64_t, vk::category_count> memory_bytes{};
@@ -33,9 +33,9 @@ struct StepMetrics {
 };
 
 struct EvalMetrics {
-  int64_t step = 0;         // (step)
-  double epoch = 0;         // (epoch)
-  double eval_loss = 0;     // (eval_loss)
+  int64_t step = 0;            // (step)
+  double epoch = 0;            // (epoch)
+  double eval_loss = 0;        // (eval_loss)
   double elapsed_seconds = 0;  // (elapsed_s)
 };
 
@@ -46,10 +46,10 @@ struct KernelTime {
 
 // Static facts about the run (run.json).
 struct RunInfo {
-  std::string config_json;        // the resolved configuration (train::to_json)
-  std::string device;             // the capability line
+  std::string config_json;  // the resolved configuration (train::to_json)
+  std::string device;       // the capability line
   int64_t max_steps = 0;
-  std::string schedule_type;      // lr_scheduler_type
+  std::string schedule_type;  // lr_scheduler_type
   double peak_learning_rate = 0;
   int64_t warmup_steps = 0;
   std::string schedule_kwargs = "{}";
@@ -65,13 +65,13 @@ const char* run_state_name(RunState state);
 struct RunSnapshot {
   RunInfo info;
   RunState state = RunState::starting;
-  std::string status_message;       // e.g. the error when failed
-  std::vector<StepMetrics> steps;   // every logged step (the UI subsamples when drawing)
+  std::string status_message;      // e.g. the error when failed
+  std::vector<StepMetrics> steps;  // every logged step (the UI subsamples when drawing)
   std::vector<EvalMetrics> evals;
   std::vector<KernelTime> kernels;  // top kernels by GPU time, descending
   int64_t current_step = 0;         // latest step, logged or not
   double current_elapsed = 0;
-  uint64_t version = 0;             // increases with every change
+  uint64_t version = 0;  // increases with every change
 };
 
 // Thread-safe hub between the trainer and its watchers. Watchers may ask the trainer to pause,

@@ -10,15 +10,14 @@
 namespace vkt::train {
 
 namespace {
-constexpr NameEntry<ScheduleType> schedule_type_table[] = {
-    {ScheduleType::linear, "linear"},
-    {ScheduleType::cosine, "cosine"},
-    {ScheduleType::cosine_with_restarts, "cosine_with_restarts"},
-    {ScheduleType::polynomial, "polynomial"},
-    {ScheduleType::constant, "constant"},
-    {ScheduleType::constant_with_warmup, "constant_with_warmup"},
-    {ScheduleType::inverse_sqrt, "inverse_sqrt"},
-    {ScheduleType::warmup_stable_decay, "warmup_stable_decay"}};
+constexpr NameEntry<ScheduleType> schedule_type_table[] = {{ScheduleType::linear, "linear"},
+                                                           {ScheduleType::cosine, "cosine"},
+                                                           {ScheduleType::cosine_with_restarts, "cosine_with_restarts"},
+                                                           {ScheduleType::polynomial, "polynomial"},
+                                                           {ScheduleType::constant, "constant"},
+                                                           {ScheduleType::constant_with_warmup, "constant_with_warmup"},
+                                                           {ScheduleType::inverse_sqrt, "inverse_sqrt"},
+                                                           {ScheduleType::warmup_stable_decay, "warmup_stable_decay"}};
 constexpr double pi = 3.14159265358979323846;
 }  // namespace
 
@@ -46,8 +45,8 @@ void apply_schedule_kwargs(ScheduleSettings& settings, const std::string& json, 
   if (!kwargs.is_object())
     throw UserError(where + ": schedule kwargs are not a JSON object: " + json,
                     "it should be an object such as {\"num_cycles\": 2}");
-  static const char* known[] = {"num_cycles", "lr_end", "power", "timescale", "num_decay_steps", "num_stable_steps",
-                                "decay_type", "warmup_type", "min_lr_ratio"};
+  static const char* known[] = {"num_cycles",       "lr_end",     "power",       "timescale",   "num_decay_steps",
+                                "num_stable_steps", "decay_type", "warmup_type", "min_lr_ratio"};
   for (const auto& item : kwargs.items())
     if (std::find(std::begin(known), std::end(known), item.key()) == std::end(known))
       throw UserError(where + ": unknown schedule kwarg '" + item.key() + "'",
@@ -81,14 +80,16 @@ Schedule::Schedule(ScheduleSettings settings) : settings_(std::move(settings)) {
   if (s.type == ScheduleType::inverse_sqrt && s.timescale <= 0) s.timescale = s.warmup_steps ? s.warmup_steps : 10000;
   if (s.type == ScheduleType::warmup_stable_decay) {
     if (s.num_decay_steps < 0) s.num_decay_steps = std::max<long long>(1, s.max_steps / 10);
-    if (s.num_stable_steps < 0) s.num_stable_steps = std::max<long long>(0, s.max_steps - s.warmup_steps - s.num_decay_steps);
+    if (s.num_stable_steps < 0)
+      s.num_stable_steps = std::max<long long>(0, s.max_steps - s.warmup_steps - s.num_decay_steps);
     for (const std::string* type : {&s.decay_type, &s.warmup_type})
       if (*type != "linear" && *type != "cosine" && *type != "1-sqrt")
         throw UserError("unknown warmup_stable_decay type '" + *type + "'", "use linear, cosine or 1-sqrt");
   }
   if (s.type == ScheduleType::polynomial && !(s.peak_lr > s.lr_end))
-    throw UserError("polynomial schedule: lr_end (" + std::to_string(s.lr_end) + ") must be smaller than the learning rate",
-                    "lower lr_end in --lr-scheduler-kwargs");
+    throw UserError(
+        "polynomial schedule: lr_end (" + std::to_string(s.lr_end) + ") must be smaller than the learning rate",
+        "lower lr_end in --lr-scheduler-kwargs");
 }
 
 double Schedule::multiplier(long long step) const {
@@ -97,19 +98,24 @@ double Schedule::multiplier(long long step) const {
   const long long warmup = s.warmup_steps, total = s.max_steps;
   auto warmup_value = [&] { return current / static_cast<double>(std::max<long long>(1, warmup)); };
   switch (s.type) {
-    case ScheduleType::constant: return 1.0;
-    case ScheduleType::constant_with_warmup: return step < warmup ? warmup_value() : 1.0;
+    case ScheduleType::constant:
+      return 1.0;
+    case ScheduleType::constant_with_warmup:
+      return step < warmup ? warmup_value() : 1.0;
     case ScheduleType::linear:
       if (step < warmup) return warmup_value();
-      return std::max(0.0, static_cast<double>(total - step) / static_cast<double>(std::max<long long>(1, total - warmup)));
+      return std::max(0.0,
+                      static_cast<double>(total - step) / static_cast<double>(std::max<long long>(1, total - warmup)));
     case ScheduleType::cosine: {
       if (step < warmup) return warmup_value();
-      double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<long long>(1, total - warmup));
+      double progress =
+          static_cast<double>(step - warmup) / static_cast<double>(std::max<long long>(1, total - warmup));
       return std::max(0.0, 0.5 * (1.0 + std::cos(pi * s.num_cycles * 2.0 * progress)));
     }
     case ScheduleType::cosine_with_restarts: {
       if (step < warmup) return warmup_value();
-      double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<long long>(1, total - warmup));
+      double progress =
+          static_cast<double>(step - warmup) / static_cast<double>(std::max<long long>(1, total - warmup));
       if (progress >= 1.0) return 0.0;
       return std::max(0.0, 0.5 * (1.0 + std::cos(pi * std::fmod(s.num_cycles * progress, 1.0))));
     }
@@ -130,8 +136,10 @@ double Schedule::multiplier(long long step) const {
       if (step < warmup) {
         double progress = warmup_value();
         double factor = progress;
-        if (s.warmup_type == "cosine") factor = 0.5 * (1.0 - std::cos(pi * progress));
-        else if (s.warmup_type == "1-sqrt") factor = 1.0 - std::sqrt(1.0 - progress);
+        if (s.warmup_type == "cosine")
+          factor = 0.5 * (1.0 - std::cos(pi * progress));
+        else if (s.warmup_type == "1-sqrt")
+          factor = 1.0 - std::sqrt(1.0 - progress);
         return std::max(0.0, factor * (1.0 - s.min_lr_ratio) + s.min_lr_ratio);
       }
       if (step < warmup + s.num_stable_steps) return 1.0;
@@ -139,8 +147,10 @@ double Schedule::multiplier(long long step) const {
         double progress = static_cast<double>(step - warmup - s.num_stable_steps) /
                           static_cast<double>(std::max<long long>(1, s.num_decay_steps));
         double factor = 0.5 * (1.0 + std::cos(pi * s.num_cycles * 2.0 * progress));
-        if (s.decay_type == "linear") factor = 1.0 - progress;
-        else if (s.decay_type == "1-sqrt") factor = 1.0 - std::sqrt(progress);
+        if (s.decay_type == "linear")
+          factor = 1.0 - progress;
+        else if (s.decay_type == "1-sqrt")
+          factor = 1.0 - std::sqrt(progress);
         return std::max(0.0, factor * (1.0 - s.min_lr_ratio) + s.min_lr_ratio);
       }
       return s.min_lr_ratio;

@@ -11,7 +11,13 @@
 namespace vkt::train {
 
 enum class ScheduleType {
-  linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup, inverse_sqrt,
+  linear,
+  cosine,
+  cosine_with_restarts,
+  polynomial,
+  constant,
+  constant_with_warmup,
+  inverse_sqrt,
   warmup_stable_decay
 };
 std::span<const NameEntry<ScheduleType>> schedule_type_names();  // the --lr-scheduler-type names (HF's)
@@ -22,19 +28,19 @@ std::vector<std::string> schedule_names();
 
 struct ScheduleSettings {
   ScheduleType type = ScheduleType::linear;
-  double peak_lr = 5e-5;           // --learning-rate (HF default 5e-5)
-  long long warmup_steps = 0;      // resolved from --warmup-steps (a value < 1 is a ratio of max steps)
-  long long max_steps = 1;         // total optimizer steps
+  double peak_lr = 5e-5;       // --learning-rate (HF default 5e-5)
+  long long warmup_steps = 0;  // resolved from --warmup-steps (a value < 1 is a ratio of max steps)
+  long long max_steps = 1;     // total optimizer steps
   // --lr-scheduler-kwargs, with HF's defaults:
-  double num_cycles = -1;          // cosine 0.5, cosine_with_restarts 1, wsd 0.5 (cosine decay)
-  double lr_end = 1e-7;            // polynomial
-  double power = 1.0;              // polynomial
-  long long timescale = 0;         // inverse_sqrt: 0 means warmup_steps or 10000
-  long long num_decay_steps = -1;  // wsd: HF requires it; default here 10% of max_steps
-  long long num_stable_steps = -1; // wsd: default max_steps - warmup - decay
+  double num_cycles = -1;              // cosine 0.5, cosine_with_restarts 1, wsd 0.5 (cosine decay)
+  double lr_end = 1e-7;                // polynomial
+  double power = 1.0;                  // polynomial
+  long long timescale = 0;             // inverse_sqrt: 0 means warmup_steps or 10000
+  long long num_decay_steps = -1;      // wsd: HF requires it; default here 10% of max_steps
+  long long num_stable_steps = -1;     // wsd: default max_steps - warmup - decay
   std::string decay_type = "cosine";   // wsd: linear | cosine | 1-sqrt
   std::string warmup_type = "linear";  // wsd: linear | cosine | 1-sqrt
-  double min_lr_ratio = 0;         // wsd
+  double min_lr_ratio = 0;             // wsd
 };
 
 // Applies --lr-scheduler-kwargs (a JSON object; keys as in HF's schedule functions: num_cycles,

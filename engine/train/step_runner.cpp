@@ -87,9 +87,7 @@ void StepRunner::reset() {
   });
 }
 
-void StepRunner::write_state() {
-  kernels::write_step_state(context_, session_.buffers->buffer("step_state"), state_);
-}
+void StepRunner::write_state() { kernels::write_step_state(context_, session_.buffers->buffer("step_state"), state_); }
 
 void StepRunner::upload(const MicroBatch& batch) { upload_micro_batch(context_, *session_.buffers, batch); }
 

@@ -33,9 +33,9 @@
 namespace vkt::train {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using kernels::DType;
 using kernels::WeightFormat;
+using nlohmann::json;
 
 namespace {
 std::function<void(int64_t)> step_hook;
@@ -52,7 +52,9 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
   s.dtype = c.dtype;
   s.base_format = c.quant;
   if (s.base_format == WeightFormat::f32)  // unquantized base: stored in --dtype
-    s.base_format = s.dtype == DType::f16 ? WeightFormat::f16 : s.dtype == DType::bf16 ? WeightFormat::bf16 : WeightFormat::f32;
+    s.base_format = s.dtype == DType::f16    ? WeightFormat::f16
+                    : s.dtype == DType::bf16 ? WeightFormat::bf16
+                                             : WeightFormat::f32;
   if (s.method == spec::Method::qlora) s.base_format = WeightFormat::nf4;
   s.double_quant = c.double_quant;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
@@ -123,8 +125,9 @@ class TrainingRun {
 void TrainingRun::prepare_data() {
   fs::path model_dir(config_.model);
   if (!fs::is_directory(model_dir))
-    throw UserError("--model " + config_.model + " is not a folder", "give an HF model folder with config.json, "
-                                                                    "*.safetensors and tokenizer.json");
+    throw UserError("--model " + config_.model + " is not a folder",
+                    "give an HF model folder with config.json, "
+                    "*.safetensors and tokenizer.json");
   model_config_ = model::load_model_config(model_dir);
   tokenizer_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(model_dir));
   text::ChatFormat chat = text::load_chat_format(model_dir);
@@ -137,8 +140,8 @@ void TrainingRun::prepare_data() {
 
   TokenizeReport report;
   auto parsed = read_jsonl(config_.data, chat);
-  train_examples_ = tokenize_examples(parsed, hooks, config_.prompt_loss_weight, static_cast<uint32_t>(config_.max_length),
-                                      config_.data, report);
+  train_examples_ = tokenize_examples(parsed, hooks, config_.prompt_loss_weight,
+                                      static_cast<uint32_t>(config_.max_length), config_.data, report);
   log::info("data: " + std::to_string(report.examples) + " examples, " + std::to_string(report.tokens) + " tokens" +
             (report.truncated ? ", " + std::to_string(report.truncated) + " truncated to --max-length " +
                                     std::to_string(config_.max_length)
@@ -156,13 +159,15 @@ void TrainingRun::prepare_data() {
   settings.packing = config_.packing;
   settings.shuffle = config_.shuffle;
   settings.seed = static_cast<uint64_t>(config_.seed);
-  settings.pad_id = static_cast<uint32_t>(model_config_.pad_token_id.value_or(hooks.eos_ids.empty() ? 0 : hooks.eos_ids[0]));
+  settings.pad_id =
+      static_cast<uint32_t>(model_config_.pad_token_id.value_or(hooks.eos_ids.empty() ? 0 : hooks.eos_ids[0]));
   batcher_ = std::make_unique<Batcher>(train_examples_, settings);
   accumulation_ = config_.gradient_accumulation_steps;
   // HF: update steps per epoch = micro-batches // accumulation (at least 1).
   int64_t steps_per_epoch = std::max<int64_t>(1, batcher_->micro_batches_per_epoch() / accumulation_);
-  max_steps_ = config_.max_steps > 0 ? config_.max_steps
-                                     : static_cast<int64_t>(std::ceil(config_.num_train_epochs * double(steps_per_epoch)));
+  max_steps_ = config_.max_steps > 0
+                   ? config_.max_steps
+                   : static_cast<int64_t>(std::ceil(config_.num_train_epochs * double(steps_per_epoch)));
 
   ScheduleSettings schedule;
   schedule.type = config_.lr_scheduler_type;
@@ -211,8 +216,10 @@ void TrainingRun::prepare_device() {
   buffers_ = session_->buffers.get();
   transformer_ = session_->transformer.get();
   if (!full) {
-    if (!config_.adapter.empty()) model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, config_.adapter);
-    else model::init_adapter(*context_, *buffers_, plan_.shape, lora_, static_cast<uint64_t>(config_.seed));
+    if (!config_.adapter.empty())
+      model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, config_.adapter);
+    else
+      model::init_adapter(*context_, *buffers_, plan_.shape, lora_, static_cast<uint64_t>(config_.seed));
   }
   OptimizerSettings optimizer;
   optimizer.optimizer = plan_.settings.optimizer;
@@ -311,7 +318,8 @@ void TrainingRun::save_checkpoint(int64_t step) {
   state.max_steps = max_steps_;
   state.position = batcher_->position();
   state.tokens = tokens_;
-  state.elapsed_s = elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  state.elapsed_s =
+      elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   context_->download(buffers_->buffer("loss.window"), &state.window_loss, 0, 4);
   state.window_steps = window_steps_;
   state.window_tokens = window_tokens_;
@@ -362,7 +370,8 @@ TrainSummary TrainingRun::run() {
   for (size_t c = 0; c < vk::category_count; c++) info_.planned_bytes[c] = plan_.bytes(vk::Category(c));
   info_.planned_offload_bytes = plan_.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload);
   for (const auto& heap : context_->memory_heaps())
-    if (heap.device_local) info_.device_budget_bytes = std::max(info_.device_budget_bytes, heap.budget ? heap.budget : heap.size);
+    if (heap.device_local)
+      info_.device_budget_bytes = std::max(info_.device_budget_bytes, heap.budget ? heap.budget : heap.size);
   info_.started_at = now_iso8601();
   monitor_->set_info(info_);
 
@@ -391,7 +400,8 @@ TrainSummary TrainingRun::run() {
       auto before = std::chrono::steady_clock::now();
       train_step(step, logging);
       window_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count();
-      double elapsed = elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+      double elapsed =
+          elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
       monitor_->set_progress(step, elapsed);
       if (logging) {
         log_step(step, elapsed);
@@ -412,7 +422,8 @@ TrainSummary TrainingRun::run() {
         }
       }
       bool stop = monitor_->stop_requested || interrupted;
-      if (monitor_->save_requested || stop || (config_.save_steps > 0 && step % config_.save_steps == 0 && step < max_steps_)) {
+      if (monitor_->save_requested || stop ||
+          (config_.save_steps > 0 && step % config_.save_steps == 0 && step < max_steps_)) {
         monitor_->set_state(RunState::saving);
         save_checkpoint(step);
         monitor_->save_requested = false;
@@ -436,7 +447,8 @@ TrainSummary TrainingRun::run() {
   TrainSummary summary;
   summary.steps = std::min(step, max_steps_);
   if (final_state == RunState::finished) {
-    double elapsed = elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    double elapsed =
+        elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     if (!eval_examples_.empty()) {
       monitor_->set_state(RunState::evaluating);
       last_eval_ = evaluate();

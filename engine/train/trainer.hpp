@@ -25,10 +25,10 @@ struct TrainSummary {
   int64_t steps = 0;
   double first_loss = 0, last_loss = 0;
   double tokens_per_second = 0;
-  double eval_loss = -1;               // -1 without --eval-data
-  std::filesystem::path output;        // the adapter (or model) folder
+  double eval_loss = -1;         // -1 without --eval-data
+  std::filesystem::path output;  // the adapter (or model) folder
   plan::MemoryPlan plan;
-  vk::LedgerSnapshot measured;         // the ledger at the end of the run (peaks of the run)
+  vk::LedgerSnapshot measured;  // the ledger at the end of the run (peaks of the run)
 };
 
 // Runs a whole training run. `monitor` (optional) receives live snapshots and carries pause /
