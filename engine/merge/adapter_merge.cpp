@@ -82,22 +82,7 @@ LowRank zero_padded(const std::vector<double>& b_cat, const std::vector<double>&
 // PEFT's adapter_config.json for the merged adapter: lora_alpha = r, so the scale is 1.
 void write_adapter_config(const fs::path& output, uint32_t rank, const std::vector<std::string>& targets,
                           const fs::path& base_dir) {
-  nlohmann::json adapter = {{"peft_type", "LORA"},
-                            {"task_type", "CAUSAL_LM"},
-                            {"r", rank},
-                            {"lora_alpha", rank},
-                            {"lora_dropout", 0.0},
-                            {"target_modules", targets},
-                            {"use_rslora", false},
-                            {"bias", "none"},
-                            {"base_model_name_or_path", base_dir.string()},
-                            {"fan_in_fan_out", false},
-                            {"inference_mode", true},
-                            {"init_lora_weights", true},
-                            {"modules_to_save", nullptr},
-                            {"use_dora", false},
-                            {"revision", nullptr},
-                            {"layers_to_transform", nullptr}};
+  nlohmann::json adapter = model::peft_lora_config(rank, rank, 0.0, targets, false, base_dir.string());
   write_file_atomically(output / "adapter_config.json", adapter.dump(2) + "\n");
 }
 

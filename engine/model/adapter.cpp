@@ -144,28 +144,23 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
   }
 }
 
+nlohmann::json peft_lora_config(uint32_t rank, double alpha, double dropout, const std::vector<std::string>& targets,
+                                bool rslora, const std::string& base_model) {
+  return {{"peft_type", "LORA"},           {"task_type", "CAUSAL_LM"}, {"r", rank},
+          {"lora_alpha", alpha},           {"lora_dropout", dropout},  {"target_modules", targets},
+          {"use_rslora", rslora},          {"bias", "none"},           {"base_model_name_or_path", base_model},
+          {"fan_in_fan_out", false},       {"inference_mode", true},   {"init_lora_weights", true},
+          {"modules_to_save", nullptr},    {"use_dora", false},        {"revision", nullptr},
+          {"layers_to_transform", nullptr}};
+}
+
 void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape,
                   const LoraSettings& lora, const std::string& base_model, const std::filesystem::path& directory,
                   const std::string&) {
   std::filesystem::create_directories(directory);
   std::vector<std::string> target_names;
   for (Module module : lora.targets) target_names.push_back(spec::module_name(module));
-  nlohmann::json config = {{"peft_type", "LORA"},
-                           {"task_type", "CAUSAL_LM"},
-                           {"r", lora.rank},
-                           {"lora_alpha", lora.alpha},
-                           {"lora_dropout", lora.dropout},
-                           {"target_modules", target_names},
-                           {"use_rslora", lora.rslora},
-                           {"bias", "none"},
-                           {"base_model_name_or_path", base_model},
-                           {"fan_in_fan_out", false},
-                           {"inference_mode", true},
-                           {"init_lora_weights", true},
-                           {"modules_to_save", nullptr},
-                           {"use_dora", false},
-                           {"revision", nullptr},
-                           {"layers_to_transform", nullptr}};
+  nlohmann::json config = peft_lora_config(lora.rank, lora.alpha, lora.dropout, target_names, lora.rslora, base_model);
   std::vector<TensorToWrite> tensors;
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
     for (Module module : lora.targets) {

@@ -35,6 +35,10 @@ void init_adapter(vk::Context& context, BufferSet& buffers, const spec::ModelSha
 // Loads DIR/adapter_model.safetensors into the adapter buffers (shapes checked against r).
 void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape,
                           const LoraSettings& lora, const std::filesystem::path& directory);
+// PEFT's adapter_config.json for a LoRA adapter (LoraConfig's keys as PEFT writes them).
+nlohmann::json peft_lora_config(uint32_t rank, double alpha, double dropout, const std::vector<std::string>& targets,
+                                bool rslora, const std::string& base_model);
+
 // Writes adapter_config.json and adapter_model.safetensors into `directory` (created; each file
 // written atomically).
 void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape,
