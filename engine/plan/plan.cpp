@@ -253,32 +253,24 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         b.add(prefix + module_path(module) + ".lora_B", Category::adapter_params, out * s.lora_r * 4);
       }
     }
-    for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) {
-      counts.norms += m.hidden;
+    // A norm weight of `features` values: trained (with a gradient) only in full finetuning.
+    auto add_norm = [&](const char* norm, uint64_t features) {
+      counts.norms += features;
       std::string name = prefix + norm + ".weight";
       if (full && training)
-        b.trainable(name, Category::base_weights, m.hidden, true);
+        b.trainable(name, Category::base_weights, features, true);
       else
-        b.add(name, Category::base_weights, m.hidden * 4);
-    }
+        b.add(name, Category::base_weights, features * 4);
+    };
+    for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) add_norm(norm, m.hidden);
     if (m.gemma) {
       if (full)
         throw UserError("full finetuning of Gemma is not supported yet (its extra norms have no gradients)",
                         "use --method lora or --method qlora");
-      for (const char* norm : {"pre_feedforward_layernorm", "post_feedforward_layernorm"}) {
-        counts.norms += m.hidden;
-        b.add(prefix + norm + ".weight", Category::base_weights, m.hidden * 4);
-      }
+      for (const char* norm : {"pre_feedforward_layernorm", "post_feedforward_layernorm"}) add_norm(norm, m.hidden);
     }
-    for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) {
-      if (!m.qk_norm) break;
-      counts.norms += m.head_dim;
-      std::string name = prefix + norm + ".weight";
-      if (full && training)
-        b.trainable(name, Category::base_weights, m.head_dim, true);
-      else
-        b.add(name, Category::base_weights, m.head_dim * 4);
-    }
+    if (m.qk_norm)
+      for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) add_norm(norm, m.head_dim);
   }
   counts.norms += m.hidden;
   if (full && training)
