@@ -108,7 +108,7 @@ class Transformer {
   const char* mlp_norm_name() const {
     return config_.gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight";
   }
-  float embedding_scale() const;  // Gemma: sqrt(hidden_size) rounded to the embedding's dtype
+  float embedding_scale() const;  // Gemma: sqrt(hidden_size) rounded to the checkpoint's config dtype
   BufferRange range(const std::string& name) const { return buffers_.range(name); }
   BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;
 

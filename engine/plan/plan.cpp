@@ -263,12 +263,8 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         b.add(name, Category::base_weights, features * 4);
     };
     for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) add_norm(norm, m.hidden);
-    if (m.gemma) {
-      if (full)
-        throw UserError("full finetuning of Gemma is not supported yet (its extra norms have no gradients)",
-                        "use --method lora or --method qlora");
+    if (m.gemma)  // Gemma: post_attention_layernorm follows o_proj; these two wrap the MLP
       for (const char* norm : {"pre_feedforward_layernorm", "post_feedforward_layernorm"}) add_norm(norm, m.hidden);
-    }
     if (m.qk_norm)
       for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) add_norm(norm, m.head_dim);
   }
