@@ -15,10 +15,11 @@ Writes (small, committed):
     window shorter than the sequence; every feature on), their PEFT adapters (tests/data/hf/<model>_adapter/)
     and tests/data/golden/hf_<model>.golden.bin
     with their logits (adapter applied), loss, PEFT LoRA gradients (r=4 on the seven linear modules, as all-linear, nonzero B) and 20
-    greedy tokens, for the model-level test once the architectures are wired. Full finetuning of the
-    same model (no adapter) on the same batch: full.loss, full.grad.<name> for every parameter of
-    named_parameters() (the tied embedding once, with both of its uses) and full.decay_names, the
-    parameters Trainer.get_decay_parameter_names decays (JSON, uint8).
+    greedy tokens. Full finetuning of the same model (no adapter) on the same batch: full.loss,
+    full.grad.<name> for every parameter of named_parameters() (the tied embedding once, with both of
+    its uses), full.decay_names (the parameters Trainer.get_decay_parameter_names decays; JSON, uint8)
+    and full.adamw.* (3 AdamW steps with Trainer's two parameter groups and clipping: losses,
+    pre-clip gradient norms, final norm weights and one linear weight).
   tests/data/hf/gemma3_bf16/ + tests/data/golden/hf_gemma3_bf16.golden.bin: a one-layer
     Gemma3ForCausalLM saved in bfloat16 with hidden 48, whose embedding normalizer sqrt(48) = 6.928
     is 6.9375 in bf16, and the output of its scaled embedding for embed.ids as transformers computes
@@ -197,6 +198,35 @@ def full_golden(folder, input_ids, labels):
         out.append(("full.grad." + name, f32(parameter.grad)))
     decayed = sorted(transformers.Trainer.get_decay_parameter_names(None, model))
     out.append(("full.decay_names", np.frombuffer(json.dumps(decayed).encode(), dtype=np.uint8)))
+    return out + adamw_golden(folder, input_ids, labels, set(decayed))
+
+
+ADAMW_STEPS, ADAMW_LR, ADAMW_DECAY, ADAMW_CLIP = 3, 1e-2, 0.1, 1.0
+
+
+def adamw_golden(folder, input_ids, labels, decayed):
+    """A few full-finetuning steps as Trainer runs them: AdamW (betas 0.9/0.999, eps 1e-8) with weight
+    decay on its decay list only, the global gradient norm clipped to 1, the same batch every step.
+    Losses and pre-clip norms per step, and the final values of every norm weight (undecayed) and of
+    one decayed linear weight; the whole model would be too large to commit."""
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    named = list(model.named_parameters())
+    optimizer = torch.optim.AdamW([{"params": [p for n, p in named if n in decayed], "weight_decay": ADAMW_DECAY},
+                                   {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0}],
+                                  lr=ADAMW_LR, betas=(0.9, 0.999), eps=1e-8)
+    losses, norms = [], []
+    for _ in range(ADAMW_STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), ADAMW_CLIP)))
+        losses.append(loss.item())
+        optimizer.step()
+    out = [("full.adamw.loss", np.array(losses, "<f8")), ("full.adamw.grad_norm", np.array(norms, "<f8")),
+           ("full.adamw.settings", np.array([ADAMW_LR, ADAMW_DECAY, ADAMW_CLIP], "<f8"))]
+    for name, parameter in named:
+        if "norm" in name or name == "model.layers.0.self_attn.k_proj.weight":
+            out.append(("full.adamw.final." + name, f32(parameter)))
     return out
 
 
