@@ -104,6 +104,22 @@ double forward_backward(model::ModelSession& session, const train::MicroBatch& b
   return loss_sum / b.weight_sum;
 }
 
+std::filesystem::path hf_data_dir() { return test::source_dir() / "tests/data/hf"; }
+std::filesystem::path model_golden_path(const std::string& kind) {
+  return test::source_dir() / "tests/data/golden" / ("hf_" + kind + ".golden.bin");
+}
+
+// A full-finetuning training run of the batch's shape.
+spec::RunSettings full_settings(const train::MicroBatch& b, bool checkpointing) {
+  spec::RunSettings settings;
+  settings.method = spec::Method::full;
+  settings.batch = b.batch;
+  settings.seq_len = b.seq_len;
+  settings.training = true;
+  settings.gradient_checkpointing = checkpointing;
+  return settings;
+}
+
 // Full finetuning of the tiny model (no adapter): the loss and the gradient of every parameter
 // transformers trains (its named_parameters: norms with (1 + w), q/k norms, the tied embedding
 // with both of its uses) against autograd, relative error <= 1e-3 (fp32; measured ~1e-6); the
@@ -112,17 +128,10 @@ void check_full(const std::string& kind, bool checkpointing) {
   CAPTURE(kind);
   CAPTURE(checkpointing);
   auto& ctx = context();
-  const std::filesystem::path data = test::source_dir() / "tests/data";
-  test::GoldenFile golden(data / "golden" / ("hf_" + kind + ".golden.bin"));
-  train::MicroBatch b = golden_batch(golden);
-  spec::RunSettings settings;
-  settings.method = spec::Method::full;
-  settings.batch = b.batch;
-  settings.seq_len = b.seq_len;
-  settings.training = true;
-  settings.gradient_checkpointing = checkpointing;
+  const test::GoldenFile golden(model_golden_path(kind));
+  const train::MicroBatch b = golden_batch(golden);
   const vk::LedgerSnapshot before = ctx.ledger().snapshot();
-  auto session = model::open_model(ctx, data / "hf" / kind, settings, nullptr);
+  auto session = model::open_model(ctx, hf_data_dir() / kind, full_settings(b, checkpointing), nullptr);
   const vk::LedgerSnapshot after = ctx.ledger().snapshot();
   for (size_t i = 0; i < vk::category_count; i++) {
     auto category = vk::Category(i);
@@ -231,15 +240,9 @@ TEST_CASE(
 void check_adamw(const std::string& kind) {
   CAPTURE(kind);
   auto& ctx = context();
-  const std::filesystem::path data = test::source_dir() / "tests/data";
-  test::GoldenFile golden(data / "golden" / ("hf_" + kind + ".golden.bin"));
-  train::MicroBatch b = golden_batch(golden);
-  spec::RunSettings settings;
-  settings.method = spec::Method::full;
-  settings.batch = b.batch;
-  settings.seq_len = b.seq_len;
-  settings.training = true;
-  auto session = model::open_model(ctx, data / "hf" / kind, settings, nullptr);
+  const test::GoldenFile golden(model_golden_path(kind));
+  const train::MicroBatch b = golden_batch(golden);
+  auto session = model::open_model(ctx, hf_data_dir() / kind, full_settings(b, false), nullptr);
   const std::vector<double> adamw = golden["full.adamw.settings"].doubles();
   train::OptimizerSettings optimizer;
   optimizer.weight_decay = adamw.at(1);
