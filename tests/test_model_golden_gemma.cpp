@@ -301,6 +301,9 @@ TEST_CASE("gemma golden: full finetuning decays the parameters Trainer.get_decay
     CHECK(decayed.size() < trainable);  // the norms are left out
     CHECK(decayed == expected);         // both sorted (std::map order, Python's sorted)
   }
+  // Gemma has no biases: Qwen2's q/k/v biases go undecayed as well, LoRA matrices are decayed.
+  CHECK(train::excluded_from_weight_decay("model.layers.0.self_attn.q_proj.bias"));
+  CHECK_FALSE(train::excluded_from_weight_decay("model.layers.0.self_attn.q_proj.lora_A"));
 }
 
 // transformers scales Gemma's embeddings by sqrt(hidden) rounded to the weight's dtype: a bf16
