@@ -16,6 +16,7 @@ EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uin
                             double prompt_loss_weight) {
   model::ModelConfig config = model::load_model_config(model_dir);
   text::Tokenizer tokenizer = text::Tokenizer::load(model_dir);
+  model::check_tokenizer_fits(config, tokenizer.vocab_size(), (model_dir / "tokenizer.json").string());
   text::ChatFormat chat = text::load_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [&tokenizer](const std::string& text) { return tokenizer.encode(text, false); };
