@@ -16,6 +16,7 @@
 #include "engine/model/safetensors.hpp"
 #include "engine/train/config.hpp"
 #include "engine/train/trainer.hpp"
+#include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
 
@@ -29,15 +30,6 @@ fs::path root() {
   fs::path dir = test::binary_dir() / "test-output" / "inputs";
   fs::create_directories(dir);
   return dir;
-}
-
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const UserError& error) {
-    return std::string(error.what()) + " | HINT: " + error.hint();
-  }
-  return "(no UserError)";
 }
 
 const train::OptionSpec& option(const std::string& name) {
@@ -89,28 +81,29 @@ TEST_SUITE("train_inputs") {
 
 TEST_CASE("flags: NaN and Inf, non-positive alpha and out-of-range values are refused by name") {
   train::TrainConfig config;
-  CHECK(error_of([&] {
+  CHECK(test::user_error_of([&] {
           train::set_option(config, option("max_grad_norm"), "nan");
         }).find("--max-grad-norm expects a finite number, got 'nan'") != std::string::npos);
-  CHECK(error_of([&] {
+  CHECK(test::user_error_of([&] {
           train::set_option(config, option("learning_rate"), "inf");
         }).find("--learning-rate expects a finite number") != std::string::npos);
-  CHECK(error_of([&] { train::set_option(config, option("lora_dropout"), "-nan"); }).find("finite") !=
+  CHECK(test::user_error_of([&] { train::set_option(config, option("lora_dropout"), "-nan"); }).find("finite") !=
         std::string::npos);
 
   config.model = "m", config.data = "d", config.output_dir = "o";
   train::TrainConfig c = config;
   c.lora_alpha = -16;
-  CHECK(error_of([&] { train::validate(c); }).find("--lora-alpha must be positive, got -16") != std::string::npos);
+  CHECK(test::user_error_of([&] { train::validate(c); }).find("--lora-alpha must be positive, got -16") !=
+        std::string::npos);
   c.lora_alpha = 0;
-  CHECK(error_of([&] { train::validate(c); }).find("--lora-alpha must be positive") != std::string::npos);
+  CHECK(test::user_error_of([&] { train::validate(c); }).find("--lora-alpha must be positive") != std::string::npos);
   c = config;
   c.adam_beta2 = 1.5;
-  CHECK(error_of([&] { train::validate(c); }).find("--adam-beta2") != std::string::npos);
+  CHECK(test::user_error_of([&] { train::validate(c); }).find("--adam-beta2") != std::string::npos);
   c = config;
   c.overwrite_output_dir = true;
   c.resume_from_checkpoint = "latest";
-  CHECK(error_of([&] { train::validate(c); }).find("contradict") != std::string::npos);
+  CHECK(test::user_error_of([&] { train::validate(c); }).find("contradict") != std::string::npos);
   CHECK_NOTHROW(train::validate(config));
 
   // --lora-r above min(in, out) of the smallest targeted module: hidden 256, 4 heads of 64, 2 kv
@@ -119,7 +112,7 @@ TEST_CASE("flags: NaN and Inf, non-positive alpha and out-of-range values are re
   spec::RunSettings settings;
   settings.target_modules = {spec::Module::q_proj, spec::Module::v_proj};
   settings.lora_r = 100000;
-  std::string message = error_of([&] { train::validate_for_model(settings, shape); });
+  std::string message = test::user_error_of([&] { train::validate_for_model(settings, shape); });
   CHECK(message.find("--lora-r 100000 is larger than v_proj's smaller side (256 in, 128 out features)") !=
         std::string::npos);
   CHECK(message.find("use at most 128") != std::string::npos);
@@ -128,11 +121,12 @@ TEST_CASE("flags: NaN and Inf, non-positive alpha and out-of-range values are re
 
   model::SamplingOptions sampling;
   sampling.temperature = -1;
-  CHECK(error_of([&] { model::validate_sampling(sampling); }).find("--temperature must be a finite number >= 0") !=
-        std::string::npos);
+  CHECK(test::user_error_of([&] {
+          model::validate_sampling(sampling);
+        }).find("--temperature must be a finite number >= 0") != std::string::npos);
   sampling.temperature = 0.7f;
   sampling.top_p = 2;
-  CHECK(error_of([&] { model::validate_sampling(sampling); }).find("--top-p must be in (0, 1], got 2") !=
+  CHECK(test::user_error_of([&] { model::validate_sampling(sampling); }).find("--top-p must be in (0, 1], got 2") !=
         std::string::npos);
   sampling.top_p = 0.9f;
   CHECK_NOTHROW(model::validate_sampling(sampling));
@@ -141,7 +135,7 @@ TEST_CASE("flags: NaN and Inf, non-positive alpha and out-of-range values are re
 TEST_CASE("tokenizer ids beyond config.json's vocab_size are refused") {
   model::ModelConfig config;
   config.vocab_size = 256;
-  CHECK(error_of([&] {
+  CHECK(test::user_error_of([&] {
           model::check_tokenizer_fits(config, 300, "m/tokenizer.json");
         }).find("m/tokenizer.json: the tokenizer has ids up to 299, but config.json's vocab_size is 256") !=
         std::string::npos);
@@ -182,6 +176,9 @@ TEST_CASE("vktune: bad flags and bad models exit with a named error before anyth
       {vktune() + " generate --model " + model.string() + " --prompt hi --temperature -1 --top-p 2",
        "--temperature must be a finite number >= 0"},
       {vktune() + " generate --model " + model.string() + " --prompt hi --top-p 2", "--top-p must be in (0, 1], got 2"},
+      {vktune() + " evaluate --loss --model " + model.string() + " --data " + data.string() +
+           " --prompt-loss-weight nan",
+       "--prompt-loss-weight must be in [0, 1]"},
       {vktune() + " plan --model " + (huge / "layers.json").string(),
        "\"num_hidden_layers\" is 1000000000, above vktune's limit of 1024"},
       {vktune() + " plan --model " + (huge / "hidden.json").string(),
@@ -232,13 +229,13 @@ TEST_CASE("train: another run's folder is refused, replaced only with --overwrit
   train::TrainConfig second = first;
   second.learning_rate = 1e-3;
   second.save_steps = 0;
-  CHECK(error_of([&] { train::train(second); }).find("already holds a run") != std::string::npos);
+  CHECK(test::user_error_of([&] { train::train(second); }).find("already holds a run") != std::string::npos);
 
   // A resume with another batch size or learning rate names the fields, old and new.
   train::TrainConfig resumed = second;
   resumed.resume_from_checkpoint = "latest";
   resumed.per_device_train_batch_size = 4;
-  std::string message = error_of([&] { train::train(resumed); });
+  std::string message = test::user_error_of([&] { train::train(resumed); });
   CHECK(message.find("learning_rate: 5e-05 -> 0.001") != std::string::npos);
   CHECK(message.find("per_device_train_batch_size: 2 -> 4") != std::string::npos);
   CHECK(message.find("--ignore-config-mismatch") != std::string::npos);
@@ -250,7 +247,7 @@ TEST_CASE("train: another run's folder is refused, replaced only with --overwrit
   write_file_atomically(state_file, state.dump());
   resumed = first;
   resumed.resume_from_checkpoint = (fs::path(first.output_dir) / "checkpoint-2").string();
-  message = error_of([&] { train::train(resumed); });
+  message = test::user_error_of([&] { train::train(resumed); });
   CHECK(message.find(state_file.string() + ": \"step\" is 1000000000000, outside this run's 0..4 steps") !=
         std::string::npos);
 
@@ -265,7 +262,7 @@ TEST_CASE("train: another run's folder is refused, replaced only with --overwrit
   train::train(third);
   third.resume_from_checkpoint = "latest";
   third.learning_rate = 2e-4;
-  CHECK(error_of([&] { train::train(third); }).find("learning_rate") != std::string::npos);
+  CHECK(test::user_error_of([&] { train::train(third); }).find("learning_rate") != std::string::npos);
   third.ignore_config_mismatch = true;
   CHECK_NOTHROW(train::train(third));
 }
@@ -289,14 +286,14 @@ TEST_CASE("train: the pre-flight refuses a plan beyond the device budget, with t
 
   train::TrainConfig run = tiny_run("preflight");
   run.model = dir.string();
-  std::string message = error_of([&] { train::train(run); });
+  std::string message = test::user_error_of([&] { train::train(run); });
   CHECK(message.find("the memory plan needs") != std::string::npos);
   CHECK(message.find("what to change, cheapest first") != std::string::npos);
   CHECK(message.find("--no-preflight") != std::string::npos);
   // --no-preflight goes on to load the model (which has no weights here).
   run.no_preflight = true;
   fs::remove_all(run.output_dir);
-  message = error_of([&] { train::train(run); });
+  message = test::user_error_of([&] { train::train(run); });
   CHECK(message.find("the memory plan needs") == std::string::npos);
   CHECK(message.find("safetensors") != std::string::npos);
 }
