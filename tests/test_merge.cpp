@@ -799,6 +799,7 @@ TEST_CASE("merge: two LoRA skills merged keep both better than either adapter al
     config.model = base.string();
     config.data = data.string();
     config.output_dir = (work / name).string();
+    config.overwrite_output_dir = true;  // the folder persists between test runs
     config.headless = true;
     config.max_steps = 100;
     config.per_device_train_batch_size = 8;
