@@ -6,7 +6,8 @@
 // Families: Llama 3.x (llama3 RoPE, all three bands), SmolLM2 (tied embeddings), Mistral
 // (sliding_window longer than the sequences), Qwen2 (q/k/v bias), Qwen3 (q_norm/k_norm, head_dim 16
 // != hidden / heads 8), Phi-3 (fused qkv_proj / gate_up_proj and their fused LoRA, longrope with the long
-// factors in the batch and both sets in generation, a sliding window shorter than the sequences).
+// factors in the batch and both sets in generation, a sliding window shorter than the sequences; phi3_short:
+// the short factors in the batch, no window).
 // Bounds, in fp32 (as model_golden's): logits max-abs <= 1e-4 over the real tokens, loss relative
 // <= 1e-5, every LoRA gradient and d loss/d embedding relative (||g - g_ref|| / ||g_ref||) <= 1e-3,
 // the 20 greedy tokens exactly (the reference picked a prompt whose top-1/top-2 logit gaps all
@@ -15,8 +16,11 @@
 // bounds.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 
+#include "engine/base/files.hpp"
 #include "engine/merge/export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/session.hpp"
@@ -29,7 +33,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* const kFamilies[] = {"llama3", "smollm2", "mistral", "qwen2", "qwen3", "phi3"};
+const char* const kFamilies[] = {"llama3", "smollm2", "mistral", "qwen2", "qwen3", "phi3", "phi3_short"};
 
 fs::path hf_dir() { return test::source_dir() / "tests/data/hf"; }
 fs::path golden_path(const std::string& family) { return hf_dir() / (family + ".golden.bin"); }
@@ -117,6 +121,30 @@ TEST_CASE("hf: phi3 exported with its fused adapter merged into qkv_proj / gate_
   const model::ModelConfig exported = model::load_model_config(output);
   CHECK(exported.rope_scaling.type == "longrope");
   CHECK(exported.rope_scaling.long_factor.size() == 4);
+}
+
+TEST_CASE("hf: phi3 adapter saved by vktune has PEFT's fused names, shapes and values") {
+  const fs::path peft_dir = hf_dir() / "phi3" / "adapter";
+  model::LoraSettings lora = model::load_adapter_config(peft_dir).settings;
+  spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+  settings.with_adapter = true;
+  auto session = model::open_model(test::context(), hf_dir() / "phi3", settings, &lora);
+  model::load_adapter_weights(test::context(), *session->buffers, session->plan.shape, lora, peft_dir);
+  const fs::path saved = test::temp_dir("hf-phi3-adapter");
+  model::save_adapter(test::context(), *session->buffers, session->plan.shape, lora, "", saved);
+  model::SafetensorsFile ours(saved / "adapter_model.safetensors"), peft(peft_dir / "adapter_model.safetensors");
+  CHECK(ours.tensors().size() == peft.tensors().size());  // 2 layers x 4 modules x (A, B)
+  for (const auto& tensor : peft.tensors()) {
+    INFO(tensor.name);
+    const model::TensorView* mine = ours.find(tensor.name);
+    REQUIRE(mine != nullptr);
+    CHECK(mine->shape == tensor.shape);
+    CHECK(model::to_fp32(*mine) == model::to_fp32(tensor));
+  }
+  auto config = nlohmann::json::parse(read_text_file(saved / "adapter_config.json"));
+  std::vector<std::string> targets = config["target_modules"];
+  std::sort(targets.begin(), targets.end());
+  CHECK(targets == std::vector<std::string>{"down_proj", "gate_up_proj", "o_proj", "qkv_proj"});
 }
 
 TEST_CASE("hf: phi3 fused LoRA targets, full finetuning and longrope factors") {

@@ -5,7 +5,8 @@ Run with the pinned environment (these exact versions; the script refuses others
     /work/venv/bin/python tests/reference/hf_golden.py --verify   # regenerate in a temp dir, fail
                                                                   # unless every file is identical
 
-Per family (Llama 3.x with llama3 RoPE, SmolLM2, Mistral, Qwen2, Qwen3, Phi-3 with longrope) it writes
+Per family (Llama 3.x with llama3 RoPE, SmolLM2, Mistral, Qwen2, Qwen3, Phi-3 with longrope: long and
+short factors in the batch) it writes
     tests/data/hf/<family>/                  model (save_pretrained, safetensors, fp32)
     tests/data/hf/<family>/adapter/          PEFT LoRA adapter (save_pretrained)
     tests/data/hf/<family>.golden.bin        golden tensors (format: tests/reference/golden_io.py)
@@ -60,6 +61,7 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low
 PHI3_ORIGINAL_CONTEXT = 8
 PHI3_LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.25, 1.5, 2.0],
                  "long_factor": [1.0, 3.0, 7.5, 16.0], "original_max_position_embeddings": PHI3_ORIGINAL_CONTEXT}
+PHI3_SHORT_CONTEXT = 16
 
 FAMILIES = {
     "llama3": (transformers.LlamaConfig, dict(head_dim=8, rope_parameters=LLAMA3_ROPE, tie_word_embeddings=False)),
@@ -80,6 +82,12 @@ FAMILIES = {
     "phi3": (transformers.Phi3Config, dict(tie_word_embeddings=False, sliding_window=10,
                                            original_max_position_embeddings=PHI3_ORIGINAL_CONTEXT,
                                            rope_parameters=PHI3_LONGROPE)),
+    # The same with original context 16 and no window: the batch uses short_factor; generation
+    # passes position 16 and switches (transformers recomputes its cache there).
+    "phi3_short": (transformers.Phi3Config, dict(tie_word_embeddings=False, sliding_window=None,
+                                                 original_max_position_embeddings=PHI3_SHORT_CONTEXT,
+                                                 rope_parameters=dict(PHI3_LONGROPE,
+                                                                      original_max_position_embeddings=PHI3_SHORT_CONTEXT))),
 }
 
 
@@ -218,6 +226,10 @@ def check_family_features(family, config):
         assert rope["rope_type"] == "longrope" and rope["original_max_position_embeddings"] == PHI3_ORIGINAL_CONTEXT
         assert 5 <= PHI3_ORIGINAL_CONTEXT < SEQ and config.sliding_window < SEQ
         assert rope["short_factor"] != rope["long_factor"]
+    if family == "phi3_short":  # the batch uses the short factors, generation crosses to the long ones
+        rope = config.rope_parameters
+        assert rope["original_max_position_embeddings"] == PHI3_SHORT_CONTEXT and SEQ <= PHI3_SHORT_CONTEXT
+        assert PHI3_SHORT_CONTEXT < 5 + GEN_NEW_TOKENS and config.sliding_window is None
     assert config.num_key_value_heads < config.num_attention_heads and config.num_hidden_layers >= 2  # GQA
 
 
