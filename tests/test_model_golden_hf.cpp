@@ -171,6 +171,11 @@ TEST_CASE("hf: phi3 fused LoRA targets, full finetuning and longrope factors") {
   CHECK_FALSE(plan.contains("model.layers.0.self_attn.k_proj.lora_A"));
   lora.target_modules = model::parse_target_modules("q_proj,v_proj");
   CHECK_THROWS_AS(plan::make_plan(shape, lora), UserError);  // PEFT has no q_proj in Phi-3
+  // Checked against the model's names, as PEFT matches them: q_proj is not Phi-3's, qkv_proj not Llama's.
+  CHECK_THROWS_WITH_AS(model::parse_target_modules("q_proj", &shape), "unknown target module 'q_proj'", UserError);
+  const spec::ModelShape llama = model::model_shape(model::load_model_config(hf_dir() / "llama3"));
+  CHECK_THROWS_WITH_AS(model::parse_target_modules("qkv_proj", &llama), "unknown target module 'qkv_proj'", UserError);
+  CHECK(model::parse_target_modules("qkv_proj,o_proj,gate_up_proj,down_proj", &shape).size() == 7);
   spec::RunSettings full;
   full.method = spec::Method::full;
   CHECK_THROWS_AS(plan::make_plan(shape, full), UserError);

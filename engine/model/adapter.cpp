@@ -43,7 +43,7 @@ std::vector<std::string> peft_target_names(const spec::ModelShape& shape, const 
   return names;
 }
 
-std::vector<Module> parse_target_modules(const std::string& list) {
+std::vector<Module> parse_target_modules(const std::string& list, const spec::ModelShape* model) {
   std::vector<Module> modules;
   if (list == "all-linear" || list == "all_linear") {
     for (size_t m = 0; m < spec::module_count; m++) modules.push_back(Module(m));
@@ -61,6 +61,17 @@ std::vector<Module> parse_target_modules(const std::string& list) {
     // and loading the weights says so).
     if (name.find('.') != std::string::npos) name = name.substr(name.rfind('.') + 1);
     if (!name.empty()) {
+      const bool fused_name = name == "qkv_proj" || name == "gate_up_proj";
+      if (model && !model->fused_projections && fused_name)
+        throw UserError("unknown target module '" + name + "'",
+                        "this model has q_proj, k_proj, v_proj, gate_proj and up_proj (qkv_proj and gate_up_proj are "
+                        "Phi-3's fused ones)");
+      auto piece = spec::module_from_name(name);
+      if (model && model->fused_projections && piece &&
+          spec::fused_out_features(*model, *piece) != spec::module_out_features(*model, *piece))
+        throw UserError("unknown target module '" + name + "'",
+                        std::string("this model fuses it into ") + spec::stored_module_name(*model, *piece) +
+                            ": target that (PEFT's names here: qkv_proj, o_proj, gate_up_proj, down_proj)");
       std::vector<Module> named;
       if (name == "qkv_proj")
         named = {Module::q_proj, Module::k_proj, Module::v_proj};

@@ -26,8 +26,10 @@ std::vector<spec::Module> lora_owners(const spec::ModelShape& shape, const std::
 std::vector<std::string> peft_target_names(const spec::ModelShape& shape, const std::vector<spec::Module>& targets);
 
 // "all-linear" or a comma list of module names; UserError naming the unknown module. Phi-3's fused
-// "qkv_proj" and "gate_up_proj" stand for their pieces (q, k, v and gate, up).
-std::vector<spec::Module> parse_target_modules(const std::string& list);
+// "qkv_proj" and "gate_up_proj" stand for their pieces (q, k, v and gate, up). With the model's shape,
+// names it does not have (as PEFT would find no such module) are unknown too: qkv_proj on Llama,
+// q_proj on Phi-3.
+std::vector<spec::Module> parse_target_modules(const std::string& list, const spec::ModelShape* model = nullptr);
 
 struct AdapterFile {
   LoraSettings settings;
