@@ -98,7 +98,8 @@ void add_plan_command(CLI::App& app) {
     if (config.model.empty()) throw UserError("--model is required", "give a model folder or its config.json");
     model::ModelConfig model_config = model::load_model_config(config.model);
     uint64_t tokens = seq_len > 0 ? static_cast<uint64_t>(seq_len) : static_cast<uint64_t>(config.max_length);
-    spec::RunSettings settings = train::run_settings(config, tokens);
+    const spec::ModelShape shape = model::model_shape(model_config);
+    spec::RunSettings settings = train::run_settings(config, tokens, &shape);
     std::optional<uint64_t> budget;
     std::string device_name;
     if (!device_memory.empty()) {

@@ -31,7 +31,7 @@ struct GoldenRun {
   std::vector<float> dembed;                            // (rows, hidden)
   std::map<std::string, std::vector<float>> gradients;  // by golden name suffix (PEFT names for LoRA)
 };
-// Opens `folder` with `settings` (+ the adapter of `adapter_dir` unless full finetuning), runs the
+// Opens `folder` with `settings` (+ the adapter of `adapter_dir` unless full finetuning or empty), runs the
 // golden batch forward for logits, then forward + backward for loss and gradients.
 GoldenRun run_golden(const GoldenFile& golden, const std::filesystem::path& folder,
                      const std::filesystem::path& adapter_dir, spec::RunSettings settings);

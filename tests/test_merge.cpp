@@ -143,7 +143,7 @@ fs::path random_adapter(const fs::path& base, const std::string& name, uint32_t 
         std::vector<uint64_t> dims = a ? std::vector<uint64_t>{rank, in} : std::vector<uint64_t>{out, rank};
         auto values = std::make_shared<std::vector<float>>(
             test::random_floats(dims[0] * dims[1], seed * 100 + stream++, -0.2f, 0.2f));
-        writes.push_back({model::peft_tensor_name(layer, module, a), model::FileDtype::F32, dims,
+        writes.push_back({model::peft_tensor_name(shape, layer, module, a), model::FileDtype::F32, dims,
                           [values](model::TensorSink& sink) { sink.write(values->data(), values->size() * 4); }});
       }
   model::write_safetensors(directory / "adapter_model.safetensors", std::move(writes), {{"format", "pt"}});
@@ -506,8 +506,10 @@ TEST_CASE("export: merged weights give the logits of base + adapter (dense and N
   merge::export_merged(test::context(), options);
   Tensors exported_bf16 = read_all(options.output), original = read_all(base);
   model::SafetensorsFile adapter_file(rslora / "adapter_model.safetensors");
-  auto a = model::to_fp32(adapter_file.tensor(model::peft_tensor_name(2, spec::Module::o_proj, true)));
-  auto b = model::to_fp32(adapter_file.tensor(model::peft_tensor_name(2, spec::Module::o_proj, false)));
+  auto a =
+      model::to_fp32(adapter_file.tensor(model::peft_tensor_name(spec::ModelShape{}, 2, spec::Module::o_proj, true)));
+  auto b =
+      model::to_fp32(adapter_file.tensor(model::peft_tensor_name(spec::ModelShape{}, 2, spec::Module::o_proj, false)));
   const std::string name = "model.layers.2.self_attn.o_proj.weight";
   const size_t rows = 32, cols = 32;
   double worst = 0;

@@ -2,6 +2,7 @@
 // 5 spellings) and RoPE frequencies against torch.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -325,6 +326,56 @@ TEST_CASE("config: sizes beyond sane limits and token ids outside the vocabulary
   json none_pad = base;  // old conversions' "no pad token"
   none_pad["pad_token_id"] = -1;
   CHECK_FALSE(parse_model_config(none_pad, "m/config.json").pad_token_id.has_value());
+}
+
+// Phi-3-mini-128k-instruct's config.json (transformers 4.x spelling: rope_scaling "type": "longrope"
+// with 48 factors per set, the pretraining context at the top level).
+const char* kPhi3MiniConfig =
+    R"({"architectures": ["Phi3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072, "model_type": "phi3", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": {"long_factor": [1.0800000429153442, 1.1100000143051147, 1.1399999856948853, 1.340000033378601, 1.5899999141693115, 1.600000023841858, 1.6200000047683716, 2.620000123977661, 3.2300000190734863, 3.2300000190734863, 4.789999961853027, 7.400000095367432, 7.700000286102295, 9.09000015258789, 12.199999809265137, 17.670000076293945, 24.46000099182129, 28.57000160217285, 30.420001983642578, 30.840002059936523, 32.590003967285156, 32.93000411987305, 42.320003509521484, 44.96000289916992, 50.340003967285156, 50.45000457763672, 57.55000305175781, 57.93000411987305, 58.21000289916992, 60.1400032043457, 62.61000442504883, 62.62000274658203, 62.71000289916992, 63.1400032043457, 63.1400032043457, 63.77000427246094, 63.93000411987305, 63.96000289916992, 63.970001220703125, 64.02999877929688, 64.06999969482422, 64.08000183105469, 64.12000274658203, 64.41000366210938, 64.4800033569336, 64.51000213623047, 64.52999877929688, 64.83999633789062], "short_factor": [1.0, 1.0199999809265137, 1.0299999713897705, 1.0299999713897705, 1.0499999523162842, 1.0499999523162842, 1.0499999523162842, 1.0499999523162842, 1.0499999523162842, 1.0699999332427979, 1.0999999046325684, 1.1099998950958252, 1.1599998474121094, 1.1599998474121094, 1.1699998378753662, 1.2899998426437378, 1.339999794960022, 1.679999828338623, 1.7899998426437378, 1.8199998140335083, 1.8499997854232788, 1.8799997568130493, 1.9099997282028198, 1.9399996995925903, 1.9899996519088745, 2.0199997425079346, 2.0199997425079346, 2.0199997425079346, 2.0199997425079346, 2.0199997425079346, 2.0199997425079346, 2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0799996852874756, 2.0899996757507324, 2.189999580383301, 2.2199995517730713, 2.5899994373321533, 2.729999542236328, 2.749999523162842, 2.8399994373321533], "type": "longrope"}, "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "use_cache": true, "vocab_size": 32064})";
+
+TEST_CASE("config: Phi-3 (fused projections, longrope) parses as transformers reads it; bad fields are named") {
+  json document = json::parse(kPhi3MiniConfig);
+  ModelConfig phi3 = parse_model_config(document, "phi3/config.json");
+  CHECK(phi3.architecture == Architecture::phi3);
+  CHECK(phi3.fused_projections());
+  CHECK(phi3.head_dim == 96);
+  CHECK(phi3.rope_scaling.type == "longrope");
+  CHECK(phi3.rope_scaling.short_factor.size() == 48);
+  CHECK(phi3.rope_scaling.long_factor.size() == 48);
+  CHECK(phi3.rope_scaling.original_max_position_embeddings == 4096);
+  // factor = 131072 / 4096 = 32; attention factor sqrt(1 + ln 32 / ln 4096) (transformers' default).
+  CHECK(phi3.rope_scaling.attention_factor == doctest::Approx(std::sqrt(1 + std::log(32.0) / std::log(4096.0))));
+  CHECK_FALSE(phi3.rope_uses_long_factors(4096));
+  CHECK(phi3.rope_uses_long_factors(4097));
+  CHECK(phi3.sliding_window == 262144);
+  CHECK_FALSE(phi3.qkv_bias);
+  // A round trip keeps the factor lists.
+  CHECK(parse_model_config(to_json(phi3), "again").rope_scaling.long_factor == phi3.rope_scaling.long_factor);
+
+  json su = document;  // Phi-3's older configs call it "su"; transformers reads it as longrope
+  su["rope_scaling"]["type"] = "su";
+  CHECK(parse_model_config(su, "su").rope_scaling.type == "longrope");
+  json inner_original = document;  // the top-level original_max_position_embeddings wins, as in transformers
+  inner_original["rope_scaling"]["original_max_position_embeddings"] = 2048;
+  CHECK(parse_model_config(inner_original, "o").rope_scaling.original_max_position_embeddings == 4096);
+
+  auto error_for = [](json d) { return user_error_of([&] { parse_model_config(d, "phi3/config.json"); }); };
+  json partial = document;
+  partial["partial_rotary_factor"] = 0.75;
+  CHECK(error_for(partial).find("\"partial_rotary_factor\" is not 1") != std::string::npos);
+  json partial_inner = document;
+  partial_inner["rope_scaling"]["partial_rotary_factor"] = 0.75;
+  CHECK(error_for(partial_inner).find("\"rope_scaling.partial_rotary_factor\" is not 1") != std::string::npos);
+  json short_list = document;
+  short_list["rope_scaling"]["short_factor"] = {1.0, 2.0};
+  CHECK(error_for(short_list).find("\"rope_scaling.short_factor\" has 2 values; head_dim 96 needs 48") !=
+        std::string::npos);
+  json no_long = document;
+  no_long["rope_scaling"].erase("long_factor");
+  CHECK(error_for(no_long).find("\"rope_scaling.long_factor\" is missing") != std::string::npos);
+  json linear = document;
+  linear["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  CHECK(error_for(linear).find("Phi-3 uses default or longrope") != std::string::npos);
 }
 
 // ============================ RoPE frequencies ============================

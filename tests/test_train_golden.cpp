@@ -96,12 +96,14 @@ void check_training(const std::string& model_name) {
   for (uint32_t layer = 0; layer < session->plan.shape.layers; layer++)
     for (spec::Module module : lora.targets)
       for (bool a : {true, false}) {
-        auto actual = test::download(session->buffers->buffer(model::lora_buffer_name(layer, module, a)));
-        auto expected = golden["train.final." + model::peft_tensor_name(layer, module, a)].floats();
+        auto actual =
+            test::download(session->buffers->buffer(model::lora_buffer_name(session->plan.shape, layer, module, a)));
+        auto expected =
+            golden["train.final." + model::peft_tensor_name(session->plan.shape, layer, module, a)].floats();
         double error = relative_error(actual, expected);
         if (error > worst_weight) {
           worst_weight = error;
-          worst_name = model::peft_tensor_name(layer, module, a);
+          worst_name = model::peft_tensor_name(session->plan.shape, layer, module, a);
         }
       }
   MESSAGE(model_name << ": worst relative error over 20 steps: loss " << worst_loss << ", grad norm " << worst_norm

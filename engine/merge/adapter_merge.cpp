@@ -183,7 +183,7 @@ LowRank Merger::elementwise_update(const TensorPlan& tensor,
 LowRank Merger::adapter_update(const TensorPlan& tensor, const spec::ModelShape& shape, uint32_t out_rank,
                                const AdapterMergeOptions& adapter_options) {
   const LinearName linear = *parse_linear_name(tensor.name);
-  const auto out = static_cast<uint32_t>(spec::module_out_features(shape, linear.module));
+  const auto out = static_cast<uint32_t>(spec::fused_out_features(shape, linear.module));
   const auto in = static_cast<uint32_t>(spec::module_in_features(shape, linear.module));
   std::vector<std::optional<ModelSource::LoraFactors>> factors(tensor.sources.size());
   for (size_t i = 0; i < factors.size(); i++)
@@ -213,7 +213,7 @@ std::vector<double> Merger::write_adapter_weights(const std::vector<const Tensor
   std::vector<model::TensorToWrite> writes;
   for (const TensorPlan* tensor : modules) {
     const LinearName linear = *parse_linear_name(tensor->name);
-    const uint64_t out = spec::module_out_features(shape, linear.module),
+    const uint64_t out = spec::fused_out_features(shape, linear.module),
                    in = spec::module_in_features(shape, linear.module);
     auto ensure = [&, tensor] {
       if (current->tensor == tensor) return;
@@ -222,14 +222,14 @@ std::vector<double> Merger::write_adapter_weights(const std::vector<const Tensor
       residuals.push_back(current->factors.relative_residual());
       if (adapter_options.show_progress) progress.update(++done, tensor->name);
     };
-    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, true),
+    writes.push_back({model::peft_tensor_name(shape, linear.layer, linear.module, true),
                       model::FileDtype::F32,
                       {out_rank, in},
                       [ensure, current](model::TensorSink& sink) {
                         ensure();
                         sink.write(current->factors.a.data(), current->factors.a.size() * 4);
                       }});
-    writes.push_back({model::peft_tensor_name(linear.layer, linear.module, false),
+    writes.push_back({model::peft_tensor_name(shape, linear.layer, linear.module, false),
                       model::FileDtype::F32,
                       {out, out_rank},
                       [ensure, current](model::TensorSink& sink) {
@@ -263,7 +263,7 @@ AdapterMergeSummary Merger::run_adapter_space(const AdapterMergeOptions& adapter
   summary.method = config_.method;
   summary.rank = out_rank;
   summary.base = inputs.base_dir;
-  for (spec::Module module : inputs.targets) summary.targets.push_back(spec::module_name(module));
+  summary.targets = model::peft_target_names(shape, inputs.targets);
   summary.modules = static_cast<int64_t>(modules.size());
 
   fs::create_directories(adapter_options.output);

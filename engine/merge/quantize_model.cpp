@@ -105,6 +105,9 @@ QuantizeSummary quantize_model(vk::Context& context, const QuantizeOptions& opti
     throw UserError(options.model.string() + " is already quantized (" + source.quantization() + ")",
                     "quantize the original model; `vktune export` writes a dense copy of this one if needed");
   const model::ModelConfig& config = source.config();
+  if (config.fused_projections())  // its fused qkv_proj / gate_up_proj would load only split, quantized apart
+    throw UserError(options.model.string() + ": quantizing a model with fused projections (Phi-3) is not supported yet",
+                    "train it with --method qlora on the unquantized model: vktune quantizes it on load");
   const std::string torch_dtype = model::torch_dtype_name(model::file_dtype_from_torch(config.torch_dtype));
   QuantizeSummary summary;
   for (const auto& name : source.tensor_names())

@@ -44,14 +44,19 @@ std::optional<LinearName> parse_linear_name(const std::string& name) {
   for (size_t m = 0; m < spec::module_count; m++) {
     if (spec::module_path(Module(m)) == path) return LinearName{static_cast<uint32_t>(std::stoul(digits)), Module(m)};
   }
+  // Phi-3's fused weights stand for their first piece, which owns the fused LoRA (spec::fused_owner).
+  if (path == "self_attn.qkv_proj") return LinearName{static_cast<uint32_t>(std::stoul(digits)), Module::q_proj};
+  if (path == "mlp.gate_up_proj") return LinearName{static_cast<uint32_t>(std::stoul(digits)), Module::gate_proj};
   return std::nullopt;
 }
 
 std::vector<std::string> layer_tensor_suffixes(const model::ModelConfig& config) {
   std::vector<std::string> suffixes = {"input_layernorm.weight"};
+  const spec::ModelShape shape = model::model_shape(config);
   for (size_t m = 0; m < spec::module_count; m++) {
     if (m == static_cast<size_t>(Module::gate_proj)) suffixes.push_back("post_attention_layernorm.weight");
-    suffixes.push_back(spec::module_path(Module(m)) + ".weight");
+    if (spec::fused_owner(shape, Module(m)) != Module(m)) continue;  // stored inside qkv_proj / gate_up_proj
+    suffixes.push_back(spec::stored_module_path(shape, Module(m)) + ".weight");
     if (config.qkv_bias && Module(m) <= Module::v_proj) suffixes.push_back(spec::module_path(Module(m)) + ".bias");
   }
   if (config.qk_norm) suffixes.insert(suffixes.end(), {"self_attn.q_norm.weight", "self_attn.k_norm.weight"});
@@ -129,7 +134,7 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
         bool bnb_weight = bitsandbytes_ && folder_->contains(name + ".quant_state.bitsandbytes__nf4");
         if (bnb_weight || vktune_) {
           quantized = true;
-          info.shape = {spec::module_out_features(shape, linear->module),
+          info.shape = {spec::fused_out_features(shape, linear->module),
                         spec::module_in_features(shape, linear->module)};
           info.dtype = weight_dtype;
         }
@@ -188,15 +193,15 @@ const model::TensorView& ModelSource::view(const std::string& name) const {
 
 const model::TensorView& ModelSource::lora_tensor(uint32_t layer, Module module, bool a) const {
   const model::SafetensorsFile& file = *adapter_->weights;
-  const std::string name = model::peft_tensor_name(layer, module, a);
-  const model::TensorView* tensor = model::find_peft_tensor(file, layer, module, a);
+  const spec::ModelShape shape = model::model_shape(config_);
+  const std::string name = model::peft_tensor_name(shape, layer, module, a);
+  const model::TensorView* tensor = model::find_peft_tensor(file, shape, layer, module, a);
   if (!tensor)
     throw UserError(file.path().string() + ": no tensor " + name,
                     "the adapter's target_modules or layer count do not match " + ref_.model.string());
-  const spec::ModelShape shape = model::model_shape(config_);
   const uint64_t rank = adapter_->file.settings.rank;
   std::vector<uint64_t> expected = a ? std::vector<uint64_t>{rank, spec::module_in_features(shape, module)}
-                                     : std::vector<uint64_t>{spec::module_out_features(shape, module), rank};
+                                     : std::vector<uint64_t>{spec::fused_out_features(shape, module), rank};
   if (tensor->shape != expected)
     throw UserError(file.path().string() + ": tensor " + tensor->name +
                         " has the wrong shape for r=" + std::to_string(rank) + " on " + ref_.model.string(),

@@ -12,23 +12,38 @@ namespace vkt::model {
 
 using spec::Module;
 
-std::string peft_tensor_name(uint32_t layer, Module module, bool a) {
-  return "base_model.model.model.layers." + std::to_string(layer) + "." + spec::module_path(module) +
+std::string peft_tensor_name(const spec::ModelShape& shape, uint32_t layer, Module module, bool a) {
+  return "base_model.model.model.layers." + std::to_string(layer) + "." + spec::stored_module_path(shape, module) +
          (a ? ".lora_A.weight" : ".lora_B.weight");
 }
 
-const TensorView* find_peft_tensor(const SafetensorsFile& file, uint32_t layer, Module module, bool a) {
-  std::string name = peft_tensor_name(layer, module, a);
+const TensorView* find_peft_tensor(const SafetensorsFile& file, const spec::ModelShape& shape, uint32_t layer,
+                                   Module module, bool a) {
+  std::string name = peft_tensor_name(shape, layer, module, a);
   if (const TensorView* tensor = file.find(name)) return tensor;
   name.replace(name.rfind(".weight"), 7, ".default.weight");
   return file.find(name);
 }
 
-std::string lora_buffer_name(uint32_t layer, Module module, bool a) {
-  return "model.layers." + std::to_string(layer) + "." + spec::module_path(module) + (a ? ".lora_A" : ".lora_B");
+std::string lora_buffer_name(const spec::ModelShape& shape, uint32_t layer, Module module, bool a) {
+  return "model.layers." + std::to_string(layer) + "." + spec::stored_module_path(shape, module) +
+         (a ? ".lora_A" : ".lora_B");
 }
 
-std::vector<Module> parse_target_modules(const std::string& list) {
+std::vector<Module> lora_owners(const spec::ModelShape& shape, const std::vector<Module>& targets) {
+  std::vector<Module> owners;
+  for (Module module : targets)
+    if (spec::fused_owner(shape, module) == module) owners.push_back(module);
+  return owners;
+}
+
+std::vector<std::string> peft_target_names(const spec::ModelShape& shape, const std::vector<Module>& targets) {
+  std::vector<std::string> names;
+  for (Module module : lora_owners(shape, targets)) names.push_back(spec::stored_module_name(shape, module));
+  return names;
+}
+
+std::vector<Module> parse_target_modules(const std::string& list, const spec::ModelShape* model) {
   std::vector<Module> modules;
   if (list == "all-linear" || list == "all_linear") {
     for (size_t m = 0; m < spec::module_count; m++) modules.push_back(Module(m));
@@ -46,11 +61,30 @@ std::vector<Module> parse_target_modules(const std::string& list) {
     // and loading the weights says so).
     if (name.find('.') != std::string::npos) name = name.substr(name.rfind('.') + 1);
     if (!name.empty()) {
-      auto module = spec::module_from_name(name);
-      if (!module)
+      const bool fused_name = name == "qkv_proj" || name == "gate_up_proj";
+      if (model && !model->fused_projections && fused_name)
         throw UserError("unknown target module '" + name + "'",
-                        "use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear");
-      if (std::find(modules.begin(), modules.end(), *module) == modules.end()) modules.push_back(*module);
+                        "this model has q_proj, k_proj, v_proj, gate_proj and up_proj (qkv_proj and gate_up_proj are "
+                        "Phi-3's fused ones)");
+      auto piece = spec::module_from_name(name);
+      if (model && model->fused_projections && piece &&
+          spec::fused_out_features(*model, *piece) != spec::module_out_features(*model, *piece))
+        throw UserError("unknown target module '" + name + "'",
+                        std::string("this model fuses it into ") + spec::stored_module_name(*model, *piece) +
+                            ": target that (PEFT's names here: qkv_proj, o_proj, gate_up_proj, down_proj)");
+      std::vector<Module> named;
+      if (name == "qkv_proj")
+        named = {Module::q_proj, Module::k_proj, Module::v_proj};
+      else if (name == "gate_up_proj")
+        named = {Module::gate_proj, Module::up_proj};
+      else if (auto module = spec::module_from_name(name))
+        named = {*module};
+      else
+        throw UserError("unknown target module '" + name + "'",
+                        "use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (Phi-3: qkv_proj, o_proj, "
+                        "gate_up_proj, down_proj), or all-linear");
+      for (Module module : named)
+        if (std::find(modules.begin(), modules.end(), module) == modules.end()) modules.push_back(module);
     }
     start = end + 1;
   }
@@ -105,16 +139,16 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
 void init_adapter(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
                   uint64_t seed) {
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
-    for (Module module : lora.targets) {
-      const uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
+    for (Module module : lora_owners(shape, lora.targets)) {
+      const uint64_t in = spec::module_in_features(shape, module), out = spec::fused_out_features(shape, module);
       // kaiming_uniform_(a=sqrt(5)) on (r, in): bound = sqrt(6 / ((1 + 5) * in)) = 1/sqrt(in).
       const float bound = 1.0f / std::sqrt(static_cast<float>(in));
       std::vector<float> a(lora.rank * in);
       uint32_t key = layer * static_cast<uint32_t>(spec::module_count) + static_cast<uint32_t>(module);
       ref::random_uniform(a.data(), a.size(), static_cast<uint32_t>(seed), random::stream_init, 0, key, -bound, bound);
-      context.upload(buffers.buffer(lora_buffer_name(layer, module, true)), a.data());
+      context.upload(buffers.buffer(lora_buffer_name(shape, layer, module, true)), a.data());
       std::vector<float> b(out * lora.rank, 0.0f);
-      context.upload(buffers.buffer(lora_buffer_name(layer, module, false)), b.data());
+      context.upload(buffers.buffer(lora_buffer_name(shape, layer, module, false)), b.data());
     }
   }
 }
@@ -123,11 +157,11 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
                           const LoraSettings& lora, const std::filesystem::path& directory) {
   SafetensorsFile file(directory / "adapter_model.safetensors");
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
-    for (Module module : lora.targets) {
-      const uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
+    for (Module module : lora_owners(shape, lora.targets)) {
+      const uint64_t in = spec::module_in_features(shape, module), out = spec::fused_out_features(shape, module);
       for (bool a : {true, false}) {
-        const std::string name = peft_tensor_name(layer, module, a);
-        const TensorView* tensor = find_peft_tensor(file, layer, module, a);
+        const std::string name = peft_tensor_name(shape, layer, module, a);
+        const TensorView* tensor = find_peft_tensor(file, shape, layer, module, a);
         if (!tensor)
           throw UserError(file.path().string() + ": no tensor " + name,
                           "the adapter's target_modules or layer count do not match this model");
@@ -138,7 +172,7 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
                               " has the wrong shape for r=" + std::to_string(lora.rank) + " on this model",
                           "the adapter was trained for another base model");
         std::vector<float> values = to_fp32(*tensor);
-        context.upload(buffers.buffer(lora_buffer_name(layer, module, a)), values.data());
+        context.upload(buffers.buffer(lora_buffer_name(shape, layer, module, a)), values.data());
       }
     }
   }
@@ -158,18 +192,17 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
                   const LoraSettings& lora, const std::string& base_model, const std::filesystem::path& directory,
                   const std::string&) {
   std::filesystem::create_directories(directory);
-  std::vector<std::string> target_names;
-  for (Module module : lora.targets) target_names.push_back(spec::module_name(module));
-  nlohmann::json config = peft_lora_config(lora.rank, lora.alpha, lora.dropout, target_names, lora.rslora, base_model);
+  nlohmann::json config = peft_lora_config(lora.rank, lora.alpha, lora.dropout, peft_target_names(shape, lora.targets),
+                                           lora.rslora, base_model);
   std::vector<TensorToWrite> tensors;
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
-    for (Module module : lora.targets) {
-      const uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
+    for (Module module : lora_owners(shape, lora.targets)) {
+      const uint64_t in = spec::module_in_features(shape, module), out = spec::fused_out_features(shape, module);
       for (bool a : {true, false}) {
         std::vector<uint64_t> dims = a ? std::vector<uint64_t>{lora.rank, in} : std::vector<uint64_t>{out, lora.rank};
-        const vk::Buffer* buffer = &buffers.buffer(lora_buffer_name(layer, module, a));
+        const vk::Buffer* buffer = &buffers.buffer(lora_buffer_name(shape, layer, module, a));
         tensors.push_back(
-            {peft_tensor_name(layer, module, a), FileDtype::F32, dims, [&context, buffer](TensorSink& sink) {
+            {peft_tensor_name(shape, layer, module, a), FileDtype::F32, dims, [&context, buffer](TensorSink& sink) {
                std::vector<float> values(buffer->size() / 4);
                context.download(*buffer, values.data());
                sink.write(values.data(), values.size() * 4);

@@ -11,16 +11,25 @@
 
 namespace vkt::model {
 
-// PEFT's name of a LoRA tensor: "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight".
-std::string peft_tensor_name(uint32_t layer, spec::Module module, bool a);
+// PEFT's name of a LoRA tensor: "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"
+// (a fused module's pieces share their owner's: "...self_attn.qkv_proj.lora_A.weight" for q/k/v).
+std::string peft_tensor_name(const spec::ModelShape& shape, uint32_t layer, spec::Module module, bool a);
 // That tensor in an adapter file, also under the name with PEFT's adapter name
 // ("lora_A.default.weight") that some PEFT versions write; nullptr when absent.
-const TensorView* find_peft_tensor(const SafetensorsFile& file, uint32_t layer, spec::Module module, bool a);
+const TensorView* find_peft_tensor(const SafetensorsFile& file, const spec::ModelShape& shape, uint32_t layer,
+                                   spec::Module module, bool a);
 // Our buffer name of the same tensor: "model.layers.3.self_attn.q_proj.lora_A".
-std::string lora_buffer_name(uint32_t layer, spec::Module module, bool a);
+std::string lora_buffer_name(const spec::ModelShape& shape, uint32_t layer, spec::Module module, bool a);
+// The modules of `targets` that own LoRA tensors (all of them, except the later pieces of a fused module).
+std::vector<spec::Module> lora_owners(const spec::ModelShape& shape, const std::vector<spec::Module>& targets);
+// PEFT's target_modules names of `targets` ("qkv_proj" once for q/k/v when fused).
+std::vector<std::string> peft_target_names(const spec::ModelShape& shape, const std::vector<spec::Module>& targets);
 
-// "all-linear" or a comma list of module names; UserError naming the unknown module.
-std::vector<spec::Module> parse_target_modules(const std::string& list);
+// "all-linear" or a comma list of module names; UserError naming the unknown module. Phi-3's fused
+// "qkv_proj" and "gate_up_proj" stand for their pieces (q, k, v and gate, up). With the model's shape,
+// names it does not have (as PEFT would find no such module) are unknown too: qkv_proj on Llama,
+// q_proj on Phi-3.
+std::vector<spec::Module> parse_target_modules(const std::string& list, const spec::ModelShape* model = nullptr);
 
 struct AdapterFile {
   LoraSettings settings;

@@ -24,6 +24,7 @@ constexpr ArchitectureInfo kArchitectures[] = {
     {Architecture::qwen3, "Qwen3ForCausalLM", "qwen3"},
     {Architecture::gemma2, "Gemma2ForCausalLM", "gemma2"},
     {Architecture::gemma3, "Gemma3ForCausalLM", "gemma3_text"},
+    {Architecture::phi3, "Phi3ForCausalLM", "phi3"},
 };
 
 const ArchitectureInfo& info(Architecture architecture) {
@@ -145,8 +146,10 @@ Architecture parse_architecture(const json& document, const Reader& reader) {
 }
 
 // rope_scaling (4.x) or rope_parameters (5.x): {"rope_type" | "type": ..., "factor": ..., ...}.
+// Phi-3 (phi3_original_context > 0: config.json's top-level original_max_position_embeddings, which
+// transformers puts in place of the one inside the RoPE settings) reads "su" and "yarn" as longrope.
 RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, const Reader& reader,
-                               int64_t max_position_embeddings) {
+                               int64_t max_position_embeddings, int64_t phi3_original_context = 0) {
   RopeScaling result;
   if (scaling.is_null()) return result;
   if (!scaling.is_object()) reader.fail(key, "must be an object or null, got " + scaling.dump());
@@ -154,6 +157,13 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
     result.type = scaling["rope_type"].get<std::string>();
   else if (scaling.contains("type") && scaling["type"].is_string())
     result.type = scaling["type"].get<std::string>();
+  if (scaling.contains("partial_rotary_factor") && !scaling["partial_rotary_factor"].is_null() &&
+      reader.number(scaling["partial_rotary_factor"], key + ".partial_rotary_factor") != 1.0)
+    reader.fail(key + ".partial_rotary_factor", "is not 1: partial rotary embeddings are not supported",
+                "vktune rotates the whole head (Phi-4-mini's 0.75 is not supported yet)");
+  if (phi3_original_context > 0 && (result.type == "su" || result.type == "yarn")) result.type = "longrope";
+  if (phi3_original_context > 0 && result.type != "default" && result.type != "longrope")
+    reader.fail(key, "has rope type \"" + result.type + "\"; Phi-3 uses default or longrope");
   auto field = [&](const char* name) -> const json& {
     if (!scaling.contains(name) || scaling[name].is_null())
       reader.fail(key + "." + name, "is missing (rope type \"" + result.type + "\" needs it)");
@@ -178,9 +188,43 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
     reader.check_limit(key + ".original_max_position_embeddings", result.original_max_position_embeddings,
                        kMaxPositions);
     if (!(result.low_freq_factor > 0)) reader.fail(key + ".low_freq_factor", "must be positive");
+  } else if (result.type == "longrope") {
+    result.original_max_position_embeddings =
+        phi3_original_context > 0 ? phi3_original_context
+        : scaling.contains("original_max_position_embeddings") && !scaling["original_max_position_embeddings"].is_null()
+            ? reader.integer(scaling["original_max_position_embeddings"], key + ".original_max_position_embeddings")
+            : max_position_embeddings;
+    if (result.original_max_position_embeddings <= 0)
+      reader.fail(key + ".original_max_position_embeddings", "must be positive");
+    reader.check_limit(key + ".original_max_position_embeddings", result.original_max_position_embeddings,
+                       kMaxPositions);
+    auto factors = [&](const char* name) {
+      const json& list = field(name);
+      if (!list.is_array() || list.empty())
+        reader.fail(key + "." + name, "must be a list of numbers, one per rotary pair");
+      std::vector<float> values;
+      for (const auto& value : list) values.push_back(static_cast<float>(reader.number(value, key + "." + name)));
+      return values;
+    };
+    result.short_factor = factors("short_factor");
+    result.long_factor = factors("long_factor");
+    // transformers' _compute_longrope_parameters: factor defaults to max / original positions, the
+    // attention factor to sqrt(1 + ln(factor) / ln(original)) (1 when factor <= 1).
+    result.factor = scaling.contains("factor") && !scaling["factor"].is_null()
+                        ? reader.number(scaling["factor"], key + ".factor")
+                        : static_cast<double>(max_position_embeddings) /
+                              static_cast<double>(result.original_max_position_embeddings);
+    if (scaling.contains("attention_factor") && !scaling["attention_factor"].is_null())
+      result.attention_factor = reader.number(scaling["attention_factor"], key + ".attention_factor");
+    else
+      result.attention_factor =
+          result.factor <= 1.0
+              ? 1.0
+              : std::sqrt(1.0 + std::log(result.factor) /
+                                    std::log(static_cast<double>(result.original_max_position_embeddings)));
   } else {
     reader.fail(key, "has rope type \"" + result.type + "\", which vktune does not support",
-                "supported rope types: default, linear, llama3");
+                "supported rope types: default, linear, llama3, longrope (Phi-3)");
   }
   if (!(result.factor > 0)) reader.fail(key + ".factor", "must be positive");
   return result;
@@ -205,7 +249,7 @@ const char* model_type_name(Architecture architecture) { return info(architectur
 std::string supported_architectures() {
   std::string text;
   for (const auto& entry : kArchitectures) text += (text.empty() ? "" : ", ") + std::string(entry.class_name);
-  return text + " (and models built on them: TinyLlama, SmolLM, Llama 2/3, Qwen2/2.5, Qwen3, Mistral)";
+  return text + " (and models built on them: TinyLlama, SmolLM, Llama 2/3, Qwen2/2.5, Qwen3, Mistral, Phi-3)";
 }
 
 // Gemma's RoPE (Gemma 3: a global base, optionally scaled, and a local one for sliding layers, as
@@ -283,12 +327,19 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
                                            ") is not a multiple of num_key_value_heads (" +
                                            std::to_string(config.num_key_value_heads) + ")");
   // transformers' defaults for the four classes when a key is absent.
+  const bool phi3 = config.architecture == Architecture::phi3;
   int64_t default_positions = config.architecture == Architecture::llama   ? 2048
                               : config.architecture == Architecture::qwen2 ? 32768
                               : config.architecture == Architecture::qwen3 ? 40960
+                              : phi3                                       ? 4096
                                                                            : 4096 * 32;
   config.max_position_embeddings = reader.bounded_or("max_position_embeddings", default_positions, kMaxPositions);
-  config.rms_norm_eps = reader.number_or("rms_norm_eps", 1e-6);
+  config.rms_norm_eps = reader.number_or("rms_norm_eps", phi3 ? 1e-5 : 1e-6);  // Phi3Config's default is 1e-5
+  // Phi-3: its top-level original_max_position_embeddings (Phi3Config default 4096) is longrope's.
+  // resid_pdrop / embd_pdrop / attention_dropout only act in training mode with dropout; vktune
+  // trains without them (LoRA dropout is its own setting), so they are ignored.
+  const int64_t phi3_original_context =
+      phi3 ? reader.bounded_or("original_max_position_embeddings", 4096, kMaxPositions) : 0;
   if (!(config.rms_norm_eps > 0 && config.rms_norm_eps < 1)) reader.fail("rms_norm_eps", "must be in (0, 1)");
   config.tie_word_embeddings = reader.boolean_or("tie_word_embeddings", false);
 
@@ -307,7 +358,9 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
     reader.fail("partial_rotary_factor", "is not 1: partial rotary embeddings are not supported");
   // pretraining_tp > 1 only splits the same matmuls into slices in transformers (same math): ignored.
 
-  if (config.architecture == Architecture::qwen2) {
+  if (phi3) {
+    config.qkv_bias = config.o_bias = false;  // Phi3Attention: no biases, whatever the config says
+  } else if (config.architecture == Architecture::qwen2) {
     config.qkv_bias = true;  // Qwen2Attention: q/k/v_proj with bias, o_proj without, whatever the config says
     config.o_bias = false;
   } else {
@@ -328,14 +381,25 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
     config.rope_theta = parameters.contains("rope_theta") && !parameters["rope_theta"].is_null()
                             ? reader.number(parameters["rope_theta"], "rope_parameters.rope_theta")
                             : reader.number_or("rope_theta", 10000.0);
-    config.rope_scaling = parse_rope_scaling(parameters, "rope_parameters", reader, config.max_position_embeddings);
+    config.rope_scaling = parse_rope_scaling(parameters, "rope_parameters", reader, config.max_position_embeddings,
+                                             phi3_original_context);
   } else {
     config.rope_theta = reader.number_or("rope_theta", 10000.0);
     if (reader.has("rope_scaling"))
-      config.rope_scaling =
-          parse_rope_scaling(document["rope_scaling"], "rope_scaling", reader, config.max_position_embeddings);
+      config.rope_scaling = parse_rope_scaling(document["rope_scaling"], "rope_scaling", reader,
+                                               config.max_position_embeddings, phi3_original_context);
   }
   if (!(config.rope_theta > 0)) reader.fail("rope_theta", "must be positive");
+  if (config.rope_scaling.type == "longrope") {
+    const size_t pairs = static_cast<size_t>(config.head_dim / 2);
+    const char* key = reader.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+    for (auto [name, factors] : {std::pair{".short_factor", &config.rope_scaling.short_factor},
+                                 std::pair{".long_factor", &config.rope_scaling.long_factor}})
+      if (factors->size() != pairs)
+        reader.fail(std::string(key) + name, "has " + std::to_string(factors->size()) + " values; head_dim " +
+                                                 std::to_string(config.head_dim) + " needs " + std::to_string(pairs) +
+                                                 " (one per rotary pair)");
+  }
 
   config.bos_token_id = reader.optional_integer("bos_token_id");
   if (reader.has("eos_token_id")) config.eos_token_ids = parse_eos(document["eos_token_id"], reader);
@@ -366,7 +430,7 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
         reader.has("sliding_window_pattern") ? reader.bounded("sliding_window_pattern", kMaxLayers) : fallback;
     for (int64_t layer = 0; layer < config.num_hidden_layers; layer++)
       config.sliding_window_layers[static_cast<size_t>(layer)] = (layer + 1) % pattern != 0;
-  } else if (config.architecture == Architecture::mistral) {
+  } else if (config.architecture == Architecture::mistral || phi3) {
     if (window) {
       config.sliding_window = window;
       config.sliding_window_layers.assign(config.sliding_window_layers.size(), true);
@@ -435,7 +499,8 @@ json to_json(const ModelConfig& config) {
   document["rms_norm_eps"] = config.rms_norm_eps;
   document["tie_word_embeddings"] = config.tie_word_embeddings;
   if (!config.gemma) document["hidden_act"] = "silu";  // Gemma's hidden_activation stays as read
-  if (config.architecture != Architecture::qwen2) document["attention_bias"] = config.qkv_bias;
+  if (config.architecture != Architecture::qwen2 && !config.fused_projections())
+    document["attention_bias"] = config.qkv_bias;
   if (config.architecture == Architecture::llama) document["mlp_bias"] = false;
 
   json scaling = nullptr;
@@ -448,8 +513,9 @@ json to_json(const ModelConfig& config) {
                {"high_freq_factor", config.rope_scaling.high_freq_factor},
                {"original_max_position_embeddings", config.rope_scaling.original_max_position_embeddings}};
   }
-  if (config.gemma) {
-    // Gemma's RoPE settings (per layer type) stay as read: only models read from a file are Gemma.
+  if (config.gemma || config.rope_scaling.type == "longrope") {
+    // Gemma's RoPE settings (per layer type) and longrope's factor lists stay as read: only models
+    // read from a file have them.
   } else if (document.contains("rope_parameters")) {
     json parameters = scaling.is_null() ? json{{"rope_type", "default"}} : scaling;
     parameters["rope_theta"] = config.rope_theta;
@@ -477,7 +543,7 @@ json to_json(const ModelConfig& config) {
       document["torch_dtype"] = config.torch_dtype;
   }
 
-  if (config.architecture == Architecture::mistral) {
+  if (config.architecture == Architecture::mistral || config.architecture == Architecture::phi3) {
     document["sliding_window"] = config.sliding_window ? json(*config.sliding_window) : json(nullptr);
   } else if (config.architecture == Architecture::qwen2 || config.architecture == Architecture::qwen3) {
     document["use_sliding_window"] = config.sliding_window.has_value();
@@ -543,8 +609,13 @@ std::vector<float> apply_rope_scaling(std::span<const float> inv_freq, const Rop
   return result;
 }
 
-std::vector<float> rope_inv_freq(const ModelConfig& config) {
+std::vector<float> rope_inv_freq(const ModelConfig& config, bool long_factors) {
   const int64_t dim = config.head_dim;
+  const RopeScaling& scaling = config.rope_scaling;
+  const std::vector<float>* ext = scaling.type != "longrope" ? nullptr
+                                  : long_factors             ? &scaling.long_factor
+                                                             : &scaling.short_factor;
+  VKT_ASSERT(!ext || ext->size() == static_cast<size_t>(dim / 2), "longrope factors: one per rotary pair");
   VKT_ASSERT(dim > 0 && dim % 2 == 0, "head_dim must be positive and even");
   const float theta = static_cast<float>(config.rope_theta);  // torch converts the Python float base to fp32
   std::vector<float> inv_freq(static_cast<size_t>(dim / 2));
@@ -553,9 +624,10 @@ std::vector<float> rope_inv_freq(const ModelConfig& config) {
     const float exponent = static_cast<float>(2 * i) / static_cast<float>(dim);
     // base ** exponent in fp32: computed in double and rounded once, i.e. correctly rounded.
     const float power = static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
-    inv_freq[static_cast<size_t>(i)] = 1.0f / power;
+    // longrope: 1.0 / (ext_factors * base**inv_freq_shape), fp32 throughout.
+    inv_freq[static_cast<size_t>(i)] = 1.0f / (ext ? (*ext)[static_cast<size_t>(i)] * power : power);
   }
-  return apply_rope_scaling(inv_freq, config.rope_scaling);
+  return ext ? inv_freq : apply_rope_scaling(inv_freq, config.rope_scaling);
 }
 
 }  // namespace vkt::model

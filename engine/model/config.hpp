@@ -1,6 +1,7 @@
 #pragma once
 // Hugging Face config.json for the decoder-only models vktune trains: LlamaForCausalLM (Llama 1-3,
-// TinyLlama, SmolLM), Qwen2ForCausalLM, MistralForCausalLM and Qwen3ForCausalLM. Reads both the transformers 4.x
+// TinyLlama, SmolLM), Qwen2ForCausalLM, MistralForCausalLM, Qwen3ForCausalLM, Gemma 2/3 and
+// Phi3ForCausalLM. Reads both the transformers 4.x
 // spelling (rope_theta + rope_scaling, torch_dtype) and the 5.x one (rope_parameters, dtype), and
 // writes a config.json that transformers loads back.
 #include <cstdint>
@@ -14,19 +15,24 @@
 
 namespace vkt::model {
 
-enum class Architecture { llama, qwen2, mistral, qwen3, gemma2, gemma3 };
+enum class Architecture { llama, qwen2, mistral, qwen3, gemma2, gemma3, phi3 };
 const char* architecture_name(Architecture architecture);  // "LlamaForCausalLM"
 const char* model_type_name(Architecture architecture);    // "llama"
 std::string supported_architectures();                     // for messages
 
-// RoPE frequency scaling. "default" (none), "linear" (inv_freq / factor) and "llama3" (Llama 3.1's
-// smooth low/high frequency blend); other types (dynamic, yarn, longrope, ...) are rejected on load.
+// RoPE frequency scaling. "default" (none), "linear" (inv_freq / factor), "llama3" (Llama 3.1's
+// smooth low/high frequency blend) and "longrope" (Phi-3: inv_freq / factor per rotary pair, the
+// short or the long set, cos/sin times attention_factor); other types (dynamic, yarn, ...) are
+// rejected on load.
 struct RopeScaling {
   std::string type = "default";
-  double factor = 1.0;                           // linear, llama3
+  double factor = 1.0;                           // linear, llama3, longrope (default: max / original positions)
   double low_freq_factor = 1.0;                  // llama3
   double high_freq_factor = 4.0;                 // llama3
-  int64_t original_max_position_embeddings = 0;  // llama3: the pretraining context length
+  int64_t original_max_position_embeddings = 0;  // llama3, longrope: the pretraining context length
+  std::vector<float> short_factor;               // longrope: (head_dim / 2), as torch.tensor(..., float32)
+  std::vector<float> long_factor;                // longrope: (head_dim / 2)
+  double attention_factor = 1.0;                 // longrope: cos and sin are multiplied by it
 };
 
 struct ModelConfig {
@@ -72,8 +78,14 @@ struct ModelConfig {
   bool sliding_window_matters(int64_t sequence_length) const {
     return sliding_window.has_value() && sequence_length > *sliding_window;
   }
-  int64_t q_size() const { return num_attention_heads * head_dim; }   // q_proj out-features
-  int64_t kv_size() const { return num_key_value_heads * head_dim; }  // k_proj/v_proj out-features
+  // transformers' longrope uses long_factor for a forward whose positions reach past the pretraining
+  // context (max(position_ids) + 1 > original_max_position_embeddings), short_factor otherwise.
+  bool rope_uses_long_factors(int64_t positions) const {
+    return rope_scaling.type == "longrope" && positions > rope_scaling.original_max_position_embeddings;
+  }
+  bool fused_projections() const { return architecture == Architecture::phi3; }  // qkv_proj, gate_up_proj
+  int64_t q_size() const { return num_attention_heads * head_dim; }              // q_proj out-features
+  int64_t kv_size() const { return num_key_value_heads * head_dim; }             // k_proj/v_proj out-features
 };
 
 // Parses a config.json document; `where` names it in errors (e.g. the file path). UserError for
@@ -95,7 +107,8 @@ void save_model_config(const ModelConfig& config, const std::filesystem::path& p
 // then rope_scaling applied with torch's fp32 operation order (apply_rope_scaling). theta^x is
 // correctly rounded here; torch's CPU pow (SLEEF, 1-ulp) rounds the other way for a few elements,
 // so results match torch to 1 ulp (most elements exactly).
-std::vector<float> rope_inv_freq(const ModelConfig& config);
+// longrope: inv_freq[i] = 1 / (factor[i] * theta^(2i / head_dim)) with the short or the long factors.
+std::vector<float> rope_inv_freq(const ModelConfig& config, bool long_factors = false);
 // The scaling step alone (exposed so tests can feed it torch's own unscaled inv_freq and
 // compare bit for bit).
 std::vector<float> apply_rope_scaling(std::span<const float> inv_freq, const RopeScaling& scaling);

@@ -102,14 +102,30 @@ std::vector<uint32_t> Generator::generate(const std::vector<uint32_t>& prompt, c
         "shorten the prompt or raise --max-tokens");
   std::mt19937_64 generator(sampling.seed);
   std::vector<uint32_t> output;
+  std::vector<uint32_t> sequence;  // every token the cache holds (or is about to)
   uint32_t past = 0;
-  auto run = [&](const uint32_t* ids, uint32_t rows) {
+  auto run_block = [&](const uint32_t* ids, uint32_t rows, bool long_rope) {
     std::vector<uint32_t> positions(rows);
     for (uint32_t i = 0; i < rows; i++) positions[i] = past + i;
     context_.upload(buffers.buffer("input.ids"), ids, 0, rows * 4);
     context_.upload(buffers.buffer("input.positions"), positions.data(), 0, rows * 4);
-    context_.run([&](vk::Recorder& r) { transformer.record_decode(r, rows, past, logits_buffer_.range()); });
+    context_.run([&](vk::Recorder& r) { transformer.record_decode(r, rows, past, logits_buffer_.range(), long_rope); });
     past += rows;
+  };
+  const ModelConfig& config = session_->config;
+  auto run = [&](const uint32_t* ids, uint32_t rows) {
+    sequence.insert(sequence.end(), ids, ids + rows);
+    const bool long_rope = config.rope_uses_long_factors(past + rows);
+    if (long_rope && past > 0 && !config.rope_uses_long_factors(past) && config.architecture == Architecture::phi3) {
+      // transformers' Phi-3 generation drops its cache when the sequence first passes the longrope
+      // switch and recomputes it all with the long factors (Phi3ForCausalLM.prepare_inputs_for_generation).
+      past = 0;
+      for (uint32_t start = 0; start < sequence.size(); start += options_.prefill_rows)
+        run_block(sequence.data() + start,
+                  std::min<uint32_t>(options_.prefill_rows, static_cast<uint32_t>(sequence.size()) - start), true);
+    } else {
+      run_block(ids, rows, long_rope);
+    }
     logits_.resize(logits_buffer_.size() / 4);
     context_.download(logits_buffer_, logits_.data());
   };

@@ -17,6 +17,8 @@ spec::ModelShape model_shape(const ModelConfig& c) {
   shape.qkv_bias = c.qkv_bias;
   shape.gemma = c.gemma;
   shape.qk_norm = c.qk_norm;
+  shape.fused_projections = c.fused_projections();
+  shape.longrope = c.rope_scaling.type == "longrope";
   return shape;
 }
 

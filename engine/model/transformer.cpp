@@ -57,21 +57,34 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
       for (Module module : lora->targets) {
         auto m = static_cast<size_t>(module);
         LoraParams& p = lora_[layer][m];
-        std::string base = "model.layers." + std::to_string(layer) + "." + spec::module_path(module);
+        // A fused module's pieces (Phi-3's q/k/v, gate/up) share its A (and dA) and each take their
+        // rows of B (and dB); each piece's forward/backward is then a plain LoRA linear whose
+        // contributions to dA and dx add up to the fused module's, exactly PEFT's math with no new
+        // kernel. The same dropout key gives the pieces the same mask, as PEFT's one dropout(x).
+        const Module owner = spec::fused_owner(plan.shape, module);
+        const uint32_t b_row_bytes = lora->rank * 4;
+        const auto first_row = static_cast<uint32_t>(spec::fused_row_offset(plan.shape, module));
+        const auto rows = static_cast<uint32_t>(spec::module_out_features(plan.shape, module));
+        auto rows_of_b = [&](const BufferRange& b) { return b.bytes ? rows_of(b, first_row, rows, b_row_bytes) : b; };
+        std::string base = "model.layers." + std::to_string(layer) + "." + spec::stored_module_path(plan.shape, module);
         p.a = range(base + ".lora_A");
-        p.b = range(base + ".lora_B");
+        p.b = rows_of_b(range(base + ".lora_B"));
         p.grad_a = buffers.optional_range("grad." + base + ".lora_A");  // absent for inference
-        p.grad_b = buffers.optional_range("grad." + base + ".lora_B");
+        p.grad_b = rows_of_b(buffers.optional_range("grad." + base + ".lora_B"));
         p.rank = lora->rank;
         p.scale = lora->scale();
         p.dropout = lora->dropout;
-        p.rng_layer = layer * static_cast<uint32_t>(spec::module_count) + static_cast<uint32_t>(m);
+        p.rng_layer = layer * static_cast<uint32_t>(spec::module_count) + static_cast<uint32_t>(owner);
         has_lora_[layer][m] = true;
       }
     }
   }
   std::vector<float> inv_freq = rope_inv_freq(config);
   context.upload(buffers.buffer("rope.inv_freq"), inv_freq.data());
+  if (config.rope_scaling.type == "longrope") {
+    std::vector<float> long_inv_freq = rope_inv_freq(config, true);
+    context.upload(buffers.buffer("rope.inv_freq_long"), long_inv_freq.data());
+  }
   if (config.gemma) {
     ModelConfig local = config;
     local.rope_theta = config.rope_local_theta;
@@ -230,15 +243,19 @@ float Transformer::embedding_scale() const {
   return scale;
 }
 
-BufferRange Transformer::layer_inv_freq(uint32_t layer) const {
+BufferRange Transformer::layer_inv_freq(uint32_t layer, bool long_rope) const {
   bool local = config_.gemma && config_.sliding_window && config_.sliding_window_layers[layer];
-  return range(local ? "rope.inv_freq_local" : "rope.inv_freq");
+  return range(local ? "rope.inv_freq_local" : long_rope ? "rope.inv_freq_long" : "rope.inv_freq");
 }
 
 Transformer::ForwardPass Transformer::training_pass() const {
   ForwardPass pass;
   pass.rows = rows_;
   pass.attention = attention_shape();
+  // longrope picks its factors per pass from its length, as transformers does from max(position_ids)
+  // + 1: here the micro-batch length (the same when a row fills it, as in a padded batch; packed
+  // rows that all end earlier still get the factors of the full length).
+  pass.long_rope = config_.rope_uses_long_factors(seq_len_);
   return pass;
 }
 
@@ -248,10 +265,11 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   const uint32_t rows = pass.rows;
   const std::string prefix = "model.layers." + std::to_string(layer) + ".";
   const BufferRange positions = range("input.positions"), segments = range("input.segments");
-  const BufferRange inv_freq = layer_inv_freq(layer);
+  const BufferRange inv_freq = layer_inv_freq(layer, pass.long_rope);
   const bool gemma = config_.gemma;
   const float offset = norm_offset();
   const kernels::AttentionShape attention = layer_attention(pass.attention, layer);
+  const float rope_scaling = rope_attention_factor();
   kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows, hidden_, eps,
                    offset);
   const bool qk_norm = config_.qk_norm;
@@ -265,8 +283,8 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
     kernels::rmsnorm(r, a.k_pre_norm, range(prefix + "self_attn.k_norm.weight"), a.k, a.rstd_k, rows * kv_heads_,
                      head_dim_, eps, offset);
   }
-  kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_);
-  kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_);
+  kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_, rope_scaling);
+  kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_, rope_scaling);
   if (!pass.decode) {
     kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, &segments);
   } else {
@@ -318,7 +336,8 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   const BufferRange d_attn = range("grad_act.attn");
   const BufferRange dq = range("grad_act.q"), dk = range("grad_act.k"), dv = range("grad_act.v");
   const BufferRange positions = range("input.positions"), segments = range("input.segments");
-  const BufferRange inv_freq = layer_inv_freq(layer), workspace = range("workspace.reduce");
+  const BufferRange inv_freq = layer_inv_freq(layer, training_pass().long_rope);
+  const BufferRange workspace = range("workspace.reduce");
   const bool gemma = config_.gemma;
   const float offset = norm_offset();
   // MLP: out = mid + down(swiglu(gate(n), up(n))), n = rmsnorm(mid).
@@ -355,8 +374,8 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
                   scratch(a, Module::o_proj));
   kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
                               layer_attention(attention_shape(), layer), &segments);
-  kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_);
-  kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_);
+  kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_, rope_attention_factor());
+  kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_, rope_attention_factor());
   if (config_.qk_norm) {  // back through q_norm/k_norm, in place (dq, dk now hold d(pre-norm q, k))
     for (auto [d, pre_norm, rstd, heads, norm] :
          {std::tuple{dq, a.q_pre_norm, a.rstd_q, heads_, "self_attn.q_norm.weight"},
@@ -467,7 +486,7 @@ void Transformer::record_backward(Recorder& r) {
                                 hidden_);
 }
 
-void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const BufferRange& logits) {
+void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const BufferRange& logits, bool long_rope) {
   VKT_ASSERT(!plan_.settings.training && plan_.settings.kv_cache_tokens > 0, "record_decode needs an inference plan");
   VKT_ASSERT(rows >= 1 && rows <= rows_ && past + rows <= plan_.settings.kv_cache_tokens, "decode beyond the cache");
   ForwardPass pass;
@@ -479,6 +498,7 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   pass.attention.seq_q = rows;
   pass.attention.seq_kv = past + rows;
   pass.attention.q_offset = past;
+  pass.long_rope = long_rope && config_.rope_scaling.type == "longrope";  // cached keys keep the factors they had
   DType table_type = dense_type_;
   const BufferRange stream = range("act.stream");
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, stream, rows, vocab_,

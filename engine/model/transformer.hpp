@@ -48,8 +48,10 @@ class Transformer {
   // Generation (inference plans with a KV cache): the forward of `rows` new tokens of one
   // sequence (input.ids / input.positions rows [0, rows)) whose first `past` tokens are cached;
   // appends their keys and values to the cache and writes the last row's logits into `logits`
-  // (vocab) fp32.
-  void record_decode(Recorder& recorder, uint32_t rows, uint32_t past, const BufferRange& logits);
+  // (vocab) fp32. `long_rope`: longrope's long factors for these rows (the caller decides, as
+  // transformers' generation does; engine/model/generate.cpp).
+  void record_decode(Recorder& recorder, uint32_t rows, uint32_t past, const BufferRange& logits,
+                     bool long_rope = false);
 
   // NF4 double quantization keeps one host-side float per weight (the mean of its absmax
   // values); the loader provides them by tensor name.
@@ -87,7 +89,8 @@ class Transformer {
     uint32_t rows = 0;
     kernels::AttentionShape attention;
     bool decode = false;
-    uint32_t past = 0;  // decode: cached tokens before these rows
+    uint32_t past = 0;       // decode: cached tokens before these rows
+    bool long_rope = false;  // longrope: the long_factor frequencies (rope.inv_freq_long)
   };
   ForwardPass training_pass() const;
   void layer_forward(Recorder& recorder, uint32_t layer, const LayerActivations& acts, const BufferRange* out,
@@ -101,7 +104,10 @@ class Transformer {
   kernels::AttentionShape attention_shape() const;
   // `base` with this layer's sliding window (0 for a global layer).
   kernels::AttentionShape layer_attention(kernels::AttentionShape base, uint32_t layer) const;
-  BufferRange layer_inv_freq(uint32_t layer) const;  // RoPE frequencies: Gemma's local layers have their own
+  // RoPE frequencies: Gemma's local layers have their own, longrope a long set.
+  BufferRange layer_inv_freq(uint32_t layer, bool long_rope) const;
+  // longrope's factor on cos and sin (1 otherwise).
+  float rope_attention_factor() const { return static_cast<float>(config_.rope_scaling.attention_factor); }
   float norm_offset() const { return config_.gemma ? 1.0f : 0.0f; }  // Gemma's (1 + w) norms
   // The norm before the MLP: Gemma's pre_feedforward_layernorm (its post_attention_layernorm
   // follows attention), Llama's post_attention_layernorm.

@@ -45,6 +45,26 @@ std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::stri
   return values;
 }
 
+// Rows [first_row, first_row + rows) of a (total_rows, cols) tensor: one piece of Phi-3's fused
+// qkv_proj / gate_up_proj.
+std::vector<float> dense_rows(const SafetensorsFolder& folder, const std::string& name, uint64_t total_rows,
+                              uint64_t cols, uint64_t first_row, uint64_t rows) {
+  const TensorView& tensor = folder.tensor(name);
+  if (tensor.element_count() != total_rows * cols)
+    throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
+                        " elements, config.json implies " + std::to_string(total_rows * cols),
+                    "the weights do not belong to this config.json");
+  const uint64_t element_bytes = file_dtype_size(tensor.dtype);
+  TensorView part{name,
+                  tensor.dtype,
+                  {rows * cols},
+                  tensor.bytes.subspan(first_row * cols * element_bytes, rows * cols * element_bytes)};
+  std::vector<float> values(rows * cols);
+  convert_to_fp32(part, values);
+  release_mapped_pages(part);
+  return values;
+}
+
 // Embeddings and lm_head (1 GB and more at real sizes) go to the device in row chunks converted
 // straight from the mapping, so no whole fp32 or packed copy of the tensor is ever held.
 void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const SafetensorsFolder& folder,
@@ -229,6 +249,8 @@ quant::QuantizedWeight read_vktune_quantized(const SafetensorsFolder& folder, co
 
 bool is_bitsandbytes_nf4(const SafetensorsFolder& folder, const ModelConfig& config) {
   if (config.num_hidden_layers <= 0) return false;
+  if (config.fused_projections())
+    return folder.contains("model.layers.0.self_attn.qkv_proj.weight.quant_state.bitsandbytes__nf4");
   return folder.contains(layer_tensor_name(0, spec::Module::q_proj, "weight.quant_state.bitsandbytes__nf4"));
 }
 
@@ -249,6 +271,10 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
                     "train it with --method qlora (or --quant nf4); full finetuning needs an unquantized model");
   const std::optional<VktuneQuantization> prequantized =
       vktune_quantization(config, folder_name(folder) + "/config.json");
+  const spec::ModelShape& shape = plan.shape;
+  if (shape.fused_projections && (loaded.bitsandbytes_nf4 || prequantized))
+    throw UserError(folder_name(folder) + " is a quantized checkpoint of a model with fused projections (Phi-3)",
+                    "load its unquantized weights and train with --method qlora: vktune quantizes them on load");
   const uint64_t hidden = static_cast<uint64_t>(config.hidden_size), vocab = static_cast<uint64_t>(config.vocab_size);
   int64_t done = 0;
   auto step = [&](const std::string& what) {
@@ -305,6 +331,12 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
             continue;
           }
           values = quant::dequantize(weight);  // another format was asked for: convert from the stored values
+        } else if (spec::fused_out_features(shape, module) != rows) {
+          // A piece of a fused weight: its row block. Each piece is quantized on its own below.
+          const std::string stored =
+              "model.layers." + std::to_string(layer) + "." + spec::stored_module_path(shape, module) + ".weight";
+          values = dense_rows(folder, stored, spec::fused_out_features(shape, module), cols,
+                              spec::fused_row_offset(shape, module), rows);
         } else {
           values = dense_tensor(folder, name, {rows, cols});
         }

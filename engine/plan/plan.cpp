@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
@@ -217,6 +218,26 @@ void check_sizes_fit(const ModelShape& m, const RunSettings& s) {
   checked_product(checked_product(per_buffer, 16, "the largest buffer's bytes"), buffers, "the plan's total bytes");
 }
 
+// Phi-3's fused modules are adapted whole (PEFT has no q_proj there): all of q/k/v or none, all of
+// gate/up or none; full finetuning would have to write the fused weights back (not done yet).
+void check_fused_targets(const ModelShape& m, const RunSettings& s) {
+  if (!m.fused_projections) return;
+  if (s.method == Method::full && s.training)
+    throw UserError("full finetuning of Phi-3 (fused qkv_proj / gate_up_proj) is not supported yet",
+                    "use --method lora or --method qlora");
+  if (s.method == Method::full) return;
+  for (auto [first, last, name] : {std::tuple{Module::q_proj, Module::v_proj, "qkv_proj"},
+                                   std::tuple{Module::gate_proj, Module::up_proj, "gate_up_proj"}}) {
+    size_t targeted = 0, pieces = 0;
+    for (auto module = static_cast<size_t>(first); module <= static_cast<size_t>(last); module++, pieces++)
+      targeted += is_target(s, static_cast<Module>(module));
+    if (targeted != 0 && targeted != pieces)
+      throw UserError(
+          std::string("this model fuses its projections into ") + name + ": LoRA adapts it whole, not its pieces",
+          std::string("target ") + name + " (or all-linear) instead of its parts");
+  }
+}
+
 }  // namespace
 
 uint64_t saved_activation_bytes_per_layer(const ModelShape& shape, const RunSettings& settings) {
@@ -241,6 +262,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   }
   const bool full = s.method == Method::full;
   const bool training = s.training;
+  check_fused_targets(m, s);
   Builder b(plan);
   ParameterCounts& counts = plan.parameters;
 
@@ -274,13 +296,18 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         else
           b.add(bias, Category::base_weights, out * 4);
       }
-      if (!full && training && is_target(s, module)) {
-        b.trainable(prefix + module_path(module) + ".lora_A", Category::adapter_params, s.lora_r * in, true);
-        b.trainable(prefix + module_path(module) + ".lora_B", Category::adapter_params, out * s.lora_r, true);
-        counts.trainable += s.lora_r * (in + out);
-      } else if (!full && s.with_adapter && is_target(s, module)) {
-        b.add(prefix + module_path(module) + ".lora_A", Category::adapter_params, s.lora_r * in * 4);
-        b.add(prefix + module_path(module) + ".lora_B", Category::adapter_params, out * s.lora_r * 4);
+      // LoRA A and B, under the stored (PEFT) module path: a fused module's (Phi-3's qkv_proj,
+      // gate_up_proj) belong to its first piece and span all its rows (spec::fused_owner).
+      const bool owns_lora = is_target(s, module) && spec::fused_owner(m, module) == module;
+      const std::string lora = prefix + spec::stored_module_path(m, module);
+      const uint64_t lora_out = spec::fused_out_features(m, module);
+      if (!full && training && owns_lora) {
+        b.trainable(lora + ".lora_A", Category::adapter_params, s.lora_r * in, true);
+        b.trainable(lora + ".lora_B", Category::adapter_params, lora_out * s.lora_r, true);
+        counts.trainable += s.lora_r * (in + lora_out);
+      } else if (!full && s.with_adapter && owns_lora) {
+        b.add(lora + ".lora_A", Category::adapter_params, s.lora_r * in * 4);
+        b.add(lora + ".lora_B", Category::adapter_params, lora_out * s.lora_r * 4);
       }
     }
     // A norm weight of `features` values: trained (with a gradient) only in full finetuning.
@@ -389,7 +416,8 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   }
   b.add("step_state", Category::workspace, 256);
   b.add("rope.inv_freq", Category::workspace, m.head_dim / 2 * 4);
-  if (m.gemma) b.add("rope.inv_freq_local", Category::workspace, m.head_dim / 2 * 4);  // sliding layers' base
+  if (m.gemma) b.add("rope.inv_freq_local", Category::workspace, m.head_dim / 2 * 4);    // sliding layers' base
+  if (m.longrope) b.add("rope.inv_freq_long", Category::workspace, m.head_dim / 2 * 4);  // long_factor set
   if (training) {
     b.add("loss.step", Category::workspace, 16);
     b.add("loss.window", Category::workspace, 16);

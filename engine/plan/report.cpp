@@ -1,5 +1,6 @@
 #include "engine/plan/report.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -80,11 +81,16 @@ std::string format_report(const PlanReport& report) {
                 static_cast<unsigned long long>(p.trainable),
                 100.0 * double(p.trainable) / double(std::max<uint64_t>(1, p.total)));
   out << text;
+  // Adapted modules as PEFT counts them (Phi-3's qkv_proj is one).
+  const size_t lora_modules =
+      static_cast<size_t>(std::count_if(s.target_modules.begin(), s.target_modules.end(), [&](spec::Module module) {
+        return spec::fused_owner(plan.shape, module) == module;
+      }));
   std::snprintf(
       text, sizeof text, "run: %s, base %s%s, dtype %s, r=%u on %zu module kinds, batch %llu x %llu tokens, %s%s, %s\n",
       method_name(s.method), kernels::weight_format_name(s.base_format),
       s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype), s.lora_r,
-      s.target_modules.size(), static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len),
+      lora_modules, static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len),
       optimizer_name(s.optimizer), s.offload_optimizer ? " (offloaded)" : "",
       s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
   out << text;

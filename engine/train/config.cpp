@@ -42,7 +42,9 @@ const std::vector<OptionSpec>& option_table() {
       {"lora_r", "LoRA rank", &C::lora_r},
       {"lora_alpha", "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with --use-rslora)", &C::lora_alpha},
       {"lora_dropout", "dropout on the LoRA input", &C::lora_dropout},
-      {"target_modules", "comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, or all-linear",
+      {"target_modules",
+       "comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (Phi-3: qkv_proj,o_proj,gate_up_proj,"
+       "down_proj), or all-linear",
        &C::target_modules},
       {"use_rslora", "rank-stabilized LoRA: scale alpha/sqrt(r)", &C::use_rslora},
       {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},

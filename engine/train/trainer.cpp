@@ -47,7 +47,7 @@ extern "C" void on_interrupt(int) { interrupted = true; }
 void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(hook); }
 
 
-spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
+spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spec::ModelShape* model) {
   spec::RunSettings s;
   s.method = c.method;
   s.dtype = c.dtype;
@@ -59,7 +59,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len) {
   if (s.method == spec::Method::qlora) s.base_format = WeightFormat::nf4;
   s.double_quant = c.double_quant;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
-  s.target_modules = model::parse_target_modules(c.target_modules);
+  s.target_modules = model::parse_target_modules(c.target_modules, model);
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
@@ -180,7 +180,8 @@ void TrainingRun::prepare_data() {
   apply_schedule_kwargs(schedule, config_.lr_scheduler_kwargs, "--lr-scheduler-kwargs");
   schedule_ = std::make_unique<Schedule>(schedule);
 
-  plan_ = plan::make_plan(model::model_shape(model_config_), run_settings(config_, seq_len_));
+  const spec::ModelShape shape = model::model_shape(model_config_);
+  plan_ = plan::make_plan(shape, run_settings(config_, seq_len_, &shape));
   validate_for_model(plan_.settings, plan_.shape);
   if (config_.method != spec::Method::full) {
     lora_.rank = static_cast<uint32_t>(config_.lora_r);

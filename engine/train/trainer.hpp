@@ -18,8 +18,9 @@ struct ModelConfig;
 
 namespace vkt::train {
 
-// The memory-relevant settings of a training configuration (shared with `vktune plan`).
-spec::RunSettings run_settings(const TrainConfig& config, uint64_t seq_len);
+// The memory-relevant settings of a training configuration (shared with `vktune plan`); with the
+// model's shape, target module names are checked against the model's own (PEFT's) names.
+spec::RunSettings run_settings(const TrainConfig& config, uint64_t seq_len, const spec::ModelShape* model = nullptr);
 
 struct TrainSummary {
   int64_t steps = 0;

@@ -5,7 +5,8 @@ Run with the pinned environment (these exact versions; the script refuses others
     /work/venv/bin/python tests/reference/hf_golden.py --verify   # regenerate in a temp dir, fail
                                                                   # unless every file is identical
 
-Per family (Llama 3.x with llama3 RoPE, SmolLM2, Mistral, Qwen2, Qwen3) it writes
+Per family (Llama 3.x with llama3 RoPE, SmolLM2, Mistral, Qwen2, Qwen3, Phi-3 with longrope: long and
+short factors in the batch) it writes
     tests/data/hf/<family>/                  model (save_pretrained, safetensors, fp32)
     tests/data/hf/<family>/adapter/          PEFT LoRA adapter (save_pretrained)
     tests/data/hf/<family>.golden.bin        golden tensors (format: tests/reference/golden_io.py)
@@ -56,6 +57,12 @@ COMMON = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_l
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 
+# head_dim 8: four rotary pairs, each with its own short and long factor.
+PHI3_ORIGINAL_CONTEXT = 8
+PHI3_LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.25, 1.5, 2.0],
+                 "long_factor": [1.0, 3.0, 7.5, 16.0], "original_max_position_embeddings": PHI3_ORIGINAL_CONTEXT}
+PHI3_SHORT_CONTEXT = 16
+
 FAMILIES = {
     "llama3": (transformers.LlamaConfig, dict(head_dim=8, rope_parameters=LLAMA3_ROPE, tie_word_embeddings=False)),
     "smollm2": (transformers.LlamaConfig, dict(head_dim=8, rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
@@ -68,6 +75,19 @@ FAMILIES = {
     # head_dim 16 != hidden / heads (8): q_proj is 32 -> 64, o_proj 64 -> 32; q_norm/k_norm over 16.
     "qwen3": (transformers.Qwen3Config, dict(head_dim=16, tie_word_embeddings=True, attention_bias=False,
                                              rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
+    # Fused qkv_proj / gate_up_proj; longrope with original context 8: the 13-token batch (and the
+    # generation once it passes position 8) uses long_factor, the 5-token prefill short_factor;
+    # attention_factor sqrt(1 + ln(256/8)/ln 8) scales cos/sin. The window (10) is shorter than
+    # the sequences, so it masks.
+    "phi3": (transformers.Phi3Config, dict(tie_word_embeddings=False, sliding_window=10,
+                                           original_max_position_embeddings=PHI3_ORIGINAL_CONTEXT,
+                                           rope_parameters=PHI3_LONGROPE)),
+    # The same with original context 16 and no window: the batch uses short_factor; generation
+    # passes position 16 and switches (transformers recomputes its cache there).
+    "phi3_short": (transformers.Phi3Config, dict(tie_word_embeddings=False, sliding_window=None,
+                                                 original_max_position_embeddings=PHI3_SHORT_CONTEXT,
+                                                 rope_parameters=dict(PHI3_LONGROPE,
+                                                                      original_max_position_embeddings=PHI3_SHORT_CONTEXT))),
 }
 
 
@@ -164,11 +184,25 @@ def pick_prompt(model, vocab, seed):
 
 
 def nf4_round_trip(model):
-    """The model with every linear weight replaced by its bitsandbytes NF4 + double-quant round trip."""
+    """The model with every linear weight replaced by its bitsandbytes NF4 + double-quant round trip.
+    Phi-3's fused qkv_proj and gate_up_proj are quantized piece by piece (q, k, v; gate, up), as vktune
+    keeps them (engine/model/weights.cpp): the 4-bit codes and block absmax equal the whole tensor's
+    when each piece is a whole number of 64-element blocks, only the double quantization's groups differ."""
+    config = model.config
     state = {}
     for name, tensor in model.state_dict().items():
         if name.endswith("_proj.weight"):
-            tensor = torch.from_numpy(nf4.dequantize_nf4(nf4.quantize_nf4(tensor.numpy())))
+            if name.endswith("qkv_proj.weight"):
+                head_dim = config.hidden_size // config.num_attention_heads
+                q, kv = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+                pieces = torch.split(tensor, [q, kv, kv])
+            elif name.endswith("gate_up_proj.weight"):
+                pieces = torch.split(tensor, [config.intermediate_size] * 2)
+            else:
+                pieces = [tensor]
+            assert all(p.numel() % 64 == 0 for p in pieces)
+            tensor = torch.cat([torch.from_numpy(nf4.dequantize_nf4(nf4.quantize_nf4(p.contiguous().numpy())))
+                                for p in pieces])
         state[name] = tensor
     return state
 
@@ -187,6 +221,15 @@ def check_family_features(family, config):
         assert config.sliding_window > SEQ and config.sliding_window > 5 + GEN_NEW_TOKENS
     if family == "qwen3":
         assert config.head_dim * config.num_attention_heads != config.hidden_size
+    if family == "phi3":  # the batch uses the long factors, the prefill the short ones; the window masks
+        rope = config.rope_parameters
+        assert rope["rope_type"] == "longrope" and rope["original_max_position_embeddings"] == PHI3_ORIGINAL_CONTEXT
+        assert 5 <= PHI3_ORIGINAL_CONTEXT < SEQ and config.sliding_window < SEQ
+        assert rope["short_factor"] != rope["long_factor"]
+    if family == "phi3_short":  # the batch uses the short factors, generation crosses to the long ones
+        rope = config.rope_parameters
+        assert rope["original_max_position_embeddings"] == PHI3_SHORT_CONTEXT and SEQ <= PHI3_SHORT_CONTEXT
+        assert PHI3_SHORT_CONTEXT < 5 + GEN_NEW_TOKENS and config.sliding_window is None
     assert config.num_key_value_heads < config.num_attention_heads and config.num_hidden_layers >= 2  # GQA
 
 
