@@ -56,6 +56,17 @@ void write_file_atomically(const fs::path& path, std::string_view contents) {
   });
 }
 
+void append_to_file(const fs::path& path, std::string_view contents) {
+  std::FILE* file = std::fopen(path.c_str(), "ab");
+  if (!file) throw UserError("cannot write " + path.string() + ": " + std::strerror(errno), "is the folder writable?");
+  errno = 0;
+  int error = 0;
+  if (std::fwrite(contents.data(), 1, contents.size(), file) != contents.size() || std::fflush(file) != 0)
+    error = errno ? errno : EIO;
+  if (std::fclose(file) != 0 && error == 0) error = errno ? errno : EIO;
+  if (error) throw UserError("failed writing " + path.string() + ": " + std::strerror(error), "is the disk full?");
+}
+
 AtomicDirectory::AtomicDirectory(fs::path final_path)
     : final_path_(std::move(final_path)), temporary_path_(temporary_sibling(final_path_)) {
   fs::remove_all(temporary_path_);
