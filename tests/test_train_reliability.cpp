@@ -11,6 +11,7 @@
 #include "engine/base/files.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/train/trainer.hpp"
+#include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
 
@@ -44,17 +45,6 @@ train::TrainConfig tiny_config(const std::string& name) {
   return config;
 }
 
-// The message and hint of the UserError that `run` throws ("" when none).
-template <class F>
-std::string user_error_of(F&& run) {
-  try {
-    run();
-  } catch (const UserError& error) {
-    return std::string(error.what()) + " | " + error.hint();
-  }
-  return "";
-}
-
 std::string run_state(const fs::path& output_dir) {
   return json::parse(read_text_file(output_dir / "run.json"))["state"].get<std::string>();
 }
@@ -74,11 +64,6 @@ std::vector<std::pair<fs::path, size_t>> checkpoint_adapters(const fs::path& out
   return result;
 }
 
-std::string file_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 }  // namespace
 
 TEST_SUITE("train_e2e") {
@@ -90,10 +75,10 @@ TEST_CASE("train: a diverging run stops at its first NaN step; no checkpoint hol
   config.logging_steps = 5;
   config.save_steps = 4;
   config.max_steps = 12;
-  std::string message = user_error_of([&] { train::train(config); });
+  std::string message = test::user_error_of([&] { train::train(config); });
   INFO(message);
   CHECK(message.find("became NaN or Inf") != std::string::npos);
-  CHECK(message.find("learning rate too high") != std::string::npos);
+  CHECK(message.find("a learning rate too high") != std::string::npos);
   CHECK(message.rfind("step ", 0) == 0);  // names the step
   CHECK(run_state(config.output_dir) == "failed");
   CHECK_FALSE(fs::exists(fs::path(config.output_dir) / "adapter_model.safetensors"));
@@ -112,21 +97,21 @@ TEST_CASE("safetensors writer: a tensor holding NaN or Inf is refused by name, t
                                 }};
   };
   model::write_safetensors(path, {tensor_of("a", good)});
-  const std::string before = file_bytes(path);
+  const std::string before = read_text_file(path);
   for (float bad : {NAN, INFINITY}) {
     std::vector<float> poisoned = good;
     poisoned[2] = bad;
-    std::string message = user_error_of([&] {
+    std::string message = test::user_error_of([&] {
       model::write_safetensors(path, {tensor_of("a", good), tensor_of("lora_B", poisoned)});
     });
     INFO(message);
     CHECK(message.find("\"lora_B\"") != std::string::npos);
     CHECK(message.find("element 2") != std::string::npos);
-    CHECK(file_bytes(path) == before);
+    CHECK(read_text_file(path) == before);
   }
   // bf16 and fp16 bits are checked as well.
   std::vector<uint16_t> bf16_inf = {0x3f80, 0x7f80};
-  std::string message = user_error_of([&] {
+  std::string message = test::user_error_of([&] {
     model::write_safetensors(
         path, {model::TensorToWrite::from_bytes("h", model::FileDtype::BF16, {2},
                                                 {reinterpret_cast<const uint8_t*>(bf16_inf.data()), 4})});
@@ -139,22 +124,12 @@ TEST_CASE("train: input weights holding NaN are refused at load with the file an
   for (const auto& entry : fs::directory_iterator(test::tiny_pretrained_model(shared_root() / "base")))
     fs::copy(entry.path(), poisoned / entry.path().filename());
   const std::string target = "model.layers.1.mlp.up_proj.weight";
-  {
-    // Poke a NaN into the tensor's bytes: the writer itself would refuse to write one.
-    model::SafetensorsFile file(poisoned / "model.safetensors");
-    const uint8_t* base = file.tensors().front().bytes.data();
-    uint64_t offset = 8 + file.header_size() + uint64_t(file.tensor(target).bytes.data() - base) + 4 * 5;
-    REQUIRE(file.tensor(target).dtype == model::FileDtype::F32);
-    std::fstream out(poisoned / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
-    out.seekp(static_cast<std::streamoff>(offset));
-    float nan = NAN;
-    out.write(reinterpret_cast<const char*>(&nan), 4);
-  }
+  test::poke_f32(poisoned / "model.safetensors", target, 5, NAN);
   for (spec::Method method : {spec::Method::lora, spec::Method::qlora}) {  // QLoRA checks the source values
     train::TrainConfig config = tiny_config("nan-model");
     config.model = poisoned.string();
     config.method = method;
-    std::string message = user_error_of([&] { train::train(config); });
+    std::string message = test::user_error_of([&] { train::train(config); });
     INFO(message);
     CHECK(message.find((poisoned / "model.safetensors").string()) != std::string::npos);
     CHECK(message.find("\"" + target + "\" holds NaN at element 5") != std::string::npos);
@@ -169,13 +144,16 @@ TEST_CASE("train: a full disk under metrics.jsonl stops the run; run.json failed
   train::TrainConfig config = tiny_config("disk-full");
   config.save_steps = 2;
   const fs::path output(config.output_dir), metrics = output / "metrics.jsonl";
+  struct HookReset {
+    ~HookReset() { train::set_step_hook(nullptr); }
+  } reset_hook;
   train::set_step_hook([&](int64_t step) {
     if (step != 2) return;
     fs::remove(metrics);  // from now on every write of metrics.jsonl fails with ENOSPC
     fs::create_symlink("/dev/full", metrics);
   });
-  std::string message = user_error_of([&] { train::train(config); });
-  train::set_step_hook(nullptr);
+  std::string message = test::user_error_of([&] { train::train(config); });
+  train::set_step_hook(nullptr);  // the resume below runs without it
   INFO(message);
   CHECK(message.find(metrics.string()) != std::string::npos);
   CHECK(message.find("No space left on device") != std::string::npos);
@@ -211,7 +189,7 @@ TEST_CASE(
   auto [reference_status, reference_output] = test::run_command(train_command(reference, ""));
   INFO(reference_output);
   REQUIRE(reference_status == 0);
-  const std::string reference_adapter = file_bytes(reference / "adapter_model.safetensors");
+  const std::string reference_adapter = read_text_file(reference / "adapter_model.safetensors");
   REQUIRE(!reference_adapter.empty());
 
   struct Case {
@@ -234,7 +212,7 @@ TEST_CASE(
     INFO(resumed_text);
     REQUIRE(resumed_status == 0);
     CHECK(run_state(output) == "finished");
-    CHECK(file_bytes(output / "adapter_model.safetensors") == reference_adapter);  // byte for byte
+    CHECK(read_text_file(output / "adapter_model.safetensors") == reference_adapter);  // byte for byte
   }
 
   // A second signal exits at once: no checkpoint, run.json still says where it was.

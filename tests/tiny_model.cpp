@@ -5,6 +5,7 @@
 #include <random>
 
 #include "engine/model/init.hpp"
+#include "engine/model/safetensors.hpp"
 #include "engine/train/trainer.hpp"
 
 namespace vkt::test {
@@ -66,6 +67,22 @@ std::filesystem::path tiny_dataset(const std::filesystem::path& path, int count,
     out << line.dump() << "\n";
   }
   return path;
+}
+
+void poke_f32(const std::filesystem::path& file, const std::string& tensor, uint64_t element, float value) {
+  uint64_t offset = 0;
+  {
+    model::SafetensorsFile mapped(file);
+    const model::TensorView& view = mapped.tensor(tensor);
+    if (view.dtype != model::FileDtype::F32 || element >= view.element_count())
+      throw std::runtime_error("poke_f32: " + tensor + " is not F32 or has no element " + std::to_string(element));
+    // Tensors tile the byte buffer from its start, which follows the 8-byte length and the header.
+    offset =
+        8 + mapped.header_size() + uint64_t(view.bytes.data() - mapped.tensors().front().bytes.data()) + 4 * element;
+  }
+  std::fstream out(file, std::ios::in | std::ios::out | std::ios::binary);
+  out.seekp(static_cast<std::streamoff>(offset));
+  out.write(reinterpret_cast<const char*>(&value), 4);
 }
 
 }  // namespace vkt::test

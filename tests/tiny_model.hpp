@@ -19,6 +19,10 @@ std::filesystem::path tiny_model(const std::filesystem::path& directory, const T
 // output layer is not random): the same pipeline as the demo's base model. Cached per process.
 std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directory);
 
+// Overwrites element `element` of the F32 tensor `tensor` of a .safetensors file in place: corrupt
+// inputs (NaN/Inf) for tests, which the writer itself refuses to produce.
+void poke_f32(const std::filesystem::path& file, const std::string& tensor, uint64_t element, float value);
+
 // A prompt/completion JSONL of `count` lines with a learnable pattern; returns its path.
 std::filesystem::path tiny_dataset(const std::filesystem::path& path, int count, uint32_t seed = 3);
 
