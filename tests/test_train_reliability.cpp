@@ -4,6 +4,7 @@
 // the built binary after a checkpoint with exit 130/143/129, resuming to the same adapter bytes.
 #include <doctest/doctest.h>
 
+#include <csignal>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -22,26 +23,14 @@ using nlohmann::json;
 namespace {
 
 fs::path shared_root() {
-  fs::path root = test::binary_dir() / "test-output" / "reliability";
+  fs::path root = test::binary_dir() / "test-output" / "e2e";  // the base model and data of test_train_e2e
   fs::create_directories(root);
   return root;
 }
 
 train::TrainConfig tiny_config(const std::string& name) {
-  train::TrainConfig config;
-  config.model = test::tiny_pretrained_model(shared_root() / "base").string();
-  config.data = test::tiny_dataset(shared_root() / "data.jsonl", 64).string();
-  config.output_dir = test::temp_dir("reliability-" + name).string();
-  config.headless = true;
+  train::TrainConfig config = test::tiny_lora_config(shared_root(), "reliability-" + name);
   config.max_steps = 8;
-  config.per_device_train_batch_size = 4;
-  config.learning_rate = 1e-2;
-  config.lr_scheduler_type = train::ScheduleType::constant;
-  config.logging_steps = 1;
-  config.save_steps = 0;
-  config.target_modules = "all-linear";
-  config.lora_r = 4;
-  config.seed = 7;
   return config;
 }
 
@@ -196,6 +185,11 @@ TEST_CASE(
     const char* name;
     int status;
   };
+  // The trainer keeps an ignored SIGHUP ignored (nohup): make sure this process does not pass one on.
+  struct DefaultHangup {
+    void (*previous)(int) = std::signal(SIGHUP, SIG_DFL);
+    ~DefaultHangup() { std::signal(SIGHUP, previous); }
+  } default_hangup;
   for (Case c : {Case{"INT", 130}, Case{"TERM", 143}, Case{"HUP", 129}}) {
     CAPTURE(c.name);
     const fs::path output = test::temp_dir(std::string("reliability-signal-") + c.name);

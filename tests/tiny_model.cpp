@@ -7,6 +7,7 @@
 #include "engine/model/init.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/train/trainer.hpp"
+#include "tests/support.hpp"
 
 namespace vkt::test {
 
@@ -67,6 +68,25 @@ std::filesystem::path tiny_dataset(const std::filesystem::path& path, int count,
     out << line.dump() << "\n";
   }
   return path;
+}
+
+train::TrainConfig tiny_lora_config(const std::filesystem::path& root, const std::string& output_name) {
+  std::filesystem::create_directories(root);
+  train::TrainConfig config;
+  config.model = tiny_pretrained_model(root / "base").string();
+  config.data = tiny_dataset(root / "data.jsonl", 64).string();
+  config.output_dir = temp_dir(output_name).string();
+  config.headless = true;
+  config.max_steps = 50;
+  config.per_device_train_batch_size = 4;
+  config.learning_rate = 1e-2;
+  config.lr_scheduler_type = train::ScheduleType::constant;
+  config.logging_steps = 1;
+  config.save_steps = 0;
+  config.target_modules = "all-linear";
+  config.lora_r = 4;
+  config.seed = 7;
+  return config;
 }
 
 void poke_f32(const std::filesystem::path& file, const std::string& tensor, uint64_t element, float value) {

@@ -452,7 +452,11 @@ TrainSummary TrainingRun::run() {
   }, previous[std::size(stop_signals)];
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
-  for (size_t i = 0; i < std::size(stop_signals); i++) sigaction(stop_signals[i], &action, &previous[i]);
+  for (size_t i = 0; i < std::size(stop_signals); i++) {
+    sigaction(stop_signals[i], nullptr, &previous[i]);
+    // `nohup vktune train` ignores SIGHUP on purpose: keep it ignored.
+    if (stop_signals[i] != SIGHUP || previous[i].sa_handler != SIG_IGN) sigaction(stop_signals[i], &action, nullptr);
+  }
   auto restore_signals = [&] {
     for (size_t i = 0; i < std::size(stop_signals); i++) sigaction(stop_signals[i], &previous[i], nullptr);
   };
