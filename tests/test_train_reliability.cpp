@@ -1,9 +1,12 @@
 // The trainer when things go wrong: a diverging run stops at the first NaN/Inf step before any
-// checkpoint holds it, NaN input weights are refused at load, a failed write (a full disk) stops
-// the run with run.json "failed" and the last checkpoint intact, and SIGINT/SIGTERM/SIGHUP stop
+// checkpoint holds it, NaN input weights are refused at load, a failed write (a full disk, a file
+// size limit) stops the run with run.json "failed" and the last checkpoint intact, and SIGINT/SIGTERM/SIGHUP stop
 // the built binary after a checkpoint with exit 130/143/129, resuming to the same adapter bytes.
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -159,6 +162,45 @@ TEST_CASE("train: a full disk under metrics.jsonl stops the run; run.json failed
   train::train(resumed);
   CHECK(run_state(output) == "finished");
   CHECK(fs::exists(output / "adapter_model.safetensors"));
+}
+
+TEST_CASE("train: a checkpoint that cannot be written stops the run; run.json failed, the last checkpoint intact") {
+  // From step 3 on no file may grow past 8 KiB (RLIMIT_FSIZE: writes fail with EFBIG, no root or
+  // full disk needed): checkpoint-4's adapter (16 KiB) cannot be written; run.json and
+  // metrics.jsonl (2-3 KiB) still can.
+  train::TrainConfig config = tiny_config("checkpoint-write-fails");
+  config.save_steps = 2;
+  const fs::path output(config.output_dir);
+  rlimit saved{};
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &saved) == 0);
+  struct Restore {
+    rlimit limit;
+    void (*previous)(int) = std::signal(SIGXFSZ, SIG_IGN);  // else the kernel's SIGXFSZ ends the process
+    ~Restore() {
+      setrlimit(RLIMIT_FSIZE, &limit);
+      std::signal(SIGXFSZ, previous);
+      train::set_step_hook(nullptr);
+    }
+  } restore{saved};
+  train::set_step_hook([&](int64_t step) {
+    if (step != 2) return;
+    rlimit small = saved;
+    small.rlim_cur = 8192;
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+  });
+  std::string message = test::user_error_of([&] { train::train(config); });
+  setrlimit(RLIMIT_FSIZE, &saved);
+  INFO(message);
+  CHECK(message.find((output / "checkpoint-4").string()) != std::string::npos);
+  CHECK(message.find("File too large") != std::string::npos);
+  CHECK(run_state(output) == "failed");
+  std::vector<std::string> entries;
+  for (const auto& entry : fs::directory_iterator(output)) entries.push_back(entry.path().filename().string());
+  std::sort(entries.begin(), entries.end());
+  CHECK(entries == std::vector<std::string>{"checkpoint-2", "metrics.jsonl", "run.json"});  // no half checkpoint-4
+  auto adapters = checkpoint_adapters(output);
+  REQUIRE(adapters.size() == 1);
+  CHECK(adapters[0].second == 0);
 }
 
 TEST_CASE(
