@@ -448,8 +448,8 @@ TrainSummary TrainingRun::run() {
             std::to_string(runner_->trainable_elements()) + " trainable parameters");
 
   stop_signal = 0;
-  struct sigaction action {
-  }, previous[std::size(stop_signals)];
+  struct sigaction action = {};
+  struct sigaction previous[std::size(stop_signals)] = {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
   for (size_t i = 0; i < std::size(stop_signals); i++) {
