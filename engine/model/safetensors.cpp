@@ -165,7 +165,8 @@ void require_finite(std::span<const float> values, const std::string& file, cons
   if (auto index = first_non_finite(FileDtype::F32, bytes))
     throw UserError(file + ": tensor " + in_quotes(tensor) + " holds " + (std::isnan(values[*index]) ? "NaN" : "Inf") +
                         " at element " + std::to_string(*index),
-                    "the weights are corrupt or come from a diverged run: use an intact copy of the model");
+                    "the weights are corrupt or come from a diverged run: use an intact copy (of an adapter: an "
+                    "earlier checkpoint)");
 }
 
 void release_mapped_pages(const TensorView& tensor) {
