@@ -40,7 +40,11 @@ void add_train_command(CLI::App& app) {
   flags.add_to(*command);
   command->footer(
       "Example:\n  vktune train --model examples/base --data data.jsonl --output-dir out --method qlora "
-      "--lora-r 16 --learning-rate 2e-4 --max-steps 200");
+      "--lora-r 16 --learning-rate 2e-4 --max-steps 200\n\n"
+      "Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP finish the current step, save checkpoint-N, mark\n"
+      "run.json \"stopped\" and exit 130, 143 or 129 (no final adapter); a second signal exits at once.\n"
+      "Resume with the same flags plus --resume-from-checkpoint latest. A NaN/Inf loss or gradient, or a\n"
+      "failed write, stops the run with exit 1 and run.json \"failed\"; the last checkpoint stays intact.");
   command->callback([] {
     train::TrainConfig config = flags.resolve();
     train::validate(config);
@@ -79,6 +83,11 @@ void add_train_command(CLI::App& app) {
       log::info("dashboard written to " + config.plot);
     }
     print_summary(summary);
+    // A stopped run is not a finished one: `train && export` must not go on. Shell conventions.
+    if (summary.stop_signal) {
+      std::fflush(stdout);
+      std::exit(128 + summary.stop_signal);
+    }
   });
 }
 

@@ -32,6 +32,7 @@ void main() {
   TensorTable table = TensorTable(p.table);
   TensorEntry tensor = table.entries[find_tensor(table, p.tensor_count, chunk)];
   StepStateBuffer state = StepStateBuffer(p.step_state);
+  if ((state.flags & STEP_FLAG_NON_FINITE) != 0u) return;  // a NaN/Inf step leaves weights and moments as they were
   bool first_step = state.step <= 1u;
   float lr = state.learning_rate * tensor.lr_scale;
   float step_size = state.adam_step_size * tensor.lr_scale;

@@ -4,14 +4,16 @@
 // order (Kahan-compensated per thread, then a tree), and writes StepState.grad_norm and the
 // clip coefficient of torch.nn.utils.clip_grad_norm_:
 //   clip = clamp(max_norm * reciprocal(norm + 1e-6), max = 1)   (torch's float / tensor)
-// max_norm <= 0 disables clipping (clip = 1).
+// max_norm <= 0 disables clipping (clip = 1). The finite check of every step rides on this pass:
+// a NaN/Inf norm (or loss, when `loss` is given) sets StepState.flags, which the optimizers obey.
 #include "common.glsl"
 #include "step_state.glsl"
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform Push {
   uint64_t partials;    // (chunk_count) fp32
-  uint64_t step_state;  // StepState: reads grad_scale, writes grad_norm and clip_coefficient
+  uint64_t step_state;  // StepState: reads grad_scale, writes grad_norm, clip_coefficient and flags
+  uint64_t loss;        // (1) fp32, the step's summed loss, checked for NaN/Inf; 0: no loss check
   uint chunk_count;
   float max_norm;
 } p;
@@ -46,5 +48,12 @@ void main() {
       clip = isnan(coefficient) ? coefficient : min(coefficient, 1.0);  // NaN propagates, as torch.clamp
     }
     state.clip_coefficient = clip;
+    uint flags = 0u;
+    if (isnan(norm) || isinf(norm)) flags |= STEP_FLAG_NON_FINITE_GRADIENT;
+    if (p.loss != 0ul) {
+      float loss = FloatBuffer(p.loss).data[0];
+      if (isnan(loss) || isinf(loss)) flags |= STEP_FLAG_NON_FINITE_LOSS;
+    }
+    state.flags |= flags;
   }
 }

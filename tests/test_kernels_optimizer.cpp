@@ -497,6 +497,57 @@ TEST_CASE("grad_norm: clip coefficient on and off, as clip_grad_norm_") {
   CHECK(std::isnan(kernels::read_step_state(context(), step_state).grad_norm));
 }
 
+TEST_CASE("grad_norm: one NaN or Inf gradient element (or a NaN/Inf loss) sets the non-finite flag") {
+  vk::Buffer step_state = kernels::allocate_step_state(context());
+  vk::Buffer loss = test::upload({2.5f}, "loss");
+  const vk::BufferRange loss_range = loss.range();
+  auto flags_after = [&](const std::vector<HostTensor>& tensors, float loss_value) {
+    DeviceList device(tensors, 0, 256);
+    context().upload(loss, &loss_value, 0, 4);
+    kernels::write_step_state(context(), step_state, StepState{});
+    context().run([&](vk::Recorder& r) { kernels::grad_norm(r, *device.list, step_state.range(), 1.0f, &loss_range); });
+    return kernels::read_step_state(context(), step_state).flags;
+  };
+  auto tensors = random_tensors({33, 700, 4099}, 61);
+  CHECK(flags_after(tensors, 2.5f) == 0);  // finite gradients and loss: no flag
+  // Large but finite gradients whose squares stay finite: still no flag.
+  std::vector<HostTensor> large = tensors;
+  for (auto& tensor : large)
+    for (float& g : tensor.grad) g *= 1e15f;
+  CHECK(flags_after(large, 2.5f) == 0);
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    CAPTURE(bad);
+    for (size_t t : {size_t{0}, size_t{2}}) {  // first tensor, and one past the first chunks of the last
+      std::vector<HostTensor> poisoned = tensors;
+      poisoned[t].grad[t == 0 ? 0 : 4098] = bad;
+      CHECK(flags_after(poisoned, 2.5f) == kernels::step_flag_non_finite_gradient);
+    }
+    CHECK(flags_after(tensors, bad) == kernels::step_flag_non_finite_loss);
+  }
+}
+
+TEST_CASE("adamw, sgd: a step flagged non-finite leaves weights and states untouched") {
+  auto tensors = random_tensors(odd_sizes, 62);
+  tensors[3].grad[17] = NAN;
+  for (int states : {2, 1}) {
+    CAPTURE(states);
+    DeviceList device(tensors, states, 1024);
+    vk::Buffer step_state = kernels::allocate_step_state(context());
+    context().run([&](vk::Recorder& r) {
+      kernels::grad_norm(r, *device.list, step_state.range(), 1.0f);
+      if (states == 2)
+        kernels::adamw(r, *device.list, step_state.range(), AdamWConfig{});
+      else
+        kernels::sgd(r, *device.list, step_state.range(), SgdConfig{.momentum = 0.9f});
+    });
+    CHECK(kernels::read_step_state(context(), step_state).flags == kernels::step_flag_non_finite_gradient);
+    CHECK(concatenated(device.params) == concatenated(tensors, &HostTensor::param));
+    CHECK(concatenated(device.state0) == concatenated(tensors, &HostTensor::state0));
+    if (states == 2) CHECK(concatenated(device.state1) == concatenated(tensors, &HostTensor::state1));
+    CHECK(device.guards_intact());
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // AdamW
 

@@ -36,6 +36,7 @@
 #include "engine/quant/quantize.hpp"
 #include "engine/train/evaluate.hpp"
 #include "engine/train/trainer.hpp"
+#include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
 
@@ -709,6 +710,34 @@ TEST_CASE("quantize nf4: the golden llama quantized by vktune matches the bitsan
   qlora.method = spec::Method::qlora;
   qlora.base_format = kernels::WeightFormat::nf4;
   CHECK(all_finite(logits_of(options.output, std::nullopt, qlora)));
+}
+
+TEST_CASE("export: an adapter or a base holding NaN/Inf is refused, naming the file and the tensor") {
+  fs::path base = base_model();
+  fs::path adapter = random_adapter(base, "export-nan", 4, 8.0f, false, {spec::Module::v_proj}, 7);
+  const std::string lora_b = model::peft_tensor_name(1, spec::Module::v_proj, false);
+  test::poke_f32(adapter / "adapter_model.safetensors", lora_b, 3, NAN);
+  merge::ExportOptions options;
+  options.model = base;
+  options.adapter = adapter;
+  options.output = test::temp_dir("export-nan");
+  options.show_progress = false;
+  std::string message = test::user_error_of([&] { merge::export_merged(test::context(), options); });
+  INFO(message);
+  CHECK(message.find((adapter / "adapter_model.safetensors").string() + ": tensor " + lora_b) != std::string::npos);
+  CHECK(message.find("NaN or Inf (element 3)") != std::string::npos);
+  CHECK_FALSE(fs::exists(options.output / "model.safetensors"));
+
+  fs::path poisoned = test::temp_dir("export-inf-base");
+  for (const auto& entry : fs::directory_iterator(base)) fs::copy(entry.path(), poisoned / entry.path().filename());
+  test::poke_f32(poisoned / "model.safetensors", "model.norm.weight", 0, INFINITY);
+  options.model = poisoned;
+  options.adapter.reset();
+  message = test::user_error_of([&] { merge::export_merged(test::context(), options); });
+  INFO(message);  // tensors copied as they are meet the writer's check, the others the reader's
+  CHECK(message.find("\"model.norm.weight\" holds") != std::string::npos);
+  CHECK(message.find("Inf") != std::string::npos);
+  CHECK_FALSE(fs::exists(options.output / "model.safetensors"));
 }
 
 TEST_CASE("merge: LoRA adapters in adapter space equal the weight-space merge (concat exact, SVD truncation optimal)") {

@@ -22,23 +22,7 @@ using nlohmann::json;
 namespace {
 
 train::TrainConfig tiny_config(const std::string& name) {
-  fs::path root = test::binary_dir() / "test-output" / "e2e";
-  fs::create_directories(root);
-  train::TrainConfig config;
-  config.model = test::tiny_pretrained_model(root / "base").string();
-  config.data = test::tiny_dataset(root / "data.jsonl", 64).string();
-  config.output_dir = (test::temp_dir("e2e-" + name)).string();
-  config.headless = true;
-  config.max_steps = 50;
-  config.per_device_train_batch_size = 4;
-  config.learning_rate = 1e-2;
-  config.lr_scheduler_type = train::ScheduleType::constant;
-  config.logging_steps = 1;
-  config.save_steps = 0;
-  config.target_modules = "all-linear";
-  config.lora_r = 4;
-  config.seed = 7;
-  return config;
+  return test::tiny_lora_config(test::binary_dir() / "test-output" / "e2e", "e2e-" + name);
 }
 
 double mean(const std::vector<double>& v, size_t from, size_t to) {

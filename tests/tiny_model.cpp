@@ -5,7 +5,9 @@
 #include <random>
 
 #include "engine/model/init.hpp"
+#include "engine/model/safetensors.hpp"
 #include "engine/train/trainer.hpp"
+#include "tests/support.hpp"
 
 namespace vkt::test {
 
@@ -66,6 +68,41 @@ std::filesystem::path tiny_dataset(const std::filesystem::path& path, int count,
     out << line.dump() << "\n";
   }
   return path;
+}
+
+train::TrainConfig tiny_lora_config(const std::filesystem::path& root, const std::string& output_name) {
+  std::filesystem::create_directories(root);
+  train::TrainConfig config;
+  config.model = tiny_pretrained_model(root / "base").string();
+  config.data = tiny_dataset(root / "data.jsonl", 64).string();
+  config.output_dir = temp_dir(output_name).string();
+  config.headless = true;
+  config.max_steps = 50;
+  config.per_device_train_batch_size = 4;
+  config.learning_rate = 1e-2;
+  config.lr_scheduler_type = train::ScheduleType::constant;
+  config.logging_steps = 1;
+  config.save_steps = 0;
+  config.target_modules = "all-linear";
+  config.lora_r = 4;
+  config.seed = 7;
+  return config;
+}
+
+void poke_f32(const std::filesystem::path& file, const std::string& tensor, uint64_t element, float value) {
+  uint64_t offset = 0;
+  {
+    model::SafetensorsFile mapped(file);
+    const model::TensorView& view = mapped.tensor(tensor);
+    if (view.dtype != model::FileDtype::F32 || element >= view.element_count())
+      throw std::runtime_error("poke_f32: " + tensor + " is not F32 or has no element " + std::to_string(element));
+    // Tensors tile the byte buffer from its start, which follows the 8-byte length and the header.
+    offset =
+        8 + mapped.header_size() + uint64_t(view.bytes.data() - mapped.tensors().front().bytes.data()) + 4 * element;
+  }
+  std::fstream out(file, std::ios::in | std::ios::out | std::ios::binary);
+  out.seekp(static_cast<std::streamoff>(offset));
+  out.write(reinterpret_cast<const char*>(&value), 4);
 }
 
 }  // namespace vkt::test

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <string>
 
+#include "engine/train/config.hpp"
+
 namespace vkt::test {
 
 struct TinyModelOptions {
@@ -18,6 +20,15 @@ std::filesystem::path tiny_model(const std::filesystem::path& directory, const T
 // A tiny model after a short full finetuning on plain text (so that LoRA has a base whose
 // output layer is not random): the same pipeline as the demo's base model. Cached per process.
 std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directory);
+
+// The end-to-end tests' LoRA run: the pretrained tiny model and a 64-line dataset under `root`,
+// output in a fresh test::temp_dir(output_name); r=4 on all linear layers, batch 4, constant lr
+// 1e-2, 50 steps logged every step, no checkpoints, seed 7.
+train::TrainConfig tiny_lora_config(const std::filesystem::path& root, const std::string& output_name);
+
+// Overwrites element `element` of the F32 tensor `tensor` of a .safetensors file in place: corrupt
+// inputs (NaN/Inf) for tests, which the writer itself refuses to produce.
+void poke_f32(const std::filesystem::path& file, const std::string& tensor, uint64_t element, float value);
 
 // A prompt/completion JSONL of `count` lines with a learnable pattern; returns its path.
 std::filesystem::path tiny_dataset(const std::filesystem::path& path, int count, uint32_t seed = 3);

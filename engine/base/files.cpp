@@ -23,6 +23,15 @@ std::string read_text_file(const fs::path& path) {
   return contents.str();
 }
 
+// fs::rename, with a UserError naming both paths and the system's reason.
+static void rename_checked(const fs::path& from, const fs::path& to) {
+  std::error_code error;
+  fs::rename(from, to, error);
+  if (error)
+    throw UserError("cannot move " + from.string() + " to " + to.string() + ": " + error.message(),
+                    "is the disk full or the folder read-only?");
+}
+
 static fs::path temporary_sibling(const fs::path& path) {
   return path.parent_path() / (path.filename().string() + ".tmp-" + std::to_string(getpid()));
 }
@@ -33,20 +42,27 @@ void write_file_atomically(const fs::path& path, const std::function<void(std::F
   if (!file)
     throw UserError("cannot write " + temporary.string() + ": " + std::strerror(errno),
                     "check that the output directory exists and is writable");
+  std::error_code ignored;
   try {
     write_contents(file);
   } catch (...) {
     std::fclose(file);
-    fs::remove(temporary);
+    fs::remove(temporary, ignored);
     throw;
   }
-  bool ok = std::fflush(file) == 0 && fsync(fileno(file)) == 0;
-  ok = (std::fclose(file) == 0) && ok;
-  if (!ok) {
-    fs::remove(temporary);
-    throw UserError("failed writing " + path.string() + ": " + std::strerror(errno), "is the disk full?");
+  int error = 0;  // saved before anything else can change errno
+  if (std::fflush(file) != 0 || fsync(fileno(file)) != 0) error = errno ? errno : EIO;
+  if (std::fclose(file) != 0 && error == 0) error = errno ? errno : EIO;
+  if (error) {
+    fs::remove(temporary, ignored);
+    throw UserError("failed writing " + path.string() + ": " + std::strerror(error), "is the disk full?");
   }
-  fs::rename(temporary, path);
+  try {
+    rename_checked(temporary, path);
+  } catch (...) {
+    fs::remove(temporary, ignored);
+    throw;
+  }
 }
 
 void write_file_atomically(const fs::path& path, std::string_view contents) {
@@ -56,10 +72,25 @@ void write_file_atomically(const fs::path& path, std::string_view contents) {
   });
 }
 
+void append_to_file(const fs::path& path, std::string_view contents) {
+  std::FILE* file = std::fopen(path.c_str(), "ab");
+  if (!file) throw UserError("cannot write " + path.string() + ": " + std::strerror(errno), "is the folder writable?");
+  errno = 0;
+  int error = 0;
+  if (std::fwrite(contents.data(), 1, contents.size(), file) != contents.size() || std::fflush(file) != 0)
+    error = errno ? errno : EIO;
+  if (std::fclose(file) != 0 && error == 0) error = errno ? errno : EIO;
+  if (error) throw UserError("failed writing " + path.string() + ": " + std::strerror(error), "is the disk full?");
+}
+
 AtomicDirectory::AtomicDirectory(fs::path final_path)
     : final_path_(std::move(final_path)), temporary_path_(temporary_sibling(final_path_)) {
   fs::remove_all(temporary_path_);
-  fs::create_directories(temporary_path_);
+  std::error_code error;
+  fs::create_directories(temporary_path_, error);
+  if (error)
+    throw UserError("cannot create " + temporary_path_.string() + ": " + error.message(),
+                    "is the disk full or the folder read-only?");
 }
 
 AtomicDirectory::~AtomicDirectory() {
@@ -75,9 +106,15 @@ void AtomicDirectory::commit() {
   if (fs::exists(final_path_)) {
     old_aside = final_path_.parent_path() / (final_path_.filename().string() + ".old-" + std::to_string(getpid()));
     fs::remove_all(old_aside);
-    fs::rename(final_path_, old_aside);
+    rename_checked(final_path_, old_aside);
   }
-  fs::rename(temporary_path_, final_path_);
+  try {
+    rename_checked(temporary_path_, final_path_);
+  } catch (...) {
+    std::error_code ignored;  // put the old one back: a failed save must not lose the last good one
+    if (!old_aside.empty()) fs::rename(old_aside, final_path_, ignored);
+    throw;
+  }
   committed_ = true;
   if (!old_aside.empty()) fs::remove_all(old_aside);
 }

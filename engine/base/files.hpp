@@ -18,6 +18,10 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view c
 // The same, with a writer callback that streams into the temporary file.
 void write_file_atomically(const std::filesystem::path& path, const std::function<void(std::FILE*)>& write_contents);
 
+// Appends to <path> (created if absent) and flushes; UserError with the path and the errno text
+// when any part fails (a full disk, a read-only folder). A failure may leave a cut last line.
+void append_to_file(const std::filesystem::path& path, std::string_view contents);
+
 // A directory built under a temporary name and renamed into place by commit(); removed if
 // never committed (an exception on the way leaves nothing behind).
 class AtomicDirectory {

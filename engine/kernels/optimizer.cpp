@@ -158,8 +158,10 @@ void check_step_state(const BufferRange& step_state, const char* op) {
 }
 }  // namespace
 
-void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& step_state, float max_norm) {
+void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& step_state, float max_norm,
+               const BufferRange* loss) {
   check_step_state(step_state, "grad_norm");
+  if (loss) require_bytes(*loss, 4, "grad_norm", "loss");
   struct {
     uint64_t table, partials;
     uint32_t tensor_count, chunk_count, chunk_elements;
@@ -171,15 +173,15 @@ void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& st
                              .reads = joined({&list.grad_spans()}, {list.table()}),
                              .writes = {list.partials()}});
   struct {
-    uint64_t partials, step_state;
+    uint64_t partials, step_state, loss;
     uint32_t chunk_count;
     float max_norm;
-  } finish_push{list.partials().address, step_state.address, list.chunk_count(), max_norm};
-  record_dispatch(recorder, {.shader = "grad_norm_finish",
-                             .push = finish_push,
-                             .grid = {1, 1, 1},
-                             .reads = {list.partials(), step_state},
-                             .writes = {step_state}});
+  } finish_push{list.partials().address, step_state.address, loss ? loss->address : 0, list.chunk_count(), max_norm};
+  std::vector<BufferRange> reads = {list.partials(), step_state};
+  if (loss) reads.push_back(*loss);
+  record_dispatch(
+      recorder,
+      {.shader = "grad_norm_finish", .push = finish_push, .grid = {1, 1, 1}, .reads = reads, .writes = {step_state}});
 }
 
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config) {

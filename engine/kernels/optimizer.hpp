@@ -43,7 +43,7 @@ struct StepState {
                                          //          momentum and AdamW moments start from zero at step 1)
   uint32_t rng_seed = 0;                 //  4 host: run seed (Philox key word 0)
   uint32_t rng_step = 0;                 //  8 host: RNG counter word; change it every micro-step (dropout masks)
-  uint32_t flags = 0;                    // 12 reserved, 0
+  uint32_t flags = 0;                    // 12 device: step_flag_* bits set by grad_norm (the host writes 0)
   float learning_rate = 0;               // 16 host: lr of this step (the schedule is applied on the host)
   float grad_scale = 1;                  // 20 host: multiplies the raw gradients wherever the norm and the
                                          //          optimizers read them (e.g. 1 / accumulated loss weight)
@@ -57,6 +57,13 @@ static_assert(sizeof(StepState) == 64, "StepState must match shaders/step_state.
 static_assert(offsetof(StepState, learning_rate) == 16 && offsetof(StepState, grad_norm) == 24 &&
                   offsetof(StepState, adam_step_size) == 32 && offsetof(StepState, spare) == 40,
               "StepState offsets must match shaders/step_state.glsl");
+
+// StepState.flags bits (shaders/step_state.glsl: STEP_FLAG_*). grad_norm sets them; adamw and sgd
+// then leave every weight and state untouched, so a NaN/Inf step never reaches the weights.
+constexpr uint32_t step_flag_non_finite_gradient = 1;  // the global gradient norm is NaN or Inf
+constexpr uint32_t step_flag_non_finite_loss = 2;      // the step's summed loss is NaN or Inf
+constexpr uint32_t step_flag_non_finite = step_flag_non_finite_gradient | step_flag_non_finite_loss;
+constexpr uint64_t step_state_flags_offset = offsetof(StepState, flags);  // for a 4-byte readback
 
 // AdamW as torch.optim.AdamW: decoupled weight decay p *= 1 - lr*wd, then
 // m = b1 m + (1-b1) g, v = b2 v + (1-b2) g², p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
@@ -159,15 +166,21 @@ class TensorList {
 // clip_grad_norm_, whose float / tensor is a reciprocal then a product), 1 when max_norm <= 0.
 // Two dispatches: per-chunk fp32 partial sums (fixed-order tree in shared memory), then one
 // workgroup adds the partials in a fixed order (Kahan-compensated fp32). Deterministic: the same
-// inputs give the same bits on every run. A NaN/Inf gradient gives a NaN/Inf norm, as in torch.
-void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& step_state, float max_norm);
+// inputs give the same bits on every run. A NaN/Inf gradient gives a NaN/Inf norm, as in torch,
+// and sets step_flag_non_finite_gradient in StepState.flags; `loss` (optional, (1) fp32: the
+// step's summed loss) is checked in the same pass (step_flag_non_finite_loss). The finite check
+// of every step thus costs no pass of its own.
+void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& step_state, float max_norm,
+               const BufferRange* loss = nullptr);
 
-// One AdamW step over every tensor (needs state0 = exp_avg, state1 = exp_avg_sq). The gradient
-// used is g * grad_scale * clip_coefficient; at step 1 the moments start from zero whatever the
+// One AdamW step over every tensor (needs state0 = exp_avg, state1 = exp_avg_sq); nothing at all
+// when StepState.flags has a step_flag_non_finite bit. The gradient used is
+// g * grad_scale * clip_coefficient; at step 1 the moments start from zero whatever the
 // state buffers hold. Reads step, learning_rate, adam_step_size, adam_bias_correction2_sqrt.
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config);
 
-// One SGD step (state0 = momentum buffer when momentum != 0). Reads step and learning_rate.
+// One SGD step (state0 = momentum buffer when momentum != 0). Reads step and learning_rate;
+// nothing at all when StepState.flags has a step_flag_non_finite bit.
 void sgd(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const SgdConfig& config);
 
 // g *= factor over all gradients of the list, for fixed factors. Per-step factors belong in

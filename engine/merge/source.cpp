@@ -206,6 +206,10 @@ const model::TensorView& ModelSource::lora_tensor(uint32_t layer, Module module,
     throw UserError(file.path().string() + ": tensor " + tensor->name +
                         " has the wrong shape for r=" + std::to_string(rank) + " on " + ref_.model.string(),
                     "the adapter was trained for another base model");
+  if (auto bad = model::first_non_finite(tensor->dtype, tensor->bytes))
+    throw UserError(
+        file.path().string() + ": tensor " + tensor->name + " holds NaN or Inf (element " + std::to_string(*bad) + ")",
+        "the adapter comes from a diverged run: use an earlier checkpoint of it");
   return *tensor;
 }
 
@@ -257,6 +261,7 @@ std::vector<float> ModelSource::read(const std::string& name) {
     values = quant::dequantize(weight);
   } else {
     values = model::to_fp32(folder_->tensor(name));
+    model::require_finite(values, folder_->file_of(name).path().string(), name);
   }
   if (adapter_) {
     if (auto linear = parse_linear_name(name)) {

@@ -172,6 +172,7 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
                               " has the wrong shape for r=" + std::to_string(lora.rank) + " on this model",
                           "the adapter was trained for another base model");
         std::vector<float> values = to_fp32(*tensor);
+        require_finite(values, file.path().string(), tensor->name);
         context.upload(buffers.buffer(lora_buffer_name(shape, layer, module, a)), values.data());
       }
     }

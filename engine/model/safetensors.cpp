@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <set>
 
@@ -132,6 +133,40 @@ std::vector<float> to_fp32(const TensorView& tensor) {
   std::vector<float> values(tensor.element_count());
   convert_to_fp32(tensor, values);
   return values;
+}
+
+std::optional<uint64_t> first_non_finite(FileDtype dtype, std::span<const uint8_t> bytes) {
+  // An all-ones exponent is Inf or NaN; bits are compared so fast-math cannot fold the test away.
+  auto scan = [&]<class Bits>(Bits exponent_mask) -> std::optional<uint64_t> {
+    const uint64_t count = bytes.size() / sizeof(Bits);
+    for (uint64_t i = 0; i < count; i++) {
+      Bits bits;
+      std::memcpy(&bits, bytes.data() + i * sizeof(Bits), sizeof(Bits));  // the mapping need not be aligned
+      if ((bits & exponent_mask) == exponent_mask) return i;
+    }
+    return std::nullopt;
+  };
+  switch (dtype) {
+    case FileDtype::F32:
+      return scan(uint32_t{0x7f800000u});
+    case FileDtype::F16:
+      return scan(uint16_t{0x7c00u});
+    case FileDtype::BF16:
+      return scan(uint16_t{0x7f80u});
+    case FileDtype::F64:
+      return scan(uint64_t{0x7ff0000000000000ull});
+    default:
+      return std::nullopt;
+  }
+}
+
+void require_finite(std::span<const float> values, const std::string& file, const std::string& tensor) {
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(values.data()), values.size() * 4);
+  if (auto index = first_non_finite(FileDtype::F32, bytes))
+    throw UserError(file + ": tensor " + in_quotes(tensor) + " holds " + (std::isnan(values[*index]) ? "NaN" : "Inf") +
+                        " at element " + std::to_string(*index),
+                    "the weights are corrupt or come from a diverged run: use an intact copy (of an adapter: an "
+                    "earlier checkpoint)");
 }
 
 void release_mapped_pages(const TensorView& tensor) {
@@ -501,8 +536,14 @@ namespace {
 class FileSink : public TensorSink {
  public:
   FileSink(std::FILE* file, const fs::path& path) : file_(file), path_(path) {}
+  // The tensor whose bytes follow (null: the header); its float values are checked as they pass.
+  void begin_tensor(const TensorToWrite* tensor) {
+    tensor_ = tensor;
+    tensor_written_ = 0;
+  }
   void write(const void* data, size_t bytes) override {
     if (bytes == 0) return;
+    if (tensor_) check_finite(static_cast<const uint8_t*>(data), bytes);
     if (std::fwrite(data, 1, bytes, file_) != bytes)
       throw UserError("failed writing " + path_.string() + ": " + std::strerror(errno), "is the disk full?");
     written_ += bytes;
@@ -510,9 +551,23 @@ class FileSink : public TensorSink {
   uint64_t written() const { return written_; }
 
  private:
+  void check_finite(const uint8_t* data, size_t bytes) {
+    const uint64_t element_size = file_dtype_size(tensor_->dtype);
+    VKT_ASSERT(tensor_written_ % element_size == 0 && bytes % element_size == 0,
+               "tensor " + tensor_->name + ": written in pieces that split elements");
+    if (auto index = first_non_finite(tensor_->dtype, {data, bytes}))
+      throw UserError("refusing to write " + path_.string() + ": tensor " + in_quotes(tensor_->name) +
+                          " holds NaN or Inf (element " + std::to_string(tensor_written_ / element_size + *index) + ")",
+                      "the weights diverged (a learning rate too high, bad data, fp16 overflow) or the inputs "
+                      "already held NaN/Inf; nothing was written");
+    tensor_written_ += bytes;
+  }
+
   std::FILE* file_;
   const fs::path& path_;
   uint64_t written_ = 0;
+  const TensorToWrite* tensor_ = nullptr;
+  uint64_t tensor_written_ = 0;
 };
 
 }  // namespace
@@ -562,6 +617,7 @@ void write_safetensors(const fs::path& path, std::vector<TensorToWrite> tensors,
     sink.write(header_text.data(), header_text.size());
     for (const auto& tensor : tensors) {
       uint64_t before = sink.written();
+      sink.begin_tensor(&tensor);
       tensor.write_data(sink);
       VKT_ASSERT(sink.written() - before == tensor.byte_size(),
                  "tensor " + tensor.name + ": the data callback wrote " + std::to_string(sink.written() - before) +

@@ -57,6 +57,12 @@ std::vector<float> to_fp32(const TensorView& tensor);
 // Tells the kernel this process is done with the tensor's mapped pages: they leave its resident set
 // (the page cache keeps them), so a loader walking a large file holds about one tensor at a time.
 void release_mapped_pages(const TensorView& tensor);
+// The index of the first NaN/Inf element of `bytes` read as `dtype` (F32, F16, BF16, F64);
+// nullopt when every element is finite or the dtype has no such values (integers, fp8).
+std::optional<uint64_t> first_non_finite(FileDtype dtype, std::span<const uint8_t> bytes);
+// UserError naming `file` and `tensor` (and the element) when a value is NaN or Inf: input
+// weights are refused at load, so a corrupt model fails loudly instead of generating nothing.
+void require_finite(std::span<const float> values, const std::string& file, const std::string& tensor);
 // fp32 to F32/F16/BF16 bytes (round to nearest even, as torch's .to() does); `out` holds
 // values.size() * file_dtype_size(dtype) bytes.
 void convert_from_fp32(std::span<const float> values, FileDtype dtype, std::span<uint8_t> out);
@@ -145,7 +151,9 @@ struct TensorToWrite {
                                   std::span<const uint8_t> bytes);
 };
 
-// Writes one .safetensors file through a temporary file and a rename. Tensors are laid out as the
+// Writes one .safetensors file through a temporary file and a rename. A floating-point tensor with
+// a NaN or Inf is refused (UserError naming the file and the tensor; the old file stays as it
+// was): no checkpoint, adapter or export is ever written with a non-finite value. Tensors are laid out as the
 // reference writer does: sorted by dtype alignment (largest first), then by name; the header is
 // compact JSON ("__metadata__" first), padded with spaces to a multiple of 8 bytes.
 void write_safetensors(const std::filesystem::path& path, std::vector<TensorToWrite> tensors,

@@ -19,6 +19,13 @@ namespace {
 
 std::string folder_name(const SafetensorsFolder& folder) { return folder.path().string(); }
 
+// A float tensor of the model as fp32, refused when it holds NaN/Inf (naming its shard file).
+std::vector<float> finite_fp32(const SafetensorsFolder& folder, const TensorView& tensor) {
+  std::vector<float> values = to_fp32(tensor);
+  require_finite(values, folder.file_of(tensor.name).path().string(), tensor.name);
+  return values;
+}
+
 std::string shape_text(const std::vector<uint64_t>& shape) {
   std::string text = "[";
   for (size_t i = 0; i < shape.size(); i++) text += (i ? ", " : "") + std::to_string(shape[i]);
@@ -40,7 +47,7 @@ const TensorView& checked_tensor(const SafetensorsFolder& folder, const std::str
 std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::string& name,
                                 const std::vector<uint64_t>& expected) {
   const TensorView& tensor = checked_tensor(folder, name, expected);
-  std::vector<float> values = to_fp32(tensor);
+  std::vector<float> values = finite_fp32(folder, tensor);
   release_mapped_pages(tensor);
   return values;
 }
@@ -82,6 +89,7 @@ void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const Safet
     values.resize(count);
     convert_to_fp32(part, values);
     release_mapped_pages(part);
+    require_finite(values, folder.file_of(name).path().string(), name);
     if (type == DType::f32) {
       context.upload(buffer, values.data(), row * cols * out_bytes, count * out_bytes);
       continue;
@@ -148,22 +156,22 @@ quant::QuantizedWeight read_bitsandbytes_nf4(const SafetensorsFolder& folder, co
   source.packed_bytes = packed.bytes.size();
   std::vector<float> quant_map, absmax_f32, nested_absmax, nested_map;
   if (const TensorView* map = folder.find(name + ".quant_map")) {
-    quant_map = to_fp32(*map);
+    quant_map = finite_fp32(folder, *map);
     source.quant_map = quant_map.data();
   }
   const TensorView& absmax = folder.tensor(name + ".absmax");
   if (const TensorView* nested = folder.find(name + ".nested_absmax")) {
     source.absmax_codes = absmax.bytes.data();
-    nested_absmax = to_fp32(*nested);
+    nested_absmax = finite_fp32(folder, *nested);
     source.nested_absmax = nested_absmax.data();
     if (const TensorView* nested_map_view = folder.find(name + ".nested_quant_map")) {
-      nested_map = to_fp32(*nested_map_view);
+      nested_map = finite_fp32(folder, *nested_map_view);
       source.nested_quant_map = nested_map.data();
     }
     source.nested_offset = state.value("nested_offset", 0.0f);
     source.nested_blocksize = state.value("nested_blocksize", 256u);
   } else {
-    absmax_f32 = to_fp32(absmax);
+    absmax_f32 = finite_fp32(folder, absmax);
     source.absmax = absmax_f32.data();
   }
   return quant::from_bitsandbytes_nf4(source, name);
@@ -227,7 +235,7 @@ quant::QuantizedWeight read_vktune_quantized(const SafetensorsFolder& folder, co
   expect(codes, int8 ? FileDtype::I8 : FileDtype::U8, int8 ? n : (n + 1) / 2);
   const TensorView& scales = folder.tensor(name + ".scales");
   expect(scales, FileDtype::F32, blocks);
-  q.scales = to_fp32(scales);
+  q.scales = finite_fp32(folder, scales);
   if (q.format == WeightFormat::int4_asym) {
     const TensorView& zeros = folder.tensor(name + ".zeros");
     expect(zeros, FileDtype::U8, blocks);

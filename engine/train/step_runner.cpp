@@ -60,7 +60,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   const vk::BufferRange loss_scale = buffers.buffer("step_state").range(model::step_state_loss_scale_offset, 4);
   optimizer_ = std::make_unique<vk::Sequence>(context);
   optimizer_->record([&](vk::Recorder& r) {
-    kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(settings_.max_grad_norm));
+    kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(settings_.max_grad_norm), &loss_step);
     if (settings_.optimizer == spec::Optimizer::adamw) {
       kernels::AdamWConfig adamw;
       adamw.beta1 = settings_.beta1;
@@ -99,7 +99,7 @@ void StepRunner::write_state() { kernels::write_step_state(context_, session_.bu
 
 void StepRunner::upload(const MicroBatch& batch) { upload_micro_batch(context_, *session_.buffers, batch); }
 
-void StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile) {
+uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile) {
   double weight_sum = 0;
   for (const MicroBatch& batch : micro_batches) weight_sum += batch.weight_sum;
   state_.spare[0] = weight_sum > 0 ? static_cast<float>(1.0 / weight_sum) : 0.0f;
@@ -130,6 +130,10 @@ void StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& mi
   }
   write_state();
   context_.submit({optimizer_.get()});
+  // The finite check of this step: one word, read back every step (the submission has completed).
+  uint32_t flags = 0;
+  context_.download(session_.buffers->buffer("step_state"), &flags, kernels::step_state_flags_offset, 4);
+  return flags & kernels::step_flag_non_finite;
 }
 
 double StepRunner::take_loss_sum() {

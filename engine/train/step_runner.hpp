@@ -33,8 +33,11 @@ class StepRunner {
   // Zeroes gradients, optimizer states and loss accumulators (a fresh run).
   void reset();
   // Runs optimizer step `step` (1-based) over `micro_batches` at learning rate `lr`. With
-  // `profile`, the first micro-batch records GPU time per kernel (kernel_times()).
-  void step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile = false);
+  // `profile`, the first micro-batch records GPU time per kernel (kernel_times()). Returns the
+  // step's kernels::step_flag_non_finite bits (0: finite); a flagged step left the weights and
+  // optimizer states untouched (the optimizers skip it on the device), only the loss window
+  // holds the non-finite loss.
+  uint32_t step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile = false);
   // Σ over steps since the last call of each step's loss (Σ w·CE / Σ w); resets the sum.
   double take_loss_sum();
   // The global gradient norm of the last step (before clipping) and its clip coefficient.

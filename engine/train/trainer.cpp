@@ -1,12 +1,18 @@
 #include "engine/train/trainer.hpp"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -40,8 +46,42 @@ using nlohmann::json;
 
 namespace {
 std::function<void(int64_t)> step_hook;
-std::atomic<bool> interrupted{false};
-extern "C" void on_interrupt(int) { interrupted = true; }
+// The signal that asked the run to stop (0: none). A second one exits at once, as shells expect.
+std::atomic<int> stop_signal{0};
+extern "C" void on_stop_signal(int signal) {
+  if (stop_signal.exchange(signal) != 0) _exit(128 + signal);
+}
+constexpr int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+// VKT_TEST_RAISE_AT_STEP=N[,N...] and VKT_TEST_RAISE_SIGNAL=INT|TERM|HUP (test-only, see trainer.hpp).
+void raise_test_signals(int64_t step) {
+  const char* steps = std::getenv("VKT_TEST_RAISE_AT_STEP");
+  if (!steps) return;
+  const char* name = std::getenv("VKT_TEST_RAISE_SIGNAL");
+  std::string which = name ? name : "TERM";
+  int signal = which == "INT" ? SIGINT : which == "HUP" ? SIGHUP : SIGTERM;
+  std::stringstream list(steps);
+  std::string item;
+  while (std::getline(list, item, ','))
+    if (!item.empty() && std::stoll(item) == step) std::raise(signal);
+}
+
+// The step's finite check failed: the optimizers skipped it on the device, so the weights are
+// still those of the last finite step. Seam for fp16 loss scaling: it will skip the step here
+// (lower the scale, count the skip) instead of stopping.
+[[noreturn]] void stop_on_non_finite(int64_t step, uint32_t flags, double learning_rate, kernels::DType dtype) {
+  std::string what = (flags & kernels::step_flag_non_finite_loss) ? "the loss" : "the gradient";
+  if ((flags & kernels::step_flag_non_finite) == kernels::step_flag_non_finite) what = "the loss and the gradient";
+  char lr[32];
+  std::snprintf(lr, sizeof lr, "%g", learning_rate);
+  std::string hint = "likely causes: a learning rate too high (this step's was " + std::string(lr) +
+                     ": lower --learning-rate, keep --max-grad-norm 1.0, add --warmup-steps), bad data in this "
+                     "step's examples";
+  if (dtype == kernels::DType::f16) hint += ", or fp16 overflow (try --dtype bf16)";
+  throw UserError("step " + std::to_string(step) + ": " + what +
+                      " became NaN or Inf; the run stopped before the step changed any weight",
+                  hint + "; the last checkpoint is intact: resume from it with --resume-from-checkpoint");
+}
 }  // namespace
 
 void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(hook); }
@@ -88,7 +128,7 @@ class TrainingRun {
   void prepare_device();
   void preflight();
   int64_t resume();
-  void train_step(int64_t step, bool profile);
+  uint32_t train_step(int64_t step, bool profile);  // the step's non-finite flags
   void log_step(int64_t step, double elapsed);
   double evaluate();
   TrainableState trainable() const;  // what checkpoints save and restore
@@ -258,7 +298,7 @@ void TrainingRun::preflight() {
                   "what to change, cheapest first:" + advice + "\n  or --no-preflight to start anyway");
 }
 
-void TrainingRun::train_step(int64_t step, bool profile) {
+uint32_t TrainingRun::train_step(int64_t step, bool profile) {
   // All micro-batches of the step first: the loss is normalised by Σw over all of them.
   std::vector<MicroBatch> micro_batches;
   for (int64_t i = 0; i < accumulation_; i++) {
@@ -266,13 +306,13 @@ void TrainingRun::train_step(int64_t step, bool profile) {
     tokens_ += micro_batches.back().tokens;
     window_tokens_ += micro_batches.back().tokens;
   }
-  runner_->step(step, schedule_->learning_rate(step), micro_batches, profile);
+  uint32_t flags = runner_->step(step, schedule_->learning_rate(step), micro_batches, profile);
   window_steps_++;
+  return flags;
 }
 
 void TrainingRun::append_metrics(const std::string& line) {
-  std::ofstream out(output_dir() / "metrics.jsonl", std::ios::app);
-  out << line << "\n";
+  append_to_file(output_dir() / "metrics.jsonl", line + "\n");
 }
 
 void TrainingRun::log_step(int64_t step, double elapsed) {
@@ -408,22 +448,35 @@ TrainSummary TrainingRun::run() {
             std::to_string(config_.per_device_train_batch_size) + " x " + std::to_string(seq_len_) + " tokens, " +
             std::to_string(runner_->trainable_elements()) + " trainable parameters");
 
-  auto previous = std::signal(SIGINT, on_interrupt);
-  interrupted = false;
+  stop_signal = 0;
+  struct sigaction action = {};
+  struct sigaction previous[std::size(stop_signals)] = {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  for (size_t i = 0; i < std::size(stop_signals); i++) {
+    sigaction(stop_signals[i], nullptr, &previous[i]);
+    // `nohup vktune train` ignores SIGHUP on purpose: keep it ignored.
+    if (stop_signals[i] != SIGHUP || previous[i].sa_handler != SIG_IGN) sigaction(stop_signals[i], &action, nullptr);
+  }
+  auto restore_signals = [&] {
+    for (size_t i = 0; i < std::size(stop_signals); i++) sigaction(stop_signals[i], &previous[i], nullptr);
+  };
   started_ = std::chrono::steady_clock::now();
   ProgressBar bar("train", max_steps_, start);
   RunState final_state = RunState::finished;
   int64_t step = start;
   try {
     for (step = start + 1; step <= max_steps_; step++) {
-      while (monitor_->pause_requested && !monitor_->stop_requested && !interrupted) {
+      while (monitor_->pause_requested && !monitor_->stop_requested && stop_signal == 0) {
         monitor_->set_state(RunState::paused);
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       monitor_->set_state(RunState::running);
       bool logging = step % config_.logging_steps == 0 || step == max_steps_ || step == start + 1;
       auto before = std::chrono::steady_clock::now();
-      train_step(step, logging);
+      if (uint32_t flags = train_step(step, logging))
+        stop_on_non_finite(step, flags, schedule_->learning_rate(step), plan_.settings.dtype);
+      raise_test_signals(step);
       window_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count();
       double elapsed =
           elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
@@ -446,7 +499,7 @@ TrainSummary TrainingRun::run() {
           monitor_->push_eval(e);
         }
       }
-      bool stop = monitor_->stop_requested || interrupted;
+      bool stop = monitor_->stop_requested || stop_signal != 0;
       if (monitor_->save_requested || stop ||
           (config_.save_steps > 0 && step % config_.save_steps == 0 && step < max_steps_)) {
         monitor_->set_state(RunState::saving);
@@ -457,17 +510,22 @@ TrainSummary TrainingRun::run() {
       if (stop) {
         final_state = RunState::stopped;
         log::info(std::string("stopped at step ") + std::to_string(step) + " (" +
-                  (interrupted ? "interrupted" : "stop requested") + "); resume with --resume-from-checkpoint latest");
+                  (stop_signal != 0 ? strsignal(stop_signal) : "stop requested") +
+                  "); resume with --resume-from-checkpoint latest");
         break;
       }
     }
   } catch (const std::exception& error) {
-    std::signal(SIGINT, previous);
+    restore_signals();
     monitor_->set_state(RunState::failed, error.what());
-    write_run_json(RunState::failed);
+    try {
+      write_run_json(RunState::failed);
+    } catch (const std::exception& also) {  // e.g. the disk that failed the run is still full
+      log::warn(std::string("could not mark run.json failed: ") + also.what());
+    }
     throw;
   }
-  std::signal(SIGINT, previous);
+  restore_signals();
   bar.finish();
   TrainSummary summary;
   summary.steps = std::min(step, max_steps_);
@@ -493,6 +551,7 @@ TrainSummary TrainingRun::run() {
   summary.measured = context_->ledger().snapshot();
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   summary.tokens_per_second = seconds > 0 ? double(tokens_) / seconds : 0;
+  summary.stop_signal = final_state == RunState::stopped ? stop_signal.load() : 0;
   return summary;
 }
 

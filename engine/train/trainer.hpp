@@ -30,10 +30,17 @@ struct TrainSummary {
   std::filesystem::path output;  // the adapter (or model) folder
   plan::MemoryPlan plan;
   vk::LedgerSnapshot measured;  // the ledger at the end of the run (peaks of the run)
+  int stop_signal = 0;          // SIGINT, SIGTERM or SIGHUP when one stopped the run (checkpoint saved), else 0
 };
 
 // Runs a whole training run. `monitor` (optional) receives live snapshots and carries pause /
 // save / stop requests from a dashboard; the trainer also writes metrics.jsonl and run.json.
+// SIGINT, SIGTERM and SIGHUP stop it after the current step with a checkpoint and run.json
+// "stopped" (TrainSummary::stop_signal says which); a second signal exits the process at once
+// with 128 + the signal. A non-finite loss or gradient, or a failed write, is a UserError after
+// run.json is marked "failed" (when it can be written); the last checkpoint stays intact.
+// Test-only: VKT_TEST_RAISE_AT_STEP=N[,N...] raises VKT_TEST_RAISE_SIGNAL (INT, TERM (default) or
+// HUP) after each listed step (listed twice: raised twice), for deterministic signal tests.
 TrainSummary train(const TrainConfig& config, RunMonitor* monitor = nullptr);
 
 // Test hook: called after every optimizer step with the step number (e.g. to simulate a crash by
