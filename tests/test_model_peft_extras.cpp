@@ -7,14 +7,17 @@
 // weight decay 0.01): each step's loss and gradient norm within 1e-4 relative (train_golden's).
 // The adapters vktune writes load in PEFT with the same logits: the reference script checked that
 // (peft_load_check.json) for adapter_format_version, and vktune still reads those adapters to the
-// logits it wrote then.
+// logits it wrote then. export (merge_and_unload) puts the trained modules and rows into the model
+// (PEFT's logits from the merged model alone), and refuses a tied model trained apart.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/merge/export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/session.hpp"
 #include "engine/train/step_runner.hpp"
@@ -126,6 +129,35 @@ TEST_CASE("peft extras: PEFT loaded the adapters vktune writes (this format vers
     const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
     CHECK(test::worst_real_row_error(actual, expected, batch, vocab) <= 1e-5);
   }
+}
+
+TEST_CASE("peft extras: export (merge_and_unload) writes the trained modules and rows into the model") {
+  // Untied modules_to_save and both trainable-token cases merge; PEFT's logits come back unmerged.
+  for (const char* name : {"mts_untied", "tokens_untied", "tokens_tied"}) {
+    INFO(std::string(name));
+    merge::ExportOptions options;
+    options.model = base_folder(name);
+    options.adapter = extras_dir() / name / "adapter";
+    options.output = test::temp_dir(std::string("peft-extras-export-") + name);
+    options.show_progress = false;
+    merge::export_merged(test::context(), options);
+    test::GoldenFile golden(extras_dir() / (std::string(name) + ".golden.bin"));
+    spec::RunSettings plain = test::lora_run_settings(kernels::WeightFormat::f32);
+    plain.method = spec::Method::full;  // no adapter: the merged weights alone
+    test::GoldenRun run = test::run_golden(golden, options.output, {}, plain);
+    const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
+    double worst =
+        test::worst_real_row_error(run.logits, golden["fp32.logits"].floats(), test::golden_batch(golden), vocab);
+    MESSAGE(std::string(name) << " exported: logits max-abs " << worst);
+    CHECK(worst <= 1e-4);
+  }
+  // A tied model whose embed_tokens and lm_head were trained apart cannot stay tied: refused.
+  merge::ExportOptions tied;
+  tied.model = base_folder("mts_tied");
+  tied.adapter = extras_dir() / "mts_tied" / "adapter";
+  tied.output = test::temp_dir("peft-extras-export-mts-tied");
+  tied.show_progress = false;
+  CHECK_THROWS_WITH_AS(merge::export_merged(test::context(), tied), doctest::Contains("untied"), UserError);
 }
 
 }  // TEST_SUITE

@@ -9,7 +9,9 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/model/generate.hpp"
 #include "engine/model/safetensors.hpp"
+#include "engine/train/evaluate.hpp"
 #include "engine/train/generation_eval.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
@@ -100,6 +102,61 @@ TEST_CASE("train: QLoRA (NF4 + double quant base) on a tiny model, the loss fall
   MESSAGE("QLoRA loss (mean of first 5 / last 10 steps) " << first << " -> " << last << ", "
                                                           << summary.tokens_per_second << " tokens/s");
   CHECK(last < 0.8 * first);
+}
+
+TEST_CASE("train: QLoRA with modules_to_save and trainable tokens writes PEFT's extras; generate reads them") {
+  for (bool tokens : {false, true}) {
+    train::TrainConfig config = tiny_config(tokens ? "trainable-tokens" : "modules-to-save");
+    config.method = spec::Method::qlora;
+    config.max_steps = 10;
+    if (tokens)
+      config.trainable_token_indices = "3,17,40";
+    else
+      config.modules_to_save = "embed_tokens,lm_head";
+    train::TrainSummary summary = train::train(config);
+    // The extras are trained fp32 adapter tensors with gradients and AdamW states; the base stays NF4.
+    const std::string trained = tokens ? "model.embed_tokens.token_delta" : "model.embed_tokens.weight";
+    CHECK(summary.plan.find(trained).category == vk::Category::adapter_params);
+    CHECK(summary.plan.contains("grad." + trained));
+    CHECK(summary.plan.contains("adam_v." + trained));
+    CHECK(summary.plan.settings.base_format == kernels::WeightFormat::nf4);
+    json adapter = json::parse(read_text_file(fs::path(config.output_dir) / "adapter_config.json"));
+    model::SafetensorsFile weights(fs::path(config.output_dir) / "adapter_model.safetensors");
+    model::SafetensorsFile base(fs::path(config.model) / "model.safetensors");
+    if (tokens) {
+      CHECK(adapter["trainable_token_indices"] == json::array({3, 17, 40}));
+      const auto& delta = weights.tensor("base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta");
+      CHECK(delta.shape == std::vector<uint64_t>{3, 32});
+      // Row 0 started as the base's row 3 and moved.
+      auto rows = model::to_fp32(delta), table = model::to_fp32(base.tensor("model.embed_tokens.weight"));
+      double moved = 0;
+      for (size_t c = 0; c < 32; c++) moved = std::max(moved, double(std::fabs(rows[c] - table[3 * 32 + c])));
+      CHECK(moved > 1e-4);
+      CHECK(moved < 1.0);
+    } else {
+      CHECK(adapter["modules_to_save"] == json::array({"embed_tokens", "lm_head"}));
+      CHECK(weights.tensor("base_model.model.model.embed_tokens.weight").shape ==
+            base.tensor("model.embed_tokens.weight").shape);
+      CHECK(weights.find("base_model.model.lm_head.weight") != nullptr);
+    }
+    // evaluate and generate read the extras back: the adapter's loss is below the base model's.
+    train::EvalOptions eval;
+    eval.base_format = kernels::WeightFormat::nf4;
+    train::EvalResult plain = train::evaluate_model(test::context(), config.model, config.data, eval);
+    eval.adapter = config.output_dir;
+    train::EvalResult adapted = train::evaluate_model(test::context(), config.model, config.data, eval);
+    MESSAGE(std::string(tokens ? "trainable tokens" : "modules_to_save")
+            << ": eval loss base " << plain.loss << ", adapter " << adapted.loss);
+    CHECK(adapted.loss < plain.loss);
+    model::GeneratorOptions generate;
+    generate.model = config.model;
+    generate.adapter = fs::path(config.output_dir);
+    generate.max_tokens = 16;
+    model::Generator generator(test::context(), generate);
+    model::SamplingOptions sampling;
+    sampling.max_new_tokens = 4;
+    CHECK(generator.generate({1, 3, 17}, sampling).size() <= 4);
+  }
 }
 
 TEST_CASE("train: k accumulated micro-batches equal one batch k times larger") {
@@ -216,14 +273,20 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     const char* name;
     spec::Method method;
     bool checkpointing;
+    const char* modules_to_save = "";  // PEFT's extras: whole fp32 modules, or a few embedding rows
+    const char* token_indices = "";
   };
   using spec::Method;
   for (Case c : {Case{"lora", Method::lora, false}, Case{"lora-ckpt", Method::lora, true},
                  Case{"qlora", Method::qlora, false}, Case{"qlora-ckpt", Method::qlora, true},
-                 Case{"full", Method::full, false}, Case{"full-ckpt", Method::full, true}}) {
+                 Case{"full", Method::full, false}, Case{"full-ckpt", Method::full, true},
+                 Case{"qlora-modules-to-save", Method::qlora, false, "embed_tokens,lm_head"},
+                 Case{"lora-trainable-tokens", Method::lora, false, "", "3,17,40"}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;
+    config.modules_to_save = c.modules_to_save;
+    config.trainable_token_indices = c.token_indices;
     config.max_steps = 2;
     train::TrainSummary summary = train::train(config);
     for (size_t i = 0; i < vk::category_count; i++) {
