@@ -60,6 +60,35 @@ std::vector<double> logged_losses(const fs::path& output_dir) {
   return losses;
 }
 
+// Runs `full`, then the same run crashed after step `crash_at` (checkpoints every `save_steps`)
+// and resumed from the latest checkpoint: every logged loss must be bit-identical.
+void check_resume(const train::TrainConfig& full, int64_t crash_at, int64_t save_steps) {
+  train::train(full);
+  auto reference = logged_losses(full.output_dir);
+  REQUIRE(reference.size() == size_t(full.max_steps));
+  train::TrainConfig interrupted = full;
+  interrupted.output_dir = test::temp_dir(fs::path(full.output_dir).filename().string() + "-crashed").string();
+  interrupted.save_steps = save_steps;
+  const std::string crash = "simulated crash after step " + std::to_string(crash_at);
+  train::set_step_hook([crash_at, crash](int64_t step) {
+    if (step == crash_at) throw std::runtime_error(crash);
+  });
+  CHECK_THROWS_WITH(train::train(interrupted), crash.c_str());
+  train::set_step_hook(nullptr);
+  const fs::path checkpoint = fs::path(interrupted.output_dir) / ("checkpoint-" + std::to_string(crash_at));
+  CHECK(fs::exists(checkpoint / "trainer_state.json"));
+  CHECK(fs::exists(checkpoint / "optimizer.safetensors"));
+  train::TrainConfig resumed = interrupted;
+  resumed.resume_from_checkpoint = "latest";
+  train::train(resumed);
+  auto losses = logged_losses(resumed.output_dir);
+  REQUIRE(losses.size() == reference.size());
+  for (size_t i = 0; i < losses.size(); i++) {
+    INFO("step " << i + 1);
+    CHECK(losses[i] == reference[i]);  // bit-identical: deterministic kernels, data order and RNG
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("train_e2e") {
@@ -194,29 +223,15 @@ TEST_CASE("train: a run killed after step 10 resumes and repeats losses 11..20 b
   train::TrainConfig full = tiny_config("resume-reference");
   full.max_steps = 20;
   full.lora_dropout = 0.1;  // the dropout RNG must resume too
-  train::train(full);
-  auto reference = logged_losses(full.output_dir);
-  REQUIRE(reference.size() == 20);
+  check_resume(full, 10, 5);
+}
 
-  train::TrainConfig interrupted = full;
-  interrupted.output_dir = test::temp_dir("e2e-resume").string();
-  interrupted.save_steps = 5;
-  train::set_step_hook([](int64_t step) {
-    if (step == 10) throw std::runtime_error("simulated crash after step 10");
-  });
-  CHECK_THROWS_WITH(train::train(interrupted), "simulated crash after step 10");
-  train::set_step_hook(nullptr);
-  CHECK(fs::exists(fs::path(interrupted.output_dir) / "checkpoint-10" / "trainer_state.json"));
-  CHECK(fs::exists(fs::path(interrupted.output_dir) / "checkpoint-10" / "optimizer.safetensors"));
-  train::TrainConfig resumed = interrupted;
-  resumed.resume_from_checkpoint = "latest";
-  train::train(resumed);
-  auto losses = logged_losses(resumed.output_dir);
-  REQUIRE(losses.size() == 20);
-  for (size_t i = 0; i < 20; i++) {
-    INFO("step " << i + 1);
-    CHECK(losses[i] == reference[i]);  // bit-identical: deterministic kernels, data order and RNG
-  }
+TEST_CASE("train: with modules_to_save and trainable tokens a resumed run repeats the losses bit for bit") {
+  train::TrainConfig full = tiny_config("resume-extras-reference");
+  full.max_steps = 8;
+  full.modules_to_save = "lm_head";  // the trained copy, the rows and their AdamW states resume too
+  full.trainable_token_indices = "3,17,40";
+  check_resume(full, 4, 4);
 }
 
 TEST_CASE("train: bad input gives a clear error and leaves no output") {

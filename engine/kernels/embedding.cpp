@@ -8,6 +8,17 @@
 
 namespace vkt::kernels {
 
+namespace {
+// The variant of `base` for a table stored as `table_type` (fp16/bf16 need 16-bit storage).
+std::string table_shader(Recorder& recorder, const char* base, DType table_type) {
+  if (table_type == DType::f32) return base;
+  if (!recorder.context().caps().storage_16bit)
+    throw UserError("device " + recorder.context().caps().name + " cannot read 16-bit buffers",
+                    "store the embedding table as fp32 (it is converted when the model loads)");
+  return std::string(base) + (table_type == DType::f16 ? "_f16" : "_bf16");
+}
+}  // namespace
+
 void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& table, DType table_type,
                const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden) {
   require_index_range(uint64_t(tokens) * hidden, "embedding");
@@ -15,13 +26,7 @@ void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& ta
   require_bytes(ids, uint64_t(tokens) * 4, "embedding", "ids");
   require_bytes(table, uint64_t(vocab) * hidden * dtype_bytes(table_type), "embedding", "table");
   require_bytes(out, uint64_t(tokens) * hidden * 4, "embedding", "out");
-  std::string shader = "embedding";
-  if (table_type != DType::f32) {
-    if (!recorder.context().caps().storage_16bit)
-      throw UserError("device " + recorder.context().caps().name + " cannot read 16-bit buffers",
-                      "store the embedding table as fp32 (it is converted when the model loads)");
-    shader += table_type == DType::f16 ? "_f16" : "_bf16";
-  }
+  const std::string shader = table_shader(recorder, "embedding", table_type);
   struct {
     uint64_t ids, table, out;
     uint32_t tokens, vocab, hidden;
@@ -112,8 +117,7 @@ void scatter_rows(Recorder& recorder, const BufferRange& rows, const BufferRange
   require_bytes(rows, uint64_t(count) * hidden * 4, "scatter_rows", "rows");
   require_bytes(indices, uint64_t(count) * 4, "scatter_rows", "indices");
   require_bytes(table, uint64_t(vocab) * hidden * dtype_bytes(table_type), "scatter_rows", "table");
-  std::string shader = "scatter_rows";
-  if (table_type != DType::f32) shader += table_type == DType::f16 ? "_f16" : "_bf16";
+  const std::string shader = table_shader(recorder, "scatter_rows", table_type);
   struct {
     uint64_t rows, indices, table;
     uint32_t count, vocab, hidden;

@@ -29,31 +29,43 @@ std::string lora_buffer_name(uint32_t layer, Module module, bool a) {
   return "model.layers." + std::to_string(layer) + "." + spec::module_path(module) + (a ? ".lora_A" : ".lora_B");
 }
 
+namespace {
+
+// The non-empty items of a comma list, trimmed.
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    std::string item = list.substr(start, end - start);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty()) items.push_back(item);
+    start = end + 1;
+  }
+  return items;
+}
+
+}  // namespace
+
 std::vector<Module> parse_target_modules(const std::string& list) {
   std::vector<Module> modules;
   if (list == "all-linear" || list == "all_linear") {
     for (size_t m = 0; m < spec::module_count; m++) modules.push_back(Module(m));
     return modules;
   }
-  size_t start = 0;
-  while (start <= list.size()) {
-    size_t end = list.find(',', start);
-    if (end == std::string::npos) end = list.size();
-    std::string name = list.substr(start, end - start);
-    name.erase(0, name.find_first_not_of(" \t"));
-    name.erase(name.find_last_not_of(" \t") + 1);
+  for (std::string name : split_list(list)) {
     // PEFT saves a resolved "all-linear" as full module paths (model.layers.0.self_attn.q_proj);
     // it matches names by their last component, so do we (a layer it leaves out has no tensors,
     // and loading the weights says so).
     if (name.find('.') != std::string::npos) name = name.substr(name.rfind('.') + 1);
-    if (!name.empty()) {
-      auto module = spec::module_from_name(name);
-      if (!module)
-        throw UserError("unknown target module '" + name + "'",
-                        "use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear");
-      if (std::find(modules.begin(), modules.end(), *module) == modules.end()) modules.push_back(*module);
-    }
-    start = end + 1;
+    if (name.empty()) continue;
+    auto module = spec::module_from_name(name);
+    if (!module)
+      throw UserError("unknown target module '" + name + "'",
+                      "use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear");
+    if (std::find(modules.begin(), modules.end(), *module) == modules.end()) modules.push_back(*module);
   }
   if (modules.empty()) throw UserError("--target-modules is empty", "e.g. q_proj,v_proj or all-linear");
   return modules;
@@ -74,21 +86,6 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
 }
 
 namespace {
-
-std::vector<std::string> split_list(const std::string& list) {
-  std::vector<std::string> items;
-  size_t start = 0;
-  while (start <= list.size()) {
-    size_t end = list.find(',', start);
-    if (end == std::string::npos) end = list.size();
-    std::string item = list.substr(start, end - start);
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (!item.empty()) items.push_back(item);
-    start = end + 1;
-  }
-  return items;
-}
 
 void add_module_to_save(const std::string& name, const std::string& where, LoraSettings& lora) {
   if (name == "embed_tokens")

@@ -24,7 +24,6 @@ from the base so that a loader ignoring them gives other logits) and <case>.gold
     train.lr / loss / grad_norm  20 steps of torch.optim.AdamW (constant lr 2e-3, weight decay 0.01)
                                  with clip_grad_norm_(1.0) on the same batch
 """
-import filecmp
 import json
 import os
 import sys
@@ -95,21 +94,12 @@ def build_case(case, ids):
 
 
 def forward_backward(model, ids, mask):
-    labels = ids.masked_fill(mask == 0, -100)
-    saved = {}
-
-    def keep_embedding_output(module, inputs, output):
-        output.retain_grad()
-        saved["h0"] = output
-    hook = model.get_input_embeddings().register_forward_hook(keep_embedding_output)
-    model.zero_grad(set_to_none=True)
-    out = model(input_ids=ids, attention_mask=mask, labels=labels)
-    out.loss.backward()
-    hook.remove()
-    grads = {saved_name(n): p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    assert grads and all(float(g.abs().max()) > 0 for g in grads.values()), "a gradient is zero"
-    return {"logits": out.logits.detach(), "loss": out.loss.detach(), "dembed": saved["h0"].grad.detach(),
-            "grads": grads}
+    """hf_golden's full-finetuning pass (d loss / d embedding output included) over the trainable
+    parameters, named as adapter_model.safetensors names them."""
+    result = hf_golden.full_forward_backward(model, ids, mask, trainable_only=True)
+    result["grads"] = {saved_name(name): g for name, g in result["grads"].items()}
+    assert result["grads"] and all(float(g.abs().max()) > 0 for g in result["grads"].values()), "a gradient is zero"
+    return result
 
 
 def train(model, ids, mask):
@@ -211,13 +201,7 @@ def main():
     elif "--verify" in sys.argv:
         with tempfile.TemporaryDirectory() as tmp:
             run(tmp)
-            mismatches = []
-            for path, _, files in os.walk(tmp):
-                for name in files:
-                    rel = os.path.relpath(os.path.join(path, name), tmp)
-                    if not os.path.exists(os.path.join(OUT, rel)) or not filecmp.cmp(
-                            os.path.join(path, name), os.path.join(OUT, rel), shallow=False):
-                        mismatches.append(rel)
+            mismatches = hf_golden.differing_files(tmp, OUT)
             if mismatches:
                 sys.exit("differs from tests/data/peft_extras: %s" % sorted(mismatches))
             print("tests/data/peft_extras is what this script writes")
