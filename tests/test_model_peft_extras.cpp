@@ -57,6 +57,31 @@ TEST_CASE("peft extras: modules_to_save and trainable tokens: logits, loss and e
   }
 }
 
+TEST_CASE("peft extras: the same gradients under gradient checkpointing and with a QLoRA-style bf16 table") {
+  for (const char* name : {"mts_untied", "tokens_tied"}) {
+    INFO(std::string(name));
+    spec::RunSettings checkpointed = test::lora_run_settings(kernels::WeightFormat::f32);
+    checkpointed.gradient_checkpointing = true;
+    test::check_golden_variant(extras_dir() / (std::string(name) + ".golden.bin"), "fp32", base_folder(name),
+                               extras_dir() / name / "adapter", checkpointed, test::GoldenBounds{});
+  }
+  // Trainable tokens over a bf16 embedding table (--dtype bf16): the trained rows are written into
+  // it rounded to bf16, as PEFT's index_copy into a bf16 weight does; the other rows are bf16 anyway.
+  // Only the bounds widen (bf16 weights against fp32 PEFT): logits 0.05, gradients 5%.
+  spec::RunSettings bf16 = test::lora_run_settings(kernels::WeightFormat::f32);
+  bf16.dtype = kernels::DType::bf16;
+  test::GoldenBounds wide;
+  wide.logits = 5e-2;
+  wide.loss = 1e-2;
+  wide.gradient = 5e-2;
+  wide.dembed = 5e-2;
+  test::GoldenErrors errors =
+      test::check_golden_variant(extras_dir() / "tokens_tied.golden.bin", "fp32", base_folder("tokens_tied"),
+                                 extras_dir() / "tokens_tied" / "adapter", bf16, wide);
+  MESSAGE("tokens_tied over a bf16 table: logits max-abs " << errors.logits << ", worst gradient relative "
+                                                           << errors.gradient);
+}
+
 TEST_CASE("peft extras: 20 AdamW steps match PEFT's trajectory (and write the adapters PEFT loads back)") {
   auto& ctx = test::context();
   for (const char* name : kCases) {
