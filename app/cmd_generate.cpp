@@ -35,8 +35,16 @@ void add_generate_command(CLI::App& app) {
   command->callback([] {
     const kernels::WeightFormat quant = enum_from_flag(kernels::quant_names(), o.quant, "--quant");
     const kernels::DType dtype = enum_from_flag(kernels::dtype_names(), o.dtype, "--dtype");
+    model::SamplingOptions sampling;
+    sampling.max_new_tokens = o.max_new_tokens;
+    sampling.temperature = o.temperature;
+    sampling.top_k = o.top_k;
+    sampling.top_p = o.top_p;
+    sampling.seed = o.seed;
+    model::validate_sampling(sampling);  // before the model loads
     text::Tokenizer tokenizer = text::Tokenizer::load(o.model);
     model::ModelConfig config = model::load_model_config(o.model);
+    model::check_tokenizer_fits(config, tokenizer.vocab_size(), o.model + "/tokenizer.json");
     vk::ContextOptions context_options;
     context_options.device_index = o.device;
     vk::Context context(context_options);
@@ -52,12 +60,6 @@ void add_generate_command(CLI::App& app) {
     options.max_tokens = o.max_tokens;
     model::Generator generator(context, options);
     std::vector<uint32_t> prompt = tokenizer.encode(o.prompt, true);
-    model::SamplingOptions sampling;
-    sampling.max_new_tokens = o.max_new_tokens;
-    sampling.temperature = o.temperature;
-    sampling.top_k = o.top_k;
-    sampling.top_p = o.top_p;
-    sampling.seed = o.seed;
     for (int64_t id : config.eos_token_ids) sampling.stop_ids.push_back(static_cast<uint32_t>(id));
     if (auto eos = tokenizer.eos_id()) sampling.stop_ids.push_back(*eos);
     std::printf("%s", o.prompt.c_str());

@@ -20,7 +20,7 @@ tokenizer="$root/examples/base"
 [ -f "$work/data.jsonl" ] || awk 'NR <= 4000 { print "{\"text\": \"" $0 "\"}" }' \
   <(bible -f Gen1:1-Rev22:21 | sed 's/"/\\"/g') > "$work/data.jsonl"
 run() {  # method -> tokens/s of the last logged window (steady state)
-  "$vktune" train --model "$work/model" --data "$work/data.jsonl" --output-dir "$work/out-$1" --method "$1" \
+  "$vktune" train --model "$work/model" --data "$work/data.jsonl" --output-dir "$work/out-$1" --overwrite-output-dir --method "$1" \
     --lora-r 16 --target-modules all-linear --packing --max-length 128 --per-device-train-batch-size 8 \
     --max-steps "$steps" --logging-steps $((steps / 2)) --save-steps 0 --headless >/dev/null 2>&1
   tail -n 3 "$work/out-$1/metrics.jsonl" | grep '"loss"' | tail -1 | sed 's/.*"tokens_per_sec":\([0-9.]*\).*/\1/'

@@ -244,6 +244,20 @@ TEST_CASE("merge config: errors name the file, the line and the key, with a hint
       {"merge_method: slerp\nmodels:\n  - model: a\nparameters:\n  t: [0, 0.5, true]\n", ":5", "t"},
       {"merge_method: linear\nmodels:\n  - model: a+b+c\n", ":3", "model"},
       {"merge_method: linear\nmodels: [\n", ":", "invalid YAML"},
+      // Out of their method's range: slerp t 7.5, TIES density 5, a weight that is not finite.
+      {"merge_method: slerp\nbase_model: a\nmodels:\n  - model: a\n  - model: b\nparameters:\n  t: 7.5\n", ":7",
+       "'t': is 7.500000, outside slerp's range [0, 1]"},
+      {"merge_method: slerp\nbase_model: a\nmodels:\n  - model: a\nparameters:\n  t: [{filter: mlp, value: [0, "
+       "-0.5]}, {value: 0.5}]\n",
+       ":6", "outside slerp's range"},
+      {"merge_method: ties\nbase_model: a\nmodels:\n  - model: b\n    parameters: {weight: 1, density: 5}\n", ":5",
+       "'density': is 5.000000, outside (0, 1]"},
+      {"merge_method: dare_ties\nbase_model: a\nmodels:\n  - model: b\n    parameters: {weight: 1, density: 0}\n", ":5",
+       "outside (0, 1]"},
+      {"merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: nan}\n", ":4",
+       "'weight': must be a finite number"},
+      {"merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: inf}\n", ":4",
+       "'weight': must be a finite number"},
   };
   int index = 0;
   for (const Case& c : cases) {
@@ -785,6 +799,7 @@ TEST_CASE("merge: two LoRA skills merged keep both better than either adapter al
     config.model = base.string();
     config.data = data.string();
     config.output_dir = (work / name).string();
+    config.overwrite_output_dir = true;  // the folder persists between test runs
     config.headless = true;
     config.max_steps = 100;
     config.per_device_train_batch_size = 8;

@@ -275,6 +275,58 @@ TEST_CASE("config: unsupported or malformed configs are rejected naming the file
   CHECK(user_error_of([&] { load_model_config(dir / "missing"); }).find("no config.json") != std::string::npos);
 }
 
+TEST_CASE("config: sizes beyond sane limits and token ids outside the vocabulary are refused") {
+  auto error_for = [](json document) { return user_error_of([&] { parse_model_config(document, "m/config.json"); }); };
+  json base = json::parse(kTinyLlamaConfig);
+  struct Case {
+    const char* key;
+    json value;
+    const char* expected;  // in the message, after m/config.json: "KEY"
+  };
+  const Case cases[] = {
+      {"num_hidden_layers", 1e9, "is 1000000000, above vktune's limit of 1024"},
+      {"hidden_size", int64_t{1} << 40, "is 1099511627776, above vktune's limit of 65536"},
+      {"intermediate_size", int64_t{1} << 30, "is 1073741824, above vktune's limit of 262144"},
+      {"num_attention_heads", 1 << 20, "is 1048576, above vktune's limit of 1024"},
+      {"num_key_value_heads", 1 << 20, "is 1048576, above vktune's limit of 1024"},
+      {"head_dim", 1 << 20, "is 1048576, above vktune's limit of 1024"},
+      {"vocab_size", int64_t{1} << 40, "is 1099511627776, above vktune's limit of 4194304"},
+      {"max_position_embeddings", int64_t{1} << 40, "is 1099511627776, above vktune's limit"},
+      {"num_hidden_layers", 1e30, "must be an integer, got 1e+30"},
+      {"num_hidden_layers", 18446744073709551615ull, "is 18446744073709551615, far beyond any real model's"},
+      {"rms_norm_eps", 2.0, "must be in (0, 1)"},
+      {"rope_theta", -1.0, "must be positive"},
+      {"bos_token_id", 32000, "is 32000, outside the vocabulary [0, 32000)"},
+      {"eos_token_id", json::array({2, 40000}), "is 40000, outside the vocabulary [0, 32000)"},
+      {"pad_token_id", -5, "is -5, outside the vocabulary"},
+  };
+  for (const Case& c : cases) {
+    json document = base;
+    document[c.key] = c.value;
+    std::string message = error_for(document);
+    CAPTURE(c.key);
+    CAPTURE(message);
+    CHECK(message.find(std::string("m/config.json: \"") + c.key + "\" " + c.expected) != std::string::npos);
+    CHECK(message.find("HINT: ") != std::string::npos);
+  }
+
+  json scaling = base;
+  scaling["rope_scaling"] = {{"rope_type", "llama3"},
+                             {"factor", 8.0},
+                             {"low_freq_factor", 1.0},
+                             {"high_freq_factor", 4.0},
+                             {"original_max_position_embeddings", int64_t{1} << 40}};
+  CHECK(error_for(scaling).find("\"rope_scaling.original_max_position_embeddings\" is 1099511627776, above") !=
+        std::string::npos);
+  scaling["rope_scaling"]["original_max_position_embeddings"] = 8192;
+  scaling["rope_scaling"]["low_freq_factor"] = -2.0;
+  CHECK(error_for(scaling).find("\"rope_scaling.low_freq_factor\" must be positive") != std::string::npos);
+
+  json none_pad = base;  // old conversions' "no pad token"
+  none_pad["pad_token_id"] = -1;
+  CHECK_FALSE(parse_model_config(none_pad, "m/config.json").pad_token_id.has_value());
+}
+
 // ============================ RoPE frequencies ============================
 
 TEST_CASE("config: rope_inv_freq matches transformers' fp32 init (torch golden values)") {

@@ -30,6 +30,29 @@ TEST_CASE("rules of thumb: the seeds' worked checks") {
         doctest::Approx(2e9));
 }
 
+TEST_CASE("sizes whose byte counts would wrap 64 bits are a UserError, not a tiny plan") {
+  RunSettings settings;
+  ModelShape huge = llama3_8b();
+  huge.hidden = uint64_t{1} << 40;  // hidden x hidden x 4 bytes wraps
+  CHECK_THROWS_AS(make_plan(huge, settings), UserError);
+  CHECK_THROWS_AS(saved_activation_bytes_per_layer(huge, settings), UserError);
+  ModelShape wide = llama3_8b();
+  wide.vocab = uint64_t{1} << 31;
+  wide.hidden = uint64_t{1} << 31;  // each fits, vocab x hidden x 4 x buffers does not
+  try {
+    make_plan(wide, settings);
+    FAIL("no error");
+  } catch (const UserError& error) {
+    CHECK(std::string(error.what()).find("the memory plan overflows 64-bit sizes") != std::string::npos);
+    CHECK_FALSE(error.hint().empty());
+  }
+  RunSettings long_run;
+  long_run.batch = uint64_t{1} << 40;
+  long_run.seq_len = uint64_t{1} << 30;  // batch x tokens wraps
+  CHECK_THROWS_AS(make_plan(llama3_8b(), long_run), UserError);
+  CHECK_NOTHROW(make_plan(llama3_8b(), settings));
+}
+
 TEST_CASE("parameter counts match the published models") {
   RunSettings settings;
   MemoryPlan plan8b = make_plan(llama3_8b(), settings);

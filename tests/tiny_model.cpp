@@ -41,6 +41,7 @@ std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directo
   config.model = tiny_model(work / "random").string();
   config.data = text.string();
   config.output_dir = directory.string();
+  config.overwrite_output_dir = true;  // an earlier process may have stopped half way
   config.method = spec::Method::full;
   config.headless = true;
   config.max_steps = 40;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <set>
 
 #include "engine/base/error.hpp"
@@ -133,6 +134,31 @@ ParameterSetting parse_setting(const Where& where, const YAML::Node& node, const
   return setting;
 }
 
+// Every number a setting can evaluate to (scalars, gradient points, conditional values).
+void for_each_number(const ParameterSetting& setting, const std::function<void(double)>& visit) {
+  if (setting.kind == ParameterSetting::Kind::scalar && setting.scalar.type == ParameterValue::Type::number)
+    visit(setting.scalar.number);
+  for (const ParameterValue& value : setting.list)
+    if (value.type == ParameterValue::Type::number) visit(value.number);
+  for (const auto& conditional : setting.conditionals) for_each_number(*conditional.value, visit);
+}
+
+// mergekit's ranges: slerp's t interpolates between two models, TIES/DARE keep a fraction
+// `density` of each task vector; every other number must at least be finite.
+void check_parameter_range(const Where& where, const YAML::Node& node, const std::string& name,
+                           const ParameterSetting& setting) {
+  for_each_number(setting, [&](double value) {
+    std::string text = std::to_string(value);
+    if (!std::isfinite(value)) fail(where, node, name, "must be a finite number, got " + text, "e.g. 0.5");
+    if (name == "t" && !(value >= 0 && value <= 1))
+      fail(where, node, name, "is " + text + ", outside slerp's range [0, 1]",
+           "t = 0 gives the base model, t = 1 the other one");
+    if (name == "density" && !(value > 0 && value <= 1))
+      fail(where, node, name, "is " + text + ", outside (0, 1]",
+           "density is the fraction of each task vector kept, e.g. 0.5");
+  });
+}
+
 ParameterSet parse_parameters(const Where& where, const YAML::Node& node) {
   ParameterSet set;
   if (!node || node.IsNull()) return set;
@@ -146,6 +172,7 @@ ParameterSet parse_parameters(const Where& where, const YAML::Node& node) {
       throw UserError(where.at(entry.first) + ": key '" + name + "': not a merge parameter",
                       "mergekit's parameters are " + join(known));
     set[name] = parse_setting(where, entry.second, name);
+    check_parameter_range(where, entry.second, name, set[name]);
   }
   return set;
 }

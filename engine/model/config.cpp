@@ -35,6 +35,17 @@ const ArchitectureInfo& info(Architecture architecture) {
 
 const char* kConfigHint = "fix config.json, or download the model's config.json again";
 
+// Upper bounds on config.json sizes: several times the largest released models' (Llama 3.1 405B:
+// 126 layers, hidden 16384, intermediate 53248; Gemma: vocab 262144; Llama 4: 10M positions).
+// They keep every size product (hidden x vocab, layers x ...) far inside 64 bits.
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHidden = 1 << 16;
+constexpr int64_t kMaxIntermediate = 1 << 18;
+constexpr int64_t kMaxHeads = 1024;
+constexpr int64_t kMaxHeadDim = 1024;
+constexpr int64_t kMaxVocab = 1 << 22;
+constexpr int64_t kMaxPositions = 1 << 26;
+
 // Field readers: each names the file and the key in its error.
 class Reader {
  public:
@@ -48,11 +59,27 @@ class Reader {
   }
 
   int64_t integer(const json& value, const std::string& key) const {
+    if (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(INT64_MAX))
+      fail(key, "is " + value.dump() + ", far beyond any real model's");
     if (value.is_number_integer()) return value.get<int64_t>();
-    // Some writers store integers as 4096.0; accept those that are whole numbers.
-    if (value.is_number_float() && std::floor(value.get<double>()) == value.get<double>())
-      return static_cast<int64_t>(value.get<double>());
+    // Some writers store integers as 4096.0; accept those that are whole numbers (and in range:
+    // casting 1e30 to int64 is undefined).
+    const double number = value.is_number_float() ? value.get<double>() : 0.5;
+    if (std::floor(number) == number && std::fabs(number) < 9.0e18) return static_cast<int64_t>(number);
     fail(key, "must be an integer, got " + value.dump());
+  }
+
+  // A positive integer no larger than `limit`: sizes beyond every real model's are a corrupt or
+  // hostile file, and would make the planner and the loaders run without end.
+  int64_t bounded(const char* key, int64_t limit) const { return check_limit(key, positive(key), limit); }
+  int64_t bounded_or(const char* key, int64_t fallback, int64_t limit) const {
+    return check_limit(key, positive_or(key, fallback), limit);
+  }
+  int64_t check_limit(const std::string& key, int64_t value, int64_t limit) const {
+    if (value > limit)
+      fail(key, "is " + std::to_string(value) + ", above vktune's limit of " + std::to_string(limit),
+           "real models stay far below it: the config.json is probably corrupted");
+    return value;
   }
 
   int64_t positive(const char* key) const {
@@ -65,6 +92,7 @@ class Reader {
 
   double number(const json& value, const std::string& key) const {
     if (!value.is_number()) fail(key, "must be a number, got " + value.dump());
+    if (!std::isfinite(value.get<double>())) fail(key, "must be finite, got " + value.dump());
     return value.get<double>();
   }
   double number_or(const char* key, double fallback) const { return has(key) ? number(document_[key], key) : fallback; }
@@ -147,6 +175,9 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
       reader.fail(key + ".high_freq_factor", "must be larger than low_freq_factor");
     if (result.original_max_position_embeddings <= 0)
       reader.fail(key + ".original_max_position_embeddings", "must be positive");
+    reader.check_limit(key + ".original_max_position_embeddings", result.original_max_position_embeddings,
+                       kMaxPositions);
+    if (!(result.low_freq_factor > 0)) reader.fail(key + ".low_freq_factor", "must be positive");
   } else {
     reader.fail(key, "has rope type \"" + result.type + "\", which vktune does not support",
                 "supported rope types: default, linear, llama3");
@@ -235,17 +266,17 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   config.original = document;
   config.architecture = parse_architecture(document, reader);
 
-  config.hidden_size = reader.positive("hidden_size");
-  config.intermediate_size = reader.positive("intermediate_size");
-  config.num_hidden_layers = reader.positive("num_hidden_layers");
-  config.num_attention_heads = reader.positive("num_attention_heads");
-  config.num_key_value_heads = reader.positive_or("num_key_value_heads", config.num_attention_heads);
-  config.vocab_size = reader.positive("vocab_size");
+  config.hidden_size = reader.bounded("hidden_size", kMaxHidden);
+  config.intermediate_size = reader.bounded("intermediate_size", kMaxIntermediate);
+  config.num_hidden_layers = reader.bounded("num_hidden_layers", kMaxLayers);
+  config.num_attention_heads = reader.bounded("num_attention_heads", kMaxHeads);
+  config.num_key_value_heads = reader.bounded_or("num_key_value_heads", config.num_attention_heads, kMaxHeads);
+  config.vocab_size = reader.bounded("vocab_size", kMaxVocab);
   if (!reader.has("head_dim") && config.hidden_size % config.num_attention_heads != 0)
     reader.fail("hidden_size", "(" + std::to_string(config.hidden_size) +
                                    ") is not a multiple of num_attention_heads (" +
                                    std::to_string(config.num_attention_heads) + ") and head_dim is not set");
-  config.head_dim = reader.positive_or("head_dim", config.hidden_size / config.num_attention_heads);
+  config.head_dim = reader.bounded_or("head_dim", config.hidden_size / config.num_attention_heads, kMaxHeadDim);
   if (config.head_dim % 2 != 0) reader.fail("head_dim", "must be even for rotary embeddings");
   if (config.num_attention_heads % config.num_key_value_heads != 0)
     reader.fail("num_attention_heads", "(" + std::to_string(config.num_attention_heads) +
@@ -256,9 +287,9 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
                               : config.architecture == Architecture::qwen2 ? 32768
                               : config.architecture == Architecture::qwen3 ? 40960
                                                                            : 4096 * 32;
-  config.max_position_embeddings = reader.positive_or("max_position_embeddings", default_positions);
+  config.max_position_embeddings = reader.bounded_or("max_position_embeddings", default_positions, kMaxPositions);
   config.rms_norm_eps = reader.number_or("rms_norm_eps", 1e-6);
-  if (!(config.rms_norm_eps > 0)) reader.fail("rms_norm_eps", "must be positive");
+  if (!(config.rms_norm_eps > 0 && config.rms_norm_eps < 1)) reader.fail("rms_norm_eps", "must be in (0, 1)");
   config.tie_word_embeddings = reader.boolean_or("tie_word_embeddings", false);
 
   config.gemma = config.architecture == Architecture::gemma2 || config.architecture == Architecture::gemma3;
@@ -309,6 +340,16 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
   config.bos_token_id = reader.optional_integer("bos_token_id");
   if (reader.has("eos_token_id")) config.eos_token_ids = parse_eos(document["eos_token_id"], reader);
   config.pad_token_id = reader.optional_integer("pad_token_id");
+  // Old conversions write pad_token_id -1 for "none" (transformers ignores it too).
+  if (config.pad_token_id && *config.pad_token_id == -1) config.pad_token_id.reset();
+  auto check_token = [&](const char* key, int64_t id) {
+    if (id < 0 || id >= config.vocab_size)
+      reader.fail(
+          key, "is " + std::to_string(id) + ", outside the vocabulary [0, " + std::to_string(config.vocab_size) + ")");
+  };
+  if (config.bos_token_id) check_token("bos_token_id", *config.bos_token_id);
+  for (int64_t id : config.eos_token_ids) check_token("eos_token_id", id);
+  if (config.pad_token_id) check_token("pad_token_id", *config.pad_token_id);
   config.torch_dtype = reader.string_or("torch_dtype", reader.string_or("dtype", ""));
 
   // Sliding windows.
@@ -321,7 +362,8 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
     // The configs' default patterns: every sliding_window_pattern-th layer is global (Gemma 3: 6,
     // Gemma 2: every second).
     int64_t fallback = config.architecture == Architecture::gemma2 ? 2 : 6;
-    int64_t pattern = reader.has("sliding_window_pattern") ? reader.positive("sliding_window_pattern") : fallback;
+    int64_t pattern =
+        reader.has("sliding_window_pattern") ? reader.bounded("sliding_window_pattern", kMaxLayers) : fallback;
     for (int64_t layer = 0; layer < config.num_hidden_layers; layer++)
       config.sliding_window_layers[static_cast<size_t>(layer)] = (layer + 1) % pattern != 0;
   } else if (config.architecture == Architecture::mistral) {
@@ -353,6 +395,15 @@ ModelConfig parse_model_config(const json& document, const std::string& where) {
     if (!any) config.sliding_window.reset();
   }
   return config;
+}
+
+void check_tokenizer_fits(const ModelConfig& config, size_t tokenizer_ids, const std::string& where) {
+  if (tokenizer_ids > static_cast<size_t>(config.vocab_size))
+    throw UserError(where + ": the tokenizer has ids up to " + std::to_string(tokenizer_ids - 1) +
+                        ", but config.json's vocab_size is " + std::to_string(config.vocab_size) +
+                        ": those tokens have no embedding row",
+                    "the tokenizer does not belong to this model, or tokens were added without resizing the "
+                    "embeddings (transformers: model.resize_token_embeddings(len(tokenizer)))");
 }
 
 ModelConfig load_model_config(const fs::path& path) {

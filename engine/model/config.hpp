@@ -80,6 +80,9 @@ struct ModelConfig {
 // an unsupported architecture (listing the supported ones), a missing or invalid field (naming
 // it), mlp_bias, a non-silu activation, partial rotary embeddings or an unsupported rope type.
 ModelConfig parse_model_config(const nlohmann::json& document, const std::string& where);
+// UserError unless every tokenizer id (0 .. tokenizer_ids - 1) has a row in the embedding table:
+// an id >= vocab_size would read past it (or silently get a zero embedding).
+void check_tokenizer_fits(const ModelConfig& config, size_t tokenizer_ids, const std::string& where);
 // Reads <path>/config.json when given a directory, else the file itself.
 ModelConfig load_model_config(const std::filesystem::path& path);
 // An HF-compatible config.json document (transformers 4.x spelling, which 5.x also reads; a

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <random>
 
@@ -71,8 +72,26 @@ uint32_t sample_token(const std::vector<float>& logits, const SamplingOptions& o
   return order[keep - 1];
 }
 
+namespace {
+std::string number_text(float value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", double(value));
+  return text;
+}
+}  // namespace
+
+void validate_sampling(const SamplingOptions& sampling) {
+  if (!std::isfinite(sampling.temperature) || sampling.temperature < 0)
+    throw UserError("--temperature must be a finite number >= 0, got " + number_text(sampling.temperature),
+                    "0 is greedy decoding; 0.7 to 1 is usual for sampling");
+  if (!std::isfinite(sampling.top_p) || !(sampling.top_p > 0 && sampling.top_p <= 1))
+    throw UserError("--top-p must be in (0, 1], got " + number_text(sampling.top_p),
+                    "1 keeps every token; 0.9 samples from the most likely tokens that make up 90%");
+}
+
 std::vector<uint32_t> Generator::generate(const std::vector<uint32_t>& prompt, const SamplingOptions& sampling,
                                           const std::function<void(uint32_t)>& on_token) {
+  validate_sampling(sampling);
   if (prompt.empty()) throw UserError("the prompt is empty", "give a prompt, e.g. --prompt \"Hello\"");
   auto& buffers = *session_->buffers;
   auto& transformer = *session_->transformer;

@@ -22,6 +22,9 @@ struct SamplingOptions {
   std::vector<uint32_t> stop_ids;  // end of sequence (EOS and friends); not included in the output
 };
 
+// UserError unless temperature is finite and >= 0 and top_p is in (0, 1].
+void validate_sampling(const SamplingOptions& sampling);
+
 struct GeneratorOptions {
   std::filesystem::path model;
   std::optional<std::filesystem::path> adapter;  // a PEFT adapter applied on the fly

@@ -228,11 +228,20 @@ kernels::AttentionShape Transformer::layer_attention(kernels::AttentionShape bas
 }
 
 float Transformer::embedding_scale() const {
-  // transformers: torch.tensor(hidden_size**0.5) (fp32), then .to(the embedding weight's dtype).
+  // transformers: torch.tensor(hidden_size**0.5) (fp32), then .to(the embedding weight's dtype):
+  // a checkpoint run in its config dtype (bf16 for the published Gemmas) uses the rounded value
+  // (sqrt(1152) = 33.94 -> 34.0), whatever --dtype or the method stores the table in here. Without
+  // a dtype in config.json, the table's run dtype decides.
   float scale = static_cast<float>(std::sqrt(static_cast<double>(hidden_)));
-  DType table_type = full_ ? DType::f32 : dense_type_;
-  if (table_type == DType::bf16) return bf16_to_float(float_to_bf16(scale));
-  if (table_type == DType::f16) return half_to_float(float_to_half(scale));
+  DType model_type = full_ ? DType::f32 : dense_type_;
+  if (config_.torch_dtype == "bfloat16")
+    model_type = DType::bf16;
+  else if (config_.torch_dtype == "float16")
+    model_type = DType::f16;
+  else if (!config_.torch_dtype.empty())
+    model_type = DType::f32;
+  if (model_type == DType::bf16) return bf16_to_float(float_to_bf16(scale));
+  if (model_type == DType::f16) return half_to_float(float_to_half(scale));
   return scale;
 }
 
@@ -329,9 +338,14 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   const float offset = norm_offset();
   // MLP: out = mid + down(swiglu(gate(n), up(n))), n = rmsnorm(mid).
   // Gemma: out = mid + post_ff_norm(down(geglu(...))), n = pre_ff_norm(mid); d(down) lands in d_norm.
-  if (gemma)
+  // Full finetuning: every norm's weight gradient (the (1 + w) offset does not change it).
+  auto norm_gradient = [&](const char* norm) { return full_ ? range("grad." + prefix + norm) : BufferRange{}; };
+  if (gemma) {
+    BufferRange d_post_mlp = norm_gradient("post_feedforward_layernorm.weight");
     kernels::rmsnorm_backward(r, residual, a.down_pre, range(prefix + "post_feedforward_layernorm.weight"),
-                              a.rstd_post_mlp, d_norm, nullptr, workspace, rows_, hidden_, false, offset);
+                              a.rstd_post_mlp, d_norm, full_ ? &d_post_mlp : nullptr, workspace, rows_, hidden_, false,
+                              offset);
+  }
   linear_backward(r, linear(layer, Module::down_proj), a.act, gemma ? d_norm : residual, d_act, false, rows_,
                   scratch(a, Module::down_proj));
   if (gemma)
@@ -342,14 +356,16 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
                   scratch(a, Module::gate_proj));
   linear_backward(r, linear(layer, Module::up_proj), a.norm_mlp, d_up, d_norm, true, rows_,
                   scratch(a, Module::up_proj));
-  BufferRange d_post = full_ ? range("grad." + prefix + "post_attention_layernorm.weight") : BufferRange{};
+  BufferRange d_mlp_norm = norm_gradient(mlp_norm_name());
   kernels::rmsnorm_backward(r, d_norm, a.mid, range(prefix + mlp_norm_name()), a.rstd_mlp, residual,
-                            full_ ? &d_post : nullptr, workspace, rows_, hidden_, true, offset);
+                            full_ ? &d_mlp_norm : nullptr, workspace, rows_, hidden_, true, offset);
   // Attention: mid = input + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(input).
   // Gemma: mid = input + post_attention_layernorm(o(...)), q and k through q_norm/k_norm before RoPE.
-  if (gemma)
+  if (gemma) {
+    BufferRange d_post_attn = norm_gradient("post_attention_layernorm.weight");
     kernels::rmsnorm_backward(r, residual, a.o_pre, range(prefix + "post_attention_layernorm.weight"), a.rstd_post_attn,
-                              d_norm, nullptr, workspace, rows_, hidden_, false, offset);
+                              d_norm, full_ ? &d_post_attn : nullptr, workspace, rows_, hidden_, false, offset);
+  }
   linear_backward(r, linear(layer, Module::o_proj), a.attn, gemma ? d_norm : residual, d_attn, false, rows_,
                   scratch(a, Module::o_proj));
   kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
@@ -360,7 +376,7 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
     for (auto [d, pre_norm, rstd, heads, norm] :
          {std::tuple{dq, a.q_pre_norm, a.rstd_q, heads_, "self_attn.q_norm.weight"},
           std::tuple{dk, a.k_pre_norm, a.rstd_k, kv_heads_, "self_attn.k_norm.weight"}}) {
-      BufferRange d_weight = full_ ? range("grad." + prefix + norm) : BufferRange{};
+      BufferRange d_weight = norm_gradient(norm);
       kernels::rmsnorm_backward(r, d, pre_norm, range(prefix + norm), rstd, d, full_ ? &d_weight : nullptr, workspace,
                                 rows_ * heads, head_dim_, false, offset);
     }
@@ -372,7 +388,7 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   linear_backward(r, linear(layer, Module::k_proj), a.norm_attn, dk, d_in, true, rows_, scratch(a, Module::k_proj));
   linear_backward(r, linear(layer, Module::v_proj), a.norm_attn, dv, d_in, true, rows_, scratch(a, Module::v_proj));
   if (need_input_gradient) {
-    BufferRange d_in_norm = full_ ? range("grad." + prefix + "input_layernorm.weight") : BufferRange{};
+    BufferRange d_in_norm = norm_gradient("input_layernorm.weight");
     kernels::rmsnorm_backward(r, d_norm, a.input, range(prefix + "input_layernorm.weight"), a.rstd_attn, residual,
                               full_ ? &d_in_norm : nullptr, workspace, rows_, hidden_, true, offset);
   }
@@ -480,6 +496,9 @@ void Transformer::record_backward(Recorder& r) {
     if (checkpointing_) layer_forward(r, layer, acts, nullptr, training_pass());  // recompute its activations
     layer_backward(r, layer, acts);
   }
+  // The layers saw the table's rows times the scale: so do the gradients of the trained rows.
+  if ((full_ || train_embedding_ || token_rows_ > 0) && config_.gemma)
+    kernels::scale(r, range("grad_act.residual"), rows_ * hidden_, embedding_scale());
   if (full_ || train_embedding_)
     kernels::embedding_backward(r, range("input.ids"), range("grad_act.residual"),
                                 range("grad.model.embed_tokens.weight"), range("workspace.reduce"), rows_, vocab_,

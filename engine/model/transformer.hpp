@@ -116,11 +116,9 @@ class Transformer {
   const char* mlp_norm_name() const {
     return config_.gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight";
   }
-  float embedding_scale() const;
+  float embedding_scale() const;  // Gemma: sqrt(hidden_size) rounded to the checkpoint's config dtype
   kernels::DType embedding_type() const { return fp32_embedding_ ? kernels::DType::f32 : dense_type_; }
-  void write_token_rows(
-      Recorder&
-          recorder);  // trainable tokens: their rows into the table  // Gemma: sqrt(hidden_size) rounded to the embedding's dtype
+  void write_token_rows(Recorder& recorder);  // trainable tokens: their rows into the table
   BufferRange range(const std::string& name) const { return buffers_.range(name); }
   BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;
 

@@ -19,13 +19,27 @@ namespace {
 
 std::string folder_name(const SafetensorsFolder& folder) { return folder.path().string(); }
 
-// Checks the tensor's element count against what config.json implies.
-std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::string& name, uint64_t expected) {
+std::string shape_text(const std::vector<uint64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); i++) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+// The tensor's shape must be exactly what config.json implies: the same element count is not
+// enough (a transposed k_proj would load as garbage).
+const TensorView& checked_tensor(const SafetensorsFolder& folder, const std::string& name,
+                                 const std::vector<uint64_t>& expected) {
   const TensorView& tensor = folder.tensor(name);
-  if (tensor.element_count() != expected)
-    throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
-                        " elements, config.json implies " + std::to_string(expected),
+  if (tensor.shape != expected)
+    throw UserError(folder_name(folder) + ": tensor " + name + " has shape " + shape_text(tensor.shape) +
+                        ", config.json implies " + shape_text(expected),
                     "the weights do not belong to this config.json");
+  return tensor;
+}
+
+std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::string& name,
+                                const std::vector<uint64_t>& expected) {
+  const TensorView& tensor = checked_tensor(folder, name, expected);
   std::vector<float> values = to_fp32(tensor);
   release_mapped_pages(tensor);
   return values;
@@ -38,11 +52,7 @@ std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::stri
 void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const SafetensorsFolder& folder,
                            const std::string& name, uint64_t rows, uint64_t cols, DType type,
                            const std::string& buffer_name = "") {
-  const TensorView& tensor = folder.tensor(name);
-  if (tensor.element_count() != rows * cols)
-    throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
-                        " elements, config.json implies " + std::to_string(rows * cols),
-                    "the weights do not belong to this config.json");
+  const TensorView& tensor = checked_tensor(folder, name, {rows, cols});
   vk::Buffer& buffer = buffers.buffer(buffer_name.empty() ? name : buffer_name);
   const uint64_t element_bytes = file_dtype_size(tensor.dtype), out_bytes = type == DType::f32 ? 4 : 2;
   const uint64_t chunk_rows = std::max<uint64_t>(1, (16ull << 20) / (cols * 4));  // 16 MiB of fp32 per chunk
@@ -258,13 +268,13 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
   for (uint32_t layer = 0; layer < static_cast<uint32_t>(config.num_hidden_layers); layer++) {
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
     for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
-      upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
+      upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, {hidden}), DType::f32);
     if (config.gemma)
       for (const char* norm : {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"})
-        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
+        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, {hidden}), DType::f32);
     if (config.qk_norm)
       for (const char* norm : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
-        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, plan.shape.head_dim),
+        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, {plan.shape.head_dim}),
                      DType::f32);
     for (size_t m = 0; m < spec::module_count; m++) {
       auto module = static_cast<spec::Module>(m);
@@ -272,7 +282,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       auto cols = static_cast<uint32_t>(spec::module_in_features(plan.shape, module));
       std::string name = layer_tensor_name(layer, module);
       std::string bias = layer_tensor_name(layer, module, "bias");
-      if (buffers.has(bias)) upload_dense(context, buffers, bias, dense_tensor(folder, bias, rows), DType::f32);
+      if (buffers.has(bias)) upload_dense(context, buffers, bias, dense_tensor(folder, bias, {rows}), DType::f32);
       if (loaded.bitsandbytes_nf4) {
         quant::QuantizedWeight weight = read_bitsandbytes_nf4(folder, name, rows, cols);
         if (weight.double_quant != s.double_quant) {
@@ -304,7 +314,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
           }
           values = quant::dequantize(weight);  // another format was asked for: convert from the stored values
         } else {
-          values = dense_tensor(folder, name, uint64_t{rows} * cols);
+          values = dense_tensor(folder, name, {rows, cols});
         }
         if (full || !kernels::is_quantized(s.base_format)) {
           DType type = full                                  ? DType::f32
@@ -323,7 +333,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       step(prefix + spec::module_name(module));
     }
   }
-  upload_dense(context, buffers, "model.norm.weight", dense_tensor(folder, "model.norm.weight", hidden), DType::f32);
+  upload_dense(context, buffers, "model.norm.weight", dense_tensor(folder, "model.norm.weight", {hidden}), DType::f32);
   if (!config.tie_word_embeddings) {
     if (!folder.contains("lm_head.weight"))
       throw UserError(folder_name(folder) + " has no lm_head.weight and config.json says tie_word_embeddings is false",

@@ -197,9 +197,38 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
       b.add(prefix + std::string(module_name(module)) + ".lora_t", Category::activations, rows * s.lora_r * f);
 }
 
+// a * b, or a UserError naming what overflowed: the plan's byte counts are uint64 products of
+// config sizes, and a wrapped product would plan a tiny buffer for a huge tensor.
+uint64_t checked_product(uint64_t a, uint64_t b, const std::string& what) {
+  uint64_t product = 0;
+  if (__builtin_mul_overflow(a, b, &product))
+    throw UserError(
+        "the memory plan overflows 64-bit sizes: " + what + " (" + std::to_string(a) + " x " + std::to_string(b) + ")",
+        "check config.json's sizes and the batch / sequence length flags");
+  return product;
+}
+
+// Proves, before any buffer is sized, that every product the plan forms fits in 64 bits: each
+// buffer is at most 16 bytes per element of (widest x widest) or (rows x widest), and a plan has
+// fewer than 64 buffers per layer plus 128 others.
+void check_sizes_fit(const ModelShape& m, const RunSettings& s) {
+  for (uint64_t size : {m.hidden, m.intermediate, m.vocab, m.heads, m.kv_heads, m.head_dim, m.layers})
+    if (size > (uint64_t{1} << 32))
+      throw UserError("the memory plan cannot size a model dimension of " + std::to_string(size),
+                      "check config.json's sizes: real models stay far below 2^32");
+  const uint64_t widest = std::max({m.hidden, m.intermediate, m.vocab, m.heads * m.head_dim, m.kv_heads * m.head_dim,
+                                    uint64_t{s.lora_r}, m.head_dim});  // products of two sizes <= 2^32
+  const uint64_t rows = checked_product(s.batch, std::max(s.seq_len, s.kv_cache_tokens), "batch x tokens");
+  checked_product(rows, std::max(m.heads, m.kv_heads), "tokens x heads");
+  const uint64_t per_buffer = checked_product(std::max(widest, rows), widest, "the largest tensor's elements");
+  const uint64_t buffers = checked_product(m.layers + 2, 64, "layers x buffers per layer");
+  checked_product(checked_product(per_buffer, 16, "the largest buffer's bytes"), buffers, "the plan's total bytes");
+}
+
 }  // namespace
 
 uint64_t saved_activation_bytes_per_layer(const ModelShape& shape, const RunSettings& settings) {
+  check_sizes_fit(shape, settings);
   MemoryPlan scratch;
   scratch.settings = settings;
   Builder b(scratch);
@@ -208,6 +237,7 @@ uint64_t saved_activation_bytes_per_layer(const ModelShape& shape, const RunSett
 }
 
 MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
+  check_sizes_fit(m, settings);
   MemoryPlan plan;
   plan.shape = m;
   plan.settings = settings;
@@ -280,12 +310,8 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         b.add(name, Category::base_weights, features * 4);
     };
     for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) add_norm(norm, m.hidden);
-    if (m.gemma) {
-      if (full)
-        throw UserError("full finetuning of Gemma is not supported yet (its extra norms have no gradients)",
-                        "use --method lora or --method qlora");
+    if (m.gemma)  // Gemma: post_attention_layernorm follows o_proj; these two wrap the MLP
       for (const char* norm : {"pre_feedforward_layernorm", "post_feedforward_layernorm"}) add_norm(norm, m.hidden);
-    }
     if (m.qk_norm)
       for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"}) add_norm(norm, m.head_dim);
   }

@@ -110,11 +110,25 @@ std::optional<fs::path> checkpoint_to_resume(const std::string& resume_from, con
   return output_dir / ("checkpoint-" + std::to_string(*std::max_element(steps.begin(), steps.end())));
 }
 
-TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& path, const std::string& method) {
-  if (!fs::exists(path / "trainer_state.json"))
+TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& path, const std::string& method,
+                             int64_t max_steps) {
+  const fs::path state_file = path / "trainer_state.json";
+  if (!fs::exists(state_file))
     throw UserError(path.string() + " is not a vktune checkpoint (no trainer_state.json)",
                     "give a checkpoint-N folder of an earlier run, or 'latest'");
-  json saved = json::parse(read_text_file(path / "trainer_state.json"));
+  json saved;
+  try {
+    saved = json::parse(read_text_file(state_file));
+  } catch (const json::exception& error) {
+    throw UserError(state_file.string() + ": not valid JSON: " + error.what(), "resume from another checkpoint");
+  }
+  // Checked before any weight is loaded: a step past the run's end would "resume" into nothing
+  // and rewrite the adapter untrained.
+  const json step = saved.is_object() ? saved.value("step", json()) : json();
+  if (!step.is_number_integer() || step.get<int64_t>() < 0 || step.get<int64_t>() > max_steps)
+    throw UserError(state_file.string() + ": \"step\" is " + step.dump() + ", outside this run's 0.." +
+                        std::to_string(max_steps) + " steps",
+                    "the file is damaged or belongs to a longer run: resume from another checkpoint-N");
   if (saved.value("method", method) != method)
     throw UserError(path.string() + " was written by a --method " + saved.value("method", std::string()) + " run",
                     "resume with the same flags as the interrupted run");

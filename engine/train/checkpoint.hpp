@@ -53,9 +53,10 @@ void prune_checkpoints(const std::filesystem::path& output_dir, int64_t keep);
 std::optional<std::filesystem::path> checkpoint_to_resume(const std::string& resume_from,
                                                           const std::filesystem::path& output_dir);
 // Uploads the checkpoint's weights and optimizer states into `trainable`'s buffers and returns its
-// trainer state; UserError when `path` is no checkpoint or was written by another --method.
+// trainer state; UserError when `path` is no checkpoint, was written by another --method, or its
+// step is not within [0, max_steps] of this run.
 TrainerState load_checkpoint(const TrainableState& trainable, const std::filesystem::path& path,
-                             const std::string& method);
+                             const std::string& method, int64_t max_steps);
 // Drops the lines of metrics.jsonl logged after `step` (a resumed run logs them again).
 void truncate_metrics(const std::filesystem::path& metrics, int64_t step);
 // The run's result in `output_dir`: the adapter, or for full finetuning the model in the base's

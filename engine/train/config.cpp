@@ -77,6 +77,11 @@ const std::vector<OptionSpec>& option_table() {
       {"save_steps", "write checkpoint-N every N steps", &C::save_steps},
       {"save_total_limit", "keep at most this many checkpoints (0: all)", &C::save_total_limit},
       {"resume_from_checkpoint", "a checkpoint-N folder, or 'latest' in --output-dir", &C::resume_from_checkpoint},
+      {"overwrite_output_dir", "replace the run already in --output-dir (its checkpoints and files are deleted)",
+       &C::overwrite_output_dir},
+      {"ignore_config_mismatch", "resume even though the model, data or a hyperparameter differs from run.json's",
+       &C::ignore_config_mismatch},
+      {"no_preflight", "start even when the memory plan exceeds the device's budget", &C::no_preflight},
       {"headless", "no window: progress bar in the terminal", &C::headless},
       {"dashboard", "open the live dashboard window", &C::dashboard},
       {"plot", "render the dashboard to this PNG at the end", &C::plot},
@@ -139,6 +144,7 @@ void set_option(TrainConfig& config, const OptionSpec& option, const std::string
             bad("a number");
           }
           if (used != value.size()) bad("a number");
+          if (!std::isfinite(config.*field)) bad("a finite number");
         }
       },
       option.field);
@@ -217,6 +223,9 @@ void validate(const TrainConfig& c) {
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
+  if (c.lora_alpha <= 0)
+    throw UserError("--lora-alpha must be positive, got " + nlohmann::json(c.lora_alpha).dump(),
+                    "PEFT's default is 16; a common choice is 2 x --lora-r");
   if (c.lora_dropout < 0 || c.lora_dropout >= 1) throw UserError("--lora-dropout must be in [0, 1)", "e.g. 0.05");
   if (c.max_length <= 1) throw UserError("--max-length must be at least 2", "e.g. 512");
   if (c.per_device_train_batch_size <= 0) throw UserError("--per-device-train-batch-size must be positive", "e.g. 4");
@@ -229,6 +238,17 @@ void validate(const TrainConfig& c) {
   if (c.prompt_loss_weight < 0 || c.prompt_loss_weight > 1)
     throw UserError("--prompt-loss-weight must be in [0, 1]", "0 trains on completions only, 1 weighs prompts fully");
   if (c.logging_steps <= 0) throw UserError("--logging-steps must be positive", "e.g. 10");
+  if (c.warmup_steps < 0) throw UserError("--warmup-steps must not be negative", "e.g. 100, or 0.03 for 3%");
+  if (c.weight_decay < 0) throw UserError("--weight-decay must not be negative", "e.g. 0.01");
+  if (c.adam_beta1 < 0 || c.adam_beta1 >= 1 || c.adam_beta2 < 0 || c.adam_beta2 >= 1)
+    throw UserError("--adam-beta1 and --adam-beta2 must be in [0, 1)", "the defaults are 0.9 and 0.999");
+  if (c.adam_epsilon <= 0) throw UserError("--adam-epsilon must be positive", "the default is 1e-8");
+  if (c.momentum < 0 || c.momentum >= 1) throw UserError("--momentum must be in [0, 1)", "e.g. 0.9");
+  if (c.save_steps < 0 || c.save_total_limit < 0 || c.eval_steps < 0)
+    throw UserError("--save-steps, --save-total-limit and --eval-steps must not be negative", "0 turns each off");
+  if (c.overwrite_output_dir && !c.resume_from_checkpoint.empty())
+    throw UserError("--overwrite-output-dir and --resume-from-checkpoint contradict each other",
+                    "resume the run in --output-dir, or replace it");
   if (c.headless && c.dashboard) throw UserError("--headless and --dashboard contradict each other", "pick one");
   try {
     auto kwargs = nlohmann::json::parse(c.lr_scheduler_kwargs);
@@ -237,6 +257,23 @@ void validate(const TrainConfig& c) {
     throw UserError("--lr-scheduler-kwargs is not a JSON object: " + c.lr_scheduler_kwargs,
                     "e.g. --lr-scheduler-kwargs '{\"num_cycles\": 2}'");
   }
+}
+
+void validate_for_model(const spec::RunSettings& settings, const spec::ModelShape& shape) {
+  if (settings.method == spec::Method::full || settings.target_modules.empty()) return;
+  // The targeted module with the smallest side bounds the rank.
+  spec::Module narrowest = settings.target_modules.front();
+  auto side = [&](spec::Module module) {
+    return std::min(spec::module_in_features(shape, module), spec::module_out_features(shape, module));
+  };
+  for (spec::Module module : settings.target_modules)
+    if (side(module) < side(narrowest)) narrowest = module;
+  if (settings.lora_r > side(narrowest))
+    throw UserError("--lora-r " + std::to_string(settings.lora_r) + " is larger than " + spec::module_name(narrowest) +
+                        "'s smaller side (" + std::to_string(spec::module_in_features(shape, narrowest)) + " in, " +
+                        std::to_string(spec::module_out_features(shape, narrowest)) + " out features)",
+                    "a rank above min(in, out) adds parameters but no expressiveness: use at most " +
+                        std::to_string(side(narrowest)));
 }
 
 std::string to_json(const TrainConfig& config) {

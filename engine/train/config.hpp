@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/kernels/types.hpp"
+#include "engine/spec/model_shape.hpp"
 #include "engine/spec/run_settings.hpp"
 #include "engine/train/schedule.hpp"
 
@@ -62,8 +63,11 @@ struct TrainConfig {
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;  // 0: evaluate only at the end (when --eval-data is given)
   int64_t save_steps = 500;
-  int64_t save_total_limit = 0;        // 0: keep all checkpoints
-  std::string resume_from_checkpoint;  // a checkpoint-N folder or "latest"
+  int64_t save_total_limit = 0;         // 0: keep all checkpoints
+  std::string resume_from_checkpoint;   // a checkpoint-N folder or "latest"
+  bool overwrite_output_dir = false;    // replace another run in output_dir (HF's name)
+  bool ignore_config_mismatch = false;  // resume although run.json's identity differs
+  bool no_preflight = false;            // start although the plan exceeds the device budget
   bool headless = false;
   bool dashboard = false;
   std::string plot;     // write the dashboard as a PNG here at the end
@@ -91,6 +95,8 @@ void apply_yaml_file(TrainConfig& config, const std::string& path);
 void set_option(TrainConfig& config, const OptionSpec& option, const std::string& value);
 // Checks values and their combinations; UserError with a hint on the first problem.
 void validate(const TrainConfig& config);
+// Checks the flags against the model: --lora-r at most min(in, out) of every targeted module.
+void validate_for_model(const spec::RunSettings& settings, const spec::ModelShape& shape);
 // The resolved configuration as a JSON object (for run.json).
 std::string to_json(const TrainConfig& config);
 

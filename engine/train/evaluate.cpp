@@ -14,8 +14,11 @@ namespace fs = std::filesystem;
 
 EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uint32_t max_length,
                             double prompt_loss_weight) {
+  if (!(prompt_loss_weight >= 0 && prompt_loss_weight <= 1))  // NaN fails too
+    throw UserError("--prompt-loss-weight must be in [0, 1]", "0 scores completions only, 1 weighs prompts fully");
   model::ModelConfig config = model::load_model_config(model_dir);
   text::Tokenizer tokenizer = text::Tokenizer::load(model_dir);
+  model::check_tokenizer_fits(config, tokenizer.vocab_size(), (model_dir / "tokenizer.json").string());
   text::ChatFormat chat = text::load_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [&tokenizer](const std::string& text) { return tokenizer.encode(text, false); };

@@ -119,6 +119,7 @@ std::string run_info_to_json(const RunInfo& info, RunState state) {
               {"planned_bytes", planned},
               {"device_budget_bytes", info.device_budget_bytes},
               {"started_at", info.started_at},
+              {"identity", json::parse(info.identity_json.empty() ? "{}" : info.identity_json)},
               {"state", run_state_name(state)},
               {"version", 1}};
   return out.dump(2);
@@ -141,6 +142,7 @@ RunInfo run_info_from_json(const std::string& text, RunState* state) {
   info.planned_offload_bytes = planned.value("optimizer_state_offload", uint64_t{0});
   info.device_budget_bytes = in.value("device_budget_bytes", uint64_t{0});
   info.started_at = in.value("started_at", "");
+  info.identity_json = in.value("identity", json::object()).dump();
   if (state) {
     std::string name = in.value("state", "running");
     for (int s = 0; s <= static_cast<int>(RunState::failed); s++)

@@ -57,6 +57,7 @@ struct RunInfo {
   uint64_t planned_offload_bytes = 0;
   uint64_t device_budget_bytes = 0;  // VK_EXT_memory_budget (or heap size) of the device
   std::string started_at;            // ISO 8601
+  std::string identity_json = "{}";  // which run this is (run_identity.hpp): model, data, trajectory options
 };
 
 enum class RunState { starting, running, paused, saving, evaluating, finished, stopped, failed };

@@ -1,13 +1,23 @@
 #include "engine/train/step_runner.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <map>
+#include <regex>
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/elementwise.hpp"
 #include "engine/train/evaluate.hpp"
 
 namespace vkt::train {
+
+bool excluded_from_weight_decay(const std::string& name) {
+  // Trainer.get_decay_parameter_names' patterns (transformers 5.23), searched in the lowercased name.
+  static const std::regex patterns(R"(bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.))");
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  return std::regex_search(lower, patterns);
+}
 
 StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const OptimizerSettings& settings)
     : context_(context), session_(session), settings_(settings) {
@@ -17,9 +27,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   for (const auto& spec : plan.buffers) {
     if (spec.name.rfind("grad.", 0) != 0) continue;
     std::string name = spec.name.substr(5);
-    // HF's Trainer excludes biases and norm weights from weight decay.
-    bool norm_or_bias = name.find("layernorm") != std::string::npos || name == "model.norm.weight" ||
-                        (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+    bool norm_or_bias = excluded_from_weight_decay(name);
     kernels::OptimizerTensor tensor;
     tensor.param = buffers.range(name);
     tensor.grad = buffers.range(spec.name);

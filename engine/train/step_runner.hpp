@@ -14,6 +14,11 @@
 
 namespace vkt::train {
 
+// Whether weight decay skips the parameter `name` (an HF name): transformers' Trainer skips every
+// name matching bias, layernorm, rmsnorm, (^|.)norm($|.) or _norm($|.) (lowercased), so biases and
+// all norms (input_layernorm, Gemma's feed-forward norms, q_norm/k_norm, model.norm) go undecayed.
+bool excluded_from_weight_decay(const std::string& name);
+
 struct OptimizerSettings {
   spec::Optimizer optimizer = spec::Optimizer::adamw;
   double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weight_decay = 0, momentum = 0.9;

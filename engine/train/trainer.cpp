@@ -27,6 +27,7 @@
 #include "engine/train/batcher.hpp"
 #include "engine/train/checkpoint.hpp"
 #include "engine/train/dataset.hpp"
+#include "engine/train/run_identity.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
 
@@ -90,6 +91,7 @@ class TrainingRun {
  private:
   void prepare_data();
   void prepare_device();
+  void preflight();
   int64_t resume();
   void train_step(int64_t step, bool profile);
   void log_step(int64_t step, double elapsed);
@@ -135,6 +137,7 @@ void TrainingRun::prepare_data() {
                     "*.safetensors and tokenizer.json");
   model_config_ = model::load_model_config(model_dir);
   tokenizer_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(model_dir));
+  model::check_tokenizer_fits(model_config_, tokenizer_->vocab_size(), (model_dir / "tokenizer.json").string());
   text::ChatFormat chat = text::load_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [this](const std::string& text) { return tokenizer_->encode(text, false); };
@@ -183,6 +186,7 @@ void TrainingRun::prepare_data() {
   schedule_ = std::make_unique<Schedule>(schedule);
 
   plan_ = plan::make_plan(model::model_shape(model_config_), run_settings(config_, seq_len_));
+  validate_for_model(plan_.settings, plan_.shape);
   if (config_.method != spec::Method::full) {
     lora_.rank = static_cast<uint32_t>(config_.lora_r);
     lora_.alpha = static_cast<float>(config_.lora_alpha);
@@ -213,6 +217,7 @@ void TrainingRun::prepare_data() {
       settings.save_lm_head = lora_.save_lm_head;
       settings.trainable_token_indices = lora_.token_indices;
       plan_ = plan::make_plan(model::model_shape(model_config_), settings);
+      validate_for_model(plan_.settings, plan_.shape);
     }
   }
 }
@@ -222,6 +227,7 @@ void TrainingRun::prepare_device() {
   options.device_index = static_cast<int>(config_.device);
   context_ = std::make_unique<vk::Context>(options);
   context_->ledger().reset_peaks();
+  preflight();
   int64_t tensors = 2 + model_config_.num_hidden_layers * static_cast<int64_t>(spec::module_count);
   ProgressBar loading("load", tensors);
   const bool full = plan_.settings.method == spec::Method::full;
@@ -249,6 +255,23 @@ void TrainingRun::prepare_device() {
   optimizer.seed = static_cast<uint32_t>(config_.seed);
   runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
   runner_->reset();
+}
+
+// Refuses, before the model loads, a run whose plan exceeds the device's memory budget, with the
+// planner's advice (the run would otherwise swap or die at allocation, minutes in).
+void TrainingRun::preflight() {
+  uint64_t budget = 0;
+  for (const auto& heap : context_->memory_heaps())
+    if (heap.device_local) budget = std::max(budget, heap.budget ? heap.budget : heap.size);
+  if (config_.no_preflight || budget == 0) return;
+  plan::Verdict verdict = plan::judge(plan_, budget);
+  if (verdict.fits) return;
+  std::string advice;
+  for (const auto& line : verdict.advice) advice += "\n  - " + line;
+  throw UserError("the memory plan needs " + format_bytes(double(verdict.required)) + " of device memory, " +
+                      context_->caps().name + " has " + format_bytes(double(verdict.available)) +
+                      " (`vktune plan` with the same flags shows every category)",
+                  "what to change, cheapest first:" + advice + "\n  or --no-preflight to start anyway");
 }
 
 void TrainingRun::train_step(int64_t step, bool profile) {
@@ -356,7 +379,7 @@ int64_t TrainingRun::resume() {
     log::info("--resume-from-checkpoint latest: no checkpoint in " + config_.output_dir + ", starting fresh");
     return 0;
   }
-  TrainerState state = load_checkpoint(trainable(), *path, spec::method_name(config_.method));
+  TrainerState state = load_checkpoint(trainable(), *path, spec::method_name(config_.method), max_steps_);
   batcher_->restore(state.position);
   tokens_ = state.tokens;
   elapsed_before_ = state.elapsed_s;
@@ -374,9 +397,10 @@ TrainSummary TrainingRun::run() {
   monitor_->set_state(RunState::starting);
   validate(config_);
   prepare_data();  // everything that can fail on bad input happens before output is written
+  info_.identity_json = run_identity(config_).dump();
+  prepare_output_dir(config_, json::parse(info_.identity_json));  // before the model loads
   prepare_device();
 
-  fs::create_directories(output_dir());
   info_.config_json = to_json(config_);
   info_.device = context_->caps().summary_line();
   info_.max_steps = max_steps_;

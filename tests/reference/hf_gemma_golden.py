@@ -15,8 +15,19 @@ Writes (small, committed):
     window shorter than the sequence; every feature on), their PEFT adapters (tests/data/hf/<model>_adapter/)
     and tests/data/golden/hf_<model>.golden.bin
     with their logits (adapter applied), loss, PEFT LoRA gradients (r=4 on the seven linear modules, as all-linear, nonzero B) and 20
-    greedy tokens, for the model-level test once the architectures are wired.
+    greedy tokens. Full finetuning of the same model (no adapter) on the same batch: full.loss,
+    full.grad.<name> for every parameter of named_parameters() (the tied embedding once, with both of
+    its uses), full.decay_names (the parameters Trainer.get_decay_parameter_names decays; JSON, uint8)
+    and full.adamw.* (3 AdamW steps with Trainer's two parameter groups and clipping: losses,
+    pre-clip gradient norms, final norm weights and one linear weight).
+  tests/data/hf/gemma3_bf16/ + tests/data/golden/hf_gemma3_bf16.golden.bin: a one-layer
+    Gemma3ForCausalLM saved in bfloat16 with hidden 48, whose embedding normalizer sqrt(48) = 6.928
+    is 6.9375 in bf16, and the output of its scaled embedding for embed.ids as transformers computes
+    it in the config's dtype (embed.out_bf16: bf16 values as fp32) and in fp32 (embed.out_fp32).
+The adapters' target_modules order follows Python's string hashing: restore adapter_config.json
+(git checkout) after a rerun unless the adapters themselves changed.
 """
+import json
 import os
 import sys
 
@@ -172,11 +183,86 @@ def model_golden(kind):
         generated = model.generate(prompt, max_new_tokens=20, do_sample=False, min_new_tokens=20)
     out.append(("greedy_prompt", prompt.to(torch.int32).numpy()))
     out.append(("greedy_tokens", generated[0, 4:].to(torch.int32).numpy()))
+    out += full_golden(folder, input_ids, labels)
     write_golden(os.path.join(GOLDEN, f"hf_{kind}.golden.bin"), out)
+
+
+def full_golden(folder, input_ids, labels):
+    """Full finetuning: the saved model's loss and the gradient of every parameter it trains."""
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    loss = model(input_ids=input_ids, labels=labels).loss
+    loss.backward()
+    out = [("full.loss", np.array([loss.item()], "<f8"))]
+    for name, parameter in model.named_parameters():  # a tied lm_head is not listed again
+        assert float(parameter.grad.abs().max()) > 0, name + " has a zero gradient"
+        out.append(("full.grad." + name, f32(parameter.grad)))
+    decayed = sorted(transformers.Trainer.get_decay_parameter_names(None, model))
+    out.append(("full.decay_names", np.frombuffer(json.dumps(decayed).encode(), dtype=np.uint8)))
+    return out + adamw_golden(folder, input_ids, labels, set(decayed))
+
+
+ADAMW_STEPS, ADAMW_LR, ADAMW_DECAY, ADAMW_CLIP = 3, 1e-2, 0.1, 1.0
+
+
+def adamw_golden(folder, input_ids, labels, decayed):
+    """A few full-finetuning steps as Trainer runs them: AdamW (betas 0.9/0.999, eps 1e-8) with weight
+    decay on its decay list only, the global gradient norm clipped to 1, the same batch every step.
+    Losses and pre-clip norms per step, and the final values of every norm weight (undecayed) and of
+    one decayed linear weight; the whole model would be too large to commit."""
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    named = list(model.named_parameters())
+    optimizer = torch.optim.AdamW([{"params": [p for n, p in named if n in decayed], "weight_decay": ADAMW_DECAY},
+                                   {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0}],
+                                  lr=ADAMW_LR, betas=(0.9, 0.999), eps=1e-8)
+    losses, norms = [], []
+    for _ in range(ADAMW_STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), ADAMW_CLIP)))
+        losses.append(loss.item())
+        optimizer.step()
+    out = [("full.adamw.loss", np.array(losses, "<f8")), ("full.adamw.grad_norm", np.array(norms, "<f8")),
+           ("full.adamw.settings", np.array([ADAMW_LR, ADAMW_DECAY, ADAMW_CLIP], "<f8"))]
+    for name, parameter in named:
+        if "norm" in name or name == "model.layers.0.self_attn.k_proj.weight":
+            out.append(("full.adamw.final." + name, f32(parameter)))
+    return out
+
+
+def bf16_embedding_golden():
+    """Gemma's embedding normalizer, rounded to the model's dtype as transformers does."""
+    torch.manual_seed(5)
+    config = Gemma3TextConfig(vocab_size=64, hidden_size=48, intermediate_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                              rms_norm_eps=1e-6, query_pre_attn_scalar=16, sliding_window=4,
+                              layer_types=["full_attention"], tie_word_embeddings=True, pad_token_id=0,
+                              bos_token_id=1, eos_token_id=2, rope_parameters={
+                                  "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                  "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # rows of order 1, so that a wrong normalizer moves most bf16 values
+        model.model.embed_tokens.weight.normal_(0.0, 1.0)
+    model = model.to(torch.bfloat16)
+    folder = os.path.join(HF, "gemma3_bf16")
+    model.save_pretrained(folder, safe_serialization=True)
+    scale = torch.tensor(48 ** 0.5).to(torch.bfloat16).item()
+    assert scale == 6.9375 and abs(48 ** 0.5 - scale) > 5e-3, scale
+    ids = torch.arange(64).reshape(2, 32)
+    with torch.no_grad():
+        as_stored = AutoModelForCausalLM.from_pretrained(folder)  # dtype "auto": the config's bfloat16
+        assert as_stored.model.embed_tokens.weight.dtype == torch.bfloat16
+        out_bf16 = as_stored.model.embed_tokens(ids)
+        as_fp32 = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        out_fp32 = as_fp32.model.embed_tokens(ids)
+    write_golden(os.path.join(GOLDEN, "hf_gemma3_bf16.golden.bin"),
+                 [("embed.ids", ids.to(torch.int32).numpy()), ("embed.out_bf16", f32(out_bf16)),
+                  ("embed.out_fp32", f32(out_fp32))])
 
 
 if __name__ == "__main__":
     ops_golden()
     for kind in ("gemma3", "gemma2"):
         model_golden(kind)
+    bf16_embedding_golden()
     print("wrote", GOLDEN, HF)
