@@ -104,11 +104,17 @@ GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs:
   ctx.download(buffers.buffer("loss.step"), &loss_sum, 0, 4);
   run.loss = loss_sum / batch.weight_sum;
   run.dembed = download(buffers.buffer("grad_act.residual"));
+  std::map<std::string, std::string> extra_names;  // modules_to_save, trainable tokens: PEFT's saved names
+  if (!full)
+    for (const auto& extra : model::adapter_extra_tensors(session->plan.shape, lora))
+      extra_names[extra.buffer] = extra.peft_name;
   for (const auto& spec : session->plan.buffers) {
     if (spec.category != vk::Category::gradients) continue;
     std::string name = spec.name.substr(5);  // after "grad."
     // model.layers.0.self_attn.q_proj.lora_A -> PEFT's name
-    std::string golden_name = full ? name : "base_model.model." + name + ".weight";
+    std::string golden_name = full                      ? name
+                              : extra_names.count(name) ? extra_names[name]
+                                                        : "base_model.model." + name + ".weight";
     run.gradients[golden_name] = download(buffers.buffer(spec.name));
   }
   return run;

@@ -1,6 +1,8 @@
 // embedding and embedding_backward (engine/kernels/embedding.hpp): gathers from fp32, fp16 and
 // bf16 tables, the deterministic sorted backward against a token-ordered sum, the reference and
-// finite differences; more than 65535 tokens. Suite kernels_ops.
+// finite differences; more than 65535 tokens. The trainable-token ops (scatter_rows, token_slots,
+// gather_columns) copy values, so they match their references exactly; the gradients they carry are
+// checked against PEFT in model_hf (tests/reference/peft_extras_golden.py). Suite kernels_ops.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -189,6 +191,86 @@ TEST_CASE("embedding_backward: more than 65535 tokens: several passes, 2-D grid,
   test::check_close(d_table.floats(), expected, 1e-12, 1e-4, "d_table vs reference");
   CHECK(d_table.guard_intact());
   CHECK(workspace.guard_intact());
+}
+
+TEST_CASE("scatter_rows: writes rows into fp32, fp16 and bf16 tables exactly; other rows and bad indices untouched") {
+  const uint32_t vocab = 37, hidden = 33, count = 5;
+  const std::vector<uint32_t> indices = {3, 36, 0, vocab + 4, 17};  // one out of range: skipped
+  for (kernels::DType type : {kernels::DType::f32, kernels::DType::f16, kernels::DType::bf16}) {
+    CAPTURE(kernels::dtype_name(type));
+    auto table = test::random_floats(size_t(vocab) * hidden, 21, -2, 2);
+    auto rows = test::random_floats(size_t(count) * hidden, 22, -2, 2);
+    std::vector<float> expected = table;
+    ref::scatter_rows(rows.data(), indices.data(), expected.data(), count, vocab, hidden);
+    Guarded stored(0);
+    if (type == kernels::DType::f32) {
+      stored = Guarded::of(table, "table");
+    } else {
+      std::vector<uint16_t> bits(table.size());
+      for (size_t i = 0; i < table.size(); i++)
+        bits[i] = type == kernels::DType::f16 ? float_to_half(table[i]) : float_to_bf16(table[i]);
+      stored = Guarded::of_raw(bits, "table");
+    }
+    Guarded row_buffer = Guarded::of(rows, "rows"), index_buffer = Guarded::of_raw(indices, "indices");
+    context().run([&](vk::Recorder& r) {
+      kernels::scatter_rows(r, row_buffer.range(), index_buffer.range(), stored.range(), type, count, vocab, hidden);
+    });
+    std::vector<float> actual(expected.size());
+    if (type == kernels::DType::f32) {
+      actual = stored.floats();
+    } else {
+      auto bits = stored.read<uint16_t>();
+      for (size_t i = 0; i < bits.size(); i++) {
+        actual[i] = type == kernels::DType::f16 ? half_to_float(bits[i]) : bf16_to_float(bits[i]);
+        // The reference rounded the same way as the loader (round to nearest even).
+        expected[i] = type == kernels::DType::f16 ? half_to_float(float_to_half(expected[i]))
+                                                  : bf16_to_float(float_to_bf16(expected[i]));
+      }
+    }
+    test::check_close(actual, expected, 0, 0, "scatter_rows table");
+    CHECK(stored.guard_intact());
+  }
+}
+
+TEST_CASE("token_slots: each token's position in the trained set, the set size for the others") {
+  const std::vector<uint32_t> indices = {7, 2, 300, 5};
+  for (uint32_t tokens : {1u, 33u, 1000u}) {
+    CAPTURE(tokens);
+    auto ids = random_ids(tokens, 400, 31);
+    ids[0] = 300;
+    std::vector<uint32_t> expected(tokens);
+    ref::token_slots(ids.data(), indices.data(), expected.data(), tokens, uint32_t(indices.size()));
+    CHECK(expected[0] == 2);
+    Guarded id_buffer = Guarded::of_raw(ids, "ids"), index_buffer = Guarded::of_raw(indices, "indices");
+    Guarded slots(size_t(tokens) * 4, "slots");
+    context().run([&](vk::Recorder& r) {
+      kernels::token_slots(r, id_buffer.range(), index_buffer.range(), slots.range(), tokens, uint32_t(indices.size()));
+    });
+    CHECK(slots.read<uint32_t>() == expected);
+    CHECK(slots.guard_intact());
+  }
+}
+
+TEST_CASE("gather_columns: picks columns exactly; out-of-range indices give zeros") {
+  struct Shape {
+    uint32_t rows, cols;
+  };
+  const std::vector<uint32_t> indices = {0, 9, 4, 1000000, 9};
+  for (Shape shape : {Shape{1, 10}, Shape{7, 129}, Shape{65, 1000}}) {
+    CAPTURE(shape.rows);
+    CAPTURE(shape.cols);
+    const auto count = uint32_t(indices.size());
+    auto x = test::random_floats(size_t(shape.rows) * shape.cols, 41, -3, 3);
+    std::vector<float> expected(size_t(shape.rows) * count);
+    ref::gather_columns(x.data(), indices.data(), expected.data(), shape.rows, shape.cols, count);
+    Guarded x_buffer = Guarded::of(x, "x"), index_buffer = Guarded::of_raw(indices, "indices");
+    Guarded out(expected.size() * 4, "out");
+    context().run([&](vk::Recorder& r) {
+      kernels::gather_columns(r, x_buffer.range(), index_buffer.range(), out.range(), shape.rows, shape.cols, count);
+    });
+    test::check_close(out.floats(), expected, 0, 0, "gather_columns output");
+    CHECK(out.guard_intact());
+  }
 }
 
 }  // TEST_SUITE

@@ -715,7 +715,7 @@ TEST_CASE("quantize nf4: the golden llama quantized by vktune matches the bitsan
 TEST_CASE("export: an adapter or a base holding NaN/Inf is refused, naming the file and the tensor") {
   fs::path base = base_model();
   fs::path adapter = random_adapter(base, "export-nan", 4, 8.0f, false, {spec::Module::v_proj}, 7);
-  const std::string lora_b = model::peft_tensor_name(1, spec::Module::v_proj, false);
+  const std::string lora_b = model::peft_tensor_name(spec::ModelShape{}, 1, spec::Module::v_proj, false);
   test::poke_f32(adapter / "adapter_model.safetensors", lora_b, 3, NAN);
   merge::ExportOptions options;
   options.model = base;

@@ -114,6 +114,50 @@ TEST_CASE("categories add up and follow the settings") {
   CHECK(full_plan.bytes(vk::Category::optimizer_state) == full_plan.parameters.total * 8);
 }
 
+TEST_CASE("modules_to_save and trainable tokens: fp32 parameters, gradients and AdamW states in their categories") {
+  RunSettings qlora;
+  qlora.method = Method::qlora;
+  qlora.batch = 1;
+  qlora.seq_len = 128;
+  const ModelShape shape = llama3_8b();
+  const MemoryPlan plain = make_plan(shape, qlora);
+  const uint64_t table = shape.vocab * shape.hidden;  // 525M values each: 2 GiB in fp32
+
+  RunSettings saved = qlora;
+  saved.save_embed_tokens = saved.save_lm_head = true;
+  const MemoryPlan whole = make_plan(shape, saved);
+  CHECK(whole.parameters.trainable == plain.parameters.trainable + 2 * table);
+  CHECK(whole.bytes(vk::Category::adapter_params) == plain.bytes(vk::Category::adapter_params) + 2 * table * 4);
+  CHECK(whole.bytes(vk::Category::gradients) == plain.bytes(vk::Category::gradients) + 2 * table * 4);
+  CHECK(whole.bytes(vk::Category::optimizer_state) == plain.bytes(vk::Category::optimizer_state) + 2 * table * 8);
+  // The frozen base tables are gone (the trained fp32 copies replace them); the linears stay NF4.
+  CHECK(whole.bytes(vk::Category::base_weights) == plain.bytes(vk::Category::base_weights) - 2 * table * 4);
+  CHECK(whole.bytes(vk::Category::quantized_weights) == plain.bytes(vk::Category::quantized_weights));
+
+  ModelShape tied = shape;  // a tied model is untied: a frozen lm_head copy beside the trained embedding
+  tied.tied_embeddings = true;
+  RunSettings embed_only = qlora;
+  embed_only.save_embed_tokens = true;
+  const MemoryPlan untied = make_plan(tied, embed_only);
+  CHECK(untied.find("lm_head.weight").category == vk::Category::base_weights);
+  CHECK(untied.find("model.embed_tokens.weight").category == vk::Category::adapter_params);
+  CHECK_FALSE(untied.contains("grad.lm_head.weight"));
+
+  RunSettings tokens = qlora;
+  tokens.trainable_token_indices = {128000, 128001, 128009};
+  const MemoryPlan rows = make_plan(tied, tokens);
+  const MemoryPlan tied_plain = make_plan(tied, qlora);
+  CHECK(rows.parameters.trainable == tied_plain.parameters.trainable + 3 * shape.hidden);
+  CHECK(rows.bytes(vk::Category::gradients) == tied_plain.bytes(vk::Category::gradients) + 3 * shape.hidden * 4);
+  CHECK(rows.bytes(vk::Category::optimizer_state) ==
+        tied_plain.bytes(vk::Category::optimizer_state) + 3 * shape.hidden * 8);
+  CHECK(rows.contains("grad_act.token_logits"));  // the tied lm_head's share of the rows' gradients
+
+  RunSettings both = tokens;
+  both.save_embed_tokens = true;
+  CHECK_THROWS_AS(make_plan(shape, both), UserError);
+}
+
 TEST_CASE("verdict and advice in order of cost") {
   RunSettings lora;
   lora.batch = 4;

@@ -9,7 +9,9 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/model/generate.hpp"
 #include "engine/model/safetensors.hpp"
+#include "engine/train/evaluate.hpp"
 #include "engine/train/generation_eval.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
@@ -40,6 +42,35 @@ std::vector<double> logged_losses(const fs::path& output_dir) {
     if (j.contains("loss")) losses.push_back(j["loss"]);
   }
   return losses;
+}
+
+// Runs `full`, then the same run crashed after step `crash_at` (checkpoints every `save_steps`)
+// and resumed from the latest checkpoint: every logged loss must be bit-identical.
+void check_resume(const train::TrainConfig& full, int64_t crash_at, int64_t save_steps) {
+  train::train(full);
+  auto reference = logged_losses(full.output_dir);
+  REQUIRE(reference.size() == size_t(full.max_steps));
+  train::TrainConfig interrupted = full;
+  interrupted.output_dir = test::temp_dir(fs::path(full.output_dir).filename().string() + "-crashed").string();
+  interrupted.save_steps = save_steps;
+  const std::string crash = "simulated crash after step " + std::to_string(crash_at);
+  train::set_step_hook([crash_at, crash](int64_t step) {
+    if (step == crash_at) throw std::runtime_error(crash);
+  });
+  CHECK_THROWS_WITH(train::train(interrupted), crash.c_str());
+  train::set_step_hook(nullptr);
+  const fs::path checkpoint = fs::path(interrupted.output_dir) / ("checkpoint-" + std::to_string(crash_at));
+  CHECK(fs::exists(checkpoint / "trainer_state.json"));
+  CHECK(fs::exists(checkpoint / "optimizer.safetensors"));
+  train::TrainConfig resumed = interrupted;
+  resumed.resume_from_checkpoint = "latest";
+  train::train(resumed);
+  auto losses = logged_losses(resumed.output_dir);
+  REQUIRE(losses.size() == reference.size());
+  for (size_t i = 0; i < losses.size(); i++) {
+    INFO("step " << i + 1);
+    CHECK(losses[i] == reference[i]);  // bit-identical: deterministic kernels, data order and RNG
+  }
 }
 
 }  // namespace
@@ -86,6 +117,61 @@ TEST_CASE("train: QLoRA (NF4 + double quant base) on a tiny model, the loss fall
   CHECK(last < 0.8 * first);
 }
 
+TEST_CASE("train: QLoRA with modules_to_save and trainable tokens writes PEFT's extras; generate reads them") {
+  for (bool tokens : {false, true}) {
+    train::TrainConfig config = tiny_config(tokens ? "trainable-tokens" : "modules-to-save");
+    config.method = spec::Method::qlora;
+    config.max_steps = 10;
+    if (tokens)
+      config.trainable_token_indices = "3,17,40";
+    else
+      config.modules_to_save = "embed_tokens,lm_head";
+    train::TrainSummary summary = train::train(config);
+    // The extras are trained fp32 adapter tensors with gradients and AdamW states; the base stays NF4.
+    const std::string trained = tokens ? "model.embed_tokens.token_delta" : "model.embed_tokens.weight";
+    CHECK(summary.plan.find(trained).category == vk::Category::adapter_params);
+    CHECK(summary.plan.contains("grad." + trained));
+    CHECK(summary.plan.contains("adam_v." + trained));
+    CHECK(summary.plan.settings.base_format == kernels::WeightFormat::nf4);
+    json adapter = json::parse(read_text_file(fs::path(config.output_dir) / "adapter_config.json"));
+    model::SafetensorsFile weights(fs::path(config.output_dir) / "adapter_model.safetensors");
+    model::SafetensorsFile base(fs::path(config.model) / "model.safetensors");
+    if (tokens) {
+      CHECK(adapter["trainable_token_indices"] == json::array({3, 17, 40}));
+      const auto& delta = weights.tensor("base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta");
+      CHECK(delta.shape == std::vector<uint64_t>{3, 32});
+      // Row 0 started as the base's row 3 and moved.
+      auto rows = model::to_fp32(delta), table = model::to_fp32(base.tensor("model.embed_tokens.weight"));
+      double moved = 0;
+      for (size_t c = 0; c < 32; c++) moved = std::max(moved, double(std::fabs(rows[c] - table[3 * 32 + c])));
+      CHECK(moved > 1e-4);
+      CHECK(moved < 1.0);
+    } else {
+      CHECK(adapter["modules_to_save"] == json::array({"embed_tokens", "lm_head"}));
+      CHECK(weights.tensor("base_model.model.model.embed_tokens.weight").shape ==
+            base.tensor("model.embed_tokens.weight").shape);
+      CHECK(weights.find("base_model.model.lm_head.weight") != nullptr);
+    }
+    // evaluate and generate read the extras back: the adapter's loss is below the base model's.
+    train::EvalOptions eval;
+    eval.base_format = kernels::WeightFormat::nf4;
+    train::EvalResult plain = train::evaluate_model(test::context(), config.model, config.data, eval);
+    eval.adapter = config.output_dir;
+    train::EvalResult adapted = train::evaluate_model(test::context(), config.model, config.data, eval);
+    MESSAGE(std::string(tokens ? "trainable tokens" : "modules_to_save")
+            << ": eval loss base " << plain.loss << ", adapter " << adapted.loss);
+    CHECK(adapted.loss < plain.loss);
+    model::GeneratorOptions generate;
+    generate.model = config.model;
+    generate.adapter = fs::path(config.output_dir);
+    generate.max_tokens = 16;
+    model::Generator generator(test::context(), generate);
+    model::SamplingOptions sampling;
+    sampling.max_new_tokens = 4;
+    CHECK(generator.generate({1, 3, 17}, sampling).size() <= 4);
+  }
+}
+
 TEST_CASE("train: k accumulated micro-batches equal one batch k times larger") {
   train::TrainConfig big = tiny_config("accumulate-big");
   big.max_steps = 6;
@@ -121,29 +207,15 @@ TEST_CASE("train: a run killed after step 10 resumes and repeats losses 11..20 b
   train::TrainConfig full = tiny_config("resume-reference");
   full.max_steps = 20;
   full.lora_dropout = 0.1;  // the dropout RNG must resume too
-  train::train(full);
-  auto reference = logged_losses(full.output_dir);
-  REQUIRE(reference.size() == 20);
+  check_resume(full, 10, 5);
+}
 
-  train::TrainConfig interrupted = full;
-  interrupted.output_dir = test::temp_dir("e2e-resume").string();
-  interrupted.save_steps = 5;
-  train::set_step_hook([](int64_t step) {
-    if (step == 10) throw std::runtime_error("simulated crash after step 10");
-  });
-  CHECK_THROWS_WITH(train::train(interrupted), "simulated crash after step 10");
-  train::set_step_hook(nullptr);
-  CHECK(fs::exists(fs::path(interrupted.output_dir) / "checkpoint-10" / "trainer_state.json"));
-  CHECK(fs::exists(fs::path(interrupted.output_dir) / "checkpoint-10" / "optimizer.safetensors"));
-  train::TrainConfig resumed = interrupted;
-  resumed.resume_from_checkpoint = "latest";
-  train::train(resumed);
-  auto losses = logged_losses(resumed.output_dir);
-  REQUIRE(losses.size() == 20);
-  for (size_t i = 0; i < 20; i++) {
-    INFO("step " << i + 1);
-    CHECK(losses[i] == reference[i]);  // bit-identical: deterministic kernels, data order and RNG
-  }
+TEST_CASE("train: with modules_to_save and trainable tokens a resumed run repeats the losses bit for bit") {
+  train::TrainConfig full = tiny_config("resume-extras-reference");
+  full.max_steps = 8;
+  full.modules_to_save = "lm_head";  // the trained copy, the rows and their AdamW states resume too
+  full.trainable_token_indices = "3,17,40";
+  check_resume(full, 4, 4);
 }
 
 TEST_CASE("train: bad input gives a clear error and leaves no output") {
@@ -200,14 +272,20 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     const char* name;
     spec::Method method;
     bool checkpointing;
+    const char* modules_to_save = "";  // PEFT's extras: whole fp32 modules, or a few embedding rows
+    const char* token_indices = "";
   };
   using spec::Method;
   for (Case c : {Case{"lora", Method::lora, false}, Case{"lora-ckpt", Method::lora, true},
                  Case{"qlora", Method::qlora, false}, Case{"qlora-ckpt", Method::qlora, true},
-                 Case{"full", Method::full, false}, Case{"full-ckpt", Method::full, true}}) {
+                 Case{"full", Method::full, false}, Case{"full-ckpt", Method::full, true},
+                 Case{"qlora-modules-to-save", Method::qlora, false, "embed_tokens,lm_head"},
+                 Case{"lora-trainable-tokens", Method::lora, false, "", "3,17,40"}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;
+    config.modules_to_save = c.modules_to_save;
+    config.trainable_token_indices = c.token_indices;
     config.max_steps = 2;
     train::TrainSummary summary = train::train(config);
     for (size_t i = 0; i < vk::category_count; i++) {

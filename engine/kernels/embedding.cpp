@@ -8,6 +8,17 @@
 
 namespace vkt::kernels {
 
+namespace {
+// The variant of `base` for a table stored as `table_type` (fp16/bf16 need 16-bit storage).
+std::string table_shader(Recorder& recorder, const char* base, DType table_type) {
+  if (table_type == DType::f32) return base;
+  if (!recorder.context().caps().storage_16bit)
+    throw UserError("device " + recorder.context().caps().name + " cannot read 16-bit buffers",
+                    "store the embedding table as fp32 (it is converted when the model loads)");
+  return std::string(base) + (table_type == DType::f16 ? "_f16" : "_bf16");
+}
+}  // namespace
+
 void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& table, DType table_type,
                const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden) {
   require_index_range(uint64_t(tokens) * hidden, "embedding");
@@ -15,13 +26,7 @@ void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& ta
   require_bytes(ids, uint64_t(tokens) * 4, "embedding", "ids");
   require_bytes(table, uint64_t(vocab) * hidden * dtype_bytes(table_type), "embedding", "table");
   require_bytes(out, uint64_t(tokens) * hidden * 4, "embedding", "out");
-  std::string shader = "embedding";
-  if (table_type != DType::f32) {
-    if (!recorder.context().caps().storage_16bit)
-      throw UserError("device " + recorder.context().caps().name + " cannot read 16-bit buffers",
-                      "store the embedding table as fp32 (it is converted when the model loads)");
-    shader += table_type == DType::f16 ? "_f16" : "_bf16";
-  }
+  const std::string shader = table_shader(recorder, "embedding", table_type);
   struct {
     uint64_t ids, table, out;
     uint32_t tokens, vocab, hidden;
@@ -105,9 +110,90 @@ void embedding_backward(Recorder& recorder, const BufferRange& ids, const Buffer
   }
 }
 
+void scatter_rows(Recorder& recorder, const BufferRange& rows, const BufferRange& indices, const BufferRange& table,
+                  DType table_type, uint32_t count, uint32_t vocab, uint32_t hidden) {
+  if (count == 0) return;
+  require_index_range(uint64_t(vocab) * hidden, "scatter_rows");
+  require_bytes(rows, uint64_t(count) * hidden * 4, "scatter_rows", "rows");
+  require_bytes(indices, uint64_t(count) * 4, "scatter_rows", "indices");
+  require_bytes(table, uint64_t(vocab) * hidden * dtype_bytes(table_type), "scatter_rows", "table");
+  const std::string shader = table_shader(recorder, "scatter_rows", table_type);
+  struct {
+    uint64_t rows, indices, table;
+    uint32_t count, vocab, hidden;
+  } push{rows.address, indices.address, table.address, count, vocab, hidden};
+  record_dispatch(recorder, {.shader = shader,
+                             .push = push,
+                             .grid = grid_1d(uint64_t(count) * hidden, 256),
+                             .reads = {rows, indices},
+                             .writes = {table},
+                             .label = "scatter_rows"});
+}
+
+void token_slots(Recorder& recorder, const BufferRange& ids, const BufferRange& indices, const BufferRange& slots,
+                 uint32_t tokens, uint32_t count) {
+  if (tokens == 0) return;
+  require_bytes(ids, uint64_t(tokens) * 4, "token_slots", "ids");
+  require_bytes(indices, uint64_t(count) * 4, "token_slots", "indices");
+  require_bytes(slots, uint64_t(tokens) * 4, "token_slots", "slots");
+  struct {
+    uint64_t ids, indices, slots;
+    uint32_t tokens, count;
+  } push{ids.address, indices.address, slots.address, tokens, count};
+  record_dispatch(recorder, {.shader = "token_slots",
+                             .push = push,
+                             .grid = grid_1d(tokens, 256),
+                             .reads = {ids, indices},
+                             .writes = {slots}});
+}
+
+void gather_columns(Recorder& recorder, const BufferRange& x, const BufferRange& indices, const BufferRange& out,
+                    uint32_t rows, uint32_t cols, uint32_t count) {
+  if (rows == 0 || count == 0) return;
+  require_index_range(uint64_t(rows) * cols, "gather_columns");
+  require_index_range(uint64_t(rows) * count, "gather_columns");
+  require_bytes(x, uint64_t(rows) * cols * 4, "gather_columns", "x");
+  require_bytes(indices, uint64_t(count) * 4, "gather_columns", "indices");
+  require_bytes(out, uint64_t(rows) * count * 4, "gather_columns", "out");
+  struct {
+    uint64_t x, indices, out;
+    uint32_t rows, cols, count;
+  } push{x.address, indices.address, out.address, rows, cols, count};
+  record_dispatch(recorder, {.shader = "gather_columns",
+                             .push = push,
+                             .grid = grid_1d(uint64_t(rows) * count, 256),
+                             .reads = {x, indices},
+                             .writes = {out}});
+}
+
 }  // namespace vkt::kernels
 
 namespace vkt::ref {
+
+void scatter_rows(const float* rows, const uint32_t* indices, float* table, uint32_t count, uint32_t vocab,
+                  uint32_t hidden) {
+  for (uint32_t i = 0; i < count; i++)
+    if (indices[i] < vocab)
+      for (uint32_t c = 0; c < hidden; c++) table[size_t(indices[i]) * hidden + c] = rows[size_t(i) * hidden + c];
+}
+
+void token_slots(const uint32_t* ids, const uint32_t* indices, uint32_t* slots, uint32_t tokens, uint32_t count) {
+  for (uint32_t t = 0; t < tokens; t++) {
+    slots[t] = count;
+    for (uint32_t i = 0; i < count; i++)
+      if (indices[i] == ids[t]) {
+        slots[t] = i;
+        break;
+      }
+  }
+}
+
+void gather_columns(const float* x, const uint32_t* indices, float* out, uint32_t rows, uint32_t cols, uint32_t count) {
+  for (uint32_t r = 0; r < rows; r++)
+    for (uint32_t i = 0; i < count; i++)
+      out[size_t(r) * count + i] = indices[i] < cols ? x[size_t(r) * cols + indices[i]] : 0.0f;
+}
+
 
 void embedding(const uint32_t* ids, const float* table, float* out, uint32_t tokens, uint32_t vocab, uint32_t hidden) {
   for (uint32_t t = 0; t < tokens; t++)

@@ -34,9 +34,29 @@ void embedding_backward(Recorder& recorder, const BufferRange& ids, const Buffer
                         const BufferRange& d_table, const BufferRange& workspace, uint32_t tokens, uint32_t vocab,
                         uint32_t hidden);
 
+// PEFT's trainable tokens (a few embedding rows trained, the rest frozen) in three small ops.
+// table[indices[i], :] = rows[i, :], converted to table_type; indices >= vocab are skipped.
+// rows: (count, hidden) fp32; indices: (count) uint32; table: (vocab, hidden) fp32/fp16/bf16 bits.
+void scatter_rows(Recorder& recorder, const BufferRange& rows, const BufferRange& indices, const BufferRange& table,
+                  DType table_type, uint32_t count, uint32_t vocab, uint32_t hidden);
+// slots[t] = the i with indices[i] == ids[t], or count when ids[t] is not in indices (the ids
+// embedding_backward then sums over a (count, hidden) table; it skips `count`).
+// ids: (tokens) uint32; indices: (count) uint32, distinct; slots: (tokens) uint32.
+void token_slots(Recorder& recorder, const BufferRange& ids, const BufferRange& indices, const BufferRange& slots,
+                 uint32_t tokens, uint32_t count);
+// out[r, i] = x[r, indices[i]] (0 for indices >= cols).
+// x: (rows, cols) fp32; indices: (count) uint32; out: (rows, count) fp32.
+void gather_columns(Recorder& recorder, const BufferRange& x, const BufferRange& indices, const BufferRange& out,
+                    uint32_t rows, uint32_t cols, uint32_t count);
+
 }  // namespace vkt::kernels
 
 namespace vkt::ref {
+// table: (vocab, hidden) fp32.
+void scatter_rows(const float* rows, const uint32_t* indices, float* table, uint32_t count, uint32_t vocab,
+                  uint32_t hidden);
+void token_slots(const uint32_t* ids, const uint32_t* indices, uint32_t* slots, uint32_t tokens, uint32_t count);
+void gather_columns(const float* x, const uint32_t* indices, float* out, uint32_t rows, uint32_t cols, uint32_t count);
 // table: (vocab, hidden) fp32 (tests dequantize fp16/bf16 tables first).
 void embedding(const uint32_t* ids, const float* table, float* out, uint32_t tokens, uint32_t vocab, uint32_t hidden);
 // Adds into d_table; sums in double.

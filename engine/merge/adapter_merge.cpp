@@ -118,6 +118,11 @@ Merger::AdapterInputs Merger::adapter_inputs() const {
       throw UserError(config_.path + ": " + source->ref().text + " is not an adapter of " + inputs.base_dir.string(),
                       "an adapter-space merge needs every model to be the same BASE (+ADAPTER)");
     if (!source->has_adapter()) continue;
+    const model::LoraSettings& lora = source->adapter()->settings;
+    if (lora.save_embed_tokens || lora.save_lm_head || !lora.token_indices.empty())
+      throw UserError(config_.path + ": " + source->ref().text +
+                          " has modules_to_save or trainable_token_indices, which have no low-rank form",
+                      "merge in weight space (without --adapter-space), or export each adapter first");
     inputs.rank_sum += source->adapter()->settings.rank;
     for (spec::Module module : source->adapter()->settings.targets)
       if (std::find(inputs.targets.begin(), inputs.targets.end(), module) == inputs.targets.end())

@@ -155,6 +155,43 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
     // Every adapted module must exist in the model, with A and B of the right shapes.
     for (uint32_t layer = 0; layer < static_cast<uint32_t>(config_.num_hidden_layers); layer++)
       for (Module module : adapter_->file.settings.targets) (void)lora_tensor(layer, module, true);
+    const model::LoraSettings& lora = adapter_->file.settings;
+    if (config_.tie_word_embeddings && (lora.save_embed_tokens || lora.save_lm_head))
+      throw UserError(ref.lora->string() +
+                          ": modules_to_save trained embed_tokens and lm_head of a tied model apart; "
+                          "merged, the model would have to be untied (PEFT warns about the same)",
+                      "use the adapter unmerged (vktune generate --adapter), or train with --trainable-token-indices");
+    if (!lora.token_indices.empty())
+      model::check_token_indices(lora.token_indices, static_cast<uint64_t>(config_.vocab_size),
+                                 (*ref.lora / "adapter_config.json").string());
+    for (const auto& extra : model::adapter_extra_tensors(model::model_shape(config_), lora)) {
+      const model::TensorView* tensor = adapter_->weights->find(extra.peft_name);
+      if (!tensor || tensor->shape != extra.shape)
+        throw UserError(weights.string() + ": no tensor " + extra.peft_name + " of the model's shape",
+                        "adapter_config.json lists modules_to_save or trainable_token_indices the file does not hold");
+    }
+  }
+}
+
+bool ModelSource::replaced_by_extras(const std::string& name) const {
+  if (!adapter_) return false;
+  const model::LoraSettings& lora = adapter_->file.settings;
+  if (name == "model.embed_tokens.weight") return lora.save_embed_tokens || !lora.token_indices.empty();
+  return name == "lm_head.weight" && lora.save_lm_head;
+}
+
+void ModelSource::apply_extras(const std::string& name, std::vector<float>& values) const {
+  if (!replaced_by_extras(name)) return;
+  const model::LoraSettings& lora = adapter_->file.settings;
+  for (const auto& extra : model::adapter_extra_tensors(model::model_shape(config_), lora)) {
+    std::vector<float> trained = model::to_fp32(adapter_->weights->tensor(extra.peft_name));
+    if (extra.buffer == name) {
+      values = std::move(trained);  // a modules_to_save copy: the module itself
+    } else if (name == "model.embed_tokens.weight" && extra.buffer == "model.embed_tokens.token_delta") {
+      const uint64_t hidden = extra.shape[1];
+      for (size_t i = 0; i < lora.token_indices.size(); i++)
+        std::copy_n(trained.begin() + i * hidden, hidden, values.begin() + lora.token_indices[i] * hidden);
+    }
   }
 }
 
@@ -176,7 +213,7 @@ const TensorInfo& ModelSource::info(const std::string& name) const {
 
 bool ModelSource::is_plain(const std::string& name) const {
   (void)info(name);
-  if (quantized_.at(name)) return false;
+  if (quantized_.at(name) || replaced_by_extras(name)) return false;
   if (adapter_) {
     if (auto linear = parse_linear_name(name)) {
       const auto& targets = adapter_->file.settings.targets;
@@ -270,6 +307,7 @@ std::vector<float> ModelSource::read(const std::string& name) {
         add_adapter_product(*linear, values);
     }
   }
+  apply_extras(name, values);
   return values;
 }
 

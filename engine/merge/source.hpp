@@ -91,6 +91,10 @@ class ModelSource {
   };
   const model::TensorView& lora_tensor(uint32_t layer, spec::Module module, bool a) const;
   void add_adapter_product(const LinearName& linear, std::vector<float>& weight);
+  // PEFT's merge_and_unload of the extras: a modules_to_save copy replaces its module, trainable
+  // tokens' rows replace the embedding's rows. False when `name` is not touched by them.
+  bool replaced_by_extras(const std::string& name) const;
+  void apply_extras(const std::string& name, std::vector<float>& values) const;
 
   vk::Context* context_;
   ModelRef ref_;

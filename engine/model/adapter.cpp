@@ -1,5 +1,6 @@
 #include "engine/model/adapter.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -30,6 +31,26 @@ std::string lora_buffer_name(const spec::ModelShape& shape, uint32_t layer, Modu
          (a ? ".lora_A" : ".lora_B");
 }
 
+namespace {
+
+// The non-empty items of a comma list, trimmed.
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    std::string item = list.substr(start, end - start);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty()) items.push_back(item);
+    start = end + 1;
+  }
+  return items;
+}
+
+}  // namespace
+
 std::vector<Module> lora_owners(const spec::ModelShape& shape, const std::vector<Module>& targets) {
   std::vector<Module> owners;
   for (Module module : targets)
@@ -49,18 +70,13 @@ std::vector<Module> parse_target_modules(const std::string& list, const spec::Mo
     for (size_t m = 0; m < spec::module_count; m++) modules.push_back(Module(m));
     return modules;
   }
-  size_t start = 0;
-  while (start <= list.size()) {
-    size_t end = list.find(',', start);
-    if (end == std::string::npos) end = list.size();
-    std::string name = list.substr(start, end - start);
-    name.erase(0, name.find_first_not_of(" \t"));
-    name.erase(name.find_last_not_of(" \t") + 1);
+  for (std::string name : split_list(list)) {
     // PEFT saves a resolved "all-linear" as full module paths (model.layers.0.self_attn.q_proj);
     // it matches names by their last component, so do we (a layer it leaves out has no tensors,
     // and loading the weights says so).
     if (name.find('.') != std::string::npos) name = name.substr(name.rfind('.') + 1);
-    if (!name.empty()) {
+    if (name.empty()) continue;
+    {
       const bool fused_name = name == "qkv_proj" || name == "gate_up_proj";
       if (model && !model->fused_projections && fused_name)
         throw UserError("unknown target module '" + name + "'",
@@ -86,10 +102,88 @@ std::vector<Module> parse_target_modules(const std::string& list, const spec::Mo
       for (Module module : named)
         if (std::find(modules.begin(), modules.end(), module) == modules.end()) modules.push_back(module);
     }
-    start = end + 1;
   }
   if (modules.empty()) throw UserError("--target-modules is empty", "e.g. q_proj,v_proj or all-linear");
   return modules;
+}
+
+std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& shape, const LoraSettings& lora) {
+  std::vector<AdapterExtraTensor> tensors;
+  if (lora.save_embed_tokens)
+    tensors.push_back(
+        {"model.embed_tokens.weight", "base_model.model.model.embed_tokens.weight", {shape.vocab, shape.hidden}});
+  if (lora.save_lm_head)
+    tensors.push_back({"lm_head.weight", "base_model.model.lm_head.weight", {shape.vocab, shape.hidden}});
+  if (!lora.token_indices.empty())
+    tensors.push_back({"model.embed_tokens.token_delta",
+                       "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta",
+                       {lora.token_indices.size(), shape.hidden}});
+  return tensors;
+}
+
+namespace {
+
+void add_module_to_save(const std::string& name, const std::string& where, LoraSettings& lora) {
+  if (name == "embed_tokens")
+    lora.save_embed_tokens = true;
+  else if (name == "lm_head")
+    lora.save_lm_head = true;
+  else
+    throw UserError(where + ": modules_to_save lists '" + name + "'; vktune trains embed_tokens and lm_head",
+                    "use embed_tokens and/or lm_head (norms and linear layers are trained through LoRA)");
+}
+
+}  // namespace
+
+void parse_modules_to_save(const std::string& list, LoraSettings& lora) {
+  for (const std::string& name : split_list(list)) add_module_to_save(name, "--modules-to-save", lora);
+}
+
+std::vector<uint32_t> parse_token_indices(const std::string& list) {
+  std::vector<uint32_t> indices;
+  for (const std::string& item : split_list(list)) {
+    size_t used = 0;
+    unsigned long long value = 0;
+    try {
+      value = std::stoull(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || item[0] == '-' || value > 0xffffffffull)
+      throw UserError("--trainable-token-indices: '" + item + "' is not a token id",
+                      "give a comma list of ids, e.g. 128000,128001 (vktune tokenize shows a text's ids)");
+    indices.push_back(static_cast<uint32_t>(value));
+  }
+  return indices;
+}
+
+void check_token_indices(const std::vector<uint32_t>& indices, uint64_t vocab, const std::string& where) {
+  std::vector<uint32_t> sorted = indices;
+  std::sort(sorted.begin(), sorted.end());
+  if (!sorted.empty() && sorted.back() >= vocab)
+    throw UserError(where + ": token id " + std::to_string(sorted.back()) + " is not below the vocabulary size " +
+                        std::to_string(vocab),
+                    "add new tokens to the model (resize its embeddings) before training their rows");
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    throw UserError(
+        where + ": token id " + std::to_string(*std::adjacent_find(sorted.begin(), sorted.end())) + " is listed twice",
+        "list each token once");
+}
+
+void parse_adapter_extras(const nlohmann::json& config, const std::string& where, LoraSettings& lora) {
+  if (config.contains("modules_to_save") && !config["modules_to_save"].is_null())
+    for (const auto& name : config["modules_to_save"]) add_module_to_save(name.get<std::string>(), where, lora);
+  if (!config.contains("trainable_token_indices") || config["trainable_token_indices"].is_null()) return;
+  const auto& indices = config["trainable_token_indices"];
+  const nlohmann::json* list = &indices;
+  if (indices.is_object()) {  // PEFT's dict form: {"embed_tokens": [...]}; other layers are not supported
+    for (const auto& [layer, ids] : indices.items())
+      if (layer != "embed_tokens")
+        throw UserError(where + ": trainable_token_indices names '" + layer + "'; vktune trains embed_tokens rows",
+                        "use a list of ids (PEFT's embed_tokens form)");
+    list = &indices.at("embed_tokens");
+  }
+  for (const auto& id : *list) lora.token_indices.push_back(id.get<uint32_t>());
 }
 
 AdapterFile load_adapter_config(const std::filesystem::path& directory) {
@@ -124,6 +218,7 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
     else
       for (const auto& t : targets) list += (list.empty() ? "" : ",") + t.get<std::string>();
     file.settings.targets = parse_target_modules(list);
+    parse_adapter_extras(json, path.string(), file.settings);
   } catch (const nlohmann::json::exception& error) {
     throw UserError(path.string() + ": missing or invalid field (" + error.what() + ")",
                     "adapter_config.json needs r, lora_alpha and target_modules");
@@ -177,16 +272,40 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
       }
     }
   }
+  if (!lora.token_indices.empty())
+    check_token_indices(lora.token_indices, shape.vocab, (directory / "adapter_config.json").string());
+  for (const AdapterExtraTensor& extra : adapter_extra_tensors(shape, lora)) {
+    const TensorView* tensor = file.find(extra.peft_name);
+    if (!tensor)
+      throw UserError(file.path().string() + ": no tensor " + extra.peft_name,
+                      "adapter_config.json lists modules_to_save or trainable_token_indices the file does not hold");
+    if (tensor->shape != extra.shape)
+      throw UserError(file.path().string() + ": tensor " + extra.peft_name + " has the wrong shape for this model",
+                      "the adapter was trained for another base model (or another vocabulary size)");
+    std::vector<float> values = to_fp32(*tensor);
+    context.upload(buffers.buffer(extra.buffer), values.data());
+  }
 }
 
 nlohmann::json peft_lora_config(uint32_t rank, double alpha, double dropout, const std::vector<std::string>& targets,
                                 bool rslora, const std::string& base_model) {
-  return {{"peft_type", "LORA"},           {"task_type", "CAUSAL_LM"}, {"r", rank},
-          {"lora_alpha", alpha},           {"lora_dropout", dropout},  {"target_modules", targets},
-          {"use_rslora", rslora},          {"bias", "none"},           {"base_model_name_or_path", base_model},
-          {"fan_in_fan_out", false},       {"inference_mode", true},   {"init_lora_weights", true},
-          {"modules_to_save", nullptr},    {"use_dora", false},        {"revision", nullptr},
-          {"layers_to_transform", nullptr}};
+  return {{"peft_type", "LORA"},
+          {"task_type", "CAUSAL_LM"},
+          {"r", rank},
+          {"lora_alpha", alpha},
+          {"lora_dropout", dropout},
+          {"target_modules", targets},
+          {"use_rslora", rslora},
+          {"bias", "none"},
+          {"base_model_name_or_path", base_model},
+          {"fan_in_fan_out", false},
+          {"inference_mode", true},
+          {"init_lora_weights", true},
+          {"modules_to_save", nullptr},
+          {"use_dora", false},
+          {"revision", nullptr},
+          {"layers_to_transform", nullptr},
+          {"trainable_token_indices", nullptr}};
 }
 
 void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape,
@@ -195,6 +314,11 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
   std::filesystem::create_directories(directory);
   nlohmann::json config = peft_lora_config(lora.rank, lora.alpha, lora.dropout, peft_target_names(shape, lora.targets),
                                            lora.rslora, base_model);
+  std::vector<std::string> modules_to_save;
+  if (lora.save_embed_tokens) modules_to_save.push_back("embed_tokens");
+  if (lora.save_lm_head) modules_to_save.push_back("lm_head");
+  if (!modules_to_save.empty()) config["modules_to_save"] = modules_to_save;
+  if (!lora.token_indices.empty()) config["trainable_token_indices"] = lora.token_indices;
   std::vector<TensorToWrite> tensors;
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
     for (Module module : lora_owners(shape, lora.targets)) {
@@ -210,6 +334,14 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
              }});
       }
     }
+  }
+  for (const AdapterExtraTensor& extra : adapter_extra_tensors(shape, lora)) {
+    const vk::Buffer* buffer = &buffers.buffer(extra.buffer);
+    tensors.push_back({extra.peft_name, FileDtype::F32, extra.shape, [&context, buffer](TensorSink& sink) {
+                         std::vector<float> values(buffer->size() / 4);
+                         context.download(*buffer, values.data());
+                         sink.write(values.data(), values.size() * 4);
+                       }});
   }
   write_safetensors(directory / "adapter_model.safetensors", std::move(tensors), {{"format", "pt"}});
   write_file_atomically(directory / "adapter_config.json", config.dump(2) + "\n");

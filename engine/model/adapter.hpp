@@ -11,6 +11,10 @@
 
 namespace vkt::model {
 
+// The layout of the adapters vktune writes; bumped with tests/reference/peft_extras_golden.py's
+// ADAPTER_FORMAT_VERSION whenever it changes (PEFT's load check is then rerun).
+constexpr int adapter_format_version = 1;
+
 // PEFT's name of a LoRA tensor: "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"
 // (a fused module's pieces share their owner's: "...self_attn.qkv_proj.lora_A.weight" for q/k/v).
 std::string peft_tensor_name(const spec::ModelShape& shape, uint32_t layer, spec::Module module, bool a);
@@ -24,6 +28,27 @@ std::string lora_buffer_name(const spec::ModelShape& shape, uint32_t layer, spec
 std::vector<spec::Module> lora_owners(const spec::ModelShape& shape, const std::vector<spec::Module>& targets);
 // PEFT's target_modules names of `targets` ("qkv_proj" once for q/k/v when fused).
 std::vector<std::string> peft_target_names(const spec::ModelShape& shape, const std::vector<spec::Module>& targets);
+
+// The tensors an adapter holds beside LoRA, in PEFT 0.21's layout: modules_to_save copies
+// ("base_model.model.model.embed_tokens.weight" (vocab, hidden), "base_model.model.lm_head.weight"
+// (vocab, hidden)) and trainable tokens' rows
+// ("base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta" (tokens, hidden): the
+// rows' new values, not differences, despite the name).
+struct AdapterExtraTensor {
+  std::string buffer;     // our buffer: "model.embed_tokens.weight", "model.embed_tokens.token_delta"
+  std::string peft_name;  // its name in adapter_model.safetensors
+  std::vector<uint64_t> shape;
+};
+std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& shape, const LoraSettings& lora);
+
+// "modules_to_save" (embed_tokens, lm_head) and "trainable_token_indices" (a list of ids, or
+// {"embed_tokens": [...]}) of adapter_config.json into `lora`; UserError naming `where` otherwise.
+void parse_adapter_extras(const nlohmann::json& config, const std::string& where, LoraSettings& lora);
+// "embed_tokens,lm_head" (the --modules-to-save flag) and "5,9,12" (--trainable-token-indices).
+void parse_modules_to_save(const std::string& list, LoraSettings& lora);
+std::vector<uint32_t> parse_token_indices(const std::string& list);
+// UserError unless every index is below `vocab` and none repeats.
+void check_token_indices(const std::vector<uint32_t>& indices, uint64_t vocab, const std::string& where);
 
 // "all-linear" or a comma list of module names; UserError naming the unknown module. Phi-3's fused
 // "qkv_proj" and "gate_up_proj" stand for their pieces (q, k, v and gate, up). With the model's shape,

@@ -45,6 +45,9 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
     adjusted.lora_r = lora->rank;
     adjusted.target_modules = lora->targets;
     adjusted.lora_dropout = lora->dropout;
+    adjusted.save_embed_tokens = lora->save_embed_tokens;
+    adjusted.save_lm_head = lora->save_lm_head;
+    adjusted.trainable_token_indices = lora->token_indices;
   }
   SafetensorsFolder folder(model_dir);
   // A bitsandbytes 4-bit checkpoint likewise loads as stored (NF4, its block size) when the run did

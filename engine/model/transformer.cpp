@@ -46,6 +46,21 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
   checkpointing_ = s.gradient_checkpointing && s.training;
   compute_input_gradient_ = full_;
   dense_type_ = s.dtype;
+  // An embedding or lm_head listed in modules_to_save is an fp32 adapter tensor (trained, or loaded
+  // from the adapter); a tied model then has a separate lm_head.weight (the plan unties it).
+  auto adapter_tensor = [&](const char* name) {
+    return plan.contains(name) && plan.find(name).category == vk::Category::adapter_params;
+  };
+  fp32_embedding_ = full_ || adapter_tensor("model.embed_tokens.weight");
+  head_name_ = plan.contains("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight";
+  fp32_head_ = full_ || adapter_tensor(head_name_.c_str());
+  train_embedding_ = !full_ && s.training && adapter_tensor("model.embed_tokens.weight");
+  train_head_ = !full_ && s.training && adapter_tensor(head_name_.c_str());
+  if (plan.contains("model.embed_tokens.token_delta")) {
+    token_rows_ = static_cast<uint32_t>(s.trainable_token_indices.size());
+    context.upload(buffers.buffer("model.embed_tokens.token_indices"), s.trainable_token_indices.data());
+  }
+  compute_input_gradient_ = full_ || train_embedding_ || (token_rows_ > 0 && s.training);
   if (config.o_bias)
     throw UserError("this model has an o_proj bias (attention_bias with Llama), which vktune does not support yet",
                     "use a model without attention_bias, or Qwen2 (q/k/v biases only)");
@@ -400,17 +415,19 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
 
 kernels::WeightRef Transformer::lm_head_ref() const {
   kernels::WeightRef head;
-  head.format = full_ ? WeightFormat::f32
-                      : (dense_type_ == DType::f32   ? WeightFormat::f32
-                         : dense_type_ == DType::f16 ? WeightFormat::f16
-                                                     : WeightFormat::bf16);
-  head.data = range(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+  head.format = fp32_head_ ? WeightFormat::f32
+                           : (dense_type_ == DType::f32   ? WeightFormat::f32
+                              : dense_type_ == DType::f16 ? WeightFormat::f16
+                                                          : WeightFormat::bf16);
+  head.data = range(head_name_);
   return head;
 }
 
 void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const BufferRange* logits_out) {
-  const std::string head_name = config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const std::string& head_name = head_name_;
   const kernels::WeightRef head = lm_head_ref();
+  // Trainable tokens on a tied lm_head: their rows are also output rows, with gradients of their own.
+  const bool tied_token_rows = token_rows_ > 0 && head_name_ == "model.embed_tokens.weight";
   const BufferRange norm = range("act.final.norm");
   const uint32_t chunk = static_cast<uint32_t>(plan_.logits_chunk_rows);
   const uint32_t row_bytes = hidden_ * 4, logit_bytes = vocab_ * 4;
@@ -434,9 +451,16 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
     // d(final norm) = dlogits · W_head ; full finetuning: dW_head += dlogitsᵀ · norm.
     kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes),
                        DType::f32, count, vocab_, hidden_);
-    if (full_)
+    if (full_ || train_head_)
       kernels::matmul_tn(r, logits, DType::f32, x, DType::f32, range("grad." + head_name), count, vocab_, hidden_, 1.0f,
                          1.0f);
+    if (tied_token_rows) {  // d(token rows) += dlogits[:, indices]ᵀ · norm
+      const BufferRange token_logits = rows_of(range("grad_act.token_logits"), 0, count, token_rows_ * 4);
+      kernels::gather_columns(r, logits, range("model.embed_tokens.token_indices"), token_logits, count, vocab_,
+                              token_rows_);
+      kernels::matmul_tn(r, token_logits, DType::f32, x, DType::f32, range("grad.model.embed_tokens.token_delta"),
+                         count, token_rows_, hidden_, 1.0f, 1.0f);
+    }
   }
   if (loss)
     kernels::sum_rows(r, range("loss.rows"), buffers_.buffer("loss.step").range(0, 4), range("workspace.reduce"), rows_,
@@ -449,8 +473,21 @@ BufferRange Transformer::layer_input(uint32_t layer) const {
   return range(layer < layers_ ? "act.layers." + std::to_string(layer) + ".input" : std::string("act.final.input"));
 }
 
+void Transformer::write_token_rows(Recorder& r) {
+  if (token_rows_ == 0) return;
+  kernels::scatter_rows(r, range("model.embed_tokens.token_delta"), range("model.embed_tokens.token_indices"),
+                        range("model.embed_tokens.weight"), embedding_type(), token_rows_, vocab_, hidden_);
+}
+
+void Transformer::record_token_rows_init(Recorder& r) {
+  if (token_rows_ == 0) return;
+  kernels::embedding(r, range("model.embed_tokens.token_indices"), range("model.embed_tokens.weight"), embedding_type(),
+                     range("model.embed_tokens.token_delta"), token_rows_, vocab_, hidden_);
+}
+
 void Transformer::record_body(Recorder& r) {
-  DType table_type = full_ ? DType::f32 : dense_type_;
+  write_token_rows(r);
+  DType table_type = embedding_type();
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, layer_input(0), rows_,
                      vocab_, hidden_);
   if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale());
@@ -478,12 +515,19 @@ void Transformer::record_backward(Recorder& r) {
     if (checkpointing_) layer_forward(r, layer, acts, nullptr, training_pass());  // recompute its activations
     layer_backward(r, layer, acts);
   }
-  if (full_ && config_.gemma)  // the layers saw the table's rows times the scale: so does its gradient
+  // The layers saw the table's rows times the scale: so do the gradients of the trained rows.
+  if ((full_ || train_embedding_ || token_rows_ > 0) && config_.gemma)
     kernels::scale(r, range("grad_act.residual"), rows_ * hidden_, embedding_scale());
-  if (full_)
+  if (full_ || train_embedding_)
     kernels::embedding_backward(r, range("input.ids"), range("grad_act.residual"),
                                 range("grad.model.embed_tokens.weight"), range("workspace.reduce"), rows_, vocab_,
                                 hidden_);
+  if (token_rows_ > 0) {  // the trained rows' gradients: the embedding's, summed by slot
+    const BufferRange slots = range("input.token_slots");
+    kernels::token_slots(r, range("input.ids"), range("model.embed_tokens.token_indices"), slots, rows_, token_rows_);
+    kernels::embedding_backward(r, slots, range("grad_act.residual"), range("grad.model.embed_tokens.token_delta"),
+                                range("workspace.reduce"), rows_, token_rows_, hidden_);
+  }
 }
 
 void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const BufferRange& logits, bool long_rope) {
@@ -499,7 +543,8 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   pass.attention.seq_kv = past + rows;
   pass.attention.q_offset = past;
   pass.long_rope = long_rope && config_.rope_scaling.type == "longrope";  // cached keys keep the factors they had
-  DType table_type = dense_type_;
+  write_token_rows(r);
+  DType table_type = embedding_type();
   const BufferRange stream = range("act.stream");
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, stream, rows, vocab_,
                      hidden_);

@@ -25,6 +25,10 @@ struct LoraSettings {
   float dropout = 0;
   bool rslora = false;
   std::vector<spec::Module> targets;
+  // PEFT's modules_to_save (embed_tokens, lm_head: trained whole) and trainable_token_indices
+  // (rows of embed_tokens, and of a tied lm_head, trained alone).
+  bool save_embed_tokens = false, save_lm_head = false;
+  std::vector<uint32_t> token_indices;
   float scale() const;  // alpha/r, or alpha/sqrt(r) with rsLoRA
 };
 
@@ -52,6 +56,10 @@ class Transformer {
   // transformers' generation does; engine/model/generate.cpp).
   void record_decode(Recorder& recorder, uint32_t rows, uint32_t past, const BufferRange& logits,
                      bool long_rope = false);
+
+  // Trainable tokens start as the base rows (PEFT copies them): gathers them from the table
+  // (before the first forward writes the rows back).
+  void record_token_rows_init(Recorder& recorder);
 
   // NF4 double quantization keeps one host-side float per weight (the mean of its absmax
   // values); the loader provides them by tensor name.
@@ -115,6 +123,8 @@ class Transformer {
     return config_.gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight";
   }
   float embedding_scale() const;  // Gemma: sqrt(hidden_size) rounded to the checkpoint's config dtype
+  kernels::DType embedding_type() const { return fp32_embedding_ ? kernels::DType::f32 : dense_type_; }
+  void write_token_rows(Recorder& recorder);  // trainable tokens: their rows into the table
   BufferRange range(const std::string& name) const { return buffers_.range(name); }
   BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;
 
@@ -125,6 +135,11 @@ class Transformer {
   uint32_t batch_ = 0, seq_len_ = 0, rows_ = 0;
   uint32_t hidden_ = 0, intermediate_ = 0, heads_ = 0, kv_heads_ = 0, head_dim_ = 0, vocab_ = 0, layers_ = 0;
   bool full_ = false, checkpointing_ = false, compute_input_gradient_ = false;
+  // PEFT's extras beside LoRA: embed_tokens / lm_head trained in fp32 (modules_to_save), and the
+  // rows of trainable tokens (0: none) written into the embedding table before every forward.
+  bool train_embedding_ = false, train_head_ = false, fp32_embedding_ = false, fp32_head_ = false;
+  uint32_t token_rows_ = 0;
+  std::string head_name_;  // the lm_head's table: "lm_head.weight", or the tied embedding
   kernels::DType dense_type_ = kernels::DType::f32;
   std::vector<std::array<LoraParams, spec::module_count>> lora_;
   std::vector<std::array<bool, spec::module_count>> has_lora_;

@@ -74,10 +74,13 @@ std::vector<float> dense_rows(const SafetensorsFolder& folder, const std::string
 
 // Embeddings and lm_head (1 GB and more at real sizes) go to the device in row chunks converted
 // straight from the mapping, so no whole fp32 or packed copy of the tensor is ever held.
+// `buffer_name` defaults to `name`; a tied model untied by modules_to_save fills lm_head.weight from
+// the embedding tensor.
 void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const SafetensorsFolder& folder,
-                           const std::string& name, uint64_t rows, uint64_t cols, DType type) {
+                           const std::string& name, uint64_t rows, uint64_t cols, DType type,
+                           const std::string& buffer_name = "") {
   const TensorView& tensor = checked_tensor(folder, name, {rows, cols});
-  vk::Buffer& buffer = buffers.buffer(name);
+  vk::Buffer& buffer = buffers.buffer(buffer_name.empty() ? name : buffer_name);
   const uint64_t element_bytes = file_dtype_size(tensor.dtype), out_bytes = type == DType::f32 ? 4 : 2;
   const uint64_t chunk_rows = std::max<uint64_t>(1, (16ull << 20) / (cols * 4));  // 16 MiB of fp32 per chunk
   std::vector<float> values;
@@ -289,7 +292,12 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
     if (progress) progress->update(++done, what);
   };
 
-  upload_dense_streamed(context, buffers, folder, "model.embed_tokens.weight", vocab, hidden, dense);
+  // modules_to_save copies of embed_tokens / lm_head start from the base weights, in fp32.
+  auto table_type = [&](const std::string& name) {
+    return plan.find(name).category == vk::Category::adapter_params ? DType::f32 : dense;
+  };
+  upload_dense_streamed(context, buffers, folder, "model.embed_tokens.weight", vocab, hidden,
+                        table_type("model.embed_tokens.weight"));
   step("embeddings");
   for (uint32_t layer = 0; layer < static_cast<uint32_t>(config.num_hidden_layers); layer++) {
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
@@ -370,7 +378,10 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
     if (!folder.contains("lm_head.weight"))
       throw UserError(folder_name(folder) + " has no lm_head.weight and config.json says tie_word_embeddings is false",
                       "set tie_word_embeddings: true if the model shares its embeddings");
-    upload_dense_streamed(context, buffers, folder, "lm_head.weight", vocab, hidden, dense);
+    upload_dense_streamed(context, buffers, folder, "lm_head.weight", vocab, hidden, table_type("lm_head.weight"));
+  } else if (plan.contains("lm_head.weight")) {  // tied, untied by modules_to_save (as PEFT does)
+    upload_dense_streamed(context, buffers, folder, "model.embed_tokens.weight", vocab, hidden,
+                          table_type("lm_head.weight"), "lm_head.weight");
   }
   step("lm_head");
   return loaded;

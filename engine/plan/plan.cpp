@@ -109,6 +109,14 @@ class Builder {
       add("momentum." + name, Category::optimizer_state, elements * 4, state_kind);
     }
   }
+  // A tensor of a PEFT adapter beside LoRA (modules_to_save, trainable tokens): fp32, trained
+  // when the run trains, else only loaded from the adapter.
+  void adapter_tensor(const std::string& name, uint64_t elements) {
+    if (plan_.settings.training)
+      trainable(name, Category::adapter_params, elements, true);
+    else
+      add(name, Category::adapter_params, elements * 4);
+  }
   // A stored linear weight in the run's base format (codes and statistics as separate buffers).
   void linear_weight(const std::string& name, uint64_t elements) {
     const RunSettings& s = plan_.settings;
@@ -270,8 +278,17 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   const uint64_t embedding_elements = m.vocab * m.hidden;
   counts.embedding = embedding_elements;
   const uint32_t dense_bytes = kernels::dtype_bytes(s.dtype);
+  // PEFT's extras beside LoRA: whole modules (modules_to_save) or embedding rows (trainable tokens).
+  const bool extras = !full && (training || s.with_adapter);
+  const bool save_embed = extras && s.save_embed_tokens, save_head = extras && s.save_lm_head;
+  const uint64_t token_rows = extras ? s.trainable_token_indices.size() : 0;
+  if (s.save_embed_tokens && token_rows > 0)
+    throw UserError("embed_tokens is both in modules_to_save and has trainable_token_indices",
+                    "pick one: modules_to_save trains every row, trainable tokens only the listed ones");
   if (full && training)
     b.trainable("model.embed_tokens.weight", Category::base_weights, embedding_elements, true);
+  else if (save_embed)
+    b.adapter_tensor("model.embed_tokens.weight", embedding_elements);
   else
     b.add("model.embed_tokens.weight", Category::base_weights, embedding_elements * dense_bytes);
   for (uint64_t layer = 0; layer < m.layers; layer++) {
@@ -330,15 +347,27 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.trainable("model.norm.weight", Category::base_weights, m.hidden, true);
   else
     b.add("model.norm.weight", Category::base_weights, m.hidden * 4);
-  if (!m.tied_embeddings) {
-    counts.lm_head = m.vocab * m.hidden;
+  // modules_to_save on a tied model unties it, as PEFT does: embed_tokens and lm_head get copies
+  // of their own (a module not listed keeps the frozen shared table).
+  const bool untied = m.tied_embeddings && (save_embed || save_head);
+  if (!m.tied_embeddings || untied) {
+    if (!m.tied_embeddings) counts.lm_head = m.vocab * m.hidden;
     if (full && training)
       b.trainable("lm_head.weight", Category::base_weights, counts.lm_head, true);
+    else if (save_head)
+      b.adapter_tensor("lm_head.weight", m.vocab * m.hidden);
     else
-      b.add("lm_head.weight", Category::base_weights, counts.lm_head * dense_bytes);
+      b.add("lm_head.weight", Category::base_weights, m.vocab * m.hidden * dense_bytes);
+  }
+  if (token_rows > 0) {  // the trained rows (PEFT's trainable_tokens_delta) and their ids
+    b.adapter_tensor("model.embed_tokens.token_delta", token_rows * m.hidden);
+    b.add("model.embed_tokens.token_indices", Category::adapter_params, token_rows * 4);
   }
   counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head + counts.biases;
   if (full) counts.trainable = counts.total;
+  if (training && !full)
+    counts.trainable +=
+        (save_embed ? embedding_elements : 0) + (save_head ? m.vocab * m.hidden : 0) + token_rows * m.hidden;
 
   // Activations and workspace.
   const uint64_t rows = s.batch * s.seq_len;
@@ -372,6 +401,13 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.add("grad_act.up", Category::workspace, rows * m.intermediate * f);
     b.add("grad_act.act", Category::workspace, rows * m.intermediate * f);
     if (!full) b.add("grad_act.lora_t", Category::workspace, rows * s.lora_r * f);
+    if (token_rows > 0) {  // each token's row in the trained set (embedding_backward's ids)
+      b.add("input.token_slots", Category::workspace, rows * 4);
+      if (m.tied_embeddings && !untied) {  // the tied lm_head's logit gradients of those rows, per chunk
+        uint64_t chunk = std::min(rows, std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * f)));
+        b.add("grad_act.token_logits", Category::workspace, chunk * token_rows * f);
+      }
+    }
     if (!full && s.lora_dropout > 0)
       b.add("act.dropout", Category::workspace,
             rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * f);
@@ -439,6 +475,10 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   } else if (training) {
     reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows),
                                                                         static_cast<uint32_t>(m.hidden)));
+    if (save_embed || token_rows > 0)
+      reduce =
+          std::max(reduce, kernels::embedding_backward_workspace_bytes(
+                               static_cast<uint32_t>(rows), static_cast<uint32_t>(save_embed ? m.vocab : token_rows)));
   }
   b.add("workspace.reduce", Category::workspace, reduce);
   if (training) {

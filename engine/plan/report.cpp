@@ -94,6 +94,13 @@ std::string format_report(const PlanReport& report) {
       optimizer_name(s.optimizer), s.offload_optimizer ? " (offloaded)" : "",
       s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
   out << text;
+  if (s.save_embed_tokens || s.save_lm_head || !s.trainable_token_indices.empty())  // PEFT's extras, in adapter params
+    out << "  also trained (fp32, beside LoRA):" << (s.save_embed_tokens ? " embed_tokens" : "")
+        << (s.save_lm_head ? " lm_head" : "")
+        << (s.trainable_token_indices.empty()
+                ? ""
+                : " " + std::to_string(s.trainable_token_indices.size()) + " embedding rows (trainable tokens)")
+        << "\n";
   out << "training memory (the detailed plan)\n";
   const bool quantized = kernels::is_quantized(s.base_format) && s.method != Method::full;
   out << line(quantized ? std::string("dense weights (embeddings, norms: ") + kernels::dtype_name(s.dtype) + ")"

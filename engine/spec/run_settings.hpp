@@ -41,6 +41,12 @@ struct RunSettings {
   uint64_t kv_cache_tokens = 0;               // generation: cache length per sequence (0: none)
   bool with_adapter = false;                  // inference with LoRA weights (no gradients)
   uint64_t logits_chunk_bytes = 64ull << 20;  // cross-entropy works on row chunks of at most this
+  // PEFT's extras next to LoRA (training, or inference with the adapter): modules_to_save trains a
+  // whole fp32 copy of embed_tokens / lm_head; trainable_token_indices trains only these rows of
+  // embed_tokens (and of a tied lm_head).
+  bool save_embed_tokens = false;                 // "embed_tokens" in modules_to_save
+  bool save_lm_head = false;                      // "lm_head" in modules_to_save
+  std::vector<uint32_t> trainable_token_indices;  // ids whose embedding rows are trained
 };
 
 }  // namespace vkt::spec

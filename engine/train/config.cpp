@@ -47,6 +47,10 @@ const std::vector<OptionSpec>& option_table() {
        "down_proj), or all-linear",
        &C::target_modules},
       {"use_rslora", "rank-stabilized LoRA: scale alpha/sqrt(r)", &C::use_rslora},
+      {"modules_to_save", "embed_tokens and/or lm_head, trained in full (fp32) beside LoRA (PEFT's modules_to_save)",
+       &C::modules_to_save},
+      {"trainable_token_indices", "comma list of token ids whose embedding rows are trained (new chat markers)",
+       &C::trainable_token_indices},
       {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
@@ -217,6 +221,9 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::qlora && c.quant != WeightFormat::f32 && c.quant != WeightFormat::nf4)
     throw UserError("--method qlora means an NF4 base; --quant " + quant + " contradicts it",
                     "use --method lora --quant " + quant + " for another quantized base");
+  if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
+    throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
+                    "use --method lora or qlora with them, or drop them");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
   if (c.lora_alpha <= 0)
     throw UserError("--lora-alpha must be positive, got " + nlohmann::json(c.lora_alpha).dump(),

@@ -33,6 +33,8 @@ struct TrainConfig {
   double lora_dropout = 0;
   std::string target_modules = "q_proj,v_proj";
   bool use_rslora = false;
+  std::string modules_to_save;          // PEFT modules_to_save: "embed_tokens,lm_head" (trained in full)
+  std::string trainable_token_indices;  // PEFT trainable_token_indices: "5,9" (only these embedding rows)
   // Data.
   int64_t max_length = 1024;  // TRL SFTConfig default
   bool packing = false;

@@ -106,6 +106,11 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.optimizer = c.optim;
   s.offload_optimizer = c.offload_optimizer;
   s.lora_dropout = static_cast<float>(c.lora_dropout);
+  model::LoraSettings extras;
+  model::parse_modules_to_save(c.modules_to_save, extras);
+  s.save_embed_tokens = extras.save_embed_tokens;
+  s.save_lm_head = extras.save_lm_head;
+  s.trainable_token_indices = model::parse_token_indices(c.trainable_token_indices);
   return s;
 }
 
@@ -229,6 +234,10 @@ void TrainingRun::prepare_data() {
     lora_.dropout = static_cast<float>(config_.lora_dropout);
     lora_.rslora = config_.use_rslora;
     lora_.targets = plan_.settings.target_modules;
+    lora_.save_embed_tokens = plan_.settings.save_embed_tokens;
+    lora_.save_lm_head = plan_.settings.save_lm_head;
+    lora_.token_indices = plan_.settings.trainable_token_indices;
+    model::check_token_indices(lora_.token_indices, plan_.shape.vocab, "--trainable-token-indices");
     if (!config_.adapter.empty()) {
       // Start from an existing adapter: its shape settings win over the flags.
       model::AdapterFile file = model::load_adapter_config(config_.adapter);
@@ -239,9 +248,15 @@ void TrainingRun::prepare_data() {
       lora_.alpha = file.settings.alpha;
       lora_.rslora = file.settings.rslora;
       lora_.targets = file.settings.targets;
+      lora_.save_embed_tokens = file.settings.save_embed_tokens;
+      lora_.save_lm_head = file.settings.save_lm_head;
+      lora_.token_indices = file.settings.token_indices;
       spec::RunSettings settings = plan_.settings;
       settings.lora_r = lora_.rank;
       settings.target_modules = lora_.targets;
+      settings.save_embed_tokens = lora_.save_embed_tokens;
+      settings.save_lm_head = lora_.save_lm_head;
+      settings.trainable_token_indices = lora_.token_indices;
       plan_ = plan::make_plan(model::model_shape(model_config_), settings);
       validate_for_model(plan_.settings, plan_.shape);
     }
@@ -265,8 +280,10 @@ void TrainingRun::prepare_device() {
   if (!full) {
     if (!config_.adapter.empty())
       model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, config_.adapter);
-    else
+    else {
       model::init_adapter(*context_, *buffers_, plan_.shape, lora_, static_cast<uint64_t>(config_.seed));
+      context_->run([&](vk::Recorder& r) { transformer_->record_token_rows_init(r); });
+    }
   }
   OptimizerSettings optimizer;
   optimizer.optimizer = plan_.settings.optimizer;

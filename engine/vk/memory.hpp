@@ -22,7 +22,7 @@ namespace vkt::vk {
 enum class Category : uint8_t {
   base_weights,       // frozen or fully trained weights stored as fp32/fp16/bf16
   quantized_weights,  // NF4 / INT8 / INT4 codes with their scales
-  adapter_params,     // LoRA A and B (fp32 master)
+  adapter_params,     // LoRA A and B, modules_to_save copies, trainable token rows (fp32 master)
   gradients,          // gradients of trainable parameters
   optimizer_state,    // AdamW m and v, momentum
   activations,        // saved forward activations and their gradients

@@ -141,8 +141,9 @@ def forward_backward(model, ids, mask):
     return {"logits": out.logits.detach(), "loss": out.loss.detach(), "dembed": embeds.grad.detach(), "grads": grads}
 
 
-def full_forward_backward(model, ids, mask):
-    """Full finetuning: gradients of every weight (a tied embedding gets both of its uses)."""
+def full_forward_backward(model, ids, mask, trainable_only=False):
+    """Full finetuning: gradients of every weight (a tied embedding gets both of its uses); with
+    trainable_only, of the parameters that require them (peft_extras_golden.py)."""
     labels = ids.masked_fill(mask == 0, -100)
     saved = {}
 
@@ -154,7 +155,7 @@ def full_forward_backward(model, ids, mask):
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
     hook.remove()
-    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.requires_grad or not trainable_only}
     return {"logits": out.logits.detach(), "loss": out.loss.detach(), "dembed": saved["h0"].grad.detach(), "grads": grads}
 
 
@@ -299,6 +300,18 @@ def run(out_dir):
         make_family(family, 1000 + 100 * index, out_dir)
 
 
+def differing_files(written, committed):
+    """Files under `written` that are missing from `committed` or differ there (relative paths)."""
+    mismatches = []
+    for path, _, files in os.walk(written):
+        for name in files:
+            rel = os.path.relpath(os.path.join(path, name), written)
+            if not os.path.exists(os.path.join(committed, rel)) or not filecmp.cmp(
+                    os.path.join(path, name), os.path.join(committed, rel), shallow=False):
+                mismatches.append(rel)
+    return mismatches
+
+
 def main():
     # PEFT writes the resolved "all-linear" target_modules from a Python set: fix the string hash
     # seed so that adapter_config.json lists them in the same order on every run.
@@ -309,18 +322,12 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             run(tmp)
             compare = filecmp.dircmp(tmp, OUT)
-            mismatches = []
+            mismatches = differing_files(tmp, OUT)
 
             def walk(c, at):
                 mismatches.extend(os.path.join(at, n) for n in c.left_only + c.right_only + c.diff_files)
                 for name, sub in c.subdirs.items():
                     walk(sub, os.path.join(at, name))
-            for path, _, files in os.walk(tmp):
-                for name in files:
-                    rel = os.path.relpath(os.path.join(path, name), tmp)
-                    if not os.path.exists(os.path.join(OUT, rel)) or not filecmp.cmp(
-                            os.path.join(path, name), os.path.join(OUT, rel), shallow=False):
-                        mismatches.append(rel)
             walk(compare, "")
             if mismatches:
                 sys.exit("differs from tests/data/hf: %s" % sorted(set(mismatches)))
