@@ -42,6 +42,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  // GGUF's rope_freqs tensor (head_dim / 2): inv_freq[i] / factor[i], in place of rope_scaling (llama.cpp's
+  // converter writes Llama 3.1's scaling this way). Empty for HF configs.
+  std::vector<float> rope_frequency_factors;
   bool tie_word_embeddings = false;  // lm_head shares embed_tokens' weight
   bool qkv_bias = false;             // q/k/v projections have a bias (Qwen2 always; Llama attention_bias)
   bool o_bias = false;               // o_proj has a bias (Llama attention_bias only)
@@ -80,7 +83,7 @@ struct ModelConfig {
 // an unsupported architecture (listing the supported ones), a missing or invalid field (naming
 // it), mlp_bias, a non-silu activation, partial rotary embeddings or an unsupported rope type.
 ModelConfig parse_model_config(const nlohmann::json& document, const std::string& where);
-// Reads <path>/config.json when given a directory, else the file itself.
+// Reads <path>/config.json when given a directory, a GGUF file's metadata (gguf_model.hpp), else the file itself.
 ModelConfig load_model_config(const std::filesystem::path& path);
 // An HF-compatible config.json document (transformers 4.x spelling, which 5.x also reads; a
 // config read with rope_parameters is written back with rope_parameters).

@@ -19,39 +19,34 @@ namespace {
 
 std::string folder_name(const SafetensorsFolder& folder) { return folder.path().string(); }
 
-// Checks the tensor's element count against what config.json implies.
-std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::string& name, uint64_t expected) {
-  const TensorView& tensor = folder.tensor(name);
-  if (tensor.element_count() != expected)
-    throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
-                        " elements, config.json implies " + std::to_string(expected),
-                    "the weights do not belong to this config.json");
-  std::vector<float> values = to_fp32(tensor);
-  release_mapped_pages(tensor);
-  return values;
+void check_element_count(const TensorSource& source, const std::string& name, uint64_t expected) {
+  const uint64_t count = source.element_count(name);
+  if (count != expected)
+    throw UserError(source.where() + ": tensor " + name + " has " + std::to_string(count) +
+                        " elements, the model's config implies " + std::to_string(expected),
+                    "the weights do not belong to this config");
+}
+
+// Checks the tensor's element count against what the config implies.
+std::vector<float> dense_tensor(const TensorSource& source, const std::string& name, uint64_t expected) {
+  check_element_count(source, name, expected);
+  return source.read(name);
 }
 
 // Embeddings and lm_head (1 GB and more at real sizes) go to the device in row chunks converted
 // straight from the mapping, so no whole fp32 or packed copy of the tensor is ever held.
-void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const SafetensorsFolder& folder,
+void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const TensorSource& source,
                            const std::string& name, uint64_t rows, uint64_t cols, DType type) {
-  const TensorView& tensor = folder.tensor(name);
-  if (tensor.element_count() != rows * cols)
-    throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
-                        " elements, config.json implies " + std::to_string(rows * cols),
-                    "the weights do not belong to this config.json");
+  check_element_count(source, name, rows * cols);
   vk::Buffer& buffer = buffers.buffer(name);
-  const uint64_t element_bytes = file_dtype_size(tensor.dtype), out_bytes = type == DType::f32 ? 4 : 2;
+  const uint64_t out_bytes = type == DType::f32 ? 4 : 2;
   const uint64_t chunk_rows = std::max<uint64_t>(1, (16ull << 20) / (cols * 4));  // 16 MiB of fp32 per chunk
   std::vector<float> values;
   std::vector<uint16_t> packed;
   for (uint64_t row = 0; row < rows; row += chunk_rows) {
     const uint64_t count = std::min(chunk_rows, rows - row) * cols;
-    const std::span<const uint8_t> bytes = tensor.bytes.subspan(row * cols * element_bytes, count * element_bytes);
-    TensorView part{name, tensor.dtype, {count}, bytes};
     values.resize(count);
-    convert_to_fp32(part, values);
-    release_mapped_pages(part);
+    source.read_rows(name, row, cols, values);
     if (type == DType::f32) {
       context.upload(buffer, values.data(), row * cols * out_bytes, count * out_bytes);
       continue;
@@ -227,36 +222,38 @@ bool bitsandbytes_keeps_double_quant(const SafetensorsFolder& folder, const Mode
   return read_bitsandbytes_nf4(folder, layer_tensor_name(0, spec::Module::q_proj), rows, cols).double_quant;
 }
 
-LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder, const ModelConfig& config,
+LoadedWeights load_weights(vk::Context& context, const TensorSource& source, const ModelConfig& config,
                            const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress) {
   const auto& s = plan.settings;
   const bool full = s.method == spec::Method::full && s.training;
   const DType dense = full ? DType::f32 : s.dtype;
   LoadedWeights loaded;
-  loaded.bitsandbytes_nf4 = is_bitsandbytes_nf4(folder, config);
+  // bitsandbytes and vktune-quantized checkpoints are safetensors folders only.
+  const SafetensorsFolder* folder_pointer = source.safetensors();
+  loaded.bitsandbytes_nf4 = folder_pointer && is_bitsandbytes_nf4(*folder_pointer, config);
   if (loaded.bitsandbytes_nf4 && s.base_format != WeightFormat::nf4)
-    throw UserError(folder_name(folder) + " is a bitsandbytes 4-bit (NF4) checkpoint",
+    throw UserError(source.where() + " is a bitsandbytes 4-bit (NF4) checkpoint",
                     "train it with --method qlora (or --quant nf4); full finetuning needs an unquantized model");
   const std::optional<VktuneQuantization> prequantized =
-      vktune_quantization(config, folder_name(folder) + "/config.json");
+      folder_pointer ? vktune_quantization(config, source.where() + "/config.json") : std::nullopt;
   const uint64_t hidden = static_cast<uint64_t>(config.hidden_size), vocab = static_cast<uint64_t>(config.vocab_size);
   int64_t done = 0;
   auto step = [&](const std::string& what) {
     if (progress) progress->update(++done, what);
   };
 
-  upload_dense_streamed(context, buffers, folder, "model.embed_tokens.weight", vocab, hidden, dense);
+  upload_dense_streamed(context, buffers, source, "model.embed_tokens.weight", vocab, hidden, dense);
   step("embeddings");
   for (uint32_t layer = 0; layer < static_cast<uint32_t>(config.num_hidden_layers); layer++) {
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
     for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
-      upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
+      upload_dense(context, buffers, prefix + norm, dense_tensor(source, prefix + norm, hidden), DType::f32);
     if (config.gemma)
       for (const char* norm : {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"})
-        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, hidden), DType::f32);
+        upload_dense(context, buffers, prefix + norm, dense_tensor(source, prefix + norm, hidden), DType::f32);
     if (config.qk_norm)
       for (const char* norm : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
-        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, plan.shape.head_dim),
+        upload_dense(context, buffers, prefix + norm, dense_tensor(source, prefix + norm, plan.shape.head_dim),
                      DType::f32);
     for (size_t m = 0; m < spec::module_count; m++) {
       auto module = static_cast<spec::Module>(m);
@@ -264,9 +261,9 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       auto cols = static_cast<uint32_t>(spec::module_in_features(plan.shape, module));
       std::string name = layer_tensor_name(layer, module);
       std::string bias = layer_tensor_name(layer, module, "bias");
-      if (buffers.has(bias)) upload_dense(context, buffers, bias, dense_tensor(folder, bias, rows), DType::f32);
+      if (buffers.has(bias)) upload_dense(context, buffers, bias, dense_tensor(source, bias, rows), DType::f32);
       if (loaded.bitsandbytes_nf4) {
-        quant::QuantizedWeight weight = read_bitsandbytes_nf4(folder, name, rows, cols);
+        quant::QuantizedWeight weight = read_bitsandbytes_nf4(*folder_pointer, name, rows, cols);
         if (weight.double_quant != s.double_quant) {
           // The checkpoint's double quantization does not match the run's (or its nested map is
           // not ours): requantize only the absmax statistics, the 4-bit codes stay as they are.
@@ -288,7 +285,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       } else {
         std::vector<float> values;
         if (prequantized) {
-          quant::QuantizedWeight weight = read_vktune_quantized(folder, name, rows, cols, *prequantized);
+          quant::QuantizedWeight weight = read_vktune_quantized(*folder_pointer, name, rows, cols, *prequantized);
           if (!full && s.base_format == weight.format && s.quant_block == weight.block_size) {
             upload_quantized(context, buffers, name, weight, loaded);  // as stored: no requantization
             step(prefix + spec::module_name(module));
@@ -296,7 +293,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
           }
           values = quant::dequantize(weight);  // another format was asked for: convert from the stored values
         } else {
-          values = dense_tensor(folder, name, uint64_t{rows} * cols);
+          values = dense_tensor(source, name, uint64_t{rows} * cols);
         }
         if (full || !kernels::is_quantized(s.base_format)) {
           DType type = full                                  ? DType::f32
@@ -315,12 +312,12 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       step(prefix + spec::module_name(module));
     }
   }
-  upload_dense(context, buffers, "model.norm.weight", dense_tensor(folder, "model.norm.weight", hidden), DType::f32);
+  upload_dense(context, buffers, "model.norm.weight", dense_tensor(source, "model.norm.weight", hidden), DType::f32);
   if (!config.tie_word_embeddings) {
-    if (!folder.contains("lm_head.weight"))
-      throw UserError(folder_name(folder) + " has no lm_head.weight and config.json says tie_word_embeddings is false",
+    if (!source.contains("lm_head.weight"))
+      throw UserError(source.where() + " has no lm_head.weight and config.json says tie_word_embeddings is false",
                       "set tie_word_embeddings: true if the model shares its embeddings");
-    upload_dense_streamed(context, buffers, folder, "lm_head.weight", vocab, hidden, dense);
+    upload_dense_streamed(context, buffers, source, "lm_head.weight", vocab, hidden, dense);
   }
   step("lm_head");
   return loaded;
