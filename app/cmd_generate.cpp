@@ -5,6 +5,7 @@
 #include "app/commands.hpp"
 #include "engine/base/error.hpp"
 #include "engine/model/generate.hpp"
+#include "engine/model/gguf_tokenizer.hpp"
 #include "engine/text/tokenizer.hpp"
 
 namespace vkt::app {
@@ -35,7 +36,7 @@ void add_generate_command(CLI::App& app) {
   command->callback([] {
     const kernels::WeightFormat quant = enum_from_flag(kernels::quant_names(), o.quant, "--quant");
     const kernels::DType dtype = enum_from_flag(kernels::dtype_names(), o.dtype, "--dtype");
-    text::Tokenizer tokenizer = text::Tokenizer::load(o.model);
+    text::Tokenizer tokenizer = model::load_model_tokenizer(o.model);
     model::ModelConfig config = model::load_model_config(o.model);
     vk::ContextOptions context_options;
     context_options.device_index = o.device;

@@ -8,7 +8,10 @@
 // model_hf bounds against transformers run on the file's dequantized weights (gguf-py).
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include "engine/model/gguf_model.hpp"
+#include "engine/model/gguf_tokenizer.hpp"
 #include "engine/model/safetensors.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/model_io_support.hpp"
@@ -93,9 +96,9 @@ TEST_CASE("gguf model: f32 files give transformers' logits, loss and LoRA gradie
         test::worst_real_row_error(from_gguf.logits, from_hf.logits, batch,
                                    static_cast<uint32_t>(from_hf.logits.size() / (batch.batch * batch.seq_len)));
     CHECK(versus_folder <= 1e-5);
-    MESSAGE(std::string(family) << " f32 GGUF: logits max-abs vs the HF folder " << versus_folder << ", vs transformers "
-                   << errors.logits << ", loss relative " << errors.loss << ", worst gradient relative "
-                   << errors.gradient);
+    MESSAGE(std::string(family) << " f32 GGUF: logits max-abs vs the HF folder " << versus_folder
+                                << ", vs transformers " << errors.logits << ", loss relative " << errors.loss
+                                << ", worst gradient relative " << errors.gradient);
   }
 }
 
@@ -106,7 +109,7 @@ TEST_CASE("gguf model: q8_0 files match transformers on the dequantized weights"
         gguf_dir() / (std::string(family) + ".q8_0.golden.bin"), "q8_0", gguf_path(family, "q8_0"),
         hf_dir() / family / "adapter", test::lora_run_settings(kernels::WeightFormat::f32), {});
     MESSAGE(std::string(family) << " q8_0 GGUF: logits max-abs " << errors.logits << ", loss relative " << errors.loss
-                   << ", worst gradient relative " << errors.gradient);
+                                << ", worst gradient relative " << errors.gradient);
   }
 }
 
@@ -115,6 +118,54 @@ TEST_CASE("gguf model: a file that is not a model gives an error naming the file
   std::string error = test::user_error_of([&] { model::load_model_config(file); });
   CHECK(error.find(file.string()) != std::string::npos);
   CHECK(error.find("general.architecture") != std::string::npos);
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("model_io") {
+
+// tests/data/gguf/tokenizer_<family>.gguf: llama.cpp's converter (--vocab-only) wrote these from
+// tests/data/tokenizers/bytelevel_<family>.json; the tokenizer vktune builds from the GGUF must
+// encode and decode the corpus exactly as the tokenizer.json does.
+TEST_CASE("gguf tokenizer: byte-level BPE from tokenizer.ggml.* encodes the corpus as tokenizer.json") {
+  std::vector<std::string> corpus;
+  {
+    std::ifstream in(test::source_dir() / "tests/data/tokenizers/corpus.jsonl");
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) corpus.push_back(nlohmann::json::parse(line).at("text").get<std::string>());
+  }
+  REQUIRE(corpus.size() > 20);
+  for (const char* family : {"llama3", "qwen2"}) {
+    INFO(std::string(family));
+    text::Tokenizer ours = model::load_model_tokenizer(gguf_dir() / ("tokenizer_" + std::string(family) + ".gguf"));
+    // GGUF keeps no single_word/lstrip/rstrip flags of added tokens (llama.cpp matches a
+    // USER_DEFINED token anywhere): bytelevel_llama3.json's "hi" (single_word), "<mask>" (lstrip) and
+    // "<r>" (rstrip) differ on 8 corpus lines for that reason alone, so the reference is the
+    // tokenizer.json with those flags cleared -- what the GGUF file can say.
+    const fs::path json_path =
+        test::source_dir() / "tests/data/tokenizers" / ("bytelevel_" + std::string(family) + ".json");
+    nlohmann::json document = nlohmann::json::parse(std::ifstream(json_path));
+    for (auto& token : document["added_tokens"]) token["single_word"] = token["lstrip"] = token["rstrip"] = false;
+    text::Tokenizer reference = text::Tokenizer::from_json(document, json_path.string());
+    size_t differing = 0;
+    for (const std::string& text : corpus) {
+      std::vector<uint32_t> a = ours.encode(text, true), b = reference.encode(text, true);
+      if (a != b) {
+        differing++;
+        MESSAGE(std::string(family) << " differs on: " << text);
+      }
+      CHECK(ours.decode(a, false) == reference.decode(b, false));
+    }
+    CHECK(differing == 0);
+    CHECK(ours.eos_id() == reference.eos_id());
+    CHECK(ours.adds_bos() == reference.adds_bos());
+    CHECK(ours.vocab_size() == reference.vocab_size());
+  }
+  text::ChatFormat chat = model::load_model_chat_format(gguf_dir() / "tokenizer_qwen2.gguf");
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", "hi"}}});
+  CHECK(text::render_chat_text(chat, messages, true) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  std::string error = test::user_error_of([&] { model::load_model_tokenizer(gguf_path("llama3", "f32")); });
+  CHECK(error.find("has no tokenizer (tokenizer.ggml.model is \"none\")") != std::string::npos);
 }
 
 }  // TEST_SUITE

@@ -5,6 +5,7 @@
 #include "engine/base/error.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/adapter.hpp"
+#include "engine/model/gguf_tokenizer.hpp"
 #include "engine/text/tokenizer.hpp"
 #include "engine/vk/recorder.hpp"
 
@@ -15,8 +16,8 @@ namespace fs = std::filesystem;
 EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uint32_t max_length,
                             double prompt_loss_weight) {
   model::ModelConfig config = model::load_model_config(model_dir);
-  text::Tokenizer tokenizer = text::Tokenizer::load(model_dir);
-  text::ChatFormat chat = text::load_chat_format(model_dir);
+  text::Tokenizer tokenizer = model::load_model_tokenizer(model_dir);
+  text::ChatFormat chat = model::load_model_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [&tokenizer](const std::string& text) { return tokenizer.encode(text, false); };
   hooks.add_bos = tokenizer.adds_bos();

@@ -6,6 +6,8 @@ with its own gguf-py) converts the tiny HF golden models of tests/data/hf/<famil
 
   tests/data/gguf/<family>.f32.gguf      --outtype f32 (llama3, smollm2, mistral, qwen2, qwen3)
   tests/data/gguf/<family>.q8_0.gguf     --outtype q8_0 (llama3, qwen3)
+  tests/data/gguf/tokenizer_<family>.gguf   --vocab-only: tests/data/tokenizers/bytelevel_<family>.json
+                                           (llama3, qwen2) as the converter writes a gpt2 vocabulary
   tests/data/gguf/<family>.q8_0.golden.bin
       transformers + PEFT (the family's adapter, tests/data/hf/<family>/adapter) run on the golden
       batch of tests/data/hf/<family>.golden.bin with every weight replaced by the q8_0 file's
@@ -23,7 +25,9 @@ Run: /work/venv/bin/python tests/reference/gguf_model_golden.py [--verify]
      (LLAMA_CPP=/tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp by default; pinned torch 2.15.0,
      transformers 5.23.0, peft 0.21.2)
 """
+import contextlib
 import filecmp
+import json
 import os
 import shutil
 import sys
@@ -38,7 +42,7 @@ import torch  # noqa: E402
 
 import gguf  # noqa: E402  (llama.cpp's gguf-py, the converter's writer)
 import convert_hf_to_gguf  # noqa: E402
-from conversion.llama import LlamaModel  # noqa: E402
+from conversion import base as conversion_base  # noqa: E402
 
 import golden_io  # noqa: E402
 import hf_golden  # noqa: E402
@@ -55,19 +59,38 @@ def no_vocab(self):
     self._set_vocab_none()
 
 
+@contextlib.contextmanager
+def vocab_method(method):
+    """The converter's class for the model, with set_vocab replaced for the duration."""
+    original = convert_hf_to_gguf.get_model_class
+    replaced = []
+
+    def with_method(*args, **kwargs):
+        chosen = original(*args, **kwargs)
+        replaced.append((chosen, chosen.__dict__.get("set_vocab")))
+        chosen.set_vocab = method
+        return chosen
+    convert_hf_to_gguf.get_model_class = with_method
+    try:
+        yield
+    finally:
+        convert_hf_to_gguf.get_model_class = original
+        for chosen, before in replaced:
+            if before is None:
+                del chosen.set_vocab
+            else:
+                chosen.set_vocab = before
+
+
 def convert(family, outtype, out_path):
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("config.json", "model.safetensors"):
             shutil.copy(os.path.join(HF, family, name), tmp)
-        original = convert_hf_to_gguf.get_model_class
-
-        def without_vocab(*args, **kwargs):  # the chosen class, with its set_vocab replaced
-            chosen = original(*args, **kwargs)
-            chosen.set_vocab = no_vocab
-            return chosen
-        convert_hf_to_gguf.get_model_class = without_vocab
-        sys.argv = ["convert_hf_to_gguf.py", tmp, "--outtype", outtype, "--outfile", out_path]
-        convert_hf_to_gguf.main()
+        with vocab_method(no_vocab):
+            # --model-name: general.name would otherwise be the temporary folder's random name.
+            sys.argv = ["convert_hf_to_gguf.py", tmp, "--outtype", outtype, "--outfile", out_path, "--model-name",
+                        "vktune-" + family]
+            convert_hf_to_gguf.main()
 
 
 HF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -126,6 +149,46 @@ def q8_golden(family, gguf_path, out_path):
     print("%-8s q8_0 loss %.6f" % (family, float(result["loss"])))
 
 
+# Tokenizer-only files (--vocab-only) of the byte-level BPE tokenizers in tests/data/tokenizers:
+# (family whose config.json goes with it -- transformers 5 picks the tokenizer class from its model_type --,
+# tokenizer, the tokenizer.ggml.pre llama.cpp would pick for the real one, bos, eos, chat template).
+# The converter identifies a pre-tokenizer by hashing its output on a fixed text; our tiny tokenizers
+# hash to nothing it knows, so get_vocab_base_pre is told the name of the real tokenizer's regex.
+TOKENIZERS = [
+    ("llama3", "bytelevel_llama3.json", "llama-bpe", "<|begin_of_text|>", "<|end_of_text|>", None),
+    ("qwen2", "bytelevel_qwen2.json", "qwen2", None, "<|endoftext|>",
+     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
+]
+
+
+def convert_tokenizer(family, source, pre, bos, eos, chat_template, out_path):
+    document = json.load(open(os.path.join(HERE, "..", "data", "tokenizers", source)))
+    vocab = 1 + max(list(document["model"]["vocab"].values()) + [t["id"] for t in document["added_tokens"]])
+    with tempfile.TemporaryDirectory() as tmp:
+        config = json.load(open(os.path.join(HF, family, "config.json")))
+        config["vocab_size"] = vocab
+        json.dump(config, open(os.path.join(tmp, "config.json"), "w"))
+        shutil.copy(os.path.join(HF, family, "model.safetensors"), tmp)
+        shutil.copy(os.path.join(HERE, "..", "data", "tokenizers", source), os.path.join(tmp, "tokenizer.json"))
+        tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "eos_token": eos}
+        if chat_template:
+            tokenizer_config["chat_template"] = chat_template
+        json.dump(tokenizer_config, open(os.path.join(tmp, "tokenizer_config.json"), "w"))
+        base_pre = conversion_base.TextModel.get_vocab_base_pre
+        conversion_base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+        # Qwen2Model.set_vocab tries SentencePiece first (no tokenizer.model here; the sentencepiece
+        # module is not installed either, which it does not catch) and then takes _set_vocab_gpt2:
+        # go there directly.
+        try:
+            with vocab_method(lambda self: self._set_vocab_gpt2()):
+                sys.argv = ["convert_hf_to_gguf.py", tmp, "--vocab-only", "--outfile", out_path, "--model-name",
+                            "vktune-tokenizer-" + family]
+                convert_hf_to_gguf.main()
+        finally:
+            conversion_base.TextModel.get_vocab_base_pre = base_pre
+
+
 def run(out_dir):
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -136,6 +199,8 @@ def run(out_dir):
         path = os.path.join(out_dir, family + ".q8_0.gguf")
         convert(family, "q8_0", path)
         q8_golden(family, path, os.path.join(out_dir, family + ".q8_0.golden.bin"))
+    for family, *rest in TOKENIZERS:
+        convert_tokenizer(family, *rest, os.path.join(out_dir, "tokenizer_" + family + ".gguf"))
 
 
 def main():
