@@ -8,6 +8,8 @@ with its own gguf-py) converts the tiny HF golden models of tests/data/hf/<famil
   tests/data/gguf/<family>.q8_0.gguf     --outtype q8_0 (llama3, qwen3)
   tests/data/gguf/tokenizer_<family>.gguf   --vocab-only: tests/data/tokenizers/bytelevel_<family>.json
                                            (llama3, qwen2) as the converter writes a gpt2 vocabulary
+  tests/data/gguf/tiny_llama.q8_0.gguf     a tiny random Llama (vocab 277) with bytelevel_llama3.json as its
+                                           tokenizer, for the command-line tests (train/evaluate/generate)
   tests/data/gguf/<family>.q8_0.golden.bin
       transformers + PEFT (the family's adapter, tests/data/hf/<family>/adapter) run on the golden
       batch of tests/data/hf/<family>.golden.bin with every weight replaced by the q8_0 file's
@@ -45,6 +47,7 @@ import convert_hf_to_gguf  # noqa: E402
 from conversion import base as conversion_base  # noqa: E402
 
 import golden_io  # noqa: E402
+import transformers  # noqa: E402
 import hf_golden  # noqa: E402
 
 HF = os.path.join(HERE, "..", "data", "hf")
@@ -189,6 +192,30 @@ def convert_tokenizer(family, source, pre, bos, eos, chat_template, out_path):
             conversion_base.TextModel.get_vocab_base_pre = base_pre
 
 
+def tiny_model_with_tokenizer(out_path):
+    """A tiny random Llama with bytelevel_llama3.json's vocabulary (277) as one q8_0 GGUF with its
+    tokenizer: what the command-line tests train, evaluate and generate with."""
+    config = transformers.LlamaConfig(**dict(hf_golden.COMMON, vocab_size=277, bos_token_id=271, eos_token_id=272),
+                                      head_dim=8, tie_word_embeddings=True)
+    torch.manual_seed(4242)
+    model = transformers.AutoModelForCausalLM.from_config(config).float().eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        shutil.copy(os.path.join(HERE, "..", "data", "tokenizers", "bytelevel_llama3.json"),
+                    os.path.join(tmp, "tokenizer.json"))
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
+                   "eos_token": "<|end_of_text|>"}, open(os.path.join(tmp, "tokenizer_config.json"), "w"))
+        base_pre = conversion_base.TextModel.get_vocab_base_pre
+        conversion_base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "llama-bpe"  # as TOKENIZERS says
+        try:
+            with vocab_method(lambda self: self._set_vocab_gpt2()):
+                sys.argv = ["convert_hf_to_gguf.py", tmp, "--outtype", "q8_0", "--outfile", out_path, "--model-name",
+                            "vktune-tiny-llama"]
+                convert_hf_to_gguf.main()
+        finally:
+            conversion_base.TextModel.get_vocab_base_pre = base_pre
+
+
 def run(out_dir):
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -201,6 +228,7 @@ def run(out_dir):
         q8_golden(family, path, os.path.join(out_dir, family + ".q8_0.golden.bin"))
     for family, *rest in TOKENIZERS:
         convert_tokenizer(family, *rest, os.path.join(out_dir, "tokenizer_" + family + ".gguf"))
+    tiny_model_with_tokenizer(os.path.join(out_dir, "tiny_llama.q8_0.gguf"))
 
 
 def main():
