@@ -2,6 +2,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/model/gguf_model.hpp"
+#include "engine/text/trainer.hpp"
 
 namespace vkt::model {
 
@@ -66,7 +67,8 @@ GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
                     "the file is damaged; convert the model again");
   const std::string pre = file.string_or_none("tokenizer.ggml.pre").value_or("default");
 
-  json vocab = json::object(), added = json::array();
+  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
+  json added = json::array();
   for (size_t id = 0; id < tokens.size(); id++) {
     const int64_t type = types[id];
     if (type == kControl || type == kUserDefined)
@@ -84,8 +86,8 @@ GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
                           ", not a llama_token_type",
                       "the file is damaged; convert the model again");
   }
-  json merges =
-      file.contains("tokenizer.ggml.merges") ? json(file.get_string_array("tokenizer.ggml.merges")) : json::array();
+  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
+  if (file.contains("tokenizer.ggml.merges")) merges = file.get_string_array("tokenizer.ggml.merges");
   GgufTokenizerDocuments out;
   out.tokenizer = {
       {"version", "1.0"},
@@ -96,17 +98,9 @@ GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
       {"pre_tokenizer", pre_tokenizer_of(file, pre)},
       {"post_processor", nullptr},
       {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+      // llama.cpp sets ignore_merges for the Llama 3 pre-tokenizer, as Llama 3's tokenizer.json does.
       {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"ignore_merges", pre == "llama-bpe" || pre == "llama3"},  // llama.cpp sets it for these
-        {"vocab", vocab},
-        {"merges", merges}}}};
+       json(text::bpe_model_json(std::move(vocab), std::move(merges), pre == "llama-bpe" || pre == "llama3"))}};
   auto token_of = [&](const char* key) -> std::optional<std::pair<uint64_t, std::string>> {
     auto id = file.uint_or_none(key);
     if (!id) return std::nullopt;
