@@ -41,14 +41,12 @@ TEST_CASE("gguf model: llama.cpp's converter output gives the HF folder's config
     model::ModelConfig hf = model::load_model_config(hf_dir() / family);
     CHECK(ours.architecture ==
           (hf.architecture == model::Architecture::mistral ? model::Architecture::llama : hf.architecture));
-    CHECK(ours.hidden_size == hf.hidden_size);
-    CHECK(ours.intermediate_size == hf.intermediate_size);
-    CHECK(ours.num_hidden_layers == hf.num_hidden_layers);
-    CHECK(ours.num_attention_heads == hf.num_attention_heads);
-    CHECK(ours.num_key_value_heads == hf.num_key_value_heads);
-    CHECK(ours.head_dim == hf.head_dim);
-    CHECK(ours.vocab_size == hf.vocab_size);
-    CHECK(ours.max_position_embeddings == hf.max_position_embeddings);
+    for (int64_t model::ModelConfig::*field :
+         {&model::ModelConfig::hidden_size, &model::ModelConfig::intermediate_size,
+          &model::ModelConfig::num_hidden_layers, &model::ModelConfig::num_attention_heads,
+          &model::ModelConfig::num_key_value_heads, &model::ModelConfig::head_dim, &model::ModelConfig::vocab_size,
+          &model::ModelConfig::max_position_embeddings})
+      CHECK(ours.*field == hf.*field);
     CHECK(static_cast<float>(ours.rms_norm_eps) == static_cast<float>(hf.rms_norm_eps));  // GGUF stores fp32
     CHECK(ours.rope_theta == hf.rope_theta);
     CHECK(ours.tie_word_embeddings == hf.tie_word_embeddings);
