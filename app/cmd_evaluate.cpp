@@ -98,7 +98,7 @@ void add_evaluate_command(CLI::App& app) {
     int device = -1;
   };
   static Options o;
-  command->add_option("--model", o.model, "HF model folder (the base)")->required();
+  command->add_option("--model", o.model, "HF model folder or .gguf file (the base)")->required();
   command->add_option("--adapter", o.adapter, "PEFT adapter folder to evaluate on top of the base");
   command->add_option("--data", o.data, "JSONL: prompt/completion pairs; with --loss any trainer format")->required();
   command->add_option("--quant", o.quant, "base format on load: " + enum_name_list(kernels::quant_names(), " | "));

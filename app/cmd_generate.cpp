@@ -5,6 +5,7 @@
 #include "app/commands.hpp"
 #include "engine/base/error.hpp"
 #include "engine/model/generate.hpp"
+#include "engine/model/gguf_tokenizer.hpp"
 #include "engine/text/tokenizer.hpp"
 
 namespace vkt::app {
@@ -19,7 +20,7 @@ void add_generate_command(CLI::App& app) {
     int device = -1;
   };
   static Options o;
-  command->add_option("--model", o.model, "HF model folder")->required();
+  command->add_option("--model", o.model, "HF model folder or .gguf file")->required();
   command->add_option("--adapter", o.adapter, "PEFT LoRA adapter folder applied on the fly");
   command->add_option("--prompt", o.prompt, "the prompt text")->required();
   command->add_option("--max-new-tokens", o.max_new_tokens, "tokens to generate at most (stops at EOS)");
@@ -42,9 +43,9 @@ void add_generate_command(CLI::App& app) {
     sampling.top_p = o.top_p;
     sampling.seed = o.seed;
     model::validate_sampling(sampling);  // before the model loads
-    text::Tokenizer tokenizer = text::Tokenizer::load(o.model);
+    text::Tokenizer tokenizer = model::load_model_tokenizer(o.model);
     model::ModelConfig config = model::load_model_config(o.model);
-    model::check_tokenizer_fits(config, tokenizer.vocab_size(), o.model + "/tokenizer.json");
+    model::check_tokenizer_fits(config, tokenizer.vocab_size(), model::tokenizer_location(o.model));
     vk::ContextOptions context_options;
     context_options.device_index = o.device;
     vk::Context context(context_options);

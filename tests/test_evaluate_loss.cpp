@@ -129,3 +129,34 @@ TEST_CASE("evaluate --loss: the binary reports what evaluate_model computes, wit
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("train_e2e") {
+
+// tests/data/gguf/tiny_llama.q8_0.gguf (llama.cpp's converter, tests/reference/gguf_model_golden.py): a
+// GGUF file with its tokenizer is a --model for plan, train (QLoRA), evaluate and generate.
+TEST_CASE("gguf: plan, train, evaluate and generate take a .gguf --model") {
+  const fs::path source = test::source_dir();
+  const std::string model = (source / "tests/data/gguf/tiny_llama.q8_0.gguf").string();
+  const std::string data = (source / "tests/data/tokenizers/corpus.jsonl").string();
+  fs::path out = test::binary_dir() / "test-output" / "gguf-e2e";
+  fs::remove_all(out);
+  CHECK(run_vktune("plan --model " + model + " --method qlora").status == 0);
+  CommandResult trained = run_vktune("train --model " + model + " --data " + data + " --output-dir " + out.string() +
+                                         " --method qlora --max-steps 4 --learning-rate 1e-2",
+                                     true);
+  INFO(trained.out);
+  REQUIRE(trained.status == 0);
+  CHECK(fs::exists(out / "adapter_model.safetensors"));
+  json base = evaluate_json("--model " + model + " --data " + data);
+  json tuned = evaluate_json("--model " + model + " --data " + data + " --adapter " + out.string());
+  CHECK(tuned["loss"].get<double>() < base["loss"].get<double>() - 1e-3);
+  CHECK(run_vktune("generate --model " + model + " --prompt Hello --max-new-tokens 4").status == 0);
+  CommandResult no_tokenizer =
+      run_vktune("train --model " + (source / "tests/data/gguf/llama3.f32.gguf").string() + " --data " + data +
+                     " --output-dir " + (out.string() + "-none") + " --max-steps 1",
+                 true);
+  CHECK(no_tokenizer.status != 0);
+  CHECK(no_tokenizer.out.find("has no tokenizer") != std::string::npos);
+}
+
+}  // TEST_SUITE

@@ -5,6 +5,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/model/gguf_model.hpp"
 
 namespace vkt::model {
 namespace fs = std::filesystem;
@@ -471,6 +472,7 @@ void check_tokenizer_fits(const ModelConfig& config, size_t tokenizer_ids, const
 }
 
 ModelConfig load_model_config(const fs::path& path) {
+  if (is_gguf_file(path)) return gguf_model_config(GgufFile(path));
   fs::path file = fs::is_directory(path) ? path / "config.json" : path;
   if (!fs::exists(file))
     throw UserError("no config.json at " + file.string(), "pass a Hugging Face model folder (it holds config.json)");
@@ -626,6 +628,11 @@ std::vector<float> rope_inv_freq(const ModelConfig& config, bool long_factors) {
     const float power = static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
     // longrope: 1.0 / (ext_factors * base**inv_freq_shape), fp32 throughout.
     inv_freq[static_cast<size_t>(i)] = 1.0f / (ext ? (*ext)[static_cast<size_t>(i)] * power : power);
+  }
+  if (!config.rope_frequency_factors.empty()) {
+    VKT_ASSERT(config.rope_frequency_factors.size() == inv_freq.size(), "rope_frequency_factors size");
+    for (size_t i = 0; i < inv_freq.size(); i++) inv_freq[i] /= config.rope_frequency_factors[i];  // as ggml's rope
+    return inv_freq;
   }
   return ext ? inv_freq : apply_rope_scaling(inv_freq, config.rope_scaling);
 }

@@ -48,6 +48,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  // GGUF's rope_freqs tensor (head_dim / 2): inv_freq[i] / factor[i], in place of rope_scaling (llama.cpp's
+  // converter writes Llama 3.1's scaling this way). Empty for HF configs.
+  std::vector<float> rope_frequency_factors;
   bool tie_word_embeddings = false;  // lm_head shares embed_tokens' weight
   bool qkv_bias = false;             // q/k/v projections have a bias (Qwen2 always; Llama attention_bias)
   bool o_bias = false;               // o_proj has a bias (Llama attention_bias only)
@@ -95,7 +98,7 @@ ModelConfig parse_model_config(const nlohmann::json& document, const std::string
 // UserError unless every tokenizer id (0 .. tokenizer_ids - 1) has a row in the embedding table:
 // an id >= vocab_size would read past it (or silently get a zero embedding).
 void check_tokenizer_fits(const ModelConfig& config, size_t tokenizer_ids, const std::string& where);
-// Reads <path>/config.json when given a directory, else the file itself.
+// Reads <path>/config.json when given a directory, a GGUF file's metadata (gguf_model.hpp), else the file itself.
 ModelConfig load_model_config(const std::filesystem::path& path);
 // An HF-compatible config.json document (transformers 4.x spelling, which 5.x also reads; a
 // config read with rope_parameters is written back with rope_parameters).

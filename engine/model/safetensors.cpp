@@ -1,9 +1,6 @@
 #include "engine/model/safetensors.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -17,6 +14,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/base/half.hpp"
+#include "engine/base/mapped_file.hpp"
 
 namespace vkt::model {
 namespace fs = std::filesystem;
@@ -211,41 +209,19 @@ struct SafetensorsFile::HeaderEntry {
 // checked on its own), check that the entries tile the byte buffer, then index the views.
 SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
   map_file();
-  try {
-    std::vector<HeaderEntry> entries = parse_header(read_header());
-    check_tiling(entries);
-    index_tensors(std::move(entries));
-  } catch (...) {
-    ::munmap(const_cast<uint8_t*>(mapping_), size_);
-    mapping_ = nullptr;
-    throw;
-  }
+  std::vector<HeaderEntry> entries = parse_header(read_header());
+  check_tiling(entries);
+  index_tensors(std::move(entries));
 }
 
 void SafetensorsFile::map_file() {
-  const std::string where = path_.string();
-  int descriptor = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (descriptor < 0)
-    throw UserError("cannot open " + where + ": " + std::strerror(errno), "check that the path exists and is readable");
-  struct stat status {};
-  if (::fstat(descriptor, &status) != 0 || !S_ISREG(status.st_mode)) {
-    ::close(descriptor);
-    throw UserError(where + " is not a regular file", "pass the path of a .safetensors file or of a model folder");
-  }
-  size_ = static_cast<uint64_t>(status.st_size);
-  if (size_ < 8) {
-    ::close(descriptor);
-    throw UserError(
-        where + ": truncated safetensors file: " + std::to_string(size_) + " bytes, less than the 8-byte header length",
-        kCorruptHint);
-  }
-  void* mapped = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, descriptor, 0);
-  int map_errno = errno;
-  ::close(descriptor);  // the mapping keeps the file alive
-  if (mapped == MAP_FAILED)
-    throw UserError("cannot memory-map " + where + ": " + std::strerror(map_errno),
-                    "is the file on a filesystem that supports mmap?");
-  mapping_ = static_cast<const uint8_t*>(mapped);
+  mapped_ = std::make_unique<MappedFile>(path_, "pass the path of a .safetensors file or of a model folder");
+  mapping_ = mapped_->data();
+  size_ = mapped_->size();
+  if (size_ < 8)
+    throw UserError(path_.string() + ": truncated safetensors file: " + std::to_string(size_) +
+                        " bytes, less than the 8-byte header length",
+                    kCorruptHint);
 }
 
 std::string_view SafetensorsFile::read_header() {
@@ -401,9 +377,7 @@ void SafetensorsFile::index_tensors(std::vector<HeaderEntry> entries) {
   }
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_) ::munmap(const_cast<uint8_t*>(mapping_), size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 const TensorView* SafetensorsFile::find(std::string_view name) const {
   auto found = index_.find(std::string(name));

@@ -30,6 +30,10 @@
 #include <unordered_map>
 #include <vector>
 
+namespace vkt {
+class MappedFile;
+}
+
 namespace vkt::model {
 
 // Element type of a tensor stored in a safetensors file (its "dtype" string). The sub-byte and
@@ -93,7 +97,8 @@ class SafetensorsFile {
   void index_tensors(std::vector<HeaderEntry> entries);  // fills tensors_, index_
 
   std::filesystem::path path_;
-  const uint8_t* mapping_ = nullptr;
+  std::unique_ptr<MappedFile> mapped_;
+  const uint8_t* mapping_ = nullptr;  // mapped_'s bytes
   uint64_t size_ = 0;
   uint64_t header_size_ = 0;
   std::vector<TensorView> tensors_;

@@ -1,6 +1,7 @@
 #include "engine/model/session.hpp"
 
 #include "engine/base/log.hpp"
+#include "engine/model/gguf_model.hpp"
 
 namespace vkt::model {
 
@@ -49,26 +50,34 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
     adjusted.save_lm_head = lora->save_lm_head;
     adjusted.trainable_token_indices = lora->token_indices;
   }
-  SafetensorsFolder folder(model_dir);
+  // A GGUF file: its tensors are dequantized to fp32 on load (gguf_model.hpp), then treated as
+  // safetensors weights are.
+  const bool gguf = is_gguf_file(model_dir);
+  std::unique_ptr<SafetensorsFolder> folder = gguf ? nullptr : std::make_unique<SafetensorsFolder>(model_dir);
   // A bitsandbytes 4-bit checkpoint likewise loads as stored (NF4, its block size) when the run did
   // not ask for a quantized format; full finetuning still refuses it (load_weights says why).
-  if (is_bitsandbytes_nf4(folder, session->config) && !kernels::is_quantized(adjusted.base_format) &&
+  if (folder && is_bitsandbytes_nf4(*folder, session->config) && !kernels::is_quantized(adjusted.base_format) &&
       !(adjusted.method == spec::Method::full && adjusted.training)) {
     adjusted.base_format = kernels::WeightFormat::nf4;
     adjusted.quant_block =
-        read_bitsandbytes_nf4(folder, layer_tensor_name(0, spec::Module::q_proj),
+        read_bitsandbytes_nf4(*folder, layer_tensor_name(0, spec::Module::q_proj),
                               static_cast<uint32_t>(session->config.num_attention_heads * session->config.head_dim),
                               static_cast<uint32_t>(session->config.hidden_size))
             .block_size;
   }
-  if (is_bitsandbytes_nf4(folder, session->config) && adjusted.base_format == kernels::WeightFormat::nf4 &&
-      adjusted.double_quant && !bitsandbytes_keeps_double_quant(folder, session->config)) {
+  if (folder && is_bitsandbytes_nf4(*folder, session->config) && adjusted.base_format == kernels::WeightFormat::nf4 &&
+      adjusted.double_quant && !bitsandbytes_keeps_double_quant(*folder, session->config)) {
     // Its nested map differs from ours in the last ulp: keep the exact absmax values instead.
     adjusted.double_quant = false;
   }
   session->plan = plan::make_plan(model_shape(session->config), adjusted);
   session->buffers = std::make_unique<BufferSet>(context, session->plan);
-  session->loaded = load_weights(context, folder, session->config, session->plan, *session->buffers, progress);
+  std::unique_ptr<TensorSource> source;
+  if (folder)
+    source = std::make_unique<SafetensorsSource>(*folder);
+  else
+    source = std::make_unique<GgufTensorSource>(model_dir, session->config);
+  session->loaded = load_weights(context, *source, session->config, session->plan, *session->buffers, progress);
   session->transformer =
       std::make_unique<Transformer>(context, session->config, session->plan, *session->buffers, lora);
   session->transformer->set_absmax_offsets(session->loaded.absmax_offsets);

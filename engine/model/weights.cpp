@@ -34,41 +34,28 @@ std::string shape_text(const std::vector<uint64_t>& shape) {
 
 // The tensor's shape must be exactly what config.json implies: the same element count is not
 // enough (a transposed k_proj would load as garbage).
-const TensorView& checked_tensor(const SafetensorsFolder& folder, const std::string& name,
-                                 const std::vector<uint64_t>& expected) {
-  const TensorView& tensor = folder.tensor(name);
-  if (tensor.shape != expected)
-    throw UserError(folder_name(folder) + ": tensor " + name + " has shape " + shape_text(tensor.shape) +
+void check_shape(const TensorSource& source, const std::string& name, const std::vector<uint64_t>& expected) {
+  const std::vector<uint64_t> found = source.shape(name);
+  if (found != expected)
+    throw UserError(source.where() + ": tensor " + name + " has shape " + shape_text(found) +
                         ", config.json implies " + shape_text(expected),
                     "the weights do not belong to this config.json");
-  return tensor;
 }
 
-std::vector<float> dense_tensor(const SafetensorsFolder& folder, const std::string& name,
+// The whole tensor as fp32, its shape checked (the source refuses NaN/Inf).
+std::vector<float> dense_tensor(const TensorSource& source, const std::string& name,
                                 const std::vector<uint64_t>& expected) {
-  const TensorView& tensor = checked_tensor(folder, name, expected);
-  std::vector<float> values = finite_fp32(folder, tensor);
-  release_mapped_pages(tensor);
-  return values;
+  check_shape(source, name, expected);
+  return source.read(name);
 }
 
 // Rows [first_row, first_row + rows) of a (total_rows, cols) tensor: one piece of Phi-3's fused
 // qkv_proj / gate_up_proj.
-std::vector<float> dense_rows(const SafetensorsFolder& folder, const std::string& name, uint64_t total_rows,
+std::vector<float> dense_rows(const TensorSource& source, const std::string& name, uint64_t total_rows,
                               uint64_t cols, uint64_t first_row, uint64_t rows) {
-  const TensorView& tensor = folder.tensor(name);
-  if (tensor.element_count() != total_rows * cols)
-    throw UserError(folder_name(folder) + ": tensor " + name + " has " + std::to_string(tensor.element_count()) +
-                        " elements, config.json implies " + std::to_string(total_rows * cols),
-                    "the weights do not belong to this config.json");
-  const uint64_t element_bytes = file_dtype_size(tensor.dtype);
-  TensorView part{name,
-                  tensor.dtype,
-                  {rows * cols},
-                  tensor.bytes.subspan(first_row * cols * element_bytes, rows * cols * element_bytes)};
+  check_shape(source, name, {total_rows, cols});
   std::vector<float> values(rows * cols);
-  convert_to_fp32(part, values);
-  release_mapped_pages(part);
+  source.read_rows(name, first_row, cols, values);
   return values;
 }
 
@@ -76,23 +63,19 @@ std::vector<float> dense_rows(const SafetensorsFolder& folder, const std::string
 // straight from the mapping, so no whole fp32 or packed copy of the tensor is ever held.
 // `buffer_name` defaults to `name`; a tied model untied by modules_to_save fills lm_head.weight from
 // the embedding tensor.
-void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const SafetensorsFolder& folder,
+void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const TensorSource& source,
                            const std::string& name, uint64_t rows, uint64_t cols, DType type,
                            const std::string& buffer_name = "") {
-  const TensorView& tensor = checked_tensor(folder, name, {rows, cols});
+  check_shape(source, name, {rows, cols});
   vk::Buffer& buffer = buffers.buffer(buffer_name.empty() ? name : buffer_name);
-  const uint64_t element_bytes = file_dtype_size(tensor.dtype), out_bytes = type == DType::f32 ? 4 : 2;
+  const uint64_t out_bytes = type == DType::f32 ? 4 : 2;
   const uint64_t chunk_rows = std::max<uint64_t>(1, (16ull << 20) / (cols * 4));  // 16 MiB of fp32 per chunk
   std::vector<float> values;
   std::vector<uint16_t> packed;
   for (uint64_t row = 0; row < rows; row += chunk_rows) {
     const uint64_t count = std::min(chunk_rows, rows - row) * cols;
-    const std::span<const uint8_t> bytes = tensor.bytes.subspan(row * cols * element_bytes, count * element_bytes);
-    TensorView part{name, tensor.dtype, {count}, bytes};
     values.resize(count);
-    convert_to_fp32(part, values);
-    release_mapped_pages(part);
-    require_finite(values, folder.file_of(name).path().string(), name);
+    source.read_rows(name, row, cols, values);
     if (type == DType::f32) {
       context.upload(buffer, values.data(), row * cols * out_bytes, count * out_bytes);
       continue;
@@ -270,21 +253,23 @@ bool bitsandbytes_keeps_double_quant(const SafetensorsFolder& folder, const Mode
   return read_bitsandbytes_nf4(folder, layer_tensor_name(0, spec::Module::q_proj), rows, cols).double_quant;
 }
 
-LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder, const ModelConfig& config,
+LoadedWeights load_weights(vk::Context& context, const TensorSource& source, const ModelConfig& config,
                            const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress) {
   const auto& s = plan.settings;
   const bool full = s.method == spec::Method::full && s.training;
   const DType dense = full ? DType::f32 : s.dtype;
   LoadedWeights loaded;
-  loaded.bitsandbytes_nf4 = is_bitsandbytes_nf4(folder, config);
+  // bitsandbytes and vktune-quantized checkpoints are safetensors folders only.
+  const SafetensorsFolder* folder_pointer = source.safetensors();
+  loaded.bitsandbytes_nf4 = folder_pointer && is_bitsandbytes_nf4(*folder_pointer, config);
   if (loaded.bitsandbytes_nf4 && s.base_format != WeightFormat::nf4)
-    throw UserError(folder_name(folder) + " is a bitsandbytes 4-bit (NF4) checkpoint",
+    throw UserError(source.where() + " is a bitsandbytes 4-bit (NF4) checkpoint",
                     "train it with --method qlora (or --quant nf4); full finetuning needs an unquantized model");
   const std::optional<VktuneQuantization> prequantized =
-      vktune_quantization(config, folder_name(folder) + "/config.json");
+      folder_pointer ? vktune_quantization(config, source.where() + "/config.json") : std::nullopt;
   const spec::ModelShape& shape = plan.shape;
   if (shape.fused_projections && (loaded.bitsandbytes_nf4 || prequantized))
-    throw UserError(folder_name(folder) + " is a quantized checkpoint of a model with fused projections (Phi-3)",
+    throw UserError(source.where() + " is a quantized checkpoint of a model with fused projections (Phi-3)",
                     "load its unquantized weights and train with --method qlora: vktune quantizes them on load");
   const uint64_t hidden = static_cast<uint64_t>(config.hidden_size), vocab = static_cast<uint64_t>(config.vocab_size);
   int64_t done = 0;
@@ -296,19 +281,19 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
   auto table_type = [&](const std::string& name) {
     return plan.find(name).category == vk::Category::adapter_params ? DType::f32 : dense;
   };
-  upload_dense_streamed(context, buffers, folder, "model.embed_tokens.weight", vocab, hidden,
+  upload_dense_streamed(context, buffers, source, "model.embed_tokens.weight", vocab, hidden,
                         table_type("model.embed_tokens.weight"));
   step("embeddings");
   for (uint32_t layer = 0; layer < static_cast<uint32_t>(config.num_hidden_layers); layer++) {
     std::string prefix = "model.layers." + std::to_string(layer) + ".";
     for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
-      upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, {hidden}), DType::f32);
+      upload_dense(context, buffers, prefix + norm, dense_tensor(source, prefix + norm, {hidden}), DType::f32);
     if (config.gemma)
       for (const char* norm : {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"})
-        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, {hidden}), DType::f32);
+        upload_dense(context, buffers, prefix + norm, dense_tensor(source, prefix + norm, {hidden}), DType::f32);
     if (config.qk_norm)
       for (const char* norm : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
-        upload_dense(context, buffers, prefix + norm, dense_tensor(folder, prefix + norm, {plan.shape.head_dim}),
+        upload_dense(context, buffers, prefix + norm, dense_tensor(source, prefix + norm, {plan.shape.head_dim}),
                      DType::f32);
     for (size_t m = 0; m < spec::module_count; m++) {
       auto module = static_cast<spec::Module>(m);
@@ -316,9 +301,9 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       auto cols = static_cast<uint32_t>(spec::module_in_features(plan.shape, module));
       std::string name = layer_tensor_name(layer, module);
       std::string bias = layer_tensor_name(layer, module, "bias");
-      if (buffers.has(bias)) upload_dense(context, buffers, bias, dense_tensor(folder, bias, {rows}), DType::f32);
+      if (buffers.has(bias)) upload_dense(context, buffers, bias, dense_tensor(source, bias, {rows}), DType::f32);
       if (loaded.bitsandbytes_nf4) {
-        quant::QuantizedWeight weight = read_bitsandbytes_nf4(folder, name, rows, cols);
+        quant::QuantizedWeight weight = read_bitsandbytes_nf4(*folder_pointer, name, rows, cols);
         if (weight.double_quant != s.double_quant) {
           // The checkpoint's double quantization does not match the run's (or its nested map is
           // not ours): requantize only the absmax statistics, the 4-bit codes stay as they are.
@@ -340,7 +325,7 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       } else {
         std::vector<float> values;
         if (prequantized) {
-          quant::QuantizedWeight weight = read_vktune_quantized(folder, name, rows, cols, *prequantized);
+          quant::QuantizedWeight weight = read_vktune_quantized(*folder_pointer, name, rows, cols, *prequantized);
           if (!full && s.base_format == weight.format && s.quant_block == weight.block_size) {
             upload_quantized(context, buffers, name, weight, loaded);  // as stored: no requantization
             step(prefix + spec::module_name(module));
@@ -351,10 +336,10 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
           // A piece of a fused weight: its row block. Each piece is quantized on its own below.
           const std::string stored =
               "model.layers." + std::to_string(layer) + "." + spec::stored_module_path(shape, module) + ".weight";
-          values = dense_rows(folder, stored, spec::fused_out_features(shape, module), cols,
+          values = dense_rows(source, stored, spec::fused_out_features(shape, module), cols,
                               spec::fused_row_offset(shape, module), rows);
         } else {
-          values = dense_tensor(folder, name, {rows, cols});
+          values = dense_tensor(source, name, {rows, cols});
         }
         if (full || !kernels::is_quantized(s.base_format)) {
           DType type = full                                  ? DType::f32
@@ -373,14 +358,14 @@ LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder
       step(prefix + spec::module_name(module));
     }
   }
-  upload_dense(context, buffers, "model.norm.weight", dense_tensor(folder, "model.norm.weight", {hidden}), DType::f32);
+  upload_dense(context, buffers, "model.norm.weight", dense_tensor(source, "model.norm.weight", {hidden}), DType::f32);
   if (!config.tie_word_embeddings) {
-    if (!folder.contains("lm_head.weight"))
-      throw UserError(folder_name(folder) + " has no lm_head.weight and config.json says tie_word_embeddings is false",
+    if (!source.contains("lm_head.weight"))
+      throw UserError(source.where() + " has no lm_head.weight and config.json says tie_word_embeddings is false",
                       "set tie_word_embeddings: true if the model shares its embeddings");
-    upload_dense_streamed(context, buffers, folder, "lm_head.weight", vocab, hidden, table_type("lm_head.weight"));
+    upload_dense_streamed(context, buffers, source, "lm_head.weight", vocab, hidden, table_type("lm_head.weight"));
   } else if (plan.contains("lm_head.weight")) {  // tied, untied by modules_to_save (as PEFT does)
-    upload_dense_streamed(context, buffers, folder, "model.embed_tokens.weight", vocab, hidden,
+    upload_dense_streamed(context, buffers, source, "model.embed_tokens.weight", vocab, hidden,
                           table_type("lm_head.weight"), "lm_head.weight");
   }
   step("lm_head");

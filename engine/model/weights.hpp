@@ -12,6 +12,7 @@
 #include "engine/model/buffers.hpp"
 #include "engine/model/config.hpp"
 #include "engine/model/safetensors.hpp"
+#include "engine/model/tensor_source.hpp"
 #include "engine/quant/quantize.hpp"
 
 namespace vkt::model {
@@ -65,7 +66,8 @@ std::string quantized_format_name(kernels::WeightFormat format);
 // be planned without double quantization.
 bool bitsandbytes_keeps_double_quant(const SafetensorsFolder& folder, const ModelConfig& config);
 
-LoadedWeights load_weights(vk::Context& context, const SafetensorsFolder& folder, const ModelConfig& config,
+// Reads every tensor through `source` (a safetensors folder or a GGUF file, by HF name).
+LoadedWeights load_weights(vk::Context& context, const TensorSource& source, const ModelConfig& config,
                            const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress = nullptr);
 
 }  // namespace vkt::model

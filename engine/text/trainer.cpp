@@ -77,17 +77,7 @@ TrainedTokenizer build_json(const std::vector<std::string>& tokens, const std::v
          {{options.bos_token,
            {{"id", options.bos_token}, {"ids", {result.bos_id}}, {"tokens", {options.bos_token}}}}}}}},
       {"decoder", byte_level},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"ignore_merges", false},
-        {"vocab", vocab},
-        {"merges", merge_list}}}};
+      {"model", bpe_model_json(std::move(vocab), std::move(merge_list), false)}};
   result.tokenizer_json = tokenizer.dump(1);
   ordered_json config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
                          {"bos_token", options.bos_token},
@@ -162,6 +152,19 @@ TrainedTokenizer train_bpe_tokenizer(const std::vector<std::string>& texts, cons
     }
   }
   return build_json(tokens, merges, options);
+}
+
+ordered_json bpe_model_json(ordered_json vocab, ordered_json merges, bool ignore_merges) {
+  return {{"type", "BPE"},
+          {"dropout", nullptr},
+          {"unk_token", nullptr},
+          {"continuing_subword_prefix", nullptr},
+          {"end_of_word_suffix", nullptr},
+          {"fuse_unk", false},
+          {"byte_fallback", false},
+          {"ignore_merges", ignore_merges},
+          {"vocab", std::move(vocab)},
+          {"merges", std::move(merges)}};
 }
 
 }  // namespace vkt::text

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace vkt::text {
 
 struct TokenizerTrainOptions {
@@ -30,5 +32,9 @@ TrainedTokenizer train_bpe_tokenizer(const std::vector<std::string>& texts, cons
 
 // A tokenizer with no merges: one token per byte plus the special tokens (tests, tiny models).
 TrainedTokenizer byte_level_tokenizer(const TokenizerTrainOptions& options = {});
+
+// The "model" object of a BPE tokenizer.json without dropout, unk token, affixes or byte fallback
+// (what this trainer writes, and the GGUF tokenizers of engine/model/gguf_tokenizer.cpp).
+nlohmann::ordered_json bpe_model_json(nlohmann::ordered_json vocab, nlohmann::ordered_json merges, bool ignore_merges);
 
 }  // namespace vkt::text

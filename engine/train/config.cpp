@@ -30,7 +30,10 @@ std::string choices() {
 const std::vector<OptionSpec>& option_table() {
   using C = TrainConfig;
   static const std::vector<OptionSpec> table = {
-      {"model", "HF model folder: config.json, model.safetensors (or shards), tokenizer.json", &C::model, true},
+      {"model",
+       "HF model folder: config.json, model.safetensors (or shards), tokenizer.json; or a .gguf file "
+       "(dequantized to fp32 on load)",
+       &C::model, true},
       {"data", "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}", &C::data, true},
       {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},
       {"eval_data", "evaluation JSONL (same formats)", &C::eval_data},

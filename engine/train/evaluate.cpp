@@ -5,6 +5,7 @@
 #include "engine/base/error.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/adapter.hpp"
+#include "engine/model/gguf_tokenizer.hpp"
 #include "engine/text/tokenizer.hpp"
 #include "engine/vk/recorder.hpp"
 
@@ -17,9 +18,9 @@ EvalData tokenize_eval_file(const fs::path& model_dir, const fs::path& data, uin
   if (!(prompt_loss_weight >= 0 && prompt_loss_weight <= 1))  // NaN fails too
     throw UserError("--prompt-loss-weight must be in [0, 1]", "0 scores completions only, 1 weighs prompts fully");
   model::ModelConfig config = model::load_model_config(model_dir);
-  text::Tokenizer tokenizer = text::Tokenizer::load(model_dir);
-  model::check_tokenizer_fits(config, tokenizer.vocab_size(), (model_dir / "tokenizer.json").string());
-  text::ChatFormat chat = text::load_chat_format(model_dir);
+  text::Tokenizer tokenizer = model::load_model_tokenizer(model_dir);
+  model::check_tokenizer_fits(config, tokenizer.vocab_size(), model::tokenizer_location(model_dir));
+  text::ChatFormat chat = model::load_model_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [&tokenizer](const std::string& text) { return tokenizer.encode(text, false); };
   hooks.add_bos = tokenizer.adds_bos();

@@ -5,6 +5,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/model/generate.hpp"
+#include "engine/model/gguf_tokenizer.hpp"
 #include "engine/text/tokenizer.hpp"
 #include "engine/train/dataset.hpp"
 
@@ -53,7 +54,7 @@ GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationE
                                          ProgressBar* progress) {
   auto examples = read_jsonl(options.data.string(), text::ChatFormat{});
   if (options.limit > 0 && examples.size() > options.limit) examples.resize(options.limit);
-  text::Tokenizer tokenizer = text::Tokenizer::load(options.model);
+  text::Tokenizer tokenizer = model::load_model_tokenizer(options.model);
   model::ModelConfig config = model::load_model_config(options.model);
   model::GeneratorOptions generator_options;
   generator_options.model = options.model;

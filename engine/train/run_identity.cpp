@@ -161,11 +161,16 @@ json run_identity(const TrainConfig& config) {
   json identity = json::object();
   const fs::path model(config.model);
   identity["model"] = absolute_path(config.model);
-  identity["model_config_hash"] = file_hash(model / "config.json");
   uint64_t weights = 0;
   std::error_code error;
-  for (const auto& entry : fs::directory_iterator(model, error))
-    if (entry.path().extension() == ".safetensors") weights += entry.file_size(error);
+  if (fs::is_regular_file(model)) {  // a GGUF file: its size stands for it (hashing gigabytes is too slow)
+    identity["model_config_hash"] = "";
+    weights = fs::file_size(model, error);
+  } else {
+    identity["model_config_hash"] = file_hash(model / "config.json");
+    for (const auto& entry : fs::directory_iterator(model, error))
+      if (entry.path().extension() == ".safetensors") weights += entry.file_size(error);
+  }
   identity["model_safetensors_bytes"] = weights;
   identity["data"] = absolute_path(config.data);
   identity["data_hash"] = file_hash(config.data);

@@ -25,6 +25,8 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/config.hpp"
+#include "engine/model/gguf_model.hpp"
+#include "engine/model/gguf_tokenizer.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
 #include "engine/model/transformer.hpp"
@@ -171,14 +173,14 @@ class TrainingRun {
 
 void TrainingRun::prepare_data() {
   fs::path model_dir(config_.model);
-  if (!fs::is_directory(model_dir))
-    throw UserError("--model " + config_.model + " is not a folder",
+  if (!fs::is_directory(model_dir) && !model::is_gguf_file(model_dir))
+    throw UserError("--model " + config_.model + " is neither a folder nor a GGUF file",
                     "give an HF model folder with config.json, "
-                    "*.safetensors and tokenizer.json");
+                    "*.safetensors and tokenizer.json, or a .gguf file");
   model_config_ = model::load_model_config(model_dir);
-  tokenizer_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(model_dir));
-  model::check_tokenizer_fits(model_config_, tokenizer_->vocab_size(), (model_dir / "tokenizer.json").string());
-  text::ChatFormat chat = text::load_chat_format(model_dir);
+  tokenizer_ = std::make_unique<text::Tokenizer>(model::load_model_tokenizer(model_dir));
+  model::check_tokenizer_fits(model_config_, tokenizer_->vocab_size(), model::tokenizer_location(model_dir));
+  text::ChatFormat chat = model::load_model_chat_format(model_dir);
   TokenizerHooks hooks;
   hooks.encode = [this](const std::string& text) { return tokenizer_->encode(text, false); };
   hooks.add_bos = tokenizer_->adds_bos();

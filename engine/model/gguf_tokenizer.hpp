@@ -1,0 +1,35 @@
+#pragma once
+// The tokenizer of a model: a folder's tokenizer.json (engine/text), or a GGUF file's
+// tokenizer.ggml.* metadata turned into the equivalent tokenizer.json / tokenizer_config.json
+// documents (so one tokenizer implementation serves both).
+//
+// GGUF tokenizers read: tokenizer.ggml.model "gpt2" (byte-level BPE: tokens, merges, token_type;
+// CONTROL tokens become special added tokens, USER_DEFINED ones plain added tokens, UNUSED ones are
+// dropped), with tokenizer.ggml.pre naming the pre-tokenizer regex as llama.cpp's llama-vocab.cpp
+// does ("llama-bpe", "qwen2", "gpt-2", "smollm"); bos/eos/padding ids, add_bos_token/add_eos_token;
+// tokenizer.chat_template. The SentencePiece-style "llama" model is not read yet (UserError).
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model/gguf.hpp"
+#include "engine/text/chat_template.hpp"
+#include "engine/text/tokenizer.hpp"
+
+namespace vkt::model {
+
+struct GgufTokenizerDocuments {
+  nlohmann::json tokenizer;         // tokenizer.json
+  nlohmann::json tokenizer_config;  // tokenizer_config.json (bos/eos names, chat_template)
+};
+// UserError naming the file and key when the tokenizer is absent or of a kind vktune does not read.
+GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file);
+
+// The tokenizer / chat template of `model`: a .gguf file, else what text::Tokenizer::load and
+// text::load_chat_format read (a folder).
+text::Tokenizer load_model_tokenizer(const std::filesystem::path& model);
+text::ChatFormat load_model_chat_format(const std::filesystem::path& model);
+// Where that tokenizer comes from, for messages: the .gguf file, else <folder>/tokenizer.json.
+std::string tokenizer_location(const std::filesystem::path& model);
+
+}  // namespace vkt::model
