@@ -155,6 +155,18 @@ float signed_absmax(const float* x, int n) {
   return max;
 }
 
+// Packs 32 codes of 4 or 5 bits as ggml does: element i's low nibble in qs[i % 16] (the high half of
+// the byte for i >= 16); returns the 5th bits, bit i for element i (Q5_0/Q5_1's qh).
+uint32_t pack_codes(const uint8_t* codes, uint8_t* qs) {
+  uint32_t high_bits = 0;
+  for (int i = 0; i < 16; i++) {
+    qs[i] = static_cast<uint8_t>((codes[i] & 0xF) | ((codes[i + 16] & 0xF) << 4));
+    high_bits |= static_cast<uint32_t>((codes[i] >> 4) & 1) << i;
+    high_bits |= static_cast<uint32_t>((codes[i + 16] >> 4) & 1) << (i + 16);
+  }
+  return high_bits;
+}
+
 void quantize_block(GgmlType type, const float* x, uint8_t* block) {
   switch (type) {
     case GgmlType::F32:
@@ -189,12 +201,7 @@ void quantize_block(GgmlType type, const float* x, uint8_t* block) {
         codes[i] =
             static_cast<uint8_t>(std::min<int>(five ? 31 : 15, static_cast<int8_t>(x[i] * inverse + (levels + 0.5f))));
       uint8_t* qs = block + (five ? 6 : 2);
-      uint32_t high_bits = 0;
-      for (int i = 0; i < 16; i++) {
-        qs[i] = static_cast<uint8_t>((codes[i] & 0xF) | ((codes[i + 16] & 0xF) << 4));
-        high_bits |= static_cast<uint32_t>((codes[i] >> 4) & 1) << i;
-        high_bits |= static_cast<uint32_t>((codes[i + 16] >> 4) & 1) << (i + 16);
-      }
+      const uint32_t high_bits = pack_codes(codes, qs);
       if (five) std::memcpy(block + 2, &high_bits, 4);
       return;
     }
@@ -215,12 +222,7 @@ void quantize_block(GgmlType type, const float* x, uint8_t* block) {
         codes[i] =
             static_cast<uint8_t>(std::min<int>(five ? 31 : 15, static_cast<int8_t>((x[i] - min) * inverse + 0.5f)));
       uint8_t* qs = block + (five ? 8 : 4);
-      uint32_t high_bits = 0;
-      for (int i = 0; i < 16; i++) {
-        qs[i] = static_cast<uint8_t>((codes[i] & 0xF) | ((codes[i + 16] & 0xF) << 4));
-        high_bits |= static_cast<uint32_t>((codes[i] >> 4) & 1) << i;
-        high_bits |= static_cast<uint32_t>((codes[i + 16] >> 4) & 1) << (i + 16);
-      }
+      const uint32_t high_bits = pack_codes(codes, qs);
       if (five) std::memcpy(block + 4, &high_bits, 4);
       return;
     }
