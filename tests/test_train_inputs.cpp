@@ -14,6 +14,7 @@
 #include "engine/model/config.hpp"
 #include "engine/model/generate.hpp"
 #include "engine/model/safetensors.hpp"
+#include "engine/plan/plan.hpp"
 #include "engine/train/config.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/model_io_support.hpp"
@@ -106,18 +107,19 @@ TEST_CASE("flags: NaN and Inf, non-positive alpha and out-of-range values are re
   CHECK(test::user_error_of([&] { train::validate(c); }).find("contradict") != std::string::npos);
   CHECK_NOTHROW(train::validate(config));
 
-  // --lora-r above min(in, out) of the smallest targeted module: hidden 256, 4 heads of 64, 2 kv
+  // --lora-r above min(in, out) of the smallest targeted module (the planner refuses it, so `vktune
+  // plan` does too): hidden 256, 4 heads of 64, 2 kv
   // heads -> v_proj is 256 -> 128.
   spec::ModelShape shape{256, 512, 2, 4, 2, 64, 300, false, false};
   spec::RunSettings settings;
   settings.target_modules = {spec::Module::q_proj, spec::Module::v_proj};
   settings.lora_r = 100000;
-  std::string message = test::user_error_of([&] { train::validate_for_model(settings, shape); });
+  std::string message = test::user_error_of([&] { plan::make_plan(shape, settings); });
   CHECK(message.find("--lora-r 100000 is larger than v_proj's smaller side (256 in, 128 out features)") !=
         std::string::npos);
   CHECK(message.find("use at most 128") != std::string::npos);
   settings.lora_r = 128;
-  CHECK_NOTHROW(train::validate_for_model(settings, shape));
+  CHECK_NOTHROW(plan::make_plan(shape, settings));
 
   model::SamplingOptions sampling;
   sampling.temperature = -1;

@@ -228,6 +228,24 @@ void check_sizes_fit(const ModelShape& m, const RunSettings& s) {
 
 // Phi-3's fused modules are adapted whole (PEFT has no q_proj there): all of q/k/v or none, all of
 // gate/up or none; full finetuning would have to write the fused weights back (not done yet).
+// A LoRA rank above min(in, out) of the narrowest targeted module adds parameters but no
+// expressiveness (and --lora-r 100000 on hidden 256 would plan gigabytes of adapter).
+void check_lora_rank(const ModelShape& shape, const RunSettings& settings) {
+  if (settings.method == Method::full || settings.target_modules.empty()) return;
+  spec::Module narrowest = settings.target_modules.front();
+  auto side = [&](spec::Module module) {
+    return std::min(spec::module_in_features(shape, module), spec::module_out_features(shape, module));
+  };
+  for (spec::Module module : settings.target_modules)
+    if (side(module) < side(narrowest)) narrowest = module;
+  if (settings.lora_r > side(narrowest))
+    throw UserError("--lora-r " + std::to_string(settings.lora_r) + " is larger than " + spec::module_name(narrowest) +
+                        "'s smaller side (" + std::to_string(spec::module_in_features(shape, narrowest)) + " in, " +
+                        std::to_string(spec::module_out_features(shape, narrowest)) + " out features)",
+                    "a rank above min(in, out) adds parameters but no expressiveness: use at most " +
+                        std::to_string(side(narrowest)));
+}
+
 void check_fused_targets(const ModelShape& m, const RunSettings& s) {
   if (!m.fused_projections) return;
   if (s.method == Method::full && s.training)
@@ -271,6 +289,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   const bool full = s.method == Method::full;
   const bool training = s.training;
   check_fused_targets(m, s);
+  check_lora_rank(m, s);
   Builder b(plan);
   ParameterCounts& counts = plan.parameters;
 

@@ -86,13 +86,15 @@ std::string format_report(const PlanReport& report) {
       static_cast<size_t>(std::count_if(s.target_modules.begin(), s.target_modules.end(), [&](spec::Module module) {
         return spec::fused_owner(plan.shape, module) == module;
       }));
-  std::snprintf(
-      text, sizeof text, "run: %s, base %s%s, dtype %s, r=%u on %zu module kinds, batch %llu x %llu tokens, %s%s, %s\n",
-      method_name(s.method), kernels::weight_format_name(s.base_format),
-      s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype), s.lora_r,
-      lora_modules, static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len),
-      optimizer_name(s.optimizer), s.offload_optimizer ? " (offloaded)" : "",
-      s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
+  char adapted[64] = "every weight";  // full finetuning has no rank
+  if (s.method != Method::full)
+    std::snprintf(adapted, sizeof adapted, "r=%u on %zu module kinds", s.lora_r, lora_modules);
+  std::snprintf(text, sizeof text, "run: %s, base %s%s, dtype %s, %s, batch %llu x %llu tokens, %s%s, %s\n",
+                method_name(s.method), kernels::weight_format_name(s.base_format),
+                s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype),
+                adapted, static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len),
+                optimizer_name(s.optimizer), s.offload_optimizer ? " (offloaded)" : "",
+                s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
   out << text;
   if (s.save_embed_tokens || s.save_lm_head || !s.trainable_token_indices.empty())  // PEFT's extras, in adapter params
     out << "  also trained (fp32, beside LoRA):" << (s.save_embed_tokens ? " embed_tokens" : "")

@@ -264,23 +264,6 @@ void validate(const TrainConfig& c) {
   }
 }
 
-void validate_for_model(const spec::RunSettings& settings, const spec::ModelShape& shape) {
-  if (settings.method == spec::Method::full || settings.target_modules.empty()) return;
-  // The targeted module with the smallest side bounds the rank.
-  spec::Module narrowest = settings.target_modules.front();
-  auto side = [&](spec::Module module) {
-    return std::min(spec::module_in_features(shape, module), spec::module_out_features(shape, module));
-  };
-  for (spec::Module module : settings.target_modules)
-    if (side(module) < side(narrowest)) narrowest = module;
-  if (settings.lora_r > side(narrowest))
-    throw UserError("--lora-r " + std::to_string(settings.lora_r) + " is larger than " + spec::module_name(narrowest) +
-                        "'s smaller side (" + std::to_string(spec::module_in_features(shape, narrowest)) + " in, " +
-                        std::to_string(spec::module_out_features(shape, narrowest)) + " out features)",
-                    "a rank above min(in, out) adds parameters but no expressiveness: use at most " +
-                        std::to_string(side(narrowest)));
-}
-
 std::string to_json(const TrainConfig& config) {
   nlohmann::json json = nlohmann::json::object();
   for (const auto& option : option_table())

@@ -95,8 +95,6 @@ void apply_yaml_file(TrainConfig& config, const std::string& path);
 void set_option(TrainConfig& config, const OptionSpec& option, const std::string& value);
 // Checks values and their combinations; UserError with a hint on the first problem.
 void validate(const TrainConfig& config);
-// Checks the flags against the model: --lora-r at most min(in, out) of every targeted module.
-void validate_for_model(const spec::RunSettings& settings, const spec::ModelShape& shape);
 // The resolved configuration as a JSON object (for run.json).
 std::string to_json(const TrainConfig& config);
 

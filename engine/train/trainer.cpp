@@ -228,8 +228,7 @@ void TrainingRun::prepare_data() {
   schedule_ = std::make_unique<Schedule>(schedule);
 
   const spec::ModelShape shape = model::model_shape(model_config_);
-  plan_ = plan::make_plan(shape, run_settings(config_, seq_len_, &shape));
-  validate_for_model(plan_.settings, plan_.shape);
+  plan_ = plan::make_plan(shape, run_settings(config_, seq_len_, &shape));  // also checks --lora-r against the model
   if (config_.method != spec::Method::full) {
     lora_.rank = static_cast<uint32_t>(config_.lora_r);
     lora_.alpha = static_cast<float>(config_.lora_alpha);
@@ -260,7 +259,6 @@ void TrainingRun::prepare_data() {
       settings.save_lm_head = lora_.save_lm_head;
       settings.trainable_token_indices = lora_.token_indices;
       plan_ = plan::make_plan(model::model_shape(model_config_), settings);
-      validate_for_model(plan_.settings, plan_.shape);
     }
   }
 }
