@@ -244,7 +244,8 @@ std::string to_json(const TrainConfig& config) {
             json[option.name] = config.*field;
         },
         option.field);
-  return json.dump(2);
+  // A path need not be UTF-8 on Linux; JSON must be: such bytes become U+FFFD instead of a throw.
+  return json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace vkt::train
