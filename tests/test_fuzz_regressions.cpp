@@ -8,6 +8,9 @@
 #include <string>
 
 #include "engine/train/config.hpp"
+#include "engine/train/trainer.hpp"
+#include "tests/support.hpp"
+#include "tests/tiny_model.hpp"
 
 using namespace vkt;
 
@@ -30,5 +33,32 @@ TEST_CASE("fuzz_train_yaml: a config value that is not UTF-8 is written to run.j
   REQUIRE_NOTHROW(text = train::to_json(config));
   CHECK(nlohmann::json::parse(text)["data"] == "d\xef\xbf\xbdjsonl");
   std::filesystem::remove(path);
+}
+}
+
+TEST_SUITE("train_e2e") {
+// Found after fuzz_train_yaml: the same non-UTF-8 path reached trainer_state.json (the data
+// path) and adapter_config.json (the model path), so `train` failed at its first checkpoint
+// with "error: [json.exception.type_error.316]" and exit 3.
+TEST_CASE("train: model and data paths that are not UTF-8 reach checkpoints and the adapter") {
+  namespace fs = std::filesystem;
+  fs::path root = test::temp_dir("fuzz-non-utf8");
+  fs::path model = root / "model\xc7";
+  fs::copy(test::tiny_model(test::binary_dir() / "test-output" / "fuzz-regressions" / "base"), model);
+  fs::path data = root / "data\xc7.jsonl";
+  fs::copy_file(test::tiny_dataset(root / "data.jsonl", 8), data);
+  train::TrainConfig config;
+  config.model = model.string();
+  config.data = data.string();
+  config.output_dir = (root / "out").string();
+  config.headless = true;
+  config.max_steps = 2;
+  config.save_steps = 1;
+  config.per_device_train_batch_size = 2;
+  config.target_modules = "q_proj";
+  config.lora_r = 4;
+  REQUIRE_NOTHROW(train::train(config));
+  CHECK(fs::exists(root / "out" / "checkpoint-1" / "trainer_state.json"));
+  CHECK(fs::exists(root / "out" / "adapter_config.json"));
 }
 }
