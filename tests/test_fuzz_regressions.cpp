@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "engine/base/error.hpp"
+#include "engine/model/config.hpp"
 #include "engine/train/config.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
@@ -21,6 +23,21 @@ std::filesystem::path write_temp(const std::string& name, const std::string& byt
   return path;
 }
 }  // namespace
+
+TEST_SUITE("model_io") {
+// fuzz_model_config: "hidden_size": 3.3e125 was cast to int64_t (undefined behaviour; UBSan
+// stopped there), and 2^64-1 wrapped to -1 ("must be positive, got -1").
+TEST_CASE("fuzz_model_config: integers beyond int64 are out of range, not wrapped") {
+  std::ifstream in(std::string(VKT_SOURCE_DIR) + "/tests/data/hf/llama3/config.json");
+  nlohmann::json document = nlohmann::json::parse(in);
+  for (nlohmann::json huge : {nlohmann::json(3.3e125), nlohmann::json(-1e19), nlohmann::json(UINT64_MAX)}) {
+    INFO(huge.dump());
+    document["hidden_size"] = huge;
+    CHECK_THROWS_WITH_AS(model::parse_model_config(document, "config.json"),
+                         doctest::Contains("\"hidden_size\" is out of range"), UserError);
+  }
+}
+}
 
 TEST_SUITE("train") {
 // fuzz_train_yaml: a path that is not UTF-8 (legal on Linux) made to_json, which writes run.json,
