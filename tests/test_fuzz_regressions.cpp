@@ -10,6 +10,7 @@
 #include "engine/base/error.hpp"
 #include "engine/model/config.hpp"
 #include "engine/train/config.hpp"
+#include "engine/train/dataset.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
@@ -40,6 +41,15 @@ TEST_CASE("fuzz_model_config: integers beyond int64 are out of range, not wrappe
 }
 
 TEST_SUITE("train") {
+// fuzz_jsonl: a number beyond double's range makes nlohmann throw out_of_range (406), not
+// parse_error, and it left read_jsonl as a raw exception.
+TEST_CASE("fuzz_jsonl: a number beyond double's range is a bad line naming file:line") {
+  auto path = write_temp("overflow.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\", \"n\": 1E400}\n");
+  CHECK_THROWS_WITH_AS(train::read_jsonl(path.string(), text::ChatFormat{}),
+                       doctest::Contains("overflow.jsonl:2: not valid JSON"), UserError);
+  std::filesystem::remove(path);
+}
+
 // fuzz_train_yaml: a path that is not UTF-8 (legal on Linux) made to_json, which writes run.json,
 // throw nlohmann's type_error 316 out of the trainer; it is kept with U+FFFD in its place.
 TEST_CASE("fuzz_train_yaml: a config value that is not UTF-8 is written to run.json's config") {
