@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/base/error.hpp"
+#include "engine/merge/config.hpp"
 #include "engine/model/config.hpp"
 #include "engine/train/config.hpp"
 #include "engine/train/dataset.hpp"
@@ -40,7 +41,30 @@ TEST_CASE("fuzz_model_config: integers beyond int64 are out of range, not wrappe
 }
 }
 
+TEST_SUITE("merge") {
+// fuzz_merge_yaml: a mapping used as a key ("? model: x") made check_keys' as<std::string>()
+// throw yaml-cpp's TypedBadConversion out of parse_merge_config.
+TEST_CASE("fuzz_merge_yaml: a mapping as a key is a UserError naming the line") {
+  CHECK_THROWS_WITH_AS(
+      merge::parse_merge_config("merge_method: linear\n? model: x\n: 1\n", "merge.yaml", "/nonexistent"),
+      doctest::Contains("merge.yaml:2: unexpected YAML here"), UserError);
+}
+}
+
 TEST_SUITE("train") {
+// Found with fuzz_merge_yaml's input class: the training YAML reads keys and list items the same way.
+TEST_CASE("fuzz_train_yaml: a mapping as a key or a list in a list is a UserError naming the line") {
+  auto complex_key = write_temp("complex_key.yaml", "lora_r: 8\n? {a: b}\n: 1\n");
+  train::TrainConfig config;
+  CHECK_THROWS_WITH_AS(train::apply_yaml_file(config, complex_key.string()),
+                       doctest::Contains("complex_key.yaml:2: unexpected YAML here"), UserError);
+  auto nested = write_temp("nested.yaml", "target_modules: [[q_proj], v_proj]\n");
+  CHECK_THROWS_WITH_AS(train::apply_yaml_file(config, nested.string()),
+                       doctest::Contains("nested.yaml:1: unexpected YAML here"), UserError);
+  std::filesystem::remove(complex_key);
+  std::filesystem::remove(nested);
+}
+
 // fuzz_jsonl: a number beyond double's range makes nlohmann throw out_of_range (406), not
 // parse_error, and it left read_jsonl as a raw exception.
 TEST_CASE("fuzz_jsonl: a number beyond double's range is a bad line naming file:line") {

@@ -140,7 +140,7 @@ void set_option(TrainConfig& config, const OptionSpec& option, const std::string
       option.field);
 }
 
-void apply_yaml_file(TrainConfig& config, const std::string& path) {
+static void apply_yaml_file_unguarded(TrainConfig& config, const std::string& path) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -187,6 +187,17 @@ void apply_yaml_file(TrainConfig& config, const std::string& path) {
     } catch (const UserError& error) {
       throw UserError(where + ": " + error.what(), error.hint());
     }
+  }
+}
+
+void apply_yaml_file(TrainConfig& config, const std::string& path) {
+  // A node of an unexpected kind (a mapping as a key, a list inside a list) makes yaml-cpp throw a
+  // conversion error: it is the file's error, reported as such.
+  try {
+    apply_yaml_file_unguarded(config, path);
+  } catch (const YAML::Exception& error) {
+    throw UserError(path + ":" + std::to_string(error.mark.line + 1) + ": unexpected YAML here: " + error.msg,
+                    "write one `name: value` per line; a value is a scalar, a list of scalars or a mapping");
   }
 }
 
