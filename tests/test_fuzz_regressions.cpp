@@ -53,6 +53,20 @@ TEST_CASE("fuzz_merge_yaml: a mapping as a key is a UserError naming the line") 
 
 TEST_SUITE("train") {
 // Found with fuzz_merge_yaml's input class: the training YAML reads keys and list items the same way.
+// fuzz_train_yaml: a mapping value (lr_scheduler_kwargs) with bytes that are not UTF-8 made its
+// JSON dump throw nlohmann's type_error 316 out of apply_yaml_file.
+TEST_CASE("fuzz_train_yaml: a mapping value that is not UTF-8 is a value or a UserError, never a raw throw") {
+  auto path = write_temp("kwargs.yaml", "lr_scheduler_kwargs: {num_cycles: \"\xfd\"}\n");
+  train::TrainConfig config;
+  auto apply = [&] {
+    try {
+      train::apply_yaml_file(config, path.string());
+    } catch (const UserError&) {}
+  };
+  CHECK_NOTHROW(apply());
+  std::filesystem::remove(path);
+}
+
 TEST_CASE("fuzz_train_yaml: a mapping as a key or a list in a list is a UserError naming the line") {
   auto complex_key = write_temp("complex_key.yaml", "lora_r: 8\n? {a: b}\n: 1\n");
   train::TrainConfig config;

@@ -176,7 +176,7 @@ static void apply_yaml_file_unguarded(TrainConfig& config, const std::string& pa
           object[item.first.as<std::string>()] = text;
         }
       }
-      value = object.dump();
+      value = object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // YAML text need not be UTF-8
     } else if (node.IsScalar()) {
       value = node.as<std::string>();
     } else {
