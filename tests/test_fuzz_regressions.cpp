@@ -44,6 +44,18 @@ TEST_CASE("fuzz_model_config: integers beyond int64 are out of range, not wrappe
 TEST_SUITE("merge") {
 // fuzz_merge_yaml: a mapping used as a key ("? model: x") made check_keys' as<std::string>()
 // throw yaml-cpp's TypedBadConversion out of parse_merge_config.
+// fuzz_merge_yaml: a model path longer than the system allows made fs::exists throw
+// filesystem_error (ENAMETOOLONG) out of parse_model_ref.
+TEST_CASE("fuzz_merge_yaml: a model path too long for the system is no raw filesystem_error") {
+  std::string yaml = "merge_method: linear\nmodels:\n  - model: ./" + std::string(5000, 'm') + "\n";
+  auto parse = [&] {
+    try {
+      merge::parse_merge_config(yaml, "merge.yaml", "/nonexistent");
+    } catch (const UserError&) {}
+  };
+  CHECK_NOTHROW(parse());
+}
+
 TEST_CASE("fuzz_merge_yaml: a mapping as a key is a UserError naming the line") {
   CHECK_THROWS_WITH_AS(
       merge::parse_merge_config("merge_method: linear\n? model: x\n: 1\n", "merge.yaml", "/nonexistent"),

@@ -201,7 +201,8 @@ bool ModelRef::same_as(const ModelRef& other) const {
 ModelRef parse_model_ref(const std::string& text, const fs::path& base_dir, const std::string& where) {
   auto resolve = [&](const std::string& path_text) {
     fs::path path(path_text);
-    if (path.is_relative() && !fs::exists(path) && !base_dir.empty() && fs::exists(base_dir / path))
+    std::error_code ignored;  // a name the system refuses (too long) is a path that does not exist
+    if (path.is_relative() && !fs::exists(path, ignored) && !base_dir.empty() && fs::exists(base_dir / path, ignored))
       return base_dir / path;
     return path;
   };
