@@ -31,7 +31,8 @@ TEST_CASE("random_uniform: Philox4x32-10 matches the Random123 known-answer vect
 TEST_CASE("random_uniform: GPU bits equal CPU bits, uniform statistics") {
   const uint64_t n = (1u << 20) + 3;  // not a multiple of 4: the last Philox call is partial
   std::vector<float> expected(n);
-  for (auto [low, high] : {std::pair{0.0f, 1.0f}, std::pair{-0.3f, 0.7f}}) {
+  for (auto bounds : {std::pair{0.0f, 1.0f}, std::pair{-0.3f, 0.7f}}) {
+    const float low = bounds.first, high = bounds.second;  // not a structured binding: clang 14 cannot capture one
     CAPTURE(low);
     test::Guarded out(n * 4, "uniform");
     context().run([&](vk::Recorder& r) {

@@ -119,7 +119,9 @@ fs::path output_of(const std::string& name) { return test::binary_dir() / "test-
 // references on O(0.1) values: 2e-6 absolute covers the rounding of a few fp32 operations.
 void check_tensors(const Tensors& actual, const std::function<std::vector<float>(const std::string&)>& expected,
                    double tolerance = 2e-6) {
-  for (const auto& [name, values] : actual) {
+  for (const auto& entry : actual) {  // not a structured binding: clang 14 cannot capture one
+    const auto& name = entry.first;
+    const auto& values = entry.second;
     CAPTURE(name);
     std::vector<float> reference = expected(name);
     REQUIRE(reference.size() == values.size());

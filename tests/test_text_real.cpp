@@ -135,7 +135,9 @@ TEST_CASE("vktune tokenize: ids equal Hugging Face's for corpus lines, with and 
   // (each run loads the tokenizer again).
   const std::pair<std::string, std::vector<size_t>> runs[] = {
       {"llama2", picks}, {"qwen3", picks}, {"llama3_1", {picks[5]}}, {"gemma3", {picks[4]}}};
-  for (const auto& [family, lines] : runs) {
+  for (const auto& run : runs) {  // not a structured binding: clang 14 cannot capture one
+    const auto& family = run.first;
+    const auto& lines = run.second;
     CAPTURE(family);
     fs::path dir = real_tokenizer_dir(family);
     json golden = test::load_json(test::source_dir() / "tests/data/tokenizers/golden" / (family + ".json"));
@@ -144,9 +146,10 @@ TEST_CASE("vktune tokenize: ids equal Hugging Face's for corpus lines, with and 
       fs::path text_file = work / ("line" + std::to_string(pick) + ".txt");
       write_file_atomically(text_file, corpus[pick]);  // a file: the text reaches vktune byte for byte
       for (bool add_special : {false, true}) {
-        auto [status, output] =
+        auto [status, output_text] =
             test::run_command(vktune + " tokenize --model " + dir.string() + " --file " + text_file.string() +
                               " --json" + (add_special ? " --add-special-tokens" : ""));
+        const auto& output = output_text;  // not a structured binding: clang 14 cannot capture one
         REQUIRE_MESSAGE(status == 0, output);
         json printed = json::parse(output);
         CHECK(printed.at("ids") == golden["lines"][pick].at(add_special ? "special" : "plain"));
@@ -155,9 +158,10 @@ TEST_CASE("vktune tokenize: ids equal Hugging Face's for corpus lines, with and 
     }
   }
   // The human-readable form ends with the count; --tokenizer takes the file itself.
-  auto [status, output] =
+  auto [status, output_text] =
       test::run_command(vktune + " tokenize --tokenizer " + (real_tokenizer_dir("llama3") / "tokenizer.json").string() +
                         " --text 'Hello world'");
+  auto& output = output_text;  // not a structured binding: clang 14 cannot capture one
   CHECK(status == 0);
   CHECK(output.find("    9906  \"Hello\"") != std::string::npos);
   CHECK(output.find("2 tokens\n") != std::string::npos);

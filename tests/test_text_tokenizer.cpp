@@ -247,7 +247,9 @@ TEST_CASE("tokenizer: agrees with the independent Python implementation on every
   // `regex` module, quadratic BPE) on 41 texts x 2 add_special_tokens settings per fixture.
   json reference = load_json(tokenizer_fixture("reference_ids.json"));
   size_t cases = 0;
-  for (auto& [fixture, rows] : reference.items()) {
+  for (auto& item : reference.items()) {  // not a structured binding: clang 14 cannot capture one
+    const std::string& fixture = item.key();
+    const auto& rows = item.value();
     Tokenizer tokenizer = Tokenizer::load(tokenizer_fixture(fixture));
     for (const auto& row : rows) {
       std::string text = row[0];

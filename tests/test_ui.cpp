@@ -906,8 +906,9 @@ TEST_CASE("vktune dashboard: --png renders a run directory, a wrong directory is
   std::string vktune = (test::binary_dir() / "vktune").string();
   auto png = dir / "dashboard.png";
   ScopedEnv no_display("DISPLAY", nullptr);  // --png needs no display
-  auto [status, output] = test::run_command(vktune + " dashboard " + run_dir.string() + " --png " + png.string() +
-                                            " --width 1000 --height 700");
+  auto [status, output_text] = test::run_command(vktune + " dashboard " + run_dir.string() + " --png " + png.string() +
+                                                 " --width 1000 --height 700");
+  const auto& output = output_text;  // not a structured binding: clang 14 cannot capture one
   INFO(output);
   CHECK(status == 0);
   ui::RgbaImage image = read_png(png);

@@ -228,7 +228,8 @@ bool ModelRef::same_as(const ModelRef& other) const {
 ModelRef parse_model_ref(const std::string& text, const fs::path& base_dir, const std::string& where) {
   auto resolve = [&](const std::string& path_text) {
     fs::path path(path_text);
-    if (path.is_relative() && !fs::exists(path) && !base_dir.empty() && fs::exists(base_dir / path))
+    std::error_code ignored;  // a name the system refuses (too long) is a path that does not exist
+    if (path.is_relative() && !fs::exists(path, ignored) && !base_dir.empty() && fs::exists(base_dir / path, ignored))
       return base_dir / path;
     return path;
   };
@@ -306,7 +307,8 @@ bool is_task_arithmetic_family(MergeMethod method) {
          method == MergeMethod::dare_ties;
 }
 
-MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& file, const fs::path& base_dir) {
+static MergeConfig parse_merge_config_unguarded(const std::string& yaml_text, const std::string& file,
+                                                const fs::path& base_dir) {
   Where where{file};
   YAML::Node root;
   try {
@@ -420,6 +422,17 @@ MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& 
     }
   }
   return config;
+}
+
+MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& file, const fs::path& base_dir) {
+  // A node of an unexpected kind (a mapping as a key, a list where a name belongs) makes yaml-cpp
+  // throw a conversion error from wherever it is read: it is the file's error, reported as such.
+  try {
+    return parse_merge_config_unguarded(yaml_text, file, base_dir);
+  } catch (const YAML::Exception& error) {
+    throw UserError(file + ":" + std::to_string(error.mark.line + 1) + ": unexpected YAML here: " + error.msg,
+                    "keys are plain names and values numbers, strings or lists of them; see examples/merge/");
+  }
 }
 
 MergeConfig load_merge_config(const fs::path& path) {

@@ -344,7 +344,9 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
                        }});
   }
   write_safetensors(directory / "adapter_model.safetensors", std::move(tensors), {{"format", "pt"}});
-  write_file_atomically(directory / "adapter_config.json", config.dump(2) + "\n");
+  // base_model_name_or_path is a path, which need not be UTF-8: such bytes become U+FFFD.
+  write_file_atomically(directory / "adapter_config.json",
+                        config.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 }  // namespace vkt::model

@@ -61,8 +61,11 @@ class Reader {
   }
 
   int64_t integer(const json& value, const std::string& key) const {
-    if (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(INT64_MAX))
-      fail(key, "is " + value.dump() + ", far beyond any real model's");
+    // Beyond int64_t the conversions below would wrap (unsigned) or be undefined (double).
+    constexpr double kInt64Limit = 9223372036854775808.0;  // 2^63
+    if ((value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(INT64_MAX)) ||
+        (value.is_number_float() && std::fabs(value.get<double>()) >= kInt64Limit))
+      fail(key, "is out of range, got " + value.dump() + " (far beyond any real model's)");
     if (value.is_number_integer()) return value.get<int64_t>();
     // Some writers store integers as 4096.0; accept those that are whole numbers (and in range:
     // casting 1e30 to int64 is undefined).

@@ -90,7 +90,9 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
                         {"seed", state.seed},
                         {"data", state.data},
                         {"method", state.method}};
-  write_file_atomically(directory.path() / "trainer_state.json", trainer_state.dump(2) + "\n");
+  // "data" is a path, which need not be UTF-8: such bytes become U+FFFD.
+  write_file_atomically(directory.path() / "trainer_state.json",
+                        trainer_state.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
   directory.commit();
 }
 

@@ -155,7 +155,7 @@ void set_option(TrainConfig& config, const OptionSpec& option, const std::string
       option.field);
 }
 
-void apply_yaml_file(TrainConfig& config, const std::string& path) {
+static void apply_yaml_file_unguarded(TrainConfig& config, const std::string& path) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -191,7 +191,7 @@ void apply_yaml_file(TrainConfig& config, const std::string& path) {
           object[item.first.as<std::string>()] = text;
         }
       }
-      value = object.dump();
+      value = object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // YAML text need not be UTF-8
     } else if (node.IsScalar()) {
       value = node.as<std::string>();
     } else {
@@ -202,6 +202,17 @@ void apply_yaml_file(TrainConfig& config, const std::string& path) {
     } catch (const UserError& error) {
       throw UserError(where + ": " + error.what(), error.hint());
     }
+  }
+}
+
+void apply_yaml_file(TrainConfig& config, const std::string& path) {
+  // A node of an unexpected kind (a mapping as a key, a list inside a list) makes yaml-cpp throw a
+  // conversion error: it is the file's error, reported as such.
+  try {
+    apply_yaml_file_unguarded(config, path);
+  } catch (const YAML::Exception& error) {
+    throw UserError(path + ":" + std::to_string(error.mark.line + 1) + ": unexpected YAML here: " + error.msg,
+                    "write one `name: value` per line; a value is a scalar, a list of scalars or a mapping");
   }
 }
 
@@ -276,7 +287,8 @@ std::string to_json(const TrainConfig& config) {
             json[option.name] = config.*field;
         },
         option.field);
-  return json.dump(2);
+  // A path need not be UTF-8 on Linux; JSON must be: such bytes become U+FFFD instead of a throw.
+  return json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace vkt::train

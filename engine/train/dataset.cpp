@@ -36,7 +36,7 @@ std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatF
     json object;
     try {
       object = json::parse(text);
-    } catch (const json::parse_error& error) {
+    } catch (const json::exception& error) {  // parse_error, or out_of_range for a number like 1E400
       bad_line(path, line, std::string("not valid JSON (") + error.what() + ")", formats);
     }
     if (!object.is_object()) bad_line(path, line, "not a JSON object", formats);

@@ -122,7 +122,7 @@ std::string run_info_to_json(const RunInfo& info, RunState state) {
               {"identity", json::parse(info.identity_json.empty() ? "{}" : info.identity_json)},
               {"state", run_state_name(state)},
               {"version", 1}};
-  return out.dump(2);
+  return out.dump(2, ' ', false, json::error_handler_t::replace);  // paths need not be UTF-8
 }
 
 RunInfo run_info_from_json(const std::string& text, RunState* state) {

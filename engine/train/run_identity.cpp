@@ -176,7 +176,8 @@ json run_identity(const TrainConfig& config) {
   identity["data_hash"] = file_hash(config.data);
   const json options = json::parse(to_json(config));
   for (const char* name : kTrajectoryOptions) identity[name] = options.at(name);
-  return identity;
+  // Paths need not be UTF-8: as run.json records them (U+FFFD for bad bytes), so a resume compares alike.
+  return json::parse(identity.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 void prepare_output_dir(const TrainConfig& config, const json& identity) {

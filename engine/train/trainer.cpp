@@ -438,7 +438,7 @@ TrainSummary TrainingRun::run() {
   monitor_->set_state(RunState::starting);
   validate(config_);
   prepare_data();  // everything that can fail on bad input happens before output is written
-  info_.identity_json = run_identity(config_).dump();
+  info_.identity_json = run_identity(config_).dump(-1, ' ', false, json::error_handler_t::replace);
   prepare_output_dir(config_, json::parse(info_.identity_json));  // before the model loads
   prepare_device();
 
