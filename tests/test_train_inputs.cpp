@@ -196,7 +196,9 @@ TEST_CASE("vktune: bad flags and bad models exit with a named error before anyth
        "a-file is a file, not a folder"},
   };
   for (const Case& c : cases) {
-    auto [status, output] = test::run_command(c.command);
+    const auto status_output = test::run_command(c.command);
+    const int status = status_output.first;
+    const std::string& output = status_output.second;
     INFO(c.command << "\n" << output);
     CHECK(status == 1);  // a UserError, not a crash (exit 3) or a run
     CHECK(output.find(c.expected) != std::string::npos);
@@ -209,8 +211,10 @@ TEST_CASE("vktune: bad flags and bad models exit with a named error before anyth
   fs::create_directories(read_only);
   fs::permissions(read_only, fs::perms::owner_read | fs::perms::owner_exec);
   fs::path target = geteuid() == 0 ? fs::path("/proc/self/vktune-out") : read_only / "run";
-  auto [status, output] = test::run_command(vktune() + " train --headless --model " + transposed.string() + " --data " +
-                                            data.string() + " --output-dir " + target.string());
+  const auto status_output = test::run_command(vktune() + " train --headless --model " + transposed.string() +
+                                               " --data " + data.string() + " --output-dir " + target.string());
+  const int status = status_output.first;
+  const std::string& output = status_output.second;
   INFO(output);
   CHECK(status == 1);
   CHECK(output.find("cannot create --output-dir " + target.string()) != std::string::npos);

@@ -74,9 +74,9 @@ TEST_CASE("train: a diverging run stops at its first NaN step; no checkpoint hol
   CHECK(message.rfind("step ", 0) == 0);  // names the step
   CHECK(run_state(config.output_dir) == "failed");
   CHECK_FALSE(fs::exists(fs::path(config.output_dir) / "adapter_model.safetensors"));
-  for (const auto& [adapter, non_finite] : checkpoint_adapters(config.output_dir)) {
-    INFO(adapter.string());
-    CHECK(non_finite == 0);
+  for (const auto& entry : checkpoint_adapters(config.output_dir)) {  // no structured binding: INFO captures it
+    INFO(entry.first.string());
+    CHECK(entry.second == 0);
   }
 }
 
@@ -217,7 +217,9 @@ TEST_CASE(
            (output / "dashboard.png").string() + extra;
   };
   const fs::path reference = test::temp_dir("reliability-signal-reference");
-  auto [reference_status, reference_output] = test::run_command(train_command(reference, ""));
+  const auto reference_status_reference_output = test::run_command(train_command(reference, ""));
+  const int reference_status = reference_status_reference_output.first;
+  const std::string& reference_output = reference_status_reference_output.second;
   INFO(reference_output);
   REQUIRE(reference_status == 0);
   const std::string reference_adapter = read_text_file(reference / "adapter_model.safetensors");
@@ -235,16 +237,20 @@ TEST_CASE(
   for (Case c : {Case{"INT", 130}, Case{"TERM", 143}, Case{"HUP", 129}}) {
     CAPTURE(c.name);
     const fs::path output = test::temp_dir(std::string("reliability-signal-") + c.name);
-    auto [status, text] = test::run_command(
+    const auto status_text = test::run_command(
         train_command(output, std::string("VKT_TEST_RAISE_AT_STEP=3 VKT_TEST_RAISE_SIGNAL=") + c.name));
+    const int status = status_text.first;
+    const std::string& text = status_text.second;
     INFO(text);
     CHECK(status == c.status);
     CHECK(fs::exists(output / "checkpoint-3" / "trainer_state.json"));
     CHECK_FALSE(fs::exists(output / "adapter_model.safetensors"));  // a stopped run has no final adapter
     CHECK(run_state(output) == "stopped");
     if (std::string(c.name) != "TERM") continue;
-    auto [resumed_status, resumed_text] =
+    const auto resumed_status_resumed_text =
         test::run_command(train_command(output, "", " --resume-from-checkpoint latest"));
+    const int resumed_status = resumed_status_resumed_text.first;
+    const std::string& resumed_text = resumed_status_resumed_text.second;
     INFO(resumed_text);
     REQUIRE(resumed_status == 0);
     CHECK(run_state(output) == "finished");
@@ -253,7 +259,9 @@ TEST_CASE(
 
   // A second signal exits at once: no checkpoint, run.json still says where it was.
   const fs::path twice = test::temp_dir("reliability-signal-twice");
-  auto [status, text] = test::run_command(train_command(twice, "VKT_TEST_RAISE_AT_STEP=3,3"));
+  const auto status_text = test::run_command(train_command(twice, "VKT_TEST_RAISE_AT_STEP=3,3"));
+  const int status = status_text.first;
+  const std::string& text = status_text.second;
   INFO(text);
   CHECK(status == 143);
   CHECK_FALSE(fs::exists(twice / "checkpoint-3"));
