@@ -235,9 +235,23 @@ TEST_CASE("gguf: damaged files give errors naming the file, the offset or tensor
         std::string::npos);
   CHECK(one_tensor({8}, 0, 64, 128).find("starts at data offset 64, but ggml's layout puts it at 0") !=
         std::string::npos);
-  CHECK(one_tensor({8}, 0, 0, 16).find("needs 32 bytes of F32 data") != std::string::npos);
+  CHECK(one_tensor({8}, 0, 0, 16).find("needs 32 bytes of F32 data, but only 16 bytes") != std::string::npos);
   CHECK(one_tensor({1, 1, 1, 1, 1}, 0, 0, 4).find("has 5 dimensions") != std::string::npos);
   CHECK(one_tensor({1ull << 62, 1ull << 62}, 0, 0, 4).find("overflows 64 bits") != std::string::npos);
+  // Found by fuzz_gguf: a row whose byte size alone wraps (2^62 F32 values are 2^64 bytes), and a
+  // tensor that starts past the end of the file (the bytes left wrapped around); both once asked
+  // for gigabytes of fp32.
+  CHECK(one_tensor({1ull << 62}, 0, 0, 4).find("overflows 64 bits") != std::string::npos);
+  {
+    GgufBuilder past_end;
+    past_end.header(3, 2, 0);
+    past_end.tensor_info("a", {4}, 0, 0);
+    past_end.tensor_info("b", {3, 1660944386}, 1, 32);
+    past_end.pad_to(32);
+    past_end.bytes += std::string(24, '\0');  // "a" (16 bytes) and 8 of padding: "b" at 32 starts past the end
+    CHECK(error_for(past_end.bytes).find("tensor \"b\" needs 9965666316 bytes of F16 data, but only 0 bytes") !=
+          std::string::npos);
+  }
 }
 
 TEST_CASE("gguf: every truncation and random byte damage gives a UserError, never a crash") {

@@ -301,7 +301,7 @@ void GgufFile::parse() {
     if (tensor.ne[0] % info.block_elems != 0)
       fail(infos[i].at, where + " has rows of " + std::to_string(tensor.ne[0]) + " values, not a whole number of " +
                             info.name + " blocks of " + std::to_string(info.block_elems));
-    std::optional<uint64_t> bytes = tensor.ne[0] / info.block_elems * uint64_t{info.block_bytes};
+    std::optional<uint64_t> bytes = checked_multiply(tensor.ne[0] / info.block_elems, info.block_bytes);
     std::optional<uint64_t> elements = tensor.ne[0];
     for (size_t d = 1; d < tensor.ne.size() && bytes && elements; d++) {
       bytes = checked_multiply(*bytes, tensor.ne[d]);
@@ -312,10 +312,12 @@ void GgufFile::parse() {
       fail(infos[i].at, where + " starts at data offset " + std::to_string(tensor.offset) +
                             ", but ggml's layout puts it at " + std::to_string(expected_offset) +
                             " (tensors follow each other, each aligned to " + std::to_string(alignment_) + " bytes)");
-    if (*bytes > size_ - data_offset_ - tensor.offset)
-      fail(data_offset_ + tensor.offset,
-           where + " needs " + std::to_string(*bytes) + " bytes of " + info.name + " data, but the file ends " +
-               std::to_string(size_ - data_offset_ - tensor.offset) + " bytes after its start: it is truncated");
+    // Bytes of the file from the tensor's start (0 when it starts past the end: no wrap-around).
+    const uint64_t available = tensor.offset <= size_ - data_offset_ ? size_ - data_offset_ - tensor.offset : 0;
+    if (*bytes > available)
+      fail(data_offset_ + tensor.offset, where + " needs " + std::to_string(*bytes) + " bytes of " + info.name +
+                                             " data, but only " + std::to_string(available) +
+                                             " bytes of the file remain from its start: it is truncated");
     tensor.bytes = {mapping_ + data_offset_ + tensor.offset, static_cast<size_t>(*bytes)};
     expected_offset = tensor.offset + (*bytes + alignment_ - 1) / alignment_ * alignment_;
   }

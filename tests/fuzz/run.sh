@@ -4,7 +4,7 @@
 # written; inputs the fuzzer finds go to BUILD_DIR/fuzz-corpus/TARGET (kept between runs) and a
 # crashing input to BUILD_DIR/fuzz-artifacts/TARGET-crash-*, which fails the run. Reproduce one
 # with BUILD_DIR/tests/fuzz/fuzz_TARGET FILE. Targets: safetensors model_config tokenizer jsonl
-# train_yaml merge_yaml.
+# train_yaml merge_yaml gguf.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 target="$1"
