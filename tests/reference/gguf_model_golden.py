@@ -24,11 +24,12 @@ requires: for these models only, set_vocab is replaced by the converter's own _s
 (tokenizer.ggml.model = "none"); everything else is the converter as shipped.
 
 Run: /work/venv/bin/python tests/reference/gguf_model_golden.py [--verify]
-     (LLAMA_CPP=/tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp by default; pinned torch 2.15.0,
+     (LLAMA_CPP=/tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp by default: llama.cpp's converter
+     from the PyPI sdist, `pip download llama-cpp-python==0.3.36 --no-deps --no-binary :all: -d
+     /tmp/lcp && tar xzf /tmp/lcp/llama_cpp_python-0.3.36.tar.gz -C /tmp/lcp`; pinned torch 2.15.0,
      transformers 5.23.0, peft 0.21.2)
 """
 import contextlib
-import filecmp
 import json
 import os
 import shutil
@@ -238,7 +239,7 @@ def main():
     if "--verify" in sys.argv:
         with tempfile.TemporaryDirectory() as tmp:
             run(tmp)
-            bad = [n for n in os.listdir(tmp) if not filecmp.cmp(os.path.join(tmp, n), os.path.join(OUT, n), False)]
+            bad = hf_golden.differing_files(tmp, OUT)
             if bad:
                 sys.exit("differs from tests/data/gguf: %s" % sorted(bad))
             print("tests/data/gguf's model files are what this script writes")
