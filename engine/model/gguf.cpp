@@ -7,6 +7,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/mapped_file.hpp"
+#include "engine/base/sizes.hpp"
 
 namespace vkt::model {
 namespace fs = std::filesystem;
@@ -45,13 +46,6 @@ uint64_t min_element_bytes(GgufValueType type) {
   if (type == GgufValueType::STRING) return 8;
   if (type == GgufValueType::ARRAY) return 12;
   return value_type_info(static_cast<uint32_t>(type))->size;
-}
-
-// a * b, or nullopt on overflow of u64.
-std::optional<uint64_t> checked_multiply(uint64_t a, uint64_t b) {
-  uint64_t product;
-  if (__builtin_mul_overflow(a, b, &product)) return std::nullopt;
-  return product;
 }
 
 }  // namespace

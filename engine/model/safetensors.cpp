@@ -15,6 +15,7 @@
 #include "engine/base/files.hpp"
 #include "engine/base/half.hpp"
 #include "engine/base/mapped_file.hpp"
+#include "engine/base/sizes.hpp"
 
 namespace vkt::model {
 namespace fs = std::filesystem;
@@ -63,16 +64,10 @@ std::string in_quotes(std::string_view text) {
 
 // product(shape) * element size, or nullopt when it overflows 64 bits.
 std::optional<uint64_t> checked_byte_size(const std::vector<uint64_t>& shape, uint32_t element_size) {
-  uint64_t total = element_size;
+  std::optional<uint64_t> total = element_size;
   for (uint64_t extent : shape)
-    if (__builtin_mul_overflow(total, extent, &total)) return std::nullopt;
+    if (!(total = checked_multiply(*total, extent))) break;
   return total;
-}
-
-std::string shape_text(const std::vector<uint64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); i++) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
 }
 
 }  // namespace

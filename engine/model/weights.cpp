@@ -6,6 +6,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/half.hpp"
+#include "engine/base/sizes.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/quant/bitsandbytes.hpp"
 #include "engine/quant/quantize.hpp"
@@ -26,19 +27,13 @@ std::vector<float> finite_fp32(const SafetensorsFolder& folder, const TensorView
   return values;
 }
 
-std::string shape_text(const std::vector<uint64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); i++) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
 // The tensor's shape must be exactly what config.json implies: the same element count is not
 // enough (a transposed k_proj would load as garbage).
 void check_shape(const TensorSource& source, const std::string& name, const std::vector<uint64_t>& expected) {
   const std::vector<uint64_t> found = source.shape(name);
   if (found != expected)
-    throw UserError(source.where() + ": tensor " + name + " has shape " + shape_text(found) +
-                        ", config.json implies " + shape_text(expected),
+    throw UserError(source.where() + ": tensor " + name + " has shape " + shape_text(found) + ", config.json implies " +
+                        shape_text(expected),
                     "the weights do not belong to this config.json");
 }
 
@@ -51,8 +46,8 @@ std::vector<float> dense_tensor(const TensorSource& source, const std::string& n
 
 // Rows [first_row, first_row + rows) of a (total_rows, cols) tensor: one piece of Phi-3's fused
 // qkv_proj / gate_up_proj.
-std::vector<float> dense_rows(const TensorSource& source, const std::string& name, uint64_t total_rows,
-                              uint64_t cols, uint64_t first_row, uint64_t rows) {
+std::vector<float> dense_rows(const TensorSource& source, const std::string& name, uint64_t total_rows, uint64_t cols,
+                              uint64_t first_row, uint64_t rows) {
   check_shape(source, name, {total_rows, cols});
   std::vector<float> values(rows * cols);
   source.read_rows(name, first_row, cols, values);

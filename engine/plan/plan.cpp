@@ -6,6 +6,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/base/sizes.hpp"
 #include "engine/kernels/attention.hpp"
 #include "engine/kernels/embedding.hpp"
 #include "engine/kernels/norm.hpp"
@@ -201,12 +202,12 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
 // a * b, or a UserError naming what overflowed: the plan's byte counts are uint64 products of
 // config sizes, and a wrapped product would plan a tiny buffer for a huge tensor.
 uint64_t checked_product(uint64_t a, uint64_t b, const std::string& what) {
-  uint64_t product = 0;
-  if (__builtin_mul_overflow(a, b, &product))
+  std::optional<uint64_t> product = checked_multiply(a, b);
+  if (!product)
     throw UserError(
         "the memory plan overflows 64-bit sizes: " + what + " (" + std::to_string(a) + " x " + std::to_string(b) + ")",
         "check config.json's sizes and the batch / sequence length flags");
-  return product;
+  return *product;
 }
 
 // Proves, before any buffer is sized, that every product the plan forms fits in 64 bits: each

@@ -236,16 +236,7 @@ def main():
     if os.environ.get("PYTHONHASHSEED") != "0":  # PEFT's target_modules order (as hf_golden.py)
         os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, PYTHONHASHSEED="0"))
     hf_golden.check_versions()
-    if "--verify" in sys.argv:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(tmp)
-            bad = hf_golden.differing_files(tmp, OUT)
-            if bad:
-                sys.exit("differs from tests/data/gguf: %s" % sorted(bad))
-            print("tests/data/gguf's model files are what this script writes")
-    else:
-        run(OUT)
-
+    hf_golden.write_or_verify(run, OUT, "tests/data/gguf")
 
 if __name__ == "__main__":
     main()

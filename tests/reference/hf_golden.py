@@ -312,6 +312,20 @@ def differing_files(written, committed):
     return mismatches
 
 
+def write_or_verify(run, out_dir, label):
+    """run(out_dir); with --verify, run into a temporary folder instead and fail unless every file
+    written equals the committed one in out_dir (`label` names that folder in the messages)."""
+    if "--verify" not in sys.argv:
+        run(out_dir)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        run(tmp)
+        mismatches = differing_files(tmp, out_dir)
+        if mismatches:
+            sys.exit("differs from %s: %s" % (label, sorted(mismatches)))
+        print("%s is what this script writes" % label)
+
+
 def main():
     # PEFT writes the resolved "all-linear" target_modules from a Python set: fix the string hash
     # seed so that adapter_config.json lists them in the same order on every run.

@@ -27,7 +27,6 @@ from the base so that a loader ignoring them gives other logits) and <case>.gold
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 import torch
@@ -198,15 +197,8 @@ def main():
     hf_golden.check_versions()
     if "--check-vktune" in sys.argv:
         check_vktune()
-    elif "--verify" in sys.argv:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(tmp)
-            mismatches = hf_golden.differing_files(tmp, OUT)
-            if mismatches:
-                sys.exit("differs from tests/data/peft_extras: %s" % sorted(mismatches))
-            print("tests/data/peft_extras is what this script writes")
     else:
-        run(OUT)
+        hf_golden.write_or_verify(run, OUT, "tests/data/peft_extras")
 
 
 if __name__ == "__main__":
