@@ -22,7 +22,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* const kFamilies[] = {"llama3", "smollm2", "mistral", "qwen2", "qwen3"};
+const char* const kFamilies[] = {"llama3", "smollm2", "mistral", "qwen2", "qwen3", "phi3"};
+// Tiny Gemmas that keep to what GGUF can say (gguf_model_golden.py's GEMMA): HF folder, adapter and
+// transformers golden under tests/data/gguf.
+const char* const kGemmas[] = {"gemma2", "gemma3"};
 
 fs::path hf_dir() { return test::source_dir() / "tests/data/hf"; }
 fs::path gguf_dir() { return test::source_dir() / "tests/data/gguf"; }
@@ -53,10 +56,20 @@ TEST_CASE("gguf model: llama.cpp's converter output gives the HF folder's config
     CHECK(ours.qkv_bias == hf.qkv_bias);
     CHECK(ours.qk_norm == hf.qk_norm);
     // llama3's rope scaling arrives as rope_freqs factors: the same frequencies to an ulp or two.
-    std::vector<float> a = model::rope_inv_freq(ours), b = model::rope_inv_freq(hf);
-    REQUIRE(a.size() == b.size());
-    for (size_t i = 0; i < a.size(); i++) CHECK(std::abs(a[i] - b[i]) <= 4e-7f * std::abs(b[i]));
+    for (bool long_factors : {false, true}) {
+      std::vector<float> a = model::rope_inv_freq(ours, long_factors), b = model::rope_inv_freq(hf, long_factors);
+      REQUIRE(a.size() == b.size());
+      for (size_t i = 0; i < a.size(); i++) CHECK(std::abs(a[i] - b[i]) <= 4e-7f * std::abs(b[i]));
+    }
+    if (std::string(family) != "phi3") continue;
+    // Phi-3: longrope from rope_factors_long/short + original_context_length, the window kept.
+    CHECK(ours.rope_scaling.type == hf.rope_scaling.type);
+    CHECK(ours.rope_scaling.original_max_position_embeddings == hf.rope_scaling.original_max_position_embeddings);
+    CHECK(ours.rope_scaling.attention_factor == doctest::Approx(hf.rope_scaling.attention_factor).epsilon(1e-12));
+    CHECK(ours.sliding_window == hf.sliding_window);
+    CHECK(ours.sliding_window_layers == hf.sliding_window_layers);
   }
+  CHECK(model::load_model_config(gguf_path("phi3", "f32")).rope_scaling.type == "longrope");
   CHECK(!model::load_model_config(gguf_path("llama3", "f32")).rope_frequency_factors.empty());
 }
 
@@ -74,7 +87,9 @@ TEST_CASE("gguf model: every tensor equals the safetensors one (llama's attn_q/a
       CHECK(gguf.read(name) == hf.read(name));
       compared++;
     }
-    CHECK(compared == gguf.file().tensors().size() - (config.rope_frequency_factors.empty() ? 0 : 1));
+    // Not HF tensors: llama3's rope_freqs, Phi-3's rope_factors_long/short (read as config).
+    const size_t extra = config.rope_frequency_factors.empty() ? 0 : 1;
+    CHECK(compared == gguf.file().tensors().size() - extra - (std::string(family) == "phi3" ? 2 : 0));
   }
 }
 
@@ -107,6 +122,72 @@ TEST_CASE("gguf model: q8_0 files match transformers on the dequantized weights"
         gguf_dir() / (std::string(family) + ".q8_0.golden.bin"), "q8_0", gguf_path(family, "q8_0"),
         hf_dir() / family / "adapter", test::lora_run_settings(kernels::WeightFormat::f32), {});
     MESSAGE(std::string(family) << " q8_0 GGUF: logits max-abs " << errors.logits << ", loss relative " << errors.loss
+                                << ", worst gradient relative " << errors.gradient);
+  }
+}
+
+TEST_CASE("gguf model: gemma2/gemma3 from llama.cpp's converter give the HF config, weights and logits") {
+  for (const char* family : kGemmas) {
+    INFO(std::string(family));
+    const fs::path folder = gguf_dir() / ("hf_" + std::string(family)), file = gguf_path(family, "f32");
+    model::ModelConfig ours = model::load_model_config(file);
+    model::ModelConfig hf = model::load_model_config(folder);
+    CHECK(ours.architecture == hf.architecture);
+    CHECK(ours.gemma);
+    for (int64_t model::ModelConfig::*field :
+         {&model::ModelConfig::hidden_size, &model::ModelConfig::intermediate_size,
+          &model::ModelConfig::num_hidden_layers, &model::ModelConfig::num_attention_heads,
+          &model::ModelConfig::num_key_value_heads, &model::ModelConfig::head_dim, &model::ModelConfig::vocab_size,
+          &model::ModelConfig::max_position_embeddings})
+      CHECK(ours.*field == hf.*field);
+    for (double model::ModelConfig::*field :
+         {&model::ModelConfig::query_pre_attn_scalar, &model::ModelConfig::rope_theta,
+          &model::ModelConfig::rope_local_theta, &model::ModelConfig::attn_logit_softcapping,
+          &model::ModelConfig::final_logit_softcapping})
+      CHECK(ours.*field == hf.*field);
+    CHECK(ours.sliding_window == hf.sliding_window);
+    CHECK(ours.sliding_window_layers == hf.sliding_window_layers);
+    CHECK(ours.qk_norm == hf.qk_norm);
+    CHECK(ours.tie_word_embeddings == hf.tie_word_embeddings);
+
+    // The converter stored each norm as fl(1 + w): w comes back to within rounding, and 1 + w --
+    // what the model computes -- bit-exactly; every other tensor is bit-equal.
+    model::GgufTensorSource gguf(file, ours);
+    model::SafetensorsFolder safetensors(folder);
+    model::SafetensorsSource source(safetensors);
+    size_t compared = 0, norms = 0;
+    for (const std::string& name : safetensors.names()) {
+      INFO(name);
+      REQUIRE(gguf.contains(name));
+      std::vector<float> a = gguf.read(name), b = source.read(name);
+      REQUIRE(a.size() == b.size());
+      if (name.ends_with("norm.weight")) {
+        norms++;
+        for (size_t i = 0; i < a.size(); i++) {
+          CHECK(1.0f + a[i] == 1.0f + b[i]);
+          CHECK(std::abs(a[i] - b[i]) <= 6e-8f);
+        }
+      } else {
+        CHECK(a == b);
+      }
+      compared++;
+    }
+    CHECK(compared == gguf.file().tensors().size());
+    CHECK(norms == (std::string(family) == "gemma3" ? 13u : 9u));
+
+    const fs::path golden_path = gguf_dir() / (std::string(family) + ".golden.bin");
+    const spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+    test::GoldenErrors errors = test::check_golden_variant(golden_path, "fp32", file, folder / "adapter", settings, {});
+    test::GoldenFile golden(golden_path);
+    test::GoldenBatch batch = test::golden_batch(golden);
+    test::GoldenRun from_gguf = test::run_golden(golden, file, folder / "adapter", settings);
+    test::GoldenRun from_hf = test::run_golden(golden, folder, folder / "adapter", settings);
+    const double versus_folder =
+        test::worst_real_row_error(from_gguf.logits, from_hf.logits, batch,
+                                   static_cast<uint32_t>(from_hf.logits.size() / (batch.batch * batch.seq_len)));
+    CHECK(versus_folder <= 1e-5);
+    MESSAGE(std::string(family) << " f32 GGUF: logits max-abs vs the HF folder " << versus_folder
+                                << ", vs transformers " << errors.logits << ", loss relative " << errors.loss
                                 << ", worst gradient relative " << errors.gradient);
   }
 }

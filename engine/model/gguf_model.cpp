@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "engine/base/error.hpp"
+#include "engine/model/gguf_families.hpp"
 #include "engine/model/safetensors.hpp"
 
 namespace vkt::model {
@@ -20,10 +21,13 @@ struct GgufArchitecture {
   bool permuted_qk;      // the converter interleaves attn_q/attn_k rows (ggml's adjacent-pair RoPE)
 };
 
-constexpr std::array<GgufArchitecture, 3> kArchitectures{{
+constexpr std::array<GgufArchitecture, 6> kArchitectures{{
     {"llama", "LlamaForCausalLM", "llama", true},
     {"qwen2", "Qwen2ForCausalLM", "qwen2", false},
     {"qwen3", "Qwen3ForCausalLM", "qwen3", false},
+    {"gemma2", "Gemma2ForCausalLM", "gemma2", false},
+    {"gemma3", "Gemma3ForCausalLM", "gemma3_text", false},
+    {"phi3", "Phi3ForCausalLM", "phi3", false},
 }};
 
 const GgufArchitecture& architecture_of(const GgufFile& file) {
@@ -34,7 +38,8 @@ const GgufArchitecture& architecture_of(const GgufFile& file) {
   for (const GgufArchitecture& architecture : kArchitectures)
     if (name == architecture.gguf) return architecture;
   throw UserError(file.path().string() + ": general.architecture is \"" + name + "\", which vktune does not load",
-                  "GGUF models of architecture llama (Llama, Mistral, SmolLM), qwen2 and qwen3 load; for others "
+                  "GGUF models of architecture llama (Llama, Mistral, SmolLM), qwen2, qwen3, gemma2, gemma3 and phi3 "
+                  "load; for others "
                   "use the Hugging Face folder");
 }
 
@@ -44,8 +49,8 @@ const char* torch_dtype_of(quant::GgmlType type) {
   return "float32";
 }
 
-// The layer part of an HF name -> the GGUF one.
-constexpr std::array<std::pair<const char*, const char*>, 11> kLayerNames{{
+// The layer part of an HF name -> the GGUF one (Phi-3's fused qkv_proj / gate_up_proj stay fused).
+constexpr std::array<std::pair<const char*, const char*>, 13> kLayerNames{{
     {"self_attn.q_proj", "attn_q"},
     {"self_attn.k_proj", "attn_k"},
     {"self_attn.v_proj", "attn_v"},
@@ -57,6 +62,15 @@ constexpr std::array<std::pair<const char*, const char*>, 11> kLayerNames{{
     {"post_attention_layernorm", "ffn_norm"},
     {"self_attn.q_norm", "attn_q_norm"},
     {"self_attn.k_norm", "attn_k_norm"},
+    {"self_attn.qkv_proj", "attn_qkv"},
+    {"mlp.gate_up_proj", "ffn_up"},
+}};
+
+// Gemma 2/3's four norms per layer, looked up before kLayerNames.
+constexpr std::array<std::pair<const char*, const char*>, 3> kGemmaLayerNames{{
+    {"post_attention_layernorm", "post_attention_norm"},
+    {"pre_feedforward_layernorm", "ffn_norm"},
+    {"post_feedforward_layernorm", "post_ffw_norm"},
 }};
 
 // Undoes LlamaModel.permute on (rows, cols) values of `heads` heads: GGUF row h*d + 2j + s holds HF
@@ -83,7 +97,7 @@ bool is_gguf_file(const fs::path& path) {
   return in.read(magic, 4) && std::string_view(magic, 4) == "GGUF";
 }
 
-std::string gguf_tensor_name(const std::string& hf_name) {
+std::string gguf_tensor_name(const std::string& hf_name, std::string_view architecture) {
   if (hf_name == "model.embed_tokens.weight") return "token_embd.weight";
   if (hf_name == "model.norm.weight") return "output_norm.weight";
   if (hf_name == "lm_head.weight") return "output.weight";
@@ -93,6 +107,11 @@ std::string gguf_tensor_name(const std::string& hf_name) {
   if (dot == std::string::npos) return "";
   const std::string layer = hf_name.substr(prefix.size(), dot - prefix.size());
   const std::string rest = hf_name.substr(dot + 1);  // "self_attn.q_proj.weight"
+  if (gguf_stores_norm_plus_one(architecture))
+    for (const auto& [hf, gguf] : kGemmaLayerNames) {
+      const std::string part = std::string(hf) + ".";
+      if (rest.rfind(part, 0) == 0) return "blk." + layer + "." + gguf + "." + rest.substr(part.size());
+    }
   for (const auto& [hf, gguf] : kLayerNames) {
     const std::string part = std::string(hf) + ".";
     if (rest.rfind(part, 0) == 0) return "blk." + layer + "." + gguf + "." + rest.substr(part.size());
@@ -151,7 +170,9 @@ json gguf_hf_config(const GgufFile& file) {
   if (auto id = file.uint_or_none("tokenizer.ggml.bos_token_id")) document["bos_token_id"] = *id;
   if (auto id = file.uint_or_none("tokenizer.ggml.eos_token_id")) document["eos_token_id"] = *id;
   if (auto id = file.uint_or_none("tokenizer.ggml.padding_token_id")) document["pad_token_id"] = *id;
-  document["torch_dtype"] = torch_dtype_of(file.tensor("blk.0.attn_q.weight").type);
+  const GgufTensor* query = file.find_tensor("blk.0.attn_q.weight");
+  document["torch_dtype"] = torch_dtype_of((query ? *query : file.tensor("blk.0.attn_qkv.weight")).type);
+  add_gguf_family_config(file, arch, document);
   return document;
 }
 
@@ -170,20 +191,22 @@ ModelConfig gguf_model_config(const GgufFile& file) {
 
 GgufTensorSource::GgufTensorSource(const fs::path& path, const ModelConfig& config)
     : file_(path),
+      architecture_(architecture_of(file_).gguf),
       permuted_qk_(architecture_of(file_).permuted_qk),
       heads_(config.num_attention_heads),
       kv_heads_(config.num_key_value_heads) {}
 
 const GgufTensor* GgufTensorSource::find(const std::string& hf_name) const {
-  const std::string name = gguf_tensor_name(hf_name);
+  const std::string name = gguf_tensor_name(hf_name, architecture_);
   return name.empty() ? nullptr : file_.find_tensor(name);
 }
 
 const GgufTensor& GgufTensorSource::tensor(const std::string& hf_name) const {
-  const std::string name = gguf_tensor_name(hf_name);
+  const std::string name = gguf_tensor_name(hf_name, architecture_);
   if (name.empty())
     throw UserError(where() + ": no GGUF tensor corresponds to " + hf_name,
-                    "vktune reads the tensors llama.cpp's converter writes for llama, qwen2 and qwen3");
+                    "vktune reads the tensors llama.cpp's converter writes for llama, qwen2, qwen3, gemma2, gemma3 "
+                    "and phi3");
   return file_.tensor(name);
 }
 
@@ -209,8 +232,12 @@ std::vector<float> GgufTensorSource::read(const std::string& name) const {
   const GgufTensor& t = tensor(name);
   std::vector<float> values = file_.to_fp32(t);
   require_finite(values, where(), name);
+  const std::string gguf = gguf_tensor_name(name, architecture_);
+  if (gguf_stores_norm_plus_one(architecture_) && gguf.ends_with("norm.weight")) {
+    for (float& value : values) value -= 1.0f;  // Gemma's (1 + w) back to HF's w
+    return values;
+  }
   if (!permuted_qk_) return values;
-  const std::string gguf = gguf_tensor_name(name);
   const uint64_t rows = t.ne.size() > 1 ? t.ne[1] : t.ne[0];
   if (gguf.find(".attn_q.") != std::string::npos) return unpermute_rows(values, rows, heads_);
   if (gguf.find(".attn_k.") != std::string::npos) return unpermute_rows(values, rows, kv_heads_);

@@ -3,9 +3,11 @@
 // the equivalent Hugging Face config.json (parsed by parse_model_config, so validation stays in one
 // place) and its tensors under their HF names.
 //
-// Architectures: `llama` (Llama, Mistral, SmolLM2, TinyLlama: LlamaForCausalLM), `qwen2`, `qwen3`.
+// Architectures: `llama` (Llama, Mistral, SmolLM2, TinyLlama: LlamaForCausalLM), `qwen2`, `qwen3`,
+// `gemma2`, `gemma3`, `phi3` (their metadata and norms: engine/model/gguf_families.hpp).
 // Tensor names: token_embd, output_norm, output (absent: tied embeddings), blk.N.{attn_q, attn_k,
-// attn_v, attn_output, ffn_gate, ffn_up, ffn_down, attn_norm, ffn_norm, attn_q_norm, attn_k_norm}.
+// attn_v, attn_output, ffn_gate, ffn_up, ffn_down, attn_norm, ffn_norm, attn_q_norm, attn_k_norm};
+// Phi-3 attn_qkv / ffn_up (fused); Gemma post_attention_norm, ffn_norm (pre-feedforward), post_ffw_norm.
 // llama.cpp's converter permutes the rows of llama's attn_q/attn_k (and their biases) within each
 // head (LlamaModel.permute: the two rotary halves interleaved, for ggml's adjacent-pair RoPE); the
 // source undoes it. A `rope_freqs` tensor (Llama 3.1's rope scaling, which the converter writes as
@@ -51,12 +53,13 @@ class GgufTensorSource final : public TensorSource {
   const GgufTensor* find(const std::string& hf_name) const;
   const GgufTensor& tensor(const std::string& hf_name) const;
   GgufFile file_;
-  bool permuted_qk_;  // llama: attn_q/attn_k rows interleaved by the converter
+  std::string architecture_;  // general.architecture
+  bool permuted_qk_;          // llama: attn_q/attn_k rows interleaved by the converter
   int64_t heads_, kv_heads_;
 };
 
 // "model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight"; empty when the name has no GGUF
-// counterpart.
-std::string gguf_tensor_name(const std::string& hf_name);
+// counterpart. `architecture` (general.architecture) matters for Gemma's norm names.
+std::string gguf_tensor_name(const std::string& hf_name, std::string_view architecture = "llama");
 
 }  // namespace vkt::model

@@ -4,7 +4,7 @@
 llama.cpp's convert_hf_to_gguf.py (from the PyPI sdist llama-cpp-python==0.3.36, vendor/llama.cpp,
 with its own gguf-py) converts the tiny HF golden models of tests/data/hf/<family> (hf_golden.py):
 
-  tests/data/gguf/<family>.f32.gguf      --outtype f32 (llama3, smollm2, mistral, qwen2, qwen3)
+  tests/data/gguf/<family>.f32.gguf      --outtype f32 (llama3, smollm2, mistral, qwen2, qwen3, phi3)
   tests/data/gguf/<family>.q8_0.gguf     --outtype q8_0 (llama3, qwen3)
   tests/data/gguf/tokenizer_<family>.gguf   --vocab-only: tests/data/tokenizers/bytelevel_<family>.json
                                            (llama3, qwen2) as the converter writes a gpt2 vocabulary
@@ -15,6 +15,13 @@ with its own gguf-py) converts the tiny HF golden models of tests/data/hf/<famil
       batch of tests/data/hf/<family>.golden.bin with every weight replaced by the q8_0 file's
       dequantized values (gguf-py's numpy dequantizer; Q/K rows unpermuted back to HF order):
       batch.*, q8_0.logits/.loss/.dembed/.grad.* in hf_golden.py's layout.
+
+Gemma 2 and Gemma 3 lose what llama.cpp hard-codes (query_pre_attn_scalar = head_dim, the layer
+pattern 2 / 6, Gemma 3's local RoPE base 10000): the HF golden models of hf_gemma_golden.py do not
+follow those rules, so two tiny models that do are made here (GEMMA, fixed seeds):
+  tests/data/gguf/hf_<gemma2|gemma3>/      config.json + model.safetensors (+ adapter/, PEFT LoRA r=4)
+  tests/data/gguf/<gemma2|gemma3>.f32.gguf  their conversion (norms stored as 1 + w by the converter)
+  tests/data/gguf/<gemma2|gemma3>.golden.bin  transformers + PEFT on the golden batch: batch.*, fp32.*
 
 The f32 files need no golden of their own: they hold the HF weights exactly, so the C++ test
 (tests/test_model_gguf_golden.cpp) compares them with tests/data/hf/<family>.golden.bin's fp32.*.
@@ -53,7 +60,7 @@ import hf_golden  # noqa: E402
 
 HF = os.path.join(HERE, "..", "data", "hf")
 OUT = os.path.join(HERE, "..", "data", "gguf")
-F32_FAMILIES = ["llama3", "smollm2", "mistral", "qwen2", "qwen3"]
+F32_FAMILIES = ["llama3", "smollm2", "mistral", "qwen2", "qwen3", "phi3"]
 Q8_FAMILIES = ["llama3", "qwen3"]
 # The families whose attn_q/attn_k the converter permutes (LlamaModel.undo_permute; Qwen2/Qwen3 do not).
 PERMUTED = {"llama3", "smollm2", "mistral"}
@@ -86,10 +93,17 @@ def vocab_method(method):
                 chosen.set_vocab = before
 
 
-def convert(family, outtype, out_path):
+def convert(family, outtype, out_path, folder=None):
     with tempfile.TemporaryDirectory() as tmp:
+        folder = folder or os.path.join(HF, family)
         for name in ("config.json", "model.safetensors"):
-            shutil.copy(os.path.join(HF, family, name), tmp)
+            shutil.copy(os.path.join(folder, name), tmp)
+        # Gemma3Model trims token_embd to the tokenizer's size (len(vocab) + len(added_tokens) of
+        # tokenizer.json): a stand-in with exactly vocab_size entries keeps every row.
+        vocab = json.load(open(os.path.join(folder, "config.json")))["vocab_size"]
+        if family == "gemma3":
+            json.dump({"model": {"vocab": {"t%d" % i: i for i in range(vocab)}}, "added_tokens": []},
+                      open(os.path.join(tmp, "tokenizer.json"), "w"))
         with vocab_method(no_vocab):
             # --model-name: general.name would otherwise be the temporary folder's random name.
             sys.argv = ["convert_hf_to_gguf.py", tmp, "--outtype", outtype, "--outfile", out_path, "--model-name",
@@ -217,6 +231,50 @@ def tiny_model_with_tokenizer(out_path):
             conversion_base.TextModel.get_vocab_base_pre = base_pre
 
 
+# Tiny Gemmas that keep to what a GGUF file can say (see the docstring): query_pre_attn_scalar =
+# head_dim, the default layer patterns (Gemma 2: sliding then global; Gemma 3 with two layers:
+# both sliding), Gemma 3's local base 10000 and Gemma 2's single base 10000. A window (5) shorter
+# than the batch (13) and soft caps small enough to bend these logits.
+GEMMA_COMMON = dict(hf_golden.COMMON, intermediate_size=32, head_dim=8, query_pre_attn_scalar=8, sliding_window=5, rms_norm_eps=1e-6,
+                    tie_word_embeddings=True)
+GEMMA = {
+    "gemma2": (transformers.Gemma2Config, dict(attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
+                                               rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+    "gemma3": (transformers.Gemma3TextConfig, dict(final_logit_softcapping=3.0,
+                                                   rope_parameters={"full_attention": {"rope_type": "default",
+                                                                                       "rope_theta": 1000000.0},
+                                                                    "sliding_attention": {"rope_type": "default",
+                                                                                          "rope_theta": 10000.0}})),
+}
+
+
+def gemma_golden(family, seed, out_dir):
+    config_class, extra = GEMMA[family]
+    config = config_class(**GEMMA_COMMON, **extra)
+    torch.manual_seed(seed)
+    base = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
+    with torch.no_grad():  # norms start at 0 (1 + w): perturb them so that their weights matter
+        for name, parameter in base.named_parameters():
+            if name.endswith("norm.weight"):
+                parameter.add_(0.2 * torch.randn_like(parameter))
+    folder = os.path.join(out_dir, "hf_" + family)
+    base.save_pretrained(folder, safe_serialization=True)
+    torch.manual_seed(seed + 3)
+    model = hf_golden.with_lora(base)
+    model.save_pretrained(os.path.join(folder, "adapter"))
+    ids, mask = hf_golden.golden_batch(config.vocab_size, seed)
+    result = hf_golden.forward_backward(model, ids, mask)
+    rows = [("batch.ids", ids.numpy().astype(np.int32)), ("batch.weights", mask.numpy().astype(np.float32)),
+            ("batch.positions", torch.arange(hf_golden.SEQ).expand(2, hf_golden.SEQ).numpy().astype(np.int32)),
+            ("batch.lengths", np.array(hf_golden.LENGTHS, np.int32)),
+            ("fp32.logits", result["logits"].numpy()), ("fp32.loss", result["loss"].numpy().astype(np.float32)),
+            ("fp32.dembed", result["dembed"].numpy())]
+    rows += [("fp32.grad." + name, result["grads"][name].numpy()) for name in sorted(result["grads"])]
+    golden_io.write_golden(os.path.join(out_dir, family + ".golden.bin"), rows)
+    convert(family, "f32", os.path.join(out_dir, family + ".f32.gguf"), folder)
+    print("%-8s loss %.6f, layer types %s" % (family, float(result["loss"]), config.layer_types))
+
+
 def run(out_dir):
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -230,6 +288,8 @@ def run(out_dir):
     for family, *rest in TOKENIZERS:
         convert_tokenizer(family, *rest, os.path.join(out_dir, "tokenizer_" + family + ".gguf"))
     tiny_model_with_tokenizer(os.path.join(out_dir, "tiny_llama.q8_0.gguf"))
+    for index, family in enumerate(GEMMA):
+        gemma_golden(family, 7000 + 100 * index, out_dir)
 
 
 def main():
