@@ -9,6 +9,7 @@
 #include "engine/base/error.hpp"
 #include "engine/model/gguf.hpp"
 #include "engine/quant/ggml_blocks.hpp"
+#include "tests/gguf_builder.hpp"
 #include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
 
@@ -30,38 +31,6 @@ long first_bit_difference(const std::vector<float>& a, const std::vector<float>&
     if (std::memcmp(&a[i], &b[i], 4) != 0) return static_cast<long>(i);
   return -1;
 }
-
-// A GGUF file built by hand, for damaged inputs the real writer cannot produce.
-struct GgufBuilder {
-  std::string bytes;
-  template <typename T>
-  void put(T value) {
-    bytes.append(reinterpret_cast<const char*>(&value), sizeof(T));
-  }
-  void put_string(const std::string& text) {
-    put<uint64_t>(text.size());
-    bytes += text;
-  }
-  void header(uint32_t version, uint64_t tensors, uint64_t keys) {
-    bytes = "GGUF";
-    put(version);
-    put(tensors);
-    put(keys);
-  }
-  void key_u32(const std::string& key, uint32_t value) {
-    put_string(key);
-    put<uint32_t>(4);
-    put(value);
-  }
-  void tensor_info(const std::string& name, std::vector<uint64_t> ne, uint32_t type, uint64_t offset) {
-    put_string(name);
-    put<uint32_t>(static_cast<uint32_t>(ne.size()));
-    for (uint64_t n : ne) put(n);
-    put(type);
-    put(offset);
-  }
-  void pad_to(size_t alignment) { bytes.resize((bytes.size() + alignment - 1) / alignment * alignment, '\0'); }
-};
 
 // One F32 tensor "w" of 8 values: a valid file to damage.
 std::string small_valid_file() {
