@@ -44,6 +44,41 @@ json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
       "known: llama-bpe, qwen2, gpt-2, smollm; or use the model's Hugging Face folder (tokenizer.json)");
 }
 
+// The tokenizer.json of a SentencePiece vocabulary run as llama.cpp runs it (llama-vocab.cpp, type
+// SPM): a space before the text and after each special token (tokenizer.ggml.add_space_prefix,
+// default true), spaces as U+2581, the LlamaCppSpm model (engine/text/spm.cpp) with
+// tokenizer.ggml.scores; decoding as token_to_piece + detokenize (U+2581 back to spaces, byte
+// tokens, the prefix space removed). Added tokens and the post-processor are filled by the caller.
+json spm_tokenizer(const GgufFile& file, nlohmann::ordered_json vocab, size_t token_count) {
+  const bool space_prefix =
+      !file.contains("tokenizer.ggml.add_space_prefix") || file.get_bool("tokenizer.ggml.add_space_prefix");
+  std::vector<double> scores(token_count, 0.0);  // llama.cpp: 0 without the key
+  if (file.contains("tokenizer.ggml.scores")) scores = file.get_float_array("tokenizer.ggml.scores");
+  if (scores.size() != token_count)
+    throw UserError(file.path().string() + ": tokenizer.ggml.scores has " + std::to_string(scores.size()) +
+                        " entries for " + std::to_string(token_count) + " tokens",
+                    "the file is damaged; convert the model again");
+  const json to_metaspace = {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}};
+  const json to_space = {{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}};
+  json decoders = {to_space, {{"type", "ByteFallback"}}, {{"type", "Fuse"}}};
+  if (space_prefix) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
+  nlohmann::ordered_json model = nlohmann::ordered_json::object();
+  model["type"] = "LlamaCppSpm";
+  model["vocab"] = std::move(vocab);
+  model["scores"] = scores;
+  return {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"normalizer", space_prefix ? json{{"type", "Sequence"},
+                                         {"normalizers", {{{"type", "Prepend"}, {"prepend", "\u2581"}}, to_metaspace}}}
+                                  : to_metaspace},
+      {"pre_tokenizer", nullptr},
+      {"post_processor", nullptr},
+      {"decoder", {{"type", "Sequence"}, {"decoders", decoders}}},
+      {"model", json(model)}};
+}
+
 }  // namespace
 
 GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
@@ -53,11 +88,12 @@ GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
     throw UserError(where + " has no tokenizer (tokenizer.ggml.model is " +
                         (file.contains("tokenizer.ggml.model") ? "\"none\"" : "absent") + ")",
                     "convert the model with its tokenizer (convert_hf_to_gguf.py reads tokenizer.json)");
-  if (kind != "gpt2")
+  if (kind != "gpt2" && kind != "llama")
     throw UserError(where + ": tokenizer.ggml.model is \"" + kind +
-                        "\"; vktune reads GGUF tokenizers of kind gpt2 "
-                        "(byte-level BPE) only so far",
+                        "\"; vktune reads GGUF tokenizers of kind gpt2 (byte-level BPE) and llama "
+                        "(SentencePiece)",
                     "use the model's Hugging Face folder for its tokenizer.json");
+  const bool spm = kind == "llama";
   const std::vector<std::string> tokens = file.get_string_array("tokenizer.ggml.tokens");
   std::vector<int64_t> types(tokens.size(), kNormal);
   if (file.contains("tokenizer.ggml.token_type")) types = file.get_int_array("tokenizer.ggml.token_type");
@@ -71,36 +107,45 @@ GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
   json added = json::array();
   for (size_t id = 0; id < tokens.size(); id++) {
     const int64_t type = types[id];
-    if (type == kControl || type == kUserDefined)
+    if (type < kNormal || type > kByte)
+      throw UserError(where + ": tokenizer.ggml.token_type[" + std::to_string(id) + "] is " + std::to_string(type) +
+                          ", not a llama_token_type",
+                      "the file is damaged; convert the model again");
+    // SentencePiece: llama.cpp's token_to_id holds every token, so any of them can be formed from text.
+    if (spm) vocab[tokens[id]] = id;
+    // The tokens llama.cpp cuts out of the text first (parse_special): control and user-defined
+    // ones, and SentencePiece's unknown token.
+    if (type == kControl || type == kUserDefined || (spm && type == kUnknown))
       added.push_back({{"id", id},
                        {"content", tokens[id]},
                        {"single_word", false},
                        {"lstrip", false},
                        {"rstrip", false},
                        {"normalized", false},
-                       {"special", type == kControl}});
-    else if (type == kNormal || type == kByte || type == kUnknown)
+                       {"special", type != kUserDefined}});
+    else if (!spm && (type == kNormal || type == kByte || type == kUnknown))
       vocab[tokens[id]] = id;
-    else if (type != kUnused)
-      throw UserError(where + ": tokenizer.ggml.token_type[" + std::to_string(id) + "] is " + std::to_string(type) +
-                          ", not a llama_token_type",
-                      "the file is damaged; convert the model again");
   }
-  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
-  if (file.contains("tokenizer.ggml.merges")) merges = file.get_string_array("tokenizer.ggml.merges");
   GgufTokenizerDocuments out;
-  out.tokenizer = {
-      {"version", "1.0"},
-      {"truncation", nullptr},
-      {"padding", nullptr},
-      {"added_tokens", added},
-      {"normalizer", pre == "qwen2" ? json{{"type", "NFC"}} : json(nullptr)},
-      {"pre_tokenizer", pre_tokenizer_of(file, pre)},
-      {"post_processor", nullptr},
-      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-      // llama.cpp sets ignore_merges for the Llama 3 pre-tokenizer, as Llama 3's tokenizer.json does.
-      {"model",
-       json(text::bpe_model_json(std::move(vocab), std::move(merges), pre == "llama-bpe" || pre == "llama3"))}};
+  if (spm) {
+    out.tokenizer = spm_tokenizer(file, std::move(vocab), tokens.size());
+    out.tokenizer["added_tokens"] = added;
+  } else {
+    nlohmann::ordered_json merges = nlohmann::ordered_json::array();
+    if (file.contains("tokenizer.ggml.merges")) merges = file.get_string_array("tokenizer.ggml.merges");
+    out.tokenizer = {
+        {"version", "1.0"},
+        {"truncation", nullptr},
+        {"padding", nullptr},
+        {"added_tokens", added},
+        {"normalizer", pre == "qwen2" ? json{{"type", "NFC"}} : json(nullptr)},
+        {"pre_tokenizer", pre_tokenizer_of(file, pre)},
+        {"post_processor", nullptr},
+        {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+        // llama.cpp sets ignore_merges for the Llama 3 pre-tokenizer, as Llama 3's tokenizer.json does.
+        {"model",
+         json(text::bpe_model_json(std::move(vocab), std::move(merges), pre == "llama-bpe" || pre == "llama3"))}};
+  }
   auto token_of = [&](const char* key) -> std::optional<std::pair<uint64_t, std::string>> {
     auto id = file.uint_or_none(key);
     if (!id) return std::nullopt;
@@ -111,7 +156,9 @@ GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
     return std::make_pair(*id, tokens[*id]);
   };
   const auto bos = token_of("tokenizer.ggml.bos_token_id"), eos = token_of("tokenizer.ggml.eos_token_id");
-  const bool add_bos = file.contains("tokenizer.ggml.add_bos_token") && file.get_bool("tokenizer.ggml.add_bos_token");
+  // llama.cpp's defaults: BOS for SentencePiece vocabularies, none for gpt2 ones.
+  const bool add_bos =
+      file.contains("tokenizer.ggml.add_bos_token") ? file.get_bool("tokenizer.ggml.add_bos_token") : spm;
   const bool add_eos = file.contains("tokenizer.ggml.add_eos_token") && file.get_bool("tokenizer.ggml.add_eos_token");
   if ((add_bos && bos) || (add_eos && eos)) {
     // llama.cpp puts BOS before / EOS after the text: a TemplateProcessing post-processor does the same.

@@ -35,6 +35,7 @@ void BpeModel::tokenize(const std::string& text, std::vector<uint32_t>& out) con
 }
 
 void BpeModel::tokenize_uncached(const std::string& text, std::vector<uint32_t>& out) const {
+  if (!spm_scores.empty()) return tokenize_spm(text, out);
   if (ignore_merges) {  // Llama 3: a pre-token that is itself in the vocabulary is one token
     if (auto found = vocab.find(text)) {
       out.push_back(*found);
@@ -142,7 +143,7 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node, const StreamedBp
   if (type.empty() && !node.has("merges"))
     node.fail("has no \"type\" and no \"merges\": not a BPE model",
               "vktune reads BPE tokenizers (Llama, Mistral, Qwen2, GPT-2 style)");
-  if (!type.empty() && type != "BPE")
+  if (!type.empty() && type != "BPE" && type != "LlamaCppSpm")
     node.at("type").fail("model type \"" + type + "\" is not supported",
                          "vktune reads BPE tokenizers (Llama, Mistral, Qwen2, GPT-2 style); Unigram/WordPiece models "
                          "(T5, Gemma's sentencepiece unigram, BERT) are not supported");
@@ -180,6 +181,19 @@ std::unique_ptr<BpeModel> parse_bpe_model(const JsonNode& node, const StreamedBp
     model->byte_ids[byte] = model->vocab.find(name);
   }
 
+  if (type == "LlamaCppSpm") {
+    if (model->vocab.empty()) node.at("vocab").fail("is empty");
+    const JsonNode scores = node.at("scores");
+    const size_t count = size_t{model->vocab.max_id()} + 1;
+    if (!scores.value().is_array() || scores.value().size() != count)
+      scores.fail("must list one score per id (" + std::to_string(count) + ")");
+    model->spm_scores.reserve(count);
+    for (const auto& score : scores.value()) {
+      if (!score.is_number()) scores.fail("must hold numbers");
+      model->spm_scores.push_back(score.get<float>());
+    }
+    return model;
+  }
   JsonNode merges = node.at("merges");
   const nlohmann::json& merge_list = merges.value();
   size_t count = streamed ? streamed->merges.size() : merges.size();
