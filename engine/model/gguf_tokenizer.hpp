@@ -7,7 +7,9 @@
 // CONTROL tokens become special added tokens, USER_DEFINED ones plain added tokens, UNUSED ones are
 // dropped), with tokenizer.ggml.pre naming the pre-tokenizer regex as llama.cpp's llama-vocab.cpp
 // does ("llama-bpe", "qwen2", "gpt-2", "smollm"); bos/eos/padding ids, add_bos_token/add_eos_token;
-// tokenizer.chat_template. The SentencePiece-style "llama" model is not read yet (UserError).
+// tokenizer.chat_template. tokenizer.ggml.model "llama" (SentencePiece: tokens, scores, token_type
+// with <0xNN> byte tokens, add_space_prefix, add_bos default true) runs as llama.cpp runs it: the
+// LlamaCppSpm model of engine/text/spm.cpp, control/user-defined/unknown tokens cut out first.
 #include <filesystem>
 
 #include <nlohmann/json.hpp>

@@ -15,7 +15,8 @@
 // Supported components (anything else is a UserError naming it and its JSON path):
 //   normalizers     NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace, Strip, StripAccents, Sequence
 //   pre_tokenizers  ByteLevel, Split, Metaspace, Digits, Whitespace, WhitespaceSplit, Punctuation, Sequence
-//   model           BPE (dropout is ignored: encoding is deterministic)
+//   model           BPE (dropout is ignored: encoding is deterministic); LlamaCppSpm, vktune's own
+//                   for GGUF SentencePiece vocabularies (scores instead of merges: engine/text/spm.cpp)
 //   post_processor  TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing, Sequence
 //   decoder         ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, BPEDecoder, Sequence
 // Regexes run on PCRE2 (Unicode properties on) instead of HF's Oniguruma; the two agree on the
