@@ -33,6 +33,25 @@ fs::path gguf_path(const std::string& family, const std::string& type) {
   return gguf_dir() / (family + "." + type + ".gguf");
 }
 
+// The f32 GGUF of `family` + the HF folder's adapter against the transformers golden (the model_hf
+// bounds) and against vktune's run of the HF folder (logits within 1e-5; equal in practice).
+void check_f32_file(const std::string& family, const fs::path& golden_path, const fs::path& folder) {
+  const spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+  const fs::path file = gguf_path(family, "f32"), adapter = folder / "adapter";
+  test::GoldenErrors errors = test::check_golden_variant(golden_path, "fp32", file, adapter, settings, {});
+  test::GoldenFile golden(golden_path);
+  test::GoldenBatch batch = test::golden_batch(golden);
+  test::GoldenRun from_gguf = test::run_golden(golden, file, adapter, settings);
+  test::GoldenRun from_hf = test::run_golden(golden, folder, adapter, settings);
+  const double versus_folder =
+      test::worst_real_row_error(from_gguf.logits, from_hf.logits, batch,
+                                 static_cast<uint32_t>(from_hf.logits.size() / (batch.batch * batch.seq_len)));
+  CHECK(versus_folder <= 1e-5);
+  MESSAGE(family << " f32 GGUF: logits max-abs vs the HF folder " << versus_folder << ", vs transformers "
+                 << errors.logits << ", loss relative " << errors.loss << ", worst gradient relative "
+                 << errors.gradient);
+}
+
 }  // namespace
 
 TEST_SUITE("model_hf") {
@@ -96,22 +115,7 @@ TEST_CASE("gguf model: every tensor equals the safetensors one (llama's attn_q/a
 TEST_CASE("gguf model: f32 files give transformers' logits, loss and LoRA gradients") {
   for (const char* family : kFamilies) {
     INFO(std::string(family));
-    const fs::path golden_path = hf_dir() / (std::string(family) + ".golden.bin");
-    const spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
-    test::GoldenErrors errors = test::check_golden_variant(golden_path, "fp32", gguf_path(family, "f32"),
-                                                           hf_dir() / family / "adapter", settings, {});
-    test::GoldenFile golden(golden_path);
-    test::GoldenBatch batch = test::golden_batch(golden);
-    test::GoldenRun from_gguf =
-        test::run_golden(golden, gguf_path(family, "f32"), hf_dir() / family / "adapter", settings);
-    test::GoldenRun from_hf = test::run_golden(golden, hf_dir() / family, hf_dir() / family / "adapter", settings);
-    const double versus_folder =
-        test::worst_real_row_error(from_gguf.logits, from_hf.logits, batch,
-                                   static_cast<uint32_t>(from_hf.logits.size() / (batch.batch * batch.seq_len)));
-    CHECK(versus_folder <= 1e-5);
-    MESSAGE(std::string(family) << " f32 GGUF: logits max-abs vs the HF folder " << versus_folder
-                                << ", vs transformers " << errors.logits << ", loss relative " << errors.loss
-                                << ", worst gradient relative " << errors.gradient);
+    check_f32_file(family, hf_dir() / (std::string(family) + ".golden.bin"), hf_dir() / family);
   }
 }
 
@@ -175,20 +179,7 @@ TEST_CASE("gguf model: gemma2/gemma3 from llama.cpp's converter give the HF conf
     CHECK(compared == gguf.file().tensors().size());
     CHECK(norms == (std::string(family) == "gemma3" ? 13u : 9u));
 
-    const fs::path golden_path = gguf_dir() / (std::string(family) + ".golden.bin");
-    const spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
-    test::GoldenErrors errors = test::check_golden_variant(golden_path, "fp32", file, folder / "adapter", settings, {});
-    test::GoldenFile golden(golden_path);
-    test::GoldenBatch batch = test::golden_batch(golden);
-    test::GoldenRun from_gguf = test::run_golden(golden, file, folder / "adapter", settings);
-    test::GoldenRun from_hf = test::run_golden(golden, folder, folder / "adapter", settings);
-    const double versus_folder =
-        test::worst_real_row_error(from_gguf.logits, from_hf.logits, batch,
-                                   static_cast<uint32_t>(from_hf.logits.size() / (batch.batch * batch.seq_len)));
-    CHECK(versus_folder <= 1e-5);
-    MESSAGE(std::string(family) << " f32 GGUF: logits max-abs vs the HF folder " << versus_folder
-                                << ", vs transformers " << errors.logits << ", loss relative " << errors.loss
-                                << ", worst gradient relative " << errors.gradient);
+    check_f32_file(family, gguf_dir() / (std::string(family) + ".golden.bin"), folder);
   }
 }
 

@@ -74,6 +74,26 @@ TEST_CASE("gguf tokenizer: SentencePiece (llama) encodes and decodes the corpus 
   CHECK(ours.vocab_size() == model::GgufFile(spm_file()).get_string_array("tokenizer.ggml.tokens").size());
 }
 
+TEST_CASE("gguf tokenizer: SentencePiece without the space prefix (add_space_prefix false, as Gemma's files)") {
+  const std::vector<std::string> texts = corpus();
+  const nlohmann::json golden =
+      nlohmann::json::parse(std::ifstream(test::source_dir() / "tests/data/gguf/tokenizer_spm.golden.json"));
+  text::Tokenizer ours =
+      model::load_model_tokenizer(test::source_dir() / "tests/data/gguf/tokenizer_spm_noprefix.gguf");
+  size_t compared = 0, differing_from_prefixed = 0;
+  for (size_t i = 0; i < texts.size(); i++) {
+    const nlohmann::json& line = golden.at("lines")[i];
+    if (!line.contains("llama_cpp_no_prefix")) continue;
+    INFO(texts[i]);
+    const auto expected = line.at("llama_cpp_no_prefix").get<std::vector<uint32_t>>();
+    CHECK(ours.encode(texts[i], true) == expected);
+    differing_from_prefixed += expected != line.at("llama_cpp").get<std::vector<uint32_t>>();
+    compared++;
+  }
+  CHECK(compared == 80);
+  CHECK(differing_from_prefixed > 60);  // the prefix space really changes the ids
+}
+
 TEST_CASE("gguf tokenizer: SentencePiece chat template, special tokens and damaged scores") {
   text::ChatFormat chat = model::load_model_chat_format(spm_file());
   nlohmann::ordered_json messages = nlohmann::ordered_json::array(

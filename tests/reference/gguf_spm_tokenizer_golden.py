@@ -18,6 +18,8 @@
                    not "<s> " + text
      "decoded_skip": llama_detokenize(ids without the leading BOS, true, false), only where it is not
                    the text
+     "llama_cpp_no_prefix": the same for tests/data/gguf/tokenizer_spm_noprefix.gguf (the first 80
+                   lines): the vocabulary converted as Gemma2Model.set_vocab does, add_space_prefix false
      "hf":         Hugging Face tokenizers' ids for the same tokenizer.model (transformers'
                    LlamaTokenizer conversion, legacy), only where they differ from llama.cpp's
      "sentencepiece": sentencepiece's own ids (with BOS), only where they differ from llama.cpp's
@@ -50,10 +52,12 @@ import tokenizers  # noqa: E402
 import transformers  # noqa: E402
 
 import convert_hf_to_gguf  # noqa: E402
+import gguf_model_golden  # noqa: E402  (vocab_method)
 import hf_golden  # noqa: E402
 
 PINNED = {"sentencepiece": "0.2.3", "protobuf": "7.36.2", "tokenizers": "0.23.3", "transformers": "5.23.0"}
 OUT = os.path.join(ROOT, "tests", "data", "gguf")
+NO_PREFIX_LINES = 80  # corpus lines also tokenized by the add_space_prefix = false file
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
                  "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
 
@@ -78,9 +82,10 @@ def train(folder):
     os.remove(text_path)
 
 
-def convert(folder, out_path):
+def convert(folder, out_path, space_prefix=True):
     """--vocab-only through LlamaModel.set_vocab (SentencePiece): the tiny llama3 golden model's
-    config with this vocabulary's size."""
+    config with this vocabulary's size. Without space_prefix, set_vocab is Gemma2Model's own
+    (_set_vocab_sentencepiece, then add_space_prefix false)."""
     model = sentencepiece.SentencePieceProcessor(model_file=os.path.join(folder, "tokenizer.model"))
     config = json.load(open(os.path.join(ROOT, "tests", "data", "hf", "llama3", "config.json")))
     config["vocab_size"] = model.vocab_size()
@@ -91,18 +96,30 @@ def convert(folder, out_path):
               open(os.path.join(folder, "tokenizer_config.json"), "w"))
     sys.argv = ["convert_hf_to_gguf.py", folder, "--vocab-only", "--outfile", out_path, "--model-name",
                 "vktune-tokenizer-spm"]
-    convert_hf_to_gguf.main()
+    if space_prefix:
+        convert_hf_to_gguf.main()
+        return
+
+    def gemma_vocab(self):
+        self._set_vocab_sentencepiece()
+        self.gguf_writer.add_add_space_prefix(False)
+    with gguf_model_golden.vocab_method(gemma_vocab):
+        convert_hf_to_gguf.main()
 
 
 class LlamaCpp:
     """llama_tokenize / llama_detokenize of libllama on a vocab-only load."""
 
+    lib = None  # libllama, loaded once
+
     def __init__(self, gguf_path):
-        ggml = ctypes.CDLL(os.path.join(LIBLLAMA, "libggml.v0.5.0.so"), mode=ctypes.RTLD_GLOBAL)
-        ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-        ggml.ggml_backend_load_all_from_path(LIBLLAMA.encode())
-        lib = ctypes.CDLL(os.path.join(LIBLLAMA, "libllama.v0.5.0.so"))
-        lib.llama_backend_init()
+        if LlamaCpp.lib is None:
+            ggml = ctypes.CDLL(os.path.join(LIBLLAMA, "libggml.v0.5.0.so"), mode=ctypes.RTLD_GLOBAL)
+            ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+            ggml.ggml_backend_load_all_from_path(LIBLLAMA.encode())
+            LlamaCpp.lib = ctypes.CDLL(os.path.join(LIBLLAMA, "libllama.v0.5.0.so"))
+            LlamaCpp.lib.llama_backend_init()
+        lib = LlamaCpp.lib
 
         class Params(ctypes.Structure):  # struct llama_model_params of that release (include/llama.h)
             _fields_ = [("bytes", ctypes.c_uint8 * 80)]
@@ -147,7 +164,10 @@ def run(out_dir):
         sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(folder, "tokenizer.model"))
         os.remove(os.path.join(folder, "config.json"))  # AutoTokenizer: the class from tokenizer_config.json
         hf = transformers.AutoTokenizer.from_pretrained(folder)
+        no_prefix_path = os.path.join(out_dir, "tokenizer_spm_noprefix.gguf")
+        convert(folder, no_prefix_path, space_prefix=False)
         llama = LlamaCpp(gguf_path)
+        no_prefix = LlamaCpp(no_prefix_path)
         lines, counts = [], {"lines": 0, "hf_equal": 0, "sentencepiece_equal": 0}
         for text in corpus():
             ids = llama.tokenize(text)
@@ -167,6 +187,8 @@ def run(out_dir):
                 entry["hf"] = hf_ids
             if sp_ids != ids:
                 entry["sentencepiece"] = sp_ids
+            if len(lines) < NO_PREFIX_LINES:
+                entry["llama_cpp_no_prefix"] = no_prefix.tokenize(text)
             counts["lines"] += 1
             counts["hf_equal"] += hf_ids == ids
             counts["sentencepiece_equal"] += sp_ids == ids
