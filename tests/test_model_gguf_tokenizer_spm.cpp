@@ -94,6 +94,22 @@ TEST_CASE("gguf tokenizer: SentencePiece without the space prefix (add_space_pre
   CHECK(differing_from_prefixed > 60);  // the prefix space really changes the ids
 }
 
+TEST_CASE("gguf tokenizer: a Phi-3 general.name strips whitespace after special tokens, as llama.cpp does") {
+  const std::vector<std::string> texts = corpus();
+  const nlohmann::json golden =
+      nlohmann::json::parse(std::ifstream(test::source_dir() / "tests/data/gguf/tokenizer_spm.golden.json"));
+  text::Tokenizer ours = model::load_model_tokenizer(test::source_dir() / "tests/data/gguf/tokenizer_spm_phi3.gguf");
+  size_t stripped = 0;
+  for (size_t i = 0; i < texts.size(); i++) {
+    const nlohmann::json& line = golden.at("lines")[i];
+    INFO(texts[i]);
+    stripped += line.contains("llama_cpp_phi3");
+    CHECK(ours.encode(texts[i], true) ==
+          line.value("llama_cpp_phi3", line.at("llama_cpp")).get<std::vector<uint32_t>>());
+  }
+  CHECK(stripped == 2);
+}
+
 TEST_CASE("gguf tokenizer: SentencePiece chat template, special tokens and damaged scores") {
   text::ChatFormat chat = model::load_model_chat_format(spm_file());
   nlohmann::ordered_json messages = nlohmann::ordered_json::array(

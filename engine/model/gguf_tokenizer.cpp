@@ -1,5 +1,9 @@
 #include "engine/model/gguf_tokenizer.hpp"
 
+#include <algorithm>
+#include <cctype>
+#include <set>
+
 #include "engine/base/error.hpp"
 #include "engine/model/gguf_model.hpp"
 #include "engine/text/trainer.hpp"
@@ -42,6 +46,71 @@ json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
   throw UserError(
       file.path().string() + ": tokenizer.ggml.pre is \"" + pre + "\", a pre-tokenizer vktune does not know",
       "known: llama-bpe, qwen2, gpt-2, smollm; or use the model's Hugging Face folder (tokenizer.json)");
+}
+
+// llama.cpp's "auto-detect special tokens by text" (llama_vocab::impl::load): tokens with these texts
+// become control tokens whatever their type -- end-of-generation, end-of-turn, end-of-message and
+// fill-in-the-middle markers. (For the end-of-turn and fill-in-the-middle roles llama.cpp marks only
+// the first candidate it meets when the metadata names none; vktune marks every candidate.)
+bool control_by_text(const std::string& token) {
+  static const std::set<std::string> kTexts = {"</s>",
+                                               "<EOT>",
+                                               "<MID>",
+                                               "<PAD>",
+                                               "<PRE>",
+                                               "<REPO>",
+                                               "<SUF>",
+                                               "<end_of_turn>",
+                                               "<end_of_utterance>",
+                                               "<eos>",
+                                               "<fim-middle>",
+                                               "<fim-pad>",
+                                               "<fim-prefix>",
+                                               "<fim-repo>",
+                                               "<fim-suffix>",
+                                               "<fim_middle>",
+                                               "<fim_pad>",
+                                               "<fim_prefix>",
+                                               "<fim_suffix>",
+                                               "<reponame>",
+                                               "<turn|>",
+                                               "<|calls|>",
+                                               "<|call|>",
+                                               "<|code_middle|>",
+                                               "<|code_prefix|>",
+                                               "<|code_suffix|>",
+                                               "<|end_of_text|>",
+                                               "<|endoftext|>",
+                                               "<|end|>",
+                                               "<|eom_id|>",
+                                               "<|eot_id|>",
+                                               "<|file_sep|>",
+                                               "<|fim_middle|>",
+                                               "<|fim_pad|>",
+                                               "<|fim_prefix|>",
+                                               "<|fim_repo|>",
+                                               "<|fim_suffix|>",
+                                               "<|flush|>",
+                                               "<|im_end|>",
+                                               "<|middle|>",
+                                               "<|prefix|>",
+                                               "<|repo_name|>",
+                                               "<|return|>",
+                                               "<|suffix|>",
+                                               "<|tool_response>",
+                                               "<\uff5cend\u2581of\u2581sentence\uff5c>",
+                                               "<\uff5cfim\u2581begin\uff5c>",
+                                               "<\uff5cfim\u2581end\uff5c>",
+                                               "<\uff5cfim\u2581hole\uff5c>",
+                                               "[EOS]",
+                                               "[EOT]",
+                                               "[PAD]",
+                                               "[e~[",
+                                               "_<EOT>",
+                                               "\u2581<MID>",
+                                               "\u2581<PRE>",
+                                               "\u2581<SUF>"};
+  return kTexts.count(token) != 0;
 }
 
 // The tokenizer.json of a SentencePiece vocabulary run as llama.cpp runs it (llama-vocab.cpp, type
@@ -103,14 +172,23 @@ GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
                     "the file is damaged; convert the model again");
   const std::string pre = file.string_or_none("tokenizer.ggml.pre").value_or("default");
 
+  // llama.cpp (llama_vocab::impl::load) strips the whitespace after every special token but <unk>,
+  // <s> and <|endoftext|> for models whose general.name says Phi-3, as Phi-3's tokenizer.json does.
+  std::string name = file.string_or_none("general.name").value_or("");
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+  const bool phi3_rstrip = name.find("phi-3") != std::string::npos || name.find("phi3") != std::string::npos;
+  auto rstrip = [&](const std::string& token) {
+    return phi3_rstrip && token != "<unk>" && token != "<s>" && token != "<|endoftext|>";
+  };
+
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   json added = json::array();
   for (size_t id = 0; id < tokens.size(); id++) {
-    const int64_t type = types[id];
-    if (type < kNormal || type > kByte)
-      throw UserError(where + ": tokenizer.ggml.token_type[" + std::to_string(id) + "] is " + std::to_string(type) +
-                          ", not a llama_token_type",
+    if (types[id] < kNormal || types[id] > kByte)
+      throw UserError(where + ": tokenizer.ggml.token_type[" + std::to_string(id) + "] is " +
+                          std::to_string(types[id]) + ", not a llama_token_type",
                       "the file is damaged; convert the model again");
+    const int64_t type = control_by_text(tokens[id]) ? kControl : types[id];
     // SentencePiece: llama.cpp's token_to_id holds every token, so any of them can be formed from text.
     if (spm) vocab[tokens[id]] = id;
     // The tokens llama.cpp cuts out of the text first (parse_special): control and user-defined
@@ -120,7 +198,7 @@ GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
                        {"content", tokens[id]},
                        {"single_word", false},
                        {"lstrip", false},
-                       {"rstrip", false},
+                       {"rstrip", rstrip(tokens[id])},
                        {"normalized", false},
                        {"special", type != kUserDefined}});
     else if (!spm && (type == kNormal || type == kByte || type == kUnknown))

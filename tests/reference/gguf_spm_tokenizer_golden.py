@@ -4,8 +4,9 @@
 1. A real SentencePiece BPE model, trained here with the sentencepiece package on
    tests/data/tokenizers/corpus.jsonl as Llama's tokenizer.model is set up (byte_fallback,
    split_digits, add_dummy_prefix, identity normalization, whitespace-only pieces; character
-   coverage 0.995 so that rare characters are left to the <0xNN> byte tokens; one user-defined
-   symbol), with a Llama-2 style chat template and add_bos_token in tokenizer_config.json.
+   coverage 0.995 so that rare characters are left to the <0xNN> byte tokens; user-defined
+   symbols <|sep|> and <|endoftext|>, which llama.cpp requires of a Phi-3 vocabulary), with a
+   Llama-2 style chat template and add_bos_token in tokenizer_config.json.
 2. llama.cpp's own converter (convert_hf_to_gguf.py --vocab-only from the llama-cpp-python 0.3.36
    sdist, as gguf_model_golden.py; LlamaModel.set_vocab -> _set_vocab_sentencepiece: tokens,
    scores, token types, special ids, add_bos/add_eos, chat template) writes
@@ -20,6 +21,8 @@
                    the text
      "llama_cpp_no_prefix": the same for tests/data/gguf/tokenizer_spm_noprefix.gguf (the first 80
                    lines): the vocabulary converted as Gemma2Model.set_vocab does, add_space_prefix false
+     "llama_cpp_phi3": the same for tests/data/gguf/tokenizer_spm_phi3.gguf (general.name with "phi3":
+                   llama.cpp strips the whitespace after special tokens), where it differs from "llama_cpp"
      "hf":         Hugging Face tokenizers' ids for the same tokenizer.model (transformers'
                    LlamaTokenizer conversion, legacy), only where they differ from llama.cpp's
      "sentencepiece": sentencepiece's own ids (with BOS), only where they differ from llama.cpp's
@@ -78,11 +81,11 @@ def train(folder):
         hard_vocab_limit=False, character_coverage=0.995, byte_fallback=True, split_digits=True,
         allow_whitespace_only_pieces=True, normalization_rule_name="identity", add_dummy_prefix=True,
         remove_extra_whitespaces=False, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        user_defined_symbols=["<|sep|>"], num_threads=1, minloglevel=2)
+        user_defined_symbols=["<|sep|>", "<|endoftext|>"], num_threads=1, minloglevel=2)
     os.remove(text_path)
 
 
-def convert(folder, out_path, space_prefix=True):
+def convert(folder, out_path, space_prefix=True, name="vktune-tokenizer-spm"):
     """--vocab-only through LlamaModel.set_vocab (SentencePiece): the tiny llama3 golden model's
     config with this vocabulary's size. Without space_prefix, set_vocab is Gemma2Model's own
     (_set_vocab_sentencepiece, then add_space_prefix false)."""
@@ -94,8 +97,7 @@ def convert(folder, out_path, space_prefix=True):
     json.dump({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
                "add_bos_token": True, "add_eos_token": False, "legacy": True, "chat_template": CHAT_TEMPLATE},
               open(os.path.join(folder, "tokenizer_config.json"), "w"))
-    sys.argv = ["convert_hf_to_gguf.py", folder, "--vocab-only", "--outfile", out_path, "--model-name",
-                "vktune-tokenizer-spm"]
+    sys.argv = ["convert_hf_to_gguf.py", folder, "--vocab-only", "--outfile", out_path, "--model-name", name]
     if space_prefix:
         convert_hf_to_gguf.main()
         return
@@ -166,8 +168,13 @@ def run(out_dir):
         hf = transformers.AutoTokenizer.from_pretrained(folder)
         no_prefix_path = os.path.join(out_dir, "tokenizer_spm_noprefix.gguf")
         convert(folder, no_prefix_path, space_prefix=False)
+        # llama.cpp gives every special token but <unk>, <s>, <|endoftext|> rstrip when general.name
+        # says Phi-3: the same vocabulary under such a name.
+        phi3_path = os.path.join(out_dir, "tokenizer_spm_phi3.gguf")
+        convert(folder, phi3_path, name="vktune-phi3-tokenizer")
         llama = LlamaCpp(gguf_path)
         no_prefix = LlamaCpp(no_prefix_path)
+        phi3 = LlamaCpp(phi3_path)
         lines, counts = [], {"lines": 0, "hf_equal": 0, "sentencepiece_equal": 0}
         for text in corpus():
             ids = llama.tokenize(text)
@@ -189,6 +196,8 @@ def run(out_dir):
                 entry["sentencepiece"] = sp_ids
             if len(lines) < NO_PREFIX_LINES:
                 entry["llama_cpp_no_prefix"] = no_prefix.tokenize(text)
+            if "<" in text and phi3.tokenize(text) != ids:
+                entry["llama_cpp_phi3"] = phi3.tokenize(text)
             counts["lines"] += 1
             counts["hf_equal"] += hf_ids == ids
             counts["sentencepiece_equal"] += sp_ids == ids
