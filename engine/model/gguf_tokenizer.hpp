@@ -10,6 +10,9 @@
 // tokenizer.chat_template. tokenizer.ggml.model "llama" (SentencePiece: tokens, scores, token_type
 // with <0xNN> byte tokens, add_space_prefix, add_bos default true) runs as llama.cpp runs it: the
 // LlamaCppSpm model of engine/text/spm.cpp, control/user-defined/unknown tokens cut out first.
+// Both kinds follow llama.cpp, not the tokenizer.json they came from, where the two differ: no NFC
+// for qwen2, control-looking texts (<|endoftext|>, FIM markers...) are control tokens, a Phi-3
+// general.name gives special tokens rstrip (tests against libllama: gguf_spm_tokenizer_golden.py).
 #include <filesystem>
 
 #include <nlohmann/json.hpp>

@@ -27,6 +27,9 @@
                    LlamaTokenizer conversion, legacy), only where they differ from llama.cpp's
      "sentencepiece": sentencepiece's own ids (with BOS), only where they differ from llama.cpp's
    and "counts": how many lines agree.
+4. tests/data/gguf/tokenizer_gpt2.llama_cpp.json: llama.cpp's ids for the byte-level BPE GGUF files
+   tokenizer_llama3.gguf / tokenizer_qwen2.gguf (gguf_model_golden.py), on the corpus lines where they
+   differ from HF tokenizers on their tokenizer.json (qwen2: llama.cpp applies no NFC).
 The C++ test (tests/test_model_gguf_tokenizer_spm.cpp) requires vktune's ids to equal "llama_cpp"
 on every line, decoding to equal llama.cpp's, and reports the agreement with HF.
 
@@ -208,6 +211,30 @@ def run(out_dir):
         f.write(",\n".join(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) for entry in lines))
         f.write("\n]}\n")
     print("tokenizer_spm:", counts)
+    gpt2_differences(out_dir)
+
+
+def gpt2_differences(out_dir):
+    """llama.cpp on the byte-level BPE GGUF tokenizers of gguf_model_golden.py (tokenizer_llama3.gguf,
+    tokenizer_qwen2.gguf): its ids on the corpus lines where they differ from Hugging Face tokenizers
+    on the tokenizer.json they came from (added-token flags cleared, as GGUF keeps none)."""
+    out = {}
+    for family in ("llama3", "qwen2"):
+        llama = LlamaCpp(os.path.join(out_dir, "tokenizer_%s.gguf" % family))
+        document = json.load(open(os.path.join(ROOT, "tests", "data", "tokenizers", "bytelevel_%s.json" % family)))
+        for token in document["added_tokens"]:
+            token["single_word"] = token["lstrip"] = token["rstrip"] = False
+        hf = tokenizers.Tokenizer.from_str(json.dumps(document))
+        differing = {}
+        for index, text in enumerate(corpus()):
+            ids = llama.tokenize(text)
+            if ids != hf.encode(text, add_special_tokens=True).ids:
+                differing[str(index)] = ids
+        out[family] = differing
+        print("tokenizer_%s: llama.cpp differs from HF tokenizers on %d lines" % (family, len(differing)))
+    with open(os.path.join(out_dir, "tokenizer_gpt2.llama_cpp.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, separators=(",", ":"))
+        f.write("\n")
 
 
 def main():
