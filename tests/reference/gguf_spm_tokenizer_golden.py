@@ -220,7 +220,7 @@ def gpt2_differences(out_dir):
     on the tokenizer.json they came from (added-token flags cleared, as GGUF keeps none)."""
     out = {}
     for family in ("llama3", "qwen2"):
-        llama = LlamaCpp(os.path.join(out_dir, "tokenizer_%s.gguf" % family))
+        llama = LlamaCpp(os.path.join(OUT, "tokenizer_%s.gguf" % family))  # an input: gguf_model_golden.py wrote it
         document = json.load(open(os.path.join(ROOT, "tests", "data", "tokenizers", "bytelevel_%s.json" % family)))
         for token in document["added_tokens"]:
             token["single_word"] = token["lstrip"] = token["rstrip"] = False
