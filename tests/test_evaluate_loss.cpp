@@ -132,13 +132,13 @@ TEST_CASE("evaluate --loss: the binary reports what evaluate_model computes, wit
 
 TEST_SUITE("train_e2e") {
 
-// tests/data/gguf/tiny_llama.q8_0.gguf (llama.cpp's converter, tests/reference/gguf_model_golden.py): a
-// GGUF file with its tokenizer is a --model for plan, train (QLoRA), evaluate and generate.
-TEST_CASE("gguf: plan, train, evaluate and generate take a .gguf --model") {
+// A GGUF file with its tokenizer as --model for plan, train (QLoRA, 4 steps), evaluate (the adapter
+// lowers the loss) and generate; returns the training output folder.
+fs::path check_gguf_commands(const std::string& file_name) {
   const fs::path source = test::source_dir();
-  const std::string model = (source / "tests/data/gguf/tiny_llama.q8_0.gguf").string();
+  const std::string model = (source / "tests/data/gguf" / file_name).string();
   const std::string data = (source / "tests/data/tokenizers/corpus.jsonl").string();
-  fs::path out = test::binary_dir() / "test-output" / "gguf-e2e";
+  fs::path out = test::binary_dir() / "test-output" / ("gguf-e2e-" + file_name);
   fs::remove_all(out);
   CHECK(run_vktune("plan --model " + model + " --method qlora").status == 0);
   CommandResult trained = run_vktune("train --model " + model + " --data " + data + " --output-dir " + out.string() +
@@ -151,12 +151,26 @@ TEST_CASE("gguf: plan, train, evaluate and generate take a .gguf --model") {
   json tuned = evaluate_json("--model " + model + " --data " + data + " --adapter " + out.string());
   CHECK(tuned["loss"].get<double>() < base["loss"].get<double>() - 1e-3);
   CHECK(run_vktune("generate --model " + model + " --prompt Hello --max-new-tokens 4").status == 0);
+  return out;
+}
+
+// tests/data/gguf/tiny_llama.q8_0.gguf (llama.cpp's converter, tests/reference/gguf_model_golden.py):
+// byte-level BPE tokenizer.
+TEST_CASE("gguf: plan, train, evaluate and generate take a .gguf --model") {
+  const fs::path source = test::source_dir(), out = check_gguf_commands("tiny_llama.q8_0.gguf");
+  const std::string data = (source / "tests/data/tokenizers/corpus.jsonl").string();
   CommandResult no_tokenizer =
       run_vktune("train --model " + (source / "tests/data/gguf/llama3.f32.gguf").string() + " --data " + data +
                      " --output-dir " + (out.string() + "-none") + " --max-steps 1",
                  true);
   CHECK(no_tokenizer.status != 0);
   CHECK(no_tokenizer.out.find("has no tokenizer") != std::string::npos);
+}
+
+// tests/data/gguf/tiny_gemma3_spm.q8_0.gguf (tests/reference/gguf_spm_tokenizer_golden.py): a gemma3
+// GGUF with a SentencePiece tokenizer, both as llama.cpp's converter writes them.
+TEST_CASE("gguf: a Gemma 3 file with a SentencePiece tokenizer trains, evaluates and generates") {
+  check_gguf_commands("tiny_gemma3_spm.q8_0.gguf");
 }
 
 }  // TEST_SUITE

@@ -27,7 +27,9 @@
                    LlamaTokenizer conversion, legacy), only where they differ from llama.cpp's
      "sentencepiece": sentencepiece's own ids (with BOS), only where they differ from llama.cpp's
    and "counts": how many lines agree.
-4. tests/data/gguf/tokenizer_gpt2.llama_cpp.json: llama.cpp's ids for the byte-level BPE GGUF files
+4. tests/data/gguf/tiny_gemma3_spm.q8_0.gguf: a tiny random Gemma 3 (fixed seed) with this vocabulary,
+   q8_0, converted by the converter as shipped (tests/test_evaluate_loss.cpp trains and generates).
+5. tests/data/gguf/tokenizer_gpt2.llama_cpp.json: llama.cpp's ids for the byte-level BPE GGUF files
    tokenizer_llama3.gguf / tokenizer_qwen2.gguf (gguf_model_golden.py), on the corpus lines where they
    differ from HF tokenizers on their tokenizer.json (qwen2: llama.cpp applies no NFC).
 The C++ test (tests/test_model_gguf_tokenizer_spm.cpp) requires vktune's ids to equal "llama_cpp"
@@ -166,6 +168,7 @@ def run(out_dir):
     with tempfile.TemporaryDirectory() as folder:
         train(folder)
         convert(folder, gguf_path)
+        tiny_gemma3(folder, os.path.join(out_dir, "tiny_gemma3_spm.q8_0.gguf"))
         sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(folder, "tokenizer.model"))
         os.remove(os.path.join(folder, "config.json"))  # AutoTokenizer: the class from tokenizer_config.json
         hf = transformers.AutoTokenizer.from_pretrained(folder)
@@ -212,6 +215,27 @@ def run(out_dir):
         f.write("\n]}\n")
     print("tokenizer_spm:", counts)
     gpt2_differences(out_dir)
+
+
+def tiny_gemma3(folder, out_path):
+    """A tiny random Gemma3ForCausalLM with this SentencePiece vocabulary, converted to q8_0 by
+    llama.cpp's converter as shipped (Gemma3Model.set_vocab reads tokenizer.model and writes
+    add_space_prefix false): the command-line tests' GGUF Gemma with a SentencePiece tokenizer."""
+    import torch
+    vocab = sentencepiece.SentencePieceProcessor(model_file=os.path.join(folder, "tokenizer.model")).vocab_size()
+    config = transformers.Gemma3TextConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8, sliding_window=16, max_position_embeddings=512,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
+    torch.manual_seed(4343)
+    model = transformers.AutoModelForCausalLM.from_config(config).float().eval()
+    with tempfile.TemporaryDirectory() as model_dir:
+        model.save_pretrained(model_dir, safe_serialization=True)
+        for name in ("tokenizer.model", "tokenizer_config.json"):
+            shutil.copy(os.path.join(folder, name), model_dir)
+        sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outtype", "q8_0", "--outfile", out_path, "--model-name",
+                    "vktune-tiny-gemma3"]
+        convert_hf_to_gguf.main()
 
 
 def gpt2_differences(out_dir):
