@@ -40,8 +40,7 @@ void add_lr_find_command(CLI::App& app) {
       "descent of the smoothed loss against log10(lr); the safe value is the rate at the lowest loss / 10.\n"
       "Warns when the suggestion leaves the book's range [1e-7, 1e-3] or exceeds the base's pretraining rate.");
   command->callback([] {
-    train::TrainConfig config = flags.resolve();
-    train::validate(config);
+    train::TrainConfig config = flags.resolve();  // train() validates it first thing
     std::optional<train::PretrainingLr> pretraining =
         pretraining_lr > 0 ? std::optional(train::PretrainingLr{pretraining_lr, "--pretraining-lr"})
                            : train::read_pretraining_lr(config.model);

@@ -6,16 +6,6 @@
 
 namespace vkt::ui {
 
-namespace {
-
-std::string rate_text(double rate) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3g", rate);
-  return text;
-}
-
-}  // namespace
-
 void draw_lr_find_panel(const train::LrFindResult& result, LrFindPanelState& state) {
   const auto& curve = result.curve;
   const auto& s = result.suggestion;
@@ -25,21 +15,24 @@ void draw_lr_find_panel(const train::LrFindResult& result, LrFindPanelState& sta
   state.smoothed = s.smoothed;
   state.markers.clear();
   if (s.steepest)
+    state.markers.push_back({std::log10(s.suggested_lr), colors::learning_rate,
+                             "suggested " + train::format_learning_rate(s.suggested_lr)});
+  if (s.minimum)
     state.markers.push_back(
-        {std::log10(s.suggested_lr), colors::learning_rate, "suggested " + rate_text(s.suggested_lr)});
-  if (s.minimum) state.markers.push_back({std::log10(s.safe_lr), colors::eval_loss, "safe " + rate_text(s.safe_lr)});
+        {std::log10(s.safe_lr), colors::eval_loss, "safe " + train::format_learning_rate(s.safe_lr)});
   if (s.divergence)
-    state.markers.push_back(
-        {std::log10(s.divergence_lr), colors::current_step, "diverged " + rate_text(s.divergence_lr)});
+    state.markers.push_back({std::log10(s.divergence_lr), colors::current_step,
+                             "diverged " + train::format_learning_rate(s.divergence_lr)});
   if (result.pretraining)
     state.markers.push_back({std::log10(result.pretraining->learning_rate), colors::offloaded,
-                             "pretraining " + rate_text(result.pretraining->learning_rate)});
+                             "pretraining " + train::format_learning_rate(result.pretraining->learning_rate)});
 
   panel_title("Learning-rate range test");
   ImGui::SameLine();
   if (s.steepest)
-    ImGui::Text("   suggested %s   safe %s%s", rate_text(s.suggested_lr).c_str(), rate_text(s.safe_lr).c_str(),
-                s.divergence ? ("   diverged at " + rate_text(s.divergence_lr)).c_str() : "");
+    ImGui::Text("   suggested %s   safe %s%s", train::format_learning_rate(s.suggested_lr).c_str(),
+                train::format_learning_rate(s.safe_lr).c_str(),
+                s.divergence ? ("   diverged at " + train::format_learning_rate(s.divergence_lr)).c_str() : "");
   else
     ImGui::TextDisabled("   no descent found");
   for (const auto& warning : s.warnings) ImGui::TextColored(ImVec4(1.0f, 0.75f, 0.3f, 1.0f), "%s", warning.c_str());
@@ -48,7 +41,7 @@ void draw_lr_find_panel(const train::LrFindResult& result, LrFindPanelState& sta
   spec.id = "lr_find_plot";
   spec.x_label = "log10(learning rate)";
   spec.y_label = "loss";
-  spec.format_x = [](double x) { return rate_text(std::pow(10.0, x)); };
+  spec.format_x = [](double x) { return train::format_learning_rate(std::pow(10.0, x)); };
   spec.series.push_back({"loss (raw)", state.log_lr, state.raw, colors::loss_raw, SeriesStyle::faint_line, true});
   spec.series.push_back({"loss (smoothed)", state.log_lr, state.smoothed, colors::loss, SeriesStyle::line, true});
   spec.shades.push_back(

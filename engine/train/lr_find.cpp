@@ -51,15 +51,11 @@ std::optional<size_t> find_divergence(const std::vector<double>& smoothed, doubl
   return std::nullopt;
 }
 
-namespace {
-
-std::string rate_text(double rate) {
+std::string format_learning_rate(double rate) {
   char text[32];
   std::snprintf(text, sizeof text, "%.3g", rate);
   return text;
 }
-
-}  // namespace
 
 LrSuggestion suggest_learning_rate(const LrCurve& curve, const LrFindSettings& settings,
                                    const std::optional<PretrainingLr>& pretraining) {
@@ -104,11 +100,12 @@ LrSuggestion suggest_learning_rate(const LrCurve& curve, const LrFindSettings& s
   }
   s.suggested_lr = lr[*s.steepest];
   if (s.suggested_lr < book_min_lr || s.suggested_lr > book_max_lr)
-    s.warnings.push_back("the suggestion " + rate_text(s.suggested_lr) + " is outside the book's range [1e-7, 1e-3]");
+    s.warnings.push_back("the suggestion " + format_learning_rate(s.suggested_lr) +
+                         " is outside the book's range [1e-7, 1e-3]");
   if (pretraining && s.suggested_lr > pretraining->learning_rate)
-    s.warnings.push_back("the suggestion " + rate_text(s.suggested_lr) + " exceeds the base's pretraining rate " +
-                         rate_text(pretraining->learning_rate) + " (" + pretraining->source +
-                         "); the book starts finetuning at 0.1-1x of it");
+    s.warnings.push_back("the suggestion " + format_learning_rate(s.suggested_lr) +
+                         " exceeds the base's pretraining rate " + format_learning_rate(pretraining->learning_rate) +
+                         " (" + pretraining->source + "); the book starts finetuning at 0.1-1x of it");
   return s;
 }
 
@@ -266,21 +263,22 @@ LrFindResult lr_find_from_json(const std::string& text) {
 
 std::string format_lr_find(const LrFindResult& r) {
   const LrSuggestion& s = r.suggestion;
-  std::string text = "lr-find: " + std::to_string(r.curve.loss.size()) + " steps, " + rate_text(r.settings.start_lr) +
-                     " -> " + rate_text(r.curve.learning_rate.empty() ? 0 : r.curve.learning_rate.back()) + "\n";
+  std::string text = "lr-find: " + std::to_string(r.curve.loss.size()) + " steps, " +
+                     format_learning_rate(r.settings.start_lr) + " -> " +
+                     format_learning_rate(r.curve.learning_rate.empty() ? 0 : r.curve.learning_rate.back()) + "\n";
   char line[256];
   if (s.minimum) {
     std::snprintf(line, sizeof line, "  lowest smoothed loss %.4f at lr %s\n", s.smoothed[*s.minimum],
-                  rate_text(r.curve.learning_rate[*s.minimum]).c_str());
+                  format_learning_rate(r.curve.learning_rate[*s.minimum]).c_str());
     text += line;
   }
-  text += s.divergence ? "  diverged at lr " + rate_text(s.divergence_lr) + " (smoothed loss above " +
-                             rate_text(r.settings.divergence_factor) + "x its minimum)\n"
+  text += s.divergence ? "  diverged at lr " + format_learning_rate(s.divergence_lr) + " (smoothed loss above " +
+                             format_learning_rate(r.settings.divergence_factor) + "x its minimum)\n"
                        : "  did not diverge up to the end rate\n";
-  if (s.steepest) text += "  suggested (steepest descent): " + rate_text(s.suggested_lr) + "\n";
-  if (s.minimum) text += "  safe (minimum / 10):          " + rate_text(s.safe_lr) + "\n";
-  text += r.pretraining ? "  base's pretraining rate:      " + rate_text(r.pretraining->learning_rate) + " (" +
-                              r.pretraining->source + ")\n"
+  if (s.steepest) text += "  suggested (steepest descent): " + format_learning_rate(s.suggested_lr) + "\n";
+  if (s.minimum) text += "  safe (minimum / 10):          " + format_learning_rate(s.safe_lr) + "\n";
+  text += r.pretraining ? "  base's pretraining rate:      " + format_learning_rate(r.pretraining->learning_rate) +
+                              " (" + r.pretraining->source + ")\n"
                         : "  base's pretraining rate:      unknown (no run.json, trainer_state.json or "
                           "training_args.json in the model folder; --pretraining-lr gives it)\n";
   for (const auto& warning : s.warnings) text += "  warning: " + warning + "\n";

@@ -84,5 +84,6 @@ LrFindResult run_lr_find(TrainConfig config, const LrFindSettings& settings,
 std::string lr_find_json(const LrFindResult& result);
 LrFindResult lr_find_from_json(const std::string& text);  // UserError on a malformed file
 std::string format_lr_find(const LrFindResult& result);   // the terminal summary
+std::string format_learning_rate(double rate);            // "0.00123": 3 significant digits
 
 }  // namespace vkt::train

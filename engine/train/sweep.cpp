@@ -13,10 +13,17 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/base/names.hpp"
 
 namespace vkt::train {
 
 namespace {
+
+constexpr NameEntry<TrialStatus> trial_status_table[] = {
+    {TrialStatus::finished, "finished"}, {TrialStatus::skipped, "skipped"}, {TrialStatus::failed, "failed"}};
+constexpr NameEntry<SweepMethod> sweep_method_table[] = {{SweepMethod::grid, "grid"}, {SweepMethod::random, "random"}};
+std::span<const NameEntry<TrialStatus>> status_names() { return trial_status_table; }
+std::span<const NameEntry<SweepMethod>> method_names() { return sweep_method_table; }
 
 const OptionSpec* find_option(const std::string& name) {
   for (const auto& option : option_table())
@@ -135,13 +142,11 @@ void load_unguarded(SweepSpec& spec, const std::filesystem::path& file) {
       for (const auto& parameter : value)
         spec.parameters.push_back(parse_parameter(file, parameter.first, parameter.second));
     } else if (key == "method") {
-      std::string method = value.as<std::string>();
-      if (method == "grid")
-        spec.method = SweepMethod::grid;
-      else if (method == "random")
-        spec.method = SweepMethod::random;
-      else
-        throw UserError(at + ": unknown method '" + method + "'", "use grid or random");
+      auto method = enum_from_name(method_names(), value.as<std::string>());
+      if (!method)
+        throw UserError(at + ": unknown method '" + value.as<std::string>() + "'",
+                        "use " + enum_name_list(method_names(), " or "));
+      spec.method = *method;
     } else if (key == "trials") {
       spec.trials = value.as<int64_t>();
     } else if (key == "seed") {
@@ -295,16 +300,9 @@ std::vector<PlannedTrial> plan_trials(const SweepSpec& spec) {
   return trials;
 }
 
-const char* trial_status_name(TrialStatus status) {
-  switch (status) {
-    case TrialStatus::finished:
-      return "finished";
-    case TrialStatus::skipped:
-      return "skipped";
-    case TrialStatus::failed:
-      return "failed";
-  }
-  return "?";
+const char* trial_status_name(TrialStatus status) { return enum_name(status_names(), status); }
+TrialStatus trial_status_from_name(const std::string& name) {
+  return enum_from_name(status_names(), name).value_or(TrialStatus::failed);
 }
 
 namespace {

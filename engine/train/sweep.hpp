@@ -63,6 +63,7 @@ std::vector<PlannedTrial> plan_trials(const SweepSpec& spec);
 
 enum class TrialStatus { finished, skipped, failed };
 const char* trial_status_name(TrialStatus status);
+TrialStatus trial_status_from_name(const std::string& name);  // failed for an unknown name
 
 struct TrialResult {
   int64_t index = 0;

@@ -54,10 +54,7 @@ TrialResult trial_from_json(const json& j) {
   TrialResult t;
   t.index = j.at("index").get<int64_t>();
   for (const auto& [name, value] : j.at("flags").items()) t.flags.emplace_back(name, value.get<std::string>());
-  std::string status = j.at("status").get<std::string>();
-  t.status = status == "finished"  ? TrialStatus::finished
-             : status == "skipped" ? TrialStatus::skipped
-                                   : TrialStatus::failed;
+  t.status = trial_status_from_name(j.at("status").get<std::string>());
   t.reason = j.at("reason").get<std::string>();
   t.objective = j.at("objective").get<double>();
   t.planned_bytes = j.at("planned_bytes").get<uint64_t>();
