@@ -189,4 +189,67 @@ TEST_CASE("sweep: lr x r on examples/base skips what cannot fit, picks the best,
   CHECK(result.reused == 6);
 }
 
+
+TEST_CASE("vktune sweep: killed mid-trial, the rerun continues that trial from its checkpoint") {
+  fs::path dir = test::temp_dir("sweep-killed");
+  const fs::path root = test::source_dir();
+  head_lines(root / "examples/demo/train.jsonl", dir / "train.jsonl", 24);
+  write_file_atomically(dir / "sweep.yaml", "output_dir: " + (dir / "sweep").string() +
+                                                "\nobjective: train_loss\nbudget: {steps: 4}\n"
+                                                "train:\n  model: " +
+                                                (root / "examples/base").string() +
+                                                "\n  data: " + (dir / "train.jsonl").string() +
+                                                "\n  max_length: 64\n  per_device_train_batch_size: 2\n"
+                                                "  logging_steps: 1\n  save_steps: 0\n"
+                                                "parameters:\n  learning_rate: [1e-4, 3e-4]\n");
+  const std::string sweep = (test::binary_dir() / "vktune").string() + " sweep " + (dir / "sweep.yaml").string();
+  // SIGTERM after step 2 of the first trial: it saves checkpoint-2 and the sweep stops, unrecorded.
+  auto [killed_status, killed_output] =
+      test::run_command("VKT_TEST_RAISE_AT_STEP=2 VKT_TEST_RAISE_SIGNAL=TERM " + sweep);
+  INFO(killed_output);
+  CHECK(killed_status == 128 + 15);
+  CHECK(killed_output.find("run the same command again") != std::string::npos);
+  CHECK(fs::exists(dir / "sweep/trial-001/checkpoint-2"));
+  CHECK_FALSE(fs::exists(dir / "sweep/trial-002"));
+  auto [status, output] = test::run_command(sweep);
+  INFO(output);
+  CHECK(status == 0);
+  CHECK(output.find("resumed from") != std::string::npos);
+  CHECK(output.find("at step 2") != std::string::npos);
+  json state = json::parse(read_text_file(dir / "sweep/sweep_state.json"));
+  REQUIRE(state["trials"].size() == 2);
+  for (const auto& trial : state["trials"]) {
+    CHECK(trial["status"] == "finished");
+    CHECK(trial["steps"] == 4);
+  }
+  // The resumed trial logged each of its 4 steps once.
+  int steps = 0;
+  std::ifstream metrics(dir / "sweep/trial-001/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) steps += json::parse(line).contains("loss");
+  CHECK(steps == 4);
+  CHECK(fs::exists(dir / "sweep/best_config.yaml"));
+}
+
+TEST_CASE("sweep: a minutes budget stops a trial and scores its checkpoint") {
+  fs::path dir = test::temp_dir("sweep-minutes");
+  train::SweepSpec spec = train::load_sweep_spec(write_lr_r_sweep(dir));
+  spec.method = train::SweepMethod::grid;
+  spec.parameters = {spec.parameters[1]};
+  spec.parameters[0].values = {"4"};
+  spec.budget_steps = 100000;
+  spec.budget_minutes = 0.01;  // 0.6 s: a few steps on lavapipe
+  train::SweepResult result = train::run_sweep(spec);
+  REQUIRE(result.trials.size() == 1);
+  const train::TrialResult& trial = result.trials[0];
+  INFO(trial.reason);
+  CHECK(trial.status == train::TrialStatus::finished);
+  CHECK(trial.reason.find("time budget: stopped after ") == 0);
+  CHECK(trial.steps >= 1);
+  CHECK(trial.steps < 100000);
+  // Scored on the checkpoint the stop wrote: a loss near the base's (~9.9 on these verses).
+  CHECK(fs::exists(fs::path(trial.output) / ("checkpoint-" + std::to_string(trial.steps))));
+  CHECK(trial.objective > 5);
+  CHECK(trial.objective < 12);
+}
+
 }  // TEST_SUITE
