@@ -110,6 +110,11 @@ TEST_CASE("sweep: grid is the product in order, random draws are seeded and insi
                         "  lora_r: [4, eight]\n");
   CHECK_THROWS_WITH_AS(train::load_sweep_spec(dir / "bad_value.yaml"),
                        doctest::Contains("bad_value.yaml:4: --lora-r expects an integer, got 'eight'"), UserError);
+  write_file_atomically(dir / "bad_kind.yaml",
+                        "train: {model: m, data: d}\nobjective: train_loss\nmethod: random\n"
+                        "trials: 2\nparameters:\n  lora_r: {distribution: uniform, min: 1, max: 9}\n");
+  CHECK_THROWS_WITH_AS(train::load_sweep_spec(dir / "bad_kind.yaml"),
+                       doctest::Contains("bad_kind.yaml:6: 'lora_r' does not take a real number"), UserError);
 }
 
 TEST_CASE("sweep: lr x r on examples/base skips what cannot fit, picks the best, resumes after a crash") {

@@ -90,6 +90,16 @@ SweepParameter parse_parameter(const std::filesystem::path& file, const YAML::No
         throw UserError(at + ": min must be below max", "e.g. min: 1e-5, max: 1e-3");
       if (parameter.kind == SweepParameter::Kind::log_uniform && parameter.min <= 0)
         throw UserError(at + ": log_uniform needs min > 0", "e.g. min: 1e-6");
+      // Draws are written as numbers: the option must take one (an integer for int_uniform).
+      const bool real = std::holds_alternative<double TrainConfig::*>(option->field);
+      const bool integer = std::holds_alternative<int64_t TrainConfig::*>(option->field);
+      if (parameter.kind == SweepParameter::Kind::int_uniform ? !(real || integer) : !real)
+        throw UserError(at + ": '" + parameter.name + "' does not take " +
+                            (parameter.kind == SweepParameter::Kind::int_uniform ? "an integer" : "a real number"),
+                        "use values: [...] for it, or int_uniform for integer options such as lora_r");
+      if (parameter.kind == SweepParameter::Kind::int_uniform &&
+          (std::abs(parameter.min) > 0x1p53 || std::abs(parameter.max) > 0x1p53))
+        throw UserError(at + ": int_uniform bounds beyond 2^53", "e.g. min: 4, max: 64");
     } else {
       throw UserError(at + ": parameter '" + parameter.name + "' has neither values nor a distribution",
                       "write values: [a, b] or distribution: log_uniform with min and max");
@@ -172,7 +182,11 @@ void load_unguarded(SweepSpec& spec, const std::filesystem::path& file) {
       if (spec.budget_steps < 0 || spec.budget_minutes < 0)
         throw UserError(at + ": a budget must not be negative", "e.g. steps: 20");
     } else if (key == "device_memory") {
-      spec.device_memory = parse_byte_size(value.as<std::string>());
+      try {
+        spec.device_memory = parse_byte_size(value.as<std::string>());
+      } catch (const UserError& error) {
+        throw UserError(at + ": " + error.what(), error.hint());
+      }
     } else if (key == "output_dir") {
       spec.output_dir = value.as<std::string>();
     } else if (key == "evaluate") {
@@ -207,6 +221,13 @@ void load_unguarded(SweepSpec& spec, const std::filesystem::path& file) {
     throw UserError(file.string() + ": objective " + spec.objective + " needs evaluate: {data: FILE}",
                     "prompt/completion JSONL held out from training, with json_keys for form and fields");
   if (spec.parameters.empty()) throw UserError(file.string() + ": no parameters to sweep", "e.g. lora_r: [4, 8]");
+  // A bound on the trials, so that a typo (trials: 1e9, a long grid) is an error, not hours of runs.
+  constexpr double max_trials = 100000;
+  double grid_size = 1;
+  for (const auto& parameter : spec.parameters) grid_size *= double(std::max<size_t>(1, parameter.values.size()));
+  if ((spec.method == SweepMethod::grid && grid_size > max_trials) ||
+      (spec.method == SweepMethod::random && double(spec.trials) > max_trials))
+    throw UserError(file.string() + ": more than 100000 trials", "sweep fewer values, or use method: random");
   if (spec.method == SweepMethod::grid) {
     for (const auto& parameter : spec.parameters)
       if (parameter.kind != SweepParameter::Kind::values)
