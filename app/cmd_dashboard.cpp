@@ -67,7 +67,8 @@ void run_dashboard(const DashboardArguments& arguments) {
 
 void add_dashboard_command(CLI::App& app) {
   static DashboardArguments arguments;
-  auto* command = app.add_subcommand("dashboard", "Watch a training run (live or finished) from its output folder");
+  auto* command = app.add_subcommand(
+      "dashboard", "Watch a training run (live or finished) from its output folder; several runs or a sweep overlaid");
   command
       ->add_option("RUN_DIR", arguments.run_dirs,
                    "The run's --output-dir (run.json, metrics.jsonl); several runs or a `vktune sweep` folder are "
