@@ -1036,6 +1036,33 @@ TEST_CASE("lr-find panel: the curve with the suggestion, the safe value and the 
   CHECK(state.plot.x_max >= -1e-9);
 }
 
+TEST_CASE("compare: the live window draws the overlay instead of the dashboard") {
+  if (!Xvfb::installed()) {
+    MESSAGE("Xvfb is not installed: the window test is skipped (apt-get install xvfb)");
+    return;
+  }
+  auto dir = test::temp_dir("ui_compare_window");
+  Xvfb server;
+  std::string display = server.start(dir / "xvfb.log");
+  REQUIRE_MESSAGE(!display.empty(), "Xvfb did not start; see " << (dir / "xvfb.log"));
+  ScopedEnv set_display("DISPLAY", display.c_str());
+  ScopedEnv no_wayland("WAYLAND_DISPLAY", nullptr);
+  auto runs = compared_runs();
+  ui::ComparePanelState state;
+  train::RunMonitor redraw;
+  ui::WindowOptions options;
+  options.max_frames = 3;
+  options.read_only = true;
+  options.screenshot_png = dir / "window.png";
+  options.draw = [&] { ui::draw_compare_window(runs, state); };
+  options.before_frame = [&](int frame) { redraw.set_progress(frame, 0); };
+  CHECK(ui::run_dashboard_window(redraw, options) == ui::WindowResult::frame_limit);
+  ui::RgbaImage image = read_png(options.screenshot_png);
+  REQUIRE(state.loss_plot.drawn);
+  for (size_t r = 0; r < runs.size(); r++)
+    CHECK(has_color_near(image, state.loss_plot.to_pixel(100, state.loss_smoothed[r][99]), ui::run_color(r)));
+}
+
 TEST_CASE("vktune dashboard: several runs, a sweep folder and an lr-find folder") {
   auto dir = test::temp_dir("ui_command_views");
   for (const char* name : {"a", "b", "sweep/trial-001", "sweep/trial-002"}) {
