@@ -195,6 +195,11 @@ TEST_CASE("sweep: lr x r on examples/base skips what cannot fit, picks the best,
 }
 
 
+}  // TEST_SUITE
+
+// Apart from "sweep" so that the done-when sweep above stays one short ctest entry.
+TEST_SUITE("sweep_resume") {
+
 TEST_CASE("vktune sweep: killed mid-trial, the rerun continues that trial from its checkpoint") {
   fs::path dir = test::temp_dir("sweep-killed");
   const fs::path root = test::source_dir();
