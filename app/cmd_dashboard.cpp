@@ -1,4 +1,5 @@
-// `vktune dashboard RUN_DIR [--png FILE] [--width W --height H]`: watch a run from its files.
+// `vktune dashboard RUN_DIR... [--png FILE] [--width W --height H]`: watch a run from its files
+// (several runs, a sweep folder or an lr-find folder: app/dashboard_views.cpp).
 // Follows RUN_DIR/metrics.jsonl and run.json (a run in progress or a finished one) in the live
 // window, or renders the dashboard once into a PNG without any display.
 #include <chrono>
@@ -6,6 +7,7 @@
 #include <filesystem>
 
 #include "app/commands.hpp"
+#include "app/dashboard_views.hpp"
 #include "engine/base/error.hpp"
 #include "engine/base/log.hpp"
 #include "engine/train/monitor.hpp"
@@ -17,6 +19,7 @@ namespace vkt::app {
 namespace {
 
 struct DashboardArguments {
+  std::vector<std::string> run_dirs;
   std::string run_dir;
   std::string png;
   int width = 1280;
@@ -64,12 +67,25 @@ void run_dashboard(const DashboardArguments& arguments) {
 
 void add_dashboard_command(CLI::App& app) {
   static DashboardArguments arguments;
-  auto* command = app.add_subcommand("dashboard", "Watch a training run (live or finished) from its output folder");
-  command->add_option("RUN_DIR", arguments.run_dir, "The run's --output-dir (run.json, metrics.jsonl)")->required();
+  auto* command = app.add_subcommand(
+      "dashboard", "Watch a training run (live or finished) from its output folder; several runs or a sweep overlaid");
+  command
+      ->add_option("RUN_DIR", arguments.run_dirs,
+                   "The run's --output-dir (run.json, metrics.jsonl); several runs or a `vktune sweep` folder are "
+                   "overlaid (loss, eval loss, learning rate) with a run selector; an `lr-find` folder shows its "
+                   "curve")
+      ->required();
   command->add_option("--png", arguments.png, "Render the dashboard into this PNG and exit (no display needed)");
   command->add_option("--width", arguments.width, "Width in pixels")->capture_default_str();
   command->add_option("--height", arguments.height, "Height in pixels")->capture_default_str();
-  command->callback([] { run_dashboard(arguments); });
+  command->callback([] {
+    std::vector<std::filesystem::path> dirs(arguments.run_dirs.begin(), arguments.run_dirs.end());
+    if (dirs.size() > 1 || is_sweep_folder(dirs[0]))
+      return show_run_comparison(dirs, arguments.png, arguments.width, arguments.height);
+    if (is_lr_find_folder(dirs[0])) return show_lr_find(dirs[0], arguments.png, arguments.width, arguments.height);
+    arguments.run_dir = arguments.run_dirs[0];
+    run_dashboard(arguments);
+  });
 }
 
 }  // namespace vkt::app

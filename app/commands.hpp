@@ -18,6 +18,8 @@ void add_generate_command(CLI::App& app);
 void add_model_tool_commands(CLI::App& app);
 void add_evaluate_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_sweep_command(CLI::App& app);
+void add_lr_find_command(CLI::App& app);
 
 // Commands that write a new model folder from --model refuse an --output that is the same folder
 // (it would be overwritten while being read); `result` names what is written ("merged").

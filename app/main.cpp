@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   vkt::app::add_model_tool_commands(app);
   vkt::app::add_evaluate_command(app);
   vkt::app::add_tokenize_command(app);
+  vkt::app::add_sweep_command(app);
+  vkt::app::add_lr_find_command(app);
   vkt::app::add_bench_command(app);
   vkt::app::add_dashboard_command(app);
   try {

@@ -19,11 +19,14 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/train/config.hpp"
+#include "engine/train/lr_find.hpp"
 #include "engine/train/monitor.hpp"
 #include "engine/train/schedule.hpp"
 #include "tests/support.hpp"
+#include "ui/compare_view.hpp"
 #include "ui/dashboard.hpp"
 #include "ui/graphics.hpp"
+#include "ui/lr_find_view.hpp"
 #include "ui/offscreen.hpp"
 #include "ui/plot.hpp"
 #include "ui/style.hpp"
@@ -924,6 +927,167 @@ TEST_CASE("vktune dashboard: --png renders a run directory, a wrong directory is
   auto [window_status, window_output] = test::run_command(vktune + " dashboard " + run_dir.string());
   CHECK(window_status == 1);  // no display and no --png: says so
   CHECK(window_output.find("--png") != std::string::npos);
+}
+
+
+// ---- run comparison and lr-find ----------------------------------------------------------------
+
+namespace {
+
+// Three runs whose losses lie 1.0 apart (run r: 3 + r - step/100), learning rates 1e-4 x (r+1),
+// an eval every 50 steps.
+std::vector<ui::ComparedRun> compared_runs() {
+  std::vector<ui::ComparedRun> runs;
+  for (int r = 0; r < 3; r++) {
+    train::RunMonitor monitor;
+    monitor.set_info(synthetic_info(200));
+    for (int64_t step = 1; step <= 200; step++) {
+      train::StepMetrics m;
+      m.step = step;
+      m.loss = 3.0 + r - double(step) / 100;
+      m.learning_rate = 1e-4 * (r + 1);
+      monitor.push_step(m);
+      if (step % 50 == 0) monitor.push_eval({step, 0, m.loss + 0.1, 0});
+    }
+    monitor.set_state(train::RunState::finished);
+    runs.push_back({"run-" + std::to_string(r), monitor.snapshot()});
+  }
+  return runs;
+}
+
+train::LrFindResult synthetic_lr_find() {
+  train::LrFindResult result;
+  for (int i = 0; i < 80; i++) {
+    double lr = 1e-7 * std::pow(1e7, i / 79.0), x = std::log10(lr);
+    double loss = 10 - 4 / (1 + std::exp(-3 * (x + 4)));
+    if (x > -1.5) loss *= std::exp(4 * (x + 1.5));
+    result.curve.learning_rate.push_back(lr);
+    result.curve.loss.push_back(loss);
+  }
+  result.suggestion = train::suggest_learning_rate(result.curve, result.settings);
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("compare: several runs overlaid, one colour each; the selector hides a run") {
+  HeadlessImGui imgui;
+  auto runs = compared_runs();
+  ui::ComparePanelState state;
+  ImDrawData* data = imgui.frame([&] { ui::draw_compare_window(runs, state); });
+  REQUIRE(state.loss_plot.drawn);
+  REQUIRE(state.eval_plot.drawn);
+  REQUIRE(state.learning_rate_plot.drawn);
+  for (size_t r = 0; r < runs.size(); r++) {
+    CAPTURE(r);
+    CHECK(vertices_inside(data, state.loss_plot, ui::run_color(r)) > 20);
+    CHECK(vertices_inside(data, state.eval_plot, ui::run_color(r)) > 8);  // 4 points and their line
+    CHECK(vertices_inside(data, state.learning_rate_plot, ui::run_color(r)) > 2);
+  }
+  // All three fit: the loss axis spans run 0's lowest (1.0) to run 2's highest (~5).
+  CHECK(state.loss_plot.y_min <= 1.0 + 1e-9);
+  CHECK(state.loss_plot.y_max >= 4.9);
+  CHECK(state.learning_rate_plot.y_max >= 3e-4);
+  state.shown[1] = 0;  // unticked in the selector
+  data = imgui.frame([&] { ui::draw_compare_window(runs, state); });
+  CHECK(vertices_inside(data, state.loss_plot, ui::run_color(1)) == 0);
+  CHECK(vertices_inside(data, state.loss_plot, ui::run_color(0)) > 20);
+  CHECK(vertices_inside(data, state.loss_plot, ui::run_color(2)) > 20);
+}
+
+TEST_CASE("compare: the PNG shows each run's curve where its data says") {
+  uint32_t errors_before = ui::validation_errors();
+  auto runs = compared_runs();
+  auto png = test::temp_dir("ui_compare") / "runs.png";
+  ui::ComparePanelState state;
+  ui::render_png([&] { ui::draw_compare_window(runs, state); }, png, 1280, 800);
+  ui::RgbaImage image = read_png(png);
+  REQUIRE(state.loss_plot.drawn);
+  for (size_t r = 0; r < runs.size(); r++) {
+    CAPTURE(r);
+    // Step 100 (away from the legend): each run's own smoothed value, in its own colour.
+    ImVec2 at = state.loss_plot.to_pixel(100, state.loss_smoothed[r][99]);
+    CHECK(has_color_near(image, at, ui::run_color(r)));
+    // Its eval point at step 150.
+    CHECK(has_color_near(image, state.eval_plot.to_pixel(150, state.eval_y[r][2]), ui::run_color(r)));
+  }
+  // Between run 0 and run 1 (0.5 above run 0 at step 100) there is no curve.
+  ImVec2 between = state.loss_plot.to_pixel(100, state.loss_smoothed[0][99] + 0.5);
+  for (size_t r = 0; r < runs.size(); r++) CHECK_FALSE(has_color_near(image, between, ui::run_color(r), 3));
+  CHECK(ui::validation_errors() == errors_before);
+}
+
+TEST_CASE("lr-find panel: the curve with the suggestion, the safe value and the divergence marked") {
+  HeadlessImGui imgui;
+  train::LrFindResult result = synthetic_lr_find();
+  REQUIRE(result.suggestion.steepest);
+  REQUIRE(result.suggestion.divergence);
+  ui::LrFindPanelState state;
+  ImDrawData* data = imgui.frame([&] { ui::draw_lr_find_window(result, state); });
+  REQUIRE(state.plot.drawn);
+  REQUIRE(state.markers.size() == 3);
+  CHECK(state.markers[0].x == doctest::Approx(std::log10(result.suggestion.suggested_lr)));
+  CHECK(state.markers[2].x == doctest::Approx(std::log10(result.suggestion.divergence_lr)));
+  CHECK(vertices_inside(data, state.plot, ui::colors::loss) > 20);           // the smoothed curve
+  CHECK(vertices_inside(data, state.plot, ui::colors::learning_rate) >= 2);  // the suggestion's line
+  CHECK(vertices_inside(data, state.plot, ui::colors::current_step) >= 2);   // the divergence's
+  // x runs over log10(lr): -7 .. 0.
+  CHECK(state.plot.x_min <= -7 + 1e-9);
+  CHECK(state.plot.x_max >= -1e-9);
+}
+
+TEST_CASE("compare: the live window draws the overlay instead of the dashboard") {
+  if (!Xvfb::installed()) {
+    MESSAGE("Xvfb is not installed: the window test is skipped (apt-get install xvfb)");
+    return;
+  }
+  auto dir = test::temp_dir("ui_compare_window");
+  Xvfb server;
+  std::string display = server.start(dir / "xvfb.log");
+  REQUIRE_MESSAGE(!display.empty(), "Xvfb did not start; see " << (dir / "xvfb.log"));
+  ScopedEnv set_display("DISPLAY", display.c_str());
+  ScopedEnv no_wayland("WAYLAND_DISPLAY", nullptr);
+  auto runs = compared_runs();
+  ui::ComparePanelState state;
+  train::RunMonitor redraw;
+  ui::WindowOptions options;
+  options.max_frames = 3;
+  options.read_only = true;
+  options.screenshot_png = dir / "window.png";
+  options.draw = [&] { ui::draw_compare_window(runs, state); };
+  options.before_frame = [&](int frame) { redraw.set_progress(frame, 0); };
+  CHECK(ui::run_dashboard_window(redraw, options) == ui::WindowResult::frame_limit);
+  ui::RgbaImage image = read_png(options.screenshot_png);
+  REQUIRE(state.loss_plot.drawn);
+  for (size_t r = 0; r < runs.size(); r++)
+    CHECK(has_color_near(image, state.loss_plot.to_pixel(100, state.loss_smoothed[r][99]), ui::run_color(r)));
+}
+
+TEST_CASE("vktune dashboard: several runs, a sweep folder and an lr-find folder") {
+  auto dir = test::temp_dir("ui_command_views");
+  for (const char* name : {"a", "b", "sweep/trial-001", "sweep/trial-002"}) {
+    std::filesystem::create_directories(dir / name);
+    write_run_dir(dir / name, 100);
+  }
+  write_file_atomically(dir / "sweep" / "sweep_state.json",
+                        R"({"trials": [{"index": 1, "flags": {"lora_r": "4"}, "output": "x/trial-001"}]})");
+  std::filesystem::create_directories(dir / "lr");
+  write_file_atomically(dir / "lr" / "lr_find.json", train::lr_find_json(synthetic_lr_find()));
+  std::string vktune = (test::binary_dir() / "vktune").string() + " dashboard ";
+  ScopedEnv no_display("DISPLAY", nullptr);
+  auto png = (dir / "out.png").string();
+  auto [runs_status, runs_output] =
+      test::run_command(vktune + (dir / "a").string() + " " + (dir / "b").string() + " --png " + png);
+  CHECK(runs_status == 0);
+  CHECK(runs_output.find("2 runs") != std::string::npos);
+  auto [sweep_status, sweep_output] =
+      test::run_command(vktune + (dir / "sweep").string() + " " + (dir / "a").string() + " --png " + png);
+  CHECK(sweep_status == 0);
+  CHECK(sweep_output.find("3 runs") != std::string::npos);  // the sweep's two trials and run a
+  auto [lr_status, lr_output] = test::run_command(vktune + (dir / "lr").string() + " --png " + png);
+  CHECK(lr_status == 0);
+  CHECK(lr_output.find("lr-find curve of 80 steps") != std::string::npos);
+  CHECK(read_png(png).width == 1280);
 }
 
 }  // TEST_SUITE("ui")

@@ -121,14 +121,14 @@ class OffscreenRenderer::Impl {
     image_memory_ = VK_NULL_HANDLE;
   }
 
-  RgbaImage render(const train::RunSnapshot& snapshot, DashboardState& state) {
+  RgbaImage render(const std::function<void()>& draw) {
     CurrentContext current(context_);
     // Tables and child windows settle their sizes over the first frames (ImGui measures, then
     // lays out), so draw a few and keep the last.
     for (int frame = 0; frame < 3; frame++) {
       ImGui_ImplVulkan_NewFrame();
       ImGui::NewFrame();
-      draw_dashboard(snapshot, state, nullptr);
+      draw();
       ImGui::Render();
     }
     ImDrawData* draw_data = ImGui::GetDrawData();
@@ -175,7 +175,14 @@ OffscreenRenderer::~OffscreenRenderer() = default;
 
 RgbaImage OffscreenRenderer::render(const train::RunSnapshot& snapshot, DashboardState* state) {
   DashboardState local;
-  return impl_->render(snapshot, state ? *state : local);
+  DashboardState& used = state ? *state : local;
+  return impl_->render([&] { draw_dashboard(snapshot, used, nullptr); });
+}
+
+RgbaImage OffscreenRenderer::render(const std::function<void()>& draw) { return impl_->render(draw); }
+
+void render_png(const std::function<void()>& draw, const std::filesystem::path& png, int width, int height) {
+  write_png(png, OffscreenRenderer(width, height).render(draw));
 }
 
 RgbaImage render_dashboard_image(const train::RunSnapshot& snapshot, int width, int height, DashboardState* state) {

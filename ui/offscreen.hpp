@@ -4,6 +4,7 @@
 // written as a PNG. Needs a Vulkan device with a graphics queue (lavapipe has one), no window
 // system. `vktune dashboard RUN_DIR --png FILE` and `vktune train --plot FILE` use it.
 #include <filesystem>
+#include <functional>
 #include <memory>
 
 #include "engine/train/monitor.hpp"
@@ -26,6 +27,8 @@ class OffscreenRenderer {
   OffscreenRenderer& operator=(const OffscreenRenderer&) = delete;
   // One dashboard frame; `state` as below.
   RgbaImage render(const train::RunSnapshot& snapshot, DashboardState* state = nullptr);
+  // Any other frame: `draw` issues the ImGui calls (run comparison, lr-find).
+  RgbaImage render(const std::function<void()>& draw);
 
  private:
   class Impl;
@@ -40,6 +43,9 @@ RgbaImage render_dashboard_image(const train::RunSnapshot& snapshot, int width, 
 // The same, written to `png` atomically (a temporary file renamed into place).
 void render_dashboard_png(const train::RunSnapshot& snapshot, const std::filesystem::path& png, int width, int height,
                           DashboardState* state = nullptr);
+
+// One frame drawn by `draw`, written to `png` (the run comparison's and lr-find's pictures).
+void render_png(const std::function<void()>& draw, const std::filesystem::path& png, int width, int height);
 
 // Writes RGBA pixels as a PNG, atomically.
 void write_png(const std::filesystem::path& png, const RgbaImage& image);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
+#include "engine/train/lr_find.hpp"
 #include "ui/panels.hpp"
 #include "ui/style.hpp"
 
@@ -69,11 +70,7 @@ void rebuild_plan(const train::RunInfo& info, LearningRatePanelState& state) {
   }
 }
 
-std::string format_rate(double rate) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3g", rate);
-  return text;
-}
+std::string format_rate(double rate) { return train::format_learning_rate(rate); }
 
 }  // namespace
 

@@ -230,7 +230,10 @@ WindowResult run_dashboard_window(train::RunMonitor& monitor, const WindowOption
     ImGui_ImplVulkan_NewFrame();
     ImGui_ImplGlfw_NewFrame();
     ImGui::NewFrame();
-    draw_dashboard(snapshot, state, options.read_only ? nullptr : &monitor);
+    if (options.draw)
+      options.draw();
+    else
+      draw_dashboard(snapshot, state, options.read_only ? nullptr : &monitor);
     const char* close_title = "Close the dashboard?";
     if (close_prompt && !ImGui::IsPopupOpen(close_title)) ImGui::OpenPopup(close_title);
     ImGui::SetNextWindowPos(ImGui::GetMainViewport()->GetCenter(), ImGuiCond_Appearing, ImVec2(0.5f, 0.5f));

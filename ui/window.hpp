@@ -39,6 +39,8 @@ struct WindowOptions {
   std::function<void(int frame)> before_frame;  // called before each drawn frame (0-based)
   std::filesystem::path screenshot_png;         // the last drawn frame, read back from the swapchain image
   DashboardState* state = nullptr;              // panel settings and layout, kept by the caller
+  // Draws each frame instead of the dashboard (run comparison, lr-find); set read_only with it.
+  std::function<void()> draw;
 };
 
 enum class WindowResult {

@@ -165,6 +165,10 @@ static void apply_yaml_file_unguarded(TrainConfig& config, const std::string& pa
     throw UserError(path + ":" + std::to_string(error.mark.line + 1) + ": invalid YAML: " + error.msg,
                     "fix the YAML syntax at that line");
   }
+  apply_yaml_mapping(config, root, path);
+}
+
+void apply_yaml_mapping(TrainConfig& config, const YAML::Node& root, const std::string& path) {
   if (root.IsNull()) return;
   if (!root.IsMap())
     throw UserError(path + ": the config file must be a mapping of option names to values",

@@ -13,6 +13,10 @@
 #include "engine/spec/run_settings.hpp"
 #include "engine/train/schedule.hpp"
 
+namespace YAML {
+class Node;
+}
+
 namespace vkt::train {
 
 struct TrainConfig {
@@ -91,6 +95,8 @@ const std::vector<OptionSpec>& option_table();
 // Applies a YAML file's keys; UserError naming the file, the line and the key on unknown keys or
 // values of the wrong type.
 void apply_yaml_file(TrainConfig& config, const std::string& path);
+// The same for a YAML mapping already parsed (`path` names it in errors; `vktune sweep`'s train: key).
+void apply_yaml_mapping(TrainConfig& config, const YAML::Node& root, const std::string& path);
 // Sets one option from its text value (as the command line gives it); UserError on bad values.
 void set_option(TrainConfig& config, const OptionSpec& option, const std::string& value);
 // Checks values and their combinations; UserError with a hint on the first problem.

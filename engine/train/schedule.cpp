@@ -17,7 +17,8 @@ constexpr NameEntry<ScheduleType> schedule_type_table[] = {{ScheduleType::linear
                                                            {ScheduleType::constant, "constant"},
                                                            {ScheduleType::constant_with_warmup, "constant_with_warmup"},
                                                            {ScheduleType::inverse_sqrt, "inverse_sqrt"},
-                                                           {ScheduleType::warmup_stable_decay, "warmup_stable_decay"}};
+                                                           {ScheduleType::warmup_stable_decay, "warmup_stable_decay"},
+                                                           {ScheduleType::exponential_ramp, "exponential_ramp"}};
 constexpr double pi = 3.14159265358979323846;
 }  // namespace
 
@@ -45,13 +46,13 @@ void apply_schedule_kwargs(ScheduleSettings& settings, const std::string& json, 
   if (!kwargs.is_object())
     throw UserError(where + ": schedule kwargs are not a JSON object: " + json,
                     "it should be an object such as {\"num_cycles\": 2}");
-  static const char* known[] = {"num_cycles",       "lr_end",     "power",       "timescale",   "num_decay_steps",
-                                "num_stable_steps", "decay_type", "warmup_type", "min_lr_ratio"};
+  static const char* known[] = {"num_cycles",       "lr_end",     "power",       "timescale",    "num_decay_steps",
+                                "num_stable_steps", "decay_type", "warmup_type", "min_lr_ratio", "lr_start"};
   for (const auto& item : kwargs.items())
     if (std::find(std::begin(known), std::end(known), item.key()) == std::end(known))
       throw UserError(where + ": unknown schedule kwarg '" + item.key() + "'",
                       "known: num_cycles, lr_end, power, timescale, num_decay_steps, num_stable_steps, decay_type, "
-                      "warmup_type, min_lr_ratio");
+                      "warmup_type, min_lr_ratio, lr_start");
   try {
     settings.num_cycles = kwargs.value("num_cycles", settings.num_cycles);
     settings.lr_end = kwargs.value("lr_end", settings.lr_end);
@@ -62,6 +63,7 @@ void apply_schedule_kwargs(ScheduleSettings& settings, const std::string& json, 
     settings.decay_type = kwargs.value("decay_type", settings.decay_type);
     settings.warmup_type = kwargs.value("warmup_type", settings.warmup_type);
     settings.min_lr_ratio = kwargs.value("min_lr_ratio", settings.min_lr_ratio);
+    settings.lr_start = kwargs.value("lr_start", settings.lr_start);
   } catch (const nlohmann::json::exception& error) {
     throw UserError(where + ": a schedule kwarg has the wrong type: " + std::string(error.what()),
                     "numbers for num_cycles, lr_end, power, timescale, num_*_steps, min_lr_ratio; strings for *_type");
@@ -86,6 +88,9 @@ Schedule::Schedule(ScheduleSettings settings) : settings_(std::move(settings)) {
       if (*type != "linear" && *type != "cosine" && *type != "1-sqrt")
         throw UserError("unknown warmup_stable_decay type '" + *type + "'", "use linear, cosine or 1-sqrt");
   }
+  if (s.type == ScheduleType::exponential_ramp && !(s.lr_start > 0 && s.lr_start < s.peak_lr))
+    throw UserError("exponential_ramp: lr_start must be positive and below the learning rate",
+                    "e.g. --lr-scheduler-kwargs '{\"lr_start\": 1e-7}' --learning-rate 1e-2");
   if (s.type == ScheduleType::polynomial && !(s.peak_lr > s.lr_end))
     throw UserError(
         "polynomial schedule: lr_end (" + std::to_string(s.lr_end) + ") must be smaller than the learning rate",
@@ -154,6 +159,11 @@ double Schedule::multiplier(long long step) const {
         return std::max(0.0, factor * (1.0 - s.min_lr_ratio) + s.min_lr_ratio);
       }
       return s.min_lr_ratio;
+    }
+    case ScheduleType::exponential_ramp: {  // lr_start at the first step, the peak at the last
+      if (total <= 1) return 1.0;
+      double progress = std::min(1.0, current / static_cast<double>(total - 1));
+      return std::pow(s.lr_start / s.peak_lr, 1.0 - progress);
     }
   }
   return 1.0;

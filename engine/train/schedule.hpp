@@ -18,7 +18,8 @@ enum class ScheduleType {
   constant,
   constant_with_warmup,
   inverse_sqrt,
-  warmup_stable_decay
+  warmup_stable_decay,
+  exponential_ramp  // not HF's: `vktune lr-find`'s range test, lr_start -> --learning-rate geometrically
 };
 std::span<const NameEntry<ScheduleType>> schedule_type_names();  // the --lr-scheduler-type names (HF's)
 const char* schedule_name(ScheduleType type);
@@ -41,11 +42,12 @@ struct ScheduleSettings {
   std::string decay_type = "cosine";   // wsd: linear | cosine | 1-sqrt
   std::string warmup_type = "linear";  // wsd: linear | cosine | 1-sqrt
   double min_lr_ratio = 0;             // wsd
+  double lr_start = 1e-7;              // exponential_ramp: the first step's learning rate
 };
 
 // Applies --lr-scheduler-kwargs (a JSON object; keys as in HF's schedule functions: num_cycles,
 // lr_end, power, timescale, num_decay_steps, num_stable_steps, decay_type, warmup_type,
-// min_lr_ratio). UserError naming `where` for bad JSON or wrong types.
+// min_lr_ratio; lr_start for exponential_ramp). UserError naming `where` for bad JSON or wrong types.
 void apply_schedule_kwargs(ScheduleSettings& settings, const std::string& json, const std::string& where);
 
 // HF's warmup resolution: a value in (0, 1) is a ratio: ceil(ratio * max_steps).

@@ -107,6 +107,17 @@ shutil.copy(root / "examples/recipes/pretrain-kjv.yaml", out / "pretrain-kjv.yam
     "learning_rate: 2.0e-4\nlr_scheduler_type: cosine\nwarmup_steps: 0.1\ntarget_modules: [q_proj, v_proj]\n"
     "packing: true\nlr_scheduler_kwargs: '{\"num_cycles\": 2}'\nmax_steps: 10\n")
 
+# Sweep YAML: the shipped example, a grid with a list value, a random search over distributions.
+out = target("sweep_yaml")
+shutil.copy(root / "examples/sweep/lr_r.yaml", out / "lr_r.yaml")
+(out / "grid.yaml").write_text(
+    "output_dir: out\nobjective: train_loss\nbudget: {steps: 5, minutes: 1}\ntrain: {model: m, data: d.jsonl, lora_r: 8}\n"
+    "parameters:\n  learning_rate: [1e-4, 3e-4]\n  target_modules: {values: [[q_proj, v_proj], all-linear]}\n")
+(out / "random.yaml").write_text(
+    "train: {model: m, data: d.jsonl}\nobjective: train_loss\nmethod: random\ntrials: 3\nseed: 2\nparameters:\n"
+    "  lora_alpha: {distribution: int_uniform, min: 2, max: 64}\n"
+    "  lora_dropout: {distribution: uniform, min: 0, max: 0.2}\n")
+
 # mergekit YAML: the shipped examples (every method, slices, gradients, adapters).
 out = target("merge_yaml")
 for path in sorted((root / "examples/merge").glob("*.yaml")):
