@@ -176,6 +176,11 @@ TEST_CASE("hf: phi3 fused LoRA targets, full finetuning and longrope factors") {
   const spec::ModelShape llama = model::model_shape(model::load_model_config(hf_dir() / "llama3"));
   CHECK_THROWS_WITH_AS(model::parse_target_modules("qkv_proj", &llama), "unknown target module 'qkv_proj'", UserError);
   CHECK(model::parse_target_modules("qkv_proj,o_proj,gate_up_proj,down_proj", &shape).size() == 7);
+  // No --target-modules: PEFT's per-architecture default, qkv_proj here and q_proj,v_proj on Llama.
+  CHECK(model::parse_target_modules("", &shape) ==
+        std::vector<spec::Module>{spec::Module::q_proj, spec::Module::k_proj, spec::Module::v_proj});
+  CHECK(model::parse_target_modules("", &llama) ==
+        std::vector<spec::Module>{spec::Module::q_proj, spec::Module::v_proj});
   spec::RunSettings full;
   full.method = spec::Method::full;
   CHECK_THROWS_AS(plan::make_plan(shape, full), UserError);

@@ -64,7 +64,10 @@ std::vector<std::string> peft_target_names(const spec::ModelShape& shape, const 
   return names;
 }
 
-std::vector<Module> parse_target_modules(const std::string& list, const spec::ModelShape* model) {
+std::vector<Module> parse_target_modules(const std::string& given, const spec::ModelShape* model) {
+  // PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING: q_proj,v_proj for the llama family,
+  // qkv_proj for Phi-3, whose attention projections are fused.
+  const std::string list = !given.empty() ? given : model && model->fused_projections ? "qkv_proj" : "q_proj,v_proj";
   std::vector<Module> modules;
   if (list == "all-linear" || list == "all_linear") {
     for (size_t m = 0; m < spec::module_count; m++) modules.push_back(Module(m));

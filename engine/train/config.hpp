@@ -35,7 +35,7 @@ struct TrainConfig {
   int64_t lora_r = 8;
   double lora_alpha = 16;
   double lora_dropout = 0;
-  std::string target_modules = "q_proj,v_proj";
+  std::string target_modules;  // empty: PEFT's default for the architecture (q_proj,v_proj; Phi-3 qkv_proj)
   bool use_rslora = false;
   std::string modules_to_save;          // PEFT modules_to_save: "embed_tokens,lm_head" (trained in full)
   std::string trainable_token_indices;  // PEFT trainable_token_indices: "5,9" (only these embedding rows)
