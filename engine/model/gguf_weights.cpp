@@ -34,6 +34,8 @@ void resolve_gguf_formats(const std::filesystem::path& path, const ModelConfig& 
     return;
   }
   if (!asked && kernels::is_quantized(s.base_format)) return;  // another format asked for: requantized on load
+  const size_t weights = static_cast<size_t>(config.num_hidden_layers) * spec::module_count;
+  if (asked && s.gguf_formats.size() == weights) return;  // resolved already (the trainer's plan, then the session)
   // Kill switch of the fast path (CONVENTIONS.md): the previous behaviour, every tensor dequantized
   // on load to --dtype. An explicit --quant gguf still keeps the blocks.
   const char* disabled = std::getenv("VKT_DISABLE_GGUF_BLOCKS");
