@@ -72,6 +72,20 @@ void add(Form form, uint32_t m, uint32_t n, uint32_t k, DType type, const std::s
   register_kernel_benchmark(std::move(row));
 }
 
+// The forward (nt) or dX (nn) product of fp32 A and C with a quantized W (n, k) already on the device.
+RecordFn weight_product(vk::Context& context, Form form, uint32_t m, uint32_t n, uint32_t k,
+                        std::shared_ptr<quant::DeviceWeight> weight) {
+  uint32_t inner = form == Form::nt ? k : n, cols = form == Form::nt ? n : k;
+  auto a = random_tensor(context, size_t(m) * inner, DType::f32, 1, "bench-a");
+  auto c = random_tensor(context, size_t(m) * cols, DType::f32, 3, "bench-c");
+  return [=](vk::Recorder& recorder) {
+    if (form == Form::nt)
+      kernels::matmul_nt(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
+    else
+      kernels::matmul_nn(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
+  };
+}
+
 // A quantized weight W (n, k) in the forward (nt) or dX (nn) product of a linear layer; A and C
 // fp32. Bytes count the codes and statistics as stored.
 void add_quantized(Form form, uint32_t m, uint32_t n, uint32_t k, kernels::WeightFormat format, bool double_quant,
@@ -97,14 +111,7 @@ void add_quantized(Form form, uint32_t m, uint32_t n, uint32_t k, kernels::Weigh
     for (float& value : values) value = normal(rng);
     auto weight = std::make_shared<quant::DeviceWeight>(
         quant::upload(context, quant::quantize(values.data(), n, k, format, options, "bench-w"), "bench-w"));
-    auto a = random_tensor(context, size_t(m) * inner, DType::f32, 1, "bench-a");
-    auto c = random_tensor(context, size_t(m) * cols, DType::f32, 3, "bench-c");
-    return [=](vk::Recorder& recorder) {
-      if (form == Form::nt)
-        kernels::matmul_nt(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
-      else
-        kernels::matmul_nn(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
-    };
+    return weight_product(context, form, m, n, k, weight);
   };
   register_kernel_benchmark(std::move(row));
 }
@@ -133,14 +140,7 @@ void add_ggml(Form form, uint32_t m, uint32_t n, uint32_t k, quant::GgmlType typ
       for (size_t field : type == quant::GgmlType::Q6_K ? std::vector<size_t>{208} : std::vector<size_t>{0, 2})
         std::memcpy(&blocks[at + field], &small_scale, 2);
     auto weight = std::make_shared<quant::DeviceWeight>(quant::upload_ggml(context, type, n, k, blocks, "bench-w"));
-    auto a = random_tensor(context, size_t(m) * inner, DType::f32, 1, "bench-a");
-    auto c = random_tensor(context, size_t(m) * cols, DType::f32, 3, "bench-c");
-    return [=](vk::Recorder& recorder) {
-      if (form == Form::nt)
-        kernels::matmul_nt(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
-      else
-        kernels::matmul_nn(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
-    };
+    return weight_product(context, form, m, n, k, weight);
   };
   register_kernel_benchmark(std::move(row));
 }

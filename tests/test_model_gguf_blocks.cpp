@@ -25,12 +25,8 @@ namespace {
 fs::path gguf_dir() { return test::source_dir() / "tests/data/gguf"; }
 fs::path llama3_golden() { return test::source_dir() / "tests/data/hf/llama3.golden.bin"; }
 
-struct Comparison {
-  double logits = 0, loss = 0, dembed = 0;
-};
-
 // The llama3 golden batch (ids < 128) through `file`, blocks on the device vs dequantized on load.
-Comparison compare_paths(const fs::path& file) {
+void check_same_as_dequantized_on_load(const fs::path& file) {
   test::GoldenFile golden(llama3_golden());
   test::GoldenBatch batch = test::golden_batch(golden);
   const spec::RunSettings settings = test::lora_run_settings(WeightFormat::f32);
@@ -40,7 +36,9 @@ Comparison compare_paths(const fs::path& file) {
     test::ScopedEnv off("VKT_DISABLE_GGUF_BLOCKS", "1");
     loaded = test::run_golden(golden, file, {}, settings);
   }
-  Comparison c;
+  struct {
+    double logits = 0, loss = 0, dembed = 0;
+  } c;
   const auto width = static_cast<uint32_t>(kept.logits.size() / (batch.batch * batch.seq_len));
   c.logits = test::worst_real_row_error(kept.logits, loaded.logits, batch, width);
   c.loss = std::abs(kept.loss - loaded.loss) / std::abs(loaded.loss);
@@ -55,32 +53,26 @@ Comparison compare_paths(const fs::path& file) {
   spec::RunSettings resolved = settings;
   model::resolve_gguf_formats(file, model::load_model_config(file), resolved);
   CHECK(resolved.base_format == WeightFormat::gguf);
-  return c;
+  // Tolerances: the two paths multiply the same fp32 weights (the decoding is bit-exact,
+  // kernels_quant) and could differ only in summation order (fp32 error, ~1e-6 on these logits);
+  // bounds 5e-5 max-abs. Measured on lavapipe: 0 everywhere (same tiles, same order).
+  MESSAGE(file.filename().string() << ": logits max-abs " << c.logits << ", loss relative " << c.loss
+                                   << ", d embedding relative " << c.dembed);
+  CHECK(c.logits <= 5e-5);
+  CHECK(c.loss <= 1e-6);
+  CHECK(c.dembed <= 1e-5);
 }
 
 }  // namespace
 
 TEST_SUITE("model_hf") {
 
-// Tolerances: the two paths multiply the same fp32 weights (the decoding is bit-exact, kernels_quant)
-// and could differ only in summation order (fp32 error, ~1e-6 on these logits); bounds 5e-5 max-abs.
-// Measured on lavapipe: 0 everywhere -- both paths run the same tiles in the same order.
 TEST_CASE("gguf blocks: Q4_K/Q5_K/Q6_K/Q5_0/Q4_0/Q5_1/Q4_1 kept on the device give the dequantize-on-load results") {
-  Comparison c = compare_paths(gguf_dir() / "mixed_blocks.gguf");
-  MESSAGE("mixed blocks: logits max-abs " << c.logits << ", loss relative " << c.loss << ", d embedding relative "
-                                          << c.dembed);
-  CHECK(c.logits <= 5e-5);
-  CHECK(c.loss <= 1e-6);
-  CHECK(c.dembed <= 1e-5);
+  check_same_as_dequantized_on_load(gguf_dir() / "mixed_blocks.gguf");
 }
 
 TEST_CASE("gguf blocks: a Q8_0 file (llama's Q/K rows un-permuted as raw rows) gives the dequantize-on-load results") {
-  Comparison c = compare_paths(gguf_dir() / "llama3.q8_0.gguf");
-  MESSAGE("llama3 q8_0: logits max-abs " << c.logits << ", loss relative " << c.loss << ", d embedding relative "
-                                         << c.dembed);
-  CHECK(c.logits <= 5e-5);
-  CHECK(c.loss <= 1e-6);
-  CHECK(c.dembed <= 1e-5);
+  check_same_as_dequantized_on_load(gguf_dir() / "llama3.q8_0.gguf");
 }
 
 TEST_CASE("gguf blocks: the plan takes each weight's stored type and its bytes (Q4_K 144 per 256, ...)") {
