@@ -6,6 +6,7 @@
 // Q5_0, Q4_0, Q5_1, Q4_1 in one layer) and llama3.q8_0.gguf (llama.cpp's converter, Q8_0).
 #include <doctest/doctest.h>
 
+#include "engine/merge/quantize_model.hpp"
 #include "engine/model/gguf_model.hpp"
 #include "engine/model/gguf_weights.hpp"
 #include "engine/model/session.hpp"
@@ -116,6 +117,9 @@ TEST_CASE("gguf blocks: --quant gguf on a non-GGUF model or with full finetuning
   settings.method = spec::Method::full;
   error = test::user_error_of([&] { model::resolve_gguf_formats(file, model::load_model_config(file), settings); });
   CHECK(error.find("--method full") != std::string::npos);
+  // `vktune quantize --format gguf` is no format it writes.
+  error = test::user_error_of([&] { merge::parse_quantize_format("gguf"); });
+  CHECK(error.find("'gguf' is not supported") != std::string::npos);
 }
 
 }  // TEST_SUITE
