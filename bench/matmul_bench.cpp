@@ -1,6 +1,8 @@
 // Benchmark rows for the matmul kernels: the 1024^3 headline in each form and storage type,
 // then the shapes a LoRA step on a 1B-class Llama (hidden 2048) runs on 512 tokens, dense and with
-// a quantized base weight (QLoRA: dequantized in the matmul's load stage).
+// a quantized base weight (QLoRA: dequantized in the matmul's load stage), and a GGUF base's
+// ggml blocks (Q4_K, Q8_0, Q6_K) decoded the same way.
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -9,6 +11,7 @@
 #include "bench/kernel_bench.hpp"
 #include "engine/kernels/matmul.hpp"
 #include "engine/quant/device.hpp"
+#include "engine/quant/ggml_device.hpp"
 #include "engine/quant/quantize.hpp"
 
 namespace vkt::bench {
@@ -69,6 +72,20 @@ void add(Form form, uint32_t m, uint32_t n, uint32_t k, DType type, const std::s
   register_kernel_benchmark(std::move(row));
 }
 
+// The forward (nt) or dX (nn) product of fp32 A and C with a quantized W (n, k) already on the device.
+RecordFn weight_product(vk::Context& context, Form form, uint32_t m, uint32_t n, uint32_t k,
+                        std::shared_ptr<quant::DeviceWeight> weight) {
+  uint32_t inner = form == Form::nt ? k : n, cols = form == Form::nt ? n : k;
+  auto a = random_tensor(context, size_t(m) * inner, DType::f32, 1, "bench-a");
+  auto c = random_tensor(context, size_t(m) * cols, DType::f32, 3, "bench-c");
+  return [=](vk::Recorder& recorder) {
+    if (form == Form::nt)
+      kernels::matmul_nt(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
+    else
+      kernels::matmul_nn(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
+  };
+}
+
 // A quantized weight W (n, k) in the forward (nt) or dX (nn) product of a linear layer; A and C
 // fp32. Bytes count the codes and statistics as stored.
 void add_quantized(Form form, uint32_t m, uint32_t n, uint32_t k, kernels::WeightFormat format, bool double_quant,
@@ -94,14 +111,36 @@ void add_quantized(Form form, uint32_t m, uint32_t n, uint32_t k, kernels::Weigh
     for (float& value : values) value = normal(rng);
     auto weight = std::make_shared<quant::DeviceWeight>(
         quant::upload(context, quant::quantize(values.data(), n, k, format, options, "bench-w"), "bench-w"));
-    auto a = random_tensor(context, size_t(m) * inner, DType::f32, 1, "bench-a");
-    auto c = random_tensor(context, size_t(m) * cols, DType::f32, 3, "bench-c");
-    return [=](vk::Recorder& recorder) {
-      if (form == Form::nt)
-        kernels::matmul_nt(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
-      else
-        kernels::matmul_nn(recorder, a->range(), DType::f32, weight->ref, c->range(), DType::f32, m, n, k);
-    };
+    return weight_product(context, form, m, n, k, weight);
+  };
+  register_kernel_benchmark(std::move(row));
+}
+
+// A GGUF weight W (n, k) in ggml block type `type`, kept as stored (--quant gguf) and decoded in the
+// matmul's load stage; A and C fp32. Bytes count the blocks as stored (Q8_0 34 per 32, Q4_K 144 per 256).
+void add_ggml(Form form, uint32_t m, uint32_t n, uint32_t k, quant::GgmlType type, const std::string& note) {
+  KernelBenchmark row;
+  row.op = form_name(form);
+  row.shape = "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " W gguf " +
+              quant::ggml_type_name(type);
+  if (!note.empty()) row.shape += " " + note;
+  uint32_t inner = form == Form::nt ? k : n, cols = form == Form::nt ? n : k;
+  const uint64_t weight_bytes = quant::ggml_row_bytes(type, uint64_t(n) * k);
+  row.flops = 2.0 * m * n * k;
+  row.bytes = (double(m) * inner + double(m) * cols) * 4 + double(weight_bytes);
+  row.setup = [=](vk::Context& context) -> RecordFn {
+    // Random code bytes; every fp16 scale field (offset 0 and 2 in the block, 208 for Q6_K) a small
+    // finite value, so the products stay finite (speed does not depend on the values).
+    const quant::GgmlTypeInfo& info = quant::ggml_type_info(type);
+    std::vector<uint8_t> blocks(weight_bytes);
+    std::mt19937 rng(5);
+    for (uint8_t& byte : blocks) byte = static_cast<uint8_t>(rng());
+    const uint16_t small_scale = 0x1400;  // fp16 2^-10
+    for (size_t at = 0; at < blocks.size(); at += info.block_bytes)
+      for (size_t field : type == quant::GgmlType::Q6_K ? std::vector<size_t>{208} : std::vector<size_t>{0, 2})
+        std::memcpy(&blocks[at + field], &small_scale, 2);
+    auto weight = std::make_shared<quant::DeviceWeight>(quant::upload_ggml(context, type, n, k, blocks, "bench-w"));
+    return weight_product(context, form, m, n, k, weight);
   };
   register_kernel_benchmark(std::move(row));
 }
@@ -136,6 +175,12 @@ void register_matmul_benchmarks() {
   add_quantized(Form::nt, 512, 2048, 2048, WeightFormat::int8, false, "(proj fwd)");
   add_quantized(Form::nt, 512, 2048, 2048, WeightFormat::int4, false, "(proj fwd)");
   add_quantized(Form::nt, 512, 2048, 2048, WeightFormat::int4_asym, false, "(proj fwd)");
+  // A GGUF base kept in its blocks (--quant gguf): Q4_K and Q6_K (the Q4_K_M mix) and Q8_0, against
+  // the NF4 rows above (same shapes), forward and dX.
+  for (quant::GgmlType type : {quant::GgmlType::Q4_K, quant::GgmlType::Q8_0, quant::GgmlType::Q6_K}) {
+    add_ggml(Form::nt, 512, 2048, 2048, type, "(proj fwd)");
+    add_ggml(Form::nn, 512, 2048, 2048, type, "(proj dX)");
+  }
   // Attention scores of 16 heads: Q·Kᵀ over head dim 64 on 256 tokens.
   add(Form::nt, 256, 256, 64, DType::f32, "(scores)", 16);
 }

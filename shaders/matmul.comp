@@ -20,7 +20,7 @@
 //
 // Variants: the plain ones are fp32 only and run on devices without 16-bit storage buffers;
 // "s16" adds fp16/bf16 operands; "q" reads a quantized weight as R (nf4, int8, int4, int4_asym,
-// see load_weight below), so the dense variants carry none of its code. Two bodies:
+// and ggml's Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K blocks; see load_weight below), so the dense variants carry none of its code. Two bodies:
 // - matmul_tiled.glsl (default, GPUs): workgroup tiles staged through shared memory, vec4
 //   loads, a register tile per thread;
 // - matmul_direct.glsl (MATMUL_DIRECT, CPU drivers such as lavapipe): no shared memory, big
@@ -56,7 +56,7 @@ layout(constant_id = 14) const uint SUBGROUP_SIZE = 8;     // direct: the device
 layout(constant_id = 15) const bool ACCUMULATE = false;    // beta != 0: read C
 layout(constant_id = 16) const bool HAS_BIAS = false;
 // "q" variants: the quantized weight's format (engine WeightFormat: 3 nf4, 4 int8, 5 int4,
-// 6 int4_asym), log2 of its block size and nf4 double quantization.
+// 6 int4_asym, 7..14 ggml blocks of a GGUF file), log2 of its block size and nf4 double quantization.
 layout(constant_id = 17) const uint WEIGHT_FORMAT = 3;
 layout(constant_id = 18) const uint WEIGHT_BLOCK_SHIFT = 6;
 layout(constant_id = 19) const bool WEIGHT_DOUBLE_QUANT = false;
@@ -165,6 +165,7 @@ float load_weight(uint64_t base, uint index) { return quant_weight(weight_r(), u
 // Four aligned elements lie in one block (blocks are powers of two >= 8): one scale fetch and one
 // 32-bit code word (nf4/int4: half of it), shared by every row of the tile that uses them.
 vec4 load_weight4(uint64_t base, uint index) {
+  if (WEIGHT_FORMAT >= QUANT_GGML_FIRST) return ggml_weight4(p.r, WEIGHT_FORMAT, uint(base) + index);
   QuantWeight w = weight_r();
   uint e = uint(base) + index;
   float scale = quant_block_scale(w, e >> WEIGHT_BLOCK_SHIFT);

@@ -4,7 +4,8 @@
 //
 // ---- Interface ----
 // Format ids (the values of kernels::WeightFormat):
-//   QUANT_F32 0, QUANT_F16 1, QUANT_BF16 2, QUANT_NF4 3, QUANT_INT8 4, QUANT_INT4 5, QUANT_INT4_ASYM 6
+//   QUANT_F32 0, QUANT_F16 1, QUANT_BF16 2, QUANT_NF4 3, QUANT_INT8 4, QUANT_INT4 5, QUANT_INT4_ASYM 6,
+//   7..14 ggml block formats (ggml_blocks.glsl; data = the raw blocks, no stats arrays)
 //
 // struct QuantWeight { uint64_t data; uint64_t stats0; uint64_t stats1; float absmax_offset; uint encoding; };
 //   32 bytes in std430 and push constants (8-byte aligned); the host fills it with
@@ -56,6 +57,9 @@
 #define QUANT_INT8 4u
 #define QUANT_INT4 5u
 #define QUANT_INT4_ASYM 6u
+// 7..14: ggml's block formats (GGUF), decoded by ggml_blocks.glsl from the raw blocks in `data`.
+#define QUANT_GGML_FIRST 7u
+#include "ggml_blocks.glsl"
 
 struct QuantWeight {
   uint64_t data;
@@ -178,6 +182,7 @@ float quant_weight(QuantWeight w, uint64_t index) {
     uint word = quant_load_word(w.data, index >> 1);
     return uintBitsToFloat((index & 1ul) == 0ul ? word << 16 : word & 0xffff0000u);
   }
+  if (format >= QUANT_GGML_FIRST) return ggml_weight(w.data, format, uint(index));
   uint block = uint(index >> quant_block_shift(w));
   if (format == QUANT_NF4) return nf4_value(quant_nibble(w.data, index)) * nf4_absmax(w, block);
   float scale = quant_load_float(w.stats0, block);
@@ -205,6 +210,11 @@ void quant_weight8(QuantWeight w, uint64_t index, out vec4 lo, out vec4 hi) {
       lo = uintBitsToFloat(uvec4(w0 << 16, w0 & 0xffff0000u, w1 << 16, w1 & 0xffff0000u));
       hi = uintBitsToFloat(uvec4(w2 << 16, w2 & 0xffff0000u, w3 << 16, w3 & 0xffff0000u));
     }
+    return;
+  }
+  if (format >= QUANT_GGML_FIRST) {
+    lo = ggml_weight4(w.data, format, uint(index));
+    hi = ggml_weight4(w.data, format, uint(index) + 4u);
     return;
   }
   uint block = uint(index >> quant_block_shift(w));

@@ -3,8 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
+
+#include "engine/base/half.hpp"
 
 namespace vkt::test {
 
@@ -95,6 +98,32 @@ void check_gradient(const std::function<double(const std::vector<float>&)>& loss
   INFO("gradient nmse " << nmse << " (max " << max_nmse << "); worst at " << worst_position << ": analytic "
                         << analytic[worst_position] << ", numeric " << worst_numeric);
   CHECK(nmse <= max_nmse);
+}
+
+std::vector<uint8_t> random_ggml_blocks(quant::GgmlType type, uint64_t elements, uint32_t seed, float max_scale,
+                                        bool every_half_pattern) {
+  const quant::GgmlTypeInfo& info = quant::ggml_type_info(type);
+  REQUIRE(elements % info.block_elems == 0);
+  std::mt19937 random(seed);
+  std::vector<uint8_t> bytes(elements / info.block_elems * info.block_bytes);
+  for (uint8_t& byte : bytes) byte = static_cast<uint8_t>(random());
+  // Offsets of the fp16 scales inside a block (ggml-common.h).
+  std::vector<uint32_t> halves = {0};
+  if (type == quant::GgmlType::Q4_1 || type == quant::GgmlType::Q5_1 || type == quant::GgmlType::Q4_K ||
+      type == quant::GgmlType::Q5_K)
+    halves = {0, 2};
+  if (type == quant::GgmlType::Q6_K) halves = {208};
+  std::uniform_real_distribution<float> scale(-max_scale, max_scale);
+  for (size_t block = 0; block < bytes.size(); block += info.block_bytes)
+    for (uint32_t offset : halves) {
+      uint16_t bits = float_to_half(scale(random));
+      if (every_half_pattern) {
+        bits = static_cast<uint16_t>(random());
+        if ((bits & 0x7c00u) == 0x7c00u) bits &= 0xbfffu;  // exponent 31 (inf/NaN) -> finite
+      }
+      std::memcpy(&bytes[block + offset], &bits, 2);
+    }
+  return bytes;
 }
 
 }  // namespace vkt::test

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/kernels/dispatch.hpp"
+#include "engine/quant/ggml_blocks.hpp"
 #include "tests/support.hpp"
 
 namespace vkt::test {
@@ -56,6 +57,13 @@ void check_close(const std::vector<float>& actual, const std::vector<float>& exp
 void check_gradient(const std::function<double(const std::vector<float>&)>& loss, const std::vector<float>& x,
                     const std::vector<float>& analytic, float step, double max_nmse, int samples,
                     const std::string& what);
+
+// Random raw blocks of ggml type `type` (a block format) for `elements` values: every code byte
+// random, every fp16 scale a finite value of magnitude <= max_scale (random sign; dmin too), so
+// any decoding error shows. With every_half_pattern the scales instead take random finite fp16 bit
+// patterns (subnormals and 65504 included): for bit-exact decoding checks only.
+std::vector<uint8_t> random_ggml_blocks(quant::GgmlType type, uint64_t elements, uint32_t seed, float max_scale = 0.05f,
+                                        bool every_half_pattern = false);
 
 // sum_i a[i] * b[i] in double: the scalar loss used for gradient checks (b = upstream gradient).
 double dot(const std::vector<float>& a, const std::vector<float>& b);

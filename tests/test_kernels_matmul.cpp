@@ -18,6 +18,7 @@
 #include "engine/base/half.hpp"
 #include "engine/kernels/matmul.hpp"
 #include "engine/quant/device.hpp"
+#include "engine/quant/ggml_device.hpp"
 #include "engine/quant/quantize.hpp"
 #include "tests/kernel_harness.hpp"
 
@@ -658,6 +659,120 @@ void long_inner_cases(Form form, bool tiled_body) {
   }
 }
 
+// ---- ggml block formats (a GGUF base kept as stored) ----
+
+constexpr quant::GgmlType every_ggml_block_type[] = {
+    quant::GgmlType::Q8_0, quant::GgmlType::Q4_0, quant::GgmlType::Q4_1, quant::GgmlType::Q5_0,
+    quant::GgmlType::Q5_1, quant::GgmlType::Q4_K, quant::GgmlType::Q5_K, quant::GgmlType::Q6_K};
+
+struct GgmlCase {
+  Form form = Form::nt;
+  quant::GgmlType type = quant::GgmlType::Q8_0;
+  uint32_t m = 7, n = 9, k = 256;  // W: (n, k), k a multiple of the block
+  float alpha = 1, beta = 0;
+  bool bias = false;
+  DType a = DType::f32, c = DType::f32;
+  std::string what() const {
+    return std::string(form_name(form)) + " " + quant::ggml_type_name(type) + " M=" + std::to_string(m) +
+           " N=" + std::to_string(n) + " K=" + std::to_string(k) + " alpha=" + std::to_string(alpha) +
+           " beta=" + std::to_string(beta) + (bias ? " bias" : "") + " a=" + kernels::dtype_name(a) +
+           " c=" + kernels::dtype_name(c);
+  }
+};
+
+// The product with W as raw ggml blocks against the fp64 product with quant::dequantize_ggml(W).
+// Tolerance: check_product's (fp32 summation order and C's storage rounding only; the decoding
+// itself is exact, see ggml_every_element_case).
+void run_ggml_case(const GgmlCase& t, uint32_t seed) {
+  INFO(t.what());
+  uint32_t inner = t.form == Form::nt ? t.k : t.n;
+  uint32_t cols = t.form == Form::nt ? t.n : t.k;
+  std::vector<uint8_t> blocks = test::random_ggml_blocks(t.type, uint64_t{t.n} * t.k, seed + 1);
+  std::vector<float> deq(size_t{t.n} * t.k);
+  quant::dequantize_ggml(t.type, blocks, deq);
+  quant::DeviceWeight device_w = quant::upload_ggml(context(), t.type, t.n, t.k, blocks, "W");
+  auto a = random_stored(size_t{t.m} * inner, seed, t.a);
+  auto c_before = t.beta == 0.0f ? std::vector<float>(size_t{t.m} * cols, std::numeric_limits<float>::quiet_NaN())
+                                 : random_stored(size_t{t.m} * cols, seed + 2, t.c);
+  auto bias = test::random_floats(cols, seed + 3);
+  DeviceTensor a_device = upload_as(a, t.a, 0, "A");
+  DeviceTensor c_device = upload_as(c_before, t.c, 0, "C");
+  Guarded bias_device = Guarded::of(bias, "bias");
+  kernels::BufferRange bias_range = bias_device.range();
+  context().run([&](vk::Recorder& r) {
+    record_quant(r, t.form, a_device.range(), t.a, device_w.ref, c_device.range(), t.c, t.m, t.n, t.k, t.alpha, t.beta,
+                 t.bias ? &bias_range : nullptr);
+  });
+  std::vector<float> expected = c_before;
+  if (t.form == Form::nt)
+    ref::matmul_nt(a.data(), deq.data(), expected.data(), t.m, t.n, t.k, t.alpha, t.beta,
+                   t.bias ? bias.data() : nullptr);
+  else
+    ref::matmul_nn(a.data(), deq.data(), expected.data(), t.m, t.n, t.k, t.alpha, t.beta);
+  check_product(read_as(c_device, t.c, expected.size()), expected, inner, t.c, t.what());
+  CHECK(c_device.buffer.guard_intact());
+}
+
+// Every type, 32-block types also with K = 96; several workgroups; alpha/beta/bias; 16-bit A and C.
+void ggml_product_cases(Form form) {
+  for (quant::GgmlType type : every_ggml_block_type) {
+    GgmlCase t;
+    t.form = form, t.type = type;
+    run_ggml_case(t, 131);
+    if (quant::ggml_type_info(type).block_elems == 32) {
+      t.m = 5, t.n = 33, t.k = 96;
+      run_ggml_case(t, 137);
+    }
+  }
+  GgmlCase t;
+  t.form = form, t.type = quant::GgmlType::Q4_K;
+  t.m = 70, t.n = 130, t.k = 512, t.alpha = -1.5f, t.beta = 0.5f, t.bias = form == Form::nt;
+  run_ggml_case(t, 139);
+  t.type = quant::GgmlType::Q6_K, t.m = 40, t.n = 16, t.k = 256;  // a thin output stays the R operand
+  run_ggml_case(t, 149);
+  if (context().caps().storage_16bit) {
+    t.type = quant::GgmlType::Q8_0, t.a = DType::bf16, t.c = DType::bf16, t.n = 36;
+    run_ggml_case(t, 151);
+  }
+}
+
+// A = I: C holds W's decoded elements themselves (one exact product each), so every element of
+// random blocks must equal quant::dequantize_ggml exactly, through 4-element and scalar loads.
+void ggml_every_element_case(quant::GgmlType type, bool tiled_body, bool scalar_loads) {
+  std::optional<ScopedEnv> tiled, scalar;
+  if (tiled_body) tiled.emplace("VKT_DISABLE_MATMUL_DIRECT", "1");
+  if (scalar_loads) scalar.emplace("VKT_DISABLE_MATMUL_VEC4", "1");
+  INFO(quant::ggml_type_name(type) << (tiled_body ? " tiled body" : " default body")
+                                   << (scalar_loads ? " scalar loads" : ""));
+  const uint32_t rows = 3, cols = 256;
+  std::vector<uint8_t> blocks = test::random_ggml_blocks(type, uint64_t{rows} * cols, 157, 0.05f, true);
+  std::vector<float> deq(size_t{rows} * cols);
+  quant::dequantize_ggml(type, blocks, deq);
+  quant::DeviceWeight device_w = quant::upload_ggml(context(), type, rows, cols, blocks, "W");
+  for (Form form : {Form::nt, Form::nn}) {
+    INFO(form_name(form));
+    uint32_t size = form == Form::nt ? cols : rows;
+    std::vector<float> identity(size_t(size) * size, 0.0f);
+    for (uint32_t i = 0; i < size; i++) identity[size_t(i) * size + i] = 1.0f;
+    Guarded a_device = Guarded::of(identity, "I"), c_device(deq.size() * 4, "C");
+    context().run([&](vk::Recorder& r) {
+      record_quant(r, form, a_device.range(), DType::f32, device_w.ref, c_device.range(), DType::f32, size, rows, cols,
+                   1.0f, 0.0f, nullptr);
+    });
+    std::vector<float> c = c_device.floats();
+    size_t mismatches = 0, first = 0;
+    for (uint32_t j = 0; j < rows; j++)
+      for (uint32_t p = 0; p < cols; p++) {
+        float expected = deq[size_t(j) * cols + p];
+        float actual = form == Form::nt ? c[size_t(p) * rows + j] : c[size_t(j) * cols + p];
+        if (!(actual == expected) && mismatches++ == 0) first = size_t(j) * cols + p;  // == : -0 sums to +0
+      }
+    INFO("first mismatch at element " << first);
+    CHECK(mismatches == 0);
+    CHECK(c_device.guard_intact());
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("kernels_matmul") {
@@ -728,5 +843,15 @@ TEST_CASE("matmul_tn: long inner dimensions (lavapipe's loop limit), direct body
   long_inner_cases(Form::tn, false);
 }
 TEST_CASE("matmul_tn: long inner dimensions (lavapipe's loop limit), tiled body") { long_inner_cases(Form::tn, true); }
+
+TEST_CASE("matmul_nt: ggml block weights (GGUF) against the dequantized product") { ggml_product_cases(Form::nt); }
+TEST_CASE("matmul_nn: ggml block weights (GGUF) against the dequantized product") { ggml_product_cases(Form::nn); }
+TEST_CASE("matmul_nt: ggml block weights decode every element exactly, in nt and nn, both bodies") {
+  for (quant::GgmlType type : every_ggml_block_type) {
+    ggml_every_element_case(type, false, false);
+    ggml_every_element_case(type, true, false);
+    ggml_every_element_case(type, false, true);
+  }
+}
 
 }  // TEST_SUITE

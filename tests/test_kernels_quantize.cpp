@@ -25,6 +25,7 @@
 #include "engine/quant/bitsandbytes.hpp"
 #include "engine/quant/device.hpp"
 #include "engine/quant/formats.hpp"
+#include "engine/quant/ggml_device.hpp"
 #include "engine/quant/quantize.hpp"
 #include "tests/kernel_harness.hpp"
 
@@ -747,6 +748,51 @@ TEST_CASE("dequantize: GPU equals CPU for every format") {
       CHECK(out.guard_intact());
     }
   }
+}
+
+// ggml's block formats (GGUF) through shaders/ggml_blocks.glsl: random code bytes and scales,
+// compared bit for bit with quant::dequantize_ggml (itself bit-exact with ggml, test_model_gguf.cpp).
+// Tolerance: none. Random finite fp16 bit patterns as scales (subnormals, 65504, both signs) too.
+TEST_CASE("dequantize: GPU equals CPU bit for bit for every ggml block format (GGUF)") {
+  using quant::GgmlType;
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K,
+                        GgmlType::Q5_K, GgmlType::Q6_K}) {
+    CAPTURE(quant::ggml_type_name(type));
+    const uint32_t rows = 3, cols = 512;  // 6 super-blocks, 48 blocks of 32
+    for (bool every_half_pattern : {false, true}) {
+      CAPTURE(every_half_pattern);
+      std::vector<uint8_t> bytes = test::random_ggml_blocks(type, uint64_t{rows} * cols, 17, 0.05f, every_half_pattern);
+      std::vector<float> expected(size_t{rows} * cols);
+      quant::dequantize_ggml(type, bytes, expected);
+      quant::DeviceWeight device = quant::upload_ggml(context(), type, rows, cols, bytes, "w");
+      CHECK(device.ref.format == quant::ggml_device_format(type));
+      for (bool per_element : {false, true}) {
+        CAPTURE(per_element);
+        Guarded out(expected.size() * 4, "out");
+        context().run(
+            [&](vk::Recorder& r) { kernels::dequantize(r, device.ref, expected.size(), out.range(), per_element); });
+        CHECK_SAME(out.floats(), expected);
+        CHECK(out.guard_intact());
+      }
+    }
+  }
+}
+
+TEST_CASE("dequantize: ggml formats name their blocks as ggml_blocks does") {
+  using quant::GgmlType;
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K,
+                        GgmlType::Q5_K, GgmlType::Q6_K}) {
+    WeightFormat format = quant::ggml_device_format(type);
+    CAPTURE(quant::ggml_type_name(type));
+    CHECK(kernels::is_ggml_block(format));
+    CHECK(kernels::is_quantized(format));
+    CHECK(kernels::ggml_block_elements(format) == quant::ggml_type_info(type).block_elems);
+    CHECK(kernels::ggml_block_bytes(format) == quant::ggml_type_info(type).block_bytes);
+    CHECK(quant::ggml_type_of_format(format) == type);
+  }
+  CHECK(quant::ggml_device_format(GgmlType::F16) == WeightFormat::f16);
+  CHECK(quant::ggml_device_format(GgmlType::BF16) == WeightFormat::bf16);
+  CHECK(quant::ggml_device_format(GgmlType::F32) == WeightFormat::f32);
 }
 
 TEST_CASE("dequantize: every NF4 code and every dynamic-map code decodes as on the CPU") {

@@ -276,17 +276,22 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     const char* token_indices = "";
   };
   using spec::Method;
-  for (Case c : {Case{"lora", Method::lora, false}, Case{"lora-ckpt", Method::lora, true},
-                 Case{"qlora", Method::qlora, false}, Case{"qlora-ckpt", Method::qlora, true},
-                 Case{"full", Method::full, false}, Case{"full-ckpt", Method::full, true},
-                 Case{"qlora-modules-to-save", Method::qlora, false, "embed_tokens,lm_head"},
-                 Case{"lora-trainable-tokens", Method::lora, false, "", "3,17,40"}}) {
+  for (Case c :
+       {Case{"lora", Method::lora, false}, Case{"lora-ckpt", Method::lora, true}, Case{"qlora", Method::qlora, false},
+        Case{"qlora-ckpt", Method::qlora, true}, Case{"full", Method::full, false},
+        Case{"full-ckpt", Method::full, true},
+        Case{"qlora-modules-to-save", Method::qlora, false, "embed_tokens,lm_head"},
+        Case{"lora-trainable-tokens", Method::lora, false, "", "3,17,40"}, Case{"gguf-q8_0", Method::lora, false}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;
     config.modules_to_save = c.modules_to_save;
     config.trainable_token_indices = c.token_indices;
     config.max_steps = 2;
+    if (std::string(c.name) == "gguf-q8_0") {  // a GGUF base kept in its Q8_0 blocks (--quant gguf)
+      config.model = (test::source_dir() / "tests/data/gguf/tiny_llama.q8_0.gguf").string();
+      config.data = (test::source_dir() / "tests/data/tokenizers/corpus.jsonl").string();
+    }
     train::TrainSummary summary = train::train(config);
     for (size_t i = 0; i < vk::category_count; i++) {
       auto category = vk::Category(i);

@@ -35,6 +35,7 @@ QuantWeightPush quant_weight_push(const WeightRef& weight) {
   push.encoding = static_cast<uint32_t>(weight.format);
   if (!is_quantized(weight.format)) return push;
   push.encoding |= log2_block(weight.block_size) << 8;
+  if (is_ggml_block(weight.format)) return push;  // the scales are inside the blocks
   switch (weight.format) {
     case WeightFormat::nf4:
       if (weight.double_quant) {
@@ -67,6 +68,14 @@ void require_weight_bytes(const WeightRef& w, uint64_t elements, const std::stri
              op + ": block size " + std::to_string(w.block_size) + " is not a power of two >= 8");
   VKT_ASSERT(elements <= (uint64_t(1) << 32), op + ": quantized weight above 2^32 elements");
   uint64_t blocks = (elements + w.block_size - 1) / w.block_size;
+  if (is_ggml_block(w.format)) {
+    VKT_ASSERT(w.block_size == ggml_block_elements(w.format),
+               op + ": " + weight_format_name(w.format) + " blocks hold " +
+                   std::to_string(ggml_block_elements(w.format)) + " elements");
+    require_bytes(w.data, ggml_data_bytes(w.format, elements), op, "ggml W blocks (+4 tail bytes)");
+    VKT_ASSERT(w.data.address % 4 == 0, op + ": ggml W blocks are not 4-byte aligned");
+    return;
+  }
   uint64_t code_bytes = w.format == WeightFormat::int8 ? elements : (elements + 1) / 2;
   auto need = [&](const BufferRange& range, uint64_t bytes, const char* what) {
     require_bytes(range, bytes, op, std::string("quantized W ") + what);
@@ -84,7 +93,7 @@ void require_weight_bytes(const WeightRef& w, uint64_t elements, const std::stri
 
 std::vector<BufferRange> quant_weight_reads(const WeightRef& weight) {
   std::vector<BufferRange> reads{word_span(weight.data)};
-  if (!is_quantized(weight.format)) return reads;
+  if (!is_quantized(weight.format) || is_ggml_block(weight.format)) return reads;
   if (weight.format == WeightFormat::nf4 && weight.double_quant) {
     reads.push_back(word_span(weight.absmax_codes));
     reads.push_back(weight.absmax_scales);

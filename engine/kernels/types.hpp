@@ -45,6 +45,22 @@ enum class WeightFormat : uint8_t {
   int4,       // data: uint8[n/2] (nibble order as nf4); value = (code - 8) * scales[block], scales = absmax/7
   int4_asym,  // data: uint8[n/2]; value = (code - zeros[block]) * scales[block];
               //   scales = (max-min)/15, zeros = uint8[blocks] (0..15)
+  // ggml's block formats, as a GGUF file stores them (engine/quant/ggml_blocks.hpp has the byte
+  // layouts): data = the raw blocks, blocks = n / block_size with block_size 32 (Q*_0, Q*_1) or 256
+  // (K-quants), no other array. A block's scales live inside it; blocks are not 4-byte aligned
+  // (34, 18, 20, 22, 24, 210 bytes), so shaders/ggml_blocks.glsl reads words and shifts, and the
+  // data range extends ggml_tail_bytes past the last block.
+  ggml_q8_0,
+  ggml_q4_0,
+  ggml_q4_1,
+  ggml_q5_0,
+  ggml_q5_1,
+  ggml_q4_k,
+  ggml_q5_k,
+  ggml_q6_k,
+  // Not a storage format: `--quant gguf`, each linear weight of a GGUF base in its own type
+  // (spec::RunSettings::gguf_formats lists them); never reaches a kernel.
+  gguf,
 };
 const char* weight_format_name(WeightFormat format);
 // The --quant names: "none" (f32), "nf4", "int8", "int4", "int4-asym" ("int4_asym" parses too).
@@ -52,7 +68,16 @@ std::span<const NameEntry<WeightFormat>> quant_names();
 const char* quant_name(WeightFormat format);  // "none" for f32
 // nullopt for a name not in quant_names().
 std::optional<WeightFormat> weight_format_from_quant_name(std::string_view name);
-bool is_quantized(WeightFormat format);
+bool is_quantized(WeightFormat format);   // nf4, int8, int4, int4_asym and the ggml block formats
+bool is_ggml_block(WeightFormat format);  // ggml_q8_0 .. ggml_q6_k
+// ggml block formats: elements and bytes per block (Q8_0: 32 and 34, Q4_K: 256 and 144, ...).
+uint32_t ggml_block_elements(WeightFormat format);
+uint32_t ggml_block_bytes(WeightFormat format);
+// Bytes a ggml data range holds beyond its blocks: shaders read 4 bytes at any 2-byte offset as
+// two words, the second of which may lie past the last block.
+constexpr uint64_t ggml_tail_bytes = 4;
+// Bytes of the data range of an n-element ggml weight (whole blocks + ggml_tail_bytes).
+uint64_t ggml_data_bytes(WeightFormat format, uint64_t n);
 
 // A base weight as the matmul's B operand: its storage and, when quantized, its statistics.
 struct WeightRef {

@@ -24,7 +24,7 @@ using model::FileDtype;
 kernels::WeightFormat parse_quantize_format(const std::string& text) {
   // The --quant names less "none": quantize always changes the format.
   std::optional<WeightFormat> format = kernels::weight_format_from_quant_name(text);
-  if (format && *format != WeightFormat::f32) return *format;
+  if (format && *format != WeightFormat::f32 && *format != WeightFormat::gguf) return *format;
   throw UserError("--format '" + text + "' is not supported", "use nf4, int8, int4 or int4-asym");
 }
 

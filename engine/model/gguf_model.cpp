@@ -244,4 +244,26 @@ std::vector<float> GgufTensorSource::read(const std::string& name) const {
   return values;
 }
 
+std::vector<uint8_t> GgufTensorSource::read_raw_rows(const std::string& name, uint64_t first_row, uint64_t rows,
+                                                     uint64_t cols) const {
+  const GgufTensor& t = tensor(name);
+  VKT_ASSERT(t.ne.at(0) == cols, "GGUF raw row read of " + name + " across rows");
+  const uint64_t row_bytes = quant::ggml_row_bytes(t.type, cols), total_rows = t.element_count() / cols;
+  VKT_ASSERT(first_row + rows <= total_rows, "GGUF raw row read of " + name + " past its end");
+  const std::string gguf = gguf_tensor_name(name);
+  const bool q = gguf.find(".attn_q.") != std::string::npos, k = gguf.find(".attn_k.") != std::string::npos;
+  std::vector<uint8_t> out(rows * row_bytes);
+  for (uint64_t r = 0; r < rows; r++) {
+    uint64_t row = first_row + r;  // HF row; its stored row when the converter permuted it:
+    if (permuted_qk_ && (q || k)) {
+      const uint64_t head_rows = total_rows / static_cast<uint64_t>(q ? heads_ : kv_heads_), half = head_rows / 2;
+      const uint64_t h = row / head_rows, within = row % head_rows, s = within / half, j = within % half;
+      row = h * head_rows + 2 * j + s;
+    }
+    std::copy_n(t.bytes.begin() + static_cast<std::ptrdiff_t>(row * row_bytes), row_bytes,
+                out.begin() + static_cast<std::ptrdiff_t>(r * row_bytes));
+  }
+  return out;
+}
+
 }  // namespace vkt::model

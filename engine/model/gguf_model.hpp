@@ -13,9 +13,11 @@
 // source undoes it. A `rope_freqs` tensor (Llama 3.1's rope scaling, which the converter writes as
 // per-frequency factors instead of metadata) becomes ModelConfig::rope_frequency_factors.
 //
-// Every GGUF tensor type of engine/quant/ggml_blocks.hpp is read, dequantized to fp32 one tensor at
-// a time on load (then converted/quantized to the run's base format as safetensors weights are):
-// the quantized blocks themselves do not reach the GPU yet.
+// Every GGUF tensor type of engine/quant/ggml_blocks.hpp is read. By default (--quant gguf, which a
+// GGUF model gets unless the run asks for another format) the seven linear weights of each layer
+// keep their stored blocks on the device and the matmul dequantizes them in its load stage
+// (read_raw_rows); embeddings, lm_head, norms and biases, and every tensor of a run with another
+// --quant or full finetuning, are dequantized to fp32 on load and converted as safetensors weights are.
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -48,6 +50,11 @@ class GgufTensorSource final : public TensorSource {
   void read_rows(const std::string& name, uint64_t first_row, uint64_t cols, std::span<float> out) const override;
   std::vector<float> read(const std::string& name) const override;
   const GgufFile& file() const { return file_; }
+  // For keeping the blocks on the device (--quant gguf): the stored ggml type of `name`, and rows
+  // [first_row, first_row + rows) of it seen as (*, cols) exactly as stored (raw blocks; llama's
+  // Q/K rows un-permuted, which moves whole rows only).
+  quant::GgmlType stored_type(const std::string& name) const { return tensor(name).type; }
+  std::vector<uint8_t> read_raw_rows(const std::string& name, uint64_t first_row, uint64_t rows, uint64_t cols) const;
 
  private:
   const GgufTensor* find(const std::string& hf_name) const;

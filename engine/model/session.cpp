@@ -2,6 +2,7 @@
 
 #include "engine/base/log.hpp"
 #include "engine/model/gguf_model.hpp"
+#include "engine/model/gguf_weights.hpp"
 
 namespace vkt::model {
 
@@ -50,8 +51,8 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
     adjusted.save_lm_head = lora->save_lm_head;
     adjusted.trainable_token_indices = lora->token_indices;
   }
-  // A GGUF file: its tensors are dequantized to fp32 on load (gguf_model.hpp), then treated as
-  // safetensors weights are.
+  // A GGUF file: its linear weights stay in their stored types (gguf_weights.hpp) unless the run
+  // asks for another format; other tensors are dequantized to fp32 on load (gguf_model.hpp).
   const bool gguf = is_gguf_file(model_dir);
   std::unique_ptr<SafetensorsFolder> folder = gguf ? nullptr : std::make_unique<SafetensorsFolder>(model_dir);
   // A bitsandbytes 4-bit checkpoint likewise loads as stored (NF4, its block size) when the run did
@@ -69,6 +70,13 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
       adjusted.double_quant && !bitsandbytes_keeps_double_quant(*folder, session->config)) {
     // Its nested map differs from ours in the last ulp: keep the exact absmax values instead.
     adjusted.double_quant = false;
+  }
+  if (gguf) {
+    resolve_gguf_formats(model_dir, session->config, adjusted);
+  } else if (adjusted.base_format == kernels::WeightFormat::gguf) {
+    throw UserError(
+        "--quant gguf keeps a GGUF file's own tensor types, and " + model_dir.string() + " is not a GGUF file",
+        "pass a .gguf to --model, or pick nf4, int8, int4, int4-asym or none");
   }
   session->plan = plan::make_plan(model_shape(session->config), adjusted);
   session->buffers = std::make_unique<BufferSet>(context, session->plan);

@@ -160,6 +160,10 @@ Linear Transformer::linear(uint32_t layer, Module module) const {
   Linear l;
   std::string name = layer_tensor_name(layer, module);
   l.weight = weight_ref(name);
+  if (!full_ && plan_.settings.base_format == WeightFormat::gguf) {  // a GGUF base: each weight in its stored type
+    l.weight.format = spec::linear_weight_format(plan_.settings, layer, module);
+    if (kernels::is_ggml_block(l.weight.format)) l.weight.block_size = kernels::ggml_block_elements(l.weight.format);
+  }
   l.in = static_cast<uint32_t>(spec::module_in_features(plan_.shape, module));
   l.out = static_cast<uint32_t>(spec::module_out_features(plan_.shape, module));
   std::string bias = layer_tensor_name(layer, module, "bias");

@@ -7,6 +7,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/half.hpp"
 #include "engine/base/sizes.hpp"
+#include "engine/model/gguf_weights.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/quant/bitsandbytes.hpp"
 #include "engine/quant/quantize.hpp"
@@ -160,7 +161,7 @@ quant::QuantizedWeight read_bitsandbytes_nf4(const SafetensorsFolder& folder, co
 
 std::optional<kernels::WeightFormat> quantized_format_from_name(const std::string& name) {
   std::optional<WeightFormat> format = kernels::weight_format_from_quant_name(name);
-  if (format == WeightFormat::f32 || format == WeightFormat::nf4) return std::nullopt;
+  if (format == WeightFormat::f32 || format == WeightFormat::nf4 || format == WeightFormat::gguf) return std::nullopt;
   return format;
 }
 
@@ -318,6 +319,12 @@ LoadedWeights load_weights(vk::Context& context, const TensorSource& source, con
         }
         upload_quantized(context, buffers, name, weight, loaded);
       } else {
+        const WeightFormat stored_format = spec::linear_weight_format(s, layer, module);
+        if (!full && kernels::is_ggml_block(stored_format)) {  // a GGUF base's blocks, as stored
+          upload_gguf_blocks(context, buffers, source, shape, layer, module, rows, cols);
+          step(prefix + spec::module_name(module));
+          continue;
+        }
         std::vector<float> values;
         if (prequantized) {
           quant::QuantizedWeight weight = read_vktune_quantized(*folder_pointer, name, rows, cols, *prequantized);
@@ -338,8 +345,8 @@ LoadedWeights load_weights(vk::Context& context, const TensorSource& source, con
         }
         if (full || !kernels::is_quantized(s.base_format)) {
           DType type = full                                  ? DType::f32
-                       : s.base_format == WeightFormat::f16  ? DType::f16
-                       : s.base_format == WeightFormat::bf16 ? DType::bf16
+                       : stored_format == WeightFormat::f16  ? DType::f16
+                       : stored_format == WeightFormat::bf16 ? DType::bf16
                                                              : DType::f32;
           upload_dense(context, buffers, name, values, type);
         } else {

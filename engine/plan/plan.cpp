@@ -30,6 +30,8 @@ using vk::Category;
 using vk::MemoryKind;
 
 uint64_t weight_bytes(uint64_t elements, WeightFormat format, uint32_t block, bool double_quant) {
+  // ggml blocks as stored in the GGUF file (Q8_0 34 B per 32, Q4_K 144 B per 256, ...), + the tail word.
+  if (kernels::is_ggml_block(format)) return kernels::ggml_data_bytes(format, elements);
   uint64_t blocks = (elements + block - 1) / block;
   uint64_t packed_nibbles = (blocks * block + 1) / 2;  // tail block padded
   switch (format) {
@@ -46,6 +48,11 @@ uint64_t weight_bytes(uint64_t elements, WeightFormat format, uint32_t block, bo
       return packed_nibbles + blocks * 4 + blocks;
     case WeightFormat::nf4:
       return packed_nibbles + (double_quant ? blocks + ((blocks + 255) / 256) * 4 : blocks * 4);
+    case WeightFormat::gguf:
+      VKT_ASSERT(false, "weight_bytes of gguf: each weight has its own GGUF type");
+      return 0;
+    default:
+      break;
   }
   return 0;
 }
@@ -119,9 +126,12 @@ class Builder {
       add(name, Category::adapter_params, elements * 4);
   }
   // A stored linear weight in the run's base format (codes and statistics as separate buffers).
-  void linear_weight(const std::string& name, uint64_t elements) {
+  void linear_weight(const std::string& name, uint64_t elements, WeightFormat format) {
     const RunSettings& s = plan_.settings;
-    WeightFormat format = s.base_format;
+    if (kernels::is_ggml_block(format)) {
+      add(name, Category::quantized_weights, weight_bytes(elements, format, 0, false));
+      return;
+    }
     uint64_t blocks = (elements + s.quant_block - 1) / s.quant_block;
     uint64_t nibbles = (blocks * s.quant_block + 1) / 2;
     switch (format) {
@@ -129,6 +139,9 @@ class Builder {
       case WeightFormat::f16:
       case WeightFormat::bf16:
         add(name, Category::base_weights, weight_bytes(elements, format, s.quant_block, false));
+        break;
+      default:
+        VKT_ASSERT(false, "linear_weight: unplanned format " + std::string(kernels::weight_format_name(format)));
         break;
       case WeightFormat::int8:
         add(name, Category::quantized_weights, blocks * s.quant_block);
@@ -324,7 +337,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       if (full && training)
         b.trainable(name, Category::base_weights, in * out, true);
       else
-        b.linear_weight(name, in * out);
+        b.linear_weight(name, in * out, spec::linear_weight_format(s, layer, module));
       if (m.qkv_bias && module <= Module::v_proj) {
         counts.biases += out;
         std::string bias = prefix + module_path(module) + ".bias";

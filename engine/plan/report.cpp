@@ -90,7 +90,7 @@ std::string format_report(const PlanReport& report) {
   if (s.method != Method::full)
     std::snprintf(adapted, sizeof adapted, "r=%u on %zu module kinds", s.lora_r, lora_modules);
   std::snprintf(text, sizeof text, "run: %s, base %s%s, dtype %s, %s, batch %llu x %llu tokens, %s%s, %s\n",
-                method_name(s.method), kernels::weight_format_name(s.base_format),
+                method_name(s.method), spec::base_format_text(s).c_str(),
                 s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype),
                 adapted, static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len),
                 optimizer_name(s.optimizer), s.offload_optimizer ? " (offloaded)" : "",
@@ -104,13 +104,14 @@ std::string format_report(const PlanReport& report) {
                 : " " + std::to_string(s.trainable_token_indices.size()) + " embedding rows (trainable tokens)")
         << "\n";
   out << "training memory (the detailed plan)\n";
-  const bool quantized = kernels::is_quantized(s.base_format) && s.method != Method::full;
+  const bool quantized =
+      (kernels::is_quantized(s.base_format) || s.base_format == WeightFormat::gguf) && s.method != Method::full;
   out << line(quantized ? std::string("dense weights (embeddings, norms: ") + kernels::dtype_name(s.dtype) + ")"
                         : std::string("base weights (") +
                               (s.method == Method::full ? "fp32" : kernels::weight_format_name(s.base_format)) + ")",
               double(plan.bytes(Category::base_weights)));
   if (quantized)
-    out << line(std::string("quantized linear weights (") + kernels::weight_format_name(s.base_format) +
+    out << line(std::string("quantized linear weights (") + spec::base_format_text(s) +
                     (s.base_format == WeightFormat::nf4 && s.double_quant ? " + double quant)" : ")"),
                 double(plan.bytes(Category::quantized_weights)));
   out << line("adapter parameters", double(plan.bytes(Category::adapter_params)));

@@ -188,6 +188,8 @@ QuantizedWeight quantize(const float* w, uint32_t rows, uint32_t cols, WeightFor
       if (format == WeightFormat::int4_asym) q.zeros.resize(q.blocks());
       quantize_int(w, n, format, q.block_size, q.data.data(), q.scales.data(), q.zeros.data());
       break;
+    default:  // ggml blocks come from GGUF files as they are (ggml_device.hpp), gguf is not a storage format
+      VKT_ASSERT(false, std::string("quantize() to ") + kernels::weight_format_name(format));
   }
   return q;
 }
@@ -225,6 +227,9 @@ void dequantize(const QuantizedWeight& q, float* out) {
         out[i] = static_cast<float>(nibble(i) - static_cast<int>(q.zeros[b])) * q.scales[b];
       }
       return;
+    default:
+      VKT_ASSERT(false, std::string("dequantize() of ") + kernels::weight_format_name(q.format) +
+                            ": ggml blocks dequantize with dequantize_ggml");
   }
 }
 

@@ -1,5 +1,9 @@
 #include "engine/spec/run_settings.hpp"
 
+#include <map>
+
+#include "engine/base/error.hpp"
+
 namespace vkt::spec {
 
 std::span<const NameEntry<Method>> method_names() {
@@ -28,6 +32,23 @@ uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
       return 0;
   }
   return 0;
+}
+
+WeightFormat linear_weight_format(const RunSettings& settings, uint64_t layer, Module module) {
+  if (settings.base_format != WeightFormat::gguf) return settings.base_format;
+  const size_t index = layer * module_count + static_cast<size_t>(module);
+  VKT_ASSERT(index < settings.gguf_formats.size(), "gguf base format without the weight's GGUF type");
+  return settings.gguf_formats[index];
+}
+
+std::string base_format_text(const RunSettings& settings) {
+  std::string text = kernels::weight_format_name(settings.base_format);
+  if (settings.base_format != WeightFormat::gguf) return text;
+  std::map<std::string, int> counts;  // format name -> weights
+  for (WeightFormat format : settings.gguf_formats) counts[kernels::weight_format_name(format)]++;
+  std::string mix;
+  for (const auto& [name, count] : counts) mix += (mix.empty() ? "" : ", ") + std::to_string(count) + " x " + name;
+  return text + " (" + mix + ")";
 }
 
 }  // namespace vkt::spec

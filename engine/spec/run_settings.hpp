@@ -3,6 +3,7 @@
 // planner and the model both read. The name tables are the CLI's and YAML's spellings.
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/base/names.hpp"
@@ -47,6 +48,14 @@ struct RunSettings {
   bool save_embed_tokens = false;                 // "embed_tokens" in modules_to_save
   bool save_lm_head = false;                      // "lm_head" in modules_to_save
   std::vector<uint32_t> trainable_token_indices;  // ids whose embedding rows are trained
+  // base_format gguf (a GGUF base kept in its own types): (layers * module_count) the format of
+  // each linear weight, layer-major in Module order (ggml block formats, or f32/f16/bf16).
+  std::vector<WeightFormat> gguf_formats;
 };
+
+// The stored format of layer `layer`'s `module` weight: base_format, or its entry of gguf_formats.
+WeightFormat linear_weight_format(const RunSettings& settings, uint64_t layer, Module module);
+// base_format's name; for gguf with the mix of stored types: "gguf (12 x q4_k, 2 x q6_k)".
+std::string base_format_text(const RunSettings& settings);
 
 }  // namespace vkt::spec

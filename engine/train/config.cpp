@@ -32,7 +32,7 @@ const std::vector<OptionSpec>& option_table() {
   static const std::vector<OptionSpec> table = {
       {"model",
        "HF model folder: config.json, model.safetensors (or shards), tokenizer.json; or a .gguf file "
-       "(dequantized to fp32 on load)",
+       "(its quantized linear weights kept as stored: --quant gguf)",
        &C::model, true},
       {"data", "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}", &C::data, true},
       {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},

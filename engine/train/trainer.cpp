@@ -27,6 +27,7 @@
 #include "engine/model/config.hpp"
 #include "engine/model/gguf_model.hpp"
 #include "engine/model/gguf_tokenizer.hpp"
+#include "engine/model/gguf_weights.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
 #include "engine/model/transformer.hpp"
@@ -113,6 +114,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.save_embed_tokens = extras.save_embed_tokens;
   s.save_lm_head = extras.save_lm_head;
   s.trainable_token_indices = model::parse_token_indices(c.trainable_token_indices);
+  // A GGUF base keeps its own types (--quant gguf, its default): plan each weight at its stored size.
+  if (model && model::is_gguf_file(c.model)) model::resolve_gguf_formats(c.model, model::load_model_config(c.model), s);
   return s;
 }
 
