@@ -24,7 +24,7 @@ json byte_level(bool use_regex) {
 
 // tokenizer.ggml.pre -> the pre_tokenizer of tokenizer.json, with the regexes of the original
 // tokenizers (llama.cpp's llama-vocab.cpp quotes them; its own spellings are equivalent rewrites).
-json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
+json known_pre_tokenizer(const std::string& pre) {
   if (pre == "llama-bpe" || pre == "llama3")
     return {{"type", "Sequence"},
             {"pretokenizers",
@@ -39,12 +39,28 @@ json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
               byte_level(false)}}};
   if (pre == "gpt-2" || pre == "default") return byte_level(true);
   if (pre == "smollm") return {{"type", "Sequence"}, {"pretokenizers", {split("\\p{N}"), byte_level(true)}}};
+  return nullptr;
+}
+
+json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
+  json known = known_pre_tokenizer(pre);
+  if (!known.is_null()) return known;
   throw UserError(
       file.path().string() + ": tokenizer.ggml.pre is \"" + pre + "\", a pre-tokenizer vktune does not know",
       "known: llama-bpe, qwen2, gpt-2, smollm; or use the model's Hugging Face folder (tokenizer.json)");
 }
 
 }  // namespace
+
+std::optional<std::string> gguf_pre_tokenizer_name(const json& tokenizer) {
+  for (const char* pre : {"llama-bpe", "qwen2", "gpt-2", "smollm"}) {
+    const json normalizer = std::string(pre) == "qwen2" ? json{{"type", "NFC"}} : json(nullptr);
+    if (tokenizer.value("pre_tokenizer", json()) == known_pre_tokenizer(pre) &&
+        tokenizer.value("normalizer", json()) == normalizer)
+      return pre;
+  }
+  return std::nullopt;
+}
 
 GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
   const std::string where = file.path().string();

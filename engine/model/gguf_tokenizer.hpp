@@ -9,6 +9,8 @@
 // does ("llama-bpe", "qwen2", "gpt-2", "smollm"); bos/eos/padding ids, add_bos_token/add_eos_token;
 // tokenizer.chat_template. The SentencePiece-style "llama" model is not read yet (UserError).
 #include <filesystem>
+#include <optional>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +26,10 @@ struct GgufTokenizerDocuments {
 };
 // UserError naming the file and key when the tokenizer is absent or of a kind vktune does not read.
 GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file);
+
+// The tokenizer.ggml.pre name whose pre-tokenizer (and normalizer) a tokenizer.json document has, as
+// the reader above maps them; nullopt for one it does not know (the GGUF exporter refuses it).
+std::optional<std::string> gguf_pre_tokenizer_name(const nlohmann::json& tokenizer);
 
 // The tokenizer / chat template of `model`: a .gguf file, else what text::Tokenizer::load and
 // text::load_chat_format read (a folder).
