@@ -160,6 +160,41 @@ TEST_CASE("llama.cpp (node-llama-cpp 3.22.1) loads vktune's GGUF exports and agr
     CHECK(theirs == ours);
   }
 
+  SUBCASE("a LoRA trained on a Q4_K_M export (train --save-gguf-lora): llama.cpp agrees with it on that base") {
+    // The README's "Finetune your GGUF" flow: Q4_K_M file -> vktune train -> adapter.gguf -> llama.cpp.
+    const fs::path quantized = export_model(directory, merge::GgufOutType::q4_k_m);
+    const fs::path run = directory / "run";
+    const std::string train = "'" + (test::binary_dir() / "vktune").string() + "' train --model '" +
+                              quantized.string() + "' --data '" +
+                              (test::source_dir() / "examples/demo/train.jsonl").string() + "' --output-dir '" +
+                              run.string() + "' --max-steps 12 --learning-rate 2e-3 --save-gguf-lora f32 --headless";
+    auto [status, output] = test::run_command(train);
+    INFO(output);
+    REQUIRE(status == 0);
+    REQUIRE(fs::exists(run / "adapter.gguf"));
+    std::vector<uint32_t> ids = tokenizer.encode(
+        "Ge1:3 And God said, Let there be light: and there was light.\nJSON: {\"book\": \"Ge\", \"chapter\": 1, "
+        "\"verse\": 3, \"first\": \"And\", \"last\": \"light\"} Ex3:14 And God said unto Moses, I AM THAT I AM",
+        true);
+    REQUIRE(ids.size() >= 64);
+    ids.resize(64);
+    auto adapted = vktune_generator(quantized, run);
+    auto plain = vktune_generator(quantized);
+    const std::vector<uint32_t> ours = vktune_top1(adapted, ids), base = vktune_top1(plain, ids);
+    const std::vector<uint32_t> theirs =
+        llama_cpp("top1 '" + quantized.string() + "' '" + (run / "adapter.gguf").string() + "' " + join(ids));
+    REQUIRE(theirs.size() == ours.size());
+    size_t agree = 0, changed = 0;
+    for (size_t i = 0; i < ours.size(); i++) {
+      agree += ours[i] == theirs[i];
+      changed += ours[i] != base[i];
+    }
+    std::printf("llamacpp trained LoRA on q4_k_m: top-1 agreement %zu / %zu (the adapter changes %zu of them)\n", agree,
+                ours.size(), changed);
+    CHECK(changed > 0);
+    CHECK(agree * 100 >= 95 * ours.size());
+  }
+
   SUBCASE("quantized exports: top-1 agreement >= 95% over 64 teacher-forced positions on the same file") {
     std::vector<uint32_t> ids = tokenizer.encode(kText, true);
     REQUIRE(ids.size() >= 64);
