@@ -5,6 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <functional>
+#include <type_traits>
+#include <variant>
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
@@ -43,6 +46,17 @@ std::vector<float> llama_cpp_rows(const std::vector<float>& values, uint64_t row
     std::copy_n(values.begin() + row * cols, cols, out.begin() + (h * d + 2 * j + s) * cols);
   }
   return out;
+}
+
+merge::GgufExportSummary export_base(const fs::path& out, merge::GgufOutType type,
+                                     const std::optional<fs::path>& adapter = std::nullopt) {
+  merge::GgufExportOptions options;
+  options.model = base_model();
+  options.adapter = adapter;
+  options.output = out;
+  options.outtype = type;
+  options.show_progress = false;
+  return merge::export_gguf_model(adapter ? &test::context() : nullptr, options);
 }
 
 }  // namespace
@@ -95,6 +109,39 @@ TEST_CASE("gguf writer: metadata of every type and tensors of every writable typ
   CHECK(file.to_fp32(file.tensor("vector")) == std::vector<float>{1, 2, 3});
 }
 
+TEST_CASE("gguf writer: every metadata value of gguf-py's metadata.gguf copies through unchanged") {
+  model::GgufFile source(test::source_dir() / "tests" / "data" / "gguf" / "metadata.gguf");
+  model::GgufWriter writer;
+  for (const auto& [key, value] : source.metadata())
+    if (key != "general.alignment") writer.set(key, value);  // the writer keeps the default alignment
+  const fs::path path = test::temp_dir("gguf-writer-copy") / "copy.gguf";
+  writer.write(path);
+  model::GgufFile copy(path);
+  CHECK(copy.metadata().size() + 1 == source.metadata().size());
+  std::function<void(const model::GgufValue&, const model::GgufValue&)> same = [&](const model::GgufValue& a,
+                                                                                   const model::GgufValue& b) {
+    CHECK(a.type == b.type);
+    CHECK(a.element_type == b.element_type);
+    REQUIRE(a.value.index() == b.value.index());
+    if (const auto* elements = std::get_if<std::vector<model::GgufValue>>(&a.value)) {
+      const auto& others = std::get<std::vector<model::GgufValue>>(b.value);
+      REQUIRE(elements->size() == others.size());
+      for (size_t i = 0; i < elements->size(); i++) same((*elements)[i], others[i]);
+    } else {
+      std::visit(
+          [&](const auto& x) {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (!std::is_same_v<T, std::vector<model::GgufValue>>) CHECK(x == std::get<T>(b.value));
+          },
+          a.value);
+    }
+  };
+  for (const auto& [key, value] : copy.metadata()) {
+    CAPTURE(key);
+    same(value, *source.find(key));
+  }
+}
+
 TEST_CASE("gguf writer: a failing tensor or a NaN leaves no file behind") {
   const fs::path directory = test::temp_dir("gguf-writer-fail");
   model::GgufWriter writer;
@@ -110,27 +157,12 @@ TEST_CASE("gguf writer: a failing tensor or a NaN leaves no file behind") {
 TEST_SUITE("merge") {
 TEST_CASE("gguf export: an f32 file of examples/base reads back as its tensors, config and tokenizer") {
   const fs::path out = test::temp_dir("gguf-export") / "base.f32.gguf";
-  merge::GgufExportOptions options;
-  options.model = base_model();
-  options.output = out;
-  options.outtype = merge::GgufOutType::f32;
-  options.show_progress = false;
-  const merge::GgufExportSummary summary = merge::export_gguf_model(nullptr, options);
+  const merge::GgufExportSummary summary = export_base(out, merge::GgufOutType::f32);
   CHECK(summary.types == std::map<std::string, int64_t>{{"F32", summary.tensors}});
 
   const model::ModelConfig hf = model::load_model_config(base_model());
   const model::ModelConfig gguf = model::load_model_config(out);
-  CHECK(gguf.hidden_size == hf.hidden_size);
-  CHECK(gguf.intermediate_size == hf.intermediate_size);
-  CHECK(gguf.num_hidden_layers == hf.num_hidden_layers);
-  CHECK(gguf.num_attention_heads == hf.num_attention_heads);
-  CHECK(gguf.num_key_value_heads == hf.num_key_value_heads);
-  CHECK(gguf.head_dim == hf.head_dim);
-  CHECK(gguf.vocab_size == hf.vocab_size);
-  CHECK(gguf.max_position_embeddings == hf.max_position_embeddings);
-  CHECK(gguf.rms_norm_eps == doctest::Approx(hf.rms_norm_eps).epsilon(1e-7));
-  CHECK(gguf.rope_theta == hf.rope_theta);
-  CHECK(gguf.tie_word_embeddings == hf.tie_word_embeddings);
+  test::check_gguf_config_fields(gguf, hf);
   CHECK(gguf.bos_token_id == hf.bos_token_id);
   CHECK(gguf.eos_token_ids == hf.eos_token_ids);
   CHECK(gguf.pad_token_id == hf.pad_token_id);
@@ -182,12 +214,7 @@ TEST_CASE("gguf export: q4_k_m takes llama-quantize's type mix; quantized files 
         GgmlType::F32);
 
   const fs::path out = test::temp_dir("gguf-export-q4km") / "base.q4_k_m.gguf";
-  merge::GgufExportOptions options;
-  options.model = base_model();
-  options.output = out;
-  options.outtype = merge::GgufOutType::q4_k_m;
-  options.show_progress = false;
-  merge::export_gguf_model(nullptr, options);
+  export_base(out, merge::GgufOutType::q4_k_m);
   model::GgufFile file(out);
   // examples/base: 4 layers (more bits in 2 and 3), tied embeddings, ffn_down rows of 704 (no whole
   // 256-blocks: Q4_K falls back to Q5_0, Q6_K to Q8_0).
@@ -225,15 +252,10 @@ TEST_CASE("gguf export: an adapter merged into a GGUF file equals the HF export 
   hf.dtype = kernels::DType::f32;
   hf.show_progress = false;
   merge::export_merged(test::context(), hf);
-  merge::GgufExportOptions options;
-  options.model = base_model();
-  options.adapter = adapter;
-  options.output = directory / "merged.gguf";
-  options.outtype = merge::GgufOutType::f32;
-  options.show_progress = false;
-  CHECK(merge::export_gguf_model(&test::context(), options).adapted == 12);
+  const fs::path merged_gguf = directory / "merged.gguf";
+  CHECK(export_base(merged_gguf, merge::GgufOutType::f32, adapter).adapted == 12);
   model::SafetensorsFolder merged(directory / "hf");
-  model::GgufTensorSource source(options.output, model::load_model_config(options.output));
+  model::GgufTensorSource source(merged_gguf, model::load_model_config(merged_gguf));
   for (const std::string& name : merged.names()) {
     CAPTURE(name);
     CHECK(source.read(name) == model::to_fp32(merged.tensor(name)));

@@ -41,17 +41,7 @@ TEST_CASE("gguf model: llama.cpp's converter output gives the HF folder's config
     model::ModelConfig hf = model::load_model_config(hf_dir() / family);
     CHECK(ours.architecture ==
           (hf.architecture == model::Architecture::mistral ? model::Architecture::llama : hf.architecture));
-    for (int64_t model::ModelConfig::*field :
-         {&model::ModelConfig::hidden_size, &model::ModelConfig::intermediate_size,
-          &model::ModelConfig::num_hidden_layers, &model::ModelConfig::num_attention_heads,
-          &model::ModelConfig::num_key_value_heads, &model::ModelConfig::head_dim, &model::ModelConfig::vocab_size,
-          &model::ModelConfig::max_position_embeddings})
-      CHECK(ours.*field == hf.*field);
-    CHECK(static_cast<float>(ours.rms_norm_eps) == static_cast<float>(hf.rms_norm_eps));  // GGUF stores fp32
-    CHECK(ours.rope_theta == hf.rope_theta);
-    CHECK(ours.tie_word_embeddings == hf.tie_word_embeddings);
-    CHECK(ours.qkv_bias == hf.qkv_bias);
-    CHECK(ours.qk_norm == hf.qk_norm);
+    test::check_gguf_config_fields(ours, hf);
     // llama3's rope scaling arrives as rope_freqs factors: the same frequencies to an ulp or two.
     std::vector<float> a = model::rope_inv_freq(ours), b = model::rope_inv_freq(hf);
     REQUIRE(a.size() == b.size());

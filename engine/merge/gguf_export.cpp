@@ -1,6 +1,7 @@
 #include "engine/merge/gguf_export.hpp"
 
 #include <chrono>
+#include <tuple>
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
@@ -19,24 +20,15 @@ using quant::GgmlType;
 
 namespace {
 
-struct OutTypeName {
-  GgufOutType type;
-  const char* name;
-  uint32_t file_type;  // llama_ftype
-  bool adapter;        // a LoRA adapter may be written in it
-};
-constexpr OutTypeName kOutTypes[] = {
+// Per GgufOutType (in enum order): its flag name, llama_ftype, and whether a LoRA adapter may be
+// written in it (llama.cpp's converter writes adapters in f32/f16/bf16/q8_0).
+constexpr std::tuple<GgufOutType, const char*, uint32_t, bool> kOutTypes[] = {
     {GgufOutType::f32, "f32", 0, true},    {GgufOutType::f16, "f16", 1, true},
     {GgufOutType::bf16, "bf16", 32, true}, {GgufOutType::q8_0, "q8_0", 7, true},
     {GgufOutType::q4_0, "q4_0", 2, false}, {GgufOutType::q4_k_m, "q4_k_m", 15, false},
 };
-
-const OutTypeName& outtype_info(GgufOutType type) {
-  for (const auto& info : kOutTypes)
-    if (info.type == type) return info;
-  VKT_ASSERT(false, "unknown GGUF outtype");
-  return kOutTypes[0];
-}
+uint32_t file_type_of(GgufOutType type) { return std::get<2>(kOutTypes[static_cast<size_t>(type)]); }
+bool adapter_type(GgufOutType type) { return std::get<3>(kOutTypes[static_cast<size_t>(type)]); }
 
 // llama-quant.cpp's tensor_type_fallback: a type whose blocks do not divide the rows.
 GgmlType fitting(GgmlType type, uint64_t cols) {
@@ -79,16 +71,16 @@ void require_gguf_output(const fs::path& output) {
 
 GgufOutType gguf_outtype_from_flag(const std::string& value, const std::string& flag, bool adapter) {
   std::string names;
-  for (const auto& info : kOutTypes) {
-    if (adapter && !info.adapter) continue;
-    if (value == info.name) return info.type;
-    names += (names.empty() ? "" : ", ") + std::string(info.name);
+  for (const auto& [type, name, file_type, for_adapters] : kOutTypes) {
+    if (adapter && !for_adapters) continue;
+    if (value == name) return type;
+    names += (names.empty() ? "" : ", ") + std::string(name);
   }
   throw UserError(flag + " " + value + " is not a GGUF " + (adapter ? "adapter " : "") + "type",
                   "choose one of " + names);
 }
 
-const char* gguf_outtype_name(GgufOutType type) { return outtype_info(type).name; }
+const char* gguf_outtype_name(GgufOutType type) { return std::get<1>(kOutTypes[static_cast<size_t>(type)]); }
 
 GgmlType gguf_tensor_type(GgufOutType outtype, const std::string& gguf_name, const std::vector<uint64_t>& shape,
                           int64_t layer, int64_t layers, bool tied) {
@@ -126,7 +118,7 @@ GgufExportSummary export_gguf_model(vk::Context* context, const GgufExportOption
   const model::ModelConfig& config = source.config();
   const std::string arch = model::gguf_architecture(config, options.model.string());
   model::GgufWriter writer;
-  model::set_gguf_hyperparameters(writer, config, model_name(options.model), outtype_info(options.outtype).file_type);
+  model::set_gguf_hyperparameters(writer, config, model_name(options.model), file_type_of(options.outtype));
   model::set_gguf_tokenizer(writer, options.model, config);
 
   GgufExportSummary summary;
@@ -149,7 +141,7 @@ GgufExportSummary export_gguf_model(vk::Context* context, const GgufExportOption
       std::vector<float> values = source.read(name);
       source.release(name);
       if (options.show_progress) progress.update(++done, name);
-      return heads ? model::permute_qk_rows(values, rows, heads) : values;
+      return heads ? model::permute_qk_rows(values, rows, heads, true) : values;
     });
   }
   summary.tensors = static_cast<int64_t>(writer.tensor_count());
@@ -166,7 +158,7 @@ GgufExportSummary export_gguf_model(vk::Context* context, const GgufExportOption
 GgufExportSummary export_gguf_lora(const GgufLoraExportOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   require_gguf_output(options.output);
-  if (!outtype_info(options.outtype).adapter)
+  if (!adapter_type(options.outtype))
     throw UserError(std::string("a GGUF LoRA adapter is not written as ") + gguf_outtype_name(options.outtype),
                     "use --outtype f32, f16, bf16 or q8_0 for adapters");
   const model::AdapterFile adapter = model::load_adapter_config(options.adapter);
@@ -221,7 +213,7 @@ GgufExportSummary export_gguf_lora(const GgufLoraExportOptions& options) {
         summary.types[quant::ggml_type_name(type)]++;
         writer.add_tensor(base + (a ? ".lora_a" : ".lora_b"), type, expected, [tensor, heads, rows = expected[0]] {
           std::vector<float> values = model::to_fp32(*tensor);
-          return heads ? model::permute_qk_rows(values, rows, heads) : values;
+          return heads ? model::permute_qk_rows(values, rows, heads, true) : values;
         });
       }
     }

@@ -67,18 +67,6 @@ std::string gguf_architecture(const ModelConfig& config, const std::string& wher
 
 bool gguf_permutes_qk(const std::string& architecture) { return architecture == "llama"; }
 
-std::vector<float> permute_qk_rows(const std::vector<float>& values, uint64_t rows, int64_t heads) {
-  const uint64_t cols = values.size() / rows, head_rows = rows / static_cast<uint64_t>(heads), half = head_rows / 2;
-  std::vector<float> out(values.size());
-  for (uint64_t h = 0; h < static_cast<uint64_t>(heads); h++)
-    for (uint64_t j = 0; j < half; j++)
-      for (uint64_t s = 0; s < 2; s++) {
-        const float* from = values.data() + (h * head_rows + s * half + j) * cols;
-        std::copy(from, from + cols, out.data() + (h * head_rows + 2 * j + s) * cols);
-      }
-  return out;
-}
-
 void set_gguf_hyperparameters(GgufWriter& writer, const ModelConfig& config, const std::string& name,
                               uint32_t file_type) {
   const std::string arch = gguf_architecture(config, name);

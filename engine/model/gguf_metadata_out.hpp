@@ -20,9 +20,7 @@ namespace vkt::model {
 std::string gguf_architecture(const ModelConfig& config, const std::string& where);
 // Whether llama.cpp's converter interleaves the rotary halves of q_proj/k_proj rows (llama).
 bool gguf_permutes_qk(const std::string& architecture);
-// HF rows -> GGUF rows of q_proj/k_proj (LlamaModel.permute): GGUF row h*d + 2j + s holds HF row
-// h*d + s*d/2 + j. `values` is (rows, values.size() / rows).
-std::vector<float> permute_qk_rows(const std::vector<float>& values, uint64_t rows, int64_t heads);
+// (the rows themselves: permute_qk_rows, engine/model/gguf_model.hpp)
 
 // general.* and the <arch>.* hyperparameters of `config`. `file_type` is llama_ftype (0 all F32,
 // 1 F16, 2 Q4_0, 7 Q8_0, 15 Q4_K_M, 32 BF16).

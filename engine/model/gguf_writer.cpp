@@ -27,6 +27,23 @@ class Encoder {
     const auto* bytes = reinterpret_cast<const char*>(&value);
     out.append(bytes, sizeof(T));
   }
+  // The first `count` bytes of a little-endian 64-bit value (GGUF and the host are little-endian).
+  void put_low_bytes(uint64_t value, size_t count) { out.append(reinterpret_cast<const char*>(&value), count); }
+  static size_t integer_bytes(GgufValueType type) {
+    switch (type) {
+      case GgufValueType::UINT8:
+      case GgufValueType::INT8:
+        return 1;
+      case GgufValueType::UINT16:
+      case GgufValueType::INT16:
+        return 2;
+      case GgufValueType::UINT32:
+      case GgufValueType::INT32:
+        return 4;
+      default:
+        return 8;
+    }
+  }
   void put_string(const std::string& text) {
     put<uint64_t>(text.size());
     out += text;
@@ -34,21 +51,15 @@ class Encoder {
   void put_value(const GgufValue& value) {
     switch (value.type) {
       case GgufValueType::UINT8:
-        return put<uint8_t>(static_cast<uint8_t>(std::get<uint64_t>(value.value)));
-      case GgufValueType::INT8:
-        return put<int8_t>(static_cast<int8_t>(std::get<int64_t>(value.value)));
       case GgufValueType::UINT16:
-        return put<uint16_t>(static_cast<uint16_t>(std::get<uint64_t>(value.value)));
-      case GgufValueType::INT16:
-        return put<int16_t>(static_cast<int16_t>(std::get<int64_t>(value.value)));
       case GgufValueType::UINT32:
-        return put<uint32_t>(static_cast<uint32_t>(std::get<uint64_t>(value.value)));
-      case GgufValueType::INT32:
-        return put<int32_t>(static_cast<int32_t>(std::get<int64_t>(value.value)));
       case GgufValueType::UINT64:
-        return put<uint64_t>(std::get<uint64_t>(value.value));
-      case GgufValueType::INT64:
-        return put<int64_t>(std::get<int64_t>(value.value));
+        return put_low_bytes(std::get<uint64_t>(value.value), integer_bytes(value.type));
+      case GgufValueType::INT8:
+      case GgufValueType::INT16:
+      case GgufValueType::INT32:
+      case GgufValueType::INT64:  // two's complement: the low bytes of the 64-bit pattern
+        return put_low_bytes(static_cast<uint64_t>(std::get<int64_t>(value.value)), integer_bytes(value.type));
       case GgufValueType::FLOAT32:
         return put<float>(static_cast<float>(std::get<double>(value.value)));
       case GgufValueType::FLOAT64:
