@@ -262,6 +262,39 @@ TEST_CASE("gguf export: an adapter merged into a GGUF file equals the HF export 
   }
 }
 
+TEST_CASE("gguf export: a GGUF base re-exports to the same tensors and tokenizer, also requantized") {
+  const fs::path directory = test::temp_dir("gguf-reexport");
+  export_base(directory / "first.gguf", merge::GgufOutType::f32);
+  merge::GgufExportOptions options;
+  options.model = directory / "first.gguf";
+  options.output = directory / "second.gguf";
+  options.outtype = merge::GgufOutType::f32;
+  options.show_progress = false;
+  merge::export_gguf_model(nullptr, options);
+  model::GgufFile first(directory / "first.gguf"), second(options.output);
+  REQUIRE(first.tensors().size() == second.tensors().size());
+  for (const model::GgufTensor& tensor : first.tensors()) {
+    CAPTURE(tensor.name);
+    const model::GgufTensor& again = second.tensor(tensor.name);
+    CHECK(again.ne == tensor.ne);
+    CHECK(std::equal(tensor.bytes.begin(), tensor.bytes.end(), again.bytes.begin(), again.bytes.end()));
+  }
+  for (const auto& [key, value] : first.metadata())
+    if (key.rfind("tokenizer.", 0) == 0) CHECK(second.contains(key));
+  CHECK(second.get_string_array("tokenizer.ggml.merges") == first.get_string_array("tokenizer.ggml.merges"));
+  // f32 GGUF -> q8_0 GGUF: the bytes the quantizer makes of the HF weights, Q/K rows in llama.cpp's order.
+  options.output = directory / "third.q8_0.gguf";
+  options.outtype = merge::GgufOutType::q8_0;
+  merge::export_gguf_model(nullptr, options);
+  export_base(directory / "direct.q8_0.gguf", merge::GgufOutType::q8_0);
+  model::GgufFile third(options.output), direct(directory / "direct.q8_0.gguf");
+  for (const model::GgufTensor& tensor : direct.tensors()) {
+    CAPTURE(tensor.name);
+    const model::GgufTensor& again = third.tensor(tensor.name);
+    CHECK(std::equal(tensor.bytes.begin(), tensor.bytes.end(), again.bytes.begin(), again.bytes.end()));
+  }
+}
+
 TEST_CASE("gguf-lora: llama.cpp's names and shapes, alpha with rsLoRA folded in, lora_b rows permuted for q/k") {
   const std::vector<spec::Module> targets = {spec::Module::q_proj, spec::Module::k_proj, spec::Module::v_proj};
   for (bool rslora : {false, true}) {

@@ -193,6 +193,27 @@ TEST_CASE("llama.cpp (node-llama-cpp 3.22.1) loads vktune's GGUF exports and agr
                 ours.size(), changed);
     CHECK(changed > 0);
     CHECK(agree * 100 >= 95 * ours.size());
+
+    // The same adapter merged into a new Q4_K_M file (from the Q4_K_M base): llama.cpp and vktune on it.
+    merge::GgufExportOptions merged;
+    merged.model = quantized;
+    merged.adapter = run;
+    merged.output = directory / "merged.q4_k_m.gguf";
+    merged.outtype = merge::GgufOutType::q4_k_m;
+    merged.show_progress = false;
+    merge::export_gguf_model(&test::context(), merged);
+    auto merged_generator = vktune_generator(merged.output);
+    const std::vector<uint32_t> ours_merged = vktune_top1(merged_generator, ids);
+    const std::vector<uint32_t> theirs_merged = llama_cpp("top1 '" + merged.output.string() + "' - " + join(ids));
+    REQUIRE(theirs_merged.size() == ours_merged.size());
+    size_t agree_merged = 0, as_adapter = 0;
+    for (size_t i = 0; i < ours_merged.size(); i++) {
+      agree_merged += ours_merged[i] == theirs_merged[i];
+      as_adapter += ours_merged[i] == ours[i];
+    }
+    std::printf("llamacpp merged q4_k_m export: top-1 agreement %zu / %zu (%zu / %zu as the adapter on the base)\n",
+                agree_merged, ours_merged.size(), as_adapter, ours.size());
+    CHECK(agree_merged * 100 >= 95 * ours_merged.size());
   }
 
   SUBCASE("quantized exports: top-1 agreement >= 95% over 64 teacher-forced positions on the same file") {
