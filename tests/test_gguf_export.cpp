@@ -13,6 +13,7 @@
 #include "engine/base/files.hpp"
 #include "engine/merge/export.hpp"
 #include "engine/merge/gguf_export.hpp"
+#include "engine/model/gguf_metadata_out.hpp"
 #include "engine/model/gguf_model.hpp"
 #include "engine/model/gguf_tokenizer.hpp"
 #include "engine/model/gguf_writer.hpp"
@@ -46,6 +47,46 @@ std::vector<float> llama_cpp_rows(const std::vector<float>& values, uint64_t row
     std::copy_n(values.begin() + row * cols, cols, out.begin() + (h * d + 2 * j + s) * cols);
   }
   return out;
+}
+
+// Two metadata values of the same type and contents (arrays element by element).
+void check_same_value(const model::GgufValue& a, const model::GgufValue& b) {
+  CHECK(a.type == b.type);
+  CHECK(a.element_type == b.element_type);
+  REQUIRE(a.value.index() == b.value.index());
+  if (const auto* elements = std::get_if<std::vector<model::GgufValue>>(&a.value)) {
+    const auto& others = std::get<std::vector<model::GgufValue>>(b.value);
+    REQUIRE(elements->size() == others.size());
+    for (size_t i = 0; i < elements->size(); i++) check_same_value((*elements)[i], others[i]);
+  } else {
+    std::visit(
+        [&](const auto& x) {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (!std::is_same_v<T, std::vector<model::GgufValue>>) CHECK(x == std::get<T>(b.value));
+        },
+        a.value);
+  }
+}
+
+// tests/data/hf/<family> with the byte-level tokenizer gguf_model_golden.py gave llama.cpp's converter
+// (config vocab_size widened to the tokenizer's, bos/eos named, a chat template for qwen2).
+fs::path family_with_tokenizer(const std::string& family, const std::string& bos, const std::string& eos,
+                               const std::string& chat_template) {
+  const fs::path directory = test::temp_dir("gguf-family-" + family),
+                 hf = test::source_dir() / "tests/data/hf" / family;
+  const fs::path tokenizer = test::source_dir() / "tests/data/tokenizers" / ("bytelevel_" + family + ".json");
+  nlohmann::json config = nlohmann::json::parse(read_text_file(hf / "config.json"));
+  config["vocab_size"] =
+      model::load_model_tokenizer(tokenizer.parent_path() / ("bytelevel_" + family + ".json")).vocab_size();
+  write_file_atomically(directory / "config.json", config.dump(2));
+  fs::copy_file(hf / "model.safetensors", directory / "model.safetensors");
+  fs::copy_file(tokenizer, directory / "tokenizer.json");
+  nlohmann::json tokenizer_config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                                     {"bos_token", bos.empty() ? nlohmann::json() : nlohmann::json(bos)},
+                                     {"eos_token", eos}};
+  if (!chat_template.empty()) tokenizer_config["chat_template"] = chat_template;
+  write_file_atomically(directory / "tokenizer_config.json", tokenizer_config.dump(2));
+  return directory;
 }
 
 merge::GgufExportSummary export_base(const fs::path& out, merge::GgufOutType type,
@@ -118,27 +159,9 @@ TEST_CASE("gguf writer: every metadata value of gguf-py's metadata.gguf copies t
   writer.write(path);
   model::GgufFile copy(path);
   CHECK(copy.metadata().size() + 1 == source.metadata().size());
-  std::function<void(const model::GgufValue&, const model::GgufValue&)> same = [&](const model::GgufValue& a,
-                                                                                   const model::GgufValue& b) {
-    CHECK(a.type == b.type);
-    CHECK(a.element_type == b.element_type);
-    REQUIRE(a.value.index() == b.value.index());
-    if (const auto* elements = std::get_if<std::vector<model::GgufValue>>(&a.value)) {
-      const auto& others = std::get<std::vector<model::GgufValue>>(b.value);
-      REQUIRE(elements->size() == others.size());
-      for (size_t i = 0; i < elements->size(); i++) same((*elements)[i], others[i]);
-    } else {
-      std::visit(
-          [&](const auto& x) {
-            using T = std::decay_t<decltype(x)>;
-            if constexpr (!std::is_same_v<T, std::vector<model::GgufValue>>) CHECK(x == std::get<T>(b.value));
-          },
-          a.value);
-    }
-  };
   for (const auto& [key, value] : copy.metadata()) {
     CAPTURE(key);
-    same(value, *source.find(key));
+    check_same_value(value, *source.find(key));
   }
 }
 
@@ -292,6 +315,53 @@ TEST_CASE("gguf export: a GGUF base re-exports to the same tensors and tokenizer
     CAPTURE(tensor.name);
     const model::GgufTensor& again = third.tensor(tensor.name);
     CHECK(std::equal(tensor.bytes.begin(), tensor.bytes.end(), again.bytes.begin(), again.bytes.end()));
+  }
+}
+
+TEST_CASE("gguf export: as llama.cpp's convert_hf_to_gguf.py writes them (its goldens in tests/data/gguf)") {
+  // qwen2: the whole model against qwen2.f32.gguf (tensors, metadata) and tokenizer_qwen2.gguf (tokenizer).
+  const fs::path qwen2 = family_with_tokenizer(
+      "qwen2", "", "<|endoftext|>",
+      "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}");
+  merge::GgufExportOptions options;
+  options.model = qwen2;
+  options.output = qwen2 / "qwen2.f32.gguf";
+  options.outtype = merge::GgufOutType::f32;
+  options.show_progress = false;
+  merge::export_gguf_model(nullptr, options);
+  model::GgufFile ours(options.output);
+  const fs::path goldens = test::source_dir() / "tests/data/gguf";
+  model::GgufFile converter(goldens / "qwen2.f32.gguf");
+  REQUIRE(ours.tensors().size() == converter.tensors().size());
+  for (const model::GgufTensor& tensor : converter.tensors()) {
+    CAPTURE(tensor.name);
+    const model::GgufTensor& mine = ours.tensor(tensor.name);
+    CHECK(mine.type == tensor.type);
+    CHECK(mine.ne == tensor.ne);
+    CHECK(std::equal(tensor.bytes.begin(), tensor.bytes.end(), mine.bytes.begin(), mine.bytes.end()));
+  }
+  for (const auto& [key, value] : converter.metadata()) {
+    if (key == "general.name" || key == "general.size_label" || key == "tokenizer.ggml.model") continue;
+    CAPTURE(key);
+    REQUIRE(ours.contains(key));
+    check_same_value(*ours.find(key), value);
+  }
+  // The tokenizer keys (llama3 through set_gguf_tokenizer alone: its llama3 rope is not exported yet).
+  const fs::path llama3 = family_with_tokenizer("llama3", "<|begin_of_text|>", "<|end_of_text|>", "");
+  model::GgufWriter llama3_tokenizer;
+  model::set_gguf_tokenizer(llama3_tokenizer, llama3, model::load_model_config(llama3));
+  const fs::path llama3_file = llama3 / "tokenizer.gguf";
+  llama3_tokenizer.write(llama3_file);
+  for (const auto& [family, file] : {std::pair{"qwen2", options.output}, std::pair{"llama3", llama3_file}}) {
+    model::GgufFile mine(file), theirs(goldens / ("tokenizer_" + std::string(family) + ".gguf"));
+    for (const auto& [key, value] : theirs.metadata()) {
+      if (key.rfind("tokenizer.", 0) != 0) continue;
+      CAPTURE(family);
+      CAPTURE(key);
+      REQUIRE(mine.contains(key));
+      check_same_value(*mine.find(key), value);
+    }
   }
 }
 

@@ -46,6 +46,50 @@ std::optional<std::string> chat_template_text(const fs::path& model) {
   return std::nullopt;
 }
 
+// tokenizer_config.json's `key` ("pad_token"): a string or an AddedToken object's content.
+std::optional<std::string> named_token(const fs::path& model, const char* key) {
+  if (!fs::exists(model / "tokenizer_config.json")) return std::nullopt;
+  const json config = json::parse(read_text_file(model / "tokenizer_config.json"), nullptr, false);
+  if (config.is_discarded() || !config.is_object() || !config.contains(key)) return std::nullopt;
+  const json& token = config[key];
+  if (token.is_string()) return token.get<std::string>();
+  if (token.is_object() && token.contains("content") && token["content"].is_string())
+    return token["content"].get<std::string>();
+  return std::nullopt;
+}
+
+// gguf-py's add_sep_token (SpecialVocab reading a TemplateProcessing post-processor, also inside a
+// Sequence): present when the pair template, without the single template's leading / trailing
+// special tokens, has something between A and B; true when that is the EOS token.
+std::optional<bool> adds_separator(const json& document, const std::string& eos) {
+  json processor = document.value("post_processor", json());
+  if (processor.is_object() && processor.value("type", "") == "Sequence")
+    for (const json& inner : processor.value("processors", json::array()))
+      if (inner.value("type", "") == "TemplateProcessing") processor = inner;
+  if (!processor.is_object() || processor.value("type", "") != "TemplateProcessing") return std::nullopt;
+  auto special = [](const json& item) { return item.value("SpecialToken", json::object()).value("id", ""); };
+  const json single = processor.value("single", json::array());
+  json pair = processor.value("pair", json::array());
+  if (single.size() < 2 || pair.size() < 2) return std::nullopt;
+  const std::string first = special(single.front()), last = special(single.back());
+  if (!first.empty() && special(pair.front()) == first) pair.erase(pair.begin());
+  if (!last.empty() && !pair.empty() && special(pair.back()) == last) pair.erase(pair.end() - 1);
+  if (pair.size() < 3) return std::nullopt;
+  return last.empty() && !eos.empty() && special(pair[1]) == eos;
+}
+
+// The converter's does_token_look_special: added tokens some models leave unmarked that are control
+// tokens all the same.
+bool looks_special(const std::string& token) {
+  auto wrapped = [&](std::string_view open, std::string_view close) {
+    return token.size() >= open.size() + close.size() && token.rfind(open, 0) == 0 &&
+           token.compare(token.size() - close.size(), close.size(), close) == 0;
+  };
+  return token == "<pad>" || token == "<mask>" || token == "<2mass>" || token == "[@BOS@]" || wrapped("<|", "|>") ||
+         wrapped("<\xef\xbd\x9c", "\xef\xbd\x9c>") || wrapped("<start_of_", ">") || wrapped("<end_of_", ">") ||
+         wrapped("<unused", ">");
+}
+
 }  // namespace
 
 std::string gguf_architecture(const ModelConfig& config, const std::string& where) {
@@ -129,7 +173,7 @@ void set_gguf_tokenizer(GgufWriter& writer, const fs::path& model, const ModelCo
     const uint64_t index = added.at("id").get<uint64_t>();
     if (index >= vocab) continue;
     tokens[index] = added.at("content").get<std::string>();
-    types[index] = added.value("special", false) ? kControl : kUserDefined;
+    types[index] = added.value("special", false) || looks_special(tokens[index]) ? kControl : kUserDefined;
   }
   std::vector<std::string> merges;
   for (const json& merge : bpe["merges"]) merges.push_back(merge_text(merge));
@@ -138,16 +182,27 @@ void set_gguf_tokenizer(GgufWriter& writer, const fs::path& model, const ModelCo
   writer.set_string_array("tokenizer.ggml.tokens", tokens);
   writer.set_int32_array("tokenizer.ggml.token_type", types);
   writer.set_string_array("tokenizer.ggml.merges", merges);
-  std::optional<uint64_t> bos = config.bos_token_id ? std::optional<uint64_t>(*config.bos_token_id) : std::nullopt;
-  if (!bos && tokenizer.bos_id()) bos = *tokenizer.bos_id();
-  std::optional<uint64_t> eos =
-      config.eos_token_ids.empty() ? std::nullopt : std::optional<uint64_t>(config.eos_token_ids.front());
-  if (!eos && tokenizer.eos_id()) eos = *tokenizer.eos_id();
+  // As gguf-py's SpecialVocab: the tokens tokenizer_config.json names first, then config.json's ids.
+  std::optional<uint64_t> bos, eos, pad;
+  if (auto id = tokenizer.bos_id())
+    bos = *id;
+  else if (config.bos_token_id)
+    bos = static_cast<uint64_t>(*config.bos_token_id);
+  if (auto id = tokenizer.eos_id())
+    eos = *id;
+  else if (!config.eos_token_ids.empty())
+    eos = static_cast<uint64_t>(config.eos_token_ids.front());
+  if (auto pad_token = named_token(model, "pad_token"); pad_token && tokenizer.token_to_id(*pad_token))
+    pad = *tokenizer.token_to_id(*pad_token);
+  else if (config.pad_token_id)
+    pad = static_cast<uint64_t>(*config.pad_token_id);
   if (bos) writer.set_uint32("tokenizer.ggml.bos_token_id", *bos);
   if (eos) writer.set_uint32("tokenizer.ggml.eos_token_id", *eos);
-  if (config.pad_token_id) writer.set_uint32("tokenizer.ggml.padding_token_id", *config.pad_token_id);
+  if (pad) writer.set_uint32("tokenizer.ggml.padding_token_id", *pad);
   writer.set_bool("tokenizer.ggml.add_bos_token", tokenizer.adds_bos());
   writer.set_bool("tokenizer.ggml.add_eos_token", tokenizer.adds_eos());
+  if (auto add_sep = adds_separator(document, eos ? tokens[*eos] : ""))
+    writer.set_bool("tokenizer.ggml.add_sep_token", *add_sep);
   if (auto chat = chat_template_text(model)) writer.set_string("tokenizer.chat_template", *chat);
 }
 

@@ -1,5 +1,7 @@
 #include "engine/model/gguf_tokenizer.hpp"
 
+#include <functional>
+
 #include "engine/base/error.hpp"
 #include "engine/model/gguf_model.hpp"
 #include "engine/text/trainer.hpp"
@@ -53,9 +55,20 @@ json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
 }  // namespace
 
 std::optional<std::string> gguf_pre_tokenizer_name(const json& tokenizer) {
+  // trim_offsets changes only the offsets tokenizers report, never the ids: left out of the comparison.
+  std::function<json(json)> without_offsets = [&](json document) {
+    if (document.is_object()) {
+      document.erase("trim_offsets");
+      for (auto& [key, value] : document.items()) value = without_offsets(value);
+    } else if (document.is_array()) {
+      for (auto& value : document) value = without_offsets(value);
+    }
+    return document;
+  };
+  const json pre_tokenizer = without_offsets(tokenizer.value("pre_tokenizer", json()));
   for (const char* pre : {"llama-bpe", "qwen2", "gpt-2", "smollm"}) {
     const json normalizer = std::string(pre) == "qwen2" ? json{{"type", "NFC"}} : json(nullptr);
-    if (tokenizer.value("pre_tokenizer", json()) == known_pre_tokenizer(pre) &&
+    if (pre_tokenizer == without_offsets(known_pre_tokenizer(pre)) &&
         tokenizer.value("normalizer", json()) == normalizer)
       return pre;
   }
