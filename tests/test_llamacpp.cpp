@@ -2,8 +2,10 @@
 // the npm package node-llama-cpp 3.22.1 (its prebuilt CPU build), driven by tests/llamacpp/llama.mjs.
 //   f32 / f16 model exports of examples/base       greedy tokens equal vktune's generate
 //   a GGUF LoRA (rsLoRA, all linear) on its base   greedy tokens equal vktune's with the PEFT adapter
-//   q8_0 / q4_0 / q4_k_m exports                    top-1 agreement >= 95% over 64 teacher-forced
+//   bf16 / q8_0 / q4_0 / q4_k_m exports             top-1 agreement >= 95% over 64 teacher-forced
 //                                                   positions, both reading the SAME quantized file
+//   the LoRA as f16 / bf16 / q8_0                   top-1 agreement >= 95% likewise
+//   a LoRA trained on a q4_k_m export, and merged   top-1 agreement >= 95% likewise
 // Optional: without the package (scripts/setup-llamacpp.sh installs it into
 // $VKT_NODE_LLAMA_CPP, default ~/.cache/vktune/node-llama-cpp) or node, the suite prints
 // "SKIPPED: node-llama-cpp is not installed" and ctest reports it skipped (label llamacpp).
@@ -158,6 +160,25 @@ TEST_CASE("llama.cpp (node-llama-cpp 3.22.1) loads vktune's GGUF exports and agr
                 join(theirs).c_str(), join(without).c_str());
     CHECK(ours != without);  // the adapter matters, so an ignored one would fail
     CHECK(theirs == ours);
+
+    // The adapter written as f16 / bf16 / q8_0: rounded factors, so top-1 agreement on the text.
+    std::vector<uint32_t> ids = tokenizer.encode(kText, true);
+    ids.resize(64);
+    const std::vector<uint32_t> ours_top1 = vktune_top1(adapted, ids);
+    for (merge::GgufOutType type : {merge::GgufOutType::f16, merge::GgufOutType::bf16, merge::GgufOutType::q8_0}) {
+      CAPTURE(merge::gguf_outtype_name(type));
+      options.outtype = type;
+      options.output = directory / ("adapter." + std::string(merge::gguf_outtype_name(type)) + ".gguf");
+      merge::export_gguf_lora(options);
+      const std::vector<uint32_t> theirs_top1 =
+          llama_cpp("top1 '" + base.string() + "' '" + options.output.string() + "' " + join(ids));
+      REQUIRE(theirs_top1.size() == ours_top1.size());
+      size_t agree = 0;
+      for (size_t i = 0; i < ours_top1.size(); i++) agree += ours_top1[i] == theirs_top1[i];
+      std::printf("llamacpp %s lora top-1 agreement: %zu / %zu\n", merge::gguf_outtype_name(type), agree,
+                  ours_top1.size());
+      CHECK(agree * 100 >= 95 * ours_top1.size());
+    }
   }
 
   SUBCASE("a LoRA trained on a Q4_K_M export (train --save-gguf-lora): llama.cpp agrees with it on that base") {
@@ -220,7 +241,8 @@ TEST_CASE("llama.cpp (node-llama-cpp 3.22.1) loads vktune's GGUF exports and agr
     std::vector<uint32_t> ids = tokenizer.encode(kText, true);
     REQUIRE(ids.size() >= 64);
     ids.resize(64);
-    for (merge::GgufOutType type : {merge::GgufOutType::q8_0, merge::GgufOutType::q4_0, merge::GgufOutType::q4_k_m}) {
+    for (merge::GgufOutType type :
+         {merge::GgufOutType::bf16, merge::GgufOutType::q8_0, merge::GgufOutType::q4_0, merge::GgufOutType::q4_k_m}) {
       CAPTURE(merge::gguf_outtype_name(type));
       const fs::path file = export_model(directory, type);
       auto generator = vktune_generator(file);
