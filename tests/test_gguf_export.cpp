@@ -159,9 +159,10 @@ TEST_CASE("gguf writer: every metadata value of gguf-py's metadata.gguf copies t
   writer.write(path);
   model::GgufFile copy(path);
   CHECK(copy.metadata().size() + 1 == source.metadata().size());
-  for (const auto& [key, value] : copy.metadata()) {
+  for (const auto& entry : copy.metadata()) {  // no structured binding under CAPTURE (clang 14)
+    const std::string& key = entry.first;
     CAPTURE(key);
-    check_same_value(value, *source.find(key));
+    check_same_value(entry.second, *source.find(key));
   }
 }
 
@@ -341,7 +342,9 @@ TEST_CASE("gguf export: as llama.cpp's convert_hf_to_gguf.py writes them (its go
     CHECK(mine.ne == tensor.ne);
     CHECK(std::equal(tensor.bytes.begin(), tensor.bytes.end(), mine.bytes.begin(), mine.bytes.end()));
   }
-  for (const auto& [key, value] : converter.metadata()) {
+  for (const auto& entry : converter.metadata()) {
+    const std::string& key = entry.first;
+    const model::GgufValue& value = entry.second;
     if (key == "general.name" || key == "general.size_label" || key == "tokenizer.ggml.model") continue;
     CAPTURE(key);
     REQUIRE(ours.contains(key));
@@ -353,9 +356,12 @@ TEST_CASE("gguf export: as llama.cpp's convert_hf_to_gguf.py writes them (its go
   model::set_gguf_tokenizer(llama3_tokenizer, llama3, model::load_model_config(llama3));
   const fs::path llama3_file = llama3 / "tokenizer.gguf";
   llama3_tokenizer.write(llama3_file);
-  for (const auto& [family, file] : {std::pair{"qwen2", options.output}, std::pair{"llama3", llama3_file}}) {
-    model::GgufFile mine(file), theirs(goldens / ("tokenizer_" + std::string(family) + ".gguf"));
-    for (const auto& [key, value] : theirs.metadata()) {
+  for (const auto& pair : {std::pair{"qwen2", options.output}, std::pair{"llama3", llama3_file}}) {
+    const std::string family = pair.first;
+    model::GgufFile mine(pair.second), theirs(goldens / ("tokenizer_" + family + ".gguf"));
+    for (const auto& entry : theirs.metadata()) {
+      const std::string& key = entry.first;
+      const model::GgufValue& value = entry.second;
       if (key.rfind("tokenizer.", 0) != 0) continue;
       CAPTURE(family);
       CAPTURE(key);
@@ -387,9 +393,11 @@ TEST_CASE("gguf-lora: llama.cpp's names and shapes, alpha with rsLoRA folded in,
     const model::ModelConfig config = model::load_model_config(base_model());
     model::SafetensorsFile weights(adapter / "adapter_model.safetensors");
     const std::string prefix = "base_model.model.model.layers.2.self_attn.";
-    for (const auto& [module, gguf, heads] :
+    for (const auto& row :
          {std::tuple{"q_proj", "attn_q", config.num_attention_heads},
           std::tuple{"k_proj", "attn_k", config.num_key_value_heads}, std::tuple{"v_proj", "attn_v", int64_t{0}}}) {
+      const std::string module = std::get<0>(row), gguf = std::get<1>(row);
+      const int64_t heads = std::get<2>(row);
       CAPTURE(module);
       const model::GgufTensor& a = file.tensor(std::string("blk.2.") + gguf + ".weight.lora_a");
       const model::GgufTensor& b = file.tensor(std::string("blk.2.") + gguf + ".weight.lora_b");

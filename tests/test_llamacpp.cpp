@@ -57,10 +57,11 @@ std::string join(const std::vector<uint32_t>& ids) {
 std::vector<uint32_t> llama_cpp(const std::string& arguments) {
   const std::string command = "VKT_NODE_LLAMA_CPP='" + node_package().string() + "' node '" +
                               (test::source_dir() / "tests" / "llamacpp" / "llama.mjs").string() + "' " + arguments;
-  auto [status, output] = test::run_command(command);
+  const auto result = test::run_command(command);  // no structured binding under INFO (clang 14)
+  const std::string& output = result.second;
   INFO(command);
   INFO(output);
-  REQUIRE(status == 0);
+  REQUIRE(result.first == 0);
   const size_t line = output.rfind("{\"ids\"");
   REQUIRE(line != std::string::npos);
   return nlohmann::json::parse(output.substr(line, output.find('\n', line) - line))["ids"].get<std::vector<uint32_t>>();
@@ -189,9 +190,10 @@ TEST_CASE("llama.cpp (node-llama-cpp 3.22.1) loads vktune's GGUF exports and agr
                               quantized.string() + "' --data '" +
                               (test::source_dir() / "examples/demo/train.jsonl").string() + "' --output-dir '" +
                               run.string() + "' --max-steps 12 --learning-rate 2e-3 --save-gguf-lora f32 --headless";
-    auto [status, output] = test::run_command(train);
+    const auto result = test::run_command(train);
+    const std::string& output = result.second;
     INFO(output);
-    REQUIRE(status == 0);
+    REQUIRE(result.first == 0);
     REQUIRE(fs::exists(run / "adapter.gguf"));
     std::vector<uint32_t> ids = tokenizer.encode(
         "Ge1:3 And God said, Let there be light: and there was light.\nJSON: {\"book\": \"Ge\", \"chapter\": 1, "
