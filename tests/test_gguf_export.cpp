@@ -332,6 +332,10 @@ TEST_CASE("gguf export: as llama.cpp's convert_hf_to_gguf.py writes them (its go
   options.show_progress = false;
   merge::export_gguf_model(nullptr, options);
   model::GgufFile ours(options.output);
+  const std::string modelfile = read_text_file(qwen2 / "qwen2.f32.Modelfile");  // ChatML: Ollama's Go template
+  CHECK(modelfile.find("TEMPLATE \"\"\"{{- range .Messages }}<|im_start|>{{ .Role }}\n") != std::string::npos);
+  CHECK(modelfile.find("PARAMETER stop \"<|im_end|>\"\n") != std::string::npos);
+  CHECK(modelfile.find("PARAMETER stop \"<|endoftext|>\"\n") != std::string::npos);
   const fs::path goldens = test::source_dir() / "tests/data/gguf";
   model::GgufFile converter(goldens / "qwen2.f32.gguf");
   REQUIRE(ours.tensors().size() == converter.tensors().size());
@@ -380,7 +384,7 @@ TEST_CASE("gguf-lora: llama.cpp's names and shapes, alpha with rsLoRA folded in,
     merge::GgufLoraExportOptions options;
     options.adapter = adapter;
     options.model = base_model();
-    options.output = test::temp_dir("gguf-lora-out") / "adapter.gguf";
+    options.output = test::temp_dir("gguf-lora-out") / "new folder" / "adapter.gguf";  // created
     options.outtype = merge::GgufOutType::f32;
     const merge::GgufExportSummary summary = merge::export_gguf_lora(options);
     CHECK(summary.tensors == 4 * 3 * 2);

@@ -61,10 +61,12 @@ uint64_t file_size_of(const fs::path& path) {
   return error ? 0 : size;
 }
 
-void require_gguf_output(const fs::path& output) {
+// A .gguf path whose folder exists afterwards.
+void prepare_gguf_output(const fs::path& output) {
   if (output.extension() != ".gguf")
     throw UserError("--output " + output.string() + " does not end in .gguf",
                     "name the file to write, e.g. --output model.q4_k_m.gguf");
+  if (output.has_parent_path()) fs::create_directories(output.parent_path());
 }
 
 }  // namespace
@@ -113,7 +115,7 @@ GgmlType gguf_tensor_type(GgufOutType outtype, const std::string& gguf_name, con
 
 GgufExportSummary export_gguf_model(vk::Context* context, const GgufExportOptions& options) {
   const auto started = std::chrono::steady_clock::now();
-  require_gguf_output(options.output);
+  prepare_gguf_output(options.output);
   ModelSource source(context, options.model, options.adapter);
   const model::ModelConfig& config = source.config();
   const std::string arch = model::gguf_architecture(config, options.model.string());
@@ -157,7 +159,7 @@ GgufExportSummary export_gguf_model(vk::Context* context, const GgufExportOption
 
 GgufExportSummary export_gguf_lora(const GgufLoraExportOptions& options) {
   const auto started = std::chrono::steady_clock::now();
-  require_gguf_output(options.output);
+  prepare_gguf_output(options.output);
   if (!adapter_type(options.outtype))
     throw UserError(std::string("a GGUF LoRA adapter is not written as ") + gguf_outtype_name(options.outtype),
                     "use --outtype f32, f16, bf16 or q8_0 for adapters");
