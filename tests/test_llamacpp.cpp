@@ -18,6 +18,7 @@
 
 #include "engine/merge/gguf_export.hpp"
 #include "engine/model/generate.hpp"
+#include "engine/model/gguf.hpp"
 #include "engine/model/gguf_tokenizer.hpp"
 #include "tests/random_adapter.hpp"
 #include "tests/support.hpp"
@@ -107,6 +108,42 @@ fs::path export_model(const fs::path& directory, merge::GgufOutType type) {
 }  // namespace
 
 TEST_SUITE("llamacpp") {
+TEST_CASE("llama.cpp's own llama-quantize makes the same Q4_K_M / Q8_0 / Q4_0 files as our export") {
+  // Optional: VKT_LLAMA_QUANTIZE names a llama-quantize binary, e.g. built from the pinned sdist:
+  //   cmake -S .../vendor/llama.cpp -B lcp -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DGGML_OPENMP=OFF &&
+  //   cmake --build lcp --target llama-quantize   (GGML_NATIVE=OFF: no FMA contraction in the quantizers)
+  const char* quantize = std::getenv("VKT_LLAMA_QUANTIZE");
+  if (!quantize || !fs::exists(quantize)) {
+    std::printf("llama-quantize comparison not run: VKT_LLAMA_QUANTIZE names no binary\n");
+    return;
+  }
+  const fs::path directory = test::temp_dir("llama-quantize");
+  const fs::path f32 = export_model(directory, merge::GgufOutType::f32);
+  for (const auto& pair : {std::pair{merge::GgufOutType::q4_k_m, "Q4_K_M"}, std::pair{merge::GgufOutType::q8_0, "Q8_0"},
+                           std::pair{merge::GgufOutType::q4_0, "Q4_0"}}) {
+    const std::string name = pair.second;
+    CAPTURE(name);
+    const fs::path ours = export_model(directory, pair.first),
+                   theirs = directory / ("llama-quantize." + name + ".gguf");
+    const auto result = test::run_command("'" + std::string(quantize) + "' '" + f32.string() + "' '" + theirs.string() +
+                                          "' " + name + " 2");
+    const std::string& output = result.second;
+    INFO(output);
+    REQUIRE(result.first == 0);
+    model::GgufFile a(ours), b(theirs);
+    REQUIRE(a.tensors().size() == b.tensors().size());
+    size_t equal = 0;
+    for (const model::GgufTensor& tensor : a.tensors()) {
+      const model::GgufTensor& other = b.tensor(tensor.name);
+      equal += tensor.type == other.type &&
+               std::equal(tensor.bytes.begin(), tensor.bytes.end(), other.bytes.begin(), other.bytes.end());
+    }
+    std::printf("llama-quantize %s: %zu / %zu tensors byte-identical to vktune's export\n", name.c_str(), equal,
+                a.tensors().size());
+    CHECK(equal == a.tensors().size());
+  }
+}
+
 TEST_CASE("llama.cpp (node-llama-cpp 3.22.1) loads vktune's GGUF exports and agrees with vktune") {
   if (!llama_cpp_available()) {
     std::printf(
