@@ -12,6 +12,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/base/log.hpp"
+#include "engine/merge/gguf_export.hpp"
 #include "engine/model/session.hpp"
 #include "engine/plan/report.hpp"
 #include "engine/train/trainer.hpp"
@@ -38,6 +39,13 @@ void add_train_command(CLI::App& app) {
       app.add_subcommand("train", "Finetune a model: LoRA, QLoRA or full (HF TrainingArguments flag names)");
   static TrainFlags flags;
   flags.add_to(*command);
+  static std::string save_gguf_lora;
+  static CLI::Option* save_gguf_lora_option =
+      command
+          ->add_option("--save-gguf-lora", save_gguf_lora,
+                       "also write the final adapter as OUTPUT_DIR/adapter.gguf for llama.cpp / Ollama, in this "
+                       "type: f32 | f16 (a bare flag) | bf16 | q8_0 (as vktune export --format gguf-lora)")
+          ->expected(0, 1);
   command->footer(
       "Example:\n  vktune train --model examples/base --data data.jsonl --output-dir out --method qlora "
       "--lora-r 16 --learning-rate 2e-4 --max-steps 200\n\n"
@@ -48,6 +56,14 @@ void add_train_command(CLI::App& app) {
   command->callback([] {
     train::TrainConfig config = flags.resolve();
     train::validate(config);
+    std::optional<merge::GgufOutType> gguf_lora;
+    if (save_gguf_lora_option->count() > 0) {  // checked before the run, not after it
+      gguf_lora =
+          merge::gguf_outtype_from_flag(save_gguf_lora.empty() ? "f16" : save_gguf_lora, "--save-gguf-lora", true);
+      if (config.method == spec::Method::full)
+        throw UserError("--save-gguf-lora needs a LoRA adapter, but --method full trains every weight",
+                        "export the trained model with vktune export --format gguf");
+    }
     bool window = config.dashboard || (!config.headless && ui::display_available());
     if (config.dashboard && !ui::display_available())
       throw UserError("--dashboard needs a display (DISPLAY or WAYLAND_DISPLAY)",
@@ -81,6 +97,16 @@ void add_train_command(CLI::App& app) {
     if (!config.plot.empty()) {
       ui::render_dashboard_png(monitor.snapshot(), config.plot, 1280, 800);
       log::info("dashboard written to " + config.plot);
+    }
+    if (gguf_lora && !summary.stop_signal) {
+      merge::GgufLoraExportOptions options;
+      options.adapter = config.output_dir;
+      options.model = config.model;
+      options.output = std::filesystem::path(config.output_dir) / "adapter.gguf";
+      options.outtype = *gguf_lora;
+      const merge::GgufExportSummary exported = merge::export_gguf_lora(options);
+      log::info("GGUF LoRA adapter written to " + options.output.string() + " (Ollama: " + exported.modelfile.string() +
+                ")");
     }
     print_summary(summary);
     // A stopped run is not a finished one: `train && export` must not go on. Shell conventions.

@@ -12,8 +12,24 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/model/config.hpp"
 
 namespace vkt::test {
+
+// The config.json fields a GGUF file carries, read back from it (`ours`) against the HF folder's.
+inline void check_gguf_config_fields(const model::ModelConfig& ours, const model::ModelConfig& hf) {
+  for (int64_t model::ModelConfig::*field :
+       {&model::ModelConfig::hidden_size, &model::ModelConfig::intermediate_size,
+        &model::ModelConfig::num_hidden_layers, &model::ModelConfig::num_attention_heads,
+        &model::ModelConfig::num_key_value_heads, &model::ModelConfig::head_dim, &model::ModelConfig::vocab_size,
+        &model::ModelConfig::max_position_embeddings})
+    CHECK(ours.*field == hf.*field);
+  CHECK(static_cast<float>(ours.rms_norm_eps) == static_cast<float>(hf.rms_norm_eps));  // GGUF stores fp32
+  CHECK(ours.rope_theta == hf.rope_theta);
+  CHECK(ours.tie_word_embeddings == hf.tie_word_embeddings);
+  CHECK(ours.qkv_bias == hf.qkv_bias);
+  CHECK(ours.qk_norm == hf.qk_norm);
+}
 
 // Runs `action`, which must throw vkt::UserError; returns its message and hint together.
 inline std::string user_error_of(const std::function<void()>& action) {

@@ -37,12 +37,14 @@
 #include "engine/train/evaluate.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/model_io_support.hpp"
+#include "tests/random_adapter.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
 
 using namespace vkt;
 namespace fs = std::filesystem;
 using nlohmann::json;
+using test::random_adapter;
 using Tensors = std::map<std::string, std::vector<float>>;
 
 namespace {
@@ -129,38 +131,6 @@ void check_tensors(const Tensors& actual, const std::function<std::vector<float>
     for (size_t i = 0; i < values.size(); i++) worst = std::max(worst, std::fabs(double(values[i]) - reference[i]));
     CHECK(worst <= tolerance);
   }
-}
-
-// A PEFT adapter for `base` with random A and B (B nonzero, unlike a fresh adapter).
-fs::path random_adapter(const fs::path& base, const std::string& name, uint32_t rank, float alpha, bool rslora,
-                        const std::vector<spec::Module>& targets, uint32_t seed) {
-  fs::path directory = test::temp_dir("adapter-" + name);
-  model::ModelConfig config = model::load_model_config(base);
-  spec::ModelShape shape = model::model_shape(config);
-  std::vector<model::TensorToWrite> writes;
-  uint32_t stream = 0;
-  for (uint32_t layer = 0; layer < shape.layers; layer++)
-    for (spec::Module module : targets)
-      for (bool a : {true, false}) {
-        uint64_t in = spec::module_in_features(shape, module), out = spec::module_out_features(shape, module);
-        std::vector<uint64_t> dims = a ? std::vector<uint64_t>{rank, in} : std::vector<uint64_t>{out, rank};
-        auto values = std::make_shared<std::vector<float>>(
-            test::random_floats(dims[0] * dims[1], seed * 100 + stream++, -0.2f, 0.2f));
-        writes.push_back({model::peft_tensor_name(shape, layer, module, a), model::FileDtype::F32, dims,
-                          [values](model::TensorSink& sink) { sink.write(values->data(), values->size() * 4); }});
-      }
-  model::write_safetensors(directory / "adapter_model.safetensors", std::move(writes), {{"format", "pt"}});
-  std::vector<std::string> names;
-  for (spec::Module m : targets) names.push_back(spec::module_name(m));
-  json adapter = {{"peft_type", "LORA"},
-                  {"r", rank},
-                  {"lora_alpha", alpha},
-                  {"target_modules", names},
-                  {"use_rslora", rslora},
-                  {"bias", "none"},
-                  {"base_model_name_or_path", base.string()}};
-  write_file_atomically(directory / "adapter_config.json", adapter.dump(2));
-  return directory;
 }
 
 // Logits (8 tokens, one row) of a model folder, optionally with a PEFT adapter (LoRA runs only in

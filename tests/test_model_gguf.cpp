@@ -3,6 +3,7 @@
 // damaged files. Goldens: tests/reference/gguf_golden.py -> tests/data/gguf/.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -64,10 +65,13 @@ TEST_CASE("gguf: every ggml type vktune reads dequantizes bit-exactly as ggml (g
   }
 }
 
-TEST_CASE("gguf: the exporter's quantizers write ggml's reference bytes (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, BF16)") {
-  GgufFile file(golden("blocks.gguf"));
+namespace {
+
+// Quantizes `file`'s "source" tensor as each type and compares with its "<TYPE>.quantized" bytes;
+// the bytes must also decode back near the source (the quantizer's round trip).
+void check_quantizers(const GgufFile& file, std::initializer_list<const char*> names) {
   const std::vector<float> source = file.to_fp32(file.tensor("source"));
-  for (const char* name : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "BF16"}) {
+  for (const char* name : names) {
     CAPTURE(name);
     const GgufTensor& reference = file.tensor(std::string(name) + ".quantized");
     GgmlType type = *quant::ggml_type_from_name(name);
@@ -82,7 +86,23 @@ TEST_CASE("gguf: the exporter's quantizers write ggml's reference bytes (Q8_0, Q
         break;
       }
     CHECK(first_difference == ours.size());
+    std::vector<float> decoded(source.size());
+    quant::dequantize_ggml(type, ours, decoded);
+    double worst = 0;
+    for (size_t i = 0; i < source.size(); i++) worst = std::max(worst, double(std::fabs(decoded[i] - source[i])));
+    CHECK(worst < 0.2);  // 4-bit steps of the widest rows (a 3.0 outlier) stay below this
   }
+}
+
+}  // namespace
+
+TEST_CASE("gguf: the exporter's quantizers write ggml's reference bytes (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, BF16)") {
+  check_quantizers(GgufFile(golden("blocks.gguf")), {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "BF16"});
+}
+
+TEST_CASE(
+    "gguf: Q4_K and Q6_K quantizers write ggml's quantize_row_*_ref bytes (tests/reference/ggml_kquant_golden.py)") {
+  check_quantizers(GgufFile(golden("kquants.gguf")), {"Q4_K", "Q6_K"});
 }
 
 TEST_CASE("gguf: block sizes and bits per weight as ggml defines them") {
@@ -93,7 +113,8 @@ TEST_CASE("gguf: block sizes and bits per weight as ggml defines them") {
   CHECK(quant::ggml_bits_per_weight(GgmlType::Q6_K) == doctest::Approx(6.5625));
   CHECK(quant::ggml_type_name_of(16) == "IQ2_XXS");
   CHECK(quant::ggml_type_name_of(99) == "type 99");
-  CHECK(!quant::ggml_can_quantize(GgmlType::Q4_K));
+  CHECK(quant::ggml_can_quantize(GgmlType::Q4_K));
+  CHECK(!quant::ggml_can_quantize(GgmlType::Q5_K));  // no exporter mix needs it yet
 }
 
 TEST_CASE("gguf: metadata of every value type, nested arrays, alignment and tensors of 1 to 4 dimensions") {

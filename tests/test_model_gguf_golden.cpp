@@ -73,12 +73,7 @@ TEST_CASE("gguf model: llama.cpp's converter output gives the HF folder's config
     model::ModelConfig hf = model::load_model_config(hf_dir() / family);
     CHECK(ours.architecture ==
           (hf.architecture == model::Architecture::mistral ? model::Architecture::llama : hf.architecture));
-    check_sizes(ours, hf);
-    CHECK(static_cast<float>(ours.rms_norm_eps) == static_cast<float>(hf.rms_norm_eps));  // GGUF stores fp32
-    CHECK(ours.rope_theta == hf.rope_theta);
-    CHECK(ours.tie_word_embeddings == hf.tie_word_embeddings);
-    CHECK(ours.qkv_bias == hf.qkv_bias);
-    CHECK(ours.qk_norm == hf.qk_norm);
+    test::check_gguf_config_fields(ours, hf);
     // llama3's rope scaling arrives as rope_freqs factors: the same frequencies to an ulp or two.
     for (bool long_factors : {false, true}) {
       std::vector<float> a = model::rope_inv_freq(ours, long_factors), b = model::rope_inv_freq(hf, long_factors);

@@ -9,6 +9,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/matmul.hpp"
+#include "engine/model/gguf_model.hpp"
 #include "engine/model/session.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/quant/quantize.hpp"
@@ -102,13 +103,33 @@ ModelSource::ModelSource(vk::Context* context, const fs::path& model, const std:
       }()) {}
 
 ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(context), ref_(ref) {
-  if (!fs::is_directory(ref.model))
-    throw UserError("model " + ref.model.string() + " is not a folder",
-                    "give an HF model folder with config.json and *.safetensors");
-  config_ = model::load_model_config(ref.model);
-  folder_ = std::make_unique<model::SafetensorsFolder>(ref.model);
+  if (model::is_gguf_file(ref.model)) {
+    config_ = model::load_model_config(ref.model);
+    gguf_ = std::make_unique<model::GgufTensorSource>(ref.model, config_);
+    std::vector<std::string> names = pre_layer_tensors(config_);
+    for (int64_t layer = 0; layer < config_.num_hidden_layers; layer++)
+      for (const std::string& suffix : layer_tensor_suffixes(config_))
+        names.push_back("model.layers." + std::to_string(layer) + "." + suffix);
+    for (const std::string& name : post_layer_tensors(config_)) names.push_back(name);
+    for (const std::string& name : names) {
+      names_.push_back(name);
+      info_[name] = TensorInfo{gguf_->shape(name), model::file_dtype_from_torch(config_.torch_dtype)};
+      quantized_[name] = true;  // never copied as stored bytes
+    }
+  } else {
+    if (!fs::is_directory(ref.model))
+      throw UserError("model " + ref.model.string() + " is not a folder",
+                      "give an HF model folder with config.json and *.safetensors, or a .gguf file");
+    config_ = model::load_model_config(ref.model);
+    open_folder();
+  }
+  if (ref.lora) open_adapter(*ref.lora);
+}
+
+void ModelSource::open_folder() {
+  folder_ = std::make_unique<model::SafetensorsFolder>(ref_.model);
   bitsandbytes_ = model::is_bitsandbytes_nf4(*folder_, config_);
-  vktune_ = model::vktune_quantization(config_, (ref.model / "config.json").string());
+  vktune_ = model::vktune_quantization(config_, (ref_.model / "config.json").string());
   const FileDtype weight_dtype = vktune_ && !vktune_->original_dtype.empty()
                                      ? model::file_dtype_from_torch(vktune_->original_dtype)
                                      : model::file_dtype_from_torch(config_.torch_dtype);
@@ -144,32 +165,33 @@ ModelSource::ModelSource(vk::Context* context, const ModelRef& ref) : context_(c
       quantized_[name] = quantized;
     }
   }
-  if (ref.lora) {
-    if (!context_) throw UserError("merging an adapter needs a Vulkan device", "run on a machine with a Vulkan driver");
-    adapter_ = std::make_unique<Adapter>();
-    adapter_->file = model::load_adapter_config(*ref.lora);
-    fs::path weights = *ref.lora / "adapter_model.safetensors";
-    if (!fs::exists(weights))
-      throw UserError(ref.lora->string() + " has no adapter_model.safetensors", "is this a PEFT adapter folder?");
-    adapter_->weights = std::make_unique<model::SafetensorsFile>(weights);
-    // Every adapted module must exist in the model, with A and B of the right shapes.
-    for (uint32_t layer = 0; layer < static_cast<uint32_t>(config_.num_hidden_layers); layer++)
-      for (Module module : adapter_->file.settings.targets) (void)lora_tensor(layer, module, true);
-    const model::LoraSettings& lora = adapter_->file.settings;
-    if (config_.tie_word_embeddings && (lora.save_embed_tokens || lora.save_lm_head))
-      throw UserError(ref.lora->string() +
-                          ": modules_to_save trained embed_tokens and lm_head of a tied model apart; "
-                          "merged, the model would have to be untied (PEFT warns about the same)",
-                      "use the adapter unmerged (vktune generate --adapter), or train with --trainable-token-indices");
-    if (!lora.token_indices.empty())
-      model::check_token_indices(lora.token_indices, static_cast<uint64_t>(config_.vocab_size),
-                                 (*ref.lora / "adapter_config.json").string());
-    for (const auto& extra : model::adapter_extra_tensors(model::model_shape(config_), lora)) {
-      const model::TensorView* tensor = adapter_->weights->find(extra.peft_name);
-      if (!tensor || tensor->shape != extra.shape)
-        throw UserError(weights.string() + ": no tensor " + extra.peft_name + " of the model's shape",
-                        "adapter_config.json lists modules_to_save or trainable_token_indices the file does not hold");
-    }
+}
+
+void ModelSource::open_adapter(const fs::path& directory) {
+  if (!context_) throw UserError("merging an adapter needs a Vulkan device", "run on a machine with a Vulkan driver");
+  adapter_ = std::make_unique<Adapter>();
+  adapter_->file = model::load_adapter_config(directory);
+  fs::path weights = directory / "adapter_model.safetensors";
+  if (!fs::exists(weights))
+    throw UserError(directory.string() + " has no adapter_model.safetensors", "is this a PEFT adapter folder?");
+  adapter_->weights = std::make_unique<model::SafetensorsFile>(weights);
+  // Every adapted module must exist in the model, with A and B of the right shapes.
+  for (uint32_t layer = 0; layer < static_cast<uint32_t>(config_.num_hidden_layers); layer++)
+    for (Module module : adapter_->file.settings.targets) (void)lora_tensor(layer, module, true);
+  const model::LoraSettings& lora = adapter_->file.settings;
+  if (config_.tie_word_embeddings && (lora.save_embed_tokens || lora.save_lm_head))
+    throw UserError(directory.string() +
+                        ": modules_to_save trained embed_tokens and lm_head of a tied model apart; "
+                        "merged, the model would have to be untied (PEFT warns about the same)",
+                    "use the adapter unmerged (vktune generate --adapter), or train with --trainable-token-indices");
+  if (!lora.token_indices.empty())
+    model::check_token_indices(lora.token_indices, static_cast<uint64_t>(config_.vocab_size),
+                               (directory / "adapter_config.json").string());
+  for (const auto& extra : model::adapter_extra_tensors(model::model_shape(config_), lora)) {
+    const model::TensorView* tensor = adapter_->weights->find(extra.peft_name);
+    if (!tensor || tensor->shape != extra.shape)
+      throw UserError(weights.string() + ": no tensor " + extra.peft_name + " of the model's shape",
+                      "adapter_config.json lists modules_to_save or trainable_token_indices the file does not hold");
   }
 }
 
@@ -289,7 +311,9 @@ void ModelSource::add_adapter_product(const LinearName& linear, std::vector<floa
 std::vector<float> ModelSource::read(const std::string& name) {
   const TensorInfo& tensor = info(name);
   std::vector<float> values;
-  if (quantized_.at(name)) {
+  if (gguf_) {
+    values = gguf_->read(name);
+  } else if (quantized_.at(name)) {
     auto linear = parse_linear_name(name);
     VKT_ASSERT(linear.has_value(), "quantized tensor that is not a linear weight: " + name);
     auto rows = static_cast<uint32_t>(tensor.shape[0]), cols = static_cast<uint32_t>(tensor.shape[1]);
@@ -312,6 +336,7 @@ std::vector<float> ModelSource::read(const std::string& name) {
 }
 
 void ModelSource::release(const std::string& name) {
+  if (!folder_) return;  // a GGUF base keeps no pages of a tensor after read()
   if (const model::TensorView* view = folder_->find(name)) release_pages(*view);
   const char* const* parts = bitsandbytes_ ? bitsandbytes_parts : vktune_parts;
   size_t count = bitsandbytes_ ? std::size(bitsandbytes_parts) : std::size(vktune_parts);

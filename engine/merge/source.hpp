@@ -6,7 +6,8 @@
 // device. A quantized base is dequantized first: bitsandbytes NF4 (as transformers saves
 // load_in_4bit models) and vktune's int8/int4/int4-asym checkpoints. Tensors are never all in
 // memory: read() returns one tensor and release() drops the file pages it touched, so the
-// process holds about one tensor per input.
+// process holds about one tensor per input. A GGUF file (engine/model/gguf_model.hpp) is a base
+// too: its tensors are read under their HF names, dequantized and un-permuted.
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -22,6 +23,10 @@
 #include "engine/model/safetensors.hpp"
 #include "engine/model/weights.hpp"
 #include "engine/vk/context.hpp"
+
+namespace vkt::model {
+class GgufTensorSource;
+}
 
 namespace vkt::merge {
 
@@ -89,6 +94,8 @@ class ModelSource {
     model::AdapterFile file;
     std::unique_ptr<model::SafetensorsFile> weights;
   };
+  void open_folder();                                         // folder_ and the tensor list of an HF base
+  void open_adapter(const std::filesystem::path& directory);  // adapter_, its shapes checked
   const model::TensorView& lora_tensor(uint32_t layer, spec::Module module, bool a) const;
   void add_adapter_product(const LinearName& linear, std::vector<float>& weight);
   // PEFT's merge_and_unload of the extras: a modules_to_save copy replaces its module, trainable
@@ -99,7 +106,8 @@ class ModelSource {
   vk::Context* context_;
   ModelRef ref_;
   model::ModelConfig config_;
-  std::unique_ptr<model::SafetensorsFolder> folder_;
+  std::unique_ptr<model::SafetensorsFolder> folder_;  // an HF folder base
+  std::unique_ptr<model::GgufTensorSource> gguf_;     // or a GGUF file base
   bool bitsandbytes_ = false;
   std::optional<model::VktuneQuantization> vktune_;
   std::vector<std::string> names_;

@@ -73,20 +73,6 @@ constexpr std::array<std::pair<const char*, const char*>, 3> kGemmaLayerNames{{
     {"post_feedforward_layernorm", "post_ffw_norm"},
 }};
 
-// Undoes LlamaModel.permute on (rows, cols) values of `heads` heads: GGUF row h*d + 2j + s holds HF
-// row h*d + s*d/2 + j (s the rotary half, j the pair).
-std::vector<float> unpermute_rows(const std::vector<float>& values, uint64_t rows, int64_t heads) {
-  const uint64_t cols = values.size() / rows, head_rows = rows / static_cast<uint64_t>(heads), half = head_rows / 2;
-  std::vector<float> out(values.size());
-  for (uint64_t h = 0; h < static_cast<uint64_t>(heads); h++)
-    for (uint64_t j = 0; j < half; j++)
-      for (uint64_t s = 0; s < 2; s++) {
-        const float* from = values.data() + (h * head_rows + 2 * j + s) * cols;
-        std::copy(from, from + cols, out.data() + (h * head_rows + s * half + j) * cols);
-      }
-  return out;
-}
-
 }  // namespace
 
 bool is_gguf_file(const fs::path& path) {
@@ -95,6 +81,19 @@ bool is_gguf_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[4] = {};
   return in.read(magic, 4) && std::string_view(magic, 4) == "GGUF";
+}
+
+std::vector<float> permute_qk_rows(const std::vector<float>& values, uint64_t rows, int64_t heads, bool to_gguf) {
+  const uint64_t cols = values.size() / rows, head_rows = rows / static_cast<uint64_t>(heads), half = head_rows / 2;
+  std::vector<float> out(values.size());
+  for (uint64_t h = 0; h < static_cast<uint64_t>(heads); h++)
+    for (uint64_t j = 0; j < half; j++)
+      for (uint64_t s = 0; s < 2; s++) {
+        const uint64_t gguf_row = h * head_rows + 2 * j + s, hf_row = h * head_rows + s * half + j;
+        const float* from = values.data() + (to_gguf ? hf_row : gguf_row) * cols;
+        std::copy(from, from + cols, out.data() + (to_gguf ? gguf_row : hf_row) * cols);
+      }
+  return out;
 }
 
 std::string gguf_tensor_name(const std::string& hf_name, std::string_view architecture) {
@@ -239,8 +238,8 @@ std::vector<float> GgufTensorSource::read(const std::string& name) const {
   }
   if (!permuted_qk_) return values;
   const uint64_t rows = t.ne.size() > 1 ? t.ne[1] : t.ne[0];
-  if (gguf.find(".attn_q.") != std::string::npos) return unpermute_rows(values, rows, heads_);
-  if (gguf.find(".attn_k.") != std::string::npos) return unpermute_rows(values, rows, kv_heads_);
+  if (gguf.find(".attn_q.") != std::string::npos) return permute_qk_rows(values, rows, heads_, false);
+  if (gguf.find(".attn_k.") != std::string::npos) return permute_qk_rows(values, rows, kv_heads_, false);
   return values;
 }
 

@@ -65,6 +65,11 @@ class GgufTensorSource final : public TensorSource {
   int64_t heads_, kv_heads_;
 };
 
+// The q_proj/k_proj row order of llama.cpp's converter (LlamaModel.permute, for ggml's adjacent-pair
+// RoPE): GGUF row h*d + 2j + s holds HF row h*d + s*d/2 + j (s the rotary half, j the pair).
+// to_gguf: HF rows -> GGUF rows; else back. `values` is (rows, values.size() / rows).
+std::vector<float> permute_qk_rows(const std::vector<float>& values, uint64_t rows, int64_t heads, bool to_gguf);
+
 // "model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight"; empty when the name has no GGUF
 // counterpart. `architecture` (general.architecture) matters for Gemma's norm names.
 std::string gguf_tensor_name(const std::string& hf_name, std::string_view architecture = "llama");

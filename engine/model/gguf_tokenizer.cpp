@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
 #include <set>
 
 #include "engine/base/error.hpp"
@@ -28,7 +29,7 @@ json byte_level(bool use_regex) {
 
 // tokenizer.ggml.pre -> the pre_tokenizer of tokenizer.json, with the regexes of the original
 // tokenizers (llama.cpp's llama-vocab.cpp quotes them; its own spellings are equivalent rewrites).
-json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
+json known_pre_tokenizer(const std::string& pre) {
   if (pre == "llama-bpe" || pre == "llama3")
     return {{"type", "Sequence"},
             {"pretokenizers",
@@ -43,6 +44,12 @@ json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
               byte_level(false)}}};
   if (pre == "gpt-2" || pre == "default") return byte_level(true);
   if (pre == "smollm") return {{"type", "Sequence"}, {"pretokenizers", {split("\\p{N}"), byte_level(true)}}};
+  return nullptr;
+}
+
+json pre_tokenizer_of(const GgufFile& file, const std::string& pre) {
+  json known = known_pre_tokenizer(pre);
+  if (!known.is_null()) return known;
   throw UserError(
       file.path().string() + ": tokenizer.ggml.pre is \"" + pre + "\", a pre-tokenizer vktune does not know",
       "known: llama-bpe, qwen2, gpt-2, smollm; or use the model's Hugging Face folder (tokenizer.json)");
@@ -149,6 +156,27 @@ json spm_tokenizer(const GgufFile& file, nlohmann::ordered_json vocab, size_t to
 }
 
 }  // namespace
+
+std::optional<std::string> gguf_pre_tokenizer_name(const json& tokenizer) {
+  // trim_offsets changes only the offsets tokenizers report, never the ids: left out of the comparison.
+  std::function<json(json)> without_offsets = [&](json document) {
+    if (document.is_object()) {
+      document.erase("trim_offsets");
+      for (auto& [key, value] : document.items()) value = without_offsets(value);
+    } else if (document.is_array()) {
+      for (auto& value : document) value = without_offsets(value);
+    }
+    return document;
+  };
+  const json pre_tokenizer = without_offsets(tokenizer.value("pre_tokenizer", json()));
+  for (const char* pre : {"llama-bpe", "qwen2", "gpt-2", "smollm"}) {
+    const json normalizer = std::string(pre) == "qwen2" ? json{{"type", "NFC"}} : json(nullptr);
+    if (pre_tokenizer == without_offsets(known_pre_tokenizer(pre)) &&
+        tokenizer.value("normalizer", json()) == normalizer)
+      return pre;
+  }
+  return std::nullopt;
+}
 
 GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file) {
   const std::string where = file.path().string();

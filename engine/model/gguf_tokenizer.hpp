@@ -14,6 +14,8 @@
 // for qwen2, control-looking texts (<|endoftext|>, FIM markers...) are control tokens, a Phi-3
 // general.name gives special tokens rstrip (tests against libllama: gguf_spm_tokenizer_golden.py).
 #include <filesystem>
+#include <optional>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +31,10 @@ struct GgufTokenizerDocuments {
 };
 // UserError naming the file and key when the tokenizer is absent or of a kind vktune does not read.
 GgufTokenizerDocuments gguf_tokenizer_documents(const GgufFile& file);
+
+// The tokenizer.ggml.pre name whose pre-tokenizer (and normalizer) a tokenizer.json document has, as
+// the reader above maps them; nullopt for one it does not know (the GGUF exporter refuses it).
+std::optional<std::string> gguf_pre_tokenizer_name(const nlohmann::json& tokenizer);
 
 // The tokenizer / chat template of `model`: a .gguf file, else what text::Tokenizer::load and
 // text::load_chat_format read (a folder).

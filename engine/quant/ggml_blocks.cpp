@@ -7,6 +7,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/half.hpp"
+#include "engine/quant/ggml_kquants.hpp"
 
 namespace vkt::quant {
 namespace {
@@ -226,6 +227,12 @@ void quantize_block(GgmlType type, const float* x, uint8_t* block) {
       if (five) std::memcpy(block + 4, &high_bits, 4);
       return;
     }
+    case GgmlType::Q4_K:
+      quantize_q4_k_block(x, block);
+      return;
+    case GgmlType::Q6_K:
+      quantize_q6_k_block(x, block);
+      return;
     default:
       break;
   }
@@ -299,6 +306,8 @@ bool ggml_can_quantize(GgmlType type) {
     case GgmlType::Q4_1:
     case GgmlType::Q5_0:
     case GgmlType::Q5_1:
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K:
       return true;
     default:
       return false;

@@ -68,8 +68,8 @@ double ggml_bits_per_weight(GgmlType type);
 // floats. Bit-exact with ggml's dequantize_row_* for every input whose fp16 scales are finite.
 void dequantize_ggml(GgmlType type, std::span<const uint8_t> blocks, std::span<float> out);
 
-// ggml's reference quantizers (quantize_row_*_ref) for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and BF16, F16
-// and F32: `values` is a whole number of blocks; `out` holds ggml_row_bytes(type, values.size()).
+// ggml's reference quantizers (quantize_row_*_ref) for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K
+// (engine/quant/ggml_kquants.hpp) and BF16, F16 and F32: `values` is a whole number of blocks; `out` holds ggml_row_bytes(type, values.size()).
 // Other types: VKT_ASSERT (the exporter checks the type first with ggml_can_quantize).
 bool ggml_can_quantize(GgmlType type);
 void quantize_ggml(GgmlType type, std::span<const float> values, std::span<uint8_t> out);
