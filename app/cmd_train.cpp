@@ -26,6 +26,9 @@ void print_summary(const train::TrainSummary& summary) {
   std::printf("\ntrained %lld steps: loss %.4f -> %.4f, %.1f tokens/s\n", static_cast<long long>(summary.steps),
               summary.first_loss, summary.last_loss, summary.tokens_per_second);
   if (summary.eval_loss >= 0) std::printf("eval loss %.4f\n", summary.eval_loss);
+  if (summary.early_stopped) std::printf("early stopping ended the run at step %lld\n", (long long)summary.steps);
+  if (summary.best_checkpoint_step >= 0)
+    std::printf("best weights (--load-best-model-at-end): step %lld\n", (long long)summary.best_checkpoint_step);
   std::printf("memory, planned vs measured (vktune plan predicts the planned column):\n%s",
               plan::format_plan_vs_measured(summary.plan, summary.measured).c_str());
   std::printf("output: %s\n", summary.output.c_str());

@@ -2,7 +2,9 @@
 // EMA), evaluation losses as points, x in steps or tokens, optional log-scale y.
 #include <imgui.h>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "ui/panels.hpp"
 #include "ui/style.hpp"
@@ -59,6 +61,17 @@ void rebuild(const train::RunSnapshot& snapshot, LossPanelState& state) {
   }
   state.eval_x = std::move(x);
   state.eval_y = std::move(y);
+  // The best step, in the direction run.json's config says (losses: lower is better).
+  bool greater = false;
+  try {
+    greater = nlohmann::json::parse(snapshot.info.config_json).value("greater_is_better", false);
+  } catch (const std::exception&) {}
+  state.best_x = state.best_y = NAN;
+  for (size_t i = 0; i < state.eval_y.size(); i++)
+    if (std::isnan(state.best_y) || (greater ? state.eval_y[i] > state.best_y : state.eval_y[i] < state.best_y)) {
+      state.best_x = state.eval_x[i];
+      state.best_y = state.eval_y[i];
+    }
   state.key = snapshot_key(snapshot);
   state.cached_smoothing = state.smoothing;
   state.cached_tokens = state.x_is_tokens;
@@ -119,6 +132,7 @@ void draw_loss_panel(const train::RunSnapshot& snapshot, LossPanelState& state) 
   spec.series.push_back({"loss (smoothed)", state.x, state.smoothed, colors::loss, SeriesStyle::line, true});
   if (!state.eval_x.empty())
     spec.series.push_back({"eval loss", state.eval_x, state.eval_y, colors::eval_loss, SeriesStyle::points, true});
+  if (!std::isnan(state.best_x)) spec.markers.push_back({state.best_x, colors::best_step, "best"});
   state.plot = draw_plot(spec, ImVec2(0, 0));
 }
 

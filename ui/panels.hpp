@@ -35,6 +35,9 @@ struct LossPanelState {
   float cached_smoothing = -1;
   bool cached_tokens = false;
   std::vector<double> x, raw, smoothed, eval_x, eval_y;
+  // The best evaluation (lowest, or highest with greater_is_better in run.json's config), marked
+  // on the plot; NaN without evaluations.
+  double best_x = NAN, best_y = NAN;
 };
 void draw_loss_panel(const train::RunSnapshot& snapshot, LossPanelState& state);
 // Trained tokens at `step`, interpolated between logged steps (evals log no token count).

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
+#include "engine/train/early_stopping.hpp"
 #include "engine/train/schedule.hpp"
 
 namespace vkt::train {
@@ -80,7 +81,18 @@ const std::vector<OptionSpec>& option_table() {
       {"logging_steps", "write a metrics line every N optimizer steps", &C::logging_steps},
       {"eval_steps", "evaluate every N steps (0: only at the end)", &C::eval_steps},
       {"save_steps", "write checkpoint-N every N steps", &C::save_steps},
-      {"save_total_limit", "keep at most this many checkpoints (0: all)", &C::save_total_limit},
+      {"save_total_limit", "keep at most this many checkpoints (0: all; the best one is kept too)",
+       &C::save_total_limit},
+      {"load_best_model_at_end",
+       "at the end, write the best evaluated checkpoint's weights as the result (--save-steps a multiple of "
+       "--eval-steps)",
+       &C::load_best_model_at_end},
+      {"metric_for_best_model", "metric that picks the best checkpoint: eval_loss (default) or eval_NAME_loss",
+       &C::metric_for_best_model},
+      {"greater_is_better", "a larger --metric-for-best-model is better (false for losses)", &C::greater_is_better},
+      {"early_stopping_patience", "stop after N evaluations without improvement (0: off)", &C::early_stopping_patience},
+      {"early_stopping_threshold", "how much the metric must improve to reset the patience",
+       &C::early_stopping_threshold},
       {"resume_from_checkpoint", "a checkpoint-N folder, or 'latest' in --output-dir", &C::resume_from_checkpoint},
       {"overwrite_output_dir", "replace the run already in --output-dir (its checkpoints and files are deleted)",
        &C::overwrite_output_dir},
@@ -266,6 +278,7 @@ void validate(const TrainConfig& c) {
     throw UserError("--overwrite-output-dir and --resume-from-checkpoint contradict each other",
                     "resume the run in --output-dir, or replace it");
   if (c.headless && c.dashboard) throw UserError("--headless and --dashboard contradict each other", "pick one");
+  best_model_settings(c);  // --load-best-model-at-end / --early-stopping-* with the eval and save steps
   try {
     auto kwargs = nlohmann::json::parse(c.lr_scheduler_kwargs);
     if (!kwargs.is_object()) throw std::runtime_error("not an object");

@@ -63,7 +63,13 @@ struct TrainConfig {
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;  // 0: evaluate only at the end (when --eval-data is given)
   int64_t save_steps = 500;
-  int64_t save_total_limit = 0;         // 0: keep all checkpoints
+  int64_t save_total_limit = 0;  // 0: keep all checkpoints
+  // Best model and early stopping (HF TrainingArguments / EarlyStoppingCallback; early_stopping.hpp).
+  bool load_best_model_at_end = false;
+  std::string metric_for_best_model;    // empty: eval_loss
+  bool greater_is_better = false;       // every metric vktune evaluates is a loss
+  int64_t early_stopping_patience = 0;  // 0: off
+  double early_stopping_threshold = 0;
   std::string resume_from_checkpoint;   // a checkpoint-N folder or "latest"
   bool overwrite_output_dir = false;    // replace another run in output_dir (HF's name)
   bool ignore_config_mismatch = false;  // resume although run.json's identity differs

@@ -35,6 +35,7 @@
 #include "engine/train/batcher.hpp"
 #include "engine/train/checkpoint.hpp"
 #include "engine/train/dataset.hpp"
+#include "engine/train/early_stopping.hpp"
 #include "engine/train/run_identity.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
@@ -138,6 +139,10 @@ class TrainingRun {
   uint32_t train_step(int64_t step, bool profile);  // the step's non-finite flags
   void log_step(int64_t step, double elapsed);
   double evaluate();
+  // Evaluates, logs the result and tells the best-model tracker (kept: a checkpoint is saved at
+  // this step); true when early stopping asks the run to stop.
+  bool evaluate_and_log(int64_t step, double elapsed, bool kept);
+  void load_best_weights(int64_t final_step);
   TrainableState trainable() const;  // what checkpoints save and restore
   void save_checkpoint(int64_t step);
   void write_run_json(RunState state);
@@ -163,6 +168,7 @@ class TrainingRun {
   model::Transformer* transformer_ = nullptr;
   model::LoraSettings lora_;
   std::unique_ptr<StepRunner> runner_;
+  std::unique_ptr<BestModelTracker> best_;
 
   // Progress.
   int64_t tokens_ = 0, window_tokens_ = 0, window_steps_ = 0;
@@ -375,6 +381,35 @@ double TrainingRun::evaluate() {
   return runner_->evaluate(batches);
 }
 
+bool TrainingRun::evaluate_and_log(int64_t step, double elapsed, bool kept) {
+  last_eval_ = evaluate();
+  if (last_eval_ < 0) return false;
+  EvalMetrics e{step, batcher_->epoch_progress(), last_eval_, elapsed};
+  append_metrics(eval_to_json_line(e));
+  monitor_->push_eval(e);
+  return best_->settings().active() && best_->observe(step, last_eval_, kept);
+}
+
+// --load-best-model-at-end: the best kept state's weights replace the final ones (HF loads the
+// best checkpoint into the model before the final save).
+void TrainingRun::load_best_weights(int64_t final_step) {
+  const BestModelState& best = best_->state();
+  const std::string metric = best_->settings().metric;
+  if (best.best_kept_step < 0 || best.best_kept_step == final_step) {
+    log::info("--load-best-model-at-end: the final weights are the best (" + metric + " " +
+              std::to_string(best.best_kept_metric) + " at step " + std::to_string(final_step) + ")");
+    return;
+  }
+  const fs::path path = output_dir() / ("checkpoint-" + std::to_string(best.best_kept_step));
+  if (!fs::exists(path / "trainer_state.json"))
+    throw UserError("--load-best-model-at-end: the best checkpoint " + path.string() + " is gone",
+                    "it was removed outside the run; the last checkpoint is intact");
+  load_checkpoint(trainable(), path, spec::method_name(config_.method), max_steps_);
+  last_eval_ = best.best_kept_metric;
+  log::info("--load-best-model-at-end: loaded " + path.filename().string() + " (" + metric + " " +
+            std::to_string(best.best_kept_metric) + ")");
+}
+
 void TrainingRun::write_run_json(RunState state) {
   write_file_atomically(output_dir() / "run.json", run_info_to_json(info_, state) + "\n");
 }
@@ -408,8 +443,11 @@ void TrainingRun::save_checkpoint(int64_t step) {
   state.seed = config_.seed;
   state.data = config_.data;
   state.method = spec::method_name(config_.method);
+  state.best = best_->state();
   train::save_checkpoint(trainable(), state, output_dir());
-  if (config_.save_total_limit > 0) prune_checkpoints(output_dir(), config_.save_total_limit);
+  if (config_.save_total_limit > 0)
+    prune_checkpoints(output_dir(), config_.save_total_limit,
+                      best_->settings().load_best ? state.best.best_kept_step : -1);
   log::info("saved checkpoint-" + std::to_string(step));
 }
 
@@ -428,6 +466,7 @@ int64_t TrainingRun::resume() {
   window_steps_ = state.window_steps;
   window_tokens_ = state.window_tokens;
   window_seconds_ = state.window_seconds;
+  best_ = std::make_unique<BestModelTracker>(best_->settings(), state.best);
   truncate_metrics(output_dir() / "metrics.jsonl", state.step);  // keeps what was logged up to the checkpoint
   log::info("resumed from " + path->string() + " at step " + std::to_string(state.step));
   return state.step;
@@ -437,6 +476,7 @@ TrainSummary TrainingRun::run() {
   if (!monitor_) monitor_ = &own_monitor_;
   monitor_->set_state(RunState::starting);
   validate(config_);
+  best_ = std::make_unique<BestModelTracker>(best_model_settings(config_));
   prepare_data();  // everything that can fail on bad input happens before output is written
   info_.identity_json = run_identity(config_).dump(-1, ' ', false, json::error_handler_t::replace);
   prepare_output_dir(config_, json::parse(info_.identity_json));  // before the model loads
@@ -482,6 +522,7 @@ TrainSummary TrainingRun::run() {
   ProgressBar bar("train", max_steps_, start);
   RunState final_state = RunState::finished;
   int64_t step = start;
+  bool early_stop = false;
   try {
     for (step = start + 1; step <= max_steps_; step++) {
       while (monitor_->pause_requested && !monitor_->stop_requested && stop_signal == 0) {
@@ -507,23 +548,27 @@ TrainSummary TrainingRun::run() {
       } else {
         bar.update(step);
       }
+      const bool save_step = config_.save_steps > 0 && step % config_.save_steps == 0 && step < max_steps_;
       if (config_.eval_steps > 0 && step % config_.eval_steps == 0 && step < max_steps_) {
         monitor_->set_state(RunState::evaluating);
-        last_eval_ = evaluate();
-        if (last_eval_ >= 0) {
-          EvalMetrics e{step, batcher_->epoch_progress(), last_eval_, elapsed};
-          append_metrics(eval_to_json_line(e));
-          monitor_->push_eval(e);
-        }
+        early_stop = evaluate_and_log(step, elapsed, save_step);
       }
       bool stop = monitor_->stop_requested || stop_signal != 0;
-      if (monitor_->save_requested || stop ||
-          (config_.save_steps > 0 && step % config_.save_steps == 0 && step < max_steps_)) {
+      if (monitor_->save_requested || stop || save_step) {
         monitor_->set_state(RunState::saving);
         save_checkpoint(step);
         monitor_->save_requested = false;
       }
       if (step_hook) step_hook(step);
+      if (early_stop && !stop) {
+        const BestModelState& best = best_->state();
+        log::info("early stopping at step " + std::to_string(step) + ": " + best_->settings().metric +
+                  " did not improve by more than " + std::to_string(best_->settings().threshold) + " in " +
+                  std::to_string(best.patience_counter) + " evaluations (best " + std::to_string(*best.best_metric) +
+                  " at step " + std::to_string(best.best_step) + ")");
+        best_->keep(step, last_eval_);  // the run ends with these weights
+        break;
+      }
       if (stop) {
         final_state = RunState::stopped;
         log::info(std::string("stopped at step ") + std::to_string(step) + " (" +
@@ -549,13 +594,11 @@ TrainSummary TrainingRun::run() {
   if (final_state == RunState::finished) {
     double elapsed =
         elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    if (!eval_examples_.empty()) {
+    if (!eval_examples_.empty() && !early_stop) {
       monitor_->set_state(RunState::evaluating);
-      last_eval_ = evaluate();
-      EvalMetrics e{max_steps_, batcher_->epoch_progress(), last_eval_, elapsed};
-      append_metrics(eval_to_json_line(e));
-      monitor_->push_eval(e);
+      evaluate_and_log(max_steps_, elapsed, true);
     }
+    if (best_->settings().load_best) load_best_weights(std::min(step, max_steps_));
     save_final_weights(trainable(), output_dir());
   }
   write_run_json(final_state);
@@ -569,6 +612,8 @@ TrainSummary TrainingRun::run() {
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   summary.tokens_per_second = seconds > 0 ? double(tokens_) / seconds : 0;
   summary.stop_signal = final_state == RunState::stopped ? stop_signal.load() : 0;
+  summary.early_stopped = early_stop && final_state == RunState::finished;
+  summary.best_checkpoint_step = best_->settings().load_best ? best_->state().best_kept_step : -1;
   return summary;
 }
 
