@@ -17,7 +17,9 @@ namespace {
 // The name table of each enum-valued option's type.
 std::span<const NameEntry<spec::Method>> names_of(spec::Method) { return spec::method_names(); }
 std::span<const NameEntry<kernels::WeightFormat>> names_of(kernels::WeightFormat) { return kernels::quant_names(); }
-std::span<const NameEntry<kernels::DType>> names_of(kernels::DType) { return kernels::dtype_names(); }
+constexpr NameEntry<DTypeChoice> dtype_choice_table[] = {
+    {DTypeChoice::auto_, "auto"}, {DTypeChoice::f32, "fp32"}, {DTypeChoice::f16, "fp16"}, {DTypeChoice::bf16, "bf16"}};
+std::span<const NameEntry<DTypeChoice>> names_of(DTypeChoice) { return dtype_choice_table; }
 std::span<const NameEntry<spec::Optimizer>> names_of(spec::Optimizer) { return spec::optimizer_names(); }
 std::span<const NameEntry<ScheduleType>> names_of(ScheduleType) { return schedule_type_names(); }
 
@@ -27,6 +29,22 @@ std::string choices() {
 }
 
 }  // namespace
+
+std::span<const NameEntry<DTypeChoice>> dtype_choice_names() { return dtype_choice_table; }
+
+kernels::DType base_dtype(DTypeChoice choice) {
+  return choice == DTypeChoice::f16    ? kernels::DType::f16
+         : choice == DTypeChoice::bf16 ? kernels::DType::bf16
+                                       : kernels::DType::f32;
+}
+
+void resolve_auto_dtype(TrainConfig& config, const std::string& torch_dtype) {
+  if (config.dtype != DTypeChoice::auto_) return;
+  config.dtype = config.method == spec::Method::full ? DTypeChoice::f32
+                 : torch_dtype == "bfloat16"         ? DTypeChoice::bf16
+                 : torch_dtype == "float16"          ? DTypeChoice::f16
+                                                     : DTypeChoice::f32;
+}
 
 const std::vector<OptionSpec>& option_table() {
   using C = TrainConfig;
@@ -42,7 +60,11 @@ const std::vector<OptionSpec>& option_table() {
       {"method", choices<spec::Method>(), &C::method},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
-      {"dtype", choices<kernels::DType>() + " for base weights and embeddings (accumulation is fp32)", &C::dtype},
+      {"dtype",
+       choices<DTypeChoice>() +
+           " for base weights and embeddings (accumulation is fp32); auto: the model's torch_dtype (fp32 for --method "
+           "full)",
+       &C::dtype},
       {"lora_r", "LoRA rank", &C::lora_r},
       {"lora_alpha", "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with --use-rslora)", &C::lora_alpha},
       {"lora_dropout", "dropout on the LoRA input", &C::lora_dropout},
@@ -240,9 +262,9 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && c.quant != WeightFormat::f32)
     throw UserError("--method full trains every weight, which cannot stay quantized (--quant " + quant + ")",
                     "use --method lora or qlora with a quantized base, or --quant none");
-  if (c.method == spec::Method::full && c.dtype != kernels::DType::f32)
-    throw UserError("--method full keeps fp32 master weights; --dtype " + std::string(kernels::dtype_name(c.dtype)) +
-                        " is not supported with it yet",
+  if (c.method == spec::Method::full && c.dtype != DTypeChoice::f32 && c.dtype != DTypeChoice::auto_)
+    throw UserError("--method full keeps fp32 master weights; --dtype " +
+                        std::string(enum_name(names_of(c.dtype), c.dtype)) + " is not supported with it yet",
                     "use --dtype fp32 for full finetuning, or --method lora");
   if (c.method == spec::Method::qlora && c.quant != WeightFormat::f32 && c.quant != WeightFormat::nf4)
     throw UserError("--method qlora means an NF4 base; --quant " + quant + " contradicts it",

@@ -15,6 +15,10 @@
 
 namespace vkt::train {
 
+// --dtype: auto takes the model's torch_dtype (transformers 5 loads that way), or a fixed type.
+enum class DTypeChoice { auto_, f32, f16, bf16 };
+std::span<const NameEntry<DTypeChoice>> dtype_choice_names();
+
 struct TrainConfig {
   // Files.
   std::string model;  // HF model folder (config.json, *.safetensors, tokenizer.json)
@@ -26,7 +30,7 @@ struct TrainConfig {
   spec::Method method = spec::Method::lora;
   kernels::WeightFormat quant = kernels::WeightFormat::f32;  // frozen base; f32 is --quant none
   bool double_quant = true;                                  // nf4: quantize the absmax values too (QLoRA)
-  kernels::DType dtype = kernels::DType::f32;                // base weights and embeddings
+  DTypeChoice dtype = DTypeChoice::auto_;                    // base weights and embeddings
   // LoRA (PEFT names and defaults).
   int64_t lora_r = 8;
   double lora_alpha = 16;
@@ -87,7 +91,7 @@ struct OptionSpec {
   std::string name;
   std::string help;
   std::variant<std::string TrainConfig::*, bool TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*,
-               spec::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, kernels::DType TrainConfig::*,
+               spec::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, DTypeChoice TrainConfig::*,
                spec::Optimizer TrainConfig::*, ScheduleType TrainConfig::*>
       field;
   bool required_somewhere = false;  // must be set by a flag or the YAML file
@@ -99,6 +103,11 @@ const std::vector<OptionSpec>& option_table();
 void apply_yaml_file(TrainConfig& config, const std::string& path);
 // Sets one option from its text value (as the command line gives it); UserError on bad values.
 void set_option(TrainConfig& config, const OptionSpec& option, const std::string& value);
+// --dtype auto -> the model's torch_dtype ("bfloat16", "float16"; fp32 otherwise, and always for
+// --method full, whose master weights are fp32). A fixed --dtype stays.
+void resolve_auto_dtype(TrainConfig& config, const std::string& torch_dtype);
+// The storage type --dtype stands for (auto not yet resolved: fp32).
+kernels::DType base_dtype(DTypeChoice choice);
 // Checks values and their combinations; UserError with a hint on the first problem.
 void validate(const TrainConfig& config);
 // The resolved configuration as a JSON object (for run.json).

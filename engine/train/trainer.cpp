@@ -32,6 +32,7 @@
 #include "engine/model/transformer.hpp"
 #include "engine/model/weights.hpp"
 #include "engine/text/tokenizer.hpp"
+#include "engine/train/advice.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/checkpoint.hpp"
 #include "engine/train/dataset.hpp"
@@ -93,7 +94,7 @@ void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(ho
 spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spec::ModelShape* model) {
   spec::RunSettings s;
   s.method = c.method;
-  s.dtype = c.dtype;
+  s.dtype = base_dtype(c.dtype);
   s.base_format = c.quant;
   if (s.base_format == WeightFormat::f32)  // unquantized base: stored in --dtype
     s.base_format = s.dtype == DType::f16    ? WeightFormat::f16
@@ -184,6 +185,7 @@ void TrainingRun::prepare_data() {
                     "give an HF model folder with config.json, "
                     "*.safetensors and tokenizer.json, or a .gguf file");
   model_config_ = model::load_model_config(model_dir);
+  resolve_auto_dtype(config_, model_config_.torch_dtype);
   tokenizer_ = std::make_unique<text::Tokenizer>(model::load_model_tokenizer(model_dir));
   model::check_tokenizer_fits(model_config_, tokenizer_->vocab_size(), model::tokenizer_location(model_dir));
   text::ChatFormat chat = model::load_model_chat_format(model_dir);
@@ -224,6 +226,9 @@ void TrainingRun::prepare_data() {
   max_steps_ = config_.max_steps > 0
                    ? config_.max_steps
                    : static_cast<int64_t>(std::ceil(config_.num_train_epochs * double(steps_per_epoch)));
+  AdviceFacts facts{pretraining_learning_rate(model_dir), static_cast<int64_t>(train_examples_.size()),
+                    double(max_steps_) / double(steps_per_epoch)};
+  for (const std::string& line : hyperparameter_advice(config_, facts)) log::warn("advice: " + line);
 
   ScheduleSettings schedule;
   schedule.type = config_.lr_scheduler_type;
@@ -315,6 +320,9 @@ void TrainingRun::preflight() {
   if (verdict.fits) return;
   std::string advice;
   for (const auto& line : verdict.advice) advice += "\n  - " + line;
+  for (const auto& line : lighter_method_advice(plan_, static_cast<uint32_t>(config_.lora_r), model_config_.torch_dtype,
+                                                verdict.available))
+    advice += "\n  - instead of full finetuning, " + line;
   throw UserError("the memory plan needs " + format_bytes(double(verdict.required)) + " of device memory, " +
                       context_->caps().name + " has " + format_bytes(double(verdict.available)) +
                       " (`vktune plan` with the same flags shows every category)",
