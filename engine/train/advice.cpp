@@ -7,6 +7,7 @@
 
 #include "engine/base/files.hpp"
 #include "engine/model/adapter.hpp"
+#include "engine/train/data_mixture.hpp"
 
 namespace vkt::train {
 
@@ -68,12 +69,14 @@ std::optional<double> pretraining_learning_rate(const std::filesystem::path& mod
   return std::nullopt;  // not a vktune run.json: unknown
 }
 
-std::optional<int64_t> count_jsonl_lines(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
+std::optional<int64_t> count_data_examples(const std::string& data) {
   int64_t lines = 0;
-  for (std::string line; std::getline(in, line);)
-    if (line.find_first_not_of(" \t\r") != std::string::npos) lines++;
+  for (const DataSource& source : parse_data_sources(data)) {
+    std::ifstream in(source.path);
+    if (!in) return std::nullopt;
+    for (std::string line; std::getline(in, line);)
+      if (line.find_first_not_of(" \t\r") != std::string::npos) lines++;
+  }
   return lines;
 }
 

@@ -33,8 +33,9 @@ std::pair<double, double> recommended_epochs(int64_t examples);
 // writes (config.learning_rate), kept beside a model pretrained or fully finetuned by vktune.
 std::optional<double> pretraining_learning_rate(const std::filesystem::path& model);
 
-// Non-empty lines of a JSONL file (`vktune plan`'s count of examples); nullopt when unreadable.
-std::optional<int64_t> count_jsonl_lines(const std::filesystem::path& path);
+// Non-empty lines of the --data files (`vktune plan`'s count of examples: a mixture's epoch holds
+// as many as all its files); nullopt when one is unreadable.
+std::optional<int64_t> count_data_examples(const std::string& data);
 
 // For a full finetune beyond `budget`: LoRA and QLoRA (all linear layers, rank `lora_r`) with the
 // device bytes each plans and whether it fits, e.g. "--method qlora ...: 1.2 GiB (fits)" (and

@@ -53,9 +53,13 @@ const std::vector<OptionSpec>& option_table() {
        "HF model folder: config.json, model.safetensors (or shards), tokenizer.json; or a .gguf file "
        "(dequantized to fp32 on load)",
        &C::model, true},
-      {"data", "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}", &C::data, true},
+      {"data",
+       "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}; a mixture by ratio per "
+       "epoch: A.jsonl:3,B.jsonl:1",
+       &C::data, true},
       {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},
-      {"eval_data", "evaluation JSONL (same formats)", &C::eval_data},
+      {"eval_data", "evaluation JSONL (same formats); several sets: task=T.jsonl,general=G.jsonl (eval_NAME_loss each)",
+       &C::eval_data},
       {"adapter", "start from this PEFT adapter folder instead of a fresh one", &C::adapter},
       {"method", choices<spec::Method>(), &C::method},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},

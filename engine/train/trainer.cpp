@@ -35,6 +35,7 @@
 #include "engine/train/advice.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/checkpoint.hpp"
+#include "engine/train/data_mixture.hpp"
 #include "engine/train/dataset.hpp"
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/run_identity.hpp"
@@ -139,7 +140,7 @@ class TrainingRun {
   int64_t resume();
   uint32_t train_step(int64_t step, bool profile);  // the step's non-finite flags
   void log_step(int64_t step, double elapsed);
-  double evaluate();
+  double evaluate(const std::vector<TokenizedExample>& examples);
   // Evaluates, logs the result and tells the best-model tracker (kept: a checkpoint is saved at
   // this step); true when early stopping asks the run to stop.
   bool evaluate_and_log(int64_t step, double elapsed, bool kept);
@@ -155,7 +156,9 @@ class TrainingRun {
   RunMonitor own_monitor_;
   model::ModelConfig model_config_;
   std::unique_ptr<text::Tokenizer> tokenizer_;
-  std::vector<TokenizedExample> train_examples_, eval_examples_;
+  std::vector<TokenizedExample> train_examples_;
+  std::vector<std::pair<EvalSet, std::vector<TokenizedExample>>> eval_sets_;  // --eval-data, in order
+  std::unique_ptr<DataMixture> mixture_;                                      // --data FILE:weight,...
   std::unique_ptr<Batcher> batcher_;
   uint32_t seq_len_ = 0;
   int64_t max_steps_ = 0, accumulation_ = 1;
@@ -197,19 +200,38 @@ void TrainingRun::prepare_data() {
   if (hooks.eos_ids.empty() && tokenizer_->eos_id()) hooks.eos_ids.push_back(*tokenizer_->eos_id());
 
   TokenizeReport report;
-  auto parsed = read_jsonl(config_.data, chat);
-  train_examples_ = tokenize_examples(parsed, hooks, config_.prompt_loss_weight,
-                                      static_cast<uint32_t>(config_.max_length), config_.data, report);
+  const std::vector<DataSource> sources = parse_data_sources(config_.data);
+  std::vector<int64_t> source_sizes;
+  std::vector<double> source_weights;
+  for (const DataSource& source : sources) {
+    auto parsed = read_jsonl(source.path, chat);
+    auto examples = tokenize_examples(parsed, hooks, config_.prompt_loss_weight,
+                                      static_cast<uint32_t>(config_.max_length), source.path, report);
+    if (examples.empty() && is_mixture(sources))
+      throw UserError("--data: " + source.path + " has no usable examples", "drop it from the mixture");
+    source_sizes.push_back(static_cast<int64_t>(examples.size()));
+    source_weights.push_back(source.weight);
+    std::move(examples.begin(), examples.end(), std::back_inserter(train_examples_));
+  }
   log::info("data: " + std::to_string(report.examples) + " examples, " + std::to_string(report.tokens) + " tokens" +
             (report.truncated ? ", " + std::to_string(report.truncated) + " truncated to --max-length " +
                                     std::to_string(config_.max_length)
                               : ""));
   seq_len_ = choose_seq_len(train_examples_, static_cast<uint32_t>(config_.max_length), config_.packing);
-  if (!config_.eval_data.empty()) {
+  for (const EvalSet& set : parse_eval_sets(config_.eval_data)) {
     TokenizeReport eval_report;
-    auto eval_parsed = read_jsonl(config_.eval_data, chat);
-    eval_examples_ = tokenize_examples(eval_parsed, hooks, config_.prompt_loss_weight, seq_len_, config_.eval_data,
-                                       eval_report, false);
+    auto eval_parsed = read_jsonl(set.path, chat);
+    eval_sets_.push_back({set, tokenize_examples(eval_parsed, hooks, config_.prompt_loss_weight, seq_len_, set.path,
+                                                 eval_report, false)});
+  }
+  if (best_->settings().active() && std::none_of(eval_sets_.begin(), eval_sets_.end(), [&](const auto& set) {
+        return set.first.metric() == best_->settings().metric;
+      })) {
+    std::string metrics;
+    for (const auto& set : eval_sets_) metrics += (metrics.empty() ? "" : ", ") + set.first.metric();
+    throw UserError("--metric-for-best-model " + best_->settings().metric + " is not among the evaluation metrics (" +
+                        metrics + ")",
+                    "pick one of them: --metric-for-best-model " + eval_sets_.front().first.metric());
   }
   BatcherSettings settings;
   settings.batch = static_cast<uint32_t>(config_.per_device_train_batch_size);
@@ -219,6 +241,15 @@ void TrainingRun::prepare_data() {
   settings.seed = static_cast<uint64_t>(config_.seed);
   settings.pad_id =
       static_cast<uint32_t>(model_config_.pad_token_id.value_or(hooks.eos_ids.empty() ? 0 : hooks.eos_ids[0]));
+  if (is_mixture(sources)) {
+    mixture_ = std::make_unique<DataMixture>(source_sizes, source_weights, static_cast<uint64_t>(config_.seed));
+    std::string counts;
+    for (size_t i = 0; i < sources.size(); i++)
+      counts += (i ? ", " : "") + sources[i].path + " " + std::to_string(mixture_->per_epoch()[i]) + " of " +
+                std::to_string(source_sizes[i]);
+    log::info("data mixture, examples per epoch: " + counts);
+    settings.epoch_examples = [mixture = mixture_.get()](int64_t epoch) { return mixture->epoch(epoch); };
+  }
   batcher_ = std::make_unique<Batcher>(train_examples_, settings);
   accumulation_ = config_.gradient_accumulation_steps;
   // HF: update steps per epoch = micro-batches // accumulation (at least 1).
@@ -377,24 +408,31 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
                     "lower --learning-rate, keep --max-grad-norm at 1.0, or check the data");
 }
 
-double TrainingRun::evaluate() {
-  if (eval_examples_.empty()) return -1;
+double TrainingRun::evaluate(const std::vector<TokenizedExample>& examples) {
+  if (examples.empty()) return -1;
   BatcherSettings settings = batcher_->settings();
+  settings.epoch_examples = nullptr;
   settings.shuffle = false;
   settings.packing = false;
   settings.wrap_epochs = false;
-  Batcher eval_batcher(eval_examples_, settings);
+  Batcher eval_batcher(examples, settings);
   std::vector<MicroBatch> batches;
   for (int64_t i = 0; i < eval_batcher.micro_batches_per_epoch(); i++) batches.push_back(eval_batcher.next());
   return runner_->evaluate(batches);
 }
 
 bool TrainingRun::evaluate_and_log(int64_t step, double elapsed, bool kept) {
-  last_eval_ = evaluate();
-  if (last_eval_ < 0) return false;
-  EvalMetrics e{step, batcher_->epoch_progress(), last_eval_, elapsed};
-  append_metrics(eval_to_json_line(e));
-  monitor_->push_eval(e);
+  std::optional<double> tracked;  // the --metric-for-best-model set's loss
+  for (const auto& [set, examples] : eval_sets_) {
+    double loss = evaluate(examples);
+    if (loss < 0) continue;
+    EvalMetrics e{step, batcher_->epoch_progress(), loss, elapsed, set.metric()};
+    append_metrics(eval_to_json_line(e));
+    monitor_->push_eval(e);
+    if (set.metric() == best_->settings().metric || (!tracked && &set == &eval_sets_.front().first)) tracked = loss;
+  }
+  if (!tracked) return false;
+  last_eval_ = *tracked;
   return best_->settings().active() && best_->observe(step, last_eval_, kept);
 }
 
@@ -602,7 +640,7 @@ TrainSummary TrainingRun::run() {
   if (final_state == RunState::finished) {
     double elapsed =
         elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    if (!eval_examples_.empty() && !early_stop) {
+    if (!eval_sets_.empty() && !early_stop) {
       monitor_->set_state(RunState::evaluating);
       evaluate_and_log(max_steps_, elapsed, true);
     }
