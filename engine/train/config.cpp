@@ -81,6 +81,9 @@ const std::vector<OptionSpec>& option_table() {
        &C::modules_to_save},
       {"trainable_token_indices", "comma list of token ids whose embedding rows are trained (new chat markers)",
        &C::trainable_token_indices},
+      {"layers_to_transform", "comma list of layer indices that get LoRA (PEFT's layers_to_transform; default: all)",
+       &C::layers_to_transform},
+      {"layers_pattern", "PEFT's layers_pattern: layers (model.layers.N, the default)", &C::layers_pattern},
       {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
@@ -276,6 +279,13 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
+  if (!c.layers_pattern.empty() && c.layers_pattern != "layers")
+    throw UserError(
+        "--layers-pattern " + c.layers_pattern + " is unknown: Llama-family models name their blocks layers",
+        "use --layers-pattern layers or leave it out");
+  if (c.method == spec::Method::full && !c.layers_to_transform.empty())
+    throw UserError("--layers-to-transform picks LoRA layers; --method full trains every weight",
+                    "use --method lora or qlora with it");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
   if (c.lora_alpha <= 0)
     throw UserError("--lora-alpha must be positive, got " + nlohmann::json(c.lora_alpha).dump(),

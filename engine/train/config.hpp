@@ -39,6 +39,8 @@ struct TrainConfig {
   bool use_rslora = false;
   std::string modules_to_save;          // PEFT modules_to_save: "embed_tokens,lm_head" (trained in full)
   std::string trainable_token_indices;  // PEFT trainable_token_indices: "5,9" (only these embedding rows)
+  std::string layers_to_transform;      // PEFT layers_to_transform: "0,1" (LoRA only in these layers; empty: all)
+  std::string layers_pattern;           // PEFT layers_pattern: "layers" (the only block list Llama-family models have)
   // Data.
   int64_t max_length = 1024;  // TRL SFTConfig default
   bool packing = false;

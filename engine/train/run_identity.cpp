@@ -29,6 +29,7 @@ const char* const kTrajectoryOptions[] = {
     "lora_alpha",
     "lora_dropout",
     "target_modules",
+    "layers_to_transform",
     "use_rslora",
     "max_length",
     "packing",

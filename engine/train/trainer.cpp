@@ -87,6 +87,24 @@ void raise_test_signals(int64_t step) {
                       " became NaN or Inf; the run stopped before the step changed any weight",
                   hint + "; the last checkpoint is intact: resume from it with --resume-from-checkpoint");
 }
+// --layers-to-transform "0,2": layer indices; UserError naming a bad item.
+std::vector<uint32_t> parse_layer_list(const std::string& list) {
+  std::vector<uint32_t> layers;
+  std::stringstream stream(list);
+  for (std::string item; std::getline(stream, item, ',');) {
+    size_t used = 0;
+    unsigned long value = 0;
+    try {
+      value = std::stoul(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || item[0] == '-' || value > 0xffffu)
+      throw UserError("--layers-to-transform: '" + item + "' is not a layer index", "e.g. --layers-to-transform 0,1,2");
+    layers.push_back(static_cast<uint32_t>(value));
+  }
+  return layers;
+}
 }  // namespace
 
 void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(hook); }
@@ -116,6 +134,17 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.save_embed_tokens = extras.save_embed_tokens;
   s.save_lm_head = extras.save_lm_head;
   s.trainable_token_indices = model::parse_token_indices(c.trainable_token_indices);
+  if (!c.layers_to_transform.empty()) {
+    for (uint32_t layer : parse_layer_list(c.layers_to_transform)) {
+      if (model && layer >= model->layers)
+        throw UserError("--layers-to-transform " + c.layers_to_transform + ": layer " + std::to_string(layer) +
+                            " does not exist, the model has " + std::to_string(model->layers),
+                        "layers are numbered 0.." + std::to_string(model ? model->layers - 1 : 0));
+      s.lora_layers.push_back(layer);
+    }
+    std::sort(s.lora_layers.begin(), s.lora_layers.end());
+    s.lora_layers.erase(std::unique(s.lora_layers.begin(), s.lora_layers.end()), s.lora_layers.end());
+  }
   return s;
 }
 
@@ -277,6 +306,7 @@ void TrainingRun::prepare_data() {
     lora_.dropout = static_cast<float>(config_.lora_dropout);
     lora_.rslora = config_.use_rslora;
     lora_.targets = plan_.settings.target_modules;
+    lora_.layers = plan_.settings.lora_layers;
     lora_.save_embed_tokens = plan_.settings.save_embed_tokens;
     lora_.save_lm_head = plan_.settings.save_lm_head;
     lora_.token_indices = plan_.settings.trainable_token_indices;
@@ -291,12 +321,14 @@ void TrainingRun::prepare_data() {
       lora_.alpha = file.settings.alpha;
       lora_.rslora = file.settings.rslora;
       lora_.targets = file.settings.targets;
+      lora_.layers = file.settings.layers;
       lora_.save_embed_tokens = file.settings.save_embed_tokens;
       lora_.save_lm_head = file.settings.save_lm_head;
       lora_.token_indices = file.settings.token_indices;
       spec::RunSettings settings = plan_.settings;
       settings.lora_r = lora_.rank;
       settings.target_modules = lora_.targets;
+      settings.lora_layers = lora_.layers;
       settings.save_embed_tokens = lora_.save_embed_tokens;
       settings.save_lm_head = lora_.save_lm_head;
       settings.trainable_token_indices = lora_.token_indices;
