@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <numeric>
 #include <random>
@@ -33,14 +34,9 @@ std::vector<DataSource> parse_data_sources(const std::string& flag) {
     const size_t colon = item.rfind(':');
     if (colon != std::string::npos && !std::filesystem::exists(item)) {
       const std::string weight = item.substr(colon + 1);
-      size_t used = 0;
-      double value = 0;
-      try {
-        value = std::stod(weight, &used);
-      } catch (...) {
-        used = 0;
-      }
-      if (used == 0 || used != weight.size() || !std::isfinite(value) || value <= 0)
+      char* end = nullptr;
+      const double value = std::strtod(weight.c_str(), &end);
+      if (weight.empty() || end != weight.c_str() + weight.size() || !std::isfinite(value) || value <= 0)
         throw UserError("--data: the weight of '" + item + "' is not a positive number",
                         "write FILE:weight, e.g. task.jsonl:3,general.jsonl:1");
       source = {item.substr(0, colon), value, true};
