@@ -15,6 +15,7 @@
 #include "engine/merge/gguf_export.hpp"
 #include "engine/model/session.hpp"
 #include "engine/plan/report.hpp"
+#include "engine/train/advice.hpp"
 #include "engine/train/trainer.hpp"
 #include "ui/offscreen.hpp"
 #include "ui/window.hpp"
@@ -27,9 +28,39 @@ void print_summary(const train::TrainSummary& summary) {
   std::printf("\ntrained %lld steps: loss %.4f -> %.4f, %.1f tokens/s\n", static_cast<long long>(summary.steps),
               summary.first_loss, summary.last_loss, summary.tokens_per_second);
   if (summary.eval_loss >= 0) std::printf("eval loss %.4f\n", summary.eval_loss);
+  if (summary.early_stopped) std::printf("early stopping ended the run at step %lld\n", (long long)summary.steps);
+  if (summary.best_checkpoint_step >= 0)
+    std::printf("best weights (--load-best-model-at-end): step %lld\n", (long long)summary.best_checkpoint_step);
   std::printf("memory, planned vs measured (vktune plan predicts the planned column):\n%s",
               plan::format_plan_vs_measured(summary.plan, summary.measured).c_str());
   std::printf("output: %s\n", summary.output.c_str());
+}
+
+// The rules of thumb (train::hyperparameter_advice) as warnings on stderr, and for a full finetune
+// that does not fit, LoRA and QLoRA with their planned bytes (stdout in text mode).
+void print_plan_advice(const train::TrainConfig& config, const spec::RunSettings& settings,
+                       const spec::ModelShape& shape, const std::string& torch_dtype, std::optional<uint64_t> budget,
+                       bool as_json) {
+  train::AdviceFacts facts;
+  facts.pretraining_learning_rate = train::pretraining_learning_rate(config.model);
+  if (!config.data.empty()) facts.examples = train::count_data_examples(config.data);
+  if (config.max_steps > 0 && facts.examples && *facts.examples > 0)
+    facts.epochs = double(config.max_steps) * double(config.per_device_train_batch_size) *
+                   double(config.gradient_accumulation_steps) / double(*facts.examples);
+  else if (config.max_steps <= 0)
+    facts.epochs = config.num_train_epochs;
+  for (const std::string& line : train::hyperparameter_advice(config, facts)) log::warn("advice: " + line);
+  if (!budget || settings.method != spec::Method::full) return;
+  plan::MemoryPlan full = plan::make_plan(shape, settings);
+  if (plan::judge(full, *budget).fits) return;
+  std::vector<std::string> lines =
+      train::lighter_method_advice(full, static_cast<uint32_t>(config.lora_r), torch_dtype, *budget);
+  if (as_json) {
+    for (const std::string& line : lines) log::warn("instead of full finetuning: " + line);
+    return;
+  }
+  std::printf("Full finetuning does not fit; parameter-efficient instead:\n");
+  for (const std::string& line : lines) std::printf("  %s\n", line.c_str());
 }
 
 }  // namespace
@@ -132,6 +163,7 @@ void add_plan_command(CLI::App& app) {
     train::TrainConfig config = flags.resolve();
     if (config.model.empty()) throw UserError("--model is required", "give a model folder or its config.json");
     model::ModelConfig model_config = model::load_model_config(config.model);
+    train::resolve_auto_dtype(config, model_config.torch_dtype);
     uint64_t tokens = seq_len > 0 ? static_cast<uint64_t>(seq_len) : static_cast<uint64_t>(config.max_length);
     const spec::ModelShape shape = model::model_shape(model_config);
     spec::RunSettings settings = train::run_settings(config, tokens, &shape);
@@ -152,6 +184,7 @@ void add_plan_command(CLI::App& app) {
     }
     plan::PlanReport report = plan::make_report(model::model_shape(model_config), settings, budget, device_name);
     std::printf("%s\n", as_json ? plan::report_json(report).c_str() : plan::format_report(report).c_str());
+    print_plan_advice(config, settings, model::model_shape(model_config), model_config.torch_dtype, budget, as_json);
   });
 }
 

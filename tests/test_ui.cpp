@@ -1090,4 +1090,34 @@ TEST_CASE("vktune dashboard: several runs, a sweep folder and an lr-find folder"
   CHECK(read_png(png).width == 1280);
 }
 
+TEST_CASE("dashboard: the loss panel marks the best evaluation (lowest, or highest with greater_is_better)") {
+  train::RunSnapshot snapshot = synthetic_snapshot(600);
+  snapshot.evals.clear();
+  const double eval_losses[] = {2.0, 1.5, 1.2, 1.4, 1.6, 1.7};  // overfitting after step 300
+  for (int i = 0; i < 6; i++) snapshot.evals.push_back({100 * (i + 1), 0, eval_losses[i], 0});
+  HeadlessImGui imgui;
+  ui::DashboardState state;
+  ImDrawData* data = imgui.frame([&] {
+    ImGui::SetNextWindowPos(ImVec2(0, 0));
+    ImGui::SetNextWindowSize(ImVec2(900, 400));
+    ImGui::Begin("loss");
+    ui::draw_loss_panel(snapshot, state.loss);
+    ImGui::End();
+  });
+  CHECK(state.loss.best_x == 300);
+  CHECK(state.loss.best_y == 1.2);
+  CHECK(vertices_inside(data, state.loss.plot, ui::colors::best_step) >= 2);  // the marker line
+  // A metric where higher is better: the marker moves to the highest value.
+  snapshot.info.config_json = R"({"greater_is_better": true})";
+  snapshot.version++;
+  imgui.frame([&] { ui::draw_dashboard(snapshot, state, nullptr); });
+  CHECK(state.loss.best_x == 100);
+  // No evaluations: no marker.
+  snapshot.evals.clear();
+  snapshot.version++;
+  data = imgui.frame([&] { ui::draw_dashboard(snapshot, state, nullptr); });
+  CHECK(std::isnan(state.loss.best_x));
+  CHECK(vertices_inside(data, state.loss.plot, ui::colors::best_step) == 0);
+}
+
 }  // TEST_SUITE("ui")

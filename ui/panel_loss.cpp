@@ -2,7 +2,9 @@
 // EMA), evaluation losses as points, x in steps or tokens, optional log-scale y.
 #include <imgui.h>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "ui/panels.hpp"
 #include "ui/style.hpp"
@@ -41,11 +43,36 @@ void rebuild(const train::RunSnapshot& snapshot, LossPanelState& state) {
     state.raw[i] = steps[i].loss;
   }
   state.smoothed = smooth_debiased_ema(state.raw, state.smoothing);
+  // The main evaluation set and the direction of "best", from run.json's config.
+  bool greater = false;
+  std::string metric;
+  try {
+    nlohmann::json config = nlohmann::json::parse(snapshot.info.config_json);
+    greater = config.value("greater_is_better", false);
+    metric = config.value("metric_for_best_model", "");
+    if (!metric.empty() && metric.rfind("eval_", 0) != 0) metric = "eval_" + metric;
+  } catch (const std::exception&) {}
+  auto logged = [&](const std::string& name) {
+    return std::any_of(snapshot.evals.begin(), snapshot.evals.end(), [&](const auto& e) { return e.metric == name; });
+  };
+  if (metric.empty() || !logged(metric)) metric = "eval_loss";
+  if (!logged(metric) && !snapshot.evals.empty()) metric = snapshot.evals.front().metric;
+  state.eval_metric = metric;
   state.eval_x.clear();
   state.eval_y.clear();
+  state.other_evals.clear();
   for (const auto& eval : snapshot.evals) {
     double step = static_cast<double>(eval.step);
-    state.eval_x.push_back(state.x_is_tokens ? tokens_at_step(steps, step) : step);
+    double x = state.x_is_tokens ? tokens_at_step(steps, step) : step;
+    if (eval.metric != metric) {
+      auto series = std::find_if(state.other_evals.begin(), state.other_evals.end(),
+                                 [&](const auto& s) { return s.metric == eval.metric; });
+      if (series == state.other_evals.end()) series = state.other_evals.insert(series, {eval.metric, {}, {}});
+      series->x.push_back(x);
+      series->y.push_back(eval.eval_loss);
+      continue;
+    }
+    state.eval_x.push_back(x);
     state.eval_y.push_back(eval.eval_loss);
   }
   // Evaluations arrive in step order; keep the x ascending for the plot's nearest-x search anyway.
@@ -59,6 +86,13 @@ void rebuild(const train::RunSnapshot& snapshot, LossPanelState& state) {
   }
   state.eval_x = std::move(x);
   state.eval_y = std::move(y);
+  // The best step, in the direction run.json's config says (losses: lower is better).
+  state.best_x = state.best_y = NAN;
+  for (size_t i = 0; i < state.eval_y.size(); i++)
+    if (std::isnan(state.best_y) || (greater ? state.eval_y[i] > state.best_y : state.eval_y[i] < state.best_y)) {
+      state.best_x = state.eval_x[i];
+      state.best_y = state.eval_y[i];
+    }
   state.key = snapshot_key(snapshot);
   state.cached_smoothing = state.smoothing;
   state.cached_tokens = state.x_is_tokens;
@@ -93,14 +127,10 @@ void draw_loss_panel(const train::RunSnapshot& snapshot, LossPanelState& state) 
     const auto& last = snapshot.steps.back();
     ImGui::Text("step %lld   loss %.4f   smoothed %.4f", static_cast<long long>(last.step), last.loss,
                 state.smoothed.back());
-    if (!snapshot.evals.empty()) {
-      auto best = std::min_element(snapshot.evals.begin(), snapshot.evals.end(),
-                                   [](const auto& a, const auto& b) { return a.eval_loss < b.eval_loss; });
+    if (!state.eval_y.empty()) {
       ImGui::SameLine();
-      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(colors::eval_loss),
-                         "   eval %.4f (step %lld, best %.4f at %lld)", snapshot.evals.back().eval_loss,
-                         static_cast<long long>(snapshot.evals.back().step), best->eval_loss,
-                         static_cast<long long>(best->step));
+      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(colors::eval_loss), "   %s %.4f (best %.4f at %.0f)",
+                         state.eval_metric.c_str(), state.eval_y.back(), state.best_y, state.best_x);
     }
   } else {
     ImGui::TextDisabled("waiting for the first logged step");
@@ -118,7 +148,13 @@ void draw_loss_panel(const train::RunSnapshot& snapshot, LossPanelState& state) 
   spec.series.push_back({"loss (raw)", state.x, state.raw, colors::loss_raw, SeriesStyle::faint_line, true});
   spec.series.push_back({"loss (smoothed)", state.x, state.smoothed, colors::loss, SeriesStyle::line, true});
   if (!state.eval_x.empty())
-    spec.series.push_back({"eval loss", state.eval_x, state.eval_y, colors::eval_loss, SeriesStyle::points, true});
+    spec.series.push_back(
+        {state.eval_metric, state.eval_x, state.eval_y, colors::eval_loss, SeriesStyle::points, true});
+  for (size_t i = 0; i < state.other_evals.size(); i++) {
+    const auto& other = state.other_evals[i];
+    spec.series.push_back({other.metric, other.x, other.y, colors::other_eval(i), SeriesStyle::points, true});
+  }
+  if (!std::isnan(state.best_x)) spec.markers.push_back({state.best_x, colors::best_step, "best"});
   state.plot = draw_plot(spec, ImVec2(0, 0));
 }
 

@@ -35,6 +35,17 @@ struct LossPanelState {
   float cached_smoothing = -1;
   bool cached_tokens = false;
   std::vector<double> x, raw, smoothed, eval_x, eval_y;
+  // eval_x/eval_y hold the main evaluation set: run.json's metric_for_best_model, else eval_loss,
+  // else the first one logged. Further --eval-data sets (eval_<name>_loss) are drawn beside it.
+  std::string eval_metric;
+  struct EvalSeries {
+    std::string metric;
+    std::vector<double> x, y;
+  };
+  std::vector<EvalSeries> other_evals;
+  // The best evaluation of the main set (lowest, or highest with greater_is_better in run.json's
+  // config), marked on the plot; NaN without evaluations.
+  double best_x = NAN, best_y = NAN;
 };
 void draw_loss_panel(const train::RunSnapshot& snapshot, LossPanelState& state);
 // Trained tokens at `step`, interpolated between logged steps (evals log no token count).

@@ -12,6 +12,13 @@ namespace vkt::ui::colors {
 constexpr ImU32 loss = IM_COL32(255, 140, 26, 255);
 constexpr ImU32 loss_raw = IM_COL32(255, 140, 26, 50);
 constexpr ImU32 eval_loss = IM_COL32(64, 170, 255, 255);
+constexpr ImU32 best_step = IM_COL32(64, 170, 255, 150);  // the best evaluation (--load-best-model-at-end)
+// Further --eval-data sets (eval_<name>_loss), in the order they were first logged.
+constexpr ImU32 other_eval(size_t index) {
+  constexpr ImU32 palette[] = {IM_COL32(240, 90, 200, 255), IM_COL32(250, 230, 80, 255), IM_COL32(120, 230, 230, 255),
+                               IM_COL32(200, 200, 200, 255)};
+  return palette[index % 4];
+}
 constexpr ImU32 learning_rate = IM_COL32(90, 210, 120, 255);
 constexpr ImU32 learning_rate_logged = IM_COL32(240, 240, 240, 230);
 constexpr ImU32 warmup_shade = IM_COL32(255, 210, 60, 50);

@@ -239,7 +239,9 @@ bool ModelSource::is_plain(const std::string& name) const {
   if (adapter_) {
     if (auto linear = parse_linear_name(name)) {
       const auto& targets = adapter_->file.settings.targets;
-      if (std::find(targets.begin(), targets.end(), linear->module) != targets.end()) return false;
+      if (std::find(targets.begin(), targets.end(), linear->module) != targets.end() &&
+          adapter_->file.settings.adapts_layer(linear->layer))
+        return false;
     }
   }
   return true;

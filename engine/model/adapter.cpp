@@ -221,6 +221,23 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
     else
       for (const auto& t : targets) list += (list.empty() ? "" : ",") + t.get<std::string>();
     file.settings.targets = parse_target_modules(list);
+    if (json.contains("layers_to_transform") && !json["layers_to_transform"].is_null()) {
+      const auto& layers = json["layers_to_transform"];
+      if (layers.is_number_integer())
+        file.settings.layers = {layers.get<uint32_t>()};
+      else
+        file.settings.layers = layers.get<std::vector<uint32_t>>();
+      std::sort(file.settings.layers.begin(), file.settings.layers.end());
+    }
+    if (json.contains("layers_pattern") && !json["layers_pattern"].is_null()) {
+      const auto& pattern = json["layers_pattern"];
+      const bool layers = pattern.is_string() ? pattern == "layers"
+                                              : pattern.is_array() && pattern.size() == 1 && pattern[0] == "layers";
+      if (!layers)
+        throw UserError(
+            where("layers_pattern") + " is " + pattern.dump() + ": only \"layers\" (model.layers.N) is known",
+            "Llama-family models name their blocks model.layers");
+    }
     parse_adapter_extras(json, path.string(), file.settings);
   } catch (const nlohmann::json::exception& error) {
     throw UserError(path.string() + ": missing or invalid field (" + error.what() + ")",
@@ -237,6 +254,7 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
 void init_adapter(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
                   uint64_t seed) {
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
+    if (!lora.adapts_layer(layer)) continue;  // layers_to_transform leaves it out
     for (Module module : lora_owners(shape, lora.targets)) {
       const uint64_t in = spec::module_in_features(shape, module), out = spec::fused_out_features(shape, module);
       // kaiming_uniform_(a=sqrt(5)) on (r, in): bound = sqrt(6 / ((1 + 5) * in)) = 1/sqrt(in).
@@ -255,6 +273,7 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
                           const LoraSettings& lora, const std::filesystem::path& directory) {
   SafetensorsFile file(directory / "adapter_model.safetensors");
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
+    if (!lora.adapts_layer(layer)) continue;  // layers_to_transform leaves it out
     for (Module module : lora_owners(shape, lora.targets)) {
       const uint64_t in = spec::module_in_features(shape, module), out = spec::fused_out_features(shape, module);
       for (bool a : {true, false}) {
@@ -322,8 +341,13 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
   if (lora.save_lm_head) modules_to_save.push_back("lm_head");
   if (!modules_to_save.empty()) config["modules_to_save"] = modules_to_save;
   if (!lora.token_indices.empty()) config["trainable_token_indices"] = lora.token_indices;
+  if (!lora.layers.empty()) {  // PEFT writes both; "layers" is the Llama family's block list name
+    config["layers_to_transform"] = lora.layers;
+    config["layers_pattern"] = "layers";
+  }
   std::vector<TensorToWrite> tensors;
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
+    if (!lora.adapts_layer(layer)) continue;  // layers_to_transform leaves it out
     for (Module module : lora_owners(shape, lora.targets)) {
       const uint64_t in = spec::module_in_features(shape, module), out = spec::fused_out_features(shape, module);
       for (bool a : {true, false}) {

@@ -46,6 +46,7 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
   if (lora) {
     adjusted.lora_r = lora->rank;
     adjusted.target_modules = lora->targets;
+    adjusted.lora_layers = lora->layers;
     adjusted.lora_dropout = lora->dropout;
     adjusted.save_embed_tokens = lora->save_embed_tokens;
     adjusted.save_lm_head = lora->save_lm_head;

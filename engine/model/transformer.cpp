@@ -69,6 +69,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
   has_lora_.assign(layers_, {});
   if (lora && !full_ && (s.training || s.with_adapter)) {
     for (uint32_t layer = 0; layer < layers_; layer++) {
+      if (!lora->adapts_layer(layer)) continue;  // layers_to_transform leaves it out
       for (Module module : lora->targets) {
         auto m = static_cast<size_t>(module);
         LoraParams& p = lora_[layer][m];

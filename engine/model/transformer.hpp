@@ -4,6 +4,7 @@
 // gate,up (+LoRA) -> swiglu -> down (+LoRA) -> residual] -> norm -> lm_head + weighted
 // cross-entropy in row chunks) and the explicit per-layer backward, recomputing each layer
 // first under gradient checkpointing. Every buffer comes from the memory plan by name.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -25,6 +26,10 @@ struct LoraSettings {
   float dropout = 0;
   bool rslora = false;
   std::vector<spec::Module> targets;
+  std::vector<uint32_t> layers;  // PEFT layers_to_transform: the layers with LoRA (empty: all)
+  bool adapts_layer(uint32_t layer) const {
+    return layers.empty() || std::find(layers.begin(), layers.end(), layer) != layers.end();
+  }
   // PEFT's modules_to_save (embed_tokens, lm_head: trained whole) and trainable_token_indices
   // (rows of embed_tokens, and of a tied lm_head, trained alone).
   bool save_embed_tokens = false, save_lm_head = false;

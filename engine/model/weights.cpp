@@ -1,11 +1,13 @@
 #include "engine/model/weights.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
 #include "engine/base/half.hpp"
+#include "engine/base/log.hpp"
 #include "engine/base/sizes.hpp"
 #include "engine/model/gguf_weights.hpp"
 #include "engine/model/transformer.hpp"
@@ -59,6 +61,21 @@ std::vector<float> dense_rows(const TensorSource& source, const std::string& nam
 // straight from the mapping, so no whole fp32 or packed copy of the tensor is ever held.
 // `buffer_name` defaults to `name`; a tied model untied by modules_to_save fills lm_head.weight from
 // the embedding tensor.
+// Narrowing to fp16 turns values beyond ±65504 into Inf: say which tensor, how many and how large
+// (bf16 keeps fp32's range). `overflowed` carries the count and the largest |x| across chunks.
+void count_fp16_overflow(const std::vector<float>& values, uint64_t& overflowed, float& largest) {
+  for (float value : values)
+    if (std::isfinite(value) && std::fabs(value) > 65504.0f) {
+      overflowed++;
+      largest = std::max(largest, std::fabs(value));
+    }
+}
+void warn_fp16_overflow(const std::string& name, uint64_t overflowed, float largest) {
+  if (overflowed == 0) return;
+  log::warn(name + ": " + std::to_string(overflowed) + " values beyond fp16's ±65504 (largest |x| " +
+            std::to_string(largest) + ") become Inf in --dtype fp16; use --dtype bf16 or fp32 for this model");
+}
+
 void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const TensorSource& source,
                            const std::string& name, uint64_t rows, uint64_t cols, DType type,
                            const std::string& buffer_name = "") {
@@ -68,6 +85,8 @@ void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const Tenso
   const uint64_t chunk_rows = std::max<uint64_t>(1, (16ull << 20) / (cols * 4));  // 16 MiB of fp32 per chunk
   std::vector<float> values;
   std::vector<uint16_t> packed;
+  uint64_t overflowed = 0;
+  float largest = 0;
   for (uint64_t row = 0; row < rows; row += chunk_rows) {
     const uint64_t count = std::min(chunk_rows, rows - row) * cols;
     values.resize(count);
@@ -76,11 +95,13 @@ void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const Tenso
       context.upload(buffer, values.data(), row * cols * out_bytes, count * out_bytes);
       continue;
     }
+    if (type == DType::f16) count_fp16_overflow(values, overflowed, largest);
     packed.resize(count);
     for (size_t i = 0; i < count; i++)
       packed[i] = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
     context.upload(buffer, packed.data(), row * cols * out_bytes, count * out_bytes);
   }
+  warn_fp16_overflow(name, overflowed, largest);
 }
 
 void upload_dense(vk::Context& context, BufferSet& buffers, const std::string& name, const std::vector<float>& values,
@@ -89,6 +110,12 @@ void upload_dense(vk::Context& context, BufferSet& buffers, const std::string& n
   if (type == DType::f32) {
     context.upload(buffer, values.data(), 0, values.size() * 4);
     return;
+  }
+  if (type == DType::f16) {
+    uint64_t overflowed = 0;
+    float largest = 0;
+    count_fp16_overflow(values, overflowed, largest);
+    warn_fp16_overflow(name, overflowed, largest);
   }
   std::vector<uint16_t> packed(values.size());
   for (size_t i = 0; i < values.size(); i++)

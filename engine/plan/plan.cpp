@@ -348,7 +348,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       }
       // LoRA A and B, under the stored (PEFT) module path: a fused module's (Phi-3's qkv_proj,
       // gate_up_proj) belong to its first piece and span all its rows (spec::fused_owner).
-      const bool owns_lora = is_target(s, module) && spec::fused_owner(m, module) == module;
+      const bool owns_lora = is_target(s, module) && spec::fused_owner(m, module) == module && s.adapts_layer(layer);
       const std::string lora = prefix + spec::stored_module_path(m, module);
       const uint64_t lora_out = spec::fused_out_features(m, module);
       if (!full && training && owns_lora) {

@@ -1,6 +1,7 @@
 #pragma once
 // What a run does, as far as sizes are concerned: the method, the optimizer and the settings the
 // planner and the model both read. The name tables are the CLI's and YAML's spellings.
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -32,6 +33,10 @@ struct RunSettings {
   DType dtype = DType::f32;  // embeddings, lm_head, dense base weights
   uint32_t lora_r = 8;
   std::vector<Module> target_modules = {Module::q_proj, Module::v_proj};
+  std::vector<uint32_t> lora_layers;  // PEFT layers_to_transform: the layers with LoRA (empty: all)
+  bool adapts_layer(uint64_t layer) const {
+    return lora_layers.empty() || std::find(lora_layers.begin(), lora_layers.end(), layer) != lora_layers.end();
+  }
   uint64_t batch = 1;      // per-device micro-batch
   uint64_t seq_len = 512;  // max length
   bool gradient_checkpointing = false;

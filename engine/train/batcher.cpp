@@ -28,6 +28,7 @@ Batcher::Batcher(std::vector<TokenizedExample> examples, BatcherSettings setting
 void Batcher::build_epoch() {
   std::vector<uint32_t> order(examples_.size());
   std::iota(order.begin(), order.end(), 0u);
+  if (settings_.epoch_examples) order = settings_.epoch_examples(position_.epoch);
   if (settings_.shuffle) {
     // A fresh generator per epoch keyed by (seed, epoch): a resumed run rebuilds the same order.
     std::mt19937_64 generator(settings_.seed * 1000003ull + static_cast<uint64_t>(position_.epoch));

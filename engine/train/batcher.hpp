@@ -4,6 +4,7 @@
 // row with per-token segment ids (attention stays inside an example) and restarting positions.
 // Targets are shifted here: row position t predicts the token at t+1 with that token's weight.
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -36,6 +37,9 @@ struct BatcherSettings {
   // When an epoch ends inside a micro-batch: true starts the next epoch (training), false leaves
   // the remaining rows as padding with zero weight (evaluation: every example exactly once).
   bool wrap_epochs = true;
+  // A data mixture (data_mixture.hpp): the examples of each epoch, by index (repeats allowed);
+  // unset: every example once.
+  std::function<std::vector<uint32_t>(int64_t epoch)> epoch_examples;
 };
 
 // Where the batcher is; saved in checkpoints so a resumed run sees the same data.

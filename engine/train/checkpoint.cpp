@@ -90,15 +90,29 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
                         {"seed", state.seed},
                         {"data", state.data},
                         {"method", state.method}};
+  if (state.best.best_metric) {
+    trainer_state["best_metric"] = *state.best.best_metric;
+    trainer_state["best_global_step"] = state.best.best_step;
+  }
+  if (state.best.best_kept_step >= 0) {
+    trainer_state["best_checkpoint_step"] = state.best.best_kept_step;
+    trainer_state["best_checkpoint_metric"] = state.best.best_kept_metric;
+  }
+  trainer_state["early_stopping_patience_counter"] = state.best.patience_counter;
   // "data" is a path, which need not be UTF-8: such bytes become U+FFFD.
   write_file_atomically(directory.path() / "trainer_state.json",
                         trainer_state.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
   directory.commit();
 }
 
-void prune_checkpoints(const fs::path& output_dir, int64_t keep) {
+void prune_checkpoints(const fs::path& output_dir, int64_t keep, int64_t best_step) {
   std::vector<int64_t> steps = checkpoint_steps(output_dir, false);
   std::sort(steps.begin(), steps.end());
+  auto best = std::find(steps.begin(), steps.end(), best_step);
+  if (best != steps.end()) {
+    if (keep == 1 && best + 1 != steps.end()) keep = 2;
+    std::rotate(best, best + 1, steps.end());  // HF: the best checkpoint sorts as the newest
+  }
   while (static_cast<int64_t>(steps.size()) > keep) {
     fs::remove_all(output_dir / ("checkpoint-" + std::to_string(steps.front())));
     steps.erase(steps.begin());
@@ -163,6 +177,13 @@ TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& pa
   state.window_tokens = saved.value("window_tokens", int64_t{0});
   state.window_seconds = saved.value("window_seconds", 0.0);
   state.method = method;
+  if (saved.contains("best_metric") && saved["best_metric"].is_number()) {
+    state.best.best_metric = saved["best_metric"].get<double>();
+    state.best.best_step = saved.value("best_global_step", int64_t{-1});
+  }
+  state.best.best_kept_step = saved.value("best_checkpoint_step", int64_t{-1});
+  state.best.best_kept_metric = saved.value("best_checkpoint_metric", 0.0);
+  state.best.patience_counter = saved.value("early_stopping_patience_counter", int64_t{0});
   return state;
 }
 

@@ -14,6 +14,7 @@
 #include "engine/model/session.hpp"
 #include "engine/plan/plan.hpp"
 #include "engine/train/batcher.hpp"
+#include "engine/train/early_stopping.hpp"
 #include "engine/vk/context.hpp"
 
 namespace vkt::train {
@@ -39,15 +40,18 @@ struct TrainerState {
   int64_t window_steps = 0, window_tokens = 0;
   double window_seconds = 0;
   int64_t seed = 0;
-  std::string data;    // --data
-  std::string method;  // --method name: a resume with another method is refused
+  std::string data;     // --data
+  std::string method;   // --method name: a resume with another method is refused
+  BestModelState best;  // best metric, best kept checkpoint, early-stopping patience
 };
 
 // Writes OUTPUT/checkpoint-STEP.
 void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
                      const std::filesystem::path& output_dir);
-// --save-total-limit: removes the oldest checkpoint-N folders until `keep` remain.
-void prune_checkpoints(const std::filesystem::path& output_dir, int64_t keep);
+// --save-total-limit: removes the oldest checkpoint-N folders until `keep` remain. checkpoint-
+// `best_step` (--load-best-model-at-end) is never removed: as HF, it counts as the newest, and
+// with keep 1 the latest stays beside it.
+void prune_checkpoints(const std::filesystem::path& output_dir, int64_t keep, int64_t best_step = -1);
 // The folder --resume-from-checkpoint names: itself, or for "latest" the newest checkpoint-N in
 // `output_dir` (nullopt when there is none).
 std::optional<std::filesystem::path> checkpoint_to_resume(const std::string& resume_from,

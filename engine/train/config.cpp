@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
+#include "engine/train/early_stopping.hpp"
 #include "engine/train/schedule.hpp"
 
 namespace vkt::train {
@@ -16,7 +17,9 @@ namespace {
 // The name table of each enum-valued option's type.
 std::span<const NameEntry<spec::Method>> names_of(spec::Method) { return spec::method_names(); }
 std::span<const NameEntry<kernels::WeightFormat>> names_of(kernels::WeightFormat) { return kernels::quant_names(); }
-std::span<const NameEntry<kernels::DType>> names_of(kernels::DType) { return kernels::dtype_names(); }
+constexpr NameEntry<DTypeChoice> dtype_choice_table[] = {
+    {DTypeChoice::auto_, "auto"}, {DTypeChoice::f32, "fp32"}, {DTypeChoice::f16, "fp16"}, {DTypeChoice::bf16, "bf16"}};
+std::span<const NameEntry<DTypeChoice>> names_of(DTypeChoice) { return dtype_choice_table; }
 std::span<const NameEntry<spec::Optimizer>> names_of(spec::Optimizer) { return spec::optimizer_names(); }
 std::span<const NameEntry<ScheduleType>> names_of(ScheduleType) { return schedule_type_names(); }
 
@@ -27,6 +30,22 @@ std::string choices() {
 
 }  // namespace
 
+std::span<const NameEntry<DTypeChoice>> dtype_choice_names() { return dtype_choice_table; }
+
+kernels::DType base_dtype(DTypeChoice choice) {
+  return choice == DTypeChoice::f16    ? kernels::DType::f16
+         : choice == DTypeChoice::bf16 ? kernels::DType::bf16
+                                       : kernels::DType::f32;
+}
+
+void resolve_auto_dtype(TrainConfig& config, const std::string& torch_dtype) {
+  if (config.dtype != DTypeChoice::auto_) return;
+  config.dtype = config.method == spec::Method::full ? DTypeChoice::f32
+                 : torch_dtype == "bfloat16"         ? DTypeChoice::bf16
+                 : torch_dtype == "float16"          ? DTypeChoice::f16
+                                                     : DTypeChoice::f32;
+}
+
 const std::vector<OptionSpec>& option_table() {
   using C = TrainConfig;
   static const std::vector<OptionSpec> table = {
@@ -34,14 +53,22 @@ const std::vector<OptionSpec>& option_table() {
        "HF model folder: config.json, model.safetensors (or shards), tokenizer.json; or a .gguf file "
        "(its quantized linear weights kept as stored: --quant gguf)",
        &C::model, true},
-      {"data", "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}", &C::data, true},
+      {"data",
+       "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}; a mixture by ratio per "
+       "epoch: A.jsonl:3,B.jsonl:1",
+       &C::data, true},
       {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},
-      {"eval_data", "evaluation JSONL (same formats)", &C::eval_data},
+      {"eval_data", "evaluation JSONL (same formats); several sets: task=T.jsonl,general=G.jsonl (eval_NAME_loss each)",
+       &C::eval_data},
       {"adapter", "start from this PEFT adapter folder instead of a fresh one", &C::adapter},
       {"method", choices<spec::Method>(), &C::method},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
-      {"dtype", choices<kernels::DType>() + " for base weights and embeddings (accumulation is fp32)", &C::dtype},
+      {"dtype",
+       choices<DTypeChoice>() +
+           " for base weights and embeddings (accumulation is fp32); auto: the model's torch_dtype (fp32 for --method "
+           "full)",
+       &C::dtype},
       {"lora_r", "LoRA rank", &C::lora_r},
       {"lora_alpha", "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with --use-rslora)", &C::lora_alpha},
       {"lora_dropout", "dropout on the LoRA input", &C::lora_dropout},
@@ -54,6 +81,9 @@ const std::vector<OptionSpec>& option_table() {
        &C::modules_to_save},
       {"trainable_token_indices", "comma list of token ids whose embedding rows are trained (new chat markers)",
        &C::trainable_token_indices},
+      {"layers_to_transform", "comma list of layer indices that get LoRA (PEFT's layers_to_transform; default: all)",
+       &C::layers_to_transform},
+      {"layers_pattern", "PEFT's layers_pattern: layers (model.layers.N, the default)", &C::layers_pattern},
       {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
@@ -80,7 +110,18 @@ const std::vector<OptionSpec>& option_table() {
       {"logging_steps", "write a metrics line every N optimizer steps", &C::logging_steps},
       {"eval_steps", "evaluate every N steps (0: only at the end)", &C::eval_steps},
       {"save_steps", "write checkpoint-N every N steps", &C::save_steps},
-      {"save_total_limit", "keep at most this many checkpoints (0: all)", &C::save_total_limit},
+      {"save_total_limit", "keep at most this many checkpoints (0: all; the best one is kept too)",
+       &C::save_total_limit},
+      {"load_best_model_at_end",
+       "at the end, write the best evaluated checkpoint's weights as the result (--save-steps a multiple of "
+       "--eval-steps)",
+       &C::load_best_model_at_end},
+      {"metric_for_best_model", "metric that picks the best checkpoint: eval_loss (default) or eval_NAME_loss",
+       &C::metric_for_best_model},
+      {"greater_is_better", "a larger --metric-for-best-model is better (false for losses)", &C::greater_is_better},
+      {"early_stopping_patience", "stop after N evaluations without improvement (0: off)", &C::early_stopping_patience},
+      {"early_stopping_threshold", "how much the metric must improve to reset the patience",
+       &C::early_stopping_threshold},
       {"resume_from_checkpoint", "a checkpoint-N folder, or 'latest' in --output-dir", &C::resume_from_checkpoint},
       {"overwrite_output_dir", "replace the run already in --output-dir (its checkpoints and files are deleted)",
        &C::overwrite_output_dir},
@@ -232,9 +273,9 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && c.quant != WeightFormat::f32)
     throw UserError("--method full trains every weight, which cannot stay quantized (--quant " + quant + ")",
                     "use --method lora or qlora with a quantized base, or --quant none");
-  if (c.method == spec::Method::full && c.dtype != kernels::DType::f32)
-    throw UserError("--method full keeps fp32 master weights; --dtype " + std::string(kernels::dtype_name(c.dtype)) +
-                        " is not supported with it yet",
+  if (c.method == spec::Method::full && c.dtype != DTypeChoice::f32 && c.dtype != DTypeChoice::auto_)
+    throw UserError("--method full keeps fp32 master weights; --dtype " +
+                        std::string(enum_name(names_of(c.dtype), c.dtype)) + " is not supported with it yet",
                     "use --dtype fp32 for full finetuning, or --method lora");
   if (c.method == spec::Method::qlora && c.quant != WeightFormat::f32 && c.quant != WeightFormat::nf4)
     throw UserError("--method qlora means an NF4 base; --quant " + quant + " contradicts it",
@@ -242,6 +283,13 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
+  if (!c.layers_pattern.empty() && c.layers_pattern != "layers")
+    throw UserError(
+        "--layers-pattern " + c.layers_pattern + " is unknown: Llama-family models name their blocks layers",
+        "use --layers-pattern layers or leave it out");
+  if (c.method == spec::Method::full && !c.layers_to_transform.empty())
+    throw UserError("--layers-to-transform picks LoRA layers; --method full trains every weight",
+                    "use --method lora or qlora with it");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
   if (c.lora_alpha <= 0)
     throw UserError("--lora-alpha must be positive, got " + nlohmann::json(c.lora_alpha).dump(),
@@ -270,6 +318,7 @@ void validate(const TrainConfig& c) {
     throw UserError("--overwrite-output-dir and --resume-from-checkpoint contradict each other",
                     "resume the run in --output-dir, or replace it");
   if (c.headless && c.dashboard) throw UserError("--headless and --dashboard contradict each other", "pick one");
+  best_model_settings(c);  // --load-best-model-at-end / --early-stopping-* with the eval and save steps
   try {
     auto kwargs = nlohmann::json::parse(c.lr_scheduler_kwargs);
     if (!kwargs.is_object()) throw std::runtime_error("not an object");

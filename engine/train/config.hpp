@@ -19,6 +19,10 @@ class Node;
 
 namespace vkt::train {
 
+// --dtype: auto takes the model's torch_dtype (transformers 5 loads that way), or a fixed type.
+enum class DTypeChoice { auto_, f32, f16, bf16 };
+std::span<const NameEntry<DTypeChoice>> dtype_choice_names();
+
 struct TrainConfig {
   // Files.
   std::string model;  // HF model folder (config.json, *.safetensors, tokenizer.json)
@@ -30,7 +34,7 @@ struct TrainConfig {
   spec::Method method = spec::Method::lora;
   kernels::WeightFormat quant = kernels::WeightFormat::f32;  // frozen base; f32 is --quant none
   bool double_quant = true;                                  // nf4: quantize the absmax values too (QLoRA)
-  kernels::DType dtype = kernels::DType::f32;                // base weights and embeddings
+  DTypeChoice dtype = DTypeChoice::auto_;                    // base weights and embeddings
   // LoRA (PEFT names and defaults).
   int64_t lora_r = 8;
   double lora_alpha = 16;
@@ -39,6 +43,8 @@ struct TrainConfig {
   bool use_rslora = false;
   std::string modules_to_save;          // PEFT modules_to_save: "embed_tokens,lm_head" (trained in full)
   std::string trainable_token_indices;  // PEFT trainable_token_indices: "5,9" (only these embedding rows)
+  std::string layers_to_transform;      // PEFT layers_to_transform: "0,1" (LoRA only in these layers; empty: all)
+  std::string layers_pattern;           // PEFT layers_pattern: "layers" (the only block list Llama-family models have)
   // Data.
   int64_t max_length = 1024;  // TRL SFTConfig default
   bool packing = false;
@@ -67,7 +73,13 @@ struct TrainConfig {
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;  // 0: evaluate only at the end (when --eval-data is given)
   int64_t save_steps = 500;
-  int64_t save_total_limit = 0;         // 0: keep all checkpoints
+  int64_t save_total_limit = 0;  // 0: keep all checkpoints
+  // Best model and early stopping (HF TrainingArguments / EarlyStoppingCallback; early_stopping.hpp).
+  bool load_best_model_at_end = false;
+  std::string metric_for_best_model;    // empty: eval_loss
+  bool greater_is_better = false;       // every metric vktune evaluates is a loss
+  int64_t early_stopping_patience = 0;  // 0: off
+  double early_stopping_threshold = 0;
   std::string resume_from_checkpoint;   // a checkpoint-N folder or "latest"
   bool overwrite_output_dir = false;    // replace another run in output_dir (HF's name)
   bool ignore_config_mismatch = false;  // resume although run.json's identity differs
@@ -85,7 +97,7 @@ struct OptionSpec {
   std::string name;
   std::string help;
   std::variant<std::string TrainConfig::*, bool TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*,
-               spec::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, kernels::DType TrainConfig::*,
+               spec::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, DTypeChoice TrainConfig::*,
                spec::Optimizer TrainConfig::*, ScheduleType TrainConfig::*>
       field;
   bool required_somewhere = false;  // must be set by a flag or the YAML file
@@ -99,6 +111,11 @@ void apply_yaml_file(TrainConfig& config, const std::string& path);
 void apply_yaml_mapping(TrainConfig& config, const YAML::Node& root, const std::string& path);
 // Sets one option from its text value (as the command line gives it); UserError on bad values.
 void set_option(TrainConfig& config, const OptionSpec& option, const std::string& value);
+// --dtype auto -> the model's torch_dtype ("bfloat16", "float16"; fp32 otherwise, and always for
+// --method full, whose master weights are fp32). A fixed --dtype stays.
+void resolve_auto_dtype(TrainConfig& config, const std::string& torch_dtype);
+// The storage type --dtype stands for (auto not yet resolved: fp32).
+kernels::DType base_dtype(DTypeChoice choice);
 // Checks values and their combinations; UserError with a hint on the first problem.
 void validate(const TrainConfig& config);
 // The resolved configuration as a JSON object (for run.json).

@@ -92,7 +92,7 @@ std::string step_to_json_line(const StepMetrics& m) {
 }
 
 std::string eval_to_json_line(const EvalMetrics& m) {
-  json line = {{"step", m.step}, {"epoch", m.epoch}, {"eval_loss", m.eval_loss}, {"elapsed_s", m.elapsed_seconds}};
+  json line = {{"step", m.step}, {"epoch", m.epoch}, {m.metric, m.eval_loss}, {"elapsed_s", m.elapsed_seconds}};
   return line.dump();
 }
 
@@ -166,11 +166,18 @@ bool apply_metrics_line(RunMonitor& monitor, const std::string& line) {
     monitor.set_kernels(std::move(kernels));
     return true;
   }
-  if (in.contains("eval_loss")) {
+  // An evaluation: eval_loss, or eval_<name>_loss of a named set.
+  std::string metric;
+  for (const auto& [key, value] : in.items())
+    if (key.rfind("eval_", 0) == 0 && key.size() >= 9 && key.compare(key.size() - 4, 4, "loss") == 0 &&
+        value.is_number())
+      metric = key;
+  if (!metric.empty()) {
     EvalMetrics e;
+    e.metric = metric;
     e.step = in.value("step", int64_t{0});
     e.epoch = in.value("epoch", 0.0);
-    e.eval_loss = in.value("eval_loss", 0.0);
+    e.eval_loss = in[metric].get<double>();
     e.elapsed_seconds = in.value("elapsed_s", 0.0);
     monitor.push_eval(e);
     return true;

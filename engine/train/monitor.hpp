@@ -33,10 +33,11 @@ struct StepMetrics {
 };
 
 struct EvalMetrics {
-  int64_t step = 0;            // (step)
-  double epoch = 0;            // (epoch)
-  double eval_loss = 0;        // (eval_loss)
-  double elapsed_seconds = 0;  // (elapsed_s)
+  int64_t step = 0;                  // (step)
+  double epoch = 0;                  // (epoch)
+  double eval_loss = 0;              // (eval_loss, or eval_<name>_loss for a named --eval-data set)
+  double elapsed_seconds = 0;        // (elapsed_s)
+  std::string metric = "eval_loss";  // the key above: which evaluation set
 };
 
 struct KernelTime {

@@ -8,6 +8,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/base/log.hpp"
+#include "engine/train/data_mixture.hpp"
 
 namespace vkt::train {
 
@@ -28,6 +29,7 @@ const char* const kTrajectoryOptions[] = {
     "lora_alpha",
     "lora_dropout",
     "target_modules",
+    "layers_to_transform",
     "use_rslora",
     "max_length",
     "packing",
@@ -172,8 +174,18 @@ json run_identity(const TrainConfig& config) {
       if (entry.path().extension() == ".safetensors") weights += entry.file_size(error);
   }
   identity["model_safetensors_bytes"] = weights;
-  identity["data"] = absolute_path(config.data);
-  identity["data_hash"] = file_hash(config.data);
+  if (const auto sources = parse_data_sources(config.data); !is_mixture(sources)) {
+    identity["data"] = absolute_path(config.data);
+    identity["data_hash"] = file_hash(config.data);
+  } else {  // FILE:weight,...
+    std::string data, hashes;
+    for (const DataSource& source : sources) {
+      data += (data.empty() ? "" : ",") + absolute_path(source.path) + ":" + json(source.weight).dump();
+      hashes += (hashes.empty() ? "" : ",") + file_hash(source.path);
+    }
+    identity["data"] = data;
+    identity["data_hash"] = hashes;
+  }
   const json options = json::parse(to_json(config));
   for (const char* name : kTrajectoryOptions) identity[name] = options.at(name);
   // Paths need not be UTF-8: as run.json records them (U+FFFD for bad bytes), so a resume compares alike.

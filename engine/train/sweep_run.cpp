@@ -162,6 +162,9 @@ double score_trial(const SweepSpec& spec, const TrainConfig& config, const Train
                    const fs::path& adapter) {
   if (spec.objective == "train_loss") return summary.last_loss;
   const bool full = config.method == spec::Method::full;
+  TrainConfig resolved = config;  // --dtype auto as the trial's trainer resolved it
+  resolve_auto_dtype(resolved, model::load_model_config(config.model).torch_dtype);
+  const kernels::DType base_weights_dtype = base_dtype(resolved.dtype);
   vk::ContextOptions options;
   options.device_index = static_cast<int>(config.device);
   options.log_capabilities = false;
@@ -176,7 +179,7 @@ double score_trial(const SweepSpec& spec, const TrainConfig& config, const Train
     if (!full) eval.adapter = adapter;
     eval.base_format = config.method == spec::Method::qlora ? kernels::WeightFormat::nf4 : config.quant;
     eval.double_quant = config.double_quant;
-    eval.dtype = config.dtype;
+    eval.dtype = base_weights_dtype;
     return evaluate_model(context, full ? adapter : fs::path(config.model), config.eval_data, eval).loss;
   }
   vk::Context context(options);
@@ -187,7 +190,7 @@ double score_trial(const SweepSpec& spec, const TrainConfig& config, const Train
   eval.json_keys = spec.evaluate_json_keys;
   eval.limit = size_t(spec.evaluate_limit);
   eval.base_format = config.method == spec::Method::qlora ? kernels::WeightFormat::nf4 : config.quant;
-  eval.dtype = config.dtype;
+  eval.dtype = base_weights_dtype;
   GenerationEvalResult result = evaluate_generation(context, eval);
   if (spec.objective == "form") return result.form_rate;
   if (spec.objective == "content") return result.content_rate;

@@ -33,9 +33,12 @@
 #include "engine/model/transformer.hpp"
 #include "engine/model/weights.hpp"
 #include "engine/text/tokenizer.hpp"
+#include "engine/train/advice.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/checkpoint.hpp"
+#include "engine/train/data_mixture.hpp"
 #include "engine/train/dataset.hpp"
+#include "engine/train/early_stopping.hpp"
 #include "engine/train/run_identity.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
@@ -85,6 +88,24 @@ void raise_test_signals(int64_t step) {
                       " became NaN or Inf; the run stopped before the step changed any weight",
                   hint + "; the last checkpoint is intact: resume from it with --resume-from-checkpoint");
 }
+// --layers-to-transform "0,2": layer indices; UserError naming a bad item.
+std::vector<uint32_t> parse_layer_list(const std::string& list) {
+  std::vector<uint32_t> layers;
+  std::stringstream stream(list);
+  for (std::string item; std::getline(stream, item, ',');) {
+    size_t used = 0;
+    unsigned long value = 0;
+    try {
+      value = std::stoul(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || item[0] == '-' || value > 0xffffu)
+      throw UserError("--layers-to-transform: '" + item + "' is not a layer index", "e.g. --layers-to-transform 0,1,2");
+    layers.push_back(static_cast<uint32_t>(value));
+  }
+  return layers;
+}
 }  // namespace
 
 void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(hook); }
@@ -93,7 +114,7 @@ void set_step_hook(std::function<void(int64_t)> hook) { step_hook = std::move(ho
 spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spec::ModelShape* model) {
   spec::RunSettings s;
   s.method = c.method;
-  s.dtype = c.dtype;
+  s.dtype = base_dtype(c.dtype);
   s.base_format = c.quant;
   if (s.base_format == WeightFormat::f32)  // unquantized base: stored in --dtype
     s.base_format = s.dtype == DType::f16    ? WeightFormat::f16
@@ -114,6 +135,17 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.save_embed_tokens = extras.save_embed_tokens;
   s.save_lm_head = extras.save_lm_head;
   s.trainable_token_indices = model::parse_token_indices(c.trainable_token_indices);
+  if (!c.layers_to_transform.empty()) {
+    for (uint32_t layer : parse_layer_list(c.layers_to_transform)) {
+      if (model && layer >= model->layers)
+        throw UserError("--layers-to-transform " + c.layers_to_transform + ": layer " + std::to_string(layer) +
+                            " does not exist, the model has " + std::to_string(model->layers),
+                        "layers are numbered 0.." + std::to_string(model ? model->layers - 1 : 0));
+      s.lora_layers.push_back(layer);
+    }
+    std::sort(s.lora_layers.begin(), s.lora_layers.end());
+    s.lora_layers.erase(std::unique(s.lora_layers.begin(), s.lora_layers.end()), s.lora_layers.end());
+  }
   // A GGUF base keeps its own types (--quant gguf, its default): plan each weight at its stored size.
   if (model && model::is_gguf_file(c.model)) model::resolve_gguf_formats(c.model, model::load_model_config(c.model), s);
   return s;
@@ -140,7 +172,11 @@ class TrainingRun {
   int64_t resume();
   uint32_t train_step(int64_t step, bool profile);  // the step's non-finite flags
   void log_step(int64_t step, double elapsed);
-  double evaluate();
+  double evaluate(const std::vector<TokenizedExample>& examples);
+  // Evaluates, logs the result and tells the best-model tracker (kept: a checkpoint is saved at
+  // this step); true when early stopping asks the run to stop.
+  bool evaluate_and_log(int64_t step, double elapsed, bool kept);
+  void load_best_weights(int64_t final_step);
   TrainableState trainable() const;  // what checkpoints save and restore
   void save_checkpoint(int64_t step);
   void write_run_json(RunState state);
@@ -152,7 +188,9 @@ class TrainingRun {
   RunMonitor own_monitor_;
   model::ModelConfig model_config_;
   std::unique_ptr<text::Tokenizer> tokenizer_;
-  std::vector<TokenizedExample> train_examples_, eval_examples_;
+  std::vector<TokenizedExample> train_examples_;
+  std::vector<std::pair<EvalSet, std::vector<TokenizedExample>>> eval_sets_;  // --eval-data, in order
+  std::unique_ptr<DataMixture> mixture_;                                      // --data FILE:weight,...
   std::unique_ptr<Batcher> batcher_;
   uint32_t seq_len_ = 0;
   int64_t max_steps_ = 0, accumulation_ = 1;
@@ -166,6 +204,7 @@ class TrainingRun {
   model::Transformer* transformer_ = nullptr;
   model::LoraSettings lora_;
   std::unique_ptr<StepRunner> runner_;
+  std::unique_ptr<BestModelTracker> best_;
 
   // Progress.
   int64_t tokens_ = 0, window_tokens_ = 0, window_steps_ = 0;
@@ -181,6 +220,7 @@ void TrainingRun::prepare_data() {
                     "give an HF model folder with config.json, "
                     "*.safetensors and tokenizer.json, or a .gguf file");
   model_config_ = model::load_model_config(model_dir);
+  resolve_auto_dtype(config_, model_config_.torch_dtype);
   tokenizer_ = std::make_unique<text::Tokenizer>(model::load_model_tokenizer(model_dir));
   model::check_tokenizer_fits(model_config_, tokenizer_->vocab_size(), model::tokenizer_location(model_dir));
   text::ChatFormat chat = model::load_model_chat_format(model_dir);
@@ -192,19 +232,38 @@ void TrainingRun::prepare_data() {
   if (hooks.eos_ids.empty() && tokenizer_->eos_id()) hooks.eos_ids.push_back(*tokenizer_->eos_id());
 
   TokenizeReport report;
-  auto parsed = read_jsonl(config_.data, chat);
-  train_examples_ = tokenize_examples(parsed, hooks, config_.prompt_loss_weight,
-                                      static_cast<uint32_t>(config_.max_length), config_.data, report);
+  const std::vector<DataSource> sources = parse_data_sources(config_.data);
+  std::vector<int64_t> source_sizes;
+  std::vector<double> source_weights;
+  for (const DataSource& source : sources) {
+    auto parsed = read_jsonl(source.path, chat);
+    auto examples = tokenize_examples(parsed, hooks, config_.prompt_loss_weight,
+                                      static_cast<uint32_t>(config_.max_length), source.path, report);
+    if (examples.empty() && is_mixture(sources))
+      throw UserError("--data: " + source.path + " has no usable examples", "drop it from the mixture");
+    source_sizes.push_back(static_cast<int64_t>(examples.size()));
+    source_weights.push_back(source.weight);
+    std::move(examples.begin(), examples.end(), std::back_inserter(train_examples_));
+  }
   log::info("data: " + std::to_string(report.examples) + " examples, " + std::to_string(report.tokens) + " tokens" +
             (report.truncated ? ", " + std::to_string(report.truncated) + " truncated to --max-length " +
                                     std::to_string(config_.max_length)
                               : ""));
   seq_len_ = choose_seq_len(train_examples_, static_cast<uint32_t>(config_.max_length), config_.packing);
-  if (!config_.eval_data.empty()) {
+  for (const EvalSet& set : parse_eval_sets(config_.eval_data)) {
     TokenizeReport eval_report;
-    auto eval_parsed = read_jsonl(config_.eval_data, chat);
-    eval_examples_ = tokenize_examples(eval_parsed, hooks, config_.prompt_loss_weight, seq_len_, config_.eval_data,
-                                       eval_report, false);
+    auto eval_parsed = read_jsonl(set.path, chat);
+    eval_sets_.push_back({set, tokenize_examples(eval_parsed, hooks, config_.prompt_loss_weight, seq_len_, set.path,
+                                                 eval_report, false)});
+  }
+  if (best_->settings().active() && std::none_of(eval_sets_.begin(), eval_sets_.end(), [&](const auto& set) {
+        return set.first.metric() == best_->settings().metric;
+      })) {
+    std::string metrics;
+    for (const auto& set : eval_sets_) metrics += (metrics.empty() ? "" : ", ") + set.first.metric();
+    throw UserError("--metric-for-best-model " + best_->settings().metric + " is not among the evaluation metrics (" +
+                        metrics + ")",
+                    "pick one of them: --metric-for-best-model " + eval_sets_.front().first.metric());
   }
   BatcherSettings settings;
   settings.batch = static_cast<uint32_t>(config_.per_device_train_batch_size);
@@ -214,6 +273,15 @@ void TrainingRun::prepare_data() {
   settings.seed = static_cast<uint64_t>(config_.seed);
   settings.pad_id =
       static_cast<uint32_t>(model_config_.pad_token_id.value_or(hooks.eos_ids.empty() ? 0 : hooks.eos_ids[0]));
+  if (is_mixture(sources)) {
+    mixture_ = std::make_unique<DataMixture>(source_sizes, source_weights, static_cast<uint64_t>(config_.seed));
+    std::string counts;
+    for (size_t i = 0; i < sources.size(); i++)
+      counts += (i ? ", " : "") + sources[i].path + " " + std::to_string(mixture_->per_epoch()[i]) + " of " +
+                std::to_string(source_sizes[i]);
+    log::info("data mixture, examples per epoch: " + counts);
+    settings.epoch_examples = [mixture = mixture_.get()](int64_t epoch) { return mixture->epoch(epoch); };
+  }
   batcher_ = std::make_unique<Batcher>(train_examples_, settings);
   accumulation_ = config_.gradient_accumulation_steps;
   // HF: update steps per epoch = micro-batches // accumulation (at least 1).
@@ -221,6 +289,9 @@ void TrainingRun::prepare_data() {
   max_steps_ = config_.max_steps > 0
                    ? config_.max_steps
                    : static_cast<int64_t>(std::ceil(config_.num_train_epochs * double(steps_per_epoch)));
+  AdviceFacts facts{pretraining_learning_rate(model_dir), static_cast<int64_t>(train_examples_.size()),
+                    double(max_steps_) / double(steps_per_epoch)};
+  for (const std::string& line : hyperparameter_advice(config_, facts)) log::warn("advice: " + line);
 
   ScheduleSettings schedule;
   schedule.type = config_.lr_scheduler_type;
@@ -238,6 +309,7 @@ void TrainingRun::prepare_data() {
     lora_.dropout = static_cast<float>(config_.lora_dropout);
     lora_.rslora = config_.use_rslora;
     lora_.targets = plan_.settings.target_modules;
+    lora_.layers = plan_.settings.lora_layers;
     lora_.save_embed_tokens = plan_.settings.save_embed_tokens;
     lora_.save_lm_head = plan_.settings.save_lm_head;
     lora_.token_indices = plan_.settings.trainable_token_indices;
@@ -252,12 +324,14 @@ void TrainingRun::prepare_data() {
       lora_.alpha = file.settings.alpha;
       lora_.rslora = file.settings.rslora;
       lora_.targets = file.settings.targets;
+      lora_.layers = file.settings.layers;
       lora_.save_embed_tokens = file.settings.save_embed_tokens;
       lora_.save_lm_head = file.settings.save_lm_head;
       lora_.token_indices = file.settings.token_indices;
       spec::RunSettings settings = plan_.settings;
       settings.lora_r = lora_.rank;
       settings.target_modules = lora_.targets;
+      settings.lora_layers = lora_.layers;
       settings.save_embed_tokens = lora_.save_embed_tokens;
       settings.save_lm_head = lora_.save_lm_head;
       settings.trainable_token_indices = lora_.token_indices;
@@ -312,6 +386,9 @@ void TrainingRun::preflight() {
   if (verdict.fits) return;
   std::string advice;
   for (const auto& line : verdict.advice) advice += "\n  - " + line;
+  for (const auto& line : lighter_method_advice(plan_, static_cast<uint32_t>(config_.lora_r), model_config_.torch_dtype,
+                                                verdict.available))
+    advice += "\n  - instead of full finetuning, " + line;
   throw UserError("the memory plan needs " + format_bytes(double(verdict.required)) + " of device memory, " +
                       context_->caps().name + " has " + format_bytes(double(verdict.available)) +
                       " (`vktune plan` with the same flags shows every category)",
@@ -366,16 +443,52 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
                     "lower --learning-rate, keep --max-grad-norm at 1.0, or check the data");
 }
 
-double TrainingRun::evaluate() {
-  if (eval_examples_.empty()) return -1;
+double TrainingRun::evaluate(const std::vector<TokenizedExample>& examples) {
+  if (examples.empty()) return -1;
   BatcherSettings settings = batcher_->settings();
+  settings.epoch_examples = nullptr;
   settings.shuffle = false;
   settings.packing = false;
   settings.wrap_epochs = false;
-  Batcher eval_batcher(eval_examples_, settings);
+  Batcher eval_batcher(examples, settings);
   std::vector<MicroBatch> batches;
   for (int64_t i = 0; i < eval_batcher.micro_batches_per_epoch(); i++) batches.push_back(eval_batcher.next());
   return runner_->evaluate(batches);
+}
+
+bool TrainingRun::evaluate_and_log(int64_t step, double elapsed, bool kept) {
+  std::optional<double> tracked;  // the --metric-for-best-model set's loss
+  for (const auto& [set, examples] : eval_sets_) {
+    double loss = evaluate(examples);
+    if (loss < 0) continue;
+    EvalMetrics e{step, batcher_->epoch_progress(), loss, elapsed, set.metric()};
+    append_metrics(eval_to_json_line(e));
+    monitor_->push_eval(e);
+    if (set.metric() == best_->settings().metric || (!tracked && &set == &eval_sets_.front().first)) tracked = loss;
+  }
+  if (!tracked) return false;
+  last_eval_ = *tracked;
+  return best_->settings().active() && best_->observe(step, last_eval_, kept);
+}
+
+// --load-best-model-at-end: the best kept state's weights replace the final ones (HF loads the
+// best checkpoint into the model before the final save).
+void TrainingRun::load_best_weights(int64_t final_step) {
+  const BestModelState& best = best_->state();
+  const std::string metric = best_->settings().metric;
+  if (best.best_kept_step < 0 || best.best_kept_step == final_step) {
+    log::info("--load-best-model-at-end: the final weights are the best (" + metric + " " +
+              std::to_string(best.best_kept_metric) + " at step " + std::to_string(final_step) + ")");
+    return;
+  }
+  const fs::path path = output_dir() / ("checkpoint-" + std::to_string(best.best_kept_step));
+  if (!fs::exists(path / "trainer_state.json"))
+    throw UserError("--load-best-model-at-end: the best checkpoint " + path.string() + " is gone",
+                    "it was removed outside the run; the last checkpoint is intact");
+  load_checkpoint(trainable(), path, spec::method_name(config_.method), max_steps_);
+  last_eval_ = best.best_kept_metric;
+  log::info("--load-best-model-at-end: loaded " + path.filename().string() + " (" + metric + " " +
+            std::to_string(best.best_kept_metric) + ")");
 }
 
 void TrainingRun::write_run_json(RunState state) {
@@ -411,8 +524,11 @@ void TrainingRun::save_checkpoint(int64_t step) {
   state.seed = config_.seed;
   state.data = config_.data;
   state.method = spec::method_name(config_.method);
+  state.best = best_->state();
   train::save_checkpoint(trainable(), state, output_dir());
-  if (config_.save_total_limit > 0) prune_checkpoints(output_dir(), config_.save_total_limit);
+  if (config_.save_total_limit > 0)
+    prune_checkpoints(output_dir(), config_.save_total_limit,
+                      best_->settings().load_best ? state.best.best_kept_step : -1);
   log::info("saved checkpoint-" + std::to_string(step));
 }
 
@@ -431,6 +547,7 @@ int64_t TrainingRun::resume() {
   window_steps_ = state.window_steps;
   window_tokens_ = state.window_tokens;
   window_seconds_ = state.window_seconds;
+  best_ = std::make_unique<BestModelTracker>(best_->settings(), state.best);
   truncate_metrics(output_dir() / "metrics.jsonl", state.step);  // keeps what was logged up to the checkpoint
   log::info("resumed from " + path->string() + " at step " + std::to_string(state.step));
   return state.step;
@@ -440,6 +557,7 @@ TrainSummary TrainingRun::run() {
   if (!monitor_) monitor_ = &own_monitor_;
   monitor_->set_state(RunState::starting);
   validate(config_);
+  best_ = std::make_unique<BestModelTracker>(best_model_settings(config_));
   prepare_data();  // everything that can fail on bad input happens before output is written
   info_.identity_json = run_identity(config_).dump(-1, ' ', false, json::error_handler_t::replace);
   prepare_output_dir(config_, json::parse(info_.identity_json));  // before the model loads
@@ -485,6 +603,7 @@ TrainSummary TrainingRun::run() {
   ProgressBar bar("train", max_steps_, start);
   RunState final_state = RunState::finished;
   int64_t step = start;
+  bool early_stop = false;
   try {
     for (step = start + 1; step <= max_steps_; step++) {
       while (monitor_->pause_requested && !monitor_->stop_requested && stop_signal == 0) {
@@ -510,23 +629,27 @@ TrainSummary TrainingRun::run() {
       } else {
         bar.update(step);
       }
+      const bool save_step = config_.save_steps > 0 && step % config_.save_steps == 0 && step < max_steps_;
       if (config_.eval_steps > 0 && step % config_.eval_steps == 0 && step < max_steps_) {
         monitor_->set_state(RunState::evaluating);
-        last_eval_ = evaluate();
-        if (last_eval_ >= 0) {
-          EvalMetrics e{step, batcher_->epoch_progress(), last_eval_, elapsed};
-          append_metrics(eval_to_json_line(e));
-          monitor_->push_eval(e);
-        }
+        early_stop = evaluate_and_log(step, elapsed, save_step);
       }
       bool stop = monitor_->stop_requested || stop_signal != 0;
-      if (monitor_->save_requested || stop ||
-          (config_.save_steps > 0 && step % config_.save_steps == 0 && step < max_steps_)) {
+      if (monitor_->save_requested || stop || save_step) {
         monitor_->set_state(RunState::saving);
         save_checkpoint(step);
         monitor_->save_requested = false;
       }
       if (step_hook) step_hook(step);
+      if (early_stop && !stop) {
+        const BestModelState& best = best_->state();
+        log::info("early stopping at step " + std::to_string(step) + ": " + best_->settings().metric +
+                  " did not improve by more than " + std::to_string(best_->settings().threshold) + " in " +
+                  std::to_string(best.patience_counter) + " evaluations (best " + std::to_string(*best.best_metric) +
+                  " at step " + std::to_string(best.best_step) + ")");
+        best_->keep(step, last_eval_);  // the run ends with these weights
+        break;
+      }
       if (stop) {
         final_state = RunState::stopped;
         log::info(std::string("stopped at step ") + std::to_string(step) + " (" +
@@ -552,13 +675,11 @@ TrainSummary TrainingRun::run() {
   if (final_state == RunState::finished) {
     double elapsed =
         elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    if (!eval_examples_.empty()) {
+    if (!eval_sets_.empty() && !early_stop) {
       monitor_->set_state(RunState::evaluating);
-      last_eval_ = evaluate();
-      EvalMetrics e{max_steps_, batcher_->epoch_progress(), last_eval_, elapsed};
-      append_metrics(eval_to_json_line(e));
-      monitor_->push_eval(e);
+      evaluate_and_log(max_steps_, elapsed, true);
     }
+    if (best_->settings().load_best) load_best_weights(std::min(step, max_steps_));
     save_final_weights(trainable(), output_dir());
   }
   write_run_json(final_state);
@@ -572,6 +693,8 @@ TrainSummary TrainingRun::run() {
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   summary.tokens_per_second = seconds > 0 ? double(tokens_) / seconds : 0;
   summary.stop_signal = final_state == RunState::stopped ? stop_signal.load() : 0;
+  summary.early_stopped = early_stop && final_state == RunState::finished;
+  summary.best_checkpoint_step = best_->settings().load_best ? best_->state().best_kept_step : -1;
   return summary;
 }
 

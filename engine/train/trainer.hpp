@@ -31,6 +31,8 @@ struct TrainSummary {
   plan::MemoryPlan plan;
   vk::LedgerSnapshot measured;  // the ledger at the end of the run (peaks of the run)
   int stop_signal = 0;          // SIGINT, SIGTERM or SIGHUP when one stopped the run (checkpoint saved), else 0
+  bool early_stopped = false;   // --early-stopping-patience ended the run before max_steps
+  int64_t best_checkpoint_step = -1;  // --load-best-model-at-end: the step whose weights were written
 };
 
 // Runs a whole training run. `monitor` (optional) receives live snapshots and carries pause /
