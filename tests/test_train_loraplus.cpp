@@ -17,9 +17,11 @@
 #include "engine/train/config.hpp"
 #include "engine/train/monitor.hpp"
 #include "engine/train/step_runner.hpp"
+#include "engine/train/trainer.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
+#include "tests/tiny_model.hpp"
 
 using namespace vkt;
 namespace fs = std::filesystem;
@@ -146,6 +148,35 @@ TEST_CASE("flags: --loraplus-lr-ratio (and YAML loraplus_lr_ratio) reaches the c
   info.loraplus_lr_ratio = 16;
   CHECK(train::run_info_from_json(train::run_info_to_json(info, train::RunState::running)).loraplus_lr_ratio == 16.0);
   CHECK(train::run_info_from_json(R"({"schedule": {"peak_lr": 0.001}})").loraplus_lr_ratio == 1.0);
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("train_e2e") {
+
+TEST_CASE("train: --loraplus-lr-ratio reaches the optimizer: one AdamW step moves lora_B by lr x ratio") {
+  // B starts at 0, so step 1's gradient of A is 0 and Adam's first step moves each B element by
+  // lr * |g| / (|g| + eps): the largest is lr * ratio to a few ulps.
+  for (double ratio : {1.0, 16.0}) {
+    INFO("ratio " << ratio);
+    train::TrainConfig config =
+        test::tiny_lora_config(test::binary_dir() / "test-output" / "e2e", "loraplus-" + std::to_string(int(ratio)));
+    config.max_steps = 1;
+    config.loraplus_lr_ratio = ratio;
+    train::train(config);
+    model::SafetensorsFile adapter(fs::path(config.output_dir) / "adapter_model.safetensors");
+    float largest_b = 0;
+    size_t b_tensors = 0;
+    for (const model::TensorView& tensor : adapter.tensors()) {
+      if (tensor.name.find("lora_B") == std::string::npos) continue;
+      for (float value : model::to_fp32(tensor)) largest_b = std::max(largest_b, std::fabs(value));
+      b_tensors++;
+    }
+    CHECK(b_tensors == 14);
+    CHECK(largest_b == doctest::Approx(config.learning_rate * ratio).epsilon(1e-4));
+    const auto run = nlohmann::json::parse(read_text_file(fs::path(config.output_dir) / "run.json"));
+    CHECK(run["schedule"]["loraplus_lr_ratio"].get<double>() == ratio);
+  }
 }
 
 }  // TEST_SUITE
