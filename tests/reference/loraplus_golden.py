@@ -95,11 +95,7 @@ def make_case(case, out_dir):
 
 
 def run(out_dir):
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    os.makedirs(out_dir, exist_ok=True)
-    for case in CASES:
-        make_case(case, out_dir)
+    extras.run_cases(make_case, CASES, out_dir)
 
 
 def main():
