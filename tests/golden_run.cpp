@@ -120,6 +120,18 @@ GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs:
   return run;
 }
 
+AdapterSession open_adapter_session(const fs::path& folder, const fs::path& adapter_dir, const GoldenBatch& batch) {
+  AdapterSession opened;
+  opened.lora = model::load_adapter_config(adapter_dir).settings;
+  spec::RunSettings settings = lora_run_settings(kernels::WeightFormat::f32);
+  settings.batch = batch.batch;
+  settings.seq_len = batch.seq_len;
+  opened.session = model::open_model(context(), folder, settings, &opened.lora);
+  model::load_adapter_weights(context(), *opened.session->buffers, opened.session->plan.shape, opened.lora,
+                              adapter_dir);
+  return opened;
+}
+
 GoldenErrors check_golden_variant(const fs::path& golden_path, const std::string& variant, const fs::path& folder,
                                   const fs::path& adapter_dir, const spec::RunSettings& settings, GoldenBounds bounds) {
   GoldenFile golden(golden_path);

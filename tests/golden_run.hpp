@@ -4,9 +4,12 @@
 // greedy generation with the golden file: shared by the model_golden and model_hf suites.
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "engine/model/adapter.hpp"
+#include "engine/model/session.hpp"
 #include "engine/spec/run_settings.hpp"
 #include "engine/train/batcher.hpp"
 #include "tests/golden_file.hpp"
@@ -58,5 +61,14 @@ void check_golden_generation(const std::filesystem::path& golden_path, const std
                              const std::filesystem::path& adapter_dir);
 
 spec::RunSettings lora_run_settings(kernels::WeightFormat format);
+
+// An fp32 LoRA session of `folder` + the PEFT adapter in `adapter_dir` (weights loaded), sized for
+// `batch`: where the 20-step AdamW trajectory tests start.
+struct AdapterSession {
+  model::LoraSettings lora;
+  std::unique_ptr<model::ModelSession> session;
+};
+AdapterSession open_adapter_session(const std::filesystem::path& folder, const std::filesystem::path& adapter_dir,
+                                    const GoldenBatch& batch);
 
 }  // namespace vkt::test

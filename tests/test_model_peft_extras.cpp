@@ -88,13 +88,7 @@ TEST_CASE("peft extras: 20 AdamW steps match PEFT's trajectory (and write the ad
     INFO(std::string(name));
     test::GoldenFile golden(extras_dir() / (std::string(name) + ".golden.bin"));
     test::GoldenBatch batch = test::golden_batch(golden);
-    const fs::path adapter = extras_dir() / name / "adapter";
-    model::LoraSettings lora = model::load_adapter_config(adapter).settings;
-    spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
-    settings.batch = batch.batch;
-    settings.seq_len = batch.seq_len;
-    auto session = model::open_model(ctx, base_folder(name), settings, &lora);
-    model::load_adapter_weights(ctx, *session->buffers, session->plan.shape, lora, adapter);
+    auto [lora, session] = test::open_adapter_session(base_folder(name), extras_dir() / name / "adapter", batch);
     train::OptimizerSettings optimizer;
     optimizer.weight_decay = 0.01;
     optimizer.max_grad_norm = 1.0;

@@ -206,6 +206,10 @@ void draw_run_panel(const train::RunSnapshot& snapshot, RunPanelState& state, tr
   if (!snapshot.steps.empty()) {
     const auto& last = snapshot.steps.back();
     ImGui::Text("loss %.4f   lr %.3g   grad norm %.3g", last.loss, last.learning_rate, last.grad_norm);
+    if (info.loraplus_lr_ratio != 1) {  // LoRA+: the B matrices step at a multiple of the logged lr
+      ImGui::SameLine();
+      ImGui::Text("  LoRA+ B lr x%g", info.loraplus_lr_ratio);
+    }
     ImGui::Text("epoch %.2f   %s tokens", last.epoch, format_tick(static_cast<double>(last.tokens), 1).c_str());
   }
   draw_controls(snapshot, state, controls);

@@ -89,6 +89,9 @@ const std::vector<OptionSpec>& option_table() {
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
       {"prompt_loss_weight", "loss weight of prompt tokens; completion tokens weigh 1", &C::prompt_loss_weight},
       {"learning_rate", "peak learning rate", &C::learning_rate},
+      {"loraplus_lr_ratio",
+       "LoRA+: lora_B learns at learning_rate x this (PEFT's create_loraplus_optimizer; the paper suggests 16)",
+       &C::loraplus_lr_ratio},
       {"lr_scheduler_type", choices<ScheduleType>(), &C::lr_scheduler_type},
       {"lr_scheduler_kwargs", "JSON object of schedule parameters, e.g. {\"num_cycles\": 2}", &C::lr_scheduler_kwargs},
       {"warmup_steps", "warmup steps; a value below 1 is a ratio of the total steps", &C::warmup_steps},
@@ -302,6 +305,11 @@ void validate(const TrainConfig& c) {
     throw UserError("nothing to train: --max-steps is 0 or --num-train-epochs is not positive",
                     "set --max-steps N or --num-train-epochs E");
   if (c.learning_rate < 0) throw UserError("--learning-rate must not be negative", "e.g. 2e-4");
+  if (!(c.loraplus_lr_ratio > 0))
+    throw UserError("--loraplus-lr-ratio must be positive", "1 is plain LoRA; LoRA+ suggests 16 (with a lower lr)");
+  if (c.method == spec::Method::full && c.loraplus_lr_ratio != 1)
+    throw UserError("--loraplus-lr-ratio scales the LoRA B matrices' learning rate; --method full has none",
+                    "use --method lora or qlora with it, or drop it");
   if (c.max_grad_norm < 0) throw UserError("--max-grad-norm must not be negative", "0 disables clipping");
   if (c.prompt_loss_weight < 0 || c.prompt_loss_weight > 1)
     throw UserError("--prompt-loss-weight must be in [0, 1]", "0 trains on completions only, 1 weighs prompts fully");

@@ -52,6 +52,7 @@ struct TrainConfig {
   double prompt_loss_weight = 0.1;  // weight of prompt tokens in the loss (completion tokens: 1)
   // Optimisation (HF TrainingArguments defaults).
   double learning_rate = 5e-5;
+  double loraplus_lr_ratio = 1;  // LoRA+: lora_B learns at learning_rate * this (1: plain LoRA)
   ScheduleType lr_scheduler_type = ScheduleType::linear;
   std::string lr_scheduler_kwargs = "{}";  // JSON object, e.g. {"num_cycles": 2}
   double warmup_steps = 0;                 // a value < 1 is a ratio of max steps

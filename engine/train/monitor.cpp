@@ -114,6 +114,7 @@ std::string run_info_to_json(const RunInfo& info, RunState state) {
               {"schedule",
                {{"type", info.schedule_type},
                 {"peak_lr", info.peak_learning_rate},
+                {"loraplus_lr_ratio", info.loraplus_lr_ratio},
                 {"warmup_steps", info.warmup_steps},
                 {"kwargs", kwargs}}},
               {"planned_bytes", planned},
@@ -134,6 +135,7 @@ RunInfo run_info_from_json(const std::string& text, RunState* state) {
   json schedule = in.value("schedule", json::object());
   info.schedule_type = schedule.value("type", "constant");
   info.peak_learning_rate = schedule.value("peak_lr", 0.0);
+  info.loraplus_lr_ratio = schedule.value("loraplus_lr_ratio", 1.0);
   info.warmup_steps = schedule.value("warmup_steps", 0);
   info.schedule_kwargs = schedule.value("kwargs", json::object()).dump();
   json planned = in.value("planned_bytes", json::object());

@@ -52,6 +52,7 @@ struct RunInfo {
   int64_t max_steps = 0;
   std::string schedule_type;  // lr_scheduler_type
   double peak_learning_rate = 0;
+  double loraplus_lr_ratio = 1;  // LoRA+: lora_B steps at the lr times this
   int64_t warmup_steps = 0;
   std::string schedule_kwargs = "{}";
   std::array<uint64_t, vk::category_count> planned_bytes{};  // the memory plan per category

@@ -36,6 +36,7 @@ const char* const kTrajectoryOptions[] = {
     "shuffle",
     "prompt_loss_weight",
     "learning_rate",
+    "loraplus_lr_ratio",
     "lr_scheduler_type",
     "lr_scheduler_kwargs",
     "warmup_steps",

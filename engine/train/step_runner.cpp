@@ -19,6 +19,10 @@ bool excluded_from_weight_decay(const std::string& name) {
   return std::regex_search(lower, patterns);
 }
 
+float loraplus_lr_scale(const std::string& name, double ratio) {
+  return name.ends_with(".lora_B") ? static_cast<float>(ratio) : 1.0f;
+}
+
 StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const OptimizerSettings& settings)
     : context_(context), session_(session), settings_(settings) {
   auto& buffers = *session.buffers;
@@ -39,6 +43,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     }
     tensor.count = static_cast<uint32_t>(tensor.param.bytes / 4);
     tensor.decay_scale = norm_or_bias ? 0.0f : 1.0f;
+    tensor.lr_scale = loraplus_lr_scale(name, settings.loraplus_lr_ratio);
     tensors.push_back(tensor);
     trainable_names_.push_back(name);
   }

@@ -19,11 +19,18 @@ namespace vkt::train {
 // all norms (input_layernorm, Gemma's feed-forward norms, q_norm/k_norm, model.norm) go undecayed.
 bool excluded_from_weight_decay(const std::string& name);
 
+// LoRA+'s learning-rate multiplier of the parameter `name` (a vktune buffer name), as PEFT 0.21's
+// create_loraplus_optimizer groups them: lora_B (and any 1-D parameter; vktune's LoRA has none)
+// at `ratio`, everything else at 1: lora_A and the modules_to_save / trainable-token tensors too
+// (PEFT's loraplus_lr_embedding only reaches LoRA on an embedding layer, which vktune has not).
+float loraplus_lr_scale(const std::string& name, double ratio);
+
 struct OptimizerSettings {
   spec::Optimizer optimizer = spec::Optimizer::adamw;
   double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weight_decay = 0, momentum = 0.9;
   double max_grad_norm = 1.0;
-  uint32_t seed = 42;  // dropout RNG
+  double loraplus_lr_ratio = 1;  // LoRA+: lora_B tensors step at lr * this
+  uint32_t seed = 42;            // dropout RNG
 };
 
 class StepRunner {

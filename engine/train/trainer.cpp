@@ -368,6 +368,7 @@ void TrainingRun::prepare_device() {
   optimizer.beta2 = config_.adam_beta2;
   optimizer.epsilon = config_.adam_epsilon;
   optimizer.weight_decay = config_.weight_decay;
+  optimizer.loraplus_lr_ratio = config_.loraplus_lr_ratio;
   optimizer.momentum = config_.momentum;
   optimizer.max_grad_norm = config_.max_grad_norm;
   optimizer.seed = static_cast<uint32_t>(config_.seed);
@@ -568,6 +569,7 @@ TrainSummary TrainingRun::run() {
   info_.max_steps = max_steps_;
   info_.schedule_type = schedule_name(config_.lr_scheduler_type);
   info_.peak_learning_rate = config_.learning_rate;
+  info_.loraplus_lr_ratio = config_.loraplus_lr_ratio;
   info_.warmup_steps = schedule_->settings().warmup_steps;
   info_.schedule_kwargs = config_.lr_scheduler_kwargs;
   for (size_t c = 0; c < vk::category_count; c++) info_.planned_bytes[c] = plan_.bytes(vk::Category(c));

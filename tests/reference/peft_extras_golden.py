@@ -183,12 +183,17 @@ def check_vktune():
         sys.exit("PEFT does not load vktune's adapters to the same logits")
 
 
-def run(out_dir):
+def run_cases(make, cases, out_dir):
+    """make(case, out_dir) for each case, single-threaded and deterministic (as --verify needs)."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(out_dir, exist_ok=True)
-    for case in CASES:
-        make_case(case, out_dir)
+    for case in cases:
+        make(case, out_dir)
+
+
+def run(out_dir):
+    run_cases(make_case, CASES, out_dir)
 
 
 def main():
