@@ -204,6 +204,11 @@ void add_evaluate_command(CLI::App& app) {
     if (!options.json_keys.empty())
       std::printf("%-34s %10s %10s\n", "fields right (of all keys)", base ? percent(base->field_rate).c_str() : "",
                   tuned ? percent(tuned->field_rate).c_str() : "");
+    for (size_t i = 0; i < options.json_keys.size(); i++)  // which fields a model gets wrong
+      std::printf("%-34s %10s %10s\n", ("  \"" + options.json_keys[i] + "\" right").c_str(),
+                  base ? percent(base->key_rates[i]).c_str() : "", tuned ? percent(tuned->key_rates[i]).c_str() : "");
+    std::printf("%-34s %10s %10s\n", "distinct answers", base ? std::to_string(base->distinct_outputs).c_str() : "",
+                tuned ? std::to_string(tuned->distinct_outputs).c_str() : "");
     std::printf("(%zu examples)\n", any.examples.size());
   });
 }

@@ -26,4 +26,12 @@ echo "== held-out verses: the base model vs the finetuned one (greedy decoding)"
 echo
 echo "adapter (PEFT format): $out/adapter"
 [ -f "$out/dashboard.png" ] && echo "dashboard: $out/dashboard.png"
+echo
+echo "== what to try next"
+echo "  your own data (JSONL: prompt/completion, text or messages):"
+echo "    $vktune train --config examples/demo/qlora.yaml --model examples/base --data YOURS.jsonl --output-dir out"
+echo "  whether a 7B-8B model fits your GPU, before you rent one:"
+echo "    $vktune plan --model examples/configs/llama-3-8b.json --method qlora --lora-r 16 --device-memory 24GiB"
+echo "  merging adapters or models (mergekit's YAML): $vktune merge examples/merge/lora_adapters.yaml --output merged"
+echo "  a standalone model (PEFT merge_and_unload): $vktune export --model BASE --adapter ADAPTER --output DIR"
 exit 0

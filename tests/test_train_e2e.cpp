@@ -328,19 +328,22 @@ and more text)",
   CHECK(form);  // key order and a continuation after the first line do not matter
   CHECK(content);
   size_t fields = 9;
-  train::score_output(R"( {"book": "Ex", "chapter": 1})", reference, keys, form, content, &fields);
+  std::vector<bool> key_right;
+  train::score_output(R"( {"book": "Ex", "chapter": 1})", reference, keys, form, content, &fields, &key_right);
   CHECK(form);
   CHECK_FALSE(content);
   CHECK(fields == 1);
+  CHECK(key_right == std::vector<bool>{false, true});  // which field was wrong: the book
   train::score_output(R"( {"book": "Ge"})", reference, keys, form, content, &fields);
   CHECK_FALSE(form);
   CHECK(fields == 1);  // a field right counts even when the record lacks a key
   train::score_output(R"( {"book": "Ge", "chapter": "1"})", reference, keys, form, content, &fields);
   CHECK(fields == 1);  // "1" is not 1
-  train::score_output("In the beginning God created", reference, keys, form, content, &fields);
+  train::score_output("In the beginning God created", reference, keys, form, content, &fields, &key_right);
   CHECK_FALSE(form);
   CHECK_FALSE(content);
   CHECK(fields == 0);
+  CHECK(key_right == std::vector<bool>{false, false});
   train::score_output("  yes ", "yes", {}, form, content);
   CHECK(content);
 }

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "engine/base/error.hpp"
 #include "engine/model/generate.hpp"
@@ -21,9 +22,10 @@ std::string trim(const std::string& text) {
 }  // namespace
 
 void score_output(const std::string& output, const std::string& reference, const std::vector<std::string>& keys,
-                  bool& form_ok, bool& content_ok, size_t* fields_right) {
+                  bool& form_ok, bool& content_ok, size_t* fields_right, std::vector<bool>* key_right) {
   form_ok = content_ok = false;
   if (fields_right) *fields_right = 0;
+  if (key_right) key_right->assign(keys.size(), false);
   if (keys.empty()) {
     form_ok = true;
     content_ok = trim(output) == trim(reference);
@@ -39,9 +41,12 @@ void score_output(const std::string& output, const std::string& reference, const
     return;
   }
   if (!produced.is_object()) return;
-  if (fields_right)
-    for (const std::string& key : keys)
-      *fields_right += produced.contains(key) && expected.contains(key) && produced[key] == expected[key];
+  for (size_t i = 0; i < keys.size(); i++) {
+    const bool right =
+        produced.contains(keys[i]) && expected.contains(keys[i]) && produced[keys[i]] == expected[keys[i]];
+    if (fields_right) *fields_right += right;
+    if (key_right) (*key_right)[i] = right;
+  }
   for (const std::string& key : keys)
     if (!produced.contains(key)) return;
   form_ok = true;
@@ -81,7 +86,8 @@ GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationE
     std::vector<uint32_t> prompt = tokenizer.encode(out.prompt, true);
     std::vector<uint32_t> ids = generator.generate(prompt, sampling);
     out.output = tokenizer.decode(ids, true);
-    score_output(out.output, out.reference, options.json_keys, out.form_ok, out.content_ok, &out.fields_right);
+    score_output(out.output, out.reference, options.json_keys, out.form_ok, out.content_ok, &out.fields_right,
+                 &out.key_right);
     fields += out.fields_right;
     form += out.form_ok;
     content += out.content_ok;
@@ -92,6 +98,13 @@ GenerationEvalResult evaluate_generation(vk::Context& context, const GenerationE
   result.form_rate = options.json_keys.empty() ? -1 : double(form) / count;
   result.content_rate = double(content) / count;
   result.field_rate = options.json_keys.empty() ? -1 : double(fields) / (count * double(options.json_keys.size()));
+  result.key_rates.assign(options.json_keys.size(), 0.0);
+  std::set<std::string> outputs;
+  for (const GeneratedExample& example : result.examples) {
+    outputs.insert(trim(example.output.substr(0, example.output.find('\n'))));
+    for (size_t i = 0; i < example.key_right.size(); i++) result.key_rates[i] += example.key_right[i] / count;
+  }
+  result.distinct_outputs = outputs.size();
   return result;
 }
 

@@ -5,6 +5,10 @@
 # space: after ": " the model must choose between `{` and `"`, two characters the Bible never
 # contains, whose embeddings the base model therefore left almost parallel (cosine ~0.9); LoRA
 # does not touch embeddings, and telling them apart in the same context took it far longer.
+# The verse starts on its own line after the reference: " And" (after a space) is one token of
+# this byte-level BPE, "And" (after a newline, or after the record's `"`) is two ("A", "nd"); on
+# its own line the first word is the same tokens in the prompt as in the record, so the model can
+# copy it. The last word cannot be copied that way (in the verse it always follows a space).
 # Usage: examples/demo/make_data.sh OUTPUT_DIR   (writes train.jsonl and test.jsonl)
 set -euo pipefail
 out="${1:?usage: make_data.sh OUTPUT_DIR}"
@@ -19,7 +23,7 @@ bible -f Gen1:1-Rev22:21 | awk -v train="$out/train.jsonl" -v test="$out/test.js
     first = words[1]; last = words[length(words)]
     gsub(/[^A-Za-z]/, "", first); gsub(/[^A-Za-z]/, "", last)
     gsub(/"/, "\\\"", text)
-    prompt = ref " " text "\\nJSON:"
+    prompt = ref "\\n" text "\\nJSON:"
     completion = "{\\\"book\\\": \\\"" book "\\\", \\\"chapter\\\": " chapter ", \\\"verse\\\": " verse ", \\\"first\\\": \\\"" first "\\\", \\\"last\\\": \\\"" last "\\\"}"
     line = "{\"prompt\": \"" prompt "\", \"completion\": \"" completion "\"}"
     if (++n % 10 == 0) print line > test; else print line > train
