@@ -16,14 +16,19 @@
 
 namespace vkt::test {
 
-// The config.json fields a GGUF file carries, read back from it (`ours`) against the HF folder's.
-inline void check_gguf_config_fields(const model::ModelConfig& ours, const model::ModelConfig& hf) {
+// The model's sizes agree.
+inline void check_config_sizes(const model::ModelConfig& ours, const model::ModelConfig& hf) {
   for (int64_t model::ModelConfig::*field :
        {&model::ModelConfig::hidden_size, &model::ModelConfig::intermediate_size,
         &model::ModelConfig::num_hidden_layers, &model::ModelConfig::num_attention_heads,
         &model::ModelConfig::num_key_value_heads, &model::ModelConfig::head_dim, &model::ModelConfig::vocab_size,
         &model::ModelConfig::max_position_embeddings})
     CHECK(ours.*field == hf.*field);
+}
+
+// The config.json fields a GGUF file carries, read back from it (`ours`) against the HF folder's.
+inline void check_gguf_config_fields(const model::ModelConfig& ours, const model::ModelConfig& hf) {
+  check_config_sizes(ours, hf);
   CHECK(static_cast<float>(ours.rms_norm_eps) == static_cast<float>(hf.rms_norm_eps));  // GGUF stores fp32
   CHECK(ours.rope_theta == hf.rope_theta);
   CHECK(ours.tie_word_embeddings == hf.tie_word_embeddings);

@@ -33,16 +33,6 @@ fs::path gguf_path(const std::string& family, const std::string& type) {
   return gguf_dir() / (family + "." + type + ".gguf");
 }
 
-// The model's sizes agree.
-void check_sizes(const model::ModelConfig& ours, const model::ModelConfig& hf) {
-  for (int64_t model::ModelConfig::*field :
-       {&model::ModelConfig::hidden_size, &model::ModelConfig::intermediate_size,
-        &model::ModelConfig::num_hidden_layers, &model::ModelConfig::num_attention_heads,
-        &model::ModelConfig::num_key_value_heads, &model::ModelConfig::head_dim, &model::ModelConfig::vocab_size,
-        &model::ModelConfig::max_position_embeddings})
-    CHECK(ours.*field == hf.*field);
-}
-
 // The f32 GGUF of `family` + the HF folder's adapter against the transformers golden (the model_hf
 // bounds) and against vktune's run of the HF folder (logits within 1e-5; equal in practice).
 void check_f32_file(const std::string& family, const fs::path& golden_path, const fs::path& folder) {
@@ -138,7 +128,7 @@ TEST_CASE("gguf model: gemma2/gemma3 from llama.cpp's converter give the HF conf
     model::ModelConfig hf = model::load_model_config(folder);
     CHECK(ours.architecture == hf.architecture);
     CHECK(ours.gemma);
-    check_sizes(ours, hf);
+    test::check_config_sizes(ours, hf);
     for (double model::ModelConfig::*field :
          {&model::ModelConfig::query_pre_attn_scalar, &model::ModelConfig::rope_theta,
           &model::ModelConfig::rope_local_theta, &model::ModelConfig::attn_logit_softcapping,
