@@ -214,14 +214,18 @@ TEST_CASE("vktune sweep: killed mid-trial, the rerun continues that trial from i
                                                 "parameters:\n  learning_rate: [1e-4, 3e-4]\n");
   const std::string sweep = (test::binary_dir() / "vktune").string() + " sweep " + (dir / "sweep.yaml").string();
   // SIGTERM after step 2 of the first trial: it saves checkpoint-2 and the sweep stops, unrecorded.
-  auto [killed_status, killed_output] =
-      test::run_command("VKT_TEST_RAISE_AT_STEP=2 VKT_TEST_RAISE_SIGNAL=TERM " + sweep);
+  // Named results, not structured bindings: clang 14 cannot capture a binding in INFO.
+  const auto killed = test::run_command("VKT_TEST_RAISE_AT_STEP=2 VKT_TEST_RAISE_SIGNAL=TERM " + sweep);
+  const int killed_status = killed.first;
+  const std::string killed_output = killed.second;
   INFO(killed_output);
   CHECK(killed_status == 128 + 15);
   CHECK(killed_output.find("run the same command again") != std::string::npos);
   CHECK(fs::exists(dir / "sweep/trial-001/checkpoint-2"));
   CHECK_FALSE(fs::exists(dir / "sweep/trial-002"));
-  auto [status, output] = test::run_command(sweep);
+  const auto resumed = test::run_command(sweep);
+  const int status = resumed.first;
+  const std::string output = resumed.second;
   INFO(output);
   CHECK(status == 0);
   CHECK(output.find("resumed from") != std::string::npos);
