@@ -31,6 +31,9 @@ struct RunSettings {
   bool double_quant = true;                      // nf4 only
   uint32_t quant_block = 64;
   DType dtype = DType::f32;  // embeddings, lm_head, dense base weights
+  // Storage type of activations saved for backward and of activation gradients (--bf16 / --fp16,
+  // issue 15); arithmetic stays fp32. LoRA parameters, master weights and optimizer states stay fp32.
+  DType activation_dtype = DType::f32;
   uint32_t lora_r = 8;
   std::vector<Module> target_modules = {Module::q_proj, Module::v_proj};
   std::vector<uint32_t> lora_layers;  // PEFT layers_to_transform: the layers with LoRA (empty: all)
