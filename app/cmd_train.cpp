@@ -154,10 +154,8 @@ void add_plan_command(CLI::App& app) {
   static TrainFlags flags;
   flags.add_to(*command);
   static bool as_json = false;
-  static std::string device_memory;
   static int64_t seq_len = 0;
   command->add_flag("--json", as_json, "print JSON instead of the table");
-  command->add_option("--device-memory", device_memory, "judge against this much memory, e.g. 24GiB");
   command->add_option("--seq-len", seq_len, "tokens per sequence (default: --max-length)");
   command->callback([] {
     train::TrainConfig config = flags.resolve();
@@ -169,8 +167,8 @@ void add_plan_command(CLI::App& app) {
     spec::RunSettings settings = train::run_settings(config, tokens, &shape);
     std::optional<uint64_t> budget;
     std::string device_name;
-    if (!device_memory.empty()) {
-      budget = parse_byte_size(device_memory);
+    if (!config.device_memory.empty()) {
+      budget = parse_byte_size(config.device_memory);
     } else if (config.device >= 0) {
       auto devices = vk::list_devices();
       if (config.device >= static_cast<int64_t>(devices.size()))
@@ -182,6 +180,7 @@ void add_plan_command(CLI::App& app) {
       budget = best;
       device_name = caps.name;
     }
+    if (budget) settings.paging_budget_bytes = *budget;  // --paged-optimizer pages against it
     plan::PlanReport report = plan::make_report(model::model_shape(model_config), settings, budget, device_name);
     std::printf("%s\n", as_json ? plan::report_json(report).c_str() : plan::format_report(report).c_str());
     print_plan_advice(config, settings, model::model_shape(model_config), model_config.torch_dtype, budget, as_json);

@@ -107,6 +107,35 @@ TEST_CASE("categories add up and follow the settings") {
   CHECK(offload.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload) == trainable * 8);
   CHECK(offload.device_bytes() == plan.device_bytes() - trainable * 8);
 
+  // --paged-optimizer: on the device while the budget allows; the excess (and only about that much)
+  // in host memory, from the last tensors backwards.
+  const uint64_t states = trainable * 8;
+  RunSettings paging = lora;
+  paging.page_optimizer = true;
+  paging.paging_budget_bytes = plan.device_bytes();  // everything fits: nothing paged
+  CHECK(make_plan(llama3_8b(), paging).bytes(vk::Category::optimizer_state, vk::MemoryKind::offload) == 0);
+  paging.paging_budget_bytes = plan.device_bytes() - states / 3;
+  MemoryPlan paged = make_plan(llama3_8b(), paging);
+  uint64_t paged_bytes = paged.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload);
+  uint64_t largest_state = 0;
+  for (const auto& buffer : plan.buffers)
+    if (buffer.category == vk::Category::optimizer_state) largest_state = std::max(largest_state, buffer.bytes);
+  CHECK(paged.device_bytes() <= paging.paging_budget_bytes);
+  CHECK(paged_bytes >= states / 3);
+  CHECK(paged_bytes < states / 3 + largest_state);  // no more than one tensor's states beyond the excess
+  CHECK(paged.bytes(vk::Category::optimizer_state) == states);
+  CHECK(paged.total_bytes() == plan.total_bytes());
+  std::vector<const BufferSpec*> state_buffers;  // in plan order: layer 0 first
+  for (const auto& buffer : paged.buffers)
+    if (buffer.category == vk::Category::optimizer_state) state_buffers.push_back(&buffer);
+  REQUIRE(state_buffers.size() > 2);
+  CHECK(state_buffers.front()->kind == vk::MemoryKind::device);  // the first layers stay ...
+  CHECK(state_buffers.back()->kind == vk::MemoryKind::offload);  // ... the last ones are paged first
+  paging.paging_budget_bytes = 1;  // cannot fit: every state paged, the rest stays as planned
+  MemoryPlan all_paged = make_plan(llama3_8b(), paging);
+  CHECK(all_paged.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload) == states);
+  CHECK(all_paged.device_bytes() == offload.device_bytes());
+
   RunSettings full = lora;
   full.method = Method::full;
   MemoryPlan full_plan = make_plan(llama2_13b(), full);

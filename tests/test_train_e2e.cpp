@@ -33,22 +33,12 @@ double mean(const std::vector<double>& v, size_t from, size_t to) {
   return sum / double(to - from);
 }
 
-std::vector<double> logged_losses(const fs::path& output_dir) {
-  std::vector<double> losses;
-  std::ifstream in(output_dir / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line);
-    if (j.contains("loss")) losses.push_back(j["loss"]);
-  }
-  return losses;
-}
 
 // Runs `full`, then the same run crashed after step `crash_at` (checkpoints every `save_steps`)
 // and resumed from the latest checkpoint: every logged loss must be bit-identical.
 void check_resume(const train::TrainConfig& full, int64_t crash_at, int64_t save_steps) {
   train::train(full);
-  auto reference = logged_losses(full.output_dir);
+  auto reference = test::logged_losses(full.output_dir);
   REQUIRE(reference.size() == size_t(full.max_steps));
   train::TrainConfig interrupted = full;
   interrupted.output_dir = test::temp_dir(fs::path(full.output_dir).filename().string() + "-crashed").string();
@@ -65,7 +55,7 @@ void check_resume(const train::TrainConfig& full, int64_t crash_at, int64_t save
   train::TrainConfig resumed = interrupted;
   resumed.resume_from_checkpoint = "latest";
   train::train(resumed);
-  auto losses = logged_losses(resumed.output_dir);
+  auto losses = test::logged_losses(resumed.output_dir);
   REQUIRE(losses.size() == reference.size());
   for (size_t i = 0; i < losses.size(); i++) {
     INFO("step " << i + 1);
@@ -80,7 +70,7 @@ TEST_SUITE("train_e2e") {
 TEST_CASE("train: LoRA on a tiny model, the loss falls and PEFT files are written") {
   train::TrainConfig config = tiny_config("lora");
   train::TrainSummary summary = train::train(config);
-  auto losses = logged_losses(config.output_dir);
+  auto losses = test::logged_losses(config.output_dir);
   REQUIRE(losses.size() == 50);
   double first = mean(losses, 0, 5), last = mean(losses, 40, 50);
   MESSAGE("LoRA loss (mean of first 5 / last 10 steps) " << first << " -> " << last << ", " << summary.tokens_per_second
@@ -109,7 +99,7 @@ TEST_CASE("train: QLoRA (NF4 + double quant base) on a tiny model, the loss fall
   CHECK(summary.plan.settings.base_format == kernels::WeightFormat::nf4);
   CHECK(summary.plan.settings.double_quant);
   CHECK(summary.measured.category_peak(vk::Category::quantized_weights) > 0);
-  auto losses = logged_losses(config.output_dir);
+  auto losses = test::logged_losses(config.output_dir);
   REQUIRE(losses.size() == 50);
   double first = mean(losses, 0, 5), last = mean(losses, 40, 50);
   MESSAGE("QLoRA loss (mean of first 5 / last 10 steps) " << first << " -> " << last << ", "
@@ -185,7 +175,7 @@ TEST_CASE("train: k accumulated micro-batches equal one batch k times larger") {
   small.gradient_accumulation_steps = 2;
   train::train(big);
   train::train(small);
-  auto big_losses = logged_losses(big.output_dir), small_losses = logged_losses(small.output_dir);
+  auto big_losses = test::logged_losses(big.output_dir), small_losses = test::logged_losses(small.output_dir);
   REQUIRE(big_losses.size() == 6);
   REQUIRE(small_losses.size() == 6);
   // The same examples per step and Σw over the whole step: only fp32 summation order differs.

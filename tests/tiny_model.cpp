@@ -105,4 +105,15 @@ void poke_f32(const std::filesystem::path& file, const std::string& tensor, uint
   out.write(reinterpret_cast<const char*>(&value), 4);
 }
 
+std::vector<double> logged_losses(const std::filesystem::path& output_dir) {
+  std::vector<double> losses;
+  std::ifstream in(output_dir / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json entry = nlohmann::json::parse(line);
+    if (entry.contains("loss")) losses.push_back(entry["loss"]);
+  }
+  return losses;
+}
+
 }  // namespace vkt::test

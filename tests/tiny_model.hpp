@@ -3,6 +3,7 @@
 // written by the same code as `vktune new-model`.
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "engine/train/config.hpp"
 
@@ -29,6 +30,9 @@ train::TrainConfig tiny_lora_config(const std::filesystem::path& root, const std
 // Overwrites element `element` of the F32 tensor `tensor` of a .safetensors file in place: corrupt
 // inputs (NaN/Inf) for tests, which the writer itself refuses to produce.
 void poke_f32(const std::filesystem::path& file, const std::string& tensor, uint64_t element, float value);
+
+// The "loss" of every metrics.jsonl line in `output_dir`, in order.
+std::vector<double> logged_losses(const std::filesystem::path& output_dir);
 
 // A prompt/completion JSONL of `count` lines with a learnable pattern; returns its path.
 std::filesystem::path tiny_dataset(const std::filesystem::path& path, int count, uint32_t seed = 3);

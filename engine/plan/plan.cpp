@@ -97,6 +97,21 @@ const BufferSpec& MemoryPlan::find(const std::string& name) const {
 
 namespace {
 
+// --paged-optimizer: bitsandbytes' paged optimizers keep states in unified memory that the driver
+// evicts to the host only under pressure. Vulkan has no such paging, so the plan does it up front:
+// states stay on the device while the plan fits the budget; beyond it, states move to host memory
+// (the kernels read them over the bus) from the last trainable tensor backwards, just enough to fit.
+void page_optimizer_states(MemoryPlan& plan) {
+  const RunSettings& s = plan.settings;
+  if (!s.page_optimizer || s.offload_optimizer || s.paging_budget_bytes == 0 || !s.training) return;
+  uint64_t device = plan.device_bytes();
+  for (auto it = plan.buffers.rbegin(); it != plan.buffers.rend() && device > s.paging_budget_bytes; ++it)
+    if (it->category == Category::optimizer_state && it->kind == MemoryKind::device) {
+      it->kind = MemoryKind::offload;
+      device -= it->bytes;
+    }
+}
+
 class Builder {
  public:
   explicit Builder(MemoryPlan& plan) : plan_(plan) {}
@@ -528,6 +543,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     plan.buffers.push_back({"optimizer.partials", Category::workspace, MemoryKind::device,
                             kernels::TensorList::partials_bytes(static_cast<uint32_t>(chunks)), true});
   }
+  page_optimizer_states(plan);
   return plan;
 }
 

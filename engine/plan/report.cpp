@@ -93,7 +93,10 @@ std::string format_report(const PlanReport& report) {
                 method_name(s.method), spec::base_format_text(s).c_str(),
                 s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype),
                 adapted, static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len),
-                optimizer_name(s.optimizer), s.offload_optimizer ? " (offloaded)" : "",
+                optimizer_name(s.optimizer),
+                s.offload_optimizer ? " (offloaded)"
+                : s.page_optimizer  ? " (paged)"
+                                    : "",
                 s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
   out << text;
   if (s.save_embed_tokens || s.save_lm_head || !s.trainable_token_indices.empty())  // PEFT's extras, in adapter params
@@ -194,7 +197,8 @@ std::string report_json(const PlanReport& report) {
         {"seq_len", plan.settings.seq_len},
         {"gradient_checkpointing", plan.settings.gradient_checkpointing},
         {"optimizer", optimizer_name(plan.settings.optimizer)},
-        {"offload_optimizer", plan.settings.offload_optimizer}}},
+        {"offload_optimizer", plan.settings.offload_optimizer},
+        {"paged_optimizer", plan.settings.page_optimizer}}},
       {"bytes", categories},
       {"device_total", plan.device_bytes()},
       {"total", plan.total_bytes()},

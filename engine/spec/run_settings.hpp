@@ -44,7 +44,11 @@ struct RunSettings {
   uint64_t seq_len = 512;  // max length
   bool gradient_checkpointing = false;
   Optimizer optimizer = Optimizer::adamw;
-  bool offload_optimizer = false;
+  bool offload_optimizer = false;  // every optimizer state in host memory
+  // --paged-optimizer: states stay on the device while the plan's device bytes fit
+  // paging_budget_bytes; only the excess moves to host memory (plan::make_plan decides which).
+  bool page_optimizer = false;
+  uint64_t paging_budget_bytes = 0;  // 0: unknown, every state on the device
   float lora_dropout = 0;
   bool training = true;                       // false: inference/generation only
   uint64_t kv_cache_tokens = 0;               // generation: cache length per sequence (0: none)

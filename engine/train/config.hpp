@@ -69,6 +69,8 @@ struct TrainConfig {
   double momentum = 0.9;  // --optim momentum
   spec::Optimizer optim = spec::Optimizer::adamw;
   bool offload_optimizer = false;
+  bool paged_optimizer = false;  // states on the device while the budget allows, paged to host beyond it
+  std::string device_memory;     // e.g. "24GiB": the budget to judge and page against (empty: the device's)
   int64_t seed = 42;
   // Run control.
   int64_t logging_steps = 10;

@@ -129,6 +129,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = c.optim;
   s.offload_optimizer = c.offload_optimizer;
+  s.page_optimizer = c.paged_optimizer;
+  if (!c.device_memory.empty()) s.paging_budget_bytes = parse_byte_size(c.device_memory);
   s.lora_dropout = static_cast<float>(c.lora_dropout);
   model::LoraSettings extras;
   model::parse_modules_to_save(c.modules_to_save, extras);
@@ -168,6 +170,7 @@ class TrainingRun {
  private:
   void prepare_data();
   void prepare_device();
+  uint64_t device_budget() const;  // --device-memory, else the device's VK_EXT_memory_budget (0: unknown)
   void preflight();
   int64_t resume();
   uint32_t train_step(int64_t step, bool profile);  // the step's non-finite flags
@@ -345,6 +348,18 @@ void TrainingRun::prepare_device() {
   options.device_index = static_cast<int>(config_.device);
   context_ = std::make_unique<vk::Context>(options);
   context_->ledger().reset_peaks();
+  if (plan_.settings.page_optimizer && plan_.settings.paging_budget_bytes == 0) {
+    spec::RunSettings settings = plan_.settings;
+    settings.paging_budget_bytes = device_budget();
+    plan_ = plan::make_plan(plan_.shape, settings);
+  }
+  if (plan_.settings.page_optimizer) {
+    uint64_t paged = plan_.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload);
+    log::info("paged optimizer: " + format_bytes(double(paged)) + " of " +
+              format_bytes(double(plan_.bytes(vk::Category::optimizer_state))) +
+              " optimizer states in host memory (budget " + format_bytes(double(plan_.settings.paging_budget_bytes)) +
+              ")");
+  }
   preflight();
   int64_t tensors = 2 + model_config_.num_hidden_layers * static_cast<int64_t>(spec::module_count);
   ProgressBar loading("load", tensors);
@@ -378,10 +393,16 @@ void TrainingRun::prepare_device() {
 
 // Refuses, before the model loads, a run whose plan exceeds the device's memory budget, with the
 // planner's advice (the run would otherwise swap or die at allocation, minutes in).
-void TrainingRun::preflight() {
+uint64_t TrainingRun::device_budget() const {
+  if (!config_.device_memory.empty()) return parse_byte_size(config_.device_memory);
   uint64_t budget = 0;
   for (const auto& heap : context_->memory_heaps())
     if (heap.device_local) budget = std::max(budget, heap.budget ? heap.budget : heap.size);
+  return budget;
+}
+
+void TrainingRun::preflight() {
+  uint64_t budget = device_budget();
   if (config_.no_preflight || budget == 0) return;
   plan::Verdict verdict = plan::judge(plan_, budget);
   if (verdict.fits) return;
