@@ -1,4 +1,4 @@
-// `vktune lr-find --model DIR --data FILE --output-dir DIR [train flags] [--end-lr 1e-2 --num-steps 100]`:
+// `vktune lr-find --model DIR --data FILE --output-dir DIR [train flags] [--end-lr 1e-2 --num-steps 200]`:
 // the learning-rate range test (engine/train/lr_find.hpp), printed and drawn into a PNG.
 #include <cstdio>
 #include <cstdlib>

@@ -42,7 +42,7 @@ void print_plan_advice(const train::TrainConfig& config, const spec::RunSettings
                        const spec::ModelShape& shape, const std::string& torch_dtype, std::optional<uint64_t> budget,
                        bool as_json) {
   train::AdviceFacts facts;
-  facts.pretraining_learning_rate = train::pretraining_learning_rate(config.model);
+  facts.pretraining_learning_rate = train::pretraining_rate(config.model);
   if (!config.data.empty()) facts.examples = train::count_data_examples(config.data);
   if (config.max_steps > 0 && facts.examples && *facts.examples > 0)
     facts.epochs = double(config.max_steps) * double(config.per_device_train_batch_size) *

@@ -23,4 +23,7 @@ mkdir -p "$root/examples/base"
 for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json; do
   [ -f "$work/pretrained/$f" ] && cp "$work/pretrained/$f" "$root/examples/base/$f"
 done
+# The pretraining peak rate, where vktune lr-find (and HF tools) look for it.
+peak_lr="$(sed -n 's/^learning_rate: *//p' "$root/examples/recipes/pretrain-kjv.yaml")"
+printf '{"learning_rate": %s, "lr_scheduler_type": "cosine"}\n' "$peak_lr" > "$root/examples/base/training_args.json"
 echo "base model: $root/examples/base"

@@ -97,12 +97,19 @@ TEST_CASE("advice: a sane configuration gets none; each rule fires on its own") 
 
 TEST_CASE("advice: the base's pretraining rate comes from a vktune run.json beside the model") {
   fs::path dir = test::temp_dir("advice-pretrained");
-  CHECK(!train::pretraining_learning_rate(dir));
+  CHECK(!train::pretraining_rate(dir));
   write_file_atomically(dir / "run.json", R"({"config": {"learning_rate": 0.003}, "state": "finished"})");
-  REQUIRE(train::pretraining_learning_rate(dir));
-  CHECK(*train::pretraining_learning_rate(dir) == 0.003);
+  REQUIRE(train::pretraining_rate(dir));
+  CHECK(*train::pretraining_rate(dir) == 0.003);
   write_file_atomically(dir / "run.json", "not json");
-  CHECK(!train::pretraining_learning_rate(dir));
+  CHECK(!train::pretraining_rate(dir));
+  // HF's files (and examples/base's training_args.json) are read too; run.json comes first.
+  fs::remove(dir / "run.json");
+  write_file_atomically(dir / "training_args.json", R"({"learning_rate": 0.002})");
+  CHECK(train::pretraining_rate(dir) == 0.002);
+  write_file_atomically(dir / "run.json", R"({"config": {"learning_rate": 0.003}, "state": "finished"})");
+  CHECK(train::pretraining_rate(dir) == 0.003);
+  CHECK(train::read_pretraining_lr(dir)->source == "run.json config.learning_rate");
 }
 
 TEST_CASE("advice: --dtype auto takes the model's torch_dtype; fp32 for full finetuning; a fixed one stays") {

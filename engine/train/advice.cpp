@@ -1,15 +1,20 @@
 #include "engine/train/advice.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/files.hpp"
+#include "engine/base/log.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/train/data_mixture.hpp"
 
 namespace vkt::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
 
 namespace {
 
@@ -58,15 +63,41 @@ std::vector<std::string> hyperparameter_advice(const TrainConfig& c, const Advic
   return advice;
 }
 
-std::optional<double> pretraining_learning_rate(const std::filesystem::path& model) {
-  const std::filesystem::path run = std::filesystem::path(model) / "run.json";
-  if (!std::filesystem::is_regular_file(run)) return std::nullopt;
-  try {
-    nlohmann::json json = nlohmann::json::parse(read_text_file(run));
-    const nlohmann::json& rate = json.at("config").at("learning_rate");
-    if (rate.is_number() && rate.get<double>() > 0) return rate.get<double>();
-  } catch (const std::exception&) {}
-  return std::nullopt;  // not a vktune run.json: unknown
+std::optional<PretrainingLr> read_pretraining_lr(const std::filesystem::path& model) {
+  if (!fs::is_directory(model)) return std::nullopt;
+  auto read = [&](const char* name) -> std::optional<json> {
+    fs::path file = model / name;
+    if (!fs::exists(file)) return std::nullopt;
+    try {
+      return json::parse(read_text_file(file));
+    } catch (const json::exception& error) {
+      log::warn(file.string() + " is not JSON (" + error.what() + "): its learning rate is not used");
+      return std::nullopt;
+    }
+  };
+  if (auto run = read("run.json"); run && run->is_object()) {
+    if (run->contains("schedule") && (*run)["schedule"].is_object() && (*run)["schedule"].value("peak_lr", 0.0) > 0)
+      return PretrainingLr{(*run)["schedule"]["peak_lr"].get<double>(), "run.json schedule.peak_lr"};
+    if (run->contains("config") && (*run)["config"].is_object() && (*run)["config"].value("learning_rate", 0.0) > 0)
+      return PretrainingLr{(*run)["config"]["learning_rate"].get<double>(), "run.json config.learning_rate"};
+  }
+  if (auto state = read("trainer_state.json")) {
+    double peak = 0;
+    if (state->contains("log_history") && (*state)["log_history"].is_array())
+      for (const auto& entry : (*state)["log_history"])
+        if (entry.is_object() && entry.contains("learning_rate") && entry["learning_rate"].is_number())
+          peak = std::max(peak, entry["learning_rate"].get<double>());
+    if (peak > 0) return PretrainingLr{peak, "trainer_state.json log_history learning_rate (largest)"};
+  }
+  if (auto args = read("training_args.json"))
+    if (args->is_object() && args->contains("learning_rate") && (*args)["learning_rate"].is_number())
+      return PretrainingLr{(*args)["learning_rate"].get<double>(), "training_args.json learning_rate"};
+  return std::nullopt;
+}
+
+std::optional<double> pretraining_rate(const std::filesystem::path& model) {
+  if (auto pretraining = read_pretraining_lr(model)) return pretraining->learning_rate;
+  return std::nullopt;
 }
 
 std::optional<int64_t> count_data_examples(const std::string& data) {

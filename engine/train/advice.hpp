@@ -18,7 +18,7 @@
 namespace vkt::train {
 
 struct AdviceFacts {
-  std::optional<double> pretraining_learning_rate;  // the base's peak learning rate, when known
+  std::optional<double> pretraining_learning_rate;  // the base's peak learning rate (read_pretraining_lr)
   std::optional<int64_t> examples;                  // training examples
   std::optional<double> epochs;                     // epochs the run makes over them
 };
@@ -29,9 +29,17 @@ std::vector<std::string> hyperparameter_advice(const TrainConfig& config, const 
 // The epochs the rule of thumb gives for `examples`: {low, high}.
 std::pair<double, double> recommended_epochs(int64_t examples);
 
-// The base's pretraining learning rate when its folder records it: the run.json that `vktune train`
-// writes (config.learning_rate), kept beside a model pretrained or fully finetuned by vktune.
-std::optional<double> pretraining_learning_rate(const std::filesystem::path& model);
+struct PretrainingLr {
+  double learning_rate = 0;
+  std::string source;  // which file and field it came from
+};
+// The base's pretraining learning rate when its folder records it, in this order: vktune's
+// run.json (schedule.peak_lr, else config.learning_rate), HF Trainer's trainer_state.json (the
+// largest log_history learning_rate), training_args.json (learning_rate). nullopt when none
+// exists (a .gguf file too).
+std::optional<PretrainingLr> read_pretraining_lr(const std::filesystem::path& model);
+// Its rate alone.
+std::optional<double> pretraining_rate(const std::filesystem::path& model);
 
 // Non-empty lines of the --data files (`vktune plan`'s count of examples: a mixture's epoch holds
 // as many as all its files); nullopt when one is unreadable.

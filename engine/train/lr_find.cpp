@@ -109,35 +109,6 @@ LrSuggestion suggest_learning_rate(const LrCurve& curve, const LrFindSettings& s
   return s;
 }
 
-std::optional<PretrainingLr> read_pretraining_lr(const fs::path& model) {
-  if (!fs::is_directory(model)) return std::nullopt;
-  auto read = [&](const char* name) -> std::optional<json> {
-    fs::path file = model / name;
-    if (!fs::exists(file)) return std::nullopt;
-    try {
-      return json::parse(read_text_file(file));
-    } catch (const json::exception& error) {
-      log::warn(file.string() + " is not JSON (" + error.what() + "): its learning rate is not used");
-      return std::nullopt;
-    }
-  };
-  if (auto run = read("run.json"))
-    if (run->contains("schedule") && (*run)["schedule"].value("peak_lr", 0.0) > 0)
-      return PretrainingLr{(*run)["schedule"]["peak_lr"].get<double>(), "run.json schedule.peak_lr"};
-  if (auto state = read("trainer_state.json")) {
-    double peak = 0;
-    if (state->contains("log_history") && (*state)["log_history"].is_array())
-      for (const auto& entry : (*state)["log_history"])
-        if (entry.is_object() && entry.contains("learning_rate") && entry["learning_rate"].is_number())
-          peak = std::max(peak, entry["learning_rate"].get<double>());
-    if (peak > 0) return PretrainingLr{peak, "trainer_state.json log_history learning_rate (largest)"};
-  }
-  if (auto args = read("training_args.json"))
-    if (args->is_object() && args->contains("learning_rate") && (*args)["learning_rate"].is_number())
-      return PretrainingLr{(*args)["learning_rate"].get<double>(), "training_args.json learning_rate"};
-  return std::nullopt;
-}
-
 LrFindResult run_lr_find(TrainConfig config, const LrFindSettings& settings,
                          const std::optional<PretrainingLr>& pretraining) {
   if (!(settings.start_lr > 0 && settings.start_lr < settings.end_lr))

@@ -292,7 +292,7 @@ void TrainingRun::prepare_data() {
   max_steps_ = config_.max_steps > 0
                    ? config_.max_steps
                    : static_cast<int64_t>(std::ceil(config_.num_train_epochs * double(steps_per_epoch)));
-  AdviceFacts facts{pretraining_learning_rate(model_dir), static_cast<int64_t>(train_examples_.size()),
+  AdviceFacts facts{pretraining_rate(model_dir), static_cast<int64_t>(train_examples_.size()),
                     double(max_steps_) / double(steps_per_epoch)};
   for (const std::string& line : hyperparameter_advice(config_, facts)) log::warn("advice: " + line);
 
