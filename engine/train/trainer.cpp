@@ -39,6 +39,7 @@
 #include "engine/train/data_mixture.hpp"
 #include "engine/train/dataset.hpp"
 #include "engine/train/early_stopping.hpp"
+#include "engine/train/mixed_precision.hpp"
 #include "engine/train/run_identity.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
@@ -122,6 +123,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
                                              : WeightFormat::f32;
   if (s.method == spec::Method::qlora) s.base_format = WeightFormat::nf4;
   s.double_quant = c.double_quant;
+  s.activation_dtype = activation_dtype(c);  // --bf16 / --fp16
+  s.pure_bf16 = c.pure_bf16;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
   s.target_modules = model::parse_target_modules(c.target_modules, model);
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
@@ -558,6 +561,7 @@ TrainSummary TrainingRun::run() {
   if (!monitor_) monitor_ = &own_monitor_;
   monitor_->set_state(RunState::starting);
   validate(config_);
+  refuse_unwired_precision(config_);  // until the 16-bit activation kernels land
   best_ = std::make_unique<BestModelTracker>(best_model_settings(config_));
   prepare_data();  // everything that can fail on bad input happens before output is written
   info_.identity_json = run_identity(config_).dump(-1, ' ', false, json::error_handler_t::replace);
