@@ -1,23 +1,14 @@
 #pragma once
-// Dynamic loss scaling for --fp16, with torch.amp.GradScaler's rules (torch 2.15) and HF Trainer's
-// handling of a skipped step:
-//   - the loss gradient is multiplied by scale() (the cross-entropy's per-step gradient factor), and
-//     the optimizer reads the gradients times inverse_scale() (StepState.grad_scale): unscaled
-//     before the norm, the clipping and the update, as GradScaler.unscale_ before clip_grad_norm_;
-//   - the gradient-norm pass flags an Inf/NaN (kernels::step_flag_non_finite_gradient): the
-//     optimizers skip that step on the device, and update(true) halves the scale (backoff 0.5) and
-//     resets the count of consecutive finite steps;
-//   - after growth_interval (2000) consecutive finite steps the scale doubles, unless that would
-//     make the fp32 scale Inf (torch keeps it then), and the count restarts;
-//   - a skipped step still counts as a global step, but neither the lr scheduler (HF Trainer steps it
-//     only `if not accelerator.optimizer_step_was_skipped`) nor AdamW's step count (torch.optim
-//     counts the steps it takes) advances: schedule_step() and optimizer_step() say where they are.
-// Scales are powers of two, so scaling and unscaling are exact in fp32: an fp32-storage run with a
-// scaler computes the same bits as one without (until an overflow). Disabled (fp32 or bf16 runs),
-// the scale is 1 and nothing is skipped: a non-finite step stops the run as before.
+// Dynamic loss scaling for --fp16: torch.amp.GradScaler's rules (torch 2.15) and HF Trainer's
+// handling of a skipped step.
 #include <cstdint>
 
 namespace vkt::train {
+
+// The loss gradient carries scale(); the optimizer pass unscales (StepState.grad_scale =
+// inverse_scale()) before the norm, clipping and update, as GradScaler.unscale_ before
+// clip_grad_norm_. Scales are powers of two, so scaling is exact in fp32: a run with a scaler
+// computes the same bits as one without, until an overflow.
 
 // What a checkpoint keeps of a scaler (HF saves GradScaler's state_dict as scaler.pt).
 struct LossScalerState {
@@ -33,6 +24,12 @@ struct LossScalerSettings {
   int64_t growth_interval = 2000;
 };
 
+// An Inf/NaN gradient (the norm pass's kernels::step_flag_non_finite_gradient; the optimizers then
+// skip the step on the device) halves the scale and resets the count of consecutive finite steps;
+// growth_interval finite steps double it, unless the fp32 scale would become Inf (torch keeps it).
+// A skipped step counts as a global step, but neither the lr scheduler (HF Trainer steps it only
+// `if not accelerator.optimizer_step_was_skipped`) nor AdamW's step count advances. Disabled (fp32,
+// bf16) the scale is 1 and nothing is skipped: a non-finite step stops the run as before.
 class LossScaler {
  public:
   explicit LossScaler(bool enabled, LossScalerSettings settings = {});
