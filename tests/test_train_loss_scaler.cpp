@@ -13,6 +13,7 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/session.hpp"
 #include "engine/train/loss_scaler.hpp"
+#include "engine/train/monitor.hpp"
 #include "engine/train/step_runner.hpp"
 #include "tests/golden_file.hpp"
 #include "tests/golden_run.hpp"
@@ -137,6 +138,26 @@ TEST_CASE("loss scaler: disabled (fp32, bf16) it scales by 1 and never skips") {
   CHECK(off.scale() == 1.0f);
   CHECK(off.skipped_steps() == 0);
   CHECK(off.optimizer_step(7) == 7);
+}
+
+TEST_CASE("loss scaler: metrics.jsonl carries loss_scale and skipped_steps for fp16 runs only") {
+  train::StepMetrics fp32;
+  fp32.step = 3;
+  fp32.loss = 1.5;
+  const nlohmann::json plain = nlohmann::json::parse(train::step_to_json_line(fp32));
+  CHECK_FALSE(plain.contains("loss_scale"));  // fp32 runs' lines are as before
+  CHECK_FALSE(plain.contains("skipped_steps"));
+  train::StepMetrics fp16 = fp32;
+  fp16.loss_scale = 32768;
+  fp16.skipped_steps = 2;
+  const std::string line = train::step_to_json_line(fp16);
+  CHECK(nlohmann::json::parse(line).at("loss_scale") == 32768.0);
+  CHECK(nlohmann::json::parse(line).at("skipped_steps") == 2);
+  train::RunMonitor monitor;  // what `vktune dashboard RUN_DIR` reads back
+  REQUIRE(train::apply_metrics_line(monitor, line));
+  REQUIRE(monitor.snapshot().steps.size() == 1);
+  CHECK(monitor.snapshot().steps.back().loss_scale == 32768.0);
+  CHECK(monitor.snapshot().steps.back().skipped_steps == 2);
 }
 
 // Replays a golden case on the device: each step's gradient fp32(scale * c_t) is unscaled by the
