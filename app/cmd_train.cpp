@@ -16,6 +16,7 @@
 #include "engine/model/session.hpp"
 #include "engine/plan/report.hpp"
 #include "engine/train/advice.hpp"
+#include "engine/train/mixed_precision.hpp"
 #include "engine/train/trainer.hpp"
 #include "ui/offscreen.hpp"
 #include "ui/window.hpp"
@@ -160,6 +161,7 @@ void add_plan_command(CLI::App& app) {
   command->callback([] {
     train::TrainConfig config = flags.resolve();
     if (config.model.empty()) throw UserError("--model is required", "give a model folder or its config.json");
+    train::validate_precision_flags(config);
     model::ModelConfig model_config = model::load_model_config(config.model);
     train::resolve_auto_dtype(config, model_config.torch_dtype);
     uint64_t tokens = seq_len > 0 ? static_cast<uint64_t>(seq_len) : static_cast<uint64_t>(config.max_length);

@@ -12,7 +12,7 @@ layout(local_size_x = 256) in;
 
 layout(push_constant) uniform Push {
   uint64_t partials;    // (chunk_count) fp32
-  uint64_t step_state;  // StepState: reads grad_scale, writes grad_norm, clip_coefficient and flags
+  uint64_t step_state;  // StepState: writes grad_norm, clip_coefficient and flags
   uint64_t loss;        // (1) fp32, the step's summed loss, checked for NaN/Inf; 0: no loss check
   uint chunk_count;
   float max_norm;
@@ -40,7 +40,7 @@ void main() {
   }
   if (t == 0) {
     StepStateBuffer state = StepStateBuffer(p.step_state);
-    float norm = sqrt(sums[0]) * abs(state.grad_scale);
+    float norm = sqrt(sums[0]);  // of grad_scale * g: stage 1 applied the scale
     state.grad_norm = norm;
     float clip = 1.0;
     if (p.max_norm > 0.0) {

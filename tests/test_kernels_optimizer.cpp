@@ -526,6 +526,37 @@ TEST_CASE("grad_norm: one NaN or Inf gradient element (or a NaN/Inf loss) sets t
   }
 }
 
+TEST_CASE("grad_norm: grad_scale applies before squaring, so a loss-scaled gradient keeps a finite norm") {
+  // fp16 loss scaling multiplies the loss by up to 2^127 (GradScaler's growth stops at the fp32
+  // ceiling) and unscales with grad_scale = 2^-127: the scaled gradients are finite, their squares
+  // are not. torch unscales before clip_grad_norm_, so its norm is finite and the step is taken.
+  auto tensors = random_tensors({33, 700}, 63);
+  const float loss_scale = std::ldexp(1.0f, 126);
+  std::vector<HostTensor> scaled = tensors;
+  for (auto& tensor : scaled)
+    for (float& g : tensor.grad) g *= loss_scale;  // exact: a power of two
+  DeviceList device(scaled, 0, 256);
+  vk::Buffer step_state = kernels::allocate_step_state(context());
+  StepState initial;
+  initial.grad_scale = 1.0f / loss_scale;
+  kernels::write_step_state(context(), step_state, initial);
+  context().run([&](vk::Recorder& r) { kernels::grad_norm(r, *device.list, step_state.range(), 1.0f); });
+  StepState state = kernels::read_step_state(context(), step_state);
+  const double expected = reference_norm(tensors, 1.0);
+  CHECK(reference_norm(scaled, 1.0 / loss_scale) == expected);  // the reference scales first too
+  CHECK(state.flags == 0);
+  CHECK(std::fabs(state.grad_norm - expected) <= 1e-6 * expected);
+  const float expected_clip = ref::clip_coefficient(state.grad_norm, 1.0f);  // fp32 reciprocal and product
+  CHECK(std::fabs(state.clip_coefficient - expected_clip) <= 1e-6 * expected_clip);
+  // An Inf element of the scaled gradient (an fp16 overflow) still flags the step.
+  scaled[1].grad[699] = INFINITY;
+  device.upload_grads(scaled);
+  kernels::write_step_state(context(), step_state, initial);
+  context().run([&](vk::Recorder& r) { kernels::grad_norm(r, *device.list, step_state.range(), 1.0f); });
+  CHECK(kernels::read_step_state(context(), step_state).flags == kernels::step_flag_non_finite_gradient);
+  CHECK(device.guards_intact());
+}
+
 TEST_CASE("adamw, sgd: a step flagged non-finite leaves weights and states untouched") {
   auto tensors = random_tensors(odd_sizes, 62);
   tensors[3].grad[17] = NAN;

@@ -211,6 +211,9 @@ void draw_run_panel(const train::RunSnapshot& snapshot, RunPanelState& state, tr
       ImGui::Text("  LoRA+ B lr x%g", info.loraplus_lr_ratio);
     }
     ImGui::Text("epoch %.2f   %s tokens", last.epoch, format_tick(static_cast<double>(last.tokens), 1).c_str());
+    if (last.loss_scale > 0)  // fp16: GradScaler's scale and the overflowed steps it skipped
+      ImGui::Text("fp16 loss scale %g   skipped steps %lld", last.loss_scale,
+                  static_cast<long long>(last.skipped_steps));
   }
   draw_controls(snapshot, state, controls);
 

@@ -163,14 +163,14 @@ void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& st
   check_step_state(step_state, "grad_norm");
   if (loss) require_bytes(*loss, 4, "grad_norm", "loss");
   struct {
-    uint64_t table, partials;
+    uint64_t table, partials, step_state;
     uint32_t tensor_count, chunk_count, chunk_elements;
-  } partial_push{list.table().address, list.partials().address, list.tensor_count(), list.chunk_count(),
-                 list.chunk_elements()};
+  } partial_push{list.table().address, list.partials().address, step_state.address,
+                 list.tensor_count(),  list.chunk_count(),      list.chunk_elements()};
   record_dispatch(recorder, {.shader = "grad_norm",
                              .push = partial_push,
                              .grid = grid_1d(list.chunk_count(), 1),
-                             .reads = joined({&list.grad_spans()}, {list.table()}),
+                             .reads = joined({&list.grad_spans()}, {list.table(), step_state}),
                              .writes = {list.partials()}});
   struct {
     uint64_t partials, step_state, loss;
@@ -280,10 +280,15 @@ void zero_gradients(Recorder& recorder, const TensorList& list) {
 namespace vkt::ref {
 
 double grad_norm(const std::vector<const float*>& grads, const std::vector<size_t>& counts, double scale) {
+  // The kernel's fp32 product scale * g (an Inf/NaN element, or one the scale overflows, gives a
+  // non-finite norm), squared and summed in double.
   double sum = 0;
   for (size_t t = 0; t < grads.size(); t++)
-    for (size_t i = 0; i < counts[t]; i++) sum += static_cast<double>(grads[t][i]) * grads[t][i];
-  return std::sqrt(sum) * std::fabs(scale);
+    for (size_t i = 0; i < counts[t]; i++) {
+      const double g = static_cast<float>(grads[t][i] * static_cast<float>(scale));
+      sum += g * g;
+    }
+  return std::sqrt(sum);
 }
 
 float clip_coefficient(double norm, float max_norm) {

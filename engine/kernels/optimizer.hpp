@@ -161,7 +161,9 @@ class TensorList {
   std::vector<BufferRange> param_spans_, grad_spans_, state_spans_;
 };
 
-// Global L2 norm of grad_scale * g over all tensors of the list; writes StepState.grad_norm and
+// Global L2 norm of grad_scale * g over all tensors of the list (the scale applied to each element
+// before squaring, as torch unscales before clip_grad_norm_: a loss-scaled gradient whose square
+// would overflow fp32 keeps a finite norm); writes StepState.grad_norm and
 // StepState.clip_coefficient = min(1, max_norm * (1 / (norm + 1e-6))) (torch's
 // clip_grad_norm_, whose float / tensor is a reciprocal then a product), 1 when max_norm <= 0.
 // Two dispatches: per-chunk fp32 partial sums (fixed-order tree in shared memory), then one
@@ -195,7 +197,7 @@ void zero_gradients(Recorder& recorder, const TensorList& list);
 namespace vkt::ref {
 // CPU references: each element computed in double from the fp32 inputs, in torch's order,
 // stored as fp32.
-// L2 norm of scale * (all tensors concatenated), double accumulation.
+// L2 norm of fp32(scale * g) over all tensors concatenated, double accumulation.
 double grad_norm(const std::vector<const float*>& grads, const std::vector<size_t>& counts, double scale = 1.0);
 // torch.nn.utils.clip_grad_norm_'s coefficient, clamped to 1; 1 when max_norm <= 0.
 float clip_coefficient(double norm, float max_norm);

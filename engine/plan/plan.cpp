@@ -122,9 +122,14 @@ class Builder {
   // A trainable tensor: the parameter (if `with_parameter`), its gradient and optimizer states.
   void trainable(const std::string& name, Category parameter_category, uint64_t elements, bool with_parameter) {
     const RunSettings& s = plan_.settings;
-    if (with_parameter) add(name, parameter_category, elements * 4);
-    add("grad." + name, Category::gradients, elements * 4);
+    // Full finetuning in 16 bits: 16-bit weights and gradients, fp32 master weights (an optimizer
+    // state, as ZeRO counts them) unless --pure-bf16; the optimizer states stay fp32.
+    const bool sixteen_bit = s.method == Method::full && s.activation_dtype != DType::f32;
+    const uint64_t value_bytes = sixteen_bit ? kernels::dtype_bytes(s.activation_dtype) : 4;
+    if (with_parameter) add(name, parameter_category, elements * value_bytes);
+    add("grad." + name, Category::gradients, elements * value_bytes);
     MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
+    if (sixteen_bit && !s.pure_bf16) add("master." + name, Category::optimizer_state, elements * 4, state_kind);
     if (s.optimizer == Optimizer::adamw) {
       add("adam_m." + name, Category::optimizer_state, elements * 4, state_kind);
       add("adam_v." + name, Category::optimizer_state, elements * 4, state_kind);
@@ -195,9 +200,10 @@ bool is_target(const RunSettings& s, Module module) {
 // the set ("act.layers.3." or "act.recompute."). `include_input` adds the layer input.
 void layer_activations(Builder& b, const std::string& prefix, const ModelShape& m, const RunSettings& s, uint64_t rows,
                        bool include_input) {
-  const uint64_t f = 4;
+  const uint64_t f = activation_value_bytes(s);  // tensors in the run's activation type
+  const uint64_t stat = 4;                       // per-row statistics (rstd, lse) stay fp32
   if (include_input) b.add(prefix + "input", Category::activations, rows * m.hidden * f);
-  b.add(prefix + "rstd_attn", Category::activations, rows * f);
+  b.add(prefix + "rstd_attn", Category::activations, rows * stat);
   b.add(prefix + "norm_attn", Category::activations, rows * m.hidden * f);
   b.add(prefix + "q", Category::activations, rows * m.heads * m.head_dim * f);
   b.add(prefix + "k", Category::activations, rows * m.kv_heads * m.head_dim * f);
@@ -205,22 +211,22 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   if (m.qk_norm) {  // Qwen3: q/k before their per-head norm, and its rstd per (token, head)
     b.add(prefix + "q_pre_norm", Category::activations, rows * m.heads * m.head_dim * f);
     b.add(prefix + "k_pre_norm", Category::activations, rows * m.kv_heads * m.head_dim * f);
-    b.add(prefix + "rstd_q", Category::activations, rows * m.heads * f);
-    b.add(prefix + "rstd_k", Category::activations, rows * m.kv_heads * f);
+    b.add(prefix + "rstd_q", Category::activations, rows * m.heads * stat);
+    b.add(prefix + "rstd_k", Category::activations, rows * m.kv_heads * stat);
   }
   b.add(prefix + "attn", Category::activations, rows * m.heads * m.head_dim * f);
-  b.add(prefix + "lse", Category::activations, rows * m.heads * f);
+  b.add(prefix + "lse", Category::activations, rows * m.heads * stat);
   b.add(prefix + "mid", Category::activations, rows * m.hidden * f);
-  b.add(prefix + "rstd_mlp", Category::activations, rows * f);
+  b.add(prefix + "rstd_mlp", Category::activations, rows * stat);
   b.add(prefix + "norm_mlp", Category::activations, rows * m.hidden * f);
   b.add(prefix + "gate", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "up", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "act", Category::activations, rows * m.intermediate * f);
   if (m.gemma) {  // inputs of the post-attention / post-MLP norms, and their rstd
     b.add(prefix + "o_pre", Category::activations, rows * m.hidden * f);
-    b.add(prefix + "rstd_post_attn", Category::activations, rows * f);
+    b.add(prefix + "rstd_post_attn", Category::activations, rows * stat);
     b.add(prefix + "down_pre", Category::activations, rows * m.hidden * f);
-    b.add(prefix + "rstd_post_mlp", Category::activations, rows * f);
+    b.add(prefix + "rstd_post_mlp", Category::activations, rows * stat);
   }
   if (s.method != Method::full)
     for (Module module : s.target_modules)
@@ -295,6 +301,8 @@ void check_fused_targets(const ModelShape& m, const RunSettings& s) {
 
 }  // namespace
 
+uint64_t activation_value_bytes(const RunSettings& settings) { return kernels::dtype_bytes(settings.activation_dtype); }
+
 uint64_t saved_activation_bytes_per_layer(const ModelShape& shape, const RunSettings& settings) {
   check_sizes_fit(shape, settings);
   MemoryPlan scratch;
@@ -311,9 +319,11 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   plan.settings = settings;
   RunSettings& s = plan.settings;
   if (s.method == Method::qlora && s.base_format == WeightFormat::f32) s.base_format = WeightFormat::nf4;
-  if (s.method == Method::full) {
-    s.base_format = WeightFormat::f32;  // full finetuning trains fp32 master weights
-    s.dtype = DType::f32;
+  if (s.method == Method::full) {  // full finetuning trains fp32 weights, or 16-bit ones with --bf16/--fp16
+    s.dtype = s.activation_dtype;
+    s.base_format = s.dtype == DType::f16    ? WeightFormat::f16
+                    : s.dtype == DType::bf16 ? WeightFormat::bf16
+                                             : WeightFormat::f32;
   }
   const bool full = s.method == Method::full;
   const bool training = s.training;
@@ -420,6 +430,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   // Activations and workspace.
   const uint64_t rows = s.batch * s.seq_len;
   const uint64_t f = 4;
+  const uint64_t a = activation_value_bytes(s);  // activations and their gradients in the run's type
   b.add("input.ids", Category::workspace, rows * 4);
   b.add("input.positions", Category::workspace, rows * 4);
   b.add("input.segments", Category::workspace, rows * 4);
@@ -428,27 +439,27 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.add("input.weights", Category::workspace, rows * 4);
     if (s.gradient_checkpointing) {
       for (uint64_t layer = 0; layer < m.layers; layer++)
-        b.add("act.layers." + std::to_string(layer) + ".input", Category::activations, rows * m.hidden * f);
+        b.add("act.layers." + std::to_string(layer) + ".input", Category::activations, rows * m.hidden * a);
       layer_activations(b, "act.recompute.", m, s, rows, false);
     } else {
       for (uint64_t layer = 0; layer < m.layers; layer++)
         layer_activations(b, "act.layers." + std::to_string(layer) + ".", m, s, rows, true);
     }
-    b.add("act.final.input", Category::activations, rows * m.hidden * f);
+    b.add("act.final.input", Category::activations, rows * m.hidden * a);
     b.add("act.final.rstd", Category::activations, rows * f);
-    b.add("act.final.norm", Category::activations, rows * m.hidden * f);
+    b.add("act.final.norm", Category::activations, rows * m.hidden * a);
     // Backward scratch: one layer's worth, reused by every layer.
-    b.add("grad_act.residual", Category::workspace, rows * m.hidden * f);
-    b.add("grad_act.norm", Category::workspace, rows * m.hidden * f);
-    b.add("grad_act.q", Category::workspace, rows * m.heads * m.head_dim * f);
-    b.add("grad_act.k", Category::workspace, rows * m.kv_heads * m.head_dim * f);
-    b.add("grad_act.v", Category::workspace, rows * m.kv_heads * m.head_dim * f);
-    b.add("grad_act.attn", Category::workspace, rows * m.heads * m.head_dim * f);
+    b.add("grad_act.residual", Category::workspace, rows * m.hidden * a);
+    b.add("grad_act.norm", Category::workspace, rows * m.hidden * a);
+    b.add("grad_act.q", Category::workspace, rows * m.heads * m.head_dim * a);
+    b.add("grad_act.k", Category::workspace, rows * m.kv_heads * m.head_dim * a);
+    b.add("grad_act.v", Category::workspace, rows * m.kv_heads * m.head_dim * a);
+    b.add("grad_act.attn", Category::workspace, rows * m.heads * m.head_dim * a);
     b.add("grad_act.attn_delta", Category::workspace, rows * m.heads * f);
-    b.add("grad_act.gate", Category::workspace, rows * m.intermediate * f);
-    b.add("grad_act.up", Category::workspace, rows * m.intermediate * f);
-    b.add("grad_act.act", Category::workspace, rows * m.intermediate * f);
-    if (!full) b.add("grad_act.lora_t", Category::workspace, rows * s.lora_r * f);
+    b.add("grad_act.gate", Category::workspace, rows * m.intermediate * a);
+    b.add("grad_act.up", Category::workspace, rows * m.intermediate * a);
+    b.add("grad_act.act", Category::workspace, rows * m.intermediate * a);
+    if (!full) b.add("grad_act.lora_t", Category::workspace, rows * s.lora_r * a);
     if (token_rows > 0) {  // each token's row in the trained set (embedding_backward's ids)
       b.add("input.token_slots", Category::workspace, rows * 4);
       if (m.tied_embeddings && !untied) {  // the tied lm_head's logit gradients of those rows, per chunk
@@ -458,14 +469,14 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     }
     if (!full && s.lora_dropout > 0)
       b.add("act.dropout", Category::workspace,
-            rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * f);
+            rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * a);
     b.add("loss.rows", Category::workspace, rows * f);
   } else {
     // Inference: one layer's activations at a time; the residual stream is updated in place.
-    b.add("act.stream", Category::activations, rows * m.hidden * f);
+    b.add("act.stream", Category::activations, rows * m.hidden * a);
     layer_activations(b, "act.recompute.", m, s, rows, false);
     b.add("act.final.rstd", Category::activations, rows * f);
-    b.add("act.final.norm", Category::activations, rows * m.hidden * f);
+    b.add("act.final.norm", Category::activations, rows * m.hidden * a);
   }
   // Logits are computed for a chunk of rows at a time (fused cross-entropy).
   uint64_t chunk_rows = std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * f));
@@ -533,10 +544,11 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     // The optimizer's multi-tensor table and norm partial sums (kernels::TensorList allocates them).
     uint32_t tensors = 0;
     uint64_t chunks = 0;
+    const uint64_t grad_value_bytes = full ? kernels::dtype_bytes(s.dtype) : 4;  // 16-bit in full bf16/fp16
     for (const auto& spec : plan.buffers)
       if (spec.name.rfind("grad.", 0) == 0) {
         tensors++;
-        chunks += (spec.bytes / 4 + 4095) / 4096;
+        chunks += (spec.bytes / grad_value_bytes + 4095) / 4096;
       }
     plan.buffers.push_back(
         {"optimizer.table", Category::workspace, MemoryKind::device, kernels::TensorList::table_bytes(tensors), true});

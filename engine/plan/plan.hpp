@@ -56,6 +56,10 @@ struct MemoryPlan {
 
 MemoryPlan make_plan(const spec::ModelShape& shape, const spec::RunSettings& settings);
 
+// Bytes of one stored activation or activation-gradient value: the run's activation_dtype (per-row
+// statistics such as rstd and the attention's logsumexp stay fp32).
+uint64_t activation_value_bytes(const spec::RunSettings& settings);
+
 // Activation bytes per layer saved for backward (what checkpointing avoids) and the one
 // recompute set that checkpointing needs instead.
 uint64_t saved_activation_bytes_per_layer(const spec::ModelShape& shape, const spec::RunSettings& settings);

@@ -28,6 +28,11 @@ PlanReport make_report(const ModelShape& shape, const RunSettings& settings, std
   RunSettings serve = settings;
   serve.training = false;
   serve.method = settings.method == Method::full ? Method::lora : settings.method;
+  if (settings.method == Method::full &&
+      settings.activation_dtype != kernels::DType::f32) {  // serves its 16-bit weights
+    serve.dtype = settings.activation_dtype;
+    serve.base_format = serve.dtype == kernels::DType::f16 ? WeightFormat::f16 : WeightFormat::bf16;
+  }
   serve.kv_cache_tokens = settings.seq_len;
   serve.seq_len = 1;  // decoding one token at a time
   report.kv_tokens = settings.seq_len;
@@ -52,6 +57,20 @@ std::string line(const std::string& label, double bytes) {
 
 uint64_t activation_bytes(const MemoryPlan& plan) { return plan.bytes(Category::activations); }
 }  // namespace
+
+uint64_t master_weight_bytes(const MemoryPlan& plan) {
+  uint64_t bytes = 0;
+  for (const auto& buffer : plan.buffers)
+    if (buffer.name.rfind("master.", 0) == 0) bytes += buffer.bytes;
+  return bytes;
+}
+
+double rules_bytes_per_value(const MemoryPlan& plan) {
+  const RunSettings& s = plan.settings;
+  if (s.method == Method::full) return kernels::dtype_bytes(s.dtype);  // the trained weights' type
+  return double(plan.bytes(Category::base_weights) + plan.bytes(Category::quantized_weights)) /
+         double(std::max<uint64_t>(1, plan.parameters.total));
+}
 
 std::string format_report(const PlanReport& report) {
   const MemoryPlan& plan = report.training;
@@ -89,15 +108,16 @@ std::string format_report(const PlanReport& report) {
   char adapted[64] = "every weight";  // full finetuning has no rank
   if (s.method != Method::full)
     std::snprintf(adapted, sizeof adapted, "r=%u on %zu module kinds", s.lora_r, lora_modules);
-  std::snprintf(text, sizeof text, "run: %s, base %s%s, dtype %s, %s, batch %llu x %llu tokens, %s%s, %s\n",
-                method_name(s.method), spec::base_format_text(s).c_str(),
-                s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype),
-                adapted, static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len),
-                optimizer_name(s.optimizer),
-                s.offload_optimizer ? " (offloaded)"
-                : s.page_optimizer  ? " (paged)"
-                                    : "",
-                s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
+  std::snprintf(
+      text, sizeof text, "run: %s, base %s%s, dtype %s, activations %s%s, %s, batch %llu x %llu tokens, %s%s, %s\n",
+      method_name(s.method), spec::base_format_text(s).c_str(),
+      s.base_format == WeightFormat::nf4 && s.double_quant ? "+dq" : "", kernels::dtype_name(s.dtype),
+      kernels::dtype_name(s.activation_dtype), s.pure_bf16 ? " (pure bf16: no master weights)" : "", adapted,
+      static_cast<unsigned long long>(s.batch), static_cast<unsigned long long>(s.seq_len), optimizer_name(s.optimizer),
+      s.offload_optimizer ? " (offloaded)"
+      : s.page_optimizer  ? " (paged)"
+                          : "",
+      s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
   out << text;
   if (s.save_embed_tokens || s.save_lm_head || !s.trainable_token_indices.empty())  // PEFT's extras, in adapter params
     out << "  also trained (fp32, beside LoRA):" << (s.save_embed_tokens ? " embed_tokens" : "")
@@ -111,7 +131,9 @@ std::string format_report(const PlanReport& report) {
       (kernels::is_quantized(s.base_format) || s.base_format == WeightFormat::gguf) && s.method != Method::full;
   out << line(quantized ? std::string("dense weights (embeddings, norms: ") + kernels::dtype_name(s.dtype) + ")"
                         : std::string("base weights (") +
-                              (s.method == Method::full ? "fp32" : kernels::weight_format_name(s.base_format)) + ")",
+                              (s.method == Method::full ? kernels::dtype_name(s.dtype)
+                                                        : kernels::weight_format_name(s.base_format)) +
+                              ")",
               double(plan.bytes(Category::base_weights)));
   if (quantized)
     out << line(std::string("quantized linear weights (") + spec::base_format_text(s) +
@@ -120,6 +142,7 @@ std::string format_report(const PlanReport& report) {
   out << line("adapter parameters", double(plan.bytes(Category::adapter_params)));
   out << line("gradients", double(plan.bytes(Category::gradients)));
   out << line("optimizer states on device", double(plan.bytes(Category::optimizer_state, MemoryKind::device)));
+  if (const uint64_t master = master_weight_bytes(plan)) out << line("  of which fp32 master weights", double(master));
   out << line("optimizer states offloaded to host", double(plan.bytes(Category::optimizer_state, MemoryKind::offload)));
   out << line("activations", double(plan.bytes(Category::activations)));
   out << line("workspace (logits chunk, scratch)", double(plan.bytes(Category::workspace)));
@@ -138,22 +161,29 @@ std::string format_report(const PlanReport& report) {
                                 report.inference.bytes(Category::quantized_weights)));
   out << line("KV cache for " + std::to_string(report.kv_tokens) + " tokens x " + std::to_string(s.batch),
               double(report.inference.bytes(Category::kv_cache)));
-  // The seeds' rules of thumb, at the base's bytes per value.
-  double bytes_per_value = double(plan.bytes(Category::base_weights) + plan.bytes(Category::quantized_weights)) /
-                           double(std::max<uint64_t>(1, p.total));
-  if (s.method == Method::full) bytes_per_value = 4;
-  RulesOfThumb rules = rules_of_thumb(double(p.total), bytes_per_value, double(p.trainable),
-                                      optimizer_states_per_parameter(s.optimizer));
-  RulesOfThumb trainable_fp32 =
-      rules_of_thumb(double(p.total), 4, double(p.trainable), optimizer_states_per_parameter(s.optimizer));
+  // The seeds' rules of thumb, at the run's bytes per value M; this run's own gradient and state
+  // bytes beside them (its states are fp32 whatever M is).
+  const double bytes_per_value = rules_bytes_per_value(plan);
+  const uint32_t states = optimizer_states_per_parameter(s.optimizer);
+  RulesOfThumb rules = rules_of_thumb(double(p.total), bytes_per_value, double(p.trainable), states);
+  const double planned_states = double(plan.bytes(Category::gradients) + plan.bytes(Category::optimizer_state)) -
+                                double(master_weight_bytes(plan));
   out << "rules of thumb (AI Engineering, ch. 7)\n";
   std::snprintf(text, sizeof text, "  weights N x M = %.3fB x %.2f B = %s\n", p.total / 1e9, bytes_per_value,
                 gb(rules.weights_bytes).c_str());
   out << text;
   out << line("inference ~ N x M x 1.2", rules.inference_bytes);
-  out << line("gradients + optimizer states (fp32)", trainable_fp32.gradients_and_states);
-  out << line("training = weights + activations + grads + states",
-              rules.weights_bytes + double(activation_bytes(plan)) + trainable_fp32.gradients_and_states);
+  std::snprintf(text, sizeof text, "gradients + %u states at M (%s x %u x %.0f B)", states, count(p.trainable).c_str(),
+                1 + states, bytes_per_value);
+  out << line(text, rules.gradients_and_states);
+  out << line(std::string("  this run: ") + kernels::dtype_name(s.method == Method::full ? s.dtype : DType::f32) +
+                  " gradients, fp32 states",
+              planned_states);
+  if (const uint64_t master = master_weight_bytes(plan))
+    out << line("  this run: + fp32 master weights", double(master));
+  out << line(
+      "training = weights + activations + grads + states",
+      rules.weights_bytes + double(activation_bytes(plan)) + planned_states + double(master_weight_bytes(plan)));
   if (report.device_bytes) {
     Verdict verdict = judge(plan, *report.device_bytes);
     std::string name = report.device_name.empty() ? "" : " (" + report.device_name + ")";
@@ -177,6 +207,8 @@ std::string report_json(const PlanReport& report) {
                                                   {"offload", plan.bytes(Category(c), MemoryKind::offload)}};
   }
   const ParameterCounts& p = plan.parameters;
+  const RulesOfThumb rules = rules_of_thumb(double(p.total), rules_bytes_per_value(plan), double(p.trainable),
+                                            optimizer_states_per_parameter(plan.settings.optimizer));
   nlohmann::json json = {
       {"parameters",
        {{"embedding", p.embedding},
@@ -192,6 +224,8 @@ std::string report_json(const PlanReport& report) {
         {"base_format", kernels::weight_format_name(plan.settings.base_format)},
         {"double_quant", plan.settings.double_quant},
         {"dtype", kernels::dtype_name(plan.settings.dtype)},
+        {"activation_dtype", kernels::dtype_name(plan.settings.activation_dtype)},
+        {"pure_bf16", plan.settings.pure_bf16},
         {"lora_r", plan.settings.lora_r},
         {"batch", plan.settings.batch},
         {"seq_len", plan.settings.seq_len},
@@ -203,6 +237,12 @@ std::string report_json(const PlanReport& report) {
       {"device_total", plan.device_bytes()},
       {"total", plan.total_bytes()},
       {"logits_chunk_rows", plan.logits_chunk_rows},
+      {"rules_of_thumb",
+       {{"bytes_per_value", rules_bytes_per_value(plan)},
+        {"weights", rules.weights_bytes},
+        {"inference", rules.inference_bytes},
+        {"gradients_and_states", rules.gradients_and_states},
+        {"master_weights", master_weight_bytes(plan)}}},
       {"activations_per_layer", saved_activation_bytes_per_layer(plan.shape, plan.settings)},
       {"activations_without_checkpointing", report.without_checkpointing.bytes(Category::activations)},
       {"activations_with_checkpointing", report.with_checkpointing.bytes(Category::activations)},

@@ -22,6 +22,12 @@ PlanReport make_report(const spec::ModelShape& shape, const spec::RunSettings& s
                        std::optional<uint64_t> device_bytes, const std::string& device_name = {});
 std::string format_report(const PlanReport& report);
 std::string report_json(const PlanReport& report);
+// M of the rules of thumb: the bytes per value of the run's weights (the trained type for --method
+// full: 4, or 2 with --bf16/--fp16; the base's average for LoRA/QLoRA).
+double rules_bytes_per_value(const MemoryPlan& plan);
+// Bytes of the fp32 master copy of 16-bit weights (full finetuning with --bf16/--fp16), in the
+// optimizer_state category; 0 otherwise.
+uint64_t master_weight_bytes(const MemoryPlan& plan);
 
 // Per category: planned bytes beside measured peak bytes and their ratio.
 std::string format_plan_vs_measured(const MemoryPlan& plan, const vk::LedgerSnapshot& measured);

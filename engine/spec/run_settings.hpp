@@ -34,6 +34,9 @@ struct RunSettings {
   // Storage type of activations saved for backward and of activation gradients (--bf16 / --fp16,
   // issue 15); arithmetic stays fp32. LoRA parameters, master weights and optimizer states stay fp32.
   DType activation_dtype = DType::f32;
+  // --method full with a 16-bit activation_dtype trains 16-bit weights (and 16-bit gradients) with an
+  // fp32 master copy beside the fp32 optimizer states; --pure-bf16 drops the master copy.
+  bool pure_bf16 = false;
   uint32_t lora_r = 8;
   std::vector<Module> target_modules = {Module::q_proj, Module::v_proj};
   std::vector<uint32_t> lora_layers;  // PEFT layers_to_transform: the layers with LoRA (empty: all)

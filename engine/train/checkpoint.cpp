@@ -99,6 +99,10 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
     trainer_state["best_checkpoint_metric"] = state.best.best_kept_metric;
   }
   trainer_state["early_stopping_patience_counter"] = state.best.patience_counter;
+  if (state.loss_scaler)
+    trainer_state["loss_scaler"] = {{"scale", state.loss_scaler->scale},
+                                    {"growth_tracker", state.loss_scaler->growth_tracker},
+                                    {"skipped_steps", state.loss_scaler->skipped_steps}};
   // "data" is a path, which need not be UTF-8: such bytes become U+FFFD.
   write_file_atomically(directory.path() / "trainer_state.json",
                         trainer_state.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
@@ -184,6 +188,11 @@ TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& pa
   state.best.best_kept_step = saved.value("best_checkpoint_step", int64_t{-1});
   state.best.best_kept_metric = saved.value("best_checkpoint_metric", 0.0);
   state.best.patience_counter = saved.value("early_stopping_patience_counter", int64_t{0});
+  if (saved.contains("loss_scaler") && saved["loss_scaler"].is_object()) {
+    const json& scaler = saved["loss_scaler"];
+    state.loss_scaler = LossScalerState{scaler.value("scale", 65536.0f), scaler.value("growth_tracker", int64_t{0}),
+                                        scaler.value("skipped_steps", int64_t{0})};
+  }
   return state;
 }
 

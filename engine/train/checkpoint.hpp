@@ -15,6 +15,7 @@
 #include "engine/plan/plan.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/early_stopping.hpp"
+#include "engine/train/loss_scaler.hpp"
 #include "engine/vk/context.hpp"
 
 namespace vkt::train {
@@ -43,6 +44,8 @@ struct TrainerState {
   std::string data;     // --data
   std::string method;   // --method name: a resume with another method is refused
   BestModelState best;  // best metric, best kept checkpoint, early-stopping patience
+
+  std::optional<LossScalerState> loss_scaler;  // --fp16 runs: scale, growth tracker, skipped steps
 };
 
 // Writes OUTPUT/checkpoint-STEP.

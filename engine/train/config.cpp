@@ -8,6 +8,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/train/early_stopping.hpp"
+#include "engine/train/mixed_precision.hpp"
 #include "engine/train/schedule.hpp"
 
 namespace vkt::train {
@@ -69,6 +70,9 @@ const std::vector<OptionSpec>& option_table() {
            " for base weights and embeddings (accumulation is fp32); auto: the model's torch_dtype (fp32 for --method "
            "full)",
        &C::dtype},
+      {"bf16", "bf16 mixed precision: activations and their gradients stored in bf16 (arithmetic fp32)", &C::bf16},
+      {"fp16", "fp16 mixed precision with dynamic loss scaling (torch GradScaler's rules)", &C::fp16},
+      {"pure_bf16", "--method full --bf16 without an fp32 master copy of the weights", &C::pure_bf16},
       {"lora_r", "LoRA rank", &C::lora_r},
       {"lora_alpha", "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with --use-rslora)", &C::lora_alpha},
       {"lora_dropout", "dropout on the LoRA input", &C::lora_dropout},
@@ -284,7 +288,9 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && c.dtype != DTypeChoice::f32 && c.dtype != DTypeChoice::auto_)
     throw UserError("--method full keeps fp32 master weights; --dtype " +
                         std::string(enum_name(names_of(c.dtype), c.dtype)) + " is not supported with it yet",
-                    "use --dtype fp32 for full finetuning, or --method lora");
+                    "use --dtype fp32 for full finetuning (16-bit weights with fp32 master weights: --bf16 or --fp16), "
+                    "or --method lora");
+  validate_precision_flags(c);
   if (c.method == spec::Method::qlora && c.quant != WeightFormat::f32 && c.quant != WeightFormat::nf4)
     throw UserError("--method qlora means an NF4 base; --quant " + quant + " contradicts it",
                     "use --method lora --quant " + quant + " for another quantized base");

@@ -35,6 +35,12 @@ struct TrainConfig {
   kernels::WeightFormat quant = kernels::WeightFormat::f32;  // frozen base; f32 is --quant none
   bool double_quant = true;                                  // nf4: quantize the absmax values too (QLoRA)
   DTypeChoice dtype = DTypeChoice::auto_;                    // base weights and embeddings
+  // Mixed precision (HF TrainingArguments' bf16 / fp16): activations and activation gradients stored
+  // in 16 bits (spec::RunSettings::activation_dtype); --method full keeps 16-bit weights with fp32
+  // master weights, or none with --pure-bf16. fp16 runs scale the loss (loss_scaler.hpp).
+  bool bf16 = false;
+  bool fp16 = false;
+  bool pure_bf16 = false;
   // LoRA (PEFT names and defaults).
   int64_t lora_r = 8;
   double lora_alpha = 16;

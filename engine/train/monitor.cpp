@@ -88,6 +88,10 @@ std::string step_to_json_line(const StepMetrics& m) {
                {"elapsed_s", m.elapsed_seconds},
                {"tokens", m.tokens},
                {"memory", memory}};
+  if (m.loss_scale > 0) {  // fp16 runs
+    line["loss_scale"] = m.loss_scale;
+    line["skipped_steps"] = m.skipped_steps;
+  }
   return line.dump();
 }
 
@@ -195,6 +199,8 @@ bool apply_metrics_line(RunMonitor& monitor, const std::string& line) {
   m.step_seconds = in.value("step_time_s", 0.0);
   m.elapsed_seconds = in.value("elapsed_s", 0.0);
   m.tokens = in.value("tokens", int64_t{0});
+  m.loss_scale = in.value("loss_scale", 0.0);
+  m.skipped_steps = in.value("skipped_steps", int64_t{0});
   json memory = in.value("memory", json::object());
   for (size_t c = 0; c < vk::category_count; c++)
     m.memory_bytes[c] = memory.value(vk::category_name(vk::Category(c)), uint64_t{0});

@@ -26,6 +26,10 @@ struct StepMetrics {
   double step_seconds = 0;       // (step_time_s) wall time of one optimizer step
   double elapsed_seconds = 0;    // (elapsed_s) since the run started
   int64_t tokens = 0;            // (tokens) trained tokens so far (non-padding)
+  // fp16 loss scaling only (written when loss_scale > 0): the scale of the next step and the
+  // steps skipped so far for an Inf/NaN gradient (loss_scaler.hpp).
+  double loss_scale = 0;      // (loss_scale)
+  int64_t skipped_steps = 0;  // (skipped_steps)
   // (memory) {"<category>": bytes, ...} current bytes per ledger category, and offloaded bytes
   // of optimizer state separately as "optimizer_state_offload".
   std::array<uint64_t, vk::category_count> memory_bytes{};

@@ -107,7 +107,8 @@ void StepRunner::upload(const MicroBatch& batch) { upload_micro_batch(context_, 
 uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile) {
   double weight_sum = 0;
   for (const MicroBatch& batch : micro_batches) weight_sum += batch.weight_sum;
-  state_.spare[0] = weight_sum > 0 ? static_cast<float>(1.0 / weight_sum) : 0.0f;
+  const float loss_weight = weight_sum > 0 ? static_cast<float>(1.0 / weight_sum) : 0.0f;
+  state_.spare[0] = loss_weight * (scaler_ ? scaler_->scale() : 1.0f);  // the loss gradient's factor
   const int64_t accumulation = static_cast<int64_t>(micro_batches.size());
   for (int64_t i = 0; i < accumulation; i++) {
     upload(micro_batches[static_cast<size_t>(i)]);
@@ -125,14 +126,18 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
       if (kernel_times_.size() > 12) kernel_times_.resize(12);
     }
   }
+  // Skipped (overflowed) fp16 steps do not advance AdamW's step count, as in torch.
+  const auto optimizer_step = static_cast<uint32_t>(scaler_ ? scaler_->optimizer_step(step) : step);
   if (settings_.optimizer == spec::Optimizer::adamw) {
     kernels::AdamWConfig adamw;
     adamw.beta1 = settings_.beta1;
     adamw.beta2 = settings_.beta2;
-    kernels::set_optimizer_step(state_, static_cast<uint32_t>(step), lr, adamw);
+    kernels::set_optimizer_step(state_, optimizer_step, lr, adamw);
   } else {
-    kernels::set_optimizer_step(state_, static_cast<uint32_t>(step), lr);
+    kernels::set_optimizer_step(state_, optimizer_step, lr);
   }
+  state_.spare[0] = loss_weight;                                  // the step's loss, unscaled
+  state_.grad_scale = scaler_ ? scaler_->inverse_scale() : 1.0f;  // unscales norm, clipping and update
   write_state();
   context_.submit({optimizer_.get()});
   // The finite check of this step: one word, read back every step (the submission has completed).

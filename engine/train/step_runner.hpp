@@ -10,6 +10,7 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/session.hpp"
 #include "engine/train/batcher.hpp"
+#include "engine/train/loss_scaler.hpp"
 #include "engine/train/monitor.hpp"
 
 namespace vkt::train {
@@ -58,6 +59,10 @@ class StepRunner {
   uint64_t trainable_elements() const { return tensor_list_->element_count(); }
   // Adds the micro-batch's tokens to the inputs (ids, targets, weights, positions, segments).
   void upload(const MicroBatch& batch);
+  // fp16 loss scaling (nullptr: none): step() multiplies the loss gradient by scaler->scale(),
+  // unscales in the optimizer pass (StepState.grad_scale) and gives AdamW scaler->optimizer_step().
+  // The caller updates the scaler with step()'s flags. Scale 1 leaves every bit as without.
+  void set_loss_scaler(const LossScaler* scaler) { scaler_ = scaler; }
 
  private:
   void write_state();
@@ -69,6 +74,7 @@ class StepRunner {
   std::unique_ptr<vk::Sequence> micro_, micro_profiled_, optimizer_, eval_;
   kernels::StepState state_;
   std::vector<KernelTime> kernel_times_;
+  const LossScaler* scaler_ = nullptr;
 };
 
 }  // namespace vkt::train

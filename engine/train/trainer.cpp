@@ -39,6 +39,8 @@
 #include "engine/train/data_mixture.hpp"
 #include "engine/train/dataset.hpp"
 #include "engine/train/early_stopping.hpp"
+#include "engine/train/loss_scaler.hpp"
+#include "engine/train/mixed_precision.hpp"
 #include "engine/train/run_identity.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
@@ -73,8 +75,8 @@ void raise_test_signals(int64_t step) {
 }
 
 // The step's finite check failed: the optimizers skipped it on the device, so the weights are
-// still those of the last finite step. Seam for fp16 loss scaling: it will skip the step here
-// (lower the scale, count the skip) instead of stopping.
+// still those of the last finite step. (With --fp16 the loss scaler absorbs an overflowed
+// gradient first: that step is skipped, not fatal.)
 [[noreturn]] void stop_on_non_finite(int64_t step, uint32_t flags, double learning_rate, kernels::DType dtype) {
   std::string what = (flags & kernels::step_flag_non_finite_loss) ? "the loss" : "the gradient";
   if ((flags & kernels::step_flag_non_finite) == kernels::step_flag_non_finite) what = "the loss and the gradient";
@@ -122,6 +124,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
                                              : WeightFormat::f32;
   if (s.method == spec::Method::qlora) s.base_format = WeightFormat::nf4;
   s.double_quant = c.double_quant;
+  s.activation_dtype = activation_dtype(c);  // --bf16 / --fp16
+  s.pure_bf16 = c.pure_bf16;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
   s.target_modules = model::parse_target_modules(c.target_modules, model);
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
@@ -199,6 +203,7 @@ class TrainingRun {
   int64_t max_steps_ = 0, accumulation_ = 1;
   plan::MemoryPlan plan_;
   std::unique_ptr<Schedule> schedule_;
+  LossScaler scaler_{false};  // --fp16's dynamic loss scale (set up in prepare_device)
   RunInfo info_;
 
   std::unique_ptr<vk::Context> context_;
@@ -389,6 +394,8 @@ void TrainingRun::prepare_device() {
   optimizer.seed = static_cast<uint32_t>(config_.seed);
   runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
   runner_->reset();
+  scaler_ = LossScaler(config_.fp16);
+  runner_->set_loss_scaler(&scaler_);
 }
 
 // Refuses, before the model loads, a run whose plan exceeds the device's memory budget, with the
@@ -425,9 +432,9 @@ uint32_t TrainingRun::train_step(int64_t step, bool profile) {
     tokens_ += micro_batches.back().tokens;
     window_tokens_ += micro_batches.back().tokens;
   }
-  uint32_t flags = runner_->step(step, schedule_->learning_rate(step), micro_batches, profile);
+  uint32_t flags = runner_->step(step, schedule_->learning_rate(scaler_.schedule_step(step)), micro_batches, profile);
   window_steps_++;
-  return flags;
+  return scaler_.absorb(flags);  // fp16: an overflowed step is skipped, not fatal
 }
 
 void TrainingRun::append_metrics(const std::string& line) {
@@ -442,8 +449,10 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   m.step = step;
   m.epoch = batcher_->epoch_progress();
   m.loss = window_steps_ ? window_loss / double(window_steps_) : 0;
-  m.learning_rate = schedule_->learning_rate(step);
+  m.learning_rate = schedule_->learning_rate(scaler_.schedule_step(step));
   m.grad_norm = device_state.grad_norm;
+  m.loss_scale = scaler_.enabled() ? scaler_.scale() : 0;
+  m.skipped_steps = scaler_.skipped_steps();
   m.step_seconds = window_steps_ ? window_seconds_ / double(window_steps_) : 0;
   m.tokens_per_second = window_seconds_ > 0 ? double(window_tokens_) / window_seconds_ : 0;
   m.elapsed_seconds = elapsed;
@@ -547,6 +556,7 @@ void TrainingRun::save_checkpoint(int64_t step) {
   state.data = config_.data;
   state.method = spec::method_name(config_.method);
   state.best = best_->state();
+  if (scaler_.enabled()) state.loss_scaler = scaler_.state();
   train::save_checkpoint(trainable(), state, output_dir());
   if (config_.save_total_limit > 0)
     prune_checkpoints(output_dir(), config_.save_total_limit,
@@ -570,6 +580,7 @@ int64_t TrainingRun::resume() {
   window_tokens_ = state.window_tokens;
   window_seconds_ = state.window_seconds;
   best_ = std::make_unique<BestModelTracker>(best_->settings(), state.best);
+  if (state.loss_scaler) scaler_.restore(*state.loss_scaler);
   truncate_metrics(output_dir() / "metrics.jsonl", state.step);  // keeps what was logged up to the checkpoint
   log::info("resumed from " + path->string() + " at step " + std::to_string(state.step));
   return state.step;
@@ -579,6 +590,7 @@ TrainSummary TrainingRun::run() {
   if (!monitor_) monitor_ = &own_monitor_;
   monitor_->set_state(RunState::starting);
   validate(config_);
+  refuse_unwired_precision(config_);  // until the 16-bit activation kernels land
   best_ = std::make_unique<BestModelTracker>(best_model_settings(config_));
   prepare_data();  // everything that can fail on bad input happens before output is written
   info_.identity_json = run_identity(config_).dump(-1, ' ', false, json::error_handler_t::replace);
@@ -637,7 +649,7 @@ TrainSummary TrainingRun::run() {
       bool logging = step % config_.logging_steps == 0 || step == max_steps_ || step == start + 1;
       auto before = std::chrono::steady_clock::now();
       if (uint32_t flags = train_step(step, logging))
-        stop_on_non_finite(step, flags, schedule_->learning_rate(step), plan_.settings.dtype);
+        stop_on_non_finite(step, flags, schedule_->learning_rate(scaler_.schedule_step(step)), plan_.settings.dtype);
       raise_test_signals(step);
       window_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count();
       double elapsed =
@@ -646,7 +658,8 @@ TrainSummary TrainingRun::run() {
       if (logging) {
         log_step(step, elapsed);
         char extra[160];
-        std::snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", last_loss_, schedule_->learning_rate(step),
+        std::snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", last_loss_,
+                      schedule_->learning_rate(scaler_.schedule_step(step)),
                       monitor_->snapshot().steps.back().tokens_per_second);
         bar.report(step, extra);
       } else {

@@ -1,0 +1,32 @@
+#include "engine/train/mixed_precision.hpp"
+
+#include "engine/base/error.hpp"
+
+namespace vkt::train {
+
+kernels::DType activation_dtype(const TrainConfig& config) {
+  return config.bf16 ? kernels::DType::bf16 : config.fp16 ? kernels::DType::f16 : kernels::DType::f32;
+}
+
+void validate_precision_flags(const TrainConfig& config) {
+  if (config.bf16 && config.fp16)
+    throw UserError("--bf16 and --fp16 contradict each other", "pick one (bf16 needs no loss scaling)");
+  if (config.pure_bf16 && (!config.bf16 || config.method != spec::Method::full))
+    throw UserError("--pure-bf16 drops the fp32 master weights of --method full --bf16",
+                    "use it with --method full --bf16, or leave it out");
+}
+
+void refuse_unwired_precision(const TrainConfig& config) {
+  if (!config.bf16 && !config.fp16) return;
+  const std::string flag = config.bf16 ? "--bf16" : "--fp16";
+  if (config.method == spec::Method::full)
+    throw UserError("--method full " + flag + (config.pure_bf16 ? " --pure-bf16" : "") +
+                        " (16-bit weights with fp32 master weights and states) cannot train yet",
+                    "16-bit activations are being wired; `vktune plan --method full " + flag +
+                        "` already shows the memory. Train in fp32 meanwhile (leave " + flag + " out)");
+  throw UserError(flag + " cannot train yet: activations are stored in fp32 only",
+                  "16-bit activations are being wired; `vktune plan " + flag +
+                      "` already shows the memory. Train in fp32 meanwhile (leave " + flag + " out)");
+}
+
+}  // namespace vkt::train

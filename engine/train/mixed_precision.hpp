@@ -1,0 +1,19 @@
+#pragma once
+// --bf16 / --fp16 / --pure-bf16 (HF TrainingArguments' names): what they set in the run's settings,
+// and the refusal of the training paths that are not wired yet.
+#include "engine/kernels/types.hpp"
+#include "engine/train/config.hpp"
+
+namespace vkt::train {
+
+// The storage type of activations and activation gradients: bf16, fp16 or fp32 (neither flag).
+kernels::DType activation_dtype(const TrainConfig& config);
+
+// --bf16 with --fp16, or --pure-bf16 without --method full --bf16: UserError (train and plan).
+void validate_precision_flags(const TrainConfig& config);
+
+// UserError for a training run with 16-bit activations (or 16-bit full finetuning) while the
+// kernels store activations in fp32 only: `vktune plan` already sizes such runs.
+void refuse_unwired_precision(const TrainConfig& config);
+
+}  // namespace vkt::train
