@@ -176,13 +176,17 @@ bool is_target(const RunSettings& s, Module module) {
   return std::find(s.target_modules.begin(), s.target_modules.end(), module) != s.target_modules.end();
 }
 
+// Bytes of one saved activation or activation gradient: RunSettings::activation_dtype when
+// training (engine/model/transformer.cpp stores them so); inference keeps fp32.
+uint64_t activation_bytes(const RunSettings& s) { return s.training ? kernels::dtype_bytes(s.activation_dtype) : 4; }
+
 // The activations one layer's forward produces and its backward reads, with `prefix` naming
 // the set ("act.layers.3." or "act.recompute."). `include_input` adds the layer input.
 void layer_activations(Builder& b, const std::string& prefix, const ModelShape& m, const RunSettings& s, uint64_t rows,
                        bool include_input) {
-  const uint64_t f = 4;
+  const uint64_t f = activation_bytes(s);  // rstd and lse are fp32 statistics: 4 bytes whatever f is
   if (include_input) b.add(prefix + "input", Category::activations, rows * m.hidden * f);
-  b.add(prefix + "rstd_attn", Category::activations, rows * f);
+  b.add(prefix + "rstd_attn", Category::activations, rows * 4);
   b.add(prefix + "norm_attn", Category::activations, rows * m.hidden * f);
   b.add(prefix + "q", Category::activations, rows * m.heads * m.head_dim * f);
   b.add(prefix + "k", Category::activations, rows * m.kv_heads * m.head_dim * f);
@@ -190,22 +194,22 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   if (m.qk_norm) {  // Qwen3: q/k before their per-head norm, and its rstd per (token, head)
     b.add(prefix + "q_pre_norm", Category::activations, rows * m.heads * m.head_dim * f);
     b.add(prefix + "k_pre_norm", Category::activations, rows * m.kv_heads * m.head_dim * f);
-    b.add(prefix + "rstd_q", Category::activations, rows * m.heads * f);
-    b.add(prefix + "rstd_k", Category::activations, rows * m.kv_heads * f);
+    b.add(prefix + "rstd_q", Category::activations, rows * m.heads * 4);
+    b.add(prefix + "rstd_k", Category::activations, rows * m.kv_heads * 4);
   }
   b.add(prefix + "attn", Category::activations, rows * m.heads * m.head_dim * f);
-  b.add(prefix + "lse", Category::activations, rows * m.heads * f);
+  b.add(prefix + "lse", Category::activations, rows * m.heads * 4);
   b.add(prefix + "mid", Category::activations, rows * m.hidden * f);
-  b.add(prefix + "rstd_mlp", Category::activations, rows * f);
+  b.add(prefix + "rstd_mlp", Category::activations, rows * 4);
   b.add(prefix + "norm_mlp", Category::activations, rows * m.hidden * f);
   b.add(prefix + "gate", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "up", Category::activations, rows * m.intermediate * f);
   b.add(prefix + "act", Category::activations, rows * m.intermediate * f);
   if (m.gemma) {  // inputs of the post-attention / post-MLP norms, and their rstd
     b.add(prefix + "o_pre", Category::activations, rows * m.hidden * f);
-    b.add(prefix + "rstd_post_attn", Category::activations, rows * f);
+    b.add(prefix + "rstd_post_attn", Category::activations, rows * 4);
     b.add(prefix + "down_pre", Category::activations, rows * m.hidden * f);
-    b.add(prefix + "rstd_post_mlp", Category::activations, rows * f);
+    b.add(prefix + "rstd_post_mlp", Category::activations, rows * 4);
   }
   if (s.method != Method::full)
     for (Module module : s.target_modules)
@@ -404,7 +408,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
 
   // Activations and workspace.
   const uint64_t rows = s.batch * s.seq_len;
-  const uint64_t f = 4;
+  // Saved activations and activation gradients in s.activation_dtype (training); statistics
+  // (rstd, lse, delta), logits, losses and trainable-token logits stay fp32 (4).
+  const uint64_t f = activation_bytes(s);
   b.add("input.ids", Category::workspace, rows * 4);
   b.add("input.positions", Category::workspace, rows * 4);
   b.add("input.segments", Category::workspace, rows * 4);
@@ -420,7 +426,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         layer_activations(b, "act.layers." + std::to_string(layer) + ".", m, s, rows, true);
     }
     b.add("act.final.input", Category::activations, rows * m.hidden * f);
-    b.add("act.final.rstd", Category::activations, rows * f);
+    b.add("act.final.rstd", Category::activations, rows * 4);
     b.add("act.final.norm", Category::activations, rows * m.hidden * f);
     // Backward scratch: one layer's worth, reused by every layer.
     b.add("grad_act.residual", Category::workspace, rows * m.hidden * f);
@@ -429,7 +435,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.add("grad_act.k", Category::workspace, rows * m.kv_heads * m.head_dim * f);
     b.add("grad_act.v", Category::workspace, rows * m.kv_heads * m.head_dim * f);
     b.add("grad_act.attn", Category::workspace, rows * m.heads * m.head_dim * f);
-    b.add("grad_act.attn_delta", Category::workspace, rows * m.heads * f);
+    b.add("grad_act.attn_delta", Category::workspace, rows * m.heads * 4);
     b.add("grad_act.gate", Category::workspace, rows * m.intermediate * f);
     b.add("grad_act.up", Category::workspace, rows * m.intermediate * f);
     b.add("grad_act.act", Category::workspace, rows * m.intermediate * f);
@@ -437,14 +443,14 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     if (token_rows > 0) {  // each token's row in the trained set (embedding_backward's ids)
       b.add("input.token_slots", Category::workspace, rows * 4);
       if (m.tied_embeddings && !untied) {  // the tied lm_head's logit gradients of those rows, per chunk
-        uint64_t chunk = std::min(rows, std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * f)));
-        b.add("grad_act.token_logits", Category::workspace, chunk * token_rows * f);
+        uint64_t chunk = std::min(rows, std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * 4)));
+        b.add("grad_act.token_logits", Category::workspace, chunk * token_rows * 4);
       }
     }
     if (!full && s.lora_dropout > 0)
       b.add("act.dropout", Category::workspace,
             rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * f);
-    b.add("loss.rows", Category::workspace, rows * f);
+    b.add("loss.rows", Category::workspace, rows * 4);
   } else {
     // Inference: one layer's activations at a time; the residual stream is updated in place.
     b.add("act.stream", Category::activations, rows * m.hidden * f);
@@ -453,9 +459,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.add("act.final.norm", Category::activations, rows * m.hidden * f);
   }
   // Logits are computed for a chunk of rows at a time (fused cross-entropy).
-  uint64_t chunk_rows = std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * f));
+  uint64_t chunk_rows = std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * 4));
   plan.logits_chunk_rows = std::min(rows, chunk_rows);
-  b.add("logits.chunk", Category::workspace, plan.logits_chunk_rows * m.vocab * f);
+  b.add("logits.chunk", Category::workspace, plan.logits_chunk_rows * m.vocab * 4);
   if (!training && s.kv_cache_tokens > 0) {
     kernels::AttentionShape decode;
     decode.batch = 1;
