@@ -10,7 +10,7 @@ layout(local_size_x = 64) in;
 layout(push_constant) uniform Push {
   uint64_t partial_o;    // (splits, batch*seq_q, q_heads*head_dim) fp32
   uint64_t partial_lse;  // (splits, batch, q_heads, seq_q) fp32
-  uint64_t o;            // (batch*seq_q, q_heads*head_dim) activation (act_storage.glsl)
+  uint64_t o;            // (batch*seq_q, q_heads*head_dim) fp32
   uint64_t lse;          // (batch, q_heads, seq_q) fp32
   uint batch;
   uint seq_q;
