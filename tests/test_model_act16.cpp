@@ -1,7 +1,8 @@
 // 16-bit activations through the whole model (spec::RunSettings::activation_dtype, --bf16/--fp16):
 // the golden Llama and Qwen2 (GQA, q/k/v biases, tied) with their PEFT LoRA adapters, forward and
 // backward with activations stored in bf16 and fp16, against the same run in fp32; and the planned
-// and measured (ledger) activation bytes. Suite model_golden (it reads tests/data/golden).
+// and measured (ledger) activation bytes; gradient checkpointing in bf16. Suite model_golden (it
+// reads tests/data/golden).
 //
 // The bound. Every stored activation is rounded once to nearest even, relative error <= u
 // (bf16 u = 2^-8, fp16 u = 2^-11; see tests/test_kernels_act_storage.cpp). The deepest path from
@@ -97,6 +98,19 @@ TEST_CASE("model: bf16/fp16 activations: loss and LoRA gradients within the 16-b
                    << fp32_bytes.planned << " B (ratio " << double(bytes.measured) / fp32_bytes.measured << ")");
       CHECK(bytes.measured == bytes.planned);
       CHECK(double(bytes.measured) <= 0.55 * double(fp32_bytes.measured));
+      if (type != kernels::DType::bf16 || std::string(model) != "llama") continue;
+      // Gradient checkpointing recomputes each layer's 16-bit activations from its saved 16-bit
+      // input: the same operations on the same values, so the same gradients (up to 1e-6).
+      spec::RunSettings checkpointed = settings;
+      checkpointed.gradient_checkpointing = true;
+      const test::GoldenRun recomputed = test::run_golden(golden, folder, folder / "adapter", checkpointed);
+      CHECK(std::fabs(recomputed.loss - run.loss) <= 1e-6 * run.loss);
+      for (const auto& [name, gradient] : run.gradients) {
+        const double error = test::relative_error(recomputed.gradients.at(name), gradient);
+        const std::string tensor = name;
+        CAPTURE(tensor);
+        CHECK(error <= 1e-6);
+      }
     }
   }
 }
