@@ -20,6 +20,7 @@
 
 #include <cmath>
 
+#include "engine/base/error.hpp"
 #include "engine/model/session.hpp"
 #include "engine/plan/plan.hpp"
 #include "tests/golden_file.hpp"
@@ -113,6 +114,19 @@ TEST_CASE("model: bf16/fp16 activations: loss and LoRA gradients within the 16-b
       }
     }
   }
+}
+
+TEST_CASE("model: full finetuning with 16-bit activations is refused with a UserError (not wired yet)") {
+  spec::RunSettings settings;
+  settings.method = spec::Method::full;
+  settings.activation_dtype = kernels::DType::bf16;
+  settings.training = true;
+  settings.batch = 1;
+  settings.seq_len = 8;
+  CHECK_THROWS_WITH_AS(model::open_model(test::context(), golden_dir() / "qwen2", settings, nullptr),
+                       doctest::Contains("full finetuning with 16-bit activations"), UserError);
+  settings.activation_dtype = kernels::DType::f32;  // the same run in fp32 opens
+  CHECK_NOTHROW(model::open_model(test::context(), golden_dir() / "qwen2", settings, nullptr));
 }
 
 }  // TEST_SUITE
