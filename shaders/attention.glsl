@@ -14,6 +14,7 @@
 // (BR x BC float tiles in `scores`).
 
 #include "attention_mask.glsl"
+#include "act_storage.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128;       // threads per workgroup
@@ -76,23 +77,21 @@ uint key_vec4(uint j) { return ((g_batch * p.seq_kv + j) * p.kv_heads + g_kv_hea
 
 // tiles rows [tile_row, tile_row + BR) = rows first_row.. of a q-shaped tensor (zeros past the end).
 void load_query_rows(uint tile_row, uint64_t address, uint first_row) {
-  Vec4Buffer source = Vec4Buffer(address);
   for (uint e = thread_id(); e < BR * DV; e += WG) {
     uint r = e / DV;
     uint d = e - r * DV;
     uint R = first_row + r;
-    tiles[(tile_row + r) * STRIDE + d] = R < g_rows ? source.data[query_vec4(R) + d] : vec4(0.0);
+    tiles[(tile_row + r) * STRIDE + d] = R < g_rows ? act_load4(address, query_vec4(R) + d) : vec4(0.0);
   }
 }
 
 // tiles rows [tile_row, tile_row + BC) = keys first_key.. of a k-shaped tensor (zeros from key_end).
 void load_key_rows(uint tile_row, uint64_t address, uint first_key, uint key_end) {
-  Vec4Buffer source = Vec4Buffer(address);
   for (uint e = thread_id(); e < BC * DV; e += WG) {
     uint c = e / DV;
     uint d = e - c * DV;
     uint j = first_key + c;
-    tiles[(tile_row + c) * STRIDE + d] = j < key_end ? source.data[key_vec4(j) + d] : vec4(0.0);
+    tiles[(tile_row + c) * STRIDE + d] = j < key_end ? act_load4(address, key_vec4(j) + d) : vec4(0.0);
   }
 }
 

@@ -1,4 +1,8 @@
 #version 460
+//! variant f16: -DACT_F16
+//! variant bf16: -DACT_BF16
+//! variant direct_f16: -DPAIR_LOADS -DACT_F16
+//! variant direct_bf16: -DPAIR_LOADS -DACT_BF16
 //! variant direct: -DPAIR_LOADS
 #extension GL_GOOGLE_include_directive : require
 // The attention backward's pre-pass: delta = rowsum(d_o ∘ o) per (token, q head), the term
@@ -6,14 +10,15 @@
 // The "direct" variant (CPU drivers, with the direct attention bodies) reads 64-bit words:
 // llvmpipe turns each vec4 load into four scalar accesses per lane, a uint64 into one.
 #include "common.glsl"
+#include "act_storage.glsl"
 layout(local_size_x = 64) in;
 #ifdef PAIR_LOADS
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer PairBuffer { uint64_t data[]; };
 #endif
 
 layout(push_constant) uniform Push {
-  uint64_t o;      // (batch*seq_q, q_heads*head_dim) fp32
-  uint64_t d_o;    // (batch*seq_q, q_heads*head_dim) fp32
+  uint64_t o;      // (batch*seq_q, q_heads*head_dim) activation (act_storage.glsl)
+  uint64_t d_o;    // (batch*seq_q, q_heads*head_dim) activation (act_storage.glsl)
   uint64_t delta;  // (batch, q_heads, seq_q) fp32, written
   uint batch;
   uint seq_q;
@@ -28,7 +33,12 @@ void main() {
   uint token = head_row / p.q_heads;
   uint sequence = token / p.seq_q;
   uint query = token - sequence * p.seq_q;
-#ifdef PAIR_LOADS
+#if defined(ACT_16BIT)
+  // 16-bit activations: quads of 8 bytes, widened to fp32 before the products.
+  float sum = 0.0;
+  for (uint d = 0; d < p.head_vec4s; d++)
+    sum += dot(act_load4(p.o, head_row * p.head_vec4s + d), act_load4(p.d_o, head_row * p.head_vec4s + d));
+#elif defined(PAIR_LOADS)
   PairBuffer o = PairBuffer(p.o);
   PairBuffer d_o = PairBuffer(p.d_o);
   uint words = 2 * p.head_vec4s;

@@ -1,4 +1,6 @@
 #version 460
+//! variant f16: -DACT_F16
+//! variant bf16: -DACT_BF16
 #extension GL_GOOGLE_include_directive : require
 // Attention backward, dK and dV: one workgroup per (tile of BC keys, kv head, sequence). K and V
 // stay in shared memory while the workgroup walks the query rows of every q head of the group
@@ -10,14 +12,14 @@
 #include "common.glsl"
 
 layout(push_constant) uniform Push {
-  uint64_t q;            // (batch*seq_q, q_heads*HEAD_DIM) fp32
-  uint64_t k;            // (batch*seq_kv, kv_heads*HEAD_DIM) fp32
-  uint64_t v;            // (batch*seq_kv, kv_heads*HEAD_DIM) fp32
-  uint64_t d_o;          // (batch*seq_q, q_heads*HEAD_DIM) fp32
+  uint64_t q;            // (batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t k;            // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t v;            // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t d_o;          // (batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl)
   uint64_t lse;          // (batch, q_heads, seq_q) fp32 from the forward
   uint64_t delta;        // (batch, q_heads, seq_q) fp32 from attention_backward_delta
-  uint64_t dk;           // (batch*seq_kv, kv_heads*HEAD_DIM) fp32, written
-  uint64_t dv;           // (batch*seq_kv, kv_heads*HEAD_DIM) fp32, written
+  uint64_t dk;           // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl), written
+  uint64_t dv;           // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl), written
   uint64_t q_segments;   // (batch*seq_q) uint32, or 0: no segment masking
   uint64_t kv_segments;  // (batch*seq_kv) uint32
   uint batch;
@@ -136,14 +138,12 @@ void main() {
   }
 
   if (owns_output) {
-    Vec4Buffer dk = Vec4Buffer(p.dk);
-    Vec4Buffer dv = Vec4Buffer(p.dv);
     for (uint k = 0; k < KEY_PASSES; k++) {
       uint c = lane_key + k * LINES_PER_PASS;
       uint j = key0 + c;
       if (c < BC && j < key_end) {
-        dk.data[key_vec4(j) + lane_d] = dk_acc[k] * p.scale;
-        dv.data[key_vec4(j) + lane_d] = dv_acc[k];
+        act_store4(p.dk, key_vec4(j) + lane_d, dk_acc[k] * p.scale);
+        act_store4(p.dv, key_vec4(j) + lane_d, dv_acc[k]);
       }
     }
   }

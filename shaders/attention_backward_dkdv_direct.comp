@@ -1,4 +1,6 @@
 #version 460
+//! variant f16: -DACT_F16
+//! variant bf16: -DACT_BF16
 #extension GL_GOOGLE_include_directive : require
 // Attention backward, dK and dV: the direct body for CPU drivers (see attention_direct.glsl; the
 // GPU body is attention_backward_dkdv.comp, with the same push constants and dispatch). One
@@ -12,14 +14,14 @@
 #include "common.glsl"
 
 layout(push_constant) uniform Push {
-  uint64_t q;            // (batch*seq_q, q_heads*HEAD_DIM) fp32
-  uint64_t k;            // (batch*seq_kv, kv_heads*HEAD_DIM) fp32
-  uint64_t v;            // (batch*seq_kv, kv_heads*HEAD_DIM) fp32
-  uint64_t d_o;          // (batch*seq_q, q_heads*HEAD_DIM) fp32
+  uint64_t q;            // (batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t k;            // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t v;            // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t d_o;          // (batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl)
   uint64_t lse;          // (batch, q_heads, seq_q) fp32 from the forward
   uint64_t delta;        // (batch, q_heads, seq_q) fp32 from attention_backward_delta
-  uint64_t dk;           // (batch*seq_kv, kv_heads*HEAD_DIM) fp32, written
-  uint64_t dv;           // (batch*seq_kv, kv_heads*HEAD_DIM) fp32, written
+  uint64_t dk;           // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl), written
+  uint64_t dv;           // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl), written
   uint64_t q_segments;   // (batch*seq_q) uint32, or 0: no segment masking
   uint64_t kv_segments;  // (batch*seq_kv) uint32
   uint batch;

@@ -1,4 +1,6 @@
 #version 460
+//! variant f16: -DACT_F16
+//! variant bf16: -DACT_BF16
 #extension GL_GOOGLE_include_directive : require
 // Attention backward, dQ: one workgroup per (tile of BR query rows, kv head, sequence), as the
 // forward. Q and dO stay in shared memory while V and K tiles stream through one buffer:
@@ -8,13 +10,13 @@
 #include "common.glsl"
 
 layout(push_constant) uniform Push {
-  uint64_t q;            // (batch*seq_q, q_heads*HEAD_DIM) fp32
-  uint64_t k;            // (batch*seq_kv, kv_heads*HEAD_DIM) fp32
-  uint64_t v;            // (batch*seq_kv, kv_heads*HEAD_DIM) fp32
-  uint64_t d_o;          // (batch*seq_q, q_heads*HEAD_DIM) fp32
+  uint64_t q;            // (batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t k;            // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t v;            // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t d_o;          // (batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl)
   uint64_t lse;          // (batch, q_heads, seq_q) fp32 from the forward
   uint64_t delta;        // (batch, q_heads, seq_q) fp32 from attention_backward_delta
-  uint64_t dq;           // (batch*seq_q, q_heads*HEAD_DIM) fp32, written
+  uint64_t dq;           // (batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl), written
   uint64_t q_segments;   // (batch*seq_q) uint32, or 0: no segment masking
   uint64_t kv_segments;  // (batch*seq_kv) uint32
   uint batch;
@@ -110,11 +112,10 @@ void main() {
   }
 
   if (owns_output) {
-    Vec4Buffer dq = Vec4Buffer(p.dq);
     for (uint k = 0; k < ROW_PASSES; k++) {
       uint r = lane_row + k * LINES_PER_PASS;
       uint R = first_row + r;
-      if (r < BR && R < g_rows) dq.data[query_vec4(R) + lane_d] = acc[k] * p.scale;
+      if (r < BR && R < g_rows) act_store4(p.dq, query_vec4(R) + lane_d, acc[k] * p.scale);
     }
   }
 }

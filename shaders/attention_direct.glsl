@@ -32,6 +32,7 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #include "attention_mask.glsl"
+#include "act_storage.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint SG = 8;            // subgroup size = workgroup size (fixed on the device)
@@ -98,6 +99,13 @@ uint key_segment(uint j) {
 void load_words(uint64_t address, uint base, uint s, out vec2 words[4]) {
   uint first = g_lane * SLOTS + s;
   uint word = base + (ALL_SLOTS_FULL ? first : min(first, PAIRS - WORDS));
+#ifdef ACT_16BIT
+  // 16-bit activations: a word is one uint (two values), read one at a time.
+  [[unroll]] for (uint e = 0; e < 4; e++) {
+    words[e] = vec2(0.0);
+    if (e < WORDS) words[e] = act_load2(address, word + e);
+  }
+#else
   if (WORDS == 4) {
     u64vec4 w = Words4(address).data[word / 4];
     words[0] = uintBitsToFloat(unpackUint2x32(w.x));
@@ -113,6 +121,7 @@ void load_words(uint64_t address, uint base, uint s, out vec2 words[4]) {
     words[0] = uintBitsToFloat(unpackUint2x32(Words1(address).data[word]));
     words[1] = words[2] = words[3] = vec2(0.0);
   }
+#endif
   // A chunk of WORDS words is all real or all padding (PAIRS is a multiple of WORDS).
   if (!ALL_SLOTS_FULL && first >= PAIRS) words[0] = words[1] = words[2] = words[3] = vec2(0.0);
 }
@@ -121,6 +130,10 @@ void store_words(uint64_t address, uint base, uint s, vec2 words[4]) {
   uint first = g_lane * SLOTS + s;
   if (!ALL_SLOTS_FULL && first >= PAIRS) return;
   uint word = base + first;
+#ifdef ACT_16BIT
+  [[unroll]] for (uint e = 0; e < 4; e++)
+    if (e < WORDS) act_store2(address, word + e, words[e]);
+#else
   if (WORDS == 4) {
     Words4(address).data[word / 4] = u64vec4(packUint2x32(floatBitsToUint(words[0])), packUint2x32(floatBitsToUint(words[1])),
                                              packUint2x32(floatBitsToUint(words[2])), packUint2x32(floatBitsToUint(words[3])));
@@ -129,6 +142,7 @@ void store_words(uint64_t address, uint base, uint s, vec2 words[4]) {
   } else {
     Words1(address).data[word] = packUint2x32(floatBitsToUint(words[0]));
   }
+#endif
 }
 
 // array[at + s] = this lane's slot s of the head vector at word offset `base`, for every s.

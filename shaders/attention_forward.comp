@@ -1,4 +1,6 @@
 #version 460
+//! variant f16: -DACT_F16
+//! variant bf16: -DACT_BF16
 #extension GL_GOOGLE_include_directive : require
 // Attention forward, one workgroup per (tile of BR query rows, kv head, sequence[, key split]):
 // the rows' Q tile stays in shared memory while K and V tiles stream through it; an online
@@ -10,10 +12,10 @@
 #include "common.glsl"
 
 layout(push_constant) uniform Push {
-  uint64_t q;            // (batch*seq_q, q_heads*HEAD_DIM) fp32
-  uint64_t k;            // (batch*seq_kv, kv_heads*HEAD_DIM) fp32
-  uint64_t v;            // (batch*seq_kv, kv_heads*HEAD_DIM) fp32
-  uint64_t o;            // ([splits,] batch*seq_q, q_heads*HEAD_DIM) fp32
+  uint64_t q;            // (batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t k;            // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t v;            // (batch*seq_kv, kv_heads*HEAD_DIM) activation (act_storage.glsl)
+  uint64_t o;            // ([splits,] batch*seq_q, q_heads*HEAD_DIM) activation (act_storage.glsl)
   uint64_t lse;          // ([splits,] batch, q_heads, seq_q) fp32
   uint64_t q_segments;   // (batch*seq_q) uint32, or 0: no segment masking
   uint64_t kv_segments;  // (batch*seq_kv) uint32
@@ -129,13 +131,12 @@ void main() {
   uint64_t o_address = p.o + uint64_t(split) * p.batch * p.seq_q * p.q_heads * HEAD_DIM * 4;
   uint64_t lse_address = p.lse + uint64_t(split) * p.batch * p.q_heads * p.seq_q * 4;
   if (owns_output) {
-    Vec4Buffer o = Vec4Buffer(o_address);
     for (uint k = 0; k < ROW_PASSES; k++) {
       uint r = lane_row + k * LINES_PER_PASS;
       uint R = first_row + r;
       if (r < BR && R < g_rows) {
         float sum = row_sum[r];
-        o.data[query_vec4(R) + lane_d] = sum > 0.0 ? acc[k] / sum : vec4(0.0);
+        act_store4(o_address, query_vec4(R) + lane_d, sum > 0.0 ? acc[k] / sum : vec4(0.0));
       }
     }
   }

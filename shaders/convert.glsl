@@ -1,3 +1,5 @@
+#ifndef CONVERT_GLSL  // included by act_storage.glsl and by shaders that convert tables
+#define CONVERT_GLSL
 // fp16 and bf16 bit conversions in integer arithmetic, bit-identical to engine/base/half.hpp:
 // round to nearest even, NaN stays NaN (quiet), overflow to infinity, fp16 subnormals kept.
 // Done with integers rather than float16_t casts because the rounding mode and denormal
@@ -48,3 +50,4 @@ uint float_to_bf16_bits(float value) {
 }
 
 float bf16_bits_to_float(uint value) { return uintBitsToFloat(value << 16); }
+#endif

@@ -1,4 +1,6 @@
 #version 460
+//! variant f16: -DACT_F16
+//! variant bf16: -DACT_BF16
 #extension GL_GOOGLE_include_directive : require
 // Fused, weighted cross-entropy over a chunk of rows, one workgroup per row:
 //   pass 1 reads the row once, keeping a running max and sum of exp (online softmax);
@@ -14,9 +16,10 @@
 // values live in buffers.
 #include "common.glsl"
 #include "row_reduce.glsl"
+#include "act_storage.glsl"
 
 layout(push_constant) uniform Push {
-  uint64_t logits;      // (rows, vocab) fp32, overwritten by dlogits when write_gradient
+  uint64_t logits;      // (rows, vocab) activation (act_storage.glsl), overwritten by dlogits when write_gradient
   uint64_t targets;     // (rows) uint32
   uint64_t weights;     // (rows) fp32
   uint64_t grad_scale;  // (1) fp32
@@ -52,7 +55,7 @@ void main() {
   uint row = workgroup_index_1d();
   if (row >= p.rows) return;
   uint lane = gl_LocalInvocationID.x;
-  FloatBuffer logits = FloatBuffer(p.logits);
+  ActBuffer logits = ActBuffer(p.logits);
   uint base = row * p.vocab;
   uint target = UintBuffer(p.targets).data[row];
   float weight = FloatBuffer(p.weights).data[row];
@@ -60,7 +63,7 @@ void main() {
   if (ignored) {  // uniform over the workgroup
     if (lane == 0) FloatBuffer(p.loss).data[row] = 0.0;
     if (p.write_gradient != 0u)
-      for (uint v = lane; v < p.vocab; v += ROW_THREADS) logits.data[base + v] = 0.0;
+      for (uint v = lane; v < p.vocab; v += ROW_THREADS) act_store(logits, base + v, 0.0);
     return;
   }
   if (lane == 0) non_finite_seen = 0u;
@@ -68,7 +71,7 @@ void main() {
   float m = negative_infinity, s = 0.0;
   bool finite = true;
   for (uint v = lane; v < p.vocab; v += ROW_THREADS) {
-    float raw = logits.data[base + v];
+    float raw = act_load(logits, base + v);
     finite = finite && is_finite(raw);
     float z = capped(raw);
     if (z > m) {
@@ -95,15 +98,15 @@ void main() {
   // round, and exp(x - lse) would inherit that as a relative error; x - m is exact near the max.
   float row_max = max_scratch[0], log_sum = log(sum_scratch[0]);
   bool poisoned = non_finite_seen != 0u;
-  float target_logit = capped(logits.data[base + target]);
+  float target_logit = capped(act_load(logits, base + target));
   barrier();  // every invocation has read the target logit before pass 2 overwrites it
   if (lane == 0) FloatBuffer(p.loss).data[row] = poisoned ? quiet_nan : weight * ((row_max - target_logit) + log_sum);
   if (p.write_gradient == 0u) return;
   float scale = weight * FloatBuffer(p.grad_scale).data[0];
   for (uint v = lane; v < p.vocab; v += ROW_THREADS) {
-    float z = capped(logits.data[base + v]);
+    float z = capped(act_load(logits, base + v));
     float probability = exp((z - row_max) - log_sum);
     float capping = p.logit_softcap > 0.0 ? 1.0 - (z / p.logit_softcap) * (z / p.logit_softcap) : 1.0;
-    logits.data[base + v] = poisoned ? quiet_nan : (v == target ? probability - 1.0 : probability) * scale * capping;
+    act_store(logits, base + v, poisoned ? quiet_nan : (v == target ? probability - 1.0 : probability) * scale * capping);
   }
 }

@@ -1,12 +1,19 @@
 #version 460
+//! variant act_f16: -DACT_F16
+//! variant act_bf16: -DACT_BF16
+//! variant f16_act_f16: -DTABLE_F16 -DACT_F16
+//! variant f16_act_bf16: -DTABLE_F16 -DACT_BF16
+//! variant bf16_act_f16: -DTABLE_BF16 -DACT_F16
+//! variant bf16_act_bf16: -DTABLE_BF16 -DACT_BF16
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_shader_16bit_storage : require
 //! variant f16: -DTABLE_F16
 //! variant bf16: -DTABLE_BF16
 // Embedding lookup: out[t, :] = table[ids[t], :]. The table may be stored as fp32, fp16 or bf16
-// (a frozen base weight); the output is fp32. An id >= vocab gives a row of zeros instead of
+// (a frozen base weight); the output is an activation (act_storage.glsl: variants act_*). An id >= vocab gives a row of zeros instead of
 // reading out of bounds (the host validates ids; this only keeps a bad id from faulting).
 #include "common.glsl"
+#include "act_storage.glsl"
 #if defined(TABLE_F16) || defined(TABLE_BF16)
 #include "convert.glsl"
 layout(buffer_reference, std430, buffer_reference_align = 2) buffer Uint16Buffer { uint16_t data[]; };
@@ -16,7 +23,7 @@ layout(local_size_x = 256) in;
 layout(push_constant) uniform Push {
   uint64_t ids;    // (tokens) uint32
   uint64_t table;  // (vocab, hidden) fp32 / fp16 / bf16
-  uint64_t out_;   // (tokens, hidden) fp32
+  uint64_t out_;   // (tokens, hidden) activation
   uint tokens, vocab, hidden;
 } p;
 
@@ -37,5 +44,5 @@ void main() {
     value = FloatBuffer(p.table).data[source];
 #endif
   }
-  FloatBuffer(p.out_).data[index] = value;
+  act_store(ActBuffer(p.out_), index, value);
 }

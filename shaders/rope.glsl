@@ -7,11 +7,12 @@
 // per (row, head, i) pair; it reads both halves before writing them, so out may be x.
 #include "common.glsl"
 #include "trig.glsl"
+#include "act_storage.glsl"
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform Push {
-  uint64_t x;          // (rows, heads, head_dim) fp32 (dy for the backward pass)
-  uint64_t out_;       // (rows, heads, head_dim) fp32; may be x
+  uint64_t x;          // (rows, heads, head_dim) activation (act_storage.glsl) (dy for the backward pass)
+  uint64_t out_;       // (rows, heads, head_dim) activation; may be x
   uint64_t positions;  // (rows) uint32
   uint64_t inv_freq;   // (head_dim / 2) fp32
   uint rows, heads, head_dim;
@@ -34,8 +35,8 @@ void main() {
   sine = -sine;
 #endif
   uint first = row_head * p.head_dim + i;
-  FloatBuffer x = FloatBuffer(p.x), out_ = FloatBuffer(p.out_);
-  float a = x.data[first], b = x.data[first + half_dim];
-  out_.data[first] = a * cosine - b * sine;
-  out_.data[first + half_dim] = b * cosine + a * sine;
+  ActBuffer x = ActBuffer(p.x), out_ = ActBuffer(p.out_);
+  float a = act_load(x, first), b = act_load(x, first + half_dim);
+  act_store(out_, first, a * cosine - b * sine);
+  act_store(out_, first + half_dim, b * cosine + a * sine);
 }

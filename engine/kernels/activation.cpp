@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
@@ -9,23 +10,26 @@ namespace {
 
 // `shader` is swiglu or its gelu variant; `op` names the kernel in errors and timings.
 void record_gated(Recorder& recorder, const char* shader, const char* op, const BufferRange& gate,
-                  const BufferRange& up, const BufferRange& h, uint32_t n) {
-  require_bytes(gate, uint64_t(n) * 4, op, "gate");
-  require_bytes(up, uint64_t(n) * 4, op, "up");
-  require_bytes(h, uint64_t(n) * 4, op, "h");
+                  const BufferRange& up, const BufferRange& h, uint32_t n, DType act) {
+  require_bytes(gate, act_bytes(n, act), op, "gate");
+  require_bytes(up, act_bytes(n, act), op, "up");
+  require_bytes(h, act_bytes(n, act), op, "h");
   struct {
     uint64_t gate, up, h;
     uint32_t n;
   } push{gate.address, up.address, h.address, n};
-  record_dispatch(
-      recorder,
-      {.shader = shader, .push = push, .grid = grid_1d(n, 256), .reads = {gate, up}, .writes = {h}, .label = op});
+  record_dispatch(recorder, {.shader = act_shader(recorder, shader, act),
+                             .push = push,
+                             .grid = grid_1d(n, 256),
+                             .reads = {gate, up},
+                             .writes = {h},
+                             .label = op});
 }
 
 void record_gated_backward(Recorder& recorder, const char* shader, const char* op, const BufferRange& dh,
                            const BufferRange& gate, const BufferRange& up, const BufferRange& d_gate,
-                           const BufferRange& d_up, uint32_t n) {
-  uint64_t bytes = uint64_t(n) * 4;
+                           const BufferRange& d_up, uint32_t n, DType act) {
+  uint64_t bytes = act_bytes(n, act);
   require_bytes(dh, bytes, op, "dh");
   require_bytes(gate, bytes, op, "gate");
   require_bytes(up, bytes, op, "up");
@@ -35,7 +39,7 @@ void record_gated_backward(Recorder& recorder, const char* shader, const char* o
     uint64_t dh, gate, up, d_gate, d_up;
     uint32_t n;
   } push{dh.address, gate.address, up.address, d_gate.address, d_up.address, n};
-  record_dispatch(recorder, {.shader = shader,
+  record_dispatch(recorder, {.shader = act_shader(recorder, shader, act),
                              .push = push,
                              .grid = grid_1d(n, 256),
                              .reads = {dh, gate, up},
@@ -45,22 +49,24 @@ void record_gated_backward(Recorder& recorder, const char* shader, const char* o
 
 }  // namespace
 
-void swiglu(Recorder& recorder, const BufferRange& gate, const BufferRange& up, const BufferRange& h, uint32_t n) {
-  record_gated(recorder, "swiglu", "swiglu", gate, up, h, n);
+void swiglu(Recorder& recorder, const BufferRange& gate, const BufferRange& up, const BufferRange& h, uint32_t n,
+            DType act) {
+  record_gated(recorder, "swiglu", "swiglu", gate, up, h, n, act);
 }
 
-void geglu(Recorder& recorder, const BufferRange& gate, const BufferRange& up, const BufferRange& h, uint32_t n) {
-  record_gated(recorder, "swiglu_gelu", "geglu", gate, up, h, n);
+void geglu(Recorder& recorder, const BufferRange& gate, const BufferRange& up, const BufferRange& h, uint32_t n,
+           DType act) {
+  record_gated(recorder, "swiglu_gelu", "geglu", gate, up, h, n, act);
 }
 
 void swiglu_backward(Recorder& recorder, const BufferRange& dh, const BufferRange& gate, const BufferRange& up,
-                     const BufferRange& d_gate, const BufferRange& d_up, uint32_t n) {
-  record_gated_backward(recorder, "swiglu_backward", "swiglu_backward", dh, gate, up, d_gate, d_up, n);
+                     const BufferRange& d_gate, const BufferRange& d_up, uint32_t n, DType act) {
+  record_gated_backward(recorder, "swiglu_backward", "swiglu_backward", dh, gate, up, d_gate, d_up, n, act);
 }
 
 void geglu_backward(Recorder& recorder, const BufferRange& dh, const BufferRange& gate, const BufferRange& up,
-                    const BufferRange& d_gate, const BufferRange& d_up, uint32_t n) {
-  record_gated_backward(recorder, "swiglu_backward_gelu", "geglu_backward", dh, gate, up, d_gate, d_up, n);
+                    const BufferRange& d_gate, const BufferRange& d_up, uint32_t n, DType act) {
+  record_gated_backward(recorder, "swiglu_backward_gelu", "geglu_backward", dh, gate, up, d_gate, d_up, n, act);
 }
 
 }  // namespace vkt::kernels

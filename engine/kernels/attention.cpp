@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
@@ -273,18 +274,18 @@ float log2_softcap(const AttentionShape& s) { return static_cast<float>(s.softca
 
 // The shape and the q, k, v every attention pass reads.
 void check_inputs(const BufferRange& q, const BufferRange& k, const BufferRange& v, const AttentionShape& shape,
-                  const char* op) {
+                  const char* op, DType act) {
   check_shape(shape);
-  check_range(q, q_elements(shape) * 4, op, "q");
-  check_range(k, kv_elements(shape) * 4, op, "k");
-  check_range(v, kv_elements(shape) * 4, op, "v");
+  check_range(q, act_bytes(q_elements(shape), act), op, "q");
+  check_range(k, act_bytes(kv_elements(shape), act), op, "k");
+  check_range(v, act_bytes(kv_elements(shape), act), op, "v");
 }
 
 void check_backward_inputs(const BufferRange& q, const BufferRange& k, const BufferRange& v, const BufferRange& d_o,
                            const BufferRange& lse, const BufferRange& delta, const AttentionShape& shape,
-                           const char* op) {
-  check_inputs(q, k, v, shape, op);
-  check_range(d_o, q_elements(shape) * 4, op, "d_o");
+                           const char* op, DType act) {
+  check_inputs(q, k, v, shape, op, act);
+  check_range(d_o, act_bytes(q_elements(shape), act), op, "d_o");
   check_range(lse, stat_elements(shape) * 4, op, "lse");
   check_range(delta, stat_elements(shape) * 4, op, "delta");
 }
@@ -315,15 +316,16 @@ bool attention_uses_direct_body(vk::Context& context) { return direct_subgroup_s
 
 void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                        const BufferRange& o, const BufferRange& lse, const AttentionShape& shape,
-                       const BufferRange* q_segments, const BufferRange* kv_segments, const BufferRange* workspace) {
-  check_inputs(q, k, v, shape, "attention_forward");
-  check_range(o, q_elements(shape) * 4, "attention_forward", "o");
+                       const BufferRange* q_segments, const BufferRange* kv_segments, const BufferRange* workspace,
+                       DType act) {
+  check_inputs(q, k, v, shape, "attention_forward", act);
+  check_range(o, act_bytes(q_elements(shape), act), "attention_forward", "o");
   check_range(lse, stat_elements(shape) * 4, "attention_forward", "lse");
   std::vector<BufferRange> reads{q, k, v};
   auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
 
   SplitPlan plan = forward_split(shape);
-  if (!workspace) plan = unsplit(shape);
+  if (!workspace || act != DType::f32) plan = unsplit(shape);  // 16-bit: o written directly
   BufferRange partial_o = o, partial_lse = lse;
   if (plan.splits > 1) {
     check_range(*workspace, attention_forward_workspace_bytes(shape), "attention_forward", "workspace");
@@ -349,7 +351,7 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
     DirectConfig config = direct_config(subgroup, AttentionPass::forward, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, partial_o});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
-    record_dispatch(recorder, {.shader = "attention_forward_direct",
+    record_dispatch(recorder, {.shader = act_shader(recorder, "attention_forward_direct", act),
                                .specialization = constants,
                                .push = push,
                                .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch * plan.splits},
@@ -358,12 +360,13 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
                                .label = "attention_forward"});
   } else {
     TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::forward, shape);
-    record_dispatch(recorder, {.shader = "attention_forward",
+    record_dispatch(recorder, {.shader = act_shader(recorder, "attention_forward", act),
                                .specialization = specialization(tiles, shape.head_dim),
                                .push = push,
                                .grid = {row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch * plan.splits},
                                .reads = reads,
-                               .writes = {partial_o, partial_lse}});
+                               .writes = {partial_o, partial_lse},
+                               .label = "attention_forward"});
   }
   if (plan.splits <= 1) return;
 
@@ -380,17 +383,18 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
 }
 
 void attention_backward_delta(Recorder& recorder, const BufferRange& o, const BufferRange& d_o,
-                              const BufferRange& delta, const AttentionShape& shape) {
+                              const BufferRange& delta, const AttentionShape& shape, DType act) {
   check_shape(shape);
-  check_range(o, q_elements(shape) * 4, "attention_backward_delta", "o");
-  check_range(d_o, q_elements(shape) * 4, "attention_backward_delta", "d_o");
+  check_range(o, act_bytes(q_elements(shape), act), "attention_backward_delta", "o");
+  check_range(d_o, act_bytes(q_elements(shape), act), "attention_backward_delta", "d_o");
   check_range(delta, stat_elements(shape) * 4, "attention_backward_delta", "delta");
   struct {
     uint64_t o, d_o, delta;
     uint32_t batch, seq_q, q_heads, head_vec4s;
   } push{o.address, d_o.address, delta.address, shape.batch, shape.seq_q, shape.q_heads, shape.head_dim / 4};
-  const char* shader =
-      direct_subgroup_size(recorder.context()) ? "attention_backward_delta_direct" : "attention_backward_delta";
+  const std::string shader = act_shader(
+      recorder,
+      direct_subgroup_size(recorder.context()) ? "attention_backward_delta_direct" : "attention_backward_delta", act);
   record_dispatch(recorder, {.shader = shader,
                              .push = push,
                              .grid = grid_1d(stat_elements(shape), 64),
@@ -402,10 +406,10 @@ void attention_backward_delta(Recorder& recorder, const BufferRange& o, const Bu
 void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                              const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
                              const BufferRange& dk, const BufferRange& dv, const AttentionShape& shape,
-                             const BufferRange* q_segments, const BufferRange* kv_segments) {
-  check_backward_inputs(q, k, v, d_o, lse, delta, shape, "attention_backward_dkdv");
-  check_range(dk, kv_elements(shape) * 4, "attention_backward_dkdv", "dk");
-  check_range(dv, kv_elements(shape) * 4, "attention_backward_dkdv", "dv");
+                             const BufferRange* q_segments, const BufferRange* kv_segments, DType act) {
+  check_backward_inputs(q, k, v, d_o, lse, delta, shape, "attention_backward_dkdv", act);
+  check_range(dk, act_bytes(kv_elements(shape), act), "attention_backward_dkdv", "dk");
+  check_range(dv, act_bytes(kv_elements(shape), act), "attention_backward_dkdv", "dv");
   std::vector<BufferRange> reads{q, k, v, d_o, lse, delta};
   auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
   struct {
@@ -425,7 +429,7 @@ void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const Buf
     VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dk, dv});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words};
-    record_dispatch(recorder, {.shader = "attention_backward_dkdv_direct",
+    record_dispatch(recorder, {.shader = act_shader(recorder, "attention_backward_dkdv_direct", act),
                                .specialization = constants,
                                .push = push,
                                .grid = {key_tiles, shape.kv_heads, shape.batch},
@@ -437,20 +441,21 @@ void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const Buf
   TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dkdv, shape);
   uint32_t key_tiles = ceil_div(shape.seq_kv, tiles.keys);
   VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
-  record_dispatch(recorder, {.shader = "attention_backward_dkdv",
+  record_dispatch(recorder, {.shader = act_shader(recorder, "attention_backward_dkdv", act),
                              .specialization = specialization(tiles, shape.head_dim),
                              .push = push,
                              .grid = {key_tiles, shape.kv_heads, shape.batch},
                              .reads = reads,
-                             .writes = {dk, dv}});
+                             .writes = {dk, dv},
+                             .label = "attention_backward_dkdv"});
 }
 
 void attention_backward_dq(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                            const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
                            const BufferRange& dq, const AttentionShape& shape, const BufferRange* q_segments,
-                           const BufferRange* kv_segments) {
-  check_backward_inputs(q, k, v, d_o, lse, delta, shape, "attention_backward_dq");
-  check_range(dq, q_elements(shape) * 4, "attention_backward_dq", "dq");
+                           const BufferRange* kv_segments, DType act) {
+  check_backward_inputs(q, k, v, d_o, lse, delta, shape, "attention_backward_dq", act);
+  check_range(dq, act_bytes(q_elements(shape), act), "attention_backward_dq", "dq");
   std::vector<BufferRange> reads{q, k, v, d_o, lse, delta};
   auto [q_segment_address, kv_segment_address] = segment_addresses(shape, q_segments, kv_segments, reads);
   struct {
@@ -468,7 +473,7 @@ void attention_backward_dq(Recorder& recorder, const BufferRange& q, const Buffe
     DirectConfig config = direct_config(subgroup, AttentionPass::backward_dq, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dq});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
-    record_dispatch(recorder, {.shader = "attention_backward_dq_direct",
+    record_dispatch(recorder, {.shader = act_shader(recorder, "attention_backward_dq_direct", act),
                                .specialization = constants,
                                .push = push,
                                .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch},
@@ -478,21 +483,23 @@ void attention_backward_dq(Recorder& recorder, const BufferRange& q, const Buffe
     return;
   }
   TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dq, shape);
-  record_dispatch(recorder, {.shader = "attention_backward_dq",
+  record_dispatch(recorder, {.shader = act_shader(recorder, "attention_backward_dq", act),
                              .specialization = specialization(tiles, shape.head_dim),
                              .push = push,
                              .grid = {row_tile_count(shape, tiles.rows), shape.kv_heads, shape.batch},
                              .reads = reads,
-                             .writes = {dq}});
+                             .writes = {dq},
+                             .label = "attention_backward_dq"});
 }
 
 void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                         const BufferRange& o, const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
                         const BufferRange& dq, const BufferRange& dk, const BufferRange& dv,
-                        const AttentionShape& shape, const BufferRange* q_segments, const BufferRange* kv_segments) {
-  attention_backward_delta(recorder, o, d_o, delta, shape);
-  attention_backward_dkdv(recorder, q, k, v, d_o, lse, delta, dk, dv, shape, q_segments, kv_segments);
-  attention_backward_dq(recorder, q, k, v, d_o, lse, delta, dq, shape, q_segments, kv_segments);
+                        const AttentionShape& shape, const BufferRange* q_segments, const BufferRange* kv_segments,
+                        DType act) {
+  attention_backward_delta(recorder, o, d_o, delta, shape, act);
+  attention_backward_dkdv(recorder, q, k, v, d_o, lse, delta, dk, dv, shape, q_segments, kv_segments, act);
+  attention_backward_dq(recorder, q, k, v, d_o, lse, delta, dq, shape, q_segments, kv_segments, act);
 }
 
 }  // namespace vkt::kernels

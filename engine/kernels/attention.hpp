@@ -14,10 +14,14 @@
 // its own segment (packed sequences). Soft-capping (Gemma 2) caps the scaled score. A row
 // that sees no key at all gets o = 0 and lse = +inf (the flash-attention convention:
 // exp(s - lse) = 0 in the backward, so its gradients are 0 and nothing is NaN).
+// Storage: `act` (default fp32) is the type of q, k, v, o, d_o, dq, dk, dv (16-bit activations,
+// engine/kernels/act_storage.hpp); lse and delta are fp32, and the online softmax and every
+// product accumulate in fp32 whatever it is. A 16-bit forward never splits (no workspace).
 #include <cstdint>
 #include <optional>
 
 #include "engine/kernels/dispatch.hpp"
+#include "engine/kernels/types.hpp"
 
 namespace vkt::kernels {
 
@@ -49,7 +53,7 @@ uint64_t attention_forward_workspace_bytes(const AttentionShape& shape);
 void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                        const BufferRange& o, const BufferRange& lse, const AttentionShape& shape,
                        const BufferRange* q_segments = nullptr, const BufferRange* kv_segments = nullptr,
-                       const BufferRange* workspace = nullptr);
+                       const BufferRange* workspace = nullptr, DType act = DType::f32);
 
 // Gradients of attention_forward for an upstream gradient d_o; dq, dk, dv are overwritten.
 // Deterministic: no float atomics (dk/dv sum over the q heads of a group in a fixed order).
@@ -61,7 +65,7 @@ void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRa
                         const BufferRange& o, const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
                         const BufferRange& dq, const BufferRange& dk, const BufferRange& dv,
                         const AttentionShape& shape, const BufferRange* q_segments = nullptr,
-                        const BufferRange* kv_segments = nullptr);
+                        const BufferRange* kv_segments = nullptr, DType act = DType::f32);
 
 // The three passes attention_backward records, in this order (for benchmarks, which time each
 // alone; they take attention_backward's arguments).
@@ -69,15 +73,16 @@ void attention_backward(Recorder& recorder, const BufferRange& q, const BufferRa
 //   dk, dv from q, k, v, d_o, lse, delta     (dk, dv written)
 //   dq from q, k, v, d_o, lse, delta         (dq written)
 void attention_backward_delta(Recorder& recorder, const BufferRange& o, const BufferRange& d_o,
-                              const BufferRange& delta, const AttentionShape& shape);
+                              const BufferRange& delta, const AttentionShape& shape, DType act = DType::f32);
 void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                              const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
                              const BufferRange& dk, const BufferRange& dv, const AttentionShape& shape,
-                             const BufferRange* q_segments = nullptr, const BufferRange* kv_segments = nullptr);
+                             const BufferRange* q_segments = nullptr, const BufferRange* kv_segments = nullptr,
+                             DType act = DType::f32);
 void attention_backward_dq(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                            const BufferRange& d_o, const BufferRange& lse, const BufferRange& delta,
                            const BufferRange& dq, const AttentionShape& shape, const BufferRange* q_segments = nullptr,
-                           const BufferRange* kv_segments = nullptr);
+                           const BufferRange* kv_segments = nullptr, DType act = DType::f32);
 
 // Two bodies, picked per device at the first call (like the matmul's):
 // - tiled (GPUs): workgroups of 64-128 threads stage Q/K/V tiles through shared memory;

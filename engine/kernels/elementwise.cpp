@@ -5,12 +5,14 @@
 
 #include "engine/base/error.hpp"
 
+#include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
 
-void axpby(Recorder& recorder, const BufferRange& x, const BufferRange& y, uint32_t n, float alpha, float beta) {
-  uint64_t bytes = uint64_t(n) * 4;
+void axpby(Recorder& recorder, const BufferRange& x, const BufferRange& y, uint32_t n, float alpha, float beta,
+           DType act) {
+  uint64_t bytes = act_bytes(n, act);
   require_bytes(x, bytes, "axpby", "x");
   require_bytes(y, bytes, "axpby", "y");
   struct {
@@ -18,11 +20,16 @@ void axpby(Recorder& recorder, const BufferRange& x, const BufferRange& y, uint3
     uint32_t n;
     float alpha, beta;
   } push{x.address, y.address, n, alpha, beta};
-  record_dispatch(recorder, {.shader = "axpby", .push = push, .grid = grid_1d(n, 256), .reads = {x, y}, .writes = {y}});
+  record_dispatch(recorder, {.shader = act_shader(recorder, "axpby", act),
+                             .push = push,
+                             .grid = grid_1d(n, 256),
+                             .reads = {x, y},
+                             .writes = {y},
+                             .label = "axpby"});
 }
 
-void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const BufferRange* factor) {
-  require_bytes(x, uint64_t(n) * 4, "scale", "x");
+void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const BufferRange* factor, DType act) {
+  require_bytes(x, act_bytes(n, act), "scale", "x");
   if (factor) require_bytes(*factor, 4, "scale", "factor");
   struct {
     uint64_t x, factor;
@@ -31,18 +38,23 @@ void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const 
   } push{x.address, factor ? factor->address : 0, n, s};
   std::vector<BufferRange> reads{x};
   if (factor) reads.push_back(*factor);
-  record_dispatch(recorder, {.shader = "scale", .push = push, .grid = grid_1d(n, 256), .reads = reads, .writes = {x}});
+  record_dispatch(recorder, {.shader = act_shader(recorder, "scale", act),
+                             .push = push,
+                             .grid = grid_1d(n, 256),
+                             .reads = reads,
+                             .writes = {x},
+                             .label = "scale"});
 }
 
-void softcap(Recorder& recorder, const BufferRange& x, uint32_t n, float cap) {
-  require_bytes(x, uint64_t(n) * 4, "softcap", "x");
+void softcap(Recorder& recorder, const BufferRange& x, uint32_t n, float cap, DType act) {
+  require_bytes(x, act_bytes(n, act), "softcap", "x");
   VKT_ASSERT(cap > 0 && std::isfinite(cap), "softcap: cap must be positive");
   struct {
     uint64_t x, factor;
     uint32_t n;
     float s;
   } push{x.address, 0, n, cap};
-  record_dispatch(recorder, {.shader = "scale_softcap",
+  record_dispatch(recorder, {.shader = act_shader(recorder, "scale_softcap", act),
                              .push = push,
                              .grid = grid_1d(n, 256),
                              .reads = {x},
@@ -50,8 +62,9 @@ void softcap(Recorder& recorder, const BufferRange& x, uint32_t n, float cap) {
                              .label = "softcap"});
 }
 
-void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n) {
-  uint64_t bytes = uint64_t(n) * 4;
+void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n,
+         DType act) {
+  uint64_t bytes = act_bytes(n, act);
   require_bytes(a, bytes, "add", "a");
   require_bytes(b, bytes, "add", "b");
   require_bytes(out, bytes, "add", "out");
@@ -59,7 +72,12 @@ void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const B
     uint64_t a, b, out;
     uint32_t n;
   } push{a.address, b.address, out.address, n};
-  record_dispatch(recorder, {.shader = "add", .push = push, .grid = grid_1d(n, 256), .reads = {a, b}, .writes = {out}});
+  record_dispatch(recorder, {.shader = act_shader(recorder, "add", act),
+                             .push = push,
+                             .grid = grid_1d(n, 256),
+                             .reads = {a, b},
+                             .writes = {out},
+                             .label = "add"});
 }
 
 }  // namespace vkt::kernels

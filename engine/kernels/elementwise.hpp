@@ -1,23 +1,28 @@
 #pragma once
-// Element-wise kernels over fp32 vectors.
+// Element-wise kernels over fp32 vectors; scale, softcap and add also over activations stored
+// as `act` (engine/kernels/act_storage.hpp; arithmetic in fp32).
 #include "engine/kernels/dispatch.hpp"
+#include "engine/kernels/types.hpp"
 
 namespace vkt::kernels {
 
-// y = alpha * x + beta * y. x, y: (n) fp32.
-void axpby(Recorder& recorder, const BufferRange& x, const BufferRange& y, uint32_t n, float alpha, float beta);
+// y = alpha * x + beta * y. x, y: (n) act.
+void axpby(Recorder& recorder, const BufferRange& x, const BufferRange& y, uint32_t n, float alpha, float beta,
+           DType act = DType::f32);
 
 // x *= s, or x *= s * factor[0] when `factor` is given: a (1) fp32 value in device memory, for
 // per-step values of a replayed recording (e.g. the gradient-clipping coefficient).
-// x: (n) fp32, in place.
-void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const BufferRange* factor = nullptr);
+// x: (n) act, in place.
+void scale(Recorder& recorder, const BufferRange& x, uint32_t n, float s, const BufferRange* factor = nullptr,
+           DType act = DType::f32);
 
 // x = cap * tanh(x / cap) in place (Gemma 2's final_logit_softcapping on output logits; training
-// caps inside cross_entropy, with the gradient). x: (n) fp32; cap > 0.
-void softcap(Recorder& recorder, const BufferRange& x, uint32_t n, float cap);
+// caps inside cross_entropy, with the gradient). x: (n) act; cap > 0.
+void softcap(Recorder& recorder, const BufferRange& x, uint32_t n, float cap, DType act = DType::f32);
 
-// out = a + b. a, b, out: (n) fp32; out may be a or b.
-void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n);
+// out = a + b. a, b, out: (n) act; out may be a or b.
+void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const BufferRange& out, uint32_t n,
+         DType act = DType::f32);
 
 }  // namespace vkt::kernels
 

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
@@ -20,13 +21,14 @@ std::string table_shader(Recorder& recorder, const char* base, DType table_type)
 }  // namespace
 
 void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& table, DType table_type,
-               const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden) {
+               const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden, DType out_type) {
   require_index_range(uint64_t(tokens) * hidden, "embedding");
   require_index_range(uint64_t(vocab) * hidden, "embedding");
   require_bytes(ids, uint64_t(tokens) * 4, "embedding", "ids");
   require_bytes(table, uint64_t(vocab) * hidden * dtype_bytes(table_type), "embedding", "table");
-  require_bytes(out, uint64_t(tokens) * hidden * 4, "embedding", "out");
-  const std::string shader = table_shader(recorder, "embedding", table_type);
+  require_bytes(out, act_bytes(uint64_t(tokens) * hidden, out_type), "embedding", "out");
+  std::string shader = table_shader(recorder, "embedding", table_type);
+  if (out_type != DType::f32) shader = act_shader(recorder, shader + "_act", out_type);
   struct {
     uint64_t ids, table, out;
     uint32_t tokens, vocab, hidden;
@@ -49,19 +51,20 @@ uint64_t embedding_backward_workspace_bytes(uint32_t tokens, uint32_t vocab) {
 
 void embedding_backward(Recorder& recorder, const BufferRange& ids, const BufferRange& d_out,
                         const BufferRange& d_table, const BufferRange& workspace, uint32_t tokens, uint32_t vocab,
-                        uint32_t hidden) {
+                        uint32_t hidden, DType d_out_type) {
   if (tokens == 0 || hidden == 0) return;
   require_index_range(uint64_t(tokens) * hidden, "embedding_backward");
   require_index_range(uint64_t(vocab) * hidden, "embedding_backward");
   require_bytes(ids, uint64_t(tokens) * 4, "embedding_backward", "ids");
-  require_bytes(d_out, uint64_t(tokens) * hidden * 4, "embedding_backward", "d_out");
+  require_bytes(d_out, act_bytes(uint64_t(tokens) * hidden, d_out_type), "embedding_backward", "d_out");
   require_bytes(d_table, uint64_t(vocab) * hidden * 4, "embedding_backward", "d_table");
   require_bytes(workspace, embedding_backward_workspace_bytes(tokens, vocab), "embedding_backward", "workspace");
   BufferRange counts = slice(workspace, 0, (uint64_t(vocab) + 1) * 4);
   for (uint32_t first = 0; first < tokens; first += embedding_backward_tokens_per_pass) {
     uint32_t count = std::min(tokens - first, embedding_backward_tokens_per_pass);
     BufferRange pass_ids = slice(ids, uint64_t(first) * 4, uint64_t(count) * 4);
-    BufferRange pass_d_out = slice(d_out, uint64_t(first) * hidden * 4, uint64_t(count) * hidden * 4);
+    uint64_t row_bytes = act_bytes(hidden, d_out_type);
+    BufferRange pass_d_out = slice(d_out, first * row_bytes, count * row_bytes);
     BufferRange sorted = slice(workspace, sorted_offset(vocab), uint64_t(count) * 4);
 
     recorder.fill(counts, 0);
@@ -102,11 +105,12 @@ void embedding_backward(Recorder& recorder, const BufferRange& ids, const Buffer
                d_table.address,  count,          vocab,          hidden};
     Grid slot_grid = grid_1d(count, 1);  // one workgroup per sorted slot (most exit at once)
     slot_grid.z = ceil_div(hidden, 256);
-    record_dispatch(recorder, {.shader = "embedding_backward",
+    record_dispatch(recorder, {.shader = act_shader(recorder, "embedding_backward", d_out_type),
                                .push = add_push,
                                .grid = slot_grid,
                                .reads = {pass_ids, sorted, counts, pass_d_out, d_table},
-                               .writes = {d_table}});
+                               .writes = {d_table},
+                               .label = "embedding_backward"});
   }
 }
 

@@ -7,10 +7,10 @@ namespace vkt::kernels {
 
 // out[t, :] = table[ids[t], :].
 // ids: (tokens) uint32; table: (vocab, hidden) stored as table_type (fp32, fp16, bf16 bits);
-// out: (tokens, hidden) fp32. An id >= vocab yields a row of zeros (never an out-of-bounds read);
+// out: (tokens, hidden) stored as out_type (engine/kernels/act_storage.hpp). An id >= vocab yields a row of zeros (never an out-of-bounds read);
 // the data pipeline is expected to reject such ids before they get here.
 void embedding(Recorder& recorder, const BufferRange& ids, const BufferRange& table, DType table_type,
-               const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden);
+               const BufferRange& out, uint32_t tokens, uint32_t vocab, uint32_t hidden, DType out_type = DType::f32);
 
 // Tokens handled by one pass of embedding_backward: each pass's loops stay below 65535
 // iterations per invocation, which lavapipe (Mesa 22.3) silently enforces (its loop limiter
@@ -27,12 +27,12 @@ uint64_t embedding_backward_workspace_bytes(uint32_t tokens, uint32_t vocab);
 // rows are added in token order by one workgroup per (id, 256 columns); no float atomics. More
 // than embedding_backward_tokens_per_pass tokens go in passes, each adding its own sums in turn.
 // Tokens with id >= vocab contribute nothing.
-// ids: (tokens) uint32; d_out: (tokens, hidden) fp32; d_table: (vocab, hidden) fp32;
+// ids: (tokens) uint32; d_out: (tokens, hidden) d_out_type (an activation gradient); d_table: (vocab, hidden) fp32;
 // workspace: embedding_backward_workspace_bytes(tokens, vocab) bytes.
 // Per pass: count, scan, sort (a single workgroup, O(tokens * 256) comparisons), add.
 void embedding_backward(Recorder& recorder, const BufferRange& ids, const BufferRange& d_out,
                         const BufferRange& d_table, const BufferRange& workspace, uint32_t tokens, uint32_t vocab,
-                        uint32_t hidden);
+                        uint32_t hidden, DType d_out_type = DType::f32);
 
 // PEFT's trainable tokens (a few embedding rows trained, the rest frozen) in three small ops.
 // table[indices[i], :] = rows[i, :], converted to table_type; indices >= vocab are skipped.

@@ -5,6 +5,7 @@
 
 #include "engine/base/error.hpp"
 
+#include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
 #include "engine/kernels/reduce.hpp"
 
@@ -12,10 +13,10 @@ namespace vkt::kernels {
 
 void cross_entropy(Recorder& recorder, const BufferRange& logits, const BufferRange& targets,
                    const BufferRange& weights, const BufferRange& grad_scale, const BufferRange& loss, uint32_t rows,
-                   uint32_t vocab, uint32_t ignore_index, bool write_gradient, float logit_softcap) {
+                   uint32_t vocab, uint32_t ignore_index, bool write_gradient, float logit_softcap, DType logits_type) {
   uint64_t elements = uint64_t(rows) * vocab;
   require_index_range(elements, "cross_entropy");
-  require_bytes(logits, elements * 4, "cross_entropy", "logits");
+  require_bytes(logits, act_bytes(elements, logits_type), "cross_entropy", "logits");
   require_bytes(targets, uint64_t(rows) * 4, "cross_entropy", "targets");
   require_bytes(weights, uint64_t(rows) * 4, "cross_entropy", "weights");
   require_bytes(grad_scale, 4, "cross_entropy", "grad_scale");
@@ -30,12 +31,13 @@ void cross_entropy(Recorder& recorder, const BufferRange& logits, const BufferRa
   std::vector<BufferRange> writes{loss};
   if (write_gradient) writes.push_back(logits);
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  record_dispatch(recorder, {.shader = "cross_entropy",
+  record_dispatch(recorder, {.shader = act_shader(recorder, "cross_entropy", logits_type),
                              .specialization = specialization,
                              .push = push,
                              .grid = grid_1d(rows, 1),  // one workgroup per row
                              .reads = {logits, targets, weights, grad_scale},
-                             .writes = writes});
+                             .writes = writes,
+                             .label = "cross_entropy"});
 }
 
 }  // namespace vkt::kernels

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "engine/kernels/dispatch.hpp"
+#include "engine/kernels/types.hpp"
 
 namespace vkt::kernels {
 
@@ -22,10 +23,12 @@ constexpr uint32_t ignore_target = 0xffffffffu;  // a target that contributes no
 // With write_gradient false the logits are left untouched (evaluation).
 // logit_softcap > 0 (Gemma 2's final_logit_softcapping): the loss sees c * tanh(logits / c) and
 // dlogits is the gradient with respect to the raw logits (times 1 - tanh^2); 0: no capping.
+// logits_type: the storage of logits/dlogits (engine/kernels/act_storage.hpp); the softmax, the
+// loss and its sums are fp32 whatever it is.
 void cross_entropy(Recorder& recorder, const BufferRange& logits, const BufferRange& targets,
                    const BufferRange& weights, const BufferRange& grad_scale, const BufferRange& loss, uint32_t rows,
                    uint32_t vocab, uint32_t ignore_index = ignore_target, bool write_gradient = true,
-                   float logit_softcap = 0.0f);
+                   float logit_softcap = 0.0f, DType logits_type = DType::f32);
 
 }  // namespace vkt::kernels
 

@@ -3,17 +3,18 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
 #include "engine/kernels/reduce.hpp"
 
 namespace vkt::kernels {
 
 void rmsnorm(Recorder& recorder, const BufferRange& x, const BufferRange& weight, const BufferRange& y,
-             const BufferRange& rstd, uint32_t rows, uint32_t cols, float eps, float weight_offset) {
+             const BufferRange& rstd, uint32_t rows, uint32_t cols, float eps, float weight_offset, DType act) {
   uint64_t elements = uint64_t(rows) * cols;
   require_index_range(elements, "rmsnorm");
-  require_bytes(x, elements * 4, "rmsnorm", "x");
-  require_bytes(y, elements * 4, "rmsnorm", "y");
+  require_bytes(x, act_bytes(elements, act), "rmsnorm", "x");
+  require_bytes(y, act_bytes(elements, act), "rmsnorm", "y");
   require_bytes(weight, uint64_t(cols) * 4, "rmsnorm", "weight");
   require_bytes(rstd, uint64_t(rows) * 4, "rmsnorm", "rstd");
   struct {
@@ -22,7 +23,7 @@ void rmsnorm(Recorder& recorder, const BufferRange& x, const BufferRange& weight
     float eps, weight_offset;
   } push{x.address, weight.address, y.address, rstd.address, rows, cols, eps, weight_offset};
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  record_dispatch(recorder, {.shader = "rmsnorm",
+  record_dispatch(recorder, {.shader = act_shader(recorder, "rmsnorm", act),
                              .specialization = specialization,
                              .push = push,
                              .grid = grid_1d(rows, 1),  // one workgroup per row
@@ -35,12 +36,12 @@ uint64_t rmsnorm_backward_workspace_bytes(uint32_t rows, uint32_t cols) { return
 void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& x, const BufferRange& weight,
                       const BufferRange& rstd, const BufferRange& dx, const BufferRange* d_weight,
                       const BufferRange& workspace, uint32_t rows, uint32_t cols, bool accumulate_dx,
-                      float weight_offset) {
+                      float weight_offset, DType act) {
   uint64_t elements = uint64_t(rows) * cols;
   require_index_range(elements, "rmsnorm_backward");
-  require_bytes(dy, elements * 4, "rmsnorm_backward", "dy");
-  require_bytes(x, elements * 4, "rmsnorm_backward", "x");
-  require_bytes(dx, elements * 4, "rmsnorm_backward", "dx");
+  require_bytes(dy, act_bytes(elements, act), "rmsnorm_backward", "dy");
+  require_bytes(x, act_bytes(elements, act), "rmsnorm_backward", "x");
+  require_bytes(dx, act_bytes(elements, act), "rmsnorm_backward", "dx");
   require_bytes(weight, uint64_t(cols) * 4, "rmsnorm_backward", "weight");
   require_bytes(rstd, uint64_t(rows) * 4, "rmsnorm_backward", "rstd");
   VKT_ASSERT(!(accumulate_dx && dx.overlaps(dy)), "rmsnorm_backward: dx may be dy only when not accumulating");
@@ -54,7 +55,7 @@ void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRan
       uint64_t dy, x, rstd, partials;
       uint32_t rows, cols, col_lanes, rows_per_block;
     } push{dy.address, x.address, rstd.address, partials.address, rows, cols, plan.col_lanes, plan.rows_per_block};
-    record_dispatch(recorder, {.shader = "rmsnorm_backward_weight",
+    record_dispatch(recorder, {.shader = act_shader(recorder, "rmsnorm_backward_weight", act),
                                .push = push,
                                .grid = {ceil_div(cols, plan.col_lanes), plan.row_blocks, 1},
                                .reads = {dy, x, rstd},
@@ -68,7 +69,7 @@ void rmsnorm_backward(Recorder& recorder, const BufferRange& dy, const BufferRan
   } push{dy.address, x.address, weight.address,          rstd.address, dx.address,
          rows,       cols,      accumulate_dx ? 1u : 0u, weight_offset};
   const uint32_t specialization[] = {row_threads(recorder.context())};
-  record_dispatch(recorder, {.shader = "rmsnorm_backward",
+  record_dispatch(recorder, {.shader = act_shader(recorder, "rmsnorm_backward", act),
                              .specialization = specialization,
                              .push = push,
                              .grid = grid_1d(rows, 1),

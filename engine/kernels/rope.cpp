@@ -4,6 +4,7 @@
 #include <numbers>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
 
 namespace vkt::kernels {
@@ -67,12 +68,12 @@ std::vector<float> rope_inv_freq(uint32_t head_dim, double theta, const RopeScal
 namespace {
 void rope_dispatch(Recorder& recorder, const char* shader, const BufferRange& x, const BufferRange& out,
                    const BufferRange& positions, const BufferRange& inv_freq, uint32_t rows, uint32_t heads,
-                   uint32_t head_dim, float attention_scaling) {
+                   uint32_t head_dim, float attention_scaling, DType act) {
   VKT_ASSERT(head_dim % 2 == 0, std::string(shader) + ": head_dim must be even");
   uint64_t elements = uint64_t(rows) * heads * head_dim;
   require_index_range(elements, shader);
-  require_bytes(x, elements * 4, shader, "x");
-  require_bytes(out, elements * 4, shader, "out");
+  require_bytes(x, act_bytes(elements, act), shader, "x");
+  require_bytes(out, act_bytes(elements, act), shader, "out");
   require_bytes(positions, uint64_t(rows) * 4, shader, "positions");
   require_bytes(inv_freq, uint64_t(head_dim / 2) * 4, shader, "inv_freq");
   struct {
@@ -80,11 +81,12 @@ void rope_dispatch(Recorder& recorder, const char* shader, const BufferRange& x,
     uint32_t rows, heads, head_dim;
     float attention_scaling;
   } push{x.address, out.address, positions.address, inv_freq.address, rows, heads, head_dim, attention_scaling};
-  record_dispatch(recorder, {.shader = shader,
+  record_dispatch(recorder, {.shader = act_shader(recorder, shader, act),
                              .push = push,
                              .grid = grid_1d(elements / 2, 256),
                              .reads = {x, positions, inv_freq},
-                             .writes = {out}});
+                             .writes = {out},
+                             .label = shader});
 }
 
 void rope_reference(const float* x, float* out, const uint32_t* positions, const float* inv_freq, uint32_t rows,
@@ -106,14 +108,15 @@ void rope_reference(const float* x, float* out, const uint32_t* positions, const
 }  // namespace
 
 void rope(Recorder& recorder, const BufferRange& x, const BufferRange& out, const BufferRange& positions,
-          const BufferRange& inv_freq, uint32_t rows, uint32_t heads, uint32_t head_dim, float attention_scaling) {
-  rope_dispatch(recorder, "rope", x, out, positions, inv_freq, rows, heads, head_dim, attention_scaling);
+          const BufferRange& inv_freq, uint32_t rows, uint32_t heads, uint32_t head_dim, float attention_scaling,
+          DType act) {
+  rope_dispatch(recorder, "rope", x, out, positions, inv_freq, rows, heads, head_dim, attention_scaling, act);
 }
 
 void rope_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& dx, const BufferRange& positions,
                    const BufferRange& inv_freq, uint32_t rows, uint32_t heads, uint32_t head_dim,
-                   float attention_scaling) {
-  rope_dispatch(recorder, "rope_backward", dy, dx, positions, inv_freq, rows, heads, head_dim, attention_scaling);
+                   float attention_scaling, DType act) {
+  rope_dispatch(recorder, "rope_backward", dy, dx, positions, inv_freq, rows, heads, head_dim, attention_scaling, act);
 }
 
 }  // namespace vkt::kernels

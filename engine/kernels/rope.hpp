@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/kernels/dispatch.hpp"
+#include "engine/kernels/types.hpp"
 
 namespace vkt::kernels {
 
@@ -31,17 +32,18 @@ RopeScaling::Type rope_type_from_name(const std::string& name);
 // powf) does; torch's vectorized path (Sleef, 1-ulp) differs by 1 ulp on ~0.7% of entries.
 std::vector<float> rope_inv_freq(uint32_t head_dim, double theta, const RopeScaling& scaling = {});
 
-// x: (rows, heads, head_dim) fp32; out: same shape, may be x (in place);
+// x: (rows, heads, head_dim) act; out: same shape and type, may be x (in place);
 // positions: (rows) uint32 (restart at 0 for each packed document); inv_freq: (head_dim / 2) fp32.
 // cos and sin are multiplied by attention_scaling (1 for default, linear and llama3).
+// act: the storage type of x/out, dy/dx (engine/kernels/act_storage.hpp), arithmetic in fp32.
 void rope(Recorder& recorder, const BufferRange& x, const BufferRange& out, const BufferRange& positions,
-          const BufferRange& inv_freq, uint32_t rows, uint32_t heads, uint32_t head_dim,
-          float attention_scaling = 1.0f);
+          const BufferRange& inv_freq, uint32_t rows, uint32_t heads, uint32_t head_dim, float attention_scaling = 1.0f,
+          DType act = DType::f32);
 
-// The inverse rotation: dx = R^T dy. dy, dx: (rows, heads, head_dim) fp32; dx may be dy.
+// The inverse rotation: dx = R^T dy. dy, dx: (rows, heads, head_dim) act; dx may be dy.
 void rope_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& dx, const BufferRange& positions,
                    const BufferRange& inv_freq, uint32_t rows, uint32_t heads, uint32_t head_dim,
-                   float attention_scaling = 1.0f);
+                   float attention_scaling = 1.0f, DType act = DType::f32);
 
 }  // namespace vkt::kernels
 

@@ -12,9 +12,9 @@ namespace vkt::model {
 using kernels::DType;
 
 namespace {
-BufferRange slice_rows(const BufferRange& range, uint32_t rows, uint32_t cols) {
+BufferRange slice_rows(const BufferRange& range, uint32_t rows, uint32_t cols, DType type) {
   BufferRange slice = range;
-  slice.bytes = static_cast<uint64_t>(rows) * cols * 4;
+  slice.bytes = static_cast<uint64_t>(rows) * cols * kernels::dtype_bytes(type);
   VKT_ASSERT(slice.bytes <= range.bytes, "scratch too small");
   return slice;
 }
@@ -23,8 +23,8 @@ BufferRange slice_rows(const BufferRange& range, uint32_t rows, uint32_t cols) {
 BufferRange lora_input(Recorder& recorder, const Linear& layer, const BufferRange& x, uint32_t rows,
                        const LinearScratch& scratch) {
   if (layer.lora->dropout <= 0) return x;
-  BufferRange dropped = slice_rows(scratch.dropout_x, rows, layer.in);
-  kernels::dropout(recorder, x, dropped, DType::f32, static_cast<uint64_t>(rows) * layer.in, layer.lora->dropout,
+  BufferRange dropped = slice_rows(scratch.dropout_x, rows, layer.in, layer.act);
+  kernels::dropout(recorder, x, dropped, layer.act, static_cast<uint64_t>(rows) * layer.in, layer.lora->dropout,
                    layer.lora->rng_layer, scratch.step_state);
   return dropped;
 }
@@ -34,22 +34,22 @@ void linear_lora_intermediate(Recorder& recorder, const Linear& layer, const Buf
                               const LinearScratch& scratch) {
   if (!layer.lora) return;
   const LoraParams& lora = *layer.lora;
-  BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank);
+  BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank, layer.act);
   BufferRange input = lora_input(recorder, layer, x, rows, scratch);
   // t = dropout(x)·Aᵀ : (rows, r)
-  kernels::matmul_nt(recorder, input, DType::f32, kernels::dense_f32(lora.a), t, DType::f32, rows, lora.rank, layer.in);
+  kernels::matmul_nt(recorder, input, layer.act, kernels::dense_f32(lora.a), t, layer.act, rows, lora.rank, layer.in);
 }
 
 void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
                     const LinearScratch& scratch) {
   const BufferRange* bias = layer.bias.bytes ? &layer.bias : nullptr;
-  kernels::matmul_nt(recorder, x, DType::f32, layer.weight, y, DType::f32, rows, layer.out, layer.in, 1.0f, 0.0f, bias);
+  kernels::matmul_nt(recorder, x, layer.act, layer.weight, y, layer.act, rows, layer.out, layer.in, 1.0f, 0.0f, bias);
   if (!layer.lora) return;
   const LoraParams& lora = *layer.lora;
   linear_lora_intermediate(recorder, layer, x, rows, scratch);
-  BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank);
+  BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank, layer.act);
   // y += s·t·Bᵀ
-  kernels::matmul_nt(recorder, t, DType::f32, kernels::dense_f32(lora.b), y, DType::f32, rows, layer.out, lora.rank,
+  kernels::matmul_nt(recorder, t, layer.act, kernels::dense_f32(lora.b), y, layer.act, rows, layer.out, lora.rank,
                      lora.scale, 1.0f);
 }
 
@@ -58,40 +58,41 @@ void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange&
   const bool want_dx = dx.bytes > 0;  // an empty dx skips the input gradient
   // dx = dy·W (+ dx)
   if (want_dx)
-    kernels::matmul_nn(recorder, dy, DType::f32, layer.weight, dx, DType::f32, rows, layer.out, layer.in, 1.0f,
+    kernels::matmul_nn(recorder, dy, layer.act, layer.weight, dx, layer.act, rows, layer.out, layer.in, 1.0f,
                        accumulate_dx ? 1.0f : 0.0f);
   if (layer.grad_weight.bytes) {
     // dW += dyᵀ·x
-    kernels::matmul_tn(recorder, dy, DType::f32, x, DType::f32, layer.grad_weight, rows, layer.out, layer.in, 1.0f,
-                       1.0f);
+    kernels::matmul_tn(recorder, dy, layer.act, x, layer.act, layer.grad_weight, rows, layer.out, layer.in, 1.0f, 1.0f);
   }
-  if (layer.grad_bias.bytes)
+  if (layer.grad_bias.bytes) {
+    VKT_ASSERT(layer.act == DType::f32, "bias gradients read dy in fp32 (the model refuses 16-bit activations here)");
     kernels::sum_rows(recorder, dy, layer.grad_bias, scratch.reduce_workspace, rows, layer.out, true);
+  }
   if (!layer.lora) return;
   const LoraParams& lora = *layer.lora;
-  BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank);
-  BufferRange dt = slice_rows(scratch.grad_lora_t, rows, lora.rank);
+  BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank, layer.act);
+  BufferRange dt = slice_rows(scratch.grad_lora_t, rows, lora.rank, layer.act);
   // dB += s·dyᵀ·t : (out, r)
-  kernels::matmul_tn(recorder, dy, DType::f32, t, DType::f32, lora.grad_b, rows, layer.out, lora.rank, lora.scale,
-                     1.0f);
+  kernels::matmul_tn(recorder, dy, layer.act, t, layer.act, lora.grad_b, rows, layer.out, lora.rank, lora.scale, 1.0f);
   // dt = s·dy·B : (rows, r)
-  kernels::matmul_nn(recorder, dy, DType::f32, kernels::dense_f32(lora.b), dt, DType::f32, rows, layer.out, lora.rank,
+  kernels::matmul_nn(recorder, dy, layer.act, kernels::dense_f32(lora.b), dt, layer.act, rows, layer.out, lora.rank,
                      lora.scale, 0.0f);
   // dA += dtᵀ·dropout(x) : (r, in); the same mask as the forward (same step state).
   BufferRange input = lora_input(recorder, layer, x, rows, scratch);
-  kernels::matmul_tn(recorder, dt, DType::f32, input, DType::f32, lora.grad_a, rows, lora.rank, layer.in, 1.0f, 1.0f);
+  kernels::matmul_tn(recorder, dt, layer.act, input, layer.act, lora.grad_a, rows, lora.rank, layer.in, 1.0f, 1.0f);
   // dx += dropout'(dt·A): with dropout the mask applies on the way back.
   if (!want_dx) return;
   if (lora.dropout <= 0) {
-    kernels::matmul_nn(recorder, dt, DType::f32, kernels::dense_f32(lora.a), dx, DType::f32, rows, lora.rank, layer.in,
+    kernels::matmul_nn(recorder, dt, layer.act, kernels::dense_f32(lora.a), dx, layer.act, rows, lora.rank, layer.in,
                        1.0f, 1.0f);
   } else {
-    BufferRange through = slice_rows(scratch.dropout_x, rows, layer.in);
-    kernels::matmul_nn(recorder, dt, DType::f32, kernels::dense_f32(lora.a), through, DType::f32, rows, lora.rank,
+    BufferRange through = slice_rows(scratch.dropout_x, rows, layer.in, layer.act);
+    kernels::matmul_nn(recorder, dt, layer.act, kernels::dense_f32(lora.a), through, layer.act, rows, lora.rank,
                        layer.in, 1.0f, 0.0f);
-    kernels::dropout_backward(recorder, through, through, DType::f32, static_cast<uint64_t>(rows) * layer.in,
+    kernels::dropout_backward(recorder, through, through, layer.act, static_cast<uint64_t>(rows) * layer.in,
                               lora.dropout, lora.rng_layer, scratch.step_state);
-    kernels::axpby(recorder, through, dx, static_cast<uint32_t>(static_cast<uint64_t>(rows) * layer.in), 1.0f, 1.0f);
+    kernels::axpby(recorder, through, dx, static_cast<uint32_t>(static_cast<uint64_t>(rows) * layer.in), 1.0f, 1.0f,
+                   layer.act);
   }
 }
 

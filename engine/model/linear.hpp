@@ -30,18 +30,22 @@ struct Linear {
   BufferRange grad_weight;  // (out, in) fp32, full finetuning only (weight must be fp32)
   BufferRange grad_bias;    // (out) fp32, full finetuning only
   const LoraParams* lora = nullptr;
+  // Storage of the activations: x, y, dx, dy and the LoRA intermediates t, dt and dropout(x)
+  // (spec::RunSettings::activation_dtype); the matmuls accumulate in fp32 and every weight,
+  // weight gradient and LoRA parameter stays fp32.
+  kernels::DType act = kernels::DType::f32;
 };
 
 // Buffers a linear layer's forward/backward uses besides its input and output.
 struct LinearScratch {
-  BufferRange lora_t;            // (rows, r) fp32: dropout(x)·Aᵀ saved by the forward for the backward
-  BufferRange grad_lora_t;       // (rows, r) fp32 scratch
-  BufferRange dropout_x;         // (rows, in) fp32 scratch, when dropout > 0
+  BufferRange lora_t;            // (rows, r) Linear::act: dropout(x)·Aᵀ saved by the forward for the backward
+  BufferRange grad_lora_t;       // (rows, r) Linear::act scratch
+  BufferRange dropout_x;         // (rows, in) Linear::act scratch, when dropout > 0
   BufferRange step_state;        // kernels::StepState (dropout's RNG step)
   BufferRange reduce_workspace;  // kernels::sum_rows_workspace_bytes(rows, out) for bias gradients
 };
 
-// y: (rows, out) fp32, overwritten. x: (rows, in) fp32.
+// y: (rows, out), overwritten. x: (rows, in). Both stored as layer.act.
 void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
                     const LinearScratch& scratch);
 
@@ -50,7 +54,7 @@ void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& 
 void linear_lora_intermediate(Recorder& recorder, const Linear& layer, const BufferRange& x, uint32_t rows,
                               const LinearScratch& scratch);
 
-// Gradients for dy: (rows, out) fp32. dx: (rows, in) fp32, overwritten (or added to when
+// Gradients for dy: (rows, out). dx: (rows, in), overwritten (or added to when
 // accumulate_dx); an empty dx range skips the input gradient. LoRA gradients and full-finetuning gradients are added to (accumulation).
 // x must be the input the forward saw; scratch.lora_t the t the forward saved.
 void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& dy,

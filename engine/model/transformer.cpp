@@ -61,6 +61,15 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
     context.upload(buffers.buffer("model.embed_tokens.token_indices"), s.trainable_token_indices.data());
   }
   compute_input_gradient_ = full_ || train_embedding_ || (token_rows_ > 0 && s.training);
+  act_ = s.activation_dtype;
+  if (act_ != DType::f32 && !context.caps().storage_16bit)
+    throw UserError("device " + context.caps().name + " cannot store 16-bit buffers (storageBuffer16BitAccess)",
+                    "run without --bf16/--fp16 (fp32 activations)");
+  // Full finetuning in 16 bits (16-bit weights and gradients, fp32 master weights: issue 15 item 3)
+  // needs 16-bit weight gradients from the matmuls and a 16-bit bias row sum: not wired yet.
+  if (act_ != DType::f32 && full_)
+    throw UserError("full finetuning with 16-bit activations (--bf16/--fp16) is not supported yet",
+                    "use --method lora or qlora with --bf16/--fp16, or full finetuning in fp32");
   if (config.o_bias)
     throw UserError("this model has an o_proj bias (attention_bias with Llama), which vktune does not support yet",
                     "use a model without attention_bias, or Qwen2 (q/k/v biases only)");
@@ -174,6 +183,7 @@ Linear Transformer::linear(uint32_t layer, Module module) const {
     if (l.bias.bytes) l.grad_bias = range("grad." + bias);
   }
   l.lora = lora(layer, module);
+  l.act = act_;
   return l;
 }
 
@@ -291,7 +301,7 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   const kernels::AttentionShape attention = layer_attention(pass.attention, layer);
   const float rope_scaling = rope_attention_factor();
   kernels::rmsnorm(r, a.input, range(prefix + "input_layernorm.weight"), a.norm_attn, a.rstd_attn, rows, hidden_, eps,
-                   offset);
+                   offset, act_);
   const bool qk_norm = config_.qk_norm;
   const BufferRange q_out = qk_norm ? a.q_pre_norm : a.q, k_out = qk_norm ? a.k_pre_norm : a.k;
   linear_forward(r, linear(layer, Module::q_proj), a.norm_attn, q_out, rows, scratch(a, Module::q_proj));
@@ -299,17 +309,17 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   linear_forward(r, linear(layer, Module::v_proj), a.norm_attn, a.v, rows, scratch(a, Module::v_proj));
   if (qk_norm) {  // Qwen3, Gemma 3: each head of q and k is a row of head_dim to normalise, before RoPE
     kernels::rmsnorm(r, a.q_pre_norm, range(prefix + "self_attn.q_norm.weight"), a.q, a.rstd_q, rows * heads_,
-                     head_dim_, eps, offset);
+                     head_dim_, eps, offset, act_);
     kernels::rmsnorm(r, a.k_pre_norm, range(prefix + "self_attn.k_norm.weight"), a.k, a.rstd_k, rows * kv_heads_,
-                     head_dim_, eps, offset);
+                     head_dim_, eps, offset, act_);
   }
-  kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_, rope_scaling);
-  kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_, rope_scaling);
+  kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_, rope_scaling, act_);
+  kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_, rope_scaling, act_);
   if (!pass.decode) {
-    kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, &segments);
+    kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, &segments, nullptr, nullptr, act_);
   } else {
     // Append this step's keys and values to the cache, then attend over everything cached.
-    const uint32_t kv_bytes = kv_heads_ * head_dim_ * 4;
+    const uint32_t kv_bytes = kv_heads_ * head_dim_ * kernels::dtype_bytes(act_);  // the cache holds act_ rows
     const BufferRange k_cache = range("kv.layers." + std::to_string(layer) + ".k");
     const BufferRange v_cache = range("kv.layers." + std::to_string(layer) + ".v");
     r.copy(rows_of(a.k, 0, rows, kv_bytes), rows_of(k_cache, pass.past, rows, kv_bytes));
@@ -317,21 +327,21 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
     const BufferRange workspace = buffers_.optional_range("attention.workspace");
     kernels::attention_forward(r, a.q, rows_of(k_cache, 0, pass.past + rows, kv_bytes),
                                rows_of(v_cache, 0, pass.past + rows, kv_bytes), a.attn, a.lse, attention, nullptr,
-                               nullptr, workspace.bytes ? &workspace : nullptr);
+                               nullptr, workspace.bytes ? &workspace : nullptr, act_);
   }
   // mid = input + o_proj(attn)   (Gemma: input + post_attention_layernorm(o_proj(attn)))
   linear_forward(r, linear(layer, Module::o_proj), a.attn, gemma ? a.o_pre : a.mid, rows, scratch(a, Module::o_proj));
   if (gemma)
     kernels::rmsnorm(r, a.o_pre, range(prefix + "post_attention_layernorm.weight"), a.mid, a.rstd_post_attn, rows,
-                     hidden_, eps, offset);
-  kernels::axpby(r, a.input, a.mid, rows * hidden_, 1.0f, 1.0f);
-  kernels::rmsnorm(r, a.mid, range(prefix + mlp_norm_name()), a.norm_mlp, a.rstd_mlp, rows, hidden_, eps, offset);
+                     hidden_, eps, offset, act_);
+  kernels::axpby(r, a.input, a.mid, rows * hidden_, 1.0f, 1.0f, act_);
+  kernels::rmsnorm(r, a.mid, range(prefix + mlp_norm_name()), a.norm_mlp, a.rstd_mlp, rows, hidden_, eps, offset, act_);
   linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows, scratch(a, Module::gate_proj));
   linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows, scratch(a, Module::up_proj));
   if (gemma)
-    kernels::geglu(r, a.gate, a.up, a.act, rows * intermediate_);
+    kernels::geglu(r, a.gate, a.up, a.act, rows * intermediate_, act_);
   else
-    kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_);
+    kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_, act_);
   if (!out && !gemma) {
     // Recomputation for the backward needs no output, only down_proj's LoRA intermediate.
     linear_lora_intermediate(r, linear(layer, Module::down_proj), a.act, rows, scratch(a, Module::down_proj));
@@ -343,10 +353,10 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   if (gemma) {
     // Recomputation keeps down_pre and the norm's rstd; its output goes to grad_act.norm, free then.
     kernels::rmsnorm(r, a.down_pre, range(prefix + "post_feedforward_layernorm.weight"),
-                     out ? *out : range("grad_act.norm"), a.rstd_post_mlp, rows, hidden_, eps, offset);
+                     out ? *out : range("grad_act.norm"), a.rstd_post_mlp, rows, hidden_, eps, offset, act_);
     if (!out) return;
   }
-  kernels::axpby(r, a.mid, *out, rows * hidden_, 1.0f, 1.0f);
+  kernels::axpby(r, a.mid, *out, rows * hidden_, 1.0f, 1.0f, act_);
 }
 
 void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivations& a) {
@@ -368,41 +378,41 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
     BufferRange d_post_mlp = norm_gradient("post_feedforward_layernorm.weight");
     kernels::rmsnorm_backward(r, residual, a.down_pre, range(prefix + "post_feedforward_layernorm.weight"),
                               a.rstd_post_mlp, d_norm, full_ ? &d_post_mlp : nullptr, workspace, rows_, hidden_, false,
-                              offset);
+                              offset, act_);
   }
   linear_backward(r, linear(layer, Module::down_proj), a.act, gemma ? d_norm : residual, d_act, false, rows_,
                   scratch(a, Module::down_proj));
   if (gemma)
-    kernels::geglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
+    kernels::geglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_, act_);
   else
-    kernels::swiglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_);
+    kernels::swiglu_backward(r, d_act, a.gate, a.up, d_gate, d_up, rows_ * intermediate_, act_);
   linear_backward(r, linear(layer, Module::gate_proj), a.norm_mlp, d_gate, d_norm, false, rows_,
                   scratch(a, Module::gate_proj));
   linear_backward(r, linear(layer, Module::up_proj), a.norm_mlp, d_up, d_norm, true, rows_,
                   scratch(a, Module::up_proj));
   BufferRange d_mlp_norm = norm_gradient(mlp_norm_name());
   kernels::rmsnorm_backward(r, d_norm, a.mid, range(prefix + mlp_norm_name()), a.rstd_mlp, residual,
-                            full_ ? &d_mlp_norm : nullptr, workspace, rows_, hidden_, true, offset);
+                            full_ ? &d_mlp_norm : nullptr, workspace, rows_, hidden_, true, offset, act_);
   // Attention: mid = input + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(input).
   // Gemma: mid = input + post_attention_layernorm(o(...)), q and k through q_norm/k_norm before RoPE.
   if (gemma) {
     BufferRange d_post_attn = norm_gradient("post_attention_layernorm.weight");
     kernels::rmsnorm_backward(r, residual, a.o_pre, range(prefix + "post_attention_layernorm.weight"), a.rstd_post_attn,
-                              d_norm, full_ ? &d_post_attn : nullptr, workspace, rows_, hidden_, false, offset);
+                              d_norm, full_ ? &d_post_attn : nullptr, workspace, rows_, hidden_, false, offset, act_);
   }
   linear_backward(r, linear(layer, Module::o_proj), a.attn, gemma ? d_norm : residual, d_attn, false, rows_,
                   scratch(a, Module::o_proj));
   kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
-                              layer_attention(attention_shape(), layer), &segments);
-  kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_, rope_attention_factor());
-  kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_, rope_attention_factor());
+                              layer_attention(attention_shape(), layer), &segments, nullptr, act_);
+  kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_, rope_attention_factor(), act_);
+  kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_, rope_attention_factor(), act_);
   if (config_.qk_norm) {  // back through q_norm/k_norm, in place (dq, dk now hold d(pre-norm q, k))
     for (auto [d, pre_norm, rstd, heads, norm] :
          {std::tuple{dq, a.q_pre_norm, a.rstd_q, heads_, "self_attn.q_norm.weight"},
           std::tuple{dk, a.k_pre_norm, a.rstd_k, kv_heads_, "self_attn.k_norm.weight"}}) {
       BufferRange d_weight = norm_gradient(norm);
       kernels::rmsnorm_backward(r, d, pre_norm, range(prefix + norm), rstd, d, full_ ? &d_weight : nullptr, workspace,
-                                rows_ * heads, head_dim_, false, offset);
+                                rows_ * heads, head_dim_, false, offset, act_);
     }
   }
   // Below layer 0 only the embedding is left: LoRA runs skip the input gradient there.
@@ -414,7 +424,7 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   if (need_input_gradient) {
     BufferRange d_in_norm = norm_gradient("input_layernorm.weight");
     kernels::rmsnorm_backward(r, d_norm, a.input, range(prefix + "input_layernorm.weight"), a.rstd_attn, residual,
-                              full_ ? &d_in_norm : nullptr, workspace, rows_, hidden_, true, offset);
+                              full_ ? &d_in_norm : nullptr, workspace, rows_, hidden_, true, offset, act_);
   }
 }
 
@@ -435,13 +445,14 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
   const bool tied_token_rows = token_rows_ > 0 && head_name_ == "model.embed_tokens.weight";
   const BufferRange norm = range("act.final.norm");
   const uint32_t chunk = static_cast<uint32_t>(plan_.logits_chunk_rows);
-  const uint32_t row_bytes = hidden_ * 4, logit_bytes = vocab_ * 4;
+  // The logits stay fp32 (a chunk of workspace, never saved): x and d(final norm) are activations.
+  const uint32_t row_bytes = hidden_ * kernels::dtype_bytes(act_), logit_bytes = vocab_ * 4;
   for (uint32_t first = 0; first < rows_; first += chunk) {
     uint32_t count = std::min(chunk, rows_ - first);
     BufferRange x = rows_of(norm, first, count, row_bytes);
     BufferRange logits = logits_out ? rows_of(*logits_out, first, count, logit_bytes)
                                     : rows_of(range("logits.chunk"), 0, count, logit_bytes);
-    kernels::matmul_nt(r, x, DType::f32, head, logits, DType::f32, count, vocab_, hidden_);
+    kernels::matmul_nt(r, x, act_, head, logits, DType::f32, count, vocab_, hidden_);
     if (!loss) {  // output logits: Gemma 2 caps them (training caps inside the cross-entropy)
       if (config_.final_logit_softcapping > 0)
         kernels::softcap(r, logits, count * vocab_, static_cast<float>(config_.final_logit_softcapping));
@@ -454,17 +465,17 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
                            gradients, static_cast<float>(config_.final_logit_softcapping));
     if (!gradients) continue;
     // d(final norm) = dlogits · W_head ; full finetuning: dW_head += dlogitsᵀ · norm.
-    kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes),
-                       DType::f32, count, vocab_, hidden_);
+    kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes), act_,
+                       count, vocab_, hidden_);
     if (full_ || train_head_)
-      kernels::matmul_tn(r, logits, DType::f32, x, DType::f32, range("grad." + head_name), count, vocab_, hidden_, 1.0f,
+      kernels::matmul_tn(r, logits, DType::f32, x, act_, range("grad." + head_name), count, vocab_, hidden_, 1.0f,
                          1.0f);
     if (tied_token_rows) {  // d(token rows) += dlogits[:, indices]ᵀ · norm
       const BufferRange token_logits = rows_of(range("grad_act.token_logits"), 0, count, token_rows_ * 4);
       kernels::gather_columns(r, logits, range("model.embed_tokens.token_indices"), token_logits, count, vocab_,
                               token_rows_);
-      kernels::matmul_tn(r, token_logits, DType::f32, x, DType::f32, range("grad.model.embed_tokens.token_delta"),
-                         count, token_rows_, hidden_, 1.0f, 1.0f);
+      kernels::matmul_tn(r, token_logits, DType::f32, x, act_, range("grad.model.embed_tokens.token_delta"), count,
+                         token_rows_, hidden_, 1.0f, 1.0f);
     }
   }
   if (loss)
@@ -494,15 +505,16 @@ void Transformer::record_body(Recorder& r) {
   write_token_rows(r);
   DType table_type = embedding_type();
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, layer_input(0), rows_,
-                     vocab_, hidden_);
-  if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale());
+                     vocab_, hidden_, act_);
+  if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale(), nullptr, act_);
   const bool recompute_set = checkpointing_ || !plan_.settings.training;
   for (uint32_t layer = 0; layer < layers_; layer++) {
     BufferRange out = layer_input(layer + 1);
     layer_forward(r, layer, activations(layer, recompute_set), &out, training_pass());
   }
   kernels::rmsnorm(r, layer_input(layers_), range("model.norm.weight"), range("act.final.norm"),
-                   range("act.final.rstd"), rows_, hidden_, static_cast<float>(config_.rms_norm_eps), norm_offset());
+                   range("act.final.rstd"), rows_, hidden_, static_cast<float>(config_.rms_norm_eps), norm_offset(),
+                   act_);
 }
 
 void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
@@ -514,7 +526,7 @@ void Transformer::record_backward(Recorder& r) {
   BufferRange d_final = full_ ? range("grad.model.norm.weight") : BufferRange{};
   kernels::rmsnorm_backward(r, range("grad_act.norm"), layer_input(layers_), range("model.norm.weight"),
                             range("act.final.rstd"), range("grad_act.residual"), full_ ? &d_final : nullptr,
-                            range("workspace.reduce"), rows_, hidden_, false, norm_offset());
+                            range("workspace.reduce"), rows_, hidden_, false, norm_offset(), act_);
   for (uint32_t layer = layers_; layer-- > 0;) {
     LayerActivations acts = activations(layer, checkpointing_);
     if (checkpointing_) layer_forward(r, layer, acts, nullptr, training_pass());  // recompute its activations
@@ -522,16 +534,16 @@ void Transformer::record_backward(Recorder& r) {
   }
   // The layers saw the table's rows times the scale: so do the gradients of the trained rows.
   if ((full_ || train_embedding_ || token_rows_ > 0) && config_.gemma)
-    kernels::scale(r, range("grad_act.residual"), rows_ * hidden_, embedding_scale());
+    kernels::scale(r, range("grad_act.residual"), rows_ * hidden_, embedding_scale(), nullptr, act_);
   if (full_ || train_embedding_)
     kernels::embedding_backward(r, range("input.ids"), range("grad_act.residual"),
                                 range("grad.model.embed_tokens.weight"), range("workspace.reduce"), rows_, vocab_,
-                                hidden_);
+                                hidden_, act_);
   if (token_rows_ > 0) {  // the trained rows' gradients: the embedding's, summed by slot
     const BufferRange slots = range("input.token_slots");
     kernels::token_slots(r, range("input.ids"), range("model.embed_tokens.token_indices"), slots, rows_, token_rows_);
     kernels::embedding_backward(r, slots, range("grad_act.residual"), range("grad.model.embed_tokens.token_delta"),
-                                range("workspace.reduce"), rows_, token_rows_, hidden_);
+                                range("workspace.reduce"), rows_, token_rows_, hidden_, act_);
   }
 }
 
@@ -551,18 +563,18 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   write_token_rows(r);
   DType table_type = embedding_type();
   const BufferRange stream = range("act.stream");
+  const uint32_t row_bytes = hidden_ * kernels::dtype_bytes(act_);
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, stream, rows, vocab_,
-                     hidden_);
-  if (config_.gemma) kernels::scale(r, rows_of(stream, 0, rows, hidden_ * 4), rows * hidden_, embedding_scale());
+                     hidden_, act_);
+  if (config_.gemma)
+    kernels::scale(r, rows_of(stream, 0, rows, row_bytes), rows * hidden_, embedding_scale(), nullptr, act_);
   for (uint32_t layer = 0; layer < layers_; layer++) layer_forward(r, layer, activations(layer, true), &stream, pass);
   // Only the last row's logits are needed to pick the next token.
-  const uint32_t row_bytes = hidden_ * 4;
   BufferRange last = rows_of(stream, rows - 1, 1, row_bytes);
   BufferRange norm = rows_of(range("act.final.norm"), 0, 1, row_bytes);
   kernels::rmsnorm(r, last, range("model.norm.weight"), norm, rows_of(range("act.final.rstd"), 0, 1, 4), 1, hidden_,
-                   static_cast<float>(config_.rms_norm_eps), norm_offset());
-  kernels::matmul_nt(r, norm, DType::f32, lm_head_ref(), rows_of(logits, 0, 1, vocab_ * 4), DType::f32, 1, vocab_,
-                     hidden_);
+                   static_cast<float>(config_.rms_norm_eps), norm_offset(), act_);
+  kernels::matmul_nt(r, norm, act_, lm_head_ref(), rows_of(logits, 0, 1, vocab_ * 4), DType::f32, 1, vocab_, hidden_);
   if (config_.final_logit_softcapping > 0)
     kernels::softcap(r, rows_of(logits, 0, 1, vocab_ * 4), vocab_, static_cast<float>(config_.final_logit_softcapping));
 }

@@ -146,6 +146,9 @@ class Transformer {
   uint32_t token_rows_ = 0;
   std::string head_name_;  // the lm_head's table: "lm_head.weight", or the tied embedding
   kernels::DType dense_type_ = kernels::DType::f32;
+  // Storage of every saved activation and activation gradient, and of the KV cache's rows
+  // (RunSettings::activation_dtype). rstd, lse, logits and losses stay fp32.
+  kernels::DType act_ = kernels::DType::f32;
   std::vector<std::array<LoraParams, spec::module_count>> lora_;
   std::vector<std::array<bool, spec::module_count>> has_lora_;
   std::unordered_map<std::string, float> absmax_offsets_;

@@ -196,6 +196,7 @@ bool is_target(const RunSettings& s, Module module) {
   return std::find(s.target_modules.begin(), s.target_modules.end(), module) != s.target_modules.end();
 }
 
+
 // The activations one layer's forward produces and its backward reads, with `prefix` naming
 // the set ("act.layers.3." or "act.recompute."). `include_input` adds the layer input.
 void layer_activations(Builder& b, const std::string& prefix, const ModelShape& m, const RunSettings& s, uint64_t rows,
@@ -463,8 +464,8 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     if (token_rows > 0) {  // each token's row in the trained set (embedding_backward's ids)
       b.add("input.token_slots", Category::workspace, rows * 4);
       if (m.tied_embeddings && !untied) {  // the tied lm_head's logit gradients of those rows, per chunk
-        uint64_t chunk = std::min(rows, std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * f)));
-        b.add("grad_act.token_logits", Category::workspace, chunk * token_rows * f);
+        uint64_t chunk = std::min(rows, std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * 4)));
+        b.add("grad_act.token_logits", Category::workspace, chunk * token_rows * 4);
       }
     }
     if (!full && s.lora_dropout > 0)
@@ -479,9 +480,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.add("act.final.norm", Category::activations, rows * m.hidden * a);
   }
   // Logits are computed for a chunk of rows at a time (fused cross-entropy).
-  uint64_t chunk_rows = std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * f));
+  uint64_t chunk_rows = std::max<uint64_t>(1, s.logits_chunk_bytes / (m.vocab * 4));
   plan.logits_chunk_rows = std::min(rows, chunk_rows);
-  b.add("logits.chunk", Category::workspace, plan.logits_chunk_rows * m.vocab * f);
+  b.add("logits.chunk", Category::workspace, plan.logits_chunk_rows * m.vocab * 4);
   if (!training && s.kv_cache_tokens > 0) {
     kernels::AttentionShape decode;
     decode.batch = 1;

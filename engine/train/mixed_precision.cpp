@@ -22,11 +22,10 @@ void refuse_unwired_precision(const TrainConfig& config) {
   if (config.method == spec::Method::full)
     throw UserError("--method full " + flag + (config.pure_bf16 ? " --pure-bf16" : "") +
                         " (16-bit weights with fp32 master weights and states) cannot train yet",
-                    "16-bit activations are being wired; `vktune plan --method full " + flag +
-                        "` already shows the memory. Train in fp32 meanwhile (leave " + flag + " out)");
-  throw UserError(flag + " cannot train yet: activations are stored in fp32 only",
-                  "16-bit activations are being wired; `vktune plan " + flag +
-                      "` already shows the memory. Train in fp32 meanwhile (leave " + flag + " out)");
+                    "16-bit weights with master copies are not wired yet (LoRA and QLoRA train with " + flag +
+                        "); `vktune plan --method full " + flag +
+                        "` already shows the memory. Train fully in fp32 meanwhile (leave " + flag + " out)");
+  // LoRA and QLoRA store activations and their gradients in 16 bits (engine/kernels/act_storage.hpp).
 }
 
 }  // namespace vkt::train

@@ -12,8 +12,8 @@ kernels::DType activation_dtype(const TrainConfig& config);
 // --bf16 with --fp16, or --pure-bf16 without --method full --bf16: UserError (train and plan).
 void validate_precision_flags(const TrainConfig& config);
 
-// UserError for a training run with 16-bit activations (or 16-bit full finetuning) while the
-// kernels store activations in fp32 only: `vktune plan` already sizes such runs.
+// UserError for 16-bit full finetuning (16-bit weights + fp32 master weights and states), which
+// the model does not implement yet: `vktune plan` already sizes such runs. LoRA/QLoRA pass.
 void refuse_unwired_precision(const TrainConfig& config);
 
 }  // namespace vkt::train

@@ -590,7 +590,7 @@ TrainSummary TrainingRun::run() {
   if (!monitor_) monitor_ = &own_monitor_;
   monitor_->set_state(RunState::starting);
   validate(config_);
-  refuse_unwired_precision(config_);  // until the 16-bit activation kernels land
+  refuse_unwired_precision(config_);  // 16-bit full finetuning, until its weights path lands
   best_ = std::make_unique<BestModelTracker>(best_model_settings(config_));
   prepare_data();  // everything that can fail on bad input happens before output is written
   info_.identity_json = run_identity(config_).dump(-1, ' ', false, json::error_handler_t::replace);
