@@ -109,8 +109,10 @@ TensorList::TensorList(vk::Context& context, std::vector<OptimizerTensor> tensor
     VKT_ASSERT(tensor.param.bytes >= bytes && tensor.grad.bytes >= bytes, what + ": param/grad range too small");
     VKT_ASSERT(tensor.param.address % 4 == 0 && tensor.grad.address % 4 == 0, what + ": unaligned fp32 range");
     bool has0 = tensor.state0.address != 0, has1 = tensor.state1.address != 0;
-    if (has0) VKT_ASSERT(tensor.state0.bytes >= bytes && tensor.state0.address % 4 == 0, what + ": state0 range");
-    if (has1) VKT_ASSERT(tensor.state1.bytes >= bytes && tensor.state1.address % 4 == 0, what + ": state1 range");
+    // 8-bit states: (count) codes padded to 4 bytes, then an fp32 absmax per 256-block.
+    uint64_t state_bytes = tensor.states_8bit ? (bytes / 4 + 3) / 4 * 4 + 4ull * ceil_div(tensor.count, 256) : bytes;
+    if (has0) VKT_ASSERT(tensor.state0.bytes >= state_bytes && tensor.state0.address % 4 == 0, what + ": state0 range");
+    if (has1) VKT_ASSERT(tensor.state1.bytes >= state_bytes && tensor.state1.address % 4 == 0, what + ": state1 range");
     has_state0_ = has_state0_ && has0;
     has_state1_ = has_state1_ && has1;
     Entry entry{};
@@ -127,8 +129,8 @@ TensorList::TensorList(vk::Context& context, std::vector<OptimizerTensor> tensor
     element_count_ += tensor.count;
     params.push_back(prefix(tensor.param, bytes));
     grads.push_back(prefix(tensor.grad, bytes));
-    if (has0) states.push_back(prefix(tensor.state0, bytes));
-    if (has1) states.push_back(prefix(tensor.state1, bytes));
+    if (has0) states.push_back(prefix(tensor.state0, state_bytes));
+    if (has1) states.push_back(prefix(tensor.state1, state_bytes));
   }
   VKT_ASSERT(chunks <= std::numeric_limits<uint32_t>::max(), name + ": too many chunks");
   chunk_count_ = static_cast<uint32_t>(chunks);

@@ -103,6 +103,7 @@ struct OptimizerTensor {
   uint32_t count = 0;
   float lr_scale = 1.0f;     // multiplies the learning rate (e.g. LoRA+ for B)
   float decay_scale = 1.0f;  // multiplies weight decay (0: no decay, e.g. norms and biases)
+  bool states_8bit = false;  // state0/1 hold blockwise 8-bit codes + absmax (optimizer_8bit.hpp), not fp32
 };
 
 // The device table of a list of tensors plus the norm kernel's partial sums: built and uploaded

@@ -127,8 +127,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
-  s.optimizer = c.optim;
-  s.offload_optimizer = c.offload_optimizer;
+  s.optimizer = spec::optimizer_update_rule(c.optim);  // paged_* place states as --offload-optimizer
+  s.offload_optimizer = c.offload_optimizer || spec::optimizer_is_paged(c.optim);
   s.lora_dropout = static_cast<float>(c.lora_dropout);
   model::LoraSettings extras;
   model::parse_modules_to_save(c.modules_to_save, extras);
