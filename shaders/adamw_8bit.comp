@@ -2,7 +2,7 @@
 #extension GL_GOOGLE_include_directive : require
 // adamw_8bit: bitsandbytes' AdamW(optim_bits=8) over every tensor of a TensorList, as bnb 0.50.2's
 // CPU kernels compute it (backends/cpu/ops.py), one workgroup per chunk:
-// * tensors of at least min_8bit_elements (bnb's min_8bit_size, 4096): states kept as blockwise
+// * tensors of at least MIN_8BIT_ELEMENTS (bnb's min_8bit_size, 4096): states kept as blockwise
 //   8-bit codes + one fp32 absmax per 256-block (state0 = exp_avg with the signed dynamic map,
 //   state1 = exp_avg_sq with the unsigned one; codes first, absmax at byte align4(count)):
 //     m = dequant(m); v = dequant(v);  m = fma(1 - b1, g, m * b1);  v = fma((1 - b2) * g, g, v * b2)
@@ -31,8 +31,9 @@ layout(push_constant) uniform Push {
   float one_minus_beta2;
   float eps;
   float weight_decay;
-  uint min_8bit_elements;
-} p;
+} p;  // adamw.comp's push constants (kernels::record_adamw_shader)
+
+const uint MIN_8BIT_ELEMENTS = 4096u;  // bnb's min_8bit_size (kernels::blockwise_8bit_min_elements)
 
 shared uint packed_codes[256];  // per thread: m code | v code << 8
 
@@ -58,7 +59,7 @@ void main() {
   uint end = min(begin + p.chunk_elements, tensor.count);
   uint t = gl_LocalInvocationID.x;
 
-  if (tensor.count < p.min_8bit_elements) {
+  if (tensor.count < MIN_8BIT_ELEMENTS) {
     FloatBuffer exp_avg = FloatBuffer(tensor.state0);
     FloatBuffer exp_avg_sq = FloatBuffer(tensor.state1);
     precise float step_size_32 = -(step_size * bias_correction2_sqrt);

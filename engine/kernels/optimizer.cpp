@@ -187,9 +187,14 @@ void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& st
 }
 
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config) {
-  check_step_state(step_state, "adamw");
+  record_adamw_shader(recorder, list, step_state, config, "adamw");
+}
+
+void record_adamw_shader(Recorder& recorder, const TensorList& list, const BufferRange& step_state,
+                         const AdamWConfig& config, const char* shader) {
+  check_step_state(step_state, shader);
   VKT_ASSERT(list.has_state0() && list.has_state1(),
-             "adamw: every tensor needs exp_avg (state0) and exp_avg_sq (state1)");
+             std::string(shader) + ": every tensor needs exp_avg (state0) and exp_avg_sq (state1)");
   // Flat, in the shader's std430 order (a nested struct would be padded to 8 bytes).
   struct {
     uint64_t table, step_state;
@@ -207,7 +212,7 @@ void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_s
          config.eps,
          config.weight_decay};
   static_assert(offsetof(decltype(push), weight_decay) == 48, "push constants must match shaders/adamw.comp");
-  record_dispatch(recorder, {.shader = "adamw",
+  record_dispatch(recorder, {.shader = shader,
                              .push = push,
                              .grid = grid_1d(list.chunk_count(), 1),
                              .reads = joined({&list.param_spans(), &list.grad_spans(), &list.state_spans()},

@@ -179,6 +179,9 @@ void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& st
 // g * grad_scale * clip_coefficient; at step 1 the moments start from zero whatever the
 // state buffers hold. Reads step, learning_rate, adam_step_size, adam_bias_correction2_sqrt.
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config);
+// adamw's dispatch with another shader of the same push constants (adamw_8bit).
+void record_adamw_shader(Recorder& recorder, const TensorList& list, const BufferRange& step_state,
+                         const AdamWConfig& config, const char* shader);
 
 // One SGD step (state0 = momentum buffer when momentum != 0). Reads step and learning_rate;
 // nothing at all when StepState.flags has a step_flag_non_finite bit.

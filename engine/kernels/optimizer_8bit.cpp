@@ -43,37 +43,10 @@ uint64_t adamw_8bit_state_bytes(uint64_t count) {
 }
 
 void adamw_8bit(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config) {
-  require_bytes(step_state, sizeof(StepState), "adamw_8bit", "step_state");
-  VKT_ASSERT(list.has_state0() && list.has_state1(), "adamw_8bit: every tensor needs exp_avg and exp_avg_sq");
   for (const OptimizerTensor& tensor : list.tensors())
     VKT_ASSERT(tensor.states_8bit == (tensor.count >= blockwise_8bit_min_elements),
                "adamw_8bit: tensors of at least 4096 elements (and only those) keep 8-bit states");
-  struct {
-    uint64_t table, step_state;
-    uint32_t tensor_count, chunk_count, chunk_elements;
-    float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
-    uint32_t min_8bit_elements;
-  } push{list.table().address,
-         step_state.address,
-         list.tensor_count(),
-         list.chunk_count(),
-         list.chunk_elements(),
-         static_cast<float>(config.beta1),
-         static_cast<float>(config.beta2),
-         static_cast<float>(1.0 - config.beta1),
-         static_cast<float>(1.0 - config.beta2),
-         config.eps,
-         config.weight_decay,
-         blockwise_8bit_min_elements};
-  static_assert(offsetof(decltype(push), min_8bit_elements) == 52, "push constants must match adamw_8bit.comp");
-  std::vector<BufferRange> reads = {list.table(), step_state}, writes;
-  for (const auto* spans : {&list.param_spans(), &list.grad_spans(), &list.state_spans()})
-    reads.insert(reads.end(), spans->begin(), spans->end());
-  for (const auto* spans : {&list.param_spans(), &list.state_spans()})
-    writes.insert(writes.end(), spans->begin(), spans->end());
-  record_dispatch(
-      recorder,
-      {.shader = "adamw_8bit", .push = push, .grid = grid_1d(list.chunk_count(), 1), .reads = reads, .writes = writes});
+  record_adamw_shader(recorder, list, step_state, config, "adamw_8bit");
 }
 
 void quantize_blockwise_8bit(Recorder& recorder, const BufferRange& x, const BufferRange& codes,
