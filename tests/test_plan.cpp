@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/plan/plan.hpp"
 
 using namespace vkt;
@@ -141,6 +142,37 @@ TEST_CASE("categories add up and follow the settings") {
   MemoryPlan full_plan = make_plan(llama2_13b(), full);
   CHECK(full_plan.parameters.trainable == full_plan.parameters.total);
   CHECK(full_plan.bytes(vk::Category::optimizer_state) == full_plan.parameters.total * 8);
+
+  // adamw_8bit (bitsandbytes' blockwise states): 1 B per value + an fp32 absmax per 256 for each of
+  // the two states on tensors of >= 4096 values (the 13B's norms, 5120, too); smaller ones keep fp32.
+  RunSettings full_8bit = full;
+  full_8bit.optimizer = spec::Optimizer::adamw_8bit;
+  MemoryPlan plan_8bit = make_plan(llama2_13b(), full_8bit);
+  const double states_8bit = double(plan_8bit.bytes(vk::Category::optimizer_state));
+  CHECK(states_8bit <= 0.3 * double(full_plan.bytes(vk::Category::optimizer_state)));
+  CHECK(states_8bit >= 2.0 * double(full_plan.parameters.total) * (1 + 4.0 / 256));
+  CHECK(plan_8bit.bytes(vk::Category::gradients) == full_plan.bytes(vk::Category::gradients));
+  const uint64_t proj = 5120ull * 5120;  // one q_proj: codes then 102400 absmax, per state
+  CHECK(plan_8bit.find("adam_m.model.layers.0.self_attn.q_proj.weight").bytes == proj + 4 * proj / 256);
+  CHECK(plan_8bit.find("adam_v.model.layers.0.input_layernorm.weight").bytes == 5120 + 4 * 20);
+  CHECK(kernels::adamw_8bit_state_bytes(4095) == 4 * 4095);
+  CHECK(kernels::adamw_8bit_state_bytes(4097) == 4100 + 4 * 17);
+  RunSettings sgd = full;
+  sgd.optimizer = spec::Optimizer::sgd;
+  CHECK(make_plan(llama2_13b(), sgd).bytes(vk::Category::optimizer_state) == 0);
+}
+
+TEST_CASE("optimizer names: HF's --optim names, paged_* = the update with offloaded states") {
+  using spec::Optimizer;
+  CHECK(std::string(spec::optimizer_name(Optimizer::adamw)) == "adamw_torch");
+  CHECK(enum_from_name(spec::optimizer_names(), "adamw") == Optimizer::adamw);
+  CHECK(enum_from_name(spec::optimizer_names(), "paged_adamw_8bit") == Optimizer::paged_adamw_8bit);
+  CHECK(spec::optimizer_update_rule(Optimizer::paged_adamw_8bit) == Optimizer::adamw_8bit);
+  CHECK(spec::optimizer_update_rule(Optimizer::paged_adamw_32bit) == Optimizer::adamw);
+  CHECK(spec::optimizer_is_paged(Optimizer::paged_adamw_32bit));
+  CHECK_FALSE(spec::optimizer_is_paged(Optimizer::adamw_8bit));
+  CHECK(enum_name_list(spec::optimizer_names()) ==
+        "adamw_torch, adamw_8bit, paged_adamw_32bit, paged_adamw_8bit, sgd, momentum");
 }
 
 TEST_CASE("modules_to_save and trainable tokens: fp32 parameters, gradients and AdamW states in their categories") {

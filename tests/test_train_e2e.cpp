@@ -208,6 +208,17 @@ TEST_CASE("train: with modules_to_save and trainable tokens a resumed run repeat
   check_resume(full, 4, 4);
 }
 
+TEST_CASE("train: adamw_8bit resumes bit for bit (8-bit states and absmax in the checkpoint); run.json names it") {
+  train::TrainConfig full = tiny_config("resume-8bit-reference");
+  full.max_steps = 8;
+  full.optim = spec::Optimizer::adamw_8bit;
+  full.modules_to_save = "lm_head";  // a tensor of >= 4096 values: its states are 8-bit codes + absmax
+  check_resume(full, 4, 4);
+  const json run = json::parse(std::ifstream(fs::path(full.output_dir) / "run.json"));
+  const json& settings = run.contains("config") ? run["config"] : run;
+  CHECK(settings.value("optim", "") == "adamw_8bit");
+}
+
 TEST_CASE("train: bad input gives a clear error and leaves no output") {
   fs::path root = test::binary_dir() / "test-output" / "e2e";
   auto expect_error = [&](train::TrainConfig config, const std::string& expected, const std::string& name) {
@@ -264,6 +275,7 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     bool checkpointing;
     const char* modules_to_save = "";  // PEFT's extras: whole fp32 modules, or a few embedding rows
     const char* token_indices = "";
+    spec::Optimizer optim = spec::Optimizer::adamw;
   };
   using spec::Method;
   for (Case c :
@@ -271,12 +283,15 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
         Case{"qlora-ckpt", Method::qlora, true}, Case{"full", Method::full, false},
         Case{"full-ckpt", Method::full, true},
         Case{"qlora-modules-to-save", Method::qlora, false, "embed_tokens,lm_head"},
-        Case{"lora-trainable-tokens", Method::lora, false, "", "3,17,40"}, Case{"gguf-q8_0", Method::lora, false}}) {
+        Case{"lora-trainable-tokens", Method::lora, false, "", "3,17,40"}, Case{"gguf-q8_0", Method::lora, false},
+        Case{"full-adamw_8bit", Method::full, false, "", "", spec::Optimizer::adamw_8bit},
+        Case{"lora-paged_adamw_8bit", Method::lora, false, "", "", spec::Optimizer::paged_adamw_8bit}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;
     config.modules_to_save = c.modules_to_save;
     config.trainable_token_indices = c.token_indices;
+    config.optim = c.optim;
     config.max_steps = 2;
     if (std::string(c.name) == "gguf-q8_0") {  // a GGUF base kept in its Q8_0 blocks (--quant gguf)
       config.model = (test::source_dir() / "tests/data/gguf/tiny_llama.q8_0.gguf").string();
@@ -293,6 +308,12 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
         CHECK(measured == 0);
       else
         CHECK(std::fabs(measured - planned) / planned <= 0.10);
+    }
+    if (c.optim != spec::Optimizer::adamw) {  // 8-bit states: the ledger holds exactly the planned bytes
+      CHECK(summary.plan.settings.optimizer == spec::Optimizer::adamw_8bit);
+      CHECK(summary.plan.settings.page_optimizer == spec::optimizer_is_paged(c.optim));
+      CHECK(summary.measured.category_peak(vk::Category::optimizer_state) ==
+            summary.plan.bytes(vk::Category::optimizer_state));
     }
     double planned_total = double(summary.plan.total_bytes());
     double measured_total = double(summary.measured.total_peak - summary.measured.category_peak(vk::Category::staging));

@@ -109,8 +109,10 @@ TensorList::TensorList(vk::Context& context, std::vector<OptimizerTensor> tensor
     VKT_ASSERT(tensor.param.bytes >= bytes && tensor.grad.bytes >= bytes, what + ": param/grad range too small");
     VKT_ASSERT(tensor.param.address % 4 == 0 && tensor.grad.address % 4 == 0, what + ": unaligned fp32 range");
     bool has0 = tensor.state0.address != 0, has1 = tensor.state1.address != 0;
-    if (has0) VKT_ASSERT(tensor.state0.bytes >= bytes && tensor.state0.address % 4 == 0, what + ": state0 range");
-    if (has1) VKT_ASSERT(tensor.state1.bytes >= bytes && tensor.state1.address % 4 == 0, what + ": state1 range");
+    // 8-bit states: (count) codes padded to 4 bytes, then an fp32 absmax per 256-block.
+    uint64_t state_bytes = tensor.states_8bit ? (bytes / 4 + 3) / 4 * 4 + 4ull * ceil_div(tensor.count, 256) : bytes;
+    if (has0) VKT_ASSERT(tensor.state0.bytes >= state_bytes && tensor.state0.address % 4 == 0, what + ": state0 range");
+    if (has1) VKT_ASSERT(tensor.state1.bytes >= state_bytes && tensor.state1.address % 4 == 0, what + ": state1 range");
     has_state0_ = has_state0_ && has0;
     has_state1_ = has_state1_ && has1;
     Entry entry{};
@@ -127,8 +129,8 @@ TensorList::TensorList(vk::Context& context, std::vector<OptimizerTensor> tensor
     element_count_ += tensor.count;
     params.push_back(prefix(tensor.param, bytes));
     grads.push_back(prefix(tensor.grad, bytes));
-    if (has0) states.push_back(prefix(tensor.state0, bytes));
-    if (has1) states.push_back(prefix(tensor.state1, bytes));
+    if (has0) states.push_back(prefix(tensor.state0, state_bytes));
+    if (has1) states.push_back(prefix(tensor.state1, state_bytes));
   }
   VKT_ASSERT(chunks <= std::numeric_limits<uint32_t>::max(), name + ": too many chunks");
   chunk_count_ = static_cast<uint32_t>(chunks);
@@ -185,9 +187,14 @@ void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& st
 }
 
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config) {
-  check_step_state(step_state, "adamw");
+  record_adamw_shader(recorder, list, step_state, config, "adamw");
+}
+
+void record_adamw_shader(Recorder& recorder, const TensorList& list, const BufferRange& step_state,
+                         const AdamWConfig& config, const char* shader) {
+  check_step_state(step_state, shader);
   VKT_ASSERT(list.has_state0() && list.has_state1(),
-             "adamw: every tensor needs exp_avg (state0) and exp_avg_sq (state1)");
+             std::string(shader) + ": every tensor needs exp_avg (state0) and exp_avg_sq (state1)");
   // Flat, in the shader's std430 order (a nested struct would be padded to 8 bytes).
   struct {
     uint64_t table, step_state;
@@ -205,7 +212,7 @@ void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_s
          config.eps,
          config.weight_decay};
   static_assert(offsetof(decltype(push), weight_decay) == 48, "push constants must match shaders/adamw.comp");
-  record_dispatch(recorder, {.shader = "adamw",
+  record_dispatch(recorder, {.shader = shader,
                              .push = push,
                              .grid = grid_1d(list.chunk_count(), 1),
                              .reads = joined({&list.param_spans(), &list.grad_spans(), &list.state_spans()},

@@ -103,6 +103,7 @@ struct OptimizerTensor {
   uint32_t count = 0;
   float lr_scale = 1.0f;     // multiplies the learning rate (e.g. LoRA+ for B)
   float decay_scale = 1.0f;  // multiplies weight decay (0: no decay, e.g. norms and biases)
+  bool states_8bit = false;  // state0/1 hold blockwise 8-bit codes + absmax (optimizer_8bit.hpp), not fp32
 };
 
 // The device table of a list of tensors plus the norm kernel's partial sums: built and uploaded
@@ -180,6 +181,9 @@ void grad_norm(Recorder& recorder, const TensorList& list, const BufferRange& st
 // g * grad_scale * clip_coefficient; at step 1 the moments start from zero whatever the
 // state buffers hold. Reads step, learning_rate, adam_step_size, adam_bias_correction2_sqrt.
 void adamw(Recorder& recorder, const TensorList& list, const BufferRange& step_state, const AdamWConfig& config);
+// adamw's dispatch with another shader of the same push constants (adamw_8bit).
+void record_adamw_shader(Recorder& recorder, const TensorList& list, const BufferRange& step_state,
+                         const AdamWConfig& config, const char* shader);
 
 // One SGD step (state0 = momentum buffer when momentum != 0). Reads step and learning_rate;
 // nothing at all when StepState.flags has a step_flag_non_finite bit.

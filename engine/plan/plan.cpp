@@ -11,6 +11,7 @@
 #include "engine/kernels/embedding.hpp"
 #include "engine/kernels/norm.hpp"
 #include "engine/kernels/optimizer.hpp"
+#include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/kernels/reduce.hpp"
 
 namespace vkt::plan {
@@ -133,6 +134,9 @@ class Builder {
     if (s.optimizer == Optimizer::adamw) {
       add("adam_m." + name, Category::optimizer_state, elements * 4, state_kind);
       add("adam_v." + name, Category::optimizer_state, elements * 4, state_kind);
+    } else if (s.optimizer == Optimizer::adamw_8bit) {
+      add("adam_m." + name, Category::optimizer_state, kernels::adamw_8bit_state_bytes(elements), state_kind);
+      add("adam_v." + name, Category::optimizer_state, kernels::adamw_8bit_state_bytes(elements), state_kind);
     } else if (s.optimizer == Optimizer::momentum) {
       add("momentum." + name, Category::optimizer_state, elements * 4, state_kind);
     }

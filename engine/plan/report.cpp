@@ -144,6 +144,11 @@ std::string format_report(const PlanReport& report) {
   out << line("optimizer states on device", double(plan.bytes(Category::optimizer_state, MemoryKind::device)));
   if (const uint64_t master = master_weight_bytes(plan)) out << line("  of which fp32 master weights", double(master));
   out << line("optimizer states offloaded to host", double(plan.bytes(Category::optimizer_state, MemoryKind::offload)));
+  if (const uint64_t trainable = plan.bytes(Category::gradients) / 4) {  // every trainable value has an fp32 gradient
+    std::snprintf(text, sizeof text, "  optimizer states: %.3f B per trainable parameter (%s)\n",
+                  double(plan.bytes(Category::optimizer_state)) / double(trainable), optimizer_name(s.optimizer));
+    out << text;
+  }
   out << line("activations", double(plan.bytes(Category::activations)));
   out << line("workspace (logits chunk, scratch)", double(plan.bytes(Category::workspace)));
   out << line("total on the device", double(plan.device_bytes()));

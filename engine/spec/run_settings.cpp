@@ -15,8 +15,13 @@ std::span<const NameEntry<Method>> method_names() {
 const char* method_name(Method method) { return enum_name(method_names(), method); }
 
 std::span<const NameEntry<Optimizer>> optimizer_names() {
-  static constexpr NameEntry<Optimizer> names[] = {
-      {Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}, {Optimizer::momentum, "momentum"}};
+  static constexpr NameEntry<Optimizer> names[] = {{Optimizer::adamw, "adamw_torch"},
+                                                   {Optimizer::adamw, "adamw"},  // vktune's older spelling
+                                                   {Optimizer::adamw_8bit, "adamw_8bit"},
+                                                   {Optimizer::paged_adamw_32bit, "paged_adamw_32bit"},
+                                                   {Optimizer::paged_adamw_8bit, "paged_adamw_8bit"},
+                                                   {Optimizer::sgd, "sgd"},
+                                                   {Optimizer::momentum, "momentum"}};
   return names;
 }
 
@@ -25,6 +30,9 @@ const char* optimizer_name(Optimizer optimizer) { return enum_name(optimizer_nam
 uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
   switch (optimizer) {
     case Optimizer::adamw:
+    case Optimizer::adamw_8bit:
+    case Optimizer::paged_adamw_32bit:
+    case Optimizer::paged_adamw_8bit:
       return 2;
     case Optimizer::momentum:
       return 1;
@@ -32,6 +40,16 @@ uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
       return 0;
   }
   return 0;
+}
+
+Optimizer optimizer_update_rule(Optimizer optimizer) {
+  if (optimizer == Optimizer::paged_adamw_32bit) return Optimizer::adamw;
+  if (optimizer == Optimizer::paged_adamw_8bit) return Optimizer::adamw_8bit;
+  return optimizer;
+}
+
+bool optimizer_is_paged(Optimizer optimizer) {
+  return optimizer == Optimizer::paged_adamw_32bit || optimizer == Optimizer::paged_adamw_8bit;
 }
 
 WeightFormat linear_weight_format(const RunSettings& settings, uint64_t layer, Module module) {

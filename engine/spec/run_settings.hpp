@@ -17,12 +17,16 @@ using kernels::DType;
 using kernels::WeightFormat;
 
 enum class Method : uint8_t { lora, qlora, full };
-enum class Optimizer : uint8_t { adamw, sgd, momentum };
+// HF TrainingArguments' --optim names. paged_* are the same updates with states in host memory the
+// GPU reads (--offload-optimizer): optimizer_update_rule and optimizer_is_paged split them.
+enum class Optimizer : uint8_t { adamw, sgd, momentum, adamw_8bit, paged_adamw_32bit, paged_adamw_8bit };
 std::span<const NameEntry<Method>> method_names();        // the --method names: lora, qlora, full
-std::span<const NameEntry<Optimizer>> optimizer_names();  // the --optim names: adamw, sgd, momentum
+std::span<const NameEntry<Optimizer>> optimizer_names();  // the --optim names: adamw_torch (adamw), sgd, ...
 const char* method_name(Method method);
 const char* optimizer_name(Optimizer optimizer);
-uint32_t optimizer_states_per_parameter(Optimizer optimizer);  // adamw 2, momentum 1, sgd 0
+uint32_t optimizer_states_per_parameter(Optimizer optimizer);  // adamw(_8bit) 2, momentum 1, sgd 0
+Optimizer optimizer_update_rule(Optimizer optimizer);  // paged_adamw_32bit -> adamw, paged_adamw_8bit -> adamw_8bit
+bool optimizer_is_paged(Optimizer optimizer);          // paged_*: states placed as --offload-optimizer places them
 
 // What a run does, as far as memory is concerned (a subset of the trainer's flags).
 struct RunSettings {

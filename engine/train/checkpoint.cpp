@@ -53,6 +53,18 @@ model::TensorToWrite fp32_tensor(vk::Context& context, const vk::Buffer& buffer,
       }};
 }
 
+// A device buffer as raw bytes (U8): adamw_8bit's packed states (codes + fp32 absmax), which read
+// as fp32 would be arbitrary bit patterns, NaN among them.
+model::TensorToWrite byte_tensor(vk::Context& context, const vk::Buffer& buffer, const std::string& file_name) {
+  const vk::Buffer* source = &buffer;
+  return model::TensorToWrite{
+      file_name, model::FileDtype::U8, {buffer.size()}, [&context, source](model::TensorSink& sink) {
+        std::vector<uint8_t> bytes(source->size());
+        context.download(*source, bytes.data());
+        sink.write(bytes.data(), bytes.size());
+      }};
+}
+
 }  // namespace
 
 void save_checkpoint(const TrainableState& trainable, const TrainerState& state, const fs::path& output_dir) {
@@ -73,8 +85,12 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
   }
   std::vector<model::TensorToWrite> states;
   for (const auto& spec : plan.buffers)
-    if (spec.category == vk::Category::optimizer_state)
-      states.push_back(fp32_tensor(context, trainable.buffers->buffer(spec.name), spec.name));
+    if (spec.category == vk::Category::optimizer_state) {
+      const vk::Buffer& buffer = trainable.buffers->buffer(spec.name);
+      const bool packed = plan.settings.optimizer == spec::Optimizer::adamw_8bit &&
+                          spec.bytes != plan.find("grad." + spec.name.substr(spec.name.find('.') + 1)).bytes;
+      states.push_back(packed ? byte_tensor(context, buffer, spec.name) : fp32_tensor(context, buffer, spec.name));
+    }
   if (!states.empty()) model::write_safetensors(directory.path() / "optimizer.safetensors", std::move(states));
   json trainer_state = {{"version", 1},
                         {"step", state.step},
@@ -167,7 +183,17 @@ TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& pa
     model::SafetensorsFile states(path / "optimizer.safetensors");
     for (const auto& spec : plan.buffers)
       if (spec.category == vk::Category::optimizer_state) {
-        std::vector<float> values = model::to_fp32(states.tensor(spec.name));
+        const model::TensorView& saved_state = states.tensor(spec.name);
+        if (saved_state.dtype == model::FileDtype::U8) {  // adamw_8bit's packed states, as saved
+          if (saved_state.bytes.size() != spec.bytes)
+            throw UserError((path / "optimizer.safetensors").string() + ": optimizer state " + spec.name + " holds " +
+                                std::to_string(saved_state.bytes.size()) + " bytes, this run needs " +
+                                std::to_string(spec.bytes),
+                            "resume with the --optim and trainable modules of the run that wrote the checkpoint");
+          context.upload(trainable.buffers->buffer(spec.name), saved_state.bytes.data());
+          continue;
+        }
+        std::vector<float> values = model::to_fp32(saved_state);
         context.upload(trainable.buffers->buffer(spec.name), values.data());
       }
   }

@@ -7,6 +7,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/elementwise.hpp"
+#include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/train/evaluate.hpp"
 
 namespace vkt::train {
@@ -35,13 +36,15 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     kernels::OptimizerTensor tensor;
     tensor.param = buffers.range(name);
     tensor.grad = buffers.range(spec.name);
-    if (settings.optimizer == spec::Optimizer::adamw) {
+    if (settings.optimizer == spec::Optimizer::adamw || settings.optimizer == spec::Optimizer::adamw_8bit) {
       tensor.state0 = buffers.range("adam_m." + name);
       tensor.state1 = buffers.range("adam_v." + name);
     } else if (settings.optimizer == spec::Optimizer::momentum) {
       tensor.state0 = buffers.range("momentum." + name);
     }
     tensor.count = static_cast<uint32_t>(tensor.param.bytes / 4);
+    tensor.states_8bit =
+        settings.optimizer == spec::Optimizer::adamw_8bit && tensor.count >= kernels::blockwise_8bit_min_elements;
     tensor.decay_scale = norm_or_bias ? 0.0f : 1.0f;
     tensor.lr_scale = loraplus_lr_scale(name, settings.loraplus_lr_ratio);
     tensors.push_back(tensor);
@@ -66,13 +69,16 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   optimizer_ = std::make_unique<vk::Sequence>(context);
   optimizer_->record([&](vk::Recorder& r) {
     kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(settings_.max_grad_norm), &loss_step);
-    if (settings_.optimizer == spec::Optimizer::adamw) {
+    if (settings_.optimizer == spec::Optimizer::adamw || settings_.optimizer == spec::Optimizer::adamw_8bit) {
       kernels::AdamWConfig adamw;
       adamw.beta1 = settings_.beta1;
       adamw.beta2 = settings_.beta2;
       adamw.eps = static_cast<float>(settings_.epsilon);
       adamw.weight_decay = static_cast<float>(settings_.weight_decay);
-      kernels::adamw(r, *tensor_list_, step_state, adamw);
+      if (settings_.optimizer == spec::Optimizer::adamw_8bit)
+        kernels::adamw_8bit(r, *tensor_list_, step_state, adamw);
+      else
+        kernels::adamw(r, *tensor_list_, step_state, adamw);
     } else {
       kernels::SgdConfig sgd;
       sgd.momentum = settings_.optimizer == spec::Optimizer::momentum ? static_cast<float>(settings_.momentum) : 0.0f;
@@ -128,7 +134,7 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
   }
   // Skipped (overflowed) fp16 steps do not advance AdamW's step count, as in torch.
   const auto optimizer_step = static_cast<uint32_t>(scaler_ ? scaler_->optimizer_step(step) : step);
-  if (settings_.optimizer == spec::Optimizer::adamw) {
+  if (settings_.optimizer == spec::Optimizer::adamw || settings_.optimizer == spec::Optimizer::adamw_8bit) {
     kernels::AdamWConfig adamw;
     adamw.beta1 = settings_.beta1;
     adamw.beta2 = settings_.beta2;

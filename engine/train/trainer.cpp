@@ -131,9 +131,10 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
-  s.optimizer = c.optim;
+  s.optimizer = spec::optimizer_update_rule(c.optim);
   s.offload_optimizer = c.offload_optimizer;
-  s.page_optimizer = c.paged_optimizer;
+  // paged_adamw_* (HF's names) page as --paged-optimizer does: on the device while the budget allows.
+  s.page_optimizer = c.paged_optimizer || spec::optimizer_is_paged(c.optim);
   if (!c.device_memory.empty()) s.paging_budget_bytes = parse_byte_size(c.device_memory);
   s.lora_dropout = static_cast<float>(c.lora_dropout);
   model::LoraSettings extras;
