@@ -35,6 +35,7 @@ struct TrainConfig {
   kernels::WeightFormat quant = kernels::WeightFormat::f32;  // frozen base; f32 is --quant none
   bool double_quant = true;                                  // nf4: quantize the absmax values too (QLoRA)
   DTypeChoice dtype = DTypeChoice::auto_;                    // base weights and embeddings
+  spec::PeftType peft_type = spec::PeftType::lora;           // the PEFT family a non-full run trains
   // LoRA (PEFT names and defaults).
   int64_t lora_r = 8;
   double lora_alpha = 16;
@@ -99,7 +100,7 @@ struct OptionSpec {
   std::string help;
   std::variant<std::string TrainConfig::*, bool TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*,
                spec::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, DTypeChoice TrainConfig::*,
-               spec::Optimizer TrainConfig::*, ScheduleType TrainConfig::*>
+               spec::Optimizer TrainConfig::*, ScheduleType TrainConfig::*, spec::PeftType TrainConfig::*>
       field;
   bool required_somewhere = false;  // must be set by a flag or the YAML file
 };

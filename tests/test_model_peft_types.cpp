@@ -1,0 +1,194 @@
+// The PEFT families beside LoRA (--peft-type, issue 17) against PEFT 0.21.2 itself
+// (tests/reference/peft_types_golden.py; data in tests/data/peft_types/): IA3 with IA3Config's
+// defaults on tests/data/hf/llama3 (k_proj, v_proj output-scaled; down_proj input-scaled) and on
+// tests/data/hf/qwen2 (q_proj with its bias, v_proj, down_proj), every vector moved off its ones.
+// Bounds, those of model_hf: logits max-abs <= 1e-4 over the real tokens, loss relative <= 1e-5,
+// every trainable gradient and d loss/d embedding relative <= 1e-3, in fp32 and over an NF4 (+
+// double quant) base against PEFT on the bitsandbytes-exact dequantized weights; 20 AdamW steps
+// (clipping at 1.0, weight decay 0.01): each step's loss and gradient norm within 1e-4 relative.
+// The adapters vktune writes load in PEFT with the same logits (peft_load_check.json, written by the
+// reference script for adapter_format_version); export merges IA3 into the weights (PEFT's logits
+// from the merged model alone); an adapter-space merge refuses it.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
+#include "engine/merge/export.hpp"
+#include "engine/model/adapter.hpp"
+#include "engine/model/ia3.hpp"
+#include "engine/model/session.hpp"
+#include "engine/plan/plan.hpp"
+#include "engine/train/step_runner.hpp"
+#include "tests/golden_run.hpp"
+#include "tests/support.hpp"
+
+using namespace vkt;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* const kCases[] = {"ia3_llama", "ia3_qwen2"};
+
+fs::path types_dir() { return test::source_dir() / "tests/data/peft_types"; }
+fs::path base_folder(const std::string& name) {
+  return test::source_dir() / "tests/data/hf" / (name.find("qwen2") != std::string::npos ? "qwen2" : "llama3");
+}
+fs::path golden_path(const std::string& name) { return types_dir() / (name + ".golden.bin"); }
+fs::path adapter_dir(const std::string& name) { return types_dir() / name / "adapter"; }
+
+std::vector<float> adapter_logits(const test::GoldenFile& golden, const fs::path& folder, const fs::path& adapter) {
+  return test::run_golden(golden, folder, adapter, test::lora_run_settings(kernels::WeightFormat::f32)).logits;
+}
+
+}  // namespace
+
+TEST_SUITE("model_hf") {
+
+TEST_CASE("peft types: IA3 reads PEFT's adapter_config.json and sizes its vectors as PEFT does") {
+  model::AdapterFile file = model::load_adapter_config(adapter_dir("ia3_llama"));
+  CHECK(file.settings.peft_type == spec::PeftType::ia3);
+  CHECK(file.settings.targets.empty());
+  CHECK(file.settings.ia3_feedforward == std::vector<spec::Module>{spec::Module::down_proj});
+  CHECK(file.settings.ia3_targets.size() == 3);
+  spec::ModelShape llama = model::model_shape(model::load_model_config(base_folder("ia3_llama")));
+  spec::ModelShape qwen2 = model::model_shape(model::load_model_config(base_folder("ia3_qwen2")));
+  // PEFT's defaults per family (peft/utils/constants.py).
+  CHECK(model::ia3_default_targets(llama) ==
+        std::vector<spec::Module>{spec::Module::k_proj, spec::Module::v_proj, spec::Module::down_proj});
+  CHECK(model::ia3_default_targets(qwen2) ==
+        std::vector<spec::Module>{spec::Module::q_proj, spec::Module::v_proj, spec::Module::down_proj});
+  // The planner counts (kv + kv + intermediate) values per layer, trained.
+  spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+  settings.peft_type = spec::PeftType::ia3;
+  model::resolve_peft_targets(settings, "", &llama);
+  CHECK(settings.target_modules.empty());
+  plan::MemoryPlan plan = plan::make_plan(llama, settings);
+  const uint64_t kv = llama.kv_heads * llama.head_dim;
+  CHECK(plan.parameters.trainable == llama.layers * (2 * kv + llama.intermediate));
+  CHECK(plan.bytes(vk::Category::adapter_params) == plan.parameters.trainable * 4);
+  // A feedforward module outside target_modules is refused, naming the field.
+  const fs::path bad = test::temp_dir("peft-types-bad-ia3");
+  nlohmann::json config = nlohmann::json::parse(read_text_file(adapter_dir("ia3_llama") / "adapter_config.json"));
+  config["feedforward_modules"] = {"down_proj", "up_proj"};
+  write_file_atomically(bad / "adapter_config.json", config.dump());
+  CHECK_THROWS_WITH_AS(model::load_adapter_config(bad), doctest::Contains("feedforward_modules"), UserError);
+  // Phi-3's fused projections: refused with the reason.
+  spec::ModelShape fused = llama;
+  fused.fused_projections = true;
+  CHECK_THROWS_WITH_AS(model::ia3_default_targets(fused), doctest::Contains("fused"), UserError);
+}
+
+TEST_CASE("peft types: IA3 logits, loss and every gradient match PEFT (fp32, checkpointed, NF4 base)") {
+  for (const char* name : kCases) {
+    INFO(std::string(name));
+    test::GoldenErrors errors =
+        test::check_golden_variant(golden_path(name), "fp32", base_folder(name), adapter_dir(name),
+                                   test::lora_run_settings(kernels::WeightFormat::f32), test::GoldenBounds{});
+    MESSAGE(std::string(name) << " fp32: logits max-abs " << errors.logits << ", loss relative " << errors.loss
+                              << ", worst gradient relative " << errors.gradient << ", dembed relative "
+                              << errors.dembed);
+    spec::RunSettings checkpointed = test::lora_run_settings(kernels::WeightFormat::f32);
+    checkpointed.gradient_checkpointing = true;
+    test::check_golden_variant(golden_path(name), "fp32", base_folder(name), adapter_dir(name), checkpointed,
+                               test::GoldenBounds{});
+    spec::RunSettings nf4 = test::lora_run_settings(kernels::WeightFormat::nf4);
+    nf4.double_quant = true;
+    errors = test::check_golden_variant(golden_path(name), "nf4", base_folder(name), adapter_dir(name), nf4,
+                                        test::GoldenBounds{});
+    MESSAGE(std::string(name) << " nf4: logits max-abs " << errors.logits << ", loss relative " << errors.loss
+                              << ", worst gradient relative " << errors.gradient);
+  }
+}
+
+TEST_CASE("peft types: 20 AdamW steps match PEFT's trajectory (and write the adapters PEFT loads back)") {
+  auto& ctx = test::context();
+  for (const char* name : kCases) {
+    INFO(std::string(name));
+    test::GoldenFile golden(golden_path(name));
+    test::GoldenBatch batch = test::golden_batch(golden);
+    test::AdapterSession opened = test::open_adapter_session(base_folder(name), adapter_dir(name), batch);
+    train::OptimizerSettings optimizer;
+    optimizer.weight_decay = 0.01;
+    optimizer.max_grad_norm = 1.0;
+    train::StepRunner runner(ctx, *opened.session, optimizer);
+    runner.reset();
+    const double lr = golden["train.lr"].scalar();
+    auto losses = golden["train.loss"].floats();
+    auto norms = golden["train.grad_norm"].floats();
+    double worst_loss = 0, worst_norm = 0;
+    for (size_t step = 0; step < losses.size(); step++) {
+      runner.step(int64_t(step) + 1, lr, {batch});
+      double loss = runner.take_loss_sum(), norm = runner.device_state().grad_norm;
+      worst_loss = std::max(worst_loss, std::fabs(loss - losses[step]) / losses[step]);
+      worst_norm = std::max(worst_norm, std::fabs(norm - norms[step]) / norms[step]);
+      INFO("step " << step << ": loss " << loss << " vs " << losses[step] << ", grad norm " << norm << " vs "
+                   << norms[step]);
+      CHECK(std::fabs(loss - losses[step]) / losses[step] <= 1e-4);
+      CHECK(std::fabs(norm - norms[step]) / norms[step] <= 1e-4);
+    }
+    MESSAGE(std::string(name) << ": 20 steps, loss " << losses.front() << " -> " << losses.back()
+                              << ", worst relative: loss " << worst_loss << ", grad norm " << worst_norm);
+    if (std::getenv("VKT_WRITE_PEFT_TYPES")) {  // the trained adapter and its logits, for --check-vktune
+      const fs::path out = types_dir() / "vktune" / name;
+      model::save_adapter(ctx, *opened.session->buffers, opened.session->plan.shape, opened.lora,
+                          "tests/data/hf/" + base_folder(name).filename().string(), out / "adapter");
+      std::vector<float> logits = adapter_logits(golden, base_folder(name), out / "adapter");
+      const uint64_t vocab = opened.session->plan.shape.vocab;
+      std::vector<model::TensorToWrite> tensors;
+      tensors.push_back(
+          {"logits", model::FileDtype::F32, {batch.batch, batch.seq_len, vocab}, [&logits](model::TensorSink& sink) {
+             sink.write(logits.data(), logits.size() * 4);
+           }});
+      model::write_safetensors(out / "logits.safetensors", std::move(tensors));
+    }
+  }
+}
+
+TEST_CASE("peft types: PEFT loaded the adapters vktune writes (this format version) to vktune's logits") {
+  auto report = nlohmann::json::parse(read_text_file(types_dir() / "peft_load_check.json"));
+  CHECK(report.at("adapter_format_version").get<int>() == model::adapter_format_version);
+  for (const char* name : kCases) {
+    INFO(std::string(name));
+    const auto& result = report.at("cases").at(name);
+    CHECK(result.at("passed").get<bool>());
+    CHECK(result.at("logits_max_abs").get<double>() <= 1e-4);
+    MESSAGE(std::string(name) << ": PEFT's logits of vktune's adapter vs vktune's: max-abs "
+                              << result.at("logits_max_abs").get<double>());
+    test::GoldenFile golden(golden_path(name));
+    test::GoldenBatch batch = test::golden_batch(golden);
+    const fs::path written = types_dir() / "vktune" / name;
+    model::SafetensorsFile file(written / "logits.safetensors");
+    REQUIRE(file.find("logits") != nullptr);
+    std::vector<float> expected = model::to_fp32(*file.find("logits"));
+    std::vector<float> actual = adapter_logits(golden, base_folder(name), written / "adapter");
+    const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
+    CHECK(test::worst_real_row_error(actual, expected, batch, vocab) <= 1e-5);
+  }
+}
+
+TEST_CASE("peft types: export merges IA3 into the weights (rows, bias or columns) as merge_and_unload does") {
+  for (const char* name : kCases) {
+    INFO(std::string(name));
+    merge::ExportOptions options;
+    options.model = base_folder(name);
+    options.adapter = adapter_dir(name);
+    options.output = test::temp_dir(std::string("peft-types-export-") + name);
+    options.show_progress = false;
+    merge::export_merged(test::context(), options);
+    test::GoldenFile golden(golden_path(name));
+    spec::RunSettings plain = test::lora_run_settings(kernels::WeightFormat::f32);
+    plain.method = spec::Method::full;  // no adapter: the merged weights alone
+    test::GoldenRun run = test::run_golden(golden, options.output, {}, plain);
+    const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
+    double worst =
+        test::worst_real_row_error(run.logits, golden["fp32.logits"].floats(), test::golden_batch(golden), vocab);
+    MESSAGE(std::string(name) << " exported: logits max-abs " << worst);
+    CHECK(worst <= 1e-4);
+  }
+}
+
+}  // TEST_SUITE
