@@ -1,7 +1,8 @@
 // The PEFT families beside LoRA (--peft-type, issue 17) against PEFT 0.21.2 itself
 // (tests/reference/peft_types_golden.py; data in tests/data/peft_types/): IA3 with IA3Config's
 // defaults on tests/data/hf/llama3 (k_proj, v_proj output-scaled; down_proj input-scaled) and on
-// tests/data/hf/qwen2 (q_proj with its bias, v_proj, down_proj), every vector moved off its ones.
+// tests/data/hf/qwen2 (q_proj with its bias, v_proj, down_proj), every vector moved off its ones;
+// BitFit (q/k/v biases alone, vktune's file layout; PEFT has no BitFit) on qwen2 against transformers.
 // Bounds, those of model_hf: logits max-abs <= 1e-4 over the real tokens, loss relative <= 1e-5,
 // every trainable gradient and d loss/d embedding relative <= 1e-3, in fp32 and over an NF4 (+
 // double quant) base against PEFT on the bitsandbytes-exact dequantized weights; 20 AdamW steps
@@ -22,6 +23,7 @@
 #include "engine/model/ia3.hpp"
 #include "engine/model/session.hpp"
 #include "engine/plan/plan.hpp"
+#include "engine/train/config.hpp"
 #include "engine/train/step_runner.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/support.hpp"
@@ -31,7 +33,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* const kCases[] = {"ia3_llama", "ia3_qwen2"};
+const char* const kCases[] = {"ia3_llama", "ia3_qwen2", "bitfit_qwen2"};
 
 fs::path types_dir() { return test::source_dir() / "tests/data/peft_types"; }
 fs::path base_folder(const std::string& name) {
@@ -82,7 +84,43 @@ TEST_CASE("peft types: IA3 reads PEFT's adapter_config.json and sizes its vector
   CHECK_THROWS_WITH_AS(model::ia3_default_targets(fused), doctest::Contains("fused"), UserError);
 }
 
-TEST_CASE("peft types: IA3 logits, loss and every gradient match PEFT (fp32, checkpointed, NF4 base)") {
+TEST_CASE("peft types: --peft-type names PEFT's families and refuses the ones not built yet") {
+  train::TrainConfig config;
+  config.model = "m";
+  config.data = "d.jsonl";
+  config.output_dir = "out";
+  for (spec::PeftType type : {spec::PeftType::lora, spec::PeftType::ia3, spec::PeftType::bitfit}) {
+    config.peft_type = type;
+    CHECK_NOTHROW(train::validate(config));
+  }
+  for (spec::PeftType type :
+       {spec::PeftType::dora, spec::PeftType::prompt_tuning, spec::PeftType::prefix_tuning, spec::PeftType::p_tuning}) {
+    config.peft_type = type;
+    CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("is not built yet"), UserError);
+  }
+  config.peft_type = spec::PeftType::ia3;
+  config.method = spec::Method::full;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--method full"), UserError);
+}
+
+TEST_CASE("peft types: BitFit trains the q/k/v biases, and refuses a model without biases by name") {
+  spec::ModelShape llama = model::model_shape(model::load_model_config(base_folder("ia3_llama")));
+  spec::ModelShape qwen2 = model::model_shape(model::load_model_config(base_folder("bitfit_qwen2")));
+  spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+  settings.peft_type = spec::PeftType::bitfit;
+  CHECK_THROWS_WITH_AS(model::resolve_peft_targets(settings, "", &llama, "models/llama"),
+                       doctest::Contains("models/llama has no linear biases"), UserError);
+  model::resolve_peft_targets(settings, "", &qwen2, "models/qwen2");
+  CHECK(settings.target_modules.empty());
+  plan::MemoryPlan plan = plan::make_plan(qwen2, settings);
+  const uint64_t kv = qwen2.kv_heads * qwen2.head_dim;
+  CHECK(plan.parameters.trainable == qwen2.layers * (qwen2.heads * qwen2.head_dim + 2 * kv));
+  CHECK(plan.contains("grad.model.layers.1.self_attn.k_proj.bias"));
+  model::AdapterFile file = model::load_adapter_config(adapter_dir("bitfit_qwen2"));
+  CHECK(file.settings.peft_type == spec::PeftType::bitfit);
+}
+
+TEST_CASE("peft types: IA3 and BitFit logits, loss and every gradient match (fp32, checkpointed, NF4 base)") {
   for (const char* name : kCases) {
     INFO(std::string(name));
     test::GoldenErrors errors =
@@ -170,7 +208,7 @@ TEST_CASE("peft types: PEFT loaded the adapters vktune writes (this format versi
   }
 }
 
-TEST_CASE("peft types: export merges IA3 into the weights (rows, bias or columns) as merge_and_unload does") {
+TEST_CASE("peft types: export merges IA3 (rows, bias or columns) and BitFit's biases into the model") {
   for (const char* name : kCases) {
     INFO(std::string(name));
     merge::ExportOptions options;

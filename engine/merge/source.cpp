@@ -200,6 +200,9 @@ bool ModelSource::replaced_by_extras(const std::string& name) const {
   if (!adapter_) return false;
   const model::LoraSettings& lora = adapter_->file.settings;
   if (model::ia3_merges(model::model_shape(config_), lora.ia3_targets, lora.ia3_feedforward, name)) return true;
+  if (lora.peft_type == spec::PeftType::bitfit)  // the trained biases replace the model's
+    for (const auto& extra : model::adapter_extra_tensors(model::model_shape(config_), lora))
+      if (extra.buffer == name) return true;
   if (name == "model.embed_tokens.weight") return lora.save_embed_tokens || !lora.token_indices.empty();
   return name == "lm_head.weight" && lora.save_lm_head;
 }

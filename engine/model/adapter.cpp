@@ -122,6 +122,12 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
     tensors.push_back({"model.embed_tokens.token_delta",
                        "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta",
                        {lora.token_indices.size(), shape.hidden}});
+  if (lora.peft_type == spec::PeftType::bitfit && shape.qkv_bias)  // BitFit: q/k/v biases, the model's names
+    for (uint32_t layer = 0; layer < shape.layers; layer++)
+      for (Module module : {Module::q_proj, Module::k_proj, Module::v_proj})
+        tensors.push_back({layer_tensor_name(layer, module, "bias"),
+                           layer_tensor_name(layer, module, "bias"),
+                           {spec::module_out_features(shape, module)}});
   for (uint32_t layer = 0; layer < shape.layers; layer++)  // IA3's vectors
     for (Module module : lora.ia3_targets)
       if (lora.adapts_layer(layer))
@@ -242,6 +248,13 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   }
   auto where = [&](const std::string& key) { return path.string() + ": \"" + key + "\""; };
   if (json.value("peft_type", std::string()) == "IA3") return load_ia3_adapter_config(json, path.string());
+  if (json.value("peft_type", std::string()) == bitfit_peft_type) {  // vktune's own: PEFT has no BitFit
+    AdapterFile file;
+    file.settings.peft_type = spec::PeftType::bitfit;
+    if (json.contains("base_model_name_or_path") && json["base_model_name_or_path"].is_string())
+      file.base_model = json["base_model_name_or_path"].get<std::string>();
+    return file;
+  }
   if (json.value("peft_type", std::string("LORA")) != "LORA")
     throw UserError(
         where("peft_type") + " is " + json.value("peft_type", std::string()) + ", vktune reads LORA adapters",
@@ -387,6 +400,8 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
   std::filesystem::create_directories(directory);
   nlohmann::json config = lora.peft_type == spec::PeftType::ia3
                               ? peft_ia3_config(lora.ia3_targets, lora.ia3_feedforward, base_model)
+                          : lora.peft_type == spec::PeftType::bitfit
+                              ? nlohmann::json{{"peft_type", bitfit_peft_type}, {"base_model_name_or_path", base_model}}
                               : peft_lora_config(lora.rank, lora.alpha, lora.dropout,
                                                  peft_target_names(shape, lora.targets), lora.rslora, base_model);
   std::vector<std::string> modules_to_save;

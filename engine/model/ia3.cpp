@@ -69,7 +69,18 @@ nlohmann::json peft_ia3_config(const std::vector<Module>& targets, const std::ve
           {"inference_mode", true}};
 }
 
-void resolve_peft_targets(spec::RunSettings& settings, const std::string& target_list, const spec::ModelShape* model) {
+void resolve_peft_targets(spec::RunSettings& settings, const std::string& target_list, const spec::ModelShape* model,
+                          const std::string& model_name) {
+  if (settings.peft_type == spec::PeftType::bitfit) {
+    // BitFit trains the linear biases: of the supported families only Qwen2 has them (q/k/v).
+    if (model && !model->qkv_bias)
+      throw UserError("--peft-type bitfit: " + model_name +
+                          " has no linear biases to train (Llama, Mistral, Gemma, Qwen3 and Phi-3 have none; Qwen2 "
+                          "has q/k/v biases)",
+                      "use --peft-type lora or ia3 with this model, or a Qwen2 model for BitFit");
+    settings.target_modules.clear();
+    return;
+  }
   if (settings.peft_type != spec::PeftType::ia3) return;
   settings.ia3_targets = !target_list.empty() ? parse_target_modules(target_list, model)
                                               : ia3_default_targets(model ? *model : spec::ModelShape{});

@@ -35,8 +35,10 @@ nlohmann::json peft_ia3_config(const std::vector<spec::Module>& targets, const s
 
 // --peft-type ia3 on run settings: ia3_targets from `target_list` (the --target-modules flag; empty:
 // PEFT's default for `model`), feedforward PEFT's default among them, and no LoRA targets.
-// Other types leave the settings as they are.
-void resolve_peft_targets(spec::RunSettings& settings, const std::string& target_list, const spec::ModelShape* model);
+// bitfit: no LoRA targets (the biases train); UserError naming `model_name` when it has no biases.
+// lora leaves the settings as they are.
+void resolve_peft_targets(spec::RunSettings& settings, const std::string& target_list, const spec::ModelShape* model,
+                          const std::string& model_name = "the model");
 
 // Merging (PEFT's IA3 Linear.merge, as export's merge_and_unload does): scales `values`, the HF
 // tensor `name` of the base, by its IA3 vector from `adapter`: an output-scaled module's weight rows

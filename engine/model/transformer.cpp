@@ -182,6 +182,8 @@ Linear Transformer::linear(uint32_t layer, Module module) const {
   if (full_) {
     l.grad_weight = range("grad." + name);
     if (l.bias.bytes) l.grad_bias = range("grad." + bias);
+  } else if (l.bias.bytes) {
+    l.grad_bias = buffers_.optional_range("grad." + bias);  // BitFit trains the biases alone
   }
   l.lora = lora(layer, module);
   if (ia3_[layer][static_cast<size_t>(module)].l.bytes) l.ia3 = &ia3_[layer][static_cast<size_t>(module)];

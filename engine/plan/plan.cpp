@@ -358,10 +358,14 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       if (m.qkv_bias && module <= Module::v_proj) {
         counts.biases += out;
         std::string bias = prefix + module_path(module) + ".bias";
-        if (full && training)
+        if (full && training) {
           b.trainable(bias, Category::base_weights, out, true);
-        else
+        } else if (extras && s.peft_type == spec::PeftType::bitfit) {  // BitFit: the biases are the adapter
+          b.adapter_tensor(bias, out);
+          if (training) counts.trainable += out;
+        } else {
           b.add(bias, Category::base_weights, out * 4);
+        }
       }
       // LoRA A and B, under the stored (PEFT) module path: a fused module's (Phi-3's qkv_proj,
       // gate_up_proj) belong to its first piece and span all its rows (spec::fused_owner).
@@ -536,6 +540,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
           std::max(reduce, kernels::embedding_backward_workspace_bytes(
                                static_cast<uint32_t>(rows), static_cast<uint32_t>(save_embed ? m.vocab : token_rows)));
   }
+  if (training && extras && s.peft_type == spec::PeftType::bitfit)  // the bias gradients' column sums
+    reduce = std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows),
+                                                                static_cast<uint32_t>(m.heads * m.head_dim)));
   if (extras && !s.ia3_targets.empty()) {  // IA3: the scaled input / products, d(input); d l's column sums
     b.add("act.ia3_scratch", Category::workspace, rows * ia3_widest(m, s) * f);
     if (training) b.add("grad_act.ia3", Category::workspace, rows * ia3_widest(m, s) * f);

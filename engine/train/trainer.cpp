@@ -126,7 +126,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.lora_r = static_cast<uint32_t>(c.lora_r);
   s.target_modules = model::parse_target_modules(c.target_modules, model);
   s.peft_type = c.peft_type;
-  model::resolve_peft_targets(s, c.target_modules, model);  // IA3: its own targets, no LoRA
+  model::resolve_peft_targets(s, c.target_modules, model, c.model);  // IA3, BitFit: no LoRA
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;

@@ -15,21 +15,26 @@ Base models: tests/data/hf/llama3 and tests/data/hf/qwen2 (q/k/v biases), writte
     ia3_llama   IA3Config() defaults on llama3: k_proj, v_proj scaled on their output, down_proj
                 (feedforward) on its input
     ia3_qwen2   the same on qwen2: q_proj (output and bias scaled), v_proj, down_proj
-Every IA3 vector is moved from its ones to 1 + 0.3·N(0, 1) (fixed seed), so that the adapter matters
-and every gradient differs from the base model's. Per case, tests/data/peft_types/<case>/adapter/
+    bitfit_qwen2  BitFit on qwen2: only the q/k/v biases train (PEFT has no BitFit: plain transformers
+                with every other parameter frozen; the "adapter" is vktune's layout, adapter_config.json
+                {"peft_type": "BITFIT"} and the biases under the model's names, loaded with
+                load_state_dict(strict=False))
+Every IA3 vector is moved from its ones to 1 + 0.3·N(0, 1), every BitFit bias by 0.05·N(0, 1) (fixed
+seeds), so that the adapter matters and every gradient differs from the base model's. Per case, tests/data/peft_types/<case>/adapter/
 (save_pretrained) and <case>.golden.bin:
     batch.*                      hf_golden.py's batch (two sequences, 13 and 9 tokens, right padding)
     fp32.logits / loss / dembed  PeftModel forward, transformers' loss, d loss / d embedding output
     fp32.grad.<saved name>       every trainable gradient, under adapter_model.safetensors' names
     nf4.*                        the same over the NF4 (+ double quant) round trip of every linear weight
-    train.lr / loss / grad_norm  20 steps of torch.optim.AdamW (constant lr 2e-3, weight decay 0.01)
-                                 with clip_grad_norm_(1.0) on the same batch
+    train.lr / loss / grad_norm  20 steps of torch.optim.AdamW (constant lr 2e-3, weight decay 0.01, none
+                                 on biases as transformers' Trainer) with clip_grad_norm_(1.0) on the same batch
 """
 import json
 import os
 import sys
 
 import numpy as np
+import safetensors.torch
 import torch
 
 import golden_io
@@ -50,6 +55,7 @@ LOGITS_BOUND = 1e-4  # the model_hf bound: PEFT's logits of vktune's adapter vs 
 CASES = {
     "ia3_llama": ("llama3", 1000, "ia3"),
     "ia3_qwen2": ("qwen2", 1300, "ia3"),
+    "bitfit_qwen2": ("qwen2", 1300, "bitfit"),
 }
 
 
@@ -72,8 +78,42 @@ def peft_config(kind):
     raise ValueError(kind)
 
 
+def bitfit_model(family, adapter_dir=None, state=None):
+    """The base with only its linear biases trainable; with adapter_dir, those biases loaded from it."""
+    model = load_base(family, state)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.endswith("_proj.bias"))
+    if adapter_dir is not None:
+        model.load_state_dict(safetensors.torch.load_file(os.path.join(adapter_dir, "adapter_model.safetensors")),
+                              strict=False)
+    return model
+
+
+def save_bitfit(model, family, adapter_dir):
+    os.makedirs(adapter_dir, exist_ok=True)
+    biases = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    safetensors.torch.save_file(biases, os.path.join(adapter_dir, "adapter_model.safetensors"), {"format": "pt"})
+    with open(os.path.join(adapter_dir, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "BITFIT", "base_model_name_or_path": "tests/data/hf/" + family}, f, indent=2)
+        f.write("\n")
+
+
+def load_adapted(family, adapter_dir, kind, state=None, trainable=False):
+    if kind == "bitfit":
+        return bitfit_model(family, adapter_dir, state)
+    return peft.PeftModel.from_pretrained(load_base(family, state), adapter_dir, is_trainable=trainable)
+
+
 def build_case(case):
     family, seed, kind = CASES[case]
+    if kind == "bitfit":
+        model = bitfit_model(family)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(seed + 6)
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+        return model
     model = peft.get_peft_model(load_base(family), peft_config(kind))
     model.peft_config["default"].base_model_name_or_path = "tests/data/hf/" + family  # not this machine's path
     with torch.no_grad():  # IA3 starts at ones (the identity): move the vectors so that they matter
@@ -96,8 +136,13 @@ def forward_backward(model, ids, mask):
 def train(model, ids, mask):
     labels = ids.masked_fill(mask == 0, -100)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=TRAIN["lr"], betas=(0.9, 0.999), eps=1e-8,
-                            weight_decay=TRAIN["weight_decay"], foreach=False)
+    # transformers' Trainer (get_decay_parameter_names), which vktune follows, exempts biases from
+    # weight decay: BitFit's parameters are all biases.
+    decays = [not name.endswith(".bias") for name, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for p, d in zip(params, decays) if d], "weight_decay": TRAIN["weight_decay"]},
+              {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=TRAIN["lr"], betas=(0.9, 0.999), eps=1e-8,
+                            foreach=False)
     losses, norms = [], []
     for _ in range(TRAIN["steps"]):
         opt.zero_grad(set_to_none=True)
@@ -115,8 +160,11 @@ def make_case(case, out_dir):
     model = build_case(case)
     folder = os.path.join(out_dir, case)
     adapter_dir = os.path.join(folder, "adapter")
-    model.save_pretrained(adapter_dir)
-    os.remove(os.path.join(adapter_dir, "README.md"))  # PEFT's model card: nothing a test reads
+    if kind == "bitfit":
+        save_bitfit(model, family, adapter_dir)
+    else:
+        model.save_pretrained(adapter_dir)
+        os.remove(os.path.join(adapter_dir, "README.md"))  # PEFT's model card: nothing a test reads
     rows = [("meta.json", np.frombuffer(json.dumps({"case": case, "base": "tests/data/hf/" + family, "kind": kind,
                                                     "train": TRAIN, "versions": PINNED},
                                                    sort_keys=True).encode(), dtype=np.uint8))]
@@ -139,13 +187,12 @@ def make_case(case, out_dir):
     result = forward_backward(model, ids, mask)
     put_result("fp32", result)
     # PEFT's own round trip gives the same logits (the saved adapter is complete).
-    reloaded = peft.PeftModel.from_pretrained(load_base(family), adapter_dir)
+    reloaded = load_adapted(family, adapter_dir, kind)
     with torch.no_grad():
         again = reloaded(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(again, result["logits"], atol=1e-6), case + ": PEFT's reload differs"
     # The same adapter over the NF4 round trip of the base's linear weights (QLoRA-style base).
-    quantized = peft.PeftModel.from_pretrained(load_base(family, hf_golden.nf4_round_trip(load_base(family))),
-                                               adapter_dir, is_trainable=True)
+    quantized = load_adapted(family, adapter_dir, kind, hf_golden.nf4_round_trip(load_base(family)), trainable=True)
     put_result("nf4", forward_backward(quantized, ids, mask))
     losses, norms = train(model, ids, mask)
     put("train.lr", TRAIN["lr"], np.float64)
@@ -160,12 +207,12 @@ def check_vktune():
     """PeftModel.from_pretrained on each adapter vktune wrote gives vktune's logits."""
     report = {"adapter_format_version": ADAPTER_FORMAT_VERSION, "versions": PINNED, "bound": LOGITS_BOUND,
               "cases": {}}
-    for case, (family, seed, _) in CASES.items():
+    for case, (family, seed, kind) in CASES.items():
         folder = os.path.join(OUT, "vktune", case)
         if not os.path.isdir(folder):
             continue
         ids, mask = hf_golden.golden_batch(128, seed)
-        model = peft.PeftModel.from_pretrained(load_base(family), os.path.join(folder, "adapter"))
+        model = load_adapted(family, os.path.join(folder, "adapter"), kind)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask).logits
         ours = torch.from_numpy(golden_io.read_safetensors(os.path.join(folder, "logits.safetensors"))[0]["logits"].copy())
