@@ -18,13 +18,13 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/merge/adapter_merge.hpp"
 #include "engine/merge/export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/ia3.hpp"
 #include "engine/model/session.hpp"
 #include "engine/plan/plan.hpp"
 #include "engine/train/config.hpp"
-#include "engine/train/step_runner.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/support.hpp"
 
@@ -41,10 +41,6 @@ fs::path base_folder(const std::string& name) {
 }
 fs::path golden_path(const std::string& name) { return types_dir() / (name + ".golden.bin"); }
 fs::path adapter_dir(const std::string& name) { return types_dir() / name / "adapter"; }
-
-std::vector<float> adapter_logits(const test::GoldenFile& golden, const fs::path& folder, const fs::path& adapter) {
-  return test::run_golden(golden, folder, adapter, test::lora_run_settings(kernels::WeightFormat::f32)).logits;
-}
 
 }  // namespace
 
@@ -142,69 +138,28 @@ TEST_CASE("peft types: IA3 and BitFit logits, loss and every gradient match (fp3
   }
 }
 
-TEST_CASE("peft types: 20 AdamW steps match PEFT's trajectory (and write the adapters PEFT loads back)") {
-  auto& ctx = test::context();
+TEST_CASE("peft types: 20 AdamW steps match the reference trajectory (and write the adapters it loads back)") {
   for (const char* name : kCases) {
     INFO(std::string(name));
     test::GoldenFile golden(golden_path(name));
     test::GoldenBatch batch = test::golden_batch(golden);
     test::AdapterSession opened = test::open_adapter_session(base_folder(name), adapter_dir(name), batch);
-    train::OptimizerSettings optimizer;
-    optimizer.weight_decay = 0.01;
-    optimizer.max_grad_norm = 1.0;
-    train::StepRunner runner(ctx, *opened.session, optimizer);
-    runner.reset();
-    const double lr = golden["train.lr"].scalar();
-    auto losses = golden["train.loss"].floats();
-    auto norms = golden["train.grad_norm"].floats();
-    double worst_loss = 0, worst_norm = 0;
-    for (size_t step = 0; step < losses.size(); step++) {
-      runner.step(int64_t(step) + 1, lr, {batch});
-      double loss = runner.take_loss_sum(), norm = runner.device_state().grad_norm;
-      worst_loss = std::max(worst_loss, std::fabs(loss - losses[step]) / losses[step]);
-      worst_norm = std::max(worst_norm, std::fabs(norm - norms[step]) / norms[step]);
-      INFO("step " << step << ": loss " << loss << " vs " << losses[step] << ", grad norm " << norm << " vs "
-                   << norms[step]);
-      CHECK(std::fabs(loss - losses[step]) / losses[step] <= 1e-4);
-      CHECK(std::fabs(norm - norms[step]) / norms[step] <= 1e-4);
-    }
-    MESSAGE(std::string(name) << ": 20 steps, loss " << losses.front() << " -> " << losses.back()
-                              << ", worst relative: loss " << worst_loss << ", grad norm " << worst_norm);
-    if (std::getenv("VKT_WRITE_PEFT_TYPES")) {  // the trained adapter and its logits, for --check-vktune
-      const fs::path out = types_dir() / "vktune" / name;
-      model::save_adapter(ctx, *opened.session->buffers, opened.session->plan.shape, opened.lora,
-                          "tests/data/hf/" + base_folder(name).filename().string(), out / "adapter");
-      std::vector<float> logits = adapter_logits(golden, base_folder(name), out / "adapter");
-      const uint64_t vocab = opened.session->plan.shape.vocab;
-      std::vector<model::TensorToWrite> tensors;
-      tensors.push_back(
-          {"logits", model::FileDtype::F32, {batch.batch, batch.seq_len, vocab}, [&logits](model::TensorSink& sink) {
-             sink.write(logits.data(), logits.size() * 4);
-           }});
-      model::write_safetensors(out / "logits.safetensors", std::move(tensors));
-    }
+    test::TrajectoryErrors errors = test::check_adamw_trajectory(golden, batch, *opened.session);
+    MESSAGE(std::string(name) << ": 20 steps, worst relative: loss " << errors.loss << ", grad norm "
+                              << errors.grad_norm);
+    if (std::getenv("VKT_WRITE_PEFT_TYPES"))  // the trained adapter and its logits, for --check-vktune
+      test::write_adapter_and_logits(golden, *opened.session, opened.lora, base_folder(name),
+                                     types_dir() / "vktune" / name);
   }
 }
 
-TEST_CASE("peft types: PEFT loaded the adapters vktune writes (this format version) to vktune's logits") {
+TEST_CASE("peft types: the reference loaded the adapters vktune writes (this format version) to its logits") {
   auto report = nlohmann::json::parse(read_text_file(types_dir() / "peft_load_check.json"));
   CHECK(report.at("adapter_format_version").get<int>() == model::adapter_format_version);
   for (const char* name : kCases) {
     INFO(std::string(name));
-    const auto& result = report.at("cases").at(name);
-    CHECK(result.at("passed").get<bool>());
-    CHECK(result.at("logits_max_abs").get<double>() <= 1e-4);
-    MESSAGE(std::string(name) << ": PEFT's logits of vktune's adapter vs vktune's: max-abs "
-                              << result.at("logits_max_abs").get<double>());
-    test::GoldenFile golden(golden_path(name));
-    test::GoldenBatch batch = test::golden_batch(golden);
-    const fs::path written = types_dir() / "vktune" / name;
-    model::SafetensorsFile file(written / "logits.safetensors");
-    REQUIRE(file.find("logits") != nullptr);
-    std::vector<float> expected = model::to_fp32(*file.find("logits"));
-    std::vector<float> actual = adapter_logits(golden, base_folder(name), written / "adapter");
-    const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
-    CHECK(test::worst_real_row_error(actual, expected, batch, vocab) <= 1e-5);
+    test::check_peft_load(report, name, test::GoldenFile(golden_path(name)), base_folder(name),
+                          types_dir() / "vktune" / name);
   }
 }
 
@@ -226,6 +181,21 @@ TEST_CASE("peft types: export merges IA3 (rows, bias or columns) and BitFit's bi
         test::worst_real_row_error(run.logits, golden["fp32.logits"].floats(), test::golden_batch(golden), vocab);
     MESSAGE(std::string(name) << " exported: logits max-abs " << worst);
     CHECK(worst <= 1e-4);
+  }
+}
+
+TEST_CASE("peft types: an adapter-space merge refuses IA3 and BitFit adapters (they have no LoRA factors)") {
+  for (const char* name : {"ia3_qwen2", "bitfit_qwen2"}) {
+    INFO(std::string(name));
+    const std::string model = base_folder(name).string() + "+" + adapter_dir(name).string();
+    merge::MergeConfig config = merge::parse_merge_config(
+        "merge_method: linear\nmodels:\n  - model: " + model + "\n    parameters: {weight: 1.0}\n", "inline.yaml", ".");
+    merge::AdapterMergeOptions options;
+    options.output = test::temp_dir(std::string("peft-types-space-") + name);
+    options.concatenate = true;
+    options.show_progress = false;
+    CHECK_THROWS_WITH_AS(merge::run_adapter_merge(test::context(), config, options), doctest::Contains("has none of"),
+                         UserError);
   }
 }
 

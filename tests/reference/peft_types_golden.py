@@ -39,6 +39,7 @@ import torch
 
 import golden_io
 import hf_golden
+import peft_extras_golden
 
 PINNED = hf_golden.PINNED
 import peft  # noqa: E402
@@ -49,7 +50,7 @@ DATA = os.path.join(HERE, "..", "data")
 OUT = os.path.join(DATA, "peft_types")
 # Bumped (here and as model::adapter_format_version) whenever the adapter files vktune writes change.
 ADAPTER_FORMAT_VERSION = 1
-TRAIN = dict(steps=20, lr=2e-3, weight_decay=0.01, max_grad_norm=1.0)
+TRAIN = peft_extras_golden.TRAIN  # 20 AdamW steps, as peft_extras_golden.py
 LOGITS_BOUND = 1e-4  # the model_hf bound: PEFT's logits of vktune's adapter vs vktune's own
 
 CASES = {
@@ -133,27 +134,6 @@ def forward_backward(model, ids, mask):
     return result
 
 
-def train(model, ids, mask):
-    labels = ids.masked_fill(mask == 0, -100)
-    params = [p for p in model.parameters() if p.requires_grad]
-    # transformers' Trainer (get_decay_parameter_names), which vktune follows, exempts biases from
-    # weight decay: BitFit's parameters are all biases.
-    decays = [not name.endswith(".bias") for name, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for p, d in zip(params, decays) if d], "weight_decay": TRAIN["weight_decay"]},
-              {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=TRAIN["lr"], betas=(0.9, 0.999), eps=1e-8,
-                            foreach=False)
-    losses, norms = [], []
-    for _ in range(TRAIN["steps"]):
-        opt.zero_grad(set_to_none=True)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(params, TRAIN["max_grad_norm"])))
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses, norms
-
-
 def make_case(case, out_dir):
     family, seed, kind = CASES[case]
     ids, mask = hf_golden.golden_batch(128, seed)
@@ -173,12 +153,10 @@ def make_case(case, out_dir):
         value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
         rows.append((key, value.astype(dtype)))
 
-    def put_result(prefix, result):
-        put(prefix + ".logits", result["logits"])
-        put(prefix + ".loss", result["loss"])
-        put(prefix + ".dembed", result["dembed"])
-        for name in sorted(result["grads"]):
-            put(prefix + ".grad." + name, result["grads"][name])
+    def put_result(prefix, result):  # logits, loss, dembed, then every gradient by name
+        named = [(key, result[key]) for key in ("logits", "loss", "dembed")]
+        for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
+            put(prefix + "." + key, value)
 
     put("batch.ids", ids, np.int32)
     put("batch.weights", mask, np.float32)
@@ -194,7 +172,7 @@ def make_case(case, out_dir):
     # The same adapter over the NF4 round trip of the base's linear weights (QLoRA-style base).
     quantized = load_adapted(family, adapter_dir, kind, hf_golden.nf4_round_trip(load_base(family)), trainable=True)
     put_result("nf4", forward_backward(quantized, ids, mask))
-    losses, norms = train(model, ids, mask)
+    losses, norms = peft_extras_golden.train(model, ids, mask)
     put("train.lr", TRAIN["lr"], np.float64)
     put("train.loss", losses)
     put("train.grad_norm", norms)
