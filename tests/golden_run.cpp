@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/kernels/optimizer.hpp"
+#include "engine/merge/export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/generate.hpp"
 #include "engine/model/session.hpp"
@@ -240,6 +241,21 @@ void write_adapter_and_logits(const GoldenFile& golden, const model::ModelSessio
                      {batch.batch, batch.seq_len, session.plan.shape.vocab},
                      [&logits](model::TensorSink& sink) { sink.write(logits.data(), logits.size() * 4); }});
   model::write_safetensors(out / "logits.safetensors", std::move(tensors));
+}
+
+double exported_logits_error(const GoldenFile& golden, const fs::path& folder, const fs::path& adapter,
+                             const std::string& output_name) {
+  merge::ExportOptions options;
+  options.model = folder;
+  options.adapter = adapter;
+  options.output = temp_dir(output_name);
+  options.show_progress = false;
+  merge::export_merged(context(), options);
+  spec::RunSettings plain = lora_run_settings(kernels::WeightFormat::f32);
+  plain.method = spec::Method::full;  // no adapter: the merged weights alone
+  GoldenRun run = run_golden(golden, options.output, {}, plain);
+  const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
+  return worst_real_row_error(run.logits, golden["fp32.logits"].floats(), golden_batch(golden), vocab);
 }
 
 void check_peft_load(const nlohmann::json& report, const std::string& name, const GoldenFile& golden,

@@ -87,6 +87,11 @@ void write_adapter_and_logits(const GoldenFile& golden, const model::ModelSessio
                               const model::LoraSettings& lora, const std::filesystem::path& folder,
                               const std::filesystem::path& out);
 
+// `vktune export` of `folder` + `adapter` into a temporary OUTPUT_NAME folder, run alone (no adapter)
+// on the golden batch: the max-abs error of its logits against the golden's fp32 logits (real rows).
+double exported_logits_error(const GoldenFile& golden, const std::filesystem::path& folder,
+                             const std::filesystem::path& adapter, const std::string& output_name);
+
 // The reference script's verdict on `name` in `report` (peft_load_check.json: passed, logits within
 // 1e-4), and the committed adapter in WRITTEN/adapter still reads, in vktune, to WRITTEN/logits.safetensors.
 void check_peft_load(const nlohmann::json& report, const std::string& name, const GoldenFile& golden,

@@ -107,19 +107,9 @@ TEST_CASE("peft extras: export (merge_and_unload) writes the trained modules and
   // Untied modules_to_save and both trainable-token cases merge; PEFT's logits come back unmerged.
   for (const char* name : {"mts_untied", "tokens_untied", "tokens_tied"}) {
     INFO(std::string(name));
-    merge::ExportOptions options;
-    options.model = base_folder(name);
-    options.adapter = extras_dir() / name / "adapter";
-    options.output = test::temp_dir(std::string("peft-extras-export-") + name);
-    options.show_progress = false;
-    merge::export_merged(test::context(), options);
-    test::GoldenFile golden(extras_dir() / (std::string(name) + ".golden.bin"));
-    spec::RunSettings plain = test::lora_run_settings(kernels::WeightFormat::f32);
-    plain.method = spec::Method::full;  // no adapter: the merged weights alone
-    test::GoldenRun run = test::run_golden(golden, options.output, {}, plain);
-    const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
-    double worst =
-        test::worst_real_row_error(run.logits, golden["fp32.logits"].floats(), test::golden_batch(golden), vocab);
+    double worst = test::exported_logits_error(test::GoldenFile(extras_dir() / (std::string(name) + ".golden.bin")),
+                                               base_folder(name), extras_dir() / name / "adapter",
+                                               std::string("peft-extras-export-") + name);
     MESSAGE(std::string(name) << " exported: logits max-abs " << worst);
     CHECK(worst <= 1e-4);
   }

@@ -166,19 +166,8 @@ TEST_CASE("peft types: the reference loaded the adapters vktune writes (this for
 TEST_CASE("peft types: export merges IA3 (rows, bias or columns) and BitFit's biases into the model") {
   for (const char* name : kCases) {
     INFO(std::string(name));
-    merge::ExportOptions options;
-    options.model = base_folder(name);
-    options.adapter = adapter_dir(name);
-    options.output = test::temp_dir(std::string("peft-types-export-") + name);
-    options.show_progress = false;
-    merge::export_merged(test::context(), options);
-    test::GoldenFile golden(golden_path(name));
-    spec::RunSettings plain = test::lora_run_settings(kernels::WeightFormat::f32);
-    plain.method = spec::Method::full;  // no adapter: the merged weights alone
-    test::GoldenRun run = test::run_golden(golden, options.output, {}, plain);
-    const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
-    double worst =
-        test::worst_real_row_error(run.logits, golden["fp32.logits"].floats(), test::golden_batch(golden), vocab);
+    double worst = test::exported_logits_error(test::GoldenFile(golden_path(name)), base_folder(name),
+                                               adapter_dir(name), std::string("peft-types-export-") + name);
     MESSAGE(std::string(name) << " exported: logits max-abs " << worst);
     CHECK(worst <= 1e-4);
   }

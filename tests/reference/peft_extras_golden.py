@@ -201,14 +201,19 @@ def run(out_dir):
     run_cases(make_case, CASES, out_dir)
 
 
-def main():
+def script_main(run, check, out_dir, label):
+    """The command line of this script and of peft_types_golden.py: write, --verify or --check-vktune."""
     if os.environ.get("PYTHONHASHSEED") != "0":
         os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, PYTHONHASHSEED="0"))
     hf_golden.check_versions()
     if "--check-vktune" in sys.argv:
-        check_vktune()
+        check()
     else:
-        hf_golden.write_or_verify(run, OUT, "tests/data/peft_extras")
+        hf_golden.write_or_verify(run, out_dir, label)
+
+
+def main():
+    script_main(run, check_vktune, OUT, "tests/data/peft_extras")
 
 
 if __name__ == "__main__":

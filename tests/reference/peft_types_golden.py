@@ -211,21 +211,11 @@ def check_vktune():
 
 
 def run(out_dir):
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    os.makedirs(out_dir, exist_ok=True)
-    for case in CASES:
-        make_case(case, out_dir)
+    peft_extras_golden.run_cases(make_case, CASES, out_dir)
 
 
 def main():
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, PYTHONHASHSEED="0"))
-    hf_golden.check_versions()
-    if "--check-vktune" in sys.argv:
-        check_vktune()
-    else:
-        hf_golden.write_or_verify(run, OUT, "tests/data/peft_types")
+    peft_extras_golden.script_main(run, check_vktune, OUT, "tests/data/peft_types")
 
 
 if __name__ == "__main__":
