@@ -20,6 +20,7 @@
 #include "engine/base/files.hpp"
 #include "engine/merge/adapter_merge.hpp"
 #include "engine/merge/export.hpp"
+#include "engine/merge/gguf_export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/ia3.hpp"
 #include "engine/model/session.hpp"
@@ -185,6 +186,17 @@ TEST_CASE("peft types: an adapter-space merge refuses IA3 and BitFit adapters (t
     options.show_progress = false;
     CHECK_THROWS_WITH_AS(merge::run_adapter_merge(test::context(), config, options), doctest::Contains("has none of"),
                          UserError);
+  }
+}
+
+TEST_CASE("peft types: a GGUF LoRA export refuses IA3 and BitFit adapters") {
+  for (const char* name : {"ia3_llama", "bitfit_qwen2"}) {
+    INFO(std::string(name));
+    merge::GgufLoraExportOptions options;
+    options.model = base_folder(name);
+    options.adapter = adapter_dir(name);
+    options.output = test::temp_dir(std::string("peft-types-gguf-") + name) / "adapter.gguf";
+    CHECK_THROWS_WITH_AS(merge::export_gguf_lora(options), doctest::Contains("LoRA factors only"), UserError);
   }
 }
 
