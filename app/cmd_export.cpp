@@ -49,8 +49,9 @@ void add_export_command(CLI::App& app) {
   command->add_option("--model", model,
                       "base model folder (dense, or a bitsandbytes NF4 / vktune-quantized one) or .gguf file "
                       "(required except for gguf-lora, which can take the adapter's base_model_name_or_path)");
-  command->add_option("--adapter", adapter,
-                      "PEFT LoRA adapter folder (without it, only dequantize / convert the dtype)");
+  command->add_option(
+      "--adapter", adapter,
+      "PEFT adapter folder (LoRA, IA3; or vktune BitFit) (without it, only dequantize / convert the dtype)");
   command->add_option("--output,-o", output, "output folder (hf) or FILE.gguf (gguf, gguf-lora)")->required();
   command->add_option("--format", format,
                       "hf: an HF folder (default); gguf: a GGUF model file with the adapter merged in; "

@@ -95,6 +95,9 @@ void add_train_command(CLI::App& app) {
       if (config.method == spec::Method::full)
         throw UserError("--save-gguf-lora needs a LoRA adapter, but --method full trains every weight",
                         "export the trained model with vktune export --format gguf");
+      if (config.peft_type != spec::PeftType::lora)
+        throw UserError("--save-gguf-lora needs a LoRA adapter (llama.cpp's adapters hold LoRA factors only)",
+                        "export the merged model with vktune export --format gguf after training");
     }
     bool window = config.dashboard || (!config.headless && ui::display_available());
     if (config.dashboard && !ui::display_available())

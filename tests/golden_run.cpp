@@ -5,10 +5,12 @@
 #include <cmath>
 
 #include "engine/kernels/optimizer.hpp"
+#include "engine/merge/export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/generate.hpp"
 #include "engine/model/session.hpp"
 #include "engine/train/evaluate.hpp"
+#include "engine/train/step_runner.hpp"
 #include "tests/support.hpp"
 
 namespace vkt::test {
@@ -200,6 +202,76 @@ spec::RunSettings lora_run_settings(kernels::WeightFormat format) {
   settings.method = spec::Method::lora;
   settings.base_format = format;
   return settings;
+}
+
+TrajectoryErrors check_adamw_trajectory(const GoldenFile& golden, const GoldenBatch& batch,
+                                        model::ModelSession& session) {
+  train::OptimizerSettings optimizer;
+  optimizer.weight_decay = 0.01;
+  optimizer.max_grad_norm = 1.0;
+  train::StepRunner runner(context(), session, optimizer);
+  runner.reset();
+  const double lr = golden["train.lr"].scalar();
+  auto losses = golden["train.loss"].floats();
+  auto norms = golden["train.grad_norm"].floats();
+  TrajectoryErrors worst;
+  for (size_t step = 0; step < losses.size(); step++) {
+    runner.step(int64_t(step) + 1, lr, {batch});
+    double loss = runner.take_loss_sum(), norm = runner.device_state().grad_norm;
+    worst.loss = std::max(worst.loss, std::fabs(loss - losses[step]) / losses[step]);
+    worst.grad_norm = std::max(worst.grad_norm, std::fabs(norm - norms[step]) / norms[step]);
+    INFO("step " << step << ": loss " << loss << " vs " << losses[step] << ", grad norm " << norm << " vs "
+                 << norms[step]);
+    CHECK(std::fabs(loss - losses[step]) / losses[step] <= 1e-4);
+    CHECK(std::fabs(norm - norms[step]) / norms[step] <= 1e-4);
+  }
+  return worst;
+}
+
+void write_adapter_and_logits(const GoldenFile& golden, const model::ModelSession& session,
+                              const model::LoraSettings& lora, const fs::path& folder, const fs::path& out) {
+  model::save_adapter(context(), *session.buffers, session.plan.shape, lora,
+                      "tests/data/hf/" + folder.filename().string(), out / "adapter");
+  GoldenBatch batch = golden_batch(golden);
+  std::vector<float> logits =
+      run_golden(golden, folder, out / "adapter", lora_run_settings(kernels::WeightFormat::f32)).logits;
+  std::vector<model::TensorToWrite> tensors;
+  tensors.push_back({"logits",
+                     model::FileDtype::F32,
+                     {batch.batch, batch.seq_len, session.plan.shape.vocab},
+                     [&logits](model::TensorSink& sink) { sink.write(logits.data(), logits.size() * 4); }});
+  model::write_safetensors(out / "logits.safetensors", std::move(tensors));
+}
+
+double exported_logits_error(const GoldenFile& golden, const fs::path& folder, const fs::path& adapter,
+                             const std::string& output_name) {
+  merge::ExportOptions options;
+  options.model = folder;
+  options.adapter = adapter;
+  options.output = temp_dir(output_name);
+  options.show_progress = false;
+  merge::export_merged(context(), options);
+  spec::RunSettings plain = lora_run_settings(kernels::WeightFormat::f32);
+  plain.method = spec::Method::full;  // no adapter: the merged weights alone
+  GoldenRun run = run_golden(golden, options.output, {}, plain);
+  const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
+  return worst_real_row_error(run.logits, golden["fp32.logits"].floats(), golden_batch(golden), vocab);
+}
+
+void check_peft_load(const nlohmann::json& report, const std::string& name, const GoldenFile& golden,
+                     const fs::path& folder, const fs::path& written) {
+  const auto& result = report.at("cases").at(name);
+  CHECK(result.at("passed").get<bool>());
+  CHECK(result.at("logits_max_abs").get<double>() <= 1e-4);
+  MESSAGE(name << ": the reference's logits of vktune's adapter vs vktune's: max-abs "
+               << result.at("logits_max_abs").get<double>());
+  model::SafetensorsFile file(written / "logits.safetensors");
+  REQUIRE(file.find("logits") != nullptr);
+  std::vector<float> expected = model::to_fp32(*file.find("logits"));
+  std::vector<float> actual =
+      run_golden(golden, folder, written / "adapter", lora_run_settings(kernels::WeightFormat::f32)).logits;
+  const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
+  CHECK(worst_real_row_error(actual, expected, golden_batch(golden), vocab) <= 1e-5);
 }
 
 }  // namespace vkt::test

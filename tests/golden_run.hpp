@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -70,5 +71,30 @@ struct AdapterSession {
 };
 AdapterSession open_adapter_session(const std::filesystem::path& folder, const std::filesystem::path& adapter_dir,
                                     const GoldenBatch& batch);
+
+// The golden's train.* trajectory (AdamW, weight decay 0.01, clipping at 1.0, constant train.lr) on
+// `session` with `batch`: each step's loss and gradient norm within 1e-4 relative (CHECKed); the
+// worst relative errors.
+struct TrajectoryErrors {
+  double loss = 0, grad_norm = 0;
+};
+TrajectoryErrors check_adamw_trajectory(const GoldenFile& golden, const GoldenBatch& batch,
+                                        model::ModelSession& session);
+
+// For a reference script's PEFT load check: saves `lora`'s adapter of `session` into OUT/adapter and
+// the logits of `folder` + that adapter on the golden batch into OUT/logits.safetensors.
+void write_adapter_and_logits(const GoldenFile& golden, const model::ModelSession& session,
+                              const model::LoraSettings& lora, const std::filesystem::path& folder,
+                              const std::filesystem::path& out);
+
+// `vktune export` of `folder` + `adapter` into a temporary OUTPUT_NAME folder, run alone (no adapter)
+// on the golden batch: the max-abs error of its logits against the golden's fp32 logits (real rows).
+double exported_logits_error(const GoldenFile& golden, const std::filesystem::path& folder,
+                             const std::filesystem::path& adapter, const std::string& output_name);
+
+// The reference script's verdict on `name` in `report` (peft_load_check.json: passed, logits within
+// 1e-4), and the committed adapter in WRITTEN/adapter still reads, in vktune, to WRITTEN/logits.safetensors.
+void check_peft_load(const nlohmann::json& report, const std::string& name, const GoldenFile& golden,
+                     const std::filesystem::path& folder, const std::filesystem::path& written);
 
 }  // namespace vkt::test

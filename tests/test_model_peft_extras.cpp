@@ -20,7 +20,6 @@
 #include "engine/merge/export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/session.hpp"
-#include "engine/train/step_runner.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/support.hpp"
 
@@ -34,11 +33,6 @@ const char* const kCases[] = {"mts_untied", "mts_tied", "tokens_untied", "tokens
 fs::path extras_dir() { return test::source_dir() / "tests/data/peft_extras"; }
 fs::path base_folder(const std::string& name) {
   return test::source_dir() / "tests/data/hf" / (name.find("untied") != std::string::npos ? "llama3" : "smollm2");
-}
-
-// Logits (rows, vocab) of `folder` + the adapter in `adapter_dir` on the golden batch.
-std::vector<float> adapter_logits(const test::GoldenFile& golden, const fs::path& folder, const fs::path& adapter_dir) {
-  return test::run_golden(golden, folder, adapter_dir, test::lora_run_settings(kernels::WeightFormat::f32)).logits;
 }
 
 }  // namespace
@@ -83,47 +77,18 @@ TEST_CASE("peft extras: the same gradients under gradient checkpointing and with
 }
 
 TEST_CASE("peft extras: 20 AdamW steps match PEFT's trajectory (and write the adapters PEFT loads back)") {
-  auto& ctx = test::context();
   for (const char* name : kCases) {
     INFO(std::string(name));
     test::GoldenFile golden(extras_dir() / (std::string(name) + ".golden.bin"));
     test::GoldenBatch batch = test::golden_batch(golden);
     auto [lora, session] = test::open_adapter_session(base_folder(name), extras_dir() / name / "adapter", batch);
-    train::OptimizerSettings optimizer;
-    optimizer.weight_decay = 0.01;
-    optimizer.max_grad_norm = 1.0;
-    train::StepRunner runner(ctx, *session, optimizer);
-    runner.reset();
-    const double lr = golden["train.lr"].scalar();
+    test::TrajectoryErrors errors = test::check_adamw_trajectory(golden, batch, *session);
     auto losses = golden["train.loss"].floats();
-    auto norms = golden["train.grad_norm"].floats();
-    double worst_loss = 0, worst_norm = 0;
-    for (size_t step = 0; step < losses.size(); step++) {
-      runner.step(int64_t(step) + 1, lr, {batch});
-      double loss = runner.take_loss_sum(), norm = runner.device_state().grad_norm;
-      worst_loss = std::max(worst_loss, std::fabs(loss - losses[step]) / losses[step]);
-      worst_norm = std::max(worst_norm, std::fabs(norm - norms[step]) / norms[step]);
-      INFO("step " << step << ": loss " << loss << " vs " << losses[step] << ", grad norm " << norm << " vs "
-                   << norms[step]);
-      CHECK(std::fabs(loss - losses[step]) / losses[step] <= 1e-4);
-      CHECK(std::fabs(norm - norms[step]) / norms[step] <= 1e-4);
-    }
     MESSAGE(std::string(name) << ": 20 steps, loss " << losses.front() << " -> " << losses.back()
-                              << ", worst relative: loss " << worst_loss << ", grad norm " << worst_norm);
+                              << ", worst relative: loss " << errors.loss << ", grad norm " << errors.grad_norm);
     // Regenerating the PEFT load check: the trained adapter and its logits, for --check-vktune.
-    if (std::getenv("VKT_WRITE_PEFT_EXTRAS")) {
-      const fs::path out = extras_dir() / "vktune" / name;
-      model::save_adapter(ctx, *session->buffers, session->plan.shape, lora,
-                          "tests/data/hf/" + base_folder(name).filename().string(), out / "adapter");
-      std::vector<float> logits = adapter_logits(golden, base_folder(name), out / "adapter");
-      const uint64_t vocab = session->plan.shape.vocab;
-      std::vector<model::TensorToWrite> tensors;
-      tensors.push_back(
-          {"logits", model::FileDtype::F32, {batch.batch, batch.seq_len, vocab}, [&logits](model::TensorSink& sink) {
-             sink.write(logits.data(), logits.size() * 4);
-           }});
-      model::write_safetensors(out / "logits.safetensors", std::move(tensors));
-    }
+    if (std::getenv("VKT_WRITE_PEFT_EXTRAS"))
+      test::write_adapter_and_logits(golden, *session, lora, base_folder(name), extras_dir() / "vktune" / name);
   }
 }
 
@@ -132,21 +97,9 @@ TEST_CASE("peft extras: PEFT loaded the adapters vktune writes (this format vers
   CHECK(report.at("adapter_format_version").get<int>() == model::adapter_format_version);
   for (const char* name : kCases) {
     INFO(std::string(name));
-    const auto& result = report.at("cases").at(name);
-    CHECK(result.at("passed").get<bool>());
-    CHECK(result.at("logits_max_abs").get<double>() <= 1e-4);
-    MESSAGE(std::string(name) << ": PEFT's logits of vktune's adapter vs vktune's: max-abs "
-                              << result.at("logits_max_abs").get<double>());
     // The committed adapter still reads, in vktune, to the logits vktune wrote beside it.
-    test::GoldenFile golden(extras_dir() / (std::string(name) + ".golden.bin"));
-    test::GoldenBatch batch = test::golden_batch(golden);
-    const fs::path written = extras_dir() / "vktune" / name;
-    model::SafetensorsFile file(written / "logits.safetensors");
-    REQUIRE(file.find("logits") != nullptr);
-    std::vector<float> expected = model::to_fp32(*file.find("logits"));
-    std::vector<float> actual = adapter_logits(golden, base_folder(name), written / "adapter");
-    const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
-    CHECK(test::worst_real_row_error(actual, expected, batch, vocab) <= 1e-5);
+    test::check_peft_load(report, name, test::GoldenFile(extras_dir() / (std::string(name) + ".golden.bin")),
+                          base_folder(name), extras_dir() / "vktune" / name);
   }
 }
 
@@ -154,19 +107,9 @@ TEST_CASE("peft extras: export (merge_and_unload) writes the trained modules and
   // Untied modules_to_save and both trainable-token cases merge; PEFT's logits come back unmerged.
   for (const char* name : {"mts_untied", "tokens_untied", "tokens_tied"}) {
     INFO(std::string(name));
-    merge::ExportOptions options;
-    options.model = base_folder(name);
-    options.adapter = extras_dir() / name / "adapter";
-    options.output = test::temp_dir(std::string("peft-extras-export-") + name);
-    options.show_progress = false;
-    merge::export_merged(test::context(), options);
-    test::GoldenFile golden(extras_dir() / (std::string(name) + ".golden.bin"));
-    spec::RunSettings plain = test::lora_run_settings(kernels::WeightFormat::f32);
-    plain.method = spec::Method::full;  // no adapter: the merged weights alone
-    test::GoldenRun run = test::run_golden(golden, options.output, {}, plain);
-    const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
-    double worst =
-        test::worst_real_row_error(run.logits, golden["fp32.logits"].floats(), test::golden_batch(golden), vocab);
+    double worst = test::exported_logits_error(test::GoldenFile(extras_dir() / (std::string(name) + ".golden.bin")),
+                                               base_folder(name), extras_dir() / name / "adapter",
+                                               std::string("peft-extras-export-") + name);
     MESSAGE(std::string(name) << " exported: logits max-abs " << worst);
     CHECK(worst <= 1e-4);
   }

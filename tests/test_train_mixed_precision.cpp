@@ -123,8 +123,7 @@ TEST_CASE("mixed precision: LoRA trains with --bf16 and --fp16 (activations in 1
       if (entry.contains("loss_scale")) {
         scale_logged = true;
         // 2^16 halved once per overflow (none expected in 4 steps of this tiny model)
-        CHECK(entry.at("loss_scale").get<double>() ==
-              65536.0 * std::pow(0.5, entry.at("skipped_steps").get<double>()));
+        CHECK(entry.at("loss_scale").get<double>() == 65536.0 * std::pow(0.5, entry.at("skipped_steps").get<double>()));
         CHECK(entry.at("skipped_steps") == 0);
       }
     }
@@ -139,6 +138,10 @@ TEST_CASE("mixed precision: LoRA trains with --bf16 and --fp16 (activations in 1
     CHECK(error.find("--method full --" + std::string(flag)) != std::string::npos);
     CHECK(error.find("already shows the memory") != std::string::npos);
   }
+  train::TrainConfig ia3 = minimal_config();
+  ia3.bf16 = true;
+  ia3.peft_type = spec::PeftType::ia3;
+  CHECK(user_error(ia3, train::refuse_unwired_precision).find("--peft-type ia3 --bf16") != std::string::npos);
   CHECK(user_error(minimal_config(), train::refuse_unwired_precision).empty());
 }
 

@@ -7,6 +7,7 @@
 
 #include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
+#include "engine/kernels/reduce.hpp"
 
 namespace vkt::kernels {
 
@@ -80,6 +81,34 @@ void add(Recorder& recorder, const BufferRange& a, const BufferRange& b, const B
                              .label = "add"});
 }
 
+void scale_channels(Recorder& recorder, const BufferRange& x, const BufferRange& scale, const BufferRange& y,
+                    uint32_t rows, uint32_t cols) {
+  const uint64_t n = uint64_t(rows) * cols;
+  VKT_ASSERT(cols > 0 && n <= 0xffffffffull, "scale_channels: (rows, cols) must fit 32-bit indices");
+  require_bytes(x, n * 4, "scale_channels", "x");
+  require_bytes(scale, uint64_t(cols) * 4, "scale_channels", "scale");
+  require_bytes(y, n * 4, "scale_channels", "y");
+  struct {
+    uint64_t x, scale, y;
+    uint32_t n, cols;
+  } push{x.address, scale.address, y.address, static_cast<uint32_t>(n), cols};
+  record_dispatch(recorder, {.shader = "scale_channels",
+                             .push = push,
+                             .grid = grid_1d(static_cast<uint32_t>(n), 256),
+                             .reads = {x, scale},
+                             .writes = {y}});
+}
+
+void scale_channels_backward(Recorder& recorder, const BufferRange& dy, const BufferRange& x, const BufferRange& scale,
+                             const BufferRange& dx, const BufferRange& d_scale, const BufferRange& product,
+                             const BufferRange& workspace, uint32_t rows, uint32_t cols, bool accumulate) {
+  const uint32_t n = rows * cols;
+  // d_scale (+)= Σ_rows dy * x: the element-wise product (one row of n channels), then column sums.
+  scale_channels(recorder, dy, x, product, 1, n);
+  sum_rows(recorder, product, d_scale, workspace, rows, cols, accumulate);
+  if (dx.bytes) scale_channels(recorder, dy, scale, dx, rows, cols);  // after the product read dy
+}
+
 }  // namespace vkt::kernels
 
 namespace vkt::ref {
@@ -96,5 +125,18 @@ void softcap(float* x, size_t n, float cap) {
 }
 void add(const float* a, const float* b, float* out, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = static_cast<float>(double(a[i]) + b[i]);
+}
+void scale_channels(const float* x, const float* scale, float* y, size_t rows, size_t cols) {
+  for (size_t i = 0; i < rows * cols; i++) y[i] = static_cast<float>(double(x[i]) * scale[i % cols]);
+}
+void scale_channels_backward(const float* dy, const float* x, const float* scale, float* dx, float* d_scale,
+                             size_t rows, size_t cols) {
+  for (size_t c = 0; c < cols; c++) {
+    double sum = 0;
+    for (size_t r = 0; r < rows; r++) sum += double(dy[r * cols + c]) * x[r * cols + c];
+    d_scale[c] = static_cast<float>(sum);
+  }
+  if (dx)
+    for (size_t i = 0; i < rows * cols; i++) dx[i] = static_cast<float>(double(dy[i]) * scale[i % cols]);
 }
 }  // namespace vkt::ref

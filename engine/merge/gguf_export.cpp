@@ -165,6 +165,11 @@ GgufExportSummary export_gguf_lora(const GgufLoraExportOptions& options) {
                     "use --outtype f32, f16, bf16 or q8_0 for adapters");
   const model::AdapterFile adapter = model::load_adapter_config(options.adapter);
   const model::LoraSettings& lora = adapter.settings;
+  if (lora.peft_type != spec::PeftType::lora)
+    throw UserError(options.adapter.string() + " is an " + spec::peft_type_name(lora.peft_type) +
+                        " adapter: llama.cpp's GGUF adapters hold LoRA factors only",
+                    "export the merged model instead: vktune export --format gguf --model BASE --adapter " +
+                        options.adapter.string());
   if (lora.save_embed_tokens || lora.save_lm_head || !lora.token_indices.empty())
     throw UserError(options.adapter.string() +
                         " trains modules_to_save or trainable tokens, which llama.cpp's "

@@ -10,6 +10,7 @@
 #include "engine/base/error.hpp"
 #include "engine/kernels/matmul.hpp"
 #include "engine/model/gguf_model.hpp"
+#include "engine/model/ia3.hpp"
 #include "engine/model/session.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/quant/quantize.hpp"
@@ -198,6 +199,10 @@ void ModelSource::open_adapter(const fs::path& directory) {
 bool ModelSource::replaced_by_extras(const std::string& name) const {
   if (!adapter_) return false;
   const model::LoraSettings& lora = adapter_->file.settings;
+  if (model::ia3_merges(model::model_shape(config_), lora.ia3_targets, lora.ia3_feedforward, name)) return true;
+  if (lora.peft_type == spec::PeftType::bitfit)  // the trained biases replace the model's
+    for (const auto& extra : model::adapter_extra_tensors(model::model_shape(config_), lora))
+      if (extra.buffer == name) return true;
   if (name == "model.embed_tokens.weight") return lora.save_embed_tokens || !lora.token_indices.empty();
   return name == "lm_head.weight" && lora.save_lm_head;
 }
@@ -332,6 +337,10 @@ std::vector<float> ModelSource::read(const std::string& name) {
       if (std::find(targets.begin(), targets.end(), linear->module) != targets.end())
         add_adapter_product(*linear, values);
     }
+    const model::LoraSettings& settings = adapter_->file.settings;  // IA3: W's rows (and b) or columns scaled
+    if (model::ia3_merge_tensor(model::model_shape(config_), settings.ia3_targets, settings.ia3_feedforward,
+                                *adapter_->weights, name, values))
+      adapted_++;
   }
   apply_extras(name, values);
   return values;

@@ -7,6 +7,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/kernels/random.hpp"
+#include "engine/model/ia3.hpp"
 #include "engine/model/safetensors.hpp"
 
 namespace vkt::model {
@@ -121,6 +122,17 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
     tensors.push_back({"model.embed_tokens.token_delta",
                        "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta",
                        {lora.token_indices.size(), shape.hidden}});
+  if (lora.peft_type == spec::PeftType::bitfit && shape.qkv_bias)  // BitFit: q/k/v biases, the model's names
+    for (uint32_t layer = 0; layer < shape.layers; layer++)
+      for (Module module : {Module::q_proj, Module::k_proj, Module::v_proj})
+        tensors.push_back({layer_tensor_name(layer, module, "bias"),
+                           layer_tensor_name(layer, module, "bias"),
+                           {spec::module_out_features(shape, module)}});
+  for (uint32_t layer = 0; layer < shape.layers; layer++)  // IA3's vectors
+    for (Module module : lora.ia3_targets)
+      if (lora.adapts_layer(layer))
+        tensors.push_back({ia3_buffer_name(layer, module), ia3_peft_name(layer, module),
+                           ia3_peft_shape(shape, module, ia3_is_feedforward(lora.ia3_feedforward, module))});
   return tensors;
 }
 
@@ -189,6 +201,43 @@ void parse_adapter_extras(const nlohmann::json& config, const std::string& where
   for (const auto& id : *list) lora.token_indices.push_back(id.get<uint32_t>());
 }
 
+namespace {
+// An IA3 adapter_config.json (peft_type "IA3"): target_modules and feedforward_modules.
+AdapterFile load_ia3_adapter_config(const nlohmann::json& json, const std::string& path) {
+  auto where = [&](const std::string& key) { return path + ": \"" + key + "\""; };
+  if (json.value("fan_in_fan_out", false))
+    throw UserError(where("fan_in_fan_out") + " is true (GPT-2 Conv1D layout)", "Llama-family adapters have it false");
+  AdapterFile file;
+  file.settings.peft_type = spec::PeftType::ia3;
+  auto modules = [&](const char* key) {
+    std::string list;
+    const auto& value = json.at(key);
+    if (value.is_string()) return parse_target_modules(value.get<std::string>());
+    for (const auto& name : value) list += (list.empty() ? "" : ",") + name.get<std::string>();
+    return list.empty() ? std::vector<Module>{} : parse_target_modules(list);
+  };
+  try {
+    file.settings.ia3_targets = modules("target_modules");
+    if (json.contains("feedforward_modules") && !json["feedforward_modules"].is_null())
+      file.settings.ia3_feedforward = modules("feedforward_modules");
+    else
+      file.settings.ia3_feedforward = ia3_default_feedforward(file.settings.ia3_targets);
+    parse_adapter_extras(json, path, file.settings);
+  } catch (const nlohmann::json::exception& error) {
+    throw UserError(path + ": missing or invalid field (" + error.what() + ")",
+                    "an IA3 adapter_config.json needs target_modules (and feedforward_modules)");
+  }
+  for (Module module : file.settings.ia3_feedforward)
+    if (!ia3_is_feedforward(file.settings.ia3_targets, module))
+      throw UserError(
+          where("feedforward_modules") + " lists " + spec::module_name(module) + ", which is not in target_modules",
+          "feedforward_modules must be a subset of target_modules (as PEFT requires)");
+  if (json.contains("base_model_name_or_path") && json["base_model_name_or_path"].is_string())
+    file.base_model = json["base_model_name_or_path"].get<std::string>();
+  return file;
+}
+}  // namespace
+
 AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   auto path = directory / "adapter_config.json";
   nlohmann::json json;
@@ -198,10 +247,18 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
     throw UserError(path.string() + ": not valid JSON (" + error.what() + ")", "is this a PEFT adapter folder?");
   }
   auto where = [&](const std::string& key) { return path.string() + ": \"" + key + "\""; };
+  if (json.value("peft_type", std::string()) == "IA3") return load_ia3_adapter_config(json, path.string());
+  if (json.value("peft_type", std::string()) == bitfit_peft_type) {  // vktune's own: PEFT has no BitFit
+    AdapterFile file;
+    file.settings.peft_type = spec::PeftType::bitfit;
+    if (json.contains("base_model_name_or_path") && json["base_model_name_or_path"].is_string())
+      file.base_model = json["base_model_name_or_path"].get<std::string>();
+    return file;
+  }
   if (json.value("peft_type", std::string("LORA")) != "LORA")
     throw UserError(
         where("peft_type") + " is " + json.value("peft_type", std::string()) + ", vktune reads LORA adapters",
-        "use a LoRA adapter");
+        "use a LoRA or IA3 adapter");
   if (json.value("use_dora", false))
     throw UserError(where("use_dora") + " is true: DoRA is not supported", "use plain LoRA");
   if (json.value("fan_in_fan_out", false))
@@ -253,6 +310,12 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
 
 void init_adapter(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape, const LoraSettings& lora,
                   uint64_t seed) {
+  for (uint32_t layer = 0; layer < shape.layers; layer++)  // IA3: ones (init_ia3_weights), the identity
+    for (Module module : lora.ia3_targets) {
+      const auto length = ia3_vector_size(shape, module, ia3_is_feedforward(lora.ia3_feedforward, module));
+      std::vector<float> ones(length, 1.0f);
+      context.upload(buffers.buffer(ia3_buffer_name(layer, module)), ones.data());
+    }
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
     if (!lora.adapts_layer(layer)) continue;  // layers_to_transform leaves it out
     for (Module module : lora_owners(shape, lora.targets)) {
@@ -300,7 +363,8 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
     const TensorView* tensor = file.find(extra.peft_name);
     if (!tensor)
       throw UserError(file.path().string() + ": no tensor " + extra.peft_name,
-                      "adapter_config.json lists modules_to_save or trainable_token_indices the file does not hold");
+                      "adapter_config.json lists modules_to_save, trainable_token_indices or IA3 target_modules the "
+                      "file does not hold");
     if (tensor->shape != extra.shape)
       throw UserError(file.path().string() + ": tensor " + extra.peft_name + " has the wrong shape for this model",
                       "the adapter was trained for another base model (or another vocabulary size)");
@@ -334,8 +398,12 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
                   const LoraSettings& lora, const std::string& base_model, const std::filesystem::path& directory,
                   const std::string&) {
   std::filesystem::create_directories(directory);
-  nlohmann::json config = peft_lora_config(lora.rank, lora.alpha, lora.dropout, peft_target_names(shape, lora.targets),
-                                           lora.rslora, base_model);
+  nlohmann::json config = lora.peft_type == spec::PeftType::ia3
+                              ? peft_ia3_config(lora.ia3_targets, lora.ia3_feedforward, base_model)
+                          : lora.peft_type == spec::PeftType::bitfit
+                              ? nlohmann::json{{"peft_type", bitfit_peft_type}, {"base_model_name_or_path", base_model}}
+                              : peft_lora_config(lora.rank, lora.alpha, lora.dropout,
+                                                 peft_target_names(shape, lora.targets), lora.rslora, base_model);
   std::vector<std::string> modules_to_save;
   if (lora.save_embed_tokens) modules_to_save.push_back("embed_tokens");
   if (lora.save_lm_head) modules_to_save.push_back("lm_head");

@@ -14,6 +14,11 @@ namespace vkt::model {
 // The layout of the adapters vktune writes; bumped with tests/reference/peft_extras_golden.py's
 // ADAPTER_FORMAT_VERSION whenever it changes (PEFT's load check is then rerun).
 constexpr int adapter_format_version = 1;
+// BitFit has no PEFT type: vktune writes adapter_config.json {"peft_type": "BITFIT",
+// "base_model_name_or_path": ...} and the trained biases in adapter_model.safetensors under the
+// full model's names ("model.layers.0.self_attn.q_proj.bias" (out)), which load_state_dict(strict=False)
+// of the transformers model takes as they are.
+constexpr const char* bitfit_peft_type = "BITFIT";
 
 // PEFT's name of a LoRA tensor: "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"
 // (a fused module's pieces share their owner's: "...self_attn.qkv_proj.lora_A.weight" for q/k/v).

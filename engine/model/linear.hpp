@@ -23,6 +23,14 @@ struct LoraParams {
   uint32_t rng_layer = 0;  // dropout mask key: unique per (layer, module)
 };
 
+// IA3 (PEFT's IA3Layer, engine/model/ia3.hpp): a learned vector scaling the layer's output
+// (y = (x·Wᵀ + b) ⊙ l) or, for a feedforward module, its input (y = (x ⊙ l)·Wᵀ + b).
+struct Ia3Params {
+  BufferRange l;       // (out) fp32, or (in) fp32 when feedforward   ia3_l
+  BufferRange grad_l;  // the same shape, accumulated; empty for inference
+  bool feedforward = false;
+};
+
 struct Linear {
   kernels::WeightRef weight;  // (out, in), any format
   BufferRange bias;           // (out) fp32; empty when the layer has none
@@ -34,6 +42,7 @@ struct Linear {
   // (spec::RunSettings::activation_dtype); the matmuls accumulate in fp32 and every weight,
   // weight gradient and LoRA parameter stays fp32.
   kernels::DType act = kernels::DType::f32;
+  const Ia3Params* ia3 = nullptr;  // IA3 instead of LoRA (never both)
 };
 
 // Buffers a linear layer's forward/backward uses besides its input and output.
@@ -43,6 +52,9 @@ struct LinearScratch {
   BufferRange dropout_x;         // (rows, in) Linear::act scratch, when dropout > 0
   BufferRange step_state;        // kernels::StepState (dropout's RNG step)
   BufferRange reduce_workspace;  // kernels::sum_rows_workspace_bytes(rows, out) for bias gradients
+  // IA3: z = x·Wᵀ + b (rows, out) saved by the forward of an output-scaled module; two (rows,
+  // widest) fp32 scratches (the scaled input, then the backward's products and d(input)).
+  BufferRange ia3_z, ia3_scratch, ia3_grad;
 };
 
 // y: (rows, out), overwritten. x: (rows, in). Both stored as layer.act.

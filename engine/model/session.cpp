@@ -51,6 +51,9 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
     adjusted.save_embed_tokens = lora->save_embed_tokens;
     adjusted.save_lm_head = lora->save_lm_head;
     adjusted.trainable_token_indices = lora->token_indices;
+    adjusted.peft_type = lora->peft_type;
+    adjusted.ia3_targets = lora->ia3_targets;
+    adjusted.ia3_feedforward = lora->ia3_feedforward;
   }
   // A GGUF file: its linear weights stay in their stored types (gguf_weights.hpp) unless the run
   // asks for another format; other tensors are dequantized to fp32 on load (gguf_model.hpp).

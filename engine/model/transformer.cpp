@@ -13,6 +13,7 @@
 #include "engine/kernels/norm.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/rope.hpp"
+#include "engine/model/ia3.hpp"
 
 namespace vkt::model {
 
@@ -104,6 +105,15 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
       }
     }
   }
+  ia3_.resize(layers_);
+  if (lora && !full_ && (s.training || s.with_adapter))
+    for (uint32_t layer = 0; layer < layers_; layer++)
+      for (Module module : lora->ia3_targets) {
+        Ia3Params& p = ia3_[layer][static_cast<size_t>(module)];
+        p.l = range(ia3_buffer_name(layer, module));
+        p.grad_l = buffers.optional_range("grad." + ia3_buffer_name(layer, module));
+        p.feedforward = ia3_is_feedforward(lora->ia3_feedforward, module);
+      }
   std::vector<float> inv_freq = rope_inv_freq(config);
   context.upload(buffers.buffer("rope.inv_freq"), inv_freq.data());
   if (config.rope_scaling.type == "longrope") {
@@ -181,9 +191,12 @@ Linear Transformer::linear(uint32_t layer, Module module) const {
   if (full_) {
     l.grad_weight = range("grad." + name);
     if (l.bias.bytes) l.grad_bias = range("grad." + bias);
+  } else if (l.bias.bytes) {
+    l.grad_bias = buffers_.optional_range("grad." + bias);  // BitFit trains the biases alone
   }
   l.lora = lora(layer, module);
   l.act = act_;
+  if (ia3_[layer][static_cast<size_t>(module)].l.bytes) l.ia3 = &ia3_[layer][static_cast<size_t>(module)];
   return l;
 }
 
@@ -221,6 +234,8 @@ Transformer::LayerActivations Transformer::activations(uint32_t layer, bool reco
   }
   for (size_t m = 0; m < spec::module_count; m++)
     if (has_lora_[layer][m]) a.lora_t[m] = range(prefix + spec::module_name(Module(m)) + ".lora_t");
+  for (size_t m = 0; m < spec::module_count; m++)
+    a.ia3_z[m] = buffers_.optional_range(prefix + spec::module_name(Module(m)) + ".ia3_z");
   return a;
 }
 
@@ -231,6 +246,9 @@ LinearScratch Transformer::scratch(const LayerActivations& acts, Module module) 
   s.dropout_x = buffers_.optional_range("act.dropout");
   s.step_state = range("step_state");
   s.reduce_workspace = range("workspace.reduce");
+  s.ia3_z = acts.ia3_z[static_cast<size_t>(module)];
+  s.ia3_scratch = buffers_.optional_range("act.ia3_scratch");
+  s.ia3_grad = buffers_.optional_range("grad_act.ia3");
   return s;
 }
 

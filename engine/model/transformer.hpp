@@ -34,6 +34,9 @@ struct LoraSettings {
   // (rows of embed_tokens, and of a tied lm_head, trained alone).
   bool save_embed_tokens = false, save_lm_head = false;
   std::vector<uint32_t> token_indices;
+  // --peft-type: IA3 (targets then empty) trains one vector per module of ia3_targets (engine/model/ia3.hpp).
+  spec::PeftType peft_type = spec::PeftType::lora;
+  std::vector<spec::Module> ia3_targets, ia3_feedforward;
   float scale() const;  // alpha/r, or alpha/sqrt(r) with rsLoRA
 };
 
@@ -92,6 +95,7 @@ class Transformer {
     // Gemma only: inputs of the norms after attention and after the MLP, and their rstd.
     BufferRange o_pre, rstd_post_attn, down_pre, rstd_post_mlp;
     std::array<BufferRange, spec::module_count> lora_t;
+    std::array<BufferRange, spec::module_count> ia3_z;  // IA3, output-scaled modules: x·Wᵀ + b (rows, out)
   };
   LayerActivations activations(uint32_t layer, bool recompute) const;
   Linear linear(uint32_t layer, spec::Module module) const;
@@ -151,6 +155,7 @@ class Transformer {
   kernels::DType act_ = kernels::DType::f32;
   std::vector<std::array<LoraParams, spec::module_count>> lora_;
   std::vector<std::array<bool, spec::module_count>> has_lora_;
+  std::vector<std::array<Ia3Params, spec::module_count>> ia3_;  // IA3 vectors (l empty: none)
   std::unordered_map<std::string, float> absmax_offsets_;
 };
 

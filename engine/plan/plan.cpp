@@ -200,6 +200,17 @@ bool is_target(const RunSettings& s, Module module) {
   return std::find(s.target_modules.begin(), s.target_modules.end(), module) != s.target_modules.end();
 }
 
+// IA3 (peft_type ia3): whether `module` scales its input (feedforward) and its vector's length.
+bool ia3_feedforward(const RunSettings& s, Module module) {
+  return std::find(s.ia3_feedforward.begin(), s.ia3_feedforward.end(), module) != s.ia3_feedforward.end();
+}
+// The widest side any IA3 module scales or saves: its scratches hold (rows, widest).
+uint64_t ia3_widest(const ModelShape& m, const RunSettings& s) {
+  uint64_t widest = 0;
+  for (Module module : s.ia3_targets)
+    widest = std::max({widest, module_in_features(m, module), module_out_features(m, module)});
+  return widest;
+}
 
 // The activations one layer's forward produces and its backward reads, with `prefix` naming
 // the set ("act.layers.3." or "act.recompute."). `include_input` adds the layer input.
@@ -236,6 +247,11 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   if (s.method != Method::full)
     for (Module module : s.target_modules)
       b.add(prefix + std::string(module_name(module)) + ".lora_t", Category::activations, rows * s.lora_r * f);
+  if (s.method != Method::full && s.training)  // IA3's output-scaled modules keep z = x·Wᵀ + b
+    for (Module module : s.ia3_targets)
+      if (!ia3_feedforward(s, module))
+        b.add(prefix + std::string(module_name(module)) + ".ia3_z", Category::activations,
+              rows * module_out_features(m, module) * f);
 }
 
 // a * b, or a UserError naming what overflowed: the plan's byte counts are uint64 products of
@@ -371,10 +387,14 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       if (m.qkv_bias && module <= Module::v_proj) {
         counts.biases += out;
         std::string bias = prefix + module_path(module) + ".bias";
-        if (full && training)
+        if (full && training) {
           b.trainable(bias, Category::base_weights, out, true);
-        else
+        } else if (extras && s.peft_type == spec::PeftType::bitfit) {  // BitFit: the biases are the adapter
+          b.adapter_tensor(bias, out);
+          if (training) counts.trainable += out;
+        } else {
           b.add(bias, Category::base_weights, out * 4);
+        }
       }
       // LoRA A and B, under the stored (PEFT) module path: a fused module's (Phi-3's qkv_proj,
       // gate_up_proj) belong to its first piece and span all its rows (spec::fused_owner).
@@ -388,6 +408,12 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       } else if (!full && s.with_adapter && owns_lora) {
         b.add(lora + ".lora_A", Category::adapter_params, s.lora_r * in * 4);
         b.add(lora + ".lora_B", Category::adapter_params, lora_out * s.lora_r * 4);
+      }
+      const bool ia3 = std::find(s.ia3_targets.begin(), s.ia3_targets.end(), module) != s.ia3_targets.end();
+      if (extras && ia3 && s.adapts_layer(layer)) {  // IA3's vector (PEFT's ia3_l)
+        const uint64_t length = ia3_feedforward(s, module) ? in : out;
+        b.adapter_tensor(prefix + module_path(module) + ".ia3_l", length);
+        if (training) counts.trainable += length;
       }
     }
     // A norm weight of `features` values: trained (with a gradient) only in full finetuning.
@@ -543,6 +569,16 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       reduce =
           std::max(reduce, kernels::embedding_backward_workspace_bytes(
                                static_cast<uint32_t>(rows), static_cast<uint32_t>(save_embed ? m.vocab : token_rows)));
+  }
+  if (training && extras && s.peft_type == spec::PeftType::bitfit)  // the bias gradients' column sums
+    reduce = std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows),
+                                                                static_cast<uint32_t>(m.heads * m.head_dim)));
+  if (extras && !s.ia3_targets.empty()) {  // IA3: the scaled input / products, d(input); d l's column sums
+    b.add("act.ia3_scratch", Category::workspace, rows * ia3_widest(m, s) * f);
+    if (training) b.add("grad_act.ia3", Category::workspace, rows * ia3_widest(m, s) * f);
+    if (training)
+      reduce = std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows),
+                                                                  static_cast<uint32_t>(ia3_widest(m, s))));
   }
   b.add("workspace.reduce", Category::workspace, reduce);
   if (training) {

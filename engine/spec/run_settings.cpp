@@ -27,6 +27,19 @@ std::span<const NameEntry<Optimizer>> optimizer_names() {
 
 const char* optimizer_name(Optimizer optimizer) { return enum_name(optimizer_names(), optimizer); }
 
+std::span<const NameEntry<PeftType>> peft_type_names() {
+  static constexpr NameEntry<PeftType> names[] = {{PeftType::lora, "lora"},
+                                                  {PeftType::dora, "dora"},
+                                                  {PeftType::ia3, "ia3"},
+                                                  {PeftType::prompt_tuning, "prompt_tuning"},
+                                                  {PeftType::prefix_tuning, "prefix_tuning"},
+                                                  {PeftType::p_tuning, "p_tuning"},
+                                                  {PeftType::bitfit, "bitfit"}};
+  return names;
+}
+
+const char* peft_type_name(PeftType type) { return enum_name(peft_type_names(), type); }
+
 uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
   switch (optimizer) {
     case Optimizer::adamw:

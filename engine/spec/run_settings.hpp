@@ -18,15 +18,21 @@ using kernels::WeightFormat;
 
 enum class Method : uint8_t { lora, qlora, full };
 // HF TrainingArguments' --optim names. paged_* are the same updates with states in host memory the
-// GPU reads (--offload-optimizer): optimizer_update_rule and optimizer_is_paged split them.
+// GPU reads when the budget is short (--paged-optimizer): optimizer_update_rule and optimizer_is_paged
+// split them.
 enum class Optimizer : uint8_t { adamw, sgd, momentum, adamw_8bit, paged_adamw_32bit, paged_adamw_8bit };
+// The PEFT family a non-full run trains (--peft-type; issue 17). dora, prefix_tuning and p_tuning
+// are named (PEFT's spellings) but refused until they are built.
+enum class PeftType : uint8_t { lora, dora, ia3, prompt_tuning, prefix_tuning, p_tuning, bitfit };
+std::span<const NameEntry<PeftType>> peft_type_names();  // lora, dora, ia3, prompt_tuning, ...
+const char* peft_type_name(PeftType type);
 std::span<const NameEntry<Method>> method_names();        // the --method names: lora, qlora, full
 std::span<const NameEntry<Optimizer>> optimizer_names();  // the --optim names: adamw_torch (adamw), sgd, ...
 const char* method_name(Method method);
 const char* optimizer_name(Optimizer optimizer);
 uint32_t optimizer_states_per_parameter(Optimizer optimizer);  // adamw(_8bit) 2, momentum 1, sgd 0
 Optimizer optimizer_update_rule(Optimizer optimizer);  // paged_adamw_32bit -> adamw, paged_adamw_8bit -> adamw_8bit
-bool optimizer_is_paged(Optimizer optimizer);          // paged_*: states placed as --offload-optimizer places them
+bool optimizer_is_paged(Optimizer optimizer);          // paged_*: states placed as --paged-optimizer places them
 
 // What a run does, as far as memory is concerned (a subset of the trainer's flags).
 struct RunSettings {
@@ -44,6 +50,10 @@ struct RunSettings {
   uint32_t lora_r = 8;
   std::vector<Module> target_modules = {Module::q_proj, Module::v_proj};
   std::vector<uint32_t> lora_layers;  // PEFT layers_to_transform: the layers with LoRA (empty: all)
+  // IA3 (peft_type ia3; target_modules is then empty): the modules with a learned vector, and those
+  // of them scaled on their input (PEFT's feedforward_modules) rather than their output.
+  PeftType peft_type = PeftType::lora;
+  std::vector<Module> ia3_targets, ia3_feedforward;
   bool adapts_layer(uint64_t layer) const {
     return lora_layers.empty() || std::find(lora_layers.begin(), lora_layers.end(), layer) != lora_layers.end();
   }

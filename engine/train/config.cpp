@@ -22,6 +22,7 @@ constexpr NameEntry<DTypeChoice> dtype_choice_table[] = {
     {DTypeChoice::auto_, "auto"}, {DTypeChoice::f32, "fp32"}, {DTypeChoice::f16, "fp16"}, {DTypeChoice::bf16, "bf16"}};
 std::span<const NameEntry<DTypeChoice>> names_of(DTypeChoice) { return dtype_choice_table; }
 std::span<const NameEntry<spec::Optimizer>> names_of(spec::Optimizer) { return spec::optimizer_names(); }
+std::span<const NameEntry<spec::PeftType>> names_of(spec::PeftType) { return spec::peft_type_names(); }
 std::span<const NameEntry<ScheduleType>> names_of(ScheduleType) { return schedule_type_names(); }
 
 template <typename Enum>
@@ -63,6 +64,11 @@ const std::vector<OptionSpec>& option_table() {
        &C::eval_data},
       {"adapter", "start from this PEFT adapter folder instead of a fresh one", &C::adapter},
       {"method", choices<spec::Method>(), &C::method},
+      {"peft_type",
+       choices<spec::PeftType>() +
+           " (PEFT's families; ia3: PEFT IA3Config defaults; bitfit: the q/k/v biases (Qwen2); dora, "
+           "prompt_tuning, prefix_tuning, p_tuning not built yet)",
+       &C::peft_type},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
       {"dtype",
@@ -297,6 +303,20 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
+  if (c.peft_type == spec::PeftType::dora || c.peft_type == spec::PeftType::prefix_tuning ||
+      c.peft_type == spec::PeftType::p_tuning || c.peft_type == spec::PeftType::prompt_tuning)
+    throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) + " is not built yet (issue 17)",
+                    "use --peft-type lora, ia3 or bitfit");
+  if (c.peft_type != spec::PeftType::lora && c.method == spec::Method::full)
+    throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) +
+                        " trains a PEFT adapter; --method full trains every weight",
+                    "use --method lora (or qlora for an NF4 base) with it");
+  if (c.peft_type != spec::PeftType::lora &&
+      (!c.modules_to_save.empty() || !c.trainable_token_indices.empty() || !c.layers_to_transform.empty()))
+    throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) +
+                        " goes without --modules-to-save, --trainable-token-indices and --layers-to-transform here "
+                        "(vktune trains that family's tensors alone)",
+                    "drop those flags, or use --peft-type lora");
   if (!c.layers_pattern.empty() && c.layers_pattern != "layers")
     throw UserError(
         "--layers-pattern " + c.layers_pattern + " is unknown: Llama-family models name their blocks layers",

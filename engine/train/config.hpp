@@ -41,6 +41,7 @@ struct TrainConfig {
   bool bf16 = false;
   bool fp16 = false;
   bool pure_bf16 = false;
+  spec::PeftType peft_type = spec::PeftType::lora;  // the PEFT family a non-full run trains
   // LoRA (PEFT names and defaults).
   int64_t lora_r = 8;
   double lora_alpha = 16;
@@ -107,7 +108,7 @@ struct OptionSpec {
   std::string help;
   std::variant<std::string TrainConfig::*, bool TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*,
                spec::Method TrainConfig::*, kernels::WeightFormat TrainConfig::*, DTypeChoice TrainConfig::*,
-               spec::Optimizer TrainConfig::*, ScheduleType TrainConfig::*>
+               spec::Optimizer TrainConfig::*, ScheduleType TrainConfig::*, spec::PeftType TrainConfig::*>
       field;
   bool required_somewhere = false;  // must be set by a flag or the YAML file
 };

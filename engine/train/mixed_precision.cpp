@@ -25,7 +25,12 @@ void refuse_unwired_precision(const TrainConfig& config) {
                     "16-bit weights with master copies are not wired yet (LoRA and QLoRA train with " + flag +
                         "); `vktune plan --method full " + flag +
                         "` already shows the memory. Train fully in fp32 meanwhile (leave " + flag + " out)");
-  // LoRA and QLoRA store activations and their gradients in 16 bits (engine/kernels/act_storage.hpp).
+  // LoRA and QLoRA store activations and their gradients in 16 bits (engine/kernels/act_storage.hpp);
+  // IA3's saved products and BitFit's bias-gradient sums are fp32-only kernels so far.
+  if (config.peft_type != spec::PeftType::lora)
+    throw UserError(std::string("--peft-type ") + spec::peft_type_name(config.peft_type) + " " + flag +
+                        " cannot train yet: its kernels store fp32 activations only",
+                    "train it in fp32 (leave " + flag + " out), or use --peft-type lora with " + flag);
 }
 
 }  // namespace vkt::train

@@ -21,6 +21,7 @@ namespace {
 // Run-control options (logging, saving, evaluation, the dashboard) may change between resumes.
 const char* const kTrajectoryOptions[] = {
     "method",
+    "peft_type",
     "quant",
     "double_quant",
     "dtype",

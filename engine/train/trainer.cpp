@@ -28,6 +28,7 @@
 #include "engine/model/gguf_model.hpp"
 #include "engine/model/gguf_tokenizer.hpp"
 #include "engine/model/gguf_weights.hpp"
+#include "engine/model/ia3.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
 #include "engine/model/transformer.hpp"
@@ -128,6 +129,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.pure_bf16 = c.pure_bf16;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
   s.target_modules = model::parse_target_modules(c.target_modules, model);
+  s.peft_type = c.peft_type;
+  model::resolve_peft_targets(s, c.target_modules, model, c.model);  // IA3, BitFit: no LoRA
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
@@ -322,6 +325,9 @@ void TrainingRun::prepare_data() {
     lora_.save_embed_tokens = plan_.settings.save_embed_tokens;
     lora_.save_lm_head = plan_.settings.save_lm_head;
     lora_.token_indices = plan_.settings.trainable_token_indices;
+    lora_.peft_type = plan_.settings.peft_type;
+    lora_.ia3_targets = plan_.settings.ia3_targets;
+    lora_.ia3_feedforward = plan_.settings.ia3_feedforward;
     model::check_token_indices(lora_.token_indices, plan_.shape.vocab, "--trainable-token-indices");
     if (!config_.adapter.empty()) {
       // Start from an existing adapter: its shape settings win over the flags.
@@ -337,6 +343,9 @@ void TrainingRun::prepare_data() {
       lora_.save_embed_tokens = file.settings.save_embed_tokens;
       lora_.save_lm_head = file.settings.save_lm_head;
       lora_.token_indices = file.settings.token_indices;
+      lora_.peft_type = file.settings.peft_type;
+      lora_.ia3_targets = file.settings.ia3_targets;
+      lora_.ia3_feedforward = file.settings.ia3_feedforward;
       spec::RunSettings settings = plan_.settings;
       settings.lora_r = lora_.rank;
       settings.target_modules = lora_.targets;
@@ -344,6 +353,9 @@ void TrainingRun::prepare_data() {
       settings.save_embed_tokens = lora_.save_embed_tokens;
       settings.save_lm_head = lora_.save_lm_head;
       settings.trainable_token_indices = lora_.token_indices;
+      settings.peft_type = lora_.peft_type;
+      settings.ia3_targets = lora_.ia3_targets;
+      settings.ia3_feedforward = lora_.ia3_feedforward;
       plan_ = plan::make_plan(model::model_shape(model_config_), settings);
     }
   }

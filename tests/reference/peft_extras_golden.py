@@ -104,8 +104,13 @@ def forward_backward(model, ids, mask):
 def train(model, ids, mask):
     labels = ids.masked_fill(mask == 0, -100)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=TRAIN["lr"], betas=(0.9, 0.999), eps=1e-8,
-                            weight_decay=TRAIN["weight_decay"], foreach=False)
+    # transformers' Trainer (get_decay_parameter_names), which vktune follows, exempts biases from
+    # weight decay: BitFit's parameters are all biases.
+    decays = [not name.endswith(".bias") for name, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for p, d in zip(params, decays) if d], "weight_decay": TRAIN["weight_decay"]},
+              {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=TRAIN["lr"], betas=(0.9, 0.999), eps=1e-8,
+                            foreach=False)
     losses, norms = [], []
     for _ in range(TRAIN["steps"]):
         opt.zero_grad(set_to_none=True)
@@ -196,14 +201,19 @@ def run(out_dir):
     run_cases(make_case, CASES, out_dir)
 
 
-def main():
+def script_main(run, check, out_dir, label):
+    """The command line of this script and of peft_types_golden.py: write, --verify or --check-vktune."""
     if os.environ.get("PYTHONHASHSEED") != "0":
         os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, PYTHONHASHSEED="0"))
     hf_golden.check_versions()
     if "--check-vktune" in sys.argv:
-        check_vktune()
+        check()
     else:
-        hf_golden.write_or_verify(run, OUT, "tests/data/peft_extras")
+        hf_golden.write_or_verify(run, out_dir, label)
+
+
+def main():
+    script_main(run, check_vktune, OUT, "tests/data/peft_extras")
 
 
 if __name__ == "__main__":
