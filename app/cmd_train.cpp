@@ -16,6 +16,7 @@
 #include "engine/model/session.hpp"
 #include "engine/plan/report.hpp"
 #include "engine/train/advice.hpp"
+#include "engine/train/distributed.hpp"
 #include "engine/train/trainer.hpp"
 #include "ui/offscreen.hpp"
 #include "ui/window.hpp"
@@ -95,6 +96,14 @@ void add_train_command(CLI::App& app) {
         throw UserError("--save-gguf-lora needs a LoRA adapter, but --method full trains every weight",
                         "export the trained model with vktune export --format gguf");
     }
+    // Under mpirun, rank 0 speaks for the run: the others log only warnings and draw nothing.
+    const bool rank0 = train::world().writer();
+    if (!rank0) {
+      log::set_level(log::Level::warn);
+      config.headless = true;
+      config.dashboard = false;
+      config.plot.clear();
+    }
     bool window = config.dashboard || (!config.headless && ui::display_available());
     if (config.dashboard && !ui::display_available())
       throw UserError("--dashboard needs a display (DISPLAY or WAYLAND_DISPLAY)",
@@ -103,7 +112,8 @@ void add_train_command(CLI::App& app) {
     train::TrainSummary summary;
     if (!window) {
       summary = train::train(config, &monitor);
-      if (config.plot.empty()) config.plot = (std::filesystem::path(config.output_dir) / "dashboard.png").string();
+      if (config.plot.empty() && rank0)
+        config.plot = (std::filesystem::path(config.output_dir) / "dashboard.png").string();
     } else {
       std::exception_ptr failure;
       std::thread worker([&] {
@@ -129,7 +139,7 @@ void add_train_command(CLI::App& app) {
       ui::render_dashboard_png(monitor.snapshot(), config.plot, 1280, 800);
       log::info("dashboard written to " + config.plot);
     }
-    if (gguf_lora && !summary.stop_signal) {
+    if (gguf_lora && !summary.stop_signal && rank0) {
       merge::GgufLoraExportOptions options;
       options.adapter = config.output_dir;
       options.model = config.model;
@@ -139,7 +149,7 @@ void add_train_command(CLI::App& app) {
       log::info("GGUF LoRA adapter written to " + options.output.string() + " (Ollama: " + exported.modelfile.string() +
                 ")");
     }
-    print_summary(summary);
+    if (rank0) print_summary(summary);
     // A stopped run is not a finished one: `train && export` must not go on. Shell conventions.
     if (summary.stop_signal) {
       std::fflush(stdout);

@@ -38,6 +38,7 @@
 #include "engine/train/checkpoint.hpp"
 #include "engine/train/data_mixture.hpp"
 #include "engine/train/dataset.hpp"
+#include "engine/train/distributed.hpp"
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/run_identity.hpp"
 #include "engine/train/schedule.hpp"
@@ -185,6 +186,7 @@ class TrainingRun {
 
   TrainConfig config_;
   RunMonitor* monitor_;
+  Communicator& ranks_ = world();  // data parallel (mpirun): rank 0 alone writes the output folder
   RunMonitor own_monitor_;
   model::ModelConfig model_config_;
   std::unique_ptr<text::Tokenizer> tokenizer_;
@@ -283,6 +285,7 @@ void TrainingRun::prepare_data() {
     settings.epoch_examples = [mixture = mixture_.get()](int64_t epoch) { return mixture->epoch(epoch); };
   }
   batcher_ = std::make_unique<Batcher>(train_examples_, settings);
+  batcher_->shard(static_cast<uint32_t>(ranks_.rank()), static_cast<uint32_t>(ranks_.size()));
   accumulation_ = config_.gradient_accumulation_steps;
   // HF: update steps per epoch = micro-batches // accumulation (at least 1).
   int64_t steps_per_epoch = std::max<int64_t>(1, batcher_->micro_batches_per_epoch() / accumulation_);
@@ -342,7 +345,7 @@ void TrainingRun::prepare_data() {
 
 void TrainingRun::prepare_device() {
   vk::ContextOptions options;
-  options.device_index = static_cast<int>(config_.device);
+  options.device_index = static_cast<int>(device_for_rank(config_.device, ranks_, vk::list_devices().size()));
   context_ = std::make_unique<vk::Context>(options);
   context_->ledger().reset_peaks();
   preflight();
@@ -372,6 +375,8 @@ void TrainingRun::prepare_device() {
   optimizer.momentum = config_.momentum;
   optimizer.max_grad_norm = config_.max_grad_norm;
   optimizer.seed = static_cast<uint32_t>(config_.seed);
+  optimizer.communicator = &ranks_;
+  optimizer.deterministic = config_.deterministic;
   runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
   runner_->reset();
 }
@@ -399,17 +404,16 @@ void TrainingRun::preflight() {
 uint32_t TrainingRun::train_step(int64_t step, bool profile) {
   // All micro-batches of the step first: the loss is normalised by Σw over all of them.
   std::vector<MicroBatch> micro_batches;
-  for (int64_t i = 0; i < accumulation_; i++) {
-    micro_batches.push_back(batcher_->next());
-    tokens_ += micro_batches.back().tokens;
-    window_tokens_ += micro_batches.back().tokens;
-  }
+  for (int64_t i = 0; i < accumulation_; i++) micro_batches.push_back(batcher_->next());
   uint32_t flags = runner_->step(step, schedule_->learning_rate(step), micro_batches, profile);
+  tokens_ += runner_->step_tokens();  // over all ranks
+  window_tokens_ += runner_->step_tokens();
   window_steps_++;
   return flags;
 }
 
 void TrainingRun::append_metrics(const std::string& line) {
+  if (!ranks_.writer()) return;
   append_to_file(output_dir() / "metrics.jsonl", line + "\n");
 }
 
@@ -493,6 +497,7 @@ void TrainingRun::load_best_weights(int64_t final_step) {
 }
 
 void TrainingRun::write_run_json(RunState state) {
+  if (!ranks_.writer()) return;
   write_file_atomically(output_dir() / "run.json", run_info_to_json(info_, state) + "\n");
 }
 
@@ -511,6 +516,7 @@ TrainableState TrainingRun::trainable() const {
 }
 
 void TrainingRun::save_checkpoint(int64_t step) {
+  if (!ranks_.writer()) return;  // every rank holds the same weights and optimizer states
   TrainerState state;
   state.step = step;
   state.max_steps = max_steps_;
@@ -549,7 +555,8 @@ int64_t TrainingRun::resume() {
   window_tokens_ = state.window_tokens;
   window_seconds_ = state.window_seconds;
   best_ = std::make_unique<BestModelTracker>(best_->settings(), state.best);
-  truncate_metrics(output_dir() / "metrics.jsonl", state.step);  // keeps what was logged up to the checkpoint
+  if (ranks_.writer())
+    truncate_metrics(output_dir() / "metrics.jsonl", state.step);  // keeps what was logged up to the checkpoint
   log::info("resumed from " + path->string() + " at step " + std::to_string(state.step));
   return state.step;
 }
@@ -561,7 +568,8 @@ TrainSummary TrainingRun::run() {
   best_ = std::make_unique<BestModelTracker>(best_model_settings(config_));
   prepare_data();  // everything that can fail on bad input happens before output is written
   info_.identity_json = run_identity(config_).dump(-1, ' ', false, json::error_handler_t::replace);
-  prepare_output_dir(config_, json::parse(info_.identity_json));  // before the model loads
+  if (ranks_.writer()) prepare_output_dir(config_, json::parse(info_.identity_json));  // before the model loads
+  ranks_.barrier();  // the others read a checkpoint to resume only once rank 0 has readied the folder
   prepare_device();
 
   info_.config_json = to_json(config_);
@@ -581,7 +589,7 @@ TrainSummary TrainingRun::run() {
   monitor_->set_info(info_);
 
   int64_t start = resume();
-  if (start == 0) write_file_atomically(output_dir() / "metrics.jsonl", "");
+  if (start == 0 && ranks_.writer()) write_file_atomically(output_dir() / "metrics.jsonl", "");
   write_run_json(RunState::running);
   monitor_->set_state(RunState::running);
   log::info("training: " + std::to_string(max_steps_) + " steps of " + std::to_string(accumulation_) + " x " +
@@ -636,7 +644,7 @@ TrainSummary TrainingRun::run() {
         monitor_->set_state(RunState::evaluating);
         early_stop = evaluate_and_log(step, elapsed, save_step);
       }
-      bool stop = monitor_->stop_requested || stop_signal != 0;
+      bool stop = ranks_.any(monitor_->stop_requested || stop_signal != 0);  // all ranks stop at the same step
       if (monitor_->save_requested || stop || save_step) {
         monitor_->set_state(RunState::saving);
         save_checkpoint(step);
@@ -682,7 +690,7 @@ TrainSummary TrainingRun::run() {
       evaluate_and_log(max_steps_, elapsed, true);
     }
     if (best_->settings().load_best) load_best_weights(std::min(step, max_steps_));
-    save_final_weights(trainable(), output_dir());
+    if (ranks_.writer()) save_final_weights(trainable(), output_dir());
   }
   write_run_json(final_state);
   monitor_->set_state(final_state);
@@ -704,7 +712,12 @@ TrainSummary TrainingRun::run() {
 
 TrainSummary train(const TrainConfig& config, RunMonitor* monitor) {
   TrainingRun run(config, monitor);
-  return run.run();
+  try {
+    return run.run();
+  } catch (const std::exception& error) {
+    world().abort_all(error);  // under mpirun: the other ranks would wait in the next all-reduce
+    throw;
+  }
 }
 
 }  // namespace vkt::train
