@@ -41,6 +41,7 @@ class FakeRanks final : public train::Communicator {
   void sum(float*, size_t, bool) override {}
   void sum(double*, size_t, bool) override {}
   bool any(bool value) override { return value; }
+  std::vector<double> gather(double value) override { return {value}; }
   void barrier() override {}
   void abort_all(const std::exception&) override {}
 

@@ -24,6 +24,7 @@ class SingleProcess final : public Communicator {
   void sum(float*, size_t, bool) override {}
   void sum(double*, size_t, bool) override {}
   bool any(bool value) override { return value; }
+  std::vector<double> gather(double value) override { return {value}; }
   void barrier() override {}
   void abort_all(const std::exception&) override {}
 };
@@ -86,6 +87,11 @@ class MpiWorld final : public Communicator {
     int in = value ? 1 : 0, out = 0;
     check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD), "MPI_Allreduce");
     return out != 0;
+  }
+  std::vector<double> gather(double value) override {
+    std::vector<double> values(rank_ == 0 ? static_cast<size_t>(size_) : 0);
+    check(MPI_Gather(&value, 1, MPI_DOUBLE, values.data(), 1, MPI_DOUBLE, 0, MPI_COMM_WORLD), "MPI_Gather");
+    return values;
   }
   void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
   void abort_all(const std::exception& error) override {

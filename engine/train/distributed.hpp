@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <string>
+#include <vector>
 
 namespace vkt::train {
 
@@ -29,6 +30,8 @@ class Communicator {
   virtual void sum(double* data, size_t count, bool deterministic) = 0;
   // True on every rank when `value` is true on any (a collective stop decision).
   virtual bool any(bool value) = 0;
+  // Every rank's `value`, in rank order, on rank 0 (empty elsewhere).
+  virtual std::vector<double> gather(double value) = 0;
   virtual void barrier() = 0;
   // A rank failed: prints `error` (with its hint) naming this rank and stops every rank
   // (MPI_Abort), since the others would wait forever in the next all-reduce. One process: returns.

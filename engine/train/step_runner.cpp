@@ -176,7 +176,7 @@ void StepRunner::all_reduce_gradients() {
     offset += gradient.bytes / 4;
   }
   context_.upload(loss_step, staging_.data() + offset);
-  all_reduce_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  all_reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 double StepRunner::take_loss_sum() {

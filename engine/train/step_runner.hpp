@@ -58,10 +58,15 @@ class StepRunner {
   // Weighted loss over `micro_batches` without training (Σ w·CE / Σ w).
   double evaluate(const std::vector<MicroBatch>& micro_batches);
   const std::vector<KernelTime>& kernel_times() const { return kernel_times_; }
-  // The last step's non-padding tokens over all ranks, and the seconds its gradient all-reduce
+  // The last step's non-padding tokens over all ranks, and the seconds the gradient all-reduces
   // took (downloads, MPI, uploads; 0 for one process).
   int64_t step_tokens() const { return step_tokens_; }
-  double all_reduce_seconds() const { return all_reduce_seconds_; }
+  double all_reduce_seconds() const { return all_reduce_seconds_; }  // summed since the last take
+  double take_all_reduce_seconds() {
+    double seconds = all_reduce_seconds_;
+    all_reduce_seconds_ = 0;
+    return seconds;
+  }
 
   // Trainable tensors (parameter buffer names) in optimizer order.
   const std::vector<std::string>& trainable_names() const { return trainable_names_; }

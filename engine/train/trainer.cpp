@@ -434,6 +434,8 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   vk::LedgerSnapshot ledger = context_->ledger().snapshot();
   for (size_t c = 0; c < vk::category_count; c++) m.memory_bytes[c] = ledger.category_current(vk::Category(c));
   m.offloaded_optimizer_bytes = ledger.current[size_t(vk::Category::optimizer_state)][size_t(vk::MemoryKind::offload)];
+  m.rank_step_seconds = ranks_.gather(m.step_seconds);  // a collective: every rank logs the same steps
+  m.all_reduce_seconds = window_steps_ ? runner_->take_all_reduce_seconds() / double(window_steps_) : 0;
   append_metrics(step_to_json_line(m));
   if (!kernel_times.empty()) append_metrics(kernels_to_json_line(step, kernel_times));
   monitor_->push_step(m);
@@ -595,6 +597,9 @@ TrainSummary TrainingRun::run() {
   log::info("training: " + std::to_string(max_steps_) + " steps of " + std::to_string(accumulation_) + " x " +
             std::to_string(config_.per_device_train_batch_size) + " x " + std::to_string(seq_len_) + " tokens, " +
             std::to_string(runner_->trainable_elements()) + " trainable parameters");
+  if (ranks_.size() > 1)
+    log::info("data parallel: " + std::to_string(ranks_.size()) + " ranks, global batch " +
+              std::to_string(ranks_.size() * accumulation_ * config_.per_device_train_batch_size) + " sequences");
 
   stop_signal = 0;
   struct sigaction action = {};
