@@ -84,7 +84,8 @@ void add_train_command(CLI::App& app) {
       "Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP finish the current step, save checkpoint-N, mark\n"
       "run.json \"stopped\" and exit 130, 143 or 129 (no final adapter); a second signal exits at once.\n"
       "Resume with the same flags plus --resume-from-checkpoint latest. A NaN/Inf loss or gradient, or a\n"
-      "failed write, stops the run with exit 1 and run.json \"failed\"; the last checkpoint stays intact.");
+      "failed write, stops the run with exit 1 and run.json \"failed\"; the last checkpoint stays intact.\n\n"
+      "Several GPUs or machines: mpirun -np N vktune train ... (data parallel; README: Several GPUs and machines).");
   command->callback([] {
     train::TrainConfig config = flags.resolve();
     train::validate(config);

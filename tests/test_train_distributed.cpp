@@ -161,9 +161,10 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
                             "all-linear --learning-rate 1e-2 --lr-scheduler-type constant --seed 7 --output-dir ";
   auto run = [&](const std::string& launcher, const std::string& name, const std::string& flags) {
     const fs::path output = test::temp_dir("mpi-" + name);
-    auto [status, log] = test::run_command(env + launcher + train + output.string() + " " + flags + " 2>&1");
-    INFO(log);
-    REQUIRE(status == 0);
+    const std::pair<int, std::string> result =
+        test::run_command(env + launcher + train + output.string() + " " + flags + " 2>&1");
+    INFO(result.second);
+    REQUIRE(result.first == 0);
     return output;
   };
   const fs::path one_big = run("", "one-b4", "--per-device-train-batch-size 4");
@@ -205,13 +206,14 @@ TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
   const std::string output = test::temp_dir("mpi-failing").string();
   // MPMD: rank 1 gets a data file that does not exist; rank 0 waits for it in the first collective.
   const std::string common = " train --model " + model.string() + " --headless --max-steps 2 --output-dir " + output;
-  auto [status, log] = test::run_command(
+  const std::pair<int, std::string> result = test::run_command(
       "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
       "--allow-run-as-root -np 1 " +
       vktune() + common + " --data " + data.string() + " : -np 1 " + vktune() + common + " --data " +
       (root / "missing.jsonl").string() + " 2>&1");
+  const std::string& log = result.second;
   INFO(log);
-  CHECK(status != 0);
+  CHECK(result.first != 0);
   CHECK(log.find("error: rank 1 of 2:") != std::string::npos);
   CHECK(log.find("missing.jsonl") != std::string::npos);
   CHECK(log.find("every rank stops") != std::string::npos);
