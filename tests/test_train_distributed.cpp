@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "engine/base/files.hpp"
 #include "engine/model/safetensors.hpp"
@@ -32,24 +33,38 @@ std::vector<uint32_t> row_heads(const train::MicroBatch& batch) {
   return heads;
 }
 
-class FakeRanks final : public train::Communicator {
- public:
-  FakeRanks(int size, int local_rank) : size_(size), local_rank_(local_rank) {}
-  int rank() const override { return local_rank_; }
-  int size() const override { return size_; }
-  int local_rank() const override { return local_rank_; }
-  void sum(float*, size_t, bool) override {}
-  void sum(double*, size_t, bool) override {}
-  bool any(bool value) override { return value; }
-  std::vector<double> gather(double value) override { return {value}; }
-  void barrier() override {}
-  void abort_all(const std::exception&) override {}
-
- private:
-  int size_, local_rank_;
-};
-
 std::string vktune() { return (test::binary_dir() / "vktune").string(); }
+
+// The tiny model and a 24-line dataset the runs below train on.
+struct Inputs {
+  fs::path root, model, data;
+};
+Inputs mpi_inputs() {
+  Inputs inputs;
+  inputs.root = test::binary_dir() / "test-output" / "mpi";
+  fs::create_directories(inputs.root);
+  inputs.model = test::tiny_model(inputs.root / "model");
+  inputs.data = test::tiny_dataset(inputs.root / "data.jsonl", 24);
+  return inputs;
+}
+
+// Why an MPI test cannot run here ("" when it can).
+std::string mpi_missing() {
+  if (!train::mpi_built()) return "built without MPI (install libopenmpi-dev and reconfigure)";
+  if (test::run_command("command -v mpirun >/dev/null 2>&1").first != 0)
+    return "mpirun is not on PATH (install openmpi-bin)";
+  return "";
+}
+
+// The inputs, or nullopt (with a SKIPPED message) when the MPI tests cannot run here.
+std::optional<Inputs> mpi_run_inputs() {
+  const std::string missing = mpi_missing();
+  if (!missing.empty()) {
+    MESSAGE("SKIPPED: " << missing);
+    return std::nullopt;
+  }
+  return mpi_inputs();
+}
 
 // The step lines' losses of OUTPUT/metrics.jsonl, in order.
 std::vector<double> step_losses(const fs::path& output) {
@@ -102,12 +117,11 @@ TEST_CASE("Batcher::shard: N ranks x batch b take the rows of 1 rank x N*b, acro
 }
 
 TEST_CASE("device_for_rank: --device wins, else the local rank modulo the device count") {
-  FakeRanks single(1, 0), fourth(4, 3);
-  CHECK(train::device_for_rank(-1, single, 2) == -1);  // one process: the best device
-  CHECK(train::device_for_rank(1, single, 2) == 1);
-  CHECK(train::device_for_rank(-1, fourth, 2) == 1);
-  CHECK(train::device_for_rank(-1, fourth, 8) == 3);
-  CHECK(train::device_for_rank(0, fourth, 8) == 0);
+  CHECK(train::device_for_rank(-1, 1, 0, 2) == -1);  // one process: the best device
+  CHECK(train::device_for_rank(1, 1, 0, 2) == 1);
+  CHECK(train::device_for_rank(-1, 4, 3, 2) == 1);  // 4 ranks, local rank 3, 2 devices
+  CHECK(train::device_for_rank(-1, 4, 3, 8) == 3);
+  CHECK(train::device_for_rank(0, 4, 3, 8) == 0);
 }
 
 TEST_CASE("vktune train under a launcher without MPI support says so") {
@@ -115,10 +129,8 @@ TEST_CASE("vktune train under a launcher without MPI support says so") {
     MESSAGE("SKIPPED: this build has MPI (the message is for builds without it)");
     return;
   }
-  const fs::path root = test::binary_dir() / "test-output" / "mpi-missing";
-  fs::create_directories(root);
-  const fs::path model = test::tiny_model(root / "model");
-  const fs::path data = test::tiny_dataset(root / "data.jsonl", 8);
+  const Inputs inputs = mpi_inputs();
+  const fs::path &model = inputs.model, &data = inputs.data;
   auto [status, output] =
       test::run_command("ASAN_OPTIONS=detect_leaks=0 OMPI_COMM_WORLD_SIZE=2 " + vktune() + " train --model " +
                         model.string() + " --data " + data.string() + " --headless --max-steps 1 --output-dir " +
@@ -141,18 +153,9 @@ TEST_CASE("vktune train under a launcher without MPI support says so") {
 // additions one process makes over 2 accumulated micro-batches (grad = mb0, then grad += mb1):
 // the losses and the adapter file are bit-identical.
 TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --deterministic as 2 x 2 accumulated") {
-  if (!train::mpi_built()) {
-    MESSAGE("SKIPPED: built without MPI (install libopenmpi-dev and reconfigure)");
-    return;
-  }
-  if (test::run_command("command -v mpirun >/dev/null 2>&1").first != 0) {
-    MESSAGE("SKIPPED: mpirun is not on PATH (install openmpi-bin)");
-    return;
-  }
-  const fs::path root = test::binary_dir() / "test-output" / "mpi";
-  fs::create_directories(root);
-  const fs::path model = test::tiny_model(root / "model");
-  const fs::path data = test::tiny_dataset(root / "data.jsonl", 24);
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const fs::path &model = inputs->model, &data = inputs->data;
   // Child processes open lavapipe: no LeakSanitizer (its unloaded-module leak at exit).
   const std::string env = "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
   const std::string mpirun = "mpirun --oversubscribe --allow-run-as-root -np 2 ";
@@ -195,14 +198,9 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
 }
 
 TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
-  if (!train::mpi_built() || test::run_command("command -v mpirun >/dev/null 2>&1").first != 0) {
-    MESSAGE("SKIPPED: needs MPI and mpirun");
-    return;
-  }
-  const fs::path root = test::binary_dir() / "test-output" / "mpi";
-  fs::create_directories(root);
-  const fs::path model = test::tiny_model(root / "model");
-  const fs::path data = test::tiny_dataset(root / "data.jsonl", 24);
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const fs::path &model = inputs->model, &data = inputs->data;
   const std::string output = test::temp_dir("mpi-failing").string();
   // MPMD: rank 1 gets a data file that does not exist; rank 0 waits for it in the first collective.
   const std::string common = " train --model " + model.string() + " --headless --max-steps 2 --output-dir " + output;
@@ -210,7 +208,7 @@ TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
       "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
       "--allow-run-as-root -np 1 " +
       vktune() + common + " --data " + data.string() + " : -np 1 " + vktune() + common + " --data " +
-      (root / "missing.jsonl").string() + " 2>&1");
+      (inputs->root / "missing.jsonl").string() + " 2>&1");
   const std::string& log = result.second;
   INFO(log);
   CHECK(result.first != 0);

@@ -163,10 +163,10 @@ Communicator& world() {
   return *communicator;
 }
 
-int64_t device_for_rank(int64_t requested, const Communicator& communicator, size_t device_count) {
+int64_t device_for_rank(int64_t requested, int ranks, int local_rank, size_t device_count) {
   if (requested >= 0) return requested;
-  if (communicator.size() == 1 || device_count == 0) return -1;
-  return communicator.local_rank() % static_cast<int64_t>(device_count);
+  if (ranks == 1 || device_count == 0) return -1;
+  return local_rank % static_cast<int64_t>(device_count);
 }
 
 }  // namespace vkt::train

@@ -51,6 +51,6 @@ bool mpi_built();
 int launcher_size();
 // The Vulkan device index of this rank: `requested` (--device) when >= 0; otherwise, with
 // several ranks, the local rank modulo the device count; -1 (the best device) for one process.
-int64_t device_for_rank(int64_t requested, const Communicator& communicator, size_t device_count);
+int64_t device_for_rank(int64_t requested, int ranks, int local_rank, size_t device_count);
 
 }  // namespace vkt::train
