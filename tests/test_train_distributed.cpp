@@ -197,6 +197,31 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
         read_text_file(one_accumulated / "adapter_model.safetensors"));
 }
 
+TEST_CASE("mpirun -np 2: resuming from rank 0's checkpoint ends bit-identical to the uninterrupted run") {
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const std::string train =
+      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
+      "--allow-run-as-root -np 2 " +
+      vktune() + " train --model " + inputs->model.string() + " --data " + inputs->data.string() +
+      " --headless --max-steps 6 --save-steps 3 --logging-steps 1 --per-device-train-batch-size 2 --seed 7 "
+      "--deterministic ";
+  const fs::path whole = test::temp_dir("mpi-whole"), resumed = test::temp_dir("mpi-resumed");
+  const std::pair<int, std::string> first = test::run_command(train + "--output-dir " + whole.string() + " 2>&1");
+  INFO(first.second);
+  REQUIRE(first.first == 0);
+  // The interrupted run: the same folder up to checkpoint-3, without the final adapter.
+  fs::copy(whole, resumed, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  fs::remove(resumed / "adapter_model.safetensors");
+  const std::pair<int, std::string> second =
+      test::run_command(train + "--output-dir " + resumed.string() + " --resume-from-checkpoint latest 2>&1");
+  INFO(second.second);
+  REQUIRE(second.first == 0);
+  CHECK(second.second.find("resumed from") != std::string::npos);
+  CHECK(read_text_file(resumed / "adapter_model.safetensors") == read_text_file(whole / "adapter_model.safetensors"));
+  CHECK(step_losses(resumed) == step_losses(whole));
+}
+
 TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
