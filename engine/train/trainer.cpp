@@ -345,8 +345,8 @@ void TrainingRun::prepare_data() {
 
 void TrainingRun::prepare_device() {
   vk::ContextOptions options;
-  options.device_index =
-      static_cast<int>(device_for_rank(config_.device, ranks_.size(), ranks_.local_rank(), vk::list_devices().size()));
+  options.device_index = static_cast<int>(device_for_rank(config_.device, ranks_.size(), ranks_.local_rank(),
+                                                          ranks_.size() > 1 ? vk::list_devices().size() : 0));
   context_ = std::make_unique<vk::Context>(options);
   context_->ledger().reset_peaks();
   preflight();
