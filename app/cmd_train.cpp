@@ -16,6 +16,7 @@
 #include "engine/model/session.hpp"
 #include "engine/plan/report.hpp"
 #include "engine/train/advice.hpp"
+#include "engine/train/distributed.hpp"
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/trainer.hpp"
 #include "ui/offscreen.hpp"
@@ -84,7 +85,8 @@ void add_train_command(CLI::App& app) {
       "Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP finish the current step, save checkpoint-N, mark\n"
       "run.json \"stopped\" and exit 130, 143 or 129 (no final adapter); a second signal exits at once.\n"
       "Resume with the same flags plus --resume-from-checkpoint latest. A NaN/Inf loss or gradient, or a\n"
-      "failed write, stops the run with exit 1 and run.json \"failed\"; the last checkpoint stays intact.");
+      "failed write, stops the run with exit 1 and run.json \"failed\"; the last checkpoint stays intact.\n\n"
+      "Several GPUs or machines: mpirun -np N vktune train ... (data parallel; README: Several GPUs and machines).");
   command->callback([] {
     train::TrainConfig config = flags.resolve();
     train::validate(config);
@@ -99,6 +101,14 @@ void add_train_command(CLI::App& app) {
         throw UserError("--save-gguf-lora needs a LoRA adapter (llama.cpp's adapters hold LoRA factors only)",
                         "export the merged model with vktune export --format gguf after training");
     }
+    // Under mpirun, rank 0 speaks for the run: the others log only warnings and draw nothing.
+    const bool rank0 = train::world().writer();
+    if (!rank0) {
+      log::set_level(log::Level::warn);
+      config.headless = true;
+      config.dashboard = false;
+      config.plot.clear();
+    }
     bool window = config.dashboard || (!config.headless && ui::display_available());
     if (config.dashboard && !ui::display_available())
       throw UserError("--dashboard needs a display (DISPLAY or WAYLAND_DISPLAY)",
@@ -107,7 +117,8 @@ void add_train_command(CLI::App& app) {
     train::TrainSummary summary;
     if (!window) {
       summary = train::train(config, &monitor);
-      if (config.plot.empty()) config.plot = (std::filesystem::path(config.output_dir) / "dashboard.png").string();
+      if (config.plot.empty() && rank0)
+        config.plot = (std::filesystem::path(config.output_dir) / "dashboard.png").string();
     } else {
       std::exception_ptr failure;
       std::thread worker([&] {
@@ -133,7 +144,7 @@ void add_train_command(CLI::App& app) {
       ui::render_dashboard_png(monitor.snapshot(), config.plot, 1280, 800);
       log::info("dashboard written to " + config.plot);
     }
-    if (gguf_lora && !summary.stop_signal) {
+    if (gguf_lora && !summary.stop_signal && rank0) {
       merge::GgufLoraExportOptions options;
       options.adapter = config.output_dir;
       options.model = config.model;
@@ -143,7 +154,7 @@ void add_train_command(CLI::App& app) {
       log::info("GGUF LoRA adapter written to " + options.output.string() + " (Ollama: " + exported.modelfile.string() +
                 ")");
     }
-    print_summary(summary);
+    if (rank0) print_summary(summary);
     // A stopped run is not a finished one: `train && export` must not go on. Shell conventions.
     if (summary.stop_signal) {
       std::fflush(stdout);

@@ -11,6 +11,7 @@ packages=(
   libglfw3-dev libimgui-dev libstb-dev libpng-dev
   doctest-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libpcre2-dev libutf8proc-dev liblapacke-dev
   xvfb xauth bible-kjv-text
+  libopenmpi-dev openmpi-bin
 )
 if [ "${1:-}" = --sanitizers ]; then
   # The compiler-rt package is named after clang's major version (14 on Debian 12, 19 on 13).

@@ -71,6 +71,12 @@ void draw_throughput_panel(const train::RunSnapshot& snapshot, ThroughputPanelSt
     ImGui::SameLine();
     ImGui::TextDisabled("%.0f tokens/s, %.3f s/step, %s tokens trained", last.tokens_per_second, last.step_seconds,
                         format_tick(static_cast<double>(last.tokens), 1).c_str());
+    if (last.rank_step_seconds.size() > 1 && last.step_seconds > 0) {  // data parallel (mpirun)
+      ImGui::SameLine();
+      ImGui::TextDisabled("| %zu ranks, all-reduce %.0f%% of the step, slowest rank %.3f s",
+                          last.rank_step_seconds.size(), 100.0 * last.all_reduce_seconds / last.step_seconds,
+                          *std::max_element(last.rank_step_seconds.begin(), last.rank_step_seconds.end()));
+    }
   }
   ImVec2 available = ImGui::GetContentRegionAvail();
   auto format_step = [](double x) { return std::to_string(static_cast<long long>(x)); };

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "engine/base/files.hpp"
+#include "engine/base/log.hpp"
 
 namespace vkt {
 
@@ -14,11 +15,12 @@ ProgressBar::ProgressBar(std::string label, int64_t total, int64_t first_done)
       total_(total > 0 ? total : 1),
       first_done_(first_done),
       is_terminal_(isatty(fileno(stderr))),
+      silent_(!log::enabled(log::Level::info)),  // e.g. the ranks other than 0 under mpirun
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 
 ProgressBar::~ProgressBar() {
-  if (!finished_ && is_terminal_) std::fputc('\n', stderr);
+  if (!finished_ && is_terminal_ && !silent_) std::fputc('\n', stderr);
 }
 
 double ProgressBar::elapsed_seconds() const {
@@ -38,11 +40,12 @@ void ProgressBar::report(int64_t done, const std::string& extra) { draw(done, ex
 void ProgressBar::finish(const std::string& extra) {
   if (finished_) return;
   draw(total_, extra, true);
-  if (is_terminal_) std::fputc('\n', stderr);
+  if (is_terminal_ && !silent_) std::fputc('\n', stderr);
   finished_ = true;
 }
 
 void ProgressBar::draw(int64_t done, const std::string& extra, bool force_line) {
+  if (silent_) return;
   double fraction = static_cast<double>(done) / static_cast<double>(total_);
   if (fraction > 1) fraction = 1;
   double elapsed = elapsed_seconds();

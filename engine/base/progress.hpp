@@ -26,6 +26,7 @@ class ProgressBar {
   int64_t total_;
   int64_t first_done_;
   bool is_terminal_;
+  bool silent_;  // log level above info: draws nothing
   bool finished_ = false;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_draw_;

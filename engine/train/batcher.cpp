@@ -55,7 +55,16 @@ void Batcher::build_epoch() {
   if (!row.empty()) rows_.push_back(std::move(row));
 }
 
-int64_t Batcher::micro_batches_per_epoch() const { return (rows_per_epoch() + settings_.batch - 1) / settings_.batch; }
+int64_t Batcher::micro_batches_per_epoch() const {
+  const int64_t global = (rows_per_epoch() + settings_.batch - 1) / settings_.batch;
+  return (global + shard_count_ - 1) / shard_count_;
+}
+
+void Batcher::shard(uint32_t index, uint32_t count) {
+  VKT_ASSERT(count >= 1 && index < count, "shard index");
+  shard_index_ = index;
+  shard_count_ = count;
+}
 
 double Batcher::epoch_progress() const {
   return static_cast<double>(position_.epoch) +
@@ -69,6 +78,15 @@ void Batcher::restore(const BatcherPosition& position) {
 }
 
 MicroBatch Batcher::next() {
+  MicroBatch mine;
+  for (uint32_t shard = 0; shard < shard_count_; shard++) {
+    MicroBatch batch = next_global();  // the other ranks' micro-batches are built and dropped
+    if (shard == shard_index_) mine = std::move(batch);
+  }
+  return mine;
+}
+
+MicroBatch Batcher::next_global() {
   const uint32_t batch = settings_.batch, seq = settings_.seq_len;
   MicroBatch out;
   out.batch = batch;

@@ -52,15 +52,21 @@ class Batcher {
  public:
   Batcher(std::vector<TokenizedExample> examples, BatcherSettings settings);
   MicroBatch next();
+  // Data parallelism (distributed.hpp), as accelerate's BatchSamplerShard shards HF's dataloader:
+  // of each `count` consecutive micro-batches of the global order (the same for every count),
+  // this rank takes the `index`-th, so N ranks x batch b see the rows 1 rank x N*b sees.
+  void shard(uint32_t index, uint32_t count);
   int64_t rows_per_epoch() const { return static_cast<int64_t>(rows_.size()); }
-  int64_t micro_batches_per_epoch() const;
-  double epoch_progress() const;  // fractional epochs consumed
+  int64_t micro_batches_per_epoch() const;  // this shard's
+  double epoch_progress() const;            // fractional epochs consumed
   BatcherPosition position() const { return position_; }
   void restore(const BatcherPosition& position);
   const BatcherSettings& settings() const { return settings_; }
 
  private:
   void build_epoch();  // the order (and packing) of the current epoch, from seed and epoch number
+  MicroBatch next_global();
+  uint32_t shard_index_ = 0, shard_count_ = 1;
   std::vector<TokenizedExample> examples_;
   BatcherSettings settings_;
   // A row: the examples (by index) it holds, in order.

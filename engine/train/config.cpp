@@ -149,7 +149,14 @@ const std::vector<OptionSpec>& option_table() {
       {"headless", "no window: progress bar in the terminal", &C::headless},
       {"dashboard", "open the live dashboard window", &C::dashboard},
       {"plot", "render the dashboard to this PNG at the end", &C::plot},
-      {"device", "Vulkan device index (vktune devices lists them; -1: the best one)", &C::device},
+      {"device",
+       "Vulkan device index (vktune devices lists them; -1: the best one, or under mpirun the local rank modulo the "
+       "device count)",
+       &C::device},
+      {"deterministic",
+       "under mpirun: sum gradients in rank order (gather, sum, broadcast) instead of MPI_Allreduce, so the result is "
+       "bit-identical to one process over the same micro-batches",
+       &C::deterministic},
   };
   return table;
 }

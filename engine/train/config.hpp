@@ -98,6 +98,8 @@ struct TrainConfig {
   bool dashboard = false;
   std::string plot;     // write the dashboard as a PNG here at the end
   int64_t device = -1;  // Vulkan device index (-1: best)
+
+  bool deterministic = false;  // data parallel: sum gradients in rank order (distributed.hpp)
 };
 
 // One option: its name (underscores; the flag uses dashes), help text, and where it lives. Named

@@ -34,6 +34,10 @@ struct StepMetrics {
   // of optimizer state separately as "optimizer_state_offload".
   std::array<uint64_t, vk::category_count> memory_bytes{};
   uint64_t offloaded_optimizer_bytes = 0;
+  // Data parallel (mpirun), written only with several ranks: (rank_step_time_s) [rank] each rank's
+  // step time, (all_reduce_s) rank 0's time per step in the gradient all-reduce (waiting included).
+  std::vector<double> rank_step_seconds;
+  double all_reduce_seconds = 0;
 };
 
 struct EvalMetrics {

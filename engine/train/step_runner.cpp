@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <map>
 #include <regex>
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/elementwise.hpp"
 #include "engine/kernels/optimizer_8bit.hpp"
+#include "engine/train/distributed.hpp"
 #include "engine/train/evaluate.hpp"
 
 namespace vkt::train {
@@ -48,6 +50,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     tensor.decay_scale = norm_or_bias ? 0.0f : 1.0f;
     tensor.lr_scale = loraplus_lr_scale(name, settings.loraplus_lr_ratio);
     tensors.push_back(tensor);
+    gradients_.push_back(tensor.grad);
     trainable_names_.push_back(name);
   }
   VKT_ASSERT(!tensors.empty(), "nothing to train");
@@ -111,14 +114,25 @@ void StepRunner::write_state() { kernels::write_step_state(context_, session_.bu
 void StepRunner::upload(const MicroBatch& batch) { upload_micro_batch(context_, *session_.buffers, batch); }
 
 uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile) {
-  double weight_sum = 0;
-  for (const MicroBatch& batch : micro_batches) weight_sum += batch.weight_sum;
+  // Σw and tokens of the step over all ranks: each rank's loss and gradient are Σ w·CE / Σw_global,
+  // so their sum over ranks is the global step's.
+  double totals[2] = {0, 0};
+  for (const MicroBatch& batch : micro_batches) {
+    totals[0] += batch.weight_sum;
+    totals[1] += static_cast<double>(batch.tokens);
+  }
+  Communicator* ranks = settings_.communicator;
+  const int64_t rank_count = ranks ? ranks->size() : 1, rank = ranks ? ranks->rank() : 0;
+  if (rank_count > 1) ranks->sum(totals, 2, settings_.deterministic);
+  const double weight_sum = totals[0];
+  step_tokens_ = static_cast<int64_t>(totals[1]);
   const float loss_weight = weight_sum > 0 ? static_cast<float>(1.0 / weight_sum) : 0.0f;
   state_.spare[0] = loss_weight * (scaler_ ? scaler_->scale() : 1.0f);  // the loss gradient's factor
   const int64_t accumulation = static_cast<int64_t>(micro_batches.size());
   for (int64_t i = 0; i < accumulation; i++) {
     upload(micro_batches[static_cast<size_t>(i)]);
-    state_.rng_step = static_cast<uint32_t>((step - 1) * accumulation + i);  // a fresh dropout mask per micro-batch
+    // A fresh dropout mask per micro-batch, numbered in the global order (Batcher::shard).
+    state_.rng_step = static_cast<uint32_t>(((step - 1) * accumulation + i) * rank_count + rank);
     write_state();
     bool profiled = profile && i == 0;
     context_.submit({profiled ? micro_profiled_.get() : micro_.get()});
@@ -132,6 +146,7 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
       if (kernel_times_.size() > 12) kernel_times_.resize(12);
     }
   }
+  if (rank_count > 1) all_reduce_gradients();
   // Skipped (overflowed) fp16 steps do not advance AdamW's step count, as in torch.
   const auto optimizer_step = static_cast<uint32_t>(scaler_ ? scaler_->optimizer_step(step) : step);
   if (settings_.optimizer == spec::Optimizer::adamw || settings_.optimizer == spec::Optimizer::adamw_8bit) {
@@ -150,6 +165,29 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
   uint32_t flags = 0;
   context_.download(session_.buffers->buffer("step_state"), &flags, kernels::step_state_flags_offset, 4);
   return flags & kernels::step_flag_non_finite;
+}
+
+void StepRunner::all_reduce_gradients() {
+  const auto start = std::chrono::steady_clock::now();
+  const vk::BufferRange loss_step = session_.buffers->buffer("loss.step").range(0, 4);
+  size_t count = 1;
+  for (const vk::BufferRange& gradient : gradients_) count += gradient.bytes / 4;
+  staging_.resize(count);
+  // The norm, clipping and optimizer then run on the summed values, identically on every rank.
+  size_t offset = 0;
+  for (const vk::BufferRange& gradient : gradients_) {
+    context_.download(gradient, staging_.data() + offset);
+    offset += gradient.bytes / 4;
+  }
+  context_.download(loss_step, staging_.data() + offset);
+  settings_.communicator->sum(staging_.data(), staging_.size(), settings_.deterministic);
+  offset = 0;
+  for (const vk::BufferRange& gradient : gradients_) {
+    context_.upload(gradient, staging_.data() + offset);
+    offset += gradient.bytes / 4;
+  }
+  context_.upload(loss_step, staging_.data() + offset);
+  all_reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 double StepRunner::take_loss_sum() {

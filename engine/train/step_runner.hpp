@@ -15,6 +15,8 @@
 
 namespace vkt::train {
 
+class Communicator;
+
 // Whether weight decay skips the parameter `name` (an HF name): transformers' Trainer skips every
 // name matching bias, layernorm, rmsnorm, (^|.)norm($|.) or _norm($|.) (lowercased), so biases and
 // all norms (input_layernorm, Gemma's feed-forward norms, q_norm/k_norm, model.norm) go undecayed.
@@ -32,6 +34,10 @@ struct OptimizerSettings {
   double max_grad_norm = 1.0;
   double loraplus_lr_ratio = 1;  // LoRA+: lora_B tensors step at lr * this
   uint32_t seed = 42;            // dropout RNG
+  // Data parallelism (distributed.hpp): the ranks whose gradients, Σw and loss each step sums
+  // (null: one process); deterministic sums them in rank order.
+  Communicator* communicator = nullptr;
+  bool deterministic = false;
 };
 
 class StepRunner {
@@ -53,6 +59,15 @@ class StepRunner {
   // Weighted loss over `micro_batches` without training (Σ w·CE / Σ w).
   double evaluate(const std::vector<MicroBatch>& micro_batches);
   const std::vector<KernelTime>& kernel_times() const { return kernel_times_; }
+  // The last step's non-padding tokens over all ranks, and the seconds the gradient all-reduces
+  // took (downloads, MPI, uploads; 0 for one process).
+  int64_t step_tokens() const { return step_tokens_; }
+  double all_reduce_seconds() const { return all_reduce_seconds_; }  // summed since the last take
+  double take_all_reduce_seconds() {
+    double seconds = all_reduce_seconds_;
+    all_reduce_seconds_ = 0;
+    return seconds;
+  }
 
   // Trainable tensors (parameter buffer names) in optimizer order.
   const std::vector<std::string>& trainable_names() const { return trainable_names_; }
@@ -66,6 +81,7 @@ class StepRunner {
 
  private:
   void write_state();
+  void all_reduce_gradients();  // host-staged, in place: every grad.* buffer and loss.step
   vk::Context& context_;
   model::ModelSession& session_;
   OptimizerSettings settings_;
@@ -75,6 +91,10 @@ class StepRunner {
   kernels::StepState state_;
   std::vector<KernelTime> kernel_times_;
   const LossScaler* scaler_ = nullptr;
+  std::vector<vk::BufferRange> gradients_;  // the trainable tensors' grad.* ranges, optimizer order
+  std::vector<float> staging_;              // (Σ gradient elements + 1) host copy for the all-reduce
+  int64_t step_tokens_ = 0;
+  double all_reduce_seconds_ = 0;
 };
 
 }  // namespace vkt::train

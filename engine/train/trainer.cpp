@@ -39,6 +39,7 @@
 #include "engine/train/checkpoint.hpp"
 #include "engine/train/data_mixture.hpp"
 #include "engine/train/dataset.hpp"
+#include "engine/train/distributed.hpp"
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/loss_scaler.hpp"
 #include "engine/train/mixed_precision.hpp"
@@ -196,6 +197,7 @@ class TrainingRun {
 
   TrainConfig config_;
   RunMonitor* monitor_;
+  Communicator& ranks_ = world();  // data parallel (mpirun): rank 0 alone writes the output folder
   RunMonitor own_monitor_;
   model::ModelConfig model_config_;
   std::unique_ptr<text::Tokenizer> tokenizer_;
@@ -295,6 +297,7 @@ void TrainingRun::prepare_data() {
     settings.epoch_examples = [mixture = mixture_.get()](int64_t epoch) { return mixture->epoch(epoch); };
   }
   batcher_ = std::make_unique<Batcher>(train_examples_, settings);
+  batcher_->shard(static_cast<uint32_t>(ranks_.rank()), static_cast<uint32_t>(ranks_.size()));
   accumulation_ = config_.gradient_accumulation_steps;
   // HF: update steps per epoch = micro-batches // accumulation (at least 1).
   int64_t steps_per_epoch = std::max<int64_t>(1, batcher_->micro_batches_per_epoch() / accumulation_);
@@ -363,7 +366,8 @@ void TrainingRun::prepare_data() {
 
 void TrainingRun::prepare_device() {
   vk::ContextOptions options;
-  options.device_index = static_cast<int>(config_.device);
+  options.device_index = static_cast<int>(device_for_rank(config_.device, ranks_.size(), ranks_.local_rank(),
+                                                          ranks_.size() > 1 ? vk::list_devices().size() : 0));
   context_ = std::make_unique<vk::Context>(options);
   context_->ledger().reset_peaks();
   if (plan_.settings.page_optimizer && plan_.settings.paging_budget_bytes == 0) {
@@ -405,6 +409,8 @@ void TrainingRun::prepare_device() {
   optimizer.momentum = config_.momentum;
   optimizer.max_grad_norm = config_.max_grad_norm;
   optimizer.seed = static_cast<uint32_t>(config_.seed);
+  optimizer.communicator = &ranks_;
+  optimizer.deterministic = config_.deterministic;
   runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
   runner_->reset();
   scaler_ = LossScaler(config_.fp16);
@@ -440,17 +446,16 @@ void TrainingRun::preflight() {
 uint32_t TrainingRun::train_step(int64_t step, bool profile) {
   // All micro-batches of the step first: the loss is normalised by Σw over all of them.
   std::vector<MicroBatch> micro_batches;
-  for (int64_t i = 0; i < accumulation_; i++) {
-    micro_batches.push_back(batcher_->next());
-    tokens_ += micro_batches.back().tokens;
-    window_tokens_ += micro_batches.back().tokens;
-  }
+  for (int64_t i = 0; i < accumulation_; i++) micro_batches.push_back(batcher_->next());
   uint32_t flags = runner_->step(step, schedule_->learning_rate(scaler_.schedule_step(step)), micro_batches, profile);
+  tokens_ += runner_->step_tokens();  // over all ranks
+  window_tokens_ += runner_->step_tokens();
   window_steps_++;
   return scaler_.absorb(flags);  // fp16: an overflowed step is skipped, not fatal
 }
 
 void TrainingRun::append_metrics(const std::string& line) {
+  if (!ranks_.writer()) return;
   append_to_file(output_dir() / "metrics.jsonl", line + "\n");
 }
 
@@ -473,6 +478,8 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   vk::LedgerSnapshot ledger = context_->ledger().snapshot();
   for (size_t c = 0; c < vk::category_count; c++) m.memory_bytes[c] = ledger.category_current(vk::Category(c));
   m.offloaded_optimizer_bytes = ledger.current[size_t(vk::Category::optimizer_state)][size_t(vk::MemoryKind::offload)];
+  m.rank_step_seconds = ranks_.gather(m.step_seconds);  // a collective: every rank logs the same steps
+  m.all_reduce_seconds = window_steps_ ? runner_->take_all_reduce_seconds() / double(window_steps_) : 0;
   append_metrics(step_to_json_line(m));
   if (!kernel_times.empty()) append_metrics(kernels_to_json_line(step, kernel_times));
   monitor_->push_step(m);
@@ -536,6 +543,7 @@ void TrainingRun::load_best_weights(int64_t final_step) {
 }
 
 void TrainingRun::write_run_json(RunState state) {
+  if (!ranks_.writer()) return;
   write_file_atomically(output_dir() / "run.json", run_info_to_json(info_, state) + "\n");
 }
 
@@ -554,6 +562,7 @@ TrainableState TrainingRun::trainable() const {
 }
 
 void TrainingRun::save_checkpoint(int64_t step) {
+  if (!ranks_.writer()) return;  // every rank holds the same weights and optimizer states
   TrainerState state;
   state.step = step;
   state.max_steps = max_steps_;
@@ -594,7 +603,8 @@ int64_t TrainingRun::resume() {
   window_seconds_ = state.window_seconds;
   best_ = std::make_unique<BestModelTracker>(best_->settings(), state.best);
   if (state.loss_scaler) scaler_.restore(*state.loss_scaler);
-  truncate_metrics(output_dir() / "metrics.jsonl", state.step);  // keeps what was logged up to the checkpoint
+  if (ranks_.writer())
+    truncate_metrics(output_dir() / "metrics.jsonl", state.step);  // keeps what was logged up to the checkpoint
   log::info("resumed from " + path->string() + " at step " + std::to_string(state.step));
   return state.step;
 }
@@ -607,7 +617,8 @@ TrainSummary TrainingRun::run() {
   best_ = std::make_unique<BestModelTracker>(best_model_settings(config_));
   prepare_data();  // everything that can fail on bad input happens before output is written
   info_.identity_json = run_identity(config_).dump(-1, ' ', false, json::error_handler_t::replace);
-  prepare_output_dir(config_, json::parse(info_.identity_json));  // before the model loads
+  if (ranks_.writer()) prepare_output_dir(config_, json::parse(info_.identity_json));  // before the model loads
+  ranks_.barrier();  // the others read a checkpoint to resume only once rank 0 has readied the folder
   prepare_device();
 
   info_.config_json = to_json(config_);
@@ -627,12 +638,15 @@ TrainSummary TrainingRun::run() {
   monitor_->set_info(info_);
 
   int64_t start = resume();
-  if (start == 0) write_file_atomically(output_dir() / "metrics.jsonl", "");
+  if (start == 0 && ranks_.writer()) write_file_atomically(output_dir() / "metrics.jsonl", "");
   write_run_json(RunState::running);
   monitor_->set_state(RunState::running);
   log::info("training: " + std::to_string(max_steps_) + " steps of " + std::to_string(accumulation_) + " x " +
             std::to_string(config_.per_device_train_batch_size) + " x " + std::to_string(seq_len_) + " tokens, " +
             std::to_string(runner_->trainable_elements()) + " trainable parameters");
+  if (ranks_.size() > 1)
+    log::info("data parallel: " + std::to_string(ranks_.size()) + " ranks, global batch " +
+              std::to_string(ranks_.size() * accumulation_ * config_.per_device_train_batch_size) + " sequences");
 
   stop_signal = 0;
   struct sigaction action = {};
@@ -683,7 +697,7 @@ TrainSummary TrainingRun::run() {
         monitor_->set_state(RunState::evaluating);
         early_stop = evaluate_and_log(step, elapsed, save_step);
       }
-      bool stop = monitor_->stop_requested || stop_signal != 0;
+      bool stop = ranks_.any(monitor_->stop_requested || stop_signal != 0);  // all ranks stop at the same step
       if (monitor_->save_requested || stop || save_step) {
         monitor_->set_state(RunState::saving);
         save_checkpoint(step);
@@ -729,7 +743,7 @@ TrainSummary TrainingRun::run() {
       evaluate_and_log(max_steps_, elapsed, true);
     }
     if (best_->settings().load_best) load_best_weights(std::min(step, max_steps_));
-    save_final_weights(trainable(), output_dir());
+    if (ranks_.writer()) save_final_weights(trainable(), output_dir());
   }
   write_run_json(final_state);
   monitor_->set_state(final_state);
@@ -751,7 +765,12 @@ TrainSummary TrainingRun::run() {
 
 TrainSummary train(const TrainConfig& config, RunMonitor* monitor) {
   TrainingRun run(config, monitor);
-  return run.run();
+  try {
+    return run.run();
+  } catch (const std::exception& error) {
+    world().abort_all(error);  // under mpirun: the other ranks would wait in the next all-reduce
+    throw;
+  }
 }
 
 }  // namespace vkt::train

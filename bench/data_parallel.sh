@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# 1 vs 2 ranks on this machine: `vktune train` on the bundled base model (LoRA r16, all-linear),
+# once alone and twice under mpirun (same global batch, and twice the global batch). Prints the
+# throughput and the all-reduce time per step from each run's metrics.jsonl (bench/data_parallel.md).
+# Usage: bench/data_parallel.sh [STEPS] (default 20); needs a build with MPI and mpirun on PATH.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+vktune="${VKTUNE:-$root/build/vktune}"
+steps="${1:-20}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+python3 - "$work/data.jsonl" <<'PY'
+import json, random, sys
+random.seed(3)
+things = ["sky", "sea", "leaf", "sun", "stone", "river"]
+with open(sys.argv[1], "w") as out:
+    for i in range(256):
+        t = random.choice(things)
+        out.write(json.dumps({"prompt": f"Q: what colour is the {t}? ", "completion": f"The {t} is as it was made."}) + "\n")
+PY
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+train=(train --model "$root/examples/base" --data "$work/data.jsonl" --headless --max-steps "$steps" --logging-steps 1
+  --save-steps 0 --lora-r 16 --target-modules all-linear --learning-rate 1e-3 --seed 7)
+run() {  # NAME LAUNCHER... -- FLAGS...
+  local name="$1"; shift
+  local launcher=()
+  while [ "$1" != -- ]; do launcher+=("$1"); shift; done; shift
+  "${launcher[@]}" "$vktune" "${train[@]}" --output-dir "$work/$name" "$@" >"$work/$name.log" 2>&1
+  python3 - "$work/$name/metrics.jsonl" "$name" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if '"grad_norm"' in l]
+lines = lines[1:]  # the first step records the pipelines
+steps = len(lines)
+tokens = lines[-1]["tokens"] - lines[0]["tokens"] + 0.0
+seconds = sum(l["step_time_s"] for l in lines[1:])
+allreduce = sum(l.get("all_reduce_s", 0.0) for l in lines[1:]) / max(1, steps - 1)
+step = seconds / max(1, steps - 1)
+print(f"{sys.argv[2]:28} {tokens / seconds:9.0f} tok/s  {step * 1000:7.1f} ms/step  all-reduce {allreduce * 1000:6.2f} ms ({allreduce / step:5.1%})")
+PY
+}
+run "1 rank, batch 4" -- --per-device-train-batch-size 4
+run "2 ranks, batch 2 (same)" mpirun --oversubscribe --allow-run-as-root -np 2 -- --per-device-train-batch-size 2
+run "2 ranks, batch 4 (2x)" mpirun --oversubscribe --allow-run-as-root -np 2 -- --per-device-train-batch-size 4

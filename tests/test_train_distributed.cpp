@@ -1,0 +1,245 @@
+// Data-parallel training (engine/train/distributed.hpp): the batcher's sharding, the device each
+// rank picks, and, when this build has MPI and mpirun is on PATH, `mpirun -np 2 vktune train`
+// against one process over the same rows.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "engine/base/files.hpp"
+#include "engine/model/safetensors.hpp"
+#include "engine/train/batcher.hpp"
+#include "engine/train/distributed.hpp"
+#include "tests/support.hpp"
+#include "tests/tiny_model.hpp"
+
+using namespace vkt;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<train::TokenizedExample> numbered_examples(uint32_t count) {
+  std::vector<train::TokenizedExample> examples;
+  for (uint32_t i = 0; i < count; i++) examples.push_back({{i + 1, 100 + i}, {0.0f, 1.0f}});
+  return examples;
+}
+
+// The first token of each row of a micro-batch: which example it holds.
+std::vector<uint32_t> row_heads(const train::MicroBatch& batch) {
+  std::vector<uint32_t> heads;
+  for (uint32_t row = 0; row < batch.batch; row++) heads.push_back(batch.ids[size_t(row) * batch.seq_len]);
+  return heads;
+}
+
+std::string vktune() { return (test::binary_dir() / "vktune").string(); }
+
+// The tiny model and a 24-line dataset the runs below train on.
+struct Inputs {
+  fs::path root, model, data;
+};
+Inputs mpi_inputs() {
+  Inputs inputs;
+  inputs.root = test::binary_dir() / "test-output" / "mpi";
+  fs::create_directories(inputs.root);
+  inputs.model = test::tiny_model(inputs.root / "model");
+  inputs.data = test::tiny_dataset(inputs.root / "data.jsonl", 24);
+  return inputs;
+}
+
+// Why an MPI test cannot run here ("" when it can).
+std::string mpi_missing() {
+  if (!train::mpi_built()) return "built without MPI (install libopenmpi-dev and reconfigure)";
+  if (test::run_command("command -v mpirun >/dev/null 2>&1").first != 0)
+    return "mpirun is not on PATH (install openmpi-bin)";
+  return "";
+}
+
+// The inputs, or nullopt (with a SKIPPED message) when the MPI tests cannot run here.
+std::optional<Inputs> mpi_run_inputs() {
+  const std::string missing = mpi_missing();
+  if (!missing.empty()) {
+    MESSAGE("SKIPPED: " << missing);
+    return std::nullopt;
+  }
+  return mpi_inputs();
+}
+
+// The step lines' losses of OUTPUT/metrics.jsonl, in order.
+std::vector<double> step_losses(const fs::path& output) {
+  std::vector<double> losses;
+  std::ifstream in(output / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json entry = nlohmann::json::parse(line);
+    if (entry.contains("loss") && entry.contains("grad_norm")) losses.push_back(entry["loss"].get<double>());
+  }
+  return losses;
+}
+
+// Every adapter tensor, concatenated in file order.
+std::vector<float> adapter_values(const fs::path& output) {
+  model::SafetensorsFile file(output / "adapter_model.safetensors");
+  std::vector<float> values;
+  for (const model::TensorView& tensor : file.tensors()) {
+    std::vector<float> part = model::to_fp32(tensor);
+    values.insert(values.end(), part.begin(), part.end());
+  }
+  return values;
+}
+
+}  // namespace
+
+TEST_SUITE("train_mpi") {
+
+TEST_CASE("Batcher::shard: N ranks x batch b take the rows of 1 rank x N*b, across epoch ends") {
+  train::BatcherSettings settings;
+  settings.seq_len = 2;
+  settings.seed = 5;
+  settings.batch = 4;
+  train::Batcher one(numbered_examples(10), settings);
+  settings.batch = 2;
+  train::Batcher rank0(numbered_examples(10), settings), rank1(numbered_examples(10), settings);
+  rank0.shard(0, 2);
+  rank1.shard(1, 2);
+  CHECK(one.micro_batches_per_epoch() == 3);    // ceil(10 / 4)
+  CHECK(rank0.micro_batches_per_epoch() == 3);  // ceil(ceil(10 / 2) / 2), as accelerate's even_batches
+  for (int step = 0; step < 7; step++) {        // 28 rows: the 10-row epoch ends inside micro-batches
+    std::vector<uint32_t> expected = row_heads(one.next());
+    std::vector<uint32_t> sharded = row_heads(rank0.next());
+    std::vector<uint32_t> theirs = row_heads(rank1.next());
+    sharded.insert(sharded.end(), theirs.begin(), theirs.end());
+    CAPTURE(step);
+    CHECK(sharded == expected);
+    CHECK(rank0.position().epoch == one.position().epoch);
+    CHECK(rank0.position().next_row == one.position().next_row);
+  }
+}
+
+TEST_CASE("device_for_rank: --device wins, else the local rank modulo the device count") {
+  CHECK(train::device_for_rank(-1, 1, 0, 2) == -1);  // one process: the best device
+  CHECK(train::device_for_rank(1, 1, 0, 2) == 1);
+  CHECK(train::device_for_rank(-1, 4, 3, 2) == 1);  // 4 ranks, local rank 3, 2 devices
+  CHECK(train::device_for_rank(-1, 4, 3, 8) == 3);
+  CHECK(train::device_for_rank(0, 4, 3, 8) == 0);
+}
+
+TEST_CASE("vktune train under a launcher without MPI support says so") {
+  if (train::mpi_built()) {
+    MESSAGE("SKIPPED: this build has MPI (the message is for builds without it)");
+    return;
+  }
+  const Inputs inputs = mpi_inputs();
+  const fs::path &model = inputs.model, &data = inputs.data;
+  auto [status, output] =
+      test::run_command("ASAN_OPTIONS=detect_leaks=0 OMPI_COMM_WORLD_SIZE=2 " + vktune() + " train --model " +
+                        model.string() + " --data " + data.string() + " --headless --max-steps 1 --output-dir " +
+                        test::temp_dir("mpi-missing-out").string() + " 2>&1");
+  CHECK(status != 0);
+  CHECK(output.find("built without MPI, but mpirun started it as one of 2 processes") != std::string::npos);
+}
+
+// The exactness of data parallelism. Ranks differ from one process only in where gradients are
+// summed: a weight gradient over n rows is one fp32 sum in the matmul of one process, two partial
+// sums of n/2 rows added on the host with 2 ranks. Reordering an fp32 sum of n terms changes it by
+// at most gamma_n * sum|terms| with gamma_n = n*u/(1 - n*u), u = 2^-24: here n = 4 rows x 20
+// tokens = 80, so gamma_n ~ 4.8e-6 relative to sum|terms|. Adam divides each gradient by its own
+// running RMS, so a relative gradient error e moves an update by at most ~2e x lr: over 4 steps of
+// lr 1e-2 the adapter moves by 4e-2 per element at most, and the reordering by ~4 x 2 x 4.8e-6 x
+// 1e-2 ~ 4e-7 per element (cancelling sums make e larger than gamma_n: the test allows 1e-5, 25x).
+// The loss (fp32 sums of ~80 w·CE terms of ~5) moves by ~80 x 5 x 6e-8 ~ 2.4e-5 from the order
+// alone, plus what the weights' drift adds: the test allows 1e-4 relative.
+// With --deterministic and 1 micro-batch per rank the host sums rank 0 + rank 1, the same fp32
+// additions one process makes over 2 accumulated micro-batches (grad = mb0, then grad += mb1):
+// the losses and the adapter file are bit-identical.
+TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --deterministic as 2 x 2 accumulated") {
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const fs::path &model = inputs->model, &data = inputs->data;
+  // Child processes open lavapipe: no LeakSanitizer (its unloaded-module leak at exit).
+  const std::string env = "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
+  const std::string mpirun = "mpirun --oversubscribe --allow-run-as-root -np 2 ";
+  const std::string train = vktune() + " train --model " + model.string() + " --data " + data.string() +
+                            " --headless --max-steps 4 --logging-steps 1 --save-steps 0 --lora-r 4 --target-modules "
+                            "all-linear --learning-rate 1e-2 --lr-scheduler-type constant --seed 7 --output-dir ";
+  auto run = [&](const std::string& launcher, const std::string& name, const std::string& flags) {
+    const fs::path output = test::temp_dir("mpi-" + name);
+    const std::pair<int, std::string> result =
+        test::run_command(env + launcher + train + output.string() + " " + flags + " 2>&1");
+    INFO(result.second);
+    REQUIRE(result.first == 0);
+    return output;
+  };
+  const fs::path one_big = run("", "one-b4", "--per-device-train-batch-size 4");
+  const fs::path two = run(mpirun, "two-b2", "--per-device-train-batch-size 2");
+  const fs::path one_accumulated =
+      run("", "one-b2-acc2", "--per-device-train-batch-size 2 --gradient-accumulation-steps 2");
+  const fs::path two_deterministic = run(mpirun, "two-b2-det", "--per-device-train-batch-size 2 --deterministic");
+
+  // Rank 0 alone wrote: one metrics line per step, not two.
+  const std::vector<double> expected = step_losses(one_big), losses = step_losses(two);
+  REQUIRE(expected.size() == 4);
+  REQUIRE(losses.size() == 4);
+  for (size_t i = 0; i < losses.size(); i++) {
+    CAPTURE(i);
+    CHECK(std::abs(losses[i] - expected[i]) <= 1e-4 * std::abs(expected[i]));
+  }
+  const std::vector<float> adapter = adapter_values(two), adapter_expected = adapter_values(one_big);
+  REQUIRE(adapter.size() == adapter_expected.size());
+  double worst = 0;
+  for (size_t i = 0; i < adapter.size(); i++)
+    worst = std::max(worst, std::abs(double(adapter[i]) - double(adapter_expected[i])));
+  MESSAGE("2 ranks x 2 vs 1 x 4: adapter max |diff| " << worst);
+  CHECK(worst <= 1e-5);
+
+  CHECK(step_losses(two_deterministic) == step_losses(one_accumulated));
+  CHECK(read_text_file(two_deterministic / "adapter_model.safetensors") ==
+        read_text_file(one_accumulated / "adapter_model.safetensors"));
+}
+
+TEST_CASE("mpirun -np 2: resuming from rank 0's checkpoint ends bit-identical to the uninterrupted run") {
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const std::string train =
+      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
+      "--allow-run-as-root -np 2 " +
+      vktune() + " train --model " + inputs->model.string() + " --data " + inputs->data.string() +
+      " --headless --max-steps 6 --save-steps 3 --logging-steps 1 --per-device-train-batch-size 2 --seed 7 "
+      "--deterministic ";
+  const fs::path whole = test::temp_dir("mpi-whole"), resumed = test::temp_dir("mpi-resumed");
+  const std::pair<int, std::string> first = test::run_command(train + "--output-dir " + whole.string() + " 2>&1");
+  INFO(first.second);
+  REQUIRE(first.first == 0);
+  // The interrupted run: the same folder up to checkpoint-3, without the final adapter.
+  fs::copy(whole, resumed, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  fs::remove(resumed / "adapter_model.safetensors");
+  const std::pair<int, std::string> second =
+      test::run_command(train + "--output-dir " + resumed.string() + " --resume-from-checkpoint latest 2>&1");
+  INFO(second.second);
+  REQUIRE(second.first == 0);
+  CHECK(second.second.find("resumed from") != std::string::npos);
+  CHECK(read_text_file(resumed / "adapter_model.safetensors") == read_text_file(whole / "adapter_model.safetensors"));
+  CHECK(step_losses(resumed) == step_losses(whole));
+}
+
+TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const fs::path &model = inputs->model, &data = inputs->data;
+  const std::string output = test::temp_dir("mpi-failing").string();
+  // MPMD: rank 1 gets a data file that does not exist; rank 0 waits for it in the first collective.
+  const std::string common = " train --model " + model.string() + " --headless --max-steps 2 --output-dir " + output;
+  const std::pair<int, std::string> result = test::run_command(
+      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
+      "--allow-run-as-root -np 1 " +
+      vktune() + common + " --data " + data.string() + " : -np 1 " + vktune() + common + " --data " +
+      (inputs->root / "missing.jsonl").string() + " 2>&1");
+  const std::string& log = result.second;
+  INFO(log);
+  CHECK(result.first != 0);
+  CHECK(log.find("error: rank 1 of 2:") != std::string::npos);
+  CHECK(log.find("missing.jsonl") != std::string::npos);
+  CHECK(log.find("every rank stops") != std::string::npos);
+}
+
+}  // TEST_SUITE
