@@ -88,6 +88,7 @@ std::string step_to_json_line(const StepMetrics& m) {
                {"elapsed_s", m.elapsed_seconds},
                {"tokens", m.tokens},
                {"memory", memory}};
+  for (const auto& [name, value] : m.extra) line[name] = value;
   return line.dump();
 }
 

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/vk/memory.hpp"
@@ -30,6 +31,8 @@ struct StepMetrics {
   // of optimizer state separately as "optimizer_state_offload".
   std::array<uint64_t, vk::category_count> memory_bytes{};
   uint64_t offloaded_optimizer_bytes = 0;
+  // (name: value) objective-specific metrics under TRL's names, e.g. rewards/accuracies (DPO).
+  std::vector<std::pair<std::string, double>> extra;
 };
 
 struct EvalMetrics {

@@ -39,6 +39,7 @@
 #include "engine/train/data_mixture.hpp"
 #include "engine/train/dataset.hpp"
 #include "engine/train/early_stopping.hpp"
+#include "engine/train/preference.hpp"
 #include "engine/train/run_identity.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
@@ -124,7 +125,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.double_quant = c.double_quant;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
   s.target_modules = model::parse_target_modules(c.target_modules, model);
-  s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
+  s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * (is_preference(c) ? 2 : 1);  // pairs: 2 rows
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = c.optim;
@@ -204,6 +205,7 @@ class TrainingRun {
   model::Transformer* transformer_ = nullptr;
   model::LoraSettings lora_;
   std::unique_ptr<StepRunner> runner_;
+  std::unique_ptr<PreferenceRunner> preference_;  // --objective dpo/orpo
   std::unique_ptr<BestModelTracker> best_;
 
   // Progress.
@@ -236,9 +238,10 @@ void TrainingRun::prepare_data() {
   std::vector<int64_t> source_sizes;
   std::vector<double> source_weights;
   for (const DataSource& source : sources) {
-    auto parsed = read_jsonl(source.path, chat);
-    auto examples = tokenize_examples(parsed, hooks, config_.prompt_loss_weight,
-                                      static_cast<uint32_t>(config_.max_length), source.path, report);
+    auto parsed = is_preference(config_) ? read_preference_jsonl(source.path, chat) : read_jsonl(source.path, chat);
+    auto examples =
+        tokenize_examples(parsed, hooks, is_preference(config_) ? preference_prompt_marker : config_.prompt_loss_weight,
+                          static_cast<uint32_t>(config_.max_length), source.path, report);
     if (examples.empty() && is_mixture(sources))
       throw UserError("--data: " + source.path + " has no usable examples", "drop it from the mixture");
     source_sizes.push_back(static_cast<int64_t>(examples.size()));
@@ -282,6 +285,7 @@ void TrainingRun::prepare_data() {
     log::info("data mixture, examples per epoch: " + counts);
     settings.epoch_examples = [mixture = mixture_.get()](int64_t epoch) { return mixture->epoch(epoch); };
   }
+  if (is_preference(config_)) batch_in_pairs(settings, train_examples_.size(), config_.shuffle);
   batcher_ = std::make_unique<Batcher>(train_examples_, settings);
   accumulation_ = config_.gradient_accumulation_steps;
   // HF: update steps per epoch = micro-batches // accumulation (at least 1).
@@ -374,6 +378,8 @@ void TrainingRun::prepare_device() {
   optimizer.seed = static_cast<uint32_t>(config_.seed);
   runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
   runner_->reset();
+  if (is_preference(config_))
+    preference_ = std::make_unique<PreferenceRunner>(*context_, *session_, *runner_, preference_settings(config_));
 }
 
 // Refuses, before the model loads, a run whose plan exceeds the device's memory budget, with the
@@ -404,7 +410,9 @@ uint32_t TrainingRun::train_step(int64_t step, bool profile) {
     tokens_ += micro_batches.back().tokens;
     window_tokens_ += micro_batches.back().tokens;
   }
-  uint32_t flags = runner_->step(step, schedule_->learning_rate(step), micro_batches, profile);
+  const double lr = schedule_->learning_rate(step);
+  uint32_t flags = preference_ ? preference_->step(step, lr, micro_batches, profile)
+                               : runner_->step(step, lr, micro_batches, profile);
   window_steps_++;
   return flags;
 }
@@ -423,6 +431,7 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   m.loss = window_steps_ ? window_loss / double(window_steps_) : 0;
   m.learning_rate = schedule_->learning_rate(step);
   m.grad_norm = device_state.grad_norm;
+  if (preference_) m.extra = preference_->take_metrics();
   m.step_seconds = window_steps_ ? window_seconds_ / double(window_steps_) : 0;
   m.tokens_per_second = window_seconds_ > 0 ? double(window_tokens_) / window_seconds_ : 0;
   m.elapsed_seconds = elapsed;
@@ -627,7 +636,7 @@ TrainSummary TrainingRun::run() {
         char extra[160];
         std::snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", last_loss_, schedule_->learning_rate(step),
                       monitor_->snapshot().steps.back().tokens_per_second);
-        bar.report(step, extra);
+        bar.report(step, extra + metrics_summary(monitor_->snapshot().steps.back().extra));
       } else {
         bar.update(step);
       }
