@@ -8,31 +8,25 @@
 #include <fstream>
 
 #include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/train/preference.hpp"
 #include "engine/train/step_runner.hpp"
 #include "tests/golden_file.hpp"
 #include "tests/golden_run.hpp"
+#include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
 
 using namespace vkt;
 using namespace vkt::train;
 
 namespace {
-std::string write_jsonl(const std::string& name, const std::string& contents) {
-  auto path = test::temp_dir("preference") / name;
-  std::ofstream(path) << contents;
+// A JSONL file in this suite's temporary folder.
+std::string jsonl_file(const std::string& name, const std::string& lines) {
+  const auto path = test::temp_dir("preference") / name;
+  write_file_atomically(path, lines);
   return path.string();
-}
-
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const UserError& error) {
-    return std::string(error.what()) + " | " + error.hint();
-  }
-  return "";
 }
 
 struct Variant {
@@ -44,78 +38,75 @@ constexpr Variant variants[] = {{"dpo_sigmoid", Objective::dpo, PreferenceLoss::
                                 {"dpo_ipo", Objective::dpo, PreferenceLoss::ipo},
                                 {"dpo_hinge", Objective::dpo, PreferenceLoss::hinge},
                                 {"orpo", Objective::orpo, PreferenceLoss::sigmoid}};
-}  // namespace
 
-TEST_SUITE("train_preference") {
-
-TEST_CASE("preference: DPO (sigmoid, ipo, hinge) and ORPO match TRL 1.16: loss, rewards, logps, LoRA gradients") {
+// One variant of trl.golden.bin on `batch`: loss, every metric TRL logged, every LoRA gradient.
+void check_variant(const test::GoldenFile& golden, const Variant& variant, const test::GoldenBatch& batch) {
   const auto folder = test::source_dir() / "tests/data/hf/llama3";
-  test::GoldenFile golden(test::source_dir() / "tests/data/preference/trl.golden.bin");
-  test::GoldenBatch batch = test::golden_batch(golden);
-  REQUIRE(batch.batch == 4);
   test::AdapterSession opened = test::open_adapter_session(folder, folder / "adapter", batch);
   auto& ctx = test::context();
   auto& session = *opened.session;
   auto& buffers = *session.buffers;
   StepRunner runner(ctx, session, OptimizerSettings{});
-  for (const Variant& variant : variants) {
-    const std::string name = variant.name;
-    CAPTURE(name);
-    PreferenceSettings settings;
-    settings.objective = variant.objective;
-    settings.loss = variant.loss;
-    settings.beta = golden["beta"].scalar();
-    PreferenceRunner preference(ctx, session, runner, settings);
-    PreferenceBatch prepared = preference.prepare(batch);
-    // Loss and metrics: fp32 log-probs summed over <= 6 tokens against TRL's fp32 forward.
-    const double expected_loss = golden[name + ".loss"].scalar();
-    INFO("loss " << prepared.loss << " vs TRL " << expected_loss);
-    CHECK(std::fabs(prepared.loss - expected_loss) <= 1e-5 * std::fabs(expected_loss) + 1e-6);
-    const double pairs = double(prepared.pairs.size());
-    double chosen = 0, rejected = 0, accuracy = 0, logps_chosen = 0, logps_rejected = 0;
-    for (size_t p = 0; p < prepared.pairs.size(); p++) {
-      chosen += prepared.losses[p].reward_chosen / pairs;
-      rejected += prepared.losses[p].reward_rejected / pairs;
-      accuracy += (prepared.losses[p].reward_chosen > prepared.losses[p].reward_rejected) / pairs;
-      const bool orpo = variant.objective == Objective::orpo;
-      logps_chosen +=
-          (orpo ? prepared.pairs[p].chosen / prepared.pairs[p].chosen_tokens : prepared.pairs[p].chosen) / pairs;
-      logps_rejected +=
-          (orpo ? prepared.pairs[p].rejected / prepared.pairs[p].rejected_tokens : prepared.pairs[p].rejected) / pairs;
-    }
-    const double reward_chosen = golden[name + ".rewards/chosen"].scalar();
-    const double reward_rejected = golden[name + ".rewards/rejected"].scalar();
-    CHECK(chosen == doctest::Approx(reward_chosen).epsilon(1e-4));
-    CHECK(rejected == doctest::Approx(reward_rejected).epsilon(1e-4));
-    CHECK(chosen - rejected == doctest::Approx(golden[name + ".rewards/margins"].scalar()).epsilon(1e-4));
-    CHECK(accuracy == golden[name + ".rewards/accuracies"].scalar());
-    CHECK(logps_chosen == doctest::Approx(golden[name + ".logps/chosen"].scalar()).epsilon(1e-5));
-    CHECK(logps_rejected == doctest::Approx(golden[name + ".logps/rejected"].scalar()).epsilon(1e-5));
-    // The gradients: the weighted micro-batch through the ordinary forward + backward.
-    runner.reset();
-    runner.upload(prepared.weighted);
-    kernels::StepState state;
-    state.spare[0] = static_cast<float>(1.0 / prepared.weighted.weight_sum);
-    kernels::write_step_state(ctx, buffers.buffer("step_state"), state);
-    ctx.run([&](vk::Recorder& r) {
-      session.transformer->record_forward(r, true, true);
-      session.transformer->record_backward(r);
-    });
-    size_t compared = 0;
-    double worst = 0;
-    for (const auto& spec : session.plan.buffers) {
-      if (spec.category != vk::Category::gradients) continue;
-      const std::string key = name + ".grad.base_model.model." + spec.name.substr(5) + ".weight";
-      REQUIRE_MESSAGE(golden.has(key), "golden has no " << key);
-      worst = std::max(worst, test::relative_error(test::download(buffers.buffer(spec.name)), golden[key].floats()));
-      compared++;
-    }
-    size_t expected = 0;
-    for (const auto& [tensor, value] : golden.tensors()) expected += tensor.rfind(name + ".grad.", 0) == 0;
-    INFO(compared << " LoRA gradients, worst relative error " << worst << " (bound 1e-3, today's golden bound)");
-    CHECK(compared == expected);
-    CHECK(worst <= 1e-3);
+  const std::string name = variant.name;
+  PreferenceSettings settings;
+  settings.objective = variant.objective;
+  settings.loss = variant.loss;
+  settings.beta = golden["beta"].scalar();
+  PreferenceRunner preference(ctx, session, runner, settings);
+  PreferenceBatch prepared = preference.prepare(batch);
+  // Loss and metrics: fp32 log-probs summed over <= 8 tokens against TRL's fp32 forward.
+  const double expected_loss = golden[name + ".loss"].scalar();
+  INFO(name << " loss " << prepared.loss << " vs TRL " << expected_loss);
+  CHECK(std::fabs(prepared.loss - expected_loss) <= 1e-5 * std::fabs(expected_loss) + 1e-6);
+  size_t metrics = 0, golden_metrics = 0;
+  for (const auto& entry : prepared.metrics) {  // named variables: clang 14 refuses bindings in INFO
+    const std::string key = name + "." + entry.first;
+    const double value = entry.second;
+    if (!golden.has(key)) continue;  // nll_loss: ORPO's, not recorded
+    const double expected = golden[key].scalar();
+    INFO(key << " " << value << " vs TRL " << expected);
+    CHECK(std::fabs(value - expected) <= 1e-4 * std::fabs(expected) + 1e-6);
+    metrics++;
   }
+  for (const auto& [tensor, value] : golden.tensors())
+    golden_metrics += tensor.rfind(name + ".", 0) == 0 && tensor.find(".grad.") == std::string::npos &&
+                      tensor.find(".batch.") == std::string::npos && tensor != name + ".loss";
+  CHECK(metrics == golden_metrics);
+  // The gradients: the weighted micro-batch through the ordinary forward + backward.
+  runner.reset();
+  runner.upload(prepared.weighted);
+  kernels::StepState state;
+  state.spare[0] = static_cast<float>(1.0 / prepared.weighted.weight_sum);
+  kernels::write_step_state(ctx, buffers.buffer("step_state"), state);
+  ctx.run([&](vk::Recorder& r) {
+    session.transformer->record_forward(r, true, true);
+    session.transformer->record_backward(r);
+  });
+  size_t compared = 0, expected = 0;
+  double worst = 0;
+  for (const auto& spec : session.plan.buffers) {
+    if (spec.category != vk::Category::gradients) continue;
+    const std::string key = name + ".grad.base_model.model." + spec.name.substr(5) + ".weight";
+    REQUIRE_MESSAGE(golden.has(key), "golden has no " << key);
+    worst = std::max(worst, test::relative_error(test::download(buffers.buffer(spec.name)), golden[key].floats()));
+    compared++;
+  }
+  for (const auto& [tensor, value] : golden.tensors()) expected += tensor.rfind(name + ".grad.", 0) == 0;
+  INFO(name << ": " << compared << " LoRA gradients, worst relative error " << worst
+            << " (bound 1e-3, today's golden bound)");
+  CHECK(compared == expected);
+  CHECK(worst <= 1e-3);
+}
+}  // namespace
+
+TEST_SUITE("train_preference") {
+
+TEST_CASE("preference: DPO (sigmoid, ipo, hinge), ORPO and KTO match TRL 1.16: loss, metrics, LoRA gradients") {
+  test::GoldenFile golden(test::source_dir() / "tests/data/preference/trl.golden.bin");
+  test::GoldenBatch pairs = test::golden_batch(golden);
+  REQUIRE(pairs.batch == 4);
+  for (const Variant& variant : variants) check_variant(golden, variant, pairs);
+  check_variant(golden, {"kto", Objective::kto, PreferenceLoss::sigmoid}, test::golden_batch(golden, "kto.batch."));
 }
 
 TEST_CASE("preference: each loss's derivatives match finite differences") {
@@ -152,12 +143,12 @@ TEST_CASE("preference: each loss's derivatives match finite differences") {
 
 TEST_CASE("preference: TRL's formats (strings, conversations) and errors naming file:line") {
   text::ChatFormat chat;  // ChatML
-  std::string path = write_jsonl("pairs.jsonl",
-                                 "{\"prompt\": \"2+2=\", \"chosen\": \"4\", \"rejected\": \"5\"}\n"
-                                 "{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", "
-                                 "\"content\": \"hello\"}, {\"role\": \"user\", \"content\": \"bye\"}], "
-                                 "\"chosen\": [{\"role\": \"assistant\", \"content\": \"ciao\"}], "
-                                 "\"rejected\": [{\"role\": \"assistant\", \"content\": \"no\"}]}\n");
+  std::string path = jsonl_file("pairs.jsonl",
+                                "{\"prompt\": \"2+2=\", \"chosen\": \"4\", \"rejected\": \"5\"}\n"
+                                "{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", "
+                                "\"content\": \"hello\"}, {\"role\": \"user\", \"content\": \"bye\"}], "
+                                "\"chosen\": [{\"role\": \"assistant\", \"content\": \"ciao\"}], "
+                                "\"rejected\": [{\"role\": \"assistant\", \"content\": \"no\"}]}\n");
   auto examples = read_preference_jsonl(path, chat);
   REQUIRE(examples.size() == 4);
   CHECK(examples[0].segments[1].text == "4");
@@ -171,8 +162,8 @@ TEST_CASE("preference: TRL's formats (strings, conversations) and errors naming 
   CHECK(trained.find("hello") == std::string::npos);
 
   auto error = [&](const std::string& line) {
-    std::string file = write_jsonl("bad.jsonl", "{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n" + line);
-    std::string message = error_of([&] { read_preference_jsonl(file, chat); });
+    std::string file = jsonl_file("bad.jsonl", "{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n" + line);
+    std::string message = test::user_error_of([&] { read_preference_jsonl(file, chat); });
     CHECK(message.find(file + ":2: ") == 0);
     return message;
   };
@@ -182,6 +173,31 @@ TEST_CASE("preference: TRL's formats (strings, conversations) and errors naming 
   CHECK(error("{\"prompt\": \"a\", \"completion\": \"b\", \"label\": true}").find("KTO") != std::string::npos);
   CHECK(error("{\"prompt\": \"a\", \"chosen\": 3, \"rejected\": \"c\"}").find("must be a string") != std::string::npos);
   CHECK(error("{\"chosen\": [{\"role\": \"user\", \"content\": \"x\"}], \"rejected\": []}").find("chosen") !=
+        std::string::npos);
+}
+
+TEST_CASE("preference: KTO's unpaired format: labels, and errors naming file:line") {
+  text::ChatFormat chat;
+  std::string path = jsonl_file("kto.jsonl",
+                                "{\"prompt\": \"2+2=\", \"completion\": \"4\", \"label\": true}\n"
+                                "{\"prompt\": \"2+2=\", \"completion\": \"5\", \"label\": false}\n");
+  auto examples = read_preference_jsonl(path, chat, Objective::kto);
+  REQUIRE(examples.size() == 2);
+  CHECK(examples[0].desirable);
+  CHECK(!examples[1].desirable);
+  CHECK(examples[1].segments[1].text == "5");
+  auto error = [&](const std::string& line) {
+    std::string file =
+        jsonl_file("bad_kto.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\", \"label\": true}\n" + line);
+    std::string message = test::user_error_of([&] { read_preference_jsonl(file, chat, Objective::kto); });
+    CHECK(message.find(file + ":2: ") == 0);
+    return message;
+  };
+  CHECK(error("{\"prompt\": \"a\", \"completion\": \"b\", \"label\": 1}").find("\"label\" must be true or false") !=
+        std::string::npos);
+  CHECK(error("{\"prompt\": \"a\", \"completion\": \"\", \"label\": true}").find("\"completion\" is empty") !=
+        std::string::npos);
+  CHECK(error("{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}").find("missing \"completion\"") !=
         std::string::npos);
 }
 

@@ -56,7 +56,8 @@ const std::vector<OptionSpec>& option_table() {
        &C::model, true},
       {"data",
        "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}; a mixture by ratio per "
-       "epoch: A.jsonl:3,B.jsonl:1",
+       "epoch: A.jsonl:3,B.jsonl:1; --objective dpo/orpo: {\"prompt\",\"chosen\",\"rejected\"}, kto: "
+       "{\"prompt\",\"completion\",\"label\"}",
        &C::data, true},
       {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},
       {"eval_data", "evaluation JSONL (same formats); several sets: task=T.jsonl,general=G.jsonl (eval_NAME_loss each)",
@@ -91,10 +92,13 @@ const std::vector<OptionSpec>& option_table() {
       {"prompt_loss_weight", "loss weight of prompt tokens; completion tokens weigh 1", &C::prompt_loss_weight},
       {"objective",
        enum_name_list(objective_names(), " | ") +
-           ": dpo/orpo train on {\"prompt\",\"chosen\",\"rejected\"} pairs as TRL's DPOTrainer/ORPOTrainer",
+           ": dpo/orpo train on {\"prompt\",\"chosen\",\"rejected\"} pairs as TRL's DPOTrainer/ORPOTrainer, kto on "
+           "{\"prompt\",\"completion\",\"label\"} as KTOTrainer",
        &C::objective},
       {"beta", "DPO: the KL strength (TRL's beta); ORPO: the odds-ratio weight lambda (TRL's beta)", &C::beta},
       {"loss_type", "DPO loss: " + enum_name_list(preference_loss_names(), " | "), &C::loss_type},
+      {"desirable_weight", "KTO: weight of the losses of desirable (label true) examples", &C::desirable_weight},
+      {"undesirable_weight", "KTO: weight of the losses of undesirable (label false) examples", &C::undesirable_weight},
       {"learning_rate", "peak learning rate", &C::learning_rate},
       {"loraplus_lr_ratio",
        "LoRA+: lora_B learns at learning_rate x this (PEFT's create_loraplus_optimizer; the paper suggests 16)",

@@ -22,6 +22,7 @@ struct ParsedExample {
   ExampleFormat format = ExampleFormat::text;
   std::vector<text::TextSegment> segments;  // in order; concatenated they are the whole sequence text
   int64_t line = 0;                         // 1-based line in the file
+  bool desirable = true;                    // KTO's label (preference.hpp)
 };
 
 // Reads a JSONL file. Errors name file:line and what is wrong.

@@ -58,20 +58,30 @@ PreferenceSettings preference_settings(const TrainConfig& c) {
   settings.objective = enum_from_flag(objective_names(), c.objective, "--objective");
   settings.loss = enum_from_flag(preference_loss_names(), c.loss_type, "--loss-type");
   settings.beta = c.beta;
+  settings.desirable_weight = c.desirable_weight;
+  settings.undesirable_weight = c.undesirable_weight;
   return settings;
 }
+
+int preference_rows(const TrainConfig& c) { return c.objective == "dpo" || c.objective == "orpo" ? 2 : 1; }
 
 bool is_preference(const TrainConfig& c) { return c.objective != enum_name(objective_names(), Objective::sft); }
 
 void validate_preference(const TrainConfig& c) {
   const PreferenceSettings settings = preference_settings(c);
-  if (settings.objective == Objective::kto)
-    throw UserError("--objective kto is not implemented yet", "use --objective dpo or orpo with paired data");
   if (settings.loss != PreferenceLoss::sigmoid && settings.objective != Objective::dpo)
     throw UserError("--loss-type " + c.loss_type + " is a DPO loss", "add --objective dpo, or drop --loss-type");
   if (!(c.beta > 0 && std::isfinite(c.beta)))
     throw UserError("--beta must be a positive number", "TRL's default is 0.1");
+  if (!(c.desirable_weight >= 0 && c.undesirable_weight >= 0 &&
+        std::isfinite(c.desirable_weight + c.undesirable_weight)))
+    throw UserError("--desirable-weight and --undesirable-weight must be >= 0", "TRL's defaults are 1");
   if (settings.objective == Objective::sft) return;
+  if (settings.objective == Objective::kto && c.per_device_train_batch_size < 2)
+    throw UserError(
+        "--objective kto estimates its KL term from the other examples of a micro-batch: "
+        "--per-device-train-batch-size must be at least 2 (as KTOTrainer requires)",
+        "use --per-device-train-batch-size 4 or more");
   const std::string objective = "--objective " + c.objective;
   if (c.packing)
     throw UserError(objective + " keeps each answer in its own row: --packing does not apply", "drop --packing");
@@ -80,18 +90,84 @@ void validate_preference(const TrainConfig& c) {
                     "drop --eval-data (metrics.jsonl has the rewards)");
   if (is_mixture(parse_data_sources(c.data)))
     throw UserError(objective + " reads one preference file; data mixtures are for sft", "give one --data file");
-  if (settings.objective == Objective::dpo && c.method == spec::Method::full)
-    throw UserError("--objective dpo with --method full would need a frozen copy of every weight as the reference",
+  if (settings.objective != Objective::orpo && c.method == spec::Method::full)
+    throw UserError(objective + " with --method full would need a frozen copy of every weight as the reference",
                     "use --method lora or qlora (the base with the adapter switched off is the reference), or "
                     "--objective orpo, which needs no reference");
-  if (settings.objective == Objective::dpo && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
-    throw UserError(
-        "--objective dpo takes the base with the adapter switched off as the reference: "
-        "--modules-to-save and --trainable-token-indices would change it",
-        "train LoRA modules only with dpo");
+  if (settings.objective != Objective::orpo && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
+    throw UserError(objective +
+                        " takes the base with the adapter switched off as the reference: "
+                        "--modules-to-save and --trainable-token-indices would change it",
+                    "train LoRA modules only with dpo and kto");
 }
 
-std::vector<ParsedExample> read_preference_jsonl(const std::string& path, const text::ChatFormat& chat) {
+namespace {
+// A conversational example: the prompt's messages (when "prompt" is there) and the answer's,
+// rendered with the chat template; only the answer's assistant turns are trained (assistant turns
+// of a multi-turn prompt are context).
+void render_answer(ParsedExample& example, const json& object, const std::string& answer_key,
+                   const text::ChatFormat& chat, const std::string& path, int64_t line) {
+  std::vector<std::pair<std::string, std::string>> turns;
+  if (object.contains("prompt")) turns = message_turns(object["prompt"], "prompt", path, line);
+  std::vector<std::pair<std::string, std::string>> answer = message_turns(object[answer_key], answer_key, path, line);
+  size_t answer_turns = 0;
+  for (const auto& turn : answer) answer_turns += turn.first == "assistant" && !turn.second.empty();
+  if (answer_turns == 0)
+    bad_line(path, line, "\"" + answer_key + "\" has no non-empty assistant message",
+             "the answer is [{\"role\": \"assistant\", \"content\": \"...\"}]");
+  turns.insert(turns.end(), answer.begin(), answer.end());
+  example.format = ExampleFormat::messages;
+  try {
+    example.segments = text::render_chat(chat, turns);
+  } catch (const UserError& error) {
+    bad_line(path, line, error.what(), error.hint());
+  }
+  size_t seen = 0;
+  for (auto segment = example.segments.rbegin(); segment != example.segments.rend(); ++segment)
+    if (segment->completion && ++seen > answer_turns) segment->completion = false;
+}
+
+// One KTO line: {"prompt", "completion", "label"}, strings or lists of messages.
+ParsedExample read_kto_line(const json& object, const text::ChatFormat& chat, const std::string& path, int64_t line) {
+  const char* format = "each line is {\"prompt\": ..., \"completion\": ..., \"label\": true|false}";
+  for (const char* key : {"prompt", "completion", "label"})
+    if (!object.contains(key)) bad_line(path, line, std::string("missing \"") + key + "\"", format);
+  if (!object["label"].is_boolean())
+    bad_line(path, line, std::string("\"label\" must be true or false, got ") + object["label"].dump(),
+             "true marks a desirable completion, false an undesirable one");
+  ParsedExample example;
+  example.line = line;
+  example.desirable = object["label"].get<bool>();
+  if (!object["completion"].is_array()) {
+    std::string completion = text_field(object, "completion", path, line);
+    if (completion.empty()) bad_line(path, line, "\"completion\" is empty", "remove the line");
+    example.format = ExampleFormat::prompt_completion;
+    example.segments = {{text_field(object, "prompt", path, line), false}, {completion, true}};
+    return example;
+  }
+  render_answer(example, object, "completion", chat, path, line);
+  return example;
+}
+}  // namespace
+
+std::vector<TokenizedExample> read_preference_data(const std::string& path, const text::ChatFormat& chat,
+                                                   const TokenizerHooks& tokenizer, const TrainConfig& config,
+                                                   TokenizeReport& report) {
+  const Objective objective = preference_settings(config).objective;
+  std::vector<ParsedExample> parsed = read_preference_jsonl(path, chat, objective);
+  // strict: an over-long prompt is an error, so no example drops out and pairs and labels stay aligned.
+  std::vector<TokenizedExample> examples = tokenize_examples(
+      parsed, tokenizer, preference_prompt_marker, static_cast<uint32_t>(config.max_length), path, report, true);
+  VKT_ASSERT(examples.size() == parsed.size(), "preference examples dropped");
+  for (size_t i = 0; i < examples.size(); i++)
+    if (!parsed[i].desirable)
+      for (float& weight : examples[i].weights)
+        if (weight == 1.0f) weight = undesirable_completion_marker;
+  return examples;
+}
+
+std::vector<ParsedExample> read_preference_jsonl(const std::string& path, const text::ChatFormat& chat,
+                                                 Objective objective) {
   std::ifstream in(path);
   if (!in) throw UserError("cannot read data file " + path, "check the --data path");
   std::vector<ParsedExample> examples;
@@ -107,6 +183,10 @@ std::vector<ParsedExample> read_preference_jsonl(const std::string& path, const 
       bad_line(path, line, std::string("not valid JSON (") + error.what() + ")", preference_formats);
     }
     if (!object.is_object()) bad_line(path, line, "not a JSON object", preference_formats);
+    if (objective == Objective::kto) {
+      examples.push_back(read_kto_line(object, chat, path, line));
+      continue;
+    }
     if (object.contains("label") || object.contains("completion"))
       bad_line(path, line, "this is KTO's unpaired format ({\"prompt\",\"completion\",\"label\"})",
                "--objective dpo and orpo read {\"prompt\",\"chosen\",\"rejected\"} pairs");
@@ -125,25 +205,7 @@ std::vector<ParsedExample> read_preference_jsonl(const std::string& path, const 
         example.format = ExampleFormat::prompt_completion;
         example.segments = {{prompt, false}, {answer, true}};
       } else {
-        std::vector<std::pair<std::string, std::string>> turns;
-        if (object.contains("prompt")) turns = message_turns(object["prompt"], "prompt", path, line);
-        std::vector<std::pair<std::string, std::string>> answer = message_turns(object[side], side, path, line);
-        size_t answer_turns = 0;  // the assistant turns of the answer: the only completions
-        for (const auto& turn : answer) answer_turns += turn.first == "assistant" && !turn.second.empty();
-        if (answer_turns == 0)
-          bad_line(path, line, std::string("\"") + side + "\" has no non-empty assistant message",
-                   "the answer is [{\"role\": \"assistant\", \"content\": \"...\"}]");
-        turns.insert(turns.end(), answer.begin(), answer.end());
-        example.format = ExampleFormat::messages;
-        try {
-          example.segments = text::render_chat(chat, turns);
-        } catch (const UserError& error) {
-          bad_line(path, line, error.what(), error.hint());
-        }
-        // Assistant turns of a multi-turn prompt are context: only the answer's turns are trained.
-        size_t seen = 0;
-        for (auto segment = example.segments.rbegin(); segment != example.segments.rend(); ++segment)
-          if (segment->completion && ++seen > answer_turns) segment->completion = false;
+        render_answer(example, object, side, chat, path, line);
       }
       examples.push_back(std::move(example));
     }
@@ -241,7 +303,7 @@ PreferenceRunner::PreferenceRunner(vk::Context& context, model::ModelSession& se
   auto& transformer = *session.transformer;
   policy_ = std::make_unique<vk::Sequence>(context);
   policy_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false); });
-  if (settings.objective == Objective::dpo) {
+  if (settings.objective != Objective::orpo) {
     transformer.set_adapter_enabled(false);
     reference_ = std::make_unique<vk::Sequence>(context);
     reference_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false); });
@@ -258,13 +320,62 @@ std::vector<float> PreferenceRunner::token_losses(vk::Sequence& forward, size_t 
   return losses;
 }
 
+namespace {
+// Completion tokens weigh 1 (KTO's undesirable ones 0.75), prompt tokens the 0.5 marker.
+bool is_completion(float weight) { return weight > static_cast<float>(preference_prompt_marker); }
+
+// The micro-batch with weight 1 on every real token: the scoring passes' input.
+MicroBatch scoring_batch(const MicroBatch& batch) {
+  MicroBatch scoring = batch;
+  for (float& weight : scoring.weights) weight = weight > 0 ? 1.0f : 0.0f;
+  return scoring;
+}
+
+// KTO's mismatched rows: row r's prompt with the completion of the previous real row (cyclic),
+// truncated to the row length, weight 1 on the completion tokens (TRL's KL_completion_ids).
+MicroBatch kl_batch(const MicroBatch& batch) {
+  const uint32_t length = batch.seq_len;
+  std::vector<std::vector<uint32_t>> prompts, completions;
+  for (uint32_t row = 0; row < batch.batch; row++) {
+    std::vector<uint32_t> prompt{batch.ids[size_t(row) * length]}, completion;
+    for (uint32_t t = 0; t < length; t++) {
+      const size_t i = size_t(row) * length + t;
+      if (batch.weights[i] <= 0) continue;
+      (is_completion(batch.weights[i]) ? completion : prompt).push_back(batch.targets[i]);
+    }
+    if (completion.empty()) continue;  // padding row
+    prompts.push_back(std::move(prompt));
+    completions.push_back(std::move(completion));
+  }
+  MicroBatch kl = batch;
+  std::fill(kl.weights.begin(), kl.weights.end(), 0.0f);
+  std::fill(kl.targets.begin(), kl.targets.end(), 0u);
+  std::fill(kl.segments.begin(), kl.segments.end(), 0u);
+  for (size_t row = 0; row < prompts.size(); row++) {
+    const std::vector<uint32_t>& completion = completions[(row + prompts.size() - 1) % prompts.size()];
+    std::vector<uint32_t> tokens = prompts[row];
+    tokens.insert(tokens.end(), completion.begin(), completion.end());
+    tokens.resize(std::min<size_t>(tokens.size(), length));
+    for (size_t t = 0; t < length; t++) {
+      const size_t i = row * length + t;
+      kl.ids[i] = t < tokens.size() ? tokens[t] : batch.ids[i];
+      kl.positions[i] = static_cast<uint32_t>(t);
+      if (t + 1 < tokens.size()) {
+        kl.targets[i] = tokens[t + 1];
+        kl.weights[i] = t + 1 >= prompts[row].size() ? 1.0f : 0.0f;
+      }
+    }
+  }
+  return kl;
+}
+}  // namespace
+
 PreferenceBatch PreferenceRunner::prepare(const MicroBatch& batch) {
+  if (settings_.objective == Objective::kto) return prepare_kto(batch);
   VKT_ASSERT(batch.batch % 2 == 0, "preference micro-batches hold pairs");
   // The scoring passes give -log p of every real token (weight 1); sums over the completion
   // tokens are TRL's logps, and ORPO's NLL is the chosen rows' mean over all real tokens.
-  MicroBatch scoring = batch;
-  for (float& weight : scoring.weights) weight = weight > 0 ? 1.0f : 0.0f;
-  runner_.upload(scoring);
+  runner_.upload(scoring_batch(batch));
   std::vector<float> reference;
   if (reference_) reference = token_losses(*reference_, batch.weights.size());
   std::vector<float> policy = token_losses(*policy_, batch.weights.size());
@@ -276,7 +387,7 @@ PreferenceBatch PreferenceRunner::prepare(const MicroBatch& batch) {
       chosen_real += 1;
       chosen_nll += policy[i];
     }
-    if (batch.weights[i] != 1.0f) continue;  // prompt or padding
+    if (!is_completion(batch.weights[i])) continue;  // prompt or padding
     tokens[row] += 1;
     logps[row] -= policy[i];
     if (reference_) ref_logps[row] -= reference[i];
@@ -284,7 +395,9 @@ PreferenceBatch PreferenceRunner::prepare(const MicroBatch& batch) {
 
   PreferenceBatch out;
   const uint32_t pair_count = batch.batch / 2;
+  const bool orpo = settings_.objective == Objective::orpo;
   std::vector<double> d_logps(batch.batch);  // d loss / d (row's summed completion log-prob)
+  double reward_chosen = 0, reward_rejected = 0, accuracy = 0, logps_chosen = 0, logps_rejected = 0;
   for (uint32_t p = 0; p < pair_count; p++) {
     PairLogps pair;
     pair.chosen = logps[2 * p];
@@ -297,23 +410,104 @@ PreferenceBatch PreferenceRunner::prepare(const MicroBatch& batch) {
     out.loss += loss.loss / pair_count;
     d_logps[2 * p] = loss.d_chosen / pair_count;
     d_logps[2 * p + 1] = loss.d_rejected / pair_count;
+    reward_chosen += loss.reward_chosen / pair_count;
+    reward_rejected += loss.reward_rejected / pair_count;
+    accuracy += (loss.reward_chosen > loss.reward_rejected ? 1.0 : 0.0) / pair_count;
+    // ORPO logs the length-averaged log-probs it scores with.
+    logps_chosen += (orpo ? pair.chosen / pair.chosen_tokens : pair.chosen) / pair_count;
+    logps_rejected += (orpo ? pair.rejected / pair.rejected_tokens : pair.rejected) / pair_count;
     out.pairs.push_back(pair);
     out.losses.push_back(loss);
   }
+  out.metrics = {{"rewards/chosen", reward_chosen}, {"rewards/rejected", reward_rejected},
+                 {"rewards/accuracies", accuracy},  {"rewards/margins", reward_chosen - reward_rejected},
+                 {"logps/chosen", logps_chosen},    {"logps/rejected", logps_rejected}};
   // ORPO's NLL: the mean cross-entropy over every real token of the chosen rows (prompt too).
-  const bool orpo = settings_.objective == Objective::orpo;
-  if (orpo && chosen_real > 0) out.loss += chosen_nll / chosen_real;
+  if (orpo && chosen_real > 0) {
+    out.loss += chosen_nll / chosen_real;
+    out.metrics.push_back({"nll_loss", chosen_nll / chosen_real});
+  }
   out.weighted = batch;
   for (size_t i = 0; i < batch.weights.size(); i++) {
     const size_t row = i / batch.seq_len;
-    const bool completion = batch.weights[i] == 1.0f;
     // CE = -log p: d loss / d CE(token) = -d loss / d log p.
-    double weight = completion ? -d_logps[row] : 0.0;
+    double weight = is_completion(batch.weights[i]) ? -d_logps[row] : 0.0;
     if (orpo && row % 2 == 0 && batch.weights[i] > 0) weight += 1.0 / chosen_real;
     out.weighted.weights[i] = static_cast<float>(weight);
   }
   out.weighted.weight_sum = 1;  // the step's gradient is the mean over its micro-batches
   return out;
+}
+
+PreferenceBatch PreferenceRunner::prepare_kto(const MicroBatch& batch) {
+  const size_t tokens = batch.weights.size();
+  auto row_sums = [&](const std::vector<float>& losses, const MicroBatch& rows) {
+    std::vector<double> sums(rows.batch, 0.0);
+    for (size_t i = 0; i < tokens; i++)
+      if (is_completion(rows.weights[i])) sums[i / rows.seq_len] -= losses[i];
+    return sums;
+  };
+  // KL = max(0, mean over rows of (policy - reference) log-probs of the mismatched rows), no gradient.
+  MicroBatch mismatched = kl_batch(batch);
+  runner_.upload(mismatched);
+  std::vector<double> kl_policy = row_sums(token_losses(*policy_, tokens), mismatched);
+  std::vector<double> kl_reference = row_sums(token_losses(*reference_, tokens), mismatched);
+  runner_.upload(scoring_batch(batch));
+  std::vector<double> reference = row_sums(token_losses(*reference_, tokens), batch);
+  std::vector<double> policy = row_sums(token_losses(*policy_, tokens), batch);
+  std::vector<int> label(batch.batch, -1);  // 1 desirable, 0 undesirable, -1 padding row
+  for (size_t i = 0; i < tokens; i++)
+    if (is_completion(batch.weights[i])) label[i / batch.seq_len] = batch.weights[i] == 1.0f ? 1 : 0;
+  double rows = 0, kl = 0;
+  for (uint32_t row = 0; row < batch.batch; row++)
+    if (label[row] >= 0) {
+      rows += 1;
+      kl += kl_policy[row] - kl_reference[row];
+    }
+  kl = std::max(0.0, rows > 0 ? kl / rows : 0.0);
+
+  PreferenceBatch out;
+  const double beta = settings_.beta;
+  std::vector<double> d_logps(batch.batch, 0.0);
+  double sums[2][2] = {};  // [label][reward, logps]
+  double counts[2] = {};
+  for (uint32_t row = 0; row < batch.batch; row++) {
+    if (label[row] < 0) continue;
+    const double ratio = policy[row] - reference[row];
+    // KTOTrainer (loss_type kto): desirable 1 - sigmoid(beta (ratio - KL)), undesirable
+    // 1 - sigmoid(beta (KL - ratio)), weighted, then the mean over the batch's rows.
+    const double x = label[row] ? beta * (ratio - kl) : beta * (kl - ratio);
+    const double weight = label[row] ? settings_.desirable_weight : settings_.undesirable_weight;
+    const double s = sigmoid(x);
+    out.loss += weight * (1 - s) / rows;
+    d_logps[row] = weight * -s * (1 - s) * (label[row] ? beta : -beta) / rows;
+    sums[label[row]][0] += beta * ratio;
+    sums[label[row]][1] += policy[row];
+    counts[label[row]] += 1;
+  }
+  out.metrics.push_back({"kl", kl});
+  if (counts[1] > 0) {
+    out.metrics.push_back({"rewards/chosen", sums[1][0] / counts[1]});
+    out.metrics.push_back({"logps/chosen", sums[1][1] / counts[1]});
+  }
+  if (counts[0] > 0) {
+    out.metrics.push_back({"rewards/rejected", sums[0][0] / counts[0]});
+    out.metrics.push_back({"logps/rejected", sums[0][1] / counts[0]});
+  }
+  if (counts[0] > 0 && counts[1] > 0)
+    out.metrics.push_back({"rewards/margins", sums[1][0] / counts[1] - sums[0][0] / counts[0]});
+  out.weighted = batch;
+  for (size_t i = 0; i < tokens; i++)
+    out.weighted.weights[i] = is_completion(batch.weights[i]) ? static_cast<float>(-d_logps[i / batch.seq_len]) : 0.0f;
+  out.weighted.weight_sum = 1;
+  return out;
+}
+
+void PreferenceRunner::add_metric(const std::string& name, double value, double count) {
+  auto found = std::find_if(sums_.begin(), sums_.end(), [&](const MetricSum& m) { return m.name == name; });
+  if (found == sums_.end()) found = sums_.insert(sums_.end(), MetricSum{name});
+  found->sum += value * count;
+  found->count += count;
 }
 
 uint32_t PreferenceRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile) {
@@ -322,22 +516,8 @@ uint32_t PreferenceRunner::step(int64_t step, double lr, const std::vector<Micro
   for (const MicroBatch& batch : micro_batches) {
     PreferenceBatch prepared = prepare(batch);
     loss += prepared.loss / double(micro_batches.size());
-    for (size_t p = 0; p < prepared.pairs.size(); p++) {
-      const PairLogps& logps = prepared.pairs[p];
-      const PairLoss& pair = prepared.losses[p];
-      const bool orpo = settings_.objective == Objective::orpo;
-      std::vector<std::pair<std::string, double>> values = {
-          {"rewards/chosen", pair.reward_chosen},
-          {"rewards/rejected", pair.reward_rejected},
-          {"rewards/accuracies", pair.reward_chosen > pair.reward_rejected ? 1.0 : 0.0},
-          {"rewards/margins", pair.reward_chosen - pair.reward_rejected},
-          {"logps/chosen", orpo ? logps.chosen / logps.chosen_tokens : logps.chosen},
-          {"logps/rejected", orpo ? logps.rejected / logps.rejected_tokens : logps.rejected}};
-      if (sums_.empty())
-        for (const auto& [name, value] : values) sums_.push_back({name, 0.0});
-      for (size_t i = 0; i < values.size(); i++) sums_[i].second += values[i].second;
-      window_pairs_++;
-    }
+    // As TRL, the logged value is the mean of the micro-batches' values.
+    for (const auto& [name, value] : prepared.metrics) add_metric(name, value);
     weighted.push_back(std::move(prepared.weighted));
   }
   // The scoring passes added into loss.step: clear it; the window gets the preference loss
@@ -353,10 +533,11 @@ uint32_t PreferenceRunner::step(int64_t step, double lr, const std::vector<Micro
 }
 
 std::vector<std::pair<std::string, double>> PreferenceRunner::take_metrics() {
-  std::vector<std::pair<std::string, double>> means = sums_;
-  for (auto& [name, value] : means) value = window_pairs_ ? value / double(window_pairs_) : 0.0;
-  for (auto& [name, value] : sums_) value = 0;
-  window_pairs_ = 0;
+  std::vector<std::pair<std::string, double>> means;
+  for (MetricSum& metric : sums_) {
+    if (metric.count > 0) means.push_back({metric.name, metric.sum / metric.count});
+    metric.sum = metric.count = 0;
+  }
   return means;
 }
 

@@ -1,7 +1,10 @@
 #pragma once
 // Preference finetuning as TRL 1.16 defines it: DPO (DPOTrainer, loss_type sigmoid | ipo | hinge)
 // and ORPO (ORPOTrainer, beta is the paper's lambda), on TRL's preference data
-// {"prompt", "chosen", "rejected"} (plain strings, or conversations rendered with the chat template).
+// {"prompt", "chosen", "rejected"} (plain strings, or conversations rendered with the chat template);
+// KTO (KTOTrainer, loss_type kto) on unpaired {"prompt", "completion", "label"}: one row per example,
+// and the KL estimate from each row's prompt with the previous row's completion (TRL's rotation by
+// one within the batch), scored by forwards only.
 //
 // Each pair is two rows of one micro-batch (chosen at row 2i, rejected at 2i+1). Per micro-batch:
 //  1. DPO only: a forward with the adapter switched off (Transformer::set_adapter_enabled: the
@@ -44,25 +47,35 @@ std::span<const NameEntry<PreferenceLoss>> preference_loss_names();
 struct PreferenceSettings {
   Objective objective = Objective::dpo;
   PreferenceLoss loss = PreferenceLoss::sigmoid;
-  double beta = 0.1;  // DPOConfig.beta / ORPOConfig.beta (lambda)
+  double beta = 0.1;                                    // DPOConfig.beta / ORPOConfig.beta (lambda) / KTOConfig.beta
+  double desirable_weight = 1, undesirable_weight = 1;  // KTO
 };
 
 // --objective, --beta, --loss-type of a configuration; UserError on a combination vktune does not
 // train (validate() calls it).
 void validate_preference(const TrainConfig& config);
 PreferenceSettings preference_settings(const TrainConfig& config);
-bool is_preference(const TrainConfig& config);  // dpo or orpo: two rows per example
+bool is_preference(const TrainConfig& config);   // dpo, orpo or kto
+int preference_rows(const TrainConfig& config);  // rows per example: 2 for dpo/orpo pairs, else 1
 
 // The weight preference examples are tokenized with for prompt tokens (tokenize_examples'
 // prompt_loss_weight): it marks them apart from completion tokens (1) and padding (0). DPO
 // scores completions only (as TRL masks the prompt); ORPO's NLL term covers prompt and completion.
 constexpr double preference_prompt_marker = 0.5;
+// KTO: the completion tokens of an undesirable (label false) example weigh this instead of 1.
+constexpr float undesirable_completion_marker = 0.75f;
 
 // Reads TRL's preference JSONL: two examples per line, chosen then rejected. Conversational
 // lines ("prompt" a list of messages, "chosen"/"rejected" lists with the assistant's answer;
 // or no "prompt" and full conversations) are rendered with the chat template; only the
 // chosen/rejected assistant turns are the completion. Errors name file:line.
-std::vector<ParsedExample> read_preference_jsonl(const std::string& path, const text::ChatFormat& chat);
+// KTO's {"prompt","completion","label"} (label a JSON bool) with --objective kto: one example per line.
+std::vector<ParsedExample> read_preference_jsonl(const std::string& path, const text::ChatFormat& chat,
+                                                 Objective objective = Objective::dpo);
+// read_preference_jsonl + tokenize_examples with the markers above (the trainer's data path).
+std::vector<TokenizedExample> read_preference_data(const std::string& path, const text::ChatFormat& chat,
+                                                   const TokenizerHooks& tokenizer, const TrainConfig& config,
+                                                   TokenizeReport& report);
 
 // The examples of one epoch for the batcher (set shuffle off there): pairs in a shuffled order
 // keyed by (seed, epoch), each as its two rows (2p, 2p+1) so they land in one micro-batch.
@@ -91,6 +104,7 @@ PairLoss pair_loss(const PreferenceSettings& settings, const PairLogps& logps);
 
 // What one micro-batch's preference pass produced.
 struct PreferenceBatch {
+  std::vector<std::pair<std::string, double>> metrics;  // TRL's metrics of this micro-batch
   MicroBatch weighted;  // the micro-batch with per-token weights = d loss / d CE(token); weight_sum 1
   double loss = 0;      // the micro-batch's loss (mean over its pairs, + the NLL for ORPO)
   std::vector<PairLogps> pairs;
@@ -115,13 +129,18 @@ class PreferenceRunner {
  private:
   // Runs `forward` on the uploaded micro-batch: loss.rows, (tokens) fp32, -log p per token.
   std::vector<float> token_losses(vk::Sequence& forward, size_t tokens);
+  PreferenceBatch prepare_kto(const MicroBatch& batch);
+  void add_metric(const std::string& name, double value, double count = 1);
   vk::Context& context_;
   model::ModelSession& session_;
   StepRunner& runner_;
   PreferenceSettings settings_;
   std::unique_ptr<vk::Sequence> reference_, policy_;
-  std::vector<std::pair<std::string, double>> sums_;  // metric sums over the window
-  int64_t window_pairs_ = 0;
+  struct MetricSum {
+    std::string name;
+    double sum = 0, count = 0;
+  };
+  std::vector<MetricSum> sums_;  // over the logging window, in first-seen order
 };
 
 }  // namespace vkt::train

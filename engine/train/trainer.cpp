@@ -125,7 +125,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.double_quant = c.double_quant;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
   s.target_modules = model::parse_target_modules(c.target_modules, model);
-  s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * (is_preference(c) ? 2 : 1);  // pairs: 2 rows
+  s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * preference_rows(c);  // DPO/ORPO pairs: 2 rows
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = c.optim;
@@ -238,10 +238,11 @@ void TrainingRun::prepare_data() {
   std::vector<int64_t> source_sizes;
   std::vector<double> source_weights;
   for (const DataSource& source : sources) {
-    auto parsed = is_preference(config_) ? read_preference_jsonl(source.path, chat) : read_jsonl(source.path, chat);
-    auto examples =
-        tokenize_examples(parsed, hooks, is_preference(config_) ? preference_prompt_marker : config_.prompt_loss_weight,
-                          static_cast<uint32_t>(config_.max_length), source.path, report);
+    const uint32_t max_length = static_cast<uint32_t>(config_.max_length);
+    auto examples = is_preference(config_)
+                        ? read_preference_data(source.path, chat, hooks, config_, report)
+                        : tokenize_examples(read_jsonl(source.path, chat), hooks, config_.prompt_loss_weight,
+                                            max_length, source.path, report);
     if (examples.empty() && is_mixture(sources))
       throw UserError("--data: " + source.path + " has no usable examples", "drop it from the mixture");
     source_sizes.push_back(static_cast<int64_t>(examples.size()));
@@ -285,7 +286,7 @@ void TrainingRun::prepare_data() {
     log::info("data mixture, examples per epoch: " + counts);
     settings.epoch_examples = [mixture = mixture_.get()](int64_t epoch) { return mixture->epoch(epoch); };
   }
-  if (is_preference(config_)) batch_in_pairs(settings, train_examples_.size(), config_.shuffle);
+  if (preference_rows(config_) == 2) batch_in_pairs(settings, train_examples_.size(), config_.shuffle);
   batcher_ = std::make_unique<Batcher>(train_examples_, settings);
   accumulation_ = config_.gradient_accumulation_steps;
   // HF: update steps per epoch = micro-batches // accumulation (at least 1).

@@ -14,6 +14,11 @@ pairs of token ids (prompt, chosen, rejected; BOS first, EOS ending each answer)
   orpo.*        ORPOTrainer.get_batch_logps (average_log_prob=True) and ORPOTrainer.odds_ratio_loss,
                 called as TRL's concatenated_forward / get_batch_loss_metrics combine them: loss =
                 NLL(chosen rows, prompt and answer, nn.CrossEntropyLoss) - mean(beta * logsigmoid(log odds)).
+  kto.*         KTOTrainer._compute_loss itself (loss_type kto, beta 0.1, desirable_weight 1,
+                undesirable_weight 1), on a stand-in `self` as for DPO, with KTOTrainer._compute_kl_logps bound to
+                it; four unpaired examples (labels true, false, true, false), each KL row the example's prompt with
+                the previous example's completion (TRL's rotation by one within the batch). Its batch is kto.batch.*
+                (completion weights 1 desirable, 0.75 undesirable) and it logs kl instead of rewards/accuracies.
 Each variant holds loss, the metrics TRL logs (rewards/chosen, rewards/rejected, rewards/accuracies,
 rewards/margins, logps/chosen, logps/rejected) and grad.<PEFT name> of every LoRA tensor (loss.backward()).
 The batch is written in vktune's row order (chosen, rejected of pair 0, then pair 1); TRL's own order
@@ -37,6 +42,7 @@ import transformers  # noqa: E402
 import trl  # noqa: E402
 from trl.experimental.orpo import ORPOTrainer  # noqa: E402
 from trl.trainer.dpo_trainer import DPOTrainer  # noqa: E402
+from trl.trainer.kto_trainer import KTOTrainer  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "..", "data", "hf", "llama3")
@@ -140,6 +146,53 @@ def orpo_variant(model, batch):
     return loss.item(), metrics
 
 
+KTO_EXAMPLES = [(4, 5, True), (3, 6, False), (5, 3, True), (4, 4, False)]  # (prompt, completion incl. EOS, label)
+KTO_METRICS = ["rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "kl"]
+
+
+def kto_batch():
+    generator = torch.Generator().manual_seed(14)  # a batch whose KL estimate is positive (not clamped to 0)
+    prompts, completions = [], []
+    for prompt_len, completion_len, _ in KTO_EXAMPLES:
+        prompts.append([BOS_ID] + torch.randint(3, 128, (prompt_len - 1,), generator=generator).tolist())
+        completions.append(torch.randint(3, 128, (completion_len - 1,), generator=generator).tolist() + [EOS_ID])
+    kl_completions = completions[-1:] + completions[:-1]  # add_kl_completion_ids
+    seq = max(max(len(p) + len(c) for p, c in zip(prompts, completions)),
+              max(len(p) + len(c) for p, c in zip(prompts, kl_completions)))
+
+    def pad(pairs):
+        ids, attention, completion = [], [], []
+        for prompt, answer in pairs:
+            tokens = prompt + answer
+            rest = seq - len(tokens)
+            ids.append(tokens + [PAD_ID] * rest)
+            attention.append([1] * len(tokens) + [0] * rest)
+            completion.append([0] * len(prompt) + [1] * len(answer) + [0] * rest)
+        return torch.tensor(ids), torch.tensor(attention), torch.tensor(completion)
+
+    ids, attention, completion = pad(list(zip(prompts, completions)))
+    kl_ids, kl_attention, kl_completion = pad(list(zip(prompts, kl_completions)))
+    return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion, "KL_input_ids": kl_ids,
+            "KL_attention_mask": kl_attention, "KL_completion_mask": kl_completion,
+            "label": torch.tensor([label for _, _, label in KTO_EXAMPLES])}
+
+
+def kto_variant(model, batch):
+    from trl.trainer.utils import add_fused_lm_head
+
+    add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    stand_in = types.SimpleNamespace(
+        model=model, ref_model=None, accelerator=Accelerator(), aux_loss_enabled=False, precompute_ref_logps=False,
+        args=types.SimpleNamespace(gradient_checkpointing_kwargs=None), calculate_KL=True, loss_type="kto", beta=BETA,
+        desirable_weight=1.0, undesirable_weight=1.0, _metrics={"train": collections.defaultdict(list)},
+        _total_train_tokens=0, _tp_size=1)
+    stand_in._compute_kl_logps = types.MethodType(KTOTrainer._compute_kl_logps, stand_in)
+    model.zero_grad()
+    loss = KTOTrainer._compute_loss(stand_in, model, batch, False)
+    loss.backward()
+    return loss.item(), {name: stand_in._metrics["train"][name][0] for name in KTO_METRICS}
+
+
 def build():
     torch.manual_seed(0)
     batch = make_batch()
@@ -165,6 +218,23 @@ def build():
                 rows.append((variant + ".grad." + name.replace(".default", ""),
                              parameter.grad.detach().numpy().astype(np.float32)))
         print(f"{variant}: loss {loss:.6f} " + " ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
+    batch = kto_batch()
+    weights = batch["completion_mask"].float() * torch.where(batch["label"], 1.0, 0.75)[:, None] + 0.5 * (
+        batch["attention_mask"] - batch["completion_mask"]).float()
+    weights[:, 0] = 0
+    rows += [("kto.batch.ids", batch["input_ids"].numpy().astype(np.int32)),
+             ("kto.batch.weights", weights.numpy().astype(np.float32)),
+             ("kto.batch.positions", torch.arange(weights.shape[1]).expand(weights.shape).numpy().astype(np.int32)),
+             ("kto.batch.lengths", batch["attention_mask"].sum(1).numpy().astype(np.int32))]
+    model = load_model()
+    loss, metrics = kto_variant(model, batch)
+    rows.append(("kto.loss", np.array([loss], np.float64)))
+    for name in KTO_METRICS:
+        rows.append(("kto." + name, np.array([metrics[name]], np.float64)))
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            rows.append(("kto.grad." + name.replace(".default", ""), parameter.grad.detach().numpy().astype(np.float32)))
+    print(f"kto: loss {loss:.6f} " + " ".join(f"{k} {v:.5f}" for k, v in metrics.items()))
     return rows
 
 
