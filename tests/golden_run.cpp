@@ -26,15 +26,15 @@ double relative_error(const std::vector<float>& actual, const std::vector<float>
   return std::sqrt(error / std::max(reference, 1e-30));
 }
 
-GoldenBatch golden_batch(const GoldenFile& golden) {
+GoldenBatch golden_batch(const GoldenFile& golden, const std::string& prefix) {
   GoldenBatch b;
-  const auto& ids = golden["batch.ids"];
+  const auto& ids = golden[prefix + "ids"];
   b.batch = static_cast<uint32_t>(ids.shape[0]);
   b.seq_len = static_cast<uint32_t>(ids.shape[1]);
   auto id_values = ids.ints();
-  auto weight_values = golden["batch.weights"].floats();
-  auto position_values = golden["batch.positions"].ints();
-  b.lengths = golden["batch.lengths"].ints();
+  auto weight_values = golden[prefix + "weights"].floats();
+  auto position_values = golden[prefix + "positions"].ints();
+  b.lengths = golden[prefix + "lengths"].ints();
   size_t n = size_t(b.batch) * b.seq_len;
   b.ids.resize(n);
   b.targets.assign(n, 0);

@@ -24,7 +24,8 @@ double relative_error(const std::vector<float>& actual, const std::vector<float>
 struct GoldenBatch : train::MicroBatch {
   std::vector<int64_t> lengths;  // (batch): real tokens per row
 };
-GoldenBatch golden_batch(const GoldenFile& golden);
+// `prefix`: the tensors' names before ids/weights/positions/lengths ("batch." by default).
+GoldenBatch golden_batch(const GoldenFile& golden, const std::string& prefix = "batch.");
 // Max-abs error over the real (non-padding) rows of (batch, seq_len, width) tensors.
 double worst_real_row_error(const std::vector<float>& actual, const std::vector<float>& expected, const GoldenBatch& b,
                             uint32_t width);

@@ -131,7 +131,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
 
 const LoraParams* Transformer::lora(uint32_t layer, Module module) const {
   auto m = static_cast<size_t>(module);
-  return has_lora_[layer][m] ? &lora_[layer][m] : nullptr;
+  return adapter_enabled_ && has_lora_[layer][m] ? &lora_[layer][m] : nullptr;
 }
 
 BufferRange Transformer::rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows,

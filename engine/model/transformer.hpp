@@ -77,6 +77,10 @@ class Transformer {
   // below layer 0 is trained). Full finetuning always computes it.
   void set_compute_input_gradient(bool enabled) { compute_input_gradient_ = enabled; }
 
+  // Off: passes recorded from now on skip every LoRA update (the frozen base, as PEFT's
+  // disable_adapter()): preference training's reference log-probs, with no second model copy.
+  void set_adapter_enabled(bool enabled) { adapter_enabled_ = enabled; }
+
   uint32_t rows() const { return rows_; }
   uint32_t batch() const { return batch_; }
   uint32_t seq_len() const { return seq_len_; }
@@ -148,6 +152,7 @@ class Transformer {
   // rows of trainable tokens (0: none) written into the embedding table before every forward.
   bool train_embedding_ = false, train_head_ = false, fp32_embedding_ = false, fp32_head_ = false;
   uint32_t token_rows_ = 0;
+  bool adapter_enabled_ = true;
   std::string head_name_;  // the lm_head's table: "lm_head.weight", or the tied embedding
   kernels::DType dense_type_ = kernels::DType::f32;
   // Storage of every saved activation and activation gradient, and of the KV cache's rows

@@ -9,6 +9,7 @@
 #include "engine/base/error.hpp"
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/mixed_precision.hpp"
+#include "engine/train/preference.hpp"
 #include "engine/train/schedule.hpp"
 
 namespace vkt::train {
@@ -57,7 +58,8 @@ const std::vector<OptionSpec>& option_table() {
        &C::model, true},
       {"data",
        "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\":[...]}; a mixture by ratio per "
-       "epoch: A.jsonl:3,B.jsonl:1",
+       "epoch: A.jsonl:3,B.jsonl:1; --objective dpo/orpo: {\"prompt\",\"chosen\",\"rejected\"}, kto: "
+       "{\"prompt\",\"completion\",\"label\"}",
        &C::data, true},
       {"output_dir", "where the adapter (or model), checkpoints, metrics.jsonl and run.json go", &C::output_dir, true},
       {"eval_data", "evaluation JSONL (same formats); several sets: task=T.jsonl,general=G.jsonl (eval_NAME_loss each)",
@@ -98,6 +100,15 @@ const std::vector<OptionSpec>& option_table() {
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
       {"prompt_loss_weight", "loss weight of prompt tokens; completion tokens weigh 1", &C::prompt_loss_weight},
+      {"objective",
+       enum_name_list(objective_names(), " | ") +
+           ": dpo/orpo train on {\"prompt\",\"chosen\",\"rejected\"} pairs as TRL's DPOTrainer/ORPOTrainer, kto on "
+           "{\"prompt\",\"completion\",\"label\"} as KTOTrainer",
+       &C::objective},
+      {"beta", "DPO: the KL strength (TRL's beta); ORPO: the odds-ratio weight lambda (TRL's beta)", &C::beta},
+      {"loss_type", "DPO loss: " + enum_name_list(preference_loss_names(), " | "), &C::loss_type},
+      {"desirable_weight", "KTO: weight of the losses of desirable (label true) examples", &C::desirable_weight},
+      {"undesirable_weight", "KTO: weight of the losses of undesirable (label false) examples", &C::undesirable_weight},
       {"learning_rate", "peak learning rate", &C::learning_rate},
       {"loraplus_lr_ratio",
        "LoRA+: lora_B learns at learning_rate x this (PEFT's create_loraplus_optimizer; the paper suggests 16)",
@@ -332,6 +343,7 @@ void validate(const TrainConfig& c) {
     throw UserError("--layers-to-transform picks LoRA layers; --method full trains every weight",
                     "use --method lora or qlora with it");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
+  validate_preference(c);
   if (c.lora_alpha <= 0)
     throw UserError("--lora-alpha must be positive, got " + nlohmann::json(c.lora_alpha).dump(),
                     "PEFT's default is 16; a common choice is 2 x --lora-r");

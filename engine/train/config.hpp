@@ -57,6 +57,12 @@ struct TrainConfig {
   bool packing = false;
   bool shuffle = true;
   double prompt_loss_weight = 0.1;  // weight of prompt tokens in the loss (completion tokens: 1)
+  // Preference finetuning (preference.hpp; TRL's names and defaults).
+  std::string objective = "sft";      // sft | dpo | orpo | kto
+  double beta = 0.1;                  // DPOConfig.beta; ORPOConfig.beta (the paper's lambda)
+  std::string loss_type = "sigmoid";  // DPOConfig.loss_type: sigmoid | ipo | hinge
+  double desirable_weight = 1;        // KTOConfig.desirable_weight
+  double undesirable_weight = 1;      // KTOConfig.undesirable_weight
   // Optimisation (HF TrainingArguments defaults).
   double learning_rate = 5e-5;
   double loraplus_lr_ratio = 1;  // LoRA+: lora_B learns at learning_rate * this (1: plain LoRA)

@@ -22,6 +22,26 @@ std::string string_field(const json& object, const char* key, const std::string&
 }
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> message_turns(const json& messages, const std::string& field,
+                                                               const std::string& path, int64_t line) {
+  if (!messages.is_array() || messages.empty())
+    bad_line(path, line, "\"" + field + "\" must be a non-empty array",
+             "e.g. [{\"role\":\"user\",\"content\":\"hi\"}, ...]");
+  std::vector<std::pair<std::string, std::string>> turns;
+  for (size_t i = 0; i < messages.size(); i++) {
+    const json& m = messages[i];
+    if (!m.is_object() || !m.contains("role") || !m.contains("content"))
+      bad_line(path, line, field + "[" + std::to_string(i) + "] needs \"role\" and \"content\"",
+               "each message is {\"role\": \"user\"|\"assistant\"|\"system\", \"content\": \"...\"}");
+    std::string role = string_field(m, "role", path, line), content = string_field(m, "content", path, line);
+    if (role != "user" && role != "assistant" && role != "system")
+      bad_line(path, line, field + "[" + std::to_string(i) + "] has unknown role \"" + role + "\"",
+               "roles are system, user and assistant");
+    turns.emplace_back(role, content);
+  }
+  return turns;
+}
+
 std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatFormat& chat) {
   std::ifstream in(path);
   if (!in) throw UserError("cannot read data file " + path, "check the --data / --eval-data path");
@@ -44,24 +64,10 @@ std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatF
     example.line = line;
     if (object.contains("messages")) {
       example.format = ExampleFormat::messages;
-      const json& messages = object["messages"];
-      if (!messages.is_array() || messages.empty())
-        bad_line(path, line, "\"messages\" must be a non-empty array",
-                 "e.g. [{\"role\":\"user\",\"content\":\"hi\"}, ...]");
-      std::vector<std::pair<std::string, std::string>> turns;
+      std::vector<std::pair<std::string, std::string>> turns =
+          message_turns(object["messages"], "messages", path, line);
       bool has_assistant = false;
-      for (size_t i = 0; i < messages.size(); i++) {
-        const json& m = messages[i];
-        if (!m.is_object() || !m.contains("role") || !m.contains("content"))
-          bad_line(path, line, "messages[" + std::to_string(i) + "] needs \"role\" and \"content\"",
-                   "each message is {\"role\": \"user\"|\"assistant\"|\"system\", \"content\": \"...\"}");
-        std::string role = string_field(m, "role", path, line), content = string_field(m, "content", path, line);
-        if (role != "user" && role != "assistant" && role != "system")
-          bad_line(path, line, "messages[" + std::to_string(i) + "] has unknown role \"" + role + "\"",
-                   "roles are system, user and assistant");
-        has_assistant |= role == "assistant";
-        turns.emplace_back(role, content);
-      }
+      for (const auto& turn : turns) has_assistant |= turn.first == "assistant";
       if (!has_assistant)
         bad_line(path, line, "the conversation has no assistant turn, so nothing would be trained",
                  "add an assistant message");

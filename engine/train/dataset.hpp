@@ -7,6 +7,7 @@
 // A sequence is [BOS if the tokenizer's post-processor adds it] + prompt + completion + [EOS].
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -21,10 +22,15 @@ struct ParsedExample {
   ExampleFormat format = ExampleFormat::text;
   std::vector<text::TextSegment> segments;  // in order; concatenated they are the whole sequence text
   int64_t line = 0;                         // 1-based line in the file
+  bool desirable = true;                    // KTO's label (preference.hpp)
 };
 
 // Reads a JSONL file. Errors name file:line and what is wrong.
 std::vector<ParsedExample> read_jsonl(const std::string& path, const text::ChatFormat& chat);
+
+// The (role, content) turns of a JSON array of TRL messages; `field` names it in errors (file:line).
+std::vector<std::pair<std::string, std::string>> message_turns(const nlohmann::json& messages, const std::string& field,
+                                                               const std::string& path, int64_t line);
 
 // Tokenization hooks (the model's tokenizer provides them).
 struct TokenizerHooks {

@@ -96,6 +96,7 @@ std::string step_to_json_line(const StepMetrics& m) {
     line["rank_step_time_s"] = m.rank_step_seconds;
     line["all_reduce_s"] = m.all_reduce_seconds;
   }
+  for (const auto& [name, value] : m.extra) line[name] = value;
   return line.dump();
 }
 

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/vk/memory.hpp"
@@ -38,6 +39,8 @@ struct StepMetrics {
   // step time, (all_reduce_s) rank 0's time per step in the gradient all-reduce (waiting included).
   std::vector<double> rank_step_seconds;
   double all_reduce_seconds = 0;
+  // (name: value) objective-specific metrics under TRL's names, e.g. rewards/accuracies (DPO).
+  std::vector<std::pair<std::string, double>> extra;
 };
 
 struct EvalMetrics {

@@ -43,6 +43,7 @@
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/loss_scaler.hpp"
 #include "engine/train/mixed_precision.hpp"
+#include "engine/train/preference.hpp"
 #include "engine/train/run_identity.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
@@ -131,8 +132,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.lora_r = static_cast<uint32_t>(c.lora_r);
   s.target_modules = model::parse_target_modules(c.target_modules, model);
   s.peft_type = c.peft_type;
-  model::resolve_peft_targets(s, c.target_modules, model, c.model);  // IA3, BitFit: no LoRA
-  s.batch = static_cast<uint64_t>(c.per_device_train_batch_size);
+  model::resolve_peft_targets(s, c.target_modules, model, c.model);                     // IA3, BitFit: no LoRA
+  s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * preference_rows(c);  // DPO/ORPO pairs: 2 rows
   s.seq_len = seq_len;
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = spec::optimizer_update_rule(c.optim);
@@ -218,6 +219,7 @@ class TrainingRun {
   model::Transformer* transformer_ = nullptr;
   model::LoraSettings lora_;
   std::unique_ptr<StepRunner> runner_;
+  std::unique_ptr<PreferenceRunner> preference_;  // --objective dpo/orpo
   std::unique_ptr<BestModelTracker> best_;
 
   // Progress.
@@ -250,9 +252,11 @@ void TrainingRun::prepare_data() {
   std::vector<int64_t> source_sizes;
   std::vector<double> source_weights;
   for (const DataSource& source : sources) {
-    auto parsed = read_jsonl(source.path, chat);
-    auto examples = tokenize_examples(parsed, hooks, config_.prompt_loss_weight,
-                                      static_cast<uint32_t>(config_.max_length), source.path, report);
+    const uint32_t max_length = static_cast<uint32_t>(config_.max_length);
+    auto examples = is_preference(config_)
+                        ? read_preference_data(source.path, chat, hooks, config_, report)
+                        : tokenize_examples(read_jsonl(source.path, chat), hooks, config_.prompt_loss_weight,
+                                            max_length, source.path, report);
     if (examples.empty() && is_mixture(sources))
       throw UserError("--data: " + source.path + " has no usable examples", "drop it from the mixture");
     source_sizes.push_back(static_cast<int64_t>(examples.size()));
@@ -296,6 +300,7 @@ void TrainingRun::prepare_data() {
     log::info("data mixture, examples per epoch: " + counts);
     settings.epoch_examples = [mixture = mixture_.get()](int64_t epoch) { return mixture->epoch(epoch); };
   }
+  if (preference_rows(config_) == 2) batch_in_pairs(settings, train_examples_.size(), config_.shuffle);
   batcher_ = std::make_unique<Batcher>(train_examples_, settings);
   batcher_->shard(static_cast<uint32_t>(ranks_.rank()), static_cast<uint32_t>(ranks_.size()));
   accumulation_ = config_.gradient_accumulation_steps;
@@ -415,6 +420,8 @@ void TrainingRun::prepare_device() {
   runner_->reset();
   scaler_ = LossScaler(config_.fp16);
   runner_->set_loss_scaler(&scaler_);
+  if (is_preference(config_))
+    preference_ = std::make_unique<PreferenceRunner>(*context_, *session_, *runner_, preference_settings(config_));
 }
 
 // Refuses, before the model loads, a run whose plan exceeds the device's memory budget, with the
@@ -447,7 +454,9 @@ uint32_t TrainingRun::train_step(int64_t step, bool profile) {
   // All micro-batches of the step first: the loss is normalised by Σw over all of them.
   std::vector<MicroBatch> micro_batches;
   for (int64_t i = 0; i < accumulation_; i++) micro_batches.push_back(batcher_->next());
-  uint32_t flags = runner_->step(step, schedule_->learning_rate(scaler_.schedule_step(step)), micro_batches, profile);
+  const double lr = schedule_->learning_rate(scaler_.schedule_step(step));
+  uint32_t flags = preference_ ? preference_->step(step, lr, micro_batches, profile)
+                               : runner_->step(step, lr, micro_batches, profile);
   tokens_ += runner_->step_tokens();  // over all ranks
   window_tokens_ += runner_->step_tokens();
   window_steps_++;
@@ -471,6 +480,7 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   m.grad_norm = device_state.grad_norm;
   m.loss_scale = scaler_.enabled() ? scaler_.scale() : 0;
   m.skipped_steps = scaler_.skipped_steps();
+  if (preference_) m.extra = preference_->take_metrics();
   m.step_seconds = window_steps_ ? window_seconds_ / double(window_steps_) : 0;
   m.tokens_per_second = window_seconds_ > 0 ? double(window_tokens_) / window_seconds_ : 0;
   m.elapsed_seconds = elapsed;
@@ -688,7 +698,7 @@ TrainSummary TrainingRun::run() {
         std::snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", last_loss_,
                       schedule_->learning_rate(scaler_.schedule_step(step)),
                       monitor_->snapshot().steps.back().tokens_per_second);
-        bar.report(step, extra);
+        bar.report(step, extra + metrics_summary(monitor_->snapshot().steps.back().extra));
       } else {
         bar.update(step);
       }
