@@ -6,6 +6,7 @@
 #include "app/commands.hpp"
 #include "engine/base/files.hpp"
 #include "engine/base/log.hpp"
+#include "engine/train/distributed.hpp"
 #include "engine/train/sweep.hpp"
 
 namespace vkt::app {
@@ -32,6 +33,10 @@ void run_sweep_command(const SweepArguments& arguments) {
     return;
   }
   train::SweepResult result = train::run_sweep(spec);
+  if (!train::world().writer()) {  // under mpirun rank 0 gathers and prints every rank's trials
+    if (result.stop_signal) std::exit(128 + result.stop_signal);
+    return;
+  }
   std::printf("\n%s", train::format_sweep_table(spec, result).c_str());
   if (result.reused > 0)
     std::printf("%lld trials were done in an earlier run of this sweep and not run again\n",

@@ -3,6 +3,7 @@
 // against one process over the same rows.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -240,6 +241,52 @@ TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
   CHECK(log.find("error: rank 1 of 2:") != std::string::npos);
   CHECK(log.find("missing.jsonl") != std::string::npos);
   CHECK(log.find("every rank stops") != std::string::npos);
+}
+
+TEST_CASE("mpirun -np 2 vktune sweep: each rank trains its own trials alone, rank 0 writes the results") {
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const fs::path dir = test::temp_dir("mpi-sweep");
+  write_file_atomically(dir / "grid.yaml", "output_dir: " + (dir / "sweep").string() + "\ntrain: {model: " +
+                                               inputs->model.string() + ", data: " + inputs->data.string() +
+                                               ", per_device_train_batch_size: 2, logging_steps: 1, save_steps: 0}\n"
+                                               "objective: train_loss\nbudget: {steps: 2}\n"
+                                               "parameters:\n  learning_rate: [1e-3, 2e-3]\n  lora_r: [4, 8]\n");
+  const std::pair<int, std::string> run = test::run_command(
+      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun "
+      "--oversubscribe --allow-run-as-root -np 2 " +
+      vktune() + " sweep " + (dir / "grid.yaml").string() + " 2>&1");
+  const std::string& output = run.second;
+  CAPTURE(output);
+  REQUIRE(run.first == 0);
+  // Rank 0 ran trials 1 and 3, rank 1 trials 2 and 4, each in its own state file.
+  auto indices = [](const fs::path& file) {
+    std::vector<int64_t> found;
+    const nlohmann::json state = nlohmann::json::parse(read_text_file(file));
+    for (const auto& trial : state.at("trials")) found.push_back(trial.at("index").get<int64_t>());
+    return found;
+  };
+  CHECK(indices(dir / "sweep" / "sweep_state.json") == std::vector<int64_t>{1, 3});
+  CHECK(indices(dir / "sweep" / "sweep_state.rank1.json") == std::vector<int64_t>{2, 4});
+  // Each trial trained alone (not data parallel with the other rank): its own two steps, one rank.
+  for (const char* trial : {"trial-001", "trial-002", "trial-003", "trial-004"}) {
+    CAPTURE(trial);
+    std::ifstream metrics(dir / "sweep" / trial / "metrics.jsonl");
+    int steps = 0;
+    for (std::string line; std::getline(metrics, line);) {
+      nlohmann::json entry = nlohmann::json::parse(line);
+      if (entry.contains("grad_norm")) {
+        steps++;
+        CHECK_FALSE(entry.contains("rank_step_time_s"));
+      }
+    }
+    CHECK(steps == 2);
+  }
+  // Rank 0 printed and wrote the whole table: four finished trials and a best config.
+  const std::string csv = read_text_file(dir / "sweep" / "results.csv");
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 5);  // header + 4 trials
+  CHECK(fs::exists(dir / "sweep" / "best_config.yaml"));
+  CHECK(output.find("best config:") != std::string::npos);
 }
 
 }  // TEST_SUITE

@@ -104,6 +104,8 @@ struct TrainConfig {
   bool dashboard = false;
   std::string plot;     // write the dashboard as a PNG here at the end
   int64_t device = -1;  // Vulkan device index (-1: best)
+  // Not an option: under mpirun, train on this rank alone (a sweep trial), not data parallel.
+  bool single_process = false;
 
   bool deterministic = false;  // data parallel: sum gradients in rank order (distributed.hpp)
 };

@@ -146,6 +146,11 @@ int launcher_size() {
   return 1;
 }
 
+Communicator& single_process() {
+  static SingleProcess alone;
+  return alone;
+}
+
 Communicator& world() {
   static std::unique_ptr<Communicator> communicator;
   if (communicator) return *communicator;

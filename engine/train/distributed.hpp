@@ -44,6 +44,9 @@ class Communicator {
 // then, finalised at exit), else one process. UserError when mpirun started several processes but
 // this vktune was built without MPI (each would otherwise train alone into the same folder).
 Communicator& world();
+// A one-process communicator: what a run uses that trains alone although mpirun started several
+// processes (each rank of `mpirun vktune sweep` trains its own trials).
+Communicator& single_process();
 // Whether this build has MPI (CMake found it).
 bool mpi_built();
 // The number of processes the launcher started, from its environment (Open MPI's

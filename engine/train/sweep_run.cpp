@@ -17,6 +17,7 @@
 #include "engine/plan/plan.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/checkpoint.hpp"
+#include "engine/train/distributed.hpp"
 #include "engine/train/evaluate.hpp"
 #include "engine/train/generation_eval.hpp"
 #include "engine/train/sweep.hpp"
@@ -77,6 +78,23 @@ std::map<int64_t, TrialResult> load_state(const fs::path& state_file) {
   } catch (const json::exception& error) {
     throw UserError(state_file.string() + " is not a sweep state file: " + error.what(),
                     "delete it to start the sweep over, or give another output_dir");
+  }
+  return done;
+}
+
+// Under `mpirun -np N vktune sweep`, rank r > 0 keeps its trials in sweep_state.rank<r>.json (rank
+// 0 in sweep_state.json): no two processes write one file. Every rank reads them all, so a resumed
+// sweep (with any N) skips every trial some rank finished.
+fs::path rank_state_file(const fs::path& output_dir, int rank) {
+  return output_dir /
+         (rank == 0 ? std::string("sweep_state.json") : "sweep_state.rank" + std::to_string(rank) + ".json");
+}
+std::map<int64_t, TrialResult> load_all_states(const fs::path& output_dir) {
+  std::map<int64_t, TrialResult> done = load_state(output_dir / "sweep_state.json");
+  for (const auto& entry : fs::directory_iterator(output_dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("sweep_state.rank", 0) == 0 && entry.path().extension() == ".json")
+      for (auto& [index, trial] : load_state(entry.path())) done.emplace(index, trial);
   }
   return done;
 }
@@ -244,12 +262,21 @@ SweepResult run_sweep(const SweepSpec& spec, const SweepHooks& hooks) {
     throw UserError(spec.file.string() + ": no output_dir", "give output_dir: in the file or --output-dir");
   std::vector<PlannedTrial> trials = plan_trials(spec);
   fs::create_directories(spec.output_dir);
-  const fs::path state_file = spec.output_dir / "sweep_state.json";
-  std::map<int64_t, TrialResult> done = load_state(state_file);
+  // mpirun -np N: rank r runs trials r+1, r+1+N, ... alone on its device; rank 0 writes the results.
+  Communicator& ranks = world();
+  const int my_rank = ranks.rank(), rank_count = ranks.size();
+  const fs::path state_file = rank_state_file(spec.output_dir, my_rank);
+  std::map<int64_t, TrialResult> done = load_all_states(spec.output_dir);
   const uint64_t budget = spec.device_memory ? *spec.device_memory : default_device_budget(spec.base.device);
   SeqLenCache seq_lens;
   SweepResult result;
-  for (const PlannedTrial& trial : trials) {
+  for (PlannedTrial trial : trials) {
+    if (rank_count > 1) {
+      if ((trial.index - 1) % rank_count != my_rank) continue;  // another rank's trial
+      trial.config.single_process = true;
+      trial.config.device =
+          device_for_rank(spec.base.device, rank_count, ranks.local_rank(), vk::list_devices().size());
+    }
     auto previous = done.find(trial.index);
     if (previous != done.end()) {
       if (previous->second.flags != trial.flags)
@@ -284,6 +311,11 @@ SweepResult run_sweep(const SweepSpec& spec, const SweepHooks& hooks) {
     done[trial.index] = outcome;
     save_state(state_file, spec, done);
     if (hooks.after_trial) hooks.after_trial(outcome);
+  }
+  if (rank_count > 1) {  // every rank's trials are done: rank 0 gathers them from their state files
+    ranks.barrier();
+    if (my_rank != 0) return result;
+    done = load_all_states(spec.output_dir);
   }
   for (const auto& [index, t] : done)
     if (index <= int64_t(trials.size())) result.trials.push_back(t);

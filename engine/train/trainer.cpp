@@ -198,7 +198,8 @@ class TrainingRun {
 
   TrainConfig config_;
   RunMonitor* monitor_;
-  Communicator& ranks_ = world();  // data parallel (mpirun): rank 0 alone writes the output folder
+  // Data parallel (mpirun): rank 0 alone writes the output folder. A sweep trial trains alone.
+  Communicator& ranks_ = config_.single_process ? single_process() : world();
   RunMonitor own_monitor_;
   model::ModelConfig model_config_;
   std::unique_ptr<text::Tokenizer> tokenizer_;
@@ -778,7 +779,8 @@ TrainSummary train(const TrainConfig& config, RunMonitor* monitor) {
   try {
     return run.run();
   } catch (const std::exception& error) {
-    world().abort_all(error);  // under mpirun: the other ranks would wait in the next all-reduce
+    // Under mpirun the other ranks would wait in the next all-reduce (a sweep trial fails alone).
+    if (!config.single_process) world().abort_all(error);
     throw;
   }
 }
