@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* const kCases[] = {"mts_untied", "mts_tied", "tokens_untied", "tokens_tied"};
+const char* const kCases[] = {"mts_untied", "mts_tied", "tokens_untied", "tokens_tied", "layers_untied"};
 
 fs::path extras_dir() { return test::source_dir() / "tests/data/peft_extras"; }
 fs::path base_folder(const std::string& name) {

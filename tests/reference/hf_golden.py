@@ -148,6 +148,8 @@ def full_forward_backward(model, ids, mask, trainable_only=False):
     saved = {}
 
     def keep_embedding_output(module, inputs, output):
+        if not output.requires_grad:  # nothing trainable below the first adapted layer (layers_to_transform)
+            output.requires_grad_(True)
         output.retain_grad()
         saved["h0"] = output
     hook = model.get_input_embeddings().register_forward_hook(keep_embedding_output)

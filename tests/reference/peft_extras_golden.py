@@ -16,6 +16,7 @@ written by hf_golden.py. Per case (LoRA r=4, alpha=8, all-linear, A and B random
     mts_tied       the same on smollm2: PEFT copies each module, so the two copies train apart
     tokens_untied  trainable_token_indices on llama3: only embed_tokens rows
     tokens_tied    the same on smollm2: the tied lm_head reads (and trains) the same rows
+    layers_untied  layers_to_transform [1] (layers_pattern "layers") on llama3: LoRA in layer 1 only
 it writes tests/data/peft_extras/<case>/adapter/ (save_pretrained; the extra tensors are perturbed
 from the base so that a loader ignoring them gives other logits) and <case>.golden.bin:
     batch.*                      hf_golden.py's batch (two sequences, 13 and 9 tokens, right padding)
@@ -51,6 +52,10 @@ CASES = {
     "mts_tied": ("smollm2", 1100, dict(modules_to_save=["embed_tokens", "lm_head"])),
     "tokens_untied": ("llama3", 1000, "tokens"),
     "tokens_tied": ("smollm2", 1100, "tokens"),
+    # PEFT refuses layers_to_transform with target_modules "all-linear": the same modules, listed.
+    "layers_untied": ("llama3", 1200, dict(layers_to_transform=[1], layers_pattern="layers",
+                                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                           "up_proj", "down_proj"])),
 }
 
 
@@ -82,7 +87,7 @@ def build_case(case, ids):
     if extra == "tokens":
         extra = dict(trainable_token_indices=token_indices(ids))
     torch.manual_seed(seed + 3)
-    model = peft.get_peft_model(base, peft.LoraConfig(**hf_golden.LORA, **extra))
+    model = peft.get_peft_model(base, peft.LoraConfig(**{**hf_golden.LORA, **extra}))
     model.peft_config["default"].base_model_name_or_path = "tests/data/hf/" + family  # not this machine's path
     with torch.no_grad():  # the extras start as the base rows: move them so that they matter
         g = torch.Generator().manual_seed(seed + 4)
