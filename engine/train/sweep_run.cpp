@@ -270,12 +270,12 @@ SweepResult run_sweep(const SweepSpec& spec, const SweepHooks& hooks) {
   const uint64_t budget = spec.device_memory ? *spec.device_memory : default_device_budget(spec.base.device);
   SeqLenCache seq_lens;
   SweepResult result;
+  const size_t device_count = rank_count > 1 ? vk::list_devices().size() : 0;  // enumerated once
   for (PlannedTrial trial : trials) {
     if (rank_count > 1) {
       if ((trial.index - 1) % rank_count != my_rank) continue;  // another rank's trial
       trial.config.single_process = true;
-      trial.config.device =
-          device_for_rank(spec.base.device, rank_count, ranks.local_rank(), vk::list_devices().size());
+      trial.config.device = device_for_rank(spec.base.device, rank_count, ranks.local_rank(), device_count);
     }
     auto previous = done.find(trial.index);
     if (previous != done.end()) {
