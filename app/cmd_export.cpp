@@ -51,7 +51,7 @@ void add_export_command(CLI::App& app) {
                       "(required except for gguf-lora, which can take the adapter's base_model_name_or_path)");
   command->add_option(
       "--adapter", adapter,
-      "PEFT adapter folder (LoRA, IA3; or vktune BitFit) (without it, only dequantize / convert the dtype)");
+      "PEFT adapter folder (LoRA, DoRA, IA3; or vktune BitFit) (without it, only dequantize / convert the dtype)");
   command->add_option("--output,-o", output, "output folder (hf) or FILE.gguf (gguf, gguf-lora)")->required();
   command->add_option("--format", format,
                       "hf: an HF folder (default); gguf: a GGUF model file with the adapter merged in; "

@@ -21,7 +21,8 @@ void add_generate_command(CLI::App& app) {
   };
   static Options o;
   command->add_option("--model", o.model, "HF model folder or .gguf file")->required();
-  command->add_option("--adapter", o.adapter, "PEFT adapter folder (LoRA, IA3; or vktune BitFit) applied on the fly");
+  command->add_option("--adapter", o.adapter,
+                      "PEFT adapter folder (LoRA, DoRA, IA3; or vktune BitFit) applied on the fly");
   command->add_option("--prompt", o.prompt, "the prompt text")->required();
   command->add_option("--max-new-tokens", o.max_new_tokens, "tokens to generate at most (stops at EOS)");
   command->add_option("--temperature", o.temperature, "0: greedy; else sample from softmax(logits / T)");

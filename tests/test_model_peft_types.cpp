@@ -9,7 +9,9 @@
 // (clipping at 1.0, weight decay 0.01): each step's loss and gradient norm within 1e-4 relative.
 // The adapters vktune writes load in PEFT with the same logits (peft_load_check.json, written by the
 // reference script for adapter_format_version); export merges IA3 into the weights (PEFT's logits
-// from the merged model alone); an adapter-space merge refuses it.
+// from the merged model alone); an adapter-space merge refuses it. DoRA (use_dora=True, r=4, every
+// linear module of llama3, magnitudes and B moved off their start) under the same bounds; export
+// merges it as PEFT's merge does.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -18,15 +20,19 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
+#include "engine/kernels/dora.hpp"
 #include "engine/merge/adapter_merge.hpp"
 #include "engine/merge/export.hpp"
 #include "engine/merge/gguf_export.hpp"
 #include "engine/model/adapter.hpp"
+#include "engine/model/dora.hpp"
 #include "engine/model/ia3.hpp"
 #include "engine/model/session.hpp"
 #include "engine/plan/plan.hpp"
+#include "engine/quant/quantize.hpp"
 #include "engine/train/config.hpp"
 #include "tests/golden_run.hpp"
+#include "tests/kernel_harness.hpp"
 #include "tests/support.hpp"
 
 using namespace vkt;
@@ -34,7 +40,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* const kCases[] = {"ia3_llama", "ia3_qwen2", "bitfit_qwen2"};
+const char* const kCases[] = {"ia3_llama", "ia3_qwen2", "bitfit_qwen2", "dora_llama"};
 
 fs::path types_dir() { return test::source_dir() / "tests/data/peft_types"; }
 fs::path base_folder(const std::string& name) {
@@ -86,12 +92,16 @@ TEST_CASE("peft types: --peft-type names PEFT's families and refuses the ones no
   config.model = "m";
   config.data = "d.jsonl";
   config.output_dir = "out";
-  for (spec::PeftType type : {spec::PeftType::lora, spec::PeftType::ia3, spec::PeftType::bitfit}) {
+  for (spec::PeftType type :
+       {spec::PeftType::lora, spec::PeftType::dora, spec::PeftType::ia3, spec::PeftType::bitfit}) {
     config.peft_type = type;
     CHECK_NOTHROW(train::validate(config));
   }
-  for (spec::PeftType type :
-       {spec::PeftType::dora, spec::PeftType::prompt_tuning, spec::PeftType::prefix_tuning, spec::PeftType::p_tuning}) {
+  config.peft_type = spec::PeftType::dora;  // PEFT's dropout path for DoRA is not built
+  config.lora_dropout = 0.05;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--lora-dropout"), UserError);
+  config.lora_dropout = 0;
+  for (spec::PeftType type : {spec::PeftType::prompt_tuning, spec::PeftType::prefix_tuning, spec::PeftType::p_tuning}) {
     config.peft_type = type;
     CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("is not built yet"), UserError);
   }
@@ -115,6 +125,56 @@ TEST_CASE("peft types: BitFit trains the q/k/v biases, and refuses a model witho
   CHECK(plan.contains("grad.model.layers.1.self_attn.k_proj.bias"));
   model::AdapterFile file = model::load_adapter_config(adapter_dir("bitfit_qwen2"));
   CHECK(file.settings.peft_type == spec::PeftType::bitfit);
+}
+
+TEST_CASE("peft types: DoRA reads use_dora, counts its magnitudes, and starts them at the rows' norms (NF4 too)") {
+  model::AdapterFile file = model::load_adapter_config(adapter_dir("dora_llama"));
+  CHECK(file.settings.peft_type == spec::PeftType::dora);
+  CHECK(file.settings.targets.size() == 7);
+  const fs::path folder = base_folder("dora_llama");
+  spec::ModelShape llama = model::model_shape(model::load_model_config(folder));
+  spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+  settings.peft_type = spec::PeftType::dora;
+  settings.target_modules = file.settings.targets;
+  settings.lora_r = file.settings.rank;
+  settings.training = true;
+  plan::MemoryPlan plan = plan::make_plan(llama, settings);
+  uint64_t lora = 0, magnitudes = 0;
+  for (spec::Module module : file.settings.targets) {
+    lora += file.settings.rank * (spec::module_in_features(llama, module) + spec::module_out_features(llama, module));
+    magnitudes += spec::module_out_features(llama, module);
+  }
+  CHECK(plan.parameters.trainable == llama.layers * (lora + magnitudes));
+  CHECK(plan.contains("grad.model.layers.1.mlp.down_proj.lora_magnitude_vector"));
+  // A fresh adapter: m = ‖W‖ per output row, of the dequantized weight over an NF4 base.
+  const std::string weight_name = model::layer_tensor_name(1, spec::Module::gate_proj);
+  std::vector<float> w = model::to_fp32(model::SafetensorsFolder(folder).tensor(weight_name));
+  const auto out = static_cast<uint32_t>(spec::module_out_features(llama, spec::Module::gate_proj));
+  const auto in = static_cast<uint32_t>(spec::module_in_features(llama, spec::Module::gate_proj));
+  for (kernels::WeightFormat format : {kernels::WeightFormat::f32, kernels::WeightFormat::nf4}) {
+    INFO(std::string(kernels::quant_name(format)));
+    spec::RunSettings run = settings;
+    run.base_format = format;
+    run.batch = 1;
+    run.seq_len = 8;
+    model::LoraSettings lora_settings = file.settings;
+    auto session = model::open_model(test::context(), folder, run, &lora_settings);
+    model::init_adapter(test::context(), *session->buffers, session->plan.shape, lora_settings, 5);
+    test::context().run([&](vk::Recorder& r) { session->transformer->record_dora_init(r); });
+    std::vector<float> m(out);
+    test::context().download(session->buffers->buffer(model::dora_buffer_name(llama, 1, spec::Module::gate_proj)),
+                             m.data(), 0, out * 4);
+    std::vector<float> base = w;
+    if (format == kernels::WeightFormat::nf4) {
+      quant::QuantOptions options;
+      options.block_size = run.quant_block;
+      options.double_quant = run.double_quant;
+      base = quant::dequantize(quant::quantize(w.data(), out, in, format, options));
+    }
+    std::vector<float> expected(out), inv(out), scale(out);
+    ref::dora_norm(base.data(), expected.data(), inv.data(), scale.data(), out, in, true);
+    test::check_close(m, expected, 1e-12, 1e-5, "m = row norms of W");
+  }
 }
 
 TEST_CASE("peft types: IA3 and BitFit logits, loss and every gradient match (fp32, checkpointed, NF4 base)") {
@@ -164,7 +224,7 @@ TEST_CASE("peft types: the reference loaded the adapters vktune writes (this for
   }
 }
 
-TEST_CASE("peft types: export merges IA3 (rows, bias or columns) and BitFit's biases into the model") {
+TEST_CASE("peft types: export merges IA3 (rows, bias or columns), BitFit's biases and DoRA into the model") {
   for (const char* name : kCases) {
     INFO(std::string(name));
     double worst = test::exported_logits_error(test::GoldenFile(golden_path(name)), base_folder(name),
@@ -174,8 +234,8 @@ TEST_CASE("peft types: export merges IA3 (rows, bias or columns) and BitFit's bi
   }
 }
 
-TEST_CASE("peft types: an adapter-space merge refuses IA3 and BitFit adapters (they have no LoRA factors)") {
-  for (const char* name : {"ia3_qwen2", "bitfit_qwen2"}) {
+TEST_CASE("peft types: an adapter-space merge refuses IA3, BitFit and DoRA adapters") {
+  for (const char* name : {"ia3_qwen2", "bitfit_qwen2", "dora_llama"}) {
     INFO(std::string(name));
     const std::string model = base_folder(name).string() + "+" + adapter_dir(name).string();
     merge::MergeConfig config = merge::parse_merge_config(
@@ -184,13 +244,14 @@ TEST_CASE("peft types: an adapter-space merge refuses IA3 and BitFit adapters (t
     options.output = test::temp_dir(std::string("peft-types-space-") + name);
     options.concatenate = true;
     options.show_progress = false;
-    CHECK_THROWS_WITH_AS(merge::run_adapter_merge(test::context(), config, options), doctest::Contains("has none of"),
+    const char* reason = std::string(name) == "dora_llama" ? "magnitude vectors" : "has none of";
+    CHECK_THROWS_WITH_AS(merge::run_adapter_merge(test::context(), config, options), doctest::Contains(reason),
                          UserError);
   }
 }
 
-TEST_CASE("peft types: a GGUF LoRA export refuses IA3 and BitFit adapters") {
-  for (const char* name : {"ia3_llama", "bitfit_qwen2"}) {
+TEST_CASE("peft types: a GGUF LoRA export refuses IA3, BitFit and DoRA adapters") {
+  for (const char* name : {"ia3_llama", "bitfit_qwen2", "dora_llama"}) {
     INFO(std::string(name));
     merge::GgufLoraExportOptions options;
     options.model = base_folder(name);

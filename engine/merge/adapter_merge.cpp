@@ -119,6 +119,11 @@ Merger::AdapterInputs Merger::adapter_inputs() const {
                       "an adapter-space merge needs every model to be the same BASE (+ADAPTER)");
     if (!source->has_adapter()) continue;
     const model::LoraSettings& lora = source->adapter()->settings;
+    if (lora.peft_type == spec::PeftType::dora)
+      throw UserError(config_.path + ": " + source->ref().text +
+                          " is a DoRA adapter: its magnitude vectors scale whole weight rows, which concatenated LoRA "
+                          "factors cannot express",
+                      "merge in weight space (without --adapter-space), or `vktune export` it first");
     if (lora.peft_type != spec::PeftType::lora)
       throw UserError(config_.path + ": " + source->ref().text + " is an " + spec::peft_type_name(lora.peft_type) +
                           " adapter: an adapter-space merge concatenates LoRA factors, which it has none of",

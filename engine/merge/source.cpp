@@ -9,6 +9,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/matmul.hpp"
+#include "engine/model/dora.hpp"
 #include "engine/model/gguf_model.hpp"
 #include "engine/model/ia3.hpp"
 #include "engine/model/session.hpp"
@@ -334,8 +335,14 @@ std::vector<float> ModelSource::read(const std::string& name) {
   if (adapter_) {
     if (auto linear = parse_linear_name(name)) {
       const auto& targets = adapter_->file.settings.targets;
-      if (std::find(targets.begin(), targets.end(), linear->module) != targets.end())
+      if (std::find(targets.begin(), targets.end(), linear->module) != targets.end()) {
         add_adapter_product(*linear, values);
+        if (adapter_->file.settings.peft_type == spec::PeftType::dora) {  // PEFT's merge: rows by m / ‖W + s·B·A‖
+          const std::string magnitude =
+              model::dora_peft_name(model::model_shape(config_), linear->layer, linear->module);
+          model::dora_merge_rows(values, model::to_fp32(adapter_->weights->tensor(magnitude)), info(name).shape[1]);
+        }
+      }
     }
     const model::LoraSettings& settings = adapter_->file.settings;  // IA3: W's rows (and b) or columns scaled
     if (model::ia3_merge_tensor(model::model_shape(config_), settings.ia3_targets, settings.ia3_feedforward,

@@ -7,6 +7,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/kernels/random.hpp"
+#include "engine/model/dora.hpp"
 #include "engine/model/ia3.hpp"
 #include "engine/model/safetensors.hpp"
 
@@ -128,6 +129,13 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
         tensors.push_back({layer_tensor_name(layer, module, "bias"),
                            layer_tensor_name(layer, module, "bias"),
                            {spec::module_out_features(shape, module)}});
+  if (lora.peft_type == spec::PeftType::dora)  // DoRA's magnitude vectors, beside each module's A and B
+    for (uint32_t layer = 0; layer < shape.layers; layer++)
+      for (Module module : lora_owners(shape, lora.targets))
+        if (lora.adapts_layer(layer))
+          tensors.push_back({dora_buffer_name(shape, layer, module),
+                             dora_peft_name(shape, layer, module),
+                             {spec::fused_out_features(shape, module)}});
   for (uint32_t layer = 0; layer < shape.layers; layer++)  // IA3's vectors
     for (Module module : lora.ia3_targets)
       if (lora.adapts_layer(layer))
@@ -259,8 +267,6 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
     throw UserError(
         where("peft_type") + " is " + json.value("peft_type", std::string()) + ", vktune reads LORA adapters",
         "use a LoRA or IA3 adapter");
-  if (json.value("use_dora", false))
-    throw UserError(where("use_dora") + " is true: DoRA is not supported", "use plain LoRA");
   if (json.value("fan_in_fan_out", false))
     throw UserError(where("fan_in_fan_out") + " is true (GPT-2 Conv1D layout)", "Llama-family adapters have it false");
   if (json.contains("bias") && json["bias"] != "none")
@@ -271,6 +277,7 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
     file.settings.alpha = json.value("lora_alpha", static_cast<float>(file.settings.rank));
     file.settings.dropout = json.value("lora_dropout", 0.0f);
     file.settings.rslora = json.value("use_rslora", false);
+    if (json.value("use_dora", false)) file.settings.peft_type = spec::PeftType::dora;
     const auto& targets = json.at("target_modules");
     std::string list;
     if (targets.is_string())
@@ -404,6 +411,7 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
                               ? nlohmann::json{{"peft_type", bitfit_peft_type}, {"base_model_name_or_path", base_model}}
                               : peft_lora_config(lora.rank, lora.alpha, lora.dropout,
                                                  peft_target_names(shape, lora.targets), lora.rslora, base_model);
+  if (lora.peft_type == spec::PeftType::dora) config["use_dora"] = true;
   std::vector<std::string> modules_to_save;
   if (lora.save_embed_tokens) modules_to_save.push_back("embed_tokens");
   if (lora.save_lm_head) modules_to_save.push_back("lm_head");

@@ -6,6 +6,7 @@
 #include "engine/kernels/elementwise.hpp"
 #include "engine/kernels/random.hpp"
 #include "engine/kernels/reduce.hpp"
+#include "engine/model/dora.hpp"
 #include "engine/model/ia3.hpp"
 
 namespace vkt::model {
@@ -35,6 +36,7 @@ void linear_lora_intermediate(Recorder& recorder, const Linear& layer, const Buf
                               const LinearScratch& scratch) {
   if (layer.ia3) return ia3_linear_intermediate(recorder, layer, x, rows, scratch);
   if (!layer.lora) return;
+  if (layer.lora->magnitude.bytes) return dora_linear_intermediate(recorder, layer, x, rows, scratch);
   const LoraParams& lora = *layer.lora;
   BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank, layer.act);
   BufferRange input = lora_input(recorder, layer, x, rows, scratch);
@@ -45,6 +47,7 @@ void linear_lora_intermediate(Recorder& recorder, const Linear& layer, const Buf
 void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
                     const LinearScratch& scratch) {
   if (layer.ia3) return ia3_linear_forward(recorder, layer, x, y, rows, scratch);
+  if (layer.lora && layer.lora->magnitude.bytes) return dora_linear_forward(recorder, layer, x, y, rows, scratch);
   const BufferRange* bias = layer.bias.bytes ? &layer.bias : nullptr;
   kernels::matmul_nt(recorder, x, layer.act, layer.weight, y, layer.act, rows, layer.out, layer.in, 1.0f, 0.0f, bias);
   if (!layer.lora) return;
@@ -59,6 +62,8 @@ void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& 
 void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& dy,
                      const BufferRange& dx, bool accumulate_dx, uint32_t rows, const LinearScratch& scratch) {
   if (layer.ia3) return ia3_linear_backward(recorder, layer, x, dy, dx, accumulate_dx, rows, scratch);
+  if (layer.lora && layer.lora->magnitude.bytes)
+    return dora_linear_backward(recorder, layer, x, dy, dx, accumulate_dx, rows, scratch);
   const bool want_dx = dx.bytes > 0;  // an empty dx skips the input gradient
   // dx = dy·W (+ dx)
   if (want_dx)

@@ -21,6 +21,9 @@ struct LoraParams {
   float scale = 0;         // alpha / r, or alpha / sqrt(r) with rsLoRA
   float dropout = 0;       // probability on the LoRA input
   uint32_t rng_layer = 0;  // dropout mask key: unique per (layer, module)
+  // DoRA (engine/model/dora.hpp): the magnitude vector; empty for plain LoRA.
+  BufferRange magnitude;       // (out) fp32   lora_magnitude_vector
+  BufferRange grad_magnitude;  // (out) fp32, accumulated; empty for inference
 };
 
 // IA3 (PEFT's IA3Layer, engine/model/ia3.hpp): a learned vector scaling the layer's output
@@ -55,6 +58,10 @@ struct LinearScratch {
   // IA3: z = x·Wᵀ + b (rows, out) saved by the forward of an output-scaled module; two (rows,
   // widest) fp32 scratches (the scaled input, then the backward's products and d(input)).
   BufferRange ia3_z, ia3_scratch, ia3_grad;
+  // DoRA: v = x·Wᵀ + s·t·Bᵀ (rows, out) fp32 saved by the forward (training); the scales (3·out)
+  // fp32 [m/‖W'‖ | 1/‖W'‖ | d scale] saved with it; W' = W + s·B·A (out, in) fp32 scratch; the
+  // backward's dv and product (2·rows·out) fp32 scratch.
+  BufferRange dora_v, dora_scales, dora_weight, dora_grad;
 };
 
 // y: (rows, out), overwritten. x: (rows, in). Both stored as layer.act.

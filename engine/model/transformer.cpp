@@ -13,6 +13,7 @@
 #include "engine/kernels/norm.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/rope.hpp"
+#include "engine/model/dora.hpp"
 #include "engine/model/ia3.hpp"
 
 namespace vkt::model {
@@ -101,6 +102,11 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
         p.scale = lora->scale();
         p.dropout = lora->dropout;
         p.rng_layer = layer * static_cast<uint32_t>(spec::module_count) + static_cast<uint32_t>(owner);
+        if (lora->peft_type == spec::PeftType::dora) {  // the magnitude's rows, as B's
+          auto rows_of_m = [&](const BufferRange& m) { return m.bytes ? rows_of(m, first_row, rows, 4) : m; };
+          p.magnitude = rows_of_m(range(base + ".lora_magnitude_vector"));
+          p.grad_magnitude = rows_of_m(buffers.optional_range("grad." + base + ".lora_magnitude_vector"));
+        }
         has_lora_[layer][m] = true;
       }
     }
@@ -236,6 +242,10 @@ Transformer::LayerActivations Transformer::activations(uint32_t layer, bool reco
     if (has_lora_[layer][m]) a.lora_t[m] = range(prefix + spec::module_name(Module(m)) + ".lora_t");
   for (size_t m = 0; m < spec::module_count; m++)
     a.ia3_z[m] = buffers_.optional_range(prefix + spec::module_name(Module(m)) + ".ia3_z");
+  for (size_t m = 0; m < spec::module_count; m++) {
+    a.dora_v[m] = buffers_.optional_range(prefix + spec::module_name(Module(m)) + ".dora_v");
+    a.dora_scales[m] = buffers_.optional_range(prefix + spec::module_name(Module(m)) + ".dora_scales");
+  }
   return a;
 }
 
@@ -249,6 +259,10 @@ LinearScratch Transformer::scratch(const LayerActivations& acts, Module module) 
   s.ia3_z = acts.ia3_z[static_cast<size_t>(module)];
   s.ia3_scratch = buffers_.optional_range("act.ia3_scratch");
   s.ia3_grad = buffers_.optional_range("grad_act.ia3");
+  s.dora_v = acts.dora_v[static_cast<size_t>(module)];
+  s.dora_scales = acts.dora_scales[static_cast<size_t>(module)];
+  s.dora_weight = buffers_.optional_range("act.dora_weight");
+  s.dora_grad = buffers_.optional_range("grad_act.dora");
   return s;
 }
 
@@ -517,6 +531,16 @@ void Transformer::record_token_rows_init(Recorder& r) {
   if (token_rows_ == 0) return;
   kernels::embedding(r, range("model.embed_tokens.token_indices"), range("model.embed_tokens.weight"), embedding_type(),
                      range("model.embed_tokens.token_delta"), token_rows_, vocab_, hidden_);
+}
+
+void Transformer::record_dora_init(Recorder& r) {
+  for (uint32_t layer = 0; layer < layers_; layer++)
+    for (size_t m = 0; m < spec::module_count; m++) {
+      Linear l = linear(layer, Module(m));
+      if (l.lora && l.lora->magnitude.bytes)
+        dora_weight_norm(r, l, scratch(activations(layer, checkpointing_ || !plan_.settings.training), Module(m)),
+                         true);
+    }
 }
 
 void Transformer::record_body(Recorder& r) {

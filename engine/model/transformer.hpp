@@ -68,6 +68,8 @@ class Transformer {
   // Trainable tokens start as the base rows (PEFT copies them): gathers them from the table
   // (before the first forward writes the rows back).
   void record_token_rows_init(Recorder& recorder);
+  // DoRA: every magnitude vector set to the norm of its base weight's rows (PEFT's initial m).
+  void record_dora_init(Recorder& recorder);
 
   // NF4 double quantization keeps one host-side float per weight (the mean of its absmax
   // values); the loader provides them by tensor name.
@@ -100,6 +102,8 @@ class Transformer {
     BufferRange o_pre, rstd_post_attn, down_pre, rstd_post_mlp;
     std::array<BufferRange, spec::module_count> lora_t;
     std::array<BufferRange, spec::module_count> ia3_z;  // IA3, output-scaled modules: x·Wᵀ + b (rows, out)
+    // DoRA: v = x·Wᵀ + s·t·Bᵀ (rows, out) (training) and the scales (3·out) fp32 (engine/model/dora.hpp).
+    std::array<BufferRange, spec::module_count> dora_v, dora_scales;
   };
   LayerActivations activations(uint32_t layer, bool recompute) const;
   Linear linear(uint32_t layer, spec::Module module) const;

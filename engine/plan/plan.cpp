@@ -247,6 +247,12 @@ void layer_activations(Builder& b, const std::string& prefix, const ModelShape& 
   if (s.method != Method::full)
     for (Module module : s.target_modules)
       b.add(prefix + std::string(module_name(module)) + ".lora_t", Category::activations, rows * s.lora_r * f);
+  if (s.method != Method::full && s.peft_type == spec::PeftType::dora)  // DoRA: v (training) and the scales
+    for (Module module : s.target_modules) {
+      const std::string name = prefix + std::string(module_name(module));
+      b.add(name + ".dora_scales", Category::activations, 3 * module_out_features(m, module) * 4);
+      if (s.training) b.add(name + ".dora_v", Category::activations, rows * module_out_features(m, module) * 4);
+    }
   if (s.method != Method::full && s.training)  // IA3's output-scaled modules keep z = x·Wᵀ + b
     for (Module module : s.ia3_targets)
       if (!ia3_feedforward(s, module))
@@ -408,6 +414,10 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       } else if (!full && s.with_adapter && owns_lora) {
         b.add(lora + ".lora_A", Category::adapter_params, s.lora_r * in * 4);
         b.add(lora + ".lora_B", Category::adapter_params, lora_out * s.lora_r * 4);
+      }
+      if (!full && owns_lora && s.peft_type == spec::PeftType::dora && (training || s.with_adapter)) {
+        b.adapter_tensor(lora + ".lora_magnitude_vector", lora_out);  // DoRA's magnitude (out)
+        if (training) counts.trainable += lora_out;
       }
       const bool ia3 = std::find(s.ia3_targets.begin(), s.ia3_targets.end(), module) != s.ia3_targets.end();
       if (extras && ia3 && s.adapts_layer(layer)) {  // IA3's vector (PEFT's ia3_l)
@@ -573,6 +583,20 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   if (training && extras && s.peft_type == spec::PeftType::bitfit)  // the bias gradients' column sums
     reduce = std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows),
                                                                 static_cast<uint32_t>(m.heads * m.head_dim)));
+  if (extras && s.peft_type == spec::PeftType::dora && !s.target_modules.empty()) {
+    // DoRA: W + s·B·A of the largest module (the norm's input); the backward's dv and product.
+    uint64_t weight = 0, widest_out = 0;
+    for (Module module : s.target_modules) {
+      weight = std::max(weight, module_in_features(m, module) * module_out_features(m, module));
+      widest_out = std::max(widest_out, module_out_features(m, module));
+    }
+    b.add("act.dora_weight", Category::workspace, weight * 4);
+    if (training) {
+      b.add("grad_act.dora", Category::workspace, 2 * rows * widest_out * 4);
+      reduce = std::max(
+          reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(widest_out)));
+    }
+  }
   if (extras && !s.ia3_targets.empty()) {  // IA3: the scaled input / products, d(input); d l's column sums
     b.add("act.ia3_scratch", Category::workspace, rows * ia3_widest(m, s) * f);
     if (training) b.add("grad_act.ia3", Category::workspace, rows * ia3_widest(m, s) * f);

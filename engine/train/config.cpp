@@ -68,8 +68,8 @@ const std::vector<OptionSpec>& option_table() {
       {"method", choices<spec::Method>(), &C::method},
       {"peft_type",
        choices<spec::PeftType>() +
-           " (PEFT's families; ia3: PEFT IA3Config defaults; bitfit: the q/k/v biases (Qwen2); dora, "
-           "prompt_tuning, prefix_tuning, p_tuning not built yet)",
+           " (PEFT's families; dora: LoRA with PEFT's magnitude vector, use_dora; ia3: PEFT IA3Config defaults; "
+           "bitfit: the q/k/v biases (Qwen2); prompt_tuning, prefix_tuning, p_tuning not built yet)",
        &C::peft_type},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
@@ -321,10 +321,15 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
-  if (c.peft_type == spec::PeftType::dora || c.peft_type == spec::PeftType::prefix_tuning ||
-      c.peft_type == spec::PeftType::p_tuning || c.peft_type == spec::PeftType::prompt_tuning)
+  if (c.peft_type == spec::PeftType::dora && c.lora_dropout > 0)
+    throw UserError(
+        "--peft-type dora with --lora-dropout > 0 is not built yet (PEFT recomputes the base output on "
+        "the dropped-out input there)",
+        "use --lora-dropout 0 with DoRA, or --peft-type lora with dropout");
+  if (c.peft_type == spec::PeftType::prefix_tuning || c.peft_type == spec::PeftType::p_tuning ||
+      c.peft_type == spec::PeftType::prompt_tuning)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) + " is not built yet (issue 17)",
-                    "use --peft-type lora, ia3 or bitfit");
+                    "use --peft-type lora, dora, ia3 or bitfit");
   if (c.peft_type != spec::PeftType::lora && c.method == spec::Method::full)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) +
                         " trains a PEFT adapter; --method full trains every weight",

@@ -246,7 +246,10 @@ void TrainingRun::prepare_device() {
       model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, config_.adapter);
     else {
       model::init_adapter(*context_, *buffers_, plan_.shape, lora_, static_cast<uint64_t>(config_.seed));
-      context_->run([&](vk::Recorder& r) { transformer_->record_token_rows_init(r); });
+      context_->run([&](vk::Recorder& r) {
+        transformer_->record_token_rows_init(r);
+        transformer_->record_dora_init(r);
+      });
     }
   }
   OptimizerSettings optimizer;

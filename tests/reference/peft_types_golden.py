@@ -1,5 +1,5 @@
-"""Golden data for the PEFT families beside LoRA (issue 17): IA3 (and, as they come, BitFit and
-prompt tuning), each against PEFT itself.
+"""Golden data for the PEFT families beside LoRA (issue 17): IA3, BitFit and DoRA (and, as they
+come, prompt tuning), each against PEFT itself.
 
 Run with the pinned environment (these exact versions; the script refuses others):
     /work/venv/bin/python tests/reference/peft_types_golden.py           # rewrite tests/data/peft_types/
@@ -15,6 +15,9 @@ Base models: tests/data/hf/llama3 and tests/data/hf/qwen2 (q/k/v biases), writte
     ia3_llama   IA3Config() defaults on llama3: k_proj, v_proj scaled on their output, down_proj
                 (feedforward) on its input
     ia3_qwen2   the same on qwen2: q_proj (output and bias scaled), v_proj, down_proj
+    dora_llama  LoraConfig(use_dora=True) on llama3: r=4, alpha 8, every linear module, no dropout; A and B
+                moved by 0.05·N(0, 1), each magnitude (initialised by PEFT to ‖W‖ per output row) scaled
+                by 1 + 0.1·N(0, 1); its magnitude gradients are saved as "...lora_magnitude_vector"
     bitfit_qwen2  BitFit on qwen2: only the q/k/v biases train (PEFT has no BitFit: plain transformers
                 with every other parameter frozen; the "adapter" is vktune's layout, adapter_config.json
                 {"peft_type": "BITFIT"} and the biases under the model's names, loaded with
@@ -57,6 +60,7 @@ CASES = {
     "ia3_llama": ("llama3", 1000, "ia3"),
     "ia3_qwen2": ("qwen2", 1300, "ia3"),
     "bitfit_qwen2": ("qwen2", 1300, "bitfit"),
+    "dora_llama": ("llama3", 1700, "dora"),
 }
 
 
@@ -70,12 +74,17 @@ def load_base(family, state=None):
 
 def saved_name(name):
     """named_parameters' name -> the name in adapter_model.safetensors."""
-    return name.replace(".ia3_l.default", ".ia3_l").replace(".default.", ".")
+    name = name.replace(".ia3_l.default", ".ia3_l").replace(".default.", ".")
+    return name.replace(".lora_magnitude_vector.weight", ".lora_magnitude_vector")  # PEFT saves DoRA's m so
 
 
 def peft_config(kind):
     if kind == "ia3":
         return peft.IA3Config(task_type="CAUSAL_LM")
+    if kind == "dora":  # every linear module, r=4, alpha 8, no dropout (vktune's DoRA has none yet)
+        return peft.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, lora_dropout=0.0, use_dora=True,
+                               target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"])
     raise ValueError(kind)
 
 
@@ -115,12 +124,16 @@ def build_case(case):
                 if p.requires_grad:
                     p.add_(0.05 * torch.randn(p.shape, generator=g))
         return model
+    torch.manual_seed(seed + 3)  # LoRA's A (DoRA) draws from the global generator
     model = peft.get_peft_model(load_base(family), peft_config(kind))
     model.peft_config["default"].base_model_name_or_path = "tests/data/hf/" + family  # not this machine's path
     with torch.no_grad():  # IA3 starts at ones (the identity): move the vectors so that they matter
         g = torch.Generator().manual_seed(seed + 5)
         for name, p in model.named_parameters():
-            if p.requires_grad:
+            if p.requires_grad and kind == "dora":  # B off zero, m off ‖W‖ (it stays positive)
+                p.add_(0.05 * torch.randn(p.shape, generator=g)) if "magnitude" not in name else \
+                    p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            elif p.requires_grad:
                 p.add_(0.3 * torch.randn(p.shape, generator=g))
     return model
 
