@@ -77,21 +77,16 @@ TEST_CASE("dora linear: forward and backward vs reference, backward vs finite di
   Guarded weight(out * in * 4, "W'"), grad(2 * rows * out * 4, "dv"), state(256, "state");
   Guarded workspace(kernels::sum_rows_workspace_bytes(rows, out), "workspace");
   model::LoraParams lora{ab.range(), bb.range(), ga.range(), gb.range(), rank, s, 0.0f, 0, mb.range(), gm.range()};
-  model::Linear layer;
-  layer.weight = kernels::dense_f32(wb.range());
-  layer.bias = biasb.range();
-  layer.in = in;
-  layer.out = out;
-  layer.lora = &lora;
-  model::LinearScratch scratch;
-  scratch.lora_t = t.range();
-  scratch.grad_lora_t = dt.range();
-  scratch.step_state = state.range();
-  scratch.reduce_workspace = workspace.range();
-  scratch.dora_v = v.range();
-  scratch.dora_scales = scales.range();
-  scratch.dora_weight = weight.range();
-  scratch.dora_grad = grad.range();
+  const model::Linear layer{
+      .weight = kernels::dense_f32(wb.range()), .bias = biasb.range(), .in = in, .out = out, .lora = &lora};
+  const model::LinearScratch scratch{.lora_t = t.range(),
+                                     .grad_lora_t = dt.range(),
+                                     .step_state = state.range(),
+                                     .reduce_workspace = workspace.range(),
+                                     .dora_v = v.range(),
+                                     .dora_scales = scales.range(),
+                                     .dora_weight = weight.range(),
+                                     .dora_grad = grad.range()};
   context().run([&](vk::Recorder& r) {
     model::linear_forward(r, layer, xb.range(), y.range(), rows, scratch);
     model::linear_backward(r, layer, xb.range(), dyb.range(), dx.range(), false, rows, scratch);
