@@ -97,10 +97,6 @@ TEST_CASE("peft types: --peft-type names PEFT's families and refuses the ones no
     config.peft_type = type;
     CHECK_NOTHROW(train::validate(config));
   }
-  config.peft_type = spec::PeftType::dora;  // PEFT's dropout path for DoRA is not built
-  config.lora_dropout = 0.05;
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--lora-dropout"), UserError);
-  config.lora_dropout = 0;
   for (spec::PeftType type : {spec::PeftType::prompt_tuning, spec::PeftType::prefix_tuning, spec::PeftType::p_tuning}) {
     config.peft_type = type;
     CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("is not built yet"), UserError);

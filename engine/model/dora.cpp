@@ -5,7 +5,9 @@
 #include "engine/base/error.hpp"
 #include "engine/kernels/dora.hpp"
 #include "engine/kernels/elementwise.hpp"
+#include "engine/kernels/matmul.hpp"
 #include "engine/kernels/quantize.hpp"
+#include "engine/kernels/random.hpp"
 
 namespace vkt::model {
 
@@ -36,10 +38,21 @@ struct PlainLora {
   Linear layer;
   explicit PlainLora(const Linear& dora) : lora(*dora.lora), layer(dora) {
     lora.magnitude = lora.grad_magnitude = BufferRange{};
+    lora.dropout = 0;  // DoRA drops the input out itself (dropped_input): both terms see the same x_d
     layer.lora = &lora;
     layer.bias = layer.grad_bias = BufferRange{};
   }
 };
+
+// x_d = dropout(x) in scratch.dropout_x (the step's mask, recomputed identically), or x itself.
+BufferRange dropped_input(Recorder& r, const Linear& layer, const BufferRange& x, uint32_t rows,
+                          const LinearScratch& scratch) {
+  if (layer.lora->dropout <= 0 || !scratch.dropout_x.bytes) return x;  // inference plans no dropout
+  const uint64_t n = uint64_t(rows) * layer.in;
+  BufferRange dropped = part(scratch.dropout_x, 0, n, "dropout(x)");
+  kernels::dropout(r, x, dropped, DType::f32, n, layer.lora->dropout, layer.lora->rng_layer, scratch.step_state);
+  return dropped;
+}
 
 BufferRange saved_v(const Linear& layer, const BufferRange& y, uint32_t rows, const LinearScratch& scratch) {
   return scratch.dora_v.bytes ? part(scratch.dora_v, 0, uint64_t(rows) * layer.out, "v") : y;
@@ -62,18 +75,24 @@ void dora_linear_intermediate(Recorder& r, const Linear& layer, const BufferRang
                               const LinearScratch& scratch) {
   dora_weight_norm(r, layer, scratch, false);
   PlainLora plain(layer);
-  linear_forward(r, plain.layer, x, saved_v(layer, BufferRange{}, rows, scratch), rows, scratch);
+  BufferRange input = dropped_input(r, layer, x, rows, scratch);
+  linear_forward(r, plain.layer, input, saved_v(layer, BufferRange{}, rows, scratch), rows, scratch);
 }
 
 void dora_linear_forward(Recorder& r, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
                          const LinearScratch& scratch) {
-  VKT_ASSERT(layer.act == DType::f32 && layer.lora->dropout <= 0, "DoRA runs in fp32 without dropout");
+  VKT_ASSERT(layer.act == DType::f32, "DoRA stores fp32 activations");
   dora_weight_norm(r, layer, scratch, false);
   PlainLora plain(layer);
+  BufferRange input = dropped_input(r, layer, x, rows, scratch);
   BufferRange v = saved_v(layer, y, rows, scratch);
-  linear_forward(r, plain.layer, x, v, rows, scratch);
+  linear_forward(r, plain.layer, input, v, rows, scratch);
   const BufferRange* bias = layer.bias.bytes ? &layer.bias : nullptr;
   kernels::dora_output(r, v, part(scratch.dora_scales, 0, layer.out, "scale"), bias, y, rows, layer.out);
+  if (input.address == x.address) return;
+  // PEFT's dropout path: the base result stays x·Wᵀ + b, so y += (x - x_d)·Wᵀ.
+  kernels::axpby(r, x, input, rows * layer.in, 1.0f, -1.0f);
+  kernels::matmul_nt(r, input, DType::f32, layer.weight, y, DType::f32, rows, layer.out, layer.in, 1.0f, 1.0f);
 }
 
 void dora_linear_backward(Recorder& r, const Linear& layer, const BufferRange& x, const BufferRange& dy,
@@ -92,7 +111,20 @@ void dora_linear_backward(Recorder& r, const Linear& layer, const BufferRange& x
     kernels::axpby(r, d_scale, lora.grad_magnitude, layer.out, 1.0f, 1.0f);
   }
   PlainLora plain(layer);
-  linear_backward(r, plain.layer, x, dv, dx, accumulate_dx, rows, scratch);
+  if (lora.dropout <= 0 || !scratch.dropout_x.bytes)
+    return linear_backward(r, plain.layer, x, dv, dx, accumulate_dx, rows, scratch);
+  // With dropout: y = x·Wᵀ + b + g ⊙ v(x_d) - x_d·Wᵀ, so dx = dy·W + dropout'(dv·W + dt·A - dy·W).
+  BufferRange input = dropped_input(r, layer, x, rows, scratch);
+  const bool want_dx = dx.bytes > 0;
+  BufferRange d_input = want_dx ? part(scratch.dora_grad, n, uint64_t(rows) * layer.in, "d x_d") : BufferRange{};
+  linear_backward(r, plain.layer, input, dv, d_input, false, rows, scratch);
+  if (!want_dx) return;
+  kernels::matmul_nn(r, dy, DType::f32, layer.weight, d_input, DType::f32, rows, layer.out, layer.in, -1.0f, 1.0f);
+  kernels::dropout_backward(r, d_input, d_input, DType::f32, uint64_t(rows) * layer.in, lora.dropout, lora.rng_layer,
+                            scratch.step_state);
+  kernels::matmul_nn(r, dy, DType::f32, layer.weight, dx, DType::f32, rows, layer.out, layer.in, 1.0f,
+                     accumulate_dx ? 1.0f : 0.0f);
+  kernels::axpby(r, d_input, dx, rows * layer.in, 1.0f, 1.0f);
 }
 
 void dora_merge_rows(std::vector<float>& weight, const std::vector<float>& magnitude, uint64_t in) {
@@ -130,30 +162,44 @@ void dora_scales(const float* w, const float* a, const float* b, const float* ma
 }  // namespace
 
 void dora_linear_forward(const float* x, const float* w, const float* bias, const float* a, const float* b,
-                         const float* magnitude, float* y, uint32_t rows, uint32_t in, uint32_t out, uint32_t rank,
-                         float scale) {
+                         const float* magnitude, const float* keep, float* y, uint32_t rows, uint32_t in, uint32_t out,
+                         uint32_t rank, float scale) {
   std::vector<double> g, inv_norm;
   dora_scales(w, a, b, magnitude, in, out, rank, scale, g, inv_norm);
-  lora_linear_forward(x, w, nullptr, a, b, nullptr, y, rows, in, out, rank, scale);  // v
+  std::vector<float> dropped(x, x + size_t(rows) * in), removed(size_t(rows) * out, 0.0f);
+  if (keep) {
+    for (size_t i = 0; i < dropped.size(); i++) dropped[i] = static_cast<float>(double(x[i]) * keep[i]);
+    std::vector<float> difference(dropped.size());
+    for (size_t i = 0; i < dropped.size(); i++) difference[i] = x[i] - dropped[i];
+    matmul_nt(difference.data(), w, removed.data(), rows, out, in, 1.0f, 0.0f);  // (x - x_d)·Wᵀ
+  }
+  lora_linear_forward(dropped.data(), w, nullptr, a, b, nullptr, y, rows, in, out, rank, scale);  // v
   for (size_t i = 0; i < size_t(rows) * out; i++)
-    y[i] = static_cast<float>(y[i] * g[i % out] + (bias ? bias[i % out] : 0.0));
+    y[i] = static_cast<float>(y[i] * g[i % out] + (bias ? bias[i % out] : 0.0) + removed[i]);
 }
 
 void dora_linear_backward(const float* x, const float* w, const float* a, const float* b, const float* magnitude,
-                          const float* dy, float* dx, float* grad_a, float* grad_b, float* grad_magnitude,
-                          uint32_t rows, uint32_t in, uint32_t out, uint32_t rank, float scale) {
+                          const float* keep, const float* dy, float* dx, float* grad_a, float* grad_b,
+                          float* grad_magnitude, uint32_t rows, uint32_t in, uint32_t out, uint32_t rank, float scale) {
   std::vector<double> g, inv_norm;
   dora_scales(w, a, b, magnitude, in, out, rank, scale, g, inv_norm);
+  std::vector<float> dropped(x, x + size_t(rows) * in);
+  if (keep)
+    for (size_t i = 0; i < dropped.size(); i++) dropped[i] = static_cast<float>(double(x[i]) * keep[i]);
   std::vector<float> v(size_t(rows) * out), dv(size_t(rows) * out);
-  lora_linear_forward(x, w, nullptr, a, b, nullptr, v.data(), rows, in, out, rank, scale);
+  lora_linear_forward(dropped.data(), w, nullptr, a, b, nullptr, v.data(), rows, in, out, rank, scale);
   std::vector<double> d_scale(out, 0.0);
   for (size_t i = 0; i < v.size(); i++) {
     d_scale[i % out] += double(dy[i]) * v[i];
     dv[i] = static_cast<float>(dy[i] * g[i % out]);
   }
   for (uint32_t o = 0; o < out; o++) grad_magnitude[o] = static_cast<float>(d_scale[o] * inv_norm[o]);
-  lora_linear_backward(x, w, a, b, nullptr, dv.data(), dx, grad_a, grad_b, nullptr, nullptr, rows, in, out, rank,
-                       scale);
+  lora_linear_backward(dropped.data(), w, a, b, nullptr, dv.data(), dx, grad_a, grad_b, nullptr, nullptr, rows, in, out,
+                       rank, scale);
+  if (!keep) return;
+  std::vector<float> base(size_t(rows) * in);  // dx = dy·W + keep ⊙ (d x_d - dy·W)
+  matmul_nn(dy, w, base.data(), rows, out, in, 1.0f, 0.0f);
+  for (size_t i = 0; i < base.size(); i++) dx[i] = static_cast<float>(base[i] + keep[i] * (double(dx[i]) - base[i]));
 }
 
 }  // namespace vkt::ref

@@ -8,7 +8,7 @@
 // through the numerator only. m starts at ‖W‖ (B = 0). Saved as
 // "base_model.model.model.layers.{i}.self_attn.q_proj.lora_magnitude_vector" (out) beside
 // lora_A/lora_B; adapter_config.json "use_dora": true. Merging (PEFT's merge): W ← g ⊙ (W + s·B·A).
-// lora_dropout must be 0 (PEFT's dropout path recomputes the base on dropout(x); not built).
+// With lora_dropout, PEFT's dropout path: y = x·Wᵀ + b + (g - 1) ⊙ (x_d·Wᵀ) + g ⊙ s·(x_d·Aᵀ)·Bᵀ, x_d = dropout(x).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -40,12 +40,13 @@ void dora_merge_rows(std::vector<float>& weight, const std::vector<float>& magni
 }  // namespace vkt::model
 
 namespace vkt::ref {
-// CPU reference of a DoRA layer (dense fp32 W, no dropout), fp64: y = g ⊙ (x·Wᵀ + s·x·Aᵀ·Bᵀ) + b.
+// CPU reference of a DoRA layer (dense fp32 W), fp64: y = g ⊙ (x·Wᵀ + s·x·Aᵀ·Bᵀ) + b; with a dropout
+// mask `keep` (rows, in) (0 or 1/(1-p); nullptr: none), PEFT's dropout path (dora.hpp above).
 void dora_linear_forward(const float* x, const float* w, const float* bias, const float* a, const float* b,
-                         const float* magnitude, float* y, uint32_t rows, uint32_t in, uint32_t out, uint32_t rank,
-                         float scale);
+                         const float* magnitude, const float* keep, float* y, uint32_t rows, uint32_t in, uint32_t out,
+                         uint32_t rank, float scale);
 // Overwrites dx (rows, in), grad_a, grad_b, grad_magnitude (out); the norm detached as PEFT does.
 void dora_linear_backward(const float* x, const float* w, const float* a, const float* b, const float* magnitude,
-                          const float* dy, float* dx, float* grad_a, float* grad_b, float* grad_magnitude,
-                          uint32_t rows, uint32_t in, uint32_t out, uint32_t rank, float scale);
+                          const float* keep, const float* dy, float* dx, float* grad_a, float* grad_b,
+                          float* grad_magnitude, uint32_t rows, uint32_t in, uint32_t out, uint32_t rank, float scale);
 }  // namespace vkt::ref

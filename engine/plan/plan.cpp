@@ -585,14 +585,15 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
                                                                 static_cast<uint32_t>(m.heads * m.head_dim)));
   if (extras && s.peft_type == spec::PeftType::dora && !s.target_modules.empty()) {
     // DoRA: W + s·B·A of the largest module (the norm's input); the backward's dv and product.
-    uint64_t weight = 0, widest_out = 0;
+    uint64_t weight = 0, widest_out = 0, widest = 0;
     for (Module module : s.target_modules) {
       weight = std::max(weight, module_in_features(m, module) * module_out_features(m, module));
       widest_out = std::max(widest_out, module_out_features(m, module));
+      widest = std::max({widest, module_in_features(m, module), module_out_features(m, module)});
     }
     b.add("act.dora_weight", Category::workspace, weight * 4);
-    if (training) {
-      b.add("grad_act.dora", Category::workspace, 2 * rows * widest_out * 4);
+    if (training) {  // dv, then the product or (with dropout) d dropout(x)
+      b.add("grad_act.dora", Category::workspace, rows * (widest_out + widest) * 4);
       reduce = std::max(
           reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(widest_out)));
     }

@@ -321,11 +321,6 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
-  if (c.peft_type == spec::PeftType::dora && c.lora_dropout > 0)
-    throw UserError(
-        "--peft-type dora with --lora-dropout > 0 is not built yet (PEFT recomputes the base output on "
-        "the dropped-out input there)",
-        "use --lora-dropout 0 with DoRA, or --peft-type lora with dropout");
   if (c.peft_type == spec::PeftType::prefix_tuning || c.peft_type == spec::PeftType::p_tuning ||
       c.peft_type == spec::PeftType::prompt_tuning)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) + " is not built yet (issue 17)",
