@@ -26,6 +26,7 @@
 #include "engine/merge/gguf_export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/dora.hpp"
+#include "engine/model/generate.hpp"
 #include "engine/model/ia3.hpp"
 #include "engine/model/session.hpp"
 #include "engine/plan/plan.hpp"
@@ -173,7 +174,7 @@ TEST_CASE("peft types: DoRA reads use_dora, counts its magnitudes, and starts th
   }
 }
 
-TEST_CASE("peft types: IA3 and BitFit logits, loss and every gradient match (fp32, checkpointed, NF4 base)") {
+TEST_CASE("peft types: IA3, BitFit and DoRA logits, loss and every gradient match (fp32, checkpointed, NF4 base)") {
   for (const char* name : kCases) {
     INFO(std::string(name));
     test::GoldenErrors errors =
@@ -228,6 +229,39 @@ TEST_CASE("peft types: export merges IA3 (rows, bias or columns), BitFit's biase
     MESSAGE(std::string(name) << " exported: logits max-abs " << worst);
     CHECK(worst <= 1e-4);
   }
+}
+
+TEST_CASE("peft types: generation with the DoRA adapter (inference plan, KV cache) gives the merged model's logits") {
+  merge::ExportOptions options;
+  options.model = base_folder("dora_llama");
+  options.adapter = adapter_dir("dora_llama");
+  options.output = test::temp_dir("peft-types-dora-generate");
+  options.show_progress = false;
+  merge::export_merged(test::context(), options);
+  // The last step's logits of a greedy run (the tiny model's greedy text is one repeated token).
+  auto last_logits = [](const fs::path& model, const fs::path& adapter) {
+    model::GeneratorOptions generator_options;
+    generator_options.model = model;
+    if (!adapter.empty()) generator_options.adapter = adapter;
+    generator_options.max_tokens = 32;
+    generator_options.prefill_rows = 3;  // the prompt in two blocks, then one row per step
+    model::Generator generator(test::context(), generator_options);
+    model::SamplingOptions sampling;
+    sampling.max_new_tokens = 12;
+    generator.generate({5, 17, 42, 99, 7}, sampling);
+    return generator.last_logits();
+  };
+  const std::vector<float> adapted = last_logits(options.model, adapter_dir("dora_llama"));
+  auto max_abs = [&](const std::vector<float>& other) {
+    double worst = 0;
+    for (size_t i = 0; i < adapted.size(); i++) worst = std::max(worst, std::fabs(double(adapted[i]) - other[i]));
+    return worst;
+  };
+  const double merged = max_abs(last_logits(options.output, {})), base = max_abs(last_logits(options.model, {}));
+  MESSAGE("DoRA generation's last logits: max-abs " << merged << " from the merged model's, " << base
+                                                    << " from the base's");
+  CHECK(merged <= 1e-4);
+  CHECK(base > 1e-2);  // the adapter matters
 }
 
 TEST_CASE("peft types: an adapter-space merge refuses IA3, BitFit and DoRA adapters") {
