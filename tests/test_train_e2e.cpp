@@ -162,6 +162,35 @@ TEST_CASE("train: QLoRA with modules_to_save and trainable tokens writes PEFT's 
   }
 }
 
+TEST_CASE("generate: an adapter trained with --lora-dropout runs without dropout at inference") {
+  train::TrainConfig config = tiny_config("dropout-inference");
+  config.max_steps = 4;
+  config.lora_dropout = 0.1;
+  train::train(config);
+  // The same adapter with lora_dropout 0 in its config: inference must not differ at all.
+  const fs::path plain = fs::path(config.output_dir + "-no-dropout");
+  fs::remove_all(plain);
+  fs::copy(config.output_dir, plain, fs::copy_options::recursive);
+  json adapter = json::parse(read_text_file(plain / "adapter_config.json"));
+  CHECK(adapter["lora_dropout"].get<double>() == doctest::Approx(0.1));
+  adapter["lora_dropout"] = 0.0;
+  write_file_atomically(plain / "adapter_config.json", adapter.dump(2));
+  auto last_logits = [&](const fs::path& adapter_dir) {
+    model::GeneratorOptions options;
+    options.model = config.model;
+    options.adapter = adapter_dir;
+    options.max_tokens = 16;
+    model::Generator generator(test::context(), options);
+    model::SamplingOptions sampling;
+    sampling.max_new_tokens = 3;
+    generator.generate({1, 3, 17}, sampling);
+    return generator.last_logits();
+  };
+  std::vector<float> with_dropout = last_logits(config.output_dir), without = last_logits(plain);
+  REQUIRE(with_dropout.size() == without.size());
+  CHECK(with_dropout == without);
+}
+
 TEST_CASE("train: k accumulated micro-batches equal one batch k times larger") {
   train::TrainConfig big = tiny_config("accumulate-big");
   big.max_steps = 6;

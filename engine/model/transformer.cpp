@@ -100,7 +100,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
         p.grad_b = rows_of_b(buffers.optional_range("grad." + base + ".lora_B"));
         p.rank = lora->rank;
         p.scale = lora->scale();
-        p.dropout = lora->dropout;
+        p.dropout = s.training ? lora->dropout : 0.0f;  // inference (generate, export) never drops out
         p.rng_layer = layer * static_cast<uint32_t>(spec::module_count) + static_cast<uint32_t>(owner);
         if (lora->peft_type == spec::PeftType::dora) {  // the magnitude's rows, as B's
           auto rows_of_m = [&](const BufferRange& m) { return m.bytes ? rows_of(m, first_row, rows, 4) : m; };
