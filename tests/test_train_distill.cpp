@@ -4,7 +4,11 @@
 // (tests/reference/distill_golden.py wrote tests/data/distill/), and the tokenizer checks.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
 #include <cmath>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
@@ -65,7 +69,8 @@ TEST_CASE("distill: loss and LoRA gradients of a student distilled from a bigger
   });
   const double loss = test::download(buffers.buffer("loss.step"), 1)[0] / batch.weight_sum;
   const double expected_loss = golden["loss"].scalar();
-  INFO("loss " << loss << " vs torch " << expected_loss << " (bound 1e-5 relative, the golden loss bound)");
+  INFO("loss " << loss << " vs torch " << expected_loss << ", relative error "
+               << std::fabs(loss - expected_loss) / expected_loss << " (bound 1e-5, the golden loss bound)");
   CHECK(std::fabs(loss - expected_loss) <= 1e-5 * expected_loss);
   size_t compared = 0, expected = 0;
   double worst = 0;
@@ -137,5 +142,25 @@ TEST_CASE("distill: a short LoRA run of a tiny student from a bigger teacher of 
   CHECK(std::isfinite(summary.last_loss));
   config.teacher.clear();
   CHECK_THROWS_AS(train::train(config), UserError);  // --objective distill without --teacher
+}
+
+TEST_CASE("distill: vktune generate --data writes a teacher's answers as prompt/completion JSONL") {
+  const fs::path root = test::temp_dir("distill_generate");
+  const fs::path data = root / "prompts.jsonl", answers = root / "answers.jsonl", log = root / "log.txt";
+  write_file_atomically(data, "{\"prompt\": \"Q: sky? \", \"completion\": \"grey\"}\n{\"text\": \"the sea\"}\n");
+  const std::string command = "ASAN_OPTIONS=detect_leaks=0 " + (test::binary_dir() / "vktune").string() +
+                              " generate --model " + test::tiny_model(root / "teacher").string() + " --data " +
+                              data.string() + " --output " + answers.string() + " --max-new-tokens 3 >" + log.string() +
+                              " 2>&1";
+  const int status = std::system(command.c_str());
+  INFO(read_text_file(log));
+  REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  std::vector<nlohmann::json> lines;
+  std::istringstream text(read_text_file(answers));
+  for (std::string line; std::getline(text, line);) lines.push_back(nlohmann::json::parse(line));
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0]["prompt"] == "Q: sky? ");  // the prompt without its completion
+  CHECK(lines[1]["prompt"] == "the sea");   // a text is all prompt
+  CHECK(lines[0]["completion"].is_string());
 }
 }

@@ -3,10 +3,13 @@
 // lookup and its errors. The end-to-end run is in tests/test_train_fim_e2e.cpp.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
+#include "engine/base/files.hpp"
 #include "engine/train/fim.hpp"
 #include "tests/support.hpp"
 
@@ -149,5 +152,22 @@ TEST_CASE("fim: a short LoRA run on FIM examples of a tiny model with FIM tokens
     CHECK(std::string(error.what()).find("tokenizer.json") != std::string::npos);
     CHECK(std::string(error.what()).find("<fim_prefix>") != std::string::npos);
   }
+}
+
+TEST_CASE("fim: vktune generate --suffix fills the middle with the FIM tokens; refused without them") {
+  const std::filesystem::path root = test::temp_dir("fim_generate");
+  const std::string model = fim_tiny_model(test::temp_dir("fim_generate_model")).string();
+  const std::string out = (root / "out.txt").string(), vktune = (test::binary_dir() / "vktune").string();
+  auto run = [&](const std::string& arguments) {  // the exit status; stdout and stderr in `out`
+    const int status = std::system(
+        ("ASAN_OPTIONS=detect_leaks=0 " + vktune + " generate " + arguments + " >" + out + " 2>&1").c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  CHECK(run("--model " + model + " --prompt 'def f(' --suffix 'return x' --max-new-tokens 4") == 0);
+  const std::string printed = read_text_file(out);
+  CHECK(printed.find("def f(") != std::string::npos);
+  CHECK(printed.find("return x") != std::string::npos);
+  CHECK(run("--model " + test::tiny_model(root / "plain").string() + " --prompt a --suffix b") != 0);
+  CHECK(read_text_file(out).find("has no FIM tokens") != std::string::npos);
 }
 }
