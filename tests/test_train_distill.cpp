@@ -140,6 +140,10 @@ TEST_CASE("distill: a short LoRA run of a tiny student from a bigger teacher of 
   CHECK(summary.steps == 4);
   CHECK(std::isfinite(summary.first_loss));
   CHECK(std::isfinite(summary.last_loss));
+  // The teacher's plan is what its session allocates: the ledger's peak is the student's plan plus it.
+  const plan::MemoryPlan teacher = teacher_plan(summary.plan.settings, distill_settings(config));
+  CHECK(teacher.bytes(vk::Category::base_weights) > 0);
+  CHECK(summary.measured.total_peak == summary.plan.total_bytes() + teacher.total_bytes());
   config.teacher.clear();
   CHECK_THROWS_AS(train::train(config), UserError);  // --objective distill without --teacher
 }
