@@ -1,5 +1,6 @@
 #include "engine/kernels/distill.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -76,22 +77,18 @@ void distill_loss(const float* logits, const float* teacher_logits, const uint32
     float* gradient = dlogits ? dlogits + size_t(r) * vocab : nullptr;
     const uint32_t target = targets[r];
     const double weight = weights[r];
-    if (weight == 0 || target == ignore_index || target >= vocab) {
-      loss[r] = 0;
-      if (gradient)
-        for (uint32_t v = 0; v < vocab; v++) gradient[v] = 0;
-      continue;
-    }
+    // Ignored rows get 0, rows with a non-finite logit NaN (the kernel's contract), in loss and dlogits.
+    const bool ignored = weight == 0 || target == ignore_index || target >= vocab;
     bool finite = true;
-    for (uint32_t v = 0; v < vocab; v++) {
+    for (uint32_t v = 0; v < vocab && !ignored; v++) {
       s[v] = student[v];
       u[v] = teacher[v];
       finite = finite && std::isfinite(student[v]) && std::isfinite(teacher[v]);
     }
-    if (!finite) {  // the kernel's contract: NaN loss and NaN dlogits
-      loss[r] = NAN;
-      if (gradient)
-        for (uint32_t v = 0; v < vocab; v++) gradient[v] = NAN;
+    if (ignored || !finite) {
+      const float fill = ignored ? 0.0f : NAN;
+      loss[r] = fill;
+      if (gradient) std::fill(gradient, gradient + vocab, fill);
       continue;
     }
     const double lse_s = log_sum_exp(s, 1.0), lse_q = log_sum_exp(s, inv_t), lse_p = log_sum_exp(u, inv_t);

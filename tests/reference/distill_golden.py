@@ -112,16 +112,7 @@ def main():
     check_versions()
     verify = "--verify" in sys.argv
     rows = build(write_teacher=not verify)
-    if verify:
-        expected = golden_io.read_golden(OUT)
-        for name, value in rows:
-            if not np.array_equal(expected[name], value):
-                sys.exit(f"{OUT}: {name} differs from a fresh run")
-        print("verified", OUT)
-        return
-    golden_io.write_golden(OUT, rows)
-    print("wrote", OUT)
-
+    golden_io.write_or_verify(OUT, rows, verify)
 
 if __name__ == "__main__":
     main()
