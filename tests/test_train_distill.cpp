@@ -167,4 +167,35 @@ TEST_CASE("distill: vktune generate --data writes a teacher's answers as prompt/
   CHECK(lines[1]["prompt"] == "the sea");   // a text is all prompt
   CHECK(lines[0]["completion"].is_string());
 }
+
+TEST_CASE("distill: --teacher-adapter is applied to the teacher (student = teacher: KL 0 at alpha 1)") {
+  const fs::path data = test::source_dir() / "tests/data";
+  test::GoldenFile golden(data / "distill/distill.golden.bin");
+  test::GoldenBatch batch = test::golden_batch(golden);
+  const fs::path folder = data / "hf/llama3";
+  auto& ctx = test::context();
+  for (bool with_adapter : {true, false}) {
+    CAPTURE(with_adapter);
+    test::AdapterSession opened = test::open_adapter_session(folder, folder / "adapter", batch);
+    DistillSettings settings;
+    settings.teacher = folder;                                        // the student's own base ...
+    if (with_adapter) settings.teacher_adapter = folder / "adapter";  // ... and its adapter: the same model
+    settings.alpha = 1;
+    std::unique_ptr<Teacher> teacher = open_teacher(ctx, *opened.session, settings);
+    auto& buffers = *opened.session->buffers;
+    StepRunner runner(ctx, *opened.session, OptimizerSettings{});
+    runner.reset();
+    runner.upload(batch);
+    kernels::StepState state;
+    state.spare[0] = static_cast<float>(1.0 / batch.weight_sum);
+    kernels::write_step_state(ctx, buffers.buffer("step_state"), state);
+    ctx.run([&](vk::Recorder& r) { opened.session->transformer->record_forward(r, true, true); });
+    const double loss = test::download(buffers.buffer("loss.step"), 1)[0] / batch.weight_sum;
+    INFO("T^2 KL " << loss);
+    if (with_adapter)
+      CHECK(std::fabs(loss) <= 1e-5);  // identical logits: KL 0 up to the fp32 log-sum-exps
+    else
+      CHECK(loss > 1e-3);  // the golden adapter's B != 0: the bare base differs from the student
+  }
+}
 }
