@@ -16,6 +16,7 @@
 #include "engine/model/session.hpp"
 #include "engine/plan/report.hpp"
 #include "engine/train/advice.hpp"
+#include "engine/train/distill.hpp"
 #include "engine/train/distributed.hpp"
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/trainer.hpp"
@@ -200,6 +201,15 @@ void add_plan_command(CLI::App& app) {
     plan::PlanReport report = plan::make_report(model::model_shape(model_config), settings, budget, device_name);
     std::printf("%s\n", as_json ? plan::report_json(report).c_str() : plan::format_report(report).c_str());
     print_plan_advice(config, settings, model::model_shape(model_config), model_config.torch_dtype, budget, as_json);
+    if (train::is_distill(config) && !as_json) {  // the teacher shares the device; train's pre-flight adds it
+      const plan::MemoryPlan teacher = train::teacher_plan(settings, train::distill_settings(config));
+      const uint64_t weights =
+          teacher.bytes(vk::Category::base_weights) + teacher.bytes(vk::Category::quantized_weights);
+      std::printf("distillation teacher %s: +%s of device memory (weights %s, forward activations and workspace %s)\n",
+                  config.teacher.c_str(), format_bytes(double(teacher.device_bytes())).c_str(),
+                  format_bytes(double(weights)).c_str(),
+                  format_bytes(double(teacher.device_bytes() - weights)).c_str());
+    }
   });
 }
 

@@ -70,14 +70,13 @@ std::filesystem::path tiny_dataset(const std::filesystem::path& path, int count,
   return path;
 }
 
-train::TrainConfig tiny_lora_config(const std::filesystem::path& root, const std::string& output_name) {
+train::TrainConfig tiny_random_lora_config(const std::filesystem::path& root, const std::string& output_name) {
   std::filesystem::create_directories(root);
   train::TrainConfig config;
-  config.model = tiny_pretrained_model(root / "base").string();
-  config.data = tiny_dataset(root / "data.jsonl", 64).string();
+  config.model = tiny_model(root / "student").string();
+  config.data = tiny_dataset(root / "data16.jsonl", 16).string();
   config.output_dir = temp_dir(output_name).string();
   config.headless = true;
-  config.max_steps = 50;
   config.per_device_train_batch_size = 4;
   config.learning_rate = 1e-2;
   config.lr_scheduler_type = train::ScheduleType::constant;
@@ -86,6 +85,14 @@ train::TrainConfig tiny_lora_config(const std::filesystem::path& root, const std
   config.target_modules = "all-linear";
   config.lora_r = 4;
   config.seed = 7;
+  return config;
+}
+
+train::TrainConfig tiny_lora_config(const std::filesystem::path& root, const std::string& output_name) {
+  train::TrainConfig config = tiny_random_lora_config(root, output_name);
+  config.model = tiny_pretrained_model(root / "base").string();
+  config.data = tiny_dataset(root / "data.jsonl", 64).string();
+  config.max_steps = 50;
   return config;
 }
 

@@ -26,6 +26,9 @@ std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directo
 // output in a fresh test::temp_dir(output_name); r=4 on all linear layers, batch 4, constant lr
 // 1e-2, 50 steps logged every step, no checkpoints, seed 7.
 train::TrainConfig tiny_lora_config(const std::filesystem::path& root, const std::string& output_name);
+// The same settings on a random tiny_model (ROOT/student, no pretraining) and a 16-line dataset, no
+// max_steps: for short runs that only need the pipeline to work.
+train::TrainConfig tiny_random_lora_config(const std::filesystem::path& root, const std::string& output_name);
 
 // Overwrites element `element` of the F32 tensor `tensor` of a .safetensors file in place: corrupt
 // inputs (NaN/Inf) for tests, which the writer itself refuses to produce.

@@ -7,6 +7,7 @@
 #include "engine/base/half.hpp"
 #include "engine/kernels/activation.hpp"
 #include "engine/kernels/attention.hpp"
+#include "engine/kernels/distill.hpp"
 #include "engine/kernels/elementwise.hpp"
 #include "engine/kernels/embedding.hpp"
 #include "engine/kernels/loss.hpp"
@@ -491,10 +492,19 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
       continue;
     }
     BufferRange loss_scale = buffers_.buffer("step_state").range(step_state_loss_scale_offset, 4);
-    kernels::cross_entropy(r, logits, rows_of(range("input.targets"), first, count, 4),
-                           rows_of(range("input.weights"), first, count, 4), loss_scale,
-                           rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target,
-                           gradients, static_cast<float>(config_.final_logit_softcapping));
+    if (teacher_ && gradients) {  // distillation: the teacher's logits of the same rows, then the fused loss
+      const BufferRange teacher_logits = rows_of(teacher_->range("logits.chunk"), 0, count, logit_bytes);
+      teacher_->record_head_rows(r, first, count, teacher_logits);
+      kernels::distill_loss(r, logits, teacher_logits, rows_of(range("input.targets"), first, count, 4),
+                            rows_of(range("input.weights"), first, count, 4), loss_scale,
+                            rows_of(range("loss.rows"), first, count, 4), count, vocab_, distill_temperature_,
+                            distill_alpha_);
+    } else {
+      kernels::cross_entropy(r, logits, rows_of(range("input.targets"), first, count, 4),
+                             rows_of(range("input.weights"), first, count, 4), loss_scale,
+                             rows_of(range("loss.rows"), first, count, 4), count, vocab_, kernels::ignore_target,
+                             gradients, static_cast<float>(config_.final_logit_softcapping));
+    }
     if (!gradients) continue;
     // d(final norm) = dlogits · W_head ; full finetuning: dW_head += dlogitsᵀ · norm.
     kernels::matmul_nn(r, logits, DType::f32, head, rows_of(range("grad_act.norm"), first, count, row_bytes), act_,
@@ -559,7 +569,32 @@ void Transformer::record_body(Recorder& r) {
                    act_);
 }
 
+void Transformer::set_distill_teacher(Transformer* teacher, float temperature, float alpha) {
+  if (teacher) {
+    VKT_ASSERT(teacher->rows_ == rows_ && teacher->vocab_ == vocab_ &&
+                   teacher->plan_.logits_chunk_rows >= plan_.logits_chunk_rows,
+               "distillation teacher planned for another batch shape or vocabulary");
+    if (config_.final_logit_softcapping > 0 || teacher->config_.final_logit_softcapping > 0)
+      throw UserError("distillation does not support final_logit_softcapping (Gemma 2) yet",
+                      "use a student and a teacher without final_logit_softcapping");
+  }
+  teacher_ = teacher;
+  distill_temperature_ = temperature;
+  distill_alpha_ = alpha;
+}
+
+void Transformer::record_head_rows(Recorder& r, uint32_t first, uint32_t count, const BufferRange& logits) {
+  const uint32_t row_bytes = hidden_ * kernels::dtype_bytes(act_);
+  kernels::matmul_nt(r, rows_of(range("act.final.norm"), first, count, row_bytes), act_, lm_head_ref(),
+                     rows_of(logits, 0, count, vocab_ * 4), DType::f32, count, vocab_, hidden_);
+}
+
 void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
+  if (teacher_ && loss && gradients) {  // the teacher reads the same micro-batch
+    for (const char* input : {"input.ids", "input.positions", "input.segments"})
+      r.copy(range(input), teacher_->range(input));
+    teacher_->record_hidden(r);
+  }
   record_body(r);
   lm_head_chunks(r, loss, gradients, nullptr);
 }

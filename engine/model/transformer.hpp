@@ -83,6 +83,17 @@ class Transformer {
   // disable_adapter()): preference training's reference log-probs, with no second model copy.
   void set_adapter_enabled(bool enabled) { adapter_enabled_ = enabled; }
 
+  // Knowledge distillation (--objective distill): a frozen teacher (an inference plan with this
+  // plan's batch, seq_len and vocabulary) whose forward runs on the same inputs inside this model's
+  // training forward, and whose logits enter the fused loss chunk by chunk (kernels::distill_loss)
+  // in place of the plain cross-entropy. Evaluation (record_forward without gradients) stays plain CE.
+  // nullptr: none.
+  void set_distill_teacher(Transformer* teacher, float temperature, float alpha);
+  // A teacher's parts: its forward up to the final norm (act.final.norm) of the micro-batch in
+  // input.*, and the logits of rows [first, first + count) from it into `logits` (count, vocab) fp32.
+  void record_hidden(Recorder& recorder) { record_body(recorder); }
+  void record_head_rows(Recorder& recorder, uint32_t first, uint32_t count, const BufferRange& logits);
+
   uint32_t rows() const { return rows_; }
   uint32_t batch() const { return batch_; }
   uint32_t seq_len() const { return seq_len_; }
@@ -157,6 +168,8 @@ class Transformer {
   bool train_embedding_ = false, train_head_ = false, fp32_embedding_ = false, fp32_head_ = false;
   uint32_t token_rows_ = 0;
   bool adapter_enabled_ = true;
+  Transformer* teacher_ = nullptr;  // distillation's frozen teacher (not owned)
+  float distill_temperature_ = 1, distill_alpha_ = 0.5f;
   std::string head_name_;  // the lm_head's table: "lm_head.weight", or the tied embedding
   kernels::DType dense_type_ = kernels::DType::f32;
   // Storage of every saved activation and activation gradient, and of the KV cache's rows

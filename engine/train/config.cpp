@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
+#include "engine/train/distill.hpp"
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/preference.hpp"
@@ -100,15 +101,33 @@ const std::vector<OptionSpec>& option_table() {
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
       {"prompt_loss_weight", "loss weight of prompt tokens; completion tokens weigh 1", &C::prompt_loss_weight},
+      {"fim_rate",
+       "fill-in-the-middle: rearrange this share of {\"text\"} examples into prefix-suffix-middle (bigcode's "
+       "recipe, character-level cuts, seeded by --seed)",
+       &C::fim_rate},
+      {"fim_spm_rate", "fill-in-the-middle: share of FIM examples in SPM order (the rest PSM)", &C::fim_spm_rate},
+      {"fim_tokens",
+       "fill-in-the-middle tokens PRE,SUF,MID (default: the tokenizer's <fim_prefix>,<fim_suffix>,<fim_middle> or "
+       "<|fim_prefix|>,<|fim_suffix|>,<|fim_middle|>)",
+       &C::fim_tokens},
       {"objective",
        enum_name_list(objective_names(), " | ") +
            ": dpo/orpo train on {\"prompt\",\"chosen\",\"rejected\"} pairs as TRL's DPOTrainer/ORPOTrainer, kto on "
-           "{\"prompt\",\"completion\",\"label\"} as KTOTrainer",
+           "{\"prompt\",\"completion\",\"label\"} as KTOTrainer; distill learns from --teacher's logits on sft data",
        &C::objective},
       {"beta", "DPO: the KL strength (TRL's beta); ORPO: the odds-ratio weight lambda (TRL's beta)", &C::beta},
       {"loss_type", "DPO loss: " + enum_name_list(preference_loss_names(), " | "), &C::loss_type},
       {"desirable_weight", "KTO: weight of the losses of desirable (label true) examples", &C::desirable_weight},
       {"undesirable_weight", "KTO: weight of the losses of undesirable (label false) examples", &C::undesirable_weight},
+      {"teacher", "--objective distill: the teacher model's HF folder (the student's tokenizer; any size)",
+       &C::teacher},
+      {"teacher_adapter", "--objective distill: a PEFT LoRA adapter applied to the teacher", &C::teacher_adapter},
+      {"distill_temperature", "--objective distill: temperature T of the teacher's and student's softmax in the KL",
+       &C::distill_temperature},
+      {"distill_alpha",
+       "--objective distill: loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE, per token over the "
+       "positions and prompt-loss weights CE uses",
+       &C::distill_alpha},
       {"learning_rate", "peak learning rate", &C::learning_rate},
       {"loraplus_lr_ratio",
        "LoRA+: lora_B learns at learning_rate x this (PEFT's create_loraplus_optimizer; the paper suggests 16)",
@@ -344,6 +363,12 @@ void validate(const TrainConfig& c) {
                     "use --method lora or qlora with it");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
   validate_preference(c);
+  validate_distill(c);
+  if (!(c.fim_rate >= 0 && c.fim_rate <= 1 && c.fim_spm_rate >= 0 && c.fim_spm_rate <= 1))
+    throw UserError("--fim-rate and --fim-spm-rate must be in [0, 1]", "bigcode's recipe uses 0.5 and 0.5");
+  if (c.fim_rate > 0 && is_preference(c))
+    throw UserError("--fim-rate rearranges {\"text\"} data: it does not apply to --objective " + c.objective,
+                    "drop --fim-rate");
   if (c.lora_alpha <= 0)
     throw UserError("--lora-alpha must be positive, got " + nlohmann::json(c.lora_alpha).dump(),
                     "PEFT's default is 16; a common choice is 2 x --lora-r");

@@ -57,12 +57,20 @@ struct TrainConfig {
   bool packing = false;
   bool shuffle = true;
   double prompt_loss_weight = 0.1;  // weight of prompt tokens in the loss (completion tokens: 1)
+  double fim_rate = 0;              // fill-in-the-middle: share of {"text"} examples rearranged (fim.hpp)
+  double fim_spm_rate = 0.5;        // share of those in SPM order (else PSM)
+  std::string fim_tokens;           // "PRE,SUF,MID" (empty: the tokenizer's <fim_prefix>... or <|fim_prefix|>...)
   // Preference finetuning (preference.hpp; TRL's names and defaults).
   std::string objective = "sft";      // sft | dpo | orpo | kto
   double beta = 0.1;                  // DPOConfig.beta; ORPOConfig.beta (the paper's lambda)
   std::string loss_type = "sigmoid";  // DPOConfig.loss_type: sigmoid | ipo | hinge
   double desirable_weight = 1;        // KTOConfig.desirable_weight
   double undesirable_weight = 1;      // KTOConfig.undesirable_weight
+  // Knowledge distillation (--objective distill; distill.hpp).
+  std::string teacher;             // the teacher's HF folder
+  std::string teacher_adapter;     // a PEFT adapter on the teacher (empty: none)
+  double distill_temperature = 2;  // T of both softmaxes in the KL term
+  double distill_alpha = 0.5;      // loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE
   // Optimisation (HF TrainingArguments defaults).
   double learning_rate = 5e-5;
   double loraplus_lr_ratio = 1;  // LoRA+: lora_B learns at learning_rate * this (1: plain LoRA)

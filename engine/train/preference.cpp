@@ -21,8 +21,11 @@ namespace vkt::train {
 using nlohmann::json;
 
 namespace {
-constexpr NameEntry<Objective> objective_table[] = {
-    {Objective::sft, "sft"}, {Objective::dpo, "dpo"}, {Objective::orpo, "orpo"}, {Objective::kto, "kto"}};
+constexpr NameEntry<Objective> objective_table[] = {{Objective::sft, "sft"},
+                                                    {Objective::dpo, "dpo"},
+                                                    {Objective::orpo, "orpo"},
+                                                    {Objective::kto, "kto"},
+                                                    {Objective::distill, "distill"}};
 constexpr NameEntry<PreferenceLoss> loss_table[] = {
     {PreferenceLoss::sigmoid, "sigmoid"}, {PreferenceLoss::ipo, "ipo"}, {PreferenceLoss::hinge, "hinge"}};
 
@@ -65,7 +68,10 @@ PreferenceSettings preference_settings(const TrainConfig& c) {
 
 int preference_rows(const TrainConfig& c) { return c.objective == "dpo" || c.objective == "orpo" ? 2 : 1; }
 
-bool is_preference(const TrainConfig& c) { return c.objective != enum_name(objective_names(), Objective::sft); }
+bool is_preference(const TrainConfig& c) {
+  return c.objective != enum_name(objective_names(), Objective::sft) &&
+         c.objective != enum_name(objective_names(), Objective::distill);
+}
 
 void validate_preference(const TrainConfig& c) {
   const PreferenceSettings settings = preference_settings(c);
@@ -76,7 +82,7 @@ void validate_preference(const TrainConfig& c) {
   if (!(c.desirable_weight >= 0 && c.undesirable_weight >= 0 &&
         std::isfinite(c.desirable_weight + c.undesirable_weight)))
     throw UserError("--desirable-weight and --undesirable-weight must be >= 0", "TRL's defaults are 1");
-  if (settings.objective == Objective::sft) return;
+  if (settings.objective == Objective::sft || settings.objective == Objective::distill) return;
   if (settings.objective == Objective::kto && c.per_device_train_batch_size < 2)
     throw UserError(
         "--objective kto estimates its KL term from the other examples of a micro-batch: "

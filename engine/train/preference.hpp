@@ -39,7 +39,7 @@ namespace vkt::train {
 class StepRunner;
 struct TrainConfig;
 
-enum class Objective { sft, dpo, orpo, kto };
+enum class Objective { sft, dpo, orpo, kto, distill };  // distill: engine/train/distill.hpp
 std::span<const NameEntry<Objective>> objective_names();
 enum class PreferenceLoss { sigmoid, ipo, hinge };  // DPOConfig.loss_type
 std::span<const NameEntry<PreferenceLoss>> preference_loss_names();

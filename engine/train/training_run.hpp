@@ -39,8 +39,10 @@
 #include "engine/train/checkpoint.hpp"
 #include "engine/train/data_mixture.hpp"
 #include "engine/train/dataset.hpp"
+#include "engine/train/distill.hpp"
 #include "engine/train/distributed.hpp"
 #include "engine/train/early_stopping.hpp"
+#include "engine/train/fim.hpp"
 #include "engine/train/loss_scaler.hpp"
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/preference.hpp"
@@ -100,6 +102,7 @@ class TrainingRun {
   model::LoraSettings lora_;
   std::unique_ptr<StepRunner> runner_;
   std::unique_ptr<PreferenceRunner> preference_;  // --objective dpo/orpo
+  std::unique_ptr<Teacher> teacher_;              // --objective distill: the frozen teacher (distill.hpp)
   std::unique_ptr<BestModelTracker> best_;
 
   // Progress.

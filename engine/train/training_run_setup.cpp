@@ -82,6 +82,7 @@ void TrainingRun::prepare_data() {
                     "*.safetensors and tokenizer.json, or a .gguf file");
   model_config_ = model::load_model_config(model_dir);
   resolve_auto_dtype(config_, model_config_.torch_dtype);
+  if (is_distill(config_)) check_same_tokenizer(model_dir, config_.teacher);
   tokenizer_ = std::make_unique<text::Tokenizer>(model::load_model_tokenizer(model_dir));
   model::check_tokenizer_fits(model_config_, tokenizer_->vocab_size(), model::tokenizer_location(model_dir));
   text::ChatFormat chat = model::load_model_chat_format(model_dir);
@@ -92,16 +93,25 @@ void TrainingRun::prepare_data() {
   for (int64_t id : model_config_.eos_token_ids) hooks.eos_ids.push_back(static_cast<uint32_t>(id));
   if (hooks.eos_ids.empty() && tokenizer_->eos_id()) hooks.eos_ids.push_back(*tokenizer_->eos_id());
 
+  FimSettings fim;  // --fim-rate: bigcode's fill-in-the-middle examples (fim.hpp)
+  if (config_.fim_rate > 0) {
+    fim = {config_.fim_rate, config_.fim_spm_rate, static_cast<uint64_t>(config_.seed),
+           find_fim_tokens(*tokenizer_, config_.fim_tokens, model::tokenizer_location(model_dir))};
+    log::info("fill-in-the-middle: rate " + std::to_string(config_.fim_rate) + ", SPM share " +
+              std::to_string(config_.fim_spm_rate));
+  }
   TokenizeReport report;
   const std::vector<DataSource> sources = parse_data_sources(config_.data);
   std::vector<int64_t> source_sizes;
   std::vector<double> source_weights;
   for (const DataSource& source : sources) {
     const uint32_t max_length = static_cast<uint32_t>(config_.max_length);
-    auto examples = is_preference(config_)
-                        ? read_preference_data(source.path, chat, hooks, config_, report)
-                        : tokenize_examples(read_jsonl(source.path, chat), hooks, config_.prompt_loss_weight,
-                                            max_length, source.path, report);
+    auto examples =
+        is_preference(config_) ? read_preference_data(source.path, chat, hooks, config_, report)
+        : config_.fim_rate > 0
+            ? fim_tokenize_examples(read_jsonl(source.path, chat), hooks, fim, max_length, source.path, report)
+            : tokenize_examples(read_jsonl(source.path, chat), hooks, config_.prompt_loss_weight, max_length,
+                                source.path, report);
     if (examples.empty() && is_mixture(sources))
       throw UserError("--data: " + source.path + " has no usable examples", "drop it from the mixture");
     source_sizes.push_back(static_cast<int64_t>(examples.size()));
@@ -252,6 +262,8 @@ void TrainingRun::prepare_device() {
       });
     }
   }
+  if (is_distill(config_))  // before the step runner records the forward that reads the teacher
+    teacher_ = open_teacher(*context_, *session_, distill_settings(config_));
   OptimizerSettings optimizer;
   optimizer.optimizer = plan_.settings.optimizer;
   optimizer.beta1 = config_.adam_beta1;
@@ -285,6 +297,12 @@ uint64_t TrainingRun::device_budget() const {
 void TrainingRun::preflight() {
   uint64_t budget = device_budget();
   if (config_.no_preflight || budget == 0) return;
+  // Distillation: the teacher's weights and forward activations share the device.
+  const uint64_t teacher_bytes =
+      is_distill(config_) ? teacher_plan(plan_.settings, distill_settings(config_)).device_bytes() : 0;
+  if (teacher_bytes > 0)
+    log::info("distillation teacher: " + format_bytes(double(teacher_bytes)) + " of device memory (weights + forward)");
+  budget = budget > teacher_bytes ? budget - teacher_bytes : 1;
   plan::Verdict verdict = plan::judge(plan_, budget);
   if (verdict.fits) return;
   std::string advice;

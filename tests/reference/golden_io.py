@@ -160,3 +160,16 @@ if __name__ == "__main__":
             print("%s: %d tensors" % (path, len(tensors)))
         for name, array in tensors.items():
             print("  %-80s %-4s %-18s %s" % (name, array.dtype.str, list(array.shape), _describe(array)))
+
+
+def write_or_verify(path, tensors, verify):
+    """Writes `tensors` (as write_golden) into `path`, or with `verify` exits unless the file holds exactly them."""
+    if not verify:
+        write_golden(path, tensors)
+        print("wrote", path)
+        return
+    expected = read_golden(path)
+    for name, value in tensors:
+        if name not in expected or not np.array_equal(expected[name], value):
+            sys.exit(f"{path}: {name} differs from a fresh run")
+    print("verified", path)
