@@ -50,6 +50,15 @@ Inputs mpi_inputs() {
   return inputs;
 }
 
+// `mpirun -np 2 vktune train` on the tiny model and data, then `flags` (children open lavapipe:
+// no LeakSanitizer, whose unloaded-module leak at exit would fail them).
+std::string mpirun_train(const Inputs& inputs, const std::string& flags) {
+  return "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
+         "--allow-run-as-root -np 2 " +
+         vktune() + " train --model " + inputs.model.string() + " --data " + inputs.data.string() + " --headless " +
+         flags;
+}
+
 // Why an MPI test cannot run here ("" when it can).
 std::string mpi_missing() {
   if (!train::mpi_built()) return "built without MPI (install libopenmpi-dev and reconfigure)";
@@ -202,12 +211,9 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
 TEST_CASE("mpirun -np 2: resuming from rank 0's checkpoint ends bit-identical to the uninterrupted run") {
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
-  const std::string train =
-      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
-      "--allow-run-as-root -np 2 " +
-      vktune() + " train --model " + inputs->model.string() + " --data " + inputs->data.string() +
-      " --headless --max-steps 6 --save-steps 3 --logging-steps 1 --per-device-train-batch-size 2 --seed 7 "
-      "--deterministic ";
+  const std::string train = mpirun_train(
+      *inputs,
+      "--max-steps 6 --save-steps 3 --logging-steps 1 --per-device-train-batch-size 2 --seed 7 --deterministic ");
   const fs::path whole = test::temp_dir("mpi-whole"), resumed = test::temp_dir("mpi-resumed");
   const std::pair<int, std::string> first = test::run_command(train + "--output-dir " + whole.string() + " 2>&1");
   INFO(first.second);
@@ -232,11 +238,9 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
   const std::string train =
-      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
-      "--allow-run-as-root -np 2 " +
-      vktune() + " train --model " + inputs->model.string() + " --data " + inputs->data.string() +
-      " --headless --max-steps 4 --save-steps 2 --logging-steps 1 --per-device-train-batch-size 2 --lora-r 4 "
-      "--target-modules all-linear --learning-rate 1e-2 --weight-decay 0.1 --seed 7 --deterministic ";
+      mpirun_train(*inputs,
+                   "--max-steps 4 --save-steps 2 --logging-steps 1 --per-device-train-batch-size 2 --lora-r 4 "
+                   "--target-modules all-linear --learning-rate 1e-2 --weight-decay 0.1 --seed 7 --deterministic ");
   const fs::path plain = test::temp_dir("mpi-unsharded"), sharded = test::temp_dir("mpi-sharded"),
                  resumed = test::temp_dir("mpi-sharded-resumed");
   const std::pair<int, std::string> first = test::run_command(train + "--output-dir " + plain.string() + " 2>&1");

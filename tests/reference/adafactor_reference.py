@@ -15,12 +15,9 @@ changing lr; every step's parameters are written to tests/data/adafactor_referen
 
 Usage: /work/venv/bin/python tests/reference/adafactor_reference.py
 """
-import json
-import os
-
-import numpy
 import torch
 import transformers
+from optim_reference import floats, short, write_reference  # this folder: fp32-exact decimals, the JSON writer
 from transformers.optimization import Adafactor
 
 assert transformers.__version__ == "5.23.0", transformers.__version__
@@ -33,18 +30,6 @@ LEARNING_RATES = [0.01 * (1 + (s % 5)) / 3 for s in range(STEPS)]
 GRAD_SCALES = [0.3, 0.01, 0.1, 2.0, 0.05] * 4  # some steps clip (norm > 1), others not
 WEIGHT_DECAY = 0.1
 MAX_NORM = 1.0
-
-
-def short(value):
-    """The shortest decimal that reads back to the same fp32 value."""
-    text = numpy.format_float_positional(numpy.float32(value), unique=True, trim="-")
-    parsed = float(text)
-    assert numpy.float32(parsed) == numpy.float32(value), (value, text)
-    return parsed
-
-
-def floats(tensor):
-    return [short(v) for v in tensor.detach().reshape(-1).tolist()]
 
 
 def main():
@@ -82,11 +67,7 @@ def main():
         grad_norms=norms,
         params=trajectory,
     )
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "adafactor_reference.json")
-    with open(path, "w") as out:
-        json.dump(result, out, separators=(",", ":"))
-        out.write("\n")
-    print("wrote", os.path.normpath(path))
+    write_reference("adafactor_reference.json", result)
 
 
 if __name__ == "__main__":
