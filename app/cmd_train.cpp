@@ -171,17 +171,23 @@ void add_plan_command(CLI::App& app) {
   flags.add_to(*command);
   static bool as_json = false;
   static int64_t seq_len = 0;
+  static int64_t world_size = 1;
   command->add_flag("--json", as_json, "print JSON instead of the table");
+  command->add_option("--world-size", world_size,
+                      "ranks of `mpirun -np N vktune train`: with --shard-optimizer the plan is one rank's memory");
   command->add_option("--seq-len", seq_len, "tokens per sequence (default: --max-length)");
   command->callback([] {
     train::TrainConfig config = flags.resolve();
     if (config.model.empty()) throw UserError("--model is required", "give a model folder or its config.json");
     train::validate_precision_flags(config);
+    train::validate_shard_optimizer(config);
+    if (world_size < 1) throw UserError("--world-size must be at least 1", "the -np of mpirun, e.g. --world-size 2");
     model::ModelConfig model_config = model::load_model_config(config.model);
     train::resolve_auto_dtype(config, model_config.torch_dtype);
     uint64_t tokens = seq_len > 0 ? static_cast<uint64_t>(seq_len) : static_cast<uint64_t>(config.max_length);
     const spec::ModelShape shape = model::model_shape(model_config);
     spec::RunSettings settings = train::run_settings(config, tokens, &shape);
+    settings.optimizer_shards = config.shard_optimizer ? static_cast<uint32_t>(world_size) : 1;
     std::optional<uint64_t> budget;
     std::string device_name;
     if (!config.device_memory.empty()) {

@@ -41,3 +41,9 @@ PY
 run "1 rank, batch 4" -- --per-device-train-batch-size 4
 run "2 ranks, batch 2 (same)" mpirun --oversubscribe --allow-run-as-root -np 2 -- --per-device-train-batch-size 2
 run "2 ranks, batch 4 (2x)" mpirun --oversubscribe --allow-run-as-root -np 2 -- --per-device-train-batch-size 4
+run "2 ranks, batch 2, sharded" mpirun --oversubscribe --allow-run-as-root -np 2 -- --per-device-train-batch-size 2 \
+  --shard-optimizer
+# ZeRO-1: rank 0's optimizer states, planned and measured (the ledger rows of each run's summary).
+for name in "1 rank, batch 4" "2 ranks, batch 2 (same)" "2 ranks, batch 2, sharded"; do
+  printf '%-28s %s\n' "$name" "$(grep -m1 'optimizer_state ' "$work/$name.log")"
+done

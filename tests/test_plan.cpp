@@ -172,7 +172,7 @@ TEST_CASE("optimizer names: HF's --optim names, paged_* = the update with offloa
   CHECK(spec::optimizer_is_paged(Optimizer::paged_adamw_32bit));
   CHECK_FALSE(spec::optimizer_is_paged(Optimizer::adamw_8bit));
   CHECK(enum_name_list(spec::optimizer_names()) ==
-        "adamw_torch, adamw_8bit, paged_adamw_32bit, paged_adamw_8bit, sgd, momentum");
+        "adamw_torch, adamw_8bit, paged_adamw_32bit, paged_adamw_8bit, sgd, momentum, adafactor");
 }
 
 TEST_CASE("modules_to_save and trainable tokens: fp32 parameters, gradients and AdamW states in their categories") {

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -47,6 +48,15 @@ Inputs mpi_inputs() {
   inputs.model = test::tiny_model(inputs.root / "model");
   inputs.data = test::tiny_dataset(inputs.root / "data.jsonl", 24);
   return inputs;
+}
+
+// `mpirun -np 2 vktune train` on the tiny model and data, then `flags` (children open lavapipe:
+// no LeakSanitizer, whose unloaded-module leak at exit would fail them).
+std::string mpirun_train(const Inputs& inputs, const std::string& flags) {
+  return "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
+         "--allow-run-as-root -np 2 " +
+         vktune() + " train --model " + inputs.model.string() + " --data " + inputs.data.string() + " --headless " +
+         flags;
 }
 
 // Why an MPI test cannot run here ("" when it can).
@@ -201,12 +211,9 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
 TEST_CASE("mpirun -np 2: resuming from rank 0's checkpoint ends bit-identical to the uninterrupted run") {
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
-  const std::string train =
-      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
-      "--allow-run-as-root -np 2 " +
-      vktune() + " train --model " + inputs->model.string() + " --data " + inputs->data.string() +
-      " --headless --max-steps 6 --save-steps 3 --logging-steps 1 --per-device-train-batch-size 2 --seed 7 "
-      "--deterministic ";
+  const std::string train = mpirun_train(
+      *inputs,
+      "--max-steps 6 --save-steps 3 --logging-steps 1 --per-device-train-batch-size 2 --seed 7 --deterministic ");
   const fs::path whole = test::temp_dir("mpi-whole"), resumed = test::temp_dir("mpi-resumed");
   const std::pair<int, std::string> first = test::run_command(train + "--output-dir " + whole.string() + " 2>&1");
   INFO(first.second);
@@ -221,6 +228,70 @@ TEST_CASE("mpirun -np 2: resuming from rank 0's checkpoint ends bit-identical to
   CHECK(second.second.find("resumed from") != std::string::npos);
   CHECK(read_text_file(resumed / "adapter_model.safetensors") == read_text_file(whole / "adapter_model.safetensors"));
   CHECK(step_losses(resumed) == step_losses(whole));
+}
+
+// ZeRO-1: each element's AdamW update is the unsharded one (same gradient, same norm, same
+// kernel arithmetic), only which rank computes it differs, and the weights are copied, not summed:
+// the sharded run is bit-identical to the unsharded one, and so are its checkpoints (gathered to
+// the unsharded per-tensor layout). Resuming the sharded run is bit-identical too.
+TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank states as planned, resumable") {
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const std::string train =
+      mpirun_train(*inputs,
+                   "--max-steps 4 --save-steps 2 --logging-steps 1 --per-device-train-batch-size 2 --lora-r 4 "
+                   "--target-modules all-linear --learning-rate 1e-2 --weight-decay 0.1 --seed 7 --deterministic ");
+  const fs::path plain = test::temp_dir("mpi-unsharded"), sharded = test::temp_dir("mpi-sharded"),
+                 resumed = test::temp_dir("mpi-sharded-resumed");
+  const std::pair<int, std::string> first = test::run_command(train + "--output-dir " + plain.string() + " 2>&1");
+  INFO(first.second);
+  REQUIRE(first.first == 0);
+  const std::pair<int, std::string> second =
+      test::run_command(train + "--shard-optimizer --output-dir " + sharded.string() + " 2>&1");
+  INFO(second.second);
+  REQUIRE(second.first == 0);
+  CHECK(step_losses(sharded) == step_losses(plain));
+  CHECK(read_text_file(sharded / "adapter_model.safetensors") == read_text_file(plain / "adapter_model.safetensors"));
+  CHECK(read_text_file(sharded / "checkpoint-2" / "optimizer.safetensors") ==
+        read_text_file(plain / "checkpoint-2" / "optimizer.safetensors"));
+  // Rank 0's ledger: its optimizer states are half the unsharded ones, as planned (within 10%).
+  auto states_row = [](const std::string& log) {  // "  optimizer_state   PLANNED   MEASURED   RATIOx"
+    const size_t at = log.find("optimizer_state ");
+    REQUIRE(at != std::string::npos);
+    return log.substr(at, log.find('\n', at) - at);
+  };
+  const std::string plain_row = states_row(first.second), sharded_row = states_row(second.second);
+  MESSAGE("unsharded: " << plain_row << "\nsharded:   " << sharded_row);
+  auto numbers = [](const std::string& row) {
+    std::vector<double> values;
+    for (size_t i = 0; i < row.size();) {
+      if (!std::isdigit(static_cast<unsigned char>(row[i]))) {
+        i++;
+        continue;
+      }
+      size_t used = 0;
+      const double value = std::stod(row.substr(i), &used);
+      const std::string unit = row.substr(i + used, 4);
+      values.push_back(value * (unit.find(" KiB") == 0 ? 1024.0 : unit.find(" MiB") == 0 ? 1048576.0 : 1.0));
+      i += used;
+    }
+    return values;
+  };
+  const std::vector<double> plain_bytes = numbers(plain_row), sharded_bytes = numbers(sharded_row);
+  REQUIRE(plain_bytes.size() >= 2);
+  REQUIRE(sharded_bytes.size() >= 2);
+  CHECK(std::abs(sharded_bytes[1] - sharded_bytes[0]) <= 0.1 * sharded_bytes[0]);  // measured vs planned
+  CHECK(std::abs(sharded_bytes[0] - plain_bytes[0] / 2) <= 0.1 * plain_bytes[0] / 2);
+
+  fs::copy(sharded, resumed, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  fs::remove(resumed / "adapter_model.safetensors");
+  fs::remove_all(resumed / "checkpoint-4");
+  const std::pair<int, std::string> third = test::run_command(
+      train + "--shard-optimizer --output-dir " + resumed.string() + " --resume-from-checkpoint latest 2>&1");
+  INFO(third.second);
+  REQUIRE(third.first == 0);
+  CHECK(third.second.find("resumed from") != std::string::npos);
+  CHECK(read_text_file(resumed / "adapter_model.safetensors") == read_text_file(sharded / "adapter_model.safetensors"));
 }
 
 TEST_CASE("mpirun: a rank that fails stops every rank with its message") {

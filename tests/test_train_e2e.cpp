@@ -314,7 +314,9 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
         Case{"qlora-modules-to-save", Method::qlora, false, "embed_tokens,lm_head"},
         Case{"lora-trainable-tokens", Method::lora, false, "", "3,17,40"}, Case{"gguf-q8_0", Method::lora, false},
         Case{"full-adamw_8bit", Method::full, false, "", "", spec::Optimizer::adamw_8bit},
-        Case{"lora-paged_adamw_8bit", Method::lora, false, "", "", spec::Optimizer::paged_adamw_8bit}}) {
+        Case{"lora-paged_adamw_8bit", Method::lora, false, "", "", spec::Optimizer::paged_adamw_8bit},
+        Case{"lora-adafactor", Method::lora, false, "", "", spec::Optimizer::adafactor},
+        Case{"full-adafactor", Method::full, false, "", "", spec::Optimizer::adafactor}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;
@@ -338,7 +340,11 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
       else
         CHECK(std::fabs(measured - planned) / planned <= 0.10);
     }
-    if (c.optim != spec::Optimizer::adamw) {  // 8-bit states: the ledger holds exactly the planned bytes
+    if (c.optim == spec::Optimizer::adafactor) {  // rows + columns per matrix: AdamW's would be 2x the gradients
+      CHECK(summary.measured.category_peak(vk::Category::optimizer_state) ==
+            summary.plan.bytes(vk::Category::optimizer_state));
+      CHECK(summary.plan.bytes(vk::Category::optimizer_state) * 2 < summary.plan.bytes(vk::Category::gradients));
+    } else if (c.optim != spec::Optimizer::adamw) {  // 8-bit states: the ledger holds exactly the planned bytes
       CHECK(summary.plan.settings.optimizer == spec::Optimizer::adamw_8bit);
       CHECK(summary.plan.settings.page_optimizer == spec::optimizer_is_paged(c.optim));
       CHECK(summary.measured.category_peak(vk::Category::optimizer_state) ==

@@ -7,6 +7,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/base/sizes.hpp"
+#include "engine/kernels/adafactor.hpp"
 #include "engine/kernels/attention.hpp"
 #include "engine/kernels/embedding.hpp"
 #include "engine/kernels/norm.hpp"
@@ -96,6 +97,17 @@ const BufferSpec& MemoryPlan::find(const std::string& name) const {
   return buffers.front();
 }
 
+std::vector<uint64_t> hf_parameter_shape(const spec::ModelShape& shape, uint32_t lora_r, const std::string& name,
+                                         uint64_t elements) {
+  if (lora_r > 0 && name.ends_with(".lora_A")) return {lora_r, elements / lora_r};
+  if (lora_r > 0 && name.ends_with(".lora_B")) return {elements / lora_r, lora_r};
+  for (size_t m = 0; m < spec::module_count; m++)
+    if (name.find(spec::module_path(spec::Module(m)) + ".weight") != std::string::npos)
+      return {spec::module_out_features(shape, spec::Module(m)), spec::module_in_features(shape, spec::Module(m))};
+  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {shape.vocab, shape.hidden};
+  return {elements};
+}
+
 namespace {
 
 // --paged-optimizer: bitsandbytes' paged optimizers keep states in unified memory that the driver
@@ -131,6 +143,8 @@ class Builder {
     add("grad." + name, Category::gradients, elements * value_bytes);
     MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
     if (sixteen_bit && !s.pure_bf16) add("master." + name, Category::optimizer_state, elements * 4, state_kind);
+    trainable_elements_ += elements;
+    if (s.optimizer_shards > 1) return;  // ZeRO-1: sharded_optimizer_states() adds this rank's slice
     if (s.optimizer == Optimizer::adamw) {
       add("adam_m." + name, Category::optimizer_state, elements * 4, state_kind);
       add("adam_v." + name, Category::optimizer_state, elements * 4, state_kind);
@@ -139,7 +153,32 @@ class Builder {
       add("adam_v." + name, Category::optimizer_state, kernels::adamw_8bit_state_bytes(elements), state_kind);
     } else if (s.optimizer == Optimizer::momentum) {
       add("momentum." + name, Category::optimizer_state, elements * 4, state_kind);
+    } else if (s.optimizer == Optimizer::adafactor) {  // factored: rows + columns of a matrix
+      const std::vector<uint64_t> dims = hf_parameter_shape(plan_.shape, s.lora_r, name, elements);
+      if (dims.size() == 2) {
+        add("adafactor_row." + name, Category::optimizer_state, dims[0] * 4, state_kind);
+        add("adafactor_col." + name, Category::optimizer_state, dims[1] * 4, state_kind);
+      } else {
+        add("adafactor_v." + name, Category::optimizer_state, elements * 4, state_kind);
+      }
     }
+  }
+  // --shard-optimizer (ZeRO-1): each rank holds the states of a 1/N slice of the flattened
+  // trainable elements, at most ceil(total / N) (train/optimizer_shard.hpp), plus the slice's own
+  // multi-tensor table and norm partials (one entry per tensor the slice touches: at most all).
+  void sharded_optimizer_states(uint32_t tensors) {
+    const RunSettings& s = plan_.settings;
+    if (s.optimizer_shards <= 1 || !s.training) return;
+    const uint64_t slice = (trainable_elements_ + s.optimizer_shards - 1) / s.optimizer_shards;
+    const MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
+    const uint32_t states = optimizer_states_per_parameter(s.optimizer);
+    if (states >= 1)
+      add(states == 2 ? "adam_m.shard" : "momentum.shard", Category::optimizer_state, slice * 4, state_kind);
+    if (states == 2) add("adam_v.shard", Category::optimizer_state, slice * 4, state_kind);
+    plan_.buffers.push_back({"optimizer.shard_table", Category::workspace, MemoryKind::device,
+                             kernels::TensorList::table_bytes(tensors), true});
+    plan_.buffers.push_back({"optimizer.shard_partials", Category::workspace, MemoryKind::device,
+                             kernels::TensorList::partials_bytes(static_cast<uint32_t>(slice / 4096 + tensors)), true});
   }
   // A tensor of a PEFT adapter beside LoRA (modules_to_save, trainable tokens): fp32, trained
   // when the run trains, else only loaded from the adapter.
@@ -194,6 +233,7 @@ class Builder {
 
  private:
   MemoryPlan& plan_;
+  uint64_t trainable_elements_ = 0;  // Σ elements of the trainable tensors so far
 };
 
 bool is_target(const RunSettings& s, Module module) {
@@ -620,6 +660,10 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         {"optimizer.table", Category::workspace, MemoryKind::device, kernels::TensorList::table_bytes(tensors), true});
     plan.buffers.push_back({"optimizer.partials", Category::workspace, MemoryKind::device,
                             kernels::TensorList::partials_bytes(static_cast<uint32_t>(chunks)), true});
+    b.sharded_optimizer_states(tensors);
+    if (s.optimizer == Optimizer::adafactor)  // kernels::AdafactorTable: states and shape per tensor
+      plan.buffers.push_back({"optimizer.adafactor_table", Category::workspace, MemoryKind::device,
+                              kernels::AdafactorTable::table_bytes(tensors), true});
   }
   page_optimizer_states(plan);
   return plan;

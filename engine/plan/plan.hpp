@@ -55,6 +55,11 @@ struct MemoryPlan {
 };
 
 MemoryPlan make_plan(const spec::ModelShape& shape, const spec::RunSettings& settings);
+// The shape HF gives the trainable tensor `name` of `elements` values (vktune stores it in that
+// row-major layout): [r, in] for lora_A, [out, r] for lora_B, [out, in] for a linear weight,
+// [vocab, hidden] for embed_tokens and lm_head, else 1-D. --optim adafactor factors the 2-D ones.
+std::vector<uint64_t> hf_parameter_shape(const spec::ModelShape& shape, uint32_t lora_r, const std::string& name,
+                                         uint64_t elements);
 
 // Bytes of one stored activation or activation-gradient value: the run's activation_dtype (per-row
 // statistics such as rstd and the attention's logsumexp stay fp32).

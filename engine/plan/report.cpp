@@ -119,6 +119,9 @@ std::string format_report(const PlanReport& report) {
                           : "",
       s.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
   out << text;
+  if (s.optimizer_shards > 1)
+    out << "  per rank of " << s.optimizer_shards << " (--shard-optimizer, ZeRO-1: each rank keeps the optimizer "
+        << "states of 1/" << s.optimizer_shards << " of the trainable elements)\n";
   if (s.save_embed_tokens || s.save_lm_head || !s.trainable_token_indices.empty())  // PEFT's extras, in adapter params
     out << "  also trained (fp32, beside LoRA):" << (s.save_embed_tokens ? " embed_tokens" : "")
         << (s.save_lm_head ? " lm_head" : "")
@@ -237,7 +240,8 @@ std::string report_json(const PlanReport& report) {
         {"gradient_checkpointing", plan.settings.gradient_checkpointing},
         {"optimizer", optimizer_name(plan.settings.optimizer)},
         {"offload_optimizer", plan.settings.offload_optimizer},
-        {"paged_optimizer", plan.settings.page_optimizer}}},
+        {"paged_optimizer", plan.settings.page_optimizer},
+        {"optimizer_shards", plan.settings.optimizer_shards}}},
       {"bytes", categories},
       {"device_total", plan.device_bytes()},
       {"total", plan.total_bytes()},

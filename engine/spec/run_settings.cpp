@@ -21,7 +21,8 @@ std::span<const NameEntry<Optimizer>> optimizer_names() {
                                                    {Optimizer::paged_adamw_32bit, "paged_adamw_32bit"},
                                                    {Optimizer::paged_adamw_8bit, "paged_adamw_8bit"},
                                                    {Optimizer::sgd, "sgd"},
-                                                   {Optimizer::momentum, "momentum"}};
+                                                   {Optimizer::momentum, "momentum"},
+                                                   {Optimizer::adafactor, "adafactor"}};
   return names;
 }
 
@@ -50,6 +51,7 @@ uint32_t optimizer_states_per_parameter(Optimizer optimizer) {
     case Optimizer::momentum:
       return 1;
     case Optimizer::sgd:
+    case Optimizer::adafactor:
       return 0;
   }
   return 0;

@@ -20,7 +20,8 @@ enum class Method : uint8_t { lora, qlora, full };
 // HF TrainingArguments' --optim names. paged_* are the same updates with states in host memory the
 // GPU reads when the budget is short (--paged-optimizer): optimizer_update_rule and optimizer_is_paged
 // split them.
-enum class Optimizer : uint8_t { adamw, sgd, momentum, adamw_8bit, paged_adamw_32bit, paged_adamw_8bit };
+// adafactor: HF's Adafactor as Trainer builds it (kernels/adafactor.hpp): factored second moment.
+enum class Optimizer : uint8_t { adamw, sgd, momentum, adamw_8bit, paged_adamw_32bit, paged_adamw_8bit, adafactor };
 // The PEFT family a non-full run trains (--peft-type; issue 17). dora, prefix_tuning and p_tuning
 // are named (PEFT's spellings) but refused until they are built.
 enum class PeftType : uint8_t { lora, dora, ia3, prompt_tuning, prefix_tuning, p_tuning, bitfit };
@@ -30,7 +31,8 @@ std::span<const NameEntry<Method>> method_names();        // the --method names:
 std::span<const NameEntry<Optimizer>> optimizer_names();  // the --optim names: adamw_torch (adamw), sgd, ...
 const char* method_name(Method method);
 const char* optimizer_name(Optimizer optimizer);
-uint32_t optimizer_states_per_parameter(Optimizer optimizer);  // adamw(_8bit) 2, momentum 1, sgd 0
+// adamw(_8bit) 2, momentum 1, sgd 0; adafactor 0 (its rows + columns per matrix are sub-linear)
+uint32_t optimizer_states_per_parameter(Optimizer optimizer);
 Optimizer optimizer_update_rule(Optimizer optimizer);  // paged_adamw_32bit -> adamw, paged_adamw_8bit -> adamw_8bit
 bool optimizer_is_paged(Optimizer optimizer);          // paged_*: states placed as --paged-optimizer places them
 
@@ -66,6 +68,9 @@ struct RunSettings {
   // paging_budget_bytes; only the excess moves to host memory (plan::make_plan decides which).
   bool page_optimizer = false;
   uint64_t paging_budget_bytes = 0;  // 0: unknown, every state on the device
+  // --shard-optimizer (ZeRO-1) over this many ranks: each holds the optimizer states of a 1/N slice
+  // of the trainable elements (1: every rank holds all of them).
+  uint32_t optimizer_shards = 1;
   float lora_dropout = 0;
   bool training = true;                       // false: inference/generation only
   uint64_t kv_cache_tokens = 0;               // generation: cache length per sequence (0: none)

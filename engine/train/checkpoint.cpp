@@ -21,11 +21,7 @@ namespace {
 // The HF shape of a full-finetuning weight held flat on the device: linear weights (out, in),
 // embeddings and lm_head (vocab, hidden), the rest vectors.
 std::vector<uint64_t> hf_shape(const spec::ModelShape& shape, const std::string& name, uint64_t elements) {
-  for (size_t m = 0; m < spec::module_count; m++)
-    if (name.find(spec::module_path(spec::Module(m)) + ".weight") != std::string::npos)
-      return {spec::module_out_features(shape, spec::Module(m)), spec::module_in_features(shape, spec::Module(m))};
-  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {shape.vocab, shape.hidden};
-  return {elements};
+  return plan::hf_parameter_shape(shape, 0, name, elements);  // full finetuning: no LoRA tensors
 }
 
 // The steps of the checkpoint-N folders in `output_dir`, unsorted; folders still being written
@@ -65,7 +61,27 @@ model::TensorToWrite byte_tensor(vk::Context& context, const vk::Buffer& buffer,
       }};
 }
 
+// The plan's sharded state buffers ("adam_m.shard", ...) by state name ("adam_m").
+std::vector<std::string> sharded_state_names(const plan::MemoryPlan& plan) {
+  std::vector<std::string> names;
+  for (const auto& spec : plan.buffers)
+    if (spec.category == vk::Category::optimizer_state && spec.name.ends_with(".shard"))
+      names.push_back(spec.name.substr(0, spec.name.size() - 6));
+  return names;
+}
+
 }  // namespace
+
+std::vector<std::pair<std::string, std::vector<float>>> gather_sharded_states(const TrainableState& trainable) {
+  std::vector<std::pair<std::string, std::vector<float>>> states;
+  for (const std::string& state : sharded_state_names(*trainable.plan)) {
+    std::vector<std::vector<float>> values =
+        trainable.optimizer_shard->gather_state(*trainable.context, trainable.buffers->range(state + ".shard"));
+    for (size_t i = 0; i < values.size(); i++)
+      states.emplace_back(state + "." + trainable.trainable_names.at(i), std::move(values[i]));
+  }
+  return states;
+}
 
 void save_checkpoint(const TrainableState& trainable, const TrainerState& state, const fs::path& output_dir) {
   AtomicDirectory directory(output_dir / ("checkpoint-" + std::to_string(state.step)));
@@ -84,8 +100,15 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
                         directory.path());
   }
   std::vector<model::TensorToWrite> states;
+  if (trainable.gathered_states)
+    for (const auto& [name, values] : *trainable.gathered_states) {
+      const std::vector<float>* source = &values;
+      states.push_back({name, model::FileDtype::F32, {values.size()}, [source](model::TensorSink& sink) {
+                          sink.write(source->data(), source->size() * 4);
+                        }});
+    }
   for (const auto& spec : plan.buffers)
-    if (spec.category == vk::Category::optimizer_state) {
+    if (spec.category == vk::Category::optimizer_state && !trainable.gathered_states) {
       const vk::Buffer& buffer = trainable.buffers->buffer(spec.name);
       const bool packed = plan.settings.optimizer == spec::Optimizer::adamw_8bit &&
                           spec.bytes != plan.find("grad." + spec.name.substr(spec.name.find('.') + 1)).bytes;
@@ -179,7 +202,20 @@ TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& pa
   } else {
     model::load_adapter_weights(context, *trainable.buffers, plan.shape, *trainable.lora, path);
   }
-  if (fs::exists(path / "optimizer.safetensors")) {
+  if (fs::exists(path / "optimizer.safetensors") && trainable.optimizer_shard) {
+    model::SafetensorsFile states(path / "optimizer.safetensors");
+    for (const std::string& state : sharded_state_names(plan))
+      for (size_t i = 0; i < trainable.trainable_names.size(); i++) {
+        const std::string name = state + "." + trainable.trainable_names[i];
+        const std::vector<float> values = model::to_fp32(states.tensor(name));
+        if (values.size() * 4 != trainable.buffers->buffer(trainable.trainable_names[i]).size())
+          throw UserError((path / "optimizer.safetensors").string() + ": optimizer state " + name + " holds " +
+                              std::to_string(values.size()) + " values, its tensor has " +
+                              std::to_string(trainable.buffers->buffer(trainable.trainable_names[i]).size() / 4),
+                          "resume with the --optim and trainable modules of the run that wrote the checkpoint");
+        trainable.optimizer_shard->load_state(context, trainable.buffers->range(state + ".shard"), i, values.data());
+      }
+  } else if (fs::exists(path / "optimizer.safetensors")) {
     model::SafetensorsFile states(path / "optimizer.safetensors");
     for (const auto& spec : plan.buffers)
       if (spec.category == vk::Category::optimizer_state) {

@@ -16,6 +16,7 @@
 #include "engine/train/batcher.hpp"
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/loss_scaler.hpp"
+#include "engine/train/optimizer_shard.hpp"
 #include "engine/vk/context.hpp"
 
 namespace vkt::train {
@@ -29,7 +30,18 @@ struct TrainableState {
   std::vector<std::string> trainable_names;   // full finetuning: the weight buffers trained
   const model::ModelConfig* model_config = nullptr;
   std::string base_model;  // --model folder (adapter_config.json, tokenizer files)
+  // --shard-optimizer: this rank's slice of the states (the plan's "<state>.shard" buffers;
+  // trainable_names then lists every trainable tensor in optimizer order). Checkpoints hold the
+  // states gathered to full per-tensor tensors, named and laid out as an unsharded run writes them,
+  // so a sharded run's checkpoint resumes with or without sharding, on any number of ranks.
+  OptimizerShard* optimizer_shard = nullptr;
+  // Sharded saves: gather_sharded_states' result (rank 0 writes these instead of its buffers).
+  const std::vector<std::pair<std::string, std::vector<float>>>* gathered_states = nullptr;
 };
+
+// --shard-optimizer, collective (every rank, before rank 0 saves): the states as full fp32
+// per-tensor values named "<state>.<tensor>" ("adam_m.model.layers.0.self_attn.q_proj.lora_A").
+std::vector<std::pair<std::string, std::vector<float>>> gather_sharded_states(const TrainableState& trainable);
 
 // trainer_state.json (version 1).
 struct TrainerState {

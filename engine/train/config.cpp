@@ -152,6 +152,10 @@ const std::vector<OptionSpec>& option_table() {
       {"paged_optimizer",
        "keep optimizer states on the device while the memory budget allows and page only the excess to host memory",
        &C::paged_optimizer},
+      {"shard_optimizer",
+       "under mpirun (ZeRO-1): each rank keeps the optimizer states of 1/N of the trainable elements, updates that "
+       "slice and all-gathers the weights",
+       &C::shard_optimizer},
       {"device_memory", "the device memory budget to judge and page against, e.g. 24GiB (default: the device's)",
        &C::device_memory},
       {"seed", "seed for initialisation, shuffling and dropout", &C::seed},
@@ -316,6 +320,29 @@ void apply_yaml_file(TrainConfig& config, const std::string& path) {
   }
 }
 
+void validate_shard_optimizer(const TrainConfig& c) {
+  if (!c.shard_optimizer) return;
+  const spec::Optimizer rule = spec::optimizer_update_rule(c.optim);
+  if (rule != spec::Optimizer::adamw && rule != spec::Optimizer::momentum && rule != spec::Optimizer::sgd)
+    throw UserError(std::string("--shard-optimizer splits fp32 states elementwise; --optim ") +
+                        spec::optimizer_name(c.optim) + " keeps block-quantized states that a slice would cut",
+                    "use --optim adamw_torch (or paged_adamw_32bit) with --shard-optimizer");
+  if (c.method == spec::Method::full && (c.bf16 || c.fp16))
+    throw UserError("--shard-optimizer does not shard the fp32 master weights of a 16-bit full finetune yet",
+                    "drop --shard-optimizer, or train in fp32 (without --bf16 / --fp16)");
+}
+
+// Adafactor factors by HF's tensor shapes, which vktune knows for LoRA's A and B and for the
+// weights of full finetuning; the extras' shapes (IA3 vectors, token rows, saved modules) not yet.
+void validate_adafactor(const TrainConfig& c) {
+  if (c.optim != spec::Optimizer::adafactor || c.method == spec::Method::full) return;
+  if (c.peft_type != spec::PeftType::lora || !c.modules_to_save.empty() || !c.trainable_token_indices.empty())
+    throw UserError("--optim adafactor trains LoRA's A and B (or --method full) here; not --peft-type " +
+                        std::string(spec::peft_type_name(c.peft_type)) +
+                        ", --modules-to-save or --trainable-token-indices yet",
+                    "use --optim adamw_torch with them, or plain LoRA with adafactor");
+}
+
 void validate(const TrainConfig& c) {
   for (const auto& option : option_table()) {
     if (!option.required_somewhere) continue;
@@ -334,6 +361,8 @@ void validate(const TrainConfig& c) {
                     "use --dtype fp32 for full finetuning (16-bit weights with fp32 master weights: --bf16 or --fp16), "
                     "or --method lora");
   validate_precision_flags(c);
+  validate_shard_optimizer(c);
+  validate_adafactor(c);
   if (c.method == spec::Method::qlora && c.quant != WeightFormat::f32 && c.quant != WeightFormat::nf4)
     throw UserError("--method qlora means an NF4 base; --quant " + quant + " contradicts it",
                     "use --method lora --quant " + quant + " for another quantized base");

@@ -91,6 +91,7 @@ struct TrainConfig {
   spec::Optimizer optim = spec::Optimizer::adamw;
   bool offload_optimizer = false;
   bool paged_optimizer = false;  // states on the device while the budget allows, paged to host beyond it
+  bool shard_optimizer = false;  // ZeRO-1 under mpirun: each rank keeps the states of 1/N of the elements
   std::string device_memory;     // e.g. "24GiB": the budget to judge and page against (empty: the device's)
   int64_t seed = 42;
   // Run control.
@@ -146,6 +147,8 @@ void resolve_auto_dtype(TrainConfig& config, const std::string& torch_dtype);
 kernels::DType base_dtype(DTypeChoice choice);
 // Checks values and their combinations; UserError with a hint on the first problem.
 void validate(const TrainConfig& config);
+// --shard-optimizer's combinations (also checked by `vktune plan`).
+void validate_shard_optimizer(const TrainConfig& config);
 // The resolved configuration as a JSON object (for run.json).
 std::string to_json(const TrainConfig& config);
 

@@ -23,6 +23,9 @@ class SingleProcess final : public Communicator {
   int local_rank() const override { return 0; }
   void sum(float*, size_t, bool) override {}
   void sum(double*, size_t, bool) override {}
+  void all_gather(const float* mine, float* all, const std::vector<size_t>& counts) override {
+    std::copy(mine, mine + counts.at(0), all);
+  }
   bool any(bool value) override { return value; }
   std::vector<double> gather(double value) override { return {value}; }
   void barrier() override {}
@@ -83,6 +86,31 @@ class MpiWorld final : public Communicator {
   int local_rank() const override { return local_rank_; }
   void sum(float* data, size_t count, bool deterministic) override { sum_buckets(data, count, deterministic); }
   void sum(double* data, size_t count, bool deterministic) override { sum_buckets(data, count, deterministic); }
+  void all_gather(const float* mine, float* all, const std::vector<size_t>& counts) override {
+    std::vector<size_t> starts(counts.size(), 0);
+    for (size_t r = 1; r < counts.size(); r++) starts[r] = starts[r - 1] + counts[r - 1];
+    const size_t longest = *std::max_element(counts.begin(), counts.end());
+    std::vector<float> received;
+    std::vector<int> round_counts(counts.size()), displacements(counts.size());
+    // Round k moves elements [k B, (k + 1) B) of every slice (MPI counts are ints).
+    for (size_t first = 0; first < longest; first += all_reduce_bucket_elements) {
+      int total = 0;
+      for (size_t r = 0; r < counts.size(); r++) {
+        round_counts[r] =
+            static_cast<int>(std::min(all_reduce_bucket_elements, counts[r] - std::min(counts[r], first)));
+        displacements[r] = total;
+        total += round_counts[r];
+      }
+      received.resize(static_cast<size_t>(total));
+      const size_t mine_first = std::min(first, counts[static_cast<size_t>(rank_)]);
+      check(MPI_Allgatherv(mine + mine_first, round_counts[static_cast<size_t>(rank_)], MPI_FLOAT, received.data(),
+                           round_counts.data(), displacements.data(), MPI_FLOAT, MPI_COMM_WORLD),
+            "MPI_Allgatherv");
+      for (size_t r = 0; r < counts.size(); r++)
+        if (round_counts[r] > 0)
+          std::copy_n(received.data() + displacements[r], round_counts[r], all + starts[r] + first);
+    }
+  }
   bool any(bool value) override {
     int in = value ? 1 : 0, out = 0;
     check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD), "MPI_Allreduce");

@@ -28,6 +28,10 @@ class Communicator {
   // whatever algorithm the MPI library picks; otherwise MPI_Allreduce.
   virtual void sum(float* data, size_t count, bool deterministic) = 0;
   virtual void sum(double* data, size_t count, bool deterministic) = 0;
+  // Concatenates every rank's slice, in rank order, into `all` on every rank: rank r contributes
+  // counts[r] elements (`mine`), `all` holds Σ counts (--shard-optimizer's weight all-gather:
+  // MPI_Allgatherv in rounds of at most all_reduce_bucket_elements per rank). Exact copies.
+  virtual void all_gather(const float* mine, float* all, const std::vector<size_t>& counts) = 0;
   // True on every rank when `value` is true on any (a collective stop decision).
   virtual bool any(bool value) = 0;
   // Every rank's `value`, in rank order, on rank 0 (empty elsewhere).

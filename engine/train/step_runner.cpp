@@ -11,6 +11,7 @@
 #include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/train/distributed.hpp"
 #include "engine/train/evaluate.hpp"
+#include "engine/train/optimizer_shard.hpp"
 
 namespace vkt::train {
 
@@ -31,6 +32,12 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   auto& buffers = *session.buffers;
   const auto& plan = session.plan;
   std::vector<kernels::OptimizerTensor> tensors;
+  std::vector<kernels::AdafactorTensor> adafactor_tensors;  // --optim adafactor: states and shapes
+  // ZeRO-1: the states live in the shard buffers (optimizer_shard.hpp), not per tensor.
+  const bool sharded = plan.settings.optimizer_shards > 1;
+  VKT_ASSERT(!sharded || (settings.communicator &&
+                          settings.communicator->size() == static_cast<int>(plan.settings.optimizer_shards)),
+             "--shard-optimizer: the plan's shard count is not the number of ranks");
   for (const auto& spec : plan.buffers) {
     if (spec.name.rfind("grad.", 0) != 0) continue;
     std::string name = spec.name.substr(5);
@@ -38,11 +45,21 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     kernels::OptimizerTensor tensor;
     tensor.param = buffers.range(name);
     tensor.grad = buffers.range(spec.name);
-    if (settings.optimizer == spec::Optimizer::adamw || settings.optimizer == spec::Optimizer::adamw_8bit) {
+    if (sharded) {
+    } else if (settings.optimizer == spec::Optimizer::adamw || settings.optimizer == spec::Optimizer::adamw_8bit) {
       tensor.state0 = buffers.range("adam_m." + name);
       tensor.state1 = buffers.range("adam_v." + name);
     } else if (settings.optimizer == spec::Optimizer::momentum) {
       tensor.state0 = buffers.range("momentum." + name);
+    } else if (settings.optimizer == spec::Optimizer::adafactor) {  // HF's shape decides the factoring
+      const uint64_t count = tensor.param.bytes / 4;
+      const std::vector<uint64_t> dims = plan::hf_parameter_shape(plan.shape, plan.settings.lora_r, name, count);
+      const bool factored = dims.size() == 2;
+      kernels::AdafactorTensor states;
+      states.state0 = buffers.range((factored ? "adafactor_row." : "adafactor_v.") + name);
+      if (factored) states.state1 = buffers.range("adafactor_col." + name);
+      states.shape = {static_cast<uint32_t>(dims[0]), factored ? static_cast<uint32_t>(dims[1]) : 0u};
+      adafactor_tensors.push_back(states);
     }
     tensor.count = static_cast<uint32_t>(tensor.param.bytes / 4);
     tensor.states_8bit =
@@ -55,6 +72,25 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   }
   VKT_ASSERT(!tensors.empty(), "nothing to train");
   tensor_list_ = std::make_unique<kernels::TensorList>(context, tensors);
+  if (!adafactor_tensors.empty())
+    adafactor_states_ = std::make_unique<kernels::AdafactorTable>(context, adafactor_tensors);
+  if (sharded) {
+    std::vector<uint64_t> counts;
+    for (const kernels::OptimizerTensor& tensor : tensors) {
+      counts.push_back(tensor.count);
+      parameters_.push_back(tensor.param);
+    }
+    shard_ = std::make_unique<OptimizerShard>(*settings.communicator, counts);
+    const bool adam = settings.optimizer == spec::Optimizer::adamw;
+    const bool momentum = settings.optimizer == spec::Optimizer::momentum;
+    const vk::BufferRange state0 = adam       ? buffers.range("adam_m.shard")
+                                   : momentum ? buffers.range("momentum.shard")
+                                              : vk::BufferRange{};
+    const vk::BufferRange state1 = adam ? buffers.range("adam_v.shard") : vk::BufferRange{};
+    if (!shard_->pieces().empty())  // a rank with no elements (fewer elements than ranks) updates nothing
+      update_list_ =
+          std::make_unique<kernels::TensorList>(context, shard_->tensors(tensors, state0, state1), 0, "shard_list");
+  }
 
   auto& transformer = *session.transformer;
   auto body = [&transformer](vk::Recorder& r) {
@@ -72,21 +108,28 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   optimizer_ = std::make_unique<vk::Sequence>(context);
   optimizer_->record([&](vk::Recorder& r) {
     kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(settings_.max_grad_norm), &loss_step);
-    if (settings_.optimizer == spec::Optimizer::adamw || settings_.optimizer == spec::Optimizer::adamw_8bit) {
+    // Sharded: the norm above saw every gradient; the update below touches this rank's slice.
+    const kernels::TensorList& update = shard_ ? *update_list_ : *tensor_list_;
+    if (shard_ && !update_list_) {
+    } else if (settings_.optimizer == spec::Optimizer::adafactor) {
+      kernels::AdafactorConfig adafactor;
+      adafactor.weight_decay = static_cast<float>(settings_.weight_decay);
+      kernels::adafactor(r, update, *adafactor_states_, step_state, adafactor);
+    } else if (settings_.optimizer == spec::Optimizer::adamw || settings_.optimizer == spec::Optimizer::adamw_8bit) {
       kernels::AdamWConfig adamw;
       adamw.beta1 = settings_.beta1;
       adamw.beta2 = settings_.beta2;
       adamw.eps = static_cast<float>(settings_.epsilon);
       adamw.weight_decay = static_cast<float>(settings_.weight_decay);
       if (settings_.optimizer == spec::Optimizer::adamw_8bit)
-        kernels::adamw_8bit(r, *tensor_list_, step_state, adamw);
+        kernels::adamw_8bit(r, update, step_state, adamw);
       else
-        kernels::adamw(r, *tensor_list_, step_state, adamw);
+        kernels::adamw(r, update, step_state, adamw);
     } else {
       kernels::SgdConfig sgd;
       sgd.momentum = settings_.optimizer == spec::Optimizer::momentum ? static_cast<float>(settings_.momentum) : 0.0f;
       sgd.weight_decay = static_cast<float>(settings_.weight_decay);
-      kernels::sgd(r, *tensor_list_, step_state, sgd);
+      kernels::sgd(r, update, step_state, sgd);
     }
     kernels::zero_gradients(r, *tensor_list_);
     // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.
@@ -154,6 +197,8 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
     adamw.beta1 = settings_.beta1;
     adamw.beta2 = settings_.beta2;
     kernels::set_optimizer_step(state_, optimizer_step, lr, adamw);
+  } else if (settings_.optimizer == spec::Optimizer::adafactor) {
+    kernels::set_adafactor_step(state_, optimizer_step, lr, kernels::AdafactorConfig{});
   } else {
     kernels::set_optimizer_step(state_, optimizer_step, lr);
   }
@@ -161,6 +206,11 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
   state_.grad_scale = scaler_ ? scaler_->inverse_scale() : 1.0f;  // unscales norm, clipping and update
   write_state();
   context_.submit({optimizer_.get()});
+  if (shard_) {  // every rank's updated slice to every rank
+    const auto start = std::chrono::steady_clock::now();
+    shard_->all_gather_parameters(context_, parameters_);
+    all_reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
   // The finite check of this step: one word, read back every step (the submission has completed).
   uint32_t flags = 0;
   context_.download(session_.buffers->buffer("step_state"), &flags, kernels::step_state_flags_offset, 4);

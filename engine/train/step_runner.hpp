@@ -7,11 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "engine/kernels/adafactor.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/session.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/loss_scaler.hpp"
 #include "engine/train/monitor.hpp"
+#include "engine/train/optimizer_shard.hpp"
 
 namespace vkt::train {
 
@@ -69,6 +71,8 @@ class StepRunner {
     return seconds;
   }
 
+  // --shard-optimizer: this rank's slice (null when every rank holds every state).
+  OptimizerShard* optimizer_shard() const { return shard_.get(); }
   // Trainable tensors (parameter buffer names) in optimizer order.
   const std::vector<std::string>& trainable_names() const { return trainable_names_; }
   uint64_t trainable_elements() const { return tensor_list_->element_count(); }
@@ -86,7 +90,11 @@ class StepRunner {
   model::ModelSession& session_;
   OptimizerSettings settings_;
   std::vector<std::string> trainable_names_;
-  std::unique_ptr<kernels::TensorList> tensor_list_;
+  std::unique_ptr<kernels::TensorList> tensor_list_;  // every trainable tensor: norm, zeroing, unsharded update
+  std::unique_ptr<OptimizerShard> shard_;             // --shard-optimizer: this rank's slice
+  std::unique_ptr<kernels::TensorList> update_list_;  // the slice's pieces, states in the shard buffers
+  std::vector<vk::BufferRange> parameters_;           // sharded: the trainable tensors' ranges, optimizer order
+  std::unique_ptr<kernels::AdafactorTable> adafactor_states_;  // --optim adafactor
   std::unique_ptr<vk::Sequence> micro_, micro_profiled_, optimizer_, eval_;
   kernels::StepState state_;
   std::vector<KernelTime> kernel_times_;

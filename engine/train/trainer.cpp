@@ -223,11 +223,15 @@ TrainableState TrainingRun::trainable() const {
   state.trainable_names = runner_->trainable_names();
   state.model_config = &model_config_;
   state.base_model = config_.model;
+  state.optimizer_shard = runner_->optimizer_shard();
   return state;
 }
 
 void TrainingRun::save_checkpoint(int64_t step) {
-  if (!ranks_.writer()) return;  // every rank holds the same weights and optimizer states
+  // --shard-optimizer: every rank holds its slice of the states; all of them gather them for rank 0.
+  std::vector<std::pair<std::string, std::vector<float>>> gathered;
+  if (runner_->optimizer_shard()) gathered = gather_sharded_states(trainable());
+  if (!ranks_.writer()) return;  // every rank holds the same weights (and unsharded, optimizer states)
   TrainerState state;
   state.step = step;
   state.max_steps = max_steps_;
@@ -244,7 +248,9 @@ void TrainingRun::save_checkpoint(int64_t step) {
   state.method = spec::method_name(config_.method);
   state.best = best_->state();
   if (scaler_.enabled()) state.loss_scaler = scaler_.state();
-  train::save_checkpoint(trainable(), state, output_dir());
+  TrainableState saved = trainable();
+  if (runner_->optimizer_shard()) saved.gathered_states = &gathered;
+  train::save_checkpoint(saved, state, output_dir());
   if (config_.save_total_limit > 0)
     prune_checkpoints(output_dir(), config_.save_total_limit,
                       best_->settings().load_best ? state.best.best_kept_step : -1);

@@ -177,7 +177,9 @@ void TrainingRun::prepare_data() {
   schedule_ = std::make_unique<Schedule>(schedule);
 
   const spec::ModelShape shape = model::model_shape(model_config_);
-  plan_ = plan::make_plan(shape, run_settings(config_, seq_len_, &shape));  // also checks --lora-r against the model
+  spec::RunSettings settings_for_plan = run_settings(config_, seq_len_, &shape);
+  settings_for_plan.optimizer_shards = config_.shard_optimizer ? static_cast<uint32_t>(ranks_.size()) : 1;
+  plan_ = plan::make_plan(shape, settings_for_plan);  // also checks --lora-r against the model
   if (config_.method != spec::Method::full) {
     lora_.rank = static_cast<uint32_t>(config_.lora_r);
     lora_.alpha = static_cast<float>(config_.lora_alpha);

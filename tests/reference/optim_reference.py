@@ -93,7 +93,12 @@ def main():
         grads=[[floats(g) for g in step] for step in grads],
         cases=[run_case(case, initial, grads) for case in CASES],
     )
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "optim_reference.json")
+    write_reference("optim_reference.json", result)
+
+
+def write_reference(file_name, result):
+    """Writes `result` as compact JSON to tests/data/FILE_NAME."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", file_name)
     with open(path, "w") as out:
         json.dump(result, out, separators=(",", ":"))
         out.write("\n")

@@ -1,0 +1,64 @@
+// The planner's optimizer states for --shard-optimizer (ZeRO-1: one rank's slice) and
+// --optim adafactor (row + column accumulators per matrix).
+#include <doctest/doctest.h>
+
+#include "engine/plan/plan.hpp"
+
+using namespace vkt;
+using plan::MemoryPlan;
+using spec::ModelShape;
+using spec::RunSettings;
+
+namespace {
+ModelShape llama3_8b() { return {4096, 14336, 32, 32, 8, 128, 128256, false, false}; }
+
+uint64_t trainable_elements(const MemoryPlan& plan) {
+  uint64_t elements = 0;
+  for (const auto& buffer : plan.buffers)
+    if (buffer.name.rfind("grad.", 0) == 0) elements += buffer.bytes / 4;
+  return elements;
+}
+}  // namespace
+
+TEST_SUITE("plan") {
+
+TEST_CASE("plan --shard-optimizer --world-size N: each rank plans the AdamW states of ceil(1/N) of the elements") {
+  RunSettings settings;
+  settings.method = spec::Method::full;
+  const MemoryPlan whole = plan::make_plan(llama3_8b(), settings);
+  const uint64_t elements = trainable_elements(whole);
+  CHECK(whole.bytes(vk::Category::optimizer_state) == elements * 8);  // m and v, fp32
+  for (uint32_t ranks : {2u, 8u}) {
+    CAPTURE(ranks);
+    settings.optimizer_shards = ranks;
+    const MemoryPlan sharded = plan::make_plan(llama3_8b(), settings);
+    const uint64_t slice = (elements + ranks - 1) / ranks;
+    CHECK(sharded.find("adam_m.shard").bytes == slice * 4);
+    CHECK(sharded.find("adam_v.shard").bytes == slice * 4);
+    CHECK(sharded.bytes(vk::Category::optimizer_state) == slice * 8);
+    // Weights and gradients stay whole on every rank (ZeRO-1 shards the states only).
+    CHECK(sharded.bytes(vk::Category::gradients) == whole.bytes(vk::Category::gradients));
+    CHECK(sharded.device_bytes() + (elements * 8 - slice * 8) >= whole.device_bytes());
+  }
+}
+
+TEST_CASE("plan --optim adafactor: rows + columns for each matrix, the whole vector for 1-D tensors") {
+  RunSettings settings;
+  settings.optimizer = spec::Optimizer::adafactor;
+  settings.lora_r = 16;
+  MemoryPlan lora = plan::make_plan(llama3_8b(), settings);  // q_proj, v_proj
+  const std::string a = "model.layers.0.self_attn.q_proj.lora_A", b = "model.layers.0.self_attn.v_proj.lora_B";
+  CHECK(lora.find("adafactor_row." + a).bytes == 16 * 4);  // lora_A: [r, in]
+  CHECK(lora.find("adafactor_col." + a).bytes == 4096 * 4);
+  CHECK(lora.find("adafactor_row." + b).bytes == 1024 * 4);  // lora_B: [out (8 kv heads x 128), r]
+  CHECK(lora.find("adafactor_col." + b).bytes == 16 * 4);
+  settings.method = spec::Method::full;
+  MemoryPlan full = plan::make_plan(llama3_8b(), settings);
+  CHECK(full.find("adafactor_row.model.embed_tokens.weight").bytes == 128256ull * 4);
+  CHECK(full.find("adafactor_col.model.embed_tokens.weight").bytes == 4096ull * 4);
+  CHECK(full.find("adafactor_v.model.norm.weight").bytes == 4096ull * 4);
+  // ~8B parameters: AdamW plans 64 GB of states, Adafactor about 12 MB (rows + columns, norms whole).
+  CHECK(full.bytes(vk::Category::optimizer_state) < 16ull << 20);
+}
+
+}  // TEST_SUITE
