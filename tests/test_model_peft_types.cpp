@@ -120,22 +120,7 @@ TEST_CASE("peft types: BitFit trains the q/k/v biases, and refuses a model witho
 TEST_CASE("peft types: IA3 and BitFit logits, loss and every gradient match (fp32, checkpointed, NF4 base)") {
   for (const char* name : kCases) {
     INFO(std::string(name));
-    test::GoldenErrors errors =
-        test::check_golden_variant(golden_path(name), "fp32", base_folder(name), adapter_dir(name),
-                                   test::lora_run_settings(kernels::WeightFormat::f32), test::GoldenBounds{});
-    MESSAGE(std::string(name) << " fp32: logits max-abs " << errors.logits << ", loss relative " << errors.loss
-                              << ", worst gradient relative " << errors.gradient << ", dembed relative "
-                              << errors.dembed);
-    spec::RunSettings checkpointed = test::lora_run_settings(kernels::WeightFormat::f32);
-    checkpointed.gradient_checkpointing = true;
-    test::check_golden_variant(golden_path(name), "fp32", base_folder(name), adapter_dir(name), checkpointed,
-                               test::GoldenBounds{});
-    spec::RunSettings nf4 = test::lora_run_settings(kernels::WeightFormat::nf4);
-    nf4.double_quant = true;
-    errors = test::check_golden_variant(golden_path(name), "nf4", base_folder(name), adapter_dir(name), nf4,
-                                        test::GoldenBounds{});
-    MESSAGE(std::string(name) << " nf4: logits max-abs " << errors.logits << ", loss relative " << errors.loss
-                              << ", worst gradient relative " << errors.gradient);
+    test::check_fp32_and_nf4_variants(name, golden_path(name), base_folder(name), adapter_dir(name));
   }
 }
 

@@ -41,6 +41,48 @@ fs::path adapter_dir(const std::string& name) { return soft_dir() / name / "adap
 
 }  // namespace
 
+TEST_SUITE("train") {
+
+TEST_CASE("soft prompt: the batcher leaves the first N cells of every row to the prompt") {
+  train::BatcherSettings settings;
+  settings.batch = 2;
+  settings.seq_len = 3 + 4;
+  settings.virtual_tokens = 3;
+  settings.shuffle = false;
+  settings.pad_id = 9;
+  train::Batcher batcher({{{1, 5, 6, 7}, {0.5f, 1, 1, 1}}, {{1, 8}, {0.5f, 1}}}, settings);
+  train::MicroBatch batch = batcher.next();
+  CHECK(batch.ids == std::vector<uint32_t>{9, 9, 9, 1, 5, 6, 7, 9, 9, 9, 1, 8, 9, 9});
+  CHECK(batch.positions == std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5, 6});
+  // The last virtual cell predicts the first token with its weight, as PEFT's labels = input_ids.
+  CHECK(batch.targets[2] == 1);
+  CHECK(batch.weights == std::vector<float>{0, 0, 0.5f, 1, 1, 1, 0, 0, 0, 0.5f, 1, 0, 0, 0});
+  CHECK(batch.weight_sum == 5.0);
+  CHECK(batch.segments[0] == 0);
+  CHECK(batch.segments[12] == 0xffffffffu);
+}
+
+TEST_CASE("soft prompt: --peft-type prompt_tuning's flags are checked") {
+  train::TrainConfig config;
+  config.model = "m";
+  config.data = "d.jsonl";
+  config.output_dir = "out";
+  config.peft_type = spec::PeftType::prompt_tuning;
+  CHECK_NOTHROW(train::validate(config));
+  config.prompt_tuning_init = "text";
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--prompt-tuning-init-text"), UserError);
+  config.prompt_tuning_init = "sample";
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("is unknown"), UserError);
+  config.prompt_tuning_init = "random";
+  config.num_virtual_tokens = 0;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("out of range"), UserError);
+  config.num_virtual_tokens = 8;
+  config.packing = true;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--packing"), UserError);
+}
+
+}  // TEST_SUITE
+
 TEST_SUITE("model_hf") {
 
 TEST_CASE("soft prompt: PEFT's config reads back, its TEXT init gives PEFT's embeddings, the plan counts the prompt") {
@@ -92,22 +134,7 @@ TEST_CASE("soft prompt: PEFT's config reads back, its TEXT init gives PEFT's emb
 TEST_CASE("soft prompt: logits, loss, d inputs_embeds and the prompt's gradient match PEFT (fp32, checkpointed, NF4)") {
   for (const char* name : kCases) {
     INFO(std::string(name));
-    test::GoldenErrors errors =
-        test::check_golden_variant(golden_path(name), "fp32", base_folder(), adapter_dir(name),
-                                   test::lora_run_settings(kernels::WeightFormat::f32), test::GoldenBounds{});
-    MESSAGE(std::string(name) << " fp32: logits max-abs " << errors.logits << ", loss relative " << errors.loss
-                              << ", worst gradient relative " << errors.gradient << ", dembed relative "
-                              << errors.dembed);
-    spec::RunSettings checkpointed = test::lora_run_settings(kernels::WeightFormat::f32);
-    checkpointed.gradient_checkpointing = true;
-    test::check_golden_variant(golden_path(name), "fp32", base_folder(), adapter_dir(name), checkpointed,
-                               test::GoldenBounds{});
-    spec::RunSettings nf4 = test::lora_run_settings(kernels::WeightFormat::nf4);
-    nf4.double_quant = true;
-    errors = test::check_golden_variant(golden_path(name), "nf4", base_folder(), adapter_dir(name), nf4,
-                                        test::GoldenBounds{});
-    MESSAGE(std::string(name) << " nf4: logits max-abs " << errors.logits << ", worst gradient relative "
-                              << errors.gradient);
+    test::check_fp32_and_nf4_variants(name, golden_path(name), base_folder(), adapter_dir(name));
   }
 }
 
@@ -143,48 +170,6 @@ TEST_CASE("soft prompt: export refuses to merge a prompt (it changes the input, 
   options.show_progress = false;
   CHECK_THROWS_WITH_AS(merge::export_merged(test::context(), options), doctest::Contains("cannot be merged"),
                        UserError);
-}
-
-}  // TEST_SUITE
-
-TEST_SUITE("train") {
-
-TEST_CASE("soft prompt: the batcher leaves the first N cells of every row to the prompt") {
-  train::BatcherSettings settings;
-  settings.batch = 2;
-  settings.seq_len = 3 + 4;
-  settings.virtual_tokens = 3;
-  settings.shuffle = false;
-  settings.pad_id = 9;
-  train::Batcher batcher({{{1, 5, 6, 7}, {0.5f, 1, 1, 1}}, {{1, 8}, {0.5f, 1}}}, settings);
-  train::MicroBatch batch = batcher.next();
-  CHECK(batch.ids == std::vector<uint32_t>{9, 9, 9, 1, 5, 6, 7, 9, 9, 9, 1, 8, 9, 9});
-  CHECK(batch.positions == std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5, 6});
-  // The last virtual cell predicts the first token with its weight, as PEFT's labels = input_ids.
-  CHECK(batch.targets[2] == 1);
-  CHECK(batch.weights == std::vector<float>{0, 0, 0.5f, 1, 1, 1, 0, 0, 0, 0.5f, 1, 0, 0, 0});
-  CHECK(batch.weight_sum == 5.0);
-  CHECK(batch.segments[0] == 0);
-  CHECK(batch.segments[12] == 0xffffffffu);
-}
-
-TEST_CASE("soft prompt: --peft-type prompt_tuning's flags are checked") {
-  train::TrainConfig config;
-  config.model = "m";
-  config.data = "d.jsonl";
-  config.output_dir = "out";
-  config.peft_type = spec::PeftType::prompt_tuning;
-  CHECK_NOTHROW(train::validate(config));
-  config.prompt_tuning_init = "text";
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--prompt-tuning-init-text"), UserError);
-  config.prompt_tuning_init = "sample";
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("is unknown"), UserError);
-  config.prompt_tuning_init = "random";
-  config.num_virtual_tokens = 0;
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("out of range"), UserError);
-  config.num_virtual_tokens = 8;
-  config.packing = true;
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--packing"), UserError);
 }
 
 }  // TEST_SUITE

@@ -173,29 +173,18 @@ def make_case(case, out_dir):
     for p in quantized.prompt_encoder.parameters():
         p.requires_grad_(True)
     put_result("nf4", forward_backward(quantized, ids, mask))
-    losses, norms = peft_extras_golden.train(model, ids, mask)
-    put("train.lr", TRAIN["lr"], np.float64)
-    put("train.loss", losses)
-    put("train.grad_norm", norms)
-    golden_io.write_golden(os.path.join(out_dir, case + ".golden.bin"), rows)
-    print("%-12s loss %.6f, %d trainable tensors, 20-step loss %.4f -> %.4f" %
-          (case, float(result["loss"]), len(result["grads"]), losses[0], losses[-1]))
+    losses = peft_extras_golden.put_training(put, model, ids, mask)
+    peft_extras_golden.finish_case(out_dir, case, rows, result, losses)
 
 
 def check_vktune():
     """PeftModel.from_pretrained on each adapter vktune wrote gives vktune's logits."""
-    report = {"adapter_format_version": ADAPTER_FORMAT_VERSION, "versions": PINNED, "bound": LOGITS_BOUND,
-              "cases": {}}
-    for case, (family, seed, kind) in CASES.items():
-        folder = os.path.join(OUT, "vktune", case)
-        if not os.path.isdir(folder):
-            continue
-        ids, mask = hf_golden.golden_batch(128, seed)
-        model = peft.PeftModel.from_pretrained(load_base(family), os.path.join(folder, "adapter"))
+    report = peft_extras_golden.new_load_report(ADAPTER_FORMAT_VERSION, LOGITS_BOUND)
+    for case, family, kind, adapter, ids, mask, ours in peft_extras_golden.vktune_outputs(OUT, CASES):
+        model = peft.PeftModel.from_pretrained(load_base(family), adapter)
         n = virtual_tokens(model)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask).logits
-        ours = torch.from_numpy(golden_io.read_safetensors(os.path.join(folder, "logits.safetensors"))[0]["logits"].copy())
         real = expanded_batch(ids, mask, n)[1].bool()
         real[:, :n] = True  # the virtual rows' logits too
         error = float((logits[real] - ours.reshape(logits.shape)[real]).abs().max())
@@ -203,24 +192,10 @@ def check_vktune():
             initial = peft.PeftModel.from_pretrained(load_base(family), os.path.join(OUT, case, "adapter"))
             base_logits = initial(input_ids=ids, attention_mask=mask).logits
         distance = float((logits[real] - base_logits[real]).abs().max())
-        report["cases"][case] = {"logits_max_abs": error, "distance_from_initial": distance,
-                                 "passed": error <= LOGITS_BOUND and distance > 100 * LOGITS_BOUND}
-        print("%-12s PEFT logits of vktune's adapter vs vktune's: max-abs %.3g (the initial prompt differs by %.3g)" %
-              (case, error, distance))
-    with open(os.path.join(OUT, "peft_load_check.json"), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
-        f.write("\n")
-    if not report["cases"] or not all(c["passed"] for c in report["cases"].values()):
-        sys.exit("PEFT does not load vktune's adapters to the same logits")
-
-
-def run(out_dir):
-    peft_extras_golden.run_cases(make_case, CASES, out_dir)
-
-
-def main():
-    peft_extras_golden.script_main(run, check_vktune, OUT, "tests/data/soft_prompt")
+        peft_extras_golden.record_load_case(report, case, error, distance, LOGITS_BOUND, "initial")
+    peft_extras_golden.finish_load_check(report, OUT)
 
 
 if __name__ == "__main__":
-    main()
+    peft_extras_golden.script_main(lambda out_dir: peft_extras_golden.run_cases(make_case, CASES, out_dir),
+                                   check_vktune, OUT, "tests/data/soft_prompt")
