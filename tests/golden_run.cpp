@@ -122,6 +122,22 @@ GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs:
   return run;
 }
 
+void check_fp32_and_nf4_variants(const std::string& name, const fs::path& golden_path, const fs::path& folder,
+                                 const fs::path& adapter_dir) {
+  GoldenErrors errors = check_golden_variant(golden_path, "fp32", folder, adapter_dir,
+                                             lora_run_settings(kernels::WeightFormat::f32), GoldenBounds{});
+  MESSAGE(name << " fp32: logits max-abs " << errors.logits << ", loss relative " << errors.loss
+               << ", worst gradient relative " << errors.gradient << ", dembed relative " << errors.dembed);
+  spec::RunSettings checkpointed = lora_run_settings(kernels::WeightFormat::f32);
+  checkpointed.gradient_checkpointing = true;
+  check_golden_variant(golden_path, "fp32", folder, adapter_dir, checkpointed, GoldenBounds{});
+  spec::RunSettings nf4 = lora_run_settings(kernels::WeightFormat::nf4);
+  nf4.double_quant = true;
+  errors = check_golden_variant(golden_path, "nf4", folder, adapter_dir, nf4, GoldenBounds{});
+  MESSAGE(name << " nf4: logits max-abs " << errors.logits << ", loss relative " << errors.loss
+               << ", worst gradient relative " << errors.gradient);
+}
+
 AdapterSession open_adapter_session(const fs::path& folder, const fs::path& adapter_dir, const GoldenBatch& batch) {
   AdapterSession opened;
   opened.lora = model::load_adapter_config(adapter_dir).settings;

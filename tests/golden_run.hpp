@@ -57,6 +57,11 @@ GoldenErrors check_golden_variant(const std::filesystem::path& golden_path, cons
                                   const std::filesystem::path& folder, const std::filesystem::path& adapter_dir,
                                   const spec::RunSettings& settings, GoldenBounds bounds);
 
+// The fp32 variant (plain and under gradient checkpointing) and the nf4 variant (double quant) of
+// `golden_path` with the default bounds, each error reported by MESSAGE under `name`.
+void check_fp32_and_nf4_variants(const std::string& name, const std::filesystem::path& golden_path,
+                                 const std::filesystem::path& folder, const std::filesystem::path& adapter_dir);
+
 // Greedy generation with the KV cache (the prompt prefilled in blocks of 3 rows) of gen.prompt
 // must give gen.ids exactly.
 void check_golden_generation(const std::filesystem::path& golden_path, const std::filesystem::path& folder,

@@ -93,12 +93,12 @@ TEST_CASE("peft types: --peft-type names PEFT's families and refuses the ones no
   config.model = "m";
   config.data = "d.jsonl";
   config.output_dir = "out";
-  for (spec::PeftType type :
-       {spec::PeftType::lora, spec::PeftType::dora, spec::PeftType::ia3, spec::PeftType::bitfit}) {
+  for (spec::PeftType type : {spec::PeftType::lora, spec::PeftType::dora, spec::PeftType::ia3, spec::PeftType::bitfit,
+                              spec::PeftType::prompt_tuning}) {
     config.peft_type = type;
     CHECK_NOTHROW(train::validate(config));
   }
-  for (spec::PeftType type : {spec::PeftType::prompt_tuning, spec::PeftType::prefix_tuning, spec::PeftType::p_tuning}) {
+  for (spec::PeftType type : {spec::PeftType::prefix_tuning, spec::PeftType::p_tuning}) {
     config.peft_type = type;
     CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("is not built yet"), UserError);
   }
@@ -177,22 +177,7 @@ TEST_CASE("peft types: DoRA reads use_dora, counts its magnitudes, and starts th
 TEST_CASE("peft types: IA3, BitFit and DoRA logits, loss and every gradient match (fp32, checkpointed, NF4 base)") {
   for (const char* name : kCases) {
     INFO(std::string(name));
-    test::GoldenErrors errors =
-        test::check_golden_variant(golden_path(name), "fp32", base_folder(name), adapter_dir(name),
-                                   test::lora_run_settings(kernels::WeightFormat::f32), test::GoldenBounds{});
-    MESSAGE(std::string(name) << " fp32: logits max-abs " << errors.logits << ", loss relative " << errors.loss
-                              << ", worst gradient relative " << errors.gradient << ", dembed relative "
-                              << errors.dembed);
-    spec::RunSettings checkpointed = test::lora_run_settings(kernels::WeightFormat::f32);
-    checkpointed.gradient_checkpointing = true;
-    test::check_golden_variant(golden_path(name), "fp32", base_folder(name), adapter_dir(name), checkpointed,
-                               test::GoldenBounds{});
-    spec::RunSettings nf4 = test::lora_run_settings(kernels::WeightFormat::nf4);
-    nf4.double_quant = true;
-    errors = test::check_golden_variant(golden_path(name), "nf4", base_folder(name), adapter_dir(name), nf4,
-                                        test::GoldenBounds{});
-    MESSAGE(std::string(name) << " nf4: logits max-abs " << errors.logits << ", loss relative " << errors.loss
-                              << ", worst gradient relative " << errors.gradient);
+    test::check_fp32_and_nf4_variants(name, golden_path(name), base_folder(name), adapter_dir(name));
   }
 }
 

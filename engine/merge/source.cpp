@@ -13,6 +13,7 @@
 #include "engine/model/gguf_model.hpp"
 #include "engine/model/ia3.hpp"
 #include "engine/model/session.hpp"
+#include "engine/model/soft_prompt.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/quant/quantize.hpp"
 #include "engine/vk/recorder.hpp"
@@ -173,6 +174,10 @@ void ModelSource::open_adapter(const fs::path& directory) {
   if (!context_) throw UserError("merging an adapter needs a Vulkan device", "run on a machine with a Vulkan driver");
   adapter_ = std::make_unique<Adapter>();
   adapter_->file = model::load_adapter_config(directory);
+  if (model::is_soft_prompt(adapter_->file.settings.peft_type))  // PEFT's merge_and_unload refuses them too
+    throw UserError(directory.string() + " is a " + spec::peft_type_name(adapter_->file.settings.peft_type) +
+                        " adapter: a soft prompt changes the model's input, not its weights, so it cannot be merged",
+                    "use it unmerged: vktune generate / evaluate --adapter " + directory.string());
   fs::path weights = directory / "adapter_model.safetensors";
   if (!fs::exists(weights))
     throw UserError(directory.string() + " has no adapter_model.safetensors", "is this a PEFT adapter folder?");

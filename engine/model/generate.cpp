@@ -89,10 +89,13 @@ void validate_sampling(const SamplingOptions& sampling) {
                     "1 keeps every token; 0.9 samples from the most likely tokens that make up 90%");
 }
 
-std::vector<uint32_t> Generator::generate(const std::vector<uint32_t>& prompt, const SamplingOptions& sampling,
+std::vector<uint32_t> Generator::generate(const std::vector<uint32_t>& text_prompt, const SamplingOptions& sampling,
                                           const std::function<void(uint32_t)>& on_token) {
   validate_sampling(sampling);
-  if (prompt.empty()) throw UserError("the prompt is empty", "give a prompt, e.g. --prompt \"Hello\"");
+  if (text_prompt.empty()) throw UserError("the prompt is empty", "give a prompt, e.g. --prompt \"Hello\"");
+  // A soft prompt's virtual tokens come first (placeholders: the transformer writes their rows).
+  std::vector<uint32_t> prompt(session_->plan.settings.virtual_tokens, 0u);
+  prompt.insert(prompt.end(), text_prompt.begin(), text_prompt.end());
   auto& buffers = *session_->buffers;
   auto& transformer = *session_->transformer;
   const uint32_t capacity = options_.max_tokens;

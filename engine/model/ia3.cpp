@@ -81,6 +81,10 @@ void resolve_peft_targets(spec::RunSettings& settings, const std::string& target
     settings.target_modules.clear();
     return;
   }
+  if (settings.peft_type == spec::PeftType::prompt_tuning) {  // the prompt alone trains
+    settings.target_modules.clear();
+    return;
+  }
   if (settings.peft_type != spec::PeftType::ia3) return;
   settings.ia3_targets = !target_list.empty() ? parse_target_modules(target_list, model)
                                               : ia3_default_targets(model ? *model : spec::ModelShape{});

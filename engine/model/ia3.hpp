@@ -36,7 +36,7 @@ nlohmann::json peft_ia3_config(const std::vector<spec::Module>& targets, const s
 // --peft-type ia3 on run settings: ia3_targets from `target_list` (the --target-modules flag; empty:
 // PEFT's default for `model`), feedforward PEFT's default among them, and no LoRA targets.
 // bitfit: no LoRA targets (the biases train); UserError naming `model_name` when it has no biases.
-// lora leaves the settings as they are.
+// prompt_tuning: no LoRA targets (the prompt trains). lora leaves the settings as they are.
 void resolve_peft_targets(spec::RunSettings& settings, const std::string& target_list, const spec::ModelShape* model,
                           const std::string& model_name = "the model");
 

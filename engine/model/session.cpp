@@ -54,6 +54,7 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
     adjusted.peft_type = lora->peft_type;
     adjusted.ia3_targets = lora->ia3_targets;
     adjusted.ia3_feedforward = lora->ia3_feedforward;
+    adjusted.virtual_tokens = lora->virtual_tokens;
   }
   // A GGUF file: its linear weights stay in their stored types (gguf_weights.hpp) unless the run
   // asks for another format; other tensors are dequantized to fp32 on load (gguf_model.hpp).

@@ -63,7 +63,20 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
     token_rows_ = static_cast<uint32_t>(s.trainable_token_indices.size());
     context.upload(buffers.buffer("model.embed_tokens.token_indices"), s.trainable_token_indices.data());
   }
-  compute_input_gradient_ = full_ || train_embedding_ || (token_rows_ > 0 && s.training);
+  if (plan.contains("prompt_embeddings")) {
+    virtual_tokens_ = static_cast<uint32_t>(s.virtual_tokens);
+    VKT_ASSERT(virtual_tokens_ > 0 && (!s.training || virtual_tokens_ < seq_len_), "soft prompt longer than a row");
+    std::vector<uint32_t> indices(virtual_tokens_);
+    for (uint32_t i = 0; i < virtual_tokens_; i++) indices[i] = i;
+    context.upload(buffers.buffer("prompt.indices"), indices.data());
+    if (s.training) {  // cell t of a row: its virtual token t, or N (a real token: no prompt gradient)
+      std::vector<uint32_t> slots(rows_);
+      for (uint32_t i = 0; i < rows_; i++) slots[i] = std::min(i % seq_len_, virtual_tokens_);
+      context.upload(buffers.buffer("input.prompt_slots"), slots.data());
+    }
+  }
+  compute_input_gradient_ =
+      full_ || train_embedding_ || (token_rows_ > 0 && s.training) || (virtual_tokens_ > 0 && s.training);
   act_ = s.activation_dtype;
   if (act_ != DType::f32 && !context.caps().storage_16bit)
     throw UserError("device " + context.caps().name + " cannot store 16-bit buffers (storageBuffer16BitAccess)",
@@ -553,11 +566,26 @@ void Transformer::record_dora_init(Recorder& r) {
     }
 }
 
+void Transformer::record_prompt_init(Recorder& r) {
+  kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), embedding_type(),
+                     range("prompt_embeddings"), virtual_tokens_, vocab_, hidden_);
+}
+
+void Transformer::write_prompt_rows(Recorder& r, const BufferRange& out, uint32_t first, uint32_t count) {
+  if (virtual_tokens_ == 0 || !adapter_enabled_) return;
+  const uint32_t row_bytes = hidden_ * kernels::dtype_bytes(act_);
+  const BufferRange indices = rows_of(range("prompt.indices"), first, count, 4);
+  for (uint32_t b = 0; b < (plan_.settings.training ? batch_ : 1); b++)  // PEFT's torch.cat((prompts, inputs_embeds))
+    kernels::embedding(r, indices, range("prompt_embeddings"), DType::f32, rows_of(out, b * seq_len_, count, row_bytes),
+                       count, virtual_tokens_, hidden_, act_);
+}
+
 void Transformer::record_body(Recorder& r) {
   write_token_rows(r);
   DType table_type = embedding_type();
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, layer_input(0), rows_,
                      vocab_, hidden_, act_);
+  write_prompt_rows(r, layer_input(0), 0, virtual_tokens_);  // before Gemma's scale: it scales inputs_embeds whole
   if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale(), nullptr, act_);
   const bool recompute_set = checkpointing_ || !plan_.settings.training;
   for (uint32_t layer = 0; layer < layers_; layer++) {
@@ -610,7 +638,7 @@ void Transformer::record_backward(Recorder& r) {
     layer_backward(r, layer, acts);
   }
   // The layers saw the table's rows times the scale: so do the gradients of the trained rows.
-  if ((full_ || train_embedding_ || token_rows_ > 0) && config_.gemma)
+  if ((full_ || train_embedding_ || token_rows_ > 0 || virtual_tokens_ > 0) && config_.gemma)
     kernels::scale(r, range("grad_act.residual"), rows_ * hidden_, embedding_scale(), nullptr, act_);
   if (full_ || train_embedding_)
     kernels::embedding_backward(r, range("input.ids"), range("grad_act.residual"),
@@ -622,6 +650,10 @@ void Transformer::record_backward(Recorder& r) {
     kernels::embedding_backward(r, slots, range("grad_act.residual"), range("grad.model.embed_tokens.token_delta"),
                                 range("workspace.reduce"), rows_, token_rows_, hidden_, act_);
   }
+  if (virtual_tokens_ > 0 && adapter_enabled_)  // the prompt's gradient: its cells' rows, summed over the batch
+    kernels::embedding_backward(r, range("input.prompt_slots"), range("grad_act.residual"),
+                                range("grad.prompt_embeddings"), range("workspace.reduce"), rows_, virtual_tokens_,
+                                hidden_, act_);
 }
 
 void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const BufferRange& logits, bool long_rope) {
@@ -643,6 +675,8 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   const uint32_t row_bytes = hidden_ * kernels::dtype_bytes(act_);
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, stream, rows, vocab_,
                      hidden_, act_);
+  if (past < virtual_tokens_)  // the cache's first N rows are the soft prompt's
+    write_prompt_rows(r, stream, past, std::min(rows, virtual_tokens_ - past));
   if (config_.gemma)
     kernels::scale(r, rows_of(stream, 0, rows, row_bytes), rows * hidden_, embedding_scale(), nullptr, act_);
   for (uint32_t layer = 0; layer < layers_; layer++) layer_forward(r, layer, activations(layer, true), &stream, pass);

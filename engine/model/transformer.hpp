@@ -37,6 +37,10 @@ struct LoraSettings {
   // --peft-type: IA3 (targets then empty) trains one vector per module of ia3_targets (engine/model/ia3.hpp).
   spec::PeftType peft_type = spec::PeftType::lora;
   std::vector<spec::Module> ia3_targets, ia3_feedforward;
+  // Soft prompts (engine/model/soft_prompt.hpp): the virtual tokens, and PEFT's init options
+  // (prompt_tuning_init "RANDOM" or "TEXT", its text, tokenizer_name_or_path) as the config names them.
+  uint32_t virtual_tokens = 0;
+  std::string prompt_init = "RANDOM", prompt_init_text, prompt_tokenizer;
   float scale() const;  // alpha/r, or alpha/sqrt(r) with rsLoRA
 };
 
@@ -70,6 +74,9 @@ class Transformer {
   void record_token_rows_init(Recorder& recorder);
   // DoRA: every magnitude vector set to the norm of its base weight's rows (PEFT's initial m).
   void record_dora_init(Recorder& recorder);
+  // Prompt tuning's TEXT init: the prompt's rows become the embedding table's rows of input.ids[0, N)
+  // (the caller uploads the N ids there), unscaled, as PEFT's word_embeddings(init_token_ids).
+  void record_prompt_init(Recorder& recorder);
 
   // NF4 double quantization keeps one host-side float per weight (the mean of its absmax
   // values); the loader provides them by tensor name.
@@ -153,6 +160,9 @@ class Transformer {
   float embedding_scale() const;  // Gemma: sqrt(hidden_size) rounded to the checkpoint's config dtype
   kernels::DType embedding_type() const { return fp32_embedding_ ? kernels::DType::f32 : dense_type_; }
   void write_token_rows(Recorder& recorder);  // trainable tokens: their rows into the table
+  // Soft prompt: the prompt's rows over the first `count` virtual cells from `first` (decode: of the
+  // cache) into `out`, whose rows are those cells; every row of the micro-batch when training.
+  void write_prompt_rows(Recorder& recorder, const BufferRange& out, uint32_t first, uint32_t count);
   BufferRange range(const std::string& name) const { return buffers_.range(name); }
   BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;
 
@@ -167,6 +177,7 @@ class Transformer {
   // rows of trainable tokens (0: none) written into the embedding table before every forward.
   bool train_embedding_ = false, train_head_ = false, fp32_embedding_ = false, fp32_head_ = false;
   uint32_t token_rows_ = 0;
+  uint32_t virtual_tokens_ = 0;  // soft prompt: cells [0, N) of every row take prompt_embeddings (N, hidden)
   bool adapter_enabled_ = true;
   Transformer* teacher_ = nullptr;  // distillation's frozen teacher (not owned)
   float distill_temperature_ = 1, distill_alpha_ = 0.5f;

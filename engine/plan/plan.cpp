@@ -502,11 +502,16 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.adapter_tensor("model.embed_tokens.token_delta", token_rows * m.hidden);
     b.add("model.embed_tokens.token_indices", Category::adapter_params, token_rows * 4);
   }
+  const uint64_t prompt_rows = extras && s.peft_type == spec::PeftType::prompt_tuning ? s.virtual_tokens : 0;
+  if (prompt_rows > 0) {  // soft prompt: the virtual tokens' embeddings, and their row indices 0 .. N-1
+    b.adapter_tensor("prompt_embeddings", prompt_rows * m.hidden);
+    b.add("prompt.indices", Category::adapter_params, prompt_rows * 4);
+  }
   counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head + counts.biases;
   if (full) counts.trainable = counts.total;
   if (training && !full)
-    counts.trainable +=
-        (save_embed ? embedding_elements : 0) + (save_head ? m.vocab * m.hidden : 0) + token_rows * m.hidden;
+    counts.trainable += (save_embed ? embedding_elements : 0) + (save_head ? m.vocab * m.hidden : 0) +
+                        token_rows * m.hidden + prompt_rows * m.hidden;
 
   // Activations and workspace.
   const uint64_t rows = s.batch * s.seq_len;
@@ -619,6 +624,11 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       reduce =
           std::max(reduce, kernels::embedding_backward_workspace_bytes(
                                static_cast<uint32_t>(rows), static_cast<uint32_t>(save_embed ? m.vocab : token_rows)));
+  }
+  if (training && prompt_rows > 0) {  // each cell's virtual token (N for a real one): the prompt's gradient sums
+    b.add("input.prompt_slots", Category::workspace, rows * 4);
+    reduce = std::max(reduce, kernels::embedding_backward_workspace_bytes(static_cast<uint32_t>(rows),
+                                                                          static_cast<uint32_t>(prompt_rows)));
   }
   if (training && extras && s.peft_type == spec::PeftType::bitfit)  // the bias gradients' column sums
     reduce = std::max(reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows),

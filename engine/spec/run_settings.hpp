@@ -56,6 +56,9 @@ struct RunSettings {
   // of them scaled on their input (PEFT's feedforward_modules) rather than their output.
   PeftType peft_type = PeftType::lora;
   std::vector<Module> ia3_targets, ia3_feedforward;
+  // Soft prompts (prompt_tuning): the first virtual_tokens cells of every row (counted in seq_len)
+  // take the trained prompt_embeddings (virtual_tokens, hidden) instead of a token's embedding.
+  uint64_t virtual_tokens = 0;
   bool adapts_layer(uint64_t layer) const {
     return lora_layers.empty() || std::find(lora_layers.begin(), lora_layers.end(), layer) != lora_layers.end();
   }

@@ -18,9 +18,11 @@ Batcher::Batcher(std::vector<TokenizedExample> examples, BatcherSettings setting
     : examples_(std::move(examples)), settings_(settings) {
   if (examples_.empty()) throw UserError("the dataset has no examples", "check the --data file");
   VKT_ASSERT(settings_.seq_len >= 2 && settings_.batch >= 1, "batcher shape");
+  VKT_ASSERT(settings_.virtual_tokens == 0 || !settings_.packing, "a soft prompt with packing");
   for (auto& example : examples_) {
     VKT_ASSERT(example.ids.size() == example.weights.size(), "example ids/weights size");
-    VKT_ASSERT(example.ids.size() <= settings_.seq_len, "examples are truncated before batching");
+    VKT_ASSERT(example.ids.size() + settings_.virtual_tokens <= settings_.seq_len,
+               "examples are truncated before batching");
   }
   build_epoch();
 }
@@ -110,14 +112,25 @@ MicroBatch Batcher::next_global() {
       position_.next_row = 0;
     }
     const auto& row = rows_[static_cast<size_t>(position_.next_row++)];
-    size_t offset = static_cast<size_t>(b) * seq, cursor = 0;
+    const uint32_t virtual_tokens = settings_.virtual_tokens;
+    size_t offset = static_cast<size_t>(b) * seq, cursor = virtual_tokens;
+    for (uint32_t t = 0; t < virtual_tokens; t++) {  // the soft prompt's cells (the model writes their rows)
+      out.positions[offset + t] = t;
+      out.segments[offset + t] = 0;
+    }
+    if (virtual_tokens > 0) {  // the last virtual token predicts the example's first
+      const TokenizedExample& first = examples_[row[0]];
+      out.targets[offset + virtual_tokens - 1] = first.ids[0];
+      out.weights[offset + virtual_tokens - 1] = first.weights[0];
+      out.weight_sum += first.weights[0];
+    }
     for (uint32_t segment = 0; segment < row.size(); segment++) {
       const TokenizedExample& example = examples_[row[segment]];
       size_t length = example.ids.size();
       for (size_t t = 0; t < length; t++) {
         size_t cell = offset + cursor + t;
         out.ids[cell] = example.ids[t];
-        out.positions[cell] = static_cast<uint32_t>(t);
+        out.positions[cell] = static_cast<uint32_t>(t + (segment == 0 ? virtual_tokens : 0));
         out.segments[cell] = segment;
         if (t + 1 < length) {  // the last token of an example predicts nothing
           out.targets[cell] = example.ids[t + 1];

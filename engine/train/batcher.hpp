@@ -34,6 +34,10 @@ struct BatcherSettings {
   bool shuffle = true;
   uint64_t seed = 42;
   uint32_t pad_id = 0;
+  // Soft prompt (model/soft_prompt.hpp): the first virtual_tokens cells of every row (within seq_len)
+  // are the prompt's, positions 0 .. N-1; the example follows at position N, its first token predicted
+  // by the last virtual cell, as PEFT's labels do. No packing.
+  uint32_t virtual_tokens = 0;
   // When an epoch ends inside a micro-batch: true starts the next epoch (training), false leaves
   // the remaining rows as padding with zero weight (evaluation: every example exactly once).
   bool wrap_epochs = true;

@@ -12,6 +12,7 @@
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/preference.hpp"
 #include "engine/train/schedule.hpp"
+#include "engine/train/soft_prompt_run.hpp"
 
 namespace vkt::train {
 
@@ -70,7 +71,8 @@ const std::vector<OptionSpec>& option_table() {
       {"peft_type",
        choices<spec::PeftType>() +
            " (PEFT's families; dora: LoRA with PEFT's magnitude vector, use_dora; ia3: PEFT IA3Config defaults; "
-           "bitfit: the q/k/v biases (Qwen2); prompt_tuning, prefix_tuning, p_tuning not built yet)",
+           "bitfit: the q/k/v biases (Qwen2); prompt_tuning: --num-virtual-tokens trained embeddings before every "
+           "sequence; prefix_tuning, p_tuning not built yet)",
        &C::peft_type},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
@@ -97,6 +99,12 @@ const std::vector<OptionSpec>& option_table() {
       {"layers_to_transform", "comma list of layer indices that get LoRA (PEFT's layers_to_transform; default: all)",
        &C::layers_to_transform},
       {"layers_pattern", "PEFT's layers_pattern: layers (model.layers.N, the default)", &C::layers_pattern},
+      {"num_virtual_tokens", "--peft-type prompt_tuning: virtual tokens prepended to every sequence",
+       &C::num_virtual_tokens},
+      {"prompt_tuning_init", "prompt_tuning: random (N(0, 1)) or text (the embeddings of --prompt-tuning-init-text)",
+       &C::prompt_tuning_init},
+      {"prompt_tuning_init_text", "prompt_tuning with --prompt-tuning-init text: the text (its tokens repeated or cut)",
+       &C::prompt_tuning_init_text},
       {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
@@ -369,10 +377,10 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
-  if (c.peft_type == spec::PeftType::prefix_tuning || c.peft_type == spec::PeftType::p_tuning ||
-      c.peft_type == spec::PeftType::prompt_tuning)
+  if (c.peft_type == spec::PeftType::prefix_tuning || c.peft_type == spec::PeftType::p_tuning)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) + " is not built yet (issue 17)",
-                    "use --peft-type lora, dora, ia3 or bitfit");
+                    "use --peft-type lora, dora, ia3, bitfit or prompt_tuning");
+  validate_soft_prompt(c);
   if (c.peft_type != spec::PeftType::lora && c.method == spec::Method::full)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) +
                         " trains a PEFT adapter; --method full trains every weight",

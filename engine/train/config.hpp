@@ -52,6 +52,10 @@ struct TrainConfig {
   std::string trainable_token_indices;  // PEFT trainable_token_indices: "5,9" (only these embedding rows)
   std::string layers_to_transform;      // PEFT layers_to_transform: "0,1" (LoRA only in these layers; empty: all)
   std::string layers_pattern;           // PEFT layers_pattern: "layers" (the only block list Llama-family models have)
+  // Soft prompts (--peft-type prompt_tuning; PEFT's PromptTuningConfig names).
+  int64_t num_virtual_tokens = 20;            // virtual tokens prepended to every sequence
+  std::string prompt_tuning_init = "random";  // random (N(0, 1)) | text (the embeddings of the init text's tokens)
+  std::string prompt_tuning_init_text;        // text: repeated or cut to num_virtual_tokens tokens, as PEFT does
   // Data.
   int64_t max_length = 1024;  // TRL SFTConfig default
   bool packing = false;

@@ -66,8 +66,10 @@ double weighted_loss(vk::Context& context, model::ModelSession& session, vk::Seq
 EvalResult evaluate_examples(vk::Context& context, model::ModelSession& session, const EvalData& data) {
   auto& buffers = *session.buffers;
   VKT_ASSERT(buffers.has("loss.step"), "evaluate_examples needs a training-shaped session");
-  VKT_ASSERT(session.plan.settings.seq_len >= data.seq_len, "the session is planned for shorter rows than the data");
+  VKT_ASSERT(session.plan.settings.seq_len >= data.seq_len + session.plan.settings.virtual_tokens,
+             "the session is planned for shorter rows than the data");
   BatcherSettings settings;
+  settings.virtual_tokens = static_cast<uint32_t>(session.plan.settings.virtual_tokens);  // a soft prompt's cells
   settings.batch = static_cast<uint32_t>(session.plan.settings.batch);
   settings.seq_len = static_cast<uint32_t>(session.plan.settings.seq_len);
   settings.shuffle = false;
@@ -112,6 +114,7 @@ EvalResult evaluate_model(vk::Context& context, const fs::path& model_dir, const
     lora = model::load_adapter_config(*options.adapter).settings;
     lora->dropout = 0;  // evaluation: no dropout
   }
+  if (lora) settings.seq_len += lora->virtual_tokens;  // a soft prompt lengthens every row
   auto session = model::open_model(context, model_dir, settings, lora ? &*lora : nullptr);
   if (lora) model::load_adapter_weights(context, *session->buffers, session->plan.shape, *lora, *options.adapter);
   return evaluate_examples(context, *session, tokens);

@@ -1,3 +1,4 @@
+#include "engine/train/soft_prompt_run.hpp"
 #include "engine/train/training_run.hpp"
 
 namespace vkt::train {
@@ -45,7 +46,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.peft_type = c.peft_type;
   model::resolve_peft_targets(s, c.target_modules, model, c.model);                     // IA3, BitFit: no LoRA
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * preference_rows(c);  // DPO/ORPO pairs: 2 rows
-  s.seq_len = seq_len;
+  s.virtual_tokens = virtual_tokens(c);  // a soft prompt's cells lengthen every row
+  s.seq_len = seq_len + s.virtual_tokens;
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = spec::optimizer_update_rule(c.optim);
   s.offload_optimizer = c.offload_optimizer;
@@ -140,7 +142,8 @@ void TrainingRun::prepare_data() {
   }
   BatcherSettings settings;
   settings.batch = static_cast<uint32_t>(config_.per_device_train_batch_size);
-  settings.seq_len = seq_len_;
+  settings.virtual_tokens = virtual_tokens(config_);
+  settings.seq_len = seq_len_ + settings.virtual_tokens;
   settings.packing = config_.packing;
   settings.shuffle = config_.shuffle;
   settings.seed = static_cast<uint64_t>(config_.seed);
@@ -193,6 +196,7 @@ void TrainingRun::prepare_data() {
     lora_.peft_type = plan_.settings.peft_type;
     lora_.ia3_targets = plan_.settings.ia3_targets;
     lora_.ia3_feedforward = plan_.settings.ia3_feedforward;
+    set_soft_prompt(config_, lora_);
     model::check_token_indices(lora_.token_indices, plan_.shape.vocab, "--trainable-token-indices");
     if (!config_.adapter.empty()) {
       // Start from an existing adapter: its shape settings win over the flags.
@@ -211,6 +215,14 @@ void TrainingRun::prepare_data() {
       lora_.peft_type = file.settings.peft_type;
       lora_.ia3_targets = file.settings.ia3_targets;
       lora_.ia3_feedforward = file.settings.ia3_feedforward;
+      if (file.settings.virtual_tokens != lora_.virtual_tokens)
+        throw UserError("--adapter " + config_.adapter + " has " + std::to_string(file.settings.virtual_tokens) +
+                            " virtual tokens, the run " + std::to_string(lora_.virtual_tokens),
+                        "use the adapter's --peft-type and --num-virtual-tokens");
+      lora_.virtual_tokens = file.settings.virtual_tokens;
+      lora_.prompt_init = file.settings.prompt_init;
+      lora_.prompt_init_text = file.settings.prompt_init_text;
+      lora_.prompt_tokenizer = file.settings.prompt_tokenizer;
       spec::RunSettings settings = plan_.settings;
       settings.lora_r = lora_.rank;
       settings.target_modules = lora_.targets;
@@ -262,6 +274,7 @@ void TrainingRun::prepare_device() {
         transformer_->record_token_rows_init(r);
         transformer_->record_dora_init(r);
       });
+      init_soft_prompt(*context_, *session_, lora_, *tokenizer_, static_cast<uint64_t>(config_.seed));
     }
   }
   if (is_distill(config_))  // before the step runner records the forward that reads the teacher

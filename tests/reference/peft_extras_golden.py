@@ -206,6 +206,58 @@ def run(out_dir):
     run_cases(make_case, CASES, out_dir)
 
 
+def put_training(put, model, ids, mask):
+    """train()'s trajectory into a golden file's rows (put(key, value, dtype)): train.lr / loss / grad_norm."""
+    losses, norms = train(model, ids, mask)
+    put("train.lr", TRAIN["lr"], np.float64)
+    put("train.loss", losses)
+    put("train.grad_norm", norms)
+    return losses
+
+
+def finish_case(out_dir, case, rows, result, losses):
+    """Writes out_dir/<case>.golden.bin and says what the case measured."""
+    golden_io.write_golden(os.path.join(out_dir, case + ".golden.bin"), rows)
+    print("%-12s loss %.6f, %d trainable tensors, 20-step loss %.4f -> %.4f" %
+          (case, float(result["loss"]), len(result["grads"]), losses[0], losses[-1]))
+
+
+def new_load_report(version, bound):
+    """The --check-vktune report, before its cases."""
+    return {"adapter_format_version": version, "versions": PINNED, "bound": bound, "cases": {}}
+
+
+def vktune_outputs(out_dir, cases):
+    """Each case vktune wrote (out_dir/vktune/<case>: adapter/, logits.safetensors): (case, family,
+    kind, adapter folder, the golden batch's ids and mask, vktune's logits)."""
+    for case, (family, seed, kind) in cases.items():
+        folder = os.path.join(out_dir, "vktune", case)
+        if not os.path.isdir(folder):
+            continue
+        ids, mask = hf_golden.golden_batch(128, seed)
+        ours = golden_io.read_safetensors(os.path.join(folder, "logits.safetensors"))[0]["logits"].copy()
+        yield case, family, kind, os.path.join(folder, "adapter"), ids, mask, torch.from_numpy(ours)
+
+
+def record_load_case(report, case, error, distance, bound, reference):
+    """One --check-vktune case: PEFT's logits of vktune's adapter `error` (max-abs) from vktune's, and
+    `distance` from those of `reference` (what the adapter must differ from for the check to mean anything)."""
+    report["cases"][case] = {"logits_max_abs": error, "distance_from_" + reference: distance,
+                             "passed": error <= bound and distance > 100 * bound}
+    print("%-12s PEFT logits of vktune's adapter vs vktune's: max-abs %.3g (the %s differs by %.3g)" %
+          (case, error, reference, distance))
+
+
+def finish_load_check(report, out_dir):
+    """Writes out_dir/peft_load_check.json (the --check-vktune verdict the C++ tests read); fails
+    unless every case passed."""
+    with open(os.path.join(out_dir, "peft_load_check.json"), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+        f.write("\n")
+    if not report["cases"] or not all(c["passed"] for c in report["cases"].values()):
+        sys.exit("PEFT does not load vktune's adapters to the same logits")
+
+
 def script_main(run, check, out_dir, label):
     """The command line of this script and of peft_types_golden.py: write, --verify or --check-vktune."""
     if os.environ.get("PYTHONHASHSEED") != "0":

@@ -185,28 +185,17 @@ def make_case(case, out_dir):
     # The same adapter over the NF4 round trip of the base's linear weights (QLoRA-style base).
     quantized = load_adapted(family, adapter_dir, kind, hf_golden.nf4_round_trip(load_base(family)), trainable=True)
     put_result("nf4", forward_backward(quantized, ids, mask))
-    losses, norms = peft_extras_golden.train(model, ids, mask)
-    put("train.lr", TRAIN["lr"], np.float64)
-    put("train.loss", losses)
-    put("train.grad_norm", norms)
-    golden_io.write_golden(os.path.join(out_dir, case + ".golden.bin"), rows)
-    print("%-10s loss %.6f, %d trainable tensors, 20-step loss %.4f -> %.4f" %
-          (case, float(result["loss"]), len(result["grads"]), losses[0], losses[-1]))
+    losses = peft_extras_golden.put_training(put, model, ids, mask)
+    peft_extras_golden.finish_case(out_dir, case, rows, result, losses)
 
 
 def check_vktune():
     """PeftModel.from_pretrained on each adapter vktune wrote gives vktune's logits."""
-    report = {"adapter_format_version": ADAPTER_FORMAT_VERSION, "versions": PINNED, "bound": LOGITS_BOUND,
-              "cases": {}}
-    for case, (family, seed, kind) in CASES.items():
-        folder = os.path.join(OUT, "vktune", case)
-        if not os.path.isdir(folder):
-            continue
-        ids, mask = hf_golden.golden_batch(128, seed)
-        model = load_adapted(family, os.path.join(folder, "adapter"), kind)
+    report = peft_extras_golden.new_load_report(ADAPTER_FORMAT_VERSION, LOGITS_BOUND)
+    for case, family, kind, adapter, ids, mask, ours in peft_extras_golden.vktune_outputs(OUT, CASES):
+        model = load_adapted(family, adapter, kind)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask).logits
-        ours = torch.from_numpy(golden_io.read_safetensors(os.path.join(folder, "logits.safetensors"))[0]["logits"].copy())
         real = mask.bool()
         error = float((logits[real] - ours.reshape(logits.shape)[real]).abs().max())
         with torch.no_grad():  # the adapter matters (the check would pass without it otherwise)
@@ -216,11 +205,7 @@ def check_vktune():
                                  "passed": error <= LOGITS_BOUND and distance > 100 * LOGITS_BOUND}
         print("%-10s PEFT logits of vktune's adapter vs vktune's: max-abs %.3g (base model differs by %.3g)" %
               (case, error, distance))
-    with open(os.path.join(OUT, "peft_load_check.json"), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
-        f.write("\n")
-    if not report["cases"] or not all(c["passed"] for c in report["cases"].values()):
-        sys.exit("PEFT does not load vktune's adapters to the same logits")
+    peft_extras_golden.finish_load_check(report, OUT)
 
 
 def run(out_dir):

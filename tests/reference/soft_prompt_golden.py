@@ -1,0 +1,201 @@
+"""Golden data for PEFT's soft-prompt families (issue 17): prompt tuning (and, as they come, prefix
+tuning and P-tuning), each against PEFT itself.
+
+Run with the pinned environment (these exact versions; the script refuses others):
+    /work/venv/bin/python tests/reference/soft_prompt_golden.py           # rewrite tests/data/soft_prompt/
+    /work/venv/bin/python tests/reference/soft_prompt_golden.py --verify  # regenerate in a temp dir, fail
+                                                                          # unless every file is identical
+    /work/venv/bin/python tests/reference/soft_prompt_golden.py --check-vktune
+        loads every adapter vktune wrote (tests/data/soft_prompt/vktune/<case>/adapter, written by
+        `VKT_WRITE_SOFT_PROMPT=1 build/vktune_tests -tc='soft prompt: 20 AdamW*'`) with
+        PeftModel.from_pretrained, compares its logits with the ones vktune computed
+        (vktune/<case>/logits.safetensors) and writes tests/data/soft_prompt/peft_load_check.json.
+
+Base model: tests/data/hf/llama3 (hf_golden.py). Cases:
+    prompt_llama  PromptTuningConfig(num_virtual_tokens=5, prompt_tuning_init="TEXT"): the init text
+                  tokenizes (a stub tokenizer: no tokenizer.json ships with the tiny model) to
+                  INIT_TEXT_IDS, which PEFT repeats to 5 ids and embeds with the base's table.
+PEFT prepends the virtual tokens to inputs_embeds, the attention mask with ones and the labels with
+-100; transformers' Llama then numbers the positions 0 .. N+T-1 (the prompt takes 0 .. N-1). The batch is
+written in that expanded layout (N pad ids first in every row, weight 0 there; the last virtual
+token predicts the first real one, as labels = input_ids make PEFT do). Per case,
+tests/data/soft_prompt/<case>/adapter/ (save_pretrained) and <case>.golden.bin:
+    init.ids, init.prompt_embeddings  the token ids PEFT's TEXT init used and the embeddings it made
+    batch.*                      hf_golden.py's batch (13 and 9 tokens, right padding), expanded
+    fp32.logits / loss / dembed  PeftModel forward (N+T rows), transformers' loss, d loss / d inputs_embeds
+                                 (the virtual rows included)
+    fp32.grad.<saved name>       every trainable gradient, under adapter_model.safetensors' names
+    nf4.*                        the same over the NF4 (+ double quant) round trip of every linear weight
+    train.lr / loss / grad_norm  20 steps of torch.optim.AdamW (peft_extras_golden.TRAIN) on the same batch
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+import golden_io
+import hf_golden
+import peft_extras_golden
+
+PINNED = hf_golden.PINNED
+import peft  # noqa: E402
+import transformers  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "data")
+OUT = os.path.join(DATA, "soft_prompt")
+ADAPTER_FORMAT_VERSION = 1  # as model::adapter_format_version
+TRAIN = peft_extras_golden.TRAIN
+LOGITS_BOUND = 1e-4
+INIT_TEXT_IDS = [1, 17, 42]  # what the stub tokenizer gives for the init text (BOS first, as Llama's)
+INIT_TEXT = "Classify:"
+
+CASES = {
+    "prompt_llama": ("llama3", 1700, "prompt_tuning"),
+}
+
+
+class StubTokenizer:
+    def __call__(self, text):
+        assert text == INIT_TEXT
+        return {"input_ids": list(INIT_TEXT_IDS)}
+
+
+def load_base(family, state=None):
+    model = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(DATA, "hf", family),
+                                                              attn_implementation="eager")
+    if state is not None:
+        model.load_state_dict(state, strict=False)
+    return model.float().eval()
+
+
+def peft_config(kind):
+    if kind == "prompt_tuning":
+        return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, prompt_tuning_init="TEXT",
+                                       prompt_tuning_init_text=INIT_TEXT, tokenizer_name_or_path="stub")
+    raise ValueError(kind)
+
+
+def build_case(case):
+    family, seed, kind = CASES[case]
+    torch.manual_seed(seed)
+    real = transformers.AutoTokenizer.from_pretrained
+    transformers.AutoTokenizer.from_pretrained = lambda *args, **kwargs: StubTokenizer()
+    try:
+        model = peft.get_peft_model(load_base(family), peft_config(kind))
+    finally:
+        transformers.AutoTokenizer.from_pretrained = real
+    config = model.peft_config["default"]
+    config.base_model_name_or_path = "tests/data/hf/" + family  # not this machine's path
+    return model
+
+
+def saved_name(name):
+    """named_parameters' name -> the name in adapter_model.safetensors."""
+    if name == "prompt_encoder.default.embedding.weight":
+        return "prompt_embeddings"
+    raise ValueError(name)
+
+
+def virtual_tokens(model):
+    return model.peft_config["default"].num_virtual_tokens
+
+
+def forward_backward(model, ids, mask):
+    """Logits, loss, d loss / d inputs_embeds (as the base model receives them: prompt rows first) and
+    every trainable gradient."""
+    labels = ids.masked_fill(mask == 0, -100)
+    seen = {}
+
+    def keep_inputs(module, args, kwargs):
+        kwargs["inputs_embeds"].retain_grad()
+        seen["embeds"] = kwargs["inputs_embeds"]
+    hook = model.base_model.model.register_forward_pre_hook(keep_inputs, with_kwargs=True)
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    hook.remove()
+    grads = {saved_name(n): p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert grads and all(float(g.abs().max()) > 0 for g in grads.values()), "a gradient is zero"
+    return {"logits": out.logits.detach(), "loss": out.loss.detach(), "dembed": seen["embeds"].grad.detach(),
+            "grads": grads}
+
+
+def expanded_batch(ids, mask, n):
+    """The batch as vktune's rows hold it: n pad cells first (weight 0), positions 0 .. n+T-1."""
+    batch = ids.shape[0]
+    ids_x = torch.cat((torch.full((batch, n), hf_golden.PAD_ID, dtype=ids.dtype), ids), dim=1)
+    weights_x = torch.cat((torch.zeros(batch, n, dtype=mask.dtype), mask), dim=1)
+    positions = torch.arange(n + ids.shape[1]).expand(batch, n + ids.shape[1])
+    return ids_x, weights_x, positions, [n + length for length in hf_golden.LENGTHS]
+
+
+def make_case(case, out_dir):
+    family, seed, kind = CASES[case]
+    ids, mask = hf_golden.golden_batch(128, seed)
+    model = build_case(case)
+    n = virtual_tokens(model)
+    folder = os.path.join(out_dir, case)
+    adapter_dir = os.path.join(folder, "adapter")
+    model.save_pretrained(adapter_dir)
+    os.remove(os.path.join(adapter_dir, "README.md"))  # PEFT's model card: nothing a test reads
+    rows = [("meta.json", np.frombuffer(json.dumps({"case": case, "base": "tests/data/hf/" + family, "kind": kind,
+                                                    "train": TRAIN, "versions": PINNED,
+                                                    "virtual_tokens": n}, sort_keys=True).encode(), dtype=np.uint8))]
+
+    def put(key, value, dtype=np.float32):
+        value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
+        rows.append((key, value.astype(dtype)))
+
+    def put_result(prefix, result):
+        named = [(key, result[key]) for key in ("logits", "loss", "dembed")]
+        for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
+            put(prefix + "." + key, value)
+
+    put("init.ids", INIT_TEXT_IDS, np.int32)
+    put("init.prompt_embeddings", model.prompt_encoder["default"].embedding.weight)
+    ids_x, weights_x, positions, lengths = expanded_batch(ids, mask, n)
+    put("batch.ids", ids_x, np.int32)
+    put("batch.weights", weights_x, np.float32)
+    put("batch.positions", positions, np.int32)
+    put("batch.lengths", lengths, np.int32)
+    result = forward_backward(model, ids, mask)
+    put_result("fp32", result)
+    reloaded = peft.PeftModel.from_pretrained(load_base(family), adapter_dir)
+    with torch.no_grad():
+        again = reloaded(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(again, result["logits"], atol=1e-6), case + ": PEFT's reload differs"
+    # PEFT refuses is_trainable=True for a prompt-learning adapter: the prompt is made trainable by hand.
+    quantized = peft.PeftModel.from_pretrained(load_base(family, hf_golden.nf4_round_trip(load_base(family))),
+                                               adapter_dir)
+    for p in quantized.prompt_encoder.parameters():
+        p.requires_grad_(True)
+    put_result("nf4", forward_backward(quantized, ids, mask))
+    losses = peft_extras_golden.put_training(put, model, ids, mask)
+    peft_extras_golden.finish_case(out_dir, case, rows, result, losses)
+
+
+def check_vktune():
+    """PeftModel.from_pretrained on each adapter vktune wrote gives vktune's logits."""
+    report = peft_extras_golden.new_load_report(ADAPTER_FORMAT_VERSION, LOGITS_BOUND)
+    for case, family, kind, adapter, ids, mask, ours in peft_extras_golden.vktune_outputs(OUT, CASES):
+        model = peft.PeftModel.from_pretrained(load_base(family), adapter)
+        n = virtual_tokens(model)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        real = expanded_batch(ids, mask, n)[1].bool()
+        real[:, :n] = True  # the virtual rows' logits too
+        error = float((logits[real] - ours.reshape(logits.shape)[real]).abs().max())
+        with torch.no_grad():  # the trained prompt matters: the initial one gives other logits
+            initial = peft.PeftModel.from_pretrained(load_base(family), os.path.join(OUT, case, "adapter"))
+            base_logits = initial(input_ids=ids, attention_mask=mask).logits
+        distance = float((logits[real] - base_logits[real]).abs().max())
+        peft_extras_golden.record_load_case(report, case, error, distance, LOGITS_BOUND, "initial")
+    peft_extras_golden.finish_load_check(report, OUT)
+
+
+if __name__ == "__main__":
+    peft_extras_golden.script_main(lambda out_dir: peft_extras_golden.run_cases(make_case, CASES, out_dir),
+                                   check_vktune, OUT, "tests/data/soft_prompt")
