@@ -15,7 +15,8 @@
 # written into --out only. A ctest entry (bench_gpu_dry_run) keeps it working.
 # Full run: results in OUT (default build/bench-gpu) and bench/RESULTS-<gpu>.md. Budget on an H100/H200:
 # ~1 min model write, 2 x ~1 min vktune, 2 x ~1 min PyTorch, kernel table capped at KERNEL_TIMEOUT s.
-# Environment: STEPS (training steps per method), KERNEL_TIMEOUT (s, default 150), PEER_TIMEOUT (s, 240).
+# Environment: STEPS (training steps per method), KERNEL_TIMEOUT (s, default 150; also caps `bench tune`,
+# TUNE_TIMEOUT overrides), PEER_TIMEOUT (s, 240).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dry_run=0
@@ -47,6 +48,7 @@ fi
 mkdir -p "$out"
 log() { echo "gpu.sh: $*" | tee -a "$out/gpu.log" >&2; }
 : > "$out/gpu.log"
+export XDG_CACHE_HOME="$out/cache"  # the autotune cache: fresh for each OUT
 start_all=$(date +%s)
 
 # 1. The device.
@@ -58,9 +60,18 @@ driver=$(sed -n 's/.*"driver_info":"\([^"]*\)".*/\1/p' <<<"$device_json")
 gpu_slug=$(tr 'A-Z' 'a-z' <<<"$gpu_name" | sed 's/(.*//; s/nvidia //; s/[^a-z0-9]\+/-/g; s/^-//; s/-$//')
 gpu_slug=${gpu_slug:-unknown}
 
-# 2. The kernel table (GPU time from timestamp queries; capped so the training rows always run).
 kernel_timeout="${KERNEL_TIMEOUT:-150}"
 [ "$dry_run" = 1 ] && kernel_timeout="${KERNEL_TIMEOUT:-60}"
+# 2. Autotuning up front (the cache lives in OUT: a fresh machine tunes from scratch), so that no
+# training step below pays for it; the last line of tune.txt says how many classes were timed.
+tune_args=()
+[ "$dry_run" = 1 ] && tune_args=(--op matmul_nt --shape "lora A fwd")
+t0=$(date +%s)
+timeout "${TUNE_TIMEOUT:-$kernel_timeout}" "$vktune" bench tune "${tune_args[@]}" > "$out/tune.txt" 2> "$out/tune.err" ||
+  log "bench tune exited $? (124: stopped after ${kernel_timeout}s)"
+log "$(tail -n 1 "$out/tune.txt") in $(($(date +%s) - t0)) s"
+
+# 2c. The kernel table (GPU time from timestamp queries; capped so the training rows always run).
 timeout "$kernel_timeout" "$vktune" bench kernels "${kernel_args[@]}" > "$out/kernels.txt" 2> "$out/kernels.err"
 status=$?
 [ "$status" = 0 ] || log "bench kernels exited $status (124: stopped after ${kernel_timeout}s; the rows so far are kept)"
@@ -167,6 +178,12 @@ mib() { awk "BEGIN { printf \"%.0f\", $1 / 1048576 }"; }
   echo "vktune QLoRA / LoRA tokens/s: $(awk "BEGIN { printf \"%.2f\", ${tokens[qlora]} / ${tokens[lora]} }") (goal >= 0.85)."
   torch_qlora=$(peer_field qlora tokens_per_sec)
   [ -n "$torch_qlora" ] && echo "vktune QLoRA / PyTorch QLoRA tokens/s: $(awk "BEGIN { printf \"%.2f\", ${tokens[qlora]} / $torch_qlora }")."
+  echo
+  echo "Autotuning (\`vktune bench tune ${tune_args[*]}\`, before the kernel table's own first use):"
+  echo
+  echo '```'
+  cat "$out/tune.txt"
+  echo '```'
   echo
   echo "Kernel table (\`vktune bench kernels ${kernel_args[*]}\`):"
   echo
