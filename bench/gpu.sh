@@ -48,7 +48,7 @@ fi
 mkdir -p "$out"
 log() { echo "gpu.sh: $*" | tee -a "$out/gpu.log" >&2; }
 : > "$out/gpu.log"
-export XDG_CACHE_HOME="$out/cache"  # the autotune cache: fresh for each OUT
+export XDG_CACHE_HOME="$out/cache"  # the autotune cache lives in OUT (a fresh machine: tuned from scratch)
 start_all=$(date +%s)
 
 # 1. The device.
@@ -62,7 +62,7 @@ gpu_slug=${gpu_slug:-unknown}
 
 kernel_timeout="${KERNEL_TIMEOUT:-150}"
 [ "$dry_run" = 1 ] && kernel_timeout="${KERNEL_TIMEOUT:-60}"
-# 2. Autotuning up front (the cache lives in OUT: a fresh machine tunes from scratch), so that no
+# 2. Autotuning up front (cache in OUT), so that no
 # training step below pays for it; the last line of tune.txt says how many classes were timed.
 tune_args=()
 [ "$dry_run" = 1 ] && tune_args=(--op matmul_nt --shape "lora A fwd")

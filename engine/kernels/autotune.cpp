@@ -167,6 +167,13 @@ uint32_t autotune_choose(vk::Context& context, const std::string& shape_class,
   uint32_t count = static_cast<uint32_t>(candidate_names.size());
   if (s.settings.forced_candidate) return std::min(*s.settings.forced_candidate, count ? count - 1 : 0);
   if (count <= 1 || !autotune_enabled()) return 0;
+  // CPU drivers tune only when asked (`bench tune`, VKT_AUTOTUNE=1): there the defaults were measured
+  // (matmul.cpp), and timing a new training run's classes costs lavapipe more than it saves.
+  const char* asked = std::getenv("VKT_AUTOTUNE");
+  bool asked_on = asked && *asked && std::strcmp(asked, "0") != 0;
+  if (s.settings.mode == AutotuneMode::from_environment && context.caps().device_type == VK_PHYSICAL_DEVICE_TYPE_CPU &&
+      !asked_on)
+    return 0;
   std::unique_lock lock(s.mutex);
   DeviceTable& table = s.devices[device_key(context)];
   if (!table.loaded) load(table, cache_file(s.settings, context));

@@ -11,7 +11,8 @@
 // Candidates differ only in how the work is split, never in each output's summation order, so results
 // are bit-identical whichever wins (tests/test_kernels_autotune.cpp forces each one).
 // Switches: VKT_NO_AUTOTUNE=1 uses the defaults (ctest sets it: tuning costs seconds per class on
-// lavapipe); `vktune bench tune` tunes the kernel-bench shapes up front.
+// lavapipe); on CPU drivers tuning on first use is off unless VKT_AUTOTUNE=1; `vktune bench tune` tunes
+// the kernel-bench shapes up front on any device.
 #include <cstdint>
 #include <filesystem>
 #include <functional>
