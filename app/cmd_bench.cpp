@@ -1,10 +1,12 @@
 // `vktune bench kernels [--op NAME] [--shape TEXT] [--repeat N]`: GPU time, GFLOP/s, GB/s and the fraction of
 // this device's measured roofline for each kernel on a few realistic shapes (bench/).
+// `vktune bench tune [--op NAME] [--shape TEXT]`: autotunes those shapes' matmul tiles up front (bench/tune.cpp).
 #include <cstdio>
 #include <string>
 
 #include "app/commands.hpp"
 #include "bench/kernel_bench.hpp"
+#include "bench/tune.hpp"
 #include "engine/vk/context.hpp"
 
 namespace vkt::app {
@@ -28,6 +30,16 @@ void add_bench_command(CLI::App& app) {
     vk::Context context;
     auto report = bench::run_kernel_benchmarks(context, options);
     std::printf("%s", bench::format_kernel_bench_report(report).c_str());
+  });
+
+  auto* tune = bench->add_subcommand(
+      "tune", "Autotune the matmul tiles of the kernel-bench shapes now and cache the winners for this device");
+  static bench::TuneOptions tune_options;
+  tune->add_option("--op", tune_options.op, "Only the rows of this op (e.g. matmul_nt)");
+  tune->add_option("--shape", tune_options.shape, "Only the rows whose shape contains this text");
+  tune->callback([] {
+    vk::Context context;
+    std::printf("%s", bench::format_tune_report(bench::run_autotune(context, tune_options)).c_str());
   });
 }
 

@@ -4,12 +4,13 @@
 
 #include "app/commands.hpp"
 #include "engine/base/error.hpp"
+#include "engine/base/version.hpp"
 #include "engine/vk/check.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"vktune: finetune LLMs (LoRA, QLoRA, full) on any GPU through Vulkan compute"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "vktune 0.1.0");
+  app.set_version_flag("--version", std::string("vktune ") + vkt::vktune_version);
   vkt::app::add_devices_command(app);
   vkt::app::add_train_command(app);
   vkt::app::add_plan_command(app);

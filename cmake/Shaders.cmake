@@ -7,12 +7,24 @@
 # build with glslang's "file:line: message".
 function(vktune_compile_shaders target shader_dir)
   file(GLOB shader_sources CONFIGURE_DEPENDS ${shader_dir}/*.comp)
+  # Cooperative-matrix shaders (shaders/coopmat/*.comp): only with a glslang that knows
+  # GL_KHR_cooperative_matrix (cmake/Coopmat.cmake), for Vulkan 1.3; without one they are skipped.
+  if(VKT_COOPMAT_COMPILER)
+    file(GLOB coopmat_sources CONFIGURE_DEPENDS ${shader_dir}/coopmat/*.comp)
+    list(APPEND shader_sources ${coopmat_sources})
+  endif()
   set(out_dir ${CMAKE_BINARY_DIR}/shaders)
   file(MAKE_DIRECTORY ${out_dir})
   set(embedded_sources "")
   set(shader_names "")
   foreach(source ${shader_sources})
     get_filename_component(stem ${source} NAME_WE)
+    set(compiler ${GLSLANG_VALIDATOR})
+    set(target_env vulkan1.2)
+    if(source MATCHES "/coopmat/[^/]*$")
+      set(compiler ${VKT_COOPMAT_COMPILER})
+      set(target_env vulkan1.3)
+    endif()
     # The variant lines are read here, at configure time: an edit to a shader re-runs the
     # configure step so that a new or changed variant is built without a manual re-configure.
     set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${source})
@@ -37,7 +49,7 @@ function(vktune_compile_shaders target shader_dir)
       set(cpp ${out_dir}/${name}.spv.cpp)
       add_custom_command(
         OUTPUT ${spv}
-        COMMAND ${GLSLANG_VALIDATOR} -V --target-env vulkan1.2 --quiet -I${shader_dir}
+        COMMAND ${compiler} -V --target-env ${target_env} --quiet -I${shader_dir}
                 ${define_list} --depfile ${spv}.d -o ${spv} ${source}
         DEPENDS ${source}
         DEPFILE ${spv}.d

@@ -1,12 +1,16 @@
 #include "engine/kernels/matmul.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <utility>
 
 #include "engine/base/error.hpp"
+#include "engine/kernels/autotune.hpp"
 #include "engine/kernels/quantize.hpp"
 #include "engine/kernels/ranges.hpp"
 #include "engine/vk/pipeline.hpp"
@@ -77,48 +81,17 @@ uint32_t type_code(DType type) { return static_cast<uint32_t>(type); }  // shade
 // 256 where the direct body builds its NF4 pair table, shaders/nf4_pairs.glsl).
 constexpr uint32_t cpu_inner_per_dispatch = 1u << 17;
 
-void record(Recorder& recorder, const char* label, const Operand& left, const Operand& right, const BufferRange& c,
-            DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
-            const BufferRange* bias, const MatmulBatch& batch) {
-  auto& context = recorder.context();
-  const auto& caps = context.caps();
-  std::string where = std::string(label) + " (" + std::to_string(rows) + "x" + std::to_string(cols) + "x" +
-                      std::to_string(inner) + ", batch " + std::to_string(batch.count) + ")";
-  if (rows == 0 || cols == 0 || batch.count == 0) return;
-  VKT_ASSERT(batch.count <= caps.max_workgroup_count[2], where + ": batch count above the device's workgroup limit");
-  VKT_ASSERT(!left.quantized, where + ": only the weight operand may be quantized");
+// Records the dispatches of one product with `tiling` (a candidate of matmul_candidates).
+// `operand_ranges`: every range the operands read (a quantized weight's arrays).
+void record_passes(Recorder& recorder, const char* label, const MatmulTiling& tiling, const Operand& left,
+                   const Operand& right, const std::vector<BufferRange>& operand_ranges, const BufferRange& c,
+                   DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
+                   const BufferRange* bias, const MatmulBatch& batch) {
+  const auto& caps = recorder.context().caps();
   const WeightRef* quantized = right.quantized;
-
   bool needs_16bit = left.type != DType::f32 || right.type != DType::f32 || c_type != DType::f32;
-  if (needs_16bit && !caps.storage_16bit)
-    throw UserError(where + ": fp16/bf16 tensors need 16-bit storage buffers, which " + caps.name + " lacks",
-                    "use fp32 activations and weights on this device");
-
-  // Bounds: every range must hold what the shader will touch.
-  std::vector<BufferRange> operand_ranges = {*left.range};
-  if (quantized) {
-    for (const BufferRange& range : quant_weight_reads(*quantized)) operand_ranges.push_back(range);
-  } else {
-    operand_ranges.push_back(*right.range);
-  }
-  for (const Operand* operand : {&left, &right}) {
-    if (inner == 0) break;
-    uint64_t elements = span(*operand, inner, batch.count);
-    if (operand->quantized) {
-      require_weight_bytes(*operand->quantized, elements, where);
-      continue;
-    }
-    require_bytes(*operand->range, elements * dtype_bytes(operand->type), where, operand->name);
-  }
-  uint64_t c_bytes = (uint64_t(batch.count - 1) * batch.stride_c + uint64_t(rows) * cols) * dtype_bytes(c_type);
-  require_bytes(c, c_bytes, where, "C");
-  if (bias) require_bytes(*bias, uint64_t(cols) * 4, where, "bias");
-  for (const BufferRange& range : operand_ranges)
-    VKT_ASSERT(range.bytes == 0 || !range.overlaps(c), where + ": an operand overlaps the output");
-
   // Bias and the quantized-weight load stage index by the un-swapped operands, so a transposed
   // launch swaps L and R, rows and cols, and writes C (and reads the bias) transposed.
-  MatmulTiling tiling = matmul_tiling(context, rows, cols, !quantized);
   const Operand* l = &left;
   const Operand* r = &right;
   if (tiling.transposed) {
@@ -213,6 +186,117 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     p0 += pass_inner;
   } while (p0 < inner);
 }
+// The shape class of a product for autotuning: each extent rounded up to a power of two.
+std::string shape_bucket(uint32_t rows, uint32_t cols, uint32_t inner, uint32_t batches) {
+  auto up = [](uint32_t x) { return std::to_string(std::bit_ceil(std::max(x, 1u))); };
+  return "r" + up(rows) + "|c" + up(cols) + "|k" + up(inner) + (batches > 1 ? "|b" + up(batches) : "");
+}
+
+// Milliseconds of one product with `tiling`: the first batch entry, at most one inner pass and at
+// most autotune_output_bytes of output rows, written into a scratch C (the real C may hold data the
+// recording still needs); the operands are read where they are (their contents do not matter for
+// timing). One warm-up run, then the median of three: device time from timestamp queries on GPUs; on
+// CPU drivers the process's CPU time, since lavapipe's timestamps are wall time and swing with
+// whatever else the cores run (the work itself is what the process spends). The scratch is not in the
+// plan: the ledger's peaks are put back after it is freed.
+constexpr uint64_t autotune_output_bytes = 16u << 20;
+double process_cpu_ms() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return now.tv_sec * 1e3 + now.tv_nsec * 1e-6;
+}
+double time_candidate(vk::Context& context, const MatmulTiling& tiling, const Operand& left, const Operand& right,
+                      const std::vector<BufferRange>& operand_ranges, DType c_type, uint32_t rows, uint32_t cols,
+                      uint32_t inner) {
+  const auto& caps = context.caps();
+  bool cpu_driver = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  uint64_t row_bytes = uint64_t(cols) * dtype_bytes(c_type);
+  uint32_t timed_rows = static_cast<uint32_t>(std::clamp<uint64_t>(autotune_output_bytes / row_bytes, 1, rows));
+  uint32_t timed_inner = cpu_driver ? std::min(inner, cpu_inner_per_dispatch) : inner;
+  vk::LedgerSnapshot before = context.ledger().snapshot();
+  std::vector<double> samples;
+  {
+    vk::Buffer scratch = context.allocate(timed_rows * row_bytes, vk::Category::workspace, "autotune scratch C");
+    BufferRange c = scratch.range();
+    vk::Sequence sequence(context, !cpu_driver);
+    sequence.record([&](Recorder& recorder) {
+      record_passes(recorder, "autotune", tiling, left, right, operand_ranges, c, c_type, timed_rows, cols, timed_inner,
+                    1.0f, 0.0f, nullptr, MatmulBatch{});
+    });
+    context.submit({&sequence});  // warm-up: first touch of the memory, driver-side compilation
+    for (int run = 0; run < 3; run++) {
+      auto start = std::chrono::steady_clock::now();
+      double cpu_start = process_cpu_ms();
+      context.submit({&sequence});
+      double cpu_ms = process_cpu_ms() - cpu_start;
+      double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      std::vector<vk::KernelTiming> timings = sequence.timings();
+      samples.push_back(cpu_driver ? cpu_ms : timings.size() == 1 ? timings[0].milliseconds : host_ms);
+    }
+  }
+  context.ledger().restore_peaks(before);
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+void record(Recorder& recorder, const char* label, const Operand& left, const Operand& right, const BufferRange& c,
+            DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
+            const BufferRange* bias, const MatmulBatch& batch) {
+  auto& context = recorder.context();
+  const auto& caps = context.caps();
+  std::string where = std::string(label) + " (" + std::to_string(rows) + "x" + std::to_string(cols) + "x" +
+                      std::to_string(inner) + ", batch " + std::to_string(batch.count) + ")";
+  if (rows == 0 || cols == 0 || batch.count == 0) return;
+  VKT_ASSERT(batch.count <= caps.max_workgroup_count[2], where + ": batch count above the device's workgroup limit");
+  VKT_ASSERT(!left.quantized, where + ": only the weight operand may be quantized");
+  const WeightRef* quantized = right.quantized;
+
+  bool needs_16bit = left.type != DType::f32 || right.type != DType::f32 || c_type != DType::f32;
+  if (needs_16bit && !caps.storage_16bit)
+    throw UserError(where + ": fp16/bf16 tensors need 16-bit storage buffers, which " + caps.name + " lacks",
+                    "use fp32 activations and weights on this device");
+
+  // Bounds: every range must hold what the shader will touch.
+  std::vector<BufferRange> operand_ranges = {*left.range};
+  if (quantized) {
+    for (const BufferRange& range : quant_weight_reads(*quantized)) operand_ranges.push_back(range);
+  } else {
+    operand_ranges.push_back(*right.range);
+  }
+  for (const Operand* operand : {&left, &right}) {
+    if (inner == 0) break;
+    uint64_t elements = span(*operand, inner, batch.count);
+    if (operand->quantized) {
+      require_weight_bytes(*operand->quantized, elements, where);
+      continue;
+    }
+    require_bytes(*operand->range, elements * dtype_bytes(operand->type), where, operand->name);
+  }
+  uint64_t c_bytes = (uint64_t(batch.count - 1) * batch.stride_c + uint64_t(rows) * cols) * dtype_bytes(c_type);
+  require_bytes(c, c_bytes, where, "C");
+  if (bias) require_bytes(*bias, uint64_t(cols) * 4, where, "bias");
+  for (const BufferRange& range : operand_ranges)
+    VKT_ASSERT(range.bytes == 0 || !range.overlaps(c), where + ": an operand overlaps the output");
+
+  std::vector<MatmulTiling> candidates = matmul_candidates(context, rows, cols, !quantized);
+  uint32_t choice = 0;
+  if (candidates.size() > 1) {
+    std::vector<std::string> names;
+    for (const MatmulTiling& candidate : candidates) names.push_back(candidate.name());
+    std::string shape_class = std::string(candidates[0].direct ? "matmul_direct" : "matmul") + "|" +
+                              (left.p_contiguous ? "l" : "L") + (right.p_contiguous ? "r" : "R") + "|" +
+                              std::to_string(type_code(left.type)) + std::to_string(type_code(right.type)) +
+                              std::to_string(type_code(c_type)) + "|w" +
+                              std::to_string(quantized ? static_cast<uint32_t>(quantized->format) : 0u) + "|" +
+                              shape_bucket(rows, cols, inner, batch.count);
+    choice = autotune_choose(context, shape_class, names, [&](uint32_t candidate) {
+      return time_candidate(recorder.context(), candidates[candidate], left, right, operand_ranges, c_type, rows, cols,
+                            inner);
+    });
+  }
+  record_passes(recorder, label, candidates[choice], left, right, operand_ranges, c, c_type, rows, cols, inner, alpha,
+                beta, bias, batch);
+}
 
 DType dense_type(WeightFormat format) {
   switch (format) {
@@ -267,6 +351,60 @@ MatmulTiling matmul_tiling(vk::Context& context, uint32_t rows, uint32_t cols, b
   tiling.tile_inner = 16;
   VKT_ASSERT(tiling.shared_bytes() <= caps.max_shared_memory, "matmul tile does not fit shared memory");
   return tiling;
+}
+
+std::string MatmulTiling::name() const {
+  std::string shape = std::to_string(tile_rows) + "x" + std::to_string(tile_cols) + "/" + std::to_string(thread_rows) +
+                      "x" + std::to_string(thread_cols);
+  return (direct ? (transposed ? "direct-t " : "direct ") : "tiled ") + shape;
+}
+
+std::vector<MatmulTiling> matmul_candidates(vk::Context& context, uint32_t rows, uint32_t cols, bool allow_transpose) {
+  const auto& caps = context.caps();
+  MatmulTiling base = matmul_tiling(context, rows, cols, allow_transpose);
+  std::vector<MatmulTiling> candidates = {base};
+  // A kill switch pins the tiles: nothing to tune.
+  if (env_set("VKT_DISABLE_MATMUL_LARGE_TILES")) return candidates;
+  auto add = [&](MatmulTiling candidate) {
+    for (const MatmulTiling& known : candidates)
+      if (known.name() == candidate.name()) return;
+    if (candidate.workgroup_size() > caps.max_workgroup_invocations) return;
+    if (candidate.shared_bytes() > caps.max_shared_memory) return;
+    candidates.push_back(candidate);
+  };
+  if (base.direct) {
+    // Rows per subgroup (a multiple of the subgroup size, 32 at most: more spills) and 4 or 8
+    // columns per lane; never a taller tile than the output has rows.
+    uint32_t lanes = base.subgroup_size;
+    uint32_t down = base.transposed ? cols : rows;
+    for (uint32_t thread_cols : {4u, 8u})
+      for (uint32_t thread_rows = lanes; thread_rows <= 32; thread_rows *= 2) {
+        if (thread_rows > lanes && thread_rows / 2 >= down) break;
+        if (thread_cols == 8 && thread_rows > 16) break;  // 32x8: 256 accumulators per lane spill
+        MatmulTiling candidate = base;
+        candidate.thread_rows = candidate.tile_rows = thread_rows;
+        candidate.thread_cols = thread_cols;
+        candidate.tile_cols = lanes * thread_cols;
+        add(candidate);
+      }
+    return candidates;
+  }
+  // Tiled: a few workgroup tiles (none more than twice the output's extent), 8x8 outputs per thread
+  // or 4x4 for small tiles; each candidate is one more pipeline to compile, so the list stays short.
+  auto fits = [](uint32_t tile, uint32_t extent) { return tile <= 32 || tile / 2 < extent; };
+  struct Shape {
+    uint32_t rows, cols, thread;
+  };
+  for (Shape shape : {Shape{128, 128, 8}, Shape{128, 64, 8}, Shape{64, 128, 8}, Shape{64, 64, 8}, Shape{64, 64, 4},
+                      Shape{32, 32, 4}}) {
+    if (!fits(shape.rows, rows) || !fits(shape.cols, cols)) continue;
+    MatmulTiling candidate = base;
+    candidate.tile_rows = shape.rows;
+    candidate.tile_cols = shape.cols;
+    candidate.thread_rows = candidate.thread_cols = shape.thread;
+    add(candidate);
+  }
+  return candidates;
 }
 
 void matmul_nt(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,

@@ -19,6 +19,9 @@
 // stride_b counts elements of the flattened weight (batch entry b starts at element b*stride_b).
 // On CPU drivers an inner dimension above 2^17 is summed in several dispatches (lavapipe's loop
 // limit, see matmul.cpp), each adding into C: a 16-bit C is then rounded between them.
+#include <string>
+#include <vector>
+
 #include "engine/kernels/dispatch.hpp"
 #include "engine/kernels/types.hpp"
 
@@ -60,10 +63,16 @@ struct MatmulTiling {
     return direct ? subgroup_size : (tile_rows / thread_rows) * (tile_cols / thread_cols);
   }
   uint32_t shared_bytes() const { return direct ? 0 : (tile_rows + tile_cols) * tile_inner * 4; }
+  std::string name() const;  // "direct 32x32/32x4", "tiled 128x128/8x8": the autotune cache's names
 };
 // `allow_transpose`: false when the R operand must stay R (quantized weights are dequantized in
 // the R load stage only).
 MatmulTiling matmul_tiling(vk::Context& context, uint32_t rows, uint32_t cols, bool allow_transpose = true);
+// The tilings autotuning times for such an output (engine/kernels/autotune.hpp): matmul_tiling's
+// first, then the other tile shapes of the same body. They split the work differently but sum every
+// output over P in the same order, so each gives bit-identical results.
+std::vector<MatmulTiling> matmul_candidates(vk::Context& context, uint32_t rows, uint32_t cols,
+                                            bool allow_transpose = true);
 
 // Convenience: a dense fp32 weight.
 inline WeightRef dense_f32(const BufferRange& data) {

@@ -62,6 +62,8 @@ Capabilities query_capabilities(VkPhysicalDevice device, uint32_t index) {
   properties.pNext = &driver;
   driver.pNext = &subgroup;
   subgroup.pNext = &subgroup_control;
+  VkPhysicalDeviceIDProperties id{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES};
+  subgroup_control.pNext = &id;
   vkGetPhysicalDeviceProperties2(device, &properties);
   const auto& props = properties.properties;
   const auto& limits = props.limits;
@@ -71,6 +73,12 @@ Capabilities query_capabilities(VkPhysicalDevice device, uint32_t index) {
   caps.device_id = props.deviceID;
   caps.vendor = vendor_name(props.vendorID);
   caps.api_version = props.apiVersion;
+  caps.driver_version = props.driverVersion;
+  static const char* hex_digits = "0123456789abcdef";
+  for (uint8_t byte : id.deviceUUID) {
+    caps.device_uuid += hex_digits[byte >> 4];
+    caps.device_uuid += hex_digits[byte & 15];
+  }
   caps.device_type = props.deviceType;
   caps.type = type_name(props.deviceType);
   caps.driver_name = driver.driverName;
@@ -170,6 +178,8 @@ std::string Capabilities::to_json() const {
                          {"driver_name", driver_name},
                          {"driver_info", driver_info},
                          {"api_version", api_version_string()},
+                         {"driver_version", driver_version},
+                         {"device_uuid", device_uuid},
                          {"fp16", fp16_arithmetic},
                          {"int8", int8_arithmetic},
                          {"int16", int16_arithmetic},

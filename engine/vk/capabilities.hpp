@@ -22,6 +22,8 @@ struct Capabilities {
   uint32_t index = 0;  // position in vkEnumeratePhysicalDevices
   std::string name, vendor, driver_name, driver_info, type;
   uint32_t vendor_id = 0, device_id = 0, api_version = 0;
+  uint32_t driver_version = 0;  // VkPhysicalDeviceProperties::driverVersion (vendor-encoded)
+  std::string device_uuid;      // VkPhysicalDeviceIDProperties::deviceUUID, 32 hex digits (autotune cache key)
   VkPhysicalDeviceType device_type = VK_PHYSICAL_DEVICE_TYPE_OTHER;
   bool fp16_arithmetic = false, int8_arithmetic = false, int16_arithmetic = false, int64 = false;
   bool storage_8bit = false, storage_16bit = false;

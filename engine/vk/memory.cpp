@@ -67,6 +67,15 @@ void MemoryLedger::reset_peaks() {
   state_.driver_peak = state_.driver_current;
 }
 
+void MemoryLedger::restore_peaks(const LedgerSnapshot& before) {
+  std::lock_guard lock(mutex_);
+  for (size_t c = 0; c < category_count; c++)
+    for (size_t k = 0; k < memory_kind_count; k++)
+      state_.peak[c][k] = std::max(before.peak[c][k], state_.current[c][k]);
+  state_.total_peak = std::max(before.total_peak, state_.total_current);
+  state_.driver_peak = std::max(before.driver_peak, state_.driver_current);
+}
+
 LedgerSnapshot MemoryLedger::snapshot() const {
   std::lock_guard lock(mutex_);
   return state_;

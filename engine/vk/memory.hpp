@@ -78,6 +78,9 @@ class MemoryLedger {
   void record_driver_free(uint64_t bytes);
   // Peaks restart from the current values (e.g. at the first training step).
   void reset_peaks();
+  // Peaks back to `before` (a snapshot) once a transient allocation the plan does not list is freed
+  // again (autotuning's scratch output, engine/kernels/autotune.hpp).
+  void restore_peaks(const LedgerSnapshot& before);
   LedgerSnapshot snapshot() const;
 
  private:
