@@ -2,8 +2,12 @@
 the demo's recipe (batch 8, lr 5e-3 cosine, 5% warmup, prompt loss weight 0.1), then greedy answers to the
 first held-out prompts scored like `vktune evaluate --json-keys` (form, every field, fields right per key).
 A fast stand-in for a vktune run, not a replacement: the README's demo numbers come from vktune.
+--variant rewrites the demo's records (examples/demo/make_data.sh) into the variants screened for the README:
+A puts the verse first and its reference right before "JSON:" (a near-constant distance from the reference
+to the record's book/chapter/verse), same five fields; B is A with the record book, chapter, verse, text
+(the whole verse: every token of it the same in the prompt and the record).
 Pinned: torch 2.15.0 (CPU), transformers 5.23.0, peft 0.21.2, tokenizers 0.23.3.
-  python bench/demo_task_screen.py --train DIR/train.jsonl --test DIR/test.jsonl --steps 200 --keys book,chapter,...
+  python bench/demo_task_screen.py --train examples/demo/train.jsonl --test examples/demo/test.jsonl --steps 200 --variant B
 """
 import argparse, json, math, os, random, time
 import torch
@@ -17,7 +21,7 @@ p.add_argument("--train", required=True); p.add_argument("--test", required=True
 p.add_argument("--steps", type=int, default=400); p.add_argument("--lr", type=float, default=5e-3)
 p.add_argument("--r", type=int, default=16); p.add_argument("--bs", type=int, default=8)
 p.add_argument("--plw", type=float, default=0.1); p.add_argument("--n", type=int, default=40)
-p.add_argument("--keys", default="book,chapter,verse,first,last")
+p.add_argument("--variant", choices=["demo", "A", "B"], default="demo")
 p.add_argument("--model", default=os.path.join(ROOT, "examples", "base"))
 a = p.parse_args()
 torch.manual_seed(1); random.seed(1); torch.set_num_threads(1)
@@ -27,7 +31,20 @@ bos, eos, pad = config["bos_token_id"], config["eos_token_id"], config["pad_toke
 model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
 model = get_peft_model(model, LoraConfig(r=a.r, lora_alpha=2 * a.r, target_modules="all-linear", lora_dropout=0.0))
 encode = lambda s: tok.encode(s, add_special_tokens=False).ids
-data = [([bos] + encode(r["prompt"]), encode(r["completion"]) + [eos]) for r in map(json.loads, open(a.train))]
+
+
+def rewrite(record):
+    if a.variant == "demo": return record
+    ref, text, tail = record["prompt"].split("\n")
+    fields = json.loads(record["completion"])
+    if a.variant == "B":
+        del fields["first"], fields["last"]
+        fields["text"] = text
+    return {"prompt": "\n".join([text, ref, tail]), "completion": json.dumps(fields)}
+
+
+keys = ["book", "chapter", "verse", "text"] if a.variant == "B" else ["book", "chapter", "verse", "first", "last"]
+data = [([bos] + encode(r["prompt"]), encode(r["completion"]) + [eos]) for r in map(rewrite, map(json.loads, open(a.train)))]
 opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=a.lr, weight_decay=0.0)
 warm = max(1, int(0.05 * a.steps))
 sched = torch.optim.lr_scheduler.LambdaLR(
@@ -49,7 +66,7 @@ for step in range(a.steps):
     opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     if step % 50 == 0 or step == a.steps - 1: print(f"step {step} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
 model.eval()
-keys, tests = a.keys.split(","), [json.loads(l) for l in open(a.test)][:a.n]
+tests = [rewrite(json.loads(l)) for l in open(a.test)][:a.n]
 form = every = 0; per_key = {k: 0 for k in keys}; outputs = []
 with torch.no_grad():
     for r in tests:
