@@ -24,7 +24,8 @@ valid, train = lines[19::20], [l for i, l in enumerate(lines) if i % 20 != 19]
 encode = lambda s: tok.encode(s, add_special_tokens=False).ids
 
 def row(length=128):
-    ids, start = [bos], random.randrange(len(train))
+    ids = [bos]
+    start = random.randrange(len(train)) if rows == "passages" else 0
     while len(ids) < length:
         if rows == "passages":
             ids += encode(train[start % len(train)] + "\n"); start += 1
