@@ -5,7 +5,9 @@ consecutive verses (so the next reference's book and chapter are in the context)
 tokens repeated: the second copy's NLL and top-1 accuracy; a model that copies gets it near 0 / 100%) and
 the loss on 64 held-out plain verses (every 20th, as examples/make_corpus.sh splits).
 Pinned: torch 2.15.0 (CPU), transformers 5.23.0, tokenizers 0.23.3; `bible` from Debian's bible-kjv.
-  python bench/demo_copy_pretrain.py STEPS LR ROWS [OUTPUT_DIR]
+  [START_MODEL=DIR] python bench/demo_copy_pretrain.py STEPS LR ROWS [OUTPUT_DIR]
+  python bench/demo_copy_pretrain.py probe MODEL_DIR...   (only the verse probe: 32 held-out verses, each
+      read twice; a model that copies finds the second reading easier: NLL and top-1 per token of each)
 """
 import math, os, random, subprocess, sys, time
 import torch
@@ -14,14 +16,34 @@ from transformers import AutoModelForCausalLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "examples", "base")
-steps, lr, rows = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+START = os.environ.get("START_MODEL", BASE)  # continue from an earlier run's OUTPUT_DIR
 torch.manual_seed(1); random.seed(1); torch.set_num_threads(1)
-model = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32)
 tok = Tokenizer.from_file(os.path.join(BASE, "tokenizer.json"))
-bos = model.config.bos_token_id
 lines = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=True).stdout.splitlines()
 valid, train = lines[19::20], [l for i, l in enumerate(lines) if i % 20 != 19]
 encode = lambda s: tok.encode(s, add_special_tokens=False).ids
+
+
+def verse_probe(model):
+    first = second = top1 = count = 0
+    for verse in valid[:32]:
+        once = encode(verse + "\n")
+        ids = torch.tensor([[model.config.bos_token_id] + once + once])  # [1, 1 + 2 * len(once)]
+        with torch.no_grad(): logp = model(input_ids=ids).logits.log_softmax(-1)[0, :-1]
+        nll = -logp.gather(-1, ids[0, 1:, None])[:, 0]
+        n = len(once)
+        first += nll[:n].sum().item(); second += nll[n:].sum().item(); count += n
+        top1 += (logp[n:].argmax(-1) == ids[0, n + 1:]).float().sum().item()
+    return f"verse NLL first reading {first / count:.2f}, second {second / count:.2f} (top-1 {top1 / count:.0%})"
+
+
+if sys.argv[1] == "probe":
+    for path in sys.argv[2:]:
+        print(path, verse_probe(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()))
+    sys.exit(0)
+steps, lr, rows = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+model = AutoModelForCausalLM.from_pretrained(START, dtype=torch.float32)
+bos = model.config.bos_token_id
 
 def row(length=128):
     ids = [bos]
