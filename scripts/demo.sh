@@ -32,6 +32,8 @@ echo "  your own data (JSONL: prompt/completion, text or messages):"
 echo "    $vktune train --config examples/demo/qlora.yaml --model examples/base --data YOURS.jsonl --output-dir out"
 echo "  whether a 7B-8B model fits your GPU, before you rent one:"
 echo "    $vktune plan --model examples/configs/llama-3-8b.json --method qlora --lora-r 16 --device-memory 24GiB"
+echo "  whether a base model can copy from its context at all (this one cannot: README \"Results\"):"
+echo "    $vktune evaluate --model examples/base --data examples/demo/copy_probe.jsonl --limit 20 --show 2"
 echo "  merging adapters or models (mergekit's YAML): $vktune merge examples/merge/lora_adapters.yaml --output merged"
 echo "  a standalone model (PEFT merge_and_unload): $vktune export --model BASE --adapter ADAPTER --output DIR"
 exit 0

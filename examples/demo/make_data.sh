@@ -9,11 +9,14 @@
 # this byte-level BPE, "And" (after a newline, or after the record's `"`) is two ("A", "nd"); on
 # its own line the first word is the same tokens in the prompt as in the record, so the model can
 # copy it. The last word cannot be copied that way (in the verse it always follows a space).
-# Usage: examples/demo/make_data.sh OUTPUT_DIR   (writes train.jsonl and test.jsonl)
+# copy_probe.jsonl asks for the held-out verses again, right after the verse and its reference: it
+# measures whether a model can copy from its context at all (`vktune evaluate --data copy_probe.jsonl`;
+# examples/base cannot, README "Results").
+# Usage: examples/demo/make_data.sh OUTPUT_DIR   (writes train.jsonl, test.jsonl and copy_probe.jsonl)
 set -euo pipefail
 out="${1:?usage: make_data.sh OUTPUT_DIR}"
 mkdir -p "$out"
-bible -f Gen1:1-Rev22:21 | awk -v train="$out/train.jsonl" -v test="$out/test.jsonl" '
+bible -f Gen1:1-Rev22:21 | awk -v train="$out/train.jsonl" -v test="$out/test.jsonl" -v probe="$out/copy_probe.jsonl" '
   {
     ref = $1; text = substr($0, length(ref) + 2)
     if (split(text, words, " ") > 12) next
@@ -26,6 +29,8 @@ bible -f Gen1:1-Rev22:21 | awk -v train="$out/train.jsonl" -v test="$out/test.js
     prompt = ref "\\n" text "\\nJSON:"
     completion = "{\\\"book\\\": \\\"" book "\\\", \\\"chapter\\\": " chapter ", \\\"verse\\\": " verse ", \\\"first\\\": \\\"" first "\\\", \\\"last\\\": \\\"" last "\\\"}"
     line = "{\"prompt\": \"" prompt "\", \"completion\": \"" completion "\"}"
-    if (++n % 10 == 0) print line > test; else print line > train
+    if (++n % 10 != 0) { print line > train; next }
+    print line > test
+    print "{\"prompt\": \"" ref " " text "\\n" ref "\", \"completion\": \" " text "\"}" > probe
   }'
 echo "demo data: $(wc -l < "$out/train.jsonl") training and $(wc -l < "$out/test.jsonl") held-out examples in $out"
