@@ -16,6 +16,7 @@
 #include "engine/train/batcher.hpp"
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/loss_scaler.hpp"
+#include "engine/train/sixteen_bit_weights.hpp"
 #include "engine/vk/context.hpp"
 
 namespace vkt::train {
@@ -24,9 +25,10 @@ namespace vkt::train {
 struct TrainableState {
   vk::Context* context = nullptr;
   model::BufferSet* buffers = nullptr;
-  const plan::MemoryPlan* plan = nullptr;     // method, shape and the optimizer_state buffers
-  const model::LoraSettings* lora = nullptr;  // LoRA runs
-  std::vector<std::string> trainable_names;   // full finetuning: the weight buffers trained
+  const plan::MemoryPlan* plan = nullptr;      // method, shape and the optimizer_state buffers
+  const model::LoraSettings* lora = nullptr;   // LoRA runs
+  std::vector<std::string> trainable_names;    // full finetuning: the weight buffers trained
+  const SixteenBitWeights* weights = nullptr;  // full finetuning: reads and writes them in fp32
   const model::ModelConfig* model_config = nullptr;
   std::string base_model;  // --model folder (adapter_config.json, tokenizer files)
 };
