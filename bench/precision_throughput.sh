@@ -8,14 +8,12 @@
 # device that vktune picks). Usage: bench/precision_throughput.sh [WORK_DIR]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-work="${1:-$root/build/bench-precision}"
-vktune="${VKTUNE:-$root/build/vktune}"
-steps="${STEPS:-8}"
+work="${1:-$root/build/bench-precision}" vktune="${VKTUNE:-$root/build/vktune}" steps="${STEPS:-8}"
+[ -f "$root/examples/base/tokenizer.json" ] || { echo "needs examples/base/tokenizer.json" >&2; exit 1; }
 mkdir -p "$work"
-tokenizer="$root/examples/base"
-[ -f "$tokenizer/tokenizer.json" ] || { echo "needs examples/base/tokenizer.json" >&2; exit 1; }
-[ -f "$work/model/model.safetensors" ] || "$vktune" new-model --config "$root/bench/configs/llama-10m.json" \
-  --tokenizer "$tokenizer" --output "$work/model" --seed 1 >/dev/null
+[ -f "$work/model/model.safetensors" ] ||  # the same model as bench/train_throughput.sh's (same config and seed)
+  "$vktune" new-model --config "$root/bench/configs/llama-10m.json" --tokenizer "$root/examples/base" \
+    --output "$work/model" --seed 1 >/dev/null
 # Any text will do for throughput: 8 x 128-token packed rows per step.
 [ -f "$work/data.jsonl" ] || python3 -c '
 import json, random
@@ -23,7 +21,6 @@ random.seed(1)
 words = "the of and to in is was for on that with as by at from his her it an be this which".split()
 for _ in range(2000):
     print(json.dumps({"text": " ".join(random.choice(words) for _ in range(60))}))' > "$work/data.jsonl"
-mib() { awk "BEGIN { printf \"%.1f\", $1 / 1048576 }"; }
 printf "%-22s %9s %12s %10s %10s %10s %10s %8s\n" "run (batch 8 x 128)" "tokens/s" "activations" "weights" \
   "masters" "gradients" "states" "loss"
 row() {  # label, flags...
