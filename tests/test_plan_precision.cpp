@@ -44,12 +44,15 @@ TEST_CASE("plan precision: full --fp16 on 13B shows the book's 26 / 31.2 / 78 GB
   full.seq_len = 512;
   const PlanReport report = make_report(llama2_13b_shape(), full, std::nullopt);
   const MemoryPlan& plan = report.training;
-  const uint64_t n = plan.parameters.total;  // 13,015,864,320
-  // Ledger categories: fp16 weights and gradients, fp32 master weights and 2 fp32 AdamW states.
-  CHECK(plan.bytes(vk::Category::base_weights) == n * 2);
-  CHECK(plan.bytes(vk::Category::gradients) == n * 2);
-  CHECK(master_weight_bytes(plan) == n * 4);
-  CHECK(plan.bytes(vk::Category::optimizer_state) == n * 4 + n * 8);
+  const uint64_t n = plan.parameters.total;                           // 13,015,864,320
+  const uint64_t norms = plan.parameters.norms, sixteen = n - norms;  // norm weights train in fp32
+  // Ledger categories: fp16 weights, fp32 gradients (the matmuls accumulate micro-batches into
+  // them), fp32 master weights in a category of their own and 2 fp32 AdamW states.
+  CHECK(plan.bytes(vk::Category::base_weights) == sixteen * 2 + norms * 4);
+  CHECK(plan.bytes(vk::Category::gradients) == n * 4);
+  CHECK(master_weight_bytes(plan) == sixteen * 4);
+  CHECK(plan.bytes(vk::Category::master_weights) == sixteen * 4);
+  CHECK(plan.bytes(vk::Category::optimizer_state) == n * 8);
   CHECK(rules_bytes_per_value(plan) == 2.0);
   // The book's arithmetic at M = 2 B, to the report's printed precision (GB = 1e9 bytes).
   const std::string text = format_report(report);
@@ -59,8 +62,8 @@ TEST_CASE("plan precision: full --fp16 on 13B shows the book's 26 / 31.2 / 78 GB
   CHECK(contains(text, "(31.24 GB)"));                   // x 1.2
   CHECK(contains(text, "x 3 x 2 B)"));                   // gradients + 2 Adam states at 2 B ...
   CHECK(contains(text, "(78.10 GB)"));                   // ... 13.016B x 3 x 2 B
-  CHECK(contains(text, "fp16 gradients, fp32 states"));  // ours: 2 + 8 B per parameter
-  CHECK(contains(text, "(130.16 GB)"));
+  CHECK(contains(text, "fp32 gradients, fp32 states"));  // ours: 4 + 8 B per parameter
+  CHECK(contains(text, "(156.19 GB)"));
   CHECK(contains(text, "+ fp32 master weights"));
   CHECK(contains(text, "(52.06 GB)"));
   CHECK(contains(text, "base weights (fp16)"));
@@ -78,21 +81,21 @@ TEST_CASE("plan precision: full --fp16 on 13B shows the book's 26 / 31.2 / 78 GB
   CHECK(fp32_plan.bytes(vk::Category::optimizer_state) == n * 8);
   CHECK(contains(format_report(make_report(llama2_13b_shape(), fp32, std::nullopt)), "(156.19 GB)"));  // N x 3 x 4 B
 
-  // --pure-bf16: bf16 weights and gradients, fp32 states, no master copy.
+  // --pure-bf16: bf16 weights, fp32 gradients and states, no master copy.
   RunSettings pure = full;
   pure.activation_dtype = DType::bf16;
   pure.pure_bf16 = true;
   const MemoryPlan pure_plan = make_plan(llama2_13b_shape(), pure);
   CHECK(master_weight_bytes(pure_plan) == 0);
-  CHECK(pure_plan.bytes(vk::Category::base_weights) == n * 2);
+  CHECK(pure_plan.bytes(vk::Category::base_weights) == sixteen * 2 + norms * 4);
   CHECK(pure_plan.bytes(vk::Category::optimizer_state) == n * 8);
-  CHECK(pure_plan.device_bytes() + n * 4 == make_plan(llama2_13b_shape(),
-                                                      [&] {
-                                                        RunSettings mixed = pure;
-                                                        mixed.pure_bf16 = false;
-                                                        return mixed;
-                                                      }())
-                                                .device_bytes());
+  CHECK(pure_plan.device_bytes() + sixteen * 4 == make_plan(llama2_13b_shape(),
+                                                            [&] {
+                                                              RunSettings mixed = pure;
+                                                              mixed.pure_bf16 = false;
+                                                              return mixed;
+                                                            }())
+                                                      .device_bytes());
 }
 
 TEST_CASE("plan precision: bf16 activations take at most 0.55x the fp32 run's, LoRA parameters stay fp32") {

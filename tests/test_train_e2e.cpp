@@ -305,6 +305,7 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     const char* modules_to_save = "";  // PEFT's extras: whole fp32 modules, or a few embedding rows
     const char* token_indices = "";
     spec::Optimizer optim = spec::Optimizer::adamw;
+    const char* precision = "";  // bf16, fp16, pure-bf16 (16-bit weights with or without fp32 masters)
   };
   using spec::Method;
   for (Case c :
@@ -316,13 +317,19 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
         Case{"full-adamw_8bit", Method::full, false, "", "", spec::Optimizer::adamw_8bit},
         Case{"lora-paged_adamw_8bit", Method::lora, false, "", "", spec::Optimizer::paged_adamw_8bit},
         Case{"lora-adafactor", Method::lora, false, "", "", spec::Optimizer::adafactor},
-        Case{"full-adafactor", Method::full, false, "", "", spec::Optimizer::adafactor}}) {
+        Case{"full-adafactor", Method::full, false, "", "", spec::Optimizer::adafactor},
+        Case{"full-bf16", Method::full, false, "", "", spec::Optimizer::adamw, "bf16"},
+        Case{"full-fp16-ckpt", Method::full, true, "", "", spec::Optimizer::adamw, "fp16"},
+        Case{"full-pure-bf16", Method::full, false, "", "", spec::Optimizer::adamw, "pure-bf16"}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;
     config.modules_to_save = c.modules_to_save;
     config.trainable_token_indices = c.token_indices;
     config.optim = c.optim;
+    config.bf16 = std::string(c.precision).find("bf16") != std::string::npos;
+    config.fp16 = std::string(c.precision) == "fp16";
+    config.pure_bf16 = std::string(c.precision) == "pure-bf16";
     config.max_steps = 2;
     if (std::string(c.name) == "gguf-q8_0") {  // a GGUF base kept in its Q8_0 blocks (--quant gguf)
       config.model = (test::source_dir() / "tests/data/gguf/tiny_llama.q8_0.gguf").string();

@@ -27,6 +27,8 @@ const char* short_name(vk::Category category) {
       return "adapter";
     case vk::Category::optimizer_state:
       return "optimizer";
+    case vk::Category::master_weights:
+      return "master";
     default:
       return nullptr;
   }
@@ -44,6 +46,8 @@ const char* pretty_name(vk::Category category) {
       return "gradients";
     case vk::Category::optimizer_state:
       return "optimizer states";
+    case vk::Category::master_weights:
+      return "master weights";
     case vk::Category::activations:
       return "activations";
     case vk::Category::workspace:

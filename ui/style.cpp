@@ -18,6 +18,8 @@ ImU32 category(vk::Category category) {
       return IM_COL32(230, 200, 70, 255);
     case vk::Category::optimizer_state:
       return IM_COL32(240, 140, 50, 255);
+    case vk::Category::master_weights:
+      return IM_COL32(250, 110, 40, 255);
     case vk::Category::activations:
       return IM_COL32(225, 85, 110, 255);
     case vk::Category::workspace:

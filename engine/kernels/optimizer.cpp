@@ -106,7 +106,8 @@ TensorList::TensorList(vk::Context& context, std::vector<OptimizerTensor> tensor
     std::string what = name + " tensor " + std::to_string(i);
     uint64_t bytes = 4ull * tensor.count;
     VKT_ASSERT(tensor.count <= std::numeric_limits<uint32_t>::max() - chunk_elements, what + ": too many elements");
-    VKT_ASSERT(tensor.param.bytes >= bytes && tensor.grad.bytes >= bytes, what + ": param/grad range too small");
+    const uint64_t param_bytes = (tensor.param_bf16 ? 2ull : 4ull) * tensor.count;
+    VKT_ASSERT(tensor.param.bytes >= param_bytes && tensor.grad.bytes >= bytes, what + ": param/grad range too small");
     VKT_ASSERT(tensor.param.address % 4 == 0 && tensor.grad.address % 4 == 0, what + ": unaligned fp32 range");
     bool has0 = tensor.state0.address != 0, has1 = tensor.state1.address != 0;
     // 8-bit states: (count) codes padded to 4 bytes, then an fp32 absmax per 256-block.
@@ -127,7 +128,7 @@ TensorList::TensorList(vk::Context& context, std::vector<OptimizerTensor> tensor
     entries_.push_back(entry);
     chunks += ceil_div(tensor.count, chunk_elements);
     element_count_ += tensor.count;
-    params.push_back(prefix(tensor.param, bytes));
+    params.push_back(prefix(tensor.param, param_bytes));
     grads.push_back(prefix(tensor.grad, bytes));
     if (has0) states.push_back(prefix(tensor.state0, state_bytes));
     if (has1) states.push_back(prefix(tensor.state1, state_bytes));

@@ -104,6 +104,7 @@ struct OptimizerTensor {
   float lr_scale = 1.0f;     // multiplies the learning rate (e.g. LoRA+ for B)
   float decay_scale = 1.0f;  // multiplies weight decay (0: no decay, e.g. norms and biases)
   bool states_8bit = false;  // state0/1 hold blockwise 8-bit codes + absmax (optimizer_8bit.hpp), not fp32
+  bool param_bf16 = false;   // param holds (count) bf16 bits: adamw_bf16_sr's lists only (optimizer_bf16.hpp)
 };
 
 // The device table of a list of tensors plus the norm kernel's partial sums: built and uploaded

@@ -54,9 +54,10 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
   auto adapter_tensor = [&](const char* name) {
     return plan.contains(name) && plan.find(name).category == vk::Category::adapter_params;
   };
-  fp32_embedding_ = full_ || adapter_tensor("model.embed_tokens.weight");
+  // Full finetuning trains the tables in the run's type (16-bit with --bf16/--fp16: dense_type_).
+  fp32_embedding_ = (full_ && dense_type_ == DType::f32) || adapter_tensor("model.embed_tokens.weight");
   head_name_ = plan.contains("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight";
-  fp32_head_ = full_ || adapter_tensor(head_name_.c_str());
+  fp32_head_ = (full_ && dense_type_ == DType::f32) || adapter_tensor(head_name_.c_str());
   train_embedding_ = !full_ && s.training && adapter_tensor("model.embed_tokens.weight");
   train_head_ = !full_ && s.training && adapter_tensor(head_name_.c_str());
   if (plan.contains("model.embed_tokens.token_delta")) {
@@ -81,11 +82,13 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
   if (act_ != DType::f32 && !context.caps().storage_16bit)
     throw UserError("device " + context.caps().name + " cannot store 16-bit buffers (storageBuffer16BitAccess)",
                     "run without --bf16/--fp16 (fp32 activations)");
-  // Full finetuning in 16 bits (16-bit weights and gradients, fp32 master weights: issue 15 item 3)
-  // needs 16-bit weight gradients from the matmuls and a 16-bit bias row sum: not wired yet.
-  if (act_ != DType::f32 && full_)
-    throw UserError("full finetuning with 16-bit activations (--bf16/--fp16) is not supported yet",
-                    "use --method lora or qlora with --bf16/--fp16, or full finetuning in fp32");
+  // Full finetuning in 16 bits (16-bit weights, fp32 gradients and master weights): the bias
+  // gradients' row sums read fp32 dy only (Qwen2's q/k/v biases).
+  if (act_ != DType::f32 && full_ && config.qkv_bias)
+    throw UserError(
+        "full finetuning of a model with q/k/v biases (Qwen2) in 16 bits (--bf16/--fp16) is not supported "
+        "yet",
+        "finetune it fully in fp32 (leave --bf16/--fp16 out), or use --method lora with --bf16/--fp16");
   if (config.o_bias)
     throw UserError("this model has an o_proj bias (attention_bias with Llama), which vktune does not support yet",
                     "use a model without attention_bias, or Qwen2 (q/k/v biases only)");
@@ -167,7 +170,7 @@ BufferRange Transformer::rows_of(const BufferRange& range, uint32_t first_row, u
 kernels::WeightRef Transformer::weight_ref(const std::string& name) const {
   const auto& s = plan_.settings;
   kernels::WeightRef w;
-  w.format = full_ ? WeightFormat::f32 : s.base_format;
+  w.format = s.base_format;  // full finetuning: the plan's f32, bf16 or f16 (the run's type)
   w.block_size = s.quant_block;
   w.data = range(name);
   switch (w.format) {
@@ -307,7 +310,7 @@ float Transformer::embedding_scale() const {
   // (sqrt(1152) = 33.94 -> 34.0), whatever --dtype or the method stores the table in here. Without
   // a dtype in config.json, the table's run dtype decides.
   float scale = static_cast<float>(std::sqrt(static_cast<double>(hidden_)));
-  DType model_type = full_ ? DType::f32 : dense_type_;
+  DType model_type = dense_type_;  // full finetuning: the run's type (make_plan sets dtype)
   if (config_.torch_dtype == "bfloat16")
     model_type = DType::bf16;
   else if (config_.torch_dtype == "float16")

@@ -80,7 +80,11 @@ void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const Tenso
                            const std::string& name, uint64_t rows, uint64_t cols, DType type,
                            const std::string& buffer_name = "") {
   check_shape(source, name, {rows, cols});
-  vk::Buffer& buffer = buffers.buffer(buffer_name.empty() ? name : buffer_name);
+  const std::string target = buffer_name.empty() ? name : buffer_name;
+  vk::Buffer& buffer = buffers.buffer(target);
+  // A 16-bit trained weight's fp32 master copy starts from the file's values, not the rounded ones.
+  vk::Buffer* master =
+      type != DType::f32 && buffers.has("master." + target) ? &buffers.buffer("master." + target) : nullptr;
   const uint64_t out_bytes = type == DType::f32 ? 4 : 2;
   const uint64_t chunk_rows = std::max<uint64_t>(1, (16ull << 20) / (cols * 4));  // 16 MiB of fp32 per chunk
   std::vector<float> values;
@@ -91,6 +95,7 @@ void upload_dense_streamed(vk::Context& context, BufferSet& buffers, const Tenso
     const uint64_t count = std::min(chunk_rows, rows - row) * cols;
     values.resize(count);
     source.read_rows(name, row, cols, values);
+    if (master) context.upload(*master, values.data(), row * cols * 4, count * 4);
     if (type == DType::f32) {
       context.upload(buffer, values.data(), row * cols * out_bytes, count * out_bytes);
       continue;
@@ -117,6 +122,8 @@ void upload_dense(vk::Context& context, BufferSet& buffers, const std::string& n
     count_fp16_overflow(values, overflowed, largest);
     warn_fp16_overflow(name, overflowed, largest);
   }
+  if (buffers.has("master." + name))  // a 16-bit trained weight's fp32 master copy: the file's values
+    context.upload(buffers.buffer("master." + name), values.data(), 0, values.size() * 4);
   std::vector<uint16_t> packed(values.size());
   for (size_t i = 0; i < values.size(); i++)
     packed[i] = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
@@ -280,7 +287,7 @@ LoadedWeights load_weights(vk::Context& context, const TensorSource& source, con
                            const plan::MemoryPlan& plan, BufferSet& buffers, ProgressBar* progress) {
   const auto& s = plan.settings;
   const bool full = s.method == spec::Method::full && s.training;
-  const DType dense = full ? DType::f32 : s.dtype;
+  const DType dense = s.dtype;  // full finetuning: the run's type (fp32, or 16-bit with --bf16/--fp16)
   LoadedWeights loaded;
   // bitsandbytes and vktune-quantized checkpoints are safetensors folders only.
   const SafetensorsFolder* folder_pointer = source.safetensors();
@@ -371,7 +378,7 @@ LoadedWeights load_weights(vk::Context& context, const TensorSource& source, con
           values = dense_tensor(source, name, {rows, cols});
         }
         if (full || !kernels::is_quantized(s.base_format)) {
-          DType type = full                                  ? DType::f32
+          DType type = full                                  ? s.dtype
                        : stored_format == WeightFormat::f16  ? DType::f16
                        : stored_format == WeightFormat::bf16 ? DType::bf16
                                                              : DType::f32;

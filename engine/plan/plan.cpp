@@ -133,16 +133,18 @@ class Builder {
     plan_.buffers.push_back({name, category, kind, bytes});
   }
   // A trainable tensor: the parameter (if `with_parameter`), its gradient and optimizer states.
-  void trainable(const std::string& name, Category parameter_category, uint64_t elements, bool with_parameter) {
+  // `parameter_bytes` 2: a 16-bit weight of full finetuning with --bf16/--fp16 (embeddings, linear
+  // weights, lm_head; norms and biases stay fp32): its gradient stays fp32 (the matmuls accumulate
+  // micro-batches into it), and an fp32 master copy (category master_weights, which the optimizer
+  // updates and StepRunner::reset keeps) unless --pure-bf16; the optimizer states stay fp32.
+  void trainable(const std::string& name, Category parameter_category, uint64_t elements, bool with_parameter,
+                 uint64_t parameter_bytes = 4) {
     const RunSettings& s = plan_.settings;
-    // Full finetuning in 16 bits: 16-bit weights and gradients, fp32 master weights (an optimizer
-    // state, as ZeRO counts them) unless --pure-bf16; the optimizer states stay fp32.
-    const bool sixteen_bit = s.method == Method::full && s.activation_dtype != DType::f32;
-    const uint64_t value_bytes = sixteen_bit ? kernels::dtype_bytes(s.activation_dtype) : 4;
-    if (with_parameter) add(name, parameter_category, elements * value_bytes);
-    add("grad." + name, Category::gradients, elements * value_bytes);
+    const bool sixteen_bit = parameter_bytes == 2;
+    if (with_parameter) add(name, parameter_category, elements * parameter_bytes);
+    add("grad." + name, Category::gradients, elements * 4);
     MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
-    if (sixteen_bit && !s.pure_bf16) add("master." + name, Category::optimizer_state, elements * 4, state_kind);
+    if (sixteen_bit && !s.pure_bf16) add("master." + name, Category::master_weights, elements * 4, state_kind);
     trainable_elements_ += elements;
     if (s.optimizer_shards > 1) return;  // ZeRO-1: sharded_optimizer_states() adds this rank's slice
     if (s.optimizer == Optimizer::adamw) {
@@ -411,7 +413,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     throw UserError("embed_tokens is both in modules_to_save and has trainable_token_indices",
                     "pick one: modules_to_save trains every row, trainable tokens only the listed ones");
   if (full && training)
-    b.trainable("model.embed_tokens.weight", Category::base_weights, embedding_elements, true);
+    b.trainable("model.embed_tokens.weight", Category::base_weights, embedding_elements, true, dense_bytes);
   else if (save_embed)
     b.adapter_tensor("model.embed_tokens.weight", embedding_elements);
   else
@@ -427,7 +429,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       else
         counts.mlp += in * out;
       if (full && training)
-        b.trainable(name, Category::base_weights, in * out, true);
+        b.trainable(name, Category::base_weights, in * out, true, dense_bytes);
       else
         b.linear_weight(name, in * out, spec::linear_weight_format(s, layer, module));
       if (m.qkv_bias && module <= Module::v_proj) {
@@ -492,7 +494,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   if (!m.tied_embeddings || untied) {
     if (!m.tied_embeddings) counts.lm_head = m.vocab * m.hidden;
     if (full && training)
-      b.trainable("lm_head.weight", Category::base_weights, counts.lm_head, true);
+      b.trainable("lm_head.weight", Category::base_weights, counts.lm_head, true, dense_bytes);
     else if (save_head)
       b.adapter_tensor("lm_head.weight", m.vocab * m.hidden);
     else

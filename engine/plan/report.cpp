@@ -145,8 +145,8 @@ std::string format_report(const PlanReport& report) {
   out << line("adapter parameters", double(plan.bytes(Category::adapter_params)));
   out << line("gradients", double(plan.bytes(Category::gradients)));
   out << line("optimizer states on device", double(plan.bytes(Category::optimizer_state, MemoryKind::device)));
-  if (const uint64_t master = master_weight_bytes(plan)) out << line("  of which fp32 master weights", double(master));
   out << line("optimizer states offloaded to host", double(plan.bytes(Category::optimizer_state, MemoryKind::offload)));
+  if (const uint64_t master = master_weight_bytes(plan)) out << line("fp32 master weights", double(master));
   if (const uint64_t trainable = plan.bytes(Category::gradients) / 4) {  // every trainable value has an fp32 gradient
     std::snprintf(text, sizeof text, "  optimizer states: %.3f B per trainable parameter (%s)\n",
                   double(plan.bytes(Category::optimizer_state)) / double(trainable), optimizer_name(s.optimizer));
@@ -174,8 +174,7 @@ std::string format_report(const PlanReport& report) {
   const double bytes_per_value = rules_bytes_per_value(plan);
   const uint32_t states = optimizer_states_per_parameter(s.optimizer);
   RulesOfThumb rules = rules_of_thumb(double(p.total), bytes_per_value, double(p.trainable), states);
-  const double planned_states = double(plan.bytes(Category::gradients) + plan.bytes(Category::optimizer_state)) -
-                                double(master_weight_bytes(plan));
+  const double planned_states = double(plan.bytes(Category::gradients) + plan.bytes(Category::optimizer_state));
   out << "rules of thumb (AI Engineering, ch. 7)\n";
   std::snprintf(text, sizeof text, "  weights N x M = %.3fB x %.2f B = %s\n", p.total / 1e9, bytes_per_value,
                 gb(rules.weights_bytes).c_str());
@@ -184,9 +183,7 @@ std::string format_report(const PlanReport& report) {
   std::snprintf(text, sizeof text, "gradients + %u states at M (%s x %u x %.0f B)", states, count(p.trainable).c_str(),
                 1 + states, bytes_per_value);
   out << line(text, rules.gradients_and_states);
-  out << line(std::string("  this run: ") + kernels::dtype_name(s.method == Method::full ? s.dtype : DType::f32) +
-                  " gradients, fp32 states",
-              planned_states);
+  out << line("  this run: fp32 gradients, fp32 states", planned_states);
   if (const uint64_t master = master_weight_bytes(plan))
     out << line("  this run: + fp32 master weights", double(master));
   out << line(

@@ -26,7 +26,7 @@ std::string report_json(const PlanReport& report);
 // full: 4, or 2 with --bf16/--fp16; the base's average for LoRA/QLoRA).
 double rules_bytes_per_value(const MemoryPlan& plan);
 // Bytes of the fp32 master copy of 16-bit weights (full finetuning with --bf16/--fp16), in the
-// optimizer_state category; 0 otherwise.
+// master_weights category (which StepRunner::reset does not clear); 0 otherwise.
 uint64_t master_weight_bytes(const MemoryPlan& plan);
 
 // Per category: planned bytes beside measured peak bytes and their ratio.

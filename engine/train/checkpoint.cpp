@@ -49,6 +49,21 @@ model::TensorToWrite fp32_tensor(vk::Context& context, const vk::Buffer& buffer,
       }};
 }
 
+// A trained weight of full finetuning in `dtype` (rounded to nearest even from fp32: a 16-bit
+// weight's master rounds to the weight's own bits), read when the writer gets to it.
+model::TensorToWrite trained_tensor(const TrainableState& trainable, const std::string& name, model::FileDtype dtype) {
+  vk::Context* context = trainable.context;
+  const SixteenBitWeights* weights = trainable.weights;
+  const uint64_t count = trainable.buffers->range("grad." + name).bytes / 4;
+  return {name, dtype, hf_shape(trainable.plan->shape, name, count),
+          [context, weights, name, dtype](model::TensorSink& sink) {
+            std::vector<float> values = weights->download(*context, name);
+            std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
+            model::convert_from_fp32(values, dtype, bytes);
+            sink.write(bytes.data(), bytes.size());
+          }};
+}
+
 // A device buffer as raw bytes (U8): adamw_8bit's packed states (codes + fp32 absmax), which read
 // as fp32 would be arbitrary bit patterns, NaN among them.
 model::TensorToWrite byte_tensor(vk::Context& context, const vk::Buffer& buffer, const std::string& file_name) {
@@ -89,10 +104,8 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
   const plan::MemoryPlan& plan = *trainable.plan;
   if (plan.settings.method == spec::Method::full) {
     std::vector<model::TensorToWrite> weights;
-    for (const std::string& name : trainable.trainable_names) {
-      weights.push_back(fp32_tensor(context, trainable.buffers->buffer(name), name));
-      weights.back().shape = hf_shape(plan.shape, name, weights.back().shape[0]);
-    }
+    for (const std::string& name : trainable.trainable_names)  // fp32: the master of a 16-bit weight
+      weights.push_back(trained_tensor(trainable, name, model::FileDtype::F32));
     model::write_safetensors(directory.path() / "model.safetensors", std::move(weights));
     model::save_model_config(*trainable.model_config, directory.path() / "config.json");
   } else {
@@ -195,10 +208,8 @@ TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& pa
   const plan::MemoryPlan& plan = *trainable.plan;
   if (plan.settings.method == spec::Method::full) {
     model::SafetensorsFile weights(path / "model.safetensors");
-    for (const std::string& name : trainable.trainable_names) {
-      std::vector<float> values = model::to_fp32(weights.tensor(name));
-      context.upload(trainable.buffers->buffer(name), values.data());
-    }
+    for (const std::string& name : trainable.trainable_names)
+      trainable.weights->upload(context, name, model::to_fp32(weights.tensor(name)));
   } else {
     model::load_adapter_weights(context, *trainable.buffers, plan.shape, *trainable.lora, path);
   }
@@ -278,20 +289,15 @@ void save_final_weights(const TrainableState& trainable, const fs::path& output_
     return;
   }
   std::vector<model::TensorToWrite> tensors;
-  const model::FileDtype dtype = model::file_dtype_from_torch(trainable.model_config->torch_dtype);
-  for (const std::string& name : trainable.trainable_names) {
-    const vk::Buffer* buffer = &trainable.buffers->buffer(name);
-    tensors.push_back({name, dtype, hf_shape(plan.shape, name, buffer->size() / 4),
-                       [&context, buffer, dtype](model::TensorSink& sink) {
-                         std::vector<float> values(buffer->size() / 4);
-                         context.download(*buffer, values.data());
-                         std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
-                         model::convert_from_fp32(values, dtype, bytes);
-                         sink.write(bytes.data(), bytes.size());
-                       }});
-  }
+  // A 16-bit run (--bf16/--fp16) saves its type, as HF saves a bf16/fp16 model (config.json's
+  // torch_dtype says so); an fp32 run the base model's torch_dtype.
+  model::ModelConfig saved_config = *trainable.model_config;
+  if (plan.settings.dtype == kernels::DType::bf16) saved_config.torch_dtype = "bfloat16";
+  if (plan.settings.dtype == kernels::DType::f16) saved_config.torch_dtype = "float16";
+  const model::FileDtype dtype = model::file_dtype_from_torch(saved_config.torch_dtype);
+  for (const std::string& name : trainable.trainable_names) tensors.push_back(trained_tensor(trainable, name, dtype));
   model::write_safetensors_sharded(output_dir, std::move(tensors), 5000000000ull);
-  model::save_model_config(*trainable.model_config, output_dir / "config.json");
+  model::save_model_config(saved_config, output_dir / "config.json");
   for (const char* file :
        {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
     fs::path source = fs::path(trainable.base_model) / file;

@@ -17,6 +17,7 @@
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/loss_scaler.hpp"
 #include "engine/train/optimizer_shard.hpp"
+#include "engine/train/sixteen_bit_weights.hpp"
 #include "engine/vk/context.hpp"
 
 namespace vkt::train {
@@ -25,9 +26,10 @@ namespace vkt::train {
 struct TrainableState {
   vk::Context* context = nullptr;
   model::BufferSet* buffers = nullptr;
-  const plan::MemoryPlan* plan = nullptr;     // method, shape and the optimizer_state buffers
-  const model::LoraSettings* lora = nullptr;  // LoRA runs
-  std::vector<std::string> trainable_names;   // full finetuning: the weight buffers trained
+  const plan::MemoryPlan* plan = nullptr;      // method, shape and the optimizer_state buffers
+  const model::LoraSettings* lora = nullptr;   // LoRA runs
+  std::vector<std::string> trainable_names;    // full finetuning: the weight buffers trained
+  const SixteenBitWeights* weights = nullptr;  // full finetuning: reads and writes them in fp32
   const model::ModelConfig* model_config = nullptr;
   std::string base_model;  // --model folder (adapter_config.json, tokenizer files)
   // --shard-optimizer: this rank's slice of the states (the plan's "<state>.shard" buffers;

@@ -83,7 +83,10 @@ const std::vector<OptionSpec>& option_table() {
        &C::dtype},
       {"bf16", "bf16 mixed precision: activations and their gradients stored in bf16 (arithmetic fp32)", &C::bf16},
       {"fp16", "fp16 mixed precision with dynamic loss scaling (torch GradScaler's rules)", &C::fp16},
-      {"pure_bf16", "--method full --bf16 without an fp32 master copy of the weights", &C::pure_bf16},
+      {"pure_bf16",
+       "--method full --bf16 --optim adamw without an fp32 master copy: AdamW's update is rounded to bf16 "
+       "stochastically (Philox from the seed, step and element: reproducible)",
+       &C::pure_bf16},
       {"lora_r", "LoRA rank", &C::lora_r},
       {"lora_alpha", "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with --use-rslora)", &C::lora_alpha},
       {"lora_dropout", "dropout on the LoRA input", &C::lora_dropout},

@@ -28,7 +28,7 @@ float loraplus_lr_scale(const std::string& name, double ratio) {
 }
 
 StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const OptimizerSettings& settings)
-    : context_(context), session_(session), settings_(settings) {
+    : context_(context), session_(session), settings_(settings), sixteen_bit_(session) {
   auto& buffers = *session.buffers;
   const auto& plan = session.plan;
   std::vector<kernels::OptimizerTensor> tensors;
@@ -43,7 +43,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     std::string name = spec.name.substr(5);
     bool norm_or_bias = excluded_from_weight_decay(name);
     kernels::OptimizerTensor tensor;
-    tensor.param = buffers.range(name);
+    sixteen_bit_.route(tensor, name);  // the weight, or its fp32 master (16-bit full finetuning)
     tensor.grad = buffers.range(spec.name);
     if (sharded) {
     } else if (settings.optimizer == spec::Optimizer::adamw || settings.optimizer == spec::Optimizer::adamw_8bit) {
@@ -61,7 +61,6 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       states.shape = {static_cast<uint32_t>(dims[0]), factored ? static_cast<uint32_t>(dims[1]) : 0u};
       adafactor_tensors.push_back(states);
     }
-    tensor.count = static_cast<uint32_t>(tensor.param.bytes / 4);
     tensor.states_8bit =
         settings.optimizer == spec::Optimizer::adamw_8bit && tensor.count >= kernels::blockwise_8bit_min_elements;
     tensor.decay_scale = norm_or_bias ? 0.0f : 1.0f;
@@ -91,6 +90,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       update_list_ =
           std::make_unique<kernels::TensorList>(context, shard_->tensors(tensors, state0, state1), 0, "shard_list");
   }
+  sixteen_bit_.finish(context, tensors);
 
   auto& transformer = *session.transformer;
   auto body = [&transformer](vk::Recorder& r) {
@@ -123,6 +123,8 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       adamw.weight_decay = static_cast<float>(settings_.weight_decay);
       if (settings_.optimizer == spec::Optimizer::adamw_8bit)
         kernels::adamw_8bit(r, update, step_state, adamw);
+      else if (sixteen_bit_.pure())
+        sixteen_bit_.record_adamw(r, step_state, adamw);
       else
         kernels::adamw(r, update, step_state, adamw);
     } else {
@@ -131,6 +133,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       sgd.weight_decay = static_cast<float>(settings_.weight_decay);
       kernels::sgd(r, update, step_state, sgd);
     }
+    sixteen_bit_.record_copies(r);  // masters -> their 16-bit weights
     kernels::zero_gradients(r, *tensor_list_);
     // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.
     kernels::scale(r, loss_step, 1, 1.0f, &loss_scale);

@@ -14,6 +14,7 @@
 #include "engine/train/loss_scaler.hpp"
 #include "engine/train/monitor.hpp"
 #include "engine/train/optimizer_shard.hpp"
+#include "engine/train/sixteen_bit_weights.hpp"
 
 namespace vkt::train {
 
@@ -82,6 +83,8 @@ class StepRunner {
   // unscales in the optimizer pass (StepState.grad_scale) and gives AdamW scaler->optimizer_step().
   // The caller updates the scaler with step()'s flags. Scale 1 leaves every bit as without.
   void set_loss_scaler(const LossScaler* scaler) { scaler_ = scaler; }
+  // The trained weights in and out in fp32 (checkpoints, export): masters or 16-bit weights.
+  const SixteenBitWeights& sixteen_bit_weights() const { return sixteen_bit_; }
 
  private:
   void write_state();
@@ -95,6 +98,7 @@ class StepRunner {
   std::unique_ptr<kernels::TensorList> update_list_;  // the slice's pieces, states in the shard buffers
   std::vector<vk::BufferRange> parameters_;           // sharded: the trainable tensors' ranges, optimizer order
   std::unique_ptr<kernels::AdafactorTable> adafactor_states_;  // --optim adafactor
+  SixteenBitWeights sixteen_bit_;  // master weights or --pure-bf16's rounding (16-bit full finetuning)
   std::unique_ptr<vk::Sequence> micro_, micro_profiled_, optimizer_, eval_;
   kernels::StepState state_;
   std::vector<KernelTime> kernel_times_;

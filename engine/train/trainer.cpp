@@ -221,6 +221,7 @@ TrainableState TrainingRun::trainable() const {
   state.plan = &plan_;
   state.lora = &lora_;
   state.trainable_names = runner_->trainable_names();
+  state.weights = &runner_->sixteen_bit_weights();
   state.model_config = &model_config_;
   state.base_model = config_.model;
   state.optimizer_shard = runner_->optimizer_shard();

@@ -9,8 +9,8 @@
 namespace vkt::vk {
 
 const char* category_name(Category category) {
-  static const char* names[] = {"base_weights", "quantized_weights", "adapter_params", "gradients", "optimizer_state",
-                                "activations",  "workspace",         "kv_cache",       "staging"};
+  static const char* names[] = {"base_weights",   "quantized_weights", "adapter_params", "gradients", "optimizer_state",
+                                "master_weights", "activations",       "workspace",      "kv_cache",  "staging"};
   return names[static_cast<size_t>(category)];
 }
 

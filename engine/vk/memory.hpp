@@ -25,6 +25,7 @@ enum class Category : uint8_t {
   adapter_params,     // LoRA A and B, modules_to_save copies, trainable token rows (fp32 master)
   gradients,          // gradients of trainable parameters
   optimizer_state,    // AdamW m and v, momentum
+  master_weights,     // fp32 master copies of 16-bit trained weights (--method full --bf16/--fp16)
   activations,        // saved forward activations and their gradients
   workspace,          // scratch for kernels: logits chunks, reductions, attention statistics
   kv_cache,           // generation key/value cache
