@@ -52,6 +52,13 @@ struct TrainConfig {
   std::string trainable_token_indices;  // PEFT trainable_token_indices: "5,9" (only these embedding rows)
   std::string layers_to_transform;      // PEFT layers_to_transform: "0,1" (LoRA only in these layers; empty: all)
   std::string layers_pattern;           // PEFT layers_pattern: "layers" (the only block list Llama-family models have)
+  // Long context (long_context.hpp): RoPE scaling with HF's rope_parameters names; empty: the model's own.
+  std::string rope_scaling;                          // linear | dynamic | yarn | llama3
+  double rope_scaling_factor = 0;                    // factor (required with rope_scaling)
+  int64_t original_max_position_embeddings = 0;      // yarn, llama3 (0: the model's max_position_embeddings)
+  double low_freq_factor = 1, high_freq_factor = 4;  // llama3
+  double beta_fast = 32, beta_slow = 1;              // yarn
+  double attention_factor = 0;                       // yarn: cos/sin factor (0: HF's 0.1 ln(factor) + 1)
   // Data.
   int64_t max_length = 1024;  // TRL SFTConfig default
   bool packing = false;
