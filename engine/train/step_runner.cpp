@@ -88,6 +88,12 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       sgd.weight_decay = static_cast<float>(settings_.weight_decay);
       kernels::sgd(r, *tensor_list_, step_state, sgd);
     }
+    // A pruned model's zeros stay zero (vktune prune): weight *= mask after the update.
+    for (const auto& spec : session_.plan.buffers)
+      if (spec.name.starts_with("prune_mask.")) {
+        const vk::BufferRange weight = buffers.range(spec.name.substr(11)), mask = buffers.range(spec.name);
+        kernels::scale_channels(r, weight, mask, weight, 1, static_cast<uint32_t>(spec.bytes / 4));
+      }
     kernels::zero_gradients(r, *tensor_list_);
     // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.
     kernels::scale(r, loss_step, 1, 1.0f, &loss_scale);
