@@ -14,6 +14,7 @@ void add_plan_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
+void add_prune_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_model_tool_commands(CLI::App& app);
 void add_evaluate_command(CLI::App& app);

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   vkt::app::add_merge_command(app);
   vkt::app::add_export_command(app);
   vkt::app::add_quantize_command(app);
+  vkt::app::add_prune_command(app);
   vkt::app::add_generate_command(app);
   vkt::app::add_model_tool_commands(app);
   vkt::app::add_evaluate_command(app);

@@ -242,11 +242,11 @@ TEST_CASE("config: unsupported or malformed configs are rejected naming the file
   CHECK(error_for(mlp_bias).find("\"mlp_bias\" is true: MLP projections with a bias are not supported") !=
         std::string::npos);
 
-  json yarn = base;
-  yarn["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  message = error_for(yarn);
-  CHECK(message.find("\"rope_scaling\" has rope type \"yarn\"") != std::string::npos);
-  CHECK(message.find("default, linear, llama3") != std::string::npos);
+  json proportional = base;  // transformers 5's "proportional" (partial rotary proportions) is not supported
+  proportional["rope_scaling"] = {{"rope_type", "proportional"}, {"factor", 4.0}};
+  message = error_for(proportional);
+  CHECK(message.find("\"rope_scaling\" has rope type \"proportional\"") != std::string::npos);
+  CHECK(message.find("default, linear, dynamic, yarn, llama3") != std::string::npos);
 
   json incomplete_llama3 = base;
   incomplete_llama3["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};

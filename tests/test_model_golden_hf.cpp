@@ -33,7 +33,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* const kFamilies[] = {"llama3", "smollm2", "mistral", "qwen2", "qwen3", "phi3", "phi3_short"};
+const char* const kFamilies[] = {"llama3", "smollm2", "mistral", "qwen2", "qwen3", "phi3", "phi3_short", "llama_yarn"};
 
 fs::path hf_dir() { return test::source_dir() / "tests/data/hf"; }
 fs::path golden_path(const std::string& family) { return hf_dir() / (family + ".golden.bin"); }

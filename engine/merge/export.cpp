@@ -1,6 +1,7 @@
 #include "engine/merge/export.hpp"
 
 #include <chrono>
+#include <memory>
 
 #include "engine/base/error.hpp"
 #include "engine/base/progress.hpp"
@@ -19,6 +20,11 @@ kernels::DType dtype_from_flag(const std::string& value, const std::string& flag
 ExportSummary export_merged(vk::Context& context, const ExportOptions& options) {
   auto started = std::chrono::steady_clock::now();
   ModelSource source(&context, options.model, options.adapter);
+  // A pruned base (`vktune prune` wrote pruning.json): the merged weights keep its zeros, as the
+  // dense LoRA product would otherwise fill them.
+  std::unique_ptr<ModelSource> pruned_base;
+  if (options.adapter && fs::exists(options.model / "pruning.json"))
+    pruned_base = std::make_unique<ModelSource>(nullptr, options.model);
   ExportSummary summary;
   summary.base_quantization = source.quantization();
   const model::FileDtype out_dtype =
@@ -41,6 +47,12 @@ ExportSummary export_merged(vk::Context& context, const ExportOptions& options) 
                           sink.write(view.bytes.data(), view.bytes.size());
                         } else {
                           std::vector<float> values = source.read(name);
+                          if (pruned_base && parse_linear_name(name)) {
+                            const std::vector<float> base = pruned_base->read(name);
+                            for (size_t i = 0; i < values.size(); i++)
+                              if (base[i] == 0.0f) values[i] = 0.0f;
+                            pruned_base->release(name);
+                          }
                           write_as(sink, values.data(), values.size(), dtype);
                         }
                         source.release(name);

@@ -4,7 +4,8 @@
 // base (bitsandbytes NF4, vktune int8/int4) is dequantized first. Tensors are streamed one at a
 // time (engine/merge/source.hpp) into model.safetensors (sharded above max_shard_bytes as
 // save_pretrained does); config.json gets the output torch_dtype and loses quantization_config;
-// the tokenizer files are copied. Every file is written atomically.
+// the tokenizer files are copied. Every file is written atomically. A base pruned by `vktune prune`
+// (pruning.json beside it) keeps its zeros: the dense LoRA product is masked by W == 0.
 #include <cstdint>
 #include <filesystem>
 #include <optional>

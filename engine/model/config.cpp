@@ -192,6 +192,40 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
     reader.check_limit(key + ".original_max_position_embeddings", result.original_max_position_embeddings,
                        kMaxPositions);
     if (!(result.low_freq_factor > 0)) reader.fail(key + ".low_freq_factor", "must be positive");
+  } else if (result.type == "dynamic") {
+    result.factor = reader.number(field("factor"), key + ".factor");
+  } else if (result.type == "yarn") {
+    auto optional = [&](const char* name) -> std::optional<double> {
+      if (!scaling.contains(name) || scaling[name].is_null()) return std::nullopt;
+      return reader.number(scaling[name], key + "." + name);
+    };
+    // transformers 5 fills original_max_position_embeddings from max_position_embeddings when absent
+    // (standardize_rope_params), and factor from their ratio (_compute_yarn_parameters).
+    result.original_max_position_embeddings =
+        scaling.contains("original_max_position_embeddings") && !scaling["original_max_position_embeddings"].is_null()
+            ? reader.integer(scaling["original_max_position_embeddings"], key + ".original_max_position_embeddings")
+            : max_position_embeddings;
+    if (result.original_max_position_embeddings <= 0)
+      reader.fail(key + ".original_max_position_embeddings", "must be positive");
+    reader.check_limit(key + ".original_max_position_embeddings", result.original_max_position_embeddings,
+                       kMaxPositions);
+    result.factor = optional("factor").value_or(static_cast<double>(max_position_embeddings) /
+                                                static_cast<double>(result.original_max_position_embeddings));
+    // `get("beta_fast") or 32`: a 0 means the default too.
+    result.beta_fast = optional("beta_fast").value_or(0) != 0 ? *optional("beta_fast") : 32.0;
+    result.beta_slow = optional("beta_slow").value_or(0) != 0 ? *optional("beta_slow") : 1.0;
+    if (!(result.beta_fast > 0) || !(result.beta_slow > 0))
+      reader.fail(key + ".beta_fast", "beta_fast and beta_slow must be positive");
+    if (scaling.contains("truncate") && !scaling["truncate"].is_null()) {
+      if (!scaling["truncate"].is_boolean()) reader.fail(key + ".truncate", "must be true or false");
+      result.truncate = scaling["truncate"].get<bool>();
+    }
+    result.mscale = optional("mscale");
+    result.mscale_all_dim = optional("mscale_all_dim");
+    const std::optional<double> attention = optional("attention_factor");
+    result.attention_factor_given = attention.has_value();
+    result.attention_factor = attention ? *attention : yarn_attention_factor(result);
+    if (!(result.attention_factor > 0)) reader.fail(key + ".attention_factor", "must be positive");
   } else if (result.type == "longrope") {
     result.original_max_position_embeddings =
         phi3_original_context > 0 ? phi3_original_context
@@ -228,7 +262,7 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
                                     std::log(static_cast<double>(result.original_max_position_embeddings)));
   } else {
     reader.fail(key, "has rope type \"" + result.type + "\", which vktune does not support",
-                "supported rope types: default, linear, llama3, longrope (Phi-3)");
+                "supported rope types: default, linear, dynamic, yarn, llama3, longrope (Phi-3)");
   }
   if (!(result.factor > 0)) reader.fail(key + ".factor", "must be positive");
   return result;
@@ -517,6 +551,19 @@ json to_json(const ModelConfig& config) {
                {"low_freq_factor", config.rope_scaling.low_freq_factor},
                {"high_freq_factor", config.rope_scaling.high_freq_factor},
                {"original_max_position_embeddings", config.rope_scaling.original_max_position_embeddings}};
+  } else if (config.rope_scaling.type == "dynamic") {
+    scaling = {{"rope_type", "dynamic"}, {"factor", config.rope_scaling.factor}};
+  } else if (config.rope_scaling.type == "yarn") {
+    const RopeScaling& yarn = config.rope_scaling;
+    scaling = {{"rope_type", "yarn"},
+               {"factor", yarn.factor},
+               {"original_max_position_embeddings", yarn.original_max_position_embeddings},
+               {"beta_fast", yarn.beta_fast},
+               {"beta_slow", yarn.beta_slow}};
+    if (yarn.attention_factor_given) scaling["attention_factor"] = yarn.attention_factor;
+    if (!yarn.truncate) scaling["truncate"] = false;
+    if (yarn.mscale) scaling["mscale"] = *yarn.mscale;
+    if (yarn.mscale_all_dim) scaling["mscale_all_dim"] = *yarn.mscale_all_dim;
   }
   if (config.gemma || config.rope_scaling.type == "longrope") {
     // Gemma's RoPE settings (per layer type) and longrope's factor lists stay as read: only models
@@ -614,9 +661,12 @@ std::vector<float> apply_rope_scaling(std::span<const float> inv_freq, const Rop
   return result;
 }
 
-std::vector<float> rope_inv_freq(const ModelConfig& config, bool long_factors) {
+std::vector<float> rope_inv_freq(const ModelConfig& config, bool long_factors, int64_t positions) {
   const int64_t dim = config.head_dim;
   const RopeScaling& scaling = config.rope_scaling;
+  if (scaling.type == "yarn") return yarn_inv_freq(dim, config.rope_theta, scaling);
+  if (scaling.type == "dynamic")
+    return dynamic_inv_freq(dim, config.rope_theta, scaling.factor, config.max_position_embeddings, positions);
   const std::vector<float>* ext = scaling.type != "longrope" ? nullptr
                                   : long_factors             ? &scaling.long_factor
                                                              : &scaling.short_factor;

@@ -21,9 +21,10 @@ const char* model_type_name(Architecture architecture);    // "llama"
 std::string supported_architectures();                     // for messages
 
 // RoPE frequency scaling. "default" (none), "linear" (inv_freq / factor), "llama3" (Llama 3.1's
-// smooth low/high frequency blend) and "longrope" (Phi-3: inv_freq / factor per rotary pair, the
-// short or the long set, cos/sin times attention_factor); other types (dynamic, yarn, ...) are
-// rejected on load.
+// smooth low/high frequency blend), "dynamic" (NTK: a larger base once a forward's length passes
+// max_position_embeddings), "yarn" (interpolation/extrapolation ramp between beta_fast and beta_slow,
+// cos/sin times attention_factor) and "longrope" (Phi-3: inv_freq / factor per rotary pair, the
+// short or the long set, cos/sin times attention_factor); other types are rejected on load.
 struct RopeScaling {
   std::string type = "default";
   double factor = 1.0;                           // linear, llama3, longrope (default: max / original positions)
@@ -32,7 +33,14 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 0;  // llama3, longrope: the pretraining context length
   std::vector<float> short_factor;               // longrope: (head_dim / 2), as torch.tensor(..., float32)
   std::vector<float> long_factor;                // longrope: (head_dim / 2)
-  double attention_factor = 1.0;                 // longrope: cos and sin are multiplied by it
+  double attention_factor = 1.0;                 // longrope, yarn: cos and sin are multiplied by it
+  double beta_fast = 32;                         // yarn: rotations where extrapolation ends
+  double beta_slow = 1;                          // yarn: rotations where interpolation starts
+  bool truncate = true;                          // yarn: floor/ceil the correction range
+  // yarn: written back only when config.json had them (the attention factor derived from them stays
+  // in attention_factor).
+  std::optional<double> mscale, mscale_all_dim;
+  bool attention_factor_given = false;  // yarn: config.json (or --rope-attention-factor) set attention_factor
 };
 
 struct ModelConfig {
@@ -111,9 +119,18 @@ void save_model_config(const ModelConfig& config, const std::filesystem::path& p
 // correctly rounded here; torch's CPU pow (SLEEF, 1-ulp) rounds the other way for a few elements,
 // so results match torch to 1 ulp (most elements exactly).
 // longrope: inv_freq[i] = 1 / (factor[i] * theta^(2i / head_dim)) with the short or the long factors.
-std::vector<float> rope_inv_freq(const ModelConfig& config, bool long_factors = false);
+// dynamic: `positions` is the forward's length (max(position_ids) + 1; 0: max_position_embeddings),
+// as transformers' dynamic_frequency_update recomputes it.
+std::vector<float> rope_inv_freq(const ModelConfig& config, bool long_factors = false, int64_t positions = 0);
 // The scaling step alone (exposed so tests can feed it torch's own unscaled inv_freq and
 // compare bit for bit).
 std::vector<float> apply_rope_scaling(std::span<const float> inv_freq, const RopeScaling& scaling);
+// transformers' _compute_yarn_parameters and _compute_dynamic_ntk_parameters (rope_scaling.cpp),
+// fp32 wherever torch computes in fp32.
+std::vector<float> yarn_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling);
+std::vector<float> dynamic_inv_freq(int64_t head_dim, double theta, double factor, int64_t max_position_embeddings,
+                                    int64_t positions);
+// yarn's attention factor when config.json gives none: get_mscale(factor) (or the mscale ratio).
+double yarn_attention_factor(const RopeScaling& scaling);
 
 }  // namespace vkt::model

@@ -112,6 +112,7 @@ std::vector<uint32_t> Generator::generate(const std::vector<uint32_t>& text_prom
     for (uint32_t i = 0; i < rows; i++) positions[i] = past + i;
     context_.upload(buffers.buffer("input.ids"), ids, 0, rows * 4);
     context_.upload(buffers.buffer("input.positions"), positions.data(), 0, rows * 4);
+    transformer.upload_dynamic_rope(past + rows);
     context_.run([&](vk::Recorder& r) { transformer.record_decode(r, rows, past, logits_buffer_.range(), long_rope); });
     past += rows;
   };

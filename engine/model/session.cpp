@@ -26,9 +26,9 @@ spec::ModelShape model_shape(const ModelConfig& c) {
 
 std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesystem::path& model_dir,
                                          const spec::RunSettings& settings, const LoraSettings* lora,
-                                         ProgressBar* progress) {
+                                         ProgressBar* progress, const ModelConfig* config) {
   auto session = std::make_unique<ModelSession>();
-  session->config = load_model_config(model_dir);
+  session->config = config ? *config : load_model_config(model_dir);
   spec::RunSettings adjusted = settings;
   // A checkpoint written by `vktune quantize` (int8/int4/int4-asym) is used as stored unless the
   // run asked for a quantized format of its own (then it is converted) or trains every weight

@@ -25,9 +25,9 @@ struct ModelSession {
 // Reads config.json (unless `config` is given), plans with `settings`, allocates the plan,
 // loads the weights of `model_dir` (converted/quantized as the settings say) and builds the
 // transformer. LoRA buffers are allocated but not initialised (init_adapter or
-// load_adapter_weights next).
+// load_adapter_weights next). `config`: used in place of config.json's (the trainer's --rope-scaling).
 std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesystem::path& model_dir,
                                          const spec::RunSettings& settings, const LoraSettings* lora = nullptr,
-                                         ProgressBar* progress = nullptr);
+                                         ProgressBar* progress = nullptr, const ModelConfig* config = nullptr);
 
 }  // namespace vkt::model

@@ -137,7 +137,9 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
         p.grad_l = buffers.optional_range("grad." + ia3_buffer_name(layer, module));
         p.feedforward = ia3_is_feedforward(lora->ia3_feedforward, module);
       }
-  std::vector<float> inv_freq = rope_inv_freq(config);
+  // dynamic NTK: the frequencies of the micro-batch length, as transformers recomputes them from
+  // max(position_ids) + 1 (generate re-uploads them as the sequence grows: upload_dynamic_rope).
+  std::vector<float> inv_freq = rope_inv_freq(config, false, seq_len_);
   context.upload(buffers.buffer("rope.inv_freq"), inv_freq.data());
   if (config.rope_scaling.type == "longrope") {
     std::vector<float> long_inv_freq = rope_inv_freq(config, true);
@@ -150,6 +152,12 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
     std::vector<float> local_inv_freq = rope_inv_freq(local);
     context.upload(buffers.buffer("rope.inv_freq_local"), local_inv_freq.data());
   }
+}
+
+void Transformer::upload_dynamic_rope(int64_t positions) {
+  if (config_.rope_scaling.type != "dynamic") return;
+  std::vector<float> inv_freq = rope_inv_freq(config_, false, positions);
+  context_.upload(buffers_.buffer("rope.inv_freq"), inv_freq.data());
 }
 
 const LoraParams* Transformer::lora(uint32_t layer, Module module) const {

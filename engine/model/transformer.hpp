@@ -68,6 +68,10 @@ class Transformer {
   // transformers' generation does; engine/model/generate.cpp).
   void record_decode(Recorder& recorder, uint32_t rows, uint32_t past, const BufferRange& logits,
                      bool long_rope = false);
+  // dynamic RoPE only (a no-op otherwise): uploads the frequencies for a forward whose positions
+  // reach `positions` (max(position_ids) + 1); cached keys keep the ones they were rotated with, as
+  // in transformers.
+  void upload_dynamic_rope(int64_t positions);
 
   // Trainable tokens start as the base rows (PEFT copies them): gathers them from the table
   // (before the first forward writes the rows back).

@@ -428,9 +428,10 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         counts.attention += in * out;
       else
         counts.mlp += in * out;
-      if (full && training)
+      if (full && training) {
         b.trainable(name, Category::base_weights, in * out, true, dense_bytes);
-      else
+        if (s.keep_pruned_zeros) b.add("prune_mask." + name, Category::workspace, in * out * 4);  // (out, in) fp32
+      } else
         b.linear_weight(name, in * out, spec::linear_weight_format(s, layer, module));
       if (m.qkv_bias && module <= Module::v_proj) {
         counts.biases += out;

@@ -79,6 +79,9 @@ struct RunSettings {
   uint64_t kv_cache_tokens = 0;               // generation: cache length per sequence (0: none)
   bool with_adapter = false;                  // inference with LoRA weights (no gradients)
   uint64_t logits_chunk_bytes = 64ull << 20;  // cross-entropy works on row chunks of at most this
+  // Full finetuning of a pruned model (pruning.json beside it): each linear weight gets a
+  // prune_mask.<name> (1 kept, 0 pruned) that the optimizer sequence multiplies in after every step.
+  bool keep_pruned_zeros = false;
   // PEFT's extras next to LoRA (training, or inference with the adapter): modules_to_save trains a
   // whole fp32 copy of embed_tokens / lm_head; trainable_token_indices trains only these rows of
   // embed_tokens (and of a tied lm_head).

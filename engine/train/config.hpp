@@ -56,6 +56,13 @@ struct TrainConfig {
   int64_t num_virtual_tokens = 20;            // virtual tokens prepended to every sequence
   std::string prompt_tuning_init = "random";  // random (N(0, 1)) | text (the embeddings of the init text's tokens)
   std::string prompt_tuning_init_text;        // text: repeated or cut to num_virtual_tokens tokens, as PEFT does
+  // Long context (long_context.hpp): RoPE scaling with HF's rope_parameters names; empty: the model's own.
+  std::string rope_scaling;                          // linear | dynamic | yarn | llama3
+  double rope_scaling_factor = 0;                    // factor (required with rope_scaling)
+  int64_t original_max_position_embeddings = 0;      // yarn, llama3 (0: the model's max_position_embeddings)
+  double low_freq_factor = 1, high_freq_factor = 4;  // llama3
+  double beta_fast = 32, beta_slow = 1;              // yarn
+  double attention_factor = 0;                       // yarn: cos/sin factor (0: HF's 0.1 ln(factor) + 1)
   // Data.
   int64_t max_length = 1024;  // TRL SFTConfig default
   bool packing = false;

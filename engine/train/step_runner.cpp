@@ -133,6 +133,16 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       sgd.weight_decay = static_cast<float>(settings_.weight_decay);
       kernels::sgd(r, update, step_state, sgd);
     }
+    // A pruned model's zeros stay zero (vktune prune): weight *= mask after the update (on the fp32 master
+    // when 16-bit full finetuning keeps one, before its 16-bit copy is written).
+    for (const auto& spec : session_.plan.buffers)
+      if (spec.name.starts_with("prune_mask.")) {
+        const std::string weight_name = spec.name.substr(11);
+        const std::string master_name = "master." + weight_name;
+        const vk::BufferRange weight = buffers.range(session_.plan.contains(master_name) ? master_name : weight_name),
+                              mask = buffers.range(spec.name);
+        kernels::scale_channels(r, weight, mask, weight, 1, static_cast<uint32_t>(spec.bytes / 4));
+      }
     sixteen_bit_.record_copies(r);  // masters -> their 16-bit weights
     kernels::zero_gradients(r, *tensor_list_);
     // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.

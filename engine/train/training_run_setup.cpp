@@ -1,6 +1,8 @@
 #include "engine/train/soft_prompt_run.hpp"
 #include "engine/train/training_run.hpp"
 
+#include "engine/train/long_context.hpp"
+
 namespace vkt::train {
 
 namespace fs = std::filesystem;
@@ -48,6 +50,12 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * preference_rows(c);  // DPO/ORPO pairs: 2 rows
   s.virtual_tokens = virtual_tokens(c);  // a soft prompt's cells lengthen every row
   s.seq_len = seq_len + s.virtual_tokens;
+  s.keep_pruned_zeros = c.method == spec::Method::full && fs::exists(fs::path(c.model) / "pruning.json");
+  if (s.keep_pruned_zeros && c.pure_bf16)
+    throw UserError(c.model +
+                        "/pruning.json: a pruned model's masks are applied to fp32 master weights, which "
+                        "--pure-bf16 does not keep",
+                    "drop --pure-bf16 (--bf16 keeps the masks), or finetune with LoRA");
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = spec::optimizer_update_rule(c.optim);
   s.offload_optimizer = c.offload_optimizer;
@@ -82,7 +90,13 @@ void TrainingRun::prepare_data() {
     throw UserError("--model " + config_.model + " is neither a folder nor a GGUF file",
                     "give an HF model folder with config.json, "
                     "*.safetensors and tokenizer.json, or a .gguf file");
-  model_config_ = model::load_model_config(model_dir);
+  model_config_ = with_rope_scaling(model::load_model_config(model_dir), config_);
+  if (!config_.rope_scaling.empty() && config_.method != spec::Method::full)
+    log::warn(
+        "--rope-scaling with an adapter: adapter_config.json cannot carry RoPE settings; for inference put "
+        "these rope_parameters into the base's config.json (max_position_embeddings " +
+        std::to_string(model_config_.max_position_embeddings) +
+        "): " + model::to_json(model_config_)["rope_parameters"].dump());
   resolve_auto_dtype(config_, model_config_.torch_dtype);
   if (is_distill(config_)) check_same_tokenizer(model_dir, config_.teacher);
   tokenizer_ = std::make_unique<text::Tokenizer>(model::load_model_tokenizer(model_dir));
@@ -260,11 +274,13 @@ void TrainingRun::prepare_device() {
   int64_t tensors = 2 + model_config_.num_hidden_layers * static_cast<int64_t>(spec::module_count);
   ProgressBar loading("load", tensors);
   const bool full = plan_.settings.method == spec::Method::full;
-  session_ = model::open_model(*context_, config_.model, plan_.settings, full ? nullptr : &lora_, &loading);
+  session_ =
+      model::open_model(*context_, config_.model, plan_.settings, full ? nullptr : &lora_, &loading, &model_config_);
   loading.finish();
   plan_ = session_->plan;
   buffers_ = session_->buffers.get();
   transformer_ = session_->transformer.get();
+  upload_prune_masks(*context_, *session_);
   if (!full) {
     if (!config_.adapter.empty())
       model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, config_.adapter);

@@ -63,6 +63,10 @@ PHI3_LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor":
                  "long_factor": [1.0, 3.0, 7.5, 16.0], "original_max_position_embeddings": PHI3_ORIGINAL_CONTEXT}
 PHI3_SHORT_CONTEXT = 16
 
+# head_dim 8, original context 64, factor 4: yarn's correction range is dims 0..2, so the four
+# frequencies are extrapolated, blended half-half, and interpolated (two); cos/sin times 1.1386.
+LLAMA_YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}
+
 FAMILIES = {
     "llama3": (transformers.LlamaConfig, dict(head_dim=8, rope_parameters=LLAMA3_ROPE, tie_word_embeddings=False)),
     "smollm2": (transformers.LlamaConfig, dict(head_dim=8, rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
@@ -88,6 +92,7 @@ FAMILIES = {
                                                  original_max_position_embeddings=PHI3_SHORT_CONTEXT,
                                                  rope_parameters=dict(PHI3_LONGROPE,
                                                                       original_max_position_embeddings=PHI3_SHORT_CONTEXT))),
+    "llama_yarn": (transformers.LlamaConfig, dict(head_dim=8, rope_parameters=LLAMA_YARN_ROPE, tie_word_embeddings=False)),
 }
 
 

@@ -1,0 +1,22 @@
+#pragma once
+// Long-context finetuning: --rope-scaling and its HF parameters applied to the model's config (so
+// that training, the saved config.json and inference all see them). Also the masks that keep a
+// pruned model's zeros through full finetuning (model surgery the trainer applies on load).
+#include "engine/model/config.hpp"
+#include "engine/model/session.hpp"
+#include "engine/train/config.hpp"
+
+namespace vkt::train {
+
+// The model config with --rope-scaling applied (unchanged without it), written as transformers 5
+// writes it: rope_parameters {rope_type, factor, rope_theta, ...}; linear, yarn and llama3 raise
+// max_position_embeddings to original * factor, dynamic keeps it (dynamic scales past it).
+// UserError for an unknown type, a missing or invalid factor, or a model whose own RoPE cannot
+// be rescaled (Gemma's per-layer settings, Phi-3's longrope, a GGUF rope_freqs table).
+model::ModelConfig with_rope_scaling(const model::ModelConfig& config, const TrainConfig& flags);
+
+// Full finetuning of a pruned model: fills each planned prune_mask.<weight> with (weight != 0),
+// from the weights as loaded (before a resume overwrites them). No-op without such buffers.
+void upload_prune_masks(vk::Context& context, model::ModelSession& session);
+
+}  // namespace vkt::train
