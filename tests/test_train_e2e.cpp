@@ -107,6 +107,31 @@ TEST_CASE("train: QLoRA (NF4 + double quant base) on a tiny model, the loss fall
   CHECK(last < 0.8 * first);
 }
 
+TEST_CASE("train: --qat int4 (LoRA: fq(W + s·B·A); full: fq(W)) on a tiny model, the loss falls") {
+  for (spec::Method method : {spec::Method::lora, spec::Method::full}) {
+    const std::string name = std::string("qat-") + spec::method_name(method);
+    INFO(name);
+    train::TrainConfig plain = tiny_config(name + "-plain");
+    plain.method = method;
+    plain.max_steps = 1;
+    train::train(plain);
+    train::TrainConfig config = tiny_config(name);
+    config.method = method;
+    config.qat = kernels::WeightFormat::int4;
+    config.max_steps = 30;
+    if (method == spec::Method::full) config.learning_rate = 1e-3;
+    train::TrainSummary summary = train::train(config);
+    CHECK(summary.plan.settings.qat_format == kernels::WeightFormat::int4);
+    auto losses = test::logged_losses(config.output_dir);
+    REQUIRE(losses.size() == 30);
+    // The fake-quantized forward changes the very first loss (same weights, same batch).
+    CHECK(losses[0] != test::logged_losses(plain.output_dir)[0]);
+    double first = mean(losses, 0, 5), last = mean(losses, 20, 30);
+    MESSAGE(name << " int4 loss (mean of first 5 / last 10 steps) " << first << " -> " << last);
+    CHECK(last < 0.85 * first);
+  }
+}
+
 TEST_CASE("train: QLoRA with modules_to_save and trainable tokens writes PEFT's extras; generate reads them") {
   for (bool tokens : {false, true}) {
     train::TrainConfig config = tiny_config(tokens ? "trainable-tokens" : "modules-to-save");
@@ -306,6 +331,7 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     const char* token_indices = "";
     spec::Optimizer optim = spec::Optimizer::adamw;
     const char* precision = "";  // bf16, fp16, pure-bf16 (16-bit weights with or without fp32 masters)
+    kernels::WeightFormat qat = kernels::WeightFormat::f32;  // --qat: the fq(W) scratch
   };
   using spec::Method;
   for (Case c :
@@ -320,7 +346,9 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
         Case{"full-adafactor", Method::full, false, "", "", spec::Optimizer::adafactor},
         Case{"full-bf16", Method::full, false, "", "", spec::Optimizer::adamw, "bf16"},
         Case{"full-fp16-ckpt", Method::full, true, "", "", spec::Optimizer::adamw, "fp16"},
-        Case{"full-pure-bf16", Method::full, false, "", "", spec::Optimizer::adamw, "pure-bf16"}}) {
+        Case{"full-pure-bf16", Method::full, false, "", "", spec::Optimizer::adamw, "pure-bf16"},
+        Case{"qlora-qat-int4", Method::qlora, false, "", "", spec::Optimizer::adamw, "",
+             kernels::WeightFormat::int4}}) {
     train::TrainConfig config = tiny_config(std::string("plan-") + c.name);
     config.method = c.method;
     config.gradient_checkpointing = c.checkpointing;
@@ -330,6 +358,7 @@ TEST_CASE("plan: every category within 10% of the measured peak (LoRA, QLoRA, fu
     config.bf16 = std::string(c.precision).find("bf16") != std::string::npos;
     config.fp16 = std::string(c.precision) == "fp16";
     config.pure_bf16 = std::string(c.precision) == "pure-bf16";
+    config.qat = c.qat;
     config.max_steps = 2;
     if (std::string(c.name) == "gguf-q8_0") {  // a GGUF base kept in its Q8_0 blocks (--quant gguf)
       config.model = (test::source_dir() / "tests/data/gguf/tiny_llama.q8_0.gguf").string();

@@ -106,6 +106,24 @@ TEST_CASE("flags: NaN and Inf, non-positive alpha and out-of-range values are re
   c.resume_from_checkpoint = "latest";
   CHECK(test::user_error_of([&] { train::validate(c); }).find("contradict") != std::string::npos);
   CHECK_NOTHROW(train::validate(config));
+  // --qat: parsed from vktune quantize's names; refused where the merged product has no meaning.
+  c = config;
+  train::set_option(c, option("qat"), "int4");
+  CHECK(c.qat == kernels::WeightFormat::int4);
+  CHECK_NOTHROW(train::validate(c));
+  c.lora_dropout = 0.05;
+  CHECK(test::user_error_of([&] { train::validate(c); }).find("--lora-dropout 0.05 contradicts it") !=
+        std::string::npos);
+  c.lora_dropout = 0;
+  c.peft_type = spec::PeftType::dora;
+  CHECK(test::user_error_of([&] { train::validate(c); }).find("--qat goes with --peft-type lora") != std::string::npos);
+  c.peft_type = spec::PeftType::lora;
+  c.bf16 = true;
+  CHECK(test::user_error_of([&] { train::validate(c); }).find("--qat with --bf16 is not built yet") !=
+        std::string::npos);
+  c = config;
+  c.qat = kernels::WeightFormat::gguf;
+  CHECK(test::user_error_of([&] { train::validate(c); }).find("--qat gguf is not a format") != std::string::npos);
 
   // --lora-r above min(in, out) of the smallest targeted module (the planner refuses it, so `vktune
   // plan` does too): hidden 256, 4 heads of 64, 2 kv

@@ -8,6 +8,7 @@
 #include "engine/kernels/reduce.hpp"
 #include "engine/model/dora.hpp"
 #include "engine/model/ia3.hpp"
+#include "engine/model/qat.hpp"
 
 namespace vkt::model {
 
@@ -48,6 +49,7 @@ void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& 
                     const LinearScratch& scratch) {
   if (layer.ia3) return ia3_linear_forward(recorder, layer, x, y, rows, scratch);
   if (layer.lora && layer.lora->magnitude.bytes) return dora_linear_forward(recorder, layer, x, y, rows, scratch);
+  if (layer.qat != kernels::WeightFormat::f32) return qat_linear_forward(recorder, layer, x, y, rows, scratch);
   const BufferRange* bias = layer.bias.bytes ? &layer.bias : nullptr;
   kernels::matmul_nt(recorder, x, layer.act, layer.weight, y, layer.act, rows, layer.out, layer.in, 1.0f, 0.0f, bias);
   if (!layer.lora) return;
@@ -64,6 +66,8 @@ void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange&
   if (layer.ia3) return ia3_linear_backward(recorder, layer, x, dy, dx, accumulate_dx, rows, scratch);
   if (layer.lora && layer.lora->magnitude.bytes)
     return dora_linear_backward(recorder, layer, x, dy, dx, accumulate_dx, rows, scratch);
+  if (layer.qat != kernels::WeightFormat::f32)
+    return qat_linear_backward(recorder, layer, x, dy, dx, accumulate_dx, rows, scratch);
   const bool want_dx = dx.bytes > 0;  // an empty dx skips the input gradient
   // dx = dy·W (+ dx)
   if (want_dx)

@@ -46,6 +46,10 @@ struct Linear {
   // weight gradient and LoRA parameter stays fp32.
   kernels::DType act = kernels::DType::f32;
   const Ia3Params* ia3 = nullptr;  // IA3 instead of LoRA (never both)
+  // QAT (engine/model/qat.hpp): the forward uses fake_quantize(W [+ s·B·A]) in this format, in
+  // blocks of qat_block; f32: off. Never with IA3 or DoRA.
+  kernels::WeightFormat qat = kernels::WeightFormat::f32;
+  uint32_t qat_block = 64;
 };
 
 // Buffers a linear layer's forward/backward uses besides its input and output.
@@ -62,6 +66,9 @@ struct LinearScratch {
   // fp32 [m/‖W'‖ | 1/‖W'‖ | d scale] saved with it; W' = W + s·B·A (out, in) fp32 scratch; the
   // backward's dv and product (2·rows·out) fp32 scratch.
   BufferRange dora_v, dora_scales, dora_weight, dora_grad;
+  // QAT: fq(W [+ s·B·A]) (out, in) fp32 scratch, and fake_quantize's codes, scales and (int4_asym)
+  // zeros scratch (quant::fake_quant_codes_bytes / fake_quant_scales_bytes of the largest weight).
+  BufferRange qat_weight, qat_codes, qat_scales, qat_zeros;
 };
 
 // y: (rows, out), overwritten. x: (rows, in). Both stored as layer.act.

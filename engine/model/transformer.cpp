@@ -228,6 +228,10 @@ Linear Transformer::linear(uint32_t layer, Module module) const {
   l.lora = lora(layer, module);
   l.act = act_;
   if (ia3_[layer][static_cast<size_t>(module)].l.bytes) l.ia3 = &ia3_[layer][static_cast<size_t>(module)];
+  if (plan_.settings.training) {  // --qat: the forward sees fq(W [+ s·B·A]) (engine/model/qat.hpp)
+    l.qat = plan_.settings.qat_format;
+    l.qat_block = plan_.settings.qat_block;
+  }
   return l;
 }
 
@@ -288,6 +292,10 @@ LinearScratch Transformer::scratch(const LayerActivations& acts, Module module) 
   s.dora_scales = acts.dora_scales[static_cast<size_t>(module)];
   s.dora_weight = buffers_.optional_range("act.dora_weight");
   s.dora_grad = buffers_.optional_range("grad_act.dora");
+  s.qat_weight = buffers_.optional_range("act.qat_weight");
+  s.qat_codes = buffers_.optional_range("act.qat_codes");
+  s.qat_scales = buffers_.optional_range("act.qat_scales");
+  s.qat_zeros = buffers_.optional_range("act.qat_zeros");
   return s;
 }
 

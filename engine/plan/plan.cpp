@@ -14,6 +14,7 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/kernels/reduce.hpp"
+#include "engine/quant/fake_quant.hpp"
 
 namespace vkt::plan {
 
@@ -650,6 +651,16 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       reduce = std::max(
           reduce, kernels::sum_rows_workspace_bytes(static_cast<uint32_t>(rows), static_cast<uint32_t>(widest_out)));
     }
+  }
+  if (training && s.qat_format != WeightFormat::f32) {  // --qat: fq(W [+ s·B·A]) of the largest linear weight
+    uint64_t weight = 0;
+    for (size_t module = 0; module < spec::module_count; module++)
+      weight = std::max(weight, module_in_features(m, Module(module)) * module_out_features(m, Module(module)));
+    const uint64_t blocks = (weight + s.qat_block - 1) / s.qat_block;
+    b.add("act.qat_weight", Category::workspace, weight * 4);
+    b.add("act.qat_codes", Category::workspace, quant::fake_quant_codes_bytes(s.qat_format, weight, s.qat_block));
+    b.add("act.qat_scales", Category::workspace, quant::fake_quant_scales_bytes(weight, s.qat_block));
+    if (s.qat_format == WeightFormat::int4_asym) b.add("act.qat_zeros", Category::workspace, (blocks + 3) / 4 * 4);
   }
   if (extras && !s.ia3_targets.empty()) {  // IA3: the scaled input / products, d(input); d l's column sums
     b.add("act.ia3_scratch", Category::workspace, rows * ia3_widest(m, s) * f);

@@ -42,6 +42,10 @@ struct RunSettings {
   WeightFormat base_format = WeightFormat::f32;  // format of the frozen linear weights
   bool double_quant = true;                      // nf4 only
   uint32_t quant_block = 64;
+  // --qat: training's forward sees every linear weight (with LoRA: W + s·B·A) fake-quantized in this
+  // format in blocks of qat_block (engine/model/qat.hpp); f32: off.
+  WeightFormat qat_format = WeightFormat::f32;
+  uint32_t qat_block = 64;
   DType dtype = DType::f32;  // embeddings, lm_head, dense base weights
   // Storage type of activations saved for backward and of activation gradients (--bf16 / --fp16,
   // issue 15); arithmetic stays fp32. LoRA parameters, master weights and optimizer states stay fp32.

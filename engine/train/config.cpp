@@ -51,6 +51,30 @@ void resolve_auto_dtype(TrainConfig& config, const std::string& torch_dtype) {
                                                      : DTypeChoice::f32;
 }
 
+namespace {
+// --qat: the fake-quantized forward of engine/model/qat.hpp supports plain LoRA and full finetuning.
+void validate_qat(const TrainConfig& c) {
+  using kernels::WeightFormat;
+  if (c.qat == WeightFormat::f32) return;
+  const std::string name = kernels::quant_name(c.qat);
+  if (c.qat != WeightFormat::nf4 && c.qat != WeightFormat::int4 && c.qat != WeightFormat::int8 &&
+      c.qat != WeightFormat::int4_asym)
+    throw UserError("--qat " + name + " is not a format vktune quantize writes", "use --qat nf4, int4 or int8");
+  if (c.method != spec::Method::full && c.peft_type != spec::PeftType::lora)
+    throw UserError(
+        std::string("--qat goes with --peft-type lora (or --method full), not ") + spec::peft_type_name(c.peft_type),
+        "drop --qat, or use --peft-type lora");
+  if (c.method != spec::Method::full && c.lora_dropout > 0)
+    throw UserError("--qat fake-quantizes the merged W + s*B*A, which has no dropout path; --lora-dropout " +
+                        nlohmann::json(c.lora_dropout).dump() + " contradicts it",
+                    "use --lora-dropout 0 with --qat");
+  // The fake-quantized scratch is fp32 and reads fp32 weights: 16-bit weights and activations are not wired.
+  if (c.bf16 || c.fp16)
+    throw UserError(std::string("--qat with ") + (c.bf16 ? "--bf16" : "--fp16") + " is not built yet",
+                    "train --qat in fp32 (drop --bf16/--fp16)");
+}
+}  // namespace
+
 const std::vector<OptionSpec>& option_table() {
   using C = TrainConfig;
   static const std::vector<OptionSpec> table = {
@@ -76,6 +100,12 @@ const std::vector<OptionSpec>& option_table() {
        &C::peft_type},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
+      {"qat",
+       "quantization-aware training: nf4 | int4 | int8 (none: off). The forward uses every linear weight "
+       "quantized then dequantized as `vktune quantize --format F` (block 64; nf4 without double quant) would "
+       "store it: W with --method full, the merged W + s*B*A with LoRA/QLoRA; the backward passes gradients "
+       "straight through (STE). Not with --lora-dropout, --peft-type dora/ia3/bitfit",
+       &C::qat},
       {"dtype",
        choices<DTypeChoice>() +
            " for base weights and embeddings (accumulation is fp32); auto: the model's torch_dtype (fp32 for --method "
@@ -412,6 +442,7 @@ void validate(const TrainConfig& c) {
     throw UserError("--layers-to-transform picks LoRA layers; --method full trains every weight",
                     "use --method lora or qlora with it");
   if (c.lora_r <= 0) throw UserError("--lora-r must be positive", "typical values are 8, 16, 32, 64");
+  validate_qat(c);
   validate_preference(c);
   validate_distill(c);
   if (!(c.fim_rate >= 0 && c.fim_rate <= 1 && c.fim_spm_rate >= 0 && c.fim_spm_rate <= 1))

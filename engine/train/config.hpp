@@ -34,6 +34,7 @@ struct TrainConfig {
   spec::Method method = spec::Method::lora;
   kernels::WeightFormat quant = kernels::WeightFormat::f32;  // frozen base; f32 is --quant none
   bool double_quant = true;                                  // nf4: quantize the absmax values too (QLoRA)
+  kernels::WeightFormat qat = kernels::WeightFormat::f32;    // --qat: fake-quantized forward (f32: none)
   DTypeChoice dtype = DTypeChoice::auto_;                    // base weights and embeddings
   // Mixed precision (HF TrainingArguments' bf16 / fp16): activations and activation gradients stored
   // in 16 bits (spec::RunSettings::activation_dtype); --method full keeps 16-bit weights with fp32

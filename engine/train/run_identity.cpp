@@ -24,6 +24,7 @@ const char* const kTrajectoryOptions[] = {
     "peft_type",
     "quant",
     "double_quant",
+    "qat",
     "dtype",
     "bf16",
     "fp16",

@@ -41,6 +41,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
                                              : WeightFormat::f32;
   if (s.method == spec::Method::qlora) s.base_format = WeightFormat::nf4;
   s.double_quant = c.double_quant;
+  s.qat_format = c.qat;                      // --qat (engine/model/qat.hpp), blocks of 64 as vktune quantize's default
   s.activation_dtype = activation_dtype(c);  // --bf16 / --fp16
   s.pure_bf16 = c.pure_bf16;
   s.lora_r = static_cast<uint32_t>(c.lora_r);
