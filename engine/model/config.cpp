@@ -173,6 +173,16 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
       reader.fail(key + "." + name, "is missing (rope type \"" + result.type + "\" needs it)");
     return scaling[name];
   };
+  // original_max_position_embeddings, or `fallback` when absent (transformers 5 fills it from
+  // max_position_embeddings: standardize_rope_params); positive and within the limit.
+  auto original_context = [&](int64_t fallback) {
+    const char* name = "original_max_position_embeddings";
+    int64_t value =
+        scaling.contains(name) && !scaling[name].is_null() ? reader.integer(scaling[name], key + "." + name) : fallback;
+    if (value <= 0) reader.fail(key + "." + name, "must be positive");
+    reader.check_limit(key + "." + name, value, kMaxPositions);
+    return value;
+  };
   if (result.type == "default") return result;
   if (result.type == "linear") {
     result.factor = reader.number(field("factor"), key + ".factor");
@@ -180,17 +190,9 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
     result.factor = reader.number(field("factor"), key + ".factor");
     result.low_freq_factor = reader.number(field("low_freq_factor"), key + ".low_freq_factor");
     result.high_freq_factor = reader.number(field("high_freq_factor"), key + ".high_freq_factor");
-    // transformers 5 fills it from max_position_embeddings when absent (standardize_rope_params).
-    result.original_max_position_embeddings =
-        scaling.contains("original_max_position_embeddings") && !scaling["original_max_position_embeddings"].is_null()
-            ? reader.integer(scaling["original_max_position_embeddings"], key + ".original_max_position_embeddings")
-            : max_position_embeddings;
+    result.original_max_position_embeddings = original_context(max_position_embeddings);
     if (result.high_freq_factor <= result.low_freq_factor)
       reader.fail(key + ".high_freq_factor", "must be larger than low_freq_factor");
-    if (result.original_max_position_embeddings <= 0)
-      reader.fail(key + ".original_max_position_embeddings", "must be positive");
-    reader.check_limit(key + ".original_max_position_embeddings", result.original_max_position_embeddings,
-                       kMaxPositions);
     if (!(result.low_freq_factor > 0)) reader.fail(key + ".low_freq_factor", "must be positive");
   } else if (result.type == "dynamic") {
     result.factor = reader.number(field("factor"), key + ".factor");
@@ -199,16 +201,8 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
       if (!scaling.contains(name) || scaling[name].is_null()) return std::nullopt;
       return reader.number(scaling[name], key + "." + name);
     };
-    // transformers 5 fills original_max_position_embeddings from max_position_embeddings when absent
-    // (standardize_rope_params), and factor from their ratio (_compute_yarn_parameters).
-    result.original_max_position_embeddings =
-        scaling.contains("original_max_position_embeddings") && !scaling["original_max_position_embeddings"].is_null()
-            ? reader.integer(scaling["original_max_position_embeddings"], key + ".original_max_position_embeddings")
-            : max_position_embeddings;
-    if (result.original_max_position_embeddings <= 0)
-      reader.fail(key + ".original_max_position_embeddings", "must be positive");
-    reader.check_limit(key + ".original_max_position_embeddings", result.original_max_position_embeddings,
-                       kMaxPositions);
+    // factor defaults to the ratio of the two contexts (_compute_yarn_parameters).
+    result.original_max_position_embeddings = original_context(max_position_embeddings);
     result.factor = optional("factor").value_or(static_cast<double>(max_position_embeddings) /
                                                 static_cast<double>(result.original_max_position_embeddings));
     // `get("beta_fast") or 32`: a 0 means the default too.
@@ -228,14 +222,7 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& key, cons
     if (!(result.attention_factor > 0)) reader.fail(key + ".attention_factor", "must be positive");
   } else if (result.type == "longrope") {
     result.original_max_position_embeddings =
-        phi3_original_context > 0 ? phi3_original_context
-        : scaling.contains("original_max_position_embeddings") && !scaling["original_max_position_embeddings"].is_null()
-            ? reader.integer(scaling["original_max_position_embeddings"], key + ".original_max_position_embeddings")
-            : max_position_embeddings;
-    if (result.original_max_position_embeddings <= 0)
-      reader.fail(key + ".original_max_position_embeddings", "must be positive");
-    reader.check_limit(key + ".original_max_position_embeddings", result.original_max_position_embeddings,
-                       kMaxPositions);
+        phi3_original_context > 0 ? phi3_original_context : original_context(max_position_embeddings);
     auto factors = [&](const char* name) {
       const json& list = field(name);
       if (!list.is_array() || list.empty())
