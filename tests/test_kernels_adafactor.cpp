@@ -11,6 +11,7 @@
 
 #include "engine/kernels/adafactor.hpp"
 #include "tests/kernel_harness.hpp"
+#include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
 
 using namespace vkt;
@@ -193,6 +194,15 @@ TEST_CASE("adafactor: 20 steps follow transformers' Adafactor (Trainer's optim=a
   }
   MESSAGE("adafactor vs transformers, 20 steps: max |param diff| " << worst);
   CHECK(worst <= 2e-6);
+}
+
+TEST_CASE("adafactor: a tensor too large for one workgroup is a UserError naming it, before any step") {
+  CHECK_NOTHROW(kernels::check_adafactor_fits("model.layers.0.mlp.down_proj.weight", 64 * 128, {64, 128}));
+  // Llama-3's embedding table (128256 x 4096): full finetuning with adafactor must say so clearly.
+  const std::string error = test::user_error_of([] {
+    kernels::check_adafactor_fits("model.embed_tokens.weight", 128256u * 4096u, {128256, 4096});
+  });
+  CHECK(error.find("model.embed_tokens.weight (128256 x 4096) is too large") != std::string::npos);
 }
 
 }  // TEST_SUITE

@@ -39,6 +39,14 @@ AdafactorTable::AdafactorTable(vk::Context& context, const std::vector<Adafactor
   context.upload(table_, entries.data(), 0, entries.size() * sizeof(Entry));
 }
 
+void check_adafactor_fits(const std::string& tensor, uint32_t count, AdafactorShape shape) {
+  if (uint64_t{count} / TensorList::threads + shape.rows + shape.cols < 60000) return;
+  throw UserError("--optim adafactor: " + tensor + " (" + std::to_string(shape.rows) +
+                      (shape.cols ? " x " + std::to_string(shape.cols) : "") +
+                      ") is too large for vktune's Adafactor, which updates each tensor in one workgroup",
+                  "use --optim adamw_torch or adamw_8bit for this model (or train a LoRA adapter)");
+}
+
 void adafactor(Recorder& recorder, const TensorList& list, const AdafactorTable& states, const BufferRange& step_state,
                const AdafactorConfig& config) {
   require_bytes(step_state, sizeof(StepState), "adafactor", "step_state");
@@ -48,9 +56,7 @@ void adafactor(Recorder& recorder, const TensorList& list, const AdafactorTable&
     const AdafactorShape shape = states.tensors()[t].shape;
     VKT_ASSERT(shape.cols == 0 ? shape.rows == count : uint64_t{shape.rows} * shape.cols == count,
                "adafactor: tensor " + std::to_string(t) + "'s shape does not match its element count");
-    // One workgroup walks a tensor: lavapipe's loop limit bounds the iterations per thread.
-    VKT_ASSERT(count / TensorList::threads + shape.rows + shape.cols < 60000,
-               "adafactor: a tensor of " + std::to_string(count) + " elements is too large for one workgroup");
+    check_adafactor_fits("tensor " + std::to_string(t), count, shape);
   }
   struct {
     uint64_t table, states, step_state;

@@ -13,6 +13,7 @@
 // One workgroup per tensor (the row/column means and rms(u) are per-tensor reductions).
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/kernels/optimizer.hpp"
@@ -34,6 +35,9 @@ struct AdafactorShape {
 // Bytes of the two states of a tensor of `count` elements shaped `shape`.
 uint64_t adafactor_state0_bytes(uint64_t count, AdafactorShape shape);
 uint64_t adafactor_state1_bytes(AdafactorShape shape);
+// One workgroup walks a whole tensor, and lavapipe's loop limit bounds its iterations per thread:
+// a UserError naming `tensor` (and the way out) when `count` elements of `shape` are too many.
+void check_adafactor_fits(const std::string& tensor, uint32_t count, AdafactorShape shape);
 
 // Sets step, learning_rate and beta2t = 1 - step^decay_rate (adam_step_size) and 1 - beta2t
 // (adam_bias_correction2_sqrt), in double as Python computes them, then rounded.

@@ -59,6 +59,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       states.state0 = buffers.range((factored ? "adafactor_row." : "adafactor_v.") + name);
       if (factored) states.state1 = buffers.range("adafactor_col." + name);
       states.shape = {static_cast<uint32_t>(dims[0]), factored ? static_cast<uint32_t>(dims[1]) : 0u};
+      kernels::check_adafactor_fits(name, static_cast<uint32_t>(count), states.shape);  // before any step
       adafactor_tensors.push_back(states);
     }
     tensor.states_8bit =
