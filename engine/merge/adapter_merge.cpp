@@ -125,7 +125,8 @@ Merger::AdapterInputs Merger::adapter_inputs() const {
                           "factors cannot express",
                       "merge in weight space (without --adapter-space), or `vktune export` it first");
     if (lora.peft_type != spec::PeftType::lora)
-      throw UserError(config_.path + ": " + source->ref().text + " is an " + spec::peft_type_name(lora.peft_type) +
+      throw UserError(config_.path + ": " + source->ref().text + " is a --peft-type " +
+                          spec::peft_type_name(lora.peft_type) +
                           " adapter: an adapter-space merge concatenates LoRA factors, which it has none of",
                       "merge in weight space (without --adapter-space), or `vktune export` it first");
     if (lora.save_embed_tokens || lora.save_lm_head || !lora.token_indices.empty())

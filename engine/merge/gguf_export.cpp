@@ -166,7 +166,7 @@ GgufExportSummary export_gguf_lora(const GgufLoraExportOptions& options) {
   const model::AdapterFile adapter = model::load_adapter_config(options.adapter);
   const model::LoraSettings& lora = adapter.settings;
   if (lora.peft_type != spec::PeftType::lora)
-    throw UserError(options.adapter.string() + " is an " + spec::peft_type_name(lora.peft_type) +
+    throw UserError(options.adapter.string() + " is a --peft-type " + spec::peft_type_name(lora.peft_type) +
                         " adapter: llama.cpp's GGUF adapters hold LoRA factors only",
                     "export the merged model instead: vktune export --format gguf --model BASE --adapter " +
                         options.adapter.string());
