@@ -24,6 +24,20 @@ spec::ModelShape model_shape(const ModelConfig& c) {
   return shape;
 }
 
+void apply_adapter_settings(spec::RunSettings& settings, const LoraSettings& lora) {
+  settings.lora_r = lora.rank;
+  settings.target_modules = lora.targets;
+  settings.lora_layers = lora.layers;
+  settings.lora_dropout = lora.dropout;
+  settings.save_embed_tokens = lora.save_embed_tokens;
+  settings.save_lm_head = lora.save_lm_head;
+  settings.trainable_token_indices = lora.token_indices;
+  settings.peft_type = lora.peft_type;
+  settings.ia3_targets = lora.ia3_targets;
+  settings.ia3_feedforward = lora.ia3_feedforward;
+  settings.virtual_tokens = lora.virtual_tokens;
+}
+
 std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesystem::path& model_dir,
                                          const spec::RunSettings& settings, const LoraSettings* lora,
                                          ProgressBar* progress, const ModelConfig* config) {
@@ -43,19 +57,7 @@ std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesy
       adjusted.quant_block = stored->block_size;
     }
   }
-  if (lora) {
-    adjusted.lora_r = lora->rank;
-    adjusted.target_modules = lora->targets;
-    adjusted.lora_layers = lora->layers;
-    adjusted.lora_dropout = lora->dropout;
-    adjusted.save_embed_tokens = lora->save_embed_tokens;
-    adjusted.save_lm_head = lora->save_lm_head;
-    adjusted.trainable_token_indices = lora->token_indices;
-    adjusted.peft_type = lora->peft_type;
-    adjusted.ia3_targets = lora->ia3_targets;
-    adjusted.ia3_feedforward = lora->ia3_feedforward;
-    adjusted.virtual_tokens = lora->virtual_tokens;
-  }
+  if (lora) apply_adapter_settings(adjusted, *lora);
   // A GGUF file: its linear weights stay in their stored types (gguf_weights.hpp) unless the run
   // asks for another format; other tensors are dequantized to fp32 on load (gguf_model.hpp).
   const bool gguf = is_gguf_file(model_dir);

@@ -22,6 +22,9 @@ struct ModelSession {
   LoadedWeights loaded;
 };
 
+// The adapter's shape (rank, targets, layers, extras, PEFT type, soft prompt) into the plan's settings.
+void apply_adapter_settings(spec::RunSettings& settings, const LoraSettings& lora);
+
 // Reads config.json (unless `config` is given), plans with `settings`, allocates the plan,
 // loads the weights of `model_dir` (converted/quantized as the settings say) and builds the
 // transformer. LoRA buffers are allocated but not initialised (init_adapter or

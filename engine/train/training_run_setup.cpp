@@ -239,15 +239,7 @@ void TrainingRun::prepare_data() {
       lora_.prompt_init_text = file.settings.prompt_init_text;
       lora_.prompt_tokenizer = file.settings.prompt_tokenizer;
       spec::RunSettings settings = plan_.settings;
-      settings.lora_r = lora_.rank;
-      settings.target_modules = lora_.targets;
-      settings.lora_layers = lora_.layers;
-      settings.save_embed_tokens = lora_.save_embed_tokens;
-      settings.save_lm_head = lora_.save_lm_head;
-      settings.trainable_token_indices = lora_.token_indices;
-      settings.peft_type = lora_.peft_type;
-      settings.ia3_targets = lora_.ia3_targets;
-      settings.ia3_feedforward = lora_.ia3_feedforward;
+      model::apply_adapter_settings(settings, lora_);  // lora_.dropout is --lora-dropout, as the plan's
       plan_ = plan::make_plan(model::model_shape(model_config_), settings);
     }
   }

@@ -173,3 +173,16 @@ def write_or_verify(path, tensors, verify):
         if name not in expected or not np.array_equal(expected[name], value):
             sys.exit(f"{path}: {name} differs from a fresh run")
     print("verified", path)
+
+
+def write_or_verify_text(path, text, verify):
+    """Writes `text` into `path`, or with `verify` exits unless the file holds exactly it."""
+    if verify:
+        with open(path) as f:
+            if f.read() != text:
+                sys.exit("differs from " + path)
+        print(path + " is what this script writes")
+        return
+    with open(path, "w") as f:
+        f.write(text)
+    print("wrote", path)

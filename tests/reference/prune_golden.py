@@ -18,6 +18,7 @@ import os
 import sys
 
 import torch
+from golden_io import write_or_verify_text
 
 PINNED = {"torch": "2.15.0"}
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "prune", "prune_golden.json")
@@ -78,15 +79,7 @@ def main():
                 "weight": weight.flatten().tolist(), "inputs": inputs.flatten().tolist(),
                 "masks": {name: kept(mask) for name, mask in masks.items()}}
     text = json.dumps(document) + "\n"
-    if "--verify" in sys.argv:
-        with open(OUT) as f:
-            if f.read() != text:
-                sys.exit("differs from " + OUT)
-        print(OUT + " is what this script writes")
-        return
-    with open(OUT, "w") as f:
-        f.write(text)
-    print("wrote", OUT)
+    write_or_verify_text(OUT, text, "--verify" in sys.argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import sys
 import torch
 import transformers
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from golden_io import write_or_verify_text
 
 PINNED = {"torch": "2.15.0", "transformers": "5.23.0"}
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "rope", "rope_scaling_golden.json")
@@ -74,15 +75,7 @@ def main():
     torch.set_num_threads(1)
     document = {"versions": PINNED, "cases": [case(*c) for c in CASES]}
     text = json.dumps(document, indent=None, sort_keys=True) + "\n"
-    if "--verify" in sys.argv:
-        with open(OUT) as f:
-            if f.read() != text:
-                sys.exit("differs from " + OUT)
-        print(OUT + " is what this script writes")
-        return
-    with open(OUT, "w") as f:
-        f.write(text)
-    print("wrote", OUT)
+    write_or_verify_text(OUT, text, "--verify" in sys.argv)
 
 
 if __name__ == "__main__":
