@@ -6,7 +6,7 @@
 # work is what the process spends.
 # Models (written once by `vktune new-model`): qwen-tiny-2layers (hidden 64, MLP 256) and
 # qwen2.5-0.5b-2layers (Qwen2.5-0.5B's layer shapes: hidden 896, MLP 4864, 14/2 heads; 2 layers,
-# vocab 2048), bench/configs/. LoRA r 16 on all linear layers, fp32, batch 1 x 512 packed tokens (tiny: 64).
+# vocab 2048), bench/configs/. examples/demo's prompt/completion pairs, packed; LoRA r 16 on all linear layers, fp32, batch 1 x 512 packed tokens (tiny: 64).
 # Usage: bench/fusions.sh [WORK_DIR] [SWITCH] [MODEL...]
 #   SWITCH: the env kill switch, default VKT_DISABLE_FUSED_SWIGLU (also VKT_DISABLE_MATMUL_NN_SPLIT)
 #   ROUNDS (default 3), EXTRA (default 2), FLAGS (extra train flags, e.g. "--method qlora --dtype bf16")
@@ -21,12 +21,6 @@ vktune="${VKTUNE:-$root/build/vktune}"
 rounds="${ROUNDS:-3}"
 extra="${EXTRA:-2}"
 mkdir -p "$work"
-[ -f "$work/data.jsonl" ] || /usr/bin/python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    example = json.loads(line)
-    print(json.dumps({"text": example["prompt"] + " " + example["completion"]}))' \
-  "$root/examples/demo/train.jsonl" > "$work/data.jsonl"
 echo "work dir: $work; switch: $switch; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # CPU seconds (user + sys) of one training run: $1 model, $2 steps, $3 switch value.
 cpu_seconds() {
@@ -34,7 +28,7 @@ cpu_seconds() {
   [[ "$1" == *tiny* ]] && length=64
   rm -rf "$work/out"
   env "$switch=$3" /usr/bin/time -f "%U %S" -o "$work/time" "$vktune" train --model "$work/$1" \
-    --data "$work/data.jsonl" --output-dir "$work/out" --lora-r 16 --target-modules all-linear \
+    --data "$root/examples/demo/train.jsonl" --output-dir "$work/out" --lora-r 16 --target-modules all-linear \
     --per-device-train-batch-size 1 --max-length "$length" --packing --max-steps "$2" --save-steps 0 --headless \
     ${FLAGS:-} > "$work/train.out" 2>&1 || { tail -n 5 "$work/train.out"; exit 1; }
   awk '{ print $1 + $2 }' "$work/time"
