@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "bench/kernel_bench.hpp"
-#include "engine/kernels/matmul.hpp"
+#include "engine/kernels/activation.hpp"
+#include "engine/kernels/matmul_swiglu.hpp"
 #include "engine/quant/device.hpp"
 #include "engine/quant/ggml_device.hpp"
 #include "engine/quant/quantize.hpp"
@@ -145,6 +146,36 @@ void add_ggml(Form form, uint32_t m, uint32_t n, uint32_t k, quant::GgmlType typ
   register_kernel_benchmark(std::move(row));
 }
 
+// The MLP's up product and its SwiGLU h = silu(gate) * up (engine/model/fused_mlp.hpp): fused in the
+// product's epilogue (matmul_nt_swiglu) or as matmul_nt then the swiglu kernel; A, C, gate, h in `type`.
+void add_swiglu(uint32_t m, uint32_t n, uint32_t k, DType type, bool fused, const std::string& note) {
+  KernelBenchmark row;
+  row.op = "matmul_nt_swiglu";
+  row.shape = "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " " +
+              kernels::dtype_name(type) + (fused ? " fused " : " separate ") + note;
+  row.flops = 2.0 * m * n * k;
+  row.bytes = (double(m) * k + 3.0 * m * n) * kernels::dtype_bytes(type) + double(n) * k * 4;
+  row.supported = [type](const vk::Capabilities& caps) { return type == DType::f32 || caps.storage_16bit; };
+  row.setup = [=](vk::Context& context) -> RecordFn {
+    auto a = random_tensor(context, size_t(m) * k, type, 1, "bench-a");
+    auto w = random_tensor(context, size_t(n) * k, DType::f32, 2, "bench-w");
+    auto c = random_tensor(context, size_t(m) * n, type, 3, "bench-c");
+    auto gate = random_tensor(context, size_t(m) * n, type, 4, "bench-gate");
+    auto h = random_tensor(context, size_t(m) * n, type, 5, "bench-h");
+    return [=](vk::Recorder& recorder) {
+      kernels::WeightRef weight = kernels::dense_f32(w->range());
+      if (fused) {
+        kernels::matmul_nt_swiglu(recorder, a->range(), type, weight, c->range(), type, m, n, k, 1.0f, 0.0f,
+                                  {gate->range(), h->range()});
+        return;
+      }
+      kernels::matmul_nt(recorder, a->range(), type, weight, c->range(), type, m, n, k);
+      kernels::swiglu(recorder, gate->range(), c->range(), h->range(), m * n, type);
+    };
+  };
+  register_kernel_benchmark(std::move(row));
+}
+
 }  // namespace
 
 void register_matmul_benchmarks() {
@@ -181,6 +212,22 @@ void register_matmul_benchmarks() {
     add_ggml(Form::nt, 512, 2048, 2048, type, "(proj fwd)");
     add_ggml(Form::nn, 512, 2048, 2048, type, "(proj dX)");
   }
+  // Qwen2.5-0.5B (hidden 896, MLP 4864) on 512 tokens: the MLP up/gate and down projections,
+  // forward (nt) and dX (nn), dense and NF4 + double quant (bench/matmul_nn.md).
+  add(Form::nt, 512, 4864, 896, DType::f32, "(qwen up fwd)");
+  add(Form::nn, 512, 4864, 896, DType::f32, "(qwen up dX)");
+  add(Form::nt, 512, 896, 4864, DType::f32, "(qwen down fwd)");
+  add(Form::nn, 512, 896, 4864, DType::f32, "(qwen down dX)");
+  add(Form::nn, 512, 4864, 896, DType::bf16, "(qwen up dX)");
+  add_quantized(Form::nt, 512, 4864, 896, WeightFormat::nf4, true, "(qwen up fwd)");
+  add_quantized(Form::nn, 512, 4864, 896, WeightFormat::nf4, true, "(qwen up dX)");
+  add_quantized(Form::nn, 512, 896, 4864, WeightFormat::nf4, true, "(qwen down dX)");
+  // The SwiGLU fusion at the Qwen2.5-0.5B up product and at a tiny model's (bench/fusions.md).
+  for (DType type : {DType::f32, DType::bf16})
+    for (bool fused : {false, true}) {
+      add_swiglu(512, 4864, 896, type, fused, "(qwen up + swiglu)");
+      add_swiglu(64, 256, 64, type, fused, "(tiny up + swiglu)");
+    }
   // Attention scores of 16 heads: Q·Kᵀ over head dim 64 on 256 tokens.
   add(Form::nt, 256, 256, 64, DType::f32, "(scores)", 16);
 }

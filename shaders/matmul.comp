@@ -35,6 +35,7 @@
 #extension GL_KHR_shader_subgroup_shuffle : require
 #endif
 #include "common.glsl"
+#include "gated_activation.glsl"
 
 layout(constant_id = 0) const uint WORKGROUP_SIZE = 256;
 layout(constant_id = 1) const uint TILE_ROWS = 128;        // outputs per workgroup
@@ -60,6 +61,10 @@ layout(constant_id = 16) const bool HAS_BIAS = false;
 layout(constant_id = 17) const uint WEIGHT_FORMAT = 3;
 layout(constant_id = 18) const uint WEIGHT_BLOCK_SHIFT = 6;
 layout(constant_id = 19) const bool WEIGHT_DOUBLE_QUANT = false;
+// The SwiGLU epilogue (kernels::matmul_nt_swiglu): besides C, write h = silu(gate) * C (C as stored),
+// gate read from p.bias's slot (no bias then) and h written to p.swiglu_h, both laid out as C in
+// C_TYPE; set on the last inner pass only.
+layout(constant_id = 20) const bool SWIGLU_EPILOGUE = false;
 
 layout(local_size_x_id = 0) in;
 
@@ -79,6 +84,7 @@ layout(push_constant) uniform Push {
   uint group_rows;        // direct: row tiles per group in the tile order (see matmul_direct.glsl)
   float r_absmax_offset;  // quantized R: QuantWeight.absmax_offset (nf4 double quant)
   uint r_index_offset;    // quantized R: flattened-weight index of R's element (0, 0) in this dispatch
+  uint64_t swiglu_h;      // SWIGLU_EPILOGUE: h, laid out as C, C_TYPE
 } p;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32 { float v[]; };
@@ -192,17 +198,32 @@ vec4 load_weight4(uint64_t base, uint index) { return load_dense4(base, R_TYPE, 
 float load_left(uint64_t base, uint index) { return load_dense(base, L_TYPE, index); }
 vec4 load_left4(uint64_t base, uint index) { return load_dense4(base, L_TYPE, index); }
 
+// Stores `value` at `index` of a dense tensor; returns the value as stored (rounded to 16 bits).
+float store_dense(uint64_t base, uint type, uint index, float value) {
+#ifdef STORAGE_16BIT
+  if (type == TYPE_F16) {
+    F16(base).v[index] = float16_t(value);
+    return unpackHalf2x16(packHalf2x16(vec2(value, 0.0))).x;  // the stored value, read back as fp32
+  }
+  if (type == TYPE_BF16) {
+    uint bits = float_to_bf16(value);
+    U16(base).v[index] = uint16_t(bits);
+    return bf16_to_float(bits);
+  }
+#endif
+  F32(base).v[index] = value;
+  return value;
+}
+
 // Writes alpha * sum (+ beta * C) (+ bias) to C[i, j] of one batch entry; i < rows, j < cols.
 void store_output(uint64_t c_base, uint i, uint j, float sum) {
   uint index = C_TRANSPOSED ? j * p.ld_c + i : i * p.ld_c + j;
   float value = p.alpha * sum;
   if (ACCUMULATE) value += p.beta * load_dense(c_base, C_TYPE, index);  // beta 0: C may hold NaN, unread
   if (HAS_BIAS) value += F32(p.bias).v[C_TRANSPOSED ? i : j];
-#ifdef STORAGE_16BIT
-  if (C_TYPE == TYPE_F16) { F16(c_base).v[index] = float16_t(value); return; }
-  if (C_TYPE == TYPE_BF16) { U16(c_base).v[index] = uint16_t(float_to_bf16(value)); return; }
-#endif
-  F32(c_base).v[index] = value;
+  float stored = store_dense(c_base, C_TYPE, index, value);
+  // As shaders/swiglu.comp computes it from the stored up value: the fused h is the unfused one.
+  if (SWIGLU_EPILOGUE) store_dense(p.swiglu_h, C_TYPE, index, gate_activation(load_dense(p.bias, C_TYPE, index)) * stored);
 }
 
 #ifdef MATMUL_DIRECT

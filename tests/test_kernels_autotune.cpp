@@ -141,6 +141,7 @@ TEST_CASE("autotune: every matmul candidate gives bit-identical results") {
   // nt products only.
   every_candidate_identical({Form::nt, 70, 65, 36}, false);
   every_candidate_identical({Form::nn, 70, 33, 68}, false);
+  every_candidate_identical({Form::nn, 70, 1030, 68}, false);  // inner passes (the same in every candidate)
   every_candidate_identical({Form::tn, 40, 70, 66}, false);
   every_candidate_identical({Form::nt, 70, 65, 64, DType::bf16}, false);
   every_candidate_identical({Form::nt, 70, 65, 128, DType::f32, true}, false);

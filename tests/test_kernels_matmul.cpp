@@ -241,6 +241,26 @@ void realistic_case(Form form) {
   run_case(t, 11);
 }
 
+// matmul_nn with a dense weight and an inner dimension above 512 fp32 (1024 16-bit) steps runs in
+// passes on the direct body (matmul.cpp direct_inner_per_dispatch), each after the first adding into
+// C; a remainder pass, beta and 16-bit weights included. VKT_DISABLE_MATMUL_NN_SPLIT=1: one pass,
+// the same values within fp32 summation error.
+void inner_pass_cases() {
+  Case t;
+  t.form = Form::nn;
+  t.m = 40, t.n = 1300, t.k = 36;
+  t.beta = 0.5f;
+  run_case(t, 71);
+  {
+    test::ScopedEnv off("VKT_DISABLE_MATMUL_NN_SPLIT", "1");
+    run_case(t, 71);
+  }
+  if (!context().caps().storage_16bit) return;
+  t.w = DType::bf16;
+  t.n = 2100;
+  run_case(t, 73);
+}
+
 void batched_cases(Form form) {
   Case t;
   t.form = form;
@@ -789,6 +809,7 @@ TEST_CASE("matmul_nn: odd shapes against the fp64 reference") { odd_shape_cases(
 TEST_CASE("matmul_nn: alpha and beta") { scaling_cases(Form::nn); }
 TEST_CASE("matmul_nn: realistic shape 256x384x320") { realistic_case(Form::nn); }
 TEST_CASE("matmul_nn: batched") { batched_cases(Form::nn); }
+TEST_CASE("matmul_nn: a long inner dimension in L2-sized passes (dense weight)") { inner_pass_cases(); }
 TEST_CASE("matmul_nn: every fp32/fp16/bf16 storage combination") { storage_cases(Form::nn); }
 TEST_CASE("matmul_nn: unaligned operands fall back to scalar loads") { unaligned_cases(Form::nn); }
 TEST_CASE("matmul_nn: tiled body (GPU path) on odd shapes, scaling, batches, 16-bit") { tiled_body_cases(Form::nn); }

@@ -1,4 +1,5 @@
 #include "engine/kernels/matmul.hpp"
+#include "engine/kernels/matmul_swiglu.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -36,8 +37,9 @@ struct MatmulPush {
   uint32_t group_rows;
   float r_absmax_offset;
   uint32_t r_index_offset;
+  uint64_t swiglu_h;  // matmul_nt_swiglu's h (the gate goes in `bias`)
 };
-static_assert(sizeof(MatmulPush) == 120 && sizeof(MatmulPush) <= 128);
+static_assert(sizeof(MatmulPush) == 128);
 
 // One operand of the canonical product C[i,j] = sum_p L[i,p] R[p,j] (see shaders/matmul.comp).
 struct Operand {
@@ -81,12 +83,26 @@ uint32_t type_code(DType type) { return static_cast<uint32_t>(type); }  // shade
 // 256 where the direct body builds its NF4 pair table, shaders/nf4_pairs.glsl).
 constexpr uint32_t cpu_inner_per_dispatch = 1u << 17;
 
+// The direct body's inner steps per dispatch for matmul_nn with a dense weight, where R = W[N,K] is read
+// across its rows: each tile reads tile_cols columns of every row of W, and its L strip (tile rows x
+// inner) of A. With a long inner dimension (Qwen2.5-0.5B's MLP: 4864) neither strip stays in the CPU's
+// L2 across tiles, and W comes back from L3 for every row tile in 128-byte pieces at a row stride. Inner
+// passes of 2 KiB of W per column (512 fp32 steps; each pass after the first accumulates into C, beta 1)
+// keep both strips in L2, as they are in the forward (nt): Qwen up dX (M=512 N=4864 K=896) 553-701 -> 283-290
+// cpu ms, down dX (N=896 K=4864) 335 -> 289 (bench/matmul_nn.md). A quantized W is 4-8x smaller and
+// already fits: passes there only add work (292 -> 320). The split depends on the operands only, never
+// on the candidate tiling, so autotune candidates stay bit-identical. VKT_DISABLE_MATMUL_NN_SPLIT=1: off.
+uint32_t direct_inner_per_dispatch(const Operand& left, const Operand& right) {
+  if (!left.p_contiguous || right.p_contiguous || right.quantized || env_set("VKT_DISABLE_MATMUL_NN_SPLIT")) return ~0u;
+  return 2048u / dtype_bytes(right.type);
+}
+
 // Records the dispatches of one product with `tiling` (a candidate of matmul_candidates).
 // `operand_ranges`: every range the operands read (a quantized weight's arrays).
 void record_passes(Recorder& recorder, const char* label, const MatmulTiling& tiling, const Operand& left,
                    const Operand& right, const std::vector<BufferRange>& operand_ranges, const BufferRange& c,
                    DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
-                   const BufferRange* bias, const MatmulBatch& batch) {
+                   const BufferRange* bias, const MatmulBatch& batch, const SwigluEpilogue* swiglu = nullptr) {
   const auto& caps = recorder.context().caps();
   const WeightRef* quantized = right.quantized;
   bool needs_16bit = left.type != DType::f32 || right.type != DType::f32 || c_type != DType::f32;
@@ -105,12 +121,14 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& ti
   if (needs_16bit) shader += "_s16";
 
   uint32_t per_dispatch = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? cpu_inner_per_dispatch : inner;
+  if (tiling.direct) per_dispatch = std::min(per_dispatch, direct_inner_per_dispatch(left, right));
   uint32_t p0 = 0;
   do {
     uint32_t pass_inner = std::min(inner - p0, std::max(per_dispatch, 1u));
     bool first = p0 == 0;
     float pass_beta = first ? beta : 1.0f;
     const BufferRange* pass_bias = first ? bias : nullptr;
+    bool pass_swiglu = swiglu && p0 + pass_inner >= inner;
     std::vector<uint32_t> specialization = {tiling.workgroup_size(),
                                             tiling.tile_rows,
                                             tiling.tile_cols,
@@ -133,7 +151,10 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& ti
       specialization.push_back(encoded.encoding & 0xffu);         // WEIGHT_FORMAT
       specialization.push_back((encoded.encoding >> 8) & 0xffu);  // WEIGHT_BLOCK_SHIFT
       specialization.push_back((encoded.encoding >> 16) & 1u);    // WEIGHT_DOUBLE_QUANT
+    } else if (pass_swiglu) {
+      specialization.insert(specialization.end(), {3u, 6u, 0u});  // unused by dense weights: the shader's defaults
     }
+    if (pass_swiglu) specialization.push_back(1);  // SWIGLU_EPILOGUE (constant_id 20)
     // This pass reads steps p0 .. p0+pass_inner of both operands: dense ones start that many
     // elements (p contiguous) or rows (otherwise) later, a quantized one that many indices later.
     auto step_offset = [&](const Operand& operand) { return uint64_t(p0) * (operand.p_contiguous ? 1 : operand.ld); };
@@ -141,7 +162,8 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& ti
     push.l = l->range->address + step_offset(*l) * dtype_bytes(l->type);
     push.r = r->range->address + (quantized ? 0 : step_offset(*r) * dtype_bytes(r->type));
     push.c = c.address;
-    push.bias = pass_bias ? pass_bias->address : 0;
+    push.bias = pass_bias ? pass_bias->address : pass_swiglu ? swiglu->gate.address : 0;
+    push.swiglu_h = pass_swiglu ? swiglu->h.address : 0;
     push.stride_l = l->batch_stride;
     push.stride_r = r->batch_stride;
     push.stride_c = batch.stride_c;
@@ -176,12 +198,17 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& ti
     std::vector<BufferRange> reads = operand_ranges;
     if (pass_beta != 0.0f) reads.push_back(c);
     if (pass_bias) reads.push_back(*pass_bias);
+    std::vector<BufferRange> writes = {c};
+    if (pass_swiglu) {
+      reads.push_back(swiglu->gate);
+      writes.push_back(swiglu->h);
+    }
     record_dispatch(recorder, {.shader = shader,
                                .specialization = specialization,
                                .push = push,
                                .grid = grid,
                                .reads = reads,
-                               .writes = {c},
+                               .writes = writes,
                                .label = label});
     p0 += pass_inner;
   } while (p0 < inner);
@@ -241,7 +268,7 @@ double time_candidate(vk::Context& context, const MatmulTiling& tiling, const Op
 
 void record(Recorder& recorder, const char* label, const Operand& left, const Operand& right, const BufferRange& c,
             DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
-            const BufferRange* bias, const MatmulBatch& batch) {
+            const BufferRange* bias, const MatmulBatch& batch, const SwigluEpilogue* swiglu = nullptr) {
   auto& context = recorder.context();
   const auto& caps = context.caps();
   std::string where = std::string(label) + " (" + std::to_string(rows) + "x" + std::to_string(cols) + "x" +
@@ -275,6 +302,11 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
   uint64_t c_bytes = (uint64_t(batch.count - 1) * batch.stride_c + uint64_t(rows) * cols) * dtype_bytes(c_type);
   require_bytes(c, c_bytes, where, "C");
   if (bias) require_bytes(*bias, uint64_t(cols) * 4, where, "bias");
+  if (swiglu) {
+    VKT_ASSERT(!bias && batch.count == 1, where + ": the SwiGLU epilogue takes no bias and one batch entry");
+    require_bytes(swiglu->gate, uint64_t(rows) * cols * dtype_bytes(c_type), where, "gate");
+    require_bytes(swiglu->h, uint64_t(rows) * cols * dtype_bytes(c_type), where, "h");
+  }
   for (const BufferRange& range : operand_ranges)
     VKT_ASSERT(range.bytes == 0 || !range.overlaps(c), where + ": an operand overlaps the output");
 
@@ -295,7 +327,7 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     });
   }
   record_passes(recorder, label, candidates[choice], left, right, operand_ranges, c, c_type, rows, cols, inner, alpha,
-                beta, bias, batch);
+                beta, bias, batch, swiglu);
 }
 
 DType dense_type(WeightFormat format) {
@@ -413,6 +445,14 @@ void matmul_nt(Recorder& recorder, const BufferRange& a, DType a_type, const Wei
   Operand left{&a, a_type, true, k, m, batch.stride_a, "A"};
   Operand right{&w.data, dense_type(w.format), true, k, n, batch.stride_b, "W", is_quantized(w.format) ? &w : nullptr};
   record(recorder, "matmul_nt", left, right, c, c_type, m, n, k, alpha, beta, bias, batch);
+}
+
+void matmul_nt_swiglu(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
+                      DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta,
+                      const SwigluEpilogue& swiglu) {
+  Operand left{&a, a_type, true, k, m, 0, "A"};
+  Operand right{&w.data, dense_type(w.format), true, k, n, 0, "W", is_quantized(w.format) ? &w : nullptr};
+  record(recorder, "matmul_nt_swiglu", left, right, c, c_type, m, n, k, alpha, beta, nullptr, MatmulBatch{}, &swiglu);
 }
 
 void matmul_nn(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,

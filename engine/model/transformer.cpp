@@ -15,6 +15,7 @@
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/rope.hpp"
 #include "engine/model/dora.hpp"
+#include "engine/model/fused_mlp.hpp"
 #include "engine/model/ia3.hpp"
 
 namespace vkt::model {
@@ -401,12 +402,14 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
                      hidden_, eps, offset, act_);
   kernels::axpby(r, a.input, a.mid, rows * hidden_, 1.0f, 1.0f, act_);
   kernels::rmsnorm(r, a.mid, range(prefix + mlp_norm_name()), a.norm_mlp, a.rstd_mlp, rows, hidden_, eps, offset, act_);
-  linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows, scratch(a, Module::gate_proj));
-  linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows, scratch(a, Module::up_proj));
-  if (gemma)
+  if (gemma) {
+    linear_forward(r, linear(layer, Module::gate_proj), a.norm_mlp, a.gate, rows, scratch(a, Module::gate_proj));
+    linear_forward(r, linear(layer, Module::up_proj), a.norm_mlp, a.up, rows, scratch(a, Module::up_proj));
     kernels::geglu(r, a.gate, a.up, a.act, rows * intermediate_, act_);
-  else
-    kernels::swiglu(r, a.gate, a.up, a.act, rows * intermediate_, act_);
+  } else {  // engine/model/fused_mlp.hpp
+    gate_up_swiglu(r, linear(layer, Module::gate_proj), linear(layer, Module::up_proj), a.norm_mlp, a.gate, a.up, a.act,
+                   rows, scratch(a, Module::gate_proj), scratch(a, Module::up_proj));
+  }
   if (!out && !gemma) {
     // Recomputation for the backward needs no output, only down_proj's LoRA intermediate.
     linear_lora_intermediate(r, linear(layer, Module::down_proj), a.act, rows, scratch(a, Module::down_proj));
