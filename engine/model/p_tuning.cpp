@@ -18,22 +18,17 @@ using kernels::DType;
 
 nlohmann::json peft_p_tuning_config(const spec::ModelShape& shape, const LoraSettings& settings,
                                     const std::string& base_model) {
-  return {{"auto_mapping", nullptr},
-          {"base_model_name_or_path", base_model},
-          {"encoder_dropout", settings.encoder_dropout},
-          {"encoder_hidden_size", settings.encoder_hidden},
-          {"encoder_num_layers", settings.encoder_layers},
-          {"encoder_reparameterization_type", settings.encoder_type},
-          {"inference_mode", true},
-          {"modules_to_save", nullptr},
-          {"num_attention_heads", shape.heads},
-          {"num_layers", shape.layers},
-          {"num_transformer_submodules", 1},
-          {"num_virtual_tokens", settings.virtual_tokens},
-          {"peft_type", "P_TUNING"},
-          {"revision", nullptr},
-          {"task_type", "CAUSAL_LM"},
-          {"token_dim", shape.hidden}};
+  // PromptLearningConfig's keys as prompt tuning writes them, less PromptTuningConfig's own, plus the encoder's.
+  nlohmann::json config = peft_prompt_tuning_config(shape, settings, base_model);
+  for (const char* key :
+       {"prompt_tuning_init", "prompt_tuning_init_text", "tokenizer_kwargs", "tokenizer_name_or_path"})
+    config.erase(key);
+  config["peft_type"] = "P_TUNING";
+  config["encoder_dropout"] = settings.encoder_dropout;
+  config["encoder_hidden_size"] = settings.encoder_hidden;
+  config["encoder_num_layers"] = settings.encoder_layers;
+  config["encoder_reparameterization_type"] = settings.encoder_type;
+  return config;
 }
 
 void read_p_tuning_fields(const nlohmann::json& config, const std::string& path, LoraSettings& settings) {
