@@ -8,6 +8,7 @@
 #include "engine/merge/export.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/generate.hpp"
+#include "engine/model/p_tuning.hpp"
 #include "engine/model/session.hpp"
 #include "engine/train/evaluate.hpp"
 #include "engine/train/step_runner.hpp"
@@ -66,7 +67,7 @@ double worst_real_row_error(const std::vector<float>& actual, const std::vector<
 }
 
 GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs::path& adapter_dir,
-                     spec::RunSettings settings) {
+                     spec::RunSettings settings, const SessionSetup& setup) {
   auto& ctx = context();
   GoldenBatch batch = golden_batch(golden);
   settings.batch = batch.batch;
@@ -77,9 +78,11 @@ GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs:
   // A LoRA run without an adapter folder has no targets: the base model alone, under a LoRA plan.
   const bool adapter = !full && !adapter_dir.empty();
   if (adapter) lora = model::load_adapter_config(adapter_dir).settings;
+  if (setup.settings) setup.settings(lora);
   auto session = model::open_model(ctx, folder, settings, full ? nullptr : &lora);
   auto& buffers = *session->buffers;
   if (adapter) model::load_adapter_weights(ctx, buffers, session->plan.shape, lora, adapter_dir);
+  if (setup.weights) setup.weights(*session, lora);
   train::upload_micro_batch(ctx, buffers, batch);
   kernels::StepState state;
   state.spare[0] = static_cast<float>(1.0 / batch.weight_sum);
@@ -110,6 +113,9 @@ GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs:
   if (!full)
     for (const auto& extra : model::adapter_extra_tensors(session->plan.shape, lora))
       extra_names[extra.buffer] = extra.peft_name;
+  if (!full)  // P-tuning's encoder: not in PEFT's file, the golden names it as its buffers
+    for (const auto& parameter : model::prompt_encoder_tensors(session->plan.shape, lora))
+      extra_names[parameter.buffer] = parameter.buffer;
   for (const auto& spec : session->plan.buffers) {
     if (spec.category != vk::Category::gradients) continue;
     std::string name = spec.name.substr(5);  // after "grad."
@@ -123,38 +129,42 @@ GoldenRun run_golden(const GoldenFile& golden, const fs::path& folder, const fs:
 }
 
 void check_fp32_and_nf4_variants(const std::string& name, const fs::path& golden_path, const fs::path& folder,
-                                 const fs::path& adapter_dir) {
+                                 const fs::path& adapter_dir, const SessionSetup& setup) {
   GoldenErrors errors = check_golden_variant(golden_path, "fp32", folder, adapter_dir,
-                                             lora_run_settings(kernels::WeightFormat::f32), GoldenBounds{});
+                                             lora_run_settings(kernels::WeightFormat::f32), GoldenBounds{}, setup);
   MESSAGE(name << " fp32: logits max-abs " << errors.logits << ", loss relative " << errors.loss
                << ", worst gradient relative " << errors.gradient << ", dembed relative " << errors.dembed);
   spec::RunSettings checkpointed = lora_run_settings(kernels::WeightFormat::f32);
   checkpointed.gradient_checkpointing = true;
-  check_golden_variant(golden_path, "fp32", folder, adapter_dir, checkpointed, GoldenBounds{});
+  check_golden_variant(golden_path, "fp32", folder, adapter_dir, checkpointed, GoldenBounds{}, setup);
   spec::RunSettings nf4 = lora_run_settings(kernels::WeightFormat::nf4);
   nf4.double_quant = true;
-  errors = check_golden_variant(golden_path, "nf4", folder, adapter_dir, nf4, GoldenBounds{});
+  errors = check_golden_variant(golden_path, "nf4", folder, adapter_dir, nf4, GoldenBounds{}, setup);
   MESSAGE(name << " nf4: logits max-abs " << errors.logits << ", loss relative " << errors.loss
                << ", worst gradient relative " << errors.gradient);
 }
 
-AdapterSession open_adapter_session(const fs::path& folder, const fs::path& adapter_dir, const GoldenBatch& batch) {
+AdapterSession open_adapter_session(const fs::path& folder, const fs::path& adapter_dir, const GoldenBatch& batch,
+                                    const SessionSetup& setup) {
   AdapterSession opened;
   opened.lora = model::load_adapter_config(adapter_dir).settings;
+  if (setup.settings) setup.settings(opened.lora);
   spec::RunSettings settings = lora_run_settings(kernels::WeightFormat::f32);
   settings.batch = batch.batch;
   settings.seq_len = batch.seq_len;
   opened.session = model::open_model(context(), folder, settings, &opened.lora);
   model::load_adapter_weights(context(), *opened.session->buffers, opened.session->plan.shape, opened.lora,
                               adapter_dir);
+  if (setup.weights) setup.weights(*opened.session, opened.lora);
   return opened;
 }
 
 GoldenErrors check_golden_variant(const fs::path& golden_path, const std::string& variant, const fs::path& folder,
-                                  const fs::path& adapter_dir, const spec::RunSettings& settings, GoldenBounds bounds) {
+                                  const fs::path& adapter_dir, const spec::RunSettings& settings, GoldenBounds bounds,
+                                  const SessionSetup& setup) {
   GoldenFile golden(golden_path);
   GoldenBatch batch = golden_batch(golden);
-  GoldenRun run = run_golden(golden, folder, adapter_dir, settings);
+  GoldenRun run = run_golden(golden, folder, adapter_dir, settings, setup);
   const std::string what = golden_path.stem().string() + " " + variant;
   GoldenErrors errors;
   const uint32_t vocab = static_cast<uint32_t>(golden[variant + ".logits"].shape[2]);

@@ -3,6 +3,7 @@
 // hf_golden.py wrote both) and compares logits, loss, d loss/d embedding, LoRA gradients and
 // greedy generation with the golden file: shared by the model_golden and model_hf suites.
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -30,6 +31,14 @@ GoldenBatch golden_batch(const GoldenFile& golden, const std::string& prefix = "
 double worst_real_row_error(const std::vector<float>& actual, const std::vector<float>& expected, const GoldenBatch& b,
                             uint32_t width);
 
+// What a family whose trained state is not in PEFT's adapter needs (P-tuning's encoder): `settings`
+// adjusts the adapter's settings before the session opens, `weights` fills buffers after the adapter's
+// weights load. Empty: neither.
+struct SessionSetup {
+  std::function<void(model::LoraSettings&)> settings;
+  std::function<void(model::ModelSession&, const model::LoraSettings&)> weights;
+};
+
 struct GoldenRun {
   std::vector<float> logits;  // (rows, vocab)
   double loss = 0;
@@ -39,7 +48,8 @@ struct GoldenRun {
 // Opens `folder` with `settings` (+ the adapter of `adapter_dir` unless full finetuning or empty), runs the
 // golden batch forward for logits, then forward + backward for loss and gradients.
 GoldenRun run_golden(const GoldenFile& golden, const std::filesystem::path& folder,
-                     const std::filesystem::path& adapter_dir, spec::RunSettings settings);
+                     const std::filesystem::path& adapter_dir, spec::RunSettings settings,
+                     const SessionSetup& setup = {});
 
 // What a variant is checked against (defaults: the issue's fp32 bounds).
 struct GoldenBounds {
@@ -55,12 +65,14 @@ struct GoldenErrors {
 // Compares `variant` ("fp32", "nf4", ...) of `golden_path` with a run of `folder` + `adapter_dir`.
 GoldenErrors check_golden_variant(const std::filesystem::path& golden_path, const std::string& variant,
                                   const std::filesystem::path& folder, const std::filesystem::path& adapter_dir,
-                                  const spec::RunSettings& settings, GoldenBounds bounds);
+                                  const spec::RunSettings& settings, GoldenBounds bounds,
+                                  const SessionSetup& setup = {});
 
 // The fp32 variant (plain and under gradient checkpointing) and the nf4 variant (double quant) of
 // `golden_path` with the default bounds, each error reported by MESSAGE under `name`.
 void check_fp32_and_nf4_variants(const std::string& name, const std::filesystem::path& golden_path,
-                                 const std::filesystem::path& folder, const std::filesystem::path& adapter_dir);
+                                 const std::filesystem::path& folder, const std::filesystem::path& adapter_dir,
+                                 const SessionSetup& setup = {});
 
 // Greedy generation with the KV cache (the prompt prefilled in blocks of 3 rows) of gen.prompt
 // must give gen.ids exactly.
@@ -76,7 +88,7 @@ struct AdapterSession {
   std::unique_ptr<model::ModelSession> session;
 };
 AdapterSession open_adapter_session(const std::filesystem::path& folder, const std::filesystem::path& adapter_dir,
-                                    const GoldenBatch& batch);
+                                    const GoldenBatch& batch, const SessionSetup& setup = {});
 
 // The golden's train.* trajectory (AdamW, weight decay 0.01, clipping at 1.0, constant train.lr) on
 // `session` with `batch`: each step's loss and gradient norm within 1e-4 relative (CHECKed); the

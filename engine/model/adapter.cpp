@@ -9,6 +9,7 @@
 #include "engine/kernels/random.hpp"
 #include "engine/model/dora.hpp"
 #include "engine/model/ia3.hpp"
+#include "engine/model/p_tuning.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/soft_prompt.hpp"
 
@@ -137,7 +138,7 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
           tensors.push_back({dora_buffer_name(shape, layer, module),
                              dora_peft_name(shape, layer, module),
                              {spec::fused_out_features(shape, module)}});
-  if (lora.peft_type == spec::PeftType::prompt_tuning)  // the soft prompt (soft_prompt.hpp)
+  if (is_soft_prompt(lora.peft_type))  // the soft prompt (soft_prompt.hpp; P-tuning's: its encoder's output)
     tensors.push_back({"prompt_embeddings", "prompt_embeddings", {lora.virtual_tokens, shape.hidden}});
   for (uint32_t layer = 0; layer < shape.layers; layer++)  // IA3's vectors
     for (Module module : lora.ia3_targets)
@@ -259,7 +260,8 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   }
   auto where = [&](const std::string& key) { return path.string() + ": \"" + key + "\""; };
   if (json.value("peft_type", std::string()) == "IA3") return load_ia3_adapter_config(json, path.string());
-  if (json.value("peft_type", std::string()) == "PROMPT_TUNING") {
+  if (json.value("peft_type", std::string()) == "PROMPT_TUNING" ||
+      json.value("peft_type", std::string()) == "P_TUNING") {
     AdapterFile file;
     read_prompt_tuning_config(json, path.string(), file.settings);
     if (json.contains("base_model_name_or_path") && json["base_model_name_or_path"].is_string())
@@ -423,6 +425,7 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
                                                  peft_target_names(shape, lora.targets), lora.rslora, base_model);
   if (lora.peft_type == spec::PeftType::dora) config["use_dora"] = true;
   if (lora.peft_type == spec::PeftType::prompt_tuning) config = peft_prompt_tuning_config(shape, lora, base_model);
+  if (lora.peft_type == spec::PeftType::p_tuning) config = peft_p_tuning_config(shape, lora, base_model);
   std::vector<std::string> modules_to_save;
   if (lora.save_embed_tokens) modules_to_save.push_back("embed_tokens");
   if (lora.save_lm_head) modules_to_save.push_back("lm_head");

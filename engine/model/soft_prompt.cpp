@@ -5,6 +5,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/random.hpp"
+#include "engine/model/p_tuning.hpp"
 
 namespace vkt::model {
 
@@ -41,7 +42,7 @@ void read_prompt_tuning_config(const nlohmann::json& config, const std::string& 
   const auto& count = config.contains("num_virtual_tokens") ? config["num_virtual_tokens"] : nlohmann::json();
   if (!count.is_number_unsigned() || count.get<uint64_t>() == 0 || count.get<uint64_t>() > 65536)
     throw UserError(where("num_virtual_tokens") + " is " + count.dump() + ", not a count of virtual tokens",
-                    "a PROMPT_TUNING adapter_config.json has num_virtual_tokens >= 1");
+                    "a PROMPT_TUNING or P_TUNING adapter_config.json has num_virtual_tokens >= 1");
   settings.virtual_tokens = count.get<uint32_t>();
   if (config.value("num_transformer_submodules", 1) != 1)
     throw UserError(where("num_transformer_submodules") + " is not 1 (an encoder-decoder prompt)",
@@ -55,6 +56,7 @@ void read_prompt_tuning_config(const nlohmann::json& config, const std::string& 
     settings.prompt_init_text = config["prompt_tuning_init_text"].get<std::string>();
   if (config.contains("tokenizer_name_or_path") && config["tokenizer_name_or_path"].is_string())
     settings.prompt_tokenizer = config["tokenizer_name_or_path"].get<std::string>();
+  if (config.value("peft_type", std::string()) == "P_TUNING") read_p_tuning_fields(config, path, settings);
 }
 
 std::vector<uint32_t> prompt_init_ids(const std::vector<uint32_t>& text_ids, uint32_t count) {

@@ -19,7 +19,8 @@ bool is_soft_prompt(spec::PeftType type);  // prompt_tuning, prefix_tuning, p_tu
 // PEFT's adapter_config.json of a prompt-tuning adapter (PromptTuningConfig's keys as PEFT writes them).
 nlohmann::json peft_prompt_tuning_config(const spec::ModelShape& shape, const LoraSettings& settings,
                                          const std::string& base_model);
-// A "PROMPT_TUNING" adapter_config.json into `settings`; UserError naming `path` and the field.
+// A "PROMPT_TUNING" (or "P_TUNING", with its encoder fields) adapter_config.json into `settings`;
+// UserError naming `path` and the field.
 void read_prompt_tuning_config(const nlohmann::json& config, const std::string& path, LoraSettings& settings);
 // PEFT's TEXT init: the init text's token ids repeated and cut to `count` (UserError when empty).
 std::vector<uint32_t> prompt_init_ids(const std::vector<uint32_t>& text_ids, uint32_t count);

@@ -17,6 +17,7 @@
 #include "engine/model/dora.hpp"
 #include "engine/model/fused_mlp.hpp"
 #include "engine/model/ia3.hpp"
+#include "engine/model/p_tuning.hpp"
 
 namespace vkt::model {
 
@@ -71,6 +72,8 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
     std::vector<uint32_t> indices(virtual_tokens_);
     for (uint32_t i = 0; i < virtual_tokens_; i++) indices[i] = i;
     context.upload(buffers.buffer("prompt.indices"), indices.data());
+    if (plan.contains("prompt_encoder.embedding.weight"))
+      encoder_hidden_ = static_cast<uint32_t>(s.prompt_encoder_hidden);
     if (s.training) {  // cell t of a row: its virtual token t, or N (a real token: no prompt gradient)
       std::vector<uint32_t> slots(rows_);
       for (uint32_t i = 0; i < rows_; i++) slots[i] = std::min(i % seq_len_, virtual_tokens_);
@@ -593,6 +596,10 @@ void Transformer::record_prompt_init(Recorder& r) {
                      range("prompt_embeddings"), virtual_tokens_, vocab_, hidden_);
 }
 
+void Transformer::record_prompt_encoder(Recorder& r) {
+  if (encoder_hidden_) record_prompt_encoder_forward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_);
+}
+
 void Transformer::write_prompt_rows(Recorder& r, const BufferRange& out, uint32_t first, uint32_t count) {
   if (virtual_tokens_ == 0 || !adapter_enabled_) return;
   const uint32_t row_bytes = hidden_ * kernels::dtype_bytes(act_);
@@ -607,6 +614,7 @@ void Transformer::record_body(Recorder& r) {
   DType table_type = embedding_type();
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, layer_input(0), rows_,
                      vocab_, hidden_, act_);
+  record_prompt_encoder(r);
   write_prompt_rows(r, layer_input(0), 0, virtual_tokens_);  // before Gemma's scale: it scales inputs_embeds whole
   if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale(), nullptr, act_);
   const bool recompute_set = checkpointing_ || !plan_.settings.training;
@@ -672,10 +680,14 @@ void Transformer::record_backward(Recorder& r) {
     kernels::embedding_backward(r, slots, range("grad_act.residual"), range("grad.model.embed_tokens.token_delta"),
                                 range("workspace.reduce"), rows_, token_rows_, hidden_, act_);
   }
-  if (virtual_tokens_ > 0 && adapter_enabled_)  // the prompt's gradient: its cells' rows, summed over the batch
-    kernels::embedding_backward(r, range("input.prompt_slots"), range("grad_act.residual"),
-                                range("grad.prompt_embeddings"), range("workspace.reduce"), rows_, virtual_tokens_,
-                                hidden_, act_);
+  if (virtual_tokens_ > 0 && adapter_enabled_) {  // the prompt's gradient: its cells' rows, summed over the batch
+    // P-tuning: this micro-batch's alone (embedding_backward adds), then through the encoder into its grad.*.
+    const BufferRange d_prompt = range(encoder_hidden_ ? "prompt_encoder.grad_output" : "grad.prompt_embeddings");
+    if (encoder_hidden_) r.fill(d_prompt);
+    kernels::embedding_backward(r, range("input.prompt_slots"), range("grad_act.residual"), d_prompt,
+                                range("workspace.reduce"), rows_, virtual_tokens_, hidden_, act_);
+    if (encoder_hidden_) record_prompt_encoder_backward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_);
+  }
 }
 
 void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const BufferRange& logits, bool long_rope) {

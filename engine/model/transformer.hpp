@@ -41,6 +41,12 @@ struct LoraSettings {
   // (prompt_tuning_init "RANDOM" or "TEXT", its text, tokenizer_name_or_path) as the config names them.
   uint32_t virtual_tokens = 0;
   std::string prompt_init = "RANDOM", prompt_init_text, prompt_tokenizer;
+  // P-tuning (engine/model/p_tuning.hpp): PromptEncoderConfig's encoder fields, and whether this run
+  // trains the encoder (a saved P_TUNING adapter holds its output only: then the prompt is fixed).
+  uint32_t encoder_hidden = 0, encoder_layers = 2;
+  std::string encoder_type = "MLP";
+  float encoder_dropout = 0;
+  bool train_encoder = false;
   float scale() const;  // alpha/r, or alpha/sqrt(r) with rsLoRA
 };
 
@@ -81,6 +87,8 @@ class Transformer {
   // Prompt tuning's TEXT init: the prompt's rows become the embedding table's rows of input.ids[0, N)
   // (the caller uploads the N ids there), unscaled, as PEFT's word_embeddings(init_token_ids).
   void record_prompt_init(Recorder& recorder);
+  // P-tuning while training: prompt_embeddings = the encoder's output (p_tuning.hpp); nothing otherwise.
+  void record_prompt_encoder(Recorder& recorder);
 
   // NF4 double quantization keeps one host-side float per weight (the mean of its absmax
   // values); the loader provides them by tensor name.
@@ -181,6 +189,7 @@ class Transformer {
   // rows of trainable tokens (0: none) written into the embedding table before every forward.
   bool train_embedding_ = false, train_head_ = false, fp32_embedding_ = false, fp32_head_ = false;
   uint32_t token_rows_ = 0;
+  uint32_t encoder_hidden_ = 0;  // P-tuning while training: the encoder's hidden size (0: no encoder)
   uint32_t virtual_tokens_ = 0;  // soft prompt: cells [0, N) of every row take prompt_embeddings (N, hidden)
   bool adapter_enabled_ = true;
   Transformer* teacher_ = nullptr;  // distillation's frozen teacher (not owned)

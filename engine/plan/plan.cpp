@@ -14,6 +14,7 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/kernels/reduce.hpp"
+#include "engine/plan/prompt_encoder_plan.hpp"
 #include "engine/quant/fake_quant.hpp"
 
 namespace vkt::plan {
@@ -506,16 +507,25 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.adapter_tensor("model.embed_tokens.token_delta", token_rows * m.hidden);
     b.add("model.embed_tokens.token_indices", Category::adapter_params, token_rows * 4);
   }
-  const uint64_t prompt_rows = extras && s.peft_type == spec::PeftType::prompt_tuning ? s.virtual_tokens : 0;
-  if (prompt_rows > 0) {  // soft prompt: the virtual tokens' embeddings, and their row indices 0 .. N-1
+  const bool soft_prompt = s.peft_type == spec::PeftType::prompt_tuning || s.peft_type == spec::PeftType::p_tuning;
+  const uint64_t prompt_rows = extras && soft_prompt ? s.virtual_tokens : 0;
+  uint64_t prompt_trainable = prompt_rows * m.hidden;
+  if (prompt_rows > 0 && trains_prompt_encoder(s)) {  // P-tuning: the encoder trains, its output is the prompt
+    prompt_trainable = 0;
+    for (const auto& t : prompt_encoder_parameters(prompt_rows, m.hidden, s.prompt_encoder_hidden))
+      b.adapter_tensor(t.name, t.elements()), prompt_trainable += t.elements();
+    for (const auto& [name, bytes] : prompt_encoder_workspace(prompt_rows, m.hidden, s.prompt_encoder_hidden))
+      b.add(name, Category::workspace, bytes);
+    b.add("prompt_embeddings", Category::adapter_params, prompt_rows * m.hidden * 4);
+  } else if (prompt_rows > 0) {  // soft prompt: the virtual tokens' embeddings
     b.adapter_tensor("prompt_embeddings", prompt_rows * m.hidden);
-    b.add("prompt.indices", Category::adapter_params, prompt_rows * 4);
   }
+  if (prompt_rows > 0) b.add("prompt.indices", Category::adapter_params, prompt_rows * 4);  // row indices 0 .. N-1
   counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head + counts.biases;
   if (full) counts.trainable = counts.total;
   if (training && !full)
     counts.trainable += (save_embed ? embedding_elements : 0) + (save_head ? m.vocab * m.hidden : 0) +
-                        token_rows * m.hidden + prompt_rows * m.hidden;
+                        token_rows * m.hidden + prompt_trainable;
 
   // Activations and workspace.
   const uint64_t rows = s.batch * s.seq_len;

@@ -63,6 +63,9 @@ struct RunSettings {
   // Soft prompts (prompt_tuning): the first virtual_tokens cells of every row (counted in seq_len)
   // take the trained prompt_embeddings (virtual_tokens, hidden) instead of a token's embedding.
   uint64_t virtual_tokens = 0;
+  // P-tuning (p_tuning) while training: the hidden size of the MLP encoder whose output is the prompt
+  // (PEFT's encoder_hidden_size; engine/plan/prompt_encoder_plan.hpp); 0: no encoder, the prompt as saved.
+  uint64_t prompt_encoder_hidden = 0;
   bool adapts_layer(uint64_t layer) const {
     return lora_layers.empty() || std::find(lora_layers.begin(), lora_layers.end(), layer) != lora_layers.end();
   }

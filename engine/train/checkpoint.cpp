@@ -10,6 +10,7 @@
 #include "engine/model/adapter.hpp"
 #include "engine/model/dtype.hpp"
 #include "engine/model/safetensors.hpp"
+#include "engine/train/soft_prompt_run.hpp"
 
 namespace vkt::train {
 
@@ -111,6 +112,7 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
   } else {
     model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model,
                         directory.path());
+    save_prompt_encoder(context, *trainable.buffers, plan.shape, *trainable.lora, directory.path());  // P-tuning
   }
   std::vector<model::TensorToWrite> states;
   if (trainable.gathered_states)
@@ -212,6 +214,7 @@ TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& pa
       trainable.weights->upload(context, name, model::to_fp32(weights.tensor(name)));
   } else {
     model::load_adapter_weights(context, *trainable.buffers, plan.shape, *trainable.lora, path);
+    load_prompt_encoder(context, *trainable.buffers, plan.shape, *trainable.lora, path);  // P-tuning
   }
   if (fs::exists(path / "optimizer.safetensors") && trainable.optimizer_shard) {
     model::SafetensorsFile states(path / "optimizer.safetensors");

@@ -96,7 +96,8 @@ const std::vector<OptionSpec>& option_table() {
        choices<spec::PeftType>() +
            " (PEFT's families; dora: LoRA with PEFT's magnitude vector, use_dora; ia3: PEFT IA3Config defaults; "
            "bitfit: the q/k/v biases (Qwen2); prompt_tuning: --num-virtual-tokens trained embeddings before every "
-           "sequence; prefix_tuning, p_tuning not built yet)",
+           "sequence; p_tuning: those embeddings made by a trained MLP encoder (--encoder-hidden-size); "
+           "prefix_tuning not built yet)",
        &C::peft_type},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
@@ -138,6 +139,12 @@ const std::vector<OptionSpec>& option_table() {
        &C::prompt_tuning_init},
       {"prompt_tuning_init_text", "prompt_tuning with --prompt-tuning-init text: the text (its tokens repeated or cut)",
        &C::prompt_tuning_init_text},
+      {"encoder_hidden_size", "p_tuning: the prompt encoder's hidden size (0: the model's hidden size)",
+       &C::encoder_hidden_size},
+      {"encoder_reparameterization_type", "p_tuning: the prompt encoder, MLP (Linear-ReLU-Linear-ReLU-Linear)",
+       &C::encoder_reparameterization_type},
+      {"encoder_num_layers", "p_tuning: PEFT's encoder_num_layers (LSTM only; recorded)", &C::encoder_num_layers},
+      {"encoder_dropout", "p_tuning: PEFT's encoder_dropout (LSTM only; recorded)", &C::encoder_dropout},
       {"rope_scaling", "extend the context: linear, dynamic, yarn or llama3 RoPE scaling (written into config.json)",
        &C::rope_scaling},
       {"rope_scaling_factor", "the RoPE scaling factor (new context / original context)", &C::rope_scaling_factor},
@@ -420,9 +427,9 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
-  if (c.peft_type == spec::PeftType::prefix_tuning || c.peft_type == spec::PeftType::p_tuning)
+  if (c.peft_type == spec::PeftType::prefix_tuning)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) + " is not built yet (issue 17)",
-                    "use --peft-type lora, dora, ia3, bitfit or prompt_tuning");
+                    "use --peft-type lora, dora, ia3, bitfit, prompt_tuning or p_tuning");
   validate_soft_prompt(c);
   if (c.peft_type != spec::PeftType::lora && c.method == spec::Method::full)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) +

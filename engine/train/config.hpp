@@ -57,6 +57,11 @@ struct TrainConfig {
   int64_t num_virtual_tokens = 20;            // virtual tokens prepended to every sequence
   std::string prompt_tuning_init = "random";  // random (N(0, 1)) | text (the embeddings of the init text's tokens)
   std::string prompt_tuning_init_text;        // text: repeated or cut to num_virtual_tokens tokens, as PEFT does
+  // P-tuning (--peft-type p_tuning; PEFT's PromptEncoderConfig names): the encoder that makes the prompt.
+  int64_t encoder_hidden_size = 0;                      // 0: the model's hidden size (PEFT requires a value)
+  std::string encoder_reparameterization_type = "MLP";  // MLP (LSTM: not built yet)
+  int64_t encoder_num_layers = 2;                       // LSTM only (PEFT's MLP ignores it)
+  double encoder_dropout = 0;                           // LSTM only (PEFT's MLP has no dropout)
   // Long context (long_context.hpp): RoPE scaling with HF's rope_parameters names; empty: the model's own.
   std::string rope_scaling;                          // linear | dynamic | yarn | llama3
   double rope_scaling_factor = 0;                    // factor (required with rope_scaling)

@@ -39,6 +39,8 @@ const char* const kTrajectoryOptions[] = {
     "num_virtual_tokens",
     "prompt_tuning_init",
     "prompt_tuning_init_text",
+    "encoder_hidden_size",
+    "encoder_reparameterization_type",
     "max_length",
     "packing",
     "shuffle",

@@ -146,6 +146,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       }
     sixteen_bit_.record_copies(r);  // masters -> their 16-bit weights
     kernels::zero_gradients(r, *tensor_list_);
+    session_.transformer->record_prompt_encoder(r);  // P-tuning: the updated encoder's prompt (what a save reads)
     // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.
     kernels::scale(r, loss_step, 1, 1.0f, &loss_scale);
     kernels::axpby(r, loss_step, loss_window, 1, 1.0f, 1.0f);

@@ -49,7 +49,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.peft_type = c.peft_type;
   model::resolve_peft_targets(s, c.target_modules, model, c.model);                     // IA3, BitFit: no LoRA
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * preference_rows(c);  // DPO/ORPO pairs: 2 rows
-  s.virtual_tokens = virtual_tokens(c);  // a soft prompt's cells lengthen every row
+  s.virtual_tokens = virtual_tokens(c);                       // a soft prompt's cells lengthen every row
+  s.prompt_encoder_hidden = prompt_encoder_hidden(c, model);  // P-tuning's encoder
   s.seq_len = seq_len + s.virtual_tokens;
   s.keep_pruned_zeros = c.method == spec::Method::full && fs::exists(fs::path(c.model) / "pruning.json");
   if (s.keep_pruned_zeros && c.pure_bf16)
@@ -211,11 +212,14 @@ void TrainingRun::prepare_data() {
     lora_.peft_type = plan_.settings.peft_type;
     lora_.ia3_targets = plan_.settings.ia3_targets;
     lora_.ia3_feedforward = plan_.settings.ia3_feedforward;
-    set_soft_prompt(config_, lora_);
+    set_soft_prompt(config_, lora_, plan_.settings.prompt_encoder_hidden);
     model::check_token_indices(lora_.token_indices, plan_.shape.vocab, "--trainable-token-indices");
     if (!config_.adapter.empty()) {
       // Start from an existing adapter: its shape settings win over the flags.
       model::AdapterFile file = model::load_adapter_config(config_.adapter);
+      if (file.settings.peft_type == spec::PeftType::p_tuning)
+        throw UserError("--adapter " + config_.adapter + " is a P_TUNING adapter: PEFT saves the encoder's output only",
+                        "resume the run from its checkpoint-N (it keeps the encoder), or train a new one");
       if (file.settings.rank != lora_.rank || file.settings.targets != lora_.targets)
         log::warn("--adapter " + config_.adapter + " has r=" + std::to_string(file.settings.rank) +
                   " and its own target_modules: using those");

@@ -15,6 +15,12 @@ Base model: tests/data/hf/llama3 (hf_golden.py). Cases:
     prompt_llama  PromptTuningConfig(num_virtual_tokens=5, prompt_tuning_init="TEXT"): the init text
                   tokenizes (a stub tokenizer: no tokenizer.json ships with the tiny model) to
                   INIT_TEXT_IDS, which PEFT repeats to 5 ids and embeds with the base's table.
+    ptuning_mlp   PromptEncoderConfig(num_virtual_tokens=5, encoder_hidden_size=24, MLP): the prompt is
+                  the output of PEFT's encoder (embedding (5, 32) -> Linear-ReLU-Linear-ReLU-Linear) on
+                  the virtual token ids; the encoder's parameters train. PEFT saves only the encoder's
+                  output as "prompt_embeddings" (the adapter is then a prompt-tuning one for inference),
+                  so the encoder's initial parameters are in the golden file: init.<name> under the
+                  names below (prompt_encoder.embedding.weight, prompt_encoder.mlp_head.0.weight, ...).
 PEFT prepends the virtual tokens to inputs_embeds, the attention mask with ones and the labels with
 -100; transformers' Llama then numbers the positions 0 .. N+T-1 (the prompt takes 0 .. N-1). The batch is
 written in that expanded layout (N pad ids first in every row, weight 0 there; the last virtual
@@ -54,7 +60,9 @@ INIT_TEXT = "Classify:"
 
 CASES = {
     "prompt_llama": ("llama3", 1700, "prompt_tuning"),
+    "ptuning_mlp": ("llama3", 1800, "p_tuning"),
 }
+ENCODER_HIDDEN = 24
 
 
 class StubTokenizer:
@@ -75,6 +83,9 @@ def peft_config(kind):
     if kind == "prompt_tuning":
         return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, prompt_tuning_init="TEXT",
                                        prompt_tuning_init_text=INIT_TEXT, tokenizer_name_or_path="stub")
+    if kind == "p_tuning":
+        return peft.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, encoder_hidden_size=ENCODER_HIDDEN,
+                                        encoder_reparameterization_type="MLP")
     raise ValueError(kind)
 
 
@@ -92,11 +103,18 @@ def build_case(case):
     return model
 
 
-def saved_name(name):
-    """named_parameters' name -> the name in adapter_model.safetensors."""
-    if name == "prompt_encoder.default.embedding.weight":
+def saved_name(name, kind):
+    """named_parameters' name -> the name in adapter_model.safetensors (prompt tuning) or, for P-tuning's
+    encoder (not saved by PEFT), the name without the adapter's ("default")."""
+    if name == "prompt_encoder.default.embedding.weight" and kind == "prompt_tuning":
         return "prompt_embeddings"
+    if name.startswith("prompt_encoder.default.") and kind == "p_tuning":
+        return "prompt_encoder." + name[len("prompt_encoder.default."):]
     raise ValueError(name)
+
+
+def kind_of(model):
+    return {"PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning"}[model.peft_config["default"].peft_type.value]
 
 
 def virtual_tokens(model):
@@ -117,7 +135,7 @@ def forward_backward(model, ids, mask):
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
     hook.remove()
-    grads = {saved_name(n): p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    grads = {saved_name(n, kind_of(model)): p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert grads and all(float(g.abs().max()) > 0 for g in grads.values()), "a gradient is zero"
     return {"logits": out.logits.detach(), "loss": out.loss.detach(), "dembed": seen["embeds"].grad.detach(),
             "grads": grads}
@@ -154,8 +172,15 @@ def make_case(case, out_dir):
         for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
             put(prefix + "." + key, value)
 
-    put("init.ids", INIT_TEXT_IDS, np.int32)
-    put("init.prompt_embeddings", model.prompt_encoder["default"].embedding.weight)
+    if kind == "prompt_tuning":
+        put("init.ids", INIT_TEXT_IDS, np.int32)
+        put("init.prompt_embeddings", model.prompt_encoder["default"].embedding.weight)
+    else:  # the encoder's parameters (PEFT's init: N(0, 1) embedding, kaiming-uniform Linear) and its output
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                put("init." + saved_name(name, kind), p)
+        put("init.prompt_embeddings", model.get_prompt_embedding_to_save("default"))
+    encoder_state = {n: p.detach().clone() for n, p in model.prompt_encoder["default"].state_dict().items()}
     ids_x, weights_x, positions, lengths = expanded_batch(ids, mask, n)
     put("batch.ids", ids_x, np.int32)
     put("batch.weights", weights_x, np.float32)
@@ -167,11 +192,14 @@ def make_case(case, out_dir):
     with torch.no_grad():
         again = reloaded(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(again, result["logits"], atol=1e-6), case + ": PEFT's reload differs"
-    # PEFT refuses is_trainable=True for a prompt-learning adapter: the prompt is made trainable by hand.
-    quantized = peft.PeftModel.from_pretrained(load_base(family, hf_golden.nf4_round_trip(load_base(family))),
-                                               adapter_dir)
-    for p in quantized.prompt_encoder.parameters():
-        p.requires_grad_(True)
+    nf4_base = load_base(family, hf_golden.nf4_round_trip(load_base(family)))
+    if kind == "p_tuning":  # the saved adapter has no encoder: the same encoder over the NF4 base
+        quantized = peft.get_peft_model(nf4_base, peft_config(kind))
+        quantized.prompt_encoder["default"].load_state_dict(encoder_state)
+    else:  # PEFT refuses is_trainable=True for a prompt-learning adapter: the prompt is made trainable by hand.
+        quantized = peft.PeftModel.from_pretrained(nf4_base, adapter_dir)
+        for p in quantized.prompt_encoder.parameters():
+            p.requires_grad_(True)
     put_result("nf4", forward_backward(quantized, ids, mask))
     losses = peft_extras_golden.put_training(put, model, ids, mask)
     peft_extras_golden.finish_case(out_dir, case, rows, result, losses)
