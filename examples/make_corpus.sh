@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Extracts the King James Bible from Debian's bible-kjv packages into JSONL for pretraining the
 # demo's base model: every verse is one {"text": "Ge1:1 In the beginning ..."} line; every 20th
-# verse goes to the validation split. The base is pretrained on kjv-rows-{train,valid}.jsonl: the same
-# split as runs of consecutive verses, some verse repeated (examples/make_copy_rows.py).
+# verse goes to the validation split. Also kjv-rows-{train,valid}.jsonl, the same split as runs of
+# consecutive verses, some verse repeated (examples/make_copy_rows.py): what issue 20's candidate base
+# (BASE_RECIPE=rows examples/make_base_model.sh) is pretrained on.
 # Usage: examples/make_corpus.sh OUTPUT_DIR
 set -euo pipefail
 out="${1:?usage: make_corpus.sh OUTPUT_DIR}"
