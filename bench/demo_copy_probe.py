@@ -1,7 +1,7 @@
-"""Can a base model copy from its context (issue 20)? On examples/demo/copy_probe.jsonl (a held-out
-demo verse, its reference again, then the verse again): greedy copies (the first generated line equals
-the verse) and, teacher-forced, the verse's NLL and top-1 accuracy per token on its first reading (in
-the prompt) and its second (the completion). A model that copies finds the second reading far easier
+"""Can a base model copy from its context (issue 20)? examples/demo/copy_probe.jsonl's held-out demo
+verses, each asked as "REF\nVERSE\nREF\n" (the line format of examples/make_copy_rows.py): greedy
+copies (the first generated line equals the verse) and, teacher-forced, the verse's NLL and top-1
+accuracy per token on its first reading and its second. A model that copies finds the second reading far easier
 (top-1 near 100%); examples/base before issue 20's rows: 0/20 copies, the second reading no easier.
 Pinned: torch 2.15.0 (CPU), transformers 5.23.0.
   python bench/demo_copy_probe.py MODEL_DIR... [--limit 20] [--tokenizer FILE] [--rows FILE]
@@ -25,7 +25,8 @@ def probe(model_dir, rows, tokenizer_file=None):
     copies = 0
     stats = {"first": [0.0, 0, 0], "second": [0.0, 0, 0]}  # NLL sum, top-1 hits, tokens
     for row in rows:
-        ref_line, verse = row["prompt"].split("\n")[0], row["completion"]
+        # The verse and its reference, whatever the file's layout; asked in the rows' line format.
+        ref_line, verse = [l for l in row["prompt"].split("\n") if l][-1], row["completion"].strip()
         head = tok.encode(ref_line + "\n", add_special_tokens=False)
         verse_ids = tok.encode(verse, add_special_tokens=False)
         mid = tok.encode("\n" + ref_line + "\n", add_special_tokens=False)
@@ -38,7 +39,7 @@ def probe(model_dir, rows, tokenizer_file=None):
                 stats[name][0] -= logp[i - 1, ids[i]].item()
                 stats[name][1] += int(logp[i - 1].argmax().item() == ids[i])
                 stats[name][2] += 1
-        prompt = bos + tok.encode(row["prompt"], add_special_tokens=False)
+        prompt = bos + head + verse_ids + mid
         with torch.no_grad():
             out = model.generate(torch.tensor([prompt]), max_new_tokens=len(verse_ids) + 3, do_sample=False)
         text = tok.decode(out[0, len(prompt):].tolist())
