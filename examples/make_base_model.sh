@@ -6,24 +6,28 @@
 #   4. full pretraining (vktune train --method full, examples/recipes/pretrain-kjv.yaml),
 #   5. the final model copied to examples/base.
 # Usage: examples/make_base_model.sh [WORK_DIR]   (resumes an interrupted run in WORK_DIR)
+# BASE_RECIPE=rows: issue 20's candidate instead, tokenizer and pretraining on rows of consecutive
+# verses (examples/make_copy_rows.py, examples/recipes/pretrain-kjv-rows.yaml; README "Results").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-$root/build/base-model}"
 vktune="${VKTUNE:-$root/build/vktune}"
+data=kjv recipe=pretrain-kjv
+[ "${BASE_RECIPE:-}" = rows ] && data=kjv-rows recipe=pretrain-kjv-rows
 mkdir -p "$work"
 "$root/examples/make_corpus.sh" "$work/corpus"
-[ -f "$work/tokenizer/tokenizer.json" ] || "$vktune" tokenizer-train --data "$work/corpus/kjv-train.jsonl" \
+[ -f "$work/tokenizer/tokenizer.json" ] || "$vktune" tokenizer-train --data "$work/corpus/$data-train.jsonl" \
   --vocab-size 2048 --output "$work/tokenizer"
 [ -f "$work/random/model.safetensors" ] || "$vktune" new-model --config "$root/examples/recipes/kjv-base-config.json" \
   --tokenizer "$work/tokenizer" --output "$work/random" --seed 1
-"$vktune" train --config "$root/examples/recipes/pretrain-kjv.yaml" --model "$work/random" \
-  --data "$work/corpus/kjv-train.jsonl" --eval-data "$work/corpus/kjv-valid.jsonl" \
+"$vktune" train --config "$root/examples/recipes/$recipe.yaml" --model "$work/random" \
+  --data "$work/corpus/$data-train.jsonl" --eval-data "$work/corpus/$data-valid.jsonl" \
   --output-dir "$work/pretrained" --resume-from-checkpoint latest --headless
 mkdir -p "$root/examples/base"
 for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json; do
   [ -f "$work/pretrained/$f" ] && cp "$work/pretrained/$f" "$root/examples/base/$f"
 done
 # The pretraining peak rate, where vktune lr-find (and HF tools) look for it.
-peak_lr="$(sed -n 's/^learning_rate: *//p' "$root/examples/recipes/pretrain-kjv.yaml")"
+peak_lr="$(sed -n 's/^learning_rate: *//p' "$root/examples/recipes/$recipe.yaml")"
 printf '{"learning_rate": %s, "lr_scheduler_type": "cosine"}\n' "$peak_lr" > "$root/examples/base/training_args.json"
 echo "base model: $root/examples/base"

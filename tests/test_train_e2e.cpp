@@ -428,6 +428,15 @@ and more text)",
   CHECK(key_right == std::vector<bool>{false, false});
   train::score_output("  yes ", "yes", {}, form, content);
   CHECK(content);
+  // Without keys a one-line reference is the first line: the copy probe's model goes on to the next verse.
+  train::score_output("And God said,\nGe1:4\nAnd God saw", "And God said,", {}, form, content);
+  CHECK(content);
+  train::score_output("And God\nsaid,", "And God", {}, form, content);
+  CHECK(content);
+  train::score_output("And God\nsaw", "And God\nsaid", {}, form, content);
+  CHECK_FALSE(content);  // a multi-line reference is the whole output
+  train::score_output("And God\nsaid", "And God\nsaid", {}, form, content);
+  CHECK(content);
 }
 
 }  // TEST_SUITE
