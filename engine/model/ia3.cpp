@@ -81,7 +81,8 @@ void resolve_peft_targets(spec::RunSettings& settings, const std::string& target
     settings.target_modules.clear();
     return;
   }
-  if (settings.peft_type == spec::PeftType::prompt_tuning) {  // the prompt alone trains
+  if (settings.peft_type == spec::PeftType::prompt_tuning ||
+      settings.peft_type == spec::PeftType::prefix_tuning) {  // the prompt (prefix) alone trains
     settings.target_modules.clear();
     return;
   }

@@ -63,6 +63,8 @@ struct RunSettings {
   // Soft prompts (prompt_tuning): the first virtual_tokens cells of every row (counted in seq_len)
   // take the trained prompt_embeddings (virtual_tokens, hidden) instead of a token's embedding.
   uint64_t virtual_tokens = 0;
+  // Prefix tuning: prefix_tokens trained key/value rows per layer before every sequence (no cells).
+  uint64_t prefix_tokens = 0;
   bool adapts_layer(uint64_t layer) const {
     return lora_layers.empty() || std::find(lora_layers.begin(), lora_layers.end(), layer) != lora_layers.end();
   }

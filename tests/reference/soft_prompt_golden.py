@@ -1,5 +1,5 @@
-"""Golden data for PEFT's soft-prompt families (issue 17): prompt tuning (and, as they come, prefix
-tuning and P-tuning), each against PEFT itself.
+"""Golden data for PEFT's soft-prompt families (issue 17): prompt tuning, prefix tuning (and, as it
+comes, P-tuning), each against PEFT itself.
 
 Run with the pinned environment (these exact versions; the script refuses others):
     /work/venv/bin/python tests/reference/soft_prompt_golden.py           # rewrite tests/data/soft_prompt/
@@ -15,7 +15,13 @@ Base model: tests/data/hf/llama3 (hf_golden.py). Cases:
     prompt_llama  PromptTuningConfig(num_virtual_tokens=5, prompt_tuning_init="TEXT"): the init text
                   tokenizes (a stub tokenizer: no tokenizer.json ships with the tiny model) to
                   INIT_TEXT_IDS, which PEFT repeats to 5 ids and embeds with the base's table.
-PEFT prepends the virtual tokens to inputs_embeds, the attention mask with ones and the labels with
+    prefix_llama  PrefixTuningConfig(num_virtual_tokens=3) (no prefix_projection): every layer's attention
+                  sees 3 trained key/value rows (GQA: 2 kv heads, token_dim 16) before the sequence. The
+                  script checks how transformers applies them: the prefix keys as stored (no RoPE) and the
+                  tokens numbered P .. P+T-1 (a forward with explicit positions must match PEFT's). Its
+                  batch is not expanded (batch.positions 0 .. T-1: vktune adds P itself), dembed is
+                  d loss / d (embedding output), and the logits have T rows per sequence.
+For prompt tuning, PEFT prepends the virtual tokens to inputs_embeds, the attention mask with ones and the labels with
 -100; transformers' Llama then numbers the positions 0 .. N+T-1 (the prompt takes 0 .. N-1). The batch is
 written in that expanded layout (N pad ids first in every row, weight 0 there; the last virtual
 token predicts the first real one, as labels = input_ids make PEFT do). Per case,
@@ -54,6 +60,7 @@ INIT_TEXT = "Classify:"
 
 CASES = {
     "prompt_llama": ("llama3", 1700, "prompt_tuning"),
+    "prefix_llama": ("llama3", 1800, "prefix_tuning"),
 }
 
 
@@ -75,6 +82,8 @@ def peft_config(kind):
     if kind == "prompt_tuning":
         return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, prompt_tuning_init="TEXT",
                                        prompt_tuning_init_text=INIT_TEXT, tokenizer_name_or_path="stub")
+    if kind == "prefix_tuning":
+        return peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
     raise ValueError(kind)
 
 
@@ -103,6 +112,26 @@ def virtual_tokens(model):
     return model.peft_config["default"].num_virtual_tokens
 
 
+def cells(model):
+    """The cells a row gives the prompt: prompt tuning's virtual tokens; none for prefix tuning."""
+    config = model.peft_config["default"]
+    return config.num_virtual_tokens if config.peft_type == peft.PeftType.PROMPT_TUNING else 0
+
+
+def check_prefix_semantics(model, ids, mask, logits):
+    """transformers applies PEFT's past cache as vktune does: prefix keys without RoPE (the cache holds
+    them as given), the sequence at positions P .. P+T-1 (not 0 .. T-1)."""
+    n = virtual_tokens(model)
+    base = model.get_base_model()
+    with torch.no_grad():
+        for start, same in ((n, True), (0, False)):
+            positions = torch.arange(start, start + ids.shape[1]).expand(ids.shape[0], -1)
+            full_mask = torch.cat((torch.ones(ids.shape[0], n, dtype=mask.dtype), mask), dim=1)
+            out = base(input_ids=ids, attention_mask=full_mask, past_key_values=model.get_prompt(ids.shape[0]),
+                       position_ids=positions).logits
+            assert torch.allclose(out, logits, atol=1e-6) == same, "prefix positions are not P .. P+T-1"
+
+
 def forward_backward(model, ids, mask):
     """Logits, loss, d loss / d inputs_embeds (as the base model receives them: prompt rows first) and
     every trainable gradient."""
@@ -112,7 +141,14 @@ def forward_backward(model, ids, mask):
     def keep_inputs(module, args, kwargs):
         kwargs["inputs_embeds"].retain_grad()
         seen["embeds"] = kwargs["inputs_embeds"]
-    hook = model.base_model.model.register_forward_pre_hook(keep_inputs, with_kwargs=True)
+
+    def keep_embedding(module, args, output):  # prefix tuning: the base embeds input_ids itself
+        seen["embeds"] = output.detach().requires_grad_(True)
+        return seen["embeds"]
+    if cells(model) > 0:
+        hook = model.base_model.model.register_forward_pre_hook(keep_inputs, with_kwargs=True)
+    else:
+        hook = model.get_base_model().model.embed_tokens.register_forward_hook(keep_embedding)
     model.zero_grad(set_to_none=True)
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
@@ -136,14 +172,15 @@ def make_case(case, out_dir):
     family, seed, kind = CASES[case]
     ids, mask = hf_golden.golden_batch(128, seed)
     model = build_case(case)
-    n = virtual_tokens(model)
+    n = cells(model)
     folder = os.path.join(out_dir, case)
     adapter_dir = os.path.join(folder, "adapter")
     model.save_pretrained(adapter_dir)
     os.remove(os.path.join(adapter_dir, "README.md"))  # PEFT's model card: nothing a test reads
     rows = [("meta.json", np.frombuffer(json.dumps({"case": case, "base": "tests/data/hf/" + family, "kind": kind,
                                                     "train": TRAIN, "versions": PINNED,
-                                                    "virtual_tokens": n}, sort_keys=True).encode(), dtype=np.uint8))]
+                                                    "virtual_tokens": virtual_tokens(model)},
+                                                   sort_keys=True).encode(), dtype=np.uint8))]
 
     def put(key, value, dtype=np.float32):
         value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
@@ -154,7 +191,8 @@ def make_case(case, out_dir):
         for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
             put(prefix + "." + key, value)
 
-    put("init.ids", INIT_TEXT_IDS, np.int32)
+    if kind == "prompt_tuning":
+        put("init.ids", INIT_TEXT_IDS, np.int32)
     put("init.prompt_embeddings", model.prompt_encoder["default"].embedding.weight)
     ids_x, weights_x, positions, lengths = expanded_batch(ids, mask, n)
     put("batch.ids", ids_x, np.int32)
@@ -162,6 +200,8 @@ def make_case(case, out_dir):
     put("batch.positions", positions, np.int32)
     put("batch.lengths", lengths, np.int32)
     result = forward_backward(model, ids, mask)
+    if kind == "prefix_tuning":
+        check_prefix_semantics(model, ids, mask, result["logits"])
     put_result("fp32", result)
     reloaded = peft.PeftModel.from_pretrained(load_base(family), adapter_dir)
     with torch.no_grad():
@@ -182,7 +222,7 @@ def check_vktune():
     report = peft_extras_golden.new_load_report(ADAPTER_FORMAT_VERSION, LOGITS_BOUND)
     for case, family, kind, adapter, ids, mask, ours in peft_extras_golden.vktune_outputs(OUT, CASES):
         model = peft.PeftModel.from_pretrained(load_base(family), adapter)
-        n = virtual_tokens(model)
+        n = cells(model)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask).logits
         real = expanded_batch(ids, mask, n)[1].bool()
