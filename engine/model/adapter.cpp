@@ -10,6 +10,7 @@
 #include "engine/model/dora.hpp"
 #include "engine/model/ia3.hpp"
 #include "engine/model/p_tuning.hpp"
+#include "engine/model/prefix_tuning.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/soft_prompt.hpp"
 
@@ -140,6 +141,8 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
                              {spec::fused_out_features(shape, module)}});
   if (is_soft_prompt(lora.peft_type))  // the soft prompt (soft_prompt.hpp; P-tuning's: its encoder's output)
     tensors.push_back({"prompt_embeddings", "prompt_embeddings", {lora.virtual_tokens, shape.hidden}});
+  if (lora.peft_type == spec::PeftType::prefix_tuning)  // every layer's past keys/values (prefix_tuning.hpp)
+    tensors.push_back({"prefix.key_values", "prompt_embeddings", {lora.prefix_tokens, prefix_width(shape)}});
   for (uint32_t layer = 0; layer < shape.layers; layer++)  // IA3's vectors
     for (Module module : lora.ia3_targets)
       if (lora.adapts_layer(layer))
@@ -261,9 +264,12 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   auto where = [&](const std::string& key) { return path.string() + ": \"" + key + "\""; };
   if (json.value("peft_type", std::string()) == "IA3") return load_ia3_adapter_config(json, path.string());
   if (json.value("peft_type", std::string()) == "PROMPT_TUNING" ||
-      json.value("peft_type", std::string()) == "P_TUNING") {
+      json.value("peft_type", std::string()) == "P_TUNING" || json.value("peft_type", std::string()) == "PREFIX_TUNING") {
     AdapterFile file;
-    read_prompt_tuning_config(json, path.string(), file.settings);
+    if (json["peft_type"] == "PREFIX_TUNING")
+      read_prefix_tuning_config(json, path.string(), file.settings);
+    else
+      read_prompt_tuning_config(json, path.string(), file.settings);
     if (json.contains("base_model_name_or_path") && json["base_model_name_or_path"].is_string())
       file.base_model = json["base_model_name_or_path"].get<std::string>();
     return file;
@@ -426,6 +432,7 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
   if (lora.peft_type == spec::PeftType::dora) config["use_dora"] = true;
   if (lora.peft_type == spec::PeftType::prompt_tuning) config = peft_prompt_tuning_config(shape, lora, base_model);
   if (lora.peft_type == spec::PeftType::p_tuning) config = peft_p_tuning_config(shape, lora, base_model);
+  if (lora.peft_type == spec::PeftType::prefix_tuning) config = peft_prefix_tuning_config(shape, lora, base_model);
   std::vector<std::string> modules_to_save;
   if (lora.save_embed_tokens) modules_to_save.push_back("embed_tokens");
   if (lora.save_lm_head) modules_to_save.push_back("lm_head");

@@ -82,7 +82,8 @@ void resolve_peft_targets(spec::RunSettings& settings, const std::string& target
     return;
   }
   if (settings.peft_type == spec::PeftType::prompt_tuning ||
-      settings.peft_type == spec::PeftType::p_tuning) {  // the prompt alone trains (P-tuning: its encoder)
+      settings.peft_type == spec::PeftType::p_tuning ||
+      settings.peft_type == spec::PeftType::prefix_tuning) {  // the prompt (prefix) alone trains (P-tuning: its encoder)
     settings.target_modules.clear();
     return;
   }

@@ -37,6 +37,7 @@ void apply_adapter_settings(spec::RunSettings& settings, const LoraSettings& lor
   settings.ia3_feedforward = lora.ia3_feedforward;
   settings.virtual_tokens = lora.virtual_tokens;
   settings.prompt_encoder_hidden = lora.train_encoder ? lora.encoder_hidden : 0;
+  settings.prefix_tokens = lora.prefix_tokens;
 }
 
 std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesystem::path& model_dir,

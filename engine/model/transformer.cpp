@@ -80,8 +80,10 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
       context.upload(buffers.buffer("input.prompt_slots"), slots.data());
     }
   }
+  prefix_tokens_ = plan.contains("prefix.key_values") ? static_cast<uint32_t>(s.prefix_tokens) : 0;
   compute_input_gradient_ =
-      full_ || train_embedding_ || (token_rows_ > 0 && s.training) || (virtual_tokens_ > 0 && s.training);
+      full_ || train_embedding_ || (token_rows_ > 0 && s.training) || (virtual_tokens_ > 0 && s.training) ||
+      (prefix_tokens_ > 0 && s.training);  // prefix: checked against PEFT's d inputs_embeds (golden)
   act_ = s.activation_dtype;
   if (act_ != DType::f32 && !context.caps().storage_16bit)
     throw UserError("device " + context.caps().name + " cannot store 16-bit buffers (storageBuffer16BitAccess)",
@@ -363,7 +365,8 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   const float eps = static_cast<float>(config_.rms_norm_eps);
   const uint32_t rows = pass.rows;
   const std::string prefix = "model.layers." + std::to_string(layer) + ".";
-  const BufferRange positions = range("input.positions"), segments = range("input.segments");
+  const BufferRange positions = range(prefix_active() ? "prefix.positions" : "input.positions");
+  const BufferRange segments = range("input.segments");
   const BufferRange inv_freq = layer_inv_freq(layer, pass.long_rope);
   const bool gemma = config_.gemma;
   const float offset = norm_offset();
@@ -384,7 +387,8 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   }
   kernels::rope(r, a.q, a.q, positions, inv_freq, rows, heads_, head_dim_, rope_scaling, act_);
   kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_, rope_scaling, act_);
-  if (!pass.decode) {
+  if (prefix_attention_forward(r, layer, a, pass, attention)) {  // prefix tuning's keys first
+  } else if (!pass.decode) {
     kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, &segments, nullptr, nullptr, act_);
   } else {
     // Append this step's keys and values to the cache, then attend over everything cached.
@@ -436,7 +440,8 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   const BufferRange d_act = range("grad_act.act"), d_gate = range("grad_act.gate"), d_up = range("grad_act.up");
   const BufferRange d_attn = range("grad_act.attn");
   const BufferRange dq = range("grad_act.q"), dk = range("grad_act.k"), dv = range("grad_act.v");
-  const BufferRange positions = range("input.positions"), segments = range("input.segments");
+  const BufferRange positions = range(prefix_active() ? "prefix.positions" : "input.positions");
+  const BufferRange segments = range("input.segments");
   const BufferRange inv_freq = layer_inv_freq(layer, training_pass().long_rope);
   const BufferRange workspace = range("workspace.reduce");
   const bool gemma = config_.gemma;
@@ -473,8 +478,9 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   }
   linear_backward(r, linear(layer, Module::o_proj), a.attn, gemma ? d_norm : residual, d_attn, false, rows_,
                   scratch(a, Module::o_proj));
-  kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
-                              layer_attention(attention_shape(), layer), &segments, nullptr, act_);
+  if (!prefix_attention_backward(r, layer, a))
+    kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
+                                layer_attention(attention_shape(), layer), &segments, nullptr, act_);
   kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_, rope_attention_factor(), act_);
   kernels::rope_backward(r, dk, dk, positions, inv_freq, rows_, kv_heads_, head_dim_, rope_attention_factor(), act_);
   if (config_.qk_norm) {  // back through q_norm/k_norm, in place (dq, dk now hold d(pre-norm q, k))
@@ -611,6 +617,7 @@ void Transformer::write_prompt_rows(Recorder& r, const BufferRange& out, uint32_
 
 void Transformer::record_body(Recorder& r) {
   write_token_rows(r);
+  record_prefix_inputs(r, batch_, seq_len_);
   DType table_type = embedding_type();
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, layer_input(0), rows_,
                      vocab_, hidden_, act_);
@@ -704,6 +711,7 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
   pass.attention.q_offset = past;
   pass.long_rope = long_rope && config_.rope_scaling.type == "longrope";  // cached keys keep the factors they had
   write_token_rows(r);
+  record_prefix_inputs(r, 1, rows);
   DType table_type = embedding_type();
   const BufferRange stream = range("act.stream");
   const uint32_t row_bytes = hidden_ * kernels::dtype_bytes(act_);

@@ -47,6 +47,10 @@ struct LoraSettings {
   std::string encoder_type = "MLP";
   float encoder_dropout = 0;
   bool train_encoder = false;
+  // Prefix tuning (engine/model/prefix_tuning.hpp): PEFT's num_virtual_tokens past keys/values per layer;
+  // prefix_projection as the config says (vktune trains without it, and loads either).
+  uint32_t prefix_tokens = 0;
+  bool prefix_projection = false;
   float scale() const;  // alpha/r, or alpha/sqrt(r) with rsLoRA
 };
 
@@ -175,6 +179,13 @@ class Transformer {
   // Soft prompt: the prompt's rows over the first `count` virtual cells from `first` (decode: of the
   // cache) into `out`, whose rows are those cells; every row of the micro-batch when training.
   void write_prompt_rows(Recorder& recorder, const BufferRange& out, uint32_t first, uint32_t count);
+  // Prefix tuning (engine/model/prefix_tuning.cpp): the shifted positions and key segments of the
+  // micro-batch, then each layer's attention over the prefix and the sequence (false: no prefix).
+  void record_prefix_inputs(Recorder& recorder, uint32_t batch, uint32_t seq);
+  bool prefix_active() const { return prefix_tokens_ > 0 && adapter_enabled_; }
+  bool prefix_attention_forward(Recorder& recorder, uint32_t layer, const LayerActivations& acts,
+                                const ForwardPass& pass, const kernels::AttentionShape& attention);
+  bool prefix_attention_backward(Recorder& recorder, uint32_t layer, const LayerActivations& acts);
   BufferRange range(const std::string& name) const { return buffers_.range(name); }
   BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;
 
@@ -190,6 +201,7 @@ class Transformer {
   bool train_embedding_ = false, train_head_ = false, fp32_embedding_ = false, fp32_head_ = false;
   uint32_t token_rows_ = 0;
   uint32_t encoder_hidden_ = 0;  // P-tuning while training: the encoder's hidden size (0: no encoder)
+  uint32_t prefix_tokens_ = 0;   // prefix tuning: past key/value rows before every sequence, per layer
   uint32_t virtual_tokens_ = 0;  // soft prompt: cells [0, N) of every row take prompt_embeddings (N, hidden)
   bool adapter_enabled_ = true;
   Transformer* teacher_ = nullptr;  // distillation's frozen teacher (not owned)

@@ -521,11 +521,13 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     b.adapter_tensor("prompt_embeddings", prompt_rows * m.hidden);
   }
   if (prompt_rows > 0) b.add("prompt.indices", Category::adapter_params, prompt_rows * 4);  // row indices 0 .. N-1
+  const uint64_t prefix_rows = extras ? s.prefix_tokens : 0, kv_dim = m.kv_heads * m.head_dim;  // prefix tuning
+  if (prefix_rows > 0) b.adapter_tensor("prefix.key_values", prefix_rows * m.layers * 2 * kv_dim);
   counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head + counts.biases;
   if (full) counts.trainable = counts.total;
   if (training && !full)
     counts.trainable += (save_embed ? embedding_elements : 0) + (save_head ? m.vocab * m.hidden : 0) +
-                        token_rows * m.hidden + prompt_trainable;
+                        token_rows * m.hidden + prompt_trainable + prefix_rows * m.layers * 2 * kv_dim;
 
   // Activations and workspace.
   const uint64_t rows = s.batch * s.seq_len;
@@ -534,6 +536,13 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   b.add("input.ids", Category::workspace, rows * 4);
   b.add("input.positions", Category::workspace, rows * 4);
   b.add("input.segments", Category::workspace, rows * 4);
+  if (prefix_rows > 0) {  // prefix tuning: shifted positions, the joined keys/values of one layer (and gradients)
+    const uint64_t joined = s.batch * (prefix_rows + s.seq_len);
+    b.add("prefix.positions", Category::workspace, rows * 4);
+    b.add("prefix.kv_segments", Category::workspace, joined * 4);
+    for (const char* name : {"prefix.k", "prefix.v", "prefix.dk", "prefix.dv"})
+      if (training || name[7] != 'd') b.add(name, Category::workspace, joined * kv_dim * a);
+  }
   if (training) {
     b.add("input.targets", Category::workspace, rows * 4);
     b.add("input.weights", Category::workspace, rows * 4);
@@ -586,7 +595,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     kernels::AttentionShape decode;
     decode.batch = 1;
     decode.seq_q = static_cast<uint32_t>(s.seq_len);
-    decode.seq_kv = static_cast<uint32_t>(s.kv_cache_tokens);
+    decode.seq_kv = static_cast<uint32_t>(s.kv_cache_tokens + prefix_rows);
     decode.q_heads = static_cast<uint32_t>(m.heads);
     decode.kv_heads = static_cast<uint32_t>(m.kv_heads);
     decode.head_dim = static_cast<uint32_t>(m.head_dim);
@@ -604,7 +613,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   }
   if (s.kv_cache_tokens > 0) {
     for (uint64_t layer = 0; layer < m.layers; layer++) {
-      uint64_t bytes = s.batch * s.kv_cache_tokens * m.kv_heads * m.head_dim * f;
+      uint64_t bytes = s.batch * (s.kv_cache_tokens + prefix_rows) * m.kv_heads * m.head_dim * f;
       b.add("kv.layers." + std::to_string(layer) + ".k", Category::kv_cache, bytes);
       b.add("kv.layers." + std::to_string(layer) + ".v", Category::kv_cache, bytes);
     }

@@ -66,6 +66,8 @@ struct RunSettings {
   // P-tuning (p_tuning) while training: the hidden size of the MLP encoder whose output is the prompt
   // (PEFT's encoder_hidden_size; engine/plan/prompt_encoder_plan.hpp); 0: no encoder, the prompt as saved.
   uint64_t prompt_encoder_hidden = 0;
+  // Prefix tuning: prefix_tokens trained key/value rows per layer before every sequence (no cells).
+  uint64_t prefix_tokens = 0;
   bool adapts_layer(uint64_t layer) const {
     return lora_layers.empty() || std::find(lora_layers.begin(), lora_layers.end(), layer) != lora_layers.end();
   }

@@ -11,6 +11,7 @@
 #include "engine/train/early_stopping.hpp"
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/preference.hpp"
+#include "engine/train/prefix_tuning_run.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/soft_prompt_run.hpp"
 
@@ -97,7 +98,8 @@ const std::vector<OptionSpec>& option_table() {
            " (PEFT's families; dora: LoRA with PEFT's magnitude vector, use_dora; ia3: PEFT IA3Config defaults; "
            "bitfit: the q/k/v biases (Qwen2); prompt_tuning: --num-virtual-tokens trained embeddings before every "
            "sequence; p_tuning: those embeddings made by a trained MLP encoder (--encoder-hidden-size); "
-           "prefix_tuning not built yet)",
+           "prefix_tuning: --num-virtual-tokens trained keys/values before every sequence in every layer "
+           "(no --packing))",
        &C::peft_type},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
@@ -133,7 +135,8 @@ const std::vector<OptionSpec>& option_table() {
       {"layers_to_transform", "comma list of layer indices that get LoRA (PEFT's layers_to_transform; default: all)",
        &C::layers_to_transform},
       {"layers_pattern", "PEFT's layers_pattern: layers (model.layers.N, the default)", &C::layers_pattern},
-      {"num_virtual_tokens", "--peft-type prompt_tuning: virtual tokens prepended to every sequence",
+      {"num_virtual_tokens",
+       "--peft-type prompt_tuning: virtual tokens prepended to every sequence; prefix_tuning: prefix rows per layer",
        &C::num_virtual_tokens},
       {"prompt_tuning_init", "prompt_tuning: random (N(0, 1)) or text (the embeddings of --prompt-tuning-init-text)",
        &C::prompt_tuning_init},
@@ -427,10 +430,8 @@ void validate(const TrainConfig& c) {
   if (c.method == spec::Method::full && (!c.modules_to_save.empty() || !c.trainable_token_indices.empty()))
     throw UserError("--modules-to-save and --trainable-token-indices go with LoRA; --method full trains every weight",
                     "use --method lora or qlora with them, or drop them");
-  if (c.peft_type == spec::PeftType::prefix_tuning)
-    throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) + " is not built yet (issue 17)",
-                    "use --peft-type lora, dora, ia3, bitfit, prompt_tuning or p_tuning");
   validate_soft_prompt(c);
+  validate_prefix_tuning(c);
   if (c.peft_type != spec::PeftType::lora && c.method == spec::Method::full)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) +
                         " trains a PEFT adapter; --method full trains every weight",

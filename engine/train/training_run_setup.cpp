@@ -1,3 +1,4 @@
+#include "engine/train/prefix_tuning_run.hpp"
 #include "engine/train/soft_prompt_run.hpp"
 #include "engine/train/training_run.hpp"
 
@@ -52,6 +53,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.virtual_tokens = virtual_tokens(c);                       // a soft prompt's cells lengthen every row
   s.prompt_encoder_hidden = prompt_encoder_hidden(c, model);  // P-tuning's encoder
   s.seq_len = seq_len + s.virtual_tokens;
+  s.prefix_tokens = prefix_tokens(c);  // prefix tuning: keys/values only, no cells
   s.keep_pruned_zeros = c.method == spec::Method::full && fs::exists(fs::path(c.model) / "pruning.json");
   if (s.keep_pruned_zeros && c.pure_bf16)
     throw UserError(c.model +
@@ -213,6 +215,7 @@ void TrainingRun::prepare_data() {
     lora_.ia3_targets = plan_.settings.ia3_targets;
     lora_.ia3_feedforward = plan_.settings.ia3_feedforward;
     set_soft_prompt(config_, lora_, plan_.settings.prompt_encoder_hidden);
+    set_prefix_tuning(config_, lora_);
     model::check_token_indices(lora_.token_indices, plan_.shape.vocab, "--trainable-token-indices");
     if (!config_.adapter.empty()) {
       // Start from an existing adapter: its shape settings win over the flags.
@@ -239,6 +242,12 @@ void TrainingRun::prepare_data() {
                             " virtual tokens, the run " + std::to_string(lora_.virtual_tokens),
                         "use the adapter's --peft-type and --num-virtual-tokens");
       lora_.virtual_tokens = file.settings.virtual_tokens;
+      lora_.prefix_tokens = file.settings.prefix_tokens;
+      if (file.settings.prefix_projection)
+        throw UserError("--adapter " + config_.adapter +
+                            " is a prefix_projection adapter: PEFT saved its projected "
+                            "prefix, not the projection, so it cannot train further",
+                        "train a new prefix, or use the adapter with generate / evaluate");
       lora_.prompt_init = file.settings.prompt_init;
       lora_.prompt_init_text = file.settings.prompt_init_text;
       lora_.prompt_tokenizer = file.settings.prompt_tokenizer;
@@ -288,6 +297,7 @@ void TrainingRun::prepare_device() {
         transformer_->record_dora_init(r);
       });
       init_soft_prompt(*context_, *session_, lora_, *tokenizer_, static_cast<uint64_t>(config_.seed));
+      init_prefix_tuning(*context_, *session_, lora_, static_cast<uint64_t>(config_.seed));
     }
   }
   if (is_distill(config_))  // before the step runner records the forward that reads the teacher

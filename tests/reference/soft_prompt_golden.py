@@ -1,5 +1,5 @@
-"""Golden data for PEFT's soft-prompt families (issue 17): prompt tuning (and, as they come, prefix
-tuning and P-tuning), each against PEFT itself.
+"""Golden data for PEFT's soft-prompt families (issue 17): prompt tuning, prefix tuning (and, as it
+comes, P-tuning), each against PEFT itself.
 
 Run with the pinned environment (these exact versions; the script refuses others):
     /work/venv/bin/python tests/reference/soft_prompt_golden.py           # rewrite tests/data/soft_prompt/
@@ -21,7 +21,13 @@ Base model: tests/data/hf/llama3 (hf_golden.py). Cases:
                   output as "prompt_embeddings" (the adapter is then a prompt-tuning one for inference),
                   so the encoder's initial parameters are in the golden file: init.<name> under the
                   names below (prompt_encoder.embedding.weight, prompt_encoder.mlp_head.0.weight, ...).
-PEFT prepends the virtual tokens to inputs_embeds, the attention mask with ones and the labels with
+    prefix_llama  PrefixTuningConfig(num_virtual_tokens=3) (no prefix_projection): every layer's attention
+                  sees 3 trained key/value rows (GQA: 2 kv heads, token_dim 16) before the sequence. The
+                  script checks how transformers applies them: the prefix keys as stored (no RoPE) and the
+                  tokens numbered P .. P+T-1 (a forward with explicit positions must match PEFT's). Its
+                  batch is not expanded (batch.positions 0 .. T-1: vktune adds P itself), dembed is
+                  d loss / d (embedding output), and the logits have T rows per sequence.
+For prompt tuning and P-tuning, PEFT prepends the virtual tokens to inputs_embeds, the attention mask with ones and the labels with
 -100; transformers' Llama then numbers the positions 0 .. N+T-1 (the prompt takes 0 .. N-1). The batch is
 written in that expanded layout (N pad ids first in every row, weight 0 there; the last virtual
 token predicts the first real one, as labels = input_ids make PEFT do). Per case,
@@ -61,6 +67,7 @@ INIT_TEXT = "Classify:"
 CASES = {
     "prompt_llama": ("llama3", 1700, "prompt_tuning"),
     "ptuning_mlp": ("llama3", 1800, "p_tuning"),
+    "prefix_llama": ("llama3", 1800, "prefix_tuning"),
 }
 ENCODER_HIDDEN = 24
 
@@ -86,6 +93,8 @@ def peft_config(kind):
     if kind == "p_tuning":
         return peft.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, encoder_hidden_size=ENCODER_HIDDEN,
                                         encoder_reparameterization_type="MLP")
+    if kind == "prefix_tuning":
+        return peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
     raise ValueError(kind)
 
 
@@ -106,7 +115,7 @@ def build_case(case):
 def saved_name(name, kind):
     """named_parameters' name -> the name in adapter_model.safetensors (prompt tuning) or, for P-tuning's
     encoder (not saved by PEFT), the name without the adapter's ("default")."""
-    if name == "prompt_encoder.default.embedding.weight" and kind == "prompt_tuning":
+    if name == "prompt_encoder.default.embedding.weight" and kind in ("prompt_tuning", "prefix_tuning"):
         return "prompt_embeddings"
     if name.startswith("prompt_encoder.default.") and kind == "p_tuning":
         return "prompt_encoder." + name[len("prompt_encoder.default."):]
@@ -114,11 +123,31 @@ def saved_name(name, kind):
 
 
 def kind_of(model):
-    return {"PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning"}[model.peft_config["default"].peft_type.value]
+    return {"PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning", "PREFIX_TUNING": "prefix_tuning"}[model.peft_config["default"].peft_type.value]
 
 
 def virtual_tokens(model):
     return model.peft_config["default"].num_virtual_tokens
+
+
+def cells(model):
+    """The cells a row gives the prompt: prompt tuning's (and P-tuning's) virtual tokens; none for prefix tuning."""
+    config = model.peft_config["default"]
+    return config.num_virtual_tokens if config.peft_type in (peft.PeftType.PROMPT_TUNING, peft.PeftType.P_TUNING) else 0
+
+
+def check_prefix_semantics(model, ids, mask, logits):
+    """transformers applies PEFT's past cache as vktune does: prefix keys without RoPE (the cache holds
+    them as given), the sequence at positions P .. P+T-1 (not 0 .. T-1)."""
+    n = virtual_tokens(model)
+    base = model.get_base_model()
+    with torch.no_grad():
+        for start, same in ((n, True), (0, False)):
+            positions = torch.arange(start, start + ids.shape[1]).expand(ids.shape[0], -1)
+            full_mask = torch.cat((torch.ones(ids.shape[0], n, dtype=mask.dtype), mask), dim=1)
+            out = base(input_ids=ids, attention_mask=full_mask, past_key_values=model.get_prompt(ids.shape[0]),
+                       position_ids=positions).logits
+            assert torch.allclose(out, logits, atol=1e-6) == same, "prefix positions are not P .. P+T-1"
 
 
 def forward_backward(model, ids, mask):
@@ -130,7 +159,14 @@ def forward_backward(model, ids, mask):
     def keep_inputs(module, args, kwargs):
         kwargs["inputs_embeds"].retain_grad()
         seen["embeds"] = kwargs["inputs_embeds"]
-    hook = model.base_model.model.register_forward_pre_hook(keep_inputs, with_kwargs=True)
+
+    def keep_embedding(module, args, output):  # prefix tuning: the base embeds input_ids itself
+        seen["embeds"] = output.detach().requires_grad_(True)
+        return seen["embeds"]
+    if cells(model) > 0:
+        hook = model.base_model.model.register_forward_pre_hook(keep_inputs, with_kwargs=True)
+    else:
+        hook = model.get_base_model().model.embed_tokens.register_forward_hook(keep_embedding)
     model.zero_grad(set_to_none=True)
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
@@ -154,14 +190,15 @@ def make_case(case, out_dir):
     family, seed, kind = CASES[case]
     ids, mask = hf_golden.golden_batch(128, seed)
     model = build_case(case)
-    n = virtual_tokens(model)
+    n = cells(model)
     folder = os.path.join(out_dir, case)
     adapter_dir = os.path.join(folder, "adapter")
     model.save_pretrained(adapter_dir)
     os.remove(os.path.join(adapter_dir, "README.md"))  # PEFT's model card: nothing a test reads
     rows = [("meta.json", np.frombuffer(json.dumps({"case": case, "base": "tests/data/hf/" + family, "kind": kind,
                                                     "train": TRAIN, "versions": PINNED,
-                                                    "virtual_tokens": n}, sort_keys=True).encode(), dtype=np.uint8))]
+                                                    "virtual_tokens": virtual_tokens(model)},
+                                                   sort_keys=True).encode(), dtype=np.uint8))]
 
     def put(key, value, dtype=np.float32):
         value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
@@ -175,11 +212,13 @@ def make_case(case, out_dir):
     if kind == "prompt_tuning":
         put("init.ids", INIT_TEXT_IDS, np.int32)
         put("init.prompt_embeddings", model.prompt_encoder["default"].embedding.weight)
-    else:  # the encoder's parameters (PEFT's init: N(0, 1) embedding, kaiming-uniform Linear) and its output
+    elif kind == "p_tuning":  # the encoder's parameters (PEFT's init: N(0, 1) embedding, kaiming-uniform Linear) and its output
         for name, p in model.named_parameters():
             if p.requires_grad:
                 put("init." + saved_name(name, kind), p)
         put("init.prompt_embeddings", model.get_prompt_embedding_to_save("default"))
+    else:  # prefix tuning: the past keys/values table
+        put("init.prompt_embeddings", model.prompt_encoder["default"].embedding.weight)
     encoder_state = {n: p.detach().clone() for n, p in model.prompt_encoder["default"].state_dict().items()}
     ids_x, weights_x, positions, lengths = expanded_batch(ids, mask, n)
     put("batch.ids", ids_x, np.int32)
@@ -187,6 +226,8 @@ def make_case(case, out_dir):
     put("batch.positions", positions, np.int32)
     put("batch.lengths", lengths, np.int32)
     result = forward_backward(model, ids, mask)
+    if kind == "prefix_tuning":
+        check_prefix_semantics(model, ids, mask, result["logits"])
     put_result("fp32", result)
     reloaded = peft.PeftModel.from_pretrained(load_base(family), adapter_dir)
     with torch.no_grad():
@@ -210,7 +251,7 @@ def check_vktune():
     report = peft_extras_golden.new_load_report(ADAPTER_FORMAT_VERSION, LOGITS_BOUND)
     for case, family, kind, adapter, ids, mask, ours in peft_extras_golden.vktune_outputs(OUT, CASES):
         model = peft.PeftModel.from_pretrained(load_base(family), adapter)
-        n = virtual_tokens(model)
+        n = cells(model)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask).logits
         real = expanded_batch(ids, mask, n)[1].bool()
