@@ -16,7 +16,11 @@
 # Full run: results in OUT (default build/bench-gpu) and bench/RESULTS-<gpu>.md. Budget on an H100/H200:
 # ~1 min model write, 2 x ~1 min vktune, 2 x ~1 min PyTorch, kernel table capped at KERNEL_TIMEOUT s.
 # Environment: STEPS (training steps per method), KERNEL_TIMEOUT (s, default 150; also caps `bench tune`,
-# TUNE_TIMEOUT overrides), PEER_TIMEOUT (s, 240).
+# TUNE_TIMEOUT overrides), PEER_TIMEOUT (s, 240), FP16_ROW (1: also an fp16 LoRA row, `--dtype fp16 --fp16`,
+# the products the cooperative-matrix bodies take; default 1 on a full run where `vktune devices` reports
+# VK_KHR_cooperative_matrix shapes, else 0).
+# Every training run logs the matmul path of each product (VKT_LOG_MATMUL_PATHS=1: coopmat with its tiles,
+# or the tiled/direct body and tiles); the results file lists them per run.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dry_run=0
@@ -97,20 +101,31 @@ common=(--data "$data" --lora-r 16 --lora-alpha 32 --target-modules all-linear -
         --per-device-train-batch-size "$batch" --gradient-accumulation-steps 1 --max-steps "$steps"
         --logging-steps $(((steps + 1) / 2)) --save-steps 0 --headless --overwrite-output-dir --bf16)
 declare -A tokens peak
-for method in lora qlora; do
+methods=(lora qlora)
+has_coopmat=0
+grep -q '"coopmat_shapes":\["[^]]*f16\*f16+f32 subgroup' <<<"$device_json" && has_coopmat=1
+[ "${FP16_ROW:-$((has_coopmat && !dry_run))}" = 1 ] && methods+=(lora-fp16)
+export VKT_LOG_MATMUL_PATHS=1
+for run in "${methods[@]}"; do
+  method=${run%-fp16}
   dtype_args=(--dtype bf16)
+  [ "$run" = lora-fp16 ] && dtype_args=(--dtype fp16)
   t0=$(date +%s)
-  if ! "$vktune" train --model "$model" --output-dir "$out/train-$method" --method "$method" "${dtype_args[@]}" \
-    "${common[@]}" > "$out/train-$method.log" 2>&1; then
-    log "vktune train --method $method failed; its log:"
-    tail -n 15 "$out/train-$method.log" >&2
+  precision_args=("${common[@]}")
+  [ "$run" = lora-fp16 ] && precision_args=("${common[@]/--bf16/--fp16}")
+  if ! "$vktune" train --model "$model" --output-dir "$out/train-$run" --method "$method" "${dtype_args[@]}" \
+    "${precision_args[@]}" > "$out/train-$run.log" 2>&1; then
+    log "vktune train --method $method ($run) failed; its log:"
+    tail -n 15 "$out/train-$run.log" >&2
     exit 1
   fi
-  metrics="$out/train-$method/metrics.jsonl"
-  tokens[$method]=$(grep '"loss"' "$metrics" | tail -1 | sed 's/.*"tokens_per_sec":\([0-9.e+-]*\).*/\1/')
-  peak[$method]=$(grep '"loss"' "$metrics" | sed 's/.*"memory":{\([^}]*\)}.*/\1/' |
+  metrics="$out/train-$run/metrics.jsonl"
+  tokens[$run]=$(grep '"loss"' "$metrics" | tail -1 | sed 's/.*"tokens_per_sec":\([0-9.e+-]*\).*/\1/')
+  peak[$run]=$(grep '"loss"' "$metrics" | sed 's/.*"memory":{\([^}]*\)}.*/\1/' |
     awk -F, '{ s = 0; for (i = 1; i <= NF; i++) { split($i, kv, ":"); if (kv[1] !~ /offload/) s += kv[2] } if (s > m) m = s } END { printf "%.0f", m }')
-  log "vktune $method: ${tokens[$method]} tokens/s, peak ${peak[$method]} bytes, $(($(date +%s) - t0)) s"
+  grep -o 'matmul path: .*' "$out/train-$run.log" | sed 's/^matmul path: //' | sort -u > "$out/paths-$run.txt"
+  log "vktune $run: ${tokens[$run]} tokens/s, peak ${peak[$run]} bytes, $(($(date +%s) - t0)) s," \
+    "$(grep -c ': coopmat' "$out/paths-$run.txt") of $(wc -l < "$out/paths-$run.txt") products on coopmat"
 done
 
 # 5. The PyTorch + PEFT peer, same model folder and tokens.
@@ -158,7 +173,7 @@ mib() { awk "BEGIN { printf \"%.0f\", $1 / 1048576 }"; }
   echo "| trainer | tokens/s | peak MiB | vs PyTorch LoRA tokens/s |"
   echo "|---|---|---|---|"
   torch_lora=$(peer_field lora tokens_per_sec)
-  for method in lora qlora; do
+  for method in "${methods[@]}"; do
     ratio="n/a"
     [ -n "$torch_lora" ] && ratio=$(awk "BEGIN { printf \"%.2f\", ${tokens[$method]} / $torch_lora }")
     printf "| vktune %s | %.0f | %s | %s |\n" "$method" "${tokens[$method]}" "$(mib "${peak[$method]}")" "$ratio"
@@ -184,6 +199,15 @@ mib() { awk "BEGIN { printf \"%.0f\", $1 / 1048576 }"; }
   echo '```'
   cat "$out/tune.txt"
   echo '```'
+  echo
+  echo "Matmul path of each product (\"op A.W->C rows x cols x inner: body tiles\"; coopmat = cooperative matrices):"
+  for run in "${methods[@]}"; do
+    echo
+    echo "$run:"
+    echo '```'
+    cat "$out/paths-$run.txt"
+    echo '```'
+  done
   echo
   echo "Kernel table (\`vktune bench kernels ${kernel_args[*]}\`):"
   echo

@@ -12,6 +12,7 @@
 #include "engine/base/error.hpp"
 #include "engine/kernels/act_storage.hpp"
 #include "engine/kernels/ranges.hpp"
+#include "engine/vk/subgroup_size.hpp"
 
 namespace vkt::kernels {
 namespace {
@@ -351,7 +352,8 @@ void attention_forward(Recorder& recorder, const BufferRange& q, const BufferRan
     DirectConfig config = direct_config(subgroup, AttentionPass::forward, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, partial_o});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
-    record_dispatch(recorder, {.shader = act_shader(recorder, "attention_forward_direct", act),
+    record_dispatch(recorder, {.shader = vk::subgroup_sized_shader(
+                                   recorder.context(), act_shader(recorder, "attention_forward_direct", act), subgroup),
                                .specialization = constants,
                                .push = push,
                                .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch * plan.splits},
@@ -429,13 +431,15 @@ void attention_backward_dkdv(Recorder& recorder, const BufferRange& q, const Buf
     VKT_ASSERT(key_tiles <= 65535, "attention: too many keys for one dispatch");
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dk, dv});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words};
-    record_dispatch(recorder, {.shader = act_shader(recorder, "attention_backward_dkdv_direct", act),
-                               .specialization = constants,
-                               .push = push,
-                               .grid = {key_tiles, shape.kv_heads, shape.batch},
-                               .reads = reads,
-                               .writes = {dk, dv},
-                               .label = "attention_backward_dkdv"});
+    record_dispatch(recorder,
+                    {.shader = vk::subgroup_sized_shader(
+                         recorder.context(), act_shader(recorder, "attention_backward_dkdv_direct", act), subgroup),
+                     .specialization = constants,
+                     .push = push,
+                     .grid = {key_tiles, shape.kv_heads, shape.batch},
+                     .reads = reads,
+                     .writes = {dk, dv},
+                     .label = "attention_backward_dkdv"});
     return;
   }
   TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dkdv, shape);
@@ -473,13 +477,15 @@ void attention_backward_dq(Recorder& recorder, const BufferRange& q, const Buffe
     DirectConfig config = direct_config(subgroup, AttentionPass::backward_dq, shape);
     uint32_t words = direct_words(subgroup, shape.head_dim, {q, k, v, d_o, dq});
     const uint32_t constants[] = {subgroup, shape.head_dim, config.block, words, config.keys};
-    record_dispatch(recorder, {.shader = act_shader(recorder, "attention_backward_dq_direct", act),
-                               .specialization = constants,
-                               .push = push,
-                               .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch},
-                               .reads = reads,
-                               .writes = {dq},
-                               .label = "attention_backward_dq"});
+    record_dispatch(recorder,
+                    {.shader = vk::subgroup_sized_shader(
+                         recorder.context(), act_shader(recorder, "attention_backward_dq_direct", act), subgroup),
+                     .specialization = constants,
+                     .push = push,
+                     .grid = {row_tile_count(shape, config.block), shape.kv_heads, shape.batch},
+                     .reads = reads,
+                     .writes = {dq},
+                     .label = "attention_backward_dq"});
     return;
   }
   TileConfig tiles = choose_tiles(recorder.context().caps(), AttentionPass::backward_dq, shape);

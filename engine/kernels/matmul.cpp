@@ -4,17 +4,24 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <optional>
+#include <random>
 #include <string>
 #include <utility>
 
 #include "engine/base/error.hpp"
+#include "engine/base/half.hpp"
+#include "engine/base/log.hpp"
 #include "engine/kernels/autotune.hpp"
+#include "engine/kernels/matmul_coopmat.hpp"
 #include "engine/kernels/quantize.hpp"
 #include "engine/kernels/ranges.hpp"
 #include "engine/vk/pipeline.hpp"
+#include "engine/vk/subgroup_size.hpp"
 
 namespace vkt::kernels {
 namespace {
@@ -97,13 +104,23 @@ uint32_t direct_inner_per_dispatch(const Operand& left, const Operand& right) {
   return 2048u / dtype_bytes(right.type);
 }
 
-// Records the dispatches of one product with `tiling` (a candidate of matmul_candidates).
+// Records the dispatches of one product with `body_tiling` (a candidate of matmul_candidates), or with
+// the coopmat body when `coopmat` is given (its workgroup tiles replace body_tiling's).
 // `operand_ranges`: every range the operands read (a quantized weight's arrays).
-void record_passes(Recorder& recorder, const char* label, const MatmulTiling& tiling, const Operand& left,
+void record_passes(Recorder& recorder, const char* label, const MatmulTiling& body_tiling, const Operand& left,
                    const Operand& right, const std::vector<BufferRange>& operand_ranges, const BufferRange& c,
                    DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
-                   const BufferRange* bias, const MatmulBatch& batch, const SwigluEpilogue* swiglu = nullptr) {
+                   const BufferRange* bias, const MatmulBatch& batch, const SwigluEpilogue* swiglu = nullptr,
+                   const CoopmatTiling* coopmat = nullptr) {
   const auto& caps = recorder.context().caps();
+  MatmulTiling tiling = body_tiling;
+  if (coopmat) {
+    tiling = MatmulTiling{};
+    tiling.tile_rows = coopmat->tile_rows();
+    tiling.tile_cols = coopmat->tile_cols();
+    tiling.tile_inner = coopmat->k;
+    tiling.subgroup_size = coopmat->subgroup_size;
+  }
   const WeightRef* quantized = right.quantized;
   bool needs_16bit = left.type != DType::f32 || right.type != DType::f32 || c_type != DType::f32;
   // Bias and the quantized-weight load stage index by the un-swapped operands, so a transposed
@@ -116,9 +133,11 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& ti
   }
   bool l_vec4 = inner > 0 && vec4_loads(*l, inner);
   bool r_vec4 = inner > 0 && vec4_loads(*r, inner);
-  std::string shader = tiling.direct ? "matmul_direct" : "matmul";
+  std::string shader = coopmat ? "matmul_coopmat" : tiling.direct ? "matmul_direct" : "matmul";
   if (quantized) shader += "_q";
-  if (needs_16bit) shader += "_s16";
+  if (needs_16bit && !coopmat) shader += "_s16";  // the coopmat body always reads 16-bit storage
+  // The direct and coopmat bodies count on their subgroup size: asked for where the device can choose.
+  shader = vk::subgroup_sized_shader(recorder.context(), shader, tiling.subgroup_size);
 
   uint32_t per_dispatch = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? cpu_inner_per_dispatch : inner;
   if (tiling.direct) per_dispatch = std::min(per_dispatch, direct_inner_per_dispatch(left, right));
@@ -129,7 +148,7 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& ti
     float pass_beta = first ? beta : 1.0f;
     const BufferRange* pass_bias = first ? bias : nullptr;
     bool pass_swiglu = swiglu && p0 + pass_inner >= inner;
-    std::vector<uint32_t> specialization = {tiling.workgroup_size(),
+    std::vector<uint32_t> specialization = {coopmat ? coopmat->workgroup_size() : tiling.workgroup_size(),
                                             tiling.tile_rows,
                                             tiling.tile_cols,
                                             tiling.tile_inner,
@@ -154,7 +173,11 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& ti
     } else if (pass_swiglu) {
       specialization.insert(specialization.end(), {3u, 6u, 0u});  // unused by dense weights: the shader's defaults
     }
-    if (pass_swiglu) specialization.push_back(1);  // SWIGLU_EPILOGUE (constant_id 20)
+    if (pass_swiglu) specialization.push_back(1);  // SWIGLU_EPILOGUE (constant_id 20; never with coopmat)
+    if (coopmat) {
+      specialization.resize(20, 0u);  // constants 17..19 unused by a dense weight
+      specialization.insert(specialization.end(), {coopmat->m, coopmat->n, coopmat->k});  // 20..22
+    }
     // This pass reads steps p0 .. p0+pass_inner of both operands: dense ones start that many
     // elements (p contiguous) or rows (otherwise) later, a quantized one that many indices later.
     auto step_offset = [&](const Operand& operand) { return uint64_t(p0) * (operand.p_contiguous ? 1 : operand.ld); };
@@ -234,7 +257,7 @@ double process_cpu_ms() {
 }
 double time_candidate(vk::Context& context, const MatmulTiling& tiling, const Operand& left, const Operand& right,
                       const std::vector<BufferRange>& operand_ranges, DType c_type, uint32_t rows, uint32_t cols,
-                      uint32_t inner) {
+                      uint32_t inner, const CoopmatTiling* coopmat) {
   const auto& caps = context.caps();
   bool cpu_driver = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU;
   uint64_t row_bytes = uint64_t(cols) * dtype_bytes(c_type);
@@ -248,7 +271,7 @@ double time_candidate(vk::Context& context, const MatmulTiling& tiling, const Op
     vk::Sequence sequence(context, !cpu_driver);
     sequence.record([&](Recorder& recorder) {
       record_passes(recorder, "autotune", tiling, left, right, operand_ranges, c, c_type, timed_rows, cols, timed_inner,
-                    1.0f, 0.0f, nullptr, MatmulBatch{});
+                    1.0f, 0.0f, nullptr, MatmulBatch{}, coopmat);
     });
     context.submit({&sequence});  // warm-up: first touch of the memory, driver-side compilation
     for (int run = 0; run < 3; run++) {
@@ -264,6 +287,76 @@ double time_candidate(vk::Context& context, const MatmulTiling& tiling, const Op
   context.ledger().restore_peaks(before);
   std::sort(samples.begin(), samples.end());
   return samples[samples.size() / 2];
+}
+
+// The check a coopmat candidate passes before it is timed (matmul_coopmat.hpp): a random problem of
+// its shape class (left's layout and type; right's, random too unless quantized: then the product's own
+// weight), extents clamped, computed by `coopmat` and by `fallback`, compared by coopmat_verdict.
+// Called while the caller records: its own host-visible buffers (memcpy, no one-shot uploads) and
+// its own sequence, as time_candidate.
+CoopmatVerdict verify_coopmat(vk::Context& context, const CoopmatTiling& coopmat, const MatmulTiling& fallback,
+                              const Operand& left, const Operand& right, DType c_type, uint32_t rows, uint32_t cols,
+                              uint32_t inner) {
+  rows = std::min(rows, 256u);
+  cols = std::min(cols, 256u);
+  inner = std::min(inner, 2048u);
+  std::mt19937 random(19);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  auto random_f16 = [&](size_t count) {
+    std::vector<uint16_t> values(count);
+    for (uint16_t& value : values) value = float_to_half(uniform(random));
+    return values;
+  };
+  vk::LedgerSnapshot before = context.ledger().snapshot();
+  CoopmatVerdict verdict;
+  {
+    auto host_visible = [&](const std::vector<uint16_t>& values, const char* name) {
+      vk::Buffer buffer = context.allocate(values.size() * 2, vk::Category::workspace, name, vk::MemoryKind::staging);
+      std::memcpy(buffer.mapped(), values.data(), values.size() * 2);
+      return buffer;
+    };
+    vk::Buffer l_buffer = host_visible(random_f16(size_t(rows) * inner), "coopmat check L");
+    BufferRange l_range = l_buffer.range();
+    Operand l{&l_range, DType::f16, left.p_contiguous, left.p_contiguous ? inner : rows, rows, 0, "L"};
+    Operand r = right;
+    r.batch_stride = 0;
+    vk::Buffer r_buffer;
+    BufferRange r_range;
+    std::vector<BufferRange> reads = {l_range};
+    if (right.quantized) {
+      for (const BufferRange& range : quant_weight_reads(*right.quantized)) reads.push_back(range);
+    } else {
+      r_buffer = host_visible(random_f16(size_t(cols) * inner), "coopmat check R");
+      r_range = r_buffer.range();
+      r = Operand{&r_range, DType::f16, right.p_contiguous, right.p_contiguous ? inner : cols, cols, 0, "R"};
+      reads.push_back(r_range);
+    }
+    size_t outputs = size_t(rows) * cols;
+    std::vector<std::vector<float>> results;
+    for (const CoopmatTiling* with_coopmat : {&coopmat, static_cast<const CoopmatTiling*>(nullptr)}) {
+      vk::Buffer c_buffer = context.allocate(outputs * dtype_bytes(c_type), vk::Category::workspace, "coopmat check C",
+                                             vk::MemoryKind::staging);
+      BufferRange c_range = c_buffer.range();
+      vk::Sequence sequence(context);
+      sequence.record([&](Recorder& recorder) {
+        record_passes(recorder, "coopmat check", fallback, l, r, reads, c_range, c_type, rows, cols, inner, 1.0f, 0.0f,
+                      nullptr, MatmulBatch{}, with_coopmat);
+      });
+      context.submit({&sequence});  // every sequence ends with a barrier that makes its writes host-visible
+      std::vector<float> values(outputs);
+      if (c_type == DType::f32) {
+        std::memcpy(values.data(), c_buffer.mapped(), outputs * 4);
+      } else {
+        const auto* bits = static_cast<const uint16_t*>(c_buffer.mapped());
+        for (size_t i = 0; i < outputs; i++)
+          values[i] = c_type == DType::f16 ? half_to_float(bits[i]) : bf16_to_float(bits[i]);
+      }
+      results.push_back(std::move(values));
+    }
+    verdict = coopmat_verdict(results[0], results[1]);
+  }
+  context.ledger().restore_peaks(before);
+  return verdict;
 }
 
 void record(Recorder& recorder, const char* label, const Operand& left, const Operand& right, const BufferRange& c,
@@ -311,23 +404,47 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     VKT_ASSERT(range.bytes == 0 || !range.overlaps(c), where + ": an operand overlaps the output");
 
   std::vector<MatmulTiling> candidates = matmul_candidates(context, rows, cols, !quantized);
+  // The coopmat body, where offered, is the last candidate (index candidates.size()).
+  // (Not with the SwiGLU epilogue: the coopmat body has none.)
+  std::optional<CoopmatTiling> coopmat =
+      swiglu ? std::nullopt : coopmat_tiling(context, left.type, right.type, quantized);
+  std::vector<std::string> names;
+  for (const MatmulTiling& candidate : candidates) names.push_back(candidate.name());
+  if (coopmat) names.push_back(coopmat->name());
   uint32_t choice = 0;
-  if (candidates.size() > 1) {
-    std::vector<std::string> names;
-    for (const MatmulTiling& candidate : candidates) names.push_back(candidate.name());
+  if (names.size() > 1) {
     std::string shape_class = std::string(candidates[0].direct ? "matmul_direct" : "matmul") + "|" +
                               (left.p_contiguous ? "l" : "L") + (right.p_contiguous ? "r" : "R") + "|" +
                               std::to_string(type_code(left.type)) + std::to_string(type_code(right.type)) +
                               std::to_string(type_code(c_type)) + "|w" +
                               std::to_string(quantized ? static_cast<uint32_t>(quantized->format) : 0u) + "|" +
-                              shape_bucket(rows, cols, inner, batch.count);
-    choice = autotune_choose(context, shape_class, names, [&](uint32_t candidate) {
+                              shape_bucket(rows, cols, inner, batch.count) + (swiglu ? "|swiglu" : "");
+    choice = autotune_choose(context, shape_class, names, [&](uint32_t candidate) -> double {
+      if (candidate == candidates.size()) {
+        CoopmatVerdict verdict =
+            verify_coopmat(recorder.context(), *coopmat, candidates[0], left, right, c_type, rows, cols, inner);
+        if (!verdict.matches) {
+          log::warn("matmul: the cooperative-matrix body " + coopmat->name() + " disagrees with " +
+                    candidates[0].name() + " on " + shape_class + " (relative error " +
+                    std::to_string(verdict.relative_error) + " > " + std::to_string(coopmat_tolerance) +
+                    "): not used; VKT_NO_COOPMAT=1 skips the check");
+          return INFINITY;
+        }
+        return time_candidate(recorder.context(), candidates[0], left, right, operand_ranges, c_type, rows, cols, inner,
+                              &*coopmat);
+      }
       return time_candidate(recorder.context(), candidates[candidate], left, right, operand_ranges, c_type, rows, cols,
-                            inner);
+                            inner, nullptr);
     });
   }
-  record_passes(recorder, label, candidates[choice], left, right, operand_ranges, c, c_type, rows, cols, inner, alpha,
-                beta, bias, batch, swiglu);
+  note_matmul_path(std::string(label) + " " + dtype_name(left.type) + "." +
+                       (quantized ? weight_format_name(quantized->format) : dtype_name(right.type)) + "->" +
+                       dtype_name(c_type) + " " + std::to_string(rows) + "x" + std::to_string(cols) + "x" +
+                       std::to_string(inner),
+                   names[choice]);
+  bool use_coopmat = coopmat && choice == candidates.size();
+  record_passes(recorder, label, candidates[use_coopmat ? 0 : choice], left, right, operand_ranges, c, c_type, rows,
+                cols, inner, alpha, beta, bias, batch, swiglu, use_coopmat ? &*coopmat : nullptr);
 }
 
 DType dense_type(WeightFormat format) {

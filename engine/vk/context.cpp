@@ -6,6 +6,7 @@
 #include "engine/base/error.hpp"
 #include "engine/base/log.hpp"
 #include "engine/vk/check.hpp"
+#include "engine/vk/coopmat.hpp"
 #include "engine/vk/pipeline.hpp"
 #include "engine/vk/recorder.hpp"
 
@@ -30,7 +31,7 @@ uint32_t process_validation_errors() { return engine_validation.errors.load(); }
 Context::Context(ContextOptions options) : instance_(engine_instance_options(options.validation)) {
   choose_device(options.device_index >= 0 ? options.device_index : env_int("VKT_DEVICE", -1));
   create_device();
-  if (options.log_capabilities) log::info(caps_.summary_line());
+  if (options.log_capabilities) log::info(caps_.summary_line() + compute_extensions(*this).summary());
 }
 
 void Context::choose_device(int device_index) {
@@ -90,10 +91,30 @@ void Context::create_device() {
   features.features.shaderInt64 = VK_TRUE;
   features.features.shaderInt16 = caps_.int16_arithmetic;
   features.pNext = &features11;
-
+  // The matrix units and subgroup sizes, enabled only where offered (engine/vk/coopmat.hpp).
+  ComputeExtensions optional = query_compute_extensions(instance_.handle(), device_.physical);
+  VkPhysicalDeviceCooperativeMatrixFeaturesKHR coopmat{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
+  VkPhysicalDeviceSubgroupSizeControlFeatures size_control{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES};
   std::vector<const char*> extensions;
+  void** tail = &features12.pNext;
+  if (optional.cooperative_matrix_khr) {
+    coopmat.cooperativeMatrix = VK_TRUE;
+    features12.vulkanMemoryModel = VK_TRUE;
+    extensions.push_back(VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    *tail = &coopmat;
+    tail = &coopmat.pNext;
+  }
+  if (optional.subgroup_size_control) {
+    size_control.subgroupSizeControl = VK_TRUE;
+    size_control.computeFullSubgroups = optional.compute_full_subgroups;
+    if (optional.subgroup_size_control_extension) extensions.push_back(VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+    *tail = &size_control;
+  }
   if (caps_.memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   device_.create(queue_family, extensions, &features);
+  remember_compute_extensions(device_.handle, optional);
   VkFenceCreateInfo fence_info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   VK_CHECK(vkCreateFence(device_.handle, &fence_info, nullptr, &fence_));
 
@@ -110,6 +131,7 @@ void Context::create_device() {
 
 Context::~Context() {
   if (device_.handle) vkDeviceWaitIdle(device_.handle);
+  forget_compute_extensions(device_.handle);
   staging_ = Buffer();
   one_shot_.reset();
   pipelines_.reset();

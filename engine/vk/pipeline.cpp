@@ -2,6 +2,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/vk/check.hpp"
+#include "engine/vk/subgroup_size.hpp"
 #include "engine/vk/shader_registry.hpp"
 
 namespace vkt::vk {
@@ -26,10 +27,12 @@ const Pipeline& PipelineCache::get(const std::string& shader, std::span<const ui
     return *it->second;
   }
   misses_++;
-  VkShaderModule& module = modules_[shader];
+  // "<shader>@sg<N>[f]": the same shader with a required subgroup size (subgroup_sized_shader).
+  SubgroupRequest subgroup = parse_subgroup_request(shader);
+  VkShaderModule& module = modules_[subgroup.shader];
   if (!module) {
-    const EmbeddedShader* embedded = find_shader(shader);
-    VKT_ASSERT(embedded != nullptr, "no embedded shader named " + shader);
+    const EmbeddedShader* embedded = find_shader(subgroup.shader);
+    VKT_ASSERT(embedded != nullptr, "no embedded shader named " + subgroup.shader);
     VkShaderModuleCreateInfo module_info{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
     module_info.codeSize = embedded->word_count * 4;
     module_info.pCode = embedded->words;
@@ -45,6 +48,13 @@ const Pipeline& PipelineCache::get(const std::string& shader, std::span<const ui
   info.stage.module = module;
   info.stage.pName = "main";
   info.stage.pSpecializationInfo = entries.empty() ? nullptr : &specialization_info;
+  VkPipelineShaderStageRequiredSubgroupSizeCreateInfo required_size{
+      VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO};
+  if (subgroup.size) {
+    required_size.requiredSubgroupSize = subgroup.size;
+    info.stage.pNext = &required_size;
+    if (subgroup.full_subgroups) info.stage.flags |= VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT;
+  }
   info.layout = layout_;
   auto pipeline = std::make_unique<Pipeline>();
   pipeline->name = shader;
