@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -14,6 +15,7 @@
 #include "engine/base/files.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/train/distill.hpp"
+#include "engine/train/monitor.hpp"
 #include "engine/train/step_runner.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/golden_file.hpp"
@@ -144,6 +146,31 @@ TEST_CASE("distill: a short LoRA run of a tiny student from a bigger teacher of 
   const plan::MemoryPlan teacher = teacher_plan(summary.plan.settings, distill_settings(config));
   CHECK(teacher.bytes(vk::Category::base_weights) > 0);
   CHECK(summary.measured.total_peak == summary.plan.total_bytes() + teacher.total_bytes());
+  // metrics.jsonl logs the loss's parts (loss = alpha·distill/kl + (1 - alpha)·distill/ce, summed in fp32
+  // over the same rows in another order).
+  std::ifstream metrics(fs::path(config.output_dir) / "metrics.jsonl");
+  size_t logged = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    if (!entry.contains("loss")) continue;
+    REQUIRE(entry.contains("distill/kl"));
+    REQUIRE(entry.contains("distill/ce"));
+    const double loss = entry["loss"], kl = entry["distill/kl"], ce = entry["distill/ce"];
+    INFO("step " << entry["step"] << ": loss " << loss << ", kl " << kl << ", ce " << ce);
+    CHECK(kl > 0);
+    CHECK(ce > 0);
+    CHECK(std::fabs(0.5 * kl + 0.5 * ce - loss) <= 1e-5 * loss);
+    // `vktune dashboard` reads them back as the step's objective metrics.
+    RunMonitor replay;
+    REQUIRE(apply_metrics_line(replay, line));
+    const std::vector<std::pair<std::string, double>> extra = replay.snapshot().steps.at(0).extra;
+    REQUIRE(extra.size() == 2);
+    CHECK(extra[0].first == "distill/ce");  // nlohmann's object order: alphabetical
+    CHECK(extra[0].second == ce);
+    CHECK(extra[1].first == "distill/kl");
+    logged++;
+  }
+  CHECK(logged == 4);
   config.teacher.clear();
   CHECK_THROWS_AS(train::train(config), UserError);  // --objective distill without --teacher
 }

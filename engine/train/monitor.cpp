@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace vkt::train {
 
@@ -212,6 +213,12 @@ bool apply_metrics_line(RunMonitor& monitor, const std::string& line) {
   for (size_t c = 0; c < vk::category_count; c++)
     m.memory_bytes[c] = memory.value(vk::category_name(vk::Category(c)), uint64_t{0});
   m.offloaded_optimizer_bytes = memory.value("optimizer_state_offload", uint64_t{0});
+  // Objective-specific metrics (TRL's rewards/*, logps/*, nll_loss, kl; distill/*): the other numeric keys.
+  static const std::set<std::string> known = {"step",      "epoch",          "loss",          "lr",
+                                              "grad_norm", "tokens_per_sec", "step_time_s",   "elapsed_s",
+                                              "tokens",    "loss_scale",     "skipped_steps", "all_reduce_s"};
+  for (const auto& [key, value] : in.items())
+    if (value.is_number() && !known.contains(key)) m.extra.emplace_back(key, value.get<double>());
   monitor.push_step(m);
   return true;
 }
