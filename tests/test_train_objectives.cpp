@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
@@ -28,33 +29,29 @@ const fs::path& root() {
   return dir;
 }
 
-// The data of each objective, written once under root().
-fs::path pairs_file() {  // TRL's preference format: prompt, chosen, rejected
-  const fs::path path = root() / "pairs.jsonl";
+// The data of each objective, written once under root(): `count` lines of make_line(i).
+fs::path jsonl_once(const char* name, int count, const std::function<json(int)>& make_line) {
+  const fs::path path = root() / name;
   if (fs::exists(path)) return path;
   fs::create_directories(root());
   std::ofstream out(path);
-  for (int i = 0; i < 8; i++)
-    out << json{{"prompt", std::to_string(i) + "+" + std::to_string(i) + "="},
-                {"chosen", std::to_string(2 * i)},
-                {"rejected", std::to_string(2 * i + 1)}}
-               .dump()
-        << "\n";
+  for (int i = 0; i < count; i++) out << make_line(i).dump() << "\n";
   return path;
 }
 
+fs::path pairs_file() {  // TRL's preference format: prompt, chosen, rejected
+  return jsonl_once("pairs.jsonl", 8, [](int i) {
+    return json{{"prompt", std::to_string(i) + "+" + std::to_string(i) + "="},
+                {"chosen", std::to_string(2 * i)},
+                {"rejected", std::to_string(2 * i + 1)}};
+  });
+}
+
 fs::path kto_file() {  // KTO's unpaired format: prompt, completion, label
-  const fs::path path = root() / "kto.jsonl";
-  if (fs::exists(path)) return path;
-  fs::create_directories(root());
-  std::ofstream out(path);
-  for (int i = 0; i < 8; i++)
-    out << json{{"prompt", std::to_string(i) + "*2="},
-                {"completion", std::to_string(2 * i + i % 2)},
-                {"label", i % 2 == 0}}
-               .dump()
-        << "\n";
-  return path;
+  return jsonl_once("kto.jsonl", 8, [](int i) {
+    return json{
+        {"prompt", std::to_string(i) + "*2="}, {"completion", std::to_string(2 * i + i % 2)}, {"label", i % 2 == 0}};
+  });
 }
 
 fs::path code_file() {  // plain text for FIM
