@@ -171,6 +171,18 @@ TEST_CASE("distill: a short LoRA run of a tiny student from a bigger teacher of 
     logged++;
   }
   CHECK(logged == 4);
+  // run.json: the teacher's memory planned beside allocated, and the student's trainable kinds.
+  const RunInfo info = run_info_from_json(read_text_file(fs::path(config.output_dir) / "run.json"), nullptr);
+  const MemoryPart* teacher_part = nullptr;
+  for (const MemoryPart& part : info.memory_parts)
+    if (part.name == "teacher") teacher_part = &part;
+  REQUIRE(teacher_part != nullptr);
+  CHECK(teacher_part->planned == teacher.device_bytes());
+  CHECK(teacher_part->measured == teacher.device_bytes());
+  REQUIRE(info.trainable_parameters.size() == 2);  // LoRA A and B
+  CHECK(info.trainable_parameters[0].first == "LoRA A");
+  CHECK(info.trainable_parameters[1].first == "LoRA B");
+  CHECK(info.trainable_parameters[0].second + info.trainable_parameters[1].second == summary.plan.parameters.trainable);
   config.teacher.clear();
   CHECK_THROWS_AS(train::train(config), UserError);  // --objective distill without --teacher
 }

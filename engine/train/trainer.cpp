@@ -46,6 +46,7 @@
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/preference.hpp"
 #include "engine/train/run_identity.hpp"
+#include "engine/train/run_parts.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
 
@@ -311,6 +312,9 @@ TrainSummary TrainingRun::run() {
   info_.schedule_kwargs = config_.lr_scheduler_kwargs;
   for (size_t c = 0; c < vk::category_count; c++) info_.planned_bytes[c] = plan_.bytes(vk::Category(c));
   info_.planned_offload_bytes = plan_.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload);
+  info_.trainable_parameters = trainable_parameters_by_kind(plan_);
+  info_.memory_parts = adapter_memory_parts(plan_, buffers_);
+  if (teacher_) info_.memory_parts.push_back(teacher_memory_part(teacher_->session->plan, *teacher_->session->buffers));
   for (const auto& heap : context_->memory_heaps())
     if (heap.device_local)
       info_.device_budget_bytes = std::max(info_.device_budget_bytes, heap.budget ? heap.budget : heap.size);
