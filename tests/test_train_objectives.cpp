@@ -11,7 +11,6 @@
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
-#include "engine/model/safetensors.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
@@ -109,22 +108,6 @@ std::vector<json> logged_steps(const std::string& output_dir) {
   return steps;
 }
 
-// RMS difference over the RMS of the adapter's (or full model's) tensors of two output folders.
-double relative_weight_difference(const std::string& a_dir, const std::string& b_dir) {
-  const char* file =
-      fs::exists(fs::path(a_dir) / "adapter_model.safetensors") ? "adapter_model.safetensors" : "model.safetensors";
-  model::SafetensorsFile a(fs::path(a_dir) / file), b(fs::path(b_dir) / file);
-  double error = 0, reference = 0;
-  for (const auto& tensor : a.tensors()) {
-    auto x = model::to_fp32(tensor), y = model::to_fp32(b.tensor(tensor.name));
-    for (size_t i = 0; i < x.size(); i++) {
-      error += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-      reference += double(x[i]) * x[i];
-    }
-  }
-  return std::sqrt(error / reference);
-}
-
 const char* short_method_name(spec::Method method) {
   return method == spec::Method::lora ? "lora" : method == spec::Method::qlora ? "qlora" : "full";
 }
@@ -174,7 +157,7 @@ void check_accumulation(const std::string& objective) {
     INFO(objective << " step " << i + 1 << ": batch 4 " << big_losses[i] << ", 2 x 2 " << small_losses[i]);
     CHECK(small_losses[i] == doctest::Approx(big_losses[i]).epsilon(1e-5));
   }
-  const double difference = relative_weight_difference(big.output_dir, small.output_dir);
+  const double difference = test::relative_weight_difference(big.output_dir, small.output_dir);
   INFO(objective << ": relative weight difference " << difference);
   CHECK(difference < 1e-4);
 }

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -172,6 +173,22 @@ std::vector<double> logged_losses(const std::filesystem::path& output_dir) {
     if (entry.contains("loss")) losses.push_back(entry["loss"]);
   }
   return losses;
+}
+
+double relative_weight_difference(const std::string& a_dir, const std::string& b_dir) {
+  const char* file = std::filesystem::exists(std::filesystem::path(a_dir) / "adapter_model.safetensors")
+                         ? "adapter_model.safetensors"
+                         : "model.safetensors";
+  model::SafetensorsFile a(std::filesystem::path(a_dir) / file), b(std::filesystem::path(b_dir) / file);
+  double error = 0, reference = 0;
+  for (const auto& tensor : a.tensors()) {
+    auto x = model::to_fp32(tensor), y = model::to_fp32(b.tensor(tensor.name));
+    for (size_t i = 0; i < x.size(); i++) {
+      error += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+      reference += double(x[i]) * x[i];
+    }
+  }
+  return std::sqrt(error / reference);
 }
 
 }  // namespace vkt::test
