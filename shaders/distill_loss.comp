@@ -22,6 +22,8 @@ layout(push_constant) uniform Push {
   uint64_t weights;         // (rows) fp32
   uint64_t grad_scale;      // (1) fp32
   uint64_t loss;            // (rows) fp32
+  uint64_t kl_part;         // (rows) fp32 w * T^2 * KL, or 0: not written
+  uint64_t ce_part;         // (rows) fp32 w * CE, or 0: not written
   uint rows, vocab, ignore_index;
   uint write_gradient;  // 0: loss only
   float temperature;    // T > 0
@@ -75,7 +77,11 @@ void main() {
   float weight = FloatBuffer(p.weights).data[row];
   bool ignored = weight == 0.0 || target == p.ignore_index || target >= p.vocab;
   if (ignored) {  // uniform over the workgroup
-    if (lane == 0) FloatBuffer(p.loss).data[row] = 0.0;
+    if (lane == 0) {
+      FloatBuffer(p.loss).data[row] = 0.0;
+      if (p.kl_part != 0ul) FloatBuffer(p.kl_part).data[row] = 0.0;
+      if (p.ce_part != 0ul) FloatBuffer(p.ce_part).data[row] = 0.0;
+    }
     if (p.write_gradient != 0u)
       for (uint v = lane; v < p.vocab; v += ROW_THREADS) student.data[base + v] = 0.0;
     return;
@@ -126,8 +132,11 @@ void main() {
   barrier();  // every invocation has read the target logit before pass 2 overwrites it
   float ce = (max_s - target_logit) + log_sum_s;
   float t2 = p.temperature * p.temperature;
-  if (lane == 0)
+  if (lane == 0) {
     FloatBuffer(p.loss).data[row] = poisoned ? quiet_nan : weight * (p.alpha * t2 * kl + (1.0 - p.alpha) * ce);
+    if (p.kl_part != 0ul) FloatBuffer(p.kl_part).data[row] = poisoned ? quiet_nan : weight * t2 * kl;
+    if (p.ce_part != 0ul) FloatBuffer(p.ce_part).data[row] = poisoned ? quiet_nan : weight * ce;
+  }
   if (p.write_gradient == 0u) return;
   float scale = weight * FloatBuffer(p.grad_scale).data[0];
   float kl_scale = p.alpha * p.temperature, ce_scale = 1.0 - p.alpha;

@@ -49,21 +49,32 @@ DistillCase make_case(uint32_t rows, uint32_t vocab, uint32_t seed) {
 }
 
 struct Run {
-  std::vector<float> loss, dlogits, teacher_after;
+  std::vector<float> loss, dlogits, teacher_after, kl_part, ce_part;  // the parts: with_parts only
 };
 
-Run run_kernel(const DistillCase& c, float grad_scale, float temperature, float alpha, bool gradient = true) {
+Run run_kernel(const DistillCase& c, float grad_scale, float temperature, float alpha, bool gradient = true,
+               bool with_parts = false) {
   Guarded logits = Guarded::of(c.logits, "logits"), teacher = Guarded::of(c.teacher, "teacher_logits");
   Guarded targets = Guarded::of_raw(c.targets, "targets"), weights = Guarded::of(c.weights, "weights");
   Guarded scale = Guarded::of({grad_scale}, "grad_scale"), loss(c.rows * 4, "loss");
+  Guarded kl(c.rows * 4, "kl_part"), ce(c.rows * 4, "ce_part");
+  const kernels::DistillParts parts{kl.range(), ce.range()};
   context().run([&](vk::Recorder& r) {
     kernels::distill_loss(r, logits.range(), teacher.range(), targets.range(), weights.range(), scale.range(),
-                          loss.range(), c.rows, c.vocab, temperature, alpha, kernels::ignore_target, gradient);
+                          loss.range(), c.rows, c.vocab, temperature, alpha, kernels::ignore_target, gradient,
+                          with_parts ? &parts : nullptr);
   });
   CHECK(logits.guard_intact());
   CHECK(teacher.guard_intact());
   CHECK(loss.guard_intact());
-  return {loss.floats(), logits.floats(), teacher.floats()};
+  CHECK(kl.guard_intact());
+  CHECK(ce.guard_intact());
+  Run run{loss.floats(), logits.floats(), teacher.floats(), {}, {}};
+  if (with_parts) {
+    run.kl_part = kl.floats();
+    run.ce_part = ce.floats();
+  }
+  return run;
 }
 
 // Σ_r loss_r * grad_scale in double (the reference's per-row losses are rounded to fp32, too coarse for
@@ -111,10 +122,23 @@ TEST_CASE("distill_loss: loss and in-place dlogits match the fp64 reference; ign
         test::ScopedEnv row_threads("VKT_ROW_THREADS", threads);
         DistillCase c = make_case(shape.rows, shape.vocab, 211);
         const float grad_scale = 1.0f / 7.0f, alpha = 0.7f;
-        Run run = run_kernel(c, grad_scale, temperature, alpha);
-        std::vector<float> expected_loss(c.rows), expected_dlogits(c.logits.size());
+        const bool with_parts = temperature != 0.5f;  // the loss alone, and with its KL and CE parts
+        Run run = run_kernel(c, grad_scale, temperature, alpha, true, with_parts);
+        std::vector<float> expected_loss(c.rows), expected_dlogits(c.logits.size()), expected_kl(c.rows),
+            expected_ce(c.rows);
         ref::distill_loss(c.logits.data(), c.teacher.data(), c.targets.data(), c.weights.data(), grad_scale,
-                          expected_loss.data(), expected_dlogits.data(), c.rows, c.vocab, temperature, alpha);
+                          expected_loss.data(), expected_dlogits.data(), c.rows, c.vocab, temperature, alpha,
+                          kernels::ignore_target, expected_kl.data(), expected_ce.data());
+        if (with_parts) {  // the same bounds as the loss they make up; ignored rows 0
+          test::check_close(run.kl_part, expected_kl, 5e-10, 2e-4, "kl part");
+          test::check_close(run.ce_part, expected_ce, 5e-10, 2e-4, "ce part");
+          for (uint32_t row = 0; row < c.rows; row++) {
+            const double sum = alpha * double(run.kl_part[row]) + (1 - alpha) * double(run.ce_part[row]);
+            CHECK(std::fabs(sum - run.loss[row]) <= 1e-5 * std::fmax(1.0, std::fabs(run.loss[row])));
+          }
+          if (c.rows >= 4)
+            for (uint32_t row : {1u, 2u, 3u}) CHECK((run.kl_part[row] == 0.0f && run.ce_part[row] == 0.0f));
+        }
         // Losses of order 1-50 (T^2 = 4 scales the KL): the kernel's KL is E_p[(u - s)/T] minus a difference
         // of fp32 log-sum-exps of size ~|logits|/T (up to 600 on row 5), so a few ulp of those, ~1e-4
         // absolute on that row (the NMSE bound allows it), ~1e-5 elsewhere; CE as cross_entropy (2e-5).

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -14,6 +15,7 @@
 #include "engine/base/files.hpp"
 #include "engine/kernels/optimizer.hpp"
 #include "engine/train/distill.hpp"
+#include "engine/train/monitor.hpp"
 #include "engine/train/step_runner.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/golden_file.hpp"
@@ -144,6 +146,43 @@ TEST_CASE("distill: a short LoRA run of a tiny student from a bigger teacher of 
   const plan::MemoryPlan teacher = teacher_plan(summary.plan.settings, distill_settings(config));
   CHECK(teacher.bytes(vk::Category::base_weights) > 0);
   CHECK(summary.measured.total_peak == summary.plan.total_bytes() + teacher.total_bytes());
+  // metrics.jsonl logs the loss's parts (loss = alpha·distill/kl + (1 - alpha)·distill/ce, summed in fp32
+  // over the same rows in another order).
+  std::ifstream metrics(fs::path(config.output_dir) / "metrics.jsonl");
+  size_t logged = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    if (!entry.contains("loss")) continue;
+    REQUIRE(entry.contains("distill/kl"));
+    REQUIRE(entry.contains("distill/ce"));
+    const double loss = entry["loss"], kl = entry["distill/kl"], ce = entry["distill/ce"];
+    INFO("step " << entry["step"] << ": loss " << loss << ", kl " << kl << ", ce " << ce);
+    CHECK(kl > 0);
+    CHECK(ce > 0);
+    CHECK(std::fabs(0.5 * kl + 0.5 * ce - loss) <= 1e-5 * loss);
+    // `vktune dashboard` reads them back as the step's objective metrics.
+    RunMonitor replay;
+    REQUIRE(apply_metrics_line(replay, line));
+    const std::vector<std::pair<std::string, double>> extra = replay.snapshot().steps.at(0).extra;
+    REQUIRE(extra.size() == 2);
+    CHECK(extra[0].first == "distill/ce");  // nlohmann's object order: alphabetical
+    CHECK(extra[0].second == ce);
+    CHECK(extra[1].first == "distill/kl");
+    logged++;
+  }
+  CHECK(logged == 4);
+  // run.json: the teacher's memory planned beside allocated, and the student's trainable kinds.
+  const RunInfo info = run_info_from_json(read_text_file(fs::path(config.output_dir) / "run.json"), nullptr);
+  const MemoryPart* teacher_part = nullptr;
+  for (const MemoryPart& part : info.memory_parts)
+    if (part.name == "teacher") teacher_part = &part;
+  REQUIRE(teacher_part != nullptr);
+  CHECK(teacher_part->planned == teacher.device_bytes());
+  CHECK(teacher_part->measured == teacher.device_bytes());
+  REQUIRE(info.trainable_parameters.size() == 2);  // LoRA A and B
+  CHECK(info.trainable_parameters[0].first == "LoRA A");
+  CHECK(info.trainable_parameters[1].first == "LoRA B");
+  CHECK(info.trainable_parameters[0].second + info.trainable_parameters[1].second == summary.plan.parameters.trainable);
   config.teacher.clear();
   CHECK_THROWS_AS(train::train(config), UserError);  // --objective distill without --teacher
 }

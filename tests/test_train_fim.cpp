@@ -94,33 +94,15 @@ TEST_CASE("fim: examples are [BOS] + the FIM sequence + EOS, every token trained
 }
 }
 
-// --- End to end: a tiny Llama whose byte-level tokenizer has the three FIM tokens added ---------
+// --- End to end on a tiny Llama with the FIM tokens (test::fim_tiny_model) -----------------------
 #include <nlohmann/json.hpp>
 
 #include "engine/model/init.hpp"
 #include "engine/text/trainer.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/tiny_model.hpp"
+#include "tests/tiny_runs.hpp"
 
-namespace {
-std::filesystem::path fim_tiny_model(const std::filesystem::path& directory) {
-  if (std::filesystem::exists(directory / "model.safetensors")) return directory;
-  text::TrainedTokenizer tokenizer = text::byte_level_tokenizer();
-  nlohmann::ordered_json document = nlohmann::ordered_json::parse(tokenizer.tokenizer_json);
-  nlohmann::ordered_json& added = document["added_tokens"];
-  const nlohmann::ordered_json model_entry = added.back();
-  for (const char* token : {"<fim_prefix>", "<fim_suffix>", "<fim_middle>"}) {
-    nlohmann::ordered_json entry = model_entry;
-    entry["id"] = tokenizer.vocab_size++;
-    entry["content"] = token;
-    added.push_back(entry);
-  }
-  tokenizer.tokenizer_json = document.dump(2);
-  model::ModelConfig config = model::small_llama_config(tokenizer.vocab_size, 32, 2, 4, 2, 64, 256);
-  model::write_new_model(directory, config, tokenizer);
-  return directory;
-}
-}  // namespace
 
 TEST_SUITE("train") {
 
@@ -134,7 +116,7 @@ TEST_CASE("fim: a short LoRA run on FIM examples of a tiny model with FIM tokens
     for (int i = 0; i < 16; i++) out << nlohmann::json{{"text", snippets[i % 4]}}.dump() << "\n";
   }
   train::TrainConfig config = test::tiny_random_lora_config(root, "fim_e2e_out");
-  config.model = fim_tiny_model(root / "fim_model").string();
+  config.model = test::fim_tiny_model(root / "fim_model").string();
   config.data = data.string();
   config.max_steps = 4;
   config.fim_rate = 0.5;
@@ -156,7 +138,7 @@ TEST_CASE("fim: a short LoRA run on FIM examples of a tiny model with FIM tokens
 
 TEST_CASE("fim: vktune generate --suffix fills the middle with the FIM tokens; refused without them") {
   const std::filesystem::path root = test::temp_dir("fim_generate");
-  const std::string model = fim_tiny_model(test::temp_dir("fim_generate_model")).string();
+  const std::string model = test::fim_tiny_model(test::temp_dir("fim_generate_model")).string();
   const std::string out = (root / "out.txt").string(), vktune = (test::binary_dir() / "vktune").string();
   auto run = [&](const std::string& arguments) {  // the exit status; stdout and stderr in `out`
     const int status = std::system(

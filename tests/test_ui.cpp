@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 
@@ -1118,6 +1119,120 @@ TEST_CASE("dashboard: the loss panel marks the best evaluation (lowest, or highe
   data = imgui.frame([&] { ui::draw_dashboard(snapshot, state, nullptr); });
   CHECK(std::isnan(state.loss.best_x));
   CHECK(vertices_inside(data, state.loss.plot, ui::colors::best_step) == 0);
+}
+
+
+namespace {
+
+// A run directory's files as `vktune train` writes them: run.json from `info`, and metrics.jsonl with
+// `lines` (each a JSON object), read back through the follower's parser as `vktune dashboard` does.
+// legacy: run.json without the fields added for the method rows (trainable_parameters, memory_parts).
+train::RunSnapshot replayed(const train::RunInfo& info, const std::vector<std::string>& lines, bool legacy = false) {
+  train::RunMonitor monitor;
+  train::RunState state = train::RunState::running;
+  nlohmann::json run_json = nlohmann::json::parse(train::run_info_to_json(info, train::RunState::finished));
+  if (legacy) {
+    REQUIRE(run_json.erase("trainable_parameters") == 1);
+    REQUIRE(run_json.erase("memory_parts") == 1);
+  }
+  monitor.set_info(train::run_info_from_json(run_json.dump(), &state));
+  monitor.set_state(state);
+  for (const std::string& line : lines) REQUIRE(train::apply_metrics_line(monitor, line));
+  return monitor.snapshot();
+}
+
+std::string objective_line(int64_t step, const std::vector<std::pair<std::string, double>>& extra) {
+  train::StepMetrics m;
+  m.step = step;
+  m.loss = 0.69 - 0.01 * static_cast<double>(step);
+  m.extra = extra;
+  return train::step_to_json_line(m);
+}
+
+}  // namespace
+
+TEST_CASE("dashboard: the method, its trainable kinds, memory parts, and preference and distillation curves") {
+  train::RunInfo info = synthetic_info(40);
+  train::TrainConfig config;
+  config.method = spec::Method::qlora;
+  config.peft_type = spec::PeftType::dora;
+  config.objective = "dpo";
+  info.config_json = train::to_json(config);
+  info.trainable_parameters = {{"LoRA A", 400000}, {"LoRA B", 800000}, {"DoRA magnitudes", 20000}};
+  info.memory_parts = {{"LoRA A", 3200000, 3200000}, {"DoRA magnitudes", 160000, 160000}, {"teacher", 90 * MiB, 0}};
+  std::vector<std::string> lines;
+  for (int64_t step = 1; step <= 40; step++) {
+    const double s = static_cast<double>(step);
+    lines.push_back(objective_line(step, {{"rewards/chosen", 0.02 * s},
+                                          {"rewards/rejected", -0.03 * s},
+                                          {"rewards/margins", 0.05 * s},
+                                          {"rewards/accuracies", std::min(1.0, 0.5 + 0.02 * s)},
+                                          {"logps/chosen", -40 + 0.1 * s},
+                                          {"logps/rejected", -42 - 0.2 * s}}));
+  }
+  train::RunSnapshot snapshot = replayed(info, lines);
+  // run.json and metrics.jsonl round trip: the kinds, the parts and every TRL metric of every step.
+  REQUIRE(snapshot.info.trainable_parameters.size() == 3);
+  CHECK(snapshot.info.trainable_parameters[2].first == "DoRA magnitudes");
+  CHECK(snapshot.info.trainable_parameters[2].second == 20000);
+  REQUIRE(snapshot.info.memory_parts.size() == 3);
+  CHECK(snapshot.info.memory_parts[2].planned == 90 * MiB);
+  REQUIRE(snapshot.steps.size() == 40);
+  CHECK(snapshot.steps.back().extra.size() == 6);
+  CHECK(ui::has_objective_metrics(snapshot));
+
+  HeadlessImGui imgui;
+  ui::DashboardState state;
+  ImDrawData* data = imgui.frame([&] { ui::draw_dashboard(snapshot, state, nullptr); });
+  CHECK(state.run.method == "qlora / dora / dpo");
+  // The memory table: the ledger's categories with a value, then the parts, the teacher among them.
+  const auto& rows = state.memory.table_rows;
+  CHECK(std::find(rows.begin(), rows.end(), "quantized_weights") != rows.end());
+  CHECK(std::find(rows.begin(), rows.end(), "DoRA magnitudes") != rows.end());
+  CHECK(std::find(rows.begin(), rows.end(), "teacher") != rows.end());
+  // One plot per group: rewards (chosen, rejected, margins), accuracy, logps; each series drawn inside its plot.
+  const auto& objective = state.objective;
+  REQUIRE(objective.groups == std::vector<std::string>{"rewards", "accuracy", "logps"});
+  REQUIRE(objective.plots.size() == 3);
+  for (size_t s = 0; s < objective.series.size(); s++) {
+    const size_t group = std::find(objective.groups.begin(), objective.groups.end(), objective.series[s].group) -
+                         objective.groups.begin();
+    CAPTURE(objective.series[s].metric);
+    REQUIRE(objective.plots[group].drawn);
+    CHECK(vertices_inside(data, objective.plots[group], ui::objective_series_color(s)) >= 4);
+  }
+  CHECK(objective.plots[1].y_min == 0);  // accuracies on a fixed [0, 1] axis
+  CHECK(objective.plots[1].y_max == 1);
+  // The accuracy curve's last point lands where the data says.
+  const ui::PlotFrame& accuracy = objective.plots[1];
+  CHECK(accuracy.contains(accuracy.to_pixel(40, 1.0)));
+
+  // Distillation: the loss's KL and CE parts in one plot; full finetuning names no PEFT type.
+  config.method = spec::Method::full;
+  config.objective = "distill";
+  info.config_json = train::to_json(config);
+  info.trainable_parameters = {{"full weights", 1200000}};
+  lines.clear();
+  for (int64_t step = 1; step <= 10; step++)
+    lines.push_back(objective_line(step, {{"distill/kl", 2.0 / static_cast<double>(step)}, {"distill/ce", 3.0}}));
+  snapshot = replayed(info, lines);
+  ui::DashboardState distill_state;
+  data = imgui.frame([&] { ui::draw_dashboard(snapshot, distill_state, nullptr); });
+  CHECK(distill_state.run.method == "full / distill");
+  REQUIRE(distill_state.objective.groups == std::vector<std::string>{"distill"});
+  CHECK(vertices_inside(data, distill_state.objective.plots[0], ui::objective_series_color(0)) >= 4);
+  CHECK(vertices_inside(data, distill_state.objective.plots[0], ui::objective_series_color(1)) >= 4);
+
+  // A run.json and metrics.jsonl from before these fields: no parts, no objective panel, LoRA on SFT.
+  train::RunInfo old = synthetic_info(40);
+  old.config_json = R"({"method": "lora"})";
+  snapshot = replayed(old, {R"({"step": 1, "loss": 2.5, "lr": 0.0001})"}, true);
+  CHECK(snapshot.info.trainable_parameters.empty());
+  CHECK(!ui::has_objective_metrics(snapshot));
+  ui::DashboardState old_state;
+  imgui.frame([&] { ui::draw_dashboard(snapshot, old_state, nullptr); });
+  CHECK(old_state.run.method == "lora / lora / sft");
+  CHECK(old_state.objective.groups.empty());
 }
 
 }  // TEST_SUITE("ui")

@@ -1,11 +1,16 @@
 #include "tests/tiny_model.hpp"
+#include "tests/tiny_runs.hpp"
 
+#include <doctest/doctest.h>
+
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "engine/model/init.hpp"
 #include "engine/model/safetensors.hpp"
+#include "engine/text/trainer.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
 
@@ -25,6 +30,53 @@ std::filesystem::path tiny_model(const std::filesystem::path& directory, const T
   options.seed = o.seed;
   model::write_new_model(directory, config, tokenizer, options);
   return directory;
+}
+
+std::filesystem::path fim_tiny_model(const std::filesystem::path& directory) {
+  if (std::filesystem::exists(directory / "model.safetensors")) return directory;
+  text::TrainedTokenizer tokenizer = text::byte_level_tokenizer();
+  nlohmann::ordered_json document = nlohmann::ordered_json::parse(tokenizer.tokenizer_json);
+  nlohmann::ordered_json& added = document["added_tokens"];
+  const nlohmann::ordered_json model_entry = added.back();
+  for (const char* token : {"<fim_prefix>", "<fim_suffix>", "<fim_middle>"}) {
+    nlohmann::ordered_json entry = model_entry;
+    entry["id"] = tokenizer.vocab_size++;
+    entry["content"] = token;
+    added.push_back(entry);
+  }
+  tokenizer.tokenizer_json = document.dump(2);
+  model::ModelConfig config = model::small_llama_config(tokenizer.vocab_size, 32, 2, 4, 2, 64, 256);
+  model::write_new_model(directory, config, tokenizer);
+  return directory;
+}
+
+void check_resume(const train::TrainConfig& full, int64_t crash_at, int64_t save_steps) {
+  train::train(full);
+  auto reference = test::logged_losses(full.output_dir);
+  REQUIRE(reference.size() == size_t(full.max_steps));
+  train::TrainConfig interrupted = full;
+  interrupted.output_dir =
+      test::temp_dir(std::filesystem::path(full.output_dir).filename().string() + "-crashed").string();
+  interrupted.save_steps = save_steps;
+  const std::string crash = "simulated crash after step " + std::to_string(crash_at);
+  train::set_step_hook([crash_at, crash](int64_t step) {
+    if (step == crash_at) throw std::runtime_error(crash);
+  });
+  CHECK_THROWS_WITH(train::train(interrupted), crash.c_str());
+  train::set_step_hook(nullptr);
+  const std::filesystem::path checkpoint =
+      std::filesystem::path(interrupted.output_dir) / ("checkpoint-" + std::to_string(crash_at));
+  CHECK(std::filesystem::exists(checkpoint / "trainer_state.json"));
+  CHECK(std::filesystem::exists(checkpoint / "optimizer.safetensors"));
+  train::TrainConfig resumed = interrupted;
+  resumed.resume_from_checkpoint = "latest";
+  train::train(resumed);
+  auto losses = test::logged_losses(resumed.output_dir);
+  REQUIRE(losses.size() == reference.size());
+  for (size_t i = 0; i < losses.size(); i++) {
+    INFO("step " << i + 1);
+    CHECK(losses[i] == reference[i]);  // bit-identical: deterministic kernels, data order and RNG
+  }
 }
 
 std::filesystem::path tiny_pretrained_model(const std::filesystem::path& directory) {
@@ -121,6 +173,22 @@ std::vector<double> logged_losses(const std::filesystem::path& output_dir) {
     if (entry.contains("loss")) losses.push_back(entry["loss"]);
   }
   return losses;
+}
+
+double relative_weight_difference(const std::string& a_dir, const std::string& b_dir) {
+  const char* file = std::filesystem::exists(std::filesystem::path(a_dir) / "adapter_model.safetensors")
+                         ? "adapter_model.safetensors"
+                         : "model.safetensors";
+  model::SafetensorsFile a(std::filesystem::path(a_dir) / file), b(std::filesystem::path(b_dir) / file);
+  double error = 0, reference = 0;
+  for (const auto& tensor : a.tensors()) {
+    auto x = model::to_fp32(tensor), y = model::to_fp32(b.tensor(tensor.name));
+    for (size_t i = 0; i < x.size(); i++) {
+      error += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+      reference += double(x[i]) * x[i];
+    }
+  }
+  return std::sqrt(error / reference);
 }
 
 }  // namespace vkt::test

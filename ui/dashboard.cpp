@@ -35,7 +35,14 @@ void draw_dashboard(const train::RunSnapshot& snapshot, DashboardState& state, t
 
   panel("run_panel", ImVec2(run_width, top), [&] { draw_run_panel(snapshot, state.run, controls); });
   ImGui::SameLine();
-  panel("loss_panel", ImVec2(0, top), [&] { draw_loss_panel(snapshot, state.loss); });
+  if (has_objective_metrics(snapshot)) {  // preference rewards or distillation parts beside the loss
+    panel("loss_panel", ImVec2(std::floor((width - run_width) * 0.5f), top),
+          [&] { draw_loss_panel(snapshot, state.loss); });
+    ImGui::SameLine();
+    panel("objective_panel", ImVec2(0, top), [&] { draw_objective_panel(snapshot, state.objective); });
+  } else {
+    panel("loss_panel", ImVec2(0, top), [&] { draw_loss_panel(snapshot, state.loss); });
+  }
 
   panel("learning_rate_panel", ImVec2(std::floor(width * 0.5f), middle),
         [&] { draw_learning_rate_panel(snapshot, state.learning_rate); });

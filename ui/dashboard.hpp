@@ -16,6 +16,7 @@ struct DashboardState {
   MemoryPanelState memory;
   ThroughputPanelState throughput;
   RunPanelState run;
+  ObjectivePanelState objective;  // drawn beside the loss when the run logs objective metrics
 };
 
 // Draws one frame of the dashboard into the current ImGui context, between NewFrame and Render,

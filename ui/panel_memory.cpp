@@ -1,7 +1,9 @@
 // The memory panel: the planner's estimate (run.json) and the ledger's measured bytes (the latest
 // logged step) as two stacked bars, one segment per ledger category, against the device budget;
 // optimizer states offloaded to host memory are a hatched segment after the device ones (they
-// do not count against the device budget). A table beside the bars lists the numbers.
+// do not count against the device budget). A table beside the bars lists the numbers, with finer
+// rows for each adapter kind (LoRA, DoRA, IA3, soft prompt, modules_to_save, trainable tokens) and
+// a distillation teacher.
 #include <imgui.h>
 #include <algorithm>
 #include <array>
@@ -212,7 +214,7 @@ void swatch(ImU32 color) {
   ImGui::SameLine();
 }
 
-void draw_table(const train::RunSnapshot& snapshot, const Bar (&bars)[2]) {
+void draw_table(const train::RunSnapshot& snapshot, MemoryPanelState& state, const Bar (&bars)[2]) {
   const ImGuiTableFlags flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_ScrollY | ImGuiTableFlags_SizingStretchProp |
                                 ImGuiTableFlags_BordersInnerV;
   if (!ImGui::BeginTable("memory_table", 3, flags, ImVec2(0, 0))) return;
@@ -241,10 +243,27 @@ void draw_table(const train::RunSnapshot& snapshot, const Bar (&bars)[2]) {
     swatch(colors::category(vk::Category(c)));
     const char* name = short_name(vk::Category(c));
     ImGui::TextUnformatted(name ? name : pretty_name(vk::Category(c)));
+    state.table_rows.push_back(vk::category_name(vk::Category(c)));
     ImGui::TableNextColumn();
     cell_bytes(planned, true, false);
     ImGui::TableNextColumn();
     cell_bytes(measured, measured_known, over_plan(measured, planned));
+  }
+  // Finer rows (run.json's memory_parts): each adapter kind's parameters and gradients (inside the
+  // rows above) and the distillation teacher (outside them), planned beside allocated.
+  for (const train::MemoryPart& part : snapshot.info.memory_parts) {
+    ImGui::TableNextRow();
+    ImGui::TableNextColumn();
+    const std::string name = (part.name == "teacher" ? "" : "  ") + part.name;
+    ImGui::TextUnformatted(name.c_str());
+    if (ImGui::IsItemHovered())
+      ImGui::SetTooltip(part.name == "teacher" ? "the distillation teacher's weights and forward (--teacher)"
+                                               : "parameters and gradients of this kind (within the rows above)");
+    state.table_rows.push_back(part.name);
+    ImGui::TableNextColumn();
+    cell_bytes(part.planned, true, false);
+    ImGui::TableNextColumn();
+    cell_bytes(part.measured, part.measured > 0, over_plan(part.measured, part.planned));
   }
   if (bars[0].offloaded > 0 || bars[1].offloaded > 0) {
     ImGui::TableNextRow();
@@ -296,7 +315,8 @@ void draw_memory_panel(const train::RunSnapshot& snapshot, MemoryPanelState& sta
   ImGui::EndChild();
   ImGui::SameLine();
   ImGui::BeginChild("memory_numbers", ImVec2(0, 0), false);
-  draw_table(snapshot, bars);
+  state.table_rows.clear();
+  draw_table(snapshot, state, bars);
   ImGui::EndChild();
 }
 

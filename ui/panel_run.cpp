@@ -1,4 +1,5 @@
-// The run panel: state, progress with ETA, the latest numbers, the controls (pause/resume, save
+// The run panel: state, the method (--method / --peft-type / --objective) and its trainable
+// parameters by kind, progress with ETA, the latest numbers, the controls (pause/resume, save
 // a checkpoint now, stop) and the configuration and device the run uses.
 #include <imgui.h>
 #include <algorithm>
@@ -185,6 +186,21 @@ void draw_run_panel(const train::RunSnapshot& snapshot, RunPanelState& state, tr
     ImGui::TextDisabled("started %s", started.c_str());
   }
   if (!snapshot.status_message.empty()) ImGui::TextWrapped("%s", snapshot.status_message.c_str());
+  // The method and what it trains: "qlora / dora / dpo", trainable 1.2M (LoRA A 0.6M, ...).
+  state.method = method_label(info);
+  if (!state.method.empty()) ImGui::Text("method %s", state.method.c_str());
+  if (!info.trainable_parameters.empty()) {
+    uint64_t total = 0;
+    std::string kinds;
+    for (const auto& [kind, count] : info.trainable_parameters) {
+      total += count;
+      kinds += (kinds.empty() ? "" : ", ") + kind + " " + format_tick(static_cast<double>(count), 1);
+    }
+    if (info.trainable_parameters.size() > 1)
+      ImGui::TextWrapped("trainable %s (%s)", format_tick(static_cast<double>(total), 1).c_str(), kinds.c_str());
+    else
+      ImGui::TextWrapped("trainable %s", kinds.c_str());
+  }
 
   // Progress with ETA.
   double fraction =

@@ -1,6 +1,6 @@
 #pragma once
 // The dashboard's panels, one .cpp each (as Tracy splits its view): loss, learning rate, memory,
-// throughput, run. A panel draws into the current ImGui window from a RunSnapshot and its own
+// throughput, run, objective. A panel draws into the current ImGui window from a RunSnapshot and its own
 // UI state; it never calls into the trainer. Only the run panel writes anything: the control
 // atomics of a RunMonitor, when one is given.
 #include <cmath>
@@ -79,6 +79,7 @@ struct MemoryPanelState {
   double bytes_per_pixel = 0;
   float planned_bar_y = 0, measured_bar_y = 0;  // vertical centres
   float budget_x = 0;                           // pixel x of the budget line (0: none)
+  std::vector<std::string> table_rows;          // the table's row names in the last frame (tests)
 };
 void draw_memory_panel(const train::RunSnapshot& snapshot, MemoryPanelState& state);
 
@@ -96,6 +97,7 @@ void draw_throughput_panel(const train::RunSnapshot& snapshot, ThroughputPanelSt
 
 struct RunPanelState {
   bool stop_confirm_open = false;
+  std::string method;  // the method line drawn in the last frame (tests)
   // Where the buttons were in the last frame (screen pixels; tests click them).
   ImVec2 pause_button{}, save_button{}, stop_button{}, stop_confirm_button{};
 };
@@ -106,5 +108,26 @@ void draw_run_panel(const train::RunSnapshot& snapshot, RunPanelState& state, tr
 double estimate_remaining_seconds(const train::RunSnapshot& snapshot);
 // A run that can still be paused or stopped: starting, running, paused, saving or evaluating.
 bool run_is_active(train::RunState state);
+
+// ---- objective (preference rewards, distillation parts) ---------------------------------------
+
+struct ObjectivePanelState {
+  SnapshotKey key;
+  struct Series {
+    std::string metric;        // e.g. "rewards/chosen"
+    std::string group;         // the plot it goes in: "rewards", "accuracy", "logps", "distill", ...
+    std::vector<double> x, y;  // step, value
+  };
+  std::vector<Series> series;       // in order of first appearance
+  std::vector<std::string> groups;  // one plot each: rewards, accuracy, logps, distill, then others
+  std::vector<PlotFrame> plots;     // where each group's plot went in the last frame
+};
+// True when some logged step has objective metrics (the dashboard then shows the panel).
+bool has_objective_metrics(const train::RunSnapshot& snapshot);
+void draw_objective_panel(const train::RunSnapshot& snapshot, ObjectivePanelState& state);
+// The colour of the objective panel's `index`th series (tests find its vertices).
+ImU32 objective_series_color(size_t index);
+// "qlora / dora / dpo": --method, --peft-type (not for full) and --objective from run.json's config.
+std::string method_label(const train::RunInfo& info);
 
 }  // namespace vkt::ui

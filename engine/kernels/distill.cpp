@@ -13,7 +13,7 @@ namespace vkt::kernels {
 void distill_loss(Recorder& recorder, const BufferRange& logits, const BufferRange& teacher_logits,
                   const BufferRange& targets, const BufferRange& weights, const BufferRange& grad_scale,
                   const BufferRange& loss, uint32_t rows, uint32_t vocab, float temperature, float alpha,
-                  uint32_t ignore_index, bool write_gradient) {
+                  uint32_t ignore_index, bool write_gradient, const DistillParts* parts) {
   uint64_t elements = uint64_t(rows) * vocab;
   require_index_range(elements, "distill_loss");
   require_bytes(logits, elements * 4, "distill_loss", "logits");
@@ -24,8 +24,12 @@ void distill_loss(Recorder& recorder, const BufferRange& logits, const BufferRan
   require_bytes(loss, uint64_t(rows) * 4, "distill_loss", "loss");
   VKT_ASSERT(temperature > 0 && std::isfinite(temperature), "distill_loss: temperature must be > 0");
   VKT_ASSERT(alpha >= 0 && alpha <= 1, "distill_loss: alpha must be in [0, 1]");
+  if (parts) {
+    require_bytes(parts->kl, uint64_t(rows) * 4, "distill_loss", "kl_part");
+    require_bytes(parts->ce, uint64_t(rows) * 4, "distill_loss", "ce_part");
+  }
   struct {
-    uint64_t logits, teacher_logits, targets, weights, grad_scale, loss;
+    uint64_t logits, teacher_logits, targets, weights, grad_scale, loss, kl_part, ce_part;
     uint32_t rows, vocab, ignore_index, write_gradient;
     float temperature, alpha;
   } push{logits.address,
@@ -34,6 +38,8 @@ void distill_loss(Recorder& recorder, const BufferRange& logits, const BufferRan
          weights.address,
          grad_scale.address,
          loss.address,
+         parts ? parts->kl.address : 0,
+         parts ? parts->ce.address : 0,
          rows,
          vocab,
          ignore_index,
@@ -42,6 +48,7 @@ void distill_loss(Recorder& recorder, const BufferRange& logits, const BufferRan
          alpha};
   std::vector<BufferRange> writes{loss};
   if (write_gradient) writes.push_back(logits);
+  if (parts) writes.insert(writes.end(), {parts->kl, parts->ce});
   const uint32_t specialization[] = {row_threads(recorder.context())};
   record_dispatch(recorder, {.shader = "distill_loss",
                              .specialization = specialization,
@@ -68,7 +75,7 @@ double log_sum_exp(const std::vector<double>& x, double scale) {
 
 void distill_loss(const float* logits, const float* teacher_logits, const uint32_t* targets, const float* weights,
                   float grad_scale, float* loss, float* dlogits, uint32_t rows, uint32_t vocab, float temperature,
-                  float alpha, uint32_t ignore_index) {
+                  float alpha, uint32_t ignore_index, float* kl_part, float* ce_part) {
   std::vector<double> s(vocab), u(vocab);
   const double inv_t = 1.0 / temperature, a = alpha;
   for (uint32_t r = 0; r < rows; r++) {
@@ -88,6 +95,8 @@ void distill_loss(const float* logits, const float* teacher_logits, const uint32
     if (ignored || !finite) {
       const float fill = ignored ? 0.0f : NAN;
       loss[r] = fill;
+      if (kl_part) kl_part[r] = fill;
+      if (ce_part) ce_part[r] = fill;
       if (gradient) std::fill(gradient, gradient + vocab, fill);
       continue;
     }
@@ -99,6 +108,8 @@ void distill_loss(const float* logits, const float* teacher_logits, const uint32
     }
     const double ce = lse_s - s[target];
     loss[r] = static_cast<float>(weight * (a * temperature * temperature * kl + (1 - a) * ce));
+    if (kl_part) kl_part[r] = static_cast<float>(weight * temperature * temperature * kl);
+    if (ce_part) ce_part[r] = static_cast<float>(weight * ce);
     if (!gradient) continue;
     const double scale = weight * grad_scale;
     for (uint32_t v = 0; v < vocab; v++) {  // in place: each element is read (into s) before it is written

@@ -539,10 +539,13 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
     if (teacher_ && gradients) {  // distillation: the teacher's logits of the same rows, then the fused loss
       const BufferRange teacher_logits = rows_of(teacher_->range("logits.chunk"), 0, count, logit_bytes);
       teacher_->record_head_rows(r, first, count, teacher_logits);
+      // The loss's KL and CE parts per row, for logging (summed into loss.step[1], [2] below).
+      const kernels::DistillParts parts{rows_of(range("loss.distill_kl"), first, count, 4),
+                                        rows_of(range("loss.distill_ce"), first, count, 4)};
       kernels::distill_loss(r, logits, teacher_logits, rows_of(range("input.targets"), first, count, 4),
                             rows_of(range("input.weights"), first, count, 4), loss_scale,
                             rows_of(range("loss.rows"), first, count, 4), count, vocab_, distill_temperature_,
-                            distill_alpha_);
+                            distill_alpha_, kernels::ignore_target, true, &parts);
     } else {
       kernels::cross_entropy(r, logits, rows_of(range("input.targets"), first, count, 4),
                              rows_of(range("input.weights"), first, count, 4), loss_scale,
@@ -567,6 +570,10 @@ void Transformer::lm_head_chunks(Recorder& r, bool loss, bool gradients, const B
   if (loss)
     kernels::sum_rows(r, range("loss.rows"), buffers_.buffer("loss.step").range(0, 4), range("workspace.reduce"), rows_,
                       1, true);
+  if (loss && teacher_ && gradients)  // loss.step: [0] the loss, [1] Σ w·T²·KL, [2] Σ w·CE
+    for (uint32_t part = 0; part < 2; part++)
+      kernels::sum_rows(r, range(part ? "loss.distill_ce" : "loss.distill_kl"),
+                        buffers_.buffer("loss.step").range(4 + 4 * part, 4), range("workspace.reduce"), rows_, 1, true);
 }
 
 BufferRange Transformer::layer_input(uint32_t layer) const {

@@ -580,6 +580,11 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       b.add("act.dropout", Category::workspace,
             rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * a);
     b.add("loss.rows", Category::workspace, rows * f);
+    // The loss's two parts per row for metrics.jsonl (kernels::DistillParts: distillation's w·T²·KL and
+    // w·CE; other objectives leave them zero). 8 bytes a row: kept in every training plan rather than
+    // made a RunSettings flag.
+    b.add("loss.distill_kl", Category::workspace, rows * f);
+    b.add("loss.distill_ce", Category::workspace, rows * f);
   } else {
     // Inference: one layer's activations at a time; the residual stream is updated in place.
     b.add("act.stream", Category::activations, rows * m.hidden * a);

@@ -187,7 +187,7 @@ const std::vector<OptionSpec>& option_table() {
        &C::distill_temperature},
       {"distill_alpha",
        "--objective distill: loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE, per token over the "
-       "positions and prompt-loss weights CE uses",
+       "positions and prompt-loss weights CE uses (metrics.jsonl: distill/kl, distill/ce)",
        &C::distill_alpha},
       {"learning_rate", "peak learning rate", &C::learning_rate},
       {"loraplus_lr_ratio",

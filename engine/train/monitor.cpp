@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace vkt::train {
 
@@ -117,6 +118,10 @@ std::string run_info_to_json(const RunInfo& info, RunState state) {
   planned["optimizer_state_offload"] = info.planned_offload_bytes;
   json config = info.config_json.empty() ? json::object() : json::parse(info.config_json);
   json kwargs = info.schedule_kwargs.empty() ? json::object() : json::parse(info.schedule_kwargs);
+  json trainable = json::array(), parts = json::array();  // arrays: the order is the display order
+  for (const auto& [kind, count] : info.trainable_parameters) trainable.push_back({kind, count});
+  for (const MemoryPart& part : info.memory_parts)
+    parts.push_back({{"name", part.name}, {"planned", part.planned}, {"measured", part.measured}});
   json out = {{"config", config},
               {"device", info.device},
               {"max_steps", info.max_steps},
@@ -130,6 +135,8 @@ std::string run_info_to_json(const RunInfo& info, RunState state) {
               {"device_budget_bytes", info.device_budget_bytes},
               {"started_at", info.started_at},
               {"identity", json::parse(info.identity_json.empty() ? "{}" : info.identity_json)},
+              {"trainable_parameters", trainable},
+              {"memory_parts", parts},
               {"state", run_state_name(state)},
               {"version", 1}};
   return out.dump(2, ' ', false, json::error_handler_t::replace);  // paths need not be UTF-8
@@ -154,6 +161,13 @@ RunInfo run_info_from_json(const std::string& text, RunState* state) {
   info.device_budget_bytes = in.value("device_budget_bytes", uint64_t{0});
   info.started_at = in.value("started_at", "");
   info.identity_json = in.value("identity", json::object()).dump();
+  for (const json& entry : in.value("trainable_parameters", json::array()))
+    if (entry.is_array() && entry.size() == 2 && entry[0].is_string() && entry[1].is_number_unsigned())
+      info.trainable_parameters.emplace_back(entry[0].get<std::string>(), entry[1].get<uint64_t>());
+  for (const json& entry : in.value("memory_parts", json::array()))
+    if (entry.is_object())
+      info.memory_parts.push_back(
+          {entry.value("name", ""), entry.value("planned", uint64_t{0}), entry.value("measured", uint64_t{0})});
   if (state) {
     std::string name = in.value("state", "running");
     for (int s = 0; s <= static_cast<int>(RunState::failed); s++)
@@ -212,6 +226,12 @@ bool apply_metrics_line(RunMonitor& monitor, const std::string& line) {
   for (size_t c = 0; c < vk::category_count; c++)
     m.memory_bytes[c] = memory.value(vk::category_name(vk::Category(c)), uint64_t{0});
   m.offloaded_optimizer_bytes = memory.value("optimizer_state_offload", uint64_t{0});
+  // Objective-specific metrics (TRL's rewards/*, logps/*, nll_loss, kl; distill/*): the other numeric keys.
+  static const std::set<std::string> known = {"step",      "epoch",          "loss",          "lr",
+                                              "grad_norm", "tokens_per_sec", "step_time_s",   "elapsed_s",
+                                              "tokens",    "loss_scale",     "skipped_steps", "all_reduce_s"};
+  for (const auto& [key, value] : in.items())
+    if (value.is_number() && !known.contains(key)) m.extra.emplace_back(key, value.get<double>());
   monitor.push_step(m);
   return true;
 }

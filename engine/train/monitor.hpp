@@ -56,6 +56,15 @@ struct KernelTime {
   double milliseconds = 0;  // GPU time per optimizer step
 };
 
+// A finer row of the memory plan than the ledger's categories (run.json "memory_parts"): the
+// parameters and gradients of one kind of trainable tensor (LoRA, DoRA magnitudes, IA3 vectors, soft
+// prompt, modules_to_save, trainable tokens) or the distillation teacher. planned: the plan's bytes;
+// measured: the bytes of the buffers allocated under those names (0: not measured).
+struct MemoryPart {
+  std::string name;
+  uint64_t planned = 0, measured = 0;
+};
+
 // Static facts about the run (run.json).
 struct RunInfo {
   std::string config_json;  // the resolved configuration (train::to_json)
@@ -71,6 +80,10 @@ struct RunInfo {
   uint64_t device_budget_bytes = 0;  // VK_EXT_memory_budget (or heap size) of the device
   std::string started_at;            // ISO 8601
   std::string identity_json = "{}";  // which run this is (run_identity.hpp): model, data, trajectory options
+  // (trainable_parameters) [[kind, count], ...] e.g. "LoRA A", "DoRA magnitudes" (run_parts.hpp); empty in
+  // run.json files written before it existed.
+  std::vector<std::pair<std::string, uint64_t>> trainable_parameters;
+  std::vector<MemoryPart> memory_parts;  // (memory_parts) [{"name", "planned", "measured"}, ...]
 };
 
 enum class RunState { starting, running, paused, saving, evaluating, finished, stopped, failed };

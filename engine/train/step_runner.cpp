@@ -104,7 +104,6 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   micro_profiled_->record(body);
   const vk::BufferRange step_state = buffers.range("step_state");
   const vk::BufferRange loss_step = buffers.buffer("loss.step").range(0, 4);
-  const vk::BufferRange loss_window = buffers.buffer("loss.window").range(0, 4);
   const vk::BufferRange loss_scale = buffers.buffer("step_state").range(model::step_state_loss_scale_offset, 4);
   optimizer_ = std::make_unique<vk::Sequence>(context);
   optimizer_->record([&](vk::Recorder& r) {
@@ -147,10 +146,12 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     sixteen_bit_.record_copies(r);  // masters -> their 16-bit weights
     kernels::zero_gradients(r, *tensor_list_);
     session_.transformer->record_prompt_encoder(r);  // P-tuning: the updated encoder's prompt (what a save reads)
-    // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window.
-    kernels::scale(r, loss_step, 1, 1.0f, &loss_scale);
-    kernels::axpby(r, loss_step, loss_window, 1, 1.0f, 1.0f);
-    r.fill(loss_step);
+    // The step's loss: Σ w·CE over its micro-batches times 1/Σw, added to the logging window; with
+    // distillation also its KL and CE parts ([1] and [2], zero otherwise).
+    const vk::BufferRange loss_values = buffers.buffer("loss.step").range(0, 12);
+    kernels::scale(r, loss_values, 3, 1.0f, &loss_scale);
+    kernels::axpby(r, loss_values, buffers.buffer("loss.window").range(0, 12), 3, 1.0f, 1.0f);
+    r.fill(loss_values);
   });
   eval_ = std::make_unique<vk::Sequence>(context);
   eval_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false); });
@@ -234,8 +235,8 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
 
 void StepRunner::all_reduce_gradients() {
   const auto start = std::chrono::steady_clock::now();
-  const vk::BufferRange loss_step = session_.buffers->buffer("loss.step").range(0, 4);
-  size_t count = 1;
+  const vk::BufferRange loss_step = session_.buffers->buffer("loss.step").range(0, 12);  // loss, distill parts
+  size_t count = 3;
   for (const vk::BufferRange& gradient : gradients_) count += gradient.bytes / 4;
   staging_.resize(count);
   // The norm, clipping and optimizer then run on the summed values, identically on every rank.

@@ -46,6 +46,7 @@
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/preference.hpp"
 #include "engine/train/run_identity.hpp"
+#include "engine/train/run_parts.hpp"
 #include "engine/train/schedule.hpp"
 #include "engine/train/step_runner.hpp"
 
@@ -136,6 +137,14 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   m.loss_scale = scaler_.enabled() ? scaler_.scale() : 0;
   m.skipped_steps = scaler_.skipped_steps();
   if (preference_) m.extra = preference_->take_metrics();
+  if (teacher_) {  // the distillation loss's parts, averaged as the loss is (loss = alpha·kl + (1 - alpha)·ce)
+    // loss.window [1], [2]: Σ over the window's steps of Σ w·T²·KL / Σw and Σ w·CE / Σw (StepRunner).
+    float sums[2] = {0, 0}, zeros[2] = {0, 0};
+    context_->download(buffers_->buffer("loss.window"), sums, 4, 8);
+    context_->upload(buffers_->buffer("loss.window"), zeros, 4, 8);
+    const double steps = window_steps_ ? double(window_steps_) : 1.0;
+    m.extra = {{"distill/kl", sums[0] / steps}, {"distill/ce", sums[1] / steps}};
+  }
   m.step_seconds = window_steps_ ? window_seconds_ / double(window_steps_) : 0;
   m.tokens_per_second = window_seconds_ > 0 ? double(window_tokens_) / window_seconds_ : 0;
   m.elapsed_seconds = elapsed;
@@ -303,6 +312,9 @@ TrainSummary TrainingRun::run() {
   info_.schedule_kwargs = config_.lr_scheduler_kwargs;
   for (size_t c = 0; c < vk::category_count; c++) info_.planned_bytes[c] = plan_.bytes(vk::Category(c));
   info_.planned_offload_bytes = plan_.bytes(vk::Category::optimizer_state, vk::MemoryKind::offload);
+  info_.trainable_parameters = trainable_parameters_by_kind(plan_);
+  info_.memory_parts = adapter_memory_parts(plan_, buffers_);
+  if (teacher_) info_.memory_parts.push_back(teacher_memory_part(teacher_->session->plan, *teacher_->session->buffers));
   for (const auto& heap : context_->memory_heaps())
     if (heap.device_local)
       info_.device_budget_bytes = std::max(info_.device_budget_bytes, heap.budget ? heap.budget : heap.size);
