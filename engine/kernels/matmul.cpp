@@ -271,7 +271,7 @@ double time_candidate(vk::Context& context, const MatmulTiling& tiling, const Op
     vk::Sequence sequence(context, !cpu_driver);
     sequence.record([&](Recorder& recorder) {
       record_passes(recorder, "autotune", tiling, left, right, operand_ranges, c, c_type, timed_rows, cols, timed_inner,
-                    1.0f, 0.0f, nullptr, MatmulBatch{}, coopmat);
+                    1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr, coopmat);
     });
     context.submit({&sequence});  // warm-up: first touch of the memory, driver-side compilation
     for (int run = 0; run < 3; run++) {
@@ -340,7 +340,7 @@ CoopmatVerdict verify_coopmat(vk::Context& context, const CoopmatTiling& coopmat
       vk::Sequence sequence(context);
       sequence.record([&](Recorder& recorder) {
         record_passes(recorder, "coopmat check", fallback, l, r, reads, c_range, c_type, rows, cols, inner, 1.0f, 0.0f,
-                      nullptr, MatmulBatch{}, with_coopmat);
+                      nullptr, MatmulBatch{}, nullptr, with_coopmat);
       });
       context.submit({&sequence});  // every sequence ends with a barrier that makes its writes host-visible
       std::vector<float> values(outputs);
