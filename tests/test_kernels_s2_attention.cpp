@@ -53,7 +53,9 @@ Forward gpu_forward(const S2Inputs& in) {
   const AttentionShape& s = in.shape;
   Guarded q = Guarded::of(in.q, "q"), k = Guarded::of(in.k, "k"), v = Guarded::of(in.v, "v");
   Guarded o(q_count(s) * 4, "o"), lse(stat_count(s) * 4, "lse");
-  Guarded scratch(kernels::s2_attention_scratch_bytes(s, kernels::DType::f32, false), "scratch");
+  Guarded scratch(kernels::s2_attention_scratch_bytes(uint64_t(s.batch) * s.seq_q, s.q_heads, s.kv_heads, s.head_dim,
+                                                      kernels::DType::f32, false),
+                  "scratch");
   context().run([&](vk::Recorder& r) {
     kernels::s2_attention_forward(r, q.range(), k.range(), v.range(), o.range(), lse.range(), s, in.group,
                                   scratch.range());
@@ -81,7 +83,9 @@ Gradients gpu_backward(const S2Inputs& in, const std::vector<float>& d_o_values)
   Guarded o = Guarded::of(forward.o, "o"), d_o = Guarded::of(d_o_values, "d_o"), lse = Guarded::of(forward.lse, "lse");
   Guarded delta(stat_count(s) * 4, "delta"), dq(q_count(s) * 4, "dq"), dk(kv_count(s) * 4, "dk"),
       dv(kv_count(s) * 4, "dv");
-  Guarded scratch(kernels::s2_attention_scratch_bytes(s, kernels::DType::f32, true), "scratch");
+  Guarded scratch(kernels::s2_attention_scratch_bytes(uint64_t(s.batch) * s.seq_q, s.q_heads, s.kv_heads, s.head_dim,
+                                                      kernels::DType::f32, true),
+                  "scratch");
   context().run([&](vk::Recorder& r) {
     kernels::s2_attention_backward(r, q.range(), k.range(), v.range(), o.range(), d_o.range(), lse.range(),
                                    delta.range(), dq.range(), dk.range(), dv.range(), s, in.group, scratch.range());

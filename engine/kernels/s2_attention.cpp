@@ -22,7 +22,8 @@ S2Scratch carve(const BufferRange& scratch, const AttentionShape& shape, DType a
   const uint64_t rows = uint64_t(shape.batch) * shape.seq_q;
   const uint64_t q_bytes = round_up(act_bytes(rows * shape.q_heads * shape.head_dim, act));
   const uint64_t kv_bytes = round_up(act_bytes(rows * shape.kv_heads * shape.head_dim, act));
-  require_bytes(scratch, s2_attention_scratch_bytes(shape, act, backward), "s2_attention", "scratch");
+  require_bytes(scratch, s2_attention_scratch_bytes(rows, shape.q_heads, shape.kv_heads, shape.head_dim, act, backward),
+                "s2_attention", "scratch");
   S2Scratch s;
   uint64_t offset = 0;
   auto take = [&](uint64_t bytes) {
@@ -68,10 +69,10 @@ AttentionShape s2_group_shape(const AttentionShape& shape, uint32_t group) {
   return grouped;
 }
 
-uint64_t s2_attention_scratch_bytes(const AttentionShape& shape, DType act, bool backward) {
-  const uint64_t rows = uint64_t(shape.batch) * shape.seq_q;
-  const uint64_t q_bytes = round_up(act_bytes(rows * shape.q_heads * shape.head_dim, act));
-  const uint64_t kv_bytes = round_up(act_bytes(rows * shape.kv_heads * shape.head_dim, act));
+uint64_t s2_attention_scratch_bytes(uint64_t rows, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, DType act,
+                                    bool backward) {
+  const uint64_t q_bytes = round_up(act_bytes(rows * q_heads * head_dim, act));
+  const uint64_t kv_bytes = round_up(act_bytes(rows * kv_heads * head_dim, act));
   return (backward ? 2 : 1) * (2 * q_bytes + 2 * kv_bytes);
 }
 

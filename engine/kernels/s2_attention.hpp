@@ -24,8 +24,9 @@ std::string s2_attention_unsupported(const AttentionShape& shape, uint32_t group
 // The attention the kernels run: batch*seq/group sequences of group tokens.
 AttentionShape s2_group_shape(const AttentionShape& shape, uint32_t group);
 
-// Scratch bytes: rolled q, k, v, o (forward) and also d_o, dq, dk, dv (backward).
-uint64_t s2_attention_scratch_bytes(const AttentionShape& shape, DType act, bool backward);
+// Scratch bytes for rows = batch*seq: rolled q, k, v, o (forward) and also d_o, dq, dk, dv (backward).
+uint64_t s2_attention_scratch_bytes(uint64_t rows, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, DType act,
+                                    bool backward);
 
 // dst[b, i, w] = src[b, (i + shift) mod seq, w] for the 32-bit words w >= first_word of each row,
 // src[b, i, w] for the others (a plain copy). dst must not overlap src.
@@ -36,13 +37,13 @@ void roll_rows(Recorder& recorder, const BufferRange& src, const BufferRange& ds
 // o = S2 attention of q, k, v; lse: (batch*seq/group, q_heads, group) fp32 (the grouped
 // attention's, in rolled order: only s2_attention_backward reads it).
 //   q, o: (batch*seq, q_heads*head_dim) act   k, v: (batch*seq, kv_heads*head_dim) act
-//   scratch: s2_attention_scratch_bytes(shape, act, false) bytes
+//   scratch: s2_attention_scratch_bytes(..., act, false) bytes
 void s2_attention_forward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                           const BufferRange& o, const BufferRange& lse, const AttentionShape& shape, uint32_t group,
                           const BufferRange& scratch, DType act = DType::f32);
 
 // Gradients of s2_attention_forward for d_o; dq, dk, dv overwritten; delta as lse (scratch).
-//   scratch: s2_attention_scratch_bytes(shape, act, true) bytes
+//   scratch: s2_attention_scratch_bytes(..., act, true) bytes
 void s2_attention_backward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
                            const BufferRange& o, const BufferRange& d_o, const BufferRange& lse,
                            const BufferRange& delta, const BufferRange& dq, const BufferRange& dk,

@@ -14,6 +14,7 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/kernels/reduce.hpp"
+#include "engine/kernels/s2_attention.hpp"
 #include "engine/quant/fake_quant.hpp"
 
 namespace vkt::plan {
@@ -470,12 +471,15 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         if (training) counts.trainable += length;
       }
     }
-    // A norm weight of `features` values: trained (with a gradient) only in full finetuning.
+    // A norm weight of `features` values: trained (with a gradient) in full finetuning, or as a
+    // modules_to_save copy (LongLoRA's trainable norms) beside LoRA.
     auto add_norm = [&](const char* norm, uint64_t features) {
       counts.norms += features;
       std::string name = prefix + norm + ".weight";
       if (full && training)
         b.trainable(name, Category::base_weights, features, true);
+      else if (extras && spec::saves_module(s.saved_norms, prefix + norm))
+        b.adapter_tensor(name, features), counts.trainable += training ? features : 0;
       else
         b.add(name, Category::base_weights, features * 4);
     };
@@ -488,6 +492,8 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   counts.norms += m.hidden;
   if (full && training)
     b.trainable("model.norm.weight", Category::base_weights, m.hidden, true);
+  else if (extras && spec::saves_module(s.saved_norms, "model.norm"))
+    b.adapter_tensor("model.norm.weight", m.hidden), counts.trainable += training ? m.hidden : 0;
   else
     b.add("model.norm.weight", Category::base_weights, m.hidden * 4);
   // modules_to_save on a tied model unties it, as PEFT does: embed_tokens and lm_head get copies
@@ -561,6 +567,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       b.add("act.dropout", Category::workspace,
             rows * std::max(m.hidden, std::max(m.intermediate, m.heads * m.head_dim)) * a);
     b.add("loss.rows", Category::workspace, rows * f);
+    if (s.s2_group > 0)  // --s2-attn: one layer's rolled q, k, v, o and gradients (kernels/s2_attention.hpp)
+      b.add("s2.scratch", Category::workspace,
+            kernels::s2_attention_scratch_bytes(rows, m.heads, m.kv_heads, m.head_dim, s.activation_dtype, true));
   } else {
     // Inference: one layer's activations at a time; the residual stream is updated in place.
     b.add("act.stream", Category::activations, rows * m.hidden * a);
@@ -624,6 +633,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   } else if (training) {
     reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows),
                                                                         static_cast<uint32_t>(m.hidden)));
+    if (m.qk_norm && !s.saved_norms.empty())  // a saved q_norm/k_norm: as full finetuning's
+      reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows * m.heads),
+                                                                          static_cast<uint32_t>(m.head_dim)));
     if (save_embed || token_rows > 0)
       reduce =
           std::max(reduce, kernels::embedding_backward_workspace_bytes(
