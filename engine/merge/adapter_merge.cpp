@@ -129,7 +129,7 @@ Merger::AdapterInputs Merger::adapter_inputs() const {
                           spec::peft_type_name(lora.peft_type) +
                           " adapter: an adapter-space merge concatenates LoRA factors, which it has none of",
                       "merge in weight space (without --adapter-space), or `vktune export` it first");
-    if (lora.save_embed_tokens || lora.save_lm_head || !lora.token_indices.empty())
+    if (lora.save_embed_tokens || lora.save_lm_head || !lora.saved_norms.empty() || !lora.token_indices.empty())
       throw UserError(config_.path + ": " + source->ref().text +
                           " has modules_to_save or trainable_token_indices, which have no low-rank form",
                       "merge in weight space (without --adapter-space), or export each adapter first");

@@ -170,7 +170,7 @@ GgufExportSummary export_gguf_lora(const GgufLoraExportOptions& options) {
                         " adapter: llama.cpp's GGUF adapters hold LoRA factors only",
                     "export the merged model instead: vktune export --format gguf --model BASE --adapter " +
                         options.adapter.string());
-  if (lora.save_embed_tokens || lora.save_lm_head || !lora.token_indices.empty())
+  if (lora.save_embed_tokens || lora.save_lm_head || !lora.saved_norms.empty() || !lora.token_indices.empty())
     throw UserError(options.adapter.string() +
                         " trains modules_to_save or trainable tokens, which llama.cpp's "
                         "LoRA adapters cannot hold",

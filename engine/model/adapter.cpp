@@ -115,6 +115,23 @@ std::vector<Module> parse_target_modules(const std::string& given, const spec::M
   return modules;
 }
 
+std::vector<std::pair<std::string, uint64_t>> norm_modules(const spec::ModelShape& shape) {
+  std::vector<std::pair<std::string, uint64_t>> norms;
+  for (uint32_t layer = 0; layer < shape.layers; layer++) {
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".";
+    for (const char* norm : {"input_layernorm", "post_attention_layernorm"})
+      norms.push_back({prefix + norm, shape.hidden});
+    if (shape.gemma)
+      for (const char* norm : {"pre_feedforward_layernorm", "post_feedforward_layernorm"})
+        norms.push_back({prefix + norm, shape.hidden});
+    if (shape.qk_norm)
+      for (const char* norm : {"self_attn.q_norm", "self_attn.k_norm"})
+        norms.push_back({prefix + norm, shape.head_dim});
+  }
+  norms.push_back({"model.norm", shape.hidden});
+  return norms;
+}
+
 std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& shape, const LoraSettings& lora) {
   std::vector<AdapterExtraTensor> tensors;
   if (lora.save_embed_tokens)
@@ -122,6 +139,9 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
         {"model.embed_tokens.weight", "base_model.model.model.embed_tokens.weight", {shape.vocab, shape.hidden}});
   if (lora.save_lm_head)
     tensors.push_back({"lm_head.weight", "base_model.model.lm_head.weight", {shape.vocab, shape.hidden}});
+  for (const auto& [norm, features] : norm_modules(shape))  // LongLoRA's trainable norms
+    if (spec::saves_module(lora.saved_norms, norm))
+      tensors.push_back({norm + ".weight", "base_model.model." + norm + ".weight", {features}});
   if (!lora.token_indices.empty())
     tensors.push_back({"model.embed_tokens.token_delta",
                        "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta",
@@ -158,9 +178,12 @@ void add_module_to_save(const std::string& name, const std::string& where, LoraS
     lora.save_embed_tokens = true;
   else if (name == "lm_head")
     lora.save_lm_head = true;
+  else if (name.ends_with("norm"))  // input_layernorm, post_attention_layernorm, norm, q_norm, ...
+    lora.saved_norms.push_back(name);
   else
-    throw UserError(where + ": modules_to_save lists '" + name + "'; vktune trains embed_tokens and lm_head",
-                    "use embed_tokens and/or lm_head (norms and linear layers are trained through LoRA)");
+    throw UserError(where + ": modules_to_save lists '" + name +
+                        "'; vktune trains embed_tokens, lm_head and norms (input_layernorm, ..., norm)",
+                    "use embed_tokens, lm_head and/or norm names (linear layers are trained through LoRA)");
 }
 
 }  // namespace
@@ -436,6 +459,7 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
   std::vector<std::string> modules_to_save;
   if (lora.save_embed_tokens) modules_to_save.push_back("embed_tokens");
   if (lora.save_lm_head) modules_to_save.push_back("lm_head");
+  modules_to_save.insert(modules_to_save.end(), lora.saved_norms.begin(), lora.saved_norms.end());
   if (!modules_to_save.empty()) config["modules_to_save"] = modules_to_save;
   if (!lora.token_indices.empty()) config["trainable_token_indices"] = lora.token_indices;
   if (!lora.layers.empty()) {  // PEFT writes both; "layers" is the Llama family's block list name

@@ -45,6 +45,9 @@ struct AdapterExtraTensor {
   std::vector<uint64_t> shape;
 };
 std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& shape, const LoraSettings& lora);
+// Every RMSNorm of the model as (module name "model.layers.0.input_layernorm" / "model.norm", features):
+// what a norm entry of modules_to_save may match (adapter_extra_tensors: "base_model.model.<name>.weight").
+std::vector<std::pair<std::string, uint64_t>> norm_modules(const spec::ModelShape& shape);
 
 // "modules_to_save" (embed_tokens, lm_head) and "trainable_token_indices" (a list of ids, or
 // {"embed_tokens": [...]}) of adapter_config.json into `lora`; UserError naming `where` otherwise.

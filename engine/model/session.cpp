@@ -31,6 +31,7 @@ void apply_adapter_settings(spec::RunSettings& settings, const LoraSettings& lor
   settings.lora_dropout = lora.dropout;
   settings.save_embed_tokens = lora.save_embed_tokens;
   settings.save_lm_head = lora.save_lm_head;
+  settings.saved_norms = lora.saved_norms;
   settings.trainable_token_indices = lora.token_indices;
   settings.peft_type = lora.peft_type;
   settings.ia3_targets = lora.ia3_targets;

@@ -14,6 +14,7 @@
 #include "engine/kernels/norm.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/rope.hpp"
+#include "engine/kernels/s2_attention.hpp"
 #include "engine/model/dora.hpp"
 #include "engine/model/fused_mlp.hpp"
 #include "engine/model/ia3.hpp"
@@ -49,6 +50,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
   layers_ = static_cast<uint32_t>(config.num_hidden_layers);
   full_ = s.method == spec::Method::full && s.training;
   checkpointing_ = s.gradient_checkpointing && s.training;
+  s2_group_ = s.training ? s.s2_group : 0;
   compute_input_gradient_ = full_;
   dense_type_ = s.dtype;
   // An embedding or lm_head listed in modules_to_save is an fp32 adapter tensor (trained, or loaded
@@ -389,7 +391,10 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   kernels::rope(r, a.k, a.k, positions, inv_freq, rows, kv_heads_, head_dim_, rope_scaling, act_);
   if (prefix_attention_forward(r, layer, a, pass, attention)) {  // prefix tuning's keys first
   } else if (!pass.decode) {
-    kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, &segments, nullptr, nullptr, act_);
+    if (s2_active_)
+      kernels::s2_attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, s2_group_, range("s2.scratch"), act_);
+    else
+      kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, &segments, nullptr, nullptr, act_);
   } else {
     // Append this step's keys and values to the cache, then attend over everything cached.
     const uint32_t kv_bytes = kv_heads_ * head_dim_ * kernels::dtype_bytes(act_);  // the cache holds act_ rows
@@ -449,12 +454,13 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   // MLP: out = mid + down(swiglu(gate(n), up(n))), n = rmsnorm(mid).
   // Gemma: out = mid + post_ff_norm(down(geglu(...))), n = pre_ff_norm(mid); d(down) lands in d_norm.
   // Full finetuning: every norm's weight gradient (the (1 + w) offset does not change it).
-  auto norm_gradient = [&](const char* norm) { return full_ ? range("grad." + prefix + norm) : BufferRange{}; };
+  // modules_to_save norms (LongLoRA's "+"): theirs too; a norm has a gradient buffer exactly when it trains.
+  auto norm_gradient = [&](const char* norm) { return buffers_.optional_range("grad." + prefix + norm); };
   if (gemma) {
     BufferRange d_post_mlp = norm_gradient("post_feedforward_layernorm.weight");
     kernels::rmsnorm_backward(r, residual, a.down_pre, range(prefix + "post_feedforward_layernorm.weight"),
-                              a.rstd_post_mlp, d_norm, full_ ? &d_post_mlp : nullptr, workspace, rows_, hidden_, false,
-                              offset, act_);
+                              a.rstd_post_mlp, d_norm, d_post_mlp.bytes ? &d_post_mlp : nullptr, workspace, rows_,
+                              hidden_, false, offset, act_);
   }
   linear_backward(r, linear(layer, Module::down_proj), a.act, gemma ? d_norm : residual, d_act, false, rows_,
                   scratch(a, Module::down_proj));
@@ -468,17 +474,22 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
                   scratch(a, Module::up_proj));
   BufferRange d_mlp_norm = norm_gradient(mlp_norm_name());
   kernels::rmsnorm_backward(r, d_norm, a.mid, range(prefix + mlp_norm_name()), a.rstd_mlp, residual,
-                            full_ ? &d_mlp_norm : nullptr, workspace, rows_, hidden_, true, offset, act_);
+                            d_mlp_norm.bytes ? &d_mlp_norm : nullptr, workspace, rows_, hidden_, true, offset, act_);
   // Attention: mid = input + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(input).
   // Gemma: mid = input + post_attention_layernorm(o(...)), q and k through q_norm/k_norm before RoPE.
   if (gemma) {
     BufferRange d_post_attn = norm_gradient("post_attention_layernorm.weight");
     kernels::rmsnorm_backward(r, residual, a.o_pre, range(prefix + "post_attention_layernorm.weight"), a.rstd_post_attn,
-                              d_norm, full_ ? &d_post_attn : nullptr, workspace, rows_, hidden_, false, offset, act_);
+                              d_norm, d_post_attn.bytes ? &d_post_attn : nullptr, workspace, rows_, hidden_, false,
+                              offset, act_);
   }
   linear_backward(r, linear(layer, Module::o_proj), a.attn, gemma ? d_norm : residual, d_attn, false, rows_,
                   scratch(a, Module::o_proj));
-  if (!prefix_attention_backward(r, layer, a))
+  if (prefix_attention_backward(r, layer, a)) {  // prefix tuning: its keys' gradients too
+  } else if (s2_active_) {
+    kernels::s2_attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
+                                   layer_attention(attention_shape(), layer), s2_group_, range("s2.scratch"), act_);
+  } else
     kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
                                 layer_attention(attention_shape(), layer), &segments, nullptr, act_);
   kernels::rope_backward(r, dq, dq, positions, inv_freq, rows_, heads_, head_dim_, rope_attention_factor(), act_);
@@ -488,20 +499,20 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
          {std::tuple{dq, a.q_pre_norm, a.rstd_q, heads_, "self_attn.q_norm.weight"},
           std::tuple{dk, a.k_pre_norm, a.rstd_k, kv_heads_, "self_attn.k_norm.weight"}}) {
       BufferRange d_weight = norm_gradient(norm);
-      kernels::rmsnorm_backward(r, d, pre_norm, range(prefix + norm), rstd, d, full_ ? &d_weight : nullptr, workspace,
-                                rows_ * heads, head_dim_, false, offset, act_);
+      kernels::rmsnorm_backward(r, d, pre_norm, range(prefix + norm), rstd, d, d_weight.bytes ? &d_weight : nullptr,
+                                workspace, rows_ * heads, head_dim_, false, offset, act_);
     }
   }
   // Below layer 0 only the embedding is left: LoRA runs skip the input gradient there.
-  bool need_input_gradient = layer > 0 || compute_input_gradient_;
+  const BufferRange d_in_norm = norm_gradient("input_layernorm.weight");
+  bool need_input_gradient = layer > 0 || compute_input_gradient_ || d_in_norm.bytes;
   BufferRange d_in = need_input_gradient ? d_norm : BufferRange{};
   linear_backward(r, linear(layer, Module::q_proj), a.norm_attn, dq, d_in, false, rows_, scratch(a, Module::q_proj));
   linear_backward(r, linear(layer, Module::k_proj), a.norm_attn, dk, d_in, true, rows_, scratch(a, Module::k_proj));
   linear_backward(r, linear(layer, Module::v_proj), a.norm_attn, dv, d_in, true, rows_, scratch(a, Module::v_proj));
   if (need_input_gradient) {
-    BufferRange d_in_norm = norm_gradient("input_layernorm.weight");
     kernels::rmsnorm_backward(r, d_norm, a.input, range(prefix + "input_layernorm.weight"), a.rstd_attn, residual,
-                              full_ ? &d_in_norm : nullptr, workspace, rows_, hidden_, true, offset, act_);
+                              d_in_norm.bytes ? &d_in_norm : nullptr, workspace, rows_, hidden_, true, offset, act_);
   }
 }
 
@@ -667,14 +678,16 @@ void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
       r.copy(range(input), teacher_->range(input));
     teacher_->record_hidden(r);
   }
+  s2_active_ = gradients && s2_group_ > 0;
   record_body(r);
   lm_head_chunks(r, loss, gradients, nullptr);
 }
 
 void Transformer::record_backward(Recorder& r) {
-  BufferRange d_final = full_ ? range("grad.model.norm.weight") : BufferRange{};
+  s2_active_ = s2_group_ > 0;
+  BufferRange d_final = buffers_.optional_range("grad.model.norm.weight");  // full, or a trained norm
   kernels::rmsnorm_backward(r, range("grad_act.norm"), layer_input(layers_), range("model.norm.weight"),
-                            range("act.final.rstd"), range("grad_act.residual"), full_ ? &d_final : nullptr,
+                            range("act.final.rstd"), range("grad_act.residual"), d_final.bytes ? &d_final : nullptr,
                             range("workspace.reduce"), rows_, hidden_, false, norm_offset(), act_);
   for (uint32_t layer = layers_; layer-- > 0;) {
     LayerActivations acts = activations(layer, checkpointing_);
@@ -702,6 +715,7 @@ void Transformer::record_backward(Recorder& r) {
                                 range("workspace.reduce"), rows_, virtual_tokens_, hidden_, act_);
     if (encoder_hidden_) record_prompt_encoder_backward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_);
   }
+  s2_active_ = false;  // what is recorded next (evaluation, logits) attends in full
 }
 
 void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const BufferRange& logits, bool long_rope) {
@@ -741,6 +755,7 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
 
 void Transformer::record_logits(Recorder& r, const BufferRange& logits) {
   VKT_ASSERT(logits.bytes >= static_cast<uint64_t>(rows_) * vocab_ * 4, "logits buffer too small");
+  s2_active_ = false;
   record_body(r);
   lm_head_chunks(r, false, false, &logits);
 }

@@ -33,6 +33,7 @@ struct LoraSettings {
   // PEFT's modules_to_save (embed_tokens, lm_head: trained whole) and trainable_token_indices
   // (rows of embed_tokens, and of a tied lm_head, trained alone).
   bool save_embed_tokens = false, save_lm_head = false;
+  std::vector<std::string> saved_norms;  // norms in modules_to_save (spec::saves_module)
   std::vector<uint32_t> token_indices;
   // --peft-type: IA3 (targets then empty) trains one vector per module of ia3_targets (engine/model/ia3.hpp).
   spec::PeftType peft_type = spec::PeftType::lora;
@@ -204,6 +205,10 @@ class Transformer {
   uint32_t prefix_tokens_ = 0;   // prefix tuning: past key/value rows before every sequence, per layer
   uint32_t virtual_tokens_ = 0;  // soft prompt: cells [0, N) of every row take prompt_embeddings (N, hidden)
   bool adapter_enabled_ = true;
+  // --s2-attn: training's group size (0: off); active while recording a forward with gradients and
+  // its backward, so that evaluation and generation attend in full.
+  uint32_t s2_group_ = 0;
+  bool s2_active_ = false;
   Transformer* teacher_ = nullptr;  // distillation's frozen teacher (not owned)
   float distill_temperature_ = 1, distill_alpha_ = 0.5f;
   std::string head_name_;  // the lm_head's table: "lm_head.weight", or the tied embedding

@@ -14,6 +14,7 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/kernels/reduce.hpp"
+#include "engine/kernels/s2_attention.hpp"
 #include "engine/plan/prompt_encoder_plan.hpp"
 #include "engine/quant/fake_quant.hpp"
 
@@ -471,12 +472,15 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
         if (training) counts.trainable += length;
       }
     }
-    // A norm weight of `features` values: trained (with a gradient) only in full finetuning.
+    // A norm weight of `features` values: trained (with a gradient) in full finetuning, or as a
+    // modules_to_save copy (LongLoRA's trainable norms) beside LoRA.
     auto add_norm = [&](const char* norm, uint64_t features) {
       counts.norms += features;
       std::string name = prefix + norm + ".weight";
       if (full && training)
         b.trainable(name, Category::base_weights, features, true);
+      else if (extras && spec::saves_module(s.saved_norms, prefix + norm))
+        b.adapter_tensor(name, features), counts.trainable += training ? features : 0;
       else
         b.add(name, Category::base_weights, features * 4);
     };
@@ -489,6 +493,8 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   counts.norms += m.hidden;
   if (full && training)
     b.trainable("model.norm.weight", Category::base_weights, m.hidden, true);
+  else if (extras && spec::saves_module(s.saved_norms, "model.norm"))
+    b.adapter_tensor("model.norm.weight", m.hidden), counts.trainable += training ? m.hidden : 0;
   else
     b.add("model.norm.weight", Category::base_weights, m.hidden * 4);
   // modules_to_save on a tied model unties it, as PEFT does: embed_tokens and lm_head get copies
@@ -520,7 +526,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   } else if (prompt_rows > 0) {  // soft prompt: the virtual tokens' embeddings
     b.adapter_tensor("prompt_embeddings", prompt_rows * m.hidden);
   }
-  if (prompt_rows > 0) b.add("prompt.indices", Category::adapter_params, prompt_rows * 4);  // row indices 0 .. N-1
+  if (prompt_rows > 0) b.add("prompt.indices", Category::adapter_params, prompt_rows * 4);      // row indices 0 .. N-1
   const uint64_t prefix_rows = extras ? s.prefix_tokens : 0, kv_dim = m.kv_heads * m.head_dim;  // prefix tuning
   if (prefix_rows > 0) b.adapter_tensor("prefix.key_values", prefix_rows * m.layers * 2 * kv_dim);
   counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head + counts.biases;
@@ -585,6 +591,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     // made a RunSettings flag.
     b.add("loss.distill_kl", Category::workspace, rows * f);
     b.add("loss.distill_ce", Category::workspace, rows * f);
+    if (s.s2_group > 0)  // --s2-attn: one layer's rolled q, k, v, o and gradients (kernels/s2_attention.hpp)
+      b.add("s2.scratch", Category::workspace,
+            kernels::s2_attention_scratch_bytes(rows, m.heads, m.kv_heads, m.head_dim, s.activation_dtype, true));
   } else {
     // Inference: one layer's activations at a time; the residual stream is updated in place.
     b.add("act.stream", Category::activations, rows * m.hidden * a);
@@ -648,6 +657,9 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   } else if (training) {
     reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows),
                                                                         static_cast<uint32_t>(m.hidden)));
+    if (m.qk_norm && !s.saved_norms.empty())  // a saved q_norm/k_norm: as full finetuning's
+      reduce = std::max(reduce, kernels::rmsnorm_backward_workspace_bytes(static_cast<uint32_t>(rows * m.heads),
+                                                                          static_cast<uint32_t>(m.head_dim)));
     if (save_embed || token_rows > 0)
       reduce =
           std::max(reduce, kernels::embedding_backward_workspace_bytes(

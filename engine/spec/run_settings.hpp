@@ -37,6 +37,12 @@ Optimizer optimizer_update_rule(Optimizer optimizer);  // paged_adamw_32bit -> a
 bool optimizer_is_paged(Optimizer optimizer);          // paged_*: states placed as --paged-optimizer places them
 
 // What a run does, as far as memory is concerned (a subset of the trainer's flags).
+// PEFT's modules_to_save matching: `module` ("model.layers.0.input_layernorm") is `entry` or ends in ".entry".
+inline bool saves_module(const std::vector<std::string>& entries, const std::string& module) {
+  return std::any_of(entries.begin(), entries.end(),
+                     [&](const std::string& entry) { return module == entry || module.ends_with("." + entry); });
+}
+
 struct RunSettings {
   Method method = Method::lora;
   WeightFormat base_format = WeightFormat::f32;  // format of the frozen linear weights
@@ -97,6 +103,11 @@ struct RunSettings {
   bool save_embed_tokens = false;                 // "embed_tokens" in modules_to_save
   bool save_lm_head = false;                      // "lm_head" in modules_to_save
   std::vector<uint32_t> trainable_token_indices;  // ids whose embedding rows are trained
+  // modules_to_save entries naming norms (LongLoRA's "+"): input_layernorm, post_attention_layernorm,
+  // norm, ... matched as PEFT matches them, on module-name suffixes (saves_module).
+  std::vector<std::string> saved_norms;
+  // --s2-attn: training attends within groups of s2_group tokens (kernels/s2_attention.hpp); 0: off.
+  uint32_t s2_group = 0;
   // base_format gguf (a GGUF base kept in its own types): (layers * module_count) the format of
   // each linear weight, layer-major in Module order (ggml block formats, or f32/f16/bf16).
   std::vector<WeightFormat> gguf_formats;

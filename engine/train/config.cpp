@@ -128,7 +128,9 @@ const std::vector<OptionSpec>& option_table() {
        "down_proj), or all-linear",
        &C::target_modules},
       {"use_rslora", "rank-stabilized LoRA: scale alpha/sqrt(r)", &C::use_rslora},
-      {"modules_to_save", "embed_tokens and/or lm_head, trained in full (fp32) beside LoRA (PEFT's modules_to_save)",
+      {"modules_to_save",
+       "embed_tokens, lm_head and/or norms (input_layernorm, post_attention_layernorm, norm: LongLoRA's \"+\"), "
+       "trained in full (fp32) beside LoRA (PEFT's modules_to_save, matched on name suffixes)",
        &C::modules_to_save},
       {"trainable_token_indices", "comma list of token ids whose embedding rows are trained (new chat markers)",
        &C::trainable_token_indices},
@@ -158,6 +160,10 @@ const std::vector<OptionSpec>& option_table() {
       {"beta_fast", "yarn RoPE scaling's beta_fast", &C::beta_fast},
       {"beta_slow", "yarn RoPE scaling's beta_slow", &C::beta_slow},
       {"attention_factor", "yarn RoPE scaling's attention_factor (default: 0.1 ln(factor) + 1)", &C::attention_factor},
+      {"s2_attn",
+       "LongLoRA's shifted sparse attention while training (groups of a quarter of the sequence, half of the heads "
+       "shifted by half a group); evaluation and inference attend in full",
+       &C::s2_attn},
       {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},

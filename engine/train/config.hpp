@@ -69,6 +69,7 @@ struct TrainConfig {
   double low_freq_factor = 1, high_freq_factor = 4;  // llama3
   double beta_fast = 32, beta_slow = 1;              // yarn
   double attention_factor = 0;                       // yarn: cos/sin factor (0: HF's 0.1 ln(factor) + 1)
+  bool s2_attn = false;  // LongLoRA's shifted sparse attention in training (groups of max length / 4)
   // Data.
   int64_t max_length = 1024;  // TRL SFTConfig default
   bool packing = false;

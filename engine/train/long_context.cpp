@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include "engine/base/error.hpp"
+#include "engine/base/log.hpp"
+#include "engine/kernels/s2_attention.hpp"
 
 namespace vkt::train {
 
@@ -45,6 +47,41 @@ model::ModelConfig with_rope_scaling(const model::ModelConfig& config, const Tra
         static_cast<int64_t>(std::llround(static_cast<double>(original) * flags.rope_scaling_factor));
   model::ModelConfig scaled = model::parse_model_config(document, "--rope-scaling");
   return scaled;
+}
+
+uint32_t s2_sequence_length(const TrainConfig& flags, uint32_t seq_len) {
+  if (!flags.s2_attn || seq_len % 8 == 0) return seq_len;
+  const uint32_t rounded = (seq_len + 7) / 8 * 8;
+  log::info("--s2-attn: rows padded from " + std::to_string(seq_len) + " to " + std::to_string(rounded) +
+            " tokens (a multiple of 8: four groups of an even size)");
+  return rounded;
+}
+
+uint32_t s2_group_size(const TrainConfig& flags, const model::ModelConfig& config, uint32_t seq_len) {
+  if (!flags.s2_attn) return 0;
+  if (flags.packing)
+    throw UserError("--s2-attn with --packing: S2 attention's groups replace the packed examples' attention masks",
+                    "drop --packing (LongLoRA trains on rows of one long text each), or drop --s2-attn");
+  if (flags.peft_type == spec::PeftType::prompt_tuning || flags.peft_type == spec::PeftType::prefix_tuning ||
+      flags.peft_type == spec::PeftType::p_tuning)
+    throw UserError("--s2-attn with --peft-type " + std::string(spec::peft_type_name(flags.peft_type)) +
+                        ": virtual tokens would sit in the first group only",
+                    "train LoRA (LongLoRA's setting) or full, or drop --s2-attn");
+  kernels::AttentionShape shape;
+  shape.seq_q = shape.seq_kv = seq_len;
+  shape.q_heads = static_cast<uint32_t>(config.num_attention_heads);
+  shape.kv_heads = static_cast<uint32_t>(config.num_key_value_heads);
+  shape.head_dim = static_cast<uint32_t>(config.head_dim);
+  shape.softcap = static_cast<float>(config.attn_logit_softcapping);
+  if (config.sliding_window) shape.window = static_cast<uint32_t>(*config.sliding_window);
+  const uint32_t group = seq_len / 4;
+  const std::string why = kernels::s2_attention_unsupported(shape, group);
+  if (!why.empty())
+    throw UserError("--s2-attn: " + why + " (model " + flags.model + ")",
+                    "train with full attention (drop --s2-attn) for this model or length");
+  log::info("--s2-attn: training attends within groups of " + std::to_string(group) + " of " + std::to_string(seq_len) +
+            " tokens, half of the heads shifted by " + std::to_string(group / 2));
+  return group;
 }
 
 void upload_prune_masks(vk::Context& context, model::ModelSession& session) {

@@ -15,6 +15,16 @@ namespace vkt::train {
 // be rescaled (Gemma's per-layer settings, Phi-3's longrope, a GGUF rope_freqs table).
 model::ModelConfig with_rope_scaling(const model::ModelConfig& config, const TrainConfig& flags);
 
+// --s2-attn (LongLoRA's shifted sparse attention, kernels/s2_attention.hpp): the training length
+// rounded up to a multiple of 8 (groups of a quarter of it, rolled by half a group; the extra cells
+// are padding), unchanged without the flag.
+uint32_t s2_sequence_length(const TrainConfig& flags, uint32_t seq_len);
+
+// The S2 group size for a training length seq_len (a quarter of it, LongLoRA's group_size_ratio),
+// 0 without --s2-attn. UserError where it makes no sense: --packing (its segment masks), soft
+// prompts, odd head counts, soft-capping or a sliding window shorter than the sequence.
+uint32_t s2_group_size(const TrainConfig& flags, const model::ModelConfig& config, uint32_t seq_len);
+
 // Full finetuning of a pruned model: fills each planned prune_mask.<weight> with (weight != 0),
 // from the weights as loaded (before a resume overwrites them). No-op without such buffers.
 void upload_prune_masks(vk::Context& context, model::ModelSession& session);

@@ -60,6 +60,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
                         "/pruning.json: a pruned model's masks are applied to fp32 master weights, which "
                         "--pure-bf16 does not keep",
                     "drop --pure-bf16 (--bf16 keeps the masks), or finetune with LoRA");
+  s.s2_group = c.s2_attn ? static_cast<uint32_t>(s.seq_len / 4) : 0;  // checked by s2_group_size
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = spec::optimizer_update_rule(c.optim);
   s.offload_optimizer = c.offload_optimizer;
@@ -71,6 +72,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   model::parse_modules_to_save(c.modules_to_save, extras);
   s.save_embed_tokens = extras.save_embed_tokens;
   s.save_lm_head = extras.save_lm_head;
+  s.saved_norms = extras.saved_norms;
   s.trainable_token_indices = model::parse_token_indices(c.trainable_token_indices);
   if (!c.layers_to_transform.empty()) {
     for (uint32_t layer : parse_layer_list(c.layers_to_transform)) {
@@ -142,7 +144,8 @@ void TrainingRun::prepare_data() {
             (report.truncated ? ", " + std::to_string(report.truncated) + " truncated to --max-length " +
                                     std::to_string(config_.max_length)
                               : ""));
-  seq_len_ = choose_seq_len(train_examples_, static_cast<uint32_t>(config_.max_length), config_.packing);
+  seq_len_ = s2_sequence_length(
+      config_, choose_seq_len(train_examples_, static_cast<uint32_t>(config_.max_length), config_.packing));
   for (const EvalSet& set : parse_eval_sets(config_.eval_data)) {
     TokenizeReport eval_report;
     auto eval_parsed = read_jsonl(set.path, chat);
@@ -199,6 +202,7 @@ void TrainingRun::prepare_data() {
 
   const spec::ModelShape shape = model::model_shape(model_config_);
   spec::RunSettings settings_for_plan = run_settings(config_, seq_len_, &shape);
+  settings_for_plan.s2_group = s2_group_size(config_, model_config_, static_cast<uint32_t>(seq_len_));
   settings_for_plan.optimizer_shards = config_.shard_optimizer ? static_cast<uint32_t>(ranks_.size()) : 1;
   plan_ = plan::make_plan(shape, settings_for_plan);  // also checks --lora-r against the model
   if (config_.method != spec::Method::full) {
@@ -210,6 +214,7 @@ void TrainingRun::prepare_data() {
     lora_.layers = plan_.settings.lora_layers;
     lora_.save_embed_tokens = plan_.settings.save_embed_tokens;
     lora_.save_lm_head = plan_.settings.save_lm_head;
+    lora_.saved_norms = plan_.settings.saved_norms;
     lora_.token_indices = plan_.settings.trainable_token_indices;
     lora_.peft_type = plan_.settings.peft_type;
     lora_.ia3_targets = plan_.settings.ia3_targets;
@@ -233,6 +238,7 @@ void TrainingRun::prepare_data() {
       lora_.layers = file.settings.layers;
       lora_.save_embed_tokens = file.settings.save_embed_tokens;
       lora_.save_lm_head = file.settings.save_lm_head;
+      lora_.saved_norms = file.settings.saved_norms;
       lora_.token_indices = file.settings.token_indices;
       lora_.peft_type = file.settings.peft_type;
       lora_.ia3_targets = file.settings.ia3_targets;

@@ -1,0 +1,109 @@
+// LongLoRA against its reference (tests/reference/longlora_golden.py; data in tests/data/longlora/):
+// --s2-attn's training step (LongLoRA's shifted sparse attention patched into transformers' Llama)
+// gives LongLoRA's loss and LoRA gradients while logits (inference) attend in full; LongLoRA's "+"
+// (modules_to_save embed_tokens and the norms, PEFT's names) gives PEFT's gradients of those too
+// and saves in PEFT's layout. Bounds: model_hf's (logits max-abs 1e-4, loss relative 1e-5, every
+// gradient relative 1e-3). The planner counts the trained norms and --s2-attn's scratch.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "engine/base/files.hpp"
+#include "engine/model/adapter.hpp"
+#include "engine/model/safetensors.hpp"
+#include "engine/plan/plan.hpp"
+#include "tests/golden_run.hpp"
+#include "tests/support.hpp"
+
+using namespace vkt;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path longlora_dir() { return test::source_dir() / "tests/data/longlora"; }
+fs::path base_folder() { return test::source_dir() / "tests/data/hf/llama3"; }
+
+spec::RunSettings s2_settings() {
+  spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+  settings.s2_group = 4;  // LongLoRA: int(16 * 1/4)
+  return settings;
+}
+
+std::vector<std::string> tensor_names(const fs::path& file) {
+  model::SafetensorsFile opened(file);
+  std::vector<std::string> names;
+  for (const auto& tensor : opened.tensors()) names.push_back(tensor.name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+TEST_SUITE("model_hf") {
+
+TEST_CASE("longlora: --s2-attn's training step matches LongLoRA's S2 attention; logits attend in full") {
+  spec::RunSettings settings = s2_settings();
+  test::GoldenErrors errors =
+      test::check_golden_variant(longlora_dir() / "s2_lora.golden.bin", "fp32", base_folder(),
+                                 longlora_dir() / "s2_lora" / "adapter", settings, test::GoldenBounds{});
+  MESSAGE("s2_lora: logits max-abs " << errors.logits << ", loss relative " << errors.loss
+                                     << ", worst gradient relative " << errors.gradient << ", dembed relative "
+                                     << errors.dembed);
+  settings.gradient_checkpointing = true;  // the backward recomputes the S2 forward
+  test::check_golden_variant(longlora_dir() / "s2_lora.golden.bin", "fp32", base_folder(),
+                             longlora_dir() / "s2_lora" / "adapter", settings, test::GoldenBounds{});
+}
+
+TEST_CASE("longlora: trainable embeddings and norms (modules_to_save) match PEFT and save in PEFT's layout") {
+  const fs::path peft_adapter = longlora_dir() / "s2_plus" / "adapter";
+  test::GoldenErrors errors = test::check_golden_variant(longlora_dir() / "s2_plus.golden.bin", "fp32", base_folder(),
+                                                         peft_adapter, s2_settings(), test::GoldenBounds{});
+  MESSAGE("s2_plus: logits max-abs " << errors.logits << ", loss relative " << errors.loss
+                                     << ", worst gradient relative (norms and embeddings included) "
+                                     << errors.gradient);
+  // What vktune saves of that session: PEFT's tensor names and modules_to_save list, and it reads
+  // back to the same logits.
+  test::GoldenFile golden(longlora_dir() / "s2_plus.golden.bin");
+  test::GoldenBatch batch = test::golden_batch(golden);
+  auto [lora, session] = test::open_adapter_session(base_folder(), peft_adapter, batch);
+  const fs::path saved = test::temp_dir("longlora-s2-plus") / "adapter";
+  model::save_adapter(test::context(), *session->buffers, session->plan.shape, lora, "tests/data/hf/llama3", saved);
+  CHECK(tensor_names(saved / "adapter_model.safetensors") == tensor_names(peft_adapter / "adapter_model.safetensors"));
+  auto config = nlohmann::json::parse(read_text_file(saved / "adapter_config.json"));
+  CHECK(config["modules_to_save"] ==
+        nlohmann::json({"embed_tokens", "input_layernorm", "post_attention_layernorm", "norm"}));
+  test::GoldenErrors again = test::check_golden_variant(longlora_dir() / "s2_plus.golden.bin", "fp32", base_folder(),
+                                                        saved, s2_settings(), test::GoldenBounds{});
+  CHECK(again.logits == errors.logits);  // the same weights, read back exactly
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("plan") {
+
+TEST_CASE("plan: modules_to_save norms train as adapter tensors; --s2-attn plans its scratch") {
+  spec::ModelShape shape;
+  shape.vocab = 128, shape.hidden = 32, shape.intermediate = 64, shape.layers = 2, shape.heads = 4, shape.kv_heads = 2,
+  shape.head_dim = 8;
+  spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+  settings.training = true;
+  settings.batch = 1;
+  settings.seq_len = 64;
+  const plan::MemoryPlan plain = plan::make_plan(shape, settings);
+  settings.saved_norms = {"input_layernorm", "norm"};  // PEFT's suffixes: not post_attention_layernorm
+  settings.s2_group = 16;
+  const plan::MemoryPlan plus = plan::make_plan(shape, settings);
+  CHECK(plus.parameters.trainable == plain.parameters.trainable + 3 * 32);  // two input_layernorms and model.norm
+  for (const char* name :
+       {"model.layers.0.input_layernorm.weight", "model.layers.1.input_layernorm.weight", "model.norm.weight"}) {
+    CAPTURE(name);
+    CHECK(plus.find(name).category == vk::Category::adapter_params);
+    CHECK(plus.contains(std::string("grad.") + name));
+  }
+  CHECK_FALSE(plus.contains("grad.model.layers.0.post_attention_layernorm.weight"));
+  CHECK_FALSE(plain.contains("s2.scratch"));
+  CHECK(plus.find("s2.scratch").bytes >= 2 * 64 * (4 + 2) * 8 * 4 * 2);  // q, o, d_o, dq and k, v, dk, dv (fp32)
+}
+
+}  // TEST_SUITE
