@@ -300,6 +300,7 @@ void TrainingRun::prepare_device() {
   optimizer.seed = static_cast<uint32_t>(config_.seed);
   optimizer.communicator = &ranks_;
   optimizer.deterministic = config_.deterministic;
+  optimizer.bucket_cap_bytes = config_.ddp_bucket_cap_mb * 1024 * 1024;
   runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
   runner_->reset();
   scaler_ = LossScaler(config_.fp16);
