@@ -269,12 +269,13 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   CHECK(read_text_file(sharded / "checkpoint-2" / "optimizer.safetensors") ==
         read_text_file(plain / "checkpoint-2" / "optimizer.safetensors"));
   // Rank 0's ledger: its optimizer states are half the unsharded ones, as planned (within 10%).
-  auto states_row = [](const std::string& log) {  // "  optimizer_state   PLANNED   MEASURED   RATIOx"
-    const size_t at = log.find("optimizer_state ");
+  auto ledger_row = [](const std::string& log, const std::string& category) {  // "  NAME  PLANNED  MEASURED  RATIOx"
+    const size_t at = log.find("\n  " + category + " ");
     REQUIRE(at != std::string::npos);
-    return log.substr(at, log.find('\n', at) - at);
+    return log.substr(at + 1, log.find('\n', at + 1) - at - 1);
   };
-  const std::string plain_row = states_row(first.second), sharded_row = states_row(second.second);
+  const std::string plain_row = ledger_row(first.second, "optimizer_state"),
+                    sharded_row = ledger_row(second.second, "optimizer_state");
   MESSAGE("unsharded: " << plain_row << "\nsharded:   " << sharded_row);
   auto numbers = [](const std::string& row) {
     std::vector<double> values;
@@ -296,6 +297,14 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   REQUIRE(sharded_bytes.size() >= 2);
   CHECK(std::abs(sharded_bytes[1] - sharded_bytes[0]) <= 0.1 * sharded_bytes[0]);  // measured vs planned
   CHECK(std::abs(sharded_bytes[0] - plain_bytes[0] / 2) <= 0.1 * plain_bytes[0] / 2);
+  // The gradient buckets' host staging (every gradient + loss.step) is planned as allocated (the
+  // unsharded run: the sharded one also moves its slices through the context's transfer staging).
+  const std::string staging_row = ledger_row(first.second, "staging");
+  MESSAGE("staging: " << staging_row);
+  const std::vector<double> staging_bytes = numbers(staging_row);
+  REQUIRE(staging_bytes.size() >= 2);
+  CHECK(staging_bytes[0] > 0);
+  CHECK(std::abs(staging_bytes[1] - staging_bytes[0]) <= 0.01 * staging_bytes[0]);
 
   fs::copy(sharded, resumed, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
   fs::remove(resumed / "adapter_model.safetensors");

@@ -1,6 +1,7 @@
 #include "engine/train/soft_prompt_run.hpp"
 #include "engine/train/training_run.hpp"
 
+#include "engine/plan/data_parallel.hpp"
 #include "engine/train/long_context.hpp"
 
 namespace vkt::train {
@@ -271,6 +272,7 @@ void TrainingRun::prepare_device() {
       model::open_model(*context_, config_.model, plan_.settings, full ? nullptr : &lora_, &loading, &model_config_);
   loading.finish();
   plan_ = session_->plan;
+  plan::add_data_parallel_staging(plan_, static_cast<uint32_t>(ranks_.size()));  // GradientBuckets' staging
   buffers_ = session_->buffers.get();
   transformer_ = session_->transformer.get();
   upload_prune_masks(*context_, *session_);
