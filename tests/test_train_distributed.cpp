@@ -265,6 +265,19 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   INFO(second.second);
   REQUIRE(second.first == 0);
   CHECK(step_losses(sharded) == step_losses(plain));
+  {  // the exposed all-reduce time is part of the busy one, the weight all-gather in both (before,
+     // only in the exposed one); 0.1 ms for the helper thread's wake-up, exposed but not busy
+    std::ifstream metrics(sharded / "metrics.jsonl");
+    int logged = 0;
+    for (std::string line; std::getline(metrics, line);) {
+      const nlohmann::json entry = nlohmann::json::parse(line);
+      if (!entry.contains("all_reduce_busy_s")) continue;
+      logged++;
+      INFO(line);
+      CHECK(entry["all_reduce_s"].get<double>() <= entry["all_reduce_busy_s"].get<double>() + 1e-4);
+    }
+    CHECK(logged > 0);
+  }
   CHECK(read_text_file(sharded / "adapter_model.safetensors") == read_text_file(plain / "adapter_model.safetensors"));
   CHECK(read_text_file(sharded / "checkpoint-2" / "optimizer.safetensors") ==
         read_text_file(plain / "checkpoint-2" / "optimizer.safetensors"));

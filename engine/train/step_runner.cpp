@@ -239,7 +239,9 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
   if (shard_) {  // every rank's updated slice to every rank
     const auto start = std::chrono::steady_clock::now();
     shard_->all_gather_parameters(context_, parameters_);
-    all_reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    all_reduce_seconds_ += seconds;
+    all_gather_seconds_ += seconds;
   }
   // The finite check of this step: one word, read back every step (the submission has completed).
   uint32_t flags = 0;

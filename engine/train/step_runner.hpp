@@ -75,8 +75,13 @@ class StepRunner {
     all_reduce_seconds_ = 0;
     return seconds;
   }
-  // The seconds the gradient sums took in all, hidden or not, since the last take.
-  double take_all_reduce_busy_seconds() { return buckets_ ? buckets_->take_busy_seconds() : 0.0; }
+  // The seconds the gradient sums took in all, hidden or not (plus the weight all-gather, never
+  // hidden), since the last take.
+  double take_all_reduce_busy_seconds() {
+    double seconds = (buckets_ ? buckets_->take_busy_seconds() : 0.0) + all_gather_seconds_;
+    all_gather_seconds_ = 0;
+    return seconds;
+  }
 
   // --shard-optimizer: this rank's slice (null when every rank holds every state).
   OptimizerShard* optimizer_shard() const { return shard_.get(); }
@@ -112,6 +117,7 @@ class StepRunner {
   std::unique_ptr<GradientBuckets> buckets_;  // several ranks: the gradient sum, overlapped with the backward
   int64_t step_tokens_ = 0;
   double all_reduce_seconds_ = 0;
+  double all_gather_seconds_ = 0;  // --shard-optimizer's weight all-gather, since the last busy take
 };
 
 }  // namespace vkt::train
