@@ -1,11 +1,12 @@
 // Data-parallel training (engine/train/distributed.hpp): the batcher's sharding, the device each
-// rank picks, and, when this build has MPI and mpirun is on PATH, `mpirun -np 2 vktune train`
+// rank picks, and, when this build has MPI and CMake found its launcher, `mpirun -np 2 vktune train`
 // against one process over the same rows.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -35,7 +36,12 @@ std::vector<uint32_t> row_heads(const train::MicroBatch& batch) {
   return heads;
 }
 
-std::string vktune() { return (test::binary_dir() / "vktune").string(); }
+// VKT_TEST_VKTUNE / VKT_TEST_MPIEXEC run these tests against another build's vktune and its MPI
+// launcher (bench/data_parallel.md: MPICH's, with this Open MPI test binary).
+std::string vktune() {
+  const char* other = std::getenv("VKT_TEST_VKTUNE");
+  return other ? std::string(other) : (test::binary_dir() / "vktune").string();
+}
 
 // The tiny model and a 24-line dataset the runs below train on.
 struct Inputs {
@@ -50,20 +56,25 @@ Inputs mpi_inputs() {
   return inputs;
 }
 
-// `mpirun -np 2 vktune train` on the tiny model and data, then `flags` (children open lavapipe:
-// no LeakSanitizer, whose unloaded-module leak at exit would fail them).
+// The launcher CMake found (Open MPI's mpirun or MPICH's mpiexec) with its flags, ready for "-np N
+// PROGRAM" (children open lavapipe: no LeakSanitizer, whose unloaded-module leak at exit would fail them).
+std::string mpiexec() {
+  const char* other = std::getenv("VKT_TEST_MPIEXEC");
+  return std::string("ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ") +
+         (other ? std::string(other) : std::string(VKT_MPIEXEC) + " " + VKT_MPIEXEC_FLAGS) + " ";
+}
+
+// `mpirun -np 2 vktune train` on the tiny model and data, then `flags`.
 std::string mpirun_train(const Inputs& inputs, const std::string& flags) {
-  return "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
-         "--allow-run-as-root -np 2 " +
-         vktune() + " train --model " + inputs.model.string() + " --data " + inputs.data.string() + " --headless " +
-         flags;
+  return mpiexec() + "-np 2 " + vktune() + " train --model " + inputs.model.string() + " --data " +
+         inputs.data.string() + " --headless " + flags;
 }
 
 // Why an MPI test cannot run here ("" when it can).
 std::string mpi_missing() {
   if (!train::mpi_built()) return "built without MPI (install libopenmpi-dev and reconfigure)";
-  if (test::run_command("command -v mpirun >/dev/null 2>&1").first != 0)
-    return "mpirun is not on PATH (install openmpi-bin)";
+  if (!std::getenv("VKT_TEST_MPIEXEC") && (std::string(VKT_MPIEXEC).empty() || !fs::exists(VKT_MPIEXEC)))
+    return "CMake found no MPI launcher (install openmpi-bin and reconfigure)";
   return "";
 }
 
@@ -168,8 +179,8 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
   if (!inputs) return;
   const fs::path &model = inputs->model, &data = inputs->data;
   // Child processes open lavapipe: no LeakSanitizer (its unloaded-module leak at exit).
-  const std::string env = "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
-  const std::string mpirun = "mpirun --oversubscribe --allow-run-as-root -np 2 ";
+  const std::string env = "ASAN_OPTIONS=detect_leaks=0 ";
+  const std::string mpirun = mpiexec() + "-np 2 ";
   const std::string train = vktune() + " train --model " + model.string() + " --data " + data.string() +
                             " --headless --max-steps 4 --logging-steps 1 --save-steps 0 --lora-r 4 --target-modules "
                             "all-linear --learning-rate 1e-2 --lr-scheduler-type constant --seed 7 --output-dir ";
@@ -233,34 +244,51 @@ TEST_CASE("mpirun -np 2: resuming from rank 0's checkpoint ends bit-identical to
 // ZeRO-1: each element's AdamW update is the unsharded one (same gradient, same norm, same
 // kernel arithmetic), only which rank computes it differs, and the weights are copied, not summed:
 // the sharded run is bit-identical to the unsharded one, and so are its checkpoints (gathered to
-// the unsharded per-tensor layout). Resuming the sharded run is bit-identical too.
+// the unsharded per-tensor layout). Resuming the sharded run is bit-identical too. The sharded run
+// also sums its gradients in 1 KiB buckets (one per layer, each while the backward of the layers
+// before it runs; the unsharded run: one bucket after the backward): the same bits again. Logging
+// every 2nd step: a logged step is profiled, and a profiled step sums after the whole backward.
 TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank states as planned, resumable") {
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
   const std::string train =
       mpirun_train(*inputs,
-                   "--max-steps 4 --save-steps 2 --logging-steps 1 --per-device-train-batch-size 2 --lora-r 4 "
+                   "--max-steps 4 --save-steps 2 --logging-steps 2 --per-device-train-batch-size 2 --lora-r 4 "
                    "--target-modules all-linear --learning-rate 1e-2 --weight-decay 0.1 --seed 7 --deterministic ");
   const fs::path plain = test::temp_dir("mpi-unsharded"), sharded = test::temp_dir("mpi-sharded"),
                  resumed = test::temp_dir("mpi-sharded-resumed");
   const std::pair<int, std::string> first = test::run_command(train + "--output-dir " + plain.string() + " 2>&1");
   INFO(first.second);
   REQUIRE(first.first == 0);
-  const std::pair<int, std::string> second =
-      test::run_command(train + "--shard-optimizer --output-dir " + sharded.string() + " 2>&1");
+  const std::pair<int, std::string> second = test::run_command(
+      train + "--shard-optimizer --ddp-bucket-cap-mb 0.001 --output-dir " + sharded.string() + " 2>&1");
   INFO(second.second);
   REQUIRE(second.first == 0);
   CHECK(step_losses(sharded) == step_losses(plain));
+  {  // the exposed all-reduce time is part of the busy one, the weight all-gather in both (before,
+     // only in the exposed one); 0.1 ms for the helper thread's wake-up, exposed but not busy
+    std::ifstream metrics(sharded / "metrics.jsonl");
+    int logged = 0;
+    for (std::string line; std::getline(metrics, line);) {
+      const nlohmann::json entry = nlohmann::json::parse(line);
+      if (!entry.contains("all_reduce_busy_s")) continue;
+      logged++;
+      INFO(line);
+      CHECK(entry["all_reduce_s"].get<double>() <= entry["all_reduce_busy_s"].get<double>() + 1e-4);
+    }
+    CHECK(logged > 0);
+  }
   CHECK(read_text_file(sharded / "adapter_model.safetensors") == read_text_file(plain / "adapter_model.safetensors"));
   CHECK(read_text_file(sharded / "checkpoint-2" / "optimizer.safetensors") ==
         read_text_file(plain / "checkpoint-2" / "optimizer.safetensors"));
   // Rank 0's ledger: its optimizer states are half the unsharded ones, as planned (within 10%).
-  auto states_row = [](const std::string& log) {  // "  optimizer_state   PLANNED   MEASURED   RATIOx"
-    const size_t at = log.find("optimizer_state ");
+  auto ledger_row = [](const std::string& log, const std::string& category) {  // "  NAME  PLANNED  MEASURED  RATIOx"
+    const size_t at = log.find("\n  " + category + " ");
     REQUIRE(at != std::string::npos);
-    return log.substr(at, log.find('\n', at) - at);
+    return log.substr(at + 1, log.find('\n', at + 1) - at - 1);
   };
-  const std::string plain_row = states_row(first.second), sharded_row = states_row(second.second);
+  const std::string plain_row = ledger_row(first.second, "optimizer_state"),
+                    sharded_row = ledger_row(second.second, "optimizer_state");
   MESSAGE("unsharded: " << plain_row << "\nsharded:   " << sharded_row);
   auto numbers = [](const std::string& row) {
     std::vector<double> values;
@@ -282,6 +310,14 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   REQUIRE(sharded_bytes.size() >= 2);
   CHECK(std::abs(sharded_bytes[1] - sharded_bytes[0]) <= 0.1 * sharded_bytes[0]);  // measured vs planned
   CHECK(std::abs(sharded_bytes[0] - plain_bytes[0] / 2) <= 0.1 * plain_bytes[0] / 2);
+  // The gradient buckets' host staging (every gradient + loss.step) is planned as allocated (the
+  // unsharded run: the sharded one also moves its slices through the context's transfer staging).
+  const std::string staging_row = ledger_row(first.second, "staging");
+  MESSAGE("staging: " << staging_row);
+  const std::vector<double> staging_bytes = numbers(staging_row);
+  REQUIRE(staging_bytes.size() >= 2);
+  CHECK(staging_bytes[0] > 0);
+  CHECK(std::abs(staging_bytes[1] - staging_bytes[0]) <= 0.01 * staging_bytes[0]);
 
   fs::copy(sharded, resumed, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
   fs::remove(resumed / "adapter_model.safetensors");
@@ -301,11 +337,9 @@ TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
   const std::string output = test::temp_dir("mpi-failing").string();
   // MPMD: rank 1 gets a data file that does not exist; rank 0 waits for it in the first collective.
   const std::string common = " train --model " + model.string() + " --headless --max-steps 2 --output-dir " + output;
-  const std::pair<int, std::string> result = test::run_command(
-      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
-      "--allow-run-as-root -np 1 " +
-      vktune() + common + " --data " + data.string() + " : -np 1 " + vktune() + common + " --data " +
-      (inputs->root / "missing.jsonl").string() + " 2>&1");
+  const std::pair<int, std::string> result =
+      test::run_command(mpiexec() + "-np 1 " + vktune() + common + " --data " + data.string() + " : -np 1 " + vktune() +
+                        common + " --data " + (inputs->root / "missing.jsonl").string() + " 2>&1");
   const std::string& log = result.second;
   INFO(log);
   CHECK(result.first != 0);
@@ -323,10 +357,8 @@ TEST_CASE("mpirun -np 2 vktune sweep: each rank trains its own trials alone, ran
                                                ", per_device_train_batch_size: 2, logging_steps: 1, save_steps: 0}\n"
                                                "objective: train_loss\nbudget: {steps: 2}\n"
                                                "parameters:\n  learning_rate: [1e-3, 2e-3]\n  lora_r: [4, 8]\n");
-  const std::pair<int, std::string> run = test::run_command(
-      "ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun "
-      "--oversubscribe --allow-run-as-root -np 2 " +
-      vktune() + " sweep " + (dir / "grid.yaml").string() + " 2>&1");
+  const std::pair<int, std::string> run =
+      test::run_command(mpiexec() + "-np 2 " + vktune() + " sweep " + (dir / "grid.yaml").string() + " 2>&1");
   const std::string& output = run.second;
   CAPTURE(output);
   REQUIRE(run.first == 0);

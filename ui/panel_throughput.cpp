@@ -73,7 +73,7 @@ void draw_throughput_panel(const train::RunSnapshot& snapshot, ThroughputPanelSt
                         format_tick(static_cast<double>(last.tokens), 1).c_str());
     if (last.rank_step_seconds.size() > 1 && last.step_seconds > 0) {  // data parallel (mpirun)
       ImGui::SameLine();
-      ImGui::TextDisabled("| %zu ranks, all-reduce %.0f%% of the step, slowest rank %.3f s",
+      ImGui::TextDisabled("| %zu ranks, all-reduce not hidden by the backward %.0f%% of the step, slowest rank %.3f s",
                           last.rank_step_seconds.size(), 100.0 * last.all_reduce_seconds / last.step_seconds,
                           *std::max_element(last.rank_step_seconds.begin(), last.rank_step_seconds.end()));
     }

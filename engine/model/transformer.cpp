@@ -683,17 +683,21 @@ void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
   lm_head_chunks(r, loss, gradients, nullptr);
 }
 
-void Transformer::record_backward(Recorder& r) {
+void Transformer::record_backward(Recorder& r) { record_backward(r, 0, layers_); }
+
+void Transformer::record_backward(Recorder& r, uint32_t layer_begin, uint32_t layer_end) {
   s2_active_ = s2_group_ > 0;
   BufferRange d_final = buffers_.optional_range("grad.model.norm.weight");  // full, or a trained norm
-  kernels::rmsnorm_backward(r, range("grad_act.norm"), layer_input(layers_), range("model.norm.weight"),
-                            range("act.final.rstd"), range("grad_act.residual"), d_final.bytes ? &d_final : nullptr,
-                            range("workspace.reduce"), rows_, hidden_, false, norm_offset(), act_);
-  for (uint32_t layer = layers_; layer-- > 0;) {
+  if (layer_end == layers_)
+    kernels::rmsnorm_backward(r, range("grad_act.norm"), layer_input(layers_), range("model.norm.weight"),
+                              range("act.final.rstd"), range("grad_act.residual"), d_final.bytes ? &d_final : nullptr,
+                              range("workspace.reduce"), rows_, hidden_, false, norm_offset(), act_);
+  for (uint32_t layer = layer_end; layer-- > layer_begin;) {
     LayerActivations acts = activations(layer, checkpointing_);
     if (checkpointing_) layer_forward(r, layer, acts, nullptr, training_pass());  // recompute its activations
     layer_backward(r, layer, acts);
   }
+  if (layer_begin > 0) return;
   // The layers saw the table's rows times the scale: so do the gradients of the trained rows.
   if ((full_ || train_embedding_ || token_rows_ > 0 || virtual_tokens_ > 0) && config_.gemma)
     kernels::scale(r, range("grad_act.residual"), rows_ * hidden_, embedding_scale(), nullptr, act_);

@@ -70,6 +70,11 @@ class Transformer {
   void record_forward(Recorder& recorder, bool loss, bool gradients);
   // Backward after record_forward(recorder, true, true): accumulates every trainable gradient.
   void record_backward(Recorder& recorder);
+  // The same backward in pieces (data parallelism sums finished layers' gradients while earlier
+  // layers run): layers [layer_begin, layer_end) in reverse; the final norm's backward when
+  // layer_end is the layer count, the embedding's when layer_begin is 0.
+  void record_backward(Recorder& recorder, uint32_t layer_begin, uint32_t layer_end);
+  uint32_t layer_count() const { return layers_; }
   // Forward writing the logits of every row into `logits` (rows, vocab) fp32 (tests, scoring).
   void record_logits(Recorder& recorder, const BufferRange& logits);
   // Generation (inference plans with a KV cache): the forward of `rows` new tokens of one

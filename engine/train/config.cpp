@@ -258,6 +258,10 @@ const std::vector<OptionSpec>& option_table() {
        "under mpirun: sum gradients in rank order (gather, sum, broadcast) instead of MPI_Allreduce, so the result is "
        "bit-identical to one process over the same micro-batches",
        &C::deterministic},
+      {"ddp_bucket_cap_mb",
+       "under mpirun: sum the gradients in buckets of this many MiB, each while the backward of earlier layers runs "
+       "(as torch DDP's bucket_cap_mb; 0: one bucket after the whole backward)",
+       &C::ddp_bucket_cap_mb},
   };
   return table;
 }

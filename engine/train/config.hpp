@@ -134,7 +134,8 @@ struct TrainConfig {
   // Not an option: under mpirun, train on this rank alone (a sweep trial), not data parallel.
   bool single_process = false;
 
-  bool deterministic = false;  // data parallel: sum gradients in rank order (distributed.hpp)
+  bool deterministic = false;     // data parallel: sum gradients in rank order (distributed.hpp)
+  double ddp_bucket_cap_mb = 25;  // data parallel: MiB of gradients per bucket summed during the backward
 };
 
 // One option: its name (underscores; the flag uses dashes), help text, and where it lives. Named

@@ -66,6 +66,7 @@ class MpiWorld final : public Communicator {
     int provided = 0;
     // SERIALIZED: with a dashboard window the run (and its MPI calls) lives on a worker thread.
     check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+    serialized_threads_ = provided >= MPI_THREAD_SERIALIZED;
     std::atexit([] {
       int finalized = 0;
       MPI_Finalized(&finalized);
@@ -122,6 +123,7 @@ class MpiWorld final : public Communicator {
     return values;
   }
   void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
+  bool serialized_threads() const override { return serialized_threads_; }
   void abort_all(const std::exception& error) override {
     if (size_ == 1) return;
     std::fprintf(stderr, "error: rank %d of %d: %s\n---> every rank stops (MPI_Abort)\n", rank_, size_,
@@ -153,6 +155,7 @@ class MpiWorld final : public Communicator {
     }
   }
   int rank_ = 0, size_ = 1, local_rank_ = 0;
+  bool serialized_threads_ = false;
 };
 #endif
 

@@ -37,6 +37,8 @@ class Communicator {
   // Every rank's `value`, in rank order, on rank 0 (empty elsewhere).
   virtual std::vector<double> gather(double value) = 0;
   virtual void barrier() = 0;
+  // Whether a helper thread may make the calls while this one does not (MPI_THREAD_SERIALIZED).
+  virtual bool serialized_threads() const { return true; }
   // A rank failed: prints `error` (with its hint) naming this rank and stops every rank
   // (MPI_Abort), since the others would wait forever in the next all-reduce. One process: returns.
   virtual void abort_all(const std::exception& error) = 0;

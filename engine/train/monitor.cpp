@@ -96,6 +96,7 @@ std::string step_to_json_line(const StepMetrics& m) {
   if (m.rank_step_seconds.size() > 1) {
     line["rank_step_time_s"] = m.rank_step_seconds;
     line["all_reduce_s"] = m.all_reduce_seconds;
+    line["all_reduce_busy_s"] = m.all_reduce_busy_seconds;
   }
   for (const auto& [name, value] : m.extra) line[name] = value;
   return line.dump();
@@ -222,6 +223,7 @@ bool apply_metrics_line(RunMonitor& monitor, const std::string& line) {
   m.skipped_steps = in.value("skipped_steps", int64_t{0});
   m.rank_step_seconds = in.value("rank_step_time_s", std::vector<double>{});
   m.all_reduce_seconds = in.value("all_reduce_s", 0.0);
+  m.all_reduce_busy_seconds = in.value("all_reduce_busy_s", 0.0);
   json memory = in.value("memory", json::object());
   for (size_t c = 0; c < vk::category_count; c++)
     m.memory_bytes[c] = memory.value(vk::category_name(vk::Category(c)), uint64_t{0});

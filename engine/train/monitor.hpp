@@ -36,9 +36,10 @@ struct StepMetrics {
   std::array<uint64_t, vk::category_count> memory_bytes{};
   uint64_t offloaded_optimizer_bytes = 0;
   // Data parallel (mpirun), written only with several ranks: (rank_step_time_s) [rank] each rank's
-  // step time, (all_reduce_s) rank 0's time per step in the gradient all-reduce (waiting included).
+  // step time, (all_reduce_s) rank 0's time per step in the gradient all-reduce that the backward
+  // did not hide (waiting included), (all_reduce_busy_s) its time in the sums in all, hidden or not.
   std::vector<double> rank_step_seconds;
-  double all_reduce_seconds = 0;
+  double all_reduce_seconds = 0, all_reduce_busy_seconds = 0;
   // (name: value) objective-specific metrics under TRL's names, e.g. rewards/accuracies (DPO).
   std::vector<std::pair<std::string, double>> extra;
 };

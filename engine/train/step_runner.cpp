@@ -102,11 +102,21 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
   micro_->record(body);
   micro_profiled_ = std::make_unique<vk::Sequence>(context, true);
   micro_profiled_->record(body);
+  if (settings.communicator && settings.communicator->size() > 1) {
+    buckets_ = std::make_unique<GradientBuckets>(context, *settings.communicator, settings.deterministic, gradients_,
+                                                 trainable_names_, buffers.buffer("loss.step").range(0, 12),
+                                                 transformer.layer_count(), settings.bucket_cap_bytes);
+    buckets_->record([&transformer](vk::Recorder& r, const GradientBuckets::Group& group) {
+      if (group.layer_end == transformer.layer_count()) transformer.record_forward(r, true, true);
+      transformer.record_backward(r, group.layer_begin, group.layer_end);
+    });
+  }
   const vk::BufferRange step_state = buffers.range("step_state");
   const vk::BufferRange loss_step = buffers.buffer("loss.step").range(0, 4);
   const vk::BufferRange loss_scale = buffers.buffer("step_state").range(model::step_state_loss_scale_offset, 4);
   optimizer_ = std::make_unique<vk::Sequence>(context);
   optimizer_->record([&](vk::Recorder& r) {
+    if (buckets_) buckets_->record_copy_back(r);  // the gradients summed over the ranks
     kernels::grad_norm(r, *tensor_list_, step_state, static_cast<float>(settings_.max_grad_norm), &loss_step);
     // Sharded: the norm above saw every gradient; the update below touches this rank's slice.
     const kernels::TensorList& update = shard_ ? *update_list_ : *tensor_list_;
@@ -194,7 +204,13 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
     state_.rng_step = static_cast<uint32_t>(((step - 1) * accumulation + i) * rank_count + rank);
     write_state();
     bool profiled = profile && i == 0;
-    context_.submit({profiled ? micro_profiled_.get() : micro_.get()});
+    const bool last = i + 1 == accumulation;
+    if (buckets_ && last && !profiled)
+      buckets_->run();  // the backward, its finished buckets summed as it goes
+    else if (buckets_ && last)
+      buckets_->run_whole(*micro_profiled_);
+    else
+      context_.submit({profiled ? micro_profiled_.get() : micro_.get()});
     if (profiled) {
       std::map<std::string, double> by_kernel;
       for (const auto& timing : micro_profiled_->timings()) by_kernel[timing.label] += timing.milliseconds;
@@ -205,7 +221,7 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
       if (kernel_times_.size() > 12) kernel_times_.resize(12);
     }
   }
-  if (rank_count > 1) all_reduce_gradients();
+  if (buckets_) all_reduce_seconds_ += buckets_->take_exposed_seconds();
   // Skipped (overflowed) fp16 steps do not advance AdamW's step count, as in torch.
   const auto optimizer_step = static_cast<uint32_t>(scaler_ ? scaler_->optimizer_step(step) : step);
   if (settings_.optimizer == spec::Optimizer::adamw || settings_.optimizer == spec::Optimizer::adamw_8bit) {
@@ -225,35 +241,14 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
   if (shard_) {  // every rank's updated slice to every rank
     const auto start = std::chrono::steady_clock::now();
     shard_->all_gather_parameters(context_, parameters_);
-    all_reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    all_reduce_seconds_ += seconds;
+    all_gather_seconds_ += seconds;
   }
   // The finite check of this step: one word, read back every step (the submission has completed).
   uint32_t flags = 0;
   context_.download(session_.buffers->buffer("step_state"), &flags, kernels::step_state_flags_offset, 4);
   return flags & kernels::step_flag_non_finite;
-}
-
-void StepRunner::all_reduce_gradients() {
-  const auto start = std::chrono::steady_clock::now();
-  const vk::BufferRange loss_step = session_.buffers->buffer("loss.step").range(0, 12);  // loss, distill parts
-  size_t count = 3;
-  for (const vk::BufferRange& gradient : gradients_) count += gradient.bytes / 4;
-  staging_.resize(count);
-  // The norm, clipping and optimizer then run on the summed values, identically on every rank.
-  size_t offset = 0;
-  for (const vk::BufferRange& gradient : gradients_) {
-    context_.download(gradient, staging_.data() + offset);
-    offset += gradient.bytes / 4;
-  }
-  context_.download(loss_step, staging_.data() + offset);
-  settings_.communicator->sum(staging_.data(), staging_.size(), settings_.deterministic);
-  offset = 0;
-  for (const vk::BufferRange& gradient : gradients_) {
-    context_.upload(gradient, staging_.data() + offset);
-    offset += gradient.bytes / 4;
-  }
-  context_.upload(loss_step, staging_.data() + offset);
-  all_reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 double StepRunner::take_loss_sum() {

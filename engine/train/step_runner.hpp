@@ -11,6 +11,7 @@
 #include "engine/kernels/optimizer.hpp"
 #include "engine/model/session.hpp"
 #include "engine/train/batcher.hpp"
+#include "engine/train/gradient_buckets.hpp"
 #include "engine/train/loss_scaler.hpp"
 #include "engine/train/monitor.hpp"
 #include "engine/train/optimizer_shard.hpp"
@@ -41,6 +42,9 @@ struct OptimizerSettings {
   // (null: one process); deterministic sums them in rank order.
   Communicator* communicator = nullptr;
   bool deterministic = false;
+  // --ddp-bucket-cap-mb: gradient bytes per bucket summed while the backward goes on (<= 0: one
+  // bucket after the whole backward).
+  double bucket_cap_bytes = 25.0 * 1024 * 1024;
 };
 
 class StepRunner {
@@ -62,13 +66,20 @@ class StepRunner {
   // Weighted loss over `micro_batches` without training (Σ w·CE / Σ w).
   double evaluate(const std::vector<MicroBatch>& micro_batches);
   const std::vector<KernelTime>& kernel_times() const { return kernel_times_; }
-  // The last step's non-padding tokens over all ranks, and the seconds the gradient all-reduces
-  // took (downloads, MPI, uploads; 0 for one process).
+  // The last step's non-padding tokens over all ranks, and the seconds of the gradient all-reduces
+  // that the backward did not hide (plus --shard-optimizer's weight all-gather; 0 for one process).
   int64_t step_tokens() const { return step_tokens_; }
   double all_reduce_seconds() const { return all_reduce_seconds_; }  // summed since the last take
   double take_all_reduce_seconds() {
     double seconds = all_reduce_seconds_;
     all_reduce_seconds_ = 0;
+    return seconds;
+  }
+  // The seconds the gradient sums took in all, hidden or not (plus the weight all-gather, never
+  // hidden), since the last take.
+  double take_all_reduce_busy_seconds() {
+    double seconds = (buckets_ ? buckets_->take_busy_seconds() : 0.0) + all_gather_seconds_;
+    all_gather_seconds_ = 0;
     return seconds;
   }
 
@@ -88,7 +99,6 @@ class StepRunner {
 
  private:
   void write_state();
-  void all_reduce_gradients();  // host-staged, in place: every grad.* buffer and loss.step
   vk::Context& context_;
   model::ModelSession& session_;
   OptimizerSettings settings_;
@@ -103,10 +113,11 @@ class StepRunner {
   kernels::StepState state_;
   std::vector<KernelTime> kernel_times_;
   const LossScaler* scaler_ = nullptr;
-  std::vector<vk::BufferRange> gradients_;  // the trainable tensors' grad.* ranges, optimizer order
-  std::vector<float> staging_;              // (Σ gradient elements + 1) host copy for the all-reduce
+  std::vector<vk::BufferRange> gradients_;    // the trainable tensors' grad.* ranges, optimizer order
+  std::unique_ptr<GradientBuckets> buckets_;  // several ranks: the gradient sum, overlapped with the backward
   int64_t step_tokens_ = 0;
   double all_reduce_seconds_ = 0;
+  double all_gather_seconds_ = 0;  // --shard-optimizer's weight all-gather, since the last busy take
 };
 
 }  // namespace vkt::train

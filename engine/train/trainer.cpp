@@ -154,6 +154,7 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   m.offloaded_optimizer_bytes = ledger.current[size_t(vk::Category::optimizer_state)][size_t(vk::MemoryKind::offload)];
   m.rank_step_seconds = ranks_.gather(m.step_seconds);  // a collective: every rank logs the same steps
   m.all_reduce_seconds = window_steps_ ? runner_->take_all_reduce_seconds() / double(window_steps_) : 0;
+  m.all_reduce_busy_seconds = window_steps_ ? runner_->take_all_reduce_busy_seconds() / double(window_steps_) : 0;
   append_metrics(step_to_json_line(m));
   if (!kernel_times.empty()) append_metrics(kernels_to_json_line(step, kernel_times));
   monitor_->push_step(m);

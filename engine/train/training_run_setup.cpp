@@ -2,6 +2,7 @@
 #include "engine/train/soft_prompt_run.hpp"
 #include "engine/train/training_run.hpp"
 
+#include "engine/plan/data_parallel.hpp"
 #include "engine/train/long_context.hpp"
 
 namespace vkt::train {
@@ -290,6 +291,7 @@ void TrainingRun::prepare_device() {
       model::open_model(*context_, config_.model, plan_.settings, full ? nullptr : &lora_, &loading, &model_config_);
   loading.finish();
   plan_ = session_->plan;
+  plan::add_data_parallel_staging(plan_, static_cast<uint32_t>(ranks_.size()));  // GradientBuckets' staging
   buffers_ = session_->buffers.get();
   transformer_ = session_->transformer.get();
   upload_prune_masks(*context_, *session_);
@@ -320,6 +322,7 @@ void TrainingRun::prepare_device() {
   optimizer.seed = static_cast<uint32_t>(config_.seed);
   optimizer.communicator = &ranks_;
   optimizer.deterministic = config_.deterministic;
+  optimizer.bucket_cap_bytes = config_.ddp_bucket_cap_mb * 1024 * 1024;
   runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
   runner_->reset();
   scaler_ = LossScaler(config_.fp16);
