@@ -224,6 +224,29 @@ TEST_CASE("train: with modules_to_save and trainable tokens a resumed run repeat
   test::check_resume(full, 4, 4);
 }
 
+TEST_CASE("train: P-tuning's encoder learns, resumes bit for bit from its checkpoint, and its adapter generates") {
+  train::TrainConfig full = tiny_config("resume-p-tuning-reference");
+  full.peft_type = spec::PeftType::p_tuning;
+  full.num_virtual_tokens = 4;
+  full.encoder_hidden_size = 16;
+  full.max_steps = 8;
+  test::check_resume(full, 4, 4);  // the encoder's parameters and states are in checkpoint-4
+  auto losses = test::logged_losses(full.output_dir);
+  MESSAGE("P-tuning loss " << losses.front() << " -> " << losses.back());
+  CHECK(losses.back() < losses.front());
+  json adapter = json::parse(read_text_file(fs::path(full.output_dir) / "adapter_config.json"));
+  CHECK(adapter["peft_type"] == "P_TUNING");
+  CHECK(adapter["encoder_hidden_size"] == 16);
+  model::GeneratorOptions generate;  // PEFT's inference: the saved prompt, no encoder
+  generate.model = full.model;
+  generate.adapter = fs::path(full.output_dir);
+  generate.max_tokens = 16;
+  model::Generator generator(test::context(), generate);
+  model::SamplingOptions sampling;
+  sampling.max_new_tokens = 3;
+  CHECK(generator.generate({1, 3, 17}, sampling).size() <= 3);
+}
+
 TEST_CASE("train: adamw_8bit resumes bit for bit (8-bit states and absmax in the checkpoint); run.json names it") {
   train::TrainConfig full = tiny_config("resume-8bit-reference");
   full.max_steps = 8;

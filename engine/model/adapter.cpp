@@ -159,7 +159,8 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
           tensors.push_back({dora_buffer_name(shape, layer, module),
                              dora_peft_name(shape, layer, module),
                              {spec::fused_out_features(shape, module)}});
-  if (is_soft_prompt(lora.peft_type))  // the soft prompt (soft_prompt.hpp; P-tuning's: its encoder's output)
+  if (lora.peft_type == spec::PeftType::prompt_tuning ||
+      lora.peft_type == spec::PeftType::p_tuning)  // soft_prompt.hpp; P-tuning: its encoder's output
     tensors.push_back({"prompt_embeddings", "prompt_embeddings", {lora.virtual_tokens, shape.hidden}});
   if (lora.peft_type == spec::PeftType::prefix_tuning)  // every layer's past keys/values (prefix_tuning.hpp)
     tensors.push_back({"prefix.key_values", "prompt_embeddings", {lora.prefix_tokens, prefix_width(shape)}});
@@ -287,7 +288,8 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
   auto where = [&](const std::string& key) { return path.string() + ": \"" + key + "\""; };
   if (json.value("peft_type", std::string()) == "IA3") return load_ia3_adapter_config(json, path.string());
   if (json.value("peft_type", std::string()) == "PROMPT_TUNING" ||
-      json.value("peft_type", std::string()) == "P_TUNING" || json.value("peft_type", std::string()) == "PREFIX_TUNING") {
+      json.value("peft_type", std::string()) == "P_TUNING" ||
+      json.value("peft_type", std::string()) == "PREFIX_TUNING") {
     AdapterFile file;
     if (json["peft_type"] == "PREFIX_TUNING")
       read_prefix_tuning_config(json, path.string(), file.settings);
