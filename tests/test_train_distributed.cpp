@@ -348,6 +348,19 @@ TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
   CHECK(log.find("every rank stops") != std::string::npos);
 }
 
+TEST_CASE("mpirun -np 2 --method full --bf16 is refused: the ranks' gradient sums are fp32 only") {
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const std::string output = test::temp_dir("mpi-full-bf16").string();
+  const std::pair<int, std::string> result = test::run_command(
+      mpiexec() + "-np 2 " + vktune() + " train --model " + inputs->model.string() + " --data " +
+      inputs->data.string() + " --headless --max-steps 2 --method full --bf16 --output-dir " + output + " 2>&1");
+  const std::string& log = result.second;
+  INFO(log);
+  CHECK(result.first != 0);
+  CHECK(log.find("gradient sums are fp32 only") != std::string::npos);
+}
+
 TEST_CASE("mpirun -np 2 vktune sweep: each rank trains its own trials alone, rank 0 writes the results") {
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;

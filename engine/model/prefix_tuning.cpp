@@ -4,6 +4,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/prefix.hpp"
+#include "engine/model/soft_prompt.hpp"
 
 namespace vkt::model {
 
@@ -30,20 +31,9 @@ nlohmann::json peft_prefix_tuning_config(const spec::ModelShape& shape, const Lo
 }
 
 void read_prefix_tuning_config(const nlohmann::json& config, const std::string& path, LoraSettings& settings) {
-  auto where = [&](const std::string& key) { return path + ": \"" + key + "\""; };
   settings.peft_type = spec::PeftType::prefix_tuning;
   settings.targets.clear();
-  const auto& count = config.contains("num_virtual_tokens") ? config["num_virtual_tokens"] : nlohmann::json();
-  if (!count.is_number_unsigned() || count.get<uint64_t>() == 0 || count.get<uint64_t>() > 4096)
-    throw UserError(where("num_virtual_tokens") + " is " + count.dump() + ", not a count of virtual tokens",
-                    "a PREFIX_TUNING adapter_config.json has num_virtual_tokens from 1 to 4096");
-  settings.prefix_tokens = count.get<uint32_t>();
-  if (config.value("num_transformer_submodules", 1) != 1)
-    throw UserError(where("num_transformer_submodules") + " is not 1 (an encoder-decoder prefix)",
-                    "vktune trains decoder-only (CAUSAL_LM) models");
-  if (config.contains("task_type") && config["task_type"].is_string() && config["task_type"] != "CAUSAL_LM")
-    throw UserError(where("task_type") + " is " + config["task_type"].dump() + ", vktune reads CAUSAL_LM adapters",
-                    "train the prefix for a causal language model");
+  settings.prefix_tokens = read_virtual_token_count(config, path, 4096, "PREFIX_TUNING", "prefix");
   settings.prefix_projection = config.value("prefix_projection", false);
 }
 

@@ -35,21 +35,27 @@ nlohmann::json peft_prompt_tuning_config(const spec::ModelShape& shape, const Lo
           {"tokenizer_name_or_path", text ? nlohmann::json(settings.prompt_tokenizer) : nlohmann::json()}};
 }
 
-void read_prompt_tuning_config(const nlohmann::json& config, const std::string& path, LoraSettings& settings) {
+uint32_t read_virtual_token_count(const nlohmann::json& config, const std::string& path, uint64_t max_tokens,
+                                  const std::string& peft_types, const std::string& what) {
   auto where = [&](const std::string& key) { return path + ": \"" + key + "\""; };
-  settings.peft_type = spec::PeftType::prompt_tuning;
-  settings.targets.clear();
   const auto& count = config.contains("num_virtual_tokens") ? config["num_virtual_tokens"] : nlohmann::json();
-  if (!count.is_number_unsigned() || count.get<uint64_t>() == 0 || count.get<uint64_t>() > 65536)
-    throw UserError(where("num_virtual_tokens") + " is " + count.dump() + ", not a count of virtual tokens",
-                    "a PROMPT_TUNING or P_TUNING adapter_config.json has num_virtual_tokens >= 1");
-  settings.virtual_tokens = count.get<uint32_t>();
+  if (!count.is_number_unsigned() || count.get<uint64_t>() == 0 || count.get<uint64_t>() > max_tokens)
+    throw UserError(
+        where("num_virtual_tokens") + " is " + count.dump() + ", not a count of virtual tokens",
+        "a " + peft_types + " adapter_config.json has num_virtual_tokens from 1 to " + std::to_string(max_tokens));
   if (config.value("num_transformer_submodules", 1) != 1)
-    throw UserError(where("num_transformer_submodules") + " is not 1 (an encoder-decoder prompt)",
+    throw UserError(where("num_transformer_submodules") + " is not 1 (an encoder-decoder " + what + ")",
                     "vktune trains decoder-only (CAUSAL_LM) models");
   if (config.contains("task_type") && config["task_type"].is_string() && config["task_type"] != "CAUSAL_LM")
     throw UserError(where("task_type") + " is " + config["task_type"].dump() + ", vktune reads CAUSAL_LM adapters",
-                    "train the prompt for a causal language model");
+                    "train the " + what + " for a causal language model");
+  return count.get<uint32_t>();
+}
+
+void read_prompt_tuning_config(const nlohmann::json& config, const std::string& path, LoraSettings& settings) {
+  settings.peft_type = spec::PeftType::prompt_tuning;
+  settings.targets.clear();
+  settings.virtual_tokens = read_virtual_token_count(config, path, 65536, "PROMPT_TUNING or P_TUNING", "prompt");
   if (config.contains("prompt_tuning_init") && config["prompt_tuning_init"].is_string())
     settings.prompt_init = config["prompt_tuning_init"].get<std::string>();
   if (config.contains("prompt_tuning_init_text") && config["prompt_tuning_init_text"].is_string())

@@ -22,6 +22,11 @@ nlohmann::json peft_prompt_tuning_config(const spec::ModelShape& shape, const Lo
 // A "PROMPT_TUNING" (or "P_TUNING", with its encoder fields) adapter_config.json into `settings`;
 // UserError naming `path` and the field.
 void read_prompt_tuning_config(const nlohmann::json& config, const std::string& path, LoraSettings& settings);
+// The fields every prompt-learning adapter_config.json shares (num_virtual_tokens in 1..max_tokens,
+// num_transformer_submodules 1, task_type CAUSAL_LM), checked with errors naming `path`; returns the count.
+// `what` names the trained input in the hints ("prompt", "prefix").
+uint32_t read_virtual_token_count(const nlohmann::json& config, const std::string& path, uint64_t max_tokens,
+                                  const std::string& peft_types, const std::string& what);
 // PEFT's TEXT init: the init text's token ids repeated and cut to `count` (UserError when empty).
 std::vector<uint32_t> prompt_init_ids(const std::vector<uint32_t>& text_ids, uint32_t count);
 // PEFT's RANDOM init (torch.nn.Embedding's): (count, hidden) values from N(0, 1), keyed by `seed`.
