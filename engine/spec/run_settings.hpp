@@ -72,8 +72,14 @@ struct RunSettings {
   // P-tuning (p_tuning) while training: the hidden size of the MLP encoder whose output is the prompt
   // (PEFT's encoder_hidden_size; engine/plan/prompt_encoder_plan.hpp); 0: no encoder, the prompt as saved.
   uint64_t prompt_encoder_hidden = 0;
+  // P-tuning with PEFT's LSTM encoder: the bidirectional LSTM's layer count before the MLP head
+  // (encoder_num_layers); 0: the MLP encoder.
+  uint32_t prompt_encoder_lstm_layers = 0;
   // Prefix tuning: prefix_tokens trained key/value rows per layer before every sequence (no cells).
   uint64_t prefix_tokens = 0;
+  // Prefix tuning with PEFT's prefix_projection: the hidden size of the MLP that makes the prefix's
+  // keys/values while training (encoder_hidden_size); 0: the prefix trained as saved.
+  uint64_t prefix_projection_hidden = 0;
   bool adapts_layer(uint64_t layer) const {
     return lora_layers.empty() || std::find(lora_layers.begin(), lora_layers.end(), layer) != lora_layers.end();
   }

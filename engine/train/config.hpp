@@ -49,6 +49,8 @@ struct TrainConfig {
   double lora_dropout = 0;
   std::string target_modules;  // empty: PEFT's default for the architecture (q_proj,v_proj; Phi-3 qkv_proj)
   bool use_rslora = false;
+  // PEFT's init_lora_weights: true (Kaiming-uniform A, zero B) | gaussian | pissa | pissa_niter_K | olora.
+  std::string init_lora_weights = "true";
   std::string modules_to_save;          // PEFT modules_to_save: "embed_tokens,lm_head" (trained in full)
   std::string trainable_token_indices;  // PEFT trainable_token_indices: "5,9" (only these embedding rows)
   std::string layers_to_transform;      // PEFT layers_to_transform: "0,1" (LoRA only in these layers; empty: all)
@@ -62,6 +64,9 @@ struct TrainConfig {
   std::string encoder_reparameterization_type = "MLP";  // MLP (LSTM: not built yet)
   int64_t encoder_num_layers = 2;                       // LSTM only (PEFT's MLP ignores it)
   double encoder_dropout = 0;                           // LSTM only (PEFT's MLP has no dropout)
+  // Prefix tuning (--peft-type prefix_tuning; PEFT's PrefixTuningConfig): prefix_projection trains an
+  // MLP (encoder_hidden_size) that makes the prefix, as PEFT's PrefixEncoder does.
+  bool prefix_projection = false;
   // Long context (long_context.hpp): RoPE scaling with HF's rope_parameters names; empty: the model's own.
   std::string rope_scaling;                          // linear | dynamic | yarn | llama3
   double rope_scaling_factor = 0;                    // factor (required with rope_scaling)
