@@ -18,6 +18,7 @@
 #include "engine/model/p_tuning.hpp"
 #include "engine/plan/plan.hpp"
 #include "engine/train/config.hpp"
+#include "engine/train/soft_prompt_run.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/kernel_harness.hpp"
 #include "tests/support.hpp"
@@ -49,7 +50,7 @@ test::SessionSetup with_peft_encoder(const test::GoldenFile& golden) {
 
 TEST_SUITE("train") {
 
-TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked (LSTM is refused until built)") {
+TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked (LSTM's dropout between layers is refused)") {
   train::TrainConfig config;
   config.model = "m";
   config.data = "d.jsonl";
@@ -57,7 +58,14 @@ TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked (LSTM is refused u
   config.peft_type = spec::PeftType::p_tuning;
   CHECK_NOTHROW(train::validate(config));
   config.encoder_reparameterization_type = "LSTM";
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("LSTM is not built yet"), UserError);
+  CHECK_NOTHROW(train::validate(config));
+  CHECK(train::prompt_encoder_lstm_layers(config) == 2);
+  config.encoder_dropout = 0.1;  // torch's dropout between the 2 layers: not built
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--encoder-dropout > 0 with the LSTM"), UserError);
+  config.encoder_num_layers = 1;  // one layer: torch drops nothing
+  CHECK_NOTHROW(train::validate(config));
+  config.encoder_dropout = 0;
+  config.encoder_num_layers = 2;
   config.encoder_reparameterization_type = "GRU";
   CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("is unknown"), UserError);
   config.encoder_reparameterization_type = "MLP";
