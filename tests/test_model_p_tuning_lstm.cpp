@@ -16,10 +16,15 @@
 #include "engine/base/files.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/p_tuning.hpp"
+#include "engine/model/safetensors.hpp"
 #include "engine/plan/plan.hpp"
+#include "engine/train/soft_prompt_run.hpp"
+#include "engine/train/trainer.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/kernel_harness.hpp"
 #include "tests/support.hpp"
+#include "tests/tiny_model.hpp"
+#include "tests/tiny_runs.hpp"
 
 using namespace vkt;
 namespace fs = std::filesystem;
@@ -111,6 +116,32 @@ TEST_CASE("p-tuning LSTM: the reference loaded the adapter vktune writes (this f
   CHECK(report.at("adapter_format_version").get<int>() == model::adapter_format_version);
   test::check_peft_load(report, kLstmCase, test::GoldenFile(lstm_golden_path()), lstm_base_folder(),
                         lstm_soft_dir() / "vktune" / kLstmCase);
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("train_e2e") {
+
+TEST_CASE("train: P-tuning's LSTM encoder resumes bit for bit, its checkpoint under PEFT's names") {
+  train::TrainConfig full =
+      test::tiny_lora_config(test::binary_dir() / "test-output" / "e2e", "e2e-resume-p-tuning-lstm-reference");
+  full.peft_type = spec::PeftType::p_tuning;
+  full.encoder_reparameterization_type = "LSTM";
+  full.num_virtual_tokens = 3;
+  full.encoder_hidden_size = 8;
+  full.max_steps = 3;              // learning is shown by the golden trajectory (ptuning_lstm)
+  test::check_resume(full, 2, 2);  // the LSTM's parameters and AdamW states are in checkpoint-2
+  const fs::path checkpoint =      // check_resume's interrupted run (test::temp_dir(<name>-crashed))
+      test::binary_dir() / "test-output" / (fs::path(full.output_dir).filename().string() + "-crashed") /
+      "checkpoint-2";
+  model::SafetensorsFile encoder(checkpoint / train::prompt_encoder_file);
+  CHECK(encoder.find("prompt_encoder.lstm_head.weight_ih_l1_reverse"));
+  CHECK(encoder.find("prompt_encoder.mlp_head.2.bias"));
+  nlohmann::json adapter = nlohmann::json::parse(read_text_file(fs::path(full.output_dir) / "adapter_config.json"));
+  CHECK(adapter["encoder_reparameterization_type"] == "LSTM");
+  model::SafetensorsFile saved(fs::path(full.output_dir) / "adapter_model.safetensors");
+  REQUIRE(saved.find("prompt_embeddings"));
+  CHECK(saved.find("prompt_embeddings")->shape == std::vector<uint64_t>{3, 32});
 }
 
 }  // TEST_SUITE
