@@ -28,20 +28,23 @@ TEST_CASE("lstm_cell: forward vs reference, backward vs reference and finite dif
               h_copy(hidden * 4, "h_copy");
       Guarded dh_buffer = Guarded::of(dh, "dh"), dc = Guarded::of(dc_later, "dc"), d_gates(hidden * 16, "d_gates");
       const vk::BufferRange no_prev{};
-      context().run([&](vk::Recorder& r) {
-        kernels::lstm_cell(r,
-                           {gates.range(), bias_hh.range(), has_prev ? cell_prev.range() : no_prev, cell.range(),
-                            h.range(), h_copy.range()},
-                           hidden);
+      auto record_backward = [&](vk::Recorder& r, bool first) {
         kernels::lstm_cell_backward(r,
                                     {.gates = gates.range(),
                                      .c_prev = has_prev ? cell_prev.range() : no_prev,
                                      .c = cell.range(),
                                      .dh = dh_buffer.range(),
                                      .dc = dc.range(),
-                                     .first = false,
+                                     .first = first,
                                      .d_gates = d_gates.range()},
                                     hidden);
+      };
+      context().run([&](vk::Recorder& r) {
+        kernels::lstm_cell(r,
+                           {gates.range(), bias_hh.range(), has_prev ? cell_prev.range() : no_prev, cell.range(),
+                            h.range(), h_copy.range()},
+                           hidden);
+        record_backward(r, false);
       });
       std::vector<float> act = pre, c(hidden), hv(hidden), dc_ref = dc_later, dg_ref(4 * hidden);
       ref::lstm_cell(act.data(), bias.data(), has_prev ? c_prev.data() : nullptr, c.data(), hv.data(), hidden);
@@ -71,17 +74,7 @@ TEST_CASE("lstm_cell: forward vs reference, backward vs reference and finite dif
       // The direction's last step: no later dc is read (NaN there must not leak in).
       std::vector<float> nan_dc(hidden, std::nanf(""));
       dc.upload(nan_dc.data());
-      context().run([&](vk::Recorder& r) {
-        kernels::lstm_cell_backward(r,
-                                    {.gates = gates.range(),
-                                     .c_prev = has_prev ? cell_prev.range() : no_prev,
-                                     .c = cell.range(),
-                                     .dh = dh_buffer.range(),
-                                     .dc = dc.range(),
-                                     .first = true,
-                                     .d_gates = d_gates.range()},
-                                    hidden);
-      });
+      context().run([&](vk::Recorder& r) { record_backward(r, true); });
       std::vector<float> dc_first(hidden);
       ref::lstm_cell_backward(act.data(), has_prev ? c_prev.data() : nullptr, c.data(), dh.data(), dc_first.data(),
                               true, dg_ref.data(), hidden);
