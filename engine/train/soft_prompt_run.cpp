@@ -132,7 +132,8 @@ void load_prompt_encoder(vk::Context& context, model::BufferSet& buffers, const 
     const model::TensorView* tensor = file.find(t.buffer);
     if (!tensor || tensor->shape != t.shape)
       throw UserError(path.string() + ": no tensor " + t.buffer + " of this run's shape",
-                      "resume with the checkpoint's --num-virtual-tokens and --encoder-hidden-size");
+                      "resume with the checkpoint's --num-virtual-tokens, --encoder-hidden-size, "
+                      "--encoder-reparameterization-type and --encoder-num-layers");
     std::vector<float> values = model::to_fp32(*tensor);
     context.upload(buffers.buffer(t.buffer), values.data());
   }
