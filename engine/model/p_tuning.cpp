@@ -9,6 +9,7 @@
 #include "engine/kernels/random.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/relu.hpp"
+#include "engine/model/p_tuning_lstm.hpp"
 #include "engine/model/soft_prompt.hpp"
 #include "engine/plan/prompt_encoder_plan.hpp"
 
@@ -50,7 +51,9 @@ void read_p_tuning_fields(const nlohmann::json& config, const std::string& path,
 std::vector<AdapterExtraTensor> prompt_encoder_tensors(const spec::ModelShape& shape, const LoraSettings& settings) {
   std::vector<AdapterExtraTensor> tensors;
   if (settings.peft_type != spec::PeftType::p_tuning || !settings.train_encoder) return tensors;
-  for (const auto& t : plan::prompt_encoder_parameters(settings.virtual_tokens, shape.hidden, settings.encoder_hidden))
+  const uint32_t lstm_layers = settings.encoder_type == "LSTM" ? settings.encoder_layers : 0;
+  for (const auto& t :
+       plan::prompt_encoder_parameters(settings.virtual_tokens, shape.hidden, settings.encoder_hidden, lstm_layers))
     tensors.push_back({t.name, "prompt_encoder.default." + t.name.substr(15), t.shape});  // after "prompt_encoder."
   return tensors;
 }
@@ -75,6 +78,9 @@ void init_prompt_encoder(vk::Context& context, BufferSet& buffers, const spec::M
                          const LoraSettings& settings, uint64_t seed) {
   if (prompt_encoder_tensors(shape, settings).empty()) return;
   const auto d = static_cast<uint32_t>(shape.hidden);
+  if (settings.encoder_type == "LSTM")
+    return init_lstm_prompt_encoder(context, buffers, settings.virtual_tokens, d, settings.encoder_hidden, seed,
+                                    0x70000000u);
   std::vector<float> table = prompt_random_init(settings.virtual_tokens, d, seed);
   context.upload(buffers.buffer("prompt_encoder.embedding.weight"), table.data());
   uint32_t key = 0x70000000u;  // one random stream per tensor, apart from LoRA's (layer * modules + module)
@@ -89,6 +95,7 @@ void init_prompt_encoder(vk::Context& context, BufferSet& buffers, const spec::M
 }
 
 void record_prompt_encoder_forward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h) {
+  if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_forward(r, buffers, n, d, h);
   const auto layers = encoder_layers(d, h);
   for (size_t i = 0; i < layers.size(); i++) {
     const EncoderLayer& layer = layers[i];
@@ -100,6 +107,7 @@ void record_prompt_encoder_forward(Recorder& r, const BufferSet& buffers, uint32
 }
 
 void record_prompt_encoder_backward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h) {
+  if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_backward(r, buffers, n, d, h);
   // Layer by layer from the output: dY (n, out) -> d bias (column sums), d W = dYᵀ·X, dX = dY·W; dX
   // then through the ReLU that made X (zero where X was clipped).
   const char* grad_of_output[3] = {"prompt_encoder.grad_hidden1", "prompt_encoder.grad_hidden2",
