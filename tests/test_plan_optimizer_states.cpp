@@ -1,8 +1,15 @@
 // The planner's optimizer states for --shard-optimizer (ZeRO-1: one rank's slice) and
-// --optim adafactor (row + column accumulators per matrix).
+// --optim adafactor (row + column accumulators per matrix); `vktune plan --world-size N`'s
+// gradient-bucket staging (ddp.buckets).
 #include <doctest/doctest.h>
 
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "engine/plan/data_parallel.hpp"
 #include "engine/plan/plan.hpp"
+#include "tests/support.hpp"
+#include "tests/tiny_model.hpp"
 
 using namespace vkt;
 using plan::MemoryPlan;
@@ -59,6 +66,41 @@ TEST_CASE("plan --optim adafactor: rows + columns for each matrix, the whole vec
   CHECK(full.find("adafactor_v.model.norm.weight").bytes == 4096ull * 4);
   // ~8B parameters: AdamW plans 64 GB of states, Adafactor about 12 MB (rows + columns, norms whole).
   CHECK(full.bytes(vk::Category::optimizer_state) < 16ull << 20);
+}
+
+// One rank of N holds every gradient again in host-visible staging (GradientBuckets sums them
+// there): the plan of `vktune plan --world-size N` (N > 1) has it, as the trainer's plan does.
+TEST_CASE("plan --world-size N: ddp.buckets stages every gradient plus loss.step, on every rank of N > 1") {
+  RunSettings settings;
+  settings.lora_r = 16;
+  plan::PlanReport one = plan::make_report(llama3_8b(), settings, std::nullopt);
+  plan::add_data_parallel_staging(one, 1);
+  CHECK_FALSE(one.training.contains("ddp.buckets"));
+  for (uint32_t ranks : {2u, 8u}) {
+    CAPTURE(ranks);
+    plan::PlanReport report = plan::make_report(llama3_8b(), settings, std::nullopt);
+    plan::add_data_parallel_staging(report, ranks);
+    const uint64_t gradient_bytes = trainable_elements(report.training) * 4;
+    for (const MemoryPlan* plan : {&report.training, &report.with_checkpointing, &report.without_checkpointing}) {
+      REQUIRE(plan->contains("ddp.buckets"));
+      CHECK(plan->find("ddp.buckets").bytes == gradient_bytes + 12);
+      CHECK(plan->bytes(vk::Category::staging) == one.training.bytes(vk::Category::staging) + gradient_bytes + 12);
+    }
+  }
+  // The command line: the staging category of --world-size 2 against 1 (a tiny model's config.json).
+  const std::filesystem::path model = test::tiny_model(test::binary_dir() / "test-output" / "plan-world-size");
+  auto staging = [&model](int world_size) {
+    const std::pair<int, std::string> result =
+        test::run_command((test::binary_dir() / "vktune").string() + " plan --model " + model.string() +
+                          " --json --world-size " + std::to_string(world_size) + " 2>/dev/null");
+    INFO(result.second);
+    REQUIRE(result.first == 0);
+    std::istringstream out(result.second.substr(result.second.find('{')));
+    nlohmann::json json;
+    out >> json;  // the plan's object (advice lines may follow)
+    return json["bytes"]["staging"]["host_staging"].get<uint64_t>();
+  };
+  CHECK(staging(2) > staging(1));
 }
 
 }  // TEST_SUITE

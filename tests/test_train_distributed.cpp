@@ -348,17 +348,62 @@ TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
   CHECK(log.find("every rank stops") != std::string::npos);
 }
 
-TEST_CASE("mpirun -np 2 --method full --bf16 is refused: the ranks' gradient sums are fp32 only") {
+// Full finetuning in 16 bits: the weights are bf16/fp16, their gradients and masters fp32
+// (plan.cpp's trainable()), so the ranks sum fp32 gradients as for LoRA; what differs is only
+// where they are summed. --bf16 --deterministic, 1 micro-batch per rank: rank 0 + rank 1 are the
+// fp32 additions of 1 process accumulating 2 micro-batches, so the 16-bit model file and the
+// losses are bit-identical. --fp16, 2 ranks x 1 row vs 1 process x 2 rows, MPI_Allreduce: the
+// fp32 masters differ by the reordering (~gamma_n x lr, well under 1e-6 relative), so a 16-bit
+// weight either rounds the same way or (its master near a rounding boundary) one ulp apart:
+// every weight within 1 fp16 ulp (2^-10 relative), the loss (scaled by 65536 in the backward
+// only) within 1e-4 relative. The loss scaler's skip decision is global (StepRunner::step).
+TEST_CASE("mpirun -np 2 --method full --bf16/--fp16: as one process (bit-identical with --deterministic)") {
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
-  const std::string output = test::temp_dir("mpi-full-bf16").string();
-  const std::pair<int, std::string> result = test::run_command(
-      mpiexec() + "-np 2 " + vktune() + " train --model " + inputs->model.string() + " --data " +
-      inputs->data.string() + " --headless --max-steps 2 --method full --bf16 --output-dir " + output + " 2>&1");
-  const std::string& log = result.second;
-  INFO(log);
-  CHECK(result.first != 0);
-  CHECK(log.find("gradient sums are fp32 only") != std::string::npos);
+  const std::string train = vktune() + " train --model " + inputs->model.string() + " --data " + inputs->data.string() +
+                            " --headless --max-steps 2 --logging-steps 1 --save-steps 0 --method full "
+                            "--learning-rate 1e-3 --lr-scheduler-type constant --seed 7 --output-dir ";
+  auto run = [&](const std::string& launcher, const std::string& name, const std::string& flags) {
+    const fs::path output = test::temp_dir("mpi-full-" + name);
+    const std::pair<int, std::string> result =
+        test::run_command("ASAN_OPTIONS=detect_leaks=0 " + launcher + train + output.string() + " " + flags + " 2>&1");
+    INFO(result.second);
+    REQUIRE(result.first == 0);
+    return output;
+  };
+  const std::string two_ranks = mpiexec() + "-np 2 ";
+  const fs::path bf16_two = run(two_ranks, "bf16-two", "--bf16 --per-device-train-batch-size 1 --deterministic");
+  const fs::path bf16_one =
+      run("", "bf16-one", "--bf16 --per-device-train-batch-size 1 --gradient-accumulation-steps 2");
+  REQUIRE(step_losses(bf16_one).size() == 2);
+  CHECK(step_losses(bf16_two) == step_losses(bf16_one));
+  CHECK(read_text_file(bf16_two / "model.safetensors") == read_text_file(bf16_one / "model.safetensors"));
+
+  const fs::path fp16_two = run(two_ranks, "fp16-two", "--fp16 --per-device-train-batch-size 1");
+  const fs::path fp16_one = run("", "fp16-one", "--fp16 --per-device-train-batch-size 2");
+  const std::vector<double> expected = step_losses(fp16_one), losses = step_losses(fp16_two);
+  REQUIRE(expected.size() == 2);
+  REQUIRE(losses.size() == 2);
+  for (size_t i = 0; i < losses.size(); i++) {
+    CAPTURE(i);
+    CHECK(std::abs(losses[i] - expected[i]) <= 1e-4 * std::abs(expected[i]));
+  }
+  model::SafetensorsFile two_file(fp16_two / "model.safetensors"), one_file(fp16_one / "model.safetensors");
+  size_t differing = 0, total = 0;
+  double worst_ulps = 0;
+  for (const model::TensorView& tensor : one_file.tensors()) {
+    const std::vector<float> a = model::to_fp32(tensor), b = model::to_fp32(two_file.tensor(tensor.name));
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); i++) {
+      const double ulp = std::ldexp(1.0, std::ilogb(std::max({std::abs(a[i]), std::abs(b[i]), 6.1e-5f})) - 10);
+      worst_ulps = std::max(worst_ulps, std::abs(double(a[i]) - double(b[i])) / ulp);
+      differing += a[i] != b[i];
+    }
+    total += a.size();
+  }
+  MESSAGE("--fp16, 2 ranks x 1 vs 1 x 2: " << differing << " of " << total << " weights differ, at most " << worst_ulps
+                                           << " fp16 ulp");
+  CHECK(worst_ulps <= 1.0);
 }
 
 TEST_CASE("mpirun -np 2 vktune sweep: each rank trains its own trials alone, rank 0 writes the results") {

@@ -10,4 +10,9 @@ void add_data_parallel_staging(MemoryPlan& plan, uint32_t ranks) {
   plan.buffers.push_back({"ddp.buckets", vk::Category::staging, vk::MemoryKind::staging, bytes, true});
 }
 
+void add_data_parallel_staging(PlanReport& report, uint32_t ranks) {
+  for (MemoryPlan* plan : {&report.training, &report.with_checkpointing, &report.without_checkpointing})
+    add_data_parallel_staging(*plan, ranks);
+}
+
 }  // namespace vkt::plan

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "engine/plan/plan.hpp"
+#include "engine/plan/report.hpp"
 
 namespace vkt::plan {
 
@@ -10,5 +11,8 @@ namespace vkt::plan {
 // buckets over the ranks, every grad.* buffer plus loss.step (4 bytes), allocated by its owner.
 // Nothing for one rank.
 void add_data_parallel_staging(MemoryPlan& plan, uint32_t ranks);
+// The same for `vktune plan --world-size N`: its three training plans (as run, with and without
+// gradient checkpointing), so the table, the verdict and the JSON show one rank of N.
+void add_data_parallel_staging(PlanReport& report, uint32_t ranks);
 
 }  // namespace vkt::plan

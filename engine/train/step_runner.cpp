@@ -248,6 +248,11 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
   // The finite check of this step: one word, read back every step (the submission has completed).
   uint32_t flags = 0;
   context_.download(session_.buffers->buffer("step_state"), &flags, kernels::step_state_flags_offset, 4);
+  // --fp16 under mpirun: every rank checked the same summed gradients, so the device skipped the
+  // update on all ranks or none; the scaler's host state (scale, skips, AdamW's step) follows the
+  // global decision too, so no rank's scale can drift from the others'.
+  if (scaler_ && scaler_->enabled() && rank_count > 1 && ranks->any((flags & kernels::step_flag_non_finite) != 0))
+    flags |= kernels::step_flag_non_finite;
   return flags & kernels::step_flag_non_finite;
 }
 

@@ -266,15 +266,6 @@ void TrainingRun::prepare_data() {
 }
 
 void TrainingRun::prepare_device() {
-  // The ranks' gradient sums (gradient_buckets.cpp, Communicator::sum) add fp32 values; full finetuning
-  // in 16 bits keeps bf16/fp16 gradients, which would be summed as fp32 bit patterns.
-  if (ranks_.size() > 1 && config_.method == spec::Method::full && (config_.bf16 || config_.fp16))
-    throw UserError("--method full with --" + std::string(config_.bf16 ? "bf16" : "fp16") + " under mpirun (" +
-                        std::to_string(ranks_.size()) +
-                        " ranks): its gradients are 16-bit, and the ranks' "
-                        "gradient sums are fp32 only (not built yet)",
-                    "under mpirun, train full finetuning in fp32, or LoRA/QLoRA with --" +
-                        std::string(config_.bf16 ? "bf16" : "fp16") + " (adapter gradients are fp32)");
   vk::ContextOptions options;
   options.device_index = static_cast<int>(device_for_rank(config_.device, ranks_.size(), ranks_.local_rank(),
                                                           ranks_.size() > 1 ? vk::list_devices().size() : 0));
