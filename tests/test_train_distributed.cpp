@@ -110,6 +110,26 @@ std::vector<float> adapter_values(const fs::path& output) {
   return values;
 }
 
+// Runs `command` (a `vktune train ... --output-dir ` line) into a fresh temp folder `name`, then
+// `flags`; the folder. The children open lavapipe: no LeakSanitizer (its unloaded-module leak at exit).
+fs::path train_into(const std::string& command, const std::string& name, const std::string& flags) {
+  const fs::path output = test::temp_dir(name);
+  const std::pair<int, std::string> result =
+      test::run_command("ASAN_OPTIONS=detect_leaks=0 " + command + output.string() + " " + flags + " 2>&1");
+  INFO(result.second);
+  REQUIRE(result.first == 0);
+  return output;
+}
+// OUTPUT's `steps` step losses, each within 1e-4 relative of EXPECTED's.
+void check_losses_close(const fs::path& output, const fs::path& expected_output, size_t steps) {
+  const std::vector<double> expected = step_losses(expected_output), losses = step_losses(output);
+  REQUIRE(expected.size() == steps);
+  REQUIRE(losses.size() == steps);
+  for (size_t i = 0; i < losses.size(); i++) {
+    CAPTURE(i);
+    CHECK(std::abs(losses[i] - expected[i]) <= 1e-4 * std::abs(expected[i]));
+  }
+}
 }  // namespace
 
 TEST_SUITE("train_mpi") {
@@ -178,19 +198,12 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
   const fs::path &model = inputs->model, &data = inputs->data;
-  // Child processes open lavapipe: no LeakSanitizer (its unloaded-module leak at exit).
-  const std::string env = "ASAN_OPTIONS=detect_leaks=0 ";
   const std::string mpirun = mpiexec() + "-np 2 ";
   const std::string train = vktune() + " train --model " + model.string() + " --data " + data.string() +
                             " --headless --max-steps 4 --logging-steps 1 --save-steps 0 --lora-r 4 --target-modules "
                             "all-linear --learning-rate 1e-2 --lr-scheduler-type constant --seed 7 --output-dir ";
   auto run = [&](const std::string& launcher, const std::string& name, const std::string& flags) {
-    const fs::path output = test::temp_dir("mpi-" + name);
-    const std::pair<int, std::string> result =
-        test::run_command(env + launcher + train + output.string() + " " + flags + " 2>&1");
-    INFO(result.second);
-    REQUIRE(result.first == 0);
-    return output;
+    return train_into(launcher + train, "mpi-" + name, flags);
   };
   const fs::path one_big = run("", "one-b4", "--per-device-train-batch-size 4");
   const fs::path two = run(mpirun, "two-b2", "--per-device-train-batch-size 2");
@@ -199,13 +212,7 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
   const fs::path two_deterministic = run(mpirun, "two-b2-det", "--per-device-train-batch-size 2 --deterministic");
 
   // Rank 0 alone wrote: one metrics line per step, not two.
-  const std::vector<double> expected = step_losses(one_big), losses = step_losses(two);
-  REQUIRE(expected.size() == 4);
-  REQUIRE(losses.size() == 4);
-  for (size_t i = 0; i < losses.size(); i++) {
-    CAPTURE(i);
-    CHECK(std::abs(losses[i] - expected[i]) <= 1e-4 * std::abs(expected[i]));
-  }
+  check_losses_close(two, one_big, 4);
   const std::vector<float> adapter = adapter_values(two), adapter_expected = adapter_values(one_big);
   REQUIRE(adapter.size() == adapter_expected.size());
   double worst = 0;
@@ -364,12 +371,7 @@ TEST_CASE("mpirun -np 2 --method full --bf16/--fp16: as one process (bit-identic
                             " --headless --max-steps 2 --logging-steps 1 --save-steps 0 --method full "
                             "--learning-rate 1e-3 --lr-scheduler-type constant --seed 7 --output-dir ";
   auto run = [&](const std::string& launcher, const std::string& name, const std::string& flags) {
-    const fs::path output = test::temp_dir("mpi-full-" + name);
-    const std::pair<int, std::string> result =
-        test::run_command("ASAN_OPTIONS=detect_leaks=0 " + launcher + train + output.string() + " " + flags + " 2>&1");
-    INFO(result.second);
-    REQUIRE(result.first == 0);
-    return output;
+    return train_into(launcher + train, "mpi-full-" + name, flags);
   };
   const std::string two_ranks = mpiexec() + "-np 2 ";
   const fs::path bf16_two = run(two_ranks, "bf16-two", "--bf16 --per-device-train-batch-size 1 --deterministic");
@@ -381,13 +383,7 @@ TEST_CASE("mpirun -np 2 --method full --bf16/--fp16: as one process (bit-identic
 
   const fs::path fp16_two = run(two_ranks, "fp16-two", "--fp16 --per-device-train-batch-size 1");
   const fs::path fp16_one = run("", "fp16-one", "--fp16 --per-device-train-batch-size 2");
-  const std::vector<double> expected = step_losses(fp16_one), losses = step_losses(fp16_two);
-  REQUIRE(expected.size() == 2);
-  REQUIRE(losses.size() == 2);
-  for (size_t i = 0; i < losses.size(); i++) {
-    CAPTURE(i);
-    CHECK(std::abs(losses[i] - expected[i]) <= 1e-4 * std::abs(expected[i]));
-  }
+  check_losses_close(fp16_two, fp16_one, 2);
   model::SafetensorsFile two_file(fp16_two / "model.safetensors"), one_file(fp16_one / "model.safetensors");
   size_t differing = 0, total = 0;
   double worst_ulps = 0;
