@@ -156,7 +156,7 @@ std::string format_report(const PlanReport& report) {
   out << line("workspace (logits chunk, scratch)", double(plan.bytes(Category::workspace)));
   out << line("total on the device", double(plan.device_bytes()));
   if (plan.contains("ddp.buckets"))  // --world-size N > 1: host-visible, beside the device total
-    out << line("host staging of the gradient buckets (ddp.buckets, per rank)", double(plan.find("ddp.buckets").bytes));
+    out << line("host staging (ddp.buckets)", double(plan.find("ddp.buckets").bytes));
   std::snprintf(text, sizeof text, "  logits: %llu rows per chunk of %s (full fp32 logits would be %s)\n",
                 static_cast<unsigned long long>(plan.logits_chunk_rows),
                 format_bytes(double(plan.logits_chunk_rows * plan.shape.vocab * 4)).c_str(),
