@@ -103,4 +103,57 @@ TEST_CASE("plan --world-size N: ddp.buckets stages every gradient plus loss.step
   CHECK(staging(2) > staging(1));
 }
 
+// adamw_8bit's blockwise states under --shard-optimizer: every part of a tensor of >= 4096
+// elements starts on a 256-element block and is >= 4096 long (the kernel's 8-bit path and the
+// whole tensor's blocks), the slices tile the elements in order, and the planned bytes per rank
+// are the largest slice's: its parts' 8-bit layouts plus fp32 for the small tensors.
+TEST_CASE("plan --shard-optimizer --optim adamw_8bit: slices of whole 256-element blocks, 4096+ per part") {
+  const std::vector<uint64_t> counts = {1000, 4096, 20000, 4500, 300, 12288, 8191};
+  uint64_t total = 0;
+  for (uint64_t count : counts) total += count;
+  for (uint32_t ranks : {2u, 3u, 5u, 16u}) {
+    CAPTURE(ranks);
+    const std::vector<uint64_t> bounds = plan::optimizer_shard_bounds(counts, ranks, true);
+    REQUIRE(bounds.size() == ranks + 1);
+    CHECK(bounds.front() == 0);
+    CHECK(bounds.back() == total);
+    uint64_t covered = 0, largest = 0, largest_elements = 0;
+    for (uint32_t r = 0; r < ranks; r++) {
+      CHECK(bounds[r] <= bounds[r + 1]);
+      uint64_t bytes = 0;
+      for (const plan::ShardPiece& piece : plan::optimizer_shard_pieces(counts, bounds, r, true)) {
+        CAPTURE(piece.tensor);
+        CHECK(piece.packed == (counts[piece.tensor] >= 4096));
+        if (piece.packed) {
+          CHECK(piece.first % 256 == 0);
+          CHECK(piece.count >= 4096);
+        }
+        CHECK(piece.state_offset == bytes);
+        bytes += piece.state_bytes;
+        covered += piece.count;
+      }
+      largest = std::max(largest, bytes);
+      largest_elements = std::max(largest_elements, bounds[r + 1] - bounds[r]);
+    }
+    CHECK(covered == total);
+    CHECK(plan::optimizer_shard_state_bytes(counts, ranks, true) == largest);
+    // fp32 states: the plain balanced split (ceil(total / N) at most), as before
+    const std::vector<uint64_t> fp32_bounds = plan::optimizer_shard_bounds(counts, ranks, false);
+    CHECK(plan::optimizer_shard_state_bytes(counts, ranks, false) == (total + ranks - 1) / ranks * 4);
+    CHECK(fp32_bounds[1] == total / ranks);
+    CHECK(largest_elements >= (total + ranks - 1) / ranks);
+  }
+  // A whole plan: 2 ranks of full finetuning keep about half the unsharded 8-bit states.
+  RunSettings settings;
+  settings.method = spec::Method::full;
+  settings.optimizer = spec::Optimizer::adamw_8bit;
+  const MemoryPlan whole = plan::make_plan(llama3_8b(), settings);
+  settings.optimizer_shards = 2;
+  const MemoryPlan sharded = plan::make_plan(llama3_8b(), settings);
+  const double ratio =
+      double(sharded.bytes(vk::Category::optimizer_state)) / double(whole.bytes(vk::Category::optimizer_state));
+  CAPTURE(ratio);
+  CHECK(std::abs(ratio - 0.5) < 0.01);
+}
+
 }  // TEST_SUITE

@@ -15,6 +15,7 @@
 #include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/s2_attention.hpp"
+#include "engine/plan/data_parallel.hpp"
 #include "engine/plan/prompt_encoder_plan.hpp"
 #include "engine/quant/fake_quant.hpp"
 
@@ -149,7 +150,8 @@ class Builder {
     MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
     if (sixteen_bit && !s.pure_bf16) add("master." + name, Category::master_weights, elements * 4, state_kind);
     trainable_elements_ += elements;
-    if (s.optimizer_shards > 1) return;  // ZeRO-1: sharded_optimizer_states() adds this rank's slice
+    trainable_counts_.push_back(elements);  // optimizer order: ZeRO-1's slices
+    if (s.optimizer_shards > 1) return;     // ZeRO-1: sharded_optimizer_states() adds this rank's slice
     if (s.optimizer == Optimizer::adamw) {
       add("adam_m." + name, Category::optimizer_state, elements * 4, state_kind);
       add("adam_v." + name, Category::optimizer_state, elements * 4, state_kind);
@@ -177,9 +179,12 @@ class Builder {
     const uint64_t slice = (trainable_elements_ + s.optimizer_shards - 1) / s.optimizer_shards;
     const MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
     const uint32_t states = optimizer_states_per_parameter(s.optimizer);
+    // adamw_8bit: whole 256-element blocks per slice, each part of a tensor in its own 8-bit layout
+    const uint64_t state_bytes =
+        optimizer_shard_state_bytes(trainable_counts_, s.optimizer_shards, s.optimizer == Optimizer::adamw_8bit);
     if (states >= 1)
-      add(states == 2 ? "adam_m.shard" : "momentum.shard", Category::optimizer_state, slice * 4, state_kind);
-    if (states == 2) add("adam_v.shard", Category::optimizer_state, slice * 4, state_kind);
+      add(states == 2 ? "adam_m.shard" : "momentum.shard", Category::optimizer_state, state_bytes, state_kind);
+    if (states == 2) add("adam_v.shard", Category::optimizer_state, state_bytes, state_kind);
     plan_.buffers.push_back({"optimizer.shard_table", Category::workspace, MemoryKind::device,
                              kernels::TensorList::table_bytes(tensors), true});
     plan_.buffers.push_back({"optimizer.shard_partials", Category::workspace, MemoryKind::device,
@@ -238,7 +243,8 @@ class Builder {
 
  private:
   MemoryPlan& plan_;
-  uint64_t trainable_elements_ = 0;  // Σ elements of the trainable tensors so far
+  uint64_t trainable_elements_ = 0;         // Σ elements of the trainable tensors so far
+  std::vector<uint64_t> trainable_counts_;  // (trainable tensors) elements, in optimizer order
 };
 
 bool is_target(const RunSettings& s, Module module) {

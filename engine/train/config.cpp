@@ -394,10 +394,11 @@ void apply_yaml_file(TrainConfig& config, const std::string& path) {
 void validate_shard_optimizer(const TrainConfig& c) {
   if (!c.shard_optimizer) return;
   const spec::Optimizer rule = spec::optimizer_update_rule(c.optim);
-  if (rule != spec::Optimizer::adamw && rule != spec::Optimizer::momentum && rule != spec::Optimizer::sgd)
-    throw UserError(std::string("--shard-optimizer splits fp32 states elementwise; --optim ") +
-                        spec::optimizer_name(c.optim) + " keeps block-quantized states that a slice would cut",
-                    "use --optim adamw_torch (or paged_adamw_32bit) with --shard-optimizer");
+  if (rule != spec::Optimizer::adamw && rule != spec::Optimizer::adamw_8bit && rule != spec::Optimizer::momentum &&
+      rule != spec::Optimizer::sgd)
+    throw UserError(std::string("--shard-optimizer splits AdamW's and momentum's states; --optim ") +
+                        spec::optimizer_name(c.optim) + " keeps factored states that a slice would cut",
+                    "use --optim adamw_torch, adamw_8bit (or their paged forms) with --shard-optimizer");
   if (c.method == spec::Method::full && (c.bf16 || c.fp16))
     throw UserError("--shard-optimizer does not shard the fp32 master weights of a 16-bit full finetune yet",
                     "drop --shard-optimizer, or train in fp32 (without --bf16 / --fp16)");

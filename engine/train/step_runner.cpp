@@ -80,8 +80,9 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       counts.push_back(tensor.count);
       parameters_.push_back(tensor.param);
     }
-    shard_ = std::make_unique<OptimizerShard>(*settings.communicator, counts);
-    const bool adam = settings.optimizer == spec::Optimizer::adamw;
+    const bool blockwise_8bit = settings.optimizer == spec::Optimizer::adamw_8bit;  // slices on whole blocks
+    shard_ = std::make_unique<OptimizerShard>(*settings.communicator, counts, blockwise_8bit);
+    const bool adam = settings.optimizer == spec::Optimizer::adamw || blockwise_8bit;
     const bool momentum = settings.optimizer == spec::Optimizer::momentum;
     const vk::BufferRange state0 = adam       ? buffers.range("adam_m.shard")
                                    : momentum ? buffers.range("momentum.shard")
