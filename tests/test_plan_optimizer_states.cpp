@@ -156,4 +156,28 @@ TEST_CASE("plan --shard-optimizer --optim adamw_8bit: slices of whole 256-elemen
   CHECK(std::abs(ratio - 0.5) < 0.01);
 }
 
+// 16-bit full finetuning under --shard-optimizer: one "master.shard" of the widest slice's
+// elements replaces the per-tensor fp32 masters (OptimizerShard keeps them at slice offsets).
+TEST_CASE("plan --shard-optimizer --method full --bf16: each rank plans the fp32 masters of its slice") {
+  RunSettings settings;
+  settings.method = spec::Method::full;
+  settings.dtype = kernels::DType::bf16;
+  settings.activation_dtype = kernels::DType::bf16;
+  const MemoryPlan whole = plan::make_plan(llama3_8b(), settings);
+  const uint64_t elements = trainable_elements(whole);
+  REQUIRE(whole.contains("master.model.embed_tokens.weight"));
+  for (uint32_t ranks : {2u, 8u}) {
+    CAPTURE(ranks);
+    settings.optimizer_shards = ranks;
+    const MemoryPlan sharded = plan::make_plan(llama3_8b(), settings);
+    CHECK_FALSE(sharded.contains("master.model.embed_tokens.weight"));
+    CHECK(sharded.find("master.shard").bytes == (elements + ranks - 1) / ranks * 4);
+    CHECK(sharded.bytes(vk::Category::master_weights) == sharded.find("master.shard").bytes);
+    // the masters cover every trainable element, the norms' too: within 0.1% of 1/N of the unsharded ones
+    CHECK(std::abs(double(sharded.bytes(vk::Category::master_weights)) * ranks /
+                       double(whole.bytes(vk::Category::master_weights)) -
+                   1.0) < 1e-3);
+  }
+}
+
 }  // TEST_SUITE

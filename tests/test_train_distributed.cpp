@@ -112,13 +112,32 @@ std::vector<float> adapter_values(const fs::path& output) {
 
 // Runs `command` (a `vktune train ... --output-dir ` line) into a fresh temp folder `name`, then
 // `flags`; the folder. The children open lavapipe: no LeakSanitizer (its unloaded-module leak at exit).
+// Its output (the ledger) is kept beside it, in NAME.log (run_log).
 fs::path train_into(const std::string& command, const std::string& name, const std::string& flags) {
   const fs::path output = test::temp_dir(name);
   const std::pair<int, std::string> result =
       test::run_command("ASAN_OPTIONS=detect_leaks=0 " + command + output.string() + " " + flags + " 2>&1");
   INFO(result.second);
   REQUIRE(result.first == 0);
+  write_file_atomically(output.string() + ".log", result.second);
   return output;
+}
+std::string run_log(const fs::path& output) { return read_text_file(output.string() + ".log"); }
+// Resumes the finished run in `finished` (`command` + `flags`) from its checkpoint before
+// checkpoint-`last`, in a copy without its final `weights` file: they end bit-identical.
+void check_resume_bit_identical(const std::string& command, const fs::path& finished, const std::string& flags,
+                                const std::string& weights, int last) {
+  const fs::path resumed = test::temp_dir(finished.filename().string() + "-resumed");
+  fs::copy(finished, resumed, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  fs::remove(resumed / weights);
+  fs::remove_all(resumed / ("checkpoint-" + std::to_string(last)));
+  const std::pair<int, std::string> result =
+      test::run_command("ASAN_OPTIONS=detect_leaks=0 " + command + resumed.string() + " " + flags +
+                        " --resume-from-checkpoint latest 2>&1");
+  INFO(result.second);
+  REQUIRE(result.first == 0);
+  CHECK(result.second.find("resumed from") != std::string::npos);
+  CHECK(read_text_file(resumed / weights) == read_text_file(finished / weights));
 }
 // OUTPUT's `steps` step losses, each within 1e-4 relative of EXPECTED's.
 void check_losses_close(const fs::path& output, const fs::path& expected_output, size_t steps) {
@@ -152,11 +171,10 @@ std::vector<double> ledger_bytes(const std::string& row) {
   }
   return values;
 }
-// The optimizer_state rows of an unsharded and a 2-rank sharded run's logs: the sharded run
-// measured what it planned, half the unsharded states (each within 10%).
-void check_half_the_states(const std::string& plain_log, const std::string& sharded_log) {
-  const std::string plain_row = ledger_row(plain_log, "optimizer_state"),
-                    sharded_row = ledger_row(sharded_log, "optimizer_state");
+// The `category` rows (optimizer_state, master_weights) of an unsharded and a 2-rank sharded run's
+// logs: the sharded run measured what it planned, half the unsharded bytes (each within 10%).
+void check_half_the_states(const std::string& plain_log, const std::string& sharded_log, const std::string& category) {
+  const std::string plain_row = ledger_row(plain_log, category), sharded_row = ledger_row(sharded_log, category);
   MESSAGE("unsharded: " << plain_row << "\nsharded:   " << sharded_row);
   const std::vector<double> plain_bytes = ledger_bytes(plain_row), sharded_bytes = ledger_bytes(sharded_row);
   REQUIRE(plain_bytes.size() >= 2);
@@ -323,7 +341,7 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   CHECK(read_text_file(sharded / "checkpoint-2" / "optimizer.safetensors") ==
         read_text_file(plain / "checkpoint-2" / "optimizer.safetensors"));
   // Rank 0's ledger: its optimizer states are half the unsharded ones, as planned (within 10%).
-  check_half_the_states(first.second, second.second);
+  check_half_the_states(first.second, second.second, "optimizer_state");
   // The gradient buckets' host staging (every gradient + loss.step) is planned as allocated (the
   // unsharded run: the sharded one also moves its slices through the context's transfer staging).
   const std::string staging_row = ledger_row(first.second, "staging");
@@ -361,37 +379,15 @@ TEST_CASE("mpirun -np 2 --shard-optimizer --optim adamw_8bit: bit-identical to u
       mpiexec() + "-np 2 " + vktune() + " train --model " + model.string() + " --data " +
       (root / "data.jsonl").string() +
       " --headless --max-steps 4 --save-steps 2 --logging-steps 2 --per-device-train-batch-size 2 "
-      "--method full --optim adamw_8bit --learning-rate 1e-3 --seed 7 --deterministic ";
-  auto run = [&train](const std::string& name, const std::string& flags) {
-    const fs::path output = test::temp_dir(name);
-    const std::pair<int, std::string> result = test::run_command("ASAN_OPTIONS=detect_leaks=0 " + train + flags +
-                                                                 " --output-dir " + output.string() + " 2>&1");
-    INFO(result.second);
-    REQUIRE(result.first == 0);
-    return std::make_pair(output, result.second);
-  };
-  const std::pair<fs::path, std::string> plain_run = run("mpi-8bit", ""),
-                                         sharded_run = run("mpi-8bit-sharded", "--shard-optimizer");
-  const fs::path &plain = plain_run.first, &sharded = sharded_run.first;
-  const std::string &plain_log = plain_run.second, &sharded_log = sharded_run.second;
+      "--method full --optim adamw_8bit --learning-rate 1e-3 --seed 7 --deterministic --output-dir ";
+  const fs::path plain = train_into(train, "mpi-8bit", ""),
+                 sharded = train_into(train, "mpi-8bit-sharded", "--shard-optimizer");
   CHECK(step_losses(sharded) == step_losses(plain));
   CHECK(read_text_file(sharded / "model.safetensors") == read_text_file(plain / "model.safetensors"));
   CHECK(read_text_file(sharded / "checkpoint-2" / "optimizer.safetensors") ==
         read_text_file(plain / "checkpoint-2" / "optimizer.safetensors"));
-  check_half_the_states(plain_log, sharded_log);  // rank 0's ledger
-
-  const fs::path resumed = test::temp_dir("mpi-8bit-resumed");
-  fs::copy(sharded, resumed, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
-  fs::remove(resumed / "model.safetensors");
-  fs::remove_all(resumed / "checkpoint-4");
-  const std::pair<int, std::string> third = test::run_command("ASAN_OPTIONS=detect_leaks=0 " + train +
-                                                              "--shard-optimizer --resume-from-checkpoint latest "
-                                                              "--output-dir " +
-                                                              resumed.string() + " 2>&1");
-  INFO(third.second);
-  REQUIRE(third.first == 0);
-  CHECK(third.second.find("resumed from") != std::string::npos);
-  CHECK(read_text_file(resumed / "model.safetensors") == read_text_file(sharded / "model.safetensors"));
+  check_half_the_states(run_log(plain), run_log(sharded), "optimizer_state");  // rank 0's ledger
+  check_resume_bit_identical(train, sharded, "--shard-optimizer", "model.safetensors", 4);
 }
 
 TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
@@ -421,11 +417,16 @@ TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
 // weight either rounds the same way or (its master near a rounding boundary) one ulp apart:
 // every weight within 1 fp16 ulp (2^-10 relative), the loss (scaled by 65536 in the backward
 // only) within 1e-4 relative. The loss scaler's skip decision is global (StepRunner::step).
-TEST_CASE("mpirun -np 2 --method full --bf16/--fp16: as one process (bit-identical with --deterministic)") {
+// --bf16 --deterministic again with --shard-optimizer (ZeRO-1): each rank keeps the fp32 masters of
+// its slice only ("master.shard", started from the file's fp32 values as unsharded masters are),
+// updates them, writes their 16-bit copies, and the 16-bit weights are all-gathered: every
+// element's update and rounding are the unsharded ones, so the model, the checkpoint (its masters
+// gathered) and the states are bit-identical; masters and states per rank are half, as planned.
+TEST_CASE("mpirun -np 2 --method full --bf16/--fp16: as one process (bit-identical with --deterministic), sharded") {
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
   const std::string train = vktune() + " train --model " + inputs->model.string() + " --data " + inputs->data.string() +
-                            " --headless --max-steps 2 --logging-steps 1 --save-steps 0 --method full "
+                            " --headless --max-steps 2 --logging-steps 1 --save-steps 1 --method full "
                             "--learning-rate 1e-3 --lr-scheduler-type constant --seed 7 --output-dir ";
   auto run = [&](const std::string& launcher, const std::string& name, const std::string& flags) {
     return train_into(launcher + train, "mpi-full-" + name, flags);
@@ -437,6 +438,19 @@ TEST_CASE("mpirun -np 2 --method full --bf16/--fp16: as one process (bit-identic
   REQUIRE(step_losses(bf16_one).size() == 2);
   CHECK(step_losses(bf16_two) == step_losses(bf16_one));
   CHECK(read_text_file(bf16_two / "model.safetensors") == read_text_file(bf16_one / "model.safetensors"));
+  const fs::path bf16_sharded =
+      run(two_ranks, "bf16-sharded", "--bf16 --per-device-train-batch-size 1 --deterministic --shard-optimizer");
+  CHECK(step_losses(bf16_sharded) == step_losses(bf16_two));
+  for (const char* file :
+       {"model.safetensors", "checkpoint-1/model.safetensors", "checkpoint-1/optimizer.safetensors"}) {
+    CAPTURE(file);
+    CHECK(read_text_file(bf16_sharded / file) == read_text_file(bf16_two / file));
+  }
+  check_half_the_states(run_log(bf16_two), run_log(bf16_sharded), "optimizer_state");
+  check_half_the_states(run_log(bf16_two), run_log(bf16_sharded), "master_weights");
+  check_resume_bit_identical(two_ranks + train, bf16_sharded,
+                             "--bf16 --per-device-train-batch-size 1 --deterministic --shard-optimizer",
+                             "model.safetensors", 2);
 
   const fs::path fp16_two = run(two_ranks, "fp16-two", "--fp16 --per-device-train-batch-size 1");
   const fs::path fp16_one = run("", "fp16-one", "--fp16 --per-device-train-batch-size 2");

@@ -58,9 +58,14 @@ model::TensorToWrite trained_tensor(const TrainableState& trainable, const std::
   vk::Context* context = trainable.context;
   const SixteenBitWeights* weights = trainable.weights;
   const uint64_t count = trainable.buffers->range("grad." + name).bytes / 4;
+  // --shard-optimizer: the masters gathered from every rank (gather_sharded_states)
+  const std::vector<float>* gathered_master = nullptr;
+  if (trainable.gathered_states)
+    for (const auto& entry : *trainable.gathered_states)
+      if (entry.first == "master." + name) gathered_master = &entry.second;
   return {name, dtype, hf_shape(trainable.plan->shape, name, count),
-          [context, weights, name, dtype](model::TensorSink& sink) {
-            std::vector<float> values = weights->download(*context, name);
+          [context, weights, name, dtype, gathered_master](model::TensorSink& sink) {
+            std::vector<float> values = gathered_master ? *gathered_master : weights->download(*context, name);
             std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
             model::convert_from_fp32(values, dtype, bytes);
             sink.write(bytes.data(), bytes.size());
@@ -98,6 +103,9 @@ std::vector<std::pair<std::string, std::vector<float>>> gather_sharded_states(co
     for (size_t i = 0; i < values.size(); i++)
       states.emplace_back(state + "." + trainable.trainable_names.at(i), std::move(values[i]));
   }
+  if (trainable.weights && trainable.weights->sharded_masters())  // 16-bit full finetuning: "master.<name>"
+    for (auto& master : trainable.weights->gather_sharded_masters(*trainable.context))
+      states.push_back(std::move(master));
   return states;
 }
 
@@ -119,6 +127,7 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
   std::vector<model::TensorToWrite> states;
   if (trainable.gathered_states)
     for (const auto& [name, values] : *trainable.gathered_states) {
+      if (name.starts_with("master.")) continue;  // sharded masters: model.safetensors' values (trained_tensor)
       const std::vector<float>* source = &values;
       // adamw_8bit's packed states (codes + absmax, gathered as words): bytes, as the unsharded run saves them
       const bool packed =

@@ -38,7 +38,9 @@ OptimizerShard::OptimizerShard(Communicator& ranks, std::vector<uint64_t> counts
   }
   begin_ = bounds_[rank];
   end_ = bounds_[rank + 1];
-  pieces_ = plan::optimizer_shard_pieces(counts_, bounds_, rank, blockwise_8bit_);
+  for (uint32_t r = 0; r < size; r++)
+    rank_pieces_.push_back(plan::optimizer_shard_pieces(counts_, bounds_, r, blockwise_8bit_));
+  pieces_ = rank_pieces_[rank];
 }
 
 std::vector<kernels::OptimizerTensor> OptimizerShard::tensors(const std::vector<kernels::OptimizerTensor>& full,
@@ -47,7 +49,10 @@ std::vector<kernels::OptimizerTensor> OptimizerShard::tensors(const std::vector<
   std::vector<kernels::OptimizerTensor> sliced;
   for (const Piece& piece : pieces_) {
     kernels::OptimizerTensor tensor = full.at(piece.tensor);
-    tensor.param = fp32_sub_range(tensor.param, piece.first, piece.count);
+    const bool sixteen_bit = tensor.param.bytes < counts_[piece.tensor] * 4;  // updated through its masters
+    VKT_ASSERT(!sixteen_bit || masters_.bytes, "--shard-optimizer: a 16-bit weight without the slice's masters");
+    tensor.param = sixteen_bit ? fp32_sub_range(masters_, slice_offset(piece), piece.count)
+                               : fp32_sub_range(tensor.param, piece.first, piece.count);
     tensor.grad = fp32_sub_range(tensor.grad, piece.first, piece.count);
     tensor.state0 = state0.bytes ? byte_sub_range(state0, piece.state_offset, piece.state_bytes) : vk::BufferRange{};
     tensor.state1 = state1.bytes ? byte_sub_range(state1, piece.state_offset, piece.state_bytes) : vk::BufferRange{};
@@ -59,13 +64,64 @@ std::vector<kernels::OptimizerTensor> OptimizerShard::tensors(const std::vector<
 }
 
 void OptimizerShard::all_gather_parameters(vk::Context& context, const std::vector<vk::BufferRange>& params) {
-  mine_.resize(end_ - begin_);
+  // Each slice as the weights' own bytes (4 or 2 per element), moved as 4-byte words (copied, not summed).
+  auto element_bytes = [&](size_t tensor) { return params.at(tensor).bytes / counts_[tensor]; };
+  std::vector<size_t> words;
+  for (const std::vector<Piece>& pieces : rank_pieces_) {
+    uint64_t bytes = 0;
+    for (const Piece& piece : pieces) bytes += piece.count * element_bytes(piece.tensor);
+    words.push_back(static_cast<size_t>((bytes + 3) / 4));
+  }
+  mine_.assign(words[static_cast<size_t>(ranks_.rank())], 0);
+  auto* mine = reinterpret_cast<uint8_t*>(mine_.data());
+  for (const Piece& piece : pieces_) {
+    const uint64_t size = element_bytes(piece.tensor);
+    context.download(byte_sub_range(params[piece.tensor], piece.first * size, piece.count * size), mine);
+    mine += piece.count * size;
+  }
+  size_t total_words = 0;
+  for (size_t w : words) total_words += w;
+  all_.resize(total_words);
+  ranks_.all_gather(reinterpret_cast<const float*>(mine_.data()), reinterpret_cast<float*>(all_.data()), words);
+  std::vector<std::vector<uint8_t>> whole(counts_.size());
+  for (size_t i = 0; i < counts_.size(); i++) whole[i].resize(params[i].bytes);
+  const auto* slice = reinterpret_cast<const uint8_t*>(all_.data());
+  for (size_t r = 0; r < rank_pieces_.size(); slice += words[r] * 4, r++) {
+    const uint8_t* part = slice;
+    for (const Piece& piece : rank_pieces_[r]) {
+      const uint64_t size = element_bytes(piece.tensor);
+      std::copy_n(part, piece.count * size, whole[piece.tensor].data() + piece.first * size);
+      part += piece.count * size;
+    }
+  }
+  for (size_t i = 0; i < counts_.size(); i++) context.upload(params[i], whole[i].data());
+}
+
+std::vector<kernels::MasterCopy> OptimizerShard::master_copies(const std::vector<vk::BufferRange>& weights) const {
+  std::vector<kernels::MasterCopy> copies;
   for (const Piece& piece : pieces_)
-    context.download(fp32_sub_range(params.at(piece.tensor), piece.first, piece.count),
-                     mine_.data() + (tensor_first_[piece.tensor] + piece.first - begin_));
-  all_.resize(total_);
-  ranks_.all_gather(mine_.data(), all_.data(), slice_counts_);
-  for (size_t i = 0; i < counts_.size(); i++) context.upload(params[i], all_.data() + tensor_first_[i]);
+    if (weights.at(piece.tensor).bytes < counts_[piece.tensor] * 4)  // a 16-bit weight: 2 bytes per element
+      copies.push_back({fp32_sub_range(masters_, slice_offset(piece), piece.count),
+                        byte_sub_range(weights[piece.tensor], piece.first * 2, piece.count * 2),
+                        static_cast<uint32_t>(piece.count)});
+  return copies;
+}
+
+std::vector<std::vector<float>> OptimizerShard::gather_masters(vk::Context& context) {
+  std::vector<float> mine(end_ - begin_), all(total_);
+  if (!mine.empty()) context.download(fp32_sub_range(masters_, 0, mine.size()), mine.data());
+  ranks_.all_gather(mine.data(), all.data(), slice_counts_);
+  std::vector<std::vector<float>> per_tensor;
+  for (size_t i = 0; i < counts_.size(); i++)
+    per_tensor.emplace_back(all.begin() + static_cast<ptrdiff_t>(tensor_first_[i]),
+                            all.begin() + static_cast<ptrdiff_t>(tensor_first_[i] + counts_[i]));
+  return per_tensor;
+}
+
+void OptimizerShard::load_masters(vk::Context& context, size_t tensor, const float* values) const {
+  for (const Piece& piece : pieces_)
+    if (piece.tensor == tensor)
+      context.upload(fp32_sub_range(masters_, slice_offset(piece), piece.count), values + piece.first);
 }
 
 std::vector<std::vector<float>> OptimizerShard::gather_state(vk::Context& context, const vk::BufferRange& shard_state) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/kernels/optimizer.hpp"
+#include "engine/kernels/optimizer_bf16.hpp"
 #include "engine/plan/data_parallel.hpp"
 #include "engine/vk/context.hpp"
 
@@ -41,8 +42,21 @@ class OptimizerShard {
   // empty ranges when the optimizer has none).
   std::vector<kernels::OptimizerTensor> tensors(const std::vector<kernels::OptimizerTensor>& full,
                                                 const vk::BufferRange& state0, const vk::BufferRange& state1) const;
-  // After the update: every rank's updated slice to every rank (params: (tensors) fp32 ranges).
+  // After the update: every rank's updated slice to every rank (params: (tensors) the weights as
+  // stored, fp32 or 16-bit: a 16-bit full finetune gathers its 16-bit weights, not the masters).
   void all_gather_parameters(vk::Context& context, const std::vector<vk::BufferRange>& params);
+
+  // 16-bit full finetuning (the plan's "master.shard", set before tensors()): this slice's fp32
+  // masters, element e of the slice at element e of `masters`. tensors() updates a 16-bit tensor's
+  // pieces there; master_copies() then writes them into its 16-bit weight (weights: (tensors) as stored).
+  void set_masters(const vk::BufferRange& masters) { masters_ = masters; }
+  std::vector<kernels::MasterCopy> master_copies(const std::vector<vk::BufferRange>& weights) const;
+  // Where `piece` starts in the slice (elements): its masters' place.
+  uint64_t slice_offset(const Piece& piece) const { return tensor_first_[piece.tensor] + piece.first - begin_; }
+  // Checkpoints (collective): every tensor's masters as full fp32 values, every rank (the 16-bit
+  // tensors' only are meaningful). Resume: this rank's part of tensor `tensor`'s masters `values`.
+  std::vector<std::vector<float>> gather_masters(vk::Context& context);
+  void load_masters(vk::Context& context, size_t tensor, const float* values) const;
   // Checkpoints (collective): the state in `shard_state` as full per-tensor values, every rank
   // (a packed tensor's: its whole 8-bit layout's bytes, as 4-byte words).
   std::vector<std::vector<float>> gather_state(vk::Context& context, const vk::BufferRange& shard_state);
@@ -59,7 +73,9 @@ class OptimizerShard {
   std::vector<size_t> state_words_;   // (ranks) 4-byte words of one state of each rank's slice
   uint64_t total_ = 0, begin_ = 0, end_ = 0;
   std::vector<Piece> pieces_;
-  std::vector<float> mine_, all_;  // host staging: this slice, the flattened whole
+  std::vector<std::vector<Piece>> rank_pieces_;  // (ranks) every rank's pieces
+  vk::BufferRange masters_;                      // "master.shard" (16-bit full finetuning), else empty
+  std::vector<uint32_t> mine_, all_;             // host staging: this slice, every slice (4-byte words)
 };
 
 // The sub-range of `range` (fp32 elements) from element `first`, `count` elements long.

@@ -71,7 +71,14 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     trainable_names_.push_back(name);
   }
   VKT_ASSERT(!tensors.empty(), "nothing to train");
-  tensor_list_ = std::make_unique<kernels::TensorList>(context, tensors);
+  // ZeRO-1 with 16-bit weights: the whole list feeds only the norm and the zeroing, which read no
+  // weight; a 16-bit weight (its masters are the slice's, OptimizerShard::set_masters) is listed by
+  // its gradient's fp32 range.
+  std::vector<kernels::OptimizerTensor> listed = tensors;
+  if (sixteen_bit_.sharded_masters())
+    for (kernels::OptimizerTensor& tensor : listed)
+      if (tensor.param.bytes < 4ull * tensor.count) tensor.param = tensor.grad;
+  tensor_list_ = std::make_unique<kernels::TensorList>(context, listed);
   if (!adafactor_tensors.empty())
     adafactor_states_ = std::make_unique<kernels::AdafactorTable>(context, adafactor_tensors);
   if (sharded) {
@@ -83,6 +90,7 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     const bool blockwise_8bit = settings.optimizer == spec::Optimizer::adamw_8bit;  // slices on whole blocks
     shard_ = std::make_unique<OptimizerShard>(*settings.communicator, counts, blockwise_8bit);
     const bool adam = settings.optimizer == spec::Optimizer::adamw || blockwise_8bit;
+    if (sixteen_bit_.sharded_masters()) sixteen_bit_.shard_masters(*shard_, tensors);  // 16-bit full finetuning
     const bool momentum = settings.optimizer == spec::Optimizer::momentum;
     const vk::BufferRange state0 = adam       ? buffers.range("adam_m.shard")
                                    : momentum ? buffers.range("momentum.shard")
