@@ -10,9 +10,12 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/files.hpp"
+#include "engine/kernels/s2_attention.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/plan/plan.hpp"
+#include "engine/train/config.hpp"
+#include "engine/train/trainer.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/support.hpp"
 
@@ -104,6 +107,24 @@ TEST_CASE("plan: modules_to_save norms train as adapter tensors; --s2-attn plans
   CHECK_FALSE(plus.contains("grad.model.layers.0.post_attention_layernorm.weight"));
   CHECK_FALSE(plain.contains("s2.scratch"));
   CHECK(plus.find("s2.scratch").bytes >= 2 * 64 * (4 + 2) * 8 * 4 * 2);  // q, o, d_o, dq and k, v, dk, dv (fp32)
+}
+
+TEST_CASE("plan: --s2-attn plans the padded rows (a multiple of 8) and sizes its scratch from them") {
+  // vktune plan / sweep plan with --max-length 1001: training pads rows to 1008 (groups of 252).
+  spec::ModelShape shape;
+  shape.vocab = 128, shape.hidden = 32, shape.intermediate = 64, shape.layers = 2, shape.heads = 4, shape.kv_heads = 2,
+  shape.head_dim = 8;
+  train::TrainConfig config;
+  config.s2_attn = true;
+  config.per_device_train_batch_size = 2;
+  const spec::RunSettings settings = train::run_settings(config, 1001, &shape);
+  CHECK(settings.seq_len == 1008);
+  CHECK(settings.s2_group == 252);
+  const plan::MemoryPlan plan = plan::make_plan(shape, settings);
+  CHECK(plan.find("s2.scratch").bytes ==
+        kernels::s2_attention_scratch_bytes(2 * 1008, 4, 2, 8, settings.activation_dtype, true));
+  config.s2_attn = false;
+  CHECK(train::run_settings(config, 1001, &shape).seq_len == 1001);  // only --s2-attn pads
 }
 
 }  // TEST_SUITE
