@@ -71,6 +71,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.lora_dropout = static_cast<float>(c.lora_dropout);
   model::LoraSettings extras;
   model::parse_modules_to_save(c.modules_to_save, extras);
+  if (model) model::check_modules_to_save(*model, extras.saved_norms, "--modules-to-save");
   s.save_embed_tokens = extras.save_embed_tokens;
   s.save_lm_head = extras.save_lm_head;
   s.saved_norms = extras.saved_norms;
