@@ -112,6 +112,21 @@ Gradients cpu_backward(const S2Inputs& in, const std::vector<float>& d_o) {
   return g;
 }
 
+// The reference's gradients against finite differences of the reference forward, every element.
+void check_reference_gradients(const S2Inputs& in, const std::vector<float>& g, const std::string& label) {
+  const Gradients reference = cpu_backward(in, g);
+  auto ref_loss_of = [&](std::vector<float> S2Inputs::*tensor) {
+    return [&, tensor](const std::vector<float>& values) {
+      S2Inputs probe = in;
+      probe.*tensor = values;
+      return test::dot(cpu_forward(probe), g);
+    };
+  };
+  test::check_gradient(ref_loss_of(&S2Inputs::q), in.q, reference.dq, 1e-2f, 1e-8, 1 << 30, label + " dq");
+  test::check_gradient(ref_loss_of(&S2Inputs::k), in.k, reference.dk, 1e-2f, 1e-8, 1 << 30, label + " dk");
+  test::check_gradient(ref_loss_of(&S2Inputs::v), in.v, reference.dv, 1e-2f, 1e-8, 1 << 30, label + " dv");
+}
+
 }  // namespace
 
 TEST_SUITE("kernels_attention") {
@@ -173,17 +188,7 @@ TEST_CASE("s2_attention_backward: matches finite differences of the GPU forward 
   test::check_gradient(loss_of(&S2Inputs::v), in.v, analytic.dv, 1e-2f, 1e-6, 16, "dv");
   // The reference's gradients, against finite differences of the reference forward (every
   // element), and the GPU's against them on a larger GQA shape.
-  const Gradients reference = cpu_backward(in, g);
-  auto ref_loss_of = [&](std::vector<float> S2Inputs::*tensor) {
-    return [&, tensor](const std::vector<float>& values) {
-      S2Inputs probe = in;
-      probe.*tensor = values;
-      return test::dot(cpu_forward(probe), g);
-    };
-  };
-  test::check_gradient(ref_loss_of(&S2Inputs::q), in.q, reference.dq, 1e-2f, 1e-8, 1 << 30, "ref dq");
-  test::check_gradient(ref_loss_of(&S2Inputs::k), in.k, reference.dk, 1e-2f, 1e-8, 1 << 30, "ref dk");
-  test::check_gradient(ref_loss_of(&S2Inputs::v), in.v, reference.dv, 1e-2f, 1e-8, 1 << 30, "ref dv");
+  check_reference_gradients(in, g, "ref");
   const S2Inputs wide = make_inputs(s2_shape(2, 16, 4, 2, 8), 8, 920);
   const std::vector<float> g_wide = test::random_floats(q_count(wide.shape), 921);
   const Gradients gpu = gpu_backward(wide, g_wide), cpu = cpu_backward(wide, g_wide);
@@ -243,17 +248,7 @@ TEST_CASE("s2_attention: a padded row's padding is masked, also in the shifted h
   S2Inputs small = make_inputs(s2_shape(1, 8, 2, 2, 4), 4, 940);
   small.segments = padded_segments(small.shape, {6});
   const std::vector<float> g_small = test::random_floats(q_count(small.shape), 941);
-  const Gradients reference = cpu_backward(small, g_small);
-  auto ref_loss_of = [&](std::vector<float> S2Inputs::*tensor) {
-    return [&, tensor](const std::vector<float>& values) {
-      S2Inputs probe = small;
-      probe.*tensor = values;
-      return test::dot(cpu_forward(probe), g_small);
-    };
-  };
-  test::check_gradient(ref_loss_of(&S2Inputs::q), small.q, reference.dq, 1e-2f, 1e-8, 1 << 30, "padded ref dq");
-  test::check_gradient(ref_loss_of(&S2Inputs::k), small.k, reference.dk, 1e-2f, 1e-8, 1 << 30, "padded ref dk");
-  test::check_gradient(ref_loss_of(&S2Inputs::v), small.v, reference.dv, 1e-2f, 1e-8, 1 << 30, "padded ref dv");
+  check_reference_gradients(small, g_small, "padded ref");
 }
 
 TEST_CASE("s2_attention: shapes it cannot split are named") {

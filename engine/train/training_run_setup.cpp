@@ -53,7 +53,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * preference_rows(c);  // DPO/ORPO pairs: 2 rows
   s.virtual_tokens = virtual_tokens(c);                       // a soft prompt's cells lengthen every row
   s.prompt_encoder_hidden = prompt_encoder_hidden(c, model);  // P-tuning's encoder
-  s.seq_len = s2_sequence_length(c, static_cast<uint32_t>(seq_len)) + s.virtual_tokens;  // --s2-attn pads rows
+  s.seq_len = seq_len + s.virtual_tokens;
   s.prefix_tokens = prefix_tokens(c);  // prefix tuning: keys/values only, no cells
   s.keep_pruned_zeros = c.method == spec::Method::full && fs::exists(fs::path(c.model) / "pruning.json");
   if (s.keep_pruned_zeros && c.pure_bf16)
@@ -62,6 +62,10 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
                         "--pure-bf16 does not keep",
                     "drop --pure-bf16 (--bf16 keeps the masks), or finetune with LoRA");
   s.s2_group = c.s2_attn ? static_cast<uint32_t>(s.seq_len / 4) : 0;  // checked by s2_group_size
+  if (c.s2_attn) {  // training pads the rows to a multiple of 8 (s2_sequence_length): plan those
+    s.seq_len = s2_sequence_length(c, static_cast<uint32_t>(seq_len));
+    s.s2_group = static_cast<uint32_t>(s.seq_len / 4);
+  }
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = spec::optimizer_update_rule(c.optim);
   s.offload_optimizer = c.offload_optimizer;
