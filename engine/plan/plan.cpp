@@ -18,6 +18,7 @@
 #include "engine/plan/data_parallel.hpp"
 #include "engine/plan/prompt_encoder_plan.hpp"
 #include "engine/quant/fake_quant.hpp"
+#include "engine/spec/modules_to_save.hpp"
 
 namespace vkt::plan {
 
@@ -494,7 +495,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       std::string name = prefix + norm + ".weight";
       if (full && training)
         b.trainable(name, Category::base_weights, features, true);
-      else if (extras && spec::saves_module(s.saved_norms, prefix + norm))
+      else if (extras && spec::peft_saves_module(s.saved_norms, prefix + norm))
         b.adapter_tensor(name, features), counts.trainable += training ? features : 0;
       else
         b.add(name, Category::base_weights, features * 4);
@@ -508,7 +509,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   counts.norms += m.hidden;
   if (full && training)
     b.trainable("model.norm.weight", Category::base_weights, m.hidden, true);
-  else if (extras && spec::saves_module(s.saved_norms, "model.norm"))
+  else if (extras && spec::peft_saves_module(s.saved_norms, "model.norm"))
     b.adapter_tensor("model.norm.weight", m.hidden), counts.trainable += training ? m.hidden : 0;
   else
     b.add("model.norm.weight", Category::base_weights, m.hidden * 4);

@@ -172,7 +172,10 @@ const std::vector<OptionSpec>& option_table() {
       {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
-      {"prompt_loss_weight", "loss weight of prompt tokens; completion tokens weigh 1", &C::prompt_loss_weight},
+      {"prompt_loss_weight",
+       "loss weight of prompt tokens; completion tokens weigh 1 (sft; distill: its CE and KL per token alike); "
+       "dpo/orpo/kto and --fim-rate refuse any value but the default",
+       &C::prompt_loss_weight},
       {"fim_rate",
        "fill-in-the-middle: rearrange this share of {\"text\"} examples into prefix-suffix-middle (bigcode's "
        "recipe, character-level cuts, seeded by --seed)",
@@ -474,6 +477,9 @@ void validate(const TrainConfig& c) {
   if (c.fim_rate > 0 && is_preference(c))
     throw UserError("--fim-rate rearranges {\"text\"} data: it does not apply to --objective " + c.objective,
                     "drop --fim-rate");
+  if (c.fim_rate > 0 && c.prompt_loss_weight != TrainConfig{}.prompt_loss_weight)
+    throw UserError("--fim-rate trains every token of {\"text\"} examples: --prompt-loss-weight does not apply",
+                    "drop --prompt-loss-weight (it weighs the prompt of prompt/completion or chat data)");
   if (c.lora_alpha <= 0)
     throw UserError("--lora-alpha must be positive, got " + nlohmann::json(c.lora_alpha).dump(),
                     "PEFT's default is 16; a common choice is 2 x --lora-r");

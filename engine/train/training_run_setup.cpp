@@ -70,6 +70,10 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
                         "--shard-optimizer splits across the ranks",
                     "drop --shard-optimizer, or finetune the pruned model in fp32");
   s.s2_group = c.s2_attn ? static_cast<uint32_t>(s.seq_len / 4) : 0;  // checked by s2_group_size
+  if (c.s2_attn) {  // training pads the rows to a multiple of 8 (s2_sequence_length): plan those
+    s.seq_len = s2_sequence_length(c, static_cast<uint32_t>(seq_len));
+    s.s2_group = static_cast<uint32_t>(s.seq_len / 4);
+  }
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = spec::optimizer_update_rule(c.optim);
   s.offload_optimizer = c.offload_optimizer;
@@ -79,6 +83,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.lora_dropout = static_cast<float>(c.lora_dropout);
   model::LoraSettings extras;
   model::parse_modules_to_save(c.modules_to_save, extras);
+  if (model) model::check_modules_to_save(*model, extras.saved_norms, "--modules-to-save");
   s.save_embed_tokens = extras.save_embed_tokens;
   s.save_lm_head = extras.save_lm_head;
   s.saved_norms = extras.saved_norms;
