@@ -148,17 +148,8 @@ void check_rank(uint64_t out, uint64_t in, uint32_t rank, const char* method) {
 }  // namespace
 
 std::string LoraInit::name() const {
-  switch (kind) {
-    case LoraInitKind::kaiming:
-      return "true";
-    case LoraInitKind::gaussian:
-      return "gaussian";
-    case LoraInitKind::pissa:
-      return randomized ? "pissa_niter_" + std::to_string(niter) : "pissa";
-    case LoraInitKind::olora:
-      return "olora";
-  }
-  return "true";
+  if (kind == LoraInitKind::pissa) return randomized ? "pissa_niter_" + std::to_string(niter) : "pissa";
+  return kind == LoraInitKind::gaussian ? "gaussian" : kind == LoraInitKind::olora ? "olora" : "true";
 }
 
 LoraInit parse_lora_init(const std::string& text) {

@@ -66,6 +66,22 @@ def lora_pair(model, layer, module):
     return m.lora_A["default"].weight, m.lora_B["default"].weight
 
 
+def meta_row(meta):
+    return "meta.json", np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+
+
+def tensor_row(key, value, dtype=np.float32):
+    """(key, value as a numpy array of dtype) for golden_io.write_golden."""
+    return key, (value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)).astype(dtype)
+
+
+def batch_rows(ids, mask):
+    """hf_golden.py's batch in the layout tests/golden_run.cpp reads (batch.ids, weights, positions, lengths)."""
+    positions = torch.arange(hf_golden.SEQ).expand(2, hf_golden.SEQ)
+    return [tensor_row("batch.ids", ids, np.int32), tensor_row("batch.weights", mask),
+            tensor_row("batch.positions", positions, np.int32), tensor_row("batch.lengths", hf_golden.LENGTHS, np.int32)]
+
+
 def nf4_olora(ids, mask):
     """olora_init on a Linear4bit: the dequantized weight (dequantize_module_weight), its QR, and the
     residual quantized again (Params4bit); NF4 with double quant, as hf_golden.nf4_round_trip."""
@@ -86,17 +102,11 @@ def make_case(case, out_dir):
     with torch.no_grad():
         base_logits = extras.load_base(FAMILY)(input_ids=ids, attention_mask=mask).logits
     model = peft_model(case)
-    rows = [("meta.json", np.frombuffer(json.dumps({"case": case, "base": "tests/data/hf/" + FAMILY, "lora": LORA,
-                                                    "init_lora_weights": case, "versions": PINNED},
-                                                   sort_keys=True).encode(), dtype=np.uint8))]
+    rows = [meta_row({"case": case, "base": "tests/data/hf/" + FAMILY, "lora": LORA, "init_lora_weights": case,
+                      "versions": PINNED})] + batch_rows(ids, mask)
 
-    def put(key, value, dtype=np.float32):
-        value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
-        rows.append((key, value.astype(dtype)))
-    put("batch.ids", ids, np.int32)
-    put("batch.weights", mask, np.float32)
-    put("batch.positions", torch.arange(hf_golden.SEQ).expand(2, hf_golden.SEQ), np.int32)
-    put("batch.lengths", hf_golden.LENGTHS, np.int32)
+    def put(key, value):
+        rows.append(tensor_row(key, value))
     for layer in range(2):
         for module in MODULES:
             a, b = lora_pair(model, layer, module)
@@ -137,10 +147,9 @@ def make_niter(out_dir):
     gaussian = peft_model("gaussian")
     values = torch.cat([lora_pair(gaussian, layer, module)[0].detach().flatten() for layer in range(2) for module in MODULES])
     assert all(float(lora_pair(gaussian, 0, m)[1].detach().abs().max()) == 0 for m in MODULES), "gaussian B is not zero"
-    rows = [("meta.json", np.frombuffer(json.dumps({"niter": NITER, "lora": LORA, "versions": PINNED},
-                                                   sort_keys=True).encode(), dtype=np.uint8)),
-            ("niter.ratio", np.asarray(residual_ratios, dtype=np.float64)),
-            ("gaussian.std", np.asarray([float(values.std())], dtype=np.float64))]
+    rows = [meta_row({"niter": NITER, "lora": LORA, "versions": PINNED}),
+            tensor_row("niter.ratio", residual_ratios, np.float64),
+            tensor_row("gaussian.std", [float(values.std())], np.float64)]
     golden_io.write_golden(os.path.join(out_dir, "niter.golden.bin"), rows)
     print("%s: residual norm over exact pissa's: mean %.4f, max %.4f; gaussian A std %.4f (1/r = %.4f)" %
           (NITER, np.mean(residual_ratios), max(residual_ratios), float(values.std()), 1 / LORA["r"]))
