@@ -334,11 +334,9 @@ void write_base_weight(vk::Context& context, ModelSession& session, uint32_t lay
 }
 
 void record_lora_init(nlohmann::json& config, const LoraSettings& lora, const InitialLora& initial, bool convert) {
-  if (!convert) {
-    if (initial.init.kind == LoraInitKind::kaiming)
-      config["init_lora_weights"] = true;
-    else
-      config["init_lora_weights"] = initial.init.name();
+  if (initial.init.kind == LoraInitKind::kaiming) return;  // peft_lora_config's true; other families have no such key
+  if (!convert || !initial.init.changes_base()) {          // gaussian: nothing to convert, PEFT records its name
+    config["init_lora_weights"] = initial.init.name();
     return;
   }
   config["init_lora_weights"] = true;

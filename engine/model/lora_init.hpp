@@ -70,7 +70,8 @@ struct InitialLora {
 };
 
 // save_adapter's part: init_lora_weights into adapter_config.json `config` (PEFT's name; with
-// `convert`: true, r doubled, lora_alpha doubled (×√2 with rsLoRA) as PEFT's save_pretrained does).
+// `convert` and an init that changed the base: true, r doubled, lora_alpha doubled (×√2 with rsLoRA) as PEFT's
+// save_pretrained does; nothing for init true).
 void record_lora_init(nlohmann::json& config, const LoraSettings& lora, const InitialLora& initial, bool convert);
 // One tensor of the converted adapter: A' = [A; A0] (2r, in) or B' = [B, -B0] (out, 2r), A and B
 // read from the device when written.
