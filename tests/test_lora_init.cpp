@@ -320,6 +320,40 @@ TEST_CASE("lora init: pissa_niter_4 is as close to exact pissa as PEFT's; gaussi
 
 TEST_SUITE("model_hf") {
 
+TEST_CASE("lora init: pissa on Phi-3's fused qkv_proj / gate_up_proj (one SVD of the fused weight) keeps the logits") {
+  const fs::path phi3 = test::source_dir() / "tests/data/hf/phi3";
+  test::GoldenFile golden(test::source_dir() / "tests/data/hf/phi3.golden.bin");
+  const test::GoldenBatch batch = test::golden_batch(golden);
+  const auto vocab = static_cast<uint32_t>(golden["fp32.logits"].shape[2]);
+  test::SessionSetup setup;
+  setup.settings = golden_lora;
+  double rebuilt = 0;
+  setup.weights = [&](model::ModelSession& session, const model::LoraSettings& lora) {
+    model::init_adapter(test::context(), *session.buffers, session.plan.shape, lora, 7);
+    const std::vector<float> fused = model::read_base_weight(test::context(), session, 1, spec::Module::q_proj);
+    const model::InitialLora initial =
+        model::apply_lora_init(test::context(), session, lora, model::parse_lora_init("pissa"), 7);
+    // The fused weight (q; k; v rows) = its residual + 2 B A, with one A and the fused B.
+    std::vector<float> residual = model::read_base_weight(test::context(), session, 1, spec::Module::q_proj);
+    const auto& a = initial.initial.at(model::lora_buffer_name(session.plan.shape, 1, spec::Module::q_proj, true));
+    const auto& b = initial.initial.at(model::lora_buffer_name(session.plan.shape, 1, spec::Module::q_proj, false));
+    const size_t in = a.size() / 4, out = b.size() / 4;
+    REQUIRE(out * in == fused.size());
+    for (size_t i = 0; i < out; i++)
+      for (size_t j = 0; j < in; j++)
+        for (size_t k = 0; k < 4; k++) residual[i * in + j] += 2.0f * b[i * 4 + k] * a[k * in + j];
+    rebuilt = test::relative_error(residual, fused);
+  };
+  const test::GoldenRun pissa =
+      test::run_golden(golden, phi3, {}, test::lora_run_settings(kernels::WeightFormat::f32), setup);
+  const test::GoldenRun base = test::run_golden(golden, phi3, {}, test::lora_run_settings(kernels::WeightFormat::f32));
+  const double error = test::worst_real_row_error(pissa.logits, base.logits, batch, vocab);
+  MESSAGE("phi3 pissa: logits after the init vs the base's: max-abs "
+          << error << "; layer 1's fused qkv rebuilt: relative " << rebuilt);
+  CHECK(error <= 1e-4);
+  CHECK(rebuilt <= 1e-6);
+}
+
 TEST_CASE(
     "lora init: olora on an NF4 base (PEFT: the dequantized weight, the residual quantized again); pissa refused") {
   test::GoldenFile golden(data_dir() / "olora.golden.bin");

@@ -1,6 +1,7 @@
 #include "engine/model/adapter.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
