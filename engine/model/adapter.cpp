@@ -1,6 +1,7 @@
 #include "engine/model/adapter.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -9,6 +10,7 @@
 #include "engine/kernels/random.hpp"
 #include "engine/model/dora.hpp"
 #include "engine/model/ia3.hpp"
+#include "engine/model/lora_init.hpp"
 #include "engine/model/p_tuning.hpp"
 #include "engine/model/prefix_tuning.hpp"
 #include "engine/model/safetensors.hpp"
@@ -374,6 +376,16 @@ AdapterFile load_adapter_config(const std::filesystem::path& directory) {
     throw UserError(path.string() + ": missing or invalid field (" + error.what() + ")",
                     "adapter_config.json needs r, lora_alpha and target_modules");
   }
+  // PiSSA/OLoRA (and PEFT's other base-changing inits) saved unconverted only work on the residual base.
+  if (json.contains("init_lora_weights") && json["init_lora_weights"].is_string()) {
+    std::string init = json["init_lora_weights"].get<std::string>();
+    std::transform(init.begin(), init.end(), init.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (init.rfind("pissa", 0) == 0 || init == "olora" || init.rfind("corda", 0) == 0 || init == "loftq")
+      throw UserError(where("init_lora_weights") + " is \"" + init +
+                          "\": this adapter trains against a changed (residual) base, not the model's own",
+                      "use the run's final adapter (vktune writes it converted to plain LoRA, as PEFT's "
+                      "path_initial_model_for_weight_conversion), or resume the run from this checkpoint");
+  }
   if (json.contains("rank_pattern") && !json["rank_pattern"].empty())
     throw UserError(where("rank_pattern") + " is set: per-module ranks are not supported", "use one rank");
   // PEFT writes null when the base model was built in code (from_config), not loaded by name.
@@ -470,7 +482,7 @@ nlohmann::json peft_lora_config(uint32_t rank, double alpha, double dropout, con
 
 void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape,
                   const LoraSettings& lora, const std::string& base_model, const std::filesystem::path& directory,
-                  const std::string&) {
+                  const std::string&, const InitialLora* initial, bool convert_to_lora) {
   std::filesystem::create_directories(directory);
   nlohmann::json config = lora.peft_type == spec::PeftType::ia3
                               ? peft_ia3_config(lora.ia3_targets, lora.ia3_feedforward, base_model)
@@ -492,12 +504,18 @@ void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::Mo
     config["layers_to_transform"] = lora.layers;
     config["layers_pattern"] = "layers";
   }
+  const bool convert = convert_to_lora && initial && initial->init.changes_base();
+  if (initial) record_lora_init(config, lora, *initial, convert);
   std::vector<TensorToWrite> tensors;
   for (uint32_t layer = 0; layer < shape.layers; layer++) {
     if (!lora.adapts_layer(layer)) continue;  // layers_to_transform leaves it out
     for (Module module : lora_owners(shape, lora.targets)) {
       const uint64_t in = spec::module_in_features(shape, module), out = spec::fused_out_features(shape, module);
       for (bool a : {true, false}) {
+        if (convert) {
+          tensors.push_back(converted_lora_tensor(context, buffers, shape, lora, *initial, layer, module, a));
+          continue;
+        }
         std::vector<uint64_t> dims = a ? std::vector<uint64_t>{lora.rank, in} : std::vector<uint64_t>{out, lora.rank};
         const vk::Buffer* buffer = &buffers.buffer(lora_buffer_name(shape, layer, module, a));
         tensors.push_back(

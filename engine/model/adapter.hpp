@@ -86,10 +86,13 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
 nlohmann::json peft_lora_config(uint32_t rank, double alpha, double dropout, const std::vector<std::string>& targets,
                                 bool rslora, const std::string& base_model);
 
+struct InitialLora;  // lora_init.hpp
 // Writes adapter_config.json and adapter_model.safetensors into `directory` (created; each file
-// written atomically).
+// written atomically). `initial` (--init-lora-weights other than true): its name is recorded as
+// init_lora_weights, or with `convert_to_lora` a PiSSA/OLoRA adapter is written as PEFT's
+// path_initial_model_for_weight_conversion writes it (rank 2r, ΔW = B·A - B0·A0; lora_init.hpp).
 void save_adapter(vk::Context& context, const BufferSet& buffers, const spec::ModelShape& shape,
                   const LoraSettings& lora, const std::string& base_model, const std::filesystem::path& directory,
-                  const std::string& prefix = "");
+                  const std::string& prefix = "", const InitialLora* initial = nullptr, bool convert_to_lora = false);
 
 }  // namespace vkt::model

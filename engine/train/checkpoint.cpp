@@ -121,7 +121,7 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
     model::save_model_config(*trainable.model_config, directory.path() / "config.json");
   } else {
     model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model,
-                        directory.path());
+                        directory.path(), "", trainable.initial_lora);
     save_prompt_encoder(context, *trainable.buffers, plan.shape, *trainable.lora, directory.path());  // P-tuning
   }
   std::vector<model::TensorToWrite> states;
@@ -315,7 +315,8 @@ void save_final_weights(const TrainableState& trainable, const fs::path& output_
   vk::Context& context = *trainable.context;
   const plan::MemoryPlan& plan = *trainable.plan;
   if (plan.settings.method != spec::Method::full) {
-    model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model, output_dir);
+    model::save_adapter(context, *trainable.buffers, plan.shape, *trainable.lora, trainable.base_model, output_dir, "",
+                        trainable.initial_lora, true);  // PiSSA/OLoRA: as plain LoRA for the original base
     return;
   }
   std::vector<model::TensorToWrite> tensors;

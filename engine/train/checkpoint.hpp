@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/model/config.hpp"
+#include "engine/model/lora_init.hpp"
 #include "engine/model/session.hpp"
 #include "engine/plan/plan.hpp"
 #include "engine/train/batcher.hpp"
@@ -39,6 +40,8 @@ struct TrainableState {
   OptimizerShard* optimizer_shard = nullptr;
   // Sharded saves: gather_sharded_states' result (rank 0 writes these instead of its buffers).
   const std::vector<std::pair<std::string, std::vector<float>>>* gathered_states = nullptr;
+  // --init-lora-weights: recorded in checkpoints; PiSSA/OLoRA's A0/B0 convert the final adapter (lora_init.hpp).
+  const model::InitialLora* initial_lora = nullptr;
 };
 
 // --shard-optimizer, collective (every rank, before rank 0 saves): the states as full fp32

@@ -9,6 +9,7 @@
 #include "engine/base/error.hpp"
 #include "engine/train/distill.hpp"
 #include "engine/train/early_stopping.hpp"
+#include "engine/train/lora_init_run.hpp"
 #include "engine/train/mixed_precision.hpp"
 #include "engine/train/preference.hpp"
 #include "engine/train/prefix_tuning_run.hpp"
@@ -128,6 +129,11 @@ const std::vector<OptionSpec>& option_table() {
        "down_proj), or all-linear",
        &C::target_modules},
       {"use_rslora", "rank-stabilized LoRA: scale alpha/sqrt(r)", &C::use_rslora},
+      {"init_lora_weights",
+       "PEFT's LoRA init: true (kaiming A, zero B), gaussian (A ~ N(0, 1/r^2)), pissa (A, B from the top-r SVD of "
+       "the base, the base made the residual), pissa_niter_K (randomized SVD, K iterations), olora (QR); the saved "
+       "adapter is converted to plain LoRA of rank 2r for the original base",
+       &C::init_lora_weights},
       {"modules_to_save",
        "embed_tokens, lm_head and/or norms (input_layernorm, post_attention_layernorm, norm: LongLoRA's \"+\"), "
        "trained in full (fp32) beside LoRA (PEFT's modules_to_save, matched on name suffixes)",
@@ -451,6 +457,7 @@ void validate(const TrainConfig& c) {
                     "use --method lora or qlora with them, or drop them");
   validate_soft_prompt(c);
   validate_prefix_tuning(c);
+  validate_lora_init(c);
   if (c.peft_type != spec::PeftType::lora && c.method == spec::Method::full)
     throw UserError(std::string("--peft-type ") + spec::peft_type_name(c.peft_type) +
                         " trains a PEFT adapter; --method full trains every weight",

@@ -36,6 +36,7 @@ const char* const kTrajectoryOptions[] = {
     "target_modules",
     "layers_to_transform",
     "use_rslora",
+    "init_lora_weights",
     "num_virtual_tokens",
     "prompt_tuning_init",
     "prompt_tuning_init_text",

@@ -230,6 +230,7 @@ TrainableState TrainingRun::trainable() const {
   state.buffers = buffers_;
   state.plan = &plan_;
   state.lora = &lora_;
+  state.initial_lora = &initial_lora_;
   state.trainable_names = runner_->trainable_names();
   state.weights = &runner_->sixteen_bit_weights();
   state.model_config = &model_config_;

@@ -29,6 +29,7 @@
 #include "engine/model/gguf_tokenizer.hpp"
 #include "engine/model/gguf_weights.hpp"
 #include "engine/model/ia3.hpp"
+#include "engine/model/lora_init.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/session.hpp"
 #include "engine/model/transformer.hpp"
@@ -100,6 +101,7 @@ class TrainingRun {
   model::BufferSet* buffers_ = nullptr;
   model::Transformer* transformer_ = nullptr;
   model::LoraSettings lora_;
+  model::InitialLora initial_lora_;  // --init-lora-weights: its name, PiSSA/OLoRA's A0/B0 for the final save
   std::unique_ptr<StepRunner> runner_;
   std::unique_ptr<PreferenceRunner> preference_;  // --objective dpo/orpo
   std::unique_ptr<Teacher> teacher_;              // --objective distill: the frozen teacher (distill.hpp)

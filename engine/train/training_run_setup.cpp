@@ -313,6 +313,9 @@ void TrainingRun::prepare_device() {
       model::load_adapter_weights(*context_, *buffers_, plan_.shape, lora_, config_.adapter);
     else {
       model::init_adapter(*context_, *buffers_, plan_.shape, lora_, static_cast<uint64_t>(config_.seed));
+      initial_lora_ =
+          model::apply_lora_init(*context_, *session_, lora_, model::parse_lora_init(config_.init_lora_weights),
+                                 static_cast<uint64_t>(config_.seed));
       context_->run([&](vk::Recorder& r) {
         transformer_->record_token_rows_init(r);
         transformer_->record_dora_init(r);
