@@ -151,7 +151,8 @@ const std::vector<OptionSpec>& option_table() {
       {"encoder_num_layers", "p_tuning: PEFT's encoder_num_layers (the LSTM's layers; MLP: recorded)",
        &C::encoder_num_layers},
       {"encoder_dropout",
-       "p_tuning: PEFT's encoder_dropout (MLP: recorded; LSTM with 2+ layers: only 0, its dropout is not built)",
+       "p_tuning: PEFT's encoder_dropout (MLP: recorded, PEFT's MLP has none; LSTM: torch's dropout on each "
+       "layer's output but the last, in training forwards only)",
        &C::encoder_dropout},
       {"rope_scaling", "extend the context: linear, dynamic, yarn or llama3 RoPE scaling (written into config.json)",
        &C::rope_scaling},
