@@ -89,7 +89,7 @@ void check_encoder_output(const std::string& name, const spec::ModelShape& shape
 
 TEST_SUITE("train") {
 
-TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked (LSTM's dropout between layers is refused)") {
+TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked") {
   train::TrainConfig config;
   config.model = "m";
   config.data = "d.jsonl";
@@ -99,10 +99,10 @@ TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked (LSTM's dropout be
   config.encoder_reparameterization_type = "LSTM";
   CHECK_NOTHROW(train::validate(config));
   CHECK(train::prompt_encoder_lstm_layers(config) == 2);
-  config.encoder_dropout = 0.1;  // torch's dropout between the 2 layers: not built
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--encoder-dropout > 0 with the LSTM"), UserError);
-  config.encoder_num_layers = 1;  // one layer: torch drops nothing
+  config.encoder_dropout = 0.1;  // torch's dropout between the 2 layers (test_model_p_tuning_dropout.cpp)
   CHECK_NOTHROW(train::validate(config));
+  config.encoder_dropout = 1;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("[0, 1)"), UserError);
   config.encoder_dropout = 0;
   config.encoder_num_layers = 2;
   config.encoder_reparameterization_type = "GRU";

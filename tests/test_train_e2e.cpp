@@ -105,6 +105,27 @@ TEST_CASE("train: --qat int4 (LoRA: fq(W + s·B·A); full: fq(W)) on a tiny mode
   }
 }
 
+TEST_CASE("train: --qat int4 with --bf16 (LoRA) and --fp16 (full: 16-bit weights, fp32 masters), the loss falls") {
+  for (spec::Method method : {spec::Method::lora, spec::Method::full}) {
+    const std::string name = std::string("qat16-") + spec::method_name(method);
+    INFO(name);
+    train::TrainConfig config = tiny_config(name);
+    config.method = method;
+    config.qat = kernels::WeightFormat::int4;
+    (method == spec::Method::full ? config.fp16 : config.bf16) = true;
+    config.max_steps = 10;
+    if (method == spec::Method::full) config.learning_rate = 1e-3;
+    train::TrainSummary summary = train::train(config);
+    CHECK(summary.plan.settings.qat_format == kernels::WeightFormat::int4);
+    CHECK(summary.plan.settings.activation_dtype != kernels::DType::f32);
+    auto losses = test::logged_losses(config.output_dir);
+    REQUIRE(losses.size() == 10);
+    double first = mean(losses, 0, 3), last = mean(losses, 7, 10);
+    MESSAGE(name << " int4 loss (mean of first 3 / last 3 steps) " << first << " -> " << last);
+    CHECK(last < 0.9 * first);
+  }
+}
+
 TEST_CASE("train: QLoRA with modules_to_save and trainable tokens writes PEFT's extras; generate reads them") {
   for (bool tokens : {false, true}) {
     train::TrainConfig config = tiny_config(tokens ? "trainable-tokens" : "modules-to-save");

@@ -118,9 +118,8 @@ TEST_CASE("flags: NaN and Inf, non-positive alpha and out-of-range values are re
   c.peft_type = spec::PeftType::dora;
   CHECK(test::user_error_of([&] { train::validate(c); }).find("--qat goes with --peft-type lora") != std::string::npos);
   c.peft_type = spec::PeftType::lora;
-  c.bf16 = true;
-  CHECK(test::user_error_of([&] { train::validate(c); }).find("--qat with --bf16 is not built yet") !=
-        std::string::npos);
+  c.bf16 = true;  // 16-bit activations (and weights with --method full) are wired: test_model_qat16.cpp
+  CHECK_NOTHROW(train::validate(c));
   c = config;
   c.qat = kernels::WeightFormat::gguf;
   CHECK(test::user_error_of([&] { train::validate(c); }).find("--qat gguf is not a format") != std::string::npos);

@@ -94,8 +94,9 @@ void init_prompt_encoder(vk::Context& context, BufferSet& buffers, const spec::M
   }
 }
 
-void record_prompt_encoder_forward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h) {
-  if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_forward(r, buffers, n, d, h);
+void record_prompt_encoder_forward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h,
+                                   float lstm_dropout) {
+  if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_forward(r, buffers, n, d, h, lstm_dropout);
   const auto layers = encoder_layers(d, h);
   for (size_t i = 0; i < layers.size(); i++) {
     const EncoderLayer& layer = layers[i];
@@ -106,8 +107,9 @@ void record_prompt_encoder_forward(Recorder& r, const BufferSet& buffers, uint32
   }
 }
 
-void record_prompt_encoder_backward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h) {
-  if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_backward(r, buffers, n, d, h);
+void record_prompt_encoder_backward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h,
+                                    float lstm_dropout) {
+  if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_backward(r, buffers, n, d, h, lstm_dropout);
   // Layer by layer from the output: dY (n, out) -> d bias (column sums), d W = dYᵀ·X, dX = dY·W; dX
   // then through the ReLU that made X (zero where X was clipped).
   const char* grad_of_output[3] = {"prompt_encoder.grad_hidden1", "prompt_encoder.grad_hidden2",

@@ -33,11 +33,13 @@ std::vector<AdapterExtraTensor> prompt_encoder_tensors(const spec::ModelShape& s
 void init_prompt_encoder(vk::Context& context, BufferSet& buffers, const spec::ModelShape& shape,
                          const LoraSettings& settings, uint64_t seed);
 // prompt_embeddings (N, D) = the encoder's output; keeps the ReLU outputs for the backward.
+// lstm_dropout: the LSTM's dropout between layers in a training forward (p_tuning_lstm.hpp); the MLP
+// encoder has none (PEFT's neither).
 void record_prompt_encoder_forward(Recorder& recorder, const BufferSet& buffers, uint32_t virtual_tokens,
-                                   uint32_t hidden, uint32_t encoder_hidden);
+                                   uint32_t hidden, uint32_t encoder_hidden, float lstm_dropout = 0);
 // From prompt_encoder.grad_output (N, D): every parameter's gradient, ADDED to grad.* (micro-batches
-// accumulate). Needs the forward's buffers of the same parameters.
+// accumulate). Needs the forward's buffers of the same parameters (and its lstm_dropout).
 void record_prompt_encoder_backward(Recorder& recorder, const BufferSet& buffers, uint32_t virtual_tokens,
-                                    uint32_t hidden, uint32_t encoder_hidden);
+                                    uint32_t hidden, uint32_t encoder_hidden, float lstm_dropout = 0);
 
 }  // namespace vkt::model

@@ -65,7 +65,7 @@ void init_lstm_prompt_encoder(vk::Context& context, BufferSet& buffers, uint32_t
   uniform("prompt_encoder.mlp_head.2.bias", d, head_bound);
 }
 
-void record_lstm_encoder_forward(Recorder& r, const BufferSet& b, uint32_t n, uint32_t d, uint32_t h) {
+void record_lstm_encoder_forward(Recorder& r, const BufferSet& b, uint32_t n, uint32_t d, uint32_t h, float dropout) {
   const uint32_t layers = lstm_encoder_layers(b);
   for (uint32_t l = 0; l < layers; l++) {
     const BufferRange input = b.range(l ? layer_output(l - 1) : "prompt_encoder.embedding.weight");
@@ -91,6 +91,10 @@ void record_lstm_encoder_forward(Recorder& r, const BufferSet& b, uint32_t n, ui
                            h);
       }
     }
+    // torch.nn.LSTM's dropout on every layer's output but the last (training only).
+    if (dropout > 0 && l + 1 < layers)
+      kernels::dropout(r, output, output, DType::f32, uint64_t(n) * 2 * h, dropout, lstm_dropout_key(l),
+                       b.range("step_state"));
   }
   // The head: Linear(2H, 2H) - ReLU - Linear(2H, D).
   const BufferRange hidden1 = b.range("prompt_encoder.hidden1"), bias0 = b.range("prompt_encoder.mlp_head.0.bias");
@@ -103,7 +107,7 @@ void record_lstm_encoder_forward(Recorder& r, const BufferSet& b, uint32_t n, ui
                      b.range("prompt_embeddings"), DType::f32, n, d, 2 * h, 1.0f, 0.0f, &bias2);
 }
 
-void record_lstm_encoder_backward(Recorder& r, const BufferSet& b, uint32_t n, uint32_t d, uint32_t h) {
+void record_lstm_encoder_backward(Recorder& r, const BufferSet& b, uint32_t n, uint32_t d, uint32_t h, float dropout) {
   const uint32_t layers = lstm_encoder_layers(b);
   const BufferRange reduce = b.range("prompt_encoder.reduce");
   // A Linear's backward: d bias, d W (both added), dx = dy·W (overwritten).
@@ -170,6 +174,10 @@ void record_lstm_encoder_backward(Recorder& r, const BufferSet& b, uint32_t n, u
       kernels::matmul_nn(r, d_gates, DType::f32, kernels::dense_f32(b.range(lstm_parameter("weight_ih", l, dir))), d_in,
                          DType::f32, n, 4 * h, in, 1.0f, l == 0 || dir == 1 ? 1.0f : 0.0f);
     }
+    // Layer l read layer l-1's output dropped out: its gradient goes back through the same mask.
+    if (dropout > 0 && l > 0)
+      kernels::dropout_backward(r, d_in, d_in, DType::f32, uint64_t(n) * 2 * h, dropout, lstm_dropout_key(l - 1),
+                                b.range("step_state"));
   }
 }
 

@@ -7,7 +7,9 @@
 //   full:  dx = dy·fq(W),  dW += dyᵀ·x  (the gradient w.r.t. fq(W), applied to W)
 //   LoRA:  dx = dy·fq(M),  dM = dyᵀ·x  =>  dB += s·dyᵀ·(x·Aᵀ), dA += (s·dy·B)ᵀ·x   (M = W + s·B·A)
 // fq(·) is recomputed in the backward (one (out, in) scratch serves every layer). No dropout, DoRA
-// or IA3 with it (the config refuses them).
+// or IA3 with it (the config refuses them). With --bf16/--fp16 the scratch stays fp32: dequantize
+// widens a 16-bit W (full finetuning's weights, or LoRA's --dtype base) into it, and the matmuls read
+// the 16-bit activations (Linear::act) against that fp32 fq(·); gradients of W, A and B stay fp32.
 #include "engine/model/linear.hpp"
 
 namespace vkt::model {

@@ -76,6 +76,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
     context.upload(buffers.buffer("prompt.indices"), indices.data());
     if (plan.contains("prompt_encoder.embedding.weight"))
       encoder_hidden_ = static_cast<uint32_t>(s.prompt_encoder_hidden);
+    if (lora && s.training) encoder_dropout_ = lora->encoder_dropout;  // the LSTM's (p_tuning_lstm.hpp)
     if (s.training) {  // cell t of a row: its virtual token t, or N (a real token: no prompt gradient)
       std::vector<uint32_t> slots(rows_);
       for (uint32_t i = 0; i < rows_; i++) slots[i] = std::min(i % seq_len_, virtual_tokens_);
@@ -641,7 +642,9 @@ void Transformer::record_body(Recorder& r) {
   DType table_type = embedding_type();
   kernels::embedding(r, range("input.ids"), range("model.embed_tokens.weight"), table_type, layer_input(0), rows_,
                      vocab_, hidden_, act_);
-  record_prompt_encoder(r);
+  if (encoder_hidden_)
+    record_prompt_encoder_forward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_,
+                                  encoder_dropout_active_ ? encoder_dropout_ : 0.0f);
   write_prompt_rows(r, layer_input(0), 0, virtual_tokens_);  // before Gemma's scale: it scales inputs_embeds whole
   if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale(), nullptr, act_);
   const bool recompute_set = checkpointing_ || !plan_.settings.training;
@@ -681,6 +684,7 @@ void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
     teacher_->record_hidden(r);
   }
   s2_active_ = gradients && s2_group_ > 0;
+  encoder_dropout_active_ = gradients;
   record_body(r);
   lm_head_chunks(r, loss, gradients, nullptr);
 }
@@ -719,7 +723,8 @@ void Transformer::record_backward(Recorder& r, uint32_t layer_begin, uint32_t la
     if (encoder_hidden_) r.fill(d_prompt);
     kernels::embedding_backward(r, range("input.prompt_slots"), range("grad_act.residual"), d_prompt,
                                 range("workspace.reduce"), rows_, virtual_tokens_, hidden_, act_);
-    if (encoder_hidden_) record_prompt_encoder_backward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_);
+    if (encoder_hidden_)
+      record_prompt_encoder_backward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_, encoder_dropout_);
   }
   s2_active_ = false;  // what is recorded next (evaluation, logits) attends in full
 }
@@ -761,7 +766,7 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
 
 void Transformer::record_logits(Recorder& r, const BufferRange& logits) {
   VKT_ASSERT(logits.bytes >= static_cast<uint64_t>(rows_) * vocab_ * 4, "logits buffer too small");
-  s2_active_ = false;
+  s2_active_ = encoder_dropout_active_ = false;
   record_body(r);
   lm_head_chunks(r, false, false, &logits);
 }

@@ -207,6 +207,9 @@ class Transformer {
   bool train_embedding_ = false, train_head_ = false, fp32_embedding_ = false, fp32_head_ = false;
   uint32_t token_rows_ = 0;
   uint32_t encoder_hidden_ = 0;  // P-tuning while training: the encoder's hidden size (0: no encoder)
+  // P-tuning's LSTM dropout between layers (encoder_dropout), in forwards with gradients only.
+  float encoder_dropout_ = 0;
+  bool encoder_dropout_active_ = false;
   uint32_t prefix_tokens_ = 0;   // prefix tuning: past key/value rows before every sequence, per layer
   uint32_t virtual_tokens_ = 0;  // soft prompt: cells [0, N) of every row take prompt_embeddings (N, hidden)
   bool adapter_enabled_ = true;

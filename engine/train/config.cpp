@@ -70,10 +70,8 @@ void validate_qat(const TrainConfig& c) {
     throw UserError("--qat fake-quantizes the merged W + s*B*A, which has no dropout path; --lora-dropout " +
                         nlohmann::json(c.lora_dropout).dump() + " contradicts it",
                     "use --lora-dropout 0 with --qat");
-  // The fake-quantized scratch is fp32 and reads fp32 weights: 16-bit weights and activations are not wired.
-  if (c.bf16 || c.fp16)
-    throw UserError(std::string("--qat with ") + (c.bf16 ? "--bf16" : "--fp16") + " is not built yet",
-                    "train --qat in fp32 (drop --bf16/--fp16)");
+  // --bf16/--fp16 pass: fq(·) dequantizes 16-bit weights into its fp32 scratch, and the matmuls read
+  // 16-bit activations with that fp32 weight (engine/model/qat.hpp).
 }
 }  // namespace
 
@@ -108,7 +106,7 @@ const std::vector<OptionSpec>& option_table() {
        "quantization-aware training: nf4 | int4 | int8 (none: off). The forward uses every linear weight "
        "quantized then dequantized as `vktune quantize --format F` (block 64; nf4 without double quant) would "
        "store it: W with --method full, the merged W + s*B*A with LoRA/QLoRA; the backward passes gradients "
-       "straight through (STE). Not with --lora-dropout, --peft-type dora/ia3/bitfit",
+       "straight through (STE). Also with --bf16/--fp16. Not with --lora-dropout, --peft-type dora/ia3/bitfit",
        &C::qat},
       {"dtype",
        choices<DTypeChoice>() +
@@ -159,7 +157,8 @@ const std::vector<OptionSpec>& option_table() {
       {"encoder_num_layers", "p_tuning: PEFT's encoder_num_layers (the LSTM's layers; MLP: recorded)",
        &C::encoder_num_layers},
       {"encoder_dropout",
-       "p_tuning: PEFT's encoder_dropout (MLP: recorded; LSTM with 2+ layers: only 0, its dropout is not built)",
+       "p_tuning: PEFT's encoder_dropout (MLP: recorded, PEFT's MLP has none; LSTM: torch's dropout on each "
+       "layer's output but the last, in training forwards only)",
        &C::encoder_dropout},
       {"rope_scaling", "extend the context: linear, dynamic, yarn or llama3 RoPE scaling (written into config.json)",
        &C::rope_scaling},

@@ -23,10 +23,8 @@ void validate_prompt_encoder(const TrainConfig& c) {
   if (c.encoder_reparameterization_type == "LSTM" && c.encoder_num_layers > 64)
     throw UserError("--encoder-num-layers " + std::to_string(c.encoder_num_layers) + " is out of range for LSTM",
                     "use 1 to 64 (PEFT's default is 2)");
-  // torch.nn.LSTM drops out between its layers while training; vktune does not build that mask.
-  if (c.encoder_reparameterization_type == "LSTM" && c.encoder_dropout > 0 && c.encoder_num_layers > 1)
-    throw UserError("--encoder-dropout > 0 with the LSTM encoder is not built (PEFT's dropout between LSTM layers)",
-                    "use --encoder-dropout 0 (PEFT's default), or --encoder-num-layers 1 (torch drops nothing then)");
+  // --encoder-dropout with the LSTM: torch.nn.LSTM's dropout between layers, while training
+  // (engine/model/p_tuning_lstm.hpp); the MLP encoder records it only, as PEFT's has none.
 }
 }  // namespace
 
