@@ -144,8 +144,14 @@ const std::vector<OptionSpec>& option_table() {
        &C::prompt_tuning_init},
       {"prompt_tuning_init_text", "prompt_tuning with --prompt-tuning-init text: the text (its tokens repeated or cut)",
        &C::prompt_tuning_init_text},
-      {"encoder_hidden_size", "p_tuning: the prompt encoder's hidden size (0: the model's hidden size)",
+      {"encoder_hidden_size",
+       "p_tuning: the prompt encoder's hidden size (0: the model's hidden size); prefix_tuning with "
+       "--prefix-projection: its encoder's (0: the key/value width, PEFT's token_dim)",
        &C::encoder_hidden_size},
+      {"prefix_projection",
+       "prefix_tuning: train PEFT's prefix encoder (Embedding-Linear-Tanh-Linear) that makes the prefix; the "
+       "adapter holds its output",
+       &C::prefix_projection},
       {"encoder_reparameterization_type", "p_tuning: the prompt encoder, MLP (Linear-ReLU-Linear-ReLU-Linear)",
        &C::encoder_reparameterization_type},
       {"encoder_num_layers", "p_tuning: PEFT's encoder_num_layers (LSTM only; recorded)", &C::encoder_num_layers},
