@@ -99,7 +99,7 @@ const std::vector<OptionSpec>& option_table() {
            "bitfit: the q/k/v biases (Qwen2); prompt_tuning: --num-virtual-tokens trained embeddings before every "
            "sequence; p_tuning: those embeddings made by a trained MLP encoder (--encoder-hidden-size); "
            "prefix_tuning: --num-virtual-tokens trained keys/values before every sequence in every layer "
-           "(no --packing))",
+           "(no --packing), made by a trained MLP encoder with --prefix-projection)",
        &C::peft_type},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},

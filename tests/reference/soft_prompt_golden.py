@@ -278,7 +278,8 @@ def check_vktune():
 # (prefix_encoder.embedding.weight, prefix_encoder.transform.0.weight, ...), with init.prompt_embeddings
 # its output. Otherwise as prefix_llama: the batch unexpanded, dembed d loss / d (embedding output),
 # fp32.grad.* / nf4.grad.* under those names, train.*. Its own files: prefix_projection.golden.bin,
-# prefix_projection/adapter/, and --check-vktune's verdict in prefix_projection_load_check.json.
+# prefix_projection/adapter/, and --check-vktune's verdict in prefix_projection_load_check.json (on the
+# adapter `VKT_WRITE_SOFT_PROMPT=1 build/vktune_tests -tc='prefix projection: 20*'` writes into vktune/).
 PROJECTION_CASES = {"prefix_projection": ("llama3", 1900, "prefix_tuning")}
 PROJECTION_HIDDEN = 24
 
