@@ -6,9 +6,11 @@
 // (init.*). Bounds, those of model_hf: logits max-abs <= 1e-4, loss relative <= 1e-5, every encoder
 // gradient and d loss/d embedding output relative <= 1e-3, in fp32 (and checkpointed) and over an NF4
 // (+ double quant) base; 20 AdamW steps within 1e-4 relative; the adapter vktune writes loads in PEFT
-// with the same logits (prefix_projection_load_check.json).
+// with the same logits (prefix_projection_load_check.json). Also: generate with a prefix adapter gives
+// the full forward's next-token logits.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +22,7 @@
 #include "engine/model/prefix_tuning.hpp"
 #include "engine/plan/plan.hpp"
 #include "engine/train/config.hpp"
+#include "engine/train/evaluate.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/kernel_harness.hpp"
@@ -122,6 +125,61 @@ TEST_CASE("prefix projection: the reference loaded the adapter vktune writes (th
   model::AdapterFile written = model::load_adapter_config(soft_dir() / "vktune" / kCase / "adapter");
   CHECK(written.settings.prefix_projection);
   CHECK(written.settings.encoder_hidden == 24);
+}
+
+TEST_CASE(
+    "prefix tuning: generate (prefix in the KV cache, prefill blocks, then a row per step) gives the full forward's "
+    "next-token logits") {
+  // vktune's trained prefix_projection adapter: for inference a plain prefix (PEFT's prompt_embeddings).
+  const fs::path adapter = soft_dir() / "vktune" / kCase / "adapter";
+  const std::vector<uint32_t> prompt = {5, 17, 42, 99, 7};
+  auto generated_logits = [&](const fs::path& with_adapter, std::vector<uint32_t>* sequence) {
+    model::GeneratorOptions options;
+    options.model = base_folder();
+    if (!with_adapter.empty()) options.adapter = with_adapter;
+    options.max_tokens = 32;
+    options.prefill_rows = 3;  // the prompt in two blocks, then one row per step
+    model::Generator generator(test::context(), options);
+    model::SamplingOptions sampling;
+    sampling.max_new_tokens = 4;  // the last logits follow the prompt and the first 3 generated tokens
+    std::vector<uint32_t> output = generator.generate(prompt, sampling);
+    REQUIRE(output.size() == 4);
+    if (sequence) *sequence = prompt, sequence->insert(sequence->end(), output.begin(), output.end() - 1);
+    return generator.last_logits();
+  };
+  std::vector<uint32_t> sequence;
+  const std::vector<float> decoded = generated_logits(adapter, &sequence);
+  // The full forward (a training plan's record_logits, as the golden tests) of that sequence: its last row.
+  test::GoldenBatch batch;
+  batch.batch = 1;
+  batch.seq_len = static_cast<uint32_t>(sequence.size());
+  batch.ids = sequence;
+  batch.targets.assign(sequence.size(), 0);
+  batch.weights.assign(sequence.size(), 1.0f);
+  batch.segments.assign(sequence.size(), 0);
+  for (uint32_t t = 0; t < batch.seq_len; t++) batch.positions.push_back(t);
+  batch.weight_sum = batch.tokens = batch.seq_len;
+  batch.lengths = {batch.seq_len};
+  test::AdapterSession opened = test::open_adapter_session(base_folder(), adapter, batch);
+  const uint32_t vocab = static_cast<uint32_t>(opened.session->config.vocab_size);
+  train::upload_micro_batch(test::context(), *opened.session->buffers, batch);
+  vk::Buffer logits = test::context().allocate(uint64_t(batch.seq_len) * vocab * 4, vk::Category::workspace, "logits");
+  test::context().run([&](vk::Recorder& r) { opened.session->transformer->record_logits(r, logits.range()); });
+  std::vector<float> full(uint64_t(batch.seq_len) * vocab);
+  test::context().download(logits, full.data());
+  REQUIRE(decoded.size() == vocab);
+  auto max_abs = [&](const std::vector<float>& other, size_t offset) {
+    double worst = 0;
+    for (size_t i = 0; i < vocab; i++) worst = std::max(worst, std::fabs(double(decoded[i]) - other[offset + i]));
+    return worst;
+  };
+  const double error = max_abs(full, size_t(batch.seq_len - 1) * vocab);
+  const double base = max_abs(generated_logits({}, nullptr), 0);
+  MESSAGE("prefix generate vs full forward: next-token logits max-abs " << error << " (the base's differ by " << base
+                                                                        << ")");
+  CHECK(error <= 1e-4);  // model_hf's logits bound: the same fp32 ops over another row split
+  CHECK(base > 1e-2);    // the prefix matters
+  CHECK(max_abs(full, size_t(batch.seq_len - 2) * vocab) > 1e-2);  // the row before predicts another token
 }
 
 }  // TEST_SUITE
