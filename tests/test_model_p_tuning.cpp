@@ -5,7 +5,8 @@
 // (init.*). Bounds, those of model_hf: logits max-abs <= 1e-4, loss relative <= 1e-5, every encoder
 // gradient and d loss/d inputs_embeds relative <= 1e-3, in fp32 (and checkpointed) and over an NF4
 // (+ double quant) base; 20 AdamW steps within 1e-4 relative; the adapter vktune writes loads in PEFT
-// with the same logits (peft_load_check.json).
+// with the same logits (peft_load_check.json). Case ptuning_lstm: the same with PEFT's LSTM encoder
+// (bidirectional, 2 layers, hidden 12, then Linear(24, 24)-ReLU-Linear(24, 32)), same bounds.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "engine/model/p_tuning.hpp"
 #include "engine/plan/plan.hpp"
 #include "engine/train/config.hpp"
+#include "engine/train/soft_prompt_run.hpp"
 #include "tests/golden_run.hpp"
 #include "tests/kernel_harness.hpp"
 #include "tests/support.hpp"
@@ -28,11 +30,13 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string kCase = "ptuning_mlp";
+const std::string kLstmCase = "ptuning_lstm";  // --encoder-reparameterization-type LSTM (2 layers, hidden 12)
+const std::vector<std::string> kCases = {kCase, kLstmCase};
 
 fs::path soft_dir() { return test::source_dir() / "tests/data/soft_prompt"; }
 fs::path base_folder() { return test::source_dir() / "tests/data/hf/llama3"; }
-fs::path golden_path() { return soft_dir() / (kCase + ".golden.bin"); }
-fs::path adapter_dir() { return soft_dir() / kCase / "adapter"; }
+fs::path golden_path(const std::string& name = kCase) { return soft_dir() / (name + ".golden.bin"); }
+fs::path adapter_dir(const std::string& name = kCase) { return soft_dir() / name / "adapter"; }
 
 // The run trains the encoder, starting from PEFT's initial parameters (the golden's init.*).
 test::SessionSetup with_peft_encoder(const test::GoldenFile& golden) {
@@ -45,11 +49,47 @@ test::SessionSetup with_peft_encoder(const test::GoldenFile& golden) {
   return setup;
 }
 
+// PEFT's adapter_config.json of case `name` reads back, and vktune writes it key for key.
+model::AdapterFile check_config_round_trip(const std::string& name, const spec::ModelShape& shape) {
+  model::AdapterFile file = model::load_adapter_config(adapter_dir(name));
+  CHECK(file.settings.peft_type == spec::PeftType::p_tuning);
+  CHECK(file.settings.virtual_tokens == 5);
+  CHECK_FALSE(file.settings.train_encoder);  // the file holds the encoder's output only
+  nlohmann::json peft = nlohmann::json::parse(read_text_file(adapter_dir(name) / "adapter_config.json"));
+  nlohmann::json ours = model::peft_p_tuning_config(shape, file.settings, "tests/data/hf/llama3");
+  peft.erase("peft_version");
+  CHECK(ours == peft);
+  return file;
+}
+
+// A training plan of 5 virtual tokens made by an encoder of hidden size `hidden` (LSTM: `lstm_layers`).
+plan::MemoryPlan p_tuning_plan(const spec::ModelShape& shape, uint64_t hidden, uint32_t lstm_layers) {
+  spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
+  settings.peft_type = spec::PeftType::p_tuning;
+  settings.target_modules.clear();
+  settings.virtual_tokens = 5;
+  settings.prompt_encoder_hidden = hidden;
+  settings.prompt_encoder_lstm_layers = lstm_layers;
+  return plan::make_plan(shape, settings);
+}
+
+// The encoder on PEFT's initial parameters (case `name`) gives PEFT's saved prompt.
+void check_encoder_output(const std::string& name, const spec::ModelShape& shape, double max_abs) {
+  test::GoldenFile golden(golden_path(name));
+  test::GoldenBatch batch = test::golden_batch(golden);
+  test::AdapterSession opened =
+      test::open_adapter_session(base_folder(), adapter_dir(name), batch, with_peft_encoder(golden));
+  test::context().run([&](vk::Recorder& r) { opened.session->transformer->record_prompt_encoder(r); });
+  std::vector<float> prompt(5 * shape.hidden);
+  test::context().download(opened.session->buffers->buffer("prompt_embeddings"), prompt.data());
+  test::check_close(prompt, golden["init.prompt_embeddings"].floats(), 1e-10, max_abs, name + " encoder output");
+}
+
 }  // namespace
 
 TEST_SUITE("train") {
 
-TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked (LSTM is refused until built)") {
+TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked (LSTM's dropout between layers is refused)") {
   train::TrainConfig config;
   config.model = "m";
   config.data = "d.jsonl";
@@ -57,7 +97,14 @@ TEST_CASE("p-tuning: --peft-type p_tuning's flags are checked (LSTM is refused u
   config.peft_type = spec::PeftType::p_tuning;
   CHECK_NOTHROW(train::validate(config));
   config.encoder_reparameterization_type = "LSTM";
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("LSTM is not built yet"), UserError);
+  CHECK_NOTHROW(train::validate(config));
+  CHECK(train::prompt_encoder_lstm_layers(config) == 2);
+  config.encoder_dropout = 0.1;  // torch's dropout between the 2 layers: not built
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--encoder-dropout > 0 with the LSTM"), UserError);
+  config.encoder_num_layers = 1;  // one layer: torch drops nothing
+  CHECK_NOTHROW(train::validate(config));
+  config.encoder_dropout = 0;
+  config.encoder_num_layers = 2;
   config.encoder_reparameterization_type = "GRU";
   CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("is unknown"), UserError);
   config.encoder_reparameterization_type = "MLP";
@@ -79,64 +126,77 @@ TEST_SUITE("model_hf") {
 TEST_CASE(
     "p-tuning: PEFT's config reads back and is written key for key; the plan counts the encoder; "
     "its output is PEFT's prompt") {
-  model::AdapterFile file = model::load_adapter_config(adapter_dir());
-  CHECK(file.settings.peft_type == spec::PeftType::p_tuning);
-  CHECK(file.settings.virtual_tokens == 5);
+  spec::ModelShape shape = model::model_shape(model::load_model_config(base_folder()));
+  model::AdapterFile file = check_config_round_trip(kCase, shape);
   CHECK(file.settings.encoder_hidden == 24);
   CHECK(file.settings.encoder_type == "MLP");
-  CHECK_FALSE(file.settings.train_encoder);  // the file holds the encoder's output only
-  spec::ModelShape shape = model::model_shape(model::load_model_config(base_folder()));
-  nlohmann::json peft = nlohmann::json::parse(read_text_file(adapter_dir() / "adapter_config.json"));
-  nlohmann::json ours = model::peft_p_tuning_config(shape, file.settings, "tests/data/hf/llama3");
-  peft.erase("peft_version");
-  CHECK(ours == peft);
   // The planner: the encoder's parameters train (N·D + D·H + H + H·H + H + H·D + D), not the prompt.
-  spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
-  settings.peft_type = spec::PeftType::p_tuning;
-  settings.target_modules.clear();
-  settings.virtual_tokens = 5;
-  settings.prompt_encoder_hidden = 24;
-  plan::MemoryPlan plan = plan::make_plan(shape, settings);
+  plan::MemoryPlan plan = p_tuning_plan(shape, 24, 0);
   CHECK(plan.parameters.trainable == 5 * 32 + 32 * 24 + 24 + 24 * 24 + 24 + 24 * 32 + 32);
   CHECK(plan.contains("grad.prompt_encoder.mlp_head.2.weight"));
   CHECK(plan.contains("adam_v.prompt_encoder.embedding.weight"));
   CHECK(plan.contains("prompt_embeddings"));
   CHECK_FALSE(plan.contains("grad.prompt_embeddings"));
-  settings.training = false;  // inference: the prompt as saved, no encoder
-  settings.with_adapter = true;
-  CHECK_FALSE(plan::make_plan(shape, settings).contains("prompt_encoder.embedding.weight"));
-  // The encoder on PEFT's initial parameters gives PEFT's saved prompt.
-  test::GoldenFile golden(golden_path());
-  test::GoldenBatch batch = test::golden_batch(golden);
-  test::AdapterSession opened =
-      test::open_adapter_session(base_folder(), adapter_dir(), batch, with_peft_encoder(golden));
-  test::context().run([&](vk::Recorder& r) { opened.session->transformer->record_prompt_encoder(r); });
-  std::vector<float> prompt(5 * shape.hidden);
-  test::context().download(opened.session->buffers->buffer("prompt_embeddings"), prompt.data());
+  spec::RunSettings inference = plan.settings;  // inference: the prompt as saved, no encoder
+  inference.training = false;
+  inference.with_adapter = true;
+  CHECK_FALSE(plan::make_plan(shape, inference).contains("prompt_encoder.embedding.weight"));
   // Three fp32 products of inner size <= 32 in another summation order than torch's: ~1e-6.
-  test::check_close(prompt, golden["init.prompt_embeddings"].floats(), 1e-10, 1e-5, "encoder output");
+  check_encoder_output(kCase, shape, 1e-5);
 }
 
-TEST_CASE("p-tuning: logits, loss, d inputs_embeds and every encoder gradient match PEFT (fp32, checkpointed, NF4)") {
-  test::GoldenFile golden(golden_path());
-  test::check_fp32_and_nf4_variants(kCase, golden_path(), base_folder(), adapter_dir(), with_peft_encoder(golden));
+TEST_CASE(
+    "p-tuning LSTM: PEFT's config reads back key for key; the plan counts the LSTM; its output is PEFT's prompt") {
+  spec::ModelShape shape = model::model_shape(model::load_model_config(base_folder()));
+  model::AdapterFile file = check_config_round_trip(kLstmCase, shape);
+  CHECK(file.settings.encoder_type == "LSTM");
+  CHECK(file.settings.encoder_layers == 2);
+  CHECK(file.settings.encoder_hidden == 12);
+  // The planner: embedding N·D; per layer and direction W_ih (4H, in) + W_hh (4H, H) + two (4H)
+  // biases, in = D then 2H; the head (2H, 2H) + 2H + (D, 2H) + D. N 5, D 32, H 12.
+  plan::MemoryPlan plan = p_tuning_plan(shape, 12, 2);
+  const uint64_t layer0 = 48 * 32 + 48 * 12 + 2 * 48, layer1 = 48 * 24 + 48 * 12 + 2 * 48;
+  CHECK(plan.parameters.trainable == 5 * 32 + 2 * (layer0 + layer1) + 24 * 24 + 24 + 32 * 24 + 32);
+  CHECK(plan.contains("grad.prompt_encoder.lstm_head.weight_hh_l1_reverse"));
+  CHECK(plan.contains("adam_v.prompt_encoder.lstm_head.bias_ih_l0"));
+  CHECK(plan.contains("prompt_encoder.lstm.gates.l1_reverse"));
+  CHECK(plan.contains("prompt_encoder.lstm.grad_out_b"));
+  CHECK_FALSE(plan.contains("prompt_encoder.mlp_head.4.weight"));
+  // fp32 products of inner size <= 32 and 10 recurrent steps, another order than torch's: ~1e-6.
+  check_encoder_output(kLstmCase, shape, 1e-5);
 }
 
-TEST_CASE("p-tuning: 20 AdamW steps match PEFT's trajectory (and write the adapter it loads back)") {
-  test::GoldenFile golden(golden_path());
-  test::GoldenBatch batch = test::golden_batch(golden);
-  test::AdapterSession opened =
-      test::open_adapter_session(base_folder(), adapter_dir(), batch, with_peft_encoder(golden));
-  test::TrajectoryErrors errors = test::check_adamw_trajectory(golden, batch, *opened.session);
-  MESSAGE(kCase << ": 20 steps, worst relative: loss " << errors.loss << ", grad norm " << errors.grad_norm);
-  if (std::getenv("VKT_WRITE_SOFT_PROMPT"))  // the trained adapter and its logits, for --check-vktune
-    test::write_adapter_and_logits(golden, *opened.session, opened.lora, base_folder(), soft_dir() / "vktune" / kCase);
+TEST_CASE(
+    "p-tuning (MLP, LSTM): logits, loss, d inputs_embeds and every encoder gradient match PEFT (fp32, checkpointed, "
+    "NF4)") {
+  for (const std::string& name : kCases) {  // LSTM: backpropagation through time, both directions, both layers
+    CAPTURE(name);
+    test::GoldenFile golden(golden_path(name));
+    test::check_fp32_and_nf4_variants(name, golden_path(name), base_folder(), adapter_dir(name),
+                                      with_peft_encoder(golden));
+  }
 }
 
-TEST_CASE("p-tuning: the reference loaded the adapter vktune writes (this format version) to its logits") {
+TEST_CASE("p-tuning (MLP, LSTM): 20 AdamW steps match PEFT's trajectory (and write the adapter it loads back)") {
+  for (const std::string& name : kCases) {
+    CAPTURE(name);
+    test::GoldenFile golden(golden_path(name));
+    test::GoldenBatch batch = test::golden_batch(golden);
+    test::AdapterSession opened =
+        test::open_adapter_session(base_folder(), adapter_dir(name), batch, with_peft_encoder(golden));
+    test::TrajectoryErrors errors = test::check_adamw_trajectory(golden, batch, *opened.session);
+    MESSAGE(name << ": 20 steps, worst relative: loss " << errors.loss << ", grad norm " << errors.grad_norm);
+    if (std::getenv("VKT_WRITE_SOFT_PROMPT"))  // the trained adapter and its logits, for --check-vktune
+      test::write_adapter_and_logits(golden, *opened.session, opened.lora, base_folder(), soft_dir() / "vktune" / name);
+  }
+}
+
+TEST_CASE("p-tuning (MLP, LSTM): the reference loaded the adapter vktune writes (this format version) to its logits") {
   auto report = nlohmann::json::parse(read_text_file(soft_dir() / "peft_load_check.json"));
   CHECK(report.at("adapter_format_version").get<int>() == model::adapter_format_version);
-  test::check_peft_load(report, kCase, test::GoldenFile(golden_path()), base_folder(), soft_dir() / "vktune" / kCase);
+  for (const std::string& name : kCases)
+    test::check_peft_load(report, name, test::GoldenFile(golden_path(name)), base_folder(),
+                          soft_dir() / "vktune" / name);
 }
 
 TEST_CASE("p-tuning: export refuses to merge its prompt") {

@@ -13,6 +13,7 @@
 #include "engine/model/safetensors.hpp"
 #include "engine/train/evaluate.hpp"
 #include "engine/train/generation_eval.hpp"
+#include "engine/train/soft_prompt_run.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
@@ -245,6 +246,27 @@ TEST_CASE("train: P-tuning's encoder learns, resumes bit for bit from its checkp
   model::SamplingOptions sampling;
   sampling.max_new_tokens = 3;
   CHECK(generator.generate({1, 3, 17}, sampling).size() <= 3);
+}
+
+TEST_CASE("train: P-tuning's LSTM encoder resumes bit for bit, its checkpoint under PEFT's names") {
+  train::TrainConfig full = tiny_config("resume-p-tuning-lstm-reference");
+  full.peft_type = spec::PeftType::p_tuning;
+  full.encoder_reparameterization_type = "LSTM";
+  full.num_virtual_tokens = 3;
+  full.encoder_hidden_size = 8;
+  full.max_steps = 3;              // learning is shown by the golden trajectory (ptuning_lstm)
+  test::check_resume(full, 2, 2);  // the LSTM's parameters and AdamW states are in checkpoint-2
+  const fs::path checkpoint =      // check_resume's interrupted run (test::temp_dir(<name>-crashed))
+      test::binary_dir() / "test-output" / (fs::path(full.output_dir).filename().string() + "-crashed") /
+      "checkpoint-2";
+  model::SafetensorsFile encoder(checkpoint / train::prompt_encoder_file);
+  CHECK(encoder.find("prompt_encoder.lstm_head.weight_ih_l1_reverse"));
+  CHECK(encoder.find("prompt_encoder.mlp_head.2.bias"));
+  nlohmann::json adapter = nlohmann::json::parse(read_text_file(fs::path(full.output_dir) / "adapter_config.json"));
+  CHECK(adapter["encoder_reparameterization_type"] == "LSTM");
+  model::SafetensorsFile saved(fs::path(full.output_dir) / "adapter_model.safetensors");
+  REQUIRE(saved.find("prompt_embeddings"));
+  CHECK(saved.find("prompt_embeddings")->shape == std::vector<uint64_t>{3, 32});
 }
 
 TEST_CASE("train: adamw_8bit resumes bit for bit (8-bit states and absmax in the checkpoint); run.json names it") {

@@ -8,8 +8,10 @@
 //   $XDG_CACHE_HOME/vktune/autotune-<device uuid>-<driver version>-<vktune version + kernel hash>.json
 // (default ~/.cache/vktune), written atomically after each new winner, so a later process reuses it.
 // A cache file that does not parse is ignored with a warning (and rewritten when a class is tuned).
-// Candidates differ only in how the work is split, never in each output's summation order, so results
-// are bit-identical whichever wins (tests/test_kernels_autotune.cpp forces each one).
+// The tiled/direct candidates differ only in how the work is split, never in each output's summation
+// order, so among them results are bit-identical whichever wins (tests/test_kernels_autotune.cpp forces
+// each one). The exception is a cooperative-matrix candidate (matmul_coopmat.hpp): the matrix units sum
+// in their own order, so it is admitted only after matching the default body within coopmat_tolerance.
 // Switches: VKT_NO_AUTOTUNE=1 uses the defaults (ctest sets it: tuning costs seconds per class on
 // lavapipe); on CPU drivers tuning on first use is off unless VKT_AUTOTUNE=1; `vktune bench tune` tunes
 // the kernel-bench shapes up front on any device.

@@ -4,6 +4,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/model/encoder_mlp.hpp"
+#include "engine/model/p_tuning_lstm.hpp"
 #include "engine/model/prefix_tuning.hpp"
 #include "engine/model/soft_prompt.hpp"
 #include "engine/plan/prompt_encoder_plan.hpp"
@@ -45,7 +46,9 @@ std::vector<AdapterExtraTensor> prompt_encoder_tensors(const spec::ModelShape& s
   if (settings.peft_type == spec::PeftType::prefix_tuning) return prefix_encoder_tensors(shape, settings);
   std::vector<AdapterExtraTensor> tensors;
   if (settings.peft_type != spec::PeftType::p_tuning || !settings.train_encoder) return tensors;
-  for (const auto& t : plan::prompt_encoder_parameters(settings.virtual_tokens, shape.hidden, settings.encoder_hidden))
+  const uint32_t lstm_layers = settings.encoder_type == "LSTM" ? settings.encoder_layers : 0;
+  for (const auto& t :
+       plan::prompt_encoder_parameters(settings.virtual_tokens, shape.hidden, settings.encoder_hidden, lstm_layers))
     tensors.push_back({t.name, "prompt_encoder.default." + t.name.substr(15), t.shape});  // after "prompt_encoder."
   return tensors;
 }
@@ -67,6 +70,9 @@ void init_prompt_encoder(vk::Context& context, BufferSet& buffers, const spec::M
                          const LoraSettings& settings, uint64_t seed) {
   if (prompt_encoder_tensors(shape, settings).empty()) return;
   const auto d = static_cast<uint32_t>(shape.hidden);
+  if (settings.encoder_type == "LSTM")
+    return init_lstm_prompt_encoder(context, buffers, settings.virtual_tokens, d, settings.encoder_hidden, seed,
+                                    0x70000000u);
   std::vector<float> table = prompt_random_init(settings.virtual_tokens, d, seed);
   context.upload(buffers.buffer("prompt_encoder.embedding.weight"), table.data());
   // One random stream per tensor, apart from LoRA's (layer * modules + module).
@@ -74,10 +80,12 @@ void init_prompt_encoder(vk::Context& context, BufferSet& buffers, const spec::M
 }
 
 void record_prompt_encoder_forward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h) {
+  if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_forward(r, buffers, n, d, h);
   record_encoder_mlp_forward(r, buffers, encoder_layers(d, h), n);
 }
 
 void record_prompt_encoder_backward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h) {
+  if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_backward(r, buffers, n, d, h);
   record_encoder_mlp_backward(r, buffers, encoder_layers(d, h), n, buffers.range("prompt_encoder.reduce"));
 }
 

@@ -7,7 +7,8 @@
 // the prompt's gradient flows back through it into its parameters (engine/plan/prompt_encoder_plan.hpp
 // names them). PEFT's save_pretrained writes only the encoder's output, as "prompt_embeddings": a
 // P_TUNING adapter is, for inference, a prompt-tuning one. Checkpoints keep the encoder
-// (prompt_encoder.safetensors) so a resume continues it exactly. LSTM reparameterization: not built.
+// (prompt_encoder.safetensors) so a resume continues it exactly. LSTM reparameterization:
+// p_tuning_lstm.hpp (chosen by encoder_type; the functions below dispatch to it).
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>

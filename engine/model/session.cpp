@@ -38,6 +38,7 @@ void apply_adapter_settings(spec::RunSettings& settings, const LoraSettings& lor
   settings.ia3_feedforward = lora.ia3_feedforward;
   settings.virtual_tokens = lora.virtual_tokens;
   settings.prompt_encoder_hidden = lora.train_encoder && !lora.prefix_projection ? lora.encoder_hidden : 0;
+  settings.prompt_encoder_lstm_layers = lora.train_encoder && lora.encoder_type == "LSTM" ? lora.encoder_layers : 0;
   settings.prefix_tokens = lora.prefix_tokens;
   settings.prefix_projection_hidden = lora.prefix_projection && lora.train_encoder ? lora.encoder_hidden : 0;
 }

@@ -519,9 +519,11 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   uint64_t prompt_trainable = prompt_rows * m.hidden;
   if (prompt_rows > 0 && trains_prompt_encoder(s)) {  // P-tuning: the encoder trains, its output is the prompt
     prompt_trainable = 0;
-    for (const auto& t : prompt_encoder_parameters(prompt_rows, m.hidden, s.prompt_encoder_hidden))
+    for (const auto& t :
+         prompt_encoder_parameters(prompt_rows, m.hidden, s.prompt_encoder_hidden, s.prompt_encoder_lstm_layers))
       b.adapter_tensor(t.name, t.elements()), prompt_trainable += t.elements();
-    for (const auto& [name, bytes] : prompt_encoder_workspace(prompt_rows, m.hidden, s.prompt_encoder_hidden))
+    for (const auto& [name, bytes] :
+         prompt_encoder_workspace(prompt_rows, m.hidden, s.prompt_encoder_hidden, s.prompt_encoder_lstm_layers))
       b.add(name, Category::workspace, bytes);
     b.add("prompt_embeddings", Category::adapter_params, prompt_rows * m.hidden * 4);
   } else if (prompt_rows > 0) {  // soft prompt: the virtual tokens' embeddings

@@ -152,10 +152,15 @@ const std::vector<OptionSpec>& option_table() {
        "prefix_tuning: train PEFT's prefix encoder (Embedding-Linear-Tanh-Linear) that makes the prefix; the "
        "adapter holds its output",
        &C::prefix_projection},
-      {"encoder_reparameterization_type", "p_tuning: the prompt encoder, MLP (Linear-ReLU-Linear-ReLU-Linear)",
+      {"encoder_reparameterization_type",
+       "p_tuning: the prompt encoder, MLP (Linear-ReLU-Linear-ReLU-Linear) or LSTM (bidirectional, then "
+       "Linear-ReLU-Linear)",
        &C::encoder_reparameterization_type},
-      {"encoder_num_layers", "p_tuning: PEFT's encoder_num_layers (LSTM only; recorded)", &C::encoder_num_layers},
-      {"encoder_dropout", "p_tuning: PEFT's encoder_dropout (LSTM only; recorded)", &C::encoder_dropout},
+      {"encoder_num_layers", "p_tuning: PEFT's encoder_num_layers (the LSTM's layers; MLP: recorded)",
+       &C::encoder_num_layers},
+      {"encoder_dropout",
+       "p_tuning: PEFT's encoder_dropout (MLP: recorded; LSTM with 2+ layers: only 0, its dropout is not built)",
+       &C::encoder_dropout},
       {"rope_scaling", "extend the context: linear, dynamic, yarn or llama3 RoPE scaling (written into config.json)",
        &C::rope_scaling},
       {"rope_scaling_factor", "the RoPE scaling factor (new context / original context)", &C::rope_scaling_factor},

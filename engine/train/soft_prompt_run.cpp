@@ -12,18 +12,22 @@ void validate_prompt_encoder(const TrainConfig& c) {
   if (c.prompt_tuning_init != "random")
     throw UserError("--prompt-tuning-init " + c.prompt_tuning_init + " does not go with --peft-type p_tuning",
                     "P-tuning's encoder starts from random embeddings (PEFT's PromptEncoder): drop the flag");
-  if (c.encoder_reparameterization_type == "LSTM")
-    throw UserError("--encoder-reparameterization-type LSTM is not built yet (issue 17)",
-                    "use MLP (PEFT's default and recommendation)");
-  if (c.encoder_reparameterization_type != "MLP")
+  if (c.encoder_reparameterization_type != "MLP" && c.encoder_reparameterization_type != "LSTM")
     throw UserError("--encoder-reparameterization-type " + c.encoder_reparameterization_type + " is unknown",
-                    "use MLP (PEFT's PromptEncoderReparameterizationType)");
+                    "use MLP or LSTM (PEFT's PromptEncoderReparameterizationType)");
   if (c.encoder_hidden_size < 0 || c.encoder_hidden_size > 65536)
     throw UserError("--encoder-hidden-size " + std::to_string(c.encoder_hidden_size) + " is out of range",
                     "use 1 to 65536, or 0 for the model's hidden size");
   if (c.encoder_num_layers < 1) throw UserError("--encoder-num-layers must be at least 1", "PEFT's default is 2");
   if (!(c.encoder_dropout >= 0 && c.encoder_dropout < 1))
     throw UserError("--encoder-dropout must be in [0, 1)", "PEFT's default is 0");
+  if (c.encoder_reparameterization_type == "LSTM" && c.encoder_num_layers > 64)
+    throw UserError("--encoder-num-layers " + std::to_string(c.encoder_num_layers) + " is out of range for LSTM",
+                    "use 1 to 64 (PEFT's default is 2)");
+  // torch.nn.LSTM drops out between its layers while training; vktune does not build that mask.
+  if (c.encoder_reparameterization_type == "LSTM" && c.encoder_dropout > 0 && c.encoder_num_layers > 1)
+    throw UserError("--encoder-dropout > 0 with the LSTM encoder is not built (PEFT's dropout between LSTM layers)",
+                    "use --encoder-dropout 0 (PEFT's default), or --encoder-num-layers 1 (torch drops nothing then)");
 }
 }  // namespace
 
@@ -55,6 +59,11 @@ uint32_t virtual_tokens(const TrainConfig& c) {
 uint64_t prompt_encoder_hidden(const TrainConfig& c, const spec::ModelShape* model) {
   if (c.peft_type != spec::PeftType::p_tuning) return 0;
   return c.encoder_hidden_size > 0 ? static_cast<uint64_t>(c.encoder_hidden_size) : model ? model->hidden : 0;
+}
+
+uint32_t prompt_encoder_lstm_layers(const TrainConfig& c) {
+  const bool lstm = c.peft_type == spec::PeftType::p_tuning && c.encoder_reparameterization_type == "LSTM";
+  return lstm ? static_cast<uint32_t>(c.encoder_num_layers) : 0;
 }
 
 void set_soft_prompt(const TrainConfig& c, model::LoraSettings& lora, uint64_t encoder_hidden) {
@@ -125,7 +134,8 @@ void load_prompt_encoder(vk::Context& context, model::BufferSet& buffers, const 
     const model::TensorView* tensor = file.find(t.buffer);
     if (!tensor || tensor->shape != t.shape)
       throw UserError(path.string() + ": no tensor " + t.buffer + " of this run's shape",
-                      "resume with the checkpoint's --num-virtual-tokens and --encoder-hidden-size");
+                      "resume with the checkpoint's --num-virtual-tokens, --encoder-hidden-size, "
+                      "--encoder-reparameterization-type and --encoder-num-layers");
     std::vector<float> values = model::to_fp32(*tensor);
     context.upload(buffers.buffer(t.buffer), values.data());
   }

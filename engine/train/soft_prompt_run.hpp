@@ -13,13 +13,15 @@ namespace vkt::train {
 
 // UserError for soft-prompt flags that do not fit: a count out of range, an unknown init, text init
 // without its text (or with p_tuning), packing (PEFT prepends the prompt to each sequence), preference
-// objectives, an encoder other than MLP.
+// objectives, an encoder other than MLP or LSTM, LSTM's encoder dropout (not built).
 void validate_soft_prompt(const TrainConfig& config);
 // The virtual tokens a run prepends to every row (0 unless --peft-type prompt_tuning or p_tuning).
 uint32_t virtual_tokens(const TrainConfig& config);
 // P-tuning's encoder hidden size: --encoder-hidden-size, or the model's hidden size (0 without a model,
 // or for another --peft-type).
 uint64_t prompt_encoder_hidden(const TrainConfig& config, const spec::ModelShape* model);
+// P-tuning's LSTM encoder: its layer count (--encoder-num-layers); 0 for the MLP one or another --peft-type.
+uint32_t prompt_encoder_lstm_layers(const TrainConfig& config);
 // --num-virtual-tokens and the init flags into `lora`, in PEFT's config spelling; `model` is the
 // tokenizer_name_or_path a text init records. P-tuning: the encoder's fields (hidden `encoder_hidden`).
 void set_soft_prompt(const TrainConfig& config, model::LoraSettings& lora, uint64_t encoder_hidden = 0);

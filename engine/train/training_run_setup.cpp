@@ -53,6 +53,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.batch = static_cast<uint64_t>(c.per_device_train_batch_size) * preference_rows(c);  // DPO/ORPO pairs: 2 rows
   s.virtual_tokens = virtual_tokens(c);                       // a soft prompt's cells lengthen every row
   s.prompt_encoder_hidden = prompt_encoder_hidden(c, model);  // P-tuning's encoder
+  s.prompt_encoder_lstm_layers = prompt_encoder_lstm_layers(c);
   s.seq_len = seq_len + s.virtual_tokens;
   s.prefix_tokens = prefix_tokens(c);                               // prefix tuning: keys/values only, no cells
   s.prefix_projection_hidden = prefix_projection_hidden(c, model);  // its encoder (--prefix-projection)

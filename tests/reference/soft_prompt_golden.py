@@ -21,6 +21,10 @@ Base model: tests/data/hf/llama3 (hf_golden.py). Cases:
                   output as "prompt_embeddings" (the adapter is then a prompt-tuning one for inference),
                   so the encoder's initial parameters are in the golden file: init.<name> under the
                   names below (prompt_encoder.embedding.weight, prompt_encoder.mlp_head.0.weight, ...).
+    ptuning_lstm  PromptEncoderConfig(num_virtual_tokens=5, encoder_hidden_size=12, LSTM, encoder_num_layers=2,
+                  encoder_dropout=0): the encoder is a bidirectional 2-layer nn.LSTM (32 -> 2x12) then
+                  Linear(24, 24)-ReLU-Linear(24, 32); otherwise as ptuning_mlp (init.prompt_encoder.lstm_head.*
+                  under torch's names: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, ..._reverse, l1).
     prefix_llama  PrefixTuningConfig(num_virtual_tokens=3) (no prefix_projection): every layer's attention
                   sees 3 trained key/value rows (GQA: 2 kv heads, token_dim 16) before the sequence. The
                   script checks how transformers applies them: the prefix keys as stored (no RoPE) and the
@@ -68,6 +72,7 @@ CASES = {
     "prompt_llama": ("llama3", 1700, "prompt_tuning"),
     "ptuning_mlp": ("llama3", 1800, "p_tuning"),
     "prefix_llama": ("llama3", 1800, "prefix_tuning"),
+    "ptuning_lstm": ("llama3", 1900, "p_tuning"),
 }
 ENCODER_HIDDEN = 24
 
@@ -86,7 +91,21 @@ def load_base(family, state=None):
     return model.float().eval()
 
 
-def peft_config(kind):
+# P-tuning with the LSTM encoder (case ptuning_lstm): its own config.
+LSTM_ENCODER_HIDDEN = 12
+
+
+def ptuning_lstm_config():
+    return peft.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, encoder_hidden_size=LSTM_ENCODER_HIDDEN,
+                                    encoder_reparameterization_type="LSTM", encoder_num_layers=2, encoder_dropout=0.0)
+
+
+CASE_CONFIGS = {"ptuning_lstm": ptuning_lstm_config}  # cases whose config is not their kind's
+
+
+def peft_config(kind, case=None):
+    if case in CASE_CONFIGS:
+        return CASE_CONFIGS[case]()
     if kind == "prompt_tuning":
         return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, prompt_tuning_init="TEXT",
                                        prompt_tuning_init_text=INIT_TEXT, tokenizer_name_or_path="stub")
@@ -104,7 +123,7 @@ def build_case(case):
     real = transformers.AutoTokenizer.from_pretrained
     transformers.AutoTokenizer.from_pretrained = lambda *args, **kwargs: StubTokenizer()
     try:
-        model = peft.get_peft_model(load_base(family), peft_config(kind))
+        model = peft.get_peft_model(load_base(family), peft_config(kind, case))
     finally:
         transformers.AutoTokenizer.from_pretrained = real
     config = model.peft_config["default"]
@@ -239,7 +258,7 @@ def make_case(case, out_dir):
     assert torch.allclose(again, result["logits"], atol=1e-6), case + ": PEFT's reload differs"
     nf4_base = load_base(family, hf_golden.nf4_round_trip(load_base(family)))
     if kind == "p_tuning":  # the saved adapter has no encoder: the same encoder over the NF4 base
-        quantized = peft.get_peft_model(nf4_base, peft_config(kind))
+        quantized = peft.get_peft_model(nf4_base, peft_config(kind, case))
         quantized.prompt_encoder["default"].load_state_dict(encoder_state)
     else:  # PEFT refuses is_trainable=True for a prompt-learning adapter: the prompt is made trainable by hand.
         quantized = peft.PeftModel.from_pretrained(nf4_base, adapter_dir)
