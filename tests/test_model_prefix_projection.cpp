@@ -42,17 +42,6 @@ fs::path base_folder() { return test::source_dir() / "tests/data/hf/llama3"; }
 fs::path golden_path() { return soft_dir() / (kCase + ".golden.bin"); }
 fs::path adapter_dir() { return soft_dir() / kCase / "adapter"; }
 
-// The run trains the encoder, starting from PEFT's initial parameters (the golden's init.*).
-test::SessionSetup with_peft_encoder(const test::GoldenFile& golden) {
-  test::SessionSetup setup;
-  setup.settings = [](model::LoraSettings& lora) { lora.train_encoder = true; };
-  setup.weights = [&golden](model::ModelSession& session, const model::LoraSettings& lora) {
-    for (const auto& tensor : model::prefix_encoder_tensors(session.plan.shape, lora))
-      test::context().upload(session.buffers->buffer(tensor.buffer), golden["init." + tensor.buffer].floats().data());
-  };
-  return setup;
-}
-
 }  // namespace
 
 TEST_SUITE("model_hf") {
@@ -72,11 +61,13 @@ TEST_CASE(
   theirs.erase("peft_version");
   CHECK(ours == theirs);
   // The planner: the encoder trains (P·T + H·T + H + W·H + W, W = layers·2·T), not the prefix.
+  // The run settings the trainer's session derives from them while training the encoder.
+  model::LoraSettings training = file.settings;
+  training.train_encoder = true;
   spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
-  settings.peft_type = spec::PeftType::prefix_tuning;
-  settings.target_modules.clear();
-  settings.prefix_tokens = 3;
-  settings.prefix_projection_hidden = 24;
+  model::apply_adapter_settings(settings, training);
+  CHECK(settings.prefix_projection_hidden == 24);
+  CHECK(settings.prompt_encoder_hidden == 0);
   plan::MemoryPlan plan = plan::make_plan(shape, settings);
   CHECK(plan.parameters.trainable == 3 * 16 + 24 * 16 + 24 + 64 * 24 + 64);
   for (const char* name : {"grad.prefix_encoder.transform.2.weight", "adam_v.prefix_encoder.embedding.weight",
@@ -92,7 +83,7 @@ TEST_CASE(
   test::GoldenFile golden(golden_path());
   test::GoldenBatch batch = test::golden_batch(golden);
   test::AdapterSession opened =
-      test::open_adapter_session(base_folder(), adapter_dir(), batch, with_peft_encoder(golden));
+      test::open_adapter_session(base_folder(), adapter_dir(), batch, test::with_golden_encoder(golden));
   test::context().run([&](vk::Recorder& r) { opened.session->transformer->record_prompt_encoder(r); });
   std::vector<float> prefix(3 * 64);
   test::context().download(opened.session->buffers->buffer("prefix.key_values"), prefix.data());
@@ -104,18 +95,14 @@ TEST_CASE(
     "prefix projection: logits, loss, d embeddings and every encoder gradient match PEFT (fp32, checkpointed, "
     "NF4)") {
   test::GoldenFile golden(golden_path());
-  test::check_fp32_and_nf4_variants(kCase, golden_path(), base_folder(), adapter_dir(), with_peft_encoder(golden));
+  test::check_fp32_and_nf4_variants(kCase, golden_path(), base_folder(), adapter_dir(),
+                                    test::with_golden_encoder(golden));
 }
 
 TEST_CASE("prefix projection: 20 AdamW steps match PEFT's trajectory (and write the adapter it loads back)") {
   test::GoldenFile golden(golden_path());
-  test::GoldenBatch batch = test::golden_batch(golden);
-  test::AdapterSession opened =
-      test::open_adapter_session(base_folder(), adapter_dir(), batch, with_peft_encoder(golden));
-  test::TrajectoryErrors errors = test::check_adamw_trajectory(golden, batch, *opened.session);
-  MESSAGE(kCase << ": 20 steps, worst relative: loss " << errors.loss << ", grad norm " << errors.grad_norm);
-  if (std::getenv("VKT_WRITE_SOFT_PROMPT"))  // the trained adapter and its logits, for --check-vktune
-    test::write_adapter_and_logits(golden, *opened.session, opened.lora, base_folder(), soft_dir() / "vktune" / kCase);
+  test::check_trajectory_and_write(kCase, golden, base_folder(), adapter_dir(), soft_dir() / "vktune" / kCase,
+                                   test::with_golden_encoder(golden));
 }
 
 TEST_CASE("prefix projection: the reference loaded the adapter vktune writes (this format version) to its logits") {
@@ -206,8 +193,9 @@ TEST_CASE("prefix projection: --prefix-projection's flags are checked") {
 
 TEST_SUITE("train_e2e") {
 
-// (That the encoder learns is the 20-step trajectory above, PEFT's.)
-TEST_CASE("train: prefix projection's encoder resumes bit for bit from its checkpoint; generate reads its prefix") {
+// (That the encoder learns is the 20-step trajectory above, PEFT's; generation with a prefix adapter,
+// the generate test above.)
+TEST_CASE("train: prefix projection's encoder resumes bit for bit from its checkpoint; the adapter says so") {
   train::TrainConfig full = test::tiny_lora_config(test::binary_dir() / "test-output" / "e2e", "e2e-prefix-projection");
   full.peft_type = spec::PeftType::prefix_tuning;
   full.prefix_projection = true;
@@ -219,14 +207,6 @@ TEST_CASE("train: prefix projection's encoder resumes bit for bit from its check
   model::AdapterFile adapter = model::load_adapter_config(full.output_dir);
   CHECK(adapter.settings.prefix_projection);
   CHECK(adapter.settings.encoder_hidden == 16);
-  model::GeneratorOptions generate;  // PEFT's inference: the saved prefix, no encoder
-  generate.model = full.model;
-  generate.adapter = fs::path(full.output_dir);
-  generate.max_tokens = 16;
-  model::Generator generator(test::context(), generate);
-  model::SamplingOptions sampling;
-  sampling.max_new_tokens = 3;
-  CHECK(generator.generate({1, 3, 17}, sampling).size() <= 3);
 }
 
 }  // TEST_SUITE

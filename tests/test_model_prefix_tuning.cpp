@@ -79,14 +79,8 @@ TEST_CASE("prefix tuning: logits, loss, d embeddings and the prefix's gradient m
 }
 
 TEST_CASE("prefix tuning: 20 AdamW steps match PEFT's trajectory (and write the adapter it loads back)") {
-  test::GoldenFile golden(golden_path());
-  test::GoldenBatch batch = test::golden_batch(golden);
-  test::AdapterSession opened = test::open_adapter_session(base_folder(), adapter_dir(), batch);
-  test::TrajectoryErrors errors = test::check_adamw_trajectory(golden, batch, *opened.session);
-  MESSAGE(std::string(kCase) << ": 20 steps, worst relative: loss " << errors.loss << ", grad norm "
-                             << errors.grad_norm);
-  if (std::getenv("VKT_WRITE_SOFT_PROMPT"))  // the trained adapter and its logits, for --check-vktune
-    test::write_adapter_and_logits(golden, *opened.session, opened.lora, base_folder(), soft_dir() / "vktune" / kCase);
+  test::check_trajectory_and_write(kCase, test::GoldenFile(golden_path()), base_folder(), adapter_dir(),
+                                   soft_dir() / "vktune" / kCase);
 }
 
 TEST_CASE("prefix tuning: the reference loaded the adapter vktune writes to its logits; export refuses it") {

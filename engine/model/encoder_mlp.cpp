@@ -6,7 +6,6 @@
 #include "engine/kernels/random.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/relu.hpp"
-#include "engine/kernels/tanh.hpp"
 
 namespace vkt::model {
 

@@ -209,6 +209,19 @@ def expanded_batch(ids, mask, n):
     return ids_x, weights_x, positions, [n + length for length in hf_golden.LENGTHS]
 
 
+def row_writers(rows):
+    """put(key, value, dtype) and put_result(prefix, forward_backward's result): rows of a golden file."""
+    def put(key, value, dtype=np.float32):
+        value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
+        rows.append((key, value.astype(dtype)))
+
+    def put_result(prefix, result):
+        named = [(key, result[key]) for key in ("logits", "loss", "dembed")]
+        for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
+            put(prefix + "." + key, value)
+    return put, put_result
+
+
 def make_case(case, out_dir):
     family, seed, kind = CASES[case]
     ids, mask = hf_golden.golden_batch(128, seed)
@@ -223,14 +236,7 @@ def make_case(case, out_dir):
                                                     "virtual_tokens": virtual_tokens(model)},
                                                    sort_keys=True).encode(), dtype=np.uint8))]
 
-    def put(key, value, dtype=np.float32):
-        value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
-        rows.append((key, value.astype(dtype)))
-
-    def put_result(prefix, result):
-        named = [(key, result[key]) for key in ("logits", "loss", "dembed")]
-        for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
-            put(prefix + "." + key, value)
+    put, put_result = row_writers(rows)
 
     if kind == "prompt_tuning":
         put("init.ids", INIT_TEXT_IDS, np.int32)
@@ -324,14 +330,7 @@ def make_projection_case(case, out_dir):
                                                     "versions": PINNED, "virtual_tokens": 3},
                                                    sort_keys=True).encode(), dtype=np.uint8))]
 
-    def put(key, value, dtype=np.float32):
-        value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
-        rows.append((key, value.astype(dtype)))
-
-    def put_result(prefix, result):
-        named = [(key, result[key]) for key in ("logits", "loss", "dembed")]
-        for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
-            put(prefix + "." + key, value)
+    put, put_result = row_writers(rows)
 
     for name, p in model.named_parameters():
         if p.requires_grad:
