@@ -171,26 +171,6 @@ TEST_CASE(
 
 }  // TEST_SUITE
 
-TEST_SUITE("train") {
-
-TEST_CASE("prefix projection: --prefix-projection's flags are checked") {
-  train::TrainConfig config;
-  config.model = "m";
-  config.data = "d.jsonl";
-  config.output_dir = "out";
-  config.prefix_projection = true;
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("goes with --peft-type prefix_tuning"), UserError);
-  config.peft_type = spec::PeftType::prefix_tuning;
-  CHECK_NOTHROW(train::validate(config));
-  config.encoder_hidden_size = -1;
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("out of range"), UserError);
-  config.encoder_hidden_size = 16;
-  config.adapter = "earlier";
-  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--adapter"), UserError);
-}
-
-}  // TEST_SUITE
-
 TEST_SUITE("train_e2e") {
 
 // (That the encoder learns is the 20-step trajectory above, PEFT's; generation with a prefix adapter,

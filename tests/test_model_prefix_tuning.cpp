@@ -42,7 +42,7 @@ fs::path adapter_dir() { return soft_dir() / kCase / "adapter"; }
 
 TEST_SUITE("train") {
 
-TEST_CASE("prefix tuning: PEFT's adapter_config.json round-trips; the planner counts the prefix") {
+TEST_CASE("prefix tuning: PEFT's adapter_config.json round-trips; the planner counts the prefix; flags checked") {
   model::AdapterFile file = model::load_adapter_config(adapter_dir());
   CHECK(file.settings.peft_type == spec::PeftType::prefix_tuning);
   CHECK(file.settings.prefix_tokens == 3);
@@ -72,6 +72,17 @@ TEST_CASE("prefix tuning: PEFT's adapter_config.json round-trips; the planner co
   config.num_virtual_tokens = 8;
   config.packing = true;
   CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--packing"), UserError);
+  config.packing = false;  // --prefix-projection (test_model_prefix_projection.cpp): its flags
+  config.prefix_projection = true;
+  CHECK_NOTHROW(train::validate(config));
+  config.encoder_hidden_size = -1;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("out of range"), UserError);
+  config.encoder_hidden_size = 16;
+  config.adapter = "earlier";
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--adapter"), UserError);
+  config.adapter.clear();
+  config.peft_type = spec::PeftType::lora;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("goes with --peft-type prefix_tuning"), UserError);
 }
 
 TEST_CASE("prefix tuning: logits, loss, d embeddings and the prefix's gradient match PEFT (fp32, checkpointed, NF4)") {

@@ -15,22 +15,24 @@ uint64_t prefix_width(const spec::ModelShape& shape) { return shape.layers * 2 *
 nlohmann::json peft_prefix_tuning_config(const spec::ModelShape& shape, const LoraSettings& settings,
                                          const std::string& base_model) {
   const uint64_t kv_dim = shape.kv_heads * shape.head_dim;
-  return {
-      {"auto_mapping", nullptr},
-      {"base_model_name_or_path", base_model},
-      {"encoder_hidden_size", settings.prefix_projection && settings.encoder_hidden ? settings.encoder_hidden : kv_dim},
-      {"inference_mode", true},
-      {"init_weights", nullptr},
-      {"modules_to_save", nullptr},
-      {"num_attention_heads", shape.kv_heads},
-      {"num_layers", shape.layers},
-      {"num_transformer_submodules", 1},
-      {"num_virtual_tokens", settings.prefix_tokens},
-      {"peft_type", "PREFIX_TUNING"},
-      {"prefix_projection", settings.prefix_projection},
-      {"revision", nullptr},
-      {"task_type", "CAUSAL_LM"},
-      {"token_dim", kv_dim}};
+  // PEFT writes the encoder's width as given, else token_dim (_prepare_prompt_learning_config).
+  const uint64_t encoder_hidden =
+      settings.prefix_projection && settings.encoder_hidden ? settings.encoder_hidden : kv_dim;
+  return {{"auto_mapping", nullptr},
+          {"base_model_name_or_path", base_model},
+          {"encoder_hidden_size", encoder_hidden},
+          {"inference_mode", true},
+          {"init_weights", nullptr},
+          {"modules_to_save", nullptr},
+          {"num_attention_heads", shape.kv_heads},
+          {"num_layers", shape.layers},
+          {"num_transformer_submodules", 1},
+          {"num_virtual_tokens", settings.prefix_tokens},
+          {"peft_type", "PREFIX_TUNING"},
+          {"prefix_projection", settings.prefix_projection},
+          {"revision", nullptr},
+          {"task_type", "CAUSAL_LM"},
+          {"token_dim", kv_dim}};
 }
 
 void read_prefix_tuning_config(const nlohmann::json& config, const std::string& path, LoraSettings& settings) {
