@@ -14,6 +14,7 @@
 #include "engine/base/log.hpp"
 #include "engine/merge/gguf_export.hpp"
 #include "engine/model/session.hpp"
+#include "engine/plan/data_parallel.hpp"
 #include "engine/plan/report.hpp"
 #include "engine/train/advice.hpp"
 #include "engine/train/distill.hpp"
@@ -174,7 +175,8 @@ void add_plan_command(CLI::App& app) {
   static int64_t world_size = 1;
   command->add_flag("--json", as_json, "print JSON instead of the table");
   command->add_option("--world-size", world_size,
-                      "ranks of `mpirun -np N vktune train`: with --shard-optimizer the plan is one rank's memory");
+                      "ranks of `mpirun -np N vktune train`: the plan is one rank's memory (its gradient buckets' host "
+                      "staging, ddp.buckets; with --shard-optimizer its 1/N of the optimizer states)");
   command->add_option("--seq-len", seq_len, "tokens per sequence (default: --max-length)");
   command->callback([] {
     train::TrainConfig config = flags.resolve();
@@ -205,6 +207,7 @@ void add_plan_command(CLI::App& app) {
     }
     if (budget) settings.paging_budget_bytes = *budget;  // --paged-optimizer pages against it
     plan::PlanReport report = plan::make_report(model::model_shape(model_config), settings, budget, device_name);
+    plan::add_data_parallel_staging(report, static_cast<uint32_t>(world_size));  // ddp.buckets, one rank of N
     std::printf("%s\n", as_json ? plan::report_json(report).c_str() : plan::format_report(report).c_str());
     print_plan_advice(config, settings, model::model_shape(model_config), model_config.torch_dtype, budget, as_json);
     if (train::is_distill(config) && !as_json) {  // the teacher shares the device; train's pre-flight adds it

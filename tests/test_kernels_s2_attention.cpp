@@ -37,6 +37,7 @@ struct S2Inputs {
   AttentionShape shape;
   uint32_t group = 0;
   std::vector<float> q, k, v;
+  std::vector<uint32_t> segments;  // (batch*seq) per token, or empty: no masking
 };
 
 S2Inputs make_inputs(const AttentionShape& shape, uint32_t group, uint32_t seed) {
@@ -56,9 +57,11 @@ Forward gpu_forward(const S2Inputs& in) {
   Guarded scratch(kernels::s2_attention_scratch_bytes(uint64_t(s.batch) * s.seq_q, s.q_heads, s.kv_heads, s.head_dim,
                                                       kernels::DType::f32, false),
                   "scratch");
+  Guarded segments = Guarded::of_raw(in.segments.empty() ? std::vector<uint32_t>{0} : in.segments, "segments");
+  const vk::BufferRange segment_range = segments.range();
   context().run([&](vk::Recorder& r) {
     kernels::s2_attention_forward(r, q.range(), k.range(), v.range(), o.range(), lse.range(), s, in.group,
-                                  scratch.range());
+                                  scratch.range(), kernels::DType::f32, in.segments.empty() ? nullptr : &segment_range);
   });
   CHECK(o.guard_intact());
   CHECK(lse.guard_intact());
@@ -68,7 +71,8 @@ Forward gpu_forward(const S2Inputs& in) {
 
 std::vector<float> cpu_forward(const S2Inputs& in) {
   std::vector<float> o(q_count(in.shape));
-  ref::s2_attention_forward(in.q.data(), in.k.data(), in.v.data(), o.data(), in.shape, in.group);
+  ref::s2_attention_forward(in.q.data(), in.k.data(), in.v.data(), o.data(), in.shape, in.group,
+                            in.segments.empty() ? nullptr : in.segments.data());
   return o;
 }
 
@@ -86,9 +90,12 @@ Gradients gpu_backward(const S2Inputs& in, const std::vector<float>& d_o_values)
   Guarded scratch(kernels::s2_attention_scratch_bytes(uint64_t(s.batch) * s.seq_q, s.q_heads, s.kv_heads, s.head_dim,
                                                       kernels::DType::f32, true),
                   "scratch");
+  Guarded segments = Guarded::of_raw(in.segments.empty() ? std::vector<uint32_t>{0} : in.segments, "segments");
+  const vk::BufferRange segment_range = segments.range();
   context().run([&](vk::Recorder& r) {
     kernels::s2_attention_backward(r, q.range(), k.range(), v.range(), o.range(), d_o.range(), lse.range(),
-                                   delta.range(), dq.range(), dk.range(), dv.range(), s, in.group, scratch.range());
+                                   delta.range(), dq.range(), dk.range(), dv.range(), s, in.group, scratch.range(),
+                                   kernels::DType::f32, in.segments.empty() ? nullptr : &segment_range);
   });
   CHECK(dq.guard_intact());
   CHECK(dk.guard_intact());
@@ -101,8 +108,23 @@ Gradients cpu_backward(const S2Inputs& in, const std::vector<float>& d_o) {
   Gradients g{std::vector<float>(q_count(in.shape)), std::vector<float>(kv_count(in.shape)),
               std::vector<float>(kv_count(in.shape))};
   ref::s2_attention_backward(in.q.data(), in.k.data(), in.v.data(), d_o.data(), g.dq.data(), g.dk.data(), g.dv.data(),
-                             in.shape, in.group);
+                             in.shape, in.group, in.segments.empty() ? nullptr : in.segments.data());
   return g;
+}
+
+// The reference's gradients against finite differences of the reference forward, every element.
+void check_reference_gradients(const S2Inputs& in, const std::vector<float>& g, const std::string& label) {
+  const Gradients reference = cpu_backward(in, g);
+  auto ref_loss_of = [&](std::vector<float> S2Inputs::*tensor) {
+    return [&, tensor](const std::vector<float>& values) {
+      S2Inputs probe = in;
+      probe.*tensor = values;
+      return test::dot(cpu_forward(probe), g);
+    };
+  };
+  test::check_gradient(ref_loss_of(&S2Inputs::q), in.q, reference.dq, 1e-2f, 1e-8, 1 << 30, label + " dq");
+  test::check_gradient(ref_loss_of(&S2Inputs::k), in.k, reference.dk, 1e-2f, 1e-8, 1 << 30, label + " dk");
+  test::check_gradient(ref_loss_of(&S2Inputs::v), in.v, reference.dv, 1e-2f, 1e-8, 1 << 30, label + " dv");
 }
 
 }  // namespace
@@ -166,23 +188,67 @@ TEST_CASE("s2_attention_backward: matches finite differences of the GPU forward 
   test::check_gradient(loss_of(&S2Inputs::v), in.v, analytic.dv, 1e-2f, 1e-6, 16, "dv");
   // The reference's gradients, against finite differences of the reference forward (every
   // element), and the GPU's against them on a larger GQA shape.
-  const Gradients reference = cpu_backward(in, g);
-  auto ref_loss_of = [&](std::vector<float> S2Inputs::*tensor) {
-    return [&, tensor](const std::vector<float>& values) {
-      S2Inputs probe = in;
-      probe.*tensor = values;
-      return test::dot(cpu_forward(probe), g);
-    };
-  };
-  test::check_gradient(ref_loss_of(&S2Inputs::q), in.q, reference.dq, 1e-2f, 1e-8, 1 << 30, "ref dq");
-  test::check_gradient(ref_loss_of(&S2Inputs::k), in.k, reference.dk, 1e-2f, 1e-8, 1 << 30, "ref dk");
-  test::check_gradient(ref_loss_of(&S2Inputs::v), in.v, reference.dv, 1e-2f, 1e-8, 1 << 30, "ref dv");
+  check_reference_gradients(in, g, "ref");
   const S2Inputs wide = make_inputs(s2_shape(2, 16, 4, 2, 8), 8, 920);
   const std::vector<float> g_wide = test::random_floats(q_count(wide.shape), 921);
   const Gradients gpu = gpu_backward(wide, g_wide), cpu = cpu_backward(wide, g_wide);
   test::check_close(gpu.dq, cpu.dq, 1e-11, 3e-5, "s2 dq");
   test::check_close(gpu.dk, cpu.dk, 1e-11, 3e-5, "s2 dk");
   test::check_close(gpu.dv, cpu.dv, 1e-11, 3e-5, "s2 dv");
+}
+
+// Right padding as the batcher writes it: row b holds lengths[b] real tokens (segment 0), then
+// padding (a segment of its own).
+std::vector<uint32_t> padded_segments(const AttentionShape& shape, const std::vector<uint32_t>& lengths) {
+  std::vector<uint32_t> segments(size_t(shape.batch) * shape.seq_q);
+  for (uint32_t b = 0; b < shape.batch; b++)
+    for (uint32_t i = 0; i < shape.seq_q; i++) segments[size_t(b) * shape.seq_q + i] = i < lengths[b] ? 0 : 0xffffffffu;
+  return segments;
+}
+
+TEST_CASE("s2_attention: a padded row's padding is masked, also in the shifted heads' wrapped group") {
+  // seq 16, groups of 4, row 1 real for 11 tokens: its shifted heads' last group wraps tokens 0-1
+  // after tokens 14-15 (padding), which they must not see (LongLoRA's flash path masks them).
+  S2Inputs in = make_inputs(s2_shape(2, 16, 4, 2, 8), 4, 930);
+  in.segments = padded_segments(in.shape, {16, 11});
+  const Forward forward = gpu_forward(in);
+  test::check_close(forward.o, cpu_forward(in), 1e-11, 5e-6, "padded s2 o");
+  // The real tokens' outputs do not depend on the padding's q, k, v.
+  S2Inputs noisy = in;
+  const uint32_t width_q = 4 * 8, width_kv = 2 * 8;
+  for (uint32_t i = 11; i < 16; i++) {
+    for (uint32_t c = 0; c < width_q; c++) noisy.q[(16 + i) * width_q + c] += 3.0f;
+    for (uint32_t c = 0; c < width_kv; c++)
+      noisy.k[(16 + i) * width_kv + c] -= 2.0f, noisy.v[(16 + i) * width_kv + c] += 5.0f;
+  }
+  const std::vector<float> noisy_o = gpu_forward(noisy).o;
+  double moved = 0;
+  for (uint32_t row = 0; row < 2 * 16; row++)
+    if (row < 16 + 11)
+      for (uint32_t c = 0; c < width_q; c++)
+        moved = std::max(moved, double(std::fabs(noisy_o[row * width_q + c] - forward.o[row * width_q + c])));
+  INFO("largest change of a real token's output with the padding's q, k, v changed: " << moved);
+  CHECK(moved == 0.0);
+  // Backward: against the reference, and no gradient reaches the padding's keys and values from real
+  // queries (d_o is zero on padding, as a zero loss weight leaves it).
+  std::vector<float> g = test::random_floats(q_count(in.shape), 931);
+  for (uint32_t i = 11; i < 16; i++)
+    for (uint32_t c = 0; c < width_q; c++) g[(16 + i) * width_q + c] = 0.0f;
+  const Gradients gpu = gpu_backward(in, g), cpu = cpu_backward(in, g);
+  test::check_close(gpu.dq, cpu.dq, 1e-11, 3e-5, "padded s2 dq");
+  test::check_close(gpu.dk, cpu.dk, 1e-11, 3e-5, "padded s2 dk");
+  test::check_close(gpu.dv, cpu.dv, 1e-11, 3e-5, "padded s2 dv");
+  double padding_gradient = 0;
+  for (uint32_t i = 11; i < 16; i++)
+    for (uint32_t c = 0; c < width_kv; c++)
+      padding_gradient = std::max({padding_gradient, double(std::fabs(gpu.dk[(16 + i) * width_kv + c])),
+                                   double(std::fabs(gpu.dv[(16 + i) * width_kv + c]))});
+  CHECK(padding_gradient == 0.0);
+  // The reference's gradients against finite differences of its forward, on a small padded shape.
+  S2Inputs small = make_inputs(s2_shape(1, 8, 2, 2, 4), 4, 940);
+  small.segments = padded_segments(small.shape, {6});
+  const std::vector<float> g_small = test::random_floats(q_count(small.shape), 941);
+  check_reference_gradients(small, g_small, "padded ref");
 }
 
 TEST_CASE("s2_attention: shapes it cannot split are named") {

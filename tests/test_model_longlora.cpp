@@ -10,10 +10,14 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/files.hpp"
+#include "engine/kernels/s2_attention.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/plan/plan.hpp"
+#include "engine/train/config.hpp"
+#include "engine/train/trainer.hpp"
 #include "tests/golden_run.hpp"
+#include "tests/model_io_support.hpp"
 #include "tests/support.hpp"
 
 using namespace vkt;
@@ -91,7 +95,7 @@ TEST_CASE("plan: modules_to_save norms train as adapter tensors; --s2-attn plans
   settings.batch = 1;
   settings.seq_len = 64;
   const plan::MemoryPlan plain = plan::make_plan(shape, settings);
-  settings.saved_norms = {"input_layernorm", "norm"};  // PEFT's suffixes: not post_attention_layernorm
+  settings.saved_norms = {"input_layernorm", "model.norm"};  // PEFT's suffixes: not post_attention_layernorm
   settings.s2_group = 16;
   const plan::MemoryPlan plus = plan::make_plan(shape, settings);
   CHECK(plus.parameters.trainable == plain.parameters.trainable + 3 * 32);  // two input_layernorms and model.norm
@@ -104,6 +108,49 @@ TEST_CASE("plan: modules_to_save norms train as adapter tensors; --s2-attn plans
   CHECK_FALSE(plus.contains("grad.model.layers.0.post_attention_layernorm.weight"));
   CHECK_FALSE(plain.contains("s2.scratch"));
   CHECK(plus.find("s2.scratch").bytes >= 2 * 64 * (4 + 2) * 8 * 4 * 2);  // q, o, d_o, dq and k, v, dk, dv (fp32)
+}
+
+TEST_CASE("plan: modules_to_save entries match as PEFT's; one that matches no module is a UserError") {
+  spec::ModelShape shape;  // Llama: input_layernorm, post_attention_layernorm per layer, model.norm; no q_norm
+  shape.vocab = 128, shape.hidden = 32, shape.intermediate = 64, shape.layers = 2, shape.heads = 4, shape.kv_heads = 2,
+  shape.head_dim = 8;
+  train::TrainConfig config;
+  const uint64_t plain = plan::make_plan(shape, train::run_settings(config, 64, &shape)).parameters.trainable;
+  // peft 0.21.2 (get_peft_model on tests/data/hf/llama3): "norm" wraps all five norms (key.endswith), not
+  // model.norm alone; "layernorm" the four layer norms.
+  for (const auto& [entry, norms] :
+       {std::pair<const char*, uint64_t>{"norm", 5}, {"layernorm", 4}, {"model.norm", 1}}) {
+    const std::string name = entry;
+    const uint64_t count = norms;
+    CAPTURE(name);
+    config.modules_to_save = name;
+    CHECK(plan::make_plan(shape, train::run_settings(config, 64, &shape)).parameters.trainable == plain + count * 32);
+  }
+  for (const std::string entry : {"q_norm", "input_layer_norm", "input_layernorn"}) {
+    CAPTURE(entry);
+    config.modules_to_save = "embed_tokens," + entry;
+    const std::string message = test::user_error_of([&] { train::run_settings(config, 64, &shape); });
+    CHECK(message.find("'" + entry + "'") != std::string::npos);
+    CHECK(message.find("input_layernorm, post_attention_layernorm, norm") != std::string::npos);  // the valid names
+  }
+}
+
+TEST_CASE("plan: --s2-attn plans the padded rows (a multiple of 8) and sizes its scratch from them") {
+  // vktune plan / sweep plan with --max-length 1001: training pads rows to 1008 (groups of 252).
+  spec::ModelShape shape;
+  shape.vocab = 128, shape.hidden = 32, shape.intermediate = 64, shape.layers = 2, shape.heads = 4, shape.kv_heads = 2,
+  shape.head_dim = 8;
+  train::TrainConfig config;
+  config.s2_attn = true;
+  config.per_device_train_batch_size = 2;
+  const spec::RunSettings settings = train::run_settings(config, 1001, &shape);
+  CHECK(settings.seq_len == 1008);
+  CHECK(settings.s2_group == 252);
+  const plan::MemoryPlan plan = plan::make_plan(shape, settings);
+  CHECK(plan.find("s2.scratch").bytes ==
+        kernels::s2_attention_scratch_bytes(2 * 1008, 4, 2, 8, settings.activation_dtype, true));
+  config.s2_attn = false;
+  CHECK(train::run_settings(config, 1001, &shape).seq_len == 1001);  // only --s2-attn pads
 }
 
 }  // TEST_SUITE

@@ -110,6 +110,78 @@ std::vector<float> adapter_values(const fs::path& output) {
   return values;
 }
 
+// Runs `command` (a `vktune train ... --output-dir ` line) into a fresh temp folder `name`, then
+// `flags`; the folder. The children open lavapipe: no LeakSanitizer (its unloaded-module leak at exit).
+// Its output (the ledger) is kept beside it, in NAME.log (run_log).
+fs::path train_into(const std::string& command, const std::string& name, const std::string& flags) {
+  const fs::path output = test::temp_dir(name);
+  const std::pair<int, std::string> result =
+      test::run_command("ASAN_OPTIONS=detect_leaks=0 " + command + output.string() + " " + flags + " 2>&1");
+  INFO(result.second);
+  REQUIRE(result.first == 0);
+  write_file_atomically(output.string() + ".log", result.second);
+  return output;
+}
+std::string run_log(const fs::path& output) { return read_text_file(output.string() + ".log"); }
+// Resumes the finished run in `finished` (`command` + `flags`) from its checkpoint before
+// checkpoint-`last`, in a copy without its final `weights` file: they end bit-identical.
+void check_resume_bit_identical(const std::string& command, const fs::path& finished, const std::string& flags,
+                                const std::string& weights, int last) {
+  const fs::path resumed = test::temp_dir(finished.filename().string() + "-resumed");
+  fs::copy(finished, resumed, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  fs::remove(resumed / weights);
+  fs::remove_all(resumed / ("checkpoint-" + std::to_string(last)));
+  const std::pair<int, std::string> result =
+      test::run_command("ASAN_OPTIONS=detect_leaks=0 " + command + resumed.string() + " " + flags +
+                        " --resume-from-checkpoint latest 2>&1");
+  INFO(result.second);
+  REQUIRE(result.first == 0);
+  CHECK(result.second.find("resumed from") != std::string::npos);
+  CHECK(read_text_file(resumed / weights) == read_text_file(finished / weights));
+}
+// OUTPUT's `steps` step losses, each within 1e-4 relative of EXPECTED's.
+void check_losses_close(const fs::path& output, const fs::path& expected_output, size_t steps) {
+  const std::vector<double> expected = step_losses(expected_output), losses = step_losses(output);
+  REQUIRE(expected.size() == steps);
+  REQUIRE(losses.size() == steps);
+  for (size_t i = 0; i < losses.size(); i++) {
+    CAPTURE(i);
+    CHECK(std::abs(losses[i] - expected[i]) <= 1e-4 * std::abs(expected[i]));
+  }
+}
+// The row of `category` in a run's "memory, planned vs measured" table ("  NAME  PLANNED  MEASURED  RATIOx").
+std::string ledger_row(const std::string& log, const std::string& category) {
+  const size_t at = log.find("\n  " + category + " ");
+  REQUIRE(at != std::string::npos);
+  return log.substr(at + 1, log.find('\n', at + 1) - at - 1);
+}
+// The byte values of a ledger row, in order (planned, measured).
+std::vector<double> ledger_bytes(const std::string& row) {
+  std::vector<double> values;
+  for (size_t i = 0; i < row.size();) {
+    if (!std::isdigit(static_cast<unsigned char>(row[i]))) {
+      i++;
+      continue;
+    }
+    size_t used = 0;
+    const double value = std::stod(row.substr(i), &used);
+    const std::string unit = row.substr(i + used, 4);
+    values.push_back(value * (unit.find(" KiB") == 0 ? 1024.0 : unit.find(" MiB") == 0 ? 1048576.0 : 1.0));
+    i += used;
+  }
+  return values;
+}
+// The `category` rows (optimizer_state, master_weights) of an unsharded and a 2-rank sharded run's
+// logs: the sharded run measured what it planned, half the unsharded bytes (each within 10%).
+void check_half_the_states(const std::string& plain_log, const std::string& sharded_log, const std::string& category) {
+  const std::string plain_row = ledger_row(plain_log, category), sharded_row = ledger_row(sharded_log, category);
+  MESSAGE("unsharded: " << plain_row << "\nsharded:   " << sharded_row);
+  const std::vector<double> plain_bytes = ledger_bytes(plain_row), sharded_bytes = ledger_bytes(sharded_row);
+  REQUIRE(plain_bytes.size() >= 2);
+  REQUIRE(sharded_bytes.size() >= 2);
+  CHECK(std::abs(sharded_bytes[1] - sharded_bytes[0]) <= 0.1 * sharded_bytes[0]);  // measured vs planned
+  CHECK(std::abs(sharded_bytes[0] - plain_bytes[0] / 2) <= 0.1 * plain_bytes[0] / 2);
+}
 }  // namespace
 
 TEST_SUITE("train_mpi") {
@@ -178,19 +250,12 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
   const fs::path &model = inputs->model, &data = inputs->data;
-  // Child processes open lavapipe: no LeakSanitizer (its unloaded-module leak at exit).
-  const std::string env = "ASAN_OPTIONS=detect_leaks=0 ";
   const std::string mpirun = mpiexec() + "-np 2 ";
   const std::string train = vktune() + " train --model " + model.string() + " --data " + data.string() +
                             " --headless --max-steps 4 --logging-steps 1 --save-steps 0 --lora-r 4 --target-modules "
                             "all-linear --learning-rate 1e-2 --lr-scheduler-type constant --seed 7 --output-dir ";
   auto run = [&](const std::string& launcher, const std::string& name, const std::string& flags) {
-    const fs::path output = test::temp_dir("mpi-" + name);
-    const std::pair<int, std::string> result =
-        test::run_command(env + launcher + train + output.string() + " " + flags + " 2>&1");
-    INFO(result.second);
-    REQUIRE(result.first == 0);
-    return output;
+    return train_into(launcher + train, "mpi-" + name, flags);
   };
   const fs::path one_big = run("", "one-b4", "--per-device-train-batch-size 4");
   const fs::path two = run(mpirun, "two-b2", "--per-device-train-batch-size 2");
@@ -199,13 +264,7 @@ TEST_CASE("mpirun -np 2 x batch 2 trains as 1 process x batch 4 (bound), and --d
   const fs::path two_deterministic = run(mpirun, "two-b2-det", "--per-device-train-batch-size 2 --deterministic");
 
   // Rank 0 alone wrote: one metrics line per step, not two.
-  const std::vector<double> expected = step_losses(one_big), losses = step_losses(two);
-  REQUIRE(expected.size() == 4);
-  REQUIRE(losses.size() == 4);
-  for (size_t i = 0; i < losses.size(); i++) {
-    CAPTURE(i);
-    CHECK(std::abs(losses[i] - expected[i]) <= 1e-4 * std::abs(expected[i]));
-  }
+  check_losses_close(two, one_big, 4);
   const std::vector<float> adapter = adapter_values(two), adapter_expected = adapter_values(one_big);
   REQUIRE(adapter.size() == adapter_expected.size());
   double worst = 0;
@@ -282,39 +341,12 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   CHECK(read_text_file(sharded / "checkpoint-2" / "optimizer.safetensors") ==
         read_text_file(plain / "checkpoint-2" / "optimizer.safetensors"));
   // Rank 0's ledger: its optimizer states are half the unsharded ones, as planned (within 10%).
-  auto ledger_row = [](const std::string& log, const std::string& category) {  // "  NAME  PLANNED  MEASURED  RATIOx"
-    const size_t at = log.find("\n  " + category + " ");
-    REQUIRE(at != std::string::npos);
-    return log.substr(at + 1, log.find('\n', at + 1) - at - 1);
-  };
-  const std::string plain_row = ledger_row(first.second, "optimizer_state"),
-                    sharded_row = ledger_row(second.second, "optimizer_state");
-  MESSAGE("unsharded: " << plain_row << "\nsharded:   " << sharded_row);
-  auto numbers = [](const std::string& row) {
-    std::vector<double> values;
-    for (size_t i = 0; i < row.size();) {
-      if (!std::isdigit(static_cast<unsigned char>(row[i]))) {
-        i++;
-        continue;
-      }
-      size_t used = 0;
-      const double value = std::stod(row.substr(i), &used);
-      const std::string unit = row.substr(i + used, 4);
-      values.push_back(value * (unit.find(" KiB") == 0 ? 1024.0 : unit.find(" MiB") == 0 ? 1048576.0 : 1.0));
-      i += used;
-    }
-    return values;
-  };
-  const std::vector<double> plain_bytes = numbers(plain_row), sharded_bytes = numbers(sharded_row);
-  REQUIRE(plain_bytes.size() >= 2);
-  REQUIRE(sharded_bytes.size() >= 2);
-  CHECK(std::abs(sharded_bytes[1] - sharded_bytes[0]) <= 0.1 * sharded_bytes[0]);  // measured vs planned
-  CHECK(std::abs(sharded_bytes[0] - plain_bytes[0] / 2) <= 0.1 * plain_bytes[0] / 2);
+  check_half_the_states(first.second, second.second, "optimizer_state");
   // The gradient buckets' host staging (every gradient + loss.step) is planned as allocated (the
   // unsharded run: the sharded one also moves its slices through the context's transfer staging).
   const std::string staging_row = ledger_row(first.second, "staging");
   MESSAGE("staging: " << staging_row);
-  const std::vector<double> staging_bytes = numbers(staging_row);
+  const std::vector<double> staging_bytes = ledger_bytes(staging_row);
   REQUIRE(staging_bytes.size() >= 2);
   CHECK(staging_bytes[0] > 0);
   CHECK(std::abs(staging_bytes[1] - staging_bytes[0]) <= 0.01 * staging_bytes[0]);
@@ -328,6 +360,34 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   REQUIRE(third.first == 0);
   CHECK(third.second.find("resumed from") != std::string::npos);
   CHECK(read_text_file(resumed / "adapter_model.safetensors") == read_text_file(sharded / "adapter_model.safetensors"));
+}
+
+// adamw_8bit under ZeRO-1: the slices end on whole 256-element blocks, each part of a tensor
+// >= 4096 elements (plan::optimizer_shard_bounds), so every part is quantized in the blocks of the
+// whole tensor by the same 8-bit path: bit-identical to unsharded, checkpoints included (gathered
+// to the unsharded U8 layout), and resumable. Full finetuning of a hidden-64 model with 384-wide
+// MLPs: the 2-rank boundary falls inside layer 0's down_proj (24576 elements) on a block, 16384
+// elements in; the 8-bit states of the embedding and the MLPs, fp32 ones for the smaller tensors.
+TEST_CASE("mpirun -np 2 --shard-optimizer --optim adamw_8bit: bit-identical to unsharded, as planned, resumable") {
+  if (!mpi_run_inputs()) return;
+  test::TinyModelOptions options;
+  options.hidden = 64;
+  options.intermediate = 384;
+  const fs::path root = test::binary_dir() / "test-output" / "mpi";
+  const fs::path model = test::tiny_model(root / "model-h64", options);
+  const std::string train =
+      mpiexec() + "-np 2 " + vktune() + " train --model " + model.string() + " --data " +
+      (root / "data.jsonl").string() +
+      " --headless --max-steps 4 --save-steps 2 --logging-steps 2 --per-device-train-batch-size 2 "
+      "--method full --optim adamw_8bit --learning-rate 1e-3 --seed 7 --deterministic --output-dir ";
+  const fs::path plain = train_into(train, "mpi-8bit", ""),
+                 sharded = train_into(train, "mpi-8bit-sharded", "--shard-optimizer");
+  CHECK(step_losses(sharded) == step_losses(plain));
+  CHECK(read_text_file(sharded / "model.safetensors") == read_text_file(plain / "model.safetensors"));
+  CHECK(read_text_file(sharded / "checkpoint-2" / "optimizer.safetensors") ==
+        read_text_file(plain / "checkpoint-2" / "optimizer.safetensors"));
+  check_half_the_states(run_log(plain), run_log(sharded), "optimizer_state");  // rank 0's ledger
+  check_resume_bit_identical(train, sharded, "--shard-optimizer", "model.safetensors", 4);
 }
 
 TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
@@ -348,17 +408,69 @@ TEST_CASE("mpirun: a rank that fails stops every rank with its message") {
   CHECK(log.find("every rank stops") != std::string::npos);
 }
 
-TEST_CASE("mpirun -np 2 --method full --bf16 is refused: the ranks' gradient sums are fp32 only") {
+// Full finetuning in 16 bits: the weights are bf16/fp16, their gradients and masters fp32
+// (plan.cpp's trainable()), so the ranks sum fp32 gradients as for LoRA; what differs is only
+// where they are summed. --bf16 --deterministic, 1 micro-batch per rank: rank 0 + rank 1 are the
+// fp32 additions of 1 process accumulating 2 micro-batches, so the 16-bit model file and the
+// losses are bit-identical. --fp16, 2 ranks x 1 row vs 1 process x 2 rows, MPI_Allreduce: the
+// fp32 masters differ by the reordering (~gamma_n x lr, well under 1e-6 relative), so a 16-bit
+// weight either rounds the same way or (its master near a rounding boundary) one ulp apart:
+// every weight within 1 fp16 ulp (2^-10 relative), the loss (scaled by 65536 in the backward
+// only) within 1e-4 relative. The loss scaler's skip decision is global (StepRunner::step).
+// --bf16 --deterministic again with --shard-optimizer (ZeRO-1): each rank keeps the fp32 masters of
+// its slice only ("master.shard", started from the file's fp32 values as unsharded masters are),
+// updates them, writes their 16-bit copies, and the 16-bit weights are all-gathered: every
+// element's update and rounding are the unsharded ones, so the model, the checkpoint (its masters
+// gathered) and the states are bit-identical; masters and states per rank are half, as planned.
+TEST_CASE("mpirun -np 2 --method full --bf16/--fp16: as one process (bit-identical with --deterministic), sharded") {
   const std::optional<Inputs> inputs = mpi_run_inputs();
   if (!inputs) return;
-  const std::string output = test::temp_dir("mpi-full-bf16").string();
-  const std::pair<int, std::string> result = test::run_command(
-      mpiexec() + "-np 2 " + vktune() + " train --model " + inputs->model.string() + " --data " +
-      inputs->data.string() + " --headless --max-steps 2 --method full --bf16 --output-dir " + output + " 2>&1");
-  const std::string& log = result.second;
-  INFO(log);
-  CHECK(result.first != 0);
-  CHECK(log.find("gradient sums are fp32 only") != std::string::npos);
+  const std::string train = vktune() + " train --model " + inputs->model.string() + " --data " + inputs->data.string() +
+                            " --headless --max-steps 2 --logging-steps 1 --save-steps 1 --method full "
+                            "--learning-rate 1e-3 --lr-scheduler-type constant --seed 7 --output-dir ";
+  auto run = [&](const std::string& launcher, const std::string& name, const std::string& flags) {
+    return train_into(launcher + train, "mpi-full-" + name, flags);
+  };
+  const std::string two_ranks = mpiexec() + "-np 2 ";
+  const fs::path bf16_two = run(two_ranks, "bf16-two", "--bf16 --per-device-train-batch-size 1 --deterministic");
+  const fs::path bf16_one =
+      run("", "bf16-one", "--bf16 --per-device-train-batch-size 1 --gradient-accumulation-steps 2");
+  REQUIRE(step_losses(bf16_one).size() == 2);
+  CHECK(step_losses(bf16_two) == step_losses(bf16_one));
+  CHECK(read_text_file(bf16_two / "model.safetensors") == read_text_file(bf16_one / "model.safetensors"));
+  const fs::path bf16_sharded =
+      run(two_ranks, "bf16-sharded", "--bf16 --per-device-train-batch-size 1 --deterministic --shard-optimizer");
+  CHECK(step_losses(bf16_sharded) == step_losses(bf16_two));
+  for (const char* file :
+       {"model.safetensors", "checkpoint-1/model.safetensors", "checkpoint-1/optimizer.safetensors"}) {
+    CAPTURE(file);
+    CHECK(read_text_file(bf16_sharded / file) == read_text_file(bf16_two / file));
+  }
+  check_half_the_states(run_log(bf16_two), run_log(bf16_sharded), "optimizer_state");
+  check_half_the_states(run_log(bf16_two), run_log(bf16_sharded), "master_weights");
+  check_resume_bit_identical(two_ranks + train, bf16_sharded,
+                             "--bf16 --per-device-train-batch-size 1 --deterministic --shard-optimizer",
+                             "model.safetensors", 2);
+
+  const fs::path fp16_two = run(two_ranks, "fp16-two", "--fp16 --per-device-train-batch-size 1");
+  const fs::path fp16_one = run("", "fp16-one", "--fp16 --per-device-train-batch-size 2");
+  check_losses_close(fp16_two, fp16_one, 2);
+  model::SafetensorsFile two_file(fp16_two / "model.safetensors"), one_file(fp16_one / "model.safetensors");
+  size_t differing = 0, total = 0;
+  double worst_ulps = 0;
+  for (const model::TensorView& tensor : one_file.tensors()) {
+    const std::vector<float> a = model::to_fp32(tensor), b = model::to_fp32(two_file.tensor(tensor.name));
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); i++) {
+      const double ulp = std::ldexp(1.0, std::ilogb(std::max({std::abs(a[i]), std::abs(b[i]), 6.1e-5f})) - 10);
+      worst_ulps = std::max(worst_ulps, std::abs(double(a[i]) - double(b[i])) / ulp);
+      differing += a[i] != b[i];
+    }
+    total += a.size();
+  }
+  MESSAGE("--fp16, 2 ranks x 1 vs 1 x 2: " << differing << " of " << total << " weights differ, at most " << worst_ulps
+                                           << " fp16 ulp");
+  CHECK(worst_ulps <= 1.0);
 }
 
 TEST_CASE("mpirun -np 2 vktune sweep: each rank trains its own trials alone, rank 0 writes the results") {

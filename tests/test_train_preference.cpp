@@ -1,6 +1,7 @@
 // Preference finetuning (engine/train/preference.cpp): DPO (sigmoid, ipo, hinge) and ORPO against
 // TRL 1.16 on the tiny Llama 3 fixture (tests/reference/trl_golden.py wrote
-// tests/data/preference/trl.golden.bin), the loss derivatives against finite differences, and TRL's
+// tests/data/preference/trl.golden.bin), with --gradient-accumulation-steps 2 too (accum.*), the loss
+// derivatives against finite differences, and TRL's
 // preference JSONL format with its errors.
 #include <doctest/doctest.h>
 
@@ -97,6 +98,69 @@ void check_variant(const test::GoldenFile& golden, const Variant& variant, const
   CHECK(compared == expected);
   CHECK(worst <= 1e-3);
 }
+
+// Rows [first, first + count) of `batch`: one micro-batch of an accumulated step.
+test::GoldenBatch batch_rows(const test::GoldenBatch& batch, uint32_t first, uint32_t count) {
+  test::GoldenBatch rows;
+  rows.batch = count;
+  rows.seq_len = batch.seq_len;
+  const size_t begin = size_t(first) * batch.seq_len, end = begin + size_t(count) * batch.seq_len;
+  rows.ids.assign(batch.ids.begin() + begin, batch.ids.begin() + end);
+  rows.targets.assign(batch.targets.begin() + begin, batch.targets.begin() + end);
+  rows.weights.assign(batch.weights.begin() + begin, batch.weights.begin() + end);
+  rows.positions.assign(batch.positions.begin() + begin, batch.positions.begin() + end);
+  rows.segments.assign(batch.segments.begin() + begin, batch.segments.begin() + end);
+  rows.lengths.assign(batch.lengths.begin() + first, batch.lengths.begin() + first + count);
+  for (float weight : rows.weights) rows.weight_sum += weight;
+  return rows;
+}
+
+// accum.<name> of trl.golden.bin: `batch` as 2 micro-batches of 2 rows through PreferenceRunner::step
+// (--gradient-accumulation-steps 2), one SGD step at lr 1 without clipping, so the step's gradient is
+// (weights before - after). HF Trainer divides each micro-batch's loss by the accumulation steps.
+void check_accumulated(const test::GoldenFile& golden, const Variant& variant, const test::GoldenBatch& batch) {
+  const auto folder = test::source_dir() / "tests/data/hf/llama3";
+  const std::vector<test::GoldenBatch> micro = {batch_rows(batch, 0, 2), batch_rows(batch, 2, 2)};
+  test::AdapterSession opened = test::open_adapter_session(folder, folder / "adapter", micro[0]);
+  auto& ctx = test::context();
+  auto& session = *opened.session;
+  auto& buffers = *session.buffers;
+  OptimizerSettings sgd;
+  sgd.optimizer = spec::Optimizer::sgd;
+  sgd.max_grad_norm = 0;
+  StepRunner runner(ctx, session, sgd);
+  runner.reset();
+  const std::string name = std::string("accum.") + variant.name;
+  PreferenceSettings settings;
+  settings.objective = variant.objective;
+  settings.loss = variant.loss;
+  settings.beta = golden["beta"].scalar();
+  PreferenceRunner preference(ctx, session, runner, settings);
+  std::vector<std::string> trained;
+  std::vector<std::vector<float>> before;
+  for (const auto& spec : session.plan.buffers)
+    if (spec.category == vk::Category::gradients) {
+      trained.push_back(spec.name.substr(5));
+      before.push_back(test::download(buffers.buffer(trained.back())));
+    }
+  REQUIRE(preference.step(1, 1.0, {micro[0], micro[1]}, false) == 0);
+  const double loss = runner.take_loss_sum(), expected_loss = golden[name + ".loss"].scalar();
+  INFO(name << " step loss " << loss << " vs TRL " << expected_loss);
+  CHECK(std::fabs(loss - expected_loss) <= 1e-5 * std::fabs(expected_loss) + 1e-6);
+  double worst = 0;
+  for (size_t i = 0; i < trained.size(); i++) {
+    std::vector<float> gradient = test::download(buffers.buffer(trained[i]));
+    for (size_t j = 0; j < gradient.size(); j++) gradient[j] = before[i][j] - gradient[j];
+    const std::string key = name + ".grad.base_model.model." + trained[i] + ".weight";
+    REQUIRE_MESSAGE(golden.has(key), "golden has no " << key);
+    worst = std::max(worst, test::relative_error(gradient, golden[key].floats()));
+  }
+  size_t expected = 0;
+  for (const auto& [tensor, value] : golden.tensors()) expected += tensor.rfind(name + ".grad.", 0) == 0;
+  INFO(name << ": " << trained.size() << " LoRA gradients, worst relative error " << worst << " (bound 1e-3)");
+  CHECK(trained.size() == expected);
+  CHECK(worst <= 1e-3);
+}
 }  // namespace
 
 TEST_SUITE("train_preference") {
@@ -107,6 +171,17 @@ TEST_CASE("preference: DPO (sigmoid, ipo, hinge), ORPO and KTO match TRL 1.16: l
   REQUIRE(pairs.batch == 4);
   for (const Variant& variant : variants) check_variant(golden, variant, pairs);
   check_variant(golden, {"kto", Objective::kto, PreferenceLoss::sigmoid}, test::golden_batch(golden, "kto.batch."));
+}
+
+TEST_CASE("preference: accumulated micro-batches match TRL + HF Trainer (DPO, ORPO, KTO; 2 x 1 pair / 2 x 2 rows)") {
+  // Each micro-batch normalises by itself (ORPO's NLL over its chosen tokens, KTO's KL estimate), and
+  // the step is the mean over micro-batches, as HF Trainer scales each loss by 1/accumulation steps.
+  test::GoldenFile golden(test::source_dir() / "tests/data/preference/trl.golden.bin");
+  const test::GoldenBatch pairs = test::golden_batch(golden, "accum.batch.");
+  REQUIRE(pairs.batch == 4);
+  check_accumulated(golden, variants[0], pairs);
+  check_accumulated(golden, variants[3], pairs);
+  check_accumulated(golden, {"kto", Objective::kto, PreferenceLoss::sigmoid}, test::golden_batch(golden, "kto.batch."));
 }
 
 TEST_CASE("preference: each loss's derivatives match finite differences") {

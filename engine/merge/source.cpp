@@ -16,6 +16,7 @@
 #include "engine/model/soft_prompt.hpp"
 #include "engine/model/transformer.hpp"
 #include "engine/quant/quantize.hpp"
+#include "engine/spec/modules_to_save.hpp"
 #include "engine/vk/recorder.hpp"
 
 namespace vkt::merge {
@@ -209,7 +210,7 @@ bool ModelSource::replaced_by_extras(const std::string& name) const {
   if (lora.peft_type == spec::PeftType::bitfit)  // the trained biases replace the model's
     for (const auto& extra : model::adapter_extra_tensors(model::model_shape(config_), lora))
       if (extra.buffer == name) return true;
-  if (name.ends_with("norm.weight") && spec::saves_module(lora.saved_norms, name.substr(0, name.size() - 7)))
+  if (name.ends_with("norm.weight") && spec::peft_saves_module(lora.saved_norms, name.substr(0, name.size() - 7)))
     return true;  // a trained norm (modules_to_save) replaces the model's
   if (name == "model.embed_tokens.weight") return lora.save_embed_tokens || !lora.token_indices.empty();
   return name == "lm_head.weight" && lora.save_lm_head;

@@ -13,6 +13,7 @@
 #include "engine/model/prefix_tuning.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/soft_prompt.hpp"
+#include "engine/spec/modules_to_save.hpp"
 
 namespace vkt::model {
 
@@ -140,7 +141,7 @@ std::vector<AdapterExtraTensor> adapter_extra_tensors(const spec::ModelShape& sh
   if (lora.save_lm_head)
     tensors.push_back({"lm_head.weight", "base_model.model.lm_head.weight", {shape.vocab, shape.hidden}});
   for (const auto& [norm, features] : norm_modules(shape))  // LongLoRA's trainable norms
-    if (spec::saves_module(lora.saved_norms, norm))
+    if (spec::peft_saves_module(lora.saved_norms, norm))
       tensors.push_back({norm + ".weight", "base_model.model." + norm + ".weight", {features}});
   if (!lora.token_indices.empty())
     tensors.push_back({"model.embed_tokens.token_delta",
@@ -184,13 +185,36 @@ void add_module_to_save(const std::string& name, const std::string& where, LoraS
   else
     throw UserError(where + ": modules_to_save lists '" + name +
                         "'; vktune trains embed_tokens, lm_head and norms (input_layernorm, ..., norm)",
-                    "use embed_tokens, lm_head and/or norm names (linear layers are trained through LoRA)");
+                    "valid names: embed_tokens, lm_head, input_layernorm, post_attention_layernorm, norm (Qwen3 and "
+                    "Gemma 3 also q_norm, k_norm; Gemma also pre_feedforward_layernorm, post_feedforward_layernorm); "
+                    "linear layers are trained through LoRA");
 }
 
 }  // namespace
 
 void parse_modules_to_save(const std::string& list, LoraSettings& lora) {
   for (const std::string& name : split_list(list)) add_module_to_save(name, "--modules-to-save", lora);
+}
+
+void check_modules_to_save(const spec::ModelShape& shape, const std::vector<std::string>& saved_norms,
+                           const std::string& where) {
+  const std::vector<std::pair<std::string, uint64_t>> norms = norm_modules(shape);
+  for (const std::string& entry : saved_norms) {
+    if (std::any_of(norms.begin(), norms.end(),
+                    [&](const auto& norm) { return spec::peft_saves_module({entry}, norm.first); }))
+      continue;
+    std::vector<std::string> names = {"embed_tokens", "lm_head"};
+    for (const auto& norm : norms) {
+      const std::string name = norm.first.substr(norm.first.rfind('.') + 1);
+      if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    }
+    std::string list;
+    for (const std::string& name : names) list += (list.empty() ? "" : ", ") + name;
+    throw UserError(where + ": modules_to_save entry '" + entry + "' matches no module of this model",
+                    "valid names: " + list +
+                        " (as PEFT, an entry names every module whose name ends with it: norm is every norm, "
+                        "model.norm the final one only)");
+  }
 }
 
 std::vector<uint32_t> parse_token_indices(const std::string& list) {

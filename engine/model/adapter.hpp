@@ -54,6 +54,11 @@ std::vector<std::pair<std::string, uint64_t>> norm_modules(const spec::ModelShap
 void parse_adapter_extras(const nlohmann::json& config, const std::string& where, LoraSettings& lora);
 // "embed_tokens,lm_head" (the --modules-to-save flag) and "5,9,12" (--trainable-token-indices).
 void parse_modules_to_save(const std::string& list, LoraSettings& lora);
+// A UserError for a norm entry of modules_to_save (saved_norms) that matches none of the model's norms
+// by PEFT's rule (engine/spec/modules_to_save.hpp; PEFT itself skips such an entry silently): it names
+// the entry, `where` (the flag or file) and the names that do match.
+void check_modules_to_save(const spec::ModelShape& shape, const std::vector<std::string>& saved_norms,
+                           const std::string& where);
 std::vector<uint32_t> parse_token_indices(const std::string& list);
 // UserError unless every index is below `vocab` and none repeats.
 void check_token_indices(const std::vector<uint32_t>& indices, uint64_t vocab, const std::string& where);

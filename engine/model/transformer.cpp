@@ -393,7 +393,8 @@ void Transformer::layer_forward(Recorder& r, uint32_t layer, const LayerActivati
   if (prefix_attention_forward(r, layer, a, pass, attention)) {  // prefix tuning's keys first
   } else if (!pass.decode) {
     if (s2_active_)
-      kernels::s2_attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, s2_group_, range("s2.scratch"), act_);
+      kernels::s2_attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, s2_group_, range("s2.scratch"), act_,
+                                    &segments);
     else
       kernels::attention_forward(r, a.q, a.k, a.v, a.attn, a.lse, attention, &segments, nullptr, nullptr, act_);
   } else {
@@ -489,7 +490,8 @@ void Transformer::layer_backward(Recorder& r, uint32_t layer, const LayerActivat
   if (prefix_attention_backward(r, layer, a)) {  // prefix tuning: its keys' gradients too
   } else if (s2_active_) {
     kernels::s2_attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
-                                   layer_attention(attention_shape(), layer), s2_group_, range("s2.scratch"), act_);
+                                   layer_attention(attention_shape(), layer), s2_group_, range("s2.scratch"), act_,
+                                   &segments);
   } else
     kernels::attention_backward(r, a.q, a.k, a.v, a.attn, d_attn, a.lse, range("grad_act.attn_delta"), dq, dk, dv,
                                 layer_attention(attention_shape(), layer), &segments, nullptr, act_);

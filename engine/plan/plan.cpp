@@ -15,9 +15,11 @@
 #include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/s2_attention.hpp"
+#include "engine/plan/data_parallel.hpp"
 #include "engine/plan/prefix_encoder_plan.hpp"
 #include "engine/plan/prompt_encoder_plan.hpp"
 #include "engine/quant/fake_quant.hpp"
+#include "engine/spec/modules_to_save.hpp"
 
 namespace vkt::plan {
 
@@ -148,9 +150,13 @@ class Builder {
     if (with_parameter) add(name, parameter_category, elements * parameter_bytes);
     add("grad." + name, Category::gradients, elements * 4);
     MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
-    if (sixteen_bit && !s.pure_bf16) add("master." + name, Category::master_weights, elements * 4, state_kind);
+    if (sixteen_bit && !s.pure_bf16 && s.optimizer_shards > 1)
+      sharded_masters_ = true;  // ZeRO-1: the masters of this rank's slice only ("master.shard")
+    else if (sixteen_bit && !s.pure_bf16)
+      add("master." + name, Category::master_weights, elements * 4, state_kind);
     trainable_elements_ += elements;
-    if (s.optimizer_shards > 1) return;  // ZeRO-1: sharded_optimizer_states() adds this rank's slice
+    trainable_counts_.push_back(elements);  // optimizer order: ZeRO-1's slices
+    if (s.optimizer_shards > 1) return;     // ZeRO-1: sharded_optimizer_states() adds this rank's slice
     if (s.optimizer == Optimizer::adamw) {
       add("adam_m." + name, Category::optimizer_state, elements * 4, state_kind);
       add("adam_v." + name, Category::optimizer_state, elements * 4, state_kind);
@@ -175,12 +181,20 @@ class Builder {
   void sharded_optimizer_states(uint32_t tensors) {
     const RunSettings& s = plan_.settings;
     if (s.optimizer_shards <= 1 || !s.training) return;
-    const uint64_t slice = (trainable_elements_ + s.optimizer_shards - 1) / s.optimizer_shards;
+    const bool blockwise_8bit = s.optimizer == Optimizer::adamw_8bit;
+    const std::vector<uint64_t> bounds = optimizer_shard_bounds(trainable_counts_, s.optimizer_shards, blockwise_8bit);
+    uint64_t slice = 0;  // the widest slice's elements
+    for (size_t r = 0; r + 1 < bounds.size(); r++) slice = std::max(slice, bounds[r + 1] - bounds[r]);
     const MemoryKind state_kind = s.offload_optimizer ? MemoryKind::offload : MemoryKind::device;
     const uint32_t states = optimizer_states_per_parameter(s.optimizer);
+    // adamw_8bit: whole 256-element blocks per slice, each part of a tensor in its own 8-bit layout
+    const uint64_t state_bytes = optimizer_shard_state_bytes(trainable_counts_, s.optimizer_shards, blockwise_8bit);
     if (states >= 1)
-      add(states == 2 ? "adam_m.shard" : "momentum.shard", Category::optimizer_state, slice * 4, state_kind);
-    if (states == 2) add("adam_v.shard", Category::optimizer_state, slice * 4, state_kind);
+      add(states == 2 ? "adam_m.shard" : "momentum.shard", Category::optimizer_state, state_bytes, state_kind);
+    if (states == 2) add("adam_v.shard", Category::optimizer_state, state_bytes, state_kind);
+    // 16-bit full finetuning: the slice's fp32 masters, at the slice's element offsets (the few
+    // fp32 tensors' places, norms, unused)
+    if (sharded_masters_) add("master.shard", Category::master_weights, slice * 4, state_kind);
     plan_.buffers.push_back({"optimizer.shard_table", Category::workspace, MemoryKind::device,
                              kernels::TensorList::table_bytes(tensors), true});
     plan_.buffers.push_back({"optimizer.shard_partials", Category::workspace, MemoryKind::device,
@@ -239,7 +253,9 @@ class Builder {
 
  private:
   MemoryPlan& plan_;
-  uint64_t trainable_elements_ = 0;  // Σ elements of the trainable tensors so far
+  uint64_t trainable_elements_ = 0;         // Σ elements of the trainable tensors so far
+  std::vector<uint64_t> trainable_counts_;  // (trainable tensors) elements, in optimizer order
+  bool sharded_masters_ = false;            // a 16-bit trained weight under --shard-optimizer
 };
 
 bool is_target(const RunSettings& s, Module module) {
@@ -480,7 +496,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
       std::string name = prefix + norm + ".weight";
       if (full && training)
         b.trainable(name, Category::base_weights, features, true);
-      else if (extras && spec::saves_module(s.saved_norms, prefix + norm))
+      else if (extras && spec::peft_saves_module(s.saved_norms, prefix + norm))
         b.adapter_tensor(name, features), counts.trainable += training ? features : 0;
       else
         b.add(name, Category::base_weights, features * 4);
@@ -494,7 +510,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   counts.norms += m.hidden;
   if (full && training)
     b.trainable("model.norm.weight", Category::base_weights, m.hidden, true);
-  else if (extras && spec::saves_module(s.saved_norms, "model.norm"))
+  else if (extras && spec::peft_saves_module(s.saved_norms, "model.norm"))
     b.adapter_tensor("model.norm.weight", m.hidden), counts.trainable += training ? m.hidden : 0;
   else
     b.add("model.norm.weight", Category::base_weights, m.hidden * 4);

@@ -155,6 +155,8 @@ std::string format_report(const PlanReport& report) {
   out << line("activations", double(plan.bytes(Category::activations)));
   out << line("workspace (logits chunk, scratch)", double(plan.bytes(Category::workspace)));
   out << line("total on the device", double(plan.device_bytes()));
+  if (plan.contains("ddp.buckets"))  // --world-size N > 1: host-visible, beside the device total
+    out << line("host staging (ddp.buckets)", double(plan.find("ddp.buckets").bytes));
   std::snprintf(text, sizeof text, "  logits: %llu rows per chunk of %s (full fp32 logits would be %s)\n",
                 static_cast<unsigned long long>(plan.logits_chunk_rows),
                 format_bytes(double(plan.logits_chunk_rows * plan.shape.vocab * 4)).c_str(),
@@ -209,7 +211,8 @@ std::string report_json(const PlanReport& report) {
   nlohmann::json categories = nlohmann::json::object();
   for (size_t c = 0; c < vk::category_count; c++) {
     categories[vk::category_name(Category(c))] = {{"device", plan.bytes(Category(c), MemoryKind::device)},
-                                                  {"offload", plan.bytes(Category(c), MemoryKind::offload)}};
+                                                  {"offload", plan.bytes(Category(c), MemoryKind::offload)},
+                                                  {"host_staging", plan.bytes(Category(c), MemoryKind::staging)}};
   }
   const ParameterCounts& p = plan.parameters;
   const RulesOfThumb rules = rules_of_thumb(double(p.total), rules_bytes_per_value(plan), double(p.trainable),

@@ -1,12 +1,14 @@
 #include "engine/train/checkpoint.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
 #include "engine/base/files.hpp"
 #include "engine/base/log.hpp"
+#include "engine/kernels/optimizer_8bit.hpp"
 #include "engine/model/adapter.hpp"
 #include "engine/model/dtype.hpp"
 #include "engine/model/safetensors.hpp"
@@ -56,9 +58,14 @@ model::TensorToWrite trained_tensor(const TrainableState& trainable, const std::
   vk::Context* context = trainable.context;
   const SixteenBitWeights* weights = trainable.weights;
   const uint64_t count = trainable.buffers->range("grad." + name).bytes / 4;
+  // --shard-optimizer: the masters gathered from every rank (gather_sharded_states)
+  const std::vector<float>* gathered_master = nullptr;
+  if (trainable.gathered_states)
+    for (const auto& entry : *trainable.gathered_states)
+      if (entry.first == "master." + name) gathered_master = &entry.second;
   return {name, dtype, hf_shape(trainable.plan->shape, name, count),
-          [context, weights, name, dtype](model::TensorSink& sink) {
-            std::vector<float> values = weights->download(*context, name);
+          [context, weights, name, dtype, gathered_master](model::TensorSink& sink) {
+            std::vector<float> values = gathered_master ? *gathered_master : weights->download(*context, name);
             std::vector<uint8_t> bytes(values.size() * model::file_dtype_size(dtype));
             model::convert_from_fp32(values, dtype, bytes);
             sink.write(bytes.data(), bytes.size());
@@ -96,6 +103,9 @@ std::vector<std::pair<std::string, std::vector<float>>> gather_sharded_states(co
     for (size_t i = 0; i < values.size(); i++)
       states.emplace_back(state + "." + trainable.trainable_names.at(i), std::move(values[i]));
   }
+  if (trainable.weights && trainable.weights->sharded_masters())  // 16-bit full finetuning: "master.<name>"
+    for (auto& master : trainable.weights->gather_sharded_masters(*trainable.context))
+      states.push_back(std::move(master));
   return states;
 }
 
@@ -117,10 +127,15 @@ void save_checkpoint(const TrainableState& trainable, const TrainerState& state,
   std::vector<model::TensorToWrite> states;
   if (trainable.gathered_states)
     for (const auto& [name, values] : *trainable.gathered_states) {
+      if (name.starts_with("master.")) continue;  // sharded masters: model.safetensors' values (trained_tensor)
       const std::vector<float>* source = &values;
-      states.push_back({name, model::FileDtype::F32, {values.size()}, [source](model::TensorSink& sink) {
-                          sink.write(source->data(), source->size() * 4);
-                        }});
+      // adamw_8bit's packed states (codes + absmax, gathered as words): bytes, as the unsharded run saves them
+      const bool packed =
+          values.size() * 4 != trainable.buffers->range("grad." + name.substr(name.find('.') + 1)).bytes;
+      states.push_back({name,
+                        packed ? model::FileDtype::U8 : model::FileDtype::F32,
+                        {packed ? values.size() * 4 : values.size()},
+                        [source](model::TensorSink& sink) { sink.write(source->data(), source->size() * 4); }});
     }
   for (const auto& spec : plan.buffers)
     if (spec.category == vk::Category::optimizer_state && !trainable.gathered_states) {
@@ -221,11 +236,23 @@ TrainerState load_checkpoint(const TrainableState& trainable, const fs::path& pa
     for (const std::string& state : sharded_state_names(plan))
       for (size_t i = 0; i < trainable.trainable_names.size(); i++) {
         const std::string name = state + "." + trainable.trainable_names[i];
-        const std::vector<float> values = model::to_fp32(states.tensor(name));
-        if (values.size() * 4 != trainable.buffers->buffer(trainable.trainable_names[i]).size())
+        const model::TensorView& saved_state = states.tensor(name);
+        std::vector<float> values;
+        if (saved_state.dtype == model::FileDtype::U8) {  // adamw_8bit's packed states: their bytes as words
+          values.resize(saved_state.bytes.size() / 4);
+          std::memcpy(values.data(), saved_state.bytes.data(), values.size() * 4);
+        } else {
+          values = model::to_fp32(saved_state);
+        }
+        const uint64_t count = trainable.buffers->range("grad." + trainable.trainable_names[i]).bytes / 4;
+        const bool packed =
+            plan.settings.optimizer == spec::Optimizer::adamw_8bit && count >= kernels::blockwise_8bit_min_elements;
+        if (saved_state.bytes.size() != (packed ? kernels::adamw_8bit_state_bytes(count) : count * 4) ||
+            (saved_state.dtype == model::FileDtype::U8) != packed)
           throw UserError((path / "optimizer.safetensors").string() + ": optimizer state " + name + " holds " +
-                              std::to_string(values.size()) + " values, its tensor has " +
-                              std::to_string(trainable.buffers->buffer(trainable.trainable_names[i]).size() / 4),
+                              std::to_string(saved_state.bytes.size()) + " bytes, this run needs " +
+                              std::to_string(packed ? kernels::adamw_8bit_state_bytes(count) : count * 4) +
+                              (packed ? " (8-bit, U8)" : " (fp32)"),
                           "resume with the --optim and trainable modules of the run that wrote the checkpoint");
         trainable.optimizer_shard->load_state(context, trainable.buffers->range(state + ".shard"), i, values.data());
       }

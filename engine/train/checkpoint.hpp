@@ -42,7 +42,8 @@ struct TrainableState {
 };
 
 // --shard-optimizer, collective (every rank, before rank 0 saves): the states as full fp32
-// per-tensor values named "<state>.<tensor>" ("adam_m.model.layers.0.self_attn.q_proj.lora_A").
+// per-tensor values named "<state>.<tensor>" ("adam_m.model.layers.0.self_attn.q_proj.lora_A"),
+// and in 16-bit full finetuning the fp32 masters as "master.<tensor>" (the checkpoint's weights).
 std::vector<std::pair<std::string, std::vector<float>>> gather_sharded_states(const TrainableState& trainable);
 
 // trainer_state.json (version 1).

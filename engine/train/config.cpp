@@ -178,7 +178,10 @@ const std::vector<OptionSpec>& option_table() {
       {"max_length", "truncate sequences to this many tokens (how many were cut is reported)", &C::max_length},
       {"packing", "pack several examples into each sequence (attention stays within an example)", &C::packing},
       {"shuffle", "shuffle the examples every epoch (with --seed)", &C::shuffle},
-      {"prompt_loss_weight", "loss weight of prompt tokens; completion tokens weigh 1", &C::prompt_loss_weight},
+      {"prompt_loss_weight",
+       "loss weight of prompt tokens; completion tokens weigh 1 (sft; distill: its CE and KL per token alike); "
+       "dpo/orpo/kto and --fim-rate refuse any value but the default",
+       &C::prompt_loss_weight},
       {"fim_rate",
        "fill-in-the-middle: rearrange this share of {\"text\"} examples into prefix-suffix-middle (bigcode's "
        "recipe, character-level cuts, seeded by --seed)",
@@ -231,8 +234,8 @@ const std::vector<OptionSpec>& option_table() {
        "keep optimizer states on the device while the memory budget allows and page only the excess to host memory",
        &C::paged_optimizer},
       {"shard_optimizer",
-       "under mpirun (ZeRO-1): each rank keeps the optimizer states of 1/N of the trainable elements, updates that "
-       "slice and all-gathers the weights",
+       "under mpirun (ZeRO-1): each rank keeps the optimizer states (and a 16-bit full finetune's fp32 masters) of "
+       "1/N of the trainable elements, updates that slice and all-gathers the weights",
        &C::shard_optimizer},
       {"device_memory", "the device memory budget to judge and page against, e.g. 24GiB (default: the device's)",
        &C::device_memory},
@@ -405,13 +408,14 @@ void apply_yaml_file(TrainConfig& config, const std::string& path) {
 void validate_shard_optimizer(const TrainConfig& c) {
   if (!c.shard_optimizer) return;
   const spec::Optimizer rule = spec::optimizer_update_rule(c.optim);
-  if (rule != spec::Optimizer::adamw && rule != spec::Optimizer::momentum && rule != spec::Optimizer::sgd)
-    throw UserError(std::string("--shard-optimizer splits fp32 states elementwise; --optim ") +
-                        spec::optimizer_name(c.optim) + " keeps block-quantized states that a slice would cut",
-                    "use --optim adamw_torch (or paged_adamw_32bit) with --shard-optimizer");
-  if (c.method == spec::Method::full && (c.bf16 || c.fp16))
-    throw UserError("--shard-optimizer does not shard the fp32 master weights of a 16-bit full finetune yet",
-                    "drop --shard-optimizer, or train in fp32 (without --bf16 / --fp16)");
+  if (rule != spec::Optimizer::adamw && rule != spec::Optimizer::adamw_8bit && rule != spec::Optimizer::momentum &&
+      rule != spec::Optimizer::sgd)
+    throw UserError(std::string("--shard-optimizer splits AdamW's and momentum's states; --optim ") +
+                        spec::optimizer_name(c.optim) + " keeps factored states that a slice would cut",
+                    "use --optim adamw_torch, adamw_8bit (or their paged forms) with --shard-optimizer");
+  if (c.pure_bf16)  // its stochastic rounding draws by element index within the whole tensor
+    throw UserError("--shard-optimizer shards the fp32 master weights of --bf16; --pure-bf16 keeps none",
+                    "use --bf16 (fp32 masters, sharded) with --shard-optimizer, or drop --shard-optimizer");
 }
 
 // Adafactor factors by HF's tensor shapes, which vktune knows for LoRA's A and B and for the
@@ -479,6 +483,9 @@ void validate(const TrainConfig& c) {
   if (c.fim_rate > 0 && is_preference(c))
     throw UserError("--fim-rate rearranges {\"text\"} data: it does not apply to --objective " + c.objective,
                     "drop --fim-rate");
+  if (c.fim_rate > 0 && c.prompt_loss_weight != TrainConfig{}.prompt_loss_weight)
+    throw UserError("--fim-rate trains every token of {\"text\"} examples: --prompt-loss-weight does not apply",
+                    "drop --prompt-loss-weight (it weighs the prompt of prompt/completion or chat data)");
   if (c.lora_alpha <= 0)
     throw UserError("--lora-alpha must be positive, got " + nlohmann::json(c.lora_alpha).dump(),
                     "PEFT's default is 16; a common choice is 2 x --lora-r");

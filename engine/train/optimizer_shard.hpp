@@ -8,11 +8,17 @@
 // (clipping sees the full norm), each rank updates its slice, and the updated weights are
 // all-gathered from host staging so every rank holds identical weights. The update of each
 // element is the unsharded one, so a sharded run is bit-identical to the unsharded run.
-// Checkpoints gather the states to full per-tensor tensors (the unsharded file format).
+// adamw_8bit's blockwise states: the slices end on whole 256-element blocks and keep every part of
+// a tensor at least 4096 elements (plan::optimizer_shard_bounds), so each part is quantized in the
+// same blocks, with the same 8-bit kernel path, as the whole tensor: bit-identical again.
+// Checkpoints gather the states to full per-tensor tensors (the unsharded file format; 8-bit
+// states as the unsharded tensor's codes + absmax bytes).
 #include <cstdint>
 #include <vector>
 
 #include "engine/kernels/optimizer.hpp"
+#include "engine/kernels/optimizer_bf16.hpp"
+#include "engine/plan/data_parallel.hpp"
 #include "engine/vk/context.hpp"
 
 namespace vkt::train {
@@ -21,18 +27,12 @@ class Communicator;
 
 class OptimizerShard {
  public:
-  // One tensor's part of this rank's slice.
-  struct Piece {
-    size_t tensor = 0;         // index in optimizer order
-    uint64_t first = 0;        // first element within the tensor
-    uint64_t count = 0;        // elements
-    uint64_t shard_first = 0;  // where it starts in the shard's state buffers
-  };
-  // counts: (tensors) elements of each trainable tensor, in optimizer order.
-  OptimizerShard(Communicator& ranks, std::vector<uint64_t> counts);
+  // One tensor's part of this rank's slice (its state at state_offset of the shard buffers).
+  using Piece = plan::ShardPiece;
+  // counts: (tensors) elements of each trainable tensor, in optimizer order; blockwise_8bit:
+  // adamw_8bit (tensors of at least 4096 elements keep 8-bit states).
+  OptimizerShard(Communicator& ranks, std::vector<uint64_t> counts, bool blockwise_8bit = false);
 
-  // [begin, end) of the flattened trainable elements that `rank` of `ranks` owns.
-  static uint64_t slice_begin(uint64_t total, uint64_t rank, uint64_t ranks) { return total * rank / ranks; }
   uint64_t begin() const { return begin_; }
   uint64_t end() const { return end_; }
   const std::vector<Piece>& pieces() const { return pieces_; }
@@ -42,21 +42,40 @@ class OptimizerShard {
   // empty ranges when the optimizer has none).
   std::vector<kernels::OptimizerTensor> tensors(const std::vector<kernels::OptimizerTensor>& full,
                                                 const vk::BufferRange& state0, const vk::BufferRange& state1) const;
-  // After the update: every rank's updated slice to every rank (params: (tensors) fp32 ranges).
+  // After the update: every rank's updated slice to every rank (params: (tensors) the weights as
+  // stored, fp32 or 16-bit: a 16-bit full finetune gathers its 16-bit weights, not the masters).
   void all_gather_parameters(vk::Context& context, const std::vector<vk::BufferRange>& params);
-  // Checkpoints (collective): the state in `shard_state` as full per-tensor values, every rank.
+
+  // 16-bit full finetuning (the plan's "master.shard", set before tensors()): this slice's fp32
+  // masters, element e of the slice at element e of `masters`. tensors() updates a 16-bit tensor's
+  // pieces there; master_copies() then writes them into its 16-bit weight (weights: (tensors) as stored).
+  void set_masters(const vk::BufferRange& masters) { masters_ = masters; }
+  std::vector<kernels::MasterCopy> master_copies(const std::vector<vk::BufferRange>& weights) const;
+  // Where `piece` starts in the slice (elements): its masters' place.
+  uint64_t slice_offset(const Piece& piece) const { return tensor_first_[piece.tensor] + piece.first - begin_; }
+  // Checkpoints (collective): every tensor's masters as full fp32 values, every rank (the 16-bit
+  // tensors' only are meaningful). Resume: this rank's part of tensor `tensor`'s masters `values`.
+  std::vector<std::vector<float>> gather_masters(vk::Context& context);
+  void load_masters(vk::Context& context, size_t tensor, const float* values) const;
+  // Checkpoints (collective): the state in `shard_state` as full per-tensor values, every rank
+  // (a packed tensor's: its whole 8-bit layout's bytes, as 4-byte words).
   std::vector<std::vector<float>> gather_state(vk::Context& context, const vk::BufferRange& shard_state);
-  // Resume: uploads this rank's part of tensor `tensor`'s full state `values` into `shard_state`.
+  // Resume: uploads this rank's part of tensor `tensor`'s full state `values` (as gather_state
+  // returns it) into `shard_state`.
   void load_state(vk::Context& context, const vk::BufferRange& shard_state, size_t tensor, const float* values) const;
 
  private:
-  std::vector<float> gather(const std::vector<float>& mine);  // the flattened whole, every rank
   Communicator& ranks_;
   std::vector<uint64_t> counts_, tensor_first_;  // (tensors) elements and flattened start of each
-  std::vector<size_t> slice_counts_;             // (ranks) elements of each rank's slice
+  bool blockwise_8bit_;
+  std::vector<uint64_t> bounds_;      // (ranks + 1) slice boundaries
+  std::vector<size_t> slice_counts_;  // (ranks) elements of each rank's slice
+  std::vector<size_t> state_words_;   // (ranks) 4-byte words of one state of each rank's slice
   uint64_t total_ = 0, begin_ = 0, end_ = 0;
   std::vector<Piece> pieces_;
-  std::vector<float> mine_, all_;  // host staging: this slice, the flattened whole
+  std::vector<std::vector<Piece>> rank_pieces_;  // (ranks) every rank's pieces
+  vk::BufferRange masters_;                      // "master.shard" (16-bit full finetuning), else empty
+  std::vector<uint32_t> mine_, all_;             // host staging: this slice, every slice (4-byte words)
 };
 
 // The sub-range of `range` (fp32 elements) from element `first`, `count` elements long.

@@ -89,6 +89,15 @@ void validate_preference(const TrainConfig& c) {
         "--per-device-train-batch-size must be at least 2 (as KTOTrainer requires)",
         "use --per-device-train-batch-size 4 or more");
   const std::string objective = "--objective " + c.objective;
+  // TRL scores answers only (ORPO's NLL: the chosen row's prompt and answer at weight 1), so a prompt
+  // weight has no meaning here; the default passes silently, any other value is refused.
+  if (c.prompt_loss_weight != TrainConfig{}.prompt_loss_weight)
+    throw UserError(objective + " does not weigh prompt tokens: --prompt-loss-weight " +
+                        nlohmann::json(c.prompt_loss_weight).dump() + " does not apply",
+                    settings.objective == Objective::orpo
+                        ? "drop --prompt-loss-weight (ORPO's NLL covers the chosen prompt and answer at weight 1, "
+                          "its odds ratio the answers only, as TRL's ORPOTrainer)"
+                        : "drop --prompt-loss-weight (the log-probs cover the answers only, as TRL masks the prompt)");
   if (c.packing)
     throw UserError(objective + " keeps each answer in its own row: --packing does not apply", "drop --packing");
   if (!c.eval_data.empty())

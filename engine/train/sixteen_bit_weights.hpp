@@ -6,15 +6,22 @@
 //     16-bit copy is written into <name>, the weight the forward and backward read;
 //   --pure-bf16: no master; adamw_bf16_sr updates the bf16 <name> in place with stochastic
 //     rounding (engine/kernels/optimizer_bf16.hpp), the fp32 tensors (norms) with plain AdamW.
+//   --shard-optimizer (ZeRO-1): the masters of this rank's slice only ("master.shard", see
+//     OptimizerShard::set_masters), started from the model file's values; each rank writes the
+//     16-bit copies of its slice, and the 16-bit weights are all-gathered.
 // Tensors without a 16-bit weight (fp32 runs, LoRA, norms) are updated in place as before.
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/kernels/optimizer_bf16.hpp"
 #include "engine/model/session.hpp"
+#include "engine/model/tensor_source.hpp"
 
 namespace vkt::train {
+
+class OptimizerShard;
 
 class SixteenBitWeights {
  public:
@@ -34,10 +41,22 @@ class SixteenBitWeights {
   // Sets `name` (and its master) from fp32 values, as a checkpoint resume does.
   void upload(vk::Context& context, const std::string& name, const std::vector<float>& values) const;
 
+  // --shard-optimizer with 16-bit weights (call before shard.tensors()): the slice's masters live in
+  // "master.shard"; `tensors` are the routed tensors (optimizer order).
+  bool sharded_masters() const { return session_.buffers->has("master.shard"); }
+  void shard_masters(OptimizerShard& shard, const std::vector<kernels::OptimizerTensor>& tensors);
+  // Fills the slice's masters from the model's fp32 values (what the loader gives unsharded masters).
+  void load_sharded_masters(vk::Context& context, const model::TensorSource& source) const;
+  // Checkpoints (collective): ("master.<name>", fp32 masters) of every 16-bit weight.
+  std::vector<std::pair<std::string, std::vector<float>>> gather_sharded_masters(vk::Context& context) const;
+
  private:
   const model::ModelSession& session_;
   kernels::DType weight_type_;  // bf16 / f16 for 16-bit runs, f32 otherwise
   std::vector<kernels::MasterCopy> copies_;
+  std::vector<std::string> names_;        // (tensors) routed names, optimizer order
+  std::vector<bool> sixteen_bit_weight_;  // (tensors) whether the weight is 16-bit
+  OptimizerShard* shard_ = nullptr;       // --shard-optimizer with sharded masters
   std::unique_ptr<kernels::TensorList> rounded_, plain_;
 };
 

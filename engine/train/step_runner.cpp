@@ -71,7 +71,14 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     trainable_names_.push_back(name);
   }
   VKT_ASSERT(!tensors.empty(), "nothing to train");
-  tensor_list_ = std::make_unique<kernels::TensorList>(context, tensors);
+  // ZeRO-1 with 16-bit weights: the whole list feeds only the norm and the zeroing, which read no
+  // weight; a 16-bit weight (its masters are the slice's, OptimizerShard::set_masters) is listed by
+  // its gradient's fp32 range.
+  std::vector<kernels::OptimizerTensor> listed = tensors;
+  if (sixteen_bit_.sharded_masters())
+    for (kernels::OptimizerTensor& tensor : listed)
+      if (tensor.param.bytes < 4ull * tensor.count) tensor.param = tensor.grad;
+  tensor_list_ = std::make_unique<kernels::TensorList>(context, listed);
   if (!adafactor_tensors.empty())
     adafactor_states_ = std::make_unique<kernels::AdafactorTable>(context, adafactor_tensors);
   if (sharded) {
@@ -80,8 +87,10 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
       counts.push_back(tensor.count);
       parameters_.push_back(tensor.param);
     }
-    shard_ = std::make_unique<OptimizerShard>(*settings.communicator, counts);
-    const bool adam = settings.optimizer == spec::Optimizer::adamw;
+    const bool blockwise_8bit = settings.optimizer == spec::Optimizer::adamw_8bit;  // slices on whole blocks
+    shard_ = std::make_unique<OptimizerShard>(*settings.communicator, counts, blockwise_8bit);
+    const bool adam = settings.optimizer == spec::Optimizer::adamw || blockwise_8bit;
+    if (sixteen_bit_.sharded_masters()) sixteen_bit_.shard_masters(*shard_, tensors);  // 16-bit full finetuning
     const bool momentum = settings.optimizer == spec::Optimizer::momentum;
     const vk::BufferRange state0 = adam       ? buffers.range("adam_m.shard")
                                    : momentum ? buffers.range("momentum.shard")
@@ -248,6 +257,11 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
   // The finite check of this step: one word, read back every step (the submission has completed).
   uint32_t flags = 0;
   context_.download(session_.buffers->buffer("step_state"), &flags, kernels::step_state_flags_offset, 4);
+  // --fp16 under mpirun: every rank checked the same summed gradients, so the device skipped the
+  // update on all ranks or none; the scaler's host state (scale, skips, AdamW's step) follows the
+  // global decision too, so no rank's scale can drift from the others'.
+  if (scaler_ && scaler_->enabled() && rank_count > 1 && ranks->any((flags & kernels::step_flag_non_finite) != 0))
+    flags |= kernels::step_flag_non_finite;
   return flags & kernels::step_flag_non_finite;
 }
 

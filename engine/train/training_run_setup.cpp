@@ -2,6 +2,8 @@
 #include "engine/train/soft_prompt_run.hpp"
 #include "engine/train/training_run.hpp"
 
+#include "engine/model/gguf_model.hpp"
+#include "engine/model/safetensors.hpp"
 #include "engine/plan/data_parallel.hpp"
 #include "engine/train/long_context.hpp"
 
@@ -63,7 +65,16 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
                         "/pruning.json: a pruned model's masks are applied to fp32 master weights, which "
                         "--pure-bf16 does not keep",
                     "drop --pure-bf16 (--bf16 keeps the masks), or finetune with LoRA");
+  if (s.keep_pruned_zeros && c.shard_optimizer && (c.bf16 || c.fp16))
+    throw UserError(c.model +
+                        "/pruning.json: a pruned model's masks are applied to whole fp32 master weights, which "
+                        "--shard-optimizer splits across the ranks",
+                    "drop --shard-optimizer, or finetune the pruned model in fp32");
   s.s2_group = c.s2_attn ? static_cast<uint32_t>(s.seq_len / 4) : 0;  // checked by s2_group_size
+  if (c.s2_attn) {  // training pads the rows to a multiple of 8 (s2_sequence_length): plan those
+    s.seq_len = s2_sequence_length(c, static_cast<uint32_t>(seq_len));
+    s.s2_group = static_cast<uint32_t>(s.seq_len / 4);
+  }
   s.gradient_checkpointing = c.gradient_checkpointing;
   s.optimizer = spec::optimizer_update_rule(c.optim);
   s.offload_optimizer = c.offload_optimizer;
@@ -73,6 +84,7 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.lora_dropout = static_cast<float>(c.lora_dropout);
   model::LoraSettings extras;
   model::parse_modules_to_save(c.modules_to_save, extras);
+  if (model) model::check_modules_to_save(*model, extras.saved_norms, "--modules-to-save");
   s.save_embed_tokens = extras.save_embed_tokens;
   s.save_lm_head = extras.save_lm_head;
   s.saved_norms = extras.saved_norms;
@@ -268,15 +280,6 @@ void TrainingRun::prepare_data() {
 }
 
 void TrainingRun::prepare_device() {
-  // The ranks' gradient sums (gradient_buckets.cpp, Communicator::sum) add fp32 values; full finetuning
-  // in 16 bits keeps bf16/fp16 gradients, which would be summed as fp32 bit patterns.
-  if (ranks_.size() > 1 && config_.method == spec::Method::full && (config_.bf16 || config_.fp16))
-    throw UserError("--method full with --" + std::string(config_.bf16 ? "bf16" : "fp16") + " under mpirun (" +
-                        std::to_string(ranks_.size()) +
-                        " ranks): its gradients are 16-bit, and the ranks' "
-                        "gradient sums are fp32 only (not built yet)",
-                    "under mpirun, train full finetuning in fp32, or LoRA/QLoRA with --" +
-                        std::string(config_.bf16 ? "bf16" : "fp16") + " (adapter gradients are fp32)");
   vk::ContextOptions options;
   options.device_index = static_cast<int>(device_for_rank(config_.device, ranks_.size(), ranks_.local_rank(),
                                                           ranks_.size() > 1 ? vk::list_devices().size() : 0));
@@ -336,6 +339,15 @@ void TrainingRun::prepare_device() {
   optimizer.bucket_cap_bytes = config_.ddp_bucket_cap_mb * 1024 * 1024;
   runner_ = std::make_unique<StepRunner>(*context_, *session_, optimizer);
   runner_->reset();
+  if (runner_->sixteen_bit_weights().sharded_masters()) {  // ZeRO-1: the slice's masters, from the file's values
+    if (model::is_gguf_file(config_.model)) {
+      runner_->sixteen_bit_weights().load_sharded_masters(*context_,
+                                                          model::GgufTensorSource(config_.model, model_config_));
+    } else {
+      const model::SafetensorsFolder folder(config_.model);
+      runner_->sixteen_bit_weights().load_sharded_masters(*context_, model::SafetensorsSource(folder));
+    }
+  }
   scaler_ = LossScaler(config_.fp16);
   runner_->set_loss_scaler(&scaler_);
   if (is_preference(config_))
