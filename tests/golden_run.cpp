@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "engine/kernels/optimizer.hpp"
 #include "engine/merge/export.hpp"
@@ -252,6 +253,26 @@ TrajectoryErrors check_adamw_trajectory(const GoldenFile& golden, const GoldenBa
     CHECK(std::fabs(norm - norms[step]) / norms[step] <= 1e-4);
   }
   return worst;
+}
+
+SessionSetup with_golden_encoder(const GoldenFile& golden) {
+  SessionSetup setup;
+  setup.settings = [](model::LoraSettings& lora) { lora.train_encoder = true; };
+  setup.weights = [&golden](model::ModelSession& session, const model::LoraSettings& lora) {
+    for (const auto& tensor : model::prompt_encoder_tensors(session.plan.shape, lora))
+      context().upload(session.buffers->buffer(tensor.buffer), golden["init." + tensor.buffer].floats().data());
+  };
+  return setup;
+}
+
+void check_trajectory_and_write(const std::string& name, const GoldenFile& golden, const fs::path& folder,
+                                const fs::path& adapter_dir, const fs::path& written, const SessionSetup& setup) {
+  GoldenBatch batch = golden_batch(golden);
+  AdapterSession opened = open_adapter_session(folder, adapter_dir, batch, setup);
+  TrajectoryErrors errors = check_adamw_trajectory(golden, batch, *opened.session);
+  MESSAGE(name << ": 20 steps, worst relative: loss " << errors.loss << ", grad norm " << errors.grad_norm);
+  if (std::getenv("VKT_WRITE_SOFT_PROMPT"))
+    write_adapter_and_logits(golden, *opened.session, opened.lora, folder, written);
 }
 
 void write_adapter_and_logits(const GoldenFile& golden, const model::ModelSession& session,

@@ -99,6 +99,17 @@ struct TrajectoryErrors {
 TrajectoryErrors check_adamw_trajectory(const GoldenFile& golden, const GoldenBatch& batch,
                                         model::ModelSession& session);
 
+// The encoder PEFT does not save (P-tuning's prompt encoder, prefix tuning's prefix_projection encoder),
+// trained (train_encoder) from the golden's initial parameters, init.<buffer> (model::prompt_encoder_tensors).
+SessionSetup with_golden_encoder(const GoldenFile& golden);
+
+// A prompt-learning case's 20-step trajectory (check_adamw_trajectory on open_adapter_session), its
+// errors MESSAGEd under `name`; with VKT_WRITE_SOFT_PROMPT set, the trained adapter and its logits
+// written into `written` (write_adapter_and_logits) for the reference script's --check-vktune.
+void check_trajectory_and_write(const std::string& name, const GoldenFile& golden, const std::filesystem::path& folder,
+                                const std::filesystem::path& adapter_dir, const std::filesystem::path& written,
+                                const SessionSetup& setup = {});
+
 // For a reference script's PEFT load check: saves `lora`'s adapter of `session` into OUT/adapter and
 // the logits of `folder` + that adapter on the golden batch into OUT/logits.safetensors.
 void write_adapter_and_logits(const GoldenFile& golden, const model::ModelSession& session,

@@ -1,10 +1,14 @@
 // Prefix tuning's ops (engine/kernels/prefix.hpp): the joined keys/values and attention inputs
 // against the CPU references (exact: they copy, and the backward's sums are short), and the
-// backward against finite differences of the forward run on the device.
+// backward against finite differences of the forward run on the device; their fp16/bf16 activation
+// variants (--fp16/--bf16) against the fp32 path.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <string>
 #include <vector>
 
+#include "engine/base/half.hpp"
 #include "engine/kernels/prefix.hpp"
 #include "tests/kernel_harness.hpp"
 
@@ -92,6 +96,75 @@ TEST_CASE("prefix_kv_concat: forward exact vs reference, backward vs reference a
                          8, "dk");
     test::check_gradient([&](const std::vector<float>& x) { return loss(prefix, k, x); }, v, gdv.floats(), 1e-2f, 1e-6,
                          8, "dv");
+  }
+}
+
+// The 16-bit variants against the fp32 path (the reference, which the fp32 kernels match exactly) on
+// the same 16-bit inputs: the sequence rows are copies (exact); the prefix rows are fp32 values
+// rounded once to the activation type (to nearest even: |out - ref| <= u |ref|, u = 2^-8 for bf16,
+// 2^-11 for fp16, plus fp16's subnormal spacing 2^-24); the fp32 d_prefix sums <= 3 exact 16-bit
+// values onto its start (1e-6, as the fp32 case).
+TEST_CASE("prefix_kv_concat: fp16/bf16 activations match the fp32 path within one 16-bit rounding") {
+  const kernels::PrefixShape shape{.batch = 2, .seq = 5, .prefix = 3, .kv_dim = 8, .layers = 2};
+  const size_t prefix_n = size_t(shape.prefix) * shape.layers * 2 * shape.kv_dim;
+  const size_t rows_n = size_t(shape.batch) * shape.seq * shape.kv_dim;
+  const size_t joined_n = size_t(shape.batch) * (shape.prefix + shape.seq) * shape.kv_dim;
+  for (kernels::DType type : {kernels::DType::f16, kernels::DType::bf16}) {
+    const bool bf16 = type == kernels::DType::bf16;
+    const std::string name = bf16 ? "bf16" : "fp16";
+    CAPTURE(name);
+    const double u = std::ldexp(1.0, bf16 ? -8 : -11);
+    auto to16 = [&](const std::vector<float>& values) {
+      std::vector<uint16_t> bits(values.size());
+      for (size_t i = 0; i < values.size(); i++) bits[i] = bf16 ? float_to_bf16(values[i]) : float_to_half(values[i]);
+      return bits;
+    };
+    auto from16 = [&](const std::vector<uint16_t>& bits) {
+      std::vector<float> values(bits.size());
+      for (size_t i = 0; i < bits.size(); i++) values[i] = bf16 ? bf16_to_float(bits[i]) : half_to_float(bits[i]);
+      return values;
+    };
+    auto prefix = test::random_floats(prefix_n, 41, -2, 2), start = test::random_floats(prefix_n, 46, -1, 1);
+    std::vector<uint16_t> k = to16(test::random_floats(rows_n, 42, -2, 2)), v = to16(test::random_floats(rows_n, 43));
+    std::vector<uint16_t> dk_in = to16(test::random_floats(joined_n, 44)),
+                          dv_in = to16(test::random_floats(joined_n, 45));
+    Guarded gp = Guarded::of(prefix, "prefix"), gk = Guarded::of_raw(k, "k"), gv = Guarded::of_raw(v, "v");
+    Guarded k_out(joined_n * 2, "k_out"), v_out(joined_n * 2, "v_out");
+    Guarded gdk_in = Guarded::of_raw(dk_in, "dk_in"), gdv_in = Guarded::of_raw(dv_in, "dv_in");
+    Guarded dk(rows_n * 2, "dk"), dv(rows_n * 2, "dv"), d_prefix = Guarded::of(start, "d_prefix");
+    double worst_ratio = 0;  // over the layers: the worst |error| / bound of the joined keys/values
+    for (uint32_t layer = 0; layer < shape.layers; layer++) {
+      CAPTURE(layer);
+      context().run([&](vk::Recorder& r) {
+        kernels::prefix_kv_concat(r, gp.range(), gk.range(), gv.range(), k_out.range(), v_out.range(), shape, layer,
+                                  type);
+        kernels::prefix_kv_concat_backward(r, gdk_in.range(), gdv_in.range(), dk.range(), dv.range(), d_prefix.range(),
+                                           shape, layer, type);
+      });
+      std::vector<float> ref_k(joined_n), ref_v(joined_n);
+      ref::prefix_kv_concat(prefix.data(), from16(k).data(), from16(v).data(), ref_k.data(), ref_v.data(), shape,
+                            layer);
+      double worst = 0;
+      const std::vector<float> got_k = from16(k_out.read<uint16_t>()), got_v = from16(v_out.read<uint16_t>());
+      for (size_t i = 0; i < joined_n; i++)
+        for (auto [got, want] : {std::pair{got_k[i], ref_k[i]}, std::pair{got_v[i], ref_v[i]}}) {
+          const double bound = u * std::fabs(want) + std::ldexp(1.0, -24);
+          worst = std::max(worst, std::fabs(double(got) - want) / bound);
+        }
+      worst_ratio = std::max(worst_ratio, worst);
+      CHECK(worst <= 1.0);
+      std::vector<float> ref_dk(rows_n), ref_dv(rows_n), ref_dp = start;
+      for (uint32_t earlier = 0; earlier < layer; earlier++)  // d_prefix holds the earlier layers' columns too
+        ref::prefix_kv_concat_backward(from16(dk_in).data(), from16(dv_in).data(), ref_dk.data(), ref_dv.data(),
+                                       ref_dp.data(), shape, earlier);
+      ref::prefix_kv_concat_backward(from16(dk_in).data(), from16(dv_in).data(), ref_dk.data(), ref_dv.data(),
+                                     ref_dp.data(), shape, layer);
+      test::check_close(from16(dk.read<uint16_t>()), ref_dk, 0, 0, "dk (copies)");
+      test::check_close(from16(dv.read<uint16_t>()), ref_dv, 0, 0, "dv (copies)");
+      test::check_close(d_prefix.floats(), ref_dp, 1e-12, 1e-6, "d_prefix (fp32)");
+    }
+    MESSAGE(name << ": prefix_kv_concat's joined keys/values, worst error / (one rounding's bound) " << worst_ratio);
+    for (const Guarded* g : {&k_out, &v_out, &dk, &dv, &d_prefix}) CHECK(g->guard_intact());
   }
 }
 }

@@ -38,17 +38,6 @@ fs::path base_folder() { return test::source_dir() / "tests/data/hf/llama3"; }
 fs::path golden_path(const std::string& name = kCase) { return soft_dir() / (name + ".golden.bin"); }
 fs::path adapter_dir(const std::string& name = kCase) { return soft_dir() / name / "adapter"; }
 
-// The run trains the encoder, starting from PEFT's initial parameters (the golden's init.*).
-test::SessionSetup with_peft_encoder(const test::GoldenFile& golden) {
-  test::SessionSetup setup;
-  setup.settings = [](model::LoraSettings& lora) { lora.train_encoder = true; };
-  setup.weights = [&golden](model::ModelSession& session, const model::LoraSettings& lora) {
-    for (const auto& tensor : model::prompt_encoder_tensors(session.plan.shape, lora))
-      test::context().upload(session.buffers->buffer(tensor.buffer), golden["init." + tensor.buffer].floats().data());
-  };
-  return setup;
-}
-
 // PEFT's adapter_config.json of case `name` reads back, and vktune writes it key for key.
 model::AdapterFile check_config_round_trip(const std::string& name, const spec::ModelShape& shape) {
   model::AdapterFile file = model::load_adapter_config(adapter_dir(name));
@@ -78,7 +67,7 @@ void check_encoder_output(const std::string& name, const spec::ModelShape& shape
   test::GoldenFile golden(golden_path(name));
   test::GoldenBatch batch = test::golden_batch(golden);
   test::AdapterSession opened =
-      test::open_adapter_session(base_folder(), adapter_dir(name), batch, with_peft_encoder(golden));
+      test::open_adapter_session(base_folder(), adapter_dir(name), batch, test::with_golden_encoder(golden));
   test::context().run([&](vk::Recorder& r) { opened.session->transformer->record_prompt_encoder(r); });
   std::vector<float> prompt(5 * shape.hidden);
   test::context().download(opened.session->buffers->buffer("prompt_embeddings"), prompt.data());
@@ -173,7 +162,7 @@ TEST_CASE(
     CAPTURE(name);
     test::GoldenFile golden(golden_path(name));
     test::check_fp32_and_nf4_variants(name, golden_path(name), base_folder(), adapter_dir(name),
-                                      with_peft_encoder(golden));
+                                      test::with_golden_encoder(golden));
   }
 }
 
@@ -181,13 +170,8 @@ TEST_CASE("p-tuning (MLP, LSTM): 20 AdamW steps match PEFT's trajectory (and wri
   for (const std::string& name : kCases) {
     CAPTURE(name);
     test::GoldenFile golden(golden_path(name));
-    test::GoldenBatch batch = test::golden_batch(golden);
-    test::AdapterSession opened =
-        test::open_adapter_session(base_folder(), adapter_dir(name), batch, with_peft_encoder(golden));
-    test::TrajectoryErrors errors = test::check_adamw_trajectory(golden, batch, *opened.session);
-    MESSAGE(name << ": 20 steps, worst relative: loss " << errors.loss << ", grad norm " << errors.grad_norm);
-    if (std::getenv("VKT_WRITE_SOFT_PROMPT"))  // the trained adapter and its logits, for --check-vktune
-      test::write_adapter_and_logits(golden, *opened.session, opened.lora, base_folder(), soft_dir() / "vktune" / name);
+    test::check_trajectory_and_write(name, golden, base_folder(), adapter_dir(name), soft_dir() / "vktune" / name,
+                                     test::with_golden_encoder(golden));
   }
 }
 

@@ -42,7 +42,7 @@ fs::path adapter_dir() { return soft_dir() / kCase / "adapter"; }
 
 TEST_SUITE("train") {
 
-TEST_CASE("prefix tuning: PEFT's adapter_config.json round-trips; the planner counts the prefix") {
+TEST_CASE("prefix tuning: PEFT's adapter_config.json round-trips; the planner counts the prefix; flags checked") {
   model::AdapterFile file = model::load_adapter_config(adapter_dir());
   CHECK(file.settings.peft_type == spec::PeftType::prefix_tuning);
   CHECK(file.settings.prefix_tokens == 3);
@@ -72,6 +72,17 @@ TEST_CASE("prefix tuning: PEFT's adapter_config.json round-trips; the planner co
   config.num_virtual_tokens = 8;
   config.packing = true;
   CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--packing"), UserError);
+  config.packing = false;  // --prefix-projection (test_model_prefix_projection.cpp): its flags
+  config.prefix_projection = true;
+  CHECK_NOTHROW(train::validate(config));
+  config.encoder_hidden_size = -1;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("out of range"), UserError);
+  config.encoder_hidden_size = 16;
+  config.adapter = "earlier";
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("--adapter"), UserError);
+  config.adapter.clear();
+  config.peft_type = spec::PeftType::lora;
+  CHECK_THROWS_WITH_AS(train::validate(config), doctest::Contains("goes with --peft-type prefix_tuning"), UserError);
 }
 
 TEST_CASE("prefix tuning: logits, loss, d embeddings and the prefix's gradient match PEFT (fp32, checkpointed, NF4)") {
@@ -79,14 +90,8 @@ TEST_CASE("prefix tuning: logits, loss, d embeddings and the prefix's gradient m
 }
 
 TEST_CASE("prefix tuning: 20 AdamW steps match PEFT's trajectory (and write the adapter it loads back)") {
-  test::GoldenFile golden(golden_path());
-  test::GoldenBatch batch = test::golden_batch(golden);
-  test::AdapterSession opened = test::open_adapter_session(base_folder(), adapter_dir(), batch);
-  test::TrajectoryErrors errors = test::check_adamw_trajectory(golden, batch, *opened.session);
-  MESSAGE(std::string(kCase) << ": 20 steps, worst relative: loss " << errors.loss << ", grad norm "
-                             << errors.grad_norm);
-  if (std::getenv("VKT_WRITE_SOFT_PROMPT"))  // the trained adapter and its logits, for --check-vktune
-    test::write_adapter_and_logits(golden, *opened.session, opened.lora, base_folder(), soft_dir() / "vktune" / kCase);
+  test::check_trajectory_and_write(kCase, test::GoldenFile(golden_path()), base_folder(), adapter_dir(),
+                                   soft_dir() / "vktune" / kCase);
 }
 
 TEST_CASE("prefix tuning: the reference loaded the adapter vktune writes to its logits; export refuses it") {

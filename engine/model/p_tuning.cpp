@@ -1,21 +1,15 @@
 #include "engine/model/p_tuning.hpp"
 
-#include <array>
-#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.hpp"
-#include "engine/kernels/matmul.hpp"
-#include "engine/kernels/random.hpp"
-#include "engine/kernels/reduce.hpp"
-#include "engine/kernels/relu.hpp"
+#include "engine/model/encoder_mlp.hpp"
 #include "engine/model/p_tuning_lstm.hpp"
+#include "engine/model/prefix_tuning.hpp"
 #include "engine/model/soft_prompt.hpp"
 #include "engine/plan/prompt_encoder_plan.hpp"
 
 namespace vkt::model {
-
-using kernels::DType;
 
 nlohmann::json peft_p_tuning_config(const spec::ModelShape& shape, const LoraSettings& settings,
                                     const std::string& base_model) {
@@ -49,6 +43,7 @@ void read_p_tuning_fields(const nlohmann::json& config, const std::string& path,
 }
 
 std::vector<AdapterExtraTensor> prompt_encoder_tensors(const spec::ModelShape& shape, const LoraSettings& settings) {
+  if (settings.peft_type == spec::PeftType::prefix_tuning) return prefix_encoder_tensors(shape, settings);
   std::vector<AdapterExtraTensor> tensors;
   if (settings.peft_type != spec::PeftType::p_tuning || !settings.train_encoder) return tensors;
   const uint32_t lstm_layers = settings.encoder_type == "LSTM" ? settings.encoder_layers : 0;
@@ -59,18 +54,15 @@ std::vector<AdapterExtraTensor> prompt_encoder_tensors(const spec::ModelShape& s
 }
 
 namespace {
-// The three Linear layers: (weight, bias) names, in and out features.
-struct EncoderLayer {
-  const char *weight, *bias, *input, *output;
-  uint32_t in, out;
-};
-std::array<EncoderLayer, 3> encoder_layers(uint32_t d, uint32_t h) {
-  return {{{"prompt_encoder.mlp_head.0.weight", "prompt_encoder.mlp_head.0.bias", "prompt_encoder.embedding.weight",
-            "prompt_encoder.hidden1", d, h},
-           {"prompt_encoder.mlp_head.2.weight", "prompt_encoder.mlp_head.2.bias", "prompt_encoder.hidden1",
-            "prompt_encoder.hidden2", h, h},
-           {"prompt_encoder.mlp_head.4.weight", "prompt_encoder.mlp_head.4.bias", "prompt_encoder.hidden2",
-            "prompt_embeddings", h, d}}};
+// The three Linear layers (ReLU after the first two), in and out features: D -> H -> H -> D.
+std::vector<EncoderLinear> encoder_layers(uint32_t d, uint32_t h) {
+  using enum EncoderActivation;
+  return {{"prompt_encoder.mlp_head.0.weight", "prompt_encoder.mlp_head.0.bias", "prompt_encoder.embedding.weight",
+           "prompt_encoder.hidden1", "prompt_encoder.grad_hidden1", d, h, relu},
+          {"prompt_encoder.mlp_head.2.weight", "prompt_encoder.mlp_head.2.bias", "prompt_encoder.hidden1",
+           "prompt_encoder.hidden2", "prompt_encoder.grad_hidden2", h, h, relu},
+          {"prompt_encoder.mlp_head.4.weight", "prompt_encoder.mlp_head.4.bias", "prompt_encoder.hidden2",
+           "prompt_embeddings", "prompt_encoder.grad_output", h, d, none}};
 }
 }  // namespace
 
@@ -83,52 +75,20 @@ void init_prompt_encoder(vk::Context& context, BufferSet& buffers, const spec::M
                                     0x70000000u);
   std::vector<float> table = prompt_random_init(settings.virtual_tokens, d, seed);
   context.upload(buffers.buffer("prompt_encoder.embedding.weight"), table.data());
-  uint32_t key = 0x70000000u;  // one random stream per tensor, apart from LoRA's (layer * modules + module)
-  for (const EncoderLayer& layer : encoder_layers(d, settings.encoder_hidden)) {
-    const float bound = 1.0f / std::sqrt(static_cast<float>(layer.in));
-    std::vector<float> weight(uint64_t(layer.out) * layer.in), bias(layer.out);
-    ref::random_uniform(weight.data(), weight.size(), uint32_t(seed), random::stream_init, 1, key++, -bound, bound);
-    ref::random_uniform(bias.data(), bias.size(), uint32_t(seed), random::stream_init, 1, key++, -bound, bound);
-    context.upload(buffers.buffer(layer.weight), weight.data());
-    context.upload(buffers.buffer(layer.bias), bias.data());
-  }
+  // One random stream per tensor, apart from LoRA's (layer * modules + module).
+  init_encoder_mlp(context, buffers, encoder_layers(d, settings.encoder_hidden), seed, 0x70000000u);
 }
 
 void record_prompt_encoder_forward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h,
                                    float lstm_dropout) {
   if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_forward(r, buffers, n, d, h, lstm_dropout);
-  const auto layers = encoder_layers(d, h);
-  for (size_t i = 0; i < layers.size(); i++) {
-    const EncoderLayer& layer = layers[i];
-    const BufferRange bias = buffers.range(layer.bias), out = buffers.range(layer.output);
-    kernels::matmul_nt(r, buffers.range(layer.input), DType::f32, kernels::dense_f32(buffers.range(layer.weight)), out,
-                       DType::f32, n, layer.out, layer.in, 1.0f, 0.0f, &bias);
-    if (i + 1 < layers.size()) kernels::relu(r, out, n * layer.out);  // no ReLU after the last Linear
-  }
+  record_encoder_mlp_forward(r, buffers, encoder_layers(d, h), n);
 }
 
 void record_prompt_encoder_backward(Recorder& r, const BufferSet& buffers, uint32_t n, uint32_t d, uint32_t h,
                                     float lstm_dropout) {
   if (lstm_encoder_layers(buffers) > 0) return record_lstm_encoder_backward(r, buffers, n, d, h, lstm_dropout);
-  // Layer by layer from the output: dY (n, out) -> d bias (column sums), d W = dYᵀ·X, dX = dY·W; dX
-  // then through the ReLU that made X (zero where X was clipped).
-  const char* grad_of_output[3] = {"prompt_encoder.grad_hidden1", "prompt_encoder.grad_hidden2",
-                                   "prompt_encoder.grad_output"};
-  const auto layers = encoder_layers(d, h);
-  const BufferRange reduce = buffers.range("prompt_encoder.reduce");
-  for (int i = 2; i >= 0; i--) {
-    const EncoderLayer& layer = layers[size_t(i)];
-    const std::string weight = layer.weight, bias = layer.bias;
-    const BufferRange dy = buffers.range(grad_of_output[i]), x = buffers.range(layer.input);
-    kernels::sum_rows(r, dy, buffers.range("grad." + bias), reduce, n, layer.out, true);
-    kernels::matmul_tn(r, dy, DType::f32, x, DType::f32, buffers.range("grad." + weight), n, layer.out, layer.in, 1.0f,
-                       1.0f);
-    const BufferRange dx =
-        i > 0 ? buffers.range(grad_of_output[i - 1]) : buffers.range("grad." + std::string(layer.input));
-    kernels::matmul_nn(r, dy, DType::f32, kernels::dense_f32(buffers.range(weight)), dx, DType::f32, n, layer.out,
-                       layer.in, 1.0f, i > 0 ? 0.0f : 1.0f);
-    if (i > 0) kernels::relu_backward(r, x, dx, n * layer.in);
-  }
+  record_encoder_mlp_backward(r, buffers, encoder_layers(d, h), n, buffers.range("prompt_encoder.reduce"));
 }
 
 }  // namespace vkt::model

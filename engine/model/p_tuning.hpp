@@ -26,7 +26,8 @@ nlohmann::json peft_p_tuning_config(const spec::ModelShape& shape, const LoraSet
 // The encoder fields of a "P_TUNING" adapter_config.json into `settings` (peft_type p_tuning; the
 // encoder is not in the file, so train_encoder stays false); UserError naming `path` and the field.
 void read_p_tuning_fields(const nlohmann::json& config, const std::string& path, LoraSettings& settings);
-// The encoder's parameters, their buffer names and PEFT's named_parameters names (adapter "default").
+// The encoder's parameters, their buffer names and PEFT's named_parameters names (adapter "default");
+// for prefix tuning, its prefix encoder's (prefix_encoder_tensors): what checkpoints keep.
 std::vector<AdapterExtraTensor> prompt_encoder_tensors(const spec::ModelShape& shape, const LoraSettings& settings);
 // PEFT's initialisation, keyed by `seed`: the embedding N(0, 1) (prompt_random_init), each Linear's
 // weight and bias U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform_(a=sqrt(5)) and nn.Linear's bias init).

@@ -37,9 +37,10 @@ void apply_adapter_settings(spec::RunSettings& settings, const LoraSettings& lor
   settings.ia3_targets = lora.ia3_targets;
   settings.ia3_feedforward = lora.ia3_feedforward;
   settings.virtual_tokens = lora.virtual_tokens;
-  settings.prompt_encoder_hidden = lora.train_encoder ? lora.encoder_hidden : 0;
+  settings.prompt_encoder_hidden = lora.train_encoder && !lora.prefix_projection ? lora.encoder_hidden : 0;
   settings.prompt_encoder_lstm_layers = lora.train_encoder && lora.encoder_type == "LSTM" ? lora.encoder_layers : 0;
   settings.prefix_tokens = lora.prefix_tokens;
+  settings.prefix_projection_hidden = lora.prefix_projection && lora.train_encoder ? lora.encoder_hidden : 0;
 }
 
 std::unique_ptr<ModelSession> open_model(vk::Context& context, const std::filesystem::path& model_dir,

@@ -84,6 +84,7 @@ Transformer::Transformer(vk::Context& context, const ModelConfig& config, const 
     }
   }
   prefix_tokens_ = plan.contains("prefix.key_values") ? static_cast<uint32_t>(s.prefix_tokens) : 0;
+  if (plan.contains("prefix_encoder.embedding.weight")) prefix_encoder_hidden_ = uint32_t(s.prefix_projection_hidden);
   compute_input_gradient_ =
       full_ || train_embedding_ || (token_rows_ > 0 && s.training) || (virtual_tokens_ > 0 && s.training) ||
       (prefix_tokens_ > 0 && s.training);  // prefix: checked against PEFT's d inputs_embeds (golden)
@@ -625,6 +626,7 @@ void Transformer::record_prompt_init(Recorder& r) {
 
 void Transformer::record_prompt_encoder(Recorder& r) {
   if (encoder_hidden_) record_prompt_encoder_forward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_);
+  record_prefix_encoder(r);
 }
 
 void Transformer::write_prompt_rows(Recorder& r, const BufferRange& out, uint32_t first, uint32_t count) {

@@ -49,7 +49,7 @@ struct LoraSettings {
   float encoder_dropout = 0;
   bool train_encoder = false;
   // Prefix tuning (engine/model/prefix_tuning.hpp): PEFT's num_virtual_tokens past keys/values per layer;
-  // prefix_projection as the config says (vktune trains without it, and loads either).
+  // prefix_projection as the config says (while training it, train_encoder: encoder_hidden is its width).
   uint32_t prefix_tokens = 0;
   bool prefix_projection = false;
   float scale() const;  // alpha/r, or alpha/sqrt(r) with rsLoRA
@@ -97,7 +97,8 @@ class Transformer {
   // Prompt tuning's TEXT init: the prompt's rows become the embedding table's rows of input.ids[0, N)
   // (the caller uploads the N ids there), unscaled, as PEFT's word_embeddings(init_token_ids).
   void record_prompt_init(Recorder& recorder);
-  // P-tuning while training: prompt_embeddings = the encoder's output (p_tuning.hpp); nothing otherwise.
+  // P-tuning while training: prompt_embeddings = the encoder's output (p_tuning.hpp); prefix tuning with
+  // prefix_projection: prefix.key_values = its encoder's (prefix_tuning.hpp); nothing otherwise.
   void record_prompt_encoder(Recorder& recorder);
 
   // NF4 double quantization keeps one host-side float per weight (the mean of its absmax
@@ -192,6 +193,7 @@ class Transformer {
   bool prefix_attention_forward(Recorder& recorder, uint32_t layer, const LayerActivations& acts,
                                 const ForwardPass& pass, const kernels::AttentionShape& attention);
   bool prefix_attention_backward(Recorder& recorder, uint32_t layer, const LayerActivations& acts);
+  void record_prefix_encoder(Recorder& recorder);  // prefix_projection: the encoder's prefix
   BufferRange range(const std::string& name) const { return buffers_.range(name); }
   BufferRange rows_of(const BufferRange& range, uint32_t first_row, uint32_t rows, uint32_t row_bytes) const;
 
@@ -210,8 +212,9 @@ class Transformer {
   // P-tuning's LSTM dropout between layers (encoder_dropout), in forwards with gradients only.
   float encoder_dropout_ = 0;
   bool encoder_dropout_active_ = false;
-  uint32_t prefix_tokens_ = 0;   // prefix tuning: past key/value rows before every sequence, per layer
-  uint32_t virtual_tokens_ = 0;  // soft prompt: cells [0, N) of every row take prompt_embeddings (N, hidden)
+  uint32_t prefix_tokens_ = 0;          // prefix tuning: past key/value rows before every sequence, per layer
+  uint32_t prefix_encoder_hidden_ = 0;  // prefix_projection while training: the encoder's hidden size (0: none)
+  uint32_t virtual_tokens_ = 0;         // soft prompt: cells [0, N) of every row take prompt_embeddings (N, hidden)
   bool adapter_enabled_ = true;
   // --s2-attn: training's group size (0: off); active while recording a forward with gradients and
   // its backward, so that evaluation and generation attend in full.

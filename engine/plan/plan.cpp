@@ -16,6 +16,7 @@
 #include "engine/kernels/reduce.hpp"
 #include "engine/kernels/s2_attention.hpp"
 #include "engine/plan/data_parallel.hpp"
+#include "engine/plan/prefix_encoder_plan.hpp"
 #include "engine/plan/prompt_encoder_plan.hpp"
 #include "engine/quant/fake_quant.hpp"
 #include "engine/spec/modules_to_save.hpp"
@@ -546,12 +547,23 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
   }
   if (prompt_rows > 0) b.add("prompt.indices", Category::adapter_params, prompt_rows * 4);      // row indices 0 .. N-1
   const uint64_t prefix_rows = extras ? s.prefix_tokens : 0, kv_dim = m.kv_heads * m.head_dim;  // prefix tuning
-  if (prefix_rows > 0) b.adapter_tensor("prefix.key_values", prefix_rows * m.layers * 2 * kv_dim);
+  uint64_t prefix_trainable = prefix_rows * m.layers * 2 * kv_dim;
+  if (prefix_rows > 0 && trains_prefix_encoder(s)) {  // prefix_projection: the encoder trains, its output is the prefix
+    prefix_trainable = 0;
+    for (const auto& t : prefix_encoder_parameters(prefix_rows, kv_dim, s.prefix_projection_hidden, m.layers))
+      b.adapter_tensor(t.name, t.elements()), prefix_trainable += t.elements();
+    for (const auto& [name, bytes] :
+         prefix_encoder_workspace(prefix_rows, kv_dim, s.prefix_projection_hidden, m.layers))
+      b.add(name, Category::workspace, bytes);
+    b.add("prefix.key_values", Category::adapter_params, prefix_rows * m.layers * 2 * kv_dim * 4);
+  } else if (prefix_rows > 0) {
+    b.adapter_tensor("prefix.key_values", prefix_rows * m.layers * 2 * kv_dim);
+  }
   counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head + counts.biases;
   if (full) counts.trainable = counts.total;
   if (training && !full)
     counts.trainable += (save_embed ? embedding_elements : 0) + (save_head ? m.vocab * m.hidden : 0) +
-                        token_rows * m.hidden + prompt_trainable + prefix_rows * m.layers * 2 * kv_dim;
+                        token_rows * m.hidden + prompt_trainable + prefix_trainable;
 
   // Activations and workspace.
   const uint64_t rows = s.batch * s.seq_len;

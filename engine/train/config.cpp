@@ -98,7 +98,7 @@ const std::vector<OptionSpec>& option_table() {
            "bitfit: the q/k/v biases (Qwen2); prompt_tuning: --num-virtual-tokens trained embeddings before every "
            "sequence; p_tuning: those embeddings made by a trained MLP encoder (--encoder-hidden-size); "
            "prefix_tuning: --num-virtual-tokens trained keys/values before every sequence in every layer "
-           "(no --packing))",
+           "(no --packing), made by a trained MLP encoder with --prefix-projection)",
        &C::peft_type},
       {"quant", "frozen base format: " + choices<kernels::WeightFormat>() + " (qlora implies nf4)", &C::quant},
       {"double_quant", "NF4: quantize the absmax values too (QLoRA's double quantization)", &C::double_quant},
@@ -148,8 +148,14 @@ const std::vector<OptionSpec>& option_table() {
        &C::prompt_tuning_init},
       {"prompt_tuning_init_text", "prompt_tuning with --prompt-tuning-init text: the text (its tokens repeated or cut)",
        &C::prompt_tuning_init_text},
-      {"encoder_hidden_size", "p_tuning: the prompt encoder's hidden size (0: the model's hidden size)",
+      {"encoder_hidden_size",
+       "p_tuning: the prompt encoder's hidden size (0: the model's hidden size); prefix_tuning with "
+       "--prefix-projection: its encoder's (0: the key/value width, PEFT's token_dim)",
        &C::encoder_hidden_size},
+      {"prefix_projection",
+       "prefix_tuning: train PEFT's prefix encoder (Embedding-Linear-Tanh-Linear) that makes the prefix; the "
+       "adapter holds its output",
+       &C::prefix_projection},
       {"encoder_reparameterization_type",
        "p_tuning: the prompt encoder, MLP (Linear-ReLU-Linear-ReLU-Linear) or LSTM (bidirectional, then "
        "Linear-ReLU-Linear)",

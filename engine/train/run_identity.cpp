@@ -41,6 +41,7 @@ const char* const kTrajectoryOptions[] = {
     "prompt_tuning_init",
     "prompt_tuning_init_text",
     "encoder_hidden_size",
+    "prefix_projection",
     "encoder_reparameterization_type",
     "max_length",
     "packing",

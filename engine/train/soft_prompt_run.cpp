@@ -2,6 +2,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/model/p_tuning.hpp"
+#include "engine/model/prefix_tuning.hpp"
 #include "engine/model/soft_prompt.hpp"
 
 namespace vkt::train {
@@ -123,8 +124,9 @@ void load_prompt_encoder(vk::Context& context, model::BufferSet& buffers, const 
   if (tensors.empty()) return;
   const std::filesystem::path path = directory / prompt_encoder_file;
   if (!std::filesystem::exists(path))
-    throw UserError(path.string() + " is missing: the checkpoint has no P-tuning encoder",
-                    "resume from a checkpoint of the same --peft-type p_tuning run");
+    throw UserError(path.string() + " is missing: the checkpoint has no prompt encoder",
+                    "resume from a checkpoint of the same run (--peft-type p_tuning, or prefix_tuning with "
+                    "--prefix-projection)");
   model::SafetensorsFile file(path);
   for (const model::AdapterExtraTensor& t : tensors) {
     const model::TensorView* tensor = file.find(t.buffer);
@@ -136,8 +138,11 @@ void load_prompt_encoder(vk::Context& context, model::BufferSet& buffers, const 
     context.upload(buffers.buffer(t.buffer), values.data());
   }
   context.run([&](vk::Recorder& r) {
-    model::record_prompt_encoder_forward(r, buffers, lora.virtual_tokens, static_cast<uint32_t>(shape.hidden),
-                                         lora.encoder_hidden);
+    if (lora.peft_type == spec::PeftType::prefix_tuning)
+      model::record_prefix_encoder_forward(r, buffers, shape, lora);
+    else
+      model::record_prompt_encoder_forward(r, buffers, lora.virtual_tokens, static_cast<uint32_t>(shape.hidden),
+                                           lora.encoder_hidden);
   });
 }
 

@@ -57,7 +57,8 @@ spec::RunSettings run_settings(const TrainConfig& c, uint64_t seq_len, const spe
   s.prompt_encoder_hidden = prompt_encoder_hidden(c, model);  // P-tuning's encoder
   s.prompt_encoder_lstm_layers = prompt_encoder_lstm_layers(c);
   s.seq_len = seq_len + s.virtual_tokens;
-  s.prefix_tokens = prefix_tokens(c);  // prefix tuning: keys/values only, no cells
+  s.prefix_tokens = prefix_tokens(c);                               // prefix tuning: keys/values only, no cells
+  s.prefix_projection_hidden = prefix_projection_hidden(c, model);  // its encoder (--prefix-projection)
   s.keep_pruned_zeros = c.method == spec::Method::full && fs::exists(fs::path(c.model) / "pruning.json");
   if (s.keep_pruned_zeros && c.pure_bf16)
     throw UserError(c.model +
@@ -234,7 +235,7 @@ void TrainingRun::prepare_data() {
     lora_.ia3_targets = plan_.settings.ia3_targets;
     lora_.ia3_feedforward = plan_.settings.ia3_feedforward;
     set_soft_prompt(config_, lora_, plan_.settings.prompt_encoder_hidden);
-    set_prefix_tuning(config_, lora_);
+    set_prefix_tuning(config_, lora_, plan_.settings.prefix_projection_hidden);
     model::check_token_indices(lora_.token_indices, plan_.shape.vocab, "--trainable-token-indices");
     if (!config_.adapter.empty()) {
       // Start from an existing adapter: its shape settings win over the flags.

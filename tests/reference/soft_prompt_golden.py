@@ -138,10 +138,14 @@ def saved_name(name, kind):
         return "prompt_embeddings"
     if name.startswith("prompt_encoder.default.") and kind == "p_tuning":
         return "prompt_encoder." + name[len("prompt_encoder.default."):]
+    if name.startswith("prompt_encoder.default.") and kind == "prefix_projection":  # vktune's buffer names
+        return "prefix_encoder." + name[len("prompt_encoder.default."):]
     raise ValueError(name)
 
 
 def kind_of(model):
+    if getattr(model.peft_config["default"], "prefix_projection", False):
+        return "prefix_projection"
     return {"PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning", "PREFIX_TUNING": "prefix_tuning"}[model.peft_config["default"].peft_type.value]
 
 
@@ -205,6 +209,19 @@ def expanded_batch(ids, mask, n):
     return ids_x, weights_x, positions, [n + length for length in hf_golden.LENGTHS]
 
 
+def row_writers(rows):
+    """put(key, value, dtype) and put_result(prefix, forward_backward's result): rows of a golden file."""
+    def put(key, value, dtype=np.float32):
+        value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
+        rows.append((key, value.astype(dtype)))
+
+    def put_result(prefix, result):
+        named = [(key, result[key]) for key in ("logits", "loss", "dembed")]
+        for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
+            put(prefix + "." + key, value)
+    return put, put_result
+
+
 def make_case(case, out_dir):
     family, seed, kind = CASES[case]
     ids, mask = hf_golden.golden_batch(128, seed)
@@ -219,14 +236,7 @@ def make_case(case, out_dir):
                                                     "virtual_tokens": virtual_tokens(model)},
                                                    sort_keys=True).encode(), dtype=np.uint8))]
 
-    def put(key, value, dtype=np.float32):
-        value = value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
-        rows.append((key, value.astype(dtype)))
-
-    def put_result(prefix, result):
-        named = [(key, result[key]) for key in ("logits", "loss", "dembed")]
-        for key, value in named + [("grad." + n, result["grads"][n]) for n in sorted(result["grads"])]:
-            put(prefix + "." + key, value)
+    put, put_result = row_writers(rows)
 
     if kind == "prompt_tuning":
         put("init.ids", INIT_TEXT_IDS, np.int32)
@@ -284,6 +294,101 @@ def check_vktune():
     peft_extras_golden.finish_load_check(report, OUT)
 
 
+# ---- prefix_projection: prefix tuning through PEFT's PrefixEncoder MLP ------------------------------
+# PrefixTuningConfig(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=24): the prefix
+# (3, 2 layers * 2 * token_dim 16) is transform(embedding) = Linear(16, 24) -> Tanh -> Linear(24, 64) on
+# an Embedding(3, 16); the encoder's parameters train. PEFT's save_pretrained writes only the
+# encoder's output as "prompt_embeddings" (and inference_mode: true, so from_pretrained builds a plain
+# (3, 64) prefix table): the encoder's initial parameters are in the golden file, init.<vktune name>
+# (prefix_encoder.embedding.weight, prefix_encoder.transform.0.weight, ...), with init.prompt_embeddings
+# its output. Otherwise as prefix_llama: the batch unexpanded, dembed d loss / d (embedding output),
+# fp32.grad.* / nf4.grad.* under those names, train.*. Its own files: prefix_projection.golden.bin,
+# prefix_projection/adapter/, and --check-vktune's verdict in prefix_projection_load_check.json (on the
+# adapter `VKT_WRITE_SOFT_PROMPT=1 build/vktune_tests -tc='prefix projection: 20*'` writes into vktune/).
+PROJECTION_CASES = {"prefix_projection": ("llama3", 1900, "prefix_tuning")}
+PROJECTION_HIDDEN = 24
+
+
+def projection_config():
+    return peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=True,
+                                   encoder_hidden_size=PROJECTION_HIDDEN)
+
+
+def make_projection_case(case, out_dir):
+    family, seed, _ = PROJECTION_CASES[case]
+    ids, mask = hf_golden.golden_batch(128, seed)
+    torch.manual_seed(seed)
+    model = peft.get_peft_model(load_base(family), projection_config())
+    model.peft_config["default"].base_model_name_or_path = "tests/data/hf/" + family
+    adapter_dir = os.path.join(out_dir, case, "adapter")
+    model.save_pretrained(adapter_dir)
+    os.remove(os.path.join(adapter_dir, "README.md"))
+    saved = golden_io.read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))[0]
+    assert list(saved) == ["prompt_embeddings"] and saved["prompt_embeddings"].shape == (3, 64), "PEFT saved the encoder"
+    rows = [("meta.json", np.frombuffer(json.dumps({"case": case, "base": "tests/data/hf/" + family,
+                                                    "kind": "prefix_projection", "train": TRAIN,
+                                                    "versions": PINNED, "virtual_tokens": 3},
+                                                   sort_keys=True).encode(), dtype=np.uint8))]
+
+    put, put_result = row_writers(rows)
+
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            put("init." + saved_name(name, "prefix_projection"), p)
+    put("init.prompt_embeddings", model.get_prompt_embedding_to_save("default"))
+    encoder_state = {n: p.detach().clone() for n, p in model.prompt_encoder["default"].state_dict().items()}
+    ids_x, weights_x, positions, lengths = expanded_batch(ids, mask, 0)
+    put("batch.ids", ids_x, np.int32)
+    put("batch.weights", weights_x, np.float32)
+    put("batch.positions", positions, np.int32)
+    put("batch.lengths", lengths, np.int32)
+    result = forward_backward(model, ids, mask)
+    assert len(result["grads"]) == 5, sorted(result["grads"])
+    check_prefix_semantics(model, ids, mask, result["logits"])
+    put_result("fp32", result)
+    reloaded = peft.PeftModel.from_pretrained(load_base(family), adapter_dir)  # a plain prefix: the output
+    with torch.no_grad():
+        again = reloaded(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(again, result["logits"], atol=1e-6), case + ": PEFT's reload differs"
+    quantized = peft.get_peft_model(load_base(family, hf_golden.nf4_round_trip(load_base(family))), projection_config())
+    quantized.prompt_encoder["default"].load_state_dict(encoder_state)  # the adapter has no encoder
+    put_result("nf4", forward_backward(quantized, ids, mask))
+    losses = peft_extras_golden.put_training(put, model, ids, mask)
+    peft_extras_golden.finish_case(out_dir, case, rows, result, losses)
+
+
+def check_projection():
+    """--check-vktune for prefix_projection: PEFT loads the adapter vktune wrote (its prefix, the
+    encoder's output) to vktune's logits; prefix_projection_load_check.json."""
+    report = peft_extras_golden.new_load_report(ADAPTER_FORMAT_VERSION, LOGITS_BOUND)
+    for case, family, kind, adapter, ids, mask, ours in peft_extras_golden.vktune_outputs(OUT, PROJECTION_CASES):
+        with open(os.path.join(adapter, "adapter_config.json")) as f:
+            config = json.load(f)
+        assert config["prefix_projection"] and config["encoder_hidden_size"] == PROJECTION_HIDDEN, config
+        with torch.no_grad():
+            logits = peft.PeftModel.from_pretrained(load_base(family), adapter)(input_ids=ids, attention_mask=mask).logits
+            initial = peft.PeftModel.from_pretrained(load_base(family), os.path.join(OUT, case, "adapter"))
+            base_logits = initial(input_ids=ids, attention_mask=mask).logits
+        real = mask.bool()
+        error = float((logits[real] - ours.reshape(logits.shape)[real]).abs().max())
+        distance = float((logits[real] - base_logits[real]).abs().max())
+        peft_extras_golden.record_load_case(report, case, error, distance, LOGITS_BOUND, "initial")
+    with open(os.path.join(OUT, "prefix_projection_load_check.json"), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+        f.write("\n")
+    if not report["cases"] or not all(c["passed"] for c in report["cases"].values()):
+        sys.exit("PEFT does not load vktune's prefix_projection adapter to the same logits")
+
+
+def run_all(out_dir):
+    peft_extras_golden.run_cases(make_case, CASES, out_dir)
+    peft_extras_golden.run_cases(make_projection_case, PROJECTION_CASES, out_dir)
+
+
+def check_all():
+    check_vktune()
+    check_projection()
+
+
 if __name__ == "__main__":
-    peft_extras_golden.script_main(lambda out_dir: peft_extras_golden.run_cases(make_case, CASES, out_dir),
-                                   check_vktune, OUT, "tests/data/soft_prompt")
+    peft_extras_golden.script_main(run_all, check_all, OUT, "tests/data/soft_prompt")
