@@ -251,6 +251,70 @@ TEST_CASE("s2_attention: a padded row's padding is masked, also in the shifted h
   check_reference_gradients(small, g_small, "padded ref");
 }
 
+// Packed rows as the batcher writes them with --packing: row b holds examples of lengths[b][s] tokens
+// (segment s), then padding (a segment of its own).
+std::vector<uint32_t> packed_segments(const AttentionShape& shape, const std::vector<std::vector<uint32_t>>& lengths) {
+  std::vector<uint32_t> segments(size_t(shape.batch) * shape.seq_q, 0xffffffffu);
+  for (uint32_t b = 0; b < shape.batch; b++) {
+    uint32_t cursor = 0;
+    for (uint32_t segment = 0; segment < lengths[b].size(); segment++)
+      for (uint32_t t = 0; t < lengths[b][segment]; t++) segments[size_t(b) * shape.seq_q + cursor++] = segment;
+  }
+  return segments;
+}
+
+// The largest change of output rows [first, last) of `a` against `b` (width values per row).
+double largest_change(const std::vector<float>& a, const std::vector<float>& b, uint32_t first, uint32_t last,
+                      uint32_t width) {
+  double moved = 0;
+  for (uint32_t row = first; row < last; row++)
+    for (uint32_t c = 0; c < width; c++)
+      moved = std::max(moved, double(std::fabs(a[size_t(row) * width + c] - b[size_t(row) * width + c])));
+  return moved;
+}
+
+TEST_CASE("s2_attention: packed examples attend only within themselves, inside their groups") {
+  // seq 16, groups of 4 (shifted heads rolled by 2). Row 0 packs 6 + 7 tokens, then 3 of padding: the
+  // second example starts inside a group of either half. Row 1 packs 9 + 7: the shifted heads' wrapped
+  // group holds the second example's last two tokens, then the first's first two, which must not see them.
+  S2Inputs in = make_inputs(s2_shape(2, 16, 4, 2, 8), 4, 950);
+  in.segments = packed_segments(in.shape, {{6, 7}, {9, 7}});
+  const Forward forward = gpu_forward(in);
+  test::check_close(forward.o, cpu_forward(in), 1e-11, 5e-6, "packed s2 o");
+  // Each example's outputs do not depend on the other example's q, k, v (bit for bit).
+  const uint32_t width_q = 4 * 8, width_kv = 2 * 8;
+  auto perturbed = [&](uint32_t first, uint32_t last) {
+    S2Inputs noisy = in;
+    for (uint32_t row = first; row < last; row++) {
+      for (uint32_t c = 0; c < width_q; c++) noisy.q[row * width_q + c] += 3.0f;
+      for (uint32_t c = 0; c < width_kv; c++) noisy.k[row * width_kv + c] -= 2.0f, noisy.v[row * width_kv + c] += 5.0f;
+    }
+    return gpu_forward(noisy).o;
+  };
+  const double row0_second = largest_change(perturbed(0, 6), forward.o, 6, 13, width_q);
+  const double row1_first = largest_change(perturbed(16 + 9, 32), forward.o, 16, 16 + 9, width_q);
+  INFO("largest change of an example's outputs with the other's q, k, v changed: " << row0_second << ", "
+                                                                                   << row1_first);
+  CHECK(row0_second == 0.0);
+  CHECK(row1_first == 0.0);
+  // The segment ids matter here: the same rows without them (one example per row) differ.
+  S2Inputs unpacked = in;
+  unpacked.segments.clear();
+  CHECK(largest_change(cpu_forward(unpacked), forward.o, 6, 13, width_q) > 0.1);
+  // Backward against the reference (d_o zero on padding, as a zero loss weight leaves it).
+  std::vector<float> g = test::random_floats(q_count(in.shape), 951);
+  for (uint32_t i = 13; i < 16; i++)
+    for (uint32_t c = 0; c < width_q; c++) g[i * width_q + c] = 0.0f;
+  const Gradients gpu = gpu_backward(in, g), cpu = cpu_backward(in, g);
+  test::check_close(gpu.dq, cpu.dq, 1e-11, 3e-5, "packed s2 dq");
+  test::check_close(gpu.dk, cpu.dk, 1e-11, 3e-5, "packed s2 dk");
+  test::check_close(gpu.dv, cpu.dv, 1e-11, 3e-5, "packed s2 dv");
+  // The reference's gradients against finite differences of its forward, on a small packed row.
+  S2Inputs small = make_inputs(s2_shape(1, 8, 2, 2, 4), 4, 960);
+  small.segments = packed_segments(small.shape, {{3, 5}});
+  check_reference_gradients(small, test::random_floats(q_count(small.shape), 961), "packed ref");
+}
+
 TEST_CASE("s2_attention: shapes it cannot split are named") {
   CHECK(kernels::s2_attention_unsupported(s2_shape(1, 16, 4, 2, 8), 4).empty());
   CHECK(kernels::s2_attention_unsupported(s2_shape(1, 16, 4, 2, 8), 3).find("even") != std::string::npos);

@@ -154,3 +154,24 @@ TEST_CASE("plan: --s2-attn plans the padded rows (a multiple of 8) and sizes its
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("model_io") {
+
+TEST_CASE("adapter_config.json: a modules_to_save entry that matches no module is a UserError naming it") {
+  // PEFT's s2_plus adapter with a q_norm entry added (Llama has none): PEFT would skip it silently,
+  // so loading it (--adapter, resume, generate) refuses it, as --modules-to-save does.
+  const fs::path adapter = test::temp_dir("longlora-bad-saved-norm") / "adapter";
+  fs::create_directories(adapter);
+  fs::copy(longlora_dir() / "s2_plus" / "adapter", adapter, fs::copy_options::recursive);
+  auto config = nlohmann::json::parse(read_text_file(adapter / "adapter_config.json"));
+  config["modules_to_save"].push_back("q_norm");
+  write_file_atomically(adapter / "adapter_config.json", config.dump(2));
+  test::GoldenFile golden(longlora_dir() / "s2_plus.golden.bin");
+  const test::GoldenBatch batch = test::golden_batch(golden);
+  const std::string message = test::user_error_of([&] { test::open_adapter_session(base_folder(), adapter, batch); });
+  CHECK(message.find((adapter / "adapter_config.json").string()) != std::string::npos);
+  CHECK(message.find("'q_norm'") != std::string::npos);
+  CHECK(message.find("input_layernorm, post_attention_layernorm, norm") != std::string::npos);  // the valid names
+}
+
+}  // TEST_SUITE

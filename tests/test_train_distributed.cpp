@@ -15,6 +15,7 @@
 #include "engine/model/safetensors.hpp"
 #include "engine/train/batcher.hpp"
 #include "engine/train/distributed.hpp"
+#include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
 
@@ -471,6 +472,80 @@ TEST_CASE("mpirun -np 2 --method full --bf16/--fp16: as one process (bit-identic
   MESSAGE("--fp16, 2 ranks x 1 vs 1 x 2: " << differing << " of " << total << " weights differ, at most " << worst_ulps
                                            << " fp16 ulp");
   CHECK(worst_ulps <= 1.0);
+}
+
+// The step lines' values of `name` in OUTPUT/metrics.jsonl, in order.
+std::vector<double> step_metric(const fs::path& output, const std::string& name) {
+  std::vector<double> values;
+  std::ifstream in(output / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json entry = nlohmann::json::parse(line);
+    if (entry.contains(name) && entry.contains("grad_norm")) values.push_back(entry[name].get<double>());
+  }
+  return values;
+}
+
+// KTO under mpirun: KTOTrainer (under accelerate) uses the mean of the ranks' KL estimates,
+// gather(kl).mean().clamp(min=0), not each rank's own, and logs rewards over every rank's rows. Against one process accumulating the same two
+// micro-batches (rank r takes micro-batch r), trained in this process (no second launch): with
+// --deterministic step 1 is the same (KL 0: B = 0, policy = reference) and so are the step-2 weights;
+// at step 2 the 2-rank run's KL is (k0 + k1) / 2 over the two micro-batches' estimates, the same double
+// the accumulated run logs as the mean of its micro-batches' (each clamped at 0 there, so equal when both
+// are positive: every label desirable raises the completions' log-probs, the mismatched pairs' too).
+// Each rank keeping its own would log k0 instead. (The step-2 loss may then differ: one KL for both
+// halves instead of one each, as in TRL.)
+TEST_CASE("mpirun -np 2 --objective kto: the KL estimate is the mean over ranks, as KTOTrainer's") {
+  const std::optional<Inputs> inputs = mpi_run_inputs();
+  if (!inputs) return;
+  const fs::path data = inputs->root / "kto.jsonl";
+  {
+    std::ofstream kto(data);
+    const char* prompts[] = {"one plus one is", "the sky is", "two and two make",   "grass is",
+                             "the sea is",      "snow is",    "three and one make", "the sun is"};
+    const char* completions[] = {" two", " blue", " four", " green", " deep", " white", " four", " hot"};
+    for (int i = 0; i < 8; i++)
+      kto << nlohmann::json{{"prompt", prompts[i]}, {"completion", completions[i]}, {"label", true}}.dump() << "\n";
+  }
+  const fs::path two = train_into(mpiexec() + "-np 2 " + vktune() + " train --model " + inputs->model.string() +
+                                      " --data " + data.string() +
+                                      " --headless --max-steps 2 --logging-steps 1 --save-steps 0 --lora-r 4 "
+                                      "--target-modules all-linear --learning-rate 2e-2 --lr-scheduler-type constant "
+                                      "--seed 7 --deterministic --objective kto --per-device-train-batch-size 2 "
+                                      "--output-dir ",
+                                  "mpi-kto-two", "");
+  train::TrainConfig one;
+  one.model = inputs->model.string();
+  one.data = data.string();
+  one.output_dir = test::temp_dir("mpi-kto-one").string();
+  one.headless = true;
+  one.max_steps = 2;
+  one.logging_steps = 1;
+  one.save_steps = 0;
+  one.lora_r = 4;
+  one.target_modules = "all-linear";
+  one.learning_rate = 2e-2;
+  one.lr_scheduler_type = train::ScheduleType::constant;
+  one.seed = 7;
+  one.deterministic = true;
+  one.objective = "kto";
+  one.per_device_train_batch_size = 2;
+  one.gradient_accumulation_steps = 2;
+  train::train(one);
+  const std::vector<double> kl_two = step_metric(two, "kl"), kl_one = step_metric(one.output_dir, "kl");
+  REQUIRE(kl_one.size() == 2);
+  REQUIRE(kl_two.size() == 2);
+  MESSAGE("KTO step-2 KL: 2 ranks " << kl_two[1] << ", 1 process accumulating " << kl_one[1]);
+  CHECK(kl_two[0] == 0.0);
+  CHECK(kl_one[1] > 0.0);
+  CHECK(kl_two[1] == kl_one[1]);
+  CHECK(step_losses(two)[0] == step_losses(one.output_dir)[0]);
+  // Its reward metrics are over both ranks' examples (TRL gathers their sums and counts): with 2 rows
+  // per micro-batch, (s0 + s1) / 4, as the accumulated mean (s0 / 2 + s1 / 2) / 2 up to rounding.
+  for (const char* metric : {"rewards/chosen", "logps/chosen"}) {
+    CAPTURE(metric);
+    const double value_two = step_metric(two, metric)[1], value_one = step_metric(one.output_dir, metric)[1];
+    CHECK(std::abs(value_two - value_one) <= 1e-6 * std::abs(value_one));
+  }
 }
 
 TEST_CASE("mpirun -np 2 vktune sweep: each rank trains its own trials alone, rank 0 writes the results") {

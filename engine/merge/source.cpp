@@ -195,6 +195,8 @@ void ModelSource::open_adapter(const fs::path& directory) {
   if (!lora.token_indices.empty())
     model::check_token_indices(lora.token_indices, static_cast<uint64_t>(config_.vocab_size),
                                (directory / "adapter_config.json").string());
+  model::check_modules_to_save(model::model_shape(config_), lora.saved_norms,
+                               (directory / "adapter_config.json").string());
   for (const auto& extra : model::adapter_extra_tensors(model::model_shape(config_), lora)) {
     const model::TensorView* tensor = adapter_->weights->find(extra.peft_name);
     if (!tensor || tensor->shape != extra.shape)

@@ -445,6 +445,8 @@ void load_adapter_weights(vk::Context& context, BufferSet& buffers, const spec::
   }
   if (!lora.token_indices.empty())
     check_token_indices(lora.token_indices, shape.vocab, (directory / "adapter_config.json").string());
+  // An entry PEFT would ignore (it matches no module of this model) is refused, as --modules-to-save's.
+  check_modules_to_save(shape, lora.saved_norms, (directory / "adapter_config.json").string());
   for (const AdapterExtraTensor& extra : adapter_extra_tensors(shape, lora)) {
     const TensorView* tensor = file.find(extra.peft_name);
     if (!tensor)

@@ -59,9 +59,6 @@ uint32_t s2_sequence_length(const TrainConfig& flags, uint32_t seq_len) {
 
 uint32_t s2_group_size(const TrainConfig& flags, const model::ModelConfig& config, uint32_t seq_len) {
   if (!flags.s2_attn) return 0;
-  if (flags.packing)
-    throw UserError("--s2-attn with --packing: S2 attention's groups replace the packed examples' attention masks",
-                    "drop --packing (LongLoRA trains on rows of one long text each), or drop --s2-attn");
   if (flags.peft_type == spec::PeftType::prompt_tuning || flags.peft_type == spec::PeftType::prefix_tuning ||
       flags.peft_type == spec::PeftType::p_tuning)
     throw UserError("--s2-attn with --peft-type " + std::string(spec::peft_type_name(flags.peft_type)) +

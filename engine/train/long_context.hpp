@@ -21,8 +21,10 @@ model::ModelConfig with_rope_scaling(const model::ModelConfig& config, const Tra
 uint32_t s2_sequence_length(const TrainConfig& flags, uint32_t seq_len);
 
 // The S2 group size for a training length seq_len (a quarter of it, LongLoRA's group_size_ratio),
-// 0 without --s2-attn. UserError where it makes no sense: --packing (its segment masks), soft
-// prompts, odd head counts, soft-capping or a sliding window shorter than the sequence.
+// 0 without --s2-attn. UserError where it makes no sense: soft prompts, odd head counts,
+// soft-capping or a sliding window shorter than the sequence. --packing works: the packed examples'
+// segment ids reach both halves of the heads (the shifted half's rolled with it), so each example
+// attends only within itself and within its group.
 uint32_t s2_group_size(const TrainConfig& flags, const model::ModelConfig& config, uint32_t seq_len);
 
 // Full finetuning of a pruned model: fills each planned prune_mask.<weight> with (weight != 0),

@@ -12,6 +12,7 @@
 #include "engine/model/session.hpp"
 #include "engine/train/config.hpp"
 #include "engine/train/data_mixture.hpp"
+#include "engine/train/distributed.hpp"
 #include "engine/train/evaluate.hpp"
 #include "engine/train/step_runner.hpp"
 #include "engine/vk/recorder.hpp"
@@ -313,8 +314,8 @@ PairLoss pair_loss(const PreferenceSettings& settings, const PairLogps& p) {
 }
 
 PreferenceRunner::PreferenceRunner(vk::Context& context, model::ModelSession& session, StepRunner& runner,
-                                   const PreferenceSettings& settings)
-    : context_(context), session_(session), runner_(runner), settings_(settings) {
+                                   const PreferenceSettings& settings, Communicator* ranks)
+    : context_(context), session_(session), runner_(runner), settings_(settings), ranks_(ranks) {
   auto& transformer = *session.transformer;
   policy_ = std::make_unique<vk::Sequence>(context);
   policy_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false); });
@@ -385,6 +386,8 @@ MicroBatch kl_batch(const MicroBatch& batch) {
 }
 }  // namespace
 
+bool PreferenceRunner::ranked() const { return ranks_ && ranks_->size() > 1; }
+
 PreferenceBatch PreferenceRunner::prepare(const MicroBatch& batch) {
   if (settings_.objective == Objective::kto) return prepare_kto(batch);
   VKT_ASSERT(batch.batch % 2 == 0, "preference micro-batches hold pairs");
@@ -438,9 +441,10 @@ PreferenceBatch PreferenceRunner::prepare(const MicroBatch& batch) {
                  {"rewards/accuracies", accuracy},  {"rewards/margins", reward_chosen - reward_rejected},
                  {"logps/chosen", logps_chosen},    {"logps/rejected", logps_rejected}};
   // ORPO's NLL: the mean cross-entropy over every real token of the chosen rows (prompt too).
-  if (orpo && chosen_real > 0) {
-    out.loss += chosen_nll / chosen_real;
-    out.metrics.push_back({"nll_loss", chosen_nll / chosen_real});
+  if (orpo) {  // always logged: every rank's micro-batch gives the same list of metrics
+    const double nll = chosen_real > 0 ? chosen_nll / chosen_real : 0.0;
+    out.loss += nll;
+    out.metrics.push_back({"nll_loss", nll});
   }
   out.weighted = batch;
   for (size_t i = 0; i < batch.weights.size(); i++) {
@@ -473,19 +477,29 @@ PreferenceBatch PreferenceRunner::prepare_kto(const MicroBatch& batch) {
   std::vector<int> label(batch.batch, -1);  // 1 desirable, 0 undesirable, -1 padding row
   for (size_t i = 0; i < tokens; i++)
     if (is_completion(batch.weights[i])) label[i / batch.seq_len] = batch.weights[i] == 1.0f ? 1 : 0;
+  const double beta = settings_.beta;
   double rows = 0, kl = 0;
+  // [0] this rank's KL estimate, [1] 1 when it has one, [2 + 3 label + k] the label's
+  // k = 0 summed rewards, 1 summed logps, 2 row count.
+  double totals[8] = {};
   for (uint32_t row = 0; row < batch.batch; row++)
     if (label[row] >= 0) {
       rows += 1;
       kl += kl_policy[row] - kl_reference[row];
+      double* sums = totals + 2 + 3 * label[row];
+      sums[0] += beta * (policy[row] - reference[row]);
+      sums[1] += policy[row];
+      sums[2] += 1;
     }
-  kl = std::max(0.0, rows > 0 ? kl / rows : 0.0);
+  totals[0] = rows > 0 ? kl / rows : 0.0;
+  totals[1] = rows > 0 ? 1.0 : 0.0;
+  // TRL: accelerator.gather_for_metrics(kl).mean().clamp(min=0), and its reward metrics summed over
+  // every rank's rows. Gathered in rank order (deterministic): every rank uses the same bits.
+  if (ranked()) ranks_->sum(totals, 8, true);
+  kl = std::max(0.0, totals[1] > 0 ? totals[0] / totals[1] : 0.0);
 
   PreferenceBatch out;
-  const double beta = settings_.beta;
   std::vector<double> d_logps(batch.batch, 0.0);
-  double sums[2][2] = {};  // [label][reward, logps]
-  double counts[2] = {};
   for (uint32_t row = 0; row < batch.batch; row++) {
     if (label[row] < 0) continue;
     const double ratio = policy[row] - reference[row];
@@ -496,21 +510,19 @@ PreferenceBatch PreferenceRunner::prepare_kto(const MicroBatch& batch) {
     const double s = sigmoid(x);
     out.loss += weight * (1 - s) / rows;
     d_logps[row] = weight * -s * (1 - s) * (label[row] ? beta : -beta) / rows;
-    sums[label[row]][0] += beta * ratio;
-    sums[label[row]][1] += policy[row];
-    counts[label[row]] += 1;
   }
+  const double *desirable = totals + 5, *undesirable = totals + 2;
   out.metrics.push_back({"kl", kl});
-  if (counts[1] > 0) {
-    out.metrics.push_back({"rewards/chosen", sums[1][0] / counts[1]});
-    out.metrics.push_back({"logps/chosen", sums[1][1] / counts[1]});
+  if (desirable[2] > 0) {
+    out.metrics.push_back({"rewards/chosen", desirable[0] / desirable[2]});
+    out.metrics.push_back({"logps/chosen", desirable[1] / desirable[2]});
   }
-  if (counts[0] > 0) {
-    out.metrics.push_back({"rewards/rejected", sums[0][0] / counts[0]});
-    out.metrics.push_back({"logps/rejected", sums[0][1] / counts[0]});
+  if (undesirable[2] > 0) {
+    out.metrics.push_back({"rewards/rejected", undesirable[0] / undesirable[2]});
+    out.metrics.push_back({"logps/rejected", undesirable[1] / undesirable[2]});
   }
-  if (counts[0] > 0 && counts[1] > 0)
-    out.metrics.push_back({"rewards/margins", sums[1][0] / counts[1] - sums[0][0] / counts[0]});
+  if (desirable[2] > 0 && undesirable[2] > 0)
+    out.metrics.push_back({"rewards/margins", desirable[0] / desirable[2] - undesirable[0] / undesirable[2]});
   out.weighted = batch;
   for (size_t i = 0; i < tokens; i++)
     out.weighted.weights[i] = is_completion(batch.weights[i]) ? static_cast<float>(-d_logps[i / batch.seq_len]) : 0.0f;
@@ -527,14 +539,26 @@ void PreferenceRunner::add_metric(const std::string& name, double value, double 
 
 uint32_t PreferenceRunner::step(int64_t step, double lr, const std::vector<MicroBatch>& micro_batches, bool profile) {
   std::vector<MicroBatch> weighted;
+  std::vector<std::pair<std::string, double>> metrics;
   double loss = 0;
   for (const MicroBatch& batch : micro_batches) {
     PreferenceBatch prepared = prepare(batch);
     loss += prepared.loss / double(micro_batches.size());
-    // As TRL, the logged value is the mean of the micro-batches' values.
-    for (const auto& [name, value] : prepared.metrics) add_metric(name, value);
+    metrics.insert(metrics.end(), prepared.metrics.begin(), prepared.metrics.end());
     weighted.push_back(std::move(prepared.weighted));
   }
+  if (ranked()) {  // the mean over ranks of the loss, and of DPO/ORPO's metrics (KTO's are global already)
+    const bool kto = settings_.objective == Objective::kto;
+    std::vector<double> values = {loss};
+    if (!kto)
+      for (const auto& metric : metrics) values.push_back(metric.second);
+    ranks_->sum(values.data(), values.size(), true);
+    loss = values[0] / ranks_->size();
+    if (!kto)
+      for (size_t i = 0; i < metrics.size(); i++) metrics[i].second = values[i + 1] / ranks_->size();
+  }
+  // As TRL, the logged value is the mean of the micro-batches' values.
+  for (const auto& [name, value] : metrics) add_metric(name, value);
   // The scoring passes added into loss.step: clear it; the window gets the preference loss
   // instead of the Σ w·CE the training pass sums (with these weights it is no loss).
   auto& buffers = *session_.buffers;

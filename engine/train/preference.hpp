@@ -37,6 +37,7 @@ struct ModelSession;
 namespace vkt::train {
 
 class StepRunner;
+class Communicator;
 struct TrainConfig;
 
 enum class Objective { sft, dpo, orpo, kto, distill };  // distill: engine/train/distill.hpp
@@ -113,8 +114,11 @@ struct PreferenceBatch {
 
 class PreferenceRunner {
  public:
+  // ranks: the data-parallel ranks (nullptr or one: alone). Under mpirun, as TRL under accelerate,
+  // KTO's KL estimate is the mean of the ranks' estimates and its reward metrics are sums over every
+  // rank's examples; the logged loss (HF Trainer gathers it) and DPO/ORPO's metrics are means over ranks.
   PreferenceRunner(vk::Context& context, model::ModelSession& session, StepRunner& runner,
-                   const PreferenceSettings& settings);
+                   const PreferenceSettings& settings, Communicator* ranks = nullptr);
   ~PreferenceRunner();
   // Steps 1-3 above for one micro-batch (rows alternate chosen / rejected).
   PreferenceBatch prepare(const MicroBatch& batch);
@@ -135,6 +139,8 @@ class PreferenceRunner {
   model::ModelSession& session_;
   StepRunner& runner_;
   PreferenceSettings settings_;
+  Communicator* ranks_ = nullptr;  // several: values are combined over ranks (ranked())
+  bool ranked() const;
   std::unique_ptr<vk::Sequence> reference_, policy_;
   struct MetricSum {
     std::string name;

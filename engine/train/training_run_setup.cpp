@@ -354,7 +354,8 @@ void TrainingRun::prepare_device() {
   scaler_ = LossScaler(config_.fp16);
   runner_->set_loss_scaler(&scaler_);
   if (is_preference(config_))
-    preference_ = std::make_unique<PreferenceRunner>(*context_, *session_, *runner_, preference_settings(config_));
+    preference_ =
+        std::make_unique<PreferenceRunner>(*context_, *session_, *runner_, preference_settings(config_), &ranks_);
 }
 
 // Refuses, before the model loads, a run whose plan exceeds the device's memory budget, with the
