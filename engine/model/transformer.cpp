@@ -647,6 +647,7 @@ void Transformer::record_body(Recorder& r) {
   if (encoder_hidden_)
     record_prompt_encoder_forward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_,
                                   encoder_dropout_active_ ? encoder_dropout_ : 0.0f);
+  record_prefix_encoder(r);  // prefix_projection: the prefix keys/values the layers read
   write_prompt_rows(r, layer_input(0), 0, virtual_tokens_);  // before Gemma's scale: it scales inputs_embeds whole
   if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale(), nullptr, act_);
   const bool recompute_set = checkpointing_ || !plan_.settings.training;
