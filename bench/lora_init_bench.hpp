@@ -2,6 +2,7 @@
 // `vktune bench lora-init`: host time of --init-lora-weights pissa / pissa_niter_K / olora
 // (engine/model/lora_init.hpp) on random weights of real shapes, one module at a time, and the sum
 // over a whole model's adapted modules (Llama-3.2-1B: 16 layers of q, k, v, o, gate, up, down).
+#include <cstdint>
 #include <string>
 #include <vector>
 
