@@ -1,11 +1,13 @@
 // `vktune bench kernels [--op NAME] [--shape TEXT] [--repeat N]`: GPU time, GFLOP/s, GB/s and the fraction of
 // this device's measured roofline for each kernel on a few realistic shapes (bench/).
 // `vktune bench tune [--op NAME] [--shape TEXT]`: autotunes those shapes' matmul tiles up front (bench/tune.cpp).
+// `vktune bench lora-init [--init NAME...] [--shape OUTxIN|llama-3.2-1b] [--rank R]`: host seconds of PiSSA/OLoRA.
 #include <cstdio>
 #include <string>
 
 #include "app/commands.hpp"
 #include "bench/kernel_bench.hpp"
+#include "bench/lora_init_bench.hpp"
 #include "bench/tune.hpp"
 #include "engine/vk/context.hpp"
 
@@ -41,6 +43,15 @@ void add_bench_command(CLI::App& app) {
     vk::Context context;
     std::printf("%s", bench::format_tune_report(bench::run_autotune(context, tune_options)).c_str());
   });
+
+  auto* lora_init = bench->add_subcommand(
+      "lora-init",
+      "Host seconds of --init-lora-weights pissa / pissa_niter_K / olora on random weights of real shapes");
+  static bench::LoraInitBenchOptions lora_init_options;
+  lora_init->add_option("--init", lora_init_options.inits, "Initialisations to time")->expected(1, -1);
+  lora_init->add_option("--shape", lora_init_options.shape, "OUTxIN of one weight, or llama-3.2-1b (every module)");
+  lora_init->add_option("--rank", lora_init_options.rank, "LoRA r")->check(CLI::PositiveNumber);
+  lora_init->callback([] { std::printf("%s", bench::run_lora_init_bench(lora_init_options).c_str()); });
 }
 
 }  // namespace vkt::app

@@ -12,6 +12,7 @@ packages=(
   doctest-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libpcre2-dev libutf8proc-dev liblapacke-dev
   xvfb xauth bible-kjv-text
   libopenmpi-dev openmpi-bin
+  libopenblas-dev  # becomes libblas.so.3/liblapack.so.3 (alternatives): fast SVD/QR for PiSSA/OLoRA
 )
 if [ "${1:-}" = --sanitizers ]; then
   # The compiler-rt package is named after clang's major version (14 on Debian 12, 19 on 13).

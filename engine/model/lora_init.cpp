@@ -1,5 +1,6 @@
 #include "engine/model/lora_init.hpp"
 
+#include <cblas.h>
 #include <lapacke.h>
 
 #include <algorithm>
@@ -34,17 +35,17 @@ Matrix transpose(const Matrix& m) {
   return t;
 }
 
-// x (n, k) · y (k, m); i-k-j order keeps the inner loop on contiguous rows.
-Matrix multiply(const Matrix& x, const Matrix& y) {
-  VKT_ASSERT(x.cols == y.rows, "lora_init multiply: inner sizes differ");
-  Matrix z(x.rows, y.cols);
-  for (uint64_t i = 0; i < x.rows; i++)
-    for (uint64_t k = 0; k < x.cols; k++) {
-      const double scale = x.at(i, k);
-      const double* row = &y.v[k * y.cols];
-      double* out = &z.v[i * z.cols];
-      for (uint64_t j = 0; j < y.cols; j++) out[j] += scale * row[j];
-    }
+// op(x) · op(y) in double through BLAS (OpenBLAS where Debian's alternatives choose it), op = transpose
+// where asked, so no transposed copy is made.
+Matrix multiply(const Matrix& x, bool transpose_x, const Matrix& y, bool transpose_y) {
+  const uint64_t rows = transpose_x ? x.cols : x.rows, inner = transpose_x ? x.rows : x.cols;
+  const uint64_t cols = transpose_y ? y.rows : y.cols;
+  VKT_ASSERT(inner == (transpose_y ? y.cols : y.rows), "lora_init multiply: inner sizes differ");
+  Matrix z(rows, cols);
+  cblas_dgemm(CblasRowMajor, transpose_x ? CblasTrans : CblasNoTrans, transpose_y ? CblasTrans : CblasNoTrans,
+              static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(inner), 1.0, x.v.data(),
+              static_cast<int>(x.cols), y.v.data(), static_cast<int>(y.cols), 0.0, z.v.data(),
+              static_cast<int>(z.cols));
   return z;
 }
 
@@ -98,22 +99,58 @@ std::vector<double> standard_normals(uint64_t count, uint64_t seed, uint32_t ste
 }
 
 // torch.svd_lowrank(x, q, niter) (torch/_lowrank.py): Halko et al.'s randomized range finder with
-// niter power iterations, on xᵀ when x is wide; U (rows, q), S (q), Vᵀ (q, cols).
+// niter power iterations, on a = xᵀ when x is wide; U (rows, q), S (q), Vᵀ (q, cols).
 Svd randomized_svd(const Matrix& x, uint64_t q, uint32_t niter, uint64_t seed, uint32_t key) {
-  const bool wide = x.rows < x.cols;
-  const Matrix a = wide ? transpose(x) : x;
-  const Matrix at = transpose(a);
-  Matrix draws(a.cols, q);
-  draws.v = standard_normals(a.cols * q, seed, 3, key);
-  Matrix basis = thin_qr(multiply(a, draws)).first;
+  const bool wide = x.rows < x.cols;  // a = op(x): x itself, or xᵀ when wide
+  Matrix draws(wide ? x.rows : x.cols, q);
+  draws.v = standard_normals(draws.v.size(), seed, 3, key);
+  Matrix basis = thin_qr(multiply(x, wide, draws, false)).first;  // (a.rows, q)
   for (uint32_t i = 0; i < niter; i++) {
-    basis = thin_qr(multiply(at, basis)).first;
-    basis = thin_qr(multiply(a, basis)).first;
+    basis = thin_qr(multiply(x, !wide, basis, false)).first;  // aᵀ · basis
+    basis = thin_qr(multiply(x, wide, basis, false)).first;   // a · basis
   }
-  Svd small = thin_svd(multiply(transpose(basis), a));  // (q, a.cols)
-  Matrix u = multiply(basis, small.u);                  // (a.rows, q)
+  Svd small = thin_svd(multiply(basis, true, x, wide));  // basisᵀ · a: (q, a.cols)
+  Matrix u = multiply(basis, false, small.u, false);     // (a.rows, q)
   if (!wide) return {std::move(u), std::move(small.vt), std::move(small.s)};
   return {transpose(small.vt), transpose(u), std::move(small.s)};  // x = aᵀ: swap the factors
+}
+
+// The top r singular triplets of x, as PEFT's exact pissa keeps them from torch.linalg.svd: the
+// eigenvectors of the smaller Gram matrix (x xᵀ or xᵀ x, dsyrk) for its r largest eigenvalues only
+// (dsyevr), the other side as xᵀu/σ (or xv/σ) with σ = that vector's norm. In double this is far
+// cheaper than a full dgesdd (which computes every triplet) and accurate for the top r: a vector's
+// error is about 1e-16·σ₁²/(σ_k² - σ_{k+1}²), where any SVD's (PEFT's fp32 one's too) is about
+// 1e-7·σ₁/(σ_k - σ_{k+1}).
+Svd top_svd(const Matrix& x, uint64_t rank) {
+  const bool wide = x.rows <= x.cols;  // the Gram matrix of the smaller side: x xᵀ, or xᵀ x
+  const uint64_t side = wide ? x.rows : x.cols, other = wide ? x.cols : x.rows;
+  Matrix gram(side, side);
+  cblas_dsyrk(CblasRowMajor, CblasUpper, wide ? CblasNoTrans : CblasTrans, static_cast<int>(side),
+              static_cast<int>(other), 1.0, x.v.data(), static_cast<int>(x.cols), 0.0, gram.v.data(),
+              static_cast<int>(side));
+  std::vector<double> eigenvalues(side);
+  Matrix vectors(side, rank);  // ascending eigenvalues: column 0 is the r-th largest
+  std::vector<lapack_int> support(2 * rank);
+  lapack_int found = 0;
+  const lapack_int info = LAPACKE_dsyevr(
+      LAPACK_ROW_MAJOR, 'V', 'I', 'U', static_cast<lapack_int>(side), gram.v.data(), static_cast<lapack_int>(side), 0.0,
+      0.0, static_cast<lapack_int>(side - rank + 1), static_cast<lapack_int>(side), 0.0, &found, eigenvalues.data(),
+      vectors.v.data(), static_cast<lapack_int>(rank), support.data());
+  VKT_ASSERT(info == 0 && found == static_cast<lapack_int>(rank), "dsyevr failed: " + std::to_string(info));
+  Matrix near(side, rank);  // the Gram side's vectors, descending
+  for (uint64_t i = 0; i < side; i++)
+    for (uint64_t k = 0; k < rank; k++) near.at(i, k) = vectors.at(i, rank - 1 - k);
+  Matrix far = multiply(x, wide, near, false);  // (other, r): σ_k times the other side's vector k
+  std::vector<double> s(rank);
+  for (uint64_t k = 0; k < rank; k++) {
+    double sum = 0;
+    for (uint64_t i = 0; i < other; i++) sum += far.at(i, k) * far.at(i, k);
+    s[k] = std::sqrt(sum);
+    const double inverse = s[k] > 0 ? 1.0 / s[k] : 0.0;  // a zero σ (r > rank of x): no direction
+    for (uint64_t i = 0; i < other; i++) far.at(i, k) *= inverse;
+  }
+  if (wide) return {std::move(near), transpose(far), std::move(s)};
+  return {std::move(far), transpose(near), std::move(s)};
 }
 
 Matrix to_matrix(const std::vector<float>& values, uint64_t rows, uint64_t cols) {
@@ -122,20 +159,14 @@ Matrix to_matrix(const std::vector<float>& values, uint64_t rows, uint64_t cols)
   return m;
 }
 
-// weight -= scale · B · A (from the fp32 A and B, as PEFT subtracts its fp32 factors).
+// weight -= scale · B · A, the product of the fp32 A and B (as PEFT subtracts its fp32 factors) in double.
 void subtract_product(std::vector<float>& weight, uint64_t out, uint64_t in, const LoraPair& pair, uint32_t rank,
                       float scale) {
-  std::vector<double> row(in);
-  for (uint64_t i = 0; i < out; i++) {
-    std::fill(row.begin(), row.end(), 0.0);
-    for (uint32_t k = 0; k < rank; k++) {
-      const double b = pair.b[i * rank + k];
-      const float* a = &pair.a[uint64_t(k) * in];
-      for (uint64_t j = 0; j < in; j++) row[j] += b * a[j];
-    }
-    for (uint64_t j = 0; j < in; j++)
-      weight[i * in + j] = static_cast<float>(double(weight[i * in + j]) - double(scale) * row[j]);
-  }
+  Matrix residual = to_matrix(weight, out, in), b = to_matrix(pair.b, out, rank), a = to_matrix(pair.a, rank, in);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(out), static_cast<int>(in),
+              static_cast<int>(rank), -double(scale), b.v.data(), static_cast<int>(rank), a.v.data(),
+              static_cast<int>(in), 1.0, residual.v.data(), static_cast<int>(in));
+  for (uint64_t i = 0; i < weight.size(); i++) weight[i] = static_cast<float>(residual.v[i]);
 }
 
 void check_rank(uint64_t out, uint64_t in, uint32_t rank, const char* method) {
@@ -180,7 +211,7 @@ LoraPair pissa_init(std::vector<float>& weight, uint64_t out, uint64_t in, uint3
   check_rank(out, in, rank, "pissa");
   const Matrix w = to_matrix(weight, out, in);
   const Svd svd =
-      randomized ? randomized_svd(w, rank, randomized->niter, randomized->seed, randomized->key) : thin_svd(w);
+      randomized ? randomized_svd(w, rank, randomized->niter, randomized->seed, randomized->key) : top_svd(w, rank);
   LoraPair pair{std::vector<float>(uint64_t(rank) * in), std::vector<float>(out * rank)};
   for (uint32_t k = 0; k < rank; k++) {
     // PEFT: Sr /= scaling in fp32, then √Sr on both sides.
@@ -194,7 +225,17 @@ LoraPair pissa_init(std::vector<float>& weight, uint64_t out, uint64_t in, uint3
 
 LoraPair olora_init(std::vector<float>& weight, uint64_t out, uint64_t in, uint32_t rank, float scale) {
   check_rank(out, in, rank, "olora");
-  auto [q, r] = thin_qr(to_matrix(weight, out, in));
+  // Householder QR's first r reflectors come from the first r columns alone and later ones leave
+  // Q's first r columns alone, so Q_r is the QR of W[:, :r] and R_r = Q_rᵀ W (its first r columns the
+  // panel's own triangle): the same as torch.linalg.qr's Q[:, :r], R[:r] at O(out·in·r), not O(out·in·min).
+  const Matrix w = to_matrix(weight, out, in);
+  Matrix panel(out, rank);
+  for (uint64_t i = 0; i < out; i++)
+    for (uint32_t k = 0; k < rank; k++) panel.at(i, k) = w.at(i, k);
+  auto [q, triangle] = thin_qr(std::move(panel));
+  Matrix r = multiply(q, true, w, false);  // (r, in)
+  for (uint32_t i = 0; i < rank; i++)
+    for (uint32_t k = 0; k < rank; k++) r.at(i, k) = triangle.at(i, k);
   LoraPair pair{std::vector<float>(uint64_t(rank) * in), std::vector<float>(out * rank)};
   for (uint32_t k = 0; k < rank; k++) {
     for (uint64_t j = 0; j < in; j++) pair.a[uint64_t(k) * in + j] = static_cast<float>(r.at(k, j));

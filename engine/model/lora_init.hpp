@@ -7,7 +7,10 @@
 //   pissa_niter_K  the same from torch.svd_lowrank's randomized SVD (q = r, K subspace iterations):
 //                  Halko et al.'s algorithm from our own Gaussian draws, so not bit-comparable to PEFT
 //   olora          W = Q R (thin QR): B = Q[:, :r], A = R[:r], base W - s·B·A
-// The SVD/QR runs on the host (LAPACKE, double precision) once at load time, module by module. On an
+// The SVD/QR runs on the host (LAPACKE + CBLAS, double precision; OpenBLAS where Debian's alternatives
+// pick it) once at load time, module by module, computing only what PEFT keeps: exact pissa's top r
+// triplets from the r largest eigenpairs of the smaller Gram matrix (not a full SVD), olora's Q[:, :r],
+// R[:r] from the QR of W's first r columns (not a full QR; the same Householder factors). On an
 // NF4 base, OLoRA works as PEFT's on bitsandbytes: on the dequantized weight, the residual quantized
 // again; PiSSA on a quantized base is refused, as PEFT refuses it (pissa_init's TypeError).
 //
