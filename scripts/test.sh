@@ -2,7 +2,7 @@
 # The test command: builds if needed, then runs every test suite with Vulkan validation on; then
 # the sanitizer pass: a second build with clang in build-asan (AddressSanitizer +
 # UndefinedBehaviorSanitizer + LeakSanitizer) runs the host-code suites (ctest label `sanitize`)
-# and every libFuzzer target for VKT_FUZZ_SECONDS (default 20) over its seed corpus (label `fuzz`).
+# and every libFuzzer target for VKT_FUZZ_SECONDS (default 15) over its seed corpus (label `fuzz`).
 # The sanitizer pass runs when no ctest arguments are given; VKT_SANITIZE=1/0 forces it on/off.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
