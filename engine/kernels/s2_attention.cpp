@@ -94,6 +94,15 @@ const BufferRange* split_segments(Recorder& recorder, const BufferRange* segment
   return &s.segments;
 }
 
+// The forward's and the backward's first step: q, k and v into the scratch, the second half of the
+// heads rolled by -half along the sequence (LongLoRA's roll(-group/2)).
+void roll_qkv_in(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
+                 const S2Scratch& s, const AttentionShape& shape, int64_t half, DType act) {
+  roll_heads(recorder, q, s.q, shape, shape.q_heads, half, act, RollLayout::split);
+  roll_heads(recorder, k, s.k, shape, shape.kv_heads, half, act, RollLayout::split);
+  roll_heads(recorder, v, s.v, shape, shape.kv_heads, half, act, RollLayout::split);
+}
+
 }  // namespace
 
 std::string s2_attention_unsupported(const AttentionShape& shape, uint32_t group) {
@@ -138,13 +147,10 @@ void s2_attention_forward(Recorder& recorder, const BufferRange& q, const Buffer
   VKT_ASSERT(why.empty(), why);
   const S2Scratch s = carve(scratch, shape, act, false);
   const int64_t half = group / 2;
-  const auto split = RollLayout::split, merge = RollLayout::merge;
-  roll_heads(recorder, q, s.q, shape, shape.q_heads, half, act, split);  // LongLoRA's roll(-group/2)
-  roll_heads(recorder, k, s.k, shape, shape.kv_heads, half, act, split);
-  roll_heads(recorder, v, s.v, shape, shape.kv_heads, half, act, split);
+  roll_qkv_in(recorder, q, k, v, s, shape, half, act);
   const BufferRange* halves = split_segments(recorder, segments, s, shape, half);
   attention_forward(recorder, s.q, s.k, s.v, s.o, lse, split_group_shape(shape, group), halves, nullptr, nullptr, act);
-  roll_heads(recorder, s.o, o, shape, shape.q_heads, -half, act, merge);  // and back
+  roll_heads(recorder, s.o, o, shape, shape.q_heads, -half, act, RollLayout::merge);  // and back
 }
 
 void s2_attention_backward(Recorder& recorder, const BufferRange& q, const BufferRange& k, const BufferRange& v,
@@ -157,9 +163,7 @@ void s2_attention_backward(Recorder& recorder, const BufferRange& q, const Buffe
   const S2Scratch s = carve(scratch, shape, act, true);
   const int64_t half = group / 2;
   const auto split = RollLayout::split, merge = RollLayout::merge;
-  roll_heads(recorder, q, s.q, shape, shape.q_heads, half, act, split);
-  roll_heads(recorder, k, s.k, shape, shape.kv_heads, half, act, split);
-  roll_heads(recorder, v, s.v, shape, shape.kv_heads, half, act, split);
+  roll_qkv_in(recorder, q, k, v, s, shape, half, act);
   roll_heads(recorder, o, s.o, shape, shape.q_heads, half, act, split);
   roll_heads(recorder, d_o, s.d_o, shape, shape.q_heads, half, act, split);
   const BufferRange* halves = split_segments(recorder, segments, s, shape, half);
