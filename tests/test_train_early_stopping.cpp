@@ -11,6 +11,7 @@
 #include "engine/base/files.hpp"
 #include "engine/train/checkpoint.hpp"
 #include "engine/train/early_stopping.hpp"
+#include "engine/train/evaluate.hpp"
 #include "engine/train/trainer.hpp"
 #include "tests/support.hpp"
 #include "tests/tiny_model.hpp"
@@ -168,6 +169,30 @@ TEST_CASE("early stopping: an overfitting run stops early and its adapter is the
           file_bytes(last / "adapter_model.safetensors"));
   json state = json::parse(read_text_file(checkpoint / "trainer_state.json"));
   CHECK(state["best_checkpoint_step"] == best->first);
+}
+
+TEST_CASE("evaluation during training runs in eval mode: with LoRA dropout, eval_loss = evaluate of the adapter") {
+  // HF's Trainer evaluates under model.eval(): no dropout. A training-time evaluation that kept the
+  // train-mode dropout would report a noisier loss than `vktune evaluate --loss` of the same adapter.
+  const fs::path root = test::binary_dir() / "test-output" / "e2e";
+  train::TrainConfig config = test::tiny_lora_config(root, "e2e-eval-mode");
+  config.data = colors_dataset(root / "eval-mode-train.jsonl", {"red", "blue", "green", "gold"}).string();
+  config.eval_data = colors_dataset(root / "eval-mode-eval.jsonl", {"gold", "red", "blue", "green"}).string();
+  config.lora_dropout = 0.5;
+  config.learning_rate = 3e-2;
+  config.max_steps = 4;
+  config.save_steps = 0;
+  train::TrainSummary summary = train::train(config);
+  train::EvalOptions options;
+  options.adapter = config.output_dir;
+  options.max_length = static_cast<uint32_t>(config.max_length);
+  const double evaluated = train::evaluate_model(test::context(), config.model, config.eval_data, options).loss;
+  options.adapter.reset();
+  const double base = train::evaluate_model(test::context(), config.model, config.eval_data, options).loss;
+  MESSAGE("eval_loss " << summary.eval_loss << ", evaluate --loss of the adapter " << evaluated << ", of the base "
+                       << base);
+  CHECK(std::abs(evaluated - base) > 1e-2);  // the adapter moved the loss: dropout on it would show
+  CHECK(summary.eval_loss == doctest::Approx(evaluated).epsilon(1e-6));
 }
 
 }  // TEST_SUITE

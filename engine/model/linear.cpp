@@ -22,10 +22,10 @@ BufferRange slice_rows(const BufferRange& range, uint32_t rows, uint32_t cols, D
   return slice;
 }
 
-// The LoRA input: x itself, or dropout(x) written into the scratch.
+// The LoRA input: x itself, or dropout(x) written into the scratch (none in an eval-mode pass).
 BufferRange lora_input(Recorder& recorder, const Linear& layer, const BufferRange& x, uint32_t rows,
                        const LinearScratch& scratch) {
-  if (layer.lora->dropout <= 0) return x;
+  if (layer.lora->dropout <= 0 || !scratch.dropout_x.bytes) return x;
   BufferRange dropped = slice_rows(scratch.dropout_x, rows, layer.in, layer.act);
   kernels::dropout(recorder, x, dropped, layer.act, static_cast<uint64_t>(rows) * layer.in, layer.lora->dropout,
                    layer.lora->rng_layer, scratch.step_state);

@@ -292,7 +292,8 @@ LinearScratch Transformer::scratch(const LayerActivations& acts, Module module) 
   LinearScratch s;
   s.lora_t = acts.lora_t[static_cast<size_t>(module)];
   s.grad_lora_t = buffers_.optional_range("grad_act.lora_t");
-  s.dropout_x = buffers_.optional_range("act.dropout");
+  // No scratch, no LoRA dropout (linear.cpp, dora.cpp): a pass recorded in eval mode.
+  if (dropout_active_) s.dropout_x = buffers_.optional_range("act.dropout");
   s.step_state = range("step_state");
   s.reduce_workspace = range("workspace.reduce");
   s.ia3_z = acts.ia3_z[static_cast<size_t>(module)];
@@ -646,7 +647,7 @@ void Transformer::record_body(Recorder& r) {
                      vocab_, hidden_, act_);
   if (encoder_hidden_)
     record_prompt_encoder_forward(r, buffers_, virtual_tokens_, hidden_, encoder_hidden_,
-                                  encoder_dropout_active_ ? encoder_dropout_ : 0.0f);
+                                  dropout_active_ ? encoder_dropout_ : 0.0f);
   record_prefix_encoder(r);  // prefix_projection: the prefix keys/values the layers read
   write_prompt_rows(r, layer_input(0), 0, virtual_tokens_);  // before Gemma's scale: it scales inputs_embeds whole
   if (config_.gemma) kernels::scale(r, layer_input(0), rows_ * hidden_, embedding_scale(), nullptr, act_);
@@ -680,14 +681,14 @@ void Transformer::record_head_rows(Recorder& r, uint32_t first, uint32_t count, 
                      rows_of(logits, 0, count, vocab_ * 4), DType::f32, count, vocab_, hidden_);
 }
 
-void Transformer::record_forward(Recorder& r, bool loss, bool gradients) {
+void Transformer::record_forward(Recorder& r, bool loss, bool gradients, bool dropout) {
   if (teacher_ && loss && gradients) {  // the teacher reads the same micro-batch
     for (const char* input : {"input.ids", "input.positions", "input.segments"})
       r.copy(range(input), teacher_->range(input));
     teacher_->record_hidden(r);
   }
   s2_active_ = gradients && s2_group_ > 0;
-  encoder_dropout_active_ = gradients;
+  dropout_active_ = dropout;
   record_body(r);
   lm_head_chunks(r, loss, gradients, nullptr);
 }
@@ -696,6 +697,7 @@ void Transformer::record_backward(Recorder& r) { record_backward(r, 0, layers_);
 
 void Transformer::record_backward(Recorder& r, uint32_t layer_begin, uint32_t layer_end) {
   s2_active_ = s2_group_ > 0;
+  dropout_active_ = true;                                                   // the masks of the forward it follows
   BufferRange d_final = buffers_.optional_range("grad.model.norm.weight");  // full, or a trained norm
   if (layer_end == layers_)
     kernels::rmsnorm_backward(r, range("grad_act.norm"), layer_input(layers_), range("model.norm.weight"),
@@ -769,7 +771,7 @@ void Transformer::record_decode(Recorder& r, uint32_t rows, uint32_t past, const
 
 void Transformer::record_logits(Recorder& r, const BufferRange& logits) {
   VKT_ASSERT(logits.bytes >= static_cast<uint64_t>(rows_) * vocab_ * 4, "logits buffer too small");
-  s2_active_ = encoder_dropout_active_ = false;
+  s2_active_ = dropout_active_ = false;
   record_body(r);
   lm_head_chunks(r, false, false, &logits);
 }

@@ -66,8 +66,13 @@ class Transformer {
 
   // Forward of the micro-batch in input.*; with `loss`, the weighted cross-entropy of every
   // row is added into loss.step (Σ w·CE) and, with `gradients`, dlogits are pushed through the
-  // lm_head into grad_act.norm as the chunks go (fused: full logits never exist).
-  void record_forward(Recorder& recorder, bool loss, bool gradients);
+  // lm_head into grad_act.norm as the chunks go (fused: full logits never exist). `dropout`: LoRA
+  // and encoder dropout apply (torch's train mode); evaluation during training passes false
+  // (HF's Trainer evaluates in eval mode), a scoring pass whose loss is backpropagated later true.
+  void record_forward(Recorder& recorder, bool loss, bool gradients, bool dropout);
+  void record_forward(Recorder& recorder, bool loss, bool gradients) {
+    record_forward(recorder, loss, gradients, gradients);
+  }
   // Backward after record_forward(recorder, true, true): accumulates every trainable gradient.
   void record_backward(Recorder& recorder);
   // The same backward in pieces (data parallelism sums finished layers' gradients while earlier
@@ -209,9 +214,10 @@ class Transformer {
   bool train_embedding_ = false, train_head_ = false, fp32_embedding_ = false, fp32_head_ = false;
   uint32_t token_rows_ = 0;
   uint32_t encoder_hidden_ = 0;  // P-tuning while training: the encoder's hidden size (0: no encoder)
-  // P-tuning's LSTM dropout between layers (encoder_dropout), in forwards with gradients only.
+  // P-tuning's LSTM dropout between layers (encoder_dropout).
   float encoder_dropout_ = 0;
-  bool encoder_dropout_active_ = false;
+  // LoRA and encoder dropout in the pass being recorded (train mode): record_forward's `dropout`.
+  bool dropout_active_ = false;
   uint32_t prefix_tokens_ = 0;          // prefix tuning: past key/value rows before every sequence, per layer
   uint32_t prefix_encoder_hidden_ = 0;  // prefix_projection while training: the encoder's hidden size (0: none)
   uint32_t virtual_tokens_ = 0;         // soft prompt: cells [0, N) of every row take prompt_embeddings (N, hidden)

@@ -318,7 +318,8 @@ PreferenceRunner::PreferenceRunner(vk::Context& context, model::ModelSession& se
     : context_(context), session_(session), runner_(runner), settings_(settings), ranks_(ranks) {
   auto& transformer = *session.transformer;
   policy_ = std::make_unique<vk::Sequence>(context);
-  policy_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false); });
+  // Train mode (TRL's policy pass): the dropout masks of the step whose backward follows.
+  policy_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false, true); });
   if (settings.objective != Objective::orpo) {
     transformer.set_adapter_enabled(false);
     reference_ = std::make_unique<vk::Sequence>(context);

@@ -173,7 +173,8 @@ StepRunner::StepRunner(vk::Context& context, model::ModelSession& session, const
     r.fill(loss_values);
   });
   eval_ = std::make_unique<vk::Sequence>(context);
-  eval_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false); });
+  // Eval mode, as HF's Trainer.evaluate: no LoRA or encoder dropout.
+  eval_->record([&transformer](vk::Recorder& r) { transformer.record_forward(r, true, false, false); });
   state_.rng_seed = settings.seed;
 }
 
