@@ -33,7 +33,7 @@ struct LoraSettings {
   // PEFT's modules_to_save (embed_tokens, lm_head: trained whole) and trainable_token_indices
   // (rows of embed_tokens, and of a tied lm_head, trained alone).
   bool save_embed_tokens = false, save_lm_head = false;
-  std::vector<std::string> saved_norms;  // norms in modules_to_save (spec::saves_module)
+  std::vector<std::string> saved_norms;  // norms in modules_to_save (spec::peft_saves_module)
   std::vector<uint32_t> token_indices;
   // --peft-type: IA3 (targets then empty) trains one vector per module of ia3_targets (engine/model/ia3.hpp).
   spec::PeftType peft_type = spec::PeftType::lora;

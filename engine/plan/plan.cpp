@@ -740,7 +740,7 @@ MemoryPlan make_plan(const ModelShape& m, const RunSettings& settings) {
     // The optimizer's multi-tensor table and norm partial sums (kernels::TensorList allocates them).
     uint32_t tensors = 0;
     uint64_t chunks = 0;
-    const uint64_t grad_value_bytes = full ? kernels::dtype_bytes(s.dtype) : 4;  // 16-bit in full bf16/fp16
+    const uint64_t grad_value_bytes = 4;  // every grad.* is fp32 (16-bit full finetuning included)
     for (const auto& spec : plan.buffers)
       if (spec.name.rfind("grad.", 0) == 0) {
         tensors++;

@@ -37,12 +37,6 @@ Optimizer optimizer_update_rule(Optimizer optimizer);  // paged_adamw_32bit -> a
 bool optimizer_is_paged(Optimizer optimizer);          // paged_*: states placed as --paged-optimizer places them
 
 // What a run does, as far as memory is concerned (a subset of the trainer's flags).
-// PEFT's modules_to_save matching: `module` ("model.layers.0.input_layernorm") is `entry` or ends in ".entry".
-inline bool saves_module(const std::vector<std::string>& entries, const std::string& module) {
-  return std::any_of(entries.begin(), entries.end(),
-                     [&](const std::string& entry) { return module == entry || module.ends_with("." + entry); });
-}
-
 struct RunSettings {
   Method method = Method::lora;
   WeightFormat base_format = WeightFormat::f32;  // format of the frozen linear weights
@@ -56,7 +50,7 @@ struct RunSettings {
   // Storage type of activations saved for backward and of activation gradients (--bf16 / --fp16,
   // issue 15); arithmetic stays fp32. LoRA parameters, master weights and optimizer states stay fp32.
   DType activation_dtype = DType::f32;
-  // --method full with a 16-bit activation_dtype trains 16-bit weights (and 16-bit gradients) with an
+  // --method full with a 16-bit activation_dtype trains 16-bit weights (gradients stay fp32) with an
   // fp32 master copy beside the fp32 optimizer states; --pure-bf16 drops the master copy.
   bool pure_bf16 = false;
   uint32_t lora_r = 8;
@@ -110,7 +104,7 @@ struct RunSettings {
   bool save_lm_head = false;                      // "lm_head" in modules_to_save
   std::vector<uint32_t> trainable_token_indices;  // ids whose embedding rows are trained
   // modules_to_save entries naming norms (LongLoRA's "+"): input_layernorm, post_attention_layernorm,
-  // norm, ... matched as PEFT matches them, on module-name suffixes (saves_module).
+  // norm, ... matched as PEFT matches them, on module-name suffixes (modules_to_save.hpp).
   std::vector<std::string> saved_norms;
   // --s2-attn: training attends within groups of s2_group tokens (kernels/s2_attention.hpp); 0: off.
   uint32_t s2_group = 0;
