@@ -8,6 +8,8 @@
 # Usage: examples/make_base_model.sh [WORK_DIR]   (resumes an interrupted run in WORK_DIR)
 # BASE_RECIPE=rows: issue 20's candidate instead, tokenizer and pretraining on rows of consecutive
 # verses (examples/make_copy_rows.py, examples/recipes/pretrain-kjv-rows.yaml; README "Results").
+# BASE_RECIPE=induction: after step 4, continued pretraining on rows that reward copying from the
+# context (examples/make_induction_rows.py, examples/recipes/pretrain-kjv-induction.yaml).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-$root/build/base-model}"
@@ -23,9 +25,18 @@ mkdir -p "$work"
 "$vktune" train --config "$root/examples/recipes/$recipe.yaml" --model "$work/random" \
   --data "$work/corpus/$data-train.jsonl" --eval-data "$work/corpus/$data-valid.jsonl" \
   --output-dir "$work/pretrained" --resume-from-checkpoint latest --headless
+final="$work/pretrained"
+if [ "${BASE_RECIPE:-}" = induction ]; then
+  python3 "$root/examples/make_induction_rows.py" "$work/corpus/kjv.txt" "$work/pretrained/tokenizer.json" \
+    "$work/corpus/kjv-induction-train.jsonl" "$work/corpus/kjv-induction-valid.jsonl"
+  "$vktune" train --config "$root/examples/recipes/pretrain-kjv-induction.yaml" --model "$work/pretrained" \
+    --data "$work/corpus/kjv-induction-train.jsonl" --eval-data "$work/corpus/kjv-induction-valid.jsonl" \
+    --output-dir "$work/induction" --resume-from-checkpoint latest --headless
+  final="$work/induction" recipe=pretrain-kjv-induction
+fi
 mkdir -p "$root/examples/base"
 for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json; do
-  [ -f "$work/pretrained/$f" ] && cp "$work/pretrained/$f" "$root/examples/base/$f"
+  [ -f "$final/$f" ] && cp "$final/$f" "$root/examples/base/$f"
 done
 # The pretraining peak rate, where vktune lr-find (and HF tools) look for it.
 peak_lr="$(sed -n 's/^learning_rate: *//p' "$root/examples/recipes/$recipe.yaml")"
