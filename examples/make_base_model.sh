@@ -8,8 +8,8 @@
 # Usage: examples/make_base_model.sh [WORK_DIR]   (resumes an interrupted run in WORK_DIR)
 # BASE_RECIPE=rows: issue 20's candidate instead, tokenizer and pretraining on rows of consecutive
 # verses (examples/make_copy_rows.py, examples/recipes/pretrain-kjv-rows.yaml; README "Results").
-# BASE_RECIPE=induction: after step 4, continued pretraining on rows that reward copying from the
-# context (examples/make_induction_rows.py, examples/recipes/pretrain-kjv-induction.yaml).
+# BASE_RECIPE=induction (the committed examples/base): after step 4, continued pretraining on rows that
+# reward copying from the context (examples/make_induction_rows.py, examples/recipes/pretrain-kjv-induction.yaml).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-$root/build/base-model}"
@@ -40,5 +40,6 @@ for f in config.json model.safetensors tokenizer.json tokenizer_config.json gene
 done
 # The pretraining peak rate, where vktune lr-find (and HF tools) look for it.
 peak_lr="$(sed -n 's/^learning_rate: *//p' "$root/examples/recipes/$recipe.yaml")"
-printf '{"learning_rate": %s, "lr_scheduler_type": "cosine"}\n' "$peak_lr" > "$root/examples/base/training_args.json"
+schedule="$(sed -n 's/^lr_scheduler_type: *//p' "$root/examples/recipes/$recipe.yaml")"
+printf '{"learning_rate": %s, "lr_scheduler_type": "%s"}\n' "$peak_lr" "$schedule" > "$root/examples/base/training_args.json"
 echo "base model: $root/examples/base"
