@@ -2,10 +2,10 @@
 the demo's recipe (batch 8, lr 5e-3 cosine, 5% warmup, prompt loss weight 0.1), then greedy answers to the
 first held-out prompts scored like `vktune evaluate --json-keys` (form, every field, fields right per key).
 A fast stand-in for a vktune run, not a replacement: the README's demo numbers come from vktune.
---variant rewrites the demo's records (examples/demo/make_data.sh) into the variants screened for the README:
-A puts the verse first and its reference right before "JSON:" (a near-constant distance from the reference
-to the record's book/chapter/verse), same five fields; B is A with the record book, chapter, verse, text
-(the whole verse: every token of it the same in the prompt and the record); T is the demo's prompt with B's record.
+--variant rewrites the demo's records (examples/demo/make_data.sh: book, chapter, verse, text) into the variants
+screened for the README: F is the record before issue 20 (book, chapter, verse, first and last word of the verse);
+A puts the verse first and its reference right before "JSON:" (a near-constant distance from the reference to the
+record's book/chapter/verse), with F's record; B is A with the demo's record.
 Pinned: torch 2.15.0 (CPU), transformers 5.23.0, peft 0.21.2, tokenizers 0.23.3.
   python bench/demo_task_screen.py --train examples/demo/train.jsonl --test examples/demo/test.jsonl --steps 200 --variant B
 """
@@ -21,7 +21,7 @@ p.add_argument("--train", required=True); p.add_argument("--test", required=True
 p.add_argument("--steps", type=int, default=400); p.add_argument("--lr", type=float, default=5e-3)
 p.add_argument("--r", type=int, default=16); p.add_argument("--bs", type=int, default=8)
 p.add_argument("--plw", type=float, default=0.1); p.add_argument("--n", type=int, default=40)
-p.add_argument("--variant", choices=["demo", "A", "B", "T"], default="demo")
+p.add_argument("--variant", choices=["demo", "F", "A", "B"], default="demo")
 p.add_argument("--model", default=os.path.join(ROOT, "examples", "base"))
 a = p.parse_args()
 torch.manual_seed(1); random.seed(1); torch.set_num_threads(1)
@@ -37,14 +37,15 @@ def rewrite(record):
     if a.variant == "demo": return record
     ref, text, tail = record["prompt"].split("\n")
     fields = json.loads(record["completion"])
-    if a.variant in ("B", "T"):
-        del fields["first"], fields["last"]
-        fields["text"] = text
-    if a.variant == "T": return {"prompt": record["prompt"], "completion": json.dumps(fields)}
+    if a.variant in ("F", "A"):
+        words = text.split(" ")
+        del fields["text"]
+        fields["first"], fields["last"] = ("".join(c for c in w if c.isalpha()) for w in (words[0], words[-1]))
+    if a.variant == "F": return {"prompt": record["prompt"], "completion": json.dumps(fields)}
     return {"prompt": "\n".join([text, ref, tail]), "completion": json.dumps(fields)}
 
 
-keys = ["book", "chapter", "verse", "text"] if a.variant in ("B", "T") else ["book", "chapter", "verse", "first", "last"]
+keys = ["book", "chapter", "verse", "first", "last"] if a.variant in ("F", "A") else ["book", "chapter", "verse", "text"]
 data = [([bos] + encode(r["prompt"]), encode(r["completion"]) + [eos]) for r in map(rewrite, map(json.loads, open(a.train)))]
 opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=a.lr, weight_decay=0.0)
 warm = max(1, int(0.05 * a.steps))

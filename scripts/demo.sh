@@ -21,8 +21,8 @@ if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -z "${DEMO_HEADLESS:-}" ]; the
 echo
 echo "== held-out verses: the base model vs the finetuned one (greedy decoding)"
 "$vktune" evaluate --model "$root/examples/base" --adapter "$out/adapter" --data "$root/examples/demo/test.jsonl" \
-  --json-keys book,chapter,verse,first,last --limit "${DEMO_EVAL:-40}" --compare-base --show 4 --quant nf4 \
-  --max-new-tokens 64 | tee "$out/evaluation.txt"
+  --json-keys book,chapter,verse,text --limit "${DEMO_EVAL:-40}" --compare-base --show 4 --quant nf4 \
+  --max-new-tokens 96 | tee "$out/evaluation.txt"
 echo
 echo "adapter (PEFT format): $out/adapter"
 [ -f "$out/dashboard.png" ] && echo "dashboard: $out/dashboard.png"
@@ -32,7 +32,7 @@ echo "  your own data (JSONL: prompt/completion, text or messages):"
 echo "    $vktune train --config examples/demo/qlora.yaml --model examples/base --data YOURS.jsonl --output-dir out"
 echo "  whether a 7B-8B model fits your GPU, before you rent one:"
 echo "    $vktune plan --model examples/configs/llama-3-8b.json --method qlora --lora-r 16 --device-memory 24GiB"
-echo "  whether a base model can copy from its context at all (this one cannot: README \"Results\"):"
+echo "  whether a base model copies a verse it has just read (this one copies random words and numbers, not yet whole verses: README \"Results\"):"
 echo "    $vktune evaluate --model examples/base --data examples/demo/copy_probe.jsonl --limit 20 --show 2"
 echo "  merging adapters or models (mergekit's YAML): $vktune merge examples/merge/lora_adapters.yaml --output merged"
 echo "  a standalone model (PEFT merge_and_unload): $vktune export --model BASE --adapter ADAPTER --output DIR"

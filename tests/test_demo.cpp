@@ -1,8 +1,9 @@
 // The README's demo, shortened: QLoRA (NF4 + double quantization, examples/demo/qlora.yaml) on the
-// bundled base model (examples/base) for a few steps must raise the form metric (held-out answers
-// that parse as JSON with all five keys) above the base model's, and some content: fields right (the
-// base has none) in answers that are not one constant record. Issue 20's goal (half the records
-// right) is not reached yet, so this bound stays low (README "Results").
+// bundled base model (examples/base, which copies from its context) for 200 steps must raise the form
+// metric (held-out answers that parse as JSON with all four keys) far above the base model's, and the
+// content: fields right copied from the prompt (the base has none) in answers that differ per verse.
+// Measured: form 0 -> 93.75%, fields right 0 -> 54.7%, 16 distinct answers of 16. Issue 20's goal (half
+// the records right) needs the chapter copied too (README "Results").
 #include <doctest/doctest.h>
 
 #include "engine/train/config.hpp"
@@ -26,16 +27,16 @@ TEST_CASE("demo: a short QLoRA run on examples/base raises form and content on h
   config.data = (demo / "train.jsonl").string();
   config.output_dir = test::temp_dir("demo-adapter").string();
   config.headless = true;
-  config.max_steps = 120;  // the demo runs the YAML's 400 steps
+  config.max_steps = 200;  // the demo runs the YAML's 400 steps; at 120 the records are not yet closed
   config.logging_steps = config.max_steps;
   train::train(config);
 
   train::GenerationEvalOptions options;
   options.model = base;
   options.data = demo / "test.jsonl";
-  options.json_keys = {"book", "chapter", "verse", "first", "last"};
+  options.json_keys = {"book", "chapter", "verse", "text"};
   options.limit = 16;
-  options.max_new_tokens = 64;  // a record is ~50 tokens of this 2048-token vocabulary
+  options.max_new_tokens = 96;  // a record is up to ~70 tokens of this 2048-token vocabulary (the verse is in it)
   options.base_format = kernels::WeightFormat::nf4;
   train::GenerationEvalResult before = train::evaluate_generation(test::context(), options);
   options.adapter = fs::path(config.output_dir);
@@ -46,10 +47,10 @@ TEST_CASE("demo: a short QLoRA run on examples/base raises form and content on h
                   << after.examples.front().output);
   CHECK(after.form_rate >= before.form_rate + 0.5);
   CHECK(after.form_rate >= 0.75);
-  // Content, at this short length: some fields right (the base has none) and answers that are not one
-  // constant record (the demo of issue 20 wrote one record for every verse).
-  CHECK(after.field_rate >= before.field_rate + 0.1);
-  CHECK(after.distinct_outputs >= 3);
+  // Content: fields copied from the prompt (book, verse, the verse's text) and answers that are not one
+  // constant record (the demo before issue 20 wrote one record for every verse).
+  CHECK(after.field_rate >= before.field_rate + 0.4);
+  CHECK(after.distinct_outputs >= 8);
 }
 
 }  // TEST_SUITE
