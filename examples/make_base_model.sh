@@ -39,7 +39,7 @@ for f in config.json model.safetensors tokenizer.json tokenizer_config.json gene
   [ -f "$final/$f" ] && cp "$final/$f" "$root/examples/base/$f"
 done
 # The pretraining peak rate, where vktune lr-find (and HF tools) look for it.
-peak_lr="$(sed -n 's/^learning_rate: *//p' "$root/examples/recipes/$recipe.yaml")"
-schedule="$(sed -n 's/^lr_scheduler_type: *//p' "$root/examples/recipes/$recipe.yaml")"
-printf '{"learning_rate": %s, "lr_scheduler_type": "%s"}\n' "$peak_lr" "$schedule" > "$root/examples/base/training_args.json"
+recipe_value() { sed -n "s/^$1: *//p" "$root/examples/recipes/$recipe.yaml"; }
+printf '{"learning_rate": %s, "lr_scheduler_type": "%s"}\n' "$(recipe_value learning_rate)" \
+  "$(recipe_value lr_scheduler_type)" > "$root/examples/base/training_args.json"
 echo "base model: $root/examples/base"
