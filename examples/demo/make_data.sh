@@ -12,6 +12,11 @@
 # token by token (an induction head: examples/base has one, README "Results"). The earlier record's
 # "last" word could not be copied that way (in the verse it always follows a space, in the record a
 # quote: other tokens), which capped every-field-right near 35% even on a base that copies.
+# The reference is written "Ge 5:12", not the corpus's "Ge5:12": in the record every number follows
+# a bare space token (`": 5`; " 5" is two tokens here, " " and "5"), and a bare space occurs
+# nowhere else in the prompt (words carry their space: " God" is one token), so the chapter can be
+# found the way the verse is (after ":"). Written "Ge5:12", the chapter followed the book's token in
+# the prompt and a space in the record; 400 QLoRA steps then wrote one chapter for every verse.
 # copy_probe.jsonl asks for the held-out verses again, right after the verse and its reference: it
 # measures whether a model can copy from its context at all (`vktune evaluate --data copy_probe.jsonl`).
 # Usage: examples/demo/make_data.sh OUTPUT_DIR   (writes train.jsonl, test.jsonl and copy_probe.jsonl)
@@ -26,6 +31,7 @@ bible -f Gen1:1-Rev22:21 | awk -v train="$out/train.jsonl" -v test="$out/test.js
     book = substr(ref, 1, RLENGTH); rest = substr(ref, RLENGTH + 1)
     split(rest, cv, ":"); chapter = cv[1]; verse = cv[2]
     if (text ~ /["\\]/) next  # none in the KJV; the record would need a second level of escaping
+    ref = book " " rest  # "Ge 5:12": the chapter follows a bare space token, as in the record
     prompt = ref "\\n" text "\\nJSON:"
     completion = "{\\\"book\\\": \\\"" book "\\\", \\\"chapter\\\": " chapter ", \\\"verse\\\": " verse ", \\\"text\\\": \\\"" text "\\\"}"
     line = "{\"prompt\": \"" prompt "\", \"completion\": \"" completion "\"}"
