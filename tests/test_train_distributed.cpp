@@ -326,7 +326,9 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
   REQUIRE(second.first == 0);
   CHECK(step_losses(sharded) == step_losses(plain));
   {  // the exposed all-reduce time is part of the busy one, the weight all-gather in both (before,
-     // only in the exposed one); 0.1 ms for the helper thread's wake-up, exposed but not busy
+     // only in the exposed one); busy counts each bucket from its hand-over, so the helper thread's
+     // wake-ups are in both (timed from its wake-up, busy fell 1.6 ms a step short with these tiny
+     // buckets while another test loaded the 2 cores)
     std::ifstream metrics(sharded / "metrics.jsonl");
     int logged = 0;
     for (std::string line; std::getline(metrics, line);) {
@@ -334,7 +336,7 @@ TEST_CASE("mpirun -np 2 --shard-optimizer: bit-identical to unsharded, per-rank 
       if (!entry.contains("all_reduce_busy_s")) continue;
       logged++;
       INFO(line);
-      CHECK(entry["all_reduce_s"].get<double>() <= entry["all_reduce_busy_s"].get<double>() + 1e-4);
+      CHECK(entry["all_reduce_s"].get<double>() <= entry["all_reduce_busy_s"].get<double>() + 1e-9);
     }
     CHECK(logged > 0);
   }

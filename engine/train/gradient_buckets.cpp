@@ -1,5 +1,6 @@
 #include "engine/train/gradient_buckets.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -147,26 +148,31 @@ void GradientBuckets::run() {
     if (!worker_.joinable()) {  // the MPI library allows no helper thread: sum here, not overlapped
       const auto start = std::chrono::steady_clock::now();
       ranks_.sum(floats + groups_[g].staging_offset / 4, groups_[g].bytes / 4, deterministic_);
-      busy_seconds_ += seconds_since(start);
-      exposed_seconds_ += seconds_since(start);
+      const double seconds = seconds_since(start);
+      busy_seconds_ += seconds;
+      exposed_seconds_ += seconds;
       continue;
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      pending_.push_back(g);
+      pending_.push_back({g, std::chrono::steady_clock::now()});
       handed_++;
     }
     changed_.notify_all();
   }
   const auto backward_done = std::chrono::steady_clock::now();
   std::exception_ptr error;
+  std::chrono::steady_clock::time_point sums_done;
   {
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [this] { return finished_ == handed_; });
     error = error_;
     error_ = nullptr;
+    sums_done = last_finish_;
   }
-  exposed_seconds_ += seconds_since(backward_done);
+  // Up to the helper's last sum, not to this thread's wake-up after it: that way the exposed time is
+  // always part of the busy one, however loaded the machine (busy counts from each hand-over).
+  if (sums_done > backward_done) exposed_seconds_ += std::chrono::duration<double>(sums_done - backward_done).count();
   if (error) std::rethrow_exception(error);
 }
 
@@ -176,20 +182,25 @@ void GradientBuckets::work() {
   for (;;) {
     changed_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
     if (pending_.empty()) return;
-    const size_t g = pending_.front();
+    const auto [g, handed_at] = pending_.front();
     pending_.erase(pending_.begin());
     const bool failed = error_ != nullptr;
+    // Busy from the hand-over (or the previous sum's end, if later), not from this thread's wake-up:
+    // waking the helper is part of what the all-reduce costs a step (on a loaded 2-core machine,
+    // ~0.1 ms per bucket), and the exposed time, which waits for it, then stays within the busy time.
+    const auto start = std::max(handed_at, last_finish_);
     lock.unlock();
     // Buckets in order on every rank: the collectives match up. After an error, skip the rest.
-    const auto start = std::chrono::steady_clock::now();
     std::exception_ptr error;
     if (!failed) try {
         ranks_.sum(floats + groups_[g].staging_offset / 4, groups_[g].bytes / 4, deterministic_);
       } catch (...) {
         error = std::current_exception();
       }
-    const double busy = seconds_since(start);
+    const auto finish = std::chrono::steady_clock::now();
+    const double busy = std::chrono::duration<double>(finish - start).count();
     lock.lock();
+    last_finish_ = finish;
     busy_seconds_ += busy;
     if (error) error_ = error;
     finished_++;

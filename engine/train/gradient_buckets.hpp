@@ -6,6 +6,7 @@
 // all are submitted at once, and while the device runs the earlier layers' backward a helper
 // thread sums the finished buckets over the ranks (Communicator::sum, in place in the staging).
 // The optimizer's command buffer starts by copying the summed staging back into the gradients.
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -14,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "engine/vk/context.hpp"
@@ -57,8 +59,9 @@ class GradientBuckets {
   // The same for a backward recorded whole (a profiled micro-batch): submits `backward` and the
   // copy of every bucket, then sums them all here, not overlapped.
   void run_whole(vk::Sequence& backward);
-  // Seconds the ranks spent summing (the helper thread's busy time) and the part of it the backward
-  // did not hide (from the last bucket's fence to the end of the sums), since the last take.
+  // Seconds the ranks spent summing (the helper thread's busy time, each bucket from its hand-over)
+  // and the part of it the backward did not hide (from the last bucket's fence to the end of the
+  // sums), since the last take.
   double take_busy_seconds();
   double take_exposed_seconds();
 
@@ -77,7 +80,8 @@ class GradientBuckets {
   std::thread worker_;
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::vector<size_t> pending_;
+  std::vector<std::pair<size_t, std::chrono::steady_clock::time_point>> pending_;  // group, handed over at
+  std::chrono::steady_clock::time_point last_finish_{};  // the helper's last sum ended (under mutex_)
   size_t handed_ = 0, finished_ = 0;
   bool stopping_ = false;
   std::exception_ptr error_;
