@@ -92,6 +92,9 @@ layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer F3
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer U64 { uint64_t v[]; };
 #ifdef STORAGE_16BIT
 layout(buffer_reference, std430, buffer_reference_align = 2) buffer F16 { float16_t v[]; };
+// store_dense's read-back of what it stored: volatile, so that the compiler cannot forward the
+// stored value and fold the fp16 round trip away (Mesa 25's lavapipe did, through packHalf2x16 too).
+layout(buffer_reference, std430, buffer_reference_align = 2) volatile buffer F16ReadBack { float16_t v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer F16x4 { f16vec4 v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 2) buffer U16 { uint16_t v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer U16x4 { u16vec4 v[]; };
@@ -202,8 +205,9 @@ vec4 load_left4(uint64_t base, uint index) { return load_dense4(base, L_TYPE, in
 float store_dense(uint64_t base, uint type, uint index, float value) {
 #ifdef STORAGE_16BIT
   if (type == TYPE_F16) {
+    // The stored value itself, read back from memory (F16ReadBack), as the unfused kernels load it.
     F16(base).v[index] = float16_t(value);
-    return unpackHalf2x16(packHalf2x16(vec2(value, 0.0))).x;  // the stored value, read back as fp32
+    return float(F16ReadBack(base).v[index]);
   }
   if (type == TYPE_BF16) {
     uint bits = float_to_bf16(value);
