@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs vktune's build and test dependencies from Debian's packages. Idempotent: packages
-# already installed are skipped, so a second run costs one dpkg query.
+# already installed are skipped, so a second run costs a few dpkg queries.
 # --sanitizers: instead, what the sanitizer build and the fuzz targets need (scripts/test.sh):
 # clang, its compiler-rt (libclang-rt-<clang major>-dev holds ASan/UBSan and libFuzzer) and
 # llvm-symbolizer (package llvm) for readable stacks.
@@ -48,7 +48,7 @@ fi
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 mesa_version=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)
 [ "$codename" = bookworm ] && dpkg --compare-versions "$mesa_version" lt 25 || exit 0
-if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+if ! grep -rqsE "^[^#]*bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
   echo "setup: enabling Debian's bookworm-backports suite for Mesa 25 (VKT_STOCK_MESA=1 keeps Mesa $mesa_version)"
   printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: bookworm-backports" "Components: main" \
     "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" |
