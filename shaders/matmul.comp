@@ -201,21 +201,29 @@ vec4 load_weight4(uint64_t base, uint index) { return load_dense4(base, R_TYPE, 
 float load_left(uint64_t base, uint index) { return load_dense(base, L_TYPE, index); }
 vec4 load_left4(uint64_t base, uint index) { return load_dense4(base, L_TYPE, index); }
 
-// Stores `value` at `index` of a dense tensor; returns the value as stored (rounded to 16 bits).
-float store_dense(uint64_t base, uint type, uint index, float value) {
+// Stores `value` at `index` of a dense tensor (rounded to 16 bits for those types).
+void store_dense(uint64_t base, uint type, uint index, float value) {
 #ifdef STORAGE_16BIT
   if (type == TYPE_F16) {
-    // The stored value itself, read back from memory (F16ReadBack), as the unfused kernels load it.
     F16(base).v[index] = float16_t(value);
-    return float(F16ReadBack(base).v[index]);
+    return;
   }
   if (type == TYPE_BF16) {
-    uint bits = float_to_bf16(value);
-    U16(base).v[index] = uint16_t(bits);
-    return bf16_to_float(bits);
+    U16(base).v[index] = uint16_t(float_to_bf16(value));
+    return;
   }
 #endif
   F32(base).v[index] = value;
+}
+
+// What store_dense(base, type, index, value) left at `index`, as fp32. fp16 is read back from memory
+// (F16ReadBack), as the unfused kernels load it; only the SwiGLU epilogue asks, so the volatile load
+// costs nothing elsewhere.
+float stored_dense(uint64_t base, uint type, uint index, float value) {
+#ifdef STORAGE_16BIT
+  if (type == TYPE_F16) return float(F16ReadBack(base).v[index]);
+  if (type == TYPE_BF16) return bf16_to_float(float_to_bf16(value));
+#endif
   return value;
 }
 
@@ -225,9 +233,12 @@ void store_output(uint64_t c_base, uint i, uint j, float sum) {
   float value = p.alpha * sum;
   if (ACCUMULATE) value += p.beta * load_dense(c_base, C_TYPE, index);  // beta 0: C may hold NaN, unread
   if (HAS_BIAS) value += F32(p.bias).v[C_TRANSPOSED ? i : j];
-  float stored = store_dense(c_base, C_TYPE, index, value);
+  store_dense(c_base, C_TYPE, index, value);
   // As shaders/swiglu.comp computes it from the stored up value: the fused h is the unfused one.
-  if (SWIGLU_EPILOGUE) store_dense(p.swiglu_h, C_TYPE, index, gate_activation(load_dense(p.bias, C_TYPE, index)) * stored);
+  if (SWIGLU_EPILOGUE) {
+    float stored = stored_dense(c_base, C_TYPE, index, value);
+    store_dense(p.swiglu_h, C_TYPE, index, gate_activation(load_dense(p.bias, C_TYPE, index)) * stored);
+  }
 }
 
 #ifdef MATMUL_DIRECT

@@ -13,8 +13,11 @@
 namespace vkt::train {
 
 namespace {
+double seconds_between(std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point end) {
+  return std::chrono::duration<double>(end - start).count();
+}
 double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return seconds_between(start, std::chrono::steady_clock::now());
 }
 }  // namespace
 
@@ -172,7 +175,7 @@ void GradientBuckets::run() {
   }
   // Up to the helper's last sum, not to this thread's wake-up after it: that way the exposed time is
   // always part of the busy one, however loaded the machine (busy counts from each hand-over).
-  if (sums_done > backward_done) exposed_seconds_ += std::chrono::duration<double>(sums_done - backward_done).count();
+  if (sums_done > backward_done) exposed_seconds_ += seconds_between(backward_done, sums_done);
   if (error) std::rethrow_exception(error);
 }
 
@@ -198,7 +201,7 @@ void GradientBuckets::work() {
         error = std::current_exception();
       }
     const auto finish = std::chrono::steady_clock::now();
-    const double busy = std::chrono::duration<double>(finish - start).count();
+    const double busy = seconds_between(start, finish);
     lock.lock();
     last_finish_ = finish;
     busy_seconds_ += busy;
