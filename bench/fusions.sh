@@ -8,7 +8,8 @@
 # qwen2.5-0.5b-2layers (Qwen2.5-0.5B's layer shapes: hidden 896, MLP 4864, 14/2 heads; 2 layers,
 # vocab 2048), bench/configs/. examples/demo's prompt/completion pairs, packed; LoRA r 16 on all linear layers, fp32, batch 1 x 512 packed tokens (tiny: 64).
 # Usage: bench/fusions.sh [WORK_DIR] [SWITCH] [MODEL...]
-#   SWITCH: the env kill switch, default VKT_DISABLE_FUSED_SWIGLU (also VKT_DISABLE_MATMUL_NN_SPLIT)
+#   SWITCH: the env kill switch, default VKT_DISABLE_FUSED_SWIGLU (also VKT_DISABLE_FUSED_LORA_A,
+#   VKT_DISABLE_MATMUL_NN_SPLIT)
 #   ROUNDS (default 3), EXTRA (default 2), FLAGS (extra train flags, e.g. "--method qlora --dtype bf16")
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -10,6 +10,7 @@
 
 #include "bench/kernel_bench.hpp"
 #include "engine/kernels/activation.hpp"
+#include "engine/kernels/matmul_lora_a.hpp"
 #include "engine/kernels/matmul_swiglu.hpp"
 #include "engine/quant/device.hpp"
 #include "engine/quant/ggml_device.hpp"
@@ -176,6 +177,52 @@ void add_swiglu(uint32_t m, uint32_t n, uint32_t k, DType type, bool fused, cons
   register_kernel_benchmark(std::move(row));
 }
 
+// A LoRA layer's base product y = x·Wᵀ and t = x·Aᵀ (rank r): fused into one dispatch (matmul_nt_lora_a,
+// engine/model/linear.cpp) or as two matmul_nt; x, y, t in `type`, W fp32 or NF4 + double quant, A fp32.
+void add_lora_a(uint32_t m, uint32_t n, uint32_t k, uint32_t rank, DType type, bool nf4, bool fused,
+                const std::string& note) {
+  KernelBenchmark row;
+  row.op = "matmul_nt_lora_a";
+  row.shape = "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " r=" +
+              std::to_string(rank) + " " + kernels::dtype_name(type) + (nf4 ? " W nf4+dq" : "") +
+              (fused ? " fused " : " separate ") + note;
+  row.flops = 2.0 * m * (n + rank) * k;
+  double weight_bytes = nf4 ? double(n) * k * (0.5 + 1.0 / 64) : double(n) * k * 4;
+  row.bytes = double(m) * (k + n + rank) * kernels::dtype_bytes(type) + weight_bytes + double(rank) * k * 4;
+  row.supported = [type](const vk::Capabilities& caps) { return type == DType::f32 || caps.storage_16bit; };
+  row.setup = [=](vk::Context& context) -> RecordFn {
+    auto x = random_tensor(context, size_t(m) * k, type, 1, "bench-x");
+    auto a = random_tensor(context, size_t(rank) * k, DType::f32, 2, "bench-lora-a");
+    auto y = random_tensor(context, size_t(m) * n, type, 3, "bench-y");
+    auto t = random_tensor(context, size_t(m) * rank, type, 4, "bench-t");
+    std::shared_ptr<quant::DeviceWeight> quantized;
+    std::shared_ptr<vk::Buffer> dense;
+    kernels::WeightRef weight;
+    if (nf4) {
+      std::vector<float> values(size_t(n) * k);
+      std::mt19937 rng(5);
+      std::normal_distribution<float> normal(0.0f, 0.02f);
+      for (float& value : values) value = normal(rng);
+      quantized = std::make_shared<quant::DeviceWeight>(quant::upload(
+          context, quant::quantize(values.data(), n, k, kernels::WeightFormat::nf4, {64, true}, "bench-w"), "bench-w"));
+      weight = quantized->ref;
+    } else {
+      dense = random_tensor(context, size_t(n) * k, DType::f32, 5, "bench-w");
+      weight = kernels::dense_f32(dense->range());
+    }
+    return [=](vk::Recorder& recorder) {
+      if (fused) {
+        kernels::matmul_nt_lora_a(recorder, x->range(), type, weight, y->range(), type, m, n, k, nullptr,
+                                  {a->range(), t->range(), rank});
+        return;
+      }
+      kernels::matmul_nt(recorder, x->range(), type, weight, y->range(), type, m, n, k);
+      kernels::matmul_nt(recorder, x->range(), type, kernels::dense_f32(a->range()), t->range(), type, m, rank, k);
+    };
+  };
+  register_kernel_benchmark(std::move(row));
+}
+
 }  // namespace
 
 void register_matmul_benchmarks() {
@@ -228,6 +275,14 @@ void register_matmul_benchmarks() {
       add_swiglu(512, 4864, 896, type, fused, "(qwen up + swiglu)");
       add_swiglu(64, 256, 64, type, fused, "(tiny up + swiglu)");
     }
+  // LoRA's t = x·Aᵀ beside the base product (r 16): Qwen2.5-0.5B's q projection and up projection on 512
+  // tokens, dense fp32 and NF4 (QLoRA), and a tiny model's (bench/fusions.md).
+  for (bool fused : {false, true}) {
+    add_lora_a(512, 896, 896, 16, DType::f32, false, fused, "(qwen q)");
+    add_lora_a(512, 4864, 896, 16, DType::f32, true, fused, "(qwen up)");
+    add_lora_a(512, 896, 896, 16, DType::bf16, true, fused, "(qwen q)");
+    add_lora_a(64, 64, 64, 16, DType::f32, false, fused, "(tiny q)");
+  }
   // Attention scores of 16 heads: Q·Kᵀ over head dim 64 on 256 tokens.
   add(Form::nt, 256, 256, 64, DType::f32, "(scores)", 16);
 }

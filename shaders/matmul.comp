@@ -62,9 +62,16 @@ layout(constant_id = 17) const uint WEIGHT_FORMAT = 3;
 layout(constant_id = 18) const uint WEIGHT_BLOCK_SHIFT = 6;
 layout(constant_id = 19) const bool WEIGHT_DOUBLE_QUANT = false;
 // The SwiGLU epilogue (kernels::matmul_nt_swiglu): besides C, write h = silu(gate) * C (C as stored),
-// gate read from p.bias's slot (no bias then) and h written to p.swiglu_h, both laid out as C in
+// gate read from p.bias's slot (no bias then) and h written to p.c2, both laid out as C in
 // C_TYPE; set on the last inner pass only.
 layout(constant_id = 20) const bool SWIGLU_EPILOGUE = false;
+// A second product in the same dispatch, sharing L (kernels::matmul_nt_lora_a: a LoRA layer's
+// t = x·Aᵀ beside y = x·Wᵀ): C2[i, j] = alpha * sum_p L[i, p] * R2[p, j] (+ beta * C2), j < cols2, with
+// R2 a dense fp32 matrix laid out like a dense R (leading dimension ld_r when R_P_CONTIGUOUS, else cols2)
+// and C2 row-major (rows, cols2), no bias. Its column tiles follow C's in the tile order, so each row
+// group's L strip is read for both while it is in cache. One batch entry, C not transposed, no SwiGLU.
+layout(constant_id = 21) const bool SECOND_PRODUCT = false;
+layout(constant_id = 22) const bool R2_VEC4 = false;       // as R_VEC4, for R2
 
 layout(local_size_x_id = 0) in;
 
@@ -73,18 +80,20 @@ layout(push_constant) uniform Push {
   uint64_t r;         // R operand, R_TYPE
   uint64_t c;         // (rows, cols) with leading dimension ld_c, C_TYPE; read when beta != 0
   uint64_t bias;      // (cols) fp32 ((rows) when C_TRANSPOSED); read when HAS_BIAS
-  uint64_t stride_l;  // elements between batch entries
-  uint64_t stride_r;
-  uint64_t stride_c;
   uint64_t r_stats0;  // quantized R: QuantWeight.stats0 / stats1 of shaders/quant.glsl (p.r is its data)
   uint64_t r_stats1;
+  uint64_t c2;        // SWIGLU_EPILOGUE: h, laid out as C; SECOND_PRODUCT: C2 (rows, cols2); C_TYPE
+  uint64_t r2;        // SECOND_PRODUCT: R2, fp32, laid out as a dense R (see SECOND_PRODUCT)
+  uint stride_l;      // elements between batch entries
+  uint stride_r;
+  uint stride_c;
   uint rows, cols, inner;
   uint ld_l, ld_r, ld_c;  // leading dimensions in elements
   float alpha, beta;
   uint group_rows;        // direct: row tiles per group in the tile order (see matmul_direct.glsl)
   float r_absmax_offset;  // quantized R: QuantWeight.absmax_offset (nf4 double quant)
   uint r_index_offset;    // quantized R: flattened-weight index of R's element (0, 0) in this dispatch
-  uint64_t swiglu_h;      // SWIGLU_EPILOGUE: h, laid out as C, C_TYPE
+  uint cols2;             // SECOND_PRODUCT: columns of C2
 } p;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32 { float v[]; };
@@ -145,7 +154,7 @@ vec4 load_dense4(uint64_t base, uint type, uint index) {
 }
 
 // This workgroup's batch entry: the operands' base addresses.
-uint64_t batch_base(uint64_t base, uint64_t stride, uint type) { return base + gl_WorkGroupID.z * stride * type_bytes(type); }
+uint64_t batch_base(uint64_t base, uint stride, uint type) { return base + uint64_t(gl_WorkGroupID.z) * stride * type_bytes(type); }
 
 // The weight (R operand) load stage: `index` is the element's position in the flattened weight
 // (row-major W[N,K] for nt/nn, B[M,K] for tn) relative to `base`, the value weight_batch_base()
@@ -169,7 +178,7 @@ void weight_stage_init() {
   if (WEIGHT_FORMAT == QUANT_NF4) nf4_pairs_init();
 #endif
 }
-uint64_t weight_batch_base() { return uint64_t(p.r_index_offset) + gl_WorkGroupID.z * p.stride_r; }
+uint64_t weight_batch_base() { return uint64_t(p.r_index_offset) + uint64_t(gl_WorkGroupID.z) * p.stride_r; }
 float load_weight(uint64_t base, uint index) { return quant_weight(weight_r(), uint(base) + index); }
 // Four aligned elements lie in one block (blocks are powers of two >= 8): one scale fetch and one
 // 32-bit code word (nf4/int4: half of it), shared by every row of the tile that uses them.
@@ -197,6 +206,15 @@ uint64_t weight_batch_base() { return batch_base(p.r, p.stride_r, R_TYPE); }
 float load_weight(uint64_t base, uint index) { return load_dense(base, R_TYPE, index); }
 vec4 load_weight4(uint64_t base, uint index) { return load_dense4(base, R_TYPE, index); }
 #endif
+
+// The R load of either product: `second` is a constant at every call site (the bodies instantiate
+// their sweep once per product), so each sweep carries only its own load code.
+float load_r(bool second, uint64_t base, uint index) {
+  return second ? load_dense(base, TYPE_F32, index) : load_weight(base, index);
+}
+vec4 load_r4(bool second, uint64_t base, uint index) {
+  return second ? load_dense4(base, TYPE_F32, index) : load_weight4(base, index);
+}
 
 float load_left(uint64_t base, uint index) { return load_dense(base, L_TYPE, index); }
 vec4 load_left4(uint64_t base, uint index) { return load_dense4(base, L_TYPE, index); }
@@ -227,6 +245,14 @@ float stored_dense(uint64_t base, uint type, uint index, float value) {
   return value;
 }
 
+// Writes alpha * sum (+ beta * C2) to C2[i, j]; i < rows, j < cols2.
+void store_output2(uint i, uint j, float sum) {
+  uint index = i * p.cols2 + j;
+  float value = p.alpha * sum;
+  if (ACCUMULATE) value += p.beta * load_dense(p.c2, C_TYPE, index);
+  store_dense(p.c2, C_TYPE, index, value);
+}
+
 // Writes alpha * sum (+ beta * C) (+ bias) to C[i, j] of one batch entry; i < rows, j < cols.
 void store_output(uint64_t c_base, uint i, uint j, float sum) {
   uint index = C_TRANSPOSED ? j * p.ld_c + i : i * p.ld_c + j;
@@ -237,7 +263,7 @@ void store_output(uint64_t c_base, uint i, uint j, float sum) {
   // As shaders/swiglu.comp computes it from the stored up value: the fused h is the unfused one.
   if (SWIGLU_EPILOGUE) {
     float stored = stored_dense(c_base, C_TYPE, index, value);
-    store_dense(p.swiglu_h, C_TYPE, index, gate_activation(load_dense(p.bias, C_TYPE, index)) * stored);
+    store_dense(p.c2, C_TYPE, index, gate_activation(load_dense(p.bias, C_TYPE, index)) * stored);
   }
 }
 

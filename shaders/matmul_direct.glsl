@@ -36,8 +36,9 @@ uint lane_col(uint t, uint lane) { return R_P_CONTIGUOUS ? t * SG + lane : ((t /
 uint lane_quad(uint slot, uint lane) { return (slot * SG + lane) * 4; }  // first row of an L quad
 
 // Element offsets of everything this lane loads, clamped into the matrix: lanes past the edge
-// load valid (unused) data instead of branching in the inner loop.
-void prepare_offsets(uint row0, uint col0, uint lane) {
+// load valid (unused) data instead of branching in the inner loop. `cols`, `ld_r`: the product's R
+// (C's, or C2's with SECOND_PRODUCT).
+void prepare_offsets(uint row0, uint col0, uint lane, uint cols, uint ld_r, bool r_vec4) {
   if (L_P_CONTIGUOUS) {
     [[unroll]] for (uint s = 0; s < L_SLOTS; s++) l_offset[s] = min(row0 + s * SG + lane, p.rows - 1) * p.ld_l;
   } else {
@@ -46,16 +47,18 @@ void prepare_offsets(uint row0, uint col0, uint lane) {
       l_offset[s] = L_VEC4 ? min(row0 + lane_quad(s, lane), p.rows - 4) : row0 + lane_quad(s, lane);
   }
   if (R_P_CONTIGUOUS) {
-    [[unroll]] for (uint t = 0; t < COLS; t++) r_offset[t] = min(col0 + lane_col(t, lane), p.cols - 1) * p.ld_r;
+    [[unroll]] for (uint t = 0; t < COLS; t++) r_offset[t] = min(col0 + lane_col(t, lane), cols - 1) * ld_r;
   } else {
     [[unroll]] for (uint u = 0; u < COLS / 4; u++)
-      r_offset[u] = R_VEC4 ? min(col0 + lane_col(4 * u, lane), p.cols - 4) : col0 + lane_col(4 * u, lane);
+      r_offset[u] = r_vec4 ? min(col0 + lane_col(4 * u, lane), cols - 4) : col0 + lane_col(4 * u, lane);
   }
 }
 
 // Loads steps k..k+3 over P; steps past the end read as zeros. 4-element loads along P are
-// only used when P % 4 == 0 (the host checks), so they never run past the end.
-void load_chunk(uint64_t l_base, uint64_t r_base, uint k) {
+// only used when P % 4 == 0 (the host checks), so they never run past the end. `second`: R2's
+// loads instead of R's (a constant at each call site); cols, ld_r: that operand's.
+void load_chunk(uint64_t l_base, uint64_t r_base, uint k, bool second, uint cols, uint ld_r) {
+  bool r_vec4 = second ? R2_VEC4 : R_VEC4;
   uint last = p.inner - 1;
   if (L_P_CONTIGUOUS) {
     [[unroll]] for (uint s = 0; s < L_SLOTS; s++) {
@@ -84,11 +87,11 @@ void load_chunk(uint64_t l_base, uint64_t r_base, uint k) {
   }
   if (R_P_CONTIGUOUS) {
     [[unroll]] for (uint t = 0; t < COLS; t++) {
-      if (R_VEC4) {
-        r_mine[t] = load_weight4(r_base, r_offset[t] + k);
+      if (r_vec4) {
+        r_mine[t] = load_r4(second, r_base, r_offset[t] + k);
       } else {
         [[unroll]] for (uint q = 0; q < 4; q++) {
-          float value = load_weight(r_base, r_offset[t] + min(k + q, last));
+          float value = load_r(second, r_base, r_offset[t] + min(k + q, last));
           r_mine[t][q] = k + q <= last ? value : 0.0;
         }
       }
@@ -98,11 +101,11 @@ void load_chunk(uint64_t l_base, uint64_t r_base, uint k) {
       [[unroll]] for (uint u = 0; u < COLS / 4; u++) {
         uint step = min(k + q, last);
         vec4 values;
-        if (R_VEC4) {
-          values = load_weight4(r_base, step * p.ld_r + r_offset[u]);
+        if (r_vec4) {
+          values = load_r4(second, r_base, step * ld_r + r_offset[u]);
         } else {
           [[unroll]] for (uint e = 0; e < 4; e++)
-            values[e] = load_weight(r_base, step * p.ld_r + min(r_offset[u] + e, p.cols - 1));
+            values[e] = load_r(second, r_base, step * ld_r + min(r_offset[u] + e, cols - 1));
         }
         r_mine[q * (COLS / 4) + u] = k + q <= last ? values : vec4(0);
       }
@@ -132,39 +135,24 @@ void accumulate_chunk() {
     }
 }
 
-void main() {
-  // Tile order: the workgroups form one line (x, then y); groups of p.group_rows row tiles
-  // sweep all column tiles, so the group's L rows and the current R columns stay in the CPU's
-  // L2 (lavapipe, tn 1024^3: 12 -> 16 GFLOP/s; strided operands get no hardware prefetch).
-  uint tiles_down = (p.rows + TILE_ROWS - 1) / TILE_ROWS, tiles_across = (p.cols + TILE_COLS - 1) / TILE_COLS;
-  uint tile = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-  if (tile >= tiles_down * tiles_across) return;
-  uint group_tiles = p.group_rows * tiles_across;
-  uint first_row_tile = (tile / group_tiles) * p.group_rows;
-  uint rows_in_group = min(tiles_down - first_row_tile, p.group_rows);
-  uint row_tile = first_row_tile + (tile % group_tiles) % rows_in_group;
-  uint col_tile = (tile % group_tiles) / rows_in_group;
-
-  weight_stage_init();
-  uint lane = gl_SubgroupInvocationID;
-  uint subgroup = gl_SubgroupID;
-  uint row0 = row_tile * TILE_ROWS + (subgroup / SUBGROUPS_PER_ROW) * ROWS;
-  uint col0 = col_tile * TILE_COLS + (subgroup % SUBGROUPS_PER_ROW) * SG * COLS;
-  uint64_t l_base = batch_base(p.l, p.stride_l, L_TYPE);
-  uint64_t r_base = weight_batch_base();
-  prepare_offsets(row0, col0, lane);
+// One subgroup tile of C (or of C2 when `second`, a constant at each call site): sweep P, store.
+void run_tile(bool second, uint row0, uint col0, uint lane, uint64_t l_base) {
+  uint cols = second ? p.cols2 : p.cols;
+  uint ld_r = second && !R_P_CONTIGUOUS ? p.cols2 : p.ld_r;
+  uint64_t r_base = second ? p.r2 : weight_batch_base();
+  prepare_offsets(row0, col0, lane, cols, ld_r, second ? R2_VEC4 : R_VEC4);
   [[unroll]] for (uint r = 0; r < ROWS; r++)
     [[unroll]] for (uint u = 0; u < COLS / 4; u++) acc[r][u] = vec4(0);
 
   // Software pipelining: the next chunk's loads are issued before this chunk's FMAs, so cache
   // misses overlap with arithmetic (about +8% on lavapipe). The last iteration reloads the
   // final chunk, harmlessly.
-  if (p.inner > 0) load_chunk(l_base, r_base, 0);  // an empty product reads nothing
+  if (p.inner > 0) load_chunk(l_base, r_base, 0, second, cols, ld_r);  // an empty product reads nothing
   for (uint k = 0; k < p.inner; k += 4) {
     vec4 l_now[L_SLOTS], r_now[COLS];
     [[unroll]] for (uint s = 0; s < L_SLOTS; s++) l_now[s] = l_mine[s];
     [[unroll]] for (uint t = 0; t < COLS; t++) r_now[t] = r_mine[t];
-    load_chunk(l_base, r_base, min(k + 4, (p.inner - 1) & ~3u));
+    load_chunk(l_base, r_base, min(k + 4, (p.inner - 1) & ~3u), second, cols, ld_r);
     vec4 l_next[L_SLOTS], r_next[COLS];
     [[unroll]] for (uint s = 0; s < L_SLOTS; s++) { l_next[s] = l_mine[s]; l_mine[s] = l_now[s]; }
     [[unroll]] for (uint t = 0; t < COLS; t++) { r_next[t] = r_mine[t]; r_mine[t] = r_now[t]; }
@@ -179,7 +167,35 @@ void main() {
     if (i >= p.rows) continue;
     [[unroll]] for (uint t = 0; t < COLS; t++) {
       uint j = col0 + lane_col(t, lane);
-      if (j < p.cols) store_output(c_base, i, j, acc[r][t / 4][t % 4]);
+      if (j >= cols) continue;
+      if (second) store_output2(i, j, acc[r][t / 4][t % 4]);
+      else store_output(c_base, i, j, acc[r][t / 4][t % 4]);
     }
   }
+}
+
+void main() {
+  // Tile order: the workgroups form one line (x, then y); groups of p.group_rows row tiles
+  // sweep all column tiles (C's, then C2's), so the group's L rows and the current R columns stay
+  // in the CPU's L2 (lavapipe, tn 1024^3: 12 -> 16 GFLOP/s; strided operands get no hardware prefetch).
+  uint tiles_down = (p.rows + TILE_ROWS - 1) / TILE_ROWS, tiles_across_c = (p.cols + TILE_COLS - 1) / TILE_COLS;
+  uint tiles_across = tiles_across_c + (SECOND_PRODUCT ? (p.cols2 + TILE_COLS - 1) / TILE_COLS : 0);
+  uint tile = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+  if (tile >= tiles_down * tiles_across) return;
+  uint group_tiles = p.group_rows * tiles_across;
+  uint first_row_tile = (tile / group_tiles) * p.group_rows;
+  uint rows_in_group = min(tiles_down - first_row_tile, p.group_rows);
+  uint row_tile = first_row_tile + (tile % group_tiles) % rows_in_group;
+  uint col_tile = (tile % group_tiles) / rows_in_group;
+  bool second = SECOND_PRODUCT && col_tile >= tiles_across_c;
+  if (second) col_tile -= tiles_across_c;
+
+  weight_stage_init();
+  uint lane = gl_SubgroupInvocationID;
+  uint subgroup = gl_SubgroupID;
+  uint row0 = row_tile * TILE_ROWS + (subgroup / SUBGROUPS_PER_ROW) * ROWS;
+  uint col0 = col_tile * TILE_COLS + (subgroup % SUBGROUPS_PER_ROW) * SG * COLS;
+  uint64_t l_base = batch_base(p.l, p.stride_l, L_TYPE);
+  if (SECOND_PRODUCT && second) run_tile(true, row0, col0, lane, l_base);
+  else run_tile(false, row0, col0, lane, l_base);
 }

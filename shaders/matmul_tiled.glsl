@@ -62,7 +62,9 @@ void load_l_tile(uint64_t base, uint row0, uint p0, uint thread) {
 }
 
 // Loads R[p0 .. p0+TILE_INNER, col0 .. col0+TILE_COLS] into r_tile; zeros outside the matrix.
-void load_r_tile(uint64_t base, uint col0, uint p0, uint thread) {
+// `second`: R2 instead of R (a constant at each call site); cols, ld_r: that operand's.
+void load_r_tile(uint64_t base, uint col0, uint p0, uint thread, bool second, uint cols, uint ld_r) {
+  bool r_vec4 = second ? R2_VEC4 : R_VEC4;
   if (R_P_CONTIGUOUS) {
     const uint groups = TILE_INNER / 4;
     const uint count = TILE_COLS * groups;
@@ -71,11 +73,11 @@ void load_r_tile(uint64_t base, uint col0, uint p0, uint thread) {
       uint j_local = u / groups, p_local = (u % groups) * 4;
       uint j = col0 + j_local, pp = p0 + p_local;
       vec4 v = vec4(0);
-      if (R_VEC4) {
-        if (j < p.cols && pp < p.inner) v = load_weight4(base, j * p.ld_r + pp);
-      } else if (j < p.cols) {
+      if (r_vec4) {
+        if (j < cols && pp < p.inner) v = load_r4(second, base, j * ld_r + pp);
+      } else if (j < cols) {
         [[unroll]] for (uint q = 0; q < 4; q++)
-          if (pp + q < p.inner) v[q] = load_weight(base, j * p.ld_r + pp + q);
+          if (pp + q < p.inner) v[q] = load_r(second, base, j * ld_r + pp + q);
       }
       if (u < count) {
         [[unroll]] for (uint q = 0; q < 4; q++) store_r(p_local + q, j_local, v[q]);
@@ -89,11 +91,11 @@ void load_r_tile(uint64_t base, uint col0, uint p0, uint thread) {
       uint p_local = u / groups, j_local = (u % groups) * 4;
       uint j = col0 + j_local, pp = p0 + p_local;
       vec4 v = vec4(0);
-      if (R_VEC4) {
-        if (j < p.cols && pp < p.inner) v = load_weight4(base, pp * p.ld_r + j);
+      if (r_vec4) {
+        if (j < cols && pp < p.inner) v = load_r4(second, base, pp * ld_r + j);
       } else if (pp < p.inner) {
         [[unroll]] for (uint q = 0; q < 4; q++)
-          if (j + q < p.cols) v[q] = load_weight(base, pp * p.ld_r + j + q);
+          if (j + q < cols) v[q] = load_r(second, base, pp * ld_r + j + q);
       }
       if (u < count) r_tile[(p_local * TILE_COLS + j_local) / 4] = v;
     }
@@ -104,11 +106,12 @@ const uint ROW_GROUPS = THREAD_ROWS / 4;  // vec4 groups per thread along rows
 const uint COL_GROUPS = THREAD_COLS / 4;
 const uint THREADS_PER_ROW = TILE_COLS / THREAD_COLS;
 
-void main() {
-  uint thread = gl_LocalInvocationIndex;
-  uint row0 = gl_WorkGroupID.y * TILE_ROWS, col0 = gl_WorkGroupID.x * TILE_COLS;
+// One workgroup tile of C (or of C2 when `second`, a constant at each call site): sweep P, store.
+void run_tile(bool second, uint row0, uint col0, uint thread) {
+  uint cols = second ? p.cols2 : p.cols;
+  uint ld_r = second && !R_P_CONTIGUOUS ? p.cols2 : p.ld_r;
   uint64_t l_base = batch_base(p.l, p.stride_l, L_TYPE);
-  uint64_t r_base = weight_batch_base();
+  uint64_t r_base = second ? p.r2 : weight_batch_base();
 
   // This thread's register tile: rows g*(TILE_ROWS/ROW_GROUPS) + ty*4 + 0..3 for each group g
   // (and likewise for columns), so neighbouring threads read neighbouring vec4s of shared memory.
@@ -119,7 +122,7 @@ void main() {
 
   for (uint p0 = 0; p0 < p.inner; p0 += TILE_INNER) {
     load_l_tile(l_base, row0, p0, thread);
-    load_r_tile(r_base, col0, p0, thread);
+    load_r_tile(r_base, col0, p0, thread, second, cols, ld_r);
     barrier();
     [[unroll]] for (uint pl = 0; pl < TILE_INNER; pl++) {
       vec4 a[ROW_GROUPS], b[COL_GROUPS];
@@ -142,7 +145,18 @@ void main() {
       [[unroll]] for (uint g = 0; g < COL_GROUPS; g++)
         [[unroll]] for (uint e = 0; e < 4; e++) {
           uint j = col0 + g * (TILE_COLS / COL_GROUPS) + tx * 4 + e;
-          if (j < p.cols) store_output(c_base, i, j, acc[gi * 4 + q][g][e]);
+          if (j >= cols) continue;
+          if (second) store_output2(i, j, acc[gi * 4 + q][g][e]);
+          else store_output(c_base, i, j, acc[gi * 4 + q][g][e]);
         }
     }
+}
+
+void main() {
+  // Column tiles: C's, then (SECOND_PRODUCT) C2's, which read the same L rows.
+  uint tiles_across_c = (p.cols + TILE_COLS - 1) / TILE_COLS;
+  bool second = SECOND_PRODUCT && gl_WorkGroupID.x >= tiles_across_c;
+  uint row0 = gl_WorkGroupID.y * TILE_ROWS, col0 = (gl_WorkGroupID.x - (second ? tiles_across_c : 0)) * TILE_COLS;
+  if (SECOND_PRODUCT && second) run_tile(true, row0, col0, gl_LocalInvocationIndex);
+  else run_tile(false, row0, col0, gl_LocalInvocationIndex);
 }

@@ -1,9 +1,12 @@
-// The SwiGLU fused into the up product's epilogue (engine/model/fused_mlp.hpp) against the separate
-// swiglu kernel (VKT_DISABLE_FUSED_SWIGLU=1) on the llama3 golden model with its PEFT adapter: logits,
-// loss, d loss/d embedding and every LoRA gradient bit for bit (the same products and the same h
-// expression on the same stored up values), fp32 under gradient checkpointing (the recomputed
-// forward fuses too). That both match transformers + PEFT is the
-// model_hf suite's golden test, which runs the fused path by default. Suite model_hf.
+// Fusions against their kill switches on the llama3 golden model with its PEFT adapter: logits, loss,
+// d loss/d embedding and every LoRA gradient bit for bit.
+// - The SwiGLU fused into the up product's epilogue (engine/model/fused_mlp.hpp) against the separate
+//   swiglu kernel (VKT_DISABLE_FUSED_SWIGLU=1): the same products and the same h expression on the same
+//   stored up values; fp32 under gradient checkpointing (the recomputed forward fuses too).
+// - LoRA's t = x·Aᵀ in the base product's dispatch (kernels/matmul_lora_a.hpp, every LoRA layer without
+//   dropout) against its own dispatch (VKT_DISABLE_FUSED_LORA_A=1): fp32 and NF4 with double quantization.
+// That the fused paths match transformers + PEFT is the model_hf suite's golden test, which runs them
+// by default. Suite model_hf.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -19,13 +22,13 @@ namespace {
 
 std::filesystem::path llama3_dir() { return test::source_dir() / "tests/data/hf/llama3"; }
 
-void check_fused_equals_separate(const spec::RunSettings& settings, const std::string& what) {
+void check_fused_equals_separate(const spec::RunSettings& settings, const char* kill_switch, const std::string& what) {
   INFO(what);
   test::GoldenFile golden(test::source_dir() / "tests/data/hf/llama3.golden.bin");
   test::GoldenRun fused = test::run_golden(golden, llama3_dir(), llama3_dir() / "adapter", settings);
   test::GoldenRun separate;
   {
-    test::ScopedEnv off("VKT_DISABLE_FUSED_SWIGLU", "1");
+    test::ScopedEnv off(kill_switch, "1");
     separate = test::run_golden(golden, llama3_dir(), llama3_dir() / "adapter", settings);
   }
   CHECK(test::same_bits(fused.logits, separate.logits));
@@ -48,7 +51,14 @@ TEST_CASE("fused swiglu: the up product's epilogue gives the separate kernel's l
   // Under gradient checkpointing: the forward and its recomputation in the backward both fuse.
   spec::RunSettings settings = test::lora_run_settings(kernels::WeightFormat::f32);
   settings.gradient_checkpointing = true;
-  check_fused_equals_separate(settings, "fp32, gradient checkpointing");
+  check_fused_equals_separate(settings, "VKT_DISABLE_FUSED_SWIGLU", "fp32, gradient checkpointing");
+}
+
+TEST_CASE("fused LoRA A: t = x·Aᵀ in the base product's dispatch gives the separate products' logits, loss and gradients") {
+  check_fused_equals_separate(test::lora_run_settings(kernels::WeightFormat::f32), "VKT_DISABLE_FUSED_LORA_A", "fp32");
+  spec::RunSettings nf4 = test::lora_run_settings(kernels::WeightFormat::nf4);
+  nf4.double_quant = true;
+  check_fused_equals_separate(nf4, "VKT_DISABLE_FUSED_LORA_A", "nf4, double quantization");
 }
 
 }  // TEST_SUITE

@@ -1,4 +1,5 @@
 #include "engine/kernels/matmul.hpp"
+#include "engine/kernels/matmul_lora_a.hpp"
 #include "engine/kernels/matmul_swiglu.hpp"
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <ctime>
 #include <optional>
 #include <random>
@@ -36,15 +38,17 @@ bool env_set(const char* name) {
 // specialization constants), so the block stays within the 128 bytes Vulkan guarantees.
 struct MatmulPush {
   uint64_t l, r, c, bias;
-  uint64_t stride_l, stride_r, stride_c;
   uint64_t r_stats0, r_stats1;
+  uint64_t c2;  // matmul_nt_swiglu's h (the gate goes in `bias`), or the second product's C
+  uint64_t r2;  // the second product's R (matmul_nt_lora_a's A)
+  uint32_t stride_l, stride_r, stride_c;
   uint32_t rows, cols, inner;
   uint32_t ld_l, ld_r, ld_c;
   float alpha, beta;
   uint32_t group_rows;
   float r_absmax_offset;
   uint32_t r_index_offset;
-  uint64_t swiglu_h;  // matmul_nt_swiglu's h (the gate goes in `bias`)
+  uint32_t cols2;  // the second product's columns
 };
 static_assert(sizeof(MatmulPush) == 128);
 
@@ -111,7 +115,7 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
                    const Operand& right, const std::vector<BufferRange>& operand_ranges, const BufferRange& c,
                    DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
                    const BufferRange* bias, const MatmulBatch& batch, const SwigluEpilogue* swiglu = nullptr,
-                   const CoopmatTiling* coopmat = nullptr) {
+                   const CoopmatTiling* coopmat = nullptr, const SecondProduct* second = nullptr) {
   const auto& caps = recorder.context().caps();
   MatmulTiling tiling = body_tiling;
   if (coopmat) {
@@ -133,6 +137,16 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
   }
   bool l_vec4 = inner > 0 && vec4_loads(*l, inner);
   bool r_vec4 = inner > 0 && vec4_loads(*r, inner);
+  // The second product's R: dense fp32, laid out as a dense R with R's leading dimension when p is
+  // contiguous (the shader indexes both with ld_r), else with its own column count.
+  std::optional<Operand> r2;
+  if (second) {
+    VKT_ASSERT(!coopmat && !swiglu && !tiling.transposed && batch.count == 1,
+               std::string(label) + ": a second product runs only in the plain bodies, untransposed, one batch entry");
+    r2 = Operand{&second->weight, DType::f32, right.p_contiguous, right.p_contiguous ? right.ld : second->cols,
+                 second->cols, 0, "R2"};
+  }
+  bool r2_vec4 = r2 && inner > 0 && vec4_loads(*r2, inner);
   std::string shader = coopmat ? "matmul_coopmat" : tiling.direct ? "matmul_direct" : "matmul";
   if (quantized) shader += "_q";
   if (needs_16bit && !coopmat) shader += "_s16";  // the coopmat body always reads 16-bit storage
@@ -170,10 +184,12 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
       specialization.push_back(encoded.encoding & 0xffu);         // WEIGHT_FORMAT
       specialization.push_back((encoded.encoding >> 8) & 0xffu);  // WEIGHT_BLOCK_SHIFT
       specialization.push_back((encoded.encoding >> 16) & 1u);    // WEIGHT_DOUBLE_QUANT
-    } else if (pass_swiglu) {
+    } else if (pass_swiglu || second) {
       specialization.insert(specialization.end(), {3u, 6u, 0u});  // unused by dense weights: the shader's defaults
     }
-    if (pass_swiglu) specialization.push_back(1);  // SWIGLU_EPILOGUE (constant_id 20; never with coopmat)
+    // SWIGLU_EPILOGUE (constant_id 20), SECOND_PRODUCT and R2_VEC4 (21, 22); never with coopmat.
+    if (pass_swiglu || second) specialization.push_back(pass_swiglu);
+    if (second) specialization.insert(specialization.end(), {1u, r2_vec4});
     if (coopmat) {
       specialization.resize(20, 0u);  // constants 17..19 unused by a dense weight
       specialization.insert(specialization.end(), {coopmat->m, coopmat->n, coopmat->k});  // 20..22
@@ -186,10 +202,14 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
     push.r = r->range->address + (quantized ? 0 : step_offset(*r) * dtype_bytes(r->type));
     push.c = c.address;
     push.bias = pass_bias ? pass_bias->address : pass_swiglu ? swiglu->gate.address : 0;
-    push.swiglu_h = pass_swiglu ? swiglu->h.address : 0;
-    push.stride_l = l->batch_stride;
-    push.stride_r = r->batch_stride;
-    push.stride_c = batch.stride_c;
+    push.c2 = pass_swiglu ? swiglu->h.address : second ? second->c.address : 0;
+    if (second) {
+      push.r2 = r2->range->address + step_offset(*r2) * dtype_bytes(DType::f32);
+      push.cols2 = second->cols;
+    }
+    push.stride_l = static_cast<uint32_t>(l->batch_stride);  // record() checked that they fit
+    push.stride_r = static_cast<uint32_t>(r->batch_stride);
+    push.stride_c = static_cast<uint32_t>(batch.stride_c);
     push.rows = rows;
     push.cols = cols;
     push.inner = pass_inner;
@@ -207,7 +227,9 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
       push.r_index_offset = static_cast<uint32_t>(step_offset(*r));
     }
 
-    Grid grid{ceil_div(cols, tiling.tile_cols), ceil_div(rows, tiling.tile_rows), batch.count};
+    // Column tiles: C's, then the second product's (shaders/matmul.comp SECOND_PRODUCT).
+    uint32_t col_tiles = ceil_div(cols, tiling.tile_cols) + (second ? ceil_div(second->cols, tiling.tile_cols) : 0);
+    Grid grid{col_tiles, ceil_div(rows, tiling.tile_rows), batch.count};
     if (tiling.direct) {
       // One line of tiles, visited in groups of row tiles whose L rows fit a typical CPU L2
       // (512 KiB), see shaders/matmul_direct.glsl.
@@ -222,6 +244,11 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
     if (pass_beta != 0.0f) reads.push_back(c);
     if (pass_bias) reads.push_back(*pass_bias);
     std::vector<BufferRange> writes = {c};
+    if (second) {
+      reads.push_back(second->weight);
+      if (pass_beta != 0.0f) reads.push_back(second->c);
+      writes.push_back(second->c);
+    }
     if (pass_swiglu) {
       reads.push_back(swiglu->gate);
       writes.push_back(swiglu->h);
@@ -255,38 +282,58 @@ double process_cpu_ms() {
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
   return now.tv_sec * 1e3 + now.tv_nsec * 1e-6;
 }
+// Rows and inner extent a timing run uses for a product (see time_candidate).
+struct TimedExtent {
+  uint32_t rows, inner;
+};
+TimedExtent timed_extent(const vk::Context& context, DType c_type, uint32_t rows, uint32_t cols, uint32_t inner) {
+  bool cpu_driver = context.caps().device_type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  uint64_t row_bytes = uint64_t(cols) * dtype_bytes(c_type);
+  return {static_cast<uint32_t>(std::clamp<uint64_t>(autotune_output_bytes / row_bytes, 1, rows)),
+          cpu_driver ? std::min(inner, cpu_inner_per_dispatch) : inner};
+}
+
+// Milliseconds of what `record_timed` records (every dispatch of it): a warm-up run, then the median
+// of three, as time_candidate describes. Scratch outputs it allocates are not in the plan: the
+// ledger's peaks are put back afterwards.
+double time_recording(vk::Context& context, const std::function<void(Recorder&)>& record_timed) {
+  bool cpu_driver = context.caps().device_type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  std::vector<double> samples;
+  vk::Sequence sequence(context, !cpu_driver);
+  sequence.record(record_timed);
+  context.submit({&sequence});  // warm-up: first touch of the memory, driver-side compilation
+  for (int run = 0; run < 3; run++) {
+    auto start = std::chrono::steady_clock::now();
+    double cpu_start = process_cpu_ms();
+    context.submit({&sequence});
+    double cpu_ms = process_cpu_ms() - cpu_start;
+    double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    std::vector<vk::KernelTiming> timings = sequence.timings();
+    double device_ms = 0;
+    for (const vk::KernelTiming& timing : timings) device_ms += timing.milliseconds;
+    samples.push_back(cpu_driver ? cpu_ms : timings.empty() ? host_ms : device_ms);
+  }
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
 double time_candidate(vk::Context& context, const MatmulTiling& tiling, const Operand& left, const Operand& right,
                       const std::vector<BufferRange>& operand_ranges, DType c_type, uint32_t rows, uint32_t cols,
                       uint32_t inner, const CoopmatTiling* coopmat) {
-  const auto& caps = context.caps();
-  bool cpu_driver = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU;
-  uint64_t row_bytes = uint64_t(cols) * dtype_bytes(c_type);
-  uint32_t timed_rows = static_cast<uint32_t>(std::clamp<uint64_t>(autotune_output_bytes / row_bytes, 1, rows));
-  uint32_t timed_inner = cpu_driver ? std::min(inner, cpu_inner_per_dispatch) : inner;
+  TimedExtent timed = timed_extent(context, c_type, rows, cols, inner);
   vk::LedgerSnapshot before = context.ledger().snapshot();
-  std::vector<double> samples;
+  double ms;
   {
-    vk::Buffer scratch = context.allocate(timed_rows * row_bytes, vk::Category::workspace, "autotune scratch C");
+    vk::Buffer scratch = context.allocate(uint64_t(timed.rows) * cols * dtype_bytes(c_type), vk::Category::workspace,
+                                          "autotune scratch C");
     BufferRange c = scratch.range();
-    vk::Sequence sequence(context, !cpu_driver);
-    sequence.record([&](Recorder& recorder) {
-      record_passes(recorder, "autotune", tiling, left, right, operand_ranges, c, c_type, timed_rows, cols, timed_inner,
+    ms = time_recording(context, [&](Recorder& recorder) {
+      record_passes(recorder, "autotune", tiling, left, right, operand_ranges, c, c_type, timed.rows, cols, timed.inner,
                     1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr, coopmat);
     });
-    context.submit({&sequence});  // warm-up: first touch of the memory, driver-side compilation
-    for (int run = 0; run < 3; run++) {
-      auto start = std::chrono::steady_clock::now();
-      double cpu_start = process_cpu_ms();
-      context.submit({&sequence});
-      double cpu_ms = process_cpu_ms() - cpu_start;
-      double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-      std::vector<vk::KernelTiming> timings = sequence.timings();
-      samples.push_back(cpu_driver ? cpu_ms : timings.size() == 1 ? timings[0].milliseconds : host_ms);
-    }
   }
   context.ledger().restore_peaks(before);
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
+  return ms;
 }
 
 // The check a coopmat candidate passes before it is timed (matmul_coopmat.hpp): a random problem of
@@ -361,7 +408,8 @@ CoopmatVerdict verify_coopmat(vk::Context& context, const CoopmatTiling& coopmat
 
 void record(Recorder& recorder, const char* label, const Operand& left, const Operand& right, const BufferRange& c,
             DType c_type, uint32_t rows, uint32_t cols, uint32_t inner, float alpha, float beta,
-            const BufferRange* bias, const MatmulBatch& batch, const SwigluEpilogue* swiglu = nullptr) {
+            const BufferRange* bias, const MatmulBatch& batch, const SwigluEpilogue* swiglu = nullptr,
+            const SecondProduct* second = nullptr) {
   auto& context = recorder.context();
   const auto& caps = context.caps();
   std::string where = std::string(label) + " (" + std::to_string(rows) + "x" + std::to_string(cols) + "x" +
@@ -392,18 +440,34 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     }
     require_bytes(*operand->range, elements * dtype_bytes(operand->type), where, operand->name);
   }
+  for (uint64_t stride : {left.batch_stride, right.batch_stride, batch.stride_c})
+    VKT_ASSERT(stride <= UINT32_MAX, where + ": batch strides above 2^32 elements");
   uint64_t c_bytes = (uint64_t(batch.count - 1) * batch.stride_c + uint64_t(rows) * cols) * dtype_bytes(c_type);
   require_bytes(c, c_bytes, where, "C");
+  // The second product's operand, as its own matmul_nt would see it (the fallback below records that).
+  std::optional<Operand> second_right;
+  if (second) {
+    VKT_ASSERT(!swiglu && batch.count == 1 && right.p_contiguous && second->cols > 0,
+               where + ": a second product takes no SwiGLU epilogue and one batch entry, nt only");
+    second_right = Operand{&second->weight, DType::f32, true, inner, second->cols, 0, "second R"};
+    if (inner > 0) require_bytes(second->weight, span(*second_right, inner, 1) * 4, where, "second R");
+    require_bytes(second->c, uint64_t(rows) * second->cols * dtype_bytes(c_type), where, "second C");
+    VKT_ASSERT(!second->c.overlaps(c), where + ": the two outputs overlap");
+    operand_ranges.push_back(second->weight);
+  }
   if (bias) require_bytes(*bias, uint64_t(cols) * 4, where, "bias");
   if (swiglu) {
     VKT_ASSERT(!bias && batch.count == 1, where + ": the SwiGLU epilogue takes no bias and one batch entry");
     require_bytes(swiglu->gate, uint64_t(rows) * cols * dtype_bytes(c_type), where, "gate");
     require_bytes(swiglu->h, uint64_t(rows) * cols * dtype_bytes(c_type), where, "h");
   }
-  for (const BufferRange& range : operand_ranges)
+  for (const BufferRange& range : operand_ranges) {
     VKT_ASSERT(range.bytes == 0 || !range.overlaps(c), where + ": an operand overlaps the output");
+    VKT_ASSERT(range.bytes == 0 || !second || !range.overlaps(second->c), where + ": an operand overlaps the output");
+  }
 
-  std::vector<MatmulTiling> candidates = matmul_candidates(context, rows, cols, !quantized);
+  // A fused second product keeps R's columns across the lanes: no transposed launch.
+  std::vector<MatmulTiling> candidates = matmul_candidates(context, rows, cols, !quantized && !second);
   // The coopmat body, where offered, is the last candidate (index candidates.size()).
   // (Not with the SwiGLU epilogue: the coopmat body has none.)
   std::optional<CoopmatTiling> coopmat =
@@ -412,13 +476,14 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
   for (const MatmulTiling& candidate : candidates) names.push_back(candidate.name());
   if (coopmat) names.push_back(coopmat->name());
   uint32_t choice = 0;
+  std::string shape_class = std::string(candidates[0].direct ? "matmul_direct" : "matmul") + "|" +
+                            (left.p_contiguous ? "l" : "L") + (right.p_contiguous ? "r" : "R") + "|" +
+                            std::to_string(type_code(left.type)) + std::to_string(type_code(right.type)) +
+                            std::to_string(type_code(c_type)) + "|w" +
+                            std::to_string(quantized ? static_cast<uint32_t>(quantized->format) : 0u) + "|" +
+                            shape_bucket(rows, cols, inner, batch.count) + (swiglu ? "|swiglu" : "") +
+                            (second ? "|second" : "");
   if (names.size() > 1) {
-    std::string shape_class = std::string(candidates[0].direct ? "matmul_direct" : "matmul") + "|" +
-                              (left.p_contiguous ? "l" : "L") + (right.p_contiguous ? "r" : "R") + "|" +
-                              std::to_string(type_code(left.type)) + std::to_string(type_code(right.type)) +
-                              std::to_string(type_code(c_type)) + "|w" +
-                              std::to_string(quantized ? static_cast<uint32_t>(quantized->format) : 0u) + "|" +
-                              shape_bucket(rows, cols, inner, batch.count) + (swiglu ? "|swiglu" : "");
     choice = autotune_choose(context, shape_class, names, [&](uint32_t candidate) -> double {
       if (candidate == candidates.size()) {
         CoopmatVerdict verdict =
@@ -443,8 +508,45 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
                        std::to_string(inner),
                    names[choice]);
   bool use_coopmat = coopmat && choice == candidates.size();
+  // Where the matrix units run the main product (the coopmat body has no second product), or the
+  // fusion is switched off, the second product gets its own dispatch.
+  bool fuse = second && !use_coopmat && !env_set("VKT_DISABLE_FUSED_LORA_A");
+  if (fuse) {
+    // The fused second product's column tiles are as wide as the main product's: on a GPU's 128-wide
+    // tiles a rank-16 T is mostly padding, against the launch and the read of A it saves. Where tuning
+    // is on, both ways are timed and the faster one is kept (the default, untuned: fused).
+    const MatmulTiling& tiling = candidates[choice];
+    std::string fusion_class = shape_class + "|c2_" + std::to_string(std::bit_ceil(second->cols));
+    fuse = autotune_choose(context, fusion_class, {"fused", "separate"}, [&](uint32_t way) -> double {
+      TimedExtent timed = timed_extent(context, c_type, rows, cols + second->cols, inner);
+      vk::LedgerSnapshot before = context.ledger().snapshot();
+      double ms;
+      {
+        auto scratch = [&](uint32_t width, const char* name) {
+          return context.allocate(uint64_t(timed.rows) * width * dtype_bytes(c_type), vk::Category::workspace, name);
+        };
+        vk::Buffer c_scratch = scratch(cols, "autotune scratch C"), c2_scratch = scratch(second->cols, "autotune scratch C2");
+        SecondProduct timed_second{second->weight, c2_scratch.range(), second->cols};
+        BufferRange c_range = c_scratch.range();
+        ms = time_recording(context, [&](Recorder& timing) {
+          record_passes(timing, "autotune", tiling, left, right, operand_ranges, c_range, c_type, timed.rows, cols,
+                        timed.inner, 1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr, nullptr, way == 0 ? &timed_second : nullptr);
+          if (way == 0) return;
+          record_passes(timing, "autotune", matmul_tiling(context, timed.rows, second->cols), left, *second_right,
+                        {*left.range, second->weight}, timed_second.c, c_type, timed.rows, second->cols, timed.inner,
+                        1.0f, 0.0f, nullptr, MatmulBatch{});
+        });
+      }
+      context.ledger().restore_peaks(before);
+      return ms;
+    }) == 0;
+  }
   record_passes(recorder, label, candidates[use_coopmat ? 0 : choice], left, right, operand_ranges, c, c_type, rows,
-                cols, inner, alpha, beta, bias, batch, swiglu, use_coopmat ? &*coopmat : nullptr);
+                cols, inner, alpha, beta, bias, batch, swiglu, use_coopmat ? &*coopmat : nullptr,
+                fuse ? second : nullptr);
+  if (second && !fuse)
+    record(recorder, "matmul_nt", left, *second_right, second->c, c_type, rows, second->cols, inner, alpha, beta,
+           nullptr, MatmulBatch{});
 }
 
 DType dense_type(WeightFormat format) {
@@ -570,6 +672,15 @@ void matmul_nt_swiglu(Recorder& recorder, const BufferRange& a, DType a_type, co
   Operand left{&a, a_type, true, k, m, 0, "A"};
   Operand right{&w.data, dense_type(w.format), true, k, n, 0, "W", is_quantized(w.format) ? &w : nullptr};
   record(recorder, "matmul_nt_swiglu", left, right, c, c_type, m, n, k, alpha, beta, nullptr, MatmulBatch{}, &swiglu);
+}
+
+void matmul_nt_lora_a(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
+                      DType c_type, uint32_t m, uint32_t n, uint32_t k, const BufferRange* bias,
+                      const SecondProduct& lora_a) {
+  Operand left{&a, a_type, true, k, m, 0, "A"};
+  Operand right{&w.data, dense_type(w.format), true, k, n, 0, "W", is_quantized(w.format) ? &w : nullptr};
+  record(recorder, "matmul_nt_lora_a", left, right, c, c_type, m, n, k, 1.0f, 0.0f, bias, MatmulBatch{}, nullptr,
+         &lora_a);
 }
 
 void matmul_nn(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,

@@ -41,8 +41,7 @@ void gate_up_swiglu(Recorder& recorder, const Linear& gate, const Linear& up, co
                               epilogue);
     return;
   }
-  kernels::matmul_nt(recorder, x, up.act, up.weight, up_out, up.act, rows, up.out, up.in);
-  linear_lora_intermediate(recorder, up, x, rows, up_scratch);
+  linear_base_and_lora_intermediate(recorder, up, x, up_out, rows, nullptr, up_scratch);
   // up += s·t·Bᵀ, t = dropout(x)·Aᵀ (rows, r) as linear_lora_intermediate left it
   BufferRange t = up_scratch.lora_t;
   t.bytes = uint64_t(rows) * up.lora->rank * kernels::dtype_bytes(up.act);

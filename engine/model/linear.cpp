@@ -4,6 +4,7 @@
 
 #include "engine/base/error.hpp"
 #include "engine/kernels/elementwise.hpp"
+#include "engine/kernels/matmul_lora_a.hpp"
 #include "engine/kernels/random.hpp"
 #include "engine/kernels/reduce.hpp"
 #include "engine/model/dora.hpp"
@@ -22,10 +23,15 @@ BufferRange slice_rows(const BufferRange& range, uint32_t rows, uint32_t cols, D
   return slice;
 }
 
-// The LoRA input: x itself, or dropout(x) written into the scratch (none in an eval-mode pass).
+// Whether the LoRA input is dropout(x) rather than x (an eval-mode pass has no dropout scratch).
+bool lora_dropout_active(const Linear& layer, const LinearScratch& scratch) {
+  return layer.lora->dropout > 0 && scratch.dropout_x.bytes;
+}
+
+// The LoRA input: x itself, or dropout(x) written into the scratch.
 BufferRange lora_input(Recorder& recorder, const Linear& layer, const BufferRange& x, uint32_t rows,
                        const LinearScratch& scratch) {
-  if (layer.lora->dropout <= 0 || !scratch.dropout_x.bytes) return x;
+  if (!lora_dropout_active(layer, scratch)) return x;
   BufferRange dropped = slice_rows(scratch.dropout_x, rows, layer.in, layer.act);
   kernels::dropout(recorder, x, dropped, layer.act, static_cast<uint64_t>(rows) * layer.in, layer.lora->dropout,
                    layer.lora->rng_layer, scratch.step_state);
@@ -45,16 +51,33 @@ void linear_lora_intermediate(Recorder& recorder, const Linear& layer, const Buf
   kernels::matmul_nt(recorder, input, layer.act, kernels::dense_f32(lora.a), t, layer.act, rows, lora.rank, layer.in);
 }
 
+void linear_base_and_lora_intermediate(Recorder& recorder, const Linear& layer, const BufferRange& x,
+                                       const BufferRange& y, uint32_t rows, const BufferRange* bias,
+                                       const LinearScratch& scratch) {
+  VKT_ASSERT(!layer.ia3 && !(layer.lora && layer.lora->magnitude.bytes) && layer.qat == kernels::WeightFormat::f32,
+             "linear_base_and_lora_intermediate: plain and LoRA layers only");
+  if (!layer.lora || lora_dropout_active(layer, scratch)) {
+    // No LoRA, or its input is dropout(x): two products of different inputs.
+    kernels::matmul_nt(recorder, x, layer.act, layer.weight, y, layer.act, rows, layer.out, layer.in, 1.0f, 0.0f,
+                       bias);
+    linear_lora_intermediate(recorder, layer, x, rows, scratch);
+    return;
+  }
+  // y = x·Wᵀ (+ bias) and t = x·Aᵀ in one dispatch that reads x once (kernels/matmul_lora_a.hpp).
+  BufferRange t = slice_rows(scratch.lora_t, rows, layer.lora->rank, layer.act);
+  kernels::matmul_nt_lora_a(recorder, x, layer.act, layer.weight, y, layer.act, rows, layer.out, layer.in, bias,
+                            {layer.lora->a, t, layer.lora->rank});
+}
+
 void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& x, const BufferRange& y, uint32_t rows,
                     const LinearScratch& scratch) {
   if (layer.ia3) return ia3_linear_forward(recorder, layer, x, y, rows, scratch);
   if (layer.lora && layer.lora->magnitude.bytes) return dora_linear_forward(recorder, layer, x, y, rows, scratch);
   if (layer.qat != kernels::WeightFormat::f32) return qat_linear_forward(recorder, layer, x, y, rows, scratch);
   const BufferRange* bias = layer.bias.bytes ? &layer.bias : nullptr;
-  kernels::matmul_nt(recorder, x, layer.act, layer.weight, y, layer.act, rows, layer.out, layer.in, 1.0f, 0.0f, bias);
+  linear_base_and_lora_intermediate(recorder, layer, x, y, rows, bias, scratch);
   if (!layer.lora) return;
   const LoraParams& lora = *layer.lora;
-  linear_lora_intermediate(recorder, layer, x, rows, scratch);
   BufferRange t = slice_rows(scratch.lora_t, rows, lora.rank, layer.act);
   // y += s·t·Bᵀ
   kernels::matmul_nt(recorder, t, layer.act, kernels::dense_f32(lora.b), y, layer.act, rows, layer.out, lora.rank,

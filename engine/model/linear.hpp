@@ -80,6 +80,13 @@ void linear_forward(Recorder& recorder, const Linear& layer, const BufferRange& 
 void linear_lora_intermediate(Recorder& recorder, const Linear& layer, const BufferRange& x, uint32_t rows,
                               const LinearScratch& scratch);
 
+// The base product y = x·Wᵀ (+ bias) and, with LoRA, linear_lora_intermediate: one dispatch for both
+// when the LoRA input is x itself (no dropout), kernels/matmul_lora_a.hpp. Plain and LoRA layers only
+// (not IA3, DoRA or QAT). y: (rows, out), overwritten; bias: (out) fp32 or nullptr.
+void linear_base_and_lora_intermediate(Recorder& recorder, const Linear& layer, const BufferRange& x,
+                                       const BufferRange& y, uint32_t rows, const BufferRange* bias,
+                                       const LinearScratch& scratch);
+
 // Gradients for dy: (rows, out). dx: (rows, in), overwritten (or added to when
 // accumulate_dx); an empty dx range skips the input gradient. LoRA gradients and full-finetuning gradients are added to (accumulation).
 // x must be the input the forward saw; scratch.lora_t the t the forward saved.

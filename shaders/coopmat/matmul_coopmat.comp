@@ -52,14 +52,16 @@ layout(local_size_x_id = 0) in;
 
 layout(push_constant) uniform Push {
   uint64_t l, r, c, bias;
-  uint64_t stride_l, stride_r, stride_c;
   uint64_t r_stats0, r_stats1;
+  uint64_t c2, r2;  // unused here (matmul.comp's SwiGLU epilogue and second product)
+  uint stride_l, stride_r, stride_c;
   uint rows, cols, inner;
   uint ld_l, ld_r, ld_c;
   float alpha, beta;
   uint group_rows;  // unused here
   float r_absmax_offset;
   uint r_index_offset;
+  uint cols2;       // unused here
 } p;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32 { float v[]; };
@@ -81,13 +83,13 @@ uint float_to_bf16(float value) {
 
 #ifdef WEIGHT_QUANT
 #include "quant.glsl"
-uint64_t weight_batch_base() { return uint64_t(p.r_index_offset) + gl_WorkGroupID.z * p.stride_r; }
+uint64_t weight_batch_base() { return uint64_t(p.r_index_offset) + uint64_t(gl_WorkGroupID.z) * p.stride_r; }
 float load_weight(uint64_t base, uint index) {
   uint encoding = WEIGHT_FORMAT | (WEIGHT_BLOCK_SHIFT << 8) | (WEIGHT_DOUBLE_QUANT ? 1u << 16 : 0u);
   return quant_weight(QuantWeight(p.r, p.r_stats0, p.r_stats1, p.r_absmax_offset, encoding), uint(base) + index);
 }
 #else
-uint64_t weight_batch_base() { return p.r + gl_WorkGroupID.z * p.stride_r * type_bytes(R_TYPE); }
+uint64_t weight_batch_base() { return p.r + uint64_t(gl_WorkGroupID.z) * p.stride_r * type_bytes(R_TYPE); }
 float load_weight(uint64_t base, uint index) { return load_dense(base, R_TYPE, index); }
 #endif
 
@@ -112,7 +114,7 @@ void main() {
   if (gl_NumSubgroups != 4u) return;
   uint thread = gl_LocalInvocationIndex;
   uint row0 = gl_WorkGroupID.y * TILE_ROWS, col0 = gl_WorkGroupID.x * TILE_COLS;
-  uint64_t l_base = p.l + gl_WorkGroupID.z * p.stride_l * type_bytes(L_TYPE);
+  uint64_t l_base = p.l + uint64_t(gl_WorkGroupID.z) * p.stride_l * type_bytes(L_TYPE);
   uint64_t r_base = weight_batch_base();
   uint subgroup = gl_SubgroupID;
   uint sub_row0 = (subgroup / 2) * SUB * COOP_M, sub_col0 = (subgroup % 2) * SUB * COOP_N;
@@ -156,7 +158,7 @@ void main() {
     barrier();
   }
 
-  uint64_t c_base = p.c + gl_WorkGroupID.z * p.stride_c * type_bytes(C_TYPE);
+  uint64_t c_base = p.c + uint64_t(gl_WorkGroupID.z) * p.stride_c * type_bytes(C_TYPE);
   uint stage0 = subgroup * COOP_M * COOP_N;
   [[unroll]] for (uint x = 0; x < SUB; x++)
     [[unroll]] for (uint y = 0; y < SUB; y++) {
