@@ -177,23 +177,26 @@ void add_swiglu(uint32_t m, uint32_t n, uint32_t k, DType type, bool fused, cons
   register_kernel_benchmark(std::move(row));
 }
 
-// A LoRA layer's base product y = x·Wᵀ and t = x·Aᵀ (rank r): fused into one dispatch (matmul_nt_lora_a,
-// engine/model/linear.cpp) or as two matmul_nt; x, y, t in `type`, W fp32 or NF4 + double quant, A fp32.
-void add_lora_a(uint32_t m, uint32_t n, uint32_t k, uint32_t rank, DType type, bool nf4, bool fused,
+// A LoRA layer's base product y = x·Wᵀ and t = x·Aᵀ (rank r), or (nn) its backward's dx = dy·W and
+// dt = s·dy·B: fused into one dispatch (engine/kernels/matmul_lora_a.hpp, engine/model/linear.cpp) or as
+// two products; activations in `type`, W fp32 or NF4 + double quant, A and B fp32.
+void add_lora_a(Form form, uint32_t m, uint32_t n, uint32_t k, uint32_t rank, DType type, bool nf4, bool fused,
                 const std::string& note) {
   KernelBenchmark row;
-  row.op = "matmul_nt_lora_a";
+  bool nn = form == Form::nn;
+  row.op = nn ? "matmul_nn_lora_b" : "matmul_nt_lora_a";
   row.shape = "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " r=" +
               std::to_string(rank) + " " + kernels::dtype_name(type) + (nf4 ? " W nf4+dq" : "") +
               (fused ? " fused " : " separate ") + note;
   row.flops = 2.0 * m * (n + rank) * k;
   double weight_bytes = nf4 ? double(n) * k * (0.5 + 1.0 / 64) : double(n) * k * 4;
-  row.bytes = double(m) * (k + n + rank) * kernels::dtype_bytes(type) + weight_bytes + double(rank) * k * 4;
+  uint32_t inner = nn ? n : k;
+  row.bytes = double(m) * (k + n + rank) * kernels::dtype_bytes(type) + weight_bytes + double(rank) * inner * 4;
   row.supported = [type](const vk::Capabilities& caps) { return type == DType::f32 || caps.storage_16bit; };
   row.setup = [=](vk::Context& context) -> RecordFn {
-    auto x = random_tensor(context, size_t(m) * k, type, 1, "bench-x");
-    auto a = random_tensor(context, size_t(rank) * k, DType::f32, 2, "bench-lora-a");
-    auto y = random_tensor(context, size_t(m) * n, type, 3, "bench-y");
+    auto x = random_tensor(context, size_t(m) * inner, type, 1, "bench-x");
+    auto a = random_tensor(context, size_t(rank) * inner, DType::f32, 2, "bench-lora");
+    auto y = random_tensor(context, size_t(m) * (nn ? k : n), type, 3, "bench-y");
     auto t = random_tensor(context, size_t(m) * rank, type, 4, "bench-t");
     std::shared_ptr<quant::DeviceWeight> quantized;
     std::shared_ptr<vk::Buffer> dense;
@@ -211,13 +214,20 @@ void add_lora_a(uint32_t m, uint32_t n, uint32_t k, uint32_t rank, DType type, b
       weight = kernels::dense_f32(dense->range());
     }
     return [=](vk::Recorder& recorder) {
-      if (fused) {
+      kernels::WeightRef lora = kernels::dense_f32(a->range());
+      if (nn && fused) {
+        kernels::matmul_nn_lora_b(recorder, x->range(), type, weight, y->range(), type, m, n, k, 0.0f,
+                                  {a->range(), t->range(), rank, 2.0f});
+      } else if (nn) {
+        kernels::matmul_nn(recorder, x->range(), type, weight, y->range(), type, m, n, k);
+        kernels::matmul_nn(recorder, x->range(), type, lora, t->range(), type, m, n, rank, 2.0f);
+      } else if (fused) {
         kernels::matmul_nt_lora_a(recorder, x->range(), type, weight, y->range(), type, m, n, k, nullptr,
                                   {a->range(), t->range(), rank});
-        return;
+      } else {
+        kernels::matmul_nt(recorder, x->range(), type, weight, y->range(), type, m, n, k);
+        kernels::matmul_nt(recorder, x->range(), type, lora, t->range(), type, m, rank, k);
       }
-      kernels::matmul_nt(recorder, x->range(), type, weight, y->range(), type, m, n, k);
-      kernels::matmul_nt(recorder, x->range(), type, kernels::dense_f32(a->range()), t->range(), type, m, rank, k);
     };
   };
   register_kernel_benchmark(std::move(row));
@@ -277,11 +287,17 @@ void register_matmul_benchmarks() {
     }
   // LoRA's t = x·Aᵀ beside the base product (r 16): Qwen2.5-0.5B's q projection and up projection on 512
   // tokens, dense fp32 and NF4 (QLoRA), and a tiny model's (bench/fusions.md).
+  // The backward's dt = s·dy·B beside dx = dy·W: the same layers (a dense fp32 W in matmul_nn is split
+  // into L2-sized passes on lavapipe, B is not: there dt keeps its own dispatch, so only NF4 rows here).
   for (bool fused : {false, true}) {
-    add_lora_a(512, 896, 896, 16, DType::f32, false, fused, "(qwen q)");
-    add_lora_a(512, 4864, 896, 16, DType::f32, true, fused, "(qwen up)");
-    add_lora_a(512, 896, 896, 16, DType::bf16, true, fused, "(qwen q)");
-    add_lora_a(64, 64, 64, 16, DType::f32, false, fused, "(tiny q)");
+    add_lora_a(Form::nt, 512, 896, 896, 16, DType::f32, false, fused, "(qwen q)");
+    add_lora_a(Form::nt, 512, 4864, 896, 16, DType::f32, true, fused, "(qwen up)");
+    add_lora_a(Form::nt, 512, 896, 896, 16, DType::bf16, true, fused, "(qwen q)");
+    add_lora_a(Form::nt, 64, 64, 64, 16, DType::f32, false, fused, "(tiny q)");
+    add_lora_a(Form::nn, 512, 896, 896, 16, DType::f32, true, fused, "(qwen q dX)");
+    add_lora_a(Form::nn, 512, 4864, 896, 16, DType::f32, true, fused, "(qwen up dX)");
+    add_lora_a(Form::nn, 512, 896, 896, 16, DType::bf16, true, fused, "(qwen q dX)");
+    add_lora_a(Form::nn, 64, 64, 64, 16, DType::f32, false, fused, "(tiny q dX)");
   }
   // Attention scores of 16 heads: Q·Kᵀ over head dim 64 on 256 tokens.
   add(Form::nt, 256, 256, 64, DType::f32, "(scores)", 16);

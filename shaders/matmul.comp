@@ -65,13 +65,15 @@ layout(constant_id = 19) const bool WEIGHT_DOUBLE_QUANT = false;
 // gate read from p.bias's slot (no bias then) and h written to p.c2, both laid out as C in
 // C_TYPE; set on the last inner pass only.
 layout(constant_id = 20) const bool SWIGLU_EPILOGUE = false;
-// A second product in the same dispatch, sharing L (kernels::matmul_nt_lora_a: a LoRA layer's
-// t = x·Aᵀ beside y = x·Wᵀ): C2[i, j] = alpha * sum_p L[i, p] * R2[p, j] (+ beta * C2), j < cols2, with
-// R2 a dense fp32 matrix laid out like a dense R (leading dimension ld_r when R_P_CONTIGUOUS, else cols2)
-// and C2 row-major (rows, cols2), no bias. Its column tiles follow C's in the tile order, so each row
-// group's L strip is read for both while it is in cache. One batch entry, C not transposed, no SwiGLU.
+// A second product in the same dispatch, sharing L (engine/kernels/matmul_lora_a.hpp: a LoRA layer's
+// t = x·Aᵀ beside y = x·Wᵀ, and in the backward dt = s·dy·B beside dx = dy·W):
+// C2[i, j] = alpha2 * sum_p L[i, p] * R2[p, j] (+ C2 when ACCUMULATE2), j < cols2, with R2 a dense fp32
+// matrix laid out like a dense R (leading dimension ld_r when R_P_CONTIGUOUS, else cols2) and C2
+// row-major (rows, cols2), no bias. Its column tiles follow C's in the tile order, so each row group's
+// L strip is read for both while it is in cache. One batch entry, C not transposed, no SwiGLU.
 layout(constant_id = 21) const bool SECOND_PRODUCT = false;
 layout(constant_id = 22) const bool R2_VEC4 = false;       // as R_VEC4, for R2
+layout(constant_id = 23) const bool ACCUMULATE2 = false;   // add into C2 (the inner passes after the first)
 
 layout(local_size_x_id = 0) in;
 
@@ -94,6 +96,7 @@ layout(push_constant) uniform Push {
   float r_absmax_offset;  // quantized R: QuantWeight.absmax_offset (nf4 double quant)
   uint r_index_offset;    // quantized R: flattened-weight index of R's element (0, 0) in this dispatch
   uint cols2;             // SECOND_PRODUCT: columns of C2
+  float alpha2;           // SECOND_PRODUCT: C2's alpha
 } p;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32 { float v[]; };
@@ -245,11 +248,11 @@ float stored_dense(uint64_t base, uint type, uint index, float value) {
   return value;
 }
 
-// Writes alpha * sum (+ beta * C2) to C2[i, j]; i < rows, j < cols2.
+// Writes alpha2 * sum (+ C2) to C2[i, j]; i < rows, j < cols2.
 void store_output2(uint i, uint j, float sum) {
   uint index = i * p.cols2 + j;
-  float value = p.alpha * sum;
-  if (ACCUMULATE) value += p.beta * load_dense(p.c2, C_TYPE, index);
+  float value = p.alpha2 * sum;
+  if (ACCUMULATE2) value += load_dense(p.c2, C_TYPE, index);
   store_dense(p.c2, C_TYPE, index, value);
 }
 

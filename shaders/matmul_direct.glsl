@@ -176,19 +176,25 @@ void run_tile(bool second, uint row0, uint col0, uint lane, uint64_t l_base) {
 
 void main() {
   // Tile order: the workgroups form one line (x, then y); groups of p.group_rows row tiles
-  // sweep all column tiles (C's, then C2's), so the group's L rows and the current R columns stay
-  // in the CPU's L2 (lavapipe, tn 1024^3: 12 -> 16 GFLOP/s; strided operands get no hardware prefetch).
+  // sweep all column tiles, so the group's L rows and the current R columns stay in the CPU's L2
+  // (lavapipe, tn 1024^3: 12 -> 16 GFLOP/s; strided operands get no hardware prefetch). C2's tiles
+  // (SECOND_PRODUCT) come after all of C's, in the same order: inside C's sweep, a LoRA B of a long
+  // inner dimension (dy·B, 4864 x 16 fp32) pushed C's strips out of L2 (qwen up dX, NF4: 272-371 ->
+  // 380 cpu ms; bench/fusions.md).
   uint tiles_down = (p.rows + TILE_ROWS - 1) / TILE_ROWS, tiles_across_c = (p.cols + TILE_COLS - 1) / TILE_COLS;
-  uint tiles_across = tiles_across_c + (SECOND_PRODUCT ? (p.cols2 + TILE_COLS - 1) / TILE_COLS : 0);
   uint tile = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+  bool second = SECOND_PRODUCT && tile >= tiles_down * tiles_across_c;
+  uint tiles_across = tiles_across_c;
+  if (second) {
+    tile -= tiles_down * tiles_across_c;
+    tiles_across = (p.cols2 + TILE_COLS - 1) / TILE_COLS;
+  }
   if (tile >= tiles_down * tiles_across) return;
   uint group_tiles = p.group_rows * tiles_across;
   uint first_row_tile = (tile / group_tiles) * p.group_rows;
   uint rows_in_group = min(tiles_down - first_row_tile, p.group_rows);
   uint row_tile = first_row_tile + (tile % group_tiles) % rows_in_group;
   uint col_tile = (tile % group_tiles) / rows_in_group;
-  bool second = SECOND_PRODUCT && col_tile >= tiles_across_c;
-  if (second) col_tile -= tiles_across_c;
 
   weight_stage_init();
   uint lane = gl_SubgroupInvocationID;

@@ -49,6 +49,7 @@ struct MatmulPush {
   float r_absmax_offset;
   uint32_t r_index_offset;
   uint32_t cols2;  // the second product's columns
+  float alpha2;    // the second product's alpha
 };
 static_assert(sizeof(MatmulPush) == 128);
 
@@ -103,8 +104,12 @@ constexpr uint32_t cpu_inner_per_dispatch = 1u << 17;
 // cpu ms, down dX (N=896 K=4864) 335 -> 289 (bench/matmul_nn.md). A quantized W is 4-8x smaller and
 // already fits: passes there only add work (292 -> 320). The split depends on the operands only, never
 // on the candidate tiling, so autotune candidates stay bit-identical. VKT_DISABLE_MATMUL_NN_SPLIT=1: off.
+// An R of at most 32 columns (a LoRA B in dt = s·dy·B) is one column tile: nothing else reads the L strip,
+// so it is not split either (and a fused second product, matmul_lora_a.hpp, then splits as its W does).
 uint32_t direct_inner_per_dispatch(const Operand& left, const Operand& right) {
-  if (!left.p_contiguous || right.p_contiguous || right.quantized || env_set("VKT_DISABLE_MATMUL_NN_SPLIT")) return ~0u;
+  if (!left.p_contiguous || right.p_contiguous || right.quantized || right.extent <= 32 ||
+      env_set("VKT_DISABLE_MATMUL_NN_SPLIT"))
+    return ~0u;
   return 2048u / dtype_bytes(right.type);
 }
 
@@ -189,7 +194,7 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
     }
     // SWIGLU_EPILOGUE (constant_id 20), SECOND_PRODUCT and R2_VEC4 (21, 22); never with coopmat.
     if (pass_swiglu || second) specialization.push_back(pass_swiglu);
-    if (second) specialization.insert(specialization.end(), {1u, r2_vec4});
+    if (second) specialization.insert(specialization.end(), {1u, r2_vec4, !first});  // ACCUMULATE2: later passes
     if (coopmat) {
       specialization.resize(20, 0u);  // constants 17..19 unused by a dense weight
       specialization.insert(specialization.end(), {coopmat->m, coopmat->n, coopmat->k});  // 20..22
@@ -206,6 +211,7 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
     if (second) {
       push.r2 = r2->range->address + step_offset(*r2) * dtype_bytes(DType::f32);
       push.cols2 = second->cols;
+      push.alpha2 = second->alpha;
     }
     push.stride_l = static_cast<uint32_t>(l->batch_stride);  // record() checked that they fit
     push.stride_r = static_cast<uint32_t>(r->batch_stride);
@@ -447,9 +453,11 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
   // The second product's operand, as its own matmul_nt would see it (the fallback below records that).
   std::optional<Operand> second_right;
   if (second) {
-    VKT_ASSERT(!swiglu && batch.count == 1 && right.p_contiguous && second->cols > 0,
-               where + ": a second product takes no SwiGLU epilogue and one batch entry, nt only");
-    second_right = Operand{&second->weight, DType::f32, true, inner, second->cols, 0, "second R"};
+    VKT_ASSERT(!swiglu && batch.count == 1 && left.p_contiguous && second->cols > 0,
+               where + ": a second product takes no SwiGLU epilogue and one batch entry, nt or nn");
+    VKT_ASSERT(!right.p_contiguous || right.ld == inner, where + ": the second R shares W's leading dimension");
+    second_right = Operand{&second->weight, DType::f32, right.p_contiguous, right.p_contiguous ? inner : second->cols,
+                           second->cols, 0, "second R"};
     if (inner > 0) require_bytes(second->weight, span(*second_right, inner, 1) * 4, where, "second R");
     require_bytes(second->c, uint64_t(rows) * second->cols * dtype_bytes(c_type), where, "second C");
     VKT_ASSERT(!second->c.overlaps(c), where + ": the two outputs overlap");
@@ -510,7 +518,12 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
   bool use_coopmat = coopmat && choice == candidates.size();
   // Where the matrix units run the main product (the coopmat body has no second product), or the
   // fusion is switched off, the second product gets its own dispatch.
-  bool fuse = second && !use_coopmat && !env_set("VKT_DISABLE_FUSED_LORA_A");
+  // Fused, the second product is summed in the main product's inner passes (CPU drivers): only where
+  // its own dispatch would pass the same way does it stay bit-identical to that dispatch.
+  bool same_passes = !second || !candidates[0].direct ||
+                     std::min(direct_inner_per_dispatch(left, right), inner) ==
+                         std::min(direct_inner_per_dispatch(left, *second_right), inner);
+  bool fuse = second && same_passes && !use_coopmat && !env_set("VKT_DISABLE_FUSED_LORA_A");
   if (fuse) {
     // The fused second product's column tiles are as wide as the main product's: on a GPU's 128-wide
     // tiles a rank-16 T is mostly padding, against the launch and the read of A it saves. Where tuning
@@ -526,15 +539,16 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
           return context.allocate(uint64_t(timed.rows) * width * dtype_bytes(c_type), vk::Category::workspace, name);
         };
         vk::Buffer c_scratch = scratch(cols, "autotune scratch C"), c2_scratch = scratch(second->cols, "autotune scratch C2");
-        SecondProduct timed_second{second->weight, c2_scratch.range(), second->cols};
+        SecondProduct timed_second{second->weight, c2_scratch.range(), second->cols, second->alpha};
         BufferRange c_range = c_scratch.range();
         ms = time_recording(context, [&](Recorder& timing) {
           record_passes(timing, "autotune", tiling, left, right, operand_ranges, c_range, c_type, timed.rows, cols,
-                        timed.inner, 1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr, nullptr, way == 0 ? &timed_second : nullptr);
+                        timed.inner, 1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr, nullptr,
+                        way == 0 ? &timed_second : nullptr);
           if (way == 0) return;
           record_passes(timing, "autotune", matmul_tiling(context, timed.rows, second->cols), left, *second_right,
                         {*left.range, second->weight}, timed_second.c, c_type, timed.rows, second->cols, timed.inner,
-                        1.0f, 0.0f, nullptr, MatmulBatch{});
+                        second->alpha, 0.0f, nullptr, MatmulBatch{});
         });
       }
       context.ledger().restore_peaks(before);
@@ -545,8 +559,8 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
                 cols, inner, alpha, beta, bias, batch, swiglu, use_coopmat ? &*coopmat : nullptr,
                 fuse ? second : nullptr);
   if (second && !fuse)
-    record(recorder, "matmul_nt", left, *second_right, second->c, c_type, rows, second->cols, inner, alpha, beta,
-           nullptr, MatmulBatch{});
+    record(recorder, right.p_contiguous ? "matmul_nt" : "matmul_nn", left, *second_right, second->c, c_type, rows,
+           second->cols, inner, second->alpha, 0.0f, nullptr, MatmulBatch{});
 }
 
 DType dense_type(WeightFormat format) {
@@ -681,6 +695,14 @@ void matmul_nt_lora_a(Recorder& recorder, const BufferRange& a, DType a_type, co
   Operand right{&w.data, dense_type(w.format), true, k, n, 0, "W", is_quantized(w.format) ? &w : nullptr};
   record(recorder, "matmul_nt_lora_a", left, right, c, c_type, m, n, k, 1.0f, 0.0f, bias, MatmulBatch{}, nullptr,
          &lora_a);
+}
+
+void matmul_nn_lora_b(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
+                      DType c_type, uint32_t m, uint32_t n, uint32_t k, float beta, const SecondProduct& lora_b) {
+  Operand left{&a, a_type, true, n, m, 0, "A"};
+  Operand right{&w.data, dense_type(w.format), false, k, k, 0, "W", is_quantized(w.format) ? &w : nullptr};
+  record(recorder, "matmul_nn_lora_b", left, right, c, c_type, m, k, n, 1.0f, beta, nullptr, MatmulBatch{}, nullptr,
+         &lora_b);
 }
 
 void matmul_nn(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,

@@ -92,10 +92,18 @@ void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange&
   if (layer.qat != kernels::WeightFormat::f32)
     return qat_linear_backward(recorder, layer, x, dy, dx, accumulate_dx, rows, scratch);
   const bool want_dx = dx.bytes > 0;  // an empty dx skips the input gradient
-  // dx = dy·W (+ dx)
-  if (want_dx)
+  // dx = dy·W (+ dx); with LoRA, dt = s·dy·B (rows, r) in the same dispatch (kernels/matmul_lora_a.hpp)
+  const bool dt_with_dx = want_dx && layer.lora;
+  if (dt_with_dx) {
+    const LoraParams& lora = *layer.lora;
+    kernels::matmul_nn_lora_b(recorder, dy, layer.act, layer.weight, dx, layer.act, rows, layer.out, layer.in,
+                              accumulate_dx ? 1.0f : 0.0f,
+                              {lora.b, slice_rows(scratch.grad_lora_t, rows, lora.rank, layer.act), lora.rank,
+                               lora.scale});
+  } else if (want_dx) {
     kernels::matmul_nn(recorder, dy, layer.act, layer.weight, dx, layer.act, rows, layer.out, layer.in, 1.0f,
                        accumulate_dx ? 1.0f : 0.0f);
+  }
   if (layer.grad_weight.bytes) {
     // dW += dyᵀ·x
     kernels::matmul_tn(recorder, dy, layer.act, x, layer.act, layer.grad_weight, rows, layer.out, layer.in, 1.0f, 1.0f);
@@ -110,9 +118,10 @@ void linear_backward(Recorder& recorder, const Linear& layer, const BufferRange&
   BufferRange dt = slice_rows(scratch.grad_lora_t, rows, lora.rank, layer.act);
   // dB += s·dyᵀ·t : (out, r)
   kernels::matmul_tn(recorder, dy, layer.act, t, layer.act, lora.grad_b, rows, layer.out, lora.rank, lora.scale, 1.0f);
-  // dt = s·dy·B : (rows, r)
-  kernels::matmul_nn(recorder, dy, layer.act, kernels::dense_f32(lora.b), dt, layer.act, rows, layer.out, lora.rank,
-                     lora.scale, 0.0f);
+  // dt = s·dy·B : (rows, r), unless it came with dx
+  if (!dt_with_dx)
+    kernels::matmul_nn(recorder, dy, layer.act, kernels::dense_f32(lora.b), dt, layer.act, rows, layer.out, lora.rank,
+                       lora.scale, 0.0f);
   // dA += dtᵀ·dropout(x) : (r, in); the same mask as the forward (same step state).
   BufferRange input = lora_input(recorder, layer, x, rows, scratch);
   kernels::matmul_tn(recorder, dt, layer.act, input, layer.act, lora.grad_a, rows, lora.rank, layer.in, 1.0f, 1.0f);

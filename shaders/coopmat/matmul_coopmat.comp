@@ -62,6 +62,7 @@ layout(push_constant) uniform Push {
   float r_absmax_offset;
   uint r_index_offset;
   uint cols2;       // unused here
+  float alpha2;     // unused here
 } p;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32 { float v[]; };
