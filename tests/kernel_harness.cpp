@@ -11,6 +11,34 @@
 
 namespace vkt::test {
 
+std::vector<uint8_t> stored_bytes(const std::vector<float>& values, kernels::DType type) {
+  std::vector<uint8_t> bytes(values.size() * kernels::dtype_bytes(type));
+  for (size_t i = 0; i < values.size(); i++) {
+    if (type == kernels::DType::f32) {
+      std::memcpy(&bytes[i * 4], &values[i], 4);
+      continue;
+    }
+    uint16_t bits = type == kernels::DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
+    std::memcpy(&bytes[i * 2], &bits, 2);
+  }
+  return bytes;
+}
+
+std::vector<float> stored_floats(const std::vector<uint8_t>& bytes, kernels::DType type) {
+  size_t count = bytes.size() / kernels::dtype_bytes(type);
+  std::vector<float> values(count);
+  for (size_t i = 0; i < count; i++) {
+    if (type == kernels::DType::f32) {
+      std::memcpy(&values[i], &bytes[i * 4], 4);
+      continue;
+    }
+    uint16_t bits;
+    std::memcpy(&bits, &bytes[i * 2], 2);
+    values[i] = type == kernels::DType::f16 ? half_to_float(bits) : bf16_to_float(bits);
+  }
+  return values;
+}
+
 Guarded::Guarded(size_t payload_bytes, const std::string& name) : payload_bytes_(payload_bytes) {
   buffer_ = context().allocate(payload_bytes + guard_bytes, vk::Category::workspace, name);
   std::vector<uint32_t> sentinel((payload_bytes + guard_bytes + 3) / 4, guard_word);

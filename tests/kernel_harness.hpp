@@ -9,10 +9,20 @@
 #include <vector>
 
 #include "engine/kernels/dispatch.hpp"
+#include "engine/kernels/types.hpp"
 #include "engine/quant/ggml_blocks.hpp"
 #include "tests/support.hpp"
 
 namespace vkt::test {
+
+// Values as a tensor of `type` stores them (fp32 as is, fp16/bf16 rounded to nearest even): raw bytes to
+// upload, and stored bytes back as fp32.
+std::vector<uint8_t> stored_bytes(const std::vector<float>& values, kernels::DType type);
+std::vector<float> stored_floats(const std::vector<uint8_t>& bytes, kernels::DType type);
+// `values` rounded as `type` stores them.
+inline std::vector<float> as_stored(const std::vector<float>& values, kernels::DType type) {
+  return stored_floats(stored_bytes(values, type), type);
+}
 
 constexpr size_t guard_bytes = 1024;
 constexpr uint32_t guard_word = 0x7fc0dead;  // a NaN pattern a kernel would never write by accident

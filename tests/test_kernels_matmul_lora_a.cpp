@@ -1,11 +1,11 @@
 // matmul_nt_lora_a / matmul_nn_lora_b (engine/kernels/matmul_lora_a.hpp): the base product y = x·Wᵀ
 // (+ bias) and LoRA's t = x·Aᵀ in one dispatch, and the backward's dx = dy·W (+ dx) and dt = s·dy·B.
 // Both outputs bit for bit what the two products give in separate dispatches (each output summed over
-// the inner dimension in the same order), and within fp32 accumulation of the fp64 reference; both shader bodies, fp32/bf16/fp16 activations, bias, an NF4 (double-quantized)
-// base weight, ranks that fill part of a column tile, vec4 and scalar loads, and a long inner
-// dimension summed in passes on lavapipe; the kill switch VKT_DISABLE_FUSED_LORA_A gives the same bytes,
-// and so does the choice autotuning times (fused against two dispatches), which it caches.
-// Suite kernels_matmul.
+// the inner dimension in the same order), and within fp32 accumulation of the fp64 reference; both
+// shader bodies, fp32/bf16/fp16 activations, bias, an NF4 (double-quantized) base weight, ranks that
+// fill part of a column tile, vec4 and scalar loads, and a long inner dimension summed in passes on
+// lavapipe; the kill switch VKT_DISABLE_FUSED_LORA_A gives the same bytes, and so does the choice
+// autotuning times (fused against two dispatches), which it caches. Suite kernels_matmul.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -45,34 +45,6 @@ struct LoraACase {
   float beta = 0;  // backward only: accumulate into dx
 };
 
-// Values rounded to `type`'s storage, as fp32, and their raw bytes.
-std::vector<uint8_t> stored_bytes(const std::vector<float>& values, DType type) {
-  std::vector<uint8_t> bytes(values.size() * kernels::dtype_bytes(type));
-  for (size_t i = 0; i < values.size(); i++) {
-    if (type == DType::f32) {
-      std::memcpy(&bytes[i * 4], &values[i], 4);
-      continue;
-    }
-    uint16_t bits = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
-    std::memcpy(&bytes[i * 2], &bits, 2);
-  }
-  return bytes;
-}
-std::vector<float> as_floats(const std::vector<uint8_t>& bytes, DType type) {
-  size_t count = bytes.size() / kernels::dtype_bytes(type);
-  std::vector<float> values(count);
-  for (size_t i = 0; i < count; i++) {
-    if (type == DType::f32) {
-      std::memcpy(&values[i], &bytes[i * 4], 4);
-      continue;
-    }
-    uint16_t bits;
-    std::memcpy(&bits, &bytes[i * 2], 2);
-    values[i] = type == DType::f16 ? half_to_float(bits) : bf16_to_float(bits);
-  }
-  return values;
-}
-
 struct Outputs {
   std::vector<uint8_t> y, t;
 };
@@ -84,11 +56,13 @@ constexpr float lora_scale = 0.75f;  // the backward's dt scale
 Outputs run_products(const LoraACase& c, const std::vector<float>& input, const kernels::WeightRef& w,
                      const std::vector<float>& lora, const std::vector<float>& bias, const std::vector<float>& y0,
                      Way way) {
-  Guarded input_buffer = Guarded::of_raw(stored_bytes(input, c.act), "x"), lora_buffer = Guarded::of(lora, "LoRA");
+  Guarded input_buffer = Guarded::of_raw(test::stored_bytes(input, c.act), "x");
+  Guarded lora_buffer = Guarded::of(lora, "LoRA");
   Guarded bias_buffer = Guarded::of(bias, "bias");
   // t starts as NaN: it is overwritten, never read; y too unless beta accumulates into it.
   std::vector<float> nan_t(size_t(c.m) * c.rank, NAN);
-  Guarded y = Guarded::of_raw(stored_bytes(y0, c.act), "y"), t = Guarded::of_raw(stored_bytes(nan_t, c.act), "t");
+  Guarded y = Guarded::of_raw(test::stored_bytes(y0, c.act), "y");
+  Guarded t = Guarded::of_raw(test::stored_bytes(nan_t, c.act), "t");
   std::optional<test::ScopedEnv> off;
   if (way == Way::kill_switch) off.emplace("VKT_DISABLE_FUSED_LORA_A", "1");
   vk::BufferRange bias_range = bias_buffer.range();
@@ -129,12 +103,12 @@ void check_case(const LoraACase& c, uint32_t seed) {
   std::optional<test::ScopedEnv> tiled;
   if (c.tiled) tiled.emplace("VKT_DISABLE_MATMUL_DIRECT", "1");
   uint32_t input_cols = c.backward ? c.n : c.k, output_cols = c.backward ? c.k : c.n;
-  auto input = as_floats(stored_bytes(test::random_floats(size_t(c.m) * input_cols, seed), c.act), c.act);
+  auto input = test::as_stored(test::random_floats(size_t(c.m) * input_cols, seed), c.act);
   auto w = test::random_floats(size_t(c.n) * c.k, seed + 1);
   auto lora = test::random_floats(size_t(c.rank) * input_cols, seed + 2);  // A (rank, k) or B (n, rank)
   auto bias = test::random_floats(c.n, seed + 3);
   std::vector<float> y0(size_t(c.m) * output_cols, NAN);
-  if (c.beta != 0) y0 = as_floats(stored_bytes(test::random_floats(y0.size(), seed + 4), c.act), c.act);
+  if (c.beta != 0) y0 = test::as_stored(test::random_floats(y0.size(), seed + 4), c.act);
   std::optional<quant::DeviceWeight> quantized;
   Guarded w_buffer = Guarded::of(w, "W");
   kernels::WeightRef w_ref = kernels::dense_f32(w_buffer.range());
@@ -157,13 +131,14 @@ void check_case(const LoraACase& c, uint32_t seed) {
     ref::matmul_nn(input.data(), w.data(), expected_y.data(), c.m, c.n, c.k, 1.0f, c.beta);
     ref::matmul_nn(input.data(), lora.data(), expected_t.data(), c.m, c.n, c.rank, lora_scale, 0.0f);
   } else {
-    ref::matmul_nt(input.data(), w.data(), expected_y.data(), c.m, c.n, c.k, 1.0f, 0.0f, c.bias ? bias.data() : nullptr);
+    ref::matmul_nt(input.data(), w.data(), expected_y.data(), c.m, c.n, c.k, 1.0f, 0.0f,
+                   c.bias ? bias.data() : nullptr);
     ref::matmul_nt(input.data(), lora.data(), expected_t.data(), c.m, c.rank, c.k, 1.0f, 0.0f);
   }
   double storage = c.act == DType::f32 ? 0 : c.act == DType::f16 ? 1e-3 : 8e-3;
-  test::check_close(as_floats(fused.y, c.act), expected_y, 1e-10 + storage * storage,
+  test::check_close(test::stored_floats(fused.y, c.act), expected_y, 1e-10 + storage * storage,
                     (1e-5 + 2 * storage) * largest(expected_y), "y");
-  test::check_close(as_floats(fused.t, c.act), expected_t, 1e-10 + storage * storage,
+  test::check_close(test::stored_floats(fused.t, c.act), expected_t, 1e-10 + storage * storage,
                     (1e-5 + 2 * storage) * largest(expected_t), "t");
 }
 

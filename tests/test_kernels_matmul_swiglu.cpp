@@ -32,34 +32,6 @@ struct SwigluCase {
   bool tiled = false;  // the GPU body (VKT_DISABLE_MATMUL_DIRECT)
 };
 
-// Stored values of `type` (fp32 as is, 16-bit rounded) as fp32, and their raw bytes.
-std::vector<uint8_t> stored_bytes(const std::vector<float>& values, DType type) {
-  std::vector<uint8_t> bytes(values.size() * kernels::dtype_bytes(type));
-  for (size_t i = 0; i < values.size(); i++) {
-    if (type == DType::f32) {
-      std::memcpy(&bytes[i * 4], &values[i], 4);
-      continue;
-    }
-    uint16_t bits = type == DType::f16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
-    std::memcpy(&bytes[i * 2], &bits, 2);
-  }
-  return bytes;
-}
-std::vector<float> as_floats(const std::vector<uint8_t>& bytes, DType type) {
-  size_t count = bytes.size() / kernels::dtype_bytes(type);
-  std::vector<float> values(count);
-  for (size_t i = 0; i < count; i++) {
-    if (type == DType::f32) {
-      std::memcpy(&values[i], &bytes[i * 4], 4);
-      continue;
-    }
-    uint16_t bits;
-    std::memcpy(&bits, &bytes[i * 2], 2);
-    values[i] = type == DType::f16 ? half_to_float(bits) : bf16_to_float(bits);
-  }
-  return values;
-}
-
 struct SwigluOutputs {
   std::vector<uint8_t> c, h;
 };
@@ -67,9 +39,9 @@ struct SwigluOutputs {
 // The fused product, or (fused false) matmul_nt then swiglu.
 SwigluOutputs run_swiglu_product(const SwigluCase& t, const std::vector<float>& a, const std::vector<float>& w,
                                  const std::vector<float>& gate, const std::vector<float>& c0, bool fused) {
-  Guarded a_buffer = Guarded::of_raw(stored_bytes(a, t.act), "a"), w_buffer = Guarded::of(w, "w");
-  Guarded gate_buffer = Guarded::of_raw(stored_bytes(gate, t.act), "gate");
-  Guarded c = Guarded::of_raw(stored_bytes(c0, t.act), "c");
+  Guarded a_buffer = Guarded::of_raw(test::stored_bytes(a, t.act), "a"), w_buffer = Guarded::of(w, "w");
+  Guarded gate_buffer = Guarded::of_raw(test::stored_bytes(gate, t.act), "gate");
+  Guarded c = Guarded::of_raw(test::stored_bytes(c0, t.act), "c");
   Guarded h(size_t(t.m) * t.n * kernels::dtype_bytes(t.act), "h");
   context().run([&](vk::Recorder& r) {
     kernels::WeightRef weight = kernels::dense_f32(w_buffer.range());
@@ -92,10 +64,10 @@ void check_swiglu_case(const SwigluCase& t, uint32_t seed) {
   INFO(what);
   std::optional<test::ScopedEnv> tiled;
   if (t.tiled) tiled.emplace("VKT_DISABLE_MATMUL_DIRECT", "1");
-  auto a = as_floats(stored_bytes(test::random_floats(size_t(t.m) * t.k, seed), t.act), t.act);
+  auto a = test::as_stored(test::random_floats(size_t(t.m) * t.k, seed), t.act);
   auto w = test::random_floats(size_t(t.n) * t.k, seed + 1);
-  auto gate = as_floats(stored_bytes(test::random_floats(size_t(t.m) * t.n, seed + 2, -6, 6), t.act), t.act);
-  auto c0 = as_floats(stored_bytes(test::random_floats(size_t(t.m) * t.n, seed + 3), t.act), t.act);
+  auto gate = test::as_stored(test::random_floats(size_t(t.m) * t.n, seed + 2, -6, 6), t.act);
+  auto c0 = test::as_stored(test::random_floats(size_t(t.m) * t.n, seed + 3), t.act);
   SwigluOutputs fused = run_swiglu_product(t, a, w, gate, c0, true);
   SwigluOutputs separate = run_swiglu_product(t, a, w, gate, c0, false);
   // The same product and the same h expression on the same stored C: identical bytes.
@@ -105,7 +77,7 @@ void check_swiglu_case(const SwigluCase& t, uint32_t seed) {
   // stored C within exp's few ulp (and its own 16-bit rounding).
   std::vector<float> expected_c = c0;
   ref::matmul_nt(a.data(), w.data(), expected_c.data(), t.m, t.n, t.k, 0.75f, t.beta);
-  std::vector<float> c = as_floats(fused.c, t.act), expected_h(c.size());
+  std::vector<float> c = test::stored_floats(fused.c, t.act), expected_h(c.size());
   ref::swiglu(gate.data(), c.data(), expected_h.data(), c.size());
   double storage = t.act == DType::f32 ? 0 : t.act == DType::f16 ? 1e-3 : 8e-3;
   auto largest = [](const std::vector<float>& values) {
@@ -114,7 +86,7 @@ void check_swiglu_case(const SwigluCase& t, uint32_t seed) {
     return most;
   };
   test::check_close(c, expected_c, 1e-10 + storage * storage, (1e-5 + 2 * storage) * largest(expected_c), "C");
-  test::check_close(as_floats(fused.h, t.act), expected_h, 1e-10 + storage * storage,
+  test::check_close(test::stored_floats(fused.h, t.act), expected_h, 1e-10 + storage * storage,
                     (1e-5 + 2 * storage) * largest(expected_h), "h");
 }
 

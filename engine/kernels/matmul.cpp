@@ -538,7 +538,8 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
         auto scratch = [&](uint32_t width, const char* name) {
           return context.allocate(uint64_t(timed.rows) * width * dtype_bytes(c_type), vk::Category::workspace, name);
         };
-        vk::Buffer c_scratch = scratch(cols, "autotune scratch C"), c2_scratch = scratch(second->cols, "autotune scratch C2");
+        vk::Buffer c_scratch = scratch(cols, "autotune scratch C");
+        vk::Buffer c2_scratch = scratch(second->cols, "autotune scratch C2");
         SecondProduct timed_second{second->weight, c2_scratch.range(), second->cols, second->alpha};
         BufferRange c_range = c_scratch.range();
         ms = time_recording(context, [&](Recorder& timing) {
