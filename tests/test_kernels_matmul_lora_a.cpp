@@ -41,6 +41,9 @@ struct LoraACase {
   bool bias = false;       // forward only
   bool nf4 = false;        // W quantized to NF4 with double quantization (QLoRA)
   bool tiled = false;      // the GPU body (VKT_DISABLE_MATMUL_DIRECT)
+  // The default tiles; otherwise the smallest (VKT_DISABLE_MATMUL_LARGE_TILES): the fusion does not
+  // depend on the tile size, and lavapipe compiles the small ones several times faster.
+  bool default_tiles = false;
   bool backward = false;
   float beta = 0;  // backward only: accumulate into dx
 };
@@ -102,6 +105,8 @@ void check_case(const LoraACase& c, uint32_t seed) {
   INFO(what);
   std::optional<test::ScopedEnv> tiled;
   if (c.tiled) tiled.emplace("VKT_DISABLE_MATMUL_DIRECT", "1");
+  std::optional<test::ScopedEnv> small_tiles;
+  if (!c.default_tiles) small_tiles.emplace("VKT_DISABLE_MATMUL_LARGE_TILES", "1");
   uint32_t input_cols = c.backward ? c.n : c.k, output_cols = c.backward ? c.k : c.n;
   auto input = test::as_stored(test::random_floats(size_t(c.m) * input_cols, seed), c.act);
   auto w = test::random_floats(size_t(c.n) * c.k, seed + 1);
@@ -148,7 +153,7 @@ TEST_SUITE("kernels_matmul") {
 
 TEST_CASE("matmul_nt_lora_a: y and t against the reference and bit for bit two matmul_nt") {
   // Each case compiles the fused pipeline and the separate ones on lavapipe: few cases.
-  check_case({.m = 33, .n = 70, .k = 36, .rank = 16, .bias = true}, 1);
+  check_case({.m = 33, .n = 70, .k = 36, .rank = 16, .bias = true, .default_tiles = true}, 1);
   check_case({.m = 7, .n = 5, .k = 3, .rank = 5}, 11);  // scalar loads; t alone would run transposed
   check_case({.m = 33, .n = 70, .k = 36, .rank = 8, .bias = true, .tiled = true}, 21);
   check_case({.m = 40, .n = 64, .k = 128, .rank = 16, .nf4 = true}, 31);
@@ -159,13 +164,15 @@ TEST_CASE("matmul_nt_lora_a: y and t against the reference and bit for bit two m
 }
 
 TEST_CASE("matmul_nn_lora_b: dx and dt against the reference and bit for bit two matmul_nn") {
-  check_case({.m = 33, .n = 70, .k = 36, .rank = 16, .backward = true}, 101);
+  check_case({.m = 33, .n = 70, .k = 36, .rank = 16, .default_tiles = true, .backward = true}, 101);
   check_case({.m = 33, .n = 70, .k = 36, .rank = 8, .backward = true, .beta = 1.0f}, 111);  // dx accumulates
   check_case({.m = 7, .n = 5, .k = 3, .rank = 5, .tiled = true, .backward = true, .beta = 1.0f}, 121);
   // A dense W over more than one L2-sized pass (lavapipe: 512 fp32 steps): B alone would not split,
   // so there t keeps its own dispatch; NF4 is never split: fused.
   check_case({.m = 20, .n = 1100, .k = 40, .rank = 16, .backward = true}, 131);
-  check_case({.m = 20, .n = 1100, .k = 64, .rank = 16, .nf4 = true, .backward = true, .beta = 1.0f}, 141);
+  check_case({.m = 20, .n = 1100, .k = 64, .rank = 16, .nf4 = true, .default_tiles = true, .backward = true,
+              .beta = 1.0f},
+             141);
   check_case({.m = 20, .n = 1100, .k = 64, .rank = 16, .nf4 = true, .tiled = true, .backward = true}, 151);
   if (!context().caps().storage_16bit) return;
   check_case({.m = 33, .n = 64, .k = 68, .rank = 16, .act = DType::bf16, .nf4 = false, .backward = true}, 161);
@@ -179,7 +186,7 @@ TEST_CASE("matmul_nt_lora_a: with tuning on, fused and two dispatches are timed,
   kernels::autotune_settings().cache_dir = dir;
   kernels::autotune_forget_memory();
   uint64_t timed_before = kernels::autotune_counters().classes_timed;
-  check_case({.m = 33, .n = 70, .k = 36, .rank = 16, .bias = true}, 81);
+  check_case({.m = 33, .n = 70, .k = 36, .rank = 16, .bias = true, .default_tiles = true}, 81);
   // The base product's tiles and the fusion (the separate t product's tiles too): at least two classes.
   CHECK(kernels::autotune_counters().classes_timed >= timed_before + 2);
   bool fusion_cached = false;
