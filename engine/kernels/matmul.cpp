@@ -8,8 +8,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <ctime>
+#include <functional>
 #include <optional>
 #include <random>
 #include <string>
@@ -450,7 +450,7 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     VKT_ASSERT(stride <= UINT32_MAX, where + ": batch strides above 2^32 elements");
   uint64_t c_bytes = (uint64_t(batch.count - 1) * batch.stride_c + uint64_t(rows) * cols) * dtype_bytes(c_type);
   require_bytes(c, c_bytes, where, "C");
-  // The second product's operand, as its own matmul_nt would see it (the fallback below records that).
+  // The second product's operand, as its own matmul_nt / matmul_nn sees it (the fallback below records that).
   std::optional<Operand> second_right;
   if (second) {
     VKT_ASSERT(!swiglu && batch.count == 1 && left.p_contiguous && second->cols > 0,
