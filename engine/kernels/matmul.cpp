@@ -251,8 +251,7 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
     if (pass_bias) reads.push_back(*pass_bias);
     std::vector<BufferRange> writes = {c};
     if (second) {
-      reads.push_back(second->weight);
-      if (pass_beta != 0.0f) reads.push_back(second->c);
+      if (!first) reads.push_back(second->c);  // ACCUMULATE2: later passes add into C2
       writes.push_back(second->c);
     }
     if (pass_swiglu) {
