@@ -88,6 +88,18 @@ RecordFn weight_product(vk::Context& context, Form form, uint32_t m, uint32_t n,
   };
 }
 
+// Normal weights W (n, k) (std 0.02, as initialized models) quantized on the CPU and uploaded.
+std::shared_ptr<quant::DeviceWeight> random_quantized_weight(vk::Context& context, uint32_t n, uint32_t k,
+                                                             kernels::WeightFormat format,
+                                                             quant::QuantOptions options) {
+  std::vector<float> values(size_t(n) * k);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (float& value : values) value = normal(rng);
+  return std::make_shared<quant::DeviceWeight>(
+      quant::upload(context, quant::quantize(values.data(), n, k, format, options, "bench-w"), "bench-w"));
+}
+
 // A quantized weight W (n, k) in the forward (nt) or dX (nn) product of a linear layer; A and C
 // fp32. Bytes count the codes and statistics as stored.
 void add_quantized(Form form, uint32_t m, uint32_t n, uint32_t k, kernels::WeightFormat format, bool double_quant,
@@ -106,14 +118,7 @@ void add_quantized(Form form, uint32_t m, uint32_t n, uint32_t k, kernels::Weigh
   double stat_bytes = double_quant ? 1.0 : format == kernels::WeightFormat::int4_asym ? 5.0 : 4.0;
   row.bytes = (double(m) * inner + double(m) * cols) * 4 + double(n) * k * (code_bytes + stat_bytes / 64);
   row.setup = [=](vk::Context& context) -> RecordFn {
-    // Normal weights (std 0.02, as initialized models) quantized on the CPU.
-    std::vector<float> values(size_t(n) * k);
-    std::mt19937 rng(5);
-    std::normal_distribution<float> normal(0.0f, 0.02f);
-    for (float& value : values) value = normal(rng);
-    auto weight = std::make_shared<quant::DeviceWeight>(
-        quant::upload(context, quant::quantize(values.data(), n, k, format, options, "bench-w"), "bench-w"));
-    return weight_product(context, form, m, n, k, weight);
+    return weight_product(context, form, m, n, k, random_quantized_weight(context, n, k, format, options));
   };
   register_kernel_benchmark(std::move(row));
 }
@@ -202,12 +207,7 @@ void add_lora_a(Form form, uint32_t m, uint32_t n, uint32_t k, uint32_t rank, DT
     std::shared_ptr<vk::Buffer> dense;
     kernels::WeightRef weight;
     if (nf4) {
-      std::vector<float> values(size_t(n) * k);
-      std::mt19937 rng(5);
-      std::normal_distribution<float> normal(0.0f, 0.02f);
-      for (float& value : values) value = normal(rng);
-      quantized = std::make_shared<quant::DeviceWeight>(quant::upload(
-          context, quant::quantize(values.data(), n, k, kernels::WeightFormat::nf4, {64, true}, "bench-w"), "bench-w"));
+      quantized = random_quantized_weight(context, n, k, kernels::WeightFormat::nf4, {64, true});
       weight = quantized->ref;
     } else {
       dense = random_tensor(context, size_t(n) * k, DType::f32, 5, "bench-w");

@@ -248,6 +248,12 @@ float stored_dense(uint64_t base, uint type, uint index, float value) {
   return value;
 }
 
+// The R operand of either product (`second`: R2): its columns, leading dimension and base (see
+// SECOND_PRODUCT; the base as weight_batch_base() gives it).
+uint product_cols(bool second) { return second ? p.cols2 : p.cols; }
+uint product_ld_r(bool second) { return second && !R_P_CONTIGUOUS ? p.cols2 : p.ld_r; }
+uint64_t product_r_base(bool second) { return second ? p.r2 : weight_batch_base(); }
+
 // Writes alpha2 * sum (+ C2) to C2[i, j]; i < rows, j < cols2.
 void store_output2(uint i, uint j, float sum) {
   uint index = i * p.cols2 + j;

@@ -137,9 +137,8 @@ void accumulate_chunk() {
 
 // One subgroup tile of C (or of C2 when `second`, a constant at each call site): sweep P, store.
 void run_tile(bool second, uint row0, uint col0, uint lane, uint64_t l_base) {
-  uint cols = second ? p.cols2 : p.cols;
-  uint ld_r = second && !R_P_CONTIGUOUS ? p.cols2 : p.ld_r;
-  uint64_t r_base = second ? p.r2 : weight_batch_base();
+  uint cols = product_cols(second), ld_r = product_ld_r(second);
+  uint64_t r_base = product_r_base(second);
   prepare_offsets(row0, col0, lane, cols, ld_r, second ? R2_VEC4 : R_VEC4);
   [[unroll]] for (uint r = 0; r < ROWS; r++)
     [[unroll]] for (uint u = 0; u < COLS / 4; u++) acc[r][u] = vec4(0);

@@ -108,10 +108,9 @@ const uint THREADS_PER_ROW = TILE_COLS / THREAD_COLS;
 
 // One workgroup tile of C (or of C2 when `second`, a constant at each call site): sweep P, store.
 void run_tile(bool second, uint row0, uint col0, uint thread) {
-  uint cols = second ? p.cols2 : p.cols;
-  uint ld_r = second && !R_P_CONTIGUOUS ? p.cols2 : p.ld_r;
+  uint cols = product_cols(second), ld_r = product_ld_r(second);
   uint64_t l_base = batch_base(p.l, p.stride_l, L_TYPE);
-  uint64_t r_base = second ? p.r2 : weight_batch_base();
+  uint64_t r_base = product_r_base(second);
 
   // This thread's register tile: rows g*(TILE_ROWS/ROW_GROUPS) + ty*4 + 0..3 for each group g
   // (and likewise for columns), so neighbouring threads read neighbouring vec4s of shared memory.

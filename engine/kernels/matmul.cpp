@@ -113,6 +113,14 @@ uint32_t direct_inner_per_dispatch(const Operand& left, const Operand& right) {
   return 2048u / dtype_bytes(right.type);
 }
 
+// The second product's R (matmul_lora_a.hpp) beside a product whose R is `right`: dense fp32, laid out
+// as a dense R, with R's leading dimension when p is contiguous (the shader indexes both with ld_r), else
+// with its own column count. Also how the second product's own dispatch reads it.
+Operand second_operand(const SecondProduct& second, const Operand& right) {
+  return Operand{&second.weight, DType::f32, right.p_contiguous, right.p_contiguous ? right.ld : second.cols,
+                 second.cols, 0, "second R"};
+}
+
 // Records the dispatches of one product with `body_tiling` (a candidate of matmul_candidates), or with
 // the coopmat body when `coopmat` is given (its workgroup tiles replace body_tiling's).
 // `operand_ranges`: every range the operands read (a quantized weight's arrays).
@@ -142,14 +150,11 @@ void record_passes(Recorder& recorder, const char* label, const MatmulTiling& bo
   }
   bool l_vec4 = inner > 0 && vec4_loads(*l, inner);
   bool r_vec4 = inner > 0 && vec4_loads(*r, inner);
-  // The second product's R: dense fp32, laid out as a dense R with R's leading dimension when p is
-  // contiguous (the shader indexes both with ld_r), else with its own column count.
   std::optional<Operand> r2;
   if (second) {
     VKT_ASSERT(!coopmat && !swiglu && !tiling.transposed && batch.count == 1,
                std::string(label) + ": a second product runs only in the plain bodies, untransposed, one batch entry");
-    r2 = Operand{&second->weight, DType::f32, right.p_contiguous, right.p_contiguous ? right.ld : second->cols,
-                 second->cols, 0, "R2"};
+    r2 = second_operand(*second, right);
   }
   bool r2_vec4 = r2 && inner > 0 && vec4_loads(*r2, inner);
   std::string shader = coopmat ? "matmul_coopmat" : tiling.direct ? "matmul_direct" : "matmul";
@@ -298,26 +303,38 @@ TimedExtent timed_extent(const vk::Context& context, DType c_type, uint32_t rows
           cpu_driver ? std::min(inner, cpu_inner_per_dispatch) : inner};
 }
 
-// Milliseconds of what `record_timed` records (every dispatch of it): a warm-up run, then the median
-// of three, as time_candidate describes. Scratch outputs it allocates are not in the plan: the
-// ledger's peaks are put back afterwards.
-double time_recording(vk::Context& context, const std::function<void(Recorder&)>& record_timed) {
+// Milliseconds of what `record_timed` records (every dispatch of it) into scratch outputs of
+// `scratch_bytes` each (the real outputs may hold data the recording still needs): a warm-up run,
+// then the median of three, as time_candidate describes. The scratch is not in the plan: the
+// ledger's peaks are put back after it is freed.
+double time_recording(vk::Context& context, const std::vector<uint64_t>& scratch_bytes,
+                      const std::function<void(Recorder&, const std::vector<BufferRange>&)>& record_timed) {
   bool cpu_driver = context.caps().device_type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  vk::LedgerSnapshot before = context.ledger().snapshot();
   std::vector<double> samples;
-  vk::Sequence sequence(context, !cpu_driver);
-  sequence.record(record_timed);
-  context.submit({&sequence});  // warm-up: first touch of the memory, driver-side compilation
-  for (int run = 0; run < 3; run++) {
-    auto start = std::chrono::steady_clock::now();
-    double cpu_start = process_cpu_ms();
-    context.submit({&sequence});
-    double cpu_ms = process_cpu_ms() - cpu_start;
-    double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    std::vector<vk::KernelTiming> timings = sequence.timings();
-    double device_ms = 0;
-    for (const vk::KernelTiming& timing : timings) device_ms += timing.milliseconds;
-    samples.push_back(cpu_driver ? cpu_ms : timings.empty() ? host_ms : device_ms);
+  {
+    std::vector<vk::Buffer> scratch;
+    std::vector<BufferRange> outputs;
+    for (uint64_t bytes : scratch_bytes) {
+      scratch.push_back(context.allocate(bytes, vk::Category::workspace, "autotune scratch output"));
+      outputs.push_back(scratch.back().range());
+    }
+    vk::Sequence sequence(context, !cpu_driver);
+    sequence.record([&](Recorder& recorder) { record_timed(recorder, outputs); });
+    context.submit({&sequence});  // warm-up: first touch of the memory, driver-side compilation
+    for (int run = 0; run < 3; run++) {
+      auto start = std::chrono::steady_clock::now();
+      double cpu_start = process_cpu_ms();
+      context.submit({&sequence});
+      double cpu_ms = process_cpu_ms() - cpu_start;
+      double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      std::vector<vk::KernelTiming> timings = sequence.timings();
+      double device_ms = 0;
+      for (const vk::KernelTiming& timing : timings) device_ms += timing.milliseconds;
+      samples.push_back(cpu_driver ? cpu_ms : timings.empty() ? host_ms : device_ms);
+    }
   }
+  context.ledger().restore_peaks(before);
   std::sort(samples.begin(), samples.end());
   return samples[samples.size() / 2];
 }
@@ -326,19 +343,12 @@ double time_candidate(vk::Context& context, const MatmulTiling& tiling, const Op
                       const std::vector<BufferRange>& operand_ranges, DType c_type, uint32_t rows, uint32_t cols,
                       uint32_t inner, const CoopmatTiling* coopmat) {
   TimedExtent timed = timed_extent(context, c_type, rows, cols, inner);
-  vk::LedgerSnapshot before = context.ledger().snapshot();
-  double ms;
-  {
-    vk::Buffer scratch = context.allocate(uint64_t(timed.rows) * cols * dtype_bytes(c_type), vk::Category::workspace,
-                                          "autotune scratch C");
-    BufferRange c = scratch.range();
-    ms = time_recording(context, [&](Recorder& recorder) {
-      record_passes(recorder, "autotune", tiling, left, right, operand_ranges, c, c_type, timed.rows, cols, timed.inner,
-                    1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr, coopmat);
-    });
-  }
-  context.ledger().restore_peaks(before);
-  return ms;
+  return time_recording(context, {uint64_t(timed.rows) * cols * dtype_bytes(c_type)},
+                        [&](Recorder& recorder, const std::vector<BufferRange>& scratch) {
+                          record_passes(recorder, "autotune", tiling, left, right, operand_ranges, scratch[0], c_type,
+                                        timed.rows, cols, timed.inner, 1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr,
+                                        coopmat);
+                        });
 }
 
 // The check a coopmat candidate passes before it is timed (matmul_coopmat.hpp): a random problem of
@@ -455,8 +465,7 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     VKT_ASSERT(!swiglu && batch.count == 1 && left.p_contiguous && second->cols > 0,
                where + ": a second product takes no SwiGLU epilogue and one batch entry, nt or nn");
     VKT_ASSERT(!right.p_contiguous || right.ld == inner, where + ": the second R shares W's leading dimension");
-    second_right = Operand{&second->weight, DType::f32, right.p_contiguous, right.p_contiguous ? inner : second->cols,
-                           second->cols, 0, "second R"};
+    second_right = second_operand(*second, right);
     if (inner > 0) require_bytes(second->weight, span(*second_right, inner, 1) * 4, where, "second R");
     require_bytes(second->c, uint64_t(rows) * second->cols * dtype_bytes(c_type), where, "second C");
     VKT_ASSERT(!second->c.overlaps(c), where + ": the two outputs overlap");
@@ -531,28 +540,19 @@ void record(Recorder& recorder, const char* label, const Operand& left, const Op
     std::string fusion_class = shape_class + "|c2_" + std::to_string(std::bit_ceil(second->cols));
     fuse = autotune_choose(context, fusion_class, {"fused", "separate"}, [&](uint32_t way) -> double {
       TimedExtent timed = timed_extent(context, c_type, rows, cols + second->cols, inner);
-      vk::LedgerSnapshot before = context.ledger().snapshot();
-      double ms;
-      {
-        auto scratch = [&](uint32_t width, const char* name) {
-          return context.allocate(uint64_t(timed.rows) * width * dtype_bytes(c_type), vk::Category::workspace, name);
-        };
-        vk::Buffer c_scratch = scratch(cols, "autotune scratch C");
-        vk::Buffer c2_scratch = scratch(second->cols, "autotune scratch C2");
-        SecondProduct timed_second{second->weight, c2_scratch.range(), second->cols, second->alpha};
-        BufferRange c_range = c_scratch.range();
-        ms = time_recording(context, [&](Recorder& timing) {
-          record_passes(timing, "autotune", tiling, left, right, operand_ranges, c_range, c_type, timed.rows, cols,
-                        timed.inner, 1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr, nullptr,
-                        way == 0 ? &timed_second : nullptr);
-          if (way == 0) return;
-          record_passes(timing, "autotune", matmul_tiling(context, timed.rows, second->cols), left, *second_right,
-                        {*left.range, second->weight}, timed_second.c, c_type, timed.rows, second->cols, timed.inner,
-                        second->alpha, 0.0f, nullptr, MatmulBatch{});
-        });
-      }
-      context.ledger().restore_peaks(before);
-      return ms;
+      uint64_t column_bytes = uint64_t(timed.rows) * dtype_bytes(c_type);
+      return time_recording(
+          context, {column_bytes * cols, column_bytes * second->cols},
+          [&](Recorder& timing, const std::vector<BufferRange>& scratch) {
+            SecondProduct timed_second{second->weight, scratch[1], second->cols, second->alpha};
+            record_passes(timing, "autotune", tiling, left, right, operand_ranges, scratch[0], c_type, timed.rows, cols,
+                          timed.inner, 1.0f, 0.0f, nullptr, MatmulBatch{}, nullptr, nullptr,
+                          way == 0 ? &timed_second : nullptr);
+            if (way == 0) return;
+            record_passes(timing, "autotune", matmul_tiling(context, timed.rows, second->cols), left, *second_right,
+                          {*left.range, second->weight}, scratch[1], c_type, timed.rows, second->cols, timed.inner,
+                          second->alpha, 0.0f, nullptr, MatmulBatch{});
+          });
     }) == 0;
   }
   record_passes(recorder, label, candidates[use_coopmat ? 0 : choice], left, right, operand_ranges, c, c_type, rows,
@@ -572,6 +572,22 @@ DType dense_type(WeightFormat format) {
     default:
       return DType::f32;
   }
+}
+
+// The operands of matmul_nt (L = A[M,K], R = W[N,K]ᵀ) and of matmul_nn (L = A[M,N], R = W[N,K]); they
+// point at `a` and `w`.
+struct Operands {
+  Operand left, right;
+};
+Operands nt_operands(const BufferRange& a, DType a_type, const WeightRef& w, uint32_t m, uint32_t n, uint32_t k,
+                     const MatmulBatch& batch = {}) {
+  return {{&a, a_type, true, k, m, batch.stride_a, "A"},
+          {&w.data, dense_type(w.format), true, k, n, batch.stride_b, "W", is_quantized(w.format) ? &w : nullptr}};
+}
+Operands nn_operands(const BufferRange& a, DType a_type, const WeightRef& w, uint32_t m, uint32_t n, uint32_t k,
+                     const MatmulBatch& batch = {}) {
+  return {{&a, a_type, true, n, m, batch.stride_a, "A"},
+          {&w.data, dense_type(w.format), false, k, k, batch.stride_b, "W", is_quantized(w.format) ? &w : nullptr}};
 }
 
 }  // namespace
@@ -675,41 +691,37 @@ std::vector<MatmulTiling> matmul_candidates(vk::Context& context, uint32_t rows,
 void matmul_nt(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
                DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta, const BufferRange* bias,
                MatmulBatch batch) {
-  Operand left{&a, a_type, true, k, m, batch.stride_a, "A"};
-  Operand right{&w.data, dense_type(w.format), true, k, n, batch.stride_b, "W", is_quantized(w.format) ? &w : nullptr};
-  record(recorder, "matmul_nt", left, right, c, c_type, m, n, k, alpha, beta, bias, batch);
+  Operands operands = nt_operands(a, a_type, w, m, n, k, batch);
+  record(recorder, "matmul_nt", operands.left, operands.right, c, c_type, m, n, k, alpha, beta, bias, batch);
 }
 
 void matmul_nt_swiglu(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
                       DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta,
                       const SwigluEpilogue& swiglu) {
-  Operand left{&a, a_type, true, k, m, 0, "A"};
-  Operand right{&w.data, dense_type(w.format), true, k, n, 0, "W", is_quantized(w.format) ? &w : nullptr};
-  record(recorder, "matmul_nt_swiglu", left, right, c, c_type, m, n, k, alpha, beta, nullptr, MatmulBatch{}, &swiglu);
+  Operands operands = nt_operands(a, a_type, w, m, n, k);
+  record(recorder, "matmul_nt_swiglu", operands.left, operands.right, c, c_type, m, n, k, alpha, beta, nullptr,
+         MatmulBatch{}, &swiglu);
 }
 
 void matmul_nt_lora_a(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
                       DType c_type, uint32_t m, uint32_t n, uint32_t k, const BufferRange* bias,
                       const SecondProduct& lora_a) {
-  Operand left{&a, a_type, true, k, m, 0, "A"};
-  Operand right{&w.data, dense_type(w.format), true, k, n, 0, "W", is_quantized(w.format) ? &w : nullptr};
-  record(recorder, "matmul_nt_lora_a", left, right, c, c_type, m, n, k, 1.0f, 0.0f, bias, MatmulBatch{}, nullptr,
-         &lora_a);
+  Operands operands = nt_operands(a, a_type, w, m, n, k);
+  record(recorder, "matmul_nt_lora_a", operands.left, operands.right, c, c_type, m, n, k, 1.0f, 0.0f, bias,
+         MatmulBatch{}, nullptr, &lora_a);
 }
 
 void matmul_nn_lora_b(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
                       DType c_type, uint32_t m, uint32_t n, uint32_t k, float beta, const SecondProduct& lora_b) {
-  Operand left{&a, a_type, true, n, m, 0, "A"};
-  Operand right{&w.data, dense_type(w.format), false, k, k, 0, "W", is_quantized(w.format) ? &w : nullptr};
-  record(recorder, "matmul_nn_lora_b", left, right, c, c_type, m, k, n, 1.0f, beta, nullptr, MatmulBatch{}, nullptr,
-         &lora_b);
+  Operands operands = nn_operands(a, a_type, w, m, n, k);
+  record(recorder, "matmul_nn_lora_b", operands.left, operands.right, c, c_type, m, k, n, 1.0f, beta, nullptr,
+         MatmulBatch{}, nullptr, &lora_b);
 }
 
 void matmul_nn(Recorder& recorder, const BufferRange& a, DType a_type, const WeightRef& w, const BufferRange& c,
                DType c_type, uint32_t m, uint32_t n, uint32_t k, float alpha, float beta, MatmulBatch batch) {
-  Operand left{&a, a_type, true, n, m, batch.stride_a, "A"};
-  Operand right{&w.data, dense_type(w.format), false, k, k, batch.stride_b, "W", is_quantized(w.format) ? &w : nullptr};
-  record(recorder, "matmul_nn", left, right, c, c_type, m, k, n, alpha, beta, nullptr, batch);
+  Operands operands = nn_operands(a, a_type, w, m, n, k, batch);
+  record(recorder, "matmul_nn", operands.left, operands.right, c, c_type, m, k, n, alpha, beta, nullptr, batch);
 }
 
 void matmul_tn(Recorder& recorder, const BufferRange& a, DType a_type, const BufferRange& b, DType b_type,
