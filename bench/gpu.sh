@@ -20,7 +20,8 @@
 # the products the cooperative-matrix bodies take; default 1 on a full run where `vktune devices` reports
 # VK_KHR_cooperative_matrix shapes, else 0).
 # Every training run logs the matmul path of each product (VKT_LOG_MATMUL_PATHS=1: coopmat with its tiles,
-# or the tiled/direct body and tiles); the results file lists them per run.
+# or the tiled/direct body and tiles) and profiles its logging steps (device time per kernel kind); the
+# results file lists both per run.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dry_run=0
@@ -193,6 +194,21 @@ mib() { awk "BEGIN { printf \"%.0f\", $1 / 1048576 }"; }
   echo "vktune QLoRA / LoRA tokens/s: $(awk "BEGIN { printf \"%.2f\", ${tokens[qlora]} / ${tokens[lora]} }") (goal >= 0.85)."
   torch_qlora=$(peer_field qlora tokens_per_sec)
   [ -n "$torch_qlora" ] && echo "vktune QLoRA / PyTorch QLoRA tokens/s: $(awk "BEGIN { printf \"%.2f\", ${tokens[qlora]} / $torch_qlora }")."
+  echo
+  echo "Step profile: device time per kernel kind of one micro-batch (forward + backward, timestamp queries around"
+  echo "each dispatch, the last logging step), largest first, against the step's time at the run's tokens/s (the"
+  echo "optimizer step, the gaps between dispatches and the host are the rest). What a fusion would save shows here."
+  for run in "${methods[@]}"; do
+    echo
+    step_ms=$(awk "BEGIN { printf \"%.2f\", $batch * $seq / ${tokens[$run]} * 1000 }")
+    echo "$run (step $step_ms ms):"
+    echo
+    echo "| kernel | ms | % of step |"
+    echo "|---|---|---|"
+    grep '"kernels"' "$out/train-$run/metrics.jsonl" | tail -1 | grep -o '\["[^"]*",[0-9.eE+-]*\]' |
+      tr -d '[]"' | awk -F, -v step="$step_ms" '{ printf "| %s | %.3f | %.1f |\n", $1, $2, 100 * $2 / step; sum += $2 }
+        END { printf "| all kernels | %.3f | %.1f |\n", sum, 100 * sum / step }'
+  done
   echo
   echo "Autotuning (\`vktune bench tune ${tune_args[*]}\`, before the kernel table's own first use):"
   echo

@@ -228,7 +228,6 @@ uint32_t StepRunner::step(int64_t step, double lr, const std::vector<MicroBatch>
       for (const auto& [name, ms] : by_kernel) kernel_times_.push_back({name, ms * double(accumulation)});
       std::sort(kernel_times_.begin(), kernel_times_.end(),
                 [](const KernelTime& a, const KernelTime& b) { return a.milliseconds > b.milliseconds; });
-      if (kernel_times_.size() > 12) kernel_times_.resize(12);
     }
   }
   if (buckets_) all_reduce_seconds_ += buckets_->take_exposed_seconds();

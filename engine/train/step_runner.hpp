@@ -65,6 +65,7 @@ class StepRunner {
   kernels::StepState device_state();
   // Weighted loss over `micro_batches` without training (Σ w·CE / Σ w).
   double evaluate(const std::vector<MicroBatch>& micro_batches);
+  // Every kernel kind of the last profiled micro-batch (times x accumulation), largest first.
   const std::vector<KernelTime>& kernel_times() const { return kernel_times_; }
   // The last step's non-padding tokens over all ranks, and the seconds of the gradient all-reduces
   // that the backward did not hide (plus --shard-optimizer's weight all-gather; 0 for one process).
