@@ -3,7 +3,8 @@
 # Llama (bench/configs/llama-10m.json), against PyTorch CPU running the same LoRA step on the same
 # model in the same run (bench/torch_lora_peer.py; needs Debian's python3-torch, and libopenblas0-pthread:
 # with Debian's default reference BLAS PyTorch multiplies at ~6 GFLOP/s instead of ~100). Prints tokens/s
-# and the ratio vktune / PyTorch. Usage: bench/train_throughput.sh [WORK_DIR]
+# and the ratio vktune / PyTorch. Usage: bench/train_throughput.sh [WORK_DIR]; PYTHON picks the peer's
+# interpreter (default /usr/bin/python3; e.g. a venv with PyPI's torch).
 set -euo pipefail
 update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep -q "^Value: .*openblas" ||
   echo "note: libblas.so.3 is not OpenBLAS; the PyTorch peer will be ~15x slower than it should (apt-get install libopenblas0-pthread)" >&2
@@ -27,7 +28,8 @@ run() {  # method -> tokens/s of the last logged window (steady state)
 }
 lora=$(run lora)
 qlora=$(run qlora)
-torch=$(/usr/bin/python3 "$root/bench/torch_lora_peer.py" "$work/model" --rank 16 --batch 8 --seq 128 --steps "$steps" \
+python="${PYTHON:-/usr/bin/python3}"
+torch=$("$python" "$root/bench/torch_lora_peer.py" "$work/model" --rank 16 --batch 8 --seq 128 --steps "$steps" \
   | sed 's/.*"tokens_per_sec": \([0-9.]*\).*/\1/')
 params=$("$vktune" plan --model "$work/model" --max-length 128 --json 2>/dev/null |
   /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["parameters"]["total"])')
