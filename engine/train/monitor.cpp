@@ -107,6 +107,15 @@ std::string eval_to_json_line(const EvalMetrics& m) {
   return line.dump();
 }
 
+void ThroughputWindow::add(double step_seconds, int64_t step_tokens, bool profiled) {
+  if (!profiled || seen == 0) {
+    seconds += step_seconds;
+    tokens += step_tokens;
+    counted++;
+  }
+  seen++;
+}
+
 std::string kernels_to_json_line(int64_t step, const std::vector<KernelTime>& kernels) {
   json times = json::array();
   for (const auto& k : kernels) times.push_back({k.name, k.milliseconds});

@@ -114,7 +114,6 @@ uint32_t TrainingRun::train_step(int64_t step, bool profile) {
   uint32_t flags = preference_ ? preference_->step(step, lr, micro_batches, profile)
                                : runner_->step(step, lr, micro_batches, profile);
   tokens_ += runner_->step_tokens();  // over all ranks
-  window_tokens_ += runner_->step_tokens();
   window_steps_++;
   return scaler_.absorb(flags);  // fp16: an overflowed step is skipped, not fatal
 }
@@ -145,8 +144,8 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
     const double steps = window_steps_ ? double(window_steps_) : 1.0;
     m.extra = {{"distill/kl", sums[0] / steps}, {"distill/ce", sums[1] / steps}};
   }
-  m.step_seconds = window_steps_ ? window_seconds_ / double(window_steps_) : 0;
-  m.tokens_per_second = window_seconds_ > 0 ? double(window_tokens_) / window_seconds_ : 0;
+  m.step_seconds = throughput_.step_seconds();
+  m.tokens_per_second = throughput_.tokens_per_second();
   m.elapsed_seconds = elapsed;
   m.tokens = tokens_;
   vk::LedgerSnapshot ledger = context_->ledger().snapshot();
@@ -162,8 +161,7 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   if (std::isnan(first_loss_)) first_loss_ = m.loss;
   last_loss_ = m.loss;
   window_steps_ = 0;
-  window_tokens_ = 0;
-  window_seconds_ = 0;
+  throughput_ = ThroughputWindow{};
   if (!std::isfinite(m.loss))
     throw UserError("the loss became " + std::to_string(m.loss) + " at step " + std::to_string(step),
                     "lower --learning-rate, keep --max-grad-norm at 1.0, or check the data");
@@ -253,8 +251,8 @@ void TrainingRun::save_checkpoint(int64_t step) {
       elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   context_->download(buffers_->buffer("loss.window"), &state.window_loss, 0, 4);
   state.window_steps = window_steps_;
-  state.window_tokens = window_tokens_;
-  state.window_seconds = window_seconds_;
+  state.window_tokens = throughput_.tokens;
+  state.window_seconds = throughput_.seconds;
   state.seed = config_.seed;
   state.data = config_.data;
   state.method = spec::method_name(config_.method);
@@ -282,8 +280,8 @@ int64_t TrainingRun::resume() {
   elapsed_before_ = state.elapsed_s;
   context_->upload(buffers_->buffer("loss.window"), &state.window_loss, 0, 4);
   window_steps_ = state.window_steps;
-  window_tokens_ = state.window_tokens;
-  window_seconds_ = state.window_seconds;
+  // Checkpoints fall between logging steps, so every step of a saved window was counted.
+  throughput_ = ThroughputWindow{state.window_seconds, state.window_tokens, state.window_steps, state.window_steps};
   best_ = std::make_unique<BestModelTracker>(best_->settings(), state.best);
   if (state.loss_scaler) scaler_.restore(*state.loss_scaler);
   if (ranks_.writer())
@@ -364,7 +362,8 @@ TrainSummary TrainingRun::run() {
       if (uint32_t flags = train_step(step, logging))
         stop_on_non_finite(step, flags, schedule_->learning_rate(scaler_.schedule_step(step)), plan_.settings.dtype);
       raise_test_signals(step);
-      window_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count();
+      throughput_.add(std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count(),
+                      runner_->step_tokens(), logging);  // logging steps are the profiled ones
       double elapsed =
           elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
       monitor_->set_progress(step, elapsed);
