@@ -149,11 +149,12 @@ uint64_t parse_byte_size(const std::string& text) {
     scale = 1024.0 * 1024 * 1024;
   else if (unit == "tib")
     scale = 1024.0 * 1024 * 1024 * 1024;
+  const char* hint = "write it like 24GiB, 16GB or 8000MiB";
   if (used == 0 || scale < 0 || !(value > 0))  // !(> 0): NaN too
-    throw UserError("cannot read the memory size '" + text + "'", "write it like 24GiB, 16GB or 8000MiB");
+    throw UserError("cannot read the memory size '" + text + "'", hint);
   const double bytes = value * scale;
   if (!(bytes < 18446744073709551616.0))  // 2^64: from there on (inf included) no uint64_t holds it
-    throw UserError("the memory size '" + text + "' is too large", "write it like 24GiB, 16GB or 8000MiB");
+    throw UserError("the memory size '" + text + "' is too large", hint);
   return static_cast<uint64_t>(bytes);
 }
 

@@ -107,13 +107,13 @@ std::string eval_to_json_line(const EvalMetrics& m) {
   return line.dump();
 }
 
-void ThroughputWindow::add(double step_seconds, int64_t step_tokens, bool profiled) {
-  if (!profiled || seen == 0) {
+void LoggingWindow::add(double step_seconds, int64_t step_tokens, bool profiled) {
+  if (!profiled || steps == 0) {
     seconds += step_seconds;
     tokens += step_tokens;
     counted++;
   }
-  seen++;
+  steps++;
 }
 
 std::string kernels_to_json_line(int64_t step, const std::vector<KernelTime>& kernels) {

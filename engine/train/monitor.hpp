@@ -44,15 +44,16 @@ struct StepMetrics {
   std::vector<std::pair<std::string, double>> extra;
 };
 
-// Training speed over a logging window (StepMetrics' tokens_per_sec and step_time_s). The logging
-// step is profiled (timestamp queries around each of its dispatches, for the kernel table): it counts
-// only when it is its window's only step, since the queries are measurement, not training (a GPU
-// may serialize on them).
-struct ThroughputWindow {
+// The steps since the last logging step: all of them (the logged loss is their mean) and the training
+// speed over them (StepMetrics' tokens_per_sec and step_time_s). The logging step is profiled
+// (timestamp queries around each of its dispatches, for the kernel table): its time counts only when
+// it is its window's only step, since the queries are measurement, not training (a GPU may serialize
+// on them).
+struct LoggingWindow {
   double seconds = 0;   // wall time of the counted steps
   int64_t tokens = 0;   // their trained tokens
   int64_t counted = 0;  // steps in seconds and tokens
-  int64_t seen = 0;     // every step of the window
+  int64_t steps = 0;    // every step of the window
   void add(double step_seconds, int64_t step_tokens, bool profiled);
   double step_seconds() const { return counted ? seconds / double(counted) : 0; }
   double tokens_per_second() const { return seconds > 0 ? double(tokens) / seconds : 0; }

@@ -114,7 +114,6 @@ uint32_t TrainingRun::train_step(int64_t step, bool profile) {
   uint32_t flags = preference_ ? preference_->step(step, lr, micro_batches, profile)
                                : runner_->step(step, lr, micro_batches, profile);
   tokens_ += runner_->step_tokens();  // over all ranks
-  window_steps_++;
   return scaler_.absorb(flags);  // fp16: an overflowed step is skipped, not fatal
 }
 
@@ -130,7 +129,7 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
   StepMetrics m;
   m.step = step;
   m.epoch = batcher_->epoch_progress();
-  m.loss = window_steps_ ? window_loss / double(window_steps_) : 0;
+  m.loss = window_.steps ? window_loss / double(window_.steps) : 0;
   m.learning_rate = schedule_->learning_rate(scaler_.schedule_step(step));
   m.grad_norm = device_state.grad_norm;
   m.loss_scale = scaler_.enabled() ? scaler_.scale() : 0;
@@ -141,27 +140,26 @@ void TrainingRun::log_step(int64_t step, double elapsed) {
     float sums[2] = {0, 0}, zeros[2] = {0, 0};
     context_->download(buffers_->buffer("loss.window"), sums, 4, 8);
     context_->upload(buffers_->buffer("loss.window"), zeros, 4, 8);
-    const double steps = window_steps_ ? double(window_steps_) : 1.0;
+    const double steps = window_.steps ? double(window_.steps) : 1.0;
     m.extra = {{"distill/kl", sums[0] / steps}, {"distill/ce", sums[1] / steps}};
   }
-  m.step_seconds = throughput_.step_seconds();
-  m.tokens_per_second = throughput_.tokens_per_second();
+  m.step_seconds = window_.step_seconds();
+  m.tokens_per_second = window_.tokens_per_second();
   m.elapsed_seconds = elapsed;
   m.tokens = tokens_;
   vk::LedgerSnapshot ledger = context_->ledger().snapshot();
   for (size_t c = 0; c < vk::category_count; c++) m.memory_bytes[c] = ledger.category_current(vk::Category(c));
   m.offloaded_optimizer_bytes = ledger.current[size_t(vk::Category::optimizer_state)][size_t(vk::MemoryKind::offload)];
   m.rank_step_seconds = ranks_.gather(m.step_seconds);  // a collective: every rank logs the same steps
-  m.all_reduce_seconds = window_steps_ ? runner_->take_all_reduce_seconds() / double(window_steps_) : 0;
-  m.all_reduce_busy_seconds = window_steps_ ? runner_->take_all_reduce_busy_seconds() / double(window_steps_) : 0;
+  m.all_reduce_seconds = window_.steps ? runner_->take_all_reduce_seconds() / double(window_.steps) : 0;
+  m.all_reduce_busy_seconds = window_.steps ? runner_->take_all_reduce_busy_seconds() / double(window_.steps) : 0;
   append_metrics(step_to_json_line(m));
   if (!kernel_times.empty()) append_metrics(kernels_to_json_line(step, kernel_times));
   monitor_->push_step(m);
   monitor_->set_kernels(kernel_times);
   if (std::isnan(first_loss_)) first_loss_ = m.loss;
   last_loss_ = m.loss;
-  window_steps_ = 0;
-  throughput_ = ThroughputWindow{};
+  window_ = LoggingWindow{};
   if (!std::isfinite(m.loss))
     throw UserError("the loss became " + std::to_string(m.loss) + " at step " + std::to_string(step),
                     "lower --learning-rate, keep --max-grad-norm at 1.0, or check the data");
@@ -250,9 +248,9 @@ void TrainingRun::save_checkpoint(int64_t step) {
   state.elapsed_s =
       elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   context_->download(buffers_->buffer("loss.window"), &state.window_loss, 0, 4);
-  state.window_steps = window_steps_;
-  state.window_tokens = throughput_.tokens;
-  state.window_seconds = throughput_.seconds;
+  state.window_steps = window_.steps;
+  state.window_tokens = window_.tokens;
+  state.window_seconds = window_.seconds;
   state.seed = config_.seed;
   state.data = config_.data;
   state.method = spec::method_name(config_.method);
@@ -279,9 +277,8 @@ int64_t TrainingRun::resume() {
   tokens_ = state.tokens;
   elapsed_before_ = state.elapsed_s;
   context_->upload(buffers_->buffer("loss.window"), &state.window_loss, 0, 4);
-  window_steps_ = state.window_steps;
   // Checkpoints fall between logging steps, so every step of a saved window was counted.
-  throughput_ = ThroughputWindow{state.window_seconds, state.window_tokens, state.window_steps, state.window_steps};
+  window_ = LoggingWindow{state.window_seconds, state.window_tokens, state.window_steps, state.window_steps};
   best_ = std::make_unique<BestModelTracker>(best_->settings(), state.best);
   if (state.loss_scaler) scaler_.restore(*state.loss_scaler);
   if (ranks_.writer())
@@ -362,8 +359,8 @@ TrainSummary TrainingRun::run() {
       if (uint32_t flags = train_step(step, logging))
         stop_on_non_finite(step, flags, schedule_->learning_rate(scaler_.schedule_step(step)), plan_.settings.dtype);
       raise_test_signals(step);
-      throughput_.add(std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count(),
-                      runner_->step_tokens(), logging);  // logging steps are the profiled ones
+      window_.add(std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count(),
+                  runner_->step_tokens(), logging);  // logging steps are the profiled ones
       double elapsed =
           elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
       monitor_->set_progress(step, elapsed);

@@ -108,8 +108,8 @@ class TrainingRun {
   std::unique_ptr<BestModelTracker> best_;
 
   // Progress.
-  int64_t tokens_ = 0, window_steps_ = 0;  // window_steps_: the loss window's steps
-  ThroughputWindow throughput_;
+  int64_t tokens_ = 0;
+  LoggingWindow window_;
   double elapsed_before_ = 0;
   std::chrono::steady_clock::time_point started_;
   double first_loss_ = NAN, last_loss_ = NAN, last_eval_ = -1;
